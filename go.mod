@@ -1,0 +1,3 @@
+module github.com/ferrymesh/ferry
+
+go 1.26
