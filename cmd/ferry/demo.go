@@ -1,0 +1,302 @@
+package main
+
+import (
+	"bufio"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/ferrymesh/ferry/internal/payload"
+)
+
+// cmdDemo shows ferry's main job with nothing but the binary: a built-in
+// origin serves a large file, a ferry process (this binary, `ferry run`,
+// static discovery) sits in front of it, and the file is downloaded through
+// ferry and then directly, with a progress bar. It reports both throughputs,
+// checks the sha256 of what arrived, and reads ferry's peak memory from the
+// kernel.
+func cmdDemo(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("demo", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	sizeFlag := fs.String("size", "1GiB", "file size (bytes, or with KiB/MiB/GiB)")
+	if err := fs.Parse(args); err != nil {
+		return exitConfig
+	}
+	size, err := parseSize(*sizeFlag)
+	if err != nil {
+		fmt.Fprintf(stderr, "ferry demo: --size: %v\n", err)
+		return exitConfig
+	}
+	if err := demo(size, stdout, stderr); err != nil {
+		fmt.Fprintf(stderr, "ferry demo: %v\n", err)
+		return exitFail
+	}
+	return exitOK
+}
+
+func demo(size int64, stdout, stderr io.Writer) error {
+	origin, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return err
+	}
+	srv := &http.Server{Handler: payload.Handler(size)}
+	go srv.Serve(origin)
+	defer srv.Close()
+
+	ports, err := freePorts(2)
+	if err != nil {
+		return err
+	}
+	dir, err := os.MkdirTemp("", "ferry-demo-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	cfgPath := filepath.Join(dir, "ferry.yaml")
+	cfg := fmt.Sprintf(`# written by ferry demo
+admin:    { listen: 127.0.0.1:%d }
+outbound:
+  listen: 127.0.0.1:%d
+  routes:
+    - { host: files, service: files }
+services:
+  files: { endpoints: [%s] }
+shutdown: { grace: 5s }
+`, ports[0], ports[1], origin.Addr())
+	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
+		return err
+	}
+	self, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	logPath := filepath.Join(dir, "ferry.log")
+	logFile, err := os.Create(logPath)
+	if err != nil {
+		return err
+	}
+	defer logFile.Close()
+	cmd := exec.Command(self, "run", "--config", cfgPath)
+	cmd.Stdout, cmd.Stderr = logFile, logFile
+	if err := cmd.Start(); err != nil {
+		return err
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	defer func() {
+		cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-exited:
+		case <-time.After(10 * time.Second):
+			cmd.Process.Kill()
+		}
+	}()
+	admin := fmt.Sprintf("http://127.0.0.1:%d/ready", ports[0])
+	if err := waitReady(admin, exited, 10*time.Second); err != nil {
+		log, _ := os.ReadFile(logPath)
+		return fmt.Errorf("ferry did not become ready: %v\n%s", err, log)
+	}
+	fmt.Fprintf(stdout, "ferry demo: origin %s, ferry pid %d (outbound 127.0.0.1:%d -> service files)\n", origin.Addr(), cmd.Process.Pid, ports[1])
+	fmt.Fprintf(stdout, "downloading %s through ferry and directly\n", human(size))
+
+	want := payload.Digest(size)
+	via, err := download(fmt.Sprintf("http://127.0.0.1:%d/file", ports[1]), "files", size, "via ferry", stderr)
+	if err != nil {
+		return err
+	}
+	direct, err := download(fmt.Sprintf("http://%s/file", origin.Addr()), "", size, "direct   ", stderr)
+	if err != nil {
+		return err
+	}
+	for _, d := range []dl{via, direct} {
+		if d.n != size || d.digest != want {
+			return fmt.Errorf("%s: got %d bytes sha256 %s, want %d bytes sha256 %s", d.label, d.n, d.digest, size, want)
+		}
+	}
+	peak, rss := procMemory(cmd.Process.Pid)
+	fmt.Fprintf(stdout, "\n%-10s %12s %10s\n", "", "throughput", "time")
+	fmt.Fprintf(stdout, "%-10s %9.0f MiB/s %9.2fs\n", "via ferry", via.rate(), via.took.Seconds())
+	fmt.Fprintf(stdout, "%-10s %9.0f MiB/s %9.2fs\n", "direct", direct.rate(), direct.took.Seconds())
+	fmt.Fprintf(stdout, "\nsha256 %s matches at both ends (%d bytes)\n", want, size)
+	fmt.Fprintf(stdout, "ferry peak memory (VmHWM): %s, now (VmRSS): %s, for a %s body\n", peak, rss, human(size))
+	return nil
+}
+
+type dl struct {
+	label  string
+	n      int64
+	digest string
+	took   time.Duration
+}
+
+func (d dl) rate() float64 { return float64(d.n) / (1 << 20) / d.took.Seconds() }
+
+func download(url, host string, size int64, label string, progress io.Writer) (dl, error) {
+	req, err := http.NewRequest(http.MethodGet, url, nil)
+	if err != nil {
+		return dl{}, err
+	}
+	if host != "" {
+		req.Host = host
+	}
+	client := &http.Client{Transport: &http.Transport{Proxy: nil, DisableCompression: true}}
+	start := time.Now()
+	res, err := client.Do(req)
+	if err != nil {
+		return dl{}, err
+	}
+	defer res.Body.Close()
+	if res.StatusCode != http.StatusOK {
+		b, _ := io.ReadAll(io.LimitReader(res.Body, 4096))
+		return dl{}, fmt.Errorf("%s: %s: %s", label, res.Status, strings.TrimSpace(string(b)))
+	}
+	sink := payload.NewSink()
+	bar := &progressBar{w: progress, label: label, total: size, start: start}
+	_, err = io.CopyBuffer(io.MultiWriter(sink, bar), res.Body, make([]byte, 64<<10))
+	bar.finish()
+	if err != nil {
+		return dl{}, fmt.Errorf("%s: %w", label, err)
+	}
+	return dl{label: strings.TrimSpace(label), n: sink.N(), digest: sink.Digest(), took: time.Since(start)}, nil
+}
+
+// progressBar draws one line on w, at most ten times a second.
+type progressBar struct {
+	w        io.Writer
+	label    string
+	total, n int64
+	start    time.Time
+	last     time.Time
+}
+
+func (p *progressBar) Write(b []byte) (int, error) {
+	p.n += int64(len(b))
+	if now := time.Now(); now.Sub(p.last) >= 100*time.Millisecond {
+		p.last = now
+		p.draw()
+	}
+	return len(b), nil
+}
+
+func (p *progressBar) draw() {
+	const width = 30
+	frac := 1.0
+	if p.total > 0 {
+		frac = float64(p.n) / float64(p.total)
+	}
+	filled := int(frac * width)
+	rate := float64(p.n) / (1 << 20) / max(time.Since(p.start).Seconds(), 1e-9)
+	fmt.Fprintf(p.w, "\r%s [%s%s] %5.1f%% %8s %7.0f MiB/s", p.label, strings.Repeat("=", filled), strings.Repeat(" ", width-filled), frac*100, human(p.n), rate)
+}
+
+func (p *progressBar) finish() {
+	p.draw()
+	fmt.Fprintln(p.w)
+}
+
+func waitReady(url string, exited <-chan error, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	client := &http.Client{Timeout: time.Second}
+	for time.Now().Before(deadline) {
+		select {
+		case err := <-exited:
+			return fmt.Errorf("ferry exited: %v", err)
+		default:
+		}
+		if res, err := client.Get(url); err == nil {
+			res.Body.Close()
+			if res.StatusCode == http.StatusOK {
+				return nil
+			}
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return errors.New("timed out")
+}
+
+func freePorts(n int) ([]int, error) {
+	var ports []int
+	var lns []net.Listener
+	defer func() {
+		for _, l := range lns {
+			l.Close()
+		}
+	}()
+	for range n {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return nil, err
+		}
+		lns = append(lns, l)
+		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
+	}
+	return ports, nil
+}
+
+// procMemory reads a process's peak and current resident memory.
+func procMemory(pid int) (peak, rss string) {
+	peak, rss = "unavailable", "unavailable"
+	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		k, v, ok := strings.Cut(sc.Text(), ":")
+		if !ok {
+			continue
+		}
+		kb, err := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
+		if err != nil {
+			continue
+		}
+		switch k {
+		case "VmHWM":
+			peak = human(kb << 10)
+		case "VmRSS":
+			rss = human(kb << 10)
+		}
+	}
+	return
+}
+
+func parseSize(s string) (int64, error) {
+	mult := int64(1)
+	for _, u := range []struct {
+		suffix string
+		m      int64
+	}{{"GiB", 1 << 30}, {"MiB", 1 << 20}, {"KiB", 1 << 10}, {"B", 1}} {
+		if strings.HasSuffix(s, u.suffix) {
+			s, mult = strings.TrimSuffix(s, u.suffix), u.m
+			break
+		}
+	}
+	n, err := strconv.ParseInt(strings.TrimSpace(s), 10, 64)
+	if err != nil || n < 0 {
+		return 0, fmt.Errorf("invalid size %q", s)
+	}
+	return n * mult, nil
+}
+
+func human(n int64) string {
+	switch {
+	case n >= 1<<30:
+		return fmt.Sprintf("%.2f GiB", float64(n)/(1<<30))
+	case n >= 1<<20:
+		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
+	case n >= 1<<10:
+		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
+	}
+	return fmt.Sprintf("%d B", n)
+}

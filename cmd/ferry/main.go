@@ -1,0 +1,106 @@
+// Command ferry is the ferry service-mesh sidecar.
+//
+//	ferry run --config FILE   run the sidecar
+//	ferry demo                download a large file through ferry, no Consul needed
+//	ferry version             print the version
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/ferrymesh/ferry/sidecar"
+)
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = "dev"
+
+// Exit codes.
+const (
+	exitOK     = 0
+	exitFail   = 1
+	exitConfig = 2
+)
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+func run(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		usage(stderr)
+		return exitConfig
+	}
+	switch args[0] {
+	case "run":
+		return cmdRun(args[1:], stderr)
+	case "demo":
+		return cmdDemo(args[1:], stdout, stderr)
+	case "version", "--version", "-v":
+		fmt.Fprintln(stdout, "ferry", version)
+		return exitOK
+	case "help", "-h", "--help":
+		usage(stdout)
+		return exitOK
+	default:
+		fmt.Fprintf(stderr, "ferry: unknown command %q\n", args[0])
+		usage(stderr)
+		return exitConfig
+	}
+}
+
+func usage(w io.Writer) {
+	fmt.Fprint(w, `usage:
+  ferry run --config FILE   run the sidecar
+  ferry demo [--size N]     serve a large file, download it through ferry, report throughput and memory
+  ferry version             print the version
+`)
+}
+
+func cmdRun(args []string, stderr io.Writer) int {
+	fs := flag.NewFlagSet("run", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	path := fs.String("config", "", "config file (YAML)")
+	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
+	if err := fs.Parse(args); err != nil {
+		return exitConfig
+	}
+	if *path == "" {
+		fmt.Fprintln(stderr, "ferry run: --config is required")
+		return exitConfig
+	}
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
+		fmt.Fprintf(stderr, "ferry run: --log-level: %v\n", err)
+		return exitConfig
+	}
+	cfg, err := sidecar.LoadConfigFile(*path)
+	if err != nil {
+		fmt.Fprintf(stderr, "ferry: %v\n", err)
+		return exitConfig
+	}
+	log := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: level}))
+	sc, err := sidecar.New(cfg, sidecar.Options{Log: log})
+	if err != nil {
+		fmt.Fprintf(stderr, "ferry: %v\n", err)
+		return exitConfig
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	if err := sc.Run(ctx); err != nil {
+		log.Error("ferry stopped", "error", err.Error())
+		var ce sidecar.ConfigErrors
+		if errors.As(err, &ce) {
+			return exitConfig
+		}
+		return exitFail
+	}
+	return exitOK
+}

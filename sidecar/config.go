@@ -1,0 +1,206 @@
+package sidecar
+
+import (
+	"time"
+)
+
+// Config is ferry's whole configuration file. Every field documents its
+// default; Load fills defaults and validates before anything listens.
+type Config struct {
+	// Admin is the operator's listener: /ready, /live, /upstreams.
+	Admin AdminConfig `yaml:"admin"`
+	// Outbound is the listener the local application calls upstreams
+	// through. Optional.
+	Outbound *OutboundConfig `yaml:"outbound"`
+	// Inbound is the listener the mesh calls the local application through.
+	// Optional.
+	Inbound *InboundConfig `yaml:"inbound"`
+	// Services are the upstreams routes may name.
+	Services map[string]*ServiceConfig `yaml:"services"`
+	// Timeouts apply to every upstream unless a service overrides them.
+	Timeouts TimeoutsConfig `yaml:"timeouts"`
+	// Limits guard the listeners.
+	Limits LimitsConfig `yaml:"limits"`
+	// Shutdown controls the drain on SIGTERM.
+	Shutdown ShutdownConfig `yaml:"shutdown"`
+}
+
+// AdminConfig configures the admin listener.
+type AdminConfig struct {
+	// Listen is host:port. Default 127.0.0.1:15000 (loopback only).
+	Listen string `yaml:"listen"`
+}
+
+// OutboundConfig configures the listener the local application calls.
+type OutboundConfig struct {
+	// Listen is host:port. Default 127.0.0.1:15001.
+	Listen string `yaml:"listen"`
+	// Routes are matched in order; the first match wins.
+	Routes []RouteConfig `yaml:"routes"`
+}
+
+// RouteConfig sends matching requests to a service.
+type RouteConfig struct {
+	// Host matches the request's Host header, port ignored, case-insensitive.
+	// Empty matches any host.
+	Host string `yaml:"host"`
+	// PathPrefix matches the start of the request path at a segment
+	// boundary ("/api" matches "/api" and "/api/x", not "/apix"). Empty
+	// matches any path.
+	PathPrefix string `yaml:"path_prefix"`
+	// Service names an entry of services. Required.
+	Service string `yaml:"service"`
+}
+
+// InboundConfig configures the listener the mesh calls.
+type InboundConfig struct {
+	// Listen is host:port. Default 0.0.0.0:15006.
+	Listen string `yaml:"listen"`
+	// App is the local application's host:port. Required.
+	App string `yaml:"app"`
+	// Protocol spoken to the app: auto (default: the caller's), http1 or h2c.
+	Protocol string `yaml:"protocol"`
+}
+
+// ServiceConfig is one upstream service.
+type ServiceConfig struct {
+	// Endpoints are static host:port addresses (static discovery, the
+	// embedded default). An empty list answers 503.
+	Endpoints []string `yaml:"endpoints"`
+	// Protocol spoken to the endpoints: auto (default: HTTP/2 cleartext when
+	// the caller spoke HTTP/2, else HTTP/1.1), http1 or h2c.
+	Protocol string `yaml:"protocol"`
+	// Timeouts override the top-level timeouts for this service; unset
+	// fields inherit.
+	Timeouts *TimeoutsConfig `yaml:"timeouts"`
+}
+
+// TimeoutsConfig bounds the phases of an upstream exchange. Zero disables a
+// timeout. There is no overall timeout by default: a healthy 10-minute
+// download is never cut.
+type TimeoutsConfig struct {
+	// Connect bounds dialing an endpoint. Default 5s.
+	Connect time.Duration `yaml:"connect"`
+	// ResponseHeader bounds the wait for response headers after the request
+	// headers (and any 100-continue body) were written. Default 60s.
+	ResponseHeader time.Duration `yaml:"response_header"`
+	// BodyIdle cancels an exchange when no body byte moved in either
+	// direction for this long. Default 5m.
+	BodyIdle time.Duration `yaml:"body_idle"`
+	// Overall bounds the whole exchange. Default 0 (none).
+	Overall time.Duration `yaml:"overall"`
+}
+
+// LimitsConfig guards the listeners against oversized or slow input.
+type LimitsConfig struct {
+	// MaxRequestBodyBytes rejects larger request bodies with 413. Default 0
+	// (unlimited: ferry streams, so size costs no memory).
+	MaxRequestBodyBytes int64 `yaml:"max_request_body_bytes"`
+	// MaxHeaderBytes rejects larger request headers with 431. Default 64 KiB.
+	MaxHeaderBytes int `yaml:"max_header_bytes"`
+	// ReadHeaderTimeout bounds reading request headers (slowloris). Default 10s.
+	ReadHeaderTimeout time.Duration `yaml:"read_header_timeout"`
+	// IdleTimeout closes idle client keep-alive connections. Default 2m.
+	IdleTimeout time.Duration `yaml:"idle_timeout"`
+}
+
+// ShutdownConfig controls the drain.
+type ShutdownConfig struct {
+	// Grace is how long in-flight requests may run after SIGTERM before
+	// their connections are closed. Default 30s.
+	Grace time.Duration `yaml:"grace"`
+	// Delay keeps serving after SIGTERM, with /ready answering 503, so load
+	// balancers and Consul stop sending before the listeners close.
+	// Default 0.
+	Delay time.Duration `yaml:"delay"`
+}
+
+// Defaults for fields left unset.
+const (
+	DefaultAdminListen       = "127.0.0.1:15000"
+	DefaultOutboundListen    = "127.0.0.1:15001"
+	DefaultInboundListen     = "0.0.0.0:15006"
+	DefaultConnectTimeout    = 5 * time.Second
+	DefaultResponseHeader    = 60 * time.Second
+	DefaultBodyIdle          = 5 * time.Minute
+	DefaultMaxHeaderBytes    = 64 << 10
+	DefaultReadHeaderTimeout = 10 * time.Second
+	DefaultIdleTimeout       = 2 * time.Minute
+	DefaultShutdownGrace     = 30 * time.Second
+)
+
+// Protocols spoken to upstreams.
+const (
+	ProtocolAuto  = "auto"
+	ProtocolHTTP1 = "http1"
+	ProtocolH2C   = "h2c"
+)
+
+// setDefaults fills every unset field with its documented default.
+func (c *Config) setDefaults() {
+	if c.Admin.Listen == "" {
+		c.Admin.Listen = DefaultAdminListen
+	}
+	if c.Outbound != nil && c.Outbound.Listen == "" {
+		c.Outbound.Listen = DefaultOutboundListen
+	}
+	if c.Inbound != nil {
+		if c.Inbound.Listen == "" {
+			c.Inbound.Listen = DefaultInboundListen
+		}
+		if c.Inbound.Protocol == "" {
+			c.Inbound.Protocol = ProtocolAuto
+		}
+	}
+	if c.Timeouts.Connect == 0 {
+		c.Timeouts.Connect = DefaultConnectTimeout
+	}
+	if c.Timeouts.ResponseHeader == 0 {
+		c.Timeouts.ResponseHeader = DefaultResponseHeader
+	}
+	if c.Timeouts.BodyIdle == 0 {
+		c.Timeouts.BodyIdle = DefaultBodyIdle
+	}
+	for _, s := range c.Services {
+		if s == nil {
+			continue
+		}
+		if s.Protocol == "" {
+			s.Protocol = ProtocolAuto
+		}
+	}
+	if c.Limits.MaxHeaderBytes == 0 {
+		c.Limits.MaxHeaderBytes = DefaultMaxHeaderBytes
+	}
+	if c.Limits.ReadHeaderTimeout == 0 {
+		c.Limits.ReadHeaderTimeout = DefaultReadHeaderTimeout
+	}
+	if c.Limits.IdleTimeout == 0 {
+		c.Limits.IdleTimeout = DefaultIdleTimeout
+	}
+	if c.Shutdown.Grace == 0 {
+		c.Shutdown.Grace = DefaultShutdownGrace
+	}
+}
+
+// timeoutsFor merges a service's overrides over the top-level timeouts.
+func (c *Config) timeoutsFor(s *ServiceConfig) TimeoutsConfig {
+	t := c.Timeouts
+	if s == nil || s.Timeouts == nil {
+		return t
+	}
+	o := s.Timeouts
+	if o.Connect != 0 {
+		t.Connect = o.Connect
+	}
+	if o.ResponseHeader != 0 {
+		t.ResponseHeader = o.ResponseHeader
+	}
+	if o.BodyIdle != 0 {
+		t.BodyIdle = o.BodyIdle
+	}
+	if o.Overall != 0 {
+		t.Overall = o.Overall
+	}
+	return t
+}

@@ -1,0 +1,220 @@
+package sidecar
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"reflect"
+	"strings"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// ConfigError is a configuration problem at one key path, such as
+// "outbound.routes[0].service". ferry exits with code 2 on it.
+type ConfigError struct {
+	Path string // dotted key path; empty for the document as a whole
+	Line int    // 1-based line in the file, 0 when unknown
+	Msg  string
+}
+
+func (e *ConfigError) Error() string {
+	var b strings.Builder
+	if e.Path != "" {
+		b.WriteString(e.Path)
+		b.WriteString(": ")
+	}
+	b.WriteString(e.Msg)
+	if e.Line > 0 {
+		fmt.Fprintf(&b, " (line %d)", e.Line)
+	}
+	return b.String()
+}
+
+// ConfigErrors is every problem found in one file, in file order.
+type ConfigErrors []*ConfigError
+
+func (es ConfigErrors) Error() string {
+	msgs := make([]string, len(es))
+	for i, e := range es {
+		msgs[i] = e.Error()
+	}
+	return strings.Join(msgs, "\n")
+}
+
+// LoadConfigFile reads, defaults and validates a config file.
+func LoadConfigFile(path string) (*Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	cfg, err := ParseConfig(data)
+	if err != nil {
+		return nil, fmt.Errorf("config %s:\n%w", path, err)
+	}
+	return cfg, nil
+}
+
+// ParseConfig decodes YAML config text strictly: unknown keys, wrong types
+// and invalid values are reported with their key path. The result has every
+// default filled in.
+func ParseConfig(data []byte) (*Config, error) {
+	var doc yaml.Node
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	if err := dec.Decode(&doc); err != nil {
+		if errors.Is(err, io.EOF) {
+			return nil, ConfigErrors{{Msg: "empty config: at least one of outbound or inbound is required"}}
+		}
+		return nil, ConfigErrors{{Msg: err.Error()}}
+	}
+	var extra yaml.Node
+	if err := dec.Decode(&extra); !errors.Is(err, io.EOF) {
+		return nil, ConfigErrors{{Msg: "config must be a single YAML document"}}
+	}
+	var errs ConfigErrors
+	checkNode(&doc, reflect.TypeOf(Config{}), "", &errs)
+	if len(errs) > 0 {
+		return nil, errs
+	}
+	cfg := new(Config)
+	if err := doc.Decode(cfg); err != nil {
+		// checkNode validated every leaf; this is a backstop.
+		return nil, ConfigErrors{{Msg: err.Error()}}
+	}
+	cfg.setDefaults()
+	if errs := cfg.validate(); len(errs) > 0 {
+		return nil, errs
+	}
+	return cfg, nil
+}
+
+var durationType = reflect.TypeOf(time.Duration(0))
+
+// checkNode walks a YAML node beside the Go type it decodes into and records
+// unknown keys and undecodable values under their key path.
+func checkNode(n *yaml.Node, t reflect.Type, path string, errs *ConfigErrors) {
+	if n.Kind == yaml.DocumentNode {
+		if len(n.Content) == 1 {
+			checkNode(n.Content[0], t, path, errs)
+		}
+		return
+	}
+	if n.Kind == yaml.AliasNode {
+		n = n.Alias
+	}
+	if n.Tag == "!!null" {
+		return
+	}
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	fail := func(format string, args ...any) {
+		*errs = append(*errs, &ConfigError{Path: path, Line: n.Line, Msg: fmt.Sprintf(format, args...)})
+	}
+	switch {
+	case t.Kind() == reflect.Struct:
+		if n.Kind != yaml.MappingNode {
+			fail("expected a mapping, got %s", describe(n))
+			return
+		}
+		fields := yamlFields(t)
+		seen := map[string]bool{}
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			k, v := n.Content[i], n.Content[i+1]
+			p := join(path, k.Value)
+			if seen[k.Value] {
+				*errs = append(*errs, &ConfigError{Path: p, Line: k.Line, Msg: "duplicate key"})
+				continue
+			}
+			seen[k.Value] = true
+			f, ok := fields[k.Value]
+			if !ok {
+				*errs = append(*errs, &ConfigError{Path: p, Line: k.Line, Msg: fmt.Sprintf("unknown key (known: %s)", knownKeys(t))})
+				continue
+			}
+			checkNode(v, f.Type, p, errs)
+		}
+	case t.Kind() == reflect.Map:
+		if n.Kind != yaml.MappingNode {
+			fail("expected a mapping, got %s", describe(n))
+			return
+		}
+		seen := map[string]bool{}
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			k, v := n.Content[i], n.Content[i+1]
+			p := join(path, k.Value)
+			if seen[k.Value] {
+				*errs = append(*errs, &ConfigError{Path: p, Line: k.Line, Msg: "duplicate key"})
+				continue
+			}
+			seen[k.Value] = true
+			checkNode(v, t.Elem(), p, errs)
+		}
+	case t.Kind() == reflect.Slice:
+		if n.Kind != yaml.SequenceNode {
+			fail("expected a list, got %s", describe(n))
+			return
+		}
+		for i, v := range n.Content {
+			checkNode(v, t.Elem(), fmt.Sprintf("%s[%d]", path, i), errs)
+		}
+	default:
+		if n.Kind != yaml.ScalarNode {
+			fail("expected a single value, got %s", describe(n))
+			return
+		}
+		v := reflect.New(t)
+		if err := n.Decode(v.Interface()); err != nil {
+			want := t.Kind().String()
+			if t == durationType {
+				want = `a duration such as "5s" or "2m"`
+			}
+			fail("invalid value %q: want %s", n.Value, want)
+		}
+	}
+}
+
+func describe(n *yaml.Node) string {
+	switch n.Kind {
+	case yaml.MappingNode:
+		return "a mapping"
+	case yaml.SequenceNode:
+		return "a list"
+	default:
+		return fmt.Sprintf("%q", n.Value)
+	}
+}
+
+func join(path, key string) string {
+	if path == "" {
+		return key
+	}
+	return path + "." + key
+}
+
+func yamlFields(t reflect.Type) map[string]reflect.StructField {
+	out := map[string]reflect.StructField{}
+	for i := 0; i < t.NumField(); i++ {
+		f := t.Field(i)
+		name, _, _ := strings.Cut(f.Tag.Get("yaml"), ",")
+		if name == "" || name == "-" {
+			continue
+		}
+		out[name] = f
+	}
+	return out
+}
+
+func knownKeys(t reflect.Type) string {
+	var keys []string
+	for i := 0; i < t.NumField(); i++ {
+		name, _, _ := strings.Cut(t.Field(i).Tag.Get("yaml"), ",")
+		if name != "" && name != "-" {
+			keys = append(keys, name)
+		}
+	}
+	return strings.Join(keys, ", ")
+}

@@ -1,0 +1,189 @@
+package sidecar
+
+import (
+	"fmt"
+	"net"
+	"net/netip"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// validate checks a defaulted config and returns every problem, each naming
+// its key path.
+func (c *Config) validate() ConfigErrors {
+	var errs ConfigErrors
+	add := func(path, format string, args ...any) {
+		errs = append(errs, &ConfigError{Path: path, Msg: fmt.Sprintf(format, args...)})
+	}
+	if c.Outbound == nil && c.Inbound == nil {
+		add("", "at least one of outbound or inbound is required")
+	}
+
+	type listener struct{ path, addr string }
+	listeners := []listener{{"admin.listen", c.Admin.Listen}}
+	if c.Outbound != nil {
+		listeners = append(listeners, listener{"outbound.listen", c.Outbound.Listen})
+	}
+	if c.Inbound != nil {
+		listeners = append(listeners, listener{"inbound.listen", c.Inbound.Listen})
+	}
+	for i, l := range listeners {
+		if err := checkHostPort(l.addr, true); err != nil {
+			add(l.path, "%v", err)
+			continue
+		}
+		for _, prev := range listeners[:i] {
+			if listenersOverlap(prev.addr, l.addr) {
+				add(l.path, "%s is already used by %s", l.addr, prev.path)
+			}
+		}
+	}
+
+	names := make([]string, 0, len(c.Services))
+	for name := range c.Services {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	for _, name := range names {
+		s := c.Services[name]
+		p := "services." + name
+		if s == nil {
+			add(p, "empty service: give endpoints")
+			continue
+		}
+		if strings.TrimSpace(name) == "" || strings.ContainsAny(name, " \t/") {
+			add(p, "invalid service name %q", name)
+		}
+		seen := map[string]int{}
+		for i, ep := range s.Endpoints {
+			ep := strings.TrimSpace(ep)
+			if err := checkHostPort(ep, false); err != nil {
+				add(fmt.Sprintf("%s.endpoints[%d]", p, i), "%v", err)
+			} else if j, dup := seen[ep]; dup {
+				add(fmt.Sprintf("%s.endpoints[%d]", p, i), "%s repeats endpoints[%d]", ep, j)
+			}
+			seen[ep] = i
+		}
+		checkProtocol(p+".protocol", s.Protocol, add)
+		if s.Timeouts != nil {
+			checkTimeouts(p+".timeouts", *s.Timeouts, add)
+		}
+	}
+	checkTimeouts("timeouts", c.Timeouts, add)
+
+	if c.Outbound != nil {
+		type key struct{ host, prefix string }
+		seen := map[key]int{}
+		catchAll := -1
+		for i, r := range c.Outbound.Routes {
+			p := fmt.Sprintf("outbound.routes[%d]", i)
+			if r.Service == "" {
+				add(p+".service", "required")
+			} else if _, ok := c.Services[r.Service]; !ok {
+				add(p+".service", "service %q is not defined under services", r.Service)
+			}
+			if r.PathPrefix != "" && !strings.HasPrefix(r.PathPrefix, "/") {
+				add(p+".path_prefix", "must start with /, got %q", r.PathPrefix)
+			}
+			if strings.ContainsAny(r.Host, "/ \t") || strings.Contains(r.Host, "://") {
+				add(p+".host", "must be a bare host name, got %q", r.Host)
+			}
+			k := key{normalizeHost(r.Host), strings.TrimSuffix(r.PathPrefix, "/")}
+			if j, dup := seen[k]; dup {
+				add(p, "repeats routes[%d] (same host and path_prefix); it can never match", j)
+			} else if catchAll >= 0 {
+				add(p, "can never match: routes[%d] matches every request first", catchAll)
+			}
+			seen[k] = i
+			if k.host == "" && k.prefix == "" && catchAll < 0 {
+				catchAll = i
+			}
+		}
+	}
+	if c.Inbound != nil {
+		if c.Inbound.App == "" {
+			add("inbound.app", "required: the local application's host:port")
+		} else if err := checkHostPort(c.Inbound.App, false); err != nil {
+			add("inbound.app", "%v", err)
+		}
+		checkProtocol("inbound.protocol", c.Inbound.Protocol, add)
+	}
+
+	if c.Limits.MaxRequestBodyBytes < 0 {
+		add("limits.max_request_body_bytes", "must not be negative")
+	}
+	if c.Limits.MaxHeaderBytes < 0 {
+		add("limits.max_header_bytes", "must not be negative")
+	}
+	for path, d := range map[string]time.Duration{
+		"limits.read_header_timeout": c.Limits.ReadHeaderTimeout,
+		"limits.idle_timeout":        c.Limits.IdleTimeout,
+		"shutdown.grace":             c.Shutdown.Grace,
+		"shutdown.delay":             c.Shutdown.Delay,
+	} {
+		if d < 0 {
+			add(path, "must not be negative")
+		}
+	}
+	sort.SliceStable(errs, func(i, j int) bool { return errs[i].Path < errs[j].Path })
+	return errs
+}
+
+func checkProtocol(path, p string, add func(string, string, ...any)) {
+	switch p {
+	case ProtocolAuto, ProtocolHTTP1, ProtocolH2C:
+	default:
+		add(path, "unknown protocol %q (want auto, http1 or h2c)", p)
+	}
+}
+
+func checkTimeouts(path string, t TimeoutsConfig, add func(string, string, ...any)) {
+	for key, d := range map[string]time.Duration{
+		"connect": t.Connect, "response_header": t.ResponseHeader,
+		"body_idle": t.BodyIdle, "overall": t.Overall,
+	} {
+		if d < 0 {
+			add(path+"."+key, "must not be negative")
+		}
+	}
+}
+
+// checkHostPort validates host:port. Listeners may use port 0 (any free
+// port) and an empty host (all interfaces); endpoints may not.
+func checkHostPort(addr string, listener bool) error {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("invalid address %q: want host:port", addr)
+	}
+	n, err := strconv.Atoi(port)
+	if err != nil || n < 0 || n > 65535 || (!listener && n == 0) {
+		return fmt.Errorf("invalid port in %q", addr)
+	}
+	if host == "" {
+		if listener {
+			return nil
+		}
+		return fmt.Errorf("missing host in %q", addr)
+	}
+	if listener {
+		if _, err := netip.ParseAddr(host); err != nil && host != "localhost" {
+			return fmt.Errorf("listen host in %q must be an IP address or localhost", addr)
+		}
+	} else if strings.ContainsAny(host, " /\t") {
+		return fmt.Errorf("invalid host in %q", addr)
+	}
+	return nil
+}
+
+// listenersOverlap reports whether two listen addresses would collide.
+func listenersOverlap(a, b string) bool {
+	ha, pa, _ := net.SplitHostPort(a)
+	hb, pb, _ := net.SplitHostPort(b)
+	if pa != pb || pa == "0" {
+		return false
+	}
+	wild := func(h string) bool { return h == "" || h == "0.0.0.0" || h == "::" }
+	return ha == hb || wild(ha) || wild(hb)
+}

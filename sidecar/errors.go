@@ -1,0 +1,109 @@
+package sidecar
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"strings"
+)
+
+// Causes the proxy attaches to a request's context when it cancels it, so
+// the failure can be told apart from a client that went away.
+var (
+	errBodyIdle       = errors.New("no body byte moved within the body idle timeout")
+	errOverallTimeout = errors.New("the overall timeout elapsed")
+	errBodyTooLarge   = errors.New("request body exceeds limits.max_request_body_bytes")
+)
+
+// dialError marks a failure to connect to an endpoint: nothing was sent.
+type dialError struct {
+	addr string
+	err  error
+}
+
+func (e *dialError) Error() string { return fmt.Sprintf("connect to %s: %v", e.addr, e.err) }
+func (e *dialError) Unwrap() error { return e.err }
+
+// bodyReadError marks a failure reading the caller's request body: the
+// caller's fault, not the upstream's.
+type bodyReadError struct{ err error }
+
+func (e *bodyReadError) Error() string { return "reading request body: " + e.err.Error() }
+func (e *bodyReadError) Unwrap() error { return e.err }
+
+// failure is a proxy-made answer: a status and a reason the caller can read.
+type failure struct {
+	status int
+	reason string
+}
+
+// classify turns the error of an upstream round trip into the answer the
+// caller gets. clientGone reports that the caller canceled, in which case no
+// answer can be delivered.
+func classify(ctx context.Context, service, addr string, err error) (f failure, clientGone bool) {
+	cause := context.Cause(ctx)
+	var de *dialError
+	var be *bodyReadError
+	var ne net.Error
+	switch {
+	case errors.Is(cause, errBodyTooLarge) || errors.Is(err, errBodyTooLarge):
+		return failure{http.StatusRequestEntityTooLarge, errBodyTooLarge.Error()}, false
+	case errors.Is(cause, errOverallTimeout):
+		return failure{http.StatusGatewayTimeout, fmt.Sprintf("upstream %s (%s): %v", service, addr, errOverallTimeout)}, false
+	case errors.Is(cause, errBodyIdle):
+		return failure{http.StatusGatewayTimeout, fmt.Sprintf("upstream %s (%s): %v", service, addr, errBodyIdle)}, false
+	case errors.As(err, &be):
+		return failure{http.StatusBadRequest, be.Error()}, ctx.Err() != nil
+	case ctx.Err() != nil:
+		return failure{499, "client closed the request"}, true
+	case errors.As(err, &de):
+		if errors.As(de.err, &ne) && ne.Timeout() {
+			return failure{http.StatusGatewayTimeout, fmt.Sprintf("upstream %s: connect to %s timed out (timeouts.connect)", service, addr)}, false
+		}
+		return failure{http.StatusBadGateway, fmt.Sprintf("upstream %s: connect to %s failed: %v", service, addr, unwrapOp(de.err))}, false
+	case errors.As(err, &ne) && ne.Timeout():
+		msg := "timed out"
+		if strings.Contains(err.Error(), "response headers") {
+			msg = "no response headers within timeouts.response_header"
+		}
+		return failure{http.StatusGatewayTimeout, fmt.Sprintf("upstream %s (%s): %s", service, addr, msg)}, false
+	default:
+		return failure{http.StatusBadGateway, fmt.Sprintf("upstream %s (%s): %v", service, addr, err)}, false
+	}
+}
+
+// unwrapOp drops net.OpError's "dial tcp 1.2.3.4:80:" prefix, which the
+// reason already says.
+func unwrapOp(err error) error {
+	var oe *net.OpError
+	if errors.As(err, &oe) && oe.Err != nil {
+		return oe.Err
+	}
+	return err
+}
+
+// writeFailure answers with a proxy-made status and reason. The reason goes
+// in the body and, for programs, in the X-Ferry-Error header.
+func writeFailure(w http.ResponseWriter, f failure) {
+	h := w.Header()
+	clear(h)
+	h.Set("Content-Type", "text/plain; charset=utf-8")
+	h.Set("X-Content-Type-Options", "nosniff")
+	h.Set("X-Ferry-Error", sanitizeHeaderValue(f.reason))
+	if f.status == http.StatusRequestEntityTooLarge {
+		h.Set("Connection", "close")
+	}
+	w.WriteHeader(f.status)
+	fmt.Fprintf(w, "ferry: %s\n", f.reason)
+}
+
+func sanitizeHeaderValue(s string) string {
+	return strings.Map(func(r rune) rune {
+		if r < 0x20 || r == 0x7f {
+			return ' '
+		}
+		return r
+	}, s)
+}

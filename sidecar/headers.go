@@ -1,0 +1,109 @@
+package sidecar
+
+import (
+	"net"
+	"net/http"
+	"net/textproto"
+	"strings"
+)
+
+// hopHeaders are the hop-by-hop headers of RFC 9110 section 7.6.1 and the
+// legacy ones proxies still see. They describe one connection and never
+// cross the proxy.
+var hopHeaders = []string{
+	"Connection",
+	"Proxy-Connection",
+	"Keep-Alive",
+	"Proxy-Authenticate",
+	"Proxy-Authorization",
+	"Te",
+	"Trailer",
+	"Transfer-Encoding",
+	"Upgrade",
+}
+
+// removeHopHeaders deletes hop-by-hop headers, including every header the
+// Connection header names. "TE: trailers" on a request is kept: it tells an
+// HTTP/2 or gRPC upstream that the caller accepts trailers.
+func removeHopHeaders(h http.Header, isRequest bool) {
+	for _, v := range h["Connection"] {
+		for name := range strings.SplitSeq(v, ",") {
+			if name = textproto.TrimString(name); name != "" {
+				h.Del(name)
+			}
+		}
+	}
+	keepTE := isRequest && teTrailers(h)
+	for _, k := range hopHeaders {
+		delete(h, k)
+	}
+	if keepTE {
+		h["Te"] = []string{"trailers"}
+	}
+}
+
+// teTrailers reports whether the TE header lists "trailers".
+func teTrailers(h http.Header) bool {
+	for _, v := range h["Te"] {
+		for tok := range strings.SplitSeq(v, ",") {
+			tok, _, _ = strings.Cut(tok, ";")
+			if strings.EqualFold(textproto.TrimString(tok), "trailers") {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// upgradeType returns the protocol a request or response asks to switch to,
+// or "" when the Connection header does not carry "upgrade".
+func upgradeType(h http.Header) string {
+	if !headerHasToken(h, "Connection", "upgrade") {
+		return ""
+	}
+	return h.Get("Upgrade")
+}
+
+func headerHasToken(h http.Header, name, token string) bool {
+	for _, v := range h[name] {
+		for tok := range strings.SplitSeq(v, ",") {
+			if strings.EqualFold(textproto.TrimString(tok), token) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// setForwarded sets X-Forwarded-For (appending the caller's address to any
+// list the caller sent), X-Forwarded-Proto and X-Forwarded-Host.
+func setForwarded(out http.Header, r *http.Request) {
+	if ip, _, err := net.SplitHostPort(r.RemoteAddr); err == nil {
+		if prior := out["X-Forwarded-For"]; len(prior) > 0 {
+			ip = strings.Join(prior, ", ") + ", " + ip
+		}
+		out["X-Forwarded-For"] = []string{ip}
+	}
+	proto := "http"
+	if r.TLS != nil {
+		proto = "https"
+	}
+	out["X-Forwarded-Proto"] = []string{proto}
+	if r.Host != "" {
+		out["X-Forwarded-Host"] = []string{r.Host}
+	}
+}
+
+// copyHeader appends every value of src to dst.
+func copyHeader(dst, src http.Header) {
+	for k, vv := range src {
+		dst[k] = append(dst[k], vv...)
+	}
+}
+
+// isEventStream reports a server-sent events response, which must be
+// flushed on every write.
+func isEventStream(h http.Header) bool {
+	ct, _, _ := strings.Cut(h.Get("Content-Type"), ";")
+	return strings.EqualFold(strings.TrimSpace(ct), "text/event-stream")
+}

@@ -1,0 +1,159 @@
+package sidecar
+
+import (
+	"context"
+	"io"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// bufSize is the size of each pooled relay buffer. A stream holds at most
+// one of these per direction, whatever the body size.
+const bufSize = 32 << 10
+
+var bufPool = sync.Pool{New: func() any { b := make([]byte, bufSize); return &b }}
+
+// idleTimer cancels an exchange when no body byte moved in either direction
+// for d. Reads only store a timestamp; the timer re-arms itself, so the hot
+// path never resets a timer.
+type idleTimer struct {
+	d      time.Duration
+	base   time.Time
+	last   atomic.Int64 // nanoseconds since base of the last activity
+	paused atomic.Bool
+	t      *time.Timer
+	cancel context.CancelCauseFunc
+}
+
+func startIdleTimer(d time.Duration, cancel context.CancelCauseFunc) *idleTimer {
+	if d <= 0 {
+		return nil
+	}
+	it := &idleTimer{d: d, base: time.Now(), cancel: cancel}
+	it.t = time.AfterFunc(d, it.fire)
+	return it
+}
+
+func (it *idleTimer) fire() {
+	if it.paused.Load() {
+		return
+	}
+	idle := time.Since(it.base) - time.Duration(it.last.Load())
+	if idle >= it.d {
+		it.cancel(errBodyIdle)
+		return
+	}
+	it.t.Reset(it.d - idle)
+}
+
+// touch records activity.
+func (it *idleTimer) touch() {
+	if it != nil {
+		it.last.Store(int64(time.Since(it.base)))
+	}
+}
+
+// pause stops idle accounting, while the upstream thinks (the response
+// header timeout covers that phase).
+func (it *idleTimer) pause() {
+	if it != nil {
+		it.paused.Store(true)
+	}
+}
+
+// resume restarts idle accounting from now.
+func (it *idleTimer) resume() {
+	if it != nil {
+		it.touch()
+		if it.paused.Swap(false) {
+			it.t.Reset(it.d)
+		}
+	}
+}
+
+func (it *idleTimer) stop() {
+	if it != nil {
+		it.t.Stop()
+	}
+}
+
+// requestBody wraps the caller's request body on its way upstream: it counts
+// bytes (a retry is only safe while none was sent), enforces the body limit
+// and feeds the idle timer. The transport reads it from its own goroutine.
+type requestBody struct {
+	rc     io.ReadCloser
+	n      atomic.Int64
+	limit  int64 // 0 = none
+	idle   *idleTimer
+	cancel context.CancelCauseFunc
+}
+
+func (b *requestBody) Read(p []byte) (int, error) {
+	if b.limit > 0 {
+		if rest := b.limit - b.n.Load(); int64(len(p)) > rest+1 {
+			p = p[:rest+1]
+		}
+	}
+	n, err := b.rc.Read(p)
+	if n > 0 {
+		total := b.n.Add(int64(n))
+		b.idle.touch()
+		if b.limit > 0 && total > b.limit {
+			b.cancel(errBodyTooLarge)
+			return 0, errBodyTooLarge
+		}
+	}
+	switch {
+	case err == io.EOF:
+		b.idle.pause()
+	case err != nil:
+		err = &bodyReadError{err}
+	}
+	return n, err
+}
+
+func (b *requestBody) Close() error { return b.rc.Close() }
+
+// relayResult says how a body copy ended.
+type relayResult struct {
+	n        int64
+	readErr  error // the source broke (the upstream, for a response)
+	writeErr error // the destination broke (the caller, for a response)
+}
+
+// relay copies a response body to the caller through a pooled buffer,
+// flushing after every write when flush is set (event streams, bodies of
+// unknown length, gRPC), so each chunk reaches the caller as it arrives.
+func relay(w http.ResponseWriter, rc *http.ResponseController, src io.Reader, flush bool, idle *idleTimer) relayResult {
+	bp := bufPool.Get().(*[]byte)
+	defer bufPool.Put(bp)
+	buf := *bp
+	var res relayResult
+	for {
+		nr, rerr := src.Read(buf)
+		if nr > 0 {
+			idle.touch()
+			nw, werr := w.Write(buf[:nr])
+			res.n += int64(nw)
+			if werr == nil && nw < nr {
+				werr = io.ErrShortWrite
+			}
+			if werr == nil && flush {
+				werr = rc.Flush()
+			}
+			if werr != nil {
+				res.writeErr = werr
+				return res
+			}
+		}
+		if rerr == io.EOF {
+			return res
+		}
+		if rerr != nil {
+			res.readErr = rerr
+			return res
+		}
+	}
+}

@@ -1,0 +1,134 @@
+package sidecar
+
+import (
+	"context"
+	"fmt"
+	"io"
+
+	"net/http"
+	"strings"
+	"sync"
+)
+
+// tunnelSet tracks hijacked connections (WebSocket and other upgrades),
+// which http.Server.Shutdown does not see, so a drain can close them.
+type tunnelSet struct {
+	mu    sync.Mutex
+	conns map[io.Closer]struct{}
+	empty chan struct{} // closed when the last tunnel ends; nil when none open
+}
+
+func newTunnelSet() *tunnelSet { return &tunnelSet{conns: map[io.Closer]struct{}{}} }
+
+func (s *tunnelSet) add(c io.Closer) {
+	s.mu.Lock()
+	if len(s.conns) == 0 {
+		s.empty = make(chan struct{})
+	}
+	s.conns[c] = struct{}{}
+	s.mu.Unlock()
+}
+
+func (s *tunnelSet) remove(c io.Closer) {
+	s.mu.Lock()
+	if _, ok := s.conns[c]; ok {
+		delete(s.conns, c)
+		if len(s.conns) == 0 {
+			close(s.empty)
+			s.empty = nil
+		}
+	}
+	s.mu.Unlock()
+}
+
+// waitEmpty returns when no tunnel is open or ctx ends.
+func (s *tunnelSet) waitEmpty(ctx context.Context) {
+	s.mu.Lock()
+	empty := s.empty
+	s.mu.Unlock()
+	if empty == nil {
+		return
+	}
+	select {
+	case <-empty:
+	case <-ctx.Done():
+	}
+}
+
+// closeAll ends every tunnel; it returns how many there were.
+func (s *tunnelSet) closeAll() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := len(s.conns)
+	for c := range s.conns {
+		c.Close()
+	}
+	clear(s.conns)
+	if s.empty != nil {
+		close(s.empty)
+		s.empty = nil
+	}
+	return n
+}
+
+// tunnel completes a protocol switch: it hands the caller the upstream's 101
+// response and then copies bytes both ways until either side ends.
+func (p *Proxy) tunnel(w http.ResponseWriter, r *http.Request, res *http.Response, reqUpgrade, service, addr string) {
+	resUpgrade := upgradeType(res.Header)
+	if !strings.EqualFold(reqUpgrade, resUpgrade) {
+		f := failure{http.StatusBadGateway, fmt.Sprintf("upstream %s (%s) switched to protocol %q, caller asked for %q", service, addr, resUpgrade, reqUpgrade)}
+		p.logFailure(r, service, addr, f, fmt.Errorf("upgrade mismatch"))
+		writeFailure(w, f)
+		return
+	}
+	back, ok := res.Body.(io.ReadWriteCloser)
+	if !ok {
+		writeFailure(w, failure{http.StatusBadGateway, "upstream switched protocols without a writable connection"})
+		return
+	}
+	conn, brw, err := http.NewResponseController(w).Hijack()
+	if err != nil {
+		writeFailure(w, failure{http.StatusInternalServerError, fmt.Sprintf("cannot take over the connection for %q: %v", reqUpgrade, err)})
+		return
+	}
+	defer conn.Close()
+	p.tunnels.add(conn)
+	defer p.tunnels.remove(conn)
+
+	removeHopHeaders(res.Header, false)
+	res.Header["Connection"] = []string{"Upgrade"}
+	res.Header["Upgrade"] = []string{resUpgrade}
+	res.Body = nil // Write must not copy the body: it is the tunnel
+	if err := res.Write(brw); err != nil {
+		return
+	}
+	if err := brw.Flush(); err != nil {
+		return
+	}
+	done := make(chan struct{}, 2)
+	// Bytes the caller sent right after its request sit in brw's buffer;
+	// reading from brw forwards them first.
+	go tunnelCopy(back, brw, done)
+	go tunnelCopy(conn, back, done)
+	<-done
+	// One side ended: close both so the other copy returns too.
+	conn.Close()
+	back.Close()
+	<-done
+}
+
+// tunnelCopy moves bytes one way through a pooled buffer.
+func tunnelCopy(dst io.Writer, src io.Reader, done chan<- struct{}) {
+	bp := bufPool.Get().(*[]byte)
+	_, _ = io.CopyBuffer(writerOnly{dst}, readerOnly{src}, *bp)
+	bufPool.Put(bp)
+	if cw, ok := dst.(interface{ CloseWrite() error }); ok {
+		_ = cw.CloseWrite()
+	}
+	done <- struct{}{}
+}
+
+// writerOnly and readerOnly hide ReadFrom/WriteTo so io.CopyBuffer uses the
+// pooled buffer instead of allocating its own.
+type writerOnly struct{ io.Writer }
+type readerOnly struct{ io.Reader }
