@@ -1,0 +1,357 @@
+package sidecar
+
+import (
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+)
+
+// ferryWithProtocol starts a ferry whose outbound listener sends every
+// request to one service at addr spoken to with the given protocol, and
+// returns it with the outbound base URL.
+func ferryWithProtocol(t testing.TB, protocol, addr string) (*Sidecar, string) {
+	t.Helper()
+	sc := startFerry(t, fmt.Sprintf(`
+admin: { listen: 127.0.0.1:0 }
+outbound:
+  listen: 127.0.0.1:0
+  routes: [ { service: svc } ]
+services:
+  svc: { endpoints: [%s], protocol: %s }
+`, addr, protocol))
+	return sc, "http://" + sc.Addr("outbound")
+}
+
+// h2cFor is h2cClient whose connections close when the test ends, before
+// ferry drains (an HTTP/2 server otherwise waits a second for the caller
+// to hang up after its GOAWAY).
+func h2cFor(t testing.TB) *http.Client {
+	c := h2cClient()
+	t.Cleanup(c.CloseIdleConnections)
+	return c
+}
+
+// h1For is h1Client whose connections close when the test ends.
+func h1For(t testing.TB) *http.Client {
+	c := h1Client()
+	t.Cleanup(c.CloseIdleConnections)
+	return c
+}
+
+// protoOrigin answers every request with the protocol the origin saw, in a
+// header and in the body, and records the major version on seen.
+func protoOrigin(t testing.TB) (addr string, seen <-chan int) {
+	ch := make(chan int, 16)
+	addr = origin(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		ch <- r.ProtoMajor
+		w.Header().Set("X-Origin-Proto", r.Proto)
+		io.WriteString(w, r.Proto)
+	}))
+	return addr, ch
+}
+
+// getProto sends one GET and returns the protocol major version the caller
+// spoke to ferry and the one the origin saw.
+func getProto(t *testing.T, c *http.Client, url string, seen <-chan int) (caller, atOrigin int) {
+	t.Helper()
+	res, err := c.Get(url)
+	if err != nil {
+		t.Fatalf("GET %s: %v", url, err)
+	}
+	defer res.Body.Close()
+	body, err := io.ReadAll(res.Body)
+	if err != nil {
+		t.Fatalf("read body: %v", err)
+	}
+	if res.StatusCode != http.StatusOK {
+		t.Fatalf("status %d: %s", res.StatusCode, body)
+	}
+	atOrigin = recv(t, seen, 5*time.Second, "the origin to see the request")
+	if got := res.Header.Get("X-Origin-Proto"); got != string(body) {
+		t.Fatalf("origin protocol header %q, body %q", got, body)
+	}
+	return res.ProtoMajor, atOrigin
+}
+
+func TestH2CAutoFollowsCaller(t *testing.T) {
+	addr, seen := protoOrigin(t)
+	_, outURL := ferryWithProtocol(t, ProtocolAuto, addr)
+	inbound := startFerry(t, fmt.Sprintf(`
+admin: { listen: 127.0.0.1:0 }
+inbound: { listen: 127.0.0.1:0, app: %s }
+`, addr))
+	inURL := "http://" + inbound.Addr("inbound")
+
+	for _, lst := range []struct{ name, url string }{{"outbound", outURL}, {"inbound", inURL}} {
+		t.Run(lst.name+"/h2c-caller", func(t *testing.T) {
+			caller, atOrigin := getProto(t, h2cFor(t), lst.url+"/x", seen)
+			if caller != 2 {
+				t.Fatalf("the %s listener answered an h2c caller with HTTP/%d, want HTTP/2", lst.name, caller)
+			}
+			if atOrigin != 2 {
+				t.Fatalf("origin saw HTTP/%d for an HTTP/2 caller under protocol auto, want HTTP/2", atOrigin)
+			}
+		})
+		t.Run(lst.name+"/http1-caller", func(t *testing.T) {
+			caller, atOrigin := getProto(t, h1For(t), lst.url+"/x", seen)
+			if caller != 1 {
+				t.Fatalf("the %s listener answered an HTTP/1.1 caller with HTTP/%d", lst.name, caller)
+			}
+			if atOrigin != 1 {
+				t.Fatalf("origin saw HTTP/%d for an HTTP/1.1 caller under protocol auto, want HTTP/1.1", atOrigin)
+			}
+		})
+	}
+}
+
+func TestH2CProtocolForced(t *testing.T) {
+	addr, seen := protoOrigin(t)
+	t.Run("h2c for an HTTP/1.1 caller", func(t *testing.T) {
+		_, url := ferryWithProtocol(t, ProtocolH2C, addr)
+		caller, atOrigin := getProto(t, h1For(t), url+"/x", seen)
+		if caller != 1 {
+			t.Fatalf("caller spoke HTTP/%d, want 1", caller)
+		}
+		if atOrigin != 2 {
+			t.Fatalf("protocol h2c: origin saw HTTP/%d, want HTTP/2", atOrigin)
+		}
+	})
+	t.Run("http1 for an HTTP/2 caller", func(t *testing.T) {
+		_, url := ferryWithProtocol(t, ProtocolHTTP1, addr)
+		caller, atOrigin := getProto(t, h2cFor(t), url+"/x", seen)
+		if caller != 2 {
+			t.Fatalf("caller spoke HTTP/%d, want 2", caller)
+		}
+		if atOrigin != 1 {
+			t.Fatalf("protocol http1: origin saw HTTP/%d, want HTTP/1.1", atOrigin)
+		}
+	})
+}
+
+// TestH2CStreamsRequestBody proves an HTTP/2 caller's upload reaches the
+// origin as it is sent: the origin reads the first part while the caller
+// still holds back the rest.
+func TestH2CStreamsRequestBody(t *testing.T) {
+	const first, rest = "first-part;", "the-rest"
+	gotFirst := make(chan string, 1)
+	addr := origin(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		buf := make([]byte, len(first))
+		if _, err := io.ReadFull(r.Body, buf); err != nil {
+			http.Error(w, "read first part: "+err.Error(), http.StatusBadRequest)
+			return
+		}
+		gotFirst <- string(buf)
+		tail, err := io.ReadAll(r.Body)
+		if err != nil {
+			http.Error(w, "read rest: "+err.Error(), http.StatusBadRequest)
+			return
+		}
+		fmt.Fprintf(w, "HTTP/%d %s%s", r.ProtoMajor, buf, tail)
+	}))
+	for _, proto := range []string{ProtocolAuto, ProtocolHTTP1} {
+		t.Run(proto, func(t *testing.T) {
+			sc, url := ferryWithProtocol(t, proto, addr)
+			bodies := track(sc)
+			pr, pw := io.Pipe()
+			req, _ := http.NewRequest(http.MethodPost, url+"/upload", pr)
+			type result struct {
+				res *http.Response
+				err error
+			}
+			done := make(chan result, 1)
+			go func() {
+				res, err := h2cFor(t).Do(req)
+				done <- result{res, err}
+			}()
+			if _, err := io.WriteString(pw, first); err != nil {
+				t.Fatal(err)
+			}
+			if got := recv(t, gotFirst, 5*time.Second, "the origin to read the first part while the rest is held back"); got != first {
+				t.Fatalf("origin read %q first, want %q", got, first)
+			}
+			io.WriteString(pw, rest)
+			pw.Close()
+			r := recv(t, done, 5*time.Second, "the response")
+			if r.err != nil {
+				t.Fatal(r.err)
+			}
+			body, err := io.ReadAll(r.res.Body)
+			r.res.Body.Close()
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := "HTTP/2 " + first + rest
+			if proto == ProtocolHTTP1 {
+				want = "HTTP/1 " + first + rest
+			}
+			if r.res.ProtoMajor != 2 || string(body) != want {
+				t.Fatalf("got HTTP/%d %q, want HTTP/2 %q", r.res.ProtoMajor, body, want)
+			}
+			waitFor(t, "every upstream body closed", 5*time.Second, func() bool {
+				return bodies.opened.Load() == 1 && bodies.closed.Load() == 1
+			})
+		})
+	}
+}
+
+// TestH2CStreamsResponseBody proves a response of unknown length reaches an
+// HTTP/2 caller chunk by chunk: the origin sends its second part only after
+// the caller has read the first.
+func TestH2CStreamsResponseBody(t *testing.T) {
+	const first, second = "event-one\n", "event-two\n"
+	release := make(chan struct{}, 1)
+	addr := origin(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, first)
+		http.NewResponseController(w).Flush()
+		select {
+		case <-release:
+		case <-r.Context().Done():
+			return
+		case <-time.After(10 * time.Second):
+			panic(http.ErrAbortHandler) // never complete the body unreleased
+		}
+		io.WriteString(w, second)
+	}))
+	for _, proto := range []string{ProtocolAuto, ProtocolHTTP1} {
+		t.Run(proto, func(t *testing.T) {
+			sc, url := ferryWithProtocol(t, proto, addr)
+			bodies := track(sc)
+			res, err := h2cFor(t).Get(url + "/events")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer res.Body.Close()
+			if res.ProtoMajor != 2 {
+				t.Fatalf("caller got HTTP/%d, want 2", res.ProtoMajor)
+			}
+			firstRead := make(chan string, 1)
+			go func() {
+				buf := make([]byte, len(first))
+				n, _ := io.ReadFull(res.Body, buf)
+				firstRead <- string(buf[:n])
+			}()
+			if got := recv(t, firstRead, 5*time.Second, "the first part before the origin sends the second"); got != first {
+				t.Fatalf("first part %q, want %q", got, first)
+			}
+			release <- struct{}{}
+			tail, err := io.ReadAll(res.Body)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if string(tail) != second {
+				t.Fatalf("second part %q, want %q", tail, second)
+			}
+			res.Body.Close()
+			waitFor(t, "every upstream body closed", 5*time.Second, func() bool {
+				return bodies.opened.Load() == 1 && bodies.closed.Load() == 1
+			})
+		})
+	}
+}
+
+// TestH2CBrokenResponseResetsStream proves an origin that breaks mid-body
+// makes an HTTP/2 caller's read fail (a reset stream), never a clean EOF
+// that would pass a truncated body off as whole.
+func TestH2CBrokenResponseResetsStream(t *testing.T) {
+	const sent = "only-part-of-the-body"
+	addr := origin(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Query().Get("length") != "" {
+			w.Header().Set("Content-Length", "100000")
+		}
+		io.WriteString(w, sent)
+		http.NewResponseController(w).Flush()
+		panic(http.ErrAbortHandler)
+	}))
+	for _, proto := range []string{ProtocolAuto, ProtocolHTTP1} {
+		for _, query := range []string{"", "?length=1"} {
+			t.Run(proto+query, func(t *testing.T) {
+				sc, url := ferryWithProtocol(t, proto, addr)
+				bodies := track(sc)
+				res, err := h2cFor(t).Get(url + "/broken" + query)
+				if err != nil {
+					// With a declared length ferry may not have sent the
+					// header yet when the origin broke: the reset then
+					// fails the request itself, which is just as honest.
+					if query == "" || !strings.Contains(err.Error(), "stream error") {
+						t.Fatalf("GET failed with %v; want headers, then a reset stream", err)
+					}
+					waitFor(t, "every upstream body closed", 5*time.Second, func() bool {
+						return bodies.opened.Load() == 1 && bodies.closed.Load() == 1
+					})
+					return
+				}
+				defer res.Body.Close()
+				if res.ProtoMajor != 2 {
+					t.Fatalf("caller got HTTP/%d, want 2", res.ProtoMajor)
+				}
+				body, err := io.ReadAll(res.Body)
+				if err == nil {
+					t.Fatalf("body read ended cleanly after %q; want a reset stream", body)
+				}
+				if !strings.Contains(err.Error(), "stream error") {
+					t.Fatalf("body read failed with %v; want an HTTP/2 stream reset", err)
+				}
+				if string(body) != sent {
+					t.Fatalf("caller got %q before the reset, want %q", body, sent)
+				}
+				waitFor(t, "every upstream body closed", 5*time.Second, func() bool {
+					return bodies.opened.Load() == 1 && bodies.closed.Load() == 1
+				})
+			})
+		}
+	}
+}
+
+// TestH2CTrailers proves request trailers reach the origin and response
+// trailers reach the caller over HTTP/2, whichever protocol ferry speaks
+// upstream.
+func TestH2CTrailers(t *testing.T) {
+	addr := origin(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, err := io.ReadAll(r.Body)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		w.Header().Set("Trailer", "X-Checksum")
+		w.WriteHeader(http.StatusOK)
+		fmt.Fprintf(w, "got %q with trailer %q", body, r.Trailer.Get("X-Req-Sum"))
+		http.NewResponseController(w).Flush()
+		w.Header().Set("X-Checksum", "sum-"+string(body))
+		w.Header().Set(http.TrailerPrefix+"X-Late", "announced-late")
+	}))
+	for _, proto := range []string{ProtocolAuto, ProtocolHTTP1, ProtocolH2C} {
+		t.Run(proto, func(t *testing.T) {
+			sc, url := ferryWithProtocol(t, proto, addr)
+			bodies := track(sc)
+			req, _ := http.NewRequest(http.MethodPost, url+"/t", io.NopCloser(strings.NewReader("payload")))
+			req.Trailer = http.Header{"X-Req-Sum": {"req-7"}}
+			res, err := h2cFor(t).Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer res.Body.Close()
+			body, err := io.ReadAll(res.Body)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if res.ProtoMajor != 2 {
+				t.Fatalf("caller got HTTP/%d, want 2", res.ProtoMajor)
+			}
+			if want := `got "payload" with trailer "req-7"`; string(body) != want {
+				t.Fatalf("body %q, want %q (request trailer lost?)", body, want)
+			}
+			if got := res.Trailer.Get("X-Checksum"); got != "sum-payload" {
+				t.Fatalf("response trailer X-Checksum = %q, want %q (trailers %v)", got, "sum-payload", res.Trailer)
+			}
+			if got := res.Trailer.Get("X-Late"); got != "announced-late" {
+				t.Fatalf("undeclared response trailer X-Late = %q, want %q (trailers %v)", got, "announced-late", res.Trailer)
+			}
+			waitFor(t, "every upstream body closed", 5*time.Second, func() bool {
+				return bodies.opened.Load() == 1 && bodies.closed.Load() == 1
+			})
+		})
+	}
+}
