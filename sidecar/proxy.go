@@ -168,14 +168,13 @@ func (p *Proxy) respond(ctx context.Context, w http.ResponseWriter, r *http.Requ
 		h["Trailer"] = []string{strings.Join(names, ", ")}
 	}
 	rc := http.NewResponseController(w)
-	flush := res.ContentLength == -1 || isEventStream(res.Header)
 	w.WriteHeader(res.StatusCode)
-	if flush {
-		// Headers first, so a caller of a quiet event stream knows at once
-		// that it is connected.
+	if res.ContentLength == -1 || isEventStream(res.Header) {
+		// Headers first, so a caller of a quiet event stream or a
+		// long-poll knows at once that it is connected.
 		_ = rc.Flush()
 	}
-	result := relay(w, rc, res.Body, flush, idle)
+	result := relay(w, rc, res.Body, idle)
 	switch {
 	case result.readErr != nil:
 		reason := fmt.Sprintf("upstream %s (%s) broke mid-body after %d bytes: %v", service, addr, result.n, result.readErr)

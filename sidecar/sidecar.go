@@ -24,6 +24,7 @@ type Sidecar struct {
 	log       *slog.Logger
 	resolver  discovery.Resolver
 	upstreams map[string]*upstream
+	app       *upstream // the local application, behind inbound
 	outbound  *Proxy
 	inbound   *Proxy
 	tunnels   *tunnelSet
@@ -93,8 +94,8 @@ func New(cfg *Config, opts Options) (*Sidecar, error) {
 		app := discovery.NewService("app", "static")
 		now := time.Now()
 		app.Publish(&discovery.Snapshot{Endpoints: []discovery.Endpoint{{Addr: cfg.Inbound.App, Weight: 1}}, Ready: true, Updated: now, Checked: now})
-		up := newUpstream("app", app, cfg.Inbound.Protocol, cfg.Timeouts)
-		s.inbound = newProxy("inbound", &routeTable{routes: []route{{name: "app", up: up}}}, cfg.Limits.MaxRequestBodyBytes, lg, s.tunnels)
+		s.app = newUpstream("app", app, cfg.Inbound.Protocol, cfg.Timeouts)
+		s.inbound = newProxy("inbound", &routeTable{routes: []route{{name: "app", up: s.app}}}, cfg.Limits.MaxRequestBodyBytes, lg, s.tunnels)
 	}
 	return s, nil
 }
@@ -253,7 +254,7 @@ func (s *Sidecar) shutdown(ctx context.Context) error {
 	if admin != nil {
 		admin.srv.Close()
 	}
-	for _, up := range s.upstreams {
+	for _, up := range s.allUpstreams() {
 		up.close()
 	}
 	if forced.Load() > 0 || n > 0 {
@@ -262,6 +263,18 @@ func (s *Sidecar) shutdown(ctx context.Context) error {
 	}
 	s.log.Info("drained")
 	return nil
+}
+
+// allUpstreams lists the services' upstreams and the local app's.
+func (s *Sidecar) allUpstreams() []*upstream {
+	ups := make([]*upstream, 0, len(s.upstreams)+1)
+	for _, up := range s.upstreams {
+		ups = append(ups, up)
+	}
+	if s.app != nil {
+		ups = append(ups, s.app)
+	}
+	return ups
 }
 
 // slogWriter sends net/http's server log lines (TLS errors, panics) to slog.

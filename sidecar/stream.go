@@ -123,10 +123,13 @@ type relayResult struct {
 	writeErr error // the destination broke (the caller, for a response)
 }
 
-// relay copies a response body to the caller through a pooled buffer,
-// flushing after every write when flush is set (event streams, bodies of
-// unknown length, gRPC), so each chunk reaches the caller as it arrives.
-func relay(w http.ResponseWriter, rc *http.ResponseController, src io.Reader, flush bool, idle *idleTimer) relayResult {
+// relay copies a response body to the caller through a pooled buffer and
+// flushes after every write, so each piece reaches the caller as soon as the
+// upstream sent it: event streams, gRPC messages and the first bytes of a
+// slow download alike. A flush with nothing buffered costs nothing, and
+// writes of more than the server's small write buffer bypass it anyway, so
+// bulk transfers pay no extra system calls.
+func relay(w http.ResponseWriter, rc *http.ResponseController, src io.Reader, idle *idleTimer) relayResult {
 	bp := bufPool.Get().(*[]byte)
 	defer bufPool.Put(bp)
 	buf := *bp
@@ -140,7 +143,7 @@ func relay(w http.ResponseWriter, rc *http.ResponseController, src io.Reader, fl
 			if werr == nil && nw < nr {
 				werr = io.ErrShortWrite
 			}
-			if werr == nil && flush {
+			if werr == nil {
 				werr = rc.Flush()
 			}
 			if werr != nil {

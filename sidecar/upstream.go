@@ -17,8 +17,8 @@ type upstream struct {
 	svc      *discovery.Service
 	protocol string // ProtocolAuto, ProtocolHTTP1 or ProtocolH2C
 	timeouts TimeoutsConfig
-	h1       *http.Transport // HTTP/1.1, also used for upgrades
-	h2c      *http.Transport // HTTP/2 with prior knowledge over cleartext
+	h1       http.RoundTripper // HTTP/1.1, also used for upgrades
+	h2c      http.RoundTripper // HTTP/2 with prior knowledge over cleartext
 	next     atomic.Uint64   // round-robin cursor
 }
 
@@ -66,7 +66,7 @@ func newTransport(t TimeoutsConfig, h2c bool) *http.Transport {
 
 // transportFor picks HTTP/1.1 or h2c for one request. Upgrades need
 // HTTP/1.1; "auto" speaks to the upstream the protocol the caller spoke.
-func (u *upstream) transportFor(r *http.Request, upgrade bool) *http.Transport {
+func (u *upstream) transportFor(r *http.Request, upgrade bool) http.RoundTripper {
 	switch {
 	case upgrade:
 		return u.h1
@@ -87,6 +87,9 @@ func (u *upstream) pick(snap *discovery.Snapshot) string {
 
 // close drops idle pooled connections.
 func (u *upstream) close() {
-	u.h1.CloseIdleConnections()
-	u.h2c.CloseIdleConnections()
+	for _, rt := range []http.RoundTripper{u.h1, u.h2c} {
+		if c, ok := rt.(interface{ CloseIdleConnections() }); ok {
+			c.CloseIdleConnections()
+		}
+	}
 }

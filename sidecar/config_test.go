@@ -1,0 +1,143 @@
+package sidecar
+
+import (
+	"strings"
+	"testing"
+	"time"
+)
+
+const validConfig = `
+admin:    { listen: 127.0.0.1:15000 }
+outbound:
+  listen: 127.0.0.1:15001
+  routes:
+    - { host: files, path_prefix: /, service: files }
+inbound:  { listen: 0.0.0.0:15006, app: 127.0.0.1:8080 }
+services:
+  files: { endpoints: [127.0.0.1:9001, 127.0.0.1:9002] }
+`
+
+func TestParseConfigValid(t *testing.T) {
+	cfg, err := ParseConfig([]byte(validConfig))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := cfg.Services["files"].Endpoints; len(got) != 2 || got[1] != "127.0.0.1:9002" {
+		t.Errorf("endpoints = %v", got)
+	}
+	if cfg.Timeouts.Connect != DefaultConnectTimeout || cfg.Timeouts.BodyIdle != DefaultBodyIdle || cfg.Timeouts.Overall != 0 {
+		t.Errorf("timeouts defaults = %+v", cfg.Timeouts)
+	}
+	if cfg.Limits.MaxHeaderBytes != DefaultMaxHeaderBytes || cfg.Shutdown.Grace != DefaultShutdownGrace {
+		t.Errorf("limits/shutdown defaults = %+v %+v", cfg.Limits, cfg.Shutdown)
+	}
+	if cfg.Services["files"].Protocol != ProtocolAuto || cfg.Inbound.Protocol != ProtocolAuto {
+		t.Errorf("protocol defaults not applied")
+	}
+}
+
+func TestParseConfigDefaultsListeners(t *testing.T) {
+	cfg, err := ParseConfig([]byte("outbound: {}\ninbound: { app: 127.0.0.1:8080 }\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Admin.Listen != DefaultAdminListen || cfg.Outbound.Listen != DefaultOutboundListen || cfg.Inbound.Listen != DefaultInboundListen {
+		t.Errorf("listen defaults = %q %q %q", cfg.Admin.Listen, cfg.Outbound.Listen, cfg.Inbound.Listen)
+	}
+}
+
+func TestParseConfigServiceTimeoutOverride(t *testing.T) {
+	cfg, err := ParseConfig([]byte(`
+outbound: { routes: [ { service: a } ] }
+timeouts: { connect: 2s, response_header: 9s }
+services:
+  a: { endpoints: [127.0.0.1:1], timeouts: { connect: 250ms, overall: 1m } }
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := cfg.timeoutsFor(cfg.Services["a"])
+	want := TimeoutsConfig{Connect: 250 * time.Millisecond, ResponseHeader: 9 * time.Second, BodyIdle: DefaultBodyIdle, Overall: time.Minute}
+	if got != want {
+		t.Errorf("timeoutsFor = %+v, want %+v", got, want)
+	}
+}
+
+// Every bad config names the key path of the problem.
+func TestParseConfigErrors(t *testing.T) {
+	for _, tc := range []struct {
+		name, text, want string
+	}{
+		{"empty", "", "at least one of outbound or inbound"},
+		{"unknown top key", "outbound: {}\nlisteners: {}\n", "listeners: unknown key"},
+		{"unknown nested key", "outbound:\n  routes:\n    - { hots: files, service: files }\nservices: { files: { endpoints: [127.0.0.1:1] } }\n", "outbound.routes[0].hots: unknown key"},
+		{"unknown service key", "outbound: {}\nservices: { files: { endpoint: [127.0.0.1:1] } }\n", "services.files.endpoint: unknown key"},
+		{"bad endpoint", "outbound: {}\nservices: { files: { endpoints: [127.0.0.1:1, nohost] } }\n", "services.files.endpoints[1]: invalid address"},
+		{"endpoint port 0", "outbound: {}\nservices: { files: { endpoints: ['127.0.0.1:0'] } }\n", "services.files.endpoints[0]: invalid port"},
+		{"duplicate endpoint", "outbound: {}\nservices: { files: { endpoints: [127.0.0.1:1, 127.0.0.1:1] } }\n", "services.files.endpoints[1]: 127.0.0.1:1 repeats endpoints[0]"},
+		{"bad listen", "outbound: { listen: 'localhost' }\n", "outbound.listen: invalid address"},
+		{"listen host name", "outbound: { listen: 'example.com:80' }\n", "outbound.listen: listen host"},
+		{"route to undefined service", "outbound: { routes: [ { host: a, service: nope } ] }\n", `outbound.routes[0].service: service "nope" is not defined`},
+		{"route without service", "outbound: { routes: [ { host: a } ] }\n", "outbound.routes[0].service: required"},
+		{"path prefix", "outbound: { routes: [ { path_prefix: api, service: s } ] }\nservices: { s: { endpoints: [127.0.0.1:1] } }\n", "outbound.routes[0].path_prefix: must start with /"},
+		{"unreachable route", "outbound: { routes: [ { service: s }, { host: a, service: s } ] }\nservices: { s: { endpoints: [127.0.0.1:1] } }\n", "outbound.routes[1]: can never match"},
+		{"repeated route", "outbound: { routes: [ { host: a, service: s }, { host: A, service: s } ] }\nservices: { s: { endpoints: [127.0.0.1:1] } }\n", "outbound.routes[1]: repeats routes[0]"},
+		{"duplicate listeners", "outbound: { listen: 127.0.0.1:15001 }\ninbound: { listen: 0.0.0.0:15001, app: 127.0.0.1:8080 }\n", "inbound.listen: 0.0.0.0:15001 is already used by outbound.listen"},
+		{"admin clash", "admin: { listen: 127.0.0.1:15001 }\noutbound: { listen: 127.0.0.1:15001 }\n", "outbound.listen: 127.0.0.1:15001 is already used by admin.listen"},
+		{"inbound without app", "inbound: { listen: 127.0.0.1:1 }\n", "inbound.app: required"},
+		{"bad duration", "outbound: {}\ntimeouts: { connect: soon }\n", `timeouts.connect: invalid value "soon": want a duration`},
+		{"negative duration", "outbound: {}\ntimeouts: { body_idle: -1s }\n", "timeouts.body_idle: must not be negative"},
+		{"bad int", "outbound: {}\nlimits: { max_request_body_bytes: lots }\n", `limits.max_request_body_bytes: invalid value "lots"`},
+		{"wrong shape", "outbound: { routes: { service: a } }\n", "outbound.routes: expected a list"},
+		{"bad protocol", "outbound: {}\nservices: { s: { endpoints: [127.0.0.1:1], protocol: h3 } }\n", `services.s.protocol: unknown protocol "h3"`},
+		{"duplicate key", "outbound: {}\noutbound: {}\n", "outbound: duplicate key"},
+		{"two documents", "outbound: {}\n---\ninbound: {}\n", "single YAML document"},
+		{"not yaml", "outbound: [\n", "did not find expected"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := ParseConfig([]byte(tc.text))
+			if err == nil {
+				t.Fatalf("no error, want %q", tc.want)
+			}
+			if !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("error %q\ndoes not contain %q", err, tc.want)
+			}
+		})
+	}
+}
+
+func TestParseConfigReportsLine(t *testing.T) {
+	_, err := ParseConfig([]byte("outbound: {}\n\nservices:\n  files:\n    endpionts: []\n"))
+	if err == nil || !strings.Contains(err.Error(), "services.files.endpionts: unknown key") || !strings.Contains(err.Error(), "(line 5)") {
+		t.Fatalf("error = %v", err)
+	}
+}
+
+func TestRouteMatch(t *testing.T) {
+	a, b, c := &upstream{name: "a"}, &upstream{name: "b"}, &upstream{name: "c"}
+	table := &routeTable{routes: []route{
+		{host: "files", prefix: "/api", up: a},
+		{host: "files", up: b},
+		{prefix: "/static", up: c},
+	}}
+	for _, tc := range []struct{ host, path, want string }{
+		{"files", "/api", "a"},
+		{"files:8080", "/api/x", "a"},
+		{"FILES", "/api/", "a"},
+		{"files.", "/api", "a"},
+		{"files", "/apix", "b"},
+		{"files", "/", "b"},
+		{"other", "/static/x.css", "c"},
+		{"other", "/staticx", ""},
+		{"other", "/", ""},
+		{"[::1]:80", "/static", "c"},
+	} {
+		got := ""
+		if r := table.match(tc.host, tc.path); r != nil {
+			got = r.up.name
+		}
+		if got != tc.want {
+			t.Errorf("match(%q, %q) = %q, want %q", tc.host, tc.path, got, tc.want)
+		}
+	}
+}

@@ -1,0 +1,163 @@
+package sidecar
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// startFerry loads config text (listeners may use port 0), starts a sidecar
+// and stops it when the test ends.
+func startFerry(t testing.TB, yamlText string) *Sidecar {
+	t.Helper()
+	cfg, err := ParseConfig([]byte(yamlText))
+	if err != nil {
+		t.Fatalf("config: %v\n%s", err, yamlText)
+	}
+	sc, err := New(cfg, Options{})
+	if err != nil {
+		t.Fatalf("new: %v", err)
+	}
+	if err := sc.Start(); err != nil {
+		t.Fatalf("start: %v", err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		sc.Shutdown(ctx)
+	})
+	return sc
+}
+
+// outboundTo starts a ferry whose outbound listener routes every request to
+// one service with the given endpoints, and returns it with the outbound
+// base URL.
+func outboundTo(t testing.TB, extra string, endpoints ...string) (*Sidecar, string) {
+	t.Helper()
+	sc := startFerry(t, fmt.Sprintf(`
+admin: { listen: 127.0.0.1:0 }
+outbound:
+  listen: 127.0.0.1:0
+  routes: [ { service: svc } ]
+services:
+  svc: { endpoints: [%s] }
+%s`, strings.Join(endpoints, ", "), extra))
+	return sc, "http://" + sc.Addr("outbound")
+}
+
+// origin starts an upstream HTTP server (HTTP/1.1 and h2c) on loopback.
+func origin(t testing.TB, h http.Handler) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := new(http.Protocols)
+	p.SetHTTP1(true)
+	p.SetUnencryptedHTTP2(true)
+	srv := &http.Server{Handler: h, Protocols: p}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+	return ln.Addr().String()
+}
+
+// h1Client is a plain HTTP/1.1 client that never uses a proxy from the
+// environment and never asks for compression.
+func h1Client() *http.Client {
+	return &http.Client{Transport: &http.Transport{Proxy: nil, DisableCompression: true}}
+}
+
+// h2cClient speaks HTTP/2 with prior knowledge over cleartext.
+func h2cClient() *http.Client {
+	p := new(http.Protocols)
+	p.SetUnencryptedHTTP2(true)
+	return &http.Client{Transport: &http.Transport{Proxy: nil, DisableCompression: true, Protocols: p}}
+}
+
+// waitFor polls cond until it holds or the deadline passes.
+func waitFor(t testing.TB, what string, d time.Duration, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s", d, what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// recv waits for a value on ch or fails the test after d.
+func recv[T any](t testing.TB, ch <-chan T, d time.Duration, what string) T {
+	t.Helper()
+	select {
+	case v := <-ch:
+		return v
+	case <-time.After(d):
+		t.Fatalf("timed out after %v waiting for %s", d, what)
+		var zero T
+		return zero
+	}
+}
+
+// bodyCounter counts upstream response bodies opened and closed, to prove
+// every upstream body is closed on every path.
+type bodyCounter struct{ opened, closed atomic.Int64 }
+
+type trackingTransport struct {
+	base http.RoundTripper
+	c    *bodyCounter
+}
+
+func (tt *trackingTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	res, err := tt.base.RoundTrip(r)
+	if err != nil {
+		return nil, err
+	}
+	tt.c.opened.Add(1)
+	if rwc, ok := res.Body.(io.ReadWriteCloser); ok {
+		res.Body = &trackedRWC{ReadWriteCloser: rwc, c: tt.c}
+	} else {
+		res.Body = &trackedBody{ReadCloser: res.Body, c: tt.c}
+	}
+	return res, nil
+}
+
+type trackedBody struct {
+	io.ReadCloser
+	c    *bodyCounter
+	once sync.Once
+}
+
+func (b *trackedBody) Close() error {
+	b.once.Do(func() { b.c.closed.Add(1) })
+	return b.ReadCloser.Close()
+}
+
+type trackedRWC struct {
+	io.ReadWriteCloser
+	c    *bodyCounter
+	once sync.Once
+}
+
+func (b *trackedRWC) Close() error {
+	b.once.Do(func() { b.c.closed.Add(1) })
+	return b.ReadWriteCloser.Close()
+}
+
+// track makes every upstream of sc count its response bodies. Call it
+// before the first request.
+func track(sc *Sidecar) *bodyCounter {
+	c := new(bodyCounter)
+	for _, up := range sc.allUpstreams() {
+		up.h1 = &trackingTransport{base: up.h1, c: c}
+		up.h2c = &trackingTransport{base: up.h2c, c: c}
+	}
+	return c
+}

@@ -1,0 +1,708 @@
+package sidecar
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+)
+
+func get(t *testing.T, c *http.Client, url, host string) (*http.Response, string) {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodGet, url, nil)
+	if host != "" {
+		req.Host = host
+	}
+	res, err := c.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	b, err := io.ReadAll(res.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return res, string(b)
+}
+
+func TestNoRouteIs404WithReason(t *testing.T) {
+	sc := startFerry(t, `
+admin: { listen: 127.0.0.1:0 }
+outbound:
+  listen: 127.0.0.1:0
+  routes: [ { host: files, service: files } ]
+services: { files: { endpoints: [127.0.0.1:9] } }
+`)
+	res, body := get(t, h1Client(), "http://"+sc.Addr("outbound")+"/x", "elsewhere")
+	if res.StatusCode != http.StatusNotFound || !strings.Contains(body, `no route for host "elsewhere"`) {
+		t.Fatalf("got %d %q", res.StatusCode, body)
+	}
+	if res.Header.Get("X-Ferry-Error") == "" {
+		t.Error("no X-Ferry-Error header")
+	}
+}
+
+func TestNoEndpointsIs503WithReason(t *testing.T) {
+	_, url := outboundTo(t, "")
+	res, body := get(t, h1Client(), url+"/x", "")
+	if res.StatusCode != http.StatusServiceUnavailable || !strings.Contains(body, "service svc has no healthy endpoints") {
+		t.Fatalf("got %d %q", res.StatusCode, body)
+	}
+}
+
+func TestConnectRefusedIs502WithReason(t *testing.T) {
+	ln, _ := net.Listen("tcp", "127.0.0.1:0")
+	addr := ln.Addr().String()
+	ln.Close()
+	_, url := outboundTo(t, "", addr)
+	res, body := get(t, h1Client(), url+"/x", "")
+	if res.StatusCode != http.StatusBadGateway || !strings.Contains(body, "connect to "+addr+" failed") {
+		t.Fatalf("got %d %q", res.StatusCode, body)
+	}
+}
+
+func TestRoutesByHostAndPath(t *testing.T) {
+	a := origin(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "a") }))
+	b := origin(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "b") }))
+	sc := startFerry(t, fmt.Sprintf(`
+admin: { listen: 127.0.0.1:0 }
+outbound:
+  listen: 127.0.0.1:0
+  routes:
+    - { host: files, path_prefix: /b, service: b }
+    - { host: files, service: a }
+services: { a: { endpoints: [%s] }, b: { endpoints: [%s] } }
+`, a, b))
+	base := "http://" + sc.Addr("outbound")
+	for path, want := range map[string]string{"/b/x": "b", "/bx": "a", "/": "a"} {
+		if _, body := get(t, h1Client(), base+path, "files:8080"); body != want {
+			t.Errorf("%s -> %q, want %q", path, body, want)
+		}
+	}
+}
+
+func TestInboundReachesApp(t *testing.T) {
+	app := origin(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, "app saw %s %s", r.Method, r.URL.RequestURI())
+	}))
+	sc := startFerry(t, fmt.Sprintf("admin: { listen: 127.0.0.1:0 }\ninbound: { listen: 127.0.0.1:0, app: %s }\n", app))
+	_, body := get(t, h1Client(), "http://"+sc.Addr("inbound")+"/a/b?c=d", "anything")
+	if body != "app saw GET /a/b?c=d" {
+		t.Fatalf("body %q", body)
+	}
+}
+
+// rawOrigin accepts one connection, records the request bytes it reads up
+// to the end of the headers (plus body per Content-Length), and answers a
+// fixed response.
+func rawOrigin(t *testing.T, response string) (string, <-chan string) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	got := make(chan string, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		br := bufio.NewReader(c)
+		var head bytes.Buffer
+		for {
+			line, err := br.ReadString('\n')
+			head.WriteString(line)
+			if err != nil || line == "\r\n" {
+				break
+			}
+		}
+		// Whatever else arrives within a moment would be a body (or a
+		// chunk terminator) that should not be there.
+		c.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
+		rest, _ := io.ReadAll(br)
+		head.Write(rest)
+		io.WriteString(c, response)
+		got <- head.String()
+	}()
+	return ln.Addr().String(), got
+}
+
+// A request without a body goes upstream without one: no Transfer-Encoding,
+// no chunk terminator (Ocelot #1971).
+func TestBodilessRequestGoesWithoutBody(t *testing.T) {
+	for _, method := range []string{"GET", "POST", "DELETE"} {
+		t.Run(method, func(t *testing.T) {
+			addr, got := rawOrigin(t, "HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n")
+			_, url := outboundTo(t, "", addr)
+			req, _ := http.NewRequest(method, url+"/x", nil)
+			if method == "POST" {
+				req.Body = http.NoBody
+				req.ContentLength = 0
+				req.Header.Set("Content-Length", "0")
+			}
+			res, err := h1Client().Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			res.Body.Close()
+			raw := recv(t, got, 5*time.Second, "request at origin")
+			lower := strings.ToLower(raw)
+			if strings.Contains(lower, "transfer-encoding") || strings.HasSuffix(raw, "0\r\n\r\n") {
+				t.Fatalf("bodiless %s went upstream with a body:\n%q", method, raw)
+			}
+			if !strings.HasSuffix(raw, "\r\n\r\n") {
+				t.Fatalf("extra bytes after the headers:\n%q", raw)
+			}
+		})
+	}
+}
+
+func TestContentLengthPreservedBothWays(t *testing.T) {
+	const size = 100_000
+	up := origin(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		n, _ := io.Copy(io.Discard, r.Body)
+		w.Header().Set("X-Req-CL", fmt.Sprint(r.ContentLength))
+		w.Header().Set("X-Req-TE", strings.Join(r.TransferEncoding, ","))
+		w.Header().Set("X-Req-N", fmt.Sprint(n))
+		w.Header().Set("Content-Length", fmt.Sprint(size))
+		w.Write(bytes.Repeat([]byte("x"), size))
+	}))
+	_, url := outboundTo(t, "", up)
+	res, err := h1Client().Post(url+"/x", "application/octet-stream", bytes.NewReader(make([]byte, 12345)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	n, _ := io.Copy(io.Discard, res.Body)
+	if res.Header.Get("X-Req-CL") != "12345" || res.Header.Get("X-Req-TE") != "" || res.Header.Get("X-Req-N") != "12345" {
+		t.Errorf("origin saw CL=%s TE=%q n=%s", res.Header.Get("X-Req-CL"), res.Header.Get("X-Req-TE"), res.Header.Get("X-Req-N"))
+	}
+	if res.ContentLength != size || len(res.TransferEncoding) != 0 || n != size {
+		t.Errorf("client saw CL=%d TE=%v n=%d", res.ContentLength, res.TransferEncoding, n)
+	}
+}
+
+func TestUnknownLengthBodiesPassChunked(t *testing.T) {
+	up := origin(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		n, _ := io.Copy(io.Discard, r.Body)
+		w.Header().Set("X-Req", fmt.Sprintf("%d %v %d", r.ContentLength, r.TransferEncoding, n))
+		w.Write([]byte("part1"))
+		w.(http.Flusher).Flush()
+		w.Write([]byte("part2"))
+	}))
+	_, url := outboundTo(t, "", up)
+	pr, pw := io.Pipe()
+	go func() { pw.Write(make([]byte, 5000)); pw.Close() }()
+	req, _ := http.NewRequest("PUT", url+"/x", pr)
+	res, err := h1Client().Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	body, _ := io.ReadAll(res.Body)
+	if got := res.Header.Get("X-Req"); got != "-1 [chunked] 5000" {
+		t.Errorf("origin saw %q, want chunked request of 5000 bytes", got)
+	}
+	if res.ContentLength != -1 || len(res.TransferEncoding) != 1 || res.TransferEncoding[0] != "chunked" || string(body) != "part1part2" {
+		t.Errorf("client saw CL=%d TE=%v body=%q", res.ContentLength, res.TransferEncoding, body)
+	}
+}
+
+func TestTrailersForwardedBothWays(t *testing.T) {
+	up := origin(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		w.Header().Set("Trailer", "X-Announced")
+		w.Header().Set("X-Req-Trailer", r.Trailer.Get("X-Checksum"))
+		w.WriteHeader(200)
+		w.Write([]byte("body"))
+		w.Header().Set("X-Announced", "a1")
+		w.Header().Set(http.TrailerPrefix+"X-Late", "l1")
+	}))
+	_, url := outboundTo(t, "", up)
+	pr, pw := io.Pipe()
+	req, _ := http.NewRequest("POST", url+"/x", pr)
+	req.Trailer = http.Header{"X-Checksum": nil}
+	go func() {
+		pw.Write([]byte("payload"))
+		req.Trailer.Set("X-Checksum", "c0ffee")
+		pw.Close()
+	}()
+	res, err := h1Client().Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	io.ReadAll(res.Body)
+	if got := res.Header.Get("X-Req-Trailer"); got != "c0ffee" {
+		t.Errorf("origin saw request trailer %q", got)
+	}
+	if res.Trailer.Get("X-Announced") != "a1" || res.Trailer.Get("X-Late") != "l1" {
+		t.Errorf("client saw trailers %v", res.Trailer)
+	}
+}
+
+func TestHopByHopRemovedAndForwardedSet(t *testing.T) {
+	seen := make(chan http.Header, 1)
+	up := origin(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h := r.Header.Clone()
+		h.Set("Host", r.Host)
+		seen <- h
+		w.Header().Set("Connection", "X-Resp-Hop")
+		w.Header().Set("X-Resp-Hop", "secret")
+		w.Header().Set("Keep-Alive", "timeout=5")
+		w.Header().Set("X-End", "kept")
+	}))
+	_, url := outboundTo(t, "", up)
+	req, _ := http.NewRequest("GET", url+"/x", nil)
+	req.Host = "files"
+	req.Header.Set("Connection", "X-Hop, keep-alive")
+	req.Header.Set("X-Hop", "1")
+	req.Header.Set("Keep-Alive", "timeout=5")
+	req.Header.Set("Proxy-Authorization", "Basic Zm9v")
+	req.Header.Set("Proxy-Connection", "keep-alive")
+	req.Header.Set("Te", "trailers, deflate")
+	req.Header.Set("X-Forwarded-For", "203.0.113.9")
+	req.Header.Set("X-End", "kept")
+	res, err := h1Client().Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	h := recv(t, seen, 5*time.Second, "origin request")
+	for _, k := range []string{"X-Hop", "Keep-Alive", "Proxy-Authorization", "Proxy-Connection", "Connection"} {
+		if v, ok := h[k]; ok {
+			t.Errorf("hop-by-hop request header %s=%v reached the origin", k, v)
+		}
+	}
+	if h.Get("Te") != "trailers" {
+		t.Errorf("TE = %q, want just trailers", h.Get("Te"))
+	}
+	if h.Get("X-End") != "kept" || h.Get("Host") != "files" {
+		t.Errorf("end-to-end headers lost: %v", h)
+	}
+	if got := h.Get("X-Forwarded-For"); got != "203.0.113.9, 127.0.0.1" {
+		t.Errorf("X-Forwarded-For = %q", got)
+	}
+	if h.Get("X-Forwarded-Proto") != "http" || h.Get("X-Forwarded-Host") != "files" {
+		t.Errorf("X-Forwarded-Proto/Host = %q/%q", h.Get("X-Forwarded-Proto"), h.Get("X-Forwarded-Host"))
+	}
+	if h.Get("User-Agent") != "Go-http-client/1.1" {
+		// The client's own User-Agent passes; ferry adds none of its own.
+		t.Errorf("User-Agent = %q", h.Get("User-Agent"))
+	}
+	if res.Header.Get("X-Resp-Hop") != "" || res.Header.Get("Keep-Alive") != "" || res.Header.Get("X-End") != "kept" {
+		t.Errorf("response headers: %v", res.Header)
+	}
+}
+
+// The first bytes of a response reach the client while the origin is still
+// holding the rest: nothing waits for the whole body.
+func TestResponseStreamsBeforeOriginFinishes(t *testing.T) {
+	release := make(chan struct{})
+	up := origin(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Length", "10")
+		w.Write([]byte("first"))
+		w.(http.Flusher).Flush()
+		<-release
+		w.Write([]byte("-last"))
+	}))
+	_, url := outboundTo(t, "", up)
+	res, err := h1Client().Get(url + "/x")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	first := make(chan string, 1)
+	go func() {
+		b := make([]byte, 5)
+		_, err := io.ReadFull(res.Body, b)
+		if err != nil {
+			first <- err.Error()
+			return
+		}
+		first <- string(b)
+	}()
+	if got := recv(t, first, 5*time.Second, "first bytes before the origin finished"); got != "first" {
+		t.Fatalf("got %q", got)
+	}
+	close(release)
+	rest, _ := io.ReadAll(res.Body)
+	if string(rest) != "-last" {
+		t.Fatalf("rest %q", rest)
+	}
+}
+
+// The origin sees the first part of an upload while the client still holds
+// the rest.
+func TestRequestStreamsBeforeClientFinishes(t *testing.T) {
+	gotFirst := make(chan string, 1)
+	up := origin(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b := make([]byte, 5)
+		io.ReadFull(r.Body, b)
+		gotFirst <- string(b)
+		rest, _ := io.ReadAll(r.Body)
+		fmt.Fprintf(w, "%s", rest)
+	}))
+	_, url := outboundTo(t, "", up)
+	pr, pw := io.Pipe()
+	req, _ := http.NewRequest("POST", url+"/x", pr)
+	req.ContentLength = 10
+	done := make(chan string, 1)
+	go func() {
+		res, err := h1Client().Do(req)
+		if err != nil {
+			done <- err.Error()
+			return
+		}
+		b, _ := io.ReadAll(res.Body)
+		res.Body.Close()
+		done <- string(b)
+	}()
+	pw.Write([]byte("first"))
+	if got := recv(t, gotFirst, 5*time.Second, "origin reading the first part"); got != "first" {
+		t.Fatalf("origin got %q", got)
+	}
+	pw.Write([]byte("-last"))
+	pw.Close()
+	if got := recv(t, done, 5*time.Second, "response"); got != "-last" {
+		t.Fatalf("response %q", got)
+	}
+}
+
+// Server-sent events are flushed on every write: the first event reaches the
+// client while the origin is still waiting (Ocelot #941).
+func TestEventStreamFlushedPerEvent(t *testing.T) {
+	for _, tc := range []struct{ name, ctype string }{
+		{"sse", "text/event-stream"},
+		{"unknown length", "application/octet-stream"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			release := make(chan struct{})
+			sent := make(chan time.Time, 1)
+			up := origin(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				w.Header().Set("Content-Type", tc.ctype)
+				w.WriteHeader(200)
+				w.Write([]byte("data: one\n\n"))
+				w.(http.Flusher).Flush()
+				sent <- time.Now()
+				<-release
+				w.Write([]byte("data: two\n\n"))
+			}))
+			_, url := outboundTo(t, "", up)
+			res, err := h1Client().Get(url + "/events")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer res.Body.Close()
+			defer close(release)
+			line := make(chan string, 1)
+			go func() {
+				l, _ := bufio.NewReader(res.Body).ReadString('\n')
+				line <- l
+			}()
+			if got := recv(t, line, 5*time.Second, "first event before the origin's second write"); got != "data: one\n" {
+				t.Fatalf("got %q", got)
+			}
+			t.Logf("first event reached the client %v after the origin flushed it", time.Since(<-sent))
+		})
+	}
+}
+
+func TestExpectContinue(t *testing.T) {
+	t.Run("upstream accepts", func(t *testing.T) {
+		up := origin(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			b, _ := io.ReadAll(r.Body)
+			fmt.Fprintf(w, "got %s expect=%q", b, r.Header.Get("Expect"))
+		}))
+		_, url := outboundTo(t, "", up)
+		c := dialRaw(t, url)
+		fmt.Fprintf(c, "POST /x HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n")
+		br := bufio.NewReader(c)
+		if line, _ := br.ReadString('\n'); !strings.HasPrefix(line, "HTTP/1.1 100") {
+			t.Fatalf("first line %q, want 100 Continue before the body is sent", line)
+		}
+		for l, _ := br.ReadString('\n'); l != "\r\n" && l != ""; l, _ = br.ReadString('\n') {
+		}
+		io.WriteString(c, "hello")
+		res, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(res.Body)
+		if res.StatusCode != 200 || string(b) != `got hello expect="100-continue"` {
+			t.Fatalf("got %d %q", res.StatusCode, b)
+		}
+	})
+	t.Run("upstream refuses", func(t *testing.T) {
+		read := make(chan int, 1)
+		up := origin(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			read <- 0
+			http.Error(w, "too big for me", http.StatusRequestEntityTooLarge)
+		}))
+		_, url := outboundTo(t, "", up)
+		c := dialRaw(t, url)
+		fmt.Fprintf(c, "POST /x HTTP/1.1\r\nHost: a\r\nContent-Length: 1000000\r\nExpect: 100-continue\r\n\r\n")
+		res, err := http.ReadResponse(bufio.NewReader(c), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if res.StatusCode != http.StatusRequestEntityTooLarge {
+			t.Fatalf("status %d, want the origin's 413 without a 100 first", res.StatusCode)
+		}
+		recv(t, read, 5*time.Second, "origin handler")
+	})
+}
+
+func dialRaw(t *testing.T, url string) net.Conn {
+	t.Helper()
+	c, err := net.Dial("tcp", strings.TrimPrefix(url, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// An upstream that breaks mid-body makes the client see a broken response,
+// never a clean, shorter one.
+func TestUpstreamBreakMidBodyIsVisible(t *testing.T) {
+	for _, chunked := range []bool{false, true} {
+		t.Run(fmt.Sprintf("chunked=%v", chunked), func(t *testing.T) {
+			up := origin(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				if !chunked {
+					w.Header().Set("Content-Length", "100000")
+				}
+				w.WriteHeader(200)
+				w.Write(bytes.Repeat([]byte("a"), 40000))
+				w.(http.Flusher).Flush()
+				panic(http.ErrAbortHandler) // the origin dies mid-body
+			}))
+			sc, url := outboundTo(t, "", up)
+			bodies := track(sc)
+			res, err := h1Client().Get(url + "/x")
+			if err != nil {
+				t.Fatal(err)
+			}
+			n, err := io.Copy(io.Discard, res.Body)
+			res.Body.Close()
+			if err == nil {
+				t.Fatalf("client read %d bytes and a clean end; want an error", n)
+			}
+			if !errors.Is(err, io.ErrUnexpectedEOF) {
+				t.Logf("client error: %v", err)
+			}
+			waitFor(t, "upstream body closed", 5*time.Second, func() bool { return bodies.opened.Load() == 1 && bodies.closed.Load() == 1 })
+		})
+	}
+}
+
+func TestClientDisconnectCancelsUpstream(t *testing.T) {
+	canceled := make(chan struct{})
+	up := origin(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(200)
+		for {
+			select {
+			case <-r.Context().Done():
+				close(canceled)
+				return
+			default:
+			}
+			if _, err := w.Write(make([]byte, 4096)); err != nil {
+				close(canceled)
+				return
+			}
+			w.(http.Flusher).Flush()
+		}
+	}))
+	sc, url := outboundTo(t, "", up)
+	bodies := track(sc)
+	c := dialRaw(t, url)
+	fmt.Fprintf(c, "GET /forever HTTP/1.1\r\nHost: a\r\n\r\n")
+	br := bufio.NewReader(c)
+	if _, err := http.ReadResponse(br, nil); err != nil {
+		t.Fatal(err)
+	}
+	io.ReadFull(br, make([]byte, 10000))
+	c.Close()
+	recv(t, canceled, 10*time.Second, "origin to see the cancellation")
+	waitFor(t, "upstream body closed", 5*time.Second, func() bool { return bodies.opened.Load() == 1 && bodies.closed.Load() == 1 })
+}
+
+func TestUpstreamBodiesClosedOnEveryPath(t *testing.T) {
+	up := origin(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/ok":
+			io.WriteString(w, "ok")
+		case "/head":
+			w.Header().Set("Content-Length", "5")
+		case "/500":
+			http.Error(w, "boom", 500)
+		case "/304":
+			w.WriteHeader(http.StatusNotModified)
+		}
+	}))
+	sc, url := outboundTo(t, "", up)
+	bodies := track(sc)
+	c := h1Client()
+	for _, p := range []string{"/ok", "/500", "/304"} {
+		res, err := c.Get(url + p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, res.Body)
+		res.Body.Close()
+	}
+	res, err := c.Head(url + "/head")
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	if res.ContentLength != 5 {
+		t.Errorf("HEAD Content-Length = %d, want 5", res.ContentLength)
+	}
+	waitFor(t, "every upstream body closed", 5*time.Second, func() bool { return bodies.opened.Load() == 4 && bodies.closed.Load() == 4 })
+}
+
+func TestRequestBodyLimit(t *testing.T) {
+	reached := make(chan int64, 4)
+	up := origin(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		n, _ := io.Copy(io.Discard, r.Body)
+		reached <- n
+	}))
+	_, url := outboundTo(t, "limits: { max_request_body_bytes: 1000 }", up)
+	t.Run("declared", func(t *testing.T) {
+		res, err := h1Client().Post(url+"/x", "text/plain", bytes.NewReader(make([]byte, 1001)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(res.Body)
+		res.Body.Close()
+		if res.StatusCode != http.StatusRequestEntityTooLarge || !strings.Contains(string(body), "max_request_body_bytes") {
+			t.Fatalf("got %d %q", res.StatusCode, body)
+		}
+		select {
+		case n := <-reached:
+			t.Fatalf("origin was called (%d bytes)", n)
+		default:
+		}
+	})
+	t.Run("chunked", func(t *testing.T) {
+		req, _ := http.NewRequest("POST", url+"/x", io.MultiReader(bytes.NewReader(make([]byte, 3000))))
+		req.ContentLength = -1
+		res, err := h1Client().Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(res.Body)
+		res.Body.Close()
+		if res.StatusCode != http.StatusRequestEntityTooLarge {
+			t.Fatalf("got %d %q", res.StatusCode, body)
+		}
+		// The origin saw the start of the stream, never more than the limit.
+		if n := recv(t, reached, 5*time.Second, "origin"); n > 1000 {
+			t.Fatalf("origin read %d bytes past the limit", n)
+		}
+	})
+	t.Run("within", func(t *testing.T) {
+		res, err := h1Client().Post(url+"/x", "text/plain", bytes.NewReader(make([]byte, 1000)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		res.Body.Close()
+		if res.StatusCode != 200 {
+			t.Fatalf("status %d", res.StatusCode)
+		}
+		if n := recv(t, reached, 5*time.Second, "origin"); n != 1000 {
+			t.Fatalf("origin read %d", n)
+		}
+	})
+}
+
+func TestHeaderLimitIs431(t *testing.T) {
+	up := origin(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
+	_, url := outboundTo(t, "limits: { max_header_bytes: 1024 }", up)
+	req, _ := http.NewRequest("GET", url+"/x", nil)
+	req.Header.Set("X-Big", strings.Repeat("b", 8000))
+	res, err := h1Client().Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	if res.StatusCode != http.StatusRequestHeaderFieldsTooLarge {
+		t.Fatalf("status %d, want 431", res.StatusCode)
+	}
+}
+
+func TestResponseHeaderTimeoutIs504(t *testing.T) {
+	release := make(chan struct{})
+	defer close(release)
+	up := origin(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { <-release }))
+	_, url := outboundTo(t, "timeouts: { response_header: 200ms }", up)
+	res, body := get(t, h1Client(), url+"/x", "")
+	if res.StatusCode != http.StatusGatewayTimeout || !strings.Contains(body, "timeouts.response_header") {
+		t.Fatalf("got %d %q", res.StatusCode, body)
+	}
+}
+
+func TestBodyIdleTimeoutBreaksResponse(t *testing.T) {
+	release := make(chan struct{})
+	defer close(release)
+	up := origin(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Length", "100")
+		w.Write([]byte("part"))
+		w.(http.Flusher).Flush()
+		<-release
+	}))
+	_, url := outboundTo(t, "timeouts: { body_idle: 200ms }", up)
+	res, err := h1Client().Get(url + "/x")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = io.ReadAll(res.Body)
+	res.Body.Close()
+	if err == nil {
+		t.Fatal("idle body ended cleanly; want a broken response")
+	}
+}
+
+// A slow but moving body is not idle, however long it takes in total.
+func TestBodyIdleAllowsSlowSteadyBody(t *testing.T) {
+	up := origin(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Length", "10")
+		for range 10 {
+			w.Write([]byte("x"))
+			w.(http.Flusher).Flush()
+			time.Sleep(60 * time.Millisecond) // the origin's pace, not synchronisation
+		}
+	}))
+	_, url := outboundTo(t, "timeouts: { body_idle: 300ms }", up)
+	res, err := h1Client().Get(url + "/x")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := io.ReadAll(res.Body)
+	res.Body.Close()
+	if err != nil || len(b) != 10 {
+		t.Fatalf("read %d bytes, err %v", len(b), err)
+	}
+}
+
+func TestOverallTimeout(t *testing.T) {
+	release := make(chan struct{})
+	defer close(release)
+	up := origin(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { <-release }))
+	_, url := outboundTo(t, "timeouts: { overall: 200ms }", up)
+	res, body := get(t, h1Client(), url+"/x", "")
+	if res.StatusCode != http.StatusGatewayTimeout || !strings.Contains(body, "overall timeout") {
+		t.Fatalf("got %d %q", res.StatusCode, body)
+	}
+}

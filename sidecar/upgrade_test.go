@@ -1,0 +1,351 @@
+package sidecar
+
+import (
+	"bufio"
+	"context"
+	"crypto/sha1"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+)
+
+// The key and accept value of RFC 6455 section 1.3.
+const (
+	wsKey    = "dGhlIHNhbXBsZSBub25jZQ=="
+	wsAccept = "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+)
+
+// wsOrigin is an upstream that takes over the connection on a WebSocket
+// upgrade, greets, then echoes every line it reads as "echo:<line>". A line
+// "bye" makes it hang up. It reports "eof" when the caller's side of the
+// tunnel ended and "hung-up" when it ended the tunnel itself. With
+// ?answer=P it switches to protocol P instead of the one asked for.
+type wsOrigin struct {
+	addr   string
+	events chan string
+}
+
+func startWSOrigin(t testing.TB) *wsOrigin {
+	o := &wsOrigin{events: make(chan string, 16)}
+	o.addr = origin(t, http.HandlerFunc(o.serve))
+	return o
+}
+
+func (o *wsOrigin) event(e string) {
+	select {
+	case o.events <- e:
+	default:
+	}
+}
+
+func (o *wsOrigin) serve(w http.ResponseWriter, r *http.Request) {
+	if !headerHasToken(r.Header, "Connection", "upgrade") || !strings.EqualFold(r.Header.Get("Upgrade"), "websocket") {
+		http.Error(w, fmt.Sprintf("want an upgrade to websocket, got Connection %q Upgrade %q", r.Header["Connection"], r.Header["Upgrade"]), http.StatusBadRequest)
+		return
+	}
+	sum := sha1.Sum([]byte(r.Header.Get("Sec-WebSocket-Key") + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"))
+	answer := "websocket"
+	if a := r.URL.Query().Get("answer"); a != "" {
+		answer = a
+	}
+	conn, brw, err := http.NewResponseController(w).Hijack()
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusInternalServerError)
+		return
+	}
+	defer conn.Close()
+	// The 101 and the greeting leave in one write, so the greeting sits in
+	// ferry's read buffer behind the response head.
+	fmt.Fprintf(brw, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: %s\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: %s\r\nX-Origin: ws\r\n\r\n",
+		answer, base64.StdEncoding.EncodeToString(sum[:]))
+	brw.WriteString("hello from origin\n")
+	if brw.Flush() != nil {
+		return
+	}
+	for {
+		line, err := brw.ReadString('\n')
+		if err != nil {
+			o.event("eof")
+			return
+		}
+		if line == "bye\n" {
+			o.event("hung-up")
+			return
+		}
+		brw.WriteString("echo:" + line)
+		if brw.Flush() != nil {
+			o.event("write-failed")
+			return
+		}
+	}
+}
+
+// wsClient is a raw TCP client of ferry that asked for a WebSocket upgrade.
+type wsClient struct {
+	t    testing.TB
+	conn net.Conn
+	br   *bufio.Reader
+}
+
+// dialWS sends the upgrade request and, in the same write, early bytes the
+// tunnel must deliver once it is up; it returns the client and the
+// response head it read.
+func dialWS(t testing.TB, addr, target, early string) (*wsClient, *http.Response) {
+	t.Helper()
+	conn, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	req := "GET " + target + " HTTP/1.1\r\nHost: chat.example\r\nConnection: keep-alive, Upgrade\r\nUpgrade: websocket\r\n" +
+		"Sec-WebSocket-Key: " + wsKey + "\r\nSec-WebSocket-Version: 13\r\n\r\n" + early
+	conn.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.WriteString(conn, req); err != nil {
+		t.Fatal(err)
+	}
+	br := bufio.NewReader(conn)
+	res, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatalf("reading the upgrade response: %v", err)
+	}
+	return &wsClient{t: t, conn: conn, br: br}, res
+}
+
+func (c *wsClient) send(s string) {
+	c.t.Helper()
+	c.conn.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.WriteString(c.conn, s); err != nil {
+		c.t.Fatalf("send %.20q: %v", s, err)
+	}
+}
+
+func (c *wsClient) expect(want string) {
+	c.t.Helper()
+	c.conn.SetDeadline(time.Now().Add(5 * time.Second))
+	got, err := c.br.ReadString('\n')
+	if err != nil || got != want {
+		c.t.Fatalf("read %.40q (%d bytes), err %v; want %.40q (%d bytes)", got, len(got), err, want, len(want))
+	}
+}
+
+// expectClosed asserts the tunnel ends (EOF or reset) well before the
+// deadline, with no more bytes.
+func (c *wsClient) expectClosed() {
+	c.t.Helper()
+	c.conn.SetDeadline(time.Now().Add(5 * time.Second))
+	rest, err := io.ReadAll(c.br)
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		c.t.Fatalf("tunnel still open after 5s (read %q)", rest)
+	}
+	if len(rest) > 0 {
+		c.t.Fatalf("unexpected bytes before the close: %q", rest)
+	}
+}
+
+// checkUpgraded asserts res is the origin's 101, headers intact.
+func checkUpgraded(t testing.TB, res *http.Response) {
+	t.Helper()
+	if res.StatusCode != http.StatusSwitchingProtocols {
+		body, _ := io.ReadAll(io.LimitReader(res.Body, 1024))
+		t.Fatalf("status %d (%s), want 101", res.StatusCode, body)
+	}
+	if got := res.Header.Get("Upgrade"); got != "websocket" {
+		t.Fatalf("Upgrade %q, want websocket", got)
+	}
+	if !headerHasToken(res.Header, "Connection", "upgrade") {
+		t.Fatalf("Connection %q, want Upgrade", res.Header["Connection"])
+	}
+	if got := res.Header.Get("Sec-WebSocket-Accept"); got != wsAccept {
+		t.Fatalf("Sec-WebSocket-Accept %q, want %q", got, wsAccept)
+	}
+	if got := res.Header.Get("X-Origin"); got != "ws" {
+		t.Fatalf("X-Origin %q, want ws (origin's headers lost)", got)
+	}
+}
+
+// openTunnels counts the tunnels sc tracks.
+func openTunnels(sc *Sidecar) int {
+	sc.tunnels.mu.Lock()
+	defer sc.tunnels.mu.Unlock()
+	return len(sc.tunnels.conns)
+}
+
+// wsFerry starts a ferry whose outbound and inbound listeners both lead to
+// the origin at addr, with the given shutdown grace.
+func wsFerry(t testing.TB, addr string) *Sidecar {
+	return startFerry(t, fmt.Sprintf(`
+admin: { listen: 127.0.0.1:0 }
+outbound:
+  listen: 127.0.0.1:0
+  routes: [ { service: chat } ]
+inbound: { listen: 127.0.0.1:0, app: %s }
+services:
+  chat: { endpoints: [%s] }
+`, addr, addr))
+}
+
+// exchange runs the opening of a tunnel: the greeting, the early bytes'
+// echo, then several messages, one larger than any relay buffer.
+func exchange(c *wsClient) {
+	c.t.Helper()
+	c.expect("hello from origin\n")
+	c.expect("echo:early\n")
+	for i := range 5 {
+		msg := fmt.Sprintf("message %d\n", i)
+		c.send(msg)
+		c.expect("echo:" + msg)
+	}
+	big := strings.Repeat("z", 200<<10) + "\n"
+	c.send(big)
+	c.expect("echo:" + big)
+}
+
+func TestUpgradeTunnel(t *testing.T) {
+	o := startWSOrigin(t)
+	sc := wsFerry(t, o.addr)
+	bodies := track(sc)
+	opened := int64(0)
+	for _, listener := range []string{"outbound", "inbound"} {
+		t.Run(listener+"/caller closes", func(t *testing.T) {
+			c, res := dialWS(t, sc.Addr(listener), "/chat", "early\n")
+			opened++
+			checkUpgraded(t, res)
+			exchange(c)
+			c.conn.Close()
+			if e := recv(t, o.events, 5*time.Second, "the origin to see the caller hang up"); e != "eof" {
+				t.Fatalf("origin reported %q, want eof", e)
+			}
+			allClosed(t, bodies, opened)
+			waitFor(t, "the tunnel to be forgotten", 5*time.Second, func() bool { return openTunnels(sc) == 0 })
+		})
+		t.Run(listener+"/origin closes", func(t *testing.T) {
+			c, res := dialWS(t, sc.Addr(listener), "/chat", "early\n")
+			opened++
+			checkUpgraded(t, res)
+			exchange(c)
+			c.send("bye\n")
+			if e := recv(t, o.events, 5*time.Second, "the origin to hang up"); e != "hung-up" {
+				t.Fatalf("origin reported %q, want hung-up", e)
+			}
+			c.expectClosed()
+			allClosed(t, bodies, opened)
+			waitFor(t, "the tunnel to be forgotten", 5*time.Second, func() bool { return openTunnels(sc) == 0 })
+		})
+	}
+}
+
+// TestUpgradeProtocolMismatch proves an origin that switches to another
+// protocol than the caller asked for gets the caller a 502, and its
+// connection is closed.
+func TestUpgradeProtocolMismatch(t *testing.T) {
+	o := startWSOrigin(t)
+	sc := wsFerry(t, o.addr)
+	bodies := track(sc)
+	c, res := dialWS(t, sc.Addr("outbound"), "/chat?answer=h2c", "")
+	body, _ := io.ReadAll(io.LimitReader(res.Body, 4096))
+	if res.StatusCode != http.StatusBadGateway {
+		t.Fatalf("status %d (%s), want 502", res.StatusCode, body)
+	}
+	if !strings.Contains(string(body), `"h2c"`) || !strings.Contains(string(body), `"websocket"`) {
+		t.Fatalf("502 body %q should name both protocols", body)
+	}
+	if e := recv(t, o.events, 5*time.Second, "the origin's connection to be closed"); e != "eof" {
+		t.Fatalf("origin reported %q, want eof", e)
+	}
+	allClosed(t, bodies, 1)
+	if n := openTunnels(sc); n != 0 {
+		t.Fatalf("%d tunnels open after a refused switch", n)
+	}
+	_ = c
+}
+
+// TestTunnelShutdown covers a drain with tunnels: an open tunnel keeps
+// working through the grace period and is closed when it ends; a tunnel
+// that ends during the grace, or before the drain, lets Shutdown return at
+// once.
+func TestTunnelShutdown(t *testing.T) {
+	t.Run("grace ends", func(t *testing.T) {
+		o := startWSOrigin(t)
+		sc := wsFerry(t, o.addr)
+		bodies := track(sc)
+		c, res := dialWS(t, sc.Addr("outbound"), "/chat", "early\n")
+		checkUpgraded(t, res)
+		exchange(c)
+
+		const grace = time.Second
+		ctx, cancel := context.WithTimeout(context.Background(), grace)
+		defer cancel()
+		start := time.Now()
+		done := make(chan error, 1)
+		go func() { done <- sc.Shutdown(ctx) }()
+		waitFor(t, "the drain to start", 5*time.Second, func() bool { return !sc.Ready() })
+		c.send("during the drain\n")
+		c.expect("echo:during the drain\n")
+
+		err := recv(t, done, 5*time.Second, "Shutdown to return")
+		elapsed := time.Since(start)
+		if err == nil {
+			t.Fatal("Shutdown returned nil with a tunnel cut at the end of the grace; want an error")
+		}
+		if elapsed < grace-50*time.Millisecond {
+			t.Fatalf("Shutdown returned after %v, before the %v grace ended", elapsed, grace)
+		}
+		c.expectClosed()
+		if e := recv(t, o.events, 5*time.Second, "the origin's side to be closed"); e != "eof" {
+			t.Fatalf("origin reported %q, want eof", e)
+		}
+		allClosed(t, bodies, 1)
+	})
+	t.Run("tunnel ends during grace", func(t *testing.T) {
+		o := startWSOrigin(t)
+		sc := wsFerry(t, o.addr)
+		bodies := track(sc)
+		c, res := dialWS(t, sc.Addr("outbound"), "/chat", "early\n")
+		checkUpgraded(t, res)
+		exchange(c)
+
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		done := make(chan error, 1)
+		go func() { done <- sc.Shutdown(ctx) }()
+		waitFor(t, "the drain to start", 5*time.Second, func() bool { return !sc.Ready() })
+		start := time.Now()
+		c.send("bye\n")
+		c.expectClosed()
+		if err := recv(t, done, 5*time.Second, "Shutdown to return once the tunnel ended"); err != nil {
+			t.Fatalf("Shutdown: %v, want nil (nothing was cut)", err)
+		}
+		if d := time.Since(start); d > 2*time.Second {
+			t.Fatalf("Shutdown took %v after the tunnel ended", d)
+		}
+		allClosed(t, bodies, 1)
+	})
+	t.Run("tunnel already ended", func(t *testing.T) {
+		o := startWSOrigin(t)
+		sc := wsFerry(t, o.addr)
+		bodies := track(sc)
+		c, res := dialWS(t, sc.Addr("outbound"), "/chat", "early\n")
+		checkUpgraded(t, res)
+		exchange(c)
+		c.conn.Close()
+		recv(t, o.events, 5*time.Second, "the origin to see the caller hang up")
+
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		start := time.Now()
+		if err := sc.Shutdown(ctx); err != nil {
+			t.Fatalf("Shutdown: %v, want nil", err)
+		}
+		if d := time.Since(start); d > 2*time.Second {
+			t.Fatalf("Shutdown took %v with no tunnel open", d)
+		}
+		allClosed(t, bodies, 1)
+	})
+}
