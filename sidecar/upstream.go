@@ -19,7 +19,7 @@ type upstream struct {
 	timeouts TimeoutsConfig
 	h1       http.RoundTripper // HTTP/1.1, also used for upgrades
 	h2c      http.RoundTripper // HTTP/2 with prior knowledge over cleartext
-	next     atomic.Uint64   // round-robin cursor
+	next     atomic.Uint64     // round-robin cursor
 }
 
 func newUpstream(name string, svc *discovery.Service, protocol string, t TimeoutsConfig) *upstream {
