@@ -2,7 +2,10 @@ module github.com/ferrymesh/ferry
 
 go 1.26.7
 
-require github.com/hashicorp/consul/api v1.34.5
+require (
+	github.com/hashicorp/consul/api v1.34.5
+	go.uber.org/goleak v1.3.0
+)
 
 require (
 	github.com/armon/go-metrics v0.4.1 // indirect
