@@ -5,6 +5,7 @@ go 1.26.7
 require (
 	github.com/hashicorp/consul/api v1.34.5
 	go.uber.org/goleak v1.3.0
+	go.yaml.in/yaml/v3 v3.0.6
 )
 
 require (

@@ -27,7 +27,7 @@ const (
 )
 
 // redacted replaces secrets wherever ferry prints configuration.
-const redacted = "<redacted>"
+const redacted = "[redacted]"
 
 // ConsulConfig is the `consul:` section of ferry's config file. Every field is
 // an override on top of the standard Consul environment as the api package
@@ -37,7 +37,7 @@ const redacted = "<redacted>"
 // field keeps what the environment says.
 //
 // The token is a secret: String, GoString, LogValue, JSON and YAML output
-// show it as "<redacted>", and errors from the Consul resolver never carry it.
+// show it as "[redacted]", and errors from the Consul resolver never carry it.
 type ConsulConfig struct {
 	// Address is the agent's HTTP address, host:port, http(s)://host:port
 	// or unix:///path. Empty: CONSUL_HTTP_ADDR, else 127.0.0.1:8500.
@@ -246,9 +246,22 @@ func (c ConsulConfig) String() string {
 // GoString keeps %#v from printing the token.
 func (c ConsulConfig) GoString() string { return c.String() }
 
-// MarshalJSON writes the config with the token redacted (admin output).
+// MarshalJSON writes the config with the token redacted and durations as
+// text ("1m0s"), for admin output.
 func (c ConsulConfig) MarshalJSON() ([]byte, error) {
-	return json.Marshal(consulConfigPlain(c.redactedCopy()))
+	type durations struct {
+		consulConfigPlain
+		WaitTime string `json:"wait_time,omitempty"`
+		MaxStale string `json:"max_stale,omitempty"`
+	}
+	out := durations{consulConfigPlain: consulConfigPlain(c.redactedCopy())}
+	if c.WaitTime != 0 {
+		out.WaitTime = c.WaitTime.String()
+	}
+	if c.MaxStale != 0 {
+		out.MaxStale = c.MaxStale.String()
+	}
+	return json.Marshal(out)
 }
 
 // MarshalYAML writes the config with the token redacted.
