@@ -44,7 +44,7 @@ func newTestConsul(t *testing.T, agent *consultest.Agent, cfg ConsulConfig) *Con
 
 // waitSnapshot waits until cond holds for svc's snapshot, at most d, and
 // returns that snapshot and how long it took.
-func waitSnapshot(t *testing.T, svc *Service, d time.Duration, what string, cond func(*Snapshot) bool) (*Snapshot, time.Duration) {
+func waitSnapshot(t testing.TB, svc *Service, d time.Duration, what string, cond func(*Snapshot) bool) (*Snapshot, time.Duration) {
 	t.Helper()
 	start := time.Now()
 	timer := time.NewTimer(d)
@@ -77,7 +77,7 @@ func waitUntil(t *testing.T, d time.Duration, what string, cond func() bool) {
 
 // registerTTL registers an instance on the agent with a TTL check in the
 // given status.
-func registerTTL(t *testing.T, c *api.Client, name, id string, port int, status string, tags ...string) {
+func registerTTL(t testing.TB, c *api.Client, name, id string, port int, status string, tags ...string) {
 	t.Helper()
 	err := c.Agent().ServiceRegister(&api.AgentServiceRegistration{
 		ID:      id,

@@ -329,3 +329,39 @@ func TestConsulCloseStopsWatches(t *testing.T) {
 		t.Fatalf("Service after Close: %v", err)
 	}
 }
+
+func TestConsulWatchListStartsEagerly(t *testing.T) {
+	agent := consultest.Start(t)
+	registerTTL(t, agent.Client(), "api", "api-1", 9001, api.HealthPassing, "v2")
+	c, err := NewConsul(context.Background(), ConsulConfig{Address: agent.HTTPAddr}, ConsulOptions{
+		Logger: testLogger(),
+		Watch:  map[string]ConsulWatch{"backend": {Service: "api", Tags: []string{"v2"}}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	// Nobody asked for "backend" yet, but its watch already answered.
+	waitUntil(t, 5*time.Second, "eager watch answered", func() bool {
+		st := c.Stats()
+		return len(st) == 1 && st[0].Name == "backend" && st[0].Service == "api" && st[0].LastIndex != 0
+	})
+	svc, err := c.Service("backend")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s := svc.Snapshot(); !hasAddrs("127.0.0.1:9001")(s) {
+		t.Fatalf("snapshot %+v", s)
+	}
+
+	_, err = NewConsul(context.Background(), ConsulConfig{Address: agent.HTTPAddr}, ConsulOptions{
+		Watch: map[string]ConsulWatch{"bad": {Service: "a/b"}},
+	})
+	if err == nil || !strings.Contains(err.Error(), `service "bad"`) {
+		t.Fatalf("bad watch list: %v", err)
+	}
+	if _, err := NewConsul(context.Background(), ConsulConfig{WaitTime: -time.Second}, ConsulOptions{}); err == nil ||
+		!strings.HasPrefix(err.Error(), "consul.wait_time: ") {
+		t.Fatalf("bad config: %v", err)
+	}
+}
