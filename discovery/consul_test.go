@@ -154,6 +154,7 @@ func TestConsulOutageKeepsSnapshotAndResumes(t *testing.T) {
 	}()
 	self, _ := c.Service("self")
 	waitSnapshot(t, self, 5*time.Second, "self registered", hasAddrs("127.0.0.1:7000"))
+	waitUntil(t, 5*time.Second, "first registration complete", func() bool { return reg.Stats().Registrations == 1 })
 
 	agent.Stop()
 	s, _ := waitSnapshot(t, svc, 5*time.Second, "stale", func(s *Snapshot) bool { return s.Stale })
