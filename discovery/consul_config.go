@@ -36,7 +36,7 @@ const redacted = "[redacted]"
 // CONSUL_HTTP_SSL_VERIFY, CONSUL_NAMESPACE, CONSUL_PARTITION, ...): an empty
 // field keeps what the environment says.
 //
-// The token is a secret: String, GoString, LogValue, JSON and YAML output
+// The token is a secret: String, GoString (so fmt and slog), JSON and YAML output
 // show it as "[redacted]", and errors from the Consul resolver never carry it.
 type ConsulConfig struct {
 	// Address is the agent's HTTP address, host:port, http(s)://host:port
