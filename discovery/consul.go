@@ -1,0 +1,284 @@
+package discovery
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"slices"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/consul/api"
+)
+
+// ErrClosed is returned by a Consul resolver after Close.
+var ErrClosed = errors.New("consul resolver closed")
+
+// ConsulOptions are the knobs of a Consul resolver that are not part of the
+// config file. The zero value is ready to use.
+type ConsulOptions struct {
+	// Logger receives watch transitions (failing, resumed) and registrar
+	// events. Nil: slog.Default(). The token never reaches it.
+	Logger *slog.Logger
+	// Backoff paces retries after a failed query. Nil:
+	// JitterBackoff(DefaultBackoffBase, DefaultBackoffMax).
+	Backoff Backoff
+	// Watch lists services to start watching at once, by the name ferry
+	// uses for them. Others start on their first Service call.
+	Watch map[string]ConsulWatch
+}
+
+// ConsulWatch says which Consul instances make up a service.
+type ConsulWatch struct {
+	// Service is the name registered in Consul. Empty: the name ferry uses.
+	Service string `yaml:"service,omitempty" json:"service,omitempty"`
+	// Tags keeps only instances that carry every one of these tags.
+	Tags []string `yaml:"tags,omitempty" json:"tags,omitempty"`
+	// Datacenter to query. Empty: consul.datacenter, else the agent's.
+	Datacenter string `yaml:"datacenter,omitempty" json:"datacenter,omitempty"`
+}
+
+func (w ConsulWatch) equal(o ConsulWatch) bool {
+	return w.Service == o.Service && w.Datacenter == o.Datacenter && slices.Equal(w.Tags, o.Tags)
+}
+
+// Consul is a Resolver backed by Consul's health endpoint: one blocking-query
+// loop per watched service, each publishing immutable snapshots of the
+// passing instances. When Consul cannot be reached the last good snapshot
+// keeps serving, marked Stale; before the first answer a service is not
+// Ready and its snapshot's Err says why.
+type Consul struct {
+	cfg       ConsulConfig
+	client    *api.Client
+	transport *http.Transport
+	token     string
+	log       *slog.Logger
+	backoff   Backoff
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	mu      sync.Mutex
+	closed  bool
+	watches map[string]*consulWatch
+}
+
+type consulWatch struct {
+	spec ConsulWatch
+	w    *watch
+}
+
+// NewConsul builds a Consul resolver from the standard environment with cfg
+// laid over it. It does not contact Consul: services are not ready until
+// their first answer. Its loops stop when ctx ends or on Close.
+func NewConsul(ctx context.Context, cfg ConsulConfig, opts ConsulOptions) (*Consul, error) {
+	apiCfg, err := cfg.APIConfig()
+	if err != nil {
+		return nil, err
+	}
+	token := consulToken(apiCfg)
+	client, err := api.NewClient(apiCfg)
+	if err != nil {
+		return nil, fmt.Errorf("consul client: %s", scrubToken(err.Error(), token))
+	}
+	log := opts.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	backoff := opts.Backoff
+	if backoff == nil {
+		backoff = JitterBackoff(DefaultBackoffBase, DefaultBackoffMax)
+	}
+	cctx, cancel := context.WithCancel(ctx)
+	c := &Consul{
+		cfg:       cfg,
+		client:    client,
+		transport: apiCfg.Transport,
+		token:     token,
+		log:       log,
+		backoff:   backoff,
+		ctx:       cctx,
+		cancel:    cancel,
+		watches:   make(map[string]*consulWatch),
+	}
+	names := make([]string, 0, len(opts.Watch))
+	for name := range opts.Watch {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	for _, name := range names {
+		if _, err := c.Watch(name, opts.Watch[name]); err != nil {
+			c.Close()
+			return nil, err
+		}
+	}
+	return c, nil
+}
+
+// Client is the Consul API client the resolver uses, for callers that need
+// another endpoint. It carries the configured token.
+func (c *Consul) Client() *api.Client { return c.client }
+
+// Service implements Resolver. A service not watched yet starts a watch of
+// the Consul service of the same name, no tag filter, the configured
+// datacenter.
+func (c *Consul) Service(name string) (*Service, error) {
+	return c.watch(name, ConsulWatch{}, true)
+}
+
+// Watch starts watching a service under name with the given filters and
+// returns its live view. Watching a name again with the same filters returns
+// the same service; with other filters it is an error.
+func (c *Consul) Watch(name string, spec ConsulWatch) (*Service, error) {
+	return c.watch(name, spec, false)
+}
+
+// watch starts or finds the watch of name. any accepts an existing watch
+// whatever its filters (Service's lazy lookup).
+func (c *Consul) watch(name string, spec ConsulWatch, any bool) (*Service, error) {
+	if err := validateServiceName("name", name); err != nil {
+		return nil, err
+	}
+	if spec.Service != "" {
+		if err := validateServiceName("service", spec.Service); err != nil {
+			return nil, fmt.Errorf("service %q: %w", name, err)
+		}
+	}
+	for i, t := range spec.Tags {
+		if t == "" {
+			return nil, fmt.Errorf("service %q: tags[%d]: empty tag", name, i)
+		}
+	}
+	spec.Tags = slices.Clone(spec.Tags)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return nil, ErrClosed
+	}
+	if cw, ok := c.watches[name]; ok {
+		if !any && !cw.spec.equal(spec) {
+			return nil, fmt.Errorf("service %q: already watched with other filters", name)
+		}
+		return cw.w.svc, nil
+	}
+	consulName := spec.Service
+	if consulName == "" {
+		consulName = name
+	}
+	health := c.client.Health()
+	w := &watch{
+		svc:        NewService(name, "consul"),
+		service:    consulName,
+		tags:       spec.Tags,
+		datacenter: spec.Datacenter,
+		query: func(ctx context.Context, service string, tags []string, q *api.QueryOptions) ([]*api.ServiceEntry, *api.QueryMeta, error) {
+			return health.ServiceMultipleTags(service, tags, true, q.WithContext(ctx))
+		},
+		waitTime: c.cfg.waitTime(),
+		maxStale: c.cfg.maxStale(),
+		backoff:  c.backoff,
+		sleep:    sleepCtx,
+		now:      time.Now,
+		scrub:    func(s string) string { return scrubToken(s, c.token) },
+		log:      c.log,
+	}
+	c.watches[name] = &consulWatch{spec: spec, w: w}
+	c.wg.Add(1)
+	go func() {
+		defer c.wg.Done()
+		w.run(c.ctx)
+	}()
+	return w.svc, nil
+}
+
+func validateServiceName(key, name string) error {
+	if name == "" {
+		return fmt.Errorf("%s: empty service name", key)
+	}
+	if strings.ContainsAny(name, "/?#% ") {
+		return fmt.Errorf("%s: %q has a character Consul service names cannot hold", key, name)
+	}
+	return nil
+}
+
+// ConsulServiceStats are the counters of one watched service, for admin and
+// metrics.
+type ConsulServiceStats struct {
+	// Name is the name ferry uses; Service is Consul's.
+	Name    string `json:"name"`
+	Service string `json:"service"`
+	// Queries counts requests sent to Consul, Errors the failed ones.
+	Queries uint64 `json:"queries"`
+	Errors  uint64 `json:"errors"`
+	// StaleRetries counts answers dropped for being older than max_stale.
+	StaleRetries uint64 `json:"stale_retries"`
+	// Publishes counts snapshots published (changes and stale transitions).
+	Publishes uint64 `json:"publishes"`
+	// LastIndex is the Consul index of the last answer.
+	LastIndex uint64 `json:"last_index"`
+	// LastContact is when Consul last answered; zero if never.
+	LastContact time.Time `json:"last_contact"`
+	// LastError is the last failure, token removed; empty if none.
+	LastError string `json:"last_error,omitempty"`
+}
+
+// Stats returns the counters of every watched service, sorted by name.
+func (c *Consul) Stats() []ConsulServiceStats {
+	c.mu.Lock()
+	out := make([]ConsulServiceStats, 0, len(c.watches))
+	for name, cw := range c.watches {
+		s := &cw.w.stats
+		st := ConsulServiceStats{
+			Name:         name,
+			Service:      cw.w.service,
+			Queries:      s.queries.Load(),
+			Errors:       s.errors.Load(),
+			StaleRetries: s.staleRetries.Load(),
+			Publishes:    s.publishes.Load(),
+			LastIndex:    s.lastIndex.Load(),
+		}
+		if ns := s.lastContact.Load(); ns != 0 {
+			st.LastContact = time.Unix(0, ns)
+		}
+		if e := s.lastError.Load(); e != nil {
+			st.LastError = *e
+		}
+		out = append(out, st)
+	}
+	c.mu.Unlock()
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
+}
+
+// Close stops every watch and waits for their goroutines. Snapshots already
+// handed out stay readable. Close is idempotent.
+func (c *Consul) Close() error {
+	c.mu.Lock()
+	c.closed = true
+	c.mu.Unlock()
+	c.cancel()
+	c.wg.Wait()
+	if c.transport != nil {
+		c.transport.CloseIdleConnections()
+	}
+	return nil
+}
+
+// scrubToken removes token from s.
+func scrubToken(s, token string) string {
+	if token == "" {
+		return s
+	}
+	return strings.ReplaceAll(s, token, redacted)
+}
+
+var (
+	_ Resolver  = (*Consul)(nil)
+	_ io.Closer = (*Consul)(nil)
+)

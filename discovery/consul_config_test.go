@@ -1,0 +1,175 @@
+package discovery
+
+import (
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+)
+
+func TestConsulConfigFromYAML(t *testing.T) {
+	dir := t.TempDir()
+	ca := filepath.Join(dir, "ca.pem")
+	if err := os.WriteFile(ca, []byte("x"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name, yaml string
+		want       ConsulConfig
+		err        string
+	}{
+		{name: "empty", yaml: "{}", want: ConsulConfig{}},
+		{
+			name: "all",
+			yaml: "address: consul.local:8501\nscheme: https\ntoken: abc\ndatacenter: dc2\nnamespace: ns\npartition: p\nca_file: " + ca +
+				"\ninsecure_skip_verify: true\nwait_time: 30s\nmax_stale: 2s\n",
+			want: ConsulConfig{Address: "consul.local:8501", Scheme: "https", Token: "abc", Datacenter: "dc2", Namespace: "ns",
+				Partition: "p", CAFile: ca, InsecureSkipVerify: true, WaitTime: 30 * time.Second, MaxStale: 2 * time.Second},
+		},
+		{name: "url address", yaml: "address: https://consul.local:8501", want: ConsulConfig{Address: "https://consul.local:8501"}},
+		{name: "unix address", yaml: "address: unix:///run/consul.sock", want: ConsulConfig{Address: "unix:///run/consul.sock"}},
+		{name: "bad address", yaml: "address: consul.local", err: "consul.address: "},
+		{name: "bad address scheme", yaml: "address: ftp://x:1", err: "consul.address: "},
+		{name: "bad scheme", yaml: "scheme: tcp", err: "consul.scheme: "},
+		{name: "negative wait", yaml: "wait_time: -1s", err: "consul.wait_time: "},
+		{name: "wait over limit", yaml: "wait_time: 11m", err: "consul.wait_time: "},
+		{name: "wait under resolution", yaml: "wait_time: 10us", err: "consul.wait_time: "},
+		{name: "negative max_stale", yaml: "max_stale: -1s", err: "consul.max_stale: "},
+		{name: "token and token_file", yaml: "token: a\ntoken_file: " + ca, err: "consul.token_file: "},
+		{name: "missing token file", yaml: "token_file: " + filepath.Join(dir, "nope"), err: "consul.token_file: "},
+		{name: "missing ca", yaml: "ca_file: " + filepath.Join(dir, "nope"), err: "consul.ca_file: "},
+		{name: "cert without key", yaml: "cert_file: " + ca, err: "consul.key_file: "},
+		{name: "key without cert", yaml: "key_file: " + ca, err: "consul.cert_file: "},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var got ConsulConfig
+			if err := yaml.Unmarshal([]byte(tc.yaml), &got); err != nil {
+				t.Fatalf("yaml: %v", err)
+			}
+			err := got.Validate()
+			if tc.err != "" {
+				if err == nil || !strings.HasPrefix(err.Error(), tc.err) {
+					t.Fatalf("Validate() = %v, want an error starting %q", err, tc.err)
+				}
+				if _, err2 := got.APIConfig(); err2 == nil {
+					t.Fatal("APIConfig accepted an invalid config")
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("Validate() = %v", err)
+			}
+			if fmt.Sprint(got) != fmt.Sprint(tc.want) || got.Token != tc.want.Token {
+				t.Fatalf("got %v\nwant %v", got, tc.want)
+			}
+		})
+	}
+}
+
+func TestConsulConfigOverridesEnvironment(t *testing.T) {
+	dir := t.TempDir()
+	tokenFile := filepath.Join(dir, "token")
+	if err := os.WriteFile(tokenFile, []byte("file-token\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("CONSUL_HTTP_ADDR", "env-host:8500")
+	t.Setenv("CONSUL_HTTP_TOKEN", "env-token")
+	t.Setenv("CONSUL_NAMESPACE", "env-ns")
+
+	// Nothing set in the file: the environment wins.
+	cfg, err := ConsulConfig{}.APIConfig()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Address != "env-host:8500" || cfg.Token != "env-token" || cfg.Namespace != "env-ns" || cfg.WaitTime != DefaultConsulWaitTime {
+		t.Fatalf("from env: %+v", cfg)
+	}
+	if consulToken(cfg) != "env-token" {
+		t.Fatal("token for scrubbing")
+	}
+	// The file overrides what it sets and keeps the rest.
+	cfg, err = ConsulConfig{Address: "file-host:8500", TokenFile: tokenFile, Datacenter: "dc3", WaitTime: time.Minute * 2}.APIConfig()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Address != "file-host:8500" || cfg.Token != "" || cfg.TokenFile != tokenFile || cfg.Namespace != "env-ns" ||
+		cfg.Datacenter != "dc3" || cfg.WaitTime != 2*time.Minute {
+		t.Fatalf("overridden: %+v", cfg)
+	}
+	if got := consulToken(cfg); got != "file-token" {
+		t.Fatalf("token from file = %q", got)
+	}
+}
+
+func TestConsulConfigNeverPrintsToken(t *testing.T) {
+	const token = "s3cret-token-89ab"
+	c := ConsulConfig{Address: "127.0.0.1:8500", Token: token, WaitTime: time.Minute}
+	var logged strings.Builder
+	slog.New(slog.NewTextHandler(&logged, nil)).Info("config", "consul", c)
+	slog.New(slog.NewJSONHandler(&logged, nil)).Info("config", "consul", c)
+	js, err := json.Marshal(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ym, err := yaml.Marshal(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, out := range map[string]string{
+		"String": c.String(), "%v": fmt.Sprintf("%v", c), "%+v": fmt.Sprintf("%+v", c), "%#v": fmt.Sprintf("%#v", c),
+		"pointer %v": fmt.Sprintf("%v", &c), "slog": logged.String(), "json": string(js), "yaml": string(ym),
+	} {
+		if strings.Contains(out, token) {
+			t.Errorf("%s prints the token: %s", name, out)
+		}
+		if !strings.Contains(out, redacted) {
+			t.Errorf("%s does not show the token is set: %s", name, out)
+		}
+	}
+	if !strings.Contains(string(js), `"address":"127.0.0.1:8500"`) || !strings.Contains(string(js), `"wait_time":"1m0s"`) || !strings.Contains(string(ym), "wait_time: 1m0s") {
+		t.Fatalf("printed forms lost fields: %s / %s", js, ym)
+	}
+	if c.Token != token {
+		t.Fatal("printing changed the config")
+	}
+}
+
+func TestRegistrationValidate(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		reg  Registration
+		err  string
+	}{
+		{"ok", Registration{Name: "web", Port: 8080}, ""},
+		{"no name", Registration{Port: 8080}, "register.name: "},
+		{"bad id", Registration{Name: "web", ID: "a/b", Port: 8080}, "register.id: "},
+		{"no port", Registration{Name: "web"}, "register.port: "},
+		{"port too big", Registration{Name: "web", Port: 70000}, "register.port: "},
+		{"empty tag", Registration{Name: "web", Port: 1, Tags: []string{"a", ""}}, "register.tags[1]: "},
+		{"short ttl", Registration{Name: "web", Port: 1, TTL: time.Millisecond}, "register.ttl: "},
+		{"negative deregister", Registration{Name: "web", Port: 1, DeregisterCriticalServiceAfter: -time.Second}, "register.deregister_critical_service_after: "},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			err := tc.reg.Validate()
+			if tc.err == "" {
+				if err != nil {
+					t.Fatal(err)
+				}
+				return
+			}
+			if err == nil || !strings.HasPrefix(err.Error(), tc.err) {
+				t.Fatalf("Validate() = %v, want prefix %q", err, tc.err)
+			}
+		})
+	}
+	r := Registration{Name: "web", Port: 8080}.withDefaults()
+	if !strings.HasPrefix(r.ID, "web-") || !strings.HasSuffix(r.ID, "-8080") || r.TTL != DefaultRegisterTTL || r.DeregisterCriticalServiceAfter != DefaultDeregisterCriticalAfter {
+		t.Fatalf("defaults %+v", r)
+	}
+}

@@ -1,0 +1,107 @@
+package discovery
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/ferrymesh/ferry/discovery/consultest"
+	"github.com/hashicorp/consul/api"
+	"go.uber.org/goleak"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// testLogger writes to the test log when -v, else nowhere.
+func testLogger() *slog.Logger {
+	if testing.Verbose() {
+		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	return slog.New(slog.NewTextHandler(io.Discard, nil))
+}
+
+// newTestConsul is a resolver on agent with quick retries, closed at the
+// end of the test.
+func newTestConsul(t *testing.T, agent *consultest.Agent, cfg ConsulConfig) *Consul {
+	t.Helper()
+	cfg.Address = agent.HTTPAddr
+	if cfg.WaitTime == 0 {
+		cfg.WaitTime = 10 * time.Second
+	}
+	c, err := NewConsul(context.Background(), cfg, ConsulOptions{
+		Logger:  testLogger(),
+		Backoff: JitterBackoff(50*time.Millisecond, 300*time.Millisecond),
+	})
+	if err != nil {
+		t.Fatalf("NewConsul: %v", err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// waitSnapshot waits until cond holds for svc's snapshot, at most d, and
+// returns that snapshot and how long it took.
+func waitSnapshot(t testing.TB, svc *Service, d time.Duration, what string, cond func(*Snapshot) bool) (*Snapshot, time.Duration) {
+	t.Helper()
+	start := time.Now()
+	timer := time.NewTimer(d)
+	defer timer.Stop()
+	for {
+		changed := svc.Changed()
+		s := svc.Snapshot()
+		if cond(s) {
+			return s, time.Since(start)
+		}
+		select {
+		case <-changed:
+		case <-timer.C:
+			t.Fatalf("%s: not within %s; snapshot %+v", what, d, *svc.Snapshot())
+		}
+	}
+}
+
+// waitUntil polls cond every 20ms for at most d.
+func waitUntil(t *testing.T, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not within %s", what, d)
+		}
+		time.Sleep(20 * time.Millisecond) // polling a condition, not synchronising
+	}
+}
+
+// registerTTL registers an instance on the agent with a TTL check in the
+// given status.
+func registerTTL(t testing.TB, c *api.Client, name, id string, port int, status string, tags ...string) {
+	t.Helper()
+	err := c.Agent().ServiceRegister(&api.AgentServiceRegistration{
+		ID:      id,
+		Name:    name,
+		Address: "127.0.0.1",
+		Port:    port,
+		Tags:    tags,
+		Check:   &api.AgentServiceCheck{CheckID: "ttl:" + id, TTL: "10m", Status: status},
+	})
+	if err != nil {
+		t.Fatalf("register %s: %v", id, err)
+	}
+}
+
+func hasAddrs(want ...string) func(*Snapshot) bool {
+	return func(s *Snapshot) bool {
+		if !s.Ready || len(s.Endpoints) != len(want) {
+			return false
+		}
+		for i, e := range s.Endpoints {
+			if e.Addr != want[i] {
+				return false
+			}
+		}
+		return true
+	}
+}

@@ -1,0 +1,232 @@
+package discovery
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"slices"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/consul/api"
+)
+
+// healthQuery asks Consul for the passing instances of service. It is
+// (*api.Health).ServiceMultipleTags bound to a context; tests substitute a
+// scripted one.
+type healthQuery func(ctx context.Context, service string, tags []string, q *api.QueryOptions) ([]*api.ServiceEntry, *api.QueryMeta, error)
+
+// nextWaitIndex applies the blocking-query index rules to the index an
+// answer carried (got) given the index the query waited on (prev). It
+// returns the index to wait on next and whether the answer may hold news:
+//
+//   - got == prev (and not 0): the wait timed out; nothing changed.
+//   - got < prev: the index went backwards (a new cluster, a snapshot
+//     restore, an agent restarted in -dev mode): the wait resets as if prev
+//     were 0, so the answer is taken as new and its index adopted.
+//   - got == 0: never valid for a blocking query (waiting on 0 returns at
+//     once, a busy loop), so the next wait uses 1.
+func nextWaitIndex(prev, got uint64) (next uint64, fresh bool) {
+	switch {
+	case got == 0:
+		return 1, true
+	case got == prev:
+		return prev, false
+	default: // got > prev, or got < prev: reset and adopt
+		return got, true
+	}
+}
+
+// watch is the blocking-query loop of one watched service. Its fields after
+// the first block are set once; the loop state is touched only by run's
+// goroutine; stats are atomics read by Stats.
+type watch struct {
+	svc        *Service
+	service    string // Consul's name for it
+	tags       []string
+	datacenter string
+
+	query    healthQuery
+	waitTime time.Duration
+	maxStale time.Duration
+	backoff  Backoff
+	sleep    func(context.Context, time.Duration) error
+	now      func() time.Time
+	scrub    func(string) string
+	log      *slog.Logger
+
+	// loop state
+	index      uint64
+	consistent bool // next query must be answered by the leader
+	failures   int
+
+	stats watchStats
+}
+
+// watchStats are the per-service counters shown by admin and metrics.
+type watchStats struct {
+	queries      atomic.Uint64
+	errors       atomic.Uint64
+	staleRetries atomic.Uint64
+	publishes    atomic.Uint64
+	lastIndex    atomic.Uint64
+	lastContact  atomic.Int64 // unix nanoseconds of the last answer
+	lastError    atomic.Pointer[string]
+}
+
+// run queries until ctx ends. Every wait (the blocking query itself and the
+// backoff between failures) ends with ctx.
+func (w *watch) run(ctx context.Context) {
+	for ctx.Err() == nil {
+		if w.step(ctx) {
+			w.failures = 0
+			continue
+		}
+		if ctx.Err() != nil {
+			return
+		}
+		w.failures++
+		if w.sleep(ctx, w.backoff(w.failures)) != nil {
+			return
+		}
+	}
+}
+
+// step runs one query and publishes what it learnt. It returns false when
+// the query failed and the loop should back off.
+func (w *watch) step(ctx context.Context) bool {
+	q := &api.QueryOptions{
+		Datacenter: w.datacenter,
+		WaitIndex:  w.index,
+		WaitTime:   w.waitTime,
+		AllowStale: !w.consistent,
+	}
+	w.stats.queries.Add(1)
+	entries, meta, err := w.query(ctx, w.service, w.tags, q)
+	if err != nil {
+		if ctx.Err() != nil {
+			return false
+		}
+		w.fail(err)
+		return false
+	}
+	if meta == nil {
+		w.fail(fmt.Errorf("answer without query metadata"))
+		return false
+	}
+	w.consistent = false
+	if q.AllowStale && meta.LastContact > w.maxStale {
+		// The server that answered is too far behind its leader: ask the
+		// leader once, then go back to stale reads.
+		w.stats.staleRetries.Add(1)
+		w.consistent = true
+		return true
+	}
+	now := w.now()
+	w.stats.lastContact.Store(now.UnixNano())
+	next, fresh := nextWaitIndex(w.index, meta.LastIndex)
+	w.index = next
+	w.stats.lastIndex.Store(meta.LastIndex)
+	cur := w.svc.Snapshot()
+	if !fresh && !cur.Stale && cur.Ready {
+		return true // timeout: nothing new
+	}
+	eps := endpointsOf(entries)
+	if cur.Ready && !cur.Stale && cur.Err == "" && slices.EqualFunc(cur.Endpoints, eps, endpointEqual) {
+		return true // same endpoints: drop
+	}
+	updated := now
+	if cur.Ready && slices.EqualFunc(cur.Endpoints, eps, endpointEqual) {
+		updated = cur.Updated // only the staleness changed
+	}
+	if cur.Stale {
+		w.log.Info("consul watch resumed", "service", w.svc.Name(), "index", meta.LastIndex)
+	}
+	w.publish(&Snapshot{
+		Endpoints: eps,
+		Ready:     true,
+		Index:     meta.LastIndex,
+		Updated:   updated,
+		Checked:   now,
+	})
+	return true
+}
+
+// fail records a failed query. A ready service keeps its endpoints, marked
+// stale; a service that never had an answer stays not ready, with the reason.
+// The next query after a failure does not block, so the first answer after
+// Consul comes back clears Stale at once.
+func (w *watch) fail(err error) {
+	msg := w.scrub(fmt.Sprintf("consul watch %q: %v", w.service, err))
+	w.stats.errors.Add(1)
+	w.stats.lastError.Store(&msg)
+	w.index = 0
+	w.consistent = false
+	cur := w.svc.Snapshot()
+	if cur.Err == msg && (cur.Stale || !cur.Ready) {
+		return // same trouble as last time; nothing new for readers
+	}
+	next := &Snapshot{Err: msg}
+	if cur.Ready {
+		next = &Snapshot{
+			Endpoints: cur.Endpoints,
+			Ready:     true,
+			Stale:     true,
+			Index:     cur.Index,
+			Updated:   cur.Updated,
+			Checked:   cur.Checked,
+			Err:       msg,
+		}
+		if !cur.Stale {
+			w.log.Warn("consul watch failing, serving last endpoints", "service", w.svc.Name(), "err", msg)
+		}
+	} else if cur.Err == "" {
+		w.log.Warn("consul watch failing before first answer", "service", w.svc.Name(), "err", msg)
+	}
+	w.publish(next)
+}
+
+func (w *watch) publish(s *Snapshot) {
+	w.stats.publishes.Add(1)
+	w.svc.Publish(s)
+}
+
+// endpointsOf turns Consul's answer into endpoints sorted by address. The
+// address is the service's own, else its node's; never the node's name.
+func endpointsOf(entries []*api.ServiceEntry) []Endpoint {
+	eps := make([]Endpoint, 0, len(entries))
+	for _, e := range entries {
+		if e == nil || e.Service == nil {
+			continue
+		}
+		host := e.Service.Address
+		if host == "" && e.Node != nil {
+			host = e.Node.Address
+		}
+		if host == "" || e.Service.Port <= 0 {
+			continue // nothing to dial
+		}
+		weight := e.Service.Weights.Passing
+		if weight <= 0 {
+			weight = 1
+		}
+		var tags []string
+		if len(e.Service.Tags) > 0 {
+			tags = slices.Clone(e.Service.Tags)
+		}
+		eps = append(eps, Endpoint{
+			Addr:   net.JoinHostPort(host, strconv.Itoa(e.Service.Port)),
+			Weight: weight,
+			Tags:   tags,
+		})
+	}
+	slices.SortFunc(eps, func(a, b Endpoint) int { return strings.Compare(a.Addr, b.Addr) })
+	return eps
+}
+
+func endpointEqual(a, b Endpoint) bool {
+	return a.Addr == b.Addr && a.Weight == b.Weight && slices.Equal(a.Tags, b.Tags)
+}

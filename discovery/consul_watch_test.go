@@ -1,0 +1,266 @@
+package discovery
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/consul/api"
+)
+
+func TestNextWaitIndex(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		prev, got uint64
+		next      uint64
+		fresh     bool
+	}{
+		{"first answer", 0, 10, 10, true},
+		{"timeout", 10, 10, 10, false},
+		{"change", 10, 12, 12, true},
+		{"backwards resets", 100, 5, 5, true},
+		{"zero is never waited on", 10, 0, 1, true},
+		{"zero on first answer", 0, 0, 1, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			next, fresh := nextWaitIndex(tc.prev, tc.got)
+			if next != tc.next || fresh != tc.fresh {
+				t.Fatalf("nextWaitIndex(%d, %d) = %d, %t; want %d, %t", tc.prev, tc.got, next, fresh, tc.next, tc.fresh)
+			}
+		})
+	}
+}
+
+// scripted is one answer of the fake Consul.
+type scripted struct {
+	index       uint64
+	lastContact time.Duration
+	entries     []*api.ServiceEntry
+	err         error
+}
+
+// call is what the watch sent, and the snapshot it held when it sent it
+// (which reflects every earlier answer: the loop is sequential).
+type call struct {
+	waitIndex  uint64
+	allowStale bool
+	waitTime   time.Duration
+	tags       []string
+	dc         string
+	snap       *Snapshot
+}
+
+type fakeConsul struct {
+	mu      sync.Mutex
+	script  []scripted
+	calls   []call
+	sleeps  []time.Duration
+	drained chan struct{}
+}
+
+func newFakeConsul(script ...scripted) *fakeConsul {
+	return &fakeConsul{script: script, drained: make(chan struct{})}
+}
+
+func (f *fakeConsul) watch(svc *Service) *watch {
+	return &watch{
+		svc:        svc,
+		service:    svc.Name(),
+		tags:       []string{"v2"},
+		datacenter: "dc9",
+		query: func(ctx context.Context, _ string, tags []string, q *api.QueryOptions) ([]*api.ServiceEntry, *api.QueryMeta, error) {
+			f.mu.Lock()
+			f.calls = append(f.calls, call{q.WaitIndex, q.AllowStale, q.WaitTime, tags, q.Datacenter, svc.Snapshot()})
+			if len(f.script) == 0 {
+				f.mu.Unlock()
+				close(f.drained)
+				<-ctx.Done()
+				return nil, nil, ctx.Err()
+			}
+			s := f.script[0]
+			f.script = f.script[1:]
+			f.mu.Unlock()
+			if s.err != nil {
+				return nil, nil, s.err
+			}
+			return s.entries, &api.QueryMeta{LastIndex: s.index, LastContact: s.lastContact}, nil
+		},
+		waitTime: 7 * time.Second,
+		maxStale: 2 * time.Second,
+		backoff:  func(attempt int) time.Duration { return time.Duration(attempt) * time.Second },
+		sleep: func(ctx context.Context, d time.Duration) error {
+			f.mu.Lock()
+			f.sleeps = append(f.sleeps, d)
+			f.mu.Unlock()
+			return ctx.Err()
+		},
+		now:   func() time.Time { return time.Unix(1000, 0).Add(time.Duration(len(f.calls)) * time.Second) },
+		scrub: func(s string) string { return scrubToken(s, "tok-123") },
+		log:   slog.New(slog.NewTextHandler(io.Discard, nil)),
+	}
+}
+
+// run drives the watch through the whole script and stops it.
+func (f *fakeConsul) run(t *testing.T, w *watch) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		w.run(ctx)
+	}()
+	select {
+	case <-f.drained:
+	case <-time.After(10 * time.Second):
+		t.Fatal("watch did not consume the script")
+	}
+	cancel()
+	<-done
+}
+
+func entry(addr string, port int, nodeAddr string, weight int, tags ...string) *api.ServiceEntry {
+	return &api.ServiceEntry{
+		Node:    &api.Node{Node: "node-" + nodeAddr, Address: nodeAddr},
+		Service: &api.AgentService{Address: addr, Port: port, Weights: api.AgentWeights{Passing: weight}, Tags: tags},
+	}
+}
+
+func addrs(s *Snapshot) string {
+	var b []string
+	for _, e := range s.Endpoints {
+		b = append(b, e.Addr)
+	}
+	return strings.Join(b, ",")
+}
+
+func TestWatchIndexLoop(t *testing.T) {
+	two := []*api.ServiceEntry{entry("10.0.0.2", 80, "n", 1), entry("10.0.0.1", 80, "n", 3, "v2")}
+	three := append([]*api.ServiceEntry{entry("", 81, "10.0.0.9", 0)}, two...)
+	boom := errors.New("dial tcp 127.0.0.1:8500: connection refused token=tok-123")
+	f := newFakeConsul(
+		scripted{index: 10, entries: two},                              // 0: first answer
+		scripted{index: 10, entries: two},                              // 1: timeout
+		scripted{index: 12, entries: two},                              // 2: new index, same endpoints: dropped
+		scripted{index: 13, entries: three},                            // 3: change
+		scripted{err: boom},                                            // 4: Consul down: stale
+		scripted{err: boom},                                            // 5: still down: nothing new
+		scripted{index: 5, entries: three},                             // 6: back, index went backwards
+		scripted{index: 6, lastContact: 3 * time.Second, entries: two}, // 7: too stale: ask the leader
+		scripted{index: 6, entries: two},                               // 8: leader's answer
+		scripted{index: 0, entries: two},                               // 9: index 0: wait on 1 next
+	)
+	svc := NewService("api", "consul")
+	w := f.watch(svc)
+	f.run(t, w)
+
+	wantWait := []uint64{0, 10, 10, 12, 13, 0, 0, 5, 5, 6, 1}
+	if len(f.calls) != len(wantWait) {
+		t.Fatalf("%d queries, want %d", len(f.calls), len(wantWait))
+	}
+	for i, want := range wantWait {
+		if got := f.calls[i].waitIndex; got != want {
+			t.Errorf("query %d WaitIndex = %d, want %d", i, got, want)
+		}
+		if c := f.calls[i]; c.waitTime != 7*time.Second || c.dc != "dc9" || strings.Join(c.tags, ",") != "v2" {
+			t.Errorf("query %d options = %+v", i, c)
+		}
+	}
+	for i, c := range f.calls {
+		if want := i != 8; c.allowStale != want {
+			t.Errorf("query %d AllowStale = %t, want %t", i, c.allowStale, want)
+		}
+	}
+	if s := f.calls[0].snap; s.Ready || s.Err != "" {
+		t.Fatalf("before the first answer: %+v", s)
+	}
+	s1 := f.calls[1].snap
+	if !s1.Ready || s1.Stale || s1.Index != 10 || addrs(s1) != "10.0.0.1:80,10.0.0.2:80" {
+		t.Fatalf("after first answer: %+v", s1)
+	}
+	if s1.Endpoints[0].Weight != 3 || s1.Endpoints[1].Weight != 1 || strings.Join(s1.Endpoints[0].Tags, ",") != "v2" {
+		t.Fatalf("weights/tags not carried: %+v", s1.Endpoints)
+	}
+	if f.calls[2].snap != s1 || f.calls[3].snap != s1 {
+		t.Fatal("timeout or unchanged answer published a new snapshot")
+	}
+	s4 := f.calls[4].snap
+	if s4.Index != 13 || addrs(s4) != "10.0.0.1:80,10.0.0.2:80,10.0.0.9:81" || s4.Endpoints[2].Weight != 1 {
+		t.Fatalf("after change: %+v", s4)
+	}
+	s5 := f.calls[5].snap
+	if !s5.Ready || !s5.Stale || addrs(s5) != addrs(s4) || s5.Index != 13 || s5.Updated != s4.Updated {
+		t.Fatalf("after error: %+v", s5)
+	}
+	if !strings.Contains(s5.Err, "connection refused") || strings.Contains(s5.Err, "tok-123") {
+		t.Fatalf("stale error %q: want the cause without the token", s5.Err)
+	}
+	if f.calls[6].snap != s5 {
+		t.Fatal("a repeated error published again")
+	}
+	s7 := f.calls[7].snap
+	if !s7.Ready || s7.Stale || s7.Err != "" || s7.Index != 5 || addrs(s7) != addrs(s4) || s7.Updated != s4.Updated {
+		t.Fatalf("after recovery: %+v (updated %v, want %v)", s7, s7.Updated, s4.Updated)
+	}
+	if f.calls[8].snap != s7 {
+		t.Fatal("an answer older than max_stale was used")
+	}
+	if s9 := f.calls[9].snap; s9.Index != 6 || addrs(s9) != addrs(s1) {
+		t.Fatalf("after the leader's answer: %+v", s9)
+	}
+	if want := []time.Duration{time.Second, 2 * time.Second}; len(f.sleeps) != 2 || f.sleeps[0] != want[0] || f.sleeps[1] != want[1] {
+		t.Fatalf("backoff sleeps = %v, want %v", f.sleeps, want)
+	}
+	if q, e, r := w.stats.queries.Load(), w.stats.errors.Load(), w.stats.staleRetries.Load(); q != 11 || e != 2 || r != 1 {
+		t.Fatalf("stats queries=%d errors=%d staleRetries=%d", q, e, r)
+	}
+}
+
+func TestWatchNotReadyUntilFirstAnswer(t *testing.T) {
+	f := newFakeConsul(
+		scripted{err: errors.New("connection refused")},
+		scripted{err: errors.New("connection refused")},
+		scripted{index: 3},
+	)
+	svc := NewService("api", "consul")
+	f.run(t, f.watch(svc))
+	if s := f.calls[1].snap; s.Ready || s.Stale || !strings.Contains(s.Err, `consul watch "api": connection refused`) {
+		t.Fatalf("while Consul is down at start: %+v", s)
+	}
+	if s := f.calls[3].snap; !s.Ready || s.Stale || s.Err != "" || len(s.Endpoints) != 0 {
+		t.Fatalf("after an empty first answer: %+v", s)
+	}
+}
+
+func TestEndpointsOfNeverUsesNodeName(t *testing.T) {
+	eps := endpointsOf([]*api.ServiceEntry{
+		{Node: &api.Node{Node: "web-7", Address: "192.0.2.7"}, Service: &api.AgentService{Port: 9000}},
+		{Node: &api.Node{Node: "web-8", Address: "192.0.2.8"}, Service: &api.AgentService{Address: "2001:db8::1", Port: 9000}},
+		{Node: &api.Node{Node: "web-9"}, Service: &api.AgentService{Port: 9000}}, // nothing to dial
+		{Node: &api.Node{Node: "web-10", Address: "192.0.2.10"}, Service: &api.AgentService{}},
+		nil,
+	})
+	if got := addrs(&Snapshot{Endpoints: eps}); got != "192.0.2.7:9000,[2001:db8::1]:9000" {
+		t.Fatalf("endpoints = %q", got)
+	}
+}
+
+func TestJitterBackoffBounded(t *testing.T) {
+	b := JitterBackoff(100*time.Millisecond, time.Second)
+	for attempt := 1; attempt < 50; attempt++ {
+		step := 100 * time.Millisecond << min(attempt-1, 10)
+		if step > time.Second {
+			step = time.Second
+		}
+		for range 20 {
+			d := b(attempt)
+			if d < step/2 || d > step {
+				t.Fatalf("attempt %d: %s outside [%s, %s]", attempt, d, step/2, step)
+			}
+		}
+	}
+}

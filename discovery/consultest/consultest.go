@@ -1,0 +1,358 @@
+// Package consultest runs a real Consul agent (`consul agent -dev`) for
+// tests of any ferry package. It is not a mock: tests talk to Consul's own
+// HTTP API on loopback ports the test chose.
+//
+// The binary is found through env FERRY_CONSUL_BIN, else <repo>/bin/consul,
+// else by running scripts/tool.sh consul (which builds it once per machine).
+// When none works the test is skipped, or fails when env CI is set.
+package consultest
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/consul/api"
+)
+
+// Agent is one running (or stopped) `consul agent -dev`.
+type Agent struct {
+	t    testing.TB
+	bin  string
+	dir  string
+	args []string
+
+	// HTTPAddr is the agent's HTTP API, 127.0.0.1:port.
+	HTTPAddr string
+	// Ports the agent listens on.
+	HTTPPort, GRPCPort, SerfLANPort, SerfWANPort, ServerPort int
+
+	mu   sync.Mutex
+	cmd  *exec.Cmd
+	done chan struct{}
+	log  *lockedBuffer
+	runs int
+}
+
+// startTimeout bounds how long an agent may take to elect itself leader.
+const startTimeout = 60 * time.Second
+
+var (
+	binOnce sync.Once
+	binPath string
+	binErr  error
+)
+
+// Binary returns the path of the consul binary, or skips the test (fails it
+// when CI is set) if there is none.
+func Binary(t testing.TB) string {
+	t.Helper()
+	binOnce.Do(func() { binPath, binErr = findBinary() })
+	if binErr != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatalf("consultest: no consul binary (CI is set): %v", binErr)
+		}
+		t.Skipf("consultest: no consul binary, skipping (set FERRY_CONSUL_BIN or run scripts/tool.sh consul): %v", binErr)
+	}
+	return binPath
+}
+
+func findBinary() (string, error) {
+	if p := os.Getenv("FERRY_CONSUL_BIN"); p != "" {
+		if err := executable(p); err != nil {
+			return "", fmt.Errorf("FERRY_CONSUL_BIN=%s: %w", p, err)
+		}
+		return p, nil
+	}
+	root, err := repoRoot()
+	if err != nil {
+		return "", err
+	}
+	if p := filepath.Join(root, "bin", "consul"); executable(p) == nil {
+		return p, nil
+	}
+	script := filepath.Join(root, "scripts", "tool.sh")
+	out, err := exec.Command(script, "consul").Output()
+	if err != nil {
+		var ee *exec.ExitError
+		if errors.As(err, &ee) {
+			return "", fmt.Errorf("%s consul: %w: %s", script, err, bytes.TrimSpace(ee.Stderr))
+		}
+		return "", fmt.Errorf("%s consul: %w", script, err)
+	}
+	p := strings.TrimSpace(string(out))
+	if err := executable(p); err != nil {
+		return "", fmt.Errorf("%s consul printed %q: %w", script, p, err)
+	}
+	return p, nil
+}
+
+func executable(p string) error {
+	fi, err := os.Stat(p)
+	if err != nil {
+		return err
+	}
+	if fi.IsDir() || fi.Mode()&0o111 == 0 {
+		return fmt.Errorf("%s is not an executable file", p)
+	}
+	return nil
+}
+
+// repoRoot is the directory holding ferry's go.mod, found from this file.
+func repoRoot() (string, error) {
+	_, file, _, ok := runtime.Caller(0)
+	if !ok {
+		return "", errors.New("cannot locate consultest source")
+	}
+	dir := filepath.Dir(file)
+	for {
+		if b, err := os.ReadFile(filepath.Join(dir, "go.mod")); err == nil &&
+			bytes.Contains(b, []byte("module github.com/ferrymesh/ferry\n")) {
+			return dir, nil
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return "", errors.New("ferry's go.mod not found above " + filepath.Dir(file))
+		}
+		dir = parent
+	}
+}
+
+// Start runs `consul agent -dev` on free loopback ports (DNS off) and waits
+// until it has a leader and its own node is in the catalog. The agent is
+// stopped by t.Cleanup.
+func Start(t testing.TB) *Agent {
+	t.Helper()
+	bin := Binary(t)
+	a := &Agent{t: t, bin: bin, dir: t.TempDir(), log: &lockedBuffer{}}
+	ports, err := freePorts(5)
+	if err != nil {
+		t.Fatalf("consultest: %v", err)
+	}
+	a.HTTPPort, a.GRPCPort, a.SerfLANPort, a.SerfWANPort, a.ServerPort = ports[0], ports[1], ports[2], ports[3], ports[4]
+	a.HTTPAddr = net.JoinHostPort("127.0.0.1", strconv.Itoa(a.HTTPPort))
+	a.args = []string{
+		"agent", "-dev",
+		"-node", "ferry-test",
+		"-bind", "127.0.0.1",
+		"-client", "127.0.0.1",
+		"-http-port", strconv.Itoa(a.HTTPPort),
+		"-grpc-port", strconv.Itoa(a.GRPCPort),
+		"-serf-lan-port", strconv.Itoa(a.SerfLANPort),
+		"-serf-wan-port", strconv.Itoa(a.SerfWANPort),
+		"-server-port", strconv.Itoa(a.ServerPort),
+		"-dns-port", "-1",
+		"-log-level", "warn",
+		"-disable-host-node-id",
+	}
+	t.Cleanup(a.Stop)
+	if err := a.start(); err != nil {
+		t.Fatalf("consultest: %v", err)
+	}
+	return a
+}
+
+// Stop stops the agent (SIGTERM, then SIGKILL after 10s) and waits for it to
+// exit. It is a no-op on a stopped agent.
+func (a *Agent) Stop() {
+	a.mu.Lock()
+	cmd, done := a.cmd, a.done
+	a.cmd = nil
+	a.mu.Unlock()
+	if cmd == nil {
+		return
+	}
+	_ = cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		_ = cmd.Process.Kill()
+		<-done
+	}
+}
+
+// Restart stops the agent and starts it again on the same ports. A -dev
+// agent keeps nothing: every registration is gone and the Raft index starts
+// over, lower than before.
+func (a *Agent) Restart() {
+	a.t.Helper()
+	a.Stop()
+	if err := a.start(); err != nil {
+		a.t.Fatalf("consultest: restart: %v", err)
+	}
+}
+
+// Running reports whether the agent process is up.
+func (a *Agent) Running() bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.cmd != nil
+}
+
+// Log returns what the agent wrote to stdout and stderr so far.
+func (a *Agent) Log() string { return a.log.String() }
+
+func (a *Agent) start() error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.cmd != nil {
+		return errors.New("agent already running")
+	}
+	a.runs++
+	cmd := exec.Command(a.bin, a.args...)
+	cmd.Dir = a.dir
+	cmd.Stdout = a.log
+	cmd.Stderr = a.log
+	cmd.Env = append(os.Environ(), "CONSUL_HTTP_ADDR=", "CONSUL_HTTP_TOKEN=")
+	fmt.Fprintf(a.log, "--- run %d: %s %s\n", a.runs, a.bin, strings.Join(a.args, " "))
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("start %s: %w", a.bin, err)
+	}
+	done := make(chan struct{})
+	go func() {
+		_ = cmd.Wait()
+		close(done)
+	}()
+	a.cmd, a.done = cmd, done
+	if err := waitReady(a.HTTPAddr, done); err != nil {
+		_ = cmd.Process.Kill()
+		<-done
+		a.cmd = nil
+		return fmt.Errorf("%w\nagent output:\n%s", err, a.log.String())
+	}
+	return nil
+}
+
+// waitReady polls until the agent has a leader and its node is registered.
+func waitReady(addr string, exited <-chan struct{}) error {
+	ctx, cancel := context.WithTimeout(context.Background(), startTimeout)
+	defer cancel()
+	client := &http.Client{Timeout: 2 * time.Second}
+	defer client.CloseIdleConnections()
+	var last string
+	for {
+		select {
+		case <-exited:
+			return fmt.Errorf("consul agent on %s exited during start-up (last: %s)", addr, last)
+		case <-ctx.Done():
+			return fmt.Errorf("consul agent on %s not ready after %s (last: %s)", addr, startTimeout, last)
+		case <-time.After(50 * time.Millisecond):
+		}
+		leader, err := get(ctx, client, "http://"+addr+"/v1/status/leader")
+		if err != nil {
+			last = err.Error()
+			continue
+		}
+		if leader == `""` || leader == "" {
+			last = "no leader yet"
+			continue
+		}
+		nodes, err := get(ctx, client, "http://"+addr+"/v1/catalog/nodes")
+		if err != nil {
+			last = err.Error()
+			continue
+		}
+		if !strings.Contains(nodes, `"ferry-test"`) {
+			last = "node not in catalog yet"
+			continue
+		}
+		return nil
+	}
+}
+
+func get(ctx context.Context, c *http.Client, url string) (string, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return "", err
+	}
+	resp, err := c.Do(req)
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	var b bytes.Buffer
+	_, _ = b.ReadFrom(resp.Body)
+	if resp.StatusCode != http.StatusOK {
+		return "", fmt.Errorf("GET %s: %s: %s", url, resp.Status, strings.TrimSpace(b.String()))
+	}
+	return strings.TrimSpace(b.String()), nil
+}
+
+// freePorts returns n distinct loopback ports free for both TCP and UDP
+// (serf uses both) at the time of the call.
+func freePorts(n int) ([]int, error) {
+	var held []net.Listener
+	defer func() {
+		for _, l := range held {
+			l.Close()
+		}
+	}()
+	ports := make([]int, 0, n)
+	for tries := 0; len(ports) < n; tries++ {
+		if tries > 100*n {
+			return nil, errors.New("no free loopback ports")
+		}
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return nil, fmt.Errorf("listen: %w", err)
+		}
+		port := l.Addr().(*net.TCPAddr).Port
+		u, err := net.ListenPacket("udp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
+		if err != nil {
+			l.Close()
+			continue
+		}
+		u.Close()
+		held = append(held, l)
+		ports = append(ports, port)
+	}
+	return ports, nil
+}
+
+// lockedBuffer collects the agent's output from two pipes.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// Client returns a Consul API client for the agent, with no token and none
+// of the CONSUL_* environment.
+func (a *Agent) Client() *api.Client {
+	a.t.Helper()
+	cfg := &api.Config{Address: a.HTTPAddr, Scheme: "http", Transport: cleanTransport()}
+	c, err := api.NewClient(cfg)
+	if err != nil {
+		a.t.Fatalf("consultest: client: %v", err)
+	}
+	a.t.Cleanup(cfg.Transport.CloseIdleConnections)
+	return c
+}
+
+func cleanTransport() *http.Transport {
+	return &http.Transport{Proxy: nil, MaxIdleConnsPerHost: 4, IdleConnTimeout: 30 * time.Second}
+}

@@ -1,0 +1,356 @@
+package discovery
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"maps"
+	"net/http"
+	"os"
+	"slices"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/consul/api"
+)
+
+// Defaults of Registration.
+const (
+	// DefaultRegisterTTL is the TTL of ferry's readiness check; ferry
+	// refreshes it every TTL/3.
+	DefaultRegisterTTL = 10 * time.Second
+	// DefaultDeregisterCriticalAfter removes a registration whose check has
+	// been critical this long (ferry died without deregistering). Consul
+	// reaps at most every 30s and never sooner than 1m.
+	DefaultDeregisterCriticalAfter = time.Minute
+)
+
+// Registration is the `register:` section of ferry's config: the local
+// service ferry sits beside, as Consul should list it.
+type Registration struct {
+	// Name is the Consul service name. Required.
+	Name string `yaml:"name" json:"name"`
+	// ID is the instance ID, unique on the agent. Empty:
+	// <name>-<hostname>-<port>.
+	ID string `yaml:"id,omitempty" json:"id,omitempty"`
+	// Address other services dial. Empty: the agent's node address.
+	Address string `yaml:"address,omitempty" json:"address,omitempty"`
+	// Port is ferry's inbound port. Required, 1-65535.
+	Port int `yaml:"port" json:"port"`
+	// Tags and Meta are passed to Consul as they are.
+	Tags []string          `yaml:"tags,omitempty" json:"tags,omitempty"`
+	Meta map[string]string `yaml:"meta,omitempty" json:"meta,omitempty"`
+	// TTL of the readiness check. Zero: DefaultRegisterTTL (10s). At least 1s.
+	TTL time.Duration `yaml:"ttl,omitempty" json:"ttl,omitempty"`
+	// DeregisterCriticalServiceAfter: zero means DefaultDeregisterCriticalAfter
+	// (1m).
+	DeregisterCriticalServiceAfter time.Duration `yaml:"deregister_critical_service_after,omitempty" json:"deregister_critical_service_after,omitempty"`
+}
+
+// Validate reports the first bad field, naming its key (e.g.
+// "register.port: 0 is not a port").
+func (r Registration) Validate() error {
+	if err := validateServiceName("register.name", r.Name); err != nil {
+		return err
+	}
+	if r.ID != "" {
+		if err := validateServiceName("register.id", r.ID); err != nil {
+			return err
+		}
+	}
+	if r.Port < 1 || r.Port > 65535 {
+		return fmt.Errorf("register.port: %d is not a port (1-65535)", r.Port)
+	}
+	for i, t := range r.Tags {
+		if t == "" {
+			return fmt.Errorf("register.tags[%d]: empty tag", i)
+		}
+	}
+	for k := range r.Meta {
+		if k == "" {
+			return fmt.Errorf("register.meta: empty key")
+		}
+	}
+	if r.TTL != 0 && r.TTL < time.Second {
+		return fmt.Errorf("register.ttl: %s is below 1s", r.TTL)
+	}
+	if r.DeregisterCriticalServiceAfter < 0 {
+		return fmt.Errorf("register.deregister_critical_service_after: %s must not be negative", r.DeregisterCriticalServiceAfter)
+	}
+	return nil
+}
+
+// withDefaults fills the zero fields.
+func (r Registration) withDefaults() Registration {
+	if r.ID == "" {
+		host, err := os.Hostname()
+		if err != nil || host == "" {
+			host = "ferry"
+		}
+		r.ID = r.Name + "-" + host + "-" + strconv.Itoa(r.Port)
+	}
+	if r.TTL == 0 {
+		r.TTL = DefaultRegisterTTL
+	}
+	if r.DeregisterCriticalServiceAfter == 0 {
+		r.DeregisterCriticalServiceAfter = DefaultDeregisterCriticalAfter
+	}
+	r.Tags = slices.Clone(r.Tags)
+	r.Meta = maps.Clone(r.Meta)
+	return r
+}
+
+// Registrar keeps the local service registered in the local Consul agent
+// with a TTL check that mirrors a readiness function. Run keeps it up to
+// date (and registers again if the agent forgot it, as after an agent
+// restart); Deregister removes it for good.
+type Registrar struct {
+	agent   *api.Agent
+	reg     Registration
+	checkID string
+	ready   func() error
+	log     *slog.Logger
+	backoff Backoff
+	scrub   func(string) string
+	poke    chan struct{}
+
+	mu        sync.Mutex // guards the fields below
+	done      bool       // Deregister was called
+	cancelRun context.CancelFunc
+
+	syncMu     sync.Mutex // one conversation with the agent at a time
+	registered bool       // guarded by syncMu
+
+	registrations atomic.Uint64
+	updates       atomic.Uint64
+	errors        atomic.Uint64
+	lastStatus    atomic.Pointer[string]
+}
+
+// NewRegistrar returns a registrar for reg on the resolver's agent. ready
+// reports ferry's and the app's readiness: nil is passing, an error is
+// critical with the error as the check's output. Nothing is sent until Run.
+func (c *Consul) NewRegistrar(reg Registration, ready func() error) (*Registrar, error) {
+	if err := reg.Validate(); err != nil {
+		return nil, err
+	}
+	if ready == nil {
+		return nil, fmt.Errorf("register: nil readiness function")
+	}
+	reg = reg.withDefaults()
+	return &Registrar{
+		agent:   c.client.Agent(),
+		reg:     reg,
+		checkID: "ferry-ready:" + reg.ID,
+		ready:   ready,
+		log:     c.log,
+		backoff: c.backoff,
+		scrub:   func(s string) string { return scrubToken(s, c.token) },
+		poke:    make(chan struct{}, 1),
+	}, nil
+}
+
+// ID is the instance ID registered in Consul.
+func (r *Registrar) ID() string { return r.reg.ID }
+
+// CheckID is the ID of the TTL readiness check.
+func (r *Registrar) CheckID() string { return r.checkID }
+
+// Refresh asks Run to report readiness now rather than at the next tick,
+// for example right after ferry marks itself not ready. It never blocks.
+func (r *Registrar) Refresh() {
+	select {
+	case r.poke <- struct{}{}:
+	default:
+	}
+}
+
+// Run registers the service and refreshes its check every TTL/3 (or on
+// Refresh) until ctx ends or Deregister is called. When the agent does not
+// know the check any more it registers the service again. Failures are
+// retried with backoff; Run returns ctx.Err(), or nil after Deregister.
+func (r *Registrar) Run(ctx context.Context) error {
+	r.mu.Lock()
+	if r.done {
+		r.mu.Unlock()
+		return nil
+	}
+	if r.cancelRun != nil {
+		r.mu.Unlock()
+		return fmt.Errorf("register %q: Run already running", r.reg.ID)
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	r.cancelRun = cancel
+	r.mu.Unlock()
+	defer func() {
+		cancel()
+		r.mu.Lock()
+		r.cancelRun = nil
+		r.mu.Unlock()
+	}()
+
+	interval := r.reg.TTL / 3
+	failures := 0
+	for {
+		wait := interval
+		if err := r.sync(ctx); err != nil {
+			if ctx.Err() != nil {
+				break
+			}
+			failures++
+			wait = r.backoff(failures)
+			r.log.Warn("consul registration failing", "id", r.reg.ID, "err", err.Error())
+		} else {
+			failures = 0
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+		case <-t.C:
+		case <-r.poke:
+		}
+		t.Stop()
+		if ctx.Err() != nil {
+			break
+		}
+	}
+	r.mu.Lock()
+	done := r.done
+	r.mu.Unlock()
+	if done {
+		return nil
+	}
+	return ctx.Err()
+}
+
+// sync reports readiness to the agent, registering first when needed.
+func (r *Registrar) sync(ctx context.Context) error {
+	r.syncMu.Lock()
+	defer r.syncMu.Unlock()
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	status, output := r.readiness()
+	r.lastStatus.Store(&status)
+	if r.registered {
+		q := (&api.QueryOptions{}).WithContext(ctx)
+		err := r.agent.UpdateTTLOpts(r.checkID, output, status, q)
+		if err == nil {
+			r.updates.Add(1)
+			return nil
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		r.errors.Add(1)
+		// The agent may have forgotten us (restart, -dev agent, manual
+		// deregistration): registering again is idempotent.
+		r.log.Info("consul check update failed, registering again", "id", r.reg.ID, "err", r.scrub(err.Error()))
+		r.registered = false
+	}
+	if err := r.register(ctx, status, output); err != nil {
+		r.errors.Add(1)
+		return err
+	}
+	r.registered = true
+	r.registrations.Add(1)
+	return nil
+}
+
+func (r *Registrar) register(ctx context.Context, status, output string) error {
+	reg := &api.AgentServiceRegistration{
+		ID:      r.reg.ID,
+		Name:    r.reg.Name,
+		Address: r.reg.Address,
+		Port:    r.reg.Port,
+		Tags:    r.reg.Tags,
+		Meta:    r.reg.Meta,
+		Check: &api.AgentServiceCheck{
+			CheckID:                        r.checkID,
+			Name:                           "ferry readiness",
+			TTL:                            r.reg.TTL.String(),
+			Status:                         status,
+			Notes:                          output,
+			DeregisterCriticalServiceAfter: r.reg.DeregisterCriticalServiceAfter.String(),
+		},
+	}
+	opts := api.ServiceRegisterOpts{ReplaceExistingChecks: true}.WithContext(ctx)
+	if err := r.agent.ServiceRegisterOpts(reg, opts); err != nil {
+		return fmt.Errorf("register %q: %s", r.reg.ID, r.scrub(err.Error()))
+	}
+	if status == api.HealthPassing {
+		// Registration sets the initial status; the output goes with the
+		// first update so the check shows why it passes.
+		q := (&api.QueryOptions{}).WithContext(ctx)
+		if err := r.agent.UpdateTTLOpts(r.checkID, output, status, q); err != nil {
+			return fmt.Errorf("register %q: first check update: %s", r.reg.ID, r.scrub(err.Error()))
+		}
+	}
+	return nil
+}
+
+// readiness calls the readiness function, turning a panic into a critical
+// status rather than a crash.
+func (r *Registrar) readiness() (status, output string) {
+	defer func() {
+		if p := recover(); p != nil {
+			status, output = api.HealthCritical, fmt.Sprintf("readiness check panicked: %v", p)
+		}
+	}()
+	if err := r.ready(); err != nil {
+		return api.HealthCritical, "not ready: " + err.Error()
+	}
+	return api.HealthPassing, "ready"
+}
+
+// Deregister stops Run and removes the service (and its check) from the
+// agent; Run will not register it again. Call it on SIGTERM after marking
+// ferry not ready and before draining. A service the agent does not know is
+// not an error.
+func (r *Registrar) Deregister(ctx context.Context) error {
+	r.mu.Lock()
+	r.done = true
+	if r.cancelRun != nil {
+		r.cancelRun()
+	}
+	r.mu.Unlock()
+	r.syncMu.Lock()
+	defer r.syncMu.Unlock()
+	r.registered = false
+	err := r.agent.ServiceDeregisterOpts(r.reg.ID, (&api.QueryOptions{}).WithContext(ctx))
+	var se api.StatusError
+	if errors.As(err, &se) && se.Code == http.StatusNotFound {
+		err = nil
+	}
+	if err != nil {
+		return fmt.Errorf("deregister %q: %s", r.reg.ID, r.scrub(err.Error()))
+	}
+	return nil
+}
+
+// RegistrarStats are the registrar's counters for admin and metrics.
+type RegistrarStats struct {
+	ID            string `json:"id"`
+	Registrations uint64 `json:"registrations"`
+	Updates       uint64 `json:"updates"`
+	Errors        uint64 `json:"errors"`
+	// Status is the check status last sent: "passing" or "critical".
+	Status string `json:"status,omitempty"`
+}
+
+// Stats returns the registrar's counters.
+func (r *Registrar) Stats() RegistrarStats {
+	st := RegistrarStats{
+		ID:            r.reg.ID,
+		Registrations: r.registrations.Load(),
+		Updates:       r.updates.Load(),
+		Errors:        r.errors.Load(),
+	}
+	if s := r.lastStatus.Load(); s != nil {
+		st.Status = *s
+	}
+	return st
+}
