@@ -248,7 +248,7 @@ func TestUpgradeProtocolMismatch(t *testing.T) {
 	o := startWSOrigin(t)
 	sc := wsFerry(t, o.addr)
 	bodies := track(sc)
-	c, res := dialWS(t, sc.Addr("outbound"), "/chat?answer=h2c", "")
+	_, res := dialWS(t, sc.Addr("outbound"), "/chat?answer=h2c", "")
 	body, _ := io.ReadAll(io.LimitReader(res.Body, 4096))
 	if res.StatusCode != http.StatusBadGateway {
 		t.Fatalf("status %d (%s), want 502", res.StatusCode, body)
@@ -263,7 +263,6 @@ func TestUpgradeProtocolMismatch(t *testing.T) {
 	if n := openTunnels(sc); n != 0 {
 		t.Fatalf("%d tunnels open after a refused switch", n)
 	}
-	_ = c
 }
 
 // TestTunnelShutdown covers a drain with tunnels: an open tunnel keeps
