@@ -13,20 +13,28 @@ import (
 // tunnelSet tracks hijacked connections (WebSocket and other upgrades),
 // which http.Server.Shutdown does not see, so a drain can close them.
 type tunnelSet struct {
-	mu    sync.Mutex
-	conns map[io.Closer]struct{}
-	empty chan struct{} // closed when the last tunnel ends; nil when none open
+	mu     sync.Mutex
+	conns  map[io.Closer]struct{}
+	empty  chan struct{} // closed when the last tunnel ends; nil when none open
+	closed bool          // closeAll ran: the drain is over, no new tunnel
 }
 
 func newTunnelSet() *tunnelSet { return &tunnelSet{conns: map[io.Closer]struct{}{}} }
 
-func (s *tunnelSet) add(c io.Closer) {
+// add tracks a tunnel. It refuses one once closeAll ran: a connection
+// hijacked while the drain was ending would otherwise outlive it, open and
+// unseen.
+func (s *tunnelSet) add(c io.Closer) bool {
 	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return false
+	}
 	if len(s.conns) == 0 {
 		s.empty = make(chan struct{})
 	}
 	s.conns[c] = struct{}{}
-	s.mu.Unlock()
+	return true
 }
 
 func (s *tunnelSet) remove(c io.Closer) {
@@ -55,10 +63,12 @@ func (s *tunnelSet) waitEmpty(ctx context.Context) {
 	}
 }
 
-// closeAll ends every tunnel; it returns how many there were.
+// closeAll ends every tunnel and refuses new ones; it returns how many
+// there were.
 func (s *tunnelSet) closeAll() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.closed = true
 	n := len(s.conns)
 	for c := range s.conns {
 		c.Close()
@@ -75,7 +85,7 @@ func (s *tunnelSet) closeAll() int {
 // response and then copies bytes both ways until either side ends.
 func (p *Proxy) tunnel(w http.ResponseWriter, r *http.Request, res *http.Response, reqUpgrade, service, addr string) {
 	resUpgrade := upgradeType(res.Header)
-	if !strings.EqualFold(reqUpgrade, resUpgrade) {
+	if !offered(reqUpgrade, resUpgrade) {
 		f := failure{http.StatusBadGateway, fmt.Sprintf("upstream %s (%s) switched to protocol %q, caller asked for %q", service, addr, resUpgrade, reqUpgrade)}
 		p.logFailure(r, service, addr, f, fmt.Errorf("upgrade mismatch"))
 		writeFailure(w, f)
@@ -92,7 +102,9 @@ func (p *Proxy) tunnel(w http.ResponseWriter, r *http.Request, res *http.Respons
 		return
 	}
 	defer conn.Close()
-	p.tunnels.add(conn)
+	if !p.tunnels.add(conn) {
+		return // ferry finished draining while this exchange switched
+	}
 	defer p.tunnels.remove(conn)
 
 	removeHopHeaders(res.Header, false)
@@ -115,6 +127,22 @@ func (p *Proxy) tunnel(w http.ResponseWriter, r *http.Request, res *http.Respons
 	conn.Close()
 	back.Close()
 	<-done
+}
+
+// offered reports whether the protocol an upstream switched to is one the
+// caller offered: a request's Upgrade header may list several, in order of
+// preference (RFC 9110 section 7.8), and the server picks one.
+func offered(requested, chosen string) bool {
+	chosen = strings.TrimSpace(chosen)
+	if chosen == "" {
+		return false
+	}
+	for tok := range strings.SplitSeq(requested, ",") {
+		if strings.EqualFold(strings.TrimSpace(tok), chosen) {
+			return true
+		}
+	}
+	return false
 }
 
 // tunnelCopy moves bytes one way through a pooled buffer.

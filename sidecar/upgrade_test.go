@@ -45,7 +45,7 @@ func (o *wsOrigin) event(e string) {
 }
 
 func (o *wsOrigin) serve(w http.ResponseWriter, r *http.Request) {
-	if !headerHasToken(r.Header, "Connection", "upgrade") || !strings.EqualFold(r.Header.Get("Upgrade"), "websocket") {
+	if !headerHasToken(r.Header, "Connection", "upgrade") || !headerHasToken(r.Header, "Upgrade", "websocket") {
 		http.Error(w, fmt.Sprintf("want an upgrade to websocket, got Connection %q Upgrade %q", r.Header["Connection"], r.Header["Upgrade"]), http.StatusBadRequest)
 		return
 	}
@@ -98,12 +98,18 @@ type wsClient struct {
 // response head it read.
 func dialWS(t testing.TB, addr, target, early string) (*wsClient, *http.Response) {
 	t.Helper()
+	return dialUpgrade(t, addr, target, "websocket", early)
+}
+
+// dialUpgrade is dialWS offering the protocols in upgrade.
+func dialUpgrade(t testing.TB, addr, target, upgrade, early string) (*wsClient, *http.Response) {
+	t.Helper()
 	conn, err := net.Dial("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { conn.Close() })
-	req := "GET " + target + " HTTP/1.1\r\nHost: chat.example\r\nConnection: keep-alive, Upgrade\r\nUpgrade: websocket\r\n" +
+	req := "GET " + target + " HTTP/1.1\r\nHost: chat.example\r\nConnection: keep-alive, Upgrade\r\nUpgrade: " + upgrade + "\r\n" +
 		"Sec-WebSocket-Key: " + wsKey + "\r\nSec-WebSocket-Version: 13\r\n\r\n" + early
 	conn.SetDeadline(time.Now().Add(5 * time.Second))
 	if _, err := io.WriteString(conn, req); err != nil {
@@ -347,4 +353,45 @@ func TestTunnelShutdown(t *testing.T) {
 		}
 		allClosed(t, bodies, 1)
 	})
+}
+
+// TestUpgradeOfferedList proves a caller may offer several protocols: the
+// origin's pick among them is a valid switch, not a mismatch.
+func TestUpgradeOfferedList(t *testing.T) {
+	o := startWSOrigin(t)
+	sc := wsFerry(t, o.addr)
+	bodies := track(sc)
+	c, res := dialUpgrade(t, sc.Addr("outbound"), "/chat", "x-chat/2, websocket", "early\n")
+	checkUpgraded(t, res)
+	exchange(c)
+	c.conn.Close()
+	recv(t, o.events, 5*time.Second, "the origin to see the caller hang up")
+	allClosed(t, bodies, 1)
+}
+
+type closeCounter struct{ n int }
+
+func (c *closeCounter) Close() error { c.n++; return nil }
+
+// TestTunnelSetRefusesAfterDrain proves a tunnel that switches after the
+// drain closed every tunnel is refused, so nothing outlives Shutdown.
+func TestTunnelSetRefusesAfterDrain(t *testing.T) {
+	s := newTunnelSet()
+	open := &closeCounter{}
+	if !s.add(open) {
+		t.Fatal("add refused before the drain")
+	}
+	if n := s.closeAll(); n != 1 || open.n != 1 {
+		t.Fatalf("closeAll closed %d (reported %d), want 1", open.n, n)
+	}
+	late := &closeCounter{}
+	if s.add(late) {
+		t.Fatal("add accepted a tunnel after closeAll; it would never be closed")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	s.waitEmpty(ctx)
+	if ctx.Err() != nil {
+		t.Fatal("waitEmpty blocked after closeAll")
+	}
 }
