@@ -1,13 +1,19 @@
 package sidecar
 
 import (
+	"encoding/json"
 	"net/http"
+	"sort"
+	"time"
+
+	"github.com/ferrymesh/ferry/discovery"
 )
 
 // adminHandler serves the operator endpoints:
 //
-//	/live   200 while the process runs
-//	/ready  200 once every listener is up, 503 before that and while draining
+//	/live       200 while the process runs
+//	/ready      200 once every listener is up, 503 before that and while draining
+//	/upstreams  JSON: every service, its source, endpoints, staleness and Consul index
 func (s *Sidecar) adminHandler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /live", func(w http.ResponseWriter, r *http.Request) {
@@ -23,5 +29,71 @@ func (s *Sidecar) adminHandler() http.Handler {
 		}
 		w.Write([]byte("ready\n"))
 	})
+	mux.HandleFunc("GET /upstreams", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		enc.Encode(s.upstreamsStatus(time.Now()))
+	})
 	return mux
+}
+
+// UpstreamStatus is one service in the admin /upstreams output.
+type UpstreamStatus struct {
+	Service   string             `json:"service"`
+	Source    string             `json:"source"`
+	Ready     bool               `json:"ready"`
+	Stale     bool               `json:"stale"`
+	Error     string             `json:"error,omitempty"`
+	Index     uint64             `json:"index,omitempty"`
+	Updated   time.Time          `json:"updated,omitzero"`
+	AgeSec    float64            `json:"snapshot_age_seconds"`
+	Endpoints []EndpointStatus   `json:"endpoints"`
+	Consul    *ConsulWatchStatus `json:"consul,omitempty"`
+}
+
+// EndpointStatus is one endpoint of a service.
+type EndpointStatus struct {
+	Addr   string `json:"addr"`
+	Weight int    `json:"weight"`
+}
+
+// ConsulWatchStatus is the Consul watch behind a service.
+type ConsulWatchStatus struct {
+	Queries     uint64    `json:"queries"`
+	Errors      uint64    `json:"errors"`
+	LastIndex   uint64    `json:"last_index"`
+	LastContact time.Time `json:"last_contact,omitzero"`
+	LastError   string    `json:"last_error,omitempty"`
+}
+
+func (s *Sidecar) upstreamsStatus(now time.Time) []UpstreamStatus {
+	var stats map[string]discovery.ConsulServiceStats
+	if s.consul != nil {
+		stats = map[string]discovery.ConsulServiceStats{}
+		for _, st := range s.consul.Stats() {
+			stats[st.Name] = st
+		}
+	}
+	out := make([]UpstreamStatus, 0, len(s.upstreams))
+	for name, up := range s.upstreams {
+		snap := up.svc.Snapshot()
+		st := UpstreamStatus{
+			Service: name, Source: up.svc.Source(), Ready: snap.Ready, Stale: snap.Stale,
+			Error: snap.Err, Index: snap.Index, Updated: snap.Updated,
+			Endpoints: make([]EndpointStatus, 0, len(snap.Endpoints)),
+		}
+		if !snap.Updated.IsZero() {
+			st.AgeSec = now.Sub(snap.Updated).Seconds()
+		}
+		for _, ep := range snap.Endpoints {
+			st.Endpoints = append(st.Endpoints, EndpointStatus{Addr: ep.Addr, Weight: ep.Weight})
+		}
+		if cs, ok := stats[name]; ok {
+			st.Consul = &ConsulWatchStatus{Queries: cs.Queries, Errors: cs.Errors, LastIndex: cs.LastIndex, LastContact: cs.LastContact, LastError: cs.LastError}
+		}
+		out = append(out, st)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Service < out[j].Service })
+	return out
 }

@@ -1,7 +1,11 @@
 package sidecar
 
 import (
+	"net"
+	"strconv"
 	"time"
+
+	"github.com/ferrymesh/ferry/discovery"
 )
 
 // Config is ferry's whole configuration file. Every field documents its
@@ -23,6 +27,12 @@ type Config struct {
 	Limits LimitsConfig `yaml:"limits"`
 	// Shutdown controls the drain on SIGTERM.
 	Shutdown ShutdownConfig `yaml:"shutdown"`
+	// Consul overrides the standard CONSUL_* environment for services
+	// resolved through Consul and for self-registration. Optional.
+	Consul *discovery.ConsulConfig `yaml:"consul"`
+	// Register registers the local service in Consul with a readiness
+	// check that reflects ferry's and the app's readiness. Optional.
+	Register *discovery.Registration `yaml:"register"`
 }
 
 // AdminConfig configures the admin listener.
@@ -65,8 +75,13 @@ type InboundConfig struct {
 // ServiceConfig is one upstream service.
 type ServiceConfig struct {
 	// Endpoints are static host:port addresses (static discovery, the
-	// embedded default). An empty list answers 503.
+	// embedded default). An empty list answers 503. A service without an
+	// endpoints key is resolved through Consul.
 	Endpoints []string `yaml:"endpoints"`
+	// Consul selects the Consul instances of a service without endpoints:
+	// the Consul service name (default: this service's name), tags that
+	// every instance must carry, and the datacenter.
+	Consul *discovery.ConsulWatch `yaml:"consul"`
 	// Protocol spoken to the endpoints: auto (default: HTTP/2 cleartext when
 	// the caller spoke HTTP/2, else HTTP/1.1), http1 or h2c.
 	Protocol string `yaml:"protocol"`
@@ -161,9 +176,11 @@ func (c *Config) setDefaults() {
 	if c.Timeouts.BodyIdle == 0 {
 		c.Timeouts.BodyIdle = DefaultBodyIdle
 	}
-	for _, s := range c.Services {
+	for name, s := range c.Services {
 		if s == nil {
-			continue
+			// "name:" alone: a Consul service of that name.
+			s = &ServiceConfig{}
+			c.Services[name] = s
 		}
 		if s.Protocol == "" {
 			s.Protocol = ProtocolAuto
@@ -181,6 +198,28 @@ func (c *Config) setDefaults() {
 	if c.Shutdown.Grace == 0 {
 		c.Shutdown.Grace = DefaultShutdownGrace
 	}
+	if r := c.Register; r != nil && r.Port == 0 && c.Inbound != nil {
+		// Other services reach this one through ferry's inbound listener.
+		if _, port, err := net.SplitHostPort(c.Inbound.Listen); err == nil {
+			r.Port, _ = strconv.Atoi(port)
+		}
+	}
+}
+
+// usesConsul reports whether a service is resolved through Consul.
+func (s *ServiceConfig) usesConsul() bool { return s.Endpoints == nil }
+
+// needsConsul reports whether any part of the config talks to Consul.
+func (c *Config) needsConsul() bool {
+	if c.Register != nil {
+		return true
+	}
+	for _, s := range c.Services {
+		if s != nil && s.usesConsul() {
+			return true
+		}
+	}
+	return false
 }
 
 // timeoutsFor merges a service's overrides over the top-level timeouts.

@@ -49,9 +49,8 @@ func (c *Config) validate() ConfigErrors {
 	for _, name := range names {
 		s := c.Services[name]
 		p := "services." + name
-		if s == nil {
-			add(p, "empty service: give endpoints")
-			continue
+		if s.Consul != nil && !s.usesConsul() {
+			add(p+".consul", "a service has either endpoints (static) or consul, not both")
 		}
 		if strings.TrimSpace(name) == "" || strings.ContainsAny(name, " \t/") {
 			add(p, "invalid service name %q", name)
@@ -109,6 +108,17 @@ func (c *Config) validate() ConfigErrors {
 			add("inbound.app", "%v", err)
 		}
 		checkProtocol("inbound.protocol", c.Inbound.Protocol, add)
+	}
+
+	if c.Consul != nil {
+		if err := c.Consul.Validate(); err != nil {
+			addErr(&errs, err)
+		}
+	}
+	if c.Register != nil {
+		if err := c.Register.Validate(); err != nil {
+			addErr(&errs, err)
+		}
 	}
 
 	if c.Limits.MaxRequestBodyBytes < 0 {
@@ -186,4 +196,14 @@ func listenersOverlap(a, b string) bool {
 	}
 	wild := func(h string) bool { return h == "" || h == "0.0.0.0" || h == "::" }
 	return ha == hb || wild(ha) || wild(hb)
+}
+
+// addErr records an error whose text starts with its key path
+// ("consul.wait_time: ...") as a ConfigError.
+func addErr(errs *ConfigErrors, err error) {
+	path, msg, ok := strings.Cut(err.Error(), ": ")
+	if !ok || strings.ContainsAny(path, " ") {
+		path, msg = "", err.Error()
+	}
+	*errs = append(*errs, &ConfigError{Path: path, Msg: msg})
 }

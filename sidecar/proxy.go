@@ -58,7 +58,11 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, up *upstream) {
 	snap := up.svc.Snapshot()
 	switch {
 	case !snap.Ready:
-		writeFailure(w, failure{http.StatusServiceUnavailable, fmt.Sprintf("service %s: endpoints not resolved yet", up.name)})
+		reason := fmt.Sprintf("service %s: endpoints not resolved yet", up.name)
+		if snap.Err != "" {
+			reason += ": " + snap.Err
+		}
+		writeFailure(w, failure{http.StatusServiceUnavailable, reason})
 		return
 	case len(snap.Endpoints) == 0:
 		writeFailure(w, failure{http.StatusServiceUnavailable, fmt.Sprintf("service %s has no healthy endpoints", up.name)})

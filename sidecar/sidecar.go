@@ -29,6 +29,11 @@ type Sidecar struct {
 	inbound   *Proxy
 	tunnels   *tunnelSet
 
+	consul    *discovery.Consul    // nil without Consul
+	registrar *discovery.Registrar // nil without register:
+	bg        context.Context      // lives until shutdown ends: watches, registration
+	bgStop    context.CancelFunc
+
 	servers []*listener // outbound, inbound, then admin
 	started atomic.Bool
 	ready   atomic.Bool
@@ -58,12 +63,27 @@ func New(cfg *Config, opts Options) (*Sidecar, error) {
 		lg = slog.New(slog.DiscardHandler)
 	}
 	s := &Sidecar{cfg: cfg, log: lg, resolver: opts.Resolver, upstreams: map[string]*upstream{}, tunnels: newTunnelSet()}
+	s.bg, s.bgStop = context.WithCancel(context.Background())
 	if s.resolver == nil {
-		static, err := staticResolver(cfg)
+		static, consul, err := s.resolvers(s.bg)
 		if err != nil {
+			s.bgStop()
 			return nil, err
 		}
-		s.resolver = static
+		s.consul = consul
+		s.resolver = serviceResolver{static: static, consul: consul, cfg: cfg.Services}
+	}
+	if cfg.Register != nil {
+		if s.consul == nil {
+			s.bgStop()
+			return nil, errors.New("register: needs a Consul resolver")
+		}
+		reg, err := s.consul.NewRegistrar(*cfg.Register, s.readiness)
+		if err != nil {
+			s.bgStop()
+			return nil, fmt.Errorf("register: %w", err)
+		}
+		s.registrar = reg
 	}
 	names := make([]string, 0, len(cfg.Services))
 	for name := range cfg.Services {
@@ -74,6 +94,7 @@ func New(cfg *Config, opts Options) (*Sidecar, error) {
 		sc := cfg.Services[name]
 		svc, err := s.resolver.Service(name)
 		if err != nil {
+			s.bgStop()
 			return nil, fmt.Errorf("services.%s: %w", name, err)
 		}
 		s.upstreams[name] = newUpstream(name, svc, sc.Protocol, cfg.timeoutsFor(sc))
@@ -98,18 +119,6 @@ func New(cfg *Config, opts Options) (*Sidecar, error) {
 		s.inbound = newProxy("inbound", &routeTable{routes: []route{{name: "app", up: s.app}}}, cfg.Limits.MaxRequestBodyBytes, lg, s.tunnels)
 	}
 	return s, nil
-}
-
-func staticResolver(cfg *Config) (*discovery.Static, error) {
-	eps := make(map[string][]discovery.Endpoint, len(cfg.Services))
-	for name, sc := range cfg.Services {
-		list := make([]discovery.Endpoint, 0, len(sc.Endpoints))
-		for _, addr := range sc.Endpoints {
-			list = append(list, discovery.Endpoint{Addr: strings.TrimSpace(addr), Weight: 1})
-		}
-		eps[name] = list
-	}
-	return discovery.NewStatic(eps)
 }
 
 // Start binds every listener, or none: a listener that cannot bind closes the
@@ -147,6 +156,26 @@ func (s *Sidecar) Start() error {
 		s.log.Info("listening", "listener", l.name, "addr", l.ln.Addr().String())
 	}
 	s.ready.Store(true)
+	if s.registrar != nil {
+		go s.registrar.Run(s.bg)
+		s.registrar.Refresh()
+	}
+	return nil
+}
+
+// readiness is the registration check: ferry serving and not draining, and
+// the local application accepting connections.
+func (s *Sidecar) readiness() error {
+	if !s.Ready() {
+		return errors.New("ferry is not ready (starting or draining)")
+	}
+	if s.cfg.Inbound != nil {
+		c, err := net.DialTimeout("tcp", s.cfg.Inbound.App, time.Second)
+		if err != nil {
+			return fmt.Errorf("app %s is not accepting connections: %v", s.cfg.Inbound.App, err)
+		}
+		c.Close()
+	}
 	return nil
 }
 
@@ -218,8 +247,19 @@ func (s *Sidecar) Shutdown(ctx context.Context) error {
 }
 
 func (s *Sidecar) shutdown(ctx context.Context) error {
+	defer s.bgStop()
 	s.ready.Store(false)
 	s.log.Info("draining", "grace", s.cfg.Shutdown.Grace.String())
+	if s.registrar != nil {
+		// Not ready first, then out of Consul, then drain: callers stop
+		// finding this instance before its listeners close.
+		s.registrar.Refresh()
+		if err := s.registrar.Deregister(ctx); err != nil {
+			s.log.Warn("consul deregistration failed", "error", err.Error())
+		} else {
+			s.log.Info("deregistered from consul", "id", s.registrar.ID())
+		}
+	}
 	if d := s.cfg.Shutdown.Delay; d > 0 {
 		// Keep serving while callers notice /ready went 503.
 		t := time.NewTimer(d)
@@ -256,6 +296,9 @@ func (s *Sidecar) shutdown(ctx context.Context) error {
 	}
 	for _, up := range s.allUpstreams() {
 		up.close()
+	}
+	if s.consul != nil {
+		s.consul.Close()
 	}
 	if forced.Load() > 0 || n > 0 {
 		s.log.Warn("drain grace ended with exchanges still open; closed them", "tunnels", n)

@@ -1,0 +1,67 @@
+package main
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func TestRunBadConfigExits2NamingTheKey(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "ferry.yaml")
+	os.WriteFile(path, []byte("outbound:\n  routes: [ { host: a, service: nope } ]\n"), 0o600)
+	var out, errb bytes.Buffer
+	code := run([]string{"run", "--config", path}, &out, &errb)
+	if code != exitConfig {
+		t.Fatalf("exit %d, want %d", code, exitConfig)
+	}
+	if !strings.Contains(errb.String(), `outbound.routes[0].service: service "nope" is not defined`) {
+		t.Fatalf("stderr %q", errb.String())
+	}
+}
+
+func TestRunListenConflictFailsBeforeServing(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "ferry.yaml")
+	os.WriteFile(path, []byte("admin: { listen: 127.0.0.1:15999 }\noutbound: { listen: '0.0.0.0:15999' }\n"), 0o600)
+	var out, errb bytes.Buffer
+	if code := run([]string{"run", "--config", path}, &out, &errb); code != exitConfig {
+		t.Fatalf("exit %d, want 2; stderr %q", code, errb.String())
+	}
+	if !strings.Contains(errb.String(), "outbound.listen: 0.0.0.0:15999 is already used by admin.listen") {
+		t.Fatalf("stderr %q", errb.String())
+	}
+}
+
+func TestRunUsageErrors(t *testing.T) {
+	for _, args := range [][]string{nil, {"bogus"}, {"run"}, {"run", "--config", "/nonexistent/ferry.yaml"}, {"demo", "--size", "lots"}} {
+		var out, errb bytes.Buffer
+		if code := run(args, &out, &errb); code != exitConfig {
+			t.Errorf("%v: exit %d, want 2 (stderr %q)", args, code, errb.String())
+		}
+		if errb.Len() == 0 {
+			t.Errorf("%v: no message", args)
+		}
+	}
+}
+
+// The demo runs end to end: a real child ferry, a download with matching
+// digest, figures printed.
+func TestDemo(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs the ferry binary")
+	}
+	bin := filepath.Join(t.TempDir(), "ferry")
+	build := runCmd(t, "go", "build", "-o", bin, ".")
+	if build != "" {
+		t.Fatalf("build: %s", build)
+	}
+	out := runCmd(t, bin, "demo", "--size", "64MiB")
+	for _, want := range []string{"via ferry", "direct", "matches at both ends (67108864 bytes)", "ferry peak memory (VmHWM)"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("demo output lacks %q:\n%s", want, out)
+		}
+	}
+}

@@ -1,0 +1,281 @@
+package sidecar
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/consul/api"
+
+	"github.com/ferrymesh/ferry/discovery/consultest"
+)
+
+// These tests run a real `consul agent -dev` and send traffic through a real
+// ferry whose service has no static endpoints.
+
+// instance is an origin registered in Consul under a TTL check the test
+// turns passing or critical.
+type instance struct {
+	id, addr string
+}
+
+func startInstance(t *testing.T, c *api.Client, service, id string, tags ...string) instance {
+	t.Helper()
+	addr := origin(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, id) }))
+	host, port, _ := net.SplitHostPort(addr)
+	p, _ := strconv.Atoi(port)
+	err := c.Agent().ServiceRegister(&api.AgentServiceRegistration{
+		ID: id, Name: service, Address: host, Port: p, Tags: tags,
+		Check: &api.AgentServiceCheck{CheckID: "check-" + id, TTL: "1h", Status: api.HealthPassing},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return instance{id: id, addr: addr}
+}
+
+func setHealth(t *testing.T, c *api.Client, id, status string) {
+	t.Helper()
+	if err := c.Agent().UpdateTTL("check-"+id, "set by test", status); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// seen sends n requests and returns which instances answered, and any
+// failure bodies.
+func seen(c *http.Client, url string, n int) (map[string]int, []string) {
+	got := map[string]int{}
+	var fails []string
+	for range n {
+		res, err := c.Get(url)
+		if err != nil {
+			fails = append(fails, err.Error())
+			continue
+		}
+		b, _ := io.ReadAll(res.Body)
+		res.Body.Close()
+		if res.StatusCode != 200 {
+			fails = append(fails, fmt.Sprintf("%d %s", res.StatusCode, strings.TrimSpace(string(b))))
+			continue
+		}
+		got[string(b)]++
+	}
+	return got, fails
+}
+
+func sameSet(got map[string]int, want ...string) bool {
+	if len(got) != len(want) {
+		return false
+	}
+	for _, w := range want {
+		if got[w] == 0 {
+			return false
+		}
+	}
+	return true
+}
+
+func consulFerry(t *testing.T, agent *consultest.Agent, extra string) (*Sidecar, string) {
+	t.Helper()
+	sc := startFerry(t, fmt.Sprintf(`
+admin: { listen: 127.0.0.1:0 }
+outbound:
+  listen: 127.0.0.1:0
+  routes: [ { service: api } ]
+consul: { address: %s }
+services:
+  api: {}
+%s`, agent.HTTPAddr, extra))
+	return sc, "http://" + sc.Addr("outbound") + "/"
+}
+
+func TestConsulRoutingFollowsTheCatalog(t *testing.T) {
+	agent := consultest.Start(t)
+	c := agent.Client()
+	startInstance(t, c, "api", "a")
+	startInstance(t, c, "api", "b")
+	_, url := consulFerry(t, agent, "")
+	hc := h1Client()
+
+	waitFor(t, "traffic on both instances", 10*time.Second, func() bool {
+		got, _ := seen(hc, url, 10)
+		return sameSet(got, "a", "b")
+	})
+
+	startInstance(t, c, "api", "c")
+	added := time.Now()
+	waitFor(t, "traffic on the third instance", time.Second, func() bool {
+		got, _ := seen(hc, url, 6)
+		return got["c"] > 0
+	})
+	t.Logf("new instance took traffic %v after registration", time.Since(added))
+
+	setHealth(t, c, "b", api.HealthCritical)
+	failed := time.Now()
+	waitFor(t, "failed instance out of rotation", time.Second, func() bool {
+		got, _ := seen(hc, url, 9)
+		return sameSet(got, "a", "c")
+	})
+	t.Logf("failed instance left rotation %v after its check went critical", time.Since(failed))
+	// And it stays out.
+	if got, fails := seen(hc, url, 20); got["b"] > 0 || len(fails) > 0 {
+		t.Fatalf("after failing b: %v %v", got, fails)
+	}
+
+	for _, id := range []string{"a", "b", "c"} {
+		if err := c.Agent().ServiceDeregister(id); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, "503 once every instance is gone", 5*time.Second, func() bool {
+		_, fails := seen(hc, url, 1)
+		return len(fails) == 1 && strings.HasPrefix(fails[0], "503") && strings.Contains(fails[0], "service api has no healthy endpoints")
+	})
+}
+
+func TestConsulTagFilter(t *testing.T) {
+	agent := consultest.Start(t)
+	c := agent.Client()
+	startInstance(t, c, "api", "blue", "blue")
+	startInstance(t, c, "api", "green", "green")
+	_, url := consulFerry(t, agent, "")
+	// A second ferry service over the same Consul service, blue only.
+	sc := startFerry(t, fmt.Sprintf(`
+admin: { listen: 127.0.0.1:0 }
+outbound:
+  listen: 127.0.0.1:0
+  routes: [ { service: api-blue } ]
+consul: { address: %s }
+services:
+  api-blue: { consul: { service: api, tags: [blue] } }
+`, agent.HTTPAddr))
+	blueURL := "http://" + sc.Addr("outbound") + "/"
+	hc := h1Client()
+	waitFor(t, "both colours on the unfiltered service", 10*time.Second, func() bool {
+		got, _ := seen(hc, url, 10)
+		return sameSet(got, "blue", "green")
+	})
+	waitFor(t, "blue traffic on the filtered service", 10*time.Second, func() bool {
+		got, _ := seen(hc, blueURL, 1)
+		return got["blue"] == 1
+	})
+	if got, fails := seen(hc, blueURL, 20); !sameSet(got, "blue") || len(fails) > 0 {
+		t.Fatalf("filtered service reached %v %v", got, fails)
+	}
+}
+
+// Consul down never empties routing: the last snapshot keeps serving, marked
+// stale in /upstreams; when the agent returns the watch resumes.
+func TestConsulOutageKeepsLastSnapshot(t *testing.T) {
+	agent := consultest.Start(t)
+	c := agent.Client()
+	startInstance(t, c, "api", "a")
+	sc, url := consulFerry(t, agent, "")
+	hc := h1Client()
+	waitFor(t, "traffic", 10*time.Second, func() bool {
+		got, _ := seen(hc, url, 1)
+		return got["a"] == 1
+	})
+
+	agent.Stop()
+	waitFor(t, "/upstreams to say stale", 30*time.Second, func() bool {
+		st := upstreamStatus(t, sc, "api")
+		return st.Stale && st.Error != "" && len(st.Endpoints) == 1
+	})
+	if got, fails := seen(hc, url, 20); got["a"] != 20 {
+		t.Fatalf("with Consul down: %v %v", got, fails)
+	}
+
+	agent.Restart() // a -dev agent comes back empty
+	c = agent.Client()
+	startInstance(t, c, "api", "b")
+	waitFor(t, "watch to resume and route to the new catalog", 30*time.Second, func() bool {
+		got, _ := seen(hc, url, 4)
+		return sameSet(got, "b")
+	})
+	if st := upstreamStatus(t, sc, "api"); st.Stale || st.Consul == nil || st.Consul.Errors == 0 {
+		t.Fatalf("after recovery: %+v", st)
+	}
+}
+
+// With Consul unreachable from the start, requests get 503 with the reason
+// until the first snapshot arrives.
+func TestConsulUnreachableAtStartIs503(t *testing.T) {
+	ln, _ := net.Listen("tcp", "127.0.0.1:0")
+	dead := ln.Addr().String()
+	ln.Close()
+	sc := startFerry(t, fmt.Sprintf(`
+admin: { listen: 127.0.0.1:0 }
+outbound: { listen: 127.0.0.1:0, routes: [ { service: api } ] }
+consul: { address: %s }
+services: { api: {} }
+`, dead))
+	waitFor(t, "503 naming the Consul failure", 10*time.Second, func() bool {
+		_, fails := seen(h1Client(), "http://"+sc.Addr("outbound")+"/", 1)
+		return len(fails) == 1 && strings.HasPrefix(fails[0], "503") && strings.Contains(fails[0], "endpoints not resolved yet") && strings.Contains(fails[0], "connection refused")
+	})
+}
+
+// ferry registers the service it sits beside, with a passing check while
+// it and the app are ready; it registers again after the agent forgets it,
+// and deregisters on shutdown before draining.
+func TestSelfRegistration(t *testing.T) {
+	agent := consultest.Start(t)
+	app := origin(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
+	cfg, err := ParseConfig([]byte(fmt.Sprintf(`
+admin: { listen: 127.0.0.1:0 }
+inbound: { listen: 127.0.0.1:0, app: %s }
+consul: { address: %s }
+register: { name: web, id: web-1, port: 18080, tags: [v1], meta: { team: files }, ttl: 2s }
+`, app, agent.HTTPAddr)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sc, err := New(cfg, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := sc.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer sc.Shutdown(context.Background())
+	passing := func() bool {
+		entries, _, err := agent.Client().Health().Service("web", "", true, nil)
+		return err == nil && len(entries) == 1 && entries[0].Service.ID == "web-1" &&
+			entries[0].Service.Port == 18080 && entries[0].Service.Meta["team"] == "files"
+	}
+	waitFor(t, "web-1 registered and passing", 10*time.Second, passing)
+
+	agent.Restart() // the agent forgets everything
+	waitFor(t, "web-1 registered again after the agent restart", 30*time.Second, passing)
+
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := sc.Shutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
+	services, err := agent.Client().Agent().Services()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := services["web-1"]; ok {
+		t.Fatal("web-1 still registered after shutdown")
+	}
+}
+
+func upstreamStatus(t *testing.T, sc *Sidecar, name string) UpstreamStatus {
+	t.Helper()
+	for _, st := range sc.upstreamsStatus(time.Now()) {
+		if st.Service == name {
+			return st
+		}
+	}
+	t.Fatalf("no upstream %q", name)
+	return UpstreamStatus{}
+}

@@ -1,0 +1,67 @@
+package sidecar
+
+import (
+	"context"
+	"fmt"
+	"strings"
+
+	"github.com/ferrymesh/ferry/discovery"
+)
+
+// resolvers builds where each service's endpoints come from: the static
+// resolver for services with endpoints, Consul for the others. consul is
+// nil when nothing in the config talks to Consul.
+func (s *Sidecar) resolvers(ctx context.Context) (static *discovery.Static, consul *discovery.Consul, err error) {
+	eps := map[string][]discovery.Endpoint{}
+	watch := map[string]discovery.ConsulWatch{}
+	for name, sc := range s.cfg.Services {
+		if sc.usesConsul() {
+			w := discovery.ConsulWatch{}
+			if sc.Consul != nil {
+				w = *sc.Consul
+			}
+			watch[name] = w
+			continue
+		}
+		list := make([]discovery.Endpoint, 0, len(sc.Endpoints))
+		for _, addr := range sc.Endpoints {
+			list = append(list, discovery.Endpoint{Addr: strings.TrimSpace(addr), Weight: 1})
+		}
+		eps[name] = list
+	}
+	if static, err = discovery.NewStatic(eps); err != nil {
+		return nil, nil, err
+	}
+	if !s.cfg.needsConsul() {
+		return static, nil, nil
+	}
+	var cc discovery.ConsulConfig
+	if s.cfg.Consul != nil {
+		cc = *s.cfg.Consul
+	}
+	consul, err = discovery.NewConsul(ctx, cc, discovery.ConsulOptions{Logger: s.log, Watch: watch})
+	if err != nil {
+		return nil, nil, fmt.Errorf("consul: %w", err)
+	}
+	return static, consul, nil
+}
+
+// serviceResolver answers from the static resolver or Consul, per service.
+type serviceResolver struct {
+	static *discovery.Static
+	consul *discovery.Consul
+	cfg    map[string]*ServiceConfig
+}
+
+func (r serviceResolver) Service(name string) (*discovery.Service, error) {
+	sc, ok := r.cfg[name]
+	if !ok {
+		return nil, fmt.Errorf("service %q: not defined", name)
+	}
+	if sc.usesConsul() {
+		return r.consul.Service(name)
+	}
+	return r.static.Service(name)
+}
+
+var _ discovery.Resolver = serviceResolver{}
