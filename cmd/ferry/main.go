@@ -58,7 +58,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 
 func usage(w io.Writer) {
 	fmt.Fprint(w, `usage:
-  ferry run --config FILE   run the sidecar
+  ferry run --config FILE   run the sidecar (or --config-env NAME: the config YAML in an environment variable)
   ferry demo [--size N]     serve a large file, download it through ferry, report throughput and memory
   ferry version             print the version
 `)
@@ -68,12 +68,13 @@ func cmdRun(args []string, stderr io.Writer) int {
 	fs := flag.NewFlagSet("run", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	path := fs.String("config", "", "config file (YAML)")
+	configEnv := fs.String("config-env", "", "name of an environment variable holding the config YAML (instead of --config)")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	if err := fs.Parse(args); err != nil {
 		return exitConfig
 	}
-	if *path == "" {
-		fmt.Fprintln(stderr, "ferry run: --config is required")
+	if (*path == "") == (*configEnv == "") {
+		fmt.Fprintln(stderr, "ferry run: give exactly one of --config FILE or --config-env NAME")
 		return exitConfig
 	}
 	var level slog.Level
@@ -81,7 +82,15 @@ func cmdRun(args []string, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "ferry run: --log-level: %v\n", err)
 		return exitConfig
 	}
-	cfg, err := sidecar.LoadConfigFile(*path)
+	var cfg *sidecar.Config
+	var err error
+	if *path != "" {
+		cfg, err = sidecar.LoadConfigFile(*path)
+	} else if text, ok := os.LookupEnv(*configEnv); !ok {
+		err = fmt.Errorf("config: environment variable %s is not set", *configEnv)
+	} else if cfg, err = sidecar.ParseConfig([]byte(text)); err != nil {
+		err = fmt.Errorf("config from $%s:\n%w", *configEnv, err)
+	}
 	if err != nil {
 		fmt.Fprintf(stderr, "ferry: %v\n", err)
 		return exitConfig
