@@ -27,6 +27,7 @@ type grpcOrigin struct {
 	testgrpc.UnimplementedTestServiceServer
 	release chan struct{} // lets a gated stream send its next message
 	firstIn chan string   // the first message of a client stream, as it arrives
+	gone    chan error    // a gated stream's context ended, with this cause
 }
 
 // trailerFor is the trailer metadata every call ends with, binary value
@@ -64,6 +65,7 @@ func (o *grpcOrigin) StreamingOutputCall(req *testgrpc.StreamingOutputCallReques
 			select {
 			case <-o.release:
 			case <-stream.Context().Done():
+				o.gone <- stream.Context().Err()
 				return stream.Context().Err()
 			case <-time.After(10 * time.Second):
 				return status.Error(codes.DeadlineExceeded, "never released")
@@ -126,7 +128,7 @@ func grpcThroughFerry(t *testing.T) (testgrpc.TestServiceClient, *grpcOrigin, *b
 	if err != nil {
 		t.Fatal(err)
 	}
-	o := &grpcOrigin{release: make(chan struct{}, 1), firstIn: make(chan string, 1)}
+	o := &grpcOrigin{release: make(chan struct{}, 1), firstIn: make(chan string, 1), gone: make(chan error, 1)}
 	srv := grpc.NewServer()
 	testgrpc.RegisterTestServiceServer(srv, o)
 	go srv.Serve(ln)
@@ -386,4 +388,26 @@ func TestGRPCBidiStreaming(t *testing.T) {
 		checkTrailer(t, stream.Trailer(), "bidi")
 	})
 	allClosed(t, bodies, 2)
+}
+
+// TestGRPCCancelReachesServer proves a client that cancels a stream
+// cancels it at the server too, through ferry.
+func TestGRPCCancelReachesServer(t *testing.T) {
+	client, origin, bodies := grpcThroughFerry(t)
+	ctx, cancel := context.WithCancel(callCtx(t))
+	stream, err := client.StreamingOutputCall(ctx, &testgrpc.StreamingOutputCallRequest{
+		Payload:            &testgrpc.Payload{Body: []byte(gateBody)},
+		ResponseParameters: []*testgrpc.ResponseParameters{{Size: 1}, {Size: 1}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := stream.Recv(); err != nil {
+		t.Fatal(err)
+	}
+	cancel()
+	if err := recv(t, origin.gone, 5*time.Second, "the server's stream to be cancelled"); !errors.Is(err, context.Canceled) {
+		t.Fatalf("server stream ended with %v, want context.Canceled", err)
+	}
+	allClosed(t, bodies, 1)
 }

@@ -49,6 +49,12 @@ func (o *wsOrigin) serve(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, fmt.Sprintf("want an upgrade to websocket, got Connection %q Upgrade %q", r.Header["Connection"], r.Header["Upgrade"]), http.StatusBadRequest)
 		return
 	}
+	if r.URL.Query().Get("refuse") != "" {
+		w.Header().Set("Upgrade", "x-chat/3")
+		w.Header().Set("Connection", "Upgrade")
+		http.Error(w, "only x-chat/3 spoken here", http.StatusUpgradeRequired)
+		return
+	}
 	sum := sha1.Sum([]byte(r.Header.Get("Sec-WebSocket-Key") + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"))
 	answer := "websocket"
 	if a := r.URL.Query().Get("answer"); a != "" {
@@ -394,4 +400,35 @@ func TestTunnelSetRefusesAfterDrain(t *testing.T) {
 	if ctx.Err() != nil {
 		t.Fatal("waitEmpty blocked after closeAll")
 	}
+}
+
+// TestUpgradeRefused proves an origin that declines to switch answers the
+// caller as a plain response, and the caller's connection stays usable.
+func TestUpgradeRefused(t *testing.T) {
+	o := startWSOrigin(t)
+	sc := wsFerry(t, o.addr)
+	bodies := track(sc)
+	c, res := dialWS(t, sc.Addr("outbound"), "/chat?refuse=1", "")
+	body, err := io.ReadAll(res.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.StatusCode != http.StatusUpgradeRequired || string(body) != "only x-chat/3 spoken here\n" {
+		t.Fatalf("status %d %q, want 426 with the origin's body", res.StatusCode, body)
+	}
+	if n := openTunnels(sc); n != 0 {
+		t.Fatalf("%d tunnels open after a refused upgrade", n)
+	}
+	// The connection still carries ordinary requests.
+	c.send("GET /chat HTTP/1.1\r\nHost: chat.example\r\n\r\n")
+	c.conn.SetDeadline(time.Now().Add(5 * time.Second))
+	res, err = http.ReadResponse(c.br, nil)
+	if err != nil {
+		t.Fatalf("second request on the connection: %v", err)
+	}
+	body, _ = io.ReadAll(res.Body)
+	if res.StatusCode != http.StatusBadRequest || !strings.Contains(string(body), "want an upgrade") {
+		t.Fatalf("second request: %d %q, want the origin's 400", res.StatusCode, body)
+	}
+	allClosed(t, bodies, 2)
 }
