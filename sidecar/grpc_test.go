@@ -189,6 +189,7 @@ func allClosed(t *testing.T, bodies *bodyCounter, want int64) {
 }
 
 func TestGRPCUnary(t *testing.T) {
+	leakCheck(t)
 	client, _, bodies := grpcThroughFerry(t)
 	var header, trailer metadata.MD
 	res, err := client.UnaryCall(callCtx(t), &testgrpc.SimpleRequest{
@@ -213,6 +214,7 @@ func TestGRPCUnary(t *testing.T) {
 // trailer metadata reach the client intact, both as a trailers-only
 // response and after streamed messages.
 func TestGRPCStatusAndTrailers(t *testing.T) {
+	leakCheck(t)
 	client, _, bodies := grpcThroughFerry(t)
 	const msg = "quota exhausted: 0 of 10 left, retry in 3s ✓"
 	t.Run("unary trailers-only", func(t *testing.T) {
@@ -250,6 +252,7 @@ func TestGRPCStatusAndTrailers(t *testing.T) {
 }
 
 func TestGRPCServerStreaming(t *testing.T) {
+	leakCheck(t)
 	client, _, bodies := grpcThroughFerry(t)
 	sizes := []int32{1, 5000, 70000, 3}
 	params := make([]*testgrpc.ResponseParameters, len(sizes))
@@ -279,6 +282,7 @@ func TestGRPCServerStreaming(t *testing.T) {
 // TestGRPCServerStreamingFlushes proves ferry flushes each message: the
 // client receives the first before the server may send the second.
 func TestGRPCServerStreamingFlushes(t *testing.T) {
+	leakCheck(t)
 	client, origin, bodies := grpcThroughFerry(t)
 	stream, err := client.StreamingOutputCall(callCtx(t), &testgrpc.StreamingOutputCallRequest{
 		Payload:            &testgrpc.Payload{Body: []byte(gateBody)},
@@ -311,6 +315,7 @@ func TestGRPCServerStreamingFlushes(t *testing.T) {
 // TestGRPCClientStreaming proves the client's messages reach the server as
 // they are sent: the server has the first before the client sends the rest.
 func TestGRPCClientStreaming(t *testing.T) {
+	leakCheck(t)
 	client, origin, bodies := grpcThroughFerry(t)
 	var trailer metadata.MD
 	stream, err := client.StreamingInputCall(callCtx(t), grpc.Trailer(&trailer))
@@ -344,6 +349,7 @@ func TestGRPCClientStreaming(t *testing.T) {
 // TestGRPCBidiStreaming plays ping-pong: each reply must arrive while the
 // client's side of the stream is still open.
 func TestGRPCBidiStreaming(t *testing.T) {
+	leakCheck(t)
 	client, _, bodies := grpcThroughFerry(t)
 	t.Run("ping-pong", func(t *testing.T) {
 		stream, err := client.FullDuplexCall(callCtx(t))
@@ -393,6 +399,7 @@ func TestGRPCBidiStreaming(t *testing.T) {
 // TestGRPCCancelReachesServer proves a client that cancels a stream
 // cancels it at the server too, through ferry.
 func TestGRPCCancelReachesServer(t *testing.T) {
+	leakCheck(t)
 	client, origin, bodies := grpcThroughFerry(t)
 	ctx, cancel := context.WithCancel(callCtx(t))
 	stream, err := client.StreamingOutputCall(ctx, &testgrpc.StreamingOutputCallRequest{

@@ -77,6 +77,7 @@ func getProto(t *testing.T, c *http.Client, url string, seen <-chan int) (caller
 }
 
 func TestH2CAutoFollowsCaller(t *testing.T) {
+	leakCheck(t)
 	addr, seen := protoOrigin(t)
 	_, outURL := ferryWithProtocol(t, ProtocolAuto, addr)
 	inbound := startFerry(t, fmt.Sprintf(`
@@ -108,6 +109,7 @@ inbound: { listen: 127.0.0.1:0, app: %s }
 }
 
 func TestH2CProtocolForced(t *testing.T) {
+	leakCheck(t)
 	addr, seen := protoOrigin(t)
 	t.Run("h2c for an HTTP/1.1 caller", func(t *testing.T) {
 		_, url := ferryWithProtocol(t, ProtocolH2C, addr)
@@ -135,6 +137,7 @@ func TestH2CProtocolForced(t *testing.T) {
 // origin as it is sent: the origin reads the first part while the caller
 // still holds back the rest.
 func TestH2CStreamsRequestBody(t *testing.T) {
+	leakCheck(t)
 	const first, rest = "first-part;", "the-rest"
 	gotFirst := make(chan string, 1)
 	addr := origin(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -201,6 +204,7 @@ func TestH2CStreamsRequestBody(t *testing.T) {
 // HTTP/2 caller chunk by chunk: the origin sends its second part only after
 // the caller has read the first.
 func TestH2CStreamsResponseBody(t *testing.T) {
+	leakCheck(t)
 	const first, second = "event-one\n", "event-two\n"
 	release := make(chan struct{}, 1)
 	addr := origin(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -256,6 +260,7 @@ func TestH2CStreamsResponseBody(t *testing.T) {
 // makes an HTTP/2 caller's read fail (a reset stream), never a clean EOF
 // that would pass a truncated body off as whole.
 func TestH2CBrokenResponseResetsStream(t *testing.T) {
+	leakCheck(t)
 	const sent = "only-part-of-the-body"
 	addr := origin(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Query().Get("length") != "" {
@@ -309,6 +314,7 @@ func TestH2CBrokenResponseResetsStream(t *testing.T) {
 // trailers reach the caller over HTTP/2, whichever protocol ferry speaks
 // upstream.
 func TestH2CTrailers(t *testing.T) {
+	leakCheck(t)
 	addr := origin(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		body, err := io.ReadAll(r.Body)
 		if err != nil {

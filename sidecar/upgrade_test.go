@@ -13,7 +13,17 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"go.uber.org/goleak"
 )
+
+// leakCheck fails the test if goroutines it started outlive it: the check
+// runs after every other cleanup (ferry's drain, origins closing).
+func leakCheck(t *testing.T) {
+	t.Helper()
+	opts := goleak.IgnoreCurrent()
+	t.Cleanup(func() { goleak.VerifyNone(t, opts) })
+}
 
 // The key and accept value of RFC 6455 section 1.3.
 const (
@@ -220,6 +230,7 @@ func exchange(c *wsClient) {
 }
 
 func TestUpgradeTunnel(t *testing.T) {
+	leakCheck(t)
 	o := startWSOrigin(t)
 	sc := wsFerry(t, o.addr)
 	bodies := track(sc)
@@ -257,6 +268,7 @@ func TestUpgradeTunnel(t *testing.T) {
 // protocol than the caller asked for gets the caller a 502, and its
 // connection is closed.
 func TestUpgradeProtocolMismatch(t *testing.T) {
+	leakCheck(t)
 	o := startWSOrigin(t)
 	sc := wsFerry(t, o.addr)
 	bodies := track(sc)
@@ -282,6 +294,7 @@ func TestUpgradeProtocolMismatch(t *testing.T) {
 // that ends during the grace, or before the drain, lets Shutdown return at
 // once.
 func TestTunnelShutdown(t *testing.T) {
+	leakCheck(t)
 	t.Run("grace ends", func(t *testing.T) {
 		o := startWSOrigin(t)
 		sc := wsFerry(t, o.addr)
@@ -364,6 +377,7 @@ func TestTunnelShutdown(t *testing.T) {
 // TestUpgradeOfferedList proves a caller may offer several protocols: the
 // origin's pick among them is a valid switch, not a mismatch.
 func TestUpgradeOfferedList(t *testing.T) {
+	leakCheck(t)
 	o := startWSOrigin(t)
 	sc := wsFerry(t, o.addr)
 	bodies := track(sc)
@@ -382,6 +396,7 @@ func (c *closeCounter) Close() error { c.n++; return nil }
 // TestTunnelSetRefusesAfterDrain proves a tunnel that switches after the
 // drain closed every tunnel is refused, so nothing outlives Shutdown.
 func TestTunnelSetRefusesAfterDrain(t *testing.T) {
+	leakCheck(t)
 	s := newTunnelSet()
 	open := &closeCounter{}
 	if !s.add(open) {
@@ -405,6 +420,7 @@ func TestTunnelSetRefusesAfterDrain(t *testing.T) {
 // TestUpgradeRefused proves an origin that declines to switch answers the
 // caller as a plain response, and the caller's connection stays usable.
 func TestUpgradeRefused(t *testing.T) {
+	leakCheck(t)
 	o := startWSOrigin(t)
 	sc := wsFerry(t, o.addr)
 	bodies := track(sc)
