@@ -15,6 +15,7 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 
 	"github.com/ferrymesh/ferry/sidecar"
 )
@@ -70,6 +71,7 @@ func cmdRun(args []string, stderr io.Writer) int {
 	path := fs.String("config", "", "config file (YAML)")
 	configEnv := fs.String("config-env", "", "name of an environment variable holding the config YAML (instead of --config)")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
+	poll := fs.Duration("config-poll", 2*time.Second, "how often to check --config for changes and reload (0: only on SIGHUP)")
 	if err := fs.Parse(args); err != nil {
 		return exitConfig
 	}
@@ -103,6 +105,28 @@ func cmdRun(args []string, stderr io.Writer) int {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
+	if *path != "" {
+		// SIGHUP or a changed file: apply the new config, or log why not
+		// and keep the one in force.
+		hup := make(chan os.Signal, 1)
+		signal.Notify(hup, syscall.SIGHUP)
+		defer signal.Stop(hup)
+		go func() {
+			for {
+				select {
+				case <-ctx.Done():
+					return
+				case <-hup:
+					if err := sc.ReloadFile(ctx, *path); err != nil {
+						log.Error("reload on SIGHUP rejected; keeping the config in force", "file", *path, "error", err.Error())
+					}
+				}
+			}
+		}()
+		if *poll > 0 {
+			go sc.WatchConfigFile(ctx, *path, *poll)
+		}
+	}
 	if err := sc.Run(ctx); err != nil {
 		log.Error("ferry stopped", "error", err.Error())
 		var ce sidecar.ConfigErrors
