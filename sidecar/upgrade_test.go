@@ -448,3 +448,27 @@ func TestUpgradeRefused(t *testing.T) {
 	}
 	allClosed(t, bodies, 2)
 }
+
+// TestUpgradeOverH2CService proves an upgrade to a service spoken to over
+// h2c still goes upstream over HTTP/1.1, where upgrades exist.
+func TestUpgradeOverH2CService(t *testing.T) {
+	leakCheck(t)
+	o := startWSOrigin(t)
+	sc := startFerry(t, fmt.Sprintf(`
+admin: { listen: 127.0.0.1:0 }
+outbound:
+  listen: 127.0.0.1:0
+  routes: [ { service: chat } ]
+services:
+  chat: { endpoints: [%s], protocol: h2c }
+`, o.addr))
+	bodies := track(sc)
+	c, res := dialWS(t, sc.Addr("outbound"), "/chat", "early\n")
+	checkUpgraded(t, res)
+	exchange(c)
+	c.conn.Close()
+	if e := recv(t, o.events, 5*time.Second, "the origin to see the caller hang up"); e != "eof" {
+		t.Fatalf("origin reported %q, want eof", e)
+	}
+	allClosed(t, bodies, 1)
+}
