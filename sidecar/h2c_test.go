@@ -1,8 +1,10 @@
 package sidecar
 
 import (
+	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"strings"
 	"testing"
@@ -357,6 +359,78 @@ func TestH2CTrailers(t *testing.T) {
 			}
 			waitFor(t, "every upstream body closed", 5*time.Second, func() bool {
 				return bodies.opened.Load() == 1 && bodies.closed.Load() == 1
+			})
+		})
+	}
+}
+
+// TestH2CBrokenUploadStaysBroken proves a caller whose upload breaks
+// mid-body makes the origin's body read fail: a truncated upload must
+// never reach the origin as a complete, shorter one.
+func TestH2CBrokenUploadStaysBroken(t *testing.T) {
+	leakCheck(t)
+	const part = "partial-upload;"
+	type seen struct {
+		body string
+		err  error
+	}
+	gotPart := make(chan struct{}, 1)
+	result := make(chan seen, 1)
+	addr := origin(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		buf := make([]byte, len(part))
+		if _, err := io.ReadFull(r.Body, buf); err != nil {
+			result <- seen{string(buf), err}
+			return
+		}
+		gotPart <- struct{}{}
+		rest, err := io.ReadAll(r.Body)
+		result <- seen{string(buf) + string(rest), err}
+	}))
+	for _, proto := range []string{ProtocolAuto, ProtocolHTTP1} {
+		t.Run("h2 caller/"+proto, func(t *testing.T) {
+			sc, url := ferryWithProtocol(t, proto, addr)
+			bodies := track(sc)
+			pr, pw := io.Pipe()
+			req, _ := http.NewRequest(http.MethodPost, url+"/upload", pr)
+			done := make(chan error, 1)
+			go func() {
+				res, err := h2cFor(t).Do(req)
+				if err == nil {
+					res.Body.Close()
+				}
+				done <- err
+			}()
+			io.WriteString(pw, part)
+			recv(t, gotPart, 5*time.Second, "the origin to read the first part")
+			pw.CloseWithError(errors.New("caller gave up"))
+			s := recv(t, result, 5*time.Second, "the origin's body read to end")
+			if s.err == nil {
+				t.Fatalf("origin read a clean body %q from a broken upload", s.body)
+			}
+			recv(t, done, 5*time.Second, "the caller's request to end")
+			waitFor(t, "every upstream body closed", 5*time.Second, func() bool {
+				return bodies.opened.Load() == bodies.closed.Load()
+			})
+		})
+	}
+	for _, proto := range []string{ProtocolHTTP1, ProtocolH2C} {
+		t.Run("http1 caller/"+proto, func(t *testing.T) {
+			sc, _ := ferryWithProtocol(t, proto, addr)
+			bodies := track(sc)
+			conn, err := net.Dial("tcp", sc.Addr("outbound"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close()
+			fmt.Fprintf(conn, "POST /upload HTTP/1.1\r\nHost: svc\r\nTransfer-Encoding: chunked\r\n\r\n%x\r\n%s\r\n", len(part), part)
+			recv(t, gotPart, 5*time.Second, "the origin to read the first part")
+			conn.Close() // no last chunk
+			s := recv(t, result, 5*time.Second, "the origin's body read to end")
+			if s.err == nil {
+				t.Fatalf("origin read a clean body %q from a broken upload", s.body)
+			}
+			waitFor(t, "every upstream body closed", 5*time.Second, func() bool {
+				return bodies.opened.Load() == bodies.closed.Load()
 			})
 		})
 	}
