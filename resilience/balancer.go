@@ -61,6 +61,7 @@ type chooser struct {
 	u        *Upstream
 	set      *endpointSet
 	excluded []string
+	now      lazyNow
 }
 
 func (c *chooser) ok(i int) bool {
@@ -68,7 +69,7 @@ func (c *chooser) ok(i int) bool {
 	if len(c.excluded) > 0 && slices.Contains(c.excluded, ep.addr) {
 		return false
 	}
-	return !ep.eject.ejected(c.u.clock) && ep.breaker.ready()
+	return !ep.eject.ejected(&c.now) && ep.breaker.ready(&c.now)
 }
 
 // scan returns the first available member at or after start (wrapping), or

@@ -64,7 +64,10 @@ func fromGobreaker(s gobreaker.State) BreakerState {
 //     static function returning a sentinel error: one synchronous
 //     before/after pair, no allocation. Outcomes of attempts admitted under
 //     an earlier state are dropped (the generation check below), as
-//     gobreaker does with its own generations.
+//     gobreaker does with its own generations. With only the
+//     consecutive-failures trigger on, a success while no failure streak
+//     runs cannot change anything gobreaker decides, so it is not recorded
+//     at all: the common request touches no lock of the breaker.
 //   - gobreaker's Timeout is 1ns, so its open state yields to half-open as
 //     soon as the wrapper asks (State) once ferry's clock says the open
 //     period is over. While the mirror says open nothing calls into
@@ -82,6 +85,13 @@ type breaker struct {
 	// mu serialises recording outcomes and the open -> half-open move, so
 	// a generation check and the Execute it guards are atomic.
 	mu sync.Mutex
+
+	// countAll is set when the failure-ratio trigger is on: then every
+	// outcome counts. Otherwise only failures and the successes that end a
+	// failure streak change gobreaker's decision, and streak tells whether
+	// one is running.
+	countAll bool
+	streak   atomic.Bool
 
 	state      atomic.Uint32 // BreakerState
 	gen        atomic.Uint64 // bumped on every state change
@@ -107,7 +117,8 @@ func newBreaker(name string, s *BreakerSettings, clock Clock, notify func(from, 
 		clock:   clock,
 		openFor: s.OpenDuration,
 		probes:  int32(s.HalfOpenProbes),
-		notify:  notify,
+		notify:   notify,
+		countAll: s.FailureRatio > 0,
 	}
 	consecutive := uint32(max(s.ConsecutiveFailures, 0))
 	ratio := s.FailureRatio
@@ -144,6 +155,7 @@ func (b *breaker) onStateChange(_ string, from, to gobreaker.State) {
 	case BreakerHalfOpen:
 		b.probesUsed.Store(0)
 	}
+	b.streak.Store(false) // gobreaker cleared its counts
 	b.gen.Add(1)
 	b.state.Store(uint32(t))
 	if b.notify != nil {
@@ -160,7 +172,7 @@ func (b *breaker) current() BreakerState {
 }
 
 // ready reports, without side effects, whether admit would likely succeed.
-func (b *breaker) ready() bool {
+func (b *breaker) ready(now *lazyNow) bool {
 	if b == nil {
 		return true
 	}
@@ -168,19 +180,19 @@ func (b *breaker) ready() bool {
 	case BreakerClosed:
 		return true
 	case BreakerOpen:
-		return b.openElapsed()
+		return b.openElapsed(now)
 	default:
 		return b.probesUsed.Load() < b.probes
 	}
 }
 
-func (b *breaker) openElapsed() bool {
-	return b.clock.Now().UnixNano()-b.openedAt.Load() >= int64(b.openFor)
+func (b *breaker) openElapsed(now *lazyNow) bool {
+	return now.get()-b.openedAt.Load() >= int64(b.openFor)
 }
 
 // admit asks to send one attempt. It returns the generation to hand back to
 // record, and whether the attempt is a half-open probe.
-func (b *breaker) admit() (gen uint64, probe, ok bool) {
+func (b *breaker) admit(now *lazyNow) (gen uint64, probe, ok bool) {
 	if b == nil {
 		return 0, false, true
 	}
@@ -189,7 +201,7 @@ func (b *breaker) admit() (gen uint64, probe, ok bool) {
 	case BreakerClosed:
 		return gen, false, true
 	case BreakerOpen:
-		if !b.openElapsed() || !b.toHalfOpen() {
+		if !b.openElapsed(now) || !b.toHalfOpen() {
 			return 0, false, false
 		}
 		gen = b.gen.Load()
@@ -222,6 +234,13 @@ func (b *breaker) record(gen uint64, probe bool, v verdict) {
 	if b == nil {
 		return
 	}
+	if v != verdictFailure && !b.countAll && !b.streak.Load() && BreakerState(b.state.Load()) == BreakerClosed {
+		// A closed breaker that counts consecutive failures only, with no
+		// failure since the last success: this outcome changes nothing
+		// gobreaker decides on (only its success and request totals), so
+		// skip its mutex and its two clock reads. This is the hot path.
+		return
+	}
 	b.mu.Lock()
 	if b.gen.Load() == gen {
 		if probe && v == verdictIgnored {
@@ -230,8 +249,10 @@ func (b *breaker) record(gen uint64, probe bool, v verdict) {
 		switch v {
 		case verdictSuccess:
 			_, _ = b.cb.Execute(succeeded)
+			b.streak.Store(false)
 		case verdictFailure:
 			_, _ = b.cb.Execute(failed)
+			b.streak.Store(BreakerState(b.state.Load()) == BreakerClosed)
 		default:
 			_, _ = b.cb.Execute(ignored)
 		}

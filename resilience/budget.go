@@ -80,8 +80,12 @@ func NewBudget(s BudgetSettings, clock Clock) *Budget {
 // seconds that fell out of the window. A clock that steps back keeps using
 // the latest bucket. The caller holds b.mu.
 func (b *Budget) current() *budgetBucket {
+	return b.currentAt(b.clock.Now().Unix())
+}
+
+func (b *Budget) currentAt(sec int64) *budgetBucket {
 	n := int64(len(b.buckets))
-	if sec := b.clock.Now().Unix(); sec > b.last {
+	if sec > b.last {
 		steps := min(sec-b.last, n)
 		for s := sec - steps + 1; s <= sec; s++ {
 			bk := &b.buckets[uint64(s)%uint64(n)]
@@ -98,6 +102,19 @@ func (b *Budget) current() *budgetBucket {
 func (b *Budget) Deposit() {
 	b.mu.Lock()
 	b.current().requests++
+	b.requests++
+	b.mu.Unlock()
+}
+
+// depositAt is Deposit at a clock reading the caller already has (UnixNano
+// of the same clock).
+func (b *Budget) depositAt(nanos int64) {
+	sec := nanos / int64(time.Second)
+	if nanos < 0 && nanos%int64(time.Second) != 0 {
+		sec-- // floor, as time.Time.Unix does
+	}
+	b.mu.Lock()
+	b.currentAt(sec).requests++
 	b.requests++
 	b.mu.Unlock()
 }

@@ -41,6 +41,23 @@ func (c *ManualClock) Advance(d time.Duration) {
 	c.mu.Unlock()
 }
 
+// lazyNow reads a clock at most once: one Pick needs the time for several
+// checks, or none at all, and a clock read is the dearest part of a pick.
+// It lives on the caller's stack.
+type lazyNow struct {
+	clock Clock
+	nanos int64
+	read  bool
+}
+
+func (l *lazyNow) get() int64 {
+	if !l.read {
+		l.nanos = l.clock.Now().UnixNano()
+		l.read = true
+	}
+	return l.nanos
+}
+
 var (
 	_ Clock = SystemClock{}
 	_ Clock = (*ManualClock)(nil)

@@ -79,12 +79,12 @@ type ejectionState struct {
 
 // ejected reports whether the endpoint is out of rotation at now (lazily
 // clearing an expired deadline so later checks skip the clock).
-func (e *ejectionState) ejected(clock Clock) bool {
+func (e *ejectionState) ejected(now *lazyNow) bool {
 	until := e.until.Load()
 	if until == 0 {
 		return false
 	}
-	if clock.Now().UnixNano() < until {
+	if now.get() < until {
 		return true
 	}
 	e.until.CompareAndSwap(until, 0)

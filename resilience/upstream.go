@@ -181,7 +181,7 @@ func (u *Upstream) Pick(key string, excluded []string) (Pick, error) {
 		u.inflight.Add(-1)
 		return Pick{}, fmt.Errorf("%s: %w (max_in_flight %d)", u.name, ErrOverloaded, u.maxInFlight)
 	}
-	c := chooser{u: u, set: set, excluded: excluded}
+	c := chooser{u: u, set: set, excluded: excluded, now: lazyNow{clock: u.clock}}
 	// A breaker may turn between the availability check and admission
 	// (another goroutine took the last probe slot): choose again a few
 	// times, then try every member in turn.
@@ -190,13 +190,13 @@ func (u *Upstream) Pick(key string, excluded []string) (Pick, error) {
 		if i < 0 {
 			break
 		}
-		if p, ok := u.admit(set.members[i].ep, len(excluded) == 0); ok {
+		if p, ok := u.admit(set.members[i].ep, len(excluded) == 0, &c.now); ok {
 			return p, nil
 		}
 	}
 	for i := range set.members {
 		if c.ok(i) {
-			if p, ok := u.admit(set.members[i].ep, len(excluded) == 0); ok {
+			if p, ok := u.admit(set.members[i].ep, len(excluded) == 0, &c.now); ok {
 				return p, nil
 			}
 		}
@@ -205,27 +205,28 @@ func (u *Upstream) Pick(key string, excluded []string) (Pick, error) {
 	return Pick{}, u.unavailable(set, excluded)
 }
 
-func (u *Upstream) admit(ep *endpoint, first bool) (Pick, bool) {
-	gen, probe, ok := ep.breaker.admit()
+func (u *Upstream) admit(ep *endpoint, first bool, now *lazyNow) (Pick, bool) {
+	gen, probe, ok := ep.breaker.admit(now)
 	if !ok {
 		return Pick{}, false
 	}
 	ep.inflight.Add(1)
 	if first {
-		u.budget.Deposit()
+		u.budget.depositAt(now.get())
 	}
 	return Pick{u: u, ep: ep, gen: gen, probe: probe}, true
 }
 
 func (u *Upstream) unavailable(set *endpointSet, excluded []string) error {
 	e := &UnavailableError{Service: u.name, Endpoints: len(set.members)}
+	now := lazyNow{clock: u.clock}
 	for _, m := range set.members {
 		switch {
 		case containsAddr(excluded, m.ep.addr):
 			e.Tried++
-		case m.ep.eject.ejected(u.clock):
+		case m.ep.eject.ejected(&now):
 			e.Ejected++
-		case m.ep.breaker.current() == BreakerOpen && !m.ep.breaker.ready():
+		case m.ep.breaker.current() == BreakerOpen && !m.ep.breaker.ready(&now):
 			e.Open++
 		default:
 			e.Probing++
