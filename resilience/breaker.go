@@ -114,9 +114,9 @@ func newBreaker(name string, s *BreakerSettings, clock Clock, notify func(from, 
 		return nil
 	}
 	b := &breaker{
-		clock:   clock,
-		openFor: s.OpenDuration,
-		probes:  int32(s.HalfOpenProbes),
+		clock:    clock,
+		openFor:  s.OpenDuration,
+		probes:   int32(s.HalfOpenProbes),
 		notify:   notify,
 		countAll: s.FailureRatio > 0,
 	}
