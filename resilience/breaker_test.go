@@ -216,3 +216,29 @@ func TestBreakerDisabled(t *testing.T) {
 		t.Fatalf("status = %+v", st)
 	}
 }
+
+// admit itself enforces the probe limit (Pick also filters with ready, so
+// this is what holds when two picks race for the last slot).
+func TestBreakerAdmitLimitsProbes(t *testing.T) {
+	clk := NewManualClock(epoch)
+	s := BreakerSettings{ConsecutiveFailures: 1, OpenDuration: time.Second, HalfOpenProbes: 2}
+	b := newBreaker("t", &s, clk, nil)
+	now := func() *lazyNow { return &lazyNow{clock: clk} }
+	gen, probe, ok := b.admit(now())
+	if !ok || probe {
+		t.Fatalf("closed breaker: ok=%v probe=%v", ok, probe)
+	}
+	b.record(gen, probe, verdictFailure)
+	if _, _, ok := b.admit(now()); ok {
+		t.Fatal("open breaker admitted")
+	}
+	clk.Advance(time.Second)
+	for i := range 2 {
+		if _, probe, ok := b.admit(now()); !ok || !probe {
+			t.Fatalf("probe %d: ok=%v probe=%v", i, ok, probe)
+		}
+	}
+	if _, _, ok := b.admit(now()); ok {
+		t.Fatal("third probe admitted with half_open_probes 2")
+	}
+}

@@ -30,7 +30,7 @@ func TestBudgetRatio(t *testing.T) {
 		b.Deposit()
 	}
 	n := 0
-	for b.TryWithdraw() {
+	for n <= 100 && b.TryWithdraw() {
 		n++
 	}
 	if n != 20 {
