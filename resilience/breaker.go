@@ -171,6 +171,15 @@ func (b *breaker) current() BreakerState {
 	return BreakerState(b.state.Load())
 }
 
+// shown is the state as the admin page shows it at now (UnixNano).
+func (b *breaker) shown(now int64) BreakerState {
+	st := b.current()
+	if st == BreakerOpen && now-b.openedAt.Load() >= int64(b.openFor) {
+		return BreakerHalfOpen
+	}
+	return st
+}
+
 // ready reports, without side effects, whether admit would likely succeed.
 func (b *breaker) ready(now *lazyNow) bool {
 	if b == nil {
@@ -261,8 +270,8 @@ func (b *breaker) record(gen uint64, probe bool, v verdict) {
 }
 
 // openUntil returns when an open breaker will let probes through.
-func (b *breaker) openUntil() time.Time {
-	if b == nil || BreakerState(b.state.Load()) != BreakerOpen {
+func (b *breaker) openUntil(now int64) time.Time {
+	if b == nil || b.shown(now) != BreakerOpen {
 		return time.Time{}
 	}
 	return time.Unix(0, b.openedAt.Load()+int64(b.openFor))

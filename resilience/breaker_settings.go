@@ -21,7 +21,9 @@ type BreakerSettings struct {
 	// which FailureRatio is not applied. Default 20; must be >= 1.
 	MinRequests int `yaml:"min_requests"`
 	// Window is the rolling period over which the closed breaker counts
-	// outcomes (in 10 buckets). Default 10s; must be >= 10ms.
+	// outcomes (in 10 buckets, on the wall clock). Default 10s; with
+	// failure_ratio on it must be >= 10ms; 0 (only without failure_ratio)
+	// means counts are never cleared while closed.
 	Window time.Duration `yaml:"window"`
 	// OpenDuration is how long an open breaker rejects requests before it
 	// lets half-open probes through. Default 30s.
@@ -55,6 +57,9 @@ func (b *BreakerSettings) Enabled() bool {
 const windowBuckets = 10
 
 func (b *BreakerSettings) validate(f *fieldErrors) {
+	if b.Window < 0 {
+		f.add("window", "must be >= 0, got %s", b.Window)
+	}
 	if b.ConsecutiveFailures < 0 {
 		f.add("consecutive_failures", "must be >= 0 (0 turns it off), got %d", b.ConsecutiveFailures)
 	}

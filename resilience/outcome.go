@@ -1,5 +1,11 @@
 package resilience
 
+import (
+	"context"
+	"errors"
+	"net"
+)
+
 // Result says how an attempt ended, as far as the upstream endpoint is
 // concerned.
 type Result uint8
@@ -75,4 +81,36 @@ func (o Outcome) upstreamFault() bool {
 	default:
 		return true
 	}
+}
+
+// ClassifyError maps the error of an attempt that ended before a response
+// header arrived (an http.RoundTripper's error) to a Result:
+//
+//   - context.Canceled anywhere in the chain: Canceled (the client went
+//     away; cancel the upstream request with the client's context);
+//   - a failed dial (a *net.OpError with Op "dial"), a timed-out one
+//     included: ConnectFailed (no byte reached the upstream, so it is
+//     retryable whatever the method);
+//   - context.DeadlineExceeded or any net.Error that is a Timeout (for
+//     example http.Transport's response-header timeout): TimedOut;
+//   - anything else (reset, EOF, malformed response): TransportFailed.
+//
+// A nil error is Responded. Errors while relaying the response body are the
+// caller's to classify: BodyBroken, or Canceled/TimedOut as the case is.
+func ClassifyError(err error) Result {
+	if err == nil {
+		return Responded
+	}
+	if errors.Is(err, context.Canceled) {
+		return Canceled
+	}
+	var op *net.OpError
+	if errors.As(err, &op) && op.Op == "dial" {
+		return ConnectFailed
+	}
+	var ne net.Error
+	if errors.Is(err, context.DeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout()) {
+		return TimedOut
+	}
+	return TransportFailed
 }

@@ -7,7 +7,8 @@ type EndpointStatus struct {
 	Addr   string `json:"addr"`
 	Weight int    `json:"weight"`
 	// Breaker is the breaker's state ("disabled" when the service has no
-	// breaker).
+	// breaker). An open breaker whose open period is over shows as
+	// "half-open": the next pick will probe it.
 	Breaker BreakerState `json:"breaker"`
 	// OpenUntil is when an open breaker starts letting probes through.
 	OpenUntil time.Time `json:"open_until,omitzero"`
@@ -36,8 +37,8 @@ func (u *Upstream) Status() []EndpointStatus {
 		st := EndpointStatus{
 			Addr:      ep.addr,
 			Weight:    m.weight,
-			Breaker:   ep.breaker.current(),
-			OpenUntil: ep.breaker.openUntil(),
+			Breaker:   ep.breaker.shown(now),
+			OpenUntil: ep.breaker.openUntil(now),
 			Ejections: int(ep.eject.shown.Load()),
 			InFlight:  ep.inflight.Load(),
 			Requests:  ep.requests.Load(),
