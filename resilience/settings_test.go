@@ -2,6 +2,7 @@ package resilience
 
 import (
 	"errors"
+	"os"
 	"reflect"
 	"slices"
 	"strings"
@@ -186,5 +187,26 @@ func TestNormalizeDoesNotAlias(t *testing.T) {
 	s.Normalize()
 	if !slices.Equal(codes, []int{504, 502}) {
 		t.Fatalf("Normalize sorted the caller's slice: %v", codes)
+	}
+}
+
+// The README's configuration block is the defaults, spelled out.
+func TestReadmeExampleIsTheDefaults(t *testing.T) {
+	data, err := os.ReadFile("README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, rest, ok := strings.Cut(string(data), "```yaml\n")
+	block, _, ok2 := strings.Cut(rest, "```")
+	if !ok || !ok2 {
+		t.Fatal("no yaml block in README.md")
+	}
+	var s Settings // decoded over nothing: every key must be there
+	if err := yaml.Unmarshal([]byte(block), &s); err != nil {
+		t.Fatalf("README yaml: %v", err)
+	}
+	s.Normalize()
+	if want := DefaultSettings(); !reflect.DeepEqual(s, want) {
+		t.Fatalf("README says\n%+v\ndefaults are\n%+v", s, want)
 	}
 }
