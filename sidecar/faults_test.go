@@ -137,6 +137,23 @@ func faultFerry(t *testing.T, addr, extra string) string {
 	return "http://" + ferryBoth(t, addr, extra).Addr("outbound")
 }
 
+// settingsYAML is config text that sets the given timeouts (YAML flow
+// mapping entries, possibly empty) and, where ferry has circuit breakers and
+// outlier ejection, turns them off: these tests assert the status of each
+// failure itself, not of a breaker opened by the previous ones. It follows
+// the config schema of the ferry under test (top-level timeouts before the
+// resilience settings moved under defaults).
+func settingsYAML(timeouts string) string {
+	_, err := ParseConfig([]byte("admin: { listen: 127.0.0.1:0 }\ninbound: { listen: 127.0.0.1:0, app: 127.0.0.1:1 }\ndefaults: {}\n"))
+	if err != nil {
+		if timeouts == "" {
+			return ""
+		}
+		return "timeouts: { " + timeouts + " }"
+	}
+	return "defaults: { breaker: { consecutive_failures: 0 }, outlier: { consecutive_5xx: 0 }, timeouts: { " + timeouts + " } }"
+}
+
 // faultClients are the two ways a caller reaches ferry; their idle
 // connections close when the test ends.
 func faultClients(t *testing.T) map[string]*http.Client {
@@ -169,7 +186,7 @@ func TestFaultUpstreamKilledMidDownload(t *testing.T) {
 				}
 				kill(c)
 			})
-			url := faultFerry(t, o.addr(), "")
+			url := faultFerry(t, o.addr(), settingsYAML(""))
 			for proto, client := range faultClients(t) {
 				t.Run(framing+"/"+kind+"/"+proto, func(t *testing.T) {
 					res, err := client.Get(url + "/download")
@@ -217,7 +234,7 @@ func TestFaultUpstreamKilledMidUpload(t *testing.T) {
 			io.CopyN(io.Discard, req.Body, 64<<10)
 			kill(c)
 		})
-		url := faultFerry(t, o.addr(), "")
+		url := faultFerry(t, o.addr(), settingsYAML(""))
 		for proto, client := range faultClients(t) {
 			t.Run(kind+"/"+proto, func(t *testing.T) {
 				for _, length := range []int64{-1, 64 << 20} { // chunked, then declared
@@ -258,7 +275,7 @@ func TestFaultUpstreamHangsAfterHeaders(t *testing.T) {
 		// Hang until ferry gives up and closes the connection.
 		io.Copy(io.Discard, br)
 	})
-	url := faultFerry(t, o.addr(), "timeouts: { body_idle: 300ms }")
+	url := faultFerry(t, o.addr(), settingsYAML("body_idle: 300ms"))
 	for proto, client := range faultClients(t) {
 		t.Run(proto, func(t *testing.T) {
 			before := o.ended.Load()
@@ -286,7 +303,7 @@ func TestFaultUpstreamHangsAfterHeaders(t *testing.T) {
 func TestFaultUpstreamHangsBeforeHeaders(t *testing.T) {
 	faultCheck(t)
 	o := startFaultOrigin(t, func(c net.Conn, br *bufio.Reader) { io.Copy(io.Discard, br) })
-	url := faultFerry(t, o.addr(), "timeouts: { response_header: 300ms }")
+	url := faultFerry(t, o.addr(), settingsYAML("response_header: 300ms"))
 	for proto, client := range faultClients(t) {
 		t.Run(proto, func(t *testing.T) {
 			before := o.ended.Load()
@@ -312,7 +329,7 @@ func TestFaultConnectionRefused(t *testing.T) {
 	}
 	dead := ln.Addr().String()
 	ln.Close()
-	url := faultFerry(t, dead, "")
+	url := faultFerry(t, dead, settingsYAML(""))
 	for proto, client := range faultClients(t) {
 		t.Run(proto, func(t *testing.T) {
 			for range 3 { // nothing accumulates over repeated failures
@@ -344,7 +361,7 @@ func TestFaultUpstreamReset(t *testing.T) {
 			}
 			reset(c)
 		})
-		url := faultFerry(t, o.addr(), "")
+		url := faultFerry(t, o.addr(), settingsYAML(""))
 		for proto, client := range faultClients(t) {
 			t.Run(when+"/"+proto, func(t *testing.T) {
 				res, err := client.Get(url + "/x")
@@ -399,7 +416,7 @@ func TestFaultSlowClientBackpressure(t *testing.T) {
 			}
 		}
 	})
-	url := faultFerry(t, o.addr(), "")
+	url := faultFerry(t, o.addr(), settingsYAML(""))
 	// Loopback can queue up to the kernel maxima in each of the two
 	// connections' send and receive buffers.
 	sockets := 2 * (sysctlMax("/proc/sys/net/ipv4/tcp_wmem", 4<<20) + sysctlMax("/proc/sys/net/ipv4/tcp_rmem", 6<<20))
