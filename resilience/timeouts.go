@@ -21,7 +21,8 @@ type Timeouts struct {
 	// Connect and ResponseHeader bound the attempt).
 	PerTry time.Duration `yaml:"per_try"`
 	// BodyIdle bounds the gap between two body bytes in either direction
-	// once the exchange is streaming. Default 60s.
+	// once the exchange is streaming. Default 5m (long enough for quiet
+	// event streams and gRPC watches).
 	BodyIdle time.Duration `yaml:"body_idle"`
 	// Overall bounds the whole request, retries and body streaming
 	// included. Default 0: no overall timeout, because a download or an
@@ -34,7 +35,7 @@ func DefaultTimeouts() Timeouts {
 	return Timeouts{
 		Connect:        5 * time.Second,
 		ResponseHeader: 30 * time.Second,
-		BodyIdle:       60 * time.Second,
+		BodyIdle:       5 * time.Minute,
 	}
 }
 

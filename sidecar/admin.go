@@ -9,13 +9,15 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/ferrymesh/ferry/discovery"
+	"github.com/ferrymesh/ferry/resilience"
 )
 
 // adminHandler serves the operator endpoints:
 //
 //	/live       200 while the process runs
 //	/ready      200 once every listener is up, 503 before that and while draining
-//	/upstreams  JSON: every service, its source, endpoints, staleness and Consul index
+//	/upstreams  JSON: every service, its source, staleness, Consul index, and each
+//	            endpoint's breaker, ejection and in-flight state
 //	/config     the effective config as YAML, secrets redacted
 //	/drain      POST: drain and exit, as on SIGTERM
 func (s *Sidecar) adminHandler() http.Handler {
@@ -62,22 +64,17 @@ func (s *Sidecar) adminHandler() http.Handler {
 
 // UpstreamStatus is one service in the admin /upstreams output.
 type UpstreamStatus struct {
-	Service   string             `json:"service"`
-	Source    string             `json:"source"`
-	Ready     bool               `json:"ready"`
-	Stale     bool               `json:"stale"`
-	Error     string             `json:"error,omitempty"`
-	Index     uint64             `json:"index,omitempty"`
-	Updated   time.Time          `json:"updated,omitzero"`
-	AgeSec    float64            `json:"snapshot_age_seconds"`
-	Endpoints []EndpointStatus   `json:"endpoints"`
-	Consul    *ConsulWatchStatus `json:"consul,omitempty"`
-}
-
-// EndpointStatus is one endpoint of a service.
-type EndpointStatus struct {
-	Addr   string `json:"addr"`
-	Weight int    `json:"weight"`
+	Service   string                      `json:"service"`
+	Source    string                      `json:"source"`
+	Ready     bool                        `json:"ready"`
+	Stale     bool                        `json:"stale"`
+	Error     string                      `json:"error,omitempty"`
+	Index     uint64                      `json:"index,omitempty"`
+	Updated   time.Time                   `json:"updated,omitzero"`
+	AgeSec    float64                     `json:"snapshot_age_seconds"`
+	InFlight  int64                       `json:"in_flight"`
+	Endpoints []resilience.EndpointStatus `json:"endpoints"`
+	Consul    *ConsulWatchStatus          `json:"consul,omitempty"`
 }
 
 // ConsulWatchStatus is the Consul watch behind a service.
@@ -104,13 +101,10 @@ func (s *Sidecar) upstreamsStatus(now time.Time) []UpstreamStatus {
 		st := UpstreamStatus{
 			Service: name, Source: up.svc.Source(), Ready: snap.Ready, Stale: snap.Stale,
 			Error: snap.Err, Index: snap.Index, Updated: snap.Updated,
-			Endpoints: make([]EndpointStatus, 0, len(snap.Endpoints)),
+			InFlight: up.res.InFlight(), Endpoints: up.res.Status(),
 		}
 		if !snap.Updated.IsZero() {
 			st.AgeSec = now.Sub(snap.Updated).Seconds()
-		}
-		for _, ep := range snap.Endpoints {
-			st.Endpoints = append(st.Endpoints, EndpointStatus{Addr: ep.Addr, Weight: ep.Weight})
 		}
 		if cs, ok := stats[name]; ok {
 			st.Consul = &ConsulWatchStatus{Queries: cs.Queries, Errors: cs.Errors, LastIndex: cs.LastIndex, LastContact: cs.LastContact, LastError: cs.LastError}

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/ferrymesh/ferry/discovery"
+	"github.com/ferrymesh/ferry/resilience"
 )
 
 // Config is ferry's whole configuration file. Every field documents its
@@ -21,8 +22,11 @@ type Config struct {
 	Inbound *InboundConfig `yaml:"inbound"`
 	// Services are the upstreams routes may name.
 	Services map[string]*ServiceConfig `yaml:"services"`
-	// Timeouts apply to every upstream unless a service overrides them.
-	Timeouts TimeoutsConfig `yaml:"timeouts"`
+	// Defaults are the resilience settings (balancer, breaker, outlier,
+	// retry, timeouts, max_in_flight) every service starts from; a
+	// service's own keys override them one by one. The local app behind
+	// inbound uses them as they are.
+	Defaults resilience.Settings `yaml:"defaults"`
 	// Limits guard the listeners.
 	Limits LimitsConfig `yaml:"limits"`
 	// Shutdown controls the drain on SIGTERM.
@@ -85,25 +89,10 @@ type ServiceConfig struct {
 	// Protocol spoken to the endpoints: auto (default: HTTP/2 cleartext when
 	// the caller spoke HTTP/2, else HTTP/1.1), http1 or h2c.
 	Protocol string `yaml:"protocol"`
-	// Timeouts override the top-level timeouts for this service; unset
-	// fields inherit.
-	Timeouts *TimeoutsConfig `yaml:"timeouts"`
-}
-
-// TimeoutsConfig bounds the phases of an upstream exchange. Zero disables a
-// timeout. There is no overall timeout by default: a healthy 10-minute
-// download is never cut.
-type TimeoutsConfig struct {
-	// Connect bounds dialing an endpoint. Default 5s.
-	Connect time.Duration `yaml:"connect"`
-	// ResponseHeader bounds the wait for response headers after the request
-	// headers (and any 100-continue body) were written. Default 60s.
-	ResponseHeader time.Duration `yaml:"response_header"`
-	// BodyIdle cancels an exchange when no body byte moved in either
-	// direction for this long. Default 5m.
-	BodyIdle time.Duration `yaml:"body_idle"`
-	// Overall bounds the whole exchange. Default 0 (none).
-	Overall time.Duration `yaml:"overall"`
+	// Settings are the service's resilience settings, keys at the
+	// service's own level (balancer, hash_header, max_in_flight, breaker,
+	// outlier, retry, timeouts), each defaulting to defaults.
+	resilience.Settings `yaml:",inline"`
 }
 
 // LimitsConfig guards the listeners against oversized or slow input.
@@ -135,9 +124,6 @@ const (
 	DefaultAdminListen       = "127.0.0.1:15000"
 	DefaultOutboundListen    = "127.0.0.1:15001"
 	DefaultInboundListen     = "0.0.0.0:15006"
-	DefaultConnectTimeout    = 5 * time.Second
-	DefaultResponseHeader    = 60 * time.Second
-	DefaultBodyIdle          = 5 * time.Minute
 	DefaultMaxHeaderBytes    = 64 << 10
 	DefaultReadHeaderTimeout = 10 * time.Second
 	DefaultIdleTimeout       = 2 * time.Minute
@@ -167,19 +153,10 @@ func (c *Config) setDefaults() {
 			c.Inbound.Protocol = ProtocolAuto
 		}
 	}
-	if c.Timeouts.Connect == 0 {
-		c.Timeouts.Connect = DefaultConnectTimeout
-	}
-	if c.Timeouts.ResponseHeader == 0 {
-		c.Timeouts.ResponseHeader = DefaultResponseHeader
-	}
-	if c.Timeouts.BodyIdle == 0 {
-		c.Timeouts.BodyIdle = DefaultBodyIdle
-	}
 	for name, s := range c.Services {
 		if s == nil {
 			// "name:" alone: a Consul service of that name.
-			s = &ServiceConfig{}
+			s = &ServiceConfig{Settings: c.Defaults}
 			c.Services[name] = s
 		}
 		if s.Protocol == "" {
@@ -222,24 +199,3 @@ func (c *Config) needsConsul() bool {
 	return false
 }
 
-// timeoutsFor merges a service's overrides over the top-level timeouts.
-func (c *Config) timeoutsFor(s *ServiceConfig) TimeoutsConfig {
-	t := c.Timeouts
-	if s == nil || s.Timeouts == nil {
-		return t
-	}
-	o := s.Timeouts
-	if o.Connect != 0 {
-		t.Connect = o.Connect
-	}
-	if o.ResponseHeader != 0 {
-		t.ResponseHeader = o.ResponseHeader
-	}
-	if o.BodyIdle != 0 {
-		t.BodyIdle = o.BodyIdle
-	}
-	if o.Overall != 0 {
-		t.Overall = o.Overall
-	}
-	return t
-}

@@ -7,10 +7,13 @@ import (
 	"io"
 	"os"
 	"reflect"
+	"sort"
 	"strings"
 	"time"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/ferrymesh/ferry/resilience"
 )
 
 // ConfigError is a configuration problem at one key path, such as
@@ -79,10 +82,27 @@ func ParseConfig(data []byte) (*Config, error) {
 	if len(errs) > 0 {
 		return nil, errs
 	}
-	cfg := new(Config)
+	cfg := &Config{Defaults: resilience.DefaultSettings()}
 	if err := doc.Decode(cfg); err != nil {
 		// checkNode validated every leaf; this is a backstop.
 		return nil, ConfigErrors{{Msg: err.Error()}}
+	}
+	// Each service starts from defaults: decode its keys over a fresh copy.
+	defaults, services := rootValue(&doc, "defaults"), rootValue(&doc, "services")
+	if services != nil && services.Kind == yaml.MappingNode {
+		for i := 0; i+1 < len(services.Content); i += 2 {
+			name, node := services.Content[i].Value, services.Content[i+1]
+			sc := &ServiceConfig{Settings: resilience.DefaultSettings()}
+			if defaults != nil {
+				if err := defaults.Decode(&sc.Settings); err != nil {
+					return nil, ConfigErrors{{Path: "defaults", Msg: err.Error()}}
+				}
+			}
+			if err := node.Decode(sc); err != nil {
+				return nil, ConfigErrors{{Path: "services." + name, Msg: err.Error()}}
+			}
+			cfg.Services[name] = sc
+		}
 	}
 	cfg.setDefaults()
 	if errs := cfg.validate(); len(errs) > 0 {
@@ -177,6 +197,20 @@ func checkNode(n *yaml.Node, t reflect.Type, path string, errs *ConfigErrors) {
 	}
 }
 
+// rootValue returns the value node of a top-level key, or nil.
+func rootValue(doc *yaml.Node, key string) *yaml.Node {
+	if doc.Kind != yaml.DocumentNode || len(doc.Content) != 1 {
+		return nil
+	}
+	root := doc.Content[0]
+	for i := 0; i+1 < len(root.Content); i += 2 {
+		if root.Content[i].Value == key {
+			return root.Content[i+1]
+		}
+	}
+	return nil
+}
+
 func describe(n *yaml.Node) string {
 	switch n.Kind {
 	case yaml.MappingNode:
@@ -195,26 +229,35 @@ func join(path, key string) string {
 	return path + "." + key
 }
 
+// yamlFields maps the YAML keys of a struct type to its fields, following
+// inlined structs.
 func yamlFields(t reflect.Type) map[string]reflect.StructField {
 	out := map[string]reflect.StructField{}
 	for i := 0; i < t.NumField(); i++ {
 		f := t.Field(i)
-		name, _, _ := strings.Cut(f.Tag.Get("yaml"), ",")
-		if name == "" || name == "-" {
+		name, opts, _ := strings.Cut(f.Tag.Get("yaml"), ",")
+		if name == "-" {
 			continue
 		}
-		out[name] = f
+		if name == "" && strings.Contains(opts, "inline") && f.Type.Kind() == reflect.Struct {
+			for k, sub := range yamlFields(f.Type) {
+				out[k] = sub
+			}
+			continue
+		}
+		if name != "" {
+			out[name] = f
+		}
 	}
 	return out
 }
 
 func knownKeys(t reflect.Type) string {
-	var keys []string
-	for i := 0; i < t.NumField(); i++ {
-		name, _, _ := strings.Cut(t.Field(i).Tag.Get("yaml"), ",")
-		if name != "" && name != "-" {
-			keys = append(keys, name)
-		}
+	fields := yamlFields(t)
+	keys := make([]string, 0, len(fields))
+	for k := range fields {
+		keys = append(keys, k)
 	}
+	sort.Strings(keys)
 	return strings.Join(keys, ", ")
 }

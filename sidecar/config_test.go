@@ -4,6 +4,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/ferrymesh/ferry/resilience"
 )
 
 const validConfig = `
@@ -25,8 +27,8 @@ func TestParseConfigValid(t *testing.T) {
 	if got := cfg.Services["files"].Endpoints; len(got) != 2 || got[1] != "127.0.0.1:9002" {
 		t.Errorf("endpoints = %v", got)
 	}
-	if cfg.Timeouts.Connect != DefaultConnectTimeout || cfg.Timeouts.BodyIdle != DefaultBodyIdle || cfg.Timeouts.Overall != 0 {
-		t.Errorf("timeouts defaults = %+v", cfg.Timeouts)
+	if got := cfg.Services["files"].Timeouts; got != resilience.DefaultTimeouts() || got.Overall != 0 || got.BodyIdle != 5*time.Minute {
+		t.Errorf("service timeouts = %+v, want the defaults", got)
 	}
 	if cfg.Limits.MaxHeaderBytes != DefaultMaxHeaderBytes || cfg.Shutdown.Grace != DefaultShutdownGrace {
 		t.Errorf("limits/shutdown defaults = %+v %+v", cfg.Limits, cfg.Shutdown)
@@ -46,20 +48,35 @@ func TestParseConfigDefaultsListeners(t *testing.T) {
 	}
 }
 
-func TestParseConfigServiceTimeoutOverride(t *testing.T) {
+// A service starts from defaults; its own keys override one by one, an
+// explicit zero included.
+func TestParseConfigServiceSettingsOverDefaults(t *testing.T) {
 	cfg, err := ParseConfig([]byte(`
 outbound: { routes: [ { service: a } ] }
-timeouts: { connect: 2s, response_header: 9s }
+defaults:
+  timeouts: { connect: 2s, response_header: 9s }
+  retry: { max_retries: 3 }
 services:
-  a: { endpoints: [127.0.0.1:1], timeouts: { connect: 250ms, overall: 1m } }
+  a: { endpoints: [127.0.0.1:1], timeouts: { connect: 250ms, overall: 1m }, balancer: round_robin }
+  b: { endpoints: [127.0.0.1:2], retry: { max_retries: 0 } }
+  c:
 `))
 	if err != nil {
 		t.Fatal(err)
 	}
-	got := cfg.timeoutsFor(cfg.Services["a"])
-	want := TimeoutsConfig{Connect: 250 * time.Millisecond, ResponseHeader: 9 * time.Second, BodyIdle: DefaultBodyIdle, Overall: time.Minute}
-	if got != want {
-		t.Errorf("timeoutsFor = %+v, want %+v", got, want)
+	a, b, c := cfg.Services["a"], cfg.Services["b"], cfg.Services["c"]
+	want := resilience.Timeouts{Connect: 250 * time.Millisecond, ResponseHeader: 9 * time.Second, BodyIdle: 5 * time.Minute, Overall: time.Minute}
+	if a.Timeouts != want {
+		t.Errorf("a timeouts = %+v, want %+v", a.Timeouts, want)
+	}
+	if a.Balancer != resilience.BalancerRoundRobin || a.Retry.MaxRetries != 3 {
+		t.Errorf("a balancer %q retries %d", a.Balancer, a.Retry.MaxRetries)
+	}
+	if b.Retry.MaxRetries != 0 || b.Timeouts.Connect != 2*time.Second || b.Balancer != resilience.BalancerP2C {
+		t.Errorf("b = %+v", b.Settings)
+	}
+	if !c.usesConsul() || c.Retry.MaxRetries != 3 {
+		t.Errorf("c (bare name) = %+v", c)
 	}
 }
 
@@ -85,8 +102,13 @@ func TestParseConfigErrors(t *testing.T) {
 		{"duplicate listeners", "outbound: { listen: 127.0.0.1:15001 }\ninbound: { listen: 0.0.0.0:15001, app: 127.0.0.1:8080 }\n", "inbound.listen: 0.0.0.0:15001 is already used by outbound.listen"},
 		{"admin clash", "admin: { listen: 127.0.0.1:15001 }\noutbound: { listen: 127.0.0.1:15001 }\n", "outbound.listen: 127.0.0.1:15001 is already used by admin.listen"},
 		{"inbound without app", "inbound: { listen: 127.0.0.1:1 }\n", "inbound.app: required"},
-		{"bad duration", "outbound: {}\ntimeouts: { connect: soon }\n", `timeouts.connect: invalid value "soon": want a duration`},
-		{"negative duration", "outbound: {}\ntimeouts: { body_idle: -1s }\n", "timeouts.body_idle: must not be negative"},
+		{"bad duration", "outbound: {}\ndefaults: { timeouts: { connect: soon } }\n", `defaults.timeouts.connect: invalid value "soon": want a duration`},
+		{"negative duration", "outbound: {}\ndefaults: { timeouts: { body_idle: -1s } }\n", "defaults.timeouts.body_idle: must be >= 0"},
+		{"service duration", "outbound: {}\nservices: { s: { endpoints: [127.0.0.1:1], timeouts: { per_try: -2s } } }\n", "services.s.timeouts.per_try: must be >= 0"},
+		{"unknown service setting", "outbound: {}\nservices: { s: { endpoints: [127.0.0.1:1], breaker: { max_fails: 3 } } }\n", "services.s.breaker.max_fails: unknown key"},
+		{"bad balancer", "outbound: {}\nservices: { s: { endpoints: [127.0.0.1:1], balancer: fastest } }\n", `services.s.balancer: unknown balancer "fastest"`},
+		{"hash without header", "outbound: {}\nservices: { s: { endpoints: [127.0.0.1:1], balancer: hash } }\n", "services.s.hash_header: required"},
+		{"consul and endpoints", "outbound: {}\nservices: { s: { endpoints: [127.0.0.1:1], consul: { tags: [a] } } }\n", "services.s.consul: a service has either endpoints"},
 		{"bad int", "outbound: {}\nlimits: { max_request_body_bytes: lots }\n", `limits.max_request_body_bytes: invalid value "lots"`},
 		{"wrong shape", "outbound: { routes: { service: a } }\n", "outbound.routes: expected a list"},
 		{"bad protocol", "outbound: {}\nservices: { s: { endpoints: [127.0.0.1:1], protocol: h3 } }\n", `services.s.protocol: unknown protocol "h3"`},

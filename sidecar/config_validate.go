@@ -1,6 +1,7 @@
 package sidecar
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
@@ -8,6 +9,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/ferrymesh/ferry/resilience"
 )
 
 // validate checks a defaulted config and returns every problem, each naming
@@ -66,11 +69,11 @@ func (c *Config) validate() ConfigErrors {
 			seen[ep] = i
 		}
 		checkProtocol(p+".protocol", s.Protocol, add)
-		if s.Timeouts != nil {
-			checkTimeouts(p+".timeouts", *s.Timeouts, add)
-		}
+		s.Settings.Normalize()
+		addFieldErrors(&errs, p+".", s.Settings.Validate())
 	}
-	checkTimeouts("timeouts", c.Timeouts, add)
+	c.Defaults.Normalize()
+	addFieldErrors(&errs, "defaults.", c.Defaults.Validate())
 
 	if c.Outbound != nil {
 		type key struct{ host, prefix string }
@@ -149,17 +152,6 @@ func checkProtocol(path, p string, add func(string, string, ...any)) {
 	}
 }
 
-func checkTimeouts(path string, t TimeoutsConfig, add func(string, string, ...any)) {
-	for key, d := range map[string]time.Duration{
-		"connect": t.Connect, "response_header": t.ResponseHeader,
-		"body_idle": t.BodyIdle, "overall": t.Overall,
-	} {
-		if d < 0 {
-			add(path+"."+key, "must not be negative")
-		}
-	}
-}
-
 // checkHostPort validates host:port. Listeners may use port 0 (any free
 // port) and an empty host (all interfaces); endpoints may not.
 func checkHostPort(addr string, listener bool) error {
@@ -206,4 +198,23 @@ func addErr(errs *ConfigErrors, err error) {
 		path, msg = "", err.Error()
 	}
 	*errs = append(*errs, &ConfigError{Path: path, Msg: msg})
+}
+
+// addFieldErrors records resilience's per-key errors under prefix.
+func addFieldErrors(errs *ConfigErrors, prefix string, err error) {
+	if err == nil {
+		return
+	}
+	list := []error{err}
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		list = j.Unwrap()
+	}
+	for _, e := range list {
+		var fe *resilience.FieldError
+		if errors.As(e, &fe) {
+			*errs = append(*errs, &ConfigError{Path: prefix + fe.Key, Msg: fe.Problem})
+		} else {
+			*errs = append(*errs, &ConfigError{Path: strings.TrimSuffix(prefix, "."), Msg: e.Error()})
+		}
+	}
 }

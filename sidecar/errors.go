@@ -15,6 +15,7 @@ var (
 	errBodyIdle       = errors.New("no body byte moved within the body idle timeout")
 	errOverallTimeout = errors.New("the overall timeout elapsed")
 	errBodyTooLarge   = errors.New("request body exceeds limits.max_request_body_bytes")
+	errPerTryTimeout  = errors.New("no response headers within timeouts.per_try")
 )
 
 // dialError marks a failure to connect to an endpoint: nothing was sent.
@@ -52,6 +53,8 @@ func classify(ctx context.Context, service, addr string, err error) (f failure, 
 		return failure{http.StatusRequestEntityTooLarge, errBodyTooLarge.Error()}, false
 	case errors.Is(cause, errOverallTimeout):
 		return failure{http.StatusGatewayTimeout, fmt.Sprintf("upstream %s (%s): %v", service, addr, errOverallTimeout)}, false
+	case errors.Is(cause, errPerTryTimeout):
+		return failure{http.StatusGatewayTimeout, fmt.Sprintf("upstream %s (%s): %v", service, addr, errPerTryTimeout)}, false
 	case errors.Is(cause, errBodyIdle):
 		return failure{http.StatusGatewayTimeout, fmt.Sprintf("upstream %s (%s): %v", service, addr, errBodyIdle)}, false
 	case errors.As(err, &be):

@@ -9,8 +9,12 @@ import (
 	"net/http/httptrace"
 	"net/textproto"
 	"net/url"
+	"slices"
 	"strings"
 	"sync/atomic"
+	"time"
+
+	"github.com/ferrymesh/ferry/resilience"
 )
 
 // Proxy is the HTTP handler behind one listener (outbound or inbound). It
@@ -48,7 +52,9 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	p.forward(w, r, rt.up, table.maxBody)
 }
 
-// forward relays one exchange to up. maxBody > 0 caps the request body.
+// forward relays one exchange to up, retrying on another endpoint when the
+// policy allows and the request can be replayed without holding its body.
+// maxBody > 0 caps the request body.
 func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, up *upstream, maxBody int64) {
 	if maxBody > 0 && r.ContentLength > maxBody {
 		writeFailure(w, failure{http.StatusRequestEntityTooLarge, errBodyTooLarge.Error()})
@@ -67,7 +73,6 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, up *upstream, ma
 		writeFailure(w, failure{http.StatusServiceUnavailable, fmt.Sprintf("service %s has no healthy endpoints", up.name)})
 		return
 	}
-	addr := up.pick(snap)
 
 	ctx, cancel := context.WithCancelCause(r.Context())
 	defer cancel(nil)
@@ -79,55 +84,183 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, up *upstream, ma
 	idle := startIdleTimer(up.timeouts.BodyIdle, cancel)
 	defer idle.stop()
 
-	upgrade := upgradeType(r.Header)
-	out, body := p.outgoing(ctx, w, r, addr, upgrade, maxBody, idle, cancel)
-	if body == nil {
-		idle.pause() // nothing to upload: the response header timeout rules
-	}
-	res, err := up.transportFor(r, upgrade != "").RoundTrip(out)
-	if err != nil {
-		f, gone := classify(ctx, up.name, addr, err)
-		p.logFailure(r, up.name, addr, f, err)
-		if !gone {
-			writeFailure(w, f)
-		}
-		return
-	}
-	defer res.Body.Close()
-	idle.resume()
-
-	if res.StatusCode == http.StatusSwitchingProtocols {
-		idle.stop()
-		p.tunnel(w, r, res, upgrade, up.name, addr)
-		return
-	}
-	p.respond(ctx, w, r, res, up.name, addr, idle)
-}
-
-// outgoing builds the upstream request. A request without a body goes out
-// without one (never chunked); a body of unknown length goes chunked;
-// trailers follow the body.
-func (p *Proxy) outgoing(ctx context.Context, w http.ResponseWriter, r *http.Request, addr, upgrade string, maxBody int64, idle *idleTimer, cancel context.CancelCauseFunc) (*http.Request, *requestBody) {
-	out := r.Clone(ctx)
-	out.RequestURI = ""
-	out.URL = &url.URL{Scheme: "http", Host: addr, Path: r.URL.Path, RawPath: r.URL.RawPath, RawQuery: r.URL.RawQuery}
-	out.Host = r.Host
-	out.Close = false
 	var body *requestBody
-	if r.ContentLength == 0 {
-		out.Body = nil
-		out.ContentLength = 0
-	} else {
+	if r.ContentLength != 0 {
 		body = &requestBody{rc: r.Body, limit: maxBody, idle: idle, cancel: cancel}
-		out.Body = body
-		// Request trailers arrive in r.Trailer once the body is read; the
-		// transport must see that same map, not Clone's copy.
-		out.Trailer = r.Trailer
 		if r.ProtoMajor == 1 {
 			// Let the upstream's response stream back while the caller
 			// is still uploading (bidirectional streams over HTTP/1.1).
 			_ = http.NewResponseController(w).EnableFullDuplex()
 		}
+	} else {
+		idle.pause() // nothing to upload: the response header timeout rules
+	}
+	var key string
+	if up.hashHeader != "" {
+		key = r.Header.Get(up.hashHeader)
+	}
+	upgrade := upgradeType(r.Header)
+	var tried []string
+	pick, err := up.res.Pick(key, nil)
+	for attempt := 1; ; attempt++ {
+		if err != nil {
+			f := failure{http.StatusServiceUnavailable, err.Error()}
+			p.logFailure(r, up.name, "", f, err)
+			writeFailure(w, f)
+			return
+		}
+		addr := pick.Addr()
+		tried = append(tried, addr)
+		res, actx, err := p.try(ctx, w, r, up, addr, upgrade, body, idle)
+		if err != nil {
+			f, gone := classify(actx, up.name, addr, err)
+			o := resilience.Outcome{Result: attemptResult(actx, err)}
+			pick.Done(o)
+			p.logFailure(r, up.name, addr, f, err)
+			if gone {
+				return
+			}
+			if next, ok := p.retry(ctx, up, attempt, key, tried, r, body, o); ok {
+				pick = next
+				continue
+			}
+			writeFailure(w, f)
+			return
+		}
+		o := resilience.Outcome{Result: resilience.Responded, Status: res.StatusCode}
+		if res.StatusCode == http.StatusSwitchingProtocols {
+			pick.Done(o)
+			idle.stop()
+			p.tunnel(w, r, res, upgrade, up.name, addr)
+			res.Body.Close()
+			return
+		}
+		if up.settings.Retry.MaxRetries > 0 && slices.Contains(up.settings.Retry.OnStatuses, res.StatusCode) {
+			// A retryable status (502/503/504 by default): when the
+			// policy, the budget and another endpoint allow, discard this
+			// answer unread and ask that endpoint; else relay it.
+			pick.Done(o)
+			if next, ok := p.retry(ctx, up, attempt, key, tried, r, body, o); ok {
+				res.Body.Close()
+				pick = next
+				continue
+			}
+			if ctx.Err() != nil {
+				res.Body.Close()
+				return
+			}
+			pick = resilience.Pick{} // Done already reported
+		}
+		idle.resume()
+		result := p.respond(w, res, idle)
+		res.Body.Close()
+		switch {
+		case result.readErr != nil:
+			o.Result = resilience.BodyBroken
+			reason := fmt.Sprintf("upstream %s (%s) broke mid-body after %d bytes: %v", up.name, addr, result.n, result.readErr)
+			if c := context.Cause(ctx); errors.Is(c, errBodyIdle) || errors.Is(c, errOverallTimeout) {
+				o.Result = resilience.TimedOut
+				reason = fmt.Sprintf("upstream %s (%s) cut after %d bytes: %v", up.name, addr, result.n, c)
+			} else if r.Context().Err() != nil {
+				o.Result = resilience.Canceled
+			}
+			pick.Done(o)
+			p.logFailure(r, up.name, addr, failure{res.StatusCode, reason}, result.readErr)
+			// The caller must see a broken response, never a clean end.
+			panic(http.ErrAbortHandler)
+		case result.writeErr != nil:
+			o.Result = resilience.Canceled // the caller went away
+		}
+		pick.Done(o)
+		return
+	}
+}
+
+// retry decides whether attempt, which ended with o, is followed by
+// another: the policy and budget must allow it and an endpoint not tried
+// yet must be available. It then waits the backoff and returns that
+// endpoint's pick.
+func (p *Proxy) retry(ctx context.Context, up *upstream, attempt int, key string, tried []string, r *http.Request, body *requestBody, o resilience.Outcome) (resilience.Pick, bool) {
+	wait, d := up.res.Retry(attempt, r.Method, body.sent(), body != nil, o)
+	if d != resilience.RetryAllowed {
+		return resilience.Pick{}, false
+	}
+	next, err := up.res.Pick(key, tried)
+	if err != nil {
+		return resilience.Pick{}, false
+	}
+	if !sleepCtx(ctx, wait) {
+		next.Done(resilience.Outcome{Result: resilience.Canceled})
+		return resilience.Pick{}, false
+	}
+	return next, true
+}
+
+// try makes one attempt at addr and returns the response with the
+// attempt's context (which carries its per-try timeout cause).
+func (p *Proxy) try(ctx context.Context, w http.ResponseWriter, r *http.Request, up *upstream, addr, upgrade string, body *requestBody, idle *idleTimer) (*http.Response, context.Context, error) {
+	actx := ctx
+	if d := up.timeouts.PerTry; d > 0 {
+		var cancel context.CancelCauseFunc
+		actx, cancel = context.WithCancelCause(ctx)
+		t := time.AfterFunc(d, func() { cancel(errPerTryTimeout) })
+		defer t.Stop()
+		// The attempt context must outlive this call when the response
+		// streams; it ends with the request's.
+		context.AfterFunc(ctx, func() { cancel(nil) })
+	}
+	out := p.outgoing(actx, w, r, addr, upgrade, body)
+	res, err := up.transportFor(r, upgrade != "").RoundTrip(out)
+	return res, actx, err
+}
+
+// attemptResult classifies a failed round trip for the breaker: the
+// proxy's own timeouts are timeouts, a caller's broken or oversized body is
+// the caller's doing (Canceled), the rest as resilience sees it.
+func attemptResult(ctx context.Context, err error) resilience.Result {
+	cause := context.Cause(ctx)
+	var be *bodyReadError
+	switch {
+	case errors.Is(cause, errBodyIdle), errors.Is(cause, errOverallTimeout), errors.Is(cause, errPerTryTimeout):
+		return resilience.TimedOut
+	case errors.Is(cause, errBodyTooLarge), errors.Is(err, errBodyTooLarge), errors.As(err, &be):
+		return resilience.Canceled
+	}
+	return resilience.ClassifyError(err)
+}
+
+// sleepCtx waits d, or returns false when ctx ends first.
+func sleepCtx(ctx context.Context, d time.Duration) bool {
+	if d <= 0 {
+		return ctx.Err() == nil
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+// outgoing builds the upstream request. A request without a body goes out
+// without one (never chunked); a body of unknown length goes chunked;
+// trailers follow the body.
+func (p *Proxy) outgoing(ctx context.Context, w http.ResponseWriter, r *http.Request, addr, upgrade string, body *requestBody) *http.Request {
+	out := r.Clone(ctx)
+	out.RequestURI = ""
+	out.URL = &url.URL{Scheme: "http", Host: addr, Path: r.URL.Path, RawPath: r.URL.RawPath, RawQuery: r.URL.RawQuery}
+	out.Host = r.Host
+	out.Close = false
+	if body == nil {
+		out.Body = nil
+		out.ContentLength = 0
+	} else {
+		out.Body = body
+		// Request trailers arrive in r.Trailer once the body is read; the
+		// transport must see that same map, not Clone's copy.
+		out.Trailer = r.Trailer
 	}
 	removeHopHeaders(out.Header, true)
 	if upgrade != "" {
@@ -152,14 +285,14 @@ func (p *Proxy) outgoing(ctx context.Context, w http.ResponseWriter, r *http.Req
 		clear(dst)
 		return nil
 	}}
-	return out.WithContext(httptrace.WithClientTrace(ctx, trace)), body
+	return out.WithContext(httptrace.WithClientTrace(ctx, trace))
 }
 
-// respond relays the upstream's status, headers, body and trailers. A body
-// that breaks mid-stream aborts the caller's response so the caller sees a
-// broken response (connection closed short, no final chunk, or a reset
-// HTTP/2 stream), never a clean end.
-func (p *Proxy) respond(ctx context.Context, w http.ResponseWriter, r *http.Request, res *http.Response, service, addr string, idle *idleTimer) {
+// respond relays the upstream's status, headers, body and trailers, and
+// says how the body copy ended. On a broken body the caller must abort the
+// response (the caller sees a connection closed short, no final chunk, or a
+// reset HTTP/2 stream), never end it cleanly.
+func (p *Proxy) respond(w http.ResponseWriter, res *http.Response, idle *idleTimer) relayResult {
 	removeHopHeaders(res.Header, false)
 	h := w.Header()
 	copyHeader(h, res.Header)
@@ -178,22 +311,12 @@ func (p *Proxy) respond(ctx context.Context, w http.ResponseWriter, r *http.Requ
 		_ = rc.Flush()
 	}
 	result := relay(w, rc, res.Body, idle)
-	switch {
-	case result.readErr != nil:
-		reason := fmt.Sprintf("upstream %s (%s) broke mid-body after %d bytes: %v", service, addr, result.n, result.readErr)
-		if c := context.Cause(ctx); errors.Is(c, errBodyIdle) || errors.Is(c, errOverallTimeout) {
-			reason = fmt.Sprintf("upstream %s (%s) cut after %d bytes: %v", service, addr, result.n, c)
+	if result.readErr == nil && result.writeErr == nil {
+		for k, vv := range res.Trailer {
+			h[http.TrailerPrefix+k] = vv
 		}
-		p.logFailure(r, service, addr, failure{res.StatusCode, reason}, result.readErr)
-		panic(http.ErrAbortHandler)
-	case result.writeErr != nil:
-		// The caller went away; closing res.Body (deferred) cancels the
-		// upstream exchange.
-		return
 	}
-	for k, vv := range res.Trailer {
-		h[http.TrailerPrefix+k] = vv
-	}
+	return result
 }
 
 func (p *Proxy) logFailure(r *http.Request, service, addr string, f failure, err error) {

@@ -646,7 +646,7 @@ func TestResponseHeaderTimeoutIs504(t *testing.T) {
 	release := make(chan struct{})
 	defer close(release)
 	up := origin(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { <-release }))
-	_, url := outboundTo(t, "timeouts: { response_header: 200ms }", up)
+	_, url := outboundTo(t, "defaults: { timeouts: { response_header: 200ms } }", up)
 	res, body := get(t, h1Client(), url+"/x", "")
 	if res.StatusCode != http.StatusGatewayTimeout || !strings.Contains(body, "timeouts.response_header") {
 		t.Fatalf("got %d %q", res.StatusCode, body)
@@ -662,7 +662,7 @@ func TestBodyIdleTimeoutBreaksResponse(t *testing.T) {
 		w.(http.Flusher).Flush()
 		<-release
 	}))
-	_, url := outboundTo(t, "timeouts: { body_idle: 200ms }", up)
+	_, url := outboundTo(t, "defaults: { timeouts: { body_idle: 200ms } }", up)
 	res, err := h1Client().Get(url + "/x")
 	if err != nil {
 		t.Fatal(err)
@@ -684,7 +684,7 @@ func TestBodyIdleAllowsSlowSteadyBody(t *testing.T) {
 			time.Sleep(60 * time.Millisecond) // the origin's pace, not synchronisation
 		}
 	}))
-	_, url := outboundTo(t, "timeouts: { body_idle: 300ms }", up)
+	_, url := outboundTo(t, "defaults: { timeouts: { body_idle: 300ms } }", up)
 	res, err := h1Client().Get(url + "/x")
 	if err != nil {
 		t.Fatal(err)
@@ -700,7 +700,7 @@ func TestOverallTimeout(t *testing.T) {
 	release := make(chan struct{})
 	defer close(release)
 	up := origin(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { <-release }))
-	_, url := outboundTo(t, "timeouts: { overall: 200ms }", up)
+	_, url := outboundTo(t, "defaults: { timeouts: { overall: 200ms, connect: 100ms } }", up)
 	res, body := get(t, h1Client(), url+"/x", "")
 	if res.StatusCode != http.StatusGatewayTimeout || !strings.Contains(body, "overall timeout") {
 		t.Fatalf("got %d %q", res.StatusCode, body)

@@ -28,7 +28,7 @@ func (s *Sidecar) Reload(ctx context.Context, cfg *Config) error {
 	if errs := restartOnly(old.cfg, cfg); len(errs) > 0 {
 		return errs
 	}
-	st, err := buildState(cfg, s.resolver, s.log)
+	st, err := buildState(cfg, s.resolver, s.log, s.upstreamOptions())
 	if err != nil {
 		return err
 	}
@@ -39,6 +39,7 @@ func (s *Sidecar) Reload(ctx context.Context, cfg *Config) error {
 		st.closeExcept(carried)
 		return fmt.Errorf("%w; keeping the config in force", err)
 	}
+	st.run()
 	s.state.Store(st)
 	if s.outbound != nil {
 		s.outbound.table.Store(st.outbound)
@@ -118,8 +119,9 @@ func restartOnly(old, cfg *Config) ConfigErrors {
 }
 
 // carryPools lets each upstream of st whose service kept its protocol and
-// timeouts reuse the previous generation's connection pools, and returns
-// the set of upstreams' pools now shared.
+// settings reuse the previous generation's connection pools and breaker,
+// ejection and in-flight state, and returns the set of upstreams whose
+// pools are now shared.
 func (st *state) carryPools(old *state) map[*upstream]bool {
 	carried := map[*upstream]bool{}
 	pairs := map[*upstream]*upstream{}
@@ -132,8 +134,9 @@ func (st *state) carryPools(old *state) map[*upstream]bool {
 		pairs[st.app] = old.app
 	}
 	for up, prev := range pairs {
-		if up.protocol == prev.protocol && up.timeouts == prev.timeouts {
-			up.h1, up.h2c = prev.h1, prev.h2c
+		if up.sameSettings(prev) {
+			up.h1, up.h2c, up.res = prev.h1, prev.h2c, prev.res
+			up.sync(up.svc.Snapshot())
 			carried[up], carried[prev] = true, true
 		}
 	}

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/ferrymesh/ferry/discovery"
+	"github.com/ferrymesh/ferry/resilience"
 )
 
 // Sidecar is one running ferry: the outbound and inbound proxies, the admin
@@ -21,6 +22,8 @@ import (
 type Sidecar struct {
 	log      *slog.Logger
 	resolver discovery.Resolver // from Options; nil = built per generation
+	observer resilience.Observer
+	clock    resilience.Clock
 	state    atomic.Pointer[state]
 	outbound *Proxy
 	inbound  *Proxy
@@ -53,6 +56,9 @@ type Options struct {
 	// Resolver finds service endpoints. Nil: static endpoints from the
 	// config, Consul for services without them.
 	Resolver discovery.Resolver
+	// Clock drives breaker open periods, ejections and the retry budget.
+	// Nil: the system clock. Tests move a resilience.ManualClock.
+	Clock resilience.Clock
 }
 
 // New builds a sidecar from a loaded config. Nothing listens until Start.
@@ -62,10 +68,16 @@ func New(cfg *Config, opts Options) (*Sidecar, error) {
 		lg = slog.New(slog.DiscardHandler)
 	}
 	s := &Sidecar{log: lg, resolver: opts.Resolver, tunnels: newTunnelSet(), drainReq: make(chan struct{}, 1)}
-	st, err := buildState(cfg, s.resolver, lg)
+	s.observer = resilience.NopObserver{}
+	s.clock = opts.Clock
+	if s.clock == nil {
+		s.clock = resilience.SystemClock{}
+	}
+	st, err := buildState(cfg, s.resolver, lg, s.upstreamOptions())
 	if err != nil {
 		return nil, err
 	}
+	st.run()
 	s.state.Store(st)
 	s.bg, s.bgStop = context.WithCancel(context.Background())
 	if cfg.Register != nil {
@@ -92,6 +104,11 @@ func New(cfg *Config, opts Options) (*Sidecar, error) {
 		s.inbound = newProxy("inbound", st.inbound, lg, s.tunnels)
 	}
 	return s, nil
+}
+
+// upstreamOptions are the resilience options of every upstream.
+func (s *Sidecar) upstreamOptions() []resilience.Option {
+	return []resilience.Option{resilience.WithObserver(s.observer), resilience.WithClock(s.clock)}
 }
 
 // config is the configuration in force.

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/ferrymesh/ferry/discovery"
+	"github.com/ferrymesh/ferry/resilience"
 )
 
 // state is one generation of everything the config file decides about
@@ -23,15 +24,16 @@ type state struct {
 	outbound  *routeTable // nil without outbound
 	inbound   *routeTable // nil without inbound
 	consul    *discovery.Consul
+	ctx       context.Context    // ends when the generation is closed
 	stop      context.CancelFunc // ends this generation's watches
 }
 
 // buildState makes a generation from cfg. With resolver nil, services with
 // endpoints are static and the others resolve through a new Consul watcher
 // that lives until the generation is closed.
-func buildState(cfg *Config, resolver discovery.Resolver, log *slog.Logger) (*state, error) {
+func buildState(cfg *Config, resolver discovery.Resolver, log *slog.Logger, opts []resilience.Option) (*state, error) {
 	ctx, stop := context.WithCancel(context.Background())
-	st := &state{cfg: cfg, upstreams: map[string]*upstream{}, stop: stop}
+	st := &state{cfg: cfg, upstreams: map[string]*upstream{}, ctx: ctx, stop: stop}
 	if resolver == nil {
 		static, consul, err := resolvers(ctx, cfg, log)
 		if err != nil {
@@ -53,7 +55,12 @@ func buildState(cfg *Config, resolver discovery.Resolver, log *slog.Logger) (*st
 			st.close()
 			return nil, fmt.Errorf("services.%s: %w", name, err)
 		}
-		st.upstreams[name] = newUpstream(name, svc, sc.Protocol, cfg.timeoutsFor(sc))
+		up, err := newUpstream(name, svc, sc.Protocol, sc.Settings, opts)
+		if err != nil {
+			st.close()
+			return nil, fmt.Errorf("services.%s: %w", name, err)
+		}
+		st.upstreams[name] = up
 	}
 	if cfg.Outbound != nil {
 		st.outbound = &routeTable{maxBody: cfg.Limits.MaxRequestBodyBytes}
@@ -70,10 +77,23 @@ func buildState(cfg *Config, resolver discovery.Resolver, log *slog.Logger) (*st
 		app := discovery.NewService("app", "static")
 		now := time.Now()
 		app.Publish(&discovery.Snapshot{Endpoints: []discovery.Endpoint{{Addr: cfg.Inbound.App, Weight: 1}}, Ready: true, Updated: now, Checked: now})
-		st.app = newUpstream("app", app, cfg.Inbound.Protocol, cfg.Timeouts)
+		up, err := newUpstream("app", app, cfg.Inbound.Protocol, cfg.Defaults, opts)
+		if err != nil {
+			st.close()
+			return nil, fmt.Errorf("defaults: %w", err)
+		}
+		st.app = up
 		st.inbound = &routeTable{maxBody: cfg.Limits.MaxRequestBodyBytes, routes: []route{{name: "app", up: st.app}}}
 	}
 	return st, nil
+}
+
+// run starts the background work of a generation: each upstream follows
+// its service's endpoints until the generation is closed.
+func (st *state) run() {
+	for _, up := range st.all() {
+		go up.follow(st.ctx)
+	}
 }
 
 // waitResolved waits until every Consul-backed service has its first

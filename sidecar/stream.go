@@ -83,14 +83,17 @@ func (it *idleTimer) stop() {
 // bytes (a retry is only safe while none was sent), enforces the body limit
 // and feeds the idle timer. The transport reads it from its own goroutine.
 type requestBody struct {
-	rc     io.ReadCloser
-	n      atomic.Int64
-	limit  int64 // 0 = none
-	idle   *idleTimer
-	cancel context.CancelCauseFunc
+	rc      io.ReadCloser
+	n       atomic.Int64
+	reading atomic.Bool // a Read is in progress
+	limit   int64       // 0 = none
+	idle    *idleTimer
+	cancel  context.CancelCauseFunc
 }
 
 func (b *requestBody) Read(p []byte) (int, error) {
+	b.reading.Store(true)
+	defer b.reading.Store(false)
 	if b.limit > 0 {
 		if rest := b.limit - b.n.Load(); int64(len(p)) > rest+1 {
 			p = p[:rest+1]
@@ -114,7 +117,26 @@ func (b *requestBody) Read(p []byte) (int, error) {
 	return n, err
 }
 
-func (b *requestBody) Close() error { return b.rc.Close() }
+// Close closes the caller's body only when that cannot cost a retry: once
+// some of it was read (no retry can replay it), or to unblock a Read in
+// progress (HTTP/2 transports close the body to end its writer when the
+// response ends). A transport closing an unread body after a failed attempt
+// leaves it open for the retry; the server closes it when the exchange ends.
+func (b *requestBody) Close() error {
+	if b.n.Load() > 0 || b.reading.Load() {
+		return b.rc.Close()
+	}
+	return nil
+}
+
+// sent is how many body bytes were read from the caller so far; 0 for no
+// body.
+func (b *requestBody) sent() int64 {
+	if b == nil {
+		return 0
+	}
+	return b.n.Load()
+}
 
 // relayResult says how a body copy ended.
 type relayResult struct {

@@ -4,39 +4,82 @@ import (
 	"context"
 	"net"
 	"net/http"
-	"sync/atomic"
+	"reflect"
 	"time"
 
 	"github.com/ferrymesh/ferry/discovery"
+	"github.com/ferrymesh/ferry/resilience"
 )
 
-// upstream is one service as a proxy sees it: its live endpoints and the
-// connection pools that reach them.
+// upstream is one service as a proxy sees it: its live endpoints, the
+// breakers and balancer that choose among them, and the connection pools
+// that reach them.
 type upstream struct {
-	name     string
-	svc      *discovery.Service
-	protocol string // ProtocolAuto, ProtocolHTTP1 or ProtocolH2C
-	timeouts TimeoutsConfig
-	h1       http.RoundTripper // HTTP/1.1, also used for upgrades
-	h2c      http.RoundTripper // HTTP/2 with prior knowledge over cleartext
-	next     atomic.Uint64     // round-robin cursor
+	name       string
+	svc        *discovery.Service
+	res        *resilience.Upstream
+	settings   resilience.Settings
+	protocol   string // ProtocolAuto, ProtocolHTTP1 or ProtocolH2C
+	timeouts   resilience.Timeouts
+	hashHeader string            // balancer key header; "" unless balancer is hash
+	h1         http.RoundTripper // HTTP/1.1, also used for upgrades
+	h2c        http.RoundTripper // HTTP/2 with prior knowledge over cleartext
 }
 
-func newUpstream(name string, svc *discovery.Service, protocol string, t TimeoutsConfig) *upstream {
-	return &upstream{
-		name:     name,
-		svc:      svc,
-		protocol: protocol,
-		timeouts: t,
-		h1:       newTransport(t, false),
-		h2c:      newTransport(t, true),
+func newUpstream(name string, svc *discovery.Service, protocol string, s resilience.Settings, opts []resilience.Option) (*upstream, error) {
+	res, err := resilience.NewUpstream(name, s, opts...)
+	if err != nil {
+		return nil, err
 	}
+	s = res.Settings()
+	up := &upstream{
+		name:       name,
+		svc:        svc,
+		res:        res,
+		settings:   s,
+		protocol:   protocol,
+		timeouts:   s.Timeouts,
+		hashHeader: s.HashHeader,
+		h1:         newTransport(s.Timeouts, false),
+		h2c:        newTransport(s.Timeouts, true),
+	}
+	up.sync(svc.Snapshot())
+	return up, nil
+}
+
+// sync hands the balancer the endpoints of a snapshot.
+func (u *upstream) sync(snap *discovery.Snapshot) {
+	eps := make([]resilience.Endpoint, len(snap.Endpoints))
+	for i, ep := range snap.Endpoints {
+		eps[i] = resilience.Endpoint{Addr: ep.Addr, Weight: ep.Weight}
+	}
+	u.res.Update(eps)
+}
+
+// follow keeps the balancer's endpoints in step with discovery until ctx
+// ends. Breaker and ejection state of endpoints that stay is kept.
+func (u *upstream) follow(ctx context.Context) {
+	for {
+		changed := u.svc.Changed()
+		u.sync(u.svc.Snapshot())
+		select {
+		case <-ctx.Done():
+			return
+		case <-changed:
+		}
+	}
+}
+
+// sameSettings reports whether two generations of a service may share
+// connection pools and breaker state.
+func (u *upstream) sameSettings(o *upstream) bool {
+	return u.protocol == o.protocol && reflect.DeepEqual(u.settings, o.settings)
 }
 
 // newTransport builds the connection pool for one upstream service. It never
 // consults HTTP_PROXY, never adds Accept-Encoding (bodies pass untouched) and
 // tags connect failures so they answer 502/504 with the endpoint named.
-func newTransport(t TimeoutsConfig, h2c bool) *http.Transport {
+func newTransport(t resilience.Timeouts, h2c bool) *http.Transport {
 	d := &net.Dialer{Timeout: t.Connect, KeepAlive: 30 * time.Second}
 	tr := &http.Transport{
 		Proxy: nil,
@@ -77,12 +120,6 @@ func (u *upstream) transportFor(r *http.Request, upgrade bool) http.RoundTripper
 	default:
 		return u.h1
 	}
-}
-
-// pick chooses an endpoint round-robin from the current snapshot.
-func (u *upstream) pick(snap *discovery.Snapshot) string {
-	n := u.next.Add(1) - 1
-	return snap.Endpoints[n%uint64(len(snap.Endpoints))].Addr
 }
 
 // close drops idle pooled connections.

@@ -1,0 +1,395 @@
+package sidecar
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/ferrymesh/ferry/resilience"
+)
+
+// These tests drive breakers, ejection, retries and the retry budget
+// through the real proxy, with loopback origins that fail on command and a
+// manual clock moved by the test.
+
+// flaky is an origin that answers its name, or fails with the status set
+// in fail (0 = healthy), and counts the requests it saw.
+type flaky struct {
+	name string
+	fail atomic.Int32
+	hits atomic.Int64
+	addr string
+}
+
+func newFlaky(t *testing.T, name string) *flaky {
+	f := &flaky{name: name}
+	f.addr = origin(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		f.hits.Add(1)
+		io.Copy(io.Discard, r.Body)
+		if code := f.fail.Load(); code != 0 {
+			http.Error(w, f.name+" failing", int(code))
+			return
+		}
+		io.WriteString(w, f.name)
+	}))
+	return f
+}
+
+func resilientFerry(t *testing.T, clock resilience.Clock, service string, endpoints ...string) (*Sidecar, string) {
+	t.Helper()
+	cfg, err := ParseConfig([]byte(fmt.Sprintf(`
+admin: { listen: 127.0.0.1:0 }
+outbound:
+  listen: 127.0.0.1:0
+  routes: [ { service: svc } ]
+services:
+  svc:
+    endpoints: [%s]
+%s
+`, strings.Join(endpoints, ", "), service)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sc, err := New(cfg, Options{Clock: clock})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := sc.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { sc.Shutdown(context.Background()) })
+	return sc, "http://" + sc.Addr("outbound") + "/"
+}
+
+func call(t *testing.T, c *http.Client, method, url string, body io.Reader) (int, string) {
+	t.Helper()
+	req, _ := http.NewRequest(method, url, body)
+	res, err := c.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	b, _ := io.ReadAll(res.Body)
+	return res.StatusCode, strings.TrimSpace(string(b))
+}
+
+func breakerOf(t *testing.T, sc *Sidecar, addr string) resilience.BreakerState {
+	t.Helper()
+	for _, ep := range upstreamStatus(t, sc, "svc").Endpoints {
+		if ep.Addr == addr {
+			return ep.Breaker
+		}
+	}
+	t.Fatalf("no endpoint %s in /upstreams", addr)
+	return 0
+}
+
+func TestBreakerOpensSkipsHalfOpensAndCloses(t *testing.T) {
+	clock := resilience.NewManualClock(time.Unix(1_000_000, 0))
+	good, bad := newFlaky(t, "good"), newFlaky(t, "bad")
+	bad.fail.Store(503)
+	sc, url := resilientFerry(t, clock, `
+    balancer: round_robin
+    breaker: { consecutive_failures: 3, open_duration: 30s }
+    outlier: { consecutive_5xx: 0 }
+    retry: { max_retries: 0 }`, good.addr, bad.addr)
+	c := h1Client()
+	for bad.hits.Load() < 3 {
+		call(t, c, "GET", url, nil)
+	}
+	if st := breakerOf(t, sc, bad.addr); st != resilience.BreakerOpen {
+		t.Fatalf("after 3 failures the breaker is %v", st)
+	}
+	// Open: skipped, every request goes to the good endpoint.
+	before := bad.hits.Load()
+	for range 20 {
+		if code, body := call(t, c, "GET", url, nil); code != 200 || body != "good" {
+			t.Fatalf("with bad's breaker open: %d %q", code, body)
+		}
+	}
+	if bad.hits.Load() != before {
+		t.Fatal("an open breaker let requests through")
+	}
+	// After the open period one probe goes through; it succeeds and the
+	// breaker closes, so both endpoints serve again.
+	bad.fail.Store(0)
+	clock.Advance(30 * time.Second)
+	seen := map[string]int{}
+	for range 10 {
+		_, body := call(t, c, "GET", url, nil)
+		seen[body]++
+	}
+	if seen["bad"] == 0 || seen["good"] == 0 || breakerOf(t, sc, bad.addr) != resilience.BreakerClosed {
+		t.Fatalf("after recovery: %v, breaker %v", seen, breakerOf(t, sc, bad.addr))
+	}
+}
+
+func TestHalfOpenProbeFailureReopens(t *testing.T) {
+	clock := resilience.NewManualClock(time.Unix(1_000_000, 0))
+	bad := newFlaky(t, "bad")
+	bad.fail.Store(502)
+	sc, url := resilientFerry(t, clock, `
+    breaker: { consecutive_failures: 2, open_duration: 10s }
+    outlier: { consecutive_5xx: 0 }
+    retry: { max_retries: 0 }`, bad.addr)
+	c := h1Client()
+	call(t, c, "GET", url, nil)
+	call(t, c, "GET", url, nil)
+	// Every endpoint open: 503 at once with the reason, no upstream attempt.
+	hits := bad.hits.Load()
+	code, body := call(t, c, "GET", url, nil)
+	if code != 503 || !strings.Contains(body, "circuit breaker open") || bad.hits.Load() != hits {
+		t.Fatalf("all open: %d %q (upstream hits %d -> %d)", code, body, hits, bad.hits.Load())
+	}
+	clock.Advance(10 * time.Second)
+	if code, _ := call(t, c, "GET", url, nil); code != 502 || bad.hits.Load() != hits+1 {
+		t.Fatalf("probe: %d, hits %d", code, bad.hits.Load())
+	}
+	if st := breakerOf(t, sc, bad.addr); st != resilience.BreakerOpen {
+		t.Fatalf("after a failed probe the breaker is %v", st)
+	}
+}
+
+// A body that breaks mid-stream is a failure for the breaker.
+func TestBrokenBodyCountsAsFailure(t *testing.T) {
+	clock := resilience.NewManualClock(time.Unix(1_000_000, 0))
+	up := origin(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Length", "1000")
+		w.Write([]byte("partial"))
+		w.(http.Flusher).Flush()
+		panic(http.ErrAbortHandler)
+	}))
+	sc, url := resilientFerry(t, clock, `
+    breaker: { consecutive_failures: 2 }
+    outlier: { consecutive_5xx: 0 }`, up)
+	c := h1Client()
+	for range 2 {
+		res, err := c.Get(url)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := io.ReadAll(res.Body); err == nil {
+			t.Fatal("broken body read cleanly")
+		}
+		res.Body.Close()
+	}
+	if st := breakerOf(t, sc, up); st != resilience.BreakerOpen {
+		t.Fatalf("after two broken bodies the breaker is %v", st)
+	}
+}
+
+// Outlier ejection takes a failing endpoint out, but never the last one.
+func TestEjectionNeverRemovesTheLastEndpoint(t *testing.T) {
+	clock := resilience.NewManualClock(time.Unix(1_000_000, 0))
+	a, b := newFlaky(t, "a"), newFlaky(t, "b")
+	a.fail.Store(500)
+	b.fail.Store(500)
+	sc, url := resilientFerry(t, clock, `
+    balancer: round_robin
+    breaker: { consecutive_failures: 0 }
+    outlier: { consecutive_5xx: 2, max_ejection_percent: 100 }
+    retry: { max_retries: 0 }`, a.addr, b.addr)
+	c := h1Client()
+	for range 20 {
+		if code, _ := call(t, c, "GET", url, nil); code != 500 {
+			t.Fatalf("got %d: a service must never be ejected whole", code)
+		}
+	}
+	ejected := 0
+	for _, ep := range upstreamStatus(t, sc, "svc").Endpoints {
+		if !ep.EjectedUntil.IsZero() {
+			ejected++
+		}
+	}
+	if ejected != 1 {
+		t.Fatalf("%d of 2 endpoints ejected, want exactly 1", ejected)
+	}
+}
+
+// A connect failure is retried on another endpoint, whatever the method:
+// no byte reached the upstream.
+func TestConnectFailureRetriedElsewhere(t *testing.T) {
+	ln, _ := net.Listen("tcp", "127.0.0.1:0")
+	dead := ln.Addr().String()
+	ln.Close()
+	good := newFlaky(t, "good")
+	_, url := resilientFerry(t, nil, `
+    balancer: round_robin
+    retry: { base_interval: 1ms, max_interval: 2ms }`, dead, good.addr)
+	c := h1Client()
+	for i := range 10 {
+		if code, body := call(t, c, "POST", url, strings.NewReader("payload")); code != 200 || body != "good" {
+			t.Fatalf("request %d: %d %q", i, code, body)
+		}
+	}
+	if good.hits.Load() != 10 {
+		t.Fatalf("good saw %d requests, want 10", good.hits.Load())
+	}
+}
+
+// A 503 from one endpoint is retried on another for an idempotent method;
+// the caller never sees it.
+func TestRetryableStatusRetriedElsewhere(t *testing.T) {
+	good, bad := newFlaky(t, "good"), newFlaky(t, "bad")
+	bad.fail.Store(503)
+	_, url := resilientFerry(t, nil, `
+    balancer: round_robin
+    breaker: { consecutive_failures: 0 }
+    outlier: { consecutive_5xx: 0 }
+    retry: { base_interval: 1ms, max_interval: 2ms }`, good.addr, bad.addr)
+	c := h1Client()
+	for range 10 {
+		if code, body := call(t, c, "GET", url, nil); code != 200 || body != "good" {
+			t.Fatalf("got %d %q", code, body)
+		}
+	}
+	if bad.hits.Load() == 0 {
+		t.Fatal("the failing endpoint was never tried; the test proves nothing")
+	}
+}
+
+// A POST whose body was partly sent is never retried: ferry holds no copy
+// to send again.
+func TestPartlySentBodyNeverRetried(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	read := make(chan struct{}, 4)
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func(c net.Conn) {
+				br := bufio.NewReader(c)
+				for l, err := br.ReadString('\n'); err == nil && l != "\r\n"; l, err = br.ReadString('\n') {
+				}
+				io.ReadFull(br, make([]byte, 10)) // some of the body...
+				read <- struct{}{}
+				c.(*net.TCPConn).SetLinger(0)
+				c.Close() // ...then a reset
+			}(c)
+		}
+	}()
+	other := newFlaky(t, "other")
+	_, url := resilientFerry(t, nil, `
+    balancer: round_robin
+    retry: { max_retries: 5, methods: [POST], base_interval: 1ms, max_interval: 2ms }`, ln.Addr().String(), other.addr)
+	c := h1Client()
+	for range 6 {
+		pr, pw := io.Pipe()
+		go func() {
+			pw.Write(make([]byte, 64))
+			pw.Write(make([]byte, 64))
+			pw.Close()
+		}()
+		req, _ := http.NewRequest("POST", url, pr)
+		req.ContentLength = 128
+		res, err := c.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, res.Body)
+		res.Body.Close()
+	}
+	if len(read) == 0 {
+		t.Fatal("the resetting origin was never reached; the test proves nothing")
+	}
+	// Each request that reached the resetting origin failed there; none of
+	// them was replayed to the healthy one. 6 requests round-robin: the
+	// healthy one saw only its own share.
+	if got, reset := other.hits.Load(), int64(len(read)); got+reset != 6 {
+		t.Fatalf("healthy origin saw %d, resetting origin %d: a partly sent body was retried", got, reset)
+	}
+}
+
+// Under a full outage the budget keeps retries to a fraction of the load
+// instead of multiplying it.
+func TestRetryBudgetCapsRetriesUnderOutage(t *testing.T) {
+	clock := resilience.NewManualClock(time.Unix(1_000_000, 0))
+	a, b, c3 := newFlaky(t, "a"), newFlaky(t, "b"), newFlaky(t, "c")
+	for _, f := range []*flaky{a, b, c3} {
+		f.fail.Store(503)
+	}
+	_, url := resilientFerry(t, clock, `
+    breaker: { consecutive_failures: 0 }
+    outlier: { consecutive_5xx: 0 }
+    retry: { max_retries: 2, base_interval: 1ms, max_interval: 1ms, budget: { ratio: 0.2, min_per_second: 5 } }`, a.addr, b.addr, c3.addr)
+	c := h1Client()
+	const n = 200
+	for range n {
+		if code, _ := call(t, c, "GET", url, nil); code != 503 {
+			t.Fatalf("got %d", code)
+		}
+	}
+	total := a.hits.Load() + b.hits.Load() + c3.hits.Load()
+	retries := total - n
+	// 20% of 200 plus the per-second floor (the clock does not move).
+	if retries > n/5+5 {
+		t.Fatalf("%d retries for %d requests: the budget allows %d", retries, n, n/5+5)
+	}
+	if retries == 0 {
+		t.Fatal("no retries at all: the test proves nothing")
+	}
+	t.Logf("%d requests under a full outage made %d upstream attempts (%d retries; without a budget: %d)", n, total, retries, 3*n)
+}
+
+func TestPerTryTimeoutIs504AndRetried(t *testing.T) {
+	release := make(chan struct{})
+	defer close(release)
+	slow := origin(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { <-release }))
+	good := newFlaky(t, "good")
+	_, url := resilientFerry(t, nil, `
+    balancer: round_robin
+    timeouts: { per_try: 100ms }
+    retry: { base_interval: 1ms, max_interval: 2ms }`, slow, good.addr)
+	c := h1Client()
+	for range 4 {
+		if code, body := call(t, c, "GET", url, nil); code != 200 || body != "good" {
+			t.Fatalf("got %d %q", code, body)
+		}
+	}
+	_, url1 := resilientFerry(t, nil, `
+    timeouts: { per_try: 100ms }`, slow)
+	if code, body := call(t, c, "GET", url1, nil); code != 504 || !strings.Contains(body, "timeouts.per_try") {
+		t.Fatalf("single slow endpoint: %d %q", code, body)
+	}
+}
+
+func TestMaxInFlightSheds(t *testing.T) {
+	release := make(chan struct{})
+	started := make(chan struct{}, 2)
+	up := origin(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		started <- struct{}{}
+		<-release
+	}))
+	_, url := resilientFerry(t, nil, `
+    max_in_flight: 2`, up)
+	c := h1Client()
+	done := make(chan int, 2)
+	for range 2 {
+		go func() {
+			code, _ := call(t, c, "GET", url, nil)
+			done <- code
+		}()
+	}
+	recv(t, started, 5*time.Second, "first request at origin")
+	recv(t, started, 5*time.Second, "second request at origin")
+	code, body := call(t, c, "GET", url, nil)
+	close(release)
+	if code != 503 || !strings.Contains(strings.ToLower(body), "in flight") {
+		t.Fatalf("third request: %d %q, want 503 shed at once", code, body)
+	}
+	recv(t, done, 5*time.Second, "first")
+	recv(t, done, 5*time.Second, "second")
+}
