@@ -198,4 +198,3 @@ func (c *Config) needsConsul() bool {
 	}
 	return false
 }
-
