@@ -22,20 +22,20 @@ import (
 // Prometheus names of ferry's metrics, as they appear on /metrics. The
 // Grafana dashboard in deploy/grafana is built on exactly these.
 const (
-	MetricRequests          = "ferry_requests_total"                 // counter: listener, service, endpoint, status_class, reason
-	MetricRequestDuration   = "ferry_request_duration_seconds"       // histogram: listener, service, status_class
-	MetricInFlight          = "ferry_requests_in_flight"             // gauge: listener, service
-	MetricBodyBytes         = "ferry_body_bytes_total"               // counter: listener, service, direction (in|out)
-	MetricRetries           = "ferry_retries_total"                  // counter: service, reason
-	MetricBreakerState      = "ferry_breaker_state"                  // gauge 0 closed, 1 half-open, 2 open: service, endpoint
-	MetricBreakerTransition = "ferry_breaker_transitions_total"      // counter: service, to
-	MetricEjections         = "ferry_ejections_total"                // counter: service
-	MetricSnapshotAge       = "ferry_consul_snapshot_age_seconds"    // gauge: service
-	MetricWatchErrors       = "ferry_consul_watch_errors_total"      // counter: service
-	MetricSpansDropped      = "ferry_trace_spans_dropped_total"      // counter: spans lost on a full export queue
-	MetricSpansExported     = "ferry_trace_spans_exported_total"     // counter
+	MetricRequests          = "ferry_requests_total"                  // counter: listener, service, endpoint, status_class, reason
+	MetricRequestDuration   = "ferry_request_duration_seconds"        // histogram: listener, service, status_class
+	MetricInFlight          = "ferry_requests_in_flight"              // gauge: listener, service
+	MetricBodyBytes         = "ferry_body_bytes_total"                // counter: listener, service, direction (in|out)
+	MetricRetries           = "ferry_retries_total"                   // counter: service, reason
+	MetricBreakerState      = "ferry_breaker_state"                   // gauge 0 closed, 1 half-open, 2 open: service, endpoint
+	MetricBreakerTransition = "ferry_breaker_transitions_total"       // counter: service, to
+	MetricEjections         = "ferry_ejections_total"                 // counter: service
+	MetricSnapshotAge       = "ferry_consul_snapshot_age_seconds"     // gauge: service
+	MetricWatchErrors       = "ferry_consul_watch_errors_total"       // counter: service
+	MetricSpansDropped      = "ferry_trace_spans_dropped_total"       // counter: spans lost on a full export queue
+	MetricSpansExported     = "ferry_trace_spans_exported_total"      // counter
 	MetricSpansExportFailed = "ferry_trace_spans_export_failed_total" // counter: spans in failed exports
-	MetricSpanQueue         = "ferry_trace_queue_spans"              // gauge: spans waiting for export
+	MetricSpanQueue         = "ferry_trace_queue_spans"               // gauge: spans waiting for export
 )
 
 // cardinalityLimit caps the series of any one instrument; beyond it the SDK
