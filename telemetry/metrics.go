@@ -175,7 +175,7 @@ func registerQueueMetrics(meter metric.Meter, q *spanQueue) error {
 		metric.WithDescription("Spans exported to the collector."))
 	failed, err3 := meter.Int64ObservableCounter("ferry.trace.spans.export_failed", metric.WithUnit("{span}"),
 		metric.WithDescription("Spans in export calls that failed."))
-	queued, err4 := meter.Int64ObservableGauge("ferry.trace.queue", metric.WithUnit("{span}"),
+	queued, err4 := meter.Int64ObservableGauge("ferry.trace.queue.spans", metric.WithUnit("{span}"),
 		metric.WithDescription("Finished spans waiting for export."))
 	if err := errors.Join(err1, err2, err3, err4); err != nil {
 		return err
