@@ -43,7 +43,7 @@ func (q *Request) StartAttempt(out *http.Request, info AttemptInfo) *Attempt {
 	if out != nil && out.Method != "" {
 		method = out.Method
 	}
-	ctx, span := q.t.tracer.Start(q.ctx, method, trace.WithSpanKind(trace.SpanKindClient))
+	ctx, span := q.t.tracer.Start(q.ctx, method, clientKind)
 	if span.IsRecording() {
 		span.SetAttributes(clientAttributes(q, out, method, info)...)
 	}

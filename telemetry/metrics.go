@@ -88,6 +88,7 @@ type Metrics struct {
 	watchErrors       metric.Int64Counter
 
 	snapshots sync.Map // service -> time.Time of the last snapshot
+	labels    requestMetricLabels
 }
 
 func newMetrics(res *resource.Resource, q *spanQueue) (*Metrics, error) {
@@ -102,7 +103,7 @@ func newMetrics(res *resource.Resource, q *spanQueue) (*Metrics, error) {
 	}
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
-	m := &Metrics{now: time.Now}
+	m := &Metrics{now: time.Now, labels: newRequestMetricLabels()}
 	m.provider = sdkmetric.NewMeterProvider(
 		sdkmetric.WithReader(exp),
 		sdkmetric.WithResource(res),

@@ -10,7 +10,6 @@ import (
 
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
-	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/propagation"
 	semconv "go.opentelemetry.io/otel/semconv/v1.43.0"
 	"go.opentelemetry.io/otel/trace"
@@ -38,6 +37,12 @@ const (
 	AttrAttempts     = attribute.Key("ferry.attempts")
 	AttrFromState    = attribute.Key("ferry.breaker_from")
 	AttrToState      = attribute.Key("ferry.breaker_to")
+)
+
+// Span start options, built once.
+var (
+	serverKind = trace.WithSpanKind(trace.SpanKindServer)
+	clientKind = trace.WithSpanKind(trace.SpanKindClient)
 )
 
 // Span event names.
@@ -91,12 +96,12 @@ type Request struct {
 // the span; use it for everything done on behalf of the request.
 func (t *Telemetry) StartRequest(r *http.Request, l Listener) (*Request, context.Context) {
 	ctx := t.propagator.Extract(r.Context(), propagation.HeaderCarrier(r.Header))
-	ctx, span := t.tracer.Start(ctx, r.Method, trace.WithSpanKind(trace.SpanKindServer))
+	ctx, span := t.tracer.Start(ctx, r.Method, serverKind)
 	q := &Request{t: t, ctx: ctx, span: span, listener: l, method: r.Method, start: time.Now()}
 	if span.IsRecording() {
 		span.SetAttributes(serverAttributes(r, l)...)
 	}
-	t.metrics.inFlight.Add(ctx, 1, metric.WithAttributes(attribute.String("listener", string(l))))
+	t.metrics.inFlight.Add(ctx, 1, t.metrics.labels.listener.get(string(l)).add...)
 	return q, ctx
 }
 
@@ -173,18 +178,15 @@ func (q *Request) End(o Outcome) {
 	}
 
 	m := q.t.metrics
-	listener := attribute.String("listener", string(q.listener))
-	service := attribute.String("service", q.service)
-	class := attribute.String("status_class", statusClass(o.Status))
-	m.requests.Add(q.ctx, 1, metric.WithAttributes(listener, service,
-		attribute.String("endpoint", q.endpoint), class, attribute.String("reason", boundedReason(o.Reason))))
-	m.duration.Record(q.ctx, elapsed.Seconds(), metric.WithAttributes(listener, service, class))
-	m.inFlight.Add(q.ctx, -1, metric.WithAttributes(listener))
+	l, class := string(q.listener), statusClass(o.Status)
+	m.requests.Add(q.ctx, 1, m.labels.requests.get(requestLabels{l, q.service, q.endpoint, class, boundedReason(o.Reason)}).add...)
+	m.duration.Record(q.ctx, elapsed.Seconds(), m.labels.duration.get(durationLabels{l, q.service, class}).record...)
+	m.inFlight.Add(q.ctx, -1, m.labels.listener.get(l).add...)
 	if o.BytesIn > 0 {
-		m.bodyBytes.Add(q.ctx, o.BytesIn, metric.WithAttributes(listener, service, attribute.String("direction", "in")))
+		m.bodyBytes.Add(q.ctx, o.BytesIn, m.labels.bytes.get(bytesLabels{l, q.service, "in"}).add...)
 	}
 	if o.BytesOut > 0 {
-		m.bodyBytes.Add(q.ctx, o.BytesOut, metric.WithAttributes(listener, service, attribute.String("direction", "out")))
+		m.bodyBytes.Add(q.ctx, o.BytesOut, m.labels.bytes.get(bytesLabels{l, q.service, "out"}).add...)
 	}
 	q.span.End()
 	q.t.logRequest(q, o, elapsed)
