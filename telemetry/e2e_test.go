@@ -94,11 +94,44 @@ func TestEndToEndJaeger(t *testing.T) {
 		t.Skip("starts Jaeger")
 	}
 	j := jaegertest.Start(t)
+	t.Run("tracecontext", func(t *testing.T) {
+		runChain(t, j, nil,
+			func(h http.Header, traceID, spanID string) { h.Set("traceparent", "00-"+traceID+"-"+spanID+"-01") },
+			func(h http.Header) string {
+				if len(h.Values("traceparent")) != 1 {
+					return "(not exactly one traceparent)"
+				}
+				return h.Get("traceparent")
+			},
+			func(traceID, spanID string) string { return "00-" + traceID + "-" + spanID + "-01" })
+	})
+	t.Run("b3multi", func(t *testing.T) {
+		runChain(t, j, []string{"b3multi"},
+			func(h http.Header, traceID, spanID string) {
+				h.Set("X-B3-TraceId", traceID)
+				h.Set("X-B3-SpanId", spanID)
+				h.Set("X-B3-Sampled", "1")
+			},
+			func(h http.Header) string {
+				return h.Get("X-B3-TraceId") + "/" + h.Get("X-B3-SpanId") + "/" + h.Get("X-B3-Sampled") + "/" + h.Get("traceparent")
+			},
+			func(traceID, spanID string) string { return traceID + "/" + spanID + "/1/" })
+	})
+}
 
+// runChain sends one request through client -> outbound -> inbound -> app.
+// setCaller writes the client's propagation headers, appSaw renders what the
+// app received, and want renders what it should have received given the
+// inbound client span.
+func runChain(t *testing.T, j *jaegertest.Jaeger, propagators []string,
+	setCaller func(h http.Header, traceID, spanID string),
+	appSaw func(h http.Header) string,
+	want func(traceID, inboundClientSpan string) string,
+) {
 	gate := make(chan struct{})
 	appTraceparent := make(chan string, 1)
 	app := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		appTraceparent <- r.Header.Get("traceparent")
+		appTraceparent <- appSaw(r.Header)
 		w.Header().Set("Content-Type", "application/octet-stream")
 		_, _ = io.WriteString(w, "first")
 		_ = http.NewResponseController(w).Flush()
@@ -113,7 +146,7 @@ func TestEndToEndJaeger(t *testing.T) {
 
 	newTel := func(name, protocol, endpoint string) *Telemetry {
 		tel, err := New(t.Context(), Config{
-			ServiceName: name, Protocol: protocol, Endpoint: endpoint,
+			ServiceName: name, Protocol: protocol, Endpoint: endpoint, Propagators: propagators,
 			BatchTimeout: 50 * time.Millisecond, AccessLog: "off",
 		}, WithEnv(env{}.get))
 		if err != nil {
@@ -141,7 +174,7 @@ func TestEndToEndJaeger(t *testing.T) {
 	_, _ = rand.Read(sid[:])
 	traceID, clientSpan := hex.EncodeToString(tid[:]), hex.EncodeToString(sid[:])
 	req, _ := http.NewRequest("GET", outbound.URL+"/report.pdf", nil)
-	req.Header.Set("traceparent", "00-"+traceID+"-"+clientSpan+"-01")
+	setCaller(req.Header, traceID, clientSpan)
 	client := &http.Client{Transport: &http.Transport{}}
 	defer client.CloseIdleConnections()
 	resp, err := client.Do(req)
@@ -208,8 +241,8 @@ func TestEndToEndJaeger(t *testing.T) {
 			t.Errorf("%s ended at %d µs, before the last body part was released at %d µs", c.name, end, released.UnixMicro())
 		}
 	}
-	if got, want := <-appTraceparent, "00-"+traceID+"-"+inClient.SpanID+"-01"; got != want {
-		t.Errorf("app got traceparent %q, want %q", got, want)
+	if got, want := <-appTraceparent, want(traceID, inClient.SpanID); got != want {
+		t.Errorf("app got propagation %q, want %q", got, want)
 	}
 	if outServer.OperationName != "GET files" || inServer.OperationName != "GET local-app" {
 		t.Errorf("operation names %q %q", outServer.OperationName, inServer.OperationName)
