@@ -77,3 +77,13 @@ func TestAccessLogOffAndFile(t *testing.T) {
 		t.Errorf("unwritable access log error %v", err)
 	}
 }
+
+func TestShutdownTwice(t *testing.T) {
+	tel, _, _ := recorded(t, Config{}, env{})
+	if err := tel.Shutdown(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if err := tel.Shutdown(t.Context()); err != nil {
+		t.Fatalf("second Shutdown: %v", err)
+	}
+}

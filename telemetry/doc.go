@@ -14,15 +14,20 @@
 //
 //	req, ctx := tel.StartRequest(r, telemetry.Outbound) // server span, in-flight +1
 //	req.SetRoute("files", "files")                        // route name and service
-//	att := req.StartAttempt(ctx, out, telemetry.AttemptInfo{Endpoint: "10.0.0.7:8080", Attempt: 1})
-//	// the sidecar deleted the incoming propagation headers from out.Header
+//	for _, h := range tel.PropagationHeaders() {          // never pass the caller's through
+//		out.Header.Del(h)
+//	}
+//	att := req.StartAttempt(out, telemetry.AttemptInfo{Endpoint: "10.0.0.7:8080", Attempt: 1})
 //	att.Inject(out.Header)                                // new traceparent, parent = client span
 //	... response headers arrive: att.SetStatus(resp.StatusCode)
 //	... last body byte relayed:
-//	att.End(telemetry.Outcome{Status: 200, BytesIn: n1, BytesOut: n2})
-//	req.End(telemetry.Outcome{Status: 200, BytesIn: n1, BytesOut: n2})
+//	att.End(telemetry.Outcome{Status: 200, BytesIn: respBytes, BytesOut: reqBytes})
+//	req.End(telemetry.Outcome{Status: 200, BytesIn: reqBytes, BytesOut: respBytes})
 //
 // Spans end when End is called, so a ten-minute download is a ten-minute span.
+// A Request and its Attempts are driven by one goroutine at a time (the
+// proxy's handler); End is idempotent. Every started Request must be ended,
+// or the in-flight gauge drifts.
 //
 // # Tracing off
 //

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"sort"
+	"sync"
 
 	"go.opentelemetry.io/contrib/propagators/autoprop"
 	"go.opentelemetry.io/otel/attribute"
@@ -38,6 +39,9 @@ type Telemetry struct {
 	metrics    *Metrics
 	log        *slog.Logger // nil when the access log is off
 	logCloser  io.Closer
+
+	shutdownOnce sync.Once
+	shutdownErr  error
 }
 
 // Option changes how New builds Telemetry; mostly for tests and benchmarks.
@@ -264,13 +268,17 @@ func (t *Telemetry) ForceFlush(ctx context.Context) error {
 
 // Shutdown flushes finished spans (bounded by ctx), stops the exporters and
 // closes the access log file. Spans ended after Shutdown are discarded.
+// Later calls return the first call's result.
 func (t *Telemetry) Shutdown(ctx context.Context) error {
-	err := t.shutdownTracing(ctx)
-	err = errors.Join(err, t.metrics.shutdown(ctx))
-	if t.logCloser != nil {
-		err = errors.Join(err, t.logCloser.Close())
-	}
-	return err
+	t.shutdownOnce.Do(func() {
+		err := t.shutdownTracing(ctx)
+		err = errors.Join(err, t.metrics.shutdown(ctx))
+		if t.logCloser != nil {
+			err = errors.Join(err, t.logCloser.Close())
+		}
+		t.shutdownErr = err
+	})
+	return t.shutdownErr
 }
 
 func (t *Telemetry) shutdownTracing(ctx context.Context) error {
