@@ -50,3 +50,31 @@ func BenchmarkRequestSpans(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkSpanPair isolates the tracer: a server span and its client child,
+// started and ended, without metrics or propagation. With tracing off this
+// is the no-op tracer.
+func BenchmarkSpanPair(b *testing.B) {
+	for _, mode := range []string{"off", "on"} {
+		b.Run(mode, func(b *testing.B) {
+			opts := []Option{WithEnv(env{"OTEL_TRACES_SAMPLER": "always_on"}.get)}
+			if mode == "on" {
+				opts = append(opts, WithSpanExporter(tracetest.NewNoopExporter()))
+			}
+			tel, err := New(b.Context(), Config{AccessLog: "off"}, opts...)
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer tel.Shutdown(b.Context())
+			ctx := b.Context()
+			b.ReportAllocs()
+			b.ResetTimer()
+			for b.Loop() {
+				sctx, server := tel.tracer.Start(ctx, "GET files", serverKind)
+				_, client := tel.tracer.Start(sctx, "GET", clientKind)
+				client.End()
+				server.End()
+			}
+		})
+	}
+}

@@ -5,9 +5,12 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"go.opentelemetry.io/otel/attribute"
 )
 
 func scrape(t *testing.T, h http.Handler, accept string) (string, string) {
@@ -139,4 +142,20 @@ func grepFerry(body string) string {
 		}
 	}
 	return strings.Join(out, "\n")
+}
+
+func TestLabelCacheIsBounded(t *testing.T) {
+	c := newLabelCache(func(k string) []attribute.KeyValue { return []attribute.KeyValue{attribute.String("k", k)} })
+	first := c.get("a")
+	if again := c.get("a"); &again.add[0] != &first.add[0] {
+		t.Error("second lookup built a new option")
+	}
+	for i := range maxCachedLabelSets + 10 {
+		if o := c.get(strconv.Itoa(i)); len(o.add) != 1 || len(o.record) != 1 {
+			t.Fatalf("options for %d: %+v", i, o)
+		}
+	}
+	if n := len(*c.m.Load()); n != maxCachedLabelSets {
+		t.Errorf("cache holds %d entries, want the bound %d", n, maxCachedLabelSets)
+	}
 }
