@@ -11,7 +11,7 @@ import (
 func TestAccessLogLine(t *testing.T) {
 	tel, _, logs := recorded(t, Config{}, env{})
 	r := incoming("GET", "http://files/report.pdf", nil)
-	req, _ := tel.StartRequest(r, Outbound)
+	_, req := tel.StartRequest(r, Outbound)
 	req.SetRoute("files", "files")
 	att := req.StartAttempt(upstream(t, tel, r, "http://files/report.pdf"), AttemptInfo{Endpoint: "10.0.0.7:8080", Attempt: 1})
 	att.End(Outcome{Status: 200, BytesIn: 4096})
@@ -59,7 +59,7 @@ func TestAccessLogOffAndFile(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	req, _ := tel.StartRequest(incoming("GET", "http://a/", nil), Inbound)
+	_, req := tel.StartRequest(incoming("GET", "http://a/", nil), Inbound)
 	req.End(Outcome{Status: 204})
 	if err := tel.Shutdown(t.Context()); err != nil {
 		t.Fatal(err)

@@ -33,7 +33,7 @@ func BenchmarkRequestSpans(b *testing.B) {
 			b.ResetTimer()
 			for b.Loop() {
 				out.Header.Del("traceparent")
-				req, _ := tel.StartRequest(in, Outbound)
+				_, req := tel.StartRequest(in, Outbound)
 				req.SetRoute("files", "files")
 				att := req.StartAttempt(out, info)
 				att.Inject(out.Header)

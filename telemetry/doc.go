@@ -12,7 +12,7 @@
 //
 // # Lifecycle of one request
 //
-//	req, ctx := tel.StartRequest(r, telemetry.Outbound) // server span, in-flight +1
+//	ctx, req := tel.StartRequest(r, telemetry.Outbound) // server span, in-flight +1
 //	req.SetRoute("files", "files")                        // route name and service
 //	for _, h := range tel.PropagationHeaders() {          // never pass the caller's through
 //		out.Header.Del(h)

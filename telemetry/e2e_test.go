@@ -28,7 +28,7 @@ type chainProxy struct {
 }
 
 func (p *chainProxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	req, ctx := p.tel.StartRequest(r, p.listener)
+	ctx, req := p.tel.StartRequest(r, p.listener)
 	req.SetRoute(p.route, p.service)
 	out, err := http.NewRequestWithContext(ctx, r.Method, p.target.String()+r.URL.Path, nil)
 	if err != nil {

@@ -32,7 +32,7 @@ func scrape(t *testing.T, h http.Handler, accept string) (string, string) {
 func serveOne(t *testing.T, tel *Telemetry, path string, status int, reason string) string {
 	t.Helper()
 	r := incoming("GET", "http://files"+path, nil)
-	req, _ := tel.StartRequest(r, Outbound)
+	_, req := tel.StartRequest(r, Outbound)
 	req.SetRoute("files", "files")
 	att := req.StartAttempt(upstream(t, tel, r, "http://files"+path), AttemptInfo{Endpoint: "10.0.0.7:8080", Attempt: 1})
 	att.End(Outcome{Status: status, BytesIn: 300})
@@ -46,7 +46,7 @@ func TestMetricsPrometheusText(t *testing.T) {
 	serveOne(t, tel, "/files/456/other.pdf", 200, "")
 	serveOne(t, tel, "/files/789", 503, ReasonBreakerOpen)
 	// An in-flight request shows in the gauge until it ends.
-	open, _ := tel.StartRequest(incoming("GET", "http://files/slow", nil), Inbound)
+	_, open := tel.StartRequest(incoming("GET", "http://files/slow", nil), Inbound)
 	defer open.End(Outcome{Status: 200})
 
 	m := tel.Metrics()

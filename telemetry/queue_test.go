@@ -42,7 +42,7 @@ func endSpans(t *testing.T, tel *Telemetry, n int) {
 	t.Helper()
 	for range n {
 		r := incoming("GET", "http://files/x", nil)
-		req, _ := tel.StartRequest(r, Outbound)
+		_, req := tel.StartRequest(r, Outbound)
 		req.StartAttempt(upstream(t, tel, r, "http://files/x"), AttemptInfo{Endpoint: "10.0.0.7:8080", Attempt: 1}).End(Outcome{Status: 200})
 		req.End(Outcome{Status: 200})
 	}

@@ -94,7 +94,7 @@ type Request struct {
 // trace found in r's headers (per the configured propagators) or starting a
 // new one, and counts the request in flight. The returned context carries
 // the span; use it for everything done on behalf of the request.
-func (t *Telemetry) StartRequest(r *http.Request, l Listener) (*Request, context.Context) {
+func (t *Telemetry) StartRequest(r *http.Request, l Listener) (context.Context, *Request) {
 	ctx := t.propagator.Extract(r.Context(), propagation.HeaderCarrier(r.Header))
 	ctx, span := t.tracer.Start(ctx, r.Method, serverKind)
 	q := &Request{t: t, ctx: ctx, span: span, listener: l, method: r.Method, start: time.Now()}
@@ -102,7 +102,7 @@ func (t *Telemetry) StartRequest(r *http.Request, l Listener) (*Request, context
 		span.SetAttributes(serverAttributes(r, l)...)
 	}
 	t.metrics.inFlight.Add(ctx, 1, t.metrics.labels.listener.get(string(l)).add...)
-	return q, ctx
+	return ctx, q
 }
 
 // Context is the request context carrying the server span.

@@ -33,7 +33,7 @@ func TestServerAndClientSpans(t *testing.T) {
 		"baggage":     "tenant=acme",
 	})
 	before := time.Now()
-	req, ctx := tel.StartRequest(r, Outbound)
+	ctx, req := tel.StartRequest(r, Outbound)
 	if !trace.SpanContextFromContext(ctx).IsValid() {
 		t.Fatal("context carries no span")
 	}
@@ -136,7 +136,7 @@ func TestServerAndClientSpans(t *testing.T) {
 func TestNewTraceWhenNoneIncoming(t *testing.T) {
 	tel, rec, _ := recorded(t, Config{}, env{})
 	r := incoming("POST", "http://app/upload", nil)
-	req, _ := tel.StartRequest(r, Inbound)
+	_, req := tel.StartRequest(r, Inbound)
 	req.SetRoute("local", "app")
 	out := upstream(t, tel, r, "http://127.0.0.1:9000/upload")
 	att := req.StartAttempt(out, AttemptInfo{Endpoint: "127.0.0.1:9000", Attempt: 1})
@@ -159,7 +159,7 @@ func TestCallerNotSampledIsRespected(t *testing.T) {
 	r := incoming("GET", "http://files/x", map[string]string{
 		"traceparent": "00-" + callerTrace + "-" + callerSpan + "-00",
 	})
-	req, _ := tel.StartRequest(r, Outbound)
+	_, req := tel.StartRequest(r, Outbound)
 	out := upstream(t, tel, r, "http://files/x")
 	att := req.StartAttempt(out, AttemptInfo{Endpoint: "10.0.0.7:8080", Attempt: 1})
 	att.Inject(out.Header)
@@ -181,7 +181,7 @@ func TestCallerNotSampledIsRespected(t *testing.T) {
 func TestSamplerAlwaysOffOverridesSampledCaller(t *testing.T) {
 	tel, rec, _ := recorded(t, Config{Sampler: SamplerAlwaysOff}, env{})
 	r := incoming("GET", "http://files/x", map[string]string{"traceparent": "00-" + callerTrace + "-" + callerSpan + "-01"})
-	req, _ := tel.StartRequest(r, Outbound)
+	_, req := tel.StartRequest(r, Outbound)
 	req.End(Outcome{Status: 200})
 	if n := len(rec.Ended()); n != 0 {
 		t.Fatalf("always_off recorded %d spans", n)
@@ -191,7 +191,7 @@ func TestSamplerAlwaysOffOverridesSampledCaller(t *testing.T) {
 func TestB3SingleInAndOut(t *testing.T) {
 	tel, rec, _ := recorded(t, Config{}, env{"OTEL_PROPAGATORS": "b3"})
 	r := incoming("GET", "http://files/x", map[string]string{"b3": callerTrace + "-" + callerSpan + "-1"})
-	req, _ := tel.StartRequest(r, Outbound)
+	_, req := tel.StartRequest(r, Outbound)
 	out := upstream(t, tel, r, "http://files/x")
 	if out.Header.Get("b3") != "" {
 		t.Fatal("b3 is not among PropagationHeaders")
@@ -220,7 +220,7 @@ func TestB3MultiInAndOut(t *testing.T) {
 	r := incoming("GET", "http://files/x", map[string]string{
 		"X-B3-TraceId": callerTrace, "X-B3-SpanId": callerSpan, "X-B3-Sampled": "1",
 	})
-	req, _ := tel.StartRequest(r, Outbound)
+	_, req := tel.StartRequest(r, Outbound)
 	out := upstream(t, tel, r, "http://files/x")
 	att := req.StartAttempt(out, AttemptInfo{Endpoint: "10.0.0.7:8080", Attempt: 1})
 	att.Inject(out.Header)
@@ -261,7 +261,7 @@ func TestProxyFailuresSetErrorAndReason(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			tel, rec, _ := recorded(t, Config{}, env{})
 			r := incoming("GET", "http://files/x", nil)
-			req, _ := tel.StartRequest(r, Outbound)
+			_, req := tel.StartRequest(r, Outbound)
 			req.SetRoute("files", "files")
 			if tc.attempt != nil {
 				att := req.StartAttempt(upstream(t, tel, r, "http://files/x"), AttemptInfo{Endpoint: "10.0.0.7:8080", Attempt: 1})
@@ -284,7 +284,7 @@ func TestProxyFailuresSetErrorAndReason(t *testing.T) {
 func TestUpstreamStatusErrorRules(t *testing.T) {
 	tel, rec, _ := recorded(t, Config{}, env{})
 	r := incoming("GET", "http://files/x", nil)
-	req, _ := tel.StartRequest(r, Outbound)
+	_, req := tel.StartRequest(r, Outbound)
 	att := req.StartAttempt(upstream(t, tel, r, "http://files/x"), AttemptInfo{Endpoint: "10.0.0.7:8080", Attempt: 1})
 	att.End(Outcome{Status: 404})
 	req.End(Outcome{Status: 404})
@@ -300,7 +300,7 @@ func TestUpstreamStatusErrorRules(t *testing.T) {
 func TestRetriesAndEventsAndAttempts(t *testing.T) {
 	tel, rec, _ := recorded(t, Config{}, env{})
 	r := incoming("GET", "http://files/x", nil)
-	req, _ := tel.StartRequest(r, Outbound)
+	_, req := tel.StartRequest(r, Outbound)
 	req.SetRoute("files", "files")
 	a1 := req.StartAttempt(upstream(t, tel, r, "http://files/x"), AttemptInfo{Endpoint: "10.0.0.7:8080", Attempt: 1, BreakerState: BreakerClosed})
 	a1.End(Outcome{Reason: ReasonDialFailed})
@@ -351,7 +351,7 @@ func TestRetriesAndEventsAndAttempts(t *testing.T) {
 func TestUnknownMethodIsOther(t *testing.T) {
 	tel, rec, _ := recorded(t, Config{}, env{})
 	r := incoming("PURGE", "http://files/x", nil)
-	req, _ := tel.StartRequest(r, Outbound)
+	_, req := tel.StartRequest(r, Outbound)
 	req.End(Outcome{Status: 200})
 	a := attrMap(spanByKind(t, rec.Ended(), "server"))
 	if a["http.request.method"] != "_OTHER" || a["http.request.method_original"] != "PURGE" {
@@ -371,7 +371,7 @@ func TestTracingOffIsTransparent(t *testing.T) {
 	}
 	in := "00-" + callerTrace + "-" + callerSpan + "-01"
 	r := incoming("GET", "http://files/x", map[string]string{"traceparent": in})
-	req, _ := tel.StartRequest(r, Outbound)
+	_, req := tel.StartRequest(r, Outbound)
 	out := upstream(t, tel, r, "http://files/x")
 	att := req.StartAttempt(out, AttemptInfo{Endpoint: "10.0.0.7:8080", Attempt: 1})
 	if att.Span().IsRecording() || req.Span().IsRecording() {
