@@ -1,0 +1,89 @@
+package telemetry
+
+import (
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func TestAccessLogLine(t *testing.T) {
+	tel, _, logs := recorded(t, Config{}, env{})
+	r := incoming("GET", "http://files/report.pdf", nil)
+	_, req := tel.StartRequest(r, Outbound)
+	req.SetRoute("files", "files")
+	att := req.StartAttempt(upstream(t, tel, r, "http://files/report.pdf"), AttemptInfo{Endpoint: "10.0.0.7:8080", Attempt: 1})
+	att.End(Outcome{Status: 200, BytesIn: 4096})
+	req.End(Outcome{Status: 200, BytesIn: 7, BytesOut: 4096, Reason: ReasonBodyBroken})
+
+	lines := strings.Split(strings.TrimSpace(logs.String()), "\n")
+	if len(lines) != 1 {
+		t.Fatalf("%d access log lines, want 1: %q", len(lines), logs.String())
+	}
+	var got map[string]any
+	if err := json.Unmarshal([]byte(lines[0]), &got); err != nil {
+		t.Fatalf("not JSON: %v: %s", err, lines[0])
+	}
+	sc := req.Span().SpanContext()
+	for k, want := range map[string]any{
+		"msg": "request", "level": "WARN", "listener": "outbound", "method": "GET", "route": "files",
+		"service": "files", "endpoint": "10.0.0.7:8080", "status": 200.0, "bytes_in": 7.0,
+		"bytes_out": 4096.0, "attempts": 1.0, "reason": ReasonBodyBroken,
+		"trace_id": sc.TraceID().String(), "span_id": sc.SpanID().String(),
+	} {
+		if got[k] != want {
+			t.Errorf("%s = %v, want %v", k, got[k], want)
+		}
+	}
+	if d, ok := got["duration_ms"].(float64); !ok || d < 0 {
+		t.Errorf("duration_ms = %v", got["duration_ms"])
+	}
+	if _, ok := got["time"]; !ok {
+		t.Error("no time")
+	}
+}
+
+func TestAccessLogOffAndFile(t *testing.T) {
+	off, err := New(t.Context(), Config{AccessLog: "off"}, WithEnv(env{}.get), WithAccessLogWriter(&syncBuffer{}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if off.log != nil {
+		t.Error("access_log: off still logs")
+	}
+	off.Shutdown(t.Context())
+
+	path := filepath.Join(t.TempDir(), "access.log")
+	tel, err := New(t.Context(), Config{AccessLog: path}, WithEnv(env{}.get))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, req := tel.StartRequest(incoming("GET", "http://a/", nil), Inbound)
+	req.End(Outcome{Status: 204})
+	if err := tel.Shutdown(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(b), `"status":204`) || !strings.Contains(string(b), `"listener":"inbound"`) {
+		t.Errorf("file log %q", b)
+	}
+
+	_, err = New(t.Context(), Config{AccessLog: filepath.Join(t.TempDir(), "no", "such", "dir", "x.log")}, WithEnv(env{}.get))
+	if err == nil || !strings.HasPrefix(err.Error(), "telemetry.access_log: ") {
+		t.Errorf("unwritable access log error %v", err)
+	}
+}
+
+func TestShutdownTwice(t *testing.T) {
+	tel, _, _ := recorded(t, Config{}, env{})
+	if err := tel.Shutdown(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if err := tel.Shutdown(t.Context()); err != nil {
+		t.Fatalf("second Shutdown: %v", err)
+	}
+}

@@ -1,0 +1,161 @@
+package telemetry
+
+import (
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"go.opentelemetry.io/otel/attribute"
+)
+
+func scrape(t *testing.T, h http.Handler, accept string) (string, string) {
+	t.Helper()
+	r := httptest.NewRequest("GET", "/metrics", nil)
+	if accept != "" {
+		r.Header.Set("Accept", accept)
+	}
+	w := httptest.NewRecorder()
+	h.ServeHTTP(w, r)
+	if w.Code != 200 {
+		t.Fatalf("/metrics status %d", w.Code)
+	}
+	body, _ := io.ReadAll(w.Body)
+	return string(body), w.Header().Get("Content-Type")
+}
+
+// serveOne runs one traced outbound request through the helpers.
+func serveOne(t *testing.T, tel *Telemetry, path string, status int, reason string) string {
+	t.Helper()
+	r := incoming("GET", "http://files"+path, nil)
+	_, req := tel.StartRequest(r, Outbound)
+	req.SetRoute("files", "files")
+	att := req.StartAttempt(upstream(t, tel, r, "http://files"+path), AttemptInfo{Endpoint: "10.0.0.7:8080", Attempt: 1})
+	att.End(Outcome{Status: status, BytesIn: 300})
+	req.End(Outcome{Status: status, BytesIn: 20, BytesOut: 300, Reason: reason})
+	return req.Span().SpanContext().TraceID().String()
+}
+
+func TestMetricsPrometheusText(t *testing.T) {
+	tel, _, _ := recorded(t, Config{}, env{})
+	serveOne(t, tel, "/files/123/report.pdf", 200, "")
+	serveOne(t, tel, "/files/456/other.pdf", 200, "")
+	serveOne(t, tel, "/files/789", 503, ReasonBreakerOpen)
+	// An in-flight request shows in the gauge until it ends.
+	_, open := tel.StartRequest(incoming("GET", "http://files/slow", nil), Inbound)
+	defer open.End(Outcome{Status: 200})
+
+	m := tel.Metrics()
+	m.SetBreakerState("files", "10.0.0.7:8080", BreakerOpen)
+	m.BreakerTransition("files", "10.0.0.8:8080", BreakerHalfOpen)
+	m.Ejection("files")
+	m.Retry(t.Context(), "files", ReasonDialFailed)
+	m.Retry(t.Context(), "files", "some free text")
+	m.WatchError("files")
+	base := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	m.now = func() time.Time { return base.Add(42 * time.Second) }
+	m.SnapshotUpdated("files", base)
+
+	body, ctype := scrape(t, tel.MetricsHandler(), "")
+	if !strings.HasPrefix(ctype, "text/plain") {
+		t.Errorf("content type %q, want Prometheus text", ctype)
+	}
+	for _, want := range []string{
+		`ferry_requests_total{endpoint="10.0.0.7:8080",listener="outbound",reason="",service="files",status_class="2xx"} 2`,
+		`ferry_requests_total{endpoint="10.0.0.7:8080",listener="outbound",reason="breaker_open",service="files",status_class="5xx"} 1`,
+		`ferry_request_duration_seconds_count{listener="outbound",service="files",status_class="2xx"} 2`,
+		`ferry_request_duration_seconds_bucket{listener="outbound",service="files",status_class="2xx",le="900"} 2`,
+		`ferry_requests_in_flight{listener="inbound"} 1`,
+		`ferry_requests_in_flight{listener="outbound"} 0`,
+		`ferry_body_bytes_total{direction="out",listener="outbound",service="files"} 900`,
+		`ferry_body_bytes_total{direction="in",listener="outbound",service="files"} 60`,
+		`ferry_breaker_state{endpoint="10.0.0.7:8080",service="files"} 2`,
+		`ferry_breaker_state{endpoint="10.0.0.8:8080",service="files"} 1`,
+		`ferry_breaker_transitions_total{service="files",to="half_open"} 1`,
+		`ferry_ejections_total{service="files"} 1`,
+		`ferry_retries_total{reason="dial_failed",service="files"} 1`,
+		`ferry_retries_total{reason="other",service="files"} 1`,
+		`ferry_consul_watch_errors_total{service="files"} 1`,
+		`ferry_consul_snapshot_age_seconds{service="files"} 42`,
+	} {
+		if !strings.Contains(body, want) {
+			t.Errorf("missing %s", want)
+		}
+	}
+	if strings.Contains(body, "/files/123") || strings.Contains(body, "report.pdf") {
+		t.Error("a raw path leaked into metric labels")
+	}
+	if t.Failed() {
+		t.Logf("scrape:\n%s", grepFerry(body))
+	}
+}
+
+func TestMetricsOpenMetricsExemplars(t *testing.T) {
+	tel, _, _ := recorded(t, Config{}, env{})
+	traceID := serveOne(t, tel, "/x", 200, "")
+
+	body, ctype := scrape(t, tel.MetricsHandler(), "application/openmetrics-text; version=1.0.0; charset=utf-8")
+	if !strings.HasPrefix(ctype, "application/openmetrics-text") {
+		t.Fatalf("content type %q, want OpenMetrics", ctype)
+	}
+	if !strings.HasSuffix(strings.TrimSpace(body), "# EOF") {
+		t.Error("OpenMetrics body lacks # EOF")
+	}
+	counter := regexp.MustCompile(`(?m)^ferry_requests_total\{[^}]*status_class="2xx"[^}]*\} 1(\.0)? # \{[^}]*trace_id="` + traceID + `"`)
+	if !counter.MatchString(body) {
+		t.Errorf("no exemplar with trace id %s on ferry_requests_total:\n%s", traceID, grepFerry(body))
+	}
+	bucket := regexp.MustCompile(`(?m)^ferry_request_duration_seconds_bucket\{[^}]*\} 1(\.0)? # \{[^}]*trace_id="` + traceID + `"`)
+	if !bucket.MatchString(body) {
+		t.Errorf("no exemplar with trace id %s on a duration bucket", traceID)
+	}
+}
+
+func TestMetricsNoExemplarsWithTracingOff(t *testing.T) {
+	tel, err := New(t.Context(), Config{AccessLog: "off"}, WithEnv(env{}.get))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tel.Shutdown(t.Context())
+	serveOne(t, tel, "/x", 200, "")
+	body, _ := scrape(t, tel.MetricsHandler(), "application/openmetrics-text; version=1.0.0")
+	if !strings.Contains(body, "ferry_requests_total{") {
+		t.Fatal("requests not counted with tracing off")
+	}
+	if strings.Contains(body, "trace_id=") {
+		t.Error("exemplar without a trace")
+	}
+	if strings.Contains(body, MetricSpansDropped) {
+		t.Error("span queue metrics with tracing off")
+	}
+}
+
+func grepFerry(body string) string {
+	var out []string
+	for _, l := range strings.Split(body, "\n") {
+		if strings.HasPrefix(l, "ferry_") {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
+}
+
+func TestLabelCacheIsBounded(t *testing.T) {
+	c := newLabelCache(func(k string) []attribute.KeyValue { return []attribute.KeyValue{attribute.String("k", k)} })
+	first := c.get("a")
+	if again := c.get("a"); &again.add[0] != &first.add[0] {
+		t.Error("second lookup built a new option")
+	}
+	for i := range maxCachedLabelSets + 10 {
+		if o := c.get(strconv.Itoa(i)); len(o.add) != 1 || len(o.record) != 1 {
+			t.Fatalf("options for %d: %+v", i, o)
+		}
+	}
+	if n := len(*c.m.Load()); n != maxCachedLabelSets {
+		t.Errorf("cache holds %d entries, want the bound %d", n, maxCachedLabelSets)
+	}
+}

@@ -1,0 +1,292 @@
+package telemetry
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"os"
+	"sort"
+	"sync"
+
+	"go.opentelemetry.io/contrib/propagators/autoprop"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracegrpc"
+	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracehttp"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/sdk/resource"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	semconv "go.opentelemetry.io/otel/semconv/v1.43.0"
+	"go.opentelemetry.io/otel/trace"
+	"go.opentelemetry.io/otel/trace/noop"
+)
+
+// instrumentationName is the tracer and meter scope name.
+const instrumentationName = "github.com/ferrymesh/ferry/telemetry"
+
+// Telemetry holds ferry's providers, propagator, metrics and access log.
+// Build one with New at startup, share it between listeners, and call
+// Shutdown on exit. All methods are safe for concurrent use.
+type Telemetry struct {
+	s          settings
+	tp         trace.TracerProvider
+	sdkTP      *sdktrace.TracerProvider // nil when tracing is off
+	tracer     trace.Tracer
+	queue      *spanQueue // nil when tracing is off or an exporter was injected without queueing
+	propagator propagation.TextMapPropagator
+	metrics    *Metrics
+	log        *slog.Logger // nil when the access log is off
+	logCloser  io.Closer
+
+	shutdownOnce sync.Once
+	shutdownErr  error
+}
+
+// Option changes how New builds Telemetry; mostly for tests and benchmarks.
+type Option func(*options)
+
+type options struct {
+	getenv    func(string) string
+	exporter  sdktrace.SpanExporter
+	processor sdktrace.SpanProcessor
+	logOut    io.Writer
+}
+
+// WithEnv reads the OTEL_* variables through getenv instead of os.Getenv.
+func WithEnv(getenv func(string) string) Option {
+	return func(o *options) { o.getenv = getenv }
+}
+
+// WithSpanExporter turns tracing on and sends spans to exp through the usual
+// bounded batch queue instead of an OTLP exporter.
+func WithSpanExporter(exp sdktrace.SpanExporter) Option {
+	return func(o *options) { o.exporter = exp }
+}
+
+// WithSpanProcessor turns tracing on and hands finished spans to p directly
+// (for example tracetest.NewSpanRecorder in tests), with no batch queue.
+func WithSpanProcessor(p sdktrace.SpanProcessor) Option {
+	return func(o *options) { o.processor = p }
+}
+
+// WithAccessLogWriter writes the access log to w, whatever Config.AccessLog
+// says (unless it says "off").
+func WithAccessLogWriter(w io.Writer) Option {
+	return func(o *options) { o.logOut = w }
+}
+
+// New builds ferry's telemetry from cfg over the OTEL_* environment. It
+// does not contact the collector: an unreachable collector shows up later as
+// export failures and dropped spans, never as an error here or as latency.
+func New(ctx context.Context, cfg Config, opts ...Option) (*Telemetry, error) {
+	var o options
+	for _, opt := range opts {
+		opt(&o)
+	}
+	s, err := resolve(cfg, o.getenv)
+	if err != nil {
+		return nil, err
+	}
+	if o.exporter != nil || o.processor != nil {
+		s.tracing = true
+	}
+	t := &Telemetry{s: s}
+
+	prop, err := autoprop.TextMapPropagator(s.propagators...)
+	if err != nil {
+		return nil, fmt.Errorf("telemetry.propagators: %w", err)
+	}
+	t.propagator = prop
+
+	res, err := t.resource(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if s.tracing {
+		if err := t.startTracing(ctx, res, o); err != nil {
+			return nil, err
+		}
+	} else {
+		t.tp = noop.NewTracerProvider()
+	}
+	t.tracer = t.tp.Tracer(instrumentationName)
+
+	if t.metrics, err = newMetrics(res, t.queue); err != nil {
+		_ = t.shutdownTracing(ctx)
+		return nil, err
+	}
+
+	if err := t.openAccessLog(o.logOut); err != nil {
+		_ = t.shutdownTracing(ctx)
+		_ = t.metrics.shutdown(ctx)
+		return nil, err
+	}
+	return t, nil
+}
+
+func (t *Telemetry) startTracing(ctx context.Context, res *resource.Resource, o options) error {
+	tpOpts := []sdktrace.TracerProviderOption{
+		sdktrace.WithResource(res),
+		sdktrace.WithSampler(t.sampler()),
+	}
+	switch {
+	case o.processor != nil:
+		tpOpts = append(tpOpts, sdktrace.WithSpanProcessor(o.processor))
+	default:
+		exp := o.exporter
+		if exp == nil {
+			var err error
+			if exp, err = t.otlpExporter(ctx); err != nil {
+				return err
+			}
+		}
+		t.queue = newSpanQueue(exp, t.s)
+		tpOpts = append(tpOpts, sdktrace.WithSpanProcessor(t.queue))
+	}
+	t.sdkTP = sdktrace.NewTracerProvider(tpOpts...)
+	t.tp = t.sdkTP
+	return nil
+}
+
+func (t *Telemetry) resource(ctx context.Context) (*resource.Resource, error) {
+	keys := make([]string, 0, len(t.s.resource))
+	for k := range t.s.resource {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	attrs := make([]attribute.KeyValue, 0, len(keys)+1)
+	for _, k := range keys {
+		attrs = append(attrs, attribute.String(k, t.s.resource[k]))
+	}
+	attrs = append(attrs, semconv.ServiceName(t.s.serviceName))
+	res, err := resource.New(ctx,
+		resource.WithTelemetrySDK(),
+		resource.WithHost(),
+		resource.WithAttributes(attrs...),
+	)
+	if err != nil && res == nil {
+		return nil, fmt.Errorf("telemetry resource: %w", err)
+	}
+	return res, nil
+}
+
+func (t *Telemetry) sampler() sdktrace.Sampler {
+	switch t.s.sampler {
+	case SamplerAlwaysOn:
+		return sdktrace.AlwaysSample()
+	case SamplerAlwaysOff:
+		return sdktrace.NeverSample()
+	case SamplerTraceIDRatio:
+		return sdktrace.TraceIDRatioBased(t.s.samplerArg)
+	case SamplerParentBasedAlwaysOff:
+		return sdktrace.ParentBased(sdktrace.NeverSample())
+	case SamplerParentBasedTraceIDRatio:
+		return sdktrace.ParentBased(sdktrace.TraceIDRatioBased(t.s.samplerArg))
+	default:
+		return sdktrace.ParentBased(sdktrace.AlwaysSample())
+	}
+}
+
+func (t *Telemetry) otlpExporter(ctx context.Context) (sdktrace.SpanExporter, error) {
+	u := t.s.endpoint.String()
+	var (
+		exp sdktrace.SpanExporter
+		err error
+	)
+	if t.s.protocol == ProtocolHTTPProtobuf {
+		exp, err = otlptracehttp.New(ctx, otlptracehttp.WithEndpointURL(u))
+	} else {
+		exp, err = otlptracegrpc.New(ctx, otlptracegrpc.WithEndpointURL(u))
+	}
+	if err != nil {
+		return nil, fmt.Errorf("otlp %s exporter for %s: %w", t.s.protocol, u, err)
+	}
+	return exp, nil
+}
+
+func (t *Telemetry) openAccessLog(w io.Writer) error {
+	if t.s.accessLog == "off" {
+		return nil
+	}
+	if w == nil {
+		switch t.s.accessLog {
+		case "stderr":
+			w = os.Stderr
+		case "stdout":
+			w = os.Stdout
+		default:
+			f, err := os.OpenFile(t.s.accessLog, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
+			if err != nil {
+				return fmt.Errorf("telemetry.access_log: %w", err)
+			}
+			w, t.logCloser = f, f
+		}
+	}
+	t.log = slog.New(slog.NewJSONHandler(w, nil))
+	return nil
+}
+
+// TracingEnabled reports whether ferry records and exports spans.
+func (t *Telemetry) TracingEnabled() bool { return t.sdkTP != nil }
+
+// TracerProvider is the provider behind the span helpers (a no-op provider
+// when tracing is off).
+func (t *Telemetry) TracerProvider() trace.TracerProvider { return t.tp }
+
+// Propagator is the configured composite propagator.
+func (t *Telemetry) Propagator() propagation.TextMapPropagator { return t.propagator }
+
+// PropagationHeaders lists the header names the propagator reads and writes
+// (e.g. traceparent, tracestate, baggage, b3). The sidecar deletes these
+// from a request before forwarding it and calls Attempt.Inject.
+func (t *Telemetry) PropagationHeaders() []string {
+	fields := t.propagator.Fields()
+	out := make([]string, len(fields))
+	for i, f := range fields {
+		out[i] = http.CanonicalHeaderKey(f)
+	}
+	return out
+}
+
+// Metrics is the instrument set the sidecar feeds (breaker state, Consul
+// snapshot age, ...).
+func (t *Telemetry) Metrics() *Metrics { return t.metrics }
+
+// MetricsHandler serves Prometheus text, or OpenMetrics with exemplars when
+// the scraper asks for it, for the admin listener's /metrics.
+func (t *Telemetry) MetricsHandler() http.Handler { return t.metrics.handler }
+
+// ForceFlush exports every finished span now.
+func (t *Telemetry) ForceFlush(ctx context.Context) error {
+	if t.sdkTP == nil {
+		return nil
+	}
+	return t.sdkTP.ForceFlush(ctx)
+}
+
+// Shutdown flushes finished spans (bounded by ctx), stops the exporters and
+// closes the access log file. Spans ended after Shutdown are discarded.
+// Later calls return the first call's result.
+func (t *Telemetry) Shutdown(ctx context.Context) error {
+	t.shutdownOnce.Do(func() {
+		err := t.shutdownTracing(ctx)
+		err = errors.Join(err, t.metrics.shutdown(ctx))
+		if t.logCloser != nil {
+			err = errors.Join(err, t.logCloser.Close())
+		}
+		t.shutdownErr = err
+	})
+	return t.shutdownErr
+}
+
+func (t *Telemetry) shutdownTracing(ctx context.Context) error {
+	if t.sdkTP == nil {
+		return nil
+	}
+	if err := t.sdkTP.Shutdown(ctx); err != nil {
+		return fmt.Errorf("telemetry shutdown: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,158 @@
+package telemetry
+
+import (
+	"context"
+	"net"
+	"sync"
+	"testing"
+	"time"
+
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+)
+
+// stuckExporter is a collector that accepts a connection and never answers:
+// every export blocks until release is closed (or its context ends).
+type stuckExporter struct {
+	release  chan struct{}
+	mu       sync.Mutex
+	exported int
+	calls    chan struct{}
+}
+
+func (e *stuckExporter) ExportSpans(ctx context.Context, spans []sdktrace.ReadOnlySpan) error {
+	select {
+	case e.calls <- struct{}{}:
+	default:
+	}
+	select {
+	case <-e.release:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	e.mu.Lock()
+	e.exported += len(spans)
+	e.mu.Unlock()
+	return nil
+}
+
+func (e *stuckExporter) Shutdown(context.Context) error { return nil }
+
+// endSpans runs n requests through the helpers, each with one attempt.
+func endSpans(t *testing.T, tel *Telemetry, n int) {
+	t.Helper()
+	for range n {
+		r := incoming("GET", "http://files/x", nil)
+		_, req := tel.StartRequest(r, Outbound)
+		req.StartAttempt(upstream(t, tel, r, "http://files/x"), AttemptInfo{Endpoint: "10.0.0.7:8080", Attempt: 1}).End(Outcome{Status: 200})
+		req.End(Outcome{Status: 200})
+	}
+}
+
+func TestStuckCollectorDropsInsteadOfBlocking(t *testing.T) {
+	exp := &stuckExporter{release: make(chan struct{}), calls: make(chan struct{}, 1)}
+	cfg := Config{QueueSize: 8, BatchSize: 4, BatchTimeout: time.Millisecond, AccessLog: "off"}
+	tel, err := New(t.Context(), cfg, WithEnv(env{}.get), WithSpanExporter(exp))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Wait until the first export is stuck in the collector.
+	endSpans(t, tel, 2) // 4 spans: one full batch
+	select {
+	case <-exp.calls:
+	case <-time.After(10 * time.Second):
+		t.Fatal("no export started")
+	}
+	// 100 more requests (200 spans) while the collector hangs: every End
+	// returns (this loop finishing is the proof it never blocks), the queue
+	// stays at its bound and the overflow is counted.
+	endSpans(t, tel, 100)
+	q := tel.queue
+	if got := q.Pending(); got != 8 {
+		t.Errorf("pending %d, want the queue bound 8", got)
+	}
+	if got := q.Dropped(); got != 204-8 {
+		t.Errorf("dropped %d, want %d", got, 204-8)
+	}
+	body, _ := scrape(t, tel.MetricsHandler(), "")
+	for _, want := range []string{MetricSpansDropped + " 196", MetricSpanQueue + " 8", MetricSpansExported + " 0"} {
+		if !containsLine(body, want) {
+			t.Errorf("metrics lack %q:\n%s", want, grepFerry(body))
+		}
+	}
+
+	// The collector recovers; Shutdown flushes what was queued.
+	close(exp.release)
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	if err := tel.Shutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
+	exp.mu.Lock()
+	defer exp.mu.Unlock()
+	if exp.exported != 8 || q.exported.Load() != 8 || q.Pending() != 0 {
+		t.Errorf("after shutdown exported %d (counted %d), pending %d; want 8, 8, 0", exp.exported, q.exported.Load(), q.Pending())
+	}
+}
+
+func TestUnreachableCollectorIsBounded(t *testing.T) {
+	for _, proto := range []string{ProtocolGRPC, ProtocolHTTPProtobuf} {
+		t.Run(proto, func(t *testing.T) {
+			// A port nobody listens on: take one and close it.
+			l, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			addr := l.Addr().String()
+			l.Close()
+			cfg := Config{Endpoint: "http://" + addr, Protocol: proto, QueueSize: 16, BatchSize: 8,
+				ExportTimeout: 2 * time.Second, AccessLog: "off"}
+			tel, err := New(t.Context(), cfg, WithEnv(env{}.get))
+			if err != nil {
+				t.Fatalf("New with an unreachable collector: %v", err)
+			}
+			if !tel.TracingEnabled() {
+				t.Fatal("tracing off")
+			}
+			endSpans(t, tel, 200)
+			q := tel.queue
+			if p := q.Pending(); p > 16 {
+				t.Errorf("pending %d above the bound 16", p)
+			}
+			// Every span is accounted for: queued, dropped, or in a failed export.
+			if got := q.Pending() + q.Dropped() + q.exportFailed.Load() + q.exported.Load(); got < 400-16 || got > 400 {
+				t.Errorf("accounted %d of 400 spans", got)
+			}
+			if q.Dropped() == 0 {
+				t.Error("nothing dropped although 400 spans met a queue of 16 and no collector")
+			}
+			ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+			defer cancel()
+			// Shutdown is bounded by its context even with spans queued for a dead collector.
+			_ = tel.Shutdown(ctx)
+			if ctx.Err() != nil {
+				t.Error("shutdown used its whole deadline")
+			}
+		})
+	}
+}
+
+func containsLine(body, prefix string) bool {
+	for _, l := range splitLines(body) {
+		if l == prefix {
+			return true
+		}
+	}
+	return false
+}
+
+func splitLines(s string) []string {
+	var out []string
+	start := 0
+	for i := 0; i < len(s); i++ {
+		if s[i] == '\n' {
+			out = append(out, s[start:i])
+			start = i + 1
+		}
+	}
+	return append(out, s[start:])
+}

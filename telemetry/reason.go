@@ -1,0 +1,50 @@
+package telemetry
+
+// Reasons for proxy-made failures. The sidecar passes one in Outcome.Reason;
+// it becomes the span's ferry.reason attribute and error status, the
+// access log's reason and the reason label of ferry_requests_total. Any other
+// non-empty string is reported as ReasonOther on metrics (to keep label
+// cardinality bounded) and as given on spans and logs.
+const (
+	ReasonDialFailed     = "dial_failed"         // 502: no connection to the endpoint
+	ReasonUpstreamReset  = "upstream_reset"      // 502: connection broke before response headers
+	ReasonBadResponse    = "bad_response"        // 502: unparseable upstream response
+	ReasonNoEndpoint     = "no_healthy_endpoint" // 503: discovery has no passing endpoint
+	ReasonBreakerOpen    = "breaker_open"        // 503: every candidate's breaker is open
+	ReasonRetryBudget    = "retry_budget"        // 503: retries exhausted their budget
+	ReasonTimeout        = "timeout"             // 504: upstream too slow
+	ReasonBodyBroken     = "body_broken"         // response broke mid-body (status already sent)
+	ReasonClientCanceled = "client_canceled"     // caller went away before the end
+	ReasonNoRoute        = "no_route"            // 404: no route matched
+	ReasonOther          = "other"
+)
+
+func boundedReason(r string) string {
+	switch r {
+	case "", ReasonDialFailed, ReasonUpstreamReset, ReasonBadResponse, ReasonNoEndpoint,
+		ReasonBreakerOpen, ReasonRetryBudget, ReasonTimeout, ReasonBodyBroken,
+		ReasonClientCanceled, ReasonNoRoute:
+		return r
+	default:
+		return ReasonOther
+	}
+}
+
+// statusClass maps a status code to the status_class label: "1xx".."5xx",
+// or "none" when no status was sent.
+func statusClass(code int) string {
+	switch {
+	case code >= 100 && code < 200:
+		return "1xx"
+	case code >= 200 && code < 300:
+		return "2xx"
+	case code >= 300 && code < 400:
+		return "3xx"
+	case code >= 400 && code < 500:
+		return "4xx"
+	case code >= 500 && code < 600:
+		return "5xx"
+	default:
+		return "none"
+	}
+}

@@ -1,0 +1,283 @@
+package telemetry
+
+import (
+	"context"
+	"net"
+	"net/http"
+	"strconv"
+	"sync/atomic"
+	"time"
+
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/propagation"
+	semconv "go.opentelemetry.io/otel/semconv/v1.43.0"
+	"go.opentelemetry.io/otel/trace"
+)
+
+// Listener names the listener a request arrived on.
+type Listener string
+
+// ferry's two proxy listeners.
+const (
+	Outbound Listener = "outbound" // the local app calling the mesh
+	Inbound  Listener = "inbound"  // the mesh calling the local app
+)
+
+// Span attribute keys ferry adds to the HTTP semantic conventions.
+const (
+	AttrListener     = attribute.Key("ferry.listener")
+	AttrService      = attribute.Key("ferry.service")
+	AttrEndpoint     = attribute.Key("ferry.endpoint")
+	AttrAttempt      = attribute.Key("ferry.attempt")
+	AttrBreakerState = attribute.Key("ferry.breaker_state")
+	AttrReason       = attribute.Key("ferry.reason")
+	AttrBytesIn      = attribute.Key("ferry.bytes_in")
+	AttrBytesOut     = attribute.Key("ferry.bytes_out")
+	AttrAttempts     = attribute.Key("ferry.attempts")
+	AttrFromState    = attribute.Key("ferry.breaker_from")
+	AttrToState      = attribute.Key("ferry.breaker_to")
+)
+
+// Span start options, built once.
+var (
+	serverKind = trace.WithSpanKind(trace.SpanKindServer)
+	clientKind = trace.WithSpanKind(trace.SpanKindClient)
+)
+
+// Span event names.
+const (
+	EventRetry             = "ferry.retry"
+	EventBreakerTransition = "ferry.breaker_transition"
+	EventEjection          = "ferry.ejection"
+)
+
+// Outcome is how a request or an attempt ended, reported by the sidecar
+// when the last body byte went (or the first error).
+type Outcome struct {
+	// Status is the status code sent to the caller (Request) or received
+	// from the upstream (Attempt); 0 when there was none.
+	Status int
+	// BytesIn is the request body bytes received from the caller (Request)
+	// or the response body bytes received from the upstream (Attempt).
+	BytesIn int64
+	// BytesOut is the response body bytes sent to the caller (Request) or
+	// the request body bytes sent to the upstream (Attempt).
+	BytesOut int64
+	// Reason is set for proxy-made failures (a Reason constant); it marks
+	// the span as an error even when Status looks fine (a body broken after
+	// a 200 was sent).
+	Reason string
+	// Err is the underlying error, if any, recorded on the span.
+	Err error
+}
+
+// Request tracks one incoming request: its server span, in-flight gauge,
+// metrics and access log line. Create it with Telemetry.StartRequest and
+// finish it with End exactly when the last response body byte went.
+type Request struct {
+	t        *Telemetry
+	ctx      context.Context
+	span     trace.Span
+	listener Listener
+	method   string
+	start    time.Time
+
+	route    string
+	service  string
+	endpoint string
+	attempts int
+	ended    atomic.Bool
+}
+
+// StartRequest starts the server span for r on listener l, continuing the
+// trace found in r's headers (per the configured propagators) or starting a
+// new one, and counts the request in flight. The returned context carries
+// the span; use it for everything done on behalf of the request.
+func (t *Telemetry) StartRequest(r *http.Request, l Listener) (context.Context, *Request) {
+	ctx := t.propagator.Extract(r.Context(), propagation.HeaderCarrier(r.Header))
+	ctx, span := t.tracer.Start(ctx, r.Method, serverKind)
+	q := &Request{t: t, ctx: ctx, span: span, listener: l, method: r.Method, start: time.Now()}
+	if span.IsRecording() {
+		span.SetAttributes(serverAttributes(r, l)...)
+	}
+	t.metrics.inFlight.Add(ctx, 1, t.metrics.labels.listener.get(string(l)).add...)
+	return ctx, q
+}
+
+// Context is the request context carrying the server span.
+func (q *Request) Context() context.Context { return q.ctx }
+
+// Span is the server span (non-recording when tracing is off or the trace
+// is not sampled).
+func (q *Request) Span() trace.Span { return q.span }
+
+// SetRoute records the matched route (a configured route name or pattern,
+// never a raw path) and the service it leads to. Call it once routing is
+// done; it renames the span to "METHOD route".
+func (q *Request) SetRoute(route, service string) {
+	q.route, q.service = route, service
+	if q.span.IsRecording() {
+		q.span.SetName(q.method + " " + route)
+		q.span.SetAttributes(semconv.HTTPRoute(route), AttrService.String(service))
+	}
+}
+
+// Retry records that attempt (1-based: the attempt about to be made) is a
+// retry, with why: a span event and ferry_retries_total.
+func (q *Request) Retry(attempt int, reason string) {
+	if q.span.IsRecording() {
+		q.span.AddEvent(EventRetry, trace.WithAttributes(AttrAttempt.Int(attempt), AttrReason.String(reason)))
+	}
+	q.t.metrics.Retry(q.ctx, q.service, reason)
+}
+
+// BreakerTransition records a breaker state change seen while serving the
+// request: a span event plus the breaker metrics.
+func (q *Request) BreakerTransition(endpoint string, from, to BreakerState) {
+	if q.span.IsRecording() {
+		q.span.AddEvent(EventBreakerTransition, trace.WithAttributes(AttrEndpoint.String(endpoint),
+			AttrFromState.String(string(from)), AttrToState.String(string(to))))
+	}
+	q.t.metrics.BreakerTransition(q.service, endpoint, to)
+}
+
+// Ejection records that endpoint was ejected as an outlier while serving the
+// request: a span event plus ferry_ejections_total.
+func (q *Request) Ejection(endpoint, reason string) {
+	if q.span.IsRecording() {
+		q.span.AddEvent(EventEjection, trace.WithAttributes(AttrEndpoint.String(endpoint), AttrReason.String(reason)))
+	}
+	q.t.metrics.Ejection(q.service)
+}
+
+// End finishes the request: server span status and end, metrics, access log.
+// Call it when the last response body byte went (or the exchange failed).
+// Only the first call counts.
+func (q *Request) End(o Outcome) {
+	if !q.ended.CompareAndSwap(false, true) {
+		return
+	}
+	elapsed := time.Since(q.start)
+	if q.span.IsRecording() {
+		attrs := []attribute.KeyValue{
+			semconv.HTTPRequestBodySize(int(o.BytesIn)),
+			semconv.HTTPResponseBodySize(int(o.BytesOut)),
+			AttrBytesIn.Int64(o.BytesIn),
+			AttrBytesOut.Int64(o.BytesOut),
+			AttrAttempts.Int(q.attempts),
+		}
+		if o.Status != 0 {
+			attrs = append(attrs, semconv.HTTPResponseStatusCode(o.Status))
+		}
+		if q.endpoint != "" {
+			attrs = append(attrs, AttrEndpoint.String(q.endpoint))
+		}
+		q.span.SetAttributes(attrs...)
+		setSpanStatus(q.span, o, o.Status >= 500)
+	}
+
+	m := q.t.metrics
+	l, class := string(q.listener), statusClass(o.Status)
+	m.requests.Add(q.ctx, 1, m.labels.requests.get(requestLabels{l, q.service, q.endpoint, class, boundedReason(o.Reason)}).add...)
+	m.duration.Record(q.ctx, elapsed.Seconds(), m.labels.duration.get(durationLabels{l, q.service, class}).record...)
+	m.inFlight.Add(q.ctx, -1, m.labels.listener.get(l).add...)
+	if o.BytesIn > 0 {
+		m.bodyBytes.Add(q.ctx, o.BytesIn, m.labels.bytes.get(bytesLabels{l, q.service, "in"}).add...)
+	}
+	if o.BytesOut > 0 {
+		m.bodyBytes.Add(q.ctx, o.BytesOut, m.labels.bytes.get(bytesLabels{l, q.service, "out"}).add...)
+	}
+	q.span.End()
+	q.t.logRequest(q, o, elapsed)
+}
+
+// setSpanStatus applies ferry's error rules: a proxy-made failure reason,
+// or a status the conventions call an error, or an error value.
+func setSpanStatus(span trace.Span, o Outcome, statusIsError bool) {
+	switch {
+	case o.Reason != "":
+		span.SetAttributes(AttrReason.String(o.Reason), semconv.ErrorTypeKey.String(o.Reason))
+		desc := o.Reason
+		if o.Err != nil {
+			desc += ": " + o.Err.Error()
+		}
+		span.SetStatus(codes.Error, desc)
+	case statusIsError:
+		span.SetAttributes(semconv.ErrorTypeKey.String(strconv.Itoa(o.Status)))
+		span.SetStatus(codes.Error, "")
+	case o.Err != nil:
+		span.SetAttributes(semconv.ErrorTypeKey.String("_OTHER"))
+		span.SetStatus(codes.Error, o.Err.Error())
+	}
+	if o.Err != nil {
+		span.RecordError(o.Err)
+	}
+}
+
+// serverAttributes are the HTTP server semantic-convention attributes of r.
+func serverAttributes(r *http.Request, l Listener) []attribute.KeyValue {
+	attrs := make([]attribute.KeyValue, 0, 12)
+	attrs = append(attrs, AttrListener.String(string(l)))
+	attrs = append(attrs, methodAttributes(r.Method)...)
+	scheme := "http"
+	if r.TLS != nil {
+		scheme = "https"
+	}
+	attrs = append(attrs, semconv.URLScheme(scheme), semconv.URLPath(r.URL.Path))
+	if host, port := splitHostPort(r.Host); host != "" {
+		attrs = append(attrs, semconv.ServerAddress(host))
+		if port > 0 {
+			attrs = append(attrs, semconv.ServerPort(port))
+		}
+	}
+	if host, port := splitHostPort(r.RemoteAddr); host != "" {
+		attrs = append(attrs, semconv.ClientAddress(host), semconv.NetworkPeerAddress(host))
+		if port > 0 {
+			attrs = append(attrs, semconv.NetworkPeerPort(port))
+		}
+	}
+	if v := protocolVersion(r); v != "" {
+		attrs = append(attrs, semconv.NetworkProtocolVersion(v))
+	}
+	if ua := r.UserAgent(); ua != "" {
+		attrs = append(attrs, semconv.UserAgentOriginal(ua))
+	}
+	return attrs
+}
+
+// methodAttributes normalises unknown methods to _OTHER as the conventions ask.
+func methodAttributes(m string) []attribute.KeyValue {
+	switch m {
+	case http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut, http.MethodPatch,
+		http.MethodDelete, http.MethodConnect, http.MethodOptions, http.MethodTrace:
+		return []attribute.KeyValue{semconv.HTTPRequestMethodKey.String(m)}
+	default:
+		return []attribute.KeyValue{semconv.HTTPRequestMethodKey.String("_OTHER"), semconv.HTTPRequestMethodOriginal(m)}
+	}
+}
+
+func protocolVersion(r *http.Request) string {
+	switch r.ProtoMajor {
+	case 1:
+		return "1." + strconv.Itoa(r.ProtoMinor)
+	case 2:
+		return "2"
+	case 3:
+		return "3"
+	}
+	return ""
+}
+
+// splitHostPort splits "host:port" leniently: a missing port gives 0.
+func splitHostPort(hp string) (string, int) {
+	host, portStr, err := net.SplitHostPort(hp)
+	if err != nil {
+		return hp, 0
+	}
+	port, err := strconv.Atoi(portStr)
+	if err != nil {
+		return host, 0
+	}
+	return host, port
+}
