@@ -748,3 +748,54 @@ func TestHostileH2CUpgradeNotTunnelled(t *testing.T) {
 		})
 	}
 }
+
+// The security defaults SECURITY.md documents: operator and application
+// listeners on loopback unless configured, limits on, and the Consul token
+// never printed by the admin listener.
+func TestHostileSecurityDefaults(t *testing.T) {
+	cfg, err := ParseConfig([]byte("outbound: { routes: [ { service: a } ] }\ninbound: { app: 127.0.0.1:8080 }\nservices: { a: { endpoints: ['127.0.0.1:1'] } }\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, addr := range map[string]string{"admin": cfg.Admin.Listen, "outbound": cfg.Outbound.Listen} {
+		host, _, _ := net.SplitHostPort(addr)
+		if ip := net.ParseIP(host); ip == nil || !ip.IsLoopback() {
+			t.Errorf("%s listens on %q by default, want loopback", name, addr)
+		}
+	}
+	if got, want := cfg.Limits, (LimitsConfig{MaxHeaderBytes: 64 << 10, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}); got != want {
+		t.Errorf("limits default to %+v, SECURITY.md says %+v", got, want)
+	}
+	if cfg.Shutdown.Grace != 30*time.Second {
+		t.Errorf("shutdown.grace defaults to %v", cfg.Shutdown.Grace)
+	}
+
+	const token = "f3rry-acl-t0ken-do-not-print"
+	up := origin(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
+	sc := startFerry(t, fmt.Sprintf("admin: { listen: 127.0.0.1:0 }\noutbound: { listen: 127.0.0.1:0, routes: [ { service: a } ] }\nservices: { a: { endpoints: [%q] } }\nconsul: { token: %s }\n", up, token))
+	client := faultClients(t)["h1"]
+	for _, path := range []string{"/config", "/upstreams", "/ready", "/live"} {
+		res, err := client.Get("http://" + sc.Addr("admin") + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(res.Body)
+		res.Body.Close()
+		if res.StatusCode != 200 {
+			t.Fatalf("%s: %d", path, res.StatusCode)
+		}
+		if strings.Contains(string(b), token) {
+			t.Errorf("admin %s prints the Consul token:\n%s", path, b)
+		}
+		if path == "/config" && !strings.Contains(string(b), "[redacted]") {
+			t.Errorf("admin /config does not show the token as [redacted]:\n%s", b)
+		}
+	}
+	cc := sc.config().Consul
+	if cc == nil || cc.Token != token {
+		t.Fatalf("the token did not load: %v", cc)
+	}
+	if s := fmt.Sprintf("%v %+v %#v %s", *cc, *cc, *cc, cc); strings.Contains(s, token) {
+		t.Errorf("fmt prints the token: %s", s)
+	}
+}

@@ -1,0 +1,351 @@
+package sidecar
+
+import (
+	"context"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"reflect"
+	"strconv"
+	"strings"
+	"testing"
+	"unicode/utf8"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// Fuzz targets for the input ferry takes from outside: its config file,
+// the Host and path requests are routed by, and the headers it forwards.
+// Seeds live in testdata/fuzz/<FuzzName>/ (run as regression cases by a
+// plain `go test`); scripts/fuzz.sh runs every target for a while.
+
+// FuzzParseConfig: any bytes either load or fail with ConfigErrors, never a
+// panic; a config that loads prints (as admin /config prints it) to YAML
+// that loads again into the same config, token aside (printed redacted).
+func FuzzParseConfig(f *testing.F) {
+	for _, s := range []string{
+		"outbound: { routes: [ { service: a } ] }\nservices: { a: { endpoints: ['127.0.0.1:8080'] } }\n",
+		"inbound: { app: 127.0.0.1:8080 }\n",
+		"admin: { listen: 127.0.0.1:0 }\ninbound: { listen: 127.0.0.1:0, app: 'app:80', protocol: h2c }\nlimits: { max_request_body_bytes: 1048576, read_header_timeout: 1s }\n",
+		"outbound:\n  routes:\n    - { host: api.example, path_prefix: /v1/, service: api }\n    - { service: web }\nservices:\n  api: { endpoints: ['10.0.0.1:80', '10.0.0.2:80'], protocol: http1 }\n  web:\nconsul: { address: 127.0.0.1:8500, token: s3cr3t }\n",
+		"a: &x [*x]\n",
+		"outbound: { routes: [ { service: a } ] }\nservices: { a: { endpoints: [] } }\nshutdown: { grace: 1s, delay: 100ms }\n",
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		cfg, err := ParseConfig(data)
+		if err != nil {
+			var ce ConfigErrors
+			if !errorsAs(err, &ce) || len(ce) == 0 {
+				t.Fatalf("error is not ConfigErrors with entries: %T %v", err, err)
+			}
+			return
+		}
+		if cfg.Outbound == nil && cfg.Inbound == nil {
+			t.Fatal("loaded a config with neither outbound nor inbound")
+		}
+		out, err := yaml.Marshal(cfg)
+		if err != nil {
+			t.Fatalf("printing a loaded config: %v", err)
+		}
+		again, err := ParseConfig(out)
+		if err != nil && printsConsulAsStatic(cfg) && strings.Contains(err.Error(), "not both") {
+			skipKnownBug(t, "hardening-5") // consul service printed with endpoints: []
+		}
+		if err != nil {
+			t.Fatalf("the printed config does not load: %v\n--- input\n%s\n--- printed\n%s", err, data, out)
+		}
+		want := normalizeForRoundTrip(cfg, again)
+		if diff := configDiff(reflect.ValueOf(want), reflect.ValueOf(again), "config"); diff != "" {
+			t.Fatalf("printed config loads differently at %s\n--- input\n%s\n--- printed\n%s", diff, data, out)
+		}
+	})
+}
+
+// configDiff returns the path of the first difference between two configs,
+// or "". Empty and nil maps and slices are the same, except a service's
+// endpoints, where nil means Consul and empty means no endpoints.
+func configDiff(a, b reflect.Value, path string) string {
+	if a.Kind() != b.Kind() {
+		return path
+	}
+	switch a.Kind() {
+	case reflect.Pointer, reflect.Interface:
+		if a.IsNil() || b.IsNil() {
+			if a.IsNil() != b.IsNil() {
+				return path
+			}
+			return ""
+		}
+		return configDiff(a.Elem(), b.Elem(), path)
+	case reflect.Struct:
+		for i := range a.NumField() {
+			if d := configDiff(a.Field(i), b.Field(i), path+"."+a.Type().Field(i).Name); d != "" {
+				return d
+			}
+		}
+		return ""
+	case reflect.Slice:
+		if strings.HasSuffix(path, ".Endpoints") && a.IsNil() != b.IsNil() {
+			return path + " (nil vs empty)"
+		}
+		if a.Len() != b.Len() {
+			return path
+		}
+		for i := range a.Len() {
+			if d := configDiff(a.Index(i), b.Index(i), path+"["+strconv.Itoa(i)+"]"); d != "" {
+				return d
+			}
+		}
+		return ""
+	case reflect.Map:
+		if a.Len() != b.Len() {
+			return path
+		}
+		for _, k := range a.MapKeys() {
+			bv := b.MapIndex(k)
+			if !bv.IsValid() {
+				return path + "[" + k.String() + "] missing"
+			}
+			if d := configDiff(a.MapIndex(k), bv, path+"["+k.String()+"]"); d != "" {
+				return d
+			}
+		}
+		return ""
+	default:
+		if !reflect.DeepEqual(a.Interface(), b.Interface()) {
+			return path
+		}
+		return ""
+	}
+}
+
+// printsConsulAsStatic reports a config with a Consul service that has a
+// consul: section, which hardening-5 prints unloadable.
+func printsConsulAsStatic(cfg *Config) bool {
+	for _, s := range cfg.Services {
+		if s.Endpoints == nil && s.Consul != nil {
+			return true
+		}
+	}
+	return false
+}
+
+func errorsAs(err error, target *ConfigErrors) bool {
+	ce, ok := err.(ConfigErrors)
+	if ok {
+		*target = ce
+	}
+	return ok
+}
+
+// normalizeForRoundTrip returns cfg as it should load after printing: with
+// the Consul token redacted. Until hardening-5 is fixed, a Consul service
+// (no endpoints key) prints as "endpoints: []", which loads as a static
+// service without endpoints; that difference is tolerated here unless
+// FERRY_KNOWN_BUGS=1.
+func normalizeForRoundTrip(cfg, again *Config) *Config {
+	c := *cfg
+	if cfg.Consul != nil {
+		cc := *cfg.Consul
+		if cc.Token != "" {
+			cc.Token = "[redacted]"
+		}
+		c.Consul = &cc
+	}
+	if knownBugsOn() {
+		return &c
+	}
+	if cfg.Services != nil {
+		c.Services = make(map[string]*ServiceConfig, len(cfg.Services))
+		for name, s := range cfg.Services {
+			sc := *s
+			if s.Endpoints == nil && again.Services[name] != nil && again.Services[name].Endpoints != nil && len(again.Services[name].Endpoints) == 0 {
+				sc.Endpoints = []string{}
+			}
+			c.Services[name] = &sc
+		}
+	}
+	return &c
+}
+
+// FuzzRouteMatch: whatever the configured route and the request's Host and
+// path, a match honours the route's host (port and trailing dot ignored,
+// case-insensitive) and its prefix at a segment boundary; the first route
+// that matches wins; and a request for exactly the configured host (with
+// any port) and a path under the prefix reaches the route.
+func FuzzRouteMatch(f *testing.F) {
+	f.Add("api.example", "/v1", "api.example:8080", "/v1/users", uint16(8080))
+	f.Add("API.Example.", "/v1/", "api.example", "/v1", uint16(80))
+	f.Add("", "/", "x", "/", uint16(1))
+	f.Add("a", "/v1", "a", "/v10", uint16(443))
+	f.Add("[::1]", "", "[::1]:80", "/", uint16(80))
+	f.Add("::1", "/", "[::1]:80", "/", uint16(80))
+	f.Add("10.0.0.1", "/a/b", "10.0.0.1:1", "/a/b/c", uint16(1))
+	f.Fuzz(func(t *testing.T, host, prefix, reqHost, reqPath string, port uint16) {
+		yamlText := "admin: { listen: 127.0.0.1:0 }\noutbound:\n  listen: 127.0.0.1:0\n  routes:\n" +
+			"    - { host: " + strconv.Quote(host) + ", path_prefix: " + strconv.Quote(prefix) + ", service: first }\n" +
+			"    - { path_prefix: /, service: second }\n" +
+			"services:\n  first: { endpoints: ['127.0.0.1:1'] }\n  second: { endpoints: ['127.0.0.1:2'] }\n"
+		if !utf8.ValidString(host) || !utf8.ValidString(prefix) {
+			return // YAML text is UTF-8
+		}
+		cfg, err := ParseConfig([]byte(yamlText))
+		if err != nil {
+			return // invalid routes are the config fuzzer's business
+		}
+		sc, err := New(cfg, Options{})
+		if err != nil {
+			t.Fatalf("new: %v", err)
+		}
+		defer sc.Shutdown(context.Background())
+		table := sc.state.Load().outbound
+		r := table.match(reqHost, reqPath)
+		if r == nil {
+			if strings.HasPrefix(reqPath, "/") {
+				t.Fatalf("a path under / matched no route: host %q path %q", reqHost, reqPath)
+			}
+		} else {
+			if r.host != "" && !strings.EqualFold(r.host, hostOnly(reqHost)) {
+				t.Fatalf("route %s (host %q) matched Host %q", r.name, r.host, reqHost)
+			}
+			if r.prefix != "" && reqPath != r.prefix && !strings.HasPrefix(reqPath, r.prefix+"/") {
+				t.Fatalf("route %s (prefix %q) matched path %q", r.name, r.prefix, reqPath)
+			}
+			if r.name != "routes[0]" {
+				first := &table.routes[0]
+				hostOK := first.host == "" || strings.EqualFold(first.host, hostOnly(reqHost))
+				if hostOK && (first.prefix == "" || pathHasPrefix(reqPath, first.prefix)) {
+					t.Fatalf("routes[0] matches host %q path %q but %s won", reqHost, reqPath, r.name)
+				}
+			}
+		}
+		// The configured host itself, with a port, reaches routes[0].
+		if host == "" {
+			return
+		}
+		bare := strings.TrimSuffix(strings.TrimSuffix(strings.TrimPrefix(host, "["), "."), "]")
+		if strings.Contains(host, ":") && !strings.HasPrefix(host, "[") {
+			if _, err := netip.ParseAddr(bare); err != nil {
+				return // host:port in a route is not a host name
+			}
+			skipKnownBug(t, "hardening-6") // a bare IPv6 route host loses its last group
+		}
+		target := net.JoinHostPort(bare, strconv.Itoa(int(port)))
+		path := strings.TrimSuffix(prefix, "/") + "/x"
+		if got := table.match(target, path); got == nil || got.name != "routes[0]" {
+			name := "nothing"
+			if got != nil {
+				name = got.name
+			}
+			t.Fatalf("route host %q prefix %q: request Host %q path %q matched %s, want routes[0] (compiled host %q)", host, prefix, target, path, name, table.routes[0].host)
+		}
+	})
+}
+
+// FuzzHeaders: removeHopHeaders leaves no hop-by-hop header and none the
+// Connection header names, keeps "TE: trailers" on requests only, and
+// touches nothing else; upgradeType only reports an upgrade the Connection
+// header asks for; setForwarded appends the caller's address and sets the
+// protocol; sanitizeHeaderValue leaves no control character.
+func FuzzHeaders(f *testing.F) {
+	f.Add("Connection: keep-alive, X-Secret\nX-Secret: s\nKeep-Alive: 5\nX-Keep: k", true, "10.1.2.3:5555", "svc.example")
+	f.Add("TE: trailers, gzip\nConnection: te", true, "127.0.0.1:1", "")
+	f.Add("TE: Trailers;q=0.5\nUpgrade: websocket\nConnection: Upgrade", true, "[::1]:80", "h")
+	f.Add("Transfer-Encoding: chunked\nTrailer: X-T\nProxy-Authorization: Basic x\nX-Forwarded-For: 1.1.1.1, 2.2.2.2", false, "bad-addr", "h:80")
+	f.Add("Connection: ,,  ,\tUpgrade , close\nUpgrade: h2c", true, "1.2.3.4:5", "x")
+	f.Add("X-A: a\r\nb\nx-a: c\x00", false, "1.2.3.4:5", "x")
+	f.Fuzz(func(t *testing.T, raw string, isRequest bool, remote, host string) {
+		h := http.Header{}
+		for line := range strings.SplitSeq(raw, "\n") {
+			k, v, ok := strings.Cut(line, ":")
+			if !ok || k == "" {
+				continue
+			}
+			h.Add(k, strings.TrimSpace(v))
+		}
+		orig := h.Clone()
+
+		if up := upgradeType(orig); up != "" {
+			if !headerHasToken(orig, "Connection", "upgrade") || up != orig.Get("Upgrade") {
+				t.Fatalf("upgradeType %q for %v", up, orig)
+			}
+		}
+
+		nominated := map[string]bool{}
+		for _, v := range orig["Connection"] {
+			for name := range strings.SplitSeq(v, ",") {
+				if name = strings.TrimSpace(name); name != "" {
+					nominated[http.CanonicalHeaderKey(name)] = true
+				}
+			}
+		}
+		removeHopHeaders(h, isRequest)
+		hop := map[string]bool{}
+		for _, k := range hopHeaders {
+			hop[k] = true
+		}
+		for k, vv := range h {
+			switch {
+			case k == "Te":
+				if !isRequest || len(vv) != 1 || vv[0] != "trailers" {
+					t.Fatalf("TE left as %q (request %v) from %v", vv, isRequest, orig)
+				}
+				if nominated["Te"] {
+					t.Fatalf("TE kept though Connection names it: %v", orig)
+				}
+			case hop[k]:
+				t.Fatalf("hop-by-hop %s left: %q", k, vv)
+			case nominated[k]:
+				t.Fatalf("%s left though Connection names it: %v", k, orig)
+			case !reflect.DeepEqual(vv, orig[k]):
+				t.Fatalf("%s changed from %q to %q", k, orig[k], vv)
+			}
+		}
+		for k := range orig {
+			if _, kept := h[k]; !kept && !hop[k] && !nominated[k] {
+				t.Fatalf("end-to-end header %s dropped", k)
+			}
+		}
+		if isRequest && !nominated["Te"] && teTrailers(orig) && h.Get("Te") != "trailers" {
+			t.Fatalf("TE: trailers dropped from %v", orig)
+		}
+
+		r := &http.Request{RemoteAddr: remote, Host: host, Header: orig}
+		prior := append([]string(nil), h["X-Forwarded-For"]...)
+		setForwarded(h, r)
+		if ip, _, err := net.SplitHostPort(remote); err == nil {
+			xff := h["X-Forwarded-For"]
+			if len(xff) != 1 || !strings.HasSuffix(xff[0], ip) {
+				t.Fatalf("X-Forwarded-For %q, want it to end with %q", xff, ip)
+			}
+			if len(prior) > 0 && !strings.HasPrefix(xff[0], strings.Join(prior, ", ")+", ") {
+				t.Fatalf("X-Forwarded-For %q lost the prior list %q", xff, prior)
+			}
+		} else if !reflect.DeepEqual(h["X-Forwarded-For"], orig["X-Forwarded-For"]) && len(prior) > 0 {
+			t.Fatalf("X-Forwarded-For changed without a caller address: %q", h["X-Forwarded-For"])
+		}
+		if got := h["X-Forwarded-Proto"]; len(got) != 1 || got[0] != "http" {
+			t.Fatalf("X-Forwarded-Proto %q", got)
+		}
+		if host != "" {
+			if got := h["X-Forwarded-Host"]; len(got) != 1 || got[0] != host {
+				t.Fatalf("X-Forwarded-Host %q, want %q", got, host)
+			}
+		}
+
+		clean := sanitizeHeaderValue(raw)
+		if strings.ContainsFunc(clean, func(r rune) bool { return r < 0x20 || r == 0x7f }) {
+			t.Fatalf("sanitizeHeaderValue left a control character: %q", clean)
+		}
+		if utf8.RuneCountInString(clean) != utf8.RuneCountInString(raw) {
+			t.Fatalf("sanitizeHeaderValue changed the length: %q -> %q", raw, clean)
+		}
+	})
+}
+
+// knownBugsOn reports FERRY_KNOWN_BUGS=1: run the cases that fail on a
+// known bug.
+func knownBugsOn() bool { return os.Getenv("FERRY_KNOWN_BUGS") == "1" }
