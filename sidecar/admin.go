@@ -18,6 +18,7 @@ import (
 //	/ready      200 once every listener is up, 503 before that and while draining
 //	/upstreams  JSON: every service, its source, staleness, Consul index, and each
 //	            endpoint's breaker, ejection and in-flight state
+//	/metrics    Prometheus text, or OpenMetrics with exemplars when asked
 //	/config     the effective config as YAML, secrets redacted
 //	/drain      POST: drain and exit, as on SIGTERM
 func (s *Sidecar) adminHandler() http.Handler {
@@ -41,6 +42,7 @@ func (s *Sidecar) adminHandler() http.Handler {
 		enc.SetIndent("", "  ")
 		enc.Encode(s.upstreamsStatus(time.Now()))
 	})
+	mux.Handle("GET /metrics", s.tel.MetricsHandler())
 	mux.HandleFunc("GET /config", func(w http.ResponseWriter, r *http.Request) {
 		out, err := yaml.Marshal(s.config())
 		if err != nil {

@@ -7,6 +7,7 @@ import (
 
 	"github.com/ferrymesh/ferry/discovery"
 	"github.com/ferrymesh/ferry/resilience"
+	"github.com/ferrymesh/ferry/telemetry"
 )
 
 // Config is ferry's whole configuration file. Every field documents its
@@ -34,6 +35,9 @@ type Config struct {
 	// Consul overrides the standard CONSUL_* environment for services
 	// resolved through Consul and for self-registration. Optional.
 	Consul *discovery.ConsulConfig `yaml:"consul"`
+	// Telemetry configures traces (OTLP), metrics and the access log,
+	// over the standard OTEL_* environment.
+	Telemetry telemetry.Config `yaml:"telemetry"`
 	// Register registers the local service in Consul with a readiness
 	// check that reflects ferry's and the app's readiness. Optional.
 	Register *discovery.Registration `yaml:"register"`

@@ -7,6 +7,8 @@ import (
 	"net"
 	"net/http"
 	"strings"
+
+	"github.com/ferrymesh/ferry/telemetry"
 )
 
 // Causes the proxy attaches to a request's context when it cancels it, so
@@ -34,10 +36,12 @@ type bodyReadError struct{ err error }
 func (e *bodyReadError) Error() string { return "reading request body: " + e.err.Error() }
 func (e *bodyReadError) Unwrap() error { return e.err }
 
-// failure is a proxy-made answer: a status and a reason the caller can read.
+// failure is a proxy-made answer: a status and a reason the caller can
+// read, and its kind (a telemetry.Reason* constant) for metrics and spans.
 type failure struct {
 	status int
 	reason string
+	kind   string
 }
 
 // classify turns the error of an upstream round trip into the answer the
@@ -50,30 +54,30 @@ func classify(ctx context.Context, service, addr string, err error) (f failure, 
 	var ne net.Error
 	switch {
 	case errors.Is(cause, errBodyTooLarge) || errors.Is(err, errBodyTooLarge):
-		return failure{http.StatusRequestEntityTooLarge, errBodyTooLarge.Error()}, false
+		return failure{http.StatusRequestEntityTooLarge, errBodyTooLarge.Error(), telemetry.ReasonOther}, false
 	case errors.Is(cause, errOverallTimeout):
-		return failure{http.StatusGatewayTimeout, fmt.Sprintf("upstream %s (%s): %v", service, addr, errOverallTimeout)}, false
+		return failure{http.StatusGatewayTimeout, fmt.Sprintf("upstream %s (%s): %v", service, addr, errOverallTimeout), telemetry.ReasonTimeout}, false
 	case errors.Is(cause, errPerTryTimeout):
-		return failure{http.StatusGatewayTimeout, fmt.Sprintf("upstream %s (%s): %v", service, addr, errPerTryTimeout)}, false
+		return failure{http.StatusGatewayTimeout, fmt.Sprintf("upstream %s (%s): %v", service, addr, errPerTryTimeout), telemetry.ReasonTimeout}, false
 	case errors.Is(cause, errBodyIdle):
-		return failure{http.StatusGatewayTimeout, fmt.Sprintf("upstream %s (%s): %v", service, addr, errBodyIdle)}, false
+		return failure{http.StatusGatewayTimeout, fmt.Sprintf("upstream %s (%s): %v", service, addr, errBodyIdle), telemetry.ReasonTimeout}, false
 	case errors.As(err, &be):
-		return failure{http.StatusBadRequest, be.Error()}, ctx.Err() != nil
+		return failure{http.StatusBadRequest, be.Error(), telemetry.ReasonClientCanceled}, ctx.Err() != nil
 	case ctx.Err() != nil:
-		return failure{499, "client closed the request"}, true
+		return failure{499, "client closed the request", telemetry.ReasonClientCanceled}, true
 	case errors.As(err, &de):
 		if errors.As(de.err, &ne) && ne.Timeout() {
-			return failure{http.StatusGatewayTimeout, fmt.Sprintf("upstream %s: connect to %s timed out (timeouts.connect)", service, addr)}, false
+			return failure{http.StatusGatewayTimeout, fmt.Sprintf("upstream %s: connect to %s timed out (timeouts.connect)", service, addr), telemetry.ReasonTimeout}, false
 		}
-		return failure{http.StatusBadGateway, fmt.Sprintf("upstream %s: connect to %s failed: %v", service, addr, unwrapOp(de.err))}, false
+		return failure{http.StatusBadGateway, fmt.Sprintf("upstream %s: connect to %s failed: %v", service, addr, unwrapOp(de.err)), telemetry.ReasonDialFailed}, false
 	case errors.As(err, &ne) && ne.Timeout():
 		msg := "timed out"
 		if strings.Contains(err.Error(), "response headers") {
 			msg = "no response headers within timeouts.response_header"
 		}
-		return failure{http.StatusGatewayTimeout, fmt.Sprintf("upstream %s (%s): %s", service, addr, msg)}, false
+		return failure{http.StatusGatewayTimeout, fmt.Sprintf("upstream %s (%s): %s", service, addr, msg), telemetry.ReasonTimeout}, false
 	default:
-		return failure{http.StatusBadGateway, fmt.Sprintf("upstream %s (%s): %v", service, addr, err)}, false
+		return failure{http.StatusBadGateway, fmt.Sprintf("upstream %s (%s): %v", service, addr, err), telemetry.ReasonUpstreamReset}, false
 	}
 }
 

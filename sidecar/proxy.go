@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/ferrymesh/ferry/resilience"
+	"github.com/ferrymesh/ferry/telemetry"
 )
 
 // Proxy is the HTTP handler behind one listener (outbound or inbound). It
@@ -27,37 +28,47 @@ type Proxy struct {
 	// Log receives proxy failures; nil discards them.
 	Log *slog.Logger
 
-	table   atomic.Pointer[routeTable]
-	tunnels *tunnelSet
+	table     atomic.Pointer[routeTable]
+	tunnels   *tunnelSet
+	tel       *telemetry.Telemetry
+	listener  telemetry.Listener
+	propagate []string // trace headers of the caller, replaced on the way upstream
 }
 
-func newProxy(name string, table *routeTable, log *slog.Logger, tunnels *tunnelSet) *Proxy {
-	p := &Proxy{Name: name, Log: log, tunnels: tunnels}
+func newProxy(name string, table *routeTable, log *slog.Logger, tunnels *tunnelSet, tel *telemetry.Telemetry) *Proxy {
+	p := &Proxy{Name: name, Log: log, tunnels: tunnels, tel: tel, listener: telemetry.Listener(name), propagate: tel.PropagationHeaders()}
 	p.table.Store(table)
 	return p
 }
 
-// ServeHTTP implements http.Handler.
+// ServeHTTP implements http.Handler. Every request gets a server span
+// (continuing the caller's trace), metrics and an access log line, ended
+// when its last body byte went.
 func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	ctx, q := p.tel.StartRequest(r, p.listener)
+	r = r.WithContext(ctx)
+	x := &exchange{q: q}
+	defer x.end()
 	if r.Method == http.MethodConnect {
-		writeFailure(w, failure{http.StatusMethodNotAllowed, "CONNECT is not supported"})
+		x.fail(w, failure{http.StatusMethodNotAllowed, "CONNECT is not supported", telemetry.ReasonOther})
 		return
 	}
 	table := p.table.Load()
 	rt := table.match(r.Host, r.URL.Path)
 	if rt == nil {
-		writeFailure(w, failure{http.StatusNotFound, fmt.Sprintf("no route for host %q path %q", r.Host, r.URL.Path)})
+		x.fail(w, failure{http.StatusNotFound, fmt.Sprintf("no route for host %q path %q", r.Host, r.URL.Path), telemetry.ReasonNoRoute})
 		return
 	}
-	p.forward(w, r, rt.up, table.maxBody)
+	q.SetRoute(rt.label, rt.up.name)
+	p.forward(w, r, rt.up, table.maxBody, x)
 }
 
 // forward relays one exchange to up, retrying on another endpoint when the
 // policy allows and the request can be replayed without holding its body.
 // maxBody > 0 caps the request body.
-func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, up *upstream, maxBody int64) {
+func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, up *upstream, maxBody int64, x *exchange) {
 	if maxBody > 0 && r.ContentLength > maxBody {
-		writeFailure(w, failure{http.StatusRequestEntityTooLarge, errBodyTooLarge.Error()})
+		x.fail(w, failure{http.StatusRequestEntityTooLarge, errBodyTooLarge.Error(), telemetry.ReasonOther})
 		return
 	}
 	snap := up.svc.Snapshot()
@@ -67,10 +78,10 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, up *upstream, ma
 		if snap.Err != "" {
 			reason += ": " + snap.Err
 		}
-		writeFailure(w, failure{http.StatusServiceUnavailable, reason})
+		x.fail(w, failure{http.StatusServiceUnavailable, reason, telemetry.ReasonNoEndpoint})
 		return
 	case len(snap.Endpoints) == 0:
-		writeFailure(w, failure{http.StatusServiceUnavailable, fmt.Sprintf("service %s has no healthy endpoints", up.name)})
+		x.fail(w, failure{http.StatusServiceUnavailable, fmt.Sprintf("service %s has no healthy endpoints", up.name), telemetry.ReasonNoEndpoint})
 		return
 	}
 
@@ -87,6 +98,7 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, up *upstream, ma
 	var body *requestBody
 	if r.ContentLength != 0 {
 		body = &requestBody{rc: r.Body, limit: maxBody, idle: idle, cancel: cancel}
+		x.body = body
 		if r.ProtoMajor == 1 {
 			// Let the upstream's response stream back while the caller
 			// is still uploading (bidirectional streams over HTTP/1.1).
@@ -104,35 +116,52 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, up *upstream, ma
 	pick, err := up.res.Pick(key, nil)
 	for attempt := 1; ; attempt++ {
 		if err != nil {
-			f := failure{http.StatusServiceUnavailable, err.Error()}
+			var ue *resilience.UnavailableError
+			f := failure{http.StatusServiceUnavailable, err.Error(), telemetry.ReasonNoEndpoint}
+			if errors.As(err, &ue) && ue.Open > 0 {
+				f.kind = telemetry.ReasonBreakerOpen
+			}
 			p.logFailure(r, up.name, "", f, err)
-			writeFailure(w, f)
+			x.fail(w, f)
 			return
 		}
 		addr := pick.Addr()
 		tried = append(tried, addr)
-		res, actx, err := p.try(ctx, w, r, up, addr, upgrade, body, idle)
+		var before endpointState
+		if pick.Probe() {
+			before, _ = stateOf(up, addr)
+		} else {
+			before = endpointState{breaker: resilience.BreakerClosed}
+		}
+		info := telemetry.AttemptInfo{Endpoint: addr, Attempt: attempt, BreakerState: breakerLabel(before.breaker)}
+		res, actx, a, err := p.try(ctx, w, r, up, addr, upgrade, body, x, info)
 		if err != nil {
 			f, gone := classify(actx, up.name, addr, err)
 			o := resilience.Outcome{Result: attemptResult(actx, err)}
 			pick.Done(o)
+			a.End(telemetry.Outcome{BytesOut: body.sent(), Reason: f.kind, Err: err})
+			x.events(up, addr, before)
 			p.logFailure(r, up.name, addr, f, err)
 			if gone {
+				x.status, x.reason = f.status, f.kind
 				return
 			}
-			if next, ok := p.retry(ctx, up, attempt, key, tried, r, body, o); ok {
+			if next, ok := p.retry(ctx, up, attempt, key, tried, r, body, o, x, f.kind); ok {
 				pick = next
 				continue
 			}
-			writeFailure(w, f)
+			x.err = err
+			x.fail(w, f)
 			return
 		}
+		a.SetStatus(res.StatusCode)
 		o := resilience.Outcome{Result: resilience.Responded, Status: res.StatusCode}
 		if res.StatusCode == http.StatusSwitchingProtocols {
 			pick.Done(o)
 			idle.stop()
-			p.tunnel(w, r, res, upgrade, up.name, addr)
+			p.tunnel(w, r, res, upgrade, up.name, addr, x)
 			res.Body.Close()
+			a.End(telemetry.Outcome{Status: res.StatusCode})
 			return
 		}
 		if up.settings.Retry.MaxRetries > 0 && slices.Contains(up.settings.Retry.OnStatuses, res.StatusCode) {
@@ -140,38 +169,56 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, up *upstream, ma
 			// policy, the budget and another endpoint allow, discard this
 			// answer unread and ask that endpoint; else relay it.
 			pick.Done(o)
-			if next, ok := p.retry(ctx, up, attempt, key, tried, r, body, o); ok {
+			x.events(up, addr, before)
+			if next, ok := p.retry(ctx, up, attempt, key, tried, r, body, o, x, telemetry.ReasonOther); ok {
 				res.Body.Close()
+				a.End(telemetry.Outcome{Status: res.StatusCode, BytesOut: body.sent()})
 				pick = next
 				continue
 			}
 			if ctx.Err() != nil {
 				res.Body.Close()
+				a.End(telemetry.Outcome{Status: res.StatusCode, Reason: telemetry.ReasonClientCanceled})
+				x.status, x.reason = 499, telemetry.ReasonClientCanceled
 				return
 			}
 			pick = resilience.Pick{} // Done already reported
 		}
 		idle.resume()
+		x.status = res.StatusCode
 		result := p.respond(w, res, idle)
 		res.Body.Close()
+		x.out = result.n
+		ao := telemetry.Outcome{Status: res.StatusCode, BytesIn: result.n, BytesOut: body.sent()}
 		switch {
 		case result.readErr != nil:
 			o.Result = resilience.BodyBroken
+			x.reason, ao.Reason = telemetry.ReasonBodyBroken, telemetry.ReasonBodyBroken
 			reason := fmt.Sprintf("upstream %s (%s) broke mid-body after %d bytes: %v", up.name, addr, result.n, result.readErr)
 			if c := context.Cause(ctx); errors.Is(c, errBodyIdle) || errors.Is(c, errOverallTimeout) {
 				o.Result = resilience.TimedOut
+				x.reason, ao.Reason = telemetry.ReasonTimeout, telemetry.ReasonTimeout
 				reason = fmt.Sprintf("upstream %s (%s) cut after %d bytes: %v", up.name, addr, result.n, c)
 			} else if r.Context().Err() != nil {
 				o.Result = resilience.Canceled
+				x.reason, ao.Reason = telemetry.ReasonClientCanceled, telemetry.ReasonClientCanceled
 			}
+			x.err, ao.Err = result.readErr, result.readErr
 			pick.Done(o)
-			p.logFailure(r, up.name, addr, failure{res.StatusCode, reason}, result.readErr)
+			a.End(ao)
+			x.events(up, addr, before)
+			p.logFailure(r, up.name, addr, failure{res.StatusCode, reason, x.reason}, result.readErr)
 			// The caller must see a broken response, never a clean end.
 			panic(http.ErrAbortHandler)
 		case result.writeErr != nil:
 			o.Result = resilience.Canceled // the caller went away
+			x.reason, ao.Reason = telemetry.ReasonClientCanceled, telemetry.ReasonClientCanceled
 		}
 		pick.Done(o)
+		a.End(ao)
+		if pick.Probe() {
+			x.events(up, addr, before)
+		}
 		return
 	}
 }
@@ -180,7 +227,7 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, up *upstream, ma
 // another: the policy and budget must allow it and an endpoint not tried
 // yet must be available. It then waits the backoff and returns that
 // endpoint's pick.
-func (p *Proxy) retry(ctx context.Context, up *upstream, attempt int, key string, tried []string, r *http.Request, body *requestBody, o resilience.Outcome) (resilience.Pick, bool) {
+func (p *Proxy) retry(ctx context.Context, up *upstream, attempt int, key string, tried []string, r *http.Request, body *requestBody, o resilience.Outcome, x *exchange, why string) (resilience.Pick, bool) {
 	wait, d := up.res.Retry(attempt, r.Method, body.sent(), body != nil, o)
 	if d != resilience.RetryAllowed {
 		return resilience.Pick{}, false
@@ -189,6 +236,7 @@ func (p *Proxy) retry(ctx context.Context, up *upstream, attempt int, key string
 	if err != nil {
 		return resilience.Pick{}, false
 	}
+	x.q.Retry(attempt+1, why)
 	if !sleepCtx(ctx, wait) {
 		next.Done(resilience.Outcome{Result: resilience.Canceled})
 		return resilience.Pick{}, false
@@ -197,8 +245,9 @@ func (p *Proxy) retry(ctx context.Context, up *upstream, attempt int, key string
 }
 
 // try makes one attempt at addr and returns the response with the
-// attempt's context (which carries its per-try timeout cause).
-func (p *Proxy) try(ctx context.Context, w http.ResponseWriter, r *http.Request, up *upstream, addr, upgrade string, body *requestBody, idle *idleTimer) (*http.Response, context.Context, error) {
+// attempt's context (which carries its per-try timeout cause) and its
+// client span.
+func (p *Proxy) try(ctx context.Context, w http.ResponseWriter, r *http.Request, up *upstream, addr, upgrade string, body *requestBody, x *exchange, info telemetry.AttemptInfo) (*http.Response, context.Context, *telemetry.Attempt, error) {
 	actx := ctx
 	if d := up.timeouts.PerTry; d > 0 {
 		var cancel context.CancelCauseFunc
@@ -210,8 +259,15 @@ func (p *Proxy) try(ctx context.Context, w http.ResponseWriter, r *http.Request,
 		context.AfterFunc(ctx, func() { cancel(nil) })
 	}
 	out := p.outgoing(actx, w, r, addr, upgrade, body)
+	a := x.q.StartAttempt(out, info)
+	// The upstream gets a new trace context whose parent is this
+	// attempt's client span, never the caller's headers passed through.
+	for _, h := range p.propagate {
+		delete(out.Header, h)
+	}
+	a.Inject(out.Header)
 	res, err := up.transportFor(r, upgrade != "").RoundTrip(out)
-	return res, actx, err
+	return res, actx, a, err
 }
 
 // attemptResult classifies a failed round trip for the breaker: the

@@ -39,7 +39,7 @@ func (s *Sidecar) Reload(ctx context.Context, cfg *Config) error {
 		st.closeExcept(carried)
 		return fmt.Errorf("%w; keeping the config in force", err)
 	}
-	st.run()
+	st.run(s.tel.Metrics())
 	s.state.Store(st)
 	if s.outbound != nil {
 		s.outbound.table.Store(st.outbound)
@@ -112,6 +112,9 @@ func restartOnly(old, cfg *Config) ConfigErrors {
 	need("limits.max_header_bytes", old.Limits.MaxHeaderBytes, cfg.Limits.MaxHeaderBytes)
 	need("limits.read_header_timeout", old.Limits.ReadHeaderTimeout, cfg.Limits.ReadHeaderTimeout)
 	need("limits.idle_timeout", old.Limits.IdleTimeout, cfg.Limits.IdleTimeout)
+	if !reflect.DeepEqual(old.Telemetry, cfg.Telemetry) {
+		errs = append(errs, &ConfigError{Path: "telemetry", Msg: "changing it needs a restart"})
+	}
 	if !reflect.DeepEqual(old.Register, cfg.Register) {
 		errs = append(errs, &ConfigError{Path: "register", Msg: "changing it needs a restart"})
 	}

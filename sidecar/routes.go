@@ -8,7 +8,8 @@ import (
 type route struct {
 	host   string // lower case, no port, no trailing dot; "" = any
 	prefix string // no trailing slash; "" = any
-	name   string // "routes[i]" for logs and errors
+	name   string // "routes[i]": the config entry
+	label  string // "host/prefix": the route in spans, metrics and logs
 	up     *upstream
 }
 

@@ -15,6 +15,7 @@ import (
 
 	"github.com/ferrymesh/ferry/discovery"
 	"github.com/ferrymesh/ferry/resilience"
+	"github.com/ferrymesh/ferry/telemetry"
 )
 
 // Sidecar is one running ferry: the outbound and inbound proxies, the admin
@@ -24,6 +25,8 @@ type Sidecar struct {
 	resolver discovery.Resolver // from Options; nil = built per generation
 	observer resilience.Observer
 	clock    resilience.Clock
+	tel      *telemetry.Telemetry
+	ownTel   bool // built by New, shut down by Shutdown
 	state    atomic.Pointer[state]
 	outbound *Proxy
 	inbound  *Proxy
@@ -59,6 +62,10 @@ type Options struct {
 	// Clock drives breaker open periods, ejections and the retry budget.
 	// Nil: the system clock. Tests move a resilience.ManualClock.
 	Clock resilience.Clock
+	// Telemetry is used instead of one built from the config's telemetry
+	// section (tests pass one with an in-memory span recorder). The
+	// sidecar does not shut a given Telemetry down.
+	Telemetry *telemetry.Telemetry
 }
 
 // New builds a sidecar from a loaded config. Nothing listens until Start.
@@ -68,16 +75,25 @@ func New(cfg *Config, opts Options) (*Sidecar, error) {
 		lg = slog.New(slog.DiscardHandler)
 	}
 	s := &Sidecar{log: lg, resolver: opts.Resolver, tunnels: newTunnelSet(), drainReq: make(chan struct{}, 1)}
-	s.observer = resilience.NopObserver{}
+	s.tel, s.ownTel = opts.Telemetry, false
+	if s.tel == nil {
+		tel, err := telemetry.New(context.Background(), cfg.Telemetry)
+		if err != nil {
+			return nil, ConfigErrors{{Path: "telemetry", Msg: strings.TrimPrefix(err.Error(), "telemetry.")}}
+		}
+		s.tel, s.ownTel = tel, true
+	}
+	s.observer = observer{m: s.tel.Metrics(), log: lg}
 	s.clock = opts.Clock
 	if s.clock == nil {
 		s.clock = resilience.SystemClock{}
 	}
 	st, err := buildState(cfg, s.resolver, lg, s.upstreamOptions())
 	if err != nil {
+		s.closeTelemetry()
 		return nil, err
 	}
-	st.run()
+	st.run(s.tel.Metrics())
 	s.state.Store(st)
 	s.bg, s.bgStop = context.WithCancel(context.Background())
 	if cfg.Register != nil {
@@ -98,10 +114,10 @@ func New(cfg *Config, opts Options) (*Sidecar, error) {
 		}
 	}
 	if st.outbound != nil {
-		s.outbound = newProxy("outbound", st.outbound, lg, s.tunnels)
+		s.outbound = newProxy("outbound", st.outbound, lg, s.tunnels, s.tel)
 	}
 	if st.inbound != nil {
-		s.inbound = newProxy("inbound", st.inbound, lg, s.tunnels)
+		s.inbound = newProxy("inbound", st.inbound, lg, s.tunnels, s.tel)
 	}
 	return s, nil
 }
@@ -295,12 +311,25 @@ func (s *Sidecar) shutdown(ctx context.Context) error {
 	if s.regConsul != nil {
 		s.regConsul.Close()
 	}
+	s.closeTelemetry()
 	if forced.Load() > 0 || n > 0 {
 		s.log.Warn("drain grace ended with exchanges still open; closed them", "tunnels", n)
 		return fmt.Errorf("drain: grace period ended with exchanges in flight")
 	}
 	s.log.Info("drained")
 	return nil
+}
+
+// closeTelemetry flushes the spans still queued, within a few seconds.
+func (s *Sidecar) closeTelemetry() {
+	if !s.ownTel {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := s.tel.Shutdown(ctx); err != nil {
+		s.log.Warn("telemetry shutdown", "error", err.Error())
+	}
 }
 
 // allUpstreams lists the upstreams of the generation in force.

@@ -10,6 +10,7 @@ import (
 
 	"github.com/ferrymesh/ferry/discovery"
 	"github.com/ferrymesh/ferry/resilience"
+	"github.com/ferrymesh/ferry/telemetry"
 )
 
 // state is one generation of everything the config file decides about
@@ -69,6 +70,7 @@ func buildState(cfg *Config, resolver discovery.Resolver, log *slog.Logger, opts
 				host:   normalizeHost(rc.Host),
 				prefix: strings.TrimSuffix(rc.PathPrefix, "/"),
 				name:   fmt.Sprintf("routes[%d]", i),
+				label:  routeLabel(rc),
 				up:     st.upstreams[rc.Service],
 			})
 		}
@@ -83,17 +85,34 @@ func buildState(cfg *Config, resolver discovery.Resolver, log *slog.Logger, opts
 			return nil, fmt.Errorf("defaults: %w", err)
 		}
 		st.app = up
-		st.inbound = &routeTable{maxBody: cfg.Limits.MaxRequestBodyBytes, routes: []route{{name: "app", up: st.app}}}
+		st.inbound = &routeTable{maxBody: cfg.Limits.MaxRequestBodyBytes, routes: []route{{name: "app", label: "app", up: st.app}}}
 	}
 	return st, nil
 }
 
-// run starts the background work of a generation: each upstream follows
-// its service's endpoints until the generation is closed.
-func (st *state) run() {
+// ConsulMetricsInterval is how often the Consul snapshot age and watch
+// errors are reported to metrics.
+const ConsulMetricsInterval = 5 * time.Second
+
+// run starts the background work of a generation until it is closed: each
+// upstream follows its service's endpoints, and Consul watch health feeds
+// the metrics.
+func (st *state) run(m *telemetry.Metrics) {
 	for _, up := range st.all() {
 		go up.follow(st.ctx)
 	}
+	go st.reportConsul(st.ctx, m, ConsulMetricsInterval)
+}
+
+// routeLabel is how a route shows in spans, metrics and logs: its host
+// (or "*") and path prefix, e.g. "files", "files/api", "*/static". Routes
+// come from the config, so the names are few.
+func routeLabel(rc RouteConfig) string {
+	host := normalizeHost(rc.Host)
+	if host == "" {
+		host = "*"
+	}
+	return host + strings.TrimSuffix(rc.PathPrefix, "/")
 }
 
 // waitResolved waits until every Consul-backed service has its first

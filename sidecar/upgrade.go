@@ -7,6 +7,8 @@ import (
 
 	"net/http"
 	"strings"
+
+	"github.com/ferrymesh/ferry/telemetry"
 	"sync"
 )
 
@@ -83,22 +85,22 @@ func (s *tunnelSet) closeAll() int {
 
 // tunnel completes a protocol switch: it hands the caller the upstream's 101
 // response and then copies bytes both ways until either side ends.
-func (p *Proxy) tunnel(w http.ResponseWriter, r *http.Request, res *http.Response, reqUpgrade, service, addr string) {
+func (p *Proxy) tunnel(w http.ResponseWriter, r *http.Request, res *http.Response, reqUpgrade, service, addr string, x *exchange) {
 	resUpgrade := upgradeType(res.Header)
 	if !offered(reqUpgrade, resUpgrade) {
-		f := failure{http.StatusBadGateway, fmt.Sprintf("upstream %s (%s) switched to protocol %q, caller asked for %q", service, addr, resUpgrade, reqUpgrade)}
+		f := failure{http.StatusBadGateway, fmt.Sprintf("upstream %s (%s) switched to protocol %q, caller asked for %q", service, addr, resUpgrade, reqUpgrade), telemetry.ReasonBadResponse}
 		p.logFailure(r, service, addr, f, fmt.Errorf("upgrade mismatch"))
-		writeFailure(w, f)
+		x.fail(w, f)
 		return
 	}
 	back, ok := res.Body.(io.ReadWriteCloser)
 	if !ok {
-		writeFailure(w, failure{http.StatusBadGateway, "upstream switched protocols without a writable connection"})
+		x.fail(w, failure{http.StatusBadGateway, "upstream switched protocols without a writable connection", telemetry.ReasonBadResponse})
 		return
 	}
 	conn, brw, err := http.NewResponseController(w).Hijack()
 	if err != nil {
-		writeFailure(w, failure{http.StatusInternalServerError, fmt.Sprintf("cannot take over the connection for %q: %v", reqUpgrade, err)})
+		x.fail(w, failure{http.StatusInternalServerError, fmt.Sprintf("cannot take over the connection for %q: %v", reqUpgrade, err), telemetry.ReasonOther})
 		return
 	}
 	defer conn.Close()
@@ -117,6 +119,7 @@ func (p *Proxy) tunnel(w http.ResponseWriter, r *http.Request, res *http.Respons
 	if err := brw.Flush(); err != nil {
 		return
 	}
+	x.status = http.StatusSwitchingProtocols
 	done := make(chan struct{}, 2)
 	// Bytes the caller sent right after its request sit in brw's buffer;
 	// reading from brw forwards them first.

@@ -213,9 +213,9 @@ services:
 `, addr, addr))
 }
 
-// exchange runs the opening of a tunnel: the greeting, the early bytes'
+// greetTunnel runs the opening of a tunnel: the greeting, the early bytes'
 // echo, then several messages, one larger than any relay buffer.
-func exchange(c *wsClient) {
+func greetTunnel(c *wsClient) {
 	c.t.Helper()
 	c.expect("hello from origin\n")
 	c.expect("echo:early\n")
@@ -240,7 +240,7 @@ func TestUpgradeTunnel(t *testing.T) {
 			c, res := dialWS(t, sc.Addr(listener), "/chat", "early\n")
 			opened++
 			checkUpgraded(t, res)
-			exchange(c)
+			greetTunnel(c)
 			c.conn.Close()
 			if e := recv(t, o.events, 5*time.Second, "the origin to see the caller hang up"); e != "eof" {
 				t.Fatalf("origin reported %q, want eof", e)
@@ -252,7 +252,7 @@ func TestUpgradeTunnel(t *testing.T) {
 			c, res := dialWS(t, sc.Addr(listener), "/chat", "early\n")
 			opened++
 			checkUpgraded(t, res)
-			exchange(c)
+			greetTunnel(c)
 			c.send("bye\n")
 			if e := recv(t, o.events, 5*time.Second, "the origin to hang up"); e != "hung-up" {
 				t.Fatalf("origin reported %q, want hung-up", e)
@@ -301,7 +301,7 @@ func TestTunnelShutdown(t *testing.T) {
 		bodies := track(sc)
 		c, res := dialWS(t, sc.Addr("outbound"), "/chat", "early\n")
 		checkUpgraded(t, res)
-		exchange(c)
+		greetTunnel(c)
 
 		const grace = time.Second
 		ctx, cancel := context.WithTimeout(context.Background(), grace)
@@ -333,7 +333,7 @@ func TestTunnelShutdown(t *testing.T) {
 		bodies := track(sc)
 		c, res := dialWS(t, sc.Addr("outbound"), "/chat", "early\n")
 		checkUpgraded(t, res)
-		exchange(c)
+		greetTunnel(c)
 
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
@@ -357,7 +357,7 @@ func TestTunnelShutdown(t *testing.T) {
 		bodies := track(sc)
 		c, res := dialWS(t, sc.Addr("outbound"), "/chat", "early\n")
 		checkUpgraded(t, res)
-		exchange(c)
+		greetTunnel(c)
 		c.conn.Close()
 		recv(t, o.events, 5*time.Second, "the origin to see the caller hang up")
 
@@ -383,7 +383,7 @@ func TestUpgradeOfferedList(t *testing.T) {
 	bodies := track(sc)
 	c, res := dialUpgrade(t, sc.Addr("outbound"), "/chat", "x-chat/2, websocket", "early\n")
 	checkUpgraded(t, res)
-	exchange(c)
+	greetTunnel(c)
 	c.conn.Close()
 	recv(t, o.events, 5*time.Second, "the origin to see the caller hang up")
 	allClosed(t, bodies, 1)
@@ -465,7 +465,7 @@ services:
 	bodies := track(sc)
 	c, res := dialWS(t, sc.Addr("outbound"), "/chat", "early\n")
 	checkUpgraded(t, res)
-	exchange(c)
+	greetTunnel(c)
 	c.conn.Close()
 	if e := recv(t, o.events, 5*time.Second, "the origin to see the caller hang up"); e != "eof" {
 		t.Fatalf("origin reported %q, want eof", e)

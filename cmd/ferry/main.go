@@ -17,7 +17,10 @@ import (
 	"syscall"
 	"time"
 
+	"go.opentelemetry.io/otel"
+
 	"github.com/ferrymesh/ferry/sidecar"
+	"github.com/ferrymesh/ferry/telemetry"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -98,6 +101,9 @@ func cmdRun(args []string, stderr io.Writer) int {
 		return exitConfig
 	}
 	log := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: level}))
+	// Exporter errors (collector down) as rate-limited log lines, not a
+	// line per batch.
+	otel.SetErrorHandler(telemetry.ErrorHandler(log, time.Minute))
 	sc, err := sidecar.New(cfg, sidecar.Options{Log: log})
 	if err != nil {
 		fmt.Fprintf(stderr, "ferry: %v\n", err)

@@ -1,0 +1,132 @@
+package sidecar
+
+import (
+	"context"
+	"log/slog"
+	"net/http"
+	"time"
+
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/ferrymesh/ferry/resilience"
+	"github.com/ferrymesh/ferry/telemetry"
+)
+
+// observer turns resilience events into metrics and log lines. Span events
+// for the request that caused them are added by the proxy (exchange.events),
+// because an observer does not know which request it is serving.
+type observer struct {
+	m   *telemetry.Metrics
+	log *slog.Logger
+}
+
+func (o observer) BreakerChanged(service, addr string, from, to resilience.BreakerState) {
+	o.m.BreakerTransition(service, addr, breakerLabel(to))
+	o.log.Warn("circuit breaker changed", "service", service, "endpoint", addr, "from", from.String(), "to", to.String())
+}
+
+func (o observer) Ejected(service, addr string, d time.Duration, ejections int) {
+	o.m.Ejection(service)
+	o.log.Warn("endpoint ejected", "service", service, "endpoint", addr, "for", d.String(), "ejections", ejections)
+}
+
+// RetryDecided is counted where the retry happens (exchange.retry).
+func (o observer) RetryDecided(string, int, resilience.RetryDecision) {}
+
+var _ resilience.Observer = observer{}
+
+func breakerLabel(s resilience.BreakerState) telemetry.BreakerState {
+	switch s {
+	case resilience.BreakerOpen:
+		return telemetry.BreakerOpen
+	case resilience.BreakerHalfOpen:
+		return telemetry.BreakerHalfOpen
+	default:
+		return telemetry.BreakerClosed
+	}
+}
+
+// exchange is what the telemetry of one proxied request needs to know by
+// its end: the status sent, bytes both ways, and why ferry failed it.
+type exchange struct {
+	q      *telemetry.Request
+	status int
+	reason string // a telemetry.Reason* constant for proxy-made failures
+	err    error
+	body   *requestBody
+	out    int64 // response body bytes relayed to the caller
+}
+
+// end reports the request: server span end, metrics, access log. It runs
+// deferred, so it also runs while a broken response is being aborted.
+func (x *exchange) end() {
+	x.q.End(telemetry.Outcome{Status: x.status, BytesIn: x.body.sent(), BytesOut: x.out, Reason: x.reason, Err: x.err})
+}
+
+// fail answers the caller with a proxy-made failure and records it.
+func (x *exchange) fail(w http.ResponseWriter, f failure) {
+	x.status, x.reason = f.status, f.kind
+	writeFailure(w, f)
+}
+
+// endpointState is what the events compare before and after an attempt.
+type endpointState struct {
+	breaker resilience.BreakerState
+	ejected bool
+}
+
+func stateOf(up *upstream, addr string) (endpointState, bool) {
+	for _, ep := range up.res.Status() {
+		if ep.Addr == addr {
+			return endpointState{ep.Breaker, !ep.EjectedUntil.IsZero()}, true
+		}
+	}
+	return endpointState{}, false
+}
+
+// events adds span events for breaker transitions and ejections an
+// attempt's outcome caused. It runs only after failures and probes, the
+// only outcomes that change state.
+func (x *exchange) events(up *upstream, addr string, before endpointState) {
+	after, ok := stateOf(up, addr)
+	if !ok || !x.q.Span().IsRecording() {
+		return
+	}
+	if after.breaker != before.breaker {
+		x.q.Span().AddEvent(telemetry.EventBreakerTransition, trace.WithAttributes(
+			telemetry.AttrEndpoint.String(addr),
+			telemetry.AttrFromState.String(string(breakerLabel(before.breaker))),
+			telemetry.AttrToState.String(string(breakerLabel(after.breaker)))))
+	}
+	if after.ejected && !before.ejected {
+		x.q.Span().AddEvent(telemetry.EventEjection, trace.WithAttributes(
+			telemetry.AttrEndpoint.String(addr), telemetry.AttrReason.String("consecutive_5xx")))
+	}
+}
+
+// reportConsul feeds the Consul snapshot age and watch error metrics of a
+// generation's services until ctx ends. The age grows while Consul cannot
+// be reached, which is how a stale snapshot shows on a dashboard.
+func (st *state) reportConsul(ctx context.Context, m *telemetry.Metrics, every time.Duration) {
+	if st.consul == nil {
+		return
+	}
+	errs := map[string]uint64{}
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		for _, s := range st.consul.Stats() {
+			if !s.LastContact.IsZero() {
+				m.SnapshotUpdated(s.Name, s.LastContact)
+			}
+			for ; errs[s.Name] < s.Errors; errs[s.Name]++ {
+				m.WatchError(s.Name)
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
