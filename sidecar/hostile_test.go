@@ -363,6 +363,7 @@ services:
 
 func TestHostileHTTP1(t *testing.T) {
 	leakCheck(t)
+	fdCheck(t)
 	cases := hostileCases()
 	if len(cases) < 30 {
 		t.Fatalf("only %d vectors", len(cases))
@@ -684,6 +685,7 @@ func h2Cases() []h2Case {
 
 func TestHostileHTTP2(t *testing.T) {
 	leakCheck(t)
+	fdCheck(t)
 	for _, tc := range h2Cases() {
 		for _, listener := range []string{"outbound", "inbound"} {
 			t.Run(tc.name+"/"+listener, func(t *testing.T) {
@@ -718,6 +720,7 @@ func TestHostileHTTP2(t *testing.T) {
 // the upgrade is not forwarded, so the upstream answers as to any request.
 func TestHostileH2CUpgradeNotTunnelled(t *testing.T) {
 	leakCheck(t)
+	fdCheck(t)
 	skipKnownBug(t, "hardening-2")
 	for _, listener := range []string{"outbound", "inbound"} {
 		t.Run(listener, func(t *testing.T) {
