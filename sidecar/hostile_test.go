@@ -202,6 +202,10 @@ func hostileCases() []hostileCase {
 		// is exactly the decoded chunks (CL.TE and TE.CL smuggling).
 		{name: "cl-te-chunked-wins", raw: "POST /p HTTP/1.1\r\n" + h + "Content-Length: 6\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
 			want: []int{200}, up: []upReq{{method: "POST", uri: "/p", host: "svc.example", body: ""}}},
+		// RFC 9112 section 6.1: after answering such a request the
+		// server MUST close the connection.
+		{name: "cl-te-connection-closed", raw: "POST /p HTTP/1.1\r\n" + h + "Content-Length: 6\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+			want: []int{200}, closed: true, up: []upReq{{method: "POST", uri: "/p", host: "svc.example", body: ""}}, knownBug: "hardening-7"},
 		{name: "te-cl-smuggled-request-stays-body", raw: "POST /p HTTP/1.1\r\n" + h + "Content-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n" +
 			"23\r\nGET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n\r\n0\r\n\r\n",
 			want: []int{200}, up: []upReq{{method: "POST", uri: "/p", host: "svc.example", body: "GET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n"}}},
