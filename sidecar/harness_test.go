@@ -21,6 +21,9 @@ func startFerry(t testing.TB, yamlText string) *Sidecar {
 	if err != nil {
 		t.Fatalf("config: %v\n%s", err, yamlText)
 	}
+	if cfg.Telemetry.AccessLog == "" {
+		cfg.Telemetry.AccessLog = "off" // tests that read it use tracedFerry
+	}
 	sc, err := New(cfg, Options{})
 	if err != nil {
 		t.Fatalf("new: %v", err)
