@@ -47,23 +47,23 @@ type Report struct {
 	Warnings []string
 }
 
-// Object names the object as kubectl would: "deployment/web".
+// Object names the object: "deployment shop/web", "pod web".
 func (r Report) Object() string {
+	kind := strings.ToLower(r.Kind)
+	if kind == "" {
+		kind = "object"
+	}
 	name := r.Name
 	if name == "" {
 		name = "(unnamed)"
 	}
-	s := strings.ToLower(r.Kind) + "/" + name
-	if r.Kind == "" {
-		s = "(no kind)/" + name
-	}
 	if r.Namespace != "" {
-		s = r.Namespace + "/" + s
+		name = r.Namespace + "/" + name
 	}
-	return s
+	return kind + " " + name
 }
 
-// String is one line: "deployment/web: not injected: hostNetwork pod ...".
+// String is one line: "deployment web: not injected: hostNetwork pod ...".
 func (r Report) String() string {
 	s := r.Object() + ": " + r.Outcome.String()
 	if r.Reason != "" {
