@@ -149,7 +149,8 @@ func (in *Injector) decide(obj map[string]any) (*mutation, Report) {
 			AnnotationConsulService, AnnotationInboundPort)
 	}
 	if isFerryPort(p.inboundPort) {
-		return refuse("inbound port %d is one of ferry's own ports (%d, %d, %d)", p.inboundPort, AdminPort, OutboundPort, InboundPort)
+		return refuse("inbound port %d (%s, else the default container's first port) is one of ferry's own ports (%d, %d, %d)",
+			p.inboundPort, AnnotationInboundPort, AdminPort, OutboundPort, InboundPort)
 	}
 	if !p.native && spec.RestartPolicy != "" && spec.RestartPolicy != corev1.RestartPolicyAlways {
 		return refuse("%s=false on a pod with restartPolicy %s: a ferry regular container never exits, so the pod would never complete",
