@@ -6,6 +6,8 @@ import (
 	"sort"
 	"time"
 
+	"go.yaml.in/yaml/v3"
+
 	"github.com/ferrymesh/ferry/discovery"
 )
 
@@ -14,6 +16,8 @@ import (
 //	/live       200 while the process runs
 //	/ready      200 once every listener is up, 503 before that and while draining
 //	/upstreams  JSON: every service, its source, endpoints, staleness and Consul index
+//	/config     the effective config as YAML, secrets redacted
+//	/drain      POST: drain and exit, as on SIGTERM
 func (s *Sidecar) adminHandler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /live", func(w http.ResponseWriter, r *http.Request) {
@@ -34,6 +38,24 @@ func (s *Sidecar) adminHandler() http.Handler {
 		enc := json.NewEncoder(w)
 		enc.SetIndent("", "  ")
 		enc.Encode(s.upstreamsStatus(time.Now()))
+	})
+	mux.HandleFunc("GET /config", func(w http.ResponseWriter, r *http.Request) {
+		out, err := yaml.Marshal(s.config())
+		if err != nil {
+			http.Error(w, "ferry: "+err.Error(), http.StatusInternalServerError)
+			return
+		}
+		w.Header().Set("Content-Type", "application/yaml")
+		w.Write(out)
+	})
+	mux.HandleFunc("POST /drain", func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case s.drainReq <- struct{}{}:
+		default: // already requested
+		}
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		w.WriteHeader(http.StatusAccepted)
+		w.Write([]byte("draining\n"))
 	})
 	return mux
 }
@@ -68,15 +90,16 @@ type ConsulWatchStatus struct {
 }
 
 func (s *Sidecar) upstreamsStatus(now time.Time) []UpstreamStatus {
+	gen := s.state.Load()
 	var stats map[string]discovery.ConsulServiceStats
-	if s.consul != nil {
+	if gen.consul != nil {
 		stats = map[string]discovery.ConsulServiceStats{}
-		for _, st := range s.consul.Stats() {
+		for _, st := range gen.consul.Stats() {
 			stats[st.Name] = st
 		}
 	}
-	out := make([]UpstreamStatus, 0, len(s.upstreams))
-	for name, up := range s.upstreams {
+	out := make([]UpstreamStatus, 0, len(gen.upstreams))
+	for name, up := range gen.upstreams {
 		snap := up.svc.Snapshot()
 		st := UpstreamStatus{
 			Service: name, Source: up.svc.Source(), Ready: snap.Ready, Stale: snap.Stale,

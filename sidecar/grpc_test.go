@@ -27,6 +27,9 @@ type grpcOrigin struct {
 	testgrpc.UnimplementedTestServiceServer
 	release chan struct{} // lets a gated stream send its next message
 	firstIn chan string   // the first message of a client stream, as it arrives
+	gone    chan error    // a gated stream's context ended, with this cause
+	arrived chan struct{} // a "barrier" unary call is waiting for proceed
+	proceed chan struct{} // closed to let every waiting call answer
 }
 
 // trailerFor is the trailer metadata every call ends with, binary value
@@ -49,6 +52,14 @@ func fill(b byte, n int32) []byte { return bytes.Repeat([]byte{b}, int(n)) }
 
 func (o *grpcOrigin) UnaryCall(ctx context.Context, req *testgrpc.SimpleRequest) (*testgrpc.SimpleResponse, error) {
 	grpc.SetHeader(ctx, metadata.Pairs("x-ferry-header", "unary"))
+	if string(req.GetPayload().GetBody()) == "barrier" {
+		o.arrived <- struct{}{}
+		select {
+		case <-o.proceed:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
 	if err := endWith(ctx, "unary", req.GetResponseStatus()); err != nil {
 		return nil, err
 	}
@@ -64,6 +75,7 @@ func (o *grpcOrigin) StreamingOutputCall(req *testgrpc.StreamingOutputCallReques
 			select {
 			case <-o.release:
 			case <-stream.Context().Done():
+				o.gone <- stream.Context().Err()
 				return stream.Context().Err()
 			case <-time.After(10 * time.Second):
 				return status.Error(codes.DeadlineExceeded, "never released")
@@ -126,7 +138,8 @@ func grpcThroughFerry(t *testing.T) (testgrpc.TestServiceClient, *grpcOrigin, *b
 	if err != nil {
 		t.Fatal(err)
 	}
-	o := &grpcOrigin{release: make(chan struct{}, 1), firstIn: make(chan string, 1)}
+	o := &grpcOrigin{release: make(chan struct{}, 1), firstIn: make(chan string, 1), gone: make(chan error, 1),
+		arrived: make(chan struct{}, 64), proceed: make(chan struct{})}
 	srv := grpc.NewServer()
 	testgrpc.RegisterTestServiceServer(srv, o)
 	go srv.Serve(ln)
@@ -187,6 +200,7 @@ func allClosed(t *testing.T, bodies *bodyCounter, want int64) {
 }
 
 func TestGRPCUnary(t *testing.T) {
+	leakCheck(t)
 	client, _, bodies := grpcThroughFerry(t)
 	var header, trailer metadata.MD
 	res, err := client.UnaryCall(callCtx(t), &testgrpc.SimpleRequest{
@@ -211,6 +225,7 @@ func TestGRPCUnary(t *testing.T) {
 // trailer metadata reach the client intact, both as a trailers-only
 // response and after streamed messages.
 func TestGRPCStatusAndTrailers(t *testing.T) {
+	leakCheck(t)
 	client, _, bodies := grpcThroughFerry(t)
 	const msg = "quota exhausted: 0 of 10 left, retry in 3s ✓"
 	t.Run("unary trailers-only", func(t *testing.T) {
@@ -248,6 +263,7 @@ func TestGRPCStatusAndTrailers(t *testing.T) {
 }
 
 func TestGRPCServerStreaming(t *testing.T) {
+	leakCheck(t)
 	client, _, bodies := grpcThroughFerry(t)
 	sizes := []int32{1, 5000, 70000, 3}
 	params := make([]*testgrpc.ResponseParameters, len(sizes))
@@ -277,6 +293,7 @@ func TestGRPCServerStreaming(t *testing.T) {
 // TestGRPCServerStreamingFlushes proves ferry flushes each message: the
 // client receives the first before the server may send the second.
 func TestGRPCServerStreamingFlushes(t *testing.T) {
+	leakCheck(t)
 	client, origin, bodies := grpcThroughFerry(t)
 	stream, err := client.StreamingOutputCall(callCtx(t), &testgrpc.StreamingOutputCallRequest{
 		Payload:            &testgrpc.Payload{Body: []byte(gateBody)},
@@ -309,6 +326,7 @@ func TestGRPCServerStreamingFlushes(t *testing.T) {
 // TestGRPCClientStreaming proves the client's messages reach the server as
 // they are sent: the server has the first before the client sends the rest.
 func TestGRPCClientStreaming(t *testing.T) {
+	leakCheck(t)
 	client, origin, bodies := grpcThroughFerry(t)
 	var trailer metadata.MD
 	stream, err := client.StreamingInputCall(callCtx(t), grpc.Trailer(&trailer))
@@ -342,6 +360,7 @@ func TestGRPCClientStreaming(t *testing.T) {
 // TestGRPCBidiStreaming plays ping-pong: each reply must arrive while the
 // client's side of the stream is still open.
 func TestGRPCBidiStreaming(t *testing.T) {
+	leakCheck(t)
 	client, _, bodies := grpcThroughFerry(t)
 	t.Run("ping-pong", func(t *testing.T) {
 		stream, err := client.FullDuplexCall(callCtx(t))
@@ -386,4 +405,75 @@ func TestGRPCBidiStreaming(t *testing.T) {
 		checkTrailer(t, stream.Trailer(), "bidi")
 	})
 	allClosed(t, bodies, 2)
+}
+
+// TestGRPCCancelReachesServer proves a client that cancels a stream
+// cancels it at the server too, through ferry.
+func TestGRPCCancelReachesServer(t *testing.T) {
+	leakCheck(t)
+	client, origin, bodies := grpcThroughFerry(t)
+	ctx, cancel := context.WithCancel(callCtx(t))
+	stream, err := client.StreamingOutputCall(ctx, &testgrpc.StreamingOutputCallRequest{
+		Payload:            &testgrpc.Payload{Body: []byte(gateBody)},
+		ResponseParameters: []*testgrpc.ResponseParameters{{Size: 1}, {Size: 1}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := stream.Recv(); err != nil {
+		t.Fatal(err)
+	}
+	cancel()
+	if err := recv(t, origin.gone, 5*time.Second, "the server's stream to be cancelled"); !errors.Is(err, context.Canceled) {
+		t.Fatalf("server stream ended with %v, want context.Canceled", err)
+	}
+	allClosed(t, bodies, 1)
+}
+
+// TestGRPCConcurrentStreams proves ferry multiplexes: 32 calls on one
+// client connection are all in flight at the server at once, none answered
+// until every one arrived.
+func TestGRPCConcurrentStreams(t *testing.T) {
+	leakCheck(t)
+	client, origin, bodies := grpcThroughFerry(t)
+	const n = 32
+	errs := make(chan error, n)
+	ctx := callCtx(t)
+	for range n {
+		go func() {
+			res, err := client.UnaryCall(ctx, &testgrpc.SimpleRequest{Payload: &testgrpc.Payload{Body: []byte("barrier")}})
+			if err == nil && string(res.GetPayload().GetBody()) != "echo:barrier" {
+				err = fmt.Errorf("payload %q", res.GetPayload().GetBody())
+			}
+			errs <- err
+		}()
+	}
+	for i := range n {
+		recv(t, origin.arrived, 5*time.Second, fmt.Sprintf("call %d of %d in flight at once", i+1, n))
+	}
+	close(origin.proceed)
+	for range n {
+		if err := recv(t, errs, 5*time.Second, "a call to finish"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	allClosed(t, bodies, n)
+}
+
+// TestGRPCLargeMessages moves 2 MiB up and 4 MiB down in one call: flow control
+// windows must open through ferry in both directions.
+func TestGRPCLargeMessages(t *testing.T) {
+	leakCheck(t)
+	client, _, bodies := grpcThroughFerry(t)
+	const size = 2<<20 - 1024 // the reply, echo included, stays under gRPC's 4 MiB
+	in := fill('q', size)
+	res, err := client.UnaryCall(callCtx(t), &testgrpc.SimpleRequest{Payload: &testgrpc.Payload{Body: in}, ResponseSize: size})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := append(append([]byte("echo:"), in...), fill('u', size)...)
+	if !bytes.Equal(res.GetPayload().GetBody(), want) {
+		t.Fatalf("response of %d bytes, want %d", len(res.GetPayload().GetBody()), len(want))
+	}
+	allClosed(t, bodies, 1)
 }

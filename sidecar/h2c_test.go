@@ -1,8 +1,10 @@
 package sidecar
 
 import (
+	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"strings"
 	"testing"
@@ -77,6 +79,7 @@ func getProto(t *testing.T, c *http.Client, url string, seen <-chan int) (caller
 }
 
 func TestH2CAutoFollowsCaller(t *testing.T) {
+	leakCheck(t)
 	addr, seen := protoOrigin(t)
 	_, outURL := ferryWithProtocol(t, ProtocolAuto, addr)
 	inbound := startFerry(t, fmt.Sprintf(`
@@ -108,6 +111,7 @@ inbound: { listen: 127.0.0.1:0, app: %s }
 }
 
 func TestH2CProtocolForced(t *testing.T) {
+	leakCheck(t)
 	addr, seen := protoOrigin(t)
 	t.Run("h2c for an HTTP/1.1 caller", func(t *testing.T) {
 		_, url := ferryWithProtocol(t, ProtocolH2C, addr)
@@ -135,6 +139,7 @@ func TestH2CProtocolForced(t *testing.T) {
 // origin as it is sent: the origin reads the first part while the caller
 // still holds back the rest.
 func TestH2CStreamsRequestBody(t *testing.T) {
+	leakCheck(t)
 	const first, rest = "first-part;", "the-rest"
 	gotFirst := make(chan string, 1)
 	addr := origin(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -201,6 +206,7 @@ func TestH2CStreamsRequestBody(t *testing.T) {
 // HTTP/2 caller chunk by chunk: the origin sends its second part only after
 // the caller has read the first.
 func TestH2CStreamsResponseBody(t *testing.T) {
+	leakCheck(t)
 	const first, second = "event-one\n", "event-two\n"
 	release := make(chan struct{}, 1)
 	addr := origin(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -256,6 +262,7 @@ func TestH2CStreamsResponseBody(t *testing.T) {
 // makes an HTTP/2 caller's read fail (a reset stream), never a clean EOF
 // that would pass a truncated body off as whole.
 func TestH2CBrokenResponseResetsStream(t *testing.T) {
+	leakCheck(t)
 	const sent = "only-part-of-the-body"
 	addr := origin(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Query().Get("length") != "" {
@@ -309,6 +316,7 @@ func TestH2CBrokenResponseResetsStream(t *testing.T) {
 // trailers reach the caller over HTTP/2, whichever protocol ferry speaks
 // upstream.
 func TestH2CTrailers(t *testing.T) {
+	leakCheck(t)
 	addr := origin(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		body, err := io.ReadAll(r.Body)
 		if err != nil {
@@ -351,6 +359,78 @@ func TestH2CTrailers(t *testing.T) {
 			}
 			waitFor(t, "every upstream body closed", 5*time.Second, func() bool {
 				return bodies.opened.Load() == 1 && bodies.closed.Load() == 1
+			})
+		})
+	}
+}
+
+// TestH2CBrokenUploadStaysBroken proves a caller whose upload breaks
+// mid-body makes the origin's body read fail: a truncated upload must
+// never reach the origin as a complete, shorter one.
+func TestH2CBrokenUploadStaysBroken(t *testing.T) {
+	leakCheck(t)
+	const part = "partial-upload;"
+	type seen struct {
+		body string
+		err  error
+	}
+	gotPart := make(chan struct{}, 1)
+	result := make(chan seen, 1)
+	addr := origin(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		buf := make([]byte, len(part))
+		if _, err := io.ReadFull(r.Body, buf); err != nil {
+			result <- seen{string(buf), err}
+			return
+		}
+		gotPart <- struct{}{}
+		rest, err := io.ReadAll(r.Body)
+		result <- seen{string(buf) + string(rest), err}
+	}))
+	for _, proto := range []string{ProtocolAuto, ProtocolHTTP1} {
+		t.Run("h2 caller/"+proto, func(t *testing.T) {
+			sc, url := ferryWithProtocol(t, proto, addr)
+			bodies := track(sc)
+			pr, pw := io.Pipe()
+			req, _ := http.NewRequest(http.MethodPost, url+"/upload", pr)
+			done := make(chan error, 1)
+			go func() {
+				res, err := h2cFor(t).Do(req)
+				if err == nil {
+					res.Body.Close()
+				}
+				done <- err
+			}()
+			io.WriteString(pw, part)
+			recv(t, gotPart, 5*time.Second, "the origin to read the first part")
+			pw.CloseWithError(errors.New("caller gave up"))
+			s := recv(t, result, 5*time.Second, "the origin's body read to end")
+			if s.err == nil {
+				t.Fatalf("origin read a clean body %q from a broken upload", s.body)
+			}
+			recv(t, done, 5*time.Second, "the caller's request to end")
+			waitFor(t, "every upstream body closed", 5*time.Second, func() bool {
+				return bodies.opened.Load() == bodies.closed.Load()
+			})
+		})
+	}
+	for _, proto := range []string{ProtocolHTTP1, ProtocolH2C} {
+		t.Run("http1 caller/"+proto, func(t *testing.T) {
+			sc, _ := ferryWithProtocol(t, proto, addr)
+			bodies := track(sc)
+			conn, err := net.Dial("tcp", sc.Addr("outbound"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close()
+			fmt.Fprintf(conn, "POST /upload HTTP/1.1\r\nHost: svc\r\nTransfer-Encoding: chunked\r\n\r\n%x\r\n%s\r\n", len(part), part)
+			recv(t, gotPart, 5*time.Second, "the origin to read the first part")
+			conn.Close() // no last chunk
+			s := recv(t, result, 5*time.Second, "the origin's body read to end")
+			if s.err == nil {
+				t.Fatalf("origin read a clean body %q from a broken upload", s.body)
+			}
+			waitFor(t, "every upstream body closed", 5*time.Second, func() bool {
+				return bodies.opened.Load() == bodies.closed.Load()
 			})
 		})
 	}

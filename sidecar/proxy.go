@@ -20,8 +20,6 @@ import (
 type Proxy struct {
 	// Name is the listener's name ("outbound", "inbound") in logs.
 	Name string
-	// MaxRequestBodyBytes answers 413 to larger request bodies; 0 = none.
-	MaxRequestBodyBytes int64
 	// Log receives proxy failures; nil discards them.
 	Log *slog.Logger
 
@@ -29,8 +27,8 @@ type Proxy struct {
 	tunnels *tunnelSet
 }
 
-func newProxy(name string, table *routeTable, maxBody int64, log *slog.Logger, tunnels *tunnelSet) *Proxy {
-	p := &Proxy{Name: name, MaxRequestBodyBytes: maxBody, Log: log, tunnels: tunnels}
+func newProxy(name string, table *routeTable, log *slog.Logger, tunnels *tunnelSet) *Proxy {
+	p := &Proxy{Name: name, Log: log, tunnels: tunnels}
 	p.table.Store(table)
 	return p
 }
@@ -41,17 +39,18 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeFailure(w, failure{http.StatusMethodNotAllowed, "CONNECT is not supported"})
 		return
 	}
-	rt := p.table.Load().match(r.Host, r.URL.Path)
+	table := p.table.Load()
+	rt := table.match(r.Host, r.URL.Path)
 	if rt == nil {
 		writeFailure(w, failure{http.StatusNotFound, fmt.Sprintf("no route for host %q path %q", r.Host, r.URL.Path)})
 		return
 	}
-	p.forward(w, r, rt.up)
+	p.forward(w, r, rt.up, table.maxBody)
 }
 
-// forward relays one exchange to up.
-func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, up *upstream) {
-	if p.MaxRequestBodyBytes > 0 && r.ContentLength > p.MaxRequestBodyBytes {
+// forward relays one exchange to up. maxBody > 0 caps the request body.
+func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, up *upstream, maxBody int64) {
+	if maxBody > 0 && r.ContentLength > maxBody {
 		writeFailure(w, failure{http.StatusRequestEntityTooLarge, errBodyTooLarge.Error()})
 		return
 	}
@@ -81,7 +80,7 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, up *upstream) {
 	defer idle.stop()
 
 	upgrade := upgradeType(r.Header)
-	out, body := p.outgoing(ctx, w, r, addr, upgrade, idle, cancel)
+	out, body := p.outgoing(ctx, w, r, addr, upgrade, maxBody, idle, cancel)
 	if body == nil {
 		idle.pause() // nothing to upload: the response header timeout rules
 	}
@@ -108,7 +107,7 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, up *upstream) {
 // outgoing builds the upstream request. A request without a body goes out
 // without one (never chunked); a body of unknown length goes chunked;
 // trailers follow the body.
-func (p *Proxy) outgoing(ctx context.Context, w http.ResponseWriter, r *http.Request, addr, upgrade string, idle *idleTimer, cancel context.CancelCauseFunc) (*http.Request, *requestBody) {
+func (p *Proxy) outgoing(ctx context.Context, w http.ResponseWriter, r *http.Request, addr, upgrade string, maxBody int64, idle *idleTimer, cancel context.CancelCauseFunc) (*http.Request, *requestBody) {
 	out := r.Clone(ctx)
 	out.RequestURI = ""
 	out.URL = &url.URL{Scheme: "http", Host: addr, Path: r.URL.Path, RawPath: r.URL.RawPath, RawQuery: r.URL.RawQuery}
@@ -119,7 +118,7 @@ func (p *Proxy) outgoing(ctx context.Context, w http.ResponseWriter, r *http.Req
 		out.Body = nil
 		out.ContentLength = 0
 	} else {
-		body = &requestBody{rc: r.Body, limit: p.MaxRequestBodyBytes, idle: idle, cancel: cancel}
+		body = &requestBody{rc: r.Body, limit: maxBody, idle: idle, cancel: cancel}
 		out.Body = body
 		// Request trailers arrive in r.Trailer once the body is read; the
 		// transport must see that same map, not Clone's copy.

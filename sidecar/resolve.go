@@ -3,6 +3,7 @@ package sidecar
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"strings"
 
 	"github.com/ferrymesh/ferry/discovery"
@@ -11,10 +12,10 @@ import (
 // resolvers builds where each service's endpoints come from: the static
 // resolver for services with endpoints, Consul for the others. consul is
 // nil when nothing in the config talks to Consul.
-func (s *Sidecar) resolvers(ctx context.Context) (static *discovery.Static, consul *discovery.Consul, err error) {
+func resolvers(ctx context.Context, cfg *Config, log *slog.Logger) (static *discovery.Static, consul *discovery.Consul, err error) {
 	eps := map[string][]discovery.Endpoint{}
 	watch := map[string]discovery.ConsulWatch{}
-	for name, sc := range s.cfg.Services {
+	for name, sc := range cfg.Services {
 		if sc.usesConsul() {
 			w := discovery.ConsulWatch{}
 			if sc.Consul != nil {
@@ -32,14 +33,14 @@ func (s *Sidecar) resolvers(ctx context.Context) (static *discovery.Static, cons
 	if static, err = discovery.NewStatic(eps); err != nil {
 		return nil, nil, err
 	}
-	if !s.cfg.needsConsul() {
+	if !cfg.needsConsul() {
 		return static, nil, nil
 	}
 	var cc discovery.ConsulConfig
-	if s.cfg.Consul != nil {
-		cc = *s.cfg.Consul
+	if cfg.Consul != nil {
+		cc = *cfg.Consul
 	}
-	consul, err = discovery.NewConsul(ctx, cc, discovery.ConsulOptions{Logger: s.log, Watch: watch})
+	consul, err = discovery.NewConsul(ctx, cc, discovery.ConsulOptions{Logger: log, Watch: watch})
 	if err != nil {
 		return nil, nil, fmt.Errorf("consul: %w", err)
 	}

@@ -14,7 +14,8 @@ type route struct {
 
 // routeTable is an immutable list of routes matched in order.
 type routeTable struct {
-	routes []route
+	routes  []route
+	maxBody int64 // limits.max_request_body_bytes; 0 = none
 }
 
 // match returns the first route matching the request's host and path, or

@@ -8,7 +8,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"sort"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -20,19 +19,19 @@ import (
 // Sidecar is one running ferry: the outbound and inbound proxies, the admin
 // listener and the services they reach.
 type Sidecar struct {
-	cfg       *Config
-	log       *slog.Logger
-	resolver  discovery.Resolver
-	upstreams map[string]*upstream
-	app       *upstream // the local application, behind inbound
-	outbound  *Proxy
-	inbound   *Proxy
-	tunnels   *tunnelSet
+	log      *slog.Logger
+	resolver discovery.Resolver // from Options; nil = built per generation
+	state    atomic.Pointer[state]
+	outbound *Proxy
+	inbound  *Proxy
+	tunnels  *tunnelSet
+	reloadMu sync.Mutex // one reload at a time
 
-	consul    *discovery.Consul    // nil without Consul
+	regConsul *discovery.Consul    // the client behind registrar; nil without register:
 	registrar *discovery.Registrar // nil without register:
-	bg        context.Context      // lives until shutdown ends: watches, registration
+	bg        context.Context      // lives until shutdown ends: registration
 	bgStop    context.CancelFunc
+	drainReq  chan struct{} // POST /drain
 
 	servers []*listener // outbound, inbound, then admin
 	started atomic.Bool
@@ -51,8 +50,8 @@ type listener struct {
 type Options struct {
 	// Log receives ferry's own logs. Nil discards them.
 	Log *slog.Logger
-	// Resolver finds service endpoints. Nil builds the static resolver from
-	// the config's services.
+	// Resolver finds service endpoints. Nil: static endpoints from the
+	// config, Consul for services without them.
 	Resolver discovery.Resolver
 }
 
@@ -62,64 +61,41 @@ func New(cfg *Config, opts Options) (*Sidecar, error) {
 	if lg == nil {
 		lg = slog.New(slog.DiscardHandler)
 	}
-	s := &Sidecar{cfg: cfg, log: lg, resolver: opts.Resolver, upstreams: map[string]*upstream{}, tunnels: newTunnelSet()}
-	s.bg, s.bgStop = context.WithCancel(context.Background())
-	if s.resolver == nil {
-		static, consul, err := s.resolvers(s.bg)
-		if err != nil {
-			s.bgStop()
-			return nil, err
-		}
-		s.consul = consul
-		s.resolver = serviceResolver{static: static, consul: consul, cfg: cfg.Services}
+	s := &Sidecar{log: lg, resolver: opts.Resolver, tunnels: newTunnelSet(), drainReq: make(chan struct{}, 1)}
+	st, err := buildState(cfg, s.resolver, lg)
+	if err != nil {
+		return nil, err
 	}
+	s.state.Store(st)
+	s.bg, s.bgStop = context.WithCancel(context.Background())
 	if cfg.Register != nil {
-		if s.consul == nil {
-			s.bgStop()
-			return nil, errors.New("register: needs a Consul resolver")
+		var cc discovery.ConsulConfig
+		if cfg.Consul != nil {
+			cc = *cfg.Consul
 		}
-		reg, err := s.consul.NewRegistrar(*cfg.Register, s.readiness)
-		if err != nil {
+		if s.regConsul, err = discovery.NewConsul(s.bg, cc, discovery.ConsulOptions{Logger: lg}); err != nil {
+			st.close()
 			s.bgStop()
 			return nil, fmt.Errorf("register: %w", err)
 		}
-		s.registrar = reg
-	}
-	names := make([]string, 0, len(cfg.Services))
-	for name := range cfg.Services {
-		names = append(names, name)
-	}
-	sort.Strings(names)
-	for _, name := range names {
-		sc := cfg.Services[name]
-		svc, err := s.resolver.Service(name)
-		if err != nil {
+		if s.registrar, err = s.regConsul.NewRegistrar(*cfg.Register, s.readiness); err != nil {
+			st.close()
+			s.regConsul.Close()
 			s.bgStop()
-			return nil, fmt.Errorf("services.%s: %w", name, err)
+			return nil, fmt.Errorf("register: %w", err)
 		}
-		s.upstreams[name] = newUpstream(name, svc, sc.Protocol, cfg.timeoutsFor(sc))
 	}
-	if cfg.Outbound != nil {
-		table := &routeTable{}
-		for i, rc := range cfg.Outbound.Routes {
-			table.routes = append(table.routes, route{
-				host:   normalizeHost(rc.Host),
-				prefix: strings.TrimSuffix(rc.PathPrefix, "/"),
-				name:   fmt.Sprintf("routes[%d]", i),
-				up:     s.upstreams[rc.Service],
-			})
-		}
-		s.outbound = newProxy("outbound", table, cfg.Limits.MaxRequestBodyBytes, lg, s.tunnels)
+	if st.outbound != nil {
+		s.outbound = newProxy("outbound", st.outbound, lg, s.tunnels)
 	}
-	if cfg.Inbound != nil {
-		app := discovery.NewService("app", "static")
-		now := time.Now()
-		app.Publish(&discovery.Snapshot{Endpoints: []discovery.Endpoint{{Addr: cfg.Inbound.App, Weight: 1}}, Ready: true, Updated: now, Checked: now})
-		s.app = newUpstream("app", app, cfg.Inbound.Protocol, cfg.Timeouts)
-		s.inbound = newProxy("inbound", &routeTable{routes: []route{{name: "app", up: s.app}}}, cfg.Limits.MaxRequestBodyBytes, lg, s.tunnels)
+	if st.inbound != nil {
+		s.inbound = newProxy("inbound", st.inbound, lg, s.tunnels)
 	}
 	return s, nil
 }
+
+// config is the configuration in force.
+func (s *Sidecar) config() *Config { return s.state.Load().cfg }
 
 // Start binds every listener, or none: a listener that cannot bind closes the
 // ones already bound and returns the error. Then it serves in the
@@ -132,14 +108,15 @@ func (s *Sidecar) Start() error {
 		name, addr string
 		h          http.Handler
 	}
+	cfg := s.config()
 	var specs []spec
 	if s.outbound != nil {
-		specs = append(specs, spec{"outbound", s.cfg.Outbound.Listen, s.outbound})
+		specs = append(specs, spec{"outbound", cfg.Outbound.Listen, s.outbound})
 	}
 	if s.inbound != nil {
-		specs = append(specs, spec{"inbound", s.cfg.Inbound.Listen, s.inbound})
+		specs = append(specs, spec{"inbound", cfg.Inbound.Listen, s.inbound})
 	}
-	specs = append(specs, spec{"admin", s.cfg.Admin.Listen, s.adminHandler()})
+	specs = append(specs, spec{"admin", cfg.Admin.Listen, s.adminHandler()})
 	for _, sp := range specs {
 		ln, err := net.Listen("tcp", sp.addr)
 		if err != nil {
@@ -169,10 +146,10 @@ func (s *Sidecar) readiness() error {
 	if !s.Ready() {
 		return errors.New("ferry is not ready (starting or draining)")
 	}
-	if s.cfg.Inbound != nil {
-		c, err := net.DialTimeout("tcp", s.cfg.Inbound.App, time.Second)
+	if in := s.config().Inbound; in != nil {
+		c, err := net.DialTimeout("tcp", in.App, time.Second)
 		if err != nil {
-			return fmt.Errorf("app %s is not accepting connections: %v", s.cfg.Inbound.App, err)
+			return fmt.Errorf("app %s is not accepting connections: %v", in.App, err)
 		}
 		c.Close()
 	}
@@ -183,7 +160,7 @@ func (s *Sidecar) newServer(name string, h http.Handler) *http.Server {
 	p := new(http.Protocols)
 	p.SetHTTP1(true)
 	p.SetUnencryptedHTTP2(true)
-	lim := s.cfg.Limits
+	lim := s.config().Limits
 	return &http.Server{
 		Handler:           h,
 		Protocols:         p,
@@ -227,9 +204,11 @@ func (s *Sidecar) Run(ctx context.Context) error {
 	var runErr error
 	select {
 	case <-ctx.Done():
+	case <-s.drainReq:
+		s.log.Info("drain requested through the admin listener")
 	case runErr = <-errc:
 	}
-	grace, cancel := context.WithTimeout(context.Background(), s.cfg.Shutdown.Grace)
+	grace, cancel := context.WithTimeout(context.Background(), s.config().Shutdown.Grace)
 	defer cancel()
 	if err := s.Shutdown(grace); err != nil && runErr == nil {
 		runErr = err
@@ -248,8 +227,9 @@ func (s *Sidecar) Shutdown(ctx context.Context) error {
 
 func (s *Sidecar) shutdown(ctx context.Context) error {
 	defer s.bgStop()
+	cfg := s.config()
 	s.ready.Store(false)
-	s.log.Info("draining", "grace", s.cfg.Shutdown.Grace.String())
+	s.log.Info("draining", "grace", cfg.Shutdown.Grace.String())
 	if s.registrar != nil {
 		// Not ready first, then out of Consul, then drain: callers stop
 		// finding this instance before its listeners close.
@@ -260,7 +240,7 @@ func (s *Sidecar) shutdown(ctx context.Context) error {
 			s.log.Info("deregistered from consul", "id", s.registrar.ID())
 		}
 	}
-	if d := s.cfg.Shutdown.Delay; d > 0 {
+	if d := cfg.Shutdown.Delay; d > 0 {
 		// Keep serving while callers notice /ready went 503.
 		t := time.NewTimer(d)
 		select {
@@ -294,11 +274,9 @@ func (s *Sidecar) shutdown(ctx context.Context) error {
 	if admin != nil {
 		admin.srv.Close()
 	}
-	for _, up := range s.allUpstreams() {
-		up.close()
-	}
-	if s.consul != nil {
-		s.consul.Close()
+	s.state.Load().close()
+	if s.regConsul != nil {
+		s.regConsul.Close()
 	}
 	if forced.Load() > 0 || n > 0 {
 		s.log.Warn("drain grace ended with exchanges still open; closed them", "tunnels", n)
@@ -308,17 +286,8 @@ func (s *Sidecar) shutdown(ctx context.Context) error {
 	return nil
 }
 
-// allUpstreams lists the services' upstreams and the local app's.
-func (s *Sidecar) allUpstreams() []*upstream {
-	ups := make([]*upstream, 0, len(s.upstreams)+1)
-	for _, up := range s.upstreams {
-		ups = append(ups, up)
-	}
-	if s.app != nil {
-		ups = append(ups, s.app)
-	}
-	return ups
-}
+// allUpstreams lists the upstreams of the generation in force.
+func (s *Sidecar) allUpstreams() []*upstream { return s.state.Load().all() }
 
 // slogWriter sends net/http's server log lines (TLS errors, panics) to slog.
 type slogWriter struct {

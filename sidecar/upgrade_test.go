@@ -13,7 +13,17 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"go.uber.org/goleak"
 )
+
+// leakCheck fails the test if goroutines it started outlive it: the check
+// runs after every other cleanup (ferry's drain, origins closing).
+func leakCheck(t *testing.T) {
+	t.Helper()
+	opts := goleak.IgnoreCurrent()
+	t.Cleanup(func() { goleak.VerifyNone(t, opts) })
+}
 
 // The key and accept value of RFC 6455 section 1.3.
 const (
@@ -47,6 +57,12 @@ func (o *wsOrigin) event(e string) {
 func (o *wsOrigin) serve(w http.ResponseWriter, r *http.Request) {
 	if !headerHasToken(r.Header, "Connection", "upgrade") || !headerHasToken(r.Header, "Upgrade", "websocket") {
 		http.Error(w, fmt.Sprintf("want an upgrade to websocket, got Connection %q Upgrade %q", r.Header["Connection"], r.Header["Upgrade"]), http.StatusBadRequest)
+		return
+	}
+	if r.URL.Query().Get("refuse") != "" {
+		w.Header().Set("Upgrade", "x-chat/3")
+		w.Header().Set("Connection", "Upgrade")
+		http.Error(w, "only x-chat/3 spoken here", http.StatusUpgradeRequired)
 		return
 	}
 	sum := sha1.Sum([]byte(r.Header.Get("Sec-WebSocket-Key") + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"))
@@ -214,6 +230,7 @@ func exchange(c *wsClient) {
 }
 
 func TestUpgradeTunnel(t *testing.T) {
+	leakCheck(t)
 	o := startWSOrigin(t)
 	sc := wsFerry(t, o.addr)
 	bodies := track(sc)
@@ -251,6 +268,7 @@ func TestUpgradeTunnel(t *testing.T) {
 // protocol than the caller asked for gets the caller a 502, and its
 // connection is closed.
 func TestUpgradeProtocolMismatch(t *testing.T) {
+	leakCheck(t)
 	o := startWSOrigin(t)
 	sc := wsFerry(t, o.addr)
 	bodies := track(sc)
@@ -276,6 +294,7 @@ func TestUpgradeProtocolMismatch(t *testing.T) {
 // that ends during the grace, or before the drain, lets Shutdown return at
 // once.
 func TestTunnelShutdown(t *testing.T) {
+	leakCheck(t)
 	t.Run("grace ends", func(t *testing.T) {
 		o := startWSOrigin(t)
 		sc := wsFerry(t, o.addr)
@@ -358,6 +377,7 @@ func TestTunnelShutdown(t *testing.T) {
 // TestUpgradeOfferedList proves a caller may offer several protocols: the
 // origin's pick among them is a valid switch, not a mismatch.
 func TestUpgradeOfferedList(t *testing.T) {
+	leakCheck(t)
 	o := startWSOrigin(t)
 	sc := wsFerry(t, o.addr)
 	bodies := track(sc)
@@ -376,6 +396,7 @@ func (c *closeCounter) Close() error { c.n++; return nil }
 // TestTunnelSetRefusesAfterDrain proves a tunnel that switches after the
 // drain closed every tunnel is refused, so nothing outlives Shutdown.
 func TestTunnelSetRefusesAfterDrain(t *testing.T) {
+	leakCheck(t)
 	s := newTunnelSet()
 	open := &closeCounter{}
 	if !s.add(open) {
@@ -394,4 +415,60 @@ func TestTunnelSetRefusesAfterDrain(t *testing.T) {
 	if ctx.Err() != nil {
 		t.Fatal("waitEmpty blocked after closeAll")
 	}
+}
+
+// TestUpgradeRefused proves an origin that declines to switch answers the
+// caller as a plain response, and the caller's connection stays usable.
+func TestUpgradeRefused(t *testing.T) {
+	leakCheck(t)
+	o := startWSOrigin(t)
+	sc := wsFerry(t, o.addr)
+	bodies := track(sc)
+	c, res := dialWS(t, sc.Addr("outbound"), "/chat?refuse=1", "")
+	body, err := io.ReadAll(res.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.StatusCode != http.StatusUpgradeRequired || string(body) != "only x-chat/3 spoken here\n" {
+		t.Fatalf("status %d %q, want 426 with the origin's body", res.StatusCode, body)
+	}
+	if n := openTunnels(sc); n != 0 {
+		t.Fatalf("%d tunnels open after a refused upgrade", n)
+	}
+	// The connection still carries ordinary requests.
+	c.send("GET /chat HTTP/1.1\r\nHost: chat.example\r\n\r\n")
+	c.conn.SetDeadline(time.Now().Add(5 * time.Second))
+	res, err = http.ReadResponse(c.br, nil)
+	if err != nil {
+		t.Fatalf("second request on the connection: %v", err)
+	}
+	body, _ = io.ReadAll(res.Body)
+	if res.StatusCode != http.StatusBadRequest || !strings.Contains(string(body), "want an upgrade") {
+		t.Fatalf("second request: %d %q, want the origin's 400", res.StatusCode, body)
+	}
+	allClosed(t, bodies, 2)
+}
+
+// TestUpgradeOverH2CService proves an upgrade to a service spoken to over
+// h2c still goes upstream over HTTP/1.1, where upgrades exist.
+func TestUpgradeOverH2CService(t *testing.T) {
+	leakCheck(t)
+	o := startWSOrigin(t)
+	sc := startFerry(t, fmt.Sprintf(`
+admin: { listen: 127.0.0.1:0 }
+outbound:
+  listen: 127.0.0.1:0
+  routes: [ { service: chat } ]
+services:
+  chat: { endpoints: [%s], protocol: h2c }
+`, o.addr))
+	bodies := track(sc)
+	c, res := dialWS(t, sc.Addr("outbound"), "/chat", "early\n")
+	checkUpgraded(t, res)
+	exchange(c)
+	c.conn.Close()
+	if e := recv(t, o.events, 5*time.Second, "the origin to see the caller hang up"); e != "eof" {
+		t.Fatalf("origin reported %q, want eof", e)
+	}
+	allClosed(t, bodies, 1)
 }

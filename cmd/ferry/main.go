@@ -15,6 +15,7 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 
 	"github.com/ferrymesh/ferry/sidecar"
 )
@@ -58,7 +59,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 
 func usage(w io.Writer) {
 	fmt.Fprint(w, `usage:
-  ferry run --config FILE   run the sidecar
+  ferry run --config FILE   run the sidecar (or --config-env NAME: the config YAML in an environment variable)
   ferry demo [--size N]     serve a large file, download it through ferry, report throughput and memory
   ferry version             print the version
 `)
@@ -68,12 +69,14 @@ func cmdRun(args []string, stderr io.Writer) int {
 	fs := flag.NewFlagSet("run", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	path := fs.String("config", "", "config file (YAML)")
+	configEnv := fs.String("config-env", "", "name of an environment variable holding the config YAML (instead of --config)")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
+	poll := fs.Duration("config-poll", 2*time.Second, "how often to check --config for changes and reload (0: only on SIGHUP)")
 	if err := fs.Parse(args); err != nil {
 		return exitConfig
 	}
-	if *path == "" {
-		fmt.Fprintln(stderr, "ferry run: --config is required")
+	if (*path == "") == (*configEnv == "") {
+		fmt.Fprintln(stderr, "ferry run: give exactly one of --config FILE or --config-env NAME")
 		return exitConfig
 	}
 	var level slog.Level
@@ -81,7 +84,15 @@ func cmdRun(args []string, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "ferry run: --log-level: %v\n", err)
 		return exitConfig
 	}
-	cfg, err := sidecar.LoadConfigFile(*path)
+	var cfg *sidecar.Config
+	var err error
+	if *path != "" {
+		cfg, err = sidecar.LoadConfigFile(*path)
+	} else if text, ok := os.LookupEnv(*configEnv); !ok {
+		err = fmt.Errorf("config: environment variable %s is not set", *configEnv)
+	} else if cfg, err = sidecar.ParseConfig([]byte(text)); err != nil {
+		err = fmt.Errorf("config from $%s:\n%w", *configEnv, err)
+	}
 	if err != nil {
 		fmt.Fprintf(stderr, "ferry: %v\n", err)
 		return exitConfig
@@ -94,6 +105,28 @@ func cmdRun(args []string, stderr io.Writer) int {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
+	if *path != "" {
+		// SIGHUP or a changed file: apply the new config, or log why not
+		// and keep the one in force.
+		hup := make(chan os.Signal, 1)
+		signal.Notify(hup, syscall.SIGHUP)
+		defer signal.Stop(hup)
+		go func() {
+			for {
+				select {
+				case <-ctx.Done():
+					return
+				case <-hup:
+					if err := sc.ReloadFile(ctx, *path); err != nil {
+						log.Error("reload on SIGHUP rejected; keeping the config in force", "file", *path, "error", err.Error())
+					}
+				}
+			}
+		}()
+		if *poll > 0 {
+			go sc.WatchConfigFile(ctx, *path, *poll)
+		}
+	}
 	if err := sc.Run(ctx); err != nil {
 		log.Error("ferry stopped", "error", err.Error())
 		var ce sidecar.ConfigErrors

@@ -36,7 +36,7 @@ func TestRunListenConflictFailsBeforeServing(t *testing.T) {
 }
 
 func TestRunUsageErrors(t *testing.T) {
-	for _, args := range [][]string{nil, {"bogus"}, {"run"}, {"run", "--config", "/nonexistent/ferry.yaml"}, {"demo", "--size", "lots"}} {
+	for _, args := range [][]string{nil, {"bogus"}, {"run"}, {"run", "--config", "/nonexistent/ferry.yaml"}, {"run", "--config-env", "FERRY_TEST_UNSET_VAR"}, {"run", "--config", "a", "--config-env", "B"}, {"demo", "--size", "lots"}} {
 		var out, errb bytes.Buffer
 		if code := run(args, &out, &errb); code != exitConfig {
 			t.Errorf("%v: exit %d, want 2 (stderr %q)", args, code, errb.String())
@@ -63,5 +63,16 @@ func TestDemo(t *testing.T) {
 		if !strings.Contains(out, want) {
 			t.Errorf("demo output lacks %q:\n%s", want, out)
 		}
+	}
+}
+
+func TestRunConfigFromEnvNamesTheKey(t *testing.T) {
+	t.Setenv("FERRY_TEST_CONFIG", "outbound: { listen: nowhere }\n")
+	var out, errb bytes.Buffer
+	if code := run([]string{"run", "--config-env", "FERRY_TEST_CONFIG"}, &out, &errb); code != exitConfig {
+		t.Fatalf("exit %d", code)
+	}
+	if !strings.Contains(errb.String(), "$FERRY_TEST_CONFIG") || !strings.Contains(errb.String(), "outbound.listen: invalid address") {
+		t.Fatalf("stderr %q", errb.String())
 	}
 }

@@ -1,0 +1,142 @@
+package resilience
+
+import (
+	"sync"
+	"time"
+)
+
+// BudgetSettings configure the retry budget (Linkerd's model): retries may
+// add at most Ratio of the requests seen over Window, plus a floor of
+// MinPerSecond retries in any second so a quiet service can still retry.
+// Under a full outage retries therefore add at most Ratio to the load
+// instead of multiplying it.
+type BudgetSettings struct {
+	// Ratio is the share of recent requests that may be retried. Default
+	// 0.2; 0 leaves only the floor.
+	Ratio float64 `yaml:"ratio"`
+	// MinPerSecond retries are allowed in every second whatever the
+	// traffic. Default 10.
+	MinPerSecond int `yaml:"min_per_second"`
+	// Window is how far back requests are counted, in whole seconds.
+	// Default 10s; between 1s and 300s.
+	Window time.Duration `yaml:"window"`
+}
+
+// DefaultBudgetSettings returns the documented defaults.
+func DefaultBudgetSettings() BudgetSettings {
+	return BudgetSettings{Ratio: 0.2, MinPerSecond: 10, Window: 10 * time.Second}
+}
+
+func (b *BudgetSettings) validate(f *fieldErrors) {
+	if b.Ratio < 0 || b.Ratio > 1 {
+		f.add("ratio", "must be in [0,1], got %v", b.Ratio)
+	}
+	if b.MinPerSecond < 0 {
+		f.add("min_per_second", "must be >= 0, got %d", b.MinPerSecond)
+	}
+	if b.Window < time.Second || b.Window > 300*time.Second || b.Window%time.Second != 0 {
+		f.add("window", "must be whole seconds between 1s and 300s, got %s", b.Window)
+	}
+}
+
+// Budget tracks requests and retries over a sliding window of one-second
+// buckets. It is safe for concurrent use; every call takes one short lock
+// and never allocates.
+type Budget struct {
+	ratio    float64
+	floor    int64
+	clock    Clock
+	mu       sync.Mutex
+	buckets  []budgetBucket
+	requests int64 // sum over buckets
+	retries  int64 // sum over buckets
+	last     int64 // the newest second with a bucket
+}
+
+type budgetBucket struct {
+	second   int64
+	requests int64
+	retries  int64
+}
+
+// NewBudget returns an empty budget. A nil clock means the wall clock.
+func NewBudget(s BudgetSettings, clock Clock) *Budget {
+	if clock == nil {
+		clock = SystemClock{}
+	}
+	n := int(s.Window / time.Second)
+	if n < 1 {
+		n = 1
+	}
+	return &Budget{
+		ratio:   s.Ratio,
+		floor:   int64(s.MinPerSecond),
+		clock:   clock,
+		buckets: make([]budgetBucket, n),
+	}
+}
+
+// current returns the bucket for the clock's current second, expiring the
+// seconds that fell out of the window. A clock that steps back keeps using
+// the latest bucket. The caller holds b.mu.
+func (b *Budget) current() *budgetBucket {
+	return b.currentAt(b.clock.Now().Unix())
+}
+
+func (b *Budget) currentAt(sec int64) *budgetBucket {
+	n := int64(len(b.buckets))
+	if sec > b.last {
+		steps := min(sec-b.last, n)
+		for s := sec - steps + 1; s <= sec; s++ {
+			bk := &b.buckets[uint64(s)%uint64(n)]
+			b.requests -= bk.requests
+			b.retries -= bk.retries
+			*bk = budgetBucket{second: s}
+		}
+		b.last = sec
+	}
+	return &b.buckets[uint64(b.last)%uint64(n)]
+}
+
+// Deposit counts one request (a first attempt).
+func (b *Budget) Deposit() {
+	b.mu.Lock()
+	b.current().requests++
+	b.requests++
+	b.mu.Unlock()
+}
+
+// depositAt is Deposit at a clock reading the caller already has (UnixNano
+// of the same clock).
+func (b *Budget) depositAt(nanos int64) {
+	sec := nanos / int64(time.Second)
+	if nanos < 0 && nanos%int64(time.Second) != 0 {
+		sec-- // floor, as time.Time.Unix does
+	}
+	b.mu.Lock()
+	b.currentAt(sec).requests++
+	b.requests++
+	b.mu.Unlock()
+}
+
+// TryWithdraw takes one retry from the budget; false means the budget is
+// spent and the request must not be retried.
+func (b *Budget) TryWithdraw() bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	bk := b.current()
+	if bk.retries >= b.floor && float64(b.retries+1) > b.ratio*float64(b.requests) {
+		return false
+	}
+	bk.retries++
+	b.retries++
+	return true
+}
+
+// Counts returns the requests and retries counted in the window.
+func (b *Budget) Counts() (requests, retries int64) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.current()
+	return b.requests, b.retries
+}

@@ -1,0 +1,117 @@
+package resilience
+
+import (
+	"testing"
+	"time"
+)
+
+func TestBudgetFloorPerSecond(t *testing.T) {
+	clk := NewManualClock(epoch)
+	b := NewBudget(BudgetSettings{Ratio: 0.2, MinPerSecond: 3, Window: 10 * time.Second}, clk)
+	for sec := range 5 {
+		n := 0
+		for b.TryWithdraw() {
+			n++
+			if n > 100 {
+				t.Fatal("no cap without traffic")
+			}
+		}
+		if n != 3 {
+			t.Fatalf("second %d: %d retries without traffic, want the floor 3", sec, n)
+		}
+		clk.Advance(time.Second)
+	}
+}
+
+func TestBudgetRatio(t *testing.T) {
+	clk := NewManualClock(epoch)
+	b := NewBudget(BudgetSettings{Ratio: 0.2, MinPerSecond: 0, Window: 10 * time.Second}, clk)
+	for range 100 {
+		b.Deposit()
+	}
+	n := 0
+	for n <= 100 && b.TryWithdraw() {
+		n++
+	}
+	if n != 20 {
+		t.Fatalf("%d retries for 100 requests at ratio 0.2", n)
+	}
+	// Nine seconds later the requests still count, and the retries too.
+	clk.Advance(9 * time.Second)
+	if b.TryWithdraw() {
+		t.Fatal("budget refilled inside the window")
+	}
+	// Once the window has passed, both are forgotten.
+	clk.Advance(time.Second)
+	if req, ret := b.Counts(); req != 0 || ret != 0 {
+		t.Fatalf("after the window: %d requests, %d retries", req, ret)
+	}
+	if b.TryWithdraw() {
+		t.Fatal("retry allowed with no traffic and no floor")
+	}
+}
+
+func TestBudgetSlidesAcrossJumps(t *testing.T) {
+	clk := NewManualClock(epoch)
+	b := NewBudget(BudgetSettings{Ratio: 1, Window: 3 * time.Second}, clk)
+	b.Deposit()
+	clk.Advance(time.Second)
+	b.Deposit()
+	clk.Advance(time.Second)
+	b.Deposit()
+	if req, _ := b.Counts(); req != 3 {
+		t.Fatalf("requests = %d, want 3", req)
+	}
+	clk.Advance(time.Second) // the first second falls out
+	if req, _ := b.Counts(); req != 2 {
+		t.Fatalf("requests = %d, want 2", req)
+	}
+	clk.Advance(time.Hour) // a long jump expires everything
+	if req, _ := b.Counts(); req != 0 {
+		t.Fatalf("requests after an hour = %d", req)
+	}
+	clk.Advance(-time.Minute) // a clock stepping back does not corrupt counts
+	b.Deposit()
+	if req, _ := b.Counts(); req != 1 {
+		t.Fatalf("requests after a step back = %d", req)
+	}
+}
+
+// Under a full outage (every attempt fails and asks for a retry), the budget
+// keeps retries to ratio x requests plus the floor.
+func TestBudgetCapsRetriesUnderFullOutage(t *testing.T) {
+	u, clk, _ := newTestUpstream(t, func(s *Settings) {
+		s.Breaker.ConsecutiveFailures = 0
+		s.Outlier.Consecutive5xx = 0
+		s.Retry.MaxRetries = 3
+		s.Retry.Budget = BudgetSettings{Ratio: 0.2, MinPerSecond: 5, Window: 10 * time.Second}
+	}, "a:1", "b:1", "c:1", "d:1")
+	const perSecond, seconds = 200, 20
+	requests, attempts := 0, 0
+	for range seconds {
+		for range perSecond {
+			requests++
+			var tried []string
+			for attempt := 0; ; attempt++ {
+				p := mustPick(t, u, "", tried...)
+				attempts++
+				p.Done(refuse)
+				tried = append(tried, p.Addr())
+				if _, d := u.Retry(attempt+1, "GET", 0, false, refuse); d != RetryAllowed {
+					break
+				}
+			}
+		}
+		clk.Advance(time.Second)
+	}
+	retries := attempts - requests
+	limit := int(0.2*float64(requests)) + 5*seconds
+	if retries > limit {
+		t.Fatalf("%d retries for %d requests: over the budget of %d", retries, requests, limit)
+	}
+	// Without a budget, 3 retries per request would have been 3x the load.
+	if retries < requests/10 {
+		t.Fatalf("only %d retries for %d requests: the budget is too tight", retries, requests)
+	}
+	t.Logf("%d requests, %d retries (limit %d)", requests, retries, limit)
+}

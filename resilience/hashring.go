@@ -1,0 +1,101 @@
+package resilience
+
+import (
+	"slices"
+	"strconv"
+)
+
+// hashRing is a consistent-hash ring over an endpoint set. Each endpoint
+// owns points derived from its address alone, so adding or removing one
+// endpoint moves only the keys that land on its points; every other key
+// keeps its endpoint. Endpoints own points in proportion to their weight.
+type hashRing struct {
+	points []ringPoint // sorted by hash
+}
+
+type ringPoint struct {
+	hash   uint64
+	member int32 // index into endpointSet.members
+}
+
+const (
+	pointsPerWeight = 64
+	maxRingPoints   = 64 << 10
+)
+
+func newHashRing(members []member) *hashRing {
+	var total int64
+	for _, m := range members {
+		total += int64(m.weight)
+	}
+	per := int64(pointsPerWeight)
+	if total > 0 && total*per > maxRingPoints {
+		per = max(maxRingPoints/total, 1)
+	}
+	r := &hashRing{points: make([]ringPoint, 0, total*per)}
+	buf := make([]byte, 0, 64)
+	for i, m := range members {
+		n := int64(m.weight) * per
+		for j := int64(0); j < n; j++ {
+			buf = append(buf[:0], m.ep.addr...)
+			buf = append(buf, '#')
+			buf = strconv.AppendInt(buf, j, 10)
+			r.points = append(r.points, ringPoint{hash: hashBytes(buf), member: int32(i)})
+		}
+	}
+	slices.SortFunc(r.points, func(a, b ringPoint) int {
+		switch {
+		case a.hash < b.hash:
+			return -1
+		case a.hash > b.hash:
+			return 1
+		}
+		return int(a.member - b.member)
+	})
+	return r
+}
+
+// first returns the position of the first point at or after h (wrapping).
+func (r *hashRing) first(h uint64) int {
+	i, _ := slices.BinarySearchFunc(r.points, h, func(p ringPoint, h uint64) int {
+		switch {
+		case p.hash < h:
+			return -1
+		case p.hash > h:
+			return 1
+		}
+		return 0
+	})
+	if i == len(r.points) {
+		i = 0
+	}
+	return i
+}
+
+// FNV-1a, then a splitmix64 finalizer so that similar keys spread out.
+func hashString(s string) uint64 {
+	h := uint64(14695981039346656037)
+	for i := 0; i < len(s); i++ {
+		h ^= uint64(s[i])
+		h *= 1099511628211
+	}
+	return mix64(h)
+}
+
+func hashBytes(b []byte) uint64 {
+	h := uint64(14695981039346656037)
+	for _, c := range b {
+		h ^= uint64(c)
+		h *= 1099511628211
+	}
+	return mix64(h)
+}
+
+func mix64(x uint64) uint64 {
+	x ^= x >> 30
+	x *= 0xbf58476d1ce4e5b9
+	x ^= x >> 27
+	x *= 0x94d049bb133111eb
+	x ^= x >> 31
+	return x
+}

@@ -1,0 +1,186 @@
+package resilience
+
+import (
+	"errors"
+	"fmt"
+	"slices"
+	"testing"
+	"time"
+)
+
+func outlierOnly(pct int) func(*Settings) {
+	return func(s *Settings) {
+		s.Breaker.ConsecutiveFailures = 0
+		s.Outlier = OutlierSettings{
+			Consecutive5xx:     3,
+			BaseEjectionTime:   30 * time.Second,
+			MaxEjectionTime:    100 * time.Second,
+			MaxEjectionPercent: pct,
+		}
+	}
+}
+
+// failOn sends n 5xx outcomes to addr (others excluded).
+func failOn(t *testing.T, u *Upstream, addr string, n int, o Outcome) {
+	t.Helper()
+	var others []string
+	for _, st := range u.Status() {
+		if st.Addr != addr {
+			others = append(others, st.Addr)
+		}
+	}
+	for range n {
+		p := mustPick(t, u, "", others...)
+		if p.Addr() != addr {
+			t.Fatalf("picked %s, want %s", p.Addr(), addr)
+		}
+		p.Done(o)
+	}
+}
+
+func ejectedAddrs(u *Upstream) []string {
+	var out []string
+	for _, st := range u.Status() {
+		if !st.EjectedUntil.IsZero() {
+			out = append(out, st.Addr)
+		}
+	}
+	return out
+}
+
+func TestEjectionNeverRemovesLastEndpoint(t *testing.T) {
+	u, _, rec := newTestUpstream(t, outlierOnly(100), "only:1")
+	failOn(t, u, "only:1", 50, bad503)
+	if got := ejectedAddrs(u); len(got) != 0 {
+		t.Fatalf("the only endpoint was ejected: %v", got)
+	}
+	if ev := rec.take(); len(ev) != 0 {
+		t.Fatalf("events: %q", ev)
+	}
+
+	// With two endpoints at 100%, one may go but never both.
+	u, _, _ = newTestUpstream(t, outlierOnly(100), "a:1", "b:1")
+	failOn(t, u, "a:1", 3, bad503)
+	failOn(t, u, "b:1", 1, bad503) // a is ejected: b is the only choice anyway
+	p := mustPick(t, u, "")
+	p.Done(bad503)
+	p = mustPick(t, u, "")
+	p.Done(bad503)
+	if got := ejectedAddrs(u); !slices.Equal(got, []string{"a:1"}) {
+		t.Fatalf("ejected = %v, want [a:1]", got)
+	}
+	if p := mustPick(t, u, ""); p.Addr() != "b:1" {
+		t.Fatalf("picked %s", p.Addr())
+	} else {
+		p.Done(ok200)
+	}
+}
+
+func TestEjectionRespectsMaxPercent(t *testing.T) {
+	for _, tc := range []struct {
+		n, pct, want int
+	}{
+		{10, 10, 1},
+		{10, 50, 5},
+		{10, 100, 9},
+		{3, 10, 1}, // at least one may go
+		{4, 0, 1},  // even at 0%: Envoy's "at least one host"
+		{1, 50, 0},
+	} {
+		t.Run(fmt.Sprintf("%d endpoints %d%%", tc.n, tc.pct), func(t *testing.T) {
+			addrs := make([]string, tc.n)
+			for i := range addrs {
+				addrs[i] = fmt.Sprintf("10.0.0.%d:80", i)
+			}
+			u, _, rec := newTestUpstream(t, outlierOnly(tc.pct), addrs...)
+			for _, a := range addrs {
+				if slices.Contains(ejectedAddrs(u), a) {
+					continue
+				}
+				var others []string
+				for _, b := range addrs {
+					if b != a {
+						others = append(others, b)
+					}
+				}
+				for range 3 {
+					p, err := u.Pick("", others)
+					if err != nil {
+						t.Fatalf("Pick: %v", err)
+					}
+					p.Done(Outcome{Result: ConnectFailed})
+				}
+			}
+			if got := len(ejectedAddrs(u)); got != tc.want {
+				t.Fatalf("%d ejected, want %d", got, tc.want)
+			}
+			if got := len(rec.take()); got != tc.want {
+				t.Fatalf("%d ejection events, want %d", got, tc.want)
+			}
+			// Whatever was ejected, a pick still succeeds.
+			if _, err := u.Pick("", nil); err != nil {
+				t.Fatalf("service unusable after ejections: %v", err)
+			}
+		})
+	}
+}
+
+func TestEjectionTimeGrowsAndDecays(t *testing.T) {
+	u, clk, rec := newTestUpstream(t, outlierOnly(50), "a:1", "b:1")
+	eject := func() time.Time {
+		t.Helper()
+		failOn(t, u, "a:1", 3, Outcome{Result: TimedOut})
+		return statusOf(t, u, "a:1").EjectedUntil
+	}
+	if until := eject(); !until.Equal(clk.Now().Add(30 * time.Second)) {
+		t.Fatalf("first ejection until %v", until)
+	}
+	// Ejected: a is skipped, excluded b leaves nothing.
+	if _, err := u.Pick("", []string{"b:1"}); !errors.Is(err, ErrAllUnavailable) {
+		t.Fatalf("ejected endpoint picked: %v", err)
+	}
+	clk.Advance(30 * time.Second)
+	if until := eject(); !until.Equal(clk.Now().Add(60 * time.Second)) {
+		t.Fatalf("second ejection until %v, want 60s", until)
+	}
+	clk.Advance(60 * time.Second)
+	if until := eject(); !until.Equal(clk.Now().Add(90 * time.Second)) {
+		t.Fatalf("third ejection until %v, want 90s", until)
+	}
+	clk.Advance(90 * time.Second)
+	if until := eject(); !until.Equal(clk.Now().Add(100 * time.Second)) {
+		t.Fatalf("fourth ejection until %v, want the 100s cap", until)
+	}
+	// 100s out, then 3 x 30s healthy forgives 3 of 4 ejections: the next
+	// one is the second in a row.
+	clk.Advance(100*time.Second + 90*time.Second)
+	if until := eject(); !until.Equal(clk.Now().Add(60 * time.Second)) {
+		t.Fatalf("after a healthy spell: until %v, want 60s", until)
+	}
+	if st := statusOf(t, u, "a:1"); st.Ejections != 2 {
+		t.Fatalf("ejections = %d", st.Ejections)
+	}
+	want := []string{
+		"ejected files a:1 30s #1", "ejected files a:1 1m0s #2", "ejected files a:1 1m30s #3",
+		"ejected files a:1 1m40s #4", "ejected files a:1 1m0s #2",
+	}
+	if got := rec.take(); !slices.Equal(got, want) {
+		t.Fatalf("events = %q", got)
+	}
+}
+
+func TestEjectionStreak(t *testing.T) {
+	u, _, _ := newTestUpstream(t, outlierOnly(50), "a:1", "b:1")
+	// Success resets the streak; cancellations neither count nor reset;
+	// a 4xx is not the upstream's fault.
+	for _, o := range []Outcome{bad503, bad503, ok200, bad503, cancel, bad503, {Result: Responded, Status: 404}, bad503, bad503} {
+		failOn(t, u, "a:1", 1, o)
+	}
+	if got := ejectedAddrs(u); len(got) != 0 {
+		t.Fatalf("ejected without 3 consecutive 5xx: %v", got)
+	}
+	failOn(t, u, "a:1", 1, Outcome{Result: Responded, Status: 500})
+	if got := ejectedAddrs(u); !slices.Equal(got, []string{"a:1"}) {
+		t.Fatalf("ejected = %v", got)
+	}
+}

@@ -1,0 +1,326 @@
+package resilience
+
+import (
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Endpoint is one address of a service as the proxy hands it to Update.
+type Endpoint struct {
+	// Addr is host:port. It identifies the endpoint across updates.
+	Addr string
+	// Weight is the endpoint's relative share for the weighted and hash
+	// balancers; 0 or less means 1.
+	Weight int
+}
+
+// endpoint is the state kept for one address while it stays in the set.
+type endpoint struct {
+	addr     string
+	inflight atomic.Int64
+	requests atomic.Uint64
+	failures atomic.Uint64
+	breaker  *breaker // nil when the service has no breaker
+	eject    ejectionState
+}
+
+// Upstream is the resilience state of one service: its endpoints with their
+// breakers and ejection state, the balancer, the concurrency limit and the
+// retry budget. All methods are safe for concurrent use; Pick and Done take
+// no lock that Update holds.
+type Upstream struct {
+	name        string
+	settings    Settings
+	clock       Clock
+	observer    Observer
+	balancer    Balancer
+	maxInFlight int64
+	consec5xx   int32
+	failStatus  statusSet
+	budget      *Budget
+
+	set      atomic.Pointer[endpointSet]
+	inflight atomic.Int64
+	rr       atomic.Uint64
+
+	// mu serialises Update and ejection decisions (never held by Pick).
+	mu sync.Mutex
+}
+
+// Option configures an Upstream.
+type Option func(*Upstream)
+
+// WithClock sets the clock for open periods, ejections and the retry
+// budget. Default SystemClock.
+func WithClock(c Clock) Option { return func(u *Upstream) { u.clock = c } }
+
+// WithObserver sets who hears of breaker changes, ejections and retry
+// decisions. Default NopObserver.
+func WithObserver(o Observer) Option { return func(u *Upstream) { u.observer = o } }
+
+// NewUpstream returns the resilience state for the service name, with no
+// endpoints until Update. The settings are normalised and validated; the
+// error wraps every FieldError.
+func NewUpstream(name string, s Settings, opts ...Option) (*Upstream, error) {
+	s.Normalize()
+	if err := s.Validate(); err != nil {
+		return nil, fmt.Errorf("resilience settings of service %q: %w", name, err)
+	}
+	u := &Upstream{
+		name:        name,
+		settings:    s,
+		clock:       SystemClock{},
+		observer:    NopObserver{},
+		balancer:    s.Balancer,
+		maxInFlight: int64(s.MaxInFlight),
+		failStatus:  newStatusSet(s.Breaker.FailureStatuses),
+	}
+	if s.Outlier.Consecutive5xx > 0 {
+		u.consec5xx = int32(min(s.Outlier.Consecutive5xx, 1<<30))
+	}
+	for _, o := range opts {
+		o(u)
+	}
+	if u.clock == nil {
+		u.clock = SystemClock{}
+	}
+	if u.observer == nil {
+		u.observer = NopObserver{}
+	}
+	u.budget = NewBudget(s.Retry.Budget, u.clock)
+	u.set.Store(newEndpointSet(nil, u.balancer))
+	return u, nil
+}
+
+// Name is the service's name.
+func (u *Upstream) Name() string { return u.name }
+
+// Settings returns the normalised settings (treat its slices as read-only).
+func (u *Upstream) Settings() Settings { return u.settings }
+
+// Budget is the service's retry budget.
+func (u *Upstream) Budget() *Budget { return u.budget }
+
+// InFlight is the number of attempts picked and not yet Done.
+func (u *Upstream) InFlight() int64 { return u.inflight.Load() }
+
+// Update replaces the endpoint set, typically when discovery publishes a new
+// snapshot. Endpoints whose address persists keep their breaker, ejection
+// and in-flight state; new ones start fresh; removed ones are forgotten
+// (attempts still in flight on them finish normally). Entries with an empty
+// address or a duplicate address are ignored.
+func (u *Upstream) Update(eps []Endpoint) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	old := u.set.Load()
+	known := make(map[string]*endpoint, len(old.members))
+	for _, m := range old.members {
+		known[m.ep.addr] = m.ep
+	}
+	members := make([]member, 0, len(eps))
+	seen := make(map[string]bool, len(eps))
+	for _, e := range eps {
+		if e.Addr == "" || seen[e.Addr] {
+			continue
+		}
+		seen[e.Addr] = true
+		ep := known[e.Addr]
+		if ep == nil {
+			ep = u.newEndpoint(e.Addr)
+		}
+		members = append(members, member{ep: ep, weight: max(e.Weight, 1)})
+	}
+	u.set.Store(newEndpointSet(members, u.balancer))
+}
+
+func (u *Upstream) newEndpoint(addr string) *endpoint {
+	ep := &endpoint{addr: addr}
+	ep.breaker = newBreaker(u.name+"/"+addr, &u.settings.Breaker, u.clock, func(from, to BreakerState) {
+		u.observer.BreakerChanged(u.name, addr, from, to)
+	})
+	return ep
+}
+
+// Pick is one admitted attempt on one endpoint. Call Done exactly once when
+// the attempt ends, whatever the outcome. The zero Pick is inert.
+type Pick struct {
+	u     *Upstream
+	ep    *endpoint
+	gen   uint64
+	probe bool
+}
+
+// Addr is the endpoint's host:port.
+func (p Pick) Addr() string {
+	if p.ep == nil {
+		return ""
+	}
+	return p.ep.addr
+}
+
+// Probe reports whether the attempt is a half-open breaker's probe.
+func (p Pick) Probe() bool { return p.probe }
+
+// Pick chooses an endpoint for one attempt and admits it through the
+// endpoint's breaker. key is the hash key (the hash_header's value; ignored
+// by other balancers; empty falls back to p2c). excluded lists the addresses
+// this request already tried, so a retry goes elsewhere; an empty excluded
+// marks a first attempt, which Pick counts in the retry budget.
+//
+// Errors: ErrNoEndpoints (none known), ErrOverloaded (max_in_flight
+// reached), or an *UnavailableError matching ErrAllUnavailable. Pick never
+// blocks and, on success, never allocates.
+func (u *Upstream) Pick(key string, excluded []string) (Pick, error) {
+	set := u.set.Load()
+	if len(set.members) == 0 {
+		return Pick{}, fmt.Errorf("%s: %w", u.name, ErrNoEndpoints)
+	}
+	if n := u.inflight.Add(1); u.maxInFlight > 0 && n > u.maxInFlight {
+		u.inflight.Add(-1)
+		return Pick{}, fmt.Errorf("%s: %w (max_in_flight %d)", u.name, ErrOverloaded, u.maxInFlight)
+	}
+	c := chooser{u: u, set: set, excluded: excluded, now: lazyNow{clock: u.clock}}
+	// A breaker may turn between the availability check and admission
+	// (another goroutine took the last probe slot): choose again a few
+	// times, then try every member in turn.
+	for range 3 {
+		i := c.choose(u.balancer, key)
+		if i < 0 {
+			break
+		}
+		if p, ok := u.admit(set.members[i].ep, len(excluded) == 0, &c.now); ok {
+			return p, nil
+		}
+	}
+	for i := range set.members {
+		if c.ok(i) {
+			if p, ok := u.admit(set.members[i].ep, len(excluded) == 0, &c.now); ok {
+				return p, nil
+			}
+		}
+	}
+	u.inflight.Add(-1)
+	return Pick{}, u.unavailable(set, excluded)
+}
+
+func (u *Upstream) admit(ep *endpoint, first bool, now *lazyNow) (Pick, bool) {
+	gen, probe, ok := ep.breaker.admit(now)
+	if !ok {
+		return Pick{}, false
+	}
+	ep.inflight.Add(1)
+	if first {
+		u.budget.depositAt(now.get())
+	}
+	return Pick{u: u, ep: ep, gen: gen, probe: probe}, true
+}
+
+func (u *Upstream) unavailable(set *endpointSet, excluded []string) error {
+	e := &UnavailableError{Service: u.name, Endpoints: len(set.members)}
+	now := lazyNow{clock: u.clock}
+	for _, m := range set.members {
+		switch {
+		case containsAddr(excluded, m.ep.addr):
+			e.Tried++
+		case m.ep.eject.ejected(&now):
+			e.Ejected++
+		case m.ep.breaker.current() == BreakerOpen && !m.ep.breaker.ready(&now):
+			e.Open++
+		default:
+			e.Probing++
+		}
+	}
+	return e
+}
+
+func containsAddr(list []string, addr string) bool {
+	for _, a := range list {
+		if a == addr {
+			return true
+		}
+	}
+	return false
+}
+
+// Done reports how the attempt ended: it releases the in-flight slots and
+// feeds the endpoint's breaker and outlier detection.
+func (p Pick) Done(o Outcome) {
+	ep, u := p.ep, p.u
+	if ep == nil {
+		return
+	}
+	ep.inflight.Add(-1)
+	u.inflight.Add(-1)
+	v := u.verdict(o)
+	ep.requests.Add(1)
+	if v == verdictFailure {
+		ep.failures.Add(1)
+	}
+	ep.breaker.record(p.gen, p.probe, v)
+	if ep.eject.observe(o, u.consec5xx) {
+		u.eject(ep)
+	}
+}
+
+func (u *Upstream) verdict(o Outcome) verdict {
+	switch o.Result {
+	case Canceled:
+		return verdictIgnored
+	case Responded:
+		if u.failStatus.has(o.Status) {
+			return verdictFailure
+		}
+		return verdictSuccess
+	default:
+		return verdictFailure
+	}
+}
+
+// eject takes ep out of rotation unless that would exceed
+// max_ejection_percent or leave the service with no endpoint in rotation.
+func (u *Upstream) eject(ep *endpoint) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	set := u.set.Load()
+	now := u.clock.Now().UnixNano()
+	present, ejected := false, 0
+	for _, m := range set.members {
+		if m.ep == ep {
+			present = true
+		}
+		if m.ep.eject.until.Load() > now {
+			ejected++
+		}
+	}
+	if !present || ep.eject.until.Load() > now {
+		return // removed meanwhile, or already out
+	}
+	if ejected+1 > u.settings.Outlier.maxEjected(len(set.members)) {
+		return
+	}
+	d := ep.eject.nextEjection(&u.settings.Outlier, now)
+	u.observer.Ejected(u.name, ep.addr, d, ep.eject.ejections)
+}
+
+// Retry decides whether the request may be retried after an attempt that
+// ended with o (see RetryPolicy.Decide for the arguments), spends the retry
+// budget when it may, and reports the decision to the Observer. On
+// RetryAllowed it returns the jittered backoff to wait before picking again
+// (with the tried addresses excluded).
+func (u *Upstream) Retry(attempt int, method string, bodyBytesSent int64, hasBody bool, o Outcome) (time.Duration, RetryDecision) {
+	p := &u.settings.Retry
+	d := p.Decide(attempt, method, bodyBytesSent, hasBody, o)
+	if d == RetryAllowed && !u.budget.TryWithdraw() {
+		d = RetryBudgetExhausted
+	}
+	if d == RetryNotNeeded {
+		return 0, d
+	}
+	u.observer.RetryDecided(u.name, attempt, d)
+	if d != RetryAllowed {
+		return 0, d
+	}
+	return p.Backoff(attempt), d
+}

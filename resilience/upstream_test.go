@@ -1,0 +1,195 @@
+package resilience
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+func TestUpdateKeepsState(t *testing.T) {
+	u, clk, _ := newTestUpstream(t, func(s *Settings) {
+		s.Breaker = BreakerSettings{ConsecutiveFailures: 2, OpenDuration: time.Minute, HalfOpenProbes: 1, FailureStatuses: []int{503}}
+		s.Outlier = OutlierSettings{Consecutive5xx: 2, BaseEjectionTime: time.Minute, MaxEjectionTime: time.Hour, MaxEjectionPercent: 50}
+	}, "a:1", "b:1", "c:1", "d:1")
+	failOn(t, u, "a:1", 2, refuse)                                  // a: open and ejected
+	failOn(t, u, "b:1", 2, Outcome{Result: Responded, Status: 500}) // b: ejected only
+	failOn(t, u, "c:1", 1, refuse)                                  // c: one failure in its streak
+	held := mustPick(t, u, "", "a:1", "b:1", "c:1")                 // d: one in flight
+	before := map[string]EndpointStatus{}
+	for _, st := range u.Status() {
+		before[st.Addr] = st
+	}
+
+	// A new snapshot: same endpoints in another order, d reweighted, e new.
+	u.Update([]Endpoint{{Addr: "e:1"}, {Addr: "d:1", Weight: 5}, {Addr: "c:1"}, {Addr: "b:1"}, {Addr: "a:1"}})
+	for _, a := range []string{"a:1", "b:1", "c:1"} {
+		if st := statusOf(t, u, a); st != before[a] {
+			t.Fatalf("%s changed across Update:\n%+v\n%+v", a, before[a], st)
+		}
+	}
+	if st := statusOf(t, u, "d:1"); st.InFlight != 1 || st.Weight != 5 {
+		t.Fatalf("d after Update: %+v", st)
+	}
+	if st := statusOf(t, u, "e:1"); st.Breaker != BreakerClosed || st.Requests != 0 {
+		t.Fatalf("new endpoint e: %+v", st)
+	}
+	// c's streak survived: one more failure opens it.
+	failOn(t, u, "c:1", 1, refuse)
+	if st := statusOf(t, u, "c:1"); st.Breaker != BreakerOpen {
+		t.Fatalf("c's failure count was lost: %+v", st)
+	}
+	held.Done(ok200)
+	if st := statusOf(t, u, "d:1"); st.InFlight != 0 || st.Requests != 1 {
+		t.Fatalf("d after Done: %+v", st)
+	}
+
+	// Removed endpoints are forgotten: a comes back fresh. An attempt
+	// still in flight on a removed endpoint finishes harmlessly.
+	clk.Advance(time.Second)
+	inflightOnE := mustPick(t, u, "", "a:1", "b:1", "c:1", "d:1")
+	u.Update([]Endpoint{{Addr: "b:1"}, {Addr: "c:1"}, {Addr: "d:1"}})
+	inflightOnE.Done(refuse)
+	if u.InFlight() != 0 {
+		t.Fatalf("in flight = %d", u.InFlight())
+	}
+	u.Update([]Endpoint{{Addr: "a:1"}, {Addr: "b:1"}, {Addr: "c:1"}, {Addr: "d:1"}, {Addr: "e:1"}})
+	if st := statusOf(t, u, "a:1"); st.Breaker != BreakerClosed || !st.EjectedUntil.IsZero() || st.Requests != 0 {
+		t.Fatalf("re-added a kept old state: %+v", st)
+	}
+	if st := statusOf(t, u, "e:1"); st.Requests != 0 {
+		t.Fatalf("re-added e kept old counts: %+v", st)
+	}
+}
+
+func TestUpdateIgnoresBadEntries(t *testing.T) {
+	u, _, _ := newTestUpstream(t, nil)
+	u.Update([]Endpoint{{Addr: ""}, {Addr: "a:1", Weight: 2}, {Addr: "a:1", Weight: 7}, {Addr: "b:1", Weight: -3}})
+	st := u.Status()
+	if len(st) != 2 || st[0].Addr != "a:1" || st[0].Weight != 2 || st[1].Weight != 1 {
+		t.Fatalf("status = %+v", st)
+	}
+}
+
+func TestNoEndpoints(t *testing.T) {
+	u, _, _ := newTestUpstream(t, nil)
+	if _, err := u.Pick("", nil); !errors.Is(err, ErrNoEndpoints) || !strings.Contains(err.Error(), "files") {
+		t.Fatalf("Pick on empty service: %v", err)
+	}
+	u.Update([]Endpoint{{Addr: "a:1"}})
+	mustPick(t, u, "").Done(ok200)
+	u.Update(nil)
+	if _, err := u.Pick("", nil); !errors.Is(err, ErrNoEndpoints) {
+		t.Fatalf("Pick after emptying: %v", err)
+	}
+	var zero Pick
+	zero.Done(ok200) // inert
+	if zero.Addr() != "" {
+		t.Fatal("zero Pick has an address")
+	}
+}
+
+func TestMaxInFlightSheds(t *testing.T) {
+	u, _, _ := newTestUpstream(t, func(s *Settings) { s.MaxInFlight = 3 }, "a:1", "b:1")
+	held := []Pick{mustPick(t, u, ""), mustPick(t, u, ""), mustPick(t, u, "")}
+	for range 10 {
+		if _, err := u.Pick("", nil); !errors.Is(err, ErrOverloaded) || !strings.Contains(err.Error(), "max_in_flight 3") {
+			t.Fatalf("fourth concurrent pick: %v", err)
+		}
+	}
+	if n := u.InFlight(); n != 3 {
+		t.Fatalf("shed picks leaked in-flight slots: %d", n)
+	}
+	held[0].Done(cancel)
+	p := mustPick(t, u, "")
+	if _, err := u.Pick("", nil); !errors.Is(err, ErrOverloaded) {
+		t.Fatalf("limit not restored: %v", err)
+	}
+	for _, q := range append(held[1:], p) {
+		q.Done(ok200)
+	}
+	if n := u.InFlight(); n != 0 {
+		t.Fatalf("in flight = %d", n)
+	}
+	// A pick that finds nothing available gives its slot back too.
+	if _, err := u.Pick("", []string{"a:1", "b:1"}); !errors.Is(err, ErrAllUnavailable) {
+		t.Fatalf("all tried: %v", err)
+	}
+	if n := u.InFlight(); n != 0 {
+		t.Fatalf("failed pick leaked: %d", n)
+	}
+}
+
+// Many goroutines pick and finish while endpoints change and breakers
+// trip; run with -race. Afterwards nothing is left in flight.
+func TestConcurrentPicksUpdatesAndOutcomes(t *testing.T) {
+	for _, b := range []Balancer{BalancerP2C, BalancerRoundRobin, BalancerRandom, BalancerWeighted, BalancerHash} {
+		t.Run(string(b), func(t *testing.T) {
+			header := ""
+			if b == BalancerHash {
+				header = "X-User"
+			}
+			u, clk, _ := newTestUpstream(t, func(s *Settings) {
+				balancer(b, header)(s)
+				s.MaxInFlight = 64
+				s.Breaker.ConsecutiveFailures = 3
+				s.Breaker.FailureRatio = 0.5
+				s.Breaker.HalfOpenProbes = 2
+				s.Outlier.MaxEjectionPercent = 50
+			}, "a:1", "b:1", "c:1")
+			outcomes := []Outcome{ok200, ok200, ok200, refuse, bad503, cancel, {Result: BodyBroken, Status: 200}}
+			var wg sync.WaitGroup
+			for g := range 8 {
+				wg.Go(func() {
+					for i := range 2000 {
+						p, err := u.Pick(fmt.Sprint(i%50), nil)
+						if err != nil {
+							if !errors.Is(err, ErrAllUnavailable) && !errors.Is(err, ErrOverloaded) && !errors.Is(err, ErrNoEndpoints) {
+								t.Errorf("Pick: %v", err)
+								return
+							}
+							continue
+						}
+						if d, dec := u.Retry(1, "GET", 0, false, refuse); dec == RetryAllowed && d < 0 {
+							t.Errorf("negative backoff")
+						}
+						p.Done(outcomes[(g+i)%len(outcomes)])
+					}
+				})
+			}
+			wg.Go(func() {
+				sets := [][]Endpoint{
+					{{Addr: "a:1"}, {Addr: "b:1"}, {Addr: "c:1"}},
+					{{Addr: "b:1", Weight: 3}, {Addr: "c:1"}, {Addr: "d:1"}},
+					{{Addr: "a:1"}, {Addr: "d:1", Weight: 2}},
+				}
+				for i := range 300 {
+					u.Update(sets[i%len(sets)])
+					clk.Advance(time.Second)
+					_ = u.Status()
+				}
+			})
+			wg.Wait()
+			if n := u.InFlight(); n != 0 {
+				t.Fatalf("in flight after the storm: %d", n)
+			}
+			for _, st := range u.Status() {
+				if st.InFlight != 0 {
+					t.Fatalf("%s in flight %d", st.Addr, st.InFlight)
+				}
+			}
+		})
+	}
+}
+
+func TestNewUpstreamRejectsBadSettings(t *testing.T) {
+	s := DefaultSettings()
+	s.Breaker.FailureRatio = 2
+	_, err := NewUpstream("files", s)
+	var fe *FieldError
+	if !errors.As(err, &fe) || fe.Key != "breaker.failure_ratio" || !strings.Contains(err.Error(), `service "files"`) {
+		t.Fatalf("NewUpstream: %v", err)
+	}
+}

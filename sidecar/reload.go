@@ -1,0 +1,141 @@
+package sidecar
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"reflect"
+	"time"
+)
+
+// ReloadResolveTimeout bounds how long a reload waits for the new
+// generation's Consul services to resolve before giving up and keeping the
+// config in force.
+const ReloadResolveTimeout = 10 * time.Second
+
+// Reload applies a new config: routes, services, endpoints, timeouts and the
+// request body limit. In-flight exchanges (downloads, streams, tunnels) keep
+// running on the generation they started with; connection pools of
+// services whose settings did not change carry over. A config that changes
+// what only a restart can (listeners, server limits, registration) is
+// rejected whole, and so is one whose Consul services do not resolve in
+// time: the config in force stays.
+func (s *Sidecar) Reload(ctx context.Context, cfg *Config) error {
+	s.reloadMu.Lock()
+	defer s.reloadMu.Unlock()
+	old := s.state.Load()
+	if errs := restartOnly(old.cfg, cfg); len(errs) > 0 {
+		return errs
+	}
+	st, err := buildState(cfg, s.resolver, s.log)
+	if err != nil {
+		return err
+	}
+	carried := st.carryPools(old)
+	wctx, cancel := context.WithTimeout(ctx, ReloadResolveTimeout)
+	defer cancel()
+	if err := st.waitResolved(wctx); err != nil {
+		st.closeExcept(carried)
+		return fmt.Errorf("%w; keeping the config in force", err)
+	}
+	s.state.Store(st)
+	if s.outbound != nil {
+		s.outbound.table.Store(st.outbound)
+	}
+	if s.inbound != nil {
+		s.inbound.table.Store(st.inbound)
+	}
+	old.closeExcept(carried)
+	s.log.Info("config reloaded", "services", len(cfg.Services))
+	return nil
+}
+
+// ReloadFile reads, validates and applies a config file.
+func (s *Sidecar) ReloadFile(ctx context.Context, path string) error {
+	cfg, err := LoadConfigFile(path)
+	if err != nil {
+		return err
+	}
+	return s.Reload(ctx, cfg)
+}
+
+// WatchConfigFile reloads path whenever its content changes, checking every
+// interval (a poll survives editors' rename-on-save and Kubernetes'
+// ConfigMap symlink swaps alike). A bad new config is logged and the one in
+// force kept. It returns when ctx ends.
+func (s *Sidecar) WatchConfigFile(ctx context.Context, path string, interval time.Duration) {
+	last, _ := os.ReadFile(path)
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		cur, err := os.ReadFile(path)
+		if err != nil || bytes.Equal(cur, last) {
+			continue
+		}
+		last = cur
+		if err := s.ReloadFile(ctx, path); err != nil {
+			s.log.Error("config change rejected; keeping the config in force", "file", path, "error", err.Error())
+		}
+	}
+}
+
+// restartOnly reports changes a running ferry cannot apply.
+func restartOnly(old, cfg *Config) ConfigErrors {
+	var errs ConfigErrors
+	need := func(path string, a, b any) {
+		if !reflect.DeepEqual(a, b) {
+			errs = append(errs, &ConfigError{Path: path, Msg: fmt.Sprintf("changing it needs a restart (in force: %v, new: %v)", a, b)})
+		}
+	}
+	need("admin.listen", old.Admin.Listen, cfg.Admin.Listen)
+	listen := func(o *OutboundConfig) any {
+		if o == nil {
+			return "none"
+		}
+		return o.Listen
+	}
+	need("outbound.listen", listen(old.Outbound), listen(cfg.Outbound))
+	inListen := func(i *InboundConfig) any {
+		if i == nil {
+			return "none"
+		}
+		return i.Listen
+	}
+	need("inbound.listen", inListen(old.Inbound), inListen(cfg.Inbound))
+	need("limits.max_header_bytes", old.Limits.MaxHeaderBytes, cfg.Limits.MaxHeaderBytes)
+	need("limits.read_header_timeout", old.Limits.ReadHeaderTimeout, cfg.Limits.ReadHeaderTimeout)
+	need("limits.idle_timeout", old.Limits.IdleTimeout, cfg.Limits.IdleTimeout)
+	if !reflect.DeepEqual(old.Register, cfg.Register) {
+		errs = append(errs, &ConfigError{Path: "register", Msg: "changing it needs a restart"})
+	}
+	return errs
+}
+
+// carryPools lets each upstream of st whose service kept its protocol and
+// timeouts reuse the previous generation's connection pools, and returns
+// the set of upstreams' pools now shared.
+func (st *state) carryPools(old *state) map[*upstream]bool {
+	carried := map[*upstream]bool{}
+	pairs := map[*upstream]*upstream{}
+	for name, up := range st.upstreams {
+		if prev, ok := old.upstreams[name]; ok {
+			pairs[up] = prev
+		}
+	}
+	if st.app != nil && old.app != nil {
+		pairs[st.app] = old.app
+	}
+	for up, prev := range pairs {
+		if up.protocol == prev.protocol && up.timeouts == prev.timeouts {
+			up.h1, up.h2c = prev.h1, prev.h2c
+			carried[up], carried[prev] = true, true
+		}
+	}
+	return carried
+}

@@ -1,0 +1,154 @@
+package sidecar
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func reloadConfig(target string, extra string) string {
+	return fmt.Sprintf(`
+admin: { listen: 127.0.0.1:0 }
+outbound:
+  listen: 127.0.0.1:0
+  routes: [ { service: svc } ]
+services:
+  svc: { endpoints: [%s] }
+%s`, target, extra)
+}
+
+func mustParse(t *testing.T, text string) *Config {
+	t.Helper()
+	cfg, err := ParseConfig([]byte(text))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cfg
+}
+
+// A reload moves new requests to the new endpoints while a stream that
+// started before it runs to its end on the old one.
+func TestReloadKeepsInFlightStreams(t *testing.T) {
+	release := make(chan struct{})
+	started := make(chan struct{}, 1)
+	a := origin(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/stream" {
+			w.Header().Set("Content-Length", "6")
+			w.Write([]byte("old"))
+			w.(http.Flusher).Flush()
+			started <- struct{}{}
+			<-release
+			w.Write([]byte("end"))
+			return
+		}
+		io.WriteString(w, "a")
+	}))
+	b := origin(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "b") }))
+	sc := startFerry(t, reloadConfig(a, ""))
+	url := "http://" + sc.Addr("outbound")
+	res, err := h1Client().Get(url + "/stream")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	recv(t, started, 5*time.Second, "stream start")
+
+	if err := sc.Reload(context.Background(), mustParse(t, reloadConfig(b, "limits: { max_request_body_bytes: 10 }"))); err != nil {
+		t.Fatal(err)
+	}
+	if _, body := get(t, h1Client(), url+"/", ""); body != "b" {
+		t.Fatalf("after reload a new request reached %q, want b", body)
+	}
+	r2, err := h1Client().Post(url+"/", "text/plain", strings.NewReader(strings.Repeat("x", 11)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r2.Body.Close()
+	if r2.StatusCode != http.StatusRequestEntityTooLarge {
+		t.Fatalf("new body limit not applied: %d", r2.StatusCode)
+	}
+	close(release)
+	if body, err := io.ReadAll(res.Body); err != nil || string(body) != "oldend" {
+		t.Fatalf("in-flight stream across the reload got %q, %v", body, err)
+	}
+}
+
+func TestReloadRejectsBadConfigAndKeepsOld(t *testing.T) {
+	a := origin(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "a") }))
+	sc := startFerry(t, reloadConfig(a, ""))
+	url := "http://" + sc.Addr("outbound") + "/"
+
+	// A listener change is refused whole, naming the key.
+	changed := mustParse(t, strings.Replace(reloadConfig(a, ""), "listen: 127.0.0.1:0\n  routes", "listen: 127.0.0.1:1\n  routes", 1))
+	err := sc.Reload(context.Background(), changed)
+	if err == nil || !strings.Contains(err.Error(), "outbound.listen: changing it needs a restart") {
+		t.Fatalf("listener change: %v", err)
+	}
+	// A file that does not parse is refused by ReloadFile.
+	path := filepath.Join(t.TempDir(), "ferry.yaml")
+	os.WriteFile(path, []byte("outbound: { routes: [ { service: gone } ] }\n"), 0o600)
+	if err := sc.ReloadFile(context.Background(), path); err == nil || !strings.Contains(err.Error(), `outbound.routes[0].service: service "gone" is not defined`) {
+		t.Fatalf("bad file: %v", err)
+	}
+	if _, body := get(t, h1Client(), url, ""); body != "a" {
+		t.Fatalf("after rejected reloads: %q", body)
+	}
+}
+
+// A changed file is picked up by the watcher.
+func TestWatchConfigFileReloads(t *testing.T) {
+	a := origin(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "a") }))
+	b := origin(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "b") }))
+	sc := startFerry(t, reloadConfig(a, ""))
+	url := "http://" + sc.Addr("outbound") + "/"
+	path := filepath.Join(t.TempDir(), "ferry.yaml")
+	os.WriteFile(path, []byte(reloadConfig(a, "")), 0o600)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go sc.WatchConfigFile(ctx, path, 10*time.Millisecond)
+	os.WriteFile(path, []byte("this: is: not yaml"), 0o600)
+	os.WriteFile(path, []byte(reloadConfig(b, "")), 0o600)
+	waitFor(t, "the watcher to apply the changed file", 10*time.Second, func() bool {
+		_, body := get(t, h1Client(), url, "")
+		return body == "b"
+	})
+}
+
+func TestAdminConfigRedactsAndDrainStops(t *testing.T) {
+	cfg := mustParse(t, `
+admin: { listen: 127.0.0.1:0 }
+outbound: { listen: 127.0.0.1:0, routes: [ { service: svc } ] }
+services: { svc: { endpoints: [127.0.0.1:9] } }
+consul: { address: 127.0.0.1:9, token: s3cr3t-token }
+shutdown: { grace: 5s }
+`)
+	sc, err := New(cfg, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- sc.Run(context.Background()) }()
+	waitFor(t, "ready", 5*time.Second, sc.Ready)
+	admin := "http://" + sc.Addr("admin")
+	res, body := get(t, h1Client(), admin+"/config", "")
+	if res.StatusCode != 200 || strings.Contains(body, "s3cr3t") || !strings.Contains(body, "redacted") || !strings.Contains(body, "127.0.0.1:9") {
+		t.Fatalf("/config: %d\n%s", res.StatusCode, body)
+	}
+	r, err := h1Client().Post(admin+"/drain", "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.Body.Close()
+	if r.StatusCode != http.StatusAccepted {
+		t.Fatalf("/drain: %d", r.StatusCode)
+	}
+	if err := recv(t, done, 10*time.Second, "Run to return after /drain"); err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+}

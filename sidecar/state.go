@@ -1,0 +1,132 @@
+package sidecar
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/ferrymesh/ferry/discovery"
+)
+
+// state is one generation of everything the config file decides about
+// routing: services, their connection pools and resolvers, and the route
+// tables. It is built whole, swapped in atomically (at start and on every
+// reload) and retired once replaced; in-flight exchanges keep the
+// generation they started with.
+type state struct {
+	cfg       *Config
+	upstreams map[string]*upstream
+	app       *upstream   // the local application, behind inbound; nil without inbound
+	outbound  *routeTable // nil without outbound
+	inbound   *routeTable // nil without inbound
+	consul    *discovery.Consul
+	stop      context.CancelFunc // ends this generation's watches
+}
+
+// buildState makes a generation from cfg. With resolver nil, services with
+// endpoints are static and the others resolve through a new Consul watcher
+// that lives until the generation is closed.
+func buildState(cfg *Config, resolver discovery.Resolver, log *slog.Logger) (*state, error) {
+	ctx, stop := context.WithCancel(context.Background())
+	st := &state{cfg: cfg, upstreams: map[string]*upstream{}, stop: stop}
+	if resolver == nil {
+		static, consul, err := resolvers(ctx, cfg, log)
+		if err != nil {
+			stop()
+			return nil, err
+		}
+		st.consul = consul
+		resolver = serviceResolver{static: static, consul: consul, cfg: cfg.Services}
+	}
+	names := make([]string, 0, len(cfg.Services))
+	for name := range cfg.Services {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	for _, name := range names {
+		sc := cfg.Services[name]
+		svc, err := resolver.Service(name)
+		if err != nil {
+			st.close()
+			return nil, fmt.Errorf("services.%s: %w", name, err)
+		}
+		st.upstreams[name] = newUpstream(name, svc, sc.Protocol, cfg.timeoutsFor(sc))
+	}
+	if cfg.Outbound != nil {
+		st.outbound = &routeTable{maxBody: cfg.Limits.MaxRequestBodyBytes}
+		for i, rc := range cfg.Outbound.Routes {
+			st.outbound.routes = append(st.outbound.routes, route{
+				host:   normalizeHost(rc.Host),
+				prefix: strings.TrimSuffix(rc.PathPrefix, "/"),
+				name:   fmt.Sprintf("routes[%d]", i),
+				up:     st.upstreams[rc.Service],
+			})
+		}
+	}
+	if cfg.Inbound != nil {
+		app := discovery.NewService("app", "static")
+		now := time.Now()
+		app.Publish(&discovery.Snapshot{Endpoints: []discovery.Endpoint{{Addr: cfg.Inbound.App, Weight: 1}}, Ready: true, Updated: now, Checked: now})
+		st.app = newUpstream("app", app, cfg.Inbound.Protocol, cfg.Timeouts)
+		st.inbound = &routeTable{maxBody: cfg.Limits.MaxRequestBodyBytes, routes: []route{{name: "app", up: st.app}}}
+	}
+	return st, nil
+}
+
+// waitResolved waits until every Consul-backed service has its first
+// snapshot, so swapping this generation in never turns a served service
+// into "not resolved yet".
+func (st *state) waitResolved(ctx context.Context) error {
+	for {
+		var pending []string
+		var waits []<-chan struct{}
+		for name, up := range st.upstreams {
+			if !up.svc.Snapshot().Ready {
+				pending = append(pending, name)
+				waits = append(waits, up.svc.Changed())
+			}
+		}
+		if len(pending) == 0 {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			sort.Strings(pending)
+			return fmt.Errorf("services not resolved: %s", strings.Join(pending, ", "))
+		case <-waits[0]:
+		}
+	}
+}
+
+// all lists the services' upstreams and the local app's.
+func (st *state) all() []*upstream {
+	ups := make([]*upstream, 0, len(st.upstreams)+1)
+	for _, up := range st.upstreams {
+		ups = append(ups, up)
+	}
+	if st.app != nil {
+		ups = append(ups, st.app)
+	}
+	return ups
+}
+
+// close retires a generation: its watches stop and idle pooled connections
+// close. Exchanges still running on it finish undisturbed.
+func (st *state) close() { st.closeExcept(nil) }
+
+// closeExcept is close, sparing the connection pools another generation
+// carried over.
+func (st *state) closeExcept(carried map[*upstream]bool) {
+	st.stop()
+	for _, up := range st.all() {
+		if !carried[up] {
+			up.close()
+		}
+	}
+	if st.consul != nil {
+		st.consul.Close()
+	}
+}
