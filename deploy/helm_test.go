@@ -95,6 +95,7 @@ func isExecutable(p string) bool {
 
 func runHelm(t *testing.T, args ...string) string {
 	t.Helper()
+	readChart(t)
 	cmd := exec.Command(helmBinary(t), args...)
 	// Keep helm away from any user configuration and cluster.
 	home := t.TempDir()
@@ -105,6 +106,23 @@ func runHelm(t *testing.T, args ...string) string {
 		t.Fatalf("helm %s: %v\n%s%s", strings.Join(args, " "), err, stdout.String(), stderr.String())
 	}
 	return stdout.String()
+}
+
+// readChart reads every chart file in the test process: helm reads them in
+// a child process, which go test's cache does not see, so without this a
+// changed template would not rerun the tests.
+func readChart(t *testing.T) {
+	t.Helper()
+	err := filepath.WalkDir(chartDir, func(p string, d os.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		_, err = os.ReadFile(p)
+		return err
+	})
+	if err != nil {
+		t.Fatalf("reading the chart: %v", err)
+	}
 }
 
 func TestHelmLint(t *testing.T) {
