@@ -21,6 +21,7 @@ import (
 	"testing"
 	"time"
 
+	"go.uber.org/goleak"
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -469,3 +470,5 @@ func TestHelmTemplateValues(t *testing.T) {
 		t.Errorf("objectSelector missing")
 	}
 }
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
