@@ -96,6 +96,17 @@ func isExecutable(p string) bool {
 
 func runHelm(t *testing.T, args ...string) string {
 	t.Helper()
+	out, err := helm(t, args...)
+	if err != nil {
+		t.Fatalf("helm %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	return out
+}
+
+// helm runs helm and returns its stdout, or its stdout and stderr with the
+// error.
+func helm(t *testing.T, args ...string) (string, error) {
+	t.Helper()
 	readChart(t)
 	cmd := exec.Command(helmBinary(t), args...)
 	// Keep helm away from any user configuration and cluster.
@@ -104,9 +115,9 @@ func runHelm(t *testing.T, args ...string) string {
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	if err := cmd.Run(); err != nil {
-		t.Fatalf("helm %s: %v\n%s%s", strings.Join(args, " "), err, stdout.String(), stderr.String())
+		return stdout.String() + stderr.String(), err
 	}
-	return stdout.String()
+	return stdout.String(), nil
 }
 
 // readChart reads every chart file in the test process: helm reads them in
@@ -472,3 +483,21 @@ func TestHelmTemplateValues(t *testing.T) {
 }
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// TestHelmRejectsBadValues: values.schema.json turns a wrong value into an
+// error naming the key, before anything is rendered.
+func TestHelmRejectsBadValues(t *testing.T) {
+	for _, tc := range []struct{ set, msg string }{
+		{"webhook.failurePolicy=Sometimes", "/webhook/failurePolicy"},
+		{"webhook.timeoutSeconds=60", "/webhook/timeoutSeconds"},
+		{"inject.nativeSidecar=maybe", "/inject/nativeSidecar"},
+		{"inject.otelEndpoint=collector:4318", "/inject/otelEndpoint"},
+		{"replicaCount=0", "/replicaCount"},
+		{"webhook.logLevel=loud", "/webhook/logLevel"},
+	} {
+		out, err := helm(t, "template", "rel", chartDir, "--set", tc.set)
+		if err == nil || !strings.Contains(out, tc.msg) {
+			t.Errorf("--set %s: err %v, output %q, want an error naming %s", tc.set, err, out, tc.msg)
+		}
+	}
+}
