@@ -118,12 +118,14 @@ func (in *Injector) decide(obj map[string]any) (*mutation, Report) {
 	switch v := strings.TrimSpace(ann[AnnotationInject]); v {
 	case "", InjectEnabled:
 	case InjectDisabled:
+		rep.optedOut = true
 		return refuse("annotation %s=%s", AnnotationInject, InjectDisabled)
 	default:
 		return refuse("invalid annotation %s=%q: want %s or %s", AnnotationInject, v, InjectEnabled, InjectDisabled)
 	}
 	for _, c := range append(append([]corev1.Container(nil), spec.InitContainers...), spec.Containers...) {
 		if c.Name == ContainerName {
+			rep.optedOut = true
 			return refuse("already injected: the pod has a container named %q", ContainerName)
 		}
 	}

@@ -45,7 +45,15 @@ type Report struct {
 	// (an unknown ferry.io/ annotation, a shutdown longer than the pod's
 	// grace period).
 	Warnings []string
+	// optedOut marks the refusals that are the pod's normal state rather
+	// than a problem: injection disabled, or already injected.
+	optedOut bool
 }
+
+// OptedOut reports whether the object was refused because its annotation
+// disables injection or because it is already injected: expected states,
+// which the webhook does not warn about.
+func (r Report) OptedOut() bool { return r.optedOut }
 
 // Object names the object: "deployment shop/web", "pod web".
 func (r Report) Object() string {

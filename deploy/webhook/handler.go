@@ -38,7 +38,8 @@ type Options struct {
 //
 // A pod the injector refuses, and any object that is not a pod being
 // created, is allowed without a patch, with the reason in the response's
-// status message and warnings. A request that is not a readable
+// status message, and in a warning unless the pod opted out or is already
+// injected. A request that is not a readable
 // AdmissionReview gets a 4xx with a plain-text reason, never a 500.
 func NewHandler(inj *inject.Injector, opts Options) http.Handler {
 	if opts.MaxBodyBytes <= 0 {
@@ -161,7 +162,7 @@ func (h *handler) admit(req *admissionv1.AdmissionRequest) *admissionv1.Admissio
 	changed, reps := h.inj.InjectObject(pod)
 	rep := reps[0]
 	if !changed {
-		return skip(rep.Reason, rep.Outcome == inject.Refused)
+		return skip(rep.Reason, rep.Outcome == inject.Refused && !rep.OptedOut())
 	}
 	patch, err := json.Marshal(Diff(orig, pod))
 	if err != nil {

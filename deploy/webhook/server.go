@@ -78,7 +78,7 @@ func (l *CertLoader) fileStamp() (string, error) {
 // NewServer returns an HTTPS server for h with timeouts fit for admission
 // reviews (the API server gives a webhook at most 30s).
 func NewServer(h http.Handler, certs *CertLoader, log *slog.Logger) *http.Server {
-	var errLog *slog.Logger = log
+	errLog := log
 	if errLog == nil {
 		errLog = slog.New(slog.DiscardHandler)
 	}

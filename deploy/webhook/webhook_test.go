@@ -193,7 +193,11 @@ func TestSkippedAndRefusedAreAllowedWithoutPatch(t *testing.T) {
 		{"disabled", func(req map[string]any) {
 			meta := req["object"].(map[string]any)["metadata"].(map[string]any)
 			meta["annotations"].(map[string]any)["ferry.io/inject"] = "disabled"
-		}, "ferry: not injected: annotation ferry.io/inject=disabled", true},
+		}, "ferry: not injected: annotation ferry.io/inject=disabled", false},
+		{"already injected", func(req map[string]any) {
+			spec := req["object"].(map[string]any)["spec"].(map[string]any)
+			spec["initContainers"] = []any{map[string]any{"name": "ferry", "image": "ferrymesh/ferry:0.9"}}
+		}, `already injected: the pod has a container named "ferry"`, false},
 		{"hostNetwork", func(req map[string]any) {
 			req["object"].(map[string]any)["spec"].(map[string]any)["hostNetwork"] = true
 		}, "hostNetwork pod", true},
