@@ -47,6 +47,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return cmdRun(args[1:], stderr)
 	case "demo":
 		return cmdDemo(args[1:], stdout, stderr)
+	case "inject":
+		return cmdInject(args[1:], os.Stdin, stdout, stderr)
+	case "webhook":
+		return cmdWebhook(args[1:], stderr)
 	case "version", "--version", "-v":
 		fmt.Fprintln(stdout, "ferry", version)
 		return exitOK
@@ -64,6 +68,8 @@ func usage(w io.Writer) {
 	fmt.Fprint(w, `usage:
   ferry run --config FILE   run the sidecar (or --config-env NAME: the config YAML in an environment variable)
   ferry demo [--size N]     serve a large file, download it through ferry, report throughput and memory
+  ferry inject [-f FILE]    add the ferry sidecar to Kubernetes manifests (stdin to stdout)
+  ferry webhook --tls-cert FILE --tls-key FILE [--listen ADDR]   the mutating admission webhook
   ferry version             print the version
 `)
 }

@@ -1,0 +1,79 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/ferrymesh/ferry/deploy/webhook"
+)
+
+// cmdWebhook serves the mutating admission webhook over TLS until SIGTERM
+// or SIGINT.
+func cmdWebhook(args []string, stderr io.Writer) int {
+	return runWebhook(context.Background(), args, stderr, nil)
+}
+
+// runWebhook is cmdWebhook with a context and a hook that receives the
+// listen address once serving (for tests).
+func runWebhook(ctx context.Context, args []string, stderr io.Writer, listening func(net.Addr)) int {
+	fs := flag.NewFlagSet("webhook", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	cert := fs.String("tls-cert", "", "TLS certificate file (PEM); reloaded when it changes")
+	key := fs.String("tls-key", "", "TLS private key file (PEM)")
+	listen := fs.String("listen", ":8443", "host:port to serve HTTPS on")
+	maxBody := fs.Int64("max-body-bytes", webhook.DefaultMaxBodyBytes, "largest AdmissionReview accepted (413 above)")
+	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
+	newInjector := injectorFlags(fs)
+	if err := fs.Parse(args); err != nil {
+		return exitConfig
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "ferry webhook: unexpected argument %q\n", fs.Arg(0))
+		return exitConfig
+	}
+	if *cert == "" || *key == "" {
+		fmt.Fprintln(stderr, "ferry webhook: --tls-cert and --tls-key are required (the API server only calls webhooks over TLS)")
+		return exitConfig
+	}
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
+		fmt.Fprintf(stderr, "ferry webhook: --log-level: %v\n", err)
+		return exitConfig
+	}
+	log := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: level}))
+	inj, err := newInjector()
+	if err != nil {
+		fmt.Fprintf(stderr, "ferry webhook: %v\n", err)
+		return exitConfig
+	}
+	certs, err := webhook.NewCertLoader(*cert, *key, log)
+	if err != nil {
+		fmt.Fprintf(stderr, "ferry webhook: %v\n", err)
+		return exitConfig
+	}
+	ln, err := net.Listen("tcp", *listen)
+	if err != nil {
+		fmt.Fprintf(stderr, "ferry webhook: %v\n", err)
+		return exitFail
+	}
+	srv := webhook.NewServer(webhook.NewHandler(inj, webhook.Options{MaxBodyBytes: *maxBody, Log: log}), certs, log)
+	ctx, stop := signal.NotifyContext(ctx, syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	log.Info("ferry webhook serving", "addr", ln.Addr().String(), "path", webhook.Path)
+	if listening != nil {
+		listening(ln.Addr())
+	}
+	if err := webhook.Serve(ctx, srv, ln, 10*time.Second); err != nil {
+		log.Error("ferry webhook stopped", "error", err.Error())
+		return exitFail
+	}
+	log.Info("ferry webhook stopped")
+	return exitOK
+}

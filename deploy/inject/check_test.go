@@ -1,0 +1,264 @@
+package inject
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"reflect"
+	"strings"
+	"testing"
+
+	appsv1 "k8s.io/api/apps/v1"
+	batchv1 "k8s.io/api/batch/v1"
+	corev1 "k8s.io/api/core/v1"
+	sigsyaml "sigs.k8s.io/yaml"
+
+	"github.com/ferrymesh/ferry/sidecar"
+)
+
+// The downward-API values the checks pretend kubelet resolved.
+var fakeFields = map[string]string{
+	"metadata.name":      "web-7d9f-abcde",
+	"metadata.namespace": "shop",
+	"status.podIP":       "10.1.2.3",
+	"status.hostIP":      "10.0.0.9",
+}
+
+// expandEnv does what kubelet does with $(VAR) in an env value: "$$" is
+// "$", $(NAME) of a variable defined earlier is its value, anything else is
+// kept.
+func expandEnv(s string, vars map[string]string) string {
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] == '$' && i+1 < len(s) {
+			switch s[i+1] {
+			case '$':
+				b.WriteByte('$')
+				i++
+				continue
+			case '(':
+				if j := strings.IndexByte(s[i+2:], ')'); j >= 0 {
+					if v, ok := vars[s[i+2:i+2+j]]; ok {
+						b.WriteString(v)
+						i += 2 + j
+						continue
+					}
+				}
+			}
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String()
+}
+
+// containerEnv resolves a container's environment as kubelet would.
+func containerEnv(t *testing.T, c corev1.Container) map[string]string {
+	t.Helper()
+	vars := map[string]string{}
+	for _, e := range c.Env {
+		switch {
+		case e.ValueFrom == nil:
+			vars[e.Name] = expandEnv(e.Value, vars)
+		case e.ValueFrom.FieldRef != nil:
+			v, ok := fakeFields[e.ValueFrom.FieldRef.FieldPath]
+			if !ok {
+				t.Fatalf("env %s: unexpected field %s", e.Name, e.ValueFrom.FieldRef.FieldPath)
+			}
+			vars[e.Name] = v
+		case e.ValueFrom.SecretKeyRef != nil:
+			vars[e.Name] = "secret:" + e.ValueFrom.SecretKeyRef.Name + "/" + e.ValueFrom.SecretKeyRef.Key
+		default:
+			t.Fatalf("env %s: unexpected source %+v", e.Name, e.ValueFrom)
+		}
+	}
+	return vars
+}
+
+// decodeStrict decodes one YAML object into its Kubernetes type, refusing
+// unknown fields, and returns its pod templates.
+func decodeStrict(t *testing.T, doc []byte) []*corev1.PodTemplateSpec {
+	t.Helper()
+	var head struct{ APIVersion, Kind string }
+	if err := sigsyaml.Unmarshal(doc, &head); err != nil {
+		t.Fatalf("decode head: %v", err)
+	}
+	strict := func(v any) {
+		t.Helper()
+		if err := sigsyaml.UnmarshalStrict(doc, v); err != nil {
+			t.Fatalf("%s is not a valid %s: %v\n%s", head.Kind, reflect.TypeOf(v).Elem(), err, doc)
+		}
+	}
+	switch head.Kind {
+	case "Pod":
+		var p corev1.Pod
+		strict(&p)
+		return []*corev1.PodTemplateSpec{{ObjectMeta: p.ObjectMeta, Spec: p.Spec}}
+	case "Deployment":
+		var o appsv1.Deployment
+		strict(&o)
+		return []*corev1.PodTemplateSpec{&o.Spec.Template}
+	case "StatefulSet":
+		var o appsv1.StatefulSet
+		strict(&o)
+		return []*corev1.PodTemplateSpec{&o.Spec.Template}
+	case "DaemonSet":
+		var o appsv1.DaemonSet
+		strict(&o)
+		return []*corev1.PodTemplateSpec{&o.Spec.Template}
+	case "ReplicaSet":
+		var o appsv1.ReplicaSet
+		strict(&o)
+		return []*corev1.PodTemplateSpec{&o.Spec.Template}
+	case "Job":
+		var o batchv1.Job
+		strict(&o)
+		return []*corev1.PodTemplateSpec{&o.Spec.Template}
+	case "CronJob":
+		var o batchv1.CronJob
+		strict(&o)
+		return []*corev1.PodTemplateSpec{&o.Spec.JobTemplate.Spec.Template}
+	case "List":
+		var l corev1.List
+		strict(&l)
+		var out []*corev1.PodTemplateSpec
+		for _, it := range l.Items {
+			out = append(out, decodeStrict(t, it.Raw)...)
+		}
+		return out
+	}
+	return nil
+}
+
+// ferryContainer finds the injected container; native tells where.
+func ferryContainer(spec *corev1.PodSpec) (c *corev1.Container, native bool) {
+	for i := range spec.InitContainers {
+		if spec.InitContainers[i].Name == ContainerName {
+			return &spec.InitContainers[i], true
+		}
+	}
+	for i := range spec.Containers {
+		if spec.Containers[i].Name == ContainerName {
+			return &spec.Containers[i], false
+		}
+	}
+	return nil, false
+}
+
+// checkInjectedTemplate checks an injected pod template: the container is
+// where it belongs, its probes, and its config parses with ferry's own
+// parser once kubelet would have expanded it.
+func checkInjectedTemplate(t *testing.T, tmpl *corev1.PodTemplateSpec) *sidecar.Config {
+	t.Helper()
+	c, native := ferryContainer(&tmpl.Spec)
+	if c == nil {
+		t.Fatalf("no ferry container in %+v", tmpl.Spec)
+	}
+	if native {
+		if tmpl.Spec.InitContainers[0].Name != ContainerName {
+			t.Errorf("ferry is not the first init container")
+		}
+		if c.RestartPolicy == nil || *c.RestartPolicy != corev1.ContainerRestartPolicyAlways {
+			t.Errorf("native sidecar without restartPolicy Always")
+		}
+	} else if tmpl.Spec.Containers[0].Name != ContainerName {
+		t.Errorf("ferry is not the first container")
+	}
+	if c.StartupProbe == nil || c.StartupProbe.HTTPGet == nil || c.StartupProbe.HTTPGet.Path != "/ready" ||
+		c.StartupProbe.HTTPGet.Port.IntValue() != AdminPort {
+		t.Errorf("startup probe: %+v", c.StartupProbe)
+	}
+	if c.ReadinessProbe == nil || c.ReadinessProbe.HTTPGet.Path != "/ready" || c.LivenessProbe == nil || c.LivenessProbe.HTTPGet.Path != "/live" {
+		t.Errorf("probes: readiness %+v liveness %+v", c.ReadinessProbe, c.LivenessProbe)
+	}
+	if tmpl.Annotations[AnnotationInjected] != c.Image {
+		t.Errorf("annotation %s = %q, want the image %q", AnnotationInjected, tmpl.Annotations[AnnotationInjected], c.Image)
+	}
+	if got := strings.Join(c.Args, " "); !strings.HasPrefix(got, "run --config-env "+ConfigEnv) {
+		t.Errorf("args %q", got)
+	}
+	env := containerEnv(t, *c)
+	text, ok := env[ConfigEnv]
+	if !ok {
+		t.Fatalf("no %s in the ferry container", ConfigEnv)
+	}
+	cfg, err := sidecar.ParseConfig([]byte(text))
+	if err != nil {
+		t.Fatalf("the injected config does not parse: %v\n%s", err, text)
+	}
+	if cfg.Admin.Listen != fmt.Sprintf("0.0.0.0:%d", AdminPort) {
+		t.Errorf("admin.listen %s: kubelet's probes could not reach it", cfg.Admin.Listen)
+	}
+	if cfg.Register != nil && cfg.Register.Address != fakeFields["status.podIP"] {
+		t.Errorf("register.address %q, want the pod IP", cfg.Register.Address)
+	}
+	if addr, ok := env["CONSUL_HTTP_ADDR"]; ok && strings.Contains(addr, "$(") {
+		t.Errorf("CONSUL_HTTP_ADDR %q was not expanded", addr)
+	}
+	return cfg
+}
+
+// withoutInjection removes what the injector adds to a generic object: the
+// ferry container, the ferry.io/injected annotation, and the maps or lists
+// that only held them.
+func withoutInjection(t *testing.T, obj map[string]any) {
+	t.Helper()
+	if isList(obj) {
+		for _, it := range obj["items"].([]any) {
+			withoutInjection(t, it.(map[string]any))
+		}
+		return
+	}
+	w, ok := workloads[fmt.Sprint(obj["kind"])]
+	if !ok {
+		return
+	}
+	tmpl := obj
+	for _, k := range w.template {
+		tmpl = tmpl[k].(map[string]any)
+	}
+	if meta, ok := tmpl["metadata"].(map[string]any); ok {
+		if ann, ok := meta["annotations"].(map[string]any); ok {
+			delete(ann, AnnotationInjected)
+			if len(ann) == 0 {
+				delete(meta, "annotations")
+			}
+		}
+		if len(meta) == 0 {
+			delete(tmpl, "metadata")
+		}
+	}
+	spec := tmpl["spec"].(map[string]any)
+	for _, list := range []string{"initContainers", "containers"} {
+		cs, _ := spec[list].([]any)
+		var kept []any
+		for _, c := range cs {
+			if c.(map[string]any)["name"] != ContainerName {
+				kept = append(kept, c)
+			}
+		}
+		if len(kept) != len(cs) {
+			if len(kept) == 0 {
+				delete(spec, list)
+			} else {
+				spec[list] = kept
+			}
+		}
+	}
+}
+
+// yamlObject decodes one YAML or JSON document into generic JSON.
+func yamlObject(t *testing.T, doc []byte) map[string]any {
+	t.Helper()
+	j, err := sigsyaml.YAMLToJSON(doc)
+	if err != nil {
+		t.Fatalf("YAML to JSON: %v", err)
+	}
+	if bytes.Equal(bytes.TrimSpace(j), []byte("null")) {
+		return nil
+	}
+	var m map[string]any
+	if err := json.Unmarshal(j, &m); err != nil {
+		t.Fatalf("decode: %v", err)
+	}
+	return m
+}

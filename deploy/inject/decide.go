@@ -1,0 +1,211 @@
+package inject
+
+import (
+	"encoding/json"
+	"fmt"
+	"sort"
+	"strings"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+)
+
+// Injector decides, for one Kubernetes object at a time, whether and how to
+// add the ferry container. It is safe for concurrent use.
+type Injector struct {
+	opts Options
+}
+
+// New returns an injector with the given defaults.
+func New(opts Options) (*Injector, error) {
+	o, err := opts.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	return &Injector{opts: o}, nil
+}
+
+// workload is a kind whose objects hold a pod template.
+type workload struct {
+	apiVersion string
+	template   []string // path to the pod template; nil: the object is a pod
+}
+
+var workloads = map[string]workload{
+	"Pod":         {"v1", nil},
+	"Deployment":  {"apps/v1", []string{"spec", "template"}},
+	"StatefulSet": {"apps/v1", []string{"spec", "template"}},
+	"DaemonSet":   {"apps/v1", []string{"spec", "template"}},
+	"ReplicaSet":  {"apps/v1", []string{"spec", "template"}},
+	"Job":         {"batch/v1", []string{"spec", "template"}},
+	"CronJob":     {"batch/v1", []string{"spec", "jobTemplate", "spec", "template"}},
+}
+
+// mutation is the change to make to one object: the ferry container goes
+// first in initContainers (native sidecar) or in containers, and the
+// annotations are set on the pod template.
+type mutation struct {
+	template    []string
+	native      bool
+	container   corev1.Container
+	annotations map[string]string
+}
+
+// decide inspects one object (decoded JSON or YAML) and returns the change
+// to make, or nil with the reason in the report.
+func (in *Injector) decide(obj map[string]any) (*mutation, Report) {
+	kind, _ := obj["kind"].(string)
+	apiVersion, _ := obj["apiVersion"].(string)
+	meta, _ := obj["metadata"].(map[string]any)
+	rep := Report{Kind: kind}
+	rep.Namespace, _ = meta["namespace"].(string)
+	rep.Name, _ = meta["name"].(string)
+	if rep.Name == "" {
+		if g, _ := meta["generateName"].(string); g != "" {
+			rep.Name = g + "*"
+		}
+	}
+	refuse := func(format string, args ...any) (*mutation, Report) {
+		rep.Outcome = Refused
+		rep.Reason = fmt.Sprintf(format, args...)
+		return nil, rep
+	}
+	w, ok := workloads[kind]
+	if !ok {
+		rep.Outcome = Skipped
+		rep.Reason = fmt.Sprintf("kind %q holds no pod template", kind)
+		if kind == "" {
+			rep.Reason = "no kind"
+		}
+		return nil, rep
+	}
+	if apiVersion != w.apiVersion {
+		rep.Outcome = Skipped
+		rep.Reason = fmt.Sprintf("apiVersion %q: ferry injects %s %s", apiVersion, w.apiVersion, kind)
+		return nil, rep
+	}
+	tmpl := obj
+	for _, k := range w.template {
+		next, ok := tmpl[k].(map[string]any)
+		if !ok {
+			return refuse("no pod template at %s", strings.Join(w.template, "."))
+		}
+		tmpl = next
+	}
+	var pod corev1.PodTemplateSpec
+	raw, err := json.Marshal(map[string]any{"metadata": tmpl["metadata"], "spec": tmpl["spec"]})
+	if err == nil {
+		err = json.Unmarshal(raw, &pod)
+	}
+	if err != nil {
+		return refuse("cannot read the pod template: %v", err)
+	}
+	ann := map[string]string{}
+	if w.template != nil {
+		if a, ok := meta["annotations"].(map[string]any); ok {
+			for k, v := range a {
+				if s, ok := v.(string); ok {
+					ann[k] = s
+				}
+			}
+		}
+	}
+	for k, v := range pod.Annotations {
+		ann[k] = v
+	}
+	spec := &pod.Spec
+
+	switch v := strings.TrimSpace(ann[AnnotationInject]); v {
+	case "", InjectEnabled:
+	case InjectDisabled:
+		rep.optedOut = true
+		return refuse("annotation %s=%s", AnnotationInject, InjectDisabled)
+	default:
+		return refuse("invalid annotation %s=%q: want %s or %s", AnnotationInject, v, InjectEnabled, InjectDisabled)
+	}
+	for _, c := range append(append([]corev1.Container(nil), spec.InitContainers...), spec.Containers...) {
+		if c.Name == ContainerName {
+			rep.optedOut = true
+			return refuse("already injected: the pod has a container named %q", ContainerName)
+		}
+	}
+	if spec.HostNetwork {
+		return refuse("hostNetwork pod: ferry's ports %d, %d and %d would be taken on the node", AdminPort, OutboundPort, InboundPort)
+	}
+	if len(spec.Containers) == 0 {
+		return refuse("the pod has no containers")
+	}
+	if reason := portConflict(spec); reason != "" {
+		return refuse("%s", reason)
+	}
+	p, err := in.opts.makePlan(ann, spec)
+	if err != nil {
+		return refuse("%v", err)
+	}
+	if p.inboundPort == 0 && len(p.upstreams) == 0 {
+		return refuse("nothing to proxy: no %s and no inbound port (the default container declares no TCP port; set %s)",
+			AnnotationUpstreams, AnnotationInboundPort)
+	}
+	if p.register != nil && p.inboundPort == 0 {
+		return refuse("annotation %s needs an inbound port: Consul would list an address nothing serves (set %s)",
+			AnnotationConsulService, AnnotationInboundPort)
+	}
+	if isFerryPort(p.inboundPort) {
+		return refuse("inbound port %d (%s, else the default container's first port) is one of ferry's own ports (%d, %d, %d)",
+			p.inboundPort, AnnotationInboundPort, AdminPort, OutboundPort, InboundPort)
+	}
+	if !p.native && spec.RestartPolicy != "" && spec.RestartPolicy != corev1.RestartPolicyAlways {
+		return refuse("%s=false on a pod with restartPolicy %s: a ferry regular container never exits, so the pod would never complete",
+			AnnotationNativeSidecar, spec.RestartPolicy)
+	}
+	config, err := p.configYAML()
+	if err != nil {
+		return refuse("%v", err)
+	}
+	rep.Warnings = warnings(ann, spec, p)
+	rep.Outcome = Injected
+	return &mutation{
+		template:    w.template,
+		native:      p.native,
+		container:   p.container(in.opts.ImagePullPolicy, config),
+		annotations: map[string]string{AnnotationInjected: p.image},
+	}, rep
+}
+
+func isFerryPort(p int32) bool { return p == AdminPort || p == OutboundPort || p == InboundPort }
+
+// portConflict names an app container that declares one of ferry's ports.
+func portConflict(spec *corev1.PodSpec) string {
+	for _, c := range append(append([]corev1.Container(nil), spec.InitContainers...), spec.Containers...) {
+		for _, port := range c.Ports {
+			if isFerryPort(port.ContainerPort) {
+				return fmt.Sprintf("container %q declares port %d, which ferry listens on", c.Name, port.ContainerPort)
+			}
+		}
+	}
+	return ""
+}
+
+// warnings lists what is worth telling about an injection that goes ahead.
+func warnings(ann map[string]string, spec *corev1.PodSpec, p *plan) []string {
+	var out []string
+	var unknown []string
+	for k := range ann {
+		if strings.HasPrefix(k, annotationPrefix) && !knownAnnotations[k] {
+			unknown = append(unknown, k)
+		}
+	}
+	sort.Strings(unknown)
+	for _, k := range unknown {
+		out = append(out, fmt.Sprintf("unknown annotation %s ignored (known: %s)", k, strings.Join(KnownAnnotations(), ", ")))
+	}
+	grace := 30 * time.Second
+	if spec.TerminationGracePeriodSeconds != nil {
+		grace = time.Duration(*spec.TerminationGracePeriodSeconds) * time.Second
+	}
+	if need := p.preStopSleep + p.shutdownDelay + p.shutdownGrace; need > grace {
+		out = append(out, fmt.Sprintf("ferry's shutdown (pre-stop sleep %s + delay %s + grace %s = %s) is longer than the pod's terminationGracePeriodSeconds (%s): kubelet may kill ferry mid-drain",
+			p.preStopSleep, p.shutdownDelay, p.shutdownGrace, need, grace))
+	}
+	return out
+}

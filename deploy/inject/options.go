@@ -1,0 +1,145 @@
+package inject
+
+import (
+	"fmt"
+	"strings"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+)
+
+// Ports ferry listens on inside an injected pod. The app calls upstreams
+// through OutboundPort on loopback; the mesh reaches the app through
+// InboundPort; kubelet probes AdminPort.
+const (
+	AdminPort    = 15000
+	OutboundPort = 15001
+	InboundPort  = 15006
+)
+
+// ContainerName is the name of the injected container. A pod that already
+// has a container of this name counts as injected.
+const ContainerName = "ferry"
+
+// ConfigEnv is the environment variable that carries ferry's config YAML;
+// the container runs `ferry run --config-env FERRY_CONFIG`.
+const ConfigEnv = "FERRY_CONFIG"
+
+// DefaultImage is the image injected when Options.Image is empty.
+const DefaultImage = "ferrymesh/ferry:latest"
+
+// DefaultConsulAddr reaches the Consul agent on the pod's node: HOST_IP is
+// set from the downward API (status.hostIP) and expanded by kubelet.
+const DefaultConsulAddr = "$(HOST_IP):8500"
+
+// Defaults of the lifecycle settings. They fit the default pod
+// terminationGracePeriodSeconds of 30s: 5s + 2s + 20s.
+const (
+	DefaultPreStopSleep  = 5 * time.Second
+	DefaultShutdownDelay = 2 * time.Second
+	DefaultShutdownGrace = 20 * time.Second
+)
+
+// Options are the injector's defaults; annotations override them per pod.
+// The zero value is usable: every empty field takes the documented default.
+type Options struct {
+	// Image of the ferry container. Default DefaultImage.
+	Image string
+	// ImagePullPolicy of the ferry container. Empty: Kubernetes' default.
+	ImagePullPolicy corev1.PullPolicy
+	// ConsulAddr becomes CONSUL_HTTP_ADDR when the config uses Consul.
+	// Default DefaultConsulAddr (the node's agent).
+	ConsulAddr string
+	// OTelEndpoint becomes OTEL_EXPORTER_OTLP_ENDPOINT. Empty: not set.
+	OTelEndpoint string
+	// Resources of the ferry container. Nil: requests cpu 50m, memory
+	// 64Mi; limit memory 256Mi (no CPU limit, so ferry is never throttled
+	// mid-stream).
+	Resources *corev1.ResourceRequirements
+	// DisableNativeSidecar makes "false" the default of
+	// AnnotationNativeSidecar (for clusters older than Kubernetes 1.29).
+	DisableNativeSidecar bool
+	// PreStopSleep, ShutdownDelay and ShutdownGrace are the lifecycle
+	// defaults. Zero: DefaultPreStopSleep, DefaultShutdownDelay,
+	// DefaultShutdownGrace. A negative value means zero.
+	PreStopSleep  time.Duration
+	ShutdownDelay time.Duration
+	ShutdownGrace time.Duration
+}
+
+// DefaultResources returns the ferry container's default resources.
+func DefaultResources() corev1.ResourceRequirements {
+	return corev1.ResourceRequirements{
+		Requests: corev1.ResourceList{
+			corev1.ResourceCPU:    resource.MustParse("50m"),
+			corev1.ResourceMemory: resource.MustParse("64Mi"),
+		},
+		Limits: corev1.ResourceList{
+			corev1.ResourceMemory: resource.MustParse("256Mi"),
+		},
+	}
+}
+
+// withDefaults fills the empty fields and checks the rest.
+func (o Options) withDefaults() (Options, error) {
+	if o.Image == "" {
+		o.Image = DefaultImage
+	}
+	if o.ConsulAddr == "" {
+		o.ConsulAddr = DefaultConsulAddr
+	}
+	if o.Resources == nil {
+		r := DefaultResources()
+		o.Resources = &r
+	} else {
+		r := *o.Resources.DeepCopy()
+		o.Resources = &r
+	}
+	if err := checkResources(*o.Resources); err != nil {
+		return o, fmt.Errorf("inject options: resources: %w", err)
+	}
+	o.PreStopSleep = defaultDuration(o.PreStopSleep, DefaultPreStopSleep)
+	o.ShutdownDelay = defaultDuration(o.ShutdownDelay, DefaultShutdownDelay)
+	o.ShutdownGrace = defaultDuration(o.ShutdownGrace, DefaultShutdownGrace)
+	if o.PreStopSleep%time.Second != 0 {
+		return o, fmt.Errorf("inject options: pre-stop sleep %s is not a whole number of seconds", o.PreStopSleep)
+	}
+	if o.OTelEndpoint != "" {
+		if err := checkOTelEndpoint(o.OTelEndpoint); err != nil {
+			return o, fmt.Errorf("inject options: OTel endpoint %q: %w", o.OTelEndpoint, err)
+		}
+	}
+	if strings.ContainsAny(o.ConsulAddr, " \t\n") {
+		return o, fmt.Errorf("inject options: Consul address %q contains white space", o.ConsulAddr)
+	}
+	if strings.ContainsAny(o.Image, " \t\n$") {
+		return o, fmt.Errorf("inject options: image %q is not an image reference", o.Image)
+	}
+	switch o.ImagePullPolicy {
+	case "", corev1.PullAlways, corev1.PullIfNotPresent, corev1.PullNever:
+	default:
+		return o, fmt.Errorf("inject options: image pull policy %q: want Always, IfNotPresent or Never", o.ImagePullPolicy)
+	}
+	return o, nil
+}
+
+func defaultDuration(d, def time.Duration) time.Duration {
+	switch {
+	case d == 0:
+		return def
+	case d < 0:
+		return 0
+	}
+	return d
+}
+
+// checkResources rejects a limit below its request.
+func checkResources(r corev1.ResourceRequirements) error {
+	for name, req := range r.Requests {
+		if lim, ok := r.Limits[name]; ok && lim.Cmp(req) < 0 {
+			return fmt.Errorf("%s limit %s is below its request %s", name, lim.String(), req.String())
+		}
+	}
+	return nil
+}

@@ -1,0 +1,343 @@
+package inject
+
+import (
+	"fmt"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+)
+
+// plan is everything the injection of one pod needs, read from the
+// annotations over the injector's options.
+type plan struct {
+	upstreams       []Upstream
+	inboundPort     int32 // 0: no inbound listener
+	inboundProtocol string
+	register        *registration
+	consulAddr      string
+	consulToken     *corev1.SecretKeySelector
+	otelEndpoint    string
+	image           string
+	resources       corev1.ResourceRequirements
+	native          bool
+	preStopSleep    time.Duration
+	shutdownDelay   time.Duration
+	shutdownGrace   time.Duration
+	logLevel        string
+}
+
+type registration struct {
+	name string
+	tags []string
+	meta map[string]string
+}
+
+// usesConsul reports whether the generated config talks to Consul.
+func (p *plan) usesConsul() bool {
+	if p.register != nil {
+		return true
+	}
+	for _, u := range p.upstreams {
+		if len(u.Endpoints) == 0 {
+			return true
+		}
+	}
+	return false
+}
+
+// annotationError names the annotation whose value is wrong.
+func annotationError(key, value string, err error) error {
+	return fmt.Errorf("invalid annotation %s=%q: %w", key, value, err)
+}
+
+var (
+	metaKeyRE    = regexp.MustCompile(`^[A-Za-z0-9_-]{1,128}$`)
+	secretNameRE = regexp.MustCompile(`^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$`)
+	secretKeyRE  = regexp.MustCompile(`^[-._a-zA-Z0-9]+$`)
+)
+
+// makePlan reads the annotations of one pod. ann is the merged annotation
+// set; spec is the pod spec (for the inbound port).
+func (o *Options) makePlan(ann map[string]string, spec *corev1.PodSpec) (*plan, error) {
+	p := &plan{
+		inboundProtocol: "auto",
+		consulAddr:      o.ConsulAddr,
+		otelEndpoint:    o.OTelEndpoint,
+		image:           o.Image,
+		resources:       *o.Resources.DeepCopy(),
+		native:          !o.DisableNativeSidecar,
+		preStopSleep:    o.PreStopSleep,
+		shutdownDelay:   o.ShutdownDelay,
+		shutdownGrace:   o.ShutdownGrace,
+	}
+	get := func(k string) (string, bool) {
+		v, ok := ann[k]
+		return strings.TrimSpace(v), ok
+	}
+	var err error
+	if v, ok := get(AnnotationUpstreams); ok {
+		if p.upstreams, err = ParseUpstreams(v); err != nil {
+			return nil, annotationError(AnnotationUpstreams, v, err)
+		}
+	}
+	if p.inboundPort, err = inboundPort(ann, spec); err != nil {
+		return nil, err
+	}
+	if v, ok := get(AnnotationInboundProtocol); ok {
+		if err := checkProtocol(v); err != nil {
+			return nil, annotationError(AnnotationInboundProtocol, v, err)
+		}
+		p.inboundProtocol = v
+	}
+	if err := p.readRegistration(get); err != nil {
+		return nil, err
+	}
+	if v, ok := get(AnnotationConsulAddr); ok {
+		if v == "" || strings.ContainsAny(v, " \t\n") {
+			return nil, annotationError(AnnotationConsulAddr, v, fmt.Errorf("want host:port, http(s)://host:port or unix:///path"))
+		}
+		p.consulAddr = v
+	}
+	if v, ok := get(AnnotationConsulTokenSecret); ok {
+		name, key, found := strings.Cut(v, ":")
+		if !found || !secretNameRE.MatchString(name) || !secretKeyRE.MatchString(key) {
+			return nil, annotationError(AnnotationConsulTokenSecret, v, fmt.Errorf("want SECRET-NAME:KEY"))
+		}
+		p.consulToken = &corev1.SecretKeySelector{LocalObjectReference: corev1.LocalObjectReference{Name: name}, Key: key}
+	}
+	if v, ok := get(AnnotationOTelEndpoint); ok {
+		if err := checkOTelEndpoint(v); err != nil {
+			return nil, annotationError(AnnotationOTelEndpoint, v, err)
+		}
+		p.otelEndpoint = v
+	}
+	if v, ok := get(AnnotationImage); ok {
+		if v == "" || strings.ContainsAny(v, " \t\n$") {
+			return nil, annotationError(AnnotationImage, v, fmt.Errorf("not an image reference"))
+		}
+		p.image = v
+	}
+	if err := p.readResources(get); err != nil {
+		return nil, err
+	}
+	if v, ok := get(AnnotationNativeSidecar); ok {
+		switch v {
+		case "true":
+			p.native = true
+		case "false":
+			p.native = false
+		default:
+			return nil, annotationError(AnnotationNativeSidecar, v, fmt.Errorf("want true or false"))
+		}
+	}
+	for _, d := range []struct {
+		key          string
+		dst          *time.Duration
+		wholeSeconds bool
+	}{
+		{AnnotationPreStopSleep, &p.preStopSleep, true},
+		{AnnotationShutdownDelay, &p.shutdownDelay, false},
+		{AnnotationShutdownGrace, &p.shutdownGrace, false},
+	} {
+		if v, ok := get(d.key); ok {
+			if *d.dst, err = parseDuration(v, d.wholeSeconds); err != nil {
+				return nil, annotationError(d.key, v, err)
+			}
+		}
+	}
+	if v, ok := get(AnnotationLogLevel); ok {
+		switch v {
+		case "debug", "info", "warn", "error":
+			p.logLevel = v
+		default:
+			return nil, annotationError(AnnotationLogLevel, v, fmt.Errorf("want debug, info, warn or error"))
+		}
+	}
+	return p, nil
+}
+
+func (p *plan) readRegistration(get func(string) (string, bool)) error {
+	name, ok := get(AnnotationConsulService)
+	if !ok {
+		for _, k := range []string{AnnotationConsulTags, AnnotationConsulMeta} {
+			if _, set := get(k); set {
+				return fmt.Errorf("annotation %s needs %s (the name to register)", k, AnnotationConsulService)
+			}
+		}
+		return nil
+	}
+	if !serviceNameRE.MatchString(name) {
+		return annotationError(AnnotationConsulService, name, fmt.Errorf("invalid Consul service name: letters, digits, '.', '_' and '-'"))
+	}
+	r := &registration{name: name, meta: map[string]string{}}
+	if v, ok := get(AnnotationConsulTags); ok {
+		for _, t := range splitList(v) {
+			if !tagRE.MatchString(t) {
+				return annotationError(AnnotationConsulTags, v, fmt.Errorf("invalid tag %q", t))
+			}
+			if !slices.Contains(r.tags, t) {
+				r.tags = append(r.tags, t)
+			}
+		}
+	}
+	if v, ok := get(AnnotationConsulMeta); ok {
+		for _, kv := range splitList(v) {
+			k, val, found := strings.Cut(kv, "=")
+			k = strings.TrimSpace(k)
+			switch {
+			case !found:
+				return annotationError(AnnotationConsulMeta, v, fmt.Errorf("%q: want key=value", kv))
+			case !metaKeyRE.MatchString(k):
+				return annotationError(AnnotationConsulMeta, v, fmt.Errorf("invalid key %q: letters, digits, '_' and '-', at most 128", k))
+			case k == metaNamespace || k == metaPod:
+				return annotationError(AnnotationConsulMeta, v, fmt.Errorf("key %q is set by ferry", k))
+			}
+			if _, dup := r.meta[k]; dup {
+				return annotationError(AnnotationConsulMeta, v, fmt.Errorf("key %q given twice", k))
+			}
+			r.meta[k] = strings.TrimSpace(val)
+		}
+	}
+	p.register = r
+	return nil
+}
+
+// Registration meta keys ferry always sets.
+const (
+	metaNamespace = "k8s-namespace"
+	metaPod       = "k8s-pod"
+)
+
+func (p *plan) readResources(get func(string) (string, bool)) error {
+	for _, r := range []struct {
+		key  string
+		list *corev1.ResourceList
+		name corev1.ResourceName
+	}{
+		{AnnotationCPURequest, &p.resources.Requests, corev1.ResourceCPU},
+		{AnnotationCPULimit, &p.resources.Limits, corev1.ResourceCPU},
+		{AnnotationMemoryRequest, &p.resources.Requests, corev1.ResourceMemory},
+		{AnnotationMemoryLimit, &p.resources.Limits, corev1.ResourceMemory},
+	} {
+		v, ok := get(r.key)
+		if !ok {
+			continue
+		}
+		q, err := resource.ParseQuantity(v)
+		if err != nil {
+			return annotationError(r.key, v, fmt.Errorf("not a quantity such as 100m or 128Mi"))
+		}
+		if q.Sign() <= 0 {
+			return annotationError(r.key, v, fmt.Errorf("must be positive"))
+		}
+		if *r.list == nil {
+			*r.list = corev1.ResourceList{}
+		}
+		(*r.list)[r.name] = q
+	}
+	if err := checkResources(p.resources); err != nil {
+		return fmt.Errorf("ferry resources from annotations: %w", err)
+	}
+	return nil
+}
+
+// inboundPort resolves AnnotationInboundPort, or the default container's
+// first TCP port when it is absent.
+func inboundPort(ann map[string]string, spec *corev1.PodSpec) (int32, error) {
+	v, ok := ann[AnnotationInboundPort]
+	v = strings.TrimSpace(v)
+	if !ok {
+		c := defaultContainer(ann, spec)
+		if c == nil {
+			return 0, nil
+		}
+		for _, port := range c.Ports {
+			if port.Protocol == "" || port.Protocol == corev1.ProtocolTCP {
+				return port.ContainerPort, nil
+			}
+		}
+		return 0, nil
+	}
+	if v == "none" {
+		return 0, nil
+	}
+	if n, err := strconv.Atoi(v); err == nil {
+		if n < 1 || n > 65535 {
+			return 0, annotationError(AnnotationInboundPort, v, fmt.Errorf("not a port (1-65535)"))
+		}
+		return int32(n), nil
+	}
+	for _, c := range spec.Containers {
+		for _, port := range c.Ports {
+			if port.Name == v {
+				return port.ContainerPort, nil
+			}
+		}
+	}
+	return 0, annotationError(AnnotationInboundPort, v, fmt.Errorf("no container declares a port of that name (want a number, a port name or none)"))
+}
+
+// defaultContainer is the container kubectl picks by default: the one named
+// by kubectl.kubernetes.io/default-container, else the first.
+func defaultContainer(ann map[string]string, spec *corev1.PodSpec) *corev1.Container {
+	if name := ann["kubectl.kubernetes.io/default-container"]; name != "" {
+		for i := range spec.Containers {
+			if spec.Containers[i].Name == name {
+				return &spec.Containers[i]
+			}
+		}
+	}
+	if len(spec.Containers) == 0 {
+		return nil
+	}
+	return &spec.Containers[0]
+}
+
+func splitList(v string) []string {
+	var out []string
+	for _, s := range strings.Split(v, ",") {
+		if s = strings.TrimSpace(s); s != "" {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// parseDuration accepts a Go duration ("5s", "1m30s") or whole seconds
+// ("5"), not negative.
+func parseDuration(v string, wholeSeconds bool) (time.Duration, error) {
+	var d time.Duration
+	if n, err := strconv.Atoi(v); err == nil {
+		d = time.Duration(n) * time.Second
+	} else if d, err = time.ParseDuration(v); err != nil {
+		return 0, fmt.Errorf("want a duration such as 5s or a number of seconds")
+	}
+	if d < 0 {
+		return 0, fmt.Errorf("must not be negative")
+	}
+	if d > time.Hour {
+		return 0, fmt.Errorf("more than an hour")
+	}
+	if wholeSeconds && d%time.Second != 0 {
+		return 0, fmt.Errorf("must be a whole number of seconds")
+	}
+	return d, nil
+}
+
+// checkOTelEndpoint wants an http(s) URL; it may name $(HOST_IP) for a
+// collector on the node.
+func checkOTelEndpoint(v string) error {
+	rest, ok := strings.CutPrefix(v, "http://")
+	if !ok {
+		rest, ok = strings.CutPrefix(v, "https://")
+	}
+	if !ok || rest == "" || strings.ContainsAny(v, " \t\n") {
+		return fmt.Errorf("want an http:// or https:// URL")
+	}
+	return nil
+}

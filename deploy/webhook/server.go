@@ -1,0 +1,120 @@
+package webhook
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"sync"
+	"time"
+)
+
+// CertLoader serves a certificate from files and reloads it when either
+// file changes (cert-manager renews in place), checked on each TLS
+// handshake. A renewal that does not load keeps the previous certificate.
+type CertLoader struct {
+	certFile, keyFile string
+	log               *slog.Logger
+
+	mu    sync.Mutex
+	cert  *tls.Certificate
+	stamp string
+}
+
+// NewCertLoader loads the pair once; an error names the files.
+func NewCertLoader(certFile, keyFile string, log *slog.Logger) (*CertLoader, error) {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	l := &CertLoader{certFile: certFile, keyFile: keyFile, log: log}
+	if _, err := l.GetCertificate(nil); err != nil {
+		return nil, err
+	}
+	return l, nil
+}
+
+// GetCertificate is a tls.Config.GetCertificate.
+func (l *CertLoader) GetCertificate(*tls.ClientHelloInfo) (*tls.Certificate, error) {
+	stamp, err := l.fileStamp()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if err == nil && stamp == l.stamp {
+		return l.cert, nil
+	}
+	if err == nil {
+		var c tls.Certificate
+		if c, err = tls.LoadX509KeyPair(l.certFile, l.keyFile); err == nil {
+			if l.cert != nil {
+				l.log.Info("TLS certificate reloaded", "cert", l.certFile)
+			}
+			l.cert, l.stamp = &c, stamp
+			return l.cert, nil
+		}
+		err = fmt.Errorf("TLS key pair %s, %s: %w", l.certFile, l.keyFile, err)
+	}
+	if l.cert == nil {
+		return nil, err
+	}
+	l.log.Warn("keeping the previous TLS certificate", "error", err.Error())
+	return l.cert, nil
+}
+
+func (l *CertLoader) fileStamp() (string, error) {
+	var s string
+	for _, f := range []string{l.certFile, l.keyFile} {
+		fi, err := os.Stat(f)
+		if err != nil {
+			return "", fmt.Errorf("TLS key pair: %w", err)
+		}
+		s += fmt.Sprintf("%s:%d:%d;", f, fi.Size(), fi.ModTime().UnixNano())
+	}
+	return s, nil
+}
+
+// NewServer returns an HTTPS server for h with timeouts fit for admission
+// reviews (the API server gives a webhook at most 30s).
+func NewServer(h http.Handler, certs *CertLoader, log *slog.Logger) *http.Server {
+	errLog := log
+	if errLog == nil {
+		errLog = slog.New(slog.DiscardHandler)
+	}
+	return &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       15 * time.Second,
+		WriteTimeout:      15 * time.Second,
+		IdleTimeout:       90 * time.Second,
+		MaxHeaderBytes:    64 << 10,
+		TLSConfig: &tls.Config{
+			MinVersion:     tls.VersionTLS12,
+			GetCertificate: certs.GetCertificate,
+		},
+		ErrorLog: slog.NewLogLogger(errLog.Handler(), slog.LevelWarn),
+	}
+}
+
+// Serve runs srv over TLS on ln until ctx ends, then shuts it down,
+// letting in-flight reviews finish for up to grace.
+func Serve(ctx context.Context, srv *http.Server, ln net.Listener, grace time.Duration) error {
+	errc := make(chan error, 1)
+	go func() { errc <- srv.ServeTLS(ln, "", "") }()
+	select {
+	case err := <-errc:
+		return fmt.Errorf("webhook server: %w", err)
+	case <-ctx.Done():
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), grace)
+	defer cancel()
+	err := srv.Shutdown(sctx)
+	if serr := <-errc; serr != nil && !errors.Is(serr, http.ErrServerClosed) {
+		err = errors.Join(err, serr)
+	}
+	if err != nil {
+		return fmt.Errorf("webhook shutdown: %w", err)
+	}
+	return nil
+}
