@@ -1,0 +1,225 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"sort"
+	"strings"
+	"time"
+)
+
+func median(xs []float64) float64 {
+	if len(xs) == 0 {
+		return 0
+	}
+	s := slices.Clone(xs)
+	sort.Float64s(s)
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+}
+
+func medOf[T any](xs []T, f func(T) float64) float64 {
+	v := make([]float64, len(xs))
+	for i, x := range xs {
+		v[i] = f(x)
+	}
+	return median(v)
+}
+
+func ms(d float64) string { return fmt.Sprintf("%.3f", d/1e6) } // ns → ms
+func mb(n float64) string { return fmt.Sprintf("%.1f", n/(1<<20)) }
+
+// ratio formats a/b as "1.23×", or "–" when b is zero.
+func ratio(a, b float64) string {
+	if b == 0 {
+		return "–"
+	}
+	return fmt.Sprintf("%.2f×", a/b)
+}
+
+type verdict struct {
+	pass bool
+	line string
+}
+
+func writeReport(cfg *config, r *results) error {
+	var b strings.Builder
+	p := func(format string, a ...any) { fmt.Fprintf(&b, format, a...) }
+	mode := "full"
+	if cfg.quick {
+		mode = "quick"
+	}
+	p("# ferry side-by-side benchmark (%s mode)\n\n", mode)
+	if cfg.invocation != "" {
+		p("Command: `%s` (which ran `%s`)  \n", cfg.invocation, cfg.commandLine)
+	} else {
+		p("Command: `%s`  \n", cfg.commandLine)
+	}
+	p("Started %s, took %s. Load average (1/5/15 min) at start %s, at end %s.  \n", r.Start.Format(time.RFC3339), r.End.Sub(r.Start).Round(time.Second), r.LoadStart, r.LoadEnd)
+	keys := make([]string, 0, len(r.Versions))
+	for k := range r.Versions {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	var vs []string
+	for _, k := range keys {
+		vs = append(vs, fmt.Sprintf("%s: %s", k, r.Versions[k]))
+	}
+	p("Versions: %s.\n\n", strings.Join(vs, "; "))
+	p("Every proxy runs in its own process on its own loopback port, in front of the same origin process; the load generators (HTTP client, wrk, vegeta) run beside them on the same cores. " +
+		"CPU is utime+stime of the proxy's processes from /proc/<pid>/stat (nginx: master and workers summed); RSS is VmRSS summed over the proxy's processes, peaks are VmHWM after resetting it (clear_refs) or the highest 50 ms sample, whichever is larger. " +
+		"CPU times come in 10 ms ticks, so a figure per GiB is exact to 0.01 s divided by the GiB moved in one transfer. " +
+		"Medians over interleaved rounds (the proxy order rotates every round); ratios are to ferry in the same run (ratio of medians).\n\n")
+
+	ferry := pFerry
+	hasFerry := contains(r.Order, ferry)
+
+	// Bulk.
+	dl, ul := humanBytes(cfg.dlSize), humanBytes(cfg.ulSize)
+	p("## Bulk transfer: one %s download and one %s upload per proxy per round, %d rounds\n\n", dl, ul, cfg.rounds)
+	p("| proxy | download CPU (s/GiB) | × ferry | download (MiB/s) | upload CPU (s/GiB) | × ferry | upload (MiB/s) | peak RSS during the transfers (MiB) |\n|---|--:|--:|--:|--:|--:|--:|--:|\n")
+	bm := func(n string, f func(bulkRound) float64) float64 { return medOf(r.Bulk[n], f) }
+	dCPU := func(x bulkRound) float64 { return x.DownCPUPerGiB }
+	uCPU := func(x bulkRound) float64 { return x.UpCPUPerGiB }
+	for _, n := range r.Order {
+		p("| %s | %.3f | %s | %.0f | %.3f | %s | %.0f | %s |\n", n,
+			bm(n, dCPU), ratio(bm(n, dCPU), bm(ferry, dCPU)), bm(n, func(x bulkRound) float64 { return x.DownMiBps }),
+			bm(n, uCPU), ratio(bm(n, uCPU), bm(ferry, uCPU)), bm(n, func(x bulkRound) float64 { return x.UpMiBps }),
+			mb(bm(n, func(x bulkRound) float64 { return float64(x.PeakRSS) })))
+	}
+
+	// Memory.
+	p("\n## Memory\n\n")
+	p("Idle: %s after start-up, before any traffic; again %s after the last measurement. Growth: RSS after the last of %d sequential %s downloads (one keep-alive connection) minus RSS after the first. Peak: %d concurrent %s downloads.\n\n",
+		cfg.idleSettle, cfg.idleSettle, cfg.seqCount, humanBytes(cfg.seqSize), cfg.concCount, humanBytes(cfg.concSize))
+	p("| proxy | idle RSS (MiB) | RSS after download #1 (MiB) | after #%d (MiB) | growth #1→#%d (MiB) | peak RSS, %d×%s concurrent (MiB) | × ferry | concurrent CPU (s/GiB) | concurrent (MiB/s) | idle RSS after the run (MiB) |\n|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n",
+		cfg.seqCount, cfg.seqCount, cfg.concCount, humanBytes(cfg.concSize))
+	growth := map[string]float64{}
+	for _, n := range r.Order {
+		s := r.Seq[n]
+		first, last := float64(s.After[0]), float64(s.After[len(s.After)-1])
+		growth[n] = last - first
+		c := r.Conc[n]
+		p("| %s | %s | %s | %s | %+.2f | %s | %s | %.3f | %.0f | %s |\n", n, mb(float64(r.IdleStart[n])), mb(first), mb(last), growth[n]/(1<<20),
+			mb(float64(c.Peak)), ratio(float64(c.Peak), float64(r.Conc[ferry].Peak)), c.CPU, c.MiBps, mb(float64(r.IdleEnd[n])))
+	}
+
+	// Small requests.
+	p("\n## Small requests: %s bodies, wrk -t%d, %s per run, %d rounds\n\n", humanBytes(cfg.smallSize), cfg.wrkThreads, cfg.wrkDuration, cfg.wrkRounds)
+	p("| proxy | connections | req/s | × ferry | p50 (ms) | p99 (ms) | proxy CPU per request (µs) | errors (all rounds) |\n|---|--:|--:|--:|--:|--:|--:|--:|\n")
+	wm := func(k wrkKey, f func(wrkRun) float64) float64 { return medOf(r.Small[k], f) }
+	rps := func(w wrkRun) float64 { return w.RPS }
+	p50 := func(w wrkRun) float64 { return float64(w.P50) }
+	p99 := func(w wrkRun) float64 { return float64(w.P99) }
+	cpr := func(w wrkRun) float64 { return w.CPUPerReqUs }
+	for _, c := range cfg.wrkConns {
+		for _, n := range r.Order {
+			k := wrkKey{n, c}
+			var errs int64
+			for _, w := range r.Small[k] {
+				errs += w.Errors
+			}
+			p("| %s | %d | %.0f | %s | %s | %s | %.1f | %d |\n", n, c, wm(k, rps), ratio(wm(k, rps), wm(wrkKey{ferry, c}, rps)),
+				ms(wm(k, p50)), ms(wm(k, p99)), wm(k, cpr), errs)
+		}
+	}
+
+	// Latency.
+	p("\n## Added latency at a constant %d req/s (vegeta library, %s bodies, %s per attack, %d rounds)\n\n", cfg.latRate, humanBytes(cfg.smallSize), cfg.latDuration, cfg.latRounds)
+	p("Added = the proxy's percentile minus the direct call's percentile in the same round; medians over rounds.\n\n")
+	p("| target | p50 (ms) | p90 (ms) | p99 (ms) | added p50 (ms) | added p90 (ms) | added p99 (ms) | added p50 × ferry | errors (all rounds) |\n|---|--:|--:|--:|--:|--:|--:|--:|--:|\n")
+	qi := map[float64]int{}
+	for i, q := range latQuantiles {
+		qi[q] = i
+	}
+	added := func(n string, q float64) float64 {
+		var v []float64
+		for i, lr := range r.Lat[n] {
+			if i < len(r.Lat[pDirect]) {
+				v = append(v, float64(lr.Q[qi[q]]-r.Lat[pDirect][i].Q[qi[q]]))
+			}
+		}
+		return median(v)
+	}
+	abs := func(n string, q float64) float64 {
+		return medOf(r.Lat[n], func(l latRound) float64 { return float64(l.Q[qi[q]]) })
+	}
+	for _, n := range append([]string{pDirect}, r.Order...) {
+		errs := 0
+		for _, l := range r.Lat[n] {
+			errs += l.Errors
+		}
+		if n == pDirect {
+			p("| direct (no proxy) | %s | %s | %s | – | – | – | – | %d |\n", ms(abs(n, .5)), ms(abs(n, .9)), ms(abs(n, .99)), errs)
+			continue
+		}
+		p("| %s | %s | %s | %s | %s | %s | %s | %s | %d |\n", n, ms(abs(n, .5)), ms(abs(n, .9)), ms(abs(n, .99)),
+			ms(added(n, .5)), ms(added(n, .9)), ms(added(n, .99)), ratio(added(n, .5), added(ferry, .5)), errs)
+	}
+
+	// Tracing.
+	var traceRatio float64
+	if cfg.tracing {
+		p("\n## Tracing: ferry with 100%% sampling exporting OTLP/HTTP to a local discarding receiver vs ferry without tracing (wrk -c%d, %s per run, %d rounds)\n\n", cfg.traceConns, cfg.traceDuration, cfg.traceRounds)
+		p("| ferry | req/s | p50 (ms) | p99 (ms) | proxy CPU per request (µs) | idle RSS (MiB) |\n|---|--:|--:|--:|--:|--:|\n")
+		for _, n := range []string{pFerry, pTraced} {
+			ws := r.Trace[n]
+			p("| %s | %.0f | %s | %s | %.1f | %s |\n", n, medOf(ws, rps), ms(medOf(ws, p50)), ms(medOf(ws, p99)), medOf(ws, cpr), mb(float64(r.IdleStart[n])))
+		}
+		traceRatio = medOf(r.Trace[pTraced], rps) / medOf(r.Trace[pFerry], rps)
+		p("\nTracing on keeps %.1f%% of the req/s (costs %.1f%%). The receiver got %d export requests (%s MiB).\n", 100*traceRatio, 100*(1-traceRatio), r.OTLPRequests, mb(float64(r.OTLPBytes)))
+	}
+
+	// Targets.
+	if hasFerry {
+		p("\n## Targets (issue 8, item 3), from this run\n\n")
+		if cfg.quick {
+			p("Quick mode: sizes and durations are smaller than the targets assume; the full mode (`bench/run.sh`) is the one to judge by.\n\n")
+		}
+		var vs []verdict
+		add := func(pass bool, format string, a ...any) { vs = append(vs, verdict{pass, fmt.Sprintf(format, a...)}) }
+		if contains(r.Order, pL4) {
+			f, l := bm(ferry, dCPU), bm(pL4, dCPU)
+			add(f <= 1.2*l, "download CPU per GiB ≤ 1.2× the L4 relay: ferry %.3f s/GiB, L4 %.3f s/GiB, ratio %s", f, l, ratio(f, l))
+			f, l = bm(ferry, uCPU), bm(pL4, uCPU)
+			add(f <= 1.2*l, "upload CPU per GiB ≤ 1.2× the L4 relay: ferry %.3f s/GiB, L4 %.3f s/GiB, ratio %s", f, l, ratio(f, l))
+		}
+		if contains(r.Order, pNginx) && slices.Contains(cfg.wrkConns, 32) {
+			kf, kn := wrkKey{ferry, 32}, wrkKey{pNginx, 32}
+			add(wm(kf, rps) >= wm(kn, rps), "small-request req/s at c=32 ≥ nginx's: ferry %.0f, nginx %.0f, ratio %s", wm(kf, rps), wm(kn, rps), ratio(wm(kf, rps), wm(kn, rps)))
+			add(wm(kf, p99) <= wm(kn, p99), "small-request p99 at c=32 no worse than nginx's: ferry %s ms, nginx %s ms", ms(wm(kf, p99)), ms(wm(kn, p99)))
+		}
+		if contains(r.Order, pL4) {
+			f, l := added(ferry, .5), added(pL4, .5)
+			add(f <= 1.2*l, "added p50 at %d req/s ≤ 1.2× the L4 relay's: ferry %s ms, L4 %s ms, ratio %s", cfg.latRate, ms(f), ms(l), ratio(f, l))
+		}
+		if contains(r.Order, pNginx) {
+			f, n := added(ferry, .9), added(pNginx, .9)
+			add(f <= n, "added p90 at %d req/s ≤ nginx's: ferry %s ms, nginx %s ms", cfg.latRate, ms(f), ms(n))
+		}
+		add(growth[ferry] <= 1<<20, "RSS growth over %d sequential %s downloads ≤ 1 MiB: %+.2f MiB", cfg.seqCount, humanBytes(cfg.seqSize), growth[ferry]/(1<<20))
+		add(r.Conc[ferry].Peak <= 40<<20, "peak RSS with %d concurrent %s downloads ≤ 40 MiB: %s MiB", cfg.concCount, humanBytes(cfg.concSize), mb(float64(r.Conc[ferry].Peak)))
+		add(r.IdleStart[ferry] <= 15<<20, "idle RSS ≤ 15 MiB: %s MiB", mb(float64(r.IdleStart[ferry])))
+		if cfg.tracing {
+			add(traceRatio >= 0.85, "tracing on costs ≤ 15%% of req/s: costs %.1f%% (%.0f → %.0f req/s)", 100*(1-traceRatio), medOf(r.Trace[pFerry], rps), medOf(r.Trace[pTraced], rps))
+		}
+		for _, v := range vs {
+			mark := "FAIL"
+			if v.pass {
+				mark = "PASS"
+			}
+			p("- **%s** %s\n", mark, v.line)
+		}
+	}
+	p("\nPlots: `mem_sequential.png` (RSS during the sequential downloads), `mem_concurrent.png` (RSS during the concurrent downloads), `cpu_per_gib.png` (the bulk CPU medians), `latency.png` (latency percentiles at %d req/s, all rounds pooled).\n", cfg.latRate)
+	if err := os.WriteFile(filepath.Join(cfg.out, "results.md"), []byte(b.String()), 0o644); err != nil {
+		return fmt.Errorf("write results.md: %w", err)
+	}
+	fmt.Println()
+	fmt.Print(b.String())
+	return nil
+}

@@ -1,0 +1,184 @@
+package main
+
+import (
+	"context"
+	"debug/buildinfo"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"time"
+)
+
+// wrkKey names one proxy at one connection count.
+type wrkKey struct {
+	Proxy string
+	Conns int
+}
+
+func (k wrkKey) MarshalText() ([]byte, error) {
+	return fmt.Appendf(nil, "%s@c%d", k.Proxy, k.Conns), nil
+}
+
+// results is everything one run measured.
+type results struct {
+	Start, End         time.Time
+	LoadStart, LoadEnd string
+	Versions           map[string]string
+	Order              []string
+	IdleStart, IdleEnd map[string]int64
+	Bulk               map[string][]bulkRound
+	Seq                map[string]seqResult
+	Conc               map[string]concResult
+	Small              map[wrkKey][]wrkRun
+	Lat                map[string][]latRound
+	LatPooled          map[string][]time.Duration `json:"-"`
+	Trace              map[string][]wrkRun
+	OTLPRequests       int64
+	OTLPBytes          int64
+}
+
+func logf(format string, args ...any) {
+	fmt.Printf("%s  %s\n", time.Now().Format("15:04:05"), fmt.Sprintf(format, args...))
+}
+
+func loadavg() string {
+	b, _ := os.ReadFile("/proc/loadavg")
+	f := strings.Fields(string(b))
+	if len(f) < 3 {
+		return "?"
+	}
+	return strings.Join(f[:3], " ")
+}
+
+func versions(cfg *config) map[string]string {
+	v := map[string]string{"harness": runtime.Version()}
+	if bi, err := buildinfo.ReadFile(cfg.ferryBin); err == nil {
+		v["ferry"] = bi.GoVersion
+		for _, s := range bi.Settings {
+			if s.Key == "vcs.revision" {
+				v["ferry"] += " " + s.Value
+			}
+		}
+	}
+	first := func(bin string, args ...string) string {
+		out, _ := exec.Command(bin, args...).CombinedOutput()
+		line, _, _ := strings.Cut(strings.TrimSpace(string(out)), "\n")
+		return line
+	}
+	if contains(cfg.proxies, pNginx) {
+		v["nginx"] = first(cfg.nginxBin, "-v")
+	}
+	if contains(cfg.proxies, pHAProxy) {
+		v["haproxy"] = first(cfg.haproxyBin, "-v")
+	}
+	v["wrk"] = first(cfg.wrkBin, "-v")
+	if b, err := os.ReadFile("/proc/sys/kernel/osrelease"); err == nil {
+		v["kernel"] = strings.TrimSpace(string(b))
+	}
+	v["cpus"] = fmt.Sprint(runtime.NumCPU())
+	return v
+}
+
+func runBench(ctx context.Context, cfg *config) error {
+	r := &results{
+		Start: time.Now(), LoadStart: loadavg(), Versions: versions(cfg),
+		IdleStart: map[string]int64{}, IdleEnd: map[string]int64{},
+		Bulk: map[string][]bulkRound{}, Seq: map[string]seqResult{}, Conc: map[string]concResult{},
+		Small: map[wrkKey][]wrkRun{}, Lat: map[string][]latRound{}, LatPooled: map[string][]time.Duration{},
+		Trace: map[string][]wrkRun{},
+	}
+	dir, err := os.MkdirTemp("", "ferrybench-")
+	if err != nil {
+		return fmt.Errorf("temp dir: %w", err)
+	}
+	// nginx's workers run as nobody and write their temp files below.
+	if err := os.Chmod(dir, 0o755); err != nil {
+		return fmt.Errorf("temp dir: %w", err)
+	}
+	ok := false
+	defer func() {
+		if ok {
+			os.RemoveAll(dir)
+		} else {
+			logf("kept %s (configs and logs of the failed run)", dir)
+		}
+	}()
+	logf("starting origin and proxies in %s", dir)
+	f, err := startFleet(ctx, cfg, dir)
+	if err != nil {
+		return err
+	}
+	defer f.stop()
+	r.Order = f.order
+	for _, n := range f.order {
+		logf("%-14s %s", n, f.proxies[n].addr)
+	}
+
+	wait(ctx, cfg.idleSettle)
+	for _, n := range f.order {
+		r.IdleStart[n], _ = f.proxies[n].memStatus()
+	}
+	if p := f.proxies[pTraced]; p != nil {
+		r.IdleStart[pTraced], _ = p.memStatus()
+	}
+	phases := []struct {
+		name string
+		run  func(context.Context, *config, *fleet, *results) error
+	}{
+		{"sequential downloads (RSS growth)", measureSequential},
+		{"bulk download/upload (CPU per GiB)", measureBulk},
+		{"concurrent downloads (peak RSS)", measureConcurrent},
+		{"small requests (wrk)", measureSmall},
+		{"added latency at a constant rate (vegeta)", measureLatency},
+	}
+	if cfg.tracing {
+		phases = append(phases, struct {
+			name string
+			run  func(context.Context, *config, *fleet, *results) error
+		}{"tracing on vs off (wrk)", measureTracing})
+	}
+	for _, ph := range phases {
+		logf("== %s", ph.name)
+		if err := ph.run(ctx, cfg, f, r); err != nil {
+			return fmt.Errorf("%s: %w", ph.name, err)
+		}
+		for _, p := range f.all {
+			if p.exited() {
+				return fmt.Errorf("%s: %s exited (%v); log:\n%s", ph.name, p.name, p.err, p.tail())
+			}
+		}
+	}
+	wait(ctx, cfg.idleSettle)
+	for _, n := range f.order {
+		r.IdleEnd[n], _ = f.proxies[n].memStatus()
+	}
+	r.End, r.LoadEnd = time.Now(), loadavg()
+	f.stop()
+
+	if err := writeReport(cfg, r); err != nil {
+		return err
+	}
+	if err := writePlots(cfg, r); err != nil {
+		return err
+	}
+	raw, _ := json.MarshalIndent(r, "", "  ")
+	if err := os.WriteFile(filepath.Join(cfg.out, "raw.json"), raw, 0o644); err != nil {
+		return fmt.Errorf("write raw.json: %w", err)
+	}
+	logf("wrote %s", cfg.out)
+	ok = true
+	return nil
+}
+
+func wait(ctx context.Context, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-t.C:
+	}
+}

@@ -1,0 +1,137 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os/exec"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// wrkRun is one wrk run through one proxy.
+type wrkRun struct {
+	RPS         float64
+	P50, P99    time.Duration
+	Requests    int64
+	Errors      int64 // non-2xx/3xx plus socket errors
+	CPUPerReqUs float64
+}
+
+var (
+	reRPS      = regexp.MustCompile(`Requests/sec:\s+([0-9.]+)`)
+	reReqs     = regexp.MustCompile(`(\d+) requests in`)
+	rePct      = regexp.MustCompile(`(?m)^\s+(50|75|90|99)%\s+([0-9.]+)(us|ms|s|m)\s*$`)
+	reNon2xx   = regexp.MustCompile(`Non-2xx or 3xx responses: (\d+)`)
+	reSockErrs = regexp.MustCompile(`Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)`)
+)
+
+func parseWrkDuration(v, unit string) (time.Duration, error) {
+	f, err := strconv.ParseFloat(v, 64)
+	if err != nil {
+		return 0, err
+	}
+	mult := map[string]float64{"us": 1e3, "ms": 1e6, "s": 1e9, "m": 60e9}[unit]
+	return time.Duration(f * mult), nil
+}
+
+func parseWrk(out string) (wrkRun, error) {
+	var w wrkRun
+	m := reRPS.FindStringSubmatch(out)
+	if m == nil {
+		return w, fmt.Errorf("wrk output has no Requests/sec line:\n%s", out)
+	}
+	w.RPS, _ = strconv.ParseFloat(m[1], 64)
+	if m := reReqs.FindStringSubmatch(out); m != nil {
+		w.Requests, _ = strconv.ParseInt(m[1], 10, 64)
+	}
+	for _, m := range rePct.FindAllStringSubmatch(out, -1) {
+		d, err := parseWrkDuration(m[2], m[3])
+		if err != nil {
+			return w, fmt.Errorf("wrk percentile %q: %w", m[0], err)
+		}
+		switch m[1] {
+		case "50":
+			w.P50 = d
+		case "99":
+			w.P99 = d
+		}
+	}
+	if w.P50 == 0 || w.P99 == 0 {
+		return w, fmt.Errorf("wrk output has no latency distribution (--latency):\n%s", out)
+	}
+	if m := reNon2xx.FindStringSubmatch(out); m != nil {
+		n, _ := strconv.ParseInt(m[1], 10, 64)
+		w.Errors += n
+	}
+	if m := reSockErrs.FindStringSubmatch(out); m != nil {
+		for _, s := range m[1:] {
+			n, _ := strconv.ParseInt(s, 10, 64)
+			w.Errors += n
+		}
+	}
+	return w, nil
+}
+
+// runWrk drives p with wrk and charges the proxy's CPU to the requests.
+func runWrk(ctx context.Context, cfg *config, p *proc, conns int, d time.Duration) (wrkRun, error) {
+	url := fmt.Sprintf("http://%s/?size=%d", p.addr, cfg.smallSize)
+	args := []string{"-t", strconv.Itoa(cfg.wrkThreads), "-c", strconv.Itoa(conns), "-d", fmt.Sprintf("%ds", int(d.Seconds())), "--latency", "--timeout", "10s", url}
+	cmd := exec.CommandContext(ctx, cfg.wrkBin, args...)
+	c0 := p.cpuSeconds()
+	out, err := cmd.CombinedOutput()
+	cpu := p.cpuSeconds() - c0
+	if err != nil {
+		return wrkRun{}, fmt.Errorf("wrk %s: %w: %s", strings.Join(args, " "), err, out)
+	}
+	w, err := parseWrk(string(out))
+	if err != nil {
+		return w, fmt.Errorf("%s: %w", p.name, err)
+	}
+	if w.Requests > 0 {
+		w.CPUPerReqUs = cpu / float64(w.Requests) * 1e6
+	}
+	return w, nil
+}
+
+func measureSmall(ctx context.Context, cfg *config, f *fleet, r *results) error {
+	for round := 0; round < cfg.wrkRounds; round++ {
+		for _, conns := range cfg.wrkConns {
+			for _, name := range rotate(f.order, round) {
+				w, err := runWrk(ctx, cfg, f.proxies[name], conns, cfg.wrkDuration)
+				if err != nil {
+					return err
+				}
+				key := wrkKey{name, conns}
+				r.Small[key] = append(r.Small[key], w)
+				logf("wrk round %d c=%-3d %-10s %8.0f req/s  p50 %-9s p99 %-9s %.1f CPU-µs/req  errors %d",
+					round+1, conns, name, w.RPS, w.P50, w.P99, w.CPUPerReqUs, w.Errors)
+			}
+		}
+	}
+	return nil
+}
+
+func measureTracing(ctx context.Context, cfg *config, f *fleet, r *results) error {
+	req0, bytes0 := f.otlp.requests.Load(), f.otlp.bytes.Load()
+	for round := 0; round < cfg.traceRounds; round++ {
+		for _, name := range rotate([]string{pFerry, pTraced}, round) {
+			w, err := runWrk(ctx, cfg, f.proxies[name], cfg.traceConns, cfg.traceDuration)
+			if err != nil {
+				return err
+			}
+			r.Trace[name] = append(r.Trace[name], w)
+			logf("tracing round %d %-14s %8.0f req/s  p50 %-9s p99 %-9s %.1f CPU-µs/req  errors %d",
+				round+1, name, w.RPS, w.P50, w.P99, w.CPUPerReqUs, w.Errors)
+		}
+	}
+	// The batch processor exports at least every 5 s; wait for the tail.
+	deadline := time.Now().Add(7 * time.Second)
+	for time.Now().Before(deadline) && f.otlp.requests.Load() == req0 {
+		time.Sleep(100 * time.Millisecond)
+	}
+	r.OTLPRequests, r.OTLPBytes = f.otlp.requests.Load()-req0, f.otlp.bytes.Load()-bytes0
+	logf("tracing: the OTLP sink received %d export requests, %s", r.OTLPRequests, mib(r.OTLPBytes))
+	return nil
+}

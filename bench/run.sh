@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# One command for ferry's side-by-side benchmark: installs nginx, HAProxy and
+# wrk from Debian's packages when missing, builds ferry (the tree as it is)
+# and the harness, and runs the harness. Results go to results/<timestamp>/.
+#
+#   bench/run.sh            full mode (the sizes of issue 8; ~15-25 min on 2 cores)
+#   bench/run.sh --quick    quick mode (a couple of minutes)
+#   bench/run.sh --quick --proxies ferry,l4-splice --rounds 3   any ferrybench flag
+set -euo pipefail
+
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+export PATH="$PATH:/usr/local/go/bin:/usr/sbin:/sbin"
+
+missing=()
+command -v nginx   >/dev/null 2>&1 || missing+=(nginx)
+command -v haproxy >/dev/null 2>&1 || missing+=(haproxy)
+command -v wrk     >/dev/null 2>&1 || missing+=(wrk)
+if ((${#missing[@]})); then
+	if [[ $(id -u) -ne 0 ]]; then
+		echo "bench/run.sh: ${missing[*]} missing; run as root (or install them) so apt-get can add them" >&2
+		exit 1
+	fi
+	echo "installing ${missing[*]} from Debian's packages"
+	export DEBIAN_FRONTEND=noninteractive
+	apt-get update -qq
+	apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+	# The packages' own services are not wanted: the harness runs its own.
+	for s in nginx haproxy; do
+		service "$s" stop >/dev/null 2>&1 || true
+	done
+fi
+
+stamp=$(date -u +%Y%m%d-%H%M%S)
+out="$root/results/$stamp"
+build="$root/results/.build"
+mkdir -p "$out" "$build"
+
+rev=$(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo unknown)
+if [[ -n $(git -C "$root" status --porcelain --untracked-files=no 2>/dev/null) ]]; then rev="$rev+dirty"; fi
+echo "building ferry ($rev) and the harness"
+go build -ldflags "-X main.version=$rev" -o "$build/ferry" ./cmd/ferry
+(cd bench && go build -o "$build/ferrybench" ./cmd/ferrybench)
+
+ln -sfn "$stamp" "$root/results/latest"
+"$build/ferrybench" run --ferry "$build/ferry" --out "$out" --invocation "bench/run.sh $*" "$@" 2>&1 | tee "$out/log.txt"
+exit "${PIPESTATUS[0]}"
