@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	mrand "math/rand/v2"
 	"net"
 	"net/http"
 	"os"
@@ -266,22 +267,36 @@ func (s *sampler) stop() ([]memSample, int64) {
 	return s.samples, s.max
 }
 
-// freePorts reserves n loopback ports by listening and closing.
+// freePorts picks n loopback ports below the kernel's ephemeral range
+// (so no outgoing connection takes one between the check and the proxy's
+// bind), each checked free by listening on it.
 func freePorts(n int) ([]int, error) {
-	var lns []net.Listener
-	defer func() {
-		for _, l := range lns {
-			l.Close()
+	lo, hi := 20000, 32000
+	if b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range"); err == nil {
+		if f := strings.Fields(string(b)); len(f) == 2 {
+			if eph, err := strconv.Atoi(f[0]); err == nil && eph > 2048 && eph < hi {
+				hi = eph
+				lo = min(lo, eph/2)
+			}
 		}
-	}()
+	}
+	seen := map[int]bool{}
 	var ports []int
-	for i := 0; i < n; i++ {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return nil, fmt.Errorf("reserve port: %w", err)
+	for tries := 0; len(ports) < n && tries < 1000; tries++ {
+		port := lo + mrand.IntN(hi-lo)
+		if seen[port] {
+			continue
 		}
-		lns = append(lns, l)
-		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
+		seen[port] = true
+		l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+		if err != nil {
+			continue
+		}
+		l.Close()
+		ports = append(ports, port)
+	}
+	if len(ports) < n {
+		return nil, fmt.Errorf("found only %d free loopback ports in [%d, %d)", len(ports), lo, hi)
 	}
 	return ports, nil
 }
