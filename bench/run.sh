@@ -6,7 +6,15 @@
 #   bench/run.sh            full mode (the sizes of issue 8; ~15-25 min on 2 cores)
 #   bench/run.sh --quick    quick mode (a couple of minutes)
 #   bench/run.sh --quick --proxies ferry,l4-splice --rounds 3   any ferrybench flag
+#   bench/run.sh --publish  ...and copy the table and plots to bench/latest/ (what the README shows)
 set -euo pipefail
+
+publish=0
+args=()
+for a in "$@"; do
+	if [[ $a == --publish ]]; then publish=1; else args+=("$a"); fi
+done
+set -- ${args[@]+"${args[@]}"}
 
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
@@ -43,5 +51,17 @@ go build -ldflags "-X main.version=$rev" -o "$build/ferry" ./cmd/ferry
 (cd bench && go build -o "$build/ferrybench" ./cmd/ferrybench)
 
 ln -sfn "$stamp" "$root/results/latest"
-"$build/ferrybench" run --ferry "$build/ferry" --out "$out" --invocation "bench/run.sh $*" "$@" 2>&1 | tee "$out/log.txt"
-exit "${PIPESTATUS[0]}"
+invocation="bench/run.sh"
+((publish)) && invocation+=" --publish"
+(($#)) && invocation+=" $*"
+set +e
+"$build/ferrybench" run --ferry "$build/ferry" --out "$out" --invocation "$invocation" "$@" 2>&1 | tee "$out/log.txt"
+rc=${PIPESTATUS[0]}
+set -e
+if ((rc == 0 && publish)); then
+	mkdir -p "$root/bench/latest"
+	rm -f "$root/bench/latest/"*.png "$root/bench/latest/results.md"
+	cp "$out/results.md" "$out/"*.png "$root/bench/latest/"
+	echo "copied the table and plots to bench/latest/"
+fi
+exit "$rc"
