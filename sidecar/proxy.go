@@ -120,6 +120,8 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, up *upstream, ma
 			f := failure{http.StatusServiceUnavailable, err.Error(), telemetry.ReasonNoEndpoint}
 			if errors.As(err, &ue) && ue.Open > 0 {
 				f.kind = telemetry.ReasonBreakerOpen
+			} else if errors.Is(err, resilience.ErrOverloaded) {
+				f.kind = telemetry.ReasonOther // shed: max_in_flight reached
 			}
 			p.logFailure(r, up.name, "", f, err)
 			x.fail(w, f)
@@ -366,7 +368,14 @@ func (p *Proxy) respond(w http.ResponseWriter, res *http.Response, idle *idleTim
 		// long-poll knows at once that it is connected.
 		_ = rc.Flush()
 	}
-	result := relay(w, rc, res.Body, idle)
+	var result relayResult
+	spliced := false
+	if sb, ok := res.Body.(*spliceBody); ok {
+		result, spliced = sb.spliceTo(w, idle)
+	}
+	if !spliced {
+		result = relay(w, rc, res.Body, idle)
+	}
 	if result.readErr == nil && result.writeErr == nil {
 		for k, vv := range res.Trailer {
 			h[http.TrailerPrefix+k] = vv

@@ -61,12 +61,13 @@ func (s *Sidecar) ReloadFile(ctx context.Context, path string) error {
 	return s.Reload(ctx, cfg)
 }
 
-// WatchConfigFile reloads path whenever its content changes, checking every
-// interval (a poll survives editors' rename-on-save and Kubernetes'
-// ConfigMap symlink swaps alike). A bad new config is logged and the one in
-// force kept. It returns when ctx ends.
-func (s *Sidecar) WatchConfigFile(ctx context.Context, path string, interval time.Duration) {
-	last, _ := os.ReadFile(path)
+// WatchConfigFile reloads path whenever its content differs from the last
+// content seen, starting from loaded (the bytes the config in force came
+// from), checking every interval. A poll survives editors' rename-on-save
+// and Kubernetes' ConfigMap symlink swaps alike. A bad new config is logged
+// and the one in force kept. It returns when ctx ends.
+func (s *Sidecar) WatchConfigFile(ctx context.Context, path string, interval time.Duration, loaded []byte) {
+	last := loaded
 	t := time.NewTicker(interval)
 	defer t.Stop()
 	for {
@@ -80,7 +81,11 @@ func (s *Sidecar) WatchConfigFile(ctx context.Context, path string, interval tim
 			continue
 		}
 		last = cur
-		if err := s.ReloadFile(ctx, path); err != nil {
+		cfg, err := ParseConfig(cur)
+		if err == nil {
+			err = s.Reload(ctx, cfg)
+		}
+		if err != nil {
 			s.log.Error("config change rejected; keeping the config in force", "file", path, "error", err.Error())
 		}
 	}

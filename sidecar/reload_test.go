@@ -20,6 +20,7 @@ outbound:
   routes: [ { service: svc } ]
 services:
   svc: { endpoints: [%s] }
+telemetry: { access_log: "off" }
 %s`, target, extra)
 }
 
@@ -108,10 +109,11 @@ func TestWatchConfigFileReloads(t *testing.T) {
 	sc := startFerry(t, reloadConfig(a, ""))
 	url := "http://" + sc.Addr("outbound") + "/"
 	path := filepath.Join(t.TempDir(), "ferry.yaml")
-	os.WriteFile(path, []byte(reloadConfig(a, "")), 0o600)
+	initial := []byte(reloadConfig(a, ""))
+	os.WriteFile(path, initial, 0o600)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	go sc.WatchConfigFile(ctx, path, 10*time.Millisecond)
+	go sc.WatchConfigFile(ctx, path, 10*time.Millisecond, initial)
 	os.WriteFile(path, []byte("this: is: not yaml"), 0o600)
 	os.WriteFile(path, []byte(reloadConfig(b, "")), 0o600)
 	waitFor(t, "the watcher to apply the changed file", 10*time.Second, func() bool {

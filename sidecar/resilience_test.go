@@ -57,6 +57,7 @@ services:
 	if err != nil {
 		t.Fatal(err)
 	}
+	cfg.Telemetry.AccessLog = "off"
 	sc, err := New(cfg, Options{Clock: clock})
 	if err != nil {
 		t.Fatal(err)

@@ -76,20 +76,23 @@ func (u *upstream) sameSettings(o *upstream) bool {
 	return u.protocol == o.protocol && reflect.DeepEqual(u.settings, o.settings)
 }
 
-// newTransport builds the connection pool for one upstream service. It never
-// consults HTTP_PROXY, never adds Accept-Encoding (bodies pass untouched) and
-// tags connect failures so they answer 502/504 with the endpoint named.
-func newTransport(t resilience.Timeouts, h2c bool) *http.Transport {
+// newTransport builds the HTTP/1.1 or h2c connection pool for one upstream
+// service. It never consults HTTP_PROXY, never adds Accept-Encoding (bodies
+// pass untouched) and tags connect failures so they answer 502/504 with the
+// endpoint named. The HTTP/1.1 one sends bodiless requests through the
+// zero-copy client (splice.go).
+func newTransport(t resilience.Timeouts, h2c bool) http.RoundTripper {
 	d := &net.Dialer{Timeout: t.Connect, KeepAlive: 30 * time.Second}
+	dial := func(ctx context.Context, network, addr string) (net.Conn, error) {
+		c, err := d.DialContext(ctx, network, addr)
+		if err != nil {
+			return nil, &dialError{addr: addr, err: err}
+		}
+		return c, nil
+	}
 	tr := &http.Transport{
-		Proxy: nil,
-		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
-			c, err := d.DialContext(ctx, network, addr)
-			if err != nil {
-				return nil, &dialError{addr: addr, err: err}
-			}
-			return c, nil
-		},
+		Proxy:                 nil,
+		DialContext:           dial,
 		DisableCompression:    true,
 		MaxIdleConns:          1024,
 		MaxIdleConnsPerHost:   256,
@@ -103,8 +106,9 @@ func newTransport(t resilience.Timeouts, h2c bool) *http.Transport {
 		p := new(http.Protocols)
 		p.SetUnencryptedHTTP2(true)
 		tr.Protocols = p
+		return tr
 	}
-	return tr
+	return &fastH1{dial: dial, responseHeader: t.ResponseHeader, fallback: tr}
 }
 
 // transportFor picks HTTP/1.1 or h2c for one request. Upgrades need

@@ -94,9 +94,14 @@ func cmdRun(args []string, stderr io.Writer) int {
 		return exitConfig
 	}
 	var cfg *sidecar.Config
+	var loaded []byte // the config file's bytes, for the change watcher
 	var err error
 	if *path != "" {
-		cfg, err = sidecar.LoadConfigFile(*path)
+		if loaded, err = os.ReadFile(*path); err != nil {
+			err = fmt.Errorf("config: %w", err)
+		} else if cfg, err = sidecar.ParseConfig(loaded); err != nil {
+			err = fmt.Errorf("config %s:\n%w", *path, err)
+		}
 	} else if text, ok := os.LookupEnv(*configEnv); !ok {
 		err = fmt.Errorf("config: environment variable %s is not set", *configEnv)
 	} else if cfg, err = sidecar.ParseConfig([]byte(text)); err != nil {
@@ -136,7 +141,7 @@ func cmdRun(args []string, stderr io.Writer) int {
 			}
 		}()
 		if *poll > 0 {
-			go sc.WatchConfigFile(ctx, *path, *poll)
+			go sc.WatchConfigFile(ctx, *path, *poll, loaded)
 		}
 	}
 	if err := sc.Run(ctx); err != nil {

@@ -1,0 +1,306 @@
+package sidecar
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptrace"
+	"net/textproto"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// The zero-copy path. A bodiless request (GET, HEAD, DELETE, ...) to a
+// plain-TCP HTTP/1.1 upstream goes through ferry's own small HTTP/1.1
+// client instead of net/http's Transport, because that client can hand the
+// response body over as the upstream socket itself: when the body has a
+// Content-Length, the relay passes the socket (as an io.LimitedReader) to
+// the caller's http.ResponseWriter, whose ReadFrom reaches
+// net.TCPConn.ReadFrom, which moves the bytes with splice(2) without
+// copying them through user space. Everything else (request bodies,
+// chunked or small responses, HTTP/2, upgrades, Expect) takes the pooled
+// buffer path.
+
+const (
+	// spliceMin is the smallest remaining body moved kernel to kernel;
+	// below it the splice set-up costs more than the copy saves.
+	spliceMin = 64 << 10
+	// spliceSegment is how much one ReadFrom moves. The body idle timer is
+	// fed between segments, so on this path body_idle means "less than a
+	// segment moved within body_idle".
+	spliceSegment = 1 << 20
+	// poolIdleTimeout drops pooled upstream connections idle this long.
+	poolIdleTimeout = 90 * time.Second
+	// poolMaxIdle bounds idle connections kept per endpoint.
+	poolMaxIdle = 64
+)
+
+// spliced counts body bytes moved kernel to kernel, for tests and metrics.
+var spliced atomic.Int64
+
+// fastH1 is the HTTP/1.1 round tripper of one upstream service: bodiless
+// requests on its own connection pool, everything else on net/http's.
+type fastH1 struct {
+	dial           func(ctx context.Context, network, addr string) (net.Conn, error)
+	responseHeader time.Duration
+	fallback       *http.Transport
+
+	mu     sync.Mutex
+	idle   map[string][]*h1Conn
+	closed bool
+}
+
+type h1Conn struct {
+	tc    *net.TCPConn
+	br    *bufio.Reader
+	bw    *bufio.Writer
+	since time.Time // idle since
+}
+
+// eligible reports whether a request can take the zero-copy client.
+func eligible(out *http.Request) bool {
+	return out.Body == nil && out.ContentLength == 0 &&
+		out.Header["Upgrade"] == nil && out.Header["Expect"] == nil &&
+		out.URL.Scheme == "http"
+}
+
+// RoundTrip implements http.RoundTripper.
+func (f *fastH1) RoundTrip(out *http.Request) (*http.Response, error) {
+	if !eligible(out) {
+		return f.fallback.RoundTrip(out)
+	}
+	ctx := out.Context()
+	addr := out.URL.Host
+	for try := 0; ; try++ {
+		c, reused, err := f.get(ctx, addr)
+		if err != nil {
+			return nil, err
+		}
+		stop := context.AfterFunc(ctx, func() { c.tc.Close() })
+		res, fresh, err := f.exchange(c, out)
+		if err == nil {
+			remaining := res.ContentLength
+			if out.Method == http.MethodHead || res.StatusCode == http.StatusNoContent || res.StatusCode == http.StatusNotModified {
+				remaining = -1 // no body follows, whatever Content-Length says
+			}
+			res.Body = &spliceBody{f: f, c: c, addr: addr, stop: stop, body: res.Body, remaining: remaining, close: res.Close}
+			return res, nil
+		}
+		stop()
+		c.tc.Close()
+		if ctxErr := ctx.Err(); ctxErr != nil {
+			return nil, ctxErr
+		}
+		// A pooled connection the upstream had already closed fails
+		// before any response byte: try once more on a new one, as
+		// net/http does for requests that can be replayed.
+		if reused && !fresh && try == 0 && replayable(out.Method) {
+			continue
+		}
+		return nil, err
+	}
+}
+
+func replayable(method string) bool {
+	switch method {
+	case http.MethodGet, http.MethodHead, http.MethodOptions, http.MethodTrace:
+		return true
+	}
+	return false
+}
+
+// exchange writes the request and reads the final response header,
+// passing 1xx informational responses to the request's trace. fresh
+// reports whether any response byte arrived.
+func (f *fastH1) exchange(c *h1Conn, out *http.Request) (*http.Response, bool, error) {
+	if err := out.Write(c.bw); err != nil {
+		return nil, false, err
+	}
+	if err := c.bw.Flush(); err != nil {
+		return nil, false, err
+	}
+	if f.responseHeader > 0 {
+		c.tc.SetReadDeadline(time.Now().Add(f.responseHeader))
+		defer c.tc.SetReadDeadline(time.Time{})
+	}
+	if _, err := c.br.Peek(1); err != nil {
+		return nil, false, timeoutAware(err)
+	}
+	trace := httptrace.ContextClientTrace(out.Context())
+	for {
+		res, err := http.ReadResponse(c.br, out)
+		if err != nil {
+			return nil, true, timeoutAware(err)
+		}
+		if res.StatusCode >= 200 || res.StatusCode == http.StatusSwitchingProtocols {
+			return res, true, nil
+		}
+		if trace != nil && trace.Got1xxResponse != nil {
+			if err := trace.Got1xxResponse(res.StatusCode, textproto.MIMEHeader(res.Header)); err != nil {
+				return nil, true, err
+			}
+		}
+	}
+}
+
+// errHeaderTimeout is the response header timeout of the zero-copy client,
+// worded like net/http's so the failure reads the same.
+var errHeaderTimeout = &timeoutError{"timeout awaiting response headers"}
+
+type timeoutError struct{ msg string }
+
+func (e *timeoutError) Error() string   { return e.msg }
+func (e *timeoutError) Timeout() bool   { return true }
+func (e *timeoutError) Temporary() bool { return true }
+
+func timeoutAware(err error) error {
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		return errHeaderTimeout
+	}
+	return err
+}
+
+// get takes an idle connection to addr or dials one.
+func (f *fastH1) get(ctx context.Context, addr string) (*h1Conn, bool, error) {
+	f.mu.Lock()
+	for list := f.idle[addr]; len(list) > 0; list = f.idle[addr] {
+		c := list[len(list)-1]
+		f.idle[addr] = list[:len(list)-1]
+		if time.Since(c.since) < poolIdleTimeout {
+			f.mu.Unlock()
+			return c, true, nil
+		}
+		c.tc.Close()
+	}
+	f.mu.Unlock()
+	nc, err := f.dial(ctx, "tcp", addr)
+	if err != nil {
+		return nil, false, err
+	}
+	tc, ok := nc.(*net.TCPConn)
+	if !ok {
+		nc.Close()
+		return nil, false, errors.New("zero-copy client needs a TCP connection")
+	}
+	return &h1Conn{tc: tc, br: bufio.NewReaderSize(tc, 32<<10), bw: bufio.NewWriterSize(tc, 4<<10)}, false, nil
+}
+
+// put returns a connection whose last response was read to its end.
+func (f *fastH1) put(addr string, c *h1Conn) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.closed || len(f.idle[addr]) >= poolMaxIdle {
+		c.tc.Close()
+		return
+	}
+	if f.idle == nil {
+		f.idle = map[string][]*h1Conn{}
+	}
+	c.since = time.Now()
+	f.idle[addr] = append(f.idle[addr], c)
+}
+
+// CloseIdleConnections closes pooled connections of both clients.
+func (f *fastH1) CloseIdleConnections() {
+	f.mu.Lock()
+	for _, list := range f.idle {
+		for _, c := range list {
+			c.tc.Close()
+		}
+	}
+	f.idle = nil
+	f.mu.Unlock()
+	f.fallback.CloseIdleConnections()
+}
+
+// spliceBody is a response body of the zero-copy client. Read serves it
+// through the buffered reader like any body; spliceTo moves what is left
+// of a Content-Length body from the upstream socket straight into the
+// caller's socket.
+type spliceBody struct {
+	f         *fastH1
+	c         *h1Conn
+	addr      string
+	stop      func() bool // unregisters the cancel-closes-conn hook
+	body      io.ReadCloser
+	remaining int64 // Content-Length, -1 when unknown
+	close     bool  // the upstream asked to close after this response
+	eof       bool
+	done      bool
+}
+
+func (b *spliceBody) Read(p []byte) (int, error) {
+	n, err := b.body.Read(p)
+	if err == io.EOF {
+		b.eof = true
+	}
+	return n, err
+}
+
+// Close returns the connection to the pool when the body was read to its
+// end, else closes it.
+func (b *spliceBody) Close() error {
+	if b.done {
+		return nil
+	}
+	b.done = true
+	b.stop()
+	if b.eof && !b.close {
+		b.f.put(b.addr, b.c)
+		return nil
+	}
+	return b.c.tc.Close()
+}
+
+// errSplice wraps an error of a kernel-to-kernel move, which cannot tell
+// whether the upstream or the caller side failed.
+type errSplice struct{ err error }
+
+func (e *errSplice) Error() string { return "zero-copy relay: " + e.err.Error() }
+func (e *errSplice) Unwrap() error { return e.err }
+
+// spliceTo relays the body to w kernel to kernel when it can: a body of
+// known length of at least spliceMin still to come, and a w that can read
+// from a socket. It reports false when it did nothing.
+func (b *spliceBody) spliceTo(w http.ResponseWriter, idle *idleTimer) (relayResult, bool) {
+	rf, ok := w.(io.ReaderFrom)
+	if !ok || b.remaining < spliceMin {
+		return relayResult{}, false
+	}
+	var res relayResult
+	// Bytes already read into the buffer go first.
+	if n := b.c.br.Buffered(); n > 0 {
+		buf, _ := b.c.br.Peek(int(min(int64(n), b.remaining)))
+		nw, err := w.Write(buf)
+		b.c.br.Discard(nw)
+		res.n += int64(nw)
+		if err != nil {
+			res.writeErr = err
+			return res, true
+		}
+	}
+	left := b.remaining - res.n
+	for left > 0 {
+		seg := min(left, spliceSegment)
+		n, err := rf.ReadFrom(&io.LimitedReader{R: b.c.tc, N: seg})
+		res.n += n
+		left -= n
+		spliced.Add(n)
+		idle.touch()
+		switch {
+		case err != nil:
+			res.readErr = &errSplice{err}
+			return res, true
+		case n < seg:
+			res.readErr = io.ErrUnexpectedEOF // the upstream closed early
+			return res, true
+		}
+	}
+	b.eof = true
+	return res, true
+}
