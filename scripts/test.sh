@@ -21,4 +21,6 @@ echo "== go test"
 go test -count=1 -timeout 20m ./...
 echo "== go test -race -short"
 go test -race -short -count=1 -timeout 20m ./...
+echo "== fuzz (each target ${FUZZTIME:-10s})"
+FUZZTIME=${FUZZTIME:-10s} scripts/fuzz.sh
 echo "== all tests passed"

@@ -110,10 +110,12 @@ shutdown: { grace: 5s }
 	fmt.Fprintf(stdout, "downloading %s through ferry and directly\n", human(size))
 
 	want := payload.Digest(size)
+	cpu0 := procCPU(cmd.Process.Pid)
 	via, err := download(fmt.Sprintf("http://127.0.0.1:%d/file", ports[1]), "files", size, "via ferry", stderr)
 	if err != nil {
 		return err
 	}
+	ferryCPU := procCPU(cmd.Process.Pid) - cpu0
 	direct, err := download(fmt.Sprintf("http://%s/file", origin.Addr()), "", size, "direct   ", stderr)
 	if err != nil {
 		return err
@@ -129,6 +131,9 @@ shutdown: { grace: 5s }
 	fmt.Fprintf(stdout, "%-10s %9.0f MiB/s %9.2fs\n", "direct", direct.rate(), direct.took.Seconds())
 	fmt.Fprintf(stdout, "\nsha256 %s matches at both ends (%d bytes)\n", want, size)
 	fmt.Fprintf(stdout, "ferry peak memory (VmHWM): %s, now (VmRSS): %s, for a %s body\n", peak, rss, human(size))
+	if ferryCPU >= 0 && size > 0 {
+		fmt.Fprintf(stdout, "ferry CPU for the download: %.2fs (%.2f s/GiB)\n", ferryCPU, ferryCPU/(float64(size)/(1<<30)))
+	}
 	return nil
 }
 
@@ -241,6 +246,27 @@ func freePorts(n int) ([]int, error) {
 		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
 	}
 	return ports, nil
+}
+
+// procCPU is a process's user+system CPU seconds so far, or -1.
+func procCPU(pid int) float64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return -1
+	}
+	// Fields after the command name (which may hold spaces) start at ")".
+	_, rest, ok := strings.Cut(string(b), ") ")
+	f := strings.Fields(rest)
+	if !ok || len(f) < 13 {
+		return -1
+	}
+	utime, err1 := strconv.ParseFloat(f[11], 64)
+	stime, err2 := strconv.ParseFloat(f[12], 64)
+	if err1 != nil || err2 != nil {
+		return -1
+	}
+	const ticks = 100 // USER_HZ on Linux
+	return (utime + stime) / ticks
 }
 
 // procMemory reads a process's peak and current resident memory.
