@@ -45,7 +45,7 @@ build="$root/results/.build"
 mkdir -p "$out" "$build"
 
 rev=$(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo unknown)
-if [[ -n $(git -C "$root" status --porcelain --untracked-files=no 2>/dev/null) ]]; then rev="$rev+dirty"; fi
+if [[ -n $(git -C "$root" status --porcelain --untracked-files=no 2>/dev/null) ]]; then rev="$rev+uncommitted-changes"; fi
 echo "building ferry ($rev) and the harness"
 go build -ldflags "-X main.version=$rev" -o "$build/ferry" ./cmd/ferry
 (cd bench && go build -o "$build/ferrybench" ./cmd/ferrybench)
@@ -55,7 +55,7 @@ invocation="bench/run.sh"
 ((publish)) && invocation+=" --publish"
 (($#)) && invocation+=" $*"
 set +e
-"$build/ferrybench" run --ferry "$build/ferry" --out "$out" --invocation "$invocation" "$@" 2>&1 | tee "$out/log.txt"
+"$build/ferrybench" run --ferry "$build/ferry" --out "$out" --ferry-rev "$rev" --invocation "$invocation" "$@" 2>&1 | tee "$out/log.txt"
 rc=${PIPESTATUS[0]}
 set -e
 if ((rc == 0 && publish)); then

@@ -60,7 +60,7 @@ type config struct {
 	out                                    string
 	proxies                                []string
 	quick, tracing                         bool
-	commandLine, invocation                string
+	commandLine, invocation, ferryRev      string
 
 	rounds         int
 	dlSize, ulSize int64
@@ -142,6 +142,7 @@ func cmdRun(args []string) error {
 	fs.StringVar(&c.wrkBin, "wrk", "wrk", "wrk binary")
 	fs.StringVar(&c.out, "out", "", "results directory (default results/<timestamp>)")
 	proxies := fs.String("proxies", strings.Join(allProxies, ","), "proxies to measure, comma-separated, from "+strings.Join(allProxies, ","))
+	fs.StringVar(&c.ferryRev, "ferry-rev", "", "revision of the ferry binary, shown in the report (bench/run.sh passes git's)")
 	fs.StringVar(&c.invocation, "invocation", "", "the command that started this run (bench/run.sh passes its own), shown in the report")
 	fs.BoolVar(&c.quick, "quick", false, "smaller sizes and shorter runs (flags given explicitly still win)")
 	fs.BoolVar(&c.tracing, "tracing", true, "measure ferry with tracing on (needs ferry in --proxies)")

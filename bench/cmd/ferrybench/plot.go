@@ -47,8 +47,8 @@ func memPlot(path string, order []string, samples map[string][]memSample, title 
 		}
 		pts := make(plotter.XYs, len(s))
 		for j, m := range s {
-			pts[j].X = m.t.Seconds()
-			pts[j].Y = float64(m.rss) / (1 << 20)
+			pts[j].X = m.T.Seconds()
+			pts[j].Y = float64(m.RSS) / (1 << 20)
 			top = max(top, pts[j].Y)
 		}
 		l, err := plotter.NewLine(pts)

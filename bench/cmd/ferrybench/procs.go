@@ -222,8 +222,8 @@ func (p *proc) resetPeak() error {
 
 // memSample is one RSS reading during a phase.
 type memSample struct {
-	t   time.Duration
-	rss int64
+	T   time.Duration `json:"t_ns"`      // since the phase started
+	RSS int64         `json:"rss_bytes"` // summed over the process tree
 }
 
 // sampler reads the process tree's RSS every interval until stopped.

@@ -57,7 +57,7 @@ func loadavg() string {
 func versions(cfg *config) map[string]string {
 	v := map[string]string{"harness": runtime.Version()}
 	if bi, err := buildinfo.ReadFile(cfg.ferryBin); err == nil {
-		v["ferry"] = bi.GoVersion
+		v["ferry"] = strings.TrimSpace(cfg.ferryRev + " built with " + bi.GoVersion)
 		for _, s := range bi.Settings {
 			if s.Key == "vcs.revision" {
 				v["ferry"] += " " + s.Value
