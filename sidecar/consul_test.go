@@ -173,6 +173,8 @@ services:
 // Consul down never empties routing: the last snapshot keeps serving, marked
 // stale in /upstreams; when the agent returns the watch resumes.
 func TestConsulOutageKeepsLastSnapshot(t *testing.T) {
+	defer func(d time.Duration) { consulMetricsInterval = d }(consulMetricsInterval)
+	consulMetricsInterval = 20 * time.Millisecond
 	agent := consultest.Start(t)
 	c := agent.Client()
 	startInstance(t, c, "api", "a")
@@ -187,6 +189,12 @@ func TestConsulOutageKeepsLastSnapshot(t *testing.T) {
 	waitFor(t, "/upstreams to say stale", 30*time.Second, func() bool {
 		st := upstreamStatus(t, sc, "api")
 		return st.Stale && st.Error != "" && len(st.Endpoints) == 1
+	})
+	// Metrics show it too: watch errors count up, the snapshot ages.
+	waitFor(t, "watch errors and snapshot age in /metrics", 10*time.Second, func() bool {
+		_, body := get(t, h1Client(), "http://"+sc.Addr("admin")+"/metrics", "")
+		return strings.Contains(body, `ferry_consul_watch_errors_total{service="api"}`) &&
+			strings.Contains(body, `ferry_consul_snapshot_age_seconds{service="api"}`)
 	})
 	if got, fails := seen(hc, url, 20); got["a"] != 20 {
 		t.Fatalf("with Consul down: %v %v", got, fails)

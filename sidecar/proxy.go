@@ -218,7 +218,8 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, up *upstream, ma
 		}
 		pick.Done(o)
 		a.End(ao)
-		if pick.Probe() {
+		if pick.Probe() || res.StatusCode >= 500 {
+			// Only probes and 5xx can move a breaker or eject.
 			x.events(up, addr, before)
 		}
 		return

@@ -90,9 +90,9 @@ func buildState(cfg *Config, resolver discovery.Resolver, log *slog.Logger, opts
 	return st, nil
 }
 
-// ConsulMetricsInterval is how often the Consul snapshot age and watch
-// errors are reported to metrics.
-const ConsulMetricsInterval = 5 * time.Second
+// consulMetricsInterval is how often the Consul snapshot age and watch
+// errors are reported to metrics (a variable for tests).
+var consulMetricsInterval = 5 * time.Second
 
 // run starts the background work of a generation until it is closed: each
 // upstream follows its service's endpoints, and Consul watch health feeds
@@ -101,7 +101,7 @@ func (st *state) run(m *telemetry.Metrics) {
 	for _, up := range st.all() {
 		go up.follow(st.ctx)
 	}
-	go st.reportConsul(st.ctx, m, ConsulMetricsInterval)
+	go st.reportConsul(st.ctx, m, consulMetricsInterval)
 }
 
 // routeLabel is how a route shows in spans, metrics and logs: its host

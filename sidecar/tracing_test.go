@@ -344,3 +344,84 @@ func (s *syncBuffer) String() string {
 	defer s.mu.Unlock()
 	return s.b.String()
 }
+
+// A breaker that opens while serving a request shows as a span event on
+// that request's server span, and in the breaker metrics.
+func TestTracingBreakerEvent(t *testing.T) {
+	bad := origin(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { http.Error(w, "down", 503) }))
+	sc, rec, _ := tracedFerry(t, fmt.Sprintf(`
+admin: { listen: 127.0.0.1:0 }
+outbound: { listen: 127.0.0.1:0, routes: [ { service: s } ] }
+services: { s: { endpoints: [%s], breaker: { consecutive_failures: 2 }, outlier: { consecutive_5xx: 0 }, retry: { max_retries: 0 } } }
+`, bad))
+	for range 2 {
+		get(t, h1Client(), "http://"+sc.Addr("outbound")+"/", "")
+	}
+	waitFor(t, "two server spans", 5*time.Second, func() bool { return len(spansOfKind(rec.Ended(), trace.SpanKindServer)) == 2 })
+	second := spansOfKind(rec.Ended(), trace.SpanKindServer)[1]
+	found := false
+	for _, e := range second.Events() {
+		if e.Name == telemetry.EventBreakerTransition {
+			found = true
+		}
+	}
+	if !found {
+		t.Fatalf("no breaker transition event on the request that opened the breaker: %+v", second.Events())
+	}
+	_, body := get(t, h1Client(), "http://"+sc.Addr("admin")+"/metrics", "")
+	if !strings.Contains(body, `ferry_breaker_transitions_total{`) || !strings.Contains(body, `to="open"`) {
+		t.Fatalf("breaker metrics missing:\n%s", grepLines(body, "breaker"))
+	}
+}
+
+// B3 in and out: with propagators b3multi, ferry continues a B3 caller's
+// trace and sends the upstream B3 headers naming its client span.
+func TestTracingB3InAndOut(t *testing.T) {
+	got := make(chan http.Header, 1)
+	up := origin(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { got <- r.Header.Clone() }))
+	rec := tracetest.NewSpanRecorder()
+	tel, err := telemetry.New(context.Background(), telemetry.Config{Propagators: []string{"b3multi"}, AccessLog: "off"},
+		telemetry.WithEnv(func(string) string { return "" }), telemetry.WithSpanProcessor(rec))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tel.Shutdown(context.Background())
+	cfg := mustParse(t, fmt.Sprintf("admin: { listen: 127.0.0.1:0 }\noutbound: { listen: 127.0.0.1:0, routes: [ { service: s } ] }\nservices: { s: { endpoints: [%s] } }\n", up))
+	sc, err := New(cfg, Options{Telemetry: tel})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := sc.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer sc.Shutdown(context.Background())
+	traceID, callerSpan := randomIDs()
+	req, _ := http.NewRequest("GET", "http://"+sc.Addr("outbound")+"/", nil)
+	req.Header.Set("X-B3-TraceId", traceID)
+	req.Header.Set("X-B3-SpanId", callerSpan)
+	req.Header.Set("X-B3-Sampled", "1")
+	res, err := h1Client().Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	h := <-got
+	waitFor(t, "spans", 5*time.Second, func() bool { return len(rec.Ended()) == 2 })
+	client := spansOfKind(rec.Ended(), trace.SpanKindClient)[0]
+	if h.Get("X-B3-TraceId") != traceID || h.Get("X-B3-SpanId") != client.SpanContext().SpanID().String() || h.Get("X-B3-Sampled") != "1" {
+		t.Fatalf("upstream B3 %s/%s/%s, want %s/%s/1", h.Get("X-B3-TraceId"), h.Get("X-B3-SpanId"), h.Get("X-B3-Sampled"), traceID, client.SpanContext().SpanID())
+	}
+	if server := spansOfKind(rec.Ended(), trace.SpanKindServer)[0]; server.Parent().SpanID().String() != callerSpan {
+		t.Fatalf("server span parent %s, want the B3 caller %s", server.Parent().SpanID(), callerSpan)
+	}
+}
+
+func grepLines(body, sub string) string {
+	var out []string
+	for _, l := range strings.Split(body, "\n") {
+		if strings.Contains(l, sub) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
+}
