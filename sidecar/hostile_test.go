@@ -135,7 +135,11 @@ func (o *recOrigin) serve(c net.Conn) {
 			return
 		}
 		msg := "saw " + req.Method + " " + req.RequestURI
-		if _, err := fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\nContent-Type: text/plain\r\n\r\n%s", len(msg), msg); err != nil {
+		head := fmt.Sprintf("HTTP/1.1 200 OK\r\nContent-Length: %d\r\nContent-Type: text/plain\r\n\r\n", len(msg))
+		if req.Method == http.MethodHead {
+			msg = "" // the length of the body a GET would get, and no body
+		}
+		if _, err := io.WriteString(c, head+msg); err != nil {
 			return
 		}
 	}
