@@ -7,7 +7,6 @@ import (
 	"crypto/x509"
 	"encoding/json"
 	"encoding/pem"
-	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -17,7 +16,6 @@ import (
 	"reflect"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -30,68 +28,18 @@ import (
 	sigsyaml "sigs.k8s.io/yaml"
 
 	"github.com/ferrymesh/ferry/deploy/inject"
+	"github.com/ferrymesh/ferry/internal/tooltest"
 	"github.com/ferrymesh/ferry/deploy/webhook"
 )
 
 const chartDir = "helm/ferry"
-
-var (
-	helmOnce sync.Once
-	helmPath string
-	helmErr  error
-)
 
 // helmBinary finds helm: env FERRY_HELM_BIN, else <repo>/bin/helm, else
 // scripts/tool.sh helm. Without one the test is skipped, or fails when CI
 // is set.
 func helmBinary(t *testing.T) string {
 	t.Helper()
-	helmOnce.Do(func() { helmPath, helmErr = findHelm() })
-	if helmErr != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatalf("no helm binary (CI is set): %v", helmErr)
-		}
-		t.Skipf("no helm binary, skipping (set FERRY_HELM_BIN or run scripts/tool.sh helm): %v", helmErr)
-	}
-	return helmPath
-}
-
-func findHelm() (string, error) {
-	if p := os.Getenv("FERRY_HELM_BIN"); p != "" {
-		if fi, err := os.Stat(p); err != nil || fi.IsDir() || fi.Mode()&0o111 == 0 {
-			return "", fmt.Errorf("FERRY_HELM_BIN=%s is not an executable file", p)
-		}
-		return p, nil
-	}
-	root, err := filepath.Abs("..")
-	if err != nil {
-		return "", err
-	}
-	if _, err := os.Stat(filepath.Join(root, "go.mod")); err != nil {
-		return "", fmt.Errorf("repository root not found from %s", root)
-	}
-	if p := filepath.Join(root, "bin", "helm"); isExecutable(p) {
-		return p, nil
-	}
-	script := filepath.Join(root, "scripts", "tool.sh")
-	out, err := exec.Command(script, "helm").Output()
-	if err != nil {
-		var ee *exec.ExitError
-		if errors.As(err, &ee) {
-			return "", fmt.Errorf("%s helm: %w: %s", script, err, bytes.TrimSpace(ee.Stderr))
-		}
-		return "", fmt.Errorf("%s helm: %w", script, err)
-	}
-	p := strings.TrimSpace(string(out))
-	if !isExecutable(p) {
-		return "", fmt.Errorf("%s helm printed %q, not an executable", script, p)
-	}
-	return p, nil
-}
-
-func isExecutable(p string) bool {
-	fi, err := os.Stat(p)
-	return err == nil && !fi.IsDir() && fi.Mode()&0o111 != 0
+	return tooltest.Binary(t, "helm")
 }
 
 func runHelm(t *testing.T, args ...string) string {

@@ -16,8 +16,6 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
-	"path/filepath"
-	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -26,6 +24,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/consul/api"
+
+	"github.com/ferrymesh/ferry/internal/tooltest"
 )
 
 // Agent is one running (or stopped) `consul agent -dev`.
@@ -50,85 +50,11 @@ type Agent struct {
 // startTimeout bounds how long an agent may take to elect itself leader.
 const startTimeout = 60 * time.Second
 
-var (
-	binOnce sync.Once
-	binPath string
-	binErr  error
-)
-
 // Binary returns the path of the consul binary, or skips the test (fails it
 // when CI is set) if there is none.
 func Binary(t testing.TB) string {
 	t.Helper()
-	binOnce.Do(func() { binPath, binErr = findBinary() })
-	if binErr != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatalf("consultest: no consul binary (CI is set): %v", binErr)
-		}
-		t.Skipf("consultest: no consul binary, skipping (set FERRY_CONSUL_BIN or run scripts/tool.sh consul): %v", binErr)
-	}
-	return binPath
-}
-
-func findBinary() (string, error) {
-	if p := os.Getenv("FERRY_CONSUL_BIN"); p != "" {
-		if err := executable(p); err != nil {
-			return "", fmt.Errorf("FERRY_CONSUL_BIN=%s: %w", p, err)
-		}
-		return p, nil
-	}
-	root, err := repoRoot()
-	if err != nil {
-		return "", err
-	}
-	if p := filepath.Join(root, "bin", "consul"); executable(p) == nil {
-		return p, nil
-	}
-	script := filepath.Join(root, "scripts", "tool.sh")
-	out, err := exec.Command(script, "consul").Output()
-	if err != nil {
-		var ee *exec.ExitError
-		if errors.As(err, &ee) {
-			return "", fmt.Errorf("%s consul: %w: %s", script, err, bytes.TrimSpace(ee.Stderr))
-		}
-		return "", fmt.Errorf("%s consul: %w", script, err)
-	}
-	p := strings.TrimSpace(string(out))
-	if err := executable(p); err != nil {
-		return "", fmt.Errorf("%s consul printed %q: %w", script, p, err)
-	}
-	return p, nil
-}
-
-func executable(p string) error {
-	fi, err := os.Stat(p)
-	if err != nil {
-		return err
-	}
-	if fi.IsDir() || fi.Mode()&0o111 == 0 {
-		return fmt.Errorf("%s is not an executable file", p)
-	}
-	return nil
-}
-
-// repoRoot is the directory holding ferry's go.mod, found from this file.
-func repoRoot() (string, error) {
-	_, file, _, ok := runtime.Caller(0)
-	if !ok {
-		return "", errors.New("cannot locate consultest source")
-	}
-	dir := filepath.Dir(file)
-	for {
-		if b, err := os.ReadFile(filepath.Join(dir, "go.mod")); err == nil &&
-			bytes.Contains(b, []byte("module github.com/ferrymesh/ferry\n")) {
-			return dir, nil
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return "", errors.New("ferry's go.mod not found above " + filepath.Dir(file))
-		}
-		dir = parent
-	}
+	return tooltest.Binary(t, "consul")
 }
 
 // Start runs `consul agent -dev` on free loopback ports (DNS off) and waits

@@ -1,9 +1,6 @@
 package jaegertest
 
 import (
-	"os"
-	"path/filepath"
-	"strings"
 	"testing"
 )
 
@@ -18,20 +15,3 @@ func TestStartAndQueryEmpty(t *testing.T) {
 	}
 }
 
-func TestBinaryFromEnvMustBeExecutable(t *testing.T) {
-	t.Setenv("FERRY_JAEGER_BIN", t.TempDir()+"/missing-jaeger")
-	_, err := findBinary()
-	if err == nil || !strings.HasPrefix(err.Error(), "FERRY_JAEGER_BIN: ") {
-		t.Fatalf("error %v, want one naming FERRY_JAEGER_BIN", err)
-	}
-}
-
-func TestRepoRootIsFerryNotTheToolsModule(t *testing.T) {
-	root, err := repoRoot()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := os.Stat(filepath.Join(root, "scripts", "tool.sh")); err != nil {
-		t.Fatalf("repo root %s has no scripts/tool.sh: %v", root, err)
-	}
-}
