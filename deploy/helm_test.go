@@ -28,8 +28,8 @@ import (
 	sigsyaml "sigs.k8s.io/yaml"
 
 	"github.com/ferrymesh/ferry/deploy/inject"
-	"github.com/ferrymesh/ferry/internal/tooltest"
 	"github.com/ferrymesh/ferry/deploy/webhook"
+	"github.com/ferrymesh/ferry/internal/tooltest"
 )
 
 const chartDir = "helm/ferry"

@@ -14,4 +14,3 @@ func TestStartAndQueryEmpty(t *testing.T) {
 		t.Fatalf("%d traces for an unknown service", len(traces))
 	}
 }
-
