@@ -1,0 +1,578 @@
+package sidecar
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/consul/api"
+
+	"github.com/ferrymesh/ferry/discovery/consultest"
+)
+
+// Consul faults under traffic, through a real ferry and a real
+// `consul agent -dev`: the agent is killed with SIGKILL and restarted while
+// requests flow, and instances flap between passing and critical every
+// 100 ms. Each test ends with no goroutine or file descriptor left
+// (faultCheck) and the live heap back to where it was before the fault.
+
+// trafficTimeout bounds one request of the traffic loops: an answer that
+// takes longer is a hang, and a failure.
+const trafficTimeout = 10 * time.Second
+
+// outcome is one finished request of a traffic loop.
+type outcome struct {
+	started time.Time
+	proto   string
+	status  int
+	body    string
+	reason  string // X-Ferry-Error
+	err     error
+}
+
+func (o outcome) String() string {
+	if o.err != nil {
+		return fmt.Sprintf("%s: %v", o.proto, o.err)
+	}
+	return fmt.Sprintf("%s: %d %q (X-Ferry-Error %q)", o.proto, o.status, strings.TrimSpace(o.body), o.reason)
+}
+
+// traffic is a set of goroutines sending GET requests through ferry in a
+// loop until stopped. judge names what is wrong with an outcome, or
+// returns "" when it is acceptable.
+type traffic struct {
+	judge func(outcome) string
+	stop  chan struct{}
+	wg    sync.WaitGroup
+
+	total atomic.Int64
+	mu    sync.Mutex
+	by    map[string]int // 200 answers per body (instance id)
+	codes map[int]int    // every status seen
+	bad   []string       // the first unacceptable outcomes
+	nbad  int
+}
+
+// startTraffic starts workers goroutines, alternating HTTP/1.1 and h2c
+// callers. Stop it (or let the test's cleanup) before the checks that need
+// it idle.
+func startTraffic(t *testing.T, url string, workers int, judge func(outcome) string) *traffic {
+	t.Helper()
+	tr := &traffic{judge: judge, stop: make(chan struct{}), by: map[string]int{}, codes: map[int]int{}}
+	clients := faultClients(t)
+	for i := range workers {
+		proto := "h1"
+		if i%2 == 1 {
+			proto = "h2c"
+		}
+		c := clients[proto]
+		tr.wg.Add(1)
+		go func() {
+			defer tr.wg.Done()
+			for {
+				select {
+				case <-tr.stop:
+					return
+				default:
+				}
+				tr.record(exchangeOnce(c, proto, url))
+			}
+		}()
+	}
+	t.Cleanup(tr.halt)
+	return tr
+}
+
+func exchangeOnce(c *http.Client, proto, url string) outcome {
+	o := outcome{started: time.Now(), proto: proto}
+	ctx, cancel := context.WithTimeout(context.Background(), trafficTimeout)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	res, err := c.Do(req)
+	if err != nil {
+		o.err = err
+		return o
+	}
+	b, err := io.ReadAll(res.Body)
+	res.Body.Close()
+	o.status, o.body, o.reason = res.StatusCode, string(b), res.Header.Get("X-Ferry-Error")
+	if err != nil {
+		o.err = fmt.Errorf("status %d, body broken after %d bytes: %w", res.StatusCode, len(b), err)
+	}
+	return o
+}
+
+func (tr *traffic) record(o outcome) {
+	tr.total.Add(1)
+	verdict := tr.judge(o)
+	tr.mu.Lock()
+	defer tr.mu.Unlock()
+	if o.err == nil {
+		tr.codes[o.status]++
+		if o.status == http.StatusOK {
+			tr.by[o.body]++
+		}
+	}
+	if verdict != "" {
+		tr.nbad++
+		if len(tr.bad) < 20 {
+			tr.bad = append(tr.bad, fmt.Sprintf("%s: %s (%s)", o.started.Format("15:04:05.000"), verdict, o))
+		}
+	}
+}
+
+// halt stops the workers and waits for their last requests.
+func (tr *traffic) halt() {
+	select {
+	case <-tr.stop:
+	default:
+		close(tr.stop)
+	}
+	tr.wg.Wait()
+}
+
+// answered is how many 200 answers instance id gave so far.
+func (tr *traffic) answered(id string) int {
+	tr.mu.Lock()
+	defer tr.mu.Unlock()
+	return tr.by[id]
+}
+
+func (tr *traffic) report() (by map[string]int, codes map[int]int, nbad int, bad []string) {
+	tr.mu.Lock()
+	defer tr.mu.Unlock()
+	by, codes = map[string]int{}, map[int]int{}
+	for k, v := range tr.by {
+		by[k] = v
+	}
+	for k, v := range tr.codes {
+		codes[k] = v
+	}
+	return by, codes, tr.nbad, append([]string(nil), tr.bad...)
+}
+
+// liveHeap is the live heap after a full collection.
+func liveHeap() int64 {
+	runtime.GC()
+	runtime.GC()
+	h, _ := readMem()
+	return int64(h)
+}
+
+// heapBack fails the test unless the live heap comes back within
+// maxHeapGrowth of base; it polls, as pooled connections and timers of the
+// last requests are released asynchronously.
+func heapBack(t *testing.T, base int64, what string) {
+	t.Helper()
+	var now int64
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		now = liveHeap()
+		if now-base <= maxHeapGrowth || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Logf("%s: live heap %.2f MiB before, %.2f MiB after (%+.2f MiB; bound %d MiB)",
+		what, float64(base)/float64(mib), float64(now)/float64(mib), float64(now-base)/float64(mib), maxHeapGrowth/mib)
+	if now-base > maxHeapGrowth {
+		t.Errorf("%s: live heap grew by %d bytes and did not come back, bound %d", what, now-base, maxHeapGrowth)
+	}
+}
+
+// consulGate is a TCP relay between ferry and the Consul agent that the
+// test can shut. A -dev agent comes back from a restart with an empty
+// catalog, which a real agent with its data directory would not: the gate
+// stays shut until the test has registered the instances again, so what
+// ferry sees is an agent that was away and came back with its catalog.
+type consulGate struct {
+	ln     net.Listener
+	target string
+	open   atomic.Bool
+	wg     sync.WaitGroup
+	mu     sync.Mutex
+	conns  map[net.Conn]struct{}
+}
+
+func startConsulGate(t *testing.T, target string) *consulGate {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := &consulGate{ln: ln, target: target, conns: map[net.Conn]struct{}{}}
+	g.open.Store(true)
+	g.wg.Add(1)
+	go g.serve()
+	t.Cleanup(func() {
+		ln.Close()
+		g.dropAll()
+		g.wg.Wait()
+	})
+	return g
+}
+
+func (g *consulGate) addr() string { return g.ln.Addr().String() }
+
+func (g *consulGate) serve() {
+	defer g.wg.Done()
+	for {
+		c, err := g.ln.Accept()
+		if err != nil {
+			return
+		}
+		if !g.open.Load() {
+			c.Close()
+			continue
+		}
+		g.wg.Add(1)
+		go g.relay(c)
+	}
+}
+
+func (g *consulGate) relay(c net.Conn) {
+	defer g.wg.Done()
+	up, err := net.DialTimeout("tcp", g.target, 2*time.Second)
+	if err != nil {
+		c.Close()
+		return
+	}
+	if !g.track(c, up) {
+		return
+	}
+	var pair sync.WaitGroup
+	pair.Add(2)
+	pipe := func(dst, src net.Conn) {
+		defer pair.Done()
+		io.Copy(dst, src)
+		dst.Close()
+		src.Close()
+	}
+	go pipe(up, c)
+	go pipe(c, up)
+	pair.Wait()
+	g.mu.Lock()
+	delete(g.conns, c)
+	delete(g.conns, up)
+	g.mu.Unlock()
+}
+
+// track registers a relayed pair, or closes it when the gate shut
+// meanwhile.
+func (g *consulGate) track(c, up net.Conn) bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if !g.open.Load() {
+		c.Close()
+		up.Close()
+		return false
+	}
+	g.conns[c], g.conns[up] = struct{}{}, struct{}{}
+	return true
+}
+
+// shut refuses new connections and breaks the relayed ones.
+func (g *consulGate) shut() {
+	g.open.Store(false)
+	g.dropAll()
+}
+
+func (g *consulGate) reopen() { g.open.Store(true) }
+
+func (g *consulGate) dropAll() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	for c := range g.conns {
+		c.Close()
+	}
+}
+
+// killAgent sends SIGKILL to the agent's process (found by its HTTP port
+// on its command line: consultest starts it with -http-port) and waits
+// until its HTTP port refuses connections.
+func killAgent(t *testing.T, agent *consultest.Agent) {
+	t.Helper()
+	pid := agentPID(t, agent)
+	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+		t.Fatalf("kill consul agent %d: %v", pid, err)
+	}
+	waitFor(t, "the killed agent's port to refuse", 10*time.Second, func() bool {
+		c, err := net.DialTimeout("tcp", agent.HTTPAddr, time.Second)
+		if err != nil {
+			return true
+		}
+		c.Close()
+		return false
+	})
+}
+
+func agentPID(t *testing.T, agent *consultest.Agent) int {
+	t.Helper()
+	want := []byte("\x00-http-port\x00" + strconv.Itoa(agent.HTTPPort) + "\x00")
+	dirs, _ := filepath.Glob("/proc/[0-9]*")
+	for _, d := range dirs {
+		cmdline, err := os.ReadFile(filepath.Join(d, "cmdline"))
+		if err != nil || !bytes.Contains(cmdline, want) || !bytes.Contains(cmdline, []byte("\x00agent\x00-dev\x00")) {
+			continue
+		}
+		pid, err := strconv.Atoi(filepath.Base(d))
+		if err == nil {
+			return pid
+		}
+	}
+	t.Fatalf("no consul agent process with -http-port %d", agent.HTTPPort)
+	return 0
+}
+
+// registerAt registers an instance at an address that already serves (an
+// origin that outlived an agent restart), with a passing TTL check.
+func registerAt(t *testing.T, c *api.Client, service string, in instance) {
+	t.Helper()
+	host, port, _ := net.SplitHostPort(in.addr)
+	p, _ := strconv.Atoi(port)
+	err := c.Agent().ServiceRegister(&api.AgentServiceRegistration{
+		ID: in.id, Name: service, Address: host, Port: p,
+		Check: &api.AgentServiceCheck{CheckID: "check-" + in.id, TTL: "1h", Status: api.HealthPassing},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// The agent is killed (SIGKILL) while four callers loop requests through
+// ferry: the last snapshot keeps serving, marked stale, and not one
+// request fails. The agent restarts empty, the instances are registered
+// again plus a new one, and the watch resumes: traffic reaches the new
+// instance and /upstreams is no longer stale.
+func TestConsulFaultAgentKilledUnderTraffic(t *testing.T) {
+	faultCheck(t)
+	agent := consultest.Start(t)
+	c := agent.Client()
+	a := startInstance(t, c, "api", "a")
+	b := startInstance(t, c, "api", "b")
+	gate := startConsulGate(t, agent.HTTPAddr)
+	sc := startFerry(t, fmt.Sprintf(`
+admin: { listen: 127.0.0.1:0 }
+outbound: { listen: 127.0.0.1:0, routes: [ { service: api } ] }
+consul: { address: %s }
+services: { api: {} }
+`, gate.addr()))
+	url := "http://" + sc.Addr("outbound") + "/"
+
+	hc := faultClients(t)["h1"]
+	waitFor(t, "traffic on a and b", 20*time.Second, func() bool {
+		got, _ := seen(hc, url, 10)
+		return sameSet(got, "a", "b")
+	})
+	baseHeap := liveHeap()
+	tr := startTraffic(t, url, 4, func(o outcome) string {
+		if o.err != nil || o.status != http.StatusOK || (o.body != "a" && o.body != "b" && o.body != "c") {
+			return "not a clean answer of an instance"
+		}
+		return ""
+	})
+	waitFor(t, "warm traffic", 10*time.Second, func() bool { return tr.total.Load() > 50 })
+
+	killAgent(t, agent)
+	killed := time.Now()
+	waitFor(t, "/upstreams to mark api stale", 30*time.Second, func() bool {
+		st := upstreamStatus(t, sc, "api")
+		return st.Stale && st.Error != "" && len(st.Endpoints) == 2
+	})
+	t.Logf("stale %v after SIGKILL", time.Since(killed).Round(time.Millisecond))
+	// Long enough for the watch to fail and back off several times.
+	during := tr.total.Load()
+	waitFor(t, "traffic while Consul is down, over three failed watch queries", 30*time.Second, func() bool {
+		st := upstreamStatus(t, sc, "api")
+		return tr.total.Load() > during+300 && st.Consul != nil && st.Consul.Errors >= 3
+	})
+	t.Logf("Consul down for %v", time.Since(killed).Round(time.Millisecond))
+	downA, downB := tr.answered("a"), tr.answered("b")
+
+	gate.shut()
+	agent.Restart() // a -dev agent comes back empty
+	c = agent.Client()
+	registerAt(t, c, "api", a)
+	registerAt(t, c, "api", b)
+	newcomer := startInstance(t, c, "api", "c")
+	gate.reopen()
+	restarted := time.Now()
+	waitFor(t, "the watch to resume and route to the new instance", 30*time.Second, func() bool { return tr.answered(newcomer.id) > 20 })
+	t.Logf("new instance took traffic %v after the agent came back", time.Since(restarted).Round(time.Millisecond))
+	waitFor(t, "/upstreams to clear stale", 10*time.Second, func() bool {
+		st := upstreamStatus(t, sc, "api")
+		return !st.Stale && st.Error == "" && len(st.Endpoints) == 3
+	})
+	tr.halt()
+
+	by, codes, nbad, bad := tr.report()
+	t.Logf("%d requests through the kill and restart: %v by instance, statuses %v (a and b answered %d and %d while Consul was down)",
+		tr.total.Load(), by, codes, downA, downB)
+	if nbad > 0 {
+		t.Fatalf("%d requests failed across the Consul outage:\n%s", nbad, strings.Join(bad, "\n"))
+	}
+	if st := upstreamStatus(t, sc, "api"); st.Consul == nil || st.Consul.Errors == 0 {
+		t.Fatalf("the watch counted no error over the outage: %+v", st.Consul)
+	}
+	heapBack(t, baseHeap, "Consul kill and restart")
+}
+
+// Three instances flap between passing and critical every 100 ms under
+// traffic; while critical an instance is really down (it aborts every
+// exchange). Every answer is an instance's clean 200 or ferry's documented
+// 502/503 with X-Ferry-Error, within trafficTimeout. When the flapping
+// stops with a and b passing and c critical, traffic settles on a and b
+// and no request fails any more.
+func TestConsulFaultInstancesFlapping(t *testing.T) {
+	faultCheck(t)
+	agent := consultest.Start(t)
+	c := agent.Client()
+	ids := []string{"a", "b", "c"}
+	down := map[string]*atomic.Bool{}
+	for _, id := range ids {
+		down[id] = new(atomic.Bool)
+		flag := down[id]
+		addr := origin(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if flag.Load() {
+				panic(http.ErrAbortHandler) // h1: connection closed; h2: stream reset
+			}
+			io.WriteString(w, id)
+		}))
+		registerAt(t, c, "api", instance{id: id, addr: addr})
+	}
+	// Short breaker and ejection periods, so the settling is measured in
+	// seconds; the rest are the defaults.
+	sc, url := consulFerry(t, agent, `defaults: { breaker: { open_duration: 500ms }, outlier: { base_ejection_time: 500ms } }`)
+	hc := faultClients(t)["h1"]
+	waitFor(t, "traffic on a, b and c", 20*time.Second, func() bool {
+		got, _ := seen(hc, url, 12)
+		return sameSet(got, "a", "b", "c")
+	})
+	baseHeap := liveHeap()
+
+	var settledAt atomic.Pointer[time.Time]
+	tr := startTraffic(t, url, 6, func(o outcome) string {
+		if o.err != nil {
+			return "no answer"
+		}
+		if s := settledAt.Load(); s != nil && o.started.After(*s) {
+			if o.status != http.StatusOK || (o.body != "a" && o.body != "b") {
+				return "after settling, not a or b"
+			}
+			return ""
+		}
+		switch o.status {
+		case http.StatusOK:
+			if o.body != "a" && o.body != "b" && o.body != "c" {
+				return "200 not from an instance"
+			}
+		case http.StatusBadGateway, http.StatusServiceUnavailable:
+			if o.reason == "" || !strings.HasPrefix(o.body, "ferry: ") {
+				return "5xx without ferry's reason"
+			}
+		default:
+			return "undocumented status"
+		}
+		return ""
+	})
+
+	// Each instance flips every 100 ms, a third of a period apart, so at
+	// times none is passing.
+	ctx, cancel := context.WithCancel(context.Background())
+	var flappers sync.WaitGroup
+	var flips, flipErrs atomic.Int64
+	for i, id := range ids {
+		flappers.Add(1)
+		go func() {
+			defer flappers.Done()
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(time.Duration(i) * 33 * time.Millisecond):
+			}
+			tick := time.NewTicker(100 * time.Millisecond)
+			defer tick.Stop()
+			for critical := true; ; critical = !critical {
+				status := api.HealthPassing
+				if critical {
+					status = api.HealthCritical
+				}
+				// Down before critical, passing before up: Consul never
+				// vouches for an instance that is down... except for the
+				// propagation delay, which ferry must absorb.
+				if critical {
+					down[id].Store(true)
+				}
+				if err := c.Agent().UpdateTTL("check-"+id, "flap", status); err != nil {
+					flipErrs.Add(1)
+				}
+				if !critical {
+					down[id].Store(false)
+				}
+				flips.Add(1)
+				select {
+				case <-ctx.Done():
+					return
+				case <-tick.C:
+				}
+			}
+		}()
+	}
+	start := tr.total.Load()
+	waitFor(t, "flapping under traffic", 30*time.Second, func() bool { return flips.Load() >= 90 && tr.total.Load() > start+300 })
+	cancel()
+	flappers.Wait()
+	if n := flipErrs.Load(); n > 0 {
+		t.Fatalf("%d of %d check updates failed", n, flips.Load())
+	}
+	_, codes, nbad, bad := tr.report()
+	t.Logf("while flapping (%d flips): %d requests, statuses %v", flips.Load(), tr.total.Load(), codes)
+	if codes[http.StatusOK] == 0 {
+		t.Fatalf("no request succeeded while flapping: %v", codes)
+	}
+	if nbad > 0 {
+		t.Fatalf("%d answers while flapping were not clean:\n%s", nbad, strings.Join(bad, "\n"))
+	}
+
+	// Flapping stops: a and b passing, c critical and down.
+	down["c"].Store(true)
+	setHealth(t, c, "c", api.HealthCritical)
+	for _, id := range []string{"a", "b"} {
+		setHealth(t, c, id, api.HealthPassing)
+		down[id].Store(false)
+	}
+	stopped := time.Now()
+	waitFor(t, "traffic to settle on a and b", 20*time.Second, func() bool {
+		st := upstreamStatus(t, sc, "api")
+		if len(st.Endpoints) != 2 {
+			return false
+		}
+		got, fails := seen(hc, url, 20)
+		return sameSet(got, "a", "b") && len(fails) == 0
+	})
+	now := time.Now()
+	settledAt.Store(&now)
+	t.Logf("settled on a and b %v after the flapping stopped", now.Sub(stopped).Round(time.Millisecond))
+	after := tr.total.Load()
+	waitFor(t, "traffic after settling", 20*time.Second, func() bool { return tr.total.Load() > after+300 })
+	tr.halt()
+	by, codes, nbad, bad := tr.report()
+	t.Logf("in all: %d requests, by instance %v, statuses %v", tr.total.Load(), by, codes)
+	if nbad > 0 {
+		t.Fatalf("%d answers were not clean after settling:\n%s", nbad, strings.Join(bad, "\n"))
+	}
+	heapBack(t, baseHeap, "flapping")
+}
