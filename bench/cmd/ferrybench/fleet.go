@@ -18,6 +18,7 @@ const (
 	pNginx   = "nginx"
 	pHAProxy = "haproxy"
 	pTraced  = "ferry+tracing"
+	pStdOTel = "stdlib+otelhttp"
 	pDirect  = "direct"
 )
 
@@ -27,8 +28,8 @@ var allProxies = []string{pFerry, pStd, pL4, pNginx, pHAProxy}
 type fleet struct {
 	dir     string
 	origin  *proc
-	proxies map[string]*proc // by name, including pTraced
-	order   []string         // proxies measured, report order (without pTraced)
+	proxies map[string]*proc // by name, including the traced variants
+	order   []string         // proxies measured, report order (without the traced variants)
 	otlp    *otlpSink
 	all     []*proc
 }
@@ -85,8 +86,9 @@ func startFleet(ctx context.Context, cfg *config, dir string) (*fleet, error) {
 	}
 	if cfg.tracing {
 		want[pTraced] = true
+		want[pStdOTel] = want[pStd]
 	}
-	for _, name := range append(append([]string{}, allProxies...), pTraced) {
+	for _, name := range append(append([]string{}, allProxies...), pTraced, pStdOTel) {
 		if !want[name] {
 			continue
 		}
@@ -107,6 +109,8 @@ func startFleet(ctx context.Context, cfg *config, dir string) (*fleet, error) {
 			}
 		case pStd:
 			p, err = startProc(ctx, name, addr, filepath.Join(dir, "stdlib.log"), []string{self, "stdproxy", "-listen", addr, "-upstream", originAddr}, nil)
+		case pStdOTel:
+			p, err = startProc(ctx, name, addr, filepath.Join(dir, "stdlib-otel.log"), []string{self, "stdproxy", "-listen", addr, "-upstream", originAddr, "-otlp", "http://" + f.otlp.addr}, nil)
 		case pL4:
 			p, err = startProc(ctx, name, addr, filepath.Join(dir, "l4.log"), []string{self, "l4relay", "-listen", addr, "-upstream", originAddr}, nil)
 		case pNginx:
@@ -131,7 +135,7 @@ func startFleet(ctx context.Context, cfg *config, dir string) (*fleet, error) {
 			return nil, err
 		}
 		f.proxies[name] = p
-		if name != pTraced {
+		if name != pTraced && name != pStdOTel {
 			f.order = append(f.order, name)
 		}
 	}

@@ -34,6 +34,9 @@ func TestParseWrk(t *testing.T) {
 	if w.RPS != 13593.12 || w.Requests != 40779 || w.Errors != 6 {
 		t.Errorf("rps %v requests %d errors %d; want 13593.12 40779 6", w.RPS, w.Requests, w.Errors)
 	}
+	if w.Non2xx != 3 || w.SocketErrs != "connect 0, read 2, write 0, timeout 1" {
+		t.Errorf("non-2xx %d socket errors %q", w.Non2xx, w.SocketErrs)
+	}
 	if w.P50 != 980*time.Microsecond || w.P99 != 18700*time.Microsecond {
 		t.Errorf("p50 %v p99 %v; want 980µs 18.7ms", w.P50, w.P99)
 	}

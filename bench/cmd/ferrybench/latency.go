@@ -53,6 +53,9 @@ func attack(ctx context.Context, addr string, size int64, rate int, d time.Durat
 	if lr.OK == 0 {
 		return lr, fmt.Errorf("constant-rate attack on %s: no successful request (%d errors)", addr, lr.Errors)
 	}
+	if lr.Errors*100 > lr.OK+lr.Errors {
+		return lr, fmt.Errorf("constant-rate attack on %s: %d of %d requests failed", addr, lr.Errors, lr.OK+lr.Errors)
+	}
 	slices.Sort(lr.Latency)
 	for _, q := range latQuantiles {
 		lr.Q = append(lr.Q, quantile(lr.Latency, q))
@@ -70,20 +73,42 @@ func measureLatency(ctx context.Context, cfg *config, f *fleet, r *results) erro
 	}
 	for _, n := range targets { // warm-up: connections, pools, page cache
 		if _, err := attack(ctx, addr(n), cfg.smallSize, cfg.latRate, time.Second); err != nil {
-			return fmt.Errorf("%s: %w", n, err)
+			if r.fail(ctx, "latency warm-up", n, err) != nil {
+				return ctx.Err()
+			}
 		}
 	}
-	for round := 0; round < cfg.latRounds; round++ {
-		for _, n := range rotate(targets, round) {
-			lr, err := attack(ctx, addr(n), cfg.smallSize, cfg.latRate, cfg.latDuration)
-			if err != nil {
-				return fmt.Errorf("%s: %w", n, err)
+	// Each proxy's attack follows a direct attack of its own, so the
+	// difference is taken between two measurements seconds apart.
+	measure := func(round int, n string) (latRound, bool, error) {
+		lr, err := attack(ctx, addr(n), cfg.smallSize, cfg.latRate, cfg.latDuration)
+		if err != nil {
+			// Kept without percentiles: rounds pair up by index.
+			lr.Q, lr.Latency = nil, nil
+			if r.fail(ctx, fmt.Sprintf("latency round %d", round+1), n, err) != nil {
+				return lr, false, ctx.Err()
 			}
-			r.LatPooled[n] = append(r.LatPooled[n], lr.Latency...)
-			lr.Latency = nil
+			return lr, false, nil
+		}
+		r.LatPooled[n] = append(r.LatPooled[n], lr.Latency...)
+		lr.Latency = nil
+		logf("latency round %d %-10s %d req/s: p50 %-9s p90 %-9s p99 %-9s ok %d errors %d",
+			round+1, n, cfg.latRate, lr.Q[0], lr.Q[2], lr.Q[4], lr.OK, lr.Errors)
+		return lr, true, nil
+	}
+	for round := 0; round < cfg.latRounds; round++ {
+		for _, n := range rotate(f.order, round) {
+			d, _, err := measure(round, pDirect)
+			if err != nil {
+				return err
+			}
+			lr, _, err := measure(round, n)
+			if err != nil {
+				return err
+			}
+			r.Lat[pDirect] = append(r.Lat[pDirect], d)
+			r.LatDirect[n] = append(r.LatDirect[n], d)
 			r.Lat[n] = append(r.Lat[n], lr)
-			logf("latency round %d %-10s %d req/s: p50 %-9s p90 %-9s p99 %-9s ok %d errors %d",
-				round+1, n, cfg.latRate, lr.Q[0], lr.Q[2], lr.Q[4], lr.OK, lr.Errors)
 		}
 	}
 	for n, l := range r.LatPooled {

@@ -36,12 +36,13 @@ func main() {
 		fs := flag.NewFlagSet(os.Args[1], flag.ExitOnError)
 		listen := fs.String("listen", "127.0.0.1:0", "listen address")
 		upstream := fs.String("upstream", "", "upstream address (stdproxy, l4relay)")
+		otlp := fs.String("otlp", "", "stdproxy: wrap in otelhttp and export every span to this OTLP/HTTP base URL")
 		_ = fs.Parse(os.Args[2:])
 		switch os.Args[1] {
 		case "origin":
 			err = serveOrigin(*listen)
 		case "stdproxy":
-			err = serveStdProxy(*listen, *upstream)
+			err = serveStdProxy(*listen, *upstream, *otlp)
 		default:
 			err = serveL4Relay(*listen, *upstream)
 		}
@@ -163,7 +164,7 @@ func cmdRun(args []string) error {
 	fs.DurationVar(&c.wrkDuration, "wrk-duration", 10*time.Second, "duration of one wrk run")
 	fs.IntVar(&c.wrkRounds, "wrk-rounds", 3, "interleaved rounds of wrk runs")
 	fs.IntVar(&c.latRate, "lat-rate", 2000, "constant request rate of the latency measurement (req/s)")
-	fs.DurationVar(&c.latDuration, "lat-duration", 10*time.Second, "duration of one constant-rate attack")
+	fs.DurationVar(&c.latDuration, "lat-duration", 6*time.Second, "duration of one constant-rate attack")
 	fs.IntVar(&c.latRounds, "lat-rounds", 5, "interleaved rounds of the latency measurement")
 	fs.DurationVar(&c.traceDuration, "trace-duration", 10*time.Second, "duration of one wrk run of the tracing on/off comparison")
 	fs.IntVar(&c.traceRounds, "trace-rounds", 3, "interleaved rounds of the tracing on/off comparison")

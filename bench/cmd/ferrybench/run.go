@@ -35,10 +35,29 @@ type results struct {
 	Conc               map[string]concResult
 	Small              map[wrkKey][]wrkRun
 	Lat                map[string][]latRound
+	LatDirect          map[string][]latRound      // the direct attack just before each of a proxy's
 	LatPooled          map[string][]time.Duration `json:"-"`
 	Trace              map[string][]wrkRun
 	OTLPRequests       int64
 	OTLPBytes          int64
+	// Failures are the measurements a proxy failed (a broken download,
+	// failed requests), by proxy; the run goes on without them.
+	Failures map[string][]string
+}
+
+// fail records that name failed a measurement of phase and logs it; it
+// returns ctx's error when the run is being cancelled.
+func (r *results) fail(ctx context.Context, phase, name string, err error) error {
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	msg := fmt.Sprintf("%s: %v", phase, err)
+	if len(msg) > 600 {
+		msg = msg[:600] + "…"
+	}
+	r.Failures[name] = append(r.Failures[name], msg)
+	logf("FAILED %s %s", name, msg)
+	return nil
 }
 
 func logf(format string, args ...any) {
@@ -88,8 +107,8 @@ func runBench(ctx context.Context, cfg *config) error {
 		Start: time.Now(), LoadStart: loadavg(), Versions: versions(cfg),
 		IdleStart: map[string]int64{}, IdleEnd: map[string]int64{},
 		Bulk: map[string][]bulkRound{}, Seq: map[string]seqResult{}, Conc: map[string]concResult{},
-		Small: map[wrkKey][]wrkRun{}, Lat: map[string][]latRound{}, LatPooled: map[string][]time.Duration{},
-		Trace: map[string][]wrkRun{},
+		Small: map[wrkKey][]wrkRun{}, Lat: map[string][]latRound{}, LatDirect: map[string][]latRound{}, LatPooled: map[string][]time.Duration{},
+		Trace: map[string][]wrkRun{}, Failures: map[string][]string{},
 	}
 	dir, err := os.MkdirTemp("", "ferrybench-")
 	if err != nil {
@@ -122,8 +141,10 @@ func runBench(ctx context.Context, cfg *config) error {
 	for _, n := range f.order {
 		r.IdleStart[n], _ = f.proxies[n].memStatus()
 	}
-	if p := f.proxies[pTraced]; p != nil {
-		r.IdleStart[pTraced], _ = p.memStatus()
+	for _, n := range []string{pTraced, pStdOTel} {
+		if p := f.proxies[n]; p != nil {
+			r.IdleStart[n], _ = p.memStatus()
+		}
 	}
 	phases := []struct {
 		name string
@@ -158,6 +179,7 @@ func runBench(ctx context.Context, cfg *config) error {
 	}
 	r.End, r.LoadEnd = time.Now(), loadavg()
 	f.stop()
+	saveLogs(f, filepath.Join(cfg.out, "logs"))
 
 	if err := writeReport(cfg, r); err != nil {
 		return err
@@ -181,4 +203,21 @@ func wait(ctx context.Context, d time.Duration) {
 	case <-ctx.Done():
 	case <-t.C:
 	}
+}
+
+// saveLogs copies every process's output (and nginx's error log) next to
+// the results, where a failed request can be traced.
+func saveLogs(f *fleet, dst string) {
+	if err := os.MkdirAll(dst, 0o755); err != nil {
+		return
+	}
+	copyFile := func(src, name string) {
+		if b, err := os.ReadFile(src); err == nil {
+			_ = os.WriteFile(filepath.Join(dst, name), b, 0o644)
+		}
+	}
+	for _, p := range f.all {
+		copyFile(p.log, strings.ReplaceAll(p.name, "+", "-")+".log")
+	}
+	copyFile(filepath.Join(f.dir, "nginx", "error.log"), "nginx-error.log")
 }

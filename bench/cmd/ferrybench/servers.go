@@ -108,7 +108,10 @@ func serveOrigin(listen string) error {
 
 // serveStdProxy is the baseline: net/http/httputil.ReverseProxy with a
 // transport that keeps enough idle upstream connections for 256 callers.
-func serveStdProxy(listen, upstream string) error {
+// With otlpEndpoint set, the handler and the transport are wrapped in
+// otelhttp and every span is exported there (for scale in the tracing
+// comparison).
+func serveStdProxy(listen, upstream, otlpEndpoint string) error {
 	u, err := url.Parse("http://" + upstream)
 	if err != nil {
 		return fmt.Errorf("stdproxy: upstream %q: %w", upstream, err)
@@ -124,11 +127,17 @@ func serveStdProxy(listen, upstream string) error {
 		},
 		Transport: tr,
 	}
+	var h http.Handler = rp
+	if otlpEndpoint != "" {
+		if h, err = withOTel(rp, otlpEndpoint); err != nil {
+			return fmt.Errorf("stdproxy: %w", err)
+		}
+	}
 	ln, err := net.Listen("tcp", listen)
 	if err != nil {
 		return fmt.Errorf("stdproxy: listen %s: %w", listen, err)
 	}
-	srv := &http.Server{Handler: rp, ReadHeaderTimeout: 10 * time.Second}
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
 	return srv.Serve(ln)
 }
 

@@ -96,11 +96,17 @@ func measureBulk(ctx context.Context, cfg *config, f *fleet, r *results) error {
 			var br bulkRound
 			c0, t0 := p.cpuSeconds(), time.Now()
 			if err := download(ctx, clients[name], p.addr, cfg.dlSize, buf); err != nil {
-				return fmt.Errorf("%s: %w", name, err)
+				if r.fail(ctx, "bulk", name, err) != nil {
+					return ctx.Err()
+				}
+				continue
 			}
 			c1, t1 := p.cpuSeconds(), time.Now()
 			if err := upload(ctx, clients[name], p.addr, cfg.ulSize); err != nil {
-				return fmt.Errorf("%s: %w", name, err)
+				if r.fail(ctx, "bulk", name, err) != nil {
+					return ctx.Err()
+				}
+				continue
 			}
 			c2, t2 := p.cpuSeconds(), time.Now()
 			_, hwm := p.memStatus()
@@ -132,16 +138,23 @@ func measureSequential(ctx context.Context, cfg *config, f *fleet, r *results) e
 		var s seqResult
 		s.Before, _ = p.memStatus()
 		sm := startSampler(p, cfg.sampleEvery)
-		for i := 0; i < cfg.seqCount; i++ {
-			if err := download(ctx, c, p.addr, cfg.seqSize, buf); err != nil {
-				sm.stop()
-				return fmt.Errorf("%s: sequential download %d: %w", name, i+1, err)
+		var err error
+		for i := 0; i < cfg.seqCount && err == nil; i++ {
+			if err = download(ctx, c, p.addr, cfg.seqSize, buf); err != nil {
+				err = fmt.Errorf("sequential download %d: %w", i+1, err)
+				break
 			}
 			rss, _ := p.memStatus()
 			s.After = append(s.After, rss)
 		}
 		s.Samples, _ = sm.stop()
 		c.CloseIdleConnections()
+		if err != nil {
+			if r.fail(ctx, "sequential", name, err) != nil {
+				return ctx.Err()
+			}
+			continue
+		}
 		r.Seq[name] = s
 		logf("sequential %-10s %d x %s: RSS before %s, after #1 %s, after #%d %s", name, cfg.seqCount, humanBytes(cfg.seqSize),
 			mib(s.Before), mib(s.After[0]), cfg.seqCount, mib(s.After[len(s.After)-1]))
@@ -185,7 +198,10 @@ func measureConcurrent(ctx context.Context, cfg *config, f *fleet, r *results) e
 		c.CloseIdleConnections()
 		close(errs)
 		if err := <-errs; err != nil {
-			return fmt.Errorf("%s: concurrent downloads: %w", name, err)
+			if r.fail(ctx, "concurrent", name, fmt.Errorf("%d of %d downloads failed, first: %w", len(errs)+1, cfg.concCount, err)) != nil {
+				return ctx.Err()
+			}
+			continue
 		}
 		peak := max(hwm, maxSampled)
 		total := float64(cfg.concSize) * float64(cfg.concCount)

@@ -16,6 +16,8 @@ type wrkRun struct {
 	P50, P99    time.Duration
 	Requests    int64
 	Errors      int64 // non-2xx/3xx plus socket errors
+	Non2xx      int64
+	SocketErrs  string // connect/read/write/timeout, as wrk printed them
 	CPUPerReqUs float64
 }
 
@@ -64,8 +66,10 @@ func parseWrk(out string) (wrkRun, error) {
 	if m := reNon2xx.FindStringSubmatch(out); m != nil {
 		n, _ := strconv.ParseInt(m[1], 10, 64)
 		w.Errors += n
+		w.Non2xx = n
 	}
 	if m := reSockErrs.FindStringSubmatch(out); m != nil {
+		w.SocketErrs = strings.TrimPrefix(m[0], "Socket errors: ")
 		for _, s := range m[1:] {
 			n, _ := strconv.ParseInt(s, 10, 64)
 			w.Errors += n
@@ -101,12 +105,15 @@ func measureSmall(ctx context.Context, cfg *config, f *fleet, r *results) error 
 			for _, name := range rotate(f.order, round) {
 				w, err := runWrk(ctx, cfg, f.proxies[name], conns, cfg.wrkDuration)
 				if err != nil {
-					return err
+					if r.fail(ctx, fmt.Sprintf("wrk c=%d", conns), name, err) != nil {
+						return ctx.Err()
+					}
+					continue
 				}
 				key := wrkKey{name, conns}
 				r.Small[key] = append(r.Small[key], w)
-				logf("wrk round %d c=%-3d %-10s %8.0f req/s  p50 %-9s p99 %-9s %.1f CPU-µs/req  errors %d",
-					round+1, conns, name, w.RPS, w.P50, w.P99, w.CPUPerReqUs, w.Errors)
+				logf("wrk round %d c=%-3d %-10s %8.0f req/s  p50 %-9s p99 %-9s %.1f CPU-µs/req  non-2xx %d  socket errors: %s",
+					round+1, conns, name, w.RPS, w.P50, w.P99, w.CPUPerReqUs, w.Non2xx, orNone(w.SocketErrs))
 			}
 		}
 	}
@@ -115,15 +122,22 @@ func measureSmall(ctx context.Context, cfg *config, f *fleet, r *results) error 
 
 func measureTracing(ctx context.Context, cfg *config, f *fleet, r *results) error {
 	req0, bytes0 := f.otlp.requests.Load(), f.otlp.bytes.Load()
+	names := []string{pFerry, pTraced}
+	if f.proxies[pStdOTel] != nil {
+		names = append(names, pStd, pStdOTel)
+	}
 	for round := 0; round < cfg.traceRounds; round++ {
-		for _, name := range rotate([]string{pFerry, pTraced}, round) {
+		for _, name := range rotate(names, round) {
 			w, err := runWrk(ctx, cfg, f.proxies[name], cfg.traceConns, cfg.traceDuration)
 			if err != nil {
-				return err
+				if r.fail(ctx, "tracing", name, err) != nil {
+					return ctx.Err()
+				}
+				continue
 			}
 			r.Trace[name] = append(r.Trace[name], w)
-			logf("tracing round %d %-14s %8.0f req/s  p50 %-9s p99 %-9s %.1f CPU-µs/req  errors %d",
-				round+1, name, w.RPS, w.P50, w.P99, w.CPUPerReqUs, w.Errors)
+			logf("tracing round %d %-15s %8.0f req/s  p50 %-9s p99 %-9s %.1f CPU-µs/req  non-2xx %d  socket errors: %s",
+				round+1, name, w.RPS, w.P50, w.P99, w.CPUPerReqUs, w.Non2xx, orNone(w.SocketErrs))
 		}
 	}
 	// The batch processor exports at least every 5 s; wait for the tail.
@@ -134,4 +148,11 @@ func measureTracing(ctx context.Context, cfg *config, f *fleet, r *results) erro
 	r.OTLPRequests, r.OTLPBytes = f.otlp.requests.Load()-req0, f.otlp.bytes.Load()-bytes0
 	logf("tracing: the OTLP sink received %d export requests, %s", r.OTLPRequests, mib(r.OTLPBytes))
 	return nil
+}
+
+func orNone(s string) string {
+	if s == "" {
+		return "none"
+	}
+	return s
 }
