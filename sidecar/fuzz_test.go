@@ -417,7 +417,7 @@ func FuzzProxyFraming(f *testing.F) {
 		}
 		// Should ferry wait where the reference saw a complete request,
 		// stop waiting after a while: the end of input settles it.
-		c.SetReadDeadline(time.Now().Add(2 * time.Second))
+		c.SetReadDeadline(time.Now().Add(500 * time.Millisecond))
 		for n := 0; n < answers; {
 			res, err := http.ReadResponse(br, &http.Request{Method: ref[n].method})
 			if err != nil {
