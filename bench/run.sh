@@ -7,12 +7,20 @@
 #   bench/run.sh --quick    quick mode (a couple of minutes)
 #   bench/run.sh --quick --proxies ferry,l4-splice --rounds 3   any ferrybench flag
 #   bench/run.sh --publish  ...and copy the table and plots to bench/latest/ (what the README shows)
+#   bench/run.sh --ferry-ref HEAD   measure ferry as committed at a git ref, not the working tree
 set -euo pipefail
 
 publish=0
+ref=""
 args=()
-for a in "$@"; do
-	if [[ $a == --publish ]]; then publish=1; else args+=("$a"); fi
+while (($#)); do
+	case $1 in
+	--publish) publish=1 ;;
+	--ferry-ref) ref=${2:?--ferry-ref needs a git ref}; shift ;;
+	--ferry-ref=*) ref=${1#--ferry-ref=} ;;
+	*) args+=("$1") ;;
+	esac
+	shift
 done
 set -- ${args[@]+"${args[@]}"}
 
@@ -44,15 +52,25 @@ out="$root/results/$stamp"
 build="$root/results/.build"
 mkdir -p "$out" "$build"
 
-rev=$(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo unknown)
-if [[ -n $(git -C "$root" status --porcelain --untracked-files=no 2>/dev/null) ]]; then rev="$rev+uncommitted-changes"; fi
-echo "building ferry ($rev) and the harness"
-go build -ldflags "-X main.version=$rev" -o "$build/ferry" ./cmd/ferry
+if [[ -n $ref ]]; then
+	rev=$(git -C "$root" rev-parse --short "$ref^{commit}")
+	src=$(mktemp -d)
+	trap 'rm -rf "$src"' EXIT
+	git -C "$root" archive "$rev" | tar -x -C "$src"
+	echo "building ferry at $ref ($rev) and the harness"
+	(cd "$src" && go build -ldflags "-X main.version=$rev" -o "$build/ferry" ./cmd/ferry)
+else
+	rev=$(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo unknown)
+	if [[ -n $(git -C "$root" status --porcelain --untracked-files=no 2>/dev/null) ]]; then rev="$rev+uncommitted-changes"; fi
+	echo "building ferry from the working tree ($rev) and the harness"
+	go build -ldflags "-X main.version=$rev" -o "$build/ferry" ./cmd/ferry
+fi
 (cd bench && go build -o "$build/ferrybench" ./cmd/ferrybench)
 
 ln -sfn "$stamp" "$root/results/latest"
 invocation="bench/run.sh"
 ((publish)) && invocation+=" --publish"
+[[ -n $ref ]] && invocation+=" --ferry-ref $ref"
 (($#)) && invocation+=" $*"
 set +e
 "$build/ferrybench" run --ferry "$build/ferry" --out "$out" --ferry-rev "$rev" --invocation "$invocation" "$@" 2>&1 | tee "$out/log.txt"
