@@ -5,6 +5,8 @@ import (
 	"strconv"
 	"time"
 
+	"go.yaml.in/yaml/v3"
+
 	"github.com/ferrymesh/ferry/discovery"
 	"github.com/ferrymesh/ferry/resilience"
 	"github.com/ferrymesh/ferry/telemetry"
@@ -185,6 +187,26 @@ func (c *Config) setDefaults() {
 			r.Port, _ = strconv.Atoi(port)
 		}
 	}
+}
+
+// MarshalYAML prints a service so that it loads back as the same service:
+// a Consul service (no endpoints key) prints without endpoints, a static
+// one with an empty list prints "endpoints: []".
+func (s ServiceConfig) MarshalYAML() (any, error) {
+	type plain ServiceConfig // without this method
+	var n yaml.Node
+	if err := n.Encode(plain(s)); err != nil {
+		return nil, err
+	}
+	if s.Endpoints == nil && n.Kind == yaml.MappingNode {
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			if n.Content[i].Value == "endpoints" {
+				n.Content = append(n.Content[:i], n.Content[i+2:]...)
+				break
+			}
+		}
+	}
+	return &n, nil
 }
 
 // usesConsul reports whether a service is resolved through Consul.

@@ -89,8 +89,8 @@ func (c *Config) validate() ConfigErrors {
 			if r.PathPrefix != "" && !strings.HasPrefix(r.PathPrefix, "/") {
 				add(p+".path_prefix", "must start with /, got %q", r.PathPrefix)
 			}
-			if strings.ContainsAny(r.Host, "/ \t") || strings.Contains(r.Host, "://") {
-				add(p+".host", "must be a bare host name, got %q", r.Host)
+			if r.Host != "" && !validRouteHost(r.Host) {
+				add(p+".host", "must be a host name or an IP address (no scheme, port or path), got %q", r.Host)
 			}
 			k := key{normalizeHost(r.Host), strings.TrimSuffix(r.PathPrefix, "/")}
 			if j, dup := seen[k]; dup {

@@ -42,6 +42,7 @@ type failure struct {
 	status int
 	reason string
 	kind   string
+	close  bool // the caller's HTTP/1 connection cannot be read on: close it
 }
 
 // classify turns the error of an upstream round trip into the answer the
@@ -54,30 +55,30 @@ func classify(ctx context.Context, service, addr string, err error) (f failure, 
 	var ne net.Error
 	switch {
 	case errors.Is(cause, errBodyTooLarge) || errors.Is(err, errBodyTooLarge):
-		return failure{http.StatusRequestEntityTooLarge, errBodyTooLarge.Error(), telemetry.ReasonOther}, false
+		return failure{http.StatusRequestEntityTooLarge, errBodyTooLarge.Error(), telemetry.ReasonOther, true}, false
 	case errors.Is(cause, errOverallTimeout):
-		return failure{http.StatusGatewayTimeout, fmt.Sprintf("upstream %s (%s): %v", service, addr, errOverallTimeout), telemetry.ReasonTimeout}, false
+		return failure{http.StatusGatewayTimeout, fmt.Sprintf("upstream %s (%s): %v", service, addr, errOverallTimeout), telemetry.ReasonTimeout, false}, false
 	case errors.Is(cause, errPerTryTimeout):
-		return failure{http.StatusGatewayTimeout, fmt.Sprintf("upstream %s (%s): %v", service, addr, errPerTryTimeout), telemetry.ReasonTimeout}, false
+		return failure{http.StatusGatewayTimeout, fmt.Sprintf("upstream %s (%s): %v", service, addr, errPerTryTimeout), telemetry.ReasonTimeout, false}, false
 	case errors.Is(cause, errBodyIdle):
-		return failure{http.StatusGatewayTimeout, fmt.Sprintf("upstream %s (%s): %v", service, addr, errBodyIdle), telemetry.ReasonTimeout}, false
+		return failure{http.StatusGatewayTimeout, fmt.Sprintf("upstream %s (%s): %v", service, addr, errBodyIdle), telemetry.ReasonTimeout, false}, false
 	case errors.As(err, &be):
-		return failure{http.StatusBadRequest, be.Error(), telemetry.ReasonClientCanceled}, ctx.Err() != nil
+		return failure{http.StatusBadRequest, be.Error(), telemetry.ReasonClientCanceled, true}, ctx.Err() != nil
 	case ctx.Err() != nil:
-		return failure{499, "client closed the request", telemetry.ReasonClientCanceled}, true
+		return failure{499, "client closed the request", telemetry.ReasonClientCanceled, false}, true
 	case errors.As(err, &de):
 		if errors.As(de.err, &ne) && ne.Timeout() {
-			return failure{http.StatusGatewayTimeout, fmt.Sprintf("upstream %s: connect to %s timed out (timeouts.connect)", service, addr), telemetry.ReasonTimeout}, false
+			return failure{http.StatusGatewayTimeout, fmt.Sprintf("upstream %s: connect to %s timed out (timeouts.connect)", service, addr), telemetry.ReasonTimeout, false}, false
 		}
-		return failure{http.StatusBadGateway, fmt.Sprintf("upstream %s: connect to %s failed: %v", service, addr, unwrapOp(de.err)), telemetry.ReasonDialFailed}, false
+		return failure{http.StatusBadGateway, fmt.Sprintf("upstream %s: connect to %s failed: %v", service, addr, unwrapOp(de.err)), telemetry.ReasonDialFailed, false}, false
 	case errors.As(err, &ne) && ne.Timeout():
 		msg := "timed out"
 		if strings.Contains(err.Error(), "response headers") {
 			msg = "no response headers within timeouts.response_header"
 		}
-		return failure{http.StatusGatewayTimeout, fmt.Sprintf("upstream %s (%s): %s", service, addr, msg), telemetry.ReasonTimeout}, false
+		return failure{http.StatusGatewayTimeout, fmt.Sprintf("upstream %s (%s): %s", service, addr, msg), telemetry.ReasonTimeout, false}, false
 	default:
-		return failure{http.StatusBadGateway, fmt.Sprintf("upstream %s (%s): %v", service, addr, err), telemetry.ReasonUpstreamReset}, false
+		return failure{http.StatusBadGateway, fmt.Sprintf("upstream %s (%s): %v", service, addr, err), telemetry.ReasonUpstreamReset, false}, false
 	}
 }
 
@@ -99,7 +100,7 @@ func writeFailure(w http.ResponseWriter, f failure) {
 	h.Set("Content-Type", "text/plain; charset=utf-8")
 	h.Set("X-Content-Type-Options", "nosniff")
 	h.Set("X-Ferry-Error", sanitizeHeaderValue(f.reason))
-	if f.status == http.StatusRequestEntityTooLarge {
+	if f.close {
 		h.Set("Connection", "close")
 	}
 	w.WriteHeader(f.status)

@@ -55,13 +55,33 @@ func teTrailers(h http.Header) bool {
 	return false
 }
 
-// upgradeType returns the protocol a request or response asks to switch to,
-// or "" when the Connection header does not carry "upgrade".
+// upgradeType returns the protocols a request or response asks to switch
+// to, or "" when the Connection header does not carry "upgrade".
 func upgradeType(h http.Header) string {
 	if !headerHasToken(h, "Connection", "upgrade") {
 		return ""
 	}
 	return h.Get("Upgrade")
+}
+
+// requestUpgrade is upgradeType for a request ferry will relay: "h2c" is
+// never passed on. An HTTP/1.1 upgrade to cleartext HTTP/2 through a proxy
+// would hand the caller a raw HTTP/2 connection to the upstream, past
+// ferry's routing and limits (h2c smuggling); callers speak h2c to ferry
+// directly instead. A request offering only h2c goes as a plain request.
+func requestUpgrade(h http.Header) string {
+	v := upgradeType(h)
+	if !strings.Contains(strings.ToLower(v), "h2c") {
+		return v
+	}
+	var keep []string
+	for tok := range strings.SplitSeq(v, ",") {
+		tok = textproto.TrimString(tok)
+		if tok != "" && !strings.EqualFold(tok, "h2c") {
+			keep = append(keep, tok)
+		}
+	}
+	return strings.Join(keep, ", ")
 }
 
 func headerHasToken(h http.Header, name, token string) bool {

@@ -55,6 +55,7 @@ type exchange struct {
 	err    error
 	body   *requestBody
 	out    int64 // response body bytes relayed to the caller
+	h1     bool  // the caller speaks HTTP/1: a failure may close its connection
 }
 
 // end reports the request: server span end, metrics, access log. It runs
@@ -66,6 +67,7 @@ func (x *exchange) end() {
 // fail answers the caller with a proxy-made failure and records it.
 func (x *exchange) fail(w http.ResponseWriter, f failure) {
 	x.status, x.reason = f.status, f.kind
+	f.close = f.close && x.h1 // HTTP/2 streams end on their own
 	writeFailure(w, f)
 }
 

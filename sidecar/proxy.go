@@ -47,20 +47,37 @@ func newProxy(name string, table *routeTable, log *slog.Logger, tunnels *tunnelS
 func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	ctx, q := p.tel.StartRequest(r, p.listener)
 	r = r.WithContext(ctx)
-	x := &exchange{q: q}
+	x := &exchange{q: q, h1: r.ProtoMajor == 1}
 	defer x.end()
-	if r.Method == http.MethodConnect {
-		x.fail(w, failure{http.StatusMethodNotAllowed, "CONNECT is not supported", telemetry.ReasonOther})
+	if f, bad := malformed(r); bad {
+		x.fail(w, f)
 		return
 	}
 	table := p.table.Load()
 	rt := table.match(r.Host, r.URL.Path)
 	if rt == nil {
-		x.fail(w, failure{http.StatusNotFound, fmt.Sprintf("no route for host %q path %q", r.Host, r.URL.Path), telemetry.ReasonNoRoute})
+		x.fail(w, failure{http.StatusNotFound, fmt.Sprintf("no route for host %q path %q", r.Host, r.URL.Path), telemetry.ReasonNoRoute, false})
 		return
 	}
 	q.SetRoute(rt.label, rt.up.name)
 	p.forward(w, r, rt.up, table.maxBody, x)
+}
+
+// malformed refuses requests that must not be relayed: CONNECT, the
+// HTTP/2 preface read as a request, and targets that are not origin-form
+// (or absolute-form, or asterisk-form "*"): relaying them would send the
+// upstream a different request than the caller's.
+func malformed(r *http.Request) (failure, bool) {
+	switch {
+	case r.Method == http.MethodConnect:
+		return failure{status: http.StatusMethodNotAllowed, reason: "CONNECT is not supported", kind: telemetry.ReasonOther}, true
+	case r.Method == "PRI":
+		return failure{status: http.StatusHTTPVersionNotSupported, reason: "the HTTP/2 preface is not a request", kind: telemetry.ReasonOther, close: true}, true
+	case r.URL.Opaque != "",
+		r.URL.Path != "" && r.URL.Path[0] != '/' && r.URL.Path != "*":
+		return failure{status: http.StatusBadRequest, reason: fmt.Sprintf("request target %q is not origin-form", r.RequestURI), kind: telemetry.ReasonOther, close: true}, true
+	}
+	return failure{}, false
 }
 
 // forward relays one exchange to up, retrying on another endpoint when the
@@ -68,7 +85,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // maxBody > 0 caps the request body.
 func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, up *upstream, maxBody int64, x *exchange) {
 	if maxBody > 0 && r.ContentLength > maxBody {
-		x.fail(w, failure{http.StatusRequestEntityTooLarge, errBodyTooLarge.Error(), telemetry.ReasonOther})
+		x.fail(w, failure{http.StatusRequestEntityTooLarge, errBodyTooLarge.Error(), telemetry.ReasonOther, true})
 		return
 	}
 	snap := up.svc.Snapshot()
@@ -78,10 +95,10 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, up *upstream, ma
 		if snap.Err != "" {
 			reason += ": " + snap.Err
 		}
-		x.fail(w, failure{http.StatusServiceUnavailable, reason, telemetry.ReasonNoEndpoint})
+		x.fail(w, failure{http.StatusServiceUnavailable, reason, telemetry.ReasonNoEndpoint, false})
 		return
 	case len(snap.Endpoints) == 0:
-		x.fail(w, failure{http.StatusServiceUnavailable, fmt.Sprintf("service %s has no healthy endpoints", up.name), telemetry.ReasonNoEndpoint})
+		x.fail(w, failure{http.StatusServiceUnavailable, fmt.Sprintf("service %s has no healthy endpoints", up.name), telemetry.ReasonNoEndpoint, false})
 		return
 	}
 
@@ -111,13 +128,13 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, up *upstream, ma
 	if up.hashHeader != "" {
 		key = r.Header.Get(up.hashHeader)
 	}
-	upgrade := upgradeType(r.Header)
+	upgrade := requestUpgrade(r.Header)
 	var tried []string
 	pick, err := up.res.Pick(key, nil)
 	for attempt := 1; ; attempt++ {
 		if err != nil {
 			var ue *resilience.UnavailableError
-			f := failure{http.StatusServiceUnavailable, err.Error(), telemetry.ReasonNoEndpoint}
+			f := failure{http.StatusServiceUnavailable, err.Error(), telemetry.ReasonNoEndpoint, false}
 			if errors.As(err, &ue) && ue.Open > 0 {
 				f.kind = telemetry.ReasonBreakerOpen
 			} else if errors.Is(err, resilience.ErrOverloaded) {
@@ -158,6 +175,17 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, up *upstream, ma
 		}
 		a.SetStatus(res.StatusCode)
 		o := resilience.Outcome{Result: resilience.Responded, Status: res.StatusCode}
+		if res.StatusCode == http.StatusSwitchingProtocols && upgrade == "" {
+			// Never tunnel what the caller did not ask to switch.
+			res.Body.Close()
+			o.Result = resilience.TransportFailed
+			pick.Done(o)
+			f := failure{status: http.StatusBadGateway, reason: fmt.Sprintf("upstream %s (%s) switched protocols unasked", up.name, addr), kind: telemetry.ReasonBadResponse}
+			a.End(telemetry.Outcome{Status: res.StatusCode, Reason: f.kind})
+			p.logFailure(r, up.name, addr, f, errors.New("unsolicited 101"))
+			x.fail(w, f)
+			return
+		}
 		if res.StatusCode == http.StatusSwitchingProtocols {
 			pick.Done(o)
 			idle.stop()
@@ -209,7 +237,7 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, up *upstream, ma
 			pick.Done(o)
 			a.End(ao)
 			x.events(up, addr, before)
-			p.logFailure(r, up.name, addr, failure{res.StatusCode, reason, x.reason}, result.readErr)
+			p.logFailure(r, up.name, addr, failure{res.StatusCode, reason, x.reason, false}, result.readErr)
 			// The caller must see a broken response, never a clean end.
 			panic(http.ErrAbortHandler)
 		case result.writeErr != nil:
@@ -221,6 +249,12 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, up *upstream, ma
 		if pick.Probe() || res.StatusCode >= 500 {
 			// Only probes and 5xx can move a breaker or eject.
 			x.events(up, addr, before)
+		}
+		if body.broken() && r.ProtoMajor == 1 {
+			// The caller's body did not end cleanly: its connection
+			// must not be read on, or what follows the bad framing
+			// would be parsed as another request.
+			panic(http.ErrAbortHandler)
 		}
 		return
 	}

@@ -1,6 +1,7 @@
 package sidecar
 
 import (
+	"net/netip"
 	"strings"
 )
 
@@ -45,18 +46,47 @@ func pathHasPrefix(path, prefix string) bool {
 	return len(path) == len(prefix) || path[len(prefix)] == '/'
 }
 
-// hostOnly strips the port and a trailing dot from a Host header value.
+// hostOnly strips the port, IPv6 brackets and a trailing dot from a Host
+// header value, without allocating: "files:8080" -> "files",
+// "[::1]:80" -> "::1"; an unbracketed value with several colons is a bare
+// IPv6 address and stays whole.
 func hostOnly(h string) string {
-	if i := strings.LastIndexByte(h, ':'); i >= 0 && !strings.Contains(h[i:], "]") {
+	if strings.HasPrefix(h, "[") {
+		if i := strings.IndexByte(h, ']'); i > 0 {
+			h = h[1:i]
+		}
+	} else if i := strings.IndexByte(h, ':'); i >= 0 && strings.IndexByte(h[i+1:], ':') < 0 {
 		h = h[:i]
-	}
-	if len(h) > 1 && h[0] == '[' && h[len(h)-1] == ']' {
-		h = h[1 : len(h)-1]
 	}
 	return strings.TrimSuffix(h, ".")
 }
 
-// normalizeHost is hostOnly plus lower case, for config values.
+// normalizeHost is hostOnly plus lower case, for config values; an IPv6
+// literal takes its canonical form.
 func normalizeHost(h string) string {
-	return strings.ToLower(hostOnly(h))
+	h = strings.ToLower(hostOnly(h))
+	if a, err := netip.ParseAddr(h); err == nil {
+		return a.String()
+	}
+	return h
+}
+
+// validRouteHost reports whether a route's host can ever match: a DNS name
+// (letters, digits, '-', '_', '.'), or an IP literal (IPv6 bare or in
+// brackets).
+func validRouteHost(h string) bool {
+	if _, err := netip.ParseAddr(strings.Trim(h, "[]")); err == nil {
+		return true
+	}
+	if h == "" || len(h) > 253 {
+		return false
+	}
+	for _, c := range h {
+		switch {
+		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9', c == '-', c == '_', c == '.':
+		default:
+			return false
+		}
+	}
+	return true
 }

@@ -86,6 +86,7 @@ type requestBody struct {
 	rc      io.ReadCloser
 	n       atomic.Int64
 	reading atomic.Bool // a Read is in progress
+	failed  atomic.Bool // a Read failed before the end of the body
 	limit   int64       // 0 = none
 	idle    *idleTimer
 	cancel  context.CancelCauseFunc
@@ -104,6 +105,7 @@ func (b *requestBody) Read(p []byte) (int, error) {
 		total := b.n.Add(int64(n))
 		b.idle.touch()
 		if b.limit > 0 && total > b.limit {
+			b.failed.Store(true)
 			b.cancel(errBodyTooLarge)
 			return 0, errBodyTooLarge
 		}
@@ -112,10 +114,15 @@ func (b *requestBody) Read(p []byte) (int, error) {
 	case err == io.EOF:
 		b.idle.pause()
 	case err != nil:
+		b.failed.Store(true)
 		err = &bodyReadError{err}
 	}
 	return n, err
 }
+
+// broken reports that reading the caller's body failed (bad framing, a
+// connection cut mid-body).
+func (b *requestBody) broken() bool { return b != nil && b.failed.Load() }
 
 // Close closes the caller's body only when that cannot cost a retry: once
 // some of it was read (no retry can replay it), or to unblock a Read in

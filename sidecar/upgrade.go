@@ -88,19 +88,19 @@ func (s *tunnelSet) closeAll() int {
 func (p *Proxy) tunnel(w http.ResponseWriter, r *http.Request, res *http.Response, reqUpgrade, service, addr string, x *exchange) {
 	resUpgrade := upgradeType(res.Header)
 	if !offered(reqUpgrade, resUpgrade) {
-		f := failure{http.StatusBadGateway, fmt.Sprintf("upstream %s (%s) switched to protocol %q, caller asked for %q", service, addr, resUpgrade, reqUpgrade), telemetry.ReasonBadResponse}
+		f := failure{http.StatusBadGateway, fmt.Sprintf("upstream %s (%s) switched to protocol %q, caller asked for %q", service, addr, resUpgrade, reqUpgrade), telemetry.ReasonBadResponse, false}
 		p.logFailure(r, service, addr, f, fmt.Errorf("upgrade mismatch"))
 		x.fail(w, f)
 		return
 	}
 	back, ok := res.Body.(io.ReadWriteCloser)
 	if !ok {
-		x.fail(w, failure{http.StatusBadGateway, "upstream switched protocols without a writable connection", telemetry.ReasonBadResponse})
+		x.fail(w, failure{http.StatusBadGateway, "upstream switched protocols without a writable connection", telemetry.ReasonBadResponse, false})
 		return
 	}
 	conn, brw, err := http.NewResponseController(w).Hijack()
 	if err != nil {
-		x.fail(w, failure{http.StatusInternalServerError, fmt.Sprintf("cannot take over the connection for %q: %v", reqUpgrade, err), telemetry.ReasonOther})
+		x.fail(w, failure{http.StatusInternalServerError, fmt.Sprintf("cannot take over the connection for %q: %v", reqUpgrade, err), telemetry.ReasonOther, false})
 		return
 	}
 	defer conn.Close()
