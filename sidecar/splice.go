@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"math"
 	"net"
 	"net/http"
 	"net/http/httptrace"
@@ -37,6 +38,9 @@ const (
 	poolIdleTimeout = 90 * time.Second
 	// poolMaxIdle bounds idle connections kept per endpoint.
 	poolMaxIdle = 64
+	// maxResponseHeader bounds an upstream's response header, as
+	// net/http's Transport does by default.
+	maxResponseHeader = 1 << 20
 )
 
 // spliced counts body bytes moved kernel to kernel, for tests and metrics.
@@ -56,6 +60,7 @@ type fastH1 struct {
 
 type h1Conn struct {
 	tc    *net.TCPConn
+	lr    *io.LimitedReader // under br: bounds a response header
 	br    *bufio.Reader
 	bw    *bufio.Writer
 	since time.Time // idle since
@@ -127,6 +132,8 @@ func (f *fastH1) exchange(c *h1Conn, out *http.Request) (*http.Response, bool, e
 		c.tc.SetReadDeadline(time.Now().Add(f.responseHeader))
 		defer c.tc.SetReadDeadline(time.Time{})
 	}
+	c.lr.N = maxResponseHeader + int64(c.br.Buffered())
+	defer func() { c.lr.N = math.MaxInt64 }()
 	if _, err := c.br.Peek(1); err != nil {
 		return nil, false, timeoutAware(err)
 	}
@@ -187,7 +194,8 @@ func (f *fastH1) get(ctx context.Context, addr string) (*h1Conn, bool, error) {
 		nc.Close()
 		return nil, false, errors.New("zero-copy client needs a TCP connection")
 	}
-	return &h1Conn{tc: tc, br: bufio.NewReaderSize(tc, 32<<10), bw: bufio.NewWriterSize(tc, 4<<10)}, false, nil
+	lr := &io.LimitedReader{R: tc}
+	return &h1Conn{tc: tc, lr: lr, br: bufio.NewReaderSize(lr, 32<<10), bw: bufio.NewWriterSize(tc, 4<<10)}, false, nil
 }
 
 // put returns a connection whose last response was read to its end.

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"strings"
 	"testing"
 
 	"github.com/ferrymesh/ferry/internal/payload"
@@ -59,5 +60,16 @@ func TestZeroCopyPathNotTakenElsewhere(t *testing.T) {
 				t.Fatal("digest mismatch")
 			}
 		})
+	}
+}
+
+// An upstream whose response header never ends is cut at 1 MiB: 502, not
+// unbounded memory.
+func TestZeroCopyClientBoundsResponseHeader(t *testing.T) {
+	addr, _ := rawOrigin(t, "HTTP/1.1 200 OK\r\nX-Big: "+strings.Repeat("a", 2<<20)+"\r\n\r\n")
+	_, url := outboundTo(t, "defaults: { retry: { max_retries: 0 } }", addr)
+	res, body := get(t, h1Client(), url+"/", "")
+	if res.StatusCode != http.StatusBadGateway {
+		t.Fatalf("got %d %q", res.StatusCode, body)
 	}
 }
