@@ -143,7 +143,7 @@ func writeReport(cfg *config, r *results) error {
 			errs, reqs := errsOf(r.Small[k])
 			errCell := "0"
 			if errs > 0 {
-				errCell = fmt.Sprintf("**%d (%.1f%% of %d)**", errs, 100*float64(errs)/float64(max(reqs, 1)), reqs)
+				errCell = fmt.Sprintf("**%d (%.2g%% of %d)**", errs, 100*float64(errs)/float64(max(reqs, 1)), reqs)
 			}
 			p("| %s | %d | %.0f | %s | %s | %s | %.1f | %s |\n", n, c, wm(k, rps), ratio(wm(k, rps), wm(wrkKey{ferry, c}, rps)),
 				ms(wm(k, p50)), ms(wm(k, p99)), wm(k, cpr), errCell)
