@@ -58,13 +58,10 @@ func FuzzParseConfig(f *testing.F) {
 			t.Fatalf("printing a loaded config: %v", err)
 		}
 		again, err := ParseConfig(out)
-		if err != nil && printsConsulAsStatic(cfg) && strings.Contains(err.Error(), "not both") {
-			skipKnownBug(t, "hardening-5") // consul service printed with endpoints: []
-		}
 		if err != nil {
 			t.Fatalf("the printed config does not load: %v\n--- input\n%s\n--- printed\n%s", err, data, out)
 		}
-		want := normalizeForRoundTrip(cfg, again)
+		want := normalizeForRoundTrip(cfg)
 		if diff := configDiff(reflect.ValueOf(want), reflect.ValueOf(again), "config"); diff != "" {
 			t.Fatalf("printed config loads differently at %s\n--- input\n%s\n--- printed\n%s", diff, data, out)
 		}
@@ -129,17 +126,6 @@ func configDiff(a, b reflect.Value, path string) string {
 	}
 }
 
-// printsConsulAsStatic reports a config with a Consul service that has a
-// consul: section, which hardening-5 prints unloadable.
-func printsConsulAsStatic(cfg *Config) bool {
-	for _, s := range cfg.Services {
-		if s.Endpoints == nil && s.Consul != nil {
-			return true
-		}
-	}
-	return false
-}
-
 func errorsAs(err error, target *ConfigErrors) bool {
 	ce, ok := err.(ConfigErrors)
 	if ok {
@@ -149,11 +135,8 @@ func errorsAs(err error, target *ConfigErrors) bool {
 }
 
 // normalizeForRoundTrip returns cfg as it should load after printing: with
-// the Consul token redacted. Until hardening-5 is fixed, a Consul service
-// (no endpoints key) prints as "endpoints: []", which loads as a static
-// service without endpoints; that difference is tolerated here unless
-// FERRY_KNOWN_BUGS=1.
-func normalizeForRoundTrip(cfg, again *Config) *Config {
+// the Consul token redacted.
+func normalizeForRoundTrip(cfg *Config) *Config {
 	c := *cfg
 	if cfg.Consul != nil {
 		cc := *cfg.Consul
@@ -161,19 +144,6 @@ func normalizeForRoundTrip(cfg, again *Config) *Config {
 			cc.Token = "[redacted]"
 		}
 		c.Consul = &cc
-	}
-	if knownBugsOn() {
-		return &c
-	}
-	if cfg.Services != nil {
-		c.Services = make(map[string]*ServiceConfig, len(cfg.Services))
-		for name, s := range cfg.Services {
-			sc := *s
-			if s.Endpoints == nil && again.Services[name] != nil && again.Services[name].Endpoints != nil && len(again.Services[name].Endpoints) == 0 {
-				sc.Endpoints = []string{}
-			}
-			c.Services[name] = &sc
-		}
 	}
 	return &c
 }
@@ -238,7 +208,6 @@ func FuzzRouteMatch(f *testing.F) {
 			return // not a host name nor an IP literal ("[", "h:80"): nothing to reach
 		}
 		if strings.Contains(host, ":") && !strings.HasPrefix(host, "[") {
-			skipKnownBug(t, "hardening-6") // a bare IPv6 route host loses its last group
 		}
 		target := net.JoinHostPort(bare, strconv.Itoa(int(port)))
 		path := strings.TrimSuffix(prefix, "/") + "/x"
@@ -289,9 +258,12 @@ func FuzzHeaders(f *testing.F) {
 		}
 		orig := h.Clone()
 
-		if up := upgradeType(orig); up != "" {
+		if up := upgradeType(orig); up != "" && (!headerHasToken(orig, "Connection", "upgrade") || up != orig.Get("Upgrade")) {
+			t.Fatalf("upgradeType %q for %v", up, orig)
+		}
+		if up := requestUpgrade(orig); up != "" {
 			if !headerHasToken(orig, "Connection", "upgrade") {
-				t.Fatalf("upgradeType %q without Connection: upgrade in %v", up, orig)
+				t.Fatalf("requestUpgrade %q without Connection: upgrade in %v", up, orig)
 			}
 			// Only protocols the first Upgrade header offers, never h2c.
 			offeredTokens := map[string]bool{}
@@ -301,11 +273,10 @@ func FuzzHeaders(f *testing.F) {
 			for tok := range strings.SplitSeq(up, ",") {
 				tok = strings.ToLower(strings.TrimSpace(tok))
 				if tok == "h2c" {
-					skipKnownBug(t, "hardening-2")
-					t.Fatalf("upgradeType %q offers h2c through the proxy", up)
+					t.Fatalf("requestUpgrade %q offers h2c through the proxy", up)
 				}
 				if !offeredTokens[tok] {
-					t.Fatalf("upgradeType %q: %q is not in Upgrade %q", up, tok, orig.Get("Upgrade"))
+					t.Fatalf("requestUpgrade %q: %q is not in Upgrade %q", up, tok, orig.Get("Upgrade"))
 				}
 			}
 		}
@@ -450,7 +421,6 @@ func FuzzProxyFraming(f *testing.F) {
 			c.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
 			if res, err := http.ReadResponse(br, nil); err == nil {
 				res.Body.Close()
-				skipKnownBug(t, "hardening-3")
 				t.Fatalf("ferry answered %d past a malformed body (%s)\ninput %q", res.StatusCode, refStop, data)
 			}
 		}
@@ -479,7 +449,6 @@ func FuzzProxyFraming(f *testing.F) {
 			}
 			if i == len(ref) {
 				if strings.HasPrefix(refStop, "body: ") {
-					skipKnownBug(t, "hardening-3") // the connection outlived a malformed body
 				}
 				t.Fatalf("upstream got %v, which is not among the requests the input holds (in order): %v (parse stopped: %s)\ninput %q", got, ref, refStop, data)
 			}

@@ -230,19 +230,19 @@ func hostileCases() []hostileCase {
 			want: []int{400}, closed: true},
 		// Chunk sizes and extensions.
 		{name: "chunk-size-not-hex", raw: "POST /p HTTP/1.1\r\n" + h + "Transfer-Encoding: chunked\r\n\r\nzz\r\nabc\r\n0\r\n\r\n",
-			want: []int{400}, closed: true, partialOK: true, knownBug: "hardening-3"},
+			want: []int{400}, closed: true, partialOK: true},
 		{name: "chunk-size-overflow", raw: "POST /p HTTP/1.1\r\n" + h + "Transfer-Encoding: chunked\r\n\r\nfffffffffffffffffff1\r\nabc\r\n0\r\n\r\n",
-			want: []int{400}, closed: true, partialOK: true, knownBug: "hardening-3"},
+			want: []int{400}, closed: true, partialOK: true},
 		{name: "chunk-size-negative", raw: "POST /p HTTP/1.1\r\n" + h + "Transfer-Encoding: chunked\r\n\r\n-3\r\nabc\r\n0\r\n\r\n",
-			want: []int{400}, closed: true, partialOK: true, knownBug: "hardening-3"},
+			want: []int{400}, closed: true, partialOK: true},
 		{name: "chunk-size-bare-lf", raw: "POST /p HTTP/1.1\r\n" + h + "Transfer-Encoding: chunked\r\n\r\n3\nabc\r\n0\r\n\r\n",
-			want: []int{400}, closed: true, partialOK: true, knownBug: "hardening-3"},
+			want: []int{400}, closed: true, partialOK: true},
 		{name: "chunk-data-longer-than-size", raw: "POST /p HTTP/1.1\r\n" + h + "Transfer-Encoding: chunked\r\n\r\n3\r\nabcdef\r\n0\r\n\r\n",
-			want: []int{400}, closed: true, partialOK: true, knownBug: "hardening-3"},
+			want: []int{400}, closed: true, partialOK: true},
 		// A request hidden behind a malformed chunk must not reach the
 		// upstream as a request of its own.
 		{name: "malformed-chunk-hides-request", raw: "POST /p HTTP/1.1\r\n" + h + "Transfer-Encoding: chunked\r\n\r\n3\r\nabcGET /smuggled HTTP/1.1\r\n" + h + "\r\n",
-			want: []int{400}, closed: true, partialOK: true, knownBug: "hardening-3"},
+			want: []int{400}, closed: true, partialOK: true},
 		{name: "chunk-extensions-dropped", raw: "POST /p HTTP/1.1\r\n" + h + "Transfer-Encoding: chunked\r\n\r\n3;name=\"v\";x\r\nabc\r\n0;last\r\n\r\n",
 			want: []int{200}, up: []upReq{{method: "POST", uri: "/p", host: "svc.example", body: "abc"}}},
 		// Header line syntax.
@@ -270,7 +270,7 @@ func hostileCases() []hostileCase {
 		{name: "authority-form-connect", raw: "CONNECT svc.example:443 HTTP/1.1\r\n" + h + "\r\n",
 			want: []int{405}},
 		{name: "authority-form-get", raw: "GET svc.example:443 HTTP/1.1\r\n" + h + "\r\n",
-			want: []int{400}, closed: true, knownBug: "hardening-1"},
+			want: []int{400}, closed: true},
 		{name: "asterisk-form-get-verbatim", raw: "GET * HTTP/1.1\r\n" + h + "\r\n",
 			want: []int{200}, up: []upReq{get("*")}},
 		// Paths go upstream as sent: dot segments and encoded slashes are
@@ -342,13 +342,13 @@ func hostileCases() []hostileCase {
 		// Upgrade: h2c on HTTP/1.1 must not switch protocols nor reach the
 		// upstream as an upgrade (h2c smuggling).
 		{name: "h2c-upgrade-not-forwarded", raw: "GET /p HTTP/1.1\r\n" + h + "Connection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n\r\n",
-			want: []int{200}, knownBug: "hardening-2",
-			up: []upReq{{method: "GET", uri: "/p", host: "svc.example", hdr: map[string]string{"Upgrade": "", "Connection": "", "Http2-Settings": ""}}}},
+			want: []int{200},
+			up:   []upReq{{method: "GET", uri: "/p", host: "svc.example", hdr: map[string]string{"Upgrade": "", "Connection": "", "Http2-Settings": ""}}}},
 		{name: "upgrade-without-connection-token", raw: "GET /p HTTP/1.1\r\n" + h + "Upgrade: websocket\r\n\r\n",
 			want: []int{200}, up: []upReq{{method: "GET", uri: "/p", host: "svc.example", hdr: map[string]string{"Upgrade": ""}}}},
 		// The HTTP/2 preface where HTTP/1.1 continues is no request.
 		{name: "h2-preface-after-request", raw: "GET /p HTTP/1.1\r\n" + h + "\r\nPRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
-			want: []int{200, 505}, closed: true, up: []upReq{get("/p")}, knownBug: "hardening-4"},
+			want: []int{200, 505}, closed: true, up: []upReq{get("/p")}},
 		{name: "http2-version-on-http1", raw: "GET /p HTTP/1.1\r\n" + h + "\r\nGET /q HTTP/2.0\r\n" + h + "\r\n",
 			want: []int{200, 505}, closed: true, up: []upReq{get("/p")}},
 	}
@@ -729,7 +729,6 @@ func TestHostileHTTP2(t *testing.T) {
 func TestHostileH2CUpgradeNotTunnelled(t *testing.T) {
 	leakCheck(t)
 	fdCheck(t)
-	skipKnownBug(t, "hardening-2")
 	for _, listener := range []string{"outbound", "inbound"} {
 		t.Run(listener, func(t *testing.T) {
 			o := startRecOrigin(t)

@@ -7,10 +7,11 @@ import (
 
 // route is one compiled outbound route.
 type route struct {
-	host   string // lower case, no port, no trailing dot; "" = any
-	prefix string // no trailing slash; "" = any
-	name   string // "routes[i]": the config entry
-	label  string // "host/prefix": the route in spans, metrics and logs
+	host   string     // lower case, no port, no trailing dot; "" = any
+	ip     netip.Addr // host as an IP literal, compared as an address
+	prefix string     // no trailing slash; "" = any
+	name   string     // "routes[i]": the config entry
+	label  string     // "host/prefix": the route in spans, metrics and logs
 	up     *upstream
 }
 
@@ -26,7 +27,11 @@ func (t *routeTable) match(host, path string) *route {
 	host = hostOnly(host)
 	for i := range t.routes {
 		r := &t.routes[i]
-		if r.host != "" && !strings.EqualFold(r.host, host) {
+		if r.ip.IsValid() {
+			if a, err := netip.ParseAddr(host); err != nil || a != r.ip {
+				continue
+			}
+		} else if r.host != "" && !strings.EqualFold(r.host, host) {
 			continue
 		}
 		if r.prefix != "" && !pathHasPrefix(path, r.prefix) {
@@ -72,20 +77,26 @@ func normalizeHost(h string) string {
 }
 
 // validRouteHost reports whether a route's host can ever match: a DNS name
-// (letters, digits, '-', '_', '.'), or an IP literal (IPv6 bare or in
-// brackets).
+// (dot-separated labels of letters, digits, '-' and '_', a trailing dot
+// allowed), or an IP literal (IPv6 bare or in brackets).
 func validRouteHost(h string) bool {
 	if _, err := netip.ParseAddr(strings.Trim(h, "[]")); err == nil {
 		return true
 	}
+	h = strings.TrimSuffix(h, ".")
 	if h == "" || len(h) > 253 {
 		return false
 	}
-	for _, c := range h {
-		switch {
-		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9', c == '-', c == '_', c == '.':
-		default:
+	for label := range strings.SplitSeq(h, ".") {
+		if label == "" || len(label) > 63 {
 			return false
+		}
+		for _, c := range label {
+			switch {
+			case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9', c == '-', c == '_':
+			default:
+				return false
+			}
 		}
 	}
 	return true

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"sort"
 	"strings"
 	"time"
@@ -66,8 +67,11 @@ func buildState(cfg *Config, resolver discovery.Resolver, log *slog.Logger, opts
 	if cfg.Outbound != nil {
 		st.outbound = &routeTable{maxBody: cfg.Limits.MaxRequestBodyBytes}
 		for i, rc := range cfg.Outbound.Routes {
+			host := normalizeHost(rc.Host)
+			ip, _ := netip.ParseAddr(host)
 			st.outbound.routes = append(st.outbound.routes, route{
-				host:   normalizeHost(rc.Host),
+				host:   host,
+				ip:     ip,
 				prefix: strings.TrimSuffix(rc.PathPrefix, "/"),
 				name:   fmt.Sprintf("routes[%d]", i),
 				label:  routeLabel(rc),
