@@ -92,6 +92,14 @@ func breakerOf(t *testing.T, sc *Sidecar, addr string) resilience.BreakerState {
 	return 0
 }
 
+// waitBreaker waits for an endpoint's breaker to reach a state: the
+// outcome of an attempt is recorded just after its last byte went to the
+// caller, so a caller can be a moment ahead of the breaker.
+func waitBreaker(t *testing.T, sc *Sidecar, addr string, want resilience.BreakerState) {
+	t.Helper()
+	waitFor(t, fmt.Sprintf("breaker of %s to be %v", addr, want), 5*time.Second, func() bool { return breakerOf(t, sc, addr) == want })
+}
+
 func TestBreakerOpensSkipsHalfOpensAndCloses(t *testing.T) {
 	clock := resilience.NewManualClock(time.Unix(1_000_000, 0))
 	good, bad := newFlaky(t, "good"), newFlaky(t, "bad")
@@ -105,9 +113,7 @@ func TestBreakerOpensSkipsHalfOpensAndCloses(t *testing.T) {
 	for bad.hits.Load() < 3 {
 		call(t, c, "GET", url, nil)
 	}
-	if st := breakerOf(t, sc, bad.addr); st != resilience.BreakerOpen {
-		t.Fatalf("after 3 failures the breaker is %v", st)
-	}
+	waitBreaker(t, sc, bad.addr, resilience.BreakerOpen)
 	// Open: skipped, every request goes to the good endpoint.
 	before := bad.hits.Load()
 	for range 20 {
@@ -127,8 +133,9 @@ func TestBreakerOpensSkipsHalfOpensAndCloses(t *testing.T) {
 		_, body := call(t, c, "GET", url, nil)
 		seen[body]++
 	}
-	if seen["bad"] == 0 || seen["good"] == 0 || breakerOf(t, sc, bad.addr) != resilience.BreakerClosed {
-		t.Fatalf("after recovery: %v, breaker %v", seen, breakerOf(t, sc, bad.addr))
+	waitBreaker(t, sc, bad.addr, resilience.BreakerClosed)
+	if seen["bad"] == 0 || seen["good"] == 0 {
+		t.Fatalf("after recovery: %v", seen)
 	}
 }
 
@@ -143,6 +150,7 @@ func TestHalfOpenProbeFailureReopens(t *testing.T) {
 	c := h1Client()
 	call(t, c, "GET", url, nil)
 	call(t, c, "GET", url, nil)
+	waitBreaker(t, sc, bad.addr, resilience.BreakerOpen)
 	// Every endpoint open: 503 at once with the reason, no upstream attempt.
 	hits := bad.hits.Load()
 	code, body := call(t, c, "GET", url, nil)
@@ -153,9 +161,7 @@ func TestHalfOpenProbeFailureReopens(t *testing.T) {
 	if code, _ := call(t, c, "GET", url, nil); code != 502 || bad.hits.Load() != hits+1 {
 		t.Fatalf("probe: %d, hits %d", code, bad.hits.Load())
 	}
-	if st := breakerOf(t, sc, bad.addr); st != resilience.BreakerOpen {
-		t.Fatalf("after a failed probe the breaker is %v", st)
-	}
+	waitBreaker(t, sc, bad.addr, resilience.BreakerOpen)
 }
 
 // A body that breaks mid-stream is a failure for the breaker.
@@ -181,9 +187,7 @@ func TestBrokenBodyCountsAsFailure(t *testing.T) {
 		}
 		res.Body.Close()
 	}
-	if st := breakerOf(t, sc, up); st != resilience.BreakerOpen {
-		t.Fatalf("after two broken bodies the breaker is %v", st)
-	}
+	waitBreaker(t, sc, up, resilience.BreakerOpen)
 }
 
 // Outlier ejection takes a failing endpoint out, but never the last one.
@@ -203,14 +207,23 @@ func TestEjectionNeverRemovesTheLastEndpoint(t *testing.T) {
 			t.Fatalf("got %d: a service must never be ejected whole", code)
 		}
 	}
-	ejected := 0
-	for _, ep := range upstreamStatus(t, sc, "svc").Endpoints {
-		if !ep.EjectedUntil.IsZero() {
-			ejected++
+	ejected := func() int {
+		n := 0
+		for _, ep := range upstreamStatus(t, sc, "svc").Endpoints {
+			if !ep.EjectedUntil.IsZero() {
+				n++
+			}
+		}
+		return n
+	}
+	waitFor(t, "one endpoint ejected", 5*time.Second, func() bool { return ejected() == 1 })
+	for range 10 {
+		if code, _ := call(t, c, "GET", url, nil); code != 500 {
+			t.Fatalf("got %d: a service must never be ejected whole", code)
 		}
 	}
-	if ejected != 1 {
-		t.Fatalf("%d of 2 endpoints ejected, want exactly 1", ejected)
+	if n := ejected(); n != 1 {
+		t.Fatalf("%d of 2 endpoints ejected, want exactly 1", n)
 	}
 }
 

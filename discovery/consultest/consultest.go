@@ -116,8 +116,19 @@ func (a *Agent) Stop() {
 func (a *Agent) Restart() {
 	a.t.Helper()
 	a.Stop()
-	if err := a.start(); err != nil {
-		a.t.Fatalf("consultest: restart: %v", err)
+	// The agent's ports were just released; on a loaded machine one can
+	// still be held for a moment (a socket closing), which makes the new
+	// agent exit at start-up. Try again for a while before giving up.
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		err := a.start()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			a.t.Fatalf("consultest: restart: %v", err)
+		}
+		time.Sleep(250 * time.Millisecond)
 	}
 }
 
