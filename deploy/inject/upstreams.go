@@ -92,7 +92,7 @@ func ParseUpstreams(s string) ([]Upstream, error) {
 
 var (
 	serviceNameRE = regexp.MustCompile(`^[A-Za-z0-9]([A-Za-z0-9._-]*[A-Za-z0-9])?$`)
-	hostRE        = regexp.MustCompile(`^[A-Za-z0-9_]([A-Za-z0-9_.-]*[A-Za-z0-9_])?\.?$`)
+	hostRE        = regexp.MustCompile(`^[A-Za-z0-9_]([A-Za-z0-9_-]*[A-Za-z0-9_])?(\.[A-Za-z0-9_]([A-Za-z0-9_-]*[A-Za-z0-9_])?)*\.?$`)
 	pathRE        = regexp.MustCompile(`^/[A-Za-z0-9._~!$&'()*+,=:@%/-]*$`)
 	datacenterRE  = regexp.MustCompile(`^[A-Za-z0-9_-]+$`)
 	tagRE         = regexp.MustCompile(`^[A-Za-z0-9._:=/+@-]+$`)

@@ -29,6 +29,7 @@ func TestParseUpstreams(t *testing.T) {
 
 		{in: "files=files:80", err: `entry 1 "files=files:80": invalid host "files:80"`},
 		{in: "files,api", err: `invalid service name "files,api"`},
+		{in: "files=a..b", err: `entry 1 "files=a..b": invalid host "a..b"`},
 		{in: "a=/x; b=/x/", err: `entry 2 "b=/x/": same match as entry 1`},
 		{in: "a=*; b", err: `entry 2 "b": entry 1 already matches every request`},
 		{in: "a=/", want: []Upstream{{Service: "a", PathPrefix: "/"}}}, // a catch-all alone is fine
