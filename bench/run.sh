@@ -65,7 +65,7 @@ else
 	echo "building ferry from the working tree ($rev) and the harness"
 	go build -ldflags "-X main.version=$rev" -o "$build/ferry" ./cmd/ferry
 fi
-(cd bench && go build -o "$build/ferrybench" ./cmd/ferrybench)
+(cd bench && go build -o "$build/ferrybench" ./cmd/ferrybench && go build -o "$build/benchnode" ./cmd/benchnode)
 
 ln -sfn "$stamp" "$root/results/latest"
 invocation="bench/run.sh"

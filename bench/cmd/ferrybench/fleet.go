@@ -71,7 +71,7 @@ func startFleet(ctx context.Context, cfg *config, dir string) (*fleet, error) {
 	}
 	originAddr := next()
 	f.origin, err = startProc(ctx, "origin", originAddr, filepath.Join(dir, "origin.log"),
-		[]string{self, "origin", "-listen", originAddr}, nil)
+		[]string{cfg.nodeBin, "origin", "-listen", originAddr}, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -108,11 +108,11 @@ func startFleet(ctx context.Context, cfg *config, dir string) (*fleet, error) {
 				err = p.waitHTTP("http://"+admin+"/ready", 15*time.Second)
 			}
 		case pStd:
-			p, err = startProc(ctx, name, addr, filepath.Join(dir, "stdlib.log"), []string{self, "stdproxy", "-listen", addr, "-upstream", originAddr}, nil)
+			p, err = startProc(ctx, name, addr, filepath.Join(dir, "stdlib.log"), []string{cfg.nodeBin, "stdproxy", "-listen", addr, "-upstream", originAddr}, nil)
 		case pStdOTel:
-			p, err = startProc(ctx, name, addr, filepath.Join(dir, "stdlib-otel.log"), []string{self, "stdproxy", "-listen", addr, "-upstream", originAddr, "-otlp", "http://" + f.otlp.addr}, nil)
+			p, err = startProc(ctx, name, addr, filepath.Join(dir, "stdlib-otel.log"), []string{self, "stdproxy-otel", "-listen", addr, "-upstream", originAddr, "-otlp", "http://" + f.otlp.addr}, nil)
 		case pL4:
-			p, err = startProc(ctx, name, addr, filepath.Join(dir, "l4.log"), []string{self, "l4relay", "-listen", addr, "-upstream", originAddr}, nil)
+			p, err = startProc(ctx, name, addr, filepath.Join(dir, "l4.log"), []string{cfg.nodeBin, "l4relay", "-listen", addr, "-upstream", originAddr}, nil)
 		case pNginx:
 			var argv []string
 			argv, err = nginxSetup(cfg.nginxBin, dir, addr, originAddr)

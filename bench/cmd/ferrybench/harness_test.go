@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/ferrymesh/ferry/bench/internal/nodes"
 )
 
 const wrkSample = `Running 3s test @ http://127.0.0.1:4000/?size=1024
@@ -94,7 +96,7 @@ func TestRotate(t *testing.T) {
 }
 
 func TestOriginServesSizeAndDrains(t *testing.T) {
-	srv := httptest.NewServer(originHandler())
+	srv := httptest.NewServer(nodes.OriginHandler())
 	defer srv.Close()
 	c := srv.Client()
 	buf := make([]byte, 4096)
@@ -112,17 +114,6 @@ func TestOriginServesSizeAndDrains(t *testing.T) {
 	res.Body.Close()
 	if res.StatusCode != http.StatusBadRequest || !strings.Contains(string(b), "nope") {
 		t.Errorf("bad size: %s %q", res.Status, b)
-	}
-}
-
-func TestBodyReaderRepeatsBlock(t *testing.T) {
-	n := int64(len(bodyBlock))*2 + 5
-	b, err := io.ReadAll(newBody(n))
-	if err != nil || int64(len(b)) != n {
-		t.Fatalf("read %d bytes, %v; want %d", len(b), err, n)
-	}
-	if string(b[len(bodyBlock):2*len(bodyBlock)]) != string(bodyBlock) || string(b[2*len(bodyBlock):]) != string(bodyBlock[:5]) {
-		t.Error("body does not repeat the block")
 	}
 }
 

@@ -4,9 +4,11 @@
 // table and PNG plots.
 //
 //	ferrybench run --ferry BIN [--quick] [flags]   the whole benchmark
-//	ferrybench origin   --listen ADDR               the origin (its own process)
-//	ferrybench stdproxy --listen ADDR --upstream ADDR
-//	ferrybench l4relay  --listen ADDR --upstream ADDR
+//	ferrybench stdproxy-otel --listen ADDR --upstream ADDR --otlp URL
+//
+// The origin, the stdlib proxy and the L4 relay run from benchnode, a
+// binary without the harness's dependencies (found beside this one, or
+// --node).
 package main
 
 import (
@@ -25,27 +27,20 @@ import (
 
 func main() {
 	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: ferrybench run|origin|stdproxy|l4relay [flags]")
+		fmt.Fprintln(os.Stderr, "usage: ferrybench run|stdproxy-otel [flags]")
 		os.Exit(2)
 	}
 	var err error
 	switch os.Args[1] {
 	case "run":
 		err = cmdRun(os.Args[2:])
-	case "origin", "stdproxy", "l4relay":
+	case "stdproxy-otel":
 		fs := flag.NewFlagSet(os.Args[1], flag.ExitOnError)
 		listen := fs.String("listen", "127.0.0.1:0", "listen address")
-		upstream := fs.String("upstream", "", "upstream address (stdproxy, l4relay)")
-		otlp := fs.String("otlp", "", "stdproxy: wrap in otelhttp and export every span to this OTLP/HTTP base URL")
+		upstream := fs.String("upstream", "", "upstream host:port")
+		otlp := fs.String("otlp", "", "OTLP/HTTP base URL every span is exported to")
 		_ = fs.Parse(os.Args[2:])
-		switch os.Args[1] {
-		case "origin":
-			err = serveOrigin(*listen)
-		case "stdproxy":
-			err = serveStdProxy(*listen, *upstream, *otlp)
-		default:
-			err = serveL4Relay(*listen, *upstream)
-		}
+		err = serveStdProxyOTel(*listen, *upstream, *otlp)
 	default:
 		err = fmt.Errorf("unknown command %q", os.Args[1])
 	}
@@ -57,11 +52,11 @@ func main() {
 
 // config is every knob of a run.
 type config struct {
-	ferryBin, nginxBin, haproxyBin, wrkBin string
-	out                                    string
-	proxies                                []string
-	quick, tracing                         bool
-	commandLine, invocation, ferryRev      string
+	ferryBin, nodeBin, nginxBin, haproxyBin, wrkBin string
+	out                                             string
+	proxies                                         []string
+	quick, tracing                                  bool
+	commandLine, invocation, ferryRev               string
 
 	rounds         int
 	dlSize, ulSize int64
@@ -138,6 +133,7 @@ func cmdRun(args []string) error {
 	c := &config{}
 	fs := flag.NewFlagSet("run", flag.ContinueOnError)
 	fs.StringVar(&c.ferryBin, "ferry", "", "ferry binary to measure (required)")
+	fs.StringVar(&c.nodeBin, "node", "", "benchnode binary: origin, stdlib proxy, L4 relay (default: benchnode beside ferrybench)")
 	fs.StringVar(&c.nginxBin, "nginx", "nginx", "nginx binary")
 	fs.StringVar(&c.haproxyBin, "haproxy", "haproxy", "haproxy binary")
 	fs.StringVar(&c.wrkBin, "wrk", "wrk", "wrk binary")
@@ -224,7 +220,14 @@ func cmdRun(args []string) error {
 	if c.rounds < 1 || c.wrkRounds < 1 || c.latRounds < 1 || c.traceRounds < 1 || c.seqCount < 2 || c.concCount < 1 {
 		return fmt.Errorf("--rounds, --wrk-rounds, --lat-rounds, --trace-rounds, --conc-count must be >= 1 and --seq-count >= 2")
 	}
-	for name, bin := range map[string]*string{"ferry": &c.ferryBin, "nginx": &c.nginxBin, "haproxy": &c.haproxyBin, "wrk": &c.wrkBin} {
+	if c.nodeBin == "" {
+		self, err := os.Executable()
+		if err != nil {
+			return fmt.Errorf("--node: %w", err)
+		}
+		c.nodeBin = filepath.Join(filepath.Dir(self), "benchnode")
+	}
+	for name, bin := range map[string]*string{"ferry": &c.ferryBin, "node": &c.nodeBin, "nginx": &c.nginxBin, "haproxy": &c.haproxyBin, "wrk": &c.wrkBin} {
 		if name == "nginx" && !contains(c.proxies, pNginx) || name == "haproxy" && !contains(c.proxies, pHAProxy) {
 			continue
 		}

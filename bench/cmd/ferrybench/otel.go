@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/http/httputil"
 
+	"github.com/ferrymesh/ferry/bench/internal/nodes"
 	"go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp"
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracehttp"
@@ -26,4 +27,17 @@ func withOTel(rp *httputil.ReverseProxy, endpoint string) (http.Handler, error) 
 	otel.SetTextMapPropagator(propagation.TraceContext{})
 	rp.Transport = otelhttp.NewTransport(rp.Transport)
 	return otelhttp.NewHandler(rp, "proxy"), nil
+}
+
+// serveStdProxyOTel is the stdlib baseline wrapped in otelhttp.
+func serveStdProxyOTel(listen, upstream, otlpEndpoint string) error {
+	rp, err := nodes.StdProxy(upstream)
+	if err != nil {
+		return err
+	}
+	h, err := withOTel(rp, otlpEndpoint)
+	if err != nil {
+		return fmt.Errorf("stdproxy-otel: %w", err)
+	}
+	return nodes.Serve(listen, h)
 }

@@ -9,6 +9,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/ferrymesh/ferry/bench/internal/nodes"
 )
 
 const gib = float64(1 << 30)
@@ -55,7 +57,7 @@ func download(ctx context.Context, c *http.Client, addr string, size int64, buf 
 // upload POSTs size bytes through addr; the origin answers with the count
 // it received.
 func upload(ctx context.Context, c *http.Client, addr string, size int64) error {
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+addr+"/upload", io.NopCloser(newBody(size)))
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+addr+"/upload", io.NopCloser(nodes.NewBody(size)))
 	if err != nil {
 		return err
 	}

@@ -1,7 +1,10 @@
-package main
+// Package nodes holds the processes the benchmark puts around the proxies
+// under test: the origin, the stdlib reverse-proxy baseline and the L4
+// splice relay. They live apart from the harness so their binary carries
+// nothing else (no OpenTelemetry, no plotting) into their memory figures.
+package nodes
 
 import (
-	"errors"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -11,13 +14,8 @@ import (
 	"net/url"
 	"strconv"
 	"sync"
-	"sync/atomic"
 	"time"
 )
-
-// The helper servers the harness runs, each in its own process (the
-// `origin`, `stdproxy` and `l4relay` subcommands), so the CPU and memory
-// read from /proc for a proxy are the proxy's alone.
 
 // bodyBlock is the repeating unit of every generated body: 64 KiB of
 // seeded pseudo-random bytes, the same in every process.
@@ -28,10 +26,14 @@ var bodyBlock = func() []byte {
 	return b
 }()
 
+// Block returns a copy of the 64 KiB unit every body repeats.
+func Block() []byte { return append([]byte(nil), bodyBlock...) }
+
 // bodyReader yields n bytes of the repeating block.
 type bodyReader struct{ left, off int64 }
 
-func newBody(n int64) *bodyReader { return &bodyReader{left: n} }
+// NewBody returns a reader of n bytes of the repeating block.
+func NewBody(n int64) io.Reader { return &bodyReader{left: n} }
 
 func (b *bodyReader) Read(p []byte) (int, error) {
 	if b.left <= 0 {
@@ -51,9 +53,9 @@ func (b *bodyReader) Read(p []byte) (int, error) {
 	return n, nil
 }
 
-// originHandler serves GET /?size=N (N bytes with Content-Length) and
+// OriginHandler serves GET /?size=N (N bytes with Content-Length) and
 // drains any request body, answering with the byte count it read.
-func originHandler() http.Handler {
+func OriginHandler() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Method == http.MethodPost || r.Method == http.MethodPut {
 			buf := make([]byte, 256<<10)
@@ -97,53 +99,50 @@ func originHandler() http.Handler {
 	})
 }
 
-func serveOrigin(listen string) error {
+// ServeOrigin serves OriginHandler on listen.
+func ServeOrigin(listen string) error {
 	ln, err := net.Listen("tcp", listen)
 	if err != nil {
 		return fmt.Errorf("origin: listen %s: %w", listen, err)
 	}
-	srv := &http.Server{Handler: originHandler(), ReadHeaderTimeout: 10 * time.Second}
+	srv := &http.Server{Handler: OriginHandler(), ReadHeaderTimeout: 10 * time.Second}
 	return srv.Serve(ln)
 }
 
-// serveStdProxy is the baseline: net/http/httputil.ReverseProxy with a
-// transport that keeps enough idle upstream connections for 256 callers.
-// With otlpEndpoint set, the handler and the transport are wrapped in
-// otelhttp and every span is exported there (for scale in the tracing
-// comparison).
-func serveStdProxy(listen, upstream, otlpEndpoint string) error {
+// StdProxy is the baseline: net/http/httputil.ReverseProxy to upstream
+// with a transport that keeps enough idle upstream connections for 256
+// callers.
+func StdProxy(upstream string) (*httputil.ReverseProxy, error) {
 	u, err := url.Parse("http://" + upstream)
 	if err != nil {
-		return fmt.Errorf("stdproxy: upstream %q: %w", upstream, err)
+		return nil, fmt.Errorf("stdproxy: upstream %q: %w", upstream, err)
 	}
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	tr.MaxIdleConns = 1024
 	tr.MaxIdleConnsPerHost = 1024
 	tr.ForceAttemptHTTP2 = false
-	rp := &httputil.ReverseProxy{
+	return &httputil.ReverseProxy{
 		Rewrite: func(pr *httputil.ProxyRequest) {
 			pr.SetURL(u)
 			pr.SetXForwarded()
 		},
 		Transport: tr,
-	}
-	var h http.Handler = rp
-	if otlpEndpoint != "" {
-		if h, err = withOTel(rp, otlpEndpoint); err != nil {
-			return fmt.Errorf("stdproxy: %w", err)
-		}
-	}
+	}, nil
+}
+
+// Serve serves h on listen.
+func Serve(listen string, h http.Handler) error {
 	ln, err := net.Listen("tcp", listen)
 	if err != nil {
-		return fmt.Errorf("stdproxy: listen %s: %w", listen, err)
+		return fmt.Errorf("listen %s: %w", listen, err)
 	}
 	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
 	return srv.Serve(ln)
 }
 
-// serveL4Relay accepts TCP connections and relays bytes to upstream with
+// ServeL4Relay accepts TCP connections and relays bytes to upstream with
 // io.Copy between *net.TCPConn values, which Go turns into splice(2).
-func serveL4Relay(listen, upstream string) error {
+func ServeL4Relay(listen, upstream string) error {
 	ln, err := net.Listen("tcp", listen)
 	if err != nil {
 		return fmt.Errorf("l4relay: listen %s: %w", listen, err)
@@ -176,36 +175,3 @@ func relay(down *net.TCPConn, upstream string) {
 	_ = down.CloseWrite()
 	wg.Wait()
 }
-
-// otlpSink is a local OTLP/HTTP trace receiver that discards what it gets:
-// 200 with an empty ExportTraceServiceResponse to POST /v1/traces.
-type otlpSink struct {
-	requests, bytes atomic.Int64
-	srv             *http.Server
-	addr            string
-}
-
-func startOTLPSink() (*otlpSink, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return nil, fmt.Errorf("otlp sink: listen: %w", err)
-	}
-	s := &otlpSink{addr: ln.Addr().String()}
-	mux := http.NewServeMux()
-	mux.HandleFunc("POST /v1/traces", func(w http.ResponseWriter, r *http.Request) {
-		n, _ := io.Copy(io.Discard, r.Body)
-		s.requests.Add(1)
-		s.bytes.Add(n)
-		w.Header().Set("Content-Type", "application/x-protobuf")
-		w.WriteHeader(http.StatusOK)
-	})
-	s.srv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
-	go func() {
-		if err := s.srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			fmt.Printf("otlp sink: %v\n", err)
-		}
-	}()
-	return s, nil
-}
-
-func (s *otlpSink) close() { _ = s.srv.Close() }

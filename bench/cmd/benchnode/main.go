@@ -1,0 +1,44 @@
+// Command benchnode runs one of the processes ferrybench puts around the
+// proxies under test, in a binary that carries nothing else:
+//
+//	benchnode origin   --listen ADDR                  GET /?size=N, POST drains
+//	benchnode stdproxy --listen ADDR --upstream ADDR  httputil.ReverseProxy
+//	benchnode l4relay  --listen ADDR --upstream ADDR  TCP relay with splice(2)
+package main
+
+import (
+	"flag"
+	"fmt"
+	"os"
+
+	"github.com/ferrymesh/ferry/bench/internal/nodes"
+)
+
+func main() {
+	if len(os.Args) < 2 {
+		fmt.Fprintln(os.Stderr, "usage: benchnode origin|stdproxy|l4relay --listen ADDR [--upstream ADDR]")
+		os.Exit(2)
+	}
+	fs := flag.NewFlagSet(os.Args[1], flag.ExitOnError)
+	listen := fs.String("listen", "127.0.0.1:0", "listen address")
+	upstream := fs.String("upstream", "", "upstream host:port (stdproxy, l4relay)")
+	_ = fs.Parse(os.Args[2:])
+	var err error
+	switch os.Args[1] {
+	case "origin":
+		err = nodes.ServeOrigin(*listen)
+	case "stdproxy":
+		rp, perr := nodes.StdProxy(*upstream)
+		if err = perr; err == nil {
+			err = nodes.Serve(*listen, rp)
+		}
+	case "l4relay":
+		err = nodes.ServeL4Relay(*listen, *upstream)
+	default:
+		err = fmt.Errorf("unknown command %q", os.Args[1])
+	}
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "benchnode: %v\n", err)
+		os.Exit(1)
+	}
+}
