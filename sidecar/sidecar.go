@@ -200,6 +200,7 @@ func (s *Sidecar) newServer(name string, h http.Handler) *http.Server {
 		ReadHeaderTimeout: lim.ReadHeaderTimeout,
 		IdleTimeout:       lim.IdleTimeout,
 		MaxHeaderBytes:    lim.MaxHeaderBytes,
+		HTTP2:             h2Windows(),
 		ErrorLog:          log.New(slogWriter{s.log, name}, "", 0),
 	}
 }

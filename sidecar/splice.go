@@ -12,6 +12,7 @@ import (
 	"net/textproto"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 )
 
@@ -38,6 +39,9 @@ const (
 	poolIdleTimeout = 90 * time.Second
 	// poolMaxIdle bounds idle connections kept per endpoint.
 	poolMaxIdle = 64
+	// poolSweepInterval is how often idle connections are checked for a
+	// close by the upstream or expiry.
+	poolSweepInterval = 5 * time.Second
 	// maxResponseHeader bounds an upstream's response header, as
 	// net/http's Transport does by default.
 	maxResponseHeader = 1 << 20
@@ -53,9 +57,10 @@ type fastH1 struct {
 	responseHeader time.Duration
 	fallback       *http.Transport
 
-	mu     sync.Mutex
-	idle   map[string][]*h1Conn
-	closed bool
+	mu       sync.Mutex
+	idle     map[string][]*h1Conn
+	closed   bool
+	sweeping bool // a sweep is scheduled
 }
 
 type h1Conn struct {
@@ -81,7 +86,7 @@ func (f *fastH1) RoundTrip(out *http.Request) (*http.Response, error) {
 	ctx := out.Context()
 	addr := out.URL.Host
 	for try := 0; ; try++ {
-		c, reused, err := f.get(ctx, addr)
+		c, reused, err := f.get(ctx, addr, try > 0)
 		if err != nil {
 			return nil, err
 		}
@@ -100,8 +105,8 @@ func (f *fastH1) RoundTrip(out *http.Request) (*http.Response, error) {
 		if ctxErr := ctx.Err(); ctxErr != nil {
 			return nil, ctxErr
 		}
-		// A pooled connection the upstream had already closed fails
-		// before any response byte: try once more on a new one, as
+		// A pooled connection the upstream closed just now fails before
+		// any response byte: try once more on a new connection, as
 		// net/http does for requests that can be replayed.
 		if reused && !fresh && try == 0 && replayable(out.Method) {
 			continue
@@ -172,19 +177,22 @@ func timeoutAware(err error) error {
 	return err
 }
 
-// get takes an idle connection to addr or dials one.
-func (f *fastH1) get(ctx context.Context, addr string) (*h1Conn, bool, error) {
-	f.mu.Lock()
-	for list := f.idle[addr]; len(list) > 0; list = f.idle[addr] {
-		c := list[len(list)-1]
-		f.idle[addr] = list[:len(list)-1]
-		if time.Since(c.since) < poolIdleTimeout {
-			f.mu.Unlock()
-			return c, true, nil
+// get takes a live idle connection to addr, or dials one (always, with
+// fresh).
+func (f *fastH1) get(ctx context.Context, addr string, fresh bool) (*h1Conn, bool, error) {
+	if !fresh {
+		f.mu.Lock()
+		for list := f.idle[addr]; len(list) > 0; list = f.idle[addr] {
+			c := list[len(list)-1]
+			f.idle[addr] = list[:len(list)-1]
+			if time.Since(c.since) < poolIdleTimeout && c.alive() {
+				f.mu.Unlock()
+				return c, true, nil
+			}
+			c.tc.Close()
 		}
-		c.tc.Close()
+		f.mu.Unlock()
 	}
-	f.mu.Unlock()
 	nc, err := f.dial(ctx, "tcp", addr)
 	if err != nil {
 		return nil, false, err
@@ -196,6 +204,59 @@ func (f *fastH1) get(ctx context.Context, addr string) (*h1Conn, bool, error) {
 	}
 	lr := &io.LimitedReader{R: tc}
 	return &h1Conn{tc: tc, lr: lr, br: bufio.NewReaderSize(lr, 32<<10), bw: bufio.NewWriterSize(tc, 4<<10)}, false, nil
+}
+
+// alive reports whether an idle connection can carry a request: nothing
+// arrived on it since its last response (no stray bytes, no close from the
+// upstream). It peeks at the socket without waiting.
+func (c *h1Conn) alive() bool {
+	if c.br.Buffered() > 0 {
+		return false
+	}
+	rc, err := c.tc.SyscallConn()
+	if err != nil {
+		return false
+	}
+	ok := false
+	var one [1]byte
+	err = rc.Read(func(fd uintptr) bool {
+		_, _, err := syscall.Recvfrom(int(fd), one[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+		// Nothing to read yet (EAGAIN) is the only healthy answer; 0
+		// bytes is the upstream's close, data is a stray response.
+		ok = err == syscall.EAGAIN || err == syscall.EWOULDBLOCK
+		return true
+	})
+	return err == nil && ok
+}
+
+// sweep closes idle connections that expired or that the upstream closed,
+// so a quiet ferry keeps no half-closed sockets. It re-arms itself while
+// connections are pooled.
+func (f *fastH1) sweep() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.sweeping = false
+	n := 0
+	for addr, list := range f.idle {
+		keep := list[:0]
+		for _, c := range list {
+			if time.Since(c.since) < poolIdleTimeout && c.alive() {
+				keep = append(keep, c)
+			} else {
+				c.tc.Close()
+			}
+		}
+		if len(keep) == 0 {
+			delete(f.idle, addr)
+		} else {
+			f.idle[addr] = keep
+		}
+		n += len(keep)
+	}
+	if n > 0 && !f.closed {
+		f.sweeping = true
+		time.AfterFunc(poolSweepInterval, f.sweep)
+	}
 }
 
 // put returns a connection whose last response was read to its end.
@@ -211,9 +272,15 @@ func (f *fastH1) put(addr string, c *h1Conn) {
 	}
 	c.since = time.Now()
 	f.idle[addr] = append(f.idle[addr], c)
+	if !f.sweeping {
+		f.sweeping = true
+		time.AfterFunc(poolSweepInterval, f.sweep)
+	}
 }
 
-// CloseIdleConnections closes pooled connections of both clients.
+// CloseIdleConnections closes pooled connections of both clients; it is
+// called when a generation is retired, so connections returned afterwards
+// are closed rather than pooled.
 func (f *fastH1) CloseIdleConnections() {
 	f.mu.Lock()
 	for _, list := range f.idle {
@@ -222,6 +289,7 @@ func (f *fastH1) CloseIdleConnections() {
 		}
 	}
 	f.idle = nil
+	f.closed = true // the generation is retired: later returns close
 	f.mu.Unlock()
 	f.fallback.CloseIdleConnections()
 }

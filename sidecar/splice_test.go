@@ -1,11 +1,17 @@
 package sidecar
 
 import (
+	"context"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
+	"runtime"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/ferrymesh/ferry/internal/payload"
 )
@@ -72,4 +78,149 @@ func TestZeroCopyClientBoundsResponseHeader(t *testing.T) {
 	if res.StatusCode != http.StatusBadGateway {
 		t.Fatalf("got %d %q", res.StatusCode, body)
 	}
+}
+
+// An upstream that closes idle keep-alive connections sooner than ferry
+// would: the next requests must not land on the dead pooled connections
+// (every answer 200), and ferry must not keep them half-closed.
+func TestZeroCopyPoolSurvivesUpstreamIdleClose(t *testing.T) {
+	var open atomic.Int64
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{
+		IdleTimeout: 100 * time.Millisecond,
+		Handler:     payload.Handler(100_000),
+		ConnState: func(c net.Conn, s http.ConnState) {
+			switch s {
+			case http.StateNew:
+				open.Add(1)
+			case http.StateClosed, http.StateHijacked:
+				open.Add(-1)
+			}
+		},
+	}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+	sc, url := outboundTo(t, "defaults: { retry: { max_retries: 0 } }", ln.Addr().String())
+	c := h1Client()
+	for round := range 3 {
+		var wg sync.WaitGroup
+		codes := make(chan int, 8)
+		for range 8 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				res, err := c.Get(url + "/")
+				if err != nil {
+					codes <- 0
+					return
+				}
+				io.Copy(io.Discard, res.Body)
+				res.Body.Close()
+				codes <- res.StatusCode
+			}()
+		}
+		wg.Wait()
+		close(codes)
+		for code := range codes {
+			if code != 200 {
+				t.Fatalf("round %d: got %d after the upstream closed idle connections", round, code)
+			}
+		}
+		c.CloseIdleConnections()
+		waitFor(t, "the upstream to close its idle connections", 10*time.Second, func() bool { return open.Load() == 0 })
+	}
+	// The sweep drops what the upstream closed while ferry was quiet.
+	waitFor(t, "ferry to drop the closed pooled connections", 3*poolSweepInterval, func() bool {
+		f := sc.state.Load().upstreams["svc"].h1.(*fastH1)
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		return len(f.idle) == 0
+	})
+}
+
+// Callers that stop reading downloads from an HTTP/2 upstream: ferry holds
+// at most the bounded flow-control window per stream, not net/http's 4 MiB
+// default (8 stalled streams would otherwise pin 32 MiB).
+func TestH2CUpstreamBackpressureBounded(t *testing.T) {
+	skipHeavy(t)
+	up := origin(t, payload.Handler(0))
+	sc := startFerry(t, fmt.Sprintf(`
+admin: { listen: 127.0.0.1:0 }
+outbound: { listen: 127.0.0.1:0, routes: [ { service: svc } ] }
+services: { svc: { endpoints: [%s], protocol: h2c } }
+`, up))
+	m := watchMemory()
+	var conns []net.Conn
+	for range 8 {
+		c := dialRaw(t, "http://"+sc.Addr("outbound"))
+		fmt.Fprintf(c, "GET /f?size=%d&chunked=1 HTTP/1.1\r\nHost: svc\r\n\r\n", 64<<20)
+		conns = append(conns, c) // never read: the caller stalls
+	}
+	// Let the upstream fill every window it is allowed to: the heap stops
+	// growing once flow control holds it back.
+	var last uint64
+	stable := 0
+	waitFor(t, "memory to settle under flow control", 20*time.Second, func() bool {
+		runtime.GC()
+		h, _ := readMem()
+		if h > last+64<<10 || h+64<<10 < last {
+			last, stable = h, 0
+			return false
+		}
+		stable++
+		return stable >= 5
+	})
+	close(m.stop)
+	<-m.done
+	growth := int64(m.peakHeap) - int64(m.baseHeap)
+	t.Logf("8 stalled h2c-upstream downloads: peak heap growth %.2f MiB", float64(growth)/float64(mib))
+	if growth > 12*mib {
+		t.Fatalf("heap grew %.1f MiB for 8 stalled streams: flow control does not bound them", float64(growth)/float64(mib))
+	}
+	for _, c := range conns {
+		c.Close()
+	}
+}
+
+// alive tells an open idle connection from one the peer closed or wrote to.
+func TestPooledConnAlive(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	peers := make(chan net.Conn, 3)
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			peers <- c
+		}
+	}()
+	f := &fastH1{dial: (&net.Dialer{}).DialContext}
+	conn := func() (*h1Conn, net.Conn) {
+		c, _, err := f.get(context.Background(), ln.Addr().String(), true)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.tc.Close() })
+		return c, recv(t, peers, 5*time.Second, "accept")
+	}
+	idle, p1 := conn()
+	defer p1.Close()
+	if !idle.alive() {
+		t.Fatal("an open idle connection reported dead")
+	}
+	closed, p2 := conn()
+	p2.Close()
+	waitFor(t, "the close to be seen", 5*time.Second, func() bool { return !closed.alive() })
+	stray, p3 := conn()
+	defer p3.Close()
+	p3.Write([]byte("HTTP/1.1 200 OK\r\n"))
+	waitFor(t, "stray bytes to be seen", 5*time.Second, func() bool { return !stray.alive() })
 }

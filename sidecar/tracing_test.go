@@ -226,10 +226,12 @@ outbound: { listen: 127.0.0.1:0, routes: [ { service: s } ] }
 services: { s: { endpoints: [%s] } }
 `, up))
 	get(t, h1Client(), "http://"+sc.Addr("outbound")+"/x", "")
-	res, body := get(t, h1Client(), "http://"+sc.Addr("admin")+"/metrics", "")
-	if res.StatusCode != 200 || !strings.Contains(body, "ferry_requests_total{") || !strings.Contains(body, `service="s"`) {
-		t.Fatalf("/metrics: %d\n%s", res.StatusCode, body)
-	}
+	// The request is counted as it ends, a moment after its last byte
+	// reached the caller.
+	waitFor(t, "the request in /metrics", 5*time.Second, func() bool {
+		res, body := get(t, h1Client(), "http://"+sc.Addr("admin")+"/metrics", "")
+		return res.StatusCode == 200 && strings.Contains(body, "ferry_requests_total{") && strings.Contains(body, `service="s"`)
+	})
 }
 
 // client -> ferry (outbound, OTLP gRPC) -> ferry (inbound, OTLP HTTP) ->

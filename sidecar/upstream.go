@@ -106,6 +106,10 @@ func newTransport(t resilience.Timeouts, h2c bool) http.RoundTripper {
 		p := new(http.Protocols)
 		p.SetUnencryptedHTTP2(true)
 		tr.Protocols = p
+		// Flow control is the only bound on what an HTTP/2 upstream may
+		// send ahead of a slow caller: keep it near the HTTP/1.1 path's
+		// buffers instead of net/http's 4 MiB per stream.
+		tr.HTTP2 = h2Windows()
 		return tr
 	}
 	return &fastH1{dial: dial, responseHeader: t.ResponseHeader, fallback: tr}
@@ -132,5 +136,15 @@ func (u *upstream) close() {
 		if c, ok := rt.(interface{ CloseIdleConnections() }); ok {
 			c.CloseIdleConnections()
 		}
+	}
+}
+
+// h2Windows bounds HTTP/2 flow-control windows, on the listeners and toward
+// upstreams alike, so that a slow reader on one side costs at most this
+// much memory per stream on ferry.
+func h2Windows() *http.HTTP2Config {
+	return &http.HTTP2Config{
+		MaxReceiveBufferPerStream:     256 << 10,
+		MaxReceiveBufferPerConnection: 4 << 20,
 	}
 }
