@@ -3,7 +3,6 @@ package sidecar
 import (
 	"net"
 	"net/http"
-	"net/textproto"
 	"strings"
 )
 
@@ -28,7 +27,7 @@ var hopHeaders = []string{
 func removeHopHeaders(h http.Header, isRequest bool) {
 	for _, v := range h["Connection"] {
 		for name := range strings.SplitSeq(v, ",") {
-			if name = textproto.TrimString(name); name != "" {
+			if name = strings.TrimSpace(name); name != "" {
 				h.Del(name)
 			}
 		}
@@ -47,7 +46,7 @@ func teTrailers(h http.Header) bool {
 	for _, v := range h["Te"] {
 		for tok := range strings.SplitSeq(v, ",") {
 			tok, _, _ = strings.Cut(tok, ";")
-			if strings.EqualFold(textproto.TrimString(tok), "trailers") {
+			if strings.EqualFold(strings.TrimSpace(tok), "trailers") {
 				return true
 			}
 		}
@@ -76,7 +75,7 @@ func requestUpgrade(h http.Header) string {
 	}
 	var keep []string
 	for tok := range strings.SplitSeq(v, ",") {
-		tok = textproto.TrimString(tok)
+		tok = strings.TrimSpace(tok)
 		if tok != "" && !strings.EqualFold(tok, "h2c") {
 			keep = append(keep, tok)
 		}
@@ -87,7 +86,7 @@ func requestUpgrade(h http.Header) string {
 func headerHasToken(h http.Header, name, token string) bool {
 	for _, v := range h[name] {
 		for tok := range strings.SplitSeq(v, ",") {
-			if strings.EqualFold(textproto.TrimString(tok), token) {
+			if strings.EqualFold(strings.TrimSpace(tok), token) {
 				return true
 			}
 		}
