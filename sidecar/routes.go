@@ -80,7 +80,12 @@ func normalizeHost(h string) string {
 // (dot-separated labels of letters, digits, '-' and '_', a trailing dot
 // allowed), or an IP literal (IPv6 bare or in brackets).
 func validRouteHost(h string) bool {
-	if _, err := netip.ParseAddr(strings.Trim(h, "[]")); err == nil {
+	if inner, ok := strings.CutPrefix(h, "["); ok {
+		inner, ok = strings.CutSuffix(inner, "]")
+		a, err := netip.ParseAddr(inner)
+		return ok && err == nil && a.Is6()
+	}
+	if _, err := netip.ParseAddr(h); err == nil {
 		return true
 	}
 	h = strings.TrimSuffix(h, ".")
