@@ -325,8 +325,10 @@ func (b *spliceBody) Close() error {
 		return nil
 	}
 	b.done = true
-	b.stop()
-	if b.eof && !b.close {
+	// stop reports false when the request's context already ended and its
+	// hook is closing the connection: such a connection never goes back
+	// to the pool.
+	if b.stop() && b.eof && !b.close {
 		b.f.put(b.addr, b.c)
 		return nil
 	}
