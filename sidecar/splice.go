@@ -38,7 +38,7 @@ const (
 	// poolIdleTimeout drops pooled upstream connections idle this long.
 	poolIdleTimeout = 90 * time.Second
 	// poolMaxIdle bounds idle connections kept per endpoint.
-	poolMaxIdle = 64
+	poolMaxIdle = 256
 	// poolSweepInterval is how often idle connections are checked for a
 	// close by the upstream or expiry.
 	poolSweepInterval = 5 * time.Second
