@@ -18,6 +18,9 @@ var (
 	errOverallTimeout = errors.New("the overall timeout elapsed")
 	errBodyTooLarge   = errors.New("request body exceeds limits.max_request_body_bytes")
 	errPerTryTimeout  = errors.New("no response headers within timeouts.per_try")
+	// errBodyNotReplayable: part of a request body was read, and ferry
+	// holds no copy to send it again.
+	errBodyNotReplayable = errors.New("the request body was partly sent and is not held for a replay")
 )
 
 // dialError marks a failure to connect to an endpoint: nothing was sent.

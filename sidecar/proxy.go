@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptrace"
@@ -354,6 +355,16 @@ func (p *Proxy) outgoing(ctx context.Context, w http.ResponseWriter, r *http.Req
 		// Request trailers arrive in r.Trailer once the body is read; the
 		// transport must see that same map, not Clone's copy.
 		out.Trailer = r.Trailer
+		// A pooled connection the upstream closed as the request went out
+		// fails before any of the body was written; net/http retries that
+		// on a fresh connection only when it can get the body again. Until
+		// a byte is read the body is still whole, so it can.
+		out.GetBody = func() (io.ReadCloser, error) {
+			if body.sent() > 0 {
+				return nil, errBodyNotReplayable
+			}
+			return body, nil
+		}
 	}
 	removeHopHeaders(out.Header, true)
 	if upgrade != "" {
