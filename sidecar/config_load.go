@@ -135,12 +135,15 @@ func checkNode(n *yaml.Node, t reflect.Type, path string, errs *ConfigErrors) {
 		*errs = append(*errs, &ConfigError{Path: path, Line: n.Line, Msg: fmt.Sprintf(format, args...)})
 	}
 	switch {
-	case t.Kind() == reflect.Struct:
+	case t.Kind() == reflect.Struct || t.Kind() == reflect.Map:
 		if n.Kind != yaml.MappingNode {
 			fail("expected a mapping, got %s", describe(n))
 			return
 		}
-		fields := yamlFields(t)
+		var fields map[string]reflect.StructField
+		if t.Kind() == reflect.Struct {
+			fields = yamlFields(t)
+		}
 		seen := map[string]bool{}
 		for i := 0; i+1 < len(n.Content); i += 2 {
 			k, v := n.Content[i], n.Content[i+1]
@@ -150,28 +153,16 @@ func checkNode(n *yaml.Node, t reflect.Type, path string, errs *ConfigErrors) {
 				continue
 			}
 			seen[k.Value] = true
+			if fields == nil { // a map: any key, values of the element type
+				checkNode(v, t.Elem(), p, errs)
+				continue
+			}
 			f, ok := fields[k.Value]
 			if !ok {
 				*errs = append(*errs, &ConfigError{Path: p, Line: k.Line, Msg: fmt.Sprintf("unknown key (known: %s)", knownKeys(t))})
 				continue
 			}
 			checkNode(v, f.Type, p, errs)
-		}
-	case t.Kind() == reflect.Map:
-		if n.Kind != yaml.MappingNode {
-			fail("expected a mapping, got %s", describe(n))
-			return
-		}
-		seen := map[string]bool{}
-		for i := 0; i+1 < len(n.Content); i += 2 {
-			k, v := n.Content[i], n.Content[i+1]
-			p := join(path, k.Value)
-			if seen[k.Value] {
-				*errs = append(*errs, &ConfigError{Path: p, Line: k.Line, Msg: "duplicate key"})
-				continue
-			}
-			seen[k.Value] = true
-			checkNode(v, t.Elem(), p, errs)
 		}
 	case t.Kind() == reflect.Slice:
 		if n.Kind != yaml.SequenceNode {
