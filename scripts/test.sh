@@ -21,6 +21,8 @@ echo "== go test"
 go test -count=1 -timeout 20m ./...
 echo "== go test -race -short"
 go test -race -short -count=1 -timeout 20m ./...
+echo "== bench harness (its own module)"
+(cd bench && go vet ./... && go test -count=1 ./...)
 echo "== fuzz (each target ${FUZZTIME:-10s})"
 FUZZTIME=${FUZZTIME:-10s} scripts/fuzz.sh
 echo "== all tests passed"
