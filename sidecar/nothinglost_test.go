@@ -7,7 +7,6 @@ import (
 	"math"
 	"math/rand/v2"
 	"net/http"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -23,82 +22,23 @@ import (
 // many bodies of mixed sizes at once, over HTTP/1.1 and h2c, with and
 // without Content-Length.
 
-// tagged is a body unique to one request: its 16-byte id, then the
-// payload. A body delivered to the wrong request, or a block of another
-// request's body, changes the digest even when the sizes agree.
-func tagged(id string, size int64) io.Reader {
-	if size <= int64(len(id)) {
-		return strings.NewReader(id[:size])
-	}
-	return io.MultiReader(strings.NewReader(id), payload.NewReader(size-int64(len(id))))
-}
-
-// requestID is 16 bytes, as tagged expects.
+// requestID is payload.IDLen (16) bytes, as tagged bodies expect.
 func requestID(worker, n int) string {
 	return fmt.Sprintf("w%03d-n%04d-%05d", worker, n, rand.IntN(100000))
 }
 
-// lossOrigin serves and takes bodies, counting and hashing on its side:
-//
-//	GET  /dl?size=N&id=ID[&chunked=1]  sends tagged(ID, N); records what it wrote under ID
-//	POST /ul                            answers "<bytes> <sha256>" of what it read
-type lossOrigin struct {
-	sent sync.Map // id -> sideRecord
-}
-
-type sideRecord struct {
-	n      int64
-	digest string
-	err    error
-}
+// lossOrigin is a payload.Ledger at /dl and /ul: it serves and takes
+// tagged bodies, counting and hashing on its side.
+type lossOrigin struct{ payload.Ledger }
 
 func (o *lossOrigin) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	switch r.URL.Path {
 	case "/dl":
-		q := r.URL.Query()
-		id := q.Get("id")
-		size, err := strconv.ParseInt(q.Get("size"), 10, 64)
-		if err != nil || len(id) != 16 {
-			http.Error(w, "bad size or id", http.StatusBadRequest)
-			return
-		}
-		w.Header().Set("Content-Type", "application/octet-stream")
-		if q.Get("chunked") == "" {
-			w.Header().Set("Content-Length", strconv.FormatInt(size, 10))
-		}
-		sink := payload.NewSink()
-		n, err := io.CopyBuffer(io.MultiWriter(writerOnlyW{w}, sink), tagged(id, size), make([]byte, 32<<10))
-		o.sent.Store(id, sideRecord{n: n, digest: sink.Digest(), err: err})
+		o.ServeDownload(w, r)
 	case "/ul":
-		sink := payload.NewSink()
-		n, err := io.CopyBuffer(sink, r.Body, make([]byte, 64<<10))
-		if err != nil {
-			http.Error(w, fmt.Sprintf("read %d bytes: %v", n, err), http.StatusBadRequest)
-			return
-		}
-		fmt.Fprintf(w, "%d %s", n, sink.Digest())
+		o.ServeUpload(w, r)
 	default:
 		http.NotFound(w, r)
-	}
-}
-
-// writerOnlyW hides the ResponseWriter's ReadFrom, so what is written
-// passes through the tee.
-type writerOnlyW struct{ io.Writer }
-
-// written waits for the origin's record of what it sent under id: the
-// handler stores it after its last write, which the caller may have read
-// already.
-func (o *lossOrigin) written(id string) (sideRecord, error) {
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		if v, ok := o.sent.Load(id); ok {
-			return v.(sideRecord), nil
-		}
-		if time.Now().After(deadline) {
-			return sideRecord{}, fmt.Errorf("origin has no record of %s", id)
-		}
-		time.Sleep(2 * time.Millisecond)
 	}
 }
 
@@ -137,15 +77,15 @@ func download(ctx context.Context, c *http.Client, o *lossOrigin, url, id string
 	if err != nil {
 		return fmt.Errorf("read %d of %d bytes: %w", n, size, err)
 	}
-	sent, err := o.written(id)
-	if err != nil {
-		return err
+	sent, ok := o.Written(id, 10*time.Second)
+	if !ok {
+		return fmt.Errorf("origin has no record of %s", id)
 	}
-	if sent.err != nil || sent.n != size {
-		return fmt.Errorf("origin wrote %d of %d bytes: %v", sent.n, size, sent.err)
+	if sent.Err != nil || sent.N != size {
+		return fmt.Errorf("origin wrote %d of %d bytes: %v", sent.N, size, sent.Err)
 	}
-	if n != sent.n || sink.Digest() != sent.digest {
-		return fmt.Errorf("caller got %d bytes sha256 %s, origin sent %d bytes sha256 %s", n, sink.Digest(), sent.n, sent.digest)
+	if n != sent.N || sink.Digest() != sent.Digest {
+		return fmt.Errorf("caller got %d bytes sha256 %s, origin sent %d bytes sha256 %s", n, sink.Digest(), sent.N, sent.Digest)
 	}
 	return nil
 }
@@ -154,7 +94,7 @@ func download(ctx context.Context, c *http.Client, o *lossOrigin, url, id string
 // compares count and digest with what the origin read.
 func upload(ctx context.Context, c *http.Client, url, id string, size int64, declared bool) error {
 	mine := payload.NewSink()
-	body := io.TeeReader(tagged(id, size), mine)
+	body := io.TeeReader(payload.NewTagged(id, size), mine)
 	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, url+"/ul", io.NopCloser(body))
 	if declared {
 		req.ContentLength = size

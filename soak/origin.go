@@ -6,8 +6,6 @@ import (
 	"net"
 	"net/http"
 	"strconv"
-	"strings"
-	"sync"
 	"time"
 
 	"github.com/ferrymesh/ferry/internal/payload"
@@ -17,21 +15,15 @@ import (
 // sends and receives, so the traffic side can tell bytes ferry lost or
 // changed from what the origin did on purpose:
 //
-//	GET  /dl?size=N&id=ID[&chunked=1]  tagged(ID, N), recorded under ID
+//	GET  /dl?size=N&id=ID[&chunked=1]  payload.NewTagged(ID, N), recorded under ID
 //	POST /ul                            "<bytes> <sha256>" of the body read
 //	GET  /stream?id=ID                  streamEvents events, flushed one by one
 //	GET  /status?code=C                 status C with body "origin says C" (origin-made errors)
 //	GET  /abort?size=N&id=ID            N bytes announced, half sent, then the exchange aborted
 type origin struct {
-	srv  *http.Server
-	ln   net.Listener
-	sent sync.Map // id -> sentRecord
-}
-
-type sentRecord struct {
-	n      int64
-	digest string
-	err    error
+	srv    *http.Server
+	ln     net.Listener
+	ledger payload.Ledger // /dl and /ul, with the origin's own account
 }
 
 // streamEvents is how many events /stream sends, streamGap apart.
@@ -58,14 +50,6 @@ func (o *origin) addr() string { return o.ln.Addr().String() }
 
 func (o *origin) close() { o.srv.Close() }
 
-// tagged is a body unique to one request: its 16-byte id, then payload.
-func tagged(id string, size int64) io.Reader {
-	if size <= int64(len(id)) {
-		return strings.NewReader(id[:size])
-	}
-	return io.MultiReader(strings.NewReader(id), payload.NewReader(size-int64(len(id))))
-}
-
 // writerOnly hides ReadFrom so every byte passes the tee.
 type writerOnly struct{ io.Writer }
 
@@ -73,27 +57,9 @@ func (o *origin) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	switch r.URL.Path {
 	case "/dl":
-		id := q.Get("id")
-		size, err := strconv.ParseInt(q.Get("size"), 10, 64)
-		if err != nil || size < 0 || len(id) != 16 {
-			http.Error(w, "bad size or id", http.StatusBadRequest)
-			return
-		}
-		w.Header().Set("Content-Type", "application/octet-stream")
-		if q.Get("chunked") == "" {
-			w.Header().Set("Content-Length", strconv.FormatInt(size, 10))
-		}
-		sink := payload.NewSink()
-		n, err := io.CopyBuffer(io.MultiWriter(writerOnly{w}, sink), tagged(id, size), make([]byte, 32<<10))
-		o.sent.Store(id, sentRecord{n: n, digest: sink.Digest(), err: err})
+		o.ledger.ServeDownload(w, r)
 	case "/ul":
-		sink := payload.NewSink()
-		n, err := io.CopyBuffer(sink, r.Body, make([]byte, 64<<10))
-		if err != nil {
-			http.Error(w, fmt.Sprintf("origin read %d bytes: %v", n, err), http.StatusBadRequest)
-			return
-		}
-		fmt.Fprintf(w, "%d %s", n, sink.Digest())
+		o.ledger.ServeUpload(w, r)
 	case "/stream":
 		w.Header().Set("Content-Type", "text/event-stream")
 		rc := http.NewResponseController(w)
@@ -122,26 +88,10 @@ func (o *origin) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		w.Header().Set("Content-Length", strconv.FormatInt(size, 10))
-		io.CopyN(writerOnly{w}, tagged(q.Get("id"), size), size/2)
+		io.CopyN(writerOnly{w}, payload.NewTagged(q.Get("id"), size), size/2)
 		http.NewResponseController(w).Flush()
 		panic(http.ErrAbortHandler) // HTTP/1.1: connection closed short; h2c: stream reset
 	default:
 		http.NotFound(w, r)
-	}
-}
-
-// written is the record of what /dl sent under id, waiting for it: the
-// handler stores it after its last write, which the caller may have read
-// already. The record is removed.
-func (o *origin) written(id string, within time.Duration) (sentRecord, bool) {
-	deadline := time.Now().Add(within)
-	for {
-		if v, ok := o.sent.LoadAndDelete(id); ok {
-			return v.(sentRecord), true
-		}
-		if time.Now().After(deadline) {
-			return sentRecord{}, false
-		}
-		time.Sleep(2 * time.Millisecond)
 	}
 }

@@ -250,13 +250,13 @@ func (tr *traffic) download(ctx context.Context, c *http.Client, id string, size
 	}
 	res, err := tr.get(ctx, c, path)
 	if err != nil {
-		tr.origin.written(id, 0) // drop the origin's record, if any
+		tr.origin.ledger.Written(id, 0) // drop the origin's record, if any
 		return err
 	}
 	defer res.Body.Close()
 	sink := payload.NewSink()
 	n, rerr := io.CopyBuffer(sink, res.Body, make([]byte, 32<<10))
-	sent, ok := tr.origin.written(id, 10*time.Second)
+	sent, ok := tr.origin.ledger.Written(id, 10*time.Second)
 	switch {
 	case res.StatusCode != http.StatusOK:
 		return fmt.Errorf("status %d from the origin's 200 path", res.StatusCode)
@@ -264,19 +264,19 @@ func (tr *traffic) download(ctx context.Context, c *http.Client, id string, size
 		return fmt.Errorf("Content-Length %d, the origin sent %d", res.ContentLength, size)
 	case !ok:
 		return fmt.Errorf("read %d bytes (%v); the origin never finished writing", n, rerr)
-	case sent.err != nil:
-		return fmt.Errorf("the origin's write failed after %d of %d bytes: %v (caller read %d, %v)", sent.n, size, sent.err, n, rerr)
+	case sent.Err != nil:
+		return fmt.Errorf("the origin's write failed after %d of %d bytes: %v (caller read %d, %v)", sent.N, size, sent.Err, n, rerr)
 	case rerr != nil:
 		return fmt.Errorf("body broken after %d of %d bytes the origin sent whole: %v", n, size, rerr)
-	case n != sent.n || sink.Digest() != sent.digest:
-		return fmt.Errorf("caller got %d bytes sha256 %s, the origin sent %d bytes sha256 %s", n, sink.Digest(), sent.n, sent.digest)
+	case n != sent.N || sink.Digest() != sent.Digest:
+		return fmt.Errorf("caller got %d bytes sha256 %s, the origin sent %d bytes sha256 %s", n, sink.Digest(), sent.N, sent.Digest)
 	}
 	return nil
 }
 
 func (tr *traffic) upload(ctx context.Context, c *http.Client, id string, size int64, declared bool) error {
 	mine := payload.NewSink()
-	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, tr.base+"/ul", io.NopCloser(io.TeeReader(tagged(id, size), mine)))
+	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, tr.base+"/ul", io.NopCloser(io.TeeReader(payload.NewTagged(id, size), mine)))
 	req.ContentLength = -1
 	if declared {
 		req.ContentLength = size
