@@ -73,57 +73,13 @@ func faultCheck(t *testing.T) {
 	fdCheck(t)
 }
 
-// faultOrigin is a raw upstream whose every connection runs serve. Its
-// cleanup closes the listener and every connection, then waits for the
-// serve calls to return.
-type faultOrigin struct {
-	ln    net.Listener
-	wg    sync.WaitGroup
-	mu    sync.Mutex
-	conns map[net.Conn]struct{}
-	ended atomic.Int64 // serve calls returned
-}
+// faultOrigin is a raw upstream whose every connection runs serve.
+type faultOrigin struct{ *rawServer }
 
 func startFaultOrigin(t *testing.T, serve func(c net.Conn, br *bufio.Reader)) *faultOrigin {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	o := &faultOrigin{ln: ln, conns: map[net.Conn]struct{}{}}
-	o.wg.Add(1)
-	go func() {
-		defer o.wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			o.mu.Lock()
-			o.conns[c] = struct{}{}
-			o.mu.Unlock()
-			o.wg.Add(1)
-			go func() {
-				defer o.wg.Done()
-				defer o.ended.Add(1)
-				defer c.Close()
-				serve(c, bufio.NewReader(c))
-			}()
-		}
-	}()
-	t.Cleanup(func() {
-		ln.Close()
-		o.mu.Lock()
-		for c := range o.conns {
-			c.Close()
-		}
-		o.mu.Unlock()
-		o.wg.Wait()
-	})
-	return o
+	return &faultOrigin{startRawServer(t, func(c net.Conn) { serve(c, bufio.NewReader(c)) })}
 }
-
-func (o *faultOrigin) addr() string { return o.ln.Addr().String() }
 
 // reset closes c with an RST instead of a FIN.
 func reset(c net.Conn) {

@@ -28,13 +28,11 @@ import (
 // recOrigin is an upstream that parses every request it receives on every
 // connection, records it (with its body) and answers 200 "saw METHOD URI".
 type recOrigin struct {
-	ln net.Listener
-	wg sync.WaitGroup
+	*rawServer
 
-	mu    sync.Mutex
-	reqs  []recReq
-	raw   bytes.Buffer // every byte received, all connections
-	conns map[net.Conn]struct{}
+	mu   sync.Mutex   // guards reqs and raw
+	raw  bytes.Buffer // every byte received, all connections
+	reqs []recReq
 	// answer, when set, writes the response itself (a 101, say).
 	answer func(c net.Conn, r *http.Request)
 }
@@ -58,42 +56,9 @@ func (r recReq) String() string {
 
 func startRecOrigin(t testing.TB) *recOrigin {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	o := &recOrigin{ln: ln, conns: map[net.Conn]struct{}{}}
-	o.wg.Add(1)
-	go func() {
-		defer o.wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			o.mu.Lock()
-			o.conns[c] = struct{}{}
-			o.mu.Unlock()
-			o.wg.Add(1)
-			go o.serve(c)
-		}
-	}()
-	t.Cleanup(o.close)
+	o := &recOrigin{}
+	o.rawServer = startRawServer(t, o.serve)
 	return o
-}
-
-func (o *recOrigin) addr() string { return o.ln.Addr().String() }
-
-// close stops accepting, closes every connection and waits for the
-// connection goroutines.
-func (o *recOrigin) close() {
-	o.ln.Close()
-	o.mu.Lock()
-	for c := range o.conns {
-		c.Close()
-	}
-	o.mu.Unlock()
-	o.wg.Wait()
 }
 
 type lockedWriter struct {
@@ -108,13 +73,6 @@ func (w lockedWriter) Write(p []byte) (int, error) {
 }
 
 func (o *recOrigin) serve(c net.Conn) {
-	defer o.wg.Done()
-	defer func() {
-		c.Close()
-		o.mu.Lock()
-		delete(o.conns, c)
-		o.mu.Unlock()
-	}()
 	br := bufio.NewReader(io.TeeReader(c, lockedWriter{&o.mu, &o.raw}))
 	for {
 		req, err := http.ReadRequest(br)
@@ -465,11 +423,7 @@ func runHostile(t *testing.T, tc hostileCase, listener string) {
 	if err := sc.Shutdown(ctx); err != nil {
 		t.Fatalf("shutdown: %v", err)
 	}
-	waitFor(t, "upstream connections closed", 5*time.Second, func() bool {
-		o.mu.Lock()
-		defer o.mu.Unlock()
-		return len(o.conns) == 0
-	})
+	waitFor(t, "upstream connections closed", 5*time.Second, func() bool { return o.open() == 0 })
 	for i := range up {
 		if up[i].host == "$origin" {
 			up[i].host = o.addr()
@@ -712,11 +666,7 @@ func TestHostileHTTP2(t *testing.T) {
 				if err := sc.Shutdown(ctx); err != nil {
 					t.Fatalf("shutdown: %v", err)
 				}
-				waitFor(t, "upstream connections closed", 5*time.Second, func() bool {
-					o.mu.Lock()
-					defer o.mu.Unlock()
-					return len(o.conns) == 0
-				})
+				waitFor(t, "upstream connections closed", 5*time.Second, func() bool { return o.open() == 0 })
 				checkUpstream(t, o.requests(), tc.up, tc.partialOK)
 			})
 		}
