@@ -148,6 +148,18 @@ func normalizeForRoundTrip(cfg *Config) *Config {
 	return &c
 }
 
+// sameHost is the route's notion of "this Host header names me": the
+// same name ignoring case, or for an IP route the same address however it
+// is spelled ("[::01]" is "::1").
+func sameHost(r *route, reqHost string) bool {
+	h := hostOnly(reqHost)
+	if r.ip.IsValid() {
+		a, err := netip.ParseAddr(h)
+		return err == nil && a == r.ip
+	}
+	return strings.EqualFold(r.host, h)
+}
+
 // FuzzRouteMatch: whatever the configured route and the request's Host and
 // path, a match honours the route's host (port and trailing dot ignored,
 // case-insensitive) and its prefix at a segment boundary; the first route
@@ -185,7 +197,7 @@ func FuzzRouteMatch(f *testing.F) {
 				t.Fatalf("a path under / matched no route: host %q path %q", reqHost, reqPath)
 			}
 		} else {
-			if r.host != "" && !strings.EqualFold(r.host, hostOnly(reqHost)) {
+			if r.host != "" && !sameHost(r, reqHost) {
 				t.Fatalf("route %s (host %q) matched Host %q", r.name, r.host, reqHost)
 			}
 			if r.prefix != "" && reqPath != r.prefix && !strings.HasPrefix(reqPath, r.prefix+"/") {
@@ -193,7 +205,7 @@ func FuzzRouteMatch(f *testing.F) {
 			}
 			if r.name != "routes[0]" {
 				first := &table.routes[0]
-				hostOK := first.host == "" || strings.EqualFold(first.host, hostOnly(reqHost))
+				hostOK := first.host == "" || sameHost(first, reqHost)
 				if hostOK && (first.prefix == "" || pathHasPrefix(reqPath, first.prefix)) {
 					t.Fatalf("routes[0] matches host %q path %q but %s won", reqHost, reqPath, r.name)
 				}

@@ -78,15 +78,15 @@ func normalizeHost(h string) string {
 
 // validRouteHost reports whether a route's host can ever match: a DNS name
 // (dot-separated labels of letters, digits, '-' and '_', a trailing dot
-// allowed), or an IP literal (IPv6 bare or in brackets).
+// allowed), or an IP literal (IPv6 bare or in brackets, without a zone).
 func validRouteHost(h string) bool {
 	if inner, ok := strings.CutPrefix(h, "["); ok {
 		inner, ok = strings.CutSuffix(inner, "]")
 		a, err := netip.ParseAddr(inner)
-		return ok && err == nil && a.Is6()
+		return ok && err == nil && a.Is6() && a.Zone() == ""
 	}
-	if _, err := netip.ParseAddr(h); err == nil {
-		return true
+	if a, err := netip.ParseAddr(h); err == nil {
+		return a.Zone() == "" // a zone names a local interface, never a Host
 	}
 	h = strings.TrimSuffix(h, ".")
 	if h == "" || len(h) > 253 {
