@@ -26,11 +26,28 @@ for pkg in "${PKGS[@]}"; do
 			continue
 		fi
 		echo "== fuzz $pkg $target for $FUZZTIME"
-		if ! go test -run '^$' -fuzz "^${target}\$" -fuzztime "$FUZZTIME" \
-			-fuzzminimizetime "$FUZZMINIMIZETIME" "$pkg"; then
-			echo "!! $target failed; the input is under $pkg/testdata/fuzz/$target/" >&2
+		corpus="$pkg/testdata/fuzz/$target"
+		before=$(ls "$corpus" 2>/dev/null | sort || true)
+		log=$(mktemp)
+		if go test -run '^$' -fuzz "^${target}\$" -fuzztime "$FUZZTIME" \
+			-fuzzminimizetime "$FUZZMINIMIZETIME" "$pkg" 2>&1 | tee "$log"; then
+			rm -f "$log"
+			continue
+		fi
+		after=$(ls "$corpus" 2>/dev/null | sort || true)
+		# Go 1.26's fuzz coordinator can report "context deadline exceeded"
+		# when -fuzztime ends while a worker is busy (go.dev/issue/75804):
+		# no input was found then, and none is written. Only a written input
+		# (or any other failure) fails the run; the seed corpus is replayed
+		# to be sure.
+		if [ "$before" = "$after" ] && grep -q "context deadline exceeded" "$log" &&
+			go test -count=1 -run "^${target}\$" "$pkg" >/dev/null; then
+			echo "~~ $target: fuzzing stopped on Go's deadline race (go.dev/issue/75804); no input found, seeds pass"
+		else
+			echo "!! $target failed; the input is under $corpus/" >&2
 			fail=1
 		fi
+		rm -f "$log"
 	done
 done
 if [ "$fail" -ne 0 ]; then
