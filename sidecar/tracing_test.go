@@ -10,7 +10,6 @@ import (
 	"net"
 	"net/http"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -22,14 +21,16 @@ import (
 
 	"github.com/ferrymesh/ferry/telemetry"
 	"github.com/ferrymesh/ferry/telemetry/jaegertest"
+
+	"github.com/ferrymesh/ferry/internal/syncbuf"
 )
 
 // tracedFerry starts a ferry whose spans land in an in-memory recorder and
 // whose access log lines land in a buffer.
-func tracedFerry(t *testing.T, text string) (*Sidecar, *tracetest.SpanRecorder, *syncBuffer) {
+func tracedFerry(t *testing.T, text string) (*Sidecar, *tracetest.SpanRecorder, *syncbuf.Buffer) {
 	t.Helper()
 	rec := tracetest.NewSpanRecorder()
-	logs := &syncBuffer{}
+	logs := &syncbuf.Buffer{}
 	tel, err := telemetry.New(context.Background(), telemetry.Config{ServiceName: "ferry-test"},
 		telemetry.WithEnv(func(string) string { return "" }),
 		telemetry.WithSpanProcessor(rec), telemetry.WithAccessLogWriter(logs))
@@ -326,25 +327,6 @@ telemetry: { service_name: ferry-out, endpoint: "http://%s", protocol: grpc, bat
 	if got, want := <-appSaw, "00-"+traceID+"-"+inClient.SpanID+"-01"; got != want {
 		t.Errorf("app got traceparent %q, want %q", got, want)
 	}
-}
-
-// syncBuffer is a bytes.Buffer safe for the access log's writes and the
-// test's reads.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // A breaker that opens while serving a request shows as a span event on

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -15,6 +14,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/ferrymesh/ferry/internal/localnet"
 )
 
 // ferryProc is the ferry under soak: a real process, `ferry run --config`.
@@ -58,26 +59,6 @@ func buildFerry(root, dir string) (string, error) {
 	return bin, nil
 }
 
-// freePorts returns n loopback ports free at the time of the call.
-func freePorts(n int) ([]int, error) {
-	var lns []net.Listener
-	defer func() {
-		for _, l := range lns {
-			l.Close()
-		}
-	}()
-	var ports []int
-	for range n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return nil, err
-		}
-		lns = append(lns, l)
-		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
-	}
-	return ports, nil
-}
-
 // ferryConfig leads every outbound request to the origin. Breakers and
 // outlier ejection are off: the soak's origin answers 500 and breaks
 // bodies on purpose, and a breaker opened by those would turn later
@@ -100,7 +81,7 @@ shutdown: { grace: 10s }
 }
 
 func startFerry(bin, dir, originAddr string) (*ferryProc, error) {
-	ports, err := freePorts(2)
+	ports, err := localnet.FreePorts(2)
 	if err != nil {
 		return nil, err
 	}

@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/ferrymesh/ferry/internal/syncbuf"
 )
 
 func TestAccessLogLine(t *testing.T) {
@@ -45,7 +47,7 @@ func TestAccessLogLine(t *testing.T) {
 }
 
 func TestAccessLogOffAndFile(t *testing.T) {
-	off, err := New(t.Context(), Config{AccessLog: "off"}, WithEnv(env{}.get), WithAccessLogWriter(&syncBuffer{}))
+	off, err := New(t.Context(), Config{AccessLog: "off"}, WithEnv(env{}.get), WithAccessLogWriter(&syncbuf.Buffer{}))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -6,10 +6,12 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/ferrymesh/ferry/internal/syncbuf"
 )
 
 func TestErrorHandlerRateLimits(t *testing.T) {
-	buf := &syncBuffer{}
+	buf := &syncbuf.Buffer{}
 	h := ErrorHandler(slog.New(slog.NewJSONHandler(buf, nil)), time.Minute).(*rateLimitedErrors)
 	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	h.now = func() time.Time { return now }

@@ -1,16 +1,16 @@
 package telemetry
 
 import (
-	"bytes"
 	"context"
 	"net/http"
 	"net/http/httptest"
-	"sync"
 	"testing"
 	"time"
 
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
+
+	"github.com/ferrymesh/ferry/internal/syncbuf"
 )
 
 // env is a fake environment for WithEnv.
@@ -18,29 +18,11 @@ type env map[string]string
 
 func (e env) get(k string) string { return e[k] }
 
-// syncBuffer is a goroutine-safe bytes.Buffer for access log output.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // recorded builds Telemetry whose spans go to an in-memory recorder.
-func recorded(t testing.TB, cfg Config, e env) (*Telemetry, *tracetest.SpanRecorder, *syncBuffer) {
+func recorded(t testing.TB, cfg Config, e env) (*Telemetry, *tracetest.SpanRecorder, *syncbuf.Buffer) {
 	t.Helper()
 	rec := tracetest.NewSpanRecorder()
-	logs := &syncBuffer{}
+	logs := &syncbuf.Buffer{}
 	tel, err := New(context.Background(), cfg, WithEnv(e.get), WithSpanProcessor(rec), WithAccessLogWriter(logs))
 	if err != nil {
 		t.Fatalf("New: %v", err)

@@ -9,6 +9,8 @@ import (
 
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/trace"
+
+	"github.com/ferrymesh/ferry/internal/syncbuf"
 )
 
 const (
@@ -360,7 +362,7 @@ func TestUnknownMethodIsOther(t *testing.T) {
 }
 
 func TestTracingOffIsTransparent(t *testing.T) {
-	logs := &syncBuffer{}
+	logs := &syncbuf.Buffer{}
 	tel, err := New(t.Context(), Config{}, WithEnv(env{}.get), WithAccessLogWriter(logs))
 	if err != nil {
 		t.Fatal(err)

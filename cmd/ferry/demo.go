@@ -17,6 +17,8 @@ import (
 	"time"
 
 	"github.com/ferrymesh/ferry/internal/payload"
+
+	"github.com/ferrymesh/ferry/internal/localnet"
 )
 
 // cmdDemo shows ferry's main job with nothing but the binary: a built-in
@@ -53,7 +55,7 @@ func demo(size int64, stdout, stderr io.Writer) error {
 	go srv.Serve(origin)
 	defer srv.Close()
 
-	ports, err := freePorts(2)
+	ports, err := localnet.FreePorts(2)
 	if err != nil {
 		return err
 	}
@@ -227,25 +229,6 @@ func waitReady(url string, exited <-chan error, timeout time.Duration) error {
 		time.Sleep(20 * time.Millisecond)
 	}
 	return errors.New("timed out")
-}
-
-func freePorts(n int) ([]int, error) {
-	var ports []int
-	var lns []net.Listener
-	defer func() {
-		for _, l := range lns {
-			l.Close()
-		}
-	}()
-	for range n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return nil, err
-		}
-		lns = append(lns, l)
-		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
-	}
-	return ports, nil
 }
 
 // procCPU is a process's user+system CPU seconds so far, or -1.

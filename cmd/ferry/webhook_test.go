@@ -11,7 +11,6 @@ import (
 	"os"
 	"reflect"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -19,25 +18,9 @@ import (
 	admissionv1 "k8s.io/api/admission/v1"
 
 	"github.com/ferrymesh/ferry/deploy/webhook/webhooktest"
+
+	"github.com/ferrymesh/ferry/internal/syncbuf"
 )
-
-// lockedBuffer is a bytes.Buffer safe for the server's log writes.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 // TestWebhookPatchEqualsCLIInjection runs `ferry webhook` over TLS, sends a
 // real AdmissionReview, applies the JSONPatch with an independent
@@ -46,7 +29,7 @@ func (l *lockedBuffer) String() string {
 func TestWebhookPatchEqualsCLIInjection(t *testing.T) {
 	certs := webhooktest.Write(t, t.TempDir())
 	ctx, cancel := context.WithCancel(context.Background())
-	var logs lockedBuffer
+	var logs syncbuf.Buffer
 	addrc := make(chan net.Addr, 1)
 	done := make(chan int, 1)
 	go func() {
@@ -134,7 +117,7 @@ func TestWebhookUsageErrors(t *testing.T) {
 		{[]string{"--tls-cert", certs.CertFile, "--tls-key", certs.KeyFile, "--log-level", "loud"}, exitConfig, "--log-level"},
 		{[]string{"--tls-cert", certs.CertFile, "--tls-key", certs.KeyFile, "--otel-endpoint", "x"}, exitConfig, "OTel endpoint"},
 	} {
-		var errb lockedBuffer
+		var errb syncbuf.Buffer
 		if code := runWebhook(context.Background(), tc.args, &errb, nil); code != tc.code || !strings.Contains(errb.String(), tc.msg) {
 			t.Errorf("%v: exit %d %q, want %d with %q", tc.args, code, errb.String(), tc.code, tc.msg)
 		}

@@ -26,6 +26,9 @@ import (
 	"github.com/hashicorp/consul/api"
 
 	"github.com/ferrymesh/ferry/internal/tooltest"
+
+	"github.com/ferrymesh/ferry/internal/localnet"
+	"github.com/ferrymesh/ferry/internal/syncbuf"
 )
 
 // Agent is one running (or stopped) `consul agent -dev`.
@@ -43,7 +46,7 @@ type Agent struct {
 	mu   sync.Mutex
 	cmd  *exec.Cmd
 	done chan struct{}
-	log  *lockedBuffer
+	log  *syncbuf.Buffer
 	runs int
 }
 
@@ -63,8 +66,8 @@ func Binary(t testing.TB) string {
 func Start(t testing.TB) *Agent {
 	t.Helper()
 	bin := Binary(t)
-	a := &Agent{t: t, bin: bin, dir: t.TempDir(), log: &lockedBuffer{}}
-	ports, err := freePorts(5)
+	a := &Agent{t: t, bin: bin, dir: t.TempDir(), log: &syncbuf.Buffer{}}
+	ports, err := localnet.FreePorts(5)
 	if err != nil {
 		t.Fatalf("consultest: %v", err)
 	}
@@ -226,55 +229,6 @@ func get(ctx context.Context, c *http.Client, url string) (string, error) {
 		return "", fmt.Errorf("GET %s: %s: %s", url, resp.Status, strings.TrimSpace(b.String()))
 	}
 	return strings.TrimSpace(b.String()), nil
-}
-
-// freePorts returns n distinct loopback ports free for both TCP and UDP
-// (serf uses both) at the time of the call.
-func freePorts(n int) ([]int, error) {
-	var held []net.Listener
-	defer func() {
-		for _, l := range held {
-			l.Close()
-		}
-	}()
-	ports := make([]int, 0, n)
-	for tries := 0; len(ports) < n; tries++ {
-		if tries > 100*n {
-			return nil, errors.New("no free loopback ports")
-		}
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return nil, fmt.Errorf("listen: %w", err)
-		}
-		port := l.Addr().(*net.TCPAddr).Port
-		u, err := net.ListenPacket("udp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
-		if err != nil {
-			l.Close()
-			continue
-		}
-		u.Close()
-		held = append(held, l)
-		ports = append(ports, port)
-	}
-	return ports, nil
-}
-
-// lockedBuffer collects the agent's output from two pipes.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
 
 // Client returns a Consul API client for the agent, with no token and none

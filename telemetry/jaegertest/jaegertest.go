@@ -20,11 +20,14 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"text/template"
 	"time"
+
+	"github.com/ferrymesh/ferry/internal/localnet"
 )
 
 // Jaeger is a running Jaeger v2 process.
@@ -105,11 +108,12 @@ func Start(t testing.TB) *Jaeger {
 }
 
 func start(t testing.TB, bin string) (*Jaeger, error) {
-	ports, err := freePorts(4)
+	ports, err := localnet.FreePorts(4)
 	if err != nil {
 		return nil, err
 	}
-	addrs := struct{ OTLPGRPC, OTLPHTTP, QueryHTTP, QueryGRPC string }{ports[0], ports[1], ports[2], ports[3]}
+	hp := func(i int) string { return net.JoinHostPort("127.0.0.1", strconv.Itoa(ports[i])) }
+	addrs := struct{ OTLPGRPC, OTLPHTTP, QueryHTTP, QueryGRPC string }{hp(0), hp(1), hp(2), hp(3)}
 	dir := t.TempDir()
 	var cfg bytes.Buffer
 	if err := configTemplate.Execute(&cfg, addrs); err != nil {
@@ -288,24 +292,4 @@ func (j *Jaeger) WaitTraces(t testing.TB, service string, timeout time.Duration,
 		case <-tick.C:
 		}
 	}
-}
-
-// freePorts returns n distinct free loopback host:port strings.
-func freePorts(n int) ([]string, error) {
-	ls := make([]net.Listener, 0, n)
-	defer func() {
-		for _, l := range ls {
-			l.Close()
-		}
-	}()
-	out := make([]string, 0, n)
-	for range n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return nil, fmt.Errorf("free port: %w", err)
-		}
-		ls = append(ls, l)
-		out = append(out, l.Addr().String())
-	}
-	return out, nil
 }
