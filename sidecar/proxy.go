@@ -114,7 +114,30 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, up *upstream, ma
 	defer idle.stop()
 
 	var body *requestBody
-	if r.ContentLength != 0 {
+	if takeOverEligible(w, r, up) {
+		cw, sb, answered := p.takeOver(w, r)
+		if answered {
+			x.status, x.reason = http.StatusServiceUnavailable, telemetry.ReasonOther
+			return
+		}
+		if cw != nil {
+			defer func() {
+				if v := recover(); v != nil {
+					cw.abort()
+					p.tunnels.remove(cw)
+					panic(v)
+				}
+				cw.end()
+				p.tunnels.remove(cw)
+			}()
+			w = cw
+			body = &requestBody{rc: sb, limit: maxBody, idle: idle, cancel: cancel}
+			x.body = body
+		}
+	}
+	switch {
+	case body != nil:
+	case r.ContentLength != 0:
 		body = &requestBody{rc: r.Body, limit: maxBody, idle: idle, cancel: cancel}
 		x.body = body
 		if r.ProtoMajor == 1 {
@@ -122,7 +145,7 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, up *upstream, ma
 			// is still uploading (bidirectional streams over HTTP/1.1).
 			_ = http.NewResponseController(w).EnableFullDuplex()
 		}
-	} else {
+	default:
 		idle.pause() // nothing to upload: the response header timeout rules
 	}
 	var key string
@@ -266,7 +289,7 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, up *upstream, ma
 // yet must be available. It then waits the backoff and returns that
 // endpoint's pick.
 func (p *Proxy) retry(ctx context.Context, up *upstream, attempt int, key string, tried []string, r *http.Request, body *requestBody, o resilience.Outcome, x *exchange, why string) (resilience.Pick, bool) {
-	wait, d := up.res.Retry(attempt, r.Method, body.sent(), body != nil, o)
+	wait, d := up.res.Retry(attempt, r.Method, body.taken(), body != nil, o)
 	if d != resilience.RetryAllowed {
 		return resilience.Pick{}, false
 	}
@@ -360,7 +383,7 @@ func (p *Proxy) outgoing(ctx context.Context, w http.ResponseWriter, r *http.Req
 		// on a fresh connection only when it can get the body again. Until
 		// a byte is read the body is still whole, so it can.
 		out.GetBody = func() (io.ReadCloser, error) {
-			if body.sent() > 0 {
+			if body.taken() > 0 {
 				return nil, errBodyNotReplayable
 			}
 			return body, nil

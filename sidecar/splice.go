@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/http/httptrace"
 	"net/textproto"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -78,9 +79,20 @@ func eligible(out *http.Request) bool {
 		out.URL.Scheme == "http"
 }
 
+// splicedUpload reports whether a request's body is a taken-over caller's
+// socket that ferry's client can splice into the upstream's.
+func splicedUpload(out *http.Request) (*requestBody, bool) {
+	b, ok := out.Body.(*requestBody)
+	if !ok || !b.spliceable() || out.ContentLength <= 0 || out.URL.Scheme != "http" || out.Header["Upgrade"] != nil {
+		return nil, false
+	}
+	return b, true
+}
+
 // RoundTrip implements http.RoundTripper.
 func (f *fastH1) RoundTrip(out *http.Request) (*http.Response, error) {
-	if !eligible(out) {
+	upload, splicing := splicedUpload(out)
+	if !splicing && !eligible(out) {
 		return f.fallback.RoundTrip(out)
 	}
 	ctx := out.Context()
@@ -91,13 +103,20 @@ func (f *fastH1) RoundTrip(out *http.Request) (*http.Response, error) {
 			return nil, err
 		}
 		stop := context.AfterFunc(ctx, func() { c.tc.Close() })
-		res, fresh, err := f.exchange(c, out)
+		var res *http.Response
+		var fresh bool
+		var sent <-chan error
+		if splicing {
+			res, fresh, sent, err = f.exchangeUpload(c, out, upload)
+		} else {
+			res, fresh, err = f.exchange(c, out)
+		}
 		if err == nil {
 			remaining := res.ContentLength
 			if out.Method == http.MethodHead || res.StatusCode == http.StatusNoContent || res.StatusCode == http.StatusNotModified {
 				remaining = -1 // no body follows, whatever Content-Length says
 			}
-			res.Body = &spliceBody{f: f, c: c, addr: addr, stop: stop, body: res.Body, remaining: remaining, close: res.Close}
+			res.Body = &spliceBody{f: f, c: c, addr: addr, stop: stop, body: res.Body, remaining: remaining, close: res.Close, sent: sent}
 			return res, nil
 		}
 		stop()
@@ -108,12 +127,144 @@ func (f *fastH1) RoundTrip(out *http.Request) (*http.Response, error) {
 		// A pooled connection the upstream closed just now fails before
 		// any response byte: try once more on a new connection, as
 		// net/http does for requests that can be replayed.
-		if reused && !fresh && try == 0 && replayable(out.Method) {
+		if reused && !fresh && try == 0 && !splicing && replayable(out.Method) {
 			continue
 		}
 		return nil, err
 	}
 }
+
+// exchangeUpload writes the request head, then moves the caller's body
+// socket to socket on its own goroutine while reading the response, so an
+// upstream that answers before the body ends (an early 413, a streaming
+// echo) is heard. sent delivers the body move's result.
+func (f *fastH1) exchangeUpload(c *h1Conn, out *http.Request, body *requestBody) (res *http.Response, fresh bool, sent <-chan error, err error) {
+	if err := writeHead(c.bw, out); err != nil {
+		return nil, false, nil, err
+	}
+	if err := c.bw.Flush(); err != nil {
+		return nil, false, nil, err
+	}
+	if out.Header["Expect"] != nil {
+		// Ask the upstream first, as the caller asked ferry: a final
+		// answer now spares the upload (the caller's connection closes
+		// after it with the body unread), a 100 or a second's silence
+		// lets the body go.
+		res, fresh, err := f.awaitContinue(c, out)
+		if err != nil || res != nil {
+			return res, fresh, nil, err
+		}
+	}
+	if err := body.rc.(*socketBody).goAhead(); err != nil {
+		return nil, false, nil, &bodyReadError{err}
+	}
+	// The response header timeout runs from the end of the body, as
+	// net/http's Transport has it; the header may come sooner.
+	var mu sync.Mutex
+	headerRead := false
+	done := make(chan error, 1)
+	go func() {
+		err := body.spliceInto(c.tc)
+		if err != nil {
+			// The upstream must not take a cut body for a whole one,
+			// nor wait for the rest.
+			c.tc.Close()
+		}
+		if err == nil && f.responseHeader > 0 {
+			mu.Lock()
+			if !headerRead {
+				c.tc.SetReadDeadline(time.Now().Add(f.responseHeader))
+			}
+			mu.Unlock()
+		}
+		done <- err
+	}()
+	res, fresh, err = f.readResponse(c, out)
+	mu.Lock()
+	headerRead = true
+	c.tc.SetReadDeadline(time.Time{})
+	mu.Unlock()
+	if err != nil {
+		// Stop the body move (closing the upstream side ends a write,
+		// the caller's read deadline a wait for the caller's bytes) and
+		// let its failure explain a broken connection when it was the
+		// caller's.
+		c.tc.Close()
+		berr := body.stopSplice(done)
+		var be *bodyReadError
+		if errors.As(berr, &be) {
+			return nil, fresh, nil, berr
+		}
+		return nil, fresh, nil, err
+	}
+	return res, fresh, done, nil
+}
+
+// continueTimeout is how long an upload that expects 100-continue waits for
+// the upstream's interim answer before sending the body anyway, as
+// net/http's Transport.ExpectContinueTimeout.
+const continueTimeout = time.Second
+
+// awaitContinue reads the upstream's answer to an Expect: 100-continue
+// head: nil after a 100 or continueTimeout of silence (send the body), or
+// the final response, which ends the exchange (its connection is not
+// reused: the upstream may still wait for the body).
+func (f *fastH1) awaitContinue(c *h1Conn, out *http.Request) (*http.Response, bool, error) {
+	c.lr.N = maxResponseHeader + int64(c.br.Buffered())
+	defer func() { c.lr.N = math.MaxInt64 }()
+	c.tc.SetReadDeadline(time.Now().Add(continueTimeout))
+	_, err := c.br.Peek(1)
+	c.tc.SetReadDeadline(time.Time{})
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		return nil, false, nil
+	}
+	if err != nil {
+		return nil, false, err
+	}
+	trace := httptrace.ContextClientTrace(out.Context())
+	for {
+		res, err := http.ReadResponse(c.br, out)
+		switch {
+		case err != nil:
+			return nil, true, err
+		case res.StatusCode == http.StatusContinue:
+			return nil, true, nil
+		case res.StatusCode >= 200 || res.StatusCode == http.StatusSwitchingProtocols:
+			res.Close = true
+			return res, true, nil
+		case trace != nil && trace.Got1xxResponse != nil:
+			if err := trace.Got1xxResponse(res.StatusCode, textproto.MIMEHeader(res.Header)); err != nil {
+				return nil, true, err
+			}
+		}
+	}
+}
+
+// writeHead writes the head of a request whose Content-Length body follows
+// separately.
+func writeHead(bw *bufio.Writer, out *http.Request) error {
+	host := out.Host
+	if host == "" {
+		host = out.URL.Host
+	}
+	bw.WriteString(out.Method)
+	bw.WriteByte(' ')
+	bw.WriteString(out.URL.RequestURI())
+	bw.WriteString(" HTTP/1.1\r\nHost: ")
+	bw.WriteString(sanitizeHeaderValue(host))
+	bw.WriteString("\r\n")
+	if err := out.Header.WriteSubset(bw, headOwned); err != nil {
+		return err
+	}
+	bw.WriteString("Content-Length: ")
+	bw.WriteString(strconv.FormatInt(out.ContentLength, 10))
+	_, err := bw.WriteString("\r\n\r\n")
+	return err
+}
+
+// headOwned are the header fields writeHead writes itself (or never).
+var headOwned = map[string]bool{"Host": true, "Content-Length": true, "Transfer-Encoding": true, "Trailer": true}
 
 func replayable(method string) bool {
 	switch method {
@@ -137,6 +288,11 @@ func (f *fastH1) exchange(c *h1Conn, out *http.Request) (*http.Response, bool, e
 		c.tc.SetReadDeadline(time.Now().Add(f.responseHeader))
 		defer c.tc.SetReadDeadline(time.Time{})
 	}
+	return f.readResponse(c, out)
+}
+
+// readResponse reads the final response header of out.
+func (f *fastH1) readResponse(c *h1Conn, out *http.Request) (*http.Response, bool, error) {
 	c.lr.N = maxResponseHeader + int64(c.br.Buffered())
 	defer func() { c.lr.N = math.MaxInt64 }()
 	if _, err := c.br.Peek(1); err != nil {
@@ -308,6 +464,7 @@ type spliceBody struct {
 	close     bool  // the upstream asked to close after this response
 	eof       bool
 	done      bool
+	sent      <-chan error // a spliced upload's result; nil for bodiless requests
 }
 
 func (b *spliceBody) Read(p []byte) (int, error) {
@@ -328,11 +485,34 @@ func (b *spliceBody) Close() error {
 	// stop reports false when the request's context already ended and its
 	// hook is closing the connection: such a connection never goes back
 	// to the pool.
-	if b.stop() && b.eof && !b.close {
+	if b.stop() && b.eof && !b.close && b.uploaded() {
 		b.f.put(b.addr, b.c)
 		return nil
 	}
 	return b.c.tc.Close()
+}
+
+// uploaded reports whether the request body (if any) went whole: only
+// then may the connection carry another request.
+func (b *spliceBody) uploaded() bool {
+	if b.sent == nil {
+		return true
+	}
+	select {
+	case err := <-b.sent:
+		return err == nil
+	default:
+	}
+	// The upstream answered as the last body bytes went: give the move a
+	// moment to report.
+	t := time.NewTimer(50 * time.Millisecond)
+	defer t.Stop()
+	select {
+	case err := <-b.sent:
+		return err == nil
+	case <-t.C:
+		return false
+	}
 }
 
 // errSplice wraps an error of a kernel-to-kernel move, which cannot tell

@@ -87,6 +87,7 @@ type requestBody struct {
 	n       atomic.Int64
 	reading atomic.Bool // a Read is in progress
 	failed  atomic.Bool // a Read failed before the end of the body
+	torn    atomic.Bool // a spliced move started: the body cannot be sent again
 	limit   int64       // 0 = none
 	idle    *idleTimer
 	cancel  context.CancelCauseFunc
@@ -143,6 +144,17 @@ func (b *requestBody) sent() int64 {
 		return 0
 	}
 	return b.n.Load()
+}
+
+// taken is what a retry decision weighs: the bytes read from the caller,
+// at least 1 once a spliced move started (it may have taken bytes it
+// could not deliver).
+func (b *requestBody) taken() int64 {
+	n := b.sent()
+	if n == 0 && b != nil && b.torn.Load() {
+		return 1
+	}
+	return n
 }
 
 // relayResult says how a body copy ended.
