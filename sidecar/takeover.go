@@ -29,9 +29,10 @@ import (
 // the copy saves.
 const uploadSpliceMin = 1 << 20
 
-// uploadSegment is how much of an upload one splice call moves; the body
-// idle timer is fed between segments.
-const uploadSegment = 256 << 10
+// uploadSegment is how much of an upload one ReadFrom moves; the body idle
+// timer is fed between segments. Smaller segments cost more: 256 KiB took
+// 0.36-0.38 CPU-s per GiB where 1 MiB takes 0.28-0.30, the L4 relay's cost.
+const uploadSegment = spliceSegment
 
 // splicedUp counts request body bytes moved kernel to kernel.
 var splicedUp atomic.Int64
