@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
+	"strconv"
 	"strings"
 
 	"github.com/ferrymesh/ferry/telemetry"
@@ -18,6 +20,7 @@ var (
 	errOverallTimeout = errors.New("the overall timeout elapsed")
 	errBodyTooLarge   = errors.New("request body exceeds limits.max_request_body_bytes")
 	errPerTryTimeout  = errors.New("no response headers within timeouts.per_try")
+	errCallerGone     = errors.New("the caller closed its connection")
 	// errBodyNotReplayable: part of a request body was read, and ferry
 	// holds no copy to send it again.
 	errBodyNotReplayable = errors.New("the request body was partly sent and is not held for a replay")
@@ -106,8 +109,10 @@ func writeFailure(w http.ResponseWriter, f failure) {
 	if f.close {
 		h.Set("Connection", "close")
 	}
+	body := "ferry: " + f.reason + "\n"
+	h.Set("Content-Length", strconv.Itoa(len(body)))
 	w.WriteHeader(f.status)
-	fmt.Fprintf(w, "ferry: %s\n", f.reason)
+	io.WriteString(w, body)
 }
 
 func sanitizeHeaderValue(s string) string {

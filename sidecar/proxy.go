@@ -64,6 +64,9 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	p.forward(w, r, rt.up, table.maxBody, x)
 }
 
+// errPreface answers the HTTP/2 preface sent where a request was due.
+var errPreface = failure{status: http.StatusHTTPVersionNotSupported, reason: "the HTTP/2 preface is not a request", kind: telemetry.ReasonOther, close: true}
+
 // malformed refuses requests that must not be relayed: CONNECT, the
 // HTTP/2 preface read as a request, and targets that are not origin-form
 // (or absolute-form, or asterisk-form "*"): relaying them would send the
@@ -73,7 +76,7 @@ func malformed(r *http.Request) (failure, bool) {
 	case r.Method == http.MethodConnect:
 		return failure{status: http.StatusMethodNotAllowed, reason: "CONNECT is not supported", kind: telemetry.ReasonOther}, true
 	case r.Method == "PRI":
-		return failure{status: http.StatusHTTPVersionNotSupported, reason: "the HTTP/2 preface is not a request", kind: telemetry.ReasonOther, close: true}, true
+		return errPreface, true
 	case r.URL.Opaque != "",
 		r.URL.Path != "" && r.URL.Path[0] != '/' && r.URL.Path != "*":
 		return failure{status: http.StatusBadRequest, reason: fmt.Sprintf("request target %q is not origin-form", r.RequestURI), kind: telemetry.ReasonOther, close: true}, true
@@ -103,7 +106,7 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, up *upstream, ma
 		return
 	}
 
-	ctx, cancel := context.WithCancelCause(r.Context())
+	ctx, cancel := exchangeContext(r)
 	defer cancel(nil)
 	if up.timeouts.Overall > 0 {
 		var stop context.CancelFunc
@@ -253,7 +256,7 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, up *upstream, ma
 				o.Result = resilience.TimedOut
 				x.reason, ao.Reason = telemetry.ReasonTimeout, telemetry.ReasonTimeout
 				reason = fmt.Sprintf("upstream %s (%s) cut after %d bytes: %v", up.name, addr, result.n, c)
-			} else if r.Context().Err() != nil {
+			} else if callerGone(r) {
 				o.Result = resilience.Canceled
 				x.reason, ao.Reason = telemetry.ReasonClientCanceled, telemetry.ReasonClientCanceled
 			}
@@ -282,6 +285,32 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, up *upstream, ma
 		}
 		return
 	}
+}
+
+// exchangeContext is the context of one exchange, which ferry cancels
+// with a cause (a timeout, a broken body) or when the exchange ends. The
+// HTTP/1.1 lane gives each request a context of its own to cancel; a
+// request from net/http gets a child context.
+func exchangeContext(r *http.Request) (context.Context, context.CancelCauseFunc) {
+	if cancel, ok := r.Context().Value(laneCancelKey{}).(context.CancelCauseFunc); ok {
+		return r.Context(), cancel
+	}
+	return context.WithCancelCause(r.Context())
+}
+
+// callerGone reports whether the caller went away (closed or reset its
+// connection, or reset its HTTP/2 stream).
+func callerGone(r *http.Request) bool {
+	ctx := r.Context()
+	if ctx.Err() == nil {
+		return false
+	}
+	if _, lane := ctx.Value(laneCancelKey{}).(context.CancelCauseFunc); lane {
+		// The exchange's own context: ferry cancels it for its own
+		// reasons too.
+		return errors.Is(context.Cause(ctx), errCallerGone)
+	}
+	return true
 }
 
 // retry decides whether attempt, which ended with o, is followed by

@@ -47,9 +47,17 @@ type Sidecar struct {
 
 type listener struct {
 	name string
-	srv  *http.Server
+	srv  server
 	ln   net.Listener
 	done chan error
+}
+
+// server is what serves a listener: net/http's server (admin), or the
+// HTTP/1.1 lane in front of one (outbound, inbound).
+type server interface {
+	Serve(net.Listener) error
+	Shutdown(context.Context) error
+	Close() error
 }
 
 // Options are the parts of a Sidecar that do not come from the config file.
@@ -159,7 +167,11 @@ func (s *Sidecar) Start() error {
 			s.servers = nil
 			return fmt.Errorf("%s.listen: %w", sp.name, err)
 		}
-		s.servers = append(s.servers, &listener{name: sp.name, srv: s.newServer(sp.name, sp.h), ln: ln, done: make(chan error, 1)})
+		var srv server = s.newServer(sp.name, sp.h)
+		if sp.name != "admin" {
+			srv = newLane(sp.name, sp.h, srv.(*http.Server), s.log)
+		}
+		s.servers = append(s.servers, &listener{name: sp.name, srv: srv, ln: ln, done: make(chan error, 1)})
 	}
 	for _, l := range s.servers {
 		go func(l *listener) { l.done <- l.srv.Serve(l.ln) }(l)

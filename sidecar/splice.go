@@ -11,6 +11,7 @@ import (
 	"net/http/httptrace"
 	"net/textproto"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -43,6 +44,12 @@ const (
 	// poolSweepInterval is how often idle connections are checked for a
 	// close by the upstream or expiry.
 	poolSweepInterval = 5 * time.Second
+	// poolTrustWindow: a connection back in the pool for less than this
+	// is taken without peeking at its socket (a system call per request
+	// under load); older ones are checked for a close by the upstream.
+	// A replayable request that meets a close anyway is retried on a new
+	// connection.
+	poolTrustWindow = 100 * time.Millisecond
 	// maxResponseHeader bounds an upstream's response header, as
 	// net/http's Transport does by default.
 	maxResponseHeader = 1 << 20
@@ -83,7 +90,7 @@ func eligible(out *http.Request) bool {
 // socket that ferry's client can splice into the upstream's.
 func splicedUpload(out *http.Request) (*requestBody, bool) {
 	b, ok := out.Body.(*requestBody)
-	if !ok || !b.spliceable() || out.ContentLength <= 0 || out.URL.Scheme != "http" || out.Header["Upgrade"] != nil {
+	if !ok || !b.spliceable() || out.ContentLength < spliceMin || out.URL.Scheme != "http" || out.Header["Upgrade"] != nil {
 		return nil, false
 	}
 	return b, true
@@ -241,8 +248,9 @@ func (f *fastH1) awaitContinue(c *h1Conn, out *http.Request) (*http.Response, bo
 	}
 }
 
-// writeHead writes the head of a request whose Content-Length body follows
-// separately.
+// writeHead writes the head of a request to an HTTP/1.1 upstream: its body
+// (if any, of out.ContentLength bytes) follows separately. Header order is
+// the map's: HTTP gives it no meaning across different field names.
 func writeHead(bw *bufio.Writer, out *http.Request) error {
 	host := out.Host
 	if host == "" {
@@ -254,14 +262,34 @@ func writeHead(bw *bufio.Writer, out *http.Request) error {
 	bw.WriteString(" HTTP/1.1\r\nHost: ")
 	bw.WriteString(sanitizeHeaderValue(host))
 	bw.WriteString("\r\n")
-	if err := out.Header.WriteSubset(bw, headOwned); err != nil {
-		return err
+	switch {
+	case out.ContentLength > 0:
+		bw.WriteString("Content-Length: ")
+		bw.WriteString(strconv.FormatInt(out.ContentLength, 10))
+		bw.WriteString("\r\n")
+	case out.Method == http.MethodPost || out.Method == http.MethodPut || out.Method == http.MethodPatch:
+		// An empty body is announced for these, as net/http does: many
+		// servers expect it.
+		bw.WriteString("Content-Length: 0\r\n")
 	}
-	bw.WriteString("Content-Length: ")
-	bw.WriteString(strconv.FormatInt(out.ContentLength, 10))
-	_, err := bw.WriteString("\r\n\r\n")
+	for k, vv := range out.Header {
+		if headOwned[k] {
+			continue
+		}
+		for _, v := range vv {
+			bw.WriteString(k)
+			bw.WriteString(": ")
+			bw.WriteString(textproto.TrimString(headerValueReplacer.Replace(v)))
+			bw.WriteString("\r\n")
+		}
+	}
+	_, err := bw.WriteString("\r\n")
 	return err
 }
+
+// headerValueReplacer keeps a header value on its line, as net/http's
+// Header.Write does.
+var headerValueReplacer = strings.NewReplacer("\r\n", " ", "\r", " ", "\n", " ")
 
 // headOwned are the header fields writeHead writes itself (or never).
 var headOwned = map[string]bool{"Host": true, "Content-Length": true, "Transfer-Encoding": true, "Trailer": true}
@@ -278,7 +306,7 @@ func replayable(method string) bool {
 // passing 1xx informational responses to the request's trace. fresh
 // reports whether any response byte arrived.
 func (f *fastH1) exchange(c *h1Conn, out *http.Request) (*http.Response, bool, error) {
-	if err := out.Write(c.bw); err != nil {
+	if err := writeHead(c.bw, out); err != nil {
 		return nil, false, err
 	}
 	if err := c.bw.Flush(); err != nil {
@@ -341,7 +369,7 @@ func (f *fastH1) get(ctx context.Context, addr string, fresh bool) (*h1Conn, boo
 		for list := f.idle[addr]; len(list) > 0; list = f.idle[addr] {
 			c := list[len(list)-1]
 			f.idle[addr] = list[:len(list)-1]
-			if time.Since(c.since) < poolIdleTimeout && c.alive() {
+			if idle := time.Since(c.since); idle < poolIdleTimeout && (idle < poolTrustWindow || c.alive()) {
 				f.mu.Unlock()
 				return c, true, nil
 			}
@@ -396,7 +424,7 @@ func (f *fastH1) sweep() {
 	for addr, list := range f.idle {
 		keep := list[:0]
 		for _, c := range list {
-			if time.Since(c.since) < poolIdleTimeout && c.alive() {
+			if idle := time.Since(c.since); idle < poolIdleTimeout && (idle < poolTrustWindow || c.alive()) {
 				keep = append(keep, c)
 			} else {
 				c.tc.Close()

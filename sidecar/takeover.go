@@ -66,11 +66,14 @@ func (p *Proxy) takeOver(w http.ResponseWriter, r *http.Request) (cw *connWriter
 	if err != nil {
 		return nil, nil, false
 	}
-	tc, ok := conn.(*net.TCPConn)
-	if !ok {
-		// Not a plain socket after all: answer on it, without splice.
-		tc = nil
+	bufs := []*bufio.Reader{brw.Reader}
+	if pc, ok := conn.(*prefixConn); ok {
+		// Handed over by the lane: what the lane buffered follows what
+		// net/http buffered.
+		conn = pc.Conn
+		bufs = append(bufs, pc.r)
 	}
+	tc, _ := conn.(*net.TCPConn) // nil: not a plain socket; answer on it without splice
 	cw = &connWriter{conn: conn, tc: tc, bw: bufio.NewWriterSize(conn, 4<<10), h: http.Header{}, head: r.Method == http.MethodHead}
 	if !p.tunnels.add(cw) {
 		// The drain is over: nothing new may start.
@@ -78,16 +81,17 @@ func (p *Proxy) takeOver(w http.ResponseWriter, r *http.Request) (cw *connWriter
 		cw.end()
 		return nil, nil, true
 	}
-	body = &socketBody{br: brw.Reader, conn: conn, tc: tc, expect: r.Header["Expect"] != nil}
+	body = &socketBody{bufs: bufs, conn: conn, tc: tc, expect: r.Header["Expect"] != nil}
 	body.left.Store(r.ContentLength)
 	cw.body = body
 	return cw, body, false
 }
 
-// socketBody is a taken-over caller's request body: what net/http's reader
-// already buffered, then the socket itself, left bytes in all.
+// socketBody is a request body read from the caller's socket: what the
+// connection's readers already buffered, in order, then the socket itself,
+// left bytes in all.
 type socketBody struct {
-	br     *bufio.Reader
+	bufs   []*bufio.Reader
 	conn   net.Conn
 	tc     *net.TCPConn // nil when the connection is not a plain socket
 	left   atomic.Int64 // body bytes not yet taken from the caller
@@ -115,8 +119,8 @@ func (s *socketBody) Read(p []byte) (int, error) {
 	}
 	var n int
 	var err error
-	if s.br.Buffered() > 0 {
-		n, err = s.br.Read(p[:min(len(p), s.br.Buffered())])
+	if br := s.buffered(); br != nil {
+		n, err = br.Read(p[:min(len(p), br.Buffered())])
 	} else {
 		n, err = s.conn.Read(p)
 	}
@@ -125,6 +129,16 @@ func (s *socketBody) Read(p []byte) (int, error) {
 		err = io.ErrUnexpectedEOF // the caller closed before its Content-Length
 	}
 	return n, err
+}
+
+// buffered returns the first reader still holding buffered bytes, or nil.
+func (s *socketBody) buffered() *bufio.Reader {
+	for _, br := range s.bufs {
+		if br.Buffered() > 0 {
+			return br
+		}
+	}
+	return nil
 }
 
 // Close leaves the socket alone: the connection writer closes it.
@@ -148,10 +162,10 @@ func (b *requestBody) spliceable() bool {
 func (b *requestBody) spliceInto(dst *net.TCPConn) error {
 	b.torn.Store(true)
 	s := b.rc.(*socketBody)
-	for s.left.Load() > 0 && s.br.Buffered() > 0 {
-		buf, _ := s.br.Peek(int(min(int64(s.br.Buffered()), s.left.Load())))
+	for br := s.buffered(); s.left.Load() > 0 && br != nil; br = s.buffered() {
+		buf, _ := br.Peek(int(min(int64(br.Buffered()), s.left.Load())))
 		n, err := dst.Write(buf)
-		s.br.Discard(n)
+		br.Discard(n)
 		s.left.Add(-int64(n))
 		b.n.Add(int64(n))
 		if err != nil {
@@ -207,18 +221,22 @@ func peerGone(c *net.TCPConn) bool {
 	return err != nil || gone
 }
 
-// connWriter is an http.ResponseWriter on a taken-over HTTP/1.1
-// connection. It frames the response as net/http's server would for the
-// same handler calls: the Content-Length the handler set, else chunked with
-// trailers; interim 1xx responses as they come; no body for HEAD, 204 and
-// 304. It always closes the connection after the response.
+// connWriter is an http.ResponseWriter on an HTTP/1.1 connection ferry
+// serves itself (a taken-over connection, or one of the HTTP/1.1 lane). It
+// frames the response as net/http's server would for the same handler
+// calls: the Content-Length the handler set, else chunked with trailers;
+// interim 1xx responses as they come; no body for HEAD, 204 and 304; a Date.
+// With keepAlive false, or when the handler says "Connection: close", the
+// response says "Connection: close".
 type connWriter struct {
-	conn net.Conn
-	tc   *net.TCPConn // nil when not a plain socket
-	bw   *bufio.Writer
-	h    http.Header
-	head bool        // the request was HEAD
-	body *socketBody // the request body, read from the same connection
+	conn      net.Conn
+	tc        *net.TCPConn // nil when not a plain socket
+	bw        *bufio.Writer
+	h         http.Header
+	head      bool        // the request was HEAD
+	body      *socketBody // the request body, read from the same connection; nil when none
+	keepAlive bool        // the connection may carry another request after this one
+	lane      *lane       // the lane serving the connection; nil when taken over
 
 	wrote   bool
 	noBody  bool
@@ -230,6 +248,9 @@ type connWriter struct {
 
 func (w *connWriter) Header() http.Header { return w.h }
 
+// ownedHeaders are written by WriteHeader itself, never from the map.
+var ownedHeaders = map[string]bool{"Transfer-Encoding": true, "Connection": true}
+
 func (w *connWriter) WriteHeader(code int) {
 	if w.wrote || w.err != nil {
 		return
@@ -238,50 +259,102 @@ func (w *connWriter) WriteHeader(code int) {
 		panic(fmt.Sprintf("invalid WriteHeader code %v", code))
 	}
 	if code >= 100 && code < 200 && code != http.StatusSwitchingProtocols {
-		w.writeHead(code, w.h)
+		w.writeHead(code, w.h, nil)
 		w.flush()
 		return
 	}
 	w.wrote = true
+	h := w.h
 	w.noBody = w.head || code == http.StatusNoContent || code == http.StatusNotModified
-	h := w.h.Clone()
-	for k := range h {
-		if strings.HasPrefix(k, http.TrailerPrefix) {
-			delete(h, k)
-		}
-	}
-	delete(h, "Transfer-Encoding")
+	exclude := ownedHeaders
 	w.left = -1
-	if cl := h.Get("Content-Length"); cl != "" {
-		n, err := strconv.ParseInt(cl, 10, 64)
-		if err != nil || n < 0 {
-			delete(h, "Content-Length")
-		} else if !w.noBody {
+	if cl := h["Content-Length"]; len(cl) > 0 {
+		n, err := strconv.ParseInt(cl[0], 10, 64)
+		switch {
+		case err != nil || n < 0 || len(cl) > 1 || code == http.StatusNoContent || code == http.StatusNotModified:
+			exclude = withExcluded(exclude, "Content-Length")
+		case !w.noBody:
 			w.left = n
 		}
 	}
+	for k := range h {
+		if strings.HasPrefix(k, http.TrailerPrefix) {
+			exclude = withExcluded(exclude, k)
+		}
+	}
+	if w.keepAlive && (hasToken(h["Connection"], "close") || w.lane != nil && w.lane.closing.Load()) {
+		w.keepAlive = false
+	}
+	var extra []string
 	if !w.noBody && w.left < 0 {
 		w.chunked = true
-		h["Transfer-Encoding"] = []string{"chunked"}
+		extra = append(extra, "Transfer-Encoding: chunked")
 	}
-	if code == http.StatusNoContent || code == http.StatusNotModified {
-		delete(h, "Content-Length")
+	if !w.keepAlive {
+		extra = append(extra, "Connection: close")
 	}
-	h["Connection"] = []string{"close"}
 	if _, ok := h["Date"]; !ok {
-		h["Date"] = []string{time.Now().UTC().Format(http.TimeFormat)}
+		extra = append(extra, "Date: "+httpDate())
 	}
-	w.writeHead(code, h)
+	w.writeHead(code, h, exclude, extra...)
 }
 
-func (w *connWriter) writeHead(code int, h http.Header) {
+// withExcluded returns a copy of exclude with one more name.
+func withExcluded(exclude map[string]bool, name string) map[string]bool {
+	m := make(map[string]bool, len(exclude)+1)
+	for k, v := range exclude {
+		m[k] = v
+	}
+	m[name] = true
+	return m
+}
+
+// hasToken reports whether a comma-separated header holds token.
+func hasToken(values []string, token string) bool {
+	for _, v := range values {
+		for t := range strings.SplitSeq(v, ",") {
+			if strings.EqualFold(strings.TrimSpace(t), token) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// httpDate is the Date header value, formatted at most once a second.
+func httpDate() string {
+	now := time.Now().Unix()
+	if d := dateCache.Load(); d != nil && d.unix == now {
+		return d.text
+	}
+	d := &cachedDate{unix: now, text: time.Unix(now, 0).UTC().Format(http.TimeFormat)}
+	dateCache.Store(d)
+	return d.text
+}
+
+type cachedDate struct {
+	unix int64
+	text string
+}
+
+var dateCache atomic.Pointer[cachedDate]
+
+func (w *connWriter) writeHead(code int, h http.Header, exclude map[string]bool, extra ...string) {
 	text := http.StatusText(code)
 	if text == "" {
 		text = "status code " + strconv.Itoa(code)
 	}
-	fmt.Fprintf(w.bw, "HTTP/1.1 %03d %s\r\n", code, text)
-	if err := h.Write(w.bw); err != nil {
+	w.bw.WriteString("HTTP/1.1 ")
+	w.bw.WriteString(strconv.Itoa(code))
+	w.bw.WriteByte(' ')
+	w.bw.WriteString(text)
+	w.bw.WriteString("\r\n")
+	if err := h.WriteSubset(w.bw, exclude); err != nil {
 		w.fail(err)
+	}
+	for _, line := range extra {
+		w.bw.WriteString(line)
+		w.bw.WriteString("\r\n")
 	}
 	if _, err := w.bw.WriteString("\r\n"); err != nil {
 		w.fail(err)
@@ -382,35 +455,52 @@ func (w *connWriter) FlushError() error {
 // Flush implements http.Flusher.
 func (w *connWriter) Flush() { _ = w.FlushError() }
 
-// end completes the response (the last chunk and trailers) when it was
-// whole, then closes the connection. A response never started or cut short
-// ends with the connection closed as it is, so the caller sees it broken.
+// finish completes the response: a handler that wrote nothing answers 200
+// with no body, as with net/http; a chunked body gets its last chunk and
+// trailers. It reports whether the response went out whole; one cut short
+// (a Content-Length not met, a write error) must end with the connection
+// closed as it is, so the caller sees it broken.
+func (w *connWriter) finish() bool {
+	if !w.wrote && w.err == nil {
+		w.h["Content-Length"] = []string{"0"}
+		w.WriteHeader(http.StatusOK)
+	}
+	if w.err != nil || (!w.chunked && w.left > 0) {
+		return false
+	}
+	if w.chunked {
+		w.bw.WriteString("0\r\n")
+		for k, vv := range w.h {
+			if name, ok := strings.CutPrefix(k, http.TrailerPrefix); ok {
+				for _, v := range vv {
+					fmt.Fprintf(w.bw, "%s: %s\r\n", name, sanitizeHeaderValue(v))
+				}
+			}
+		}
+		w.bw.WriteString("\r\n")
+	}
+	return w.flush() == nil
+}
+
+// end finishes the response on a taken-over connection and closes it.
 func (w *connWriter) end() {
 	if w.ended.Swap(true) {
 		return
 	}
-	if w.wrote && w.err == nil && (w.chunked || w.left <= 0) {
-		if w.chunked {
-			w.bw.WriteString("0\r\n")
-			for k, vv := range w.h {
-				if name, ok := strings.CutPrefix(k, http.TrailerPrefix); ok {
-					for _, v := range vv {
-						fmt.Fprintf(w.bw, "%s: %s\r\n", name, sanitizeHeaderValue(v))
-					}
-				}
-			}
-			w.bw.WriteString("\r\n")
-		}
-		w.bw.Flush()
-	}
+	w.finish()
+	w.close()
+}
+
+// close closes the connection; when the caller may still be sending a
+// body nobody will read, it lingers first: closing at once would reset the
+// connection and could destroy the response before the caller read it.
+// It half-closes, reads and drops what still comes for a moment, then
+// closes (as net/http's server does).
+func (w *connWriter) close() {
 	if w.body == nil || w.body.left.Load() == 0 || w.tc == nil {
 		w.conn.Close()
 		return
 	}
-	// The caller may still be sending a body nobody will read. Closing
-	// now would reset the connection and could destroy the response
-	// before the caller read it: half-close, read and drop what still
-	// comes for a moment, then close (as net/http's server does).
 	w.tc.CloseWrite()
 	go func() {
 		w.tc.SetReadDeadline(time.Now().Add(lingerTimeout))

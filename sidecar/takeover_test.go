@@ -73,8 +73,10 @@ func TestZeroCopyUploadTaken(t *testing.T) {
 	for i, expect := range []bool{false, false, true} { // the second reuses ferry's pooled upstream connection
 		before := splicedUp.Load()
 		res := postThrough(t, c, url, size, expect)
-		if !res.Close {
-			t.Errorf("upload %d: the caller's connection was kept; a taken-over connection must close", i)
+		// The lane keeps the connection; an upload net/http serves
+		// (Expect: 100-continue) is taken over and closes it.
+		if res.Close != expect {
+			t.Errorf("upload %d (expect %v): connection closed %v", i, expect, res.Close)
 		}
 		// ferry counts a segment once its move returned, a moment after
 		// the origin may have read the last byte and answered.
@@ -95,7 +97,7 @@ func TestZeroCopyUploadNotTakenElsewhere(t *testing.T) {
 		size     int64
 		declared bool
 	}{
-		{"small", h1Client(), uploadSpliceMin - 1, true},
+		{"small", h1Client(), spliceMin - 1, true},
 		{"chunked", h1Client(), 4 << 20, false},
 		{"h2c caller", h2cClient(), 4 << 20, true},
 	} {

@@ -1,0 +1,735 @@
+package sidecar
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/textproto"
+	"net/url"
+	"runtime/debug"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// The HTTP/1.1 lane. ferry's proxy listeners serve plain HTTP/1.1 requests
+// themselves instead of through net/http's server, which spends about as
+// much CPU per small request as the proxying itself: a goroutine and a read
+// per request to notice a caller going away, textproto parsing with its
+// allocations, a context tree, a chunking writer. The lane reads a request
+// head from a pooled buffer, and only when every byte of it is of the
+// plainest kind (see parseHead) serves it, with the connWriter; a request
+// whose body has a Content-Length is read straight from the socket (so an
+// upload can be spliced upstream) and the connection stays open.
+//
+// Anything else hands the connection over, with the bytes read so far, to
+// net/http's server, which then serves it to the end as before: HTTP/2
+// (the h2c preface), upgrades, Expect, chunked or unusual framing,
+// HTTP/1.0, heads larger than the lane's buffer or limits.max_header_bytes,
+// and every malformed input, so each refusal keeps net/http's exact answer.
+// The lane never answers a request it did not fully understand.
+
+// laneBufSize is the lane's read buffer per connection: the largest request
+// head it serves itself.
+const laneBufSize = 8 << 10
+
+// watchDelay is how long a request runs before the lane starts watching
+// its connection for the caller going away. Short exchanges never pay for
+// the watch.
+const watchDelay = 20 * time.Millisecond
+
+var (
+	laneReaders = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, laneBufSize) }}
+	laneWriters = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, 4<<10) }}
+)
+
+// laneServed counts requests the lane served itself, laneHanded
+// connections it handed to net/http, laneWatches watches started. For
+// tests.
+var laneServed, laneHanded, laneWatches atomic.Int64
+
+// lane is the server of one proxy listener.
+type lane struct {
+	h          http.Handler
+	fallback   *http.Server // serves handed-over connections
+	handoff    *handoffListener
+	readHeader time.Duration
+	idle       time.Duration
+	maxHeader  int
+	log        *slog.Logger
+	name       string
+
+	mu      sync.Mutex
+	ln      net.Listener
+	conns   map[*laneConn]bool // true while a request is in progress
+	closing atomic.Bool
+}
+
+func newLane(name string, h http.Handler, fallback *http.Server, log *slog.Logger) *lane {
+	maxHeader := fallback.MaxHeaderBytes
+	if maxHeader <= 0 {
+		maxHeader = http.DefaultMaxHeaderBytes
+	}
+	return &lane{
+		h: h, fallback: fallback, handoff: newHandoffListener(),
+		readHeader: fallback.ReadHeaderTimeout, idle: fallback.IdleTimeout, maxHeader: maxHeader,
+		log: log, name: name, conns: map[*laneConn]bool{},
+	}
+}
+
+// Serve accepts connections on ln until Shutdown or Close.
+func (l *lane) Serve(ln net.Listener) error {
+	l.mu.Lock()
+	if l.closing.Load() {
+		l.mu.Unlock()
+		return http.ErrServerClosed
+	}
+	l.ln = ln
+	l.handoff.addr = ln.Addr()
+	l.mu.Unlock()
+	fallbackDone := make(chan struct{})
+	go func() {
+		defer close(fallbackDone)
+		l.fallback.Serve(l.handoff)
+	}()
+	var delay time.Duration
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			if l.closing.Load() {
+				return http.ErrServerClosed
+			}
+			if errors.Is(err, net.ErrClosed) {
+				l.handoff.Close()
+				<-fallbackDone
+				return err
+			}
+			// Out of file descriptors and the like: back off, as
+			// net/http does, rather than spin or stop serving.
+			delay = min(max(2*delay, 5*time.Millisecond), time.Second)
+			l.log.Warn("accept failed; retrying", "listener", l.name, "error", err.Error(), "in", delay.String())
+			time.Sleep(delay)
+			continue
+		}
+		delay = 0
+		go l.serveConn(c)
+	}
+}
+
+// Shutdown stops accepting, closes idle connections, lets requests in
+// progress finish (their connections close after the response), and waits
+// for that and for net/http's handed-over connections until ctx ends.
+func (l *lane) Shutdown(ctx context.Context) error {
+	l.closing.Store(true)
+	l.mu.Lock()
+	if l.ln != nil {
+		l.ln.Close()
+	}
+	l.mu.Unlock()
+	fallback := make(chan error, 1)
+	go func() { fallback <- l.fallback.Shutdown(ctx) }()
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		l.mu.Lock()
+		for c, busy := range l.conns {
+			if !busy {
+				c.c.Close()
+			}
+		}
+		n := len(l.conns)
+		l.mu.Unlock()
+		if n == 0 {
+			return <-fallback
+		}
+		select {
+		case <-ctx.Done():
+			<-fallback
+			return ctx.Err()
+		case <-tick.C:
+		}
+	}
+}
+
+// Close closes the listener and every connection at once.
+func (l *lane) Close() error {
+	l.closing.Store(true)
+	l.mu.Lock()
+	if l.ln != nil {
+		l.ln.Close()
+	}
+	for c := range l.conns {
+		c.c.Close()
+	}
+	l.mu.Unlock()
+	return l.fallback.Close()
+}
+
+// setBusy records a connection's state; it refuses to start a request once
+// the lane is closing.
+func (l *lane) setBusy(c *laneConn, busy bool) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if busy && l.closing.Load() {
+		return false
+	}
+	l.conns[c] = busy
+	return true
+}
+
+func (l *lane) forget(c *laneConn) {
+	l.mu.Lock()
+	delete(l.conns, c)
+	l.mu.Unlock()
+}
+
+// laneConn is one caller connection served by the lane.
+type laneConn struct {
+	l      *lane
+	c      net.Conn
+	tc     *net.TCPConn
+	remote string
+
+	// stash is a byte the watch read ahead: the start of the next
+	// request, served through Read before the socket.
+	stash    [1]byte
+	hasStash bool
+
+	// The watch of the request in progress.
+	wmu      sync.Mutex
+	wt       *time.Timer
+	wstop    bool          // the request ended: no new watch
+	wdone    chan struct{} // closed when a watch in progress returns; nil when none
+	wcancel  context.CancelCauseFunc
+	wbody    *socketBody
+	wpending *bufio.Reader // the connection's reader: pipelined bytes mean the caller is there
+}
+
+// Read feeds the connection's bufio.Reader: the stashed byte first.
+func (lc *laneConn) Read(p []byte) (int, error) {
+	if lc.hasStash && len(p) > 0 {
+		p[0] = lc.stash[0]
+		lc.hasStash = false
+		return 1, nil
+	}
+	return lc.c.Read(p)
+}
+
+func (l *lane) serveConn(c net.Conn) {
+	lc := &laneConn{l: l, c: c, remote: c.RemoteAddr().String()}
+	lc.tc, _ = c.(*net.TCPConn)
+	if !l.setBusy(lc, true) {
+		c.Close()
+		return
+	}
+	br := laneReaders.Get().(*bufio.Reader)
+	br.Reset(lc)
+	bw := laneWriters.Get().(*bufio.Writer)
+	bw.Reset(c)
+	owned := true // this goroutine closes the connection at the end
+	defer func() {
+		l.forget(lc)
+		bw.Reset(nil)
+		laneWriters.Put(bw)
+		if owned {
+			c.Close()
+			br.Reset(nil)
+			laneReaders.Put(br)
+		}
+	}()
+	for first := true; ; first = false {
+		if br.Buffered() == 0 {
+			// Wait for the next request: the first within the header
+			// timeout, later ones as long as idle allows. A connection
+			// with no request begun is idle: a drain closes it.
+			l.setBusy(lc, false)
+			if first {
+				c.SetReadDeadline(deadline(l.readHeader))
+			} else {
+				c.SetReadDeadline(deadline(l.idle))
+			}
+			if _, err := br.Peek(1); err != nil {
+				return
+			}
+			if !l.setBusy(lc, true) {
+				return // draining: a request not yet begun is not served
+			}
+		} else if !l.setBusy(lc, true) {
+			return
+		}
+		// A head that arrived whole (the common case) needs no header
+		// deadline; one still arriving gets read_header_timeout.
+		armed := first
+		head, verdict := l.readHead(br, func() {
+			if !armed {
+				c.SetReadDeadline(deadline(l.readHeader))
+				armed = true
+			}
+		})
+		if verdict == headBroken {
+			return
+		}
+		var req *http.Request
+		if verdict == headWhole {
+			req = parseHead(head)
+		}
+		if req == nil || req.ContentLength > 0 {
+			// A body is read without a deadline (body_idle rules);
+			// net/http sets its own on a handed-over connection. A
+			// bodiless request leaves the connection unread until the
+			// next one, which sets its own deadline first.
+			c.SetReadDeadline(time.Time{})
+		}
+		if req == nil {
+			if !first && bytes.HasPrefix(head, []byte("PRI * HTTP/2.0\r\n")) {
+				// net/http would take the preface for the start of an
+				// HTTP/2 connection: after a request it is not one.
+				w := &connWriter{conn: c, tc: lc.tc, bw: bw, h: http.Header{}}
+				writeFailure(w, errPreface)
+				w.finish()
+				return
+			}
+			if l.handOver(c, br) {
+				owned = false
+			}
+			return
+		}
+		br.Discard(len(head))
+		switch l.serveOne(lc, br, bw, req) {
+		case connKeep:
+			continue
+		case connLingering:
+			owned = false
+			br.Reset(nil)
+			laneReaders.Put(br)
+		}
+		return
+	}
+}
+
+func deadline(d time.Duration) time.Time {
+	if d <= 0 {
+		return time.Time{}
+	}
+	return time.Now().Add(d)
+}
+
+type headVerdict int
+
+const (
+	headWhole  headVerdict = iota // a complete head of the plain kind is buffered
+	headOther                     // not one for the lane: hand over
+	headBroken                    // the caller went away or timed out mid-head
+)
+
+var crlfcrlf = []byte("\r\n\r\n")
+
+// readHead waits until a whole request head is buffered and returns it
+// (without consuming it), calling beforeWait before it must wait for more. It gives up on heads larger than the buffer or
+// limits.max_header_bytes, and on heads with bare LF line ends, which only
+// net/http's parser may judge.
+func (l *lane) readHead(br *bufio.Reader, beforeWait func()) ([]byte, headVerdict) {
+	limit := min(br.Size(), l.maxHeader)
+	for n := 1; ; {
+		if n > br.Buffered() {
+			beforeWait()
+		}
+		buf, err := br.Peek(n)
+		if err != nil {
+			if len(buf) > 0 && errors.Is(err, bufio.ErrBufferFull) {
+				return nil, headOther
+			}
+			return nil, headBroken
+		}
+		buf, _ = br.Peek(br.Buffered())
+		if i := bytes.Index(buf, crlfcrlf); i >= 0 {
+			if i+4 > limit {
+				return nil, headOther
+			}
+			head := buf[:i+4]
+			if bareLF(head) {
+				return nil, headOther
+			}
+			return head, headWhole
+		}
+		if len(buf) >= limit || bareLF(buf) {
+			return nil, headOther
+		}
+		n = len(buf) + 1
+	}
+}
+
+// bareLF reports an LF not preceded by CR, or a CR not followed by LF.
+func bareLF(b []byte) bool {
+	for i, c := range b {
+		switch c {
+		case '\n':
+			if i == 0 || b[i-1] != '\r' {
+				return true
+			}
+		case '\r':
+			if i+1 < len(b) && b[i+1] != '\n' {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// handOver gives the connection, with what was read of it, to net/http.
+func (l *lane) handOver(c net.Conn, br *bufio.Reader) bool {
+	laneHanded.Add(1)
+	return l.handoff.deliver(&prefixConn{Conn: c, r: br})
+}
+
+// What becomes of a connection after a request.
+type connNext int
+
+const (
+	connKeep      connNext = iota // read the next request
+	connClose                     // close it now
+	connLingering                 // a linger goroutine owns and closes it
+)
+
+// serveOne serves one parsed request and says what becomes of the
+// connection.
+func (l *lane) serveOne(lc *laneConn, br *bufio.Reader, bw *bufio.Writer, req *http.Request) connNext {
+	laneServed.Add(1)
+	ctx, cancel := context.WithCancelCause(context.Background())
+	defer cancel(nil)
+	req = req.WithContext(context.WithValue(ctx, laneCancelKey{}, cancel))
+	req.RemoteAddr = lc.remote
+	w := &connWriter{conn: lc.c, tc: lc.tc, bw: bw, h: make(http.Header, 8), head: req.Method == http.MethodHead, keepAlive: !req.Close && !l.closing.Load(), lane: l}
+	if req.ContentLength > 0 {
+		sb := &socketBody{bufs: []*bufio.Reader{br}, conn: lc.c, tc: lc.tc}
+		sb.left.Store(req.ContentLength)
+		req.Body = sb
+		w.body = sb
+	} else {
+		req.Body = http.NoBody
+	}
+	lc.watch(cancel, w.body, br)
+	panicked := l.run(w, req)
+	lc.unwatch()
+	if panicked || !w.finish() {
+		return connClose // a response cut short: the caller must see it broken
+	}
+	switch {
+	case w.body != nil && w.body.left.Load() > 0:
+		// The rest of the body is still coming and nobody reads it.
+		w.close()
+		return connLingering
+	case !w.keepAlive || l.closing.Load():
+		return connClose
+	}
+	return connKeep
+}
+
+// laneCancelKey carries the cancel function of a lane request's context,
+// which is the request's alone: the proxy cancels it with a cause instead of
+// deriving a context of its own.
+type laneCancelKey struct{}
+
+// run calls the handler; a panic ends the connection (and is logged unless
+// it is http.ErrAbortHandler, the proxy's way to break a response).
+func (l *lane) run(w http.ResponseWriter, r *http.Request) (panicked bool) {
+	defer func() {
+		if v := recover(); v != nil {
+			panicked = true
+			if v != http.ErrAbortHandler {
+				l.log.Error("panic serving a request", "listener", l.name, "remote", r.RemoteAddr, "panic", fmt.Sprint(v), "stack", string(debug.Stack()))
+			}
+		}
+	}()
+	l.h.ServeHTTP(w, r)
+	return false
+}
+
+// watch arms the watch for the caller going away while a request runs: a
+// caller that closes its connection must cancel the upstream exchange.
+// net/http reads the connection during every request for that; the lane
+// starts reading only once a request has run for watchDelay with its body
+// fully read and no pipelined request buffered.
+func (lc *laneConn) watch(cancel context.CancelCauseFunc, body *socketBody, br *bufio.Reader) {
+	lc.wmu.Lock()
+	lc.wstop = false
+	lc.wcancel, lc.wbody, lc.wpending = cancel, body, br
+	if lc.wt == nil {
+		lc.wt = time.AfterFunc(watchDelay, lc.watchFire)
+	} else {
+		lc.wt.Reset(watchDelay)
+	}
+	lc.wmu.Unlock()
+}
+
+func (lc *laneConn) watchFire() {
+	lc.wmu.Lock()
+	if lc.wstop || lc.wdone != nil {
+		lc.wmu.Unlock()
+		return
+	}
+	if lc.wbody != nil && lc.wbody.left.Load() > 0 {
+		// The body is still being read: that read notices a caller
+		// gone. Look again later.
+		lc.wt.Reset(watchDelay)
+		lc.wmu.Unlock()
+		return
+	}
+	if lc.wpending.Buffered() > 0 {
+		// A pipelined request is waiting: the caller is there.
+		lc.wmu.Unlock()
+		return
+	}
+	// An idle or header deadline may linger: clear it before unwatch can
+	// see this watch (and set its own, to end it).
+	lc.c.SetReadDeadline(time.Time{})
+	done := make(chan struct{})
+	lc.wdone = done
+	cancel := lc.wcancel
+	lc.wmu.Unlock()
+	laneWatches.Add(1)
+	n, err := lc.c.Read(lc.stash[:])
+	lc.wmu.Lock()
+	switch {
+	case n == 1:
+		lc.hasStash = true // the next request has begun
+	case err != nil && !isTimeoutErr(err):
+		cancel(errCallerGone) // the caller closed or reset its connection
+	}
+	lc.wdone = nil
+	close(done)
+	lc.wmu.Unlock()
+}
+
+// unwatch ends the watch of the request that just ended, waiting for a
+// read in progress to be abandoned.
+func (lc *laneConn) unwatch() {
+	lc.wmu.Lock()
+	lc.wstop = true
+	lc.wt.Stop()
+	done := lc.wdone
+	lc.wmu.Unlock()
+	if done != nil {
+		lc.c.SetReadDeadline(time.Unix(1, 0))
+		<-done
+		lc.c.SetReadDeadline(time.Time{})
+	}
+}
+
+func isTimeoutErr(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}
+
+// parseHead parses a request head of the plainest kind, or returns nil:
+// "METHOD /origin-form HTTP/1.1", CRLF line ends, header names of token
+// characters, values of visible ASCII, space and tab, one Host, at most one
+// Content-Length of plain digits, and none of the fields that change how
+// the message is framed or what the connection becomes (Transfer-Encoding,
+// Upgrade, Expect, Trailer, HTTP2-Settings, a Connection naming upgrade).
+// net/http's server judges everything else.
+func parseHead(head []byte) *http.Request {
+	line, rest, _ := bytes.Cut(head, []byte("\r\n"))
+	sp1 := bytes.IndexByte(line, ' ')
+	if sp1 <= 0 {
+		return nil
+	}
+	method := line[:sp1]
+	for _, c := range method {
+		if c < 'A' || c > 'Z' {
+			return nil
+		}
+	}
+	target, proto, ok := bytes.Cut(line[sp1+1:], []byte(" "))
+	if !ok || string(proto) != "HTTP/1.1" || len(target) == 0 || target[0] != '/' {
+		return nil
+	}
+	for _, c := range target {
+		if c <= ' ' || c >= 0x7f {
+			return nil
+		}
+	}
+	m := string(method)
+	if m == http.MethodConnect || m == "PRI" {
+		return nil
+	}
+	uri := string(target)
+	u, err := url.ParseRequestURI(uri)
+	if err != nil {
+		return nil
+	}
+	r := &http.Request{Method: m, URL: u, Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1, RequestURI: uri, Header: make(http.Header, 8)}
+	hosts, lengths := 0, 0
+	for len(rest) > 2 {
+		var l []byte
+		l, rest, _ = bytes.Cut(rest, []byte("\r\n"))
+		colon := bytes.IndexByte(l, ':')
+		if colon <= 0 {
+			return nil
+		}
+		name := l[:colon]
+		for _, c := range name {
+			if !isTokenChar(c) {
+				return nil
+			}
+		}
+		value := bytes.Trim(l[colon+1:], " \t")
+		for _, c := range value {
+			if (c < ' ' && c != '\t') || c >= 0x7f {
+				return nil
+			}
+		}
+		key := canonicalKey(name)
+		v := string(value)
+		switch key {
+		case "Host":
+			// Like net/http: the Host field becomes r.Host only.
+			hosts++
+			r.Host = v
+			continue
+		case "Content-Length":
+			lengths++
+			n, err := strconv.ParseInt(v, 10, 64)
+			if err != nil || n < 0 || v[0] == '+' || (len(v) > 1 && v[0] == '0') {
+				return nil
+			}
+			r.ContentLength = n
+		case "Transfer-Encoding", "Upgrade", "Expect", "Trailer", "Http2-Settings":
+			return nil
+		case "Connection":
+			if hasToken([]string{v}, "upgrade") {
+				return nil
+			}
+			if hasToken([]string{v}, "close") {
+				r.Close = true
+			}
+		}
+		r.Header[key] = append(r.Header[key], v)
+	}
+	if hosts != 1 || lengths > 1 || !plainHost(r.Host) {
+		return nil
+	}
+	return r
+}
+
+func isTokenChar(c byte) bool {
+	switch {
+	case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9':
+		return true
+	}
+	return bytes.IndexByte([]byte("!#$%&'*+-.^_`|~"), c) >= 0
+}
+
+// plainHost accepts host[:port] of letters, digits, '-', '.', '_', and a
+// bracketed IPv6 literal; net/http judges anything else.
+func plainHost(h string) bool {
+	if h == "" {
+		return false
+	}
+	for i := 0; i < len(h); i++ {
+		c := h[i]
+		switch {
+		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9',
+			c == '-', c == '.', c == '_', c == ':', c == '[', c == ']':
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+// commonKeys interns the canonical form of frequent header names.
+var commonKeys = func() map[string]string {
+	m := map[string]string{}
+	for _, k := range []string{"Accept", "Accept-Encoding", "Accept-Language", "Authorization", "Cache-Control",
+		"Connection", "Content-Length", "Content-Type", "Cookie", "Host", "If-Modified-Since", "If-None-Match",
+		"Origin", "Referer", "User-Agent", "Traceparent", "Tracestate", "Baggage", "X-Forwarded-For",
+		"X-Forwarded-Host", "X-Forwarded-Proto", "X-Request-Id", "B3", "Te", "Upgrade", "Expect", "Transfer-Encoding", "Trailer"} {
+		m[k] = k
+	}
+	return m
+}()
+
+func canonicalKey(name []byte) string {
+	if k, ok := commonKeys[string(name)]; ok {
+		return k
+	}
+	return textproto.CanonicalMIMEHeaderKey(string(name))
+}
+
+// prefixConn is a connection handed to net/http: what the lane already
+// read comes first.
+type prefixConn struct {
+	net.Conn
+	r *bufio.Reader
+}
+
+func (c *prefixConn) Read(p []byte) (int, error) { return c.r.Read(p) }
+
+// CloseWrite half-closes, so net/http can close a connection whose request
+// it refused without resetting its answer away.
+func (c *prefixConn) CloseWrite() error {
+	if tc, ok := c.Conn.(*net.TCPConn); ok {
+		return tc.CloseWrite()
+	}
+	return nil
+}
+
+// ReadFrom lets net/http's response writer reach the socket's ReadFrom,
+// and so splice(2).
+func (c *prefixConn) ReadFrom(r io.Reader) (int64, error) {
+	if tc, ok := c.Conn.(*net.TCPConn); ok {
+		return tc.ReadFrom(r)
+	}
+	return io.Copy(writerOnly{c.Conn}, r)
+}
+
+// handoffListener is the net.Listener through which net/http's server
+// receives the lane's handed-over connections.
+type handoffListener struct {
+	addr   net.Addr
+	ch     chan net.Conn
+	done   chan struct{}
+	closed sync.Once
+}
+
+func newHandoffListener() *handoffListener {
+	return &handoffListener{ch: make(chan net.Conn), done: make(chan struct{})}
+}
+
+func (h *handoffListener) deliver(c net.Conn) bool {
+	select {
+	case h.ch <- c:
+		return true
+	case <-h.done:
+		return false
+	}
+}
+
+func (h *handoffListener) Accept() (net.Conn, error) {
+	select {
+	case c := <-h.ch:
+		return c, nil
+	case <-h.done:
+		return nil, net.ErrClosed
+	}
+}
+
+func (h *handoffListener) Close() error {
+	h.closed.Do(func() { close(h.done) })
+	return nil
+}
+
+func (h *handoffListener) Addr() net.Addr {
+	if h.addr == nil {
+		return &net.TCPAddr{}
+	}
+	return h.addr
+}

@@ -1,0 +1,301 @@
+package sidecar
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+)
+
+// Plain HTTP/1.1 requests are served by the lane; HTTP/2, upgrades,
+// Expect, chunked bodies, HTTP/1.0 and heads it does not judge go to
+// net/http, and both answer.
+func TestLaneServesPlainHandsOverTheRest(t *testing.T) {
+	up := origin(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		n, _ := io.Copy(io.Discard, r.Body)
+		fmt.Fprintf(w, "%s %s %d", r.Method, r.Proto, n)
+	}))
+	_, url := outboundTo(t, "", up)
+	for _, tc := range []struct {
+		name   string
+		raw    string
+		served bool // by the lane
+		want   string
+	}{
+		{"get", "GET /a HTTP/1.1\r\nHost: x\r\n\r\n", true, "GET HTTP/1.1 0"},
+		{"post", "POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc", true, "POST HTTP/1.1 3"},
+		{"chunked", "POST /a HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n", false, "POST HTTP/1.1 3"},
+		{"expect", "POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nExpect: 100-continue\r\n\r\nabc", false, "POST HTTP/1.1 3"},
+		{"http/1.0", "GET /a HTTP/1.0\r\nHost: x\r\n\r\n", false, "GET HTTP/1.1 0"},
+		{"bare LF", "GET /a HTTP/1.1\nHost: x\n\n", false, "GET HTTP/1.1 0"},
+		{"obs-fold", "GET /a HTTP/1.1\r\nHost: x\r\nX-A: 1\r\n 2\r\n\r\n", false, "GET HTTP/1.1 0"},
+		{"bad header name", "GET /a HTTP/1.1\r\nHost: x\r\nX A: 1\r\n\r\n", false, ""},
+		{"non-ASCII value", "GET /a HTTP/1.1\r\nHost: x\r\nX-A: \xff\r\n\r\n", false, "GET HTTP/1.1 0"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			served, handed := laneServed.Load(), laneHanded.Load()
+			c := dialRaw(t, url)
+			defer c.Close()
+			io.WriteString(c, tc.raw)
+			c.SetReadDeadline(time.Now().Add(10 * time.Second))
+			br := bufio.NewReader(c)
+			res, err := http.ReadResponse(br, nil)
+			for err == nil && res.StatusCode == http.StatusContinue {
+				res, err = http.ReadResponse(br, nil)
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			body, _ := io.ReadAll(res.Body)
+			if tc.want != "" && (res.StatusCode != 200 || string(body) != tc.want) {
+				t.Fatalf("got %d %q, want 200 %q", res.StatusCode, body, tc.want)
+			}
+			if tc.want == "" && res.StatusCode != http.StatusBadRequest {
+				t.Fatalf("got %d %q, want net/http's 400", res.StatusCode, body)
+			}
+			if got := laneServed.Load() - served; (got == 1) != tc.served {
+				t.Fatalf("lane served %d requests", got)
+			}
+			if got := laneHanded.Load() - handed; (got == 1) == tc.served {
+				t.Fatalf("lane handed over %d connections", got)
+			}
+		})
+	}
+}
+
+// Requests pipelined on one connection are answered in order, the
+// connection kept between them; "Connection: close" ends it after its
+// answer.
+func TestLanePipelinedAndClose(t *testing.T) {
+	up := origin(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		fmt.Fprintf(w, "%s:%s", r.URL.Path, b)
+	}))
+	_, url := outboundTo(t, "", up)
+	c := dialRaw(t, url)
+	defer c.Close()
+	io.WriteString(c, "GET /1 HTTP/1.1\r\nHost: x\r\n\r\n"+
+		"POST /2 HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello"+
+		"GET /3 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+	br := bufio.NewReader(c)
+	for i, res := range readAnswers(t, c, br, "/1:", "/2:hello", "/3:") {
+		if res.Close != (i == 2) {
+			t.Fatalf("answer %d: Connection: close is %v", i+1, res.Close)
+		}
+	}
+	if _, err := br.ReadByte(); err != io.EOF {
+		t.Fatalf("connection still open after Connection: close (%v)", err)
+	}
+}
+
+// A caller that goes away while the upstream has not answered yet cancels
+// the upstream exchange: the lane watches a request that runs for long.
+func TestLaneCallerGoneCancelsUpstream(t *testing.T) {
+	canceled := make(chan struct{})
+	arrived := make(chan struct{})
+	up := origin(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		close(arrived)
+		<-r.Context().Done()
+		close(canceled)
+	}))
+	_, url := outboundTo(t, "", up)
+	c := dialRaw(t, url)
+	io.WriteString(c, "GET /wait HTTP/1.1\r\nHost: x\r\n\r\n")
+	recv(t, arrived, 10*time.Second, "the request at the origin")
+	c.Close()
+	recv(t, canceled, 10*time.Second, "the origin to see the exchange canceled")
+}
+
+// The watch does not eat a pipelined request: a slow answer followed by a
+// request sent while it runs.
+func TestLaneWatchKeepsNextRequest(t *testing.T) {
+	release := make(chan struct{})
+	up := origin(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/slow" {
+			<-release
+		}
+		io.WriteString(w, r.URL.Path)
+	}))
+	_, url := outboundTo(t, "", up)
+	c := dialRaw(t, url)
+	defer c.Close()
+	watches := laneWatches.Load()
+	io.WriteString(c, "GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
+	waitFor(t, "the lane to watch the slow request", 10*time.Second, func() bool { return laneWatches.Load() > watches })
+	io.WriteString(c, "GET /next HTTP/1.1\r\nHost: x\r\n\r\n")
+	close(release)
+	readAnswers(t, c, bufio.NewReader(c), "/slow", "/next")
+}
+
+// readAnswers reads one response per wanted body from c, in order.
+func readAnswers(t *testing.T, c net.Conn, br *bufio.Reader, bodies ...string) []*http.Response {
+	t.Helper()
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	var all []*http.Response
+	for _, want := range bodies {
+		res, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatalf("%s: %v", want, err)
+		}
+		b, _ := io.ReadAll(res.Body)
+		if string(b) != want {
+			t.Fatalf("got %q, want %q", b, want)
+		}
+		all = append(all, res)
+	}
+	return all
+}
+
+// A drain closes idle lane connections at once, lets a request in progress
+// finish with "Connection: close", and refuses new connections.
+func TestLaneDrain(t *testing.T) {
+	release := make(chan struct{})
+	arrived := make(chan struct{}, 1)
+	up := origin(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/slow" {
+			arrived <- struct{}{}
+			<-release
+		}
+		io.WriteString(w, "ok")
+	}))
+	sc, url := outboundTo(t, "shutdown: { grace: 20s }", up)
+	idle := dialRaw(t, url)
+	defer idle.Close()
+	io.WriteString(idle, "GET /a HTTP/1.1\r\nHost: x\r\n\r\n")
+	ibr := bufio.NewReader(idle)
+	if res, err := http.ReadResponse(ibr, nil); err != nil {
+		t.Fatal(err)
+	} else {
+		io.ReadAll(res.Body)
+	}
+	busy := dialRaw(t, url)
+	defer busy.Close()
+	io.WriteString(busy, "GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
+	recv(t, arrived, 10*time.Second, "the slow request at the origin")
+	drained := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		drained <- sc.Shutdown(ctx)
+	}()
+	idle.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if _, err := ibr.ReadByte(); err == nil {
+		t.Fatal("the idle connection got bytes; want it closed")
+	}
+	if c, err := net.DialTimeout("tcp", strings.TrimPrefix(url, "http://"), time.Second); err == nil {
+		c.Close()
+		waitFor(t, "the listener to close", 5*time.Second, func() bool {
+			c, err := net.DialTimeout("tcp", strings.TrimPrefix(url, "http://"), time.Second)
+			if err == nil {
+				c.Close()
+			}
+			return err != nil
+		})
+	}
+	close(release)
+	busy.SetReadDeadline(time.Now().Add(10 * time.Second))
+	res, err := http.ReadResponse(bufio.NewReader(busy), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.ReadAll(res.Body)
+	if res.StatusCode != 200 || !res.Close {
+		t.Fatalf("in-flight request: %d, close %v; want 200 with Connection: close", res.StatusCode, res.Close)
+	}
+	if err := recv(t, drained, 20*time.Second, "the drain"); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// parseHead takes only the plainest heads.
+func TestLaneParseHead(t *testing.T) {
+	for _, tc := range []struct {
+		head string
+		ok   bool
+	}{
+		{"GET / HTTP/1.1\r\nHost: a\r\n\r\n", true},
+		{"GET /p?q=1 HTTP/1.1\r\nHost: a:80\r\nX-A: b c\r\n\r\n", true},
+		{"GET / HTTP/1.1\r\nHost: [::1]:80\r\n\r\n", true},
+		{"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\n\r\n", true},
+		{"GET / HTTP/1.1\r\n\r\n", false},                                     // no Host
+		{"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", false},               // two
+		{"GET / HTTP/1.1\r\nHost: a b\r\n\r\n", false},                        // odd host
+		{"GET http://a/ HTTP/1.1\r\nHost: a\r\n\r\n", false},                  // absolute-form
+		{"GET * HTTP/1.1\r\nHost: a\r\n\r\n", false},                          // asterisk
+		{"get / HTTP/1.1\r\nHost: a\r\n\r\n", false},                          // lower-case method
+		{"GET / HTTP/1.0\r\nHost: a\r\n\r\n", false},                          // version
+		{"PRI * HTTP/2.0\r\n\r\n", false},                                     // h2 preface
+		{"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 01\r\n\r\n", false},   // leading zero
+		{"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: +1\r\n\r\n", false},   // sign
+		{"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1, 1\r\n\r\n", false}, // list
+		{"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\n", false},
+		{"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n", false},
+		{"GET / HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\n\r\n", false},
+		{"GET / HTTP/1.1\r\nHost: a\r\nConnection: keep-alive, Upgrade\r\n\r\n", false},
+		{"GET / HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\n\r\n", false},
+		{"GET / HTTP/1.1\r\nHost: a\r\nX A: b\r\n\r\n", false},     // space in name
+		{"GET / HTTP/1.1\r\nHost: a\r\nX-A : b\r\n\r\n", false},    // space before colon
+		{"GET / HTTP/1.1\r\nHost: a\r\nX-A: b\x00\r\n\r\n", false}, // NUL
+		{"GET /\x7f HTTP/1.1\r\nHost: a\r\n\r\n", false},           // DEL in target
+		{"GET / HTTP/1.1\r\nHost: a\r\n: b\r\n\r\n", false},        // empty name
+		{"CONNECT a:443 HTTP/1.1\r\nHost: a:443\r\n\r\n", false},
+	} {
+		r := parseHead([]byte(tc.head))
+		if (r != nil) != tc.ok {
+			t.Errorf("%q: parsed %v, want %v", tc.head, r != nil, tc.ok)
+		}
+	}
+	r := parseHead([]byte("POST /p%20q?x=1 HTTP/1.1\r\nHost: a\r\ncontent-length: 4\r\nx-multi: 1\r\nX-Multi: 2\r\nConnection: close\r\n\r\n"))
+	if r == nil || r.URL.Path != "/p q" || r.URL.RawQuery != "x=1" || r.ContentLength != 4 || !r.Close ||
+		r.Host != "a" || strings.Join(r.Header["X-Multi"], ",") != "1,2" || r.Header.Get("Content-Length") != "4" {
+		t.Fatalf("parsed %+v", r)
+	}
+}
+
+// Whatever head the lane's parser accepts, net/http's parser accepts too
+// and reads the same request: the lane never serves a request net/http
+// would have refused or read differently.
+func FuzzLaneHead(f *testing.F) {
+	for _, s := range []string{
+		"GET / HTTP/1.1\r\nHost: a\r\n\r\n",
+		"POST /p?q=1 HTTP/1.1\r\nHost: a:80\r\nContent-Length: 10\r\nX-A: b\r\n\r\n",
+		"GET / HTTP/1.1\r\nHost: [::1]\r\nConnection: close\r\nx-y: 1\r\nX-Y: 2\r\n\r\n",
+		"GET /%zz HTTP/1.1\r\nHost: a\r\n\r\n",
+		"GET / HTTP/1.1\r\nHost: a\r\nContent-Length: 007\r\n\r\n",
+		"DELETE /a/../b HTTP/1.1\r\nHost: a..b\r\n\r\n",
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, head []byte) {
+		i := bytes.Index(head, []byte("\r\n\r\n"))
+		if i < 0 {
+			return
+		}
+		head = head[:i+4]
+		if bareLF(head) {
+			return // the lane hands these over before parsing
+		}
+		mine := parseHead(head)
+		if mine == nil {
+			return
+		}
+		ref, err := http.ReadRequest(bufio.NewReader(bytes.NewReader(head)))
+		if err != nil {
+			t.Fatalf("the lane accepted %q; net/http refuses it: %v", head, err)
+		}
+		if mine.Method != ref.Method || mine.URL.String() != ref.URL.String() || mine.RequestURI != ref.RequestURI ||
+			mine.Host != ref.Host || mine.ContentLength != ref.ContentLength || mine.Close != ref.Close ||
+			!reflect.DeepEqual(mine.Header, ref.Header) {
+			t.Fatalf("%q read differently:\nlane     %s %s host=%q cl=%d close=%v %v\nnet/http %s %s host=%q cl=%d close=%v %v",
+				head, mine.Method, mine.URL, mine.Host, mine.ContentLength, mine.Close, mine.Header,
+				ref.Method, ref.URL, ref.Host, ref.ContentLength, ref.Close, ref.Header)
+		}
+	})
+}
