@@ -10,7 +10,6 @@ import (
 	"net/http"
 	"net/netip"
 	"net/url"
-	"os"
 	"reflect"
 	"strconv"
 	"strings"
@@ -364,10 +363,6 @@ func FuzzHeaders(f *testing.F) {
 		}
 	})
 }
-
-// knownBugsOn reports FERRY_KNOWN_BUGS=1: run the cases that fail on a
-// known bug.
-func knownBugsOn() bool { return os.Getenv("FERRY_KNOWN_BUGS") == "1" }
 
 // FuzzProxyFraming sends arbitrary bytes to the outbound listener as one
 // HTTP/1.x connection and compares what the upstream

@@ -161,18 +161,16 @@ func hostileCases() []hostileCase {
 	return []hostileCase{
 		// Content-Length and Transfer-Encoding: chunked framing wins, the
 		// length is dropped, and the upstream gets one request whose body
-		// is exactly the decoded chunks (CL.TE and TE.CL smuggling).
+		// is exactly the decoded chunks (CL.TE and TE.CL smuggling). RFC
+		// 9112 section 6.1: after answering such a request the server
+		// MUST close the connection.
 		{name: "cl-te-chunked-wins", raw: "POST /p HTTP/1.1\r\n" + h + "Content-Length: 6\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
-			want: []int{200}, up: []upReq{{method: "POST", uri: "/p", host: "svc.example", body: ""}}},
-		// RFC 9112 section 6.1: after answering such a request the
-		// server MUST close the connection.
-		{name: "cl-te-connection-closed", raw: "POST /p HTTP/1.1\r\n" + h + "Content-Length: 6\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
-			want: []int{200}, closed: true, up: []upReq{{method: "POST", uri: "/p", host: "svc.example", body: ""}}, knownBug: "hardening-7"},
+			want: []int{200}, closed: true, up: []upReq{{method: "POST", uri: "/p", host: "svc.example", body: ""}}},
 		{name: "te-cl-smuggled-request-stays-body", raw: "POST /p HTTP/1.1\r\n" + h + "Content-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n" +
 			"23\r\nGET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n\r\n0\r\n\r\n",
-			want: []int{200}, up: []upReq{{method: "POST", uri: "/p", host: "svc.example", body: "GET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n"}}},
+			want: []int{200}, closed: true, up: []upReq{{method: "POST", uri: "/p", host: "svc.example", body: "GET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n"}}},
 		{name: "te-before-cl", raw: "POST /p HTTP/1.1\r\n" + h + "Transfer-Encoding: chunked\r\nContent-Length: 100\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
-			want: []int{200}, up: []upReq{{method: "POST", uri: "/p", host: "svc.example", body: "abc"}}},
+			want: []int{200}, closed: true, up: []upReq{{method: "POST", uri: "/p", host: "svc.example", body: "abc"}}},
 		// Content-Length repeated.
 		{name: "duplicate-equal-cl", raw: "POST /p HTTP/1.1\r\n" + h + "Content-Length: 3\r\nContent-Length: 3\r\n\r\nabc",
 			want: []int{200}, up: []upReq{{method: "POST", uri: "/p", host: "svc.example", body: "abc"}}},
@@ -283,7 +281,7 @@ func hostileCases() []hostileCase {
 		{name: "http10-keep-alive", raw: "GET /p HTTP/1.0\r\n" + h + "Connection: keep-alive\r\n\r\n", want: []int{200},
 			up: []upReq{{method: "GET", uri: "/p", host: "svc.example", hdr: map[string]string{"Connection": "", "Keep-Alive": ""}}}},
 		{name: "http10-te-chunked-ignored", raw: "POST /p HTTP/1.0\r\n" + h + "Connection: keep-alive\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\nabc",
-			want: []int{200}, up: []upReq{{method: "POST", uri: "/p", host: "svc.example", body: "abc"}}},
+			want: []int{200}, closed: true, up: []upReq{{method: "POST", uri: "/p", host: "svc.example", body: "abc"}}},
 		{name: "connection-nominated-headers-dropped", raw: "GET /p HTTP/1.1\r\n" + h + "Connection: keep-alive, X-Secret\r\nX-Secret: s\r\nKeep-Alive: timeout=5\r\nProxy-Connection: keep-alive\r\n\r\n",
 			want: []int{200}, up: []upReq{{method: "GET", uri: "/p", host: "svc.example", hdr: map[string]string{"X-Secret": "", "Keep-Alive": "", "Proxy-Connection": "", "Connection": ""}}}},
 		// Pipelining: each request reaches the upstream once, in order, and
@@ -344,13 +342,12 @@ func TestHostileHTTP1(t *testing.T) {
 	}
 }
 
-// skipKnownBug skips a case that fails on a bug written up in
-// /work/wt/notes-from-hardening.md, unless FERRY_KNOWN_BUGS=1 asks to see
-// it fail.
+// skipKnownBug skips a case that fails on a bug written up in SECURITY.md
+// (none at present), unless FERRY_KNOWN_BUGS=1 asks to see it fail.
 func skipKnownBug(t *testing.T, ref string) {
 	t.Helper()
 	if ref != "" && os.Getenv("FERRY_KNOWN_BUGS") != "1" {
-		t.Skipf("known bug %s (notes-from-hardening.md); FERRY_KNOWN_BUGS=1 runs it", ref)
+		t.Skipf("known bug %s (SECURITY.md); FERRY_KNOWN_BUGS=1 runs it", ref)
 	}
 }
 

@@ -73,6 +73,7 @@ type lane struct {
 }
 
 func newLane(name string, h http.Handler, fallback *http.Server, log *slog.Logger) *lane {
+	fallback.ConnContext = connContext
 	maxHeader := fallback.MaxHeaderBytes
 	if maxHeader <= 0 {
 		maxHeader = http.DefaultMaxHeaderBytes
@@ -386,7 +387,42 @@ func bareLF(b []byte) bool {
 // handOver gives the connection, with what was read of it, to net/http.
 func (l *lane) handOver(c net.Conn, br *bufio.Reader) bool {
 	laneHanded.Add(1)
-	return l.handoff.deliver(&prefixConn{Conn: c, r: br})
+	buf, _ := br.Peek(br.Buffered())
+	return l.handoff.deliver(&prefixConn{Conn: c, r: br, closeAfter: bothFramings(buf)})
+}
+
+// bothFramings reports a request head with both a Content-Length and a
+// Transfer-Encoding field. net/http frames such a request by its
+// Transfer-Encoding, as it must, but keeps the connection open, where RFC
+// 9112 section 6.1 has the server close it after the response: whatever
+// the two framings disagree on must not be read as a next request.
+func bothFramings(head []byte) bool {
+	if i := bytes.Index(head, crlfcrlf); i >= 0 {
+		head = head[:i]
+	}
+	cl, te := false, false
+	for line := range bytes.SplitSeq(head, []byte("\n")) {
+		name, _, ok := bytes.Cut(line, []byte(":"))
+		if !ok {
+			continue
+		}
+		name = bytes.TrimSpace(name)
+		cl = cl || bytes.EqualFold(name, []byte("Content-Length"))
+		te = te || bytes.EqualFold(name, []byte("Transfer-Encoding"))
+	}
+	return cl && te
+}
+
+// closeConnKey marks the context of a connection whose first request
+// must be its last (see bothFramings).
+type closeConnKey struct{}
+
+// connContext is net/http's ConnContext for handed-over connections.
+func connContext(ctx context.Context, c net.Conn) context.Context {
+	if pc, ok := c.(*prefixConn); ok && pc.closeAfter {
+		return context.WithValue(ctx, closeConnKey{}, true)
+	}
+	return ctx
 }
 
 // What becomes of a connection after a request.
@@ -668,7 +704,8 @@ func canonicalKey(name []byte) string {
 // read comes first.
 type prefixConn struct {
 	net.Conn
-	r *bufio.Reader
+	r          *bufio.Reader
+	closeAfter bool // the connection must close after its first answer
 }
 
 func (c *prefixConn) Read(p []byte) (int, error) { return c.r.Read(p) }

@@ -56,6 +56,10 @@ type exchange struct {
 	body   *requestBody
 	out    int64 // response body bytes relayed to the caller
 	h1     bool  // the caller speaks HTTP/1: a failure may close its connection
+	// closeConn: the caller's HTTP/1 connection must close after this
+	// exchange, whatever its outcome (a request framed by both
+	// Content-Length and Transfer-Encoding, RFC 9112 section 6.1).
+	closeConn bool
 }
 
 // end reports the request: server span end, metrics, access log. It runs
@@ -67,7 +71,7 @@ func (x *exchange) end() {
 // fail answers the caller with a proxy-made failure and records it.
 func (x *exchange) fail(w http.ResponseWriter, f failure) {
 	x.status, x.reason = f.status, f.kind
-	f.close = f.close && x.h1 // HTTP/2 streams end on their own
+	f.close = (f.close || x.closeConn) && x.h1 // HTTP/2 streams end on their own
 	writeFailure(w, f)
 }
 

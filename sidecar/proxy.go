@@ -49,6 +49,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	ctx, q := p.tel.StartRequest(r, p.listener)
 	r = r.WithContext(ctx)
 	x := &exchange{q: q, h1: r.ProtoMajor == 1}
+	x.closeConn = x.h1 && r.Context().Value(closeConnKey{}) != nil
 	defer x.end()
 	if f, bad := malformed(r); bad {
 		x.fail(w, f)
@@ -243,6 +244,9 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, up *upstream, ma
 		}
 		idle.resume()
 		x.status = res.StatusCode
+		if x.closeConn {
+			w.Header().Set("Connection", "close")
+		}
 		result := p.respond(w, res, idle)
 		res.Body.Close()
 		x.out = result.n
