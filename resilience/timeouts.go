@@ -28,6 +28,11 @@ type Timeouts struct {
 	// included. Default 0: no overall timeout, because a download or an
 	// event stream may rightly last for hours.
 	Overall time.Duration `yaml:"overall"`
+	// TunnelIdle closes an upgraded connection (a WebSocket, say) on which
+	// no byte moved in either direction for this long; BodyIdle and
+	// Overall do not apply to tunnels. Default 0: a tunnel lasts until
+	// either side closes it.
+	TunnelIdle time.Duration `yaml:"tunnel_idle"`
 }
 
 // DefaultTimeouts returns the documented defaults.
@@ -49,6 +54,7 @@ func (t *Timeouts) validate(f *fieldErrors) {
 		{"per_try", t.PerTry},
 		{"body_idle", t.BodyIdle},
 		{"overall", t.Overall},
+		{"tunnel_idle", t.TunnelIdle},
 	} {
 		if d.v < 0 {
 			f.add(d.key, "must be >= 0 (0 turns it off), got %s", d.v)

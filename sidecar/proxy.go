@@ -217,7 +217,7 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, up *upstream, ma
 		if res.StatusCode == http.StatusSwitchingProtocols {
 			pick.Done(o)
 			idle.stop()
-			p.tunnel(w, r, res, upgrade, up.name, addr, x)
+			p.tunnel(w, r, res, upgrade, up.name, addr, up.timeouts.TunnelIdle, x)
 			res.Body.Close()
 			a.End(telemetry.Outcome{Status: res.StatusCode})
 			return

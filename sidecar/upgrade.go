@@ -10,6 +10,7 @@ import (
 
 	"github.com/ferrymesh/ferry/telemetry"
 	"sync"
+	"time"
 )
 
 // tunnelSet tracks hijacked connections (WebSocket and other upgrades),
@@ -85,7 +86,7 @@ func (s *tunnelSet) closeAll() int {
 
 // tunnel completes a protocol switch: it hands the caller the upstream's 101
 // response and then copies bytes both ways until either side ends.
-func (p *Proxy) tunnel(w http.ResponseWriter, r *http.Request, res *http.Response, reqUpgrade, service, addr string, x *exchange) {
+func (p *Proxy) tunnel(w http.ResponseWriter, r *http.Request, res *http.Response, reqUpgrade, service, addr string, idleAfter time.Duration, x *exchange) {
 	resUpgrade := upgradeType(res.Header)
 	if !offered(reqUpgrade, resUpgrade) {
 		f := failure{http.StatusBadGateway, fmt.Sprintf("upstream %s (%s) switched to protocol %q, caller asked for %q", service, addr, resUpgrade, reqUpgrade), telemetry.ReasonBadResponse, false}
@@ -120,11 +121,18 @@ func (p *Proxy) tunnel(w http.ResponseWriter, r *http.Request, res *http.Respons
 		return
 	}
 	x.status = http.StatusSwitchingProtocols
+	// timeouts.tunnel_idle: a tunnel where nothing moved for that long is
+	// closed on both sides.
+	idle := startIdleTimer(idleAfter, func(error) {
+		conn.Close()
+		back.Close()
+	})
+	defer idle.stop()
 	done := make(chan struct{}, 2)
 	// Bytes the caller sent right after its request sit in brw's buffer;
 	// reading from brw forwards them first.
-	go tunnelCopy(back, brw, done)
-	go tunnelCopy(conn, back, done)
+	go tunnelCopy(back, brw, idle, done)
+	go tunnelCopy(conn, back, idle, done)
 	<-done
 	// One side ended: close both so the other copy returns too.
 	conn.Close()
@@ -148,15 +156,30 @@ func offered(requested, chosen string) bool {
 	return false
 }
 
-// tunnelCopy moves bytes one way through a pooled buffer.
-func tunnelCopy(dst io.Writer, src io.Reader, done chan<- struct{}) {
+// tunnelCopy moves bytes one way through a pooled buffer, feeding the idle
+// timer (nil: none).
+func tunnelCopy(dst io.Writer, src io.Reader, idle *idleTimer, done chan<- struct{}) {
 	bp := bufPool.Get().(*[]byte)
-	_, _ = io.CopyBuffer(writerOnly{dst}, readerOnly{src}, *bp)
+	_, _ = io.CopyBuffer(writerOnly{dst}, touchingReader{src, idle}, *bp)
 	bufPool.Put(bp)
 	if cw, ok := dst.(interface{ CloseWrite() error }); ok {
 		_ = cw.CloseWrite()
 	}
 	done <- struct{}{}
+}
+
+// touchingReader records activity on an idle timer at every read.
+type touchingReader struct {
+	r    io.Reader
+	idle *idleTimer
+}
+
+func (t touchingReader) Read(p []byte) (int, error) {
+	n, err := t.r.Read(p)
+	if n > 0 {
+		t.idle.touch()
+	}
+	return n, err
 }
 
 // writerOnly and readerOnly hide ReadFrom/WriteTo so io.CopyBuffer uses the

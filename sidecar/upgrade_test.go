@@ -472,3 +472,39 @@ services:
 	}
 	allClosed(t, bodies, 1)
 }
+
+// timeouts.tunnel_idle closes a tunnel on which nothing moved for that
+// long, on both sides, and leaves a busy one alone.
+func TestTunnelIdleTimeout(t *testing.T) {
+	leakCheck(t)
+	o := startWSOrigin(t)
+	sc := startFerry(t, fmt.Sprintf(`
+admin: { listen: 127.0.0.1:0 }
+outbound:
+  listen: 127.0.0.1:0
+  routes: [ { service: chat } ]
+services:
+  chat: { endpoints: [%s], timeouts: { tunnel_idle: 1s } }
+`, o.addr))
+	c, res := dialWS(t, sc.Addr("outbound"), "/chat", "early\n")
+	checkUpgraded(t, res)
+	c.expect("hello from origin\n")
+	c.expect("echo:early\n")
+	// Busy for well over the idle timeout: a message every 60 ms (pacing
+	// the traffic, not waiting for anything).
+	for i := range 30 {
+		msg := fmt.Sprintf("message %d\n", i)
+		c.send(msg)
+		c.expect("echo:" + msg)
+		time.Sleep(60 * time.Millisecond)
+	}
+	start := time.Now()
+	c.expectClosed()
+	if e := recv(t, o.events, 5*time.Second, "the origin to see the tunnel closed"); e != "eof" {
+		t.Fatalf("origin reported %q, want eof", e)
+	}
+	if d := time.Since(start); d < 800*time.Millisecond {
+		t.Fatalf("idle tunnel closed after %s, before tunnel_idle", d)
+	}
+	waitFor(t, "the tunnel to be forgotten", 5*time.Second, func() bool { return openTunnels(sc) == 0 })
+}
