@@ -38,12 +38,12 @@ const uploadSegment = spliceSegment
 var splicedUp atomic.Int64
 
 // takeOverEligible reports whether a request's body can go socket to
-// socket: plain HTTP/1.1 (no TLS, no upgrade, no Expect other than
+// socket: plain HTTP/1.1, not 1.0 (no TLS, no upgrade, no Expect other than
 // 100-continue), a Content-Length body of at least uploadSpliceMin, an
 // upstream spoken to in HTTP/1.1 by ferry's own client, and a server
 // connection that can be taken over.
 func takeOverEligible(w http.ResponseWriter, r *http.Request, up *upstream) bool {
-	if r.ProtoMajor != 1 || r.TLS != nil || r.ContentLength < uploadSpliceMin ||
+	if r.ProtoMajor != 1 || r.ProtoMinor != 1 || r.TLS != nil || r.ContentLength < uploadSpliceMin ||
 		len(r.TransferEncoding) > 0 || requestUpgrade(r.Header) != "" {
 		return false
 	}
