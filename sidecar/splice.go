@@ -50,6 +50,13 @@ const (
 	// A replayable request that meets a close anyway is retried on a new
 	// connection.
 	poolTrustWindow = 100 * time.Millisecond
+	// uploadReuseIdle: a spliced upload takes a pooled connection only if
+	// it was idle for less than this, else a new one. Once the splice
+	// started the body cannot be sent again, so it must not meet an
+	// upstream closing an idle connection (many close after 5 s) as it
+	// goes out; a connection that carried a request a moment ago is not
+	// being closed for idleness.
+	uploadReuseIdle = time.Second
 	// maxResponseHeader bounds an upstream's response header, as
 	// net/http's Transport does by default.
 	maxResponseHeader = 1 << 20
@@ -105,7 +112,11 @@ func (f *fastH1) RoundTrip(out *http.Request) (*http.Response, error) {
 	ctx := out.Context()
 	addr := out.URL.Host
 	for try := 0; ; try++ {
-		c, reused, err := f.get(ctx, addr, try > 0)
+		maxIdle := poolIdleTimeout
+		if splicing {
+			maxIdle = uploadReuseIdle
+		}
+		c, reused, err := f.get(ctx, addr, try > 0, maxIdle)
 		if err != nil {
 			return nil, err
 		}
@@ -363,13 +374,19 @@ func timeoutAware(err error) error {
 
 // get takes a live idle connection to addr, or dials one (always, with
 // fresh).
-func (f *fastH1) get(ctx context.Context, addr string, fresh bool) (*h1Conn, bool, error) {
+func (f *fastH1) get(ctx context.Context, addr string, fresh bool, maxIdle time.Duration) (*h1Conn, bool, error) {
 	if !fresh {
 		f.mu.Lock()
 		for list := f.idle[addr]; len(list) > 0; list = f.idle[addr] {
 			c := list[len(list)-1]
+			idle := time.Since(c.since)
+			if idle >= maxIdle && maxIdle < poolIdleTimeout {
+				// Too long idle for this request; the pool keeps it
+				// for others (the freshest is on top: all are older).
+				break
+			}
 			f.idle[addr] = list[:len(list)-1]
-			if idle := time.Since(c.since); idle < poolIdleTimeout && (idle < poolTrustWindow || c.alive()) {
+			if idle < poolIdleTimeout && (idle < poolTrustWindow || c.alive()) {
 				f.mu.Unlock()
 				return c, true, nil
 			}

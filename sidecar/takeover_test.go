@@ -240,3 +240,50 @@ func TestZeroCopyUploadSurvivesDrain(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// A spliced upload takes a pooled connection only when it carried a
+// request within uploadReuseIdle: an older one may be closed by the
+// upstream for idleness just as the unreplayable body goes out. Bodiless
+// requests still take it.
+func TestZeroCopyUploadAvoidsLongIdleConnections(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			defer c.Close()
+		}
+	}()
+	addr := ln.Addr().String()
+	f := &fastH1{dial: (&net.Dialer{}).DialContext, fallback: &http.Transport{}}
+	defer f.CloseIdleConnections()
+	old, _, err := f.get(context.Background(), addr, true, poolIdleTimeout)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.put(addr, old)
+	f.mu.Lock()
+	old.since = time.Now().Add(-2 * uploadReuseIdle)
+	f.mu.Unlock()
+	c, reused, err := f.get(context.Background(), addr, false, uploadReuseIdle)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.tc.Close()
+	if reused || c == old {
+		t.Fatal("an upload took a connection idle for longer than uploadReuseIdle")
+	}
+	again, reused, err := f.get(context.Background(), addr, false, poolIdleTimeout)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reused || again != old {
+		t.Fatal("a bodiless request did not get the pooled connection")
+	}
+}
