@@ -2,7 +2,6 @@ package inject
 
 import (
 	"fmt"
-	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -53,9 +52,9 @@ func annotationError(key, value string, err error) error {
 }
 
 var (
-	metaKeyRE    = regexp.MustCompile(`^[A-Za-z0-9_-]{1,128}$`)
-	secretNameRE = regexp.MustCompile(`^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$`)
-	secretKeyRE  = regexp.MustCompile(`^[-._a-zA-Z0-9]+$`)
+	metaKeyRE    = lazyRegexp(`^[A-Za-z0-9_-]{1,128}$`)
+	secretNameRE = lazyRegexp(`^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$`)
+	secretKeyRE  = lazyRegexp(`^[-._a-zA-Z0-9]+$`)
 )
 
 // makePlan reads the annotations of one pod. ann is the merged annotation
@@ -102,7 +101,7 @@ func (o *Options) makePlan(ann map[string]string, spec *podSpec) (*plan, error) 
 	}
 	if v, ok := get(AnnotationConsulTokenSecret); ok {
 		name, key, found := strings.Cut(v, ":")
-		if !found || !secretNameRE.MatchString(name) || !secretKeyRE.MatchString(key) {
+		if !found || !secretNameRE().MatchString(name) || !secretKeyRE().MatchString(key) {
 			return nil, annotationError(AnnotationConsulTokenSecret, v, fmt.Errorf("want SECRET-NAME:KEY"))
 		}
 		p.consulToken = &secretKeySelector{Name: name, Key: key}
@@ -168,13 +167,13 @@ func (p *plan) readRegistration(get func(string) (string, bool)) error {
 		}
 		return nil
 	}
-	if !serviceNameRE.MatchString(name) {
+	if !serviceNameRE().MatchString(name) {
 		return annotationError(AnnotationConsulService, name, fmt.Errorf("invalid Consul service name: letters, digits, '.', '_' and '-'"))
 	}
 	r := &registration{name: name, meta: map[string]string{}}
 	if v, ok := get(AnnotationConsulTags); ok {
 		for _, t := range splitList(v) {
-			if !tagRE.MatchString(t) {
+			if !tagRE().MatchString(t) {
 				return annotationError(AnnotationConsulTags, v, fmt.Errorf("invalid tag %q", t))
 			}
 			if !slices.Contains(r.tags, t) {
@@ -189,7 +188,7 @@ func (p *plan) readRegistration(get func(string) (string, bool)) error {
 			switch {
 			case !found:
 				return annotationError(AnnotationConsulMeta, v, fmt.Errorf("%q: want key=value", kv))
-			case !metaKeyRE.MatchString(k):
+			case !metaKeyRE().MatchString(k):
 				return annotationError(AnnotationConsulMeta, v, fmt.Errorf("invalid key %q: letters, digits, '_' and '-', at most 128", k))
 			case k == metaNamespace || k == metaPod:
 				return annotationError(AnnotationConsulMeta, v, fmt.Errorf("key %q is set by ferry", k))

@@ -98,4 +98,3 @@ const patchTypeJSONPatch = "JSONPatch"
 
 // operationCreate is the admission operation ferry injects on.
 const operationCreate = "CREATE"
-
