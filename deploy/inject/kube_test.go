@@ -157,3 +157,39 @@ func mustJSON(t *testing.T, v any) string {
 	}
 	return string(b)
 }
+
+// TestOptionsResources: Options.Resources are quantity strings, checked by
+// New; what the container gets is their canonical form.
+func TestOptionsResources(t *testing.T) {
+	for _, tc := range []struct {
+		res  Resources
+		err  string
+		want string // the container's resources as JSON
+	}{
+		{DefaultResources(), "", `{"limits":{"memory":"256Mi"},"requests":{"cpu":"50m","memory":"64Mi"}}`},
+		{Resources{Requests: map[string]string{"cpu": "0.5", "memory": "1024Mi"}}, "", `{"requests":{"cpu":"500m","memory":"1Gi"}}`},
+		{Resources{}, "", `{}`},
+		{Resources{Requests: map[string]string{"cpu": "lots"}}, `inject options: resources: cpu request "lots": not a quantity`, ""},
+		{Resources{Requests: map[string]string{"memory": "1Gi"}, Limits: map[string]string{"memory": "512Mi"}}, "inject options: resources: memory limit 512Mi is below its request 1Gi", ""},
+	} {
+		res := tc.res
+		inj, err := New(Options{Resources: &res})
+		if tc.err != "" {
+			if err == nil || !strings.HasPrefix(err.Error(), tc.err) {
+				t.Errorf("%+v: error %v, want %q", tc.res, err, tc.err)
+			}
+			continue
+		}
+		if err != nil {
+			t.Fatalf("%+v: %v", tc.res, err)
+		}
+		pod := yamlObject(t, []byte("apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec: {containers: [{name: app, ports: [{containerPort: 80}]}]}\n"))
+		mut, rep := inj.decide(pod)
+		if mut == nil {
+			t.Fatalf("not injected: %v", rep)
+		}
+		if got := mustJSON(t, mut.container.Resources); got != tc.want {
+			t.Errorf("%+v: resources %s, want %s", tc.res, got, tc.want)
+		}
+	}
+}

@@ -50,9 +50,11 @@ type Options struct {
 	ConsulAddr string
 	// OTelEndpoint becomes OTEL_EXPORTER_OTLP_ENDPOINT. Empty: not set.
 	OTelEndpoint string
-	// Resources of the ferry container. Nil: requests cpu 50m, memory
-	// 64Mi; limit memory 256Mi (no CPU limit, so ferry is never throttled
-	// mid-stream).
+	// Resources of the ferry container, as Kubernetes quantities (New
+	// refuses one that does not parse, or a limit below its request; the
+	// container gets their canonical form, "0.5" as "500m"). Nil: requests
+	// cpu 50m, memory 64Mi; limit memory 256Mi (no CPU limit, so ferry is
+	// never throttled mid-stream).
 	Resources *Resources
 	// DisableNativeSidecar makes "false" the default of
 	// AnnotationNativeSidecar (for clusters older than Kubernetes 1.29).
