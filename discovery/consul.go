@@ -6,14 +6,11 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net/http"
 	"slices"
 	"sort"
 	"strings"
 	"sync"
 	"time"
-
-	"github.com/hashicorp/consul/api"
 )
 
 // ErrClosed is returned by a Consul resolver after Close.
@@ -53,12 +50,11 @@ func (w ConsulWatch) equal(o ConsulWatch) bool {
 // keeps serving, marked Stale; before the first answer a service is not
 // Ready and its snapshot's Err says why.
 type Consul struct {
-	cfg       ConsulConfig
-	client    *api.Client
-	transport *http.Transport
-	token     string
-	log       *slog.Logger
-	backoff   Backoff
+	cfg     ConsulConfig
+	client  *consulClient
+	token   string
+	log     *slog.Logger
+	backoff Backoff
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -78,14 +74,13 @@ type consulWatch struct {
 // laid over it. It does not contact Consul: services are not ready until
 // their first answer. Its loops stop when ctx ends or on Close.
 func NewConsul(ctx context.Context, cfg ConsulConfig, opts ConsulOptions) (*Consul, error) {
-	apiCfg, err := cfg.APIConfig()
+	clientCfg, env, err := cfg.clientConfig()
 	if err != nil {
 		return nil, err
 	}
-	token := consulToken(apiCfg)
-	client, err := api.NewClient(apiCfg)
+	client, err := newConsulClient(clientCfg, env)
 	if err != nil {
-		return nil, fmt.Errorf("consul client: %s", scrubToken(err.Error(), token))
+		return nil, fmt.Errorf("consul client: %s", scrubToken(err.Error(), clientCfg.Token))
 	}
 	log := opts.Logger
 	if log == nil {
@@ -97,15 +92,14 @@ func NewConsul(ctx context.Context, cfg ConsulConfig, opts ConsulOptions) (*Cons
 	}
 	cctx, cancel := context.WithCancel(ctx)
 	c := &Consul{
-		cfg:       cfg,
-		client:    client,
-		transport: apiCfg.Transport,
-		token:     token,
-		log:       log,
-		backoff:   backoff,
-		ctx:       cctx,
-		cancel:    cancel,
-		watches:   make(map[string]*consulWatch),
+		cfg:     cfg,
+		client:  client,
+		token:   client.token,
+		log:     log,
+		backoff: backoff,
+		ctx:     cctx,
+		cancel:  cancel,
+		watches: make(map[string]*consulWatch),
 	}
 	names := make([]string, 0, len(opts.Watch))
 	for name := range opts.Watch {
@@ -120,10 +114,6 @@ func NewConsul(ctx context.Context, cfg ConsulConfig, opts ConsulOptions) (*Cons
 	}
 	return c, nil
 }
-
-// Client is the Consul API client the resolver uses, for callers that need
-// another endpoint. It carries the configured token.
-func (c *Consul) Client() *api.Client { return c.client }
 
 // Service implements Resolver. A service not watched yet starts a watch of
 // the Consul service of the same name, no tag filter, the configured
@@ -171,22 +161,19 @@ func (c *Consul) watch(name string, spec ConsulWatch, any bool) (*Service, error
 	if consulName == "" {
 		consulName = name
 	}
-	health := c.client.Health()
 	w := &watch{
 		svc:        NewService(name, "consul"),
 		service:    consulName,
 		tags:       spec.Tags,
 		datacenter: spec.Datacenter,
-		query: func(ctx context.Context, service string, tags []string, q *api.QueryOptions) ([]*api.ServiceEntry, *api.QueryMeta, error) {
-			return health.ServiceMultipleTags(service, tags, true, q.WithContext(ctx))
-		},
-		waitTime: c.cfg.waitTime(),
-		maxStale: c.cfg.maxStale(),
-		backoff:  c.backoff,
-		sleep:    sleepCtx,
-		now:      time.Now,
-		scrub:    func(s string) string { return scrubToken(s, c.token) },
-		log:      c.log,
+		query:      c.client.healthService,
+		waitTime:   c.cfg.waitTime(),
+		maxStale:   c.cfg.maxStale(),
+		backoff:    c.backoff,
+		sleep:      sleepCtx,
+		now:        time.Now,
+		scrub:      func(s string) string { return scrubToken(s, c.token) },
+		log:        c.log,
 	}
 	c.watches[name] = &consulWatch{spec: spec, w: w}
 	c.wg.Add(1)
@@ -264,9 +251,7 @@ func (c *Consul) Close() error {
 	c.mu.Unlock()
 	c.cancel()
 	c.wg.Wait()
-	if c.transport != nil {
-		c.transport.CloseIdleConnections()
-	}
+	c.client.transport.CloseIdleConnections()
 	return nil
 }
 

@@ -8,8 +8,6 @@ import (
 	"os"
 	"strings"
 	"time"
-
-	"github.com/hashicorp/consul/api"
 )
 
 // Defaults and bounds of ConsulConfig.
@@ -30,8 +28,8 @@ const (
 const redacted = "[redacted]"
 
 // ConsulConfig is the `consul:` section of ferry's config file. Every field is
-// an override on top of the standard Consul environment as the api package
-// reads it (CONSUL_HTTP_ADDR, CONSUL_HTTP_TOKEN, CONSUL_HTTP_TOKEN_FILE,
+// an override on top of the standard Consul environment as Consul's own
+// clients read it (CONSUL_HTTP_ADDR, CONSUL_HTTP_TOKEN, CONSUL_HTTP_TOKEN_FILE,
 // CONSUL_HTTP_SSL, CONSUL_CACERT, CONSUL_CLIENT_CERT, CONSUL_CLIENT_KEY,
 // CONSUL_HTTP_SSL_VERIFY, CONSUL_NAMESPACE, CONSUL_PARTITION, ...): an empty
 // field keeps what the environment says.
@@ -165,13 +163,15 @@ func (c ConsulConfig) maxStale() time.Duration {
 	return c.MaxStale
 }
 
-// APIConfig returns api.DefaultConfig() (the standard environment) with the
-// fields of c that are set laid over it. It validates c first.
-func (c ConsulConfig) APIConfig() (*api.Config, error) {
+// clientConfig returns the standard environment (consulEnvConfig) with
+// the fields of c that are set laid over it, and the environment itself
+// (the token's precedence depends on both). It validates c first.
+func (c ConsulConfig) clientConfig() (cfg, env consulClientConfig, err error) {
 	if err := c.Validate(); err != nil {
-		return nil, err
+		return cfg, env, err
 	}
-	cfg := api.DefaultConfig()
+	env = consulEnvConfig()
+	cfg = env
 	if c.Address != "" {
 		cfg.Address = c.Address
 	}
@@ -196,31 +196,17 @@ func (c ConsulConfig) APIConfig() (*api.Config, error) {
 		cfg.Partition = c.Partition
 	}
 	if c.CAFile != "" {
-		cfg.TLSConfig.CAFile = c.CAFile
+		cfg.TLS.CAFile = c.CAFile
 	}
 	if c.CertFile != "" {
-		cfg.TLSConfig.CertFile = c.CertFile
-		cfg.TLSConfig.KeyFile = c.KeyFile
+		cfg.TLS.CertFile = c.CertFile
+		cfg.TLS.KeyFile = c.KeyFile
 	}
 	if c.InsecureSkipVerify {
-		cfg.TLSConfig.InsecureSkipVerify = true
+		cfg.TLS.InsecureSkipVerify = true
 	}
 	cfg.WaitTime = c.waitTime()
-	return cfg, nil
-}
-
-// consulToken returns the token the api client will send for cfg, reading
-// the token file the way api.NewClient does. It is used only to scrub the
-// token out of error text.
-func consulToken(cfg *api.Config) string {
-	if cfg.TokenFile != "" {
-		if b, err := os.ReadFile(cfg.TokenFile); err == nil {
-			if t := strings.TrimSpace(string(b)); t != "" {
-				return t
-			}
-		}
-	}
-	return cfg.Token
+	return cfg, env, nil
 }
 
 // redactedCopy is c with the token replaced, for every printed form.

@@ -57,8 +57,8 @@ func TestConsulConfigFromYAML(t *testing.T) {
 				if err == nil || !strings.HasPrefix(err.Error(), tc.err) {
 					t.Fatalf("Validate() = %v, want an error starting %q", err, tc.err)
 				}
-				if _, err2 := got.APIConfig(); err2 == nil {
-					t.Fatal("APIConfig accepted an invalid config")
+				if _, _, err2 := got.clientConfig(); err2 == nil {
+					t.Fatal("clientConfig accepted an invalid config")
 				}
 				return
 			}
@@ -83,18 +83,18 @@ func TestConsulConfigOverridesEnvironment(t *testing.T) {
 	t.Setenv("CONSUL_NAMESPACE", "env-ns")
 
 	// Nothing set in the file: the environment wins.
-	cfg, err := ConsulConfig{}.APIConfig()
+	cfg, env, err := ConsulConfig{}.clientConfig()
 	if err != nil {
 		t.Fatal(err)
 	}
 	if cfg.Address != "env-host:8500" || cfg.Token != "env-token" || cfg.Namespace != "env-ns" || cfg.WaitTime != DefaultConsulWaitTime {
 		t.Fatalf("from env: %+v", cfg)
 	}
-	if consulToken(cfg) != "env-token" {
-		t.Fatal("token for scrubbing")
+	if tok, err := resolveConsulToken(cfg, env); err != nil || tok != "env-token" {
+		t.Fatalf("token = %q, %v", tok, err)
 	}
 	// The file overrides what it sets and keeps the rest.
-	cfg, err = ConsulConfig{Address: "file-host:8500", TokenFile: tokenFile, Datacenter: "dc3", WaitTime: time.Minute * 2}.APIConfig()
+	cfg, env, err = ConsulConfig{Address: "file-host:8500", TokenFile: tokenFile, Datacenter: "dc3", WaitTime: time.Minute * 2}.clientConfig()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -102,8 +102,8 @@ func TestConsulConfigOverridesEnvironment(t *testing.T) {
 		cfg.Datacenter != "dc3" || cfg.WaitTime != 2*time.Minute {
 		t.Fatalf("overridden: %+v", cfg)
 	}
-	if got := consulToken(cfg); got != "file-token" {
-		t.Fatalf("token from file = %q", got)
+	if got, err := resolveConsulToken(cfg, env); err != nil || got != "file-token" {
+		t.Fatalf("token from file = %q, %v", got, err)
 	}
 }
 

@@ -10,14 +10,12 @@ import (
 	"strings"
 	"sync/atomic"
 	"time"
-
-	"github.com/hashicorp/consul/api"
 )
 
 // healthQuery asks Consul for the passing instances of service. It is
-// (*api.Health).ServiceMultipleTags bound to a context; tests substitute a
+// (*consulClient).healthService; tests substitute a
 // scripted one.
-type healthQuery func(ctx context.Context, service string, tags []string, q *api.QueryOptions) ([]*api.ServiceEntry, *api.QueryMeta, error)
+type healthQuery func(ctx context.Context, service string, tags []string, q *consulQuery) ([]*consulServiceEntry, *consulQueryMeta, error)
 
 // nextWaitIndex applies the blocking-query index rules to the index an
 // answer carried (got) given the index the query waited on (prev). It
@@ -98,7 +96,7 @@ func (w *watch) run(ctx context.Context) {
 // step runs one query and publishes what it learnt. It returns false when
 // the query failed and the loop should back off.
 func (w *watch) step(ctx context.Context) bool {
-	q := &api.QueryOptions{
+	q := &consulQuery{
 		Datacenter: w.datacenter,
 		WaitIndex:  w.index,
 		WaitTime:   w.waitTime,
@@ -196,7 +194,7 @@ func (w *watch) publish(s *Snapshot) {
 
 // endpointsOf turns Consul's answer into endpoints sorted by address. The
 // address is the service's own, else its node's; never the node's name.
-func endpointsOf(entries []*api.ServiceEntry) []Endpoint {
+func endpointsOf(entries []*consulServiceEntry) []Endpoint {
 	eps := make([]Endpoint, 0, len(entries))
 	for _, e := range entries {
 		if e == nil || e.Service == nil {

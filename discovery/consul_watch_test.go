@@ -9,8 +9,6 @@ import (
 	"sync"
 	"testing"
 	"time"
-
-	"github.com/hashicorp/consul/api"
 )
 
 func TestNextWaitIndex(t *testing.T) {
@@ -40,7 +38,7 @@ func TestNextWaitIndex(t *testing.T) {
 type scripted struct {
 	index       uint64
 	lastContact time.Duration
-	entries     []*api.ServiceEntry
+	entries     []*consulServiceEntry
 	err         error
 }
 
@@ -73,7 +71,7 @@ func (f *fakeConsul) watch(svc *Service) *watch {
 		service:    svc.Name(),
 		tags:       []string{"v2"},
 		datacenter: "dc9",
-		query: func(ctx context.Context, _ string, tags []string, q *api.QueryOptions) ([]*api.ServiceEntry, *api.QueryMeta, error) {
+		query: func(ctx context.Context, _ string, tags []string, q *consulQuery) ([]*consulServiceEntry, *consulQueryMeta, error) {
 			f.mu.Lock()
 			f.calls = append(f.calls, call{q.WaitIndex, q.AllowStale, q.WaitTime, tags, q.Datacenter, svc.Snapshot()})
 			if len(f.script) == 0 {
@@ -88,7 +86,7 @@ func (f *fakeConsul) watch(svc *Service) *watch {
 			if s.err != nil {
 				return nil, nil, s.err
 			}
-			return s.entries, &api.QueryMeta{LastIndex: s.index, LastContact: s.lastContact}, nil
+			return s.entries, &consulQueryMeta{LastIndex: s.index, LastContact: s.lastContact}, nil
 		},
 		waitTime: 7 * time.Second,
 		maxStale: 2 * time.Second,
@@ -123,10 +121,10 @@ func (f *fakeConsul) run(t *testing.T, w *watch) {
 	<-done
 }
 
-func entry(addr string, port int, nodeAddr string, weight int, tags ...string) *api.ServiceEntry {
-	return &api.ServiceEntry{
-		Node:    &api.Node{Node: "node-" + nodeAddr, Address: nodeAddr},
-		Service: &api.AgentService{Address: addr, Port: port, Weights: api.AgentWeights{Passing: weight}, Tags: tags},
+func entry(addr string, port int, nodeAddr string, weight int, tags ...string) *consulServiceEntry {
+	return &consulServiceEntry{
+		Node:    &consulNode{Node: "node-" + nodeAddr, Address: nodeAddr},
+		Service: &consulService{Address: addr, Port: port, Weights: consulWeights{Passing: weight}, Tags: tags},
 	}
 }
 
@@ -139,8 +137,8 @@ func addrs(s *Snapshot) string {
 }
 
 func TestWatchIndexLoop(t *testing.T) {
-	two := []*api.ServiceEntry{entry("10.0.0.2", 80, "n", 1), entry("10.0.0.1", 80, "n", 3, "v2")}
-	three := append([]*api.ServiceEntry{entry("", 81, "10.0.0.9", 0)}, two...)
+	two := []*consulServiceEntry{entry("10.0.0.2", 80, "n", 1), entry("10.0.0.1", 80, "n", 3, "v2")}
+	three := append([]*consulServiceEntry{entry("", 81, "10.0.0.9", 0)}, two...)
 	boom := errors.New("dial tcp 127.0.0.1:8500: connection refused token=tok-123")
 	f := newFakeConsul(
 		scripted{index: 10, entries: two},                              // 0: first answer
@@ -237,11 +235,11 @@ func TestWatchNotReadyUntilFirstAnswer(t *testing.T) {
 }
 
 func TestEndpointsOfNeverUsesNodeName(t *testing.T) {
-	eps := endpointsOf([]*api.ServiceEntry{
-		{Node: &api.Node{Node: "web-7", Address: "192.0.2.7"}, Service: &api.AgentService{Port: 9000}},
-		{Node: &api.Node{Node: "web-8", Address: "192.0.2.8"}, Service: &api.AgentService{Address: "2001:db8::1", Port: 9000}},
-		{Node: &api.Node{Node: "web-9"}, Service: &api.AgentService{Port: 9000}}, // nothing to dial
-		{Node: &api.Node{Node: "web-10", Address: "192.0.2.10"}, Service: &api.AgentService{}},
+	eps := endpointsOf([]*consulServiceEntry{
+		{Node: &consulNode{Node: "web-7", Address: "192.0.2.7"}, Service: &consulService{Port: 9000}},
+		{Node: &consulNode{Node: "web-8", Address: "192.0.2.8"}, Service: &consulService{Address: "2001:db8::1", Port: 9000}},
+		{Node: &consulNode{Node: "web-9"}, Service: &consulService{Port: 9000}}, // nothing to dial
+		{Node: &consulNode{Node: "web-10", Address: "192.0.2.10"}, Service: &consulService{}},
 		nil,
 	})
 	if got := addrs(&Snapshot{Endpoints: eps}); got != "192.0.2.7:9000,[2001:db8::1]:9000" {

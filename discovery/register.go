@@ -13,8 +13,6 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
-
-	"github.com/hashicorp/consul/api"
 )
 
 // Defaults of Registration.
@@ -108,7 +106,7 @@ func (r Registration) withDefaults() Registration {
 // date (and registers again if the agent forgot it, as after an agent
 // restart); Deregister removes it for good.
 type Registrar struct {
-	agent   *api.Agent
+	agent   *consulClient
 	reg     Registration
 	checkID string
 	ready   func() error
@@ -142,7 +140,7 @@ func (c *Consul) NewRegistrar(reg Registration, ready func() error) (*Registrar,
 	}
 	reg = reg.withDefaults()
 	return &Registrar{
-		agent:   c.client.Agent(),
+		agent:   c.client,
 		reg:     reg,
 		checkID: "ferry-ready:" + reg.ID,
 		ready:   ready,
@@ -236,8 +234,7 @@ func (r *Registrar) sync(ctx context.Context) error {
 	status, output := r.readiness()
 	r.lastStatus.Store(&status)
 	if r.registered {
-		q := (&api.QueryOptions{}).WithContext(ctx)
-		err := r.agent.UpdateTTLOpts(r.checkID, output, status, q)
+		err := r.agent.updateTTL(ctx, r.checkID, output, status)
 		if err == nil {
 			r.updates.Add(1)
 			return nil
@@ -261,14 +258,14 @@ func (r *Registrar) sync(ctx context.Context) error {
 }
 
 func (r *Registrar) register(ctx context.Context, status, output string) error {
-	reg := &api.AgentServiceRegistration{
+	reg := &consulRegistration{
 		ID:      r.reg.ID,
 		Name:    r.reg.Name,
 		Address: r.reg.Address,
 		Port:    r.reg.Port,
 		Tags:    r.reg.Tags,
 		Meta:    r.reg.Meta,
-		Check: &api.AgentServiceCheck{
+		Check: &consulCheck{
 			CheckID:                        r.checkID,
 			Name:                           "ferry readiness",
 			TTL:                            r.reg.TTL.String(),
@@ -277,15 +274,13 @@ func (r *Registrar) register(ctx context.Context, status, output string) error {
 			DeregisterCriticalServiceAfter: r.reg.DeregisterCriticalServiceAfter.String(),
 		},
 	}
-	opts := api.ServiceRegisterOpts{ReplaceExistingChecks: true}.WithContext(ctx)
-	if err := r.agent.ServiceRegisterOpts(reg, opts); err != nil {
+	if err := r.agent.registerService(ctx, reg); err != nil {
 		return fmt.Errorf("register %q: %s", r.reg.ID, r.scrub(err.Error()))
 	}
-	if status == api.HealthPassing {
+	if status == consulPassing {
 		// Registration sets the initial status; the output goes with the
 		// first update so the check shows why it passes.
-		q := (&api.QueryOptions{}).WithContext(ctx)
-		if err := r.agent.UpdateTTLOpts(r.checkID, output, status, q); err != nil {
+		if err := r.agent.updateTTL(ctx, r.checkID, output, status); err != nil {
 			return fmt.Errorf("register %q: first check update: %s", r.reg.ID, r.scrub(err.Error()))
 		}
 	}
@@ -297,13 +292,13 @@ func (r *Registrar) register(ctx context.Context, status, output string) error {
 func (r *Registrar) readiness() (status, output string) {
 	defer func() {
 		if p := recover(); p != nil {
-			status, output = api.HealthCritical, fmt.Sprintf("readiness check panicked: %v", p)
+			status, output = consulCritical, fmt.Sprintf("readiness check panicked: %v", p)
 		}
 	}()
 	if err := r.ready(); err != nil {
-		return api.HealthCritical, "not ready: " + err.Error()
+		return consulCritical, "not ready: " + err.Error()
 	}
-	return api.HealthPassing, "ready"
+	return consulPassing, "ready"
 }
 
 // Deregister stops Run and removes the service (and its check) from the
@@ -320,8 +315,8 @@ func (r *Registrar) Deregister(ctx context.Context) error {
 	r.syncMu.Lock()
 	defer r.syncMu.Unlock()
 	r.registered = false
-	err := r.agent.ServiceDeregisterOpts(r.reg.ID, (&api.QueryOptions{}).WithContext(ctx))
-	var se api.StatusError
+	err := r.agent.deregisterService(ctx, r.reg.ID)
+	var se consulStatusError
 	if errors.As(err, &se) && se.Code == http.StatusNotFound {
 		err = nil
 	}

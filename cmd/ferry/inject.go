@@ -10,8 +10,6 @@ import (
 	"sort"
 	"strings"
 
-	corev1 "k8s.io/api/core/v1"
-
 	"github.com/ferrymesh/ferry/deploy/inject"
 )
 
@@ -36,7 +34,7 @@ func injectorFlags(fs *flag.FlagSet) func() (*inject.Injector, error) {
 	return func() (*inject.Injector, error) {
 		return inject.New(inject.Options{
 			Image:                *image,
-			ImagePullPolicy:      corev1.PullPolicy(*pull),
+			ImagePullPolicy:      inject.PullPolicy(*pull),
 			ConsulAddr:           *consul,
 			OTelEndpoint:         *otel,
 			DisableNativeSidecar: *noNative,

@@ -6,8 +6,6 @@ import (
 	"sort"
 	"strings"
 	"time"
-
-	corev1 "k8s.io/api/core/v1"
 )
 
 // Injector decides, for one Kubernetes object at a time, whether and how to
@@ -47,7 +45,7 @@ var workloads = map[string]workload{
 type mutation struct {
 	template    []string
 	native      bool
-	container   corev1.Container
+	container   container
 	annotations map[string]string
 }
 
@@ -92,7 +90,7 @@ func (in *Injector) decide(obj map[string]any) (*mutation, Report) {
 		}
 		tmpl = next
 	}
-	var pod corev1.PodTemplateSpec
+	var pod podTemplate
 	raw, err := json.Marshal(map[string]any{"metadata": tmpl["metadata"], "spec": tmpl["spec"]})
 	if err == nil {
 		err = json.Unmarshal(raw, &pod)
@@ -110,7 +108,7 @@ func (in *Injector) decide(obj map[string]any) (*mutation, Report) {
 			}
 		}
 	}
-	for k, v := range pod.Annotations {
+	for k, v := range pod.Metadata.Annotations {
 		ann[k] = v
 	}
 	spec := &pod.Spec
@@ -123,7 +121,7 @@ func (in *Injector) decide(obj map[string]any) (*mutation, Report) {
 	default:
 		return refuse("invalid annotation %s=%q: want %s or %s", AnnotationInject, v, InjectEnabled, InjectDisabled)
 	}
-	for _, c := range append(append([]corev1.Container(nil), spec.InitContainers...), spec.Containers...) {
+	for _, c := range append(append([]appContainer(nil), spec.InitContainers...), spec.Containers...) {
 		if c.Name == ContainerName {
 			rep.optedOut = true
 			return refuse("already injected: the pod has a container named %q", ContainerName)
@@ -154,7 +152,7 @@ func (in *Injector) decide(obj map[string]any) (*mutation, Report) {
 		return refuse("inbound port %d (%s, else the default container's first port) is one of ferry's own ports (%d, %d, %d)",
 			p.inboundPort, AnnotationInboundPort, AdminPort, OutboundPort, InboundPort)
 	}
-	if !p.native && spec.RestartPolicy != "" && spec.RestartPolicy != corev1.RestartPolicyAlways {
+	if !p.native && spec.RestartPolicy != "" && spec.RestartPolicy != "Always" {
 		return refuse("%s=false on a pod with restartPolicy %s: a ferry regular container never exits, so the pod would never complete",
 			AnnotationNativeSidecar, spec.RestartPolicy)
 	}
@@ -175,8 +173,8 @@ func (in *Injector) decide(obj map[string]any) (*mutation, Report) {
 func isFerryPort(p int32) bool { return p == AdminPort || p == OutboundPort || p == InboundPort }
 
 // portConflict names an app container that declares one of ferry's ports.
-func portConflict(spec *corev1.PodSpec) string {
-	for _, c := range append(append([]corev1.Container(nil), spec.InitContainers...), spec.Containers...) {
+func portConflict(spec *podSpec) string {
+	for _, c := range append(append([]appContainer(nil), spec.InitContainers...), spec.Containers...) {
 		for _, port := range c.Ports {
 			if isFerryPort(port.ContainerPort) {
 				return fmt.Sprintf("container %q declares port %d, which ferry listens on", c.Name, port.ContainerPort)
@@ -187,7 +185,7 @@ func portConflict(spec *corev1.PodSpec) string {
 }
 
 // warnings lists what is worth telling about an injection that goes ahead.
-func warnings(ann map[string]string, spec *corev1.PodSpec, p *plan) []string {
+func warnings(ann map[string]string, spec *podSpec, p *plan) []string {
 	var out []string
 	var unknown []string
 	for k := range ann {

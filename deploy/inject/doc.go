@@ -27,5 +27,8 @@
 // already injected. Refused and skipped objects are never modified, and in
 // a YAML stream their text is copied byte for byte. The package does not
 // import ferry's sidecar package; its tests check every generated config
-// with sidecar.ParseConfig.
+// with sidecar.ParseConfig. Nor does it import the Kubernetes API packages:
+// objects stay generic (YAML nodes, decoded JSON), so fields ferry does not
+// know pass through, and the few shapes it reads or builds are its own
+// types (kube.go, quantity.go), checked against k8s.io/api in the tests.
 package inject

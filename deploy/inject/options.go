@@ -4,9 +4,6 @@ import (
 	"fmt"
 	"strings"
 	"time"
-
-	corev1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/api/resource"
 )
 
 // Ports ferry listens on inside an injected pod. The app calls upstreams
@@ -47,16 +44,18 @@ type Options struct {
 	// Image of the ferry container. Default DefaultImage.
 	Image string
 	// ImagePullPolicy of the ferry container. Empty: Kubernetes' default.
-	ImagePullPolicy corev1.PullPolicy
+	ImagePullPolicy PullPolicy
 	// ConsulAddr becomes CONSUL_HTTP_ADDR when the config uses Consul.
 	// Default DefaultConsulAddr (the node's agent).
 	ConsulAddr string
 	// OTelEndpoint becomes OTEL_EXPORTER_OTLP_ENDPOINT. Empty: not set.
 	OTelEndpoint string
-	// Resources of the ferry container. Nil: requests cpu 50m, memory
-	// 64Mi; limit memory 256Mi (no CPU limit, so ferry is never throttled
-	// mid-stream).
-	Resources *corev1.ResourceRequirements
+	// Resources of the ferry container, as Kubernetes quantities (New
+	// refuses one that does not parse, or a limit below its request; the
+	// container gets their canonical form, "0.5" as "500m"). Nil: requests
+	// cpu 50m, memory 64Mi; limit memory 256Mi (no CPU limit, so ferry is
+	// never throttled mid-stream).
+	Resources *Resources
 	// DisableNativeSidecar makes "false" the default of
 	// AnnotationNativeSidecar (for clusters older than Kubernetes 1.29).
 	DisableNativeSidecar bool
@@ -66,18 +65,15 @@ type Options struct {
 	PreStopSleep  time.Duration
 	ShutdownDelay time.Duration
 	ShutdownGrace time.Duration
+
+	resources resourceRequirements // Resources, parsed by withDefaults
 }
 
 // DefaultResources returns the ferry container's default resources.
-func DefaultResources() corev1.ResourceRequirements {
-	return corev1.ResourceRequirements{
-		Requests: corev1.ResourceList{
-			corev1.ResourceCPU:    resource.MustParse("50m"),
-			corev1.ResourceMemory: resource.MustParse("64Mi"),
-		},
-		Limits: corev1.ResourceList{
-			corev1.ResourceMemory: resource.MustParse("256Mi"),
-		},
+func DefaultResources() Resources {
+	return Resources{
+		Requests: map[string]string{"cpu": "50m", "memory": "64Mi"},
+		Limits:   map[string]string{"memory": "256Mi"},
 	}
 }
 
@@ -92,13 +88,15 @@ func (o Options) withDefaults() (Options, error) {
 	if o.Resources == nil {
 		r := DefaultResources()
 		o.Resources = &r
-	} else {
-		r := *o.Resources.DeepCopy()
-		o.Resources = &r
 	}
-	if err := checkResources(*o.Resources); err != nil {
+	res, err := parseResources(*o.Resources)
+	if err == nil {
+		err = checkResources(res)
+	}
+	if err != nil {
 		return o, fmt.Errorf("inject options: resources: %w", err)
 	}
+	o.resources = res
 	o.PreStopSleep = defaultDuration(o.PreStopSleep, DefaultPreStopSleep)
 	o.ShutdownDelay = defaultDuration(o.ShutdownDelay, DefaultShutdownDelay)
 	o.ShutdownGrace = defaultDuration(o.ShutdownGrace, DefaultShutdownGrace)
@@ -117,7 +115,7 @@ func (o Options) withDefaults() (Options, error) {
 		return o, fmt.Errorf("inject options: image %q is not an image reference", o.Image)
 	}
 	switch o.ImagePullPolicy {
-	case "", corev1.PullAlways, corev1.PullIfNotPresent, corev1.PullNever:
+	case "", PullAlways, PullIfNotPresent, PullNever:
 	default:
 		return o, fmt.Errorf("inject options: image pull policy %q: want Always, IfNotPresent or Never", o.ImagePullPolicy)
 	}
@@ -135,7 +133,7 @@ func defaultDuration(d, def time.Duration) time.Duration {
 }
 
 // checkResources rejects a limit below its request.
-func checkResources(r corev1.ResourceRequirements) error {
+func checkResources(r resourceRequirements) error {
 	for name, req := range r.Requests {
 		if lim, ok := r.Limits[name]; ok && lim.Cmp(req) < 0 {
 			return fmt.Errorf("%s limit %s is below its request %s", name, lim.String(), req.String())

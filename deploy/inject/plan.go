@@ -2,14 +2,10 @@ package inject
 
 import (
 	"fmt"
-	"regexp"
 	"slices"
 	"strconv"
 	"strings"
 	"time"
-
-	corev1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/api/resource"
 )
 
 // plan is everything the injection of one pod needs, read from the
@@ -20,10 +16,10 @@ type plan struct {
 	inboundProtocol string
 	register        *registration
 	consulAddr      string
-	consulToken     *corev1.SecretKeySelector
+	consulToken     *secretKeySelector
 	otelEndpoint    string
 	image           string
-	resources       corev1.ResourceRequirements
+	resources       resourceRequirements
 	native          bool
 	preStopSleep    time.Duration
 	shutdownDelay   time.Duration
@@ -56,20 +52,20 @@ func annotationError(key, value string, err error) error {
 }
 
 var (
-	metaKeyRE    = regexp.MustCompile(`^[A-Za-z0-9_-]{1,128}$`)
-	secretNameRE = regexp.MustCompile(`^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$`)
-	secretKeyRE  = regexp.MustCompile(`^[-._a-zA-Z0-9]+$`)
+	metaKeyRE    = lazyRegexp(`^[A-Za-z0-9_-]{1,128}$`)
+	secretNameRE = lazyRegexp(`^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$`)
+	secretKeyRE  = lazyRegexp(`^[-._a-zA-Z0-9]+$`)
 )
 
 // makePlan reads the annotations of one pod. ann is the merged annotation
 // set; spec is the pod spec (for the inbound port).
-func (o *Options) makePlan(ann map[string]string, spec *corev1.PodSpec) (*plan, error) {
+func (o *Options) makePlan(ann map[string]string, spec *podSpec) (*plan, error) {
 	p := &plan{
 		inboundProtocol: "auto",
 		consulAddr:      o.ConsulAddr,
 		otelEndpoint:    o.OTelEndpoint,
 		image:           o.Image,
-		resources:       *o.Resources.DeepCopy(),
+		resources:       o.resources.clone(),
 		native:          !o.DisableNativeSidecar,
 		preStopSleep:    o.PreStopSleep,
 		shutdownDelay:   o.ShutdownDelay,
@@ -105,10 +101,10 @@ func (o *Options) makePlan(ann map[string]string, spec *corev1.PodSpec) (*plan, 
 	}
 	if v, ok := get(AnnotationConsulTokenSecret); ok {
 		name, key, found := strings.Cut(v, ":")
-		if !found || !secretNameRE.MatchString(name) || !secretKeyRE.MatchString(key) {
+		if !found || !secretNameRE().MatchString(name) || !secretKeyRE().MatchString(key) {
 			return nil, annotationError(AnnotationConsulTokenSecret, v, fmt.Errorf("want SECRET-NAME:KEY"))
 		}
-		p.consulToken = &corev1.SecretKeySelector{LocalObjectReference: corev1.LocalObjectReference{Name: name}, Key: key}
+		p.consulToken = &secretKeySelector{Name: name, Key: key}
 	}
 	if v, ok := get(AnnotationOTelEndpoint); ok {
 		if err := checkOTelEndpoint(v); err != nil {
@@ -171,13 +167,13 @@ func (p *plan) readRegistration(get func(string) (string, bool)) error {
 		}
 		return nil
 	}
-	if !serviceNameRE.MatchString(name) {
+	if !serviceNameRE().MatchString(name) {
 		return annotationError(AnnotationConsulService, name, fmt.Errorf("invalid Consul service name: letters, digits, '.', '_' and '-'"))
 	}
 	r := &registration{name: name, meta: map[string]string{}}
 	if v, ok := get(AnnotationConsulTags); ok {
 		for _, t := range splitList(v) {
-			if !tagRE.MatchString(t) {
+			if !tagRE().MatchString(t) {
 				return annotationError(AnnotationConsulTags, v, fmt.Errorf("invalid tag %q", t))
 			}
 			if !slices.Contains(r.tags, t) {
@@ -192,7 +188,7 @@ func (p *plan) readRegistration(get func(string) (string, bool)) error {
 			switch {
 			case !found:
 				return annotationError(AnnotationConsulMeta, v, fmt.Errorf("%q: want key=value", kv))
-			case !metaKeyRE.MatchString(k):
+			case !metaKeyRE().MatchString(k):
 				return annotationError(AnnotationConsulMeta, v, fmt.Errorf("invalid key %q: letters, digits, '_' and '-', at most 128", k))
 			case k == metaNamespace || k == metaPod:
 				return annotationError(AnnotationConsulMeta, v, fmt.Errorf("key %q is set by ferry", k))
@@ -216,19 +212,19 @@ const (
 func (p *plan) readResources(get func(string) (string, bool)) error {
 	for _, r := range []struct {
 		key  string
-		list *corev1.ResourceList
-		name corev1.ResourceName
+		list *resourceList
+		name string
 	}{
-		{AnnotationCPURequest, &p.resources.Requests, corev1.ResourceCPU},
-		{AnnotationCPULimit, &p.resources.Limits, corev1.ResourceCPU},
-		{AnnotationMemoryRequest, &p.resources.Requests, corev1.ResourceMemory},
-		{AnnotationMemoryLimit, &p.resources.Limits, corev1.ResourceMemory},
+		{AnnotationCPURequest, &p.resources.Requests, "cpu"},
+		{AnnotationCPULimit, &p.resources.Limits, "cpu"},
+		{AnnotationMemoryRequest, &p.resources.Requests, "memory"},
+		{AnnotationMemoryLimit, &p.resources.Limits, "memory"},
 	} {
 		v, ok := get(r.key)
 		if !ok {
 			continue
 		}
-		q, err := resource.ParseQuantity(v)
+		q, err := parseQuantity(v)
 		if err != nil {
 			return annotationError(r.key, v, fmt.Errorf("not a quantity such as 100m or 128Mi"))
 		}
@@ -236,7 +232,7 @@ func (p *plan) readResources(get func(string) (string, bool)) error {
 			return annotationError(r.key, v, fmt.Errorf("must be positive"))
 		}
 		if *r.list == nil {
-			*r.list = corev1.ResourceList{}
+			*r.list = resourceList{}
 		}
 		(*r.list)[r.name] = q
 	}
@@ -248,7 +244,7 @@ func (p *plan) readResources(get func(string) (string, bool)) error {
 
 // inboundPort resolves AnnotationInboundPort, or the default container's
 // first TCP port when it is absent.
-func inboundPort(ann map[string]string, spec *corev1.PodSpec) (int32, error) {
+func inboundPort(ann map[string]string, spec *podSpec) (int32, error) {
 	v, ok := ann[AnnotationInboundPort]
 	v = strings.TrimSpace(v)
 	if !ok {
@@ -257,7 +253,7 @@ func inboundPort(ann map[string]string, spec *corev1.PodSpec) (int32, error) {
 			return 0, nil
 		}
 		for _, port := range c.Ports {
-			if port.Protocol == "" || port.Protocol == corev1.ProtocolTCP {
+			if port.Protocol == "" || port.Protocol == "TCP" {
 				return port.ContainerPort, nil
 			}
 		}
@@ -284,7 +280,7 @@ func inboundPort(ann map[string]string, spec *corev1.PodSpec) (int32, error) {
 
 // defaultContainer is the container kubectl picks by default: the one named
 // by kubectl.kubernetes.io/default-container, else the first.
-func defaultContainer(ann map[string]string, spec *corev1.PodSpec) *corev1.Container {
+func defaultContainer(ann map[string]string, spec *podSpec) *appContainer {
 	if name := ann["kubectl.kubernetes.io/default-container"]; name != "" {
 		for i := range spec.Containers {
 			if spec.Containers[i].Name == name {

@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 )
 
 // Upstream is one entry of AnnotationUpstreams: a route on ferry's outbound
@@ -91,18 +92,18 @@ func ParseUpstreams(s string) ([]Upstream, error) {
 }
 
 var (
-	serviceNameRE = regexp.MustCompile(`^[A-Za-z0-9]([A-Za-z0-9._-]*[A-Za-z0-9])?$`)
-	hostRE        = regexp.MustCompile(`^[A-Za-z0-9_]([A-Za-z0-9_-]*[A-Za-z0-9_])?(\.[A-Za-z0-9_]([A-Za-z0-9_-]*[A-Za-z0-9_])?)*\.?$`)
-	pathRE        = regexp.MustCompile(`^/[A-Za-z0-9._~!$&'()*+,=:@%/-]*$`)
-	datacenterRE  = regexp.MustCompile(`^[A-Za-z0-9_-]+$`)
-	tagRE         = regexp.MustCompile(`^[A-Za-z0-9._:=/+@-]+$`)
+	serviceNameRE = lazyRegexp(`^[A-Za-z0-9]([A-Za-z0-9._-]*[A-Za-z0-9])?$`)
+	hostRE        = lazyRegexp(`^[A-Za-z0-9_]([A-Za-z0-9_-]*[A-Za-z0-9_])?(\.[A-Za-z0-9_]([A-Za-z0-9_-]*[A-Za-z0-9_])?)*\.?$`)
+	pathRE        = lazyRegexp(`^/[A-Za-z0-9._~!$&'()*+,=:@%/-]*$`)
+	datacenterRE  = lazyRegexp(`^[A-Za-z0-9_-]+$`)
+	tagRE         = lazyRegexp(`^[A-Za-z0-9._:=/+@-]+$`)
 )
 
 func parseUpstream(entry string) (Upstream, error) {
 	fields := strings.Fields(entry)
 	var u Upstream
 	svc, match, hasMatch := strings.Cut(fields[0], "=")
-	if !serviceNameRE.MatchString(svc) {
+	if !serviceNameRE().MatchString(svc) {
 		return u, fmt.Errorf("invalid service name %q: letters, digits, '.', '_' and '-'", svc)
 	}
 	u.Service = svc
@@ -117,10 +118,10 @@ func parseUpstream(entry string) (Upstream, error) {
 		if i := strings.IndexByte(match, '/'); i >= 0 {
 			host, path = match[:i], match[i:]
 		}
-		if host != "" && !hostRE.MatchString(host) {
+		if host != "" && !hostRE().MatchString(host) {
 			return u, fmt.Errorf("invalid host %q in match %q: want a bare host name (no port, no scheme)", host, match)
 		}
-		if path != "" && !pathRE.MatchString(path) {
+		if path != "" && !pathRE().MatchString(path) {
 			return u, fmt.Errorf("invalid path prefix %q in match %q", path, match)
 		}
 		u.Host, u.PathPrefix = host, path
@@ -150,19 +151,19 @@ func parseUpstream(entry string) (Upstream, error) {
 				u.Endpoints = append(u.Endpoints, ep)
 			}
 		case "consul":
-			if !serviceNameRE.MatchString(v) {
+			if !serviceNameRE().MatchString(v) {
 				return u, fmt.Errorf("option consul: invalid Consul service name %q", v)
 			}
 			u.ConsulService = v
 		case "tags":
 			for _, t := range strings.Split(v, ",") {
-				if !tagRE.MatchString(t) {
+				if !tagRE().MatchString(t) {
 					return u, fmt.Errorf("option tags: invalid tag %q", t)
 				}
 				u.Tags = append(u.Tags, t)
 			}
 		case "dc":
-			if !datacenterRE.MatchString(v) {
+			if !datacenterRE().MatchString(v) {
 				return u, fmt.Errorf("option dc: invalid datacenter %q", v)
 			}
 			u.Datacenter = v
@@ -236,4 +237,11 @@ func checkProtocol(p string) error {
 		return nil
 	}
 	return fmt.Errorf("unknown protocol %q (want auto, http1 or h2c)", p)
+}
+
+// lazyRegexp compiles expr on first use. The patterns serve `ferry inject`
+// and `ferry webhook` only; compiled at package init they cost every
+// process, `ferry run` included, about 150 KB of heap.
+func lazyRegexp(expr string) func() *regexp.Regexp {
+	return sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(expr) })
 }

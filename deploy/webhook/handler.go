@@ -10,9 +10,6 @@ import (
 	"net/http"
 	"strings"
 
-	admissionv1 "k8s.io/api/admission/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-
 	"github.com/ferrymesh/ferry/deploy/inject"
 )
 
@@ -85,7 +82,7 @@ func (h *handler) review(w http.ResponseWriter, r *http.Request) {
 		httpError(w, http.StatusBadRequest, "reading the request body: %v", err)
 		return
 	}
-	var rev admissionv1.AdmissionReview
+	var rev admissionReview
 	if err := json.Unmarshal(body, &rev); err != nil {
 		httpError(w, http.StatusBadRequest, "malformed AdmissionReview: %v", err)
 		return
@@ -103,7 +100,7 @@ func (h *handler) review(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	resp := h.admit(rev.Request)
-	out, err := json.Marshal(admissionv1.AdmissionReview{TypeMeta: rev.TypeMeta, Response: resp})
+	out, err := json.Marshal(admissionReview{Kind: rev.Kind, APIVersion: rev.APIVersion, Response: resp})
 	if err != nil {
 		// Cannot happen for these types; still answer something readable.
 		httpError(w, http.StatusInternalServerError, "encoding the response: %v", err)
@@ -114,16 +111,16 @@ func (h *handler) review(w http.ResponseWriter, r *http.Request) {
 }
 
 // admit decides one request. It always allows: ferry never blocks a pod.
-func (h *handler) admit(req *admissionv1.AdmissionRequest) *admissionv1.AdmissionResponse {
-	resp := &admissionv1.AdmissionResponse{UID: req.UID, Allowed: true}
+func (h *handler) admit(req *admissionRequest) *admissionResponse {
+	resp := &admissionResponse{UID: req.UID, Allowed: true}
 	name := req.Name
 	if name == "" {
 		name = "(new pod)"
 	}
-	log := h.opts.Log.With("uid", string(req.UID), "namespace", req.Namespace, "name", name)
-	skip := func(reason string, warn bool) *admissionv1.AdmissionResponse {
+	log := h.opts.Log.With("uid", req.UID, "namespace", req.Namespace, "name", name)
+	skip := func(reason string, warn bool) *admissionResponse {
 		msg := "ferry: not injected: " + reason
-		resp.Result = &metav1.Status{Message: msg}
+		resp.Result = &status{Message: msg}
 		if warn {
 			resp.Warnings = append(resp.Warnings, msg)
 		}
@@ -133,17 +130,17 @@ func (h *handler) admit(req *admissionv1.AdmissionRequest) *admissionv1.Admissio
 	if req.Kind.Group != "" || req.Kind.Kind != "Pod" || req.Kind.Version != "v1" {
 		return skip(fmt.Sprintf("%s is not a v1 Pod", req.Kind.String()), false)
 	}
-	if req.Operation != admissionv1.Create {
+	if req.Operation != operationCreate {
 		return skip(fmt.Sprintf("operation %s: ferry injects on CREATE only", req.Operation), false)
 	}
 	if req.SubResource != "" {
 		return skip(fmt.Sprintf("subresource %s", req.SubResource), false)
 	}
-	if len(req.Object.Raw) == 0 {
+	if len(req.Object) == 0 {
 		return skip("the request carries no object", true)
 	}
-	orig, err1 := decode(req.Object.Raw)
-	pod, err2 := decode(req.Object.Raw)
+	orig, err1 := decode(req.Object)
+	pod, err2 := decode(req.Object)
 	if err := errors.Join(err1, err2); err != nil {
 		return skip(fmt.Sprintf("cannot decode the pod: %v", err), true)
 	}
@@ -168,9 +165,9 @@ func (h *handler) admit(req *admissionv1.AdmissionRequest) *admissionv1.Admissio
 	if err != nil {
 		return skip(fmt.Sprintf("encoding the patch: %v", err), true)
 	}
-	pt := admissionv1.PatchTypeJSONPatch
+	pt := patchTypeJSONPatch
 	resp.Patch, resp.PatchType = patch, &pt
-	resp.Result = &metav1.Status{Message: "ferry: injected"}
+	resp.Result = &status{Message: "ferry: injected"}
 	for _, w := range rep.Warnings {
 		resp.Warnings = append(resp.Warnings, "ferry: "+w)
 	}

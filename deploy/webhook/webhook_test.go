@@ -86,11 +86,17 @@ func (s *server) review(t *testing.T, body []byte) *admissionv1.AdmissionRespons
 		t.Fatalf("status %d: %s", code, b)
 	}
 	var rev admissionv1.AdmissionReview
-	if err := json.Unmarshal(b, &rev); err != nil {
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&rev); err != nil {
 		t.Fatalf("response is not an AdmissionReview: %v\n%s", err, b)
 	}
 	if rev.APIVersion != "admission.k8s.io/v1" || rev.Kind != "AdmissionReview" || rev.Response == nil {
 		t.Fatalf("response: %s", b)
+	}
+	// The handler's own types encode the review as k8s.io/api does.
+	if again, err := json.Marshal(rev); err != nil || !bytes.Equal(again, b) {
+		t.Errorf("the answer is not encoded as admissionv1.AdmissionReview encodes it (%v):\n got %s\nwant %s", err, b, again)
 	}
 	return rev.Response
 }
@@ -244,6 +250,8 @@ func TestMalformedRequestsGetReadableErrors(t *testing.T) {
 		{"no request", `{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview"}`, "application/json", 400, "has no request"},
 		{"no uid", `{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{}}`, "application/json", 400, "has no uid"},
 		{"wrong type", `{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{"uid":7}}`, "application/json", 400, "malformed AdmissionReview"},
+		{"wrong type deeper", `{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{"uid":"x","userInfo":{"groups":"admins"}}}`, "application/json", 400, "malformed AdmissionReview"},
+		{"wrong kind type", `{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{"uid":"x","kind":"Pod"}}`, "application/json", 400, "malformed AdmissionReview"},
 		{"content type", string(review), "text/plain", 415, "want application/json"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

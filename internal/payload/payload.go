@@ -12,16 +12,20 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"strconv"
+	"sync"
 )
 
 const blockSize = 64 << 10
 
-var base = func() []byte {
+// base is the block every payload block is derived from, made on first use
+// (not at package init: the package is linked into every ferry process for
+// `ferry demo`).
+var base = sync.OnceValue(func() []byte {
 	b := make([]byte, blockSize)
 	r := rand.NewChaCha8([32]byte{'f', 'e', 'r', 'r', 'y'})
 	r.Read(b)
 	return b
-}()
+})
 
 // Reader yields size bytes of the payload.
 type Reader struct {
@@ -44,7 +48,7 @@ func (r *Reader) Read(p []byte) (int, error) {
 	for n < len(p) && r.off < r.size {
 		no := r.off / blockSize
 		if no != r.blockNo {
-			copy(r.block[:], base)
+			copy(r.block[:], base())
 			binary.LittleEndian.PutUint64(r.block[:8], uint64(no))
 			r.blockNo = no
 		}
