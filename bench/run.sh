@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # One command for ferry's side-by-side benchmark: installs nginx, HAProxy and
-# wrk from Debian's packages when missing, builds ferry (the tree as it is)
-# and the harness, and runs the harness. Results go to results/<timestamp>/.
+# wrk from Debian's packages when missing, builds ferry (the tree as it is,
+# the way deploy/Dockerfile builds the shipped binary: static, trimmed,
+# stripped) and the harness, and runs the harness. Results go to
+# results/<timestamp>/.
 #
 #   bench/run.sh            full mode (the sizes of issue 8; ~15-25 min on 2 cores)
 #   bench/run.sh --quick    quick mode (a couple of minutes)
@@ -58,12 +60,12 @@ if [[ -n $ref ]]; then
 	trap 'rm -rf "$src"' EXIT
 	git -C "$root" archive "$rev" | tar -x -C "$src"
 	echo "building ferry at $ref ($rev) and the harness"
-	(cd "$src" && go build -ldflags "-X main.version=$rev" -o "$build/ferry" ./cmd/ferry)
+	(cd "$src" && CGO_ENABLED=0 go build -trimpath -ldflags "-s -w -X main.version=$rev" -o "$build/ferry" ./cmd/ferry)
 else
 	rev=$(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo unknown)
 	if [[ -n $(git -C "$root" status --porcelain --untracked-files=no 2>/dev/null) ]]; then rev="$rev+uncommitted-changes"; fi
 	echo "building ferry from the working tree ($rev) and the harness"
-	go build -ldflags "-X main.version=$rev" -o "$build/ferry" ./cmd/ferry
+	CGO_ENABLED=0 go build -trimpath -ldflags "-s -w -X main.version=$rev" -o "$build/ferry" ./cmd/ferry
 fi
 (cd bench && go build -o "$build/ferrybench" ./cmd/ferrybench && go build -o "$build/benchnode" ./cmd/benchnode)
 
