@@ -67,10 +67,29 @@ func Start(t testing.TB) *Agent {
 	t.Helper()
 	bin := Binary(t)
 	a := &Agent{t: t, bin: bin, dir: t.TempDir(), log: &syncbuf.Buffer{}}
-	ports, err := localnet.FreePorts(5)
-	if err != nil {
-		t.Fatalf("consultest: %v", err)
+	t.Cleanup(a.Stop)
+	// Free ports are picked by binding and releasing them: another
+	// process (a parallel test package) can take one before the agent
+	// binds it. Such a start fails at once; pick new ports and try again.
+	for attempt := 1; ; attempt++ {
+		ports, err := localnet.FreePorts(5)
+		if err != nil {
+			t.Fatalf("consultest: %v", err)
+		}
+		a.setPorts(ports)
+		err = a.start()
+		if err == nil {
+			break
+		}
+		if attempt == 5 || !strings.Contains(err.Error(), "address already in use") {
+			t.Fatalf("consultest: %v", err)
+		}
 	}
+	return a
+}
+
+// setPorts sets the agent's ports and the command line that uses them.
+func (a *Agent) setPorts(ports []int) {
 	a.HTTPPort, a.GRPCPort, a.SerfLANPort, a.SerfWANPort, a.ServerPort = ports[0], ports[1], ports[2], ports[3], ports[4]
 	a.HTTPAddr = net.JoinHostPort("127.0.0.1", strconv.Itoa(a.HTTPPort))
 	a.args = []string{
@@ -87,11 +106,6 @@ func Start(t testing.TB) *Agent {
 		"-log-level", "warn",
 		"-disable-host-node-id",
 	}
-	t.Cleanup(a.Stop)
-	if err := a.start(); err != nil {
-		t.Fatalf("consultest: %v", err)
-	}
-	return a
 }
 
 // Stop stops the agent (SIGTERM, then SIGKILL after 10s) and waits for it to
