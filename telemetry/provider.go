@@ -13,8 +13,6 @@ import (
 
 	"go.opentelemetry.io/contrib/propagators/autoprop"
 	"go.opentelemetry.io/otel/attribute"
-	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracegrpc"
-	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracehttp"
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/sdk/resource"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
@@ -137,10 +135,7 @@ func (t *Telemetry) startTracing(ctx context.Context, res *resource.Resource, o 
 	default:
 		exp := o.exporter
 		if exp == nil {
-			var err error
-			if exp, err = t.otlpExporter(ctx); err != nil {
-				return err
-			}
+			exp = newOTLPExporter(t.s.endpoint, t.s.protocol, t.s.otlp)
 		}
 		t.queue = newSpanQueue(exp, t.s)
 		tpOpts = append(tpOpts, sdktrace.WithSpanProcessor(t.queue))
@@ -187,23 +182,6 @@ func (t *Telemetry) sampler() sdktrace.Sampler {
 	default:
 		return sdktrace.ParentBased(sdktrace.AlwaysSample())
 	}
-}
-
-func (t *Telemetry) otlpExporter(ctx context.Context) (sdktrace.SpanExporter, error) {
-	u := t.s.endpoint.String()
-	var (
-		exp sdktrace.SpanExporter
-		err error
-	)
-	if t.s.protocol == ProtocolHTTPProtobuf {
-		exp, err = otlptracehttp.New(ctx, otlptracehttp.WithEndpointURL(u))
-	} else {
-		exp, err = otlptracegrpc.New(ctx, otlptracegrpc.WithEndpointURL(u))
-	}
-	if err != nil {
-		return nil, fmt.Errorf("otlp %s exporter for %s: %w", t.s.protocol, u, err)
-	}
-	return exp, nil
 }
 
 func (t *Telemetry) openAccessLog(w io.Writer) error {
