@@ -85,8 +85,10 @@ func recordSpans(t *testing.T) []sdktrace.ReadOnlySpan {
 		trace.WithAttributes(everyType...),
 		trace.WithLinks(trace.Link{SpanContext: linkTo}, // over the link limit: the oldest is dropped
 			trace.Link{SpanContext: linkTo, Attributes: []attribute.KeyValue{attribute.String("l1", "a"), attribute.Int64("l2", 2)}}))
-	server.SetAttributes(attribute.String("over.1", "x"), attribute.String("over.2", "y"), attribute.String("over.3", "z")) // beyond the limit: dropped
-	server.AddEvent("evicted") // over the event limit: the oldest is dropped
+	// Beyond the attribute limit: dropped.
+	server.SetAttributes(attribute.String("over.1", "x"), attribute.String("over.2", "y"), attribute.String("over.3", "z"))
+	// Over the event limit: the oldest event is dropped.
+	server.AddEvent("evicted")
 	server.AddEvent("second")
 	server.AddEvent("ferry.retry", trace.WithTimestamp(start.Add(time.Millisecond)),
 		trace.WithAttributes(attribute.Int64("ferry.attempt", 2), attribute.String("ferry.reason", "status_503"), attribute.Bool("dropped", true)))
