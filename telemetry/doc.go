@@ -38,7 +38,8 @@
 //
 // # Unreachable collectors
 //
-// Finished spans go through the SDK batch span processor, whose queue is
-// bounded and never blocks the caller. A span that finds the queue full is
-// dropped and counted in ferry_trace_spans_dropped_total.
+// Finished spans go through ferry's batch queue (queue.go), which is
+// bounded and never blocks the caller, to ferry's OTLP exporter (otlp*.go).
+// A span that finds the queue full is dropped and counted in
+// ferry_trace_spans_dropped_total.
 package telemetry

@@ -132,6 +132,7 @@ func (e *otlpExporter) ExportSpans(ctx context.Context, spans []sdktrace.ReadOnl
 		binary.BigEndian.PutUint32(body[1:grpcPrefixLen], uint32(len(body)-grpcPrefixLen))
 	}
 
+	var prev error // the last retried failure
 	for wait := time.Duration(0); ; {
 		var err error
 		if e.grpc {
@@ -142,8 +143,13 @@ func (e *otlpExporter) ExportSpans(ctx context.Context, spans []sdktrace.ReadOnl
 		if err == nil {
 			return nil
 		}
+		if prev != nil && ctx.Err() != nil {
+			// The deadline cut a retry: the failure that made it says more.
+			return fmt.Errorf("%w (the retry then ended: %w)", prev, ctx.Err())
+		}
+		prev = err
 		var re *retryableError
-		if !errors.As(err, &re) {
+		if !errors.As(err, &re) || ctx.Value(noRetry{}) != nil {
 			return err
 		}
 		wait = e.nextWait(wait)

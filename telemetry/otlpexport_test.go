@@ -193,8 +193,9 @@ func TestOTLPHTTPExportFailures(t *testing.T) {
 		exp := testExporter(t, srv.URL, ProtocolHTTPProtobuf, env{"OTEL_EXPORTER_OTLP_TRACES_TIMEOUT": "300"})
 		start := time.Now()
 		err := exp.ExportSpans(t.Context(), spans)
-		if err == nil || !strings.Contains(err.Error(), "502") {
-			t.Errorf("error %v, want the last 502", err)
+		// The last attempt either got its 502 or was cut by the deadline.
+		if err == nil || !strings.Contains(err.Error(), "502") && !errors.Is(err, context.DeadlineExceeded) {
+			t.Errorf("error %v, want the last 502 or the deadline", err)
 		}
 		if n := calls.Load(); n < 2 {
 			t.Errorf("%d calls, want retries", n)
