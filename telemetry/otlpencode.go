@@ -150,7 +150,6 @@ func (e *otlpEncoder) encode(spans []sdktrace.ReadOnlySpan, prefix int) []byte {
 			}
 			b = appendString(b, fSSSchemaURL, g.scope.SchemaURL)
 			b = closeMessage(b, ss)
-			clear(g.spans)
 			g.spans = nil
 		}
 		if res != nil {
@@ -168,6 +167,11 @@ func (e *otlpEncoder) encode(spans []sdktrace.ReadOnlySpan, prefix int) []byte {
 // first pointer, so encode can compare pointers.
 func (e *otlpEncoder) group(spans []sdktrace.ReadOnlySpan) {
 	e.groups = e.groups[:0]
+	if len(spans) > 0 && spans[0] != nil && oneGroup(spans) {
+		// ferry's case: every span from one tracer; no copy.
+		e.groups = append(e.groups, spanGroup{res: spans[0].Resource(), scope: spans[0].InstrumentationScope(), spans: spans})
+		return
+	}
 	for _, s := range spans {
 		if s == nil {
 			continue
@@ -190,6 +194,18 @@ func (e *otlpEncoder) group(spans []sdktrace.ReadOnlySpan) {
 		}
 		e.groups[found].spans = append(e.groups[found].spans, s)
 	}
+}
+
+// oneGroup reports whether every span has the first one's resource (the
+// same pointer) and scope.
+func oneGroup(spans []sdktrace.ReadOnlySpan) bool {
+	res, scope := spans[0].Resource(), spans[0].InstrumentationScope()
+	for _, s := range spans[1:] {
+		if s == nil || s.Resource() != res || s.InstrumentationScope() != scope {
+			return false
+		}
+	}
+	return true
 }
 
 func sameResource(a, b *resource.Resource) bool {

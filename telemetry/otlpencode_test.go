@@ -260,6 +260,28 @@ func TestOTLPEncodingPrefixAndEmpty(t *testing.T) {
 	if n != len(spans) {
 		t.Errorf("%d spans after the prefix, want %d", n, len(spans))
 	}
+
+	// Spans of one resource and scope (ferry's case) make one ResourceSpans
+	// with one ScopeSpans, in order, and the caller's slice is left alone.
+	var one []sdktrace.ReadOnlySpan
+	for _, s := range spans {
+		if s.InstrumentationScope().Name == "scope.b" {
+			one = append(one, s)
+		}
+	}
+	kept := append([]sdktrace.ReadOnlySpan(nil), one...)
+	req.Reset()
+	if err := proto.Unmarshal(enc.encode(one, 0), &req); err != nil {
+		t.Fatal(err)
+	}
+	if len(req.ResourceSpans) != 1 || len(req.ResourceSpans[0].ScopeSpans) != 1 || len(req.ResourceSpans[0].ScopeSpans[0].Spans) != len(one) {
+		t.Fatalf("one group encoded as %d ResourceSpans", len(req.ResourceSpans))
+	}
+	for i, s := range req.ResourceSpans[0].ScopeSpans[0].Spans {
+		if sid := one[i].SpanContext().SpanID(); string(s.SpanId) != string(sid[:]) || one[i] != kept[i] {
+			t.Errorf("span %d out of order or the input changed", i)
+		}
+	}
 }
 
 // fromAttributes and fromKeyValues render API and decoded OTLP attributes

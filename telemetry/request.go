@@ -103,7 +103,9 @@ func (t *Telemetry) StartRequest(r *http.Request, l Listener) (context.Context, 
 		q.attrs = getAttrList()
 		q.attrs.addServer(r, l)
 	}
-	t.metrics.inFlight.Add(ctx, 1, t.metrics.labels.listener.get(string(l)).add...)
+	// The in-flight gauge gets no span context: Prometheus shows no
+	// exemplars on gauges, so offering one per request would be wasted.
+	t.metrics.inFlight.Add(context.Background(), 1, t.metrics.labels.listener.get(string(l)).add...)
 	return ctx, q
 }
 
@@ -169,7 +171,7 @@ func (q *Request) End(o Outcome) {
 	l, class := string(q.listener), statusClass(o.Status)
 	m.requests.Add(q.ctx, 1, m.labels.requests.get(requestLabels{l, q.service, q.endpoint, class, boundedReason(o.Reason)}).add...)
 	m.duration.Record(q.ctx, elapsed.Seconds(), m.labels.duration.get(durationLabels{l, q.service, class}).record...)
-	m.inFlight.Add(q.ctx, -1, m.labels.listener.get(l).add...)
+	m.inFlight.Add(context.Background(), -1, m.labels.listener.get(l).add...)
 	if o.BytesIn > 0 {
 		m.bodyBytes.Add(q.ctx, o.BytesIn, m.labels.bytes.get(bytesLabels{l, q.service, "in"}).add...)
 	}
