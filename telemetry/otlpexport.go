@@ -36,8 +36,12 @@ type otlpExporter struct {
 	// Backoff between attempts: first wait, cap. Tests shorten them.
 	retryFirst, retryMax time.Duration
 
-	encoders sync.Pool // *otlpEncoder
-	gzips    sync.Pool // *gzipBuffer
+	// One encoder and gzip buffer, kept across exports: the queue exports
+	// one batch at a time, and a pool would lose the grown buffers at
+	// every GC. mu serialises exports that arrive together anyway.
+	mu  sync.Mutex
+	enc otlpEncoder
+	gz  *gzipBuffer
 
 	stopped  context.Context // cancelled by Shutdown: in-flight exports end
 	shutdown context.CancelFunc
@@ -109,20 +113,18 @@ func (e *otlpExporter) ExportSpans(ctx context.Context, spans []sdktrace.ReadOnl
 	defer cancel()
 	defer context.AfterFunc(e.stopped, cancel)()
 
-	enc, _ := e.encoders.Get().(*otlpEncoder)
-	if enc == nil {
-		enc = &otlpEncoder{}
-	}
-	defer e.encoders.Put(enc)
+	e.mu.Lock()
+	defer e.mu.Unlock()
 	prefix := 0
 	if e.grpc {
 		prefix = grpcPrefixLen
 	}
-	body := enc.encode(spans, prefix)
+	body := e.enc.encode(spans, prefix)
 	if e.gzip {
-		gz := e.getGzip()
-		defer e.gzips.Put(gz)
-		body = gz.compress(body, prefix)
+		if e.gz == nil {
+			e.gz = newGzipBuffer()
+		}
+		body = e.gz.compress(body, prefix)
 	}
 	if e.grpc {
 		body[0] = 0
@@ -201,10 +203,7 @@ type gzipBuffer struct {
 	out bytes.Buffer
 }
 
-func (e *otlpExporter) getGzip() *gzipBuffer {
-	if gz, ok := e.gzips.Get().(*gzipBuffer); ok {
-		return gz
-	}
+func newGzipBuffer() *gzipBuffer {
 	gz := &gzipBuffer{}
 	gz.w, _ = gzip.NewWriterLevel(&gz.out, gzip.DefaultCompression)
 	return gz
