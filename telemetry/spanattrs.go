@@ -13,11 +13,11 @@ import (
 )
 
 // A span's attributes are gathered in a pooled list while the span runs
-// (those known at start, then those known at End) and handed to the SDK in
-// one SetAttributes call when it ends, with no key twice: the SDK then
-// grows its attribute slice once (instead of once per call) and its
-// de-duplication at End finds nothing to merge. ferry's samplers never look
-// at attributes, so nothing is lost by not passing them at start.
+// (those known at start, then those known at End) and handed to the span in
+// one call when it ends, with no key twice: ferry's span (tracer.go) then
+// copies them once, into a slice of the right size, and has nothing to
+// de-duplicate. ferry's samplers never look at attributes, so nothing is
+// lost by not passing them at start.
 
 // attrList is a reusable attribute buffer: SetAttributes copies what it is
 // given, so the buffer goes back to the pool right after.
@@ -196,10 +196,10 @@ func (a *Attempt) endSpanAttributes(o Outcome) {
 	endSpan(a.span, l, o, o.Status >= 400)
 }
 
-// endSpan applies ferry's error rules, then hands span its attributes in
+// endSpan applies ferry's error rules, then hands sp its attributes in
 // one call: a proxy-made failure reason, or a status the conventions call
 // an error, or an error value, makes an error status and error.type.
-func endSpan(span trace.Span, l *attrList, o Outcome, statusIsError bool) {
+func endSpan(sp trace.Span, l *attrList, o Outcome, statusIsError bool) {
 	code, desc := codes.Unset, ""
 	switch {
 	case o.Reason != "":
@@ -215,12 +215,16 @@ func endSpan(span trace.Span, l *attrList, o Outcome, statusIsError bool) {
 		l.add(semconv.ErrorTypeKey.String("_OTHER"))
 		code, desc = codes.Error, o.Err.Error()
 	}
-	span.SetAttributes(l.kv...)
+	if s, ok := sp.(*span); ok {
+		s.setUniqueAttributes(l.kv)
+	} else {
+		sp.SetAttributes(l.kv...)
+	}
 	if code != codes.Unset {
-		span.SetStatus(code, desc)
+		sp.SetStatus(code, desc)
 	}
 	if o.Err != nil {
-		span.RecordError(o.Err)
+		sp.RecordError(o.Err)
 	}
 }
 
