@@ -373,8 +373,7 @@ func appendAnyValue(b []byte, num protowire.Number, v attribute.Value) []byte {
 	b, m := openMessage(b, num)
 	switch v.Type() {
 	case attribute.STRING:
-		b = protowire.AppendTag(b, fAnyString, protowire.BytesType)
-		b = protowire.AppendString(b, v.AsString())
+		b = appendStringField(b, fAnyString, v.AsString())
 	case attribute.BOOL:
 		b = appendBool(b, v.AsBool())
 	case attribute.INT64:
@@ -431,17 +430,17 @@ func appendArray[T any](b []byte, xs []T, one func([]byte, T) []byte) []byte {
 }
 
 func appendBool(b []byte, v bool) []byte {
-	b = protowire.AppendTag(b, fAnyBool, protowire.VarintType)
+	b = appendTag(b, fAnyBool, protowire.VarintType)
 	return protowire.AppendVarint(b, protowire.EncodeBool(v))
 }
 
 func appendInt(b []byte, v int64) []byte {
-	b = protowire.AppendTag(b, fAnyInt, protowire.VarintType)
+	b = appendTag(b, fAnyInt, protowire.VarintType)
 	return protowire.AppendVarint(b, uint64(v))
 }
 
 func appendDouble(b []byte, v float64) []byte {
-	b = protowire.AppendTag(b, fAnyDouble, protowire.Fixed64Type)
+	b = appendTag(b, fAnyDouble, protowire.Fixed64Type)
 	return protowire.AppendFixed64(b, math.Float64bits(v))
 }
 
@@ -450,8 +449,7 @@ func appendString(b []byte, num protowire.Number, s string) []byte {
 	if s == "" {
 		return b
 	}
-	b = protowire.AppendTag(b, num, protowire.BytesType)
-	return protowire.AppendString(b, s)
+	return appendStringField(b, num, s)
 }
 
 // appendTime appends a fixed64 nanosecond timestamp; times before 1970 are 0.
@@ -478,8 +476,28 @@ func appendCount(b []byte, num protowire.Number, n int) []byte {
 // than 128 bytes, so the reserved byte is enough and nothing moves; a
 // longer body is moved right by the extra length bytes.
 func openMessage(b []byte, num protowire.Number) ([]byte, int) {
-	b = protowire.AppendTag(b, num, protowire.BytesType)
+	b = appendTag(b, num, protowire.BytesType)
 	return append(b, 0), len(b) + 1
+}
+
+// appendTag appends a field tag; every field number ferry writes but
+// Span.flags (16) fits the one-byte form.
+func appendTag(b []byte, num protowire.Number, typ protowire.Type) []byte {
+	if num < 16 {
+		return append(b, byte(num)<<3|byte(typ))
+	}
+	return protowire.AppendTag(b, num, typ)
+}
+
+// appendStringField appends a string field, empty or not.
+func appendStringField(b []byte, num protowire.Number, s string) []byte {
+	b = appendTag(b, num, protowire.BytesType)
+	if len(s) < 0x80 {
+		b = append(b, byte(len(s)))
+	} else {
+		b = protowire.AppendVarint(b, uint64(len(s)))
+	}
+	return append(b, s...)
 }
 
 // closeMessage writes the length of the message whose body starts at start

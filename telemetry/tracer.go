@@ -15,7 +15,6 @@ import (
 	"go.opentelemetry.io/otel/sdk/instrumentation"
 	"go.opentelemetry.io/otel/sdk/resource"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
-	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 	semconv "go.opentelemetry.io/otel/semconv/v1.43.0"
 	"go.opentelemetry.io/otel/trace"
 	"go.opentelemetry.io/otel/trace/embedded"
@@ -161,6 +160,7 @@ type span struct {
 
 	mu                          sync.Mutex
 	ended                       bool
+	end                         time.Time
 	name                        string
 	attrs                       []attribute.KeyValue
 	dirty                       bool // attrs may hold a key twice
@@ -348,20 +348,46 @@ func (s *span) End(opts ...trace.SpanEndOption) {
 	if s.dirty {
 		s.dedupe()
 	}
+	s.end = end
 	s.mu.Unlock()
 	if s.t.p.stopped.Load() {
 		return
 	}
-	s.t.p.proc.OnEnd(tracetest.SpanStub{
-		Name: s.name, SpanContext: s.sc, Parent: s.parent, SpanKind: s.kind,
-		StartTime: s.start, EndTime: end,
-		Attributes: s.attrs, Events: s.events, Links: s.links, Status: s.status,
-		DroppedAttributes: s.droppedAttrs, DroppedEvents: s.droppedEvents, DroppedLinks: s.droppedLinks,
-		Resource: s.t.p.res, InstrumentationScope: s.t.scope,
-	}.Snapshot())
+	s.t.p.proc.OnEnd(endedSpan{s: s})
 }
 
 func (s *span) TracerProvider() trace.TracerProvider { return s.t.p }
+
+// endedSpan is how processors see a span once it has ended: no copy of it,
+// since an ended span changes no more. The embedded interface is nil; it
+// only supplies ReadOnlySpan's unexported method (the SDK's tracetest
+// snapshots do the same); every method is defined below.
+type endedSpan struct {
+	sdktrace.ReadOnlySpan
+	s *span
+}
+
+func (e endedSpan) Name() string                                { return e.s.name }
+func (e endedSpan) SpanContext() trace.SpanContext              { return e.s.sc }
+func (e endedSpan) Parent() trace.SpanContext                   { return e.s.parent }
+func (e endedSpan) SpanKind() trace.SpanKind                    { return e.s.kind }
+func (e endedSpan) StartTime() time.Time                        { return e.s.start }
+func (e endedSpan) EndTime() time.Time                          { return e.s.end }
+func (e endedSpan) Attributes() []attribute.KeyValue            { return e.s.attrs }
+func (e endedSpan) Links() []sdktrace.Link                      { return e.s.links }
+func (e endedSpan) Events() []sdktrace.Event                    { return e.s.events }
+func (e endedSpan) Status() sdktrace.Status                     { return e.s.status }
+func (e endedSpan) InstrumentationScope() instrumentation.Scope { return e.s.t.scope }
+func (e endedSpan) Resource() *resource.Resource                { return e.s.t.p.res }
+func (e endedSpan) DroppedAttributes() int                      { return e.s.droppedAttrs }
+func (e endedSpan) DroppedLinks() int                           { return e.s.droppedLinks }
+func (e endedSpan) DroppedEvents() int                          { return e.s.droppedEvents }
+func (e endedSpan) ChildSpanCount() int                         { return 0 }
+
+// InstrumentationLibrary is the scope, for the interface's older callers.
+func (e endedSpan) InstrumentationLibrary() instrumentation.Library { //nolint:staticcheck // the interface asks for it
+	return instrumentation.Library(e.s.t.scope) //nolint:staticcheck // the interface asks for it
+}
 
 // nonRecordingSpan carries the context of a span the sampler dropped.
 type nonRecordingSpan struct {
@@ -382,8 +408,9 @@ func (nonRecordingSpan) SetName(string)                          {}
 func (n nonRecordingSpan) TracerProvider() trace.TracerProvider  { return n.p }
 
 var (
-	_ trace.TracerProvider = (*tracerProvider)(nil)
-	_ trace.Tracer         = (*tracer)(nil)
-	_ trace.Span           = (*span)(nil)
-	_ trace.Span           = nonRecordingSpan{}
+	_ trace.TracerProvider  = (*tracerProvider)(nil)
+	_ trace.Tracer          = (*tracer)(nil)
+	_ trace.Span            = (*span)(nil)
+	_ trace.Span            = nonRecordingSpan{}
+	_ sdktrace.ReadOnlySpan = endedSpan{}
 )

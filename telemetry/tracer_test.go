@@ -189,7 +189,7 @@ func TestTracerAttributeLimit(t *testing.T) {
 	if len(ro.Attributes()) != spanLimit || ro.DroppedAttributes() != 5 {
 		t.Errorf("%d attributes, %d dropped; want %d and 5", len(ro.Attributes()), ro.DroppedAttributes(), spanLimit)
 	}
-	if got["k0"] != int64(-(spanLimit + 4)) || got["k127"] != int64(127) {
+	if got["k0"] != int64(-(spanLimit+4)) || got["k127"] != int64(127) {
 		t.Errorf("k0=%v k127=%v: want the last k0 and the first 128 keys", got["k0"], got["k127"])
 	}
 }
