@@ -30,7 +30,7 @@ type Attempt struct {
 
 	// The client span's attributes so far, while it records
 	// (spanattrs.go); nil otherwise.
-	attrs  *attrList
+	attrs  attrList
 	status int // from SetStatus
 }
 
@@ -48,7 +48,7 @@ func (q *Request) StartAttempt(out *http.Request, info AttemptInfo) *Attempt {
 	ctx, span := q.t.tracer.Start(q.ctx, method, clientKind)
 	a := &Attempt{q: q, ctx: ctx, span: span}
 	if span.IsRecording() {
-		a.attrs = getAttrList()
+		a.attrs = newAttrList()
 		a.attrs.addClient(q, out, method, info)
 	}
 	return a

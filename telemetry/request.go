@@ -88,7 +88,7 @@ type Request struct {
 
 	// The server span's attributes so far, while it records
 	// (spanattrs.go); nil otherwise.
-	attrs *attrList
+	attrs attrList
 }
 
 // StartRequest starts the server span for r on listener l, continuing the
@@ -100,7 +100,7 @@ func (t *Telemetry) StartRequest(r *http.Request, l Listener) (context.Context, 
 	ctx, span := t.tracer.Start(ctx, r.Method, serverKind)
 	q := &Request{t: t, ctx: ctx, span: span, listener: l, method: r.Method, start: time.Now()}
 	if span.IsRecording() {
-		q.attrs = getAttrList()
+		q.attrs = newAttrList()
 		q.attrs.addServer(r, l)
 	}
 	// The in-flight gauge gets no span context: Prometheus shows no

@@ -4,7 +4,6 @@ import (
 	"net"
 	"net/http"
 	"strconv"
-	"sync"
 
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
@@ -19,21 +18,16 @@ import (
 // de-duplicate. ferry's samplers never look at attributes, so nothing is
 // lost by not passing them at start.
 
-// attrList is a reusable attribute buffer: SetAttributes copies what it is
-// given, so the buffer goes back to the pool right after.
-type attrList struct{ kv []attribute.KeyValue }
+// attrList is a span's attribute list in the making. The span takes the
+// slice over when it ends (no copy).
+type attrList []attribute.KeyValue
 
-var attrLists = sync.Pool{New: func() any { return &attrList{kv: make([]attribute.KeyValue, 0, 32)} }}
+// spanAttrCap holds every attribute ferry puts on a span (at most 23).
+const spanAttrCap = 24
 
-func getAttrList() *attrList { return attrLists.Get().(*attrList) }
+func newAttrList() attrList { return make(attrList, 0, spanAttrCap) }
 
-func (l *attrList) add(kv ...attribute.KeyValue) { l.kv = append(l.kv, kv...) }
-
-func (l *attrList) release() {
-	clear(l.kv)
-	l.kv = l.kv[:0]
-	attrLists.Put(l)
-}
+func (l *attrList) add(kv ...attribute.KeyValue) { *l = append(*l, kv...) }
 
 // Attribute values that never change, built once.
 var (
@@ -120,7 +114,6 @@ func (l *attrList) addServer(r *http.Request, listener Listener) {
 func (q *Request) endSpanAttributes(o Outcome) {
 	l := q.attrs
 	q.attrs = nil
-	defer l.release()
 	l.add(semconv.HTTPRequestBodySize(int(o.BytesIn)),
 		semconv.HTTPResponseBodySize(int(o.BytesOut)),
 		AttrBytesIn.Int64(o.BytesIn),
@@ -181,7 +174,6 @@ func (l *attrList) addClient(q *Request, out *http.Request, method string, info 
 func (a *Attempt) endSpanAttributes(o Outcome) {
 	l := a.attrs
 	a.attrs = nil
-	defer l.release()
 	l.add(semconv.HTTPRequestBodySize(int(o.BytesOut)),
 		semconv.HTTPResponseBodySize(int(o.BytesIn)),
 		AttrBytesIn.Int64(o.BytesIn),
@@ -199,7 +191,7 @@ func (a *Attempt) endSpanAttributes(o Outcome) {
 // endSpan applies ferry's error rules, then hands sp its attributes in
 // one call: a proxy-made failure reason, or a status the conventions call
 // an error, or an error value, makes an error status and error.type.
-func endSpan(sp trace.Span, l *attrList, o Outcome, statusIsError bool) {
+func endSpan(sp trace.Span, l attrList, o Outcome, statusIsError bool) {
 	code, desc := codes.Unset, ""
 	switch {
 	case o.Reason != "":
@@ -216,9 +208,9 @@ func endSpan(sp trace.Span, l *attrList, o Outcome, statusIsError bool) {
 		code, desc = codes.Error, o.Err.Error()
 	}
 	if s, ok := sp.(*span); ok {
-		s.setUniqueAttributes(l.kv)
+		s.adoptAttributes(l)
 	} else {
-		sp.SetAttributes(l.kv...)
+		sp.SetAttributes(l...)
 	}
 	if code != codes.Unset {
 		sp.SetStatus(code, desc)

@@ -214,12 +214,17 @@ func (s *span) SetAttributes(kvs ...attribute.KeyValue) {
 	}
 }
 
-// setUniqueAttributes adds kvs, whose keys are distinct and not yet set on
-// the span (ferry's helpers guarantee it): nothing to de-duplicate.
-func (s *span) setUniqueAttributes(kvs []attribute.KeyValue) {
+// adoptAttributes takes kvs over as the span's attributes when it has none
+// yet (else adds them). The keys must be distinct and valid (ferry's
+// helpers guarantee it): there is nothing to check or de-duplicate.
+func (s *span) adoptAttributes(kvs []attribute.KeyValue) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if !s.ended {
+	switch {
+	case s.ended:
+	case s.attrs == nil && len(kvs) <= spanLimit:
+		s.attrs = kvs
+	default:
 		s.addAttrs(kvs)
 	}
 }
