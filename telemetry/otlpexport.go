@@ -85,6 +85,7 @@ func newOTLPExporter(endpoint *url.URL, protocol string, o otlpSettings) *otlpEx
 	if e.grpc {
 		// gRPC is HTTP/2 only: prior knowledge over plaintext, ALPN h2
 		// over TLS. The URL path is the method; the endpoint's is ignored.
+		tr.Proxy = nil // an HTTP proxy would not carry h2c prior knowledge
 		tr.Protocols = new(http.Protocols)
 		if endpoint.Scheme == "http" {
 			tr.Protocols.SetUnencryptedHTTP2(true)
