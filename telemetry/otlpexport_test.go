@@ -3,11 +3,17 @@ package telemetry
 import (
 	"compress/gzip"
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
 	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/pem"
 	"errors"
 	"io"
 	"log"
+	"math/big"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -571,5 +577,81 @@ func TestOTLPExporterURL(t *testing.T) {
 			t.Errorf("%s over %s: %s, want %s", c.endpoint, c.protocol, exp.url, c.want)
 		}
 		exp.Shutdown(context.Background())
+	}
+}
+
+// writeClientCert writes a fresh self-signed client certificate and its key
+// as PEM files, and returns their paths and the certificate.
+func writeClientCert(t *testing.T) (certFile, keyFile string, cert *x509.Certificate) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "ferry-test-client"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		KeyUsage: x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+		BasicConstraintsValid: true, IsCA: true,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cert, err = x509.ParseCertificate(der); err != nil {
+		t.Fatal(err)
+	}
+	keyDER, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	certFile, keyFile = filepath.Join(dir, "client.pem"), filepath.Join(dir, "client-key.pem")
+	if err := os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return certFile, keyFile, cert
+}
+
+// A collector that requires a client certificate gets the one named by
+// OTEL_EXPORTER_OTLP_TRACES_CLIENT_CERTIFICATE and _CLIENT_KEY.
+func TestOTLPExportClientCertificate(t *testing.T) {
+	spans := recordSpans(t)
+	certFile, keyFile, clientCert := writeClientCert(t)
+	var got atomic.Int32
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if len(r.TLS.PeerCertificates) == 0 || !r.TLS.PeerCertificates[0].Equal(clientCert) {
+			t.Error("the collector saw no client certificate, or another one")
+		}
+		b, _ := io.ReadAll(r.Body)
+		got.Add(int32(countSpans(t, b)))
+	}))
+	pool := x509.NewCertPool()
+	pool.AddCert(clientCert)
+	srv.TLS = &tls.Config{ClientAuth: tls.RequireAndVerifyClientCert, ClientCAs: pool}
+	srv.Config.ErrorLog = log.New(io.Discard, "", 0) // the handshake without a certificate
+	srv.StartTLS()
+	defer srv.Close()
+	ca := filepath.Join(t.TempDir(), "ca.pem")
+	if err := os.WriteFile(ca, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	without := testExporter(t, srv.URL, ProtocolHTTPProtobuf, env{"OTEL_EXPORTER_OTLP_CERTIFICATE": ca, "OTEL_EXPORTER_OTLP_TIMEOUT": "300"})
+	if err := without.ExportSpans(t.Context(), spans); err == nil {
+		t.Error("export without a client certificate succeeded")
+	}
+	with := testExporter(t, srv.URL, ProtocolHTTPProtobuf, env{
+		"OTEL_EXPORTER_OTLP_CERTIFICATE":               ca,
+		"OTEL_EXPORTER_OTLP_TRACES_CLIENT_CERTIFICATE": certFile,
+		"OTEL_EXPORTER_OTLP_TRACES_CLIENT_KEY":         keyFile,
+	})
+	if err := with.ExportSpans(t.Context(), spans); err != nil {
+		t.Fatal(err)
+	}
+	if got.Load() != int32(len(spans)) {
+		t.Errorf("collector got %d spans, want %d", got.Load(), len(spans))
 	}
 }
