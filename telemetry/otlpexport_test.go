@@ -196,7 +196,7 @@ func TestOTLPHTTPExportFailures(t *testing.T) {
 			http.Error(w, "down", http.StatusBadGateway)
 		}))
 		defer srv.Close()
-		exp := testExporter(t, srv.URL, ProtocolHTTPProtobuf, env{"OTEL_EXPORTER_OTLP_TRACES_TIMEOUT": "300"})
+		exp := testExporter(t, srv.URL, ProtocolHTTPProtobuf, env{"OTEL_EXPORTER_OTLP_TRACES_TIMEOUT": "2000"})
 		start := time.Now()
 		err := exp.ExportSpans(t.Context(), spans)
 		// The last attempt either got its 502 or was cut by the deadline.
@@ -207,7 +207,7 @@ func TestOTLPHTTPExportFailures(t *testing.T) {
 			t.Errorf("%d calls, want retries", n)
 		}
 		if d := time.Since(start); d > 10*time.Second {
-			t.Errorf("export took %v with a 300ms timeout", d)
+			t.Errorf("export took %v with a 2s timeout", d)
 		}
 	})
 	t.Run("retry-after beyond the timeout", func(t *testing.T) {
@@ -237,7 +237,7 @@ func TestOTLPHTTPExportFailures(t *testing.T) {
 		}
 		addr := l.Addr().String()
 		l.Close()
-		exp := testExporter(t, "http://"+addr, ProtocolHTTPProtobuf, env{"OTEL_EXPORTER_OTLP_TIMEOUT": "200"})
+		exp := testExporter(t, "http://"+addr, ProtocolHTTPProtobuf, env{"OTEL_EXPORTER_OTLP_TIMEOUT": "2000"})
 		if err := exp.ExportSpans(t.Context(), spans); err == nil || !strings.Contains(err.Error(), "refused") {
 			t.Errorf("error %v, want connection refused", err)
 		}
