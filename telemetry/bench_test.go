@@ -1,6 +1,7 @@
 package telemetry
 
 import (
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"testing"
@@ -12,15 +13,38 @@ import (
 // for telemetry: StartRequest, SetRoute, StartAttempt, Inject, both Ends
 // (with their metrics), with the access log off. "off" is tracing off (no-op
 // tracer); "on" samples 100% and exports through the batch queue to an
-// exporter that discards.
+// exporter that discards; "otlp-http" and "otlp-grpc" export with ferry's
+// OTLP exporter to an in-process receiver that discards (its CPU counts
+// too).
 func BenchmarkRequestSpans(b *testing.B) {
-	for _, mode := range []string{"off", "on"} {
+	for _, mode := range []string{"off", "on", "otlp-http", "otlp-grpc"} {
 		b.Run(mode, func(b *testing.B) {
 			opts := []Option{WithEnv(env{"OTEL_TRACES_SAMPLER": "always_on"}.get)}
-			if mode == "on" {
+			cfg := Config{AccessLog: "off"}
+			switch mode {
+			case "on":
 				opts = append(opts, WithSpanExporter(tracetest.NewNoopExporter()))
+			case "otlp-http", "otlp-grpc":
+				sink := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+					io.Copy(io.Discard, r.Body)
+					if mode == "otlp-grpc" {
+						w.Header().Set("Content-Type", "application/grpc")
+						w.Header().Set("Trailer", "Grpc-Status")
+						w.Write([]byte{0, 0, 0, 0, 0})
+						w.Header().Set("Grpc-Status", "0")
+					}
+				}))
+				sink.Config.Protocols = new(http.Protocols)
+				sink.Config.Protocols.SetHTTP1(true)
+				sink.Config.Protocols.SetUnencryptedHTTP2(true)
+				sink.Start()
+				defer sink.Close()
+				cfg.Endpoint, cfg.Protocol = sink.URL, ProtocolHTTPProtobuf
+				if mode == "otlp-grpc" {
+					cfg.Protocol = ProtocolGRPC
+				}
 			}
-			tel, err := New(b.Context(), Config{AccessLog: "off"}, opts...)
+			tel, err := New(b.Context(), cfg, opts...)
 			if err != nil {
 				b.Fatal(err)
 			}
@@ -41,7 +65,7 @@ func BenchmarkRequestSpans(b *testing.B) {
 				req.End(Outcome{Status: 200, BytesOut: 512})
 			}
 			b.StopTimer()
-			if tel.TracingEnabled() != (mode == "on") {
+			if tel.TracingEnabled() != (mode != "off") {
 				b.Fatalf("tracing enabled = %v in mode %s", tel.TracingEnabled(), mode)
 			}
 			if tel.queue != nil {
@@ -77,4 +101,28 @@ func BenchmarkSpanPair(b *testing.B) {
 			}
 		})
 	}
+}
+
+// BenchmarkOTLPEncode measures ferry's OTLP encoding of a batch of 512
+// spans as ferry makes them (server and client spans of small requests);
+// ns/op is per batch, ns/span per span.
+func BenchmarkOTLPEncode(b *testing.B) {
+	tel, rec, _ := recorded(b, Config{AccessLog: "off"}, env{})
+	for range 256 {
+		r := incoming("GET", "http://files/report.pdf", map[string]string{"traceparent": "00-" + callerTrace + "-" + callerSpan + "-01"})
+		_, req := tel.StartRequest(r, Outbound)
+		req.SetRoute("files", "files")
+		att := req.StartAttempt(upstream(b, tel, r, "http://files/report.pdf"), AttemptInfo{Endpoint: "10.0.0.7:8080", Attempt: 1, BreakerState: BreakerClosed})
+		att.End(Outcome{Status: 200, BytesIn: 1024})
+		req.End(Outcome{Status: 200, BytesOut: 1024})
+	}
+	spans := rec.Ended()
+	var enc otlpEncoder
+	b.ReportAllocs()
+	var n int
+	for b.Loop() {
+		n = len(enc.encode(spans, 0))
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*len(spans)), "ns/span")
+	b.ReportMetric(float64(n)/float64(len(spans)), "bytes/span")
 }

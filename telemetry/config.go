@@ -113,6 +113,7 @@ type settings struct {
 	batchSize     int
 	batchTimeout  time.Duration
 	exportTimeout time.Duration
+	otlp          otlpSettings // exporter environment, read when tracing
 	accessLog     string
 }
 
@@ -197,6 +198,11 @@ func resolve(cfg Config, getenv func(string) string) (settings, error) {
 		endpoint, _ = parseEndpoint(def, proto, true)
 	}
 	s.endpoint = endpoint
+	if s.tracing {
+		if s.otlp, err = resolveOTLP(getenv, nil); err != nil {
+			return s, err
+		}
+	}
 
 	// Sampler.
 	smpKey, smp := pick(cfg.Sampler, "telemetry.sampler", getenv, "OTEL_TRACES_SAMPLER")

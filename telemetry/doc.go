@@ -2,6 +2,7 @@
 // meter providers built from the standard OTEL_* environment (with overrides
 // from the `telemetry:` section of the config file), the propagators (W3C
 // tracecontext and baggage by default, B3 single and multi header on request),
+// ferry's tracer provider over the SDK's samplers and span processors,
 // the span helpers the proxy calls for every request and every upstream
 // attempt, the Prometheus/OpenMetrics handler mounted at /metrics on the admin
 // listener, and the JSON access log.
@@ -38,7 +39,8 @@
 //
 // # Unreachable collectors
 //
-// Finished spans go through the SDK batch span processor, whose queue is
-// bounded and never blocks the caller. A span that finds the queue full is
-// dropped and counted in ferry_trace_spans_dropped_total.
+// Finished spans go through ferry's batch queue (queue.go), which is
+// bounded and never blocks the caller, to ferry's OTLP exporter (otlp*.go).
+// A span that finds the queue full is dropped and counted in
+// ferry_trace_spans_dropped_total.
 package telemetry

@@ -13,8 +13,6 @@ import (
 
 	"go.opentelemetry.io/contrib/propagators/autoprop"
 	"go.opentelemetry.io/otel/attribute"
-	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracegrpc"
-	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracehttp"
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/sdk/resource"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
@@ -32,7 +30,7 @@ const instrumentationName = "github.com/ferrymesh/ferry/telemetry"
 type Telemetry struct {
 	s          settings
 	tp         trace.TracerProvider
-	sdkTP      *sdktrace.TracerProvider // nil when tracing is off
+	prov       *tracerProvider // nil when tracing is off
 	tracer     trace.Tracer
 	queue      *spanQueue // nil when tracing is off or an exporter was injected without queueing
 	propagator propagation.TextMapPropagator
@@ -105,9 +103,7 @@ func New(ctx context.Context, cfg Config, opts ...Option) (*Telemetry, error) {
 		return nil, err
 	}
 	if s.tracing {
-		if err := t.startTracing(ctx, res, o); err != nil {
-			return nil, err
-		}
+		t.startTracing(res, o)
 	} else {
 		t.tp = noop.NewTracerProvider()
 	}
@@ -126,28 +122,18 @@ func New(ctx context.Context, cfg Config, opts ...Option) (*Telemetry, error) {
 	return t, nil
 }
 
-func (t *Telemetry) startTracing(ctx context.Context, res *resource.Resource, o options) error {
-	tpOpts := []sdktrace.TracerProviderOption{
-		sdktrace.WithResource(res),
-		sdktrace.WithSampler(t.sampler()),
-	}
-	switch {
-	case o.processor != nil:
-		tpOpts = append(tpOpts, sdktrace.WithSpanProcessor(o.processor))
-	default:
+func (t *Telemetry) startTracing(res *resource.Resource, o options) {
+	proc := o.processor
+	if proc == nil {
 		exp := o.exporter
 		if exp == nil {
-			var err error
-			if exp, err = t.otlpExporter(ctx); err != nil {
-				return err
-			}
+			exp = newOTLPExporter(t.s.endpoint, t.s.protocol, t.s.otlp)
 		}
 		t.queue = newSpanQueue(exp, t.s)
-		tpOpts = append(tpOpts, sdktrace.WithSpanProcessor(t.queue))
+		proc = t.queue
 	}
-	t.sdkTP = sdktrace.NewTracerProvider(tpOpts...)
-	t.tp = t.sdkTP
-	return nil
+	t.prov = newTracerProvider(t.sampler(), proc, res)
+	t.tp = t.prov
 }
 
 func (t *Telemetry) resource(ctx context.Context) (*resource.Resource, error) {
@@ -189,23 +175,6 @@ func (t *Telemetry) sampler() sdktrace.Sampler {
 	}
 }
 
-func (t *Telemetry) otlpExporter(ctx context.Context) (sdktrace.SpanExporter, error) {
-	u := t.s.endpoint.String()
-	var (
-		exp sdktrace.SpanExporter
-		err error
-	)
-	if t.s.protocol == ProtocolHTTPProtobuf {
-		exp, err = otlptracehttp.New(ctx, otlptracehttp.WithEndpointURL(u))
-	} else {
-		exp, err = otlptracegrpc.New(ctx, otlptracegrpc.WithEndpointURL(u))
-	}
-	if err != nil {
-		return nil, fmt.Errorf("otlp %s exporter for %s: %w", t.s.protocol, u, err)
-	}
-	return exp, nil
-}
-
 func (t *Telemetry) openAccessLog(w io.Writer) error {
 	if t.s.accessLog == "off" {
 		return nil
@@ -229,7 +198,7 @@ func (t *Telemetry) openAccessLog(w io.Writer) error {
 }
 
 // TracingEnabled reports whether ferry records and exports spans.
-func (t *Telemetry) TracingEnabled() bool { return t.sdkTP != nil }
+func (t *Telemetry) TracingEnabled() bool { return t.prov != nil }
 
 // TracerProvider is the provider behind the span helpers (a no-op provider
 // when tracing is off).
@@ -260,10 +229,10 @@ func (t *Telemetry) MetricsHandler() http.Handler { return t.metrics.handler }
 
 // ForceFlush exports every finished span now.
 func (t *Telemetry) ForceFlush(ctx context.Context) error {
-	if t.sdkTP == nil {
+	if t.prov == nil {
 		return nil
 	}
-	return t.sdkTP.ForceFlush(ctx)
+	return t.prov.ForceFlush(ctx)
 }
 
 // Shutdown flushes finished spans (bounded by ctx), stops the exporters and
@@ -282,10 +251,10 @@ func (t *Telemetry) Shutdown(ctx context.Context) error {
 }
 
 func (t *Telemetry) shutdownTracing(ctx context.Context) error {
-	if t.sdkTP == nil {
+	if t.prov == nil {
 		return nil
 	}
-	if err := t.sdkTP.Shutdown(ctx); err != nil {
+	if err := t.prov.Shutdown(ctx); err != nil {
 		return fmt.Errorf("telemetry shutdown: %w", err)
 	}
 	return nil

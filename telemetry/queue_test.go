@@ -156,3 +156,68 @@ func splitLines(s string) []string {
 	}
 	return append(out, s[start:])
 }
+
+// recordingExporter keeps the sizes of the batches it gets.
+type recordingExporter struct {
+	mu      sync.Mutex
+	batches []int
+}
+
+func (e *recordingExporter) ExportSpans(_ context.Context, spans []sdktrace.ReadOnlySpan) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.batches = append(e.batches, len(spans))
+	return nil
+}
+
+func (e *recordingExporter) Shutdown(context.Context) error { return nil }
+
+func (e *recordingExporter) sizes() []int {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return append([]int(nil), e.batches...)
+}
+
+// A full batch is exported at once, without waiting for the batch timeout;
+// ForceFlush exports a partial one; Shutdown exports the rest.
+func TestQueueBatchesAndFlushes(t *testing.T) {
+	exp := &recordingExporter{}
+	cfg := Config{QueueSize: 64, BatchSize: 4, BatchTimeout: time.Hour, AccessLog: "off"}
+	tel, err := New(t.Context(), cfg, WithEnv(env{}.get), WithSpanExporter(exp))
+	if err != nil {
+		t.Fatal(err)
+	}
+	endSpans(t, tel, 2) // 4 spans: one full batch
+	deadline := time.Now().Add(10 * time.Second)
+	for len(exp.sizes()) == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("a full batch was not exported before the batch timeout")
+		}
+		time.Sleep(time.Millisecond) // polling, with a deadline
+	}
+	endSpans(t, tel, 1) // 2 spans: a partial batch, held until the timeout
+	if err := tel.ForceFlush(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if got := exp.sizes(); len(got) != 2 || got[0] != 4 || got[1] != 2 {
+		t.Errorf("batches %v after the flush, want [4 2]", got)
+	}
+	endSpans(t, tel, 5) // 10 spans
+	if err := tel.Shutdown(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	total := 0
+	for _, n := range exp.sizes() {
+		if n > 4 {
+			t.Errorf("a batch of %d spans, above the batch size 4", n)
+		}
+		total += n
+	}
+	if total != 16 || tel.queue.Pending() != 0 || tel.queue.exported.Load() != 16 {
+		t.Errorf("exported %d spans (counted %d), pending %d; want 16, 16, 0", total, tel.queue.exported.Load(), tel.queue.Pending())
+	}
+	endSpans(t, tel, 1) // after Shutdown: discarded, not queued
+	if tel.queue.Pending() != 0 {
+		t.Error("a span ended after Shutdown was queued")
+	}
+}

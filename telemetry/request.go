@@ -2,14 +2,11 @@ package telemetry
 
 import (
 	"context"
-	"net"
 	"net/http"
-	"strconv"
 	"sync/atomic"
 	"time"
 
 	"go.opentelemetry.io/otel/attribute"
-	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/propagation"
 	semconv "go.opentelemetry.io/otel/semconv/v1.43.0"
 	"go.opentelemetry.io/otel/trace"
@@ -88,6 +85,10 @@ type Request struct {
 	endpoint string
 	attempts int
 	ended    atomic.Bool
+
+	// The server span's attributes so far, while it records
+	// (spanattrs.go); nil otherwise.
+	attrs attrList
 }
 
 // StartRequest starts the server span for r on listener l, continuing the
@@ -99,9 +100,12 @@ func (t *Telemetry) StartRequest(r *http.Request, l Listener) (context.Context, 
 	ctx, span := t.tracer.Start(ctx, r.Method, serverKind)
 	q := &Request{t: t, ctx: ctx, span: span, listener: l, method: r.Method, start: time.Now()}
 	if span.IsRecording() {
-		span.SetAttributes(serverAttributes(r, l)...)
+		q.attrs = newAttrList()
+		q.attrs.addServer(r, l)
 	}
-	t.metrics.inFlight.Add(ctx, 1, t.metrics.labels.listener.get(string(l)).add...)
+	// The in-flight gauge gets no span context: Prometheus shows no
+	// exemplars on gauges, so offering one per request would be wasted.
+	t.metrics.inFlight.Add(context.Background(), 1, t.metrics.labels.listener.get(string(l)).add...)
 	return ctx, q
 }
 
@@ -117,16 +121,16 @@ func (q *Request) Span() trace.Span { return q.span }
 // done; it renames the span to "METHOD route".
 func (q *Request) SetRoute(route, service string) {
 	q.route, q.service = route, service
-	if q.span.IsRecording() {
+	if q.attrs != nil {
 		q.span.SetName(q.method + " " + route)
-		q.span.SetAttributes(semconv.HTTPRoute(route), AttrService.String(service))
+		q.attrs.add(semconv.HTTPRoute(route), AttrService.String(service))
 	}
 }
 
 // Retry records that attempt (1-based: the attempt about to be made) is a
 // retry, with why: a span event and ferry_retries_total.
 func (q *Request) Retry(attempt int, reason string) {
-	if q.span.IsRecording() {
+	if q.attrs != nil {
 		q.span.AddEvent(EventRetry, trace.WithAttributes(AttrAttempt.Int(attempt), AttrReason.String(reason)))
 	}
 	q.t.metrics.Retry(q.ctx, q.service, reason)
@@ -135,7 +139,7 @@ func (q *Request) Retry(attempt int, reason string) {
 // BreakerTransition records a breaker state change seen while serving the
 // request: a span event plus the breaker metrics.
 func (q *Request) BreakerTransition(endpoint string, from, to BreakerState) {
-	if q.span.IsRecording() {
+	if q.attrs != nil {
 		q.span.AddEvent(EventBreakerTransition, trace.WithAttributes(AttrEndpoint.String(endpoint),
 			AttrFromState.String(string(from)), AttrToState.String(string(to))))
 	}
@@ -145,7 +149,7 @@ func (q *Request) BreakerTransition(endpoint string, from, to BreakerState) {
 // Ejection records that endpoint was ejected as an outlier while serving the
 // request: a span event plus ferry_ejections_total.
 func (q *Request) Ejection(endpoint, reason string) {
-	if q.span.IsRecording() {
+	if q.attrs != nil {
 		q.span.AddEvent(EventEjection, trace.WithAttributes(AttrEndpoint.String(endpoint), AttrReason.String(reason)))
 	}
 	q.t.metrics.Ejection(q.service)
@@ -159,29 +163,15 @@ func (q *Request) End(o Outcome) {
 		return
 	}
 	elapsed := time.Since(q.start)
-	if q.span.IsRecording() {
-		attrs := []attribute.KeyValue{
-			semconv.HTTPRequestBodySize(int(o.BytesIn)),
-			semconv.HTTPResponseBodySize(int(o.BytesOut)),
-			AttrBytesIn.Int64(o.BytesIn),
-			AttrBytesOut.Int64(o.BytesOut),
-			AttrAttempts.Int(q.attempts),
-		}
-		if o.Status != 0 {
-			attrs = append(attrs, semconv.HTTPResponseStatusCode(o.Status))
-		}
-		if q.endpoint != "" {
-			attrs = append(attrs, AttrEndpoint.String(q.endpoint))
-		}
-		q.span.SetAttributes(attrs...)
-		setSpanStatus(q.span, o, o.Status >= 500)
+	if q.attrs != nil {
+		q.endSpanAttributes(o)
 	}
 
 	m := q.t.metrics
 	l, class := string(q.listener), statusClass(o.Status)
 	m.requests.Add(q.ctx, 1, m.labels.requests.get(requestLabels{l, q.service, q.endpoint, class, boundedReason(o.Reason)}).add...)
 	m.duration.Record(q.ctx, elapsed.Seconds(), m.labels.duration.get(durationLabels{l, q.service, class}).record...)
-	m.inFlight.Add(q.ctx, -1, m.labels.listener.get(l).add...)
+	m.inFlight.Add(context.Background(), -1, m.labels.listener.get(l).add...)
 	if o.BytesIn > 0 {
 		m.bodyBytes.Add(q.ctx, o.BytesIn, m.labels.bytes.get(bytesLabels{l, q.service, "in"}).add...)
 	}
@@ -190,94 +180,4 @@ func (q *Request) End(o Outcome) {
 	}
 	q.span.End()
 	q.t.logRequest(q, o, elapsed)
-}
-
-// setSpanStatus applies ferry's error rules: a proxy-made failure reason,
-// or a status the conventions call an error, or an error value.
-func setSpanStatus(span trace.Span, o Outcome, statusIsError bool) {
-	switch {
-	case o.Reason != "":
-		span.SetAttributes(AttrReason.String(o.Reason), semconv.ErrorTypeKey.String(o.Reason))
-		desc := o.Reason
-		if o.Err != nil {
-			desc += ": " + o.Err.Error()
-		}
-		span.SetStatus(codes.Error, desc)
-	case statusIsError:
-		span.SetAttributes(semconv.ErrorTypeKey.String(strconv.Itoa(o.Status)))
-		span.SetStatus(codes.Error, "")
-	case o.Err != nil:
-		span.SetAttributes(semconv.ErrorTypeKey.String("_OTHER"))
-		span.SetStatus(codes.Error, o.Err.Error())
-	}
-	if o.Err != nil {
-		span.RecordError(o.Err)
-	}
-}
-
-// serverAttributes are the HTTP server semantic-convention attributes of r.
-func serverAttributes(r *http.Request, l Listener) []attribute.KeyValue {
-	attrs := make([]attribute.KeyValue, 0, 12)
-	attrs = append(attrs, AttrListener.String(string(l)))
-	attrs = append(attrs, methodAttributes(r.Method)...)
-	scheme := "http"
-	if r.TLS != nil {
-		scheme = "https"
-	}
-	attrs = append(attrs, semconv.URLScheme(scheme), semconv.URLPath(r.URL.Path))
-	if host, port := splitHostPort(r.Host); host != "" {
-		attrs = append(attrs, semconv.ServerAddress(host))
-		if port > 0 {
-			attrs = append(attrs, semconv.ServerPort(port))
-		}
-	}
-	if host, port := splitHostPort(r.RemoteAddr); host != "" {
-		attrs = append(attrs, semconv.ClientAddress(host), semconv.NetworkPeerAddress(host))
-		if port > 0 {
-			attrs = append(attrs, semconv.NetworkPeerPort(port))
-		}
-	}
-	if v := protocolVersion(r); v != "" {
-		attrs = append(attrs, semconv.NetworkProtocolVersion(v))
-	}
-	if ua := r.UserAgent(); ua != "" {
-		attrs = append(attrs, semconv.UserAgentOriginal(ua))
-	}
-	return attrs
-}
-
-// methodAttributes normalises unknown methods to _OTHER as the conventions ask.
-func methodAttributes(m string) []attribute.KeyValue {
-	switch m {
-	case http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut, http.MethodPatch,
-		http.MethodDelete, http.MethodConnect, http.MethodOptions, http.MethodTrace:
-		return []attribute.KeyValue{semconv.HTTPRequestMethodKey.String(m)}
-	default:
-		return []attribute.KeyValue{semconv.HTTPRequestMethodKey.String("_OTHER"), semconv.HTTPRequestMethodOriginal(m)}
-	}
-}
-
-func protocolVersion(r *http.Request) string {
-	switch r.ProtoMajor {
-	case 1:
-		return "1." + strconv.Itoa(r.ProtoMinor)
-	case 2:
-		return "2"
-	case 3:
-		return "3"
-	}
-	return ""
-}
-
-// splitHostPort splits "host:port" leniently: a missing port gives 0.
-func splitHostPort(hp string) (string, int) {
-	host, portStr, err := net.SplitHostPort(hp)
-	if err != nil {
-		return hp, 0
-	}
-	port, err := strconv.Atoi(portStr)
-	if err != nil {
-		return host, 0
-	}
-	return host, port
 }

@@ -1,0 +1,516 @@
+package telemetry
+
+import (
+	"math"
+
+	"google.golang.org/protobuf/encoding/protowire"
+
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/sdk/instrumentation"
+	"go.opentelemetry.io/otel/sdk/resource"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/trace"
+)
+
+// This file encodes an OTLP ExportTraceServiceRequest
+// (opentelemetry/proto/collector/trace/v1/trace_service.proto) straight from
+// the SDK's read-only spans into a byte slice, without building the
+// generated message structs first. Field numbers below are those of the
+// OTLP v1 protos (trace.proto, common.proto, resource.proto).
+
+// Field numbers, by message.
+const (
+	// ExportTraceServiceRequest
+	fReqResourceSpans = 1
+	// ResourceSpans
+	fRSResource   = 1
+	fRSScopeSpans = 2
+	fRSSchemaURL  = 3
+	// Resource
+	fResAttributes = 1
+	// ScopeSpans
+	fSSScope     = 1
+	fSSSpans     = 2
+	fSSSchemaURL = 3
+	// InstrumentationScope
+	fScopeName       = 1
+	fScopeVersion    = 2
+	fScopeAttributes = 3
+	// Span
+	fSpanTraceID       = 1
+	fSpanSpanID        = 2
+	fSpanTraceState    = 3
+	fSpanParentSpanID  = 4
+	fSpanName          = 5
+	fSpanKind          = 6
+	fSpanStart         = 7
+	fSpanEnd           = 8
+	fSpanAttributes    = 9
+	fSpanDroppedAttrs  = 10
+	fSpanEvents        = 11
+	fSpanDroppedEvents = 12
+	fSpanLinks         = 13
+	fSpanDroppedLinks  = 14
+	fSpanStatus        = 15
+	fSpanFlags         = 16
+	// Span.Event
+	fEventTime         = 1
+	fEventName         = 2
+	fEventAttributes   = 3
+	fEventDroppedAttrs = 4
+	// Span.Link
+	fLinkTraceID      = 1
+	fLinkSpanID       = 2
+	fLinkTraceState   = 3
+	fLinkAttributes   = 4
+	fLinkDroppedAttrs = 5
+	fLinkFlags        = 6
+	// Status
+	fStatusMessage = 2
+	fStatusCode    = 3
+	// KeyValue
+	fKVKey   = 1
+	fKVValue = 2
+	// AnyValue
+	fAnyString = 1
+	fAnyBool   = 2
+	fAnyInt    = 3
+	fAnyDouble = 4
+	fAnyArray  = 5
+	fAnyKVList = 6
+	fAnyBytes  = 7
+	// ArrayValue and KeyValueList
+	fListValues = 1
+)
+
+// SpanFlags bits above the W3C trace flags: whether the parent is known to
+// be remote, and whether it is.
+const (
+	spanFlagsHasIsRemote = 0x100
+	spanFlagsIsRemote    = 0x200
+)
+
+// otlpEncoder appends ExportTraceServiceRequests to a reused buffer. The
+// encodings of a resource and of an instrumentation scope, which are the
+// same for every span ferry makes, are cached. Not safe for concurrent use.
+type otlpEncoder struct {
+	buf []byte
+
+	// Groups of the batch being encoded, in order of first appearance.
+	groups []spanGroup
+
+	// Cached encodings of the last resource and scope seen.
+	res      *resource.Resource
+	resBytes []byte
+	scopes   []scopeEncoding
+}
+
+type spanGroup struct {
+	res   *resource.Resource
+	scope instrumentation.Scope
+	spans []sdktrace.ReadOnlySpan
+}
+
+type scopeEncoding struct {
+	scope instrumentation.Scope
+	bytes []byte // InstrumentationScope message body
+}
+
+// encode returns the ExportTraceServiceRequest for spans after prefix
+// zero bytes (room for gRPC's message prefix), valid until the next call. Spans are grouped by resource and scope (one ResourceSpans per
+// resource, one ScopeSpans per scope in it), in order of first appearance.
+func (e *otlpEncoder) encode(spans []sdktrace.ReadOnlySpan, prefix int) []byte {
+	e.group(spans)
+	b := append(e.buf[:0], make([]byte, prefix)...)
+	for i := range e.groups {
+		res := e.groups[i].res
+		if e.groups[i].spans == nil {
+			continue // already written with an earlier group of its resource
+		}
+		var rs int
+		b, rs = openMessage(b, fReqResourceSpans)
+		if res != nil {
+			b = protowire.AppendTag(b, fRSResource, protowire.BytesType)
+			b = protowire.AppendBytes(b, e.resource(res))
+		}
+		for j := i; j < len(e.groups); j++ {
+			g := &e.groups[j]
+			if g.res != res || g.spans == nil {
+				continue
+			}
+			var ss int
+			b, ss = openMessage(b, fRSScopeSpans)
+			if g.scope != (instrumentation.Scope{}) {
+				b = protowire.AppendTag(b, fSSScope, protowire.BytesType)
+				b = protowire.AppendBytes(b, e.scopeBytes(g.scope))
+			}
+			for _, s := range g.spans {
+				b = appendSpan(b, s)
+			}
+			b = appendString(b, fSSSchemaURL, g.scope.SchemaURL)
+			b = closeMessage(b, ss)
+			g.spans = nil
+		}
+		if res != nil {
+			b = appendString(b, fRSSchemaURL, res.SchemaURL())
+		}
+		b = closeMessage(b, rs)
+	}
+	e.buf = b
+	return b
+}
+
+// group sorts spans into e.groups by resource and scope, in order of first
+// appearance. ferry has one resource and one scope, so this is one linear
+// pass in practice. Equal resources behind different pointers share the
+// first pointer, so encode can compare pointers.
+func (e *otlpEncoder) group(spans []sdktrace.ReadOnlySpan) {
+	e.groups = e.groups[:0]
+	if len(spans) > 0 && spans[0] != nil && oneGroup(spans) {
+		// ferry's case: every span from one tracer; no copy.
+		e.groups = append(e.groups, spanGroup{res: spans[0].Resource(), scope: spans[0].InstrumentationScope(), spans: spans})
+		return
+	}
+	for _, s := range spans {
+		if s == nil {
+			continue
+		}
+		res, scope := s.Resource(), s.InstrumentationScope()
+		found := -1
+		for i := range e.groups {
+			g := &e.groups[i]
+			if g.res != res && sameResource(g.res, res) {
+				res = g.res
+			}
+			if g.res == res && g.scope == scope {
+				found = i
+				break
+			}
+		}
+		if found < 0 {
+			found = len(e.groups)
+			e.groups = append(e.groups, spanGroup{res: res, scope: scope, spans: make([]sdktrace.ReadOnlySpan, 0, len(spans))})
+		}
+		e.groups[found].spans = append(e.groups[found].spans, s)
+	}
+}
+
+// oneGroup reports whether every span has the first one's resource (the
+// same pointer) and scope.
+func oneGroup(spans []sdktrace.ReadOnlySpan) bool {
+	res, scope := spans[0].Resource(), spans[0].InstrumentationScope()
+	for _, s := range spans[1:] {
+		if s == nil || s.Resource() != res || s.InstrumentationScope() != scope {
+			return false
+		}
+	}
+	return true
+}
+
+func sameResource(a, b *resource.Resource) bool {
+	if a == nil || b == nil {
+		return a == b
+	}
+	return a.Equal(b)
+}
+
+// resource returns the Resource message body of res, cached.
+func (e *otlpEncoder) resource(res *resource.Resource) []byte {
+	if e.res != res || e.resBytes == nil {
+		b := make([]byte, 0, 256)
+		for it := res.Iter(); it.Next(); {
+			b = appendKeyValue(b, fResAttributes, it.Attribute())
+		}
+		e.res, e.resBytes = res, b
+	}
+	return e.resBytes
+}
+
+// scopeBytes returns the InstrumentationScope message body of scope, cached.
+func (e *otlpEncoder) scopeBytes(scope instrumentation.Scope) []byte {
+	for _, s := range e.scopes {
+		if s.scope == scope {
+			return s.bytes
+		}
+	}
+	b := appendString(nil, fScopeName, scope.Name)
+	b = appendString(b, fScopeVersion, scope.Version)
+	for it := scope.Attributes.Iter(); it.Next(); {
+		b = appendKeyValue(b, fScopeAttributes, it.Attribute())
+	}
+	if len(e.scopes) >= 16 { // bounded: ferry has one scope
+		e.scopes = e.scopes[:0]
+	}
+	e.scopes = append(e.scopes, scopeEncoding{scope: scope, bytes: b})
+	return b
+}
+
+// appendSpan appends one Span (field 2 of ScopeSpans).
+func appendSpan(b []byte, s sdktrace.ReadOnlySpan) []byte {
+	b, m := openMessage(b, fSSSpans)
+	sc := s.SpanContext()
+	tid, sid := sc.TraceID(), sc.SpanID()
+	b = protowire.AppendTag(b, fSpanTraceID, protowire.BytesType)
+	b = protowire.AppendBytes(b, tid[:])
+	b = protowire.AppendTag(b, fSpanSpanID, protowire.BytesType)
+	b = protowire.AppendBytes(b, sid[:])
+	if ts := sc.TraceState(); ts.Len() > 0 {
+		b = appendString(b, fSpanTraceState, ts.String())
+	}
+	parent := s.Parent()
+	if psid := parent.SpanID(); psid.IsValid() {
+		b = protowire.AppendTag(b, fSpanParentSpanID, protowire.BytesType)
+		b = protowire.AppendBytes(b, psid[:])
+	}
+	b = appendString(b, fSpanName, s.Name())
+	if k := spanKindNumber(s.SpanKind()); k != 0 {
+		b = protowire.AppendTag(b, fSpanKind, protowire.VarintType)
+		b = protowire.AppendVarint(b, k)
+	}
+	b = appendTime(b, fSpanStart, s.StartTime().UnixNano())
+	b = appendTime(b, fSpanEnd, s.EndTime().UnixNano())
+	for _, kv := range s.Attributes() {
+		b = appendKeyValue(b, fSpanAttributes, kv)
+	}
+	b = appendCount(b, fSpanDroppedAttrs, s.DroppedAttributes())
+	for _, ev := range s.Events() {
+		var em int
+		b, em = openMessage(b, fSpanEvents)
+		b = appendTime(b, fEventTime, ev.Time.UnixNano())
+		b = appendString(b, fEventName, ev.Name)
+		for _, kv := range ev.Attributes {
+			b = appendKeyValue(b, fEventAttributes, kv)
+		}
+		b = appendCount(b, fEventDroppedAttrs, ev.DroppedAttributeCount)
+		b = closeMessage(b, em)
+	}
+	b = appendCount(b, fSpanDroppedEvents, s.DroppedEvents())
+	for _, l := range s.Links() {
+		var lm int
+		b, lm = openMessage(b, fSpanLinks)
+		ltid, lsid := l.SpanContext.TraceID(), l.SpanContext.SpanID()
+		b = protowire.AppendTag(b, fLinkTraceID, protowire.BytesType)
+		b = protowire.AppendBytes(b, ltid[:])
+		b = protowire.AppendTag(b, fLinkSpanID, protowire.BytesType)
+		b = protowire.AppendBytes(b, lsid[:])
+		if ts := l.SpanContext.TraceState(); ts.Len() > 0 {
+			b = appendString(b, fLinkTraceState, ts.String())
+		}
+		for _, kv := range l.Attributes {
+			b = appendKeyValue(b, fLinkAttributes, kv)
+		}
+		b = appendCount(b, fLinkDroppedAttrs, l.DroppedAttributeCount)
+		b = protowire.AppendTag(b, fLinkFlags, protowire.Fixed32Type)
+		b = protowire.AppendFixed32(b, spanFlags(l.SpanContext.TraceFlags(), l.SpanContext))
+		b = closeMessage(b, lm)
+	}
+	b = appendCount(b, fSpanDroppedLinks, s.DroppedLinks())
+	st := s.Status()
+	var sm int
+	b, sm = openMessage(b, fSpanStatus)
+	if st.Code == codes.Error || st.Code == codes.Ok {
+		b = appendString(b, fStatusMessage, st.Description)
+		b = protowire.AppendTag(b, fStatusCode, protowire.VarintType)
+		b = protowire.AppendVarint(b, statusCodeNumber(st.Code))
+	}
+	b = closeMessage(b, sm)
+	b = protowire.AppendTag(b, fSpanFlags, protowire.Fixed32Type)
+	b = protowire.AppendFixed32(b, spanFlags(sc.TraceFlags(), parent))
+	return closeMessage(b, m)
+}
+
+// spanFlags is the OTLP flags field: the W3C trace flags, and whether the
+// parent (or the linked span) is remote.
+func spanFlags(tf trace.TraceFlags, parent trace.SpanContext) uint32 {
+	f := uint32(tf) | spanFlagsHasIsRemote
+	if parent.IsRemote() {
+		f |= spanFlagsIsRemote
+	}
+	return f
+}
+
+// spanKindNumber is the OTLP Span.SpanKind enum value.
+func spanKindNumber(k trace.SpanKind) uint64 {
+	switch k {
+	case trace.SpanKindInternal:
+		return 1
+	case trace.SpanKindServer:
+		return 2
+	case trace.SpanKindClient:
+		return 3
+	case trace.SpanKindProducer:
+		return 4
+	case trace.SpanKindConsumer:
+		return 5
+	}
+	return 0
+}
+
+// statusCodeNumber is the OTLP Status.StatusCode enum value.
+func statusCodeNumber(c codes.Code) uint64 {
+	switch c {
+	case codes.Ok:
+		return 1
+	case codes.Error:
+		return 2
+	}
+	return 0
+}
+
+// appendKeyValue appends one KeyValue message as field num.
+func appendKeyValue(b []byte, num protowire.Number, kv attribute.KeyValue) []byte {
+	b, m := openMessage(b, num)
+	b = appendString(b, fKVKey, string(kv.Key))
+	b = appendAnyValue(b, fKVValue, kv.Value)
+	return closeMessage(b, m)
+}
+
+// appendAnyValue appends one AnyValue message as field num. An EMPTY value
+// is an AnyValue with no field set; a type the encoder does not know is the
+// string "INVALID", as the OpenTelemetry exporters do.
+func appendAnyValue(b []byte, num protowire.Number, v attribute.Value) []byte {
+	b, m := openMessage(b, num)
+	switch v.Type() {
+	case attribute.STRING:
+		b = appendStringField(b, fAnyString, v.AsString())
+	case attribute.BOOL:
+		b = appendBool(b, v.AsBool())
+	case attribute.INT64:
+		b = appendInt(b, v.AsInt64())
+	case attribute.FLOAT64:
+		b = appendDouble(b, v.AsFloat64())
+	case attribute.BYTESLICE:
+		b = protowire.AppendTag(b, fAnyBytes, protowire.BytesType)
+		b = protowire.AppendBytes(b, v.AsByteSlice())
+	case attribute.STRINGSLICE:
+		b = appendArray(b, v.AsStringSlice(), func(b []byte, x string) []byte {
+			b = protowire.AppendTag(b, fAnyString, protowire.BytesType)
+			return protowire.AppendString(b, x)
+		})
+	case attribute.BOOLSLICE:
+		b = appendArray(b, v.AsBoolSlice(), appendBool)
+	case attribute.INT64SLICE:
+		b = appendArray(b, v.AsInt64Slice(), appendInt)
+	case attribute.FLOAT64SLICE:
+		b = appendArray(b, v.AsFloat64Slice(), appendDouble)
+	case attribute.SLICE:
+		var am int
+		b, am = openMessage(b, fAnyArray)
+		for _, x := range v.AsSlice() {
+			b = appendAnyValue(b, fListValues, x)
+		}
+		b = closeMessage(b, am)
+	case attribute.MAP:
+		var km int
+		b, km = openMessage(b, fAnyKVList)
+		for _, kv := range v.AsMap() {
+			b = appendKeyValue(b, fListValues, kv)
+		}
+		b = closeMessage(b, km)
+	case attribute.EMPTY:
+	default:
+		b = protowire.AppendTag(b, fAnyString, protowire.BytesType)
+		b = protowire.AppendString(b, "INVALID")
+	}
+	return closeMessage(b, m)
+}
+
+// appendArray appends an ArrayValue (AnyValue field 5) whose values are
+// AnyValue messages with one scalar field each, written by one.
+func appendArray[T any](b []byte, xs []T, one func([]byte, T) []byte) []byte {
+	b, am := openMessage(b, fAnyArray)
+	for _, x := range xs {
+		var vm int
+		b, vm = openMessage(b, fListValues)
+		b = one(b, x)
+		b = closeMessage(b, vm)
+	}
+	return closeMessage(b, am)
+}
+
+func appendBool(b []byte, v bool) []byte {
+	b = appendTag(b, fAnyBool, protowire.VarintType)
+	return protowire.AppendVarint(b, protowire.EncodeBool(v))
+}
+
+func appendInt(b []byte, v int64) []byte {
+	b = appendTag(b, fAnyInt, protowire.VarintType)
+	return protowire.AppendVarint(b, uint64(v))
+}
+
+func appendDouble(b []byte, v float64) []byte {
+	b = appendTag(b, fAnyDouble, protowire.Fixed64Type)
+	return protowire.AppendFixed64(b, math.Float64bits(v))
+}
+
+// appendString appends a string field, omitted when empty (proto3 default).
+func appendString(b []byte, num protowire.Number, s string) []byte {
+	if s == "" {
+		return b
+	}
+	return appendStringField(b, num, s)
+}
+
+// appendTime appends a fixed64 nanosecond timestamp; times before 1970 are 0.
+func appendTime(b []byte, num protowire.Number, ns int64) []byte {
+	if ns <= 0 {
+		return b
+	}
+	b = protowire.AppendTag(b, num, protowire.Fixed64Type)
+	return protowire.AppendFixed64(b, uint64(ns))
+}
+
+// appendCount appends a uint32 count, clamped, omitted when zero.
+func appendCount(b []byte, num protowire.Number, n int) []byte {
+	if n <= 0 {
+		return b
+	}
+	b = protowire.AppendTag(b, num, protowire.VarintType)
+	return protowire.AppendVarint(b, uint64(min(int64(n), math.MaxUint32)))
+}
+
+// openMessage appends the tag of a length-delimited field num and reserves
+// one byte for its length; closeMessage fills it in once the body is
+// written. Most of ferry's nested messages (key-values, values) are shorter
+// than 128 bytes, so the reserved byte is enough and nothing moves; a
+// longer body is moved right by the extra length bytes.
+func openMessage(b []byte, num protowire.Number) ([]byte, int) {
+	b = appendTag(b, num, protowire.BytesType)
+	return append(b, 0), len(b) + 1
+}
+
+// appendTag appends a field tag; every field number ferry writes but
+// Span.flags (16) fits the one-byte form.
+func appendTag(b []byte, num protowire.Number, typ protowire.Type) []byte {
+	if num < 16 {
+		return append(b, byte(num)<<3|byte(typ))
+	}
+	return protowire.AppendTag(b, num, typ)
+}
+
+// appendStringField appends a string field, empty or not.
+func appendStringField(b []byte, num protowire.Number, s string) []byte {
+	b = appendTag(b, num, protowire.BytesType)
+	if len(s) < 0x80 {
+		b = append(b, byte(len(s)))
+	} else {
+		b = protowire.AppendVarint(b, uint64(len(s)))
+	}
+	return append(b, s...)
+}
+
+// closeMessage writes the length of the message whose body starts at start
+// (as returned by openMessage).
+func closeMessage(b []byte, start int) []byte {
+	n := len(b) - start
+	if n < 0x80 {
+		b[start-1] = byte(n)
+		return b
+	}
+	extra := protowire.SizeVarint(uint64(n)) - 1
+	b = append(b, make([]byte, extra)...)
+	copy(b[start+extra:], b[start:start+n])
+	protowire.AppendVarint(b[:start-1], uint64(n))
+	return b
+}

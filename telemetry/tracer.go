@@ -1,0 +1,421 @@
+package telemetry
+
+import (
+	"context"
+	"encoding/binary"
+	"math/rand/v2"
+	"reflect"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/sdk/instrumentation"
+	"go.opentelemetry.io/otel/sdk/resource"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	semconv "go.opentelemetry.io/otel/semconv/v1.43.0"
+	"go.opentelemetry.io/otel/trace"
+	"go.opentelemetry.io/otel/trace/embedded"
+)
+
+// ferry's tracer provider: the OpenTelemetry SDK's sampling and span data
+// model (spans end as sdktrace.ReadOnlySpan and go to an
+// sdktrace.SpanProcessor), without the SDK's per-span machinery that a
+// proxy making two spans per request pays for: attribute normalisation on
+// every SetAttributes, a de-duplication map built at every End, a second
+// copy of the span for the processors. ferry's helpers hand a span its
+// attributes once, without duplicates (spanattrs.go); attributes set
+// through the public SetAttributes are de-duplicated at End as the SDK
+// does (the last value of a key wins, in the place of its first).
+//
+// Limits are the SDK's defaults: 128 attributes per span, 128 events and
+// 128 links (the oldest dropped first), 128 attributes per event and link;
+// what goes over is counted as dropped. Processors get OnEnd only: ferry's
+// processors (the queue, tests' recorders) do nothing at start.
+
+// spanLimit is the SDK's default for every count limit.
+const spanLimit = sdktrace.DefaultAttributeCountLimit
+
+// tracerProvider makes ferry's tracers. Shutdown and ForceFlush go to the
+// processor; spans that end after Shutdown are dropped.
+type tracerProvider struct {
+	embedded.TracerProvider
+	sampler sdktrace.Sampler
+	proc    sdktrace.SpanProcessor
+	res     *resource.Resource
+	stopped atomic.Bool
+
+	mu      sync.Mutex
+	tracers map[instrumentation.Scope]*tracer
+}
+
+func newTracerProvider(sampler sdktrace.Sampler, proc sdktrace.SpanProcessor, res *resource.Resource) *tracerProvider {
+	return &tracerProvider{sampler: sampler, proc: proc, res: res, tracers: map[instrumentation.Scope]*tracer{}}
+}
+
+// Tracer returns the tracer of one instrumentation scope.
+func (p *tracerProvider) Tracer(name string, opts ...trace.TracerOption) trace.Tracer {
+	c := trace.NewTracerConfig(opts...)
+	scope := instrumentation.Scope{Name: name, Version: c.InstrumentationVersion(), SchemaURL: c.SchemaURL(), Attributes: c.InstrumentationAttributes()}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	t, ok := p.tracers[scope]
+	if !ok {
+		t = &tracer{p: p, scope: scope}
+		p.tracers[scope] = t
+	}
+	return t
+}
+
+// ForceFlush exports the spans the processor holds.
+func (p *tracerProvider) ForceFlush(ctx context.Context) error { return p.proc.ForceFlush(ctx) }
+
+// Shutdown stops the processor; later spans are not processed.
+func (p *tracerProvider) Shutdown(ctx context.Context) error {
+	if p.stopped.Swap(true) {
+		return nil
+	}
+	return p.proc.Shutdown(ctx)
+}
+
+type tracer struct {
+	embedded.Tracer
+	p     *tracerProvider
+	scope instrumentation.Scope
+}
+
+// Start starts a span as the SDK does: the parent from ctx (a new trace
+// without one), the sampler's decision, a new span ID.
+func (t *tracer) Start(ctx context.Context, name string, opts ...trace.SpanStartOption) (context.Context, trace.Span) {
+	if ctx == nil {
+		ctx = context.Background()
+	}
+	c := trace.NewSpanStartConfig(opts...)
+	var parent trace.SpanContext
+	if c.NewRoot() {
+		ctx = trace.ContextWithSpanContext(ctx, parent)
+	} else {
+		parent = trace.SpanContextFromContext(ctx)
+	}
+	var tid trace.TraceID
+	if parent.TraceID().IsValid() {
+		tid = parent.TraceID()
+	} else {
+		tid = newTraceID()
+	}
+	kind := trace.ValidateSpanKind(c.SpanKind())
+	res := t.p.sampler.ShouldSample(sdktrace.SamplingParameters{
+		ParentContext: ctx, TraceID: tid, Name: name, Kind: kind, Attributes: c.Attributes(), Links: c.Links(),
+	})
+	flags := parent.TraceFlags() &^ trace.FlagsSampled
+	if res.Decision == sdktrace.RecordAndSample {
+		flags |= trace.FlagsSampled
+	}
+	sc := trace.NewSpanContext(trace.SpanContextConfig{TraceID: tid, SpanID: newSpanID(), TraceFlags: flags, TraceState: res.Tracestate})
+	if res.Decision == sdktrace.Drop {
+		return trace.ContextWithSpanContext(ctx, sc), nonRecordingSpan{sc: sc, p: t.p}
+	}
+	start := c.Timestamp()
+	if start.IsZero() {
+		start = time.Now()
+	}
+	s := &span{t: t, sc: sc, parent: parent, kind: kind, name: name, start: start}
+	for _, l := range c.Links() {
+		s.AddLink(l)
+	}
+	s.SetAttributes(res.Attributes...)
+	s.SetAttributes(c.Attributes()...)
+	return trace.ContextWithSpan(ctx, s), s
+}
+
+// newTraceID and newSpanID are random and never zero (the SDK's default
+// generator does the same).
+func newTraceID() trace.TraceID {
+	var id trace.TraceID
+	for !id.IsValid() {
+		binary.NativeEndian.PutUint64(id[:8], rand.Uint64())
+		binary.NativeEndian.PutUint64(id[8:], rand.Uint64())
+	}
+	return id
+}
+
+func newSpanID() trace.SpanID {
+	var id trace.SpanID
+	for !id.IsValid() {
+		binary.NativeEndian.PutUint64(id[:], rand.Uint64())
+	}
+	return id
+}
+
+// span is a recording span. Its methods are safe for concurrent use.
+type span struct {
+	embedded.Span
+	t      *tracer
+	sc     trace.SpanContext
+	parent trace.SpanContext
+	kind   trace.SpanKind
+	start  time.Time
+
+	mu                          sync.Mutex
+	ended                       bool
+	end                         time.Time
+	name                        string
+	attrs                       []attribute.KeyValue
+	dirty                       bool // attrs may hold a key twice
+	events                      []sdktrace.Event
+	links                       []sdktrace.Link
+	status                      sdktrace.Status
+	droppedAttrs, droppedEvents int
+	droppedLinks                int
+}
+
+func (s *span) SpanContext() trace.SpanContext { return s.sc }
+
+func (s *span) IsRecording() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return !s.ended
+}
+
+func (s *span) SetName(name string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.ended {
+		s.name = name
+	}
+}
+
+// SetStatus keeps the highest code (Unset < Error < Ok), as the SDK does;
+// the description counts only for Error.
+func (s *span) SetStatus(code codes.Code, description string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.ended || s.status.Code > code {
+		return
+	}
+	s.status = sdktrace.Status{Code: code}
+	if code == codes.Error {
+		s.status.Description = description
+	}
+}
+
+// SetAttributes adds kvs; a key set again is de-duplicated at End.
+func (s *span) SetAttributes(kvs ...attribute.KeyValue) {
+	if len(kvs) == 0 {
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.ended {
+		s.dirty = s.dirty || len(s.attrs) > 0 || len(kvs) > 1
+		s.addAttrs(kvs)
+	}
+}
+
+// adoptAttributes takes kvs over as the span's attributes when it has none
+// yet (else adds them). The keys must be distinct and valid (ferry's
+// helpers guarantee it): there is nothing to check or de-duplicate.
+func (s *span) adoptAttributes(kvs []attribute.KeyValue) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	switch {
+	case s.ended:
+	case s.attrs == nil && len(kvs) <= spanLimit:
+		s.attrs = kvs
+	default:
+		s.addAttrs(kvs)
+	}
+}
+
+func (s *span) addAttrs(kvs []attribute.KeyValue) {
+	if s.attrs == nil {
+		s.attrs = make([]attribute.KeyValue, 0, min(len(kvs), spanLimit))
+	}
+	for _, kv := range kvs {
+		if !kv.Valid() {
+			s.droppedAttrs++
+			continue
+		}
+		s.attrs = append(s.attrs, kv)
+	}
+	if len(s.attrs) > spanLimit && s.dirty {
+		s.dedupe()
+	}
+	if n := len(s.attrs) - spanLimit; n > 0 {
+		s.droppedAttrs += n
+		clear(s.attrs[spanLimit:])
+		s.attrs = s.attrs[:spanLimit]
+	}
+}
+
+// dedupe keeps one attribute per key: the last value, where the key first
+// appeared.
+func (s *span) dedupe() {
+	seen := make(map[attribute.Key]int, len(s.attrs))
+	out := s.attrs[:0]
+	for _, kv := range s.attrs {
+		if i, ok := seen[kv.Key]; ok {
+			out[i] = kv
+			continue
+		}
+		seen[kv.Key] = len(out)
+		out = append(out, kv)
+	}
+	clear(s.attrs[len(out):])
+	s.attrs = out
+	s.dirty = false
+}
+
+func (s *span) AddEvent(name string, opts ...trace.EventOption) {
+	c := trace.NewEventConfig(opts...)
+	e := sdktrace.Event{Name: name, Time: c.Timestamp()}
+	e.Attributes, e.DroppedAttributeCount = limitAttrs(c.Attributes())
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.ended {
+		return
+	}
+	s.events = appendEvicting(s.events, e, &s.droppedEvents)
+}
+
+func (s *span) AddLink(l trace.Link) {
+	if !l.SpanContext.IsValid() && len(l.Attributes) == 0 && l.SpanContext.TraceState().Len() == 0 {
+		return
+	}
+	sl := sdktrace.Link{SpanContext: l.SpanContext}
+	sl.Attributes, sl.DroppedAttributeCount = limitAttrs(l.Attributes)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.ended {
+		return
+	}
+	s.links = appendEvicting(s.links, sl, &s.droppedLinks)
+}
+
+// appendEvicting appends x to a list of at most spanLimit entries, dropping
+// (and counting) the oldest when it is full, as the SDK does.
+func appendEvicting[T any](list []T, x T, dropped *int) []T {
+	if len(list) == spanLimit {
+		copy(list, list[1:])
+		list = list[:spanLimit-1]
+		*dropped++
+	}
+	return append(list, x)
+}
+
+// limitAttrs keeps at most spanLimit attributes of an event or link.
+func limitAttrs(kvs []attribute.KeyValue) ([]attribute.KeyValue, int) {
+	if len(kvs) > spanLimit {
+		return kvs[:spanLimit], len(kvs) - spanLimit
+	}
+	return kvs, 0
+}
+
+// RecordError adds an "exception" event, as the SDK does.
+func (s *span) RecordError(err error, opts ...trace.EventOption) {
+	if err == nil {
+		return
+	}
+	opts = append(opts, trace.WithAttributes(semconv.ExceptionType(errorType(err)), semconv.ExceptionMessage(err.Error())))
+	if c := trace.NewEventConfig(opts...); c.StackTrace() {
+		buf := make([]byte, 2048)
+		opts = append(opts, trace.WithAttributes(semconv.ExceptionStacktrace(string(buf[:runtime.Stack(buf, false)]))))
+	}
+	s.AddEvent(semconv.ExceptionEventName, opts...)
+}
+
+// errorType is the exception.type of err: package path and type name.
+func errorType(err error) string {
+	t := reflect.TypeOf(err)
+	if t.PkgPath() == "" && t.Name() == "" {
+		return t.String()
+	}
+	return t.PkgPath() + "." + t.Name()
+}
+
+// End ends the span and hands it to the processor. Only the first call
+// counts.
+func (s *span) End(opts ...trace.SpanEndOption) {
+	end := time.Now()
+	if c := trace.NewSpanEndConfig(opts...); !c.Timestamp().IsZero() {
+		end = c.Timestamp()
+	} else if end.Before(s.start) {
+		end = s.start
+	}
+	s.mu.Lock()
+	if s.ended {
+		s.mu.Unlock()
+		return
+	}
+	s.ended = true
+	if s.dirty {
+		s.dedupe()
+	}
+	s.end = end
+	s.mu.Unlock()
+	if s.t.p.stopped.Load() {
+		return
+	}
+	s.t.p.proc.OnEnd(endedSpan{s: s})
+}
+
+func (s *span) TracerProvider() trace.TracerProvider { return s.t.p }
+
+// endedSpan is how processors see a span once it has ended: no copy of it,
+// since an ended span changes no more. The embedded interface is nil; it
+// only supplies ReadOnlySpan's unexported method (the SDK's tracetest
+// snapshots do the same); every method is defined below.
+type endedSpan struct {
+	sdktrace.ReadOnlySpan
+	s *span
+}
+
+func (e endedSpan) Name() string                                { return e.s.name }
+func (e endedSpan) SpanContext() trace.SpanContext              { return e.s.sc }
+func (e endedSpan) Parent() trace.SpanContext                   { return e.s.parent }
+func (e endedSpan) SpanKind() trace.SpanKind                    { return e.s.kind }
+func (e endedSpan) StartTime() time.Time                        { return e.s.start }
+func (e endedSpan) EndTime() time.Time                          { return e.s.end }
+func (e endedSpan) Attributes() []attribute.KeyValue            { return e.s.attrs }
+func (e endedSpan) Links() []sdktrace.Link                      { return e.s.links }
+func (e endedSpan) Events() []sdktrace.Event                    { return e.s.events }
+func (e endedSpan) Status() sdktrace.Status                     { return e.s.status }
+func (e endedSpan) InstrumentationScope() instrumentation.Scope { return e.s.t.scope }
+func (e endedSpan) Resource() *resource.Resource                { return e.s.t.p.res }
+func (e endedSpan) DroppedAttributes() int                      { return e.s.droppedAttrs }
+func (e endedSpan) DroppedLinks() int                           { return e.s.droppedLinks }
+func (e endedSpan) DroppedEvents() int                          { return e.s.droppedEvents }
+func (e endedSpan) ChildSpanCount() int                         { return 0 }
+
+// InstrumentationLibrary is the scope, for the interface's older callers.
+func (e endedSpan) InstrumentationLibrary() instrumentation.Library { //nolint:staticcheck // the interface asks for it
+	return instrumentation.Library(e.s.t.scope) //nolint:staticcheck // the interface asks for it
+}
+
+// nonRecordingSpan carries the context of a span the sampler dropped.
+type nonRecordingSpan struct {
+	embedded.Span
+	sc trace.SpanContext
+	p  *tracerProvider
+}
+
+func (n nonRecordingSpan) SpanContext() trace.SpanContext        { return n.sc }
+func (nonRecordingSpan) IsRecording() bool                       { return false }
+func (nonRecordingSpan) SetStatus(codes.Code, string)            {}
+func (nonRecordingSpan) SetAttributes(...attribute.KeyValue)     {}
+func (nonRecordingSpan) End(...trace.SpanEndOption)              {}
+func (nonRecordingSpan) RecordError(error, ...trace.EventOption) {}
+func (nonRecordingSpan) AddEvent(string, ...trace.EventOption)   {}
+func (nonRecordingSpan) AddLink(trace.Link)                      {}
+func (nonRecordingSpan) SetName(string)                          {}
+func (n nonRecordingSpan) TracerProvider() trace.TracerProvider  { return n.p }
+
+var (
+	_ trace.TracerProvider  = (*tracerProvider)(nil)
+	_ trace.Tracer          = (*tracer)(nil)
+	_ trace.Span            = (*span)(nil)
+	_ trace.Span            = nonRecordingSpan{}
+	_ sdktrace.ReadOnlySpan = endedSpan{}
+)
