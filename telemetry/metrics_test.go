@@ -9,7 +9,6 @@ import (
 	"strings"
 	"testing"
 	"time"
-
 )
 
 func scrape(t *testing.T, h http.Handler, accept string) (string, string) {

@@ -97,7 +97,6 @@ func registerRuntimeMetrics(r *registry) {
 		{"go_gc_gogc_percent", "Heap size target percentage configured by GOGC.", kindGauge, sum(rtGOGC)},
 		{"go_gc_gomemlimit_bytes", "Go runtime memory limit configured by GOMEMLIMIT.", kindGauge, sum(rtMemLimit)},
 		{"go_sched_gomaxprocs_threads", "The current runtime.GOMAXPROCS setting.", kindGauge, sum(rtGOMAXPROCS)},
-		{"go_memstats_alloc_bytes", "Number of bytes allocated in heap and currently in use.", kindGauge, sum(rtHeapObjects)},
 		{"go_memstats_alloc_bytes", "Total number of bytes allocated in heap until now, even if released already.", kindCounter, sum(rtAllocBytes)},
 		{"go_memstats_mallocs", "Total number of heap objects allocated.", kindCounter, sum(rtAllocObjects, rtTinyAllocs)},
 		{"go_memstats_frees", "Total number of heap objects frees.", kindCounter, sum(rtFreeObjects, rtTinyAllocs)},
