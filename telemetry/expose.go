@@ -150,7 +150,7 @@ func (e encoder) family(f *family) {
 		case kindCounter:
 			e.sampleName(f.name+"_total", f, s.values, "", "")
 			e.float(float64(s.n.Load()))
-			e.exemplar(s.ex.Load())
+			e.exemplar(&s.ex)
 		case kindGauge:
 			e.sampleName(f.name, f, s.values, "", "")
 			e.float(float64(s.n.Load()))
@@ -199,7 +199,7 @@ func (e encoder) histogram(f *family, s *series) {
 		}
 		e.sampleName(f.name+"_bucket", f, s.values, "le", le)
 		e.b.WriteString(strconv.FormatUint(cum, 10))
-		e.exemplar(s.bucketEx[i].Load())
+		e.exemplar(&s.bucketEx[i])
 		e.b.WriteByte('\n')
 	}
 	e.sampleName(f.name+"_sum", f, s.values, "", "")
@@ -280,8 +280,12 @@ func (e encoder) formatFloat(v float64) string {
 
 // exemplar writes " # {trace_id=..,span_id=..} value timestamp" in
 // OpenMetrics; nothing in Prometheus text or without an exemplar.
-func (e encoder) exemplar(x *exemplar) {
-	if !e.om || x == nil {
+func (e encoder) exemplar(slot *exemplarSlot) {
+	if !e.om {
+		return
+	}
+	x, ok := slot.load()
+	if !ok {
 		return
 	}
 	e.b.WriteString(` # {trace_id="`)
@@ -291,5 +295,5 @@ func (e encoder) exemplar(x *exemplar) {
 	e.b.WriteString(`"} `)
 	e.float(x.value)
 	e.b.WriteByte(' ')
-	e.b.WriteString(strconv.FormatFloat(float64(x.at.UnixNano())/1e9, 'g', -1, 64))
+	e.b.WriteString(strconv.FormatFloat(float64(x.at)/1e9, 'g', -1, 64))
 }

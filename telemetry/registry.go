@@ -62,8 +62,8 @@ type series struct {
 	buckets  []float64
 	counts   []atomic.Uint64 // per bucket (not cumulative), +Inf last
 	sumBits  atomic.Uint64
-	ex       atomic.Pointer[exemplar]
-	bucketEx []atomic.Pointer[exemplar]
+	ex       exemplarSlot
+	bucketEx []exemplarSlot
 }
 
 // exemplar ties a measurement to the sampled span it was made in.
@@ -71,13 +71,38 @@ type exemplar struct {
 	traceID trace.TraceID
 	spanID  trace.SpanID
 	value   float64
-	at      time.Time
+	at      int64 // Unix nanoseconds
+}
+
+// exemplarSlot holds a series' (or bucket's) latest exemplar in place, so
+// keeping one allocates nothing. A writer that finds the slot busy (another
+// writer, or a scrape reading it) drops its exemplar: they are samples, and
+// the hot path must not wait.
+type exemplarSlot struct {
+	mu  sync.Mutex
+	set bool
+	ex  exemplar
+}
+
+func (e *exemplarSlot) store(ref spanRef, v float64) {
+	if !e.mu.TryLock() {
+		return
+	}
+	e.ex = exemplar{traceID: ref.sc.TraceID(), spanID: ref.sc.SpanID(), value: v, at: ref.at}
+	e.set = true
+	e.mu.Unlock()
+}
+
+func (e *exemplarSlot) load() (exemplar, bool) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.ex, e.set
 }
 
 // spanRef is the sampled span of a measurement; zero when there is none.
 type spanRef struct {
 	sc trace.SpanContext
-	at time.Time
+	at int64 // Unix nanoseconds
 }
 
 // spanRefFrom returns the sampled span in ctx (ok false when the span is
@@ -87,11 +112,7 @@ func spanRefFrom(ctx context.Context) (spanRef, bool) {
 	if !sc.IsSampled() || !sc.IsValid() {
 		return spanRef{}, false
 	}
-	return spanRef{sc: sc, at: time.Now()}, true
-}
-
-func (r spanRef) exemplar(v float64) *exemplar {
-	return &exemplar{traceID: r.sc.TraceID(), spanID: r.sc.SpanID(), value: v, at: r.at}
+	return spanRef{sc: sc, at: time.Now().UnixNano()}, true
 }
 
 func newFamily(name, help string, kind metricKind, labels ...string) *family {
@@ -137,7 +158,7 @@ func (f *family) newSeries(values []string) *series {
 	if f.kind == kindHistogram {
 		s.buckets = f.buckets
 		s.counts = make([]atomic.Uint64, len(f.buckets)+1)
-		s.bucketEx = make([]atomic.Pointer[exemplar], len(f.buckets)+1)
+		s.bucketEx = make([]exemplarSlot, len(f.buckets)+1)
 	}
 	return s
 }
@@ -150,7 +171,7 @@ func (s *series) add(n int64) { s.n.Add(n) }
 func (s *series) addSampled(n int64, ref spanRef, sampled bool) {
 	s.n.Add(n)
 	if sampled {
-		s.ex.Store(ref.exemplar(float64(n)))
+		s.ex.store(ref, float64(n))
 	}
 }
 
@@ -169,7 +190,7 @@ func (s *series) observe(v float64, ref spanRef, sampled bool) {
 		}
 	}
 	if sampled {
-		s.bucketEx[i].Store(ref.exemplar(v))
+		s.bucketEx[i].store(ref, v)
 	}
 }
 
