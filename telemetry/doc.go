@@ -1,11 +1,11 @@
-// Package telemetry owns ferry's observability: the OpenTelemetry tracer and
-// meter providers built from the standard OTEL_* environment (with overrides
+// Package telemetry owns ferry's observability: the OpenTelemetry tracing
+// set-up built from the standard OTEL_* environment (with overrides
 // from the `telemetry:` section of the config file), the propagators (W3C
 // tracecontext and baggage by default, B3 single and multi header on request),
 // ferry's tracer provider over the SDK's samplers and span processors,
 // the span helpers the proxy calls for every request and every upstream
-// attempt, the Prometheus/OpenMetrics handler mounted at /metrics on the admin
-// listener, and the JSON access log.
+// attempt, ferry's metrics registry and its Prometheus/OpenMetrics handler
+// mounted at /metrics on the admin listener, and the JSON access log.
 //
 // It does not own routing, endpoint selection, breakers or the body copy: the
 // sidecar package drives the lifecycle and tells this package what happened.

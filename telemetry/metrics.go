@@ -2,20 +2,11 @@ package telemetry
 
 import (
 	"context"
-	"errors"
-	"fmt"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
-	"github.com/prometheus/otlptranslator"
-	"go.opentelemetry.io/otel/attribute"
-	otelprom "go.opentelemetry.io/otel/exporters/prometheus"
-	"go.opentelemetry.io/otel/metric"
-	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 	"go.opentelemetry.io/otel/sdk/resource"
 )
 
@@ -38,8 +29,9 @@ const (
 	MetricSpanQueue         = "ferry_trace_queue_spans"               // gauge: spans waiting for export
 )
 
-// cardinalityLimit caps the series of any one instrument; beyond it the SDK
-// folds new label sets into one otel_metric_overflow series.
+// cardinalityLimit caps the series of any one metric, the overflow series
+// included; beyond it new label sets fold into one series labelled
+// otel_metric_overflow="true".
 const cardinalityLimit = 2000
 
 // durationBuckets span fast API calls to long streamed downloads.
@@ -73,152 +65,151 @@ func (s BreakerState) gaugeValue() int64 {
 // calls from its discovery and resilience hooks. Methods are safe for
 // concurrent use and never block.
 type Metrics struct {
-	provider *sdkmetric.MeterProvider
-	handler  http.Handler
-	now      func() time.Time
+	reg     *registry
+	handler http.Handler
+	now     func() time.Time
 
-	requests          metric.Int64Counter
-	duration          metric.Float64Histogram
-	inFlight          metric.Int64UpDownCounter
-	bodyBytes         metric.Int64Counter
-	retries           metric.Int64Counter
-	breakerState      metric.Int64Gauge
-	breakerTransition metric.Int64Counter
-	ejections         metric.Int64Counter
-	watchErrors       metric.Int64Counter
+	requests          *family
+	duration          *family
+	inFlight          *family
+	bodyBytes         *family
+	retries           *family
+	breakerState      *family
+	breakerTransition *family
+	ejections         *family
+	watchErrors       *family
 
 	snapshots sync.Map // service -> time.Time of the last snapshot
 	labels    requestMetricLabels
 }
 
 func newMetrics(res *resource.Resource, q *spanQueue) (*Metrics, error) {
-	reg := prometheus.NewRegistry()
-	exp, err := otelprom.New(
-		otelprom.WithRegisterer(reg),
-		otelprom.WithoutScopeInfo(),
-		otelprom.WithTranslationStrategy(otlptranslator.UnderscoreEscapingWithSuffixes),
-	)
-	if err != nil {
-		return nil, fmt.Errorf("prometheus exporter: %w", err)
-	}
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-
-	m := &Metrics{now: time.Now, labels: newRequestMetricLabels()}
-	m.provider = sdkmetric.NewMeterProvider(
-		sdkmetric.WithReader(exp),
-		sdkmetric.WithResource(res),
-		sdkmetric.WithCardinalityLimit(cardinalityLimit),
-	)
-	m.handler = promhttp.HandlerFor(reg, promhttp.HandlerOpts{EnableOpenMetrics: true})
-
-	meter := m.provider.Meter(instrumentationName)
-	var errs []error
-	add := func(err error) { errs = append(errs, err) }
-	var e error
-	m.requests, e = meter.Int64Counter("ferry.requests", metric.WithUnit("{request}"),
-		metric.WithDescription("Requests handled, by listener, service, upstream endpoint, status class and proxy failure reason."))
-	add(e)
-	m.duration, e = meter.Float64Histogram("ferry.request.duration", metric.WithUnit("s"),
-		metric.WithDescription("Time from the request's arrival to its last response body byte."),
-		metric.WithExplicitBucketBoundaries(durationBuckets...))
-	add(e)
-	m.inFlight, e = meter.Int64UpDownCounter("ferry.requests.in_flight", metric.WithUnit("{request}"),
-		metric.WithDescription("Requests started and not yet finished."))
-	add(e)
-	m.bodyBytes, e = meter.Int64Counter("ferry.body", metric.WithUnit("By"),
-		metric.WithDescription("Body bytes streamed: in = request bodies received, out = response bodies sent."))
-	add(e)
-	m.retries, e = meter.Int64Counter("ferry.retries", metric.WithUnit("{retry}"),
-		metric.WithDescription("Upstream attempts retried, by service and reason."))
-	add(e)
-	m.breakerState, e = meter.Int64Gauge("ferry.breaker.state",
-		metric.WithDescription("Circuit breaker state per endpoint: 0 closed, 1 half-open, 2 open."))
-	add(e)
-	m.breakerTransition, e = meter.Int64Counter("ferry.breaker.transitions", metric.WithUnit("{transition}"),
-		metric.WithDescription("Circuit breaker state changes, by service and new state."))
-	add(e)
-	m.ejections, e = meter.Int64Counter("ferry.ejections", metric.WithUnit("{ejection}"),
-		metric.WithDescription("Endpoints ejected as outliers, by service."))
-	add(e)
-	m.watchErrors, e = meter.Int64Counter("ferry.consul.watch.errors", metric.WithUnit("{error}"),
-		metric.WithDescription("Failed Consul watch queries, by service."))
-	add(e)
-
-	age, e := meter.Float64ObservableGauge("ferry.consul.snapshot.age", metric.WithUnit("s"),
-		metric.WithDescription("Age of the endpoint snapshot ferry routes with, by service."))
-	add(e)
-	if e == nil {
-		_, e = meter.RegisterCallback(func(_ context.Context, o metric.Observer) error {
+	r := &registry{}
+	m := &Metrics{reg: r, handler: r, now: time.Now}
+	m.requests = r.counter("ferry_requests",
+		"Requests handled, by listener, service, upstream endpoint, status class and proxy failure reason.",
+		"listener", "service", "endpoint", "status_class", "reason")
+	m.duration = r.histogram("ferry_request_duration_seconds",
+		"Time from the request's arrival to its last response body byte.", durationBuckets,
+		"listener", "service", "status_class")
+	m.inFlight = r.gauge("ferry_requests_in_flight", "Requests started and not yet finished.", "listener")
+	m.bodyBytes = r.counter("ferry_body_bytes",
+		"Body bytes streamed: in = request bodies received, out = response bodies sent.",
+		"listener", "service", "direction")
+	m.retries = r.counter("ferry_retries", "Upstream attempts retried, by service and reason.", "service", "reason")
+	m.breakerState = r.gauge("ferry_breaker_state",
+		"Circuit breaker state per endpoint: 0 closed, 1 half-open, 2 open.", "service", "endpoint")
+	m.breakerTransition = r.counter("ferry_breaker_transitions",
+		"Circuit breaker state changes, by service and new state.", "service", "to")
+	m.ejections = r.counter("ferry_ejections", "Endpoints ejected as outliers, by service.", "service")
+	m.watchErrors = r.counter("ferry_consul_watch_errors", "Failed Consul watch queries, by service.", "service")
+	r.collected("ferry_consul_snapshot_age_seconds",
+		"Age of the endpoint snapshot ferry routes with, by service.", kindGauge,
+		func(emit func(float64, ...string)) {
 			now := m.now()
 			m.snapshots.Range(func(k, v any) bool {
-				o.ObserveFloat64(age, now.Sub(v.(time.Time)).Seconds(),
-					metric.WithAttributes(attribute.String("service", k.(string))))
+				emit(now.Sub(v.(time.Time)).Seconds(), k.(string))
 				return true
 			})
-			return nil
-		}, age)
-		add(e)
-	}
+		}, "service")
 	if q != nil {
-		add(registerQueueMetrics(meter, q))
+		registerQueueMetrics(r, q)
 	}
-	if err := errors.Join(errs...); err != nil {
-		_ = m.provider.Shutdown(context.Background())
-		return nil, fmt.Errorf("telemetry metrics: %w", err)
-	}
+	registerTargetInfo(r, res)
+	registerRuntimeMetrics(r)
+	m.labels = newRequestMetricLabels(m)
 	return m, nil
 }
 
-func registerQueueMetrics(meter metric.Meter, q *spanQueue) error {
-	dropped, err1 := meter.Int64ObservableCounter("ferry.trace.spans.dropped", metric.WithUnit("{span}"),
-		metric.WithDescription("Finished spans dropped because the export queue was full."))
-	exported, err2 := meter.Int64ObservableCounter("ferry.trace.spans.exported", metric.WithUnit("{span}"),
-		metric.WithDescription("Spans exported to the collector."))
-	failed, err3 := meter.Int64ObservableCounter("ferry.trace.spans.export_failed", metric.WithUnit("{span}"),
-		metric.WithDescription("Spans in export calls that failed."))
-	queued, err4 := meter.Int64ObservableGauge("ferry.trace.queue.spans", metric.WithUnit("{span}"),
-		metric.WithDescription("Finished spans waiting for export."))
-	if err := errors.Join(err1, err2, err3, err4); err != nil {
-		return err
+func registerQueueMetrics(r *registry, q *spanQueue) {
+	for _, c := range []struct {
+		name, help string
+		kind       metricKind
+		v          *atomic.Int64
+	}{
+		{"ferry_trace_spans_dropped", "Finished spans dropped because the export queue was full.", kindCounter, &q.dropped},
+		{"ferry_trace_spans_exported", "Spans exported to the collector.", kindCounter, &q.exported},
+		{"ferry_trace_spans_export_failed", "Spans in export calls that failed.", kindCounter, &q.exportFailed},
+		{"ferry_trace_queue_spans", "Finished spans waiting for export.", kindGauge, &q.pending},
+	} {
+		r.collected(c.name, c.help, c.kind, func(emit func(float64, ...string)) { emit(float64(c.v.Load())) })
 	}
-	_, err := meter.RegisterCallback(func(_ context.Context, o metric.Observer) error {
-		o.ObserveInt64(dropped, q.dropped.Load())
-		o.ObserveInt64(exported, q.exported.Load())
-		o.ObserveInt64(failed, q.exportFailed.Load())
-		o.ObserveInt64(queued, q.pending.Load())
-		return nil
-	}, dropped, exported, failed, queued)
-	return err
 }
 
-func (m *Metrics) shutdown(ctx context.Context) error {
-	return m.provider.Shutdown(ctx)
+// registerTargetInfo exposes the resource attributes as target_info's
+// labels (dots and other characters Prometheus does not allow in label
+// names become underscores).
+func registerTargetInfo(r *registry, res *resource.Resource) {
+	attrs := res.Attributes()
+	if len(attrs) == 0 {
+		return
+	}
+	names := make([]string, len(attrs))
+	values := make([]string, len(attrs))
+	for i, kv := range attrs {
+		names[i] = promLabelName(string(kv.Key))
+		values[i] = kv.Value.Emit()
+	}
+	r.collected("target_info", "Target metadata", kindGauge,
+		func(emit func(float64, ...string)) { emit(1, values...) }, names...)
+}
+
+func promLabelName(s string) string {
+	b := []byte(s)
+	for i, c := range b {
+		if !(c == '_' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' && i > 0) {
+			b[i] = '_'
+		}
+	}
+	return string(b)
+}
+
+func (m *Metrics) shutdown(context.Context) error { return nil }
+
+// requestStarted counts a request in flight on listener l.
+func (m *Metrics) requestStarted(l Listener) {
+	m.labels.listener.get(string(l)).add(1)
+}
+
+// requestEnded records a finished request: its count, duration, body bytes
+// (exemplars from the span in ctx when it is sampled) and the end of its
+// in-flight count.
+func (m *Metrics) requestEnded(ctx context.Context, l Listener, service, endpoint string, o Outcome, elapsed time.Duration) {
+	ref, sampled := spanRefFrom(ctx)
+	class := statusClass(o.Status)
+	m.labels.requests.get(requestLabels{string(l), service, endpoint, class, boundedReason(o.Reason)}).addSampled(1, ref, sampled)
+	m.labels.duration.get(durationLabels{string(l), service, class}).observe(elapsed.Seconds(), ref, sampled)
+	m.labels.listener.get(string(l)).add(-1)
+	if o.BytesIn > 0 {
+		m.labels.bytes.get(bytesLabels{string(l), service, "in"}).addSampled(o.BytesIn, ref, sampled)
+	}
+	if o.BytesOut > 0 {
+		m.labels.bytes.get(bytesLabels{string(l), service, "out"}).addSampled(o.BytesOut, ref, sampled)
+	}
 }
 
 // SetBreakerState records the current breaker state of one endpoint.
 func (m *Metrics) SetBreakerState(service, endpoint string, state BreakerState) {
-	m.breakerState.Record(context.Background(), state.gaugeValue(), metric.WithAttributes(
-		attribute.String("service", service), attribute.String("endpoint", endpoint)))
+	m.breakerState.with(service, endpoint).set(state.gaugeValue())
 }
 
 // BreakerTransition counts a breaker state change and records the new state.
 // To attach it to a request's span as well, use Request.BreakerTransition.
 func (m *Metrics) BreakerTransition(service, endpoint string, to BreakerState) {
-	m.breakerTransition.Add(context.Background(), 1, metric.WithAttributes(
-		attribute.String("service", service), attribute.String("to", string(to))))
+	m.breakerTransition.with(service, string(to)).add(1)
 	m.SetBreakerState(service, endpoint, to)
 }
 
 // Ejection counts an endpoint ejected as an outlier.
 func (m *Metrics) Ejection(service string) {
-	m.ejections.Add(context.Background(), 1, metric.WithAttributes(attribute.String("service", service)))
+	m.ejections.with(service).add(1)
 }
 
 // Retry counts a retried upstream attempt. reason should come from a small
 // fixed set (for example a Reason constant).
 func (m *Metrics) Retry(ctx context.Context, service, reason string) {
-	m.retries.Add(ctx, 1, metric.WithAttributes(
-		attribute.String("service", service), attribute.String("reason", boundedReason(reason))))
+	ref, sampled := spanRefFrom(ctx)
+	m.retries.with(service, boundedReason(reason)).addSampled(1, ref, sampled)
 }
 
 // SnapshotUpdated records that the endpoint snapshot of service was
@@ -235,5 +226,5 @@ func (m *Metrics) ForgetService(service string) {
 
 // WatchError counts a failed Consul watch query for service.
 func (m *Metrics) WatchError(service string) {
-	m.watchErrors.Add(context.Background(), 1, metric.WithAttributes(attribute.String("service", service)))
+	m.watchErrors.with(service).add(1)
 }

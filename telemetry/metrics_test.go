@@ -9,8 +9,6 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	"go.opentelemetry.io/otel/attribute"
 )
 
 func scrape(t *testing.T, h http.Handler, accept string) (string, string) {
@@ -145,14 +143,15 @@ func grepFerry(body string) string {
 }
 
 func TestLabelCacheIsBounded(t *testing.T) {
-	c := newLabelCache(func(k string) []attribute.KeyValue { return []attribute.KeyValue{attribute.String("k", k)} })
+	f := newFamily("test", "test", kindCounter, "k")
+	c := newLabelCache(func(k string) *series { return f.with(k) })
 	first := c.get("a")
-	if again := c.get("a"); &again.add[0] != &first.add[0] {
-		t.Error("second lookup built a new option")
+	if again := c.get("a"); again != first {
+		t.Error("second lookup returned another series")
 	}
 	for i := range maxCachedLabelSets + 10 {
-		if o := c.get(strconv.Itoa(i)); len(o.add) != 1 || len(o.record) != 1 {
-			t.Fatalf("options for %d: %+v", i, o)
+		if s := c.get(strconv.Itoa(i)); s == nil {
+			t.Fatalf("no series for %d", i)
 		}
 	}
 	if n := len(*c.m.Load()); n != maxCachedLabelSets {

@@ -105,7 +105,7 @@ func (t *Telemetry) StartRequest(r *http.Request, l Listener) (context.Context, 
 	}
 	// The in-flight gauge gets no span context: Prometheus shows no
 	// exemplars on gauges, so offering one per request would be wasted.
-	t.metrics.inFlight.Add(context.Background(), 1, t.metrics.labels.listener.get(string(l)).add...)
+	t.metrics.requestStarted(l)
 	return ctx, q
 }
 
@@ -167,17 +167,7 @@ func (q *Request) End(o Outcome) {
 		q.endSpanAttributes(o)
 	}
 
-	m := q.t.metrics
-	l, class := string(q.listener), statusClass(o.Status)
-	m.requests.Add(q.ctx, 1, m.labels.requests.get(requestLabels{l, q.service, q.endpoint, class, boundedReason(o.Reason)}).add...)
-	m.duration.Record(q.ctx, elapsed.Seconds(), m.labels.duration.get(durationLabels{l, q.service, class}).record...)
-	m.inFlight.Add(context.Background(), -1, m.labels.listener.get(l).add...)
-	if o.BytesIn > 0 {
-		m.bodyBytes.Add(q.ctx, o.BytesIn, m.labels.bytes.get(bytesLabels{l, q.service, "in"}).add...)
-	}
-	if o.BytesOut > 0 {
-		m.bodyBytes.Add(q.ctx, o.BytesOut, m.labels.bytes.get(bytesLabels{l, q.service, "out"}).add...)
-	}
+	q.t.metrics.requestEnded(q.ctx, q.listener, q.service, q.endpoint, o, elapsed)
 	q.span.End()
 	q.t.logRequest(q, o, elapsed)
 }
