@@ -114,6 +114,7 @@ type settings struct {
 	batchTimeout  time.Duration
 	exportTimeout time.Duration
 	otlp          otlpSettings // exporter environment, read when tracing
+	spanLimits    spanLimits   // OTEL_*_LIMIT, read when tracing
 	accessLog     string
 }
 
@@ -198,8 +199,12 @@ func resolve(cfg Config, getenv func(string) string) (settings, error) {
 		endpoint, _ = parseEndpoint(def, proto, true)
 	}
 	s.endpoint = endpoint
+	s.spanLimits = defaultSpanLimits()
 	if s.tracing {
 		if s.otlp, err = resolveOTLP(getenv, nil); err != nil {
+			return s, err
+		}
+		if s.spanLimits, err = resolveSpanLimits(getenv); err != nil {
 			return s, err
 		}
 	}

@@ -132,7 +132,7 @@ func (t *Telemetry) startTracing(res *resource.Resource, o options) {
 		t.queue = newSpanQueue(exp, t.s)
 		proc = t.queue
 	}
-	t.prov = newTracerProvider(t.sampler(), proc, res)
+	t.prov = newTracerProvider(t.sampler(), proc, res, t.s.spanLimits)
 	t.tp = t.prov
 }
 

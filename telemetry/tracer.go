@@ -30,13 +30,11 @@ import (
 // through the public SetAttributes are de-duplicated at End as the SDK
 // does (the last value of a key wins, in the place of its first).
 //
-// Limits are the SDK's defaults: 128 attributes per span, 128 events and
-// 128 links (the oldest dropped first), 128 attributes per event and link;
-// what goes over is counted as dropped. Processors get OnEnd only: ferry's
-// processors (the queue, tests' recorders) do nothing at start.
-
-// spanLimit is the SDK's default for every count limit.
-const spanLimit = sdktrace.DefaultAttributeCountLimit
+// Limits are the SDK's, from the same OTEL_*_LIMIT variables (spanlimits.go):
+// by default 128 attributes per span, 128 events and 128 links (the oldest
+// dropped first), 128 attributes per event and link; what goes over is
+// counted as dropped. Processors get OnEnd only: ferry's processors (the
+// queue, tests' recorders) do nothing at start.
 
 // tracerProvider makes ferry's tracers. Shutdown and ForceFlush go to the
 // processor; spans that end after Shutdown are dropped.
@@ -45,14 +43,15 @@ type tracerProvider struct {
 	sampler sdktrace.Sampler
 	proc    sdktrace.SpanProcessor
 	res     *resource.Resource
+	limits  spanLimits
 	stopped atomic.Bool
 
 	mu      sync.Mutex
 	tracers map[instrumentation.Scope]*tracer
 }
 
-func newTracerProvider(sampler sdktrace.Sampler, proc sdktrace.SpanProcessor, res *resource.Resource) *tracerProvider {
-	return &tracerProvider{sampler: sampler, proc: proc, res: res, tracers: map[instrumentation.Scope]*tracer{}}
+func newTracerProvider(sampler sdktrace.Sampler, proc sdktrace.SpanProcessor, res *resource.Resource, limits spanLimits) *tracerProvider {
+	return &tracerProvider{sampler: sampler, proc: proc, res: res, limits: limits, tracers: map[instrumentation.Scope]*tracer{}}
 }
 
 // Tracer returns the tracer of one instrumentation scope.
@@ -222,7 +221,7 @@ func (s *span) adoptAttributes(kvs []attribute.KeyValue) {
 	defer s.mu.Unlock()
 	switch {
 	case s.ended:
-	case s.attrs == nil && len(kvs) <= spanLimit:
+	case s.attrs == nil && len(kvs) <= limitOr(s.t.p.limits.attributes, len(kvs)) && s.t.p.limits.valueLength < 0:
 		s.attrs = kvs
 	default:
 		s.addAttrs(kvs)
@@ -230,23 +229,25 @@ func (s *span) adoptAttributes(kvs []attribute.KeyValue) {
 }
 
 func (s *span) addAttrs(kvs []attribute.KeyValue) {
+	l := s.t.p.limits
+	limit := limitOr(l.attributes, len(s.attrs)+len(kvs))
 	if s.attrs == nil {
-		s.attrs = make([]attribute.KeyValue, 0, min(len(kvs), spanLimit))
+		s.attrs = make([]attribute.KeyValue, 0, min(len(kvs), limit))
 	}
 	for _, kv := range kvs {
 		if !kv.Valid() {
 			s.droppedAttrs++
 			continue
 		}
-		s.attrs = append(s.attrs, kv)
+		s.attrs = append(s.attrs, l.truncate(kv))
 	}
-	if len(s.attrs) > spanLimit && s.dirty {
+	if len(s.attrs) > limit && s.dirty {
 		s.dedupe()
 	}
-	if n := len(s.attrs) - spanLimit; n > 0 {
+	if n := len(s.attrs) - limit; n > 0 {
 		s.droppedAttrs += n
-		clear(s.attrs[spanLimit:])
-		s.attrs = s.attrs[:spanLimit]
+		clear(s.attrs[limit:])
+		s.attrs = s.attrs[:limit]
 	}
 }
 
@@ -270,47 +271,47 @@ func (s *span) dedupe() {
 
 func (s *span) AddEvent(name string, opts ...trace.EventOption) {
 	c := trace.NewEventConfig(opts...)
+	l := s.t.p.limits
 	e := sdktrace.Event{Name: name, Time: c.Timestamp()}
-	e.Attributes, e.DroppedAttributeCount = limitAttrs(c.Attributes())
+	e.Attributes, e.DroppedAttributeCount = l.limitAttrs(c.Attributes(), l.eventAttributes)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.ended {
 		return
 	}
-	s.events = appendEvicting(s.events, e, &s.droppedEvents)
+	s.events = appendEvicting(s.events, e, l.events, &s.droppedEvents)
 }
 
 func (s *span) AddLink(l trace.Link) {
 	if !l.SpanContext.IsValid() && len(l.Attributes) == 0 && l.SpanContext.TraceState().Len() == 0 {
 		return
 	}
+	lim := s.t.p.limits
 	sl := sdktrace.Link{SpanContext: l.SpanContext}
-	sl.Attributes, sl.DroppedAttributeCount = limitAttrs(l.Attributes)
+	sl.Attributes, sl.DroppedAttributeCount = lim.limitAttrs(l.Attributes, lim.linkAttributes)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.ended {
 		return
 	}
-	s.links = appendEvicting(s.links, sl, &s.droppedLinks)
+	s.links = appendEvicting(s.links, sl, lim.links, &s.droppedLinks)
 }
 
-// appendEvicting appends x to a list of at most spanLimit entries, dropping
-// (and counting) the oldest when it is full, as the SDK does.
-func appendEvicting[T any](list []T, x T, dropped *int) []T {
-	if len(list) == spanLimit {
-		copy(list, list[1:])
-		list = list[:spanLimit-1]
+// appendEvicting appends x to a list of at most limit entries (none below
+// zero), dropping (and counting) the oldest when it is full, as the SDK
+// does.
+func appendEvicting[T any](list []T, x T, limit int, dropped *int) []T {
+	switch {
+	case limit == 0:
 		*dropped++
+		return list
+	case limit > 0 && len(list) >= limit:
+		n := len(list) - limit + 1
+		copy(list, list[n:])
+		list = list[:limit-1]
+		*dropped += n
 	}
 	return append(list, x)
-}
-
-// limitAttrs keeps at most spanLimit attributes of an event or link.
-func limitAttrs(kvs []attribute.KeyValue) ([]attribute.KeyValue, int) {
-	if len(kvs) > spanLimit {
-		return kvs[:spanLimit], len(kvs) - spanLimit
-	}
-	return kvs, 0
 }
 
 // RecordError adds an "exception" event, as the SDK does.

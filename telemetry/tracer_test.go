@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -18,7 +19,7 @@ import (
 func testProvider(t *testing.T, sampler sdktrace.Sampler) (*tracerProvider, *tracetest.SpanRecorder) {
 	t.Helper()
 	rec := tracetest.NewSpanRecorder()
-	p := newTracerProvider(sampler, rec, resource.NewSchemaless(attribute.String("service.name", "t")))
+	p := newTracerProvider(sampler, rec, resource.NewSchemaless(attribute.String("service.name", "t")), defaultSpanLimits())
 	t.Cleanup(func() { _ = p.Shutdown(context.Background()) })
 	return p, rec
 }
@@ -95,10 +96,10 @@ func TestTracerAttributesEventsLimits(t *testing.T) {
 	s.SetName("GET files")
 	s.SetStatus(codes.Error, "broken")
 	s.SetStatus(codes.Unset, "ignored")
-	for i := range spanLimit + 2 {
+	for i := range defaultSpanLimit + 2 {
 		s.AddEvent(fmt.Sprintf("e%d", i))
 	}
-	many := make([]attribute.KeyValue, spanLimit+3)
+	many := make([]attribute.KeyValue, defaultSpanLimit+3)
 	for i := range many {
 		many[i] = attribute.Int(fmt.Sprint("k", i), i)
 	}
@@ -131,11 +132,11 @@ func TestTracerAttributesEventsLimits(t *testing.T) {
 		t.Errorf("status %+v", ro.Status())
 	}
 	ev := ro.Events()
-	if len(ev) != spanLimit || ro.DroppedEvents() != 4 || ev[0].Name != "e4" {
-		t.Errorf("%d events (first %q), %d dropped; want %d from e4, 4 dropped", len(ev), ev[0].Name, ro.DroppedEvents(), spanLimit)
+	if len(ev) != defaultSpanLimit || ro.DroppedEvents() != 4 || ev[0].Name != "e4" {
+		t.Errorf("%d events (first %q), %d dropped; want %d from e4, 4 dropped", len(ev), ev[0].Name, ro.DroppedEvents(), defaultSpanLimit)
 	}
 	many2 := ev[len(ev)-2]
-	if many2.Name != "many" || len(many2.Attributes) != spanLimit || many2.DroppedAttributeCount != 3 {
+	if many2.Name != "many" || len(many2.Attributes) != defaultSpanLimit || many2.DroppedAttributeCount != 3 {
 		t.Errorf("event %q with %d attributes, %d dropped", many2.Name, len(many2.Attributes), many2.DroppedAttributeCount)
 	}
 	exc := attrMapOf(ev[len(ev)-1].Attributes)
@@ -180,16 +181,72 @@ func attrMapOf(kvs []attribute.KeyValue) map[string]any {
 func TestTracerAttributeLimit(t *testing.T) {
 	p, rec := testProvider(t, sdktrace.AlwaysSample())
 	_, s := p.Tracer("x").Start(context.Background(), "op")
-	for i := range spanLimit + 5 {
+	for i := range defaultSpanLimit + 5 {
 		s.SetAttributes(attribute.Int(fmt.Sprint("k", i), i), attribute.Int("k0", -i)) // k0 set again each time
 	}
 	s.End()
 	ro := rec.Ended()[0]
 	got := attrMapOf(ro.Attributes())
-	if len(ro.Attributes()) != spanLimit || ro.DroppedAttributes() != 5 {
-		t.Errorf("%d attributes, %d dropped; want %d and 5", len(ro.Attributes()), ro.DroppedAttributes(), spanLimit)
+	if len(ro.Attributes()) != defaultSpanLimit || ro.DroppedAttributes() != 5 {
+		t.Errorf("%d attributes, %d dropped; want %d and 5", len(ro.Attributes()), ro.DroppedAttributes(), defaultSpanLimit)
 	}
-	if got["k0"] != int64(-(spanLimit+4)) || got["k127"] != int64(127) {
+	if got["k0"] != int64(-(defaultSpanLimit+4)) || got["k127"] != int64(127) {
 		t.Errorf("k0=%v k127=%v: want the last k0 and the first 128 keys", got["k0"], got["k127"])
 	}
+}
+
+// The OTEL_*_LIMIT variables bound a span as the SDK's do: counts, the
+// oldest events and links dropped first, string values truncated on a
+// character boundary.
+func TestTracerLimitsFromEnvironment(t *testing.T) {
+	env := map[string]string{
+		"OTEL_ATTRIBUTE_COUNT_LIMIT":             "3",
+		"OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT": "4",
+		"OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT":      "99", // the span-specific one wins
+		"OTEL_SPAN_EVENT_COUNT_LIMIT":            "2",
+		"OTEL_SPAN_LINK_COUNT_LIMIT":             "0",
+		"OTEL_EVENT_ATTRIBUTE_COUNT_LIMIT":       "1",
+	}
+	limits, err := resolveSpanLimits(func(k string) string { return env[k] })
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := spanLimits{attributes: 3, events: 2, links: 0, eventAttributes: 1, linkAttributes: defaultSpanLimit, valueLength: 4}
+	if limits != want {
+		t.Fatalf("limits %+v, want %+v", limits, want)
+	}
+	rec := tracetest.NewSpanRecorder()
+	p := newTracerProvider(sdktrace.AlwaysSample(), rec, resource.NewSchemaless(), limits)
+	defer p.Shutdown(context.Background())
+	_, s := p.Tracer("x").Start(context.Background(), "op", trace.WithLinks(trace.Link{SpanContext: remoteParentSC(t)}))
+	s.SetAttributes(attribute.String("a", "héllo wörld"), attribute.StringSlice("b", []string{"abcdef", "ab"}), attribute.Int("c", 1), attribute.Int("d", 2))
+	for i := range 3 {
+		s.AddEvent(fmt.Sprintf("e%d", i), trace.WithAttributes(attribute.Int("x", 1), attribute.Int("y", 2)))
+	}
+	s.End()
+	ro := rec.Ended()[0]
+	attrs := ro.Attributes()
+	if len(attrs) != 3 || ro.DroppedAttributes() != 1 || attrs[0].Value.AsString() != "héll" ||
+		fmt.Sprint(attrs[1].Value.AsStringSlice()) != "[abcd ab]" {
+		t.Errorf("attributes %v, %d dropped", attrs, ro.DroppedAttributes())
+	}
+	ev := ro.Events()
+	if len(ev) != 2 || ev[0].Name != "e1" || ro.DroppedEvents() != 1 || len(ev[0].Attributes) != 1 || ev[0].DroppedAttributeCount != 1 {
+		t.Errorf("events %+v, %d dropped", ev, ro.DroppedEvents())
+	}
+	if len(ro.Links()) != 0 || ro.DroppedLinks() != 1 {
+		t.Errorf("links %v, %d dropped", ro.Links(), ro.DroppedLinks())
+	}
+	if _, err := resolveSpanLimits(func(k string) string {
+		if k == "OTEL_SPAN_EVENT_COUNT_LIMIT" {
+			return "lots"
+		}
+		return ""
+	}); err == nil || !strings.Contains(err.Error(), "OTEL_SPAN_EVENT_COUNT_LIMIT") {
+		t.Errorf("a bad limit gave %v, want an error naming the variable", err)
+	}
+}
+
+func remoteParentSC(t *testing.T) trace.SpanContext {
+	return trace.SpanContextFromContext(remoteParent(t, true))
 }
