@@ -454,14 +454,7 @@ func TestUpgradeRefused(t *testing.T) {
 func TestUpgradeOverH2CService(t *testing.T) {
 	leakCheck(t)
 	o := startWSOrigin(t)
-	sc := startFerry(t, fmt.Sprintf(`
-admin: { listen: 127.0.0.1:0 }
-outbound:
-  listen: 127.0.0.1:0
-  routes: [ { service: chat } ]
-services:
-  chat: { endpoints: [%s], protocol: h2c }
-`, o.addr))
+	sc := chatFerry(t, o.addr, "protocol: h2c")
 	bodies := track(sc)
 	c, res := dialWS(t, sc.Addr("outbound"), "/chat", "early\n")
 	checkUpgraded(t, res)
@@ -478,14 +471,7 @@ services:
 func TestTunnelIdleTimeout(t *testing.T) {
 	leakCheck(t)
 	o := startWSOrigin(t)
-	sc := startFerry(t, fmt.Sprintf(`
-admin: { listen: 127.0.0.1:0 }
-outbound:
-  listen: 127.0.0.1:0
-  routes: [ { service: chat } ]
-services:
-  chat: { endpoints: [%s], timeouts: { tunnel_idle: 1s } }
-`, o.addr))
+	sc := chatFerry(t, o.addr, "timeouts: { tunnel_idle: 1s }")
 	c, res := dialWS(t, sc.Addr("outbound"), "/chat", "early\n")
 	checkUpgraded(t, res)
 	c.expect("hello from origin\n")
@@ -507,4 +493,17 @@ services:
 		t.Fatalf("idle tunnel closed after %s, before tunnel_idle", d)
 	}
 	waitFor(t, "the tunnel to be forgotten", 5*time.Second, func() bool { return openTunnels(sc) == 0 })
+}
+
+// chatFerry starts a ferry whose outbound listener leads to the chat
+// service at addr, with more settings for that service.
+func chatFerry(t *testing.T, addr, settings string) *Sidecar {
+	return startFerry(t, fmt.Sprintf(`
+admin: { listen: 127.0.0.1:0 }
+outbound:
+  listen: 127.0.0.1:0
+  routes: [ { service: chat } ]
+services:
+  chat: { endpoints: [%s], %s }
+`, addr, settings))
 }
