@@ -83,8 +83,15 @@ func requestUpgrade(h http.Header) string {
 	return strings.Join(keep, ", ")
 }
 
+// headerHasToken reports whether the comma-separated field name of h holds
+// token (case-insensitively).
 func headerHasToken(h http.Header, name, token string) bool {
-	for _, v := range h[name] {
+	return hasToken(h[name], token)
+}
+
+// hasToken reports whether comma-separated values hold token.
+func hasToken(values []string, token string) bool {
+	for _, v := range values {
 		for tok := range strings.SplitSeq(v, ",") {
 			if strings.EqualFold(strings.TrimSpace(tok), token) {
 				return true

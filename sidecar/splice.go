@@ -414,20 +414,39 @@ func (c *h1Conn) alive() bool {
 	if c.br.Buffered() > 0 {
 		return false
 	}
-	rc, err := c.tc.SyscallConn()
+	// Nothing to read yet is the only healthy answer; 0 bytes is the
+	// upstream's close, data is a stray response.
+	st, err := peekSocket(c.tc)
+	return err == nil && st == peekEmpty
+}
+
+// What a socket holds, seen without reading it.
+type peekState int
+
+const (
+	peekEmpty  peekState = iota // open, nothing to read yet
+	peekData                    // bytes waiting
+	peekClosed                  // the peer closed (end of stream) or the socket failed
+)
+
+// peekSocket looks at c's receive queue without waiting or consuming.
+func peekSocket(c *net.TCPConn) (peekState, error) {
+	rc, err := c.SyscallConn()
 	if err != nil {
-		return false
+		return peekClosed, err
 	}
-	ok := false
+	st := peekClosed
 	var one [1]byte
-	err = rc.Read(func(fd uintptr) bool {
-		_, _, err := syscall.Recvfrom(int(fd), one[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
-		// Nothing to read yet (EAGAIN) is the only healthy answer; 0
-		// bytes is the upstream's close, data is a stray response.
-		ok = err == syscall.EAGAIN || err == syscall.EWOULDBLOCK
-		return true
+	err = rc.Control(func(fd uintptr) {
+		n, _, err := syscall.Recvfrom(int(fd), one[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+		switch {
+		case err == syscall.EAGAIN || err == syscall.EWOULDBLOCK:
+			st = peekEmpty
+		case err == nil && n > 0:
+			st = peekData
+		}
 	})
-	return err == nil && ok
+	return st, err
 }
 
 // sweep closes idle connections that expired or that the upstream closed,

@@ -9,7 +9,6 @@ import (
 	"strconv"
 	"strings"
 	"sync/atomic"
-	"syscall"
 	"time"
 )
 
@@ -208,17 +207,8 @@ func (b *requestBody) stopSplice(done <-chan error) error {
 // peerGone reports whether the peer of c closed or reset it: a splice
 // error does not say which of its two sockets failed.
 func peerGone(c *net.TCPConn) bool {
-	rc, err := c.SyscallConn()
-	if err != nil {
-		return true
-	}
-	gone := false
-	var one [1]byte
-	err = rc.Control(func(fd uintptr) {
-		n, _, err := syscall.Recvfrom(int(fd), one[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
-		gone = (err == nil && n == 0) || (err != nil && err != syscall.EAGAIN && err != syscall.EWOULDBLOCK)
-	})
-	return err != nil || gone
+	st, err := peekSocket(c)
+	return err != nil || st == peekClosed
 }
 
 // connWriter is an http.ResponseWriter on an HTTP/1.1 connection ferry
@@ -282,7 +272,7 @@ func (w *connWriter) WriteHeader(code int) {
 			exclude = withExcluded(exclude, k)
 		}
 	}
-	if w.keepAlive && (hasToken(h["Connection"], "close") || w.lane != nil && w.lane.closing.Load()) {
+	if w.keepAlive && (headerHasToken(h, "Connection", "close") || w.lane != nil && w.lane.closing.Load()) {
 		w.keepAlive = false
 	}
 	var extra []string
@@ -307,18 +297,6 @@ func withExcluded(exclude map[string]bool, name string) map[string]bool {
 	}
 	m[name] = true
 	return m
-}
-
-// hasToken reports whether a comma-separated header holds token.
-func hasToken(values []string, token string) bool {
-	for _, v := range values {
-		for t := range strings.SplitSeq(v, ",") {
-			if strings.EqualFold(strings.TrimSpace(t), token) {
-				return true
-			}
-		}
-	}
-	return false
 }
 
 // httpDate is the Date header value, formatted at most once a second.
