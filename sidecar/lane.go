@@ -196,6 +196,7 @@ type laneConn struct {
 	l      *lane
 	c      net.Conn
 	tc     *net.TCPConn
+	raw    *rawSock // tc's raw reads and writes; nil for other conns
 	remote string
 
 	// stash is a byte the watch read ahead: the start of the next
@@ -220,12 +221,16 @@ func (lc *laneConn) Read(p []byte) (int, error) {
 		lc.hasStash = false
 		return 1, nil
 	}
+	if lc.raw != nil {
+		return lc.raw.Read(p)
+	}
 	return lc.c.Read(p)
 }
 
 func (l *lane) serveConn(c net.Conn) {
 	lc := &laneConn{l: l, c: c, remote: c.RemoteAddr().String()}
 	lc.tc, _ = c.(*net.TCPConn)
+	lc.raw = newRawSock(lc.tc)
 	if !l.setBusy(lc, true) {
 		c.Close()
 		return
@@ -233,7 +238,11 @@ func (l *lane) serveConn(c net.Conn) {
 	br := laneReaders.Get().(*bufio.Reader)
 	br.Reset(lc)
 	bw := laneWriters.Get().(*bufio.Writer)
-	bw.Reset(c)
+	if lc.raw != nil {
+		bw.Reset(lc.raw)
+	} else {
+		bw.Reset(c)
+	}
 	owned := true // this goroutine closes the connection at the end
 	defer func() {
 		l.forget(lc)

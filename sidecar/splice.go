@@ -403,8 +403,12 @@ func (f *fastH1) get(ctx context.Context, addr string, fresh bool, maxIdle time.
 		nc.Close()
 		return nil, false, errors.New("zero-copy client needs a TCP connection")
 	}
-	lr := &io.LimitedReader{R: tc}
-	return &h1Conn{tc: tc, lr: lr, br: bufio.NewReaderSize(lr, 32<<10), bw: bufio.NewWriterSize(tc, 4<<10)}, false, nil
+	var rw io.ReadWriter = tc
+	if raw := newRawSock(tc); raw != nil {
+		rw = raw
+	}
+	lr := &io.LimitedReader{R: rw}
+	return &h1Conn{tc: tc, lr: lr, br: bufio.NewReaderSize(lr, 32<<10), bw: bufio.NewWriterSize(rw, 4<<10)}, false, nil
 }
 
 // alive reports whether an idle connection can carry a request: nothing

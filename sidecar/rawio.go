@@ -1,0 +1,118 @@
+package sidecar
+
+import (
+	"errors"
+	"io"
+	"net"
+	"os"
+	"syscall"
+	"unsafe"
+)
+
+// rawSock reads and writes a TCP connection with plain system calls made
+// from inside the connection's syscall.RawConn, on the hot path of small
+// exchanges (the lane's caller side, the zero-copy client's upstream
+// side).
+//
+// Why: net.Conn's Read and Write enter each system call through the Go
+// scheduler (entersyscall/exitsyscall). Every entry wakes the runtime's
+// monitor thread when it sleeps, and a call that takes a few microseconds
+// (a loopback write runs the receiver's TCP input) can have its P handed to
+// another thread. At a few thousand requests a second that is several
+// thread wake-ups per request, more CPU than ferry's own work. The socket
+// is non-blocking, so a read or write never blocks: it returns EAGAIN,
+// and RawConn then parks the goroutine in the netpoller exactly as
+// net.Conn would, deadlines and Close included.
+//
+// Errors read as net.Conn's (a *net.OpError with Op "read" or "write"),
+// so failure reasons and their classification do not change.
+type rawSock struct {
+	tc *net.TCPConn
+	rc syscall.RawConn
+}
+
+// newRawSock returns tc's raw reader and writer, or nil when tc does not
+// give its RawConn (then the caller keeps using tc).
+func newRawSock(tc *net.TCPConn) *rawSock {
+	if tc == nil {
+		return nil
+	}
+	rc, err := tc.SyscallConn()
+	if err != nil {
+		return nil
+	}
+	return &rawSock{tc: tc, rc: rc}
+}
+
+// Read implements io.Reader as net.Conn's Read does: at least one byte,
+// or an error (io.EOF at the peer's end of the stream).
+func (s *rawSock) Read(p []byte) (int, error) {
+	if len(p) == 0 {
+		return 0, nil
+	}
+	var n int
+	var errno syscall.Errno
+	err := s.rc.Read(func(fd uintptr) bool {
+		for {
+			r, _, e := syscall.RawSyscall(syscall.SYS_READ, fd, uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)))
+			switch e {
+			case syscall.EINTR:
+				continue
+			case syscall.EAGAIN:
+				return false // wait in the netpoller, then call again
+			}
+			n, errno = int(r), e
+			return true
+		}
+	})
+	switch {
+	case err != nil:
+		return 0, s.opError("read", err)
+	case errno != 0:
+		return 0, s.opError("read", os.NewSyscallError("read", errno))
+	case n == 0:
+		return 0, io.EOF
+	}
+	return n, nil
+}
+
+// Write implements io.Writer as net.Conn's Write does: all of p, or an
+// error.
+func (s *rawSock) Write(p []byte) (int, error) {
+	written := 0
+	var errno syscall.Errno
+	err := s.rc.Write(func(fd uintptr) bool {
+		for written < len(p) {
+			rest := p[written:]
+			r, _, e := syscall.RawSyscall(syscall.SYS_WRITE, fd, uintptr(unsafe.Pointer(&rest[0])), uintptr(len(rest)))
+			switch e {
+			case 0:
+				written += int(r)
+			case syscall.EINTR:
+			case syscall.EAGAIN:
+				return false // the send buffer is full: wait, then go on
+			default:
+				errno = e
+				return true
+			}
+		}
+		return true
+	})
+	switch {
+	case err != nil:
+		return written, s.opError("write", err)
+	case errno != 0:
+		return written, s.opError("write", os.NewSyscallError("write", errno))
+	}
+	return written, nil
+}
+
+// opError words err as net.Conn would for op: RawConn reports its own
+// operation ("raw-read"), which is replaced.
+func (s *rawSock) opError(op string, err error) error {
+	var oe *net.OpError
+	if errors.As(err, &oe) {
+		err = oe.Err
+	}
+	return &net.OpError{Op: op, Net: "tcp", Source: s.tc.LocalAddr(), Addr: s.tc.RemoteAddr(), Err: err}
+}
