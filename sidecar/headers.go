@@ -104,26 +104,34 @@ func hasToken(values []string, token string) bool {
 // setForwarded sets X-Forwarded-For (appending the caller's address to any
 // list the caller sent), X-Forwarded-Proto and X-Forwarded-Host.
 func setForwarded(out http.Header, r *http.Request) {
+	vals := make([]string, 3) // one allocation for the three fields
 	if ip, _, err := net.SplitHostPort(r.RemoteAddr); err == nil {
 		if prior := out["X-Forwarded-For"]; len(prior) > 0 {
 			ip = strings.Join(prior, ", ") + ", " + ip
 		}
-		out["X-Forwarded-For"] = []string{ip}
+		vals[0] = ip
+		out["X-Forwarded-For"] = vals[0:1:1]
 	}
-	proto := "http"
+	vals[1] = "http"
 	if r.TLS != nil {
-		proto = "https"
+		vals[1] = "https"
 	}
-	out["X-Forwarded-Proto"] = []string{proto}
+	out["X-Forwarded-Proto"] = vals[1:2:2]
 	if r.Host != "" {
-		out["X-Forwarded-Host"] = []string{r.Host}
+		vals[2] = r.Host
+		out["X-Forwarded-Host"] = vals[2:3:3]
 	}
 }
 
-// copyHeader appends every value of src to dst.
+// copyHeader appends every value of src to dst. A field dst does not have
+// shares src's values, capped so that an append to either copies.
 func copyHeader(dst, src http.Header) {
 	for k, vv := range src {
-		dst[k] = append(dst[k], vv...)
+		if prior, ok := dst[k]; ok {
+			dst[k] = append(prior, vv...)
+		} else {
+			dst[k] = vv[:len(vv):len(vv)]
+		}
 	}
 }
 

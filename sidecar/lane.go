@@ -14,6 +14,7 @@ import (
 	"net/url"
 	"runtime/debug"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -581,58 +582,60 @@ func isTimeoutErr(err error) bool {
 // Upgrade, Expect, Trailer, HTTP2-Settings, a Connection naming upgrade).
 // net/http's server judges everything else.
 func parseHead(head []byte) *http.Request {
-	line, rest, _ := bytes.Cut(head, []byte("\r\n"))
-	sp1 := bytes.IndexByte(line, ' ')
+	// One string holds the whole head; the method, target and every
+	// header value are parts of it, and the values share one array.
+	text := string(head)
+	line, rest, _ := strings.Cut(text, "\r\n")
+	sp1 := strings.IndexByte(line, ' ')
 	if sp1 <= 0 {
 		return nil
 	}
-	method := line[:sp1]
-	for _, c := range method {
-		if c < 'A' || c > 'Z' {
+	m := line[:sp1]
+	for i := 0; i < len(m); i++ {
+		if m[i] < 'A' || m[i] > 'Z' {
 			return nil
 		}
 	}
-	target, proto, ok := bytes.Cut(line[sp1+1:], []byte(" "))
-	if !ok || string(proto) != "HTTP/1.1" || len(target) == 0 || target[0] != '/' {
+	uri, proto, ok := strings.Cut(line[sp1+1:], " ")
+	if !ok || proto != "HTTP/1.1" || len(uri) == 0 || uri[0] != '/' {
 		return nil
 	}
-	for _, c := range target {
-		if c <= ' ' || c >= 0x7f {
+	for i := 0; i < len(uri); i++ {
+		if c := uri[i]; c <= ' ' || c >= 0x7f {
 			return nil
 		}
 	}
-	m := string(method)
 	if m == http.MethodConnect || m == "PRI" {
 		return nil
 	}
-	uri := string(target)
 	u, err := url.ParseRequestURI(uri)
 	if err != nil {
 		return nil
 	}
-	r := &http.Request{Method: m, URL: u, Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1, RequestURI: uri, Header: make(http.Header, 8)}
+	fields := strings.Count(rest, "\r\n") // one more than the header lines
+	r := &http.Request{Method: m, URL: u, Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1, RequestURI: uri, Header: make(http.Header, fields)}
+	vals := make([]string, 0, fields)
 	hosts, lengths := 0, 0
 	for len(rest) > 2 {
-		var l []byte
-		l, rest, _ = bytes.Cut(rest, []byte("\r\n"))
-		colon := bytes.IndexByte(l, ':')
+		var l string
+		l, rest, _ = strings.Cut(rest, "\r\n")
+		colon := strings.IndexByte(l, ':')
 		if colon <= 0 {
 			return nil
 		}
 		name := l[:colon]
-		for _, c := range name {
-			if !isTokenChar(c) {
+		for i := 0; i < len(name); i++ {
+			if !isTokenChar(name[i]) {
 				return nil
 			}
 		}
-		value := bytes.Trim(l[colon+1:], " \t")
-		for _, c := range value {
-			if (c < ' ' && c != '\t') || c >= 0x7f {
+		v := strings.Trim(l[colon+1:], " \t")
+		for i := 0; i < len(v); i++ {
+			if c := v[i]; (c < ' ' && c != '\t') || c >= 0x7f {
 				return nil
 			}
 		}
 		key := canonicalKey(name)
-		v := string(value)
 		switch key {
 		case "Host":
 			// Like net/http: the Host field becomes r.Host only.
@@ -656,7 +659,12 @@ func parseHead(head []byte) *http.Request {
 				r.Close = true
 			}
 		}
-		r.Header[key] = append(r.Header[key], v)
+		if prior, ok := r.Header[key]; ok {
+			r.Header[key] = append(prior, v)
+			continue
+		}
+		vals = append(vals, v)
+		r.Header[key] = vals[len(vals)-1 : len(vals) : len(vals)]
 	}
 	if hosts != 1 || lengths > 1 || !plainHost(r.Host) {
 		return nil
@@ -702,11 +710,11 @@ var commonKeys = func() map[string]string {
 	return m
 }()
 
-func canonicalKey(name []byte) string {
-	if k, ok := commonKeys[string(name)]; ok {
+func canonicalKey(name string) string {
+	if k, ok := commonKeys[name]; ok {
 		return k
 	}
-	return textproto.CanonicalMIMEHeaderKey(string(name))
+	return textproto.CanonicalMIMEHeaderKey(name)
 }
 
 // prefixConn is a connection handed to net/http: what the lane already

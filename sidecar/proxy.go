@@ -352,7 +352,9 @@ func (p *Proxy) try(ctx context.Context, w http.ResponseWriter, r *http.Request,
 		// streams; it ends with the request's.
 		context.AfterFunc(ctx, func() { cancel(nil) })
 	}
-	out := p.outgoing(actx, w, r, addr, upgrade, body)
+	rt := up.transportFor(r, upgrade != "")
+	_, own := rt.(*fastH1)
+	out := p.outgoing(actx, w, r, addr, upgrade, body, own)
 	a := x.q.StartAttempt(out, info)
 	// The upstream gets a new trace context whose parent is this
 	// attempt's client span, never the caller's headers passed through.
@@ -360,7 +362,7 @@ func (p *Proxy) try(ctx context.Context, w http.ResponseWriter, r *http.Request,
 		delete(out.Header, h)
 	}
 	a.Inject(out.Header)
-	res, err := up.transportFor(r, upgrade != "").RoundTrip(out)
+	res, err := rt.RoundTrip(out)
 	return res, actx, a, err
 }
 
@@ -396,9 +398,25 @@ func sleepCtx(ctx context.Context, d time.Duration) bool {
 
 // outgoing builds the upstream request. A request without a body goes out
 // without one (never chunked); a body of unknown length goes chunked;
-// trailers follow the body.
-func (p *Proxy) outgoing(ctx context.Context, w http.ResponseWriter, r *http.Request, addr, upgrade string, body *requestBody) *http.Request {
-	out := r.Clone(ctx)
+// trailers follow the body. own says ferry's HTTP/1.1 client (fastH1)
+// carries it, which takes the 1xx hook from the context directly.
+func (p *Proxy) outgoing(ctx context.Context, w http.ResponseWriter, r *http.Request, addr, upgrade string, body *requestBody, own bool) *http.Request {
+	// 1xx informational responses (103 Early Hints) pass through. 100
+	// Continue is not forwarded here: the server sends it to the caller
+	// when the transport starts reading the body, which it does when the
+	// upstream sent its own 100.
+	if own {
+		ctx = context.WithValue(ctx, informKey{}, w)
+	} else {
+		ctx = httptrace.WithClientTrace(ctx, informTrace(w))
+	}
+	// A shallow copy: every field the copy changes gets a value of its
+	// own, the rest (TransferEncoding, Trailer, TLS, ...) is only read.
+	out := r.WithContext(ctx)
+	out.Header = r.Header.Clone()
+	if out.Header == nil {
+		out.Header = http.Header{}
+	}
 	out.RequestURI = ""
 	out.URL = &url.URL{Scheme: "http", Host: addr, Path: r.URL.Path, RawPath: r.URL.RawPath, RawQuery: r.URL.RawQuery}
 	out.Host = r.Host
@@ -406,10 +424,11 @@ func (p *Proxy) outgoing(ctx context.Context, w http.ResponseWriter, r *http.Req
 	if body == nil {
 		out.Body = nil
 		out.ContentLength = 0
+		out.GetBody = nil
 	} else {
 		out.Body = body
 		// Request trailers arrive in r.Trailer once the body is read; the
-		// transport must see that same map, not Clone's copy.
+		// transport must see that same map.
 		out.Trailer = r.Trailer
 		// A pooled connection the upstream closed as the request went out
 		// fails before any of the body was written; net/http retries that
@@ -431,21 +450,31 @@ func (p *Proxy) outgoing(ctx context.Context, w http.ResponseWriter, r *http.Req
 		out.Header["User-Agent"] = nil // do not add Go's default
 	}
 	setForwarded(out.Header, r)
-	// 1xx informational responses (103 Early Hints) pass through. 100
-	// Continue is not forwarded here: the server sends it to the caller
-	// when the transport starts reading the body, which it does when the
-	// upstream sent its own 100.
-	trace := &httptrace.ClientTrace{Got1xxResponse: func(code int, h textproto.MIMEHeader) error {
-		if code == http.StatusContinue {
-			return nil
-		}
-		dst := w.Header()
-		copyHeader(dst, http.Header(h))
-		w.WriteHeader(code)
-		clear(dst)
+	return out
+}
+
+// informKey carries, in the context of an upstream request, the caller's
+// http.ResponseWriter that 1xx informational responses are relayed to.
+type informKey struct{}
+
+// inform relays an upstream's 1xx informational response (not 100
+// Continue, see outgoing) to the caller.
+func inform(w http.ResponseWriter, code int, h http.Header) {
+	if code == http.StatusContinue {
+		return
+	}
+	dst := w.Header()
+	copyHeader(dst, h)
+	w.WriteHeader(code)
+	clear(dst)
+}
+
+// informTrace is inform as net/http's transports call it.
+func informTrace(w http.ResponseWriter) *httptrace.ClientTrace {
+	return &httptrace.ClientTrace{Got1xxResponse: func(code int, h textproto.MIMEHeader) error {
+		inform(w, code, http.Header(h))
 		return nil
 	}}
-	return out.WithContext(httptrace.WithClientTrace(ctx, trace))
 }
 
 // respond relays the upstream's status, headers, body and trailers, and

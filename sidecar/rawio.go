@@ -29,6 +29,18 @@ import (
 type rawSock struct {
 	tc *net.TCPConn
 	rc syscall.RawConn
+
+	// The state of the read and of the write in progress, kept here so
+	// that the functions handed to RawConn are made once, not per call. A
+	// connection has at most one reader and one writer at a time.
+	rbuf    []byte
+	rn      int
+	rerrno  syscall.Errno
+	readFn  func(fd uintptr) bool
+	wbuf    []byte
+	wn      int
+	werrno  syscall.Errno
+	writeFn func(fd uintptr) bool
 }
 
 // newRawSock returns tc's raw reader and writer, or nil when tc does not
@@ -41,7 +53,9 @@ func newRawSock(tc *net.TCPConn) *rawSock {
 	if err != nil {
 		return nil
 	}
-	return &rawSock{tc: tc, rc: rc}
+	s := &rawSock{tc: tc, rc: rc}
+	s.readFn, s.writeFn = s.read, s.write
+	return s
 }
 
 // Read implements io.Reader as net.Conn's Read does: at least one byte,
@@ -50,21 +64,10 @@ func (s *rawSock) Read(p []byte) (int, error) {
 	if len(p) == 0 {
 		return 0, nil
 	}
-	var n int
-	var errno syscall.Errno
-	err := s.rc.Read(func(fd uintptr) bool {
-		for {
-			r, _, e := syscall.RawSyscall(syscall.SYS_READ, fd, uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)))
-			switch e {
-			case syscall.EINTR:
-				continue
-			case syscall.EAGAIN:
-				return false // wait in the netpoller, then call again
-			}
-			n, errno = int(r), e
-			return true
-		}
-	})
+	s.rbuf, s.rn, s.rerrno = p, 0, 0
+	err := s.rc.Read(s.readFn)
+	n, errno := s.rn, s.rerrno
+	s.rbuf = nil
 	switch {
 	case err != nil:
 		return 0, s.opError("read", err)
@@ -76,35 +79,60 @@ func (s *rawSock) Read(p []byte) (int, error) {
 	return n, nil
 }
 
+// read is the RawConn function of Read: false asks to wait for the socket
+// to become readable and be called again.
+func (s *rawSock) read(fd uintptr) bool {
+	p := s.rbuf
+	for {
+		r, _, e := syscall.RawSyscall(syscall.SYS_READ, fd, uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)))
+		switch e {
+		case 0:
+			s.rn = int(r)
+			return true
+		case syscall.EINTR:
+		case syscall.EAGAIN:
+			return false
+		default:
+			s.rerrno = e
+			return true
+		}
+	}
+}
+
 // Write implements io.Writer as net.Conn's Write does: all of p, or an
 // error.
 func (s *rawSock) Write(p []byte) (int, error) {
-	written := 0
-	var errno syscall.Errno
-	err := s.rc.Write(func(fd uintptr) bool {
-		for written < len(p) {
-			rest := p[written:]
-			r, _, e := syscall.RawSyscall(syscall.SYS_WRITE, fd, uintptr(unsafe.Pointer(&rest[0])), uintptr(len(rest)))
-			switch e {
-			case 0:
-				written += int(r)
-			case syscall.EINTR:
-			case syscall.EAGAIN:
-				return false // the send buffer is full: wait, then go on
-			default:
-				errno = e
-				return true
-			}
-		}
-		return true
-	})
+	s.wbuf, s.wn, s.werrno = p, 0, 0
+	err := s.rc.Write(s.writeFn)
+	n, errno := s.wn, s.werrno
+	s.wbuf = nil
 	switch {
 	case err != nil:
-		return written, s.opError("write", err)
+		return n, s.opError("write", err)
 	case errno != 0:
-		return written, s.opError("write", os.NewSyscallError("write", errno))
+		return n, s.opError("write", os.NewSyscallError("write", errno))
 	}
-	return written, nil
+	return n, nil
+}
+
+// write is the RawConn function of Write: false (the send buffer is full)
+// asks to wait for room and be called again.
+func (s *rawSock) write(fd uintptr) bool {
+	for s.wn < len(s.wbuf) {
+		rest := s.wbuf[s.wn:]
+		r, _, e := syscall.RawSyscall(syscall.SYS_WRITE, fd, uintptr(unsafe.Pointer(&rest[0])), uintptr(len(rest)))
+		switch e {
+		case 0:
+			s.wn += int(r)
+		case syscall.EINTR:
+		case syscall.EAGAIN:
+			return false
+		default:
+			s.werrno = e
+			return true
+		}
+	}
+	return true
 }
 
 // opError words err as net.Conn would for op: RawConn reports its own

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/http/httptrace"
 	"net/textproto"
+	"net/url"
 	"strconv"
 	"strings"
 	"sync"
@@ -107,6 +108,9 @@ func splicedUpload(out *http.Request) (*requestBody, bool) {
 func (f *fastH1) RoundTrip(out *http.Request) (*http.Response, error) {
 	upload, splicing := splicedUpload(out)
 	if !splicing && !eligible(out) {
+		if w, ok := out.Context().Value(informKey{}).(http.ResponseWriter); ok {
+			out = out.WithContext(httptrace.WithClientTrace(out.Context(), informTrace(w)))
+		}
 		return f.fallback.RoundTrip(out)
 	}
 	ctx := out.Context()
@@ -269,7 +273,7 @@ func writeHead(bw *bufio.Writer, out *http.Request) error {
 	}
 	bw.WriteString(out.Method)
 	bw.WriteByte(' ')
-	bw.WriteString(out.URL.RequestURI())
+	writeRequestURI(bw, out.URL)
 	bw.WriteString(" HTTP/1.1\r\nHost: ")
 	bw.WriteString(sanitizeHeaderValue(host))
 	bw.WriteString("\r\n")
@@ -290,12 +294,33 @@ func writeHead(bw *bufio.Writer, out *http.Request) error {
 		for _, v := range vv {
 			bw.WriteString(k)
 			bw.WriteString(": ")
-			bw.WriteString(textproto.TrimString(headerValueReplacer.Replace(v)))
+			if strings.ContainsAny(v, "\r\n") {
+				v = headerValueReplacer.Replace(v)
+			}
+			bw.WriteString(textproto.TrimString(v))
 			bw.WriteString("\r\n")
 		}
 	}
 	_, err := bw.WriteString("\r\n")
 	return err
+}
+
+// writeRequestURI writes u's target in origin form, as u.RequestURI()
+// would return it, without building the string.
+func writeRequestURI(bw *bufio.Writer, u *url.URL) {
+	if u.Opaque != "" || u.ForceQuery {
+		bw.WriteString(u.RequestURI())
+		return
+	}
+	path := u.EscapedPath()
+	if path == "" {
+		path = "/"
+	}
+	bw.WriteString(path)
+	if u.RawQuery != "" {
+		bw.WriteByte('?')
+		bw.WriteString(u.RawQuery)
+	}
 }
 
 // headerValueReplacer keeps a header value on its line, as net/http's
@@ -337,7 +362,6 @@ func (f *fastH1) readResponse(c *h1Conn, out *http.Request) (*http.Response, boo
 	if _, err := c.br.Peek(1); err != nil {
 		return nil, false, timeoutAware(err)
 	}
-	trace := httptrace.ContextClientTrace(out.Context())
 	for {
 		res, err := http.ReadResponse(c.br, out)
 		if err != nil {
@@ -346,10 +370,8 @@ func (f *fastH1) readResponse(c *h1Conn, out *http.Request) (*http.Response, boo
 		if res.StatusCode >= 200 || res.StatusCode == http.StatusSwitchingProtocols {
 			return res, true, nil
 		}
-		if trace != nil && trace.Got1xxResponse != nil {
-			if err := trace.Got1xxResponse(res.StatusCode, textproto.MIMEHeader(res.Header)); err != nil {
-				return nil, true, err
-			}
+		if w, ok := out.Context().Value(informKey{}).(http.ResponseWriter); ok {
+			inform(w, res.StatusCode, res.Header)
 		}
 	}
 }

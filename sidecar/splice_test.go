@@ -1,11 +1,14 @@
 package sidecar
 
 import (
+	"bufio"
+	"bytes"
 	"context"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"runtime"
 	"strings"
 	"sync"
@@ -224,4 +227,40 @@ func TestPooledConnAlive(t *testing.T) {
 	defer p3.Close()
 	p3.Write([]byte("HTTP/1.1 200 OK\r\n"))
 	waitFor(t, "stray bytes to be seen", 5*time.Second, func() bool { return !stray.alive() })
+}
+
+// writeRequestURI writes what url.URL.RequestURI returns.
+func TestWriteRequestURIAsRequestURI(t *testing.T) {
+	for _, raw := range []string{"/", "/a/b?x=1&y=2", "/a%2Fb/c?q", "/sp%20ace", "/caf%C3%A9?z=%20", "/?", "/p?", "*", "/a;b,c", "/x?a=b?c"} {
+		u, err := url.ParseRequestURI(raw)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out := &url.URL{Scheme: "http", Host: "h", Path: u.Path, RawPath: u.RawPath, RawQuery: u.RawQuery, ForceQuery: u.ForceQuery}
+		for _, v := range []*url.URL{out, u, {Path: ""}, {Opaque: "//h/p", Scheme: "http"}} {
+			var b bytes.Buffer
+			bw := bufio.NewWriter(&b)
+			writeRequestURI(bw, v)
+			bw.Flush()
+			if b.String() != v.RequestURI() {
+				t.Errorf("%q: wrote %q, RequestURI is %q", raw, b.String(), v.RequestURI())
+			}
+		}
+	}
+}
+
+// copyHeader shares value slices, capped: appending to the copy never
+// changes the source.
+func TestCopyHeaderSharesCapped(t *testing.T) {
+	src := http.Header{"A": make([]string, 1, 4), "B": {"1", "2"}}
+	src["A"][0] = "a"
+	dst := http.Header{"B": {"0"}}
+	copyHeader(dst, src)
+	dst["A"] = append(dst["A"], "more")
+	if got := src["A"]; len(got) != 1 || got[:2][1] == "more" {
+		t.Fatalf("appending to the copy changed the source: %q", got[:cap(got)])
+	}
+	if got := dst["B"]; len(got) != 3 || got[0] != "0" || got[2] != "2" {
+		t.Fatalf("B = %q; want the prior value then the source's", got)
+	}
 }
