@@ -612,10 +612,53 @@ func parseHead(head []byte) *http.Request {
 	if err != nil {
 		return nil
 	}
-	fields := strings.Count(rest, "\r\n") // one more than the header lines
-	r := &http.Request{Method: m, URL: u, Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1, RequestURI: uri, Header: make(http.Header, fields)}
-	vals := make([]string, 0, fields)
+	r := &http.Request{Method: m, URL: u, Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1, RequestURI: uri}
 	hosts, lengths := 0, 0
+	r.Header = parseFields(rest, func(key, v string) (keep, ok bool) {
+		switch key {
+		case "Host":
+			// Like net/http: the Host field becomes r.Host only.
+			hosts++
+			r.Host = v
+			return false, true
+		case "Content-Length":
+			lengths++
+			n, err := strconv.ParseInt(v, 10, 64)
+			if err != nil || n < 0 || v[0] == '+' || (len(v) > 1 && v[0] == '0') {
+				return false, false
+			}
+			r.ContentLength = n
+		case "Transfer-Encoding", "Upgrade", "Expect", "Trailer", "Http2-Settings":
+			return false, false
+		case "Connection":
+			if hasToken([]string{v}, "upgrade") {
+				return false, false
+			}
+			if hasToken([]string{v}, "close") {
+				r.Close = true
+			}
+		}
+		return true, true
+	})
+	if r.Header == nil {
+		return nil
+	}
+	if hosts != 1 || lengths > 1 || !plainHost(r.Host) {
+		return nil
+	}
+	return r
+}
+
+// parseFields parses header lines of the plainest kind ("Name: value"
+// CRLF, the name of token characters, the value of visible ASCII, space
+// and tab), up to the empty line that ends rest, into a header whose
+// values share one array. field sees each canonical name and trimmed value
+// first: keep false leaves the field out, ok false refuses the whole head
+// (nil).
+func parseFields(rest string, field func(key, v string) (keep, ok bool)) http.Header {
+	n := strings.Count(rest, "\r\n") // one more than the header lines
+	h := make(http.Header, n)
+	vals := make([]string, 0, n)
 	for len(rest) > 2 {
 		var l string
 		l, rest, _ = strings.Cut(rest, "\r\n")
@@ -636,40 +679,19 @@ func parseHead(head []byte) *http.Request {
 			}
 		}
 		key := canonicalKey(name)
-		switch key {
-		case "Host":
-			// Like net/http: the Host field becomes r.Host only.
-			hosts++
-			r.Host = v
-			continue
-		case "Content-Length":
-			lengths++
-			n, err := strconv.ParseInt(v, 10, 64)
-			if err != nil || n < 0 || v[0] == '+' || (len(v) > 1 && v[0] == '0') {
-				return nil
-			}
-			r.ContentLength = n
-		case "Transfer-Encoding", "Upgrade", "Expect", "Trailer", "Http2-Settings":
+		keep, ok := field(key, v)
+		switch {
+		case !ok:
 			return nil
-		case "Connection":
-			if hasToken([]string{v}, "upgrade") {
-				return nil
-			}
-			if hasToken([]string{v}, "close") {
-				r.Close = true
-			}
+		case !keep:
+		case h[key] != nil:
+			h[key] = append(h[key], v)
+		default:
+			vals = append(vals, v)
+			h[key] = vals[len(vals)-1 : len(vals) : len(vals)]
 		}
-		if prior, ok := r.Header[key]; ok {
-			r.Header[key] = append(prior, v)
-			continue
-		}
-		vals = append(vals, v)
-		r.Header[key] = vals[len(vals)-1 : len(vals) : len(vals)]
 	}
-	if hosts != 1 || lengths > 1 || !plainHost(r.Host) {
-		return nil
-	}
-	return r
+	return h
 }
 
 func isTokenChar(c byte) bool {

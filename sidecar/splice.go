@@ -363,6 +363,9 @@ func (f *fastH1) readResponse(c *h1Conn, out *http.Request) (*http.Response, boo
 		return nil, false, timeoutAware(err)
 	}
 	for {
+		if res := parseResponse(c.br, out); res != nil {
+			return res, true, nil
+		}
 		res, err := http.ReadResponse(c.br, out)
 		if err != nil {
 			return nil, true, timeoutAware(err)

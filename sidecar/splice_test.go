@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"reflect"
 	"runtime"
 	"strings"
 	"sync"
@@ -263,4 +264,51 @@ func TestCopyHeaderSharesCapped(t *testing.T) {
 	if got := dst["B"]; len(got) != 3 || got[0] != "0" || got[2] != "2" {
 		t.Fatalf("B = %q; want the prior value then the source's", got)
 	}
+}
+
+// Every response head parseResponse accepts reads as net/http reads it:
+// status, header, framing, and the body to its end.
+func FuzzResponseHead(f *testing.F) {
+	for _, s := range []string{
+		"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Type: text/plain\r\n\r\nhello",
+		"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nX-A: 1\r\nx-a: 2\r\n\r\n",
+		"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 3\r\n\r\nabcdef",
+		"HTTP/1.1 503\r\nContent-Length: 2\r\nRetry-After: 1\r\n\r\nno",
+		"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nshort",
+		"HTTP/1.1 200 OK\r\nContent-Length: 007\r\nConnection: keep-alive, close\r\n\r\n1234567",
+		"HTTP/1.1 301 Moved\r\nLocation: /x\r\nContent-Length: 1\r\n\r\nx",
+	} {
+		f.Add([]byte(s), false)
+	}
+	f.Fuzz(func(t *testing.T, msg []byte, head bool) {
+		method := http.MethodGet
+		if head {
+			method = http.MethodHead
+		}
+		req := &http.Request{Method: method}
+		// parseResponse reads from the buffer only: fill it as the
+		// client's reader has it before parsing.
+		br := bufio.NewReaderSize(bytes.NewReader(msg), 1<<16)
+		br.Peek(1)
+		mine := parseResponse(br, req)
+		if mine == nil {
+			return
+		}
+		ref, err := http.ReadResponse(bufio.NewReader(bytes.NewReader(msg)), req)
+		if err != nil {
+			t.Fatalf("accepted %q; net/http refuses it: %v", msg, err)
+		}
+		if mine.Status != ref.Status || mine.StatusCode != ref.StatusCode || mine.Proto != ref.Proto ||
+			mine.ContentLength != ref.ContentLength || mine.Close != ref.Close || ref.TransferEncoding != nil ||
+			len(ref.Trailer) != 0 || !reflect.DeepEqual(mine.Header, ref.Header) {
+			t.Fatalf("%q read differently:\nmine     %q cl=%d close=%v %v\nnet/http %q cl=%d close=%v te=%v %v",
+				msg, mine.Status, mine.ContentLength, mine.Close, mine.Header,
+				ref.Status, ref.ContentLength, ref.Close, ref.TransferEncoding, ref.Header)
+		}
+		mb, merr := io.ReadAll(mine.Body)
+		rb, rerr := io.ReadAll(ref.Body)
+		if !bytes.Equal(mb, rb) || (merr == nil) != (rerr == nil) {
+			t.Fatalf("%q: body %q (%v), net/http %q (%v)", msg, mb, merr, rb, rerr)
+		}
+	})
 }

@@ -1,0 +1,134 @@
+package sidecar
+
+import (
+	"bufio"
+	"bytes"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+)
+
+// parseResponse reads, from what br already holds, an upstream response
+// head of the plainest kind and returns the response with its body, or
+// nil, reading nothing, for anything else, which http.ReadResponse then
+// reads as before: "HTTP/1.1 NNN reason", CRLF line ends, header names of
+// token characters, values of visible ASCII, space and tab, exactly one
+// Content-Length of plain digits, no Transfer-Encoding or Trailer, a
+// status with a body (not 1xx, 204 or 304) and a request that is not
+// HEAD. That is nearly every answer to a small request; it spares the
+// textproto reader, its allocations and the transfer decoding that a
+// Content-Length body does not need. FuzzResponseHead holds it to reading
+// every head it accepts as net/http does.
+func parseResponse(br *bufio.Reader, out *http.Request) *http.Response {
+	if out.Method == http.MethodHead {
+		return nil
+	}
+	buf, _ := br.Peek(br.Buffered())
+	end := bytes.Index(buf, []byte("\r\n\r\n"))
+	if end < 0 {
+		return nil // not all here yet
+	}
+	res := parseResponseHead(buf[:end+4])
+	if res == nil {
+		return nil
+	}
+	br.Discard(end + 4)
+	res.Request = out
+	res.Body = &lengthBody{r: br, left: res.ContentLength}
+	if res.ContentLength == 0 {
+		res.Body = http.NoBody
+	}
+	return res
+}
+
+// parseResponseHead parses a whole response head (ending in an empty line)
+// of the kind parseResponse serves, or returns nil.
+func parseResponseHead(head []byte) *http.Response {
+	// One string holds the head; the status and every header value are
+	// parts of it, and the values share one array.
+	text := string(head)
+	line, rest, _ := strings.Cut(text, "\r\n")
+	status, ok := strings.CutPrefix(line, "HTTP/1.1 ")
+	if !ok || len(status) < 3 || (len(status) > 3 && status[3] != ' ') {
+		return nil
+	}
+	code := 0
+	for i := 0; i < 3; i++ {
+		c := status[i]
+		if c < '0' || c > '9' {
+			return nil
+		}
+		code = code*10 + int(c-'0')
+	}
+	if code < 200 || code == http.StatusNoContent || code == http.StatusNotModified {
+		return nil
+	}
+	for i := 3; i < len(status); i++ {
+		if c := status[i]; (c < ' ' && c != '\t') || c >= 0x7f {
+			return nil
+		}
+	}
+	res := &http.Response{Status: status, StatusCode: code, Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1, ContentLength: -1}
+	res.Header = parseFields(rest, func(key, v string) (keep, ok bool) {
+		switch key {
+		case "Content-Length":
+			if res.ContentLength >= 0 || v == "" {
+				return false, false
+			}
+			n, err := strconv.ParseInt(v, 10, 64)
+			if err != nil || n < 0 || v[0] == '+' {
+				return false, false
+			}
+			res.ContentLength = n
+		case "Transfer-Encoding", "Trailer":
+			return false, false
+		case "Connection":
+			if hasToken([]string{v}, "close") {
+				res.Close = true
+			}
+		}
+		return true, true
+	})
+	if res.Header == nil {
+		return nil
+	}
+	if res.ContentLength < 0 {
+		return nil
+	}
+	if res.Close {
+		// As net/http: the close is the response's Close, not a header.
+		delete(res.Header, "Connection")
+	}
+	return res
+}
+
+// lengthBody is a response body of a known length read from br: io.EOF
+// after exactly that many bytes, io.ErrUnexpectedEOF when the connection
+// ends first, as net/http's body reader.
+type lengthBody struct {
+	r    *bufio.Reader
+	left int64
+}
+
+func (b *lengthBody) Read(p []byte) (int, error) {
+	if b.left <= 0 {
+		return 0, io.EOF
+	}
+	if int64(len(p)) > b.left {
+		p = p[:b.left]
+	}
+	n, err := b.r.Read(p)
+	b.left -= int64(n)
+	switch {
+	case b.left == 0:
+		return n, io.EOF
+	case err == io.EOF:
+		return n, io.ErrUnexpectedEOF
+	}
+	return n, err
+}
+
+// Close does nothing: the connection's owner (spliceBody) decides whether
+// it can be reused, from whether the body was read to its end.
+func (b *lengthBody) Close() error { return nil }
