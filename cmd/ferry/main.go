@@ -112,6 +112,8 @@ func cmdRun(args []string, stderr io.Writer) int {
 		return exitConfig
 	}
 	log := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: level}))
+	gc := tuneGC()
+	log.Debug("garbage collector", "gogc_set", gc.gcPercent, "memory_limit_set", gc.memoryLimit)
 	// Exporter errors (collector down) as rate-limited log lines, not a
 	// line per batch.
 	otel.SetErrorHandler(telemetry.ErrorHandler(log, time.Minute))
