@@ -6,7 +6,6 @@ import (
 	"net"
 	"os"
 	"syscall"
-	"unsafe"
 )
 
 // rawSock reads and writes a TCP connection with plain system calls made
@@ -84,10 +83,10 @@ func (s *rawSock) Read(p []byte) (int, error) {
 func (s *rawSock) read(fd uintptr) bool {
 	p := s.rbuf
 	for {
-		r, _, e := syscall.RawSyscall(syscall.SYS_READ, fd, uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)))
+		r, e := sysRead(fd, p)
 		switch e {
 		case 0:
-			s.rn = int(r)
+			s.rn = r
 			return true
 		case syscall.EINTR:
 		case syscall.EAGAIN:
@@ -120,10 +119,10 @@ func (s *rawSock) Write(p []byte) (int, error) {
 func (s *rawSock) write(fd uintptr) bool {
 	for s.wn < len(s.wbuf) {
 		rest := s.wbuf[s.wn:]
-		r, _, e := syscall.RawSyscall(syscall.SYS_WRITE, fd, uintptr(unsafe.Pointer(&rest[0])), uintptr(len(rest)))
+		r, e := sysWrite(fd, rest)
 		switch e {
 		case 0:
-			s.wn += int(r)
+			s.wn += r
 		case syscall.EINTR:
 		case syscall.EAGAIN:
 			return false
