@@ -69,7 +69,7 @@ type lane struct {
 
 	mu      sync.Mutex
 	ln      net.Listener
-	conns   map[*laneConn]bool // true while a request is in progress
+	conns   map[*laneConn]struct{}
 	closing atomic.Bool
 }
 
@@ -82,7 +82,7 @@ func newLane(name string, h http.Handler, fallback *http.Server, log *slog.Logge
 	return &lane{
 		h: h, fallback: fallback, handoff: newHandoffListener(),
 		readHeader: fallback.ReadHeaderTimeout, idle: fallback.IdleTimeout, maxHeader: maxHeader,
-		log: log, name: name, conns: map[*laneConn]bool{},
+		log: log, name: name, conns: map[*laneConn]struct{}{},
 	}
 }
 
@@ -141,8 +141,8 @@ func (l *lane) Shutdown(ctx context.Context) error {
 	defer tick.Stop()
 	for {
 		l.mu.Lock()
-		for c, busy := range l.conns {
-			if !busy {
+		for c := range l.conns {
+			if !c.busy.Load() {
 				c.c.Close()
 			}
 		}
@@ -174,15 +174,30 @@ func (l *lane) Close() error {
 	return l.fallback.Close()
 }
 
-// setBusy records a connection's state; it refuses to start a request once
-// the lane is closing.
-func (l *lane) setBusy(c *laneConn, busy bool) bool {
+// track adds a new connection, busy, unless the lane is closing.
+func (l *lane) track(c *laneConn) bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if busy && l.closing.Load() {
+	if l.closing.Load() {
 		return false
 	}
-	l.conns[c] = busy
+	c.busy.Store(true)
+	l.conns[c] = struct{}{}
+	return true
+}
+
+// setBusy records whether a request is in progress on a connection; it
+// refuses to start one once the lane is closing. Shutdown sets closing
+// before it looks for idle connections to close, and setBusy marks a
+// connection busy before it looks at closing, so (the atomics being
+// sequentially consistent) either Shutdown sees the connection busy and
+// leaves it to end after its request, or setBusy sees the lane closing.
+func (l *lane) setBusy(c *laneConn, busy bool) bool {
+	c.busy.Store(busy)
+	if busy && l.closing.Load() {
+		c.busy.Store(false)
+		return false
+	}
 	return true
 }
 
@@ -199,6 +214,7 @@ type laneConn struct {
 	tc     *net.TCPConn
 	raw    *rawSock // tc's raw reads and writes; nil for other conns
 	remote string
+	busy   atomic.Bool // a request is in progress
 
 	// stash is a byte the watch read ahead: the start of the next
 	// request, served through Read before the socket.
@@ -232,7 +248,7 @@ func (l *lane) serveConn(c net.Conn) {
 	lc := &laneConn{l: l, c: c, remote: c.RemoteAddr().String()}
 	lc.tc, _ = c.(*net.TCPConn)
 	lc.raw = newRawSock(lc.tc)
-	if !l.setBusy(lc, true) {
+	if !l.track(lc) {
 		c.Close()
 		return
 	}
@@ -288,8 +304,9 @@ func (l *lane) serveConn(c net.Conn) {
 			return
 		}
 		var req *http.Request
+		var cancel context.CancelCauseFunc
 		if verdict == headWhole {
-			req = parseHead(head)
+			req, cancel = laneRequest(head)
 		}
 		if req == nil || req.ContentLength > 0 {
 			// A body is read without a deadline (body_idle rules);
@@ -313,7 +330,7 @@ func (l *lane) serveConn(c net.Conn) {
 			return
 		}
 		br.Discard(len(head))
-		switch l.serveOne(lc, br, bw, req) {
+		switch l.serveOne(lc, br, bw, req, cancel) {
 		case connKeep:
 			continue
 		case connLingering:
@@ -446,11 +463,9 @@ const (
 
 // serveOne serves one parsed request and says what becomes of the
 // connection.
-func (l *lane) serveOne(lc *laneConn, br *bufio.Reader, bw *bufio.Writer, req *http.Request) connNext {
+func (l *lane) serveOne(lc *laneConn, br *bufio.Reader, bw *bufio.Writer, req *http.Request, cancel context.CancelCauseFunc) connNext {
 	laneServed.Add(1)
-	ctx, cancel := context.WithCancelCause(context.Background())
 	defer cancel(nil)
-	req = req.WithContext(context.WithValue(ctx, laneCancelKey{}, cancel))
 	req.RemoteAddr = lc.remote
 	w := &connWriter{conn: lc.c, tc: lc.tc, bw: bw, h: make(http.Header, 8), head: req.Method == http.MethodHead, keepAlive: !req.Close && !l.closing.Load(), lane: l}
 	if req.ContentLength > 0 {
@@ -581,7 +596,7 @@ func isTimeoutErr(err error) bool {
 // the message is framed or what the connection becomes (Transfer-Encoding,
 // Upgrade, Expect, Trailer, HTTP2-Settings, a Connection naming upgrade).
 // net/http's server judges everything else.
-func parseHead(head []byte) *http.Request {
+func parseHead(head []byte, ctx context.Context) *http.Request {
 	// One string holds the whole head; the method, target and every
 	// header value are parts of it, and the values share one array.
 	text := string(head)
@@ -612,7 +627,7 @@ func parseHead(head []byte) *http.Request {
 	if err != nil {
 		return nil
 	}
-	r := &http.Request{Method: m, URL: u, Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1, RequestURI: uri}
+	r := http.Request{Method: m, URL: u, Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1, RequestURI: uri}
 	hosts, lengths := 0, 0
 	r.Header = parseFields(rest, func(key, v string) (keep, ok bool) {
 		switch key {
@@ -646,7 +661,19 @@ func parseHead(head []byte) *http.Request {
 	if hosts != 1 || lengths > 1 || !plainHost(r.Host) {
 		return nil
 	}
-	return r
+	return r.WithContext(ctx) // the only copy on the heap
+}
+
+// laneRequest parses head into a request with a context of its own, which
+// the returned function cancels; nil for a head the lane does not serve.
+func laneRequest(head []byte) (*http.Request, context.CancelCauseFunc) {
+	ctx, cancel := context.WithCancelCause(context.Background())
+	r := parseHead(head, context.WithValue(ctx, laneCancelKey{}, cancel))
+	if r == nil {
+		cancel(nil)
+		return nil, nil
+	}
+	return r, cancel
 }
 
 // parseFields parses header lines of the plainest kind ("Name: value"

@@ -247,12 +247,12 @@ func TestLaneParseHead(t *testing.T) {
 		{"GET / HTTP/1.1\r\nHost: a\r\n: b\r\n\r\n", false},        // empty name
 		{"CONNECT a:443 HTTP/1.1\r\nHost: a:443\r\n\r\n", false},
 	} {
-		r := parseHead([]byte(tc.head))
+		r := parseHead([]byte(tc.head), context.Background())
 		if (r != nil) != tc.ok {
 			t.Errorf("%q: parsed %v, want %v", tc.head, r != nil, tc.ok)
 		}
 	}
-	r := parseHead([]byte("POST /p%20q?x=1 HTTP/1.1\r\nHost: a\r\ncontent-length: 4\r\nx-multi: 1\r\nX-Multi: 2\r\nConnection: close\r\n\r\n"))
+	r := parseHead([]byte("POST /p%20q?x=1 HTTP/1.1\r\nHost: a\r\ncontent-length: 4\r\nx-multi: 1\r\nX-Multi: 2\r\nConnection: close\r\n\r\n"), context.Background())
 	if r == nil || r.URL.Path != "/p q" || r.URL.RawQuery != "x=1" || r.ContentLength != 4 || !r.Close ||
 		r.Host != "a" || strings.Join(r.Header["X-Multi"], ",") != "1,2" || r.Header.Get("Content-Length") != "4" {
 		t.Fatalf("parsed %+v", r)
@@ -282,7 +282,7 @@ func FuzzLaneHead(f *testing.F) {
 		if bareLF(head) {
 			return // the lane hands these over before parsing
 		}
-		mine := parseHead(head)
+		mine := parseHead(head, context.Background())
 		if mine == nil {
 			return
 		}
