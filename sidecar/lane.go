@@ -493,10 +493,28 @@ func (l *lane) serveOne(lc *laneConn, br *bufio.Reader, bw *bufio.Writer, req *h
 	return connKeep
 }
 
-// laneCancelKey carries the cancel function of a lane request's context,
+// laneCancelKey carries the *laneExchange of a lane request's context,
 // which is the request's alone: the proxy cancels it with a cause instead of
 // deriving a context of its own.
 type laneCancelKey struct{}
+
+// laneExchange is a lane request's cancellation: its context's Done
+// channel, the function that cancels it with a cause, and one upstream
+// connection to close when that happens. ferry's client hooks the
+// connection it waits on here instead of with context.AfterFunc, which
+// costs a registration in the context tree per request.
+type laneExchange struct {
+	done   <-chan struct{}
+	cancel context.CancelCauseFunc // cancels the context, then closes the hooked connection
+	hooked atomic.Pointer[net.TCPConn]
+}
+
+// fire closes the hooked connection, if any.
+func (le *laneExchange) fire() {
+	if tc := le.hooked.Swap(nil); tc != nil {
+		tc.Close()
+	}
+}
 
 // run calls the handler; a panic ends the connection (and is logged unless
 // it is http.ErrAbortHandler, the proxy's way to break a response).
@@ -668,12 +686,17 @@ func parseHead(head []byte, ctx context.Context) *http.Request {
 // the returned function cancels; nil for a head the lane does not serve.
 func laneRequest(head []byte) (*http.Request, context.CancelCauseFunc) {
 	ctx, cancel := context.WithCancelCause(context.Background())
-	r := parseHead(head, context.WithValue(ctx, laneCancelKey{}, cancel))
+	le := &laneExchange{done: ctx.Done()}
+	le.cancel = func(cause error) {
+		cancel(cause)
+		le.fire()
+	}
+	r := parseHead(head, context.WithValue(ctx, laneCancelKey{}, le))
 	if r == nil {
 		cancel(nil)
 		return nil, nil
 	}
-	return r, cancel
+	return r, le.cancel
 }
 
 // parseFields parses header lines of the plainest kind ("Name: value"

@@ -98,19 +98,84 @@ func TestLanePipelinedAndClose(t *testing.T) {
 // A caller that goes away while the upstream has not answered yet cancels
 // the upstream exchange: the lane watches a request that runs for long.
 func TestLaneCallerGoneCancelsUpstream(t *testing.T) {
-	canceled := make(chan struct{})
-	arrived := make(chan struct{})
-	up := origin(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		close(arrived)
-		<-r.Context().Done()
-		close(canceled)
-	}))
-	_, url := outboundTo(t, "", up)
-	c := dialRaw(t, url)
-	io.WriteString(c, "GET /wait HTTP/1.1\r\nHost: x\r\n\r\n")
-	recv(t, arrived, 10*time.Second, "the request at the origin")
-	c.Close()
-	recv(t, canceled, 10*time.Second, "the origin to see the exchange canceled")
+	// Without a timeout below the request's context ferry's client hooks
+	// the upstream connection to the lane's exchange; with one, to the
+	// context through context.AfterFunc. Both must close it.
+	for _, extra := range []string{"", "defaults: { timeouts: { overall: 1m } }"} {
+		canceled := make(chan struct{})
+		arrived := make(chan struct{})
+		up := origin(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			close(arrived)
+			<-r.Context().Done()
+			close(canceled)
+		}))
+		_, url := outboundTo(t, extra, up)
+		c := dialRaw(t, url)
+		io.WriteString(c, "GET /wait HTTP/1.1\r\nHost: x\r\n\r\n")
+		recv(t, arrived, 10*time.Second, "the request at the origin")
+		c.Close()
+		recv(t, canceled, 10*time.Second, "the origin to see the exchange canceled ("+extra+")")
+	}
+}
+
+// The lane's own cancel hook: a cancel closes the hooked connection once,
+// a hook set after the cancel closes it at once, and stop reports whether
+// the connection was still the exchange's.
+func TestLaneExchangeCancelHook(t *testing.T) {
+	hooked := func() (*http.Request, context.CancelCauseFunc, *net.TCPConn, *net.TCPConn) {
+		r, cancel := laneRequest([]byte("GET / HTTP/1.1\r\nHost: a\r\n\r\n"))
+		if r == nil {
+			t.Fatal("the lane refused a plain head")
+		}
+		c, s := tcpPair(t)
+		return r, cancel, c, s
+	}
+	closed := func(peer *net.TCPConn) bool {
+		peer.SetReadDeadline(time.Now().Add(5 * time.Second))
+		_, err := peer.Read(make([]byte, 1))
+		return err == io.EOF
+	}
+
+	r, cancel, c, s := hooked()
+	h := closeOnCancel(r.Context(), c)
+	if h.le == nil {
+		t.Fatal("a lane request's connection was hooked with AfterFunc")
+	}
+	cancel(errCallerGone)
+	if !closed(s) || h.stop() {
+		t.Fatal("cancel did not close the hooked connection, or stop claimed it after")
+	}
+
+	r, cancel, c, s = hooked()
+	h = closeOnCancel(r.Context(), c)
+	if !h.stop() {
+		t.Fatal("stop before any cancel reported the connection gone")
+	}
+	cancel(nil)
+	if _, err := c.Write([]byte("x")); err != nil {
+		t.Fatalf("a cancel after stop closed the connection: %v", err)
+	}
+
+	r, cancel, c, s = hooked()
+	cancel(nil)
+	h = closeOnCancel(r.Context(), c)
+	if !closed(s) || h.stop() {
+		t.Fatal("hooking after the cancel did not close the connection")
+	}
+
+	// A context below the exchange's with its own deadline ends without
+	// the exchange: that takes AfterFunc.
+	r, cancel, c, s = hooked()
+	defer cancel(nil)
+	ctx, stop := context.WithTimeout(r.Context(), time.Millisecond)
+	defer stop()
+	h = closeOnCancel(ctx, c)
+	if h.le != nil {
+		t.Fatal("a context with its own deadline was hooked to the exchange")
+	}
+	if !closed(s) || h.stop() {
+		t.Fatal("the deadline did not close the connection")
+	}
 }
 
 // The watch does not eat a pipelined request: a slow answer followed by a

@@ -296,8 +296,8 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, up *upstream, ma
 // HTTP/1.1 lane gives each request a context of its own to cancel; a
 // request from net/http gets a child context.
 func exchangeContext(r *http.Request) (context.Context, context.CancelCauseFunc) {
-	if cancel, ok := r.Context().Value(laneCancelKey{}).(context.CancelCauseFunc); ok {
-		return r.Context(), cancel
+	if le, ok := r.Context().Value(laneCancelKey{}).(*laneExchange); ok {
+		return r.Context(), le.cancel
 	}
 	return context.WithCancelCause(r.Context())
 }
@@ -309,7 +309,7 @@ func callerGone(r *http.Request) bool {
 	if ctx.Err() == nil {
 		return false
 	}
-	if _, lane := ctx.Value(laneCancelKey{}).(context.CancelCauseFunc); lane {
+	if _, lane := ctx.Value(laneCancelKey{}).(*laneExchange); lane {
 		// The exchange's own context: ferry cancels it for its own
 		// reasons too.
 		return errors.Is(context.Cause(ctx), errCallerGone)

@@ -87,6 +87,36 @@ type h1Conn struct {
 	since time.Time // idle since
 }
 
+// cancelHook closes an upstream connection when its exchange's context
+// ends, so that a read or write waiting on it returns.
+type cancelHook struct {
+	le     *laneExchange // the lane request's own hook, or
+	stopFn func() bool   // context.AfterFunc's
+}
+
+// closeOnCancel hooks tc to ctx: through the lane request's exchange when
+// ctx ends only with it (no per-try or overall timeout below it), else
+// with context.AfterFunc.
+func closeOnCancel(ctx context.Context, tc *net.TCPConn) cancelHook {
+	if le, ok := ctx.Value(laneCancelKey{}).(*laneExchange); ok && ctx.Done() == le.done {
+		le.hooked.Store(tc)
+		if ctx.Err() != nil {
+			le.fire() // cancelled before the hook was seen
+		}
+		return cancelHook{le: le}
+	}
+	return cancelHook{stopFn: context.AfterFunc(ctx, func() { tc.Close() })}
+}
+
+// stop unhooks the connection; false when the context ended first and its
+// connection was (or is being) closed.
+func (h cancelHook) stop() bool {
+	if h.le != nil {
+		return h.le.hooked.Swap(nil) != nil
+	}
+	return h.stopFn()
+}
+
 // eligible reports whether a request can take the zero-copy client.
 func eligible(out *http.Request) bool {
 	return out.Body == nil && out.ContentLength == 0 &&
@@ -124,7 +154,7 @@ func (f *fastH1) RoundTrip(out *http.Request) (*http.Response, error) {
 		if err != nil {
 			return nil, err
 		}
-		stop := context.AfterFunc(ctx, func() { c.tc.Close() })
+		stop := closeOnCancel(ctx, c.tc)
 		var res *http.Response
 		var fresh bool
 		var sent <-chan error
@@ -141,7 +171,7 @@ func (f *fastH1) RoundTrip(out *http.Request) (*http.Response, error) {
 			res.Body = &spliceBody{f: f, c: c, addr: addr, stop: stop, body: res.Body, remaining: remaining, close: res.Close, sent: sent}
 			return res, nil
 		}
-		stop()
+		stop.stop()
 		c.tc.Close()
 		if ctxErr := ctx.Err(); ctxErr != nil {
 			return nil, ctxErr
@@ -551,7 +581,7 @@ type spliceBody struct {
 	f         *fastH1
 	c         *h1Conn
 	addr      string
-	stop      func() bool // unregisters the cancel-closes-conn hook
+	stop      cancelHook // unregisters the cancel-closes-conn hook
 	body      io.ReadCloser
 	remaining int64 // Content-Length, -1 when unknown
 	close     bool  // the upstream asked to close after this response
@@ -578,7 +608,7 @@ func (b *spliceBody) Close() error {
 	// stop reports false when the request's context already ended and its
 	// hook is closing the connection: such a connection never goes back
 	// to the pool.
-	if b.stop() && b.eof && !b.close && b.uploaded() {
+	if b.stop.stop() && b.eof && !b.close && b.uploaded() {
 		b.f.put(b.addr, b.c)
 		return nil
 	}
