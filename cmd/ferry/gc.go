@@ -3,20 +3,37 @@ package main
 import (
 	"math"
 	"os"
+	"runtime"
 	"runtime/debug"
+	"runtime/metrics"
 	"strconv"
 	"strings"
 )
 
-// ferryGOGC is the garbage collector's target ferry runs with unless GOGC
-// is set: a collection once the heap grew 4x over what the last one kept,
-// not 2x. Relaying a small request allocates a few KiB that die with it,
-// and ferry's live heap is small, so at Go's default the collector runs
-// dozens of times a second under load; at 400 a quarter as often, for
-// about 13% less CPU per small request and ~12 MiB more resident memory
-// under load (README, Performance). Idle and per-stream memory do not
-// change: bodies move through pooled buffers either way.
-const ferryGOGC = 400
+// The garbage collector's target adapts to ferry's live heap unless GOGC
+// is set. Relaying a small request allocates a few KiB that die with it,
+// and ferry's live heap is small, so at Go's default (collect when the
+// heap doubled, at least 4 MiB) the collector runs dozens of times a
+// second under load. After each collection ferry sets the target so that
+// the heap may grow by at least gcHeadroom before the next one: GOGC =
+// 100 x gcHeadroom / live heap, within [100, gcMaxPercent]. A small heap
+// is collected a fraction as often (about 13% less CPU per small request
+// at c=32); a large one, with many streams in flight, keeps Go's default,
+// so memory under heavy concurrency does not grow with the target.
+const (
+	gcHeadroom   = 16 << 20
+	gcMaxPercent = 800
+)
+
+// gcPercentFor is the GOGC that gives live bytes of heap gcHeadroom to
+// grow, within [100, gcMaxPercent].
+func gcPercentFor(live uint64) int {
+	if live == 0 {
+		return gcMaxPercent
+	}
+	p := uint64(100) * gcHeadroom / live
+	return int(min(max(p, 100), gcMaxPercent))
+}
 
 // memoryLimitShare is the part of the container's memory limit given to
 // the Go runtime as its soft limit (GOMEMLIMIT) unless GOMEMLIMIT is set:
@@ -27,10 +44,10 @@ const memoryLimitShare = 0.9
 // cgroupMemoryFiles hold the container's memory limit: cgroup v2, then v1.
 var cgroupMemoryFiles = []string{"/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"}
 
-// gcSettings is what tuneGC chose: the GOGC percentage (0: left as set)
-// and the soft memory limit in bytes (0: left as set).
+// gcSettings is what tuneGC chose: whether the target adapts (false: GOGC
+// is set) and the soft memory limit in bytes (0: left as set).
 type gcSettings struct {
-	gcPercent   int
+	adapt       bool
 	memoryLimit int64
 }
 
@@ -38,8 +55,9 @@ type gcSettings struct {
 // set its own.
 func tuneGC() gcSettings {
 	s := chooseGC(os.Getenv, os.ReadFile)
-	if s.gcPercent > 0 {
-		debug.SetGCPercent(s.gcPercent)
+	if s.adapt {
+		debug.SetGCPercent(gcPercentFor(liveHeap()))
+		watchGC(func() { debug.SetGCPercent(gcPercentFor(liveHeap())) })
 	}
 	if s.memoryLimit > 0 {
 		debug.SetMemoryLimit(s.memoryLimit)
@@ -47,13 +65,32 @@ func tuneGC() gcSettings {
 	return s
 }
 
+// liveHeap is the heap the last collection kept.
+func liveHeap() uint64 {
+	sample := []metrics.Sample{{Name: "/gc/heap/live:bytes"}}
+	metrics.Read(sample)
+	if sample[0].Value.Kind() != metrics.KindUint64 {
+		return 0
+	}
+	return sample[0].Value.Uint64()
+}
+
+// watchGC calls f after every garbage collection, for the life of the
+// process: an object left unreachable on purpose is cleaned up by each
+// cycle, and its cleanup leaves the next one.
+func watchGC(f func()) {
+	sentinel := new([64]byte) // not a tiny allocation: its own object
+	runtime.AddCleanup(sentinel, func(struct{}) {
+		f()
+		watchGC(f)
+	}, struct{}{})
+}
+
 // chooseGC decides tuneGC's settings from the environment and the cgroup
 // files.
 func chooseGC(getenv func(string) string, readFile func(string) ([]byte, error)) gcSettings {
 	var s gcSettings
-	if getenv("GOGC") == "" {
-		s.gcPercent = ferryGOGC
-	}
+	s.adapt = getenv("GOGC") == ""
 	if getenv("GOMEMLIMIT") == "" {
 		for _, f := range cgroupMemoryFiles {
 			b, err := readFile(f)

@@ -113,7 +113,7 @@ func cmdRun(args []string, stderr io.Writer) int {
 	}
 	log := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: level}))
 	gc := tuneGC()
-	log.Debug("garbage collector", "gogc_set", gc.gcPercent, "memory_limit_set", gc.memoryLimit)
+	log.Debug("garbage collector", "adaptive_gogc", gc.adapt, "memory_limit_set", gc.memoryLimit)
 	// Exporter errors (collector down) as rate-limited log lines, not a
 	// line per batch.
 	otel.SetErrorHandler(telemetry.ErrorHandler(log, time.Minute))
