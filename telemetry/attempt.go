@@ -28,9 +28,9 @@ type Attempt struct {
 	span  trace.Span
 	ended atomic.Bool
 
-	// The client span's attributes so far, while it records
-	// (spanattrs.go); nil otherwise.
-	attrs  attrList
+	// The client span when it records (its attributes gather in it as
+	// raw values, spanattrs.go); nil otherwise.
+	ps     *proxySpan
 	status int // from SetStatus
 }
 
@@ -45,11 +45,14 @@ func (q *Request) StartAttempt(out *http.Request, info AttemptInfo) *Attempt {
 	if out != nil && out.Method != "" {
 		method = out.Method
 	}
-	ctx, span := q.t.tracer.Start(q.ctx, method, clientKind)
-	a := &Attempt{q: q, ctx: ctx, span: span}
-	if span.IsRecording() {
-		a.attrs = newAttrList()
-		a.attrs.addClient(q, out, method, info)
+	a := &Attempt{q: q}
+	if q.t.own != nil {
+		a.ctx, a.span, a.ps = q.t.own.startProxy(q.ctx, method, trace.SpanKindClient)
+	} else {
+		a.ctx, a.span = q.t.tracer.Start(q.ctx, method, clientKind)
+	}
+	if a.ps != nil {
+		a.ps.pa.setClient(q, out, method, info)
 	}
 	return a
 }
@@ -81,8 +84,10 @@ func (a *Attempt) End(o Outcome) {
 	if !a.ended.CompareAndSwap(false, true) {
 		return
 	}
-	if a.attrs != nil {
+	if a.ps != nil {
 		a.endSpanAttributes(o)
+		a.ps.End()
+		return
 	}
 	a.span.End()
 }
