@@ -45,16 +45,29 @@ func (q *Request) StartAttempt(out *http.Request, info AttemptInfo) *Attempt {
 	if out != nil && out.Method != "" {
 		method = out.Method
 	}
-	a := &Attempt{q: q}
-	if q.t.own != nil {
-		a.ctx, a.span, a.ps = q.t.own.startProxy(q.ctx, method, trace.SpanKindClient)
-	} else {
+	var a *Attempt
+	if q.t.own == nil {
+		a = &Attempt{q: q}
 		a.ctx, a.span = q.t.tracer.Start(q.ctx, method, clientKind)
-	}
-	if a.ps != nil {
+	} else if st, record := q.t.own.sampleProxy(q.ctx, method, trace.SpanKindClient); !record {
+		a = &Attempt{q: q}
+		a.ctx, a.span = q.t.own.nonRecording(q.ctx, &st)
+	} else {
+		ta := &tracedAttempt{Attempt: Attempt{q: q}}
+		a = &ta.Attempt
+		a.ps = &ta.ps
+		a.ctx = q.t.own.startProxy(q.ctx, a.ps, &st, method, trace.SpanKindClient)
+		a.span = &a.ps.span
 		a.ps.pa.setClient(q, out, method, info)
 	}
 	return a
+}
+
+// tracedAttempt is an Attempt and its recording client span, allocated
+// together.
+type tracedAttempt struct {
+	Attempt
+	ps proxySpan
 }
 
 // Context carries the client span.

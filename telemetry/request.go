@@ -96,22 +96,32 @@ type Request struct {
 // the span; use it for everything done on behalf of the request.
 func (t *Telemetry) StartRequest(r *http.Request, l Listener) (context.Context, *Request) {
 	ctx := t.propagator.Extract(r.Context(), propagation.HeaderCarrier(r.Header))
-	q := &Request{t: t, listener: l, method: r.Method}
-	if t.own != nil {
-		q.ctx, q.span, q.ps = t.own.startProxy(ctx, r.Method, trace.SpanKindServer)
-	} else {
+	var q *Request
+	if t.own == nil {
+		q = &Request{t: t, listener: l, method: r.Method, start: time.Now()}
 		q.ctx, q.span = t.tracer.Start(ctx, r.Method, serverKind)
-	}
-	if q.ps != nil {
-		q.start = q.ps.start
-		q.ps.pa.setServer(r, l)
+	} else if st, record := t.own.sampleProxy(ctx, r.Method, trace.SpanKindServer); !record {
+		q = &Request{t: t, listener: l, method: r.Method, start: time.Now()}
+		q.ctx, q.span = t.own.nonRecording(ctx, &st)
 	} else {
-		q.start = time.Now()
+		tq := &tracedRequest{Request: Request{t: t, listener: l, method: r.Method}}
+		q = &tq.Request
+		q.ps = &tq.ps
+		q.ctx = t.own.startProxy(ctx, q.ps, &st, r.Method, trace.SpanKindServer)
+		q.span, q.start = &q.ps.span, q.ps.start
+		q.ps.pa.setServer(r, l)
 	}
 	// The in-flight gauge gets no span context: Prometheus shows no
 	// exemplars on gauges, so offering one per request would be wasted.
 	t.metrics.requestStarted(l)
-	return ctx, q
+	return q.ctx, q
+}
+
+// tracedRequest is a Request and its recording server span, allocated
+// together.
+type tracedRequest struct {
+	Request
+	ps proxySpan
 }
 
 // Context is the request context carrying the server span.
@@ -173,7 +183,7 @@ func (q *Request) End(o Outcome) {
 		q.endSpanAttributes(o)
 	}
 
-	q.t.metrics.requestEnded(q.ctx, q.listener, q.service, q.endpoint, o, elapsed)
+	q.t.metrics.requestEnded(q.ctx, q.listener, q.service, q.endpoint, o, elapsed, now)
 	if q.ps != nil {
 		q.ps.endAt(now)
 	} else {

@@ -24,46 +24,49 @@ import (
 // (a server span with an unknown method, every address and an error).
 const maxProxyAttrs = 23
 
-// proxyAttrs are the attribute values of one of ferry's spans.
+// proxyAttrs are the attribute values of one of ferry's spans. (Small
+// fields, since every span carries one: 240 bytes.)
 type proxyAttrs struct {
+	listener Listener
+	method   string
+
+	// SetRoute's route and service (server); the request's (client).
+	route, service string
+	moreRoutes     *[]string // route, service pairs of later SetRoute calls
+
+	// host and path: the Host header and the URL path of the incoming
+	// request (server); the upstream URL's host (else the Host field) and
+	// escaped path (client).
+	host, path string
+	// Server: the caller's address and User-Agent.
+	remote, ua string
+	// Client: the upstream URL's scheme ("http" when empty) and the
+	// breaker state of the endpoint when picked.
+	scheme  string
+	breaker BreakerState
+
+	// endpoint: the attempt's (client), the last attempt's (server, at End).
+	endpoint string
+	reason   string // at End, for errReason
+
+	bytesIn, bytesOut int64 // at End
+	// attempt: this attempt's number (client); how many attempts were
+	// made (server, at End).
+	attempt int32
+	status  int32 // at End: http.response.status_code when not 0
+
+	protoMajor, protoMinor int32  // server
+	defPort                uint16 // client: the port of the URL's scheme when its host has none
+
 	client bool // a client (attempt) span; else a server (request) span
 	// done is set when the helper's End has filled in the end values; a
 	// span ended another way keeps no attributes of these (as before, when
 	// the helper handed them over only at its End).
-	done bool
-
-	listener Listener
-	method   string
-
-	// SetRoute (server); the request's route and service (client).
-	routed         bool
-	route, service string
-	moreRoutes     []string // route, service pairs of later SetRoute calls
-
-	// Server span: the incoming request.
-	tls                    bool
-	protoMajor, protoMinor int
-	path, host, remote, ua string
-
-	// Client span: the attempt and the outgoing request.
-	attempt    int
-	breaker    BreakerState
-	hasURL     bool
-	scheme     string // URL scheme, "http" when empty
-	urlHost    string // URL host, else the Host field
-	urlPath    string // the escaped path
-	portScheme string // the URL's own scheme, for the default port
-
-	// endpoint: the attempt's (client), the last attempt's (server, at End).
-	endpoint string
-
-	// At End.
-	bytesIn, bytesOut int64
-	attempts          int
-	status            int // http.response.status_code when not 0
-	errKind           errKind
-	errStatus         int // for errStatusCode
-	reason            string
+	done    bool
+	routed  bool // server: SetRoute was called
+	tls     bool // server
+	hasURL  bool // client: the upstream request had a URL
+	errKind errKind
 }
 
 // errKind is why a span is an error, as endSpan decides it.
@@ -150,7 +153,7 @@ func (a *proxyAttrs) eachServer(s attrSink) {
 	case a.protoMajor == 3 && a.protoMinor == 0:
 		s.str(semconv.NetworkProtocolVersionKey, "3")
 	case a.protoMajor == 1:
-		s.str(semconv.NetworkProtocolVersionKey, "1."+strconv.Itoa(a.protoMinor))
+		s.str(semconv.NetworkProtocolVersionKey, "1."+strconv.Itoa(int(a.protoMinor)))
 	}
 	if a.ua != "" {
 		s.str(semconv.UserAgentOriginalKey, a.ua)
@@ -158,16 +161,19 @@ func (a *proxyAttrs) eachServer(s attrSink) {
 	if a.routed {
 		s.str(semconv.HTTPRouteKey, a.route)
 		s.str(AttrService, a.service)
-		for i := 0; i+1 < len(a.moreRoutes); i += 2 {
-			s.str(semconv.HTTPRouteKey, a.moreRoutes[i])
-			s.str(AttrService, a.moreRoutes[i+1])
+		if a.moreRoutes != nil {
+			more := *a.moreRoutes
+			for i := 0; i+1 < len(more); i += 2 {
+				s.str(semconv.HTTPRouteKey, more[i])
+				s.str(AttrService, more[i+1])
+			}
 		}
 	}
 	s.num(semconv.HTTPRequestBodySizeKey, int64(int(a.bytesIn)))
 	s.num(semconv.HTTPResponseBodySizeKey, int64(int(a.bytesOut)))
 	s.num(AttrBytesIn, a.bytesIn)
 	s.num(AttrBytesOut, a.bytesOut)
-	s.num(AttrAttempts, int64(a.attempts))
+	s.num(AttrAttempts, int64(a.attempt))
 	if a.status != 0 {
 		s.num(semconv.HTTPResponseStatusCodeKey, int64(a.status))
 	}
@@ -195,17 +201,17 @@ func (a *proxyAttrs) eachClient(s attrSink) {
 	// server.* is the logical upstream (the URL host); network.peer.* the
 	// endpoint actually dialled.
 	if a.hasURL {
-		if h, p := s.hostPort(a.urlHost); h != "" {
+		if h, p := s.hostPort(a.host); h != "" {
 			s.str(semconv.ServerAddressKey, h)
 			if p == 0 {
-				p = defaultPort(a.portScheme)
+				p = int(a.defPort)
 			}
 			if p > 0 {
 				s.num(semconv.ServerPortKey, int64(p))
 			}
 		}
-		parts := [5]string{a.scheme, "://", a.urlHost, "", a.urlPath}
-		if a.urlPath != "" && a.urlPath[0] != '/' {
+		parts := [5]string{a.scheme, "://", a.host, "", a.path}
+		if a.path != "" && a.path[0] != '/' {
 			parts[3] = "/"
 		}
 		s.url(semconv.URLFullKey, parts)
@@ -233,7 +239,7 @@ func (a *proxyAttrs) eachError(s attrSink) {
 		s.str(AttrReason, a.reason)
 		s.str(semconv.ErrorTypeKey, a.reason)
 	case errStatusCode:
-		s.str(semconv.ErrorTypeKey, strconv.Itoa(a.errStatus))
+		s.str(semconv.ErrorTypeKey, strconv.Itoa(int(a.status)))
 	case errOther:
 		s.str(semconv.ErrorTypeKey, "_OTHER")
 	}
@@ -248,14 +254,17 @@ func (a *proxyAttrs) setServer(r *http.Request, listener Listener) {
 	a.path = r.URL.Path
 	a.host = r.Host
 	a.remote = r.RemoteAddr
-	a.protoMajor, a.protoMinor = r.ProtoMajor, r.ProtoMinor
+	a.protoMajor, a.protoMinor = int32(r.ProtoMajor), int32(r.ProtoMinor)
 	a.ua = r.UserAgent()
 }
 
 // setRoute records SetRoute's route and service.
 func (a *proxyAttrs) setRoute(route, service string) {
 	if a.routed {
-		a.moreRoutes = append(a.moreRoutes, route, service)
+		if a.moreRoutes == nil {
+			a.moreRoutes = new([]string)
+		}
+		*a.moreRoutes = append(*a.moreRoutes, route, service)
 		return
 	}
 	a.routed, a.route, a.service = true, route, service
@@ -267,13 +276,13 @@ func (a *proxyAttrs) setClient(q *Request, out *http.Request, method string, inf
 	a.client = true
 	a.method = method
 	a.listener, a.service, a.route = q.listener, q.service, q.route
-	a.endpoint, a.attempt, a.breaker = info.Endpoint, info.Attempt, info.BreakerState
+	a.endpoint, a.attempt, a.breaker = info.Endpoint, int32(info.Attempt), info.BreakerState
 	if out != nil && out.URL != nil {
 		a.hasURL = true
-		a.portScheme = out.URL.Scheme
-		a.scheme, a.urlHost, a.urlPath = out.URL.Scheme, out.URL.Host, out.URL.EscapedPath()
-		if a.urlHost == "" {
-			a.urlHost = out.Host
+		a.defPort = uint16(defaultPort(out.URL.Scheme))
+		a.scheme, a.host, a.path = out.URL.Scheme, out.URL.Host, out.URL.EscapedPath()
+		if a.host == "" {
+			a.host = out.Host
 		}
 		if a.scheme == "" {
 			a.scheme = "http"
@@ -287,7 +296,7 @@ func (a *proxyAttrs) setClient(q *Request, out *http.Request, method string, inf
 // to set.
 func (a *proxyAttrs) setEnd(o Outcome, status int, statusIsError bool) (codes.Code, string) {
 	a.done = true
-	a.bytesIn, a.bytesOut, a.status = o.BytesIn, o.BytesOut, status
+	a.bytesIn, a.bytesOut, a.status = o.BytesIn, o.BytesOut, int32(status)
 	code, desc := codes.Unset, ""
 	switch {
 	case o.Reason != "":
@@ -297,7 +306,7 @@ func (a *proxyAttrs) setEnd(o Outcome, status int, statusIsError bool) (codes.Co
 			desc += ": " + o.Err.Error()
 		}
 	case statusIsError:
-		a.errKind, a.errStatus = errStatusCode, o.Status
+		a.errKind = errStatusCode // and status is o.Status
 		code = codes.Error
 	case o.Err != nil:
 		a.errKind = errOther
@@ -309,7 +318,7 @@ func (a *proxyAttrs) setEnd(o Outcome, status int, statusIsError bool) (codes.Co
 // endSpanAttributes records the server span's values known at its end,
 // and sets the span's status.
 func (q *Request) endSpanAttributes(o Outcome) {
-	q.ps.pa.attempts, q.ps.pa.endpoint = q.attempts, q.endpoint
+	q.ps.pa.attempt, q.ps.pa.endpoint = int32(q.attempts), q.endpoint
 	code, desc := q.ps.pa.setEnd(o, o.Status, o.Status >= 500)
 	endStatus(&q.ps.span, o, code, desc)
 }
@@ -347,7 +356,11 @@ func (l *kvList) hostPort(hp string) (string, int) { return splitHostPort(hp) }
 
 // keyValues returns the span's attributes as attribute.KeyValues.
 func (a *proxyAttrs) keyValues() []attribute.KeyValue {
-	l := make(kvList, 0, maxProxyAttrs+len(a.moreRoutes))
+	n := maxProxyAttrs
+	if a.moreRoutes != nil {
+		n += len(*a.moreRoutes)
+	}
+	l := make(kvList, 0, n)
 	a.each(&l)
 	return l
 }

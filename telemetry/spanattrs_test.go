@@ -14,6 +14,7 @@ import (
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 	semconv "go.opentelemetry.io/otel/semconv/v1.43.0"
+	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/protobuf/encoding/protowire"
 )
 
@@ -429,5 +430,37 @@ func TestAppendKVMatchesGeneric(t *testing.T) {
 	want := appendKeyValue(nil, protowire.Number(20), attribute.String("k", "v"))
 	if got := appendStringKV(nil, 20, "k", "v", "", "", "", ""); !bytes.Equal(got, want) {
 		t.Errorf("field 20: %x, want %x", got, want)
+	}
+}
+
+// The contexts StartRequest and StartAttempt return carry the span they
+// started, recording or not.
+func TestHelpersContextsCarryTheirSpans(t *testing.T) {
+	for _, sampler := range []string{"always_on", "always_off", "parentbased_always_on"} {
+		t.Run(sampler, func(t *testing.T) {
+			tel, _, _ := recorded(t, Config{AccessLog: "off"}, env{"OTEL_TRACES_SAMPLER": sampler})
+			r := incoming("GET", "http://files/x", map[string]string{"traceparent": "00-" + callerTrace + "-" + callerSpan + "-01"})
+			ctx, q := tel.StartRequest(r, Outbound)
+			// (A span that does not record is in the context as its span
+			// context, as the API puts it there.)
+			if got := trace.SpanFromContext(ctx); (q.Span().IsRecording() && got != q.Span()) || !got.SpanContext().Equal(q.Span().SpanContext()) || ctx != q.Context() {
+				t.Errorf("StartRequest's context carries %v, want the server span %v", got.SpanContext(), q.Span().SpanContext())
+			}
+			if q.Span().SpanContext().SpanID().String() == callerSpan {
+				t.Error("the server span is the caller's")
+			}
+			a := q.StartAttempt(nil, AttemptInfo{Endpoint: "10.0.0.7:8080", Attempt: 1})
+			if got := trace.SpanFromContext(a.Context()); (a.Span().IsRecording() && got != a.Span()) || !got.SpanContext().Equal(a.Span().SpanContext()) {
+				t.Errorf("the attempt's context carries %v, want the client span %v", got.SpanContext(), a.Span().SpanContext())
+			}
+			if a.Span().IsRecording() != (sampler != "always_off") || q.Span().IsRecording() != (sampler != "always_off") {
+				t.Errorf("recording: server %v client %v", q.Span().IsRecording(), a.Span().IsRecording())
+			}
+			a.End(Outcome{Status: 200})
+			q.End(Outcome{Status: 200})
+			if q.Span().IsRecording() || a.Span().IsRecording() {
+				t.Error("spans still record after End")
+			}
+		})
 	}
 }

@@ -137,25 +137,41 @@ func (t *tracer) sample(ctx context.Context, parent trace.SpanContext, name stri
 }
 
 // proxySpan is a span of ferry's request and attempt helpers: the span and
-// its attributes' raw values (spanattrs.go) in one allocation.
+// its attributes' raw values (spanattrs.go) in one allocation (with the
+// Request or Attempt, tracedRequest and tracedAttempt).
 type proxySpan struct {
 	span
 	pa proxyAttrs
 }
 
-// startProxy starts a span of kind under ctx's span as Start does with no
-// options, for ferry's helpers. The *proxySpan is nil when the span does
-// not record.
-func (t *tracer) startProxy(ctx context.Context, name string, kind trace.SpanKind) (context.Context, trace.Span, *proxySpan) {
-	parent := trace.SpanContextFromContext(ctx)
-	sc, res := t.sample(ctx, parent, name, kind, nil, nil)
-	if res.Decision == sdktrace.Drop {
-		return trace.ContextWithSpanContext(ctx, sc), nonRecordingSpan{sc: sc, p: t.p}, nil
-	}
-	ps := &proxySpan{span: span{t: t, sc: sc, parent: parent, kind: kind, name: name, start: time.Now()}}
+// proxyStart is the sampler's verdict on a span of ferry's helpers about
+// to start.
+type proxyStart struct {
+	parent, sc trace.SpanContext
+	res        sdktrace.SamplingResult
+}
+
+// sampleProxy decides on a span of kind under ctx's span as Start does
+// with no options, for ferry's helpers: whether it records and its span
+// context.
+func (t *tracer) sampleProxy(ctx context.Context, name string, kind trace.SpanKind) (st proxyStart, record bool) {
+	st.parent = trace.SpanContextFromContext(ctx)
+	st.sc, st.res = t.sample(ctx, st.parent, name, kind, nil, nil)
+	return st, st.res.Decision != sdktrace.Drop
+}
+
+// startProxy starts ps, a recording span sampleProxy decided on, and
+// returns ctx carrying it.
+func (t *tracer) startProxy(ctx context.Context, ps *proxySpan, st *proxyStart, name string, kind trace.SpanKind) context.Context {
+	ps.span = span{t: t, sc: st.sc, parent: st.parent, kind: kind, name: name, start: time.Now()}
 	ps.span.pa = &ps.pa
-	ps.span.SetAttributes(res.Attributes...)
-	return trace.ContextWithSpan(ctx, &ps.span), &ps.span, ps
+	ps.span.SetAttributes(st.res.Attributes...)
+	return trace.ContextWithSpan(ctx, &ps.span)
+}
+
+// nonRecording is the span and context of a span the sampler dropped.
+func (t *tracer) nonRecording(ctx context.Context, st *proxyStart) (context.Context, trace.Span) {
+	return trace.ContextWithSpanContext(ctx, st.sc), nonRecordingSpan{sc: st.sc, p: t.p}
 }
 
 // newTraceID and newSpanID are random and never zero (the SDK's default
@@ -267,7 +283,7 @@ func (s *span) adoptAttributes(kvs []attribute.KeyValue) {
 // for any span. s.mu is held.
 func (s *span) keepRaw() bool {
 	l := s.t.p.limits
-	return s.attrs == nil && len(s.pa.moreRoutes) == 0 && l.valueLength < 0 && (l.attributes < 0 || l.attributes >= maxProxyAttrs)
+	return s.attrs == nil && s.pa.moreRoutes == nil && l.valueLength < 0 && (l.attributes < 0 || l.attributes >= maxProxyAttrs)
 }
 
 func (s *span) addAttrs(kvs []attribute.KeyValue) {
