@@ -28,9 +28,9 @@ type Attempt struct {
 	span  trace.Span
 	ended atomic.Bool
 
-	// The client span's attributes so far, while it records
-	// (spanattrs.go); nil otherwise.
-	attrs  attrList
+	// The client span when it records (its attributes gather in it as
+	// raw values, spanattrs.go); nil otherwise.
+	ps     *proxySpan
 	status int // from SetStatus
 }
 
@@ -45,13 +45,29 @@ func (q *Request) StartAttempt(out *http.Request, info AttemptInfo) *Attempt {
 	if out != nil && out.Method != "" {
 		method = out.Method
 	}
-	ctx, span := q.t.tracer.Start(q.ctx, method, clientKind)
-	a := &Attempt{q: q, ctx: ctx, span: span}
-	if span.IsRecording() {
-		a.attrs = newAttrList()
-		a.attrs.addClient(q, out, method, info)
+	var a *Attempt
+	if q.t.own == nil {
+		a = &Attempt{q: q}
+		a.ctx, a.span = q.t.tracer.Start(q.ctx, method, clientKind)
+	} else if st, record := q.t.own.sampleProxy(q.ctx, method, trace.SpanKindClient); !record {
+		a = &Attempt{q: q}
+		a.ctx, a.span = q.t.own.nonRecording(q.ctx, &st)
+	} else {
+		ta := &tracedAttempt{Attempt: Attempt{q: q}}
+		a = &ta.Attempt
+		a.ps = &ta.ps
+		a.ctx = q.t.own.startProxy(q.ctx, a.ps, &st, method, trace.SpanKindClient)
+		a.span = &a.ps.span
+		a.ps.pa.setClient(q, out, method, info)
 	}
 	return a
+}
+
+// tracedAttempt is an Attempt and its recording client span, allocated
+// together.
+type tracedAttempt struct {
+	Attempt
+	ps proxySpan
 }
 
 // Context carries the client span.
@@ -81,8 +97,10 @@ func (a *Attempt) End(o Outcome) {
 	if !a.ended.CompareAndSwap(false, true) {
 		return
 	}
-	if a.attrs != nil {
+	if a.ps != nil {
 		a.endSpanAttributes(o)
+		a.ps.End()
+		return
 	}
 	a.span.End()
 }

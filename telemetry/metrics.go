@@ -171,11 +171,11 @@ func (m *Metrics) requestStarted(l Listener) {
 	m.labels.listener.get(string(l)).add(1)
 }
 
-// requestEnded records a finished request: its count, duration, body bytes
-// (exemplars from the span in ctx when it is sampled) and the end of its
-// in-flight count.
-func (m *Metrics) requestEnded(ctx context.Context, l Listener, service, endpoint string, o Outcome, elapsed time.Duration) {
-	ref, sampled := spanRefFrom(ctx)
+// requestEnded records a request that finished at end: its count, duration,
+// body bytes (exemplars from the span in ctx when it is sampled) and the end
+// of its in-flight count.
+func (m *Metrics) requestEnded(ctx context.Context, l Listener, service, endpoint string, o Outcome, elapsed time.Duration, end time.Time) {
+	ref, sampled := spanRefAt(ctx, end)
 	class := statusClass(o.Status)
 	m.labels.requests.get(requestLabels{string(l), service, endpoint, class, boundedReason(o.Reason)}).addSampled(1, ref, sampled)
 	m.labels.duration.get(durationLabels{string(l), service, class}).observe(elapsed.Seconds(), ref, sampled)

@@ -104,6 +104,9 @@ type otlpEncoder struct {
 	res      *resource.Resource
 	resBytes []byte
 	scopes   []scopeEncoding
+
+	// attrs writes the attributes of ferry's own spans (otlpattrs.go).
+	attrs attrEncoder
 }
 
 type spanGroup struct {
@@ -146,7 +149,7 @@ func (e *otlpEncoder) encode(spans []sdktrace.ReadOnlySpan, prefix int) []byte {
 				b = protowire.AppendBytes(b, e.scopeBytes(g.scope))
 			}
 			for _, s := range g.spans {
-				b = appendSpan(b, s)
+				b = e.appendSpan(b, s)
 			}
 			b = appendString(b, fSSSchemaURL, g.scope.SchemaURL)
 			b = closeMessage(b, ss)
@@ -247,7 +250,7 @@ func (e *otlpEncoder) scopeBytes(scope instrumentation.Scope) []byte {
 }
 
 // appendSpan appends one Span (field 2 of ScopeSpans).
-func appendSpan(b []byte, s sdktrace.ReadOnlySpan) []byte {
+func (e *otlpEncoder) appendSpan(b []byte, s sdktrace.ReadOnlySpan) []byte {
 	b, m := openMessage(b, fSSSpans)
 	sc := s.SpanContext()
 	tid, sid := sc.TraceID(), sc.SpanID()
@@ -270,8 +273,12 @@ func appendSpan(b []byte, s sdktrace.ReadOnlySpan) []byte {
 	}
 	b = appendTime(b, fSpanStart, s.StartTime().UnixNano())
 	b = appendTime(b, fSpanEnd, s.EndTime().UnixNano())
-	for _, kv := range s.Attributes() {
-		b = appendKeyValue(b, fSpanAttributes, kv)
+	if own, ok := s.(*endedSpan); ok && own.s.pa != nil {
+		b = e.attrs.appendAll(b, own.s.pa) // ferry's spans: from the raw values
+	} else {
+		for _, kv := range s.Attributes() {
+			b = appendKeyValue(b, fSpanAttributes, kv)
+		}
 	}
 	b = appendCount(b, fSpanDroppedAttrs, s.DroppedAttributes())
 	for _, ev := range s.Events() {

@@ -32,6 +32,7 @@ type Telemetry struct {
 	tp         trace.TracerProvider
 	prov       *tracerProvider // nil when tracing is off
 	tracer     trace.Tracer
+	own        *tracer    // tracer, when it is ferry's (tracing on)
 	queue      *spanQueue // nil when tracing is off or an exporter was injected without queueing
 	propagator propagation.TextMapPropagator
 	metrics    *Metrics
@@ -108,6 +109,7 @@ func New(ctx context.Context, cfg Config, opts ...Option) (*Telemetry, error) {
 		t.tp = noop.NewTracerProvider()
 	}
 	t.tracer = t.tp.Tracer(instrumentationName)
+	t.own, _ = t.tracer.(*tracer)
 
 	if t.metrics, err = newMetrics(res, t.queue); err != nil {
 		_ = t.shutdownTracing(ctx)

@@ -107,12 +107,18 @@ type spanRef struct {
 
 // spanRefFrom returns the sampled span in ctx (ok false when the span is
 // missing or not sampled: no exemplar then).
-func spanRefFrom(ctx context.Context) (spanRef, bool) {
+func spanRefFrom(ctx context.Context) (spanRef, bool) { return spanRefAt(ctx, time.Time{}) }
+
+// spanRefAt is spanRefFrom for a measurement made at at (now when zero).
+func spanRefAt(ctx context.Context, at time.Time) (spanRef, bool) {
 	sc := trace.SpanContextFromContext(ctx)
 	if !sc.IsSampled() || !sc.IsValid() {
 		return spanRef{}, false
 	}
-	return spanRef{sc: sc, at: time.Now().UnixNano()}, true
+	if at.IsZero() {
+		at = time.Now()
+	}
+	return spanRef{sc: sc, at: at.UnixNano()}, true
 }
 
 func newFamily(name, help string, kind metricKind, labels ...string) *family {

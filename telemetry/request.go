@@ -8,7 +8,6 @@ import (
 
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/propagation"
-	semconv "go.opentelemetry.io/otel/semconv/v1.43.0"
 	"go.opentelemetry.io/otel/trace"
 )
 
@@ -86,9 +85,9 @@ type Request struct {
 	attempts int
 	ended    atomic.Bool
 
-	// The server span's attributes so far, while it records
-	// (spanattrs.go); nil otherwise.
-	attrs attrList
+	// The server span when it records (its attributes gather in it as
+	// raw values, spanattrs.go); nil otherwise.
+	ps *proxySpan
 }
 
 // StartRequest starts the server span for r on listener l, continuing the
@@ -97,16 +96,32 @@ type Request struct {
 // the span; use it for everything done on behalf of the request.
 func (t *Telemetry) StartRequest(r *http.Request, l Listener) (context.Context, *Request) {
 	ctx := t.propagator.Extract(r.Context(), propagation.HeaderCarrier(r.Header))
-	ctx, span := t.tracer.Start(ctx, r.Method, serverKind)
-	q := &Request{t: t, ctx: ctx, span: span, listener: l, method: r.Method, start: time.Now()}
-	if span.IsRecording() {
-		q.attrs = newAttrList()
-		q.attrs.addServer(r, l)
+	var q *Request
+	if t.own == nil {
+		q = &Request{t: t, listener: l, method: r.Method, start: time.Now()}
+		q.ctx, q.span = t.tracer.Start(ctx, r.Method, serverKind)
+	} else if st, record := t.own.sampleProxy(ctx, r.Method, trace.SpanKindServer); !record {
+		q = &Request{t: t, listener: l, method: r.Method, start: time.Now()}
+		q.ctx, q.span = t.own.nonRecording(ctx, &st)
+	} else {
+		tq := &tracedRequest{Request: Request{t: t, listener: l, method: r.Method}}
+		q = &tq.Request
+		q.ps = &tq.ps
+		q.ctx = t.own.startProxy(ctx, q.ps, &st, r.Method, trace.SpanKindServer)
+		q.span, q.start = &q.ps.span, q.ps.start
+		q.ps.pa.setServer(r, l)
 	}
 	// The in-flight gauge gets no span context: Prometheus shows no
 	// exemplars on gauges, so offering one per request would be wasted.
 	t.metrics.requestStarted(l)
-	return ctx, q
+	return q.ctx, q
+}
+
+// tracedRequest is a Request and its recording server span, allocated
+// together.
+type tracedRequest struct {
+	Request
+	ps proxySpan
 }
 
 // Context is the request context carrying the server span.
@@ -121,16 +136,16 @@ func (q *Request) Span() trace.Span { return q.span }
 // done; it renames the span to "METHOD route".
 func (q *Request) SetRoute(route, service string) {
 	q.route, q.service = route, service
-	if q.attrs != nil {
-		q.span.SetName(q.method + " " + route)
-		q.attrs.add(semconv.HTTPRoute(route), AttrService.String(service))
+	if q.ps != nil {
+		q.ps.SetName(q.method + " " + route)
+		q.ps.pa.setRoute(route, service)
 	}
 }
 
 // Retry records that attempt (1-based: the attempt about to be made) is a
 // retry, with why: a span event and ferry_retries_total.
 func (q *Request) Retry(attempt int, reason string) {
-	if q.attrs != nil {
+	if q.ps != nil {
 		q.span.AddEvent(EventRetry, trace.WithAttributes(AttrAttempt.Int(attempt), AttrReason.String(reason)))
 	}
 	q.t.metrics.Retry(q.ctx, q.service, reason)
@@ -139,7 +154,7 @@ func (q *Request) Retry(attempt int, reason string) {
 // BreakerTransition records a breaker state change seen while serving the
 // request: a span event plus the breaker metrics.
 func (q *Request) BreakerTransition(endpoint string, from, to BreakerState) {
-	if q.attrs != nil {
+	if q.ps != nil {
 		q.span.AddEvent(EventBreakerTransition, trace.WithAttributes(AttrEndpoint.String(endpoint),
 			AttrFromState.String(string(from)), AttrToState.String(string(to))))
 	}
@@ -149,7 +164,7 @@ func (q *Request) BreakerTransition(endpoint string, from, to BreakerState) {
 // Ejection records that endpoint was ejected as an outlier while serving the
 // request: a span event plus ferry_ejections_total.
 func (q *Request) Ejection(endpoint, reason string) {
-	if q.attrs != nil {
+	if q.ps != nil {
 		q.span.AddEvent(EventEjection, trace.WithAttributes(AttrEndpoint.String(endpoint), AttrReason.String(reason)))
 	}
 	q.t.metrics.Ejection(q.service)
@@ -162,12 +177,17 @@ func (q *Request) End(o Outcome) {
 	if !q.ended.CompareAndSwap(false, true) {
 		return
 	}
-	elapsed := time.Since(q.start)
-	if q.attrs != nil {
+	now := time.Now()
+	elapsed := now.Sub(q.start)
+	if q.ps != nil {
 		q.endSpanAttributes(o)
 	}
 
-	q.t.metrics.requestEnded(q.ctx, q.listener, q.service, q.endpoint, o, elapsed)
-	q.span.End()
+	q.t.metrics.requestEnded(q.ctx, q.listener, q.service, q.endpoint, o, elapsed, now)
+	if q.ps != nil {
+		q.ps.endAt(now)
+	} else {
+		q.span.End()
+	}
 	q.t.logRequest(q, o, elapsed)
 }

@@ -8,216 +8,361 @@ import (
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
 	semconv "go.opentelemetry.io/otel/semconv/v1.43.0"
-	"go.opentelemetry.io/otel/trace"
 )
 
-// A span's attributes are gathered in a pooled list while the span runs
-// (those known at start, then those known at End) and handed to the span in
-// one call when it ends, with no key twice: ferry's span (tracer.go) then
-// copies them once, into a slice of the right size, and has nothing to
-// de-duplicate. ferry's samplers never look at attributes, so nothing is
-// lost by not passing them at start.
+// The attributes of ferry's server and client spans are not built as
+// attribute.KeyValues while a request runs: the span keeps the raw values
+// they come from (proxyAttrs: the method, the Host header, the remote
+// address, the outcome, ...), a few strings and integers copied at start
+// and at End. The OTLP encoder writes the attributes straight from them
+// (otlpown.go); a processor that asks for Attributes() gets them built, in
+// the same order and with the same values, once (each walks them through
+// proxyAttrs.each). ferry's samplers never look at attributes, so nothing
+// is lost by not passing them at start.
 
-// attrList is a span's attribute list in the making. The span takes the
-// slice over when it ends (no copy).
-type attrList []attribute.KeyValue
+// maxProxyAttrs is the most attributes proxyAttrs.each yields for one span
+// (a server span with an unknown method, every address and an error).
+const maxProxyAttrs = 23
 
-// spanAttrCap holds every attribute ferry puts on a span (at most 23).
-const spanAttrCap = 24
+// proxyAttrs are the attribute values of one of ferry's spans. (Small
+// fields, since every span carries one: 240 bytes.)
+type proxyAttrs struct {
+	listener Listener
+	method   string
 
-func newAttrList() attrList { return make(attrList, 0, spanAttrCap) }
+	// SetRoute's route and service (server); the request's (client).
+	route, service string
+	moreRoutes     *[]string // route, service pairs of later SetRoute calls
 
-func (l *attrList) add(kv ...attribute.KeyValue) { *l = append(*l, kv...) }
+	// host and path: the Host header and the URL path of the incoming
+	// request (server); the upstream URL's host (else the Host field) and
+	// escaped path (client).
+	host, path string
+	// Server: the caller's address and User-Agent.
+	remote, ua string
+	// Client: the upstream URL's scheme ("http" when empty) and the
+	// breaker state of the endpoint when picked.
+	scheme  string
+	breaker BreakerState
 
-// Attribute values that never change, built once.
-var (
-	listenerAttrs = map[Listener]attribute.KeyValue{
-		Outbound: AttrListener.String(string(Outbound)),
-		Inbound:  AttrListener.String(string(Inbound)),
-	}
-	methodAttrs = func() map[string]attribute.KeyValue {
-		m := map[string]attribute.KeyValue{}
-		for _, k := range []string{http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut, http.MethodPatch,
-			http.MethodDelete, http.MethodConnect, http.MethodOptions, http.MethodTrace} {
-			m[k] = semconv.HTTPRequestMethodKey.String(k)
-		}
-		return m
-	}()
-	methodOther = semconv.HTTPRequestMethodKey.String("_OTHER")
-	schemeHTTP  = semconv.URLScheme("http")
-	schemeHTTPS = semconv.URLScheme("https")
-	protoAttrs  = map[[2]int]attribute.KeyValue{
-		{1, 0}: semconv.NetworkProtocolVersion("1.0"),
-		{1, 1}: semconv.NetworkProtocolVersion("1.1"),
-		{2, 0}: semconv.NetworkProtocolVersion("2"),
-		{3, 0}: semconv.NetworkProtocolVersion("3"),
-	}
-)
+	// endpoint: the attempt's (client), the last attempt's (server, at End).
+	endpoint string
+	reason   string // at End, for errReason
 
-func listenerAttr(l Listener) attribute.KeyValue {
-	if kv, ok := listenerAttrs[l]; ok {
-		return kv
-	}
-	return AttrListener.String(string(l))
+	bytesIn, bytesOut int64 // at End
+	// attempt: this attempt's number (client); how many attempts were
+	// made (server, at End).
+	attempt int32
+	status  int32 // at End: http.response.status_code when not 0
+
+	protoMajor, protoMinor int32  // server
+	defPort                uint16 // client: the port of the URL's scheme when its host has none
+
+	client bool // a client (attempt) span; else a server (request) span
+	// done is set when the helper's End has filled in the end values; a
+	// span ended another way keeps no attributes of these (as before, when
+	// the helper handed them over only at its End).
+	done    bool
+	routed  bool // server: SetRoute was called
+	tls     bool // server
+	hasURL  bool // client: the upstream request had a URL
+	errKind errKind
 }
 
-// addMethod adds http.request.method, normalising unknown methods to
-// _OTHER (with the original) as the conventions ask.
-func (l *attrList) addMethod(m string) {
-	if kv, ok := methodAttrs[m]; ok {
-		l.add(kv)
+// errKind is why a span is an error, as endSpan decides it.
+type errKind uint8
+
+const (
+	errNone       errKind = iota
+	errReason             // a proxy-made failure: ferry.reason and error.type
+	errStatusCode         // a status the conventions call an error: error.type is the code
+	errOther              // an error value alone: error.type _OTHER
+)
+
+// attrSink receives a span's attributes in order.
+type attrSink interface {
+	str(k attribute.Key, v string)
+	num(k attribute.Key, v int64)
+	// url is one string attribute, the concatenation of parts.
+	url(k attribute.Key, parts [5]string)
+	// hostPort splits "host:port" as splitHostPort does (the encoder
+	// remembers the last few).
+	hostPort(hp string) (string, int)
+}
+
+// knownMethod reports whether m is a method the conventions name.
+func knownMethod(m string) bool {
+	switch m {
+	case http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut, http.MethodPatch,
+		http.MethodDelete, http.MethodConnect, http.MethodOptions, http.MethodTrace:
+		return true
+	}
+	return false
+}
+
+// each yields the span's attributes in the order ferry has always set
+// them.
+func (a *proxyAttrs) each(s attrSink) {
+	if a.client {
+		a.eachClient(s)
+	} else {
+		a.eachServer(s)
+	}
+}
+
+// eachMethod yields http.request.method, unknown methods normalised to
+// _OTHER with the original, as the conventions ask.
+func (a *proxyAttrs) eachMethod(s attrSink) {
+	if knownMethod(a.method) {
+		s.str(semconv.HTTPRequestMethodKey, a.method)
 		return
 	}
-	l.add(methodOther, semconv.HTTPRequestMethodOriginal(m))
+	s.str(semconv.HTTPRequestMethodKey, "_OTHER")
+	s.str(semconv.HTTPRequestMethodOriginalKey, a.method)
 }
 
-// addHostPort adds the address and, when there is one, the port of hp.
-func (l *attrList) addHostPort(hp string, addr func(string) attribute.KeyValue, port func(int) attribute.KeyValue) {
-	if h, p := splitHostPort(hp); h != "" {
-		l.add(addr(h))
-		if p > 0 {
-			l.add(port(p))
-		}
-	}
-}
-
-// addServer adds the server span's attributes known from the incoming
-// request.
-func (l *attrList) addServer(r *http.Request, listener Listener) {
-	l.add(listenerAttr(listener))
-	l.addMethod(r.Method)
-	if r.TLS != nil {
-		l.add(schemeHTTPS)
+func (a *proxyAttrs) eachServer(s attrSink) {
+	s.str(AttrListener, string(a.listener))
+	a.eachMethod(s)
+	if a.tls {
+		s.str(semconv.URLSchemeKey, "https")
 	} else {
-		l.add(schemeHTTP)
+		s.str(semconv.URLSchemeKey, "http")
 	}
-	l.add(semconv.URLPath(r.URL.Path))
-	l.addHostPort(r.Host, semconv.ServerAddress, semconv.ServerPort)
-	if h, p := splitHostPort(r.RemoteAddr); h != "" {
-		l.add(semconv.ClientAddress(h), semconv.NetworkPeerAddress(h))
+	s.str(semconv.URLPathKey, a.path)
+	if h, p := s.hostPort(a.host); h != "" {
+		s.str(semconv.ServerAddressKey, h)
 		if p > 0 {
-			l.add(semconv.NetworkPeerPort(p))
+			s.num(semconv.ServerPortKey, int64(p))
 		}
 	}
-	if kv, ok := protoAttrs[[2]int{r.ProtoMajor, r.ProtoMinor}]; ok {
-		l.add(kv)
-	} else if r.ProtoMajor == 1 {
-		l.add(semconv.NetworkProtocolVersion("1." + strconv.Itoa(r.ProtoMinor)))
+	if h, p := s.hostPort(a.remote); h != "" {
+		s.str(semconv.ClientAddressKey, h)
+		s.str(semconv.NetworkPeerAddressKey, h)
+		if p > 0 {
+			s.num(semconv.NetworkPeerPortKey, int64(p))
+		}
 	}
-	if ua := r.UserAgent(); ua != "" {
-		l.add(semconv.UserAgentOriginal(ua))
+	switch {
+	case a.protoMajor == 1 && a.protoMinor == 0:
+		s.str(semconv.NetworkProtocolVersionKey, "1.0")
+	case a.protoMajor == 1 && a.protoMinor == 1:
+		s.str(semconv.NetworkProtocolVersionKey, "1.1")
+	case a.protoMajor == 2 && a.protoMinor == 0:
+		s.str(semconv.NetworkProtocolVersionKey, "2")
+	case a.protoMajor == 3 && a.protoMinor == 0:
+		s.str(semconv.NetworkProtocolVersionKey, "3")
+	case a.protoMajor == 1:
+		s.str(semconv.NetworkProtocolVersionKey, "1."+strconv.Itoa(int(a.protoMinor)))
 	}
+	if a.ua != "" {
+		s.str(semconv.UserAgentOriginalKey, a.ua)
+	}
+	if a.routed {
+		s.str(semconv.HTTPRouteKey, a.route)
+		s.str(AttrService, a.service)
+		if a.moreRoutes != nil {
+			more := *a.moreRoutes
+			for i := 0; i+1 < len(more); i += 2 {
+				s.str(semconv.HTTPRouteKey, more[i])
+				s.str(AttrService, more[i+1])
+			}
+		}
+	}
+	s.num(semconv.HTTPRequestBodySizeKey, int64(int(a.bytesIn)))
+	s.num(semconv.HTTPResponseBodySizeKey, int64(int(a.bytesOut)))
+	s.num(AttrBytesIn, a.bytesIn)
+	s.num(AttrBytesOut, a.bytesOut)
+	s.num(AttrAttempts, int64(a.attempt))
+	if a.status != 0 {
+		s.num(semconv.HTTPResponseStatusCodeKey, int64(a.status))
+	}
+	if a.endpoint != "" {
+		s.str(AttrEndpoint, a.endpoint)
+	}
+	a.eachError(s)
 }
 
-// endSpanAttributes adds the server span's attributes known at its end, and sets
-// the span's attributes and status.
-func (q *Request) endSpanAttributes(o Outcome) {
-	l := q.attrs
-	q.attrs = nil
-	l.add(semconv.HTTPRequestBodySize(int(o.BytesIn)),
-		semconv.HTTPResponseBodySize(int(o.BytesOut)),
-		AttrBytesIn.Int64(o.BytesIn),
-		AttrBytesOut.Int64(o.BytesOut),
-		AttrAttempts.Int(q.attempts))
-	if o.Status != 0 {
-		l.add(semconv.HTTPResponseStatusCode(o.Status))
+func (a *proxyAttrs) eachClient(s attrSink) {
+	a.eachMethod(s)
+	s.str(AttrListener, string(a.listener))
+	s.str(AttrService, a.service)
+	s.str(AttrEndpoint, a.endpoint)
+	s.num(AttrAttempt, int64(a.attempt))
+	if a.breaker != "" {
+		s.str(AttrBreakerState, string(a.breaker))
 	}
-	if q.endpoint != "" {
-		l.add(AttrEndpoint.String(q.endpoint))
+	if a.attempt > 1 {
+		s.num(semconv.HTTPRequestResendCountKey, int64(a.attempt-1))
 	}
-	endSpan(q.span, l, o, o.Status >= 500)
-}
-
-// addClient adds the client span's attributes known when the attempt
-// starts.
-func (l *attrList) addClient(q *Request, out *http.Request, method string, info AttemptInfo) {
-	l.addMethod(method)
-	l.add(listenerAttr(q.listener), AttrService.String(q.service), AttrEndpoint.String(info.Endpoint), AttrAttempt.Int(info.Attempt))
-	if info.BreakerState != "" {
-		l.add(AttrBreakerState.String(string(info.BreakerState)))
-	}
-	if info.Attempt > 1 {
-		l.add(semconv.HTTPRequestResendCount(info.Attempt - 1))
-	}
-	if q.route != "" {
-		l.add(semconv.HTTPRoute(q.route))
+	if a.route != "" {
+		s.str(semconv.HTTPRouteKey, a.route)
 	}
 	// server.* is the logical upstream (the URL host); network.peer.* the
 	// endpoint actually dialled.
-	if out != nil && out.URL != nil {
-		scheme, host, path := out.URL.Scheme, out.URL.Host, out.URL.EscapedPath()
-		if host == "" {
-			host = out.Host
-		}
-		if scheme == "" {
-			scheme = "http"
-		}
-		if h, p := splitHostPort(host); h != "" {
-			l.add(semconv.ServerAddress(h))
+	if a.hasURL {
+		if h, p := s.hostPort(a.host); h != "" {
+			s.str(semconv.ServerAddressKey, h)
 			if p == 0 {
-				p = defaultPort(out.URL.Scheme)
+				p = int(a.defPort)
 			}
 			if p > 0 {
-				l.add(semconv.ServerPort(p))
+				s.num(semconv.ServerPortKey, int64(p))
 			}
 		}
-		if path != "" && path[0] != '/' {
-			path = "/" + path
+		parts := [5]string{a.scheme, "://", a.host, "", a.path}
+		if a.path != "" && a.path[0] != '/' {
+			parts[3] = "/"
 		}
-		l.add(semconv.URLFull(scheme + "://" + host + path))
+		s.url(semconv.URLFullKey, parts)
 	}
-	l.addHostPort(info.Endpoint, semconv.NetworkPeerAddress, semconv.NetworkPeerPort)
+	if h, p := s.hostPort(a.endpoint); h != "" {
+		s.str(semconv.NetworkPeerAddressKey, h)
+		if p > 0 {
+			s.num(semconv.NetworkPeerPortKey, int64(p))
+		}
+	}
+	// The request body went out, the response body came in.
+	s.num(semconv.HTTPRequestBodySizeKey, int64(int(a.bytesOut)))
+	s.num(semconv.HTTPResponseBodySizeKey, int64(int(a.bytesIn)))
+	s.num(AttrBytesIn, a.bytesIn)
+	s.num(AttrBytesOut, a.bytesOut)
+	if a.status != 0 {
+		s.num(semconv.HTTPResponseStatusCodeKey, int64(a.status))
+	}
+	a.eachError(s)
 }
 
-// endSpanAttributes adds the client span's attributes known at its end,
-// and sets the span's attributes and status.
-func (a *Attempt) endSpanAttributes(o Outcome) {
-	l := a.attrs
-	a.attrs = nil
-	l.add(semconv.HTTPRequestBodySize(int(o.BytesOut)),
-		semconv.HTTPResponseBodySize(int(o.BytesIn)),
-		AttrBytesIn.Int64(o.BytesIn),
-		AttrBytesOut.Int64(o.BytesOut))
-	status := o.Status
-	if status == 0 {
-		status = a.status // the headers came; the body did not
+func (a *proxyAttrs) eachError(s attrSink) {
+	switch a.errKind {
+	case errReason:
+		s.str(AttrReason, a.reason)
+		s.str(semconv.ErrorTypeKey, a.reason)
+	case errStatusCode:
+		s.str(semconv.ErrorTypeKey, strconv.Itoa(int(a.status)))
+	case errOther:
+		s.str(semconv.ErrorTypeKey, "_OTHER")
 	}
-	if status != 0 {
-		l.add(semconv.HTTPResponseStatusCode(status))
-	}
-	endSpan(a.span, l, o, o.Status >= 400)
 }
 
-// endSpan applies ferry's error rules, then hands sp its attributes in
-// one call: a proxy-made failure reason, or a status the conventions call
-// an error, or an error value, makes an error status and error.type.
-func endSpan(sp trace.Span, l attrList, o Outcome, statusIsError bool) {
+// setServer records the server span's values known from the incoming
+// request.
+func (a *proxyAttrs) setServer(r *http.Request, listener Listener) {
+	a.listener = listener
+	a.method = r.Method
+	a.tls = r.TLS != nil
+	a.path = r.URL.Path
+	a.host = r.Host
+	a.remote = r.RemoteAddr
+	a.protoMajor, a.protoMinor = int32(r.ProtoMajor), int32(r.ProtoMinor)
+	a.ua = r.UserAgent()
+}
+
+// setRoute records SetRoute's route and service.
+func (a *proxyAttrs) setRoute(route, service string) {
+	if a.routed {
+		if a.moreRoutes == nil {
+			a.moreRoutes = new([]string)
+		}
+		*a.moreRoutes = append(*a.moreRoutes, route, service)
+		return
+	}
+	a.routed, a.route, a.service = true, route, service
+}
+
+// setClient records the client span's values known when the attempt
+// starts.
+func (a *proxyAttrs) setClient(q *Request, out *http.Request, method string, info AttemptInfo) {
+	a.client = true
+	a.method = method
+	a.listener, a.service, a.route = q.listener, q.service, q.route
+	a.endpoint, a.attempt, a.breaker = info.Endpoint, int32(info.Attempt), info.BreakerState
+	if out != nil && out.URL != nil {
+		a.hasURL = true
+		a.defPort = uint16(defaultPort(out.URL.Scheme))
+		a.scheme, a.host, a.path = out.URL.Scheme, out.URL.Host, out.URL.EscapedPath()
+		if a.host == "" {
+			a.host = out.Host
+		}
+		if a.scheme == "" {
+			a.scheme = "http"
+		}
+	}
+}
+
+// setEnd records the outcome, and which error rule applies: a proxy-made
+// failure reason, or a status the conventions call an error, or an error
+// value, makes an error status and error.type. It returns the span status
+// to set.
+func (a *proxyAttrs) setEnd(o Outcome, status int, statusIsError bool) (codes.Code, string) {
+	a.done = true
+	a.bytesIn, a.bytesOut, a.status = o.BytesIn, o.BytesOut, int32(status)
 	code, desc := codes.Unset, ""
 	switch {
 	case o.Reason != "":
-		l.add(AttrReason.String(o.Reason), semconv.ErrorTypeKey.String(o.Reason))
+		a.errKind, a.reason = errReason, o.Reason
 		code, desc = codes.Error, o.Reason
 		if o.Err != nil {
 			desc += ": " + o.Err.Error()
 		}
 	case statusIsError:
-		l.add(semconv.ErrorTypeKey.String(strconv.Itoa(o.Status)))
+		a.errKind = errStatusCode // and status is o.Status
 		code = codes.Error
 	case o.Err != nil:
-		l.add(semconv.ErrorTypeKey.String("_OTHER"))
+		a.errKind = errOther
 		code, desc = codes.Error, o.Err.Error()
 	}
-	if s, ok := sp.(*span); ok {
-		s.adoptAttributes(l)
-	} else {
-		sp.SetAttributes(l...)
+	return code, desc
+}
+
+// endSpanAttributes records the server span's values known at its end,
+// and sets the span's status.
+func (q *Request) endSpanAttributes(o Outcome) {
+	q.ps.pa.attempt, q.ps.pa.endpoint = int32(q.attempts), q.endpoint
+	code, desc := q.ps.pa.setEnd(o, o.Status, o.Status >= 500)
+	endStatus(&q.ps.span, o, code, desc)
+}
+
+// endSpanAttributes records the client span's values known at its end,
+// and sets the span's status.
+func (a *Attempt) endSpanAttributes(o Outcome) {
+	status := o.Status
+	if status == 0 {
+		status = a.status // the headers came; the body did not
 	}
+	code, desc := a.ps.pa.setEnd(o, status, o.Status >= 400)
+	endStatus(&a.ps.span, o, code, desc)
+}
+
+// endStatus sets the span's error status and records the error value.
+func endStatus(sp *span, o Outcome, code codes.Code, desc string) {
 	if code != codes.Unset {
 		sp.SetStatus(code, desc)
 	}
 	if o.Err != nil {
 		sp.RecordError(o.Err)
 	}
+}
+
+// kvList builds the attributes as attribute.KeyValues.
+type kvList []attribute.KeyValue
+
+func (l *kvList) str(k attribute.Key, v string) { *l = append(*l, k.String(v)) }
+func (l *kvList) num(k attribute.Key, v int64)  { *l = append(*l, k.Int64(v)) }
+func (l *kvList) url(k attribute.Key, p [5]string) {
+	*l = append(*l, k.String(p[0]+p[1]+p[2]+p[3]+p[4]))
+}
+func (l *kvList) hostPort(hp string) (string, int) { return splitHostPort(hp) }
+
+// keyValues returns the span's attributes as attribute.KeyValues.
+func (a *proxyAttrs) keyValues() []attribute.KeyValue {
+	n := maxProxyAttrs
+	if a.moreRoutes != nil {
+		n += len(*a.moreRoutes)
+	}
+	l := make(kvList, 0, n)
+	a.each(&l)
+	return l
 }
 
 // splitHostPort splits "host:port" leniently: a missing port gives 0.

@@ -25,10 +25,11 @@ import (
 // sdktrace.SpanProcessor), without the SDK's per-span machinery that a
 // proxy making two spans per request pays for: attribute normalisation on
 // every SetAttributes, a de-duplication map built at every End, a second
-// copy of the span for the processors. ferry's helpers hand a span its
-// attributes once, without duplicates (spanattrs.go); attributes set
-// through the public SetAttributes are de-duplicated at End as the SDK
-// does (the last value of a key wins, in the place of its first).
+// copy of the span for the processors. The spans of ferry's helpers keep
+// their attributes as raw values (proxySpan, spanattrs.go), without
+// duplicates; attributes set through the public SetAttributes are
+// de-duplicated at End as the SDK does (the last value of a key wins, in
+// the place of its first).
 //
 // Limits are the SDK's, from the same OTEL_*_LIMIT variables (spanlimits.go):
 // by default 128 attributes per span, 128 events and 128 links (the oldest
@@ -98,21 +99,8 @@ func (t *tracer) Start(ctx context.Context, name string, opts ...trace.SpanStart
 	} else {
 		parent = trace.SpanContextFromContext(ctx)
 	}
-	var tid trace.TraceID
-	if parent.TraceID().IsValid() {
-		tid = parent.TraceID()
-	} else {
-		tid = newTraceID()
-	}
 	kind := trace.ValidateSpanKind(c.SpanKind())
-	res := t.p.sampler.ShouldSample(sdktrace.SamplingParameters{
-		ParentContext: ctx, TraceID: tid, Name: name, Kind: kind, Attributes: c.Attributes(), Links: c.Links(),
-	})
-	flags := parent.TraceFlags() &^ trace.FlagsSampled
-	if res.Decision == sdktrace.RecordAndSample {
-		flags |= trace.FlagsSampled
-	}
-	sc := trace.NewSpanContext(trace.SpanContextConfig{TraceID: tid, SpanID: newSpanID(), TraceFlags: flags, TraceState: res.Tracestate})
+	sc, res := t.sample(ctx, parent, name, kind, c.Attributes(), c.Links())
 	if res.Decision == sdktrace.Drop {
 		return trace.ContextWithSpanContext(ctx, sc), nonRecordingSpan{sc: sc, p: t.p}
 	}
@@ -127,6 +115,63 @@ func (t *tracer) Start(ctx context.Context, name string, opts ...trace.SpanStart
 	s.SetAttributes(res.Attributes...)
 	s.SetAttributes(c.Attributes()...)
 	return trace.ContextWithSpan(ctx, s), s
+}
+
+// sample asks the sampler about a new span under parent and makes its
+// span context.
+func (t *tracer) sample(ctx context.Context, parent trace.SpanContext, name string, kind trace.SpanKind, attrs []attribute.KeyValue, links []trace.Link) (trace.SpanContext, sdktrace.SamplingResult) {
+	var tid trace.TraceID
+	if parent.TraceID().IsValid() {
+		tid = parent.TraceID()
+	} else {
+		tid = newTraceID()
+	}
+	res := t.p.sampler.ShouldSample(sdktrace.SamplingParameters{
+		ParentContext: ctx, TraceID: tid, Name: name, Kind: kind, Attributes: attrs, Links: links,
+	})
+	flags := parent.TraceFlags() &^ trace.FlagsSampled
+	if res.Decision == sdktrace.RecordAndSample {
+		flags |= trace.FlagsSampled
+	}
+	return trace.NewSpanContext(trace.SpanContextConfig{TraceID: tid, SpanID: newSpanID(), TraceFlags: flags, TraceState: res.Tracestate}), res
+}
+
+// proxySpan is a span of ferry's request and attempt helpers: the span and
+// its attributes' raw values (spanattrs.go) in one allocation (with the
+// Request or Attempt, tracedRequest and tracedAttempt).
+type proxySpan struct {
+	span
+	pa proxyAttrs
+}
+
+// proxyStart is the sampler's verdict on a span of ferry's helpers about
+// to start.
+type proxyStart struct {
+	parent, sc trace.SpanContext
+	res        sdktrace.SamplingResult
+}
+
+// sampleProxy decides on a span of kind under ctx's span as Start does
+// with no options, for ferry's helpers: whether it records and its span
+// context.
+func (t *tracer) sampleProxy(ctx context.Context, name string, kind trace.SpanKind) (st proxyStart, record bool) {
+	st.parent = trace.SpanContextFromContext(ctx)
+	st.sc, st.res = t.sample(ctx, st.parent, name, kind, nil, nil)
+	return st, st.res.Decision != sdktrace.Drop
+}
+
+// startProxy starts ps, a recording span sampleProxy decided on, and
+// returns ctx carrying it.
+func (t *tracer) startProxy(ctx context.Context, ps *proxySpan, st *proxyStart, name string, kind trace.SpanKind) context.Context {
+	ps.span = span{t: t, sc: st.sc, parent: st.parent, kind: kind, name: name, start: time.Now()}
+	ps.span.pa = &ps.pa
+	ps.span.SetAttributes(st.res.Attributes...)
+	return trace.ContextWithSpan(ctx, &ps.span)
+}
+
+// nonRecording is the span and context of a span the sampler dropped.
+func (t *tracer) nonRecording(ctx context.Context, st *proxyStart) (context.Context, trace.Span) {
+	return trace.ContextWithSpanContext(ctx, st.sc), nonRecordingSpan{sc: st.sc, p: t.p}
 }
 
 // newTraceID and newSpanID are random and never zero (the SDK's default
@@ -168,6 +213,13 @@ type span struct {
 	status                      sdktrace.Status
 	droppedAttrs, droppedEvents int
 	droppedLinks                int
+
+	// pa holds the attributes of a span of ferry's helpers (proxySpan)
+	// as raw values; nil for other spans, and once End has turned them
+	// into attrs (when limits or SetAttributes call for it).
+	pa *proxyAttrs
+	// ro is how processors see the span once it has ended.
+	ro endedSpan
 }
 
 func (s *span) SpanContext() trace.SpanContext { return s.sc }
@@ -215,17 +267,23 @@ func (s *span) SetAttributes(kvs ...attribute.KeyValue) {
 
 // adoptAttributes takes kvs over as the span's attributes when it has none
 // yet (else adds them). The keys must be distinct and valid (ferry's
-// helpers guarantee it): there is nothing to check or de-duplicate.
+// helpers guarantee it): there is nothing to check or de-duplicate. s.mu
+// is held.
 func (s *span) adoptAttributes(kvs []attribute.KeyValue) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	switch {
-	case s.ended:
-	case s.attrs == nil && len(kvs) <= limitOr(s.t.p.limits.attributes, len(kvs)) && s.t.p.limits.valueLength < 0:
+	if s.attrs == nil && len(kvs) <= limitOr(s.t.p.limits.attributes, len(kvs)) && s.t.p.limits.valueLength < 0 {
 		s.attrs = kvs
-	default:
-		s.addAttrs(kvs)
+		return
 	}
+	s.addAttrs(kvs)
+}
+
+// keepRaw reports whether an ending span of ferry's helpers keeps its
+// attributes as raw values: nothing else set attributes on it, and the
+// limits cut nothing. Else End builds them and applies the limits, as
+// for any span. s.mu is held.
+func (s *span) keepRaw() bool {
+	l := s.t.p.limits
+	return s.attrs == nil && s.pa.moreRoutes == nil && l.valueLength < 0 && (l.attributes < 0 || l.attributes >= maxProxyAttrs)
 }
 
 func (s *span) addAttrs(kvs []attribute.KeyValue) {
@@ -341,25 +399,47 @@ func errorType(err error) string {
 func (s *span) End(opts ...trace.SpanEndOption) {
 	end := time.Now()
 	if c := trace.NewSpanEndConfig(opts...); !c.Timestamp().IsZero() {
-		end = c.Timestamp()
-	} else if end.Before(s.start) {
+		s.finish(c.Timestamp())
+		return
+	}
+	s.endAt(end)
+}
+
+// endAt is End at the time end (a time taken at the end, never before the
+// start).
+func (s *span) endAt(end time.Time) {
+	if end.Before(s.start) {
 		end = s.start
 	}
+	s.finish(end)
+}
+
+func (s *span) finish(end time.Time) {
 	s.mu.Lock()
 	if s.ended {
 		s.mu.Unlock()
 		return
 	}
 	s.ended = true
+	if pa := s.pa; pa != nil {
+		switch {
+		case !pa.done:
+			s.pa = nil // ended before its helper ended it: none of its attributes
+		case !s.keepRaw():
+			s.pa = nil
+			s.adoptAttributes(pa.keyValues())
+		}
+	}
 	if s.dirty {
 		s.dedupe()
 	}
 	s.end = end
+	s.ro.s = s
 	s.mu.Unlock()
 	if s.t.p.stopped.Load() {
 		return
 	}
-	s.t.p.proc.OnEnd(endedSpan{s: s})
+	s.t.p.proc.OnEnd(&s.ro)
 }
 
 func (s *span) TracerProvider() trace.TracerProvider { return s.t.p }
@@ -367,31 +447,46 @@ func (s *span) TracerProvider() trace.TracerProvider { return s.t.p }
 // endedSpan is how processors see a span once it has ended: no copy of it,
 // since an ended span changes no more. The embedded interface is nil; it
 // only supplies ReadOnlySpan's unexported method (the SDK's tracetest
-// snapshots do the same); every method is defined below.
+// snapshots do the same); every method is defined below. It lives in the
+// span (span.ro), so handing it over allocates nothing.
 type endedSpan struct {
 	sdktrace.ReadOnlySpan
 	s *span
 }
 
-func (e endedSpan) Name() string                                { return e.s.name }
-func (e endedSpan) SpanContext() trace.SpanContext              { return e.s.sc }
-func (e endedSpan) Parent() trace.SpanContext                   { return e.s.parent }
-func (e endedSpan) SpanKind() trace.SpanKind                    { return e.s.kind }
-func (e endedSpan) StartTime() time.Time                        { return e.s.start }
-func (e endedSpan) EndTime() time.Time                          { return e.s.end }
-func (e endedSpan) Attributes() []attribute.KeyValue            { return e.s.attrs }
-func (e endedSpan) Links() []sdktrace.Link                      { return e.s.links }
-func (e endedSpan) Events() []sdktrace.Event                    { return e.s.events }
-func (e endedSpan) Status() sdktrace.Status                     { return e.s.status }
-func (e endedSpan) InstrumentationScope() instrumentation.Scope { return e.s.t.scope }
-func (e endedSpan) Resource() *resource.Resource                { return e.s.t.p.res }
-func (e endedSpan) DroppedAttributes() int                      { return e.s.droppedAttrs }
-func (e endedSpan) DroppedLinks() int                           { return e.s.droppedLinks }
-func (e endedSpan) DroppedEvents() int                          { return e.s.droppedEvents }
-func (e endedSpan) ChildSpanCount() int                         { return 0 }
+func (e *endedSpan) Name() string                                { return e.s.name }
+func (e *endedSpan) SpanContext() trace.SpanContext              { return e.s.sc }
+func (e *endedSpan) Parent() trace.SpanContext                   { return e.s.parent }
+func (e *endedSpan) SpanKind() trace.SpanKind                    { return e.s.kind }
+func (e *endedSpan) StartTime() time.Time                        { return e.s.start }
+func (e *endedSpan) EndTime() time.Time                          { return e.s.end }
+func (e *endedSpan) Links() []sdktrace.Link                      { return e.s.links }
+func (e *endedSpan) Events() []sdktrace.Event                    { return e.s.events }
+func (e *endedSpan) Status() sdktrace.Status                     { return e.s.status }
+func (e *endedSpan) InstrumentationScope() instrumentation.Scope { return e.s.t.scope }
+func (e *endedSpan) Resource() *resource.Resource                { return e.s.t.p.res }
+func (e *endedSpan) DroppedAttributes() int                      { return e.s.droppedAttrs }
+func (e *endedSpan) DroppedLinks() int                           { return e.s.droppedLinks }
+func (e *endedSpan) DroppedEvents() int                          { return e.s.droppedEvents }
+func (e *endedSpan) ChildSpanCount() int                         { return 0 }
+
+// Attributes are the span's attributes; those of ferry's helpers' spans
+// are built on the first call (the OTLP encoder never asks).
+func (e *endedSpan) Attributes() []attribute.KeyValue {
+	s := e.s
+	if s.pa == nil {
+		return s.attrs
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.attrs == nil {
+		s.attrs = s.pa.keyValues()
+	}
+	return s.attrs
+}
 
 // InstrumentationLibrary is the scope, for the interface's older callers.
-func (e endedSpan) InstrumentationLibrary() instrumentation.Library { //nolint:staticcheck // the interface asks for it
+func (e *endedSpan) InstrumentationLibrary() instrumentation.Library { //nolint:staticcheck // the interface asks for it
 	return instrumentation.Library(e.s.t.scope) //nolint:staticcheck // the interface asks for it
 }
 
@@ -418,5 +513,5 @@ var (
 	_ trace.Tracer          = (*tracer)(nil)
 	_ trace.Span            = (*span)(nil)
 	_ trace.Span            = nonRecordingSpan{}
-	_ sdktrace.ReadOnlySpan = endedSpan{}
+	_ sdktrace.ReadOnlySpan = (*endedSpan)(nil)
 )

@@ -1,0 +1,122 @@
+package telemetry
+
+import (
+	"google.golang.org/protobuf/encoding/protowire"
+
+	"go.opentelemetry.io/otel/attribute"
+)
+
+// attrEncoder writes the attributes of ferry's server and client spans as
+// OTLP KeyValues (Span field 9) straight from their raw values
+// (proxyAttrs), with the bytes appendKeyValue writes for the same
+// attribute.KeyValues, without building them. Not safe for concurrent use.
+type attrEncoder struct {
+	b []byte
+	// The last host:port strings split, and their parts: a proxy sees the
+	// same few Host headers and endpoints again and again.
+	memo [4]hostPortMemo
+	next int
+}
+
+type hostPortMemo struct {
+	in, host string
+	port     int
+}
+
+// appendAll appends the span attributes of a to b.
+func (w *attrEncoder) appendAll(b []byte, a *proxyAttrs) []byte {
+	w.b = b
+	a.each(w)
+	b = w.b
+	w.b = nil
+	return b
+}
+
+func (w *attrEncoder) str(k attribute.Key, v string) {
+	if len(k) > 0 && len(k)+len(v) < 0x80-6 {
+		// Every length fits one byte: Span.attributes (field 9), the
+		// KeyValue's length, its key, its value (field 2) holding an
+		// AnyValue with string_value (field 1).
+		kvLen := 6 + len(k) + len(v)
+		w.b = append(w.b, fSpanAttributes<<3|byte(protowire.BytesType), byte(kvLen),
+			fKVKey<<3|byte(protowire.BytesType), byte(len(k)))
+		w.b = append(w.b, k...)
+		w.b = append(w.b, fKVValue<<3|byte(protowire.BytesType), byte(len(v)+2),
+			fAnyString<<3|byte(protowire.BytesType), byte(len(v)))
+		w.b = append(w.b, v...)
+		return
+	}
+	w.b = appendStringKV(w.b, fSpanAttributes, string(k), v, "", "", "", "")
+}
+
+func (w *attrEncoder) url(k attribute.Key, p [5]string) {
+	w.b = appendStringKV(w.b, fSpanAttributes, string(k), p[0], p[1], p[2], p[3], p[4])
+}
+
+func (w *attrEncoder) num(k attribute.Key, v int64) {
+	if len(k) > 0 && len(k) < 0x80-16 {
+		// As in str, with int_value (field 3), a varint of at most 10
+		// bytes.
+		n := protowire.SizeVarint(uint64(v))
+		w.b = append(w.b, fSpanAttributes<<3|byte(protowire.BytesType), byte(len(k)+n+5),
+			fKVKey<<3|byte(protowire.BytesType), byte(len(k)))
+		w.b = append(w.b, k...)
+		w.b = append(w.b, fKVValue<<3|byte(protowire.BytesType), byte(n+1), fAnyInt<<3|byte(protowire.VarintType))
+		w.b = protowire.AppendVarint(w.b, uint64(v))
+		return
+	}
+	w.b = appendIntKV(w.b, fSpanAttributes, string(k), v)
+}
+
+func (w *attrEncoder) hostPort(hp string) (string, int) {
+	for i := range w.memo {
+		if m := &w.memo[i]; m.in == hp && m.host != "" {
+			return m.host, m.port
+		}
+	}
+	h, p := splitHostPort(hp)
+	w.memo[w.next] = hostPortMemo{in: hp, host: h, port: p}
+	w.next = (w.next + 1) % len(w.memo)
+	return h, p
+}
+
+// appendStringKV appends a KeyValue message as field num whose value is
+// the string v1+v2+v3+v4+v5 (an AnyValue with string_value set, even when
+// empty).
+func appendStringKV(b []byte, num protowire.Number, key, v1, v2, v3, v4, v5 string) []byte {
+	vl := len(v1) + len(v2) + len(v3) + len(v4) + len(v5)
+	anyLen := 1 + protowire.SizeVarint(uint64(vl)) + vl
+	b = appendKVHead(b, num, key, anyLen)
+	b = appendTag(b, fAnyString, protowire.BytesType)
+	b = protowire.AppendVarint(b, uint64(vl))
+	b = append(b, v1...)
+	b = append(b, v2...)
+	b = append(b, v3...)
+	b = append(b, v4...)
+	return append(b, v5...)
+}
+
+// appendIntKV appends a KeyValue message as field num whose value is the
+// integer v.
+func appendIntKV(b []byte, num protowire.Number, key string, v int64) []byte {
+	anyLen := 1 + protowire.SizeVarint(uint64(v))
+	b = appendKVHead(b, num, key, anyLen)
+	b = appendTag(b, fAnyInt, protowire.VarintType)
+	return protowire.AppendVarint(b, uint64(v))
+}
+
+// appendKVHead appends a KeyValue's tag, length, key and the head of its
+// value, an AnyValue of anyLen bytes that the caller appends next.
+func appendKVHead(b []byte, num protowire.Number, key string, anyLen int) []byte {
+	kvLen := 1 + protowire.SizeVarint(uint64(anyLen)) + anyLen
+	if key != "" {
+		kvLen += 1 + protowire.SizeVarint(uint64(len(key))) + len(key)
+	}
+	b = appendTag(b, num, protowire.BytesType)
+	b = protowire.AppendVarint(b, uint64(kvLen))
+	if key != "" {
+		b = appendStringField(b, fKVKey, key)
+	}
+	b = appendTag(b, fKVValue, protowire.BytesType)
+	return protowire.AppendVarint(b, uint64(anyLen))
+}
