@@ -5,7 +5,6 @@ import (
 	"net/http"
 	"sync/atomic"
 
-	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
 )
 
@@ -83,7 +82,7 @@ func (a *Attempt) Span() trace.Span { return a.span }
 // With tracing off the caller's own context is re-emitted unchanged, so
 // ferry stays transparent to the trace.
 func (a *Attempt) Inject(h http.Header) {
-	a.q.t.propagator.Inject(a.ctx, propagation.HeaderCarrier(h))
+	a.q.t.propagator.Inject(a.ctx, headerCarrier{h, a.q.t.fieldKeys})
 }
 
 // SetStatus records the upstream's response status when headers arrive, so

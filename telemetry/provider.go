@@ -35,6 +35,7 @@ type Telemetry struct {
 	own        *tracer    // tracer, when it is ferry's (tracing on)
 	queue      *spanQueue // nil when tracing is off or an exporter was injected without queueing
 	propagator propagation.TextMapPropagator
+	fieldKeys  map[string]string // the propagator's fields, canonical (headerCarrier)
 	metrics    *Metrics
 	log        *slog.Logger // nil when the access log is off
 	logCloser  io.Closer
@@ -98,6 +99,7 @@ func New(ctx context.Context, cfg Config, opts ...Option) (*Telemetry, error) {
 		return nil, fmt.Errorf("telemetry.propagators: %w", err)
 	}
 	t.propagator = prop
+	t.fieldKeys = canonicalFields(prop.Fields())
 
 	res, err := t.resource(ctx)
 	if err != nil {

@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"go.opentelemetry.io/otel/attribute"
-	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
 )
 
@@ -95,7 +94,7 @@ type Request struct {
 // new one, and counts the request in flight. The returned context carries
 // the span; use it for everything done on behalf of the request.
 func (t *Telemetry) StartRequest(r *http.Request, l Listener) (context.Context, *Request) {
-	ctx := t.propagator.Extract(r.Context(), propagation.HeaderCarrier(r.Header))
+	ctx := t.propagator.Extract(r.Context(), headerCarrier{r.Header, t.fieldKeys})
 	var q *Request
 	if t.own == nil {
 		q = &Request{t: t, listener: l, method: r.Method, start: time.Now()}

@@ -1,0 +1,54 @@
+package telemetry
+
+import (
+	"net/http"
+	"strings"
+)
+
+// headerCarrier is propagation.HeaderCarrier without its allocations: the
+// propagators ask for their fields in lower case ("traceparent"), which
+// http.Header's Get and Set canonicalize into a new string on every call.
+// The canonical forms of the propagator's fields are computed once.
+type headerCarrier struct {
+	h     http.Header
+	canon map[string]string // lower-case field -> canonical header key
+}
+
+// canonicalFields maps each of fields to its canonical header key.
+func canonicalFields(fields []string) map[string]string {
+	m := make(map[string]string, len(fields))
+	for _, f := range fields {
+		m[f] = http.CanonicalHeaderKey(f)
+	}
+	return m
+}
+
+func (c headerCarrier) key(k string) string {
+	if ck, ok := c.canon[k]; ok {
+		return ck
+	}
+	return http.CanonicalHeaderKey(k)
+}
+
+// Get returns the first value of key, as http.Header.Get.
+func (c headerCarrier) Get(key string) string {
+	if v := c.h[c.key(key)]; len(v) > 0 {
+		return v[0]
+	}
+	return ""
+}
+
+// Values returns every value of key, as http.Header.Values.
+func (c headerCarrier) Values(key string) []string { return c.h[c.key(key)] }
+
+// Set replaces key's values with value, as http.Header.Set.
+func (c headerCarrier) Set(key, value string) { c.h[c.key(key)] = []string{value} }
+
+// Keys lists the header's keys in lower case, as HeaderCarrier.Keys.
+func (c headerCarrier) Keys() []string {
+	keys := make([]string, 0, len(c.h))
+	for k := range c.h {
+		keys = append(keys, strings.ToLower(k))
+	}
+	return keys
+}
