@@ -22,7 +22,7 @@ import (
 // so memory under heavy concurrency does not grow with the target.
 const (
 	gcHeadroom   = 16 << 20
-	gcMaxPercent = 800
+	gcMaxPercent = 400
 )
 
 // gcPercentFor is the GOGC that gives live bytes of heap gcHeadroom to
