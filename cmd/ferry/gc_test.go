@@ -48,7 +48,7 @@ func TestGCPercentFor(t *testing.T) {
 		live uint64
 		want int
 	}{
-		{0, gcMaxPercent}, {1 << 20, gcMaxPercent}, {2 << 20, 800}, {4 << 20, 400}, {8 << 20, 200},
+		{0, gcMaxPercent}, {1 << 20, gcMaxPercent}, {2 << 20, 400}, {4 << 20, 400}, {8 << 20, 200},
 		{16 << 20, 100}, {100 << 20, 100}, {10 << 30, 100}, {5 << 20, 320},
 	} {
 		if got := gcPercentFor(c.live); got != c.want {
