@@ -6,6 +6,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"reflect"
@@ -363,4 +364,55 @@ func FuzzLaneHead(f *testing.F) {
 				ref.Method, ref.URL, ref.Host, ref.ContentLength, ref.Close, ref.Header)
 		}
 	})
+}
+
+// A whole response goes out as soon as its last byte is written, not when
+// the handler returns: the caller does not wait for ferry's bookkeeping
+// after the answer (span, metrics, access log).
+func TestLaneSendsWholeResponseBeforeHandlerReturns(t *testing.T) {
+	release := make(chan struct{})
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/body":
+			w.Header().Set("Content-Length", "5")
+			io.WriteString(w, "hello")
+		case "/empty":
+			w.Header().Set("Content-Length", "0")
+			w.WriteHeader(http.StatusOK)
+		case "/nocontent":
+			w.WriteHeader(http.StatusNoContent)
+		case "/head":
+			w.Header().Set("Content-Length", "5")
+			w.WriteHeader(http.StatusOK)
+		}
+		<-release
+	})
+	l := newLane("test", h, &http.Server{}, slog.New(slog.DiscardHandler))
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go l.Serve(ln)
+	defer l.Close()
+	c, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	br := bufio.NewReader(c)
+	for _, tc := range []struct{ method, path, body string }{
+		{"GET", "/body", "hello"}, {"GET", "/empty", ""}, {"GET", "/nocontent", ""}, {"HEAD", "/head", ""},
+	} {
+		fmt.Fprintf(c, "%s %s HTTP/1.1\r\nHost: x\r\n\r\n", tc.method, tc.path)
+		c.SetReadDeadline(time.Now().Add(10 * time.Second))
+		res, err := http.ReadResponse(br, &http.Request{Method: tc.method})
+		if err != nil {
+			t.Fatalf("%s: no whole response while the handler runs: %v", tc.path, err)
+		}
+		b, err := io.ReadAll(res.Body)
+		if err != nil || string(b) != tc.body {
+			t.Fatalf("%s: body %q, %v; want %q", tc.path, b, err, tc.body)
+		}
+		release <- struct{}{}
+	}
 }

@@ -40,6 +40,13 @@ type rawSock struct {
 	wn      int
 	werrno  syscall.Errno
 	writeFn func(fd uintptr) bool
+
+	// Deferred writes (see deferWrites): pend[:pn] went out, pend[pn:]
+	// goes out at the start of the next Read.
+	deferring bool
+	pend      []byte
+	pn        int
+	perrno    syscall.Errno
 }
 
 // newRawSock returns tc's raw reader and writer, or nil when tc does not
@@ -59,28 +66,67 @@ func newRawSock(tc *net.TCPConn) *rawSock {
 
 // Read implements io.Reader as net.Conn's Read does: at least one byte,
 // or an error (io.EOF at the peer's end of the stream).
+//
+// Bytes whose write was deferred (see deferWrites) go out first, from
+// inside the read's wait: the read then does not try the socket before
+// waiting (the answer to those bytes cannot be there yet), which spares a
+// read(2) that would only say EAGAIN. RawConn resets the socket's
+// readiness before calling the read function, so an answer arriving
+// after the write wakes the wait. A failed write is returned as a write
+// error.
 func (s *rawSock) Read(p []byte) (int, error) {
 	if len(p) == 0 {
 		return 0, nil
 	}
-	s.rbuf, s.rn, s.rerrno = p, 0, 0
-	err := s.rc.Read(s.readFn)
-	n, errno := s.rn, s.rerrno
-	s.rbuf = nil
-	switch {
-	case err != nil:
-		return 0, s.opError("read", err)
-	case errno != 0:
-		return 0, s.opError("read", os.NewSyscallError("read", errno))
-	case n == 0:
-		return 0, io.EOF
+	for {
+		s.rbuf, s.rn, s.rerrno, s.perrno = p, 0, 0, 0
+		err := s.rc.Read(s.readFn)
+		n, errno, perrno := s.rn, s.rerrno, s.perrno
+		s.rbuf = nil
+		if s.pn < len(s.pend) && err == nil && perrno == 0 {
+			// The send buffer filled: write the rest the ordinary
+			// way (waiting for room), then read.
+			rest := s.pend[s.pn:]
+			s.dropPending()
+			if _, err := s.Write(rest); err != nil {
+				return 0, err
+			}
+			continue
+		}
+		s.dropPending()
+		switch {
+		case perrno != 0:
+			return 0, s.opError("write", os.NewSyscallError("write", perrno))
+		case err != nil:
+			return 0, s.opError("read", err)
+		case errno != 0:
+			return 0, s.opError("read", os.NewSyscallError("read", errno))
+		case n == 0:
+			return 0, io.EOF
+		}
+		return n, nil
 	}
-	return n, nil
 }
 
 // read is the RawConn function of Read: false asks to wait for the socket
 // to become readable and be called again.
 func (s *rawSock) read(fd uintptr) bool {
+	if s.pn < len(s.pend) {
+		for s.pn < len(s.pend) {
+			r, e := sysWrite(fd, s.pend[s.pn:])
+			switch e {
+			case 0:
+				s.pn += r
+			case syscall.EINTR:
+			case syscall.EAGAIN:
+				return true // Read writes the rest
+			default:
+				s.perrno = e
+				return true
+			}
+		}
+		return false // sent: wait for the answer
+	}
 	p := s.rbuf
 	for {
 		r, e := sysRead(fd, p)
@@ -98,9 +144,22 @@ func (s *rawSock) read(fd uintptr) bool {
 	}
 }
 
+// deferWrites, while on, makes Write keep its bytes for the next Read to
+// send (see Read). The caller must make sure a Read follows that reaches
+// the socket (nothing buffered above it is read instead).
+func (s *rawSock) deferWrites(on bool) { s.deferring = on }
+
+func (s *rawSock) dropPending() {
+	s.pend, s.pn = s.pend[:0], 0
+}
+
 // Write implements io.Writer as net.Conn's Write does: all of p, or an
 // error.
 func (s *rawSock) Write(p []byte) (int, error) {
+	if s.deferring {
+		s.pend = append(s.pend, p...)
+		return len(p), nil
+	}
 	s.wbuf, s.wn, s.werrno = p, 0, 0
 	err := s.rc.Write(s.writeFn)
 	n, errno := s.wn, s.werrno

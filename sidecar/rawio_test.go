@@ -142,3 +142,77 @@ func TestRawSockResetWordedLikeNetConn(t *testing.T) {
 		t.Fatalf("reset worded %q, net.Conn says %q", rawWords, netWords)
 	}
 }
+
+// Deferred bytes go out with the next Read, which then returns the
+// answer to them; nothing is sent before.
+func TestRawSockDeferredWriteGoesOutWithTheRead(t *testing.T) {
+	c, s := tcpPair(t)
+	raw := newRawSock(c)
+	raw.deferWrites(true)
+	raw.Write([]byte("pi"))
+	raw.Write([]byte("ng"))
+	raw.deferWrites(false)
+	if st, err := peekSocket(s); err != nil || st != peekEmpty {
+		t.Fatalf("deferred bytes went out at once (peer sees %v, %v)", st, err)
+	}
+	go func() {
+		b := make([]byte, 4)
+		if _, err := io.ReadFull(s, b); err == nil && string(b) == "ping" {
+			s.Write([]byte("pong"))
+		}
+		s.Close()
+	}()
+	got, err := io.ReadAll(raw)
+	if err != nil || string(got) != "pong" {
+		t.Fatalf("read %q, %v; want pong", got, err)
+	}
+}
+
+// Deferred bytes larger than the socket buffers still go out whole (the
+// rest the ordinary way, waiting for room) before the answer is read.
+func TestRawSockDeferredWriteLargerThanTheBuffers(t *testing.T) {
+	c, s := tcpPair(t)
+	c.SetWriteBuffer(64 << 10)
+	s.SetReadBuffer(64 << 10)
+	raw := newRawSock(c)
+	big := bytes.Repeat([]byte("0123456789abcdef"), 1<<18) // 4 MiB
+	raw.deferWrites(true)
+	raw.Write(big)
+	raw.deferWrites(false)
+	go func() {
+		got := make([]byte, len(big))
+		if _, err := io.ReadFull(s, got); err == nil && bytes.Equal(got, big) {
+			s.Write([]byte("all there"))
+		}
+		s.Close()
+	}()
+	got, err := io.ReadAll(raw)
+	if err != nil || string(got) != "all there" {
+		t.Fatalf("read %q, %v; want the peer to have had every byte", got, err)
+	}
+}
+
+// A deferred write that fails is reported by the Read as a write error,
+// as net.Conn's Write would have reported it.
+func TestRawSockDeferredWriteFailure(t *testing.T) {
+	c, s := tcpPair(t)
+	s.SetLinger(0)
+	s.Close() // a reset
+	waitFor(t, "the reset to arrive", 10*time.Second, func() bool {
+		st, _ := peekSocket(c)
+		return st == peekClosed
+	})
+	raw := newRawSock(c)
+	raw.deferWrites(true)
+	raw.Write([]byte("ping"))
+	raw.deferWrites(false)
+	_, err := raw.Read(make([]byte, 10))
+	var oe *net.OpError
+	if !errors.As(err, &oe) || oe.Op != "write" {
+		t.Fatalf("read after a failed deferred write: %v; want a write error", err)
+	}
+	// Nothing stays pending for the next read.
+	if _, err := raw.Read(make([]byte, 10)); err == nil || errors.As(err, &oe) && oe.Op != "read" {
+		t.Fatalf("second read: %v; want a read error", err)
+	}
+}

@@ -81,6 +81,7 @@ type fastH1 struct {
 
 type h1Conn struct {
 	tc    *net.TCPConn
+	raw   *rawSock          // tc's raw reads and writes; nil when not available
 	lr    *io.LimitedReader // under br: bounds a response header
 	br    *bufio.Reader
 	bw    *bufio.Writer
@@ -375,7 +376,18 @@ func (f *fastH1) exchange(c *h1Conn, out *http.Request) (*http.Response, bool, e
 	if err := writeHead(c.bw, out); err != nil {
 		return nil, false, err
 	}
-	if err := c.bw.Flush(); err != nil {
+	// The head goes out with the first read of the response (see
+	// rawSock.Read), which then waits without trying the socket first.
+	// Only when nothing is buffered: that read must reach the socket.
+	deferred := c.raw != nil && c.br.Buffered() == 0
+	if deferred {
+		c.raw.deferWrites(true)
+	}
+	err := c.bw.Flush()
+	if deferred {
+		c.raw.deferWrites(false)
+	}
+	if err != nil {
 		return nil, false, err
 	}
 	if f.responseHeader > 0 {
@@ -459,11 +471,12 @@ func (f *fastH1) get(ctx context.Context, addr string, fresh bool, maxIdle time.
 		return nil, false, errors.New("zero-copy client needs a TCP connection")
 	}
 	var rw io.ReadWriter = tc
-	if raw := newRawSock(tc); raw != nil {
+	raw := newRawSock(tc)
+	if raw != nil {
 		rw = raw
 	}
 	lr := &io.LimitedReader{R: rw}
-	return &h1Conn{tc: tc, lr: lr, br: bufio.NewReaderSize(lr, 32<<10), bw: bufio.NewWriterSize(rw, 4<<10)}, false, nil
+	return &h1Conn{tc: tc, raw: raw, lr: lr, br: bufio.NewReaderSize(lr, 32<<10), bw: bufio.NewWriterSize(rw, 4<<10)}, false, nil
 }
 
 // alive reports whether an idle connection can carry a request: nothing

@@ -287,6 +287,9 @@ func (w *connWriter) WriteHeader(code int) {
 		extra = append(extra, "Date: "+httpDate())
 	}
 	w.writeHead(code, h, exclude, extra...)
+	if w.noBody || w.left == 0 {
+		w.flush() // the response is whole: send it before the handler's bookkeeping
+	}
 }
 
 // withExcluded returns a copy of exclude with one more name.
@@ -381,6 +384,14 @@ func (w *connWriter) Write(p []byte) (int, error) {
 	if err != nil {
 		w.fail(err)
 		return n, err
+	}
+	if w.left == 0 {
+		// The body is whole: send it now, not after the handler's
+		// bookkeeping (span, metrics, access log), which the caller
+		// need not wait for.
+		if err := w.flush(); err != nil {
+			return n, err
+		}
 	}
 	if short {
 		return n, http.ErrContentLength
