@@ -216,6 +216,10 @@ type laneConn struct {
 	remote string
 	busy   atomic.Bool // a request is in progress
 
+	// rdl is the read deadline last set on c (zero: none). Written by the
+	// serving goroutine, or by the watch under wmu while a request runs.
+	rdl time.Time
+
 	// stash is a byte the watch read ahead: the start of the next
 	// request, served through Read before the socket.
 	stash    [1]byte
@@ -242,6 +246,36 @@ func (lc *laneConn) Read(p []byte) (int, error) {
 		return lc.raw.Read(p)
 	}
 	return lc.c.Read(p)
+}
+
+func (lc *laneConn) setReadDeadline(t time.Time) {
+	lc.rdl = t
+	lc.c.SetReadDeadline(t)
+}
+
+// awaitRequest waits up to d (no limit when d <= 0) for the first byte
+// of the next request. A shorter deadline left from an earlier wait is
+// kept instead of moved on every request, which would cost a timer update
+// per request: if it expires first, the wait goes on to its own end.
+func (lc *laneConn) awaitRequest(br *bufio.Reader, d time.Duration) error {
+	if d <= 0 {
+		if !lc.rdl.IsZero() {
+			lc.setReadDeadline(time.Time{})
+		}
+		_, err := br.Peek(1)
+		return err
+	}
+	end := time.Now().Add(d)
+	if lc.rdl.IsZero() || lc.rdl.After(end) {
+		lc.setReadDeadline(end)
+	}
+	for {
+		_, err := br.Peek(1)
+		if err == nil || !isTimeoutErr(err) || !time.Now().Before(end) {
+			return err
+		}
+		lc.setReadDeadline(end)
+	}
 }
 
 func (l *lane) serveConn(c net.Conn) {
@@ -277,12 +311,11 @@ func (l *lane) serveConn(c net.Conn) {
 			// timeout, later ones as long as idle allows. A connection
 			// with no request begun is idle: a drain closes it.
 			l.setBusy(lc, false)
+			wait := l.idle
 			if first {
-				c.SetReadDeadline(deadline(l.readHeader))
-			} else {
-				c.SetReadDeadline(deadline(l.idle))
+				wait = l.readHeader
 			}
-			if _, err := br.Peek(1); err != nil {
+			if err := lc.awaitRequest(br, wait); err != nil {
 				return
 			}
 			if !l.setBusy(lc, true) {
@@ -296,7 +329,7 @@ func (l *lane) serveConn(c net.Conn) {
 		armed := first
 		head, verdict := l.readHead(br, func() {
 			if !armed {
-				c.SetReadDeadline(deadline(l.readHeader))
+				lc.setReadDeadline(deadline(l.readHeader))
 				armed = true
 			}
 		})
@@ -313,7 +346,7 @@ func (l *lane) serveConn(c net.Conn) {
 			// net/http sets its own on a handed-over connection. A
 			// bodiless request leaves the connection unread until the
 			// next one, which sets its own deadline first.
-			c.SetReadDeadline(time.Time{})
+			lc.setReadDeadline(time.Time{})
 		}
 		if req == nil {
 			if !first && bytes.HasPrefix(head, []byte("PRI * HTTP/2.0\r\n")) {
@@ -568,7 +601,7 @@ func (lc *laneConn) watchFire() {
 	}
 	// An idle or header deadline may linger: clear it before unwatch can
 	// see this watch (and set its own, to end it).
-	lc.c.SetReadDeadline(time.Time{})
+	lc.setReadDeadline(time.Time{})
 	done := make(chan struct{})
 	lc.wdone = done
 	cancel := lc.wcancel
@@ -598,7 +631,7 @@ func (lc *laneConn) unwatch() {
 	if done != nil {
 		lc.c.SetReadDeadline(time.Unix(1, 0))
 		<-done
-		lc.c.SetReadDeadline(time.Time{})
+		lc.setReadDeadline(time.Time{})
 	}
 }
 

@@ -416,3 +416,43 @@ func TestLaneSendsWholeResponseBeforeHandlerReturns(t *testing.T) {
 		release <- struct{}{}
 	}
 }
+
+// The idle timeout counts from the end of the last request, although the
+// lane keeps an earlier read deadline instead of moving it per request: a
+// connection used again within the timeout stays open past the first
+// request's deadline, and closes no sooner than the timeout after the last
+// request.
+func TestLaneIdleTimeoutFromLastRequest(t *testing.T) {
+	const idle = time.Second
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") })
+	l := newLane("test", h, &http.Server{IdleTimeout: idle, ReadHeaderTimeout: idle}, slog.New(slog.DiscardHandler))
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go l.Serve(ln)
+	defer l.Close()
+	c, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(30 * time.Second))
+	br := bufio.NewReader(c)
+	ask := func() time.Time {
+		io.WriteString(c, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+		readAnswers(t, c, br, "ok")
+		return time.Now()
+	}
+	ask()
+	time.Sleep(idle * 6 / 10) // the time that passes is what is tested
+	ask()
+	time.Sleep(idle * 6 / 10) // past the first wait's deadline
+	last := ask()
+	if _, err := br.ReadByte(); err != io.EOF {
+		t.Fatalf("idle connection: %v; want it closed", err)
+	}
+	if waited := time.Since(last); waited < idle-idle/10 {
+		t.Fatalf("closed %v after the last request; the idle timeout is %v", waited, idle)
+	}
+}
