@@ -500,7 +500,7 @@ func (l *lane) serveOne(lc *laneConn, br *bufio.Reader, bw *bufio.Writer, req *h
 	laneServed.Add(1)
 	defer cancel(nil)
 	req.RemoteAddr = lc.remote
-	w := &connWriter{conn: lc.c, tc: lc.tc, bw: bw, h: make(http.Header, 8), head: req.Method == http.MethodHead, keepAlive: !req.Close && !l.closing.Load(), lane: l}
+	w := &connWriter{conn: lc.c, tc: lc.tc, bw: bw, head: req.Method == http.MethodHead, keepAlive: !req.Close && !l.closing.Load(), lane: l}
 	if req.ContentLength > 0 {
 		sb := &socketBody{bufs: []*bufio.Reader{br}, conn: lc.c, tc: lc.tc}
 		sb.left.Store(req.ContentLength)

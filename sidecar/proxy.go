@@ -483,8 +483,13 @@ func informTrace(w http.ResponseWriter) *httptrace.ClientTrace {
 // reset HTTP/2 stream), never end it cleanly.
 func (p *Proxy) respond(w http.ResponseWriter, res *http.Response, idle *idleTimer) relayResult {
 	removeHopHeaders(res.Header, false)
-	h := w.Header()
-	copyHeader(h, res.Header)
+	var h http.Header
+	if a, ok := w.(interface{ adoptHeader(http.Header) bool }); ok && a.adoptHeader(res.Header) {
+		h = res.Header // nothing else reads the upstream's header after this
+	} else {
+		h = w.Header()
+		copyHeader(h, res.Header)
+	}
 	if n := len(res.Trailer); n > 0 {
 		names := make([]string, 0, n)
 		for k := range res.Trailer {

@@ -236,7 +236,22 @@ type connWriter struct {
 	ended   atomic.Bool
 }
 
-func (w *connWriter) Header() http.Header { return w.h }
+func (w *connWriter) Header() http.Header {
+	if w.h == nil {
+		w.h = make(http.Header, 8)
+	}
+	return w.h
+}
+
+// adoptHeader makes h the response's header when nothing was set in its
+// own yet, sparing a copy; the handler must not use h otherwise after.
+func (w *connWriter) adoptHeader(h http.Header) bool {
+	if w.wrote || len(w.h) > 0 {
+		return false
+	}
+	w.h = h
+	return true
+}
 
 // ownedHeaders are written by WriteHeader itself, never from the map.
 var ownedHeaders = map[string]bool{"Transfer-Encoding": true, "Connection": true}
@@ -451,7 +466,7 @@ func (w *connWriter) Flush() { _ = w.FlushError() }
 // closed as it is, so the caller sees it broken.
 func (w *connWriter) finish() bool {
 	if !w.wrote && w.err == nil {
-		w.h["Content-Length"] = []string{"0"}
+		w.Header()["Content-Length"] = []string{"0"}
 		w.WriteHeader(http.StatusOK)
 	}
 	if w.err != nil || (!w.chunked && w.left > 0) {

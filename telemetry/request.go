@@ -96,7 +96,12 @@ type Request struct {
 func (t *Telemetry) StartRequest(r *http.Request, l Listener) (context.Context, *Request) {
 	ctx := t.propagator.Extract(r.Context(), headerCarrier{r.Header, t.fieldKeys})
 	var q *Request
-	if t.own == nil {
+	if t.prov == nil {
+		// Tracing off: the no-op tracer's span would be the caller's
+		// span context as it arrived (or none), which ctx holds already.
+		q = &Request{t: t, listener: l, method: r.Method, start: time.Now()}
+		q.ctx, q.span = ctx, trace.SpanFromContext(ctx)
+	} else if t.own == nil {
 		q = &Request{t: t, listener: l, method: r.Method, start: time.Now()}
 		q.ctx, q.span = t.tracer.Start(ctx, r.Method, serverKind)
 	} else if st, record := t.own.sampleProxy(ctx, r.Method, trace.SpanKindServer); !record {
