@@ -4,6 +4,7 @@
 //	benchnode origin   --listen ADDR                  GET /?size=N, POST drains
 //	benchnode stdproxy --listen ADDR --upstream ADDR  httputil.ReverseProxy
 //	benchnode l4relay  --listen ADDR --upstream ADDR  TCP relay with splice(2)
+//	benchnode h1floor  --listen ADDR --upstream ADDR  HTTP/1.1 relay doing only framing
 package main
 
 import (
@@ -16,12 +17,12 @@ import (
 
 func main() {
 	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: benchnode origin|stdproxy|l4relay --listen ADDR [--upstream ADDR]")
+		fmt.Fprintln(os.Stderr, "usage: benchnode origin|stdproxy|l4relay|h1floor --listen ADDR [--upstream ADDR]")
 		os.Exit(2)
 	}
 	fs := flag.NewFlagSet(os.Args[1], flag.ExitOnError)
 	listen := fs.String("listen", "127.0.0.1:0", "listen address")
-	upstream := fs.String("upstream", "", "upstream host:port (stdproxy, l4relay)")
+	upstream := fs.String("upstream", "", "upstream host:port (stdproxy, l4relay, h1floor)")
 	_ = fs.Parse(os.Args[2:])
 	var err error
 	switch os.Args[1] {
@@ -34,6 +35,8 @@ func main() {
 		}
 	case "l4relay":
 		err = nodes.ServeL4Relay(*listen, *upstream)
+	case "h1floor":
+		err = nodes.ServeH1Floor(*listen, *upstream)
 	default:
 		err = fmt.Errorf("unknown command %q", os.Args[1])
 	}

@@ -15,6 +15,7 @@ const (
 	pFerry   = "ferry"
 	pStd     = "stdlib"
 	pL4      = "l4-splice"
+	pFloor   = "go-h1-floor"
 	pNginx   = "nginx"
 	pHAProxy = "haproxy"
 	pTraced  = "ferry+tracing"
@@ -22,7 +23,7 @@ const (
 	pDirect  = "direct"
 )
 
-var allProxies = []string{pFerry, pStd, pL4, pNginx, pHAProxy}
+var allProxies = []string{pFerry, pStd, pL4, pFloor, pNginx, pHAProxy}
 
 // fleet is every process of one run.
 type fleet struct {
@@ -113,6 +114,8 @@ func startFleet(ctx context.Context, cfg *config, dir string) (*fleet, error) {
 			p, err = startProc(ctx, name, addr, filepath.Join(dir, "stdlib-otel.log"), []string{self, "stdproxy-otel", "-listen", addr, "-upstream", originAddr, "-otlp", "http://" + f.otlp.addr}, nil)
 		case pL4:
 			p, err = startProc(ctx, name, addr, filepath.Join(dir, "l4.log"), []string{cfg.nodeBin, "l4relay", "-listen", addr, "-upstream", originAddr}, nil)
+		case pFloor:
+			p, err = startProc(ctx, name, addr, filepath.Join(dir, "h1floor.log"), []string{cfg.nodeBin, "h1floor", "-listen", addr, "-upstream", originAddr}, nil)
 		case pNginx:
 			var argv []string
 			argv, err = nginxSetup(cfg.nginxBin, dir, addr, originAddr)

@@ -5,6 +5,7 @@
 package nodes
 
 import (
+	"bytes"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -175,3 +176,125 @@ func relay(down *net.TCPConn, upstream string) {
 	_ = down.CloseWrite()
 	wg.Wait()
 }
+
+// ServeH1Floor accepts connections and relays HTTP/1.1 exchanges to
+// upstream doing only what framing needs: no header is parsed beyond
+// Content-Length, nothing is allocated per request, each caller
+// connection has one upstream connection. It is the floor of a Go proxy
+// with a goroutine per connection, against which ferry's per-request work
+// is measured; it is not a proxy anyone should run (no chunked bodies, no
+// hop-by-hop handling, no errors answered).
+func ServeH1Floor(listen, upstream string) error {
+	ln, err := net.Listen("tcp", listen)
+	if err != nil {
+		return fmt.Errorf("h1floor: listen %s: %w", listen, err)
+	}
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			return fmt.Errorf("h1floor: accept: %w", err)
+		}
+		go floorConn(c, upstream)
+	}
+}
+
+func floorConn(down net.Conn, upstream string) {
+	defer down.Close()
+	up, err := net.DialTimeout("tcp", upstream, 5*time.Second)
+	if err != nil {
+		return
+	}
+	defer up.Close()
+	dbuf, ubuf := make([]byte, 32<<10), make([]byte, 32<<10)
+	var dn, un int // bytes buffered (read ahead) from each side
+	for {
+		var ok bool
+		if dn, ok = floorMessage(down, up, dbuf, dn); !ok {
+			return
+		}
+		if un, ok = floorMessage(up, down, ubuf, un); !ok {
+			return
+		}
+	}
+}
+
+// floorMessage moves one message (head, then Content-Length bytes of body)
+// from src to dst through buf, of which the first n bytes were read
+// before; it returns how many bytes past the message are left in buf.
+func floorMessage(src, dst net.Conn, buf []byte, n int) (int, bool) {
+	end := -1
+	for {
+		if end = bytes.Index(buf[:n], crlfcrlf); end >= 0 {
+			break
+		}
+		if n == len(buf) {
+			return 0, false // a head larger than the buffer
+		}
+		m, err := src.Read(buf[n:])
+		if err != nil {
+			return 0, false
+		}
+		n += m
+	}
+	end += 4
+	body := contentLength(buf[:end])
+	msg := int64(end) + body
+	if int64(n) >= msg {
+		// The whole message is buffered: one write.
+		if _, err := dst.Write(buf[:msg]); err != nil {
+			return 0, false
+		}
+		return copy(buf, buf[msg:n]), true
+	}
+	if _, err := dst.Write(buf[:n]); err != nil {
+		return 0, false
+	}
+	left := msg - int64(n)
+	for left > 0 {
+		m, err := src.Read(buf[:min(int64(len(buf)), left)])
+		if err != nil {
+			return 0, false
+		}
+		if _, err := dst.Write(buf[:m]); err != nil {
+			return 0, false
+		}
+		left -= int64(m)
+	}
+	return 0, true
+}
+
+// contentLength is the Content-Length of a message head, 0 when none.
+func contentLength(head []byte) int64 {
+	const key = "\r\ncontent-length:"
+	for i := 0; i+len(key) <= len(head); i++ {
+		if head[i] != '\r' || !asciiEqualFold(head[i:i+len(key)], key) {
+			continue
+		}
+		var v int64
+		for _, c := range head[i+len(key):] {
+			switch {
+			case c == ' ' || c == '\t':
+			case c >= '0' && c <= '9':
+				v = v*10 + int64(c-'0')
+			default:
+				return v
+			}
+		}
+	}
+	return 0
+}
+
+func asciiEqualFold(b []byte, s string) bool {
+	for i := range len(s) {
+		c := b[i]
+		if c >= 'A' && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		if c != s[i] {
+			return false
+		}
+	}
+	return true
+}
+
+var crlfcrlf = []byte("\r\n\r\n")
