@@ -387,18 +387,7 @@ func TestLaneSendsWholeResponseBeforeHandlerReturns(t *testing.T) {
 		}
 		<-release
 	})
-	l := newLane("test", h, &http.Server{}, slog.New(slog.DiscardHandler))
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go l.Serve(ln)
-	defer l.Close()
-	c, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c := dialLane(t, h, &http.Server{})
 	br := bufio.NewReader(c)
 	for _, tc := range []struct{ method, path, body string }{
 		{"GET", "/body", "hello"}, {"GET", "/empty", ""}, {"GET", "/nocontent", ""}, {"HEAD", "/head", ""},
@@ -425,18 +414,7 @@ func TestLaneSendsWholeResponseBeforeHandlerReturns(t *testing.T) {
 func TestLaneIdleTimeoutFromLastRequest(t *testing.T) {
 	const idle = time.Second
 	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") })
-	l := newLane("test", h, &http.Server{IdleTimeout: idle, ReadHeaderTimeout: idle}, slog.New(slog.DiscardHandler))
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go l.Serve(ln)
-	defer l.Close()
-	c, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c := dialLane(t, h, &http.Server{IdleTimeout: idle, ReadHeaderTimeout: idle})
 	c.SetDeadline(time.Now().Add(30 * time.Second))
 	br := bufio.NewReader(c)
 	ask := func() time.Time {
@@ -455,4 +433,23 @@ func TestLaneIdleTimeoutFromLastRequest(t *testing.T) {
 	if waited := time.Since(last); waited < idle-idle/10 {
 		t.Fatalf("closed %v after the last request; the idle timeout is %v", waited, idle)
 	}
+}
+
+// dialLane serves h with a lane (timeouts and limits from srv) on a
+// loopback port and returns a connection to it; both end with the test.
+func dialLane(t *testing.T, h http.Handler, srv *http.Server) net.Conn {
+	t.Helper()
+	l := newLane("test", h, srv, slog.New(slog.DiscardHandler))
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go l.Serve(ln)
+	t.Cleanup(func() { l.Close() })
+	c, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
 }

@@ -47,9 +47,6 @@ func (q *Request) StartAttempt(out *http.Request, info AttemptInfo) *Attempt {
 	var a *Attempt
 	if q.t.prov == nil {
 		a = &Attempt{q: q, ctx: q.ctx, span: q.span} // tracing off: as in StartRequest
-	} else if q.t.own == nil {
-		a = &Attempt{q: q}
-		a.ctx, a.span = q.t.tracer.Start(q.ctx, method, clientKind)
 	} else if st, record := q.t.own.sampleProxy(q.ctx, method, trace.SpanKindClient); !record {
 		a = &Attempt{q: q}
 		a.ctx, a.span = q.t.own.nonRecording(q.ctx, &st)

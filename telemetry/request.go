@@ -101,9 +101,6 @@ func (t *Telemetry) StartRequest(r *http.Request, l Listener) (context.Context, 
 		// span context as it arrived (or none), which ctx holds already.
 		q = &Request{t: t, listener: l, method: r.Method, start: time.Now()}
 		q.ctx, q.span = ctx, trace.SpanFromContext(ctx)
-	} else if t.own == nil {
-		q = &Request{t: t, listener: l, method: r.Method, start: time.Now()}
-		q.ctx, q.span = t.tracer.Start(ctx, r.Method, serverKind)
 	} else if st, record := t.own.sampleProxy(ctx, r.Method, trace.SpanKindServer); !record {
 		q = &Request{t: t, listener: l, method: r.Method, start: time.Now()}
 		q.ctx, q.span = t.own.nonRecording(ctx, &st)
