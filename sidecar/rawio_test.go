@@ -148,10 +148,7 @@ func TestRawSockResetWordedLikeNetConn(t *testing.T) {
 func TestRawSockDeferredWriteGoesOutWithTheRead(t *testing.T) {
 	c, s := tcpPair(t)
 	raw := newRawSock(c)
-	raw.deferWrites(true)
-	raw.Write([]byte("pi"))
-	raw.Write([]byte("ng"))
-	raw.deferWrites(false)
+	deferWrite(raw, []byte("pi"), []byte("ng"))
 	if st, err := peekSocket(s); err != nil || st != peekEmpty {
 		t.Fatalf("deferred bytes went out at once (peer sees %v, %v)", st, err)
 	}
@@ -176,9 +173,7 @@ func TestRawSockDeferredWriteLargerThanTheBuffers(t *testing.T) {
 	s.SetReadBuffer(64 << 10)
 	raw := newRawSock(c)
 	big := bytes.Repeat([]byte("0123456789abcdef"), 1<<18) // 4 MiB
-	raw.deferWrites(true)
-	raw.Write(big)
-	raw.deferWrites(false)
+	deferWrite(raw, big)
 	go func() {
 		got := make([]byte, len(big))
 		if _, err := io.ReadFull(s, got); err == nil && bytes.Equal(got, big) {
@@ -203,9 +198,7 @@ func TestRawSockDeferredWriteFailure(t *testing.T) {
 		return st == peekClosed
 	})
 	raw := newRawSock(c)
-	raw.deferWrites(true)
-	raw.Write([]byte("ping"))
-	raw.deferWrites(false)
+	deferWrite(raw, []byte("ping"))
 	_, err := raw.Read(make([]byte, 10))
 	var oe *net.OpError
 	if !errors.As(err, &oe) || oe.Op != "write" {
@@ -214,5 +207,14 @@ func TestRawSockDeferredWriteFailure(t *testing.T) {
 	// Nothing stays pending for the next read.
 	if _, err := raw.Read(make([]byte, 10)); err == nil || errors.As(err, &oe) && oe.Op != "read" {
 		t.Fatalf("second read: %v; want a read error", err)
+	}
+}
+
+// deferWrite writes each of ps to raw with its writes deferred.
+func deferWrite(raw *rawSock, ps ...[]byte) {
+	raw.deferWrites(true)
+	defer raw.deferWrites(false)
+	for _, p := range ps {
+		raw.Write(p)
 	}
 }

@@ -144,16 +144,22 @@ func Serve(listen string, h http.Handler) error {
 // ServeL4Relay accepts TCP connections and relays bytes to upstream with
 // io.Copy between *net.TCPConn values, which Go turns into splice(2).
 func ServeL4Relay(listen, upstream string) error {
+	return acceptEach("l4relay", listen, func(c net.Conn) { relay(c.(*net.TCPConn), upstream) })
+}
+
+// acceptEach serves every connection accepted on listen with serve, on a
+// goroutine of its own, until accepting fails.
+func acceptEach(name, listen string, serve func(net.Conn)) error {
 	ln, err := net.Listen("tcp", listen)
 	if err != nil {
-		return fmt.Errorf("l4relay: listen %s: %w", listen, err)
+		return fmt.Errorf("%s: listen %s: %w", name, listen, err)
 	}
 	for {
 		c, err := ln.Accept()
 		if err != nil {
-			return fmt.Errorf("l4relay: accept: %w", err)
+			return fmt.Errorf("%s: accept: %w", name, err)
 		}
-		go relay(c.(*net.TCPConn), upstream)
+		go serve(c)
 	}
 }
 
@@ -185,17 +191,7 @@ func relay(down *net.TCPConn, upstream string) {
 // is measured; it is not a proxy anyone should run (no chunked bodies, no
 // hop-by-hop handling, no errors answered).
 func ServeH1Floor(listen, upstream string) error {
-	ln, err := net.Listen("tcp", listen)
-	if err != nil {
-		return fmt.Errorf("h1floor: listen %s: %w", listen, err)
-	}
-	for {
-		c, err := ln.Accept()
-		if err != nil {
-			return fmt.Errorf("h1floor: accept: %w", err)
-		}
-		go floorConn(c, upstream)
-	}
+	return acceptEach("h1floor", listen, func(c net.Conn) { floorConn(c, upstream) })
 }
 
 func floorConn(down net.Conn, upstream string) {
