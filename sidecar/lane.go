@@ -225,9 +225,13 @@ type laneConn struct {
 	stash    [1]byte
 	hasStash bool
 
+	// idle is the body_idle timer of the connection's exchanges.
+	idle *idleTimer
+
 	// The watch of the request in progress.
 	wmu      sync.Mutex
-	wt       *time.Timer
+	wt       lazyTimer
+	wdue     int64         // monoNow() at which the watch may start reading
 	wstop    bool          // the request ended: no new watch
 	wdone    chan struct{} // closed when a watch in progress returns; nil when none
 	wcancel  context.CancelCauseFunc
@@ -279,7 +283,8 @@ func (lc *laneConn) awaitRequest(br *bufio.Reader, d time.Duration) error {
 }
 
 func (l *lane) serveConn(c net.Conn) {
-	lc := &laneConn{l: l, c: c, remote: c.RemoteAddr().String()}
+	lc := &laneConn{l: l, c: c, remote: c.RemoteAddr().String(), idle: newIdleTimer(true)}
+	lc.wt.f = lc.watchFire
 	lc.tc, _ = c.(*net.TCPConn)
 	lc.raw = newRawSock(lc.tc)
 	if !l.track(lc) {
@@ -297,6 +302,10 @@ func (l *lane) serveConn(c net.Conn) {
 	owned := true // this goroutine closes the connection at the end
 	defer func() {
 		l.forget(lc)
+		lc.idle.release()
+		lc.wmu.Lock()
+		lc.wt.stop()
+		lc.wmu.Unlock()
 		bw.Reset(nil)
 		laneWriters.Put(bw)
 		if owned {
@@ -339,7 +348,7 @@ func (l *lane) serveConn(c net.Conn) {
 		var req *http.Request
 		var cancel context.CancelCauseFunc
 		if verdict == headWhole {
-			req, cancel = laneRequest(head)
+			req, cancel = laneRequest(head, lc.idle)
 		}
 		if req == nil || req.ContentLength > 0 {
 			// A body is read without a deadline (body_idle rules);
@@ -540,6 +549,7 @@ type laneExchange struct {
 	done   <-chan struct{}
 	cancel context.CancelCauseFunc // cancels the context, then closes the hooked connection
 	hooked atomic.Pointer[net.TCPConn]
+	idle   *idleTimer // the connection's body_idle timer
 }
 
 // fire closes the hooked connection, if any.
@@ -573,24 +583,28 @@ func (lc *laneConn) watch(cancel context.CancelCauseFunc, body *socketBody, br *
 	lc.wmu.Lock()
 	lc.wstop = false
 	lc.wcancel, lc.wbody, lc.wpending = cancel, body, br
-	if lc.wt == nil {
-		lc.wt = time.AfterFunc(watchDelay, lc.watchFire)
-	} else {
-		lc.wt.Reset(watchDelay)
-	}
+	lc.wdue = monoNow() + int64(watchDelay)
+	lc.wt.armBy(lc.wdue)
 	lc.wmu.Unlock()
 }
 
 func (lc *laneConn) watchFire() {
 	lc.wmu.Lock()
+	lc.wt.fired()
 	if lc.wstop || lc.wdone != nil {
+		lc.wmu.Unlock()
+		return
+	}
+	if now := monoNow(); now < lc.wdue {
+		lc.wt.armBy(lc.wdue) // armed for an earlier request
 		lc.wmu.Unlock()
 		return
 	}
 	if lc.wbody != nil && lc.wbody.left.Load() > 0 {
 		// The body is still being read: that read notices a caller
 		// gone. Look again later.
-		lc.wt.Reset(watchDelay)
+		lc.wdue = monoNow() + int64(watchDelay)
+		lc.wt.armBy(lc.wdue)
 		lc.wmu.Unlock()
 		return
 	}
@@ -624,8 +638,7 @@ func (lc *laneConn) watchFire() {
 // read in progress to be abandoned.
 func (lc *laneConn) unwatch() {
 	lc.wmu.Lock()
-	lc.wstop = true
-	lc.wt.Stop()
+	lc.wstop = true // the timer stays armed: the next request's watch may use it
 	done := lc.wdone
 	lc.wmu.Unlock()
 	if done != nil {
@@ -717,9 +730,9 @@ func parseHead(head []byte, ctx context.Context) *http.Request {
 
 // laneRequest parses head into a request with a context of its own, which
 // the returned function cancels; nil for a head the lane does not serve.
-func laneRequest(head []byte) (*http.Request, context.CancelCauseFunc) {
+func laneRequest(head []byte, idle *idleTimer) (*http.Request, context.CancelCauseFunc) {
 	ctx, cancel := context.WithCancelCause(context.Background())
-	le := &laneExchange{done: ctx.Done()}
+	le := &laneExchange{done: ctx.Done(), idle: idle}
 	le.cancel = func(cause error) {
 		cancel(cause)
 		le.fire()

@@ -124,7 +124,7 @@ func TestLaneCallerGoneCancelsUpstream(t *testing.T) {
 // the connection was still the exchange's.
 func TestLaneExchangeCancelHook(t *testing.T) {
 	hooked := func() (*http.Request, context.CancelCauseFunc, *net.TCPConn, *net.TCPConn) {
-		r, cancel := laneRequest([]byte("GET / HTTP/1.1\r\nHost: a\r\n\r\n"))
+		r, cancel := laneRequest([]byte("GET / HTTP/1.1\r\nHost: a\r\n\r\n"), nil)
 		if r == nil {
 			t.Fatal("the lane refused a plain head")
 		}

@@ -107,14 +107,14 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, up *upstream, ma
 		return
 	}
 
-	ctx, cancel := exchangeContext(r)
+	ctx, cancel, le := exchangeContext(r)
 	defer cancel(nil)
 	if up.timeouts.Overall > 0 {
 		var stop context.CancelFunc
 		ctx, stop = context.WithTimeoutCause(ctx, up.timeouts.Overall, errOverallTimeout)
 		defer stop()
 	}
-	idle := startIdleTimer(up.timeouts.BodyIdle, cancel)
+	idle := le.idleTimer(up.timeouts.BodyIdle, cancel)
 	defer idle.stop()
 
 	var body *requestBody
@@ -293,13 +293,24 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, up *upstream, ma
 
 // exchangeContext is the context of one exchange, which ferry cancels
 // with a cause (a timeout, a broken body) or when the exchange ends. The
-// HTTP/1.1 lane gives each request a context of its own to cancel; a
-// request from net/http gets a child context.
-func exchangeContext(r *http.Request) (context.Context, context.CancelCauseFunc) {
+// HTTP/1.1 lane gives each request a context of its own to cancel (and
+// returns its exchange); a request from net/http gets a child context.
+func exchangeContext(r *http.Request) (context.Context, context.CancelCauseFunc, *laneExchange) {
 	if le, ok := r.Context().Value(laneCancelKey{}).(*laneExchange); ok {
-		return r.Context(), le.cancel
+		return r.Context(), le.cancel, le
 	}
-	return context.WithCancelCause(r.Context())
+	ctx, cancel := context.WithCancelCause(r.Context())
+	return ctx, cancel, nil
+}
+
+// idleTimer starts the body_idle timer of an exchange (nil when d <= 0):
+// a lane request's connection lends its own; le may be nil.
+func (le *laneExchange) idleTimer(d time.Duration, cancel context.CancelCauseFunc) *idleTimer {
+	if d <= 0 || le == nil || le.idle == nil {
+		return startIdleTimer(d, cancel)
+	}
+	le.idle.begin(d, cancel)
+	return le.idle
 }
 
 // callerGone reports whether the caller went away (closed or reset its

@@ -3,12 +3,14 @@ package sidecar
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -693,6 +695,68 @@ func TestBodyIdleAllowsSlowSteadyBody(t *testing.T) {
 	res.Body.Close()
 	if err != nil || len(b) != 10 {
 		t.Fatalf("read %d bytes, err %v", len(b), err)
+	}
+}
+
+// Timeouts hold on connections that served requests before: one caller
+// connection and one pooled upstream connection carry quick exchanges,
+// then a response header that never comes (504 after response_header),
+// then a body that stops (broken after body_idle); quick exchanges work
+// between and after.
+func TestTimeoutsOnReusedConnections(t *testing.T) {
+	release := make(chan struct{})
+	defer close(release)
+	var conns atomic.Int64
+	up := origin(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/head":
+			<-release
+		case "/body":
+			w.Header().Set("Content-Length", "100")
+			w.Write([]byte("part"))
+			w.(http.Flusher).Flush()
+			<-release
+		default:
+			w.Write([]byte("ok"))
+		}
+	}))
+	_, url := outboundTo(t, "defaults: { retry: { max_retries: 0 }, timeouts: { response_header: 300ms, body_idle: 300ms } }", up)
+	tr := &http.Transport{Proxy: nil, DisableCompression: true, MaxConnsPerHost: 1}
+	tr.DialContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
+		conns.Add(1)
+		return (&net.Dialer{}).DialContext(ctx, network, addr)
+	}
+	client := &http.Client{Transport: tr}
+	quick := func(n int) {
+		t.Helper()
+		for range n {
+			if res, body := get(t, client, url+"/ok", ""); res.StatusCode != http.StatusOK || body != "ok" {
+				t.Fatalf("quick exchange: %d %q", res.StatusCode, body)
+			}
+		}
+	}
+	quick(3)
+	start := time.Now()
+	res, body := get(t, client, url+"/head", "")
+	if d := time.Since(start); res.StatusCode != http.StatusGatewayTimeout || !strings.Contains(body, "timeouts.response_header") || d < 300*time.Millisecond || d > 5*time.Second {
+		t.Fatalf("header never sent: %d %q after %v, want 504 naming timeouts.response_header after about 300ms", res.StatusCode, body, d)
+	}
+	quick(3)
+	start = time.Now()
+	res, err := client.Get(url + "/body")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := io.ReadAll(res.Body)
+	res.Body.Close()
+	if d := time.Since(start); err == nil || string(b) != "part" || d < 300*time.Millisecond || d > 5*time.Second {
+		t.Fatalf("body stopped: read %q, err %v after %v; want the 4 bytes sent, then a break after about 300ms", b, err, d)
+	}
+	quick(3)
+	// One caller connection for the first two phases; the broken body
+	// closed it, so the last phase took a second one.
+	if n := conns.Load(); n != 2 {
+		t.Fatalf("%d caller connections, want 2", n)
 	}
 }
 

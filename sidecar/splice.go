@@ -86,6 +86,61 @@ type h1Conn struct {
 	br    *bufio.Reader
 	bw    *bufio.Writer
 	since time.Time // idle since
+
+	// The response header timeout of a bodiless exchange (awaitHeader).
+	hmu      sync.Mutex
+	ht       lazyTimer
+	hdue     int64 // monoNow() by which the header must be in; 0: none awaited
+	hexpired bool  // the timer cut the wait: the read deadline is in the past
+}
+
+// awaitHeader bounds the wait for a response header to d. It takes no
+// timer operation per request on a busy connection (see lazyTimer): when
+// the timer finds the header overdue, it moves the socket's read
+// deadline into the past, which ends the read with a timeout.
+func (c *h1Conn) awaitHeader(d time.Duration) {
+	c.hmu.Lock()
+	if c.ht.f == nil {
+		c.ht.f = c.headerTimer
+	}
+	c.hdue = monoNow() + int64(d)
+	c.ht.armBy(c.hdue)
+	c.hmu.Unlock()
+}
+
+// headerIn ends the wait awaitHeader bounds.
+func (c *h1Conn) headerIn() {
+	c.hmu.Lock()
+	c.hdue = 0
+	if c.hexpired {
+		c.hexpired = false
+		c.tc.SetReadDeadline(time.Time{})
+	}
+	c.hmu.Unlock()
+}
+
+func (c *h1Conn) headerTimer() {
+	c.hmu.Lock()
+	defer c.hmu.Unlock()
+	c.ht.fired()
+	switch {
+	case c.hdue == 0:
+	case monoNow() < c.hdue:
+		c.ht.armBy(c.hdue)
+	default:
+		c.hdue = 0
+		c.hexpired = true
+		c.tc.SetReadDeadline(time.Unix(1, 0))
+	}
+}
+
+// close closes the connection and stops its timer, which would otherwise
+// hold the connection and its buffers until it fires.
+func (c *h1Conn) close() error {
+	c.hmu.Lock()
+	c.ht.stop()
+	c.hmu.Unlock()
+	return c.tc.Close()
 }
 
 // cancelHook closes an upstream connection when its exchange's context
@@ -173,7 +228,7 @@ func (f *fastH1) RoundTrip(out *http.Request) (*http.Response, error) {
 			return res, nil
 		}
 		stop.stop()
-		c.tc.Close()
+		c.close()
 		if ctxErr := ctx.Err(); ctxErr != nil {
 			return nil, ctxErr
 		}
@@ -391,8 +446,8 @@ func (f *fastH1) exchange(c *h1Conn, out *http.Request) (*http.Response, bool, e
 		return nil, false, err
 	}
 	if f.responseHeader > 0 {
-		c.tc.SetReadDeadline(time.Now().Add(f.responseHeader))
-		defer c.tc.SetReadDeadline(time.Time{})
+		c.awaitHeader(f.responseHeader)
+		defer c.headerIn()
 	}
 	return f.readResponse(c, out)
 }
@@ -457,7 +512,7 @@ func (f *fastH1) get(ctx context.Context, addr string, fresh bool, maxIdle time.
 				f.mu.Unlock()
 				return c, true, nil
 			}
-			c.tc.Close()
+			c.close()
 		}
 		f.mu.Unlock()
 	}
@@ -535,7 +590,7 @@ func (f *fastH1) sweep() {
 			if idle := time.Since(c.since); idle < poolIdleTimeout && (idle < poolTrustWindow || c.alive()) {
 				keep = append(keep, c)
 			} else {
-				c.tc.Close()
+				c.close()
 			}
 		}
 		if len(keep) == 0 {
@@ -556,7 +611,7 @@ func (f *fastH1) put(addr string, c *h1Conn) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.closed || len(f.idle[addr]) >= poolMaxIdle {
-		c.tc.Close()
+		c.close()
 		return
 	}
 	if f.idle == nil {
@@ -577,7 +632,7 @@ func (f *fastH1) CloseIdleConnections() {
 	f.mu.Lock()
 	for _, list := range f.idle {
 		for _, c := range list {
-			c.tc.Close()
+			c.close()
 		}
 	}
 	f.idle = nil
@@ -625,7 +680,7 @@ func (b *spliceBody) Close() error {
 		b.f.put(b.addr, b.c)
 		return nil
 	}
-	return b.c.tc.Close()
+	return b.c.close()
 }
 
 // uploaded reports whether the request body (if any) went whole: only

@@ -17,41 +17,74 @@ var bufPool = sync.Pool{New: func() any { b := make([]byte, bufSize); return &b 
 
 // idleTimer cancels an exchange when no body byte moved in either direction
 // for d. Reads only store a timestamp; the timer re-arms itself, so the hot
-// path never resets a timer.
+// path never resets a timer. A lane connection keeps one for all its
+// exchanges (reused), armed between them until it fires with nothing to
+// watch: an exchange then arms nothing (see lazyTimer).
 type idleTimer struct {
-	d      time.Duration
-	base   time.Time
-	last   atomic.Int64 // nanoseconds since base of the last activity
+	last   atomic.Int64 // monoNow() of the last activity
 	paused atomic.Bool
-	t      *time.Timer
-	cancel context.CancelCauseFunc
+	reused bool
+
+	mu     sync.Mutex
+	d      time.Duration
+	lt     lazyTimer
+	cancel context.CancelCauseFunc // the exchange's; nil between exchanges
 }
 
+func newIdleTimer(reused bool) *idleTimer {
+	it := &idleTimer{reused: reused}
+	it.lt.f = it.fire
+	return it
+}
+
+// startIdleTimer starts a timer of one exchange's own; nil when d <= 0.
 func startIdleTimer(d time.Duration, cancel context.CancelCauseFunc) *idleTimer {
 	if d <= 0 {
 		return nil
 	}
-	it := &idleTimer{d: d, base: time.Now(), cancel: cancel}
-	it.t = time.AfterFunc(d, it.fire)
+	it := newIdleTimer(false)
+	it.begin(d, cancel)
 	return it
 }
 
+// begin watches an exchange, which cancel ends, from now.
+func (it *idleTimer) begin(d time.Duration, cancel context.CancelCauseFunc) {
+	now := monoNow()
+	it.last.Store(now)
+	it.paused.Store(false)
+	it.mu.Lock()
+	it.d, it.cancel = d, cancel
+	it.lt.armBy(now + int64(d))
+	it.mu.Unlock()
+}
+
 func (it *idleTimer) fire() {
+	it.mu.Lock()
+	it.lt.fired()
+	cancel := it.cancel
+	if cancel == nil {
+		it.mu.Unlock()
+		return
+	}
+	now := monoNow()
+	due := it.last.Load() + int64(it.d)
 	if it.paused.Load() {
+		due = now + int64(it.d) // the upstream thinks: look again later
+	}
+	if now < due {
+		it.lt.armBy(due)
+		it.mu.Unlock()
 		return
 	}
-	idle := time.Since(it.base) - time.Duration(it.last.Load())
-	if idle >= it.d {
-		it.cancel(errBodyIdle)
-		return
-	}
-	it.t.Reset(it.d - idle)
+	it.cancel = nil
+	it.mu.Unlock()
+	cancel(errBodyIdle)
 }
 
 // touch records activity.
 func (it *idleTimer) touch() {
 	if it != nil {
-		it.last.Store(int64(time.Since(it.base)))
+		it.last.Store(monoNow())
 	}
 }
 
@@ -63,20 +96,35 @@ func (it *idleTimer) pause() {
 	}
 }
 
-// resume restarts idle accounting from now.
+// resume restarts idle accounting from now. The timer needs no reset:
+// while an exchange is watched it is armed for no later than d after its
+// last look.
 func (it *idleTimer) resume() {
 	if it != nil {
 		it.touch()
-		if it.paused.Swap(false) {
-			it.t.Reset(it.d)
-		}
+		it.paused.Store(false)
 	}
 }
 
+// stop ends the watch of the exchange. A timer of its own is stopped; a
+// reused one stays armed until it fires with nothing to watch.
 func (it *idleTimer) stop() {
 	if it != nil {
-		it.t.Stop()
+		it.mu.Lock()
+		it.cancel = nil
+		if !it.reused {
+			it.lt.stop()
+		}
+		it.mu.Unlock()
 	}
+}
+
+// release stops a reused timer for good: its connection ended.
+func (it *idleTimer) release() {
+	it.mu.Lock()
+	it.cancel = nil
+	it.lt.stop()
+	it.mu.Unlock()
 }
 
 // requestBody wraps the caller's request body on its way upstream: it counts

@@ -1,0 +1,55 @@
+package sidecar
+
+import "time"
+
+// monoBase anchors monoNow.
+var monoBase = time.Now()
+
+// monoNow is the monotonic clock in nanoseconds, cheap to store in an
+// atomic and to compare.
+func monoNow() int64 { return int64(time.Since(monoBase)) }
+
+// lazyTimer is a runtime timer that is only ever moved earlier. The
+// per-request timeouts of a reused connection (the lane's watch for a
+// caller gone, body_idle, an upstream's response header) arm one every
+// request; when it is already due no later than asked, arming costs
+// nothing. Starting, resetting or stopping a runtime timer per request
+// costs more than the timer: the runtime may wake a thread to re-plan
+// its sleep each time, which showed as futex calls and context switches
+// per request. The owner's callback, called when the timer fires, calls
+// fired, looks at its own deadline and, when that is still ahead, arms
+// the timer again for it; with nothing due it leaves it disarmed. The
+// owner serializes all calls with its own mutex, in the callback too.
+type lazyTimer struct {
+	t  *time.Timer
+	at int64 // monoNow() at which it fires; 0 when disarmed
+	f  func()
+}
+
+// armBy makes sure the timer fires no later than due (a monoNow() time).
+func (lt *lazyTimer) armBy(due int64) {
+	if lt.at != 0 && lt.at <= due {
+		return
+	}
+	d := time.Duration(due - monoNow())
+	if lt.t == nil {
+		lt.t = time.AfterFunc(d, lt.f)
+	} else {
+		lt.t.Reset(d)
+	}
+	lt.at = due
+}
+
+// fired records that the timer went off: the callback's first call. A
+// callback already on its way when armBy moved the timer may see it
+// early; the owner's look at its deadline covers that.
+func (lt *lazyTimer) fired() { lt.at = 0 }
+
+// stop disarms the timer for good (its owner is done), so it holds
+// nothing alive.
+func (lt *lazyTimer) stop() {
+	if lt.t != nil {
+		lt.t.Stop()
+	}
+	lt.at = 0
+}

@@ -1,0 +1,151 @@
+package sidecar
+
+import (
+	"errors"
+	"io"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// armBy only ever moves the timer earlier, reusing one runtime timer.
+func TestLazyTimerArmsOnlyEarlier(t *testing.T) {
+	var mu sync.Mutex
+	fires := make(chan struct{}, 8)
+	var lt lazyTimer
+	lt.f = func() {
+		mu.Lock()
+		lt.fired()
+		mu.Unlock()
+		fires <- struct{}{}
+	}
+	mu.Lock()
+	lt.armBy(monoNow() + int64(20*time.Millisecond))
+	first, at := lt.t, lt.at
+	lt.armBy(monoNow() + int64(time.Hour))
+	if lt.at != at {
+		t.Fatalf("a later arm moved the timer from %d to %d", at, lt.at)
+	}
+	mu.Unlock()
+	recv(t, fires, 5*time.Second, "the timer armed for 20ms, then asked for an hour")
+
+	mu.Lock()
+	if lt.at != 0 {
+		t.Fatalf("fired timer still armed at %d", lt.at)
+	}
+	lt.armBy(monoNow() + int64(time.Hour))
+	lt.armBy(monoNow() + int64(10*time.Millisecond))
+	if lt.t != first {
+		t.Fatal("arming made a new runtime timer")
+	}
+	mu.Unlock()
+	recv(t, fires, 5*time.Second, "the timer armed for an hour, then for 10ms")
+	mu.Lock()
+	lt.stop()
+	mu.Unlock()
+}
+
+// cancelRecorder is an exchange's cancel function that keeps its cause.
+type cancelRecorder struct{ cause atomic.Pointer[error] }
+
+func (c *cancelRecorder) cancel(err error) { c.cause.CompareAndSwap(nil, &err) }
+
+func (c *cancelRecorder) err() error {
+	if p := c.cause.Load(); p != nil {
+		return *p
+	}
+	return nil
+}
+
+// A lane connection's idle timer serves one exchange after another: a fire
+// left from an ended exchange never cancels the next one, a shorter
+// body_idle moves the timer earlier, and a pause holds the cancel.
+func TestIdleTimerReusedAcrossExchanges(t *testing.T) {
+	it := newIdleTimer(true)
+	defer it.release()
+	armedAt := func() int64 {
+		it.mu.Lock()
+		defer it.mu.Unlock()
+		return it.lt.at
+	}
+
+	var a, b, c, d, e cancelRecorder
+	it.begin(20*time.Millisecond, e.cancel)
+	it.stop()
+	waitFor(t, "the timer to fire with no exchange and disarm", 5*time.Second, func() bool { return armedAt() == 0 })
+	if e.err() != nil {
+		t.Fatalf("an ended exchange was cancelled: %v", e.err())
+	}
+
+	it.begin(20*time.Millisecond, a.cancel)
+	it.stop()
+	it.begin(time.Hour, b.cancel) // the timer stays due in 20ms
+	waitFor(t, "the timer to fire and re-arm for the exchange of an hour", 5*time.Second, func() bool {
+		return armedAt() > monoNow()+int64(30*time.Minute)
+	})
+	if a.err() != nil || b.err() != nil {
+		t.Fatalf("cancelled: ended exchange %v, running exchange %v; want neither", a.err(), b.err())
+	}
+	it.stop()
+
+	it.begin(20*time.Millisecond, c.cancel)
+	waitFor(t, "the idle exchange to be cancelled", 5*time.Second, func() bool { return c.err() != nil })
+	if !errors.Is(c.err(), errBodyIdle) || b.err() != nil {
+		t.Fatalf("cancelled with %v (earlier exchange: %v), want errBodyIdle", c.err(), b.err())
+	}
+	it.stop()
+
+	it.begin(20*time.Millisecond, d.cancel)
+	it.pause()
+	first := armedAt()
+	waitFor(t, "the timer to fire during the pause", 5*time.Second, func() bool {
+		at := armedAt()
+		return at != 0 && at != first
+	})
+	if d.err() != nil {
+		t.Fatalf("paused exchange cancelled: %v", d.err())
+	}
+	it.resume()
+	waitFor(t, "the resumed idle exchange to be cancelled", 5*time.Second, func() bool { return d.err() != nil })
+}
+
+// The response header wait of a pooled upstream connection: an overdue
+// header ends the read with a timeout; a header in time leaves no deadline
+// behind, however late the timer fires.
+func TestHeaderWatch(t *testing.T) {
+	tc, peer := tcpPair(t)
+	c := &h1Conn{tc: tc}
+	defer c.close()
+	read := func() error {
+		done := make(chan error, 1)
+		go func() {
+			var b [1]byte
+			_, err := io.ReadFull(c.tc, b[:])
+			done <- err
+		}()
+		return recv(t, done, 5*time.Second, "the read to end")
+	}
+
+	c.awaitHeader(30 * time.Millisecond)
+	if err := read(); !isTimeoutErr(err) {
+		t.Fatalf("overdue header: read ended with %v, want a timeout", err)
+	}
+	c.headerIn()
+	peer.Write([]byte("x"))
+	if err := read(); err != nil {
+		t.Fatalf("after the overdue wait ended: %v", err)
+	}
+
+	c.awaitHeader(20 * time.Millisecond)
+	c.headerIn()
+	waitFor(t, "the timer to fire", 5*time.Second, func() bool {
+		c.hmu.Lock()
+		defer c.hmu.Unlock()
+		return c.ht.at == 0
+	})
+	peer.Write([]byte("y"))
+	if err := read(); err != nil {
+		t.Fatalf("header in time, timer fired later: read %v", err)
+	}
+}
