@@ -3,6 +3,7 @@ package sidecar
 import (
 	"net"
 	"net/http"
+	"slices"
 	"strings"
 )
 
@@ -25,6 +26,9 @@ var hopHeaders = []string{
 // Connection header names. "TE: trailers" on a request is kept: it tells an
 // HTTP/2 or gRPC upstream that the caller accepts trailers.
 func removeHopHeaders(h http.Header, isRequest bool) {
+	if len(h) < len(hopHeaders) && !hasHopHeader(h) {
+		return // and nothing is named by a Connection header that is not there
+	}
 	for _, v := range h["Connection"] {
 		for name := range strings.SplitSeq(v, ",") {
 			if name = strings.TrimSpace(name); name != "" {
@@ -39,6 +43,18 @@ func removeHopHeaders(h http.Header, isRequest bool) {
 	if keepTE {
 		h["Te"] = []string{"trailers"}
 	}
+}
+
+// hasHopHeader reports whether h holds a hop-by-hop header. For the few
+// fields of a common head this is cheaper than deleting every hop-by-hop
+// name, a hash apiece.
+func hasHopHeader(h http.Header) bool {
+	for k := range h {
+		if slices.Contains(hopHeaders, k) {
+			return true
+		}
+	}
+	return false
 }
 
 // teTrailers reports whether the TE header lists "trailers".

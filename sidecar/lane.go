@@ -550,6 +550,13 @@ type laneExchange struct {
 	cancel context.CancelCauseFunc // cancels the context, then closes the hooked connection
 	hooked atomic.Pointer[net.TCPConn]
 	idle   *idleTimer // the connection's body_idle timer
+	// inform is the caller's writer that ferry's client relays 1xx
+	// responses to (see informer); set by the request's goroutine.
+	inform http.ResponseWriter
+	// headerSent: the first attempt took the request's header as its
+	// own (see outgoing), with X-Forwarded-For as it came, forwardedFor.
+	headerSent   bool
+	forwardedFor []string
 }
 
 // fire closes the hooked connection, if any.

@@ -60,6 +60,8 @@ type exchange struct {
 	// exchange, whatever its outcome (a request framed by both
 	// Content-Length and Transfer-Encoding, RFC 9112 section 6.1).
 	closeConn bool
+	// lane is the lane request's exchange; nil for requests from net/http.
+	lane *laneExchange
 }
 
 // end reports the request: server span end, metrics, access log. It runs

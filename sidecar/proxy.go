@@ -109,6 +109,7 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, up *upstream, ma
 
 	ctx, cancel, le := exchangeContext(r)
 	defer cancel(nil)
+	x.lane = le
 	if up.timeouts.Overall > 0 {
 		var stop context.CancelFunc
 		ctx, stop = context.WithTimeoutCause(ctx, up.timeouts.Overall, errOverallTimeout)
@@ -365,7 +366,7 @@ func (p *Proxy) try(ctx context.Context, w http.ResponseWriter, r *http.Request,
 	}
 	rt := up.transportFor(r, upgrade != "")
 	_, own := rt.(*fastH1)
-	out := p.outgoing(actx, w, r, addr, upgrade, body, own)
+	out := p.outgoing(actx, w, r, addr, upgrade, body, own, x.lane)
 	a := x.q.StartAttempt(out, info)
 	// The upstream gets a new trace context whose parent is this
 	// attempt's client span, never the caller's headers passed through.
@@ -410,23 +411,45 @@ func sleepCtx(ctx context.Context, d time.Duration) bool {
 // outgoing builds the upstream request. A request without a body goes out
 // without one (never chunked); a body of unknown length goes chunked;
 // trailers follow the body. own says ferry's HTTP/1.1 client (fastH1)
-// carries it, which takes the 1xx hook from the context directly.
-func (p *Proxy) outgoing(ctx context.Context, w http.ResponseWriter, r *http.Request, addr, upgrade string, body *requestBody, own bool) *http.Request {
+// carries it, which takes the 1xx hook from the lane exchange le (nil when
+// the request is not the lane's) or the context directly.
+func (p *Proxy) outgoing(ctx context.Context, w http.ResponseWriter, r *http.Request, addr, upgrade string, body *requestBody, own bool, le *laneExchange) *http.Request {
 	// 1xx informational responses (103 Early Hints) pass through. 100
 	// Continue is not forwarded here: the server sends it to the caller
 	// when the transport starts reading the body, which it does when the
 	// upstream sent its own 100.
-	if own {
+	switch {
+	case own && le != nil:
+		le.inform = w
+	case own:
 		ctx = context.WithValue(ctx, informKey{}, w)
-	} else {
+	default:
 		ctx = httptrace.WithClientTrace(ctx, informTrace(w))
 	}
 	// A shallow copy: every field the copy changes gets a value of its
 	// own, the rest (TransferEncoding, Trailer, TLS, ...) is only read.
 	out := r.WithContext(ctx)
-	out.Header = r.Header.Clone()
-	if out.Header == nil {
-		out.Header = http.Header{}
+	switch {
+	case le != nil && !le.headerSent:
+		// The lane parsed this header for this request alone and reads
+		// nothing of it after the first attempt: that attempt takes it
+		// as is, without a copy. Later attempts copy it back as it came
+		// (the rest of what the attempt changed, it changes again the
+		// same way).
+		le.headerSent = true
+		le.forwardedFor = r.Header["X-Forwarded-For"]
+		out.Header = r.Header
+	case le != nil:
+		out.Header = r.Header.Clone()
+		delete(out.Header, "X-Forwarded-For")
+		if le.forwardedFor != nil {
+			out.Header["X-Forwarded-For"] = le.forwardedFor
+		}
+	default:
+		out.Header = r.Header.Clone()
+		if out.Header == nil {
+			out.Header = http.Header{}
+		}
 	}
 	out.RequestURI = ""
 	out.URL = &url.URL{Scheme: "http", Host: addr, Path: r.URL.Path, RawPath: r.URL.RawPath, RawQuery: r.URL.RawQuery}
@@ -465,8 +488,19 @@ func (p *Proxy) outgoing(ctx context.Context, w http.ResponseWriter, r *http.Req
 }
 
 // informKey carries, in the context of an upstream request, the caller's
-// http.ResponseWriter that 1xx informational responses are relayed to.
+// http.ResponseWriter that 1xx informational responses are relayed to,
+// unless the lane exchange in that context carries it (see informer).
 type informKey struct{}
+
+// informer returns the writer that 1xx responses to the upstream request
+// of ctx are relayed to.
+func informer(ctx context.Context) (http.ResponseWriter, bool) {
+	if le, ok := ctx.Value(laneCancelKey{}).(*laneExchange); ok && le.inform != nil {
+		return le.inform, true
+	}
+	w, ok := ctx.Value(informKey{}).(http.ResponseWriter)
+	return w, ok
+}
 
 // inform relays an upstream's 1xx informational response (not 100
 // Continue, see outgoing) to the caller.

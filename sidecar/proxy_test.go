@@ -9,6 +9,8 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptrace"
+	"net/textproto"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -248,6 +250,64 @@ func TestTrailersForwardedBothWays(t *testing.T) {
 	}
 	if res.Trailer.Get("X-Announced") != "a1" || res.Trailer.Get("X-Late") != "l1" {
 		t.Errorf("client saw trailers %v", res.Trailer)
+	}
+}
+
+// Small heads (fewer fields than hop-by-hop names) lose their hop-by-hop
+// fields as big ones do.
+func TestRemoveHopHeadersSmall(t *testing.T) {
+	for _, k := range hopHeaders {
+		h := http.Header{"X-A": {"1"}, k: {"x"}}
+		removeHopHeaders(h, false)
+		if len(h) != 1 || h.Get("X-A") != "1" {
+			t.Errorf("%s: left %v, want only X-A", k, h)
+		}
+	}
+	h := http.Header{"Connection": {"X-B"}, "X-B": {"1"}, "X-A": {"1"}}
+	removeHopHeaders(h, false)
+	if len(h) != 1 || h.Get("X-A") != "1" {
+		t.Errorf("a field the Connection header names: left %v, want only X-A", h)
+	}
+	h = http.Header{"Te": {"trailers"}, "X-A": {"1"}}
+	removeHopHeaders(h, true)
+	if len(h) != 2 || h.Get("Te") != "trailers" {
+		t.Errorf("a request's TE: trailers: left %v, want it kept", h)
+	}
+	h = http.Header{"X-A": {"1"}, "Content-Type": {"text/plain"}}
+	removeHopHeaders(h, false)
+	if len(h) != 2 {
+		t.Errorf("end-to-end fields: left %v, want both", h)
+	}
+}
+
+// A 103 Early Hints from the upstream reaches the caller before the final
+// response, with its own header fields, on every caller protocol.
+func TestInformationalResponsesRelayed(t *testing.T) {
+	up := origin(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Link", "</style.css>; rel=preload")
+		w.WriteHeader(http.StatusEarlyHints)
+		w.Header().Del("Link")
+		w.Write([]byte("final"))
+	}))
+	_, url := outboundTo(t, "", up)
+	for name, client := range map[string]*http.Client{"h1": h1Client(), "h2c": h2cClient()} {
+		t.Run(name, func(t *testing.T) {
+			var got []string
+			trace := &httptrace.ClientTrace{Got1xxResponse: func(code int, h textproto.MIMEHeader) error {
+				got = append(got, fmt.Sprintf("%d %s", code, h.Get("Link")))
+				return nil
+			}}
+			req, _ := http.NewRequestWithContext(httptrace.WithClientTrace(context.Background(), trace), http.MethodGet, url+"/x", nil)
+			res, err := client.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, _ := io.ReadAll(res.Body)
+			res.Body.Close()
+			if want := "103 </style.css>; rel=preload"; len(got) != 1 || got[0] != want || res.StatusCode != http.StatusOK || string(b) != "final" || res.Header.Get("Link") != "" {
+				t.Fatalf("1xx seen %q, then %d %q (Link %q); want [%q], then 200 \"final\" without Link", got, res.StatusCode, b, res.Header.Get("Link"), want)
+			}
+		})
 	}
 }
 

@@ -269,6 +269,46 @@ func TestRetryableStatusRetriedElsewhere(t *testing.T) {
 	}
 }
 
+// A retried request goes out as the first attempt did: the caller's
+// X-Forwarded-For with the caller appended once, hop-by-hop fields gone,
+// the caller's trace context (tracing off) passed on.
+func TestRetrySendsTheSameHeader(t *testing.T) {
+	type seen struct{ xff, hop, tp string }
+	got := make(chan seen, 4)
+	var n atomic.Int64
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		got <- seen{strings.Join(r.Header.Values("X-Forwarded-For"), "|"), r.Header.Get("X-Hop"), r.Header.Get("Traceparent")}
+		if n.Add(1) == 1 {
+			w.WriteHeader(http.StatusServiceUnavailable)
+		}
+	})
+	a, b := origin(t, h), origin(t, h)
+	_, url := resilientFerry(t, nil, `
+    breaker: { consecutive_failures: 0 }
+    outlier: { consecutive_5xx: 0 }
+    retry: { base_interval: 1ms, max_interval: 2ms }`, a, b)
+	req, _ := http.NewRequest(http.MethodGet, url, nil)
+	req.Header.Set("X-Forwarded-For", "203.0.113.9")
+	req.Header.Set("Connection", "X-Hop")
+	req.Header.Set("X-Hop", "1")
+	tp := "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+	req.Header.Set("Traceparent", tp)
+	res, err := h1Client().Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	if res.StatusCode != http.StatusOK {
+		t.Fatalf("status %d, want 200 from the retry", res.StatusCode)
+	}
+	want := seen{"203.0.113.9, 127.0.0.1", "", tp}
+	for i := range 2 {
+		if s := recv(t, got, 5*time.Second, "an attempt"); s != want {
+			t.Errorf("attempt %d sent %+v, want %+v", i+1, s, want)
+		}
+	}
+}
+
 // A POST whose body was partly sent is never retried: ferry holds no copy
 // to send again.
 func TestPartlySentBodyNeverRetried(t *testing.T) {

@@ -194,7 +194,7 @@ func splicedUpload(out *http.Request) (*requestBody, bool) {
 func (f *fastH1) RoundTrip(out *http.Request) (*http.Response, error) {
 	upload, splicing := splicedUpload(out)
 	if !splicing && !eligible(out) {
-		if w, ok := out.Context().Value(informKey{}).(http.ResponseWriter); ok {
+		if w, ok := informer(out.Context()); ok {
 			out = out.WithContext(httptrace.WithClientTrace(out.Context(), informTrace(w)))
 		}
 		return f.fallback.RoundTrip(out)
@@ -470,7 +470,7 @@ func (f *fastH1) readResponse(c *h1Conn, out *http.Request) (*http.Response, boo
 		if res.StatusCode >= 200 || res.StatusCode == http.StatusSwitchingProtocols {
 			return res, true, nil
 		}
-		if w, ok := out.Context().Value(informKey{}).(http.ResponseWriter); ok {
+		if w, ok := informer(out.Context()); ok {
 			inform(w, res.StatusCode, res.Header)
 		}
 	}
