@@ -154,6 +154,12 @@ func copyHeader(dst, src http.Header) {
 // isEventStream reports a server-sent events response, which must be
 // flushed on every write.
 func isEventStream(h http.Header) bool {
-	ct, _, _ := strings.Cut(h.Get("Content-Type"), ";")
+	return isEventStreamType(h.Get("Content-Type"))
+}
+
+// isEventStreamType reports whether a Content-Type value is that of
+// server-sent events.
+func isEventStreamType(v string) bool {
+	ct, _, _ := strings.Cut(v, ";")
 	return strings.EqualFold(strings.TrimSpace(ct), "text/event-stream")
 }

@@ -752,40 +752,19 @@ func laneRequest(head []byte, idle *idleTimer) (*http.Request, context.CancelCau
 	return r, le.cancel
 }
 
-// parseFields parses header lines of the plainest kind ("Name: value"
-// CRLF, the name of token characters, the value of visible ASCII, space
-// and tab), up to the empty line that ends rest, into a header whose
-// values share one array. field sees each canonical name and trimmed value
-// first: keep false leaves the field out, ok false refuses the whole head
-// (nil).
+// parseFields parses header lines of the plainest kind (see scanFields)
+// into a header whose values share one array. field sees each canonical
+// name and trimmed value first: keep false leaves the field out, ok false
+// refuses the whole head (nil).
 func parseFields(rest string, field func(key, v string) (keep, ok bool)) http.Header {
 	n := strings.Count(rest, "\r\n") // one more than the header lines
 	h := make(http.Header, n)
 	vals := make([]string, 0, n)
-	for len(rest) > 2 {
-		var l string
-		l, rest, _ = strings.Cut(rest, "\r\n")
-		colon := strings.IndexByte(l, ':')
-		if colon <= 0 {
-			return nil
-		}
-		name := l[:colon]
-		for i := 0; i < len(name); i++ {
-			if !isTokenChar(name[i]) {
-				return nil
-			}
-		}
-		v := strings.Trim(l[colon+1:], " \t")
-		for i := 0; i < len(v); i++ {
-			if c := v[i]; (c < ' ' && c != '\t') || c >= 0x7f {
-				return nil
-			}
-		}
-		key := canonicalKey(name)
+	ok := scanFields(rest, func(key, v string) bool {
 		keep, ok := field(key, v)
 		switch {
 		case !ok:
-			return nil
+			return false
 		case !keep:
 		case h[key] != nil:
 			h[key] = append(h[key], v)
@@ -793,8 +772,44 @@ func parseFields(rest string, field func(key, v string) (keep, ok bool)) http.He
 			vals = append(vals, v)
 			h[key] = vals[len(vals)-1 : len(vals) : len(vals)]
 		}
+		return true
+	})
+	if !ok {
+		return nil
 	}
 	return h
+}
+
+// scanFields checks header lines of the plainest kind ("Name: value"
+// CRLF, the name of token characters, the value of visible ASCII, space
+// and tab), up to the empty line that ends rest, and calls field with each
+// canonical name and trimmed value; false from field, or a line of another
+// kind, ends the scan with false.
+func scanFields(rest string, field func(key, v string) bool) bool {
+	for len(rest) > 2 {
+		var l string
+		l, rest, _ = strings.Cut(rest, "\r\n")
+		colon := strings.IndexByte(l, ':')
+		if colon <= 0 {
+			return false
+		}
+		name := l[:colon]
+		for i := 0; i < len(name); i++ {
+			if !isTokenChar(name[i]) {
+				return false
+			}
+		}
+		v := strings.Trim(l[colon+1:], " \t")
+		for i := 0; i < len(v); i++ {
+			if c := v[i]; (c < ' ' && c != '\t') || c >= 0x7f {
+				return false
+			}
+		}
+		if !field(canonicalKey(name), v) {
+			return false
+		}
+	}
+	return true
 }
 
 func isTokenChar(c byte) bool {

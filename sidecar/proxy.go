@@ -527,6 +527,41 @@ func informTrace(w http.ResponseWriter) *httptrace.ClientTrace {
 // response (the caller sees a connection closed short, no final chunk, or a
 // reset HTTP/2 stream), never end it cleanly.
 func (p *Proxy) respond(w http.ResponseWriter, res *http.Response, idle *idleTimer) relayResult {
+	sb, _ := res.Body.(*spliceBody)
+	asCame := false
+	if sb != nil && sb.fields.lines != "" {
+		// A plain response to an HTTP/1.1 caller: its head goes on as it
+		// came; to any other, from the header it would have had.
+		cw, ok := w.(*connWriter)
+		if asCame = ok && cw.writeFields(res.StatusCode, &sb.fields); !asCame {
+			res.Header = sb.fields.header()
+		}
+		sb.fields = rawFields{}
+	}
+	h := res.Header
+	if !asCame {
+		h = p.respondHeader(w, res)
+	}
+	rc := http.NewResponseController(w)
+	var result relayResult
+	spliced := false
+	if sb != nil {
+		result, spliced = sb.spliceTo(w, idle)
+	}
+	if !spliced {
+		result = relay(w, rc, res.Body, idle)
+	}
+	if result.readErr == nil && result.writeErr == nil {
+		for k, vv := range res.Trailer {
+			h[http.TrailerPrefix+k] = vv
+		}
+	}
+	return result
+}
+
+// respondHeader writes the status and header of res to w, and returns the
+// header w sends (for the trailers that follow the body).
+func (p *Proxy) respondHeader(w http.ResponseWriter, res *http.Response) http.Header {
 	removeHopHeaders(res.Header, false)
 	var h http.Header
 	if a, ok := w.(interface{ adoptHeader(http.Header) bool }); ok && a.adoptHeader(res.Header) {
@@ -542,27 +577,13 @@ func (p *Proxy) respond(w http.ResponseWriter, res *http.Response, idle *idleTim
 		}
 		h["Trailer"] = []string{strings.Join(names, ", ")}
 	}
-	rc := http.NewResponseController(w)
 	w.WriteHeader(res.StatusCode)
 	if res.ContentLength == -1 || isEventStream(res.Header) {
 		// Headers first, so a caller of a quiet event stream or a
 		// long-poll knows at once that it is connected.
-		_ = rc.Flush()
+		_ = http.NewResponseController(w).Flush()
 	}
-	var result relayResult
-	spliced := false
-	if sb, ok := res.Body.(*spliceBody); ok {
-		result, spliced = sb.spliceTo(w, idle)
-	}
-	if !spliced {
-		result = relay(w, rc, res.Body, idle)
-	}
-	if result.readErr == nil && result.writeErr == nil {
-		for k, vv := range res.Trailer {
-			h[http.TrailerPrefix+k] = vv
-		}
-	}
-	return result
+	return h
 }
 
 func (p *Proxy) logFailure(r *http.Request, service, addr string, f failure, err error) {

@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"io"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 )
@@ -20,18 +21,18 @@ import (
 // textproto reader, its allocations and the transfer decoding that a
 // Content-Length body does not need. FuzzResponseHead holds it to reading
 // every head it accepts as net/http does.
-func parseResponse(br *bufio.Reader, out *http.Request) *http.Response {
+func parseResponse(br *bufio.Reader, out *http.Request) (*http.Response, rawFields) {
 	if out.Method == http.MethodHead {
-		return nil
+		return nil, rawFields{}
 	}
 	buf, _ := br.Peek(br.Buffered())
 	end := bytes.Index(buf, []byte("\r\n\r\n"))
 	if end < 0 {
-		return nil // not all here yet
+		return nil, rawFields{} // not all here yet
 	}
-	res := parseResponseHead(buf[:end+4])
+	res, f := parseResponseHead(buf[:end+4])
 	if res == nil {
-		return nil
+		return nil, rawFields{}
 	}
 	br.Discard(end + 4)
 	res.Request = out
@@ -39,68 +40,100 @@ func parseResponse(br *bufio.Reader, out *http.Request) *http.Response {
 	if res.ContentLength == 0 {
 		res.Body = http.NoBody
 	}
-	return res
+	return res, f
+}
+
+// rawFields are the header lines of a plain upstream response that can go
+// to an HTTP/1.1 caller as they came (see connWriter.writeFields): checked
+// by scanFields, with no hop-by-hop field and no event stream among them.
+// Such a response has no Header map until one is asked for (header):
+// building it, and writing it back out field by field, was a good part of
+// ferry's work per small request.
+type rawFields struct {
+	lines  string // the header lines and the empty line, each ending in CRLF; "" when none
+	date   bool   // a Date field is among them
+	length int64  // the Content-Length
+}
+
+// header parses the lines into a Header map.
+func (f *rawFields) header() http.Header {
+	return parseFields(f.lines, func(string, string) (bool, bool) { return true, true })
 }
 
 // parseResponseHead parses a whole response head (ending in an empty line)
-// of the kind parseResponse serves, or returns nil.
-func parseResponseHead(head []byte) *http.Response {
+// of the kind parseResponse serves, or returns nil. A head whose fields can
+// go on as they came comes with them as rawFields and without a Header
+// map; any other, with its map.
+func parseResponseHead(head []byte) (*http.Response, rawFields) {
 	// One string holds the head; the status and every header value are
 	// parts of it, and the values share one array.
 	text := string(head)
 	line, rest, _ := strings.Cut(text, "\r\n")
 	status, ok := strings.CutPrefix(line, "HTTP/1.1 ")
 	if !ok || len(status) < 3 || (len(status) > 3 && status[3] != ' ') {
-		return nil
+		return nil, rawFields{}
 	}
 	code := 0
 	for i := 0; i < 3; i++ {
 		c := status[i]
 		if c < '0' || c > '9' {
-			return nil
+			return nil, rawFields{}
 		}
 		code = code*10 + int(c-'0')
 	}
 	if code < 200 || code == http.StatusNoContent || code == http.StatusNotModified {
-		return nil
+		return nil, rawFields{}
 	}
 	for i := 3; i < len(status); i++ {
 		if c := status[i]; (c < ' ' && c != '\t') || c >= 0x7f {
-			return nil
+			return nil, rawFields{}
 		}
 	}
 	res := &http.Response{Status: status, StatusCode: code, Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1, ContentLength: -1}
-	res.Header = parseFields(rest, func(key, v string) (keep, ok bool) {
+	var f rawFields
+	asCame := true
+	ok = scanFields(rest, func(key, v string) bool {
 		switch key {
 		case "Content-Length":
 			if res.ContentLength >= 0 || v == "" {
-				return false, false
+				return false
 			}
 			n, err := strconv.ParseInt(v, 10, 64)
 			if err != nil || n < 0 || v[0] == '+' {
-				return false, false
+				return false
 			}
 			res.ContentLength = n
 		case "Transfer-Encoding", "Trailer":
-			return false, false
+			return false
 		case "Connection":
 			if hasToken([]string{v}, "close") {
 				res.Close = true
 			}
+		case "Date":
+			f.date = true
+		case "Content-Type":
+			if isEventStreamType(v) {
+				asCame = false // flushed as it goes: respond needs its header
+			}
 		}
-		return true, true
+		if slices.Contains(hopHeaders, key) {
+			asCame = false
+		}
+		return true
 	})
-	if res.Header == nil {
-		return nil
+	if !ok || res.ContentLength < 0 {
+		return nil, rawFields{}
 	}
-	if res.ContentLength < 0 {
-		return nil
+	if asCame {
+		f.lines, f.length = rest, res.ContentLength
+		return res, f
 	}
+	res.Header = parseFields(rest, func(string, string) (bool, bool) { return true, true })
 	if res.Close {
 		// As net/http: the close is the response's Close, not a header.
 		delete(res.Header, "Connection")
 	}
-	return res
+	return res, rawFields{}
 }
 
 // lengthBody is a response body of a known length read from br: io.EOF

@@ -86,6 +86,9 @@ type h1Conn struct {
 	br    *bufio.Reader
 	bw    *bufio.Writer
 	since time.Time // idle since
+	// fields: the last response's header lines when they can go on as
+	// they came (see rawFields); RoundTrip hands them to the body.
+	fields rawFields
 
 	// The response header timeout of a bodiless exchange (awaitHeader).
 	hmu      sync.Mutex
@@ -224,7 +227,8 @@ func (f *fastH1) RoundTrip(out *http.Request) (*http.Response, error) {
 			if out.Method == http.MethodHead || res.StatusCode == http.StatusNoContent || res.StatusCode == http.StatusNotModified {
 				remaining = -1 // no body follows, whatever Content-Length says
 			}
-			res.Body = &spliceBody{f: f, c: c, addr: addr, stop: stop, body: res.Body, remaining: remaining, close: res.Close, sent: sent}
+			res.Body = &spliceBody{f: f, c: c, addr: addr, stop: stop, body: res.Body, remaining: remaining, close: res.Close, sent: sent, fields: c.fields}
+			c.fields = rawFields{}
 			return res, nil
 		}
 		stop.stop()
@@ -459,8 +463,10 @@ func (f *fastH1) readResponse(c *h1Conn, out *http.Request) (*http.Response, boo
 	if _, err := c.br.Peek(1); err != nil {
 		return nil, false, timeoutAware(err)
 	}
+	c.fields = rawFields{}
 	for {
-		if res := parseResponse(c.br, out); res != nil {
+		if res, f := parseResponse(c.br, out); res != nil {
+			c.fields = f
 			return res, true, nil
 		}
 		res, err := http.ReadResponse(c.br, out)
@@ -656,6 +662,9 @@ type spliceBody struct {
 	eof       bool
 	done      bool
 	sent      <-chan error // a spliced upload's result; nil for bodiless requests
+	// fields: the response's header lines, when it has no Header map (see
+	// rawFields and Proxy.respond).
+	fields rawFields
 }
 
 func (b *spliceBody) Read(p []byte) (int, error) {

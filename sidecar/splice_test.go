@@ -266,6 +266,33 @@ func TestCopyHeaderSharesCapped(t *testing.T) {
 	}
 }
 
+// checkFieldsAsCame writes a head from its lines as ferry sends it to an
+// HTTP/1.1 caller and holds it to what the upstream sent, read by
+// net/http: the same status and header, hop-by-hop fields excepted, and a
+// Date when the upstream sent none.
+func checkFieldsAsCame(t *testing.T, msg []byte, code int, f *rawFields, ref *http.Response) {
+	t.Helper()
+	var out bytes.Buffer
+	w := &connWriter{bw: bufio.NewWriter(&out), keepAlive: true}
+	if !w.writeFields(code, f) {
+		t.Fatalf("%q: lines not written", msg)
+	}
+	w.flush()
+	got, err := http.ReadResponse(bufio.NewReader(&out), nil)
+	if err != nil {
+		t.Fatalf("%q: written as %q, which net/http refuses: %v", msg, out.String(), err)
+	}
+	want := ref.Header.Clone()
+	removeHopHeaders(want, false)
+	if want.Get("Date") == "" {
+		want["Date"] = got.Header["Date"]
+	}
+	if got.StatusCode != code || got.ContentLength != ref.ContentLength || got.Close || !reflect.DeepEqual(got.Header, want) {
+		t.Fatalf("%q written as %q: status %d length %d close %v header %v; want %d %d false %v",
+			msg, out.String(), got.StatusCode, got.ContentLength, got.Close, got.Header, code, ref.ContentLength, want)
+	}
+}
+
 // Every response head parseResponse accepts reads as net/http reads it:
 // status, header, framing, and the body to its end.
 func FuzzResponseHead(f *testing.F) {
@@ -277,6 +304,9 @@ func FuzzResponseHead(f *testing.F) {
 		"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nshort",
 		"HTTP/1.1 200 OK\r\nContent-Length: 007\r\nConnection: keep-alive, close\r\n\r\n1234567",
 		"HTTP/1.1 301 Moved\r\nLocation: /x\r\nContent-Length: 1\r\n\r\nx",
+		"HTTP/1.1 200 OK\r\nDate: Sun, 29 Nov 2026 18:00:00 GMT\r\nContent-Length:  2 \r\nX-B:\t b \r\n\r\nok",
+		"HTTP/1.1 200 OK\r\nContent-Type: Text/Event-Stream; charset=utf-8\r\nContent-Length: 2\r\n\r\nok",
+		"HTTP/1.1 200 OK\r\nKeep-Alive: timeout=5\r\nContent-Length: 2\r\n\r\nok",
 	} {
 		f.Add([]byte(s), false)
 	}
@@ -290,7 +320,7 @@ func FuzzResponseHead(f *testing.F) {
 		// client's reader has it before parsing.
 		br := bufio.NewReaderSize(bytes.NewReader(msg), 1<<16)
 		br.Peek(1)
-		mine := parseResponse(br, req)
+		mine, fields := parseResponse(br, req)
 		if mine == nil {
 			return
 		}
@@ -298,12 +328,22 @@ func FuzzResponseHead(f *testing.F) {
 		if err != nil {
 			t.Fatalf("accepted %q; net/http refuses it: %v", msg, err)
 		}
+		header := mine.Header
+		if fields.lines != "" {
+			if header != nil {
+				t.Fatalf("%q: both a header map and its lines", msg)
+			}
+			header = fields.header()
+		}
 		if mine.Status != ref.Status || mine.StatusCode != ref.StatusCode || mine.Proto != ref.Proto ||
 			mine.ContentLength != ref.ContentLength || mine.Close != ref.Close || ref.TransferEncoding != nil ||
-			len(ref.Trailer) != 0 || !reflect.DeepEqual(mine.Header, ref.Header) {
+			len(ref.Trailer) != 0 || !reflect.DeepEqual(header, ref.Header) {
 			t.Fatalf("%q read differently:\nmine     %q cl=%d close=%v %v\nnet/http %q cl=%d close=%v te=%v %v",
-				msg, mine.Status, mine.ContentLength, mine.Close, mine.Header,
+				msg, mine.Status, mine.ContentLength, mine.Close, header,
 				ref.Status, ref.ContentLength, ref.Close, ref.TransferEncoding, ref.Header)
+		}
+		if fields.lines != "" {
+			checkFieldsAsCame(t, msg, mine.StatusCode, &fields, ref)
 		}
 		mb, merr := io.ReadAll(mine.Body)
 		rb, rerr := io.ReadAll(ref.Body)
@@ -311,4 +351,69 @@ func FuzzResponseHead(f *testing.F) {
 			t.Fatalf("%q: body %q (%v), net/http %q (%v)", msg, mb, merr, rb, rerr)
 		}
 	})
+}
+
+// A plain upstream response reaches an HTTP/1.1 caller as it came (field
+// names in the upstream's case, repeated fields in their order, a Date
+// added when none came) and an HTTP/2 caller with the same fields.
+func TestPlainResponseHeadAsItCame(t *testing.T) {
+	const response = "HTTP/1.1 200 OK\r\nx-lower: 1\r\nSet-Cookie: a=1\r\nX-Spaced:  v \r\nSet-Cookie: b=2\r\nContent-Length: 2\r\n\r\nok"
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				br := bufio.NewReader(c)
+				for {
+					if _, err := http.ReadRequest(br); err != nil {
+						return
+					}
+					io.WriteString(c, response)
+				}
+			}()
+		}
+	}()
+	sc := startFerry(t, fmt.Sprintf(`
+admin: { listen: 127.0.0.1:0 }
+outbound: { listen: 127.0.0.1:0, routes: [ { service: svc } ] }
+services: { svc: { endpoints: [%s], protocol: http1 } }
+`, ln.Addr().String()))
+	url := "http://" + sc.Addr("outbound")
+
+	c, err := net.Dial("tcp", strings.TrimPrefix(url, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	io.WriteString(c, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+	var raw bytes.Buffer
+	res, err := http.ReadResponse(bufio.NewReader(io.TeeReader(c, &raw)), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(res.Body)
+	head, _, _ := strings.Cut(raw.String(), "\r\n\r\n")
+	if !strings.Contains(head, "\r\nx-lower: 1\r\nSet-Cookie: a=1\r\nX-Spaced:  v \r\nSet-Cookie: b=2\r\nContent-Length: 2\r\n") ||
+		res.Header.Get("Date") == "" || string(body) != "ok" {
+		t.Fatalf("HTTP/1.1 caller got %q then %q; want the upstream's fields as they came, a Date, ok", head, body)
+	}
+
+	res2, err := h2cClient().Get(url + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ = io.ReadAll(res2.Body)
+	res2.Body.Close()
+	if res2.Header.Get("X-Lower") != "1" || !reflect.DeepEqual(res2.Header["Set-Cookie"], []string{"a=1", "b=2"}) ||
+		res2.Header.Get("X-Spaced") != "v" || string(body) != "ok" {
+		t.Fatalf("HTTP/2 caller got %v then %q", res2.Header, body)
+	}
 }

@@ -335,7 +335,42 @@ type cachedDate struct {
 
 var dateCache atomic.Pointer[cachedDate]
 
-func (w *connWriter) writeHead(code int, h http.Header, exclude map[string]bool, extra ...string) {
+// writeFields writes the head of a final response from an upstream's
+// header lines as they came (see rawFields), as WriteHeader would write
+// them from their map: the caller's connection's own Connection field and
+// a Date when the upstream sent none. False when the head is not plain to
+// write that way (a field was set on w, or it was written), and nothing
+// is written.
+func (w *connWriter) writeFields(code int, f *rawFields) bool {
+	if w.wrote || w.err != nil || len(w.h) > 0 || w.head || code < 200 || code == http.StatusNoContent || code == http.StatusNotModified {
+		return false
+	}
+	w.wrote = true
+	w.left = f.length
+	if w.keepAlive && w.lane != nil && w.lane.closing.Load() {
+		w.keepAlive = false
+	}
+	w.writeStatus(code)
+	w.bw.WriteString(f.lines[:len(f.lines)-2]) // the empty line ends the head below
+	if !w.keepAlive {
+		w.bw.WriteString("Connection: close\r\n")
+	}
+	if !f.date {
+		w.bw.WriteString("Date: ")
+		w.bw.WriteString(httpDate())
+		w.bw.WriteString("\r\n")
+	}
+	if _, err := w.bw.WriteString("\r\n"); err != nil {
+		w.fail(err)
+	}
+	if w.left == 0 {
+		w.flush() // the response is whole: send it before the handler's bookkeeping
+	}
+	return true
+}
+
+// writeStatus writes the status line.
+func (w *connWriter) writeStatus(code int) {
 	text := http.StatusText(code)
 	if text == "" {
 		text = "status code " + strconv.Itoa(code)
@@ -345,6 +380,10 @@ func (w *connWriter) writeHead(code int, h http.Header, exclude map[string]bool,
 	w.bw.WriteByte(' ')
 	w.bw.WriteString(text)
 	w.bw.WriteString("\r\n")
+}
+
+func (w *connWriter) writeHead(code int, h http.Header, exclude map[string]bool, extra ...string) {
+	w.writeStatus(code)
 	if err := h.WriteSubset(w.bw, exclude); err != nil {
 		w.fail(err)
 	}
