@@ -50,12 +50,15 @@ func removeHopHeaders(h http.Header, isRequest bool) {
 // name, a hash apiece.
 func hasHopHeader(h http.Header) bool {
 	for k := range h {
-		if slices.Contains(hopHeaders, k) {
+		if isHopHeader(k) {
 			return true
 		}
 	}
 	return false
 }
+
+// isHopHeader reports whether a canonical field name is a hop-by-hop one.
+func isHopHeader(k string) bool { return slices.Contains(hopHeaders, k) }
 
 // teTrailers reports whether the TE header lists "trailers".
 func teTrailers(h http.Header) bool {

@@ -602,7 +602,7 @@ func (lc *laneConn) watchFire() {
 		lc.wmu.Unlock()
 		return
 	}
-	if now := monoNow(); now < lc.wdue {
+	if monoNow() < lc.wdue {
 		lc.wt.armBy(lc.wdue) // armed for an earlier request
 		lc.wmu.Unlock()
 		return

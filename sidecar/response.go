@@ -5,7 +5,6 @@ import (
 	"bytes"
 	"io"
 	"net/http"
-	"slices"
 	"strconv"
 	"strings"
 )
@@ -56,8 +55,11 @@ type rawFields struct {
 }
 
 // header parses the lines into a Header map.
-func (f *rawFields) header() http.Header {
-	return parseFields(f.lines, func(string, string) (bool, bool) { return true, true })
+func (f *rawFields) header() http.Header { return allFields(f.lines) }
+
+// allFields is parseFields keeping every field of lines scanFields passed.
+func allFields(lines string) http.Header {
+	return parseFields(lines, func(string, string) (bool, bool) { return true, true })
 }
 
 // parseResponseHead parses a whole response head (ending in an empty line)
@@ -116,7 +118,7 @@ func parseResponseHead(head []byte) (*http.Response, rawFields) {
 				asCame = false // flushed as it goes: respond needs its header
 			}
 		}
-		if slices.Contains(hopHeaders, key) {
+		if isHopHeader(key) {
 			asCame = false
 		}
 		return true
@@ -128,7 +130,7 @@ func parseResponseHead(head []byte) (*http.Response, rawFields) {
 		f.lines, f.length = rest, res.ContentLength
 		return res, f
 	}
-	res.Header = parseFields(rest, func(string, string) (bool, bool) { return true, true })
+	res.Header = allFields(rest)
 	if res.Close {
 		// As net/http: the close is the response's Close, not a header.
 		delete(res.Header, "Connection")
