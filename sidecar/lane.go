@@ -739,17 +739,35 @@ func parseHead(head []byte, ctx context.Context) *http.Request {
 // the returned function cancels; nil for a head the lane does not serve.
 func laneRequest(head []byte, idle *idleTimer) (*http.Request, context.CancelCauseFunc) {
 	ctx, cancel := context.WithCancelCause(context.Background())
-	le := &laneExchange{done: ctx.Done(), idle: idle}
+	lc := &laneContext{Context: ctx}
+	le := &lc.le
+	le.done, le.idle = ctx.Done(), idle
 	le.cancel = func(cause error) {
 		cancel(cause)
 		le.fire()
 	}
-	r := parseHead(head, context.WithValue(ctx, laneCancelKey{}, le))
+	r := parseHead(head, lc)
 	if r == nil {
 		cancel(nil)
 		return nil, nil
 	}
 	return r, le.cancel
+}
+
+// laneContext is a lane request's context: its own cancelable context
+// with the request's laneExchange as the value of laneCancelKey, in one
+// allocation. Every other value, Done, Err and the cancellation's cause
+// are the cancelable context's.
+type laneContext struct {
+	context.Context
+	le laneExchange
+}
+
+func (c *laneContext) Value(key any) any {
+	if _, ok := key.(laneCancelKey); ok {
+		return &c.le
+	}
+	return c.Context.Value(key)
 }
 
 // parseFields parses header lines of the plainest kind (see scanFields)

@@ -4,12 +4,14 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"reflect"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -176,6 +178,43 @@ func TestLaneExchangeCancelHook(t *testing.T) {
 	}
 	if !closed(s) || h.stop() {
 		t.Fatal("the deadline did not close the connection")
+	}
+}
+
+// A lane request's context (laneContext) behaves as the cancelable context
+// it wraps: the cause of its cancellation reaches context.Cause, through
+// values wrapped over it too, and contexts derived from it are that
+// context's children (no goroutine of the context package per derived
+// context, as a parent of an unknown type would cost).
+func TestLaneContextIsItsCancelContext(t *testing.T) {
+	r, cancel := laneRequest([]byte("GET / HTTP/1.1\r\nHost: a\r\n\r\n"), nil)
+	if r == nil {
+		t.Fatal("the lane refused a plain head")
+	}
+	type key struct{}
+	ctx := context.WithValue(r.Context(), key{}, 1)
+	if le, ok := ctx.Value(laneCancelKey{}).(*laneExchange); !ok || le.done != ctx.Done() {
+		t.Fatal("the lane exchange is not found below a value, or its done channel is not the context's")
+	}
+	before := runtime.NumGoroutine()
+	var stops []context.CancelFunc
+	for range 50 {
+		c, stop := context.WithTimeout(ctx, time.Hour)
+		stops = append(stops, stop)
+		context.AfterFunc(c, func() {})
+	}
+	if n := runtime.NumGoroutine() - before; n >= 25 {
+		t.Fatalf("deriving 50 contexts started %d goroutines", n)
+	}
+	child, stop := context.WithCancelCause(ctx)
+	defer stop(nil)
+	cancel(errCallerGone)
+	<-child.Done()
+	if !errors.Is(context.Cause(r.Context()), errCallerGone) || !errors.Is(context.Cause(child), errCallerGone) {
+		t.Fatalf("causes: %v, child %v; want %v", context.Cause(r.Context()), context.Cause(child), errCallerGone)
+	}
+	for _, s := range stops {
+		s()
 	}
 }
 

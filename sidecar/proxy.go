@@ -174,7 +174,6 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, up *upstream, ma
 			return
 		}
 		addr := pick.Addr()
-		tried = append(tried, addr)
 		var before endpointState
 		if pick.Probe() {
 			before, _ = stateOf(up, addr)
@@ -194,6 +193,7 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, up *upstream, ma
 				x.status, x.reason = f.status, f.kind
 				return
 			}
+			tried = append(tried, addr) // only a retry needs the list
 			if next, ok := p.retry(ctx, up, attempt, key, tried, r, body, o, x, f.kind); ok {
 				pick = next
 				continue
@@ -229,6 +229,7 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, up *upstream, ma
 			// answer unread and ask that endpoint; else relay it.
 			pick.Done(o)
 			x.events(up, addr, before)
+			tried = append(tried, addr)
 			if next, ok := p.retry(ctx, up, attempt, key, tried, r, body, o, x, telemetry.ReasonOther); ok {
 				res.Body.Close()
 				a.End(telemetry.Outcome{Status: res.StatusCode, BytesOut: body.sent()})

@@ -20,7 +20,7 @@ import (
 // textproto reader, its allocations and the transfer decoding that a
 // Content-Length body does not need. FuzzResponseHead holds it to reading
 // every head it accepts as net/http does.
-func parseResponse(br *bufio.Reader, out *http.Request) (*http.Response, rawFields) {
+func parseResponse(br *bufio.Reader, out *http.Request) (*plainResponse, rawFields) {
 	if out.Method == http.MethodHead {
 		return nil, rawFields{}
 	}
@@ -29,17 +29,28 @@ func parseResponse(br *bufio.Reader, out *http.Request) (*http.Response, rawFiel
 	if end < 0 {
 		return nil, rawFields{} // not all here yet
 	}
-	res, f := parseResponseHead(buf[:end+4])
-	if res == nil {
+	pr, f := parseResponseHead(buf[:end+4])
+	if pr == nil {
 		return nil, rawFields{}
 	}
 	br.Discard(end + 4)
+	res := &pr.res
 	res.Request = out
-	res.Body = &lengthBody{r: br, left: res.ContentLength}
+	pr.body = lengthBody{r: br, left: res.ContentLength}
+	res.Body = &pr.body
 	if res.ContentLength == 0 {
 		res.Body = http.NoBody
 	}
-	return res, f
+	return pr, f
+}
+
+// plainResponse is what a response parseResponse reads needs, in one
+// allocation: the response, its body, and the zero-copy client's body
+// around that (spliceBody, see fastH1.RoundTrip).
+type plainResponse struct {
+	res  http.Response
+	body lengthBody
+	sb   spliceBody
 }
 
 // rawFields are the header lines of a plain upstream response that can go
@@ -66,7 +77,7 @@ func allFields(lines string) http.Header {
 // of the kind parseResponse serves, or returns nil. A head whose fields can
 // go on as they came comes with them as rawFields and without a Header
 // map; any other, with its map.
-func parseResponseHead(head []byte) (*http.Response, rawFields) {
+func parseResponseHead(head []byte) (*plainResponse, rawFields) {
 	// One string holds the head; the status and every header value are
 	// parts of it, and the values share one array.
 	text := string(head)
@@ -91,7 +102,8 @@ func parseResponseHead(head []byte) (*http.Response, rawFields) {
 			return nil, rawFields{}
 		}
 	}
-	res := &http.Response{Status: status, StatusCode: code, Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1, ContentLength: -1}
+	pr := &plainResponse{res: http.Response{Status: status, StatusCode: code, Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1, ContentLength: -1}}
+	res := &pr.res
 	var f rawFields
 	asCame := true
 	ok = scanFields(rest, func(key, v string) bool {
@@ -128,14 +140,14 @@ func parseResponseHead(head []byte) (*http.Response, rawFields) {
 	}
 	if asCame {
 		f.lines, f.length = rest, res.ContentLength
-		return res, f
+		return pr, f
 	}
 	res.Header = allFields(rest)
 	if res.Close {
 		// As net/http: the close is the response's Close, not a header.
 		delete(res.Header, "Connection")
 	}
-	return res, rawFields{}
+	return pr, rawFields{}
 }
 
 // lengthBody is a response body of a known length read from br: io.EOF

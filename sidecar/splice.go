@@ -89,6 +89,9 @@ type h1Conn struct {
 	// fields: the last response's header lines when they can go on as
 	// they came (see rawFields); RoundTrip hands them to the body.
 	fields rawFields
+	// plain: the last response when parseResponse read it; RoundTrip
+	// makes its body the spliceBody allocated with it.
+	plain *plainResponse
 
 	// The response header timeout of a bodiless exchange (awaitHeader).
 	hmu      sync.Mutex
@@ -227,8 +230,15 @@ func (f *fastH1) RoundTrip(out *http.Request) (*http.Response, error) {
 			if out.Method == http.MethodHead || res.StatusCode == http.StatusNoContent || res.StatusCode == http.StatusNotModified {
 				remaining = -1 // no body follows, whatever Content-Length says
 			}
-			res.Body = &spliceBody{f: f, c: c, addr: addr, stop: stop, body: res.Body, remaining: remaining, close: res.Close, sent: sent, fields: c.fields}
-			c.fields = rawFields{}
+			var sb *spliceBody
+			if c.plain != nil && res == &c.plain.res {
+				sb = &c.plain.sb
+			} else {
+				sb = new(spliceBody)
+			}
+			*sb = spliceBody{f: f, c: c, addr: addr, stop: stop, body: res.Body, remaining: remaining, close: res.Close, sent: sent, fields: c.fields}
+			res.Body = sb
+			c.fields, c.plain = rawFields{}, nil
 			return res, nil
 		}
 		stop.stop()
@@ -463,11 +473,11 @@ func (f *fastH1) readResponse(c *h1Conn, out *http.Request) (*http.Response, boo
 	if _, err := c.br.Peek(1); err != nil {
 		return nil, false, timeoutAware(err)
 	}
-	c.fields = rawFields{}
+	c.fields, c.plain = rawFields{}, nil
 	for {
-		if res, f := parseResponse(c.br, out); res != nil {
-			c.fields = f
-			return res, true, nil
+		if pr, f := parseResponse(c.br, out); pr != nil {
+			c.fields, c.plain = f, pr
+			return &pr.res, true, nil
 		}
 		res, err := http.ReadResponse(c.br, out)
 		if err != nil {

@@ -320,10 +320,11 @@ func FuzzResponseHead(f *testing.F) {
 		// client's reader has it before parsing.
 		br := bufio.NewReaderSize(bytes.NewReader(msg), 1<<16)
 		br.Peek(1)
-		mine, fields := parseResponse(br, req)
-		if mine == nil {
+		pr, fields := parseResponse(br, req)
+		if pr == nil {
 			return
 		}
+		mine := &pr.res
 		ref, err := http.ReadResponse(bufio.NewReader(bytes.NewReader(msg)), req)
 		if err != nil {
 			t.Fatalf("accepted %q; net/http refuses it: %v", msg, err)

@@ -81,7 +81,8 @@ func (a *Attempt) Span() trace.Span { return a.span }
 // With tracing off the caller's own context is re-emitted unchanged, so
 // ferry stays transparent to the trace.
 func (a *Attempt) Inject(h http.Header) {
-	a.q.t.propagator.Inject(a.ctx, headerCarrier{h, a.q.t.fieldKeys})
+	a.q.carrier.h = h
+	a.q.t.propagator.Inject(a.ctx, &a.q.carrier)
 }
 
 // SetStatus records the upstream's response status when headers arrive, so

@@ -87,6 +87,9 @@ type Request struct {
 	// The server span when it records (its attributes gather in it as
 	// raw values, spanattrs.go); nil otherwise.
 	ps *proxySpan
+
+	// carrier is the request's and its attempts' propagation carrier.
+	carrier headerCarrier
 }
 
 // StartRequest starts the server span for r on listener l, continuing the
@@ -94,14 +97,23 @@ type Request struct {
 // new one, and counts the request in flight. The returned context carries
 // the span; use it for everything done on behalf of the request.
 func (t *Telemetry) StartRequest(r *http.Request, l Listener) (context.Context, *Request) {
-	ctx := t.propagator.Extract(r.Context(), headerCarrier{r.Header, t.fieldKeys})
-	var q *Request
 	if t.prov == nil {
 		// Tracing off: the no-op tracer's span would be the caller's
 		// span context as it arrived (or none), which ctx holds already.
-		q = &Request{t: t, listener: l, method: r.Method, start: time.Now()}
+		// The Request is allocated first: its carrier, passed to the
+		// propagator as a pointer, costs no allocation of its own.
+		q := &Request{t: t, listener: l, method: r.Method, carrier: headerCarrier{r.Header, t.fieldKeys}}
+		ctx := t.propagator.Extract(r.Context(), &q.carrier)
+		q.start = time.Now()
 		q.ctx, q.span = ctx, trace.SpanFromContext(ctx)
-	} else if st, record := t.own.sampleProxy(ctx, r.Method, trace.SpanKindServer); !record {
+		t.metrics.requestStarted(l)
+		return q.ctx, q
+	}
+	// Tracing on: whether the Request carries a recording span (and is
+	// allocated with it) depends on the context extracted first.
+	ctx := t.propagator.Extract(r.Context(), headerCarrier{r.Header, t.fieldKeys})
+	var q *Request
+	if st, record := t.own.sampleProxy(ctx, r.Method, trace.SpanKindServer); !record {
 		q = &Request{t: t, listener: l, method: r.Method, start: time.Now()}
 		q.ctx, q.span = t.own.nonRecording(ctx, &st)
 	} else {
@@ -112,6 +124,7 @@ func (t *Telemetry) StartRequest(r *http.Request, l Listener) (context.Context, 
 		q.span, q.start = &q.ps.span, q.ps.start
 		q.ps.pa.setServer(r, l)
 	}
+	q.carrier.canon = t.fieldKeys
 	// The in-flight gauge gets no span context: Prometheus shows no
 	// exemplars on gauges, so offering one per request would be wasted.
 	t.metrics.requestStarted(l)
