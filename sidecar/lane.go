@@ -345,19 +345,18 @@ func (l *lane) serveConn(c net.Conn) {
 		if verdict == headBroken {
 			return
 		}
-		var req *http.Request
-		var cancel context.CancelCauseFunc
+		var lh *laneHead
 		if verdict == headWhole {
-			req, cancel = laneRequest(head, lc.idle)
+			lh = laneRequest(head, lc.idle)
 		}
-		if req == nil || req.ContentLength > 0 {
+		if lh == nil || lh.req.ContentLength > 0 {
 			// A body is read without a deadline (body_idle rules);
 			// net/http sets its own on a handed-over connection. A
 			// bodiless request leaves the connection unread until the
 			// next one, which sets its own deadline first.
 			lc.setReadDeadline(time.Time{})
 		}
-		if req == nil {
+		if lh == nil {
 			if !first && bytes.HasPrefix(head, []byte("PRI * HTTP/2.0\r\n")) {
 				// net/http would take the preface for the start of an
 				// HTTP/2 connection: after a request it is not one.
@@ -372,7 +371,7 @@ func (l *lane) serveConn(c net.Conn) {
 			return
 		}
 		br.Discard(len(head))
-		switch l.serveOne(lc, br, bw, req, cancel) {
+		switch l.serveOne(lc, br, bw, lh) {
 		case connKeep:
 			continue
 		case connLingering:
@@ -505,11 +504,13 @@ const (
 
 // serveOne serves one parsed request and says what becomes of the
 // connection.
-func (l *lane) serveOne(lc *laneConn, br *bufio.Reader, bw *bufio.Writer, req *http.Request, cancel context.CancelCauseFunc) connNext {
+func (l *lane) serveOne(lc *laneConn, br *bufio.Reader, bw *bufio.Writer, lh *laneHead) connNext {
 	laneServed.Add(1)
+	req, cancel := &lh.req, lh.ctx.le.cancel
 	defer cancel(nil)
 	req.RemoteAddr = lc.remote
-	w := &connWriter{conn: lc.c, tc: lc.tc, bw: bw, head: req.Method == http.MethodHead, keepAlive: !req.Close && !l.closing.Load(), lane: l}
+	w := &lh.w
+	*w = connWriter{conn: lc.c, tc: lc.tc, bw: bw, head: req.Method == http.MethodHead, keepAlive: !req.Close && !l.closing.Load(), lane: l}
 	if req.ContentLength > 0 {
 		sb := &socketBody{bufs: []*bufio.Reader{br}, conn: lc.c, tc: lc.tc}
 		sb.left.Store(req.ContentLength)
@@ -666,8 +667,9 @@ func isTimeoutErr(err error) bool {
 // Content-Length of plain digits, and none of the fields that change how
 // the message is framed or what the connection becomes (Transfer-Encoding,
 // Upgrade, Expect, Trailer, HTTP2-Settings, a Connection naming upgrade).
-// net/http's server judges everything else.
-func parseHead(head []byte, ctx context.Context) *http.Request {
+// net/http's server judges everything else. The request and its URL are
+// dst's.
+func parseHead(head []byte, ctx context.Context, dst *laneHead) *http.Request {
 	// One string holds the whole head; the method, target and every
 	// header value are parts of it, and the values share one array.
 	text := string(head)
@@ -694,9 +696,13 @@ func parseHead(head []byte, ctx context.Context) *http.Request {
 	if m == http.MethodConnect || m == "PRI" {
 		return nil
 	}
-	u, err := url.ParseRequestURI(uri)
-	if err != nil {
-		return nil
+	u := &dst.url
+	if !plainTarget(uri, u) {
+		pu, err := url.ParseRequestURI(uri)
+		if err != nil {
+			return nil
+		}
+		u = pu
 	}
 	r := http.Request{Method: m, URL: u, Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1, RequestURI: uri}
 	hosts, lengths := 0, 0
@@ -732,31 +738,58 @@ func parseHead(head []byte, ctx context.Context) *http.Request {
 	if hosts != 1 || lengths > 1 || !plainHost(r.Host) {
 		return nil
 	}
-	return r.WithContext(ctx) // the only copy on the heap
+	dst.req = *r.WithContext(ctx) // the only copy on the heap
+	return &dst.req
 }
 
-// laneRequest parses head into a request with a context of its own, which
-// the returned function cancels; nil for a head the lane does not serve.
-func laneRequest(head []byte, idle *idleTimer) (*http.Request, context.CancelCauseFunc) {
+// plainTarget parses an origin-form request target as url.ParseRequestURI
+// does when its path has only characters that URL keeps as they are (no
+// escapes, so no RawPath), and reports whether it could.
+func plainTarget(uri string, u *url.URL) bool {
+	path, query, hasQuery := strings.Cut(uri, "?")
+	for i := 0; i < len(path); i++ {
+		if c := path[i]; !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || strings.IndexByte("-_.~$&+,/:;=@", c) >= 0) {
+			return false
+		}
+	}
+	// "/p?" keeps its empty query (ForceQuery); in "/p??" the query is "?".
+	*u = url.URL{Path: path, RawQuery: query, ForceQuery: hasQuery && query == ""}
+	return true
+}
+
+// laneHead is what a lane request needs besides its header and body, in
+// one allocation: its context with its exchange, the request with its URL,
+// and the response's writer.
+type laneHead struct {
+	ctx laneContext
+	req http.Request
+	url url.URL
+	w   connWriter
+}
+
+// laneRequest parses head into a request (lh.req) with a context of its
+// own, which lh.ctx.le.cancel cancels; nil for a head the lane does not
+// serve.
+func laneRequest(head []byte, idle *idleTimer) *laneHead {
 	ctx, cancel := context.WithCancelCause(context.Background())
-	lc := &laneContext{Context: ctx}
+	lh := &laneHead{}
+	lc := &lh.ctx
+	lc.Context = ctx
 	le := &lc.le
 	le.done, le.idle = ctx.Done(), idle
 	le.cancel = func(cause error) {
 		cancel(cause)
 		le.fire()
 	}
-	r := parseHead(head, lc)
-	if r == nil {
+	if parseHead(head, lc, lh) == nil {
 		cancel(nil)
-		return nil, nil
+		return nil
 	}
-	return r, le.cancel
+	return lh
 }
 
 // laneContext is a lane request's context: its own cancelable context
-// with the request's laneExchange as the value of laneCancelKey, in one
-// allocation. Every other value, Done, Err and the cancellation's cause
+// with the request's laneExchange as the value of laneCancelKey. Every other value, Done, Err and the cancellation's cause
 // are the cancelable context's.
 type laneContext struct {
 	context.Context

@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"reflect"
 	"runtime"
 	"strings"
@@ -126,10 +127,11 @@ func TestLaneCallerGoneCancelsUpstream(t *testing.T) {
 // the connection was still the exchange's.
 func TestLaneExchangeCancelHook(t *testing.T) {
 	hooked := func() (*http.Request, context.CancelCauseFunc, *net.TCPConn, *net.TCPConn) {
-		r, cancel := laneRequest([]byte("GET / HTTP/1.1\r\nHost: a\r\n\r\n"), nil)
-		if r == nil {
+		lh := laneRequest([]byte("GET / HTTP/1.1\r\nHost: a\r\n\r\n"), nil)
+		if lh == nil {
 			t.Fatal("the lane refused a plain head")
 		}
+		r, cancel := &lh.req, lh.ctx.le.cancel
 		c, s := tcpPair(t)
 		return r, cancel, c, s
 	}
@@ -181,16 +183,39 @@ func TestLaneExchangeCancelHook(t *testing.T) {
 	}
 }
 
+// plainTarget reads what it takes exactly as url.ParseRequestURI, and
+// leaves escapes and characters URL would escape to it.
+func TestPlainTarget(t *testing.T) {
+	for _, uri := range []string{"/", "/a/b.c", "/a?", "/a??", "/a?b?", "/a?x=1&y=%20", "/$&+,:;=@-_.~", "//x", "/a/../b", "/?", "/a?#f"} {
+		var u url.URL
+		if !plainTarget(uri, &u) {
+			t.Errorf("%q: refused", uri)
+			continue
+		}
+		ref, err := url.ParseRequestURI(uri)
+		if err != nil || u != *ref {
+			t.Errorf("%q: %#v; url.ParseRequestURI %#v (%v)", uri, u, ref, err)
+		}
+	}
+	for _, uri := range []string{"/p%20q", "/a(b)", "/a!", "/a*", "/a'", "/a#f", "/[x]", "/a|b"} {
+		var u url.URL
+		if plainTarget(uri, &u) {
+			t.Errorf("%q: taken; it is url.ParseRequestURI's", uri)
+		}
+	}
+}
+
 // A lane request's context (laneContext) behaves as the cancelable context
 // it wraps: the cause of its cancellation reaches context.Cause, through
 // values wrapped over it too, and contexts derived from it are that
 // context's children (no goroutine of the context package per derived
 // context, as a parent of an unknown type would cost).
 func TestLaneContextIsItsCancelContext(t *testing.T) {
-	r, cancel := laneRequest([]byte("GET / HTTP/1.1\r\nHost: a\r\n\r\n"), nil)
-	if r == nil {
+		lh := laneRequest([]byte("GET / HTTP/1.1\r\nHost: a\r\n\r\n"), nil)
+	if lh == nil {
 		t.Fatal("the lane refused a plain head")
 	}
+	r, cancel := &lh.req, lh.ctx.le.cancel
 	type key struct{}
 	ctx := context.WithValue(r.Context(), key{}, 1)
 	if le, ok := ctx.Value(laneCancelKey{}).(*laneExchange); !ok || le.done != ctx.Done() {
@@ -352,12 +377,12 @@ func TestLaneParseHead(t *testing.T) {
 		{"GET / HTTP/1.1\r\nHost: a\r\n: b\r\n\r\n", false},        // empty name
 		{"CONNECT a:443 HTTP/1.1\r\nHost: a:443\r\n\r\n", false},
 	} {
-		r := parseHead([]byte(tc.head), context.Background())
+		r := parseHead([]byte(tc.head), context.Background(), new(laneHead))
 		if (r != nil) != tc.ok {
 			t.Errorf("%q: parsed %v, want %v", tc.head, r != nil, tc.ok)
 		}
 	}
-	r := parseHead([]byte("POST /p%20q?x=1 HTTP/1.1\r\nHost: a\r\ncontent-length: 4\r\nx-multi: 1\r\nX-Multi: 2\r\nConnection: close\r\n\r\n"), context.Background())
+	r := parseHead([]byte("POST /p%20q?x=1 HTTP/1.1\r\nHost: a\r\ncontent-length: 4\r\nx-multi: 1\r\nX-Multi: 2\r\nConnection: close\r\n\r\n"), context.Background(), new(laneHead))
 	if r == nil || r.URL.Path != "/p q" || r.URL.RawQuery != "x=1" || r.ContentLength != 4 || !r.Close ||
 		r.Host != "a" || strings.Join(r.Header["X-Multi"], ",") != "1,2" || r.Header.Get("Content-Length") != "4" {
 		t.Fatalf("parsed %+v", r)
@@ -387,7 +412,7 @@ func FuzzLaneHead(f *testing.F) {
 		if bareLF(head) {
 			return // the lane hands these over before parsing
 		}
-		mine := parseHead(head, context.Background())
+		mine := parseHead(head, context.Background(), new(laneHead))
 		if mine == nil {
 			return
 		}
@@ -395,7 +420,7 @@ func FuzzLaneHead(f *testing.F) {
 		if err != nil {
 			t.Fatalf("the lane accepted %q; net/http refuses it: %v", head, err)
 		}
-		if mine.Method != ref.Method || mine.URL.String() != ref.URL.String() || mine.RequestURI != ref.RequestURI ||
+		if mine.Method != ref.Method || *mine.URL != *ref.URL || mine.RequestURI != ref.RequestURI ||
 			mine.Host != ref.Host || mine.ContentLength != ref.ContentLength || mine.Close != ref.Close ||
 			!reflect.DeepEqual(mine.Header, ref.Header) {
 			t.Fatalf("%q read differently:\nlane     %s %s host=%q cl=%d close=%v %v\nnet/http %s %s host=%q cl=%d close=%v %v",

@@ -429,7 +429,10 @@ func (p *Proxy) outgoing(ctx context.Context, w http.ResponseWriter, r *http.Req
 	}
 	// A shallow copy: every field the copy changes gets a value of its
 	// own, the rest (TransferEncoding, Trailer, TLS, ...) is only read.
-	out := r.WithContext(ctx)
+	// The copy and its URL are one allocation.
+	o := new(outRequest)
+	o.req = *r.WithContext(ctx)
+	out := &o.req
 	switch {
 	case le != nil && !le.headerSent:
 		// The lane parsed this header for this request alone and reads
@@ -453,7 +456,8 @@ func (p *Proxy) outgoing(ctx context.Context, w http.ResponseWriter, r *http.Req
 		}
 	}
 	out.RequestURI = ""
-	out.URL = &url.URL{Scheme: "http", Host: addr, Path: r.URL.Path, RawPath: r.URL.RawPath, RawQuery: r.URL.RawQuery}
+	o.url = url.URL{Scheme: "http", Host: addr, Path: r.URL.Path, RawPath: r.URL.RawPath, RawQuery: r.URL.RawQuery}
+	out.URL = &o.url
 	out.Host = r.Host
 	out.Close = false
 	if body == nil {
@@ -486,6 +490,12 @@ func (p *Proxy) outgoing(ctx context.Context, w http.ResponseWriter, r *http.Req
 	}
 	setForwarded(out.Header, r)
 	return out
+}
+
+// outRequest is an upstream request and its URL (see outgoing).
+type outRequest struct {
+	req http.Request
+	url url.URL
 }
 
 // informKey carries, in the context of an upstream request, the caller's
