@@ -211,7 +211,7 @@ func TestPlainTarget(t *testing.T) {
 // context's children (no goroutine of the context package per derived
 // context, as a parent of an unknown type would cost).
 func TestLaneContextIsItsCancelContext(t *testing.T) {
-		lh := laneRequest([]byte("GET / HTTP/1.1\r\nHost: a\r\n\r\n"), nil)
+	lh := laneRequest([]byte("GET / HTTP/1.1\r\nHost: a\r\n\r\n"), nil)
 	if lh == nil {
 		t.Fatal("the lane refused a plain head")
 	}
