@@ -13,7 +13,6 @@ import (
 	"net/textproto"
 	"net/url"
 	"runtime/debug"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -715,8 +714,8 @@ func parseHead(head []byte, ctx context.Context, dst *laneHead) *http.Request {
 			return false, true
 		case "Content-Length":
 			lengths++
-			n, err := strconv.ParseInt(v, 10, 64)
-			if err != nil || n < 0 || v[0] == '+' || (len(v) > 1 && v[0] == '0') {
+			n, ok := parseLength(v)
+			if !ok || (len(v) > 1 && v[0] == '0') {
 				return false, false
 			}
 			r.ContentLength = n

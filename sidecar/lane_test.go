@@ -517,3 +517,55 @@ func dialLane(t *testing.T, h http.Handler, srv *http.Server) net.Conn {
 	t.Cleanup(func() { c.Close() })
 	return c
 }
+
+// RFC 9112 section 6.3: a request with an invalid Content-Length is a
+// framing error (400). "-0" is not 1*DIGIT; net/http answers 400, the
+// lane must not serve it as an empty body.
+func TestLaneSignedContentLength(t *testing.T) {
+	hit := make(chan struct{}, 1)
+	up := origin(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		hit <- struct{}{}
+	}))
+	_, url := outboundTo(t, "", up)
+	c := dialRaw(t, url)
+	io.WriteString(c, "GET / HTTP/1.1\r\nHost: x\r\nContent-Length: -0\r\n\r\n")
+	res, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	if res.StatusCode != http.StatusBadRequest {
+		t.Fatalf("status %d for Content-Length -0, want 400 (relayed upstream: %v)", res.StatusCode, len(hit) > 0)
+	}
+}
+
+// A caller leaving during the second request of a connection (after a
+// quick one, whose watch timer is left armed) still cancels the upstream.
+func TestLaneCallerGoneOnReusedConnection(t *testing.T) {
+	canceled := make(chan struct{})
+	arrived := make(chan struct{})
+	up := origin(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/quick" {
+			w.Write([]byte("ok"))
+			return
+		}
+		close(arrived)
+		<-r.Context().Done()
+		close(canceled)
+	}))
+	_, url := outboundTo(t, "", up)
+	c := dialRaw(t, url)
+	br := bufio.NewReader(c)
+	for range 3 {
+		io.WriteString(c, "GET /quick HTTP/1.1\r\nHost: x\r\n\r\n")
+		res, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.ReadAll(res.Body)
+	}
+	io.WriteString(c, "GET /wait HTTP/1.1\r\nHost: x\r\n\r\n")
+	recv(t, arrived, 10*time.Second, "the request at the origin")
+	c.Close()
+	recv(t, canceled, 10*time.Second, "the origin to see the exchange canceled")
+}

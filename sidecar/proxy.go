@@ -441,6 +441,9 @@ func (p *Proxy) outgoing(ctx context.Context, w http.ResponseWriter, r *http.Req
 		// (the rest of what the attempt changed, it changes again the
 		// same way).
 		le.headerSent = true
+		// What the caller named hop-by-hop goes first: a retry must not
+		// restore a field this attempt did not send.
+		removeHopHeaders(r.Header, true)
 		le.forwardedFor = r.Header["X-Forwarded-For"]
 		out.Header = r.Header
 	case le != nil:
@@ -521,6 +524,7 @@ func inform(w http.ResponseWriter, code int, h http.Header) {
 	}
 	dst := w.Header()
 	copyHeader(dst, h)
+	removeHopHeaders(dst, false) // hop-by-hop in an interim response too
 	w.WriteHeader(code)
 	clear(dst)
 }

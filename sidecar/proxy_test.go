@@ -830,3 +830,52 @@ func TestOverallTimeout(t *testing.T) {
 		t.Fatalf("got %d %q", res.StatusCode, body)
 	}
 }
+
+// An upstream's 1xx interim response is relayed without its hop-by-hop
+// fields: Connection, Keep-Alive and the fields Connection names describe
+// the upstream's connection, not the caller's.
+func TestInformationalDropsHopByHop(t *testing.T) {
+	up := origin(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Link", "</style.css>; rel=preload")
+		w.Header().Set("Connection", "X-Secret")
+		w.Header().Set("X-Secret", "upstream-hop")
+		w.Header().Set("Keep-Alive", "timeout=5")
+		w.WriteHeader(http.StatusEarlyHints)
+		for _, k := range []string{"Link", "Connection", "X-Secret", "Keep-Alive"} {
+			w.Header().Del(k)
+		}
+		w.Write([]byte("final"))
+	}))
+	_, url := outboundTo(t, "", up)
+	c := dialRaw(t, url)
+	io.WriteString(c, "GET /x HTTP/1.1\r\nHost: x\r\n\r\n")
+	br := bufio.NewReader(c)
+	var interim bytes.Buffer
+	for {
+		line, err := br.ReadString('\n')
+		if err != nil {
+			t.Fatalf("reading the interim head: %v (read %q)", err, interim.String())
+		}
+		interim.WriteString(line)
+		if line == "\r\n" {
+			break
+		}
+	}
+	head := interim.String()
+	if !strings.HasPrefix(head, "HTTP/1.1 103 ") || !strings.Contains(head, "Link: </style.css>; rel=preload") {
+		t.Fatalf("first head %q, want the 103 with its Link", head)
+	}
+	res, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(res.Body)
+	if res.StatusCode != 200 || string(body) != "final" {
+		t.Fatalf("final %d %q", res.StatusCode, body)
+	}
+	for _, k := range []string{"Connection:", "Keep-Alive:", "X-Secret:"} {
+		if strings.Contains(head, k) {
+			t.Errorf("hop-by-hop field %s relayed in the 103: %q", k, head)
+		}
+	}
+}

@@ -447,3 +447,40 @@ func TestMaxInFlightSheds(t *testing.T) {
 	recv(t, done, 5*time.Second, "first")
 	recv(t, done, 5*time.Second, "second")
 }
+
+// A field the caller names in Connection is hop-by-hop and never reaches
+// an upstream: not on the first attempt, not on a retry. With
+// "Connection: X-Forwarded-For", both attempts must carry only ferry's
+// own X-Forwarded-For (the caller's address), and the same one.
+func TestRetryDropsFieldNamedInConnection(t *testing.T) {
+	got := make(chan string, 4)
+	var n atomic.Int64
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		got <- strings.Join(r.Header.Values("X-Forwarded-For"), "|")
+		if n.Add(1) == 1 {
+			w.WriteHeader(http.StatusServiceUnavailable)
+		}
+	})
+	a, b := origin(t, h), origin(t, h)
+	_, url := resilientFerry(t, nil, `
+    breaker: { consecutive_failures: 0 }
+    outlier: { consecutive_5xx: 0 }
+    retry: { base_interval: 1ms, max_interval: 2ms }`, a, b)
+	req, _ := http.NewRequest(http.MethodGet, url, nil)
+	req.Header.Set("Connection", "X-Forwarded-For")
+	req.Header.Set("X-Forwarded-For", "203.0.113.9")
+	res, err := h1Client().Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	if res.StatusCode != http.StatusOK {
+		t.Fatalf("status %d, want 200 from the retry", res.StatusCode)
+	}
+	want := "127.0.0.1"
+	for i := range 2 {
+		if s := recv(t, got, 5*time.Second, "an attempt"); s != want {
+			t.Errorf("attempt %d sent X-Forwarded-For %q, want %q (the caller's value was named in Connection)", i+1, s, want)
+		}
+	}
+}

@@ -44,6 +44,13 @@ func parseResponse(br *bufio.Reader, out *http.Request) (*plainResponse, rawFiel
 	return pr, f
 }
 
+// parseLength parses a Content-Length value: digits only (strconv's signed
+// forms, "+2" and "-0", are not a length).
+func parseLength(v string) (int64, bool) {
+	n, err := strconv.ParseUint(v, 10, 63)
+	return int64(n), err == nil
+}
+
 // plainResponse is what a response parseResponse reads needs, in one
 // allocation: the response, its body, and the zero-copy client's body
 // around that (spliceBody, see fastH1.RoundTrip).
@@ -112,8 +119,8 @@ func parseResponseHead(head []byte) (*plainResponse, rawFields) {
 			if res.ContentLength >= 0 || v == "" {
 				return false
 			}
-			n, err := strconv.ParseInt(v, 10, 64)
-			if err != nil || n < 0 || v[0] == '+' {
+			n, ok := parseLength(v)
+			if !ok {
 				return false
 			}
 			res.ContentLength = n

@@ -671,6 +671,7 @@ type spliceBody struct {
 	close     bool  // the upstream asked to close after this response
 	eof       bool
 	done      bool
+	bySplice  bool         // spliceTo moved the body's end socket to socket
 	sent      <-chan error // a spliced upload's result; nil for bodiless requests
 	// fields: the response's header lines, when it has no Header map (see
 	// rawFields and Proxy.respond).
@@ -695,11 +696,24 @@ func (b *spliceBody) Close() error {
 	// stop reports false when the request's context already ended and its
 	// hook is closing the connection: such a connection never goes back
 	// to the pool.
-	if b.stop.stop() && b.eof && !b.close && b.uploaded() {
+	if b.stop.stop() && b.eof && !b.close && b.uploaded() && b.nothingAfter() {
 		b.f.put(b.addr, b.c)
 		return nil
 	}
 	return b.c.close()
+}
+
+// nothingAfter reports that the upstream sent nothing past the response:
+// bytes after it would be read as the answer to the connection's next
+// request, which may be another caller's. What came with the response is
+// in the buffer; after a body moved socket to socket the socket is looked
+// at too (a pooled connection is not looked at again when it is taken
+// soon after, see fastH1.get).
+func (b *spliceBody) nothingAfter() bool {
+	if b.bySplice {
+		return b.c.alive()
+	}
+	return b.c.br.Buffered() == 0
 }
 
 // uploaded reports whether the request body (if any) went whole: only
@@ -753,6 +767,7 @@ func (b *spliceBody) spliceTo(w http.ResponseWriter, idle *idleTimer) (relayResu
 		}
 	}
 	left := b.remaining - res.n
+	b.bySplice = left > 0
 	for left > 0 {
 		seg := min(left, spliceSegment)
 		n, err := rf.ReadFrom(&io.LimitedReader{R: b.c.tc, N: seg})

@@ -418,3 +418,126 @@ services: { svc: { endpoints: [%s], protocol: http1 } }
 		t.Fatalf("HTTP/2 caller got %v then %q", res2.Header, body)
 	}
 }
+
+// RFC 9112 section 6.3: a response with an invalid Content-Length is an
+// unrecoverable framing error; a proxy answers 502. "-0" is not 1*DIGIT
+// (net/http refuses it), so ferry must not relay it as it came.
+func TestSignedContentLengthRefused(t *testing.T) {
+	const msg = "HTTP/1.1 200 OK\r\nContent-Length: -0\r\n\r\n"
+	br := bufio.NewReader(strings.NewReader(msg))
+	br.Peek(1)
+	if res, f := parseResponse(br, &http.Request{Method: http.MethodGet}); res != nil {
+		_, refErr := http.ReadResponse(bufio.NewReader(strings.NewReader(msg)), nil)
+		t.Errorf("parseResponse accepted %q (length %d, lines %q); net/http: %v", msg, res.res.ContentLength, f.lines, refErr)
+	}
+
+	up := startRawServer(t, func(c net.Conn) {
+		br := bufio.NewReader(c)
+		for {
+			if _, err := http.ReadRequest(br); err != nil {
+				return
+			}
+			io.WriteString(c, msg)
+		}
+	})
+	_, url := outboundTo(t, "", up.addr())
+	c := dialRaw(t, url)
+	io.WriteString(c, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+	var raw bytes.Buffer
+	res, err := http.ReadResponse(bufio.NewReader(io.TeeReader(c, &raw)), nil)
+	if err != nil {
+		t.Fatalf("the caller cannot read ferry's answer: %v (raw %q)", err, raw.String())
+	}
+	res.Body.Close()
+	if res.StatusCode != http.StatusBadGateway {
+		t.Fatalf("status %d, want 502 for an invalid upstream Content-Length", res.StatusCode)
+	}
+}
+
+// Odd heads never take the as-came path: parseResponse leaves them to
+// net/http (nil).
+func TestParseResponseLeavesOddHeads(t *testing.T) {
+	for _, msg := range []string{
+		"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 2\r\n\r\nok",
+		"HTTP/1.1 200 OK\r\nContent-Length: 2\r\ncontent-length: 3\r\n\r\nok",
+		"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nX-A: a\r\n b\r\n\r\nok",
+		"HTTP/1.1 200 OK\r\nContent-Length: 2\nX-A: a\r\n\r\nok",
+		"HTTP/1.1 200 OK\r\nX-A: a\rb\r\nContent-Length: 2\r\n\r\nok",
+		"HTTP/1.1 204 No Content\r\nContent-Length: 2\r\n\r\n",
+		"HTTP/1.1 304 Not Modified\r\nContent-Length: 2\r\n\r\n",
+		"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nTransfer-Encoding: chunked\r\n\r\n",
+		"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nX A: b\r\n\r\nok",
+		"HTTP/1.1 200 OK\r\nContent-Length: 2, 2\r\n\r\nok",
+		"HTTP/1.1 200 OK\r\nContent-Length: +2\r\n\r\nok",
+	} {
+		br := bufio.NewReader(strings.NewReader(msg))
+		br.Peek(1)
+		if res, f := parseResponse(br, &http.Request{Method: http.MethodGet}); res != nil {
+			t.Errorf("accepted %q (lines %q)", msg, f.lines)
+		}
+	}
+	for _, msg := range []string{
+		"HTTP/1.1 200 OK\r\nKeep-Alive: x\r\nContent-Length: 2\r\n\r\nok",
+		"HTTP/1.1 200 OK\r\nproxy-connection: x\r\nContent-Length: 2\r\n\r\nok",
+		"HTTP/1.1 200 OK\r\nte: x\r\nContent-Length: 2\r\n\r\nok",
+		"HTTP/1.1 200 OK\r\nUPGRADE: x\r\nContent-Length: 2\r\n\r\nok",
+		"HTTP/1.1 200 OK\r\nConnection: X-A\r\nX-A: 1\r\nContent-Length: 2\r\n\r\nok",
+	} {
+		br := bufio.NewReader(strings.NewReader(msg))
+		br.Peek(1)
+		if _, f := parseResponse(br, &http.Request{Method: http.MethodGet}); f.lines != "" {
+			t.Errorf("hop-by-hop head %q goes as it came", msg)
+		}
+	}
+	br := bufio.NewReader(strings.NewReader("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"))
+	br.Peek(1)
+	if res, _ := parseResponse(br, &http.Request{Method: http.MethodHead}); res != nil {
+		t.Error("HEAD response parsed as plain")
+	}
+}
+
+// Bytes an upstream sends past a response's Content-Length are not the
+// answer to the next request on that pooled connection (net/http closes
+// such a connection: "Unsolicited response received on idle HTTP channel"),
+// whether the body came through the buffer or socket to socket.
+func TestStrayBytesNotNextResponse(t *testing.T) {
+	for _, size := range []int{2, 3 * spliceMin} {
+		t.Run(fmt.Sprint(size), func(t *testing.T) {
+			first := strings.Repeat("o", size)
+			var n atomic.Int64
+			up := startRawServer(t, func(c net.Conn) {
+				br := bufio.NewReader(c)
+				for {
+					if _, err := http.ReadRequest(br); err != nil {
+						return
+					}
+					if n.Add(1) == 1 {
+						io.WriteString(c, fmt.Sprintf("HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%sHTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nstray", size, first))
+					} else {
+						io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\ngood")
+					}
+				}
+			})
+			_, url := outboundTo(t, "", up.addr())
+			c := dialRaw(t, url)
+			br := bufio.NewReader(c)
+			before := spliced.Load()
+			var bodies []string
+			for range 2 {
+				io.WriteString(c, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+				res, err := http.ReadResponse(br, nil)
+				if err != nil {
+					t.Fatal(err)
+				}
+				b, _ := io.ReadAll(res.Body)
+				bodies = append(bodies, string(b))
+			}
+			if bodies[0] != first || bodies[1] != "good" {
+				t.Fatalf("bodies of %d and %d bytes (second %.10q); want %d and \"good\": the bytes the upstream sent past the first response must not answer the next request", len(bodies[0]), len(bodies[1]), bodies[1], size)
+			}
+			if size > spliceMin && spliced.Load() == before {
+				t.Fatal("the large body did not go socket to socket")
+			}
+		})
+	}
+}
