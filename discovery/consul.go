@@ -170,6 +170,7 @@ func (c *Consul) watch(name string, spec ConsulWatch, any bool) (*Service, error
 		waitTime:   c.cfg.waitTime(),
 		maxStale:   c.cfg.maxStale(),
 		backoff:    c.backoff,
+		pace:       minQueryInterval,
 		sleep:      sleepCtx,
 		now:        time.Now,
 		scrub:      func(s string) string { return scrubToken(s, c.token) },

@@ -30,6 +30,12 @@ func TestConsulFollowsInstances(t *testing.T) {
 	if svc.Source() != "consul" || svc.Name() != "api" {
 		t.Fatalf("service %q from %q", svc.Name(), svc.Source())
 	}
+	c.mu.Lock()
+	pace := c.watches["api"].w.pace
+	c.mu.Unlock()
+	if pace != minQueryInterval {
+		t.Fatalf("the watch paces its queries %v apart, want %v", pace, minQueryInterval)
+	}
 	s, _ := waitSnapshot(t, svc, 5*time.Second, "two instances", hasAddrs("127.0.0.1:9001", "127.0.0.1:9002"))
 	if s.Stale || s.Err != "" || s.Index == 0 {
 		t.Fatalf("first snapshot %+v", s)

@@ -12,6 +12,11 @@ import (
 	"time"
 )
 
+// minQueryInterval is the least time from the start of one query of a
+// watch to the start of the next (Consul asks clients of blocking queries
+// to rate-limit them).
+const minQueryInterval = 100 * time.Millisecond
+
 // healthQuery asks Consul for the passing instances of service. It is
 // (*consulClient).healthService; tests substitute a
 // scripted one.
@@ -51,6 +56,7 @@ type watch struct {
 	waitTime time.Duration
 	maxStale time.Duration
 	backoff  Backoff
+	pace     time.Duration // the least time from one query's start to the next's
 	sleep    func(context.Context, time.Duration) error
 	now      func() time.Time
 	scrub    func(string) string
@@ -79,8 +85,19 @@ type watchStats struct {
 // backoff between failures) ends with ctx.
 func (w *watch) run(ctx context.Context) {
 	for ctx.Err() == nil {
+		start := w.now()
 		if w.step(ctx) {
 			w.failures = 0
+			// Answers that come at once (a service that changes all the
+			// time, a server that answers a wait without waiting) are
+			// paced: no busy loop against Consul. A blocking query that
+			// waited is followed at once; so is the one retry of a stale
+			// answer with the leader.
+			if d := w.pace - w.now().Sub(start); d > 0 && !w.consistent {
+				if w.sleep(ctx, d) != nil {
+					return
+				}
+			}
 			continue
 		}
 		if ctx.Err() != nil {

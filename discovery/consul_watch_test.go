@@ -262,3 +262,45 @@ func TestJitterBackoffBounded(t *testing.T) {
 		}
 	}
 }
+
+// Answers that come at once are paced (Consul asks clients of blocking
+// queries to rate-limit them): a server answering without waiting, on an
+// index that does not advance or on index 0, and a service whose endpoints
+// change on every answer, make the watch wait out pace from the start of
+// one query to the next, never query in a tight loop. The fake clock makes
+// every answer take one second.
+func TestWatchPacesQuickAnswers(t *testing.T) {
+	a := []*consulServiceEntry{entry("10.0.0.1", 80, "n", 1)}
+	b := []*consulServiceEntry{entry("10.0.0.1", 80, "n", 1), entry("10.0.0.2", 80, "n", 1)}
+	for _, tc := range []struct {
+		name  string
+		index func(i int) uint64
+	}{
+		{"index that does not advance", func(int) uint64 { return 10 }},
+		{"index 0", func(int) uint64 { return 0 }},
+		{"endpoints changing on every answer", func(i int) uint64 { return uint64(10 + i) }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var script []scripted
+			for i := range 20 {
+				e := a
+				if i%2 == 1 {
+					e = b
+				}
+				script = append(script, scripted{index: tc.index(i), entries: e})
+			}
+			f := newFakeConsul(script...)
+			w := f.watch(NewService("api", "consul"))
+			w.pace = 3 * time.Second
+			f.run(t, w)
+			if len(f.sleeps) != len(script) {
+				t.Fatalf("%d answers, %d pauses (%v); want a pause after each", len(script), len(f.sleeps), f.sleeps)
+			}
+			for _, d := range f.sleeps {
+				if d != 2*time.Second {
+					t.Fatalf("pauses %v; want 2s each (pace 3s, answers taking 1s)", f.sleeps)
+				}
+			}
+		})
+	}
+}
