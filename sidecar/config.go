@@ -55,7 +55,9 @@ type AdminConfig struct {
 type OutboundConfig struct {
 	// Listen is host:port. Default 127.0.0.1:15001.
 	Listen string `yaml:"listen"`
-	// Routes are matched in order; the first match wins.
+	// Routes are matched in order; the first match wins. A route that an
+	// earlier one matches every request of is refused (it could never
+	// match): list the more specific first.
 	Routes []RouteConfig `yaml:"routes"`
 }
 

@@ -98,6 +98,8 @@ func TestParseConfigErrors(t *testing.T) {
 		{"route without service", "outbound: { routes: [ { host: a } ] }\n", "outbound.routes[0].service: required"},
 		{"path prefix", "outbound: { routes: [ { path_prefix: api, service: s } ] }\nservices: { s: { endpoints: [127.0.0.1:1] } }\n", "outbound.routes[0].path_prefix: must start with /"},
 		{"unreachable route", "outbound: { routes: [ { service: s }, { host: a, service: s } ] }\nservices: { s: { endpoints: [127.0.0.1:1] } }\n", "outbound.routes[1]: can never match"},
+		{"route under an earlier prefix", "outbound: { routes: [ { path_prefix: /api, service: s }, { path_prefix: /api/v2/, service: s } ] }\nservices: { s: { endpoints: [127.0.0.1:1] } }\n", "outbound.routes[1]: can never match: routes[0]"},
+		{"host route under an earlier any-host route", "outbound: { routes: [ { path_prefix: /api, service: s }, { host: files, path_prefix: /api/x, service: s } ] }\nservices: { s: { endpoints: [127.0.0.1:1] } }\n", "outbound.routes[1]: can never match: routes[0]"},
 		{"repeated route", "outbound: { routes: [ { host: a, service: s }, { host: A, service: s } ] }\nservices: { s: { endpoints: [127.0.0.1:1] } }\n", "outbound.routes[1]: repeats routes[0]"},
 		{"duplicate listeners", "outbound: { listen: 127.0.0.1:15001 }\ninbound: { listen: 0.0.0.0:15001, app: 127.0.0.1:8080 }\n", "inbound.listen: 0.0.0.0:15001 is already used by outbound.listen"},
 		{"admin clash", "admin: { listen: 127.0.0.1:15001 }\noutbound: { listen: 127.0.0.1:15001 }\n", "outbound.listen: 127.0.0.1:15001 is already used by admin.listen"},
@@ -161,5 +163,26 @@ func TestRouteMatch(t *testing.T) {
 		if got != tc.want {
 			t.Errorf("match(%q, %q) = %q, want %q", tc.host, tc.path, got, tc.want)
 		}
+	}
+}
+
+// Routes listed from the more specific to the less are all reachable and
+// accepted; a prefix only matches whole segments ("/apix" is not under
+// "/api").
+func TestRouteOrderAccepted(t *testing.T) {
+	_, err := ParseConfig([]byte(`
+outbound:
+  listen: 127.0.0.1:0
+  routes:
+    - { host: files, path_prefix: /api, service: s }
+    - { path_prefix: /api/v2, service: s }
+    - { path_prefix: /api, service: s }
+    - { path_prefix: /apix, service: s }
+    - { host: files, service: s }
+    - { service: s }
+services: { s: { endpoints: [127.0.0.1:1] } }
+`))
+	if err != nil {
+		t.Fatal(err)
 	}
 }

@@ -78,6 +78,7 @@ func (c *Config) validate() ConfigErrors {
 	if c.Outbound != nil {
 		type key struct{ host, prefix string }
 		seen := map[key]int{}
+		var earlier []key
 		catchAll := -1
 		for i, r := range c.Outbound.Routes {
 			p := fmt.Sprintf("outbound.routes[%d]", i)
@@ -97,7 +98,18 @@ func (c *Config) validate() ConfigErrors {
 				add(p, "repeats routes[%d] (same host and path_prefix); it can never match", j)
 			} else if catchAll >= 0 {
 				add(p, "can never match: routes[%d] matches every request first", catchAll)
+			} else {
+				// Routes match in order: one that an earlier route matches
+				// every request of (any host or the same one, a path prefix
+				// that contains this one) is never reached.
+				for j, e := range earlier {
+					if (e.host == "" || e.host == k.host) && (e.prefix == "" || pathHasPrefix(k.prefix, e.prefix)) {
+						add(p, "can never match: routes[%d] (host %q, path_prefix %q) matches all it would, first; list the more specific route first", j, c.Outbound.Routes[j].Host, c.Outbound.Routes[j].PathPrefix)
+						break
+					}
+				}
 			}
+			earlier = append(earlier, k)
 			seen[k] = i
 			if k.host == "" && k.prefix == "" && catchAll < 0 {
 				catchAll = i

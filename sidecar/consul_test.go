@@ -83,7 +83,14 @@ func sameSet(got map[string]int, want ...string) bool {
 
 func consulFerry(t *testing.T, agent *consultest.Agent, extra string) (*Sidecar, string) {
 	t.Helper()
-	sc := startFerry(t, fmt.Sprintf(`
+	sc := startFerry(t, consulConfig(agent.HTTPAddr, extra))
+	return sc, "http://" + sc.Addr("outbound") + "/"
+}
+
+// consulConfig is a config routing every request to the Consul service
+// api, Consul at addr, with extra after it.
+func consulConfig(addr, extra string) string {
+	return fmt.Sprintf(`
 admin: { listen: 127.0.0.1:0 }
 outbound:
   listen: 127.0.0.1:0
@@ -91,8 +98,7 @@ outbound:
 consul: { address: %s }
 services:
   api: {}
-%s`, agent.HTTPAddr, extra))
-	return sc, "http://" + sc.Addr("outbound") + "/"
+%s`, addr, extra)
 }
 
 func TestConsulRoutingFollowsTheCatalog(t *testing.T) {

@@ -576,3 +576,112 @@ func TestConsulFaultInstancesFlapping(t *testing.T) {
 	}
 	heapBack(t, baseHeap, "flapping")
 }
+
+// Consul goes away (its agent is killed: connections refused) and a config
+// reload comes in meanwhile: the reload is rejected ("keeping the config in
+// force"), and the config in force must keep routing to the last good
+// endpoints.
+func TestReloadDuringConsulOutageKeepsEndpoints(t *testing.T) {
+	agent := consultest.Start(t)
+	c := agent.Client()
+	startInstance(t, c, "api", "a")
+	text := consulConfig(agent.HTTPAddr, `telemetry: { access_log: "off" }`)
+	sc, url, hc := ferryOnA(t, text)
+
+	killAgent(t, agent) // Consul is down
+	old := sc.state.Load()
+	waitFor(t, "the watch in force to serve its last endpoints, stale", 10*time.Second, func() bool {
+		st := old.consul.Stats()
+		return old.upstreams["api"].svc.Snapshot().Stale && len(st) == 1 && st[0].Errors >= 2
+	})
+	if got, fails := seen(hc, url, 5); got["a"] != 5 {
+		t.Fatalf("stale snapshot not serving: %v %q", got, fails)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	if err := sc.Reload(ctx, mustParse(t, text)); err == nil {
+		t.Fatal("reload resolved with Consul unreachable")
+	} else {
+		t.Logf("reload rejected as expected: %v", err)
+	}
+	got, fails := seen(hc, url, 5)
+	if got["a"] != 5 {
+		t.Fatalf("after a rejected reload the config in force lost its endpoints: answers %v, failures %q", got, fails)
+	}
+}
+
+// A successful reload of an unchanged Consul-backed config must not make
+// requests on the old generation fail while the new one resolves.
+func TestReloadKeepsServingWhileResolving(t *testing.T) {
+	agent := consultest.Start(t)
+	c := agent.Client()
+	startInstance(t, c, "api", "a")
+	gate := startConsulGate(t, agent.HTTPAddr)
+	text := consulConfig(gate.addr(), `telemetry: { access_log: "off" }`)
+	sc, url, hc := ferryOnA(t, text)
+	// Hold the new generation's first Consul answer back so the window
+	// between carrying the upstream and the new generation resolving is
+	// long enough to observe; Consul comes back within the reload timeout.
+	gate.shut()
+	old := sc.state.Load()
+	waitFor(t, "the watch in force to fail repeatedly", 10*time.Second, func() bool {
+		st := old.consul.Stats()
+		return old.upstreams["api"].svc.Snapshot().Stale && len(st) == 1 && st[0].Errors >= 3
+	})
+	done := make(chan error, 1)
+	go func() { done <- sc.Reload(context.Background(), mustParse(t, text)) }()
+	var fails []string
+	deadline := time.Now().Add(time.Second) // a window of traffic, not a wait for an event
+	for time.Now().Before(deadline) {
+		_, f := seen(hc, url, 1)
+		fails = append(fails, f...)
+	}
+	gate.reopen()
+	if err := <-done; err != nil {
+		t.Fatalf("reload: %v", err)
+	}
+	if len(fails) > 0 {
+		t.Fatalf("%d requests failed on the config in force while a reload resolved; first: %q", len(fails), fails[0])
+	}
+}
+
+// A reload that changes a Consul-backed service's settings (so its
+// upstream is not carried over) must hand the new generation's balancer
+// its endpoints before the new table takes requests.
+func TestReloadSwapsInFedBalancers(t *testing.T) {
+	agent := consultest.Start(t)
+	c := agent.Client()
+	startInstance(t, c, "api", "a")
+	text := `
+admin: { listen: 127.0.0.1:0 }
+outbound:
+  listen: 127.0.0.1:0
+  routes: [ { service: api } ]
+consul: { address: %s }
+services:
+  api: { timeouts: { connect: %s } }
+telemetry: { access_log: "off" }
+`
+	sc, _, _ := ferryOnA(t, fmt.Sprintf(text, agent.HTTPAddr, "1s"))
+	for i := range 50 {
+		if err := sc.Reload(context.Background(), mustParse(t, fmt.Sprintf(text, agent.HTTPAddr, fmt.Sprintf("%ds", i+2)))); err != nil {
+			t.Fatal(err)
+		}
+		if n := len(sc.state.Load().upstreams["api"].res.Status()); n != 1 {
+			t.Fatalf("reload %d: the table in force routes to an upstream with %d endpoints (snapshot has %d)", i, n, len(sc.state.Load().upstreams["api"].svc.Snapshot().Endpoints))
+		}
+	}
+}
+
+// ferryOnA starts ferry with the config text and waits until a request
+// through it reaches the instance "a".
+func ferryOnA(t *testing.T, text string) (*Sidecar, string, *http.Client) {
+	sc := startFerry(t, text)
+	url := "http://" + sc.Addr("outbound") + "/"
+	hc := h1Client()
+	waitFor(t, "traffic on a", 10*time.Second, func() bool {
+		got, _ := seen(hc, url, 1)
+		return got["a"] == 1
+	})
+	return sc, url, hc
+}

@@ -24,6 +24,9 @@ var (
 	// errBodyNotReplayable: part of a request body was read, and ferry
 	// holds no copy to send it again.
 	errBodyNotReplayable = errors.New("the request body was partly sent and is not held for a replay")
+	// errAttemptRetired ends the body reads of an attempt given up for a
+	// retry (see attemptBody).
+	errAttemptRetired = errors.New("the attempt was given up for a retry")
 )
 
 // dialError marks a failure to connect to an endpoint: nothing was sent.

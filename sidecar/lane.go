@@ -298,7 +298,8 @@ func (l *lane) serveConn(c net.Conn) {
 	} else {
 		bw.Reset(c)
 	}
-	owned := true // this goroutine closes the connection at the end
+	owned := true  // this goroutine closes the connection at the end
+	pooled := true // br goes back to its pool at the end
 	defer func() {
 		l.forget(lc)
 		lc.idle.release()
@@ -309,6 +310,8 @@ func (l *lane) serveConn(c net.Conn) {
 		laneWriters.Put(bw)
 		if owned {
 			c.Close()
+		}
+		if owned && pooled {
 			br.Reset(nil)
 			laneReaders.Put(br)
 		}
@@ -370,13 +373,18 @@ func (l *lane) serveConn(c net.Conn) {
 			return
 		}
 		br.Discard(len(head))
-		switch l.serveOne(lc, br, bw, lh) {
+		next := l.serveOne(lc, br, bw, lh)
+		if b := lh.w.body; b != nil && b.left.Load() > 0 {
+			// The rest of the body was not read: a transport that gave up
+			// on it may still be reading it through br, which is not
+			// reused then.
+			pooled = false
+		}
+		switch next {
 		case connKeep:
 			continue
 		case connLingering:
 			owned = false
-			br.Reset(nil)
-			laneReaders.Put(br)
 		}
 		return
 	}

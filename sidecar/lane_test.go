@@ -569,3 +569,60 @@ func TestLaneCallerGoneOnReusedConnection(t *testing.T) {
 	c.Close()
 	recv(t, canceled, 10*time.Second, "the origin to see the exchange canceled")
 }
+
+// An upstream that answers before the caller's body came: the lane ends
+// the connection while a transport given up may still read the body
+// through the connection's reader, which must then not serve another
+// connection (under -race this test saw that reader reset and reused).
+func TestLaneReaderNotReusedWhileBodyRead(t *testing.T) {
+	up := startRawServer(t, func(c net.Conn) {
+		br := bufio.NewReader(c)
+		for {
+			req, err := http.ReadRequest(br)
+			if err != nil {
+				return
+			}
+			if req.Method == http.MethodGet {
+				io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+				continue
+			}
+			io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nearly")
+			io.Copy(io.Discard, br)
+			return
+		}
+	})
+	_, url := outboundTo(t, "defaults: { retry: { max_retries: 0 } }", up.addr())
+	for range 30 {
+		a := dialRaw(t, url)
+		fmt.Fprintf(a, "POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n0123456789", 50000)
+		res, err := http.ReadResponse(bufio.NewReader(a), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, _ := io.ReadAll(res.Body)
+		res.Body.Close()
+		if string(got) != "early" {
+			t.Fatalf("got %q", got)
+		}
+		var others []net.Conn
+		for range 8 {
+			b := dialRaw(t, url)
+			io.WriteString(b, "GET /b HTTP/1.1\r\nHost: x\r\n\r\n")
+			others = append(others, b)
+			a.Write([]byte(strings.Repeat("z", 512)))
+		}
+		for _, b := range others {
+			res, err := http.ReadResponse(bufio.NewReader(b), nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, _ := io.ReadAll(res.Body)
+			res.Body.Close()
+			if string(got) != "ok" {
+				t.Fatalf("a GET on another connection got %q", got)
+			}
+			b.Close()
+		}
+		a.Close()
+	}
+}

@@ -160,6 +160,12 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, up *upstream, ma
 	upgrade := requestUpgrade(r.Header)
 	var tried []string
 	pick, err := up.res.Pick(key, nil)
+	if errors.Is(err, resilience.ErrNoEndpoints) {
+		// The snapshot has endpoints (checked above): one published a
+		// moment ago may not have reached the balancer yet.
+		up.sync()
+		pick, err = up.res.Pick(key, nil)
+	}
 	for attempt := 1; ; attempt++ {
 		if err != nil {
 			var ue *resilience.UnavailableError
@@ -335,8 +341,12 @@ func callerGone(r *http.Request) bool {
 // yet must be available. It then waits the backoff and returns that
 // endpoint's pick.
 func (p *Proxy) retry(ctx context.Context, up *upstream, attempt int, key string, tried []string, r *http.Request, body *requestBody, o resilience.Outcome, x *exchange, why string) (resilience.Pick, bool) {
-	wait, d := up.res.Retry(attempt, r.Method, body.taken(), body != nil, o)
-	if d != resilience.RetryAllowed {
+	taken := body.taken()
+	if body != nil && body.reading.Load() {
+		taken = max(taken, 1) // the attempt's transport may be taking bytes now
+	}
+	wait, d := up.res.Retry(attempt, r.Method, taken, body != nil, o)
+	if d != resilience.RetryAllowed || !body.retire() {
 		return resilience.Pick{}, false
 	}
 	next, err := up.res.Pick(key, tried)
@@ -468,7 +478,8 @@ func (p *Proxy) outgoing(ctx context.Context, w http.ResponseWriter, r *http.Req
 		out.ContentLength = 0
 		out.GetBody = nil
 	} else {
-		out.Body = body
+		ab := body.attempt()
+		out.Body = ab
 		// Request trailers arrive in r.Trailer once the body is read; the
 		// transport must see that same map.
 		out.Trailer = r.Trailer
@@ -480,7 +491,7 @@ func (p *Proxy) outgoing(ctx context.Context, w http.ResponseWriter, r *http.Req
 			if body.taken() > 0 {
 				return nil, errBodyNotReplayable
 			}
-			return body, nil
+			return ab, nil
 		}
 	}
 	removeHopHeaders(out.Header, true)

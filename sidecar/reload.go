@@ -39,6 +39,12 @@ func (s *Sidecar) Reload(ctx context.Context, cfg *Config) error {
 		st.closeExcept(carried)
 		return fmt.Errorf("%w; keeping the config in force", err)
 	}
+	// Every balancer gets the new generation's endpoints before its table
+	// takes requests; a balancer shared with the generation in force
+	// (carried) is fed by the new one from now on.
+	for _, up := range st.all() {
+		up.takeFeed()
+	}
 	st.run(s.tel.Metrics())
 	s.state.Store(st)
 	if s.outbound != nil {
@@ -143,8 +149,9 @@ func (st *state) carryPools(old *state) map[*upstream]bool {
 	}
 	for up, prev := range pairs {
 		if up.sameSettings(prev) {
-			up.h1, up.h2c, up.res = prev.h1, prev.h2c, prev.res
-			up.sync(up.svc.Snapshot())
+			// The balancer keeps the endpoints in force (prev's feed)
+			// until this generation is resolved and swapped in.
+			up.h1, up.h2c, up.res, up.feed = prev.h1, prev.h2c, prev.res, prev.feed
 			carried[up], carried[prev] = true, true
 		}
 	}

@@ -473,3 +473,86 @@ func TestMaxInFlightSheds(t *testing.T) {
 	recv(t, done, 5*time.Second, "first")
 	recv(t, done, 5*time.Second, "second")
 }
+
+// An endpoint that answers 503 before the caller's body came: the retry
+// must not happen while the first attempt's transport waits for that body
+// (it would take bytes the retry then misses). The caller gets the 503, or
+// a retry that carried the whole body; never a broken or hung exchange.
+func TestRetryWhileFirstAttemptWaitsForBody(t *testing.T) {
+	aHead := make(chan struct{}, 8)
+	a := startRawServer(t, func(c net.Conn) {
+		br := bufio.NewReader(c)
+		if _, err := http.ReadRequest(br); err != nil {
+			return
+		}
+		io.WriteString(c, "HTTP/1.1 503 Service Unavailable\r\nContent-Length: 4\r\n\r\nbusy")
+		aHead <- struct{}{}
+		io.Copy(io.Discard, br)
+	})
+	bHead := make(chan struct{}, 8)
+	b := origin(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		bHead <- struct{}{}
+		n, err := io.Copy(io.Discard, r.Body)
+		fmt.Fprintf(w, "%d %v", n, err)
+	}))
+	_, url := resilientFerry(t, nil, `
+    balancer: round_robin
+    breaker: { consecutive_failures: 0 }
+    outlier: { consecutive_5xx: 0 }
+    retry: { max_retries: 1, methods: [POST], on_statuses: [503], base_interval: 1ms, max_interval: 1ms }`, a.addr(), b)
+	url = strings.TrimSuffix(url, "/")
+	body := strings.Repeat("0123456789", 100)
+	firstOnA := 0
+	for i := 0; i < 4; i++ {
+		conn := dialRaw(t, url)
+		br := bufio.NewReader(conn)
+		fmt.Fprintf(conn, "POST /up HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n", len(body))
+		resc := make(chan *http.Response, 1)
+		errc := make(chan error, 1)
+		go func() {
+			res, err := http.ReadResponse(br, nil)
+			if err != nil {
+				errc <- err
+				return
+			}
+			resc <- res
+		}()
+		select {
+		case <-bHead:
+		case <-aHead:
+			firstOnA++
+			// A answered before the body came: wait for ferry's answer or
+			// a retry on B before sending it.
+			select {
+			case res := <-resc:
+				resc <- res
+			case <-bHead:
+			case err := <-errc:
+				t.Fatal(err)
+			case <-time.After(10 * time.Second):
+				t.Fatal("neither an answer nor a retry")
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("no upstream saw the request")
+		}
+		io.WriteString(conn, body)
+		var res *http.Response
+		select {
+		case res = <-resc:
+		case err := <-errc:
+			t.Fatalf("request %d: %v", i, err)
+		case <-time.After(10 * time.Second):
+			t.Fatalf("request %d: no answer", i)
+		}
+		got, _ := io.ReadAll(res.Body)
+		res.Body.Close()
+		conn.Close()
+		want := fmt.Sprintf("%d <nil>", len(body))
+		if !(res.StatusCode == http.StatusServiceUnavailable && string(got) == "busy") && !(res.StatusCode == http.StatusOK && string(got) == want) {
+			t.Fatalf("request %d: %d %q (%s); want A's 503 or B's 200 %q", i, res.StatusCode, got, res.Header.Get("X-Ferry-Error"), want)
+		}
+	}
+	if firstOnA == 0 {
+		t.Fatal("round robin never tried A first")
+	}
+}

@@ -189,8 +189,12 @@ func eligible(out *http.Request) bool {
 // splicedUpload reports whether a request's body is a taken-over caller's
 // socket that ferry's client can splice into the upstream's.
 func splicedUpload(out *http.Request) (*requestBody, bool) {
-	b, ok := out.Body.(*requestBody)
-	if !ok || !b.spliceable() || out.ContentLength < spliceMin || out.URL.Scheme != "http" || out.Header["Upgrade"] != nil {
+	a, ok := out.Body.(*attemptBody)
+	if !ok {
+		return nil, false
+	}
+	b := a.b
+	if !b.spliceable() || out.ContentLength < spliceMin || out.URL.Scheme != "http" || out.Header["Upgrade"] != nil {
 		return nil, false
 	}
 	return b, true

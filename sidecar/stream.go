@@ -139,6 +139,7 @@ type requestBody struct {
 	limit   int64       // 0 = none
 	idle    *idleTimer
 	cancel  context.CancelCauseFunc
+	hold    atomic.Pointer[attemptBody] // the current attempt's (see attempt)
 }
 
 func (b *requestBody) Read(p []byte) (int, error) {
@@ -203,6 +204,58 @@ func (b *requestBody) taken() int64 {
 		return 1
 	}
 	return n
+}
+
+// attemptBody is one attempt's hold on the request body. An attempt's
+// transport may go on reading the body after ferry gave the attempt up (an
+// early 503 while the body has not come yet): a retry first retires the
+// attempt's hold, after which that transport reads nothing more, so no
+// byte meant for the retry goes to the attempt given up. A hold with a
+// Read in progress cannot be retired: that Read may take bytes the retry
+// would then miss, and the retry does not happen.
+type attemptBody struct {
+	b     *requestBody
+	state atomic.Int32 // holdFree, holdReading or holdRetired
+}
+
+const (
+	holdFree = iota
+	holdReading
+	holdRetired
+)
+
+// attempt starts a new attempt's hold on the body.
+func (b *requestBody) attempt() *attemptBody {
+	a := &attemptBody{b: b}
+	b.hold.Store(a)
+	return a
+}
+
+func (a *attemptBody) Read(p []byte) (int, error) {
+	if !a.state.CompareAndSwap(holdFree, holdReading) {
+		return 0, errAttemptRetired
+	}
+	defer a.state.Store(holdFree)
+	return a.b.Read(p)
+}
+
+// Close closes the body as requestBody.Close does, unless the attempt was
+// retired: the body is the retry's then.
+func (a *attemptBody) Close() error {
+	if a.state.Load() == holdRetired {
+		return nil
+	}
+	return a.b.Close()
+}
+
+// retire ends the current attempt's hold on the body before a retry; false
+// when a Read of it is in progress.
+func (b *requestBody) retire() bool {
+	if b == nil {
+		return true
+	}
+	a := b.hold.Load()
+	return a == nil || a.state.CompareAndSwap(holdFree, holdRetired) || a.state.Load() == holdRetired
 }
 
 // relayResult says how a body copy ended.

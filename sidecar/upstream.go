@@ -5,6 +5,7 @@ import (
 	"net"
 	"net/http"
 	"reflect"
+	"sync"
 	"time"
 
 	"github.com/ferrymesh/ferry/discovery"
@@ -24,6 +25,17 @@ type upstream struct {
 	hashHeader string            // balancer key header; "" unless balancer is hash
 	h1         http.RoundTripper // HTTP/1.1, also used for upgrades
 	h2c        http.RoundTripper // HTTP/2 with prior knowledge over cleartext
+	feed       *feed             // whose discovery feeds res
+}
+
+// feed says which upstream's discovery feeds a balancer: after a reload
+// two generations of a service may share one (see carryPools), and only
+// the owner's endpoints may reach it, or the generation going away could
+// overwrite (or empty) the endpoints of the one in force.
+type feed struct {
+	mu      sync.Mutex
+	owner   *upstream
+	applied *discovery.Snapshot // the snapshot the balancer has
 }
 
 func newUpstream(name string, svc *discovery.Service, protocol string, s resilience.Settings, opts []resilience.Option) (*upstream, error) {
@@ -43,17 +55,36 @@ func newUpstream(name string, svc *discovery.Service, protocol string, s resilie
 		h1:         newTransport(s.Timeouts, false),
 		h2c:        newTransport(s.Timeouts, true),
 	}
-	up.sync(svc.Snapshot())
+	up.feed = &feed{owner: up}
+	up.sync()
 	return up, nil
 }
 
-// sync hands the balancer the endpoints of a snapshot.
-func (u *upstream) sync(snap *discovery.Snapshot) {
+// sync hands the balancer the endpoints of the service's latest snapshot,
+// when u owns the balancer's feed. The snapshot is read under the feed's
+// lock, so whichever call comes last leaves the latest one in force.
+func (u *upstream) sync() {
+	f := u.feed
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	snap := u.svc.Snapshot()
+	if f.owner != u || f.applied == snap {
+		return
+	}
 	eps := make([]resilience.Endpoint, len(snap.Endpoints))
 	for i, ep := range snap.Endpoints {
 		eps[i] = resilience.Endpoint{Addr: ep.Addr, Weight: ep.Weight}
 	}
 	u.res.Update(eps)
+	f.applied = snap
+}
+
+// takeFeed makes u the owner of its balancer's feed and syncs it.
+func (u *upstream) takeFeed() {
+	u.feed.mu.Lock()
+	u.feed.owner, u.feed.applied = u, nil
+	u.feed.mu.Unlock()
+	u.sync()
 }
 
 // follow keeps the balancer's endpoints in step with discovery until ctx
@@ -61,7 +92,7 @@ func (u *upstream) sync(snap *discovery.Snapshot) {
 func (u *upstream) follow(ctx context.Context) {
 	for {
 		changed := u.svc.Changed()
-		u.sync(u.svc.Snapshot())
+		u.sync()
 		select {
 		case <-ctx.Done():
 			return
