@@ -5,14 +5,17 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/ferrymesh/ferry/resilience"
+	"github.com/ferrymesh/ferry/telemetry"
 )
 
 // These tests drive breakers, ejection, retries and the retry budget
@@ -554,5 +557,38 @@ func TestRetryWhileFirstAttemptWaitsForBody(t *testing.T) {
 	}
 	if firstOnA == 0 {
 		t.Fatal("round robin never tried A first")
+	}
+}
+
+// A snapshot published a moment ago may not have reached the balancer
+// yet (its upstream's follow runs on its own goroutine): a request that
+// finds the balancer empty while the snapshot has endpoints syncs it and
+// is served, instead of answering 503 "no endpoints".
+func TestPickSyncsAPublishedSnapshot(t *testing.T) {
+	addr := origin(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") }))
+	cfg, err := ParseConfig([]byte("outbound: { listen: 127.0.0.1:0, routes: [ { service: svc } ] }\nservices: { svc: { endpoints: [" + addr + "] } }\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := buildState(cfg, nil, nil, nil) // not run: nothing follows the services
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.close()
+	up := st.upstreams["svc"]
+	// The balancer as it is between a publish and its sync: the endpoints
+	// it had are gone, the service's new snapshot has some.
+	up.res.Update(nil)
+	snap := *up.svc.Snapshot()
+	up.svc.Publish(&snap)
+	tel, err := telemetry.New(context.Background(), telemetry.Config{AccessLog: "off"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := newProxy("outbound", st.outbound, slog.New(slog.NewTextHandler(io.Discard, nil)), newTunnelSet(), tel)
+	rec := httptest.NewRecorder()
+	p.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "http://svc/", nil))
+	if rec.Code != http.StatusOK || rec.Body.String() != "ok" {
+		t.Fatalf("%d %q; want the endpoint of the published snapshot to answer", rec.Code, rec.Body.String())
 	}
 }
