@@ -21,6 +21,7 @@ var (
 	errBodyTooLarge   = errors.New("request body exceeds limits.max_request_body_bytes")
 	errPerTryTimeout  = errors.New("no response headers within timeouts.per_try")
 	errCallerGone     = errors.New("the caller closed its connection")
+	errGraceEnded     = errors.New("the drain's grace period ended")
 	// errBodyNotReplayable: part of a request body was read, and ferry
 	// holds no copy to send it again.
 	errBodyNotReplayable = errors.New("the request body was partly sent and is not held for a replay")

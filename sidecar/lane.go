@@ -90,6 +90,7 @@ func (l *lane) Serve(ln net.Listener) error {
 	l.mu.Lock()
 	if l.closing.Load() {
 		l.mu.Unlock()
+		ln.Close() // as net/http's Serve: the listener is Serve's to close
 		return http.ErrServerClosed
 	}
 	l.ln = ln
@@ -159,7 +160,9 @@ func (l *lane) Shutdown(ctx context.Context) error {
 	}
 }
 
-// Close closes the listener and every connection at once.
+// Close closes the listener and every connection at once, and cancels the
+// exchanges in progress on them: an exchange whose caller pipelined its
+// next request has no watch to notice the connection closed.
 func (l *lane) Close() error {
 	l.closing.Store(true)
 	l.mu.Lock()
@@ -168,6 +171,12 @@ func (l *lane) Close() error {
 	}
 	for c := range l.conns {
 		c.c.Close()
+		c.wmu.Lock()
+		cancel, running := c.wcancel, !c.wstop
+		c.wmu.Unlock()
+		if cancel != nil && running {
+			cancel(errGraceEnded)
+		}
 	}
 	l.mu.Unlock()
 	return l.fallback.Close()

@@ -24,6 +24,12 @@ const ReloadResolveTimeout = 10 * time.Second
 func (s *Sidecar) Reload(ctx context.Context, cfg *Config) error {
 	s.reloadMu.Lock()
 	defer s.reloadMu.Unlock()
+	s.life.Lock()
+	stopping := s.stopping
+	s.life.Unlock()
+	if stopping {
+		return errShutDown
+	}
 	old := s.state.Load()
 	if errs := restartOnly(old.cfg, cfg); len(errs) > 0 {
 		return errs
@@ -39,6 +45,14 @@ func (s *Sidecar) Reload(ctx context.Context, cfg *Config) error {
 		st.closeExcept(carried)
 		return fmt.Errorf("%w; keeping the config in force", err)
 	}
+	s.life.Lock()
+	if s.stopping {
+		// Shutdown began while this generation resolved: it closes the
+		// generation in force, and this one must not outlive it.
+		s.life.Unlock()
+		st.closeExcept(carried)
+		return errShutDown
+	}
 	// Every balancer gets the new generation's endpoints before its table
 	// takes requests; a balancer shared with the generation in force
 	// (carried) is fed by the new one from now on.
@@ -53,6 +67,7 @@ func (s *Sidecar) Reload(ctx context.Context, cfg *Config) error {
 	if s.inbound != nil {
 		s.inbound.table.Store(st.inbound)
 	}
+	s.life.Unlock()
 	old.closeExcept(carried)
 	s.log.Info("config reloaded", "services", len(cfg.Services))
 	return nil

@@ -1,14 +1,21 @@
 package sidecar
 
 import (
+	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	"go.uber.org/goleak"
+
+	"github.com/ferrymesh/ferry/discovery"
 	"github.com/ferrymesh/ferry/discovery/consultest"
 )
 
@@ -90,6 +97,9 @@ func TestShutdownGraceEndsStragglers(t *testing.T) {
 	if err := sc.Shutdown(ctx); err == nil {
 		t.Fatal("shutdown reported a clean drain although a stream outlived the grace period")
 	}
+	if err := sc.Shutdown(context.Background()); err == nil {
+		t.Fatal("a second Shutdown reported a clean drain; the first cut a stream")
+	}
 	if _, err := io.ReadAll(res.Body); err == nil {
 		t.Fatal("the cut stream ended cleanly; want a broken response")
 	}
@@ -140,4 +150,178 @@ register: { name: web, id: web-1, port: 18080 }
 		t.Fatalf("stream got %q %v", b, err)
 	}
 	recv(t, done, 10*time.Second, "shutdown")
+}
+
+// TestLaneServeAfterShutdownClosesListener: like net/http's
+// Server.Serve, the lane's Serve called after Shutdown must close the
+// listener it is given; otherwise the port stays bound, the kernel keeps
+// accepting connections nobody serves, and the fd leaks. Sidecar.Start
+// runs Serve on a goroutine, so a Shutdown right after Start hits this.
+func TestLaneServeAfterShutdownClosesListener(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	l := newLane("outbound", http.NotFoundHandler(), &http.Server{}, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	if err := l.Shutdown(ctx); err != nil {
+		t.Fatalf("Shutdown: %v", err)
+	}
+	if err := l.Serve(ln); err != http.ErrServerClosed {
+		t.Fatalf("Serve after Shutdown: %v, want ErrServerClosed", err)
+	}
+	c, err := net.DialTimeout("tcp", ln.Addr().String(), time.Second)
+	if err == nil {
+		c.Close()
+		t.Fatal("the listener given to Serve after Shutdown still accepts connections (not closed)")
+	}
+}
+
+// TestGraceEndCancelsExchangeWithPipelinedRequest: when the grace
+// period ends, ferry closes the caller connections still busy; the
+// exchanges on them must end too (their upstream connections closed), not
+// run on unseen after Shutdown returned. The lane only learns that a
+// caller is gone through its watch, which does not run while a pipelined
+// request is buffered, so closing the connection alone cancels nothing.
+func TestGraceEndCancelsExchangeWithPipelinedRequest(t *testing.T) {
+	got := make(chan struct{}, 1)
+	up := startRawServer(t, func(c net.Conn) {
+		br := bufio.NewReader(c)
+		if _, err := http.ReadRequest(br); err != nil {
+			return
+		}
+		got <- struct{}{}
+		io.Copy(io.Discard, br) // never answers; returns when ferry closes
+	})
+	sc, _ := outboundTo(t, "", up.addr())
+	c, err := net.Dial("tcp", sc.Addr("outbound"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	io.WriteString(c, "GET /a HTTP/1.1\r\nHost: svc\r\n\r\nGET /b HTTP/1.1\r\nHost: svc\r\n\r\n")
+	recv(t, got, 5*time.Second, "the upstream to get the request")
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	if err := sc.Shutdown(ctx); err == nil {
+		t.Fatal("Shutdown reported a clean drain with an exchange in flight")
+	}
+	waitFor(t, "the upstream connection of the cut exchange to close after Shutdown returned", 3*time.Second, func() bool { return up.open() == 0 })
+}
+
+// Once Shutdown began, ferry serves nothing more: its proxy ports refuse
+// connections when Shutdown returns (right after Start too, when the
+// listeners' Serve may not have begun), Start fails, and a reload, after
+// Shutdown or resolving while it ran, is refused and leaves no goroutine
+// behind.
+func TestNothingOutlivesShutdown(t *testing.T) {
+	const text = `
+admin: { listen: 127.0.0.1:0 }
+outbound: { listen: 127.0.0.1:0, routes: [ { service: svc } ] }
+services: { svc: { endpoints: [127.0.0.1:1] } }
+telemetry: { access_log: "off" }
+`
+	newSidecar := func(t *testing.T, opts Options) *Sidecar {
+		cfg, err := ParseConfig([]byte(text))
+		if err != nil {
+			t.Fatal(err)
+		}
+		sc, err := New(cfg, opts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return sc
+	}
+	shutdown := func(t *testing.T, sc *Sidecar) {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := sc.Shutdown(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	other := mustParse(t, strings.Replace(text, "127.0.0.1:1]", "127.0.0.1:2]", 1))
+
+	t.Run("ports closed", func(t *testing.T) {
+		for i := range 30 {
+			sc := newSidecar(t, Options{})
+			if err := sc.Start(); err != nil {
+				t.Fatal(err)
+			}
+			addr := sc.Addr("outbound")
+			shutdown(t, sc)
+			if c, err := net.DialTimeout("tcp", addr, time.Second); err == nil {
+				c.Close()
+				t.Fatalf("iteration %d: outbound %s still accepts connections after Shutdown returned", i, addr)
+			}
+		}
+	})
+	t.Run("start after", func(t *testing.T) {
+		sc := newSidecar(t, Options{})
+		shutdown(t, sc)
+		if err := sc.Start(); !errors.Is(err, errShutDown) {
+			t.Fatalf("Start after Shutdown: %v (outbound at %q); want %v", err, sc.Addr("outbound"), errShutDown)
+		}
+	})
+	t.Run("reload after", func(t *testing.T) {
+		leaks := goleak.IgnoreCurrent()
+		sc := newSidecar(t, Options{})
+		if err := sc.Start(); err != nil {
+			t.Fatal(err)
+		}
+		shutdown(t, sc)
+		if err := sc.Reload(context.Background(), other); !errors.Is(err, errShutDown) {
+			t.Fatalf("Reload after Shutdown: %v; want %v", err, errShutDown)
+		}
+		if err := goleak.Find(leaks); err != nil {
+			t.Fatalf("goroutines left after Shutdown and a Reload:\n%v", err)
+		}
+	})
+	t.Run("reload during", func(t *testing.T) {
+		leaks := goleak.IgnoreCurrent()
+		res := &heldResolver{later: make(chan *discovery.Service, 1)}
+		sc := newSidecar(t, Options{Resolver: res})
+		if err := sc.Start(); err != nil {
+			t.Fatal(err)
+		}
+		reloaded := make(chan error, 1)
+		go func() { reloaded <- sc.Reload(context.Background(), other) }()
+		svc := recv(t, res.later, 5*time.Second, "the reload to build its generation")
+		shutdown(t, sc)
+		publishReady(svc, "127.0.0.1:2") // the reload's generation resolves now
+		if err := recv(t, reloaded, 5*time.Second, "the reload to return"); !errors.Is(err, errShutDown) {
+			t.Fatalf("Reload resolved while Shutdown ran: %v; want %v", err, errShutDown)
+		}
+		if err := goleak.Find(leaks); err != nil {
+			t.Fatalf("goroutines left after Shutdown with a Reload resolving meanwhile:\n%v", err)
+		}
+	})
+}
+
+// heldResolver hands out services: the first ready at once, later ones
+// (a reload's) on later, for the test to publish.
+type heldResolver struct {
+	mu    sync.Mutex
+	n     int
+	later chan *discovery.Service
+}
+
+func (r *heldResolver) Service(name string) (*discovery.Service, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.n++
+	svc := discovery.NewService(name, "test")
+	if r.n == 1 {
+		publishReady(svc, "127.0.0.1:1")
+	} else {
+		r.later <- svc
+	}
+	return svc, nil
+}
+
+// publishReady publishes a ready snapshot of one endpoint.
+func publishReady(svc *discovery.Service, addr string) {
+	now := time.Now()
+	svc.Publish(&discovery.Snapshot{Endpoints: []discovery.Endpoint{{Addr: addr, Weight: 1}}, Ready: true, Updated: now, Checked: now})
 }

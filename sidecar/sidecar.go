@@ -43,7 +43,16 @@ type Sidecar struct {
 	started atomic.Bool
 	ready   atomic.Bool
 	stop    sync.Once
+	stopErr error // Shutdown's result, for every call
+
+	// life orders Start, a reload's swap and Shutdown: once stopping is
+	// set, nothing starts serving and no generation is swapped in.
+	life     sync.Mutex
+	stopping bool
 }
+
+// errShutDown refuses a Start or a reload after Shutdown began.
+var errShutDown = errors.New("ferry is shutting down")
 
 type listener struct {
 	name string
@@ -142,6 +151,11 @@ func (s *Sidecar) config() *Config { return s.state.Load().cfg }
 // ones already bound and returns the error. Then it serves in the
 // background and reports ready.
 func (s *Sidecar) Start() error {
+	s.life.Lock()
+	defer s.life.Unlock()
+	if s.stopping {
+		return errShutDown
+	}
 	if !s.started.CompareAndSwap(false, true) {
 		return errors.New("sidecar already started")
 	}
@@ -266,13 +280,16 @@ func (s *Sidecar) Run(ctx context.Context) error {
 // exchanges finish until ctx ends, then closes whatever is left (including
 // upgraded tunnels). The admin listener stops last.
 func (s *Sidecar) Shutdown(ctx context.Context) error {
-	var err error
-	s.stop.Do(func() { err = s.shutdown(ctx) })
-	return err
+	s.stop.Do(func() { s.stopErr = s.shutdown(ctx) })
+	return s.stopErr
 }
 
 func (s *Sidecar) shutdown(ctx context.Context) error {
 	defer s.bgStop()
+	s.life.Lock()
+	s.stopping = true
+	servers := s.servers
+	s.life.Unlock()
 	cfg := s.config()
 	s.ready.Store(false)
 	s.log.Info("draining", "grace", cfg.Shutdown.Grace.String())
@@ -298,7 +315,7 @@ func (s *Sidecar) shutdown(ctx context.Context) error {
 	var wg sync.WaitGroup
 	var admin *listener
 	var forced atomic.Int32
-	for _, l := range s.servers {
+	for _, l := range servers {
 		if l.name == "admin" {
 			admin = l
 			continue
@@ -310,6 +327,9 @@ func (s *Sidecar) shutdown(ctx context.Context) error {
 				forced.Add(1)
 				l.srv.Close()
 			}
+			// Serve may not have begun (a Shutdown right after Start):
+			// the port must not stay open for it.
+			l.ln.Close()
 		}(l)
 	}
 	wg.Wait()
@@ -319,6 +339,7 @@ func (s *Sidecar) shutdown(ctx context.Context) error {
 	n := s.tunnels.closeAll()
 	if admin != nil {
 		admin.srv.Close()
+		admin.ln.Close()
 	}
 	s.state.Load().close()
 	if s.regConsul != nil {

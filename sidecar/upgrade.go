@@ -85,7 +85,8 @@ func (s *tunnelSet) closeAll() int {
 }
 
 // tunnel completes a protocol switch: it hands the caller the upstream's 101
-// response and then copies bytes both ways until either side ends.
+// response and then copies bytes both ways until the upstream ends or
+// either side breaks; a caller that half-closes still gets the rest.
 func (p *Proxy) tunnel(w http.ResponseWriter, r *http.Request, res *http.Response, reqUpgrade, service, addr string, idleAfter time.Duration, x *exchange) {
 	resUpgrade := upgradeType(res.Header)
 	if !offered(reqUpgrade, resUpgrade) {
@@ -128,16 +129,30 @@ func (p *Proxy) tunnel(w http.ResponseWriter, r *http.Request, res *http.Respons
 		back.Close()
 	})
 	defer idle.stop()
-	done := make(chan struct{}, 2)
+	up, down := make(chan bool, 1), make(chan bool, 1)
 	// Bytes the caller sent right after its request sit in brw's buffer;
 	// reading from brw forwards them first.
-	go tunnelCopy(back, brw, idle, done)
-	go tunnelCopy(conn, back, idle, done)
-	<-done
-	// One side ended: close both so the other copy returns too.
-	conn.Close()
+	go tunnelCopy(back, brw, idle, up)
+	go tunnelCopy(conn, back, idle, down)
+	select {
+	case clean := <-up:
+		// The caller ended its side. A clean end went on to the upstream
+		// as a half-close: its answer may still be coming, and the tunnel
+		// lasts until the upstream ends too (tunnel_idle and the drain
+		// still bound it).
+		if !clean {
+			conn.Close()
+			back.Close()
+		}
+		<-down
+	case <-down:
+		// The upstream ended: the tunnel is over. Closing both ends the
+		// caller's copy too.
+		conn.Close()
+		back.Close()
+		<-up
+	}
 	back.Close()
-	<-done
 }
 
 // offered reports whether the protocol an upstream switched to is one the
@@ -157,15 +172,17 @@ func offered(requested, chosen string) bool {
 }
 
 // tunnelCopy moves bytes one way through a pooled buffer, feeding the idle
-// timer (nil: none).
-func tunnelCopy(dst io.Writer, src io.Reader, idle *idleTimer, done chan<- struct{}) {
+// timer (nil: none). At the source's end it half-closes dst and reports
+// true on done; false when the copy failed or dst cannot half-close.
+func tunnelCopy(dst io.Writer, src io.Reader, idle *idleTimer, done chan<- bool) {
 	bp := bufPool.Get().(*[]byte)
-	_, _ = io.CopyBuffer(writerOnly{dst}, touchingReader{src, idle}, *bp)
+	_, err := io.CopyBuffer(writerOnly{dst}, touchingReader{src, idle}, *bp)
 	bufPool.Put(bp)
+	clean := false
 	if cw, ok := dst.(interface{ CloseWrite() error }); ok {
-		_ = cw.CloseWrite()
+		clean = cw.CloseWrite() == nil && err == nil
 	}
-	done <- struct{}{}
+	done <- clean
 }
 
 // touchingReader records activity on an idle timer at every read.

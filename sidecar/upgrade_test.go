@@ -507,3 +507,46 @@ services:
   chat: { endpoints: [%s], %s }
 `, addr, settings))
 }
+
+// halfCloseOrigin answers a WebSocket upgrade with 101 and then runs
+// after(conn, brw) on the hijacked connection.
+func halfCloseOrigin(t *testing.T, after func(c *net.TCPConn, brw *bufio.ReadWriter)) string {
+	return origin(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		conn, brw, err := http.NewResponseController(w).Hijack()
+		if err != nil {
+			return
+		}
+		defer conn.Close()
+		brw.WriteString("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
+		if brw.Flush() != nil {
+			return
+		}
+		after(conn.(*net.TCPConn), brw)
+	}))
+}
+
+// TestTunnelHalfCloseFromCaller: the caller half-closes its side of
+// a tunnel (CloseWrite) and keeps reading; the upstream sees EOF and then
+// sends its last words. The caller must receive them: a half-close is
+// propagated, not turned into a full close of both sides.
+func TestTunnelHalfCloseFromCaller(t *testing.T) {
+	addr := halfCloseOrigin(t, func(c *net.TCPConn, brw *bufio.ReadWriter) {
+		io.Copy(io.Discard, brw) // until the caller's half-close arrives
+		time.Sleep(50 * time.Millisecond)
+		brw.WriteString("last words after your EOF\n")
+		brw.Flush()
+	})
+	sc := chatFerry(t, addr, "")
+	c, res := dialWS(t, sc.Addr("outbound"), "/chat", "")
+	if res.StatusCode != http.StatusSwitchingProtocols {
+		t.Fatalf("status %d, want 101", res.StatusCode)
+	}
+	if err := c.conn.(*net.TCPConn).CloseWrite(); err != nil {
+		t.Fatal(err)
+	}
+	c.conn.SetDeadline(time.Now().Add(5 * time.Second))
+	got, err := io.ReadAll(c.br)
+	if string(got) != "last words after your EOF\n" {
+		t.Fatalf("after half-closing, the caller read %q (err %v); want the upstream's reply sent after it saw EOF", got, err)
+	}
+}
