@@ -153,6 +153,10 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, up *upstream, ma
 	default:
 		idle.pause() // nothing to upload: the response header timeout rules
 	}
+	// A transport may read the body after the exchange ended (it answered
+	// before the body was whole): that read must not reach the body, nor
+	// the connection's idle timer, which the next exchange uses.
+	defer body.retire()
 	var key string
 	if up.hashHeader != "" {
 		key = r.Header.Get(up.hashHeader)
