@@ -28,7 +28,7 @@ func DefaultBudgetSettings() BudgetSettings {
 }
 
 func (b *BudgetSettings) validate(f *fieldErrors) {
-	if b.Ratio < 0 || b.Ratio > 1 {
+	if !(b.Ratio >= 0 && b.Ratio <= 1) { // NaN too
 		f.add("ratio", "must be in [0,1], got %v", b.Ratio)
 	}
 	if b.MinPerSecond < 0 {

@@ -147,6 +147,10 @@ func checkNode(n *yaml.Node, t reflect.Type, path string, errs *ConfigErrors) {
 		seen := map[string]bool{}
 		for i := 0; i+1 < len(n.Content); i += 2 {
 			k, v := n.Content[i], n.Content[i+1]
+			if k.Kind != yaml.ScalarNode {
+				*errs = append(*errs, &ConfigError{Path: path, Line: k.Line, Msg: fmt.Sprintf("a key must be a name, got %s", describe(k))})
+				continue
+			}
 			p := join(path, k.Value)
 			if seen[k.Value] {
 				*errs = append(*errs, &ConfigError{Path: p, Line: k.Line, Msg: "duplicate key"})
@@ -175,6 +179,11 @@ func checkNode(n *yaml.Node, t reflect.Type, path string, errs *ConfigErrors) {
 	default:
 		if n.Kind != yaml.ScalarNode {
 			fail("expected a single value, got %s", describe(n))
+			return
+		}
+		if isInteger(t) && t != durationType && n.ShortTag() == "!!float" {
+			// The decoder would drop the fraction: 0.5 would be 0.
+			fail("invalid value %q: want a whole number", n.Value)
 			return
 		}
 		v := reflect.New(t)
@@ -251,4 +260,14 @@ func knownKeys(t reflect.Type) string {
 	}
 	sort.Strings(keys)
 	return strings.Join(keys, ", ")
+}
+
+// isInteger reports an integer kind.
+func isInteger(t reflect.Type) bool {
+	switch t.Kind() {
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
+		reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
+		return true
+	}
+	return false
 }

@@ -186,3 +186,56 @@ services: { s: { endpoints: [127.0.0.1:1] } }
 		t.Fatal(err)
 	}
 }
+
+// A fractional number for an integer key must be refused naming the key,
+// not truncated: max_in_flight 0.5 silently became 0, which means
+// "unlimited" (load shedding off).
+func TestConfigFractionalIntegerRefused(t *testing.T) {
+	for _, tc := range []struct{ text, key string }{
+		{"outbound: {}\ndefaults: { max_in_flight: 0.5 }\n", "defaults.max_in_flight"},
+		{"outbound: {}\nservices: { s: { endpoints: [127.0.0.1:1], max_in_flight: 1.5 } }\n", "services.s.max_in_flight"},
+		{"outbound: {}\nlimits: { max_header_bytes: 0.9 }\n", "limits.max_header_bytes"},
+	} {
+		cfg, err := ParseConfig([]byte(tc.text))
+		if err == nil {
+			t.Errorf("%q accepted (defaults.max_in_flight=%d, services.s.max_in_flight=%d, limits.max_header_bytes=%d); want an error naming %s",
+				tc.text, cfg.Defaults.MaxInFlight, svcMIF(cfg), cfg.Limits.MaxHeaderBytes, tc.key)
+			continue
+		}
+		if !strings.Contains(err.Error(), tc.key+":") {
+			t.Errorf("%q: error %q does not name %s", tc.text, err, tc.key)
+		}
+	}
+}
+
+func svcMIF(cfg *Config) int {
+	if s := cfg.Services["s"]; s != nil {
+		return s.MaxInFlight
+	}
+	return -1
+}
+
+// A NaN retry budget ratio passes validation (NaN < 0 and NaN > 1 are both
+// false); the budget then never refuses a retry.
+func TestConfigNaNRatioRefused(t *testing.T) {
+	_, err := ParseConfig([]byte("outbound: {}\ndefaults: { retry: { budget: { ratio: .nan } } }\n"))
+	if err == nil || !strings.Contains(err.Error(), "defaults.retry.budget.ratio:") {
+		t.Fatalf("error = %v, want one naming defaults.retry.budget.ratio", err)
+	}
+}
+
+// A mapping key that is not a scalar must be reported with its key path,
+// not as a bare decoder message.
+func TestConfigNonScalarKeyNamesPath(t *testing.T) {
+	_, err := ParseConfig([]byte("outbound: {}\nservices:\n  ? [a, b]\n  : { endpoints: [127.0.0.1:1] }\n"))
+	if err == nil {
+		t.Fatal("accepted")
+	}
+	var ce ConfigErrors
+	if e, ok := err.(ConfigErrors); ok {
+		ce = e
+	}
+	if len(ce) == 0 || !strings.HasPrefix(ce[0].Path, "services") {
+		t.Fatalf("error %q has no key path (want services...)", err)
+	}
+}

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/ferrymesh/ferry/internal/routematch"
 	"github.com/ferrymesh/ferry/resilience"
 )
 
@@ -76,9 +77,8 @@ func (c *Config) validate() ConfigErrors {
 	addFieldErrors(&errs, "defaults.", c.Defaults.Validate())
 
 	if c.Outbound != nil {
-		type key struct{ host, prefix string }
-		seen := map[key]int{}
-		var earlier []key
+		seen := map[routematch.Key]int{}
+		var earlier []routematch.Key
 		catchAll := -1
 		for i, r := range c.Outbound.Routes {
 			p := fmt.Sprintf("outbound.routes[%d]", i)
@@ -93,25 +93,19 @@ func (c *Config) validate() ConfigErrors {
 			if r.Host != "" && !validRouteHost(r.Host) {
 				add(p+".host", "must be a host name or an IP address (no scheme, port or path), got %q", r.Host)
 			}
-			k := key{normalizeHost(r.Host), strings.TrimSuffix(r.PathPrefix, "/")}
+			k := routematch.NewKey(normalizeHost(r.Host), r.PathPrefix)
 			if j, dup := seen[k]; dup {
 				add(p, "repeats routes[%d] (same host and path_prefix); it can never match", j)
 			} else if catchAll >= 0 {
 				add(p, "can never match: routes[%d] matches every request first", catchAll)
-			} else {
+			} else if j := routematch.Shadowed(earlier, k); j >= 0 {
 				// Routes match in order: one that an earlier route matches
-				// every request of (any host or the same one, a path prefix
-				// that contains this one) is never reached.
-				for j, e := range earlier {
-					if (e.host == "" || e.host == k.host) && (e.prefix == "" || pathHasPrefix(k.prefix, e.prefix)) {
-						add(p, "can never match: routes[%d] (host %q, path_prefix %q) matches all it would, first; list the more specific route first", j, c.Outbound.Routes[j].Host, c.Outbound.Routes[j].PathPrefix)
-						break
-					}
-				}
+				// every request of is never reached.
+				add(p, "can never match: routes[%d] (host %q, path_prefix %q) matches all it would, first; list the more specific route first", j, c.Outbound.Routes[j].Host, c.Outbound.Routes[j].PathPrefix)
 			}
 			earlier = append(earlier, k)
 			seen[k] = i
-			if k.host == "" && k.prefix == "" && catchAll < 0 {
+			if k.Host == "" && k.Prefix == "" && catchAll < 0 {
 				catchAll = i
 			}
 		}

@@ -19,6 +19,8 @@ import (
 	"unicode/utf8"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/ferrymesh/ferry/internal/routematch"
 )
 
 // Fuzz targets for the input ferry takes from outside: its config file,
@@ -205,7 +207,7 @@ func FuzzRouteMatch(f *testing.F) {
 			if r.name != "routes[0]" {
 				first := &table.routes[0]
 				hostOK := first.host == "" || sameHost(first, reqHost)
-				if hostOK && (first.prefix == "" || pathHasPrefix(reqPath, first.prefix)) {
+				if hostOK && (first.prefix == "" || routematch.PathHasPrefix(reqPath, first.prefix)) {
 					t.Fatalf("routes[0] matches host %q path %q but %s won", reqHost, reqPath, r.name)
 				}
 			}

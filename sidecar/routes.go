@@ -3,6 +3,8 @@ package sidecar
 import (
 	"net/netip"
 	"strings"
+
+	"github.com/ferrymesh/ferry/internal/routematch"
 )
 
 // route is one compiled outbound route.
@@ -34,21 +36,12 @@ func (t *routeTable) match(host, path string) *route {
 		} else if r.host != "" && !strings.EqualFold(r.host, host) {
 			continue
 		}
-		if r.prefix != "" && !pathHasPrefix(path, r.prefix) {
+		if r.prefix != "" && !routematch.PathHasPrefix(path, r.prefix) {
 			continue
 		}
 		return r
 	}
 	return nil
-}
-
-// pathHasPrefix matches prefix at a segment boundary: "/api" matches "/api",
-// "/api/" and "/api/x" but not "/apix".
-func pathHasPrefix(path, prefix string) bool {
-	if !strings.HasPrefix(path, prefix) {
-		return false
-	}
-	return len(path) == len(prefix) || path[len(prefix)] == '/'
 }
 
 // hostOnly strips the port, IPv6 brackets and a trailing dot from a Host

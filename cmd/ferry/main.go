@@ -84,6 +84,10 @@ func cmdRun(args []string, stderr io.Writer) int {
 	if err := fs.Parse(args); err != nil {
 		return exitConfig
 	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "ferry run: unexpected argument %q (the config goes after --config)\n", fs.Arg(0))
+		return exitConfig
+	}
 	if (*path == "") == (*configEnv == "") {
 		fmt.Fprintln(stderr, "ferry run: give exactly one of --config FILE or --config-env NAME")
 		return exitConfig

@@ -76,3 +76,30 @@ func TestRunConfigFromEnvNamesTheKey(t *testing.T) {
 		t.Fatalf("stderr %q", errb.String())
 	}
 }
+
+// --size with a huge value overflows int64 and is accepted as a negative
+// (or wrapped) size.
+func TestParseSizeOverflow(t *testing.T) {
+	for _, s := range []string{"8589934592GiB", "9223372036854775807KiB", "9007199254740993MiB"} {
+		n, err := parseSize(s)
+		if err == nil {
+			t.Errorf("parseSize(%q) = %d, nil; want an error (overflow)", s, n)
+		}
+	}
+}
+
+// A stray positional argument to `ferry run` is silently ignored (inject
+// and webhook refuse theirs): `ferry run --config a.yaml b.yaml` runs a.yaml
+// without a word about b.yaml.
+func TestRunRejectsExtraArguments(t *testing.T) {
+	for _, args := range [][]string{
+		{"run", "--config", "/nonexistent/ferry.yaml", "other.yaml"},
+		{"demo", "--size", "1KiB", "other.yaml"},
+	} {
+		var out, errb bytes.Buffer
+		code := run(args, &out, &errb)
+		if code != exitConfig || !strings.Contains(errb.String(), `unexpected argument "other.yaml"`) {
+			t.Fatalf("%v: exit %d, stderr %q; want exit 2 naming the unexpected argument other.yaml", args, code, errb.String())
+		}
+	}
+}

@@ -8,6 +8,8 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+
+	"github.com/ferrymesh/ferry/internal/routematch"
 )
 
 // Upstream is one entry of AnnotationUpstreams: a route on ferry's outbound
@@ -53,8 +55,8 @@ type Upstream struct {
 func ParseUpstreams(s string) ([]Upstream, error) {
 	var out []Upstream
 	byService := map[string]int{} // service -> index in out of its first entry
-	type key struct{ host, prefix string }
-	seen := map[key]int{}
+	seen := map[routematch.Key]int{}
+	var earlier []routematch.Key
 	catchAll := -1
 	entries := strings.FieldsFunc(s, func(r rune) bool { return r == ';' || r == '\n' })
 	n := 0
@@ -68,15 +70,21 @@ func ParseUpstreams(s string) ([]Upstream, error) {
 		if err != nil {
 			return nil, fmt.Errorf("entry %d %q: %w", n, entry, err)
 		}
-		k := key{strings.ToLower(strings.TrimSuffix(u.Host, ".")), strings.TrimSuffix(u.PathPrefix, "/")}
+		k := routematch.NewKey(strings.ToLower(strings.TrimSuffix(u.Host, ".")), u.PathPrefix)
 		if j, dup := seen[k]; dup {
 			return nil, fmt.Errorf("entry %d %q: same match as entry %d; it could never be used", n, entry, j)
 		}
 		if catchAll >= 0 {
 			return nil, fmt.Errorf("entry %d %q: entry %d already matches every request", n, entry, catchAll)
 		}
+		if j := routematch.Shadowed(earlier, k); j >= 0 {
+			// ferry matches routes in order and refuses one it could
+			// never reach.
+			return nil, fmt.Errorf("entry %d %q: entry %d already matches every request it would; write the more specific entry first", n, entry, j+1)
+		}
+		earlier = append(earlier, k)
 		seen[k] = n
-		if k.host == "" && k.prefix == "" {
+		if k.Host == "" && k.Prefix == "" {
 			catchAll = n
 		}
 		if i, ok := byService[u.Service]; ok {

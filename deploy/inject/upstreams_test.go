@@ -32,6 +32,12 @@ func TestParseUpstreams(t *testing.T) {
 		{in: "files=a..b", err: `entry 1 "files=a..b": invalid host "a..b"`},
 		{in: "a=/x; b=/x/", err: `entry 2 "b=/x/": same match as entry 1`},
 		{in: "a=*; b", err: `entry 2 "b": entry 1 already matches every request`},
+		// ferry matches in order and refuses a route an earlier one shadows.
+		{in: "api=/api; v2=/api/v2", err: `entry 2 "v2=/api/v2": entry 1 already matches every request it would`},
+		{in: "files; filesapi=files/api", err: `entry 2 "filesapi=files/api": entry 1 already matches every request it would`},
+		{in: "a=/a/; b=/a/x", err: `entry 2 "b=/a/x": entry 1 already matches every request it would`},
+		{in: "filesapi=files/api; v2=/api/v2; api=/api; files", want: []Upstream{
+			{Service: "filesapi", Host: "files", PathPrefix: "/api"}, {Service: "v2", PathPrefix: "/api/v2"}, {Service: "api", PathPrefix: "/api"}, {Service: "files", Host: "files"}}},
 		{in: "a=/", want: []Upstream{{Service: "a", PathPrefix: "/"}}}, // a catch-all alone is fine
 		{in: "a tags=x endpoints=h:1", err: "either static endpoints or Consul options"},
 		{in: "a=/a tags=x; a=/b tags=y", err: "option tags=y disagrees with x"},
