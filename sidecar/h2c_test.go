@@ -160,17 +160,7 @@ func TestH2CStreamsRequestBody(t *testing.T) {
 		t.Run(proto, func(t *testing.T) {
 			sc, url := ferryWithProtocol(t, proto, addr)
 			bodies := track(sc)
-			pr, pw := io.Pipe()
-			req, _ := http.NewRequest(http.MethodPost, url+"/upload", pr)
-			type result struct {
-				res *http.Response
-				err error
-			}
-			done := make(chan result, 1)
-			go func() {
-				res, err := h2cFor(t).Do(req)
-				done <- result{res, err}
-			}()
+			pw, done := postStreaming(t, url+"/upload")
 			if _, err := io.WriteString(pw, first); err != nil {
 				t.Fatal(err)
 			}
@@ -434,4 +424,144 @@ func TestH2CBrokenUploadStaysBroken(t *testing.T) {
 			})
 		})
 	}
+}
+
+// An HTTP/1.1 caller that says "TE: trailers" the way RFC 9110 section
+// 10.1.4 requires ("Connection: TE" alongside) must still have its
+// "TE: trailers" reach the upstream (gRPC upstreams rely on it).
+func TestTETrailersNamedInConnectionReachUpstream(t *testing.T) {
+	for _, proto := range []string{ProtocolHTTP1, ProtocolH2C} {
+		t.Run(proto, func(t *testing.T) {
+			seen := make(chan string, 1)
+			addr := origin(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				seen <- r.Header.Get("Te")
+			}))
+			_, url := ferryWithProtocol(t, proto, addr)
+			req, _ := http.NewRequest(http.MethodGet, url+"/te", nil)
+			req.Header.Set("Connection", "TE")
+			req.Header.Set("TE", "trailers")
+			res, err := h1For(t).Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			io.Copy(io.Discard, res.Body)
+			res.Body.Close()
+			if got := recv(t, seen, 5*time.Second, "the origin's request"); got != "trailers" {
+				t.Fatalf("upstream TE = %q, want %q", got, "trailers")
+			}
+		})
+	}
+	// The same at the unit level.
+}
+
+// timeouts.body_idle bounds the gap between body bytes "once the exchange
+// is streaming", in either direction. A bidirectional HTTP/2 stream whose
+// caller half-closes (request body EOF) after the response started, and
+// whose upstream then goes quiet, must be cut after body_idle.
+func TestBodyIdleAfterCallerEndsUpload(t *testing.T) {
+	gotEOF := make(chan struct{}, 1)
+	addr := helloThenQuiet(t, func(r *http.Request) {
+		io.Copy(io.Discard, r.Body) // the caller half-closes
+		gotEOF <- struct{}{}
+	})
+	sc := startFerry(t, fmt.Sprintf(`
+admin: { listen: 127.0.0.1:0 }
+outbound: { listen: 127.0.0.1:0, routes: [ { service: svc } ] }
+services: { svc: { endpoints: [%s], protocol: auto, timeouts: { body_idle: 200ms } } }
+`, addr))
+	pw, done := postStreaming(t, "http://"+sc.Addr("outbound")+"/bidi")
+	pw.Write([]byte("x"))
+	r := recv(t, done, 5*time.Second, "response headers")
+	if r.err != nil {
+		t.Fatal(r.err)
+	}
+	defer r.res.Body.Close()
+	first := make([]byte, 5)
+	if _, err := io.ReadFull(r.res.Body, first); err != nil {
+		t.Fatal(err)
+	}
+	pw.Close() // half-close: END_STREAM on the request
+	recv(t, gotEOF, 5*time.Second, "the upstream to see the request end")
+	start := time.Now()
+	rest, err := io.ReadAll(r.res.Body)
+	if d := time.Since(start); err == nil || d > 2*time.Second {
+		t.Fatalf("after the caller's half-close the quiet stream lasted %v and ended with %q, err %v; want a reset after body_idle (200ms)", d.Round(time.Millisecond), rest, err)
+	}
+}
+
+// ferry's own cancellation of an exchange (here timeouts.overall; body_idle
+// goes the same way) must end an HTTP/2 upstream stream whose request body
+// is still open but quiet (a gRPC watch, a bidi stream between messages):
+// the caller must see its stream reset after the timeout, not wait for the
+// upstream.
+func TestOverallTimeoutCutsOpenBidiStream(t *testing.T) {
+	for _, proto := range []string{ProtocolHTTP1, ProtocolAuto} {
+		t.Run(proto, func(t *testing.T) {
+			addr := helloThenQuiet(t, nil) // the caller goes quiet too
+			sc := startFerry(t, fmt.Sprintf(`
+admin: { listen: 127.0.0.1:0 }
+outbound: { listen: 127.0.0.1:0, routes: [ { service: svc } ] }
+services: { svc: { endpoints: [%s], protocol: %s, timeouts: { connect: 100ms, response_header: 200ms, overall: 300ms } } }
+`, addr, proto))
+			pr, pw := io.Pipe()
+			defer pw.Close()
+			req, _ := http.NewRequest(http.MethodPost, "http://"+sc.Addr("outbound")+"/bidi", pr)
+			go pw.Write([]byte("x"))
+			res, err := h2cFor(t).Do(req)
+			if err == nil {
+				defer res.Body.Close()
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			start := time.Now()
+			body, err := io.ReadAll(res.Body)
+			if d := time.Since(start); err == nil || d > 2*time.Second {
+				t.Fatalf("stream lasted %v past its overall timeout (300ms) and ended with %q, err %v; want a reset at 300ms", d.Round(time.Millisecond), body, err)
+			}
+		})
+	}
+}
+
+// helloThenQuiet is an origin that reads a byte of the request body,
+// answers "hello" at once (an HTTP/1.1 one while the body is still open),
+// runs then (if any), and goes quiet until the exchange ends; after 4 s it
+// writes "-late", which a test that expects ferry to cut it must not see.
+func helloThenQuiet(t *testing.T, then func(r *http.Request)) string {
+	return origin(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		http.NewResponseController(w).EnableFullDuplex()
+		buf := make([]byte, 1)
+		if _, err := io.ReadFull(r.Body, buf); err != nil {
+			return
+		}
+		io.WriteString(w, "hello")
+		http.NewResponseController(w).Flush()
+		if then != nil {
+			then(r)
+		}
+		select {
+		case <-r.Context().Done():
+		case <-time.After(4 * time.Second):
+			io.WriteString(w, "-late")
+		}
+	}))
+}
+
+// streamed is the outcome of a request sent by postStreaming.
+type streamed struct {
+	res *http.Response
+	err error
+}
+
+// postStreaming starts an h2c POST to url whose body the test writes to
+// the returned pipe as it goes; the outcome arrives on the channel.
+func postStreaming(t testing.TB, url string) (*io.PipeWriter, <-chan streamed) {
+	pr, pw := io.Pipe()
+	req, _ := http.NewRequest(http.MethodPost, url, pr)
+	done := make(chan streamed, 1)
+	go func() {
+		res, err := h2cFor(t).Do(req)
+		done <- streamed{res, err}
+	}()
+	return pw, done
 }

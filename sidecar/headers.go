@@ -29,6 +29,9 @@ func removeHopHeaders(h http.Header, isRequest bool) {
 	if len(h) < len(hopHeaders) && !hasHopHeader(h) {
 		return // and nothing is named by a Connection header that is not there
 	}
+	// Before the fields Connection names go: RFC 9110 section 10.1.4 has a
+	// sender of TE name it in Connection too.
+	keepTE := isRequest && teTrailers(h)
 	for _, v := range h["Connection"] {
 		for name := range strings.SplitSeq(v, ",") {
 			if name = strings.TrimSpace(name); name != "" {
@@ -36,7 +39,6 @@ func removeHopHeaders(h http.Header, isRequest bool) {
 			}
 		}
 	}
-	keepTE := isRequest && teTrailers(h)
 	for _, k := range hopHeaders {
 		delete(h, k)
 	}

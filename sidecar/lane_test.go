@@ -626,3 +626,75 @@ func TestLaneReaderNotReusedWhileBodyRead(t *testing.T) {
 		a.Close()
 	}
 }
+
+// laneExchangeRaw writes raw to a fresh lane serving h, then reads every byte
+// until the lane closes the connection or 2 s pass with the connection
+// open; it returns what was read and whether the connection was closed.
+func laneExchangeRaw(t *testing.T, h http.Handler, raw string) (string, bool) {
+	t.Helper()
+	c := dialLane(t, h, &http.Server{})
+	io.WriteString(c, raw)
+	c.SetReadDeadline(time.Now().Add(2 * time.Second))
+	b, err := io.ReadAll(c)
+	closed := err == nil
+	return string(b), closed
+}
+
+// A handler that writes past its declared Content-Length: net/http sends
+// only the declared bytes and then closes the connection (written !=
+// contentLength makes shouldReuseConnection false). The lane must not keep
+// serving requests on it.
+func TestLaneOverlongBodyClosesConnection(t *testing.T) {
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Length", "5")
+		io.WriteString(w, "helloEXTRA")
+	})
+	got, closed := laneExchangeRaw(t, h, "GET /1 HTTP/1.1\r\nHost: x\r\n\r\nGET /2 HTTP/1.1\r\nHost: x\r\n\r\n")
+	if strings.Contains(got, "EXTRA") {
+		t.Fatalf("bytes past Content-Length sent: %q", got)
+	}
+	if n := strings.Count(got, "HTTP/1.1 200"); n != 1 || !closed {
+		t.Fatalf("after a body longer than its Content-Length: %d responses, connection closed=%v; want 1 and closed (as net/http)\n%q", n, closed, got)
+	}
+}
+
+// A handler that sets Content-Length: 10 and returns without writing:
+// net/http sends the head with Content-Length: 10 and closes, so the caller
+// sees a body cut short. The lane must not pass it off as a complete empty
+// response.
+func TestLaneDeclaredLengthUnwrittenIsNotComplete(t *testing.T) {
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Length", "10")
+	})
+	got, closed := laneExchangeRaw(t, h, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+	res, err := http.ReadResponse(bufio.NewReader(strings.NewReader(got)), nil)
+	if err != nil {
+		return // no answer, or a broken one: not passed off as whole
+	}
+	_, err = io.ReadAll(res.Body)
+	if err == nil {
+		t.Fatalf("handler declared 10 bytes and wrote none; caller got a clean complete response (Content-Length %d, closed=%v):\n%q", res.ContentLength, closed, got)
+	}
+}
+
+// Trailers announced in a "Trailer" header and set under their own name
+// after the body (the net/http way, used by gRPC servers) are sent after the
+// last chunk by net/http.
+func TestLaneAnnouncedTrailers(t *testing.T) {
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Trailer", "Grpc-Status")
+		w.WriteHeader(200)
+		io.WriteString(w, "data")
+		w.(http.Flusher).Flush()
+		w.Header().Set("Grpc-Status", "0")
+	})
+	got, _ := laneExchangeRaw(t, h, "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+	res, err := http.ReadResponse(bufio.NewReader(strings.NewReader(got)), nil)
+	if err != nil {
+		t.Fatalf("%v: %q", err, got)
+	}
+	io.ReadAll(res.Body)
+	if res.Trailer.Get("Grpc-Status") != "0" {
+		t.Fatalf("announced trailer Grpc-Status missing: trailer %v\n%q", res.Trailer, got)
+	}
+}

@@ -60,6 +60,9 @@ type exchange struct {
 	// exchange, whatever its outcome (a request framed by both
 	// Content-Length and Transfer-Encoding, RFC 9112 section 6.1).
 	closeConn bool
+	// hasBody: the request came with a body, which a failure answer may
+	// leave unread.
+	hasBody bool
 	// lane is the lane request's exchange; nil for requests from net/http.
 	lane *laneExchange
 }
@@ -73,7 +76,11 @@ func (x *exchange) end() {
 // fail answers the caller with a proxy-made failure and records it.
 func (x *exchange) fail(w http.ResponseWriter, f failure) {
 	x.status, x.reason = f.status, f.kind
-	f.close = (f.close || x.closeConn) && x.h1 // HTTP/2 streams end on their own
+	// An HTTP/1 connection closes after a failure when it must anyway, and
+	// when the request has a body: what the failure left unread of it
+	// would be read as the next request, so the connection cannot go on,
+	// and the answer says so. HTTP/2 streams end on their own.
+	f.close = (f.close || x.closeConn || x.hasBody) && x.h1
 	writeFailure(w, f)
 }
 

@@ -48,7 +48,7 @@ func newProxy(name string, table *routeTable, log *slog.Logger, tunnels *tunnelS
 func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	ctx, q := p.tel.StartRequest(r, p.listener)
 	r = r.WithContext(ctx)
-	x := &exchange{q: q, h1: r.ProtoMajor == 1}
+	x := &exchange{q: q, h1: r.ProtoMajor == 1, hasBody: r.ContentLength != 0}
 	x.closeConn = x.h1 && r.Context().Value(closeConnKey{}) != nil
 	defer x.end()
 	if f, bad := malformed(r); bad {
@@ -157,6 +157,14 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, up *upstream, ma
 	// before the body was whole): that read must not reach the body, nor
 	// the connection's idle timer, which the next exchange uses.
 	defer body.retire()
+	if body != nil {
+		// A transport waiting in a Read of the caller's body does not see
+		// the exchange end (Go's HTTP/2 client watches its context only
+		// once the body is written): a timeout of ferry's must end that
+		// Read, or the upstream stream would outlive the exchange.
+		stop := context.AfterFunc(ctx, func() { body.unblock(w) })
+		defer stop()
+	}
 	var key string
 	if up.hashHeader != "" {
 		key = r.Header.Get(up.hashHeader)
@@ -200,8 +208,10 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, up *upstream, ma
 			x.events(up, addr, before)
 			p.logFailure(r, up.name, addr, f, err)
 			if gone {
+				// The caller went away (or half-closed, which the lane
+				// takes for it): no answer, and none that looks whole.
 				x.status, x.reason = f.status, f.kind
-				return
+				panic(http.ErrAbortHandler)
 			}
 			tried = append(tried, addr) // only a retry needs the list
 			if next, ok := p.retry(ctx, up, attempt, key, tried, r, body, o, x, f.kind); ok {
@@ -247,9 +257,17 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, up *upstream, ma
 				continue
 			}
 			if ctx.Err() != nil {
+				// The exchange ended while deciding (the caller went away,
+				// or a timeout of ferry's): this answer's body is gone
+				// with it.
 				res.Body.Close()
-				a.End(telemetry.Outcome{Status: res.StatusCode, Reason: telemetry.ReasonClientCanceled})
-				x.status, x.reason = 499, telemetry.ReasonClientCanceled
+				f, gone := classify(ctx, up.name, addr, ctx.Err())
+				a.End(telemetry.Outcome{Status: res.StatusCode, Reason: f.kind})
+				if gone {
+					x.status, x.reason = f.status, f.kind
+					panic(http.ErrAbortHandler)
+				}
+				x.fail(w, f)
 				return
 			}
 			pick = resilience.Pick{} // Done already reported

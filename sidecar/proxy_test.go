@@ -273,6 +273,11 @@ func TestRemoveHopHeadersSmall(t *testing.T) {
 	if len(h) != 2 || h.Get("Te") != "trailers" {
 		t.Errorf("a request's TE: trailers: left %v, want it kept", h)
 	}
+	h = http.Header{"Connection": {"TE"}, "Te": {"trailers"}, "X-A": {"1"}}
+	removeHopHeaders(h, true)
+	if len(h) != 2 || h.Get("Te") != "trailers" {
+		t.Errorf("a request's TE: trailers named in Connection (RFC 9110 section 10.1.4): left %v, want it kept", h)
+	}
 	h = http.Header{"X-A": {"1"}, "Content-Type": {"text/plain"}}
 	removeHopHeaders(h, false)
 	if len(h) != 2 {
@@ -878,4 +883,71 @@ func TestInformationalDropsHopByHop(t *testing.T) {
 			t.Errorf("hop-by-hop field %s relayed in the 103: %q", k, head)
 		}
 	}
+}
+
+// A caller that half-closes its side after sending a request (shutdown
+// SHUT_WR, as HTTP/1.0-era tools do) while the upstream is slow: ferry
+// takes it for gone; it must not then answer with a fabricated
+// "200 OK, Content-Length: 0" as though the exchange had succeeded.
+func TestHalfClosedCallerGetsNoFakeSuccess(t *testing.T) {
+	for _, proto := range []string{"HTTP/1.1", "HTTP/1.0"} { // the lane; net/http (handed over)
+		t.Run(proto, func(t *testing.T) { halfClosedCaller(t, proto) })
+	}
+}
+
+func halfClosedCaller(t *testing.T, proto string) {
+	release := make(chan struct{})
+	t.Cleanup(func() { close(release) })
+	up := origin(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-release:
+		case <-r.Context().Done():
+			return
+		}
+		io.WriteString(w, "real answer")
+	}))
+	_, url := outboundTo(t, "", up)
+	c := dialRaw(t, url)
+	io.WriteString(c, "GET /slow "+proto+"\r\nHost: x\r\n\r\n")
+	c.(*net.TCPConn).CloseWrite()
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	got, _ := io.ReadAll(c)
+	res, err := http.ReadResponse(bufio.NewReader(strings.NewReader(string(got))), nil)
+	if err != nil {
+		return // no answer, or a broken one: not passed off as a success
+	}
+	b, _ := io.ReadAll(res.Body)
+	if res.StatusCode == http.StatusOK && string(b) != "real answer" {
+		t.Fatalf("upstream never answered, yet the caller got a clean %d with body %q:\n%q", res.StatusCode, b, got)
+	}
+}
+
+// A failure answered before the request body was read (503: no endpoints)
+// on a keep-alive connection: net/http discards a small unread body and
+// keeps serving the connection; if ferry must close instead, its answer
+// has to say "Connection: close" so the caller does not send its next
+// request into a connection about to close.
+func TestFailureWithUnreadBodyAnnouncesClose(t *testing.T) {
+	_, url := outboundTo(t, "") // no endpoints: 503 before the body is read
+	c := dialRaw(t, url)
+	io.WriteString(c, "POST /1 HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n0123456789")
+	br := bufio.NewReader(c)
+	res, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.ReadAll(res.Body)
+	if res.StatusCode != http.StatusServiceUnavailable {
+		t.Fatalf("status %d", res.StatusCode)
+	}
+	if res.Close {
+		return // announced: fine
+	}
+	// Not announced: the connection must carry the next request.
+	io.WriteString(c, "GET /2 HTTP/1.1\r\nHost: x\r\n\r\n")
+	res2, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatalf("first answer kept the connection open (no Connection: close), but the next request on it got: %v", err)
+	}
+	res2.Body.Close()
 }

@@ -23,7 +23,10 @@ var bufPool = sync.Pool{New: func() any { b := make([]byte, bufSize); return &b 
 type idleTimer struct {
 	last   atomic.Int64 // monoNow() of the last activity
 	paused atomic.Bool
-	reused bool
+	// responding: the response has begun (resume); the upload's end no
+	// longer pauses the watch, which now guards the response.
+	responding atomic.Bool
+	reused     bool
 
 	mu     sync.Mutex
 	d      time.Duration
@@ -52,6 +55,7 @@ func (it *idleTimer) begin(d time.Duration, cancel context.CancelCauseFunc) {
 	now := monoNow()
 	it.last.Store(now)
 	it.paused.Store(false)
+	it.responding.Store(false)
 	it.mu.Lock()
 	it.d, it.cancel = d, cancel
 	it.lt.armBy(now + int64(d))
@@ -91,7 +95,7 @@ func (it *idleTimer) touch() {
 // pause stops idle accounting, while the upstream thinks (the response
 // header timeout covers that phase).
 func (it *idleTimer) pause() {
-	if it != nil {
+	if it != nil && !it.responding.Load() {
 		it.paused.Store(true)
 	}
 }
@@ -102,6 +106,7 @@ func (it *idleTimer) pause() {
 func (it *idleTimer) resume() {
 	if it != nil {
 		it.touch()
+		it.responding.Store(true)
 		it.paused.Store(false)
 	}
 }
@@ -168,6 +173,17 @@ func (b *requestBody) Read(p []byte) (int, error) {
 		err = &bodyReadError{err}
 	}
 	return n, err
+}
+
+// unblock ends a Read of the caller's body that waits for bytes, through
+// a read deadline in the past on the caller's side: the lane's socket, or
+// the stream or connection behind w.
+func (b *requestBody) unblock(w http.ResponseWriter) {
+	if s, ok := b.rc.(*socketBody); ok {
+		s.conn.SetReadDeadline(time.Unix(1, 0))
+		return
+	}
+	_ = http.NewResponseController(w).SetReadDeadline(time.Unix(1, 0))
 }
 
 // broken reports that reading the caller's body failed (bad framing, a

@@ -232,6 +232,7 @@ type connWriter struct {
 	noBody  bool
 	chunked bool
 	left    int64 // Content-Length still owed; -1 when chunked or none
+	excess  bool  // the handler wrote past its Content-Length (not sent)
 	err     error // the first write error: the caller is gone
 	ended   atomic.Bool
 }
@@ -448,6 +449,7 @@ func (w *connWriter) Write(p []byte) (int, error) {
 		}
 	}
 	if short {
+		w.excess = true
 		return n, http.ErrContentLength
 	}
 	return n, nil
@@ -505,16 +507,24 @@ func (w *connWriter) Flush() { _ = w.FlushError() }
 // closed as it is, so the caller sees it broken.
 func (w *connWriter) finish() bool {
 	if !w.wrote && w.err == nil {
-		w.Header()["Content-Length"] = []string{"0"}
-		w.WriteHeader(http.StatusOK)
+		if _, declared := w.Header()["Content-Length"]; !declared {
+			w.h["Content-Length"] = []string{"0"}
+		}
+		w.WriteHeader(http.StatusOK) // a declared length not met stays owed
 	}
-	if w.err != nil || (!w.chunked && w.left > 0) {
+	// A body longer than its Content-Length went out to that length only:
+	// the connection closes after it, as with net/http.
+	if w.err != nil || (!w.chunked && w.left > 0) || w.excess {
 		return false
 	}
 	if w.chunked {
 		w.bw.WriteString("0\r\n")
 		for k, vv := range w.h {
-			if name, ok := strings.CutPrefix(k, http.TrailerPrefix); ok {
+			name, ok := strings.CutPrefix(k, http.TrailerPrefix)
+			if !ok && w.announced(k) {
+				name, ok = k, true // announced in Trailer, set after the head
+			}
+			if ok {
 				for _, v := range vv {
 					fmt.Fprintf(w.bw, "%s: %s\r\n", name, sanitizeHeaderValue(v))
 				}
@@ -523,6 +533,18 @@ func (w *connWriter) finish() bool {
 		w.bw.WriteString("\r\n")
 	}
 	return w.flush() == nil
+}
+
+// announced reports whether the response's Trailer field names k.
+func (w *connWriter) announced(k string) bool {
+	for _, v := range w.h["Trailer"] {
+		for name := range strings.SplitSeq(v, ",") {
+			if http.CanonicalHeaderKey(strings.TrimSpace(name)) == k {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // end finishes the response on a taken-over connection and closes it.

@@ -29,9 +29,15 @@ import (
 // whose access log lines land in a buffer.
 func tracedFerry(t *testing.T, text string) (*Sidecar, *tracetest.SpanRecorder, *syncbuf.Buffer) {
 	t.Helper()
+	return tracedFerryWith(t, text, telemetry.Config{ServiceName: "ferry-test"})
+}
+
+// tracedFerryWith is tracedFerry with a telemetry config of its own.
+func tracedFerryWith(t *testing.T, text string, tc telemetry.Config) (*Sidecar, *tracetest.SpanRecorder, *syncbuf.Buffer) {
+	t.Helper()
 	rec := tracetest.NewSpanRecorder()
 	logs := &syncbuf.Buffer{}
-	tel, err := telemetry.New(context.Background(), telemetry.Config{ServiceName: "ferry-test"},
+	tel, err := telemetry.New(context.Background(), tc,
 		telemetry.WithEnv(func(string) string { return "" }),
 		telemetry.WithSpanProcessor(rec), telemetry.WithAccessLogWriter(logs))
 	if err != nil {
@@ -408,4 +414,45 @@ func grepLines(body, sub string) string {
 		}
 	}
 	return strings.Join(out, "\n")
+}
+
+// With tracing on, every B3 header of the caller that the configured B3
+// propagator reads must be replaced, never passed on as it came: the
+// upstream must not see the caller's X-B3-ParentSpanId next to ferry's
+// X-B3-SpanId (b3multi), nor the caller's X-B3-* headers next to ferry's
+// single b3 header (b3).
+func TestB3CallerHeadersNotPassedOn(t *testing.T) {
+	for _, props := range [][]string{{"b3multi"}, {"b3"}} {
+		t.Run(props[0], func(t *testing.T) {
+			got := make(chan http.Header, 1)
+			up := origin(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { got <- r.Header.Clone() }))
+			sc, rec, _ := tracedFerryWith(t, fmt.Sprintf("admin: { listen: 127.0.0.1:0 }\noutbound: { listen: 127.0.0.1:0, routes: [ { service: s } ] }\nservices: { s: { endpoints: [%s] } }\n", up), telemetry.Config{Propagators: props})
+			traceID, callerSpan := randomIDs()
+			_, callerParent := randomIDs()
+			req, _ := http.NewRequest("GET", "http://"+sc.Addr("outbound")+"/", nil)
+			req.Header.Set("X-B3-TraceId", traceID)
+			req.Header.Set("X-B3-SpanId", callerSpan)
+			req.Header.Set("X-B3-ParentSpanId", callerParent)
+			req.Header.Set("X-B3-Sampled", "1")
+			res, err := h1For(t).Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			res.Body.Close()
+			h := recv(t, got, 5*time.Second, "the upstream request")
+			waitFor(t, "spans", 5*time.Second, func() bool { return len(rec.Ended()) == 2 })
+			server := spansOfKind(rec.Ended(), trace.SpanKindServer)[0]
+			if server.Parent().SpanID().String() != callerSpan {
+				t.Fatalf("server span parent %s, want the caller's %s", server.Parent().SpanID(), callerSpan)
+			}
+			for _, k := range []string{"X-B3-Spanid", "X-B3-Parentspanid"} {
+				for _, v := range h[k] {
+					if v == callerSpan || v == callerParent {
+						t.Errorf("upstream got the caller's %s: %q as it came (upstream B3 headers: b3=%q traceid=%q spanid=%q parentspanid=%q)",
+							k, v, h.Get("B3"), h.Get("X-B3-TraceId"), h.Get("X-B3-SpanId"), h.Get("X-B3-ParentSpanId"))
+					}
+				}
+			}
+		})
+	}
 }

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"sort"
+	"strings"
 	"sync"
 
 	"go.opentelemetry.io/contrib/propagators/autoprop"
@@ -213,15 +214,29 @@ func (t *Telemetry) Propagator() propagation.TextMapPropagator { return t.propag
 
 // PropagationHeaders lists the header names the propagator reads and writes
 // (e.g. traceparent, tracestate, baggage, b3). The sidecar deletes these
-// from a request before forwarding it and calls Attempt.Inject.
+// from a request before forwarding it and calls Attempt.Inject. A B3
+// propagator reads more than it writes (X-B3-ParentSpanId; the single b3
+// form reads the multi-header one too): every B3 header goes, or the
+// upstream would find the caller's ids beside ferry's.
 func (t *Telemetry) PropagationHeaders() []string {
-	fields := t.propagator.Fields()
-	out := make([]string, len(fields))
-	for i, f := range fields {
-		out[i] = http.CanonicalHeaderKey(f)
+	var out []string
+	b3 := false
+	for _, f := range t.propagator.Fields() {
+		k := http.CanonicalHeaderKey(f)
+		if k == "B3" || strings.HasPrefix(k, "X-B3-") {
+			b3 = true
+			continue
+		}
+		out = append(out, k)
+	}
+	if b3 {
+		out = append(out, b3Headers...)
 	}
 	return out
 }
+
+// b3Headers are every header of B3 propagation, single and multi.
+var b3Headers = []string{"B3", "X-B3-Traceid", "X-B3-Spanid", "X-B3-Parentspanid", "X-B3-Sampled", "X-B3-Flags"}
 
 // Metrics is the instrument set the sidecar feeds (breaker state, Consul
 // snapshot age, ...).
