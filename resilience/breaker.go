@@ -213,16 +213,19 @@ func (b *breaker) admit(now *lazyNow) (gen uint64, probe, ok bool) {
 		if !b.openElapsed(now) || !b.toHalfOpen() {
 			return 0, false, false
 		}
-		gen = b.gen.Load()
 	}
-	if BreakerState(b.state.Load()) != BreakerHalfOpen {
+	// Half-open: the probe slot and its generation are taken together,
+	// under the lock state changes take. A probe holding a slot of one
+	// half-open period with the generation of another would have its
+	// outcome dropped, and the slot would never come back: the breaker
+	// would refuse everything for good.
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if BreakerState(b.state.Load()) != BreakerHalfOpen || b.probesUsed.Load() >= b.probes {
 		return 0, false, false
 	}
-	if b.probesUsed.Add(1) > b.probes {
-		b.probesUsed.Add(-1)
-		return 0, false, false
-	}
-	return gen, true, true
+	b.probesUsed.Add(1)
+	return b.gen.Load(), true, true
 }
 
 // toHalfOpen moves an open breaker whose open period is over to half-open.

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -240,5 +241,43 @@ func TestBreakerAdmitLimitsProbes(t *testing.T) {
 	}
 	if _, _, ok := b.admit(now()); ok {
 		t.Fatal("third probe admitted with half_open_probes 2")
+	}
+}
+
+// Four goroutines drive one breaker through closed -> open -> half-open ->
+// closed cycles as fast as they can: every closed attempt fails (opening
+// it), every probe succeeds (closing it). A probe slot must never be lost:
+// at the end the breaker must still admit.
+func TestHalfOpenProbeSlotNeverLeaks(t *testing.T) {
+	clk := NewManualClock(epoch)
+	s := BreakerSettings{ConsecutiveFailures: 1, OpenDuration: time.Nanosecond, HalfOpenProbes: 1}
+	b := newBreaker("t", &s, clk, nil)
+	var wg sync.WaitGroup
+	deadline := time.Now().Add(time.Second)
+	for range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; ; i++ {
+				if i%1024 == 0 && time.Now().After(deadline) {
+					return
+				}
+				clk.Advance(time.Nanosecond)
+				gen, probe, ok := b.admit(&lazyNow{clock: clk})
+				if !ok {
+					continue
+				}
+				if probe {
+					b.record(gen, probe, verdictSuccess)
+				} else {
+					b.record(gen, probe, verdictFailure)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	clk.Advance(time.Second)
+	if _, _, ok := b.admit(&lazyNow{clock: clk}); !ok {
+		t.Fatalf("breaker wedged: state %s, probes used %d of %d, nothing in flight", b.current(), b.probesUsed.Load(), b.probes)
 	}
 }

@@ -133,6 +133,17 @@ func (b *Budget) TryWithdraw() bool {
 	return true
 }
 
+// Refund gives back a retry taken with TryWithdraw that did not happen
+// (no endpoint was left to retry on).
+func (b *Budget) Refund() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if bk := b.current(); bk.retries > 0 {
+		bk.retries--
+		b.retries--
+	}
+}
+
 // Counts returns the requests and retries counted in the window.
 func (b *Budget) Counts() (requests, retries int64) {
 	b.mu.Lock()

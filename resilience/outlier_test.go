@@ -184,3 +184,19 @@ func TestEjectionStreak(t *testing.T) {
 		t.Fatalf("ejected = %v", got)
 	}
 }
+
+// An Update that keeps only ejected endpoints must not leave the service
+// ejected whole ("never the last one in rotation").
+func TestUpdateNeverLeavesServiceWhollyEjected(t *testing.T) {
+	u, _, _ := newTestUpstream(t, outlierOnly(50), "a:1", "b:1", "c:1", "d:1")
+	failOn(t, u, "a:1", 3, bad503)
+	if got := ejectedAddrs(u); len(got) != 1 || got[0] != "a:1" {
+		t.Fatalf("ejected = %v", got)
+	}
+	u.Update([]Endpoint{{Addr: "a:1"}}) // discovery now lists only a
+	p, err := u.Pick("", nil)
+	if err != nil {
+		t.Fatalf("the service's only endpoint stays ejected: %v", err)
+	}
+	p.Done(ok200)
+}

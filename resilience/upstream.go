@@ -1,7 +1,9 @@
 package resilience
 
 import (
+	"cmp"
 	"fmt"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -132,7 +134,33 @@ func (u *Upstream) Update(eps []Endpoint) {
 		}
 		members = append(members, member{ep: ep, weight: max(e.Weight, 1)})
 	}
+	u.keepEjectionLimit(members)
 	u.set.Store(newEndpointSet(members, u.balancer))
+}
+
+// keepEjectionLimit returns to rotation the ejected members past
+// max_ejection_percent of the new set, those whose ejection ends first
+// going back first: ejection only checks the limit when it ejects, and a
+// set that lost endpoints could otherwise be all (or mostly) ejected.
+func (u *Upstream) keepEjectionLimit(members []member) {
+	now := u.clock.Now().UnixNano()
+	var out []*endpoint
+	for _, m := range members {
+		if m.ep.eject.until.Load() > now {
+			out = append(out, m.ep)
+		}
+	}
+	if len(out) == 0 {
+		return
+	}
+	excess := len(out) - u.settings.Outlier.maxEjected(len(members))
+	if excess <= 0 {
+		return
+	}
+	slices.SortFunc(out, func(a, b *endpoint) int { return cmp.Compare(a.eject.until.Load(), b.eject.until.Load()) })
+	for _, ep := range out[:excess] {
+		ep.eject.until.Store(0)
+	}
 }
 
 func (u *Upstream) newEndpoint(addr string) *endpoint {
@@ -303,6 +331,10 @@ func (u *Upstream) eject(ep *endpoint) {
 	d := ep.eject.nextEjection(&u.settings.Outlier, now)
 	u.observer.Ejected(u.name, ep.addr, d, ep.eject.ejections)
 }
+
+// RefundRetry gives the retry budget back a retry Retry allowed that did
+// not happen.
+func (u *Upstream) RefundRetry() { u.budget.Refund() }
 
 // Retry decides whether the request may be retried after an attempt that
 // ended with o (see RetryPolicy.Decide for the arguments), spends the retry

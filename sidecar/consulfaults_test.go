@@ -685,3 +685,37 @@ func ferryOnA(t *testing.T, text string) (*Sidecar, string, *http.Client) {
 	})
 	return sc, url, hc
 }
+
+// TestSnapshotAgeForgottenAfterReload: a service a reload removed
+// is no longer routed to, so ferry_consul_snapshot_age_seconds must stop
+// reporting it (else it grows forever and looks like a stale Consul).
+func TestSnapshotAgeForgottenAfterReload(t *testing.T) {
+	defer func(d time.Duration) { consulMetricsInterval = d }(consulMetricsInterval)
+	consulMetricsInterval = 20 * time.Millisecond
+	agent := consultest.Start(t)
+	c := agent.Client()
+	startInstance(t, c, "api", "a")
+	startInstance(t, c, "web", "w")
+	sc, _ := consulFerry(t, agent, "")
+	metrics := func() string { _, body := get(t, h1Client(), "http://"+sc.Addr("admin")+"/metrics", ""); return body }
+	waitFor(t, "api's snapshot age in /metrics", 10*time.Second, func() bool {
+		return strings.Contains(metrics(), `ferry_consul_snapshot_age_seconds{service="api"}`)
+	})
+	// The same config with web in place of api.
+	cfg := mustParse(t, strings.ReplaceAll(consulConfig(agent.HTTPAddr, ""), "api", "web"))
+	cfg.Telemetry.AccessLog = "off" // as startFerry has it
+	if err := sc.Reload(context.Background(), cfg); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "web's snapshot age in /metrics", 10*time.Second, func() bool {
+		return strings.Contains(metrics(), `ferry_consul_snapshot_age_seconds{service="web"}`)
+	})
+	// The reload returned after the old generation stopped reporting: the
+	// removed service is gone from then on.
+	for range 5 {
+		if body := metrics(); strings.Contains(body, `ferry_consul_snapshot_age_seconds{service="api"}`) {
+			t.Fatalf("service api was removed by the reload, yet its snapshot age is still reported (and grows):\n%s",
+				grepLines(body, "ferry_consul_snapshot_age_seconds"))
+		}
+	}
+}

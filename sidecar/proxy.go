@@ -12,6 +12,7 @@ import (
 	"net/url"
 	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -368,11 +369,19 @@ func (p *Proxy) retry(ctx context.Context, up *upstream, attempt int, key string
 		taken = max(taken, 1) // the attempt's transport may be taking bytes now
 	}
 	wait, d := up.res.Retry(attempt, r.Method, taken, body != nil, o)
-	if d != resilience.RetryAllowed || !body.retire() {
+	if d != resilience.RetryAllowed {
 		return resilience.Pick{}, false
 	}
+	// The budget paid for this retry: it gets its token back whenever the
+	// retry does not happen after all.
 	next, err := up.res.Pick(key, tried)
 	if err != nil {
+		up.res.RefundRetry() // no endpoint left to retry on
+		return resilience.Pick{}, false
+	}
+	if !body.retire() {
+		next.Done(resilience.Outcome{Result: resilience.Canceled})
+		up.res.RefundRetry()
 		return resilience.Pick{}, false
 	}
 	x.q.Retry(attempt+1, why)
@@ -407,7 +416,13 @@ func (p *Proxy) try(ctx context.Context, w http.ResponseWriter, r *http.Request,
 		delete(out.Header, h)
 	}
 	a.Inject(out.Header)
-	res, err := rt.RoundTrip(out)
+	var res *http.Response
+	var err error
+	if own {
+		res, err = rt.RoundTrip(out)
+	} else {
+		res, err = roundTripInformed(rt, out, w)
+	}
 	return res, actx, a, err
 }
 
@@ -451,13 +466,12 @@ func (p *Proxy) outgoing(ctx context.Context, w http.ResponseWriter, r *http.Req
 	// Continue is not forwarded here: the server sends it to the caller
 	// when the transport starts reading the body, which it does when the
 	// upstream sent its own 100.
+	// (net/http's transports get theirs in try, see roundTripInformed.)
 	switch {
 	case own && le != nil:
 		le.inform = w
 	case own:
 		ctx = context.WithValue(ctx, informKey{}, w)
-	default:
-		ctx = httptrace.WithClientTrace(ctx, informTrace(w))
 	}
 	// A shallow copy: every field the copy changes gets a value of its
 	// own, the rest (TransferEncoding, Trailer, TLS, ...) is only read.
@@ -562,12 +576,28 @@ func inform(w http.ResponseWriter, code int, h http.Header) {
 	clear(dst)
 }
 
-// informTrace is inform as net/http's transports call it.
-func informTrace(w http.ResponseWriter) *httptrace.ClientTrace {
-	return &httptrace.ClientTrace{Got1xxResponse: func(code int, h textproto.MIMEHeader) error {
-		inform(w, code, http.Header(h))
+// roundTripInformed is rt.RoundTrip(out) through one of net/http's
+// transports, relaying 1xx responses to w. The transport reports them from
+// its own goroutine, which may still be reading after the round trip gave
+// up (a timeout, the caller gone): a 1xx that late is dropped, never
+// written to w beside the failure answer or the connection's next
+// response.
+func roundTripInformed(rt http.RoundTripper, out *http.Request, w http.ResponseWriter) (*http.Response, error) {
+	var mu sync.Mutex
+	over := false
+	trace := &httptrace.ClientTrace{Got1xxResponse: func(code int, h textproto.MIMEHeader) error {
+		mu.Lock()
+		defer mu.Unlock()
+		if !over {
+			inform(w, code, http.Header(h))
+		}
 		return nil
 	}}
+	res, err := rt.RoundTrip(out.WithContext(httptrace.WithClientTrace(out.Context(), trace)))
+	mu.Lock()
+	over = true
+	mu.Unlock()
+	return res, err
 }
 
 // respond relays the upstream's status, headers, body and trailers, and

@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"net/http/httptrace"
 	"net/textproto"
 	"strings"
@@ -950,4 +951,48 @@ func TestFailureWithUnreadBodyAnnouncesClose(t *testing.T) {
 		t.Fatalf("first answer kept the connection open (no Connection: close), but the next request on it got: %v", err)
 	}
 	res2.Body.Close()
+}
+
+// lateInformer is a transport that reports a 1xx only after its round trip
+// returned, as net/http's may from its read goroutine once ferry gave the
+// attempt up.
+type lateInformer struct{ trace chan *httptrace.ClientTrace }
+
+func (l lateInformer) RoundTrip(r *http.Request) (*http.Response, error) {
+	tr := httptrace.ContextClientTrace(r.Context())
+	tr.Got1xxResponse(http.StatusEarlyHints, textproto.MIMEHeader{"Link": {"</a.css>"}})
+	l.trace <- tr
+	return nil, errors.New("gave up")
+}
+
+// A 1xx reported while the round trip runs reaches the caller; one
+// reported after it returned is dropped, never written beside the answer
+// that follows.
+func TestLateInformationalDropped(t *testing.T) {
+	w := &interimCounter{h: http.Header{}}
+	l := lateInformer{make(chan *httptrace.ClientTrace, 1)}
+	if _, err := roundTripInformed(l, httptest.NewRequest(http.MethodGet, "http://up/", nil), w); err == nil {
+		t.Fatal("the round trip's error was lost")
+	}
+	if w.interim != 1 {
+		t.Fatalf("%d 1xx written during the round trip, want 1", w.interim)
+	}
+	(<-l.trace).Got1xxResponse(http.StatusEarlyHints, textproto.MIMEHeader{"Link": {"</b.css>"}})
+	if w.interim != 1 {
+		t.Fatalf("a 1xx reported after the round trip returned reached the caller (%d written)", w.interim)
+	}
+}
+
+// interimCounter is a ResponseWriter that counts the 1xx heads written.
+type interimCounter struct {
+	h       http.Header
+	interim int
+}
+
+func (c *interimCounter) Header() http.Header         { return c.h }
+func (c *interimCounter) Write(p []byte) (int, error) { return len(p), nil }
+func (c *interimCounter) WriteHeader(code int) {
+	if code < 200 {
+		c.interim++
+	}
 }

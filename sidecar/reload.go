@@ -69,6 +69,12 @@ func (s *Sidecar) Reload(ctx context.Context, cfg *Config) error {
 	}
 	s.life.Unlock()
 	old.closeExcept(carried)
+	// A service this config dropped is no longer reported on.
+	for name := range old.upstreams {
+		if _, kept := st.upstreams[name]; !kept {
+			s.tel.Metrics().ForgetService(name)
+		}
+	}
 	s.log.Info("config reloaded", "services", len(cfg.Services))
 	return nil
 }

@@ -592,3 +592,31 @@ func TestPickSyncsAPublishedSnapshot(t *testing.T) {
 		t.Fatalf("%d %q; want the endpoint of the published snapshot to answer", rec.Code, rec.Body.String())
 	}
 }
+
+// A retry that cannot happen (no other endpoint to try) must not spend the
+// retry budget: a single failing endpoint made no retry at all, yet the
+// budget says it paid for some, and those tokens are gone for requests
+// that could retry.
+func TestUnavailableRetryDoesNotSpendBudget(t *testing.T) {
+	clock := resilience.NewManualClock(time.Unix(1_000_000, 0))
+	a := newFlaky(t, "a")
+	a.fail.Store(503)
+	sc, url := resilientFerry(t, clock, `
+    breaker: { consecutive_failures: 0 }
+    outlier: { consecutive_5xx: 0 }
+    retry: { max_retries: 2, base_interval: 1ms, max_interval: 1ms, budget: { ratio: 0.2, min_per_second: 5 } }`, a.addr)
+	c := h1Client()
+	for range 10 {
+		if code, _ := call(t, c, "GET", url, nil); code != 503 {
+			t.Fatalf("got %d", code)
+		}
+	}
+	if h := a.hits.Load(); h != 10 {
+		t.Fatalf("%d upstream attempts for 10 requests", h)
+	}
+	for _, up := range sc.allUpstreams() {
+		if req, ret := up.res.Budget().Counts(); ret != 0 {
+			t.Fatalf("service %s: budget counts %d requests and %d retries, but no retry was made", up.name, req, ret)
+		}
+	}
+}

@@ -205,7 +205,7 @@ func (f *fastH1) RoundTrip(out *http.Request) (*http.Response, error) {
 	upload, splicing := splicedUpload(out)
 	if !splicing && !eligible(out) {
 		if w, ok := informer(out.Context()); ok {
-			out = out.WithContext(httptrace.WithClientTrace(out.Context(), informTrace(w)))
+			return roundTripInformed(f.fallback, out, w)
 		}
 		return f.fallback.RoundTrip(out)
 	}

@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/ferrymesh/ferry/discovery"
@@ -28,6 +29,7 @@ type state struct {
 	consul    *discovery.Consul
 	ctx       context.Context    // ends when the generation is closed
 	stop      context.CancelFunc // ends this generation's watches
+	running   sync.WaitGroup     // the goroutines run started
 }
 
 // buildState makes a generation from cfg. With resolver nil, services with
@@ -103,9 +105,9 @@ var consulMetricsInterval = 5 * time.Second
 // the metrics.
 func (st *state) run(m *telemetry.Metrics) {
 	for _, up := range st.all() {
-		go up.follow(st.ctx)
+		st.running.Go(func() { up.follow(st.ctx) })
 	}
-	go st.reportConsul(st.ctx, m, consulMetricsInterval)
+	st.running.Go(func() { st.reportConsul(st.ctx, m, consulMetricsInterval) })
 }
 
 // routeLabel is how a route shows in spans, metrics and logs: its host
@@ -164,6 +166,8 @@ func (st *state) close() { st.closeExcept(nil) }
 // carried over.
 func (st *state) closeExcept(carried map[*upstream]bool) {
 	st.stop()
+	st.running.Wait() // none of them touches the balancers or metrics after
+
 	for _, up := range st.all() {
 		if !carried[up] {
 			up.close()

@@ -144,11 +144,19 @@ func registerTargetInfo(r *registry, res *resource.Resource) {
 	if len(attrs) == 0 {
 		return
 	}
-	names := make([]string, len(attrs))
-	values := make([]string, len(attrs))
-	for i, kv := range attrs {
-		names[i] = promLabelName(string(kv.Key))
-		values[i] = kv.Value.Emit()
+	// Keys that map to the same label name ("k8s.pod.name",
+	// "k8s_pod_name") share one label, their values joined with ";" in
+	// key order: a label named twice would fail the whole scrape.
+	var names, values []string
+	at := map[string]int{}
+	for _, kv := range attrs {
+		name, v := promLabelName(string(kv.Key)), kv.Value.Emit()
+		if i, ok := at[name]; ok {
+			values[i] += ";" + v
+			continue
+		}
+		at[name] = len(names)
+		names, values = append(names, name), append(values, v)
 	}
 	r.collected("target_info", "Target metadata", kindGauge,
 		func(emit func(float64, ...string)) { emit(1, values...) }, names...)

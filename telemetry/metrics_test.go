@@ -158,3 +158,26 @@ func TestLabelCacheIsBounded(t *testing.T) {
 		t.Errorf("cache holds %d entries, want the bound %d", n, maxCachedLabelSets)
 	}
 }
+
+// TestTargetInfoLabelNamesUnique: resource attributes whose keys
+// map to the same Prometheus label name ("k8s.pod.name", "k8s_pod_name")
+// must not produce a target_info sample with a duplicate label name:
+// Prometheus rejects the whole scrape ("duplicate label names").
+func TestTargetInfoLabelNamesUnique(t *testing.T) {
+	tel, _, _ := recorded(t, Config{}, env{"OTEL_RESOURCE_ATTRIBUTES": "k8s.pod.name=a,k8s_pod_name=b"})
+	for _, accept := range []string{"", "application/openmetrics-text; version=1.0.0"} {
+		body, _ := scrape(t, tel.MetricsHandler(), accept)
+		for _, line := range strings.Split(body, "\n") {
+			if !strings.HasPrefix(line, "target_info{") {
+				continue
+			}
+			seen := map[string]bool{}
+			for _, m := range regexp.MustCompile(`[{,]([A-Za-z_][A-Za-z0-9_]*)="`).FindAllStringSubmatch(line, -1) {
+				if seen[m[1]] {
+					t.Errorf("accept %q: label %s twice in %s", accept, m[1], line)
+				}
+				seen[m[1]] = true
+			}
+		}
+	}
+}
