@@ -325,6 +325,7 @@ func (l *lane) serveConn(c net.Conn) {
 			laneReaders.Put(br)
 		}
 	}()
+	crlfLeft := 0 // CR or LF bytes still to skip after a POST (as net/http)
 	for first := true; ; first = false {
 		if br.Buffered() == 0 {
 			// Wait for the next request: the first within the header
@@ -344,6 +345,24 @@ func (l *lane) serveConn(c net.Conn) {
 		} else if !l.setBusy(lc, true) {
 			return
 		}
+		if crlfLeft > 0 {
+			// RFC 9112 section 2.2: a server ignores empty lines before a
+			// request line; net/http skips up to 4 CR or LF bytes after a
+			// POST, whose body some clients end with a CRLF.
+			buf, _ := br.Peek(min(crlfLeft, br.Buffered()))
+			skip := 0
+			for skip < len(buf) && (buf[skip] == '\r' || buf[skip] == '\n') {
+				skip++
+			}
+			br.Discard(skip)
+			crlfLeft -= skip
+			if skip < len(buf) {
+				crlfLeft = 0 // the request line begins
+			}
+			if br.Buffered() == 0 {
+				continue
+			}
+		}
 		// A head that arrived whole (the common case) needs no header
 		// deadline; one still arriving gets read_header_timeout.
 		armed := first
@@ -356,6 +375,7 @@ func (l *lane) serveConn(c net.Conn) {
 		if verdict == headBroken {
 			return
 		}
+		headBy := lc.rdl // the deadline of this head, for a hand-over
 		var lh *laneHead
 		if verdict == headWhole {
 			lh = laneRequest(head, lc.idle)
@@ -376,12 +396,16 @@ func (l *lane) serveConn(c net.Conn) {
 				w.finish()
 				return
 			}
-			if l.handOver(c, br) {
+			if l.handOver(c, br, headBy) {
 				owned = false
 			}
 			return
 		}
 		br.Discard(len(head))
+		crlfLeft = 0
+		if lh.req.Method == http.MethodPost {
+			crlfLeft = 4
+		}
 		next := l.serveOne(lc, br, bw, lh)
 		if b := lh.w.body; b != nil && b.left.Load() > 0 {
 			// The rest of the body was not read: a transport that gave up
@@ -428,7 +452,9 @@ func (l *lane) readHead(br *bufio.Reader, beforeWait func()) ([]byte, headVerdic
 		}
 		buf, err := br.Peek(n)
 		if err != nil {
-			if len(buf) > 0 && errors.Is(err, bufio.ErrBufferFull) {
+			// A head cut short by the caller's end goes to net/http too,
+			// which answers it 400.
+			if len(buf) > 0 && (errors.Is(err, bufio.ErrBufferFull) || errors.Is(err, io.EOF)) {
 				return nil, headOther
 			}
 			return nil, headBroken
@@ -469,44 +495,74 @@ func bareLF(b []byte) bool {
 }
 
 // handOver gives the connection, with what was read of it, to net/http.
-func (l *lane) handOver(c net.Conn, br *bufio.Reader) bool {
+// headBy is the deadline the lane gave the head it started reading (zero:
+// none): net/http's own read_header_timeout must not start it afresh.
+func (l *lane) handOver(c net.Conn, br *bufio.Reader, headBy time.Time) bool {
 	laneHanded.Add(1)
-	buf, _ := br.Peek(br.Buffered())
-	return l.handoff.deliver(&prefixConn{Conn: c, r: br, closeAfter: bothFramings(buf)})
+	return l.handoff.deliver(&prefixConn{Conn: c, r: br, headBy: headBy})
 }
 
-// bothFramings reports a request head with both a Content-Length and a
-// Transfer-Encoding field. net/http frames such a request by its
-// Transfer-Encoding, as it must, but keeps the connection open, where RFC
-// 9112 section 6.1 has the server close it after the response: whatever
-// the two framings disagree on must not be read as a next request.
-func bothFramings(head []byte) bool {
-	if i := bytes.Index(head, crlfcrlf); i >= 0 {
-		head = head[:i]
-	}
-	cl, te := false, false
-	for line := range bytes.SplitSeq(head, []byte("\n")) {
-		name, _, ok := bytes.Cut(line, []byte(":"))
-		if !ok {
+// framingScan watches the bytes net/http reads from a handed-over
+// connection for a block of lines (between empty lines) naming both
+// Content-Length and Transfer-Encoding. net/http frames such a request by
+// its Transfer-Encoding, as it must, but keeps the connection open, where
+// RFC 9112 section 6.1 has the server close it after the response:
+// whatever the two framings disagree on must not be read as a next
+// request. It cannot tell a head from a body, so a body with such lines
+// closes its connection too: the safe way to be wrong.
+type framingScan struct {
+	start  [len("transfer-encoding:")]byte // the current line's start, lower case
+	n      int                             // the current line's length so far
+	cl, te bool                            // seen in the current block
+	both   atomic.Bool
+}
+
+func (s *framingScan) feed(p []byte) {
+	for _, c := range p {
+		if c != '\n' {
+			if s.n < len(s.start) {
+				if 'A' <= c && c <= 'Z' {
+					c += 'a' - 'A'
+				}
+				s.start[s.n] = c
+			}
+			s.n++
 			continue
 		}
-		name = bytes.TrimSpace(name)
-		cl = cl || bytes.EqualFold(name, []byte("Content-Length"))
-		te = te || bytes.EqualFold(name, []byte("Transfer-Encoding"))
+		line := s.start[:min(s.n, len(s.start))]
+		switch {
+		case s.n == 0 || s.n == 1 && line[0] == '\r':
+			s.cl, s.te = false, false // the block ends
+		case bytes.HasPrefix(line, []byte("content-length:")):
+			s.cl = true
+		case bytes.HasPrefix(line, []byte("transfer-encoding:")):
+			s.te = true
+		}
+		if s.cl && s.te {
+			s.both.Store(true)
+		}
+		s.n = 0
 	}
-	return cl && te
 }
 
-// closeConnKey marks the context of a connection whose first request
-// must be its last (see bothFramings).
+// closeConnKey carries, in the context of a handed-over connection, its
+// *framingScan: a request read after it saw both framings must be the
+// connection's last.
 type closeConnKey struct{}
 
 // connContext is net/http's ConnContext for handed-over connections.
 func connContext(ctx context.Context, c net.Conn) context.Context {
-	if pc, ok := c.(*prefixConn); ok && pc.closeAfter {
-		return context.WithValue(ctx, closeConnKey{}, true)
+	if pc, ok := c.(*prefixConn); ok {
+		return context.WithValue(ctx, closeConnKey{}, &pc.scan)
 	}
 	return ctx
+}
+
+// mustClose reports whether a request of a handed-over connection came
+// after a head framed both ways (see framingScan).
+func mustClose(ctx context.Context) bool {
+	s, ok := ctx.Value(closeConnKey{}).(*framingScan)
+	return ok && s.both.Load()
 }
 
 // What becomes of a connection after a request.
@@ -754,6 +810,13 @@ func parseHead(head []byte, ctx context.Context, dst *laneHead) *http.Request {
 	if hosts != 1 || lengths > 1 || !plainHost(r.Host) {
 		return nil
 	}
+	// As net/http's server: "Pragma: no-cache" without Cache-Control
+	// reads as "Cache-Control: no-cache" too (RFC 9111 section 5.4).
+	if p := r.Header["Pragma"]; len(p) > 0 && p[0] == "no-cache" {
+		if _, ok := r.Header["Cache-Control"]; !ok {
+			r.Header["Cache-Control"] = []string{"no-cache"}
+		}
+	}
 	dst.req = *r.WithContext(ctx) // the only copy on the heap
 	return &dst.req
 }
@@ -928,11 +991,28 @@ func canonicalKey(name string) string {
 // read comes first.
 type prefixConn struct {
 	net.Conn
-	r          *bufio.Reader
-	closeAfter bool // the connection must close after its first answer
+	r      *bufio.Reader
+	scan   framingScan
+	headBy time.Time // see handOver; cleared by the first SetReadDeadline
 }
 
-func (c *prefixConn) Read(p []byte) (int, error) { return c.r.Read(p) }
+func (c *prefixConn) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.scan.feed(p[:n])
+	return n, err
+}
+
+// SetReadDeadline keeps the first deadline net/http sets, the one for the
+// head it goes on reading, no later than the lane's for that head.
+func (c *prefixConn) SetReadDeadline(t time.Time) error {
+	if by := c.headBy; !by.IsZero() {
+		c.headBy = time.Time{}
+		if t.IsZero() || t.After(by) {
+			t = by
+		}
+	}
+	return c.Conn.SetReadDeadline(t)
+}
 
 // CloseWrite half-closes, so net/http can close a connection whose request
 // it refused without resetting its answer away.

@@ -400,6 +400,9 @@ func FuzzLaneHead(f *testing.F) {
 		"GET /%zz HTTP/1.1\r\nHost: a\r\n\r\n",
 		"GET / HTTP/1.1\r\nHost: a\r\nContent-Length: 007\r\n\r\n",
 		"DELETE /a/../b HTTP/1.1\r\nHost: a..b\r\n\r\n",
+		"GET / HTTP/1.1\r\nHost: a\r\nPragma: no-cache\r\n\r\n",
+		"GET / HTTP/1.1\r\nHost: a\r\nPragma: no-cache\r\nCache-Control: max-age=0\r\n\r\n",
+		"GET / HTTP/1.1\r\nHost: a\r\nContent-Length: -0\r\n\r\n",
 	} {
 		f.Add([]byte(s))
 	}

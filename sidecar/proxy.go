@@ -50,7 +50,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	ctx, q := p.tel.StartRequest(r, p.listener)
 	r = r.WithContext(ctx)
 	x := &exchange{q: q, h1: r.ProtoMajor == 1, hasBody: r.ContentLength != 0}
-	x.closeConn = x.h1 && r.Context().Value(closeConnKey{}) != nil
+	x.closeConn = x.h1 && mustClose(r.Context())
 	defer x.end()
 	if f, bad := malformed(r); bad {
 		x.fail(w, f)
