@@ -233,6 +233,10 @@ func (r *Registrar) sync(ctx context.Context) error {
 	}
 	status, output := r.readiness()
 	r.lastStatus.Store(&status)
+	// An agent that takes a request and never answers must not hold the
+	// refreshes up past the TTL: each call gets a third of it at most.
+	ctx, cancel := context.WithTimeout(ctx, min(max(r.reg.TTL/3, 200*time.Millisecond), 10*time.Second))
+	defer cancel()
 	if r.registered {
 		err := r.agent.updateTTL(ctx, r.checkID, output, status)
 		if err == nil {

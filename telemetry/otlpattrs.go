@@ -33,6 +33,7 @@ func (w *attrEncoder) appendAll(b []byte, a *proxyAttrs) []byte {
 }
 
 func (w *attrEncoder) str(k attribute.Key, v string) {
+	v = validUTF8(v)
 	if len(k) > 0 && len(k)+len(v) < 0x80-6 {
 		// Every length fits one byte: Span.attributes (field 9), the
 		// KeyValue's length, its key, its value (field 2) holding an

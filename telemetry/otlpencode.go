@@ -2,6 +2,8 @@ package telemetry
 
 import (
 	"math"
+	"strings"
+	"unicode/utf8"
 
 	"google.golang.org/protobuf/encoding/protowire"
 
@@ -498,6 +500,7 @@ func appendTag(b []byte, num protowire.Number, typ protowire.Type) []byte {
 
 // appendStringField appends a string field, empty or not.
 func appendStringField(b []byte, num protowire.Number, s string) []byte {
+	s = validUTF8(s)
 	b = appendTag(b, num, protowire.BytesType)
 	if len(s) < 0x80 {
 		b = append(b, byte(len(s)))
@@ -520,4 +523,15 @@ func closeMessage(b []byte, start int) []byte {
 	copy(b[start+extra:], b[start:start+n])
 	protowire.AppendVarint(b[:start-1], uint64(n))
 	return b
+}
+
+// validUTF8 is s with any invalid UTF-8 replaced by U+FFFD: a protobuf
+// string field must hold valid UTF-8, and a receiver refuses the whole
+// export (every span of the batch) over one that does not. Request paths
+// and User-Agents come from callers and may hold any byte.
+func validUTF8(s string) string {
+	if utf8.ValidString(s) {
+		return s
+	}
+	return strings.ToValidUTF8(s, "\uFFFD")
 }

@@ -351,3 +351,24 @@ func fromAnyValue(v *commonpb.AnyValue) any {
 	}
 	return "unknown"
 }
+
+// A request whose path (percent-decoded) or User-Agent is not valid UTF-8
+// must not make the whole ExportTraceServiceRequest undecodable: OTLP
+// string fields are proto3 strings (valid UTF-8), and the official protos
+// reject the message, losing every span of the batch.
+func TestInvalidUTF8KeepsBatchDecodable(t *testing.T) {
+	tel, rec, _ := recorded(t, Config{AccessLog: "off"}, env{})
+	// Two good requests and one bad in the same batch.
+	for _, target := range []string{"http://files/ok", "http://files/caf%E9", "http://files/ok2"} {
+		r := incoming("GET", target, map[string]string{"User-Agent": "bot\xff/1"})
+		_, req := tel.StartRequest(r, Inbound)
+		req.End(Outcome{Status: 200})
+	}
+	spans := rec.Ended()
+	var enc otlpEncoder
+	body := enc.encode(spans, 0)
+	var msg coltracepb.ExportTraceServiceRequest
+	if err := proto.Unmarshal(body, &msg); err != nil {
+		t.Fatalf("batch of %d spans (one request had a non-UTF-8 path/User-Agent) does not decode with the official OTLP protos: %v", len(spans), err)
+	}
+}
