@@ -106,10 +106,13 @@ func (p *Proxy) tunnel(w http.ResponseWriter, r *http.Request, res *http.Respons
 		return
 	}
 	defer conn.Close()
-	if !p.tunnels.add(conn) {
+	// The drain's end closes both sides: a tunnel whose caller half-closed
+	// waits on the upstream alone.
+	ends := &tunnelEnds{conn, back}
+	if !p.tunnels.add(ends) {
 		return // ferry finished draining while this exchange switched
 	}
-	defer p.tunnels.remove(conn)
+	defer p.tunnels.remove(ends)
 
 	removeHopHeaders(res.Header, false)
 	res.Header["Connection"] = []string{"Upgrade"}
@@ -203,3 +206,11 @@ func (t touchingReader) Read(p []byte) (int, error) {
 // pooled buffer instead of allocating its own.
 type writerOnly struct{ io.Writer }
 type readerOnly struct{ io.Reader }
+
+// tunnelEnds are a tunnel's two connections, closed together.
+type tunnelEnds struct{ caller, upstream io.Closer }
+
+func (e *tunnelEnds) Close() error {
+	e.upstream.Close()
+	return e.caller.Close()
+}

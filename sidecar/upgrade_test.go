@@ -10,6 +10,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -508,6 +509,21 @@ services:
 `, addr, settings))
 }
 
+// halfClosedTunnel opens a tunnel through ferry to an origin that runs
+// after on its side, and half-closes the caller's side of it.
+func halfClosedTunnel(t *testing.T, after func(c *net.TCPConn, brw *bufio.ReadWriter)) (*Sidecar, *wsClient) {
+	t.Helper()
+	sc := chatFerry(t, halfCloseOrigin(t, after), "")
+	c, res := dialWS(t, sc.Addr("outbound"), "/chat", "")
+	if res.StatusCode != http.StatusSwitchingProtocols {
+		t.Fatalf("status %d, want 101", res.StatusCode)
+	}
+	if err := c.conn.(*net.TCPConn).CloseWrite(); err != nil {
+		t.Fatal(err)
+	}
+	return sc, c
+}
+
 // halfCloseOrigin answers a WebSocket upgrade with 101 and then runs
 // after(conn, brw) on the hijacked connection.
 func halfCloseOrigin(t *testing.T, after func(c *net.TCPConn, brw *bufio.ReadWriter)) string {
@@ -530,23 +546,68 @@ func halfCloseOrigin(t *testing.T, after func(c *net.TCPConn, brw *bufio.ReadWri
 // sends its last words. The caller must receive them: a half-close is
 // propagated, not turned into a full close of both sides.
 func TestTunnelHalfCloseFromCaller(t *testing.T) {
-	addr := halfCloseOrigin(t, func(c *net.TCPConn, brw *bufio.ReadWriter) {
+	_, c := halfClosedTunnel(t, func(c *net.TCPConn, brw *bufio.ReadWriter) {
 		io.Copy(io.Discard, brw) // until the caller's half-close arrives
 		time.Sleep(50 * time.Millisecond)
 		brw.WriteString("last words after your EOF\n")
 		brw.Flush()
 	})
-	sc := chatFerry(t, addr, "")
-	c, res := dialWS(t, sc.Addr("outbound"), "/chat", "")
-	if res.StatusCode != http.StatusSwitchingProtocols {
-		t.Fatalf("status %d, want 101", res.StatusCode)
-	}
-	if err := c.conn.(*net.TCPConn).CloseWrite(); err != nil {
-		t.Fatal(err)
-	}
 	c.conn.SetDeadline(time.Now().Add(5 * time.Second))
 	got, err := io.ReadAll(c.br)
 	if string(got) != "last words after your EOF\n" {
 		t.Fatalf("after half-closing, the caller read %q (err %v); want the upstream's reply sent after it saw EOF", got, err)
+	}
+}
+
+// goroutinesIn counts goroutines whose stack names fn.
+func goroutinesIn(fn string) int {
+	buf := make([]byte, 1<<20)
+	buf = buf[:runtime.Stack(buf, true)]
+	n := 0
+	for _, g := range strings.Split(string(buf), "\n\n") {
+		if strings.Contains(g, fn) {
+			n++
+		}
+	}
+	return n
+}
+
+// A caller half-closes its side of a tunnel; the upstream reads the EOF and
+// then neither writes nor closes. tunnel_idle is off. ferry's Shutdown must
+// still end the tunnel, upstream side included, once its grace is over.
+func TestTunnelHalfClosedEndsAtDrain(t *testing.T) {
+	release := make(chan struct{})
+	eof := make(chan struct{}, 1)
+	t.Cleanup(func() { close(release) })
+	sc, _ := halfClosedTunnel(t, func(c *net.TCPConn, brw *bufio.ReadWriter) {
+		io.Copy(io.Discard, brw) // until the caller's half-close arrives
+		eof <- struct{}{}
+		<-release // silent, never closing, until the test ends
+	})
+	recv(t, eof, 5*time.Second, "the origin to see the half-close")
+	if n := goroutinesIn("sidecar.(*Proxy).tunnel("); n != 1 {
+		t.Fatalf("%d tunnels running before the drain, want 1", n)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	err := sc.Shutdown(ctx)
+	t.Logf("Shutdown: %v; tunnels tracked: %d", err, openTunnels(sc))
+	t.Cleanup(func() {
+		if t.Failed() {
+			dumpIn(t, "sidecar.tunnelCopy(")
+		}
+	})
+	waitFor(t, "the tunnel to end after the drain", 3*time.Second, func() bool {
+		return goroutinesIn("sidecar.(*Proxy).tunnel(") == 0 && goroutinesIn("sidecar.tunnelCopy(") == 0
+	})
+}
+
+func dumpIn(t *testing.T, fn string) {
+	buf := make([]byte, 1<<20)
+	buf = buf[:runtime.Stack(buf, true)]
+	for _, g := range strings.Split(string(buf), "\n\n") {
+		if strings.Contains(g, fn) {
+			t.Log(g)
+		}
 	}
 }
