@@ -180,7 +180,11 @@ func (b *requestBody) Read(p []byte) (int, error) {
 // the stream or connection behind w.
 func (b *requestBody) unblock(w http.ResponseWriter) {
 	if s, ok := b.rc.(*socketBody); ok {
-		s.conn.SetReadDeadline(time.Unix(1, 0))
+		// Only while some of the body is still to come: a connection whose
+		// body was read whole may carry the next request.
+		if s.left.Load() > 0 {
+			s.conn.SetReadDeadline(time.Unix(1, 0))
+		}
 		return
 	}
 	_ = http.NewResponseController(w).SetReadDeadline(time.Unix(1, 0))
