@@ -140,10 +140,14 @@ func measureTracing(ctx context.Context, cfg *config, f *fleet, r *results) erro
 				round+1, name, w.RPS, w.P50, w.P99, w.CPUPerReqUs, w.Non2xx, orNone(w.SocketErrs))
 		}
 	}
-	// The batch processor exports at least every 5 s; wait for the tail.
-	deadline := time.Now().Add(7 * time.Second)
-	for time.Now().Before(deadline) && f.otlp.requests.Load() == req0 {
+	// The batch processor exports at least every 5 s: count the tail too,
+	// waiting until no export came for longer than that (12 s at most).
+	last, lastAt := f.otlp.requests.Load(), time.Now()
+	for deadline := time.Now().Add(12 * time.Second); time.Now().Before(deadline) && time.Since(lastAt) < 5500*time.Millisecond; {
 		time.Sleep(100 * time.Millisecond)
+		if n := f.otlp.requests.Load(); n != last {
+			last, lastAt = n, time.Now()
+		}
 	}
 	r.OTLPRequests, r.OTLPBytes = f.otlp.requests.Load()-req0, f.otlp.bytes.Load()-bytes0
 	logf("tracing: the OTLP sink received %d export requests, %s", r.OTLPRequests, mib(r.OTLPBytes))

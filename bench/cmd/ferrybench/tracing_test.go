@@ -1,0 +1,48 @@
+package main
+
+import (
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// measureTracing says it waits up to 7 s for the batch exporters' tail,
+// but it only waits while no export at all arrived in the phase, so a
+// tail export that lands after the last wrk run is never counted.
+func TestTracingCountsOTLPTail(t *testing.T) {
+	dir := t.TempDir()
+	wrk := filepath.Join(dir, "wrk")
+	script := "#!/bin/sh\nsleep 0.2\ncat <<'X'\n" + wrkSample + "X\n"
+	if err := os.WriteFile(wrk, []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	sink, err := startOTLPSink()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sink.close()
+	self := &proc{name: "self", addr: "127.0.0.1:1", cmd: &exec.Cmd{Process: &os.Process{Pid: os.Getpid()}}}
+	f := &fleet{proxies: map[string]*proc{pFerry: self, pTraced: self}, otlp: sink}
+	cfg := &config{wrkBin: wrk, traceRounds: 1, traceConns: 32, traceDuration: time.Second, wrkThreads: 2, smallSize: 1024}
+	r := &results{Trace: map[string][]wrkRun{}, Failures: map[string][]string{}}
+	post := func() {
+		res, err := http.Post("http://"+sink.addr+"/v1/traces", "application/x-protobuf", strings.NewReader("span"))
+		if err == nil {
+			res.Body.Close()
+		}
+	}
+	start := time.Now()
+	go func() { time.Sleep(100 * time.Millisecond); post() }()  // an export during the runs
+	go func() { time.Sleep(1500 * time.Millisecond); post() }() // the tail, 1.1 s after the last run
+	if err := measureTracing(t.Context(), cfg, f, r); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("phase took %s, counted %d export requests", time.Since(start).Round(time.Millisecond), r.OTLPRequests)
+	if r.OTLPRequests != 2 {
+		t.Errorf("OTLPRequests = %d, want 2 (the tail export arrived within the 7 s the phase says it waits)", r.OTLPRequests)
+	}
+}
