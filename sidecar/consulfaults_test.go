@@ -652,19 +652,13 @@ func TestReloadSwapsInFedBalancers(t *testing.T) {
 	agent := consultest.Start(t)
 	c := agent.Client()
 	startInstance(t, c, "api", "a")
-	text := `
-admin: { listen: 127.0.0.1:0 }
-outbound:
-  listen: 127.0.0.1:0
-  routes: [ { service: api } ]
-consul: { address: %s }
-services:
-  api: { timeouts: { connect: %s } }
-telemetry: { access_log: "off" }
-`
-	sc, _, _ := ferryOnA(t, fmt.Sprintf(text, agent.HTTPAddr, "1s"))
+	// Each config's connect timeout differs from the one before.
+	text := func(connect int) string {
+		return consulConfig(agent.HTTPAddr, fmt.Sprintf("telemetry: { access_log: \"off\" }\ndefaults: { timeouts: { connect: %ds } }\n", connect))
+	}
+	sc, _, _ := ferryOnA(t, text(1))
 	for i := range 50 {
-		if err := sc.Reload(context.Background(), mustParse(t, fmt.Sprintf(text, agent.HTTPAddr, fmt.Sprintf("%ds", i+2)))); err != nil {
+		if err := sc.Reload(context.Background(), mustParse(t, text(i+2))); err != nil {
 			t.Fatal(err)
 		}
 		if n := len(sc.state.Load().upstreams["api"].res.Status()); n != 1 {

@@ -598,13 +598,7 @@ func TestLaneReaderNotReusedWhileBodyRead(t *testing.T) {
 	for range 30 {
 		a := dialRaw(t, url)
 		fmt.Fprintf(a, "POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n0123456789", 50000)
-		res, err := http.ReadResponse(bufio.NewReader(a), nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		got, _ := io.ReadAll(res.Body)
-		res.Body.Close()
-		if string(got) != "early" {
+		if got := answerBody(t, a); got != "early" {
 			t.Fatalf("got %q", got)
 		}
 		var others []net.Conn
@@ -615,19 +609,25 @@ func TestLaneReaderNotReusedWhileBodyRead(t *testing.T) {
 			a.Write([]byte(strings.Repeat("z", 512)))
 		}
 		for _, b := range others {
-			res, err := http.ReadResponse(bufio.NewReader(b), nil)
-			if err != nil {
-				t.Fatal(err)
-			}
-			got, _ := io.ReadAll(res.Body)
-			res.Body.Close()
-			if string(got) != "ok" {
+			if got := answerBody(t, b); got != "ok" {
 				t.Fatalf("a GET on another connection got %q", got)
 			}
 			b.Close()
 		}
 		a.Close()
 	}
+}
+
+// answerBody reads one response from c and returns its body.
+func answerBody(t *testing.T, c net.Conn) string {
+	t.Helper()
+	res, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	b, _ := io.ReadAll(res.Body)
+	return string(b)
 }
 
 // laneExchangeRaw writes raw to a fresh lane serving h, then reads every byte
