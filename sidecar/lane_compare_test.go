@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"net/http"
 	"reflect"
@@ -68,24 +67,10 @@ func netHTTPServer(h http.Handler, readHeader time.Duration, maxHeader int) *htt
 // it ends with the test.
 func dialServed(t *testing.T, lane bool, h http.Handler, srv *http.Server) net.Conn {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
 	if lane {
-		l := newLane("test", h, srv, slog.New(slog.DiscardHandler))
-		go l.Serve(ln)
-		t.Cleanup(func() { l.Close() })
-	} else {
-		go srv.Serve(ln)
-		t.Cleanup(func() { srv.Close() })
+		return dialLane(t, h, srv)
 	}
-	c, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close() })
-	return c
+	return dialServer(t, srv)
 }
 
 // serveBoth serves one connection with the lane (lane true) or a plain

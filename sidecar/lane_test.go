@@ -506,13 +506,22 @@ func TestLaneIdleTimeoutFromLastRequest(t *testing.T) {
 // loopback port and returns a connection to it; both end with the test.
 func dialLane(t *testing.T, h http.Handler, srv *http.Server) net.Conn {
 	t.Helper()
-	l := newLane("test", h, srv, slog.New(slog.DiscardHandler))
+	return dialServer(t, newLane("test", h, srv, slog.New(slog.DiscardHandler)))
+}
+
+// dialServer serves with s (a lane or an http.Server) on a loopback port
+// and returns a connection to it; both end with the test.
+func dialServer(t *testing.T, s interface {
+	Serve(net.Listener) error
+	Close() error
+}) net.Conn {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	go l.Serve(ln)
-	t.Cleanup(func() { l.Close() })
+	go s.Serve(ln)
+	t.Cleanup(func() { s.Close() })
 	c, err := net.Dial("tcp", ln.Addr().String())
 	if err != nil {
 		t.Fatal(err)
