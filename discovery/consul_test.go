@@ -372,3 +372,33 @@ func TestConsulWatchListStartsEagerly(t *testing.T) {
 		t.Fatalf("bad config: %v", err)
 	}
 }
+
+// An agent that hangs (its process stopped: connections are accepted, no
+// query is ever answered) is an outage like any other: a blocking query
+// gets its wait plus Consul's jitter and some slack, then counts as failed,
+// so the last endpoints are served marked stale and the watch retries; it
+// resumes by itself once the agent answers again.
+func TestConsulHungAgentMarksStaleAndResumes(t *testing.T) {
+	agent := consultest.Start(t)
+	cc := agent.Client()
+	registerTTL(t, cc, "api", "api-1", 9001, api.HealthPassing)
+	c := newTestConsul(t, agent, ConsulConfig{WaitTime: time.Second})
+	svc, _ := c.Service("api")
+	waitSnapshot(t, svc, 5*time.Second, "one instance", hasAddrs("127.0.0.1:9001"))
+
+	agent.Pause()
+	paused := time.Now()
+	s, _ := waitSnapshot(t, svc, 15*time.Second, "stale while the agent hangs", func(s *Snapshot) bool { return s.Stale })
+	t.Logf("stale %v after the agent hung: %s", time.Since(paused).Round(time.Millisecond), s.Err)
+	if !hasAddrs("127.0.0.1:9001")(s) || s.Err == "" {
+		t.Fatalf("while the agent hangs: %+v", s)
+	}
+	if st := c.Stats(); st[0].Errors == 0 {
+		t.Fatalf("no error counted while the agent hangs: %+v", st)
+	}
+	agent.Resume()
+	s, _ = waitSnapshot(t, svc, 15*time.Second, "resumed", func(s *Snapshot) bool { return s.Ready && !s.Stale })
+	if s.Err != "" || !hasAddrs("127.0.0.1:9001")(s) {
+		t.Fatalf("after the agent answered again: %+v", s)
+	}
+}

@@ -17,6 +17,16 @@ import (
 // to rate-limit them).
 const minQueryInterval = 100 * time.Millisecond
 
+// querySlack is how much longer than its wait (plus Consul's jitter of up
+// to wait/16) a query may go unanswered before the agent counts as hung.
+const querySlack = 5 * time.Second
+
+// queryTimeout bounds one query of a watch whose blocking queries wait up
+// to wait: an agent that takes a request and never answers (stopped,
+// overloaded, a connection lost without a reset) fails the query like any
+// outage, so the last endpoints are marked stale and the watch retries.
+func queryTimeout(wait time.Duration) time.Duration { return wait + wait/16 + querySlack }
+
 // healthQuery asks Consul for the passing instances of service. It is
 // (*consulClient).healthService; tests substitute a
 // scripted one.
@@ -120,10 +130,16 @@ func (w *watch) step(ctx context.Context) bool {
 		AllowStale: !w.consistent,
 	}
 	w.stats.queries.Add(1)
-	entries, meta, err := w.query(ctx, w.service, w.tags, q)
+	timeout := queryTimeout(w.waitTime)
+	qctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	entries, meta, err := w.query(qctx, w.service, w.tags, q)
 	if err != nil {
 		if ctx.Err() != nil {
 			return false
+		}
+		if qctx.Err() != nil {
+			err = fmt.Errorf("no answer within %s: %w", timeout, err)
 		}
 		w.fail(err)
 		return false

@@ -118,6 +118,7 @@ func (a *Agent) Stop() {
 	if cmd == nil {
 		return
 	}
+	_ = cmd.Process.Signal(syscall.SIGCONT) // a paused agent cannot exit
 	_ = cmd.Process.Signal(syscall.SIGTERM)
 	select {
 	case <-done:
@@ -146,6 +147,26 @@ func (a *Agent) Restart() {
 			a.t.Fatalf("consultest: restart: %v", err)
 		}
 		time.Sleep(250 * time.Millisecond)
+	}
+}
+
+// Pause stops the agent's process (SIGSTOP) without closing anything: its
+// ports still accept connections and requests already sent wait, unanswered,
+// as with an agent that hangs. Resume continues it; Stop resumes it first.
+func (a *Agent) Pause() { a.signal(syscall.SIGSTOP) }
+
+// Resume continues an agent Pause stopped (SIGCONT).
+func (a *Agent) Resume() { a.signal(syscall.SIGCONT) }
+
+func (a *Agent) signal(sig syscall.Signal) {
+	a.t.Helper()
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.cmd == nil {
+		a.t.Fatalf("consultest: %v: agent not running", sig)
+	}
+	if err := a.cmd.Process.Signal(sig); err != nil {
+		a.t.Fatalf("consultest: %v: %v", sig, err)
 	}
 }
 
