@@ -97,7 +97,12 @@ func (w *watch) run(ctx context.Context) {
 	for ctx.Err() == nil {
 		start := w.now()
 		if w.step(ctx) {
-			w.failures = 0
+			if !w.consistent {
+				// An answer dropped as too stale (the leader is asked
+				// next) is no success: the backoff goes on growing
+				// while only the leader's read fails.
+				w.failures = 0
+			}
 			// Answers that come at once (a service that changes all the
 			// time, a server that answers a wait without waiting) are
 			// paced: no busy loop against Consul. A blocking query that

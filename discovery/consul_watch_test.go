@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -302,5 +303,32 @@ func TestWatchPacesQuickAnswers(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// A cluster without a leader: stale reads come back older than max_stale
+// (dropped, and asked again of the leader) and the leader's read fails.
+// The dropped answer is no success: the backoff between the failures keeps
+// growing instead of starting over at its first step every time.
+func TestWatchBacksOffWhileOnlyTooStaleAnswersCome(t *testing.T) {
+	noLeader := errors.New("Unexpected response code: 500 (No cluster leader)")
+	var script []scripted
+	for range 5 {
+		script = append(script,
+			scripted{index: 10, lastContact: time.Hour, entries: []*consulServiceEntry{entry("10.0.0.1", 80, "n", 1)}},
+			scripted{err: noLeader})
+	}
+	f := newFakeConsul(script...)
+	w := f.watch(NewService("api", "consul"))
+	f.run(t, w)
+	var backoffs []time.Duration
+	for _, d := range f.sleeps {
+		if d >= time.Second { // the fake backoff; pacing pauses are shorter
+			backoffs = append(backoffs, d)
+		}
+	}
+	want := []time.Duration{time.Second, 2 * time.Second, 3 * time.Second, 4 * time.Second, 5 * time.Second}
+	if !slices.Equal(backoffs, want) {
+		t.Fatalf("backoff after each failed leader read = %v, want %v", backoffs, want)
 	}
 }
