@@ -233,9 +233,7 @@ func (r *Registrar) sync(ctx context.Context) error {
 	}
 	status, output := r.readiness()
 	r.lastStatus.Store(&status)
-	// An agent that takes a request and never answers must not hold the
-	// refreshes up past the TTL: each call gets a third of it at most.
-	ctx, cancel := context.WithTimeout(ctx, min(max(r.reg.TTL/3, 200*time.Millisecond), 10*time.Second))
+	ctx, cancel := context.WithTimeout(ctx, r.callTimeout())
 	defer cancel()
 	if r.registered {
 		err := r.agent.updateTTL(ctx, r.checkID, output, status)
@@ -291,6 +289,13 @@ func (r *Registrar) register(ctx context.Context, status, output string) error {
 	return nil
 }
 
+// callTimeout bounds each call to the agent. An agent that takes a request
+// and never answers must not hold the refreshes up past the TTL, nor a
+// shutdown's drain: each call gets a third of the TTL at most.
+func (r *Registrar) callTimeout() time.Duration {
+	return min(max(r.reg.TTL/3, 200*time.Millisecond), 10*time.Second)
+}
+
 // readiness calls the readiness function, turning a panic into a critical
 // status rather than a crash.
 func (r *Registrar) readiness() (status, output string) {
@@ -308,7 +313,8 @@ func (r *Registrar) readiness() (status, output string) {
 // Deregister stops Run and removes the service (and its check) from the
 // agent; Run will not register it again. Call it on SIGTERM after marking
 // ferry not ready and before draining. A service the agent does not know is
-// not an error.
+// not an error. An agent that does not answer gets callTimeout (a third of
+// the TTL, at most 10s), so a hung agent cannot take the drain's time.
 func (r *Registrar) Deregister(ctx context.Context) error {
 	r.mu.Lock()
 	r.done = true
@@ -319,6 +325,8 @@ func (r *Registrar) Deregister(ctx context.Context) error {
 	r.syncMu.Lock()
 	defer r.syncMu.Unlock()
 	r.registered = false
+	ctx, cancel := context.WithTimeout(ctx, r.callTimeout())
+	defer cancel()
 	err := r.agent.deregisterService(ctx, r.reg.ID)
 	var se consulStatusError
 	if errors.As(err, &se) && se.Code == http.StatusNotFound {

@@ -299,3 +299,78 @@ func upstreamStatus(t *testing.T, sc *Sidecar, name string) UpstreamStatus {
 	t.Fatalf("no upstream %q", name)
 	return UpstreamStatus{}
 }
+
+// An agent that hangs at shutdown must not eat the drain: deregistration
+// gets a bounded time (like every call of the registrar's), then the
+// listeners close and the exchange in flight finishes within the grace.
+func TestShutdownWithHungAgentStillDrains(t *testing.T) {
+	agent := consultest.Start(t)
+	started := make(chan struct{}, 1)
+	release := make(chan struct{})
+	app := origin(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		started <- struct{}{}
+		<-release
+		io.WriteString(w, "done")
+	}))
+	cfg, err := ParseConfig([]byte(fmt.Sprintf(`
+admin: { listen: 127.0.0.1:0 }
+inbound: { listen: 127.0.0.1:0, app: %s }
+consul: { address: %s }
+register: { name: web, id: web-1, port: 18080, ttl: 3s }
+shutdown: { grace: 8s }
+telemetry: { access_log: "off" }
+`, app, agent.HTTPAddr)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sc, err := New(cfg, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := sc.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer sc.Shutdown(context.Background())
+	waitFor(t, "web-1 registered and passing", 10*time.Second, func() bool {
+		entries, _, err := agent.Client().Health().Service("web", "", true, nil)
+		return err == nil && len(entries) == 1
+	})
+	in := sc.Addr("inbound")
+	answer := make(chan string, 1)
+	go func() {
+		res, err := h1Client().Get("http://" + in + "/")
+		if err != nil {
+			answer <- err.Error()
+			return
+		}
+		b, err := io.ReadAll(res.Body)
+		res.Body.Close()
+		answer <- fmt.Sprintf("%d %s %v", res.StatusCode, b, err)
+	}()
+	recv(t, started, 5*time.Second, "the request to reach the app")
+
+	agent.Pause() // takes requests, never answers
+	grace := cfg.Shutdown.Grace
+	ctx, cancel := context.WithTimeout(context.Background(), grace)
+	defer cancel()
+	begun := time.Now()
+	shut := make(chan error, 1)
+	go func() { shut <- sc.Shutdown(ctx) }()
+	// The app answers once ferry drains (its inbound port stops accepting).
+	waitFor(t, "the inbound listener to close", grace+2*time.Second, func() bool {
+		c, err := net.DialTimeout("tcp", in, time.Second)
+		if err != nil {
+			return true
+		}
+		c.Close()
+		return false
+	})
+	close(release)
+	if got := recv(t, answer, grace, "the answer"); got != "200 done <nil>" {
+		t.Fatalf("the exchange in flight at shutdown got %q after %v", got, time.Since(begun).Round(time.Millisecond))
+	}
+	if err := recv(t, shut, grace, "Shutdown"); err != nil {
+		t.Fatalf("Shutdown after %v: %v", time.Since(begun).Round(time.Millisecond), err)
+	}
+	t.Logf("drained in %v with the agent hung", time.Since(begun).Round(time.Millisecond))
+}
