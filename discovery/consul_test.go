@@ -402,3 +402,36 @@ func TestConsulHungAgentMarksStaleAndResumes(t *testing.T) {
 		t.Fatalf("after the agent answered again: %+v", s)
 	}
 }
+
+// A token that loses the right to read a service (a policy edited, a role
+// unlinked) gets Consul's answer with every instance filtered out: an empty
+// list marked X-Consul-Results-Filtered-By-ACLs, not an error. That is no
+// news about the service: the last endpoints stay, marked stale with a
+// reason, until the token can read it again.
+func TestConsulACLFilteredAnswerKeepsEndpoints(t *testing.T) {
+	agent := consultest.StartACL(t)
+	registerTTL(t, agent.Client(), "api", "api-1", 9001, api.HealthPassing)
+	const canRead = `service "api" { policy = "read" }
+node_prefix "" { policy = "read" }`
+	token, policy := agent.CreateToken(canRead)
+	c := newTestConsul(t, agent, ConsulConfig{Token: token, WaitTime: 500 * time.Millisecond})
+	svc, _ := c.Service("api")
+	waitSnapshot(t, svc, 10*time.Second, "one instance", hasAddrs("127.0.0.1:9001"))
+
+	agent.SetRules(policy, `node_prefix "" { policy = "read" }`)
+	// A change to the service's instances wakes the watch's blocking
+	// query (a policy change alone does not).
+	registerTTL(t, agent.Client(), "api", "api-2", 9002, api.HealthPassing)
+	s, _ := waitSnapshot(t, svc, 10*time.Second, "stale once the token may not read the service", func(s *Snapshot) bool {
+		return s.Stale || len(s.Endpoints) == 0
+	})
+	if !hasAddrs("127.0.0.1:9001")(s) || !strings.Contains(s.Err, "ACL") {
+		t.Fatalf("after the token lost service:read: %+v", s)
+	}
+
+	agent.SetRules(policy, canRead)
+	s, _ = waitSnapshot(t, svc, 10*time.Second, "fresh again", func(s *Snapshot) bool { return s.Ready && !s.Stale })
+	if s.Err != "" || !hasAddrs("127.0.0.1:9001", "127.0.0.1:9002")(s) {
+		t.Fatalf("after the token could read again: %+v", s)
+	}
+}

@@ -2,6 +2,7 @@ package discovery
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -125,6 +126,10 @@ func (w *watch) run(ctx context.Context) {
 	}
 }
 
+// errACLFiltered is the failure of an answer whose instances the ACL token
+// may not read, every one of them.
+var errACLFiltered = errors.New("every instance was filtered out by ACLs: the token lacks service:read (or node:read) for it")
+
 // step runs one query and publishes what it learnt. It returns false when
 // the query failed and the loop should back off.
 func (w *watch) step(ctx context.Context) bool {
@@ -161,6 +166,14 @@ func (w *watch) step(ctx context.Context) bool {
 		w.consistent = true
 		return true
 	}
+	eps := endpointsOf(entries)
+	if len(eps) == 0 && meta.FilteredByACLs {
+		// Every instance was left out because the token may not read it
+		// (or its node): that says nothing about the service, and must
+		// not empty its endpoints.
+		w.fail(errACLFiltered)
+		return false
+	}
 	now := w.now()
 	w.stats.lastContact.Store(now.UnixNano())
 	next, fresh := nextWaitIndex(w.index, meta.LastIndex)
@@ -170,7 +183,16 @@ func (w *watch) step(ctx context.Context) bool {
 	if !fresh && !cur.Stale && cur.Ready {
 		return true // timeout: nothing new
 	}
-	eps := endpointsOf(entries)
+	if len(eps) == 0 && q.WaitIndex != 0 && len(cur.Endpoints) > 0 {
+		// An answer that would empty the service is asked again, without
+		// blocking, before it is believed. Consul serves blocking queries
+		// from its streaming backend, whose answers leave out the
+		// X-Consul-Results-Filtered-By-ACLs header: only a plain query
+		// tells a service left with no instances from a token that may no
+		// longer see them.
+		w.index = 0
+		return true
+	}
 	if cur.Ready && !cur.Stale && cur.Err == "" && slices.EqualFunc(cur.Endpoints, eps, endpointEqual) {
 		return true // same endpoints: drop
 	}

@@ -293,6 +293,9 @@ type consulQueryMeta struct {
 	LastIndex   uint64
 	LastContact time.Duration
 	KnownLeader bool
+	// FilteredByACLs: the token could not read some of the results, which
+	// Consul left out (X-Consul-Results-Filtered-By-ACLs).
+	FilteredByACLs bool
 }
 
 // do sends one request: the client's datacenter, namespace, partition,
@@ -426,7 +429,10 @@ func (c *consulClient) healthService(ctx context.Context, service string, tags [
 		io.Copy(io.Discard, resp.Body)
 		resp.Body.Close()
 	}()
-	meta := &consulQueryMeta{KnownLeader: resp.Header.Get("X-Consul-KnownLeader") == "true"}
+	meta := &consulQueryMeta{
+		KnownLeader:    resp.Header.Get("X-Consul-KnownLeader") == "true",
+		FilteredByACLs: resp.Header.Get("X-Consul-Results-Filtered-By-ACLs") == "true",
+	}
 	// As the official client: a header that does not parse is left zero.
 	if v := resp.Header.Get("X-Consul-Index"); v != "" {
 		meta.LastIndex, _ = strconv.ParseUint(v, 10, 64)

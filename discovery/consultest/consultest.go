@@ -42,6 +42,9 @@ type Agent struct {
 	HTTPAddr string
 	// Ports the agent listens on.
 	HTTPPort, GRPCPort, SerfLANPort, SerfWANPort, ServerPort int
+	// ManagementToken is the ACL management token of an agent started by
+	// StartACL; "" when ACLs are off.
+	ManagementToken string
 
 	mu   sync.Mutex
 	cmd  *exec.Cmd
@@ -65,8 +68,21 @@ func Binary(t testing.TB) string {
 // stopped by t.Cleanup.
 func Start(t testing.TB) *Agent {
 	t.Helper()
+	return start(t, "")
+}
+
+// StartACL is Start with ACLs enabled and denying by default: a request
+// without a token sees nothing. Client carries ManagementToken; ferry under
+// test gets a token of its own (see CreateToken).
+func StartACL(t testing.TB) *Agent {
+	t.Helper()
+	return start(t, "3c1d5f1e-6a0b-4c52-9d1e-0f6f2b7a9c41")
+}
+
+func start(t testing.TB, token string) *Agent {
+	t.Helper()
 	bin := Binary(t)
-	a := &Agent{t: t, bin: bin, dir: t.TempDir(), log: &syncbuf.Buffer{}}
+	a := &Agent{t: t, bin: bin, dir: t.TempDir(), log: &syncbuf.Buffer{}, ManagementToken: token}
 	t.Cleanup(a.Stop)
 	// Free ports are picked by binding and releasing them: another
 	// process (a parallel test package) can take one before the agent
@@ -105,6 +121,12 @@ func (a *Agent) setPorts(ports []int) {
 		"-dns-port", "-1",
 		"-log-level", "warn",
 		"-disable-host-node-id",
+	}
+	if a.ManagementToken != "" {
+		a.args = append(a.args, "-hcl", `acl { enabled = true
+default_policy = "deny"
+enable_token_persistence = false
+tokens { initial_management = "`+a.ManagementToken+`" } }`)
 	}
 }
 
@@ -202,7 +224,7 @@ func (a *Agent) start() error {
 		close(done)
 	}()
 	a.cmd, a.done = cmd, done
-	if err := waitReady(a.HTTPAddr, done); err != nil {
+	if err := waitReady(a.HTTPAddr, a.ManagementToken, done); err != nil {
 		_ = cmd.Process.Kill()
 		<-done
 		a.cmd = nil
@@ -212,7 +234,7 @@ func (a *Agent) start() error {
 }
 
 // waitReady polls until the agent has a leader and its node is registered.
-func waitReady(addr string, exited <-chan struct{}) error {
+func waitReady(addr, token string, exited <-chan struct{}) error {
 	ctx, cancel := context.WithTimeout(context.Background(), startTimeout)
 	defer cancel()
 	client := &http.Client{Timeout: 2 * time.Second}
@@ -226,7 +248,7 @@ func waitReady(addr string, exited <-chan struct{}) error {
 			return fmt.Errorf("consul agent on %s not ready after %s (last: %s)", addr, startTimeout, last)
 		case <-time.After(50 * time.Millisecond):
 		}
-		leader, err := get(ctx, client, "http://"+addr+"/v1/status/leader")
+		leader, err := get(ctx, client, "http://"+addr+"/v1/status/leader", token)
 		if err != nil {
 			last = err.Error()
 			continue
@@ -235,7 +257,7 @@ func waitReady(addr string, exited <-chan struct{}) error {
 			last = "no leader yet"
 			continue
 		}
-		nodes, err := get(ctx, client, "http://"+addr+"/v1/catalog/nodes")
+		nodes, err := get(ctx, client, "http://"+addr+"/v1/catalog/nodes", token)
 		if err != nil {
 			last = err.Error()
 			continue
@@ -248,10 +270,13 @@ func waitReady(addr string, exited <-chan struct{}) error {
 	}
 }
 
-func get(ctx context.Context, c *http.Client, url string) (string, error) {
+func get(ctx context.Context, c *http.Client, url, token string) (string, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
 		return "", err
+	}
+	if token != "" {
+		req.Header.Set("X-Consul-Token", token)
 	}
 	resp, err := c.Do(req)
 	if err != nil {
@@ -266,11 +291,11 @@ func get(ctx context.Context, c *http.Client, url string) (string, error) {
 	return strings.TrimSpace(b.String()), nil
 }
 
-// Client returns a Consul API client for the agent, with no token and none
-// of the CONSUL_* environment.
+// Client returns a Consul API client for the agent, with none of the
+// CONSUL_* environment; its token is ManagementToken ("" without ACLs).
 func (a *Agent) Client() *api.Client {
 	a.t.Helper()
-	cfg := &api.Config{Address: a.HTTPAddr, Scheme: "http", Transport: cleanTransport()}
+	cfg := &api.Config{Address: a.HTTPAddr, Scheme: "http", Token: a.ManagementToken, Transport: cleanTransport()}
 	c, err := api.NewClient(cfg)
 	if err != nil {
 		a.t.Fatalf("consultest: client: %v", err)
@@ -281,4 +306,35 @@ func (a *Agent) Client() *api.Client {
 
 func cleanTransport() *http.Transport {
 	return &http.Transport{Proxy: nil, MaxIdleConnsPerHost: 4, IdleConnTimeout: 30 * time.Second}
+}
+
+// CreateToken creates an ACL token with a policy of the given rules (HCL)
+// on an agent started by StartACL and returns the token's secret and the
+// policy's ID (to change the rules with SetRules).
+func (a *Agent) CreateToken(rules string) (secret, policyID string) {
+	a.t.Helper()
+	acl := a.Client().ACL()
+	p, _, err := acl.PolicyCreate(&api.ACLPolicy{Name: fmt.Sprintf("ferry-test-%d", time.Now().UnixNano()), Rules: rules}, nil)
+	if err != nil {
+		a.t.Fatalf("consultest: create policy: %v", err)
+	}
+	tok, _, err := acl.TokenCreate(&api.ACLToken{Policies: []*api.ACLTokenPolicyLink{{ID: p.ID}}}, nil)
+	if err != nil {
+		a.t.Fatalf("consultest: create token: %v", err)
+	}
+	return tok.SecretID, p.ID
+}
+
+// SetRules replaces the rules of a policy CreateToken made.
+func (a *Agent) SetRules(policyID, rules string) {
+	a.t.Helper()
+	acl := a.Client().ACL()
+	p, _, err := acl.PolicyRead(policyID, nil)
+	if err != nil {
+		a.t.Fatalf("consultest: read policy: %v", err)
+	}
+	p.Rules = rules
+	if _, _, err := acl.PolicyUpdate(p, nil); err != nil {
+		a.t.Fatalf("consultest: update policy: %v", err)
+	}
 }
