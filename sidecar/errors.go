@@ -72,6 +72,10 @@ func classify(ctx context.Context, service, addr string, err error) (f failure, 
 		return failure{http.StatusGatewayTimeout, fmt.Sprintf("upstream %s (%s): %v", service, addr, errPerTryTimeout), telemetry.ReasonTimeout, false}, false
 	case errors.Is(cause, errBodyIdle):
 		return failure{http.StatusGatewayTimeout, fmt.Sprintf("upstream %s (%s): %v", service, addr, errBodyIdle), telemetry.ReasonTimeout, false}, false
+	case errors.Is(cause, errGraceEnded):
+		// ferry is ending the exchange, not the caller: whatever broke
+		// (the body read, the round trip) broke because of that.
+		return failure{http.StatusServiceUnavailable, fmt.Sprintf("upstream %s (%s): ferry is shutting down and %v", service, addr, errGraceEnded), telemetry.ReasonGraceEnded, true}, false
 	case errors.As(err, &be):
 		return failure{http.StatusBadRequest, be.Error(), telemetry.ReasonClientCanceled, true}, ctx.Err() != nil
 	case ctx.Err() != nil:

@@ -70,10 +70,15 @@ type lane struct {
 	ln      net.Listener
 	conns   map[*laneConn]struct{}
 	closing atomic.Bool
+	// cut cancels the contexts of every request net/http serves for the
+	// lane, with the cause Close gives.
+	cut context.CancelCauseFunc
 }
 
 func newLane(name string, h http.Handler, fallback *http.Server, log *slog.Logger) *lane {
 	fallback.ConnContext = connContext
+	base, cut := context.WithCancelCause(context.Background())
+	fallback.BaseContext = func(net.Listener) context.Context { return base }
 	maxHeader := fallback.MaxHeaderBytes
 	if maxHeader <= 0 {
 		maxHeader = http.DefaultMaxHeaderBytes
@@ -81,7 +86,7 @@ func newLane(name string, h http.Handler, fallback *http.Server, log *slog.Logge
 	return &lane{
 		h: h, fallback: fallback, handoff: newHandoffListener(),
 		readHeader: fallback.ReadHeaderTimeout, idle: fallback.IdleTimeout, maxHeader: maxHeader,
-		log: log, name: name, conns: map[*laneConn]struct{}{},
+		log: log, name: name, conns: map[*laneConn]struct{}{}, cut: cut,
 	}
 }
 
@@ -162,7 +167,10 @@ func (l *lane) Shutdown(ctx context.Context) error {
 
 // Close closes the listener and every connection at once, and cancels the
 // exchanges in progress on them: an exchange whose caller pipelined its
-// next request has no watch to notice the connection closed.
+// next request has no watch to notice the connection closed. The
+// exchanges are canceled before their connections close, so that their
+// cause is the grace period's end, not the caller gone (which a watch
+// would take the closed connection for).
 func (l *lane) Close() error {
 	l.closing.Store(true)
 	l.mu.Lock()
@@ -170,15 +178,16 @@ func (l *lane) Close() error {
 		l.ln.Close()
 	}
 	for c := range l.conns {
-		c.c.Close()
 		c.wmu.Lock()
 		cancel, running := c.wcancel, !c.wstop
 		c.wmu.Unlock()
 		if cancel != nil && running {
 			cancel(errGraceEnded)
 		}
+		c.c.Close()
 	}
 	l.mu.Unlock()
+	l.cut(errGraceEnded)
 	return l.fallback.Close()
 }
 

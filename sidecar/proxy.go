@@ -291,6 +291,10 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, up *upstream, ma
 				o.Result = resilience.TimedOut
 				x.reason, ao.Reason = telemetry.ReasonTimeout, telemetry.ReasonTimeout
 				reason = fmt.Sprintf("upstream %s (%s) cut after %d bytes: %v", up.name, addr, result.n, c)
+			} else if errors.Is(c, errGraceEnded) {
+				o.Result = resilience.Canceled // not the endpoint's doing
+				x.reason, ao.Reason = telemetry.ReasonGraceEnded, telemetry.ReasonGraceEnded
+				reason = fmt.Sprintf("upstream %s (%s) cut after %d bytes: ferry is shutting down and %v", up.name, addr, result.n, c)
 			} else if callerGone(r) {
 				o.Result = resilience.Canceled
 				x.reason, ao.Reason = telemetry.ReasonClientCanceled, telemetry.ReasonClientCanceled
@@ -303,8 +307,14 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, up *upstream, ma
 			// The caller must see a broken response, never a clean end.
 			panic(http.ErrAbortHandler)
 		case result.writeErr != nil:
-			o.Result = resilience.Canceled // the caller went away
-			x.reason, ao.Reason = telemetry.ReasonClientCanceled, telemetry.ReasonClientCanceled
+			// The caller went away, or ferry closed its connection when
+			// the drain's grace period ended.
+			o.Result = resilience.Canceled
+			x.reason = telemetry.ReasonClientCanceled
+			if errors.Is(context.Cause(ctx), errGraceEnded) {
+				x.reason = telemetry.ReasonGraceEnded
+			}
+			ao.Reason = x.reason
 		}
 		pick.Done(o)
 		a.End(ao)
@@ -356,7 +366,7 @@ func callerGone(r *http.Request) bool {
 		// reasons too.
 		return errors.Is(context.Cause(ctx), errCallerGone)
 	}
-	return true
+	return !errors.Is(context.Cause(ctx), errGraceEnded)
 }
 
 // retry decides whether attempt, which ended with o, is followed by

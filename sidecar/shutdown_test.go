@@ -3,11 +3,13 @@ package sidecar
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"sync"
 	"testing"
@@ -17,6 +19,7 @@ import (
 
 	"github.com/ferrymesh/ferry/discovery"
 	"github.com/ferrymesh/ferry/discovery/consultest"
+	"github.com/ferrymesh/ferry/telemetry"
 )
 
 // drainSetup starts an origin whose responses stay open until released and
@@ -324,4 +327,76 @@ func (r *heldResolver) Service(name string) (*discovery.Service, error) {
 func publishReady(svc *discovery.Service, addr string) {
 	now := time.Now()
 	svc.Publish(&discovery.Snapshot{Endpoints: []discovery.Endpoint{{Addr: addr, Weight: 1}}, Ready: true, Updated: now, Checked: now})
+}
+
+// TestGraceEndIsNotTheCallerCanceling: an exchange ferry cuts when the
+// drain's grace period ends is logged and counted as that, never as the
+// caller going away (499, client_canceled): one cut before its response
+// began is a 503 grace_ended, one cut mid-body keeps the status sent and
+// the grace_ended reason. Callers of the lane (HTTP/1.1) and of net/http
+// (h2c) alike.
+func TestGraceEndIsNotTheCallerCanceling(t *testing.T) {
+	cases := []struct {
+		name, path string
+		client     *http.Client
+		wantStatus int
+	}{
+		{"h1 before the response", "/silent", h1Client(), http.StatusServiceUnavailable},
+		{"h1 mid-body", "/stream", h1Client(), http.StatusOK},
+		{"h2c before the response", "/silent", h2cClient(), http.StatusServiceUnavailable},
+		{"h2c mid-body", "/stream", h2cClient(), http.StatusOK},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			started := make(chan struct{}, 1)
+			release := make(chan struct{})
+			defer close(release)
+			up := origin(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				if r.URL.Path == "/stream" {
+					w.Header().Set("Content-Length", "10")
+					w.Write([]byte("hello"))
+					w.(http.Flusher).Flush()
+				}
+				started <- struct{}{}
+				<-release
+			}))
+			sc, _, logs := tracedFerry(t, fmt.Sprintf(`
+admin: { listen: 127.0.0.1:0 }
+outbound: { listen: 127.0.0.1:0, routes: [ { service: svc } ] }
+services: { svc: { endpoints: [%s] } }
+`, up))
+			done := make(chan struct{})
+			go func() {
+				defer close(done)
+				if res, err := tc.client.Get("http://" + sc.Addr("outbound") + tc.path); err == nil {
+					io.Copy(io.Discard, res.Body)
+					res.Body.Close()
+				}
+			}()
+			recv(t, started, 5*time.Second, "the upstream to get the request")
+			ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+			defer cancel()
+			if err := sc.Shutdown(ctx); err == nil {
+				t.Fatal("shutdown reported a clean drain although an exchange outlived the grace period")
+			}
+			recv(t, done, 5*time.Second, "the caller to see its exchange end")
+			var line map[string]any
+			waitFor(t, "the cut exchange's access log line", 5*time.Second, func() bool {
+				for _, l := range strings.Split(logs.String(), "\n") {
+					if json.Unmarshal([]byte(l), &line) == nil && line["msg"] == "request" {
+						return true
+					}
+				}
+				return false
+			})
+			if line["status"] != float64(tc.wantStatus) || line["reason"] != telemetry.ReasonGraceEnded {
+				t.Errorf("access log has status %v reason %v; want %d %s:\n%s", line["status"], line["reason"], tc.wantStatus, telemetry.ReasonGraceEnded, logs.String())
+			}
+			rec := httptest.NewRecorder()
+			sc.tel.MetricsHandler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+			if want := `reason="` + telemetry.ReasonGraceEnded + `"`; !strings.Contains(rec.Body.String(), want) || strings.Contains(rec.Body.String(), `reason="client_canceled"`) {
+				t.Errorf("ferry_requests_total has no %s series, or one for client_canceled:\n%s", want, grepLines(rec.Body.String(), "ferry_requests_total"))
+			}
+		})
+	}
 }

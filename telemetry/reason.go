@@ -15,6 +15,7 @@ const (
 	ReasonTimeout        = "timeout"             // 504: upstream too slow
 	ReasonBodyBroken     = "body_broken"         // response broke mid-body (status already sent)
 	ReasonClientCanceled = "client_canceled"     // caller went away before the end
+	ReasonGraceEnded     = "grace_ended"         // 503 (or cut mid-body): ferry ended it when the drain's grace period did
 	ReasonNoRoute        = "no_route"            // 404: no route matched
 	ReasonOther          = "other"
 )
@@ -23,7 +24,7 @@ func boundedReason(r string) string {
 	switch r {
 	case "", ReasonDialFailed, ReasonUpstreamReset, ReasonBadResponse, ReasonNoEndpoint,
 		ReasonBreakerOpen, ReasonRetryBudget, ReasonTimeout, ReasonBodyBroken,
-		ReasonClientCanceled, ReasonNoRoute:
+		ReasonClientCanceled, ReasonGraceEnded, ReasonNoRoute:
 		return r
 	default:
 		return ReasonOther
