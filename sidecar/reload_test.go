@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/ferrymesh/ferry/discovery"
 )
 
 func reloadConfig(target string, extra string) string {
@@ -154,3 +156,99 @@ shutdown: { grace: 5s }
 		t.Fatalf("Run: %v", err)
 	}
 }
+
+// ferry_breaker_state reports the endpoints ferry knows: an endpoint a
+// reload removed from its service, and every endpoint of a service the
+// reload dropped, leave /metrics; an endpoint that stays keeps its series.
+func TestBreakerStateForgetsEndpointsThatLeft(t *testing.T) {
+	a, b, c := downOrigin(t), downOrigin(t), downOrigin(t)
+	config := func(route, svcEndpoints, other string) string {
+		return fmt.Sprintf(`
+admin: { listen: 127.0.0.1:0 }
+outbound:
+  listen: 127.0.0.1:0
+  routes: [ %s{ service: svc } ]
+defaults: { breaker: { consecutive_failures: 1 }, outlier: { consecutive_5xx: 0 }, retry: { max_retries: 0 } }
+services:
+  svc: { endpoints: [%s] }
+%s
+telemetry: { access_log: "off" }
+`, route, svcEndpoints, other)
+	}
+	sc := startFerry(t, config("{ host: other, service: other }, ", a+", "+b, "  other: { endpoints: ["+c+"] }"))
+	metrics := func() string { _, body := get(t, h1Client(), "http://"+sc.Addr("admin")+"/metrics", ""); return body }
+	waitFor(t, "every endpoint's breaker to open", 5*time.Second, func() bool {
+		get(t, h1Client(), "http://"+sc.Addr("outbound")+"/", "svc")
+		get(t, h1Client(), "http://"+sc.Addr("outbound")+"/", "other")
+		m := metrics()
+		return strings.Contains(m, openBreaker("svc", a)) && strings.Contains(m, openBreaker("svc", b)) && strings.Contains(m, openBreaker("other", c))
+	})
+	if err := sc.Reload(context.Background(), mustParse(t, config("", b, ""))); err != nil {
+		t.Fatal(err)
+	}
+	m := grepLines(metrics(), "ferry_breaker_state{")
+	if strings.Contains(m, a) || strings.Contains(m, c) || !strings.Contains(m, openBreaker("svc", b)) {
+		t.Fatalf("after a reload that removed %s from svc and dropped service other (%s), want only %s's breaker series:\n%s", a, c, b, m)
+	}
+}
+
+// The same when discovery drops an endpoint: its breaker series leaves
+// /metrics, the one of the endpoint that stays does not.
+func TestBreakerStateForgetsEndpointsDiscoveryDropped(t *testing.T) {
+	a, b := downOrigin(t), downOrigin(t)
+	svc := discovery.NewService("svc", "test")
+	publish := func(addrs ...string) {
+		var eps []discovery.Endpoint
+		for _, addr := range addrs {
+			eps = append(eps, discovery.Endpoint{Addr: addr, Weight: 1})
+		}
+		now := time.Now()
+		svc.Publish(&discovery.Snapshot{Endpoints: eps, Ready: true, Updated: now, Checked: now})
+	}
+	publish(a, b)
+	cfg := mustParse(t, fmt.Sprintf(`
+admin: { listen: 127.0.0.1:0 }
+outbound: { listen: 127.0.0.1:0, routes: [ { service: svc } ] }
+services: { svc: { endpoints: [%s], breaker: { consecutive_failures: 1 }, outlier: { consecutive_5xx: 0 }, retry: { max_retries: 0 } } }
+telemetry: { access_log: "off" }
+`, a))
+	sc, err := New(cfg, Options{Resolver: oneService{svc}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := sc.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer sc.Shutdown(context.Background())
+	metrics := func() string {
+		_, body := get(t, h1Client(), "http://"+sc.Addr("admin")+"/metrics", "")
+		return grepLines(body, "ferry_breaker_state{")
+	}
+	waitFor(t, "both breakers to open", 5*time.Second, func() bool {
+		get(t, h1Client(), "http://"+sc.Addr("outbound")+"/", "")
+		m := metrics()
+		return strings.Contains(m, openBreaker("svc", a)) && strings.Contains(m, openBreaker("svc", b))
+	})
+	publish(b)
+	waitFor(t, "the series of the endpoint discovery dropped to leave /metrics", 5*time.Second, func() bool {
+		return !strings.Contains(metrics(), a)
+	})
+	if m := metrics(); !strings.Contains(m, openBreaker("svc", b)) {
+		t.Fatalf("the series of the endpoint that stayed is gone too:\n%s", m)
+	}
+}
+
+// downOrigin starts an upstream that answers every request 503.
+func downOrigin(t *testing.T) string {
+	return origin(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { http.Error(w, "down", 503) }))
+}
+
+// openBreaker is the ferry_breaker_state sample of an open breaker.
+func openBreaker(service, addr string) string {
+	return fmt.Sprintf(`ferry_breaker_state{endpoint="%s",service="%s"} 2`, addr, service)
+}
+
+// oneService resolves every service name to one service.
+type oneService struct{ svc *discovery.Service }
+
+func (r oneService) Service(string) (*discovery.Service, error) { return r.svc, nil }

@@ -81,7 +81,8 @@ type Options struct {
 	Clock resilience.Clock
 	// Telemetry is used instead of one built from the config's telemetry
 	// section (tests pass one with an in-memory span recorder). The
-	// sidecar does not shut a given Telemetry down.
+	// sidecar does not shut a given Telemetry down. One Telemetry serves
+	// one sidecar: its breaker metrics report that sidecar's endpoints.
 	Telemetry *telemetry.Telemetry
 }
 
@@ -112,6 +113,7 @@ func New(cfg *Config, opts Options) (*Sidecar, error) {
 	}
 	st.run(s.tel.Metrics())
 	s.state.Store(st)
+	s.tel.Metrics().KnownEndpoints(s.endpoints)
 	s.bg, s.bgStop = context.WithCancel(context.Background())
 	if cfg.Register != nil {
 		var cc discovery.ConsulConfig
@@ -368,6 +370,18 @@ func (s *Sidecar) closeTelemetry() {
 
 // allUpstreams lists the upstreams of the generation in force.
 func (s *Sidecar) allUpstreams() []*upstream { return s.state.Load().all() }
+
+// endpoints yields every endpoint the balancers of the generation in force
+// hold, with its service: the endpoints metrics may report on.
+func (s *Sidecar) endpoints(yield func(service, addr string) bool) {
+	for _, up := range s.allUpstreams() {
+		for _, ep := range up.res.Status() {
+			if !yield(up.name, ep.Addr) {
+				return
+			}
+		}
+	}
+}
 
 // slogWriter sends net/http's server log lines (TLS errors, panics) to slog.
 type slogWriter struct {

@@ -2,6 +2,7 @@ package telemetry
 
 import (
 	"context"
+	"iter"
 	"net/http"
 	"sync"
 	"sync/atomic"
@@ -81,6 +82,9 @@ type Metrics struct {
 
 	snapshots sync.Map // service -> time.Time of the last snapshot
 	labels    requestMetricLabels
+	// endpoints yields the endpoints that exist, by service (see
+	// KnownEndpoints); nil until set.
+	endpoints atomic.Pointer[iter.Seq2[string, string]]
 }
 
 func newMetrics(res *resource.Resource, q *spanQueue) (*Metrics, error) {
@@ -112,6 +116,7 @@ func newMetrics(res *resource.Resource, q *spanQueue) (*Metrics, error) {
 				return true
 			})
 		}, "service")
+	r.prepare = append(r.prepare, m.dropUnknownBreakers)
 	if q != nil {
 		registerQueueMetrics(r, q)
 	}
@@ -206,6 +211,30 @@ func (m *Metrics) SetBreakerState(service, endpoint string, state BreakerState) 
 func (m *Metrics) BreakerTransition(service, endpoint string, to BreakerState) {
 	m.breakerTransition.with(service, string(to)).add(1)
 	m.SetBreakerState(service, endpoint, to)
+}
+
+// KnownEndpoints sets what a scrape asks which endpoints exist: every
+// endpoint of every service in force, as (service, endpoint) pairs.
+// ferry_breaker_state then drops the series of any other endpoint (one
+// that left discovery, or whose service was dropped), which would
+// otherwise stay at its last state for good. Until it is set, every series
+// stays.
+func (m *Metrics) KnownEndpoints(endpoints iter.Seq2[string, string]) {
+	m.endpoints.Store(&endpoints)
+}
+
+// dropUnknownBreakers drops the ferry_breaker_state series of endpoints
+// KnownEndpoints does not yield; it runs before every scrape.
+func (m *Metrics) dropUnknownBreakers() {
+	endpoints := m.endpoints.Load()
+	if endpoints == nil {
+		return
+	}
+	known := map[[2]string]bool{}
+	for service, endpoint := range *endpoints {
+		known[[2]string{service, endpoint}] = true
+	}
+	m.breakerState.retain(func(values []string) bool { return known[[2]string{values[0], values[1]}] })
 }
 
 // Ejection counts an endpoint ejected as an outlier.

@@ -92,6 +92,34 @@ func TestMetricsPrometheusText(t *testing.T) {
 	}
 }
 
+// Once KnownEndpoints is set, a scrape shows the breaker state of known
+// endpoints only; one that comes back is reported again.
+func TestMetricsBreakerStateOfKnownEndpointsOnly(t *testing.T) {
+	tel, _, _ := recorded(t, Config{}, env{})
+	m := tel.Metrics()
+	m.SetBreakerState("files", "10.0.0.7:8080", BreakerOpen)
+	m.SetBreakerState("files", "10.0.0.8:8080", BreakerOpen)
+	m.SetBreakerState("gone", "10.0.0.9:8080", BreakerOpen)
+	known := []string{"10.0.0.8:8080"}
+	m.KnownEndpoints(func(yield func(service, endpoint string) bool) {
+		for _, addr := range known {
+			if !yield("files", addr) {
+				return
+			}
+		}
+	})
+	body, _ := scrape(t, tel.MetricsHandler(), "")
+	if got := grepFerry(body); strings.Contains(got, "10.0.0.7") || strings.Contains(got, "10.0.0.9") ||
+		!strings.Contains(got, `ferry_breaker_state{endpoint="10.0.0.8:8080",service="files"} 2`) {
+		t.Fatalf("want only the known endpoint's breaker state:\n%s", got)
+	}
+	known = append(known, "10.0.0.7:8080")
+	m.SetBreakerState("files", "10.0.0.7:8080", BreakerHalfOpen)
+	if body, _ := scrape(t, tel.MetricsHandler(), ""); !strings.Contains(body, `ferry_breaker_state{endpoint="10.0.0.7:8080",service="files"} 1`) {
+		t.Fatalf("an endpoint known again is not reported:\n%s", grepFerry(body))
+	}
+}
+
 func TestMetricsOpenMetricsExemplars(t *testing.T) {
 	tel, _, _ := recorded(t, Config{}, env{})
 	traceID := serveOne(t, tel, "/x", 200, "")

@@ -159,6 +159,18 @@ func (f *family) with(values ...string) *series {
 	return s
 }
 
+// retain drops the series whose label values keep rejects (the overflow
+// series stays).
+func (f *family) retain(keep func(values []string) bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for key, s := range f.series {
+		if !keep(s.values) {
+			delete(f.series, key)
+		}
+	}
+}
+
 func (f *family) newSeries(values []string) *series {
 	s := &series{values: values}
 	if f.kind == kindHistogram {
