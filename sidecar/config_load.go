@@ -174,7 +174,14 @@ func checkNode(n *yaml.Node, t reflect.Type, path string, errs *ConfigErrors) {
 			return
 		}
 		for i, v := range n.Content {
-			checkNode(v, t.Elem(), fmt.Sprintf("%s[%d]", path, i), errs)
+			p := fmt.Sprintf("%s[%d]", path, i)
+			if isNull(v) {
+				// The decoder would drop it, or decode it as an empty
+				// value: say so instead.
+				*errs = append(*errs, &ConfigError{Path: p, Line: v.Line, Msg: "empty list entry (null): give it a value or remove it"})
+				continue
+			}
+			checkNode(v, t.Elem(), p, errs)
 		}
 	default:
 		if n.Kind != yaml.ScalarNode {
@@ -195,6 +202,14 @@ func checkNode(n *yaml.Node, t reflect.Type, path string, errs *ConfigErrors) {
 			fail("invalid value %q: want %s", n.Value, want)
 		}
 	}
+}
+
+// isNull reports a null value (null, ~ or nothing at all), aliased or not.
+func isNull(n *yaml.Node) bool {
+	if n.Kind == yaml.AliasNode {
+		n = n.Alias
+	}
+	return n.Tag == "!!null"
 }
 
 // rootValue returns the value node of a top-level key, or nil.

@@ -130,6 +130,32 @@ func TestParseConfigErrors(t *testing.T) {
 	}
 }
 
+// A null entry in a list (null, ~, or an empty "- ") is refused naming
+// its index, never dropped or decoded as an empty value: routes: [null]
+// used to load as a config without the route. Every list of the config.
+func TestParseConfigNullListEntry(t *testing.T) {
+	const svc = "services: { s: { endpoints: [127.0.0.1:1] } }\n"
+	for _, tc := range []struct{ text, key string }{
+		{"outbound: { routes: [null] }\n", "outbound.routes[0]"},
+		{"outbound: { routes: [ { service: s }, ~ ] }\n" + svc, "outbound.routes[1]"},
+		{"outbound:\n  routes:\n    - { service: s }\n    -\n" + svc, "outbound.routes[1]"},
+		{"outbound: {}\nservices: { s: { endpoints: [null] } }\n", "services.s.endpoints[0]"},
+		{"outbound: {}\nservices: { s: { endpoints: [127.0.0.1:1, ~] } }\n", "services.s.endpoints[1]"},
+		{"outbound: {}\nservices: { s: { consul: { tags: [a, null] } } }\n", "services.s.consul.tags[1]"},
+		{"outbound: {}\nservices: { s: { endpoints: [127.0.0.1:1], retry: { methods: [null] } } }\n", "services.s.retry.methods[0]"},
+		{"outbound: {}\ndefaults: { retry: { on_statuses: [502, null] } }\n", "defaults.retry.on_statuses[1]"},
+		{"outbound: {}\ndefaults: { breaker: { failure_statuses: [null] } }\n", "defaults.breaker.failure_statuses[0]"},
+		{"outbound: {}\ntelemetry: { propagators: [tracecontext, null] }\n", "telemetry.propagators[1]"},
+		{"inbound: { app: 127.0.0.1:8080 }\nregister: { name: web, tags: [null] }\n", "register.tags[0]"},
+		{"outbound: { routes: [ &none null ] }\n", "outbound.routes[0]"},
+	} {
+		_, err := ParseConfig([]byte(tc.text))
+		if err == nil || !strings.Contains(err.Error(), tc.key+": ") {
+			t.Errorf("%q: error %v, want one naming %s", tc.text, err, tc.key)
+		}
+	}
+}
+
 func TestParseConfigReportsLine(t *testing.T) {
 	_, err := ParseConfig([]byte("outbound: {}\n\nservices:\n  files:\n    endpionts: []\n"))
 	if err == nil || !strings.Contains(err.Error(), "services.files.endpionts: unknown key") || !strings.Contains(err.Error(), "(line 5)") {
