@@ -3,7 +3,6 @@ package main
 import (
 	"bufio"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"math"
@@ -29,11 +28,10 @@ import (
 // checks the sha256 of what arrived, and reads ferry's peak memory from the
 // kernel.
 func cmdDemo(args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("demo", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := flagSet("demo", "ferry demo [--size N]", stderr)
 	sizeFlag := fs.String("size", "1GiB", "file size (bytes, or with KiB/MiB/GiB)")
-	if err := fs.Parse(args); err != nil {
-		return exitConfig
+	if code, ok := parseFlags(fs, args, stdout); !ok {
+		return code
 	}
 	if fs.NArg() > 0 {
 		fmt.Fprintf(stderr, "ferry demo: unexpected argument %q\n", fs.Arg(0))

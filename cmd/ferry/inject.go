@@ -46,17 +46,12 @@ func injectorFlags(fs *flag.FlagSet) func() (*inject.Injector, error) {
 // back with ferry injected. Nothing is written to stdout unless every input
 // was read and parsed.
 func cmdInject(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("inject", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := flagSet("inject", "ferry inject [-f FILE ...] [flags]\n\nWrites the manifests with ferry injected to stdout, and why an object was not injected to stderr.", stderr)
 	var files fileList
 	fs.Var(&files, "f", "YAML or JSON file, directory (its *.yaml, *.yml, *.json) or - for stdin; repeatable (default: stdin)")
 	newInjector := injectorFlags(fs)
-	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: ferry inject [-f FILE ...] [flags]\n\nWrites the manifests with ferry injected to stdout, and why an object was not injected to stderr.")
-		fs.PrintDefaults()
-	}
-	if err := fs.Parse(args); err != nil {
-		return exitConfig
+	if code, ok := parseFlags(fs, args, stdout); !ok {
+		return code
 	}
 	if fs.NArg() > 0 {
 		fmt.Fprintf(stderr, "ferry inject: unexpected argument %q (files go after -f)\n", fs.Arg(0))

@@ -44,13 +44,13 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	switch args[0] {
 	case "run":
-		return cmdRun(args[1:], stderr)
+		return cmdRun(args[1:], stdout, stderr)
 	case "demo":
 		return cmdDemo(args[1:], stdout, stderr)
 	case "inject":
 		return cmdInject(args[1:], os.Stdin, stdout, stderr)
 	case "webhook":
-		return cmdWebhook(args[1:], stderr)
+		return cmdWebhook(args[1:], stdout, stderr)
 	case "version", "--version", "-v":
 		fmt.Fprintln(stdout, "ferry", version)
 		return exitOK
@@ -74,15 +74,50 @@ func usage(w io.Writer) {
 `)
 }
 
-func cmdRun(args []string, stderr io.Writer) int {
-	fs := flag.NewFlagSet("run", flag.ContinueOnError)
+// flagSet is the flag set of a subcommand, whose usage starts with
+// synopsis; it reports to stderr.
+func flagSet(name, synopsis string, stderr io.Writer) *flag.FlagSet {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprintln(fs.Output(), "usage: "+synopsis)
+		fs.PrintDefaults()
+	}
+	return fs
+}
+
+// parseFlags parses a subcommand's flags and reports whether it goes on,
+// and if not, with which exit code. Asking for help (-h, -help, --help) is
+// no error: the usage goes to stdout, exit 0. A bad flag is named on
+// stderr before the usage, exit 2.
+func parseFlags(fs *flag.FlagSet, args []string, stdout io.Writer) (code int, ok bool) {
+	// The flag package calls Usage on help and on errors alike, on the
+	// flag set's output: the usage is printed here instead, where it
+	// belongs.
+	usage := fs.Usage
+	fs.Usage = func() {}
+	err := fs.Parse(args)
+	fs.Usage = usage
+	switch {
+	case errors.Is(err, flag.ErrHelp):
+		fs.SetOutput(stdout)
+		fs.Usage()
+		return exitOK, false
+	case err != nil:
+		fs.Usage() // after the flag package's message
+		return exitConfig, false
+	}
+	return exitOK, true
+}
+
+func cmdRun(args []string, stdout, stderr io.Writer) int {
+	fs := flagSet("run", "ferry run --config FILE | --config-env NAME [flags]", stderr)
 	path := fs.String("config", "", "config file (YAML)")
 	configEnv := fs.String("config-env", "", "name of an environment variable holding the config YAML (instead of --config)")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	poll := fs.Duration("config-poll", 2*time.Second, "how often to check --config for changes and reload (0: only on SIGHUP)")
-	if err := fs.Parse(args); err != nil {
-		return exitConfig
+	if code, ok := parseFlags(fs, args, stdout); !ok {
+		return code
 	}
 	if fs.NArg() > 0 {
 		fmt.Fprintf(stderr, "ferry run: unexpected argument %q (the config goes after --config)\n", fs.Arg(0))

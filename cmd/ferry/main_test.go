@@ -103,3 +103,23 @@ func TestRunRejectsExtraArguments(t *testing.T) {
 		}
 	}
 }
+
+// Asking a subcommand for help is no error: its usage goes to stdout and
+// ferry exits 0, as `ferry help` does. A flag it does not know still exits
+// 2 with the flag named on stderr.
+func TestSubcommandHelp(t *testing.T) {
+	for _, cmd := range []string{"run", "demo", "inject", "webhook"} {
+		for _, flag := range []string{"-h", "--help", "-help"} {
+			var out, errb bytes.Buffer
+			code := run([]string{cmd, flag}, &out, &errb)
+			if code != exitOK || !strings.Contains(out.String(), "usage: ferry "+cmd) || errb.Len() != 0 {
+				t.Errorf("ferry %s %s: exit %d, stdout %q, stderr %q; want exit 0 and the usage of ferry %s on stdout only", cmd, flag, code, out.String(), errb.String(), cmd)
+			}
+		}
+		var out, errb bytes.Buffer
+		code := run([]string{cmd, "--bogus"}, &out, &errb)
+		if code != exitConfig || !strings.Contains(errb.String(), "flag provided but not defined: -bogus") || !strings.Contains(errb.String(), "usage: ferry "+cmd) || out.Len() != 0 {
+			t.Errorf("ferry %s --bogus: exit %d, stdout %q, stderr %q; want exit 2 naming the flag, with the usage, on stderr", cmd, code, out.String(), errb.String())
+		}
+	}
+}

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -16,23 +15,22 @@ import (
 
 // cmdWebhook serves the mutating admission webhook over TLS until SIGTERM
 // or SIGINT.
-func cmdWebhook(args []string, stderr io.Writer) int {
-	return runWebhook(context.Background(), args, stderr, nil)
+func cmdWebhook(args []string, stdout, stderr io.Writer) int {
+	return runWebhook(context.Background(), args, stdout, stderr, nil)
 }
 
 // runWebhook is cmdWebhook with a context and a hook that receives the
 // listen address once serving (for tests).
-func runWebhook(ctx context.Context, args []string, stderr io.Writer, listening func(net.Addr)) int {
-	fs := flag.NewFlagSet("webhook", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+func runWebhook(ctx context.Context, args []string, stdout, stderr io.Writer, listening func(net.Addr)) int {
+	fs := flagSet("webhook", "ferry webhook --tls-cert FILE --tls-key FILE [flags]", stderr)
 	cert := fs.String("tls-cert", "", "TLS certificate file (PEM); reloaded when it changes")
 	key := fs.String("tls-key", "", "TLS private key file (PEM)")
 	listen := fs.String("listen", ":8443", "host:port to serve HTTPS on")
 	maxBody := fs.Int64("max-body-bytes", webhook.DefaultMaxBodyBytes, "largest AdmissionReview accepted (413 above)")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	newInjector := injectorFlags(fs)
-	if err := fs.Parse(args); err != nil {
-		return exitConfig
+	if code, ok := parseFlags(fs, args, stdout); !ok {
+		return code
 	}
 	if fs.NArg() > 0 {
 		fmt.Fprintf(stderr, "ferry webhook: unexpected argument %q\n", fs.Arg(0))

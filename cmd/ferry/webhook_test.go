@@ -34,7 +34,7 @@ func TestWebhookPatchEqualsCLIInjection(t *testing.T) {
 	done := make(chan int, 1)
 	go func() {
 		done <- runWebhook(ctx, []string{"--tls-cert", certs.CertFile, "--tls-key", certs.KeyFile,
-			"--listen", "127.0.0.1:0", "--image", "ferrymesh/ferry:test"}, &logs, func(a net.Addr) { addrc <- a })
+			"--listen", "127.0.0.1:0", "--image", "ferrymesh/ferry:test"}, io.Discard, &logs, func(a net.Addr) { addrc <- a })
 	}()
 	var addr net.Addr
 	select {
@@ -118,7 +118,7 @@ func TestWebhookUsageErrors(t *testing.T) {
 		{[]string{"--tls-cert", certs.CertFile, "--tls-key", certs.KeyFile, "--otel-endpoint", "x"}, exitConfig, "OTel endpoint"},
 	} {
 		var errb syncbuf.Buffer
-		if code := runWebhook(context.Background(), tc.args, &errb, nil); code != tc.code || !strings.Contains(errb.String(), tc.msg) {
+		if code := runWebhook(context.Background(), tc.args, io.Discard, &errb, nil); code != tc.code || !strings.Contains(errb.String(), tc.msg) {
 			t.Errorf("%v: exit %d %q, want %d with %q", tc.args, code, errb.String(), tc.code, tc.msg)
 		}
 	}
