@@ -190,6 +190,16 @@ telemetry: { access_log: "off" }
 	if strings.Contains(m, a) || strings.Contains(m, c) || !strings.Contains(m, openBreaker("svc", b)) {
 		t.Fatalf("after a reload that removed %s from svc and dropped service other (%s), want only %s's breaker series:\n%s", a, c, b, m)
 	}
+	// A reload that changes svc's resilience settings gives it new,
+	// closed breakers: the series says so, not the old breaker's state.
+	changed := strings.Replace(config("", b, ""), "consecutive_failures: 1", "consecutive_failures: 50", 1)
+	if err := sc.Reload(context.Background(), mustParse(t, changed)); err != nil {
+		t.Fatal(err)
+	}
+	closed := strings.Replace(openBreaker("svc", b), "} 2", "} 0", 1)
+	if m := grepLines(metrics(), "ferry_breaker_state{"); !strings.Contains(m, closed) {
+		t.Fatalf("after a reload that rebuilt svc's breakers, want %s:\n%s", closed, m)
+	}
 }
 
 // The same when discovery drops an endpoint: its breaker series leaves

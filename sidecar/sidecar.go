@@ -372,11 +372,15 @@ func (s *Sidecar) closeTelemetry() {
 func (s *Sidecar) allUpstreams() []*upstream { return s.state.Load().all() }
 
 // endpoints yields every endpoint the balancers of the generation in force
-// hold, with its service: the endpoints metrics may report on.
-func (s *Sidecar) endpoints(yield func(service, addr string) bool) {
+// hold, with its service and its breaker's state: what metrics report on.
+func (s *Sidecar) endpoints(yield func(service, addr string, state telemetry.BreakerState) bool) {
 	for _, up := range s.allUpstreams() {
 		for _, ep := range up.res.Status() {
-			if !yield(up.name, ep.Addr) {
+			var state telemetry.BreakerState
+			if ep.Breaker != resilience.BreakerDisabled {
+				state = breakerLabel(ep.Breaker)
+			}
+			if !yield(up.name, ep.Addr, state) {
 				return
 			}
 		}

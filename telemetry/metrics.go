@@ -2,7 +2,6 @@ package telemetry
 
 import (
 	"context"
-	"iter"
 	"net/http"
 	"sync"
 	"sync/atomic"
@@ -84,7 +83,7 @@ type Metrics struct {
 	labels    requestMetricLabels
 	// endpoints yields the endpoints that exist, by service (see
 	// KnownEndpoints); nil until set.
-	endpoints atomic.Pointer[iter.Seq2[string, string]]
+	endpoints atomic.Pointer[Breakers]
 }
 
 func newMetrics(res *resource.Resource, q *spanQueue) (*Metrics, error) {
@@ -116,7 +115,7 @@ func newMetrics(res *resource.Resource, q *spanQueue) (*Metrics, error) {
 				return true
 			})
 		}, "service")
-	r.prepare = append(r.prepare, m.dropUnknownBreakers)
+	r.prepare = append(r.prepare, m.syncBreakers)
 	if q != nil {
 		registerQueueMetrics(r, q)
 	}
@@ -213,28 +212,42 @@ func (m *Metrics) BreakerTransition(service, endpoint string, to BreakerState) {
 	m.SetBreakerState(service, endpoint, to)
 }
 
-// KnownEndpoints sets what a scrape asks which endpoints exist: every
-// endpoint of every service in force, as (service, endpoint) pairs.
-// ferry_breaker_state then drops the series of any other endpoint (one
-// that left discovery, or whose service was dropped), which would
-// otherwise stay at its last state for good. Until it is set, every series
-// stays.
-func (m *Metrics) KnownEndpoints(endpoints iter.Seq2[string, string]) {
+// Breakers yields every endpoint in force, by service, with the state of
+// its breaker ("" when its service has no breaker).
+type Breakers func(yield func(service, endpoint string, state BreakerState) bool)
+
+// KnownEndpoints sets what a scrape asks which endpoints exist and what
+// their breakers' states are. ferry_breaker_state then reports exactly
+// those: a series of any other endpoint (one that left discovery, or whose
+// service was dropped) goes, and one whose breaker a reload replaced shows
+// the new breaker's state, where the state of the last transition would
+// otherwise stay for good. Until it is set, the series follow the
+// transitions only.
+func (m *Metrics) KnownEndpoints(endpoints Breakers) {
 	m.endpoints.Store(&endpoints)
 }
 
-// dropUnknownBreakers drops the ferry_breaker_state series of endpoints
-// KnownEndpoints does not yield; it runs before every scrape.
-func (m *Metrics) dropUnknownBreakers() {
+// syncBreakers sets ferry_breaker_state from KnownEndpoints; it runs
+// before every scrape.
+func (m *Metrics) syncBreakers() {
 	endpoints := m.endpoints.Load()
 	if endpoints == nil {
 		return
 	}
-	known := map[[2]string]bool{}
-	for service, endpoint := range *endpoints {
-		known[[2]string{service, endpoint}] = true
+	known := map[[2]string]BreakerState{}
+	(*endpoints)(func(service, endpoint string, state BreakerState) bool {
+		if state != "" {
+			known[[2]string{service, endpoint}] = state
+		}
+		return true
+	})
+	m.breakerState.retain(func(values []string) bool {
+		_, ok := known[[2]string{values[0], values[1]}]
+		return ok
+	})
+	for k, state := range known {
+		m.SetBreakerState(k[0], k[1], state)
 	}
-	m.breakerState.retain(func(values []string) bool { return known[[2]string{values[0], values[1]}] })
 }
 
 // Ejection counts an endpoint ejected as an outlier.

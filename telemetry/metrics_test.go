@@ -92,31 +92,39 @@ func TestMetricsPrometheusText(t *testing.T) {
 	}
 }
 
-// Once KnownEndpoints is set, a scrape shows the breaker state of known
-// endpoints only; one that comes back is reported again.
+// Once KnownEndpoints is set, a scrape shows the breaker state of the
+// endpoints it yields, as it gives them, and of no other; an endpoint whose
+// service has no breaker has no series.
 func TestMetricsBreakerStateOfKnownEndpointsOnly(t *testing.T) {
 	tel, _, _ := recorded(t, Config{}, env{})
 	m := tel.Metrics()
 	m.SetBreakerState("files", "10.0.0.7:8080", BreakerOpen)
 	m.SetBreakerState("files", "10.0.0.8:8080", BreakerOpen)
 	m.SetBreakerState("gone", "10.0.0.9:8080", BreakerOpen)
-	known := []string{"10.0.0.8:8080"}
-	m.KnownEndpoints(func(yield func(service, endpoint string) bool) {
-		for _, addr := range known {
-			if !yield("files", addr) {
+	m.SetBreakerState("plain", "10.0.0.5:8080", BreakerOpen)
+	known := map[string]BreakerState{"10.0.0.8:8080": BreakerOpen, "10.0.0.5:8080": ""}
+	m.KnownEndpoints(func(yield func(service, endpoint string, state BreakerState) bool) {
+		for addr, state := range known {
+			service := "files"
+			if state == "" {
+				service = "plain"
+			}
+			if !yield(service, addr, state) {
 				return
 			}
 		}
 	})
 	body, _ := scrape(t, tel.MetricsHandler(), "")
-	if got := grepFerry(body); strings.Contains(got, "10.0.0.7") || strings.Contains(got, "10.0.0.9") ||
+	if got := grepFerry(body); strings.Contains(got, "10.0.0.7") || strings.Contains(got, "10.0.0.9") || strings.Contains(got, "10.0.0.5") ||
 		!strings.Contains(got, `ferry_breaker_state{endpoint="10.0.0.8:8080",service="files"} 2`) {
 		t.Fatalf("want only the known endpoint's breaker state:\n%s", got)
 	}
-	known = append(known, "10.0.0.7:8080")
-	m.SetBreakerState("files", "10.0.0.7:8080", BreakerHalfOpen)
-	if body, _ := scrape(t, tel.MetricsHandler(), ""); !strings.Contains(body, `ferry_breaker_state{endpoint="10.0.0.7:8080",service="files"} 1`) {
-		t.Fatalf("an endpoint known again is not reported:\n%s", grepFerry(body))
+	known["10.0.0.7:8080"] = BreakerHalfOpen
+	known["10.0.0.8:8080"] = BreakerClosed // a new breaker (a reload)
+	body, _ = scrape(t, tel.MetricsHandler(), "")
+	if !strings.Contains(body, `ferry_breaker_state{endpoint="10.0.0.7:8080",service="files"} 1`) ||
+		!strings.Contains(body, `ferry_breaker_state{endpoint="10.0.0.8:8080",service="files"} 0`) {
+		t.Fatalf("want the states as KnownEndpoints gives them:\n%s", grepFerry(body))
 	}
 }
 
