@@ -214,6 +214,10 @@ type ConsulServiceStats struct {
 	LastContact time.Time `json:"last_contact"`
 	// LastError is the last failure, token removed; empty if none.
 	LastError string `json:"last_error,omitempty"`
+	// Failing: the last query failed and none was answered since. While
+	// not failing, the watch's blocking query waits on Consul, which ends
+	// it at once on a change: the snapshot is current.
+	Failing bool `json:"failing"`
 }
 
 // Stats returns the counters of every watched service, sorted by name.
@@ -230,6 +234,7 @@ func (c *Consul) Stats() []ConsulServiceStats {
 			StaleRetries: s.staleRetries.Load(),
 			Publishes:    s.publishes.Load(),
 			LastIndex:    s.lastIndex.Load(),
+			Failing:      s.failing.Load(),
 		}
 		if ns := s.lastContact.Load(); ns != 0 {
 			st.LastContact = time.Unix(0, ns)

@@ -90,6 +90,7 @@ type watchStats struct {
 	lastIndex    atomic.Uint64
 	lastContact  atomic.Int64 // unix nanoseconds of the last answer
 	lastError    atomic.Pointer[string]
+	failing      atomic.Bool // the last query failed, and none answered since
 }
 
 // run queries until ctx ends. Every wait (the blocking query itself and the
@@ -176,6 +177,7 @@ func (w *watch) step(ctx context.Context) bool {
 	}
 	now := w.now()
 	w.stats.lastContact.Store(now.UnixNano())
+	w.stats.failing.Store(false)
 	next, fresh := nextWaitIndex(w.index, meta.LastIndex)
 	w.index = next
 	w.stats.lastIndex.Store(meta.LastIndex)
@@ -221,6 +223,7 @@ func (w *watch) fail(err error) {
 	msg := w.scrub(fmt.Sprintf("consul watch %q: %v", w.service, err))
 	w.stats.errors.Add(1)
 	w.stats.lastError.Store(&msg)
+	w.stats.failing.Store(true)
 	w.index = 0
 	w.consistent = false
 	cur := w.svc.Snapshot()

@@ -66,13 +66,17 @@ func (s *Sidecar) adminHandler() http.Handler {
 
 // UpstreamStatus is one service in the admin /upstreams output.
 type UpstreamStatus struct {
-	Service   string                      `json:"service"`
-	Source    string                      `json:"source"`
-	Ready     bool                        `json:"ready"`
-	Stale     bool                        `json:"stale"`
-	Error     string                      `json:"error,omitempty"`
-	Index     uint64                      `json:"index,omitempty"`
-	Updated   time.Time                   `json:"updated,omitzero"`
+	Service string    `json:"service"`
+	Source  string    `json:"source"`
+	Ready   bool      `json:"ready"`
+	Stale   bool      `json:"stale"`
+	Error   string    `json:"error,omitempty"`
+	Index   uint64    `json:"index,omitempty"`
+	Updated time.Time `json:"updated,omitzero"`
+	// AgeSec is how long the endpoints have gone unconfirmed by Consul,
+	// as ferry_consul_snapshot_age_seconds: 0 while the watch waits on an
+	// agent that answers (and for static endpoints), growing from the
+	// last answer while queries fail. Updated is when the set last changed.
 	AgeSec    float64                     `json:"snapshot_age_seconds"`
 	InFlight  int64                       `json:"in_flight"`
 	Endpoints []resilience.EndpointStatus `json:"endpoints"`
@@ -86,6 +90,7 @@ type ConsulWatchStatus struct {
 	LastIndex   uint64    `json:"last_index"`
 	LastContact time.Time `json:"last_contact,omitzero"`
 	LastError   string    `json:"last_error,omitempty"`
+	Failing     bool      `json:"failing"`
 }
 
 func (s *Sidecar) upstreamsStatus(now time.Time) []UpstreamStatus {
@@ -105,11 +110,11 @@ func (s *Sidecar) upstreamsStatus(now time.Time) []UpstreamStatus {
 			Error: snap.Err, Index: snap.Index, Updated: snap.Updated,
 			InFlight: up.res.InFlight(), Endpoints: up.res.Status(),
 		}
-		if !snap.Updated.IsZero() {
-			st.AgeSec = now.Sub(snap.Updated).Seconds()
-		}
 		if cs, ok := stats[name]; ok {
-			st.Consul = &ConsulWatchStatus{Queries: cs.Queries, Errors: cs.Errors, LastIndex: cs.LastIndex, LastContact: cs.LastContact, LastError: cs.LastError}
+			st.Consul = &ConsulWatchStatus{Queries: cs.Queries, Errors: cs.Errors, LastIndex: cs.LastIndex, LastContact: cs.LastContact, LastError: cs.LastError, Failing: cs.Failing}
+			if cs.Failing && !cs.LastContact.IsZero() {
+				st.AgeSec = now.Sub(cs.LastContact).Seconds()
+			}
 		}
 		out = append(out, st)
 	}

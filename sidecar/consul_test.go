@@ -374,3 +374,46 @@ telemetry: { access_log: "off" }
 	}
 	t.Logf("drained in %v with the agent hung", time.Since(begun).Round(time.Millisecond))
 }
+
+// ferry_consul_snapshot_age_seconds (and /upstreams' snapshot_age_seconds)
+// says how long the routing of a service has gone without Consul
+// confirming it: zero while the watch's blocking
+// query waits on a healthy agent (a change would end it at once), however
+// long that wait, and growing from the last answer once queries fail.
+func TestConsulSnapshotAgeOnlyGrowsWhileFailing(t *testing.T) {
+	defer func(d time.Duration) { consulMetricsInterval = d }(consulMetricsInterval)
+	consulMetricsInterval = 20 * time.Millisecond
+	agent := consultest.Start(t)
+	startInstance(t, agent.Client(), "api", "a")
+	sc := startFerry(t, strings.Replace(consulConfig(agent.HTTPAddr, ""), "consul: {", "consul: { wait_time: 1s,", 1))
+	age := func() (float64, bool) {
+		_, body := get(t, h1Client(), "http://"+sc.Addr("admin")+"/metrics", "")
+		line := grepLines(body, `ferry_consul_snapshot_age_seconds{service="api"}`)
+		if line == "" {
+			return 0, false
+		}
+		v, err := strconv.ParseFloat(line[strings.LastIndexByte(line, ' ')+1:], 64)
+		if err != nil {
+			t.Fatalf("%q: %v", line, err)
+		}
+		return v, true
+	}
+	waitFor(t, "the snapshot age in /metrics", 10*time.Second, func() bool { _, ok := age(); return ok })
+	// Over three of the watch's 1 s waits, each ending in an answer with
+	// nothing new, the age stays near zero.
+	for end := time.Now().Add(3 * time.Second); time.Now().Before(end); {
+		if v, _ := age(); v > 0.5 {
+			t.Fatalf("snapshot age %.3fs while the watch is healthy", v)
+		}
+		if st := upstreamStatus(t, sc, "api"); st.AgeSec > 0.5 || st.Consul == nil || st.Consul.Failing {
+			t.Fatalf("/upstreams while the watch is healthy: %+v %+v", st, st.Consul)
+		}
+		time.Sleep(50 * time.Millisecond) // a sampling pace, not synchronisation
+	}
+	agent.Stop()
+	waitFor(t, "the snapshot age to grow while Consul is down", 30*time.Second, func() bool {
+		v, _ := age()
+		st := upstreamStatus(t, sc, "api")
+		return v > 1 && st.AgeSec > 1 && st.Consul.Failing
+	})
+}

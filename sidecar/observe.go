@@ -120,8 +120,10 @@ func (x *exchange) events(up *upstream, addr string, before endpointState) {
 }
 
 // reportConsul feeds the Consul snapshot age and watch error metrics of a
-// generation's services until ctx ends. The age grows while Consul cannot
-// be reached, which is how a stale snapshot shows on a dashboard.
+// generation's services until ctx ends. The age is 0 while a watch waits on
+// an agent that answers, however long its blocking query, and grows from
+// the last answer while queries fail, which is how a stale snapshot shows
+// on a dashboard.
 func (st *state) reportConsul(ctx context.Context, m *telemetry.Metrics, every time.Duration) {
 	if st.consul == nil {
 		return
@@ -131,8 +133,12 @@ func (st *state) reportConsul(ctx context.Context, m *telemetry.Metrics, every t
 	defer t.Stop()
 	for {
 		for _, s := range st.consul.Stats() {
-			if !s.LastContact.IsZero() {
+			switch {
+			case s.LastContact.IsZero():
+			case s.Failing:
 				m.SnapshotUpdated(s.Name, s.LastContact)
+			default:
+				m.SnapshotCurrent(s.Name)
 			}
 			for ; errs[s.Name] < s.Errors; errs[s.Name]++ {
 				m.WatchError(s.Name)

@@ -107,11 +107,15 @@ func newMetrics(res *resource.Resource, q *spanQueue) (*Metrics, error) {
 	m.ejections = r.counter("ferry_ejections", "Endpoints ejected as outliers, by service.", "service")
 	m.watchErrors = r.counter("ferry_consul_watch_errors", "Failed Consul watch queries, by service.", "service")
 	r.collected("ferry_consul_snapshot_age_seconds",
-		"Age of the endpoint snapshot ferry routes with, by service.", kindGauge,
+		"Seconds the endpoint snapshot ferry routes with has gone unconfirmed by Consul, by service: 0 while its watch waits on an agent that answers, growing from the last answer while queries fail.", kindGauge,
 		func(emit func(float64, ...string)) {
 			now := m.now()
 			m.snapshots.Range(func(k, v any) bool {
-				emit(now.Sub(v.(time.Time)).Seconds(), k.(string))
+				age := 0.0
+				if at := v.(time.Time); !at.IsZero() {
+					age = now.Sub(at).Seconds()
+				}
+				emit(age, k.(string))
 				return true
 			})
 		}, "service")
@@ -262,10 +266,18 @@ func (m *Metrics) Retry(ctx context.Context, service, reason string) {
 	m.retries.with(service, boundedReason(reason)).addSampled(1, ref, sampled)
 }
 
-// SnapshotUpdated records that the endpoint snapshot of service was
-// refreshed at at; ferry_consul_snapshot_age_seconds grows from there.
+// SnapshotUpdated records that the endpoint snapshot of service was last
+// confirmed by Consul at at, and not since (its watch is failing);
+// ferry_consul_snapshot_age_seconds grows from there.
 func (m *Metrics) SnapshotUpdated(service string, at time.Time) {
 	m.snapshots.Store(service, at)
+}
+
+// SnapshotCurrent records that the endpoint snapshot of service is current:
+// its watch waits on an agent that answers, and would learn of a change at
+// once. ferry_consul_snapshot_age_seconds reads 0 until SnapshotUpdated.
+func (m *Metrics) SnapshotCurrent(service string) {
+	m.snapshots.Store(service, time.Time{})
 }
 
 // ForgetService stops reporting the snapshot age of a service no longer
