@@ -1,6 +1,7 @@
 package sidecar
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -9,6 +10,9 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
 )
 
 // ferryWithProtocol starts a ferry whose outbound listener sends every
@@ -564,4 +568,110 @@ func postStreaming(t testing.TB, url string) (*io.PipeWriter, <-chan streamed) {
 		done <- streamed{res, err}
 	}()
 	return pw, done
+}
+
+// ferry's timeouts (body_idle, overall) must end an exchange whose caller
+// stops reading the response: the relay then waits in a write to the
+// caller (HTTP/2 flow control, a full socket), which the exchange's
+// cancellation did not reach, so the caller's stream stayed open and
+// ferry's exchange in flight for as long as the caller held on. An HTTP/2
+// caller must see its stream reset, an HTTP/1.1 caller's exchange must end.
+func TestTimeoutsCutCallerThatStopsReading(t *testing.T) {
+	for _, to := range []string{"body_idle: 300ms", "connect: 100ms, overall: 500ms"} {
+		for _, caller := range []string{"h2", "http1"} {
+			t.Run(caller+"/"+to, func(t *testing.T) {
+				ended := make(chan struct{}, 1)
+				addr := origin(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+					defer func() { ended <- struct{}{} }()
+					chunk := strings.Repeat("d", 16<<10)
+					for r.Context().Err() == nil {
+						if _, err := io.WriteString(w, chunk); err != nil {
+							return
+						}
+						if http.NewResponseController(w).Flush() != nil {
+							return
+						}
+					}
+				}))
+				sc := startFerry(t, fmt.Sprintf(`
+admin: { listen: 127.0.0.1:0 }
+outbound: { listen: 127.0.0.1:0, routes: [ { service: svc } ] }
+services: { svc: { endpoints: [%s], protocol: auto, timeouts: { %s } } }
+`, addr, to))
+				c, err := net.Dial("tcp", sc.Addr("outbound"))
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer c.Close()
+				if caller == "http1" {
+					c.(*net.TCPConn).SetReadBuffer(4 << 10)
+					io.WriteString(c, "GET /firehose HTTP/1.1\r\nHost: svc\r\n\r\n")
+					// The caller reads nothing.
+				} else {
+					// The caller reads frames but opens no flow-control
+					// window: ferry's writes to the stream wait.
+					rst := h2StalledGet(t, c, "/firehose")
+					if err := recv(t, rst, 5*time.Second, "the caller's stream to be reset"); err != nil {
+						t.Fatal(err)
+					}
+				}
+				recv(t, ended, 5*time.Second, "the upstream's stream to end")
+				waitFor(t, "the exchange to end", 5*time.Second, func() bool {
+					_, body := get(t, h1Client(), "http://"+sc.Addr("admin")+"/metrics", "")
+					return strings.Contains(body, "\nferry_requests_in_flight{listener=\"outbound\"} 0\n")
+				})
+			})
+		}
+	}
+}
+
+// h2StalledGet sends a GET over HTTP/2 with prior knowledge on c, then
+// reads frames without ever granting flow-control window; nil arrives
+// when the stream is reset, an error when it ends any other way.
+func h2StalledGet(t *testing.T, c net.Conn, path string) <-chan error {
+	t.Helper()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	io.WriteString(c, http2.ClientPreface)
+	fr := http2.NewFramer(c, c)
+	fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
+	fr.WriteSettings()
+	var block bytes.Buffer
+	enc := hpack.NewEncoder(&block)
+	for _, f := range [][2]string{{":method", "GET"}, {":scheme", "http"}, {":authority", "svc"}, {":path", path}} {
+		enc.WriteField(hpack.HeaderField{Name: f[0], Value: f[1]})
+	}
+	if err := fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: block.Bytes(), EndStream: true, EndHeaders: true}); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		got := 0
+		for {
+			f, err := fr.ReadFrame()
+			if err != nil {
+				done <- fmt.Errorf("after %d body bytes: %v; want the stream reset", got, err)
+				return
+			}
+			switch f := f.(type) {
+			case *http2.SettingsFrame:
+				if !f.IsAck() {
+					fr.WriteSettingsAck()
+				}
+			case *http2.PingFrame:
+				if !f.IsAck() {
+					fr.WritePing(true, f.Data)
+				}
+			case *http2.DataFrame:
+				got += len(f.Data())
+				if f.StreamEnded() {
+					done <- fmt.Errorf("clean end after %d body bytes; want the stream reset", got)
+					return
+				}
+			case *http2.RSTStreamFrame:
+				done <- nil
+				return
+			}
+		}
+	}()
+	return done
 }

@@ -631,6 +631,10 @@ type laneExchange struct {
 	done   <-chan struct{}
 	cancel context.CancelCauseFunc // cancels the context, then closes the hooked connection
 	hooked atomic.Pointer[net.TCPConn]
+	// writer is the caller's writer while a response body is relayed: a
+	// write to it that waits ends when the exchange is cancelled (see
+	// writeCut).
+	writer atomic.Pointer[connWriter]
 	idle   *idleTimer // the connection's body_idle timer
 	// inform is the caller's writer that ferry's client relays 1xx
 	// responses to (see informer); set by the request's goroutine.
@@ -641,10 +645,14 @@ type laneExchange struct {
 	forwardedFor []string
 }
 
-// fire closes the hooked connection, if any.
+// fire closes the hooked connection, if any, and ends a write to the
+// caller in progress.
 func (le *laneExchange) fire() {
 	if tc := le.hooked.Swap(nil); tc != nil {
 		tc.Close()
+	}
+	if w := le.writer.Swap(nil); w != nil {
+		w.conn.SetWriteDeadline(time.Unix(1, 0))
 	}
 }
 

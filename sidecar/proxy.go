@@ -278,7 +278,9 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, up *upstream, ma
 		if x.closeConn {
 			w.Header().Set("Connection", "close")
 		}
+		cut := cutOnCancel(ctx, w)
 		result := p.respond(w, res, idle)
+		cutMade := cut.stop()
 		res.Body.Close()
 		x.out = result.n
 		ao := telemetry.Outcome{Status: res.StatusCode, BytesIn: result.n, BytesOut: body.sent()}
@@ -307,11 +309,14 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, up *upstream, ma
 			// The caller must see a broken response, never a clean end.
 			panic(http.ErrAbortHandler)
 		case result.writeErr != nil:
-			// The caller went away, or ferry closed its connection when
-			// the drain's grace period ended.
+			// The caller went away or stopped reading, or ferry cut the
+			// write (a timeout, the drain's grace period ended).
 			o.Result = resilience.Canceled
 			x.reason = telemetry.ReasonClientCanceled
-			if errors.Is(context.Cause(ctx), errGraceEnded) {
+			switch c := context.Cause(ctx); {
+			case errors.Is(c, errBodyIdle), errors.Is(c, errOverallTimeout):
+				x.reason = telemetry.ReasonTimeout
+			case errors.Is(c, errGraceEnded):
 				x.reason = telemetry.ReasonGraceEnded
 			}
 			ao.Reason = x.reason
@@ -322,10 +327,11 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, up *upstream, ma
 			// Only probes and 5xx can move a breaker or eject.
 			x.events(up, addr, before)
 		}
-		if body.broken() && r.ProtoMajor == 1 {
+		if (body.broken() || cutMade) && r.ProtoMajor == 1 {
 			// The caller's body did not end cleanly: its connection
 			// must not be read on, or what follows the bad framing
-			// would be parsed as another request.
+			// would be parsed as another request. Nor can it write on
+			// once its writes were cut.
 			panic(http.ErrAbortHandler)
 		}
 		return
@@ -645,6 +651,64 @@ func (p *Proxy) respond(w http.ResponseWriter, res *http.Response, idle *idleTim
 		}
 	}
 	return result
+}
+
+// writeCut ends a write to the caller of a response body once the
+// exchange's context ended: a caller that stops reading holds the relay
+// in a write that nothing else ends, past ferry's timeouts and a drain's
+// end. A write deadline in the past ends it, which resets an HTTP/2
+// caller's stream and breaks an HTTP/1.1 caller's connection.
+type writeCut struct {
+	le *laneExchange // the lane request's own hook, or
+	af *afterCut     // context.AfterFunc's
+}
+
+// afterCut is a cut armed with context.AfterFunc, whose function runs on
+// a goroutine of its own: once stopped it no longer touches the writer,
+// which is not the handler's after it returns.
+type afterCut struct {
+	mu     sync.Mutex
+	over   bool
+	stopFn func() bool
+}
+
+// cutOnCancel arms the cut of writes to w for the context of the
+// exchange: through the lane request's exchange when ctx ends only with
+// it (see closeOnCancel), else with context.AfterFunc.
+func cutOnCancel(ctx context.Context, w http.ResponseWriter) writeCut {
+	if le, ok := ctx.Value(laneCancelKey{}).(*laneExchange); ok && ctx.Done() == le.done {
+		if cw, ok := w.(*connWriter); ok {
+			le.writer.Store(cw)
+			if ctx.Err() != nil {
+				le.fire() // cancelled before the hook was seen
+			}
+			return writeCut{le: le}
+		}
+	}
+	af := &afterCut{}
+	af.stopFn = context.AfterFunc(ctx, func() {
+		af.mu.Lock()
+		defer af.mu.Unlock()
+		if !af.over {
+			_ = http.NewResponseController(w).SetWriteDeadline(time.Unix(1, 0))
+		}
+	})
+	return writeCut{af: af}
+}
+
+// stop disarms the cut; true when it was made (or is being made): an
+// HTTP/1.1 connection must not carry that deadline to its next exchange.
+func (c writeCut) stop() bool {
+	if c.le != nil {
+		return c.le.writer.Swap(nil) == nil
+	}
+	if c.af.stopFn() {
+		return false
+	}
+	c.af.mu.Lock()
+	c.af.over = true
+	c.af.mu.Unlock()
+	return true
 }
 
 // respondHeader writes the status and header of res to w, and returns the

@@ -587,3 +587,7 @@ func (w *connWriter) abort() {
 
 // Close implements io.Closer for the drain, which may end a long upload.
 func (w *connWriter) Close() error { return w.conn.Close() }
+
+// SetWriteDeadline sets the connection's write deadline
+// (http.ResponseController.SetWriteDeadline).
+func (w *connWriter) SetWriteDeadline(t time.Time) error { return w.conn.SetWriteDeadline(t) }
