@@ -219,6 +219,16 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, up *upstream, ma
 				pick = next
 				continue
 			}
+			if ctx.Err() != nil {
+				// The exchange ended while deciding or waiting out the
+				// backoff (the caller went away, or a timeout of
+				// ferry's): that, not this attempt's failure, is the
+				// outcome.
+				if f, gone = classify(ctx, up.name, addr, ctx.Err()); gone {
+					x.status, x.reason = f.status, f.kind
+					panic(http.ErrAbortHandler)
+				}
+			}
 			x.err = err
 			x.fail(w, f)
 			return

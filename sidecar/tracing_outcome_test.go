@@ -1,0 +1,110 @@
+package sidecar
+
+import (
+	"encoding/json"
+	"fmt"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/ferrymesh/ferry/internal/syncbuf"
+	"github.com/ferrymesh/ferry/telemetry"
+)
+
+// deadAddr is a loopback address nothing listens on.
+func deadAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	return addr
+}
+
+// accessLines parses the access log's JSON lines.
+func accessLines(t *testing.T, logs *syncbuf.Buffer) []map[string]any {
+	t.Helper()
+	var out []map[string]any
+	for _, l := range strings.Split(strings.TrimSpace(logs.String()), "\n") {
+		if l == "" {
+			continue
+		}
+		var m map[string]any
+		if err := json.Unmarshal([]byte(l), &m); err != nil {
+			t.Fatalf("access log line %q: %v", l, err)
+		}
+		if m["msg"] == "request" {
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
+// An exchange that ends while ferry waits out a retry's backoff (here the
+// overall timeout) is reported as what ended it, not as the failure that
+// asked for the retry: the caller gets 504 timeout, and so do the access
+// log and the server span.
+func TestOutcomeOverallTimeoutDuringRetryBackoff(t *testing.T) {
+	sc, rec, logs := tracedFerry(t, fmt.Sprintf(`
+admin: { listen: 127.0.0.1:0 }
+outbound: { listen: 127.0.0.1:0, routes: [ { service: s } ] }
+services:
+  s:
+    endpoints: [%s, %s, %s]
+    retry: { max_retries: 2, base_interval: 1h, max_interval: 1h }
+    timeouts: { overall: 300ms, connect: 100ms, response_header: 100ms }
+`, deadAddr(t), deadAddr(t), deadAddr(t)))
+	res, body := get(t, h1Client(), "http://"+sc.Addr("outbound")+"/", "")
+	if res.StatusCode != 504 {
+		t.Errorf("caller got %d %q, want 504 (the overall timeout ended the exchange during the backoff)", res.StatusCode, body)
+	}
+	waitFor(t, "the server span", 5*time.Second, func() bool { return len(spansOfKind(rec.Ended(), trace.SpanKindServer)) == 1 })
+	server := spansOfKind(rec.Ended(), trace.SpanKindServer)[0]
+	if got := attr(server, telemetry.AttrReason).AsString(); got != telemetry.ReasonTimeout {
+		t.Errorf("server span reason %q, want %q", got, telemetry.ReasonTimeout)
+	}
+	waitFor(t, "the access log line", 5*time.Second, func() bool { return len(accessLines(t, logs)) == 1 })
+	l := accessLines(t, logs)[0]
+	if l["status"] != float64(504) || l["reason"] != telemetry.ReasonTimeout {
+		t.Errorf("access log status %v reason %v, want 504 %s", l["status"], l["reason"], telemetry.ReasonTimeout)
+	}
+}
+
+// A caller that goes away while ferry waits out a retry's backoff is
+// reported as client_canceled (499), not as the failure that asked for
+// the retry.
+func TestOutcomeCallerGoneDuringRetryBackoff(t *testing.T) {
+	sc, rec, logs := tracedFerry(t, fmt.Sprintf(`
+admin: { listen: 127.0.0.1:0 }
+outbound: { listen: 127.0.0.1:0, routes: [ { service: s } ] }
+services:
+  s:
+    endpoints: [%s, %s, %s]
+    retry: { max_retries: 2, base_interval: 1h, max_interval: 1h }
+`, deadAddr(t), deadAddr(t), deadAddr(t)))
+	c, err := net.Dial("tcp", sc.Addr("outbound"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Write([]byte("GET / HTTP/1.1\r\nHost: s\r\n\r\n")); err != nil {
+		t.Fatal(err)
+	}
+	// The first attempt fails at once and ferry waits for the retry.
+	waitFor(t, "the first attempt's client span", 5*time.Second, func() bool { return len(spansOfKind(rec.Ended(), trace.SpanKindClient)) == 1 })
+	c.Close()
+	waitFor(t, "the server span", 5*time.Second, func() bool { return len(spansOfKind(rec.Ended(), trace.SpanKindServer)) == 1 })
+	server := spansOfKind(rec.Ended(), trace.SpanKindServer)[0]
+	if got := attr(server, telemetry.AttrReason).AsString(); got != telemetry.ReasonClientCanceled {
+		t.Errorf("server span reason %q, want %q", got, telemetry.ReasonClientCanceled)
+	}
+	waitFor(t, "the access log line", 5*time.Second, func() bool { return len(accessLines(t, logs)) == 1 })
+	l := accessLines(t, logs)[0]
+	if l["status"] != float64(499) || l["reason"] != telemetry.ReasonClientCanceled {
+		t.Errorf("access log status %v reason %v, want 499 %s", l["status"], l["reason"], telemetry.ReasonClientCanceled)
+	}
+}
