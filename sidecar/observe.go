@@ -54,8 +54,11 @@ type exchange struct {
 	reason string // a telemetry.Reason* constant for proxy-made failures
 	err    error
 	body   *requestBody
-	out    int64 // response body bytes relayed to the caller
-	h1     bool  // the caller speaks HTTP/1: a failure may close its connection
+	out    int64 // response body (or tunnel) bytes relayed to the caller
+	// tunneled: the bytes the caller sent through a tunnel (an upgrade
+	// has no request body).
+	tunneled int64
+	h1       bool // the caller speaks HTTP/1: a failure may close its connection
 	// closeConn: the caller's HTTP/1 connection must close after this
 	// exchange, whatever its outcome (a request framed by both
 	// Content-Length and Transfer-Encoding, RFC 9112 section 6.1).
@@ -70,7 +73,7 @@ type exchange struct {
 // end reports the request: server span end, metrics, access log. It runs
 // deferred, so it also runs while a broken response is being aborted.
 func (x *exchange) end() {
-	x.q.End(telemetry.Outcome{Status: x.status, BytesIn: x.body.sent(), BytesOut: x.out, Reason: x.reason, Err: x.err})
+	x.q.End(telemetry.Outcome{Status: x.status, BytesIn: x.body.sent() + x.tunneled, BytesOut: x.out, Reason: x.reason, Err: x.err})
 }
 
 // fail answers the caller with a proxy-made failure and records it.

@@ -249,9 +249,9 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, up *upstream, ma
 		if res.StatusCode == http.StatusSwitchingProtocols {
 			pick.Done(o)
 			idle.stop()
-			p.tunnel(w, r, res, upgrade, up.name, addr, up.timeouts.TunnelIdle, x)
+			x.tunneled, x.out = p.tunnel(w, r, res, upgrade, up.name, addr, up.timeouts.TunnelIdle, x)
 			res.Body.Close()
-			a.End(telemetry.Outcome{Status: res.StatusCode})
+			a.End(telemetry.Outcome{Status: res.StatusCode, BytesIn: x.out, BytesOut: x.tunneled})
 			return
 		}
 		if up.settings.Retry.MaxRetries > 0 && slices.Contains(up.settings.Retry.OnStatuses, res.StatusCode) {

@@ -108,3 +108,42 @@ services:
 		t.Errorf("access log status %v reason %v, want 499 %s", l["status"], l["reason"], telemetry.ReasonClientCanceled)
 	}
 }
+
+// A WebSocket tunnel is reported with the bytes it carried each way: the
+// access log, the server span and the client span count them as they do a
+// body's, and the spans end when the tunnel does.
+func TestTunnelTelemetryCountsBytes(t *testing.T) {
+	o := startWSOrigin(t)
+	sc, rec, logs := tracedFerry(t, fmt.Sprintf(`
+admin: { listen: 127.0.0.1:0 }
+outbound: { listen: 127.0.0.1:0, routes: [ { service: chat } ] }
+services: { chat: { endpoints: [%s] } }
+`, o.addr))
+	c, res := dialWS(t, sc.Addr("outbound"), "/chat", "early\n")
+	checkUpgraded(t, res)
+	c.expect("hello from origin\n")
+	c.expect("echo:early\n")
+	c.send("ping\n")
+	c.expect("echo:ping\n")
+	if n := len(rec.Ended()); n != 0 {
+		t.Fatalf("%d spans ended while the tunnel was open", n)
+	}
+	c.send("bye\n")
+	c.expectClosed()
+	up := int64(len("early\n") + len("ping\n") + len("bye\n"))
+	down := int64(len("hello from origin\n") + len("echo:early\n") + len("echo:ping\n"))
+	waitFor(t, "both spans", 5*time.Second, func() bool { return len(rec.Ended()) == 2 })
+	server := spansOfKind(rec.Ended(), trace.SpanKindServer)[0]
+	client := spansOfKind(rec.Ended(), trace.SpanKindClient)[0]
+	if in, out := attr(server, telemetry.AttrBytesIn).AsInt64(), attr(server, telemetry.AttrBytesOut).AsInt64(); in != up || out != down {
+		t.Errorf("server span bytes in %d out %d, want %d %d", in, out, up, down)
+	}
+	if in, out := attr(client, telemetry.AttrBytesIn).AsInt64(), attr(client, telemetry.AttrBytesOut).AsInt64(); in != down || out != up {
+		t.Errorf("client span bytes in %d out %d, want %d %d", in, out, down, up)
+	}
+	waitFor(t, "the access log line", 5*time.Second, func() bool { return len(accessLines(t, logs)) == 1 })
+	l := accessLines(t, logs)[0]
+	if l["status"] != float64(101) || l["bytes_in"] != float64(up) || l["bytes_out"] != float64(down) {
+		t.Errorf("access log status %v bytes_in %v bytes_out %v, want 101 %d %d", l["status"], l["bytes_in"], l["bytes_out"], up, down)
+	}
+}

@@ -86,8 +86,10 @@ func (s *tunnelSet) closeAll() int {
 
 // tunnel completes a protocol switch: it hands the caller the upstream's 101
 // response and then copies bytes both ways until the upstream ends or
-// either side breaks; a caller that half-closes still gets the rest.
-func (p *Proxy) tunnel(w http.ResponseWriter, r *http.Request, res *http.Response, reqUpgrade, service, addr string, idleAfter time.Duration, x *exchange) {
+// either side breaks; a caller that half-closes still gets the rest. It
+// returns the bytes that went through the tunnel each way: up from the
+// caller, down from the upstream.
+func (p *Proxy) tunnel(w http.ResponseWriter, r *http.Request, res *http.Response, reqUpgrade, service, addr string, idleAfter time.Duration, x *exchange) (up, down int64) {
 	resUpgrade := upgradeType(res.Header)
 	if !offered(reqUpgrade, resUpgrade) {
 		f := failure{http.StatusBadGateway, fmt.Sprintf("upstream %s (%s) switched to protocol %q, caller asked for %q", service, addr, resUpgrade, reqUpgrade), telemetry.ReasonBadResponse, false}
@@ -117,8 +119,9 @@ func (p *Proxy) tunnel(w http.ResponseWriter, r *http.Request, res *http.Respons
 	removeHopHeaders(res.Header, false)
 	res.Header["Connection"] = []string{"Upgrade"}
 	res.Header["Upgrade"] = []string{resUpgrade}
-	res.Body = nil // Write must not copy the body: it is the tunnel
-	if err := res.Write(brw); err != nil {
+	head := *res
+	head.Body = nil // Write must not copy the body: it is the tunnel
+	if err := head.Write(brw); err != nil {
 		return
 	}
 	if err := brw.Flush(); err != nil {
@@ -132,13 +135,13 @@ func (p *Proxy) tunnel(w http.ResponseWriter, r *http.Request, res *http.Respons
 		back.Close()
 	})
 	defer idle.stop()
-	up, down := make(chan bool, 1), make(chan bool, 1)
+	upDone, downDone := make(chan bool, 1), make(chan bool, 1)
 	// Bytes the caller sent right after its request sit in brw's buffer;
 	// reading from brw forwards them first.
-	go tunnelCopy(back, brw, idle, up)
-	go tunnelCopy(conn, back, idle, down)
+	go tunnelCopy(back, brw, idle, &up, upDone)
+	go tunnelCopy(conn, back, idle, &down, downDone)
 	select {
-	case clean := <-up:
+	case clean := <-upDone:
 		// The caller ended its side. A clean end went on to the upstream
 		// as a half-close: its answer may still be coming, and the tunnel
 		// lasts until the upstream ends too (tunnel_idle and the drain
@@ -147,15 +150,16 @@ func (p *Proxy) tunnel(w http.ResponseWriter, r *http.Request, res *http.Respons
 			conn.Close()
 			back.Close()
 		}
-		<-down
-	case <-down:
+		<-downDone
+	case <-downDone:
 		// The upstream ended: the tunnel is over. Closing both ends the
 		// caller's copy too.
 		conn.Close()
 		back.Close()
-		<-up
+		<-upDone
 	}
 	back.Close()
+	return up, down
 }
 
 // offered reports whether the protocol an upstream switched to is one the
@@ -175,11 +179,13 @@ func offered(requested, chosen string) bool {
 }
 
 // tunnelCopy moves bytes one way through a pooled buffer, feeding the idle
-// timer (nil: none). At the source's end it half-closes dst and reports
-// true on done; false when the copy failed or dst cannot half-close.
-func tunnelCopy(dst io.Writer, src io.Reader, idle *idleTimer, done chan<- bool) {
+// timer (nil: none), and stores how many in n before it reports. At the
+// source's end it half-closes dst and reports true on done; false when the
+// copy failed or dst cannot half-close.
+func tunnelCopy(dst io.Writer, src io.Reader, idle *idleTimer, n *int64, done chan<- bool) {
 	bp := bufPool.Get().(*[]byte)
-	_, err := io.CopyBuffer(writerOnly{dst}, touchingReader{src, idle}, *bp)
+	var err error
+	*n, err = io.CopyBuffer(writerOnly{dst}, touchingReader{src, idle}, *bp)
 	bufPool.Put(bp)
 	clean := false
 	if cw, ok := dst.(interface{ CloseWrite() error }); ok {
