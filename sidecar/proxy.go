@@ -251,7 +251,8 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, up *upstream, ma
 			idle.stop()
 			x.tunneled, x.out = p.tunnel(w, r, res, upgrade, up.name, addr, up.timeouts.TunnelIdle, x)
 			res.Body.Close()
-			a.End(telemetry.Outcome{Status: res.StatusCode, BytesIn: x.out, BytesOut: x.tunneled})
+			// A switch the tunnel refused (x.fail) failed the attempt too.
+			a.End(telemetry.Outcome{Status: res.StatusCode, BytesIn: x.out, BytesOut: x.tunneled, Reason: x.reason})
 			return
 		}
 		if up.settings.Retry.MaxRetries > 0 && slices.Contains(up.settings.Retry.OnStatuses, res.StatusCode) {

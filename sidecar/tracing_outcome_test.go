@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/ferrymesh/ferry/internal/syncbuf"
@@ -145,5 +146,30 @@ services: { chat: { endpoints: [%s] } }
 	l := accessLines(t, logs)[0]
 	if l["status"] != float64(101) || l["bytes_in"] != float64(up) || l["bytes_out"] != float64(down) {
 		t.Errorf("access log status %v bytes_in %v bytes_out %v, want 101 %d %d", l["status"], l["bytes_in"], l["bytes_out"], up, down)
+	}
+}
+
+// An upstream that switches to another protocol than the caller asked for
+// failed the attempt: its client span is an error (bad_response), as is
+// the server span of the 502 the caller gets.
+func TestTunnelMismatchAttemptIsError(t *testing.T) {
+	o := startWSOrigin(t)
+	sc, rec, _ := tracedFerry(t, fmt.Sprintf(`
+admin: { listen: 127.0.0.1:0 }
+outbound: { listen: 127.0.0.1:0, routes: [ { service: chat } ] }
+services: { chat: { endpoints: [%s] } }
+`, o.addr))
+	_, res := dialWS(t, sc.Addr("outbound"), "/chat?answer=h2c", "")
+	if res.StatusCode != 502 {
+		t.Fatalf("status %d, want 502", res.StatusCode)
+	}
+	waitFor(t, "both spans", 5*time.Second, func() bool { return len(rec.Ended()) == 2 })
+	server := spansOfKind(rec.Ended(), trace.SpanKindServer)[0]
+	client := spansOfKind(rec.Ended(), trace.SpanKindClient)[0]
+	if server.Status().Code != codes.Error || attr(server, telemetry.AttrReason).AsString() != telemetry.ReasonBadResponse {
+		t.Errorf("server span status %v reason %q, want an error, %s", server.Status(), attr(server, telemetry.AttrReason).AsString(), telemetry.ReasonBadResponse)
+	}
+	if client.Status().Code != codes.Error || attr(client, telemetry.AttrReason).AsString() != telemetry.ReasonBadResponse {
+		t.Errorf("client span status %v reason %q, want an error, %s", client.Status(), attr(client, telemetry.AttrReason).AsString(), telemetry.ReasonBadResponse)
 	}
 }
