@@ -411,11 +411,13 @@ func (p *Proxy) retry(ctx context.Context, up *upstream, attempt int, key string
 		up.res.RefundRetry()
 		return resilience.Pick{}, false
 	}
-	x.q.Retry(attempt+1, why)
 	if !sleepCtx(ctx, wait) {
 		next.Done(resilience.Outcome{Result: resilience.Canceled})
 		return resilience.Pick{}, false
 	}
+	// Reported once it is made: an exchange that ended during the
+	// backoff made no retry.
+	x.q.Retry(attempt+1, why)
 	return next, true
 }
 

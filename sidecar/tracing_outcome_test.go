@@ -173,3 +173,34 @@ services: { chat: { endpoints: [%s] } }
 		t.Errorf("client span status %v reason %q, want an error, %s", client.Status(), attr(client, telemetry.AttrReason).AsString(), telemetry.ReasonBadResponse)
 	}
 }
+
+// A retry the exchange's end cuts short during its backoff is not made, so
+// it is not reported as made: no ferry.retry event without the client span
+// of its attempt, and no ferry_retries_total.
+func TestRetryNotMadeIsNotCounted(t *testing.T) {
+	sc, rec, _ := tracedFerry(t, fmt.Sprintf(`
+admin: { listen: 127.0.0.1:0 }
+outbound: { listen: 127.0.0.1:0, routes: [ { service: s } ] }
+services:
+  s:
+    endpoints: [%s, %s, %s]
+    retry: { max_retries: 2, base_interval: 1h, max_interval: 1h }
+    timeouts: { overall: 300ms, connect: 100ms, response_header: 100ms }
+`, deadAddr(t), deadAddr(t), deadAddr(t)))
+	get(t, h1Client(), "http://"+sc.Addr("outbound")+"/", "")
+	waitFor(t, "the server span", 5*time.Second, func() bool { return len(spansOfKind(rec.Ended(), trace.SpanKindServer)) == 1 })
+	server := spansOfKind(rec.Ended(), trace.SpanKindServer)[0]
+	retries := 0
+	for _, e := range server.Events() {
+		if e.Name == telemetry.EventRetry {
+			retries++
+		}
+	}
+	if clients := len(spansOfKind(rec.Ended(), trace.SpanKindClient)); clients != 1+retries {
+		t.Errorf("%d client spans and %d retry events: a retry event without its attempt", clients, retries)
+	}
+	_, body := get(t, h1Client(), "http://"+sc.Addr("admin")+"/metrics", "")
+	if l := grepLines(body, "ferry_retries_total{"); l != "" && retries == 0 {
+		t.Errorf("a retry counted that was never made:\n%s", l)
+	}
+}
