@@ -163,8 +163,10 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, up *upstream, ma
 		// the exchange end (Go's HTTP/2 client watches its context only
 		// once the body is written): a timeout of ferry's must end that
 		// Read, or the upstream stream would outlive the exchange.
-		stop := context.AfterFunc(ctx, func() { body.unblock(w) })
-		defer stop()
+		// The guard keeps that Read's end from reaching w after the
+		// handler returned.
+		g := afterGuarded(ctx, func() { body.unblock(w) })
+		defer g.stop()
 	}
 	var key string
 	if up.hashHeader != "" {
@@ -673,16 +675,7 @@ func (p *Proxy) respond(w http.ResponseWriter, res *http.Response, idle *idleTim
 // caller's stream and breaks an HTTP/1.1 caller's connection.
 type writeCut struct {
 	le *laneExchange // the lane request's own hook, or
-	af *afterCut     // context.AfterFunc's
-}
-
-// afterCut is a cut armed with context.AfterFunc, whose function runs on
-// a goroutine of its own: once stopped it no longer touches the writer,
-// which is not the handler's after it returns.
-type afterCut struct {
-	mu     sync.Mutex
-	over   bool
-	stopFn func() bool
+	af *guardedAfter // context.AfterFunc's
 }
 
 // cutOnCancel arms the cut of writes to w for the context of the
@@ -698,15 +691,9 @@ func cutOnCancel(ctx context.Context, w http.ResponseWriter) writeCut {
 			return writeCut{le: le}
 		}
 	}
-	af := &afterCut{}
-	af.stopFn = context.AfterFunc(ctx, func() {
-		af.mu.Lock()
-		defer af.mu.Unlock()
-		if !af.over {
-			_ = http.NewResponseController(w).SetWriteDeadline(time.Unix(1, 0))
-		}
-	})
-	return writeCut{af: af}
+	return writeCut{af: afterGuarded(ctx, func() {
+		_ = http.NewResponseController(w).SetWriteDeadline(time.Unix(1, 0))
+	})}
 }
 
 // stop disarms the cut; true when it was made (or is being made): an
@@ -715,12 +702,45 @@ func (c writeCut) stop() bool {
 	if c.le != nil {
 		return c.le.writer.Swap(nil) == nil
 	}
-	if c.af.stopFn() {
+	return c.af.stop()
+}
+
+// guardedAfter is context.AfterFunc for a function that touches the
+// handler's http.ResponseWriter. context.AfterFunc runs it on a goroutine
+// of its own, and its stop does not wait for a run already begun: the run
+// could reach the writer after the handler returned, when net/http no
+// longer owns it (an HTTP/2 writer is cleared then, and a call on it
+// panics on that goroutine, which ends the process). Once stop returned,
+// the function has finished and will not run.
+type guardedAfter struct {
+	mu     sync.Mutex
+	over   bool
+	stopFn func() bool
+}
+
+// afterGuarded arranges for f to run when ctx ends, unless stop comes
+// first.
+func afterGuarded(ctx context.Context, f func()) *guardedAfter {
+	g := &guardedAfter{}
+	g.stopFn = context.AfterFunc(ctx, func() {
+		g.mu.Lock()
+		defer g.mu.Unlock()
+		if !g.over {
+			f()
+		}
+	})
+	return g
+}
+
+// stop disarms g, waiting for a run in progress; true when f ran (or was
+// about to).
+func (g *guardedAfter) stop() bool {
+	if g.stopFn() {
 		return false
 	}
-	c.af.mu.Lock()
-	c.af.over = true
-	c.af.mu.Unlock()
+	g.mu.Lock()
+	g.over = true
+	g.mu.Unlock()
 	return true
 }
 

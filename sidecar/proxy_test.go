@@ -996,3 +996,37 @@ func (c *interimCounter) WriteHeader(code int) {
 		c.interim++
 	}
 }
+
+// Once guardedAfter.stop returns, its function has finished and will not
+// run: a run already begun when the context ended is waited for, so it
+// cannot reach the handler's writer after the handler returned.
+func TestGuardedAfterStopWaitsForRun(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	started, release := make(chan struct{}), make(chan struct{})
+	var finished atomic.Bool
+	g := afterGuarded(ctx, func() {
+		close(started)
+		<-release
+		finished.Store(true)
+	})
+	cancel()
+	<-started
+	stopped := make(chan bool)
+	go func() { stopped <- g.stop() }()
+	select {
+	case <-stopped:
+		t.Fatal("stop returned while the function was still running")
+	case <-time.After(50 * time.Millisecond): // a bound on a wrong answer, not synchronisation
+	}
+	close(release)
+	if ran := <-stopped; !ran || !finished.Load() {
+		t.Fatalf("stop = %v, finished = %v", ran, finished.Load())
+	}
+
+	ctx2, cancel2 := context.WithCancel(context.Background())
+	g2 := afterGuarded(ctx2, func() { t.Error("ran after stop") })
+	if g2.stop() {
+		t.Fatal("stop before the context ended reports a run")
+	}
+	cancel2()
+}
