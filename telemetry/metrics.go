@@ -15,7 +15,7 @@ import (
 const (
 	MetricRequests          = "ferry_requests_total"                  // counter: listener, service, endpoint, status_class, reason
 	MetricRequestDuration   = "ferry_request_duration_seconds"        // histogram: listener, service, status_class
-	MetricInFlight          = "ferry_requests_in_flight"              // gauge: listener, service
+	MetricInFlight          = "ferry_requests_in_flight"              // gauge: listener
 	MetricBodyBytes         = "ferry_body_bytes_total"                // counter: listener, service, direction (in|out)
 	MetricRetries           = "ferry_retries_total"                   // counter: service, reason
 	MetricBreakerState      = "ferry_breaker_state"                   // gauge 0 closed, 1 half-open, 2 open: service, endpoint

@@ -11,7 +11,6 @@ const (
 	ReasonBadResponse    = "bad_response"        // 502: unparseable upstream response
 	ReasonNoEndpoint     = "no_healthy_endpoint" // 503: discovery has no passing endpoint
 	ReasonBreakerOpen    = "breaker_open"        // 503: every candidate's breaker is open
-	ReasonRetryBudget    = "retry_budget"        // 503: retries exhausted their budget
 	ReasonTimeout        = "timeout"             // 504: upstream too slow
 	ReasonBodyBroken     = "body_broken"         // response broke mid-body (status already sent)
 	ReasonClientCanceled = "client_canceled"     // caller went away before the end
@@ -23,7 +22,7 @@ const (
 func boundedReason(r string) string {
 	switch r {
 	case "", ReasonDialFailed, ReasonUpstreamReset, ReasonBadResponse, ReasonNoEndpoint,
-		ReasonBreakerOpen, ReasonRetryBudget, ReasonTimeout, ReasonBodyBroken,
+		ReasonBreakerOpen, ReasonTimeout, ReasonBodyBroken,
 		ReasonClientCanceled, ReasonGraceEnded, ReasonNoRoute:
 		return r
 	default:
