@@ -237,16 +237,26 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, up *upstream, ma
 		}
 		a.SetStatus(res.StatusCode)
 		o := resilience.Outcome{Result: resilience.Responded, Status: res.StatusCode}
-		if res.StatusCode == http.StatusSwitchingProtocols && upgrade == "" {
-			// Never tunnel what the caller did not ask to switch.
-			res.Body.Close()
-			o.Result = resilience.TransportFailed
-			pick.Done(o)
-			f := failure{status: http.StatusBadGateway, reason: fmt.Sprintf("upstream %s (%s) switched protocols unasked", up.name, addr), kind: telemetry.ReasonBadResponse}
-			a.End(telemetry.Outcome{Status: res.StatusCode, Reason: f.kind})
-			p.logFailure(r, up.name, addr, f, errors.New("unsolicited 101"))
-			x.fail(w, f)
-			return
+		if res.StatusCode == http.StatusSwitchingProtocols {
+			// Never tunnel what the caller did not ask to switch to: the
+			// upstream's failure, as the breaker sees it.
+			var f failure
+			switch chosen := upgradeType(res.Header); {
+			case upgrade == "":
+				f = failure{status: http.StatusBadGateway, reason: fmt.Sprintf("upstream %s (%s) switched protocols unasked", up.name, addr), kind: telemetry.ReasonBadResponse}
+			case !offered(upgrade, chosen):
+				f = failure{status: http.StatusBadGateway, reason: fmt.Sprintf("upstream %s (%s) switched to protocol %q, caller asked for %q", up.name, addr, chosen, upgrade), kind: telemetry.ReasonBadResponse}
+			}
+			if f.status != 0 {
+				res.Body.Close()
+				o.Result = resilience.TransportFailed
+				pick.Done(o)
+				a.End(telemetry.Outcome{Status: res.StatusCode, Reason: f.kind})
+				x.events(up, addr, before)
+				p.logFailure(r, up.name, addr, f, errors.New("switch not asked for"))
+				x.fail(w, f)
+				return
+			}
 		}
 		if res.StatusCode == http.StatusSwitchingProtocols {
 			pick.Done(o)

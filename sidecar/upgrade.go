@@ -90,13 +90,7 @@ func (s *tunnelSet) closeAll() int {
 // returns the bytes that went through the tunnel each way: up from the
 // caller, down from the upstream.
 func (p *Proxy) tunnel(w http.ResponseWriter, r *http.Request, res *http.Response, reqUpgrade, service, addr string, idleAfter time.Duration, x *exchange) (up, down int64) {
-	resUpgrade := upgradeType(res.Header)
-	if !offered(reqUpgrade, resUpgrade) {
-		f := failure{http.StatusBadGateway, fmt.Sprintf("upstream %s (%s) switched to protocol %q, caller asked for %q", service, addr, resUpgrade, reqUpgrade), telemetry.ReasonBadResponse, false}
-		p.logFailure(r, service, addr, f, fmt.Errorf("upgrade mismatch"))
-		x.fail(w, f)
-		return
-	}
+	resUpgrade := upgradeType(res.Header) // one the caller offered (see forward)
 	back, ok := res.Body.(io.ReadWriteCloser)
 	if !ok {
 		x.fail(w, failure{http.StatusBadGateway, "upstream switched protocols without a writable connection", telemetry.ReasonBadResponse, false})

@@ -266,8 +266,8 @@ func TestUpgradeTunnel(t *testing.T) {
 }
 
 // TestUpgradeProtocolMismatch proves an origin that switches to another
-// protocol than the caller asked for gets the caller a 502, and its
-// connection is closed.
+// protocol than the caller asked for gets the caller a 502, its connection
+// is closed, and the attempt counts as the endpoint's failure.
 func TestUpgradeProtocolMismatch(t *testing.T) {
 	leakCheck(t)
 	o := startWSOrigin(t)
@@ -287,6 +287,11 @@ func TestUpgradeProtocolMismatch(t *testing.T) {
 	allClosed(t, bodies, 1)
 	if n := openTunnels(sc); n != 0 {
 		t.Fatalf("%d tunnels open after a refused switch", n)
+	}
+	// The switch the upstream made unasked is its failure, as the breaker
+	// and outlier ejection see it.
+	if eps := upstreamStatus(t, sc, "chat").Endpoints; len(eps) != 1 || eps[0].Failures != 1 {
+		t.Fatalf("endpoint status after a mismatched switch: %+v, want 1 failure", eps)
 	}
 }
 
