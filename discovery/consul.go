@@ -171,6 +171,7 @@ func (c *Consul) watch(name string, spec ConsulWatch, any bool) (*Service, error
 		maxStale:   c.cfg.maxStale(),
 		backoff:    c.backoff,
 		pace:       minQueryInterval,
+		resetHold:  indexResetHold,
 		sleep:      sleepCtx,
 		now:        time.Now,
 		scrub:      func(s string) string { return scrubToken(s, c.token) },

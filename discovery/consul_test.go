@@ -3,6 +3,7 @@ package discovery
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -173,13 +174,15 @@ func TestConsulOutageKeepsSnapshotAndResumes(t *testing.T) {
 	}
 
 	agent.Restart() // a -dev agent comes back empty, with a lower index
-	// The watch resumes: Stale clears (the agent forgot api-1/2, so empty).
-	s, _ = waitSnapshot(t, svc, 5*time.Second, "resumed", func(s *Snapshot) bool { return s.Ready && !s.Stale })
+	// The watch resumes with the instances registered on the new agent
+	// (until one is, the last endpoints stay: TestConsulStateResetHolds).
+	registerTTL(t, agent.Client(), "api", "api-9", 9009, api.HealthPassing)
+	s, _ = waitSnapshot(t, svc, propagation, "new registration after restart", func(s *Snapshot) bool {
+		return !s.Stale && hasAddrs("127.0.0.1:9009")(s)
+	})
 	if s.Err != "" {
 		t.Fatalf("after resume: %+v", s)
 	}
-	registerTTL(t, agent.Client(), "api", "api-9", 9009, api.HealthPassing)
-	waitSnapshot(t, svc, propagation, "new registration after restart", hasAddrs("127.0.0.1:9009"))
 	// The registrar notices the agent forgot it and registers again.
 	waitSnapshot(t, self, 5*time.Second, "self registered again", func(s *Snapshot) bool {
 		return !s.Stale && hasAddrs("127.0.0.1:7000")(s)
@@ -433,5 +436,57 @@ node_prefix "" { policy = "read" }`
 	s, _ = waitSnapshot(t, svc, 10*time.Second, "fresh again", func(s *Snapshot) bool { return s.Ready && !s.Stale })
 	if s.Err != "" || !hasAddrs("127.0.0.1:9001", "127.0.0.1:9002")(s) {
 		t.Fatalf("after the token could read again: %+v", s)
+	}
+}
+
+// When Consul's state is reset (its index goes backwards: servers that lost
+// their data, a restored snapshot), it lists no instance until their agents
+// register them again. Such an empty answer does not empty a service: its
+// last endpoints stay, marked stale, until an instance is listed again or
+// indexResetHold passes.
+func TestConsulStateResetHolds(t *testing.T) {
+	agent := consultest.Start(t)
+	raise := func(cc *api.Client) {
+		// Enough writes to the service that the restarted agent's index
+		// starts below it.
+		for i := range 30 {
+			registerTTL(t, cc, "api", "api-1", 9001, api.HealthPassing, fmt.Sprintf("v%d", i))
+		}
+	}
+	raise(agent.Client())
+	c := newTestConsul(t, agent, ConsulConfig{WaitTime: 500 * time.Millisecond})
+	svc, _ := c.Service("api")
+	before, _ := waitSnapshot(t, svc, 5*time.Second, "one instance", hasAddrs("127.0.0.1:9001"))
+
+	agent.Restart() // a -dev agent comes back empty, with a lower index
+	s, _ := waitSnapshot(t, svc, 10*time.Second, "held after the reset", func(s *Snapshot) bool {
+		return s.Stale && strings.Contains(s.Err, "went backwards")
+	})
+	if !hasAddrs("127.0.0.1:9001")(s) {
+		t.Fatalf("held snapshot %+v", s)
+	}
+	if st := c.Stats(); st[0].LastIndex >= before.Index {
+		t.Fatalf("index after the restart %d, before %d: the reset was not seen as one", st[0].LastIndex, before.Index)
+	}
+	registerTTL(t, agent.Client(), "api", "api-2", 9002, api.HealthPassing)
+	s, _ = waitSnapshot(t, svc, 10*time.Second, "the instance registered again", func(s *Snapshot) bool {
+		return !s.Stale && hasAddrs("127.0.0.1:9002")(s)
+	})
+	if s.Err != "" {
+		t.Fatalf("after an instance came back: %+v", s)
+	}
+
+	// A service that stays empty past the hold is empty.
+	defer func(d time.Duration) { indexResetHold = d }(indexResetHold)
+	indexResetHold = time.Second
+	c = newTestConsul(t, agent, ConsulConfig{WaitTime: 500 * time.Millisecond})
+	svc, _ = c.Service("api")
+	waitSnapshot(t, svc, 5*time.Second, "a watch with a short hold", hasAddrs("127.0.0.1:9002"))
+	raise(agent.Client())
+	agent.Restart()
+	waitSnapshot(t, svc, 10*time.Second, "held after the second reset", func(s *Snapshot) bool { return s.Stale })
+	s, _ = waitSnapshot(t, svc, 10*time.Second, "empty after the hold", func(s *Snapshot) bool { return s.Ready && len(s.Endpoints) == 0 })
+	if s.Stale || s.Err != "" {
+		t.Fatalf("after the hold: %+v", s)
 	}
 }

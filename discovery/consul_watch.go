@@ -18,6 +18,15 @@ import (
 // to rate-limit them).
 const minQueryInterval = 100 * time.Millisecond
 
+// indexResetHold is how long after Consul's index went backwards (its
+// state was reset: a restored snapshot, servers that lost their data) an
+// answer that would empty a service with endpoints is not believed: the
+// last endpoints stay, marked stale. Consul's agents register their
+// services again on their next anti-entropy sync, about a minute apart on
+// small clusters; until then an empty answer says nothing about the
+// service. A variable for tests.
+var indexResetHold = 2 * time.Minute
+
 // querySlack is how much longer than its wait (plus Consul's jitter of up
 // to wait/16) a query may go unanswered before the agent counts as hung.
 const querySlack = 5 * time.Second
@@ -77,6 +86,8 @@ type watch struct {
 	index      uint64
 	consistent bool // next query must be answered by the leader
 	failures   int
+	resetAt    time.Time     // when Consul's index last went backwards; zero: not lately
+	resetHold  time.Duration // indexResetHold when the watch began
 
 	stats watchStats
 }
@@ -180,7 +191,11 @@ func (w *watch) step(ctx context.Context) bool {
 	w.stats.failing.Store(false)
 	next, fresh := nextWaitIndex(w.index, meta.LastIndex)
 	w.index = next
-	w.stats.lastIndex.Store(meta.LastIndex)
+	if last := w.stats.lastIndex.Swap(meta.LastIndex); meta.LastIndex < last {
+		// Consul's state was reset (the index of an answer never goes
+		// down otherwise); a failure in between does not hide it.
+		w.resetAt = now
+	}
 	cur := w.svc.Snapshot()
 	if !fresh && !cur.Stale && cur.Ready {
 		return true // timeout: nothing new
@@ -194,6 +209,13 @@ func (w *watch) step(ctx context.Context) bool {
 		// longer see them.
 		w.index = 0
 		return true
+	}
+	if len(eps) == 0 && len(cur.Endpoints) > 0 && !w.resetAt.IsZero() {
+		if now.Sub(w.resetAt) < w.resetHold {
+			w.hold(cur, now)
+			return true
+		}
+		w.resetAt = time.Time{}
 	}
 	if cur.Ready && !cur.Stale && cur.Err == "" && slices.EqualFunc(cur.Endpoints, eps, endpointEqual) {
 		return true // same endpoints: drop
@@ -248,6 +270,28 @@ func (w *watch) fail(err error) {
 		w.log.Warn("consul watch failing before first answer", "service", w.svc.Name(), "err", msg)
 	}
 	w.publish(next)
+}
+
+// hold keeps the endpoints of cur, marked stale, in place of an empty
+// answer that came right after Consul's state was reset (see
+// indexResetHold). The watch goes on waiting on the new index, so the
+// first instance that registers again ends the hold.
+func (w *watch) hold(cur *Snapshot, now time.Time) {
+	w.stats.failing.Store(true) // the answer was not taken: the snapshot ages
+	msg := fmt.Sprintf("consul watch %q: Consul's index went backwards (its state was reset) and it lists no instance yet; keeping the last endpoints for up to %s after the reset while instances register again", w.service, w.resetHold)
+	if cur.Stale && cur.Err == msg {
+		return
+	}
+	w.log.Warn("consul state reset, keeping last endpoints", "service", w.svc.Name(), "hold", w.resetHold.String())
+	w.publish(&Snapshot{
+		Endpoints: cur.Endpoints,
+		Ready:     true,
+		Stale:     true,
+		Index:     cur.Index,
+		Updated:   cur.Updated,
+		Checked:   now,
+		Err:       msg,
+	})
 }
 
 func (w *watch) publish(s *Snapshot) {
