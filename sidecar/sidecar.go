@@ -38,6 +38,8 @@ type Sidecar struct {
 	bg        context.Context      // lives until shutdown ends: registration
 	bgStop    context.CancelFunc
 	drainReq  chan struct{} // POST /drain
+	endDrain  chan struct{} // closed by EndDrain
+	endOnce   sync.Once
 
 	servers []*listener // outbound, inbound, then admin
 	started atomic.Bool
@@ -92,7 +94,7 @@ func New(cfg *Config, opts Options) (*Sidecar, error) {
 	if lg == nil {
 		lg = slog.New(slog.DiscardHandler)
 	}
-	s := &Sidecar{log: lg, resolver: opts.Resolver, tunnels: newTunnelSet(), drainReq: make(chan struct{}, 1)}
+	s := &Sidecar{log: lg, resolver: opts.Resolver, tunnels: newTunnelSet(), drainReq: make(chan struct{}, 1), endDrain: make(chan struct{})}
 	s.tel, s.ownTel = opts.Telemetry, false
 	if s.tel == nil {
 		tel, err := telemetry.New(context.Background(), cfg.Telemetry)
@@ -272,11 +274,23 @@ func (s *Sidecar) Run(ctx context.Context) error {
 	}
 	grace, cancel := context.WithTimeout(context.Background(), s.config().Shutdown.Grace)
 	defer cancel()
+	go func() {
+		select {
+		case <-s.endDrain:
+			cancel()
+		case <-grace.Done():
+		}
+	}()
 	if err := s.Shutdown(grace); err != nil && runErr == nil {
 		runErr = err
 	}
 	return runErr
 }
+
+// EndDrain ends Run's drain now, as if its grace period were over: the
+// exchanges still in flight are closed (a second SIGTERM). Before the
+// drain began, it makes the drain, when it comes, end at once.
+func (s *Sidecar) EndDrain() { s.endOnce.Do(func() { close(s.endDrain) }) }
 
 // Shutdown drains: it reports not ready, stops accepting, lets in-flight
 // exchanges finish until ctx ends, then closes whatever is left (including

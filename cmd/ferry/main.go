@@ -161,8 +161,31 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "ferry: %v\n", err)
 		return exitConfig
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	// The first SIGTERM or SIGINT drains; a second one ends the drain at
+	// once, closing what is still in flight.
+	ctx, stop := context.WithCancel(context.Background())
 	defer stop()
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
+	defer signal.Stop(sigs)
+	ran := make(chan struct{})
+	defer close(ran)
+	go func() {
+		for n := 0; ; n++ {
+			select {
+			case <-ran:
+				return
+			case sig := <-sigs:
+				if n == 0 {
+					log.Info("signal received; draining", "signal", sig.String())
+					stop()
+				} else {
+					log.Warn("second signal received; ending the drain now and closing the exchanges still in flight", "signal", sig.String())
+					sc.EndDrain()
+				}
+			}
+		}
+	}()
 	if *path != "" {
 		// SIGHUP or a changed file: apply the new config, or log why not
 		// and keep the one in force.

@@ -1,0 +1,247 @@
+package main
+
+import (
+	"bufio"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+var (
+	binOnce sync.Once
+	binPath string
+	binErr  error
+)
+
+// ferryBin builds the ferry binary once for the tests that run it as a
+// process (signals, exit codes).
+func ferryBin(t *testing.T) string {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("builds and runs the ferry binary")
+	}
+	binOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "ferry-bin-")
+		if err != nil {
+			binErr = err
+			return
+		}
+		binPath = filepath.Join(dir, "ferry")
+		out, err := exec.Command("go", "build", "-o", binPath, ".").CombinedOutput()
+		if err != nil {
+			binErr = fmt.Errorf("go build: %v\n%s", err, out)
+		}
+	})
+	if binErr != nil {
+		t.Fatal(binErr)
+	}
+	return binPath
+}
+
+// ferryProc is a running `ferry run` whose JSON log lines the test reads.
+type ferryProc struct {
+	t     *testing.T
+	cmd   *exec.Cmd
+	lines chan map[string]any // every log line, in order
+	seen  []map[string]any    // the lines read so far
+	addrs map[string]string   // listener name -> bound address
+	done  chan struct{}       // closed when the process exited
+	err   error               // Wait's result, once done is closed
+}
+
+// startFerryProc runs ferry with args and env added to the test's
+// environment, and waits until every listener in listeners logged its
+// address.
+func startFerryProc(t *testing.T, args, env []string, listeners ...string) *ferryProc {
+	t.Helper()
+	cmd := exec.Command(ferryBin(t), args...)
+	cmd.Env = append(os.Environ(), env...)
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	p := &ferryProc{t: t, cmd: cmd, lines: make(chan map[string]any, 1024), addrs: map[string]string{}, done: make(chan struct{})}
+	go func() {
+		sc := bufio.NewScanner(stderr)
+		for sc.Scan() {
+			var m map[string]any
+			if json.Unmarshal(sc.Bytes(), &m) != nil {
+				m = map[string]any{"msg": sc.Text()}
+			}
+			p.lines <- m
+		}
+		close(p.lines)
+		p.err = cmd.Wait()
+		close(p.done)
+	}()
+	t.Cleanup(func() {
+		select {
+		case <-p.done:
+		default:
+			cmd.Process.Kill()
+			<-p.done
+		}
+	})
+	for _, name := range listeners {
+		m := p.waitLog(10*time.Second, func(m map[string]any) bool { return m["msg"] == "listening" && m["listener"] == name })
+		p.addrs[name] = m["addr"].(string)
+	}
+	return p
+}
+
+// waitLog returns the first log line (seen before or arriving within d)
+// that match accepts, failing the test when there is none.
+func (p *ferryProc) waitLog(d time.Duration, match func(map[string]any) bool) map[string]any {
+	p.t.Helper()
+	for _, m := range p.seen {
+		if match(m) {
+			return m
+		}
+	}
+	deadline := time.After(d)
+	for {
+		select {
+		case m, ok := <-p.lines:
+			if !ok {
+				p.t.Fatalf("ferry exited without the log line expected; its log:\n%s", p.log())
+			}
+			p.seen = append(p.seen, m)
+			if match(m) {
+				return m
+			}
+		case <-deadline:
+			p.t.Fatalf("no such log line within %s; ferry's log:\n%s", d, p.log())
+		}
+	}
+}
+
+func (p *ferryProc) log() string {
+	var b strings.Builder
+	for _, m := range p.seen {
+		j, _ := json.Marshal(m)
+		b.Write(j)
+		b.WriteByte('\n')
+	}
+	return b.String()
+}
+
+// exitCode waits up to d for ferry to exit and returns its exit code,
+// failing the test when it does not exit or dies of a signal.
+func (p *ferryProc) exitCode(d time.Duration) int {
+	p.t.Helper()
+	deadline := time.After(d)
+	for {
+		select {
+		case m, ok := <-p.lines:
+			if ok {
+				p.seen = append(p.seen, m)
+				continue
+			}
+			<-p.done
+			var ee *exec.ExitError
+			if errors.As(p.err, &ee) {
+				if ws, ok := ee.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+					p.t.Fatalf("ferry was killed by %v instead of exiting; its log:\n%s", ws.Signal(), p.log())
+				}
+				return ee.ExitCode()
+			}
+			if p.err != nil {
+				p.t.Fatal(p.err)
+			}
+			return 0
+		case <-deadline:
+			p.t.Fatalf("ferry did not exit within %s; its log:\n%s", d, p.log())
+		}
+	}
+}
+
+func (p *ferryProc) signal(sig os.Signal) {
+	p.t.Helper()
+	if err := p.cmd.Process.Signal(sig); err != nil {
+		p.t.Fatal(err)
+	}
+}
+
+func msgIs(s string) func(map[string]any) bool {
+	return func(m map[string]any) bool { return m["msg"] == s }
+}
+
+// A second SIGTERM (or SIGINT) during the drain ends it at once: the
+// exchanges still open are closed, ferry says so and exits 1. It was
+// swallowed without a word and ferry kept waiting out the whole grace
+// period, so an operator's second Ctrl-C did nothing.
+func TestSecondSignalEndsTheDrain(t *testing.T) {
+	entered := make(chan struct{}, 1)
+	release := make(chan struct{})
+	defer close(release)
+	up := startOrigin(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		entered <- struct{}{}
+		<-release
+	}))
+	cfg := fmt.Sprintf(`
+admin: { listen: 127.0.0.1:0 }
+outbound:
+  listen: 127.0.0.1:0
+  routes: [ { service: svc } ]
+services:
+  svc: { endpoints: [%s] }
+telemetry: { access_log: "off" }
+shutdown: { grace: 2m }
+`, up)
+	for _, sig := range []os.Signal{syscall.SIGTERM, syscall.SIGINT} {
+		t.Run(sig.String(), func(t *testing.T) {
+			p := startFerryProc(t, []string{"run", "--config-env", "FERRY_TEST_CFG"}, []string{"FERRY_TEST_CFG=" + cfg}, "outbound", "admin")
+			errc := make(chan error, 1)
+			go func() {
+				res, err := http.Get("http://" + p.addrs["outbound"] + "/slow")
+				if err == nil {
+					io.Copy(io.Discard, res.Body)
+					res.Body.Close()
+				}
+				errc <- err
+			}()
+			select {
+			case <-entered:
+			case <-time.After(10 * time.Second):
+				t.Fatal("the request did not reach the upstream")
+			}
+			p.signal(sig)
+			p.waitLog(10*time.Second, msgIs("draining"))
+			p.signal(sig)
+			if code := p.exitCode(20 * time.Second); code != exitFail {
+				t.Fatalf("exit code %d after a second %v, want %d; log:\n%s", code, sig, exitFail, p.log())
+			}
+			p.waitLog(0, func(m map[string]any) bool {
+				return m["level"] == "WARN" && strings.Contains(fmt.Sprint(m["msg"]), "second signal")
+			})
+			<-errc
+		})
+	}
+}
+
+// startOrigin serves h on a free loopback port until the test ends.
+func startOrigin(t *testing.T, h http.Handler) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: h}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+	return ln.Addr().String()
+}
