@@ -186,27 +186,28 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 			}
 		}
 	}()
-	if *path != "" {
-		// SIGHUP or a changed file: apply the new config, or log why not
-		// and keep the one in force.
-		hup := make(chan os.Signal, 1)
-		signal.Notify(hup, syscall.SIGHUP)
-		defer signal.Stop(hup)
-		go func() {
-			for {
-				select {
-				case <-ctx.Done():
-					return
-				case <-hup:
-					if err := sc.ReloadFile(ctx, *path); err != nil {
-						log.Error("reload on SIGHUP rejected; keeping the config in force", "file", *path, "error", err.Error())
-					}
+	// SIGHUP or a changed file: apply the new config, or log why not and
+	// keep the one in force. SIGHUP is always caught: its default action
+	// would kill ferry without a drain.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	go func() {
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-hup:
+				if *path == "" {
+					log.Warn("SIGHUP ignored: the config comes from an environment variable, which a running ferry cannot re-read; restart ferry to change it", "env", *configEnv)
+				} else if err := sc.ReloadFile(ctx, *path); err != nil {
+					log.Error("reload on SIGHUP rejected; keeping the config in force", "file", *path, "error", err.Error())
 				}
 			}
-		}()
-		if *poll > 0 {
-			go sc.WatchConfigFile(ctx, *path, *poll, loaded)
 		}
+	}()
+	if *path != "" && *poll > 0 {
+		go sc.WatchConfigFile(ctx, *path, *poll, loaded)
 	}
 	if err := sc.Run(ctx); err != nil {
 		log.Error("ferry stopped", "error", err.Error())

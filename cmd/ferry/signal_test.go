@@ -117,7 +117,8 @@ func (p *ferryProc) waitLog(d time.Duration, match func(map[string]any) bool) ma
 		select {
 		case m, ok := <-p.lines:
 			if !ok {
-				p.t.Fatalf("ferry exited without the log line expected; its log:\n%s", p.log())
+				<-p.done
+				p.t.Fatalf("ferry exited (%v) without the log line expected; its log:\n%s", p.err, p.log())
 			}
 			p.seen = append(p.seen, m)
 			if match(m) {
@@ -244,4 +245,27 @@ func startOrigin(t *testing.T, h http.Handler) string {
 	go srv.Serve(ln)
 	t.Cleanup(func() { srv.Close() })
 	return ln.Addr().String()
+}
+
+// SIGHUP asks for a reload. With the config in an environment variable (how
+// the injector runs ferry) there is nothing to re-read: ferry says so and
+// keeps serving. It had no SIGHUP handler then, so Go's default action
+// killed it on the spot, without a drain.
+func TestSIGHUPWithConfigEnvKeepsServing(t *testing.T) {
+	cfg := "admin: { listen: 127.0.0.1:0 }\ninbound: { listen: 127.0.0.1:0, app: 127.0.0.1:1 }\ntelemetry: { access_log: \"off\" }\n"
+	p := startFerryProc(t, []string{"run", "--config-env", "FERRY_TEST_CFG"}, []string{"FERRY_TEST_CFG=" + cfg}, "admin")
+	p.signal(syscall.SIGHUP)
+	p.waitLog(10*time.Second, func(m map[string]any) bool { return strings.Contains(fmt.Sprint(m["msg"]), "SIGHUP") })
+	res, err := http.Get("http://" + p.addrs["admin"] + "/ready")
+	if err != nil {
+		t.Fatalf("after SIGHUP: %v; log:\n%s", err, p.log())
+	}
+	res.Body.Close()
+	if res.StatusCode != http.StatusOK {
+		t.Fatalf("/ready after SIGHUP: %d", res.StatusCode)
+	}
+	p.signal(syscall.SIGTERM)
+	if code := p.exitCode(20 * time.Second); code != exitOK {
+		t.Fatalf("exit code %d after SIGTERM, want 0; log:\n%s", code, p.log())
+	}
 }
