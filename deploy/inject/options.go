@@ -1,6 +1,7 @@
 package inject
 
 import (
+	"errors"
 	"fmt"
 	"strings"
 	"time"
@@ -61,7 +62,9 @@ type Options struct {
 	DisableNativeSidecar bool
 	// PreStopSleep, ShutdownDelay and ShutdownGrace are the lifecycle
 	// defaults. Zero: DefaultPreStopSleep, DefaultShutdownDelay,
-	// DefaultShutdownGrace. A negative value means zero.
+	// DefaultShutdownGrace. A negative value means zero, except for
+	// ShutdownGrace, where it is an error (ferry reads a grace of 0 as
+	// its default, 30s).
 	PreStopSleep  time.Duration
 	ShutdownDelay time.Duration
 	ShutdownGrace time.Duration
@@ -100,6 +103,9 @@ func (o Options) withDefaults() (Options, error) {
 	o.PreStopSleep = defaultDuration(o.PreStopSleep, DefaultPreStopSleep)
 	o.ShutdownDelay = defaultDuration(o.ShutdownDelay, DefaultShutdownDelay)
 	o.ShutdownGrace = defaultDuration(o.ShutdownGrace, DefaultShutdownGrace)
+	if o.ShutdownGrace == 0 {
+		return o, fmt.Errorf("inject options: shutdown grace: %w", errZeroGrace)
+	}
 	if o.PreStopSleep%time.Second != 0 {
 		return o, fmt.Errorf("inject options: pre-stop sleep %s is not a whole number of seconds", o.PreStopSleep)
 	}
@@ -121,6 +127,10 @@ func (o Options) withDefaults() (Options, error) {
 	}
 	return o, nil
 }
+
+// errZeroGrace refuses a shutdown grace of zero, which the config ferry
+// reads cannot express.
+var errZeroGrace = errors.New("must be more than 0 (ferry reads a shutdown.grace of 0 as its default, 30s)")
 
 func defaultDuration(d, def time.Duration) time.Duration {
 	switch {

@@ -144,6 +144,10 @@ func (o *Options) makePlan(ann map[string]string, spec *podSpec) (*plan, error) 
 			if *d.dst, err = parseDuration(v, d.wholeSeconds); err != nil {
 				return nil, annotationError(d.key, v, err)
 			}
+			if d.key == AnnotationShutdownGrace && *d.dst == 0 {
+				// ferry's config cannot say "no grace": it reads 0 as 30s.
+				return nil, annotationError(d.key, v, errZeroGrace)
+			}
 		}
 	}
 	if v, ok := get(AnnotationLogLevel); ok {
