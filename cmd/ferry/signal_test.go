@@ -24,6 +24,15 @@ var (
 	binErr  error
 )
 
+// TestMain removes the binary ferryBin built.
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if binPath != "" {
+		os.RemoveAll(filepath.Dir(binPath))
+	}
+	os.Exit(code)
+}
+
 // ferryBin builds the ferry binary once for the tests that run it as a
 // process (signals, exit codes).
 func ferryBin(t *testing.T) string {
