@@ -47,6 +47,9 @@ type rawSock struct {
 	pend      []byte
 	pn        int
 	perrno    syscall.Errno
+	// quiet (see expectQuiet): the deferred bytes go out only if nothing
+	// waits to be read first; early reports that something did.
+	quiet, early bool
 }
 
 // newRawSock returns tc's raw reader and writer, or nil when tc does not
@@ -70,7 +73,8 @@ func newRawSock(tc *net.TCPConn) *rawSock {
 // Bytes whose write was deferred (see deferWrites) go out first, from
 // inside the read's wait: the read then does not try the socket before
 // waiting (the answer to those bytes cannot be there yet), which spares a
-// read(2) that would only say EAGAIN. RawConn resets the socket's
+// read(2) that would only say EAGAIN (unless expectQuiet asks for one
+// before the write). RawConn resets the socket's
 // readiness before calling the read function, so an answer arriving
 // after the write wakes the wait. A failed write is returned as a write
 // error.
@@ -82,7 +86,12 @@ func (s *rawSock) Read(p []byte) (int, error) {
 		s.rbuf, s.rn, s.rerrno, s.perrno = p, 0, 0, 0
 		err := s.rc.Read(s.readFn)
 		n, errno, perrno := s.rn, s.rerrno, s.perrno
-		s.rbuf = nil
+		s.rbuf, s.quiet = nil, false
+		if s.early {
+			s.early = false
+			s.dropPending()
+			return 0, errNotQuiet
+		}
 		if s.pn < len(s.pend) && err == nil && perrno == 0 {
 			// The send buffer filled: write the rest the ordinary
 			// way (waiting for room), then read.
@@ -112,6 +121,10 @@ func (s *rawSock) Read(p []byte) (int, error) {
 // to become readable and be called again.
 func (s *rawSock) read(fd uintptr) bool {
 	if s.pn < len(s.pend) {
+		if s.quiet && !s.nothingWaiting(fd) {
+			s.early = true // nothing of pend went out
+			return true
+		}
 		for s.pn < len(s.pend) {
 			r, e := sysWrite(fd, s.pend[s.pn:])
 			switch e {
@@ -140,6 +153,27 @@ func (s *rawSock) read(fd uintptr) bool {
 		default:
 			s.rerrno = e
 			return true
+		}
+	}
+}
+
+// errNotQuiet: the socket had bytes to read, its end of stream or an
+// error before the deferred bytes went out (see expectQuiet). None of them
+// went out.
+var errNotQuiet = errors.New("bytes, a close or an error arrived before the request was sent")
+
+// expectQuiet makes the next Read send its deferred bytes only if nothing
+// is waiting to be read (what the peer sent before hearing them), and
+// fail with errNotQuiet otherwise. It costs that Read one read(2).
+func (s *rawSock) expectQuiet() { s.quiet = true }
+
+// nothingWaiting reports that a read of fd finds nothing yet. What it
+// reads, if anything, is dropped.
+func (s *rawSock) nothingWaiting(fd uintptr) bool {
+	for {
+		_, e := sysRead(fd, s.rbuf)
+		if e != syscall.EINTR {
+			return e == syscall.EAGAIN
 		}
 	}
 }

@@ -49,7 +49,9 @@ const (
 	// is taken without peeking at its socket (a system call per request
 	// under load); older ones are checked for a close by the upstream.
 	// A replayable request that meets a close anyway is retried on a new
-	// connection.
+	// connection. A bodiless request checks any reused connection for
+	// bytes or a close as its head goes out (see exchange), an upload's
+	// is always peeked at here.
 	poolTrustWindow = 100 * time.Millisecond
 	// uploadReuseIdle: a spliced upload takes a pooled connection only if
 	// it was idle for less than this, else a new one. Once the splice
@@ -227,7 +229,7 @@ func (f *fastH1) RoundTrip(out *http.Request) (*http.Response, error) {
 		if splicing {
 			res, fresh, sent, err = f.exchangeUpload(c, out, upload)
 		} else {
-			res, fresh, err = f.exchange(c, out)
+			res, fresh, err = f.exchange(c, out, reused)
 		}
 		if err == nil {
 			remaining := res.ContentLength
@@ -252,8 +254,9 @@ func (f *fastH1) RoundTrip(out *http.Request) (*http.Response, error) {
 		}
 		// A pooled connection the upstream closed just now fails before
 		// any response byte: try once more on a new connection, as
-		// net/http does for requests that can be replayed.
-		if reused && !fresh && try == 0 && !splicing && replayable(out.Method) {
+		// net/http does for requests that can be replayed, and for any
+		// request that was not sent at all.
+		if reused && !fresh && try == 0 && !splicing && (replayable(out.Method) || errors.Is(err, errNotQuiet)) {
 			continue
 		}
 		return nil, err
@@ -444,8 +447,13 @@ func replayable(method string) bool {
 
 // exchange writes the request and reads the final response header,
 // passing 1xx informational responses to the request's trace. fresh
-// reports whether any response byte arrived.
-func (f *fastH1) exchange(c *h1Conn, out *http.Request) (*http.Response, bool, error) {
+// reports whether any response byte arrived. On a reused connection the
+// request goes out only if the upstream sent nothing since the last
+// response: bytes that came after it (a body to a HEAD request, more than
+// its Content-Length) would otherwise be read as this request's answer.
+// The pool's checks (see get and spliceBody.nothingAfter) see only what
+// arrived by the time they look.
+func (f *fastH1) exchange(c *h1Conn, out *http.Request, reused bool) (*http.Response, bool, error) {
 	if err := writeHead(c.bw, out); err != nil {
 		return nil, false, err
 	}
@@ -455,6 +463,9 @@ func (f *fastH1) exchange(c *h1Conn, out *http.Request) (*http.Response, bool, e
 	deferred := c.raw != nil && c.br.Buffered() == 0
 	if deferred {
 		c.raw.deferWrites(true)
+		if reused {
+			c.raw.expectQuiet()
+		}
 	}
 	err := c.bw.Flush()
 	if deferred {
@@ -528,7 +539,11 @@ func (f *fastH1) get(ctx context.Context, addr string, fresh bool, maxIdle time.
 				break
 			}
 			f.idle[addr] = list[:len(list)-1]
-			if idle < poolIdleTimeout && (idle < poolTrustWindow || c.alive()) {
+			// An upload's head is not sent through exchange's check
+			// for bytes the upstream sent after its last response:
+			// its connection is always looked at.
+			upload := maxIdle < poolIdleTimeout
+			if idle < poolIdleTimeout && (idle < poolTrustWindow && !upload || c.alive()) {
 				f.mu.Unlock()
 				return c, true, nil
 			}

@@ -541,3 +541,68 @@ func TestStrayBytesNotNextResponse(t *testing.T) {
 		})
 	}
 }
+
+// Bytes an upstream sends after its response has gone back to the pool (a
+// body to a HEAD request, more than the Content-Length it declared) are
+// not the answer to the next request on that connection either, whatever
+// that request is (a DELETE is not replayable, an upload goes socket to
+// socket), however soon after the last one it comes.
+func TestLateStrayBytesNotNextResponse(t *testing.T) {
+	cases := []struct{ name, first, answer, next string }{
+		{"head-chunked", "HEAD", "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n", "GET / HTTP/1.1\r\nHost: x\r\n\r\n"},
+		{"overrun", "GET", "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", "GET / HTTP/1.1\r\nHost: x\r\n\r\n"},
+		{"overrun-delete", "GET", "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", "DELETE / HTTP/1.1\r\nHost: x\r\n\r\n"},
+		{"overrun-upload", "GET", "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+			"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n" + strings.Repeat("u", 100000)},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			answered, strayOut := make(chan struct{}), make(chan struct{})
+			var n atomic.Int64
+			up := startRawServer(t, func(c net.Conn) {
+				br := bufio.NewReader(c)
+				for {
+					req, err := http.ReadRequest(br)
+					if err != nil {
+						return
+					}
+					io.Copy(io.Discard, req.Body)
+					if n.Add(1) > 1 {
+						io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\ngood")
+						continue
+					}
+					io.WriteString(c, tc.answer)
+					// The stray bytes come once ferry passed the answer on
+					// (and pooled the connection).
+					select {
+					case <-answered:
+					case <-time.After(10 * time.Second):
+						return
+					}
+					io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nstray")
+					close(strayOut)
+				}
+			})
+			_, url := outboundTo(t, "", up.addr())
+			c := dialRaw(t, url)
+			br := bufio.NewReader(c)
+			io.WriteString(c, tc.first+" / HTTP/1.1\r\nHost: x\r\n\r\n")
+			res, err := http.ReadResponse(br, &http.Request{Method: tc.first})
+			if err != nil {
+				t.Fatal(err)
+			}
+			io.Copy(io.Discard, res.Body)
+			close(answered)
+			recv(t, strayOut, 10*time.Second, "the stray bytes sent")
+			io.WriteString(c, tc.next)
+			res, err = http.ReadResponse(br, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, _ := io.ReadAll(res.Body)
+			if res.StatusCode != http.StatusOK || string(b) != "good" {
+				t.Fatalf("second answer %d %q (%s); want 200 \"good\": bytes the upstream sent after the first response must not answer the next request", res.StatusCode, b, res.Header.Get("X-Ferry-Error"))
+			}
+		})
+	}
+}
