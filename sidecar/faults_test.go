@@ -505,3 +505,78 @@ func TestFaultSlowloris(t *testing.T) {
 		}
 	}
 }
+
+// handlersRunning counts ferry handlers in progress, from the goroutine
+// stacks.
+func handlersRunning() int {
+	buf := make([]byte, 4<<20)
+	n := runtime.Stack(buf, true)
+	return strings.Count(string(buf[:n]), "sidecar.(*Proxy).ServeHTTP(")
+}
+
+// A caller that stops reading a response, and neither reads on nor hangs
+// up, is cut by body_idle or overall like an upstream that stalls: the
+// upstream's connection closes and so does the exchange, on ferry's own
+// HTTP/1.1 lane (a spliced Content-Length body and a chunked one), on a
+// connection net/http serves, and over h2c. Closing the upstream's side
+// alone left ferry writing to the caller for as long as the caller
+// pleased, with its goroutine, buffers and connection.
+func TestFaultStalledCallerCutByTimeouts(t *testing.T) {
+	faultCheck(t)
+	for _, timeouts := range []string{"body_idle: 300ms", "connect: 200ms, response_header: 200ms, body_idle: 1h, overall: 500ms"} {
+		stopped := make(chan error, 1)
+		o := startFaultOrigin(t, func(c net.Conn, br *bufio.Reader) {
+			req, err := http.ReadRequest(br)
+			if err != nil {
+				return
+			}
+			chunk := bytes.Repeat([]byte("s"), 64<<10)
+			if req.URL.Path == "/chunked" {
+				io.WriteString(c, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+				chunk = append(append([]byte("fff0\r\n"), chunk[:0xfff0]...), "\r\n"...)
+			} else {
+				io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 1073741824\r\n\r\n")
+			}
+			for {
+				if _, err := c.Write(chunk); err != nil {
+					stopped <- err
+					return
+				}
+			}
+		})
+		url := faultFerry(t, o.addr(), settingsYAML(timeouts))
+		callers := []struct{ name, head string }{
+			{"lane-length", "GET /length HTTP/1.1\r\nHost: x\r\n\r\n"},
+			{"lane-chunked", "GET /chunked HTTP/1.1\r\nHost: x\r\n\r\n"},
+			{"net/http", "GET /length HTTP/1.0\r\nHost: x\r\n\r\n"},
+			{"h2c", ""},
+		}
+		for _, caller := range callers {
+			t.Run(timeouts+"/"+caller.name, func(t *testing.T) {
+				if caller.head == "" {
+					client := faultClients(t)["h2c"]
+					res, err := client.Get(url + "/length")
+					if err != nil {
+						t.Fatal(err)
+					}
+					defer res.Body.Close()
+				} else {
+					c := dialRaw(t, url)
+					io.WriteString(c, caller.head)
+					if _, err := http.ReadResponse(bufio.NewReader(c), nil); err != nil {
+						t.Fatal(err)
+					}
+				}
+				// The caller reads no more and stays.
+				recv(t, stopped, 10*time.Second, "the upstream's connection to close")
+				deadline := time.Now().Add(5 * time.Second)
+				for handlersRunning() > 0 {
+					if time.Now().After(deadline) {
+						t.Fatalf("the exchange still runs 5s after its upstream was cut (%s): ferry is still writing to a caller that stopped reading", timeouts)
+					}
+					time.Sleep(10 * time.Millisecond)
+				}
+			})
+		}
+	}
+}
