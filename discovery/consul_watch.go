@@ -86,8 +86,14 @@ type watch struct {
 	index      uint64
 	consistent bool // next query must be answered by the leader
 	failures   int
-	resetAt    time.Time     // when Consul's index last went backwards; zero: not lately
-	resetHold  time.Duration // indexResetHold when the watch began
+	resetAt    time.Time // when Consul's index last went backwards; zero: not lately
+	// seen is the highest index answered by each of Consul's query
+	// backends (X-Consul-Query-Backend): blocking queries are served by
+	// its streaming backend, others by the plain one, and the two may
+	// give the same state indexes a few apart, so only indexes of one
+	// backend are compared.
+	seen      map[string]uint64
+	resetHold time.Duration // indexResetHold when the watch began
 
 	stats watchStats
 }
@@ -191,11 +197,19 @@ func (w *watch) step(ctx context.Context) bool {
 	w.stats.failing.Store(false)
 	next, fresh := nextWaitIndex(w.index, meta.LastIndex)
 	w.index = next
-	if last := w.stats.lastIndex.Swap(meta.LastIndex); meta.LastIndex < last {
-		// Consul's state was reset (the index of an answer never goes
-		// down otherwise); a failure in between does not hide it.
-		w.resetAt = now
+	w.stats.lastIndex.Store(meta.LastIndex)
+	if w.seen == nil {
+		w.seen = map[string]uint64{}
 	}
+	if meta.LastIndex < w.seen[meta.Backend] {
+		// Consul's state was reset (an index never goes down otherwise);
+		// a failure in between does not hide it. A hold in progress is
+		// not extended.
+		if w.resetAt.IsZero() || now.Sub(w.resetAt) >= w.resetHold {
+			w.resetAt = now
+		}
+	}
+	w.seen[meta.Backend] = meta.LastIndex
 	cur := w.svc.Snapshot()
 	if !fresh && !cur.Stale && cur.Ready {
 		return true // timeout: nothing new

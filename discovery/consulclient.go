@@ -296,6 +296,9 @@ type consulQueryMeta struct {
 	// FilteredByACLs: the token could not read some of the results, which
 	// Consul left out (X-Consul-Results-Filtered-By-ACLs).
 	FilteredByACLs bool
+	// Backend is the query backend that answered (X-Consul-Query-Backend:
+	// "streaming" or "blocking-query"; "" from older agents).
+	Backend string
 }
 
 // do sends one request: the client's datacenter, namespace, partition,
@@ -432,6 +435,7 @@ func (c *consulClient) healthService(ctx context.Context, service string, tags [
 	meta := &consulQueryMeta{
 		KnownLeader:    resp.Header.Get("X-Consul-KnownLeader") == "true",
 		FilteredByACLs: resp.Header.Get("X-Consul-Results-Filtered-By-ACLs") == "true",
+		Backend:        resp.Header.Get("X-Consul-Query-Backend"),
 	}
 	// As the official client: a header that does not parse is left zero.
 	if v := resp.Header.Get("X-Consul-Index"); v != "" {
