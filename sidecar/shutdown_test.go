@@ -10,6 +10,8 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -398,5 +400,50 @@ services: { svc: { endpoints: [%s] } }
 				t.Errorf("ferry_requests_total has no %s series, or one for client_canceled:\n%s", want, grepLines(rec.Body.String(), "ferry_requests_total"))
 			}
 		})
+	}
+}
+
+// An exchange cut at the drain's end is reported before Shutdown returns:
+// its access log line (and span) are written before ferry closes its own
+// telemetry, not lost in the race with it. Several exchanges, each waiting
+// on a silent upstream, make the race likely to show.
+func TestDrainEndReportsCutExchanges(t *testing.T) {
+	const n = 8
+	started := make(chan struct{}, n)
+	release := make(chan struct{})
+	defer close(release)
+	up := origin(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		started <- struct{}{}
+		<-release
+	}))
+	logPath := filepath.Join(t.TempDir(), "access.log")
+	sc := startFerry(t, fmt.Sprintf(`
+admin: { listen: 127.0.0.1:0 }
+outbound: { listen: 127.0.0.1:0, routes: [ { service: svc } ] }
+services: { svc: { endpoints: [%s] } }
+telemetry: { access_log: %s }
+`, up, logPath))
+	for range n {
+		go func() {
+			if res, err := h1Client().Get("http://" + sc.Addr("outbound") + "/"); err == nil {
+				io.Copy(io.Discard, res.Body)
+				res.Body.Close()
+			}
+		}()
+	}
+	for i := range n {
+		recv(t, started, 5*time.Second, fmt.Sprintf("request %d to reach the upstream", i+1))
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	if err := sc.Shutdown(ctx); err == nil {
+		t.Fatal("shutdown reported a clean drain although exchanges outlived the grace period")
+	}
+	b, err := os.ReadFile(logPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Count(string(b), `"reason":"`+telemetry.ReasonGraceEnded+`"`); got != n {
+		t.Fatalf("%d of %d cut exchanges in the access log when Shutdown returned:\n%s", got, n, b)
 	}
 }

@@ -361,6 +361,11 @@ func (s *Sidecar) shutdown(ctx context.Context) error {
 	if s.regConsul != nil {
 		s.regConsul.Close()
 	}
+	if forced.Load() > 0 || n > 0 {
+		// The exchanges just cut are still unwinding: their spans and
+		// access log lines must be out before ferry's telemetry closes.
+		s.awaitReported(drainReportWait)
+	}
 	s.closeTelemetry()
 	if forced.Load() > 0 || n > 0 {
 		s.log.Warn("drain grace ended with exchanges still open; closed them", "tunnels", n)
@@ -368,6 +373,20 @@ func (s *Sidecar) shutdown(ctx context.Context) error {
 	}
 	s.log.Info("drained")
 	return nil
+}
+
+// drainReportWait bounds how long a drain whose grace ended waits for the
+// exchanges it cut to be reported.
+const drainReportWait = 2 * time.Second
+
+// awaitReported waits, at most d, until no exchange is in flight as
+// telemetry counts them: each one's span ended and access log line
+// written.
+func (s *Sidecar) awaitReported(d time.Duration) {
+	end := time.Now().Add(d)
+	for s.tel.Metrics().InFlight() > 0 && time.Now().Before(end) {
+		time.Sleep(5 * time.Millisecond)
+	}
 }
 
 // closeTelemetry flushes the spans still queued, within a few seconds.

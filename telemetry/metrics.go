@@ -187,15 +187,23 @@ func (m *Metrics) requestStarted(l Listener) {
 	m.labels.listener.get(string(l)).add(1)
 }
 
-// requestEnded records a request that finished at end: its count, duration,
-// body bytes (exemplars from the span in ctx when it is sampled) and the end
-// of its in-flight count.
+// requestDone ends the in-flight count of a request on listener l, once
+// everything about it was reported (see Request.End).
+func (m *Metrics) requestDone(l Listener) {
+	m.labels.listener.get(string(l)).add(-1)
+}
+
+// InFlight is the number of requests started and not yet wholly reported
+// (span ended, access log line written), over every listener.
+func (m *Metrics) InFlight() int64 { return m.inFlight.sum() }
+
+// requestEnded records a request that finished at end: its count, duration
+// and body bytes (exemplars from the span in ctx when it is sampled).
 func (m *Metrics) requestEnded(ctx context.Context, l Listener, service, endpoint string, o Outcome, elapsed time.Duration, end time.Time) {
 	ref, sampled := spanRefAt(ctx, end)
 	class := statusClass(o.Status)
 	m.labels.requests.get(requestLabels{string(l), service, endpoint, class, boundedReason(o.Reason)}).addSampled(1, ref, sampled)
 	m.labels.duration.get(durationLabels{string(l), service, class}).observe(elapsed.Seconds(), ref, sampled)
-	m.labels.listener.get(string(l)).add(-1)
 	if o.BytesIn > 0 {
 		m.labels.bytes.get(bytesLabels{string(l), service, "in"}).addSampled(o.BytesIn, ref, sampled)
 	}

@@ -171,6 +171,20 @@ func (f *family) retain(keep func(values []string) bool) {
 	}
 }
 
+// sum adds up the values of a counter or gauge's series.
+func (f *family) sum() int64 {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	var n int64
+	for _, s := range f.series {
+		n += s.n.Load()
+	}
+	if f.overflow != nil {
+		n += f.overflow.n.Load()
+	}
+	return n
+}
+
 func (f *family) newSeries(values []string) *series {
 	s := &series{values: values}
 	if f.kind == kindHistogram {

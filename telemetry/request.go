@@ -204,4 +204,5 @@ func (q *Request) End(o Outcome) {
 		q.span.End()
 	}
 	q.t.logRequest(q, o, elapsed)
+	q.t.metrics.requestDone(q.listener)
 }
