@@ -118,8 +118,9 @@ type LimitsConfig struct {
 
 // ShutdownConfig controls the drain.
 type ShutdownConfig struct {
-	// Grace is how long in-flight requests may run after SIGTERM before
-	// their connections are closed. Default 30s.
+	// Grace is how long in-flight requests may run once the listeners
+	// closed (after Delay) before their connections are closed. The drain
+	// takes up to Delay + Grace from SIGTERM. Default 30s.
 	Grace time.Duration `yaml:"grace"`
 	// Delay keeps serving after SIGTERM, with /ready answering 503, so load
 	// balancers and Consul stop sending before the listeners close.

@@ -447,3 +447,54 @@ telemetry: { access_log: %s }
 		t.Fatalf("%d of %d cut exchanges in the access log when Shutdown returned:\n%s", got, n, b)
 	}
 }
+
+// shutdown.grace starts once shutdown.delay is over: during the delay
+// ferry still serves new requests, then in-flight ones get the whole grace
+// to finish (the injector counts the two one after the other against the
+// pod's termination grace period).
+func TestRunGraceFollowsDelay(t *testing.T) {
+	const delay, grace, answerAfter = time.Second, time.Second, 1500 * time.Millisecond
+	drainAt := make(chan time.Time, 1)
+	started := make(chan struct{}, 1)
+	up := origin(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		started <- struct{}{}
+		// Answer answerAfter into the drain: past the grace counted from
+		// the drain's start, within delay + grace.
+		time.Sleep(time.Until((<-drainAt).Add(answerAfter)))
+		io.WriteString(w, "done")
+	}))
+	sc, err := New(mustParse(t, fmt.Sprintf(`
+admin: { listen: 127.0.0.1:0 }
+outbound: { listen: 127.0.0.1:0, routes: [ { service: svc } ] }
+services: { svc: { endpoints: [%s] } }
+shutdown: { delay: %s, grace: %s }
+telemetry: { access_log: "off" }
+`, up, delay, grace)), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, stop := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- sc.Run(ctx) }()
+	waitFor(t, "ready", 5*time.Second, sc.Ready)
+	got := make(chan string, 1)
+	go func() {
+		res, err := h1Client().Get("http://" + sc.Addr("outbound") + "/")
+		if err != nil {
+			got <- err.Error()
+			return
+		}
+		b, err := io.ReadAll(res.Body)
+		res.Body.Close()
+		got <- fmt.Sprintf("%d %s %v", res.StatusCode, b, err)
+	}()
+	recv(t, started, 5*time.Second, "the request to reach the upstream")
+	drainAt <- time.Now()
+	stop() // SIGTERM
+	if s := recv(t, got, 10*time.Second, "the answer"); s != "200 done <nil>" {
+		t.Fatalf("the exchange in flight got %q, want it whole: the grace must start after the delay", s)
+	}
+	if err := recv(t, done, 10*time.Second, "Run to return"); err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+}

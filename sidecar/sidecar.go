@@ -249,8 +249,9 @@ func (s *Sidecar) Addr(name string) string {
 // Ready reports whether every listener is up and the sidecar is not draining.
 func (s *Sidecar) Ready() bool { return s.ready.Load() }
 
-// Run starts the sidecar, serves until ctx ends, then drains within the
-// configured grace period.
+// Run starts the sidecar, serves until ctx ends, then drains: it keeps
+// serving for shutdown.delay, then lets in-flight exchanges finish for up
+// to shutdown.grace.
 func (s *Sidecar) Run(ctx context.Context) error {
 	if err := s.Start(); err != nil {
 		return err
@@ -272,7 +273,10 @@ func (s *Sidecar) Run(ctx context.Context) error {
 		s.log.Info("drain requested through the admin listener")
 	case runErr = <-errc:
 	}
-	grace, cancel := context.WithTimeout(context.Background(), s.config().Shutdown.Grace)
+	// The grace starts once the delay (and deregistration, within it) is
+	// over: Shutdown's context bounds the whole drain.
+	sd := s.config().Shutdown
+	grace, cancel := context.WithTimeout(context.Background(), sd.Delay+sd.Grace)
 	defer cancel()
 	go func() {
 		select {
