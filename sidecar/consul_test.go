@@ -336,17 +336,7 @@ telemetry: { access_log: "off" }
 		return err == nil && len(entries) == 1
 	})
 	in := sc.Addr("inbound")
-	answer := make(chan string, 1)
-	go func() {
-		res, err := h1Client().Get("http://" + in + "/")
-		if err != nil {
-			answer <- err.Error()
-			return
-		}
-		b, err := io.ReadAll(res.Body)
-		res.Body.Close()
-		answer <- fmt.Sprintf("%d %s %v", res.StatusCode, b, err)
-	}()
+	answer := getInBackground("http://" + in + "/")
 	recv(t, started, 5*time.Second, "the request to reach the app")
 
 	agent.Pause() // takes requests, never answers

@@ -477,17 +477,7 @@ telemetry: { access_log: "off" }
 	done := make(chan error, 1)
 	go func() { done <- sc.Run(ctx) }()
 	waitFor(t, "ready", 5*time.Second, sc.Ready)
-	got := make(chan string, 1)
-	go func() {
-		res, err := h1Client().Get("http://" + sc.Addr("outbound") + "/")
-		if err != nil {
-			got <- err.Error()
-			return
-		}
-		b, err := io.ReadAll(res.Body)
-		res.Body.Close()
-		got <- fmt.Sprintf("%d %s %v", res.StatusCode, b, err)
-	}()
+	got := getInBackground("http://" + sc.Addr("outbound") + "/")
 	recv(t, started, 5*time.Second, "the request to reach the upstream")
 	drainAt <- time.Now()
 	stop() // SIGTERM
@@ -497,4 +487,21 @@ telemetry: { access_log: "off" }
 	if err := recv(t, done, 10*time.Second, "Run to return"); err != nil {
 		t.Fatalf("Run: %v", err)
 	}
+}
+
+// getInBackground GETs url on a goroutine of its own and sends what came
+// back: "status body read-error", or the request's error.
+func getInBackground(url string) <-chan string {
+	answer := make(chan string, 1)
+	go func() {
+		res, err := h1Client().Get(url)
+		if err != nil {
+			answer <- err.Error()
+			return
+		}
+		b, err := io.ReadAll(res.Body)
+		res.Body.Close()
+		answer <- fmt.Sprintf("%d %s %v", res.StatusCode, b, err)
+	}()
+	return answer
 }

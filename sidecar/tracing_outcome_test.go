@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/ferrymesh/ferry/internal/syncbuf"
@@ -64,16 +65,7 @@ services:
 	if res.StatusCode != 504 {
 		t.Errorf("caller got %d %q, want 504 (the overall timeout ended the exchange during the backoff)", res.StatusCode, body)
 	}
-	waitFor(t, "the server span", 5*time.Second, func() bool { return len(spansOfKind(rec.Ended(), trace.SpanKindServer)) == 1 })
-	server := spansOfKind(rec.Ended(), trace.SpanKindServer)[0]
-	if got := attr(server, telemetry.AttrReason).AsString(); got != telemetry.ReasonTimeout {
-		t.Errorf("server span reason %q, want %q", got, telemetry.ReasonTimeout)
-	}
-	waitFor(t, "the access log line", 5*time.Second, func() bool { return len(accessLines(t, logs)) == 1 })
-	l := accessLines(t, logs)[0]
-	if l["status"] != float64(504) || l["reason"] != telemetry.ReasonTimeout {
-		t.Errorf("access log status %v reason %v, want 504 %s", l["status"], l["reason"], telemetry.ReasonTimeout)
-	}
+	expectOutcome(t, rec, logs, 504, telemetry.ReasonTimeout)
 }
 
 // A caller that goes away while ferry waits out a retry's backoff is
@@ -98,15 +90,22 @@ services:
 	// The first attempt fails at once and ferry waits for the retry.
 	waitFor(t, "the first attempt's client span", 5*time.Second, func() bool { return len(spansOfKind(rec.Ended(), trace.SpanKindClient)) == 1 })
 	c.Close()
+	expectOutcome(t, rec, logs, 499, telemetry.ReasonClientCanceled)
+}
+
+// expectOutcome waits for the one server span and access log line of an
+// exchange and checks they report status and reason.
+func expectOutcome(t *testing.T, rec *tracetest.SpanRecorder, logs *syncbuf.Buffer, status int, reason string) {
+	t.Helper()
 	waitFor(t, "the server span", 5*time.Second, func() bool { return len(spansOfKind(rec.Ended(), trace.SpanKindServer)) == 1 })
 	server := spansOfKind(rec.Ended(), trace.SpanKindServer)[0]
-	if got := attr(server, telemetry.AttrReason).AsString(); got != telemetry.ReasonClientCanceled {
-		t.Errorf("server span reason %q, want %q", got, telemetry.ReasonClientCanceled)
+	if got := attr(server, telemetry.AttrReason).AsString(); got != reason {
+		t.Errorf("server span reason %q, want %q", got, reason)
 	}
 	waitFor(t, "the access log line", 5*time.Second, func() bool { return len(accessLines(t, logs)) == 1 })
 	l := accessLines(t, logs)[0]
-	if l["status"] != float64(499) || l["reason"] != telemetry.ReasonClientCanceled {
-		t.Errorf("access log status %v reason %v, want 499 %s", l["status"], l["reason"], telemetry.ReasonClientCanceled)
+	if l["status"] != float64(status) || l["reason"] != reason {
+		t.Errorf("access log status %v reason %v, want %d %s", l["status"], l["reason"], status, reason)
 	}
 }
 
