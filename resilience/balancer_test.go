@@ -203,3 +203,24 @@ func TestHashRetryGoesElsewhereAndBack(t *testing.T) {
 		p.Done(ok200)
 	}
 }
+
+// Large Consul weights must not blow the hash ring past its cap (at one
+// point per unit of weight, 3<<28 allocated 16 GiB), and the ring still
+// splits the key space by weight.
+func TestHashRingCappedUnderHugeWeights(t *testing.T) {
+	u, _, _ := newTestUpstream(t, balancer(BalancerHash, "X-User"))
+	u.Update([]Endpoint{{Addr: "a:1", Weight: 3 << 16}, {Addr: "b:1", Weight: 1 << 16}})
+	ring := u.set.Load().ring
+	if n := len(ring.points); n > maxRingPoints {
+		t.Fatalf("ring has %d points, cap %d", n, maxRingPoints)
+	}
+	got := count(t, u, 0, "")
+	for i := range 4000 {
+		p := mustPick(t, u, fmt.Sprint("user-", i))
+		got[p.Addr()]++
+		p.Done(ok200)
+	}
+	if got["b:1"] < 600 || got["b:1"] > 1400 {
+		t.Fatalf("keys per endpoint %v, want about 3000/1000", got)
+	}
+}

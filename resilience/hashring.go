@@ -24,18 +24,21 @@ const (
 )
 
 func newHashRing(members []member) *hashRing {
-	var total int64
+	var total float64 // float: Consul weights may sum past int64
 	for _, m := range members {
-		total += int64(m.weight)
+		total += float64(m.weight)
 	}
-	per := int64(pointsPerWeight)
-	if total > 0 && total*per > maxRingPoints {
-		per = max(maxRingPoints/total, 1)
+	// Past the cap every endpoint gets its share of maxRingPoints, at
+	// least one point: one point per unit of weight would let a Consul
+	// weight of a billion allocate a billion points.
+	per := float64(pointsPerWeight)
+	if total*per > maxRingPoints {
+		per = maxRingPoints / total
 	}
-	r := &hashRing{points: make([]ringPoint, 0, total*per)}
+	r := &hashRing{points: make([]ringPoint, 0, int(min(total*per, maxRingPoints))+len(members))}
 	buf := make([]byte, 0, 64)
 	for i, m := range members {
-		n := int64(m.weight) * per
+		n := max(int64(float64(m.weight)*per), 1)
 		for j := int64(0); j < n; j++ {
 			buf = append(buf[:0], m.ep.addr...)
 			buf = append(buf, '#')
