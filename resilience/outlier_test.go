@@ -200,3 +200,27 @@ func TestUpdateNeverLeavesServiceWhollyEjected(t *testing.T) {
 	}
 	p.Done(ok200)
 }
+
+// An endpoint whose breaker is open is out of rotation too: ejecting the
+// only other one would leave the service with nothing to send to.
+func TestEjectionSparesLastEndpointBesideOpenBreakers(t *testing.T) {
+	u, _, _ := newTestUpstream(t, func(s *Settings) {
+		s.Breaker.ConsecutiveFailures = 3 // on 502/503/504
+		s.Outlier.Consecutive5xx = 5
+		s.Outlier.MaxEjectionPercent = 50
+	}, "a:1", "b:1")
+	failOn(t, u, "a:1", 3, bad503)
+	if st := statusOf(t, u, "a:1"); st.Breaker != BreakerOpen {
+		t.Fatalf("a's breaker is %s, want open", st.Breaker)
+	}
+	// b answers 500s: its breaker stays closed, its 5xx streak grows.
+	failOn(t, u, "b:1", 5, Outcome{Result: Responded, Status: 500})
+	p, err := u.Pick("", nil)
+	if err != nil {
+		t.Fatalf("a's breaker is open and b was ejected: %v", err)
+	}
+	if p.Addr() != "b:1" {
+		t.Fatalf("picked %s, want b:1", p.Addr())
+	}
+	p.Done(ok200)
+}

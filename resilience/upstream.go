@@ -307,16 +307,22 @@ func (u *Upstream) verdict(o Outcome) verdict {
 }
 
 // eject takes ep out of rotation unless that would exceed
-// max_ejection_percent or leave the service with no endpoint in rotation.
+// max_ejection_percent or leave the service with no endpoint in rotation
+// (an endpoint whose breaker is open is not in rotation either).
 func (u *Upstream) eject(ep *endpoint) {
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	set := u.set.Load()
 	now := u.clock.Now().UnixNano()
-	present, ejected := false, 0
+	present, ejected, others := false, 0, 0
 	for _, m := range set.members {
-		if m.ep == ep {
+		switch {
+		case m.ep == ep:
 			present = true
+		case m.ep.eject.until.Load() > now:
+		case m.ep.breaker.shown(now) == BreakerOpen:
+		default:
+			others++ // in rotation
 		}
 		if m.ep.eject.until.Load() > now {
 			ejected++
@@ -325,7 +331,7 @@ func (u *Upstream) eject(ep *endpoint) {
 	if !present || ep.eject.until.Load() > now {
 		return // removed meanwhile, or already out
 	}
-	if ejected+1 > u.settings.Outlier.maxEjected(len(set.members)) {
+	if ejected+1 > u.settings.Outlier.maxEjected(len(set.members)) || others == 0 {
 		return
 	}
 	d := ep.eject.nextEjection(&u.settings.Outlier, now)
