@@ -20,8 +20,11 @@ type Endpoint struct {
 
 // endpoint is the state kept for one address while it stays in the set.
 type endpoint struct {
-	addr     string
-	inflight atomic.Int64
+	addr string
+	// inflight is shared with the endpoint of the same address that an
+	// earlier Update removed while attempts still ran on it: their Done
+	// lands there, and they still load this address.
+	inflight *atomic.Int64
 	requests atomic.Uint64
 	failures atomic.Uint64
 	breaker  *breaker // nil when the service has no breaker
@@ -49,6 +52,9 @@ type Upstream struct {
 
 	// mu serialises Update and ejection decisions (never held by Pick).
 	mu sync.Mutex
+	// gone holds the in-flight counters of removed endpoints with
+	// attempts still in flight, by address (under mu).
+	gone map[string]*atomic.Int64
 }
 
 // Option configures an Upstream.
@@ -111,8 +117,9 @@ func (u *Upstream) InFlight() int64 { return u.inflight.Load() }
 // Update replaces the endpoint set, typically when discovery publishes a new
 // snapshot. Endpoints whose address persists keep their breaker, ejection
 // and in-flight state; new ones start fresh; removed ones are forgotten
-// (attempts still in flight on them finish normally). Entries with an empty
-// address or a duplicate address are ignored.
+// (attempts still in flight on them finish normally, and count as in
+// flight on that address if it is listed again meanwhile). Entries with
+// an empty address or a duplicate address are ignored.
 func (u *Upstream) Update(eps []Endpoint) {
 	u.mu.Lock()
 	defer u.mu.Unlock()
@@ -133,6 +140,19 @@ func (u *Upstream) Update(eps []Endpoint) {
 			ep = u.newEndpoint(e.Addr)
 		}
 		members = append(members, member{ep: ep, weight: max(e.Weight, 1)})
+	}
+	for addr, n := range u.gone {
+		if n.Load() == 0 || seen[addr] {
+			delete(u.gone, addr)
+		}
+	}
+	for _, m := range old.members {
+		if !seen[m.ep.addr] && m.ep.inflight.Load() > 0 {
+			if u.gone == nil {
+				u.gone = map[string]*atomic.Int64{}
+			}
+			u.gone[m.ep.addr] = m.ep.inflight
+		}
 	}
 	u.keepEjectionLimit(members)
 	u.set.Store(newEndpointSet(members, u.balancer))
@@ -164,7 +184,10 @@ func (u *Upstream) keepEjectionLimit(members []member) {
 }
 
 func (u *Upstream) newEndpoint(addr string) *endpoint {
-	ep := &endpoint{addr: addr}
+	ep := &endpoint{addr: addr, inflight: u.gone[addr]}
+	if ep.inflight == nil {
+		ep.inflight = new(atomic.Int64)
+	}
 	ep.breaker = newBreaker(u.name+"/"+addr, &u.settings.Breaker, u.clock, func(from, to BreakerState) {
 		u.observer.BreakerChanged(u.name, addr, from, to)
 	})

@@ -193,3 +193,43 @@ func TestNewUpstreamRejectsBadSettings(t *testing.T) {
 		t.Fatalf("NewUpstream: %v", err)
 	}
 }
+
+// An endpoint that discovery drops and lists again while attempts run on
+// it (a health check that flapped) still counts them: p2c must not take
+// it for idle and pile new attempts on it.
+func TestReaddedEndpointKeepsItsInFlight(t *testing.T) {
+	u, _, _ := newTestUpstream(t, nil, "a:1", "b:1")
+	var held []Pick
+	for range 3 {
+		held = append(held, mustPick(t, u, "", "b:1"))
+	}
+	b := mustPick(t, u, "", "a:1")
+	u.Update([]Endpoint{{Addr: "b:1"}})
+	u.Update([]Endpoint{{Addr: "a:1"}, {Addr: "b:1"}})
+	if st := statusOf(t, u, "a:1"); st.InFlight != 3 {
+		t.Fatalf("re-added a shows %d in flight, want 3", st.InFlight)
+	}
+	// b has one in flight, a three: p2c sends the next attempts to b.
+	for range 10 {
+		p := mustPick(t, u, "")
+		if p.Addr() != "b:1" {
+			t.Fatalf("picked %s (a has 3 in flight, b 1)", p.Addr())
+		}
+		p.Done(ok200)
+	}
+	for _, p := range held {
+		p.Done(ok200)
+	}
+	b.Done(ok200)
+	for _, a := range []string{"a:1", "b:1"} {
+		if st := statusOf(t, u, a); st.InFlight != 0 {
+			t.Fatalf("%s: %d in flight after every Done", a, st.InFlight)
+		}
+	}
+	// Once its attempts are done, a removed endpoint is forgotten.
+	u.Update([]Endpoint{{Addr: "b:1"}})
+	u.Update([]Endpoint{{Addr: "a:1"}, {Addr: "b:1"}})
+	if st := statusOf(t, u, "a:1"); st.InFlight != 0 || st.Requests != 0 {
+		t.Fatalf("re-added idle a: %+v", st)
+	}
+}
