@@ -1,6 +1,9 @@
 package resilience
 
-import "time"
+import (
+	"math"
+	"time"
+)
 
 // BreakerSettings configure the circuit breaker of every endpoint of a
 // service. The breaker opens when either trigger fires; with both triggers
@@ -60,8 +63,12 @@ func (b *BreakerSettings) validate(f *fieldErrors) {
 	if b.Window < 0 {
 		f.add("window", "must be >= 0, got %s", b.Window)
 	}
+	// gobreaker counts in uint32: a larger value would wrap (2^32+1 would
+	// trip on the first failure).
 	if b.ConsecutiveFailures < 0 {
 		f.add("consecutive_failures", "must be >= 0 (0 turns it off), got %d", b.ConsecutiveFailures)
+	} else if int64(b.ConsecutiveFailures) > math.MaxUint32 {
+		f.add("consecutive_failures", "must be <= %d, got %d", uint32(math.MaxUint32), b.ConsecutiveFailures)
 	}
 	if b.FailureRatio != 0 && !(b.FailureRatio > 0 && b.FailureRatio <= 1) {
 		f.add("failure_ratio", "must be in (0,1] (or 0 to turn it off), got %v", b.FailureRatio)
@@ -73,6 +80,8 @@ func (b *BreakerSettings) validate(f *fieldErrors) {
 	if b.FailureRatio > 0 {
 		if b.MinRequests < 1 {
 			f.add("min_requests", "must be >= 1, got %d", b.MinRequests)
+		} else if int64(b.MinRequests) > math.MaxUint32 {
+			f.add("min_requests", "must be <= %d, got %d", uint32(math.MaxUint32), b.MinRequests)
 		}
 		if b.Window < 10*time.Millisecond {
 			f.add("window", "must be >= 10ms, got %s", b.Window)

@@ -132,6 +132,8 @@ func TestSettingsErrorsNameTheKey(t *testing.T) {
 		{`breaker: {open_duration: 0s}`, []string{"breaker.open_duration: must be > 0"}},
 		{`breaker: {half_open_probes: 0}`, []string{"breaker.half_open_probes: must be in [1,1000]"}},
 		{`breaker: {consecutive_failures: -1}`, []string{"breaker.consecutive_failures: must be >= 0"}},
+		{`breaker: {consecutive_failures: 4294967297}`, []string{"breaker.consecutive_failures: must be <= 4294967295"}},
+		{`breaker: {failure_ratio: 0.5, min_requests: 4294967296}`, []string{"breaker.min_requests: must be <= 4294967295"}},
 		{`breaker: {failure_statuses: [503, 700]}`, []string{"breaker.failure_statuses: 700 is not an HTTP status"}},
 		{`balancer: fastest`, []string{`balancer: unknown balancer "fastest"`}},
 		{`balancer: hash`, []string{`hash_header: required when balancer is "hash"`}},
