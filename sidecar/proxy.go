@@ -425,6 +425,7 @@ func (p *Proxy) retry(ctx context.Context, up *upstream, attempt int, key string
 	}
 	if !sleepCtx(ctx, wait) {
 		next.Done(resilience.Outcome{Result: resilience.Canceled})
+		up.res.RefundRetry() // the exchange ended first: no retry made
 		return resilience.Pick{}, false
 	}
 	// Reported once it is made: an exchange that ended during the

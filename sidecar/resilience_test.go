@@ -620,3 +620,47 @@ func TestUnavailableRetryDoesNotSpendBudget(t *testing.T) {
 		}
 	}
 }
+
+// A retry the exchange never made (the caller went away during its
+// backoff) gives its token back, like any other retry that did not happen:
+// callers that give up during an outage must not spend the budget that
+// retries of other requests need.
+func TestRetryAbandonedInBackoffRefundsBudget(t *testing.T) {
+	clock := resilience.NewManualClock(time.Unix(1_000_000, 0))
+	good, bad := newFlaky(t, "good"), newFlaky(t, "bad")
+	bad.fail.Store(503)
+	// round_robin's first pick is the second endpoint: bad. The backoff
+	// is drawn from [0, 1h]: the caller leaves long before it ends.
+	sc, url := resilientFerry(t, clock, `
+    balancer: round_robin
+    breaker: { consecutive_failures: 0 }
+    outlier: { consecutive_5xx: 0 }
+    retry: { base_interval: 1h, max_interval: 1h }`, good.addr, bad.addr)
+	up := sc.allUpstreams()[0]
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, "GET", url, nil)
+	errc := make(chan error, 1)
+	go func() {
+		res, err := h1Client().Do(req)
+		if err == nil {
+			res.Body.Close()
+		}
+		errc <- err
+	}()
+	waitFor(t, "the retry to be paid for", 5*time.Second, func() bool {
+		_, ret := up.res.Budget().Counts()
+		return ret == 1
+	})
+	cancel()
+	if err := recv(t, errc, 5*time.Second, "the canceled call"); err == nil {
+		t.Fatal("the call succeeded")
+	}
+	waitFor(t, "the token of the retry not made to come back", 5*time.Second, func() bool {
+		_, ret := up.res.Budget().Counts()
+		return ret == 0 && up.res.InFlight() == 0
+	})
+	if h := good.hits.Load(); h != 0 {
+		t.Fatalf("good saw %d requests", h)
+	}
+}
