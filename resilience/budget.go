@@ -134,13 +134,20 @@ func (b *Budget) TryWithdraw() bool {
 }
 
 // Refund gives back a retry taken with TryWithdraw that did not happen
-// (no endpoint was left to retry on).
+// (no endpoint was left to retry on, or the exchange ended during the
+// backoff): from the newest second in the window that counted a retry, as
+// the withdrawal may have been in an earlier second.
 func (b *Budget) Refund() {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if bk := b.current(); bk.retries > 0 {
-		bk.retries--
-		b.retries--
+	b.current()
+	n := int64(len(b.buckets))
+	for s := b.last; s > b.last-n; s-- {
+		if bk := &b.buckets[uint64(s)%uint64(n)]; bk.retries > 0 {
+			bk.retries--
+			b.retries--
+			return
+		}
 	}
 }
 

@@ -115,3 +115,18 @@ func TestBudgetCapsRetriesUnderFullOutage(t *testing.T) {
 	}
 	t.Logf("%d requests, %d retries (limit %d)", requests, retries, limit)
 }
+
+// A refund that comes in the second after the withdrawal (a retry given up
+// at the end of its backoff) still gives the token back.
+func TestBudgetRefundAcrossSecond(t *testing.T) {
+	clk := NewManualClock(epoch)
+	b := NewBudget(BudgetSettings{Ratio: 0, MinPerSecond: 1, Window: 10 * time.Second}, clk)
+	if !b.TryWithdraw() {
+		t.Fatal("first retry refused")
+	}
+	clk.Advance(time.Second)
+	b.Refund()
+	if _, ret := b.Counts(); ret != 0 {
+		t.Fatalf("%d retries counted after the refund", ret)
+	}
+}
