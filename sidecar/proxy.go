@@ -47,6 +47,13 @@ func newProxy(name string, table *routeTable, log *slog.Logger, tunnels *tunnelS
 // (continuing the caller's trace), metrics and an access log line, ended
 // when its last body byte went.
 func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.Trailer == nil && len(r.TransferEncoding) > 0 {
+		// net/http merges the trailers of a chunked body into r.Trailer
+		// as the body ends; with none announced it would set a new map on
+		// its own request, which the copies made below (and the upstream
+		// request) never see. A map set now is the one they all share.
+		r.Trailer = http.Header{}
+	}
 	ctx, q := p.tel.StartRequest(r, p.listener)
 	r = r.WithContext(ctx)
 	x := &exchange{q: q, h1: r.ProtoMajor == 1, hasBody: r.ContentLength != 0}

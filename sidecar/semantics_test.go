@@ -2,12 +2,16 @@ package sidecar
 
 import (
 	"bufio"
+	"bytes"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"testing"
 	"time"
+
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
 )
 
 // rawRoundTrip writes raw to addr and returns the first response read back.
@@ -77,4 +81,111 @@ services:
 			}
 		}
 	}
+}
+
+// Request trailers reach the upstream whether the caller announced them in
+// a Trailer field or not, as the README has it. net/http's server merges
+// the trailers of a chunked HTTP/1.1 upload into the request's Trailer map
+// as the body ends, but into a new map when none was announced, which
+// ferry's copy of the request never saw: the upstream got none. (Go's
+// HTTP/2 server keeps only announced request trailers, on ferry's h2c
+// listener and on an h2c origin alike; the h2c upstream here is a raw one
+// that keeps every field.)
+func TestRequestTrailersForwardedAnnouncedOrNot(t *testing.T) {
+	seen := make(chan string, 1)
+	up := origin(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		seen <- fmt.Sprintf("body=%q x-a=%q x-u=%q", b, r.Trailer.Get("X-A"), r.Trailer.Get("X-U"))
+	}))
+	h2up := rawH2Origin(t, seen)
+	for _, upstream := range []struct{ addr, proto string }{{up, "http1"}, {h2up, "h2c"}} {
+		sc := startFerry(t, fmt.Sprintf(`
+admin: { listen: 127.0.0.1:0 }
+outbound:
+  listen: 127.0.0.1:0
+  routes: [ { service: svc } ]
+services:
+  svc: { endpoints: [%q], protocol: %s }
+`, upstream.addr, upstream.proto))
+		addr := sc.Addr("outbound")
+		for _, ann := range []string{"Trailer: X-A\r\n", "Trailer: X-A, X-U\r\n", ""} {
+			want := `body="abc" x-a="1" x-u="2"`
+			rawRoundTrip(t, addr, "POST /t HTTP/1.1\r\nHost: svc\r\nTransfer-Encoding: chunked\r\n"+ann+"\r\n3\r\nabc\r\n0\r\nX-A: 1\r\nX-U: 2\r\n\r\n", "POST")
+			if got := recv(t, seen, 5*time.Second, "the upstream request"); got != want {
+				t.Errorf("%s upstream, caller announced %q: upstream saw %s, want %s", upstream.proto, ann, got, want)
+			}
+		}
+		// An h2c caller's announced trailers.
+		pr, pw := io.Pipe()
+		req, _ := http.NewRequest("POST", "http://"+addr+"/t", pr)
+		req.Trailer = http.Header{"X-A": nil, "X-U": nil}
+		go func() {
+			pw.Write([]byte("abc"))
+			req.Trailer.Set("X-A", "1")
+			req.Trailer.Set("X-U", "2")
+			pw.Close()
+		}()
+		res, err := h2cClient().Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, res.Body)
+		res.Body.Close()
+		if got, want := recv(t, seen, 5*time.Second, "the upstream request"), `body="abc" x-a="1" x-u="2"`; got != want {
+			t.Errorf("%s upstream, h2c caller: upstream saw %s, want %s", upstream.proto, got, want)
+		}
+	}
+}
+
+// rawH2Origin is an h2c upstream that reads requests with the http2
+// framer, reports each one's body and the X-A and X-U fields of its
+// trailers on seen, whether announced or not, and answers 200.
+func rawH2Origin(t *testing.T, seen chan<- string) string {
+	s := startRawServer(t, func(c net.Conn) {
+		preface := make([]byte, len(http2.ClientPreface))
+		if _, err := io.ReadFull(c, preface); err != nil {
+			return
+		}
+		fr := http2.NewFramer(c, c)
+		fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
+		fr.WriteSettings()
+		type stream struct {
+			body    bytes.Buffer
+			trailer http.Header
+		}
+		streams := map[uint32]*stream{}
+		for {
+			f, err := fr.ReadFrame()
+			if err != nil {
+				return
+			}
+			id, end := f.Header().StreamID, false
+			switch f := f.(type) {
+			case *http2.SettingsFrame:
+				if !f.IsAck() {
+					fr.WriteSettingsAck()
+				}
+			case *http2.MetaHeadersFrame:
+				if st := streams[id]; st == nil {
+					streams[id] = &stream{trailer: http.Header{}}
+				} else {
+					for _, hf := range f.RegularFields() {
+						st.trailer.Add(hf.Name, hf.Value)
+					}
+				}
+				end = f.StreamEnded()
+			case *http2.DataFrame:
+				streams[id].body.Write(f.Data())
+				end = f.StreamEnded()
+			}
+			if end {
+				st := streams[id]
+				seen <- fmt.Sprintf("body=%q x-a=%q x-u=%q", st.body.String(), st.trailer.Get("X-A"), st.trailer.Get("X-U"))
+				var block bytes.Buffer
+				hpack.NewEncoder(&block).WriteField(hpack.HeaderField{Name: ":status", Value: "200"})
+				fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: block.Bytes(), EndStream: true, EndHeaders: true})
+			}
+		}
+	})
+	return s.addr()
 }
