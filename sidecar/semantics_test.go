@@ -41,7 +41,7 @@ func rawRoundTrip(t *testing.T, addr, raw string, method string) (*http.Response
 // ("/p?") kept, as httputil.ReverseProxy keeps it. On the lane, handed
 // over to net/http, and from an h2c caller; to HTTP/1.1 and h2c upstreams.
 func TestRequestTargetReachesUpstreamAsSent(t *testing.T) {
-	targets := []string{"/p?", "/a%2fb/%25/c?x=%zz&y=%2F;z", "/a/../b//c/./d", "/x?a=b?c"}
+	targets := []string{"/p?", "/a%2fb/%25/c?x=%zz&y=%2F;z", "/a/../b//c/./d", "/x?a=b?c", "//x//y", "/%2e%2e/x", "/a%00b", "/;x", "/a?%", "/?a=1&a=2", "/caf%C3%A9/%e2%82%ac?&&"}
 	seen := make(chan string, 1)
 	up := origin(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		seen <- r.RequestURI
