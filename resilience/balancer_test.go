@@ -224,3 +224,18 @@ func TestHashRingCappedUnderHugeWeights(t *testing.T) {
 		t.Fatalf("keys per endpoint %v, want about 3000/1000", got)
 	}
 }
+
+// Weights as large as Consul accepts keep the weighted balancer's running
+// total within int64: a sum that overflowed went negative, and the pick
+// panicked (rand.Int64N) after counting the attempt in flight.
+func TestWeightedHugeWeights(t *testing.T) {
+	u, _, _ := newTestUpstream(t, balancer(BalancerWeighted, ""))
+	u.Update([]Endpoint{{Addr: "a:1", Weight: 1 << 62}, {Addr: "b:1", Weight: 1 << 62}, {Addr: "c:1", Weight: 1 << 61}})
+	got := count(t, u, 4000, "")
+	if got["a:1"] < 1200 || got["b:1"] < 1200 || got["c:1"] < 600 || got["c:1"] > 1400 {
+		t.Fatalf("picks %v, want about 1600/1600/800", got)
+	}
+	if n := u.InFlight(); n != 0 {
+		t.Fatalf("%d attempts left in flight", n)
+	}
+}

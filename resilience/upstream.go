@@ -154,8 +154,34 @@ func (u *Upstream) Update(eps []Endpoint) {
 			u.gone[m.ep.addr] = m.ep.inflight
 		}
 	}
+	scaleWeights(members)
 	u.keepEjectionLimit(members)
 	u.set.Store(newEndpointSet(members, u.balancer))
+}
+
+// maxWeight bounds a member's weight, so that the weighted balancer's
+// running total of any realistic number of endpoints stays far inside
+// int64.
+const maxWeight = 1 << 32
+
+// scaleWeights divides every weight by the same power of two when the
+// largest is above maxWeight (keeping their proportions, each at least 1):
+// Consul accepts weights up to the largest int.
+func scaleWeights(members []member) {
+	top := 0
+	for _, m := range members {
+		top = max(top, m.weight)
+	}
+	shift := 0
+	for top>>shift > maxWeight {
+		shift++
+	}
+	if shift == 0 {
+		return
+	}
+	for i := range members {
+		members[i].weight = max(members[i].weight>>shift, 1)
+	}
 }
 
 // keepEjectionLimit returns to rotation the ejected members past
