@@ -233,10 +233,10 @@ func (r *Registrar) sync(ctx context.Context) error {
 	}
 	status, output := r.readiness()
 	r.lastStatus.Store(&status)
-	ctx, cancel := context.WithTimeout(ctx, r.callTimeout())
+	callCtx, cancel := context.WithTimeout(ctx, r.callTimeout())
 	defer cancel()
 	if r.registered {
-		err := r.agent.updateTTL(ctx, r.checkID, output, status)
+		err := r.agent.updateTTL(callCtx, r.checkID, output, status)
 		if err == nil {
 			r.updates.Add(1)
 			return nil
@@ -245,12 +245,17 @@ func (r *Registrar) sync(ctx context.Context) error {
 			return ctx.Err()
 		}
 		r.errors.Add(1)
+		if callCtx.Err() != nil {
+			// The agent did not answer in time: an error like any
+			// other, but registering again now would only time out too.
+			return fmt.Errorf("update check %q: no answer within %s", r.checkID, r.callTimeout())
+		}
 		// The agent may have forgotten us (restart, -dev agent, manual
 		// deregistration): registering again is idempotent.
 		r.log.Info("consul check update failed, registering again", "id", r.reg.ID, "err", r.scrub(err.Error()))
 		r.registered = false
 	}
-	if err := r.register(ctx, status, output); err != nil {
+	if err := r.register(callCtx, status, output); err != nil {
 		r.errors.Add(1)
 		return err
 	}

@@ -106,3 +106,34 @@ func TestHungCheckUpdateDoesNotStopRefreshes(t *testing.T) {
 		}
 	}
 }
+
+// A check update the agent never answers is an error like any other: the
+// registrar's error count shows it, as it shows a refused one.
+func TestHungCheckUpdateCountsAnError(t *testing.T) {
+	a := newHangingAgent(t, 2) // the update after the first (registration's) hangs
+	c := hangingAgentConsul(t, a)
+	reg, err := c.NewRegistrar(Registration{Name: "self", ID: "self-1", Port: 7000, TTL: time.Second}, func() error { return nil })
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	runDone := make(chan error, 1)
+	go func() { runDone <- reg.Run(ctx) }()
+	defer func() { cancel(); <-runDone }()
+	<-a.hung
+	deadline := time.NewTimer(5 * time.Second)
+	defer deadline.Stop()
+	for {
+		if _, updates, _ := a.counts(); updates >= 3 {
+			break
+		}
+		select {
+		case <-a.changed:
+		case <-deadline.C:
+			t.Fatal("no check update after the hung one")
+		}
+	}
+	if st := reg.Stats(); st.Errors != 1 || st.Registrations != 1 {
+		t.Fatalf("after one check update timed out: %+v; want errors 1, registrations 1", st)
+	}
+}
