@@ -151,14 +151,21 @@ var errACLFiltered = errors.New("every instance was filtered out by ACLs: the to
 // step runs one query and publishes what it learnt. It returns false when
 // the query failed and the loop should back off.
 func (w *watch) step(ctx context.Context) bool {
+	wait := w.waitTime
+	if !w.resetAt.IsZero() {
+		// A hold ends on time: no blocking query waits past it.
+		if left := w.resetHold - w.now().Sub(w.resetAt); left > 0 {
+			wait = min(wait, left)
+		}
+	}
 	q := &consulQuery{
 		Datacenter: w.datacenter,
 		WaitIndex:  w.index,
-		WaitTime:   w.waitTime,
+		WaitTime:   wait,
 		AllowStale: !w.consistent,
 	}
 	w.stats.queries.Add(1)
-	timeout := queryTimeout(w.waitTime)
+	timeout := queryTimeout(wait)
 	qctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	entries, meta, err := w.query(qctx, w.service, w.tags, q)

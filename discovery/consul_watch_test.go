@@ -332,3 +332,89 @@ func TestWatchBacksOffWhileOnlyTooStaleAnswersCome(t *testing.T) {
 		t.Fatalf("backoff after each failed leader read = %v, want %v", backoffs, want)
 	}
 }
+
+// resetConsul is a Consul whose state was reset: after its first answer
+// (one instance, index 100) and one failed query, it lists no instance,
+// at index 5, for good. A blocking query on the current index is answered
+// once its wait is over; the watch's clock moves with the waits and the
+// sleeps, so the loop runs as it would in time.
+type resetConsul struct {
+	clock   time.Time
+	limit   time.Time // the query after this blocks until the watch ends
+	queries int
+	emptied time.Time // when the watch published an empty set
+	done    chan struct{}
+}
+
+func (f *resetConsul) watch(svc *Service, wait, hold time.Duration) *watch {
+	return &watch{
+		svc:     svc,
+		service: svc.Name(),
+		query: func(ctx context.Context, _ string, _ []string, q *consulQuery) ([]*consulServiceEntry, *consulQueryMeta, error) {
+			if s := svc.Snapshot(); s.Ready && len(s.Endpoints) == 0 && f.emptied.IsZero() {
+				f.emptied = f.clock
+			}
+			f.queries++
+			if f.clock.After(f.limit) || !f.emptied.IsZero() {
+				close(f.done)
+				<-ctx.Done()
+				return nil, nil, ctx.Err()
+			}
+			switch f.queries {
+			case 1:
+				return []*consulServiceEntry{entry("10.0.0.1", 80, "n", 1)}, &consulQueryMeta{LastIndex: 100}, nil
+			case 2:
+				return nil, nil, errors.New("connection refused")
+			}
+			if q.WaitIndex == 5 {
+				f.clock = f.clock.Add(q.WaitTime) // nothing changes: the wait runs out
+			}
+			return nil, &consulQueryMeta{LastIndex: 5}, nil
+		},
+		waitTime:  wait,
+		maxStale:  time.Hour,
+		resetHold: hold,
+		backoff:   func(int) time.Duration { return time.Second },
+		pace:      minQueryInterval,
+		sleep: func(ctx context.Context, d time.Duration) error {
+			f.clock = f.clock.Add(d)
+			return ctx.Err()
+		},
+		now:   func() time.Time { return f.clock },
+		scrub: func(s string) string { return s },
+		log:   slog.New(slog.NewTextHandler(io.Discard, nil)),
+	}
+}
+
+// The hold after a state reset lasts indexResetHold, not until the first
+// blocking query that ends after it: with a wait_time longer than what is
+// left of the hold, a genuinely empty service was still served its old
+// endpoints a whole wait_time later (wait_time may be up to 10m).
+func TestConsulStateResetHoldEndsOnTime(t *testing.T) {
+	for _, wait := range []time.Duration{90 * time.Second, 10 * time.Minute} {
+		t.Run(wait.String(), func(t *testing.T) {
+			const hold = 2 * time.Minute
+			f := &resetConsul{clock: time.Unix(1000, 0), done: make(chan struct{})}
+			f.limit = f.clock.Add(time.Hour)
+			w := f.watch(NewService("api", "consul"), wait, hold)
+			ctx, cancel := context.WithCancel(context.Background())
+			stopped := make(chan struct{})
+			go func() { defer close(stopped); w.run(ctx) }()
+			select {
+			case <-f.done:
+			case <-time.After(10 * time.Second):
+				t.Fatal("watch did not finish")
+			}
+			cancel()
+			<-stopped
+			if f.emptied.IsZero() {
+				t.Fatal("the service was never emptied")
+			}
+			// The reset was seen one backoff (1s) after the failure at 1000.
+			resetAt := time.Unix(1001, 0)
+			if late := f.emptied.Sub(resetAt.Add(hold)); late > 5*time.Second {
+				t.Fatalf("empty service published %s after the reset: %s past the %s hold", f.emptied.Sub(resetAt), late, hold)
+			}
+		})
+	}
+}
