@@ -211,7 +211,9 @@ type ConsulServiceStats struct {
 	Publishes uint64 `json:"publishes"`
 	// LastIndex is the Consul index of the last answer.
 	LastIndex uint64 `json:"last_index"`
-	// LastContact is when Consul last answered; zero if never.
+	// LastContact is when Consul last answered with endpoints the watch
+	// took (an answer held back after a state reset is not counted); zero
+	// if never.
 	LastContact time.Time `json:"last_contact"`
 	// LastError is the last failure, token removed; empty if none.
 	LastError string `json:"last_error,omitempty"`

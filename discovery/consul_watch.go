@@ -200,8 +200,6 @@ func (w *watch) step(ctx context.Context) bool {
 		return false
 	}
 	now := w.now()
-	w.stats.lastContact.Store(now.UnixNano())
-	w.stats.failing.Store(false)
 	next, fresh := nextWaitIndex(w.index, meta.LastIndex)
 	w.index = next
 	w.stats.lastIndex.Store(meta.LastIndex)
@@ -219,6 +217,7 @@ func (w *watch) step(ctx context.Context) bool {
 	w.seen[meta.Backend] = meta.LastIndex
 	cur := w.svc.Snapshot()
 	if !fresh && !cur.Stale && cur.Ready {
+		w.confirmed(now)
 		return true // timeout: nothing new
 	}
 	if len(eps) == 0 && q.WaitIndex != 0 && len(cur.Endpoints) > 0 {
@@ -238,6 +237,7 @@ func (w *watch) step(ctx context.Context) bool {
 		}
 		w.resetAt = time.Time{}
 	}
+	w.confirmed(now)
 	if cur.Ready && !cur.Stale && cur.Err == "" && slices.EqualFunc(cur.Endpoints, eps, endpointEqual) {
 		return true // same endpoints: drop
 	}
@@ -256,6 +256,14 @@ func (w *watch) step(ctx context.Context) bool {
 		Checked:   now,
 	})
 	return true
+}
+
+// confirmed records an answer the watch takes: the snapshot is current. An
+// answer asked again or held back (see hold) confirms nothing, so the
+// snapshot's age goes on from the last one taken.
+func (w *watch) confirmed(now time.Time) {
+	w.stats.lastContact.Store(now.UnixNano())
+	w.stats.failing.Store(false)
 }
 
 // fail records a failed query. A ready service keeps its endpoints, marked

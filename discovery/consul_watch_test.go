@@ -418,3 +418,45 @@ func TestConsulStateResetHoldEndsOnTime(t *testing.T) {
 		})
 	}
 }
+
+// While a hold serves the last endpoints after a state reset, the snapshot
+// ages from Consul's last confirmation of them (failing, with the last
+// contact before the reset): an answer held back confirms nothing. The age
+// fell back to 0 on every held answer, once per wait_time, and read 0 while
+// the re-ask of an emptying answer was out.
+func TestConsulStateResetHoldAges(t *testing.T) {
+	f := &resetConsul{clock: time.Unix(1000, 0), done: make(chan struct{})}
+	f.limit = f.clock.Add(90 * time.Second) // inside the hold
+	svc := NewService("api", "consul")
+	w := f.watch(svc, 20*time.Second, 2*time.Minute)
+	query := w.query
+	type seen struct {
+		failing bool
+		contact time.Time
+	}
+	var held []seen
+	w.query = func(ctx context.Context, name string, tags []string, q *consulQuery) ([]*consulServiceEntry, *consulQueryMeta, error) {
+		if s := svc.Snapshot(); s.Stale && strings.Contains(s.Err, "went backwards") {
+			held = append(held, seen{w.stats.failing.Load(), time.Unix(0, w.stats.lastContact.Load())})
+		}
+		return query(ctx, name, tags, q)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	stopped := make(chan struct{})
+	go func() { defer close(stopped); w.run(ctx) }()
+	select {
+	case <-f.done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("watch did not finish")
+	}
+	cancel()
+	<-stopped
+	if len(held) < 4 {
+		t.Fatalf("%d queries during the hold; want several", len(held))
+	}
+	for i, s := range held {
+		if !s.failing || !s.contact.Equal(time.Unix(1000, 0)) {
+			t.Fatalf("query %d of the hold: failing %t, last contact %v; want failing since the last confirmation at %v (all: %+v)", i, s.failing, s.contact, time.Unix(1000, 0), held)
+		}
+	}
+}
