@@ -224,3 +224,31 @@ func TestEjectionSparesLastEndpointBesideOpenBreakers(t *testing.T) {
 	}
 	p.Done(ok200)
 }
+
+// An Update that leaves, beside the ejected endpoints, only endpoints whose
+// breaker is open must not leave the service with nothing in rotation
+// either: an ejected one goes back.
+func TestUpdateSparesLastEndpointBesideOpenBreakers(t *testing.T) {
+	u, _, _ := newTestUpstream(t, func(s *Settings) {
+		s.Breaker.ConsecutiveFailures = 3 // on 502/503/504
+		s.Outlier.Consecutive5xx = 5
+		s.Outlier.MaxEjectionPercent = 50
+	}, "a:1", "b:1", "c:1")
+	failOn(t, u, "a:1", 3, bad503)
+	if st := statusOf(t, u, "a:1"); st.Breaker != BreakerOpen {
+		t.Fatalf("a's breaker is %s, want open", st.Breaker)
+	}
+	failOn(t, u, "b:1", 5, Outcome{Result: Responded, Status: 500})
+	if got := ejectedAddrs(u); !slices.Equal(got, []string{"b:1"}) {
+		t.Fatalf("ejected = %v, want b:1 (c is in rotation)", got)
+	}
+	u.Update([]Endpoint{{Addr: "a:1"}, {Addr: "b:1"}}) // discovery drops c
+	p, err := u.Pick("", nil)
+	if err != nil {
+		t.Fatalf("a's breaker is open and b stays ejected: %v", err)
+	}
+	if p.Addr() != "b:1" {
+		t.Fatalf("picked %s, want b:1", p.Addr())
+	}
+	p.Done(ok200)
+}

@@ -187,19 +187,27 @@ func scaleWeights(members []member) {
 // keepEjectionLimit returns to rotation the ejected members past
 // max_ejection_percent of the new set, those whose ejection ends first
 // going back first: ejection only checks the limit when it ejects, and a
-// set that lost endpoints could otherwise be all (or mostly) ejected.
+// set that lost endpoints could otherwise be all (or mostly) ejected. When
+// the rest of the new set is behind open breakers, one goes back anyway.
 func (u *Upstream) keepEjectionLimit(members []member) {
 	now := u.clock.Now().UnixNano()
 	var out []*endpoint
+	in := 0 // in rotation: neither ejected nor behind an open breaker
 	for _, m := range members {
-		if m.ep.eject.until.Load() > now {
+		switch {
+		case m.ep.eject.until.Load() > now:
 			out = append(out, m.ep)
+		case m.ep.breaker.shown(now) != BreakerOpen:
+			in++
 		}
 	}
 	if len(out) == 0 {
 		return
 	}
 	excess := len(out) - u.settings.Outlier.maxEjected(len(members))
+	if in == 0 {
+		excess = max(excess, 1) // never the last one in rotation
+	}
 	if excess <= 0 {
 		return
 	}
