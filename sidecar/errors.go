@@ -28,6 +28,9 @@ var (
 	// errAttemptRetired ends the body reads of an attempt given up for a
 	// retry (see attemptBody).
 	errAttemptRetired = errors.New("the attempt was given up for a retry")
+	// errBadStatus: a response status no server may send (below 100, or of
+	// more than 3 digits), which no caller can be given.
+	errBadStatus = errors.New("malformed HTTP status code")
 )
 
 // dialError marks a failure to connect to an endpoint: nothing was sent.
@@ -80,6 +83,8 @@ func classify(ctx context.Context, service, addr string, err error) (f failure, 
 		return failure{http.StatusBadRequest, be.Error(), telemetry.ReasonClientCanceled, true}, ctx.Err() != nil
 	case ctx.Err() != nil:
 		return failure{499, "client closed the request", telemetry.ReasonClientCanceled, false}, true
+	case errors.Is(err, errBadStatus):
+		return failure{http.StatusBadGateway, fmt.Sprintf("upstream %s (%s): %v", service, addr, err), telemetry.ReasonBadResponse, false}, false
 	case errors.As(err, &de):
 		if errors.As(de.err, &ne) && ne.Timeout() {
 			return failure{http.StatusGatewayTimeout, fmt.Sprintf("upstream %s: connect to %s timed out (timeouts.connect)", service, addr), telemetry.ReasonTimeout, false}, false

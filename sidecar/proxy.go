@@ -472,6 +472,12 @@ func (p *Proxy) try(ctx context.Context, w http.ResponseWriter, r *http.Request,
 	} else {
 		res, err = roundTripInformed(rt, out, w)
 	}
+	if err == nil && (res.StatusCode < 100 || res.StatusCode > 999) {
+		// net/http's transports take such a status for a final answer,
+		// which WriteHeader would refuse with a panic.
+		res.Body.Close()
+		res, err = nil, fmt.Errorf("%w %d", errBadStatus, res.StatusCode)
+	}
 	return res, actx, a, err
 }
 

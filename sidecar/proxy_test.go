@@ -1030,3 +1030,42 @@ func TestGuardedAfterStopWaitsForRun(t *testing.T) {
 	}
 	cancel2()
 }
+
+// A status no server may send (below 100: net/http's transports take it
+// for a final answer, ferry's client for an interim one) is the upstream's
+// bad response: a 502 that says so, on ferry's client (GET) and net/http's
+// (a POST with a body), with the endpoint's request over. Relaying it made
+// WriteHeader panic: the caller's connection closed with no answer and the
+// endpoint kept a request in flight for good (max_in_flight, least-request
+// picks, a half-open breaker's probe).
+func TestUpstreamStatusBelow100IsBadResponse(t *testing.T) {
+	for _, method := range []string{http.MethodGet, http.MethodPost} {
+		t.Run(method, func(t *testing.T) {
+			up := startRawServer(t, func(c net.Conn) {
+				req, err := http.ReadRequest(bufio.NewReader(c))
+				if err != nil {
+					return
+				}
+				io.Copy(io.Discard, req.Body)
+				io.WriteString(c, "HTTP/1.1 099 Odd\r\nContent-Length: 2\r\n\r\nok")
+			})
+			sc, url := outboundTo(t, "", up.addr())
+			var body io.Reader
+			if method == http.MethodPost {
+				body = strings.NewReader("abc")
+			}
+			req, _ := http.NewRequest(method, url+"/", body)
+			res, err := h1Client().Do(req)
+			if err != nil {
+				t.Fatalf("no answer: %v", err)
+			}
+			res.Body.Close()
+			if res.StatusCode != http.StatusBadGateway || !strings.Contains(res.Header.Get("X-Ferry-Error"), "malformed HTTP status code 99") {
+				t.Fatalf("got %d %q, want 502 naming the malformed status", res.StatusCode, res.Header.Get("X-Ferry-Error"))
+			}
+			if n := sc.allUpstreams()[0].res.InFlight(); n != 0 {
+				t.Fatalf("%d requests still in flight to the endpoint", n)
+			}
+		})
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"math"
 	"net"
@@ -500,6 +501,11 @@ func (f *fastH1) readResponse(c *h1Conn, out *http.Request) (*http.Response, boo
 		}
 		if res.StatusCode >= 200 || res.StatusCode == http.StatusSwitchingProtocols {
 			return res, true, nil
+		}
+		if res.StatusCode < 100 {
+			// Not an interim answer either: relayed as one, it would
+			// make WriteHeader panic.
+			return nil, true, fmt.Errorf("%w %d", errBadStatus, res.StatusCode)
 		}
 		if w, ok := informer(out.Context()); ok {
 			inform(w, res.StatusCode, res.Header)
