@@ -1,6 +1,7 @@
 package sidecar
 
 import (
+	"golang.org/x/net/http/httpguts"
 	"net"
 	"net/http"
 	"slices"
@@ -167,4 +168,18 @@ func isEventStream(h http.Header) bool {
 func isEventStreamType(v string) bool {
 	ct, _, _ := strings.Cut(v, ";")
 	return strings.EqualFold(strings.TrimSpace(ct), "text/event-stream")
+}
+
+// dropForbiddenTrailers removes from a request's trailers the fields that
+// must not be sent as trailers (framing, routing, authentication and
+// connection-specific fields, RFC 9110 section 6.5.1) and the hop-by-hop
+// ones. Passed on, they would reach an upstream that ignores them at best;
+// an HTTP/2 upstream resets the stream, which fails the request and counts
+// against the endpoint's breaker.
+func dropForbiddenTrailers(h http.Header) {
+	for k := range h {
+		if !httpguts.ValidTrailerHeader(k) || isHopHeader(k) {
+			delete(h, k)
+		}
+	}
 }

@@ -54,6 +54,9 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		// request) never see. A map set now is the one they all share.
 		r.Trailer = http.Header{}
 	}
+	if r.Trailer != nil {
+		dropForbiddenTrailers(r.Trailer) // the announced names go out in the head
+	}
 	ctx, q := p.tel.StartRequest(r, p.listener)
 	r = r.WithContext(ctx)
 	x := &exchange{q: q, h1: r.ProtoMajor == 1, hasBody: r.ContentLength != 0}
@@ -151,7 +154,7 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, up *upstream, ma
 	switch {
 	case body != nil:
 	case r.ContentLength != 0:
-		body = &requestBody{rc: r.Body, limit: maxBody, idle: idle, cancel: cancel}
+		body = &requestBody{rc: r.Body, limit: maxBody, idle: idle, cancel: cancel, trailer: r.Trailer}
 		x.body = body
 		if r.ProtoMajor == 1 {
 			// Let the upstream's response stream back while the caller

@@ -189,3 +189,41 @@ func rawH2Origin(t *testing.T, seen chan<- string) string {
 	})
 	return s.addr()
 }
+
+// Fields that must not be trailers (framing, routing, connection-specific:
+// RFC 9110 section 6.5.1) are dropped from a caller's request trailers;
+// the rest go on. An h2c upstream resets a stream whose trailers carry
+// one, which made the caller's request fail and counted against the
+// endpoint's breaker: a caller could trip it for everyone.
+func TestRequestTrailersDropForbiddenFields(t *testing.T) {
+	seen := make(chan string, 1)
+	up := origin(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		seen <- fmt.Sprintf("body=%q x-a=%q connection=%q host=%q", b, r.Trailer.Get("X-A"), r.Trailer.Get("Connection"), r.Trailer.Get("Host"))
+	}))
+	for _, proto := range []string{"http1", "h2c"} {
+		sc := startFerry(t, fmt.Sprintf(`
+admin: { listen: 127.0.0.1:0 }
+outbound: { listen: 127.0.0.1:0, routes: [ { service: svc } ] }
+services: { svc: { endpoints: [%q], protocol: %s, retry: { max_retries: 0 } } }
+`, up, proto))
+		for _, ann := range []string{"", "Trailer: X-A, Connection, Host\r\n"} {
+			res, body := rawRoundTrip(t, sc.Addr("outbound"), "POST /t HTTP/1.1\r\nHost: svc\r\nTransfer-Encoding: chunked\r\n"+ann+"\r\n3\r\nabc\r\n0\r\nX-A: 1\r\nConnection: keep-alive\r\nHost: elsewhere\r\n\r\n", "POST")
+			if res.StatusCode != 200 {
+				t.Fatalf("%s upstream, announced %q: %d %s", proto, ann, res.StatusCode, body)
+			}
+			want := `body="abc" x-a="1" connection="" host=""`
+			if proto == "h2c" && ann == "" {
+				// Go's HTTP/2 server keeps announced trailers only (that
+				// ferry sends the others: TestRequestTrailersForwardedAnnouncedOrNot).
+				want = `body="abc" x-a="" connection="" host=""`
+			}
+			if got := recv(t, seen, 5*time.Second, "the upstream request"); got != want {
+				t.Errorf("%s upstream, announced %q: upstream saw %s, want %s", proto, ann, got, want)
+			}
+		}
+		if eps := upstreamStatus(t, sc, "svc").Endpoints; eps[0].Failures != 0 {
+			t.Errorf("%s upstream: %d failures counted against the endpoint", proto, eps[0].Failures)
+		}
+	}
+}

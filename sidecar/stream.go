@@ -145,6 +145,7 @@ type requestBody struct {
 	idle    *idleTimer
 	cancel  context.CancelCauseFunc
 	hold    atomic.Pointer[attemptBody] // the current attempt's (see attempt)
+	trailer http.Header                 // the caller's request trailers, filled at the body's end; nil: none
 }
 
 func (b *requestBody) Read(p []byte) (int, error) {
@@ -168,6 +169,11 @@ func (b *requestBody) Read(p []byte) (int, error) {
 	switch {
 	case err == io.EOF:
 		b.idle.pause()
+		if b.trailer != nil {
+			// The caller's trailers are in now; the transport reads them
+			// once this Read returned.
+			dropForbiddenTrailers(b.trailer)
+		}
 	case err != nil:
 		b.failed.Store(true)
 		err = &bodyReadError{err}
