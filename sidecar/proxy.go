@@ -341,10 +341,15 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, up *upstream, ma
 			p.logFailure(r, up.name, addr, failure{res.StatusCode, reason, x.reason, false}, result.readErr)
 			// The caller must see a broken response, never a clean end.
 			panic(http.ErrAbortHandler)
-		case result.writeErr != nil:
+		case result.writeErr != nil, cutMade:
 			// The caller went away or stopped reading, or ferry cut the
-			// write (a timeout, the drain's grace period ended).
-			o.Result = resilience.Canceled
+			// write (a timeout, the drain's grace period ended); a cut
+			// that came as the body ended may still keep its last bytes,
+			// still in the writer's buffer, from the caller (the upstream
+			// answered whole: no failure of the endpoint's).
+			if result.writeErr != nil {
+				o.Result = resilience.Canceled
+			}
 			x.reason = telemetry.ReasonClientCanceled
 			switch c := context.Cause(ctx); {
 			case errors.Is(c, errBodyIdle), errors.Is(c, errOverallTimeout):
