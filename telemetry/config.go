@@ -183,9 +183,9 @@ func resolve(cfg Config, getenv func(string) string) (settings, error) {
 		return s, fmt.Errorf("%s: unknown %q (want \"otlp\" or \"none\")", expKey, exp)
 	}
 	if v := getenv("OTEL_SDK_DISABLED"); v != "" {
-		disabled, perr := strconv.ParseBool(v)
+		disabled, perr := parseEnvBool(v)
 		if perr != nil {
-			return s, fmt.Errorf("OTEL_SDK_DISABLED: not a boolean %q", v)
+			return s, fmt.Errorf("OTEL_SDK_DISABLED: %w", perr)
 		}
 		if disabled && cfg.TracesExporter == "" {
 			s.tracing = false
@@ -376,6 +376,20 @@ func parseResourceAttributes(v string) (map[string]string, error) {
 		out[k] = dec
 	}
 	return out, nil
+}
+
+// parseEnvBool reads a boolean variable as the OpenTelemetry specification
+// defines them: true only for a case-insensitive "true" (no other value may
+// mean true), false for "false"; anything else is an error here rather than
+// a silent false.
+func parseEnvBool(v string) (bool, error) {
+	switch v = strings.TrimSpace(v); {
+	case strings.EqualFold(v, "true"):
+		return true, nil
+	case strings.EqualFold(v, "false"):
+		return false, nil
+	}
+	return false, fmt.Errorf("not a boolean %q (want \"true\" or \"false\")", v)
 }
 
 func firstNonEmpty(vs ...string) string {

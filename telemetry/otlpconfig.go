@@ -83,8 +83,8 @@ func resolveOTLP(getenv func(string) string, readFile func(string) ([]byte, erro
 	}
 
 	if k, v := env("INSECURE"); v != "" {
-		if _, err := strconv.ParseBool(v); err != nil {
-			return o, fmt.Errorf("%s: not a boolean %q", k, v)
+		if _, err := parseEnvBool(v); err != nil {
+			return o, fmt.Errorf("%s: %w", k, err)
 		}
 	}
 
