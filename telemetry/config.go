@@ -224,13 +224,13 @@ func resolve(cfg Config, getenv func(string) string) (settings, error) {
 	switch {
 	case cfg.SamplerArg != nil:
 		s.samplerArg = *cfg.SamplerArg
-		if s.samplerArg < 0 || s.samplerArg > 1 {
+		if !(s.samplerArg >= 0 && s.samplerArg <= 1) { // NaN too
 			return s, fmt.Errorf("telemetry.sampler_arg: %v is outside [0, 1]", s.samplerArg)
 		}
 	case getenv("OTEL_TRACES_SAMPLER_ARG") != "":
 		v := getenv("OTEL_TRACES_SAMPLER_ARG")
 		f, perr := strconv.ParseFloat(v, 64)
-		if perr != nil || f < 0 || f > 1 {
+		if perr != nil || !(f >= 0 && f <= 1) { // NaN too
 			return s, fmt.Errorf("OTEL_TRACES_SAMPLER_ARG: %q is not a ratio in [0, 1]", v)
 		}
 		s.samplerArg = f
