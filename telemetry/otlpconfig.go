@@ -145,7 +145,12 @@ func parseOTLPHeaders(v string) (http.Header, error) {
 		if err != nil {
 			return nil, fmt.Errorf("value of %q: %w", name, err)
 		}
-		h.Add(name, strings.TrimSpace(dec))
+		dec = strings.TrimSpace(dec)
+		if !httpguts.ValidHeaderFieldValue(dec) {
+			// The value is not shown: it is often a token.
+			return nil, fmt.Errorf("the value of %q decodes to characters a header cannot carry", name)
+		}
+		h.Add(name, dec)
 	}
 	return h, nil
 }
