@@ -237,7 +237,9 @@ func (e encoder) label(sep byte, name, value string) {
 	e.b.WriteByte(sep)
 	e.b.WriteString(name)
 	e.b.WriteString(`="`)
-	e.escape(value, true)
+	// Prometheus refuses the whole scrape over one value that is not
+	// UTF-8 (from discovery, the config, OTEL_RESOURCE_ATTRIBUTES).
+	e.escape(validUTF8(value), true)
 	e.b.WriteByte('"')
 }
 
