@@ -118,6 +118,8 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, up *upstream, ma
 		return
 	}
 
+	// A reload may retire up's pools while this exchange runs on them.
+	defer up.exchangeEnded()
 	ctx, cancel, le := exchangeContext(r)
 	defer cancel(nil)
 	x.lane = le

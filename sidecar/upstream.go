@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"reflect"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/ferrymesh/ferry/discovery"
@@ -26,6 +27,11 @@ type upstream struct {
 	h1         http.RoundTripper // HTTP/1.1, also used for upgrades
 	h2c        http.RoundTripper // HTTP/2 with prior knowledge over cleartext
 	feed       *feed             // whose discovery feeds res
+	// retired is set once h1 and h2c are closed with their generation
+	// (shared with the generations that carried them, see carryPools):
+	// an exchange still running on them closes its connection when it
+	// ends, which net/http's HTTP/2 pool would keep idle.
+	retired *atomic.Bool
 }
 
 // feed says which upstream's discovery feeds a balancer: after a reload
@@ -54,6 +60,7 @@ func newUpstream(name string, svc *discovery.Service, protocol string, s resilie
 		hashHeader: s.HashHeader,
 		h1:         newTransport(s.Timeouts, false),
 		h2c:        newTransport(s.Timeouts, true),
+		retired:    new(atomic.Bool),
 	}
 	up.feed = &feed{owner: up}
 	up.sync()
@@ -161,12 +168,21 @@ func (u *upstream) transportFor(r *http.Request, upgrade bool) http.RoundTripper
 	}
 }
 
-// close drops idle pooled connections.
+// close drops idle pooled connections; the pools are retired.
 func (u *upstream) close() {
+	u.retired.Store(true)
 	for _, rt := range []http.RoundTripper{u.h1, u.h2c} {
 		if c, ok := rt.(interface{ CloseIdleConnections() }); ok {
 			c.CloseIdleConnections()
 		}
+	}
+}
+
+// exchangeEnded closes, once an exchange on u ended, the connections it
+// left idle in pools retired meanwhile.
+func (u *upstream) exchangeEnded() {
+	if u.retired.Load() {
+		u.close()
 	}
 }
 
