@@ -342,18 +342,24 @@ const continueTimeout = time.Second
 func (f *fastH1) awaitContinue(c *h1Conn, out *http.Request) (*http.Response, bool, error) {
 	c.lr.N = maxResponseHeader + int64(c.br.Buffered())
 	defer func() { c.lr.N = math.MaxInt64 }()
-	c.tc.SetReadDeadline(time.Now().Add(continueTimeout))
-	_, err := c.br.Peek(1)
-	c.tc.SetReadDeadline(time.Time{})
-	var ne net.Error
-	if errors.As(err, &ne) && ne.Timeout() {
-		return nil, false, nil
-	}
-	if err != nil {
-		return nil, false, err
-	}
+	// The wait ends continueTimeout after the head went, whatever other
+	// 1xx came meanwhile (as with net/http's Transport): each answer's
+	// first byte is awaited until then, never a head half read.
+	due := time.Now().Add(continueTimeout)
+	fresh := false
 	trace := httptrace.ContextClientTrace(out.Context())
 	for {
+		c.tc.SetReadDeadline(due)
+		_, err := c.br.Peek(1)
+		c.tc.SetReadDeadline(time.Time{})
+		var ne net.Error
+		if errors.As(err, &ne) && ne.Timeout() {
+			return nil, fresh, nil
+		}
+		if err != nil {
+			return nil, fresh, err
+		}
+		fresh = true
 		res, err := http.ReadResponse(c.br, out)
 		switch {
 		case err != nil:
