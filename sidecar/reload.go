@@ -150,6 +150,10 @@ func restartOnly(old, cfg *Config) ConfigErrors {
 	if !reflect.DeepEqual(old.Register, cfg.Register) {
 		errs = append(errs, &ConfigError{Path: "register", Msg: "changing it needs a restart"})
 	}
+	if old.Register != nil && !reflect.DeepEqual(old.Consul, cfg.Consul) {
+		// The registration keeps the Consul client ferry started with.
+		errs = append(errs, &ConfigError{Path: "consul", Msg: "changing it needs a restart while register is set (ferry's registration keeps the Consul settings it started with)"})
+	}
 	return errs
 }
 

@@ -262,3 +262,23 @@ func openBreaker(service, addr string) string {
 type oneService struct{ svc *discovery.Service }
 
 func (r oneService) Service(string) (*discovery.Service, error) { return r.svc, nil }
+
+// With register set, ferry's own registration uses the Consul client built
+// at start: a reload that changes consul (address, token, ...) would move
+// discovery and leave the registration behind, so it needs a restart too.
+func TestReloadConsulChangeWithRegisterNeedsRestart(t *testing.T) {
+	conf := func(consul, register string) *Config {
+		return mustParse(t, fmt.Sprintf(`
+admin: { listen: 127.0.0.1:0 }
+inbound: { listen: 127.0.0.1:0, app: 127.0.0.1:9 }
+consul: { address: %s }
+%s`, consul, register))
+	}
+	const reg = "register: { name: web, port: 8080 }\n"
+	if errs := restartOnly(conf("127.0.0.1:8500", reg), conf("127.0.0.1:8501", reg)); errs == nil || !strings.Contains(errs.Error(), "consul: changing it needs a restart") {
+		t.Fatalf("consul change with register: %v", errs)
+	}
+	if errs := restartOnly(conf("127.0.0.1:8500", ""), conf("127.0.0.1:8501", "")); errs != nil {
+		t.Fatalf("consul change without register: %v", errs)
+	}
+}
