@@ -397,16 +397,7 @@ func TestConsulStateResetHoldEndsOnTime(t *testing.T) {
 			f := &resetConsul{clock: time.Unix(1000, 0), done: make(chan struct{})}
 			f.limit = f.clock.Add(time.Hour)
 			w := f.watch(NewService("api", "consul"), wait, hold)
-			ctx, cancel := context.WithCancel(context.Background())
-			stopped := make(chan struct{})
-			go func() { defer close(stopped); w.run(ctx) }()
-			select {
-			case <-f.done:
-			case <-time.After(10 * time.Second):
-				t.Fatal("watch did not finish")
-			}
-			cancel()
-			<-stopped
+			runUntil(t, w, f.done)
 			if f.emptied.IsZero() {
 				t.Fatal("the service was never emptied")
 			}
@@ -441,16 +432,7 @@ func TestConsulStateResetHoldAges(t *testing.T) {
 		}
 		return query(ctx, name, tags, q)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	stopped := make(chan struct{})
-	go func() { defer close(stopped); w.run(ctx) }()
-	select {
-	case <-f.done:
-	case <-time.After(10 * time.Second):
-		t.Fatal("watch did not finish")
-	}
-	cancel()
-	<-stopped
+	runUntil(t, w, f.done)
 	if len(held) < 4 {
 		t.Fatalf("%d queries during the hold; want several", len(held))
 	}
@@ -458,5 +440,20 @@ func TestConsulStateResetHoldAges(t *testing.T) {
 		if !s.failing || !s.contact.Equal(time.Unix(1000, 0)) {
 			t.Fatalf("query %d of the hold: failing %t, last contact %v; want failing since the last confirmation at %v (all: %+v)", i, s.failing, s.contact, time.Unix(1000, 0), held)
 		}
+	}
+}
+
+// runUntil runs w until done is closed (at most 10 s), then stops it and
+// waits for its loop to return.
+func runUntil(t *testing.T, w *watch, done <-chan struct{}) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	stopped := make(chan struct{})
+	go func() { defer close(stopped); w.run(ctx) }()
+	defer func() { cancel(); <-stopped }()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("watch did not finish")
 	}
 }

@@ -16,6 +16,21 @@ import (
 	"github.com/ferrymesh/ferry/telemetry"
 )
 
+// backoffConfig is a ferry whose one service has three dead endpoints and
+// a retry policy that waits far longer than any test between attempts;
+// extra goes under the service.
+func backoffConfig(t *testing.T, extra string) string {
+	return fmt.Sprintf(`
+admin: { listen: 127.0.0.1:0 }
+outbound: { listen: 127.0.0.1:0, routes: [ { service: s } ] }
+services:
+  s:
+    endpoints: [%s, %s, %s]
+    retry: { max_retries: 2, base_interval: 1h, max_interval: 1h }
+    %s
+`, deadAddr(t), deadAddr(t), deadAddr(t), extra)
+}
+
 // deadAddr is a loopback address nothing listens on.
 func deadAddr(t *testing.T) string {
 	t.Helper()
@@ -52,15 +67,7 @@ func accessLines(t *testing.T, logs *syncbuf.Buffer) []map[string]any {
 // asked for the retry: the caller gets 504 timeout, and so do the access
 // log and the server span.
 func TestOutcomeOverallTimeoutDuringRetryBackoff(t *testing.T) {
-	sc, rec, logs := tracedFerry(t, fmt.Sprintf(`
-admin: { listen: 127.0.0.1:0 }
-outbound: { listen: 127.0.0.1:0, routes: [ { service: s } ] }
-services:
-  s:
-    endpoints: [%s, %s, %s]
-    retry: { max_retries: 2, base_interval: 1h, max_interval: 1h }
-    timeouts: { overall: 300ms, connect: 100ms, response_header: 100ms }
-`, deadAddr(t), deadAddr(t), deadAddr(t)))
+	sc, rec, logs := tracedFerry(t, backoffConfig(t, "timeouts: { overall: 300ms, connect: 100ms, response_header: 100ms }"))
 	res, body := get(t, h1Client(), "http://"+sc.Addr("outbound")+"/", "")
 	if res.StatusCode != 504 {
 		t.Errorf("caller got %d %q, want 504 (the overall timeout ended the exchange during the backoff)", res.StatusCode, body)
@@ -72,14 +79,7 @@ services:
 // reported as client_canceled (499), not as the failure that asked for
 // the retry.
 func TestOutcomeCallerGoneDuringRetryBackoff(t *testing.T) {
-	sc, rec, logs := tracedFerry(t, fmt.Sprintf(`
-admin: { listen: 127.0.0.1:0 }
-outbound: { listen: 127.0.0.1:0, routes: [ { service: s } ] }
-services:
-  s:
-    endpoints: [%s, %s, %s]
-    retry: { max_retries: 2, base_interval: 1h, max_interval: 1h }
-`, deadAddr(t), deadAddr(t), deadAddr(t)))
+	sc, rec, logs := tracedFerry(t, backoffConfig(t, ""))
 	c, err := net.Dial("tcp", sc.Addr("outbound"))
 	if err != nil {
 		t.Fatal(err)
@@ -177,15 +177,7 @@ services: { chat: { endpoints: [%s] } }
 // it is not reported as made: no ferry.retry event without the client span
 // of its attempt, and no ferry_retries_total.
 func TestRetryNotMadeIsNotCounted(t *testing.T) {
-	sc, rec, _ := tracedFerry(t, fmt.Sprintf(`
-admin: { listen: 127.0.0.1:0 }
-outbound: { listen: 127.0.0.1:0, routes: [ { service: s } ] }
-services:
-  s:
-    endpoints: [%s, %s, %s]
-    retry: { max_retries: 2, base_interval: 1h, max_interval: 1h }
-    timeouts: { overall: 300ms, connect: 100ms, response_header: 100ms }
-`, deadAddr(t), deadAddr(t), deadAddr(t)))
+	sc, rec, _ := tracedFerry(t, backoffConfig(t, "timeouts: { overall: 300ms, connect: 100ms, response_header: 100ms }"))
 	get(t, h1Client(), "http://"+sc.Addr("outbound")+"/", "")
 	waitFor(t, "the server span", 5*time.Second, func() bool { return len(spansOfKind(rec.Ended(), trace.SpanKindServer)) == 1 })
 	server := spansOfKind(rec.Ended(), trace.SpanKindServer)[0]
