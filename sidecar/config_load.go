@@ -50,15 +50,22 @@ func (es ConfigErrors) Error() string {
 
 // LoadConfigFile reads, defaults and validates a config file.
 func LoadConfigFile(path string) (*Config, error) {
+	_, cfg, err := readConfigFile(path)
+	return cfg, err
+}
+
+// readConfigFile is LoadConfigFile that also returns the bytes read (nil
+// when the file could not be read).
+func readConfigFile(path string) ([]byte, *Config, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
-		return nil, fmt.Errorf("config: %w", err)
+		return nil, nil, fmt.Errorf("config: %w", err)
 	}
 	cfg, err := ParseConfig(data)
 	if err != nil {
-		return nil, fmt.Errorf("config %s:\n%w", path, err)
+		return data, nil, fmt.Errorf("config %s:\n%w", path, err)
 	}
-	return cfg, nil
+	return data, cfg, nil
 }
 
 // ParseConfig decodes YAML config text strictly: unknown keys, wrong types

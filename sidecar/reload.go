@@ -79,9 +79,15 @@ func (s *Sidecar) Reload(ctx context.Context, cfg *Config) error {
 	return nil
 }
 
-// ReloadFile reads, validates and applies a config file.
+// ReloadFile reads, validates and applies a config file. The content
+// counts as seen by WatchConfigFile, whether it applies or not.
 func (s *Sidecar) ReloadFile(ctx context.Context, path string) error {
-	cfg, err := LoadConfigFile(path)
+	data, cfg, err := readConfigFile(path)
+	if data != nil {
+		s.fileMu.Lock()
+		s.fileTried = data
+		s.fileMu.Unlock()
+	}
 	if err != nil {
 		return err
 	}
@@ -89,12 +95,17 @@ func (s *Sidecar) ReloadFile(ctx context.Context, path string) error {
 }
 
 // WatchConfigFile reloads path whenever its content differs from the last
-// content seen, starting from loaded (the bytes the config in force came
-// from), checking every interval. A poll survives editors' rename-on-save
-// and Kubernetes' ConfigMap symlink swaps alike. A bad new config is logged
-// and the one in force kept. It returns when ctx ends.
+// content tried, by it or by ReloadFile (SIGHUP), starting from loaded (the
+// bytes the config in force came from), checking every interval. A poll
+// survives editors' rename-on-save and Kubernetes' ConfigMap symlink swaps
+// alike. A bad new config is logged and the one in force kept; it is not
+// tried again until the file changes. It returns when ctx ends.
 func (s *Sidecar) WatchConfigFile(ctx context.Context, path string, interval time.Duration, loaded []byte) {
-	last := loaded
+	s.fileMu.Lock()
+	if s.fileTried == nil {
+		s.fileTried = loaded
+	}
+	s.fileMu.Unlock()
 	t := time.NewTicker(interval)
 	defer t.Stop()
 	for {
@@ -104,10 +115,16 @@ func (s *Sidecar) WatchConfigFile(ctx context.Context, path string, interval tim
 		case <-t.C:
 		}
 		cur, err := os.ReadFile(path)
-		if err != nil || bytes.Equal(cur, last) {
+		if err != nil {
 			continue
 		}
-		last = cur
+		s.fileMu.Lock()
+		seen := bytes.Equal(cur, s.fileTried)
+		s.fileTried = cur
+		s.fileMu.Unlock()
+		if seen {
+			continue
+		}
 		cfg, err := ParseConfig(cur)
 		if err == nil {
 			err = s.Reload(ctx, cfg)

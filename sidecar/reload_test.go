@@ -282,3 +282,31 @@ consul: { address: %s }
 		t.Fatalf("consul change without register: %v", errs)
 	}
 }
+
+// A config applied on SIGHUP (ReloadFile) counts as seen by the file
+// watcher: when the file then goes back to the config ferry started with,
+// the watcher applies it, where it compared the file with the last content
+// it had seen itself and kept the SIGHUP's config in force.
+func TestWatchConfigFileAfterReloadFile(t *testing.T) {
+	a := origin(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "a") }))
+	b := origin(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "b") }))
+	initial := []byte(reloadConfig(a, ""))
+	sc := startFerry(t, string(initial))
+	url := "http://" + sc.Addr("outbound") + "/"
+	path := filepath.Join(t.TempDir(), "ferry.yaml")
+	os.WriteFile(path, []byte(reloadConfig(b, "")), 0o600)
+	if err := sc.ReloadFile(context.Background(), path); err != nil { // SIGHUP
+		t.Fatal(err)
+	}
+	if _, body := get(t, h1Client(), url, ""); body != "b" {
+		t.Fatalf("after ReloadFile: %q", body)
+	}
+	os.WriteFile(path, initial, 0o600)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go sc.WatchConfigFile(ctx, path, 10*time.Millisecond, initial)
+	waitFor(t, "the watcher to apply the file as it is now", 5*time.Second, func() bool {
+		_, body := get(t, h1Client(), url, "")
+		return body == "a"
+	})
+}

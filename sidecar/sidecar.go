@@ -39,6 +39,9 @@ type Sidecar struct {
 	bgStop    context.CancelFunc
 	drainReq  chan struct{} // POST /drain
 	endDrain  chan struct{} // closed by EndDrain
+
+	fileMu    sync.Mutex
+	fileTried []byte // the config file content last tried (WatchConfigFile, ReloadFile)
 	endOnce   sync.Once
 
 	servers []*listener // outbound, inbound, then admin
