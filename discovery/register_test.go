@@ -81,17 +81,7 @@ func hangingAgentConsul(t *testing.T, a *hangingAgent) *Consul {
 // due every ~333ms; after the hung one, more must follow well within a
 // few TTLs, or the check goes critical and stays so.
 func TestHungCheckUpdateDoesNotStopRefreshes(t *testing.T) {
-	a := newHangingAgent(t, 2) // the update after the first (registration's) hangs
-	c := hangingAgentConsul(t, a)
-	reg, err := c.NewRegistrar(Registration{Name: "self", ID: "self-1", Port: 7000, TTL: time.Second}, func() error { return nil })
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	runDone := make(chan error, 1)
-	go func() { runDone <- reg.Run(ctx) }()
-	defer func() { cancel(); <-runDone }()
-	<-a.hung
+	a, _ := runPastHungUpdate(t)
 	deadline := time.NewTimer(5 * time.Second) // 5 TTLs
 	defer deadline.Stop()
 	for {
@@ -110,17 +100,7 @@ func TestHungCheckUpdateDoesNotStopRefreshes(t *testing.T) {
 // A check update the agent never answers is an error like any other: the
 // registrar's error count shows it, as it shows a refused one.
 func TestHungCheckUpdateCountsAnError(t *testing.T) {
-	a := newHangingAgent(t, 2) // the update after the first (registration's) hangs
-	c := hangingAgentConsul(t, a)
-	reg, err := c.NewRegistrar(Registration{Name: "self", ID: "self-1", Port: 7000, TTL: time.Second}, func() error { return nil })
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	runDone := make(chan error, 1)
-	go func() { runDone <- reg.Run(ctx) }()
-	defer func() { cancel(); <-runDone }()
-	<-a.hung
+	a, reg := runPastHungUpdate(t)
 	deadline := time.NewTimer(5 * time.Second)
 	defer deadline.Stop()
 	for {
@@ -136,4 +116,23 @@ func TestHungCheckUpdateCountsAnError(t *testing.T) {
 	if st := reg.Stats(); st.Errors != 1 || st.Registrations != 1 {
 		t.Fatalf("after one check update timed out: %+v; want errors 1, registrations 1", st)
 	}
+}
+
+// runPastHungUpdate runs a registrar with a 1s TTL against an agent that
+// never answers the check update after the registration's, until the
+// test ends, and returns once that update hung.
+func runPastHungUpdate(t *testing.T) (*hangingAgent, *Registrar) {
+	t.Helper()
+	a := newHangingAgent(t, 2) // the update after the first (registration's) hangs
+	c := hangingAgentConsul(t, a)
+	reg, err := c.NewRegistrar(Registration{Name: "self", ID: "self-1", Port: 7000, TTL: time.Second}, func() error { return nil })
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	runDone := make(chan error, 1)
+	go func() { runDone <- reg.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-runDone })
+	<-a.hung
+	return a, reg
 }
