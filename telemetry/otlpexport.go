@@ -97,8 +97,22 @@ func newOTLPExporter(endpoint *url.URL, protocol string, o otlpSettings) *otlpEx
 		tr.ForceAttemptHTTP2 = true
 		e.url = endpoint.String()
 	}
-	e.client = &http.Client{Transport: tr}
+	e.client = &http.Client{Transport: tr, CheckRedirect: sameHostRedirects}
 	return e
+}
+
+// sameHostRedirects follows a collector's redirects within its host only.
+// The export headers (an API key, often) would go along: Go's client drops
+// only Authorization and cookies when a redirect leaves the host. A
+// redirect elsewhere ends the export with the redirect as its answer.
+func sameHostRedirects(req *http.Request, via []*http.Request) error {
+	if len(via) >= 10 {
+		return errors.New("stopped after 10 redirects")
+	}
+	if req.URL.Host != via[0].URL.Host || req.URL.Scheme != via[0].URL.Scheme {
+		return http.ErrUseLastResponse
+	}
+	return nil
 }
 
 // ExportSpans sends spans as one request, retrying retryable failures until

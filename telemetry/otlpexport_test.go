@@ -655,3 +655,44 @@ func TestOTLPExportClientCertificate(t *testing.T) {
 		t.Errorf("collector got %d spans, want %d", got.Load(), len(spans))
 	}
 }
+
+// The headers ferry exports with (OTEL_EXPORTER_OTLP_HEADERS, often an API
+// key) go to the configured collector only: a redirect to another host is
+// not followed (Go's client forwards custom headers across hosts; it strips
+// only Authorization and cookies). A redirect on the same host is.
+func TestOTLPHTTPExportKeepsHeadersOnItsHost(t *testing.T) {
+	spans := recordSpans(t)
+	captureErrors(t)
+	leaked := make(chan string, 4)
+	elsewhere := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		leaked <- r.Header.Get("X-Api-Key")
+		w.Header().Set("Content-Type", "application/x-protobuf")
+	}))
+	defer elsewhere.Close()
+	var moved atomic.Int32
+	collector := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/v1/traces": // moved, first within the host
+			moved.Add(1)
+			http.Redirect(w, r, "/moved/v1/traces", http.StatusPermanentRedirect)
+		case "/moved/v1/traces": // then to another host
+			http.Redirect(w, r, elsewhere.URL+"/v1/traces", http.StatusTemporaryRedirect)
+		}
+	}))
+	defer collector.Close()
+	exp := testExporter(t, collector.URL, ProtocolHTTPProtobuf, env{"OTEL_EXPORTER_OTLP_HEADERS": "x-api-key=s3cret"})
+	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Second)
+	defer cancel()
+	err := exp.ExportSpans(ctx, spans)
+	if err == nil || !strings.Contains(err.Error(), "307") {
+		t.Fatalf("an export redirected to another host: %v, want the redirect as its failure", err)
+	}
+	if moved.Load() == 0 {
+		t.Fatal("the collector was never asked")
+	}
+	select {
+	case key := <-leaked:
+		t.Fatalf("the export reached another host, with x-api-key %q", key)
+	default:
+	}
+}
