@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"go.opentelemetry.io/otel/sdk/resource"
+
+	"github.com/ferrymesh/ferry/internal/linewriter"
 )
 
 // Prometheus names of ferry's metrics, as they appear on /metrics. The
@@ -81,6 +83,9 @@ type Metrics struct {
 
 	snapshots sync.Map // service -> time.Time of the last snapshot
 	labels    requestMetricLabels
+	// logDropped counts the access log lines dropped; nil when ferry does
+	// not buffer the access log.
+	logDropped atomic.Pointer[linewriter.Writer]
 	// endpoints yields the endpoints that exist, by service (see
 	// KnownEndpoints); nil until set.
 	endpoints atomic.Pointer[Breakers]
@@ -119,6 +124,13 @@ func newMetrics(res *resource.Resource, q *spanQueue) (*Metrics, error) {
 				return true
 			})
 		}, "service")
+	r.collected("ferry_access_log_dropped",
+		"Access log lines dropped because their destination did not take them fast enough.", kindCounter,
+		func(emit func(float64, ...string)) {
+			if w := m.logDropped.Load(); w != nil {
+				emit(float64(w.Dropped()))
+			}
+		})
 	r.prepare = append(r.prepare, m.syncBreakers)
 	if q != nil {
 		registerQueueMetrics(r, q)

@@ -20,6 +20,8 @@ import (
 	semconv "go.opentelemetry.io/otel/semconv/v1.43.0"
 	"go.opentelemetry.io/otel/trace"
 	"go.opentelemetry.io/otel/trace/noop"
+
+	"github.com/ferrymesh/ferry/internal/linewriter"
 )
 
 // instrumentationName is the tracer and meter scope name.
@@ -38,7 +40,8 @@ type Telemetry struct {
 	propagator propagation.TextMapPropagator
 	fieldKeys  map[string]string // the propagator's fields, canonical (headerCarrier)
 	metrics    *Metrics
-	log        *slog.Logger // nil when the access log is off
+	log        *slog.Logger       // nil when the access log is off
+	logBuf     *linewriter.Writer // between log and a destination ferry opened; nil otherwise
 	logCloser  io.Closer
 
 	shutdownOnce sync.Once
@@ -197,10 +200,19 @@ func (t *Telemetry) openAccessLog(w io.Writer) error {
 			}
 			w, t.logCloser = f, f
 		}
+		// A destination that stops taking lines must not block requests:
+		// lines go through a bounded buffer and are dropped past it.
+		t.logBuf = linewriter.New(w, accessLogBuffer)
+		t.metrics.logDropped.Store(t.logBuf)
+		w = t.logBuf
 	}
 	t.log = slog.New(slog.NewJSONHandler(w, nil))
 	return nil
 }
+
+// accessLogBuffer bounds the access log lines waiting for their
+// destination (about 4,000 lines).
+const accessLogBuffer = 1 << 20
 
 // TracingEnabled reports whether ferry records and exports spans.
 func (t *Telemetry) TracingEnabled() bool { return t.prov != nil }
@@ -261,6 +273,9 @@ func (t *Telemetry) Shutdown(ctx context.Context) error {
 	t.shutdownOnce.Do(func() {
 		err := t.shutdownTracing(ctx)
 		err = errors.Join(err, t.metrics.shutdown(ctx))
+		if t.logBuf != nil {
+			err = errors.Join(err, t.logBuf.Close(ctx))
+		}
 		if t.logCloser != nil {
 			err = errors.Join(err, t.logCloser.Close())
 		}

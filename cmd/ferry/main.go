@@ -19,6 +19,7 @@ import (
 
 	"go.opentelemetry.io/otel"
 
+	"github.com/ferrymesh/ferry/internal/linewriter"
 	"github.com/ferrymesh/ferry/sidecar"
 	"github.com/ferrymesh/ferry/telemetry"
 )
@@ -150,7 +151,15 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "ferry: %v\n", err)
 		return exitConfig
 	}
-	log := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: level}))
+	// Log lines go through a bounded buffer: a stderr nobody drains must
+	// not block the requests that log (a proxy failure logs a line).
+	logOut := linewriter.New(stderr, 1<<20)
+	defer func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		_ = logOut.Close(ctx)
+	}()
+	log := slog.New(slog.NewJSONHandler(logOut, &slog.HandlerOptions{Level: level}))
 	gc := tuneGC()
 	log.Debug("garbage collector", "adaptive_gogc", gc.adapt, "memory_limit_set", gc.memoryLimit)
 	// Exporter errors (collector down) as rate-limited log lines, not a
@@ -158,7 +167,7 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 	otel.SetErrorHandler(telemetry.ErrorHandler(log, time.Minute))
 	sc, err := sidecar.New(cfg, sidecar.Options{Log: log})
 	if err != nil {
-		fmt.Fprintf(stderr, "ferry: %v\n", err)
+		fmt.Fprintf(logOut, "ferry: %v\n", err) // after the lines logged before it
 		return exitConfig
 	}
 	// The first SIGTERM or SIGINT drains; a second one ends the drain at

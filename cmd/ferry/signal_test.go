@@ -16,6 +16,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/ferrymesh/ferry/internal/localnet"
 )
 
 var (
@@ -276,5 +278,73 @@ func TestSIGHUPWithConfigEnvKeepsServing(t *testing.T) {
 	p.signal(syscall.SIGTERM)
 	if code := p.exitCode(20 * time.Second); code != exitOK {
 		t.Fatalf("exit code %d after SIGTERM, want 0; log:\n%s", code, p.log())
+	}
+}
+
+// A stderr nobody drains (a stalled log driver) never blocks requests:
+// here every request fails upstream and logs a warning, far more than the
+// pipe holds, and every one is answered; ferry still exits on SIGTERM.
+func TestStuckStderrDoesNotBlockRequests(t *testing.T) {
+	bin := ferryBin(t)
+	ports, err := localnet.FreePorts(3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	admin, outbound, dead := fmt.Sprintf("127.0.0.1:%d", ports[0]), fmt.Sprintf("127.0.0.1:%d", ports[1]), fmt.Sprintf("127.0.0.1:%d", ports[2])
+	cfg := fmt.Sprintf(`admin: { listen: %s }
+outbound: { listen: %s, routes: [ { service: svc } ] }
+services: { svc: { endpoints: [%s], retry: { max_retries: 0 }, breaker: { consecutive_failures: 1000000 }, outlier: { consecutive_5xx: 0 } } }
+telemetry: { access_log: "off" }
+`, admin, outbound, dead)
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close() // open, never read
+	cmd := exec.Command(bin, "run", "--config-env", "FERRY_TEST_CFG")
+	cmd.Env = append(os.Environ(), "FERRY_TEST_CFG="+cfg)
+	cmd.Stderr = w
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	w.Close()
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	defer func() {
+		cmd.Process.Kill()
+		<-exited
+	}()
+	client := &http.Client{Timeout: 10 * time.Second}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		res, err := client.Get("http://" + admin + "/ready")
+		if err == nil {
+			res.Body.Close()
+			if res.StatusCode == http.StatusOK {
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("ferry not ready: %v", err)
+		}
+		time.Sleep(20 * time.Millisecond) // a polling pace
+	}
+	for i := range 2000 { // well over 64 KiB of warnings
+		res, err := client.Get("http://" + outbound + "/")
+		if err != nil {
+			t.Fatalf("request %d: %v (blocked on a stderr nobody reads?)", i, err)
+		}
+		io.Copy(io.Discard, res.Body)
+		res.Body.Close()
+		if res.StatusCode != http.StatusBadGateway {
+			t.Fatalf("request %d: %d, want 502", i, res.StatusCode)
+		}
+	}
+	cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-exited:
+		exited <- nil // for the deferred wait
+	case <-time.After(20 * time.Second):
+		t.Fatal("ferry did not exit on SIGTERM with its stderr stuck")
 	}
 }

@@ -1,0 +1,98 @@
+// Package linewriter keeps a log destination that stops taking bytes (a
+// pipe nobody drains, a stalled log driver, a full disk that blocks) from
+// blocking the code that logs: ferry writes an access log line per request
+// and must never wait on it.
+package linewriter
+
+import (
+	"context"
+	"io"
+	"sync"
+	"sync/atomic"
+)
+
+// Writer buffers what is written to it, up to a bound, and writes it to its
+// destination from a goroutine of its own. A Write never waits for the
+// destination: what does not fit in the buffer is dropped whole and counted.
+// Each Write should be one log line (slog's handlers write one per record).
+type Writer struct {
+	dst io.Writer
+	max int
+
+	mu      sync.Mutex
+	buf     []byte
+	closed  bool
+	dropped atomic.Int64
+
+	kick chan struct{} // the buffer went from empty to not; closed by Close
+	done chan struct{} // the drain returned
+}
+
+// New starts a Writer to dst buffering at most max bytes.
+func New(dst io.Writer, max int) *Writer {
+	w := &Writer{dst: dst, max: max, kick: make(chan struct{}, 1), done: make(chan struct{})}
+	go w.drain()
+	return w
+}
+
+// Write keeps p for the destination, or drops it (counting it) when the
+// buffer cannot take it whole or the Writer is closed. It never fails.
+func (w *Writer) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	if w.closed || len(w.buf)+len(p) > w.max {
+		w.mu.Unlock()
+		w.dropped.Add(1)
+		return len(p), nil
+	}
+	first := len(w.buf) == 0
+	w.buf = append(w.buf, p...)
+	w.mu.Unlock()
+	if first {
+		// One wake per batch: lines written while the drain writes wait
+		// for its next round.
+		select {
+		case w.kick <- struct{}{}:
+		default:
+		}
+	}
+	return len(p), nil
+}
+
+// Dropped counts the writes dropped so far.
+func (w *Writer) Dropped() int64 { return w.dropped.Load() }
+
+func (w *Writer) drain() {
+	defer close(w.done)
+	var out []byte
+	for range w.kick {
+		w.mu.Lock()
+		out, w.buf = w.buf, out[:0]
+		w.mu.Unlock()
+		if len(out) > 0 {
+			_, _ = w.dst.Write(out)
+		}
+	}
+	w.mu.Lock()
+	out = w.buf
+	w.mu.Unlock()
+	if len(out) > 0 {
+		_, _ = w.dst.Write(out)
+	}
+}
+
+// Close stops taking writes and waits, until ctx ends, for what is buffered
+// to reach the destination. It does not close the destination.
+func (w *Writer) Close(ctx context.Context) error {
+	w.mu.Lock()
+	if !w.closed {
+		w.closed = true
+		close(w.kick)
+	}
+	w.mu.Unlock()
+	select {
+	case <-w.done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
