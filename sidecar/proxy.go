@@ -269,8 +269,6 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, up *upstream, ma
 				x.fail(w, f)
 				return
 			}
-		}
-		if res.StatusCode == http.StatusSwitchingProtocols {
 			pick.Done(o)
 			idle.stop()
 			x.tunneled, x.out = p.tunnel(w, r, res, upgrade, up.name, addr, up.timeouts.TunnelIdle, x)
