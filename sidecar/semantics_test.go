@@ -49,14 +49,7 @@ func TestRequestTargetReachesUpstreamAsSent(t *testing.T) {
 		io.WriteString(w, "ok")
 	}))
 	for _, proto := range []string{"http1", "h2c"} {
-		sc := startFerry(t, fmt.Sprintf(`
-admin: { listen: 127.0.0.1:0 }
-outbound:
-  listen: 127.0.0.1:0
-  routes: [ { service: svc } ]
-services:
-  svc: { endpoints: [%q], protocol: %s }
-`, up, proto))
+		sc, _ := ferryWithProtocol(t, proto, up)
 		addr := sc.Addr("outbound")
 		for _, target := range targets {
 			for _, caller := range []string{"lane", "handed-over", "h2c"} {
@@ -99,14 +92,7 @@ func TestRequestTrailersForwardedAnnouncedOrNot(t *testing.T) {
 	}))
 	h2up := rawH2Origin(t, seen)
 	for _, upstream := range []struct{ addr, proto string }{{up, "http1"}, {h2up, "h2c"}} {
-		sc := startFerry(t, fmt.Sprintf(`
-admin: { listen: 127.0.0.1:0 }
-outbound:
-  listen: 127.0.0.1:0
-  routes: [ { service: svc } ]
-services:
-  svc: { endpoints: [%q], protocol: %s }
-`, upstream.addr, upstream.proto))
+		sc, _ := ferryWithProtocol(t, upstream.proto, upstream.addr)
 		addr := sc.Addr("outbound")
 		for _, ann := range []string{"Trailer: X-A\r\n", "Trailer: X-A, X-U\r\n", ""} {
 			want := `body="abc" x-a="1" x-u="2"`
