@@ -540,15 +540,10 @@ func h2Raw(t *testing.T, addr string, fields [][2]string, data string) h2Result 
 		if err != nil {
 			t.Fatalf("reading frames: %v (so far %v)", err, res)
 		}
+		if ackControl(fr, f) {
+			continue
+		}
 		switch f := f.(type) {
-		case *http2.SettingsFrame:
-			if !f.IsAck() {
-				fr.WriteSettingsAck()
-			}
-		case *http2.PingFrame:
-			if !f.IsAck() {
-				fr.WritePing(true, f.Data)
-			}
 		case *http2.MetaHeadersFrame:
 			if f.StreamID != 1 {
 				continue
@@ -755,4 +750,22 @@ func TestHostileSecurityDefaults(t *testing.T) {
 	if s := fmt.Sprintf("%v %+v %#v %s", *cc, *cc, *cc, cc); strings.Contains(s, token) {
 		t.Errorf("fmt prints the token: %s", s)
 	}
+}
+
+// ackControl answers a peer's SETTINGS and PING frames for a test that
+// speaks raw HTTP/2, and reports whether f was one of them (or their ack).
+func ackControl(fr *http2.Framer, f http2.Frame) bool {
+	switch f := f.(type) {
+	case *http2.SettingsFrame:
+		if !f.IsAck() {
+			fr.WriteSettingsAck()
+		}
+	case *http2.PingFrame:
+		if !f.IsAck() {
+			fr.WritePing(true, f.Data)
+		}
+	default:
+		return false
+	}
+	return true
 }

@@ -145,12 +145,11 @@ func rawH2Origin(t *testing.T, seen chan<- string) string {
 			if err != nil {
 				return
 			}
+			if ackControl(fr, f) {
+				continue
+			}
 			id, end := f.Header().StreamID, false
 			switch f := f.(type) {
-			case *http2.SettingsFrame:
-				if !f.IsAck() {
-					fr.WriteSettingsAck()
-				}
 			case *http2.MetaHeadersFrame:
 				if st := streams[id]; st == nil {
 					streams[id] = &stream{trailer: http.Header{}}
