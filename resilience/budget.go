@@ -119,35 +119,44 @@ func (b *Budget) depositAt(nanos int64) {
 	b.mu.Unlock()
 }
 
+// RetryToken names the one-second bucket a withdrawal was taken from, so
+// that its refund goes back to that bucket. The zero RetryToken names none.
+type RetryToken struct {
+	second int64 // the bucket's second plus one
+}
+
 // TryWithdraw takes one retry from the budget; false means the budget is
-// spent and the request must not be retried.
-func (b *Budget) TryWithdraw() bool {
+// spent and the request must not be retried. The token is for Refund.
+func (b *Budget) TryWithdraw() (RetryToken, bool) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	bk := b.current()
 	if bk.retries >= b.floor && float64(b.retries+1) > b.ratio*float64(b.requests) {
-		return false
+		return RetryToken{}, false
 	}
 	bk.retries++
 	b.retries++
-	return true
+	return RetryToken{second: bk.second + 1}, true
 }
 
 // Refund gives back a retry taken with TryWithdraw that did not happen
 // (no endpoint was left to retry on, or the exchange ended during the
-// backoff): from the newest second in the window that counted a retry, as
-// the withdrawal may have been in an earlier second.
-func (b *Budget) Refund() {
+// backoff), to the second it was taken from; once that second has left
+// the window the withdrawal no longer counts and the refund is dropped.
+// Another second is never credited: that would let it retry beyond its
+// share while the withdrawal's own second kept its spend.
+func (b *Budget) Refund(t RetryToken) {
+	if t.second == 0 {
+		return
+	}
+	sec := t.second - 1
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.current()
 	n := int64(len(b.buckets))
-	for s := b.last; s > b.last-n; s-- {
-		if bk := &b.buckets[uint64(s)%uint64(n)]; bk.retries > 0 {
-			bk.retries--
-			b.retries--
-			return
-		}
+	if bk := &b.buckets[uint64(sec)%uint64(n)]; bk.second == sec && bk.retries > 0 {
+		bk.retries--
+		b.retries--
 	}
 }
 

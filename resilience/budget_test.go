@@ -10,7 +10,7 @@ func TestBudgetFloorPerSecond(t *testing.T) {
 	b := NewBudget(BudgetSettings{Ratio: 0.2, MinPerSecond: 3, Window: 10 * time.Second}, clk)
 	for sec := range 5 {
 		n := 0
-		for b.TryWithdraw() {
+		for withdraw(b) {
 			n++
 			if n > 100 {
 				t.Fatal("no cap without traffic")
@@ -30,7 +30,7 @@ func TestBudgetRatio(t *testing.T) {
 		b.Deposit()
 	}
 	n := 0
-	for n <= 100 && b.TryWithdraw() {
+	for n <= 100 && withdraw(b) {
 		n++
 	}
 	if n != 20 {
@@ -38,7 +38,7 @@ func TestBudgetRatio(t *testing.T) {
 	}
 	// Nine seconds later the requests still count, and the retries too.
 	clk.Advance(9 * time.Second)
-	if b.TryWithdraw() {
+	if withdraw(b) {
 		t.Fatal("budget refilled inside the window")
 	}
 	// Once the window has passed, both are forgotten.
@@ -46,7 +46,7 @@ func TestBudgetRatio(t *testing.T) {
 	if req, ret := b.Counts(); req != 0 || ret != 0 {
 		t.Fatalf("after the window: %d requests, %d retries", req, ret)
 	}
-	if b.TryWithdraw() {
+	if withdraw(b) {
 		t.Fatal("retry allowed with no traffic and no floor")
 	}
 }
@@ -97,7 +97,7 @@ func TestBudgetCapsRetriesUnderFullOutage(t *testing.T) {
 				attempts++
 				p.Done(refuse)
 				tried = append(tried, p.Addr())
-				if _, d := u.Retry(attempt+1, "GET", 0, false, refuse); d != RetryAllowed {
+				if _, _, d := u.Retry(attempt+1, "GET", 0, false, refuse); d != RetryAllowed {
 					break
 				}
 			}
@@ -116,17 +116,93 @@ func TestBudgetCapsRetriesUnderFullOutage(t *testing.T) {
 	t.Logf("%d requests, %d retries (limit %d)", requests, retries, limit)
 }
 
+// withdraw takes a retry from b, dropping its token.
+func withdraw(b *Budget) bool {
+	_, ok := b.TryWithdraw()
+	return ok
+}
+
 // A refund that comes in the second after the withdrawal (a retry given up
 // at the end of its backoff) still gives the token back.
 func TestBudgetRefundAcrossSecond(t *testing.T) {
 	clk := NewManualClock(epoch)
 	b := NewBudget(BudgetSettings{Ratio: 0, MinPerSecond: 1, Window: 10 * time.Second}, clk)
-	if !b.TryWithdraw() {
+	tok, ok := b.TryWithdraw()
+	if !ok {
 		t.Fatal("first retry refused")
 	}
 	clk.Advance(time.Second)
-	b.Refund()
+	b.Refund(tok)
 	if _, ret := b.Counts(); ret != 0 {
 		t.Fatalf("%d retries counted after the refund", ret)
+	}
+}
+
+// spendTwoSeconds returns a budget allowing one retry a second (no ratio)
+// over window, after a retry taken in each of its first two seconds, with
+// the token of the first.
+func spendTwoSeconds(t *testing.T, window time.Duration) (*Budget, *ManualClock, RetryToken) {
+	t.Helper()
+	clk := NewManualClock(epoch)
+	b := NewBudget(BudgetSettings{Ratio: 0, MinPerSecond: 1, Window: window}, clk)
+	first, ok := b.TryWithdraw()
+	if !ok {
+		t.Fatal("second 0: retry refused")
+	}
+	clk.Advance(time.Second)
+	if !withdraw(b) {
+		t.Fatal("second 1: retry refused")
+	}
+	return b, clk, first
+}
+
+// A refund goes back to the second its withdrawal was taken from, not to
+// the newest second that spent a retry: crediting a later second would let
+// it retry beyond its floor while the earlier one kept its spend.
+func TestBudgetRefundGoesToTheWithdrawalsSecond(t *testing.T) {
+	b, _, first := spendTwoSeconds(t, 10*time.Second)
+	b.Refund(first)
+	if _, ret := b.Counts(); ret != 1 {
+		t.Fatalf("%d retries counted after the refund, want 1", ret)
+	}
+	if withdraw(b) {
+		t.Fatal("second 1 allowed a retry over its floor of 1 after a refund of second 0's")
+	}
+	// The zero token names no withdrawal.
+	b.Refund(RetryToken{})
+	if _, ret := b.Counts(); ret != 1 {
+		t.Fatalf("the zero token refunded: %d retries counted", ret)
+	}
+}
+
+// A refund whose withdrawal's second has left the window is dropped: that
+// spend no longer counts, and no other second may be credited for it.
+func TestBudgetRefundOfExpiredSecondIsDropped(t *testing.T) {
+	b, clk, old := spendTwoSeconds(t, 2*time.Second)
+	clk.Advance(time.Second) // second 0 leaves the window
+	b.Refund(old)
+	if _, ret := b.Counts(); ret != 1 {
+		t.Fatalf("%d retries counted, want second 1's only", ret)
+	}
+	// Long after, when the bucket of second 0 holds another second, the
+	// token still names none.
+	clk.Advance(10 * time.Second)
+	if !withdraw(b) {
+		t.Fatal("retry refused in a fresh window")
+	}
+	b.Refund(old)
+	if _, ret := b.Counts(); ret != 1 {
+		t.Fatalf("a stale token refunded a later second: %d retries counted", ret)
+	}
+}
+
+func TestBudgetRefundAllocatesNothing(t *testing.T) {
+	clk := NewManualClock(epoch)
+	b := NewBudget(BudgetSettings{Ratio: 0, MinPerSecond: 1, Window: 10 * time.Second}, clk)
+	if n := testing.AllocsPerRun(100, func() {
+		tok, _ := b.TryWithdraw()
+		b.Refund(tok)
+	}); n != 0 {
+		t.Fatalf("%v allocations per withdrawal and refund", n)
 	}
 }

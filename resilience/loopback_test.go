@@ -122,7 +122,7 @@ func request(u *Upstream, tr http.RoundTripper) (Outcome, []string, error) {
 		o := attempt(context.Background(), tr, p.Addr())
 		p.Done(o)
 		tried = append(tried, p.Addr())
-		if _, d := u.Retry(n, http.MethodGet, 0, false, o); d != RetryAllowed {
+		if _, _, d := u.Retry(n, http.MethodGet, 0, false, o); d != RetryAllowed {
 			return o, tried, nil
 		}
 		// The proxy waits the returned backoff here; the test need not.

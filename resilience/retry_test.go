@@ -78,7 +78,7 @@ func TestPartlySentPostNeverRetried(t *testing.T) {
 	}
 	// Same through Upstream.Retry, which must not even spend the budget.
 	u, _, rec := newTestUpstream(t, func(s *Settings) { s.Retry = p }, "a:1", "b:1")
-	if _, d := u.Retry(1, "POST", 4096, true, Outcome{Result: TransportFailed}); d != RetryNotReplayable {
+	if _, _, d := u.Retry(1, "POST", 4096, true, Outcome{Result: TransportFailed}); d != RetryNotReplayable {
 		t.Fatalf("Upstream.Retry = %s", d)
 	}
 	if _, retries := u.Budget().Counts(); retries != 0 {
@@ -115,11 +115,11 @@ func TestBackoffJitterBounds(t *testing.T) {
 func TestUpstreamRetryReportsAndBacksOff(t *testing.T) {
 	u, _, rec := newTestUpstream(t, nil, "a:1", "b:1")
 	mustPick(t, u, "").Done(refuse) // deposits one request
-	d, dec := u.Retry(1, "GET", 0, false, refuse)
+	d, _, dec := u.Retry(1, "GET", 0, false, refuse)
 	if dec != RetryAllowed || d < 0 || d > 25*time.Millisecond {
 		t.Fatalf("Retry = %s, %s", d, dec)
 	}
-	if _, dec := u.Retry(1, "GET", 0, false, ok200); dec != RetryNotNeeded {
+	if _, _, dec := u.Retry(1, "GET", 0, false, ok200); dec != RetryNotNeeded {
 		t.Fatalf("Retry after 200 = %s", dec)
 	}
 	if ev := rec.take(); len(ev) != 1 || ev[0] != "retry files 1 allowed" {

@@ -396,26 +396,31 @@ func (u *Upstream) eject(ep *endpoint) {
 }
 
 // RefundRetry gives the retry budget back a retry Retry allowed that did
-// not happen.
-func (u *Upstream) RefundRetry() { u.budget.Refund() }
+// not happen, with the token Retry returned (see Budget.Refund).
+func (u *Upstream) RefundRetry(t RetryToken) { u.budget.Refund(t) }
 
 // Retry decides whether the request may be retried after an attempt that
 // ended with o (see RetryPolicy.Decide for the arguments), spends the retry
 // budget when it may, and reports the decision to the Observer. On
 // RetryAllowed it returns the jittered backoff to wait before picking again
-// (with the tried addresses excluded).
-func (u *Upstream) Retry(attempt int, method string, bodyBytesSent int64, hasBody bool, o Outcome) (time.Duration, RetryDecision) {
+// (with the tried addresses excluded) and the token of the budget's
+// withdrawal, for RefundRetry should the retry not happen.
+func (u *Upstream) Retry(attempt int, method string, bodyBytesSent int64, hasBody bool, o Outcome) (time.Duration, RetryToken, RetryDecision) {
 	p := &u.settings.Retry
 	d := p.Decide(attempt, method, bodyBytesSent, hasBody, o)
-	if d == RetryAllowed && !u.budget.TryWithdraw() {
-		d = RetryBudgetExhausted
+	var tok RetryToken
+	if d == RetryAllowed {
+		var ok bool
+		if tok, ok = u.budget.TryWithdraw(); !ok {
+			d = RetryBudgetExhausted
+		}
 	}
 	if d == RetryNotNeeded {
-		return 0, d
+		return 0, tok, d
 	}
 	u.observer.RetryDecided(u.name, attempt, d)
 	if d != RetryAllowed {
-		return 0, d
+		return 0, tok, d
 	}
-	return p.Backoff(attempt), d
+	return p.Backoff(attempt), tok, d
 }

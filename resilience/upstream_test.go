@@ -152,7 +152,7 @@ func TestConcurrentPicksUpdatesAndOutcomes(t *testing.T) {
 							}
 							continue
 						}
-						if d, dec := u.Retry(1, "GET", 0, false, refuse); dec == RetryAllowed && d < 0 {
+						if d, _, dec := u.Retry(1, "GET", 0, false, refuse); dec == RetryAllowed && d < 0 {
 							t.Errorf("negative backoff")
 						}
 						p.Done(outcomes[(g+i)%len(outcomes)])

@@ -422,7 +422,7 @@ func (p *Proxy) retry(ctx context.Context, up *upstream, attempt int, key string
 	if body != nil && body.reading.Load() {
 		taken = max(taken, 1) // the attempt's transport may be taking bytes now
 	}
-	wait, d := up.res.Retry(attempt, r.Method, taken, body != nil, o)
+	wait, tok, d := up.res.Retry(attempt, r.Method, taken, body != nil, o)
 	if d != resilience.RetryAllowed {
 		return resilience.Pick{}, false
 	}
@@ -430,17 +430,17 @@ func (p *Proxy) retry(ctx context.Context, up *upstream, attempt int, key string
 	// retry does not happen after all.
 	next, err := up.res.Pick(key, tried)
 	if err != nil {
-		up.res.RefundRetry() // no endpoint left to retry on
+		up.res.RefundRetry(tok) // no endpoint left to retry on
 		return resilience.Pick{}, false
 	}
 	if !body.retire() {
 		next.Done(resilience.Outcome{Result: resilience.Canceled})
-		up.res.RefundRetry()
+		up.res.RefundRetry(tok)
 		return resilience.Pick{}, false
 	}
 	if !sleepCtx(ctx, wait) {
 		next.Done(resilience.Outcome{Result: resilience.Canceled})
-		up.res.RefundRetry() // the exchange ended first: no retry made
+		up.res.RefundRetry(tok) // the exchange ended first: no retry made
 		return resilience.Pick{}, false
 	}
 	// Reported once it is made: an exchange that ended during the
