@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/ferrymesh/ferry/discovery"
+	"github.com/ferrymesh/ferry/internal/shutdownbounds"
 	"github.com/ferrymesh/ferry/resilience"
 	"github.com/ferrymesh/ferry/telemetry"
 )
@@ -371,7 +372,7 @@ func (s *Sidecar) shutdown(ctx context.Context) error {
 	if forced.Load() > 0 || n > 0 {
 		// The exchanges just cut are still unwinding: their spans and
 		// access log lines must be out before ferry's telemetry closes.
-		s.awaitReported(drainReportWait)
+		s.awaitReported(shutdownbounds.ReportWait)
 	}
 	s.closeTelemetry()
 	if forced.Load() > 0 || n > 0 {
@@ -381,10 +382,6 @@ func (s *Sidecar) shutdown(ctx context.Context) error {
 	s.log.Info("drained")
 	return nil
 }
-
-// drainReportWait bounds how long a drain whose grace ended waits for the
-// exchanges it cut to be reported.
-const drainReportWait = 2 * time.Second
 
 // awaitReported waits, at most d, until no exchange is in flight as
 // telemetry counts them: each one's span ended and access log line
@@ -396,12 +393,13 @@ func (s *Sidecar) awaitReported(d time.Duration) {
 	}
 }
 
-// closeTelemetry flushes the spans still queued, within a few seconds.
+// closeTelemetry flushes the spans still queued, within
+// shutdownbounds.TelemetryFlush.
 func (s *Sidecar) closeTelemetry() {
 	if !s.ownTel {
 		return
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), shutdownbounds.TelemetryFlush)
 	defer cancel()
 	if err := s.tel.Shutdown(ctx); err != nil {
 		s.log.Warn("telemetry shutdown", "error", err.Error())

@@ -6,6 +6,8 @@ import (
 	"sort"
 	"strings"
 	"time"
+
+	"github.com/ferrymesh/ferry/internal/shutdownbounds"
 )
 
 // Injector decides, for one Kubernetes object at a time, whether and how to
@@ -201,9 +203,12 @@ func warnings(ann map[string]string, spec *podSpec, p *plan) []string {
 	if spec.TerminationGracePeriodSeconds != nil {
 		grace = time.Duration(*spec.TerminationGracePeriodSeconds) * time.Second
 	}
-	if need := p.preStopSleep + p.shutdownDelay + p.shutdownGrace; need > grace {
-		out = append(out, fmt.Sprintf("ferry's shutdown (pre-stop sleep %s + delay %s + grace %s = %s) is longer than the pod's terminationGracePeriodSeconds (%s): kubelet may kill ferry mid-drain",
-			p.preStopSleep, p.shutdownDelay, p.shutdownGrace, need, grace))
+	// After the grace ferry may still wait for the exchanges it cut to be
+	// reported, then flush telemetry, before it exits.
+	const report, flush = shutdownbounds.ReportWait, shutdownbounds.TelemetryFlush
+	if need := p.preStopSleep + p.shutdownDelay + p.shutdownGrace + report + flush; need > grace {
+		out = append(out, fmt.Sprintf("ferry's shutdown (pre-stop sleep %s + delay %s + grace %s + up to %s reporting cut exchanges + up to %s flushing telemetry = %s) is longer than the pod's terminationGracePeriodSeconds (%s): kubelet may kill ferry mid-drain",
+			p.preStopSleep, p.shutdownDelay, p.shutdownGrace, report, flush, need, grace))
 	}
 	return out
 }

@@ -32,11 +32,12 @@ const DefaultImage = "ferrymesh/ferry:latest"
 const DefaultConsulAddr = "$(HOST_IP):8500"
 
 // Defaults of the lifecycle settings. They fit the default pod
-// terminationGracePeriodSeconds of 30s: 5s + 2s + 20s.
+// terminationGracePeriodSeconds of 30s with what ferry spends after the
+// grace (see package shutdownbounds): 5s + 2s + 16s + 2s + 5s.
 const (
 	DefaultPreStopSleep  = 5 * time.Second
 	DefaultShutdownDelay = 2 * time.Second
-	DefaultShutdownGrace = 20 * time.Second
+	DefaultShutdownGrace = 16 * time.Second
 )
 
 // Options are the injector's defaults; annotations override them per pod.

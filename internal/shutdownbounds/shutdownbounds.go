@@ -1,0 +1,18 @@
+// Package shutdownbounds holds how long ferry's shutdown may still take
+// once the drain's grace period has ended. The sidecar spends them; the
+// Kubernetes injector adds them up against a pod's
+// terminationGracePeriodSeconds. It is a leaf package so the injector can
+// use the same numbers without importing the sidecar.
+package shutdownbounds
+
+import "time"
+
+const (
+	// ReportWait bounds the wait, at the end of a drain that had to cut
+	// exchanges, for those exchanges' spans and access log lines to be
+	// reported.
+	ReportWait = 2 * time.Second
+	// TelemetryFlush bounds the flush of telemetry (queued spans, the
+	// access log) as ferry exits.
+	TelemetryFlush = 5 * time.Second
+)
