@@ -101,7 +101,7 @@ func New(cfg *Config, opts Options) (*Sidecar, error) {
 	s := &Sidecar{log: lg, resolver: opts.Resolver, tunnels: newTunnelSet(), drainReq: make(chan struct{}, 1), endDrain: make(chan struct{})}
 	s.tel, s.ownTel = opts.Telemetry, false
 	if s.tel == nil {
-		tel, err := telemetry.New(context.Background(), cfg.Telemetry)
+		tel, err := telemetry.New(context.Background(), cfg.Telemetry, telemetry.WithLog(lg))
 		if err != nil {
 			return nil, ConfigErrors{{Path: "telemetry", Msg: strings.TrimPrefix(err.Error(), "telemetry.")}}
 		}
@@ -405,6 +405,11 @@ func (s *Sidecar) closeTelemetry() {
 		s.log.Warn("telemetry shutdown", "error", err.Error())
 	}
 }
+
+// ReopenAccessLog has the access log file, when the access log is one,
+// opened again now if logrotate moved it (ferry also notices within about
+// a second on its own). cmd/ferry calls it on SIGHUP. It never waits.
+func (s *Sidecar) ReopenAccessLog() { s.tel.ReopenAccessLog() }
 
 // allUpstreams lists the upstreams of the generation in force.
 func (s *Sidecar) allUpstreams() []*upstream { return s.state.Load().all() }

@@ -13,6 +13,7 @@ import (
 	"sync"
 
 	"go.opentelemetry.io/contrib/propagators/autoprop"
+	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/sdk/resource"
@@ -43,6 +44,7 @@ type Telemetry struct {
 	log        *slog.Logger       // nil when the access log is off
 	logBuf     *linewriter.Writer // between log and a destination ferry opened; nil otherwise
 	logCloser  io.Closer
+	warnLog    *slog.Logger // ferry's own log, for what telemetry warns about; nil: otel.Handle
 
 	shutdownOnce sync.Once
 	shutdownErr  error
@@ -56,6 +58,7 @@ type options struct {
 	exporter  sdktrace.SpanExporter
 	processor sdktrace.SpanProcessor
 	logOut    io.Writer
+	warnLog   *slog.Logger
 }
 
 // WithEnv reads the OTEL_* variables through getenv instead of os.Getenv.
@@ -81,6 +84,12 @@ func WithAccessLogWriter(w io.Writer) Option {
 	return func(o *options) { o.logOut = w }
 }
 
+// WithLog gives telemetry ferry's own log for its warnings (an access log
+// file it could not reopen). Without it they go to otel.Handle.
+func WithLog(l *slog.Logger) Option {
+	return func(o *options) { o.warnLog = l }
+}
+
 // New builds ferry's telemetry from cfg over the OTEL_* environment. It
 // does not contact the collector: an unreachable collector shows up later as
 // export failures and dropped spans, never as an error here or as latency.
@@ -96,7 +105,7 @@ func New(ctx context.Context, cfg Config, opts ...Option) (*Telemetry, error) {
 	if o.exporter != nil || o.processor != nil {
 		s.tracing = true
 	}
-	t := &Telemetry{s: s}
+	t := &Telemetry{s: s, warnLog: o.warnLog}
 
 	prop, err := autoprop.TextMapPropagator(s.propagators...)
 	if err != nil {
@@ -194,7 +203,8 @@ func (t *Telemetry) openAccessLog(w io.Writer) error {
 		case "stdout":
 			w = os.Stdout
 		default:
-			f, err := os.OpenFile(t.s.accessLog, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
+			// Reopened by logBuf's goroutine when logrotate moves it.
+			f, err := linewriter.OpenFile(t.s.accessLog, t.warnAccessLog)
 			if err != nil {
 				return fmt.Errorf("telemetry.access_log: %w", err)
 			}
@@ -208,6 +218,23 @@ func (t *Telemetry) openAccessLog(w io.Writer) error {
 	}
 	t.log = slog.New(slog.NewJSONHandler(w, nil))
 	return nil
+}
+
+func (t *Telemetry) warnAccessLog(err error) {
+	if t.warnLog == nil {
+		otel.Handle(fmt.Errorf("access log: %w", err))
+		return
+	}
+	t.warnLog.Warn("access log file", "file", t.s.accessLog, "error", err.Error())
+}
+
+// ReopenAccessLog has an access log file checked now (on SIGHUP) rather
+// than within the second: when its path no longer names the open file
+// (logrotate renamed or removed it), it is opened again. It never waits.
+func (t *Telemetry) ReopenAccessLog() {
+	if t.logBuf != nil {
+		t.logBuf.Reopen()
+	}
 }
 
 // accessLogBuffer bounds the access log lines waiting for their

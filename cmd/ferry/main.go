@@ -196,8 +196,9 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 		}
 	}()
 	// SIGHUP or a changed file: apply the new config, or log why not and
-	// keep the one in force. SIGHUP is always caught: its default action
-	// would kill ferry without a drain.
+	// keep the one in force. SIGHUP also has an access log file that
+	// logrotate moved opened again. SIGHUP is always caught: its default
+	// action would kill ferry without a drain.
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
@@ -207,8 +208,9 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 			case <-ctx.Done():
 				return
 			case <-hup:
+				sc.ReopenAccessLog()
 				if *path == "" {
-					log.Warn("SIGHUP ignored: the config comes from an environment variable, which a running ferry cannot re-read; restart ferry to change it", "env", *configEnv)
+					log.Warn("SIGHUP: access log file checked for reopening; the config comes from an environment variable, which a running ferry cannot re-read; restart ferry to change it", "env", *configEnv)
 				} else if err := sc.ReloadFile(ctx, *path); err != nil {
 					log.Error("reload on SIGHUP rejected; keeping the config in force", "file", *path, "error", err.Error())
 				}

@@ -1,7 +1,8 @@
 // Package linewriter keeps a log destination that stops taking bytes (a
 // pipe nobody drains, a stalled log driver, a full disk that blocks) from
 // blocking the code that logs: ferry writes an access log line per request
-// and must never wait on it.
+// and must never wait on it. A log file (File) follows its path when
+// logrotate moves it away: the Writer's goroutine reopens it.
 package linewriter
 
 import (
@@ -9,6 +10,7 @@ import (
 	"io"
 	"sync"
 	"sync/atomic"
+	"time"
 )
 
 // Writer buffers what is written to it, up to a bound, and writes it to its
@@ -25,14 +27,47 @@ type Writer struct {
 	dropped atomic.Int64
 
 	kick chan struct{} // the buffer went from empty to not; closed by Close
+	poke chan struct{} // Reopen asked for a check now
 	done chan struct{} // the drain returned
+
+	every time.Duration // between the checks of a Reopener destination
 }
+
+// A Reopener is a destination that may have to be opened again, as a log
+// file that logrotate renamed or removed. The Writer's goroutine calls
+// Reopen between its writes about once a second (CheckEvery) and when
+// Writer.Reopen asks: it reopens the destination when it needs it, and must
+// not fail the Writer when it cannot.
+type Reopener interface {
+	Reopen()
+}
+
+// CheckEvery is how often the Writer's goroutine lets a Reopener
+// destination check itself.
+const CheckEvery = time.Second
 
 // New starts a Writer to dst buffering at most max bytes.
 func New(dst io.Writer, max int) *Writer {
-	w := &Writer{dst: dst, max: max, kick: make(chan struct{}, 1), done: make(chan struct{})}
+	return newWriter(dst, max, CheckEvery)
+}
+
+func newWriter(dst io.Writer, max int, every time.Duration) *Writer {
+	w := &Writer{
+		dst: dst, max: max, every: every,
+		kick: make(chan struct{}, 1), poke: make(chan struct{}, 1), done: make(chan struct{}),
+	}
 	go w.drain()
 	return w
+}
+
+// Reopen asks the Writer's goroutine to let its destination, when it is a
+// Reopener, check itself now (on SIGHUP) rather than at the next tick. It
+// never waits.
+func (w *Writer) Reopen() {
+	select {
+	case w.poke <- struct{}{}:
+	default:
+	}
 }
 
 // Write keeps p for the destination, or drops it (counting it) when the
@@ -64,12 +99,32 @@ func (w *Writer) Dropped() int64 { return w.dropped.Load() }
 func (w *Writer) drain() {
 	defer close(w.done)
 	var out []byte
-	for range w.kick {
-		w.mu.Lock()
-		out, w.buf = w.buf, out[:0]
-		w.mu.Unlock()
-		if len(out) > 0 {
-			_, _ = w.dst.Write(out)
+	// Only a Reopener destination gets checks: nil channels never fire.
+	var tick <-chan time.Time
+	var poke <-chan struct{}
+	r, _ := w.dst.(Reopener)
+	if r != nil {
+		t := time.NewTicker(w.every)
+		defer t.Stop()
+		tick, poke = t.C, w.poke
+	}
+drain:
+	for {
+		select {
+		case _, open := <-w.kick:
+			if !open {
+				break drain
+			}
+			w.mu.Lock()
+			out, w.buf = w.buf, out[:0]
+			w.mu.Unlock()
+			if len(out) > 0 {
+				_, _ = w.dst.Write(out)
+			}
+		case <-tick:
+			r.Reopen()
+		case <-poke:
+			r.Reopen()
 		}
 	}
 	w.mu.Lock()

@@ -1,0 +1,108 @@
+package linewriter
+
+import (
+	"fmt"
+	"os"
+	"sync"
+)
+
+// File is a log file that follows its path: given to New as the
+// destination, it is reopened (created again if need be) by the Writer's
+// goroutine once the path no longer names the file it has open, as after
+// logrotate renamed or removed it. The check is one stat of the path about
+// once a second (CheckEvery) and on Writer.Reopen, never one per line.
+// When reopening fails, lines keep going to the file already open and one
+// warning is given until a reopen succeeds again.
+type File struct {
+	path string
+	warn func(error)
+
+	mu     sync.Mutex // guards f, info and closed; never held across a write or an open
+	f      *os.File
+	info   os.FileInfo // of f when it was opened: its device and inode
+	closed bool
+
+	failing bool // the last reopen failed and was warned about; the Writer's goroutine only
+}
+
+// OpenFile opens path for appending, creating it if need be. warn receives
+// the error of a failed reopen, once per run of failures; nil discards it.
+func OpenFile(path string, warn func(error)) (*File, error) {
+	f, info, err := openAppend(path)
+	if err != nil {
+		return nil, err
+	}
+	if warn == nil {
+		warn = func(error) {}
+	}
+	return &File{path: path, warn: warn, f: f, info: info}, nil
+}
+
+func openAppend(path string) (*os.File, os.FileInfo, error) {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
+	if err != nil {
+		return nil, nil, err
+	}
+	info, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, nil, err
+	}
+	return f, info, nil
+}
+
+func (l *File) current() *os.File {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.f
+}
+
+// Write writes p to the file open now.
+func (l *File) Write(p []byte) (int, error) { return l.current().Write(p) }
+
+// Reopen opens the path again when it no longer names the open file (it
+// was renamed or removed, and maybe created anew). It is for the Writer's
+// goroutine, between writes.
+func (l *File) Reopen() {
+	l.mu.Lock()
+	info, closed := l.info, l.closed
+	l.mu.Unlock()
+	if closed {
+		return
+	}
+	if now, err := os.Stat(l.path); err == nil && os.SameFile(now, info) {
+		return
+	}
+	f, info, err := openAppend(l.path)
+	if err != nil {
+		if !l.failing {
+			l.failing = true
+			l.warn(fmt.Errorf("reopening %s after it moved: %w; still writing to the file opened before", l.path, err))
+		}
+		return
+	}
+	l.failing = false
+	l.mu.Lock()
+	if l.closed {
+		l.mu.Unlock()
+		f.Close()
+		return
+	}
+	old := l.f
+	l.f, l.info = f, info
+	l.mu.Unlock()
+	old.Close()
+}
+
+// Close closes the file open now; a later Reopen does nothing.
+func (l *File) Close() error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.closed {
+		return nil
+	}
+	l.closed = true
+	return l.f.Close()
+}
+
+var _ Reopener = (*File)(nil)

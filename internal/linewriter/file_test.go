@@ -1,0 +1,125 @@
+package linewriter
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// reopenCounter is a destination that counts its Reopen calls.
+type reopenCounter struct {
+	bytes.Buffer
+	reopens atomic.Int64
+}
+
+func (r *reopenCounter) Reopen() { r.reopens.Add(1) }
+
+func await(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s never happened", what)
+		}
+		time.Sleep(time.Millisecond) // a polling pace
+	}
+}
+
+// A Reopener destination is checked by the Writer's goroutine on its own,
+// with nothing written, and at once when Reopen asks.
+func TestWriterLetsItsDestinationReopen(t *testing.T) {
+	ticking := &reopenCounter{}
+	w := newWriter(ticking, 100, time.Millisecond)
+	await(t, "checks without writes", func() bool { return ticking.reopens.Load() >= 3 })
+	w.Close(context.Background())
+
+	asked := &reopenCounter{}
+	w = newWriter(asked, 100, time.Hour)
+	defer w.Close(context.Background())
+	w.Reopen()
+	await(t, "the check Reopen asked for", func() bool { return asked.reopens.Load() == 1 })
+
+	// A destination that is no Reopener is left alone, and Reopen never
+	// waits for anything.
+	plain := New(&bytes.Buffer{}, 100)
+	for range 3 {
+		plain.Reopen()
+	}
+	plain.Close(context.Background())
+}
+
+func readFile(t *testing.T, path string) string {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+// A File reopens its path once the path names another file or none; when
+// it cannot, it keeps writing to the file it has, warns once, and reopens
+// once it can.
+func TestFileFollowsItsPath(t *testing.T) {
+	dir := t.TempDir()
+	path, rotated := filepath.Join(dir, "access.log"), filepath.Join(dir, "access.log.1")
+	var warnings []error
+	l, err := OpenFile(path, func(err error) { warnings = append(warnings, err) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	l.Write([]byte("a\n"))
+	l.Reopen() // the path still names the open file: nothing to do
+	l.Write([]byte("b\n"))
+	if got := readFile(t, path); got != "a\nb\n" {
+		t.Fatalf("before any rotation: %q", got)
+	}
+	if err := os.Rename(path, rotated); err != nil {
+		t.Fatal(err)
+	}
+	// A directory where the file was: the reopen fails.
+	if err := os.Mkdir(path, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	l.Reopen()
+	l.Write([]byte("c\n"))
+	l.Reopen()
+	if len(warnings) != 1 {
+		t.Fatalf("%d warnings for one run of failed reopens: %v", len(warnings), warnings)
+	}
+	if got := readFile(t, rotated); got != "a\nb\nc\n" {
+		t.Fatalf("the file open before the failed reopen got %q", got)
+	}
+	// The directory gone, and then the file removed: each time the path
+	// is opened again, created anew.
+	for _, line := range []string{"d\n", "e\n"} {
+		if err := os.Remove(path); err != nil {
+			t.Fatal(err)
+		}
+		l.Reopen()
+		l.Write([]byte(line))
+		if got := readFile(t, path); got != line {
+			t.Fatalf("the new file at the path got %q, want %q", got, line)
+		}
+	}
+	if got := readFile(t, rotated); got != "a\nb\nc\n" {
+		t.Fatalf("the rotated file got %q after the reopens", got)
+	}
+	if len(warnings) != 1 {
+		t.Fatalf("warnings after the reopens succeeded: %v", warnings)
+	}
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	os.Remove(path)
+	l.Reopen() // closed: nothing is opened again
+	if _, err := os.Stat(path); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("a closed File opened its path again: %v", err)
+	}
+}
