@@ -7,6 +7,8 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -488,5 +490,87 @@ func TestConsulStateResetHolds(t *testing.T) {
 	s, _ = waitSnapshot(t, svc, 10*time.Second, "empty after the hold", func(s *Snapshot) bool { return s.Ready && len(s.Endpoints) == 0 })
 	if s.Stale || s.Err != "" {
 		t.Fatalf("after the hold: %+v", s)
+	}
+}
+
+// A state reset is seen when the first answer after a failure comes from
+// the other query backend than the last answers before it. A watch's first
+// answer and the first after a failure come from Consul's plain backend
+// (a query that does not block), its blocking queries from the streaming
+// one, so the plain backend's last index can be far older than the
+// streaming one's. Here the restarted agent's first answer is above the
+// plain backend's old index and below the streaming one's: compared only
+// with the plain backend's, it emptied the service.
+func TestConsulStateResetSeenAcrossBackends(t *testing.T) {
+	agent := consultest.Start(t)
+	registerTTL(t, agent.Client(), "api", "api-1", 9001, api.HealthPassing)
+
+	// While armed, the watch's backoff after a failure waits for open:
+	// the test decides when the watch first asks the restarted agent.
+	var armed atomic.Bool
+	open := make(chan struct{})
+	var opened sync.Once
+	openGate := func() { opened.Do(func() { close(open) }) }
+	c, err := NewConsul(context.Background(), ConsulConfig{Address: agent.HTTPAddr, WaitTime: 500 * time.Millisecond}, ConsulOptions{
+		Logger: testLogger(),
+		Backoff: func(int) time.Duration {
+			if armed.Load() {
+				<-open
+			}
+			return 50 * time.Millisecond
+		},
+	})
+	if err != nil {
+		t.Fatalf("NewConsul: %v", err)
+	}
+	t.Cleanup(func() { c.Close() })
+	t.Cleanup(openGate) // runs before Close
+	svc, _ := c.Service("api")
+	first, _ := waitSnapshot(t, svc, 5*time.Second, "one instance", hasAddrs("127.0.0.1:9001"))
+	plainIndex := first.Index // the first answer is the plain backend's
+
+	// Blocking queries (the streaming backend) follow the index up.
+	for i := range 40 {
+		registerTTL(t, agent.Client(), "api", "api-1", 9001, api.HealthPassing, fmt.Sprintf("v%d", i))
+	}
+	_, meta, err := agent.Client().Health().Service("api", "", true, nil)
+	if err != nil {
+		t.Fatalf("health: %v", err)
+	}
+	streamingIndex := meta.LastIndex
+	waitUntil(t, 10*time.Second, "the watch at the last write's index", func() bool {
+		return c.Stats()[0].LastIndex >= streamingIndex
+	})
+
+	armed.Store(true)
+	agent.Stop()
+	waitSnapshot(t, svc, 10*time.Second, "stale while the agent is down", func(s *Snapshot) bool { return s.Stale })
+	agent.Restart() // a -dev agent comes back empty, its index starting over
+
+	// Writes to another service take the new state's index above the
+	// plain backend's old one, still below the streaming backend's.
+	var index uint64
+	for i := 0; index <= plainIndex; i++ {
+		if i == 40 {
+			t.Fatalf("restarted agent's index %d never went above %d", index, plainIndex)
+		}
+		registerTTL(t, agent.Client(), "other", "other-1", 9100, api.HealthPassing, fmt.Sprintf("v%d", i))
+		_, meta, err := agent.Client().Health().Service("api", "", true, nil)
+		if err != nil {
+			t.Fatalf("health after the restart: %v", err)
+		}
+		index = meta.LastIndex
+	}
+	if index >= streamingIndex {
+		t.Fatalf("restarted agent's index %d, want below the streaming backend's %d (plain %d)", index, streamingIndex, plainIndex)
+	}
+	t.Logf("indexes: plain %d, streaming %d, after the reset %d", plainIndex, streamingIndex, index)
+	openGate()
+
+	s, _ := waitSnapshot(t, svc, 10*time.Second, "an answer from the restarted agent", func(s *Snapshot) bool {
+		return s.Ready && (len(s.Endpoints) == 0 || strings.Contains(s.Err, "went backwards"))
+	})
+	if !s.Stale || !hasAddrs("127.0.0.1:9001")(s) {
+		t.Fatalf("after the reset: %+v; want the last endpoints held, stale", s)
 	}
 }

@@ -206,7 +206,7 @@ func (w *watch) step(ctx context.Context) bool {
 	if w.seen == nil {
 		w.seen = map[string]uint64{}
 	}
-	if meta.LastIndex < w.seen[meta.Backend] {
+	if w.wentBack(meta) {
 		// Consul's state was reset (an index never goes down otherwise);
 		// a failure in between does not hide it. A hold in progress is
 		// not extended.
@@ -256,6 +256,42 @@ func (w *watch) step(ctx context.Context) bool {
 		Checked:   now,
 	})
 	return true
+}
+
+// wentBack reports whether the index of an answer shows that Consul's
+// state was reset: it is lower than the last index the same query backend
+// gave, or, for the first answer after a failure, lower than the last
+// index any backend gave.
+//
+// Only indexes of one backend are compared otherwise: for a service with
+// no instance, the plain backend answers with the catalog's latest index
+// while the streaming backend's stays at the last change to the service,
+// so an emptying answer re-asked on the plain backend and the blocking
+// queries that follow it on the streaming one differ, in either order,
+// with no reset. The first answer after a failure does not block, so it
+// comes from the plain backend, whose last index may be much older than
+// the streaming backend's (the watch's first answer, say): compared only
+// with its own, a reset that brought the index between the two went
+// unseen and the empty answer emptied the service. That answer is
+// compared with the highest index seen instead; the plain backend's index
+// for a state is never below the streaming backend's for the same state,
+// so this does not take a working Consul for a reset one (a stale read
+// from a follower lagging behind the server that fed the streaming
+// backend can, as it can between two plain answers: its only effect is
+// that an empty answer in the next indexResetHold is not believed).
+func (w *watch) wentBack(meta *consulQueryMeta) bool {
+	if meta.LastIndex < w.seen[meta.Backend] {
+		return true
+	}
+	if w.failures == 0 {
+		return false
+	}
+	for _, index := range w.seen {
+		if meta.LastIndex < index {
+			return true
+		}
+	}
+	return false
 }
 
 // confirmed records an answer the watch takes: the snapshot is current. An
