@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -21,6 +22,7 @@ import (
 	"github.com/hashicorp/consul/api"
 
 	"github.com/ferrymesh/ferry/discovery/consultest"
+	"github.com/ferrymesh/ferry/internal/syncbuf"
 )
 
 // Consul faults under traffic, through a real ferry and a real
@@ -711,5 +713,58 @@ func TestSnapshotAgeForgottenAfterReload(t *testing.T) {
 			t.Fatalf("service api was removed by the reload, yet its snapshot age is still reported (and grows):\n%s",
 				grepLines(body, "ferry_consul_snapshot_age_seconds"))
 		}
+	}
+}
+
+// A changed config file whose Consul service cannot resolve because the
+// agent is down is rejected; it is tried again, with backoff, while the
+// file still holds it, and applies once the agent is back, without the file
+// being touched again. It was not tried again until the file changed or a
+// SIGHUP came: the pod kept the old config indefinitely.
+func TestReloadRetriedAfterTransientRejection(t *testing.T) {
+	defer func(d time.Duration) { reloadResolveTimeout = d }(reloadResolveTimeout)
+	reloadResolveTimeout = 500 * time.Millisecond
+	agent := consultest.Start(t)
+	a := origin(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "a") }))
+	initial := []byte(reloadConfig(a, ""))
+	cfg := mustParse(t, string(initial))
+	logs := new(syncbuf.Buffer)
+	sc, err := New(cfg, Options{Log: slog.New(slog.NewTextHandler(logs, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := sc.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		sc.Shutdown(ctx)
+	})
+	url := "http://" + sc.Addr("outbound") + "/"
+	hc := h1Client()
+
+	agent.Stop()
+	path := filepath.Join(t.TempDir(), "ferry.yaml")
+	os.WriteFile(path, initial, 0o600)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go sc.WatchConfigFile(ctx, path, 10*time.Millisecond, initial)
+	os.WriteFile(path, []byte(consulConfig(agent.HTTPAddr, `telemetry: { access_log: "off" }`)), 0o600)
+	waitFor(t, "the change rejected while Consul is down", 10*time.Second, func() bool {
+		return strings.Contains(logs.String(), "services not resolved: api")
+	})
+	if got, fails := seen(hc, url, 3); got["a"] != 3 {
+		t.Fatalf("config in force after the rejection: %v %q", got, fails)
+	}
+
+	agent.Restart()
+	startInstance(t, agent.Client(), "api", "b")
+	waitFor(t, "the rejected change applied once Consul is back", 30*time.Second, func() bool {
+		got, _ := seen(hc, url, 1)
+		return got["b"] == 1
+	})
+	if log := logs.String(); !strings.Contains(log, "retried in 1s") || !strings.Contains(log, "config reloaded") {
+		t.Fatalf("the retry is not in the log:\n%s", log)
 	}
 }

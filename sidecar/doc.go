@@ -63,5 +63,6 @@
 // Sidecar (sidecar.go) runs the listeners, registration and the drain on
 // shutdown; Reload (reload.go) builds a whole new generation and swaps it
 // in, keeping the one in force when the new one is invalid or does not
-// resolve.
+// resolve (a config file's content that did not resolve is tried again,
+// with backoff, while the file holds it).
 package sidecar

@@ -3,6 +3,7 @@ package sidecar
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"reflect"
@@ -13,6 +14,9 @@ import (
 // generation's Consul services to resolve before giving up and keeping the
 // config in force.
 const ReloadResolveTimeout = 10 * time.Second
+
+// reloadResolveTimeout is ReloadResolveTimeout; a variable for tests.
+var reloadResolveTimeout = ReloadResolveTimeout
 
 // Reload applies a new config: routes, services, endpoints, timeouts and the
 // request body limit. In-flight exchanges (downloads, streams, tunnels) keep
@@ -39,7 +43,7 @@ func (s *Sidecar) Reload(ctx context.Context, cfg *Config) error {
 		return err
 	}
 	carried := st.carryPools(old)
-	wctx, cancel := context.WithTimeout(ctx, ReloadResolveTimeout)
+	wctx, cancel := context.WithTimeout(ctx, reloadResolveTimeout)
 	defer cancel()
 	if err := st.waitResolved(wctx); err != nil {
 		st.closeExcept(carried)
@@ -80,18 +84,16 @@ func (s *Sidecar) Reload(ctx context.Context, cfg *Config) error {
 }
 
 // ReloadFile reads, validates and applies a config file. The content
-// counts as seen by WatchConfigFile, whether it applies or not.
+// counts as seen by WatchConfigFile, whether it applies or not; a content
+// rejected for a transient reason is tried again (see tryFileLocked).
 func (s *Sidecar) ReloadFile(ctx context.Context, path string) error {
 	data, cfg, err := readConfigFile(path)
-	if data != nil {
-		s.fileMu.Lock()
-		s.fileTried = data
-		s.fileMu.Unlock()
-	}
-	if err != nil {
+	if data == nil {
 		return err
 	}
-	return s.Reload(ctx, cfg)
+	s.fileMu.Lock()
+	defer s.fileMu.Unlock()
+	return s.tryFileLocked(ctx, path, data, cfg, err)
 }
 
 // WatchConfigFile reloads path whenever its content differs from the last
@@ -99,7 +101,8 @@ func (s *Sidecar) ReloadFile(ctx context.Context, path string) error {
 // bytes the config in force came from), checking every interval. A poll
 // survives editors' rename-on-save and Kubernetes' ConfigMap symlink swaps
 // alike. A bad new config is logged and the one in force kept; it is not
-// tried again until the file changes. It returns when ctx ends.
+// tried again until the file changes, unless it was rejected for a
+// transient reason. It returns when ctx ends.
 func (s *Sidecar) WatchConfigFile(ctx context.Context, path string, interval time.Duration, loaded []byte) {
 	s.fileMu.Lock()
 	if s.fileTried == nil {
@@ -119,20 +122,87 @@ func (s *Sidecar) WatchConfigFile(ctx context.Context, path string, interval tim
 			continue
 		}
 		s.fileMu.Lock()
-		seen := bytes.Equal(cur, s.fileTried)
-		s.fileTried = cur
-		s.fileMu.Unlock()
-		if seen {
+		if bytes.Equal(cur, s.fileTried) {
+			s.fileMu.Unlock()
 			continue
 		}
 		cfg, err := ParseConfig(cur)
-		if err == nil {
-			err = s.Reload(ctx, cfg)
-		}
+		err = s.tryFileLocked(ctx, path, cur, cfg, err)
+		s.fileMu.Unlock()
 		if err != nil {
 			s.log.Error("config change rejected; keeping the config in force", "file", path, "error", err.Error())
 		}
 	}
+}
+
+// reloadRetryMin and reloadRetryMax bound the wait before a config file
+// content rejected for a transient reason is tried again: 1s, doubling up
+// to 30s. Variables for tests.
+var reloadRetryMin, reloadRetryMax = time.Second, 30 * time.Second
+
+// errUnresolved marks a reload rejected because its services did not
+// resolve in time (Consul unreachable, say): the same config may apply
+// later, so it is retried.
+var errUnresolved = errors.New("services not resolved")
+
+// tryFileLocked applies data, the content of path (cfg parsed from it, or
+// the error that refused it), and records it as the content last tried.
+// s.fileMu is held, so the file's reloads (watcher, SIGHUP, retries) are
+// tried one at a time, in order.
+//
+// A content rejected for a transient reason (its services did not
+// resolve) is tried again, after 1s, doubling to 30s, for as long as the
+// file holds it: the backoff starts over on a new content or once it
+// applies, and a new content replaces the retry. An invalid config, or
+// one that needs a restart, is not tried again until the file changes.
+// The returned error says which.
+func (s *Sidecar) tryFileLocked(ctx context.Context, path string, data []byte, cfg *Config, err error) error {
+	if !bytes.Equal(data, s.fileTried) {
+		s.retryDelay = 0
+	}
+	s.fileTried = data
+	s.retryGen++ // a retry already planned is superseded by this try
+	if err == nil {
+		err = s.Reload(ctx, cfg)
+	}
+	if err == nil {
+		s.retryDelay = 0
+		return nil
+	}
+	if !errors.Is(err, errUnresolved) || ctx.Err() != nil {
+		s.retryDelay = 0
+		return fmt.Errorf("%w; not tried again until the file changes", err)
+	}
+	s.retryDelay = min(max(2*s.retryDelay, reloadRetryMin), reloadRetryMax)
+	gen, delay := s.retryGen, s.retryDelay
+	go func() {
+		t := time.NewTimer(delay)
+		defer t.Stop()
+		select {
+		case <-ctx.Done():
+		case <-s.bg.Done(): // shut down
+		case <-t.C:
+			s.retryFile(ctx, path, data, gen)
+		}
+	}()
+	return fmt.Errorf("%w; retried in %s while the file holds this content", err, delay)
+}
+
+// retryFile tries data, the content of path a reload rejected for a
+// transient reason, again, unless another try came since (gen) or the
+// file no longer holds it (its new content is tried as a change).
+func (s *Sidecar) retryFile(ctx context.Context, path string, data []byte, gen uint64) {
+	cur, cfg, err := readConfigFile(path)
+	s.fileMu.Lock()
+	defer s.fileMu.Unlock()
+	if gen != s.retryGen || !bytes.Equal(cur, data) {
+		return
+	}
+	if err := s.tryFileLocked(ctx, path, data, cfg, err); err != nil {
+		s.log.Error("config change rejected again; keeping the config in force", "file", path, "error", err.Error())
+		return
+	}
+	s.log.Info("config change applied on a retry", "file", path)
 }
 
 // restartOnly reports changes a running ferry cannot apply.

@@ -310,3 +310,25 @@ func TestWatchConfigFileAfterReloadFile(t *testing.T) {
 		return body == "a"
 	})
 }
+
+// A changed file that is invalid is rejected naming the key, and is not
+// tried again until the file changes: unlike a config whose services did
+// not resolve (TestReloadRetriedAfterTransientRejection), no retry is
+// planned, and the rejection says so.
+func TestReloadInvalidConfigNotRetried(t *testing.T) {
+	a := origin(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "a") }))
+	initial := []byte(reloadConfig(a, ""))
+	sc := startFerry(t, string(initial))
+	path := filepath.Join(t.TempDir(), "ferry.yaml")
+	os.WriteFile(path, []byte("outbound: { routes: [ { service: gone } ] }\n"), 0o600)
+	err := sc.ReloadFile(context.Background(), path) // SIGHUP
+	if err == nil || !strings.Contains(err.Error(), `outbound.routes[0].service: service "gone" is not defined`) || !strings.Contains(err.Error(), "not tried again until the file changes") {
+		t.Fatalf("invalid file: %v", err)
+	}
+	sc.fileMu.Lock()
+	delay, gen := sc.retryDelay, sc.retryGen
+	sc.fileMu.Unlock()
+	if delay != 0 || gen != 1 {
+		t.Fatalf("after an invalid config: retry delay %s, tries %d; want no retry planned after one try", delay, gen)
+	}
+}

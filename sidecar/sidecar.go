@@ -41,9 +41,11 @@ type Sidecar struct {
 	drainReq  chan struct{} // POST /drain
 	endDrain  chan struct{} // closed by EndDrain
 
-	fileMu    sync.Mutex
-	fileTried []byte // the config file content last tried (WatchConfigFile, ReloadFile)
-	endOnce   sync.Once
+	fileMu     sync.Mutex
+	fileTried  []byte        // the config file content last tried (WatchConfigFile, ReloadFile)
+	retryDelay time.Duration // the wait before fileTried, rejected for a transient reason, is tried again; 0: no retry
+	retryGen   uint64        // counts the file's tries: a planned retry runs only if none came since
+	endOnce    sync.Once
 
 	servers []*listener // outbound, inbound, then admin
 	started atomic.Bool

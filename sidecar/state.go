@@ -140,7 +140,7 @@ func (st *state) waitResolved(ctx context.Context) error {
 		select {
 		case <-ctx.Done():
 			sort.Strings(pending)
-			return fmt.Errorf("services not resolved: %s", strings.Join(pending, ", "))
+			return fmt.Errorf("%w: %s", errUnresolved, strings.Join(pending, ", "))
 		case <-waits[0]:
 		}
 	}
