@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"net/http"
 	"sort"
+	"strconv"
 	"time"
 
 	"go.yaml.in/yaml/v3"
@@ -53,16 +54,25 @@ func (s *Sidecar) adminHandler() http.Handler {
 		w.Write(out)
 	})
 	mux.HandleFunc("POST /drain", func(w http.ResponseWriter, r *http.Request) {
+		// The answer goes out before the drain is asked for: a drain with
+		// nothing in flight closes the admin listener's connections at
+		// once, this one included.
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		w.Header().Set("Content-Length", strconv.Itoa(len(drainAnswer)))
+		w.Header().Set("Connection", "close")
+		w.WriteHeader(http.StatusAccepted)
+		w.Write([]byte(drainAnswer))
+		http.NewResponseController(w).Flush()
 		select {
 		case s.drainReq <- struct{}{}:
 		default: // already requested
 		}
-		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-		w.WriteHeader(http.StatusAccepted)
-		w.Write([]byte("draining\n"))
 	})
 	return mux
 }
+
+// drainAnswer is the body of POST /drain's 202.
+const drainAnswer = "draining\n"
 
 // UpstreamStatus is one service in the admin /upstreams output.
 type UpstreamStatus struct {
