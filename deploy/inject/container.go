@@ -57,8 +57,8 @@ func (p *plan) container(pullPolicy PullPolicy, config string) container {
 	return c
 }
 
-// env is the ferry container's environment. Variables that FERRY_CONFIG and
-// CONSUL_HTTP_ADDR reference come first: kubelet expands $(VAR) only for
+// env is the ferry container's environment. Variables that FERRY_CONFIG,
+// CONSUL_HTTP_ADDR and OTEL_EXPORTER_OTLP_ENDPOINT reference come first: kubelet expands $(VAR) only for
 // variables defined earlier in the list.
 func (p *plan) env(config string) []envVar {
 	field := func(name, path string) envVar {
@@ -69,11 +69,13 @@ func (p *plan) env(config string) []envVar {
 		field("POD_NAMESPACE", "metadata.namespace"),
 		field("POD_IP", "status.podIP"),
 	}
+	// HOST_IP is the node, where the Consul agent and an OTel collector
+	// usually run: the Consul address and the OTel endpoint may name it.
+	if p.usesConsul() || p.otelEndpoint != "" {
+		env = append(env, field("HOST_IP", "status.hostIP"))
+	}
 	if p.usesConsul() {
-		env = append(env,
-			field("HOST_IP", "status.hostIP"),
-			envVar{Name: "CONSUL_HTTP_ADDR", Value: p.consulAddr},
-		)
+		env = append(env, envVar{Name: "CONSUL_HTTP_ADDR", Value: p.consulAddr})
 		if p.consulToken != nil {
 			ref := *p.consulToken
 			env = append(env, envVar{Name: "CONSUL_HTTP_TOKEN", ValueFrom: &envVarSource{SecretKeyRef: &ref}})

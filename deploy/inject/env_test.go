@@ -1,0 +1,95 @@
+package inject
+
+import (
+	"context"
+	"encoding/json"
+	"testing"
+
+	corev1 "k8s.io/api/core/v1"
+
+	"github.com/ferrymesh/ferry/telemetry"
+)
+
+// injectPod injects a one-container pod (app port 8080) with the given
+// annotations and returns the report and, when injected, ferry's container.
+func injectPod(t *testing.T, inj *Injector, ann map[string]string) (Report, *corev1.Container) {
+	t.Helper()
+	pod := map[string]any{
+		"apiVersion": "v1", "kind": "Pod",
+		"metadata": map[string]any{"name": "web", "annotations": ann},
+		"spec": map[string]any{"containers": []any{map[string]any{
+			"name": "app", "image": "app", "ports": []any{map[string]any{"containerPort": 8080}},
+		}}},
+	}
+	raw, err := json.Marshal(pod)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, reps, err := inj.InjectJSON(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(reps) != 1 {
+		t.Fatalf("reports %+v", reps)
+	}
+	if reps[0].Outcome != Injected {
+		return reps[0], nil
+	}
+	tmpl := decodeStrict(t, out)[0]
+	checkInjectedTemplate(t, tmpl)
+	c, _ := ferryContainer(&tmpl.Spec)
+	return reps[0], c
+}
+
+// telemetryFromEnv builds ferry's telemetry from the environment kubelet
+// gives the injected container, as `ferry run` does at start.
+func telemetryFromEnv(env map[string]string) error {
+	tel, err := telemetry.New(context.Background(), telemetry.Config{}, telemetry.WithEnv(func(k string) string { return env[k] }))
+	if err != nil {
+		return err
+	}
+	return tel.Shutdown(context.Background())
+}
+
+// The OTel endpoint may name $(HOST_IP), a collector on the node (the
+// documented way, and what the chart's inject.otelEndpoint suggests).
+// kubelet expands it only when HOST_IP is defined before it, and the
+// injector defined HOST_IP only for pods that use Consul: a pod with static
+// upstreams, or only an inbound port, got the literal "$(HOST_IP)" as its
+// collector's host and exported nothing.
+func TestOTelEndpointHostIPExpandedWithoutConsul(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		ann  map[string]string
+		opts Options
+	}{
+		{"annotation, inbound only", map[string]string{AnnotationOTelEndpoint: "http://$(HOST_IP):4317"}, Options{}},
+		{"annotation, static upstream", map[string]string{
+			AnnotationOTelEndpoint: "http://$(HOST_IP):4317", AnnotationUpstreams: "files endpoints=files.shop.svc:8080",
+		}, Options{}},
+		{"option, inbound only", nil, Options{OTelEndpoint: "http://$(HOST_IP):4317"}},
+		{"annotation, Consul", map[string]string{
+			AnnotationOTelEndpoint: "http://$(HOST_IP):4317", AnnotationUpstreams: "files",
+		}, Options{}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tc.opts.Image = "ferrymesh/ferry:test"
+			inj, err := New(tc.opts)
+			if err != nil {
+				t.Fatal(err)
+			}
+			rep, c := injectPod(t, inj, tc.ann)
+			if c == nil {
+				t.Fatalf("not injected: %s", rep.Reason)
+			}
+			env := containerEnv(t, *c)
+			want := "http://" + fakeFields["status.hostIP"] + ":4317"
+			if got := env["OTEL_EXPORTER_OTLP_ENDPOINT"]; got != want {
+				t.Errorf("OTEL_EXPORTER_OTLP_ENDPOINT as kubelet expands it: %q, want %q", got, want)
+			}
+			if err := telemetryFromEnv(env); err != nil {
+				t.Errorf("ferry's telemetry refuses the environment: %v", err)
+			}
+		})
+	}
+}
