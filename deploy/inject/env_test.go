@@ -3,6 +3,7 @@ package inject
 import (
 	"context"
 	"encoding/json"
+	"strings"
 	"testing"
 
 	corev1 "k8s.io/api/core/v1"
@@ -91,5 +92,55 @@ func TestOTelEndpointHostIPExpandedWithoutConsul(t *testing.T) {
 				t.Errorf("ferry's telemetry refuses the environment: %v", err)
 			}
 		})
+	}
+}
+
+// The OTel endpoint was checked only for an http:// or https:// prefix, so
+// values ferry refuses at start (a port that is not a number or above
+// 65535, a bad percent escape, an unclosed IPv6 bracket) were injected:
+// ferry exited 2 on every start, and as a native sidecar it held the app
+// back forever. The injector must accept exactly what ferry accepts once
+// kubelet expanded the value, and refuse the rest naming the annotation
+// (the option: New fails).
+func TestOTelEndpointAcceptedOnlyWhenFerryAcceptsIt(t *testing.T) {
+	vars := map[string]string{
+		"POD_NAME": fakeFields["metadata.name"], "POD_NAMESPACE": fakeFields["metadata.namespace"],
+		"POD_IP": fakeFields["status.podIP"], "HOST_IP": fakeFields["status.hostIP"],
+	}
+	inj := newTestInjector(t)
+	for _, v := range []string{
+		"http://otel-collector:4317",
+		"https://otel.example.com",
+		"http://$(HOST_IP):4318/prefix",
+		"http://[::1]:4317",
+		"http://otel-collector.$(POD_NAMESPACE).svc:4317",
+		"http://collector:bad",
+		"http://collector:99999",
+		"http://collector:0",
+		"http://collector:4317/%zz",
+		"https://[::1",
+		"http://$(HOST_IP):port",
+		"http://:4317",
+		"http://",
+		"collector:4317",
+	} {
+		ferryErr := telemetryFromEnv(map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": expandEnv(v, vars)})
+		rep, c := injectPod(t, inj, map[string]string{AnnotationOTelEndpoint: v})
+		switch {
+		case ferryErr == nil && c == nil:
+			t.Errorf("%q: ferry accepts it, the injector refused: %s", v, rep.Reason)
+		case ferryErr != nil && c != nil:
+			t.Errorf("%q: injected, but ferry would exit at start: %v", v, ferryErr)
+		case c == nil && !strings.Contains(rep.Reason, AnnotationOTelEndpoint):
+			t.Errorf("%q: the refusal does not name %s: %s", v, AnnotationOTelEndpoint, rep.Reason)
+		case c != nil:
+			if err := telemetryFromEnv(containerEnv(t, *c)); err != nil {
+				t.Errorf("%q: ferry refuses the injected environment: %v", v, err)
+			}
+		}
+		_, err := New(Options{OTelEndpoint: v})
+		if (err == nil) != (ferryErr == nil) {
+			t.Errorf("%q as Options.OTelEndpoint: New says %v, ferry says %v", v, err, ferryErr)
+		}
 	}
 }

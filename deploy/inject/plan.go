@@ -2,6 +2,7 @@ package inject
 
 import (
 	"fmt"
+	"net/url"
 	"slices"
 	"strconv"
 	"strings"
@@ -329,15 +330,61 @@ func parseDuration(v string, wholeSeconds bool) (time.Duration, error) {
 	return d, nil
 }
 
-// checkOTelEndpoint wants an http(s) URL; it may name $(HOST_IP) for a
-// collector on the node.
+// checkOTelEndpoint accepts what ferry's telemetry accepts in
+// OTEL_EXPORTER_OTLP_ENDPOINT once kubelet expanded it (ferry exits at
+// start on anything else): an http(s) URL with a host and, if any, a port
+// in 1-65535. It may name $(HOST_IP) for a collector on the node, or the
+// pod's other downward-API variables.
 func checkOTelEndpoint(v string) error {
-	rest, ok := strings.CutPrefix(v, "http://")
-	if !ok {
-		rest, ok = strings.CutPrefix(v, "https://")
-	}
-	if !ok || rest == "" || strings.ContainsAny(v, " \t\n") {
+	if strings.ContainsAny(v, " \t\n") {
 		return fmt.Errorf("want an http:// or https:// URL")
 	}
+	u, err := url.Parse(expandSample(v))
+	if err != nil {
+		return fmt.Errorf("want an http:// or https:// URL: %v", err)
+	}
+	if u.Scheme != "http" && u.Scheme != "https" {
+		return fmt.Errorf("want an http:// or https:// URL")
+	}
+	if u.Host == "" {
+		return fmt.Errorf("want an http:// or https:// URL with a host")
+	}
+	if port := u.Port(); port != "" {
+		if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
+			return fmt.Errorf("port %q is not 1-65535", port)
+		}
+	}
 	return nil
+}
+
+// sampleEnv holds a value of the kind kubelet gives each variable the
+// ferry container defines from the downward API.
+var sampleEnv = map[string]string{
+	"POD_NAME": "pod", "POD_NAMESPACE": "namespace", "POD_IP": "10.0.0.1", "HOST_IP": "10.0.0.2",
+}
+
+// expandSample expands $(VAR) as kubelet does, with sampleEnv's values:
+// "$$" is "$", a variable sampleEnv does not know is kept as written.
+func expandSample(s string) string {
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] == '$' && i+1 < len(s) {
+			switch s[i+1] {
+			case '$':
+				b.WriteByte('$')
+				i++
+				continue
+			case '(':
+				if j := strings.IndexByte(s[i+2:], ')'); j >= 0 {
+					if v, ok := sampleEnv[s[i+2:i+2+j]]; ok {
+						b.WriteString(v)
+						i += 2 + j
+						continue
+					}
+				}
+			}
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String()
 }
