@@ -8,6 +8,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 
+	"github.com/ferrymesh/ferry/discovery"
 	"github.com/ferrymesh/ferry/telemetry"
 )
 
@@ -141,6 +142,63 @@ func TestOTelEndpointAcceptedOnlyWhenFerryAcceptsIt(t *testing.T) {
 		_, err := New(Options{OTelEndpoint: v})
 		if (err == nil) != (ferryErr == nil) {
 			t.Errorf("%q as Options.OTelEndpoint: New says %v, ferry says %v", v, err, ferryErr)
+		}
+	}
+}
+
+// consulFromEnv builds ferry's Consul client from CONSUL_HTTP_ADDR as
+// `ferry run` does at start (it does not contact the agent).
+func consulFromEnv(t *testing.T, addr string) error {
+	t.Setenv("CONSUL_HTTP_ADDR", addr)
+	c, err := discovery.NewConsul(context.Background(), discovery.ConsulConfig{}, discovery.ConsulOptions{})
+	if err != nil {
+		return err
+	}
+	return c.Close()
+}
+
+// The Consul address (ferry.io/consul-addr, --consul-addr, the chart's
+// inject.consulAddr) was checked only for white space. ferry's Consul
+// client takes host:port, or http://, https:// or unix:// in front, and
+// exits at start on another scheme ("consul://...", "HTTP://...",
+// "tcp://..."): every start of such a pod failed. The injector must
+// accept exactly what ferry accepts once kubelet expanded the value, and
+// refuse the rest naming the annotation (the option: New fails).
+func TestConsulAddrAcceptedOnlyWhenFerryAcceptsIt(t *testing.T) {
+	vars := map[string]string{
+		"POD_NAME": fakeFields["metadata.name"], "POD_NAMESPACE": fakeFields["metadata.namespace"],
+		"POD_IP": fakeFields["status.podIP"], "HOST_IP": fakeFields["status.hostIP"],
+	}
+	inj := newTestInjector(t)
+	for _, v := range []string{
+		"$(HOST_IP):8500",
+		"consul.consul.svc:8500",
+		"http://$(HOST_IP):8500",
+		"https://consul.example.com:8501/prefix",
+		"unix:///var/run/consul/consul.sock",
+		"consul://consul:8500",
+		"HTTP://consul:8500",
+		"tcp://consul:8500",
+		"://consul:8500",
+	} {
+		ferryErr := consulFromEnv(t, expandEnv(v, vars))
+		// A service resolved through Consul: the pod uses CONSUL_HTTP_ADDR.
+		rep, c := injectPod(t, inj, map[string]string{AnnotationConsulAddr: v, AnnotationUpstreams: "files"})
+		switch {
+		case ferryErr == nil && c == nil:
+			t.Errorf("%q: ferry accepts it, the injector refused: %s", v, rep.Reason)
+		case ferryErr != nil && c != nil:
+			t.Errorf("%q: injected, but ferry would exit at start: %v", v, ferryErr)
+		case c == nil && !strings.Contains(rep.Reason, AnnotationConsulAddr):
+			t.Errorf("%q: the refusal does not name %s: %s", v, AnnotationConsulAddr, rep.Reason)
+		case c != nil:
+			if err := consulFromEnv(t, containerEnv(t, *c)["CONSUL_HTTP_ADDR"]); err != nil {
+				t.Errorf("%q: ferry refuses the injected CONSUL_HTTP_ADDR: %v", v, err)
+			}
+		}
+		_, err := New(Options{ConsulAddr: v})
+		if (err == nil) != (ferryErr == nil) {
+			t.Errorf("%q as Options.ConsulAddr: New says %v, ferry says %v", v, err, ferryErr)
 		}
 	}
 }

@@ -115,8 +115,8 @@ func (o Options) withDefaults() (Options, error) {
 			return o, fmt.Errorf("inject options: OTel endpoint %q: %w", o.OTelEndpoint, err)
 		}
 	}
-	if strings.ContainsAny(o.ConsulAddr, " \t\n") {
-		return o, fmt.Errorf("inject options: Consul address %q contains white space", o.ConsulAddr)
+	if err := checkConsulAddr(o.ConsulAddr); err != nil {
+		return o, fmt.Errorf("inject options: Consul address %q: %w", o.ConsulAddr, err)
 	}
 	if strings.ContainsAny(o.Image, " \t\n$") {
 		return o, fmt.Errorf("inject options: image %q is not an image reference", o.Image)

@@ -95,8 +95,8 @@ func (o *Options) makePlan(ann map[string]string, spec *podSpec) (*plan, error) 
 		return nil, err
 	}
 	if v, ok := get(AnnotationConsulAddr); ok {
-		if v == "" || strings.ContainsAny(v, " \t\n") {
-			return nil, annotationError(AnnotationConsulAddr, v, fmt.Errorf("want host:port, http(s)://host:port or unix:///path"))
+		if err := checkConsulAddr(v); err != nil {
+			return nil, annotationError(AnnotationConsulAddr, v, err)
 		}
 		p.consulAddr = v
 	}
@@ -352,6 +352,23 @@ func checkOTelEndpoint(v string) error {
 	if port := u.Port(); port != "" {
 		if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
 			return fmt.Errorf("port %q is not 1-65535", port)
+		}
+	}
+	return nil
+}
+
+// checkConsulAddr accepts what ferry's Consul client accepts in
+// CONSUL_HTTP_ADDR once kubelet expanded it (ferry exits at start on
+// another scheme): host:port, or http://, https:// or unix:// in front.
+func checkConsulAddr(v string) error {
+	if v == "" || strings.ContainsAny(v, " \t\n") {
+		return fmt.Errorf("want host:port, http(s)://host:port or unix:///path")
+	}
+	if scheme, _, ok := strings.Cut(expandSample(v), "://"); ok {
+		switch scheme {
+		case "http", "https", "unix":
+		default:
+			return fmt.Errorf("scheme %q: want host:port, http(s)://host:port or unix:///path", scheme)
 		}
 	}
 	return nil
