@@ -449,3 +449,30 @@ func TestHelmRejectsBadValues(t *testing.T) {
 		}
 	}
 }
+
+// TestHelmRejectsUnknownValues: a misspelt key (inject.nativesidecar,
+// webhok.port) was accepted and silently ignored, so the install ran with
+// the default the user meant to change (native sidecars on a cluster
+// without them, the wrong failurePolicy...). values.schema.json refuses a
+// key the chart does not read, naming it, in every object whose keys the
+// chart defines; free-form maps (selectors, resources, annotations, labels,
+// affinity, issuerRef) stay open.
+func TestHelmRejectsUnknownValues(t *testing.T) {
+	for _, tc := range []struct{ set, key string }{
+		{"inject.nativesidecar=false", "nativesidecar"},
+		{"webhok.port=9443", "webhok"},
+		{"webhook.failure_policy=Fail", "failure_policy"},
+		{"image.tags=1.2.3", "tags"},
+		{"certManager.enable=true", "enable"},
+		{"serviceAccount.creat=false", "creat"},
+		{"podDisruptionBudget.maxUnavailable=1", "maxUnavailable"},
+	} {
+		out, err := helm(t, "template", "rel", chartDir, "--set", tc.set)
+		if err == nil || !strings.Contains(out, tc.key) {
+			t.Errorf("--set %s: err %v, want an error naming %s; output:\n%.600s", tc.set, err, tc.key, out)
+		}
+	}
+	// Free-form maps take any key.
+	runHelm(t, "template", "rel", chartDir, "--set",
+		"podAnnotations.a=b,podLabels.c=d,resources.limits.cpu=1,webhook.namespaceSelector.matchLabels.x=y,nodeSelector.n=m,certManager.issuerRef.group=cert-manager.io")
+}
