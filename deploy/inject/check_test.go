@@ -27,29 +27,7 @@ var fakeFields = map[string]string{
 // expandEnv does what kubelet does with $(VAR) in an env value: "$$" is
 // "$", $(NAME) of a variable defined earlier is its value, anything else is
 // kept.
-func expandEnv(s string, vars map[string]string) string {
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '$' && i+1 < len(s) {
-			switch s[i+1] {
-			case '$':
-				b.WriteByte('$')
-				i++
-				continue
-			case '(':
-				if j := strings.IndexByte(s[i+2:], ')'); j >= 0 {
-					if v, ok := vars[s[i+2:i+2+j]]; ok {
-						b.WriteString(v)
-						i += 2 + j
-						continue
-					}
-				}
-			}
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
-}
+func expandEnv(s string, vars map[string]string) string { return expandVars(s, vars) }
 
 // containerEnv resolves a container's environment as kubelet would.
 func containerEnv(t *testing.T, c corev1.Container) map[string]string {

@@ -380,9 +380,13 @@ var sampleEnv = map[string]string{
 	"POD_NAME": "pod", "POD_NAMESPACE": "namespace", "POD_IP": "10.0.0.1", "HOST_IP": "10.0.0.2",
 }
 
-// expandSample expands $(VAR) as kubelet does, with sampleEnv's values:
-// "$$" is "$", a variable sampleEnv does not know is kept as written.
-func expandSample(s string) string {
+// expandSample expands $(VAR) as kubelet will, with sampleEnv's values.
+func expandSample(s string) string { return expandVars(s, sampleEnv) }
+
+// expandVars does what kubelet does with $(VAR) in an env value or an
+// arg: "$$" is "$", $(NAME) of a variable in vars is its value, anything
+// else is kept as written.
+func expandVars(s string, vars map[string]string) string {
 	var b strings.Builder
 	for i := 0; i < len(s); i++ {
 		if s[i] == '$' && i+1 < len(s) {
@@ -393,7 +397,7 @@ func expandSample(s string) string {
 				continue
 			case '(':
 				if j := strings.IndexByte(s[i+2:], ')'); j >= 0 {
-					if v, ok := sampleEnv[s[i+2:i+2+j]]; ok {
+					if v, ok := vars[s[i+2:i+2+j]]; ok {
 						b.WriteString(v)
 						i += 2 + j
 						continue
