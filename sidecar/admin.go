@@ -2,6 +2,7 @@ package sidecar
 
 import (
 	"encoding/json"
+	"net"
 	"net/http"
 	"sort"
 	"strconv"
@@ -20,8 +21,13 @@ import (
 //	/upstreams  JSON: every service, its source, staleness, Consul index, and each
 //	            endpoint's breaker, ejection and in-flight state
 //	/metrics    Prometheus text, or OpenMetrics with exemplars when asked
-//	/config     the effective config as YAML, secrets redacted
-//	/drain      POST: drain and exit, as on SIGTERM
+//	/config     the effective config as YAML, secrets redacted (loopback callers only)
+//	/drain      POST: drain and exit, as on SIGTERM (loopback callers only)
+//
+// The listener may face the cluster (the injector puts it on 0.0.0.0 so
+// kubelet can probe it): what ends the process or shows the config is for
+// callers on the pod's own loopback (kubectl port-forward and exec arrive
+// there); anyone else gets 403.
 func (s *Sidecar) adminHandler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /live", func(w http.ResponseWriter, r *http.Request) {
@@ -44,7 +50,7 @@ func (s *Sidecar) adminHandler() http.Handler {
 		enc.Encode(s.upstreamsStatus(time.Now()))
 	})
 	mux.Handle("GET /metrics", s.tel.MetricsHandler())
-	mux.HandleFunc("GET /config", func(w http.ResponseWriter, r *http.Request) {
+	mux.HandleFunc("GET /config", loopbackOnly(func(w http.ResponseWriter, r *http.Request) {
 		out, err := yaml.Marshal(s.config())
 		if err != nil {
 			http.Error(w, "ferry: "+err.Error(), http.StatusInternalServerError)
@@ -52,8 +58,8 @@ func (s *Sidecar) adminHandler() http.Handler {
 		}
 		w.Header().Set("Content-Type", "application/yaml")
 		w.Write(out)
-	})
-	mux.HandleFunc("POST /drain", func(w http.ResponseWriter, r *http.Request) {
+	}))
+	mux.HandleFunc("POST /drain", loopbackOnly(func(w http.ResponseWriter, r *http.Request) {
 		// The answer goes out before the drain is asked for: a drain with
 		// nothing in flight closes the admin listener's connections at
 		// once, this one included.
@@ -67,8 +73,21 @@ func (s *Sidecar) adminHandler() http.Handler {
 		case s.drainReq <- struct{}{}:
 		default: // already requested
 		}
-	})
+	}))
 	return mux
+}
+
+// loopbackOnly serves h to callers from a loopback address and answers
+// everyone else 403 with the reason.
+func loopbackOnly(h http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		host, _, err := net.SplitHostPort(r.RemoteAddr)
+		if ip := net.ParseIP(host); err != nil || ip == nil || !ip.IsLoopback() {
+			http.Error(w, "ferry: "+r.URL.Path+" answers loopback callers only", http.StatusForbidden)
+			return
+		}
+		h(w, r)
+	}
 }
 
 // drainAnswer is the body of POST /drain's 202.

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -330,5 +331,58 @@ func TestReloadInvalidConfigNotRetried(t *testing.T) {
 	sc.fileMu.Unlock()
 	if delay != 0 || gen != 1 {
 		t.Fatalf("after an invalid config: retry delay %s, tries %d; want no retry planned after one try", delay, gen)
+	}
+}
+
+// The admin listener may face the whole cluster (the injector puts it on
+// 0.0.0.0 for kubelet's probes), so what ends the process or shows the
+// config answers loopback callers only; probes and metrics answer anyone.
+func TestAdminDrainAndConfigOnlyFromLoopback(t *testing.T) {
+	sc, err := New(mustParse(t, `
+admin: { listen: 127.0.0.1:0 }
+outbound: { listen: 127.0.0.1:0, routes: [ { service: svc } ] }
+services: { svc: { endpoints: [127.0.0.1:9] } }
+`), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := sc.adminHandler()
+	serve := func(method, path, from string) *httptest.ResponseRecorder {
+		r := httptest.NewRequest(method, path, nil)
+		r.RemoteAddr = from
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, r)
+		return w
+	}
+	for _, from := range []string{"192.0.2.7:40000", "[2001:db8::7]:40000", "10.0.0.3:1"} {
+		if w := serve(http.MethodPost, "/drain", from); w.Code != http.StatusForbidden || !strings.Contains(w.Body.String(), "loopback") {
+			t.Errorf("POST /drain from %s: %d %q; want 403 naming loopback", from, w.Code, w.Body.String())
+		}
+		select {
+		case <-sc.drainReq:
+			t.Fatalf("POST /drain from %s asked for a drain", from)
+		default:
+		}
+		if w := serve(http.MethodGet, "/config", from); w.Code != http.StatusForbidden {
+			t.Errorf("GET /config from %s: %d; want 403", from, w.Code)
+		}
+		for _, p := range []string{"/live", "/metrics", "/upstreams"} {
+			if w := serve(http.MethodGet, p, from); w.Code != http.StatusOK {
+				t.Errorf("GET %s from %s: %d; want 200", p, from, w.Code)
+			}
+		}
+	}
+	for _, from := range []string{"127.0.0.1:40000", "127.9.8.7:1", "[::1]:40000"} {
+		if w := serve(http.MethodGet, "/config", from); w.Code != http.StatusOK {
+			t.Errorf("GET /config from %s: %d; want 200", from, w.Code)
+		}
+	}
+	if w := serve(http.MethodPost, "/drain", "[::1]:40000"); w.Code != http.StatusAccepted {
+		t.Fatalf("POST /drain from ::1: %d; want 202", w.Code)
+	}
+	select {
+	case <-sc.drainReq:
+	default:
+		t.Fatal("POST /drain from loopback asked for no drain")
 	}
 }
