@@ -299,7 +299,7 @@ func TestHelmTemplateSelfSigned(t *testing.T) {
 		t.Fatalf("secrets %+v, want %s", r.secrets, secretName)
 	}
 	args := strings.Join(r.deployments[0].Spec.Template.Spec.Containers[0].Args, " ")
-	for _, want := range []string{"--tls-cert=/etc/ferry/tls/tls.crt", "--consul-addr=$$(HOST_IP):8500", "--image=ferrymesh/ferry:"} {
+	for _, want := range []string{"--tls-cert=/etc/ferry/tls/tls.crt", "--consul-addr=$$(HOST_IP):8500", "--image=ferrymesh/ferry:", "--pre-stop-sleep=5s"} {
 		if !strings.Contains(args, want) {
 			t.Errorf("args %q lack %q", args, want)
 		}
@@ -402,7 +402,7 @@ func TestHelmTemplateCertManager(t *testing.T) {
 }
 
 func TestHelmTemplateValues(t *testing.T) {
-	r := render(t, "mesh", "--set", "inject.nativeSidecar=false,replicaCount=1,inject.otelEndpoint=http://$(HOST_IP):4318,webhook.failurePolicy=Fail,image.tag=1.2.3",
+	r := render(t, "mesh", "--set", "inject.nativeSidecar=false,inject.preStopSleep=0s,replicaCount=1,inject.otelEndpoint=http://$(HOST_IP):4318,webhook.failurePolicy=Fail,image.tag=1.2.3",
 		"--set", "webhook.namespaceSelector.matchLabels.mesh=ferry")
 	checkCommonSelector := r.webhooks[0].Webhooks[0]
 	if checkCommonSelector.NamespaceSelector.MatchLabels["mesh"] != "ferry" {
@@ -416,7 +416,7 @@ func TestHelmTemplateValues(t *testing.T) {
 	}
 	c := r.deployments[0].Spec.Template.Spec.Containers[0]
 	args := strings.Join(c.Args, " ")
-	for _, want := range []string{"--no-native-sidecar", "--otel-endpoint=http://$$(HOST_IP):4318", "--image=ferrymesh/ferry:1.2.3"} {
+	for _, want := range []string{"--no-native-sidecar", "--otel-endpoint=http://$$(HOST_IP):4318", "--image=ferrymesh/ferry:1.2.3", "--pre-stop-sleep=0s"} {
 		if !strings.Contains(args, want) {
 			t.Errorf("args %q lack %q", args, want)
 		}
@@ -442,6 +442,7 @@ func TestHelmRejectsBadValues(t *testing.T) {
 		{"inject.otelEndpoint=collector:4318", "/inject/otelEndpoint"},
 		{"replicaCount=0", "/replicaCount"},
 		{"webhook.logLevel=loud", "/webhook/logLevel"},
+		{"inject.preStopSleep=1500ms", "/inject/preStopSleep"},
 	} {
 		out, err := helm(t, "template", "rel", chartDir, "--set", tc.set)
 		if err == nil || !strings.Contains(out, tc.msg) {

@@ -99,3 +99,40 @@ func TestInjectImageFollowsVersion(t *testing.T) {
 		t.Errorf("output:\n%s", out.String())
 	}
 }
+
+// The preStop sleep action needs Kubernetes 1.30 (the field is off by
+// default on 1.29): --pre-stop-sleep 0 injects no preStop hook at all, for
+// every pod, where ferry.io/pre-stop-sleep can only change one pod.
+func TestInjectPreStopSleepFlag(t *testing.T) {
+	in, err := os.ReadFile(testdata + "multidoc.in.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		args []string
+		want string // "" for no preStop hook
+	}{
+		{nil, "seconds: 5"},
+		{[]string{"--pre-stop-sleep", "9s"}, "seconds: 9"},
+		{[]string{"--pre-stop-sleep", "0"}, ""},
+	} {
+		var out, errb bytes.Buffer
+		if code := cmdInject(append([]string{"--image", "ferrymesh/ferry:test"}, c.args...), bytes.NewReader(in), &out, &errb); code != exitOK {
+			t.Fatalf("%v: exit %d: %s", c.args, code, errb.String())
+		}
+		s := out.String()
+		if c.want == "" {
+			if strings.Contains(s, "preStop") {
+				t.Errorf("%v: a preStop hook was injected:\n%s", c.args, s)
+			}
+		} else if !strings.Contains(s, "preStop:") || !strings.Contains(s, c.want) {
+			t.Errorf("%v: want a preStop sleep with %q:\n%s", c.args, c.want, s)
+		}
+	}
+	for _, bad := range []string{"1500ms", "-3s"} {
+		var out, errb bytes.Buffer
+		if code := cmdInject([]string{"--pre-stop-sleep", bad}, bytes.NewReader(in), &out, &errb); code != exitConfig || !strings.Contains(errb.String(), "pre-stop") {
+			t.Errorf("--pre-stop-sleep %s: exit %d, %q; want a config error naming it", bad, code, errb.String())
+		}
+	}
+}
