@@ -349,7 +349,7 @@ func serveAndVerify(t *testing.T, certFile, keyFile string, caBundle []byte, ser
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {
-		done <- webhook.Serve(ctx, webhook.NewServer(webhook.NewHandler(inj, webhook.Options{}), certs, nil), ln, 5*time.Second)
+		done <- webhook.Serve(ctx, webhook.NewServer(webhook.NewHandler(inj, webhook.Options{}), certs, nil), ln, 0, 5*time.Second)
 	}()
 	defer func() {
 		cancel()

@@ -79,6 +79,7 @@ func TestChartArgsRunTheWebhook(t *testing.T) {
 				args[i] = "--listen=127.0.0.1:0"
 			}
 		}
+		args = append(args, "--shutdown-delay=0") // the chart's own delay would only slow the test
 		ctx, cancel := context.WithCancel(context.Background())
 		var logs syncbuf.Buffer
 		listening := make(chan net.Addr, 1)

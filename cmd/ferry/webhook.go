@@ -28,12 +28,17 @@ func runWebhook(ctx context.Context, args []string, stdout, stderr io.Writer, li
 	listen := fs.String("listen", ":8443", "host:port to serve HTTPS on")
 	maxBody := fs.Int64("max-body-bytes", webhook.DefaultMaxBodyBytes, "largest AdmissionReview accepted (413 above)")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
+	delay := fs.Duration("shutdown-delay", 5*time.Second, "after SIGTERM, keep serving this long (while the Service drops this pod), then stop")
 	newInjector := injectorFlags(fs)
 	if code, ok := parseFlags(fs, args, stdout); !ok {
 		return code
 	}
 	if fs.NArg() > 0 {
 		fmt.Fprintf(stderr, "ferry webhook: unexpected argument %q\n", fs.Arg(0))
+		return exitConfig
+	}
+	if *delay < 0 {
+		fmt.Fprintf(stderr, "ferry webhook: --shutdown-delay %s is negative\n", *delay)
 		return exitConfig
 	}
 	if *cert == "" || *key == "" {
@@ -68,7 +73,16 @@ func runWebhook(ctx context.Context, args []string, stdout, stderr io.Writer, li
 	if listening != nil {
 		listening(ln.Addr())
 	}
-	if err := webhook.Serve(ctx, srv, ln, 10*time.Second); err != nil {
+	served := make(chan struct{})
+	defer close(served)
+	go func() {
+		select {
+		case <-ctx.Done():
+			log.Info("ferry webhook stopping: serving on for the shutdown delay", "delay", delay.String())
+		case <-served:
+		}
+	}()
+	if err := webhook.Serve(ctx, srv, ln, *delay, 10*time.Second); err != nil {
 		log.Error("ferry webhook stopped", "error", err.Error())
 		return exitFail
 	}

@@ -34,7 +34,7 @@ func TestWebhookPatchEqualsCLIInjection(t *testing.T) {
 	done := make(chan int, 1)
 	go func() {
 		done <- runWebhook(ctx, []string{"--tls-cert", certs.CertFile, "--tls-key", certs.KeyFile,
-			"--listen", "127.0.0.1:0", "--image", "ferrymesh/ferry:test"}, io.Discard, &logs, func(a net.Addr) { addrc <- a })
+			"--listen", "127.0.0.1:0", "--image", "ferrymesh/ferry:test", "--shutdown-delay", "0"}, io.Discard, &logs, func(a net.Addr) { addrc <- a })
 	}()
 	var addr net.Addr
 	select {
@@ -116,10 +116,70 @@ func TestWebhookUsageErrors(t *testing.T) {
 		{[]string{"--tls-cert", certs.CertFile, "--tls-key", certs.KeyFile, "--listen", "256.0.0.1:1"}, exitFail, "256.0.0.1"},
 		{[]string{"--tls-cert", certs.CertFile, "--tls-key", certs.KeyFile, "--log-level", "loud"}, exitConfig, "--log-level"},
 		{[]string{"--tls-cert", certs.CertFile, "--tls-key", certs.KeyFile, "--otel-endpoint", "x"}, exitConfig, "OTel endpoint"},
+		{[]string{"--tls-cert", certs.CertFile, "--tls-key", certs.KeyFile, "--shutdown-delay", "-1s"}, exitConfig, "--shutdown-delay"},
 	} {
 		var errb syncbuf.Buffer
 		if code := runWebhook(context.Background(), tc.args, io.Discard, &errb, nil); code != tc.code || !strings.Contains(errb.String(), tc.msg) {
 			t.Errorf("%v: exit %d %q, want %d with %q", tc.args, code, errb.String(), tc.code, tc.msg)
 		}
+	}
+}
+
+// TestWebhookServesThroughShutdownDelay: after SIGTERM the webhook keeps
+// answering reviews for --shutdown-delay, while the API server still sends
+// them to this pod; a webhook that stopped at once would fail them, and
+// under failurePolicy Ignore those pods would start without ferry.
+func TestWebhookServesThroughShutdownDelay(t *testing.T) {
+	certs := webhooktest.Write(t, t.TempDir())
+	ctx, cancel := context.WithCancel(context.Background())
+	var logs syncbuf.Buffer
+	addrc := make(chan net.Addr, 1)
+	done := make(chan int, 1)
+	go func() {
+		done <- runWebhook(ctx, []string{"--tls-cert", certs.CertFile, "--tls-key", certs.KeyFile,
+			"--listen", "127.0.0.1:0", "--shutdown-delay", "4s"}, io.Discard, &logs, func(a net.Addr) { addrc <- a })
+	}()
+	var addr net.Addr
+	select {
+	case addr = <-addrc:
+	case code := <-done:
+		t.Fatalf("webhook exited %d: %s", code, logs.String())
+	case <-time.After(10 * time.Second):
+		t.Fatal("webhook did not start")
+	}
+	tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: certs.Pool}, DisableKeepAlives: true}
+	defer tr.CloseIdleConnections()
+	client := &http.Client{Transport: tr, Timeout: 10 * time.Second}
+	review, err := os.ReadFile("../../deploy/webhook/testdata/review-pod.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cancel() // as SIGTERM
+	deadline := time.Now().Add(10 * time.Second)
+	for !strings.Contains(logs.String(), "ferry webhook stopping") {
+		if time.Now().After(deadline) {
+			t.Fatalf("no stopping line: %s", logs.String())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	resp, err := client.Post("https://"+addr.String()+"/inject", "application/json", bytes.NewReader(review))
+	if err != nil {
+		t.Fatalf("a review sent after SIGTERM, within the shutdown delay: %v", err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("a review sent after SIGTERM: status %d", resp.StatusCode)
+	}
+	select {
+	case code := <-done:
+		if code != exitOK {
+			t.Errorf("webhook exit %d: %s", code, logs.String())
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("webhook did not stop after its shutdown delay")
+	}
+	if c, err := net.DialTimeout("tcp", addr.String(), time.Second); err == nil {
+		c.Close()
+		t.Error("the webhook still accepts connections after it stopped")
 	}
 }

@@ -97,15 +97,28 @@ func NewServer(h http.Handler, certs *CertLoader, log *slog.Logger) *http.Server
 	}
 }
 
-// Serve runs srv over TLS on ln until ctx ends, then shuts it down,
-// letting in-flight reviews finish for up to grace.
-func Serve(ctx context.Context, srv *http.Server, ln net.Listener, grace time.Duration) error {
+// Serve runs srv over TLS on ln until ctx ends, keeps serving for delay
+// more, then shuts it down, letting in-flight reviews finish for up to
+// grace. The delay covers the moment between a webhook pod's SIGTERM and
+// the API server's noticing that its endpoint left the Service: a webhook
+// that stopped at once would fail the reviews still sent to it, and under
+// failurePolicy Ignore those pods would start without ferry.
+func Serve(ctx context.Context, srv *http.Server, ln net.Listener, delay, grace time.Duration) error {
 	errc := make(chan error, 1)
 	go func() { errc <- srv.ServeTLS(ln, "", "") }()
 	select {
 	case err := <-errc:
 		return fmt.Errorf("webhook server: %w", err)
 	case <-ctx.Done():
+	}
+	if delay > 0 {
+		t := time.NewTimer(delay)
+		select {
+		case err := <-errc:
+			t.Stop()
+			return fmt.Errorf("webhook server: %w", err)
+		case <-t.C:
+		}
 	}
 	sctx, cancel := context.WithTimeout(context.Background(), grace)
 	defer cancel()

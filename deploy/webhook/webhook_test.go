@@ -52,7 +52,7 @@ func startServer(t *testing.T, opts webhook.Options) *server {
 	srv := webhook.NewServer(webhook.NewHandler(inj, opts), loader, nil)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- webhook.Serve(ctx, srv, ln, 5*time.Second) }()
+	go func() { done <- webhook.Serve(ctx, srv, ln, 0, 5*time.Second) }()
 	tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: certs.Pool}}
 	t.Cleanup(func() {
 		cancel()
