@@ -265,3 +265,36 @@ func TestConfigNonScalarKeyNamesPath(t *testing.T) {
 		t.Fatalf("error %q has no key path (want services...)", err)
 	}
 }
+
+// The telemetry section is checked with the rest of the file: a bad value
+// is refused by ParseConfig (so by a reload too, as invalid rather than as
+// needing a restart) naming its full key path, telemetry.sampler and so on.
+// It was only refused when the sidecar was built, as "telemetry: sampler:
+// ...", with neither the file nor the key's full path.
+func TestParseConfigValidatesTelemetry(t *testing.T) {
+	const base = "outbound: {}\n"
+	for _, tc := range []struct{ text, want string }{
+		{"telemetry: { sampler: sometimes }\n", `telemetry.sampler: unknown "sometimes"`},
+		{"telemetry: { sampler_arg: 5 }\n", "telemetry.sampler_arg: 5 is outside [0, 1]"},
+		{"telemetry: { queue_size: -1 }\n", "telemetry.queue_size: -1 must be positive"},
+		{"telemetry: { batch_size: -3 }\n", "telemetry.batch_size: -3 must be positive"},
+		{"telemetry: { batch_timeout: -1s }\n", "telemetry.batch_timeout: -1s must be positive"},
+		{"telemetry: { export_timeout: -1s }\n", "telemetry.export_timeout: -1s must be positive"},
+		{"telemetry: { protocol: udp }\n", `telemetry.protocol: unknown "udp"`},
+		{"telemetry: { traces_exporter: jaeger }\n", `telemetry.traces_exporter: unknown "jaeger"`},
+		{"telemetry: { endpoint: 'collector:4317' }\n", "telemetry.endpoint: invalid URL"},
+		{"telemetry: { propagators: [w3c] }\n", `telemetry.propagators: unknown "w3c"`},
+		{"telemetry: { resource_attributes: { ' ': x } }\n", "telemetry.resource_attributes: empty key"},
+	} {
+		_, err := ParseConfig([]byte(base + tc.text))
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%q: error %v, want one containing %q", tc.text, err, tc.want)
+		}
+	}
+	// The environment is not the file's business: a bad OTEL_* variable is
+	// reported when the sidecar is built, not by ParseConfig.
+	t.Setenv("OTEL_TRACES_SAMPLER", "sometimes")
+	if _, err := ParseConfig([]byte(base + "telemetry: { access_log: off }\n")); err != nil {
+		t.Errorf("a bad OTEL_TRACES_SAMPLER failed ParseConfig: %v", err)
+	}
+}

@@ -129,6 +129,9 @@ func (c *Config) validate() ConfigErrors {
 			addErr(&errs, err)
 		}
 	}
+	if err := c.Telemetry.Validate(); err != nil {
+		addErr(&errs, err)
+	}
 
 	if c.Limits.MaxRequestBodyBytes < 0 {
 		add("limits.max_request_body_bytes", "must not be negative")

@@ -105,7 +105,14 @@ func New(cfg *Config, opts Options) (*Sidecar, error) {
 	if s.tel == nil {
 		tel, err := telemetry.New(context.Background(), cfg.Telemetry, telemetry.WithLog(lg))
 		if err != nil {
-			return nil, ConfigErrors{{Path: "telemetry", Msg: strings.TrimPrefix(err.Error(), "telemetry.")}}
+			// A key's own error names it ("telemetry.sampler: ..."); one
+			// from the environment names its variable, under telemetry.
+			var errs ConfigErrors
+			addErr(&errs, err)
+			if !strings.HasPrefix(errs[0].Path, "telemetry.") {
+				errs = ConfigErrors{{Path: "telemetry", Msg: err.Error()}}
+			}
+			return nil, errs
 		}
 		s.tel, s.ownTel = tel, true
 	}

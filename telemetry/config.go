@@ -99,6 +99,13 @@ const (
 	ProtocolHTTPProtobuf = "http/protobuf"
 )
 
+// Validate checks the config's own keys, leaving the environment out (New
+// reads it): the error, if any, names its key ("telemetry.sampler: ...").
+func (c Config) Validate() error {
+	_, err := resolve(c, func(string) string { return "" })
+	return err
+}
+
 // settings is the effective configuration after environment and overrides.
 type settings struct {
 	serviceName   string

@@ -123,3 +123,17 @@ func TestSubcommandHelp(t *testing.T) {
 		}
 	}
 }
+
+// A bad telemetry key is a config error like any other: the file, then the
+// key's full path, exit 2 before anything listens.
+func TestRunBadTelemetryConfigNamesTheKey(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "ferry.yaml")
+	os.WriteFile(path, []byte("admin: { listen: 127.0.0.1:0 }\noutbound: { listen: 127.0.0.1:0 }\ntelemetry: { sampler: sometimes }\n"), 0o600)
+	var out, errb bytes.Buffer
+	if code := run([]string{"run", "--config", path}, &out, &errb); code != exitConfig {
+		t.Fatalf("exit %d, want 2; stderr %q", code, errb.String())
+	}
+	if want := "config " + path + ":\ntelemetry.sampler: unknown \"sometimes\""; !strings.Contains(errb.String(), want) {
+		t.Fatalf("stderr %q, want it to contain %q", errb.String(), want)
+	}
+}
