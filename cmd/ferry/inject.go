@@ -19,6 +19,9 @@ type fileList []string
 func (f *fileList) String() string     { return strings.Join(*f, ",") }
 func (f *fileList) Set(v string) error { *f = append(*f, v); return nil }
 
+// repeatable tells parseFlags that -f may be given more than once.
+func (f *fileList) repeatable() {}
+
 // injectorFlags registers the injector's defaults on fs; the returned
 // function builds the injector after parsing.
 func injectorFlags(fs *flag.FlagSet) func() (*inject.Injector, error) {

@@ -97,7 +97,19 @@ func parseFlags(fs *flag.FlagSet, args []string, stdout io.Writer) (code int, ok
 	// belongs.
 	usage := fs.Usage
 	fs.Usage = func() {}
+	// A flag given twice is an error rather than the last one silently
+	// winning, unless it is meant to repeat (inject's -f).
+	restore := map[*flag.Flag]flag.Value{}
+	fs.VisitAll(func(f *flag.Flag) {
+		if _, ok := f.Value.(interface{ repeatable() }); !ok {
+			restore[f] = f.Value
+			f.Value = &onceValue{Value: f.Value}
+		}
+	})
 	err := fs.Parse(args)
+	for f, v := range restore {
+		f.Value = v
+	}
 	fs.Usage = usage
 	switch {
 	case errors.Is(err, flag.ErrHelp):
@@ -111,6 +123,26 @@ func parseFlags(fs *flag.FlagSet, args []string, stdout io.Writer) (code int, ok
 	return exitOK, true
 }
 
+// onceValue is a flag's value that refuses a second Set.
+type onceValue struct {
+	flag.Value
+	set bool
+}
+
+func (v *onceValue) Set(s string) error {
+	if v.set {
+		return errors.New("given more than once")
+	}
+	v.set = true
+	return v.Value.Set(s)
+}
+
+// IsBoolFlag keeps a boolean flag usable without a value.
+func (v *onceValue) IsBoolFlag() bool {
+	b, ok := v.Value.(interface{ IsBoolFlag() bool })
+	return ok && b.IsBoolFlag()
+}
+
 func cmdRun(args []string, stdout, stderr io.Writer) int {
 	fs := flagSet("run", "ferry run --config FILE | --config-env NAME [flags]", stderr)
 	path := fs.String("config", "", "config file (YAML)")
@@ -122,6 +154,10 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 	}
 	if fs.NArg() > 0 {
 		fmt.Fprintf(stderr, "ferry run: unexpected argument %q (the config goes after --config)\n", fs.Arg(0))
+		return exitConfig
+	}
+	if *poll < 0 {
+		fmt.Fprintf(stderr, "ferry run: --config-poll: must not be negative, got %v (0 checks only on SIGHUP)\n", *poll)
 		return exitConfig
 	}
 	if (*path == "") == (*configEnv == "") {

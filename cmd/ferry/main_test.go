@@ -137,3 +137,47 @@ func TestRunBadTelemetryConfigNamesTheKey(t *testing.T) {
 		t.Fatalf("stderr %q, want it to contain %q", errb.String(), want)
 	}
 }
+
+// A flag given twice is refused, naming it, rather than the last one
+// silently winning (ferry run --config a.yaml --config b.yaml ran b.yaml).
+// inject's -f is meant to repeat and still does.
+func TestFlagGivenTwiceRefused(t *testing.T) {
+	// The flags are checked before the config is read: a missing file
+	// keeps ferry from starting should they not be.
+	const good = "/nonexistent/ferry.yaml"
+	for _, tc := range []struct {
+		args []string
+		flag string
+	}{
+		{[]string{"run", "--config", good, "--config", "/nonexistent/other.yaml"}, "-config"},
+		{[]string{"run", "--config=" + good, "--log-level", "debug", "--log-level=error"}, "-log-level"},
+		{[]string{"run", "--config", good, "--config-poll", "1s", "--config-poll", "5s"}, "-config-poll"},
+		{[]string{"demo", "--size", "1KiB", "--size", "lots"}, "-size"},
+		{[]string{"inject", "--no-native-sidecar", "--no-native-sidecar=false"}, "-no-native-sidecar"},
+		{[]string{"webhook", "--listen", ":1", "--listen", ":2", "--tls-cert", "c", "--tls-key", "k"}, "-listen"},
+	} {
+		var out, errb bytes.Buffer
+		code := run(tc.args, &out, &errb)
+		if code != exitConfig || !strings.Contains(errb.String(), tc.flag) || !strings.Contains(errb.String(), "given more than once") {
+			t.Errorf("%v: exit %d, stderr %q; want exit 2 saying %s was given more than once", tc.args, code, errb.String(), tc.flag)
+		}
+	}
+	dir := t.TempDir()
+	for _, n := range []string{"a.yaml", "b.yaml"} {
+		os.WriteFile(filepath.Join(dir, n), []byte("apiVersion: v1\nkind: ConfigMap\nmetadata: { name: "+strings.TrimSuffix(n, ".yaml")+" }\n"), 0o600)
+	}
+	var out, errb bytes.Buffer
+	if code := run([]string{"inject", "-f", filepath.Join(dir, "a.yaml"), "-f", filepath.Join(dir, "b.yaml")}, &out, &errb); code != exitOK || !strings.Contains(out.String(), "name: a") || !strings.Contains(out.String(), "name: b") {
+		t.Errorf("inject -f a -f b: exit %d, stdout %q, stderr %q; want both files", code, out.String(), errb.String())
+	}
+}
+
+// A negative --config-poll is refused; it used to mean the same as 0
+// (watching off) without a word.
+func TestRunNegativeConfigPollRefused(t *testing.T) {
+	var out, errb bytes.Buffer
+	code := run([]string{"run", "--config", "/nonexistent/ferry.yaml", "--config-poll", "-1s"}, &out, &errb)
+	if code != exitConfig || !strings.Contains(errb.String(), "--config-poll: must not be negative") {
+		t.Fatalf("exit %d, stderr %q; want exit 2 saying --config-poll must not be negative", code, errb.String())
+	}
+}
