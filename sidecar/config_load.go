@@ -10,6 +10,7 @@ import (
 	"sort"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"go.yaml.in/yaml/v3"
 
@@ -72,6 +73,9 @@ func readConfigFile(path string) ([]byte, *Config, error) {
 // and invalid values are reported with their key path. The result has every
 // default filled in.
 func ParseConfig(data []byte) (*Config, error) {
+	if err := checkUTF8(data); err != nil {
+		return nil, ConfigErrors{err}
+	}
 	var doc yaml.Node
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	if err := dec.Decode(&doc); err != nil {
@@ -116,6 +120,29 @@ func ParseConfig(data []byte) (*Config, error) {
 		return nil, errs
 	}
 	return cfg, nil
+}
+
+// checkUTF8 reports the first byte of a UTF-8 config (one without a UTF-16
+// byte order mark, which yaml decodes itself) that is not UTF-8, by line and
+// column: yaml's own error says neither.
+func checkUTF8(data []byte) *ConfigError {
+	if bytes.HasPrefix(data, []byte{0xfe, 0xff}) || bytes.HasPrefix(data, []byte{0xff, 0xfe}) || utf8.Valid(data) {
+		return nil
+	}
+	line, col := 1, 1
+	for len(data) > 0 {
+		r, size := utf8.DecodeRune(data)
+		if r == utf8.RuneError && size <= 1 {
+			return &ConfigError{Msg: fmt.Sprintf("not valid UTF-8: byte 0x%02x at line %d, column %d", data[0], line, col)}
+		}
+		if r == '\n' {
+			line, col = line+1, 1
+		} else {
+			col++
+		}
+		data = data[size:]
+	}
+	return nil
 }
 
 var durationType = reflect.TypeOf(time.Duration(0))

@@ -298,3 +298,17 @@ func TestParseConfigValidatesTelemetry(t *testing.T) {
 		t.Errorf("a bad OTEL_TRACES_SAMPLER failed ParseConfig: %v", err)
 	}
 }
+
+// Bytes that are not UTF-8 are reported with their line and column; the
+// message was yaml's own "invalid leading UTF-8 octet", which says neither.
+func TestParseConfigNonUTF8NamesTheLine(t *testing.T) {
+	for _, tc := range []struct{ text, want string }{
+		{"outbound: {}\nservices:\n  files: { endpoints: [127.0.0.1:1] }\n  caf\xe9: { endpoints: [127.0.0.1:2] }\n", "line 4, column 6"},
+		{"outbound: {}\n# r\xfcckblick\n", "line 2, column 4"},
+	} {
+		_, err := ParseConfig([]byte(tc.text))
+		if err == nil || !strings.Contains(err.Error(), "not valid UTF-8") || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%q: error %v, want one saying the text is not valid UTF-8 at %s", tc.text, err, tc.want)
+		}
+	}
+}
