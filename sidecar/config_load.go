@@ -89,7 +89,7 @@ func ParseConfig(data []byte) (*Config, error) {
 		return nil, ConfigErrors{{Msg: "config must be a single YAML document"}}
 	}
 	var errs ConfigErrors
-	checkNode(&doc, reflect.TypeOf(Config{}), "", &errs)
+	checkNode(&doc, reflect.TypeOf(Config{}), "", &nodeCheck{errs: &errs, merged: map[mergeVisit]bool{}})
 	if len(errs) > 0 {
 		return nil, errs
 	}
@@ -149,10 +149,11 @@ var durationType = reflect.TypeOf(time.Duration(0))
 
 // checkNode walks a YAML node beside the Go type it decodes into and records
 // unknown keys and undecodable values under their key path.
-func checkNode(n *yaml.Node, t reflect.Type, path string, errs *ConfigErrors) {
+func checkNode(n *yaml.Node, t reflect.Type, path string, c *nodeCheck) {
+	errs := c.errs
 	if n.Kind == yaml.DocumentNode {
 		if len(n.Content) == 1 {
-			checkNode(n.Content[0], t, path, errs)
+			checkNode(n.Content[0], t, path, c)
 		}
 		return
 	}
@@ -185,6 +186,13 @@ func checkNode(n *yaml.Node, t reflect.Type, path string, errs *ConfigErrors) {
 				*errs = append(*errs, &ConfigError{Path: path, Line: k.Line, Msg: fmt.Sprintf("a key must be a name, got %s", describe(k))})
 				continue
 			}
+			if k.ShortTag() == "!!merge" {
+				// "<<: *anchor" or "<<: [*a, *b]": the merged mappings'
+				// keys are this mapping's, checked here; its own keys win
+				// over them, so they are no duplicates.
+				checkMerge(v, t, path, c)
+				continue
+			}
 			p := join(path, k.Value)
 			if seen[k.Value] {
 				*errs = append(*errs, &ConfigError{Path: p, Line: k.Line, Msg: "duplicate key"})
@@ -192,7 +200,7 @@ func checkNode(n *yaml.Node, t reflect.Type, path string, errs *ConfigErrors) {
 			}
 			seen[k.Value] = true
 			if fields == nil { // a map: any key, values of the element type
-				checkNode(v, t.Elem(), p, errs)
+				checkNode(v, t.Elem(), p, c)
 				continue
 			}
 			f, ok := fields[k.Value]
@@ -200,7 +208,7 @@ func checkNode(n *yaml.Node, t reflect.Type, path string, errs *ConfigErrors) {
 				*errs = append(*errs, &ConfigError{Path: p, Line: k.Line, Msg: fmt.Sprintf("unknown key (known: %s)", knownKeys(t))})
 				continue
 			}
-			checkNode(v, f.Type, p, errs)
+			checkNode(v, f.Type, p, c)
 		}
 	case t.Kind() == reflect.Slice:
 		if n.Kind != yaml.SequenceNode {
@@ -215,7 +223,7 @@ func checkNode(n *yaml.Node, t reflect.Type, path string, errs *ConfigErrors) {
 				*errs = append(*errs, &ConfigError{Path: p, Line: v.Line, Msg: "empty list entry (null): give it a value or remove it"})
 				continue
 			}
-			checkNode(v, t.Elem(), p, errs)
+			checkNode(v, t.Elem(), p, c)
 		}
 	default:
 		if n.Kind != yaml.ScalarNode {
@@ -236,6 +244,48 @@ func checkNode(n *yaml.Node, t reflect.Type, path string, errs *ConfigErrors) {
 			fail("invalid value %q: want %s", n.Value, want)
 		}
 	}
+}
+
+// checkMerge checks the value of a merge key (<<) of the mapping at path:
+// a mapping, or a list of mappings, whose keys are checked as the
+// mapping's own.
+func checkMerge(v *yaml.Node, t reflect.Type, path string, c *nodeCheck) {
+	if v.Kind == yaml.AliasNode {
+		v = v.Alias
+	}
+	list := []*yaml.Node{v}
+	if v.Kind == yaml.SequenceNode {
+		list = v.Content
+	}
+	for _, m := range list {
+		if m.Kind == yaml.AliasNode {
+			m = m.Alias
+		}
+		if m.Kind != yaml.MappingNode {
+			*c.errs = append(*c.errs, &ConfigError{Path: join(path, "<<"), Line: m.Line, Msg: fmt.Sprintf("expected a mapping or a list of mappings to merge, got %s", describe(m))})
+			continue
+		}
+		// A mapping merged again (directly or through other merges) was
+		// checked the first time: merges of merges would otherwise take
+		// time exponential in the file's size.
+		if c.merged[mergeVisit{m, t}] {
+			continue
+		}
+		c.merged[mergeVisit{m, t}] = true
+		checkNode(m, t, path, c)
+	}
+}
+
+// nodeCheck is checkNode's state: the errors found, and the mappings
+// already checked as the value of a merge key.
+type nodeCheck struct {
+	errs   *ConfigErrors
+	merged map[mergeVisit]bool
+}
+
+type mergeVisit struct {
+	n *yaml.Node
+	t reflect.Type
 }
 
 // isNull reports a null value (null, ~ or nothing at all), aliased or not.

@@ -1,6 +1,7 @@
 package sidecar
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -310,5 +311,69 @@ func TestParseConfigNonUTF8NamesTheLine(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), "not valid UTF-8") || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%q: error %v, want one saying the text is not valid UTF-8 at %s", tc.text, err, tc.want)
 		}
+	}
+}
+
+// YAML merge keys (<<) work as YAML defines them: a service may take
+// another's keys through an anchor and override some. They were refused as
+// an unknown key "<<". A merged key is checked like any other.
+func TestParseConfigMergeKeys(t *testing.T) {
+	cfg, err := ParseConfig([]byte(`
+outbound: { routes: [ { host: a, service: a }, { host: b, service: b }, { host: c, service: c } ] }
+services:
+  a: &common
+    endpoints: [127.0.0.1:1]
+    retry: { max_retries: 4 }
+    balancer: round_robin
+  b:
+    <<: *common
+    endpoints: [127.0.0.1:2]
+  c:
+    <<: [*common]
+    protocol: http1
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, c := cfg.Services["b"], cfg.Services["c"]
+	if b.Endpoints[0] != "127.0.0.1:2" || b.Retry.MaxRetries != 4 || b.Balancer != "round_robin" {
+		t.Errorf("b = %+v, want a's settings with its own endpoints", b)
+	}
+	if c.Endpoints[0] != "127.0.0.1:1" || c.Retry.MaxRetries != 4 || c.Protocol != ProtocolHTTP1 {
+		t.Errorf("c = %+v, want a's settings and protocol http1", c)
+	}
+	for _, tc := range []struct{ text, want string }{
+		{"outbound: {}\nservices:\n  a: &x { endpoints: [127.0.0.1:1], retries: 3 }\n  b: { <<: *x }\n", "services.b.retries: unknown key"},
+		{"outbound: {}\nservices:\n  a: { endpoints: [127.0.0.1:1], tags: &t [x] }\n  b: { <<: *t }\n", "services.b.<<: expected a mapping or a list of mappings to merge"},
+	} {
+		_, err := ParseConfig([]byte(tc.text))
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%q: error %v, want one containing %q", tc.text, err, tc.want)
+		}
+	}
+}
+
+// Merges of merges (each level merging the one before ten times) are
+// checked in time linear in the file, not 10^levels.
+func TestParseConfigNestedMergesBounded(t *testing.T) {
+	var b strings.Builder
+	b.WriteString("outbound: { routes: [ { service: s0 } ] }\nservices:\n  s0: &s0 { endpoints: [127.0.0.1:1] }\n")
+	for i := 1; i <= 9; i++ {
+		fmt.Fprintf(&b, "  s%d: &s%d { <<: [", i, i)
+		for j := 0; j < 10; j++ {
+			if j > 0 {
+				b.WriteString(", ")
+			}
+			fmt.Fprintf(&b, "*s%d", i-1)
+		}
+		b.WriteString("] }\n")
+	}
+	done := make(chan error, 1)
+	go func() { _, err := ParseConfig([]byte(b.String())); done <- err }()
+	select {
+	case err := <-done:
+		t.Logf("ParseConfig: %v", err) // accepted or refused, but at once
+	case <-time.After(10 * time.Second):
+		t.Fatal("ParseConfig did not return within 10s")
 	}
 }
