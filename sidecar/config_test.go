@@ -377,3 +377,17 @@ func TestParseConfigNestedMergesBounded(t *testing.T) {
 		t.Fatal("ParseConfig did not return within 10s")
 	}
 }
+
+// An invalid service name is named quoted in its path: an empty one was
+// reported under "services." and one with a space under "services.my api".
+func TestParseConfigInvalidServiceNamePath(t *testing.T) {
+	for _, tc := range []struct{ text, want string }{
+		{"outbound: {}\nservices:\n  '': { endpoints: [127.0.0.1:1] }\n", `services[""]: invalid service name ""`},
+		{"outbound: {}\nservices:\n  'my api': { endpoints: [127.0.0.1:1] }\n", `services["my api"]: invalid service name "my api"`},
+	} {
+		_, err := ParseConfig([]byte(tc.text))
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%q: error %v, want one containing %q", tc.text, err, tc.want)
+		}
+	}
+}

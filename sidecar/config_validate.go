@@ -53,11 +53,12 @@ func (c *Config) validate() ConfigErrors {
 	for _, name := range names {
 		s := c.Services[name]
 		p := "services." + name
+		if strings.TrimSpace(name) == "" || strings.ContainsAny(name, " \t/") {
+			p = fmt.Sprintf("services[%q]", name) // "services." alone names nothing
+			add(p, "invalid service name %q", name)
+		}
 		if s.Consul != nil && !s.usesConsul() {
 			add(p+".consul", "a service has either endpoints (static) or consul, not both")
-		}
-		if strings.TrimSpace(name) == "" || strings.ContainsAny(name, " \t/") {
-			add(p, "invalid service name %q", name)
 		}
 		seen := map[string]int{}
 		for i, ep := range s.Endpoints {
