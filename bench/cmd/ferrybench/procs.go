@@ -157,7 +157,14 @@ func readPPid(pid int) (int, bool) {
 
 // cpuSeconds is utime+stime of the process tree, in seconds.
 func (p *proc) cpuSeconds() float64 {
-	var ticks int64
+	u, s := p.cpuSplit()
+	return u + s
+}
+
+// cpuSplit is utime and stime of the process tree, in seconds: the
+// proxy's own work and the kernel's on its behalf.
+func (p *proc) cpuSplit() (user, sys float64) {
+	var ut, st int64
 	for _, pid := range p.pids() {
 		f, ok := readStatFields(pid)
 		if !ok || len(f) < 13 {
@@ -165,9 +172,10 @@ func (p *proc) cpuSeconds() float64 {
 		}
 		u, _ := strconv.ParseInt(f[11], 10, 64)
 		s, _ := strconv.ParseInt(f[12], 10, 64)
-		ticks += u + s
+		ut += u
+		st += s
 	}
-	return float64(ticks) / clockTicks
+	return float64(ut) / clockTicks, float64(st) / clockTicks
 }
 
 // memStatus returns VmRSS and VmHWM of the process tree, summed, in bytes.

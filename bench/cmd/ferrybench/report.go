@@ -120,12 +120,15 @@ func writeReport(cfg *config, r *results) error {
 	// Small requests.
 	p("\n## Small requests: %s bodies, wrk -t%d, %s per run, %d rounds\n\n", humanBytes(cfg.smallSize), cfg.wrkThreads, cfg.wrkDuration, cfg.wrkRounds)
 	p("Requests answered with an error count in wrk's req/s; a row with errors is marked.\n\n")
-	p("| proxy | connections | req/s | × ferry | p50 (ms) | p99 (ms) | proxy CPU per request (µs) | non-2xx + socket errors (all rounds) |\n|---|--:|--:|--:|--:|--:|--:|--:|\n")
+	p("Proxy CPU per request is split into user (the proxy's own work, utime) and kernel (stime, mostly the socket calls every proxy makes).\n\n")
+	p("| proxy | connections | req/s | × ferry | p50 (ms) | p99 (ms) | proxy CPU per request (µs) | user / kernel (µs) | non-2xx + socket errors (all rounds) |\n|---|--:|--:|--:|--:|--:|--:|--:|--:|\n")
 	wm := func(k wrkKey, f func(wrkRun) float64) float64 { return medOf(r.Small[k], f) }
 	rps := func(w wrkRun) float64 { return w.RPS }
 	p50 := func(w wrkRun) float64 { return float64(w.P50) }
 	p99 := func(w wrkRun) float64 { return float64(w.P99) }
 	cpr := func(w wrkRun) float64 { return w.CPUPerReqUs }
+	upr := func(w wrkRun) float64 { return w.UserPerReqUs }
+	spr := func(w wrkRun) float64 { return w.SysPerReqUs }
 	errsOf := func(ws []wrkRun) (errs, reqs int64) {
 		for _, w := range ws {
 			errs += w.Errors
@@ -137,7 +140,7 @@ func writeReport(cfg *config, r *results) error {
 		for _, n := range r.Order {
 			k := wrkKey{n, c}
 			if len(r.Small[k]) == 0 {
-				p("| %s | %d | failed | | | | | |\n", n, c)
+				p("| %s | %d | failed | | | | | | |\n", n, c)
 				continue
 			}
 			errs, reqs := errsOf(r.Small[k])
@@ -145,8 +148,8 @@ func writeReport(cfg *config, r *results) error {
 			if errs > 0 {
 				errCell = fmt.Sprintf("**%d (%.2g%% of %d)**", errs, 100*float64(errs)/float64(max(reqs, 1)), reqs)
 			}
-			p("| %s | %d | %.0f | %s | %s | %s | %.1f | %s |\n", n, c, wm(k, rps), ratio(wm(k, rps), wm(wrkKey{ferry, c}, rps)),
-				ms(wm(k, p50)), ms(wm(k, p99)), wm(k, cpr), errCell)
+			p("| %s | %d | %.0f | %s | %s | %s | %.1f | %.1f / %.1f | %s |\n", n, c, wm(k, rps), ratio(wm(k, rps), wm(wrkKey{ferry, c}, rps)),
+				ms(wm(k, p50)), ms(wm(k, p99)), wm(k, cpr), wm(k, upr), wm(k, spr), errCell)
 		}
 	}
 

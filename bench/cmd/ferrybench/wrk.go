@@ -19,6 +19,9 @@ type wrkRun struct {
 	Non2xx      int64
 	SocketErrs  string // connect/read/write/timeout, as wrk printed them
 	CPUPerReqUs float64
+	// UserPerReqUs and SysPerReqUs split CPUPerReqUs into the proxy's own
+	// work (utime) and the kernel's (stime).
+	UserPerReqUs, SysPerReqUs float64
 }
 
 var (
@@ -83,9 +86,10 @@ func runWrk(ctx context.Context, cfg *config, p *proc, conns int, d time.Duratio
 	url := fmt.Sprintf("http://%s/?size=%d", p.addr, cfg.smallSize)
 	args := []string{"-t", strconv.Itoa(cfg.wrkThreads), "-c", strconv.Itoa(conns), "-d", fmt.Sprintf("%ds", int(d.Seconds())), "--latency", "--timeout", "10s", url}
 	cmd := exec.CommandContext(ctx, cfg.wrkBin, args...)
-	c0 := p.cpuSeconds()
+	u0, s0 := p.cpuSplit()
 	out, err := cmd.CombinedOutput()
-	cpu := p.cpuSeconds() - c0
+	u1, s1 := p.cpuSplit()
+	cpu := (u1 - u0) + (s1 - s0)
 	if err != nil {
 		return wrkRun{}, fmt.Errorf("wrk %s: %w: %s", strings.Join(args, " "), err, out)
 	}
@@ -95,6 +99,8 @@ func runWrk(ctx context.Context, cfg *config, p *proc, conns int, d time.Duratio
 	}
 	if w.Requests > 0 {
 		w.CPUPerReqUs = cpu / float64(w.Requests) * 1e6
+		w.UserPerReqUs = (u1 - u0) / float64(w.Requests) * 1e6
+		w.SysPerReqUs = (s1 - s0) / float64(w.Requests) * 1e6
 	}
 	return w, nil
 }
