@@ -6,6 +6,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -121,5 +122,36 @@ func TestFileFollowsItsPath(t *testing.T) {
 	l.Reopen() // closed: nothing is opened again
 	if _, err := os.Stat(path); !errors.Is(err, os.ErrNotExist) {
 		t.Fatalf("a closed File opened its path again: %v", err)
+	}
+}
+
+// A line written after Writer.Reopen returned goes to the file the path
+// names, never to the one renamed away: the asked-for check comes before
+// the next write, and before the flush on Close (SIGHUP then SIGTERM).
+func TestReopenComesBeforeLaterLines(t *testing.T) {
+	for i := range 200 {
+		dir := t.TempDir()
+		path, rotated := filepath.Join(dir, "access.log"), filepath.Join(dir, "access.log.1")
+		l, err := OpenFile(path, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		w := newWriter(l, 100, time.Hour)
+		if err := os.Rename(path, rotated); err != nil {
+			t.Fatal(err)
+		}
+		w.Reopen()
+		w.Write([]byte("after\n"))
+		if i%2 == 0 {
+			w.Write([]byte("more\n"))
+		}
+		w.Close(context.Background())
+		l.Close()
+		if got := readFile(t, rotated); got != "" {
+			t.Fatalf("round %d: the renamed file got %q", i, got)
+		}
+		if got := readFile(t, path); !strings.HasPrefix(got, "after\n") {
+			t.Fatalf("round %d: the file at the path got %q", i, got)
+		}
 	}
 }

@@ -119,6 +119,7 @@ drain:
 			out, w.buf = w.buf, out[:0]
 			w.mu.Unlock()
 			if len(out) > 0 {
+				reopenAsked(r, poke)
 				_, _ = w.dst.Write(out)
 			}
 		case <-tick:
@@ -131,7 +132,20 @@ drain:
 	out = w.buf
 	w.mu.Unlock()
 	if len(out) > 0 {
+		reopenAsked(r, poke)
 		_, _ = w.dst.Write(out)
+	}
+}
+
+// reopenAsked lets the destination check itself before a write when
+// Reopen asked for it: lines written after Reopen returned must not go to
+// the file renamed away (select picks at random among ready cases, and the
+// final flush on Close would not look at poke at all).
+func reopenAsked(r Reopener, poke <-chan struct{}) {
+	select {
+	case <-poke:
+		r.Reopen()
+	default:
 	}
 }
 
