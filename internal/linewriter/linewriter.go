@@ -81,15 +81,16 @@ func (w *Writer) Write(p []byte) (int, error) {
 	}
 	first := len(w.buf) == 0
 	w.buf = append(w.buf, p...)
-	w.mu.Unlock()
 	if first {
 		// One wake per batch: lines written while the drain writes wait
-		// for its next round.
+		// for its next round. Sent under the lock, which Close holds to
+		// close kick: never to a closed channel. It never waits.
 		select {
 		case w.kick <- struct{}{}:
 		default:
 		}
 	}
+	w.mu.Unlock()
 	return len(p), nil
 }
 
