@@ -246,7 +246,9 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 			case <-hup:
 				sc.ReopenAccessLog()
 				if *path == "" {
-					log.Warn("SIGHUP: access log file checked for reopening; the config comes from an environment variable, which a running ferry cannot re-read; restart ferry to change it", "env", *configEnv)
+					// logrotate sends SIGHUP on every rotation: that is
+					// routine, not a warning.
+					log.Info("SIGHUP: an access log file that moved is reopened; the config comes from an environment variable, which a running ferry cannot re-read (restart ferry to change it)", "env", *configEnv)
 				} else if err := sc.ReloadFile(ctx, *path); err != nil {
 					log.Error("reload on SIGHUP rejected; keeping the config in force", "file", *path, "error", err.Error())
 				}
