@@ -19,10 +19,10 @@ type Config struct {
 	Admin AdminConfig `yaml:"admin"`
 	// Outbound is the listener the local application calls upstreams
 	// through. Optional.
-	Outbound *OutboundConfig `yaml:"outbound"`
+	Outbound *OutboundConfig `yaml:"outbound,omitempty"`
 	// Inbound is the listener the mesh calls the local application through.
 	// Optional.
-	Inbound *InboundConfig `yaml:"inbound"`
+	Inbound *InboundConfig `yaml:"inbound,omitempty"`
 	// Services are the upstreams routes may name.
 	Services map[string]*ServiceConfig `yaml:"services"`
 	// Defaults are the resilience settings (balancer, breaker, outlier,

@@ -98,6 +98,15 @@ func ParseConfig(data []byte) (*Config, error) {
 		// checkNode validated every leaf; this is a backstop.
 		return nil, ConfigErrors{{Msg: err.Error()}}
 	}
+	// A section key with no value ("outbound:", "inbound: ~") is the
+	// section with every default, as {} is; the decoder leaves it nil, as
+	// if the key were absent.
+	if n := rootValue(&doc, "outbound"); n != nil && isNull(n) {
+		cfg.Outbound = &OutboundConfig{}
+	}
+	if n := rootValue(&doc, "inbound"); n != nil && isNull(n) {
+		cfg.Inbound = &InboundConfig{}
+	}
 	// Each service starts from defaults: decode its keys over a fresh copy.
 	defaults, services := rootValue(&doc, "defaults"), rootValue(&doc, "services")
 	if services != nil && services.Kind == yaml.MappingNode {

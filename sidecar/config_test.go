@@ -391,3 +391,31 @@ func TestParseConfigInvalidServiceNamePath(t *testing.T) {
 		}
 	}
 }
+
+// A section key written with no value (YAML null: "outbound:", "~",
+// "null") is the section with every default, as "outbound: {}" is, the
+// way a bare "name:" under services is a service with every default. It
+// was refused as "at least one of outbound or inbound is required" though
+// the key was there.
+func TestParseConfigNullSectionIsEmpty(t *testing.T) {
+	for _, text := range []string{"outbound:\n", "outbound: ~\n", "outbound: null\n", "outbound: {}\n", "outbound:\ninbound: { app: 127.0.0.1:8080 }\n"} {
+		cfg, err := ParseConfig([]byte(text))
+		if err != nil {
+			t.Errorf("%q: %v", text, err)
+			continue
+		}
+		if cfg.Outbound == nil || cfg.Outbound.Listen != DefaultOutboundListen || len(cfg.Outbound.Routes) != 0 {
+			t.Errorf("%q: outbound = %+v, want the defaults", text, cfg.Outbound)
+		}
+	}
+	cfg, err := ParseConfig([]byte("outbound: {}\ninbound:\n"))
+	if err == nil {
+		t.Fatalf("inbound with no app accepted: %+v", cfg.Inbound)
+	}
+	if !strings.Contains(err.Error(), "inbound.app: required") || strings.Contains(err.Error(), "at least one of") {
+		t.Errorf("error %q, want the one of inbound: {} (inbound.app: required)", err)
+	}
+	if _, err := ParseConfig([]byte("inbound: ~\n")); err == nil || !strings.Contains(err.Error(), "inbound.app: required") {
+		t.Errorf("inbound: ~ alone: error %v, want inbound.app: required", err)
+	}
+}
