@@ -419,3 +419,43 @@ func TestParseConfigNullSectionIsEmpty(t *testing.T) {
 		t.Errorf("inbound: ~ alone: error %v, want inbound.app: required", err)
 	}
 }
+
+// Listener addresses clash by what they listen on, not by their text:
+// localhost is loopback, IP addresses compare parsed, and a port is
+// digits only, 1..65535 (0 for a listener), with no sign and no leading
+// zero (net.Listen reads "+15001" and "015001" as 15001). Each of these
+// passed validation and failed at listen time, or was read as another
+// port than it seemed.
+func TestParseConfigListenerClashNormalised(t *testing.T) {
+	const app = "127.0.0.1:8080"
+	for _, tc := range []struct{ text, want string }{
+		{"admin: { listen: 'localhost:15001' }\noutbound: { listen: '127.0.0.1:15001' }\n", "outbound.listen: 127.0.0.1:15001 is already used by admin.listen (localhost:15001)"},
+		{"outbound: { listen: '127.0.0.1:15006' }\ninbound: { listen: 'localhost:15006', app: " + app + " }\n", "inbound.listen: localhost:15006 is already used by outbound.listen (127.0.0.1:15006)"},
+		{"outbound: { listen: '[::1]:15001' }\ninbound: { listen: 'localhost:15001', app: " + app + " }\n", "inbound.listen: localhost:15001 is already used by outbound.listen"},
+		{"outbound: { listen: '[0:0::1]:15001' }\ninbound: { listen: '[::1]:15001', app: " + app + " }\n", "inbound.listen: [::1]:15001 is already used by outbound.listen"},
+		{"outbound: { listen: '[::ffff:127.0.0.1]:15001' }\ninbound: { listen: '127.0.0.1:15001', app: " + app + " }\n", "inbound.listen: 127.0.0.1:15001 is already used by outbound.listen"},
+		{"outbound: { listen: '[0:0::0]:15001' }\ninbound: { listen: '127.0.0.9:15001', app: " + app + " }\n", "inbound.listen: 127.0.0.9:15001 is already used by outbound.listen"},
+		{"outbound: { listen: '127.0.0.1:015001' }\n", `outbound.listen: invalid port "015001" in "127.0.0.1:015001": leading zero`},
+		{"outbound: { listen: '127.0.0.1:+15001' }\n", `outbound.listen: invalid port "+15001" in "127.0.0.1:+15001"`},
+		{"outbound: { listen: '127.0.0.1:-1' }\n", `outbound.listen: invalid port "-1"`},
+		{"outbound: { listen: '127.0.0.1:65536' }\n", `outbound.listen: invalid port "65536"`},
+		{"outbound: { listen: '127.0.0.1:http' }\n", `outbound.listen: invalid port "http"`},
+		{"outbound: {}\nservices: { s: { endpoints: ['127.0.0.1:+80'] } }\n", `services.s.endpoints[0]: invalid port "+80"`},
+		{"outbound: {}\nservices: { s: { endpoints: ['127.0.0.1:080'] } }\n", `services.s.endpoints[0]: invalid port "080"`},
+	} {
+		_, err := ParseConfig([]byte(tc.text))
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%q: error %v, want one containing %q", tc.text, err, tc.want)
+		}
+	}
+	// Distinct addresses on one port do not clash; port 0 never does.
+	for _, text := range []string{
+		"admin: { listen: 'localhost:15001' }\noutbound: { listen: '127.0.0.2:15001' }\n",
+		"outbound: { listen: '127.0.0.1:15001' }\ninbound: { listen: '10.0.0.1:15001', app: " + app + " }\n",
+		"admin: { listen: 'localhost:0' }\noutbound: { listen: '127.0.0.1:0' }\ninbound: { listen: ':0', app: " + app + " }\n",
+	} {
+		if _, err := ParseConfig([]byte(text)); err != nil {
+			t.Errorf("%q: %v", text, err)
+		}
+	}
+}

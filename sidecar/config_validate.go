@@ -40,7 +40,7 @@ func (c *Config) validate() ConfigErrors {
 		}
 		for _, prev := range listeners[:i] {
 			if listenersOverlap(prev.addr, l.addr) {
-				add(l.path, "%s is already used by %s", l.addr, prev.path)
+				add(l.path, "%s is already used by %s (%s)", l.addr, prev.path, prev.addr)
 			}
 		}
 	}
@@ -169,9 +169,8 @@ func checkHostPort(addr string, listener bool) error {
 	if err != nil {
 		return fmt.Errorf("invalid address %q: want host:port", addr)
 	}
-	n, err := strconv.Atoi(port)
-	if err != nil || n < 0 || n > 65535 || (!listener && n == 0) {
-		return fmt.Errorf("invalid port in %q", addr)
+	if _, err := parsePort(port, listener); err != nil {
+		return fmt.Errorf("invalid port %q in %q: %v", port, addr, err)
 	}
 	if host == "" {
 		if listener {
@@ -189,15 +188,74 @@ func checkHostPort(addr string, listener bool) error {
 	return nil
 }
 
-// listenersOverlap reports whether two listen addresses would collide.
+// parsePort reads a port written as plain decimal digits: no sign, no
+// leading zero (net.Listen and net.Dial read "+80" and "080" as 80, so
+// such a port would be another text for the same port), 1..65535, and 0
+// too for a listener (any free port).
+func parsePort(s string, listener bool) (int, error) {
+	if s == "" {
+		return 0, errors.New("missing port")
+	}
+	for _, r := range s {
+		if r < '0' || r > '9' {
+			return 0, errors.New("want a number 1-65535, digits only")
+		}
+	}
+	if len(s) > 1 && s[0] == '0' {
+		return 0, fmt.Errorf("leading zero; write %s", strings.TrimLeft(s, "0"))
+	}
+	n, err := strconv.Atoi(s)
+	if err != nil || n > 65535 {
+		return 0, errors.New("out of range 1-65535")
+	}
+	if n == 0 && !listener {
+		return 0, errors.New("port 0 cannot be dialled; want 1-65535")
+	}
+	return n, nil
+}
+
+// listenersOverlap reports whether two listen addresses (valid for
+// checkHostPort) would collide: the same port, and the same address or
+// either one every address. Addresses compare parsed ("::1" is
+// "0:0::1", "::ffff:127.0.0.1" is "127.0.0.1"), and localhost is the
+// loopback addresses it names, 127.0.0.1 and ::1, without a lookup.
 func listenersOverlap(a, b string) bool {
 	ha, pa, _ := net.SplitHostPort(a)
 	hb, pb, _ := net.SplitHostPort(b)
-	if pa != pb || pa == "0" {
+	na, _ := parsePort(pa, true)
+	nb, _ := parsePort(pb, true)
+	if na != nb || na == 0 {
 		return false
 	}
-	wild := func(h string) bool { return h == "" || h == "0.0.0.0" || h == "::" }
-	return ha == hb || wild(ha) || wild(hb)
+	addrs := func(h string) (all bool, list []netip.Addr) {
+		if h == "" {
+			return true, nil
+		}
+		if h == "localhost" {
+			return false, []netip.Addr{netip.AddrFrom4([4]byte{127, 0, 0, 1}), netip.IPv6Loopback()}
+		}
+		ip, err := netip.ParseAddr(h)
+		if err != nil {
+			return false, nil
+		}
+		if ip.IsUnspecified() {
+			return true, nil
+		}
+		return false, []netip.Addr{ip.Unmap()}
+	}
+	allA, la := addrs(ha)
+	allB, lb := addrs(hb)
+	if allA || allB {
+		return true
+	}
+	for _, x := range la {
+		for _, y := range lb {
+			if x == y {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // addErr records an error whose text starts with its key path
