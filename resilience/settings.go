@@ -7,6 +7,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"golang.org/x/net/http/httpguts"
 )
 
 // Settings configure the resilience of one upstream service. Start from
@@ -121,7 +123,10 @@ func (s *Settings) Validate() error {
 	if s.Balancer == BalancerHash && s.HashHeader == "" {
 		f.add("hash_header", "required when balancer is %q", BalancerHash)
 	}
-	if s.Balancer != BalancerHash && s.HashHeader != "" {
+	if s.HashHeader != "" && !httpguts.ValidHeaderFieldName(s.HashHeader) {
+		// No request carries such a header: every request would hash alike.
+		f.add("hash_header", "%q is not a valid header field name", s.HashHeader)
+	} else if s.Balancer != BalancerHash && s.HashHeader != "" {
 		f.add("hash_header", "only used when balancer is %q (balancer is %q)", BalancerHash, s.Balancer)
 	}
 	if s.MaxInFlight < 0 {

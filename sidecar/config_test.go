@@ -459,3 +459,40 @@ func TestParseConfigListenerClashNormalised(t *testing.T) {
 		}
 	}
 }
+
+// Values the proxy could never use are refused naming their key: a
+// hash_header that is not a header field name (no request carries it, so
+// every request hashed alike), an empty Consul tag (refused only once the
+// watch started), a path_prefix with a space, "?" or "#" (a request path
+// never has them, so the route never matched) or without a leading "/".
+func TestParseConfigRefusesUnusableValues(t *testing.T) {
+	const svc = "services: { s: { endpoints: [127.0.0.1:1] } }\n"
+	route := func(prefix string) string {
+		return "outbound: { routes: [ { path_prefix: '" + prefix + "', service: s } ] }\n" + svc
+	}
+	for _, tc := range []struct{ text, want string }{
+		{"outbound: {}\nservices: { s: { endpoints: [127.0.0.1:1], balancer: hash, hash_header: 'X User' } }\n", `services.s.hash_header: "X User" is not a valid header field name`},
+		{"outbound: {}\nservices: { s: { endpoints: [127.0.0.1:1], balancer: hash, hash_header: 'x-user:' } }\n", `services.s.hash_header: "x-user:" is not a valid header field name`},
+		{"outbound: {}\ndefaults: { balancer: hash, hash_header: 'é' }\n", `defaults.hash_header: "é" is not a valid header field name`},
+		{"outbound: {}\nservices: { s: { consul: { tags: [v2, ''] } } }\n", "services.s.consul.tags[1]: empty tag"},
+		{"outbound: {}\nservices: { s: { consul: { tags: ['  '] } } }\n", "services.s.consul.tags[0]: empty tag"},
+		{route("/api v2"), `outbound.routes[0].path_prefix: must not contain " "`},
+		{route("/api?x=1"), `outbound.routes[0].path_prefix: must not contain "?"`},
+		{route("/api#top"), `outbound.routes[0].path_prefix: must not contain "#"`},
+		{route("/api\t"), `outbound.routes[0].path_prefix: must not contain "\t"`},
+		{route("api"), `outbound.routes[0].path_prefix: must start with /`},
+		{route("?x"), `outbound.routes[0].path_prefix: must start with /`},
+	} {
+		_, err := ParseConfig([]byte(tc.text))
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%q: error %v, want one containing %q", tc.text, err, tc.want)
+		}
+	}
+	cfg, err := ParseConfig([]byte("outbound: { routes: [ { path_prefix: /a-b_c.d~e/%20/x, service: s } ] }\nservices: { s: { endpoints: [127.0.0.1:1], balancer: hash, hash_header: x-user-id } }\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if h := cfg.Services["s"].HashHeader; h != "X-User-Id" {
+		t.Errorf("hash_header = %q, want X-User-Id", h)
+	}
+}

@@ -9,6 +9,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/ferrymesh/ferry/internal/routematch"
 	"github.com/ferrymesh/ferry/resilience"
@@ -60,6 +62,13 @@ func (c *Config) validate() ConfigErrors {
 		if s.Consul != nil && !s.usesConsul() {
 			add(p+".consul", "a service has either endpoints (static) or consul, not both")
 		}
+		if s.Consul != nil {
+			for i, tag := range s.Consul.Tags {
+				if strings.TrimSpace(tag) == "" {
+					add(fmt.Sprintf("%s.consul.tags[%d]", p, i), "empty tag %q: give a tag or remove the entry", tag)
+				}
+			}
+		}
 		seen := map[string]int{}
 		for i, ep := range s.Endpoints {
 			ep := strings.TrimSpace(ep)
@@ -90,6 +99,10 @@ func (c *Config) validate() ConfigErrors {
 			}
 			if r.PathPrefix != "" && !strings.HasPrefix(r.PathPrefix, "/") {
 				add(p+".path_prefix", "must start with /, got %q", r.PathPrefix)
+			} else if i := strings.IndexFunc(r.PathPrefix, notInPath); i >= 0 {
+				// A request path never holds these: the route could never match.
+				bad, _ := utf8.DecodeRuneInString(r.PathPrefix[i:])
+				add(p+".path_prefix", "must not contain %q (a path prefix is the path alone: no spaces, query or fragment), got %q", string(bad), r.PathPrefix)
 			}
 			if r.Host != "" && !validRouteHost(r.Host) {
 				add(p+".host", "must be a host name or an IP address (no scheme, port or path), got %q", r.Host)
@@ -160,6 +173,12 @@ func checkProtocol(path, p string, add func(string, string, ...any)) {
 	default:
 		add(path, "unknown protocol %q (want auto, http1 or h2c)", p)
 	}
+}
+
+// notInPath reports a character a request path never holds: "?" and "#"
+// end it, and white space and control characters are not sent unencoded.
+func notInPath(r rune) bool {
+	return r == '?' || r == '#' || unicode.IsSpace(r) || unicode.IsControl(r)
 }
 
 // checkHostPort validates host:port. Listeners may use port 0 (any free
