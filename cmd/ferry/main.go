@@ -143,12 +143,15 @@ func (v *onceValue) IsBoolFlag() bool {
 	return ok && b.IsBoolFlag()
 }
 
+// minConfigPoll is the shortest --config-poll above 0.
+const minConfigPoll = 100 * time.Millisecond
+
 func cmdRun(args []string, stdout, stderr io.Writer) int {
 	fs := flagSet("run", "ferry run --config FILE | --config-env NAME [flags]", stderr)
 	path := fs.String("config", "", "config file (YAML)")
 	configEnv := fs.String("config-env", "", "name of an environment variable holding the config YAML (instead of --config)")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
-	poll := fs.Duration("config-poll", 2*time.Second, "how often to check --config for changes and reload (0: only on SIGHUP)")
+	poll := fs.Duration("config-poll", 2*time.Second, "how often to check --config for changes and reload, at least 100ms (0: only on SIGHUP)")
 	if code, ok := parseFlags(fs, args, stdout); !ok {
 		return code
 	}
@@ -158,6 +161,11 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 	}
 	if *poll < 0 {
 		fmt.Fprintf(stderr, "ferry run: --config-poll: must not be negative, got %v (0 checks only on SIGHUP)\n", *poll)
+		return exitConfig
+	}
+	if *poll > 0 && *poll < minConfigPoll {
+		// "1ns" (a typo for 1s) would re-read the file in a busy loop.
+		fmt.Fprintf(stderr, "ferry run: --config-poll: %v is below the minimum of %v (0 checks only on SIGHUP)\n", *poll, minConfigPoll)
 		return exitConfig
 	}
 	if (*path == "") == (*configEnv == "") {

@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestRunBadConfigExits2NamingTheKey(t *testing.T) {
@@ -179,5 +180,27 @@ func TestRunNegativeConfigPollRefused(t *testing.T) {
 	code := run([]string{"run", "--config", "/nonexistent/ferry.yaml", "--config-poll", "-1s"}, &out, &errb)
 	if code != exitConfig || !strings.Contains(errb.String(), "--config-poll: must not be negative") {
 		t.Fatalf("exit %d, stderr %q; want exit 2 saying --config-poll must not be negative", code, errb.String())
+	}
+}
+
+// A --config-poll above 0 but below 100ms is refused: "1ns" or "1us"
+// (a typo for 1s) re-read the file continuously, a busy loop. 0 still
+// turns polling off, and 100ms is accepted (it reaches the config
+// check, which here fails on the missing file).
+func TestRunConfigPollMinimum(t *testing.T) {
+	for _, poll := range []string{"1ns", "1us", "99ms"} {
+		var out, errb bytes.Buffer
+		code := run([]string{"run", "--config", "/nonexistent/ferry.yaml", "--config-poll", poll}, &out, &errb)
+		d, _ := time.ParseDuration(poll)
+		if code != exitConfig || !strings.Contains(errb.String(), "--config-poll: "+d.String()+" is below the minimum of 100ms") {
+			t.Errorf("--config-poll %s: exit %d, stderr %q; want exit 2 saying it is below the minimum of 100ms", poll, code, errb.String())
+		}
+	}
+	for _, poll := range []string{"0", "100ms", "2s"} {
+		var out, errb bytes.Buffer
+		code := run([]string{"run", "--config", "/nonexistent/ferry.yaml", "--config-poll", poll}, &out, &errb)
+		if code != exitConfig || strings.Contains(errb.String(), "config-poll") || !strings.Contains(errb.String(), "/nonexistent/ferry.yaml") {
+			t.Errorf("--config-poll %s: exit %d, stderr %q; want it accepted and the missing file reported", poll, code, errb.String())
+		}
 	}
 }
