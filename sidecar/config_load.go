@@ -5,8 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"reflect"
+	"regexp"
 	"sort"
 	"strings"
 	"time"
@@ -156,6 +158,10 @@ func checkUTF8(data []byte) *ConfigError {
 
 var durationType = reflect.TypeOf(time.Duration(0))
 
+// durationSyntax matches the text time.ParseDuration reads: a sign, then
+// numbers each with a unit.
+var durationSyntax = regexp.MustCompile(`^[-+]?(?:(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:ns|us|\x{b5}s|\x{3bc}s|ms|s|m|h))+$`)
+
 // checkNode walks a YAML node beside the Go type it decodes into and records
 // unknown keys and undecodable values under their key path.
 func checkNode(n *yaml.Node, t reflect.Type, path string, c *nodeCheck) {
@@ -248,6 +254,12 @@ func checkNode(n *yaml.Node, t reflect.Type, path string, c *nodeCheck) {
 		if err := n.Decode(v.Interface()); err != nil {
 			want := t.Kind().String()
 			if t == durationType {
+				if durationSyntax.MatchString(n.Value) {
+					// Well formed, so time.ParseDuration refused it for
+					// overflowing.
+					fail("invalid value %q: too large (a duration is at most %v)", n.Value, time.Duration(math.MaxInt64))
+					return
+				}
 				want = `a duration such as "5s" or "2m"`
 			}
 			fail("invalid value %q: want %s", n.Value, want)

@@ -496,3 +496,27 @@ func TestParseConfigRefusesUnusableValues(t *testing.T) {
 		t.Errorf("hash_header = %q, want X-User-Id", h)
 	}
 }
+
+// A duration too large for a time.Duration (about 292 years) is reported
+// as too large, with its key path; it was reported as "want a duration
+// such as "5s"", though it is one. Text that is no duration still gets
+// that message.
+func TestParseConfigDurationTooLarge(t *testing.T) {
+	for _, tc := range []struct{ text, want string }{
+		{"outbound: {}\ndefaults: { timeouts: { connect: 9999999999h } }\n", `defaults.timeouts.connect: invalid value "9999999999h": too large`},
+		{"outbound: {}\nlimits: { idle_timeout: 2562048h }\n", `limits.idle_timeout: invalid value "2562048h": too large`},
+		{"outbound: {}\nshutdown: { grace: 99999999999999999999ns }\n", `shutdown.grace: invalid value "99999999999999999999ns": too large`},
+		{"outbound: {}\nservices: { s: { endpoints: [127.0.0.1:1], timeouts: { overall: -9999999999h } } }\n", `services.s.timeouts.overall: invalid value "-9999999999h": too large`},
+		{"outbound: {}\nshutdown: { delay: 2562047h47m16.854775808s }\n", `shutdown.delay: invalid value "2562047h47m16.854775808s": too large`},
+		{"outbound: {}\nshutdown: { delay: 5 seconds }\n", `shutdown.delay: invalid value "5 seconds": want a duration such as "5s"`},
+		{"outbound: {}\nshutdown: { delay: 99999999999x }\n", `shutdown.delay: invalid value "99999999999x": want a duration such as "5s"`},
+	} {
+		_, err := ParseConfig([]byte(tc.text))
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%q: error %v, want one containing %q", tc.text, err, tc.want)
+		}
+	}
+	if _, err := ParseConfig([]byte("outbound: {}\nshutdown: { delay: 2562047h47m16.854775807s }\n")); err != nil {
+		t.Errorf("the largest duration: %v", err)
+	}
+}
