@@ -42,7 +42,7 @@ type Config struct {
 	Telemetry telemetry.Config `yaml:"telemetry"`
 	// Register registers the local service in Consul with a readiness
 	// check that reflects ferry's and the app's readiness. Optional.
-	Register *discovery.Registration `yaml:"register"`
+	Register *discovery.Registration `yaml:"register,omitempty"`
 }
 
 // AdminConfig configures the admin listener.

@@ -16,6 +16,7 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
+	"github.com/ferrymesh/ferry/discovery"
 	"github.com/ferrymesh/ferry/resilience"
 )
 
@@ -100,7 +101,7 @@ func ParseConfig(data []byte) (*Config, error) {
 		// checkNode validated every leaf; this is a backstop.
 		return nil, ConfigErrors{{Msg: err.Error()}}
 	}
-	// A section key with no value ("outbound:", "inbound: ~") is the
+	// A section key with no value ("outbound:", "inbound: ~", "register:") is the
 	// section with every default, as {} is; the decoder leaves it nil, as
 	// if the key were absent.
 	if n := rootValue(&doc, "outbound"); n != nil && isNull(n) {
@@ -108,6 +109,9 @@ func ParseConfig(data []byte) (*Config, error) {
 	}
 	if n := rootValue(&doc, "inbound"); n != nil && isNull(n) {
 		cfg.Inbound = &InboundConfig{}
+	}
+	if n := rootValue(&doc, "register"); n != nil && isNull(n) {
+		cfg.Register = &discovery.Registration{}
 	}
 	// Each service starts from defaults: decode its keys over a fresh copy.
 	defaults, services := rootValue(&doc, "defaults"), rootValue(&doc, "services")

@@ -520,3 +520,15 @@ func TestParseConfigDurationTooLarge(t *testing.T) {
 		t.Errorf("the largest duration: %v", err)
 	}
 }
+
+// register: with no value is the section with its defaults, as outbound:
+// and inbound: are, and so is refused for its missing name as register: {}
+// is. It silently left registration off.
+func TestParseConfigNullRegister(t *testing.T) {
+	for _, v := range []string{"", " ~", " null"} {
+		_, err := ParseConfig([]byte("inbound: { listen: 127.0.0.1:0, app: 127.0.0.1:8080 }\nregister:" + v + "\n"))
+		if err == nil || !strings.Contains(err.Error(), "register.name") {
+			t.Errorf("register:%s error %v, want the one register: {} gives (register.name)", v, err)
+		}
+	}
+}
