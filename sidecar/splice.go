@@ -243,7 +243,7 @@ func (f *fastH1) RoundTrip(out *http.Request) (*http.Response, error) {
 			} else {
 				sb = new(spliceBody)
 			}
-			*sb = spliceBody{f: f, c: c, addr: addr, stop: stop, body: res.Body, remaining: remaining, close: res.Close, sent: sent, fields: c.fields}
+			*sb = spliceBody{f: f, c: c, addr: addr, stop: stop, body: res.Body, remaining: remaining, close: res.Close, sent: sent, upload: upload, fields: c.fields}
 			res.Body = sb
 			c.fields, c.plain = rawFields{}, nil
 			return res, nil
@@ -703,7 +703,8 @@ type spliceBody struct {
 	eof       bool
 	done      bool
 	bySplice  bool         // spliceTo moved the body's end socket to socket
-	sent      <-chan error // a spliced upload's result; nil for bodiless requests
+	sent      <-chan error // a spliced upload's result, until received; nil for bodiless requests
+	upload    *requestBody // the spliced upload's body; nil for bodiless requests
 	// fields: the response's header lines, when it has no Header map (see
 	// rawFields and Proxy.respond).
 	fields rawFields
@@ -731,7 +732,34 @@ func (b *spliceBody) Close() error {
 		b.f.put(b.addr, b.c)
 		return nil
 	}
-	return b.c.close()
+	err := b.c.close()
+	b.awaitUpload()
+	return err
+}
+
+// awaitUpload returns once a spliced upload's body move, which may still
+// run when the response ended first (the upstream answered before taking
+// the whole body, or said "Connection: close", or the move was slow to
+// report), has ended. The move feeds the exchange's idle timer, which on a
+// lane connection is the connection's: once this exchange ended, it
+// watches the connection's next request, which a late touch or pause would
+// blind. The upstream connection is closed by now, which ends a write in
+// progress; the caller's read deadline in the past ends a wait for the
+// caller's bytes (the caller's connection does not carry another request
+// then: its body was not read whole).
+func (b *spliceBody) awaitUpload() {
+	if b.sent == nil {
+		return
+	}
+	select {
+	case <-b.sent:
+	default:
+		if testHookAwaitMove != nil {
+			testHookAwaitMove()
+		}
+		b.upload.stopSplice(b.sent)
+	}
+	b.sent = nil
 }
 
 // nothingAfter reports that the upstream sent nothing past the response:
@@ -755,15 +783,18 @@ func (b *spliceBody) uploaded() bool {
 	}
 	select {
 	case err := <-b.sent:
+		b.sent = nil
 		return err == nil
 	default:
 	}
 	// The upstream answered as the last body bytes went: give the move a
-	// moment to report.
+	// moment to report (if it does not, Close waits for it after closing
+	// the connection).
 	t := time.NewTimer(50 * time.Millisecond)
 	defer t.Stop()
 	select {
 	case err := <-b.sent:
+		b.sent = nil
 		return err == nil
 	case <-t.C:
 		return false

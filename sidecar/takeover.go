@@ -177,6 +177,9 @@ func (b *requestBody) spliceInto(dst *net.TCPConn) error {
 		s.left.Add(-n)
 		b.n.Add(n)
 		splicedUp.Add(n)
+		if testHookUploadSegment != nil {
+			testHookUploadSegment(s.left.Load())
+		}
 		b.idle.touch()
 		switch {
 		case err == nil && n < seg:
@@ -193,11 +196,26 @@ func (b *requestBody) spliceInto(dst *net.TCPConn) error {
 	return nil
 }
 
+// Test seams of the body move, nil outside tests: testHookUploadSegment
+// runs on the move's goroutine after each segment, before it feeds the
+// idle timer (left: what is still to come); testHookAwaitMove runs on the
+// exchange's goroutine when, the response closed, it must wait for a
+// move still running.
+var (
+	testHookUploadSegment func(left int64)
+	testHookAwaitMove     func()
+)
+
 // stopSplice ends a body move in progress whose upstream connection was
 // closed, and returns its result: a move waiting for the caller's next
-// bytes wakes through a read deadline in the past.
+// bytes wakes through a read deadline in the past. A move that took the
+// whole body reads the caller no more; the caller's connection is left
+// alone then (a lane watch may be reading it).
 func (b *requestBody) stopSplice(done <-chan error) error {
 	s := b.rc.(*socketBody)
+	if s.left.Load() == 0 {
+		return <-done
+	}
 	s.conn.SetReadDeadline(time.Unix(1, 0))
 	err := <-done
 	s.conn.SetReadDeadline(time.Time{})

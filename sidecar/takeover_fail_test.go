@@ -7,6 +7,8 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -147,5 +149,76 @@ func TestZeroCopyUploadExpectOther1xxStillSendsBody(t *testing.T) {
 			t.Fatalf("got %d %q, want 200 %d", res.StatusCode, b, size)
 		}
 		return
+	}
+}
+
+// A lane upload spliced upstream ends with its exchange: the body move's
+// goroutine, which feeds the connection's idle timer between segments,
+// never touches that timer once the exchange ended, when it may already
+// watch the connection's next request. The upstream answers the first
+// upload once its body is in, with "Connection: close" (so the answer does
+// not wait for the move to report); the move is held after its last
+// segment until either the next request reached the upstream (the
+// exchange ended without it) or the exchange waits for it. The next
+// request, an upload that stalls, must still be cut by body_idle: a move
+// let go after it began would pause its watch.
+func TestLaneUploadMoveEndsWithItsExchange(t *testing.T) {
+	const size = 256 << 10
+	secondIn := make(chan struct{}) // the second request's head reached the upstream
+	var conns atomic.Int32
+	up := startRawServer(t, func(c net.Conn) {
+		br := bufio.NewReader(c)
+		if readHead(br) != nil {
+			return
+		}
+		if conns.Add(1) > 1 {
+			close(secondIn)
+			io.Copy(io.Discard, br)
+			return
+		}
+		if _, err := io.CopyN(io.Discard, br, size); err != nil {
+			return
+		}
+		io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+	})
+	var once, fenced sync.Once
+	waited := make(chan struct{}) // the exchange waits for the move
+	testHookUploadSegment = func(left int64) {
+		if left != 0 {
+			return
+		}
+		once.Do(func() {
+			select {
+			case <-secondIn:
+			case <-waited:
+			}
+		})
+	}
+	testHookAwaitMove = func() { fenced.Do(func() { close(waited) }) }
+	t.Cleanup(func() { testHookUploadSegment, testHookAwaitMove = nil, nil })
+
+	_, url := outboundTo(t, "defaults: { retry: { max_retries: 0 }, timeouts: { body_idle: 200ms } }", up.addr())
+	conn := dialRaw(t, url)
+	br := bufio.NewReader(conn)
+	fmt.Fprintf(conn, "POST /one HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n", size)
+	go io.Copy(conn, payload.NewReader(size))
+	res, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatalf("first upload: %v", err)
+	}
+	io.ReadAll(res.Body)
+	if res.StatusCode != http.StatusOK || res.Close {
+		t.Fatalf("first upload: %d, close %v; want 200 on a connection kept", res.StatusCode, res.Close)
+	}
+	// The second upload sends a little of its body and stalls.
+	fmt.Fprintf(conn, "POST /two HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n", size)
+	io.Copy(conn, payload.NewReader(1000))
+	res, err = http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatalf("no answer to a stalled upload after a spliced one: %v", err)
+	}
+	b, _ := io.ReadAll(res.Body)
+	if res.StatusCode != http.StatusGatewayTimeout || !strings.Contains(res.Header.Get("X-Ferry-Error"), "idle") {
+		t.Fatalf("got %d %q (X-Ferry-Error %q), want 504 body idle", res.StatusCode, b, res.Header.Get("X-Ferry-Error"))
 	}
 }
