@@ -338,6 +338,20 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, up *upstream, ma
 			pick.Done(o)
 			a.End(ao)
 			x.events(up, addr, before)
+			if result.unsent && !cutMade && x.reason != telemetry.ReasonClientCanceled {
+				// Nothing of the response went out: the caller gets the
+				// failure as a whole answer.
+				f := failure{http.StatusBadGateway, fmt.Sprintf("upstream %s (%s) answered %d but its body broke before the first byte: %v", up.name, addr, res.StatusCode, result.readErr), x.reason, false}
+				switch o.Result {
+				case resilience.TimedOut:
+					f.status, f.reason = http.StatusGatewayTimeout, fmt.Sprintf("upstream %s (%s) answered %d but its body's first byte did not come: %v", up.name, addr, res.StatusCode, context.Cause(ctx))
+				case resilience.Canceled: // the grace period ended
+					f.status, f.reason = http.StatusServiceUnavailable, reason
+				}
+				p.logFailure(r, up.name, addr, f, result.readErr)
+				x.fail(w, f)
+				return
+			}
 			p.logFailure(r, up.name, addr, failure{res.StatusCode, reason, x.reason, false}, result.readErr)
 			// The caller must see a broken response, never a clean end.
 			panic(http.ErrAbortHandler)
@@ -669,6 +683,30 @@ func roundTripInformed(rt http.RoundTripper, out *http.Request, w http.ResponseW
 // reset HTTP/2 stream), never end it cleanly.
 func (p *Proxy) respond(w http.ResponseWriter, res *http.Response, idle *idleTimer) relayResult {
 	sb, _ := res.Body.(*spliceBody)
+	// A Content-Length body's head goes out with the body's first bytes
+	// (the writers hold it until then); those are awaited before the head
+	// is written, so that a body that breaks before its first byte leaves
+	// nothing sent (unsent) and the caller gets the failure as a whole
+	// answer: never a head without its body, nor the part of a head larger
+	// than the writer's buffer that the full buffer let out. A body of
+	// unknown length or an event stream has its head sent at once instead
+	// (see respondHeader).
+	var buf []byte // the relay's, holding first bytes read
+	var first int
+	if lengthFollows(res) && (sb == nil || sb.remaining > 0) && !isEventStream(res.Header) {
+		var err error
+		if sb != nil {
+			err = sb.awaitFirst()
+		} else {
+			bp := bufPool.Get().(*[]byte)
+			defer bufPool.Put(bp)
+			buf = *bp
+			first, err = readFirst(res.Body, buf)
+		}
+		if err != nil {
+			return relayResult{readErr: err, unsent: true}
+		}
+	}
 	asCame := false
 	if sb != nil && sb.fields.lines != "" {
 		// A plain response to an HTTP/1.1 caller: its head goes on as it
@@ -690,7 +728,12 @@ func (p *Proxy) respond(w http.ResponseWriter, res *http.Response, idle *idleTim
 		result, spliced = sb.spliceTo(w, idle)
 	}
 	if !spliced {
-		result = relay(w, rc, res.Body, idle)
+		if buf == nil {
+			bp := bufPool.Get().(*[]byte)
+			defer bufPool.Put(bp)
+			buf = *bp
+		}
+		result = relay(w, rc, res.Body, idle, buf, first)
 	}
 	if result.readErr == nil && result.writeErr == nil {
 		for k, vv := range res.Trailer {
@@ -698,6 +741,15 @@ func (p *Proxy) respond(w http.ResponseWriter, res *http.Response, idle *idleTim
 		}
 	}
 	return result
+}
+
+// lengthFollows reports whether a body of the response's Content-Length
+// (more than none) follows its head: not so for an answer to HEAD, nor a
+// 1xx, 204 or 304, whatever their Content-Length says.
+func lengthFollows(res *http.Response) bool {
+	return res.ContentLength > 0 && res.Body != http.NoBody && res.StatusCode >= 200 &&
+		res.StatusCode != http.StatusNoContent && res.StatusCode != http.StatusNotModified &&
+		(res.Request == nil || res.Request.Method != http.MethodHead)
 }
 
 // writeCut ends a write to the caller of a response body once the

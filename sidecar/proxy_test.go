@@ -16,6 +16,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/ferrymesh/ferry/internal/payload"
 )
 
 func get(t *testing.T, c *http.Client, url, host string) (*http.Response, string) {
@@ -1067,5 +1069,55 @@ func TestUpstreamStatusBelow100IsBadResponse(t *testing.T) {
 				t.Fatalf("%d requests still in flight to the endpoint", n)
 			}
 		})
+	}
+}
+
+// An upstream that sends a Content-Length response head and dies before the
+// first body byte gets the caller a whole 502 naming the failure, whatever
+// the head's size: a head larger than the caller's writer buffer (4 KiB)
+// must not go out in part, nor a small one as a head without its body. On
+// the lane, through net/http (a handed-over connection) and on a taken-over
+// upload's connection alike.
+func TestUpstreamDeadBeforeBodyIsA502(t *testing.T) {
+	const upload = 2 << 20
+	for _, pad := range []int{100, 6000, 40000} {
+		up := startRawServer(t, func(c net.Conn) {
+			br := bufio.NewReader(c)
+			req, err := http.ReadRequest(br)
+			if err != nil {
+				return
+			}
+			io.Copy(io.Discard, req.Body)
+			// The head, then the end: no body byte.
+			fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Length: 100\r\nX-Pad: %s\r\n\r\n", strings.Repeat("a", pad))
+		})
+		_, url := outboundTo(t, "defaults: { retry: { max_retries: 0 } }", up.addr())
+		for _, tc := range []struct{ name, head string }{
+			{"lane", "GET /a HTTP/1.1\r\nHost: x\r\n\r\n"},
+			{"net/http", "GET /a HTTP/1.1\r\nHost: x\r\nX-A: 1\r\n 2\r\n\r\n"}, // obs-fold: handed over
+			{"taken over", fmt.Sprintf("POST /a HTTP/1.1\r\nHost: x\r\nX-A: 1\r\n 2\r\nContent-Length: %d\r\n\r\n", upload)},
+		} {
+			t.Run(fmt.Sprintf("%s/head=%d", tc.name, pad), func(t *testing.T) {
+				c := dialRaw(t, url)
+				io.WriteString(c, tc.head)
+				if strings.HasPrefix(tc.head, "POST") {
+					go io.Copy(c, payload.NewReader(upload))
+				}
+				var got bytes.Buffer
+				br := bufio.NewReader(io.TeeReader(c, &got))
+				res, err := http.ReadResponse(br, nil)
+				if err != nil {
+					io.Copy(io.Discard, br)
+					t.Fatalf("no whole answer: %v after %d bytes", err, got.Len())
+				}
+				body, err := io.ReadAll(res.Body)
+				if err != nil {
+					t.Fatalf("answer %d cut short: %v", res.StatusCode, err)
+				}
+				if res.StatusCode != http.StatusBadGateway || !strings.Contains(res.Header.Get("X-Ferry-Error"), "body") {
+					t.Fatalf("got %d %q (X-Ferry-Error %q), want a 502 naming the body", res.StatusCode, body, res.Header.Get("X-Ferry-Error"))
+				}
+			})
+		}
 	}
 }

@@ -801,6 +801,20 @@ func (b *spliceBody) uploaded() bool {
 	}
 }
 
+// awaitFirst waits for the body's first byte (or the upstream's end),
+// reading nothing of it: it returns an error only when the body broke
+// before its first byte.
+func (b *spliceBody) awaitFirst() error {
+	if b.c.br.Buffered() > 0 {
+		return nil
+	}
+	_, err := b.c.br.Peek(1)
+	if err == io.EOF {
+		err = io.ErrUnexpectedEOF // the upstream closed before its Content-Length
+	}
+	return err
+}
+
 // errSplice wraps an error of a kernel-to-kernel move, which cannot tell
 // whether the upstream or the caller side failed.
 type errSplice struct{ err error }

@@ -289,6 +289,23 @@ type relayResult struct {
 	n        int64
 	readErr  error // the source broke (the upstream, for a response)
 	writeErr error // the destination broke (the caller, for a response)
+	unsent   bool  // the source broke before its first byte: nothing of the response was written
+}
+
+// readFirst reads a body's first bytes into buf; an error only when none
+// came (a body of announced length that ends at once is cut short).
+func readFirst(src io.Reader, buf []byte) (int, error) {
+	for {
+		n, err := src.Read(buf)
+		switch {
+		case n > 0:
+			return n, nil
+		case err == io.EOF:
+			return 0, io.ErrUnexpectedEOF
+		case err != nil:
+			return 0, err
+		}
+	}
 }
 
 // relay copies a response body to the caller through a pooled buffer and
@@ -296,14 +313,15 @@ type relayResult struct {
 // upstream sent it: event streams, gRPC messages and the first bytes of a
 // slow download alike. A flush with nothing buffered costs nothing, and
 // writes of more than the server's small write buffer bypass it anyway, so
-// bulk transfers pay no extra system calls.
-func relay(w http.ResponseWriter, rc *http.ResponseController, src io.Reader, idle *idleTimer) relayResult {
-	bp := bufPool.Get().(*[]byte)
-	defer bufPool.Put(bp)
-	buf := *bp
+// bulk transfers pay no extra system calls. buf is the relay's buffer, of
+// which the first nr bytes were read from src already.
+func relay(w http.ResponseWriter, rc *http.ResponseController, src io.Reader, idle *idleTimer, buf []byte, nr int) relayResult {
 	var res relayResult
+	var rerr error
 	for {
-		nr, rerr := src.Read(buf)
+		if nr == 0 {
+			nr, rerr = src.Read(buf)
+		}
 		if nr > 0 {
 			idle.touch()
 			nw, werr := w.Write(buf[:nr])
@@ -326,5 +344,6 @@ func relay(w http.ResponseWriter, rc *http.ResponseController, src io.Reader, id
 			res.readErr = rerr
 			return res
 		}
+		nr = 0
 	}
 }
