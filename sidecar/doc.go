@@ -52,9 +52,12 @@
 //     piece reaches the caller as it came (event streams, gRPC messages),
 //     or, on the zero-copy path, is spliced; the idle timer guards both
 //     directions.
-//     A body that breaks is never ended cleanly: the handler panics with
-//     http.ErrAbortHandler and the caller sees a connection closed short
-//     or a reset stream. 101 Switching Protocols becomes a tunnel
+//     A Content-Length body's head goes out with its first bytes, which
+//     are awaited before the head is written: a body that breaks before
+//     them leaves nothing sent, and the caller gets a whole 502.
+//     A body that breaks later is never ended cleanly: the handler panics
+//     with http.ErrAbortHandler and the caller sees a connection closed
+//     short or a reset stream. 101 Switching Protocols becomes a tunnel
 //     (upgrade.go).
 //  7. At the last byte, or the first error, exchange.end reports the
 //     breaker outcome, ends the spans and writes the metrics and the
