@@ -311,9 +311,20 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, up *upstream, ma
 		if x.closeConn {
 			w.Header().Set("Connection", "close")
 		}
-		cut := cutOnCancel(ctx, w)
-		result := p.respond(w, res, idle)
-		cutMade := cut.stop()
+		// The cut of writes to the caller is armed once the body's first
+		// bytes came: a timeout or the drain's end while they are awaited
+		// leaves nothing sent, and the caller must still get that answer
+		// whole (a cut made then would break it).
+		var result relayResult
+		cutMade := false
+		start, err := awaitBody(res)
+		if err != nil {
+			result = relayResult{readErr: err, unsent: true}
+		} else {
+			cut := cutOnCancel(ctx, w)
+			result = p.respond(w, res, idle, start)
+			cutMade = cut.stop()
+		}
 		res.Body.Close()
 		x.out = result.n
 		ao := telemetry.Outcome{Status: res.StatusCode, BytesIn: result.n, BytesOut: body.sent()}
@@ -677,35 +688,51 @@ func roundTripInformed(rt http.RoundTripper, out *http.Request, w http.ResponseW
 	return res, err
 }
 
-// respond relays the upstream's status, headers, body and trailers, and
-// says how the body copy ended. On a broken body the caller must abort the
-// response (the caller sees a connection closed short, no final chunk, or a
-// reset HTTP/2 stream), never end it cleanly.
-func (p *Proxy) respond(w http.ResponseWriter, res *http.Response, idle *idleTimer) relayResult {
+// bodyStart is what awaitBody read of a body before its head goes out:
+// the relay's buffer holding the first bytes, or nil.
+type bodyStart struct {
+	bp    *[]byte
+	first int
+}
+
+// awaitBody awaits a Content-Length body's first bytes before its head is
+// written. The head goes out with them anyway (the writers hold it until
+// then); awaiting them first means that a body that breaks before its
+// first byte leaves nothing sent, and the caller gets the failure as a
+// whole answer: never a head without its body, nor the part of a head
+// larger than the writer's buffer that the full buffer let out. A body of
+// unknown length or an event stream has its head sent at once instead
+// (see respondHeader). An error is the body's, broken before any byte.
+func awaitBody(res *http.Response) (bodyStart, error) {
+	var st bodyStart
 	sb, _ := res.Body.(*spliceBody)
-	// A Content-Length body's head goes out with the body's first bytes
-	// (the writers hold it until then); those are awaited before the head
-	// is written, so that a body that breaks before its first byte leaves
-	// nothing sent (unsent) and the caller gets the failure as a whole
-	// answer: never a head without its body, nor the part of a head larger
-	// than the writer's buffer that the full buffer let out. A body of
-	// unknown length or an event stream has its head sent at once instead
-	// (see respondHeader).
+	if !lengthFollows(res) || (sb != nil && sb.remaining <= 0) || isEventStream(res.Header) {
+		return st, nil
+	}
+	if sb != nil {
+		return st, sb.awaitFirst()
+	}
+	st.bp = bufPool.Get().(*[]byte)
+	var err error
+	st.first, err = readFirst(res.Body, *st.bp)
+	if err != nil {
+		bufPool.Put(st.bp)
+		return bodyStart{}, err
+	}
+	return st, nil
+}
+
+// respond relays the upstream's status, headers, body and trailers, and
+// says how the body copy ended; st is what awaitBody read. On a broken
+// body the caller must abort the response (the caller sees a connection
+// closed short, no final chunk, or a reset HTTP/2 stream), never end it
+// cleanly.
+func (p *Proxy) respond(w http.ResponseWriter, res *http.Response, idle *idleTimer, st bodyStart) relayResult {
+	sb, _ := res.Body.(*spliceBody)
 	var buf []byte // the relay's, holding first bytes read
-	var first int
-	if lengthFollows(res) && (sb == nil || sb.remaining > 0) && !isEventStream(res.Header) {
-		var err error
-		if sb != nil {
-			err = sb.awaitFirst()
-		} else {
-			bp := bufPool.Get().(*[]byte)
-			defer bufPool.Put(bp)
-			buf = *bp
-			first, err = readFirst(res.Body, buf)
-		}
-		if err != nil {
-			return relayResult{readErr: err, unsent: true}
-		}
+	if st.bp != nil {
+		defer bufPool.Put(st.bp)
+		buf = *st.bp
 	}
 	asCame := false
 	if sb != nil && sb.fields.lines != "" {
@@ -733,7 +760,7 @@ func (p *Proxy) respond(w http.ResponseWriter, res *http.Response, idle *idleTim
 			defer bufPool.Put(bp)
 			buf = *bp
 		}
-		result = relay(w, rc, res.Body, idle, buf, first)
+		result = relay(w, rc, res.Body, idle, buf, st.first)
 	}
 	if result.readErr == nil && result.writeErr == nil {
 		for k, vv := range res.Trailer {

@@ -1103,17 +1103,7 @@ func TestUpstreamDeadBeforeBodyIsA502(t *testing.T) {
 				if strings.HasPrefix(tc.head, "POST") {
 					go io.Copy(c, payload.NewReader(upload))
 				}
-				var got bytes.Buffer
-				br := bufio.NewReader(io.TeeReader(c, &got))
-				res, err := http.ReadResponse(br, nil)
-				if err != nil {
-					io.Copy(io.Discard, br)
-					t.Fatalf("no whole answer: %v after %d bytes", err, got.Len())
-				}
-				body, err := io.ReadAll(res.Body)
-				if err != nil {
-					t.Fatalf("answer %d cut short: %v", res.StatusCode, err)
-				}
+				res, body := readWholeAnswer(t, c)
 				if res.StatusCode != http.StatusBadGateway || !strings.Contains(res.Header.Get("X-Ferry-Error"), "body") {
 					t.Fatalf("got %d %q (X-Ferry-Error %q), want a 502 naming the body", res.StatusCode, body, res.Header.Get("X-Ferry-Error"))
 				}
