@@ -430,6 +430,8 @@ func TestParseConfigListenerClashNormalised(t *testing.T) {
 	const app = "127.0.0.1:8080"
 	for _, tc := range []struct{ text, want string }{
 		{"admin: { listen: 'localhost:15001' }\noutbound: { listen: '127.0.0.1:15001' }\n", "outbound.listen: 127.0.0.1:15001 is already used by admin.listen (localhost:15001)"},
+		// Host names are case-insensitive, and the resolver reads LOCALHOST as localhost.
+		{"admin: { listen: 'LOCALHOST:15001' }\noutbound: { listen: '127.0.0.1:15001' }\n", "outbound.listen: 127.0.0.1:15001 is already used by admin.listen (LOCALHOST:15001)"},
 		{"outbound: { listen: '127.0.0.1:15006' }\ninbound: { listen: 'localhost:15006', app: " + app + " }\n", "inbound.listen: localhost:15006 is already used by outbound.listen (127.0.0.1:15006)"},
 		{"outbound: { listen: '[::1]:15001' }\ninbound: { listen: 'localhost:15001', app: " + app + " }\n", "inbound.listen: localhost:15001 is already used by outbound.listen"},
 		{"outbound: { listen: '[0:0::1]:15001' }\ninbound: { listen: '[::1]:15001', app: " + app + " }\n", "inbound.listen: [::1]:15001 is already used by outbound.listen"},

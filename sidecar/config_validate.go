@@ -198,7 +198,7 @@ func checkHostPort(addr string, listener bool) error {
 		return fmt.Errorf("missing host in %q", addr)
 	}
 	if listener {
-		if _, err := netip.ParseAddr(host); err != nil && host != "localhost" {
+		if _, err := netip.ParseAddr(host); err != nil && !strings.EqualFold(host, "localhost") {
 			return fmt.Errorf("listen host in %q must be an IP address or localhost", addr)
 		}
 	} else if strings.ContainsAny(host, " /\t") {
@@ -250,7 +250,7 @@ func listenersOverlap(a, b string) bool {
 		if h == "" {
 			return true, nil
 		}
-		if h == "localhost" {
+		if strings.EqualFold(h, "localhost") {
 			return false, []netip.Addr{netip.AddrFrom4([4]byte{127, 0, 0, 1}), netip.IPv6Loopback()}
 		}
 		ip, err := netip.ParseAddr(h)
