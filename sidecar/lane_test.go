@@ -319,16 +319,9 @@ func TestLaneDrain(t *testing.T) {
 	if _, err := ibr.ReadByte(); err == nil {
 		t.Fatal("the idle connection got bytes; want it closed")
 	}
-	if c, err := net.DialTimeout("tcp", strings.TrimPrefix(url, "http://"), time.Second); err == nil {
-		c.Close()
-		waitFor(t, "the listener to close", 5*time.Second, func() bool {
-			c, err := net.DialTimeout("tcp", strings.TrimPrefix(url, "http://"), time.Second)
-			if err == nil {
-				c.Close()
-			}
-			return err != nil
-		})
-	}
+	waitFor(t, "the listener to close", 5*time.Second, func() bool {
+		return !listening(t, strings.TrimPrefix(url, "http://"))
+	})
 	close(release)
 	busy.SetReadDeadline(time.Now().Add(10 * time.Second))
 	res, err := http.ReadResponse(bufio.NewReader(busy), nil)
