@@ -450,7 +450,10 @@ telemetry: { access_log: %s }
 // to finish (the injector counts the two one after the other against the
 // pod's termination grace period).
 func TestRunGraceFollowsDelay(t *testing.T) {
-	const delay, grace, answerAfter = time.Second, time.Second, 1500 * time.Millisecond
+	// The answer comes 0.5s after a grace counted from the drain's start
+	// would have ended, and 1.5s before the true one does: room for a
+	// loaded machine (with 1s + 1s it once missed its 0.5s under -race).
+	const delay, grace, answerAfter = 2 * time.Second, time.Second, 1500 * time.Millisecond
 	drainAt := make(chan time.Time, 1)
 	started := make(chan struct{}, 1)
 	up := origin(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
