@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -384,5 +385,47 @@ services: { svc: { endpoints: [127.0.0.1:9] } }
 	case <-sc.drainReq:
 	default:
 		t.Fatal("POST /drain from loopback asked for no drain")
+	}
+}
+
+// A service that resolves just as a reload looks at it, between reading
+// its readiness and taking the channel that announces the next change, was
+// missed: the reload waited for a change that had already happened, until
+// its resolve timeout rejected a config whose services were all there.
+func TestReloadSeesServiceResolvedWhileChecked(t *testing.T) {
+	res := &heldResolver{later: make(chan *discovery.Service, 1)}
+	sc, err := New(mustParse(t, `
+outbound: { listen: 127.0.0.1:0, routes: [ { service: svc } ] }
+services: { svc: { endpoints: [127.0.0.1:1] } }
+telemetry: { access_log: "off" }
+`), Options{Resolver: res})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := sc.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		sc.Shutdown(ctx)
+	})
+	var once sync.Once
+	testHookResolveChecked = func() {
+		once.Do(func() {
+			// The reload's service is handed out before this check runs.
+			publishReady(<-res.later, "127.0.0.1:2")
+		})
+	}
+	t.Cleanup(func() { testHookResolveChecked = nil })
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	err = sc.Reload(ctx, mustParse(t, `
+outbound: { listen: 127.0.0.1:0, routes: [ { service: svc } ] }
+services: { svc: { endpoints: [127.0.0.1:2] } }
+telemetry: { access_log: "off" }
+`))
+	if err != nil {
+		t.Fatalf("Reload: %v; want the service resolved while it was checked to count", err)
 	}
 }

@@ -121,6 +121,10 @@ func routeLabel(rc RouteConfig) string {
 	return host + strings.TrimSuffix(rc.PathPrefix, "/")
 }
 
+// testHookResolveChecked, set by tests only, runs in waitResolved after a
+// service's readiness was read.
+var testHookResolveChecked func()
+
 // waitResolved waits until every Consul-backed service has its first
 // snapshot, so swapping this generation in never turns a served service
 // into "not resolved yet".
@@ -129,9 +133,17 @@ func (st *state) waitResolved(ctx context.Context) error {
 		var pending []string
 		var waits []<-chan struct{}
 		for name, up := range st.upstreams {
-			if !up.svc.Snapshot().Ready {
+			// The channel before the snapshot: a publish between the two
+			// then closes the channel held, where the other order would
+			// wait on the next one and miss it.
+			changed := up.svc.Changed()
+			ready := up.svc.Snapshot().Ready
+			if testHookResolveChecked != nil {
+				testHookResolveChecked()
+			}
+			if !ready {
 				pending = append(pending, name)
-				waits = append(waits, up.svc.Changed())
+				waits = append(waits, changed)
 			}
 		}
 		if len(pending) == 0 {
