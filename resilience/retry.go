@@ -120,6 +120,11 @@ func (d RetryDecision) String() string {
 // request body consumed by the attempts so far — read from the client, not
 // only written to the wire; hasBody says whether the request has a body at
 // all. Decide does not consult the retry budget (Upstream.Retry does).
+//
+// A Content-Length response whose connection broke after its head but
+// before the body's first byte, when nothing of it was relayed, is passed
+// here by the proxy as TransportFailed with no status: for the caller it
+// is an attempt that broke before its head.
 func (p *RetryPolicy) Decide(attempt int, method string, bodyBytesSent int64, hasBody bool, o Outcome) RetryDecision {
 	switch o.Result {
 	case Responded:

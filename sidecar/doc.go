@@ -54,7 +54,9 @@
 //     directions.
 //     A Content-Length body's head goes out with its first bytes, which
 //     are awaited before the head is written: a body that breaks before
-//     them leaves nothing sent, and the caller gets a whole 502.
+//     them leaves nothing sent, so the attempt is retried on another
+//     endpoint when the policy would retry one that broke before its head;
+//     else the caller gets a whole 502 (504 when a timeout ended the wait).
 //     A body that breaks later is never ended cleanly: the handler panics
 //     with http.ErrAbortHandler and the caller sees a connection closed
 //     short or a reset stream. 101 Switching Protocols becomes a tunnel

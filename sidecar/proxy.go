@@ -277,7 +277,11 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, up *upstream, ma
 			a.End(telemetry.Outcome{Status: res.StatusCode, BytesIn: x.out, BytesOut: x.tunneled, Reason: x.reason})
 			return
 		}
+		// decided: the policy already ruled on this attempt (its status),
+		// and no body failure asks it again.
+		decided := false
 		if up.settings.Retry.MaxRetries > 0 && slices.Contains(up.settings.Retry.OnStatuses, res.StatusCode) {
+			decided = true
 			// A retryable status (502/503/504 by default): when the
 			// policy, the budget and another endpoint allow, discard this
 			// answer unread and ask that endpoint; else relay it.
@@ -351,7 +355,7 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, up *upstream, ma
 			x.events(up, addr, before)
 			if result.unsent && !cutMade && x.reason != telemetry.ReasonClientCanceled {
 				// Nothing of the response went out: the caller gets the
-				// failure as a whole answer.
+				// failure as a whole answer, or another endpoint's.
 				f := failure{http.StatusBadGateway, fmt.Sprintf("upstream %s (%s) answered %d but its body broke before the first byte: %v", up.name, addr, res.StatusCode, result.readErr), x.reason, false}
 				switch o.Result {
 				case resilience.TimedOut:
@@ -360,6 +364,32 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, up *upstream, ma
 					f.status, f.reason = http.StatusServiceUnavailable, reason
 				}
 				p.logFailure(r, up.name, addr, f, result.readErr)
+				if o.Result == resilience.BodyBroken && !decided {
+					// The connection closed or reset before the body's
+					// first byte: for the caller, an attempt that broke
+					// before its head (TransportFailed with no status),
+					// retried as the policy allows that. The breaker
+					// heard BodyBroken above; the response is closed, so
+					// its connection is not reused.
+					tried = append(tried, addr)
+					if next, ok := p.retry(ctx, up, attempt, key, tried, r, body, resilience.Outcome{Result: resilience.TransportFailed}, x, telemetry.ReasonBodyBroken); ok {
+						x.status, x.reason, x.err, x.out = 0, "", nil, 0
+						if body == nil {
+							idle.pause() // as before the first attempt
+						}
+						pick = next
+						continue
+					}
+					if ctx.Err() != nil {
+						// The exchange ended while deciding or in the
+						// backoff: that is the outcome.
+						var gone bool
+						if f, gone = classify(ctx, up.name, addr, ctx.Err()); gone {
+							x.status, x.reason = f.status, f.kind
+							panic(http.ErrAbortHandler)
+						}
+					}
+				}
 				x.fail(w, f)
 				return
 			}
@@ -698,8 +728,9 @@ type bodyStart struct {
 // awaitBody awaits a Content-Length body's first bytes before its head is
 // written. The head goes out with them anyway (the writers hold it until
 // then); awaiting them first means that a body that breaks before its
-// first byte leaves nothing sent, and the caller gets the failure as a
-// whole answer: never a head without its body, nor the part of a head
+// first byte leaves nothing sent: forward retries the exchange elsewhere
+// when the policy allows, or the caller gets the failure as a whole
+// answer: never a head without its body, nor the part of a head
 // larger than the writer's buffer that the full buffer let out. A body of
 // unknown length or an event stream has its head sent at once instead
 // (see respondHeader). An error is the body's, broken before any byte.

@@ -1,0 +1,192 @@
+package sidecar
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/ferrymesh/ferry/telemetry"
+)
+
+// headThenClose is an HTTP/1.1 upstream that answers every request with a
+// Content-Length head and closes its connection before the first body
+// byte; it counts the requests it saw.
+func headThenClose(t *testing.T) (*rawServer, *atomic.Int64) {
+	hits := new(atomic.Int64)
+	s := startRawServer(t, func(c net.Conn) {
+		if _, err := http.ReadRequest(bufio.NewReader(c)); err != nil {
+			return
+		}
+		hits.Add(1)
+		io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n")
+	})
+	return s, hits
+}
+
+// An upstream whose body breaks before its first byte has sent nothing of
+// the response to the caller: a GET is retried on the other endpoint like
+// an attempt that broke before its head, and the caller gets that
+// endpoint's whole answer. The broken attempt is a failure of its endpoint
+// and a client span with reason body_broken; the retry is one span event
+// and one ferry_retries_total{reason="body_broken"}; the access log and
+// server span show the answer the caller got.
+func TestBodyBrokenBeforeFirstByteRetried(t *testing.T) {
+	good := newFlaky(t, "good")
+	h1bad, h1hits := headThenClose(t)
+	// An h2c upstream resets the stream after the head instead.
+	var h2hits atomic.Int64
+	h2bad := origin(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h2hits.Add(1)
+		w.Header().Set("Content-Length", "100")
+		w.WriteHeader(http.StatusOK)
+		w.(http.Flusher).Flush()
+		panic(http.ErrAbortHandler)
+	}))
+	for _, tc := range []struct {
+		name string
+		bad  string
+		hits *atomic.Int64
+		c    *http.Client
+		head string // sent raw when set, else a GET through c
+	}{
+		{name: "lane", bad: h1bad.addr(), hits: h1hits, head: "GET /a HTTP/1.1\r\nHost: x\r\n\r\n"},
+		{name: "net/http", bad: h1bad.addr(), hits: h1hits, head: "GET /a HTTP/1.1\r\nHost: x\r\nX-A: 1\r\n 2\r\n\r\n"}, // obs-fold: handed over
+		{name: "h2c", bad: h2bad, hits: &h2hits, c: h2cClient()},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			sc, rec, logs := tracedFerry(t, fmt.Sprintf(`
+admin: { listen: 127.0.0.1:0 }
+outbound: { listen: 127.0.0.1:0, routes: [ { service: svc } ] }
+services:
+  svc:
+    endpoints: [%s, %s]
+    balancer: round_robin
+    outlier: { consecutive_5xx: 0 }
+    retry: { base_interval: 1ms, max_interval: 2ms }
+`, tc.bad, good.addr))
+			url := "http://" + sc.Addr("outbound")
+			if tc.c != nil {
+				t.Cleanup(tc.c.CloseIdleConnections)
+			}
+			start := tc.hits.Load()
+			var requests int
+			// Round robin: within two requests one goes to the bad
+			// endpoint first.
+			for requests = 1; tc.hits.Load() == start; requests++ {
+				if requests > 2 {
+					t.Fatal("the bad endpoint was never tried; the test proves nothing")
+				}
+				var code int
+				var body string
+				if tc.c != nil {
+					res, err := tc.c.Get(url + "/a")
+					if err != nil {
+						t.Fatal(err)
+					}
+					b, err := io.ReadAll(res.Body)
+					res.Body.Close()
+					if err != nil {
+						t.Fatalf("answer %d cut short: %v", res.StatusCode, err)
+					}
+					code, body = res.StatusCode, string(b)
+				} else {
+					c := dialRaw(t, url)
+					io.WriteString(c, tc.head)
+					res, b := readWholeAnswer(t, c) // c stays open: the exchange ends unhurried
+					code, body = res.StatusCode, string(b)
+				}
+				if code != http.StatusOK || body != "good" {
+					t.Fatalf("request %d: got %d %q, want the other endpoint's whole answer", requests, code, body)
+				}
+			}
+			requests--
+			if n := tc.hits.Load() - start; n != 1 {
+				t.Fatalf("the bad endpoint saw %d requests, want 1", n)
+			}
+			for _, ep := range upstreamStatus(t, sc, "svc").Endpoints {
+				if ep.Addr == tc.bad && ep.Failures != 1 {
+					t.Errorf("bad endpoint: %d failures recorded, want 1", ep.Failures)
+				}
+			}
+			waitFor(t, "every server span", 5*time.Second, func() bool {
+				return len(spansOfKind(rec.Ended(), trace.SpanKindServer)) == requests
+			})
+			retries, broken := 0, 0
+			for _, s := range spansOfKind(rec.Ended(), trace.SpanKindServer) {
+				if st := attr(s, telemetry.AttrReason).AsString(); st != "" {
+					t.Errorf("server span reason %q, want none", st)
+				}
+				for _, e := range s.Events() {
+					if e.Name == telemetry.EventRetry {
+						retries++
+					}
+				}
+			}
+			for _, s := range spansOfKind(rec.Ended(), trace.SpanKindClient) {
+				if attr(s, telemetry.AttrReason).AsString() == telemetry.ReasonBodyBroken {
+					broken++
+				}
+			}
+			if retries != 1 || broken != 1 {
+				t.Errorf("%d retry events and %d client spans with reason body_broken, want 1 and 1", retries, broken)
+			}
+			_, metrics := get(t, h1Client(), "http://"+sc.Addr("admin")+"/metrics", "")
+			if l := grepLines(metrics, "ferry_retries_total{"); l != `ferry_retries_total{reason="body_broken",service="svc"} 1` {
+				t.Errorf("retries counted:\n%s", l)
+			}
+			waitFor(t, "every access log line", 5*time.Second, func() bool { return len(accessLines(t, logs)) == requests })
+			for _, l := range accessLines(t, logs) {
+				if l["status"] != float64(200) || l["reason"] != "" {
+					t.Errorf("access log status %v reason %q, want 200 and none", l["status"], l["reason"])
+				}
+			}
+		})
+	}
+}
+
+// A request the policy does not retry still gets the whole 502 when the
+// body breaks before its first byte: a POST (not in retry.methods), and a
+// GET with max_retries 0. The other endpoint never sees it.
+func TestBodyBrokenBeforeFirstByteNotRetryableIs502(t *testing.T) {
+	bad, hits := headThenClose(t)
+	for _, tc := range []struct{ name, method, retry string }{
+		{"post", "POST", "{ base_interval: 1ms, max_interval: 2ms }"},
+		{"max_retries 0", "GET", "{ max_retries: 0 }"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			good := newFlaky(t, "good")
+			_, url := outboundTo(t, fmt.Sprintf("defaults: { balancer: round_robin, retry: %s }", tc.retry), bad.addr(), good.addr)
+			start := hits.Load()
+			for i := 0; hits.Load() == start; i++ {
+				if i == 2 {
+					t.Fatal("the bad endpoint was never tried; the test proves nothing")
+				}
+				before := good.hits.Load()
+				c := dialRaw(t, url)
+				io.WriteString(c, tc.method+" /a HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n")
+				res, body := readWholeAnswer(t, c)
+				c.Close()
+				if hits.Load() == start {
+					if res.StatusCode != http.StatusOK {
+						t.Fatalf("from the good endpoint: %d %q", res.StatusCode, body)
+					}
+					continue
+				}
+				if res.StatusCode != http.StatusBadGateway || !strings.Contains(res.Header.Get("X-Ferry-Error"), "first byte") {
+					t.Fatalf("got %d %q (X-Ferry-Error %q), want a whole 502 naming the body's first byte", res.StatusCode, body, res.Header.Get("X-Ferry-Error"))
+				}
+				if good.hits.Load() != before {
+					t.Fatal("a request the policy does not retry was retried")
+				}
+			}
+		})
+	}
+}
