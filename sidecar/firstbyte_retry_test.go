@@ -190,3 +190,45 @@ func TestBodyBrokenBeforeFirstByteNotRetryableIs502(t *testing.T) {
 		})
 	}
 }
+
+// A 103 Early Hints already relayed from the attempt whose body broke does
+// not prevent the retry: the caller gets that interim response, then the
+// other endpoint's whole answer.
+func TestBodyBrokenBeforeFirstByteRetriedAfter1xx(t *testing.T) {
+	var hits atomic.Int64
+	bad := startRawServer(t, func(c net.Conn) {
+		if _, err := http.ReadRequest(bufio.NewReader(c)); err != nil {
+			return
+		}
+		hits.Add(1)
+		io.WriteString(c, "HTTP/1.1 103 Early Hints\r\nLink: </style.css>; rel=preload\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n")
+	})
+	good := newFlaky(t, "good")
+	_, url := outboundTo(t, "defaults: { balancer: round_robin, retry: { base_interval: 1ms, max_interval: 2ms } }", bad.addr(), good.addr)
+	for i := 0; hits.Load() == 0; i++ {
+		if i == 2 {
+			t.Fatal("the bad endpoint was never tried; the test proves nothing")
+		}
+		c := dialRaw(t, url)
+		io.WriteString(c, "GET /a HTTP/1.1\r\nHost: x\r\n\r\n")
+		br := bufio.NewReader(c)
+		res, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if res.StatusCode == http.StatusEarlyHints {
+			if hits.Load() == 0 {
+				t.Fatal("a 103 from the good endpoint")
+			}
+			if res, err = http.ReadResponse(br, nil); err != nil {
+				t.Fatal(err)
+			}
+		} else if hits.Load() != 0 {
+			t.Fatalf("got %d first, want the bad endpoint's 103 relayed", res.StatusCode)
+		}
+		body, err := io.ReadAll(res.Body)
+		if err != nil || res.StatusCode != http.StatusOK || string(body) != "good" {
+			t.Fatalf("got %d %q, %v; want the other endpoint's whole answer", res.StatusCode, body, err)
+		}
+	}
+}
