@@ -1,6 +1,8 @@
 package telemetry
 
 import (
+	"unicode/utf8"
+
 	"google.golang.org/protobuf/encoding/protowire"
 
 	"go.opentelemetry.io/otel/attribute"
@@ -51,6 +53,15 @@ func (w *attrEncoder) str(k attribute.Key, v string) {
 }
 
 func (w *attrEncoder) url(k attribute.Key, p [5]string) {
+	for _, s := range p {
+		if !utf8.ValidString(s) {
+			// As the generic encoder writes the whole string: invalid
+			// bytes replaced in the concatenation, not part by part (a
+			// character may straddle two parts).
+			w.b = appendStringKV(w.b, fSpanAttributes, string(k), validUTF8(p[0]+p[1]+p[2]+p[3]+p[4]), "", "", "", "")
+			return
+		}
+	}
 	w.b = appendStringKV(w.b, fSpanAttributes, string(k), p[0], p[1], p[2], p[3], p[4])
 }
 
@@ -83,7 +94,7 @@ func (w *attrEncoder) hostPort(hp string) (string, int) {
 
 // appendStringKV appends a KeyValue message as field num whose value is
 // the string v1+v2+v3+v4+v5 (an AnyValue with string_value set, even when
-// empty).
+// empty), which the caller has made valid UTF-8.
 func appendStringKV(b []byte, num protowire.Number, key, v1, v2, v3, v4, v5 string) []byte {
 	vl := len(v1) + len(v2) + len(v3) + len(v4) + len(v5)
 	anyLen := 1 + protowire.SizeVarint(uint64(vl)) + vl
@@ -109,6 +120,7 @@ func appendIntKV(b []byte, num protowire.Number, key string, v int64) []byte {
 // appendKVHead appends a KeyValue's tag, length, key and the head of its
 // value, an AnyValue of anyLen bytes that the caller appends next.
 func appendKVHead(b []byte, num protowire.Number, key string, anyLen int) []byte {
+	key = validUTF8(key) // before its length is counted
 	kvLen := 1 + protowire.SizeVarint(uint64(anyLen)) + anyLen
 	if key != "" {
 		kvLen += 1 + protowire.SizeVarint(uint64(len(key))) + len(key)

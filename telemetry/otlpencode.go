@@ -394,8 +394,7 @@ func appendAnyValue(b []byte, num protowire.Number, v attribute.Value) []byte {
 		b = protowire.AppendBytes(b, v.AsByteSlice())
 	case attribute.STRINGSLICE:
 		b = appendArray(b, v.AsStringSlice(), func(b []byte, x string) []byte {
-			b = protowire.AppendTag(b, fAnyString, protowire.BytesType)
-			return protowire.AppendString(b, x)
+			return appendStringField(b, fAnyString, x)
 		})
 	case attribute.BOOLSLICE:
 		b = appendArray(b, v.AsBoolSlice(), appendBool)
