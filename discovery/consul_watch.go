@@ -366,6 +366,8 @@ func (w *watch) publish(s *Snapshot) {
 
 // endpointsOf turns Consul's answer into endpoints sorted by address. The
 // address is the service's own, else its node's; never the node's name.
+// An instance without an address or a port 1-65535 (Consul takes any
+// integer at registration) is left out: no dial to it could succeed.
 func endpointsOf(entries []*consulServiceEntry) []Endpoint {
 	eps := make([]Endpoint, 0, len(entries))
 	for _, e := range entries {
@@ -376,7 +378,7 @@ func endpointsOf(entries []*consulServiceEntry) []Endpoint {
 		if host == "" && e.Node != nil {
 			host = e.Node.Address
 		}
-		if host == "" || e.Service.Port <= 0 {
+		if host == "" || e.Service.Port <= 0 || e.Service.Port > 65535 {
 			continue // nothing to dial
 		}
 		weight := e.Service.Weights.Passing

@@ -16,7 +16,7 @@ command -v go >/dev/null 2>&1 || export PATH="/usr/local/go/bin:$PATH"
 
 FUZZTIME=${FUZZTIME:-20s}
 FUZZMINIMIZETIME=${FUZZMINIMIZETIME:-1s}
-PKGS=(./sidecar ./deploy/inject ./telemetry)
+PKGS=(./sidecar ./deploy/inject ./telemetry ./discovery)
 
 fail=0
 for pkg in "${PKGS[@]}"; do
