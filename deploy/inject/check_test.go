@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"reflect"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -239,4 +240,29 @@ func yamlObject(t *testing.T, doc []byte) map[string]any {
 		t.Fatalf("decode: %v", err)
 	}
 	return m
+}
+
+// An endpoint in the upstreams annotation is injected only when ferry
+// accepts it: one ferry refuses at load (a port with a sign or a leading
+// zero, a host no dial can reach) made ferry exit at every start, and the
+// pod never got ready. The refusal names the annotation.
+func TestUpstreamEndpointAcceptedOnlyWhenFerryAcceptsIt(t *testing.T) {
+	inj := newTestInjector(t)
+	for _, ep := range []string{
+		"10.0.0.1:8080", "files.shop.svc:80", "[::1]:80", "[fe80::1%eth0]:80", "files_1:65535",
+		"10.0.0.1:080", "10.0.0.1:+80", "10.0.0.1:0", "10.0.0.1:65536", "files:", ":80",
+		"user@files:80", "files?x:80", "files#x:80", "caf\u00e9:80", "[files]:80",
+		"files:80:90", "files",
+	} {
+		_, ferryErr := sidecar.ParseConfig([]byte("outbound: {}\nservices: { files: { endpoints: [" + strconv.Quote(ep) + "] } }\n"))
+		rep, c := injectPod(t, inj, map[string]string{AnnotationUpstreams: "files endpoints=" + ep})
+		switch {
+		case ferryErr == nil && c == nil:
+			t.Errorf("%q: ferry accepts it, the injector refused: %s", ep, rep.Reason)
+		case ferryErr != nil && c != nil:
+			t.Errorf("%q: injected, but ferry would exit at start: %v", ep, ferryErr)
+		case c == nil && !strings.Contains(rep.Reason, AnnotationUpstreams):
+			t.Errorf("%q: the refusal does not name %s: %s", ep, AnnotationUpstreams, rep.Reason)
+		}
+	}
 }

@@ -3,6 +3,7 @@ package inject
 import (
 	"fmt"
 	"net"
+	"net/netip"
 	"regexp"
 	"slices"
 	"strconv"
@@ -224,19 +225,46 @@ func mergeService(first *Upstream, u Upstream) error {
 	return nil
 }
 
-// checkEndpoint accepts host:port with a port in 1-65535.
+// checkEndpoint accepts what ferry accepts as an endpoint (its config
+// check, mirrored here): host:port with a port of plain digits, 1-65535,
+// no sign or leading zero, and a host that is an IP address or a name of
+// letters, digits, '-', '_' and '.'. Anything else ferry refuses at load,
+// and an injected ferry would exit at every start.
 func checkEndpoint(ep string) error {
 	host, port, err := net.SplitHostPort(ep)
 	if err != nil {
 		return fmt.Errorf("invalid address %q: want host:port", ep)
 	}
-	if host == "" || strings.ContainsAny(host, "/ \t$") {
-		return fmt.Errorf("invalid host in %q", ep)
+	if !dialableHost(host) {
+		return fmt.Errorf("invalid host in %q: want an IP address or a host name of letters, digits, '-', '_' and '.'", ep)
 	}
-	if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
-		return fmt.Errorf("invalid port in %q", ep)
+	n, err := strconv.Atoi(port)
+	if err != nil || n < 1 || n > 65535 || strings.TrimLeft(port, "0123456789") != "" || port[0] == '0' {
+		return fmt.Errorf("invalid port in %q: want 1-65535, plain digits without a leading zero", ep)
 	}
 	return nil
+}
+
+// dialableHost is ferry's notion of a host an endpoint may name: an IP
+// address, or a name Go's resolver looks up (at most 253 bytes of letters,
+// digits, '-', '_' and '.').
+func dialableHost(host string) bool {
+	if host == "" {
+		return false
+	}
+	if _, err := netip.ParseAddr(host); err == nil {
+		return true
+	}
+	if len(host) > 253 {
+		return false
+	}
+	for i := 0; i < len(host); i++ {
+		c := host[i]
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '_' || c == '.') {
+			return false
+		}
+	}
+	return true
 }
 
 func checkProtocol(p string) error {
