@@ -11,11 +11,14 @@ import (
 	"net/url"
 	"reflect"
 	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"golang.org/x/net/http/httpguts"
 
 	"github.com/ferrymesh/ferry/internal/payload"
 )
@@ -605,4 +608,66 @@ func TestLateStrayBytesNotNextResponse(t *testing.T) {
 			}
 		})
 	}
+}
+
+// FuzzWriteHead: the head ferry's own HTTP/1.1 client writes for a request
+// read from a caller (as the proxy builds the upstream request from it)
+// reads back with net/http's parser as the same request: method, target,
+// Host, framing and every header field, nothing more.
+func FuzzWriteHead(f *testing.F) {
+	for _, s := range []string{
+		"GET / HTTP/1.1\r\nHost: a\r\n\r\n",
+		"POST /p%2Fq?x=1 HTTP/1.1\r\nHost: a:80\r\nContent-Length: 10\r\nX-A: b\r\nx-a: c\r\n\r\n",
+		"GET /p? HTTP/1.1\r\nHost: [::1]\r\nConnection: close\r\nX-Y:  1 \t\r\n\r\n",
+		"PUT /caf%C3%A9 HTTP/1.0\r\nX: \xe9\r\n\r\n",
+		"GET http://other/abs?q HTTP/1.1\r\nHost: a\r\nPragma: no-cache\r\n\r\n",
+		"DELETE * HTTP/1.1\r\nHost: a\r\nTrailer: X\r\nX-Long: a\r\n  folded\r\n\r\n",
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, head []byte) {
+		r, err := http.ReadRequest(bufio.NewReader(bytes.NewReader(head)))
+		if err != nil || r.ContentLength < 0 || r.Method == http.MethodConnect {
+			return // ferry's client never sends these: bodies of unknown length take net/http's
+		}
+		if !httpguts.ValidHostHeader(r.Host) {
+			return // net/http's server answers 400 before any handler runs
+		}
+		out := &http.Request{Method: r.Method, Host: r.Host, Header: r.Header.Clone(), ContentLength: r.ContentLength,
+			URL: &url.URL{Scheme: "http", Host: "up:80", Path: r.URL.Path, RawPath: r.URL.RawPath, RawQuery: r.URL.RawQuery, ForceQuery: r.URL.ForceQuery}}
+		var b bytes.Buffer
+		bw := bufio.NewWriter(&b)
+		if err := writeHead(bw, out); err != nil {
+			t.Fatal(err)
+		}
+		bw.Flush()
+		got, err := http.ReadRequest(bufio.NewReader(bytes.NewReader(b.Bytes())))
+		if err != nil {
+			t.Fatalf("%q written as %q, which net/http refuses: %v", head, b.Bytes(), err)
+		}
+		wantHost := r.Host
+		if wantHost == "" {
+			wantHost = out.URL.Host
+		}
+		want := out.Header.Clone()
+		for k := range headOwned {
+			delete(want, k)
+		}
+		wantLength := r.ContentLength
+		if wantLength > 0 || r.Method == http.MethodPost || r.Method == http.MethodPut || r.Method == http.MethodPatch {
+			want["Content-Length"] = []string{strconv.FormatInt(wantLength, 10)}
+		}
+		for k, vv := range want {
+			for i, v := range vv {
+				vv[i] = strings.TrimSpace(strings.NewReplacer("\r\n", " ", "\r", " ", "\n", " ").Replace(v))
+			}
+			want[k] = vv
+		}
+		if got.Method != r.Method || got.RequestURI != out.URL.RequestURI() || got.Host != wantHost ||
+			got.ContentLength != wantLength || len(got.TransferEncoding) != 0 || !reflect.DeepEqual(got.Header, want) {
+			t.Fatalf("%q written as %q reads back as %s %s host=%q cl=%d te=%v %v; want %s %s host=%q cl=%d %v",
+				head, b.Bytes(), got.Method, got.RequestURI, got.Host, got.ContentLength, got.TransferEncoding, got.Header,
+				r.Method, out.URL.RequestURI(), wantHost, wantLength, want)
+		}
+	})
 }
