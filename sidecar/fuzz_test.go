@@ -493,7 +493,8 @@ func referenceRequests(data []byte) (reqs []refReq, stop string) {
 			return reqs, "head: " + err.Error()
 		}
 		body, err := io.ReadAll(req.Body)
-		u := url.URL{Path: req.URL.Path, RawPath: req.URL.RawPath, RawQuery: req.URL.RawQuery}
+		// The target as the caller wrote it, "?" of an empty query too.
+		u := url.URL{Path: req.URL.Path, RawPath: req.URL.RawPath, RawQuery: req.URL.RawQuery, ForceQuery: req.URL.ForceQuery}
 		reqs = append(reqs, refReq{req.Method, u.RequestURI(), string(body)})
 		switch {
 		case errors.Is(err, io.ErrUnexpectedEOF) || (err != nil && strings.Contains(err.Error(), "unexpected EOF")):
