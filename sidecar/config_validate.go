@@ -12,6 +12,7 @@ import (
 	"unicode"
 	"unicode/utf8"
 
+	"github.com/ferrymesh/ferry/internal/dialhost"
 	"github.com/ferrymesh/ferry/internal/routematch"
 	"github.com/ferrymesh/ferry/resilience"
 )
@@ -201,31 +202,10 @@ func checkHostPort(addr string, listener bool) error {
 		if _, err := netip.ParseAddr(host); err != nil && !strings.EqualFold(host, "localhost") {
 			return fmt.Errorf("listen host in %q must be an IP address or localhost", addr)
 		}
-	} else if !dialableHost(host) {
+	} else if !dialhost.Valid(host) {
 		return fmt.Errorf("invalid host in %q: want an IP address or a host name of letters, digits, '-', '_' and '.'", addr)
 	}
 	return nil
-}
-
-// dialableHost reports whether host can name something to dial: an IP
-// address (an IPv6 one with its zone, if any), or a host name Go's resolver
-// looks up (letters, digits, '-', '_' and '.', at most 253 bytes). Any other
-// host ("a@b", "a?b", "caf\u00e9", a control character) fails every dial, so
-// it is refused at load rather than at the first request.
-func dialableHost(host string) bool {
-	if _, err := netip.ParseAddr(host); err == nil {
-		return true
-	}
-	if len(host) > 253 {
-		return false
-	}
-	for i := 0; i < len(host); i++ {
-		c := host[i]
-		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '_' || c == '.') {
-			return false
-		}
-	}
-	return true
 }
 
 // parsePort reads a port written as plain decimal digits: no sign, no

@@ -3,13 +3,13 @@ package inject
 import (
 	"fmt"
 	"net"
-	"net/netip"
 	"regexp"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
 
+	"github.com/ferrymesh/ferry/internal/dialhost"
 	"github.com/ferrymesh/ferry/internal/routematch"
 )
 
@@ -235,7 +235,7 @@ func checkEndpoint(ep string) error {
 	if err != nil {
 		return fmt.Errorf("invalid address %q: want host:port", ep)
 	}
-	if !dialableHost(host) {
+	if !dialhost.Valid(host) {
 		return fmt.Errorf("invalid host in %q: want an IP address or a host name of letters, digits, '-', '_' and '.'", ep)
 	}
 	n, err := strconv.Atoi(port)
@@ -243,28 +243,6 @@ func checkEndpoint(ep string) error {
 		return fmt.Errorf("invalid port in %q: want 1-65535, plain digits without a leading zero", ep)
 	}
 	return nil
-}
-
-// dialableHost is ferry's notion of a host an endpoint may name: an IP
-// address, or a name Go's resolver looks up (at most 253 bytes of letters,
-// digits, '-', '_' and '.').
-func dialableHost(host string) bool {
-	if host == "" {
-		return false
-	}
-	if _, err := netip.ParseAddr(host); err == nil {
-		return true
-	}
-	if len(host) > 253 {
-		return false
-	}
-	for i := 0; i < len(host); i++ {
-		c := host[i]
-		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '_' || c == '.') {
-			return false
-		}
-	}
-	return true
 }
 
 func checkProtocol(p string) error {
