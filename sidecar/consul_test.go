@@ -14,6 +14,7 @@ import (
 	"github.com/hashicorp/consul/api"
 
 	"github.com/ferrymesh/ferry/discovery/consultest"
+	"github.com/ferrymesh/ferry/internal/localnet/localnettest"
 )
 
 // These tests run a real `consul agent -dev` and send traffic through a real
@@ -227,9 +228,7 @@ func TestConsulOutageKeepsLastSnapshot(t *testing.T) {
 // With Consul unreachable from the start, requests get 503 with the reason
 // until the first snapshot arrives.
 func TestConsulUnreachableAtStartIs503(t *testing.T) {
-	ln, _ := net.Listen("tcp", "127.0.0.1:0")
-	dead := ln.Addr().String()
-	ln.Close()
+	dead := localnettest.RefusedAddr(t)
 	sc := startFerry(t, fmt.Sprintf(`
 admin: { listen: 127.0.0.1:0 }
 outbound: { listen: 127.0.0.1:0, routes: [ { service: api } ] }

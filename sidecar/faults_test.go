@@ -16,6 +16,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/ferrymesh/ferry/internal/localnet/localnettest"
 )
 
 // Faults, each through a real ferry on loopback: the upstream dies, hangs
@@ -273,12 +275,7 @@ func TestFaultUpstreamHangsBeforeHeaders(t *testing.T) {
 // Nothing listens at the endpoint: 502 naming it.
 func TestFaultConnectionRefused(t *testing.T) {
 	faultCheck(t)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	dead := ln.Addr().String()
-	ln.Close()
+	dead := localnettest.RefusedAddr(t)
 	url := faultFerry(t, dead, settingsYAML(""))
 	for proto, client := range faultClients(t) {
 		t.Run(proto, func(t *testing.T) {

@@ -16,6 +16,8 @@ import (
 	testgrpc "google.golang.org/grpc/interop/grpc_testing"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
+
+	"github.com/ferrymesh/ferry/internal/localnet/localnettest"
 )
 
 // gateBody in a StreamingOutputCall request makes the server wait for a
@@ -145,12 +147,7 @@ func grpcThroughFerry(t *testing.T) (testgrpc.TestServiceClient, *grpcOrigin, *b
 	go srv.Serve(ln)
 	t.Cleanup(srv.Stop)
 
-	dead, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	deadAddr := dead.Addr().String()
-	dead.Close()
+	deadAddr := localnettest.RefusedAddr(t)
 
 	sc := startFerry(t, fmt.Sprintf(`
 admin: { listen: 127.0.0.1:0 }

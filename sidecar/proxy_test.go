@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ferrymesh/ferry/internal/localnet/localnettest"
 	"github.com/ferrymesh/ferry/internal/payload"
 )
 
@@ -64,9 +65,7 @@ func TestNoEndpointsIs503WithReason(t *testing.T) {
 }
 
 func TestConnectRefusedIs502WithReason(t *testing.T) {
-	ln, _ := net.Listen("tcp", "127.0.0.1:0")
-	addr := ln.Addr().String()
-	ln.Close()
+	addr := localnettest.RefusedAddr(t)
 	_, url := outboundTo(t, "", addr)
 	res, body := get(t, h1Client(), url+"/x", "")
 	if res.StatusCode != http.StatusBadGateway || !strings.Contains(body, "connect to "+addr+" failed") {

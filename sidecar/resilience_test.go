@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ferrymesh/ferry/internal/localnet/localnettest"
 	"github.com/ferrymesh/ferry/resilience"
 	"github.com/ferrymesh/ferry/telemetry"
 )
@@ -233,9 +234,7 @@ func TestEjectionNeverRemovesTheLastEndpoint(t *testing.T) {
 // A connect failure is retried on another endpoint, whatever the method:
 // no byte reached the upstream.
 func TestConnectFailureRetriedElsewhere(t *testing.T) {
-	ln, _ := net.Listen("tcp", "127.0.0.1:0")
-	dead := ln.Addr().String()
-	ln.Close()
+	dead := localnettest.RefusedAddr(t)
 	good := newFlaky(t, "good")
 	_, url := resilientFerry(t, nil, `
     balancer: round_robin

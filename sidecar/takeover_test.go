@@ -16,6 +16,7 @@ import (
 
 	"go.uber.org/goleak"
 
+	"github.com/ferrymesh/ferry/internal/localnet/localnettest"
 	"github.com/ferrymesh/ferry/internal/payload"
 )
 
@@ -174,12 +175,7 @@ func TestZeroCopyUploadCallerCutShort(t *testing.T) {
 // byte was taken: the upload goes whole to the second.
 func TestZeroCopyUploadRetriedBeforeBody(t *testing.T) {
 	up, n := digestOrigin(t)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	dead := ln.Addr().String()
-	ln.Close()
+	dead := localnettest.RefusedAddr(t)
 	_, url := outboundTo(t, "defaults: { balancer: round_robin }", dead, up)
 	for range 4 {
 		postThrough(t, h1Client(), url, 2<<20, false)

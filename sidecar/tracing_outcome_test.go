@@ -12,6 +12,7 @@ import (
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/ferrymesh/ferry/internal/localnet/localnettest"
 	"github.com/ferrymesh/ferry/internal/syncbuf"
 	"github.com/ferrymesh/ferry/telemetry"
 )
@@ -31,16 +32,11 @@ services:
 `, deadAddr(t), deadAddr(t), deadAddr(t), extra)
 }
 
-// deadAddr is a loopback address nothing listens on.
+// deadAddr is a loopback address that refuses connections for the
+// test's life; each call's is distinct.
 func deadAddr(t *testing.T) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
-	return addr
+	return localnettest.RefusedAddr(t)
 }
 
 // accessLines parses the access log's JSON lines.

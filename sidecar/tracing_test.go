@@ -7,7 +7,6 @@ import (
 	"encoding/hex"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"strings"
 	"testing"
@@ -22,6 +21,7 @@ import (
 	"github.com/ferrymesh/ferry/telemetry"
 	"github.com/ferrymesh/ferry/telemetry/jaegertest"
 
+	"github.com/ferrymesh/ferry/internal/localnet/localnettest"
 	"github.com/ferrymesh/ferry/internal/syncbuf"
 )
 
@@ -179,9 +179,7 @@ services: { s: { endpoints: [%s] } }
 // Proxy-made failures set an error status and a reason; a retry is a span
 // event and each attempt its own client span.
 func TestTracingFailuresAndRetries(t *testing.T) {
-	ln, _ := net.Listen("tcp", "127.0.0.1:0")
-	dead := ln.Addr().String()
-	ln.Close()
+	dead := localnettest.RefusedAddr(t)
 	good := origin(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") }))
 	sc, rec, _ := tracedFerry(t, fmt.Sprintf(`
 admin: { listen: 127.0.0.1:0 }
