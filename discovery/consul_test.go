@@ -14,6 +14,8 @@ import (
 
 	"github.com/ferrymesh/ferry/discovery/consultest"
 	"github.com/hashicorp/consul/api"
+
+	"github.com/ferrymesh/ferry/internal/localnet/localnettest"
 )
 
 // propagation is how fast a Consul change must reach the snapshot.
@@ -266,10 +268,8 @@ func TestRegistrarReadinessAndDeregister(t *testing.T) {
 
 func TestConsulNotReadyWhileUnreachable(t *testing.T) {
 	const token = "s3cret-token-0123"
-	// A port nothing listens on.
-	l := httptest.NewServer(http.NotFoundHandler())
-	addr := l.Listener.Addr().String()
-	l.Close()
+	// A port nothing listens on, held for the test's life.
+	addr := localnettest.RefusedAddr(t)
 	c, err := NewConsul(context.Background(), ConsulConfig{Address: addr, Token: token, WaitTime: time.Second},
 		ConsulOptions{Logger: testLogger(), Backoff: JitterBackoff(20*time.Millisecond, 50*time.Millisecond)})
 	if err != nil {

@@ -12,6 +12,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/ferrymesh/ferry/internal/localnet/localnettest"
 )
 
 // Loopback origins that misbehave the ways upstreams do, exercised by a
@@ -61,12 +63,7 @@ func startOrigins(t *testing.T) *origins {
 	}
 	o.resetHeaders = httptest.NewServer(hijack(false))
 	o.resetBody = httptest.NewServer(hijack(true))
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	o.refused = ln.Addr().String()
-	ln.Close()
+	o.refused = localnettest.RefusedAddr(t)
 	t.Cleanup(func() {
 		for _, s := range []*httptest.Server{o.ok, o.flaky, o.hang, o.resetHeaders, o.resetBody} {
 			s.CloseClientConnections()

@@ -37,6 +37,8 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
+
+	"github.com/ferrymesh/ferry/internal/localnet/localnettest"
 )
 
 // testExporter builds the exporter as New would for endpoint, protocol and
@@ -231,12 +233,7 @@ func TestOTLPHTTPExportFailures(t *testing.T) {
 		}
 	})
 	t.Run("connection refused", func(t *testing.T) {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		addr := l.Addr().String()
-		l.Close()
+		addr := localnettest.RefusedAddr(t)
 		exp := testExporter(t, "http://"+addr, ProtocolHTTPProtobuf, env{"OTEL_EXPORTER_OTLP_TIMEOUT": "2000"})
 		if err := exp.ExportSpans(t.Context(), spans); err == nil || !strings.Contains(err.Error(), "refused") {
 			t.Errorf("error %v, want connection refused", err)

@@ -2,12 +2,13 @@ package telemetry
 
 import (
 	"context"
-	"net"
 	"sync"
 	"testing"
 	"time"
 
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+
+	"github.com/ferrymesh/ferry/internal/localnet/localnettest"
 )
 
 // stuckExporter is a collector that accepts a connection and never answers:
@@ -97,13 +98,8 @@ func TestStuckCollectorDropsInsteadOfBlocking(t *testing.T) {
 func TestUnreachableCollectorIsBounded(t *testing.T) {
 	for _, proto := range []string{ProtocolGRPC, ProtocolHTTPProtobuf} {
 		t.Run(proto, func(t *testing.T) {
-			// A port nobody listens on: take one and close it.
-			l, err := net.Listen("tcp", "127.0.0.1:0")
-			if err != nil {
-				t.Fatal(err)
-			}
-			addr := l.Addr().String()
-			l.Close()
+			// A port nobody listens on, held for the test's life.
+			addr := localnettest.RefusedAddr(t)
 			cfg := Config{Endpoint: "http://" + addr, Protocol: proto, QueueSize: 16, BatchSize: 8,
 				ExportTimeout: 2 * time.Second, AccessLog: "off"}
 			tel, err := New(t.Context(), cfg, WithEnv(env{}.get))

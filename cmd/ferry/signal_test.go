@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/ferrymesh/ferry/internal/localnet"
+	"github.com/ferrymesh/ferry/internal/localnet/localnettest"
 )
 
 var (
@@ -289,11 +290,14 @@ func TestSIGHUPWithConfigEnvKeepsServing(t *testing.T) {
 // pipe holds, and every one is answered; ferry still exits on SIGTERM.
 func TestStuckStderrDoesNotBlockRequests(t *testing.T) {
 	bin := ferryBin(t)
-	ports, err := localnet.FreePorts(3)
+	// The dead endpoint's port is held first, so neither port picked for
+	// ferry to listen on can be it.
+	dead := localnettest.RefusedAddr(t)
+	ports, err := localnet.FreePorts(2)
 	if err != nil {
 		t.Fatal(err)
 	}
-	admin, outbound, dead := fmt.Sprintf("127.0.0.1:%d", ports[0]), fmt.Sprintf("127.0.0.1:%d", ports[1]), fmt.Sprintf("127.0.0.1:%d", ports[2])
+	admin, outbound := fmt.Sprintf("127.0.0.1:%d", ports[0]), fmt.Sprintf("127.0.0.1:%d", ports[1])
 	cfg := fmt.Sprintf(`admin: { listen: %s }
 outbound: { listen: %s, routes: [ { service: svc } ] }
 services: { svc: { endpoints: [%s], retry: { max_retries: 0 }, breaker: { consecutive_failures: 1000000 }, outlier: { consecutive_5xx: 0 } } }
