@@ -10,6 +10,8 @@ import (
 	"testing"
 
 	"github.com/hashicorp/consul/api"
+
+	"github.com/ferrymesh/ferry/internal/dialhost"
 )
 
 // Whatever a Consul health answer holds, ferry decodes every answer the
@@ -50,8 +52,8 @@ func FuzzConsulAnswer(f *testing.F) {
 		}
 		for _, ep := range eps {
 			host, port, err := net.SplitHostPort(ep.Addr)
-			if err != nil || host == "" {
-				t.Fatalf("%q: endpoint %q is not host:port (%v)", answer, ep.Addr, err)
+			if err != nil || !dialhost.Valid(host) {
+				t.Fatalf("%q: endpoint %q is not a dialable host:port (%v)", answer, ep.Addr, err)
 			}
 			if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
 				t.Fatalf("%q: endpoint %q has no port 1-65535", answer, ep.Addr)

@@ -11,6 +11,8 @@ import (
 	"strings"
 	"sync/atomic"
 	"time"
+
+	"github.com/ferrymesh/ferry/internal/dialhost"
 )
 
 // minQueryInterval is the least time from the start of one query of a
@@ -366,8 +368,9 @@ func (w *watch) publish(s *Snapshot) {
 
 // endpointsOf turns Consul's answer into endpoints sorted by address. The
 // address is the service's own, else its node's; never the node's name.
-// An instance without an address or a port 1-65535 (Consul takes any
-// integer at registration) is left out: no dial to it could succeed.
+// An instance without a dialable address (Consul takes any string: see
+// internal/dialhost) or a port 1-65535 (Consul takes any integer) is left
+// out: no dial to it could succeed.
 func endpointsOf(entries []*consulServiceEntry) []Endpoint {
 	eps := make([]Endpoint, 0, len(entries))
 	for _, e := range entries {
@@ -378,7 +381,7 @@ func endpointsOf(entries []*consulServiceEntry) []Endpoint {
 		if host == "" && e.Node != nil {
 			host = e.Node.Address
 		}
-		if host == "" || e.Service.Port <= 0 || e.Service.Port > 65535 {
+		if !dialhost.Valid(host) || e.Service.Port <= 0 || e.Service.Port > 65535 {
 			continue // nothing to dial
 		}
 		weight := e.Service.Weights.Passing

@@ -241,6 +241,10 @@ func TestEndpointsOfNeverUsesNodeName(t *testing.T) {
 		{Node: &consulNode{Node: "web-8", Address: "192.0.2.8"}, Service: &consulService{Address: "2001:db8::1", Port: 9000}},
 		{Node: &consulNode{Node: "web-9"}, Service: &consulService{Port: 9000}}, // nothing to dial
 		{Node: &consulNode{Node: "web-10", Address: "192.0.2.10"}, Service: &consulService{}},
+		// Consul takes any string as an address; these fail every dial.
+		{Node: &consulNode{Node: "web-11"}, Service: &consulService{Address: "user@192.0.2.11", Port: 9000}},
+		{Node: &consulNode{Node: "web-12"}, Service: &consulService{Address: "a b", Port: 9000}},
+		{Node: &consulNode{Node: "web-13", Address: "caf\u00e9"}, Service: &consulService{Port: 9000}},
 		nil,
 	})
 	if got := addrs(&Snapshot{Endpoints: eps}); got != "192.0.2.7:9000,[2001:db8::1]:9000" {
