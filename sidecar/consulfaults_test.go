@@ -729,18 +729,7 @@ func TestReloadRetriedAfterTransientRejection(t *testing.T) {
 	initial := []byte(reloadConfig(a, ""))
 	cfg := mustParse(t, string(initial))
 	logs := new(syncbuf.Buffer)
-	sc, err := New(cfg, Options{Log: slog.New(slog.NewTextHandler(logs, nil))})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := sc.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		sc.Shutdown(ctx)
-	})
+	sc := startSidecar(t, cfg, Options{Log: slog.New(slog.NewTextHandler(logs, nil))})
 	url := "http://" + sc.Addr("outbound") + "/"
 	hc := h1Client()
 

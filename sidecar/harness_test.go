@@ -26,7 +26,14 @@ func startFerry(t testing.TB, yamlText string) *Sidecar {
 	if cfg.Telemetry.AccessLog == "" {
 		cfg.Telemetry.AccessLog = "off" // tests that read it use tracedFerry
 	}
-	sc, err := New(cfg, Options{})
+	return startSidecar(t, cfg, Options{})
+}
+
+// startSidecar starts a sidecar built from cfg and opts and stops it when
+// the test ends.
+func startSidecar(t testing.TB, cfg *Config, opts Options) *Sidecar {
+	t.Helper()
+	sc, err := New(cfg, opts)
 	if err != nil {
 		t.Fatalf("new: %v", err)
 	}

@@ -394,22 +394,11 @@ services: { svc: { endpoints: [127.0.0.1:9] } }
 // its resolve timeout rejected a config whose services were all there.
 func TestReloadSeesServiceResolvedWhileChecked(t *testing.T) {
 	res := &heldResolver{later: make(chan *discovery.Service, 1)}
-	sc, err := New(mustParse(t, `
+	sc := startSidecar(t, mustParse(t, `
 outbound: { listen: 127.0.0.1:0, routes: [ { service: svc } ] }
 services: { svc: { endpoints: [127.0.0.1:1] } }
 telemetry: { access_log: "off" }
 `), Options{Resolver: res})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := sc.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		sc.Shutdown(ctx)
-	})
 	var once sync.Once
 	testHookResolveChecked = func() {
 		once.Do(func() {
@@ -420,7 +409,7 @@ telemetry: { access_log: "off" }
 	t.Cleanup(func() { testHookResolveChecked = nil })
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	err = sc.Reload(ctx, mustParse(t, `
+	err := sc.Reload(ctx, mustParse(t, `
 outbound: { listen: 127.0.0.1:0, routes: [ { service: svc } ] }
 services: { svc: { endpoints: [127.0.0.1:2] } }
 telemetry: { access_log: "off" }
