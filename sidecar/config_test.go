@@ -2,10 +2,12 @@ package sidecar
 
 import (
 	"fmt"
+	"log/slog"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/ferrymesh/ferry/internal/syncbuf"
 	"github.com/ferrymesh/ferry/resilience"
 )
 
@@ -535,5 +537,26 @@ func TestParseConfigNullRegister(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), "register.name") {
 			t.Errorf("register:%s error %v, want the one register: {} gives (register.name)", v, err)
 		}
+	}
+}
+
+// A service no route leads to is still resolved (a Consul one is watched)
+// but never used: usually a typo in a route or a leftover. ferry says so
+// when it loads the config, naming the key.
+func TestUnusedServiceIsLogged(t *testing.T) {
+	logs := new(syncbuf.Buffer)
+	startSidecar(t, mustParse(t, `
+outbound: { listen: 127.0.0.1:0, routes: [ { service: used } ] }
+services:
+  used: { endpoints: [127.0.0.1:1] }
+  leftover: { endpoints: [127.0.0.1:2] }
+telemetry: { access_log: "off" }
+`), Options{Log: slog.New(slog.NewTextHandler(logs, nil))})
+	out := logs.String()
+	if !strings.Contains(out, "services.leftover") || !strings.Contains(out, "no route") {
+		t.Fatalf("no warning naming services.leftover as used by no route:\n%s", out)
+	}
+	if strings.Contains(out, "services.used") {
+		t.Fatalf("a used service was reported:\n%s", out)
 	}
 }

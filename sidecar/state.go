@@ -66,6 +66,7 @@ func buildState(cfg *Config, resolver discovery.Resolver, log *slog.Logger, opts
 		}
 		st.upstreams[name] = up
 	}
+	warnUnused(cfg, names, log)
 	if cfg.Outbound != nil {
 		st.outbound = &routeTable{maxBody: cfg.Limits.MaxRequestBodyBytes}
 		for i, rc := range cfg.Outbound.Routes {
@@ -154,6 +155,26 @@ func (st *state) waitResolved(ctx context.Context) error {
 			sort.Strings(pending)
 			return fmt.Errorf("%w: %s", errUnresolved, strings.Join(pending, ", "))
 		case <-waits[0]:
+		}
+	}
+}
+
+// warnUnused logs each service (of names, sorted) that no outbound route
+// leads to: it is resolved and watched all the same, but never used,
+// which is usually a typo in a route or a leftover.
+func warnUnused(cfg *Config, names []string, log *slog.Logger) {
+	if log == nil {
+		return
+	}
+	used := map[string]bool{}
+	if cfg.Outbound != nil {
+		for _, rc := range cfg.Outbound.Routes {
+			used[rc.Service] = true
+		}
+	}
+	for _, name := range names {
+		if !used[name] {
+			log.Warn("a service no route leads to: it is resolved but never used", "key", "services."+name)
 		}
 	}
 }
