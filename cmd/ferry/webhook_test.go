@@ -30,20 +30,8 @@ func TestWebhookPatchEqualsCLIInjection(t *testing.T) {
 	certs := webhooktest.Write(t, t.TempDir())
 	ctx, cancel := context.WithCancel(context.Background())
 	var logs syncbuf.Buffer
-	addrc := make(chan net.Addr, 1)
-	done := make(chan int, 1)
-	go func() {
-		done <- runWebhook(ctx, []string{"--tls-cert", certs.CertFile, "--tls-key", certs.KeyFile,
-			"--listen", "127.0.0.1:0", "--image", "ferrymesh/ferry:test", "--shutdown-delay", "0"}, io.Discard, &logs, func(a net.Addr) { addrc <- a })
-	}()
-	var addr net.Addr
-	select {
-	case addr = <-addrc:
-	case code := <-done:
-		t.Fatalf("webhook exited %d: %s", code, logs.String())
-	case <-time.After(10 * time.Second):
-		t.Fatal("webhook did not start")
-	}
+	addr, done := startWebhook(t, ctx, &logs, "--tls-cert", certs.CertFile, "--tls-key", certs.KeyFile,
+		"--listen", "127.0.0.1:0", "--image", "ferrymesh/ferry:test", "--shutdown-delay", "0")
 	tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: certs.Pool}}
 	defer tr.CloseIdleConnections()
 	client := &http.Client{Transport: tr, Timeout: 10 * time.Second}
@@ -133,20 +121,8 @@ func TestWebhookServesThroughShutdownDelay(t *testing.T) {
 	certs := webhooktest.Write(t, t.TempDir())
 	ctx, cancel := context.WithCancel(context.Background())
 	var logs syncbuf.Buffer
-	addrc := make(chan net.Addr, 1)
-	done := make(chan int, 1)
-	go func() {
-		done <- runWebhook(ctx, []string{"--tls-cert", certs.CertFile, "--tls-key", certs.KeyFile,
-			"--listen", "127.0.0.1:0", "--shutdown-delay", "4s"}, io.Discard, &logs, func(a net.Addr) { addrc <- a })
-	}()
-	var addr net.Addr
-	select {
-	case addr = <-addrc:
-	case code := <-done:
-		t.Fatalf("webhook exited %d: %s", code, logs.String())
-	case <-time.After(10 * time.Second):
-		t.Fatal("webhook did not start")
-	}
+	addr, done := startWebhook(t, ctx, &logs, "--tls-cert", certs.CertFile, "--tls-key", certs.KeyFile,
+		"--listen", "127.0.0.1:0", "--shutdown-delay", "4s")
 	tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: certs.Pool}, DisableKeepAlives: true}
 	defer tr.CloseIdleConnections()
 	client := &http.Client{Transport: tr, Timeout: 10 * time.Second}
@@ -182,4 +158,22 @@ func TestWebhookServesThroughShutdownDelay(t *testing.T) {
 		c.Close()
 		t.Error("the webhook still accepts connections after it stopped")
 	}
+}
+
+// startWebhook runs `ferry webhook` with args until ctx ends and returns
+// the address it serves on and the channel its exit code comes on.
+func startWebhook(t *testing.T, ctx context.Context, logs *syncbuf.Buffer, args ...string) (net.Addr, <-chan int) {
+	t.Helper()
+	addrc := make(chan net.Addr, 1)
+	done := make(chan int, 1)
+	go func() { done <- runWebhook(ctx, args, io.Discard, logs, func(a net.Addr) { addrc <- a }) }()
+	select {
+	case addr := <-addrc:
+		return addr, done
+	case code := <-done:
+		t.Fatalf("webhook exited %d: %s", code, logs.String())
+	case <-time.After(10 * time.Second):
+		t.Fatal("webhook did not start")
+	}
+	return nil, nil
 }

@@ -31,14 +31,7 @@ func FuzzAnnotations(f *testing.F) {
 				ann[k] = v
 			}
 		}
-		pod := map[string]any{
-			"apiVersion": "v1", "kind": "Pod",
-			"metadata": map[string]any{"name": "web", "annotations": ann},
-			"spec": map[string]any{"containers": []any{map[string]any{
-				"name": "app", "image": "app", "ports": []any{map[string]any{"containerPort": 8080}},
-			}}},
-		}
-		raw, err := json.Marshal(pod)
+		raw, err := json.Marshal(appPod(ann))
 		if err != nil {
 			return // not UTF-8: no API server stores it
 		}

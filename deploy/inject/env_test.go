@@ -16,14 +16,7 @@ import (
 // annotations and returns the report and, when injected, ferry's container.
 func injectPod(t *testing.T, inj *Injector, ann map[string]string) (Report, *corev1.Container) {
 	t.Helper()
-	pod := map[string]any{
-		"apiVersion": "v1", "kind": "Pod",
-		"metadata": map[string]any{"name": "web", "annotations": ann},
-		"spec": map[string]any{"containers": []any{map[string]any{
-			"name": "app", "image": "app", "ports": []any{map[string]any{"containerPort": 8080}},
-		}}},
-	}
-	raw, err := json.Marshal(pod)
+	raw, err := json.Marshal(appPod(ann))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -200,5 +193,16 @@ func TestConsulAddrAcceptedOnlyWhenFerryAcceptsIt(t *testing.T) {
 		if (err == nil) != (ferryErr == nil) {
 			t.Errorf("%q as Options.ConsulAddr: New says %v, ferry says %v", v, err, ferryErr)
 		}
+	}
+}
+
+// appPod is a one-container pod (app port 8080) with the given annotations.
+func appPod(ann map[string]string) map[string]any {
+	return map[string]any{
+		"apiVersion": "v1", "kind": "Pod",
+		"metadata": map[string]any{"name": "web", "annotations": ann},
+		"spec": map[string]any{"containers": []any{map[string]any{
+			"name": "app", "image": "app", "ports": []any{map[string]any{"containerPort": 8080}},
+		}}},
 	}
 }
