@@ -628,7 +628,11 @@ type laneCancelKey struct{}
 // connection it waits on here instead of with context.AfterFunc, which
 // costs a registration in the context tree per request.
 type laneExchange struct {
-	done   <-chan struct{}
+	// ctx is the context that ends exactly when the exchange's does: the
+	// lane's, or the one ServeHTTP wraps over it with values only (see
+	// laneOwned). Compared by identity: asking a context for its Done
+	// channel makes one, an allocation per request.
+	ctx    context.Context
 	cancel context.CancelCauseFunc // cancels the context, then closes the hooked connection
 	hooked atomic.Pointer[net.TCPConn]
 	// writer is the caller's writer while a response body is relayed: a
@@ -872,7 +876,7 @@ func laneRequest(head []byte, idle *idleTimer) *laneHead {
 	lc := &lh.ctx
 	lc.Context = ctx
 	le := &lc.le
-	le.done, le.idle = ctx.Done(), idle
+	le.ctx, le.idle = lc, idle
 	le.cancel = func(cause error) {
 		cancel(cause)
 		le.fire()
@@ -890,6 +894,17 @@ func laneRequest(head []byte, idle *idleTimer) *laneHead {
 type laneContext struct {
 	context.Context
 	le laneExchange
+}
+
+// laneOwned returns the lane exchange whose own context ctx is (or the
+// values-only wrapping of it ServeHTTP recorded), or nil: a context derived
+// with a deadline or cancellation of its own ends before the exchange's
+// and must be watched on its own.
+func laneOwned(ctx context.Context) *laneExchange {
+	if le, ok := ctx.Value(laneCancelKey{}).(*laneExchange); ok && ctx == le.ctx {
+		return le
+	}
+	return nil
 }
 
 func (c *laneContext) Value(key any) any {
@@ -934,38 +949,57 @@ func parseFields(rest string, field func(key, v string) (keep, ok bool)) http.He
 // kind, ends the scan with false.
 func scanFields(rest string, field func(key, v string) bool) bool {
 	for len(rest) > 2 {
-		var l string
-		l, rest, _ = strings.Cut(rest, "\r\n")
-		colon := strings.IndexByte(l, ':')
-		if colon <= 0 {
+		// One pass over each line: its end (CRLF; a bare LF ends the
+		// scan), the name's characters up to the colon, then the value's.
+		nl := strings.IndexByte(rest, '\n')
+		if nl < 1 || rest[nl-1] != '\r' {
 			return false
 		}
-		name := l[:colon]
-		for i := 0; i < len(name); i++ {
-			if !isTokenChar(name[i]) {
+		l := rest[:nl-1]
+		rest = rest[nl+1:]
+		colon := 0
+		for ; colon < len(l) && l[colon] != ':'; colon++ {
+			if !tokenChars[l[colon]] {
 				return false
 			}
 		}
-		v := strings.Trim(l[colon+1:], " \t")
+		if colon == 0 || colon == len(l) {
+			return false
+		}
+		v := l[colon+1:]
+		for len(v) > 0 && (v[0] == ' ' || v[0] == '\t') {
+			v = v[1:]
+		}
+		for len(v) > 0 && (v[len(v)-1] == ' ' || v[len(v)-1] == '\t') {
+			v = v[:len(v)-1]
+		}
 		for i := 0; i < len(v); i++ {
 			if c := v[i]; (c < ' ' && c != '\t') || c >= 0x7f {
 				return false
 			}
 		}
-		if !field(canonicalKey(name), v) {
+		if !field(canonicalKey(l[:colon]), v) {
 			return false
 		}
 	}
 	return true
 }
 
-func isTokenChar(c byte) bool {
-	switch {
-	case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9':
-		return true
+// tokenChars holds the characters of an RFC 9110 token.
+var tokenChars = func() (t [256]bool) {
+	for c := '0'; c <= '9'; c++ {
+		t[c] = true
 	}
-	return bytes.IndexByte([]byte("!#$%&'*+-.^_`|~"), c) >= 0
-}
+	for c := 'a'; c <= 'z'; c++ {
+		t[c], t[c-'a'+'A'] = true, true
+	}
+	for _, c := range "!#$%&'*+-.^_`|~" {
+		t[c] = true
+	}
+	return t
+}()
+
+func isTokenChar(c byte) bool { return tokenChars[c] }
 
 // plainHost accepts host[:port] of letters, digits, '-', '.', '_', and a
 // bracketed IPv6 literal; net/http judges anything else.
@@ -985,23 +1019,42 @@ func plainHost(h string) bool {
 	return true
 }
 
-// commonKeys interns the canonical form of frequent header names.
+// commonKeys maps frequent header names in lower case, as some clients
+// send them, to their canonical form, without textproto's allocation.
 var commonKeys = func() map[string]string {
 	m := map[string]string{}
 	for _, k := range []string{"Accept", "Accept-Encoding", "Accept-Language", "Authorization", "Cache-Control",
 		"Connection", "Content-Length", "Content-Type", "Cookie", "Host", "If-Modified-Since", "If-None-Match",
 		"Origin", "Referer", "User-Agent", "Traceparent", "Tracestate", "Baggage", "X-Forwarded-For",
 		"X-Forwarded-Host", "X-Forwarded-Proto", "X-Request-Id", "B3", "Te", "Upgrade", "Expect", "Transfer-Encoding", "Trailer"} {
-		m[k] = k
+		m[strings.ToLower(k)] = k
 	}
 	return m
 }()
 
 func canonicalKey(name string) string {
+	if isCanonical(name) {
+		return name // as textproto returns it, without a lookup
+	}
 	if k, ok := commonKeys[name]; ok {
 		return k
 	}
 	return textproto.CanonicalMIMEHeaderKey(name)
+}
+
+// isCanonical reports whether a name of token characters is in the form
+// textproto.CanonicalMIMEHeaderKey gives it: upper case first and after
+// each '-', lower case elsewhere.
+func isCanonical(name string) bool {
+	upper := true
+	for i := 0; i < len(name); i++ {
+		c := name[i]
+		if upper && 'a' <= c && c <= 'z' || !upper && 'A' <= c && c <= 'Z' {
+			return false
+		}
+		upper = c == '-'
+	}
+	return true
 }
 
 // prefixConn is a connection handed to net/http: what the lane already

@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/textproto"
 	"net/url"
 	"reflect"
 	"runtime"
@@ -218,8 +219,17 @@ func TestLaneContextIsItsCancelContext(t *testing.T) {
 	r, cancel := &lh.req, lh.ctx.le.cancel
 	type key struct{}
 	ctx := context.WithValue(r.Context(), key{}, 1)
-	if le, ok := ctx.Value(laneCancelKey{}).(*laneExchange); !ok || le.done != ctx.Done() {
-		t.Fatal("the lane exchange is not found below a value, or its done channel is not the context's")
+	if le, ok := ctx.Value(laneCancelKey{}).(*laneExchange); !ok || le != &lh.ctx.le {
+		t.Fatal("the lane exchange is not found below a value")
+	}
+	if laneOwned(r.Context()) != &lh.ctx.le {
+		t.Fatal("the lane's own context is not taken for the exchange's")
+	}
+	if d, stop := context.WithCancel(r.Context()); laneOwned(d) != nil || laneOwned(ctx) != nil {
+		stop()
+		t.Fatal("a derived context is taken for the exchange's own, which it may end before")
+	} else {
+		stop()
 	}
 	before := runtime.NumGoroutine()
 	var stops []context.CancelFunc
@@ -701,5 +711,31 @@ func TestLaneAnnouncedTrailers(t *testing.T) {
 	io.ReadAll(res.Body)
 	if res.Trailer.Get("Grpc-Status") != "0" {
 		t.Fatalf("announced trailer Grpc-Status missing: trailer %v\n%q", res.Trailer, got)
+	}
+}
+
+// canonicalKey gives every name of token characters the form textproto
+// gives it: here every name of up to four characters over an alphabet of
+// both cases, a digit, '-' and '_', and the lower-case common names.
+func TestCanonicalKey(t *testing.T) {
+	const alphabet = "aZ-0_k"
+	names := []string{"content-type", "x-forwarded-for", "te", "CONTENT-TYPE", "Content-type", "X-FORWARDED-FOR"}
+	var grow func(prefix string)
+	grow = func(prefix string) {
+		if prefix != "" {
+			names = append(names, prefix)
+		}
+		if len(prefix) == 4 {
+			return
+		}
+		for i := 0; i < len(alphabet); i++ {
+			grow(prefix + alphabet[i:i+1])
+		}
+	}
+	grow("")
+	for _, n := range names {
+		if got, want := canonicalKey(n), textproto.CanonicalMIMEHeaderKey(n); got != want {
+			t.Fatalf("canonicalKey(%q) = %q, textproto says %q", n, got, want)
+		}
 	}
 }

@@ -58,6 +58,12 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		dropForbiddenTrailers(r.Trailer) // the announced names go out in the head
 	}
 	ctx, q := p.tel.StartRequest(r, p.listener)
+	if le := laneOwned(r.Context()); le != nil {
+		// StartRequest's context adds values to r's, never a deadline or
+		// cancellation of its own (TestStartRequestAddsValuesOnly): it
+		// ends exactly when the exchange's does.
+		le.ctx = ctx
+	}
 	r = r.WithContext(ctx)
 	x := &exchange{q: q, h1: r.ProtoMajor == 1, hasBody: r.ContentLength != 0}
 	x.closeConn = x.h1 && mustClose(r.Context())
@@ -824,7 +830,7 @@ type writeCut struct {
 // exchange: through the lane request's exchange when ctx ends only with
 // it (see closeOnCancel), else with context.AfterFunc.
 func cutOnCancel(ctx context.Context, w http.ResponseWriter) writeCut {
-	if le, ok := ctx.Value(laneCancelKey{}).(*laneExchange); ok && ctx.Done() == le.done {
+	if le := laneOwned(ctx); le != nil {
 		if cw, ok := w.(*connWriter); ok {
 			le.writer.Store(cw)
 			if ctx.Err() != nil {

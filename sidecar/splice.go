@@ -163,7 +163,7 @@ type cancelHook struct {
 // ctx ends only with it (no per-try or overall timeout below it), else
 // with context.AfterFunc.
 func closeOnCancel(ctx context.Context, tc *net.TCPConn) cancelHook {
-	if le, ok := ctx.Value(laneCancelKey{}).(*laneExchange); ok && ctx.Done() == le.done {
+	if le := laneOwned(ctx); le != nil {
 		le.hooked.Store(tc)
 		if ctx.Err() != nil {
 			le.fire() // cancelled before the hook was seen
@@ -402,13 +402,13 @@ func writeHead(bw *bufio.Writer, out *http.Request) error {
 		bw.WriteString("Content-Length: 0\r\n")
 	}
 	for k, vv := range out.Header {
-		if headOwned[k] {
+		if headOwned(k) {
 			continue
 		}
 		for _, v := range vv {
 			bw.WriteString(k)
 			bw.WriteString(": ")
-			if strings.ContainsAny(v, "\r\n") {
+			if hasCRorLF(v) {
 				v = headerValueReplacer.Replace(v)
 			}
 			bw.WriteString(textproto.TrimString(v))
@@ -441,8 +441,24 @@ func writeRequestURI(bw *bufio.Writer, u *url.URL) {
 // Header.Write does.
 var headerValueReplacer = strings.NewReplacer("\r\n", " ", "\r", " ", "\n", " ")
 
-// headOwned are the header fields writeHead writes itself (or never).
-var headOwned = map[string]bool{"Host": true, "Content-Length": true, "Transfer-Encoding": true, "Trailer": true}
+// headOwned reports the header fields writeHead writes itself (or never).
+func headOwned(k string) bool {
+	switch k {
+	case "Host", "Content-Length", "Transfer-Encoding", "Trailer":
+		return true
+	}
+	return false
+}
+
+// hasCRorLF is strings.ContainsAny(v, "\r\n") without its set building.
+func hasCRorLF(v string) bool {
+	for i := 0; i < len(v); i++ {
+		if v[i] == '\r' || v[i] == '\n' {
+			return true
+		}
+	}
+	return false
+}
 
 func replayable(method string) bool {
 	switch method {

@@ -1,8 +1,14 @@
 package telemetry
 
 import (
+	"context"
 	"net/http"
+	"slices"
 	"strings"
+
+	"go.opentelemetry.io/otel/baggage"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // headerCarrier is propagation.HeaderCarrier without its allocations: the
@@ -52,3 +58,32 @@ func (c headerCarrier) Keys() []string {
 	}
 	return keys
 }
+
+// readKeys lists, canonical, the fields prop reads from a carrier that
+// holds none, which are all it reads from one that holds none of them:
+// such a carrier gives it nothing else to go on. Fields() is not that list
+// (B3's single-header form reads the multi-header fields too). all is
+// true when prop asks for every key, or extracts something from nothing.
+func readKeys(prop propagation.TextMapPropagator) (keys []string, all bool) {
+	rec := &keyRecorder{seen: map[string]bool{}}
+	ctx := prop.Extract(context.Background(), rec)
+	if rec.all || trace.SpanContextFromContext(ctx).IsValid() || baggage.FromContext(ctx).Len() > 0 {
+		return nil, true
+	}
+	for k := range rec.seen {
+		keys = append(keys, http.CanonicalHeaderKey(k))
+	}
+	slices.Sort(keys)
+	return slices.Compact(keys), false
+}
+
+// keyRecorder is an empty carrier that records the keys asked for.
+type keyRecorder struct {
+	seen map[string]bool
+	all  bool
+}
+
+func (r *keyRecorder) Get(key string) string      { r.seen[key] = true; return "" }
+func (r *keyRecorder) Values(key string) []string { r.seen[key] = true; return nil }
+func (r *keyRecorder) Set(string, string)         {}
+func (r *keyRecorder) Keys() []string             { r.all = true; return nil }

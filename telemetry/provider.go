@@ -40,6 +40,8 @@ type Telemetry struct {
 	queue      *spanQueue // nil when tracing is off or an exporter was injected without queueing
 	propagator propagation.TextMapPropagator
 	fieldKeys  map[string]string // the propagator's fields, canonical (headerCarrier)
+	readKeys   []string          // what the propagator reads, canonical (see readKeys)
+	readAll    bool              // it may read any field
 	metrics    *Metrics
 	log        *slog.Logger       // nil when the access log is off
 	logBuf     *linewriter.Writer // between log and a destination ferry opened; nil otherwise
@@ -113,6 +115,7 @@ func New(ctx context.Context, cfg Config, opts ...Option) (*Telemetry, error) {
 	}
 	t.propagator = prop
 	t.fieldKeys = canonicalFields(prop.Fields())
+	t.readKeys, t.readAll = readKeys(prop)
 
 	res, err := t.resource(ctx)
 	if err != nil {

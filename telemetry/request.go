@@ -103,7 +103,10 @@ func (t *Telemetry) StartRequest(r *http.Request, l Listener) (context.Context, 
 		// The Request is allocated first: its carrier, passed to the
 		// propagator as a pointer, costs no allocation of its own.
 		q := &Request{t: t, listener: l, method: r.Method, carrier: headerCarrier{r.Header, t.fieldKeys}}
-		ctx := t.propagator.Extract(r.Context(), &q.carrier)
+		ctx := r.Context()
+		if t.carriesFields(r.Header) {
+			ctx = t.propagator.Extract(ctx, &q.carrier)
+		}
 		q.start = time.Now()
 		q.ctx, q.span = ctx, trace.SpanFromContext(ctx)
 		t.metrics.requestStarted(l)
@@ -111,7 +114,10 @@ func (t *Telemetry) StartRequest(r *http.Request, l Listener) (context.Context, 
 	}
 	// Tracing on: whether the Request carries a recording span (and is
 	// allocated with it) depends on the context extracted first.
-	ctx := t.propagator.Extract(r.Context(), headerCarrier{r.Header, t.fieldKeys})
+	ctx := r.Context()
+	if t.carriesFields(r.Header) {
+		ctx = t.propagator.Extract(ctx, headerCarrier{r.Header, t.fieldKeys})
+	}
 	var q *Request
 	if st, record := t.own.sampleProxy(ctx, r.Method, trace.SpanKindServer); !record {
 		q = &Request{t: t, listener: l, method: r.Method, start: time.Now()}
@@ -129,6 +135,25 @@ func (t *Telemetry) StartRequest(r *http.Request, l Listener) (context.Context, 
 	// exemplars on gauges, so offering one per request would be wasted.
 	t.metrics.requestStarted(l)
 	return q.ctx, q
+}
+
+// carriesFields reports whether h holds any field the propagators read
+// (readKeys). Without one there is nothing to extract
+// (TestExtractNeedsFields), and the propagators' lookups, a map access and
+// a canonicalization apiece, are spared.
+func (t *Telemetry) carriesFields(h http.Header) bool {
+	if t.readAll {
+		return true
+	}
+	if len(h) == 0 {
+		return false
+	}
+	for _, k := range t.readKeys {
+		if _, ok := h[k]; ok {
+			return true
+		}
+	}
+	return false
 }
 
 // tracedRequest is a Request and its recording server span, allocated
