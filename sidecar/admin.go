@@ -18,7 +18,7 @@ import (
 //
 //	/live       200 while the process runs
 //	/ready      200 once every listener is up, 503 before that and while draining
-//	/upstreams  JSON: every service, its source, staleness, Consul index, and each
+//	/upstreams  JSON: every service a route leads to, its source, staleness, Consul index, and each
 //	            endpoint's breaker, ejection and in-flight state
 //	/metrics    Prometheus text, or OpenMetrics with exemplars when asked
 //	/config     the effective config as YAML, secrets redacted (loopback callers only)

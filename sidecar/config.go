@@ -215,15 +215,31 @@ func (s ServiceConfig) MarshalYAML() (any, error) {
 // usesConsul reports whether a service is resolved through Consul.
 func (s *ServiceConfig) usesConsul() bool { return s.Endpoints == nil }
 
-// needsConsul reports whether any part of the config talks to Consul.
+// needsConsul reports whether any part of the config talks to Consul:
+// registration, or a service a route leads to that is resolved through it.
 func (c *Config) needsConsul() bool {
 	if c.Register != nil {
 		return true
 	}
-	for _, s := range c.Services {
-		if s != nil && s.usesConsul() {
+	used := c.usedServices()
+	for name, s := range c.Services {
+		if s != nil && s.usesConsul() && used[name] {
 			return true
 		}
 	}
 	return false
+}
+
+// usedServices is the set of services an outbound route leads to. Nothing
+// else names a service (inbound goes to its app, register names ferry's
+// own service), so the others are never used: they are warned about and
+// neither resolved nor watched.
+func (c *Config) usedServices() map[string]bool {
+	used := map[string]bool{}
+	if c.Outbound != nil {
+		for _, rc := range c.Outbound.Routes {
+			used[rc.Service] = true
+		}
+	}
+	return used
 }

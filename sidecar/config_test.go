@@ -540,9 +540,9 @@ func TestParseConfigNullRegister(t *testing.T) {
 	}
 }
 
-// A service no route leads to is still resolved (a Consul one is watched)
-// but never used: usually a typo in a route or a leftover. ferry says so
-// when it loads the config, naming the key.
+// A service no route leads to is never used: usually a typo in a route or
+// a leftover. ferry says so when it loads the config, naming the key (and
+// leaves it unresolved, TestUnusedServiceNotResolved).
 func TestUnusedServiceIsLogged(t *testing.T) {
 	logs := new(syncbuf.Buffer)
 	startSidecar(t, mustParse(t, `

@@ -406,3 +406,54 @@ func TestConsulSnapshotAgeOnlyGrowsWhileFailing(t *testing.T) {
 		return v > 1 && st.AgeSec > 1 && st.Consul.Failing
 	})
 }
+
+// A service no route leads to (a typo'd or leftover one) is warned about
+// and otherwise left alone: not watched in Consul, not in /upstreams, and
+// not waited for by a reload. Here the leftover names a datacenter the
+// agent has no path to, so it could never resolve: a reload that waited
+// for it was rejected after the resolve timeout, keeping the old config.
+func TestUnusedServiceNotResolved(t *testing.T) {
+	defer func(d time.Duration) { reloadResolveTimeout = d }(reloadResolveTimeout)
+	reloadResolveTimeout = 2 * time.Second
+	agent := consultest.Start(t)
+	startInstance(t, agent.Client(), "api", "a")
+	leftover := "  leftover: { consul: { datacenter: no-such-dc } }\n"
+	withLeftover := strings.Replace(consulConfig(agent.HTTPAddr, ""), "  api: {}\n", "  api: {}\n"+leftover, 1)
+	if !strings.Contains(withLeftover, "leftover") {
+		t.Fatal("test config lacks the leftover service")
+	}
+	sc, url, hc := ferryOnA(t, withLeftover)
+	watched := func() []string {
+		var names []string
+		if c := sc.state.Load().consul; c != nil {
+			for _, st := range c.Stats() {
+				names = append(names, st.Name)
+			}
+		}
+		return names
+	}
+	listed := func() []string {
+		var names []string
+		for _, st := range sc.upstreamsStatus(time.Now()) {
+			names = append(names, st.Service)
+		}
+		return names
+	}
+	if w, l := watched(), listed(); fmt.Sprint(w) != "[api]" || fmt.Sprint(l) != "[api]" {
+		t.Errorf("at start: Consul watches %v, /upstreams lists %v; want only api", w, l)
+	}
+
+	// A reload that changes api's settings and keeps the leftover.
+	cfg := mustParse(t, withLeftover+"defaults: { timeouts: { connect: 3s } }\n")
+	cfg.Telemetry.AccessLog = "off"
+	began := time.Now()
+	if err := sc.Reload(context.Background(), cfg); err != nil {
+		t.Fatalf("reload with an unused service that cannot resolve, after %v: %v", time.Since(began), err)
+	}
+	if w, l := watched(), listed(); fmt.Sprint(w) != "[api]" || fmt.Sprint(l) != "[api]" {
+		t.Fatalf("after the reload: Consul watches %v, /upstreams lists %v; want only api", w, l)
+	}
+	if got, fails := seen(hc, url, 3); got["a"] != 3 {
+		t.Fatalf("after the reload: %v %q", got, fails)
+	}
+}

@@ -9,13 +9,17 @@ import (
 	"github.com/ferrymesh/ferry/discovery"
 )
 
-// resolvers builds where each service's endpoints come from: the static
-// resolver for services with endpoints, Consul for the others. consul is
-// nil when nothing in the config talks to Consul.
+// resolvers builds where each used service's endpoints come from: the
+// static resolver for services with endpoints, Consul for the others.
+// consul is nil when nothing in the config talks to Consul.
 func resolvers(ctx context.Context, cfg *Config, log *slog.Logger) (static *discovery.Static, consul *discovery.Consul, err error) {
 	eps := map[string][]discovery.Endpoint{}
 	watch := map[string]discovery.ConsulWatch{}
+	used := cfg.usedServices()
 	for name, sc := range cfg.Services {
+		if !used[name] {
+			continue
+		}
 		if sc.usesConsul() {
 			w := discovery.ConsulWatch{}
 			if sc.Consul != nil {

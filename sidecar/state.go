@@ -34,7 +34,8 @@ type state struct {
 
 // buildState makes a generation from cfg. With resolver nil, services with
 // endpoints are static and the others resolve through a new Consul watcher
-// that lives until the generation is closed.
+// that lives until the generation is closed. A service no route leads to
+// is warned about and left out: it is not resolved, watched or waited for.
 func buildState(cfg *Config, resolver discovery.Resolver, log *slog.Logger, opts []resilience.Option) (*state, error) {
 	ctx, stop := context.WithCancel(context.Background())
 	st := &state{cfg: cfg, upstreams: map[string]*upstream{}, ctx: ctx, stop: stop}
@@ -52,7 +53,12 @@ func buildState(cfg *Config, resolver discovery.Resolver, log *slog.Logger, opts
 		names = append(names, name)
 	}
 	sort.Strings(names)
+	used := cfg.usedServices()
 	for _, name := range names {
+		if !used[name] {
+			warnUnused(log, name)
+			continue
+		}
 		sc := cfg.Services[name]
 		svc, err := resolver.Service(name)
 		if err != nil {
@@ -66,7 +72,6 @@ func buildState(cfg *Config, resolver discovery.Resolver, log *slog.Logger, opts
 		}
 		st.upstreams[name] = up
 	}
-	warnUnused(cfg, names, log)
 	if cfg.Outbound != nil {
 		st.outbound = &routeTable{maxBody: cfg.Limits.MaxRequestBodyBytes}
 		for i, rc := range cfg.Outbound.Routes {
@@ -159,23 +164,11 @@ func (st *state) waitResolved(ctx context.Context) error {
 	}
 }
 
-// warnUnused logs each service (of names, sorted) that no outbound route
-// leads to: it is resolved and watched all the same, but never used,
-// which is usually a typo in a route or a leftover.
-func warnUnused(cfg *Config, names []string, log *slog.Logger) {
-	if log == nil {
-		return
-	}
-	used := map[string]bool{}
-	if cfg.Outbound != nil {
-		for _, rc := range cfg.Outbound.Routes {
-			used[rc.Service] = true
-		}
-	}
-	for _, name := range names {
-		if !used[name] {
-			log.Warn("a service no route leads to: it is resolved but never used", "key", "services."+name)
-		}
+// warnUnused logs a service no outbound route leads to: it is neither
+// resolved nor watched, and usually a typo in a route or a leftover.
+func warnUnused(log *slog.Logger, name string) {
+	if log != nil {
+		log.Warn("a service no route leads to: it is not resolved or watched", "key", "services."+name)
 	}
 }
 
