@@ -98,8 +98,9 @@ func ParseConfig(data []byte) (*Config, error) {
 	}
 	cfg := &Config{Defaults: resilience.DefaultSettings()}
 	if err := doc.Decode(cfg); err != nil {
-		// checkNode validated every leaf; this is a backstop.
-		return nil, ConfigErrors{{Msg: err.Error()}}
+		// checkNode validated every leaf; this is a backstop, and what
+		// refuses an alias bomb.
+		return nil, ConfigErrors{decodeError(&doc, "", err)}
 	}
 	// A section key with no value ("outbound:", "inbound: ~", "register:") is the
 	// section with every default, as {} is; the decoder leaves it nil, as
@@ -121,11 +122,11 @@ func ParseConfig(data []byte) (*Config, error) {
 			sc := &ServiceConfig{Settings: resilience.DefaultSettings()}
 			if defaults != nil {
 				if err := defaults.Decode(&sc.Settings); err != nil {
-					return nil, ConfigErrors{{Path: "defaults", Msg: err.Error()}}
+					return nil, ConfigErrors{decodeError(defaults, "defaults", err)}
 				}
 			}
 			if err := node.Decode(sc); err != nil {
-				return nil, ConfigErrors{{Path: "services." + name, Msg: err.Error()}}
+				return nil, ConfigErrors{decodeError(node, "services."+name, err)}
 			}
 			cfg.Services[name] = sc
 		}

@@ -383,6 +383,28 @@ func TestParseConfigNestedMergesBounded(t *testing.T) {
 	}
 }
 
+// A document yaml refuses for expanding aliases too much (its guard
+// against alias bombs) is refused naming the alias that expands the most,
+// by key path and line, and saying why. yaml's own message, "document
+// contains excessive aliasing", named neither a key nor a line.
+func TestParseConfigAliasBombNamesTheAlias(t *testing.T) {
+	var bomb strings.Builder
+	bomb.WriteString("outbound: { routes: [ { service: s0 } ] }\nservices:\n  s0: &s0 { endpoints: [127.0.0.1:1] }\n")
+	for i := 1; i <= 9; i++ { // s9 is on line 12
+		fmt.Fprintf(&bomb, "  s%d: &s%d { <<: [%s] }\n", i, i, strings.TrimSuffix(strings.Repeat(fmt.Sprintf("*s%d, ", i-1), 10), ", "))
+	}
+	_, err := ParseConfig([]byte(bomb.String()))
+	if err == nil {
+		t.Fatal("an alias bomb was accepted")
+	}
+	msg := err.Error()
+	for _, want := range []string{"services.s9.<<[0]: alias *s8 (anchor at line 11) expands to ", "alias bomb", "excessive aliasing", "(line 12)"} {
+		if !strings.Contains(msg, want) {
+			t.Errorf("error %q, want one containing %q", msg, want)
+		}
+	}
+}
+
 // An invalid service name is named quoted in its path: an empty one was
 // reported under "services." and one with a space under "services.my api".
 func TestParseConfigInvalidServiceNamePath(t *testing.T) {
