@@ -387,6 +387,16 @@ func TestHelmTemplateCertManager(t *testing.T) {
 	if cert.Spec.IssuerRef.Name != iss.Name || iss.Spec.SelfSigned == nil {
 		t.Errorf("issuerRef %+v issuer %+v", cert.Spec.IssuerRef, iss)
 	}
+	// The usages fit the key: key encipherment is RSA key transport, which
+	// an ECDSA key cannot do, and strict validators flag it on one.
+	usages := slices.Sorted(slices.Values(cert.Spec.Usages))
+	want := []string{"digital signature", "server auth"}
+	if cert.Spec.PrivateKey.Algorithm == "RSA" {
+		want = []string{"digital signature", "key encipherment", "server auth"}
+	}
+	if !slices.Equal(usages, want) {
+		t.Errorf("certificate with a %s key asks for usages %q, want %q", cert.Spec.PrivateKey.Algorithm, cert.Spec.Usages, want)
+	}
 	mwc := r.webhooks[0]
 	if got, want := mwc.Annotations["cert-manager.io/inject-ca-from"], "ferry-system/"+cert.Name; got != want {
 		t.Errorf("inject-ca-from %q, want %q", got, want)
