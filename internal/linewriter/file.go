@@ -12,7 +12,8 @@ import (
 // logrotate renamed or removed it. The check is one stat of the path about
 // once a second (CheckEvery) and on Writer.Reopen, never one per line.
 // When reopening fails, lines keep going to the file already open and one
-// warning is given until a reopen succeeds again.
+// warning is given until a reopen succeeds or the path names the open file
+// again.
 type File struct {
 	path string
 	warn func(error)
@@ -22,11 +23,12 @@ type File struct {
 	info   os.FileInfo // of f when it was opened: its device and inode
 	closed bool
 
-	failing bool // the last reopen failed and was warned about; the Writer's goroutine only
+	failing bool // the last check's reopen failed and was warned about; the Writer's goroutine only
 }
 
 // OpenFile opens path for appending, creating it if need be. warn receives
-// the error of a failed reopen, once per run of failures; nil discards it.
+// the error of a failed reopen, once per run of failures (a run ends when
+// a reopen succeeds or the path names the open file again); nil discards it.
 func OpenFile(path string, warn func(error)) (*File, error) {
 	f, info, err := openAppend(path)
 	if err != nil {
@@ -71,6 +73,9 @@ func (l *File) Reopen() {
 		return
 	}
 	if now, err := os.Stat(l.path); err == nil && os.SameFile(now, info) {
+		// Nothing to reopen (the file may have moved back): a run of
+		// failures, if any, is over, and the next one is warned about.
+		l.failing = false
 		return
 	}
 	f, info, err := openAppend(l.path)

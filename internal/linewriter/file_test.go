@@ -63,36 +63,50 @@ func readFile(t *testing.T, path string) string {
 	return string(b)
 }
 
+// openWatched opens a File at a fresh path, closed at the test's end, that
+// records its warnings; rotated is where the test moves it.
+func openWatched(t *testing.T) (l *File, path, rotated string, warnings *[]error) {
+	t.Helper()
+	dir := t.TempDir()
+	path, rotated = filepath.Join(dir, "access.log"), filepath.Join(dir, "access.log.1")
+	warnings = new([]error)
+	l, err := OpenFile(path, func(err error) { *warnings = append(*warnings, err) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	return l, path, rotated, warnings
+}
+
+// moveAway renames path to rotated and puts a directory where the file
+// was: a reopen of path fails.
+func moveAway(t *testing.T, path, rotated string) {
+	t.Helper()
+	if err := os.Rename(path, rotated); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Mkdir(path, 0o755); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // A File reopens its path once the path names another file or none; when
 // it cannot, it keeps writing to the file it has, warns once, and reopens
 // once it can.
 func TestFileFollowsItsPath(t *testing.T) {
-	dir := t.TempDir()
-	path, rotated := filepath.Join(dir, "access.log"), filepath.Join(dir, "access.log.1")
-	var warnings []error
-	l, err := OpenFile(path, func(err error) { warnings = append(warnings, err) })
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
+	l, path, rotated, warnings := openWatched(t)
 	l.Write([]byte("a\n"))
 	l.Reopen() // the path still names the open file: nothing to do
 	l.Write([]byte("b\n"))
 	if got := readFile(t, path); got != "a\nb\n" {
 		t.Fatalf("before any rotation: %q", got)
 	}
-	if err := os.Rename(path, rotated); err != nil {
-		t.Fatal(err)
-	}
-	// A directory where the file was: the reopen fails.
-	if err := os.Mkdir(path, 0o755); err != nil {
-		t.Fatal(err)
-	}
+	moveAway(t, path, rotated) // the reopen fails
 	l.Reopen()
 	l.Write([]byte("c\n"))
 	l.Reopen()
-	if len(warnings) != 1 {
-		t.Fatalf("%d warnings for one run of failed reopens: %v", len(warnings), warnings)
+	if len(*warnings) != 1 {
+		t.Fatalf("%d warnings for one run of failed reopens: %v", len(*warnings), *warnings)
 	}
 	if got := readFile(t, rotated); got != "a\nb\nc\n" {
 		t.Fatalf("the file open before the failed reopen got %q", got)
@@ -112,8 +126,8 @@ func TestFileFollowsItsPath(t *testing.T) {
 	if got := readFile(t, rotated); got != "a\nb\nc\n" {
 		t.Fatalf("the rotated file got %q after the reopens", got)
 	}
-	if len(warnings) != 1 {
-		t.Fatalf("warnings after the reopens succeeded: %v", warnings)
+	if len(*warnings) != 1 {
+		t.Fatalf("warnings after the reopens succeeded: %v", *warnings)
 	}
 	if err := l.Close(); err != nil {
 		t.Fatal(err)
@@ -122,6 +136,36 @@ func TestFileFollowsItsPath(t *testing.T) {
 	l.Reopen() // closed: nothing is opened again
 	if _, err := os.Stat(path); !errors.Is(err, os.ErrNotExist) {
 		t.Fatalf("a closed File opened its path again: %v", err)
+	}
+}
+
+// A run of failed reopens ends when the path names the open file again
+// (the file moved back), not only when a reopen succeeds: a later failure
+// is a new run and is warned about. It was not: the warning of the first
+// run silenced every later one.
+func TestFileWarnsAgainAfterThePathCameBack(t *testing.T) {
+	l, path, rotated, warnings := openWatched(t)
+	moveAway(t, path, rotated) // the reopen fails
+	l.Reopen()
+	if len(*warnings) != 1 {
+		t.Fatalf("%d warnings for a failed reopen: %v", len(*warnings), *warnings)
+	}
+	// Moved back: the path names the open file, nothing to reopen.
+	if err := os.Remove(path); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(rotated, path); err != nil {
+		t.Fatal(err)
+	}
+	l.Reopen()
+	l.Write([]byte("a\n"))
+	if got := readFile(t, path); got != "a\n" {
+		t.Fatalf("the file moved back got %q", got)
+	}
+	moveAway(t, path, rotated)
+	l.Reopen()
+	if len(*warnings) != 2 {
+		t.Fatalf("%d warnings after a second, later run of failed reopens, want 2: %v", len(*warnings), *warnings)
 	}
 }
 
