@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -197,5 +198,59 @@ func TestReopenComesBeforeLaterLines(t *testing.T) {
 		if got := readFile(t, path); !strings.HasPrefix(got, "after\n") {
 			t.Fatalf("round %d: the file at the path got %q", i, got)
 		}
+	}
+}
+
+// heldFile is a File whose first write waits until released.
+type heldFile struct {
+	*File
+	entered, release chan struct{}
+	once             sync.Once
+}
+
+func (h *heldFile) Write(p []byte) (int, error) {
+	h.once.Do(func() {
+		close(h.entered)
+		<-h.release
+	})
+	return h.File.Write(p)
+}
+
+// The lines still buffered when the Writer closes go to the file the path
+// names: the flush on Close checks the path once more, as if Reopen had
+// been asked. They went to the file renamed away when logrotate renamed
+// it with no SIGHUP in the last second before shutdown.
+func TestCloseFlushFollowsThePath(t *testing.T) {
+	dir := t.TempDir()
+	path, rotated := filepath.Join(dir, "access.log"), filepath.Join(dir, "access.log.1")
+	f, err := OpenFile(path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	h := &heldFile{File: f, entered: make(chan struct{}), release: make(chan struct{})}
+	w := newWriter(h, 100, time.Hour) // no check of its own before Close
+	w.Write([]byte("before\n"))
+	<-h.entered // the drain holds "before", and nothing else
+	if err := os.Rename(path, rotated); err != nil {
+		t.Fatal(err)
+	}
+	w.Write([]byte("last\n"))
+	closed := make(chan error, 1)
+	go func() { closed <- w.Close(context.Background()) }()
+	await(t, "Close to stop taking writes", func() bool {
+		w.mu.Lock()
+		defer w.mu.Unlock()
+		return w.closed
+	})
+	close(h.release)
+	if err := <-closed; err != nil {
+		t.Fatal(err)
+	}
+	if got := readFile(t, rotated); got != "before\n" {
+		t.Errorf("the file renamed away got %q, want only the line written before the rename", got)
+	}
+	if got, err := os.ReadFile(path); string(got) != "last\n" {
+		t.Errorf("the file at the path got %q (%v), want the line flushed on Close", got, err)
 	}
 }

@@ -118,9 +118,10 @@ drain:
 			}
 			w.mu.Lock()
 			out, w.buf = w.buf, out[:0]
+			closing := w.closed
 			w.mu.Unlock()
 			if len(out) > 0 {
-				reopenAsked(r, poke)
+				check(r, poke, closing)
 				_, _ = w.dst.Write(out)
 			}
 		case <-tick:
@@ -133,20 +134,32 @@ drain:
 	out = w.buf
 	w.mu.Unlock()
 	if len(out) > 0 {
-		reopenAsked(r, poke)
+		check(r, poke, true)
 		_, _ = w.dst.Write(out)
 	}
 }
 
-// reopenAsked lets the destination check itself before a write when
-// Reopen asked for it: lines written after Reopen returned must not go to
-// the file renamed away (select picks at random among ready cases, and the
-// final flush on Close would not look at poke at all).
-func reopenAsked(r Reopener, poke <-chan struct{}) {
+// check lets the destination check itself before a write when Reopen
+// asked for it, or when the Writer is closing: lines written after Reopen
+// returned must not go to the file renamed away (select picks at random
+// among ready cases, and the final flush on Close would not look at poke
+// at all), and neither must the last lines, flushed on Close, when
+// logrotate moved the file since the last tick with no SIGHUP. That is
+// one stat more at shutdown; lines written by earlier rounds since that
+// tick went to the file renamed away, as in any second (a stat per write
+// is what the tick avoids).
+func check(r Reopener, poke <-chan struct{}, closing bool) {
+	if r == nil {
+		return
+	}
 	select {
 	case <-poke:
 		r.Reopen()
+		return
 	default:
+	}
+	if closing {
+		r.Reopen()
 	}
 }
 
