@@ -599,8 +599,14 @@ func (p *Proxy) outgoing(ctx context.Context, w http.ResponseWriter, r *http.Req
 	}
 	// A shallow copy: every field the copy changes gets a value of its
 	// own, the rest (TransferEncoding, Trailer, TLS, ...) is only read.
-	// The copy and its URL are one allocation.
-	o := new(outRequest)
+	// The copy and its URL are one allocation, or none: a lane request's
+	// first attempt has them in its exchange.
+	var o *outRequest
+	if le != nil && !le.headerSent {
+		o = &le.first
+	} else {
+		o = new(outRequest)
+	}
 	o.req = *r.WithContext(ctx)
 	out := &o.req
 	switch {

@@ -88,9 +88,9 @@ func parseResponseHead(head []byte) (*plainResponse, rawFields) {
 	// One string holds the head; the status and every header value are
 	// parts of it, and the values share one array.
 	text := string(head)
-	line, rest, _ := strings.Cut(text, "\r\n")
-	status, ok := strings.CutPrefix(line, "HTTP/1.1 ")
-	if !ok || len(status) < 3 || (len(status) > 3 && status[3] != ' ') {
+	line, rest, ok := cutLine(text)
+	status, isH11 := strings.CutPrefix(line, "HTTP/1.1 ")
+	if !ok || !isH11 || len(status) < 3 || (len(status) > 3 && status[3] != ' ') {
 		return nil, rawFields{}
 	}
 	code := 0

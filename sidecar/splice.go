@@ -88,7 +88,7 @@ type h1Conn struct {
 	lr    *io.LimitedReader // under br: bounds a response header
 	br    *bufio.Reader
 	bw    *bufio.Writer
-	since time.Time // idle since
+	since int64 // monoNow() since which it is idle
 	// fields: the last response's header lines when they can go on as
 	// they came (see rawFields); RoundTrip hands them to the body.
 	fields rawFields
@@ -560,7 +560,7 @@ func (f *fastH1) get(ctx context.Context, addr string, fresh bool, maxIdle time.
 		f.mu.Lock()
 		for list := f.idle[addr]; len(list) > 0; list = f.idle[addr] {
 			c := list[len(list)-1]
-			idle := time.Since(c.since)
+			idle := time.Duration(monoNow() - c.since)
 			if idle >= maxIdle && maxIdle < poolIdleTimeout {
 				// Too long idle for this request; the pool keeps it
 				// for others (the freshest is on top: all are older).
@@ -650,7 +650,7 @@ func (f *fastH1) sweep() {
 	for addr, list := range f.idle {
 		keep := list[:0]
 		for _, c := range list {
-			if idle := time.Since(c.since); idle < poolIdleTimeout && (idle < poolTrustWindow || c.alive()) {
+			if idle := time.Duration(monoNow() - c.since); idle < poolIdleTimeout && (idle < poolTrustWindow || c.alive()) {
 				keep = append(keep, c)
 			} else {
 				c.close()
@@ -680,7 +680,7 @@ func (f *fastH1) put(addr string, c *h1Conn) {
 	if f.idle == nil {
 		f.idle = map[string][]*h1Conn{}
 	}
-	c.since = time.Now()
+	c.since = monoNow()
 	f.idle[addr] = append(f.idle[addr], c)
 	if !f.sweeping {
 		f.sweeping = true

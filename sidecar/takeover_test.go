@@ -265,7 +265,7 @@ func TestZeroCopyUploadAvoidsLongIdleConnections(t *testing.T) {
 	}
 	f.put(addr, old)
 	f.mu.Lock()
-	old.since = time.Now().Add(-2 * uploadReuseIdle)
+	old.since = monoNow() - int64(2*uploadReuseIdle)
 	f.mu.Unlock()
 	c, reused, err := f.get(context.Background(), addr, false, uploadReuseIdle)
 	if err != nil {
