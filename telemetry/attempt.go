@@ -46,7 +46,13 @@ func (q *Request) StartAttempt(out *http.Request, info AttemptInfo) *Attempt {
 	}
 	var a *Attempt
 	if q.t.prov == nil {
-		a = &Attempt{q: q, ctx: q.ctx, span: q.span} // tracing off: as in StartRequest
+		// Tracing off: as in StartRequest; the first attempt is the
+		// Request's own, one allocation fewer.
+		a = &q.first
+		if q.attempts > 1 {
+			a = &Attempt{}
+		}
+		a.q, a.ctx, a.span = q, q.ctx, q.span
 	} else if st, record := q.t.own.sampleProxy(q.ctx, method, trace.SpanKindClient); !record {
 		a = &Attempt{q: q}
 		a.ctx, a.span = q.t.own.nonRecording(q.ctx, &st)
@@ -81,6 +87,9 @@ func (a *Attempt) Span() trace.Span { return a.span }
 // With tracing off the caller's own context is re-emitted unchanged, so
 // ferry stays transparent to the trace.
 func (a *Attempt) Inject(h http.Header) {
+	if a.q.bare && a.q.t.injectsNone {
+		return // what the propagators write for no context: nothing
+	}
 	a.q.carrier.h = h
 	a.q.t.propagator.Inject(a.ctx, &a.q.carrier)
 }

@@ -32,21 +32,22 @@ const instrumentationName = "github.com/ferrymesh/ferry/telemetry"
 // Build one with New at startup, share it between listeners, and call
 // Shutdown on exit. All methods are safe for concurrent use.
 type Telemetry struct {
-	s          settings
-	tp         trace.TracerProvider
-	prov       *tracerProvider // nil when tracing is off
-	tracer     trace.Tracer
-	own        *tracer    // tracer, when it is ferry's (tracing on)
-	queue      *spanQueue // nil when tracing is off or an exporter was injected without queueing
-	propagator propagation.TextMapPropagator
-	fieldKeys  map[string]string // the propagator's fields, canonical (headerCarrier)
-	readKeys   []string          // what the propagator reads, canonical (see readKeys)
-	readAll    bool              // it may read any field
-	metrics    *Metrics
-	log        *slog.Logger       // nil when the access log is off
-	logBuf     *linewriter.Writer // between log and a destination ferry opened; nil otherwise
-	logCloser  io.Closer
-	warnLog    *slog.Logger // ferry's own log, for what telemetry warns about; nil: otel.Handle
+	s           settings
+	tp          trace.TracerProvider
+	prov        *tracerProvider // nil when tracing is off
+	tracer      trace.Tracer
+	own         *tracer    // tracer, when it is ferry's (tracing on)
+	queue       *spanQueue // nil when tracing is off or an exporter was injected without queueing
+	propagator  propagation.TextMapPropagator
+	fieldKeys   map[string]string // the propagator's fields, canonical (headerCarrier)
+	readKeys    []string          // what the propagator reads, canonical (see readKeys)
+	readAll     bool              // it may read any field
+	injectsNone bool              // it writes nothing for a context without trace context or baggage
+	metrics     *Metrics
+	log         *slog.Logger       // nil when the access log is off
+	logBuf      *linewriter.Writer // between log and a destination ferry opened; nil otherwise
+	logCloser   io.Closer
+	warnLog     *slog.Logger // ferry's own log, for what telemetry warns about; nil: otel.Handle
 
 	shutdownOnce sync.Once
 	shutdownErr  error
@@ -116,6 +117,7 @@ func New(ctx context.Context, cfg Config, opts ...Option) (*Telemetry, error) {
 	t.propagator = prop
 	t.fieldKeys = canonicalFields(prop.Fields())
 	t.readKeys, t.readAll = readKeys(prop)
+	t.injectsNone = injectsNone(prop)
 
 	res, err := t.resource(ctx)
 	if err != nil {

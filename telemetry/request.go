@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/baggage"
 	"go.opentelemetry.io/otel/trace"
 )
 
@@ -90,6 +91,12 @@ type Request struct {
 
 	// carrier is the request's and its attempts' propagation carrier.
 	carrier headerCarrier
+	// bare: tracing is off and the context carries no trace context or
+	// baggage, so an Inject writes what it writes for none (see
+	// Attempt.Inject).
+	bare bool
+	// first is the first attempt when tracing is off (see StartAttempt).
+	first Attempt
 }
 
 // StartRequest starts the server span for r on listener l, continuing the
@@ -106,6 +113,8 @@ func (t *Telemetry) StartRequest(r *http.Request, l Listener) (context.Context, 
 		ctx := r.Context()
 		if t.carriesFields(r.Header) {
 			ctx = t.propagator.Extract(ctx, &q.carrier)
+		} else {
+			q.bare = !trace.SpanContextFromContext(ctx).IsValid() && baggage.FromContext(ctx).Len() == 0
 		}
 		q.start = time.Now()
 		q.ctx, q.span = ctx, trace.SpanFromContext(ctx)
