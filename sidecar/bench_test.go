@@ -1,6 +1,7 @@
 package sidecar
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"net/http"
@@ -110,5 +111,41 @@ func BenchmarkProxyPOST(b *testing.B) {
 				}
 			})
 		}
+	}
+}
+
+// browserHead is the head of a request as a browser sends it, cookies and
+// all: the lane reads it, checks its line ends and parses it.
+const browserHead = "GET /api/v2/orders?page=3&sort=-created HTTP/1.1\r\n" +
+	"Host: orders.internal:8080\r\n" +
+	"User-Agent: Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36\r\n" +
+	"Accept: text/html,application/xhtml+xml,application/xml;q=0.9,image/avif,image/webp,*/*;q=0.8\r\n" +
+	"Accept-Language: en-GB,en;q=0.9\r\n" +
+	"Accept-Encoding: gzip, deflate, br, zstd\r\n" +
+	"Referer: https://shop.example.com/account/orders\r\n" +
+	"Cookie: session=9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08; theme=dark; consent=1\r\n" +
+	"Traceparent: 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01\r\n" +
+	"X-Request-Id: 3e1f4c1a-8d7b-4b6e-9f2a-2c7d1e5b9a10\r\n" +
+	"Cache-Control: no-cache\r\n" +
+	"\r\n"
+
+// BenchmarkLaneHead is the lane's work on a whole head before serving it:
+// the line-end check readHead makes, then parseHead.
+func BenchmarkLaneHead(b *testing.B) {
+	for _, tc := range []struct{ name, head string }{
+		{"wrk", "GET /?size=1024 HTTP/1.1\r\nHost: 127.0.0.1:19901\r\n\r\n"},
+		{"browser", browserHead},
+	} {
+		b.Run(tc.name, func(b *testing.B) {
+			head := []byte(tc.head)
+			lh := new(laneHead) // the head's parse, not its allocation
+			b.ReportAllocs()
+			b.SetBytes(int64(len(head)))
+			for b.Loop() {
+				if bareLF(head) || parseHead(head, context.Background(), lh) == nil {
+					b.Fatal("refused")
+				}
+			}
+		})
 	}
 }

@@ -739,3 +739,29 @@ func TestCanonicalKey(t *testing.T) {
 		}
 	}
 }
+
+// bareLF agrees with its definition, checked byte by byte, on every string
+// of up to eight bytes of CR, LF and one other byte.
+func TestBareLF(t *testing.T) {
+	ref := func(b []byte) bool {
+		for i, c := range b {
+			if c == '\n' && (i == 0 || b[i-1] != '\r') || c == '\r' && i+1 < len(b) && b[i+1] != '\n' {
+				return true
+			}
+		}
+		return false
+	}
+	var grow func(b []byte)
+	grow = func(b []byte) {
+		if got, want := bareLF(b), ref(b); got != want {
+			t.Fatalf("bareLF(%q) = %v, want %v", b, got, want)
+		}
+		if len(b) == 8 {
+			return
+		}
+		for _, c := range []byte("\r\na") {
+			grow(append(b, c))
+		}
+	}
+	grow(nil)
+}

@@ -394,7 +394,7 @@ func writeHead(bw *bufio.Writer, out *http.Request) error {
 	switch {
 	case out.ContentLength > 0:
 		bw.WriteString("Content-Length: ")
-		bw.WriteString(strconv.FormatInt(out.ContentLength, 10))
+		bw.Write(strconv.AppendInt(bw.AvailableBuffer(), out.ContentLength, 10))
 		bw.WriteString("\r\n")
 	case out.Method == http.MethodPost || out.Method == http.MethodPut || out.Method == http.MethodPatch:
 		// An empty body is announced for these, as net/http does: many

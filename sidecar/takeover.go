@@ -395,7 +395,15 @@ func (w *connWriter) writeStatus(code int) {
 		text = "status code " + strconv.Itoa(code)
 	}
 	w.bw.WriteString("HTTP/1.1 ")
-	w.bw.WriteString(strconv.Itoa(code))
+	if 100 <= code && code <= 999 {
+		// Three digits, without strconv's string (an allocation for any
+		// code from 100 up).
+		w.bw.WriteByte(byte('0' + code/100))
+		w.bw.WriteByte(byte('0' + code/10%10))
+		w.bw.WriteByte(byte('0' + code%10))
+	} else {
+		w.bw.WriteString(strconv.Itoa(code))
+	}
 	w.bw.WriteByte(' ')
 	w.bw.WriteString(text)
 	w.bw.WriteString("\r\n")

@@ -283,3 +283,21 @@ func TestZeroCopyUploadAvoidsLongIdleConnections(t *testing.T) {
 		t.Fatal("a bodiless request did not get the pooled connection")
 	}
 }
+
+// writeStatus writes every status line as net/http's would read it back:
+// the code's three digits and its text (or "status code N").
+func TestWriteStatus(t *testing.T) {
+	for _, code := range []int{100, 101, 103, 200, 204, 299, 404, 418, 503, 599, 999, 1000, 42} {
+		var b strings.Builder
+		w := &connWriter{bw: bufio.NewWriter(&b)}
+		w.writeStatus(code)
+		w.bw.Flush()
+		text := http.StatusText(code)
+		if text == "" {
+			text = fmt.Sprintf("status code %d", code)
+		}
+		if want := fmt.Sprintf("HTTP/1.1 %d %s\r\n", code, text); b.String() != want {
+			t.Errorf("code %d: %q, want %q", code, b.String(), want)
+		}
+	}
+}
