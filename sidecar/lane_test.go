@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net"
 	"net/http"
 	"net/textproto"
@@ -764,4 +765,27 @@ func TestBareLF(t *testing.T) {
 		}
 	}
 	grow(nil)
+}
+
+// The longest timeouts a config can give (durations up to the largest
+// time.Duration, as "2562047h47m16.854775807s") wait as long as that, as
+// net/http's do: the lane's wait for a request, on the monotonic clock,
+// must not overflow into a deadline already past.
+func TestLaneLongestTimeoutsWait(t *testing.T) {
+	longest := time.Duration(math.MaxInt64)
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") })
+	c := dialLane(t, h, &http.Server{ReadHeaderTimeout: longest, IdleTimeout: longest})
+	br := bufio.NewReader(c)
+	for i := range 2 {
+		io.WriteString(c, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+		res, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatalf("request %d with read_header_timeout and idle_timeout %v: %v", i+1, longest, err)
+		}
+		b, _ := io.ReadAll(res.Body)
+		res.Body.Close()
+		if res.StatusCode != http.StatusOK || string(b) != "ok" {
+			t.Fatalf("request %d: %d %q", i+1, res.StatusCode, b)
+		}
+	}
 }
