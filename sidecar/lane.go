@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"math"
 	"net"
 	"net/http"
 	"net/textproto"
@@ -290,14 +289,7 @@ func (lc *laneConn) awaitRequest(br *bufio.Reader, d time.Duration) error {
 	// On the monotonic clock (monoNow), one clock read where time.Now
 	// makes two, wall and monotonic: the deadline kept is compared by its
 	// monotonic reading, and a time.Time is made only to set a new one.
-	end := monoNow()
-	if d < time.Duration(math.MaxInt64-end) {
-		end += int64(d)
-	} else {
-		// The longest waits saturate, as time.Time.Add does, instead of
-		// overflowing into a deadline already past.
-		end = math.MaxInt64
-	}
+	end := monoAdd(monoNow(), d)
 	if lc.rdl.IsZero() || int64(lc.rdl.Sub(monoBase)) > end {
 		lc.setReadDeadline(monoBase.Add(time.Duration(end)))
 	}

@@ -112,7 +112,7 @@ func (c *h1Conn) awaitHeader(d time.Duration) {
 	if c.ht.f == nil {
 		c.ht.f = c.headerTimer
 	}
-	c.hdue = monoNow() + int64(d)
+	c.hdue = monoAdd(monoNow(), d)
 	c.ht.armBy(c.hdue)
 	c.hmu.Unlock()
 }

@@ -58,7 +58,7 @@ func (it *idleTimer) begin(d time.Duration, cancel context.CancelCauseFunc) {
 	it.responding.Store(false)
 	it.mu.Lock()
 	it.d, it.cancel = d, cancel
-	it.lt.armBy(now + int64(d))
+	it.lt.armBy(monoAdd(now, d))
 	it.mu.Unlock()
 }
 
@@ -71,9 +71,9 @@ func (it *idleTimer) fire() {
 		return
 	}
 	now := monoNow()
-	due := it.last.Load() + int64(it.d)
+	due := monoAdd(it.last.Load(), it.d)
 	if it.paused.Load() {
-		due = now + int64(it.d) // the upstream thinks: look again later
+		due = monoAdd(now, it.d) // the upstream thinks: look again later
 	}
 	if now < due {
 		it.lt.armBy(due)

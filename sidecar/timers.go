@@ -1,6 +1,9 @@
 package sidecar
 
-import "time"
+import (
+	"math"
+	"time"
+)
 
 // monoBase anchors monoNow.
 var monoBase = time.Now()
@@ -8,6 +11,16 @@ var monoBase = time.Now()
 // monoNow is the monotonic clock in nanoseconds, cheap to store in an
 // atomic and to compare.
 func monoNow() int64 { return int64(time.Since(monoBase)) }
+
+// monoAdd is t+d on the monotonic clock of monoNow, saturating as
+// time.Time.Add does: the longest durations a config can give (up to the
+// largest time.Duration) must not overflow into a time already past.
+func monoAdd(t int64, d time.Duration) int64 {
+	if d > 0 && int64(d) > math.MaxInt64-t {
+		return math.MaxInt64
+	}
+	return t + int64(d)
+}
 
 // lazyTimer is a runtime timer that is only ever moved earlier. The
 // per-request timeouts of a reused connection (the lane's watch for a

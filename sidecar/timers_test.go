@@ -149,3 +149,32 @@ func TestHeaderWatch(t *testing.T) {
 		t.Fatalf("header in time, timer fired later: read %v", err)
 	}
 }
+
+// The longest durations a config can give body_idle and response_header
+// (up to the largest time.Duration) wait that long: a deadline on the
+// monotonic clock saturates instead of overflowing into the past, which
+// cut every exchange, or every header wait, at the timer's first look.
+func TestLongestTimersWait(t *testing.T) {
+	longest := time.Duration(1<<63 - 1)
+	var cut atomic.Value
+	it := startIdleTimer(longest, func(err error) { cut.Store(err) })
+	defer it.stop()
+	it.touch()
+	it.fire() // as the timer would, however early
+	if err := cut.Load(); err != nil {
+		t.Fatalf("body_idle %v cut the exchange at once: %v", longest, err)
+	}
+
+	tc, _ := tcpPair(t)
+	c := &h1Conn{tc: tc}
+	defer c.close()
+	c.awaitHeader(longest)
+	c.headerTimer() // as the timer would
+	c.hmu.Lock()
+	expired := c.hexpired
+	c.hmu.Unlock()
+	if expired {
+		t.Fatalf("response_header %v: the header wait was cut at once", longest)
+	}
+	c.headerIn()
+}
