@@ -17,6 +17,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/ferrymesh/ferry/internal/shutdownbounds"
 )
 
 // The HTTP/1.1 lane. ferry's proxy listeners serve plain HTTP/1.1 requests
@@ -70,6 +72,8 @@ type lane struct {
 	ln      net.Listener
 	conns   map[*laneConn]struct{}
 	closing atomic.Bool
+	// answerWait bounds Close's wait for the exchanges it cut to answer.
+	answerWait time.Duration
 	// cut cancels the contexts of every request net/http serves for the
 	// lane, with the cause Close gives.
 	cut context.CancelCauseFunc
@@ -87,6 +91,7 @@ func newLane(name string, h http.Handler, fallback *http.Server, log *slog.Logge
 		h: h, fallback: fallback, handoff: newHandoffListener(),
 		readHeader: fallback.ReadHeaderTimeout, idle: fallback.IdleTimeout, maxHeader: maxHeader,
 		log: log, name: name, conns: map[*laneConn]struct{}{}, cut: cut,
+		answerWait: shutdownbounds.ReportWait,
 	}
 }
 
@@ -165,12 +170,17 @@ func (l *lane) Shutdown(ctx context.Context) error {
 	}
 }
 
-// Close closes the listener and every connection at once, and cancels the
-// exchanges in progress on them: an exchange whose caller pipelined its
-// next request has no watch to notice the connection closed. The
-// exchanges are canceled before their connections close, so that their
-// cause is the grace period's end, not the caller gone (which a watch
-// would take the closed connection for).
+// Close ends everything still open, the drain's grace being over: it
+// closes the listener and idle connections, and cancels the exchanges in
+// progress (an exchange whose caller pipelined its next request has no
+// watch to notice its connection closed). Cancelled before their
+// connections close, their cause is the grace period's end, not the caller
+// gone (which a watch would take the closed connection for), and each then
+// answers its caller: one whose response had not begun with a whole 503,
+// one cut mid-body with a broken body. Close lets those answers out, on
+// the lane's connections and on net/http's (h2c among them: HTTP/2 frames
+// go out after the handler returns), for up to answerWait, then closes
+// whatever is left.
 func (l *lane) Close() error {
 	l.closing.Store(true)
 	l.mu.Lock()
@@ -184,11 +194,46 @@ func (l *lane) Close() error {
 		if cancel != nil && running {
 			cancel(errGraceEnded)
 		}
-		c.c.Close()
+		if !c.busy.Load() {
+			c.c.Close()
+		}
 	}
 	l.mu.Unlock()
 	l.cut(errGraceEnded)
+	ctx, cancel := context.WithTimeout(context.Background(), l.answerWait)
+	defer cancel()
+	fallback := make(chan struct{})
+	go func() {
+		defer close(fallback)
+		l.fallback.Shutdown(ctx) // net/http's: a second call waits again
+	}()
+	l.awaitConns(ctx)
+	<-fallback
+	l.mu.Lock()
+	for c := range l.conns {
+		c.c.Close()
+	}
+	l.mu.Unlock()
 	return l.fallback.Close()
+}
+
+// awaitConns waits until the lane has no connection left or ctx ends.
+func (l *lane) awaitConns(ctx context.Context) {
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		l.mu.Lock()
+		n := len(l.conns)
+		l.mu.Unlock()
+		if n == 0 {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+	}
 }
 
 // track adds a new connection, busy, unless the lane is closing.

@@ -365,12 +365,17 @@ outbound: { listen: 127.0.0.1:0, routes: [ { service: svc } ] }
 services: { svc: { endpoints: [%s] } }
 `, up))
 			done := make(chan struct{})
+			var seen string // what the caller got
 			go func() {
 				defer close(done)
-				if res, err := tc.client.Get("http://" + sc.Addr("outbound") + tc.path); err == nil {
-					io.Copy(io.Discard, res.Body)
-					res.Body.Close()
+				res, err := tc.client.Get("http://" + sc.Addr("outbound") + tc.path)
+				if err != nil {
+					seen = "error " + err.Error()
+					return
 				}
+				_, err = io.Copy(io.Discard, res.Body)
+				res.Body.Close()
+				seen = fmt.Sprintf("%d, body error %v", res.StatusCode, err)
 			}()
 			recv(t, started, 5*time.Second, "the upstream to get the request")
 			ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
@@ -379,6 +384,13 @@ services: { svc: { endpoints: [%s] } }
 				t.Fatal("shutdown reported a clean drain although an exchange outlived the grace period")
 			}
 			recv(t, done, 5*time.Second, "the caller to see its exchange end")
+			// The caller sees what was logged: a whole 503 answer, or the
+			// status sent and a broken body.
+			if want := fmt.Sprintf("%d, body error <nil>", tc.wantStatus); tc.wantStatus == http.StatusServiceUnavailable && seen != want {
+				t.Errorf("the caller got %s; want %s", seen, want)
+			} else if tc.wantStatus == http.StatusOK && (!strings.HasPrefix(seen, "200, ") || strings.HasSuffix(seen, "<nil>")) {
+				t.Errorf("the caller got %s; want 200 and a broken body", seen)
+			}
 			var line map[string]any
 			waitFor(t, "the cut exchange's access log line", 5*time.Second, func() bool {
 				for _, l := range strings.Split(logs.String(), "\n") {

@@ -348,6 +348,7 @@ func (s *Sidecar) shutdown(ctx context.Context) error {
 	var wg sync.WaitGroup
 	var admin *listener
 	var forced atomic.Int32
+	var cutAt atomic.Int64 // monoNow() when the first forced close began
 	for _, l := range servers {
 		if l.name == "admin" {
 			admin = l
@@ -358,7 +359,8 @@ func (s *Sidecar) shutdown(ctx context.Context) error {
 			defer wg.Done()
 			if err := l.srv.Shutdown(ctx); err != nil {
 				forced.Add(1)
-				l.srv.Close()
+				cutAt.CompareAndSwap(0, monoNow())
+				l.srv.Close() // lets the exchanges it cuts answer: within the report wait
 			}
 			// Serve may not have begun (a Shutdown right after Start):
 			// the port must not stay open for it.
@@ -381,7 +383,11 @@ func (s *Sidecar) shutdown(ctx context.Context) error {
 	if forced.Load() > 0 || n > 0 {
 		// The exchanges just cut are still unwinding: their spans and
 		// access log lines must be out before ferry's telemetry closes.
-		s.awaitReported(shutdownbounds.ReportWait)
+		start := cutAt.Load()
+		if start == 0 {
+			start = monoNow() // only tunnels were cut
+		}
+		s.awaitReported(time.Duration(monoAdd(start, shutdownbounds.ReportWait) - monoNow()))
 	}
 	s.closeTelemetry()
 	if forced.Load() > 0 || n > 0 {

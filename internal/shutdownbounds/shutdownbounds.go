@@ -9,8 +9,9 @@ import "time"
 
 const (
 	// ReportWait bounds the wait, at the end of a drain that had to cut
-	// exchanges, for those exchanges' spans and access log lines to be
-	// reported.
+	// exchanges, for those exchanges to answer their callers (a 503 for
+	// one whose response had not begun) and for their spans and access
+	// log lines to be reported.
 	ReportWait = 2 * time.Second
 	// TelemetryFlush bounds the flush of telemetry (queued spans, the
 	// access log) as ferry exits.
