@@ -703,6 +703,9 @@ type laneExchange struct {
 	// own (see outgoing), with X-Forwarded-For as it came, forwardedFor.
 	headerSent   bool
 	forwardedFor []string
+	// hopFields: the request's header holds a hop-by-hop field (parseHead
+	// says), which outgoing removes; most hold none.
+	hopFields bool
 	// first is the first attempt's upstream request (see outgoing).
 	first outRequest
 }
@@ -883,6 +886,9 @@ func parseHead(head []byte, ctx context.Context, dst *laneHead) *http.Request {
 			if hasToken([]string{v}, "close") {
 				r.Close = true
 			}
+		}
+		if isHopHeader(key) {
+			dst.ctx.le.hopFields = true
 		}
 		return true, true
 	})

@@ -619,7 +619,9 @@ func (p *Proxy) outgoing(ctx context.Context, w http.ResponseWriter, r *http.Req
 		le.headerSent = true
 		// What the caller named hop-by-hop goes first: a retry must not
 		// restore a field this attempt did not send.
-		removeHopHeaders(r.Header, true)
+		if le.hopFields {
+			removeHopHeaders(r.Header, true)
+		}
 		le.forwardedFor = r.Header["X-Forwarded-For"]
 		out.Header = r.Header
 	case le != nil:
@@ -660,7 +662,11 @@ func (p *Proxy) outgoing(ctx context.Context, w http.ResponseWriter, r *http.Req
 			return ab, nil
 		}
 	}
-	removeHopHeaders(out.Header, true)
+	if le == nil {
+		// (A lane request's header lost its hop-by-hop fields above, on
+		// its first attempt; later ones copy it.)
+		removeHopHeaders(out.Header, true)
+	}
 	if upgrade != "" {
 		out.Header["Connection"] = []string{"Upgrade"}
 		out.Header["Upgrade"] = []string{upgrade}
