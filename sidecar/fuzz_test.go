@@ -337,7 +337,7 @@ func FuzzHeaders(f *testing.F) {
 
 		r := &http.Request{RemoteAddr: remote, Host: host, Header: orig}
 		prior := append([]string(nil), h["X-Forwarded-For"]...)
-		setForwarded(h, r)
+		setForwarded(h, r, nil)
 		if ip, _, err := net.SplitHostPort(remote); err == nil {
 			xff := h["X-Forwarded-For"]
 			if len(xff) != 1 || !strings.HasSuffix(xff[0], ip) {

@@ -133,9 +133,13 @@ func hasToken(values []string, token string) bool {
 }
 
 // setForwarded sets X-Forwarded-For (appending the caller's address to any
-// list the caller sent), X-Forwarded-Proto and X-Forwarded-Host.
-func setForwarded(out http.Header, r *http.Request) {
-	vals := make([]string, 3) // one allocation for the three fields
+// list the caller sent), X-Forwarded-Proto and X-Forwarded-Host. Their
+// values go in buf, or in one allocation for the three when buf is nil.
+func setForwarded(out http.Header, r *http.Request, buf *[3]string) {
+	if buf == nil {
+		buf = new([3]string)
+	}
+	vals := buf[:]
 	if ip, _, err := net.SplitHostPort(r.RemoteAddr); err == nil {
 		if prior := out["X-Forwarded-For"]; len(prior) > 0 {
 			ip = strings.Join(prior, ", ") + ", " + ip

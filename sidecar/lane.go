@@ -706,8 +706,10 @@ type laneExchange struct {
 	// hopFields: the request's header holds a hop-by-hop field (parseHead
 	// says), which outgoing removes; most hold none.
 	hopFields bool
-	// first is the first attempt's upstream request (see outgoing).
+	// first is the first attempt's upstream request (see outgoing), fwd
+	// its X-Forwarded-* values (see setForwarded).
 	first outRequest
+	fwd   [3]string
 }
 
 // fire closes the hooked connection, if any, and ends a write to the
@@ -863,7 +865,7 @@ func parseHead(head []byte, ctx context.Context, dst *laneHead) *http.Request {
 	}
 	r := http.Request{Method: m, URL: u, Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1, RequestURI: uri}
 	hosts, lengths := 0, 0
-	r.Header = parseFields(rest, func(key, v string) (keep, ok bool) {
+	r.Header = parseFields(rest, dst.vals[:0], func(key, v string) (keep, ok bool) {
 		switch key {
 		case "Host":
 			// Like net/http: the Host field becomes r.Host only.
@@ -942,6 +944,8 @@ type laneHead struct {
 	req http.Request
 	url url.URL
 	w   connWriter
+	// vals holds the header's values when they are few (see parseFields).
+	vals [8]string
 }
 
 // laneRequest parses head into a request (lh.req) with a context of its
@@ -992,15 +996,17 @@ func (c *laneContext) Value(key any) any {
 }
 
 // parseFields parses header lines of the plainest kind (see scanFields)
-// into a header whose values share one array. field sees each canonical
+// into a header whose values share one array: vals's, when it has room. field sees each canonical
 // name and trimmed value first: keep false leaves the field out, ok false
 // refuses the whole head (nil).
-func parseFields(rest string, field func(key, v string) (keep, ok bool)) http.Header {
+func parseFields(rest string, vals []string, field func(key, v string) (keep, ok bool)) http.Header {
 	// One more than the header lines: every line ends in CRLF (no bare LF
 	// reaches here), and counting one byte is the faster search.
 	n := strings.Count(rest, "\n")
 	h := make(http.Header, n)
-	vals := make([]string, 0, n)
+	if cap(vals) < n {
+		vals = make([]string, 0, n)
+	}
 	ok := scanFields(rest, func(key, v string) bool {
 		keep, ok := field(key, v)
 		switch {

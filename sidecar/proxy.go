@@ -674,7 +674,11 @@ func (p *Proxy) outgoing(ctx context.Context, w http.ResponseWriter, r *http.Req
 	if _, ok := out.Header["User-Agent"]; !ok {
 		out.Header["User-Agent"] = nil // do not add Go's default
 	}
-	setForwarded(out.Header, r)
+	var fwd *[3]string
+	if le != nil && o == &le.first {
+		fwd = &le.fwd // the first attempt's, with it
+	}
+	setForwarded(out.Header, r, fwd)
 	return out
 }
 
