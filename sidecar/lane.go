@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/ferrymesh/ferry/internal/shutdownbounds"
+	"github.com/ferrymesh/ferry/telemetry"
 )
 
 // The HTTP/1.1 lane. ferry's proxy listeners serve plain HTTP/1.1 requests
@@ -710,6 +711,9 @@ type laneExchange struct {
 	// its X-Forwarded-* values (see setForwarded).
 	first outRequest
 	fwd   [3]string
+	// tq is the request's telemetry when tracing is off (see
+	// Telemetry.StartRequestIn).
+	tq telemetry.Request
 }
 
 // fire closes the hooked connection, if any, and ends a write to the

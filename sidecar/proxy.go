@@ -57,12 +57,16 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if r.Trailer != nil {
 		dropForbiddenTrailers(r.Trailer) // the announced names go out in the head
 	}
-	ctx, q := p.tel.StartRequest(r, p.listener)
+	var ctx context.Context
+	var q *telemetry.Request
 	if le := laneOwned(r.Context()); le != nil {
+		ctx, q = p.tel.StartRequestIn(&le.tq, r, p.listener)
 		// StartRequest's context adds values to r's, never a deadline or
 		// cancellation of its own (TestStartRequestAddsValuesOnly): it
 		// ends exactly when the exchange's does.
 		le.ctx = ctx
+	} else {
+		ctx, q = p.tel.StartRequest(r, p.listener)
 	}
 	r = r.WithContext(ctx)
 	x := &exchange{q: q, h1: r.ProtoMajor == 1, hasBody: r.ContentLength != 0}

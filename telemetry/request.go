@@ -104,12 +104,24 @@ type Request struct {
 // new one, and counts the request in flight. The returned context carries
 // the span; use it for everything done on behalf of the request.
 func (t *Telemetry) StartRequest(r *http.Request, l Listener) (context.Context, *Request) {
+	return t.StartRequestIn(nil, r, l)
+}
+
+// StartRequestIn is StartRequest with the Request in in, a zero Request
+// of the caller's that is used for nothing else and never copied, when
+// tracing is off (with tracing on, the Request comes with its span); nil
+// allocates it.
+func (t *Telemetry) StartRequestIn(in *Request, r *http.Request, l Listener) (context.Context, *Request) {
 	if t.prov == nil {
 		// Tracing off: the no-op tracer's span would be the caller's
 		// span context as it arrived (or none), which ctx holds already.
 		// The Request is allocated first: its carrier, passed to the
 		// propagator as a pointer, costs no allocation of its own.
-		q := &Request{t: t, listener: l, method: r.Method, carrier: headerCarrier{r.Header, t.fieldKeys}}
+		q := in
+		if q == nil {
+			q = new(Request)
+		}
+		q.t, q.listener, q.method, q.carrier = t, l, r.Method, headerCarrier{r.Header, t.fieldKeys}
 		ctx := r.Context()
 		if t.carriesFields(r.Header) {
 			ctx = t.propagator.Extract(ctx, &q.carrier)
