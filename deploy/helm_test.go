@@ -29,6 +29,7 @@ import (
 
 	"github.com/ferrymesh/ferry/deploy/inject"
 	"github.com/ferrymesh/ferry/deploy/webhook"
+	"github.com/ferrymesh/ferry/internal/shutdownbounds"
 	"github.com/ferrymesh/ferry/internal/tooltest"
 )
 
@@ -486,4 +487,35 @@ func TestHelmRejectsUnknownValues(t *testing.T) {
 	// Free-form maps take any key.
 	runHelm(t, "template", "rel", chartDir, "--set",
 		"podAnnotations.a=b,podLabels.c=d,resources.limits.cpu=1,webhook.namespaceSelector.matchLabels.x=y,nodeSelector.n=m,certManager.issuerRef.group=cert-manager.io")
+}
+
+// The chart's defaults must fit the default terminationGracePeriodSeconds of
+// the pods its webhook injects, 30s, with what ferry spends after the grace:
+// the webhook runs with the chart's pre-stop sleep and the injector's
+// default delay and grace (the chart sets neither).
+func TestHelmDefaultsFitTheDefaultGracePeriod(t *testing.T) {
+	r := render(t, "mesh")
+	var preStop time.Duration
+	found := false
+	for _, a := range r.deployments[0].Spec.Template.Spec.Containers[0].Args {
+		if v, ok := strings.CutPrefix(a, "--pre-stop-sleep="); ok {
+			d, err := time.ParseDuration(v)
+			if err != nil {
+				t.Fatalf("%s: %v", a, err)
+			}
+			preStop, found = d, true
+		}
+		if strings.HasPrefix(a, "--shutdown-") {
+			t.Fatalf("the webhook's args set %s: count it here", a)
+		}
+	}
+	if !found {
+		t.Fatal("the webhook's args have no --pre-stop-sleep: count the injector's default here")
+	}
+	need := preStop + inject.DefaultShutdownDelay + inject.DefaultShutdownGrace +
+		shutdownbounds.ReportWait + shutdownbounds.TelemetryFlush + shutdownbounds.LogClose
+	if need > 30*time.Second {
+		t.Errorf("with the chart's defaults ferry's shutdown takes up to %s (pre-stop sleep %s + delay %s + grace %s + %s after the grace), more than the default terminationGracePeriodSeconds of 30s",
+			need, preStop, inject.DefaultShutdownDelay, inject.DefaultShutdownGrace, need-preStop-inject.DefaultShutdownDelay-inject.DefaultShutdownGrace)
+	}
 }

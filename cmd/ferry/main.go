@@ -20,6 +20,7 @@ import (
 	"go.opentelemetry.io/otel"
 
 	"github.com/ferrymesh/ferry/internal/linewriter"
+	"github.com/ferrymesh/ferry/internal/shutdownbounds"
 	"github.com/ferrymesh/ferry/sidecar"
 	"github.com/ferrymesh/ferry/telemetry"
 )
@@ -199,7 +200,7 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 	// not block the requests that log (a proxy failure logs a line).
 	logOut := linewriter.New(stderr, 1<<20)
 	defer func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		ctx, cancel := context.WithTimeout(context.Background(), shutdownbounds.LogClose)
 		defer cancel()
 		_ = logOut.Close(ctx)
 	}()

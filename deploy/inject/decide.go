@@ -204,11 +204,12 @@ func warnings(ann map[string]string, spec *podSpec, p *plan) []string {
 		grace = time.Duration(*spec.TerminationGracePeriodSeconds) * time.Second
 	}
 	// After the grace ferry may still wait for the exchanges it cut to be
-	// reported, then flush telemetry, before it exits.
-	const report, flush = shutdownbounds.ReportWait, shutdownbounds.TelemetryFlush
-	if need := p.preStopSleep + p.shutdownDelay + p.shutdownGrace + report + flush; need > grace {
-		out = append(out, fmt.Sprintf("ferry's shutdown (pre-stop sleep %s + delay %s + grace %s + up to %s reporting cut exchanges + up to %s flushing telemetry = %s) is longer than the pod's terminationGracePeriodSeconds (%s): kubelet may kill ferry mid-drain",
-			p.preStopSleep, p.shutdownDelay, p.shutdownGrace, report, flush, need, grace))
+	// reported, flush telemetry, then write out its buffered log lines,
+	// before it exits.
+	const report, flush, logs = shutdownbounds.ReportWait, shutdownbounds.TelemetryFlush, shutdownbounds.LogClose
+	if need := p.preStopSleep + p.shutdownDelay + p.shutdownGrace + report + flush + logs; need > grace {
+		out = append(out, fmt.Sprintf("ferry's shutdown (pre-stop sleep %s + delay %s + grace %s + up to %s reporting cut exchanges + up to %s flushing telemetry + up to %s writing out log lines = %s) is longer than the pod's terminationGracePeriodSeconds (%s): kubelet may kill ferry mid-drain; not counted: the app containers' own exit, which runs in the same period (a native sidecar is stopped only after it)",
+			p.preStopSleep, p.shutdownDelay, p.shutdownGrace, report, flush, logs, need, grace))
 	}
 	return out
 }

@@ -33,11 +33,12 @@ const DefaultConsulAddr = "$(HOST_IP):8500"
 
 // Defaults of the lifecycle settings. They fit the default pod
 // terminationGracePeriodSeconds of 30s with what ferry spends after the
-// grace (see package shutdownbounds): 5s + 2s + 16s + 2s + 5s.
+// grace (see package shutdownbounds): 5s + 2s + 14s + 2s + 5s + 2s. The app
+// containers' own exit also runs inside that period and is not counted.
 const (
 	DefaultPreStopSleep  = 5 * time.Second
 	DefaultShutdownDelay = 2 * time.Second
-	DefaultShutdownGrace = 16 * time.Second
+	DefaultShutdownGrace = 14 * time.Second
 )
 
 // Options are the injector's defaults; annotations override them per pod.

@@ -9,6 +9,43 @@ import (
 	"github.com/ferrymesh/ferry/internal/shutdownbounds"
 )
 
+// afterGrace is what ferry may still spend once the drain's grace has
+// ended: the wait for cut exchanges to be reported, the telemetry flush and
+// the close of its stderr log writer.
+const afterGrace = shutdownbounds.ReportWait + shutdownbounds.TelemetryFlush + shutdownbounds.LogClose
+
+// injectedShutdown injects pod and returns how long the shutdown of the
+// ferry it injects may take, read from what was injected (the preStop sleep
+// and the generated config read by ferry's own loader), and the
+// terminationGracePeriodSeconds warning if there was one. ok is false when
+// the pod was not injected.
+func injectedShutdown(t *testing.T, inj *Injector, pod string) (need time.Duration, warning string, rep Report, ok bool) {
+	t.Helper()
+	out, reports, err := inj.InjectJSON([]byte(pod))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(reports) != 1 {
+		t.Fatalf("reports %+v", reports)
+	}
+	if reports[0].Outcome != Injected {
+		return 0, "", reports[0], false
+	}
+	tmpls := decodeStrict(t, out)
+	cfg := checkInjectedTemplate(t, tmpls[0])
+	c, _ := ferryContainer(&tmpls[0].Spec)
+	var preStop time.Duration
+	if c.Lifecycle != nil && c.Lifecycle.PreStop != nil && c.Lifecycle.PreStop.Sleep != nil {
+		preStop = time.Duration(c.Lifecycle.PreStop.Sleep.Seconds) * time.Second
+	}
+	for _, w := range reports[0].Warnings {
+		if strings.Contains(w, "terminationGracePeriodSeconds") {
+			warning = w
+		}
+	}
+	return preStop + cfg.Shutdown.Delay + cfg.Shutdown.Grace + afterGrace, warning, reports[0], true
+}
+
 // The injector warns when ferry's shutdown does not fit the pod's
 // terminationGracePeriodSeconds, and that check must count the shutdown
 // ferry will really run: the generated config read by ferry's own loader.
@@ -22,54 +59,62 @@ func TestShutdownWarningCountsTheGraceFerryRuns(t *testing.T) {
 	}
 	// Room for the pre-stop sleep (5s), the delay (2s), a grace of 3s and
 	// what ferry spends after it.
-	period := 10*time.Second + shutdownbounds.ReportWait + shutdownbounds.TelemetryFlush
+	period := 10*time.Second + afterGrace
 	for _, grace := range []string{"0", "0s", "1s", "3s", "20s"} {
 		pod := fmt.Sprintf(`{"apiVersion":"v1","kind":"Pod","metadata":{"name":"web","annotations":{%q:%q}},
 "spec":{"terminationGracePeriodSeconds":%d,"containers":[{"name":"app","image":"app","ports":[{"containerPort":8080}]}]}}`,
 			AnnotationShutdownGrace, grace, int64(period/time.Second))
-		out, reports, err := inj.InjectJSON([]byte(pod))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if len(reports) != 1 {
-			t.Fatalf("shutdown-grace %s: reports %+v", grace, reports)
-		}
-		if reports[0].Outcome != Injected {
+		need, warning, rep, ok := injectedShutdown(t, inj, pod)
+		if !ok {
 			// Refusing a grace ferry cannot run is fine too, with a reason.
-			if !strings.Contains(reports[0].Reason, AnnotationShutdownGrace) {
-				t.Errorf("shutdown-grace %s: refused without naming the annotation: %q", grace, reports[0].Reason)
+			if !strings.Contains(rep.Reason, AnnotationShutdownGrace) {
+				t.Errorf("shutdown-grace %s: refused without naming the annotation: %q", grace, rep.Reason)
 			}
 			continue
 		}
-		tmpls := decodeStrict(t, out)
-		cfg := checkInjectedTemplate(t, tmpls[0])
-		c, _ := ferryContainer(&tmpls[0].Spec)
-		var preStop time.Duration
-		if c.Lifecycle != nil && c.Lifecycle.PreStop != nil && c.Lifecycle.PreStop.Sleep != nil {
-			preStop = time.Duration(c.Lifecycle.PreStop.Sleep.Seconds) * time.Second
-		}
-		need := preStop + cfg.Shutdown.Delay + cfg.Shutdown.Grace + shutdownbounds.ReportWait + shutdownbounds.TelemetryFlush
-		warned := strings.Contains(strings.Join(reports[0].Warnings, "\n"), "terminationGracePeriodSeconds")
-		if fits := need <= period; fits == warned {
-			t.Errorf("shutdown-grace %s: ferry runs pre-stop %s + delay %s + grace %s + its exit = %s against a %s grace period; warned %v (warnings %q)",
-				grace, preStop, cfg.Shutdown.Delay, cfg.Shutdown.Grace, need, period, warned, reports[0].Warnings)
+		if fits, warned := need <= period, warning != ""; fits == warned {
+			t.Errorf("shutdown-grace %s: ferry's shutdown takes up to %s against a %s grace period; warned %v (warnings %q)",
+				grace, need, period, warned, rep.Warnings)
 		}
 	}
 }
 
+// The injector's defaults (and so the chart's, which sets only the pre-stop
+// sleep, to the same 5s: TestHelmDefaultsFitTheDefaultGracePeriod) must fit
+// the default terminationGracePeriodSeconds, 30s, with everything ferry
+// spends after the grace: an unannotated pod is injected without a warning.
+func TestDefaultsFitTheDefaultGracePeriod(t *testing.T) {
+	inj, err := New(Options{Image: "ferrymesh/ferry:test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const pod = `{"apiVersion":"v1","kind":"Pod","metadata":{"name":"web"},
+"spec":{"containers":[{"name":"app","image":"app","ports":[{"containerPort":8080}]}]}}`
+	need, warning, rep, ok := injectedShutdown(t, inj, pod)
+	if !ok {
+		t.Fatalf("not injected: %+v", rep)
+	}
+	if need > 30*time.Second || warning != "" {
+		t.Errorf("the default shutdown takes up to %s against the default grace period of 30s (warning %q)", need, warning)
+	}
+	if sum := DefaultPreStopSleep + DefaultShutdownDelay + DefaultShutdownGrace + afterGrace; sum != need || sum > 30*time.Second {
+		t.Errorf("the defaults add up to %s, the injected shutdown to %s: want them equal and at most 30s", sum, need)
+	}
+}
+
 // After the grace period ferry still spends time before it exits: it waits
-// for the exchanges the drain cut to be reported, then flushes telemetry.
-// A terminationGracePeriodSeconds that covers the pre-stop sleep, delay and
-// grace but not those would let kubelet kill ferry before its last spans
-// and access log lines are out, so the injector warns about it.
-func TestShutdownWarningCountsReportWaitAndTelemetryFlush(t *testing.T) {
+// for the exchanges the drain cut to be reported, flushes telemetry, then
+// writes out the log lines still buffered for stderr. A
+// terminationGracePeriodSeconds that covers the pre-stop sleep, delay and
+// grace but not those would let kubelet kill ferry before its last spans and
+// log lines are out, so the injector warns about it.
+func TestShutdownWarningCountsWhatFerrySpendsAfterTheGrace(t *testing.T) {
 	inj, err := New(Options{Image: "ferrymesh/ferry:test"})
 	if err != nil {
 		t.Fatal(err)
 	}
 	const drain = 12 * time.Second // pre-stop sleep 1s + delay 1s + grace 10s
-	extra := shutdownbounds.ReportWait + shutdownbounds.TelemetryFlush
-	full := drain + extra
+	full := drain + afterGrace
 	for _, c := range []struct {
 		period time.Duration
 		warn   bool
@@ -82,26 +127,30 @@ func TestShutdownWarningCountsReportWaitAndTelemetryFlush(t *testing.T) {
 		pod := fmt.Sprintf(`{"apiVersion":"v1","kind":"Pod","metadata":{"name":"web","annotations":{%q:"1s",%q:"1s",%q:"10s"}},
 "spec":{"terminationGracePeriodSeconds":%d,"containers":[{"name":"app","image":"app","ports":[{"containerPort":8080}]}]}}`,
 			AnnotationPreStopSleep, AnnotationShutdownDelay, AnnotationShutdownGrace, int64(c.period/time.Second))
-		_, reports, err := inj.InjectJSON([]byte(pod))
-		if err != nil {
-			t.Fatal(err)
+		need, warning, rep, ok := injectedShutdown(t, inj, pod)
+		if !ok {
+			t.Fatalf("terminationGracePeriodSeconds %s: %+v", c.period, rep)
 		}
-		if len(reports) != 1 || reports[0].Outcome != Injected {
-			t.Fatalf("terminationGracePeriodSeconds %s: reports %+v", c.period, reports)
-		}
-		var warning string
-		for _, w := range reports[0].Warnings {
-			if strings.Contains(w, "terminationGracePeriodSeconds") {
-				warning = w
-			}
+		if need != full {
+			t.Fatalf("injected shutdown %s, want %s", need, full)
 		}
 		if warned := warning != ""; warned != c.warn {
 			t.Errorf("terminationGracePeriodSeconds %s against a shutdown of up to %s: warned %v, want %v (warnings %q)",
-				c.period, full, warned, c.warn, reports[0].Warnings)
+				c.period, full, warned, c.warn, rep.Warnings)
 			continue
 		}
-		if c.warn && !strings.Contains(warning, "= "+full.String()+")") {
-			t.Errorf("the warning does not give the whole shutdown, %s: %q", full, warning)
+		if !c.warn {
+			continue
+		}
+		for _, want := range []string{
+			"= " + full.String() + ")",
+			"up to " + shutdownbounds.LogClose.String() + " writing out log lines",
+			// What runs inside the period but is not ferry's is named too.
+			"app containers",
+		} {
+			if !strings.Contains(warning, want) {
+				t.Errorf("the warning lacks %q: %q", want, warning)
+			}
 		}
 	}
 }

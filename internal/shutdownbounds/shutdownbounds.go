@@ -1,7 +1,7 @@
 // Package shutdownbounds holds how long ferry's shutdown may still take
-// once the drain's grace period has ended. The sidecar spends them; the
-// Kubernetes injector adds them up against a pod's
-// terminationGracePeriodSeconds. It is a leaf package so the injector can
+// once the drain's grace period has ended. The sidecar and cmd/ferry spend
+// them, one after the other; the Kubernetes injector adds them up against a
+// pod's terminationGracePeriodSeconds. It is a leaf package so the injector can
 // use the same numbers without importing the sidecar.
 package shutdownbounds
 
@@ -16,4 +16,8 @@ const (
 	// TelemetryFlush bounds the flush of telemetry (queued spans, the
 	// access log) as ferry exits.
 	TelemetryFlush = 5 * time.Second
+	// LogClose bounds, as ferry exits, the write of the log lines still
+	// buffered for stderr (cmd/ferry's log writer, which a stderr nobody
+	// drains must not hold up forever).
+	LogClose = 2 * time.Second
 )
