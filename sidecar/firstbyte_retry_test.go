@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -230,5 +231,89 @@ func TestBodyBrokenBeforeFirstByteRetriedAfter1xx(t *testing.T) {
 		if err != nil || res.StatusCode != http.StatusOK || string(body) != "good" {
 			t.Fatalf("got %d %q, %v; want the other endpoint's whole answer", res.StatusCode, body, err)
 		}
+	}
+}
+
+// An upstream that sends a Content-Length head and then nothing has its
+// attempt cut by timeouts.body_idle before any of the response went out:
+// like an attempt that timed out before its head, a GET is retried on the
+// other endpoint, and the caller gets that endpoint's whole answer (a 504
+// only when the policy does not retry, TestFirstByteTimeoutIsA504). On the
+// lane, on a connection net/http serves, and over h2c.
+func TestBodyIdleBeforeFirstByteRetried(t *testing.T) {
+	var hits atomic.Int64
+	stall := startRawServer(t, func(c net.Conn) {
+		br := bufio.NewReader(c)
+		if _, err := http.ReadRequest(br); err != nil {
+			return
+		}
+		hits.Add(1)
+		io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n")
+		io.Copy(io.Discard, br) // until ferry gives up
+	})
+	// An h2c caller, and so an h2c upstream (protocol auto).
+	var h2hits atomic.Int64
+	h2stall := origin(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h2hits.Add(1)
+		w.Header().Set("Content-Length", "100")
+		w.WriteHeader(http.StatusOK)
+		w.(http.Flusher).Flush()
+		<-r.Context().Done()
+	}))
+	good := newFlaky(t, "good")
+	for _, tc := range []struct {
+		name, head, stall string
+		hits              *atomic.Int64
+	}{
+		{"lane", "GET /a HTTP/1.1\r\nHost: x\r\n\r\n", stall.addr(), &hits},
+		{"net/http", "GET /a HTTP/1.1\r\nHost: x\r\nX-A: 1\r\n 2\r\n\r\n", stall.addr(), &hits}, // obs-fold: handed over
+		{"h2c", "", h2stall, &h2hits},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			sc, url := outboundTo(t, "defaults: { balancer: round_robin, retry: { base_interval: 1ms, max_interval: 2ms }, timeouts: { body_idle: 200ms } }", tc.stall, good.addr)
+			start := tc.hits.Load()
+			// Round robin: within two requests one goes to the stalling
+			// endpoint first.
+			for i := 0; tc.hits.Load() == start; i++ {
+				if i == 2 {
+					t.Fatal("the stalling endpoint was never tried; the test proves nothing")
+				}
+				var code int
+				var body string
+				if tc.head == "" {
+					c := h2cClient()
+					res, err := c.Get(url + "/a")
+					if err != nil {
+						t.Fatal(err)
+					}
+					b, err := io.ReadAll(res.Body)
+					res.Body.Close()
+					c.CloseIdleConnections()
+					if err != nil {
+						t.Fatalf("answer %d cut short: %v", res.StatusCode, err)
+					}
+					code, body = res.StatusCode, string(b)
+				} else {
+					c := dialRaw(t, url)
+					io.WriteString(c, tc.head)
+					res, b := readWholeAnswer(t, c)
+					c.Close()
+					code, body = res.StatusCode, string(b)
+				}
+				if code != http.StatusOK || body != "good" {
+					t.Fatalf("request %d: got %d %q, want the other endpoint's whole answer", i+1, code, body)
+				}
+			}
+			for _, ep := range upstreamStatus(t, sc, "svc").Endpoints {
+				if ep.Addr == tc.stall && ep.Failures != 1 {
+					t.Errorf("stalling endpoint: %d failures recorded, want 1", ep.Failures)
+				}
+			}
+			rec := httptest.NewRecorder()
+			sc.tel.MetricsHandler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+			if l := grepLines(rec.Body.String(), "ferry_retries_total{"); l != `ferry_retries_total{reason="timeout",service="svc"} 1` {
+				t.Errorf("retries counted:\n%s", l)
+			}
+		})
 	}
 }

@@ -331,7 +331,7 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, up *upstream, ma
 		// whole (a cut made then would break it).
 		var result relayResult
 		cutMade := false
-		start, err := awaitBody(res)
+		start, firstCut, err := awaitBody(res, idle)
 		if err != nil {
 			result = relayResult{readErr: err, unsent: true}
 		} else {
@@ -347,7 +347,11 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, up *upstream, ma
 			o.Result = resilience.BodyBroken
 			x.reason, ao.Reason = telemetry.ReasonBodyBroken, telemetry.ReasonBodyBroken
 			reason := fmt.Sprintf("upstream %s (%s) broke mid-body after %d bytes: %v", up.name, addr, result.n, result.readErr)
-			if c := context.Cause(ctx); errors.Is(c, errBodyIdle) || errors.Is(c, errOverallTimeout) {
+			c := context.Cause(ctx)
+			if firstCut {
+				c = errBodyIdle // this attempt's, not the exchange's
+			}
+			if errors.Is(c, errBodyIdle) || errors.Is(c, errOverallTimeout) {
 				o.Result = resilience.TimedOut
 				x.reason, ao.Reason = telemetry.ReasonTimeout, telemetry.ReasonTimeout
 				reason = fmt.Sprintf("upstream %s (%s) cut after %d bytes: %v", up.name, addr, result.n, c)
@@ -369,20 +373,25 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, up *upstream, ma
 				f := failure{http.StatusBadGateway, fmt.Sprintf("upstream %s (%s) answered %d but its body broke before the first byte: %v", up.name, addr, res.StatusCode, result.readErr), x.reason, false}
 				switch o.Result {
 				case resilience.TimedOut:
-					f.status, f.reason = http.StatusGatewayTimeout, fmt.Sprintf("upstream %s (%s) answered %d but its body's first byte did not come: %v", up.name, addr, res.StatusCode, context.Cause(ctx))
+					f.status, f.reason = http.StatusGatewayTimeout, fmt.Sprintf("upstream %s (%s) answered %d but its body's first byte did not come: %v", up.name, addr, res.StatusCode, c)
 				case resilience.Canceled: // the grace period ended
 					f.status, f.reason = http.StatusServiceUnavailable, reason
 				}
 				p.logFailure(r, up.name, addr, f, result.readErr)
-				if o.Result == resilience.BodyBroken && !decided {
+				if (o.Result == resilience.BodyBroken || firstCut) && !decided {
 					// The connection closed or reset before the body's
-					// first byte: for the caller, an attempt that broke
-					// before its head (TransportFailed with no status),
+					// first byte, or body_idle cut this attempt then: for
+					// the caller, an attempt that broke (TransportFailed)
+					// or timed out before its head, with no status,
 					// retried as the policy allows that. The breaker
-					// heard BodyBroken above; the response is closed, so
+					// heard the outcome above; the response is closed, so
 					// its connection is not reused.
 					tried = append(tried, addr)
-					if next, ok := p.retry(ctx, up, attempt, key, tried, r, body, resilience.Outcome{Result: resilience.TransportFailed}, x, telemetry.ReasonBodyBroken); ok {
+					as, why := resilience.Outcome{Result: resilience.TransportFailed}, telemetry.ReasonBodyBroken
+					if firstCut {
+						as, why = resilience.Outcome{Result: resilience.TimedOut}, telemetry.ReasonTimeout
+					}
+					if next, ok := p.retry(ctx, up, attempt, key, tried, r, body, as, x, why); ok {
 						x.status, x.reason, x.err, x.out = 0, "", nil, 0
 						if body == nil {
 							idle.pause() // as before the first attempt
@@ -759,24 +768,38 @@ type bodyStart struct {
 // answer: never a head without its body, nor the part of a head
 // larger than the writer's buffer that the full buffer let out. A body of
 // unknown length or an event stream has its head sent at once instead
-// (see respondHeader). An error is the body's, broken before any byte.
-func awaitBody(res *http.Response) (bodyStart, error) {
-	var st bodyStart
+// (see respondHeader). An error is the body's, broken before any byte;
+// cut says body_idle cut the attempt in that wait (idle's guardFirst).
+func awaitBody(res *http.Response, idle *idleTimer) (st bodyStart, cut bool, err error) {
 	sb, _ := res.Body.(*spliceBody)
 	if !lengthFollows(res) || (sb != nil && sb.remaining <= 0) || isEventStream(res.Header) {
-		return st, nil
+		return st, false, nil
 	}
+	// While the first byte is awaited, body_idle cuts the attempt, not the
+	// exchange (see idleTimer.guardFirst): with nothing sent yet, another
+	// endpoint may answer. A first byte already here needs no guard.
 	if sb != nil {
-		return st, sb.awaitFirst()
+		if sb.c.br.Buffered() > 0 {
+			return st, false, nil
+		}
+		idle.guardFirst(sb.c.tc)
+		err = sb.awaitFirst()
+		if cut = idle.unguardFirst(); cut && err == nil {
+			err = errBodyIdle // the byte came as the timer closed the connection
+		}
+		return st, cut, err
 	}
 	st.bp = bufPool.Get().(*[]byte)
-	var err error
+	idle.guardFirst(res.Body)
 	st.first, err = readFirst(res.Body, *st.bp)
+	if cut = idle.unguardFirst(); cut && err == nil {
+		err = errBodyIdle
+	}
 	if err != nil {
 		bufPool.Put(st.bp)
-		return bodyStart{}, err
+		return bodyStart{}, cut, err
 	}
-	return st, nil
+	return st, cut, nil
 }
 
 // respond relays the upstream's status, headers, body and trailers, and

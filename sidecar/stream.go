@@ -32,6 +32,12 @@ type idleTimer struct {
 	d      time.Duration
 	lt     lazyTimer
 	cancel context.CancelCauseFunc // the exchange's; nil between exchanges
+	// first is the attempt's connection (or response body) while the
+	// body's first byte is awaited (guardFirst): the timer then cuts that
+	// attempt, closing it, and not the exchange, which another endpoint
+	// may still answer. firstCut says it did.
+	first    io.Closer
+	firstCut bool
 }
 
 func newIdleTimer(reused bool) *idleTimer {
@@ -80,9 +86,42 @@ func (it *idleTimer) fire() {
 		it.mu.Unlock()
 		return
 	}
+	if c := it.first; c != nil {
+		// The attempt goes, the exchange stays: its idle time starts
+		// again for whatever comes next (a retry, or its failure).
+		it.first, it.firstCut = nil, true
+		it.last.Store(now)
+		it.lt.armBy(monoAdd(now, it.d))
+		it.mu.Unlock()
+		c.Close()
+		return
+	}
 	it.cancel = nil
 	it.mu.Unlock()
 	cancel(errBodyIdle)
+}
+
+// guardFirst makes the timer, while the first byte of a response body is
+// awaited, cut the attempt by closing c instead of the exchange.
+func (it *idleTimer) guardFirst(c io.Closer) {
+	if it != nil {
+		it.mu.Lock()
+		it.first, it.firstCut = c, false
+		it.mu.Unlock()
+	}
+}
+
+// unguardFirst ends guardFirst and reports whether the timer cut the
+// attempt (closed its connection) meanwhile.
+func (it *idleTimer) unguardFirst() bool {
+	if it == nil {
+		return false
+	}
+	it.mu.Lock()
+	cut := it.firstCut
+	it.first, it.firstCut = nil, false
+	it.mu.Unlock()
+	return cut
 }
 
 // touch records activity.
