@@ -43,14 +43,7 @@ func TestBodyBrokenBeforeFirstByteRetried(t *testing.T) {
 	good := newFlaky(t, "good")
 	h1bad, h1hits := headThenClose(t)
 	// An h2c upstream resets the stream after the head instead.
-	var h2hits atomic.Int64
-	h2bad := origin(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		h2hits.Add(1)
-		w.Header().Set("Content-Length", "100")
-		w.WriteHeader(http.StatusOK)
-		w.(http.Flusher).Flush()
-		panic(http.ErrAbortHandler)
-	}))
+	h2bad, h2hits := h2HeadThen(t, func(*http.Request) { panic(http.ErrAbortHandler) })
 	for _, tc := range []struct {
 		name string
 		bad  string
@@ -60,7 +53,7 @@ func TestBodyBrokenBeforeFirstByteRetried(t *testing.T) {
 	}{
 		{name: "lane", bad: h1bad.addr(), hits: h1hits, head: "GET /a HTTP/1.1\r\nHost: x\r\n\r\n"},
 		{name: "net/http", bad: h1bad.addr(), hits: h1hits, head: "GET /a HTTP/1.1\r\nHost: x\r\nX-A: 1\r\n 2\r\n\r\n"}, // obs-fold: handed over
-		{name: "h2c", bad: h2bad, hits: &h2hits, c: h2cClient()},
+		{name: "h2c", bad: h2bad, hits: h2hits, c: h2cClient()},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			sc, rec, logs := tracedFerry(t, fmt.Sprintf(`
@@ -85,26 +78,7 @@ services:
 				if requests > 2 {
 					t.Fatal("the bad endpoint was never tried; the test proves nothing")
 				}
-				var code int
-				var body string
-				if tc.c != nil {
-					res, err := tc.c.Get(url + "/a")
-					if err != nil {
-						t.Fatal(err)
-					}
-					b, err := io.ReadAll(res.Body)
-					res.Body.Close()
-					if err != nil {
-						t.Fatalf("answer %d cut short: %v", res.StatusCode, err)
-					}
-					code, body = res.StatusCode, string(b)
-				} else {
-					c := dialRaw(t, url)
-					io.WriteString(c, tc.head)
-					res, b := readWholeAnswer(t, c) // c stays open: the exchange ends unhurried
-					code, body = res.StatusCode, string(b)
-				}
-				if code != http.StatusOK || body != "good" {
+				if code, body := wholeAnswer(t, tc.c, url, tc.head); code != http.StatusOK || body != "good" {
 					t.Fatalf("request %d: got %d %q, want the other endpoint's whole answer", requests, code, body)
 				}
 			}
@@ -252,24 +226,21 @@ func TestBodyIdleBeforeFirstByteRetried(t *testing.T) {
 		io.Copy(io.Discard, br) // until ferry gives up
 	})
 	// An h2c caller, and so an h2c upstream (protocol auto).
-	var h2hits atomic.Int64
-	h2stall := origin(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		h2hits.Add(1)
-		w.Header().Set("Content-Length", "100")
-		w.WriteHeader(http.StatusOK)
-		w.(http.Flusher).Flush()
-		<-r.Context().Done()
-	}))
+	h2stall, h2hits := h2HeadThen(t, func(r *http.Request) { <-r.Context().Done() })
 	good := newFlaky(t, "good")
 	for _, tc := range []struct {
 		name, head, stall string
 		hits              *atomic.Int64
+		c                 *http.Client
 	}{
-		{"lane", "GET /a HTTP/1.1\r\nHost: x\r\n\r\n", stall.addr(), &hits},
-		{"net/http", "GET /a HTTP/1.1\r\nHost: x\r\nX-A: 1\r\n 2\r\n\r\n", stall.addr(), &hits}, // obs-fold: handed over
-		{"h2c", "", h2stall, &h2hits},
+		{"lane", "GET /a HTTP/1.1\r\nHost: x\r\n\r\n", stall.addr(), &hits, nil},
+		{"net/http", "GET /a HTTP/1.1\r\nHost: x\r\nX-A: 1\r\n 2\r\n\r\n", stall.addr(), &hits, nil}, // obs-fold: handed over
+		{"h2c", "", h2stall, h2hits, h2cClient()},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			if tc.c != nil {
+				t.Cleanup(tc.c.CloseIdleConnections)
+			}
 			sc, url := outboundTo(t, "defaults: { balancer: round_robin, retry: { base_interval: 1ms, max_interval: 2ms }, timeouts: { body_idle: 200ms } }", tc.stall, good.addr)
 			start := tc.hits.Load()
 			// Round robin: within two requests one goes to the stalling
@@ -278,29 +249,7 @@ func TestBodyIdleBeforeFirstByteRetried(t *testing.T) {
 				if i == 2 {
 					t.Fatal("the stalling endpoint was never tried; the test proves nothing")
 				}
-				var code int
-				var body string
-				if tc.head == "" {
-					c := h2cClient()
-					res, err := c.Get(url + "/a")
-					if err != nil {
-						t.Fatal(err)
-					}
-					b, err := io.ReadAll(res.Body)
-					res.Body.Close()
-					c.CloseIdleConnections()
-					if err != nil {
-						t.Fatalf("answer %d cut short: %v", res.StatusCode, err)
-					}
-					code, body = res.StatusCode, string(b)
-				} else {
-					c := dialRaw(t, url)
-					io.WriteString(c, tc.head)
-					res, b := readWholeAnswer(t, c)
-					c.Close()
-					code, body = res.StatusCode, string(b)
-				}
-				if code != http.StatusOK || body != "good" {
+				if code, body := wholeAnswer(t, tc.c, url, tc.head); code != http.StatusOK || body != "good" {
 					t.Fatalf("request %d: got %d %q, want the other endpoint's whole answer", i+1, code, body)
 				}
 			}
@@ -316,4 +265,43 @@ func TestBodyIdleBeforeFirstByteRetried(t *testing.T) {
 			}
 		})
 	}
+}
+
+// wholeAnswer asks url+"/a" through c, or sends head on a connection of its
+// own when c is nil (the connection stays open: the exchange ends
+// unhurried), and returns the answer, failing the test unless it came
+// whole.
+func wholeAnswer(t *testing.T, c *http.Client, url, head string) (int, string) {
+	t.Helper()
+	if c == nil {
+		conn := dialRaw(t, url)
+		io.WriteString(conn, head)
+		res, b := readWholeAnswer(t, conn)
+		return res.StatusCode, string(b)
+	}
+	res, err := c.Get(url + "/a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := io.ReadAll(res.Body)
+	res.Body.Close()
+	if err != nil {
+		t.Fatalf("answer %d cut short: %v", res.StatusCode, err)
+	}
+	return res.StatusCode, string(b)
+}
+
+// h2HeadThen is an upstream (h2c to an h2c caller) that answers with a
+// Content-Length head, flushed, then does then instead of the body; it
+// counts the requests it saw.
+func h2HeadThen(t *testing.T, then func(r *http.Request)) (string, *atomic.Int64) {
+	hits := new(atomic.Int64)
+	addr := origin(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		hits.Add(1)
+		w.Header().Set("Content-Length", "100")
+		w.WriteHeader(http.StatusOK)
+		w.(http.Flusher).Flush()
+		then(r)
+	}))
+	return addr, hits
 }
