@@ -73,6 +73,10 @@ type lane struct {
 	ln      net.Listener
 	conns   map[*laneConn]struct{}
 	closing atomic.Bool
+	// ended: Close began, the grace period being over. A request whose
+	// head was still arriving when Close looked (no exchange to cut) is
+	// cut as it starts (see watch).
+	ended atomic.Bool
 	// answerWait bounds Close's wait for the exchanges it cut to answer.
 	answerWait time.Duration
 	// cut cancels the contexts of every request net/http serves for the
@@ -184,6 +188,7 @@ func (l *lane) Shutdown(ctx context.Context) error {
 // whatever is left.
 func (l *lane) Close() error {
 	l.closing.Store(true)
+	l.ended.Store(true)
 	l.mu.Lock()
 	if l.ln != nil {
 		l.ln.Close()
@@ -754,6 +759,11 @@ func (lc *laneConn) watch(cancel context.CancelCauseFunc, body *socketBody, br *
 	lc.wdue = monoNow() + int64(watchDelay)
 	lc.wt.armBy(lc.wdue)
 	lc.wmu.Unlock()
+	// Close sets ended before it looks, under wmu, for exchanges to cut:
+	// either it saw this one, or this one sees it ended.
+	if lc.l.ended.Load() {
+		cancel(errGraceEnded)
+	}
 }
 
 func (lc *laneConn) watchFire() {

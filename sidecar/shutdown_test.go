@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -536,4 +537,61 @@ func TestListeningSeesOwnListener(t *testing.T) {
 			t.Errorf("%s: a closed listener is still seen", addr)
 		}
 	}
+}
+
+// TestLaneCloseServesNoHeadCompletedAfter: the drain's end (Close) lets
+// the exchanges it cut answer, but a request whose head was still arriving
+// when Close looked had no exchange to cut: once its head is whole it must
+// not run as if the grace period went on (reaching the upstream after
+// ferry gave up on it), but as one cut by the grace period's end.
+func TestLaneCloseServesNoHeadCompletedAfter(t *testing.T) {
+	causes := make(chan error, 2)
+	srv := &http.Server{}
+	l := newLane("outbound", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		causes <- context.Cause(r.Context())
+		if r.Context().Err() != nil {
+			w.WriteHeader(http.StatusServiceUnavailable)
+		}
+	}), srv, slog.New(slog.DiscardHandler))
+	c := dialServer(t, l)
+	br := bufio.NewReader(c)
+	ask := func(head string) *http.Response {
+		t.Helper()
+		if _, err := io.WriteString(c, head); err != nil {
+			t.Fatal(err)
+		}
+		c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		res, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, res.Body)
+		res.Body.Close()
+		return res
+	}
+	ask("GET /a HTTP/1.1\r\nHost: x\r\n\r\n")
+	recv(t, causes, 5*time.Second, "the first request")
+	conn := func() (lc *laneConn) {
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		for c := range l.conns {
+			lc = c
+		}
+		return lc
+	}
+	// Between requests the connection is idle; once the next head's first
+	// bytes came, busy: Close must not close it then.
+	waitFor(t, "the connection to wait for its next request", 5*time.Second, func() bool { return !conn().busy.Load() })
+	if _, err := io.WriteString(c, "GET /b HTTP/1.1\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the next head to begin", 5*time.Second, func() bool { return conn().busy.Load() })
+	closed := make(chan error, 1)
+	go func() { closed <- l.Close() }()
+	recv(t, srv.BaseContext(nil).Done(), 5*time.Second, "Close to cut the exchanges")
+	res := ask("Host: x\r\n\r\n")
+	if cause := recv(t, causes, 5*time.Second, "the request"); cause != errGraceEnded || res.StatusCode != http.StatusServiceUnavailable {
+		t.Errorf("a head completed after Close ran with cause %v and got %d; want %v, 503", cause, res.StatusCode, errGraceEnded)
+	}
+	recv(t, closed, 5*time.Second, "Close to return")
 }
