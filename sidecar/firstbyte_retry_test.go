@@ -215,16 +215,7 @@ func TestBodyBrokenBeforeFirstByteRetriedAfter1xx(t *testing.T) {
 // only when the policy does not retry, TestFirstByteTimeoutIsA504). On the
 // lane, on a connection net/http serves, and over h2c.
 func TestBodyIdleBeforeFirstByteRetried(t *testing.T) {
-	var hits atomic.Int64
-	stall := startRawServer(t, func(c net.Conn) {
-		br := bufio.NewReader(c)
-		if _, err := http.ReadRequest(br); err != nil {
-			return
-		}
-		hits.Add(1)
-		io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n")
-		io.Copy(io.Discard, br) // until ferry gives up
-	})
+	stall, hits := headOnly(t)
 	// An h2c caller, and so an h2c upstream (protocol auto).
 	h2stall, h2hits := h2HeadThen(t, func(r *http.Request) { <-r.Context().Done() })
 	good := newFlaky(t, "good")
@@ -233,8 +224,8 @@ func TestBodyIdleBeforeFirstByteRetried(t *testing.T) {
 		hits              *atomic.Int64
 		c                 *http.Client
 	}{
-		{"lane", "GET /a HTTP/1.1\r\nHost: x\r\n\r\n", stall.addr(), &hits, nil},
-		{"net/http", "GET /a HTTP/1.1\r\nHost: x\r\nX-A: 1\r\n 2\r\n\r\n", stall.addr(), &hits, nil}, // obs-fold: handed over
+		{"lane", "GET /a HTTP/1.1\r\nHost: x\r\n\r\n", stall.addr(), hits, nil},
+		{"net/http", "GET /a HTTP/1.1\r\nHost: x\r\nX-A: 1\r\n 2\r\n\r\n", stall.addr(), hits, nil}, // obs-fold: handed over
 		{"h2c", "", h2stall, h2hits, h2cClient()},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -304,4 +295,49 @@ func h2HeadThen(t *testing.T, then func(r *http.Request)) (string, *atomic.Int64
 		then(r)
 	}))
 	return addr, hits
+}
+
+// TestBodyIdleFirstByteRetryWaitsForHead: the attempt body_idle cut while
+// its body's first byte was awaited is retried as one that timed out
+// before its head, and the retry's head is the response header timeout's
+// to wait for, as the first attempt's was: body_idle, which had already
+// begun guarding the response, must not end the whole exchange while the
+// next endpoint thinks.
+func TestBodyIdleFirstByteRetryWaitsForHead(t *testing.T) {
+	const bodyIdle = 100 * time.Millisecond
+	stall, hits := headOnly(t)
+	// The other endpoint thinks longer than body_idle before its head (a
+	// slow upstream, not a synchronisation: any delay past body_idle shows
+	// it).
+	thinker := origin(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		time.Sleep(3 * bodyIdle)
+		io.WriteString(w, "good")
+	}))
+	_, url := outboundTo(t, fmt.Sprintf("defaults: { balancer: round_robin, retry: { base_interval: 1ms, max_interval: 2ms }, timeouts: { body_idle: %v } }", bodyIdle), stall.addr(), thinker)
+	for i := 0; hits.Load() == 0; i++ {
+		if i == 2 {
+			t.Fatal("the stalling endpoint was never tried; the test proves nothing")
+		}
+		conn := dialRaw(t, url)
+		io.WriteString(conn, "GET /a HTTP/1.1\r\nHost: x\r\n\r\n")
+		res, b := readWholeAnswer(t, conn)
+		if res.StatusCode != http.StatusOK || string(b) != "good" {
+			t.Fatalf("request %d: got %d %q, want the thinking endpoint's answer", i+1, res.StatusCode, b)
+		}
+	}
+}
+
+// headOnly is an HTTP/1.1 upstream that answers with a Content-Length head
+// and no body until ferry gives up; it counts the requests it saw.
+func headOnly(t *testing.T) (*rawServer, *atomic.Int64) {
+	hits := new(atomic.Int64)
+	return startRawServer(t, func(c net.Conn) {
+		br := bufio.NewReader(c)
+		if _, err := http.ReadRequest(br); err != nil {
+			return
+		}
+		hits.Add(1)
+		io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n")
+		io.Copy(io.Discard, br) // until ferry gives up
+	}), hits
 }

@@ -393,9 +393,7 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, up *upstream, ma
 					}
 					if next, ok := p.retry(ctx, up, attempt, key, tried, r, body, as, x, why); ok {
 						x.status, x.reason, x.err, x.out = 0, "", nil, 0
-						if body == nil {
-							idle.pause() // as before the first attempt
-						}
+						idle.rewind(body == nil) // as before the first attempt
 						pick = next
 						continue
 					}

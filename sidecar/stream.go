@@ -139,6 +139,19 @@ func (it *idleTimer) pause() {
 	}
 }
 
+// rewind watches a new attempt as the first was before its response:
+// pause, which resume made a no-op, holds again (the response header
+// timeout rules the wait for the attempt's head), now when it has nothing
+// to upload, else at the upload's end.
+func (it *idleTimer) rewind(nothingToUpload bool) {
+	if it != nil {
+		it.responding.Store(false)
+		if nothingToUpload {
+			it.paused.Store(true)
+		}
+	}
+}
+
 // resume restarts idle accounting from now. The timer needs no reset:
 // while an exchange is watched it is armed for no later than d after its
 // last look.
