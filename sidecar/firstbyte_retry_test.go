@@ -314,17 +314,7 @@ func TestBodyIdleFirstByteRetryWaitsForHead(t *testing.T) {
 		io.WriteString(w, "good")
 	}))
 	_, url := outboundTo(t, fmt.Sprintf("defaults: { balancer: round_robin, retry: { base_interval: 1ms, max_interval: 2ms }, timeouts: { body_idle: %v } }", bodyIdle), stall.addr(), thinker)
-	for i := 0; hits.Load() == 0; i++ {
-		if i == 2 {
-			t.Fatal("the stalling endpoint was never tried; the test proves nothing")
-		}
-		conn := dialRaw(t, url)
-		io.WriteString(conn, "GET /a HTTP/1.1\r\nHost: x\r\n\r\n")
-		res, b := readWholeAnswer(t, conn)
-		if res.StatusCode != http.StatusOK || string(b) != "good" {
-			t.Fatalf("request %d: got %d %q, want the thinking endpoint's answer", i+1, res.StatusCode, b)
-		}
-	}
+	goodWhileStalled(t, url, hits)
 }
 
 // headOnly is an HTTP/1.1 upstream that answers with a Content-Length head
@@ -340,4 +330,34 @@ func headOnly(t *testing.T) (*rawServer, *atomic.Int64) {
 		io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n")
 		io.Copy(io.Discard, br) // until ferry gives up
 	}), hits
+}
+
+// TestBodyIdleFirstByteRetryBackoff: the backoff before that retry is not
+// body_idle's either: the exchange waits it out with nothing to move, as
+// it does before any retry. (The backoff is random up to max_interval,
+// which is 100 times body_idle here: one that ends the exchange shows in
+// nearly every run.)
+func TestBodyIdleFirstByteRetryBackoff(t *testing.T) {
+	stall, hits := headOnly(t)
+	good := newFlaky(t, "good")
+	_, url := outboundTo(t, "defaults: { balancer: round_robin, retry: { base_interval: 2s, max_interval: 2s }, timeouts: { body_idle: 20ms } }", stall.addr(), good.addr)
+	goodWhileStalled(t, url, hits)
+}
+
+// goodWhileStalled asks url on the lane (round robin: within two requests
+// one goes to the stalling endpoint, which hits counts, first) and fails
+// the test unless each gets the other endpoint's whole answer, "good".
+func goodWhileStalled(t *testing.T, url string, hits *atomic.Int64) {
+	t.Helper()
+	for i := 0; hits.Load() == 0; i++ {
+		if i == 2 {
+			t.Fatal("the stalling endpoint was never tried; the test proves nothing")
+		}
+		conn := dialRaw(t, url)
+		io.WriteString(conn, "GET /a HTTP/1.1\r\nHost: x\r\n\r\n")
+		res, b := readWholeAnswer(t, conn)
+		if res.StatusCode != http.StatusOK || string(b) != "good" {
+			t.Fatalf("request %d: got %d %q, want the other endpoint's answer", i+1, res.StatusCode, b)
+		}
+	}
 }

@@ -391,9 +391,10 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, up *upstream, ma
 					if firstCut {
 						as, why = resilience.Outcome{Result: resilience.TimedOut}, telemetry.ReasonTimeout
 					}
+					// As before the first attempt, through the backoff too.
+					idle.rewind(body == nil)
 					if next, ok := p.retry(ctx, up, attempt, key, tried, r, body, as, x, why); ok {
 						x.status, x.reason, x.err, x.out = 0, "", nil, 0
-						idle.rewind(body == nil) // as before the first attempt
 						pick = next
 						continue
 					}
