@@ -349,6 +349,7 @@ func (s *Sidecar) shutdown(ctx context.Context) error {
 	var admin *listener
 	var forced atomic.Int32
 	var cutAt atomic.Int64 // monoNow() when the first forced close began
+	var tunnelsCut atomic.Int64
 	for _, l := range servers {
 		if l.name == "admin" {
 			admin = l
@@ -360,6 +361,10 @@ func (s *Sidecar) shutdown(ctx context.Context) error {
 			if err := l.srv.Shutdown(ctx); err != nil {
 				forced.Add(1)
 				cutAt.CompareAndSwap(0, monoNow())
+				// The grace period is over for tunnels too: cut with
+				// the exchanges, they share the report wait that Close
+				// may spend.
+				tunnelsCut.Add(int64(s.tunnels.closeAll()))
 				l.srv.Close() // lets the exchanges it cuts answer: within the report wait
 			}
 			// Serve may not have begun (a Shutdown right after Start):
@@ -371,7 +376,7 @@ func (s *Sidecar) shutdown(ctx context.Context) error {
 	// Tunnels are invisible to Shutdown: wait for them to end on their own
 	// until the grace period does.
 	s.tunnels.waitEmpty(ctx)
-	n := s.tunnels.closeAll()
+	n := int(tunnelsCut.Load()) + s.tunnels.closeAll()
 	if admin != nil {
 		admin.srv.Close()
 		admin.ln.Close()

@@ -10,6 +10,8 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
+	"path/filepath"
 	"runtime"
 	"strings"
 	"testing"
@@ -614,5 +616,69 @@ func dumpIn(t *testing.T, fn string) {
 		if strings.Contains(g, fn) {
 			t.Log(g)
 		}
+	}
+}
+
+// TestTunnelCutReportedWhileLaneWaits: a tunnel cut at the grace period's
+// end gets the report wait for its access log line, as the exchanges cut
+// with it do, even while the lane's Close spends that wait on a request
+// whose head is still arriving (a slow caller): the tunnel is cut with
+// them, not once Close gave up.
+func TestTunnelCutReportedWhileLaneWaits(t *testing.T) {
+	o := startWSOrigin(t)
+	logPath := filepath.Join(t.TempDir(), "access.log")
+	sc := startFerry(t, fmt.Sprintf(`
+admin: { listen: 127.0.0.1:0 }
+outbound: { listen: 127.0.0.1:0, routes: [ { service: chat } ] }
+services: { chat: { endpoints: [%s] } }
+telemetry: { access_log: %s }
+`, o.addr, logPath))
+	c, res := dialWS(t, sc.Addr("outbound"), "/chat", "early\n")
+	checkUpgraded(t, res)
+	greetTunnel(c)
+
+	// A caller whose next request's head is half sent: busy, with no
+	// exchange, Close waits for it.
+	var l *lane
+	for _, ln := range sc.servers {
+		if ln.name == "outbound" {
+			l = ln.srv.(*lane)
+		}
+	}
+	slow := dialRaw(t, "http://"+sc.Addr("outbound"))
+	io.WriteString(slow, "GET /plain HTTP/1.1\r\nHost: x\r\n\r\n")
+	if res, err := http.ReadResponse(bufio.NewReader(slow), nil); err != nil {
+		t.Fatal(err)
+	} else {
+		res.Body.Close() // the origin's 400, whole (Content-Length)
+	}
+	busy := func(want bool) func() bool {
+		return func() bool {
+			l.mu.Lock()
+			defer l.mu.Unlock()
+			for lc := range l.conns {
+				if lc.busy.Load() == want {
+					return true
+				}
+			}
+			return false
+		}
+	}
+	waitFor(t, "the slow caller's connection to wait for its next request", 5*time.Second, busy(false))
+	io.WriteString(slow, "GET /plain HTTP/1.1\r\n")
+	waitFor(t, "its next head to begin", 5*time.Second, busy(true))
+
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	if err := sc.Shutdown(ctx); err == nil {
+		t.Fatal("Shutdown reported a clean drain although a tunnel was cut")
+	}
+	c.expectClosed()
+	b, err := os.ReadFile(logPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(b), `"status":101`) {
+		t.Fatalf("the cut tunnel is not in the access log when Shutdown returned:\n%s", b)
 	}
 }
