@@ -152,27 +152,11 @@ func (l *lane) Shutdown(ctx context.Context) error {
 	l.mu.Unlock()
 	fallback := make(chan error, 1)
 	go func() { fallback <- l.fallback.Shutdown(ctx) }()
-	tick := time.NewTicker(5 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		l.mu.Lock()
-		for c := range l.conns {
-			if !c.busy.Load() {
-				c.c.Close()
-			}
-		}
-		n := len(l.conns)
-		l.mu.Unlock()
-		if n == 0 {
-			return <-fallback
-		}
-		select {
-		case <-ctx.Done():
-			<-fallback
-			return ctx.Err()
-		case <-tick.C:
-		}
+	if l.awaitConns(ctx) {
+		return <-fallback
 	}
+	<-fallback
+	return ctx.Err()
 }
 
 // Close ends everything still open, the drain's grace being over: it
@@ -223,20 +207,27 @@ func (l *lane) Close() error {
 	return l.fallback.Close()
 }
 
-// awaitConns waits until the lane has no connection left or ctx ends.
-func (l *lane) awaitConns(ctx context.Context) {
+// awaitConns closes each connection it finds idle (between requests: a
+// connection whose exchange ends closes itself once the lane is closing)
+// until the lane has none left, true, or ctx ends, false.
+func (l *lane) awaitConns(ctx context.Context) bool {
 	tick := time.NewTicker(5 * time.Millisecond)
 	defer tick.Stop()
 	for {
 		l.mu.Lock()
+		for c := range l.conns {
+			if !c.busy.Load() {
+				c.c.Close()
+			}
+		}
 		n := len(l.conns)
 		l.mu.Unlock()
 		if n == 0 {
-			return
+			return true
 		}
 		select {
 		case <-ctx.Done():
-			return
+			return false
 		case <-tick.C:
 		}
 	}
@@ -478,6 +469,9 @@ func (l *lane) serveConn(c net.Conn) {
 		}
 		switch next {
 		case connKeep:
+			if testHookKept != nil {
+				testHookKept()
+			}
 			continue
 		case connLingering:
 			owned = false
@@ -485,6 +479,10 @@ func (l *lane) serveConn(c net.Conn) {
 		return
 	}
 }
+
+// testHookKept, set by tests only, runs on a connection's goroutine when
+// an exchange ended with the connection kept for the next request.
+var testHookKept func()
 
 func deadline(d time.Duration) time.Time {
 	if d <= 0 {

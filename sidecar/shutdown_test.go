@@ -595,3 +595,27 @@ func TestLaneCloseServesNoHeadCompletedAfter(t *testing.T) {
 	}
 	recv(t, closed, 5*time.Second, "Close to return")
 }
+
+// A connection that finished its exchange just before Close looked (busy
+// then) and waits for its next request after is closed by Close's wait,
+// as Shutdown's loop closes idle connections: it was left open until the
+// whole answer wait had passed.
+func TestLaneCloseClosesConnectionsGoneIdle(t *testing.T) {
+	at, release := make(chan struct{}), make(chan struct{})
+	testHookKept = func() {
+		at <- struct{}{}
+		<-release
+	}
+	t.Cleanup(func() { testHookKept = nil })
+	srv := &http.Server{IdleTimeout: time.Hour}
+	l := newLane("outbound", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}), srv, slog.New(slog.DiscardHandler))
+	l.answerWait = time.Minute
+	c := dialServer(t, l)
+	io.WriteString(c, "GET /a HTTP/1.1\r\nHost: x\r\n\r\n")
+	recv(t, at, 5*time.Second, "the exchange to end with its connection kept")
+	closed := make(chan error, 1)
+	go func() { closed <- l.Close() }()
+	recv(t, srv.BaseContext(nil).Done(), 5*time.Second, "Close to have looked at the connections and cut the exchanges")
+	close(release)
+	recv(t, closed, 10*time.Second, "Close to return well before its answer wait (a minute)")
+}
