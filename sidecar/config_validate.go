@@ -105,7 +105,7 @@ func (c *Config) validate() ConfigErrors {
 				bad, _ := utf8.DecodeRuneInString(r.PathPrefix[i:])
 				add(p+".path_prefix", "must not contain %q (a path prefix is the path alone: no spaces, query or fragment), got %q", string(bad), r.PathPrefix)
 			}
-			if r.Host != "" && !validRouteHost(r.Host) {
+			if r.Host != "" && !routematch.ValidHost(r.Host) {
 				add(p+".host", "must be a host name or an IP address (no scheme, port or path), got %q", r.Host)
 			}
 			k := routematch.NewKey(normalizeHost(r.Host), r.PathPrefix)

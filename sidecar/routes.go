@@ -68,34 +68,3 @@ func normalizeHost(h string) string {
 	}
 	return h
 }
-
-// validRouteHost reports whether a route's host can ever match: a DNS name
-// (dot-separated labels of letters, digits, '-' and '_', a trailing dot
-// allowed), or an IP literal (IPv6 bare or in brackets, without a zone).
-func validRouteHost(h string) bool {
-	if inner, ok := strings.CutPrefix(h, "["); ok {
-		inner, ok = strings.CutSuffix(inner, "]")
-		a, err := netip.ParseAddr(inner)
-		return ok && err == nil && a.Is6() && a.Zone() == ""
-	}
-	if a, err := netip.ParseAddr(h); err == nil {
-		return a.Zone() == "" // a zone names a local interface, never a Host
-	}
-	h = strings.TrimSuffix(h, ".")
-	if h == "" || len(h) > 253 {
-		return false
-	}
-	for label := range strings.SplitSeq(h, ".") {
-		if label == "" || len(label) > 63 {
-			return false
-		}
-		for _, c := range label {
-			switch {
-			case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9', c == '-', c == '_':
-			default:
-				return false
-			}
-		}
-	}
-	return true
-}

@@ -118,6 +118,9 @@ func parseUpstream(entry string) (Upstream, error) {
 	u.Service = svc
 	switch {
 	case !hasMatch:
+		if !routematch.ValidHost(svc) {
+			return u, fmt.Errorf("service name %q cannot be the route's host (a DNS label is at most 63 characters, a name 253); give a match: %s=HOST", svc, svc)
+		}
 		u.Host = svc
 	case match == "*":
 	case match == "":
@@ -129,6 +132,9 @@ func parseUpstream(entry string) (Upstream, error) {
 		}
 		if host != "" && !hostRE().MatchString(host) {
 			return u, fmt.Errorf("invalid host %q in match %q: want a bare host name (no port, no scheme)", host, match)
+		}
+		if host != "" && !routematch.ValidHost(host) {
+			return u, fmt.Errorf("invalid host %q in match %q: a DNS label is at most 63 characters, a name 253", host, match)
 		}
 		if path != "" && !pathRE().MatchString(path) {
 			return u, fmt.Errorf("invalid path prefix %q in match %q", path, match)

@@ -51,6 +51,13 @@ func TestParseUpstreams(t *testing.T) {
 		{in: "a tags=x tags=y", err: "option tags given twice"},
 		{in: "a=", err: "empty match"},
 		{in: "a=http://x", err: `invalid host "http:"`},
+		// A DNS label is at most 63 bytes and a name 253: ferry's config
+		// refuses a route host past either, so the injector must too.
+		{in: strings.Repeat("a", 64), err: `service name "` + strings.Repeat("a", 64) + `" cannot be the route's host`},
+		{in: "a." + strings.Repeat("a", 64), err: `cannot be the route's host`},
+		{in: "a=" + strings.Repeat("a", 64) + ".svc", err: `invalid host`},
+		{in: "a=" + strings.Repeat("abcdefg.", 32) + "x", err: `invalid host`},
+		{in: strings.Repeat("a", 63) + "=" + strings.Repeat("a", 63) + "." + strings.Repeat("b", 63), want: []Upstream{{Service: strings.Repeat("a", 63), Host: strings.Repeat("a", 63) + "." + strings.Repeat("b", 63)}}},
 		{in: "a=/with space", err: `option "space": want key=value`},
 	} {
 		got, err := ParseUpstreams(tc.in)
