@@ -144,6 +144,13 @@ func newTransport(t resilience.Timeouts, h2c bool) http.RoundTripper {
 		p := new(http.Protocols)
 		p.SetUnencryptedHTTP2(true)
 		tr.Protocols = p
+		tr.DialContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
+			c, err := dial(ctx, network, addr)
+			if err != nil {
+				return nil, err
+			}
+			return &frameCapConn{Conn: c}, nil
+		}
 		// Flow control is the only bound on what an HTTP/2 upstream may
 		// send ahead of a slow caller: keep it near the HTTP/1.1 path's
 		// buffers instead of net/http's 4 MiB per stream.
@@ -188,10 +195,13 @@ func (u *upstream) exchangeEnded() {
 
 // h2Windows bounds HTTP/2 flow-control windows, on the listeners and toward
 // upstreams alike, so that a slow reader on one side costs at most this
-// much memory per stream on ferry.
+// much memory per stream on ferry, and the frames peers may send
+// (h2MaxFrame; each connection reads through a buffer as large as the
+// largest frame it got).
 func h2Windows() *http.HTTP2Config {
 	return &http.HTTP2Config{
 		MaxReceiveBufferPerStream:     256 << 10,
 		MaxReceiveBufferPerConnection: 4 << 20,
+		MaxReadFrameSize:              h2MaxFrame,
 	}
 }

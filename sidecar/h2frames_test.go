@@ -1,0 +1,344 @@
+package sidecar
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"runtime"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"golang.org/x/net/http2"
+)
+
+// frameLog records what a peer sent on an HTTP/2 connection: the largest
+// DATA frame and the SETTINGS_MAX_FRAME_SIZE it advertised.
+type frameLog struct {
+	mu         sync.Mutex
+	maxData    uint32
+	dataFrames int
+	advertised uint32 // 0: not seen
+	err        error
+}
+
+func (l *frameLog) snapshot() (maxData uint32, frames int, advertised uint32) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.maxData, l.dataFrames, l.advertised
+}
+
+// read parses frames from r until it ends (after the client preface when
+// preface is set).
+func (l *frameLog) read(r io.Reader, preface bool) {
+	if preface {
+		if _, err := io.ReadFull(r, make([]byte, len(http2.ClientPreface))); err != nil {
+			return
+		}
+	}
+	fr := http2.NewFramer(nil, r)
+	fr.SetMaxReadFrameSize(1 << 24)
+	for {
+		f, err := fr.ReadFrame()
+		if err != nil {
+			if !errors.Is(err, io.EOF) && !errors.Is(err, io.ErrClosedPipe) {
+				l.mu.Lock()
+				l.err = err
+				l.mu.Unlock()
+			}
+			io.Copy(io.Discard, r)
+			return
+		}
+		l.mu.Lock()
+		switch f := f.(type) {
+		case *http2.DataFrame:
+			l.maxData = max(l.maxData, f.Header().Length)
+			l.dataFrames++
+		case *http2.SettingsFrame:
+			if v, ok := f.Value(http2.SettingMaxFrameSize); ok && !f.IsAck() {
+				l.advertised = v
+			}
+		}
+		l.mu.Unlock()
+	}
+}
+
+// teeListener hands the server connections whose incoming bytes also go to
+// a frameLog.
+type teeListener struct {
+	net.Listener
+	log *frameLog
+}
+
+func (l teeListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	pr, pw := io.Pipe()
+	go l.log.read(pr, true)
+	return &teeConn{Conn: c, w: pw}, nil
+}
+
+type teeConn struct {
+	net.Conn
+	w *io.PipeWriter
+}
+
+func (c *teeConn) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	c.w.Write(p[:n])
+	if err != nil {
+		c.w.CloseWithError(err)
+	}
+	return n, err
+}
+
+func (c *teeConn) Close() error {
+	c.w.Close()
+	return c.Conn.Close()
+}
+
+// An h2c upstream that allows huge frames (net/http's server advertises
+// 1 MiB) gets DATA frames no larger than ferry's own cap: net/http's client
+// holds a buffer the size of the peer's frame limit (up to 512 KiB) for
+// every upload in flight, so an uncapped upload cost half a megabyte. And
+// ferry advertises that same cap both to its callers and to upstreams.
+func TestH2CFramesCapped(t *testing.T) {
+	log := &frameLog{}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := new(http.Protocols)
+	p.SetUnencryptedHTTP2(true)
+	srv := &http.Server{Protocols: p, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		n, err := io.Copy(io.Discard, r.Body)
+		fmt.Fprintf(w, "%d %v", n, err)
+	})}
+	go srv.Serve(teeListener{ln, log})
+	t.Cleanup(func() { srv.Close() })
+
+	_, base := ferryWithProtocol(t, "h2c", ln.Addr().String())
+	const size = 4 << 20
+	body := io.MultiReader(bytes.NewReader(make([]byte, size))) // no length: sent as it comes
+	res, err := h2cFor(t).Post(base+"/upload", "application/octet-stream", body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, _ := io.ReadAll(res.Body)
+	res.Body.Close()
+	if want := fmt.Sprintf("%d <nil>", size); string(got) != want {
+		t.Fatalf("origin read %q, want %q", got, want)
+	}
+	waitFor(t, "the origin's frames parsed", 5*time.Second, func() bool {
+		_, frames, _ := log.snapshot()
+		return frames > 0
+	})
+	maxData, frames, advertised := log.snapshot()
+	t.Logf("%d DATA frames, largest %d bytes; ferry advertised %d", frames, maxData, advertised)
+	if log.err != nil {
+		t.Fatalf("parsing ferry's frames: %v", log.err)
+	}
+	if maxData > h2MaxFrame {
+		t.Errorf("ferry sent a %d-byte DATA frame upstream, want at most %d", maxData, h2MaxFrame)
+	}
+	if advertised == 0 || advertised > h2MaxFrame {
+		t.Errorf("ferry advertised SETTINGS_MAX_FRAME_SIZE %d to the upstream, want 16384..%d", advertised, h2MaxFrame)
+	}
+
+	// What the outbound listener tells its callers.
+	c, err := net.Dial("tcp", base[len("http://"):])
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	io.WriteString(c, http2.ClientPreface)
+	fr := http2.NewFramer(c, c)
+	if err := fr.WriteSettings(); err != nil {
+		t.Fatal(err)
+	}
+	f, err := fr.ReadFrame()
+	if err != nil {
+		t.Fatal(err)
+	}
+	sf, ok := f.(*http2.SettingsFrame)
+	if !ok {
+		t.Fatalf("first frame from ferry %T, want SETTINGS", f)
+	}
+	if v, ok := sf.Value(http2.SettingMaxFrameSize); !ok || v > h2MaxFrame {
+		t.Errorf("ferry's listener advertised SETTINGS_MAX_FRAME_SIZE %d (sent: %v), want at most %d", v, ok, h2MaxFrame)
+	}
+}
+
+// Uploads over h2c in flight at once cost a bounded, small amount each,
+// behind an upstream that allows 1 MiB frames as net/http's server does:
+// net/http's client (in ferry, and in the caller) holds a buffer sized by
+// the peer's frame limit for each, which ferry's cap keeps at 64 KiB
+// instead of 512 KiB. What else is in flight is bounded by flow control:
+// ferry's 256 KiB per stream (4 MiB per caller connection; 12 streams fit)
+// and the origin's, set here to 64 KiB per stream.
+func TestMemoryBoundedPerH2CUpload(t *testing.T) {
+	const streams = 12
+	started := make(chan struct{}, streams)
+	release := make(chan struct{})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := new(http.Protocols)
+	p.SetUnencryptedHTTP2(true)
+	srv := &http.Server{Protocols: p, HTTP2: &http.HTTP2Config{
+		MaxReceiveBufferPerStream: 64 << 10, MaxReceiveBufferPerConnection: 8 << 20,
+	}, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/warm" {
+			return
+		}
+		// One byte read: both ferry's client and the caller's are sending
+		// the body, their buffers made.
+		if _, err := io.ReadFull(r.Body, make([]byte, 1)); err != nil {
+			t.Errorf("origin: %v", err)
+		}
+		started <- struct{}{}
+		<-release
+	})}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+	_, base := ferryWithProtocol(t, "h2c", ln.Addr().String())
+	c := h2cFor(t)
+	// Both connections made, and the peers' SETTINGS known (before them a
+	// client assumes 16 KiB frames).
+	for range 2 {
+		res, err := c.Post(base+"/warm", "text/plain", strings.NewReader("x"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		res.Body.Close()
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	runtime.GC() // twice: buffers pooled by earlier tests are gone
+	m := watchMemory()
+	for range streams {
+		go func() {
+			// Endless and of no stated length: the windows fill whatever
+			// their size.
+			req, _ := http.NewRequestWithContext(ctx, http.MethodPost, base+"/upload", zeros{})
+			if res, err := c.Do(req); err == nil {
+				res.Body.Close()
+			}
+		}()
+	}
+	for range streams {
+		recv(t, started, 10*time.Second, "an upload at the origin")
+	}
+	runtime.GC()
+	live, _ := readMem()
+	growth := int64(live) - int64(m.baseHeap)
+	close(m.stop)
+	<-m.done
+	cancel()
+	close(release)
+	t.Logf("%d uploads in flight: live heap grew %.2f MiB (%.0f KiB each)", streams, float64(growth)/float64(mib), float64(growth)/streams/1024)
+	if bound := 8 * mib; growth > bound {
+		t.Errorf("%d uploads in flight grew the live heap %d bytes, bound %d", streams, growth, bound)
+	}
+}
+
+// zeros reads as an endless run of zero bytes.
+type zeros struct{}
+
+func (zeros) Read(p []byte) (int, error) {
+	clear(p)
+	return len(p), nil
+}
+
+// settingsFrame is a SETTINGS frame carrying params as they go on the wire.
+func settingsFrame(params ...[2]uint32) []byte {
+	b := make([]byte, 9, 9+6*len(params))
+	binary.BigEndian.PutUint32(b, uint32(6*len(params))<<8|uint32(http2.FrameSettings))
+	for _, p := range params {
+		b = binary.BigEndian.AppendUint16(b, uint16(p[0]))
+		b = binary.BigEndian.AppendUint32(b, p[1])
+	}
+	return b
+}
+
+// dataFrame is a DATA frame on stream 1 with n payload bytes of fill.
+func dataFrame(n int, fill byte) []byte {
+	b := make([]byte, 9+n)
+	binary.BigEndian.PutUint32(b, uint32(n)<<8|uint32(http2.FrameData))
+	binary.BigEndian.PutUint32(b[5:], 1)
+	for i := range b[9:] {
+		b[9+i] = fill
+	}
+	return b
+}
+
+// The cap rewrites only MAX_FRAME_SIZE values above it, in every SETTINGS
+// frame however the reads split it, and passes every other byte as it
+// came.
+func TestFrameCapConnRewritesMaxFrameSize(t *testing.T) {
+	in := bytes.Join([][]byte{
+		settingsFrame([2]uint32{uint32(http2.SettingMaxConcurrentStreams), 100}, [2]uint32{uint32(http2.SettingMaxFrameSize), 1 << 20}, [2]uint32{uint32(http2.SettingInitialWindowSize), 1 << 20}),
+		dataFrame(300, 0x05), // payload bytes that look like a SETTINGS param are left alone
+		settingsFrame([2]uint32{uint32(http2.SettingMaxFrameSize), 16384}),
+		{0, 0, 0, byte(http2.FrameSettings), byte(http2.FlagSettingsAck), 0, 0, 0, 0},
+		settingsFrame([2]uint32{uint32(http2.SettingMaxFrameSize), 1<<24 - 1}, [2]uint32{uint32(http2.SettingMaxFrameSize), 40000}),
+		dataFrame(0, 0),
+	}, nil)
+	want := bytes.Join([][]byte{
+		settingsFrame([2]uint32{uint32(http2.SettingMaxConcurrentStreams), 100}, [2]uint32{uint32(http2.SettingMaxFrameSize), h2MaxFrame}, [2]uint32{uint32(http2.SettingInitialWindowSize), 1 << 20}),
+		dataFrame(300, 0x05),
+		settingsFrame([2]uint32{uint32(http2.SettingMaxFrameSize), 16384}),
+		{0, 0, 0, byte(http2.FrameSettings), byte(http2.FlagSettingsAck), 0, 0, 0, 0},
+		settingsFrame([2]uint32{uint32(http2.SettingMaxFrameSize), h2MaxFrame}, [2]uint32{uint32(http2.SettingMaxFrameSize), 40000}),
+		dataFrame(0, 0),
+	}, nil)
+	for _, chunk := range []int{1, 2, 3, 5, 6, 7, 9, 11, 13, 64, len(in)} {
+		for _, bufLen := range []int{1, 4, 8, 100, 4096} {
+			t.Run(fmt.Sprintf("chunk=%d/buf=%d", chunk, bufLen), func(t *testing.T) {
+				c := &frameCapConn{Conn: &chunkConn{data: in, chunk: chunk}}
+				var got []byte
+				buf := make([]byte, bufLen)
+				for {
+					n, err := c.Read(buf)
+					got = append(got, buf[:n]...)
+					if err == io.EOF {
+						break
+					}
+					if err != nil {
+						t.Fatal(err)
+					}
+				}
+				if !bytes.Equal(got, want) {
+					t.Fatalf("got\n%x\nwant\n%x", got, want)
+				}
+			})
+		}
+	}
+}
+
+// chunkConn is a net.Conn whose reads deliver data at most chunk bytes at
+// a time, then io.EOF.
+type chunkConn struct {
+	net.Conn
+	data  []byte
+	chunk int
+}
+
+func (c *chunkConn) Read(p []byte) (int, error) {
+	if len(c.data) == 0 {
+		return 0, io.EOF
+	}
+	n := copy(p, c.data[:min(c.chunk, len(c.data))])
+	c.data = c.data[n:]
+	return n, nil
+}
