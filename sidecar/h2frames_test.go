@@ -342,3 +342,81 @@ func (c *chunkConn) Read(p []byte) (int, error) {
 	c.data = c.data[n:]
 	return n, nil
 }
+
+// FuzzFrameCapConn: however the upstream's bytes are split across reads,
+// and however small the reader's buffer, frameCapConn hands on exactly
+// what a whole-stream rewrite gives: every byte as it came except
+// SETTINGS_MAX_FRAME_SIZE values above the cap in SETTINGS frames.
+func FuzzFrameCapConn(f *testing.F) {
+	f.Add(bytes.Join([][]byte{
+		settingsFrame([2]uint32{uint32(http2.SettingMaxFrameSize), 1 << 20}),
+		dataFrame(20, 0), settingsFrame(),
+		settingsFrame([2]uint32{uint32(http2.SettingInitialWindowSize), 1 << 20}, [2]uint32{uint32(http2.SettingMaxFrameSize), 1<<24 - 1}),
+	}, nil), []byte{1, 7, 3}, uint16(5))
+	f.Add(append(settingsFrame([2]uint32{5, 70000}), 0, 0), []byte{13}, uint16(1))
+	f.Fuzz(func(t *testing.T, in, chunks []byte, bufLen uint16) {
+		if len(chunks) == 0 || bufLen == 0 {
+			return
+		}
+		want := capFramesWhole(in)
+		cc := &cyclicConn{data: in, chunks: chunks}
+		c := &frameCapConn{Conn: cc}
+		var got []byte
+		buf := make([]byte, bufLen)
+		for {
+			n, err := c.Read(buf)
+			got = append(got, buf[:n]...)
+			if err != nil {
+				break
+			}
+		}
+		if !bytes.Equal(got, want) {
+			t.Fatalf("got\n%x\nwant\n%x", got, want)
+		}
+	})
+}
+
+// capFramesWhole is the reference: the frames of a whole stream walked at
+// once, MAX_FRAME_SIZE values above the cap lowered, and the stream cut
+// before a SETTINGS parameter it ends inside of.
+func capFramesWhole(in []byte) []byte {
+	out := bytes.Clone(in)
+	for i := 0; i+9 <= len(out); {
+		n := int(out[i])<<16 | int(out[i+1])<<8 | int(out[i+2])
+		typ, flags := out[i+3], out[i+4]
+		i += 9
+		if typ != 0x4 || flags&0x1 != 0 || n%6 != 0 {
+			i += n
+			continue
+		}
+		for end := i + n; i < end; i += 6 {
+			if i+6 > len(out) {
+				return out[:i]
+			}
+			if binary.BigEndian.Uint16(out[i:]) == 5 && binary.BigEndian.Uint32(out[i+2:]) > h2MaxFrame {
+				binary.BigEndian.PutUint32(out[i+2:], h2MaxFrame)
+			}
+		}
+	}
+	return out
+}
+
+// cyclicConn is a net.Conn whose reads deliver data in chunks of the sizes
+// in chunks, cycling (at least a byte each), then io.EOF.
+type cyclicConn struct {
+	net.Conn
+	data   []byte
+	chunks []byte
+	i      int
+}
+
+func (c *cyclicConn) Read(p []byte) (int, error) {
+	if len(c.data) == 0 {
+		return 0, io.EOF
+	}
+	k := max(1, int(c.chunks[c.i%len(c.chunks)]))
+	c.i++
+	n := copy(p, c.data[:min(k, len(c.data))])
+	c.data = c.data[n:]
+	return n, nil
+}
