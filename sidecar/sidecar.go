@@ -243,7 +243,7 @@ func (s *Sidecar) newServer(name string, h http.Handler) *http.Server {
 		ReadHeaderTimeout: lim.ReadHeaderTimeout,
 		IdleTimeout:       lim.IdleTimeout,
 		MaxHeaderBytes:    lim.MaxHeaderBytes,
-		HTTP2:             h2Windows(),
+		HTTP2:             h2Windows(true),
 		ErrorLog:          log.New(slogWriter{s.log, name}, "", 0),
 	}
 }

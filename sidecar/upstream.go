@@ -154,7 +154,7 @@ func newTransport(t resilience.Timeouts, h2c bool) http.RoundTripper {
 		// Flow control is the only bound on what an HTTP/2 upstream may
 		// send ahead of a slow caller: keep it near the HTTP/1.1 path's
 		// buffers instead of net/http's 4 MiB per stream.
-		tr.HTTP2 = h2Windows()
+		tr.HTTP2 = h2Windows(false)
 		return tr
 	}
 	return &fastH1{dial: dial, responseHeader: t.ResponseHeader, fallback: tr}
@@ -193,15 +193,35 @@ func (u *upstream) exchangeEnded() {
 	}
 }
 
-// h2Windows bounds HTTP/2 flow-control windows, on the listeners and toward
-// upstreams alike, so that a slow reader on one side costs at most this
-// much memory per stream on ferry, and the frames peers may send
-// (h2MaxFrame; each connection reads through a buffer as large as the
-// largest frame it got).
-func h2Windows() *http.HTTP2Config {
-	return &http.HTTP2Config{
-		MaxReceiveBufferPerStream:     256 << 10,
-		MaxReceiveBufferPerConnection: 4 << 20,
-		MaxReadFrameSize:              h2MaxFrame,
+// HTTP/2 flow control on ferry's listeners and toward upstreams alike. A
+// stream's window bounds what a slow reader on the other side costs ferry:
+// h2StreamWindow per stream in flight. The connection's window must not be
+// a second, shared bound: net/http gives it back only as a stream's data is
+// read, so a few stalled streams would stop every other stream on the
+// connection (other callers' answers on a pooled upstream connection, the
+// rest of an app's requests on its one connection to ferry). It is as
+// large as the streams a connection may carry (h2Streams on the
+// listeners; toward upstreams, the upstream's limit, with max_in_flight
+// bounding the exchanges).
+const (
+	h2StreamWindow = 256 << 10
+	h2Streams      = 250
+)
+
+// h2Windows is the HTTP/2 configuration of a listener (server) or of an
+// upstream's client: the windows above and frames of at most h2MaxFrame
+// (each connection reads through a buffer as large as the largest frame
+// it got).
+func h2Windows(server bool) *http.HTTP2Config {
+	c := &http.HTTP2Config{
+		MaxReceiveBufferPerStream:     h2StreamWindow,
+		MaxReceiveBufferPerConnection: 1 << 30, // net/http's client adds it to the initial 64 KiB: 1<<31-1 overflows the window
+
+		MaxReadFrameSize: h2MaxFrame,
 	}
+	if server {
+		c.MaxConcurrentStreams = h2Streams
+		c.MaxReceiveBufferPerConnection = h2Streams * h2StreamWindow
+	}
+	return c
 }
