@@ -3,7 +3,6 @@ package sidecar
 import (
 	"context"
 	"io"
-	"net"
 	"net/http"
 	"strings"
 	"sync/atomic"
@@ -103,15 +102,9 @@ func TestH2CSlowReadersDoNotStallUpstreamConnection(t *testing.T) {
 // connection still gets its body through.
 func TestH2CStalledUploadsDoNotStallCallerConnection(t *testing.T) {
 	release := make(chan struct{})
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := new(http.Protocols)
-	p.SetUnencryptedHTTP2(true)
-	srv := &http.Server{Protocols: p, HTTP2: &http.HTTP2Config{
+	addr := h2cOrigin(t, &http.HTTP2Config{
 		MaxReceiveBufferPerStream: 64 << 10, MaxReceiveBufferPerConnection: 1 << 30,
-	}, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	}, nil, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path == "/echo" {
 			io.Copy(w, r.Body)
 			return
@@ -120,11 +113,9 @@ func TestH2CStalledUploadsDoNotStallCallerConnection(t *testing.T) {
 		case <-release:
 		case <-r.Context().Done():
 		}
-	})}
-	go srv.Serve(ln)
-	t.Cleanup(func() { srv.Close() })
+	}))
 	defer close(release)
-	_, base := ferryWithProtocol(t, "h2c", ln.Addr().String())
+	_, base := ferryWithProtocol(t, "h2c", addr)
 
 	c := h2cFor(t) // one connection for all
 	ctx, cancel := context.WithCancel(context.Background())

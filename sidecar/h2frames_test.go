@@ -112,20 +112,12 @@ func (c *teeConn) Close() error {
 // ferry advertises that same cap both to its callers and to upstreams.
 func TestH2CFramesCapped(t *testing.T) {
 	log := &frameLog{}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := new(http.Protocols)
-	p.SetUnencryptedHTTP2(true)
-	srv := &http.Server{Protocols: p, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		n, err := io.Copy(io.Discard, r.Body)
-		fmt.Fprintf(w, "%d %v", n, err)
-	})}
-	go srv.Serve(teeListener{ln, log})
-	t.Cleanup(func() { srv.Close() })
-
-	_, base := ferryWithProtocol(t, "h2c", ln.Addr().String())
+	addr := h2cOrigin(t, nil, func(ln net.Listener) net.Listener { return teeListener{ln, log} },
+		http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			n, err := io.Copy(io.Discard, r.Body)
+			fmt.Fprintf(w, "%d %v", n, err)
+		}))
+	_, base := ferryWithProtocol(t, "h2c", addr)
 	const size = 4 << 20
 	body := io.MultiReader(bytes.NewReader(make([]byte, size))) // no length: sent as it comes
 	res, err := h2cFor(t).Post(base+"/upload", "application/octet-stream", body)
@@ -183,21 +175,14 @@ func TestH2CFramesCapped(t *testing.T) {
 // net/http's client (in ferry, and in the caller) holds a buffer sized by
 // the peer's frame limit for each, which ferry's cap keeps at 64 KiB
 // instead of 512 KiB. What else is in flight is bounded by flow control:
-// ferry's 256 KiB per stream (4 MiB per caller connection; 12 streams fit)
-// and the origin's, set here to 64 KiB per stream.
+// ferry's 256 KiB per stream and the origin's, set here to 64 KiB.
 func TestMemoryBoundedPerH2CUpload(t *testing.T) {
 	const streams = 12
 	started := make(chan struct{}, streams)
 	release := make(chan struct{})
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := new(http.Protocols)
-	p.SetUnencryptedHTTP2(true)
-	srv := &http.Server{Protocols: p, HTTP2: &http.HTTP2Config{
+	addr := h2cOrigin(t, &http.HTTP2Config{
 		MaxReceiveBufferPerStream: 64 << 10, MaxReceiveBufferPerConnection: 8 << 20,
-	}, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	}, nil, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path == "/warm" {
 			return
 		}
@@ -208,10 +193,8 @@ func TestMemoryBoundedPerH2CUpload(t *testing.T) {
 		}
 		started <- struct{}{}
 		<-release
-	})}
-	go srv.Serve(ln)
-	t.Cleanup(func() { srv.Close() })
-	_, base := ferryWithProtocol(t, "h2c", ln.Addr().String())
+	}))
+	_, base := ferryWithProtocol(t, "h2c", addr)
 	c := h2cFor(t)
 	// Both connections made, and the peers' SETTINGS known (before them a
 	// client assumes 16 KiB frames).
@@ -258,6 +241,26 @@ type zeros struct{}
 func (zeros) Read(p []byte) (int, error) {
 	clear(p)
 	return len(p), nil
+}
+
+// h2cOrigin starts an h2c-only origin with the given HTTP/2 settings (nil:
+// net/http's), serving through wrap's listener when wrap is not nil.
+func h2cOrigin(t testing.TB, conf *http.HTTP2Config, wrap func(net.Listener) net.Listener, h http.Handler) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	if wrap != nil {
+		ln = wrap(ln)
+	}
+	p := new(http.Protocols)
+	p.SetUnencryptedHTTP2(true)
+	srv := &http.Server{Protocols: p, HTTP2: conf, Handler: h}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+	return addr
 }
 
 // settingsFrame is a SETTINGS frame carrying params as they go on the wire.
