@@ -4,7 +4,9 @@ import (
 	"context"
 	"io"
 	"net/http"
+	"net"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -167,4 +169,123 @@ func (z *countingZeros) Read(p []byte) (int, error) {
 	clear(p)
 	z.n.Add(int64(len(p)))
 	return len(p), nil
+}
+
+// silencer relays TCP connections to addr until silence is called: from
+// then on the connections it carries pass nothing on either way and stay
+// open, as behind a dead host or a dropped route. Connections made after
+// relay as before.
+type silencer struct {
+	mu    sync.Mutex
+	quiet []*atomic.Bool // one per connection made so far
+}
+
+func startSilencer(t *testing.T, addr string) (*silencer, string) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &silencer{}
+	var conns []net.Conn
+	t.Cleanup(func() {
+		ln.Close()
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		for _, c := range conns {
+			c.Close()
+		}
+	})
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			up, err := net.Dial("tcp", addr)
+			if err != nil {
+				c.Close()
+				continue
+			}
+			quiet := new(atomic.Bool)
+			s.mu.Lock()
+			conns = append(conns, c, up)
+			s.quiet = append(s.quiet, quiet)
+			s.mu.Unlock()
+			pipe := func(dst, src net.Conn) {
+				buf := make([]byte, 32<<10)
+				for {
+					n, err := src.Read(buf)
+					if quiet.Load() {
+						return // passes nothing on again, closes nothing
+					}
+					dst.Write(buf[:n])
+					if err != nil {
+						dst.Close()
+						return
+					}
+				}
+			}
+			go pipe(up, c)
+			go pipe(c, up)
+		}
+	}()
+	return s, ln.Addr().String()
+}
+
+// silence makes every connection made so far go quiet.
+func (s *silencer) silence() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, q := range s.quiet {
+		q.Store(true)
+	}
+}
+
+// An h2c upstream connection that goes quiet (its host died, its route
+// dropped: no reset, no close) is found dead by a ping and dropped, so the
+// requests after it go out on a new connection instead of waiting out
+// response_header, one after another, on the dead one.
+func TestH2CQuietUpstreamConnectionDropped(t *testing.T) {
+	defer setH2Ping(t, 100*time.Millisecond, 200*time.Millisecond)()
+	addr := h2cOrigin(t, nil, nil, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, "hello")
+	}))
+	sil, via := startSilencer(t, addr)
+	_, base := ferryWithProtocol(t, "h2c", via)
+	c := h2cFor(t)
+	get := func() (int, string, error) {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, base+"/", nil)
+		res, err := c.Do(req)
+		if err != nil {
+			return 0, "", err
+		}
+		defer res.Body.Close()
+		b, err := io.ReadAll(res.Body)
+		return res.StatusCode, string(b), err
+	}
+	if code, body, err := get(); err != nil || code != 200 || body != "hello" {
+		t.Fatalf("first request: %d %q %v", code, body, err)
+	}
+	sil.silence()
+	// Whatever the request in flight as the connection is found dead gets
+	// (a retry on a new connection, or a 502), the ones after it are
+	// answered.
+	start := time.Now()
+	code, body, err := get()
+	t.Logf("the request in flight as the connection went quiet: %d %q %v after %v", code, body, err, time.Since(start).Round(time.Millisecond))
+	for i := range 3 {
+		if code, body, err := get(); err != nil || code != 200 || body != "hello" {
+			t.Fatalf("request %d after the upstream connection went quiet: %d %q %v", i+1, code, body, err)
+		}
+	}
+}
+
+// setH2Ping sets the upstream connections' ping timings for a test and
+// returns what restores them.
+func setH2Ping(t *testing.T, after, timeout time.Duration) func() {
+	a, o := h2PingAfter, h2PingTimeout
+	h2PingAfter, h2PingTimeout = after, timeout
+	return func() { h2PingAfter, h2PingTimeout = a, o }
 }

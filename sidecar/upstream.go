@@ -208,6 +208,16 @@ const (
 	h2Streams      = 250
 )
 
+// An h2c upstream connection that read no frame for h2PingAfter is pinged,
+// and closed if no answer came within h2PingTimeout: one whose host died
+// or whose route dropped (no reset, no close) otherwise takes every request
+// after it, each waiting out response_header, until TCP gives up minutes
+// later. Variables for tests.
+var (
+	h2PingAfter   = 10 * time.Second
+	h2PingTimeout = 5 * time.Second
+)
+
 // h2Windows is the HTTP/2 configuration of a listener (server) or of an
 // upstream's client: the windows above and frames of at most h2MaxFrame
 // (each connection reads through a buffer as large as the largest frame
@@ -222,6 +232,8 @@ func h2Windows(server bool) *http.HTTP2Config {
 	if server {
 		c.MaxConcurrentStreams = h2Streams
 		c.MaxReceiveBufferPerConnection = h2Streams * h2StreamWindow
+	} else {
+		c.SendPingTimeout, c.PingTimeout = h2PingAfter, h2PingTimeout
 	}
 	return c
 }
