@@ -3,8 +3,8 @@ package sidecar
 import (
 	"context"
 	"io"
-	"net/http"
 	"net"
+	"net/http"
 	"strings"
 	"sync"
 	"sync/atomic"
