@@ -212,9 +212,15 @@ const (
 // and closed if no answer came within h2PingTimeout: one whose host died
 // or whose route dropped (no reset, no close) otherwise takes every request
 // after it, each waiting out response_header, until TCP gives up minutes
-// later. Variables for tests.
+// later. h2PingAfter is no shorter than gRPC servers' default keepalive
+// enforcement (grpc-go and grpc-java: at most one ping per 5 minutes while
+// calls are open, none without): a client pinging more often gets GOAWAY
+// ENHANCE_YOUR_CALM "too_many_pings" on its third ping without data in
+// between, and the connection closed with every call on it. Idle pooled
+// connections (IdleConnTimeout, 90 s) are closed before they are pinged.
+// Variables for tests.
 var (
-	h2PingAfter   = 10 * time.Second
+	h2PingAfter   = 5 * time.Minute
 	h2PingTimeout = 5 * time.Second
 )
 
