@@ -28,6 +28,14 @@ type ConsulOptions struct {
 	// Watch lists services to start watching at once, by the name ferry
 	// uses for them. Others start on their first Service call.
 	Watch map[string]ConsulWatch
+	// Prior is the resolver this one replaces (a config reload), or nil.
+	// Each watch of Watch that Prior has too, with the same filters and on
+	// the same agent, datacenter, namespace and partition, starts with what
+	// Prior's learnt: its last endpoints, the indexes Consul gave and a
+	// state reset in progress. A first answer that is empty because
+	// Consul's state was reset is then held as Prior's was, instead of
+	// emptying the service. Prior is only read during NewConsul.
+	Prior *Consul
 }
 
 // ConsulWatch says which Consul instances make up a service.
@@ -63,6 +71,7 @@ type Consul struct {
 	mu      sync.Mutex
 	closed  bool
 	watches map[string]*consulWatch
+	prior   *Consul // ConsulOptions.Prior while NewConsul runs, when on the same cluster
 }
 
 type consulWatch struct {
@@ -101,6 +110,9 @@ func NewConsul(ctx context.Context, cfg ConsulConfig, opts ConsulOptions) (*Cons
 		cancel:  cancel,
 		watches: make(map[string]*consulWatch),
 	}
+	if p := opts.Prior; p != nil && p != c && p.client.sameCluster(client) {
+		c.prior = p
+	}
 	names := make([]string, 0, len(opts.Watch))
 	for name := range opts.Watch {
 		names = append(names, name)
@@ -112,6 +124,9 @@ func NewConsul(ctx context.Context, cfg ConsulConfig, opts ConsulOptions) (*Cons
 			return nil, err
 		}
 	}
+	c.mu.Lock()
+	c.prior = nil
+	c.mu.Unlock()
 	return c, nil
 }
 
@@ -177,6 +192,9 @@ func (c *Consul) watch(name string, spec ConsulWatch, any bool) (*Service, error
 		scrub:      func(s string) string { return scrubToken(s, c.token) },
 		log:        c.log,
 	}
+	if c.prior != nil {
+		w.inherit(c.prior.memory(name, spec))
+	}
 	c.watches[name] = &consulWatch{spec: spec, w: w}
 	c.wg.Add(1)
 	go func() {
@@ -184,6 +202,26 @@ func (c *Consul) watch(name string, spec ConsulWatch, any bool) (*Service, error
 		w.run(c.ctx)
 	}()
 	return w.svc, nil
+}
+
+// memory returns what the watch of name learnt, when it watches with
+// spec's filters; nil otherwise.
+func (c *Consul) memory(name string, spec ConsulWatch) *watchMemory {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	cw, ok := c.watches[name]
+	if !ok || !cw.spec.equal(spec) {
+		return nil
+	}
+	m := cw.w.mem.Load()
+	if m == nil {
+		return nil
+	}
+	last := cw.w.svc.Snapshot()
+	if !last.Ready {
+		return nil
+	}
+	return &watchMemory{seen: m.seen, resetAt: m.resetAt, last: last}
 }
 
 func validateServiceName(key, name string) error {

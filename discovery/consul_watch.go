@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
 	"slices"
 	"strconv"
@@ -96,8 +97,45 @@ type watch struct {
 	// backend are compared.
 	seen      map[string]uint64
 	resetHold time.Duration // indexResetHold when the watch began
+	// prior is the last snapshot of the watch this one replaces (see
+	// ConsulOptions.Prior), until this one publishes: an empty answer in
+	// a state reset's hold keeps its endpoints. priorFirst: the first
+	// answer has not come yet; it is compared with every index prior saw.
+	prior      *Snapshot
+	priorFirst bool
 
+	// mem is what the loop learnt, for a watch that replaces this one.
+	mem   atomic.Pointer[watchMemory]
 	stats watchStats
+}
+
+// watchMemory is what a watch hands the watch of the same service in the
+// resolver that replaces its own (a reload): the highest index per query
+// backend, when Consul's state was last reset, and its last snapshot.
+type watchMemory struct {
+	seen    map[string]uint64
+	resetAt time.Time
+	last    *Snapshot
+}
+
+// inherit starts the loop from what the watch this one replaces learnt.
+// It runs before the loop starts.
+func (w *watch) inherit(m *watchMemory) {
+	if m == nil {
+		return
+	}
+	w.seen = maps.Clone(m.seen)
+	w.resetAt = m.resetAt
+	if len(m.last.Endpoints) > 0 {
+		w.prior = m.last
+	}
+	w.priorFirst = len(w.seen) > 0
+}
+
+// remember publishes the loop's indexes and reset for a watch that
+// replaces this one.
+func (w *watch) remember() {
+	w.mem.Store(&watchMemory{seen: maps.Clone(w.seen), resetAt: w.resetAt})
 }
 
 // watchStats are the per-service counters shown by admin and metrics.
@@ -217,7 +255,15 @@ func (w *watch) step(ctx context.Context) bool {
 		}
 	}
 	w.seen[meta.Backend] = meta.LastIndex
+	w.priorFirst = false
+	w.remember()
 	cur := w.svc.Snapshot()
+	last := cur // the endpoints an empty answer would take away
+	if !cur.Ready && w.prior != nil {
+		// The watch this one replaces had endpoints: an empty first
+		// answer in a reset's hold keeps them, as it would have.
+		last = w.prior
+	}
 	if !fresh && !cur.Stale && cur.Ready {
 		w.confirmed(now)
 		return true // timeout: nothing new
@@ -232,12 +278,13 @@ func (w *watch) step(ctx context.Context) bool {
 		w.index = 0
 		return true
 	}
-	if len(eps) == 0 && len(cur.Endpoints) > 0 && !w.resetAt.IsZero() {
+	if len(eps) == 0 && len(last.Endpoints) > 0 && !w.resetAt.IsZero() {
 		if now.Sub(w.resetAt) < w.resetHold {
-			w.hold(cur, now)
+			w.hold(last, now)
 			return true
 		}
 		w.resetAt = time.Time{}
+		w.remember()
 	}
 	w.confirmed(now)
 	if cur.Ready && !cur.Stale && cur.Err == "" && slices.EqualFunc(cur.Endpoints, eps, endpointEqual) {
@@ -285,7 +332,7 @@ func (w *watch) wentBack(meta *consulQueryMeta) bool {
 	if meta.LastIndex < w.seen[meta.Backend] {
 		return true
 	}
-	if w.failures == 0 {
+	if w.failures == 0 && !w.priorFirst {
 		return false
 	}
 	for _, index := range w.seen {
@@ -346,7 +393,7 @@ func (w *watch) fail(err error) {
 func (w *watch) hold(cur *Snapshot, now time.Time) {
 	w.stats.failing.Store(true) // the answer was not taken: the snapshot ages
 	msg := fmt.Sprintf("consul watch %q: Consul's index went backwards (its state was reset) and it lists no instance yet; keeping the last endpoints for up to %s after the reset while instances register again", w.service, w.resetHold)
-	if cur.Stale && cur.Err == msg {
+	if cur == w.svc.Snapshot() && cur.Stale && cur.Err == msg {
 		return
 	}
 	w.log.Warn("consul state reset, keeping last endpoints", "service", w.svc.Name(), "hold", w.resetHold.String())
@@ -362,6 +409,9 @@ func (w *watch) hold(cur *Snapshot, now time.Time) {
 }
 
 func (w *watch) publish(s *Snapshot) {
+	if s.Ready {
+		w.prior = nil
+	}
 	w.stats.publishes.Add(1)
 	w.svc.Publish(s)
 }

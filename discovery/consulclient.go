@@ -198,6 +198,14 @@ func newConsulClient(cfg, env consulClientConfig) (*consulClient, error) {
 	return c, nil
 }
 
+// sameCluster reports whether c and o ask the same agent for the same
+// datacenter, namespace and partition: their indexes and answers are one
+// Consul's.
+func (c *consulClient) sameCluster(o *consulClient) bool {
+	return c.scheme == o.scheme && c.host == o.host && c.pathPrefix == o.pathPrefix &&
+		c.cfg.Datacenter == o.cfg.Datacenter && c.cfg.Namespace == o.cfg.Namespace && c.cfg.Partition == o.cfg.Partition
+}
+
 // consulTransport is a pooled transport with the official client's
 // settings (proxy from the environment, 30s dial timeout and keep-alive).
 func consulTransport() *http.Transport {

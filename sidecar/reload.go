@@ -38,7 +38,7 @@ func (s *Sidecar) Reload(ctx context.Context, cfg *Config) error {
 	if errs := restartOnly(old.cfg, cfg); len(errs) > 0 {
 		return errs
 	}
-	st, err := buildState(cfg, s.resolver, s.log, s.upstreamOptions())
+	st, err := buildState(cfg, s.resolver, old, s.log, s.upstreamOptions())
 	if err != nil {
 		return err
 	}

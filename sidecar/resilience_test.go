@@ -569,7 +569,7 @@ func TestPickSyncsAPublishedSnapshot(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	st, err := buildState(cfg, nil, nil, nil) // not run: nothing follows the services
+	st, err := buildState(cfg, nil, nil, nil, nil) // not run: nothing follows the services
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -12,7 +12,11 @@ import (
 // resolvers builds where each used service's endpoints come from: the
 // static resolver for services with endpoints, Consul for the others.
 // consul is nil when nothing in the config talks to Consul.
-func resolvers(ctx context.Context, cfg *Config, log *slog.Logger) (static *discovery.Static, consul *discovery.Consul, err error) {
+//
+// prior is the Consul resolver of the generation in force (a reload), or
+// nil: a watch it has of the same service starts from what it learnt (see
+// discovery.ConsulOptions.Prior).
+func resolvers(ctx context.Context, cfg *Config, log *slog.Logger, prior *discovery.Consul) (static *discovery.Static, consul *discovery.Consul, err error) {
 	eps := map[string][]discovery.Endpoint{}
 	watch := map[string]discovery.ConsulWatch{}
 	used := cfg.usedServices()
@@ -44,7 +48,7 @@ func resolvers(ctx context.Context, cfg *Config, log *slog.Logger) (static *disc
 	if cfg.Consul != nil {
 		cc = *cfg.Consul
 	}
-	consul, err = discovery.NewConsul(ctx, cc, discovery.ConsulOptions{Logger: log, Watch: watch})
+	consul, err = discovery.NewConsul(ctx, cc, discovery.ConsulOptions{Logger: log, Watch: watch, Prior: prior})
 	if err != nil {
 		return nil, nil, fmt.Errorf("consul: %w", err)
 	}

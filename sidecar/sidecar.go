@@ -121,7 +121,7 @@ func New(cfg *Config, opts Options) (*Sidecar, error) {
 	if s.clock == nil {
 		s.clock = resilience.SystemClock{}
 	}
-	st, err := buildState(cfg, s.resolver, lg, s.upstreamOptions())
+	st, err := buildState(cfg, s.resolver, nil, lg, s.upstreamOptions())
 	if err != nil {
 		s.closeTelemetry()
 		return nil, err

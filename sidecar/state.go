@@ -34,13 +34,18 @@ type state struct {
 
 // buildState makes a generation from cfg. With resolver nil, services with
 // endpoints are static and the others resolve through a new Consul watcher
-// that lives until the generation is closed. A service no route leads to
+// that lives until the generation is closed, starting from what prev's
+// (the generation in force, on a reload; nil at start) learnt. A service no route leads to
 // is warned about and left out: it is not resolved, watched or waited for.
-func buildState(cfg *Config, resolver discovery.Resolver, log *slog.Logger, opts []resilience.Option) (*state, error) {
+func buildState(cfg *Config, resolver discovery.Resolver, prev *state, log *slog.Logger, opts []resilience.Option) (*state, error) {
 	ctx, stop := context.WithCancel(context.Background())
 	st := &state{cfg: cfg, upstreams: map[string]*upstream{}, ctx: ctx, stop: stop}
 	if resolver == nil {
-		static, consul, err := resolvers(ctx, cfg, log)
+		var prior *discovery.Consul
+		if prev != nil {
+			prior = prev.consul
+		}
+		static, consul, err := resolvers(ctx, cfg, log, prior)
 		if err != nil {
 			stop()
 			return nil, err
