@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"net/http"
 	"strconv"
 	"strings"
 	"testing"
@@ -74,4 +75,38 @@ func TestReloadDuringStateResetHoldKeepsEndpoints(t *testing.T) {
 		s := sc.state.Load().upstreams["api"].svc.Snapshot()
 		return !s.Stale && len(s.Endpoints) == 1
 	})
+}
+
+// A drain ended at once (a second SIGTERM: EndDrain; or Shutdown given a
+// context already over) still takes ferry's instance out of Consul:
+// otherwise it stays listed, passing, until its TTL runs out, and callers
+// are sent to an instance that is gone.
+func TestEndedDrainStillDeregisters(t *testing.T) {
+	agent := consultest.Start(t)
+	app := origin(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
+	cfg := mustParse(t, fmt.Sprintf(`
+admin: { listen: 127.0.0.1:0 }
+inbound: { listen: 127.0.0.1:0, app: %s }
+consul: { address: %s }
+register: { name: web, id: web-1, port: 18080, ttl: 1h }
+telemetry: { access_log: "off" }
+`, app, agent.HTTPAddr))
+	sc, err := New(cfg, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	registered := func() bool {
+		s, err := agent.Client().Agent().Services()
+		return err == nil && s["web-1"] != nil
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	sc.EndDrain() // the second signal came first: the drain, when it comes, ends at once
+	go func() { done <- sc.Run(ctx) }()
+	waitFor(t, "web-1 registered", 10*time.Second, registered)
+	cancel()
+	recv(t, done, 10*time.Second, "Run to return")
+	if registered() {
+		t.Fatal("web-1 is still registered in Consul after ferry exited (its drain was ended at once)")
+	}
 }
