@@ -1,9 +1,11 @@
 package sidecar
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"net"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -189,5 +191,42 @@ func TestRetryNotMadeIsNotCounted(t *testing.T) {
 	_, body := get(t, h1Client(), "http://"+sc.Addr("admin")+"/metrics", "")
 	if l := grepLines(body, "ferry_retries_total{"); l != "" && retries == 0 {
 		t.Errorf("a retry counted that was never made:\n%s", l)
+	}
+}
+
+// A WebSocket tunnel that the drain's grace end cuts is reported as that:
+// the access log line, ferry_requests_total and both spans carry the
+// grace_ended reason (the 101 stays the status sent), as an exchange cut
+// mid-body does, never as a tunnel that ended cleanly.
+func TestTunnelCutByDrainIsGraceEnded(t *testing.T) {
+	o := startWSOrigin(t)
+	sc, rec, logs := tracedFerry(t, fmt.Sprintf(`
+admin: { listen: 127.0.0.1:0 }
+outbound: { listen: 127.0.0.1:0, routes: [ { service: chat } ] }
+services: { chat: { endpoints: [%s] } }
+`, o.addr))
+	c, res := dialWS(t, sc.Addr("outbound"), "/chat", "")
+	checkUpgraded(t, res)
+	c.expect("hello from origin\n")
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	if err := sc.Shutdown(ctx); err == nil {
+		t.Fatal("shutdown reported a clean drain although a tunnel outlived the grace period")
+	}
+	c.expectClosed()
+	waitFor(t, "both spans", 5*time.Second, func() bool { return len(rec.Ended()) == 2 })
+	for _, s := range rec.Ended() {
+		if got := attr(s, telemetry.AttrReason).AsString(); got != telemetry.ReasonGraceEnded || s.Status().Code != codes.Error {
+			t.Errorf("%s span: reason %q status %v, want %s and an error", s.SpanKind(), got, s.Status(), telemetry.ReasonGraceEnded)
+		}
+	}
+	waitFor(t, "the access log line", 5*time.Second, func() bool { return len(accessLines(t, logs)) == 1 })
+	if l := accessLines(t, logs)[0]; l["status"] != float64(101) || l["reason"] != telemetry.ReasonGraceEnded || l["level"] != "WARN" {
+		t.Errorf("access log status %v reason %q level %v, want 101 %s WARN", l["status"], l["reason"], l["level"], telemetry.ReasonGraceEnded)
+	}
+	rr := httptest.NewRecorder()
+	sc.tel.MetricsHandler().ServeHTTP(rr, httptest.NewRequest("GET", "/metrics", nil))
+	if want := `reason="` + telemetry.ReasonGraceEnded + `",service="chat",status_class="1xx"`; !strings.Contains(rr.Body.String(), want) {
+		t.Errorf("ferry_requests_total has no %s series:\n%s", want, grepLines(rr.Body.String(), "ferry_requests_total"))
 	}
 }

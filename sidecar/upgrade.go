@@ -8,9 +8,11 @@ import (
 	"net/http"
 	"strings"
 
-	"github.com/ferrymesh/ferry/telemetry"
 	"sync"
+	"sync/atomic"
 	"time"
+
+	"github.com/ferrymesh/ferry/telemetry"
 )
 
 // tunnelSet tracks hijacked connections (WebSocket and other upgrades),
@@ -74,6 +76,9 @@ func (s *tunnelSet) closeAll() int {
 	s.closed = true
 	n := len(s.conns)
 	for c := range s.conns {
+		if e, ok := c.(*tunnelEnds); ok {
+			e.cut.Store(true) // before the close its copies see
+		}
 		c.Close()
 	}
 	clear(s.conns)
@@ -104,7 +109,7 @@ func (p *Proxy) tunnel(w http.ResponseWriter, r *http.Request, res *http.Respons
 	defer conn.Close()
 	// The drain's end closes both sides: a tunnel whose caller half-closed
 	// waits on the upstream alone.
-	ends := &tunnelEnds{conn, back}
+	ends := &tunnelEnds{caller: conn, upstream: back}
 	if !p.tunnels.add(ends) {
 		return // ferry finished draining while this exchange switched
 	}
@@ -153,6 +158,11 @@ func (p *Proxy) tunnel(w http.ResponseWriter, r *http.Request, res *http.Respons
 		<-upDone
 	}
 	back.Close()
+	if ends.cut.Load() {
+		// The drain's grace end cut it: reported as an exchange cut
+		// mid-body is, not as a tunnel that ended on its own.
+		x.reason, x.err = telemetry.ReasonGraceEnded, errGraceEnded
+	}
 	return up, down
 }
 
@@ -207,8 +217,12 @@ func (t touchingReader) Read(p []byte) (int, error) {
 type writerOnly struct{ io.Writer }
 type readerOnly struct{ io.Reader }
 
-// tunnelEnds are a tunnel's two connections, closed together.
-type tunnelEnds struct{ caller, upstream io.Closer }
+// tunnelEnds are a tunnel's two connections, closed together; cut is set
+// when the drain's end (tunnelSet.closeAll) closed them.
+type tunnelEnds struct {
+	caller, upstream io.Closer
+	cut              atomic.Bool
+}
 
 func (e *tunnelEnds) Close() error {
 	e.upstream.Close()
