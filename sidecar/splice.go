@@ -869,7 +869,15 @@ func (b *spliceBody) spliceTo(w http.ResponseWriter, idle *idleTimer) (relayResu
 		idle.touch()
 		switch {
 		case err != nil:
-			res.readErr = &errSplice{err}
+			// A move fails on either side. An upstream socket still
+			// open (its bytes waiting, or none yet) did not break: the
+			// caller's side did (it went away, or a cut of its writes),
+			// which is no failure of the endpoint's.
+			if st, perr := peekSocket(b.c.tc); perr == nil && st != peekClosed {
+				res.writeErr = &errSplice{err}
+			} else {
+				res.readErr = &errSplice{err}
+			}
 			return res, true
 		case n < seg:
 			res.readErr = io.ErrUnexpectedEOF // the upstream closed early

@@ -1,11 +1,15 @@
 package sidecar
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -228,5 +232,71 @@ services: { chat: { endpoints: [%s] } }
 	sc.tel.MetricsHandler().ServeHTTP(rr, httptest.NewRequest("GET", "/metrics", nil))
 	if want := `reason="` + telemetry.ReasonGraceEnded + `",service="chat",status_class="1xx"`; !strings.Contains(rr.Body.String(), want) {
 		t.Errorf("ferry_requests_total has no %s series:\n%s", want, grepLines(rr.Body.String(), "ferry_requests_total"))
+	}
+}
+
+// A caller that goes away in the middle of a large Content-Length download,
+// which ferry moves upstream socket to caller socket (spliceBody.spliceTo),
+// went away: the access log and the server span say client_canceled, and
+// the endpoint's breaker hears nothing against it, on the HTTP/1.1 lane and
+// on net/http's hand-over path alike. The upstream's body did not break.
+func TestCallerGoneMidSplicedDownloadIsClientCanceled(t *testing.T) {
+	const size = 64 << 20
+	up := origin(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Length", strconv.Itoa(size))
+		buf := make([]byte, 64<<10)
+		for n := 0; n < size; n += len(buf) {
+			if _, err := w.Write(buf); err != nil {
+				return
+			}
+		}
+	}))
+	sc, rec, logs := tracedFerry(t, fmt.Sprintf(`
+admin: { listen: 127.0.0.1:0 }
+outbound: { listen: 127.0.0.1:0, routes: [ { service: s } ] }
+services: { s: { endpoints: [%s], breaker: { consecutive_failures: 1, failure_statuses: [503] } } }
+`, up))
+	heads := []string{
+		"GET /big HTTP/1.1\r\nHost: s\r\n\r\n",                         // the lane
+		"GET /big HTTP/1.1\r\nHost: s\r\nExpect: 100-continue\r\n\r\n", // handed over to net/http
+	}
+	const rounds = 3
+	for i := range rounds * len(heads) {
+		c, err := net.Dial("tcp", sc.Addr("outbound"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		io.WriteString(c, heads[i%len(heads)])
+		res, err := http.ReadResponse(bufio.NewReader(c), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if res.StatusCode != 200 {
+			t.Fatalf("request %d: status %d, want 200 (the breaker opened?)", i, res.StatusCode)
+		}
+		if _, err := io.CopyN(io.Discard, res.Body, 1<<20); err != nil {
+			t.Fatal(err)
+		}
+		c.Close() // with the rest unread: a reset
+		waitFor(t, "the access log line", 5*time.Second, func() bool { return len(accessLines(t, logs)) == i+1 })
+	}
+	for i, l := range accessLines(t, logs) {
+		if l["reason"] != telemetry.ReasonClientCanceled {
+			t.Errorf("request %d (%s): access log reason %v, want %s", i, []string{"lane", "net/http"}[i%2], l["reason"], telemetry.ReasonClientCanceled)
+		}
+	}
+	waitFor(t, "the server spans", 5*time.Second, func() bool {
+		return len(spansOfKind(rec.Ended(), trace.SpanKindServer)) == rounds*len(heads)
+	})
+	for _, s := range spansOfKind(rec.Ended(), trace.SpanKindServer) {
+		if got := attr(s, telemetry.AttrReason).AsString(); got != telemetry.ReasonClientCanceled {
+			t.Errorf("server span reason %q, want %s", got, telemetry.ReasonClientCanceled)
+		}
+	}
+	rr := httptest.NewRecorder()
+	sc.tel.MetricsHandler().ServeHTTP(rr, httptest.NewRequest("GET", "/metrics", nil))
+	if body := rr.Body.String(); strings.Contains(body, `ferry_breaker_transitions_total{service="s",to="open"}`) {
+		t.Errorf("callers hanging up opened the endpoint's breaker:\n%s", grepLines(body, "ferry_breaker"))
 	}
 }
