@@ -300,3 +300,58 @@ services: { s: { endpoints: [%s], breaker: { consecutive_failures: 1, failure_st
 		t.Errorf("callers hanging up opened the endpoint's breaker:\n%s", grepLines(body, "ferry_breaker"))
 	}
 }
+
+// An upstream that stalls in the middle of a Content-Length body ferry
+// moves socket to socket is the endpoint's failure (body_idle ran out on
+// it: a timeout, counted by its breaker), not a caller that went away:
+// the caller was reading all along.
+func TestUpstreamStalledMidSplicedDownloadIsItsFailure(t *testing.T) {
+	stalled := make(chan struct{}, 8)
+	up := startRawServer(t, func(c net.Conn) {
+		if _, err := http.ReadRequest(bufio.NewReader(c)); err != nil {
+			return
+		}
+		io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 67108864\r\n\r\n")
+		c.Write(make([]byte, 1<<20))
+		stalled <- struct{}{}
+		io.Copy(io.Discard, c) // until ferry gives up on it
+	})
+	sc, _, logs := tracedFerry(t, fmt.Sprintf(`
+admin: { listen: 127.0.0.1:0 }
+outbound: { listen: 127.0.0.1:0, routes: [ { service: s } ] }
+services: { s: { endpoints: [%s], timeouts: { body_idle: 300ms }, breaker: { consecutive_failures: 2, failure_statuses: [503] } } }
+`, up.addr()))
+	heads := []string{
+		"GET /big HTTP/1.1\r\nHost: s\r\n\r\n",                         // the lane
+		"GET /big HTTP/1.1\r\nHost: s\r\nExpect: 100-continue\r\n\r\n", // handed over to net/http
+	}
+	for i, head := range heads {
+		c, err := net.Dial("tcp", sc.Addr("outbound"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		io.WriteString(c, head)
+		res, err := http.ReadResponse(bufio.NewReader(c), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		recv(t, stalled, 5*time.Second, "the upstream to stall")
+		n, err := io.Copy(io.Discard, res.Body)
+		c.Close()
+		if err == nil || n != 1<<20 {
+			t.Fatalf("request %d: read %d bytes, err %v: want the 1 MiB sent, then a broken body", i, n, err)
+		}
+		waitFor(t, "the access log line", 5*time.Second, func() bool { return len(accessLines(t, logs)) == i+1 })
+	}
+	for i, l := range accessLines(t, logs) {
+		if l["reason"] != telemetry.ReasonTimeout {
+			t.Errorf("request %d: access log reason %v, want %s", i, l["reason"], telemetry.ReasonTimeout)
+		}
+	}
+	rr := httptest.NewRecorder()
+	sc.tel.MetricsHandler().ServeHTTP(rr, httptest.NewRequest("GET", "/metrics", nil))
+	if body := rr.Body.String(); !strings.Contains(body, `ferry_breaker_transitions_total{service="s",to="open"}`) {
+		t.Errorf("two stalls did not open the endpoint's breaker (consecutive_failures: 2):\n%s", grepLines(body, "ferry_breaker"))
+	}
+}
