@@ -154,6 +154,12 @@ func (in *Injector) decide(obj map[string]any) (*mutation, Report) {
 		return refuse("inbound port %d (%s, else the default container's first port) is one of ferry's own ports (%d, %d, %d)",
 			p.inboundPort, AnnotationInboundPort, AdminPort, OutboundPort, InboundPort)
 	}
+	if period := gracePeriod(spec); p.preStopSleep > period {
+		// The API server refuses a sleep action longer than the period
+		// (validateSleepAction): the pod would never be created.
+		return refuse("ferry's preStop sleep %s (%s, else --pre-stop-sleep) is longer than the pod's terminationGracePeriodSeconds (%s), which the API server refuses: shorten the sleep (\"0s\": no preStop hook) or raise the period",
+			p.preStopSleep, AnnotationPreStopSleep, period)
+	}
 	if !p.native && spec.RestartPolicy != "" && spec.RestartPolicy != "Always" {
 		return refuse("%s=false on a pod with restartPolicy %s: a ferry regular container never exits, so the pod would never complete",
 			AnnotationNativeSidecar, spec.RestartPolicy)
@@ -199,10 +205,7 @@ func warnings(ann map[string]string, spec *podSpec, p *plan) []string {
 	for _, k := range unknown {
 		out = append(out, fmt.Sprintf("unknown annotation %s ignored (known: %s)", k, strings.Join(KnownAnnotations(), ", ")))
 	}
-	grace := 30 * time.Second
-	if spec.TerminationGracePeriodSeconds != nil {
-		grace = time.Duration(*spec.TerminationGracePeriodSeconds) * time.Second
-	}
+	grace := gracePeriod(spec)
 	// After the grace ferry may still wait for the exchanges it cut to be
 	// reported, flush telemetry, then write out its buffered log lines,
 	// before it exits.
@@ -212,4 +215,13 @@ func warnings(ann map[string]string, spec *podSpec, p *plan) []string {
 			p.preStopSleep, p.shutdownDelay, p.shutdownGrace, report, flush, logs, need, grace))
 	}
 	return out
+}
+
+// gracePeriod is the pod's terminationGracePeriodSeconds, 30s when unset
+// (the API server's default).
+func gracePeriod(spec *podSpec) time.Duration {
+	if spec.TerminationGracePeriodSeconds != nil {
+		return time.Duration(*spec.TerminationGracePeriodSeconds) * time.Second
+	}
+	return 30 * time.Second
 }

@@ -16,7 +16,13 @@ import (
 // annotations and returns the report and, when injected, ferry's container.
 func injectPod(t *testing.T, inj *Injector, ann map[string]string) (Report, *corev1.Container) {
 	t.Helper()
-	raw, err := json.Marshal(appPod(ann))
+	return injectJSONPod(t, inj, appPod(ann))
+}
+
+// injectJSONPod is injectPod for a pod of the caller's making.
+func injectJSONPod(t *testing.T, inj *Injector, pod map[string]any) (Report, *corev1.Container) {
+	t.Helper()
+	raw, err := json.Marshal(pod)
 	if err != nil {
 		t.Fatal(err)
 	}
