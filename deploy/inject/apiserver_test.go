@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+
+	"k8s.io/apimachinery/pkg/util/validation"
 )
 
 // The API server refuses a preStop sleep action longer than the pod's
@@ -49,6 +51,35 @@ func TestPreStopSleepFitsTerminationGracePeriod(t *testing.T) {
 			if s := ctr.Lifecycle.PreStop.Sleep.Seconds; s > period {
 				t.Errorf("%s: injected a preStop sleep of %ds, which the API server refuses above the period", name, s)
 			}
+		}
+	}
+}
+
+// The Consul token Secret becomes the ferry container's
+// env[].valueFrom.secretKeyRef, which the API server validates: the name
+// as a DNS-1123 subdomain (ValidateSecretName), the key with
+// IsConfigMapKey. A value it refuses must be refused at injection, naming
+// the annotation; a pod injected with it is never created.
+func TestConsulTokenSecretAcceptedOnlyWhenKubernetesAcceptsIt(t *testing.T) {
+	inj := newTestInjector(t)
+	long := strings.Repeat("a", 254)
+	for _, v := range []string{
+		"consul-token:token", "consul.acl:token.txt", "a:.token", "a:b..c", "a:_k-1.x",
+		"a..b:token", "a.-b:token", "a-.b:token", ".a:token", long + ":token", long[:253] + ":token",
+		"tok:..", "tok:.", "tok:..x", "tok:" + long, "tok:" + long[:253],
+	} {
+		name, key, _ := strings.Cut(v, ":")
+		kubeErrs := append(validation.IsDNS1123Subdomain(name), validation.IsConfigMapKey(key)...)
+		rep, c := injectPod(t, inj, map[string]string{
+			AnnotationUpstreams: "files", AnnotationConsulTokenSecret: v,
+		})
+		switch {
+		case len(kubeErrs) == 0 && c == nil:
+			t.Errorf("%.40q: Kubernetes accepts it, the injector refused: %s", v, rep.Reason)
+		case len(kubeErrs) > 0 && c != nil:
+			t.Errorf("%.40q: injected, but the API server refuses the pod: %v", v, kubeErrs)
+		case c == nil && !strings.Contains(rep.Reason, AnnotationConsulTokenSecret):
+			t.Errorf("%.40q: the refusal does not name %s: %s", v, AnnotationConsulTokenSecret, rep.Reason)
 		}
 	}
 }

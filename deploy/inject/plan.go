@@ -53,8 +53,11 @@ func annotationError(key, value string, err error) error {
 }
 
 var (
-	metaKeyRE    = lazyRegexp(`^[A-Za-z0-9_-]{1,128}$`)
-	secretNameRE = lazyRegexp(`^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$`)
+	metaKeyRE = lazyRegexp(`^[A-Za-z0-9_-]{1,128}$`)
+	// A Secret name is a DNS-1123 subdomain and a key a ConfigMap key, as
+	// the API server checks a secretKeyRef (at most 253 characters each;
+	// checkSecretKeySelector).
+	secretNameRE = lazyRegexp(`^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$`)
 	secretKeyRE  = lazyRegexp(`^[-._a-zA-Z0-9]+$`)
 )
 
@@ -102,8 +105,11 @@ func (o *Options) makePlan(ann map[string]string, spec *podSpec) (*plan, error) 
 	}
 	if v, ok := get(AnnotationConsulTokenSecret); ok {
 		name, key, found := strings.Cut(v, ":")
-		if !found || !secretNameRE().MatchString(name) || !secretKeyRE().MatchString(key) {
+		if !found {
 			return nil, annotationError(AnnotationConsulTokenSecret, v, fmt.Errorf("want SECRET-NAME:KEY"))
+		}
+		if err := checkSecretKeySelector(name, key); err != nil {
+			return nil, annotationError(AnnotationConsulTokenSecret, v, err)
 		}
 		p.consulToken = &secretKeySelector{Name: name, Key: key}
 	}
@@ -408,4 +414,18 @@ func expandVars(s string, vars map[string]string) string {
 		b.WriteByte(s[i])
 	}
 	return b.String()
+}
+
+// checkSecretKeySelector accepts what the API server accepts in an env
+// secretKeyRef: a Secret name that is a DNS-1123 subdomain and a key of
+// letters, digits, '-', '_' and '.' that is not "." or "..", nor starts
+// with "..", each at most 253 characters.
+func checkSecretKeySelector(name, key string) error {
+	if len(name) > 253 || !secretNameRE().MatchString(name) {
+		return fmt.Errorf("want SECRET-NAME:KEY; the Secret name %q is not a DNS subdomain (lower-case letters, digits, '-' and '.' between labels, at most 253 characters)", name)
+	}
+	if len(key) > 253 || !secretKeyRE().MatchString(key) || key == "." || strings.HasPrefix(key, "..") {
+		return fmt.Errorf("want SECRET-NAME:KEY; the key %q is not a Secret key (letters, digits, '-', '_' and '.', not \".\" nor starting with \"..\", at most 253 characters)", key)
+	}
+	return nil
 }
