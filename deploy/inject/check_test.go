@@ -58,12 +58,27 @@ func containerEnv(t *testing.T, c corev1.Container) map[string]string {
 func decodeStrict(t *testing.T, doc []byte) []*corev1.PodTemplateSpec {
 	t.Helper()
 	var head struct{ APIVersion, Kind string }
-	if err := sigsyaml.Unmarshal(doc, &head); err != nil {
+	// JSON (what the webhook and InjectJSON write) is read as JSON, as the
+	// API server reads it: sigs.k8s.io/yaml would first read it as YAML,
+	// which refuses characters JSON strings may hold as they are (DEL,
+	// C1 controls).
+	isJSON := bytes.HasPrefix(bytes.TrimSpace(doc), []byte("{"))
+	unmarshal := func(doc []byte, v any) error { return sigsyaml.Unmarshal(doc, v) }
+	unmarshalStrict := func(doc []byte, v any) error { return sigsyaml.UnmarshalStrict(doc, v) }
+	if isJSON {
+		unmarshal = json.Unmarshal
+		unmarshalStrict = func(doc []byte, v any) error {
+			dec := json.NewDecoder(bytes.NewReader(doc))
+			dec.DisallowUnknownFields()
+			return dec.Decode(v)
+		}
+	}
+	if err := unmarshal(doc, &head); err != nil {
 		t.Fatalf("decode head: %v", err)
 	}
 	strict := func(v any) {
 		t.Helper()
-		if err := sigsyaml.UnmarshalStrict(doc, v); err != nil {
+		if err := unmarshalStrict(doc, v); err != nil {
 			t.Fatalf("%s is not a valid %s: %v\n%s", head.Kind, reflect.TypeOf(v).Elem(), err, doc)
 		}
 	}
