@@ -83,3 +83,29 @@ func TestConsulTokenSecretAcceptedOnlyWhenKubernetesAcceptsIt(t *testing.T) {
 		}
 	}
 }
+
+// A pod with spec.os.name: windows may not set, in a container's
+// securityContext, capabilities, seccompProfile, readOnlyRootFilesystem,
+// allowPrivilegeEscalation, runAsUser or runAsGroup (validateWindows in
+// pkg/apis/core/validation: "cannot be set for a windows pod"), all of
+// which the ferry container sets; the ferry image is linux only anyway.
+// Such a pod must be refused with the reason, not injected into a pod the
+// API server refuses.
+func TestWindowsPodRefused(t *testing.T) {
+	inj := newTestInjector(t)
+	for _, os := range []string{"windows", "linux", ""} {
+		pod := appPod(map[string]string{})
+		if os != "" {
+			pod["spec"].(map[string]any)["os"] = map[string]any{"name": os}
+		}
+		rep, c := injectJSONPod(t, inj, pod)
+		switch {
+		case os == "windows" && c != nil:
+			t.Errorf("os %s: injected a container whose securityContext the API server refuses on a windows pod", os)
+		case os == "windows" && !strings.Contains(rep.Reason, "windows"):
+			t.Errorf("os %s: refused without saying why: %q", os, rep.Reason)
+		case os != "windows" && c == nil:
+			t.Errorf("os %q: refused: %s", os, rep.Reason)
+		}
+	}
+}

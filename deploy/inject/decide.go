@@ -132,6 +132,11 @@ func (in *Injector) decide(obj map[string]any) (*mutation, Report) {
 	if spec.HostNetwork {
 		return refuse("hostNetwork pod: ferry's ports %d, %d and %d would be taken on the node", AdminPort, OutboundPort, InboundPort)
 	}
+	if spec.OS != nil && spec.OS.Name != "" && spec.OS.Name != "linux" {
+		// The ferry image is linux only, and the API server refuses its
+		// container's securityContext on a windows pod.
+		return refuse("spec.os.name %q: ferry runs on linux only (and the API server refuses the ferry container's securityContext on a windows pod)", spec.OS.Name)
+	}
 	if len(spec.Containers) == 0 {
 		return refuse("the pod has no containers")
 	}

@@ -173,6 +173,9 @@ type podSpec struct {
 	RestartPolicy                 string         `json:"restartPolicy"`
 	TerminationGracePeriodSeconds *int64         `json:"terminationGracePeriodSeconds"`
 	HostNetwork                   bool           `json:"hostNetwork"`
+	OS                            *struct {
+		Name string `json:"name"`
+	} `json:"os"`
 }
 
 type appContainer struct {
