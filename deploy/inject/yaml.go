@@ -199,6 +199,26 @@ func (m *mutation) applyNode(obj *yaml.Node) error {
 	}
 	container := c.Content[0]
 	plainStyle(container)
+	list := "containers"
+	if m.native {
+		list = "initContainers"
+	}
+	// A key ferry adds beside a merge key ("<<") overrides what the merge
+	// brings: when the merge holds the key, adding ours would drop the
+	// merged value (the app's containers, the template's annotations).
+	for _, k := range []struct {
+		n    *yaml.Node
+		key  string
+		path string
+	}{
+		{tmpl, "metadata", "metadata"},
+		{mapValue(tmpl, "metadata"), "annotations", "metadata.annotations"},
+		{spec, list, "spec." + list},
+	} {
+		if fromMerge(k.n, k.key) {
+			return fmt.Errorf("the pod template's %s comes from a YAML merge key (<<), which ferry cannot add to in place; write it out", k.path)
+		}
+	}
 	meta := ensureMapping(tmpl, "metadata")
 	ann := ensureMapping(meta, "annotations")
 	if meta == nil || ann == nil {
@@ -206,10 +226,6 @@ func (m *mutation) applyNode(obj *yaml.Node) error {
 	}
 	for k, v := range m.annotations {
 		setString(ann, k, v)
-	}
-	list := "containers"
-	if m.native {
-		list = "initContainers"
 	}
 	seq := mapValue(spec, list)
 	if seq == nil || seq.Tag == "!!null" {
@@ -235,6 +251,30 @@ func mapValue(n *yaml.Node, key string) *yaml.Node {
 		}
 	}
 	return nil
+}
+
+// fromMerge reports whether a mapping node gets key only through a merge
+// key ("<<"): key is not written in the mapping itself, but the mapping
+// as read (merges applied) has it.
+func fromMerge(n *yaml.Node, key string) bool {
+	if n == nil || n.Kind != yaml.MappingNode || mapValue(n, key) != nil {
+		return false
+	}
+	merges := false
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		if n.Content[i].Tag == "!!merge" {
+			merges = true
+		}
+	}
+	if !merges {
+		return false
+	}
+	var m map[string]any
+	if err := n.Decode(&m); err != nil {
+		return true // cannot tell: do not risk dropping what it holds
+	}
+	_, ok := m[key]
+	return ok
 }
 
 // setValue sets key in a mapping node, appending it when absent.
