@@ -17,6 +17,14 @@
 {{- end }}
 {{- end }}
 
+{{/* The full name names the Service, which must be a DNS-1035 label. */}}
+{{- define "ferry.checkName" -}}
+{{- $name := include "ferry.fullname" . }}
+{{- if not (regexMatch "^[a-z]([-a-z0-9]*[a-z0-9])?$" $name) }}
+{{- fail (printf "the chart names its objects %q (from the release name, nameOverride or fullnameOverride), which is not a valid Service name (a DNS-1035 label: lower-case letters, digits and '-', starting with a letter); set fullnameOverride to one" $name) }}
+{{- end }}
+{{- end }}
+
 {{- define "ferry.labels" -}}
 helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
 {{ include "ferry.selectorLabels" . }}
