@@ -155,6 +155,19 @@ func (in *Injector) decide(obj map[string]any) (*mutation, Report) {
 		return refuse("annotation %s needs an inbound port: Consul would list an address nothing serves (set %s)",
 			AnnotationConsulService, AnnotationInboundPort)
 	}
+	// An annotation the pod would not use is refused, not dropped.
+	if _, set := ann[AnnotationInboundProtocol]; set && p.inboundPort == 0 {
+		return refuse("annotation %s has no effect: the pod has no inbound port (%s is none, or the default container declares no TCP port)",
+			AnnotationInboundProtocol, AnnotationInboundPort)
+	}
+	if !p.usesConsul() {
+		for _, k := range []string{AnnotationConsulAddr, AnnotationConsulTokenSecret} {
+			if _, set := ann[k]; set {
+				return refuse("annotation %s has no effect: the pod does not use Consul (every upstream has static endpoints and there is no %s)",
+					k, AnnotationConsulService)
+			}
+		}
+	}
 	if isFerryPort(p.inboundPort) {
 		return refuse("inbound port %d (%s, else the default container's first port) is one of ferry's own ports (%d, %d, %d)",
 			p.inboundPort, AnnotationInboundPort, AdminPort, OutboundPort, InboundPort)
