@@ -10,6 +10,7 @@ import (
 	"os"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -67,10 +68,8 @@ func (r Registration) Validate() error {
 			return fmt.Errorf("register.tags[%d]: empty tag", i)
 		}
 	}
-	for k := range r.Meta {
-		if k == "" {
-			return fmt.Errorf("register.meta: empty key")
-		}
+	if err := validateMeta(r.Meta); err != nil {
+		return err
 	}
 	if r.TTL != 0 && r.TTL < time.Second {
 		return fmt.Errorf("register.ttl: %s is below 1s", r.TTL)
@@ -365,4 +364,61 @@ func (r *Registrar) Stats() RegistrarStats {
 		st.Status = *s
 	}
 	return st
+}
+
+// Consul's limits on a service's meta, as its agent checks them at every
+// registration (agent/structs): a registration that breaks one would be
+// refused again and again, so the config is refused instead, naming the
+// key.
+const (
+	metaMaxPairs     = 64
+	metaKeyMaxLen    = 128
+	metaValueMaxLen  = 512
+	metaReservedPfx  = "consul-"
+	metaKeyCharsDesc = "letters, digits, '-' and '_'"
+)
+
+func validateMeta(meta map[string]string) error {
+	k, err := CheckMeta(meta)
+	switch {
+	case err == nil:
+		return nil
+	case k == "":
+		return fmt.Errorf("register.meta: %w", err)
+	case !metaKeyChars(k):
+		return fmt.Errorf("register.meta[%q]: %w", k, err)
+	}
+	return fmt.Errorf("register.meta.%s: %w", k, err)
+}
+
+// CheckMeta reports the first way (keys in order) meta breaks Consul's
+// limits on a service's meta, and the key it concerns ("" for the whole).
+func CheckMeta(meta map[string]string) (key string, err error) {
+	if len(meta) > metaMaxPairs {
+		return "", fmt.Errorf("%d pairs, Consul allows at most %d", len(meta), metaMaxPairs)
+	}
+	for _, k := range slices.Sorted(maps.Keys(meta)) {
+		switch v := meta[k]; {
+		case k == "":
+			return "", errors.New("empty key")
+		case !metaKeyChars(k):
+			return k, fmt.Errorf("Consul allows only %s in a meta key", metaKeyCharsDesc)
+		case len(k) > metaKeyMaxLen:
+			return k, fmt.Errorf("the key is %d characters long, Consul allows at most %d", len(k), metaKeyMaxLen)
+		case strings.HasPrefix(k, metaReservedPfx):
+			return k, fmt.Errorf("Consul keeps keys starting %q for itself", metaReservedPfx)
+		case len(v) > metaValueMaxLen:
+			return k, fmt.Errorf("the value is %d characters long, Consul allows at most %d", len(v), metaValueMaxLen)
+		}
+	}
+	return "", nil
+}
+
+func metaKeyChars(k string) bool {
+	for i := 0; i < len(k); i++ {
+		if c := k[i]; !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '_') {
+			return false
+		}
+	}
+	return true
 }

@@ -2,12 +2,17 @@ package discovery
 
 import (
 	"context"
+	"fmt"
+	"maps"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/ferrymesh/ferry/discovery/consultest"
+	"github.com/hashicorp/consul/api"
 )
 
 // hangingAgent is a Consul agent HTTP API whose check updates a test can hang.
@@ -135,4 +140,59 @@ func runPastHungUpdate(t *testing.T) (*hangingAgent, *Registrar) {
 	t.Cleanup(func() { cancel(); <-runDone })
 	<-a.hung
 	return a, reg
+}
+
+// register.meta follows the rules Consul's agent applies to service meta
+// (64 pairs at most; keys of letters, digits, '-' and '_', at most 128
+// long, not starting "consul-"; values at most 512 long): what the agent
+// would refuse at every registration attempt is refused when the config
+// loads, naming the key. Each case is also registered with a real agent,
+// which must agree.
+func TestRegistrationMetaFollowsConsulRules(t *testing.T) {
+	many := map[string]string{}
+	for i := range 65 {
+		many[fmt.Sprintf("k%d", i)] = "v"
+	}
+	most := maps.Clone(many)
+	delete(most, "k64")
+	for _, tc := range []struct {
+		name string
+		meta map[string]string
+		err  string // "" = accepted
+	}{
+		{"at the limits", map[string]string{strings.Repeat("k", 128): strings.Repeat("v", 512), "team_a-1": ""}, ""},
+		{"64 pairs", most, ""},
+		{"65 pairs", many, "register.meta: 65 pairs"},
+		{"key with a dot", map[string]string{"app.version": "1"}, `register.meta["app.version"]: `},
+		{"key with a space", map[string]string{"a b": "1"}, `register.meta["a b"]: `},
+		{"key too long", map[string]string{strings.Repeat("k", 129): "1"}, "register.meta." + strings.Repeat("k", 129) + ": "},
+		{"reserved prefix", map[string]string{"consul-version": "1"}, "register.meta.consul-version: "},
+		{"value too long", map[string]string{"k": strings.Repeat("v", 513)}, "register.meta.k: "},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			err := Registration{Name: "web", Port: 8080, Meta: tc.meta}.Validate()
+			if tc.err == "" && err != nil {
+				t.Fatalf("Validate() = %v, want nil", err)
+			}
+			if tc.err != "" && (err == nil || !strings.HasPrefix(err.Error(), tc.err)) {
+				t.Fatalf("Validate() = %v, want an error starting %q", err, tc.err)
+			}
+		})
+	}
+	// The agent's own verdict on the same metas.
+	agent := consultest.Start(t)
+	client, err := api.NewClient(&api.Config{Address: agent.HTTPAddr})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, m := range []map[string]string{
+		{strings.Repeat("k", 128): strings.Repeat("v", 512), "team_a-1": ""}, most,
+		many, {"app.version": "1"}, {"a b": "1"}, {strings.Repeat("k", 129): "1"}, {"consul-version": "1"}, {"k": strings.Repeat("v", 513)},
+	} {
+		err := client.Agent().ServiceRegister(&api.AgentServiceRegistration{ID: fmt.Sprintf("web-%d", i), Name: "web", Port: 8080, Meta: m})
+		ours := Registration{Name: "web", Port: 8080, Meta: m}.Validate()
+		if (err == nil) != (ours == nil) {
+			t.Errorf("meta case %d: the agent says %v, ferry says %v", i, err, ours)
+		}
+	}
 }

@@ -1,6 +1,7 @@
 package inject
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 )
@@ -44,6 +45,40 @@ func TestUnusedAnnotationsRefused(t *testing.T) {
 		}
 		if env := containerEnv(t, *ctr); !c.used(env) {
 			t.Errorf("%v: injected, and %s has no effect on the pod", c.ann, c.key)
+		}
+	}
+}
+
+// ferry.io/consul-meta follows Consul's limits on a service's meta, which
+// ferry's config checks too (a registration breaking one is refused by
+// the agent at every attempt): a key starting "consul-", a value over 512
+// characters, or more pairs than fit beside ferry's own two are refused
+// naming the annotation, never injected into a ferry that refuses its
+// config at start.
+func TestConsulMetaFollowsConsulLimits(t *testing.T) {
+	inj := newTestInjector(t)
+	var pairs []string
+	for i := range 63 {
+		pairs = append(pairs, fmt.Sprintf("k%d=v", i))
+	}
+	for _, c := range []struct {
+		meta string
+		ok   bool
+	}{
+		{"consul-version=1", false},
+		{"k=" + strings.Repeat("v", 513), false},
+		{strings.Join(pairs, ","), false}, // 63 and ferry's 2
+		{strings.Join(pairs[1:], ","), true},
+		{"k=" + strings.Repeat("v", 512) + ",version-consul=1", true},
+	} {
+		rep, ctr := injectPod(t, inj, map[string]string{AnnotationUpstreams: "files", AnnotationConsulService: "web", AnnotationConsulMeta: c.meta})
+		switch {
+		case c.ok && ctr == nil:
+			t.Errorf("meta %.40q...: refused: %s", c.meta, rep.Reason)
+		case !c.ok && ctr != nil:
+			t.Errorf("meta %.40q...: injected", c.meta)
+		case !c.ok && !strings.Contains(rep.Reason, AnnotationConsulMeta):
+			t.Errorf("meta %.40q...: refused without naming %s: %s", c.meta, AnnotationConsulMeta, rep.Reason)
 		}
 	}
 }

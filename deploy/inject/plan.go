@@ -2,11 +2,14 @@ package inject
 
 import (
 	"fmt"
+	"maps"
 	"net/url"
 	"slices"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/ferrymesh/ferry/discovery"
 )
 
 // plan is everything the injection of one pod needs, read from the
@@ -208,6 +211,13 @@ func (p *plan) readRegistration(get func(string) (string, bool)) error {
 				return annotationError(AnnotationConsulMeta, v, fmt.Errorf("key %q given twice", k))
 			}
 			r.meta[k] = strings.TrimSpace(val)
+		}
+		// Beside ferry's own keys (their values stand in for what kubelet
+		// puts there: a namespace and a pod name, within Consul's limits).
+		all := maps.Clone(r.meta)
+		all[metaNamespace], all[metaPod] = "namespace", "pod"
+		if _, err := discovery.CheckMeta(all); err != nil {
+			return annotationError(AnnotationConsulMeta, v, err)
 		}
 	}
 	p.register = r
