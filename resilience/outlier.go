@@ -129,3 +129,11 @@ func (e *ejectionState) nextEjection(s *OutlierSettings, now int64) time.Duratio
 	e.until.Store(e.lastUntil)
 	return d
 }
+
+// returnAt puts an ejected endpoint back in rotation at now, before its
+// ejection ends: its time back in rotation, which forgives ejections,
+// counts from now. The caller holds the Upstream's mutex.
+func (e *ejectionState) returnAt(now int64) {
+	e.lastUntil = min(e.lastUntil, now)
+	e.until.Store(0)
+}

@@ -252,3 +252,28 @@ func TestUpdateSparesLastEndpointBesideOpenBreakers(t *testing.T) {
 	}
 	p.Done(ok200)
 }
+
+// An endpoint that an Update returned to rotation before its ejection
+// ended is in rotation from then on: the time it spends there forgives
+// its ejections ("every base_ejection_time back in rotation forgives
+// one"), counted from its return, not from when the ejection would have
+// ended.
+func TestEarlyReturnCountsTowardForgiveness(t *testing.T) {
+	u, clk, rec := newTestUpstream(t, outlierOnly(50), "a:1", "b:1")
+	failOn(t, u, "a:1", 3, bad503) // #1: 30s
+	clk.Advance(30 * time.Second)
+	failOn(t, u, "a:1", 3, bad503)      // #2: 60s
+	u.Update([]Endpoint{{Addr: "a:1"}}) // discovery lists only a: it goes back at once
+	if st := statusOf(t, u, "a:1"); !st.EjectedUntil.IsZero() {
+		t.Fatalf("a still ejected until %v", st.EjectedUntil)
+	}
+	u.Update([]Endpoint{{Addr: "a:1"}, {Addr: "b:1"}})
+	// Two base times in rotation forgive both ejections: the next one is
+	// the first in a row again.
+	clk.Advance(60 * time.Second)
+	failOn(t, u, "a:1", 3, bad503)
+	want := []string{"ejected files a:1 30s #1", "ejected files a:1 1m0s #2", "ejected files a:1 30s #1"}
+	if got := rec.take(); !slices.Equal(got, want) {
+		t.Fatalf("events = %q, want %q", got, want)
+	}
+}

@@ -213,7 +213,7 @@ func (u *Upstream) keepEjectionLimit(members []member) {
 	}
 	slices.SortFunc(out, func(a, b *endpoint) int { return cmp.Compare(a.eject.until.Load(), b.eject.until.Load()) })
 	for _, ep := range out[:excess] {
-		ep.eject.until.Store(0)
+		ep.eject.returnAt(now)
 	}
 }
 
