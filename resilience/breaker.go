@@ -195,6 +195,12 @@ func (b *breaker) ready(now *lazyNow) bool {
 	}
 }
 
+// admitsAt is ready at now (UnixNano): whether the breaker would admit an
+// attempt, so that its endpoint counts as in rotation.
+func (b *breaker) admitsAt(now int64) bool {
+	return b.ready(&lazyNow{nanos: now, read: true})
+}
+
 func (b *breaker) openElapsed(now *lazyNow) bool {
 	return now.get()-b.openedAt.Load() >= int64(b.openFor)
 }

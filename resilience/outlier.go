@@ -23,7 +23,8 @@ type OutlierSettings struct {
 	MaxEjectionTime time.Duration `yaml:"max_ejection_time"`
 	// MaxEjectionPercent caps the share of the service's endpoints ejected
 	// at once. At least one endpoint may always be ejected, but never the
-	// last one in rotation (endpoints whose breaker is open are out of it):
+	// last one in rotation (endpoints whose breaker admits nothing, open or
+	// half-open with every probe out, are out of it):
 	// a service is never ejected whole. Default 10.
 	MaxEjectionPercent int `yaml:"max_ejection_percent"`
 }

@@ -277,3 +277,32 @@ func TestEarlyReturnCountsTowardForgiveness(t *testing.T) {
 		t.Fatalf("events = %q, want %q", got, want)
 	}
 }
+
+// A half-open breaker whose probes are all out admits nothing more: it is
+// not in rotation, and ejecting the only other endpoint would leave the
+// service with nothing to send to as soon as the probe fails.
+func TestEjectionSparesLastEndpointBesideBusyHalfOpenBreaker(t *testing.T) {
+	u, clk, _ := newTestUpstream(t, func(s *Settings) {
+		s.Breaker.ConsecutiveFailures = 3 // on 502/503/504
+		s.Breaker.OpenDuration = 10 * time.Second
+		s.Outlier.Consecutive5xx = 5
+		s.Outlier.MaxEjectionPercent = 50
+	}, "a:1", "b:1")
+	failOn(t, u, "a:1", 3, bad503)
+	clk.Advance(10 * time.Second)
+	probe := mustPick(t, u, "", "b:1")
+	if !probe.Probe() || probe.Addr() != "a:1" {
+		t.Fatalf("picked %s (probe %v), want a:1's probe", probe.Addr(), probe.Probe())
+	}
+	// While a's only probe is out, b answers 500s.
+	failOn(t, u, "b:1", 5, Outcome{Result: Responded, Status: 500})
+	probe.Done(bad503) // a opens again
+	p, err := u.Pick("", nil)
+	if err != nil {
+		t.Fatalf("a's breaker is open again and b was ejected while a's probe was out: %v", err)
+	}
+	if p.Addr() != "b:1" {
+		t.Fatalf("picked %s, want b:1", p.Addr())
+	}
+	p.Done(ok200)
+}

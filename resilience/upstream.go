@@ -192,12 +192,12 @@ func scaleWeights(members []member) {
 func (u *Upstream) keepEjectionLimit(members []member) {
 	now := u.clock.Now().UnixNano()
 	var out []*endpoint
-	in := 0 // in rotation: neither ejected nor behind an open breaker
+	in := 0 // in rotation: neither ejected nor behind a breaker that admits nothing
 	for _, m := range members {
 		switch {
 		case m.ep.eject.until.Load() > now:
 			out = append(out, m.ep)
-		case m.ep.breaker.shown(now) != BreakerOpen:
+		case m.ep.breaker.admitsAt(now):
 			in++
 		}
 	}
@@ -365,7 +365,8 @@ func (u *Upstream) verdict(o Outcome) verdict {
 
 // eject takes ep out of rotation unless that would exceed
 // max_ejection_percent or leave the service with no endpoint in rotation
-// (an endpoint whose breaker is open is not in rotation either).
+// (an endpoint whose breaker admits nothing is not in rotation either: one
+// open, or half-open with every probe out).
 func (u *Upstream) eject(ep *endpoint) {
 	u.mu.Lock()
 	defer u.mu.Unlock()
@@ -377,7 +378,7 @@ func (u *Upstream) eject(ep *endpoint) {
 		case m.ep == ep:
 			present = true
 		case m.ep.eject.until.Load() > now:
-		case m.ep.breaker.shown(now) == BreakerOpen:
+		case !m.ep.breaker.admitsAt(now):
 		default:
 			others++ // in rotation
 		}
