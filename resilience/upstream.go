@@ -46,8 +46,10 @@ type Upstream struct {
 	failStatus  statusSet
 	budget      *Budget
 
-	set      atomic.Pointer[endpointSet]
-	inflight atomic.Int64
+	set atomic.Pointer[endpointSet]
+	// inflight is shared with the Upstream this one replaced on a reload
+	// (InheritInFlight): attempts still running there count here too.
+	inflight *atomic.Int64
 	rr       atomic.Uint64
 
 	// mu serialises Update and ejection decisions (never held by Pick).
@@ -84,6 +86,7 @@ func NewUpstream(name string, s Settings, opts ...Option) (*Upstream, error) {
 		balancer:    s.Balancer,
 		maxInFlight: int64(s.MaxInFlight),
 		failStatus:  newStatusSet(s.Breaker.FailureStatuses),
+		inflight:    new(atomic.Int64),
 	}
 	if s.Outlier.Consecutive5xx > 0 {
 		u.consec5xx = int32(min(s.Outlier.Consecutive5xx, 1<<30))
@@ -113,6 +116,46 @@ func (u *Upstream) Budget() *Budget { return u.budget }
 
 // InFlight is the number of attempts picked and not yet Done.
 func (u *Upstream) InFlight() int64 { return u.inflight.Load() }
+
+// InheritInFlight makes u count, in its own and its endpoints' in-flight
+// numbers, the attempts running on prev, the Upstream of the same service
+// that u replaces (a reload that changed the service's settings builds a
+// new one): max_in_flight and the least-loaded pick then see the
+// exchanges still running on prev, and those prev admits until it is
+// retired. Breaker and ejection state are not inherited. Call it before u
+// takes any attempt.
+func (u *Upstream) InheritInFlight(prev *Upstream) {
+	if prev == nil || prev == u {
+		return
+	}
+	prev.mu.Lock()
+	counters := make(map[string]*atomic.Int64, len(prev.gone))
+	for addr, n := range prev.gone {
+		counters[addr] = n
+	}
+	for _, m := range prev.set.Load().members {
+		counters[m.ep.addr] = m.ep.inflight
+	}
+	prev.mu.Unlock()
+
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	u.inflight = prev.inflight
+	for _, m := range u.set.Load().members {
+		if n := counters[m.ep.addr]; n != nil {
+			m.ep.inflight = n
+			delete(counters, m.ep.addr)
+		}
+	}
+	// The others are taken up by the endpoints a later Update lists (see
+	// newEndpoint), as the counters of removed endpoints are.
+	if u.gone == nil {
+		u.gone = map[string]*atomic.Int64{}
+	}
+	for addr, n := range counters {
+		u.gone[addr] = n
+	}
+}
 
 // Update replaces the endpoint set, typically when discovery publishes a new
 // snapshot. Endpoints whose address persists keep their breaker, ejection

@@ -247,7 +247,8 @@ func restartOnly(old, cfg *Config) ConfigErrors {
 // carryPools lets each upstream of st whose service kept its protocol and
 // settings reuse the previous generation's connection pools and breaker,
 // ejection and in-flight state, and returns the set of upstreams whose
-// pools are now shared.
+// pools are now shared. One whose settings changed starts with new
+// breakers, but counts the previous generation's attempts in flight.
 func (st *state) carryPools(old *state) map[*upstream]bool {
 	carried := map[*upstream]bool{}
 	pairs := map[*upstream]*upstream{}
@@ -265,6 +266,10 @@ func (st *state) carryPools(old *state) map[*upstream]bool {
 			// until this generation is resolved and swapped in.
 			up.h1, up.h2c, up.res, up.feed, up.retired = prev.h1, prev.h2c, prev.res, prev.feed, prev.retired
 			carried[up], carried[prev] = true, true
+		} else {
+			// New breakers, but the exchanges still running on prev
+			// count against this generation's max_in_flight.
+			up.res.InheritInFlight(prev.res)
 		}
 	}
 	return carried
