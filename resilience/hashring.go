@@ -9,6 +9,14 @@ import (
 // owns points derived from its address alone, so adding or removing one
 // endpoint moves only the keys that land on its points; every other key
 // keeps its endpoint. Endpoints own points in proportion to their weight.
+// That holds exactly while the weights together stay within the ring's
+// cap (maxRingPoints/pointsPerWeight = 1024 units: 1024 endpoints of
+// Consul's default weight 1). Past it each endpoint's count of points is
+// its share of the cap, so a change in the total weight also adds or drops
+// points at the end of every endpoint's list (a prefix of its points stays
+// theirs): about as many keys again as the changed endpoint's share move
+// between the others (4.7% of keys, removing one of 20 endpoints of
+// weight 100).
 type hashRing struct {
 	points []ringPoint // sorted by hash
 }
