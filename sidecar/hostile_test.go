@@ -626,6 +626,16 @@ func h2Cases() []h2Case {
 		{name: "path-crlf-request-splitting", fields: [][2]string{{":method", "GET"}, {":scheme", "http"}, {":authority", "svc.example"}, {":path", "/p HTTP/1.1\r\nHost: evil\r\n\r\nGET /q"}}, want: -1},
 		{name: "path-space-escaped", fields: [][2]string{{":method", "GET"}, {":scheme", "http"}, {":authority", "svc.example"}, {":path", "/a b"}}, want: 200,
 			up: []upReq{{method: "GET", uri: "/a%20b", host: "svc.example"}}},
+		// What the HTTP/1.1 upstream's request line and Host cannot carry:
+		// HTTP/2 lets a space into :path's query, any visible byte into
+		// :method, a space into :authority. Written as they came, the
+		// upstream reads another request line (or none: its 400 or close
+		// then counts against the endpoint's breaker). net/http answers
+		// the same request over HTTP/1.1 with 400.
+		{name: "query-with-space", fields: [][2]string{{":method", "GET"}, {":scheme", "http"}, {":authority", "svc.example"}, {":path", "/p?a HTTP/1.1"}}, want: 400},
+		{name: "method-not-token", fields: [][2]string{{":method", "G(T"}, {":scheme", "http"}, {":authority", "svc.example"}, {":path", "/p"}}, want: 400},
+		{name: "method-with-slash-and-space", fields: [][2]string{{":method", "GET /admin"}, {":scheme", "http"}, {":authority", "svc.example"}, {":path", "/p"}}, want: 400},
+		{name: "authority-with-space", fields: [][2]string{{":method", "GET"}, {":scheme", "http"}, {":authority", "svc.example x"}, {":path", "/p"}}, want: 400},
 		{name: "path-missing", fields: [][2]string{{":method", "GET"}, {":scheme", "http"}, {":authority", "svc.example"}}, want: -1},
 		{name: "method-with-space", fields: [][2]string{{":method", "GET /x HTTP/1.1\r\n"}, {":scheme", "http"}, {":authority", "svc.example"}, {":path", "/p"}}, want: -1},
 		{name: "authority-crlf", fields: [][2]string{{":method", "GET"}, {":scheme", "http"}, {":authority", "svc.example\r\nX-A: 1"}, {":path", "/p"}}, want: -1},

@@ -16,6 +16,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"golang.org/x/net/http/httpguts"
+
 	"github.com/ferrymesh/ferry/resilience"
 	"github.com/ferrymesh/ferry/telemetry"
 )
@@ -102,6 +104,29 @@ func malformed(r *http.Request) (failure, bool) {
 	case r.URL.Opaque != "",
 		r.URL.Path != "" && r.URL.Path[0] != '/' && r.URL.Path != "*":
 		return failure{status: http.StatusBadRequest, reason: fmt.Sprintf("request target %q is not origin-form", r.RequestURI), kind: telemetry.ReasonOther, close: true}, true
+	case r.ProtoMajor >= 2:
+		if f, bad := notForHTTP1(r); bad {
+			return f, true
+		}
+	}
+	return failure{}, false
+}
+
+// notForHTTP1 refuses an HTTP/2 request whose method, target or authority
+// an HTTP/1.1 request line and Host field cannot carry: HTTP/2 lets any
+// visible byte into :method and a space into :path's query and into
+// :authority, which, written into an HTTP/1.1 upstream's request line
+// ("GET /p?a HTTP/1.1 HTTP/1.1"), make it read another request, or none.
+// net/http answers such a request line or Host over HTTP/1.1 with 400,
+// before ferry sees it.
+func notForHTTP1(r *http.Request) (failure, bool) {
+	switch {
+	case !httpguts.ValidHeaderFieldName(r.Method): // a method is a token
+		return failure{status: http.StatusBadRequest, reason: fmt.Sprintf("method %q is not a token", r.Method), kind: telemetry.ReasonOther, close: true}, true
+	case strings.IndexByte(r.URL.RawQuery, ' ') >= 0:
+		return failure{status: http.StatusBadRequest, reason: fmt.Sprintf("request target %q holds a space", r.RequestURI), kind: telemetry.ReasonOther, close: true}, true
+	case !httpguts.ValidHostHeader(r.Host):
+		return failure{status: http.StatusBadRequest, reason: fmt.Sprintf("authority %q is not a valid host", r.Host), kind: telemetry.ReasonOther, close: true}, true
 	}
 	return failure{}, false
 }
