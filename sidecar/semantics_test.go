@@ -212,3 +212,44 @@ services: { svc: { endpoints: [%q], protocol: %s, retry: { max_retries: 0 } } }
 		}
 	}
 }
+
+// A response's "Connection: close" names its own hop-by-hop fields too
+// ("Connection: close, X-Hop"): they must not reach the caller. net/http's
+// response reader drops a Connection field that says close (the close is
+// the response's Close), and ferry's own reader did the same, so the names
+// it listed were no longer known when hop-by-hop fields were removed. A
+// plain head (ferry's reader) and a chunked one (net/http's, through
+// ferry's client), to an HTTP/1.1 and an h2c caller.
+func TestResponseConnectionCloseNamedFieldsDropped(t *testing.T) {
+	heads := map[string]string{
+		"plain":   "HTTP/1.1 200 OK\r\nConnection: close, X-Hop\r\nX-Hop: secret\r\nX-Kept: 1\r\nContent-Length: 2\r\n\r\nok",
+		"chunked": "HTTP/1.1 200 OK\r\nConnection: X-Hop, close\r\nX-Hop: secret\r\nX-Kept: 1\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n",
+	}
+	for name, head := range heads {
+		up := startRawServer(t, func(c net.Conn) {
+			defer c.Close()
+			if _, err := http.ReadRequest(bufio.NewReader(c)); err != nil {
+				return
+			}
+			io.WriteString(c, head)
+		})
+		sc := ferryBoth(t, up.addr(), "")
+		for _, client := range []*http.Client{h1Client(), h2cClient()} {
+			res, err := client.Get("http://" + sc.Addr("outbound") + "/x")
+			if err != nil {
+				t.Fatalf("%s: %v", name, err)
+			}
+			b, err := io.ReadAll(res.Body)
+			res.Body.Close()
+			if err != nil || string(b) != "ok" {
+				t.Fatalf("%s %s: body %q, %v", name, res.Proto, b, err)
+			}
+			if v, ok := res.Header["X-Hop"]; ok {
+				t.Errorf("%s %s: caller got X-Hop %q, which the upstream's Connection named", name, res.Proto, v)
+			}
+			if res.Header.Get("X-Kept") != "1" {
+				t.Errorf("%s %s: X-Kept %q, want 1", name, res.Proto, res.Header.Get("X-Kept"))
+			}
+		}
+	}
+}

@@ -360,6 +360,7 @@ func (f *fastH1) awaitContinue(c *h1Conn, out *http.Request) (*http.Response, bo
 			return nil, fresh, err
 		}
 		fresh = true
+		named := namedByConnection(c.br)
 		res, err := http.ReadResponse(c.br, out)
 		switch {
 		case err != nil:
@@ -367,6 +368,7 @@ func (f *fastH1) awaitContinue(c *h1Conn, out *http.Request) (*http.Response, bo
 		case res.StatusCode == http.StatusContinue:
 			return nil, true, nil
 		case res.StatusCode >= 200 || res.StatusCode == http.StatusSwitchingProtocols:
+			dropNamed(res, named)
 			res.Close = true
 			return res, true, nil
 		case trace != nil && trace.Got1xxResponse != nil:
@@ -517,11 +519,13 @@ func (f *fastH1) readResponse(c *h1Conn, out *http.Request) (*http.Response, boo
 			c.fields, c.plain = f, pr
 			return &pr.res, true, nil
 		}
+		named := namedByConnection(c.br)
 		res, err := http.ReadResponse(c.br, out)
 		if err != nil {
 			return nil, true, timeoutAware(err)
 		}
 		if res.StatusCode >= 200 || res.StatusCode == http.StatusSwitchingProtocols {
+			dropNamed(res, named)
 			return res, true, nil
 		}
 		if res.StatusCode < 100 {
