@@ -633,6 +633,9 @@ func h2Cases() []h2Case {
 		// then counts against the endpoint's breaker). net/http answers
 		// the same request over HTTP/1.1 with 400.
 		{name: "query-with-space", fields: [][2]string{{":method", "GET"}, {":scheme", "http"}, {":authority", "svc.example"}, {":path", "/p?a HTTP/1.1"}}, want: 400},
+		{name: "query-with-tab", fields: [][2]string{{":method", "GET"}, {":scheme", "http"}, {":authority", "svc.example"}, {":path", "/p?a\tHTTP/1.1"}}, want: -1}, // refused by net/http's HTTP/2 server already
+		{name: "path-with-tab", fields: [][2]string{{":method", "GET"}, {":scheme", "http"}, {":authority", "svc.example"}, {":path", "/p\tq"}}, want: -1},
+		{name: "query-with-del", fields: [][2]string{{":method", "GET"}, {":scheme", "http"}, {":authority", "svc.example"}, {":path", "/p?a\x7f"}}, want: -1},
 		{name: "method-not-token", fields: [][2]string{{":method", "G(T"}, {":scheme", "http"}, {":authority", "svc.example"}, {":path", "/p"}}, want: 400},
 		{name: "method-with-slash-and-space", fields: [][2]string{{":method", "GET /admin"}, {":scheme", "http"}, {":authority", "svc.example"}, {":path", "/p"}}, want: 400},
 		{name: "authority-with-space", fields: [][2]string{{":method", "GET"}, {":scheme", "http"}, {":authority", "svc.example x"}, {":path", "/p"}}, want: 400},
