@@ -18,14 +18,23 @@ import (
 	"golang.org/x/net/http2"
 )
 
-// frameLog records what a peer sent on an HTTP/2 connection: the largest
-// DATA frame and the SETTINGS_MAX_FRAME_SIZE it advertised.
+// frameLog records what peers sent on HTTP/2 connections: the largest
+// DATA frame, the SETTINGS_MAX_FRAME_SIZE advertised, the PINGs (not
+// acknowledgements), and how many connections ended.
 type frameLog struct {
 	mu         sync.Mutex
 	maxData    uint32
 	dataFrames int
 	advertised uint32 // 0: not seen
+	pings      int
+	ended      int
 	err        error
+}
+
+func (l *frameLog) pingsEnded() (pings, ended int) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.pings, l.ended
 }
 
 func (l *frameLog) snapshot() (maxData uint32, frames int, advertised uint32) {
@@ -37,6 +46,11 @@ func (l *frameLog) snapshot() (maxData uint32, frames int, advertised uint32) {
 // read parses frames from r until it ends (after the client preface when
 // preface is set).
 func (l *frameLog) read(r io.Reader, preface bool) {
+	defer func() {
+		l.mu.Lock()
+		l.ended++
+		l.mu.Unlock()
+	}()
 	if preface {
 		if _, err := io.ReadFull(r, make([]byte, len(http2.ClientPreface))); err != nil {
 			return
@@ -60,6 +74,10 @@ func (l *frameLog) read(r io.Reader, preface bool) {
 		case *http2.DataFrame:
 			l.maxData = max(l.maxData, f.Header().Length)
 			l.dataFrames++
+		case *http2.PingFrame:
+			if !f.IsAck() {
+				l.pings++
+			}
 		case *http2.SettingsFrame:
 			if v, ok := f.Value(http2.SettingMaxFrameSize); ok && !f.IsAck() {
 				l.advertised = v

@@ -2,72 +2,15 @@ package sidecar
 
 import (
 	"context"
-	"io"
 	"net"
-	"sync"
 	"testing"
 	"time"
 
-	"golang.org/x/net/http2"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	testgrpc "google.golang.org/grpc/interop/grpc_testing"
 	"google.golang.org/grpc/keepalive"
 )
-
-// pingLog counts the PING frames a server got on its connections and
-// whether any connection ended.
-type pingLog struct {
-	mu    sync.Mutex
-	pings int
-	ended int
-}
-
-func (l *pingLog) snapshot() (pings, ended int) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.pings, l.ended
-}
-
-// pingListener hands the server connections whose incoming frames are
-// counted in a pingLog.
-type pingListener struct {
-	net.Listener
-	log *pingLog
-}
-
-func (l pingListener) Accept() (net.Conn, error) {
-	c, err := l.Listener.Accept()
-	if err != nil {
-		return nil, err
-	}
-	pr, pw := io.Pipe()
-	go func() {
-		defer func() {
-			l.log.mu.Lock()
-			l.log.ended++
-			l.log.mu.Unlock()
-			io.Copy(io.Discard, pr)
-		}()
-		if _, err := io.ReadFull(pr, make([]byte, len(http2.ClientPreface))); err != nil {
-			return
-		}
-		fr := http2.NewFramer(nil, pr)
-		fr.SetMaxReadFrameSize(1 << 24)
-		for {
-			f, err := fr.ReadFrame()
-			if err != nil {
-				return
-			}
-			if p, ok := f.(*http2.PingFrame); ok && !p.IsAck() {
-				l.log.mu.Lock()
-				l.log.pings++
-				l.log.mu.Unlock()
-			}
-		}
-	}()
-	return &teeConn{Conn: c, w: pw}, nil
-}
 
 // gRPC servers let a client ping them at most once per keepalive
 // enforcement MinTime (5 minutes by default in grpc-go and grpc-java)
@@ -88,11 +31,11 @@ func TestH2CPingsKeepToGRPCKeepalivePolicy(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	pl := &pingLog{}
+	pl := &frameLog{}
 	o := &grpcOrigin{arrived: make(chan struct{}, 1), proceed: make(chan struct{})}
 	srv := grpc.NewServer(grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: grpcMinTime}))
 	testgrpc.RegisterTestServiceServer(srv, o)
-	go srv.Serve(pingListener{ln, pl})
+	go srv.Serve(teeListener{ln, pl})
 	t.Cleanup(srv.Stop)
 
 	sc, _ := ferryWithProtocol(t, "h2c", ln.Addr().String())
@@ -121,7 +64,7 @@ func TestH2CPingsKeepToGRPCKeepalivePolicy(t *testing.T) {
 	const wantPings = 5 // more than grpc's 1 + maxPingStrikes (2) tolerated
 	deadline := time.Now().Add(20 * time.Second)
 	for {
-		pings, ended := pl.snapshot()
+		pings, ended := pl.pingsEnded()
 		if ended > 0 {
 			close(o.proceed)
 			r := recv(t, done, 10*time.Second, "the call's end")
@@ -140,7 +83,7 @@ func TestH2CPingsKeepToGRPCKeepalivePolicy(t *testing.T) {
 	if r.err != nil || r.body != "echo:barrier" {
 		t.Fatalf("a call quiet for %d of ferry's pings: %q, %v", wantPings, r.body, r.err)
 	}
-	if _, ended := pl.snapshot(); ended > 0 {
+	if _, ended := pl.pingsEnded(); ended > 0 {
 		t.Fatalf("the origin closed ferry's connection")
 	}
 }
