@@ -77,6 +77,18 @@ type ejectionState struct {
 	ejections int          // ejections in a row (the multiplier)
 	shown     atomic.Int32 // ejections, for Status
 	lastUntil int64        // end of the last ejection (UnixNano)
+	shownEnd  atomic.Int64 // lastUntil, for Status
+}
+
+// inARow is the ejections in a row at now, as the next ejection would go
+// on from them: every base time back in rotation since the last one ended
+// forgives one. Lock-free, for Status.
+func (e *ejectionState) inARow(base time.Duration, now int64) int {
+	n := int64(e.shown.Load())
+	if end := e.shownEnd.Load(); n > 0 && base > 0 && now > end {
+		n = max(n-(now-end)/int64(base), 0)
+	}
+	return int(n)
 }
 
 // ejected reports whether the endpoint is out of rotation at now (lazily
@@ -127,6 +139,7 @@ func (e *ejectionState) nextEjection(s *OutlierSettings, now int64) time.Duratio
 		d = s.MaxEjectionTime
 	}
 	e.lastUntil = now + int64(d)
+	e.shownEnd.Store(e.lastUntil)
 	e.until.Store(e.lastUntil)
 	return d
 }
@@ -136,5 +149,6 @@ func (e *ejectionState) nextEjection(s *OutlierSettings, now int64) time.Duratio
 // counts from now. The caller holds the Upstream's mutex.
 func (e *ejectionState) returnAt(now int64) {
 	e.lastUntil = min(e.lastUntil, now)
+	e.shownEnd.Store(e.lastUntil)
 	e.until.Store(0)
 }

@@ -306,3 +306,24 @@ func TestEjectionSparesLastEndpointBesideBusyHalfOpenBreaker(t *testing.T) {
 	}
 	p.Done(ok200)
 }
+
+// The ejection count the admin page shows is the one the next ejection
+// would go on from: time back in rotation forgives as it does there, not
+// only once another ejection happens.
+func TestStatusEjectionsForgiven(t *testing.T) {
+	u, clk, _ := newTestUpstream(t, outlierOnly(50), "a:1", "b:1")
+	failOn(t, u, "a:1", 3, bad503) // #1: 30s
+	clk.Advance(30 * time.Second)
+	failOn(t, u, "a:1", 3, bad503) // #2: 60s
+	if st := statusOf(t, u, "a:1"); st.Ejections != 2 {
+		t.Fatalf("ejections %d, want 2", st.Ejections)
+	}
+	clk.Advance(60*time.Second + 30*time.Second) // the ejection ends, then one base time back
+	if st := statusOf(t, u, "a:1"); st.Ejections != 1 {
+		t.Fatalf("ejections %d one base time back in rotation, want 1", st.Ejections)
+	}
+	clk.Advance(30 * time.Second)
+	if st := statusOf(t, u, "a:1"); st.Ejections != 0 {
+		t.Fatalf("ejections %d two base times back in rotation, want 0", st.Ejections)
+	}
+}

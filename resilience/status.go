@@ -15,7 +15,8 @@ type EndpointStatus struct {
 	// EjectedUntil is when an ejected endpoint returns to rotation; zero
 	// when it is in rotation.
 	EjectedUntil time.Time `json:"ejected_until,omitzero"`
-	// Ejections is the current ejection multiplier (ejections in a row).
+	// Ejections is the current ejection multiplier (ejections in a row,
+	// less those forgiven by time back in rotation since).
 	Ejections int `json:"ejections"`
 	// InFlight counts attempts picked and not yet Done.
 	InFlight int64 `json:"in_flight"`
@@ -39,7 +40,7 @@ func (u *Upstream) Status() []EndpointStatus {
 			Weight:    m.weight,
 			Breaker:   ep.breaker.shown(now),
 			OpenUntil: ep.breaker.openUntil(now),
-			Ejections: int(ep.eject.shown.Load()),
+			Ejections: ep.eject.inARow(u.settings.Outlier.BaseEjectionTime, now),
 			InFlight:  ep.inflight.Load(),
 			Requests:  ep.requests.Load(),
 			Failures:  ep.failures.Load(),
