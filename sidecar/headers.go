@@ -183,12 +183,13 @@ func isEventStreamType(v string) bool {
 	return strings.EqualFold(strings.TrimSpace(ct), "text/event-stream")
 }
 
-// dropForbiddenTrailers removes from a request's trailers the fields that
-// must not be sent as trailers (framing, routing, authentication and
-// connection-specific fields, RFC 9110 section 6.5.1) and the hop-by-hop
-// ones. Passed on, they would reach an upstream that ignores them at best;
-// an HTTP/2 upstream resets the stream, which fails the request and counts
-// against the endpoint's breaker.
+// dropForbiddenTrailers removes from a request's or a response's trailers
+// the fields that must not be sent as trailers (framing, routing,
+// authentication and connection-specific fields, RFC 9110 section 6.5.1)
+// and the hop-by-hop ones. Passed on, they would reach an upstream that
+// ignores them at best; an HTTP/2 upstream resets the stream, which fails
+// the request and counts against the endpoint's breaker. An HTTP/1.1
+// caller would get them as they came.
 func dropForbiddenTrailers(h http.Header) {
 	for k := range h {
 		if !httpguts.ValidTrailerHeader(k) || isHopHeader(k) {

@@ -867,6 +867,7 @@ func (p *Proxy) respond(w http.ResponseWriter, res *http.Response, idle *idleTim
 		result = relay(w, rc, res.Body, idle, buf, st.first)
 	}
 	if result.readErr == nil && result.writeErr == nil {
+		dropForbiddenTrailers(res.Trailer) // as a caller's are
 		for k, vv := range res.Trailer {
 			h[http.TrailerPrefix+k] = vv
 		}

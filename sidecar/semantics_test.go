@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"reflect"
 	"testing"
 	"time"
 
@@ -250,6 +251,40 @@ func TestResponseConnectionCloseNamedFieldsDropped(t *testing.T) {
 			if res.Header.Get("X-Kept") != "1" {
 				t.Errorf("%s %s: X-Kept %q, want 1", name, res.Proto, res.Header.Get("X-Kept"))
 			}
+		}
+	}
+}
+
+// An upstream's response trailers lose the fields that must not be
+// trailers (framing, connection-specific, hop-by-hop: RFC 9110 section
+// 6.5.1), as a caller's request trailers do: an HTTP/1.1 caller got
+// "Connection: close" and "Content-Length: 99" as trailers of a body of 5.
+// (net/http's HTTP/2 server drops them on its own.)
+func TestResponseForbiddenTrailersDropped(t *testing.T) {
+	up := startRawServer(t, func(c net.Conn) {
+		br := bufio.NewReader(c)
+		for {
+			if _, err := http.ReadRequest(br); err != nil {
+				return
+			}
+			io.WriteString(c, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTrailer: X-Sum\r\n\r\n"+
+				"5\r\nhello\r\n0\r\nX-Sum: 1\r\nConnection: close\r\nContent-Length: 99\r\nKeep-Alive: x\r\nX-Late: 2\r\n\r\n")
+		}
+	})
+	_, base := ferryWithProtocol(t, "http1", up.addr())
+	for name, c := range map[string]*http.Client{"h1": h1For(t), "h2c": h2cFor(t)} {
+		res, err := c.Get(base + "/t")
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		b, err := io.ReadAll(res.Body)
+		res.Body.Close()
+		if err != nil || string(b) != "hello" {
+			t.Fatalf("%s: body %q, %v", name, b, err)
+		}
+		want := http.Header{"X-Sum": {"1"}, "X-Late": {"2"}}
+		if !reflect.DeepEqual(res.Trailer, want) {
+			t.Errorf("%s: trailers %v, want %v", name, res.Trailer, want)
 		}
 	}
 }
