@@ -51,6 +51,9 @@ type Upstream struct {
 	// (InheritInFlight): attempts still running there count here too.
 	inflight *atomic.Int64
 	rr       atomic.Uint64
+	// retired is set once another Upstream is the service's (Retire):
+	// breaker changes and ejections are no longer reported.
+	retired atomic.Bool
 
 	// mu serialises Update and ejection decisions (never held by Pick).
 	mu sync.Mutex
@@ -156,6 +159,15 @@ func (u *Upstream) InheritInFlight(prev *Upstream) {
 		u.gone[addr] = n
 	}
 }
+
+// Retire marks u as no longer the service's state: a reload rebuilt the
+// service's Upstream (its settings changed) or dropped the service.
+// Attempts still running on u finish as before, their outcomes feeding
+// u's breakers and outlier detection, but the Observer hears of no more
+// breaker change or ejection of u's: those no longer describe the
+// service, whose Upstream in force (if any) reports its own. Retry
+// decisions are still reported: they are about requests being served.
+func (u *Upstream) Retire() { u.retired.Store(true) }
 
 // Update replaces the endpoint set, typically when discovery publishes a new
 // snapshot. Endpoints whose address persists keep their breaker, ejection
@@ -266,7 +278,9 @@ func (u *Upstream) newEndpoint(addr string) *endpoint {
 		ep.inflight = new(atomic.Int64)
 	}
 	ep.breaker = newBreaker(u.name+"/"+addr, &u.settings.Breaker, u.clock, func(from, to BreakerState) {
-		u.observer.BreakerChanged(u.name, addr, from, to)
+		if !u.retired.Load() {
+			u.observer.BreakerChanged(u.name, addr, from, to)
+		}
 	})
 	return ep
 }
@@ -436,7 +450,9 @@ func (u *Upstream) eject(ep *endpoint) {
 		return
 	}
 	d := ep.eject.nextEjection(&u.settings.Outlier, now)
-	u.observer.Ejected(u.name, ep.addr, d, ep.eject.ejections)
+	if !u.retired.Load() {
+		u.observer.Ejected(u.name, ep.addr, d, ep.eject.ejections)
+	}
 }
 
 // RefundRetry gives the retry budget back a retry Retry allowed that did

@@ -233,3 +233,24 @@ func TestReaddedEndpointKeepsItsInFlight(t *testing.T) {
 		t.Fatalf("re-added idle a: %+v", st)
 	}
 }
+
+// A retired Upstream (a reload replaced or dropped its service) still
+// records what its last attempts did, but tells the Observer of no
+// breaker change or ejection: the service's Upstream in force reports.
+func TestRetiredUpstreamReportsNoBreakerOrEjection(t *testing.T) {
+	u, _, rec := newTestUpstream(t, func(s *Settings) {
+		s.Breaker.ConsecutiveFailures = 1
+		s.Outlier.Consecutive5xx = 1
+		s.Outlier.MaxEjectionPercent = 50
+	}, "a:1", "b:1")
+	p := mustPick(t, u, "", "b:1")
+	u.Retire()
+	p.Done(bad503)
+	st := statusOf(t, u, "a:1")
+	if st.Breaker != BreakerOpen || st.EjectedUntil.IsZero() {
+		t.Fatalf("a:1 after a 503: breaker %s, ejected until %v; want open and ejected", st.Breaker, st.EjectedUntil)
+	}
+	if ev := rec.take(); len(ev) != 0 {
+		t.Fatalf("a retired upstream reported %q", ev)
+	}
+}

@@ -71,6 +71,7 @@ func (s *Sidecar) Reload(ctx context.Context, cfg *Config) error {
 	if s.inbound != nil {
 		s.inbound.table.Store(st.inbound)
 	}
+	st.succeed(old)
 	s.life.Unlock()
 	old.closeExcept(carried)
 	// A service this config dropped is no longer reported on.
@@ -242,6 +243,22 @@ func restartOnly(old, cfg *Config) ConfigErrors {
 		errs = append(errs, &ConfigError{Path: "consul", Msg: "changing it needs a restart while register is set (ferry's registration keeps the Consul settings it started with)"})
 	}
 	return errs
+}
+
+// succeed runs once st is in force in place of old: the resilience state
+// of old's services that st does not share (their settings changed, or st
+// dropped them) is retired, so that the breakers the exchanges still
+// running on old feed no longer show in the breaker metrics (whose
+// ferry_breaker_state reads the breakers in force at each scrape anyway).
+func (st *state) succeed(old *state) {
+	for name, prev := range old.upstreams {
+		if up := st.upstreams[name]; up == nil || up.res != prev.res {
+			prev.res.Retire()
+		}
+	}
+	if old.app != nil && (st.app == nil || st.app.res != old.app.res) {
+		old.app.res.Retire()
+	}
 }
 
 // carryPools lets each upstream of st whose service kept its protocol and
