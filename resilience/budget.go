@@ -64,15 +64,44 @@ func NewBudget(s BudgetSettings, clock Clock) *Budget {
 	if clock == nil {
 		clock = SystemClock{}
 	}
-	n := int(s.Window / time.Second)
-	if n < 1 {
-		n = 1
-	}
 	return &Budget{
 		ratio:   s.Ratio,
 		floor:   int64(s.MinPerSecond),
 		clock:   clock,
-		buckets: make([]budgetBucket, n),
+		buckets: make([]budgetBucket, windowSeconds(s)),
+	}
+}
+
+// windowSeconds is the number of one-second buckets of s's window.
+func windowSeconds(s BudgetSettings) int {
+	return max(int(s.Window/time.Second), 1)
+}
+
+// adopt makes b judge by s from now on, keeping the requests and retries
+// it counted in the seconds that s's window still covers: a reload that
+// changes the budget's settings (or any other setting of the service)
+// neither forgets the spend of the window so far nor starts a new one.
+func (b *Budget) adopt(s BudgetSettings) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.current() // expire what left the window in force until now
+	b.ratio, b.floor = s.Ratio, int64(s.MinPerSecond)
+	n := windowSeconds(s)
+	if n == len(b.buckets) {
+		return
+	}
+	old := b.buckets
+	b.buckets = make([]budgetBucket, n)
+	b.requests, b.retries = 0, 0
+	for _, bk := range old {
+		// A bucket with nothing counted may be one never used (second
+		// 0): it must not take the place of one in the window.
+		if bk.requests == 0 && bk.retries == 0 || bk.second <= b.last-int64(n) {
+			continue
+		}
+		b.buckets[uint64(bk.second)%uint64(n)] = bk
+		b.requests += bk.requests
+		b.retries += bk.retries
 	}
 }
 

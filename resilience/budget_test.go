@@ -206,3 +206,41 @@ func TestBudgetRefundAllocatesNothing(t *testing.T) {
 		t.Fatalf("%v allocations per withdrawal and refund", n)
 	}
 }
+
+// A budget that adopts new settings keeps the counts of the seconds the
+// new window covers: a shorter window drops the older seconds, a longer
+// one keeps them all, and the new ratio and floor judge from then on.
+func TestBudgetAdoptKeepsWindowCounts(t *testing.T) {
+	clk := NewManualClock(epoch)
+	b := NewBudget(BudgetSettings{Ratio: 1, Window: 10 * time.Second}, clk)
+	for sec := range 6 { // one request a second, a retry in the first and last
+		b.Deposit()
+		if sec == 0 || sec == 5 {
+			withdraw(b)
+		}
+		if sec < 5 {
+			clk.Advance(time.Second)
+		}
+	}
+	b.adopt(BudgetSettings{Ratio: 1, Window: 3 * time.Second})
+	if req, ret := b.Counts(); req != 3 || ret != 1 {
+		t.Fatalf("after a 3s window: %d requests, %d retries; want the last 3 seconds' 3 and 1", req, ret)
+	}
+	b.adopt(BudgetSettings{Ratio: 0.5, Window: 20 * time.Second})
+	if req, ret := b.Counts(); req != 3 || ret != 1 {
+		t.Fatalf("after a 20s window: %d requests, %d retries; want 3 and 1 still", req, ret)
+	}
+	if withdraw(b) {
+		t.Fatal("a second retry for 3 requests at ratio 0.5")
+	}
+	clk.Advance(2 * time.Second) // the two older seconds still count in a 20s window
+	if req, _ := b.Counts(); req != 3 {
+		t.Fatalf("2s later: %d requests, want 3", req)
+	}
+	for range 3 {
+		b.Deposit()
+	}
+	if !withdraw(b) {
+		t.Fatal("no retry for 6 requests and 1 retry at ratio 0.5")
+	}
+}

@@ -126,7 +126,7 @@ func (u *Upstream) InFlight() int64 { return u.inflight.Load() }
 // new one): max_in_flight and the least-loaded pick then see the
 // exchanges still running on prev, and those prev admits until it is
 // retired. Breaker and ejection state are not inherited. Call it before u
-// takes any attempt.
+// takes any attempt. Replace does this and more.
 func (u *Upstream) InheritInFlight(prev *Upstream) {
 	if prev == nil || prev == u {
 		return
@@ -158,6 +158,31 @@ func (u *Upstream) InheritInFlight(prev *Upstream) {
 	for addr, n := range counters {
 		u.gone[addr] = n
 	}
+}
+
+// Replace makes u carry on from prev, the Upstream of the same service
+// that u replaces as the one in force (a reload that changed the
+// service's settings builds a new one):
+//
+//   - u counts the attempts running on prev in flight (InheritInFlight);
+//   - u takes over prev's retry budget, judged by u's budget settings
+//     from now on: the requests and retries of the window so far still
+//     count, so a reload during a retry storm hands out no new retries,
+//     and the retries of exchanges still running on prev spend from the
+//     same budget;
+//   - prev is retired (Retire).
+//
+// Breaker and ejection state are not carried over: the settings that
+// decide them changed. Call it once, as u goes in force, before u takes
+// any attempt.
+func (u *Upstream) Replace(prev *Upstream) {
+	if prev == nil || prev == u {
+		return
+	}
+	u.InheritInFlight(prev)
+	prev.budget.adopt(u.settings.Retry.Budget)
+	u.budget = prev.budget
+	prev.Retire()
 }
 
 // Retire marks u as no longer the service's state: a reload rebuilt the

@@ -254,3 +254,40 @@ func TestRetiredUpstreamReportsNoBreakerOrEjection(t *testing.T) {
 		t.Fatalf("a retired upstream reported %q", ev)
 	}
 }
+
+// The Upstream that replaces another (a reload changed the service's
+// settings) takes over its retry budget: the retries spent before stay
+// spent, and the replaced one's later requests and retries count for both.
+func TestReplaceCarriesRetryBudget(t *testing.T) {
+	spent := func(s *Settings) {
+		s.Retry.Budget = BudgetSettings{Ratio: 0.5, MinPerSecond: 0, Window: 10 * time.Second}
+	}
+	prev, clk, _ := newTestUpstream(t, spent, "a:1", "b:1")
+	for range 4 {
+		mustPick(t, prev, "").Done(bad503)
+	}
+	for range 2 {
+		if _, _, d := prev.Retry(1, "GET", 0, false, bad503); d != RetryAllowed {
+			t.Fatalf("retry within the budget: %v", d)
+		}
+	}
+	s := prev.Settings()
+	s.MaxInFlight = 7 // the budget's settings stay, another changes
+	u, err := NewUpstream("files", s, WithClock(clk))
+	if err != nil {
+		t.Fatal(err)
+	}
+	u.Update([]Endpoint{{Addr: "a:1"}, {Addr: "b:1"}})
+	u.Replace(prev)
+	if _, _, d := u.Retry(1, "GET", 0, false, bad503); d != RetryBudgetExhausted {
+		t.Fatalf("first retry after the replacement: %v, want %v", d, RetryBudgetExhausted)
+	}
+	mustPick(t, prev, "").Done(ok200) // an exchange still on prev: 5 requests
+	mustPick(t, u, "").Done(ok200)    // 6
+	if _, _, d := u.Retry(1, "GET", 0, false, bad503); d != RetryAllowed {
+		t.Fatalf("retry with 6 requests and 2 retries at ratio 0.5: %v", d)
+	}
+	if req, ret := prev.Budget().Counts(); req != 6 || ret != 3 {
+		t.Fatalf("the replaced upstream's budget: %d requests, %d retries; want the one shared budget's 6 and 3", req, ret)
+	}
+}

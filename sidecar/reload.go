@@ -20,11 +20,13 @@ var reloadResolveTimeout = ReloadResolveTimeout
 
 // Reload applies a new config: routes, services, endpoints, timeouts and the
 // request body limit. In-flight exchanges (downloads, streams, tunnels) keep
-// running on the generation they started with; connection pools of
-// services whose settings did not change carry over. A config that changes
-// what only a restart can (listeners, server limits, registration) is
-// rejected whole, and so is one whose Consul services do not resolve in
-// time: the config in force stays.
+// running on the generation they started with. A service whose settings
+// did not change keeps its connection pools and all its resilience state;
+// one whose settings changed gets new breakers, but its in-flight count
+// and retry budget carry on. A config that changes what only a restart
+// can (listeners, server limits, registration) is rejected whole, and so
+// is one whose Consul services do not resolve in time: the config in
+// force stays.
 func (s *Sidecar) Reload(ctx context.Context, cfg *Config) error {
 	s.reloadMu.Lock()
 	defer s.reloadMu.Unlock()
@@ -63,6 +65,7 @@ func (s *Sidecar) Reload(ctx context.Context, cfg *Config) error {
 	for _, up := range st.all() {
 		up.takeFeed()
 	}
+	st.succeed(old)
 	st.run(s.tel.Metrics())
 	s.state.Store(st)
 	if s.outbound != nil {
@@ -71,7 +74,6 @@ func (s *Sidecar) Reload(ctx context.Context, cfg *Config) error {
 	if s.inbound != nil {
 		s.inbound.table.Store(st.inbound)
 	}
-	st.succeed(old)
 	s.life.Unlock()
 	old.closeExcept(carried)
 	// A service this config dropped is no longer reported on.
@@ -245,27 +247,37 @@ func restartOnly(old, cfg *Config) ConfigErrors {
 	return errs
 }
 
-// succeed runs once st is in force in place of old: the resilience state
-// of old's services that st does not share (their settings changed, or st
-// dropped them) is retired, so that the breakers the exchanges still
-// running on old feed no longer show in the breaker metrics (whose
-// ferry_breaker_state reads the breakers in force at each scrape anyway).
+// succeed runs as st goes in force in place of old. The resilience state
+// of a service st rebuilt (its settings changed) carries on from old's:
+// the attempts still running there count in flight, the retry budget's
+// window goes on (resilience.Upstream.Replace). The resilience state of
+// old's services that st does not share is retired, so that the breakers
+// the exchanges still running on old feed no longer show in the breaker
+// metrics (whose ferry_breaker_state reads the breakers in force at each
+// scrape anyway).
 func (st *state) succeed(old *state) {
+	pairs := map[*upstream]*upstream{}
 	for name, prev := range old.upstreams {
-		if up := st.upstreams[name]; up == nil || up.res != prev.res {
-			prev.res.Retire()
-		}
+		pairs[prev] = st.upstreams[name]
 	}
-	if old.app != nil && (st.app == nil || st.app.res != old.app.res) {
-		old.app.res.Retire()
+	if old.app != nil {
+		pairs[old.app] = st.app
+	}
+	for prev, up := range pairs {
+		switch {
+		case up == nil:
+			prev.res.Retire() // the service was dropped
+		case up.res != prev.res:
+			up.res.Replace(prev.res)
+		}
 	}
 }
 
 // carryPools lets each upstream of st whose service kept its protocol and
 // settings reuse the previous generation's connection pools and breaker,
-// ejection and in-flight state, and returns the set of upstreams whose
-// pools are now shared. One whose settings changed starts with new
-// breakers, but counts the previous generation's attempts in flight.
+// ejection, in-flight and retry budget state, and returns the set of
+// upstreams whose pools are now shared. One whose settings changed starts
+// with new breakers; it takes over the rest as it goes in force (succeed).
 func (st *state) carryPools(old *state) map[*upstream]bool {
 	carried := map[*upstream]bool{}
 	pairs := map[*upstream]*upstream{}
@@ -283,10 +295,6 @@ func (st *state) carryPools(old *state) map[*upstream]bool {
 			// until this generation is resolved and swapped in.
 			up.h1, up.h2c, up.res, up.feed, up.retired = prev.h1, prev.h2c, prev.res, prev.feed, prev.retired
 			carried[up], carried[prev] = true, true
-		} else {
-			// New breakers, but the exchanges still running on prev
-			// count against this generation's max_in_flight.
-			up.res.InheritInFlight(prev.res)
 		}
 	}
 	return carried

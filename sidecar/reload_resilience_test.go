@@ -74,3 +74,59 @@ func TestReplacedBreakersLeaveMetrics(t *testing.T) {
 		return strings.Contains(metrics(), `ferry_breaker_transitions_total{service="svc",to="open"} 1`)
 	})
 }
+
+// The retry budget counts the requests and retries of its window across a
+// reload that rebuilds the service's resilience state: a reload during a
+// retry storm must not hand out a fresh budget. Here the budget allows 2
+// retries a second (the clock does not move); once they are spent, a
+// reload that changes only max_in_flight leaves them spent.
+func TestReloadKeepsRetryBudget(t *testing.T) {
+	clock := resilience.NewManualClock(time.Unix(1_000_000, 0))
+	a, b := newFlaky(t, "a"), newFlaky(t, "b")
+	a.fail.Store(503)
+	b.fail.Store(503)
+	config := func(maxInFlight int) *Config {
+		return mustParse(t, reloadConfig(a.addr+", "+b.addr, fmt.Sprintf(`defaults:
+  max_in_flight: %d
+  breaker: { consecutive_failures: 0 }
+  outlier: { consecutive_5xx: 0 }
+  retry: { max_retries: 1, base_interval: 1ms, max_interval: 1ms, budget: { ratio: 0, min_per_second: 2 } }`, maxInFlight)))
+	}
+	sc := startSidecar(t, config(100), Options{Clock: clock})
+	url := "http://" + sc.Addr("outbound") + "/"
+	c := h1Client()
+	// attempts sends one request and returns how many upstream attempts
+	// it made: 2 when it was retried.
+	attempts := func() int64 {
+		before := a.hits.Load() + b.hits.Load()
+		if code, _ := call(t, c, "GET", url, nil); code != 503 {
+			t.Fatalf("got %d, want the origins' 503", code)
+		}
+		return a.hits.Load() + b.hits.Load() - before
+	}
+	for i := range 2 {
+		if n := attempts(); n != 2 {
+			t.Fatalf("request %d made %d attempts, want 2 (a retry within the budget's floor)", i+1, n)
+		}
+	}
+	if n := attempts(); n != 1 {
+		t.Fatalf("third request made %d attempts, want 1: the budget is spent", n)
+	}
+	old := sc.state.Load().upstreams["svc"].res
+	if err := sc.Reload(context.Background(), config(200)); err != nil {
+		t.Fatal(err)
+	}
+	if sc.state.Load().upstreams["svc"].res == old {
+		t.Fatal("the reload kept svc's resilience state: the test needs it rebuilt")
+	}
+	for i := range 3 {
+		if n := attempts(); n != 1 {
+			t.Fatalf("request %d after the reload made %d attempts, want 1: the budget spent before the reload is still spent", i+1, n)
+		}
+	}
+	// The next second brings the floor back.
+	clock.Advance(time.Second)
+	if n := attempts(); n != 2 {
+		t.Fatalf("a second later a request made %d attempts, want 2", n)
+	}
+}
