@@ -29,8 +29,9 @@ type Settings struct {
 	// without the header is balanced with p2c. Default "".
 	HashHeader string `yaml:"hash_header"`
 	// MaxInFlight caps concurrent requests to the service; beyond it Pick
-	// fails with ErrOverloaded at once (load shedding, no queue). Default
-	// 1024; 0 means unlimited.
+	// fails with ErrOverloaded at once (load shedding, no queue). A tunnel
+	// (an upgraded connection, e.g. a WebSocket) counts as a request until
+	// it closes (Pick.Keep). Default 1024; 0 means unlimited.
 	MaxInFlight int `yaml:"max_in_flight"`
 	// Breaker configures the per-endpoint circuit breakers.
 	Breaker BreakerSettings `yaml:"breaker"`

@@ -18,7 +18,8 @@ type EndpointStatus struct {
 	// Ejections is the current ejection multiplier (ejections in a row,
 	// less those forgiven by time back in rotation since).
 	Ejections int `json:"ejections"`
-	// InFlight counts attempts picked and not yet Done.
+	// InFlight counts attempts picked and not yet Done, and tunnels
+	// still open (Pick.Keep).
 	InFlight int64 `json:"in_flight"`
 	// Requests and Failures count completed attempts since the endpoint
 	// appeared (failures as the breaker counts them; cancellations are in

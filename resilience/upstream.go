@@ -310,8 +310,9 @@ func (u *Upstream) newEndpoint(addr string) *endpoint {
 	return ep
 }
 
-// Pick is one admitted attempt on one endpoint. Call Done exactly once when
-// the attempt ends, whatever the outcome. The zero Pick is inert.
+// Pick is one admitted attempt on one endpoint. Call Done (or Keep)
+// exactly once when the attempt ends, whatever the outcome. The zero Pick
+// is inert.
 type Pick struct {
 	u     *Upstream
 	ep    *endpoint
@@ -414,12 +415,51 @@ func containsAddr(list []string, addr string) bool {
 // Done reports how the attempt ended: it releases the in-flight slots and
 // feeds the endpoint's breaker and outlier detection.
 func (p Pick) Done(o Outcome) {
-	ep, u := p.ep, p.u
-	if ep == nil {
+	if p.ep == nil {
 		return
 	}
-	ep.inflight.Add(-1)
-	u.inflight.Add(-1)
+	p.release()
+	p.record(o)
+}
+
+// Keep reports how the attempt ended, as Done does, but keeps it counted
+// in flight, in the service's max_in_flight and the endpoint's load,
+// until the returned Slot is released: for an exchange that goes on past
+// the answer that judges its attempt, a tunnel once the upstream switched
+// protocols, which loads the endpoint like a request until it closes.
+func (p Pick) Keep(o Outcome) *Slot {
+	if p.ep == nil {
+		return &Slot{}
+	}
+	p.record(o)
+	return &Slot{pick: p}
+}
+
+// Slot is an attempt's place in its service's and endpoint's in-flight
+// counts, kept past its outcome (Pick.Keep).
+type Slot struct {
+	pick     Pick
+	released atomic.Bool
+}
+
+// Release gives the slot back. Only the first call counts, so every way
+// out of a tunnel may call it.
+func (s *Slot) Release() {
+	if s.pick.ep != nil && s.released.CompareAndSwap(false, true) {
+		s.pick.release()
+	}
+}
+
+// release gives back the attempt's in-flight slots.
+func (p Pick) release() {
+	p.ep.inflight.Add(-1)
+	p.u.inflight.Add(-1)
+}
+
+// record feeds the attempt's outcome to the endpoint's breaker and
+// outlier detection.
+func (p Pick) record(o Outcome) {
+	ep, u := p.ep, p.u
 	v := u.verdict(o)
 	ep.requests.Add(1)
 	if v == verdictFailure {

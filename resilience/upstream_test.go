@@ -291,3 +291,28 @@ func TestReplaceCarriesRetryBudget(t *testing.T) {
 		t.Fatalf("the replaced upstream's budget: %d requests, %d retries; want the one shared budget's 6 and 3", req, ret)
 	}
 }
+
+// An attempt kept past its outcome (a tunnel) feeds the breaker at once
+// but holds its in-flight slots until released, once however often
+// Release is called.
+func TestKeepHoldsSlotUntilReleased(t *testing.T) {
+	u, _, _ := newTestUpstream(t, func(s *Settings) { s.MaxInFlight = 1 }, "a:1")
+	slot := mustPick(t, u, "").Keep(ok200)
+	if st := statusOf(t, u, "a:1"); st.Requests != 1 || st.InFlight != 1 {
+		t.Fatalf("kept attempt: %d requests, %d in flight; want 1 and 1", st.Requests, st.InFlight)
+	}
+	if _, err := u.Pick("", nil); !errors.Is(err, ErrOverloaded) {
+		t.Fatalf("Pick beside a kept slot: %v, want ErrOverloaded", err)
+	}
+	slot.Release()
+	slot.Release()
+	if n, ep := u.InFlight(), statusOf(t, u, "a:1").InFlight; n != 0 || ep != 0 {
+		t.Fatalf("after two Releases: %d in flight (endpoint %d), want 0", n, ep)
+	}
+	mustPick(t, u, "").Done(ok200)
+	(&Slot{}).Release() // the zero Slot holds nothing
+	Pick{}.Keep(ok200).Release()
+	if n := u.InFlight(); n != 0 {
+		t.Fatalf("%d in flight", n)
+	}
+}

@@ -304,7 +304,12 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, up *upstream, ma
 				x.fail(w, f)
 				return
 			}
-			pick.Done(o)
+			// The 101 judges the attempt, but the tunnel is as much
+			// load as a request until it closes: it keeps its slot of
+			// max_in_flight (and of its endpoint's load) until then,
+			// however it ends.
+			slot := pick.Keep(o)
+			defer slot.Release()
 			idle.stop()
 			x.tunneled, x.out = p.tunnel(w, r, res, upgrade, up.name, addr, up.timeouts.TunnelIdle, x)
 			res.Body.Close()

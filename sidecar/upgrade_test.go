@@ -682,3 +682,49 @@ telemetry: { access_log: %s }
 		t.Fatalf("the cut tunnel is not in the access log when Shutdown returned:\n%s", b)
 	}
 }
+
+// A tunnel is an exchange in flight until it closes: it holds its slot of
+// the service's max_in_flight (and its endpoint's load) from the request
+// to the tunnel's end, however it ends, and gives it back once. With
+// max_in_flight 1, an open WebSocket tunnel sheds every other request.
+func TestTunnelHoldsMaxInFlightSlot(t *testing.T) {
+	leakCheck(t)
+	o := startWSOrigin(t)
+	sc := chatFerry(t, o.addr, "max_in_flight: 1")
+	res := sc.state.Load().upstreams["chat"].res
+	url := "http://" + sc.Addr("outbound") + "/chat"
+	for _, end := range []string{"caller closes", "origin closes"} {
+		t.Run(end, func(t *testing.T) {
+			c, up := dialWS(t, sc.Addr("outbound"), "/chat", "")
+			checkUpgraded(t, up)
+			c.expect("hello from origin\n")
+			r, body := get(t, h1Client(), url, "")
+			if r.StatusCode != http.StatusServiceUnavailable || !strings.Contains(body, "max_in_flight 1") {
+				t.Fatalf("request beside the open tunnel: %d %q, want ferry's 503 (max_in_flight 1)", r.StatusCode, body)
+			}
+			if n := res.InFlight(); n != 1 {
+				t.Fatalf("%d in flight with a tunnel open, want 1", n)
+			}
+			_, second := dialWS(t, sc.Addr("outbound"), "/chat", "")
+			if second.StatusCode != http.StatusServiceUnavailable {
+				t.Fatalf("second tunnel beside the open one: %d, want 503", second.StatusCode)
+			}
+			c.send("still open\n")
+			c.expect("echo:still open\n")
+			if end == "caller closes" {
+				c.conn.Close()
+			} else {
+				c.send("bye\n")
+				c.expectClosed()
+			}
+			recv(t, o.events, 5*time.Second, "the origin's side to end")
+			waitFor(t, "the tunnel's slot to come back", 5*time.Second, func() bool { return res.InFlight() == 0 })
+			r, body = get(t, h1Client(), url, "")
+			if r.StatusCode != http.StatusBadRequest || !strings.Contains(body, "want an upgrade") {
+				t.Fatalf("request after the tunnel closed: %d %q, want the origin's 400", r.StatusCode, body)
+			}
+			// Given back once: a second release would leave -1.
+			waitFor(t, "nothing in flight", 5*time.Second, func() bool { return res.InFlight() == 0 })
+		})
+	}
+}
