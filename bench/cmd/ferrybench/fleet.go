@@ -23,6 +23,18 @@ const (
 	pDirect  = "direct"
 )
 
+// Measurement phases, for --phases, in the order they run.
+const (
+	phSeq     = "seq"
+	phBulk    = "bulk"
+	phConc    = "conc"
+	phSmall   = "small"
+	phLatency = "latency"
+	phTracing = "tracing"
+)
+
+var allPhases = []string{phSeq, phBulk, phConc, phSmall, phLatency, phTracing}
+
 var allProxies = []string{pFerry, pStd, pL4, pFloor, pNginx, pHAProxy}
 
 // fleet is every process of one run.

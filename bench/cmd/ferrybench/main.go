@@ -19,6 +19,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -56,6 +57,7 @@ type config struct {
 	out                                             string
 	proxies                                         []string
 	quick, tracing                                  bool
+	phases                                          map[string]bool // of allPhases
 	commandLine, invocation, ferryRev               string
 
 	rounds         int
@@ -143,6 +145,7 @@ func cmdRun(args []string) error {
 	fs.StringVar(&c.invocation, "invocation", "", "the command that started this run (bench/run.sh passes its own), shown in the report")
 	fs.BoolVar(&c.quick, "quick", false, "smaller sizes and shorter runs (flags given explicitly still win)")
 	fs.BoolVar(&c.tracing, "tracing", true, "measure ferry with tracing on (needs ferry in --proxies)")
+	phases := fs.String("phases", strings.Join(allPhases, ","), "measurements to run, comma-separated, from "+strings.Join(allPhases, ",")+" (tracing also needs --tracing)")
 	fs.IntVar(&c.rounds, "rounds", 5, "interleaved rounds of the bulk download/upload measurement")
 	c.dlSize, c.ulSize = 1<<30, 1<<30
 	fs.Var(sizeFlag{&c.dlSize}, "download-size", "bulk download size per round")
@@ -209,7 +212,21 @@ func cmdRun(args []string) error {
 	if len(c.proxies) == 0 {
 		return fmt.Errorf("--proxies: empty")
 	}
-	c.tracing = c.tracing && contains(c.proxies, pFerry)
+	c.phases = map[string]bool{}
+	for _, ph := range strings.Split(*phases, ",") {
+		ph = strings.TrimSpace(ph)
+		if ph == "" {
+			continue
+		}
+		if !slices.Contains(allPhases, ph) {
+			return fmt.Errorf("--phases: unknown phase %q (want %s)", ph, strings.Join(allPhases, ","))
+		}
+		c.phases[ph] = true
+	}
+	if len(c.phases) == 0 {
+		return fmt.Errorf("--phases: empty")
+	}
+	c.tracing = c.tracing && contains(c.proxies, pFerry) && c.phases[phTracing]
 	for _, s := range strings.Split(*conns, ",") {
 		n, err := strconv.Atoi(strings.TrimSpace(s))
 		if err != nil || n < c.wrkThreads {

@@ -147,22 +147,20 @@ func runBench(ctx context.Context, cfg *config) error {
 		}
 	}
 	phases := []struct {
-		name string
-		run  func(context.Context, *config, *fleet, *results) error
+		key, name string
+		run       func(context.Context, *config, *fleet, *results) error
 	}{
-		{"sequential downloads (RSS growth)", measureSequential},
-		{"bulk download/upload (CPU per GiB)", measureBulk},
-		{"concurrent downloads (peak RSS)", measureConcurrent},
-		{"small requests (wrk)", measureSmall},
-		{"added latency at a constant rate (vegeta)", measureLatency},
-	}
-	if cfg.tracing {
-		phases = append(phases, struct {
-			name string
-			run  func(context.Context, *config, *fleet, *results) error
-		}{"tracing on vs off (wrk)", measureTracing})
+		{phSeq, "sequential downloads (RSS growth)", measureSequential},
+		{phBulk, "bulk download/upload (CPU per GiB)", measureBulk},
+		{phConc, "concurrent downloads (peak RSS)", measureConcurrent},
+		{phSmall, "small requests (wrk)", measureSmall},
+		{phLatency, "added latency at a constant rate (vegeta)", measureLatency},
+		{phTracing, "tracing on vs off (wrk)", measureTracing},
 	}
 	for _, ph := range phases {
+		if !cfg.phases[ph.key] || (ph.key == phTracing && !cfg.tracing) {
+			continue
+		}
 		logf("== %s", ph.name)
 		if err := ph.run(ctx, cfg, f, r); err != nil {
 			return fmt.Errorf("%s: %w", ph.name, err)
