@@ -45,7 +45,10 @@
 //     else go through net/http's transports (upstream.go). A large upload
 //     takes the caller's connection over and splices the body upstream
 //     (takeover.go). Both hot paths read and write their sockets with
-//     rawSock (rawio.go).
+//     rawSock (rawio.go). On either client, a response head that
+//     net/http's reader would read wrongly for a proxy (fields its
+//     Connection named, framed two ways, forbidden trailers announced) is
+//     put right before that reader reads it (headfix.go).
 //  6. respond relays the status, header, body and trailers: a plain head
 //     to an HTTP/1.1 caller goes on as it came; a body streams through one
 //     pooled buffer (stream.go's relay), flushed after every write so each

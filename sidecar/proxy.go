@@ -759,21 +759,26 @@ func inform(w http.ResponseWriter, code int, h http.Header) {
 }
 
 // roundTripInformed is rt.RoundTrip(out) through one of net/http's
-// transports, relaying 1xx responses to w. The transport reports them from
-// its own goroutine, which may still be reading after the round trip gave
-// up (a timeout, the caller gone): a 1xx that late is dropped, never
-// written to w beside the failure answer or the connection's next
-// response.
+// transports, relaying 1xx responses to w (none when w is nil). The
+// transport reports them from its own goroutine, which may still be
+// reading after the round trip gave up (a timeout, the caller gone): a 1xx
+// that late is dropped, never written to w beside the failure answer or
+// the connection's next response. An HTTP/1.1 connection the request
+// takes is told to expect its response head (see headFixConn).
 func roundTripInformed(rt http.RoundTripper, out *http.Request, w http.ResponseWriter) (*http.Response, error) {
 	var mu sync.Mutex
 	over := false
 	trace := &httptrace.ClientTrace{Got1xxResponse: func(code int, h textproto.MIMEHeader) error {
 		mu.Lock()
 		defer mu.Unlock()
-		if !over {
+		if !over && w != nil {
 			inform(w, code, http.Header(h))
 		}
 		return nil
+	}, GotConn: func(info httptrace.GotConnInfo) {
+		if c, ok := info.Conn.(*headFixConn); ok {
+			c.expectHead()
+		}
 	}}
 	res, err := rt.RoundTrip(out.WithContext(httptrace.WithClientTrace(out.Context(), trace)))
 	mu.Lock()

@@ -5,7 +5,6 @@ import (
 	"bytes"
 	"io"
 	"net/http"
-	"net/textproto"
 	"strconv"
 	"strings"
 )
@@ -158,63 +157,6 @@ func parseResponseHead(head []byte) (*plainResponse, rawFields) {
 		removeHopHeaders(res.Header, false)
 	}
 	return pr, rawFields{}
-}
-
-// namedByConnection returns the field names listed by the Connection
-// fields of the response head at the start of br, reading until the head
-// is buffered (as far as br's buffer goes). net/http's response reader
-// drops a Connection field that says close, and with it the knowledge of
-// which fields it named hop-by-hop (see dropNamed).
-func namedByConnection(br *bufio.Reader) []string {
-	for {
-		buf, _ := br.Peek(br.Buffered())
-		end := headEnd(buf)
-		if end < 0 && len(buf) < br.Size() {
-			if _, err := br.Peek(len(buf) + 1); err == nil {
-				continue
-			}
-		}
-		if end < 0 {
-			end = len(buf)
-		}
-		var names []string
-		for line := range bytes.SplitSeq(buf[:end], []byte("\n")) {
-			k, v, ok := bytes.Cut(line, []byte(":"))
-			if !ok || !strings.EqualFold(string(k), "Connection") {
-				continue
-			}
-			for name := range strings.SplitSeq(string(v), ",") {
-				if name = textproto.TrimString(name); name != "" {
-					names = append(names, name)
-				}
-			}
-		}
-		return names
-	}
-}
-
-// headEnd returns the length of the head at the start of buf up to its
-// empty line (CRLF or bare LF line ends), or -1 when it is not all there.
-func headEnd(buf []byte) int {
-	end := -1
-	for _, sep := range [][]byte{[]byte("\n\r\n"), []byte("\n\n")} {
-		if i := bytes.Index(buf, sep); i >= 0 && (end < 0 || i+len(sep) < end) {
-			end = i + len(sep)
-		}
-	}
-	return end
-}
-
-// dropNamed removes from the header of a response net/http read the
-// fields its Connection field named, when net/http dropped that field (it
-// said close).
-func dropNamed(res *http.Response, names []string) {
-	if !res.Close || res.Header["Connection"] != nil {
-		return // still there: removeHopHeaders sees what it names
-	}
-	for _, name := range names {
-		res.Header.Del(name)
-	}
 }
 
 // lengthBody is a response body of a known length read from br: io.EOF

@@ -8,6 +8,8 @@ import (
 	"net"
 	"net/http"
 	"reflect"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -214,42 +216,91 @@ services: { svc: { endpoints: [%q], protocol: %s, retry: { max_retries: 0 } } }
 	}
 }
 
+// requestKinds are the ways a caller's request reaches ferry's HTTP/1.1
+// clients: without a body (ferry's own client), with a small body of known
+// length and one of unknown length (chunked toward the upstream: net/http's
+// Transport), and with a body of known length large enough for an HTTP/1.1
+// caller's upload to be spliced (ferry's own client again; net/http's for
+// an h2c caller).
+var requestKinds = []struct {
+	name string
+	body func() io.Reader // nil: no body
+}{
+	{"no body", nil},
+	{"length", func() io.Reader { return strings.NewReader("abc") }},
+	{"chunked", func() io.Reader { return io.MultiReader(strings.NewReader("abc")) }},
+	{"upload", func() io.Reader { return bytes.NewReader(make([]byte, uploadSpliceMin+1)) }},
+}
+
+// sendKind sends a GET (no body) or a POST of body to url and returns the
+// response with its body read.
+func sendKind(t *testing.T, c *http.Client, url string, body func() io.Reader) (*http.Response, string) {
+	t.Helper()
+	method, r := http.MethodGet, io.Reader(nil)
+	if body != nil {
+		method, r = http.MethodPost, body()
+	}
+	req, err := http.NewRequest(method, url, r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := c.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := io.ReadAll(res.Body)
+	res.Body.Close()
+	if err != nil {
+		t.Fatalf("%s %s: body: %v", method, res.Proto, err)
+	}
+	return res, string(b)
+}
+
+// readWholeRequest reads a request and its body from br.
+func readWholeRequest(br *bufio.Reader) error {
+	req, err := http.ReadRequest(br)
+	if err != nil {
+		return err
+	}
+	_, err = io.Copy(io.Discard, req.Body)
+	return err
+}
+
 // A response's "Connection: close" names its own hop-by-hop fields too
 // ("Connection: close, X-Hop"): they must not reach the caller. net/http's
 // response reader drops a Connection field that says close (the close is
 // the response's Close), and ferry's own reader did the same, so the names
 // it listed were no longer known when hop-by-hop fields were removed. A
 // plain head (ferry's reader) and a chunked one (net/http's, through
-// ferry's client), to an HTTP/1.1 and an h2c caller.
+// ferry's client), to an HTTP/1.1 and an h2c caller, for each kind of
+// request: a request with a body went through net/http's Transport, which
+// gave ferry the response without its Connection field.
 func TestResponseConnectionCloseNamedFieldsDropped(t *testing.T) {
 	heads := map[string]string{
 		"plain":   "HTTP/1.1 200 OK\r\nConnection: close, X-Hop\r\nX-Hop: secret\r\nX-Kept: 1\r\nContent-Length: 2\r\n\r\nok",
-		"chunked": "HTTP/1.1 200 OK\r\nConnection: X-Hop, close\r\nX-Hop: secret\r\nX-Kept: 1\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n",
+		"chunked": "HTTP/1.1 200 OK\r\nX-Hop: secret\r\nConnection: X-Hop, close\r\nX-Kept: 1\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n",
 	}
 	for name, head := range heads {
 		up := startRawServer(t, func(c net.Conn) {
 			defer c.Close()
-			if _, err := http.ReadRequest(bufio.NewReader(c)); err != nil {
+			if readWholeRequest(bufio.NewReader(c)) != nil {
 				return
 			}
 			io.WriteString(c, head)
 		})
 		sc := ferryBoth(t, up.addr(), "")
-		for _, client := range []*http.Client{h1Client(), h2cClient()} {
-			res, err := client.Get("http://" + sc.Addr("outbound") + "/x")
-			if err != nil {
-				t.Fatalf("%s: %v", name, err)
-			}
-			b, err := io.ReadAll(res.Body)
-			res.Body.Close()
-			if err != nil || string(b) != "ok" {
-				t.Fatalf("%s %s: body %q, %v", name, res.Proto, b, err)
-			}
-			if v, ok := res.Header["X-Hop"]; ok {
-				t.Errorf("%s %s: caller got X-Hop %q, which the upstream's Connection named", name, res.Proto, v)
-			}
-			if res.Header.Get("X-Kept") != "1" {
-				t.Errorf("%s %s: X-Kept %q, want 1", name, res.Proto, res.Header.Get("X-Kept"))
+		for _, kind := range requestKinds {
+			for _, client := range []*http.Client{h1For(t), h2cFor(t)} {
+				res, b := sendKind(t, client, "http://"+sc.Addr("outbound")+"/x", kind.body)
+				if b != "ok" {
+					t.Fatalf("%s, %s, %s: body %q", name, kind.name, res.Proto, b)
+				}
+				if v, ok := res.Header["X-Hop"]; ok {
+					t.Errorf("%s, %s, %s: caller got X-Hop %q, which the upstream's Connection named", name, kind.name, res.Proto, v)
+				}
+				if res.Header.Get("X-Kept") != "1" {
+					t.Errorf("%s, %s, %s: X-Kept %q, want 1", name, kind.name, res.Proto, res.Header.Get("X-Kept"))
+				}
 			}
 		}
 	}
@@ -285,6 +336,86 @@ func TestResponseForbiddenTrailersDropped(t *testing.T) {
 		want := http.Header{"X-Sum": {"1"}, "X-Late": {"2"}}
 		if !reflect.DeepEqual(res.Trailer, want) {
 			t.Errorf("%s: trailers %v, want %v", name, res.Trailer, want)
+		}
+	}
+}
+
+// An upstream response framed both ways (Transfer-Encoding: chunked and a
+// Content-Length) is read chunked, as RFC 9112 section 6.1 has it, but
+// such a message may be a smuggling attempt or a response split, and the
+// connection it came on must not carry another exchange (section 6.3).
+// Ferry reused it: the second of two requests went on the first's
+// connection. Each must arrive on a connection of its own, and the caller
+// must not get the Content-Length beside the chunked body.
+func TestResponseFramedTwiceNotReused(t *testing.T) {
+	type seen struct{ conn, req int }
+	var mu sync.Mutex
+	conns := 0
+	got := make(chan seen, 16)
+	up := startRawServer(t, func(c net.Conn) {
+		mu.Lock()
+		conns++
+		id := conns
+		mu.Unlock()
+		br := bufio.NewReader(c)
+		for n := 1; ; n++ {
+			if readWholeRequest(br) != nil {
+				return
+			}
+			got <- seen{id, n}
+			io.WriteString(c, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n2\r\nok\r\n0\r\n\r\n")
+		}
+	})
+	_, base := ferryWithProtocol(t, "http1", up.addr())
+	for _, kind := range requestKinds {
+		for _, client := range []*http.Client{h1For(t), h2cFor(t)} {
+			var at [2]seen
+			proto := ""
+			for i := range at {
+				res, b := sendKind(t, client, base+"/x", kind.body)
+				if b != "ok" {
+					t.Fatalf("%s, %s: body %q", kind.name, res.Proto, b)
+				}
+				if v, ok := res.Header["Content-Length"]; ok {
+					t.Errorf("%s, %s: caller got Content-Length %q with a chunked body", kind.name, res.Proto, v)
+				}
+				at[i], proto = recv(t, got, 5*time.Second, "the upstream request"), res.Proto
+			}
+			if at[1].req != 1 {
+				t.Errorf("%s, %s: second request was request %d on upstream connection %d, which carried a response framed two ways", kind.name, proto, at[1].req, at[1].conn)
+			}
+		}
+	}
+}
+
+// An upstream that announces a field that must not be a trailer
+// ("Trailer: Content-Length, X-Sum") sends a whole body all the same: the
+// caller gets it, and the trailers that may be trailers, not a 502 (from
+// net/http's reader, "bad trailer key"). Ferry drops trailers that must
+// not be trailers (TestResponseForbiddenTrailersDropped); their
+// announcement goes with them.
+func TestResponseForbiddenTrailerAnnouncementDropped(t *testing.T) {
+	up := startRawServer(t, func(c net.Conn) {
+		br := bufio.NewReader(c)
+		for {
+			if readWholeRequest(br) != nil {
+				return
+			}
+			io.WriteString(c, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTrailer: Content-Length, X-Sum\r\nTrailer: Transfer-Encoding\r\n\r\n"+
+				"2\r\nok\r\n0\r\nX-Sum: 1\r\n\r\n")
+		}
+	})
+	_, base := ferryWithProtocol(t, "http1", up.addr())
+	for _, kind := range requestKinds {
+		for _, client := range []*http.Client{h1For(t), h2cFor(t)} {
+			res, b := sendKind(t, client, base+"/x", kind.body)
+			if res.StatusCode != http.StatusOK || b != "ok" {
+				t.Errorf("%s, %s: %d %q, want 200 \"ok\"", kind.name, res.Proto, res.StatusCode, b)
+				continue
+			}
+			if want := (http.Header{"X-Sum": {"1"}}); !reflect.DeepEqual(res.Trailer, want) {
+				t.Errorf("%s, %s: trailers %v, want %v", kind.name, res.Proto, res.Trailer, want)
+			}
 		}
 	}
 }

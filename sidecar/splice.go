@@ -207,10 +207,10 @@ func splicedUpload(out *http.Request) (*requestBody, bool) {
 func (f *fastH1) RoundTrip(out *http.Request) (*http.Response, error) {
 	upload, splicing := splicedUpload(out)
 	if !splicing && !eligible(out) {
-		if w, ok := informer(out.Context()); ok {
-			return roundTripInformed(f.fallback, out, w)
-		}
-		return f.fallback.RoundTrip(out)
+		// net/http's Transport, whose connections put response heads
+		// right (headFixConn) when roundTripInformed hands them over.
+		w, _ := informer(out.Context())
+		return roundTripInformed(f.fallback, out, w)
 	}
 	ctx := out.Context()
 	addr := out.URL.Host
@@ -360,7 +360,7 @@ func (f *fastH1) awaitContinue(c *h1Conn, out *http.Request) (*http.Response, bo
 			return nil, fresh, err
 		}
 		fresh = true
-		named := namedByConnection(c.br)
+		head := prepareHead(c.br)
 		res, err := http.ReadResponse(c.br, out)
 		switch {
 		case err != nil:
@@ -368,7 +368,7 @@ func (f *fastH1) awaitContinue(c *h1Conn, out *http.Request) (*http.Response, bo
 		case res.StatusCode == http.StatusContinue:
 			return nil, true, nil
 		case res.StatusCode >= 200 || res.StatusCode == http.StatusSwitchingProtocols:
-			dropNamed(res, named)
+			head.settle(res)
 			res.Close = true
 			return res, true, nil
 		case trace != nil && trace.Got1xxResponse != nil:
@@ -519,13 +519,13 @@ func (f *fastH1) readResponse(c *h1Conn, out *http.Request) (*http.Response, boo
 			c.fields, c.plain = f, pr
 			return &pr.res, true, nil
 		}
-		named := namedByConnection(c.br)
+		head := prepareHead(c.br)
 		res, err := http.ReadResponse(c.br, out)
 		if err != nil {
 			return nil, true, timeoutAware(err)
 		}
 		if res.StatusCode >= 200 || res.StatusCode == http.StatusSwitchingProtocols {
-			dropNamed(res, named)
+			head.settle(res)
 			return res, true, nil
 		}
 		if res.StatusCode < 100 {

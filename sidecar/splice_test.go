@@ -342,8 +342,9 @@ func FuzzResponseHead(f *testing.F) {
 		}
 		// Compared as the caller gets them: net/http's reader drops a
 		// Connection field that says close, and ferry's client then the
-		// fields it named (dropNamed); hop-by-hop fields go from both.
-		dropNamed(ref, namedByConnection(bufio.NewReader(bytes.NewReader(msg))))
+		// fields it named (settle); hop-by-hop fields go from both.
+		facts := scanHead(msg)
+		facts.settle(ref)
 		header = header.Clone()
 		removeHopHeaders(header, false)
 		refHeader := ref.Header.Clone()

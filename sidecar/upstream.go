@@ -157,6 +157,14 @@ func newTransport(t resilience.Timeouts, h2c bool) http.RoundTripper {
 		tr.HTTP2 = h2Windows(false)
 		return tr
 	}
+	// The Transport's connections put response heads right (headFixConn).
+	tr.DialContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
+		c, err := dial(ctx, network, addr)
+		if err != nil {
+			return nil, err
+		}
+		return &headFixConn{Conn: c}, nil
+	}
 	return &fastH1{dial: dial, responseHeader: t.ResponseHeader, fallback: tr}
 }
 
