@@ -36,8 +36,9 @@ import (
 // net/http's server, which then serves it to the end as before: HTTP/2
 // (the h2c preface), upgrades, Expect, chunked or unusual framing,
 // HTTP/1.0, heads larger than the lane's buffer or limits.max_header_bytes,
-// and every malformed input, so each refusal keeps net/http's exact answer.
-// The lane never answers a request it did not fully understand.
+// and every malformed input, so each refusal keeps net/http's exact answer
+// (and is reported as a request: refusals.go). The lane never answers a
+// request it did not fully understand.
 
 // laneBufSize is the lane's read buffer per connection: the largest request
 // head it serves itself.
@@ -68,6 +69,9 @@ type lane struct {
 	maxHeader  int
 	log        *slog.Logger
 	name       string
+	// tel reports the requests answered before any handler saw them
+	// (see refusals.go); nil: not reported.
+	tel *telemetry.Telemetry
 
 	mu      sync.Mutex
 	ln      net.Listener
@@ -86,6 +90,7 @@ type lane struct {
 
 func newLane(name string, h http.Handler, fallback *http.Server, log *slog.Logger) *lane {
 	fallback.ConnContext = connContext
+	watchAnswers(fallback)
 	base, cut := context.WithCancelCause(context.Background())
 	fallback.BaseContext = func(net.Listener) context.Context { return base }
 	maxHeader := fallback.MaxHeaderBytes
@@ -448,6 +453,7 @@ func (l *lane) serveConn(c net.Conn) {
 				w := &connWriter{conn: c, tc: lc.tc, bw: bw, h: http.Header{}}
 				writeFailure(w, errPreface)
 				w.finish()
+				l.answered(errPreface.status, errPreface.kind)
 				return
 			}
 			if l.handOver(c, br, headBy) {
@@ -568,7 +574,7 @@ func bareLF(b []byte) bool {
 // none): net/http's own read_header_timeout must not start it afresh.
 func (l *lane) handOver(c net.Conn, br *bufio.Reader, headBy time.Time) bool {
 	laneHanded.Add(1)
-	return l.handoff.deliver(&prefixConn{Conn: c, r: br, headBy: headBy})
+	return l.handoff.deliver(&prefixConn{Conn: c, r: br, headBy: headBy, l: l})
 }
 
 // framingScan watches the bytes net/http reads from a handed-over
@@ -614,15 +620,16 @@ func (s *framingScan) feed(p []byte) {
 	}
 }
 
-// closeConnKey carries, in the context of a handed-over connection, its
-// *framingScan: a request read after it saw both framings must be the
-// connection's last.
-type closeConnKey struct{}
+// handedConnKey carries, in the context of a handed-over connection, its
+// *prefixConn: a request read after its framingScan saw both framings must
+// be the connection's last, and one that reaches a handler is not net/http's
+// own answer (see refusals.go).
+type handedConnKey struct{}
 
 // connContext is net/http's ConnContext for handed-over connections.
 func connContext(ctx context.Context, c net.Conn) context.Context {
 	if pc, ok := c.(*prefixConn); ok {
-		return context.WithValue(ctx, closeConnKey{}, &pc.scan)
+		return context.WithValue(ctx, handedConnKey{}, pc)
 	}
 	return ctx
 }
@@ -630,8 +637,8 @@ func connContext(ctx context.Context, c net.Conn) context.Context {
 // mustClose reports whether a request of a handed-over connection came
 // after a head framed both ways (see framingScan).
 func mustClose(ctx context.Context) bool {
-	s, ok := ctx.Value(closeConnKey{}).(*framingScan)
-	return ok && s.both.Load()
+	pc, ok := ctx.Value(handedConnKey{}).(*prefixConn)
+	return ok && pc.scan.both.Load()
 }
 
 // What becomes of a connection after a request.
@@ -1161,6 +1168,10 @@ type prefixConn struct {
 	r      *bufio.Reader
 	scan   framingScan
 	headBy time.Time // see handOver; cleared by the first SetReadDeadline
+	l      *lane
+	// unhandled: net/http reads a request head that no handler took yet,
+	// so what it writes now is its own answer (see Write).
+	unhandled atomic.Bool
 }
 
 func (c *prefixConn) Read(p []byte) (int, error) {

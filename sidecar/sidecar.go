@@ -200,7 +200,9 @@ func (s *Sidecar) Start() error {
 		}
 		var srv server = s.newServer(sp.name, sp.h)
 		if sp.name != "admin" {
-			srv = newLane(sp.name, sp.h, srv.(*http.Server), s.log)
+			fast := newLane(sp.name, sp.h, srv.(*http.Server), s.log)
+			fast.tel = s.tel
+			srv = fast
 		}
 		s.servers = append(s.servers, &listener{name: sp.name, srv: srv, ln: ln, done: make(chan error, 1)})
 	}

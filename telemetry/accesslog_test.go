@@ -132,3 +132,47 @@ func TestAccessLogNeverBlocksRequests(t *testing.T) {
 	defer cancel()
 	tel.Shutdown(ctx) // bounded though the FIFO stays full
 }
+
+// A request answered before any handler saw it is counted and logged with
+// its status and reason, without a span or an in-flight count.
+func TestAnsweredCountsAndLogs(t *testing.T) {
+	tel, rec, logs := recorded(t, Config{}, env{})
+	tel.Answered(Inbound, 431, ReasonHeaderTooLarge)
+	tel.Answered(Inbound, 200, "")
+	lines := strings.Split(strings.TrimSpace(logs.String()), "\n")
+	if len(lines) != 2 {
+		t.Fatalf("%d access log lines, want 2: %q", len(lines), logs.String())
+	}
+	for i, want := range []map[string]any{
+		{"level": "WARN", "listener": "inbound", "method": "", "route": "", "status": 431.0, "reason": ReasonHeaderTooLarge, "trace_id": ""},
+		{"level": "INFO", "listener": "inbound", "method": "", "route": "", "status": 200.0, "reason": "", "trace_id": ""},
+	} {
+		var got map[string]any
+		if err := json.Unmarshal([]byte(lines[i]), &got); err != nil {
+			t.Fatalf("not JSON: %v: %s", err, lines[i])
+		}
+		for k, v := range want {
+			if got[k] != v {
+				t.Errorf("line %d: %s = %v, want %v", i, k, got[k], v)
+			}
+		}
+	}
+	if n := len(rec.Ended()); n != 0 {
+		t.Errorf("%d spans, want none", n)
+	}
+	if n := tel.Metrics().InFlight(); n != 0 {
+		t.Errorf("in flight %d, want 0", n)
+	}
+	body, _ := scrape(t, tel.MetricsHandler(), "")
+	for _, want := range []string{
+		`ferry_requests_total{endpoint="",listener="inbound",reason="header_too_large",service="",status_class="4xx"} 1`,
+		`ferry_requests_total{endpoint="",listener="inbound",reason="",service="",status_class="2xx"} 1`,
+	} {
+		if !strings.Contains(body, want) {
+			t.Errorf("no %s in:\n%s", want, body)
+		}
+	}
+	if strings.Contains(body, `ferry_request_duration_seconds_count{listener="inbound"`) {
+		t.Error("a duration recorded for a request whose start is unknown")
+	}
+}

@@ -224,6 +224,12 @@ func (m *Metrics) requestEnded(ctx context.Context, l Listener, service, endpoin
 	}
 }
 
+// requestAnswered counts a request answered before any handler saw it: no
+// service, endpoint, duration or body.
+func (m *Metrics) requestAnswered(l Listener, status int, reason string) {
+	m.labels.requests.get(requestLabels{string(l), "", "", statusClass(status), boundedReason(reason)}).add(1)
+}
+
 // SetBreakerState records the current breaker state of one endpoint.
 func (m *Metrics) SetBreakerState(service, endpoint string, state BreakerState) {
 	m.breakerState.with(service, endpoint).set(state.gaugeValue())

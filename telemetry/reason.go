@@ -17,13 +17,19 @@ const (
 	ReasonGraceEnded     = "grace_ended"         // 503 (or cut mid-body): ferry ended it when the drain's grace period did
 	ReasonNoRoute        = "no_route"            // 404: no route matched
 	ReasonOther          = "other"
+
+	// Refusals of a request head no handler saw (see Telemetry.Answered).
+	ReasonHeaderTooLarge     = "header_too_large"    // 431: the head passed limits.max_header_bytes
+	ReasonMalformedRequest   = "malformed_request"   // 400: a malformed request line or header (a bad Host among them)
+	ReasonUnsupportedRequest = "unsupported_request" // 501 for an unknown transfer coding, 417 for an unknown expectation
 )
 
 func boundedReason(r string) string {
 	switch r {
 	case "", ReasonDialFailed, ReasonUpstreamReset, ReasonBadResponse, ReasonNoEndpoint,
 		ReasonBreakerOpen, ReasonTimeout, ReasonBodyBroken,
-		ReasonClientCanceled, ReasonGraceEnded, ReasonNoRoute:
+		ReasonClientCanceled, ReasonGraceEnded, ReasonNoRoute,
+		ReasonHeaderTooLarge, ReasonMalformedRequest, ReasonUnsupportedRequest:
 		return r
 	default:
 		return ReasonOther

@@ -252,3 +252,18 @@ func (q *Request) End(o Outcome) {
 	q.t.logRequest(q, o, elapsed)
 	q.t.metrics.requestDone(q.listener)
 }
+
+// Answered reports a request answered with status before any handler saw
+// it: a head that could not be served (too large, malformed: a 4xx or 5xx
+// with the reason), or one the HTTP server answers itself ("OPTIONS *").
+// It counts in ferry_requests_total with no service and endpoint, and gets
+// an access log line with the status and reason and no method or route
+// (at WARN when reason is set). It gets no span, duration or in-flight
+// count: nothing of the request was read that could carry a trace
+// context, nor when it began.
+func (t *Telemetry) Answered(l Listener, status int, reason string) {
+	t.metrics.requestAnswered(l, status, reason)
+	q := Request{t: t, listener: l, ctx: context.Background()}
+	q.span = trace.SpanFromContext(q.ctx)
+	t.logRequest(&q, Outcome{Status: status, Reason: reason}, 0)
+}

@@ -1,0 +1,125 @@
+package sidecar
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ferrymesh/ferry/telemetry"
+)
+
+// rawExchange writes raw to a new connection to addr and returns the
+// statuses of the want responses that come back.
+func rawExchange(t *testing.T, addr, raw string, want int) []int {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.WriteString(c, raw); err != nil {
+		t.Fatal(err)
+	}
+	br := bufio.NewReader(c)
+	var got []int
+	for len(got) < want {
+		res, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatalf("after statuses %v: %v", got, err)
+		}
+		io.Copy(io.Discard, res.Body)
+		res.Body.Close()
+		got = append(got, res.StatusCode)
+	}
+	return got
+}
+
+// metricsText is the sidecar's /metrics page.
+func metricsText(sc *Sidecar) string {
+	rr := httptest.NewRecorder()
+	sc.tel.MetricsHandler().ServeHTTP(rr, httptest.NewRequest("GET", "/metrics", nil))
+	return rr.Body.String()
+}
+
+// Requests net/http's server answers on its own, before ferry's handler
+// sees them, show in ferry_requests_total and the access log with the
+// status net/http answered and a reason: a 431 for a head over
+// limits.max_header_bytes, a 400 for a malformed request line or Host (also
+// one pipelined behind a request net/http served), a 501 for an unknown
+// transfer coding; "OPTIONS *" as the 200 it got. So does the 505 the lane
+// answers to an HTTP/2 preface after a request. net/http's answers stay as
+// they were. Requests served through ferry's handler (handed over to
+// net/http, or h2c) are reported once, as before, never also as answered
+// by net/http.
+func TestNetHTTPRefusalsReported(t *testing.T) {
+	up := origin(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
+	sc, _, logs := tracedFerry(t, fmt.Sprintf(`
+admin: { listen: 127.0.0.1:0 }
+outbound: { listen: 127.0.0.1:0, routes: [ { service: s } ] }
+services: { s: { endpoints: [%s] } }
+limits: { max_header_bytes: 1024 }
+`, up))
+	addr := sc.Addr("outbound")
+	cases := []struct {
+		name, raw string
+		want      []int  // statuses the caller gets
+		reason    string // of the last
+	}{
+		{"head over max_header_bytes", "GET /x HTTP/1.1\r\nHost: s\r\nX-Big: " + strings.Repeat("b", 8000) + "\r\n\r\n", []int{431}, telemetry.ReasonHeaderTooLarge},
+		{"bad Host", "GET /x HTTP/1.1\r\nHost: a b\r\n\r\n", []int{400}, telemetry.ReasonMalformedRequest},
+		{"malformed request line", "G@T /x HTTP/1.1\r\nHost: s\r\n\r\n", []int{400}, telemetry.ReasonMalformedRequest},
+		// Served by net/http through ferry's handler (Expect), then a
+		// refusal pipelined behind it.
+		{"refused after one served", "GET /1 HTTP/1.1\r\nHost: s\r\nExpect: 100-continue\r\n\r\nGET /2 HTTP/1.1\r\nHost: s\r\nHost: t\r\n\r\n", []int{200, 400}, telemetry.ReasonMalformedRequest},
+		{"unknown transfer coding", "POST /x HTTP/1.1\r\nHost: s\r\nTransfer-Encoding: gzip\r\n\r\nabc", []int{501}, telemetry.ReasonUnsupportedRequest},
+		{"OPTIONS *", "OPTIONS * HTTP/1.1\r\nHost: s\r\n\r\n", []int{200}, ""},
+		{"preface after a request", "GET /1 HTTP/1.1\r\nHost: s\r\n\r\nPRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", []int{200, 505}, telemetry.ReasonOther},
+	}
+	var statuses []any
+	for _, c := range cases {
+		got := rawExchange(t, addr, c.raw, len(c.want))
+		if fmt.Sprint(got) != fmt.Sprint(c.want) {
+			t.Fatalf("%s: statuses %v, want %v", c.name, got, c.want)
+		}
+		for _, s := range c.want {
+			statuses = append(statuses, float64(s))
+		}
+		waitFor(t, c.name+": its access log lines", 5*time.Second, func() bool { return len(accessLines(t, logs)) >= len(statuses) })
+		l := accessLines(t, logs)[len(statuses)-1]
+		level := map[bool]string{true: "WARN", false: "INFO"}[c.reason != ""]
+		if l["status"] != statuses[len(statuses)-1] || l["reason"] != c.reason || l["level"] != level || l["listener"] != "outbound" {
+			t.Errorf("%s: access log line %v, want status %d reason %q at %s on outbound", c.name, l, c.want[len(c.want)-1], c.reason, level)
+		}
+	}
+	if res, _ := get(t, h2cClient(), "http://"+addr+"/h2", ""); res.StatusCode != 200 || res.ProtoMajor != 2 {
+		t.Fatalf("h2c: %d over HTTP/%d", res.StatusCode, res.ProtoMajor)
+	}
+	statuses = append(statuses, float64(200))
+	waitFor(t, "the h2c request's access log line", 5*time.Second, func() bool { return len(accessLines(t, logs)) >= len(statuses) })
+	var got []any
+	for _, l := range accessLines(t, logs) {
+		got = append(got, l["status"])
+	}
+	if fmt.Sprint(got) != fmt.Sprint(statuses) {
+		t.Errorf("access log statuses %v, want %v (one line per request)", got, statuses)
+	}
+	body := metricsText(sc)
+	for _, want := range []string{
+		`ferry_requests_total{endpoint="",listener="outbound",reason="header_too_large",service="",status_class="4xx"} 1`,
+		`ferry_requests_total{endpoint="",listener="outbound",reason="malformed_request",service="",status_class="4xx"} 3`,
+		`ferry_requests_total{endpoint="",listener="outbound",reason="unsupported_request",service="",status_class="5xx"} 1`,
+		`ferry_requests_total{endpoint="",listener="outbound",reason="other",service="",status_class="5xx"} 1`,
+		`ferry_requests_total{endpoint="",listener="outbound",reason="",service="",status_class="2xx"} 1`,
+	} {
+		if !strings.Contains(body, want) {
+			t.Errorf("no %s in:\n%s", want, grepLines(body, "ferry_requests_total"))
+		}
+	}
+}
