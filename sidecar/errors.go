@@ -58,6 +58,11 @@ type failure struct {
 	close  bool // the caller's HTTP/1 connection cannot be read on: close it
 }
 
+// errDrainOver answers an exchange that would take over its caller's
+// connection (a tunnel, a spliced upload) once the drain is over
+// (tunnelSet.closeAll ran): nothing new may start then.
+var errDrainOver = failure{status: http.StatusServiceUnavailable, reason: "ferry is shutting down", kind: telemetry.ReasonGraceEnded, close: true}
+
 // classify turns the error of an upstream round trip into the answer the
 // caller gets. clientGone reports that the caller canceled, in which case no
 // answer can be delivered.

@@ -170,7 +170,7 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, up *upstream, ma
 	if takeOverEligible(w, r, up) {
 		cw, sb, answered := p.takeOver(w, r)
 		if answered {
-			x.status, x.reason = http.StatusServiceUnavailable, telemetry.ReasonOther
+			x.status, x.reason, x.err = errDrainOver.status, errDrainOver.kind, errGraceEnded
 			return
 		}
 		if cw != nil {

@@ -76,7 +76,7 @@ func (p *Proxy) takeOver(w http.ResponseWriter, r *http.Request) (cw *connWriter
 	cw = &connWriter{conn: conn, tc: tc, bw: bufio.NewWriterSize(conn, 4<<10), h: http.Header{}, head: r.Method == http.MethodHead}
 	if !p.tunnels.add(cw) {
 		// The drain is over: nothing new may start.
-		writeFailure(cw, failure{status: http.StatusServiceUnavailable, reason: "ferry is shutting down", close: true})
+		writeFailure(cw, errDrainOver)
 		cw.end()
 		return nil, nil, true
 	}

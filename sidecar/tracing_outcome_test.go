@@ -111,16 +111,23 @@ func expectOutcome(t *testing.T, rec *tracetest.SpanRecorder, logs *syncbuf.Buff
 	}
 }
 
-// A WebSocket tunnel is reported with the bytes it carried each way: the
-// access log, the server span and the client span count them as they do a
-// body's, and the spans end when the tunnel does.
-func TestTunnelTelemetryCountsBytes(t *testing.T) {
+// tracedChat is a traced ferry whose one route leads to a WebSocket origin.
+func tracedChat(t *testing.T) (*wsOrigin, *Sidecar, *tracetest.SpanRecorder, *syncbuf.Buffer) {
+	t.Helper()
 	o := startWSOrigin(t)
 	sc, rec, logs := tracedFerry(t, fmt.Sprintf(`
 admin: { listen: 127.0.0.1:0 }
 outbound: { listen: 127.0.0.1:0, routes: [ { service: chat } ] }
 services: { chat: { endpoints: [%s] } }
 `, o.addr))
+	return o, sc, rec, logs
+}
+
+// A WebSocket tunnel is reported with the bytes it carried each way: the
+// access log, the server span and the client span count them as they do a
+// body's, and the spans end when the tunnel does.
+func TestTunnelTelemetryCountsBytes(t *testing.T) {
+	_, sc, rec, logs := tracedChat(t)
 	c, res := dialWS(t, sc.Addr("outbound"), "/chat", "early\n")
 	checkUpgraded(t, res)
 	c.expect("hello from origin\n")
@@ -154,12 +161,7 @@ services: { chat: { endpoints: [%s] } }
 // failed the attempt: its client span is an error (bad_response), as is
 // the server span of the 502 the caller gets.
 func TestTunnelMismatchAttemptIsError(t *testing.T) {
-	o := startWSOrigin(t)
-	sc, rec, _ := tracedFerry(t, fmt.Sprintf(`
-admin: { listen: 127.0.0.1:0 }
-outbound: { listen: 127.0.0.1:0, routes: [ { service: chat } ] }
-services: { chat: { endpoints: [%s] } }
-`, o.addr))
+	_, sc, rec, _ := tracedChat(t)
 	_, res := dialWS(t, sc.Addr("outbound"), "/chat?answer=h2c", "")
 	if res.StatusCode != 502 {
 		t.Fatalf("status %d, want 502", res.StatusCode)
@@ -203,12 +205,7 @@ func TestRetryNotMadeIsNotCounted(t *testing.T) {
 // grace_ended reason (the 101 stays the status sent), as an exchange cut
 // mid-body does, never as a tunnel that ended cleanly.
 func TestTunnelCutByDrainIsGraceEnded(t *testing.T) {
-	o := startWSOrigin(t)
-	sc, rec, logs := tracedFerry(t, fmt.Sprintf(`
-admin: { listen: 127.0.0.1:0 }
-outbound: { listen: 127.0.0.1:0, routes: [ { service: chat } ] }
-services: { chat: { endpoints: [%s] } }
-`, o.addr))
+	_, sc, rec, logs := tracedChat(t)
 	c, res := dialWS(t, sc.Addr("outbound"), "/chat", "")
 	checkUpgraded(t, res)
 	c.expect("hello from origin\n")
@@ -354,4 +351,62 @@ services: { s: { endpoints: [%s], timeouts: { body_idle: 300ms }, breaker: { con
 	if body := rr.Body.String(); !strings.Contains(body, `ferry_breaker_transitions_total{service="s",to="open"}`) {
 		t.Errorf("two stalls did not open the endpoint's breaker (consecutive_failures: 2):\n%s", grepLines(body, "ferry_breaker"))
 	}
+}
+
+// A tunnel whose caller's connection was taken just as the drain ended
+// (tunnelSet.closeAll ran between the hijack and the tunnel's tracking, the
+// hook standing in for the end of Shutdown) is refused: the caller is told
+// so with a 503, and the access log, the server span and
+// ferry_requests_total report that 503 as grace_ended, not a status 0 with
+// no reason.
+func TestTunnelRefusedAtDrainEndIsReported(t *testing.T) {
+	o, sc, rec, logs := tracedChat(t)
+	testHookTunnelHijacked = func() { sc.tunnels.closeAll() }
+	t.Cleanup(func() { testHookTunnelHijacked = nil })
+	c, err := net.Dial("tcp", sc.Addr("outbound"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	io.WriteString(c, "GET /chat HTTP/1.1\r\nHost: chat.example\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"+
+		"Sec-WebSocket-Key: "+wsKey+"\r\nSec-WebSocket-Version: 13\r\n\r\n")
+	br := bufio.NewReader(c)
+	if res, err := http.ReadResponse(br, nil); err != nil {
+		t.Errorf("the caller got no answer: %v", err)
+	} else {
+		body, _ := io.ReadAll(res.Body)
+		if res.StatusCode != http.StatusServiceUnavailable || !res.Close {
+			t.Errorf("the caller got %d (close %v) %q, want 503 with Connection: close", res.StatusCode, res.Close, body)
+		}
+		if _, err := br.ReadByte(); err != io.EOF {
+			t.Errorf("after the 503: %v, want the connection closed", err)
+		}
+	}
+	if e := recv(t, o.events, 5*time.Second, "the upstream's end"); e != "eof" {
+		t.Errorf("upstream: %s, want eof (ferry closed its side)", e)
+	}
+	expectOutcome(t, rec, logs, http.StatusServiceUnavailable, telemetry.ReasonGraceEnded)
+	if want := `reason="` + telemetry.ReasonGraceEnded + `",service="chat",status_class="5xx"`; !strings.Contains(metricsText(sc), want) {
+		t.Errorf("ferry_requests_total has no %s series:\n%s", want, grepLines(metricsText(sc), "ferry_requests_total"))
+	}
+}
+
+// An upload ferry would move socket to socket, whose connection is taken
+// once the drain is over (tunnelSet.closeAll ran), is refused with the same
+// 503 and reported as grace_ended, as a tunnel refused then is.
+func TestTakeOverRefusedAtDrainEndIsReported(t *testing.T) {
+	up := origin(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.Copy(io.Discard, r.Body) }))
+	sc, rec, logs := tracedFerry(t, fmt.Sprintf(`
+admin: { listen: 127.0.0.1:0 }
+outbound: { listen: 127.0.0.1:0, routes: [ { service: s } ] }
+services: { s: { endpoints: [%s] } }
+`, up))
+	sc.tunnels.closeAll()
+	// Expect: the lane hands it to net/http, whose connection ferry takes.
+	head := fmt.Sprintf("POST /up HTTP/1.1\r\nHost: s\r\nExpect: 100-continue\r\nContent-Length: %d\r\n\r\n", uploadSpliceMin)
+	if got := rawExchange(t, sc.Addr("outbound"), head, 1); got[0] != http.StatusServiceUnavailable {
+		t.Errorf("status %d, want 503", got[0])
+	}
+	expectOutcome(t, rec, logs, http.StatusServiceUnavailable, telemetry.ReasonGraceEnded)
 }

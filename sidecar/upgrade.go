@@ -107,11 +107,21 @@ func (p *Proxy) tunnel(w http.ResponseWriter, r *http.Request, res *http.Respons
 		return
 	}
 	defer conn.Close()
+	if testHookTunnelHijacked != nil {
+		testHookTunnelHijacked()
+	}
 	// The drain's end closes both sides: a tunnel whose caller half-closed
 	// waits on the upstream alone.
 	ends := &tunnelEnds{caller: conn, upstream: back}
 	if !p.tunnels.add(ends) {
-		return // ferry finished draining while this exchange switched
+		// ferry finished draining while this exchange switched: the
+		// caller is told so on the connection taken, and the upstream's
+		// side closes (the caller of tunnel closes res.Body).
+		cw := &connWriter{conn: conn, bw: brw.Writer, h: http.Header{}}
+		writeFailure(cw, errDrainOver)
+		cw.finish()
+		x.status, x.reason, x.err = errDrainOver.status, errDrainOver.kind, errGraceEnded
+		return
 	}
 	defer p.tunnels.remove(ends)
 
@@ -165,6 +175,10 @@ func (p *Proxy) tunnel(w http.ResponseWriter, r *http.Request, res *http.Respons
 	}
 	return up, down
 }
+
+// testHookTunnelHijacked, set by tests only, runs when a tunnel took the
+// caller's connection, before it is tracked.
+var testHookTunnelHijacked func()
 
 // offered reports whether the protocol an upstream switched to is one the
 // caller offered: a request's Upgrade header may list several, in order of
