@@ -188,16 +188,19 @@ func (it *idleTimer) release() {
 // bytes (a retry is only safe while none was sent), enforces the body limit
 // and feeds the idle timer. The transport reads it from its own goroutine.
 type requestBody struct {
-	rc      io.ReadCloser
-	n       atomic.Int64
-	reading atomic.Bool // a Read is in progress
-	failed  atomic.Bool // a Read failed before the end of the body
-	torn    atomic.Bool // a spliced move started: the body cannot be sent again
-	limit   int64       // 0 = none
-	idle    *idleTimer
-	cancel  context.CancelCauseFunc
-	hold    atomic.Pointer[attemptBody] // the current attempt's (see attempt)
-	trailer http.Header                 // the caller's request trailers, filled at the body's end; nil: none
+	rc io.ReadCloser
+	n  atomic.Int64 // bytes read from the caller
+	// withheld: the bytes of the read that crossed the limit, read from
+	// the caller but never passed on upstream.
+	withheld atomic.Int64
+	reading  atomic.Bool // a Read is in progress
+	failed   atomic.Bool // a Read failed before the end of the body
+	torn     atomic.Bool // a spliced move started: the body cannot be sent again
+	limit    int64       // 0 = none
+	idle     *idleTimer
+	cancel   context.CancelCauseFunc
+	hold     atomic.Pointer[attemptBody] // the current attempt's (see attempt)
+	trailer  http.Header                 // the caller's request trailers, filled at the body's end; nil: none
 }
 
 func (b *requestBody) Read(p []byte) (int, error) {
@@ -213,6 +216,7 @@ func (b *requestBody) Read(p []byte) (int, error) {
 		total := b.n.Add(int64(n))
 		b.idle.touch()
 		if b.limit > 0 && total > b.limit {
+			b.withheld.Store(int64(n))
 			b.failed.Store(true)
 			b.cancel(errBodyTooLarge)
 			return 0, errBodyTooLarge
@@ -264,21 +268,24 @@ func (b *requestBody) Close() error {
 	return nil
 }
 
-// sent is how many body bytes were read from the caller so far; 0 for no
-// body.
+// sent is how many body bytes were passed on upstream so far: those read
+// from the caller, less the read that crossed the limit; 0 for no body.
 func (b *requestBody) sent() int64 {
 	if b == nil {
 		return 0
 	}
-	return b.n.Load()
+	return b.n.Load() - b.withheld.Load()
 }
 
-// taken is what a retry decision weighs: the bytes read from the caller,
-// at least 1 once a spliced move started (it may have taken bytes it
-// could not deliver).
+// taken is what a retry decision weighs: the bytes read from the caller
+// (passed on or not), at least 1 once a spliced move started (it may have
+// taken bytes it could not deliver).
 func (b *requestBody) taken() int64 {
-	n := b.sent()
-	if n == 0 && b != nil && b.torn.Load() {
+	if b == nil {
+		return 0
+	}
+	n := b.n.Load()
+	if n == 0 && b.torn.Load() {
 		return 1
 	}
 	return n

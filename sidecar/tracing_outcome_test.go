@@ -410,3 +410,44 @@ services: { s: { endpoints: [%s] } }
 	}
 	expectOutcome(t, rec, logs, http.StatusServiceUnavailable, telemetry.ReasonGraceEnded)
 }
+
+// A body refused over limits.max_request_body_bytes is reported with the
+// bytes ferry passed on upstream before it crossed the limit, never the
+// bytes of the read that crossed it: the access log's bytes_in, the server
+// span's ferry.bytes_in, the client span's ferry.bytes_out and
+// ferry_body_bytes_total agree, within the limit.
+func TestBodyOverLimitCountsBytesPassedOn(t *testing.T) {
+	got := make(chan int64, 1)
+	up := origin(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		n, _ := io.Copy(io.Discard, r.Body)
+		got <- n
+	}))
+	sc, rec, logs := tracedFerry(t, fmt.Sprintf(`
+admin: { listen: 127.0.0.1:0 }
+outbound: { listen: 127.0.0.1:0, routes: [ { service: s } ] }
+services: { s: { endpoints: [%s] } }
+limits: { max_request_body_bytes: 1000 }
+`, up))
+	head := "POST /up HTTP/1.1\r\nHost: s\r\nTransfer-Encoding: chunked\r\n\r\n"
+	if st := rawExchange(t, sc.Addr("outbound"), head+"bb8\r\n"+strings.Repeat("x", 3000)+"\r\n0\r\n\r\n", 1); st[0] != http.StatusRequestEntityTooLarge {
+		t.Fatalf("status %d, want 413", st[0])
+	}
+	waitFor(t, "both spans", 5*time.Second, func() bool { return len(rec.Ended()) == 2 })
+	waitFor(t, "the access log line", 5*time.Second, func() bool { return len(accessLines(t, logs)) == 1 })
+	in := accessLines(t, logs)[0]["bytes_in"].(float64)
+	server := spansOfKind(rec.Ended(), trace.SpanKindServer)[0]
+	client := spansOfKind(rec.Ended(), trace.SpanKindClient)[0]
+	if in > 1000 {
+		t.Errorf("access log bytes_in %v: more than the 1000 bytes ferry may pass on", in)
+	}
+	if s, c := attr(server, telemetry.AttrBytesIn).AsInt64(), attr(client, telemetry.AttrBytesOut).AsInt64(); s != int64(in) || c != int64(in) {
+		t.Errorf("server span bytes_in %d, client span bytes_out %d, access log bytes_in %v: want all the same", s, c, in)
+	}
+	series := `ferry_body_bytes_total{direction="in",listener="outbound",service="s"} `
+	if body := metricsText(sc); in > 0 && !strings.Contains(body, series+strconv.Itoa(int(in))+"\n") || in == 0 && strings.Contains(body, series) {
+		t.Errorf("ferry_body_bytes_total, want %v in:\n%s", in, grepLines(body, "ferry_body_bytes_total"))
+	}
+	if n := recv(t, got, 5*time.Second, "the upstream's read"); float64(n) > in {
+		t.Errorf("the upstream read %d bytes, more than the %v reported", n, in)
+	}
+}

@@ -102,7 +102,7 @@ func newMetrics(res *resource.Resource, q *spanQueue) (*Metrics, error) {
 		"listener", "service", "status_class")
 	m.inFlight = r.gauge("ferry_requests_in_flight", "Requests started and not yet finished.", "listener")
 	m.bodyBytes = r.counter("ferry_body_bytes",
-		"Body bytes streamed: in = request bodies received, out = response bodies sent.",
+		"Body bytes streamed: in = request body bytes passed on upstream, out = response body bytes sent to callers.",
 		"listener", "service", "direction")
 	m.retries = r.counter("ferry_retries", "Upstream attempts retried, by service and reason.", "service", "reason")
 	m.breakerState = r.gauge("ferry_breaker_state",

@@ -54,8 +54,11 @@ type Outcome struct {
 	// Status is the status code sent to the caller (Request) or received
 	// from the upstream (Attempt); 0 when there was none.
 	Status int
-	// BytesIn is the request body bytes received from the caller (Request)
-	// or the response body bytes received from the upstream (Attempt).
+	// BytesIn is the request body bytes received from the caller and
+	// passed on upstream (Request; a body refused over a size limit counts
+	// what was passed on before the read that crossed the limit, not that
+	// read) or the response body bytes received from the upstream
+	// (Attempt).
 	BytesIn int64
 	// BytesOut is the response body bytes sent to the caller (Request) or
 	// the request body bytes sent to the upstream (Attempt).
