@@ -60,7 +60,6 @@ func (w ConsulWatch) equal(o ConsulWatch) bool {
 type Consul struct {
 	cfg     ConsulConfig
 	client  *consulClient
-	token   string
 	log     *slog.Logger
 	backoff Backoff
 
@@ -103,7 +102,6 @@ func NewConsul(ctx context.Context, cfg ConsulConfig, opts ConsulOptions) (*Cons
 	c := &Consul{
 		cfg:     cfg,
 		client:  client,
-		token:   client.token,
 		log:     log,
 		backoff: backoff,
 		ctx:     cctx,
@@ -189,7 +187,7 @@ func (c *Consul) watch(name string, spec ConsulWatch, any bool) (*Service, error
 		resetHold:  indexResetHold,
 		sleep:      sleepCtx,
 		now:        time.Now,
-		scrub:      func(s string) string { return scrubToken(s, c.token) },
+		scrub:      c.client.token.scrub,
 		log:        c.log,
 	}
 	if c.prior != nil {

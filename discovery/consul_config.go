@@ -44,7 +44,10 @@ type ConsulConfig struct {
 	Scheme string `yaml:"scheme,omitempty" json:"scheme,omitempty"`
 	// Token is the ACL token. Empty: CONSUL_HTTP_TOKEN(_FILE).
 	Token string `yaml:"token,omitempty" json:"token,omitempty"`
-	// TokenFile is a file holding the ACL token. Empty: from the environment.
+	// TokenFile is a file holding the ACL token. Empty: from the
+	// environment. A rotated token is picked up without a restart: the
+	// file is looked at again at most once a second, and read again when
+	// Consul refuses the token.
 	TokenFile string `yaml:"token_file,omitempty" json:"token_file,omitempty"`
 	// Datacenter to query. Empty: the agent's own datacenter. A watched
 	// service may name another one.

@@ -90,8 +90,8 @@ func TestConsulConfigOverridesEnvironment(t *testing.T) {
 	if cfg.Address != "env-host:8500" || cfg.Token != "env-token" || cfg.Namespace != "env-ns" || cfg.WaitTime != DefaultConsulWaitTime {
 		t.Fatalf("from env: %+v", cfg)
 	}
-	if tok, err := resolveConsulToken(cfg, env); err != nil || tok != "env-token" {
-		t.Fatalf("token = %q, %v", tok, err)
+	if tok, err := resolveConsulToken(cfg, env); err != nil || tok.get() != "env-token" {
+		t.Fatalf("token = %v, %v", tok, err)
 	}
 	// The file overrides what it sets and keeps the rest.
 	cfg, env, err = ConsulConfig{Address: "file-host:8500", TokenFile: tokenFile, Datacenter: "dc3", WaitTime: time.Minute * 2}.clientConfig()
@@ -102,8 +102,8 @@ func TestConsulConfigOverridesEnvironment(t *testing.T) {
 		cfg.Datacenter != "dc3" || cfg.WaitTime != 2*time.Minute {
 		t.Fatalf("overridden: %+v", cfg)
 	}
-	if got, err := resolveConsulToken(cfg, env); err != nil || got != "file-token" {
-		t.Fatalf("token from file = %q, %v", got, err)
+	if got, err := resolveConsulToken(cfg, env); err != nil || got.get() != "file-token" {
+		t.Fatalf("token from file = %v, %v", got, err)
 	}
 }
 

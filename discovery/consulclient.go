@@ -6,6 +6,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -117,27 +118,18 @@ func consulEnvConfig() consulClientConfig {
 // resolveConsulToken picks the token the way the official client does:
 // a token file set in the config (not the environment's) first, then a
 // token set in the config, then the environment's token file, then its
-// token. A token file that is empty leaves the token as it was.
-func resolveConsulToken(cfg, env consulClientConfig) (string, error) {
-	readFile := func(path, token string) (string, error) {
-		data, err := os.ReadFile(path)
-		if err != nil {
-			return "", fmt.Errorf("Error loading token file %s : %s", path, err)
-		}
-		if t := strings.TrimSpace(string(data)); t != "" {
-			return t, nil
-		}
-		return token, nil
-	}
+// token. A token file that is empty leaves the token as it was. A token
+// from a file follows the file (see consulToken).
+func resolveConsulToken(cfg, env consulClientConfig) (*consulToken, error) {
 	switch {
 	case cfg.TokenFile != "" && cfg.TokenFile != env.TokenFile:
-		return readFile(cfg.TokenFile, cfg.Token)
+		return newConsulTokenFile(cfg.TokenFile, cfg.Token)
 	case cfg.Token != "" && cfg.Token != env.Token:
-		return cfg.Token, nil
+		return newConsulToken(cfg.Token), nil
 	case env.TokenFile != "":
-		return readFile(env.TokenFile, cfg.Token)
+		return newConsulTokenFile(env.TokenFile, cfg.Token)
 	}
-	return env.Token, nil
+	return newConsulToken(env.Token), nil
 }
 
 // consulClient talks to one agent.
@@ -146,7 +138,7 @@ type consulClient struct {
 	scheme     string
 	host       string // host:port, or a socket path
 	pathPrefix string
-	token      string
+	token      *consulToken
 	http       *http.Client
 	transport  *http.Transport // the pooled transport, closed on Close
 }
@@ -343,28 +335,55 @@ func (c *consulClient) do(ctx context.Context, method, path string, q *consulQue
 	for k, vals := range params {
 		v[k] = vals
 	}
-	var rd io.Reader
+	var data []byte
 	if body != nil {
 		b, err := json.Marshal(body)
 		if err != nil {
 			return nil, err
 		}
-		rd = bytes.NewReader(append(b, '\n'))
+		data = append(b, '\n')
 	}
 	host := c.host
 	if strings.HasPrefix(host, "/") {
 		host = "localhost" // a unix socket
 	}
 	u := &url.URL{Scheme: c.scheme, Host: host, Path: c.pathPrefix + path, RawQuery: v.Encode()}
-	req, err := http.NewRequestWithContext(ctx, method, u.String(), rd)
+	token := c.token.get()
+	resp, err := c.send(ctx, method, u.String(), data, token)
+	var se consulStatusError
+	if !errors.As(err, &se) || se.Code != http.StatusForbidden {
+		return resp, err
+	}
+	// Consul refused the token: revoked ("ACL not found") or without
+	// the right ("Permission denied"). A token from a file may have been
+	// rotated since it was read: the request goes again, once, with the
+	// file's new token.
+	changed, rerr := c.token.reload(token)
+	if rerr != nil {
+		return nil, fmt.Errorf("%w (%v)", err, rerr)
+	}
+	if !changed {
+		return nil, err
+	}
+	return c.send(ctx, method, u.String(), data, c.token.get())
+}
+
+// send sends one request with token. A status other than 200 is a
+// consulStatusError.
+func (c *consulClient) send(ctx context.Context, method, u string, body []byte, token string) (*http.Response, error) {
+	var rd io.Reader
+	if body != nil {
+		rd = bytes.NewReader(body)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, u, rd)
 	if err != nil {
 		return nil, err
 	}
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}
-	if c.token != "" {
-		req.Header.Set("X-Consul-Token", c.token)
+	if token != "" {
+		req.Header.Set("X-Consul-Token", token)
 	}
 	if c.cfg.AuthSet {
 		req.SetBasicAuth(c.cfg.AuthUser, c.cfg.AuthPass)

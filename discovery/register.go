@@ -145,7 +145,7 @@ func (c *Consul) NewRegistrar(reg Registration, ready func() error) (*Registrar,
 		ready:   ready,
 		log:     c.log,
 		backoff: c.backoff,
-		scrub:   func(s string) string { return scrubToken(s, c.token) },
+		scrub:   c.client.token.scrub,
 		poke:    make(chan struct{}, 1),
 	}, nil
 }

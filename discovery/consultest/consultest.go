@@ -338,3 +338,18 @@ func (a *Agent) SetRules(policyID, rules string) {
 		a.t.Fatalf("consultest: update policy: %v", err)
 	}
 }
+
+// RevokeToken deletes an ACL token by its secret (as CreateToken returns
+// it): every request that carries it is refused from then on with 403 "ACL
+// not found".
+func (a *Agent) RevokeToken(secret string) {
+	a.t.Helper()
+	acl := a.Client().ACL()
+	self, _, err := acl.TokenReadSelf(&api.QueryOptions{Token: secret})
+	if err != nil {
+		a.t.Fatalf("consultest: read token: %v", err)
+	}
+	if _, err := acl.TokenDelete(self.AccessorID, nil); err != nil {
+		a.t.Fatalf("consultest: delete token: %v", err)
+	}
+}
