@@ -113,6 +113,9 @@ type Registrar struct {
 	backoff Backoff
 	scrub   func(string) string
 	poke    chan struct{}
+	// deregisterWaits, when set, is called by Deregister as it starts
+	// waiting for the call to the agent in progress (a test seam).
+	deregisterWaits func()
 
 	mu        sync.Mutex // guards the fields below
 	done      bool       // Deregister was called
@@ -120,6 +123,9 @@ type Registrar struct {
 
 	syncMu     sync.Mutex // one conversation with the agent at a time
 	registered bool       // guarded by syncMu
+	// unanswered: the last registration sent got no answer (timed out,
+	// connection lost); the agent may still apply it. Guarded by syncMu.
+	unanswered bool
 
 	registrations atomic.Uint64
 	updates       atomic.Uint64
@@ -169,7 +175,11 @@ func (r *Registrar) Refresh() {
 // Refresh) until ctx ends or Deregister is called. When the agent does not
 // know the check any more it registers the service again. Failures are
 // retried with backoff; Run returns ctx.Err(), or nil after Deregister.
+//
+// The end of ctx cuts a call to the agent short; Deregister does not: it
+// lets the call be answered first (see Deregister).
 func (r *Registrar) Run(ctx context.Context) error {
+	calls := ctx
 	r.mu.Lock()
 	if r.done {
 		r.mu.Unlock()
@@ -193,7 +203,7 @@ func (r *Registrar) Run(ctx context.Context) error {
 	failures := 0
 	for {
 		wait := interval
-		if err := r.sync(ctx); err != nil {
+		if err := r.sync(ctx, calls); err != nil {
 			if ctx.Err() != nil {
 				break
 			}
@@ -223,8 +233,12 @@ func (r *Registrar) Run(ctx context.Context) error {
 	return ctx.Err()
 }
 
-// sync reports readiness to the agent, registering first when needed.
-func (r *Registrar) sync(ctx context.Context) error {
+// sync reports readiness to the agent, registering first when needed. ctx
+// is Run's, which Deregister ends: no call starts after it ended. A call
+// in progress is bound to calls (Run's own context) and its timeout only,
+// so that Deregister, which waits for it, knows whether a registration
+// landed before it deregisters.
+func (r *Registrar) sync(ctx, calls context.Context) error {
 	r.syncMu.Lock()
 	defer r.syncMu.Unlock()
 	if ctx.Err() != nil {
@@ -232,7 +246,7 @@ func (r *Registrar) sync(ctx context.Context) error {
 	}
 	status, output := r.readiness()
 	r.lastStatus.Store(&status)
-	callCtx, cancel := context.WithTimeout(ctx, r.callTimeout())
+	callCtx, cancel := context.WithTimeout(calls, r.callTimeout())
 	defer cancel()
 	if r.registered {
 		err := r.agent.updateTTL(callCtx, r.checkID, output, status)
@@ -253,6 +267,9 @@ func (r *Registrar) sync(ctx context.Context) error {
 		// deregistration): registering again is idempotent.
 		r.log.Info("consul check update failed, registering again", "id", r.reg.ID, "err", r.scrub(err.Error()))
 		r.registered = false
+	}
+	if ctx.Err() != nil {
+		return ctx.Err() // Deregister came during the update: no registering again
 	}
 	if err := r.register(callCtx, status, output); err != nil {
 		r.errors.Add(1)
@@ -280,7 +297,10 @@ func (r *Registrar) register(ctx context.Context, status, output string) error {
 			DeregisterCriticalServiceAfter: r.reg.DeregisterCriticalServiceAfter.String(),
 		},
 	}
-	if err := r.agent.registerService(ctx, reg); err != nil {
+	err := r.agent.registerService(ctx, reg)
+	var se consulStatusError
+	r.unanswered = err != nil && !errors.As(err, &se)
+	if err != nil {
 		return fmt.Errorf("register %q: %s", r.reg.ID, r.scrub(err.Error()))
 	}
 	if status == consulPassing {
@@ -317,8 +337,18 @@ func (r *Registrar) readiness() (status, output string) {
 // Deregister stops Run and removes the service (and its check) from the
 // agent; Run will not register it again. Call it on SIGTERM after marking
 // ferry not ready and before draining. A service the agent does not know is
-// not an error. An agent that does not answer gets callTimeout (a third of
-// the TTL, at most 10s), so a hung agent cannot take the drain's time.
+// not an error.
+//
+// A call to the agent that Run has in progress (a registration, a check
+// update) is waited for, not cut short: a registration cut short by the
+// caller can still be applied by the agent after the deregistration,
+// leaving ferry listed after it exited. Waited for, it is answered (and
+// applied) before the deregistration is sent. Each call gets callTimeout
+// (a third of the TTL, at most 10s), so a hung agent holds Deregister two
+// call timeouts at most, never the whole drain. A registration the agent
+// left unanswered within its timeout may still be applied later; its check
+// then goes critical after the TTL and Consul removes it after
+// deregister_critical_service_after, and Deregister logs it.
 func (r *Registrar) Deregister(ctx context.Context) error {
 	r.mu.Lock()
 	r.done = true
@@ -326,8 +356,15 @@ func (r *Registrar) Deregister(ctx context.Context) error {
 		r.cancelRun()
 	}
 	r.mu.Unlock()
+	if r.deregisterWaits != nil {
+		r.deregisterWaits()
+	}
 	r.syncMu.Lock()
 	defer r.syncMu.Unlock()
+	if r.unanswered {
+		r.log.Warn("consul registration sent before deregistering got no answer; the agent may still apply it, then its TTL check expires",
+			"id", r.reg.ID, "ttl", r.reg.TTL.String(), "deregister_critical_service_after", r.reg.DeregisterCriticalServiceAfter.String())
+	}
 	r.registered = false
 	ctx, cancel := context.WithTimeout(ctx, r.callTimeout())
 	defer cancel()

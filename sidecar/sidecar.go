@@ -332,9 +332,10 @@ func (s *Sidecar) shutdown(ctx context.Context) error {
 		// Not ready first, then out of Consul, then drain: callers stop
 		// finding this instance before its listeners close.
 		// A drain ended at once (a second signal, a ctx already over)
-		// still deregisters: the call is bounded on its own (a third of
-		// the TTL at most, 10s), and skipping it leaves the instance
-		// listed, passing, until its TTL runs out.
+		// still deregisters: it is bounded on its own (the refresh in
+		// progress, then the deregistration, each a third of the TTL at
+		// most, 10s), and skipping it leaves the instance listed,
+		// passing, until its TTL runs out.
 		s.registrar.Refresh()
 		if err := s.registrar.Deregister(context.WithoutCancel(ctx)); err != nil {
 			s.log.Warn("consul deregistration failed", "error", err.Error())
