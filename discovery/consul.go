@@ -188,6 +188,7 @@ func (c *Consul) watch(name string, spec ConsulWatch, any bool) (*Service, error
 		sleep:      sleepCtx,
 		now:        time.Now,
 		scrub:      c.client.token.scrub,
+		connsLost:  c.client.connsLost,
 		log:        c.log,
 	}
 	if c.prior != nil {

@@ -485,6 +485,15 @@ func TestConsulStateResetHolds(t *testing.T) {
 	svc, _ = c.Service("api")
 	waitSnapshot(t, svc, 5*time.Second, "a watch with a short hold", hasAddrs("127.0.0.1:9002"))
 	raise(agent.Client())
+	// A reset is an index below one the watch saw: the watch must have
+	// seen the raised index before the agent goes. (When the agent began
+	// to stop first, the watch's next query no longer blocks and may not
+	// reach the stopping agent: it would only ever see the new one's.)
+	_, raised, err := agent.Client().Health().Service("api", "", true, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, 5*time.Second, "the watch at the raised index", func() bool { return c.Stats()[0].LastIndex >= raised.LastIndex })
 	agent.Restart()
 	waitSnapshot(t, svc, 10*time.Second, "held after the second reset", func(s *Snapshot) bool { return s.Stale })
 	s, _ = waitSnapshot(t, svc, 10*time.Second, "empty after the hold", func(s *Snapshot) bool { return s.Ready && len(s.Endpoints) == 0 })

@@ -84,6 +84,9 @@ type watch struct {
 	now      func() time.Time
 	scrub    func(string) string
 	log      *slog.Logger
+	// connsLost counts the connections the agent closed (see
+	// consulClient.connsLost); nil: not watched.
+	connsLost func() uint64
 
 	// loop state
 	index      uint64
@@ -95,7 +98,12 @@ type watch struct {
 	// its streaming backend, others by the plain one, and the two may
 	// give the same state indexes a few apart, so only indexes of one
 	// backend are compared.
-	seen      map[string]uint64
+	seen map[string]uint64
+	// lost is connsLost() when the last query was sent; afterLost: the
+	// agent closed a connection since, and the query sent for it did not
+	// block (see step).
+	lost      uint64
+	afterLost bool
 	resetHold time.Duration // indexResetHold when the watch began
 	// prior is the last snapshot of the watch this one replaces (see
 	// ConsulOptions.Prior), until this one publishes: an empty answer in
@@ -198,6 +206,21 @@ func (w *watch) step(ctx context.Context) bool {
 			wait = min(wait, left)
 		}
 	}
+	if w.connsLost != nil {
+		if n := w.connsLost(); n != w.lost {
+			// The agent closed a connection since the last query: it may
+			// have restarted with its state reset, its index now lower
+			// than the one the watch holds, and a query with that index
+			// would wait out its whole wait. This one does not block;
+			// its answer is compared with every index seen, as the
+			// first after a failure is.
+			w.lost = n
+			if w.index != 0 {
+				w.index = 0
+				w.afterLost = true
+			}
+		}
+	}
 	q := &consulQuery{
 		Datacenter: w.datacenter,
 		WaitIndex:  w.index,
@@ -256,6 +279,7 @@ func (w *watch) step(ctx context.Context) bool {
 	}
 	w.seen[meta.Backend] = meta.LastIndex
 	w.priorFirst = false
+	w.afterLost = false
 	w.remember()
 	cur := w.svc.Snapshot()
 	last := cur // the endpoints an empty answer would take away
@@ -309,8 +333,8 @@ func (w *watch) step(ctx context.Context) bool {
 
 // wentBack reports whether the index of an answer shows that Consul's
 // state was reset: it is lower than the last index the same query backend
-// gave, or, for the first answer after a failure, lower than the last
-// index any backend gave.
+// gave, or, for the first answer after a failure or after the agent closed
+// a connection, lower than the last index any backend gave.
 //
 // Only indexes of one backend are compared otherwise: for a service with
 // no instance, the plain backend answers with the catalog's latest index
@@ -332,7 +356,7 @@ func (w *watch) wentBack(meta *consulQueryMeta) bool {
 	if meta.LastIndex < w.seen[meta.Backend] {
 		return true
 	}
-	if w.failures == 0 && !w.priorFirst {
+	if w.failures == 0 && !w.priorFirst && !w.afterLost {
 		return false
 	}
 	for _, index := range w.seen {

@@ -17,6 +17,7 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 )
 
@@ -141,6 +142,49 @@ type consulClient struct {
 	token      *consulToken
 	http       *http.Client
 	transport  *http.Transport // the pooled transport, closed on Close
+	lost       atomic.Uint64   // connections the agent closed (see connsLost)
+}
+
+// connsLost is how many connections to the agent the agent closed (or
+// reset) so far; ferry's own closes do not count. Consul never closes a
+// connection it is not done with while it runs, so a new count says the
+// agent may have restarted: with its state reset, its index starts over
+// lower, and a blocking query with an index the old agent gave would wait
+// out its whole wait before the new one answers (see watch.step).
+func (c *consulClient) connsLost() uint64 { return c.lost.Load() }
+
+// countLost wraps dial so that every connection it makes counts the agent
+// closing it in c.lost.
+func (c *consulClient) countLost(dial func(context.Context, string, string) (net.Conn, error)) func(context.Context, string, string) (net.Conn, error) {
+	return func(ctx context.Context, network, addr string) (net.Conn, error) {
+		conn, err := dial(ctx, network, addr)
+		if err != nil {
+			return nil, err
+		}
+		return &agentConn{Conn: conn, lost: &c.lost}, nil
+	}
+}
+
+// agentConn is a connection to the agent that counts, once, a read that
+// fails while ferry has not closed it: the agent closed or reset it.
+type agentConn struct {
+	net.Conn
+	lost    *atomic.Uint64
+	closed  atomic.Bool // by ferry
+	counted atomic.Bool
+}
+
+func (c *agentConn) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	if err != nil && !c.closed.Load() && c.counted.CompareAndSwap(false, true) {
+		c.lost.Add(1)
+	}
+	return n, err
+}
+
+func (c *agentConn) Close() error {
+	c.closed.Store(true)
+	return c.Conn.Close()
 }
 
 // newConsulClient builds a client for cfg, whose token fields are already
@@ -159,6 +203,7 @@ func newConsulClient(cfg, env consulClientConfig) (*consulClient, error) {
 	}
 	c.transport = consulTransport()
 	c.transport.TLSClientConfig = tlsConf
+	c.transport.DialContext = c.countLost(c.transport.DialContext)
 	c.http = &http.Client{Transport: c.transport}
 	if scheme, rest, ok := strings.Cut(c.host, "://"); ok {
 		switch scheme {
@@ -170,9 +215,9 @@ func newConsulClient(cfg, env consulClientConfig) (*consulClient, error) {
 			t.DisableKeepAlives = true
 			t.MaxIdleConnsPerHost = -1
 			t.TLSClientConfig = tlsConf.Clone()
-			t.DialContext = func(context.Context, string, string) (net.Conn, error) {
+			t.DialContext = c.countLost(func(context.Context, string, string) (net.Conn, error) {
 				return net.Dial("unix", rest)
-			}
+			})
 			c.http = &http.Client{Transport: t}
 		default:
 			return nil, fmt.Errorf("Unknown protocol scheme: %s", scheme)
