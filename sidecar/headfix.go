@@ -40,6 +40,7 @@ import (
 // headFacts is what scanHead found in a response head.
 type headFacts struct {
 	status     int      // the status code; 0 when the status line has none
+	http10     bool     // the status line says HTTP/1.0
 	conn       [][]byte // the values of its Connection fields, when one says close
 	named      bool     // a field that a Connection field names is present
 	te, cl     bool     // Transfer-Encoding, Content-Length present
@@ -111,7 +112,7 @@ func headStatus(head []byte) int {
 // scanHead reads what fixHead and ferry's clients need of a response head
 // (a whole one, or its start).
 func scanHead(head []byte) headFacts {
-	f := headFacts{status: headStatus(head)}
+	f := headFacts{status: headStatus(head), http10: bytes.HasPrefix(head, []byte("HTTP/1.0 "))}
 	for fl := range headFields(head) {
 		switch {
 		case fl.name == nil:
@@ -188,9 +189,13 @@ func forbiddenTrailer(name []byte) bool {
 // fixHead appends to dst the whole head without the fields its Connection
 // fields name and without the forbidden names its Trailer fields announce
 // (a Trailer field left with none goes). With closeFramedTwice, a final
-// response framed both ways loses its Content-Length and says "Connection:
-// close", so that its connection is not reused. Without closeFramedTwice
-// the result is never longer than head (see prepareHead).
+// response framed both ways says "Connection: close", so that its
+// connection is not reused, and loses the framing net/http's reader does
+// not use: an HTTP/1.1 head its Content-Length (the body is chunked), an
+// HTTP/1.0 head nothing (the reader ignores a Transfer-Encoding of HTTP/1.0
+// and reads the Content-Length; without it the body would run to the
+// connection's end). Without closeFramedTwice the result is never longer
+// than head (see prepareHead).
 func fixHead(dst, head []byte, f *headFacts, closeFramedTwice bool) []byte {
 	closeIt := closeFramedTwice && f.framedTwice() && f.status >= 200
 	i := bytes.IndexByte(head, '\n')
@@ -199,7 +204,7 @@ func fixHead(dst, head []byte, f *headFacts, closeFramedTwice bool) []byte {
 		switch {
 		case f.isNamed(fl.name):
 			continue
-		case closeIt && bytes.EqualFold(fl.name, []byte("Content-Length")):
+		case closeIt && !f.http10 && bytes.EqualFold(fl.name, []byte("Content-Length")):
 			continue
 		case f.badTrailer && fl.name != nil && bytes.EqualFold(fl.name, []byte("Trailer")):
 			dst = appendTrailerField(dst, fl)

@@ -123,6 +123,7 @@ func FuzzFixHead(f *testing.F) {
 		"HTTP/1.1 200 OK\r\nTrailer: Content-Length, X-Sum\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\nX-Sum: 1\r\n\r\n",
 		"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n",
 		"HTTP/1.1 200 OK\nX-Hop: 1\n\t2\nConnection: X-Hop,close\nTrailer: Host\nContent-Length: 2\n\nok",
+		"HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nTransfer-Encoding: chunked\r\nContent-Length: 2\r\n\r\nokEXTRA",
 	} {
 		f.Add([]byte(s))
 	}

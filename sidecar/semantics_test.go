@@ -266,6 +266,33 @@ func readWholeRequest(br *bufio.Reader) error {
 	return err
 }
 
+// upstreamRequest is a request an upstream read: the upstream connection
+// (1 for the first) and the request's place on it (1 for the first).
+type upstreamRequest struct{ conn, req int }
+
+// answeringRawServer answers every request with the bytes answer and
+// reports each request it reads on the returned channel.
+func answeringRawServer(t *testing.T, answer string) (*rawServer, <-chan upstreamRequest) {
+	var mu sync.Mutex
+	conns := 0
+	got := make(chan upstreamRequest, 16)
+	up := startRawServer(t, func(c net.Conn) {
+		mu.Lock()
+		conns++
+		id := conns
+		mu.Unlock()
+		br := bufio.NewReader(c)
+		for n := 1; ; n++ {
+			if readWholeRequest(br) != nil {
+				return
+			}
+			got <- upstreamRequest{id, n}
+			io.WriteString(c, answer)
+		}
+	})
+	return up, got
+}
+
 // A response's "Connection: close" names its own hop-by-hop fields too
 // ("Connection: close, X-Hop"): they must not reach the caller. net/http's
 // response reader drops a Connection field that says close (the close is
@@ -348,28 +375,11 @@ func TestResponseForbiddenTrailersDropped(t *testing.T) {
 // connection. Each must arrive on a connection of its own, and the caller
 // must not get the Content-Length beside the chunked body.
 func TestResponseFramedTwiceNotReused(t *testing.T) {
-	type seen struct{ conn, req int }
-	var mu sync.Mutex
-	conns := 0
-	got := make(chan seen, 16)
-	up := startRawServer(t, func(c net.Conn) {
-		mu.Lock()
-		conns++
-		id := conns
-		mu.Unlock()
-		br := bufio.NewReader(c)
-		for n := 1; ; n++ {
-			if readWholeRequest(br) != nil {
-				return
-			}
-			got <- seen{id, n}
-			io.WriteString(c, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n2\r\nok\r\n0\r\n\r\n")
-		}
-	})
+	up, got := answeringRawServer(t, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n2\r\nok\r\n0\r\n\r\n")
 	_, base := ferryWithProtocol(t, "http1", up.addr())
 	for _, kind := range requestKinds {
 		for _, client := range []*http.Client{h1For(t), h2cFor(t)} {
-			var at [2]seen
+			var at [2]upstreamRequest
 			proto := ""
 			for i := range at {
 				res, b := sendKind(t, client, base+"/x", kind.body)
@@ -415,6 +425,44 @@ func TestResponseForbiddenTrailerAnnouncementDropped(t *testing.T) {
 			}
 			if want := (http.Header{"X-Sum": {"1"}}); !reflect.DeepEqual(res.Trailer, want) {
 				t.Errorf("%s, %s: trailers %v, want %v", kind.name, res.Proto, res.Trailer, want)
+			}
+		}
+	}
+}
+
+// An HTTP/1.0 response framed both ways is read by its Content-Length
+// (net/http's reader, as RFC 9112 section 6.1 has it, ignores a
+// Transfer-Encoding of HTTP/1.0), and its connection is not reused
+// whatever its "Connection: keep-alive" says. The caller gets the body the
+// Content-Length framed, at once, though the upstream keeps the connection
+// open and sends more after it.
+func TestResponseFramedTwiceHTTP10ReadByLength(t *testing.T) {
+	up, got := answeringRawServer(t, "HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nTransfer-Encoding: chunked\r\nContent-Length: 2\r\n\r\nokEXTRA")
+	_, base := ferryWithProtocol(t, "http1", up.addr())
+	for _, kind := range requestKinds {
+		for _, client := range []*http.Client{h1For(t), h2cFor(t)} {
+			c := *client
+			c.Timeout = 5 * time.Second
+			var at [2]upstreamRequest
+			for i := range at {
+				method, body := http.MethodGet, io.Reader(nil)
+				if kind.body != nil {
+					method, body = http.MethodPost, kind.body()
+				}
+				req, _ := http.NewRequest(method, base+"/x", body)
+				res, err := c.Do(req)
+				if err != nil {
+					t.Fatalf("%s: %v", kind.name, err)
+				}
+				b, err := io.ReadAll(res.Body)
+				res.Body.Close()
+				if err != nil || string(b) != "ok" {
+					t.Fatalf("%s, %s: body %q (%v), want \"ok\" as the Content-Length framed it", kind.name, res.Proto, b, err)
+				}
+				at[i] = recv(t, got, 5*time.Second, "the upstream request")
+			}
+			if at[1].req != 1 {
+				t.Errorf("%s: second request was request %d on upstream connection %d, which carried a response framed two ways", kind.name, at[1].req, at[1].conn)
 			}
 		}
 	}
