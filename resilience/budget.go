@@ -93,6 +93,13 @@ func (b *Budget) adopt(s BudgetSettings) {
 	old := b.buckets
 	b.buckets = make([]budgetBucket, n)
 	b.requests, b.retries = 0, 0
+	// Each bucket is its second's, as currentAt and Refund take it, the
+	// current one above all: one left unnamed (second 0) would count the
+	// rest of this second where a refund looks in vain, and a later adopt
+	// would drop it.
+	for sec := b.last - int64(n) + 1; sec <= b.last; sec++ {
+		b.buckets[uint64(sec)%uint64(n)].second = sec
+	}
 	for _, bk := range old {
 		// A bucket with nothing counted may be one never used (second
 		// 0): it must not take the place of one in the window.

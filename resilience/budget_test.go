@@ -244,3 +244,38 @@ func TestBudgetAdoptKeepsWindowCounts(t *testing.T) {
 		t.Fatal("no retry for 6 requests and 1 retry at ratio 0.5")
 	}
 }
+
+// The seconds a budget counts go on as they were after adopt changed its
+// window, whatever was counted before: a retry withdrawn in the second of
+// the change and refunded goes back, and what that second counted after
+// the change still counts at the next one. Those seconds were left in no
+// bucket of their own when nothing had been counted in them before the
+// change, so a refund missed its bucket and a second adopt dropped them.
+func TestBudgetAdoptKeepsCurrentSecond(t *testing.T) {
+	for _, windows := range [][2]time.Duration{{10 * time.Second, 3 * time.Second}, {3 * time.Second, 7 * time.Second}} {
+		for offset := range 3 { // where the second falls in the new window
+			clk := NewManualClock(epoch.Add(time.Duration(offset) * time.Second))
+			b := NewBudget(BudgetSettings{Ratio: 0, MinPerSecond: 1, Window: windows[0]}, clk)
+			b.Deposit() // a second before the change
+			clk.Advance(time.Second)
+			b.adopt(BudgetSettings{Ratio: 0, MinPerSecond: 1, Window: windows[1]})
+			tok, ok := b.TryWithdraw()
+			if !ok {
+				t.Fatalf("windows %v, offset %d: no retry in a second with none", windows, offset)
+			}
+			b.Refund(tok)
+			if _, ret := b.Counts(); ret != 0 {
+				t.Errorf("windows %v, offset %d: %d retries counted after the only one was refunded, want 0", windows, offset, ret)
+				continue
+			}
+			if !withdraw(b) {
+				t.Fatalf("windows %v, offset %d: the refunded retry did not go back to the floor", windows, offset)
+			}
+			b.Deposit()
+			b.adopt(BudgetSettings{Ratio: 0, MinPerSecond: 1, Window: windows[0]})
+			if req, ret := b.Counts(); req != 2 || ret != 1 {
+				t.Errorf("windows %v, offset %d: after a second change, %d requests and %d retries; want 2 and 1", windows, offset, req, ret)
+			}
+		}
+	}
+}
