@@ -310,6 +310,7 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, up *upstream, ma
 			// however it ends.
 			slot := pick.Keep(o)
 			defer slot.Release()
+			x.events(up, addr, before) // a probe's 101 settled its breaker
 			idle.stop()
 			x.tunneled, x.out = p.tunnel(w, r, res, upgrade, up.name, addr, up.timeouts.TunnelIdle, x)
 			res.Body.Close()

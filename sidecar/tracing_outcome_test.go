@@ -15,7 +15,9 @@ import (
 	"time"
 
 	"go.opentelemetry.io/otel/codes"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
+	semconv "go.opentelemetry.io/otel/semconv/v1.43.0"
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/ferrymesh/ferry/internal/localnet/localnettest"
@@ -449,5 +451,53 @@ limits: { max_request_body_bytes: 1000 }
 	}
 	if n := recv(t, got, 5*time.Second, "the upstream's read"); float64(n) > in {
 		t.Errorf("the upstream read %d bytes, more than the %v reported", n, in)
+	}
+}
+
+// A WebSocket upgrade that is a half-open breaker's probe settles the
+// breaker at the upstream's 101, and its server span shows that
+// transition (half_open to closed) as a plain request's does.
+func TestTunnelProbeShowsBreakerTransition(t *testing.T) {
+	o := startWSOrigin(t)
+	sc, rec, _ := tracedFerry(t, fmt.Sprintf(`
+admin: { listen: 127.0.0.1:0 }
+outbound: { listen: 127.0.0.1:0, routes: [ { service: chat } ] }
+services: { chat: { endpoints: [%s], breaker: { consecutive_failures: 1, failure_statuses: [400], open_duration: 50ms }, outlier: { consecutive_5xx: 0 }, retry: { max_retries: 0 } } }
+`, o.addr))
+	// A plain GET: the origin's 400 opens the breaker.
+	if r, _ := get(t, h1Client(), "http://"+sc.Addr("outbound")+"/chat", ""); r.StatusCode != http.StatusBadRequest {
+		t.Fatalf("plain GET: %d, want the origin's 400", r.StatusCode)
+	}
+	var c *wsClient
+	waitFor(t, "an upgrade past the open breaker", 5*time.Second, func() bool {
+		ws, res := dialWS(t, sc.Addr("outbound"), "/chat", "")
+		if res.StatusCode == http.StatusSwitchingProtocols {
+			c = ws
+			return true
+		}
+		ws.conn.Close()
+		return false
+	})
+	c.expect("hello from origin\n")
+	c.send("bye\n")
+	c.expectClosed()
+	var tunnel sdktrace.ReadOnlySpan
+	waitFor(t, "the tunnel's server span", 5*time.Second, func() bool {
+		for _, s := range spansOfKind(rec.Ended(), trace.SpanKindServer) {
+			if attr(s, semconv.HTTPResponseStatusCodeKey).AsInt64() == http.StatusSwitchingProtocols {
+				tunnel = s
+				return true
+			}
+		}
+		return false
+	})
+	var transitions []string
+	for _, e := range tunnel.Events() {
+		if e.Name == telemetry.EventBreakerTransition {
+			transitions = append(transitions, fmt.Sprint(e.Attributes))
+		}
+	}
+	if len(transitions) != 1 || !strings.Contains(transitions[0], "half_open") || !strings.Contains(transitions[0], "closed") {
+		t.Fatalf("the probe's server span has breaker transitions %v, want half_open to closed", transitions)
 	}
 }
