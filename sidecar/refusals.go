@@ -61,11 +61,13 @@ func (c *prefixConn) Write(p []byte) (int, error) {
 	return c.Conn.Write(p)
 }
 
-// statusOf reads the status of the HTTP/1.1 response that p begins; 0 when
-// p begins none.
+// statusOf reads the status of the HTTP/1.x response that p begins; 0 when
+// p begins none. net/http answers an HTTP/1.0 request with an HTTP/1.0
+// status line (the 200 to "OPTIONS *", a 417), its refusals of heads it
+// could not read with an HTTP/1.1 one.
 func statusOf(p []byte) int {
-	const proto = "HTTP/1.1 "
-	if len(p) < len(proto)+4 || !bytes.HasPrefix(p, []byte(proto)) {
+	const proto = "HTTP/1.x "
+	if len(p) < len(proto)+4 || !bytes.HasPrefix(p, []byte("HTTP/1.")) || (p[7] != '0' && p[7] != '1') || p[8] != ' ' {
 		return 0
 	}
 	code := p[len(proto) : len(proto)+4]

@@ -53,7 +53,8 @@ func metricsText(sc *Sidecar) string {
 // status net/http answered and a reason: a 431 for a head over
 // limits.max_header_bytes, a 400 for a malformed request line or Host (also
 // one pipelined behind a request net/http served), a 501 for an unknown
-// transfer coding; "OPTIONS *" as the 200 it got. So does the 505 the lane
+// transfer coding, a 417 for an unknown expectation; "OPTIONS *" as the
+// 200 it got, to an HTTP/1.0 request as to an HTTP/1.1 one. So does the 505 the lane
 // answers to an HTTP/2 preface after a request. net/http's answers stay as
 // they were. Requests served through ferry's handler (handed over to
 // net/http, or h2c) are reported once, as before, never also as answered
@@ -80,6 +81,10 @@ limits: { max_header_bytes: 1024 }
 		{"refused after one served", "GET /1 HTTP/1.1\r\nHost: s\r\nExpect: 100-continue\r\n\r\nGET /2 HTTP/1.1\r\nHost: s\r\nHost: t\r\n\r\n", []int{200, 400}, telemetry.ReasonMalformedRequest},
 		{"unknown transfer coding", "POST /x HTTP/1.1\r\nHost: s\r\nTransfer-Encoding: gzip\r\n\r\nabc", []int{501}, telemetry.ReasonUnsupportedRequest},
 		{"OPTIONS *", "OPTIONS * HTTP/1.1\r\nHost: s\r\n\r\n", []int{200}, ""},
+		// An HTTP/1.0 request gets an HTTP/1.0 status line.
+		{"OPTIONS *, HTTP/1.0", "OPTIONS * HTTP/1.0\r\nHost: s\r\n\r\n", []int{200}, ""},
+		{"unknown expectation", "GET /x HTTP/1.1\r\nHost: s\r\nExpect: x\r\n\r\n", []int{417}, telemetry.ReasonUnsupportedRequest},
+		{"unknown expectation, HTTP/1.0", "GET /x HTTP/1.0\r\nHost: s\r\nExpect: x\r\n\r\n", []int{417}, telemetry.ReasonUnsupportedRequest},
 		{"preface after a request", "GET /1 HTTP/1.1\r\nHost: s\r\n\r\nPRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", []int{200, 505}, telemetry.ReasonOther},
 	}
 	var statuses []any
@@ -116,7 +121,8 @@ limits: { max_header_bytes: 1024 }
 		`ferry_requests_total{endpoint="",listener="outbound",reason="malformed_request",service="",status_class="4xx"} 3`,
 		`ferry_requests_total{endpoint="",listener="outbound",reason="unsupported_request",service="",status_class="5xx"} 1`,
 		`ferry_requests_total{endpoint="",listener="outbound",reason="other",service="",status_class="5xx"} 1`,
-		`ferry_requests_total{endpoint="",listener="outbound",reason="",service="",status_class="2xx"} 1`,
+		`ferry_requests_total{endpoint="",listener="outbound",reason="unsupported_request",service="",status_class="4xx"} 2`,
+		`ferry_requests_total{endpoint="",listener="outbound",reason="",service="",status_class="2xx"} 2`,
 	} {
 		if !strings.Contains(body, want) {
 			t.Errorf("no %s in:\n%s", want, grepLines(body, "ferry_requests_total"))
