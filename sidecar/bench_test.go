@@ -91,10 +91,12 @@ func BenchmarkProxyPOST(b *testing.B) {
 		for _, sz := range benchSizes[1:3] {
 			b.Run(proto+"/"+sz.name, func(b *testing.B) {
 				c := benchClient(b, proto == "h2c")
+				body := payload.NewReader(sz.size)
 				b.ReportAllocs()
 				b.SetBytes(sz.size)
 				for b.Loop() {
-					req, err := http.NewRequest(http.MethodPost, base+"/upload", io.NopCloser(payload.NewReader(sz.size)))
+					body.Reset(sz.size)
+					req, err := http.NewRequest(http.MethodPost, base+"/upload", io.NopCloser(body))
 					if err != nil {
 						b.Fatal(err)
 					}
