@@ -36,12 +36,21 @@ func (c headerCarrier) key(k string) string {
 	return http.CanonicalHeaderKey(k)
 }
 
-// Get returns the first value of key, as http.Header.Get.
+// Get returns key's value; a field sent on several lines reads as one
+// value, the lines joined with commas as RFC 9110 section 5.3 combines
+// them (http.Header.Get would return the first line alone). A list field
+// (tracestate) keeps every line's members; a field that holds one value
+// (traceparent, b3) sent twice reads as no valid value, so the caller's
+// trace is not continued from whichever line came first.
 func (c headerCarrier) Get(key string) string {
-	if v := c.h[c.key(key)]; len(v) > 0 {
+	switch v := c.h[c.key(key)]; len(v) {
+	case 0:
+		return ""
+	case 1:
 		return v[0]
+	default:
+		return strings.Join(v, ",")
 	}
-	return ""
 }
 
 // Values returns every value of key, as http.Header.Values.
