@@ -573,6 +573,8 @@ func (p *Proxy) try(ctx context.Context, w http.ResponseWriter, r *http.Request,
 	a := x.q.StartAttempt(out, info)
 	// The upstream gets a new trace context whose parent is this
 	// attempt's client span, never the caller's headers passed through.
+	// (With tracing off there is nothing to replace: the caller's go on
+	// as they came.)
 	for _, h := range p.propagate {
 		delete(out.Header, h)
 	}

@@ -1,13 +1,18 @@
 package sidecar
 
 import (
+	"context"
 	"fmt"
 	"net/http"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"go.opentelemetry.io/otel/trace"
+
+	"github.com/ferrymesh/ferry/telemetry"
 )
 
 // A trace field sent on several lines reads as one value, all lines
@@ -69,5 +74,83 @@ services: { s: { endpoints: [%s] } }
 				t.Errorf("tracestate on two lines: upstream got %q, want [a=1,b=2,c=3]", ts)
 			}
 		})
+	}
+}
+
+// With tracing off ferry is no hop of the trace: every attempt's upstream
+// request carries the caller's propagation headers as they came, whatever
+// the propagators would make of them (a B3 sampling decision alone, a
+// future traceparent version, a tracestate member they cannot parse), and
+// none when the caller sent none (B3 would say "do not sample").
+func TestTracingOffPassesTraceHeadersAsTheyCame(t *testing.T) {
+	var mu sync.Mutex
+	var seen []http.Header
+	record := func(code int) string {
+		return origin(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			mu.Lock()
+			seen = append(seen, r.Header.Clone())
+			mu.Unlock()
+			w.WriteHeader(code)
+		}))
+	}
+	// Both answer 503: each request is tried on both.
+	a, b := record(http.StatusServiceUnavailable), record(http.StatusServiceUnavailable)
+	fields := []string{"Traceparent", "Tracestate", "Baggage", "B3", "X-B3-Traceid", "X-B3-Spanid", "X-B3-Parentspanid", "X-B3-Sampled", "X-B3-Flags"}
+	for _, props := range []string{"tracecontext,baggage", "b3", "b3multi"} {
+		tel, err := telemetry.New(context.Background(), telemetry.Config{AccessLog: "off", Propagators: strings.Split(props, ",")},
+			telemetry.WithEnv(func(string) string { return "" }))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { tel.Shutdown(context.Background()) })
+		sc, err := New(mustParse(t, fmt.Sprintf(`
+admin: { listen: 127.0.0.1:0 }
+outbound: { listen: 127.0.0.1:0, routes: [ { service: s } ] }
+services:
+  s:
+    endpoints: [%s, %s]
+    breaker: { consecutive_failures: 1000 }
+    outlier: { consecutive_5xx: 1000 }
+    retry: { max_retries: 1, base_interval: 1ms, max_interval: 1ms, budget: { min_per_second: 1000 } }
+`, a, b)), Options{Telemetry: tel})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := sc.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { sc.Shutdown(context.Background()) })
+		for _, in := range []http.Header{
+			{},
+			{"X-B3-Sampled": {"1"}},
+			{"B3": {"1"}},
+			{"Traceparent": {"cc-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-what-the-future-will-be-like"}},
+			{"Traceparent": {"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"}, "Tracestate": {"congo=t61rcWkgMzE, rojo=00f067aa0ba902b7"}, "Baggage": {"k=v"}},
+		} {
+			for _, c := range []*http.Client{h1For(t), h2cFor(t)} {
+				mu.Lock()
+				seen = nil
+				mu.Unlock()
+				req, _ := http.NewRequest("GET", "http://"+sc.Addr("outbound")+"/", nil)
+				req.Header = in.Clone()
+				res, err := c.Do(req)
+				if err != nil {
+					t.Fatal(err)
+				}
+				res.Body.Close()
+				mu.Lock()
+				if len(seen) != 2 {
+					t.Errorf("%s %v: %d attempts, want 2", props, in, len(seen))
+				}
+				for i, h := range seen {
+					for _, k := range fields {
+						if !slices.Equal(h[k], in[k]) {
+							t.Errorf("%s, %s caller %v: attempt %d sent %s %q, want %q", props, res.Proto, in, i+1, k, h[k], in[k])
+						}
+					}
+				}
+				mu.Unlock()
+			}
+		}
 	}
 }

@@ -84,11 +84,15 @@ func (a *Attempt) Span() trace.Span { return a.span }
 // traceparent whose parent is this client span (plus tracestate, baggage or
 // B3 headers as configured). The sidecar must delete the caller's
 // propagation headers (Telemetry.PropagationHeaders) before calling it.
-// With tracing off the caller's own context is re-emitted unchanged, so
-// ferry stays transparent to the trace.
+// With tracing off it writes nothing, and PropagationHeaders lists none:
+// ferry is no hop of the trace, and the caller's headers go on as they
+// came. (Re-emitting the context the propagators read from them would not
+// be the same: B3 says "do not sample" for a caller that sent no B3 header
+// or a sampling decision alone, and a later traceparent version or a
+// tracestate member the parser refuses would be rewritten or lost.)
 func (a *Attempt) Inject(h http.Header) {
-	if a.q.bare && a.q.t.injectsNone {
-		return // what the propagators write for no context: nothing
+	if a.q.t.prov == nil {
+		return
 	}
 	a.q.carrier.h = h
 	a.q.t.propagator.Inject(a.ctx, &a.q.carrier)

@@ -86,23 +86,13 @@ func readKeys(prop propagation.TextMapPropagator) (keys []string, all bool) {
 	return slices.Compact(keys), false
 }
 
-// injectsNone reports whether prop writes nothing for a context without
-// trace context or baggage (B3 writes its sampling flag even then).
-func injectsNone(prop propagation.TextMapPropagator) bool {
-	rec := &keyRecorder{seen: map[string]bool{}}
-	prop.Inject(context.Background(), rec)
-	return !rec.set
-}
-
-// keyRecorder is an empty carrier that records the keys asked for, and
-// whether any was set.
+// keyRecorder is an empty carrier that records the keys asked for.
 type keyRecorder struct {
 	seen map[string]bool
 	all  bool
-	set  bool
 }
 
 func (r *keyRecorder) Get(key string) string      { r.seen[key] = true; return "" }
 func (r *keyRecorder) Values(key string) []string { r.seen[key] = true; return nil }
-func (r *keyRecorder) Set(string, string)         { r.set = true }
+func (r *keyRecorder) Set(string, string)         {}
 func (r *keyRecorder) Keys() []string             { r.all = true; return nil }

@@ -15,7 +15,7 @@
 //
 //	ctx, req := tel.StartRequest(r, telemetry.Outbound) // server span, in-flight +1
 //	req.SetRoute("files", "files")                        // route name and service
-//	for _, h := range tel.PropagationHeaders() {          // never pass the caller's through
+//	for _, h := range tel.PropagationHeaders() {          // tracing on: never pass the caller's through
 //		out.Header.Del(h)
 //	}
 //	att := req.StartAttempt(out, telemetry.AttemptInfo{Endpoint: "10.0.0.7:8080", Attempt: 1})
@@ -34,8 +34,10 @@
 //
 // When tracing is off (no OTLP endpoint configured, OTEL_TRACES_EXPORTER=none
 // or OTEL_SDK_DISABLED=true) the tracer is the OpenTelemetry no-op tracer:
-// ferry adds no span to the trace and Inject re-emits the caller's context,
-// so ferry is transparent to tracing. Metrics and the access log still work.
+// ferry adds no span to the trace, PropagationHeaders lists none and Inject
+// writes nothing, so the upstream gets the caller's propagation headers as
+// they came. Metrics and the access log (with the caller's trace and span
+// IDs) still work.
 //
 // # Unreachable collectors
 //

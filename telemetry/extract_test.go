@@ -93,19 +93,3 @@ func TestStartRequestAddsValuesOnly(t *testing.T) {
 		}
 	}
 }
-
-// injectsNone tells the propagators that write nothing for a context
-// without trace context or baggage (so Attempt.Inject may skip them) from
-// B3, which writes its sampling flag even then.
-func TestInjectsNone(t *testing.T) {
-	for props, want := range map[string]bool{"tracecontext,baggage": true, "b3multi": false, "none": true, "b3": false, "tracecontext,b3": false} {
-		tel, err := New(t.Context(), Config{AccessLog: "off"}, WithEnv(env{"OTEL_PROPAGATORS": props}.get))
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer tel.Shutdown(t.Context())
-		if tel.injectsNone != want {
-			t.Errorf("%s: injectsNone %v, want %v", props, tel.injectsNone, want)
-		}
-	}
-}

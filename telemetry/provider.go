@@ -32,22 +32,21 @@ const instrumentationName = "github.com/ferrymesh/ferry/telemetry"
 // Build one with New at startup, share it between listeners, and call
 // Shutdown on exit. All methods are safe for concurrent use.
 type Telemetry struct {
-	s           settings
-	tp          trace.TracerProvider
-	prov        *tracerProvider // nil when tracing is off
-	tracer      trace.Tracer
-	own         *tracer    // tracer, when it is ferry's (tracing on)
-	queue       *spanQueue // nil when tracing is off or an exporter was injected without queueing
-	propagator  propagation.TextMapPropagator
-	fieldKeys   map[string]string // the propagator's fields, canonical (headerCarrier)
-	readKeys    []string          // what the propagator reads, canonical (see readKeys)
-	readAll     bool              // it may read any field
-	injectsNone bool              // it writes nothing for a context without trace context or baggage
-	metrics     *Metrics
-	log         *slog.Logger       // nil when the access log is off
-	logBuf      *linewriter.Writer // between log and a destination ferry opened; nil otherwise
-	logCloser   io.Closer
-	warnLog     *slog.Logger // ferry's own log, for what telemetry warns about; nil: otel.Handle
+	s          settings
+	tp         trace.TracerProvider
+	prov       *tracerProvider // nil when tracing is off
+	tracer     trace.Tracer
+	own        *tracer    // tracer, when it is ferry's (tracing on)
+	queue      *spanQueue // nil when tracing is off or an exporter was injected without queueing
+	propagator propagation.TextMapPropagator
+	fieldKeys  map[string]string // the propagator's fields, canonical (headerCarrier)
+	readKeys   []string          // what the propagator reads, canonical (see readKeys)
+	readAll    bool              // it may read any field
+	metrics    *Metrics
+	log        *slog.Logger       // nil when the access log is off
+	logBuf     *linewriter.Writer // between log and a destination ferry opened; nil otherwise
+	logCloser  io.Closer
+	warnLog    *slog.Logger // ferry's own log, for what telemetry warns about; nil: otel.Handle
 
 	shutdownOnce sync.Once
 	shutdownErr  error
@@ -117,7 +116,6 @@ func New(ctx context.Context, cfg Config, opts ...Option) (*Telemetry, error) {
 	t.propagator = prop
 	t.fieldKeys = canonicalFields(prop.Fields())
 	t.readKeys, t.readAll = readKeys(prop)
-	t.injectsNone = injectsNone(prop)
 
 	res, err := t.resource(ctx)
 	if err != nil {
@@ -258,11 +256,16 @@ func (t *Telemetry) Propagator() propagation.TextMapPropagator { return t.propag
 
 // PropagationHeaders lists the header names the propagator reads and writes
 // (e.g. traceparent, tracestate, baggage, b3). The sidecar deletes these
-// from a request before forwarding it and calls Attempt.Inject. A B3
+// from a request before forwarding it and calls Attempt.Inject. With
+// tracing off it lists none: the caller's go on as they came (see
+// Attempt.Inject). A B3
 // propagator reads more than it writes (X-B3-ParentSpanId; the single b3
 // form reads the multi-header one too): every B3 header goes, or the
 // upstream would find the caller's ids beside ferry's.
 func (t *Telemetry) PropagationHeaders() []string {
+	if t.prov == nil {
+		return nil
+	}
 	var out []string
 	b3 := false
 	for _, f := range t.propagator.Fields() {

@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"go.opentelemetry.io/otel/attribute"
-	"go.opentelemetry.io/otel/baggage"
 	"go.opentelemetry.io/otel/trace"
 )
 
@@ -94,10 +93,6 @@ type Request struct {
 
 	// carrier is the request's and its attempts' propagation carrier.
 	carrier headerCarrier
-	// bare: tracing is off and the context carries no trace context or
-	// baggage, so an Inject writes what it writes for none (see
-	// Attempt.Inject).
-	bare bool
 	// first is the first attempt when tracing is off (see StartAttempt).
 	first Attempt
 }
@@ -128,8 +123,6 @@ func (t *Telemetry) StartRequestIn(in *Request, r *http.Request, l Listener) (co
 		ctx := r.Context()
 		if t.carriesFields(r.Header) {
 			ctx = t.propagator.Extract(ctx, &q.carrier)
-		} else {
-			q.bare = !trace.SpanContextFromContext(ctx).IsValid() && baggage.FromContext(ctx).Len() == 0
 		}
 		q.start = time.Now()
 		q.ctx, q.span = ctx, trace.SpanFromContext(ctx)
