@@ -53,14 +53,14 @@ func (q *Request) StartAttempt(out *http.Request, info AttemptInfo) *Attempt {
 			a = &Attempt{}
 		}
 		a.q, a.ctx, a.span = q, q.ctx, q.span
-	} else if st, record := q.t.own.sampleProxy(q.ctx, method, trace.SpanKindClient); !record {
+	} else if st, record := q.t.own.sampleProxy(q.ctx, spanMethod(method), trace.SpanKindClient); !record {
 		a = &Attempt{q: q}
 		a.ctx, a.span = q.t.own.nonRecording(q.ctx, &st)
 	} else {
 		ta := &tracedAttempt{Attempt: Attempt{q: q}}
 		a = &ta.Attempt
 		a.ps = &ta.ps
-		a.ctx = q.t.own.startProxy(q.ctx, a.ps, &st, method, trace.SpanKindClient)
+		a.ctx = q.t.own.startProxy(q.ctx, a.ps, &st, spanMethod(method), trace.SpanKindClient)
 		a.span = &a.ps.span
 		a.ps.pa.setClient(q, out, method, info)
 	}

@@ -136,14 +136,15 @@ func (t *Telemetry) StartRequestIn(in *Request, r *http.Request, l Listener) (co
 		ctx = t.propagator.Extract(ctx, headerCarrier{r.Header, t.fieldKeys})
 	}
 	var q *Request
-	if st, record := t.own.sampleProxy(ctx, r.Method, trace.SpanKindServer); !record {
+	name := spanMethod(r.Method)
+	if st, record := t.own.sampleProxy(ctx, name, trace.SpanKindServer); !record {
 		q = &Request{t: t, listener: l, method: r.Method, start: time.Now()}
 		q.ctx, q.span = t.own.nonRecording(ctx, &st)
 	} else {
 		tq := &tracedRequest{Request: Request{t: t, listener: l, method: r.Method}}
 		q = &tq.Request
 		q.ps = &tq.ps
-		q.ctx = t.own.startProxy(ctx, q.ps, &st, r.Method, trace.SpanKindServer)
+		q.ctx = t.own.startProxy(ctx, q.ps, &st, name, trace.SpanKindServer)
 		q.span, q.start = &q.ps.span, q.ps.start
 		q.ps.pa.setServer(r, l)
 	}
@@ -180,6 +181,16 @@ type tracedRequest struct {
 	ps proxySpan
 }
 
+// spanMethod is method as span names show it: "HTTP" for a method the
+// HTTP semantic conventions do not name (any token is a method; the
+// attributes keep it as http.request.method_original).
+func spanMethod(method string) string {
+	if knownMethod(method) {
+		return method
+	}
+	return "HTTP"
+}
+
 // Context is the request context carrying the server span.
 func (q *Request) Context() context.Context { return q.ctx }
 
@@ -193,7 +204,7 @@ func (q *Request) Span() trace.Span { return q.span }
 func (q *Request) SetRoute(route, service string) {
 	q.route, q.service = route, service
 	if q.ps != nil {
-		q.ps.SetName(q.method + " " + route)
+		q.ps.SetName(spanMethod(q.method) + " " + route)
 		q.ps.pa.setRoute(route, service)
 	}
 }

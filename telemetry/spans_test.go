@@ -361,6 +361,33 @@ func TestUnknownMethodIsOther(t *testing.T) {
 	}
 }
 
+// A method the conventions do not name is "HTTP" in span names, as they
+// ask (it is http.request.method_original, above): any token is a method,
+// and names must not take one per caller's whim.
+func TestUnknownMethodSpanNames(t *testing.T) {
+	tel, rec, _ := recorded(t, Config{}, env{})
+	for _, routed := range []bool{true, false} {
+		rec.Reset()
+		r := incoming("PURGE", "http://files/x", nil)
+		_, req := tel.StartRequest(r, Outbound)
+		want := "HTTP"
+		if routed {
+			req.SetRoute("files", "files")
+			want = "HTTP files"
+		}
+		out := upstream(t, tel, r, "http://10.0.0.7:8080/x")
+		att := req.StartAttempt(out, AttemptInfo{Endpoint: "10.0.0.7:8080", Attempt: 1})
+		att.End(Outcome{Status: 200})
+		req.End(Outcome{Status: 200})
+		if n := spanByKind(t, rec.Ended(), "server").Name(); n != want {
+			t.Errorf("routed %v: server span %q, want %q", routed, n, want)
+		}
+		if n := spanByKind(t, rec.Ended(), "client").Name(); n != "HTTP" {
+			t.Errorf("routed %v: client span %q, want HTTP", routed, n)
+		}
+	}
+}
+
 func TestTracingOffIsTransparent(t *testing.T) {
 	logs := &syncbuf.Buffer{}
 	tel, err := New(t.Context(), Config{}, WithEnv(env{}.get), WithAccessLogWriter(logs))
