@@ -4,6 +4,7 @@ import (
 	"net"
 	"net/http"
 	"strconv"
+	"strings"
 
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
@@ -365,10 +366,17 @@ func (a *proxyAttrs) keyValues() []attribute.KeyValue {
 	return l
 }
 
-// splitHostPort splits "host:port" leniently: a missing port gives 0.
+// splitHostPort splits "host:port" leniently: a missing port gives 0. An
+// IPv6 host comes without its brackets, port or not ("[::1]" -> "::1"), as
+// the semantic conventions' address attributes want it.
 func splitHostPort(hp string) (string, int) {
 	host, portStr, err := net.SplitHostPort(hp)
 	if err != nil {
+		if inner, ok := strings.CutPrefix(hp, "["); ok {
+			if inner, ok := strings.CutSuffix(inner, "]"); ok {
+				return inner, 0
+			}
+		}
 		return hp, 0
 	}
 	port, err := strconv.Atoi(portStr)
