@@ -154,6 +154,13 @@ func TestRegistrationValidate(t *testing.T) {
 		{"empty tag", Registration{Name: "web", Port: 1, Tags: []string{"a", ""}}, "register.tags[1]: "},
 		{"short ttl", Registration{Name: "web", Port: 1, TTL: time.Millisecond}, "register.ttl: "},
 		{"negative deregister", Registration{Name: "web", Port: 1, DeregisterCriticalServiceAfter: -time.Second}, "register.deregister_critical_service_after: "},
+		{"ipv6 address", Registration{Name: "web", Address: "fd00::1", Port: 1}, ""},
+		{"host name address", Registration{Name: "web", Address: "web-1.node.consul", Port: 1}, ""},
+		// Consul keeps any string; a watcher could dial none of these.
+		{"bracketed ipv6 address", Registration{Name: "web", Address: "[fd00::1]", Port: 1}, "register.address: "},
+		{"address with port", Registration{Name: "web", Address: "10.0.0.5:8080", Port: 1}, "register.address: "},
+		{"address with scheme", Registration{Name: "web", Address: "http://10.0.0.5", Port: 1}, "register.address: "},
+		{"address with space", Registration{Name: "web", Address: "10.0.0.5 ", Port: 1}, "register.address: "},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			err := tc.reg.Validate()

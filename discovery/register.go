@@ -14,6 +14,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/ferrymesh/ferry/internal/dialhost"
 )
 
 // Defaults of Registration.
@@ -35,7 +37,8 @@ type Registration struct {
 	// ID is the instance ID, unique on the agent. Empty:
 	// <name>-<hostname>-<port>.
 	ID string `yaml:"id,omitempty" json:"id,omitempty"`
-	// Address other services dial. Empty: the agent's node address.
+	// Address other services dial: an IP address (IPv6 without brackets)
+	// or a host name, no port. Empty: the agent's node address.
 	Address string `yaml:"address,omitempty" json:"address,omitempty"`
 	// Port is ferry's inbound port. Required, 1-65535.
 	Port int `yaml:"port" json:"port"`
@@ -59,6 +62,11 @@ func (r Registration) Validate() error {
 		if err := validateServiceName("register.id", r.ID); err != nil {
 			return err
 		}
+	}
+	if r.Address != "" && !dialhost.Valid(r.Address) {
+		// Consul keeps any string, and every watcher (ferry's endpointsOf
+		// among them) leaves such an instance out: nothing could dial it.
+		return fmt.Errorf("register.address: %q is not an IP address or host name (no brackets, port or scheme: the port is register.port)", r.Address)
 	}
 	if r.Port < 1 || r.Port > 65535 {
 		return fmt.Errorf("register.port: %d is not a port (1-65535)", r.Port)

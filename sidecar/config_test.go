@@ -110,6 +110,8 @@ func TestParseConfigErrors(t *testing.T) {
 		{"duplicate listeners", "outbound: { listen: 127.0.0.1:15001 }\ninbound: { listen: 0.0.0.0:15001, app: 127.0.0.1:8080 }\n", "inbound.listen: 0.0.0.0:15001 is already used by outbound.listen"},
 		{"admin clash", "admin: { listen: 127.0.0.1:15001 }\noutbound: { listen: 127.0.0.1:15001 }\n", "outbound.listen: 127.0.0.1:15001 is already used by admin.listen"},
 		{"inbound without app", "inbound: { listen: 127.0.0.1:1 }\n", "inbound.app: required"},
+		{"register address bracketed", "inbound: { listen: '[::1]:15006', app: '[::1]:8080' }\nregister: { name: web, address: '[fd00::5]' }\n", `register.address: "[fd00::5]" is not an IP address or host name`},
+		{"register address with port", "inbound: { app: 127.0.0.1:8080 }\nregister: { name: web, address: '10.0.0.5:15006' }\n", `register.address: "10.0.0.5:15006"`},
 		{"bad duration", "outbound: {}\ndefaults: { timeouts: { connect: soon } }\n", `defaults.timeouts.connect: invalid value "soon": want a duration`},
 		{"negative duration", "outbound: {}\ndefaults: { timeouts: { body_idle: -1s } }\n", "defaults.timeouts.body_idle: must be >= 0"},
 		{"service duration", "outbound: {}\nservices: { s: { endpoints: [127.0.0.1:1], timeouts: { per_try: -2s } } }\n", "services.s.timeouts.per_try: must be >= 0"},
