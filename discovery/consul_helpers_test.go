@@ -2,6 +2,7 @@ package discovery
 
 import (
 	"context"
+	"errors"
 	"io"
 	"log/slog"
 	"os"
@@ -104,4 +105,24 @@ func hasAddrs(want ...string) func(*Snapshot) bool {
 		}
 		return true
 	}
+}
+
+// runRegistrar runs a registrar for reg, always ready, until the test ends;
+// Run must then return context.Canceled.
+func runRegistrar(t *testing.T, c *Consul, reg Registration) *Registrar {
+	t.Helper()
+	r, err := c.NewRegistrar(reg, func() error { return nil })
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	runDone := make(chan error, 1)
+	go func() { runDone <- r.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-runDone; !errors.Is(err, context.Canceled) {
+			t.Errorf("Run returned %v", err)
+		}
+	})
+	return r
 }

@@ -150,19 +150,7 @@ func TestConsulOutageKeepsSnapshotAndResumes(t *testing.T) {
 	svc, _ := c.Service("api")
 	before, _ := waitSnapshot(t, svc, 5*time.Second, "two instances", hasAddrs("127.0.0.1:9001", "127.0.0.1:9002"))
 
-	reg, err := c.NewRegistrar(Registration{Name: "self", ID: "self-1", Address: "127.0.0.1", Port: 7000, TTL: 3 * time.Second}, func() error { return nil })
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	runDone := make(chan error, 1)
-	go func() { runDone <- reg.Run(ctx) }()
-	defer func() {
-		cancel()
-		if err := <-runDone; !errors.Is(err, context.Canceled) {
-			t.Errorf("Run returned %v", err)
-		}
-	}()
+	reg := runRegistrar(t, c, Registration{Name: "self", ID: "self-1", Address: "127.0.0.1", Port: 7000, TTL: 3 * time.Second})
 	self, _ := c.Service("self")
 	waitSnapshot(t, self, 5*time.Second, "self registered", hasAddrs("127.0.0.1:7000"))
 	waitUntil(t, 5*time.Second, "first registration complete", func() bool { return reg.Stats().Registrations == 1 })
