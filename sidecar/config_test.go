@@ -98,6 +98,11 @@ func TestParseConfigErrors(t *testing.T) {
 		{"app host not a name", "inbound: { app: 'app?x:80' }\n", "inbound.app: invalid host"},
 		{"endpoint port 0", "outbound: {}\nservices: { files: { endpoints: ['127.0.0.1:0'] } }\n", "services.files.endpoints[0]: invalid port"},
 		{"duplicate endpoint", "outbound: {}\nservices: { files: { endpoints: [127.0.0.1:1, 127.0.0.1:1] } }\n", "services.files.endpoints[1]: 127.0.0.1:1 repeats endpoints[0]"},
+		// The same endpoint written two ways: one dial target, which two
+		// entries would give two breakers and twice its share of requests.
+		{"duplicate ipv6 endpoint", "outbound: {}\nservices: { files: { endpoints: ['[::1]:80', '[0:0::1]:80'] } }\n", "services.files.endpoints[1]: [0:0::1]:80 repeats endpoints[0] ([::1]:80)"},
+		{"duplicate mapped endpoint", "outbound: {}\nservices: { files: { endpoints: ['127.0.0.1:80', '[::ffff:127.0.0.1]:80'] } }\n", "services.files.endpoints[1]: [::ffff:127.0.0.1]:80 repeats endpoints[0] (127.0.0.1:80)"},
+		{"duplicate host name endpoint", "outbound: {}\nservices: { files: { endpoints: [localhost:80, LOCALHOST:80] } }\n", "services.files.endpoints[1]: LOCALHOST:80 repeats endpoints[0] (localhost:80)"},
 		{"bad listen", "outbound: { listen: 'localhost' }\n", "outbound.listen: invalid address"},
 		{"listen host name", "outbound: { listen: 'example.com:80' }\n", "outbound.listen: listen host"},
 		{"route to undefined service", "outbound: { routes: [ { host: a, service: nope } ] }\n", `outbound.routes[0].service: service "nope" is not defined`},

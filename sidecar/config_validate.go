@@ -75,10 +75,14 @@ func (c *Config) validate() ConfigErrors {
 			ep := strings.TrimSpace(ep)
 			if err := checkHostPort(ep, false); err != nil {
 				add(fmt.Sprintf("%s.endpoints[%d]", p, i), "%v", err)
-			} else if j, dup := seen[ep]; dup {
-				add(fmt.Sprintf("%s.endpoints[%d]", p, i), "%s repeats endpoints[%d]", ep, j)
+				continue
 			}
-			seen[ep] = i
+			k := dialhost.Key(ep)
+			if j, dup := seen[k]; dup {
+				add(fmt.Sprintf("%s.endpoints[%d]", p, i), "%s repeats endpoints[%d] (%s)", ep, j, strings.TrimSpace(s.Endpoints[j]))
+				continue
+			}
+			seen[k] = i
 		}
 		checkProtocol(p+".protocol", s.Protocol, add)
 		s.Settings.Normalize()

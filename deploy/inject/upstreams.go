@@ -160,7 +160,7 @@ func parseUpstream(entry string) (Upstream, error) {
 				if err := checkEndpoint(ep); err != nil {
 					return u, fmt.Errorf("option endpoints: %w", err)
 				}
-				if slices.Contains(u.Endpoints, ep) {
+				if slices.ContainsFunc(u.Endpoints, func(e string) bool { return dialhost.Key(e) == dialhost.Key(ep) }) {
 					return u, fmt.Errorf("option endpoints: %s is listed twice", ep)
 				}
 				u.Endpoints = append(u.Endpoints, ep)

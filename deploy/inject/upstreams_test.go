@@ -45,6 +45,9 @@ func TestParseUpstreams(t *testing.T) {
 		{in: "a protocol=h3", err: `unknown protocol "h3"`},
 		{in: "a endpoints=h:0", err: `invalid port in "h:0"`},
 		{in: "a endpoints=h:1,h:1", err: "h:1 is listed twice"},
+		// ferry's config refuses one endpoint written two ways; so must this.
+		{in: "a endpoints=[::1]:80,[0:0::1]:80", err: "[0:0::1]:80 is listed twice"},
+		{in: "a endpoints=H:1,h:1", err: "h:1 is listed twice"},
 		{in: "a weight=3", err: `unknown option "weight"`},
 		{in: "a tags", err: `option "tags": want key=value`},
 		{in: "a tags=", err: "option tags: empty value"},

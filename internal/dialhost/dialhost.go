@@ -1,10 +1,15 @@
 // Package dialhost holds ferry's one rule for the host part of an address
 // it will dial (a static endpoint, inbound.app, an endpoint the injector
-// writes into a config), so the config loader and the Kubernetes injector
-// accept exactly the same hosts.
+// writes into a config), and for when two such addresses are one, so the
+// config loader and the Kubernetes injector accept exactly the same hosts
+// and refuse the same repeats.
 package dialhost
 
-import "net/netip"
+import (
+	"net"
+	"net/netip"
+	"strings"
+)
 
 // Valid reports whether host can name something to dial: an IP address
 // (an IPv6 one with its zone, if any), or a host name Go's resolver looks
@@ -27,4 +32,22 @@ func Valid(host string) bool {
 		}
 	}
 	return true
+}
+
+// Key is what the host:port addr dials, for finding one endpoint written
+// twice: an IP address in one form ("[0:0::1]:80" is "[::1]:80", and
+// "[::ffff:127.0.0.1]:80" is "127.0.0.1:80", which Go dials for it), a
+// host name in lower case ("LOCALHOST:80" is "localhost:80"). An addr
+// that is not host:port is its own key.
+func Key(addr string) string {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return addr
+	}
+	if ip, err := netip.ParseAddr(host); err == nil {
+		host = ip.Unmap().String()
+	} else {
+		host = strings.ToLower(host)
+	}
+	return net.JoinHostPort(host, port)
 }

@@ -12,3 +12,29 @@ func TestValid(t *testing.T) {
 		}
 	}
 }
+
+func TestKey(t *testing.T) {
+	for _, same := range [][]string{
+		{"[::1]:80", "[0:0::1]:80", "[0000::0001]:80"},
+		{"127.0.0.1:80", "[::ffff:127.0.0.1]:80"},
+		{"localhost:80", "LOCALHOST:80", "LocalHost:80"},
+		{"[fe80::1%eth0]:80", "[FE80::1%eth0]:80"},
+	} {
+		for _, addr := range same[1:] {
+			if Key(addr) != Key(same[0]) {
+				t.Errorf("Key(%q) = %q, Key(%q) = %q: want the same", addr, Key(addr), same[0], Key(same[0]))
+			}
+		}
+	}
+	for _, pair := range [][2]string{
+		{"[::1]:80", "[::1]:81"},
+		{"[fe80::1%eth0]:80", "[fe80::1%eth1]:80"}, // zones name interfaces, and case matters in their names
+		{"[fe80::1%eth0]:80", "[fe80::1%ETH0]:80"},
+		{"127.0.0.1:80", "[::1]:80"},
+		{"localhost:80", "127.0.0.1:80"}, // what a name resolves to is not known here
+	} {
+		if Key(pair[0]) == Key(pair[1]) {
+			t.Errorf("Key(%q) = Key(%q) = %q: want them apart", pair[0], pair[1], Key(pair[0]))
+		}
+	}
+}
