@@ -67,7 +67,13 @@ services:
 // origin starts an upstream HTTP server (HTTP/1.1 and h2c) on loopback.
 func origin(t testing.TB, h http.Handler) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	return originOn(t, "127.0.0.1:0", h)
+}
+
+// originOn is origin listening at addr.
+func originOn(t testing.TB, addr string, h http.Handler) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -31,17 +31,7 @@ func TestIPv6Loopback(t *testing.T) {
 		got <- seen{r.Host, r.Header.Get("X-Forwarded-For"), r.Header.Get("X-Forwarded-Host"), n}
 		io.WriteString(w, "ok")
 	})
-	ln, err := net.Listen("tcp", "[::1]:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := new(http.Protocols)
-	p.SetHTTP1(true)
-	p.SetUnencryptedHTTP2(true)
-	srv := &http.Server{Handler: h, Protocols: p}
-	go srv.Serve(ln)
-	t.Cleanup(func() { srv.Close() })
-	up := ln.Addr().String()
+	up := originOn(t, "[::1]:0", h)
 
 	sc := startFerry(t, fmt.Sprintf(`
 admin: { listen: '[::1]:0' }

@@ -379,13 +379,25 @@ func (f *fastH1) awaitContinue(c *h1Conn, out *http.Request) (*http.Response, bo
 	}
 }
 
+// withoutZone drops the zone of an IPv6 endpoint ("[fe80::1%eth0]:80" ->
+// "[fe80::1]:80") for a Host header, as net/http does: the zone names an
+// interface of ferry's host, nothing the upstream knows.
+func withoutZone(hostport string) string {
+	i := strings.IndexByte(hostport, '%')
+	j := strings.IndexByte(hostport, ']')
+	if !strings.HasPrefix(hostport, "[") || i < 0 || j < i {
+		return hostport
+	}
+	return hostport[:i] + hostport[j:]
+}
+
 // writeHead writes the head of a request to an HTTP/1.1 upstream: its body
 // (if any, of out.ContentLength bytes) follows separately. Header order is
 // the map's: HTTP gives it no meaning across different field names.
 func writeHead(bw *bufio.Writer, out *http.Request) error {
 	host := out.Host
 	if host == "" {
-		host = out.URL.Host
+		host = withoutZone(out.URL.Host)
 	}
 	bw.WriteString(out.Method)
 	bw.WriteByte(' ')
