@@ -1,6 +1,10 @@
 package discovery
 
 import (
+	"context"
+	"io"
+	"net"
+	"sync"
 	"testing"
 	"time"
 
@@ -44,4 +48,60 @@ func TestRegistrarIPv6Address(t *testing.T) {
 	runRegistrar(t, c, Registration{Name: "self", ID: "self-v6", Address: "::1", Port: 7000})
 	self, _ := c.Service("self")
 	waitSnapshot(t, self, 5*time.Second, "self at [::1]:7000", hasAddrs("[::1]:7000"))
+}
+
+// The injector sets CONSUL_HTTP_ADDR to $(HOST_IP):8500, which kubelet
+// expands as text: on a node with an IPv6 address it reads
+// "fd00::2:8500", no brackets. ferry reads that as the address and port it
+// must be (the address alone could not be dialled: there is no port), and
+// reaches the agent.
+func TestConsulEnvAddressIPv6WithoutBrackets(t *testing.T) {
+	agent := consultest.Start(t)
+	ln, err := net.Listen("tcp", "[::1]:0")
+	if err != nil {
+		t.Skipf("no IPv6 loopback: %v", err)
+	}
+	relayTo(t, ln, agent.HTTPAddr)
+	registerTTL(t, agent.Client(), "api", "api-1", 9001, api.HealthPassing)
+	_, port, _ := net.SplitHostPort(ln.Addr().String())
+	t.Setenv("CONSUL_HTTP_ADDR", "::1:"+port)
+
+	c, err := NewConsul(context.Background(), ConsulConfig{WaitTime: time.Second}, ConsulOptions{Logger: testLogger()})
+	if err != nil {
+		t.Fatalf("NewConsul: %v", err)
+	}
+	t.Cleanup(func() { c.Close() })
+	svc, _ := c.Service("api")
+	waitSnapshot(t, svc, 5*time.Second, "api through [::1]:"+port, hasAddrs("127.0.0.1:9001"))
+}
+
+// relayTo copies every connection ln accepts to and from addr, until the
+// test ends.
+func relayTo(t *testing.T, ln net.Listener, addr string) {
+	var wg sync.WaitGroup
+	t.Cleanup(func() {
+		ln.Close()
+		wg.Wait()
+	})
+	wg.Go(func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			wg.Go(func() {
+				defer c.Close()
+				u, err := net.Dial("tcp", addr)
+				if err != nil {
+					return
+				}
+				defer u.Close()
+				wg.Go(func() {
+					io.Copy(u, c)
+					u.(*net.TCPConn).CloseWrite()
+				})
+				io.Copy(c, u)
+			})
+		}
+	})
 }
