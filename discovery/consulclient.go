@@ -11,7 +11,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"net/netip"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -20,6 +19,8 @@ import (
 	"strings"
 	"sync/atomic"
 	"time"
+
+	"github.com/ferrymesh/ferry/internal/dialhost"
 )
 
 // ferry's own client for the four Consul HTTP API calls it makes (health of
@@ -228,39 +229,15 @@ func newConsulClient(cfg, env consulClientConfig) (*consulClient, error) {
 			if host, prefix, ok := strings.Cut(rest, "/"); ok {
 				c.host, c.pathPrefix = host, "/"+prefix
 			}
-			c.host = bracketIPv6(c.host)
+			c.host = dialhost.Bracket(c.host)
 		}
 	} else {
-		c.host = bracketIPv6(c.host)
+		c.host = dialhost.Bracket(c.host)
 	}
 	if c.token, err = resolveConsulToken(cfg, env); err != nil {
 		return nil, err
 	}
 	return c, nil
-}
-
-// bracketIPv6 reads "fd00::2:8500", an IPv6 address and a port without
-// the brackets between them, as "[fd00::2]:8500". The injector's
-// CONSUL_HTTP_ADDR, $(HOST_IP):8500, reads so once kubelet puts a node's
-// IPv6 address in it. Read whole, as an address alone, it would have no
-// port; any other text is returned as it is.
-func bracketIPv6(hostport string) string {
-	if _, _, err := net.SplitHostPort(hostport); err == nil {
-		return hostport
-	}
-	i := strings.LastIndexByte(hostport, ':')
-	if i < 0 {
-		return hostport
-	}
-	host, port := hostport[:i], hostport[i+1:]
-	ip, err := netip.ParseAddr(host)
-	if err != nil || !ip.Is6() {
-		return hostport
-	}
-	if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 || port[0] == '0' || port[0] == '+' {
-		return hostport
-	}
-	return net.JoinHostPort(host, port)
 }
 
 // sameCluster reports whether c and o ask the same agent for the same

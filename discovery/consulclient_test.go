@@ -336,22 +336,3 @@ func testConsulClient(t *testing.T, c ConsulConfig) *consulClient {
 	return cl
 }
 
-func TestBracketIPv6(t *testing.T) {
-	for in, want := range map[string]string{
-		"fd00::2:8500":      "[fd00::2]:8500",
-		"::1:8500":          "[::1]:8500",
-		"fe80::1%eth0:8500": "[fe80::1%eth0]:8500",
-		"[fd00::2]:8500":    "[fd00::2]:8500",
-		"localhost:8500":    "localhost:8500",
-		"10.0.0.2:8500":     "10.0.0.2:8500",
-		"fd00::2":           "fd00::2",       // "fd00:" is no address: left for the request to fail on
-		"fd00::2:0":         "fd00::2:0",     // no port 0
-		"fd00::2:08500":     "fd00::2:08500", // nor one with a leading zero
-		"fd00::2:99999":     "fd00::2:99999",
-		"10.0.0.2":          "10.0.0.2",
-	} {
-		if got := bracketIPv6(in); got != want {
-			t.Errorf("bracketIPv6(%q) = %q, want %q", in, got, want)
-		}
-	}
-}

@@ -7,6 +7,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/ferrymesh/ferry/internal/dialhost"
 )
 
 // Config is the `telemetry:` section of ferry's config file. Every field is
@@ -341,7 +343,7 @@ func pickMillis(cfgVal time.Duration, cfgKey string, getenv func(string) string,
 // parseEndpoint checks an OTLP endpoint URL. A base URL for http/protobuf
 // gets "/v1/traces" appended.
 func parseEndpoint(raw, proto string, base bool) (*url.URL, error) {
-	u, err := url.Parse(strings.TrimSpace(raw))
+	u, err := url.Parse(bracketHost(strings.TrimSpace(raw)))
 	if err != nil {
 		return nil, fmt.Errorf("invalid URL %q: %w", raw, err)
 	}
@@ -360,6 +362,25 @@ func parseEndpoint(raw, proto string, base bool) (*url.URL, error) {
 		u.Path = strings.TrimSuffix(u.Path, "/") + "/v1/traces"
 	}
 	return u, nil
+}
+
+// bracketHost puts brackets around an IPv6 address written with its port
+// and without them ("http://fd00::2:4318", what the injector's
+// http://$(HOST_IP):4318 becomes on an IPv6 node); any other text is
+// returned as it is.
+func bracketHost(raw string) string {
+	scheme, rest, ok := strings.Cut(raw, "://")
+	if !ok {
+		return raw
+	}
+	host, path, _ := strings.Cut(rest, "/")
+	if b := dialhost.Bracket(host); b != host {
+		raw = scheme + "://" + b
+		if len(host) < len(rest) {
+			raw += "/" + path
+		}
+	}
+	return raw
 }
 
 // parseResourceAttributes parses the OTEL_RESOURCE_ATTRIBUTES format:

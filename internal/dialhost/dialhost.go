@@ -8,6 +8,7 @@ package dialhost
 import (
 	"net"
 	"net/netip"
+	"strconv"
 	"strings"
 )
 
@@ -48,6 +49,31 @@ func Key(addr string) string {
 		host = ip.Unmap().String()
 	} else {
 		host = strings.ToLower(host)
+	}
+	return net.JoinHostPort(host, port)
+}
+
+// Bracket reads "fd00::2:8500", an IPv6 address and a port without
+// the brackets between them, as "[fd00::2]:8500". The injector's
+// CONSUL_HTTP_ADDR, $(HOST_IP):8500, and an OTel endpoint written
+// http://$(HOST_IP):4318 read so once kubelet puts a node's IPv6 address
+// in them. Read whole, as an address alone, it would have no
+// port; any other text is returned as it is.
+func Bracket(hostport string) string {
+	if _, _, err := net.SplitHostPort(hostport); err == nil {
+		return hostport
+	}
+	i := strings.LastIndexByte(hostport, ':')
+	if i < 0 {
+		return hostport
+	}
+	host, port := hostport[:i], hostport[i+1:]
+	ip, err := netip.ParseAddr(host)
+	if err != nil || !ip.Is6() {
+		return hostport
+	}
+	if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 || port[0] == '0' || port[0] == '+' {
+		return hostport
 	}
 	return net.JoinHostPort(host, port)
 }

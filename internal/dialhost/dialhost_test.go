@@ -38,3 +38,23 @@ func TestKey(t *testing.T) {
 		}
 	}
 }
+
+func TestBracket(t *testing.T) {
+	for in, want := range map[string]string{
+		"fd00::2:8500":      "[fd00::2]:8500",
+		"::1:8500":          "[::1]:8500",
+		"fe80::1%eth0:8500": "[fe80::1%eth0]:8500",
+		"[fd00::2]:8500":    "[fd00::2]:8500",
+		"localhost:8500":    "localhost:8500",
+		"10.0.0.2:8500":     "10.0.0.2:8500",
+		"fd00::2":           "fd00::2",       // "fd00:" is no address: left for the request to fail on
+		"fd00::2:0":         "fd00::2:0",     // no port 0
+		"fd00::2:08500":     "fd00::2:08500", // nor one with a leading zero
+		"fd00::2:99999":     "fd00::2:99999",
+		"10.0.0.2":          "10.0.0.2",
+	} {
+		if got := Bracket(in); got != want {
+			t.Errorf("Bracket(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
