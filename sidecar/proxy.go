@@ -569,7 +569,14 @@ func (p *Proxy) try(ctx context.Context, w http.ResponseWriter, r *http.Request,
 	}
 	rt := up.transportFor(r, upgrade != "")
 	_, own := rt.(*fastH1)
-	out := p.outgoing(actx, w, r, addr, upgrade, body, own, x.lane)
+	informed := w // the writer the upstream's 1xx answers go to
+	if r.ProtoMajor == 1 && r.ProtoMinor == 0 {
+		// HTTP/1.0 has no interim answers (RFC 9110 section 15.2): such
+		// a caller would read a 103 as the response, the final one as
+		// its body.
+		informed = nil
+	}
+	out := p.outgoing(actx, informed, r, addr, upgrade, body, own, x.lane)
 	a := x.q.StartAttempt(out, info)
 	// The upstream gets a new trace context whose parent is this
 	// attempt's client span, never the caller's headers passed through.
@@ -584,7 +591,7 @@ func (p *Proxy) try(ctx context.Context, w http.ResponseWriter, r *http.Request,
 	if own {
 		res, err = rt.RoundTrip(out)
 	} else {
-		res, err = roundTripInformed(rt, out, w)
+		res, err = roundTripInformed(rt, out, informed)
 	}
 	if err == nil && (res.StatusCode < 100 || res.StatusCode > 999) {
 		// net/http's transports take such a status for a final answer,
@@ -629,7 +636,8 @@ func sleepCtx(ctx context.Context, d time.Duration) bool {
 // without one (never chunked); a body of unknown length goes chunked;
 // trailers follow the body. own says ferry's HTTP/1.1 client (fastH1)
 // carries it, which takes the 1xx hook from the lane exchange le (nil when
-// the request is not the lane's) or the context directly.
+// the request is not the lane's) or the context directly; w is the writer
+// 1xx answers are relayed to, nil for none.
 func (p *Proxy) outgoing(ctx context.Context, w http.ResponseWriter, r *http.Request, addr, upgrade string, body *requestBody, own bool, le *laneExchange) *http.Request {
 	// 1xx informational responses (103 Early Hints) pass through. 100
 	// Continue is not forwarded here: the server sends it to the caller
@@ -637,6 +645,7 @@ func (p *Proxy) outgoing(ctx context.Context, w http.ResponseWriter, r *http.Req
 	// upstream sent its own 100.
 	// (net/http's transports get theirs in try, see roundTripInformed.)
 	switch {
+	case w == nil:
 	case own && le != nil:
 		le.inform = w
 	case own:
