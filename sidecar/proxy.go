@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptrace"
 	"net/textproto"
@@ -877,8 +878,9 @@ func (p *Proxy) respond(w http.ResponseWriter, res *http.Response, idle *idleTim
 	rc := http.NewResponseController(w)
 	var result relayResult
 	spliced := false
+	dst := callerSocket(w, res.Request)
 	if sb != nil {
-		result, spliced = sb.spliceTo(w, idle)
+		result, spliced = sb.spliceTo(w, dst, idle)
 	}
 	if !spliced {
 		if buf == nil {
@@ -886,7 +888,7 @@ func (p *Proxy) respond(w http.ResponseWriter, res *http.Response, idle *idleTim
 			defer bufPool.Put(bp)
 			buf = *bp
 		}
-		result = relay(w, rc, res.Body, idle, buf, st.first)
+		result = relay(w, rc, res.Body, dst, idle, buf, st.first)
 	}
 	if result.readErr == nil && result.writeErr == nil {
 		dropForbiddenTrailers(res.Trailer) // as a caller's are
@@ -895,6 +897,24 @@ func (p *Proxy) respond(w http.ResponseWriter, res *http.Response, idle *idleTim
 		}
 	}
 	return result
+}
+
+// callerSocket returns the caller's socket behind w, for the request
+// out (made from the caller's): the connection ferry answers on itself,
+// or one net/http serves after the lane handed it over; nil for any other
+// (an HTTP/2 caller's, whose flow control paces the relay's writes).
+func callerSocket(w http.ResponseWriter, out *http.Request) *net.TCPConn {
+	if cw, ok := w.(*connWriter); ok {
+		return cw.tc
+	}
+	if out == nil {
+		return nil
+	}
+	if pc, ok := out.Context().Value(handedConnKey{}).(*prefixConn); ok {
+		tc, _ := pc.Conn.(*net.TCPConn)
+		return tc
+	}
+	return nil
 }
 
 // lengthFollows reports whether a body of the response's Content-Length

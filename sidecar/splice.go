@@ -36,8 +36,8 @@ const (
 	// below it the splice set-up costs more than the copy saves.
 	spliceMin = 64 << 10
 	// spliceSegment is how much one ReadFrom moves. The body idle timer is
-	// fed between segments, so on this path body_idle means "less than a
-	// segment moved within body_idle".
+	// fed between segments, and while one moves it asks the kernel whether
+	// bytes went through the source socket (idleTimer.watchMove).
 	spliceSegment = 1 << 20
 	// poolIdleTimeout drops pooled upstream connections idle this long.
 	poolIdleTimeout = 90 * time.Second
@@ -856,8 +856,9 @@ func (e *errSplice) Unwrap() error { return e.err }
 
 // spliceTo relays the body to w kernel to kernel when it can: a body of
 // known length of at least spliceMin still to come, and a w that can read
-// from a socket. It reports false when it did nothing.
-func (b *spliceBody) spliceTo(w http.ResponseWriter, idle *idleTimer) (relayResult, bool) {
+// from a socket. dst is w's socket (nil when not known), which the idle
+// timer watches with the upstream's. It reports false when it did nothing.
+func (b *spliceBody) spliceTo(w http.ResponseWriter, dst *net.TCPConn, idle *idleTimer) (relayResult, bool) {
 	rf, ok := w.(io.ReaderFrom)
 	if !ok || b.remaining < spliceMin {
 		return relayResult{}, false
@@ -876,6 +877,10 @@ func (b *spliceBody) spliceTo(w http.ResponseWriter, idle *idleTimer) (relayResu
 	}
 	left := b.remaining - res.n
 	b.bySplice = left > 0
+	if left > 0 {
+		idle.watchMove(moveDown, b.c.tc, dst)
+		defer idle.unwatchMove(moveDown)
+	}
 	for left > 0 {
 		seg := min(left, spliceSegment)
 		n, err := rf.ReadFrom(&io.LimitedReader{R: b.c.tc, N: seg})

@@ -3,6 +3,7 @@ package sidecar
 import (
 	"context"
 	"io"
+	"net"
 	"net/http"
 	"sync"
 	"sync/atomic"
@@ -38,6 +39,33 @@ type idleTimer struct {
 	// may still answer. firstCut says it did.
 	first    io.Closer
 	firstCut bool
+	// moves are the kernel-to-kernel body moves in progress (see
+	// watchMove), by direction: a move reports nothing until a segment
+	// ends, so the timer asks the kernel whether bytes moved meanwhile.
+	moves [2]moveWatch
+}
+
+// Directions of a body move, indexing idleTimer.moves.
+const (
+	moveDown = iota // the response body, upstream to caller
+	moveUp          // the request body, caller to upstream
+)
+
+// moveWatch is one kernel-to-kernel move the idle timer looks into: the
+// sockets it moves bytes between, and what they had moved when the timer
+// last looked (see socketFlow). Bytes arriving at src, taken from its
+// queue, or acknowledged by dst's peer are activity: one side sending, the
+// other reading. (The move's pipe holds up to a segment: while it writes
+// that out to a slow reader, src does not change.)
+type moveWatch struct {
+	src, dst         *net.TCPConn // dst nil: not known
+	srcSeen, dstSeen flow
+}
+
+// flow is what a socket moved so far (see socketFlow).
+type flow struct {
+	received, acked uint64
+	queued          int
 }
 
 func newIdleTimer(reused bool) *idleTimer {
@@ -64,6 +92,7 @@ func (it *idleTimer) begin(d time.Duration, cancel context.CancelCauseFunc) {
 	it.responding.Store(false)
 	it.mu.Lock()
 	it.d, it.cancel = d, cancel
+	it.moves = [2]moveWatch{}
 	it.lt.armBy(monoAdd(now, d))
 	it.mu.Unlock()
 }
@@ -86,6 +115,14 @@ func (it *idleTimer) fire() {
 		it.mu.Unlock()
 		return
 	}
+	if it.moved() {
+		// A segment still moving moved bytes since the last look:
+		// the body is not idle, whatever its slow pace.
+		it.last.Store(now)
+		it.lt.armBy(monoAdd(now, it.d))
+		it.mu.Unlock()
+		return
+	}
 	if c := it.first; c != nil {
 		// The attempt goes, the exchange stays: its idle time starts
 		// again for whatever comes next (a retry, or its failure).
@@ -99,6 +136,66 @@ func (it *idleTimer) fire() {
 	it.cancel = nil
 	it.mu.Unlock()
 	cancel(errBodyIdle)
+}
+
+// moved reports whether a body move in progress moved bytes (see
+// moveWatch) since the timer last looked (called with mu held).
+func (it *idleTimer) moved() bool {
+	moved := false
+	for i := range it.moves {
+		m := &it.moves[i]
+		if m.src != nil {
+			if f, ok := socketFlow(m.src); ok && f != m.srcSeen {
+				m.srcSeen, moved = f, true
+			}
+		}
+		if m.dst != nil {
+			if f, ok := socketFlow(m.dst); ok && f.acked != m.dstSeen.acked {
+				m.dstSeen, moved = f, true
+			}
+		}
+	}
+	return moved
+}
+
+// watchMove makes the timer, while one direction's body moves from src to
+// dst (either nil when not known), take bytes moving through them for
+// activity. A kernel-to-kernel move touches the timer only once a segment
+// (up to spliceSegment bytes) ended, and a write to a slow reader returns
+// only once the kernel has room for much of it (see relay): a slow but
+// steady body can take longer than body_idle to do either. Where the
+// kernel does not count a socket's bytes, those alone keep the timer.
+func (it *idleTimer) watchMove(dir int, src, dst *net.TCPConn) {
+	if it == nil {
+		return
+	}
+	var m moveWatch
+	var ok bool
+	if src != nil {
+		if m.srcSeen, ok = socketFlow(src); ok {
+			m.src = src
+		}
+	}
+	if dst != nil {
+		if m.dstSeen, ok = socketFlow(dst); ok {
+			m.dst = dst
+		}
+	}
+	if m.src == nil && m.dst == nil {
+		return
+	}
+	it.mu.Lock()
+	it.moves[dir] = m
+	it.mu.Unlock()
+}
+
+// unwatchMove ends watchMove.
+func (it *idleTimer) unwatchMove(dir int) {
+	if it != nil {
+		it.mu.Lock()
+		it.moves[dir] = moveWatch{}
+		it.mu.Unlock()
+	}
 }
 
 // guardFirst makes the timer, while the first byte of a response body is
@@ -367,22 +464,41 @@ func readFirst(src io.Reader, buf []byte) (int, error) {
 	}
 }
 
+// relayWatchAfter is how much of a body relay passes on before the idle
+// timer watches the caller's socket: less fits the socket's buffers, and
+// a small response pays no system call for the watch.
+const relayWatchAfter = 256 << 10
+
 // relay copies a response body to the caller through a pooled buffer and
 // flushes after every write, so each piece reaches the caller as soon as the
 // upstream sent it: event streams, gRPC messages and the first bytes of a
 // slow download alike. A flush with nothing buffered costs nothing, and
 // writes of more than the server's small write buffer bypass it anyway, so
 // bulk transfers pay no extra system calls. buf is the relay's buffer, of
-// which the first nr bytes were read from src already.
-func relay(w http.ResponseWriter, rc *http.ResponseController, src io.Reader, idle *idleTimer, buf []byte, nr int) relayResult {
+// which the first nr bytes were read from src already. dst is w's socket
+// (nil when not known): once the body is large enough to fill its buffers,
+// the idle timer watches it (see watchMove), as a write to a slow reader
+// waits until the kernel has room for much of it, longer than the reader
+// takes to read any one byte.
+func relay(w http.ResponseWriter, rc *http.ResponseController, src io.Reader, dst *net.TCPConn, idle *idleTimer, buf []byte, nr int) relayResult {
 	var res relayResult
 	var rerr error
+	watched := false
+	defer func() {
+		if watched {
+			idle.unwatchMove(moveDown)
+		}
+	}()
 	for {
 		if nr == 0 {
 			nr, rerr = src.Read(buf)
 		}
 		if nr > 0 {
 			idle.touch()
+			if !watched && res.n >= relayWatchAfter && dst != nil && idle != nil {
+				idle.watchMove(moveDown, nil, dst)
+				watched = true
+			}
 			nw, werr := w.Write(buf[:nr])
 			res.n += int64(nw)
 			if werr == nil && nw < nr {
