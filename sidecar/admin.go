@@ -17,7 +17,8 @@ import (
 // adminHandler serves the operator endpoints:
 //
 //	/live       200 while the process runs
-//	/ready      200 once every listener is up, 503 before that and while draining
+//	/ready      200 once every listener is up and every routed service had Consul's first
+//	            answer; 503, saying why, before that and while draining
 //	/upstreams  JSON: every service a route leads to, its source, staleness, Consul index, and each
 //	            endpoint's breaker, ejection and in-flight state
 //	/metrics    Prometheus text, or OpenMetrics with exemplars when asked
@@ -36,9 +37,9 @@ func (s *Sidecar) adminHandler() http.Handler {
 	})
 	mux.HandleFunc("GET /ready", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-		if !s.Ready() {
+		if why := s.notReady(); why != "" {
 			w.WriteHeader(http.StatusServiceUnavailable)
-			w.Write([]byte("not ready\n"))
+			w.Write([]byte("not ready: " + why + "\n"))
 			return
 		}
 		w.Write([]byte("ready\n"))

@@ -152,8 +152,8 @@ func TestReadmeConfigRuns(t *testing.T) {
 	if route.Host != "" {
 		req.Host = route.Host
 	}
-	// Consul's answer may reach ferry after /ready: poll until the
-	// instance answers.
+	// /ready waited for Consul's first answer, but the instance's check
+	// may pass after it: poll until the instance answers.
 	var last string
 	for deadline := time.Now().Add(10 * time.Second); ; {
 		res, err := http.DefaultClient.Do(req)

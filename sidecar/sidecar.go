@@ -49,9 +49,13 @@ type Sidecar struct {
 
 	servers []*listener // outbound, inbound, then admin
 	started atomic.Bool
-	ready   atomic.Bool
-	stop    sync.Once
-	stopErr error // Shutdown's result, for every call
+	ready   atomic.Bool // listening and not draining
+	// resolved is set once a generation in force had every service
+	// resolved (Consul's first answer each); it stays set, since neither
+	// a Consul outage nor a reload takes a snapshot back to unresolved.
+	resolved atomic.Bool
+	stop     sync.Once
+	stopErr  error // Shutdown's result, for every call
 
 	// life orders Start, a reload's swap and Shutdown: once stopping is
 	// set, nothing starts serving and no generation is swapped in.
@@ -215,14 +219,67 @@ func (s *Sidecar) Start() error {
 		go s.registrar.Run(s.bg)
 		s.registrar.Refresh()
 	}
+	if s.notReady() != "" {
+		go s.awaitResolved()
+	}
 	return nil
 }
 
-// readiness is the registration check: ferry serving and not draining, and
-// the local application accepting connections.
+// notReady says why ferry is not ready, or "" when it is: listening, not
+// draining, and every service a route leads to resolved once.
+func (s *Sidecar) notReady() string {
+	if !s.ready.Load() {
+		if s.started.Load() {
+			return "draining"
+		}
+		return "starting"
+	}
+	if s.resolved.Load() {
+		return ""
+	}
+	if pending := s.state.Load().pending(); len(pending) > 0 {
+		return "waiting for Consul's first answer for " + strings.Join(pending, "; ")
+	}
+	s.resolved.Store(true)
+	return ""
+}
+
+// awaitResolved waits until the generation in force has every service
+// resolved, then logs that ferry is ready and has its Consul
+// registration's check say so at once. It returns early when ferry shuts
+// down.
+func (s *Sidecar) awaitResolved() {
+	s.log.Info("listening; not ready until Consul's first answer for every routed service", "waiting_for", s.notReady())
+	for {
+		st := s.state.Load()
+		// A reload may retire st before it resolves: wait on the one
+		// that replaced it then.
+		ctx, cancel := context.WithCancel(s.bg)
+		stop := context.AfterFunc(st.ctx, cancel)
+		err := st.waitResolved(ctx)
+		stop()
+		cancel()
+		if err == nil {
+			s.resolved.Store(true)
+			if s.ready.Load() {
+				s.log.Info("ready: every routed service resolved")
+			}
+			if s.registrar != nil {
+				s.registrar.Refresh()
+			}
+			return
+		}
+		if s.state.Load() == st {
+			return // closed with no successor, or shut down: nothing to report
+		}
+	}
+}
+
+// readiness is the registration check: ferry serving and not draining, its
+// upstreams resolved, and the local application accepting connections.
 func (s *Sidecar) readiness() error {
-	if !s.Ready() {
-		return errors.New("ferry is not ready (starting or draining)")
+	if why := s.notReady(); why != "" {
+		return errors.New("ferry: " + why)
 	}
 	if in := s.config().Inbound; in != nil {
 		c, err := net.DialTimeout("tcp", in.App, time.Second)
@@ -261,8 +318,11 @@ func (s *Sidecar) Addr(name string) string {
 	return ""
 }
 
-// Ready reports whether every listener is up and the sidecar is not draining.
-func (s *Sidecar) Ready() bool { return s.ready.Load() }
+// Ready reports whether every listener is up, the sidecar is not draining,
+// and every service a route leads to had its first answer from Consul
+// (static services have theirs from the start). Once they did, a Consul
+// outage does not make ferry unready: the last endpoints keep serving.
+func (s *Sidecar) Ready() bool { return s.notReady() == "" }
 
 // Run starts the sidecar, serves until ctx ends, then drains: it keeps
 // serving for shutdown.delay, then lets in-flight exchanges finish for up

@@ -169,6 +169,24 @@ func (st *state) waitResolved(ctx context.Context) error {
 	}
 }
 
+// pending lists the services of st not resolved yet, each with the
+// reason its resolver gives, in name order.
+func (st *state) pending() []string {
+	var out []string
+	for name, up := range st.upstreams {
+		snap := up.svc.Snapshot()
+		if snap.Ready {
+			continue
+		}
+		if snap.Err != "" {
+			name += " (" + snap.Err + ")"
+		}
+		out = append(out, name)
+	}
+	sort.Strings(out)
+	return out
+}
+
 // warnUnused logs a service no outbound route leads to: it is neither
 // resolved nor watched, and usually a typo in a route or a leftover.
 func warnUnused(log *slog.Logger, name string) {
