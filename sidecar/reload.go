@@ -105,7 +105,8 @@ func (s *Sidecar) ReloadFile(ctx context.Context, path string) error {
 // survives editors' rename-on-save and Kubernetes' ConfigMap symlink swaps
 // alike. A bad new config is logged and the one in force kept; it is not
 // tried again until the file changes, unless it was rejected for a
-// transient reason. It returns when ctx ends.
+// transient reason. A file that cannot be read is logged, once until it
+// reads again or fails differently. It returns when ctx ends.
 func (s *Sidecar) WatchConfigFile(ctx context.Context, path string, interval time.Duration, loaded []byte) {
 	s.fileMu.Lock()
 	if s.fileTried == nil {
@@ -114,6 +115,7 @@ func (s *Sidecar) WatchConfigFile(ctx context.Context, path string, interval tim
 	s.fileMu.Unlock()
 	t := time.NewTicker(interval)
 	defer t.Stop()
+	var readErr string // the read error last logged; "" while the file reads
 	for {
 		select {
 		case <-ctx.Done():
@@ -122,7 +124,16 @@ func (s *Sidecar) WatchConfigFile(ctx context.Context, path string, interval tim
 		}
 		cur, err := os.ReadFile(path)
 		if err != nil {
+			// Logged once per error, not once per poll.
+			if msg := err.Error(); msg != readErr {
+				readErr = msg
+				s.log.Error("config file unreadable; keeping the config in force and watching it", "file", path, "error", msg)
+			}
 			continue
+		}
+		if readErr != "" {
+			readErr = ""
+			s.log.Info("config file readable again", "file", path)
 		}
 		s.fileMu.Lock()
 		if bytes.Equal(cur, s.fileTried) {
