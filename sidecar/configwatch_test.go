@@ -58,3 +58,36 @@ func TestWatchConfigFileLogsUnreadableFile(t *testing.T) {
 		t.Fatalf("the log does not name the file %s:\n%s", path, out)
 	}
 }
+
+// A rejected reload shows in /metrics, so an alert can catch a config
+// change that never applied (ferry keeps serving the config in force, and
+// the log line that says why is easy to miss): ferry_config_reloads_total
+// by result, and ferry_config_last_reload_successful (1 until a try of
+// the file fails, 0 until one applies).
+func TestReloadResultInMetrics(t *testing.T) {
+	a := origin(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "a") }))
+	sc := startFerry(t, reloadConfig(a, ""))
+	path := filepath.Join(t.TempDir(), "ferry.yaml")
+	want := func(when string, lines ...string) {
+		t.Helper()
+		body := metricsText(sc)
+		for _, l := range lines {
+			if !strings.Contains(body, "\n"+l+"\n") {
+				t.Errorf("%s: /metrics has no line %q; its ferry_config_ lines:\n%s", when, l, grepLines(body, "ferry_config_"))
+			}
+		}
+	}
+	want("at start", "ferry_config_last_reload_successful 1")
+
+	os.WriteFile(path, []byte(reloadConfig("nohost", "")), 0o600)
+	if err := sc.ReloadFile(context.Background(), path); err == nil {
+		t.Fatal("a config with an invalid endpoint applied")
+	}
+	want("after a rejected reload", `ferry_config_reloads_total{result="rejected"} 1`, "ferry_config_last_reload_successful 0")
+
+	os.WriteFile(path, []byte(reloadConfig(a, "# changed\n")), 0o600)
+	if err := sc.ReloadFile(context.Background(), path); err != nil {
+		t.Fatal(err)
+	}
+	want("after an applied reload", `ferry_config_reloads_total{result="applied"} 1`, `ferry_config_reloads_total{result="rejected"} 1`, "ferry_config_last_reload_successful 1")
+}

@@ -92,6 +92,7 @@ func (s *Sidecar) Reload(ctx context.Context, cfg *Config) error {
 func (s *Sidecar) ReloadFile(ctx context.Context, path string) error {
 	data, cfg, err := readConfigFile(path)
 	if data == nil {
+		s.tel.Metrics().ConfigReload(false)
 		return err
 	}
 	s.fileMu.Lock()
@@ -179,6 +180,10 @@ func (s *Sidecar) tryFileLocked(ctx context.Context, path string, data []byte, c
 	if err == nil {
 		err = s.Reload(ctx, cfg)
 	}
+	if errors.Is(err, errShutDown) {
+		return err // not a verdict on the file
+	}
+	s.tel.Metrics().ConfigReload(err == nil)
 	if err == nil {
 		s.retryDelay = 0
 		return nil

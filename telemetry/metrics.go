@@ -80,6 +80,8 @@ type Metrics struct {
 	breakerTransition *family
 	ejections         *family
 	watchErrors       *family
+	reloads           *family
+	reloadOK          *family
 
 	snapshots sync.Map // service -> time.Time of the last snapshot
 	labels    requestMetricLabels
@@ -111,6 +113,9 @@ func newMetrics(res *resource.Resource, q *spanQueue) (*Metrics, error) {
 		"Circuit breaker state changes, by service and new state.", "service", "to")
 	m.ejections = r.counter("ferry_ejections", "Endpoints ejected as outliers, by service.", "service")
 	m.watchErrors = r.counter("ferry_consul_watch_errors", "Failed Consul watch queries, by service.", "service")
+	m.reloads = r.counter("ferry_config_reloads", "Config file reloads tried (SIGHUP, a changed file, a retry), by result: applied or rejected.", "result")
+	m.reloadOK = r.gauge("ferry_config_last_reload_successful", "1 while the config file's last reload applied (or none was tried), 0 while it was rejected and the config in force is older than the file.")
+	m.reloadOK.with().set(1)
 	r.collected("ferry_consul_snapshot_age_seconds",
 		"Seconds the endpoint snapshot ferry routes with has gone unconfirmed by Consul, by service: 0 while its watch waits on an agent that answers, growing from the last answer while queries fail.", kindGauge,
 		func(emit func(float64, ...string)) {
@@ -315,4 +320,14 @@ func (m *Metrics) ForgetService(service string) {
 // WatchError counts a failed Consul watch query for service.
 func (m *Metrics) WatchError(service string) {
 	m.watchErrors.with(service).add(1)
+}
+
+// ConfigReload counts a reload of the config file, applied or rejected.
+func (m *Metrics) ConfigReload(applied bool) {
+	result, ok := "rejected", int64(0)
+	if applied {
+		result, ok = "applied", 1
+	}
+	m.reloads.with(result).add(1)
+	m.reloadOK.with().set(ok)
 }
