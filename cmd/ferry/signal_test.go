@@ -205,16 +205,7 @@ func TestSecondSignalEndsTheDrain(t *testing.T) {
 		entered <- struct{}{}
 		<-release
 	}))
-	cfg := fmt.Sprintf(`
-admin: { listen: 127.0.0.1:0 }
-outbound:
-  listen: 127.0.0.1:0
-  routes: [ { service: svc } ]
-services:
-  svc: { endpoints: [%s] }
-telemetry: { access_log: "off" }
-shutdown: { grace: 2m }
-`, up)
+	cfg := oneUpstreamConfig(up, "shutdown: { grace: 2m }")
 	for _, sig := range []os.Signal{syscall.SIGTERM, syscall.SIGINT} {
 		t.Run(sig.String(), func(t *testing.T) {
 			p := startFerryProc(t, []string{"run", "--config-env", "FERRY_TEST_CFG"}, []string{"FERRY_TEST_CFG=" + cfg}, "outbound", "admin")
@@ -244,6 +235,22 @@ shutdown: { grace: 2m }
 			<-errc
 		})
 	}
+}
+
+// oneUpstreamConfig is a config whose outbound listener routes every
+// request to the endpoint up, listeners on free ports, no access log, with
+// extra appended.
+func oneUpstreamConfig(up, extra string) string {
+	return fmt.Sprintf(`
+admin: { listen: 127.0.0.1:0 }
+outbound:
+  listen: 127.0.0.1:0
+  routes: [ { service: svc } ]
+services:
+  svc: { endpoints: [%s] }
+telemetry: { access_log: "off" }
+%s
+`, up, extra)
 }
 
 // startOrigin serves h on a free loopback port until the test ends.
