@@ -249,7 +249,7 @@ func (s *Sidecar) notReady() string {
 // registration's check say so at once. It returns early when ferry shuts
 // down.
 func (s *Sidecar) awaitResolved() {
-	s.log.Info("listening; not ready until Consul's first answer for every routed service", "waiting_for", s.notReady())
+	s.log.Info("not ready until Consul's first answer for every routed service", "waiting_for", strings.Join(s.state.Load().pending(), "; "))
 	for {
 		st := s.state.Load()
 		// A reload may retire st before it resolves: wait on the one
