@@ -2,11 +2,13 @@ package sidecar
 
 import (
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/ferrymesh/ferry/discovery"
 	"github.com/ferrymesh/ferry/discovery/consultest"
 )
 
@@ -56,5 +58,48 @@ func TestReadyWaitsForFirstConsulAnswer(t *testing.T) {
 	})
 	if res, body := get(t, h1Client(), ready, ""); res.StatusCode != http.StatusOK {
 		t.Fatalf("/ready during a Consul outage with stale endpoints: %d %q, want 200", res.StatusCode, body)
+	}
+}
+
+// ferry's own Consul registration follows the same readiness: its check is
+// critical, saying which upstream is waited for, until that upstream
+// resolves, and turns passing then without waiting for the check's next
+// refresh (a third of a 1-minute TTL here).
+func TestRegistrationWaitsForFirstResolution(t *testing.T) {
+	agent := consultest.Start(t)
+	svc := discovery.NewService("api", "test")
+	cfg := mustParse(t, fmt.Sprintf(`
+admin: { listen: 127.0.0.1:0 }
+outbound: { listen: 127.0.0.1:0, routes: [ { service: api } ] }
+services: { api: {} }
+consul: { address: %s }
+register: { name: web, id: web-1, port: 18080, ttl: 1m }
+telemetry: { access_log: "off" }
+`, agent.HTTPAddr))
+	sc := startSidecar(t, cfg, Options{Resolver: oneService{svc}})
+	check := func() (status, output string) {
+		checks, err := agent.Client().Agent().Checks()
+		if err != nil {
+			return "", err.Error() // polled again
+		}
+		for _, c := range checks {
+			if c.ServiceID == "web-1" {
+				return c.Status, c.Output
+			}
+		}
+		return "", ""
+	}
+	waitFor(t, "web-1 registered, its check critical naming api", 10*time.Second, func() bool {
+		status, output := check()
+		if status == "passing" {
+			t.Fatalf("web-1's check passing with api unresolved: %q", output)
+		}
+		return status == "critical" && strings.Contains(output, "waiting for Consul's first answer for api")
+	})
+	now := time.Now()
+	svc.Publish(&discovery.Snapshot{Endpoints: []discovery.Endpoint{{Addr: "127.0.0.1:9", Weight: 1}}, Ready: true, Updated: now, Checked: now})
+	waitFor(t, "web-1's check to pass once api resolved", 5*time.Second, func() bool { s, _ := check(); return s == "passing" })
+	if !sc.Ready() {
+		t.Fatal("registration passing while Ready() is false")
 	}
 }
