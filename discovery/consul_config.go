@@ -22,6 +22,10 @@ const (
 	// DefaultConsulMaxStale bounds how far behind the leader a stale read
 	// may be before ferry repeats the query against the leader.
 	DefaultConsulMaxStale = 10 * time.Second
+	// DefaultConsulReadyWait bounds how long ferry reports not ready while
+	// it waits for Consul's first answer for the services its routes lead
+	// to (see ConsulConfig.ReadyWait).
+	DefaultConsulReadyWait = 30 * time.Second
 )
 
 // redacted replaces secrets wherever ferry prints configuration.
@@ -72,6 +76,15 @@ type ConsulConfig struct {
 	// may be; a staler answer is fetched again from the leader. Zero:
 	// DefaultConsulMaxStale (10s).
 	MaxStale time.Duration `yaml:"max_stale,omitempty" json:"max_stale,omitempty"`
+	// ReadyWait is how long ferry reports not ready (/ready 503, its
+	// registration's check critical) while it waits for Consul's first
+	// answer for every service its routes lead to. Past it ferry reports
+	// ready anyway, says so in a warning, and a service still without an
+	// answer gets 503 "endpoints not resolved yet" until its answer comes:
+	// an agent that does not answer at start-up must not keep the pod's
+	// application from starting for good. Zero: DefaultConsulReadyWait
+	// (30s).
+	ReadyWait time.Duration `yaml:"ready_wait,omitempty" json:"ready_wait,omitempty"`
 }
 
 // Validate reports the first bad field, naming its key as written in the
@@ -121,6 +134,9 @@ func (c ConsulConfig) Validate() error {
 	if c.MaxStale < 0 {
 		return fmt.Errorf("consul.max_stale: %s must not be negative", c.MaxStale)
 	}
+	if c.ReadyWait < 0 {
+		return fmt.Errorf("consul.ready_wait: %s must not be negative", c.ReadyWait)
+	}
 	return nil
 }
 
@@ -156,6 +172,15 @@ func (c ConsulConfig) waitTime() time.Duration {
 		return DefaultConsulWaitTime
 	}
 	return c.WaitTime
+}
+
+// ReadyWaitOrDefault is ReadyWait with its default applied; c may be nil
+// (no consul block).
+func (c *ConsulConfig) ReadyWaitOrDefault() time.Duration {
+	if c == nil || c.ReadyWait == 0 {
+		return DefaultConsulReadyWait
+	}
+	return c.ReadyWait
 }
 
 // maxStale is MaxStale with its default applied.

@@ -103,3 +103,56 @@ telemetry: { access_log: "off" }
 		t.Fatal("registration passing while Ready() is false")
 	}
 }
+
+// consul.ready_wait bounds the wait for Consul's first answer: an agent
+// that never answers at start-up must not keep the pod unready (and its
+// application unstarted) for good. Past the wait ferry reports ready, its
+// registration's check passes, and the unanswered service gets 503 naming
+// it; within the wait it stays unready.
+func TestReadyWaitBounded(t *testing.T) {
+	agent := consultest.Start(t)
+	start := func(wait string) (*Sidecar, *discovery.Service) {
+		svc := discovery.NewService("api", "test") // never answered
+		cfg := mustParse(t, fmt.Sprintf(`
+admin: { listen: 127.0.0.1:0 }
+outbound: { listen: 127.0.0.1:0, routes: [ { service: api } ] }
+services: { api: {} }
+consul: { address: %s, ready_wait: %s }
+telemetry: { access_log: "off" }
+`, agent.HTTPAddr, wait))
+		return startSidecar(t, cfg, Options{Resolver: oneService{svc}}), svc
+	}
+
+	long, _ := start("1h")
+	if res, body := get(t, h1Client(), "http://"+long.Addr("admin")+"/ready", ""); res.StatusCode != http.StatusServiceUnavailable {
+		t.Fatalf("/ready within consul.ready_wait, api unanswered: %d %q, want 503", res.StatusCode, body)
+	}
+
+	short, svc := start("1ms")
+	ready := "http://" + short.Addr("admin") + "/ready"
+	waitFor(t, "/ready 200 past consul.ready_wait", 10*time.Second, func() bool {
+		res, _ := get(t, h1Client(), ready, "")
+		return res.StatusCode == http.StatusOK
+	})
+	res, body := get(t, h1Client(), "http://"+short.Addr("outbound")+"/", "")
+	if res.StatusCode != http.StatusServiceUnavailable || !strings.Contains(body, "not resolved yet") {
+		t.Fatalf("request to the unanswered service: %d %q, want 503 not resolved yet", res.StatusCode, body)
+	}
+	// Its answer arriving later is taken as usual; ferry stays ready.
+	now := time.Now()
+	svc.Publish(&discovery.Snapshot{Endpoints: []discovery.Endpoint{{Addr: "127.0.0.1:9", Weight: 1}}, Ready: true, Updated: now, Checked: now})
+	waitFor(t, "api's endpoint in /upstreams", 5*time.Second, func() bool {
+		_, body := get(t, h1Client(), "http://"+short.Addr("admin")+"/upstreams", "")
+		return strings.Contains(body, "127.0.0.1:9")
+	})
+	if !short.Ready() {
+		t.Fatal("not ready after the late answer")
+	}
+}
+
+func TestConsulReadyWaitNegativeRefused(t *testing.T) {
+	err := discovery.ConsulConfig{ReadyWait: -time.Second}.Validate()
+	if err == nil || !strings.Contains(err.Error(), "consul.ready_wait") {
+		t.Fatalf("Validate() = %v, want an error naming consul.ready_wait", err)
+	}
+}

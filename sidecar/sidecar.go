@@ -249,7 +249,21 @@ func (s *Sidecar) notReady() string {
 // registration's check say so at once. It returns early when ferry shuts
 // down.
 func (s *Sidecar) awaitResolved() {
-	s.log.Info("not ready until Consul's first answer for every routed service", "waiting_for", strings.Join(s.state.Load().pending(), "; "))
+	wait := s.config().Consul.ReadyWaitOrDefault()
+	s.log.Info("not ready until Consul's first answer for every routed service", "waiting_for", strings.Join(s.state.Load().pending(), "; "), "at_most", wait.String())
+	// Past consul.ready_wait ferry reports ready with what it has: the
+	// services still unanswered get 503 until their answer comes.
+	giveUp := time.AfterFunc(wait, func() {
+		pending := s.state.Load().pending()
+		if len(pending) == 0 || !s.resolved.CompareAndSwap(false, true) {
+			return
+		}
+		s.log.Warn("ready without Consul's first answer for every routed service (consul.ready_wait); their requests get 503 until it comes", "waiting_for", strings.Join(pending, "; "), "waited", wait.String())
+		if s.registrar != nil {
+			s.registrar.Refresh()
+		}
+	})
+	defer giveUp.Stop()
 	for {
 		st := s.state.Load()
 		// A reload may retire st before it resolves: wait on the one
@@ -260,12 +274,15 @@ func (s *Sidecar) awaitResolved() {
 		stop()
 		cancel()
 		if err == nil {
-			s.resolved.Store(true)
-			if s.ready.Load() {
-				s.log.Info("ready: every routed service resolved")
-			}
-			if s.registrar != nil {
-				s.registrar.Refresh()
+			if s.resolved.CompareAndSwap(false, true) {
+				if s.ready.Load() {
+					s.log.Info("ready: every routed service resolved")
+				}
+				if s.registrar != nil {
+					s.registrar.Refresh()
+				}
+			} else {
+				s.log.Info("every routed service resolved")
 			}
 			return
 		}
