@@ -335,4 +335,3 @@ func testConsulClient(t *testing.T, c ConsulConfig) *consulClient {
 	t.Cleanup(cl.transport.CloseIdleConnections)
 	return cl
 }
-
