@@ -464,9 +464,14 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, up *upstream, ma
 			}
 			ao.Reason = x.reason
 		}
+		if o.Result == resilience.Responded {
+			if s := grpcHealthStatus(res); s != 0 {
+				o.Status = s // an HTTP 200 ending a gRPC call UNAVAILABLE, say
+			}
+		}
 		pick.Done(o)
 		a.End(ao)
-		if pick.Probe() || res.StatusCode >= 500 {
+		if pick.Probe() || o.Status >= 500 {
 			// Only probes and 5xx can move a breaker or eject.
 			x.events(up, addr, before)
 		}

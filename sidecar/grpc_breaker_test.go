@@ -1,0 +1,182 @@
+package sidecar
+
+import (
+	"net"
+	"net/http"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	testgrpc "google.golang.org/grpc/interop/grpc_testing"
+	"google.golang.org/grpc/status"
+
+	"github.com/ferrymesh/ferry/resilience"
+)
+
+// grpcBreakerFerry starts gRPC origins and a ferry with them as the
+// endpoints of service svc, with the given resilience settings (the
+// clock stands still, so an open breaker stays open), and returns a
+// client through ferry and the first origin's address.
+func grpcBreakerFerry(t *testing.T, settings string, origins int) (testgrpc.TestServiceClient, *Sidecar, string) {
+	t.Helper()
+	addrs := make([]string, origins)
+	for i := range addrs {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		srv := grpc.NewServer()
+		testgrpc.RegisterTestServiceServer(srv, &grpcOrigin{})
+		go srv.Serve(ln)
+		t.Cleanup(srv.Stop)
+		addrs[i] = ln.Addr().String()
+	}
+	clock := resilience.NewManualClock(time.Unix(1_000_000, 0))
+	sc, _ := resilientFerry(t, clock, settings, addrs...)
+	conn, err := grpc.NewClient("passthrough:///"+sc.Addr("outbound"), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return testgrpc.NewTestServiceClient(conn), sc, addrs[0]
+}
+
+// unaryEndingWith makes a unary call the origin ends with code (a
+// trailers-only response: no message, the status in the head).
+func unaryEndingWith(t *testing.T, c testgrpc.TestServiceClient, code codes.Code) {
+	t.Helper()
+	_, err := c.UnaryCall(callCtx(t), &testgrpc.SimpleRequest{ResponseStatus: &testgrpc.EchoStatus{Code: int32(code), Message: "as asked"}})
+	if got := status.Code(err); got != code {
+		t.Fatalf("call ended %v (%v), want %v from the origin", got, err, code)
+	}
+}
+
+// streamEndingWith makes a server-streaming call whose two messages come
+// before the origin ends it with code in the trailers.
+func streamEndingWith(t *testing.T, c testgrpc.TestServiceClient, code codes.Code) {
+	t.Helper()
+	stream, err := c.StreamingOutputCall(callCtx(t), &testgrpc.StreamingOutputCallRequest{
+		ResponseParameters: []*testgrpc.ResponseParameters{{Size: 10}, {Size: 10}},
+		ResponseStatus:     &testgrpc.EchoStatus{Code: int32(code), Message: "as asked"},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 2 {
+		if _, err := stream.Recv(); err != nil {
+			t.Fatalf("message %d: %v", i, err)
+		}
+	}
+	if _, err := stream.Recv(); status.Code(err) != code {
+		t.Fatalf("stream ended %v (%v), want %v from the origin", status.Code(err), err, code)
+	}
+}
+
+const grpcBreakerSettings = `
+    breaker: { consecutive_failures: 3, open_duration: 30s }
+    outlier: { consecutive_5xx: 0 }
+    retry: { max_retries: 0 }`
+
+// A gRPC server that cannot serve answers HTTP 200 with grpc-status 14
+// UNAVAILABLE, in the head of a trailers-only response or in the trailers
+// after messages: the breaker counts it as it counts a 503.
+func TestGRPCUnavailableOpensBreaker(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		call func(*testing.T, testgrpc.TestServiceClient, codes.Code)
+	}{
+		{"trailers-only", unaryEndingWith},
+		{"after messages", streamEndingWith},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, sc, addr := grpcBreakerFerry(t, grpcBreakerSettings, 1)
+			for range 3 {
+				tc.call(t, c, codes.Unavailable)
+			}
+			waitBreaker(t, sc, addr, resilience.BreakerOpen)
+			_, err := c.UnaryCall(callCtx(t), &testgrpc.SimpleRequest{})
+			if st, _ := status.FromError(err); st.Code() != codes.Unavailable {
+				t.Fatalf("with the breaker open: %v, want Unavailable from ferry's 503", err)
+			}
+		})
+	}
+}
+
+// Statuses that say the call, not the server, was at fault leave the
+// breaker closed: the caller's arguments, its own deadline (grpc-timeout)
+// or its cancellation.
+func TestGRPCCallerStatusesKeepBreakerClosed(t *testing.T) {
+	c, sc, addr := grpcBreakerFerry(t, grpcBreakerSettings, 1)
+	for _, code := range []codes.Code{codes.InvalidArgument, codes.NotFound, codes.DeadlineExceeded, codes.Canceled, codes.FailedPrecondition, codes.ResourceExhausted} {
+		for range 3 {
+			unaryEndingWith(t, c, code)
+			streamEndingWith(t, c, code)
+		}
+	}
+	if got := breakerOf(t, sc, addr); got != resilience.BreakerClosed {
+		t.Fatalf("breaker %v after calls that failed by the caller's doing", got)
+	}
+	unaryEndingWith(t, c, codes.OK)
+}
+
+// Outlier ejection counts UNKNOWN, INTERNAL and DATA_LOSS as it counts a
+// 500: of two endpoints that end every call so, one is ejected.
+func TestGRPCServerErrorsEject(t *testing.T) {
+	for _, code := range []codes.Code{codes.Internal, codes.Unknown, codes.DataLoss} {
+		t.Run(code.String(), func(t *testing.T) {
+			c, sc, _ := grpcBreakerFerry(t, `
+    balancer: round_robin
+    breaker: { consecutive_failures: 0 }
+    outlier: { consecutive_5xx: 3, max_ejection_percent: 50 }
+    retry: { max_retries: 0 }`, 2)
+			for range 6 {
+				unaryEndingWith(t, c, code)
+			}
+			waitFor(t, "an endpoint ejected", 5*time.Second, func() bool {
+				for _, ep := range upstreamStatus(t, sc, "svc").Endpoints {
+					if !ep.EjectedUntil.IsZero() {
+						return true
+					}
+				}
+				return false
+			})
+		})
+	}
+}
+
+func TestGRPCHealthStatus(t *testing.T) {
+	for _, tc := range []struct {
+		ct, head, trailer string
+		proto, status     int
+		want              int
+	}{
+		{"application/grpc", "", "14", 2, 200, 503},
+		{"application/grpc", "14", "", 2, 200, 503}, // trailers-only
+		{"application/grpc+proto", "", "13", 2, 200, 500},
+		{"application/grpc;charset=utf-8", "", "2", 2, 200, 500},
+		{"application/grpc", "", "15", 2, 200, 500},
+		{"application/grpc", "", "0", 2, 200, 0},
+		{"application/grpc", "", "4", 2, 200, 0},  // DEADLINE_EXCEEDED: the caller's deadline
+		{"application/grpc", "", "12", 2, 200, 0}, // UNIMPLEMENTED: the call's method
+		{"application/grpc", "", "", 2, 200, 0},   // no status at all
+		{"application/grpc", "", "014", 2, 200, 0},
+		{"application/grpc-web", "", "14", 2, 200, 0},
+		{"application/grpcx", "", "14", 2, 200, 0},
+		{"text/plain", "", "14", 2, 200, 0},
+		{"application/grpc", "", "14", 1, 200, 0},
+		{"application/grpc", "", "14", 2, 204, 0},
+	} {
+		res := &http.Response{ProtoMajor: tc.proto, StatusCode: tc.status, Header: http.Header{"Content-Type": {tc.ct}}, Trailer: http.Header{}}
+		if tc.head != "" {
+			res.Header.Set("Grpc-Status", tc.head)
+		}
+		if tc.trailer != "" {
+			res.Trailer.Set("Grpc-Status", tc.trailer)
+		}
+		if got := grpcHealthStatus(res); got != tc.want {
+			t.Errorf("%s HTTP/%d %d, head %q, trailer %q: %d, want %d", tc.ct, tc.proto, tc.status, tc.head, tc.trailer, got, tc.want)
+		}
+	}
+}

@@ -1,0 +1,55 @@
+package sidecar
+
+import (
+	"net/http"
+	"strings"
+)
+
+// A gRPC server answers HTTP 200 to every call it takes, and says how the
+// call went in the grpc-status field: in the trailers after the messages,
+// or in the head of a trailers-only response. A server that cannot serve
+// (overloaded, shutting down, its own dependencies gone) ends its calls
+// UNAVAILABLE, not with a 503; the breaker and outlier ejection judge a
+// gRPC response by what that status means for the server's health.
+
+// grpcHealthStatus returns the HTTP status the breaker and outlier
+// ejection judge a whole gRPC response of an HTTP/2 upstream by, or 0 to
+// judge it by its own status:
+//
+//   - UNAVAILABLE (14): 503, a failure of the server;
+//   - UNKNOWN (2), INTERNAL (13), DATA_LOSS (15): 500, the server's error;
+//   - every other status, OK included: the response's own (200). These
+//     say the call was at fault (its arguments, its method, the state it
+//     asked for), or the caller ended it (CANCELLED, DEADLINE_EXCEEDED:
+//     the caller's own deadline, from grpc-timeout), which is not the
+//     server's failure, as a caller that goes away is not.
+func grpcHealthStatus(res *http.Response) int {
+	if res.ProtoMajor != 2 || res.StatusCode != http.StatusOK || !isGRPC(res.Header["Content-Type"]) {
+		return 0
+	}
+	v, ok := res.Trailer["Grpc-Status"]
+	if !ok {
+		v = res.Header["Grpc-Status"] // trailers-only
+	}
+	if len(v) != 1 {
+		return 0
+	}
+	switch v[0] {
+	case "14":
+		return http.StatusServiceUnavailable
+	case "2", "13", "15":
+		return http.StatusInternalServerError
+	}
+	return 0
+}
+
+// isGRPC reports whether a Content-Type is gRPC's: application/grpc,
+// alone or with a +format or parameters (not gRPC-Web's, whose status
+// travels in its body).
+func isGRPC(ct []string) bool {
+	if len(ct) != 1 {
+		return false
+	}
+	rest, ok := strings.CutPrefix(ct[0], "application/grpc")
+	return ok && (rest == "" || rest[0] == '+' || rest[0] == ';')
+}
