@@ -13,16 +13,18 @@ type Timeouts struct {
 	// Connect bounds dialing the endpoint (and the TLS handshake). Default
 	// 5s.
 	Connect time.Duration `yaml:"connect"`
-	// ResponseHeader bounds the wait from the end of writing the request
-	// headers to the arrival of the response headers. Default 30s.
+	// ResponseHeader bounds the wait from the end of writing the request,
+	// its body included, to the arrival of the response headers. Default
+	// 30s.
 	ResponseHeader time.Duration `yaml:"response_header"`
 	// PerTry bounds one attempt from the start of dialing to the arrival of
 	// the response headers, so a retry gets its own budget. Default 0 (off:
 	// Connect and ResponseHeader bound the attempt).
 	PerTry time.Duration `yaml:"per_try"`
 	// BodyIdle bounds the gap between two body bytes in either direction
-	// once the exchange is streaming. Default 5m (long enough for quiet
-	// event streams and gRPC watches).
+	// once the exchange is streaming. Default 5m: event streams and gRPC
+	// watches quiet for longer need it raised (a client's HTTP/2 pings
+	// move no body byte).
 	BodyIdle time.Duration `yaml:"body_idle"`
 	// Overall bounds the whole request, retries and body streaming
 	// included. Default 0: no overall timeout, because a download or an
