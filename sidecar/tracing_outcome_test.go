@@ -22,6 +22,7 @@ import (
 
 	"github.com/ferrymesh/ferry/internal/localnet/localnettest"
 	"github.com/ferrymesh/ferry/internal/syncbuf"
+	"github.com/ferrymesh/ferry/resilience"
 	"github.com/ferrymesh/ferry/telemetry"
 )
 
@@ -468,6 +469,17 @@ services: { chat: { endpoints: [%s], breaker: { consecutive_failures: 1, failure
 	if r, _ := get(t, h1Client(), "http://"+sc.Addr("outbound")+"/chat", ""); r.StatusCode != http.StatusBadRequest {
 		t.Fatalf("plain GET: %d, want the origin's 400", r.StatusCode)
 	}
+	// The GET's outcome is recorded after its answer went out: an upgrade
+	// sent before the breaker opened would not be its probe.
+	// (open_duration is 50ms: it may be half-open by the time it is seen.)
+	waitFor(t, "the breaker past closed", 5*time.Second, func() bool {
+		for _, ep := range upstreamStatus(t, sc, "chat").Endpoints {
+			if ep.Addr == o.addr {
+				return ep.Breaker != resilience.BreakerClosed
+			}
+		}
+		return false
+	})
 	var c *wsClient
 	waitFor(t, "an upgrade past the open breaker", 5*time.Second, func() bool {
 		ws, res := dialWS(t, sc.Addr("outbound"), "/chat", "")
