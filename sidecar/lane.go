@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net"
 	"net/http"
 	"net/textproto"
@@ -55,9 +56,10 @@ var (
 )
 
 // laneServed counts requests the lane served itself, laneHanded
-// connections it handed to net/http, laneWatches watches started. For
-// tests.
-var laneServed, laneHanded, laneWatches atomic.Int64
+// connections it handed to net/http, laneWatches watches started,
+// laneParked connections idle without their buffers now (see idleHold).
+// For tests.
+var laneServed, laneHanded, laneWatches, laneParked atomic.Int64
 
 // lane is the server of one proxy listener.
 type lane struct {
@@ -321,32 +323,98 @@ func (lc *laneConn) setReadDeadline(t time.Time) {
 	lc.c.SetReadDeadline(t)
 }
 
+// idleHold is how long a connection waiting for its next request keeps
+// its read and write buffers (12 KiB). Past it they go back to their
+// pools and the wait goes on for one byte into the stash (awaitByte): an
+// idle keep-alive connection then costs its goroutine and a few hundred
+// bytes. A caller that sends its next request within idleHold, as one
+// under load does, never gives them up.
+const idleHold = time.Second
+
+// errHeldIdle is awaitRequest's answer when the connection was idle for
+// idleHold: its buffers may go back to their pools.
+var errHeldIdle = errors.New("idle past idleHold")
+
 // awaitRequest waits up to d (no limit when d <= 0) for the first byte
 // of the next request. A shorter deadline left from an earlier wait is
 // kept instead of moved on every request, which would cost a timer update
-// per request: if it expires first, the wait goes on to its own end.
-func (lc *laneConn) awaitRequest(br *bufio.Reader, d time.Duration) error {
-	if d <= 0 {
+// per request: if it expires first, the wait goes on to its own end. With
+// hold, a wait that lasts idleHold ends with errHeldIdle, the rest of it
+// left to awaitByte until end (the wait's end on monoNow's clock,
+// math.MaxInt64 for none).
+func (lc *laneConn) awaitRequest(br *bufio.Reader, d time.Duration, hold bool) (end int64, err error) {
+	end = math.MaxInt64
+	if d <= 0 && !hold {
 		if !lc.rdl.IsZero() {
 			lc.setReadDeadline(time.Time{})
 		}
 		_, err := br.Peek(1)
-		return err
+		return end, err
 	}
 	// On the monotonic clock (monoNow), one clock read where time.Now
 	// makes two, wall and monotonic: the deadline kept is compared by its
 	// monotonic reading, and a time.Time is made only to set a new one.
-	end := monoAdd(monoNow(), d)
-	if lc.rdl.IsZero() || int64(lc.rdl.Sub(monoBase)) > end {
-		lc.setReadDeadline(monoBase.Add(time.Duration(end)))
+	now := monoNow()
+	if d > 0 {
+		end = monoAdd(now, d)
+	}
+	due := end
+	if hold {
+		due = min(due, monoAdd(now, idleHold))
+	}
+	if lc.rdl.IsZero() || int64(lc.rdl.Sub(monoBase)) > due {
+		lc.setReadDeadline(monoBase.Add(time.Duration(due)))
 	}
 	for {
 		_, err := br.Peek(1)
-		if err == nil || !isTimeoutErr(err) || monoNow() >= end {
+		if err == nil || !isTimeoutErr(err) {
+			return end, err
+		}
+		now := monoNow()
+		if now >= end {
+			return end, err
+		}
+		if now >= due {
+			return end, errHeldIdle
+		}
+		lc.setReadDeadline(monoBase.Add(time.Duration(due)))
+	}
+}
+
+// awaitByte waits until end (see awaitRequest) for the first byte of the
+// next request, with no buffer but the stash.
+func (lc *laneConn) awaitByte(end int64) error {
+	for {
+		if end == math.MaxInt64 {
+			lc.setReadDeadline(time.Time{})
+		} else {
+			lc.setReadDeadline(monoBase.Add(time.Duration(end)))
+		}
+		n, err := lc.Read(lc.stash[:])
+		if n == 1 {
+			lc.hasStash = true
+			return nil
+		}
+		if err == nil {
+			continue
+		}
+		if !isTimeoutErr(err) || monoNow() >= end {
 			return err
 		}
-		lc.setReadDeadline(monoBase.Add(time.Duration(end)))
 	}
+}
+
+// takeBuffers takes a read and a write buffer from their pools for lc.
+func (lc *laneConn) takeBuffers() (*bufio.Reader, *bufio.Writer) {
+	br := laneReaders.Get().(*bufio.Reader)
+	br.Reset(lc)
+	bw := laneWriters.Get().(*bufio.Writer)
+	if lc.raw != nil {
+		bw.Reset(lc.raw)
+	} else {
+		bw.Reset(lc.c)
+	}
+	return br, bw
 }
 
 func (l *lane) serveConn(c net.Conn) {
@@ -358,14 +426,7 @@ func (l *lane) serveConn(c net.Conn) {
 		c.Close()
 		return
 	}
-	br := laneReaders.Get().(*bufio.Reader)
-	br.Reset(lc)
-	bw := laneWriters.Get().(*bufio.Writer)
-	if lc.raw != nil {
-		bw.Reset(lc.raw)
-	} else {
-		bw.Reset(c)
-	}
+	br, bw := lc.takeBuffers()
 	owned := true  // this goroutine closes the connection at the end
 	pooled := true // br goes back to its pool at the end
 	defer func() {
@@ -374,12 +435,14 @@ func (l *lane) serveConn(c net.Conn) {
 		lc.wmu.Lock()
 		lc.wt.stop()
 		lc.wmu.Unlock()
-		bw.Reset(nil)
-		laneWriters.Put(bw)
+		if bw != nil { // nil: given back while idle (see idleHold)
+			bw.Reset(nil)
+			laneWriters.Put(bw)
+		}
 		if owned {
 			c.Close()
 		}
-		if owned && pooled {
+		if owned && pooled && br != nil {
 			br.Reset(nil)
 			laneReaders.Put(br)
 		}
@@ -395,7 +458,25 @@ func (l *lane) serveConn(c net.Conn) {
 			if first {
 				wait = l.readHeader
 			}
-			if err := lc.awaitRequest(br, wait); err != nil {
+			// The first wait, bounded by read_header_timeout, keeps the
+			// buffers: a head arriving in parts keeps the deadline set.
+			end, err := lc.awaitRequest(br, wait, !first && pooled && bw.Buffered() == 0)
+			if err == errHeldIdle {
+				if !lc.dropWatched() {
+					err = lc.awaitByte(end)
+				} else {
+					br.Reset(nil)
+					laneReaders.Put(br)
+					bw.Reset(nil)
+					laneWriters.Put(bw)
+					br, bw = nil, nil
+					laneParked.Add(1)
+					err = lc.awaitByte(end)
+					laneParked.Add(-1)
+					br, bw = lc.takeBuffers()
+				}
+			}
+			if err != nil {
 				return
 			}
 			if !l.setBusy(lc, true) {
@@ -769,6 +850,19 @@ func (lc *laneConn) watch(cancel context.CancelCauseFunc, body *socketBody, br *
 	if lc.l.ended.Load() {
 		cancel(errGraceEnded)
 	}
+}
+
+// dropWatched lets go of what the last request's watch kept (its reader
+// among them, so that it can go back to its pool), unless that watch is
+// still on (then false).
+func (lc *laneConn) dropWatched() bool {
+	lc.wmu.Lock()
+	defer lc.wmu.Unlock()
+	if !lc.wstop && lc.wpending != nil {
+		return false
+	}
+	lc.wcancel, lc.wbody, lc.wpending = nil, nil, nil
+	return true
 }
 
 func (lc *laneConn) watchFire() {
