@@ -114,6 +114,11 @@ type LimitsConfig struct {
 	ReadHeaderTimeout time.Duration `yaml:"read_header_timeout"`
 	// IdleTimeout closes idle client keep-alive connections. Default 2m.
 	IdleTimeout time.Duration `yaml:"idle_timeout"`
+	// MaxConnections bounds the caller connections each proxy listener
+	// (outbound, inbound) serves at once; at the bound it stops accepting
+	// and new connections wait in the kernel's backlog until one closes.
+	// Default 0 (unlimited).
+	MaxConnections int `yaml:"max_connections"`
 }
 
 // ShutdownConfig controls the drain.

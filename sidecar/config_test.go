@@ -125,6 +125,7 @@ func TestParseConfigErrors(t *testing.T) {
 		{"hash without header", "outbound: {}\nservices: { s: { endpoints: [127.0.0.1:1], balancer: hash } }\n", "services.s.hash_header: required"},
 		{"consul and endpoints", "outbound: {}\nservices: { s: { endpoints: [127.0.0.1:1], consul: { tags: [a] } } }\n", "services.s.consul: a service has either endpoints"},
 		{"bad int", "outbound: {}\nlimits: { max_request_body_bytes: lots }\n", `limits.max_request_body_bytes: invalid value "lots"`},
+		{"negative max_connections", "outbound: {}\nlimits: { max_connections: -1 }\n", "limits.max_connections: must not be negative"},
 		{"wrong shape", "outbound: { routes: { service: a } }\n", "outbound.routes: expected a list"},
 		{"bad protocol", "outbound: {}\nservices: { s: { endpoints: [127.0.0.1:1], protocol: h3 } }\n", `services.s.protocol: unknown protocol "h3"`},
 		{"duplicate key", "outbound: {}\noutbound: {}\n", "outbound: duplicate key"},

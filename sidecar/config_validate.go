@@ -158,6 +158,9 @@ func (c *Config) validate() ConfigErrors {
 	if c.Limits.MaxHeaderBytes < 0 {
 		add("limits.max_header_bytes", "must not be negative")
 	}
+	if c.Limits.MaxConnections < 0 {
+		add("limits.max_connections", "must not be negative (0: unlimited)")
+	}
 	for path, d := range map[string]time.Duration{
 		"limits.read_header_timeout": c.Limits.ReadHeaderTimeout,
 		"limits.idle_timeout":        c.Limits.IdleTimeout,

@@ -261,3 +261,63 @@ func TestConnMemoryIdleH2CAndSlowloris(t *testing.T) {
 		})
 	}
 }
+
+// With limits.max_connections 4, a fifth connection waits in the backlog,
+// unserved, until one of the four closes; the limit is logged and counted.
+func TestMaxConnections(t *testing.T) {
+	up := origin(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") }))
+	sc, _ := outboundTo(t, "limits: { max_connections: 4 }\n", up)
+	addr := sc.Addr("outbound")
+	var four []net.Conn
+	for range 4 {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		if err := idleH1(c); err != nil {
+			t.Fatal(err)
+		}
+		four = append(four, c)
+	}
+	fifth, err := net.Dial("tcp", addr) // the kernel completes it: the backlog
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fifth.Close()
+	io.WriteString(fifth, "GET /x HTTP/1.1\r\nHost: svc\r\n\r\n")
+	fifth.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
+	if n, err := fifth.Read(make([]byte, 1)); n > 0 || !isTimeoutErr(err) {
+		t.Fatalf("the fifth connection was answered (%d bytes, %v) while four were open", n, err)
+	}
+	if got := scrape(t, sc, `ferry_connection_limit_reached_total{listener="outbound"}`); got != "1" {
+		t.Errorf("ferry_connection_limit_reached_total = %q, want 1", got)
+	}
+	four[0].Close()
+	fifth.SetReadDeadline(time.Now().Add(10 * time.Second))
+	res, err := http.ReadResponse(bufio.NewReader(fifth), nil)
+	if err != nil {
+		t.Fatalf("the fifth connection, once one of four closed: %v", err)
+	}
+	body, _ := io.ReadAll(res.Body)
+	if res.StatusCode != 200 || string(body) != "ok" {
+		t.Fatalf("fifth: %d %q", res.StatusCode, body)
+	}
+}
+
+// scrape returns the value of one series on ferry's /metrics ("" if absent).
+func scrape(t *testing.T, sc *Sidecar, series string) string {
+	t.Helper()
+	res, err := http.Get("http://" + sc.Addr("admin") + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	b, _ := io.ReadAll(res.Body)
+	for _, line := range bytes.Split(b, []byte("\n")) {
+		if v, ok := bytes.CutPrefix(line, []byte(series+" ")); ok {
+			return string(v)
+		}
+	}
+	return ""
+}

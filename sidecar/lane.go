@@ -88,6 +88,65 @@ type lane struct {
 	// cut cancels the contexts of every request net/http serves for the
 	// lane, with the cause Close gives.
 	cut context.CancelCauseFunc
+
+	// slots holds a token per connection served (limits.max_connections);
+	// nil: no bound. stopped is closed by Shutdown and Close, to end
+	// Serve's wait for a slot.
+	slots    chan struct{}
+	stopped  chan struct{}
+	stopOnce sync.Once
+}
+
+// limit bounds the connections the lane serves at once to n (0: none).
+func (l *lane) limit(n int) {
+	if n > 0 {
+		l.slots = make(chan struct{}, n)
+	}
+}
+
+// release gives back the slot of a connection that ended.
+func (l *lane) release() {
+	if l.slots != nil {
+		<-l.slots
+	}
+}
+
+func (l *lane) stop() {
+	l.closing.Store(true)
+	l.stopOnce.Do(func() { close(l.stopped) })
+}
+
+// acquire takes a slot for the next connection, waiting while the lane
+// serves limits.max_connections, and says whether it did (false: the lane
+// is closing). The first wait of an episode at the bound is logged and
+// counted; the episode ends when a slot is taken without waiting.
+func (l *lane) acquire(atLimit *bool) bool {
+	if l.slots == nil {
+		return true
+	}
+	select {
+	case l.slots <- struct{}{}:
+		if *atLimit {
+			*atLimit = false
+			l.log.Info("below limits.max_connections again; accepting", "listener", l.name)
+		}
+		return true
+	default:
+	}
+	if !*atLimit {
+		*atLimit = true
+		l.log.Warn("limits.max_connections reached; not accepting until a connection closes",
+			"listener", l.name, "max_connections", cap(l.slots))
+		if l.tel != nil {
+			l.tel.Metrics().ConnectionLimitReached(l.name)
+		}
+	}
+	select {
+	case l.slots <- struct{}{}:
+		return true
+	case <-l.stopped:
+		return false
+	}
 }
 
 func newLane(name string, h http.Handler, fallback *http.Server, log *slog.Logger) *lane {
@@ -103,7 +162,7 @@ func newLane(name string, h http.Handler, fallback *http.Server, log *slog.Logge
 		h: h, fallback: fallback, handoff: newHandoffListener(),
 		readHeader: fallback.ReadHeaderTimeout, idle: fallback.IdleTimeout, maxHeader: maxHeader,
 		log: log, name: name, conns: map[*laneConn]struct{}{}, cut: cut,
-		answerWait: shutdownbounds.ReportWait,
+		answerWait: shutdownbounds.ReportWait, stopped: make(chan struct{}),
 	}
 }
 
@@ -124,9 +183,14 @@ func (l *lane) Serve(ln net.Listener) error {
 		l.fallback.Serve(l.handoff)
 	}()
 	var delay time.Duration
+	atLimit := false
 	for {
+		if !l.acquire(&atLimit) {
+			return http.ErrServerClosed
+		}
 		c, err := ln.Accept()
 		if err != nil {
+			l.release()
 			if l.closing.Load() {
 				return http.ErrServerClosed
 			}
@@ -151,7 +215,7 @@ func (l *lane) Serve(ln net.Listener) error {
 // progress finish (their connections close after the response), and waits
 // for that and for net/http's handed-over connections until ctx ends.
 func (l *lane) Shutdown(ctx context.Context) error {
-	l.closing.Store(true)
+	l.stop()
 	l.mu.Lock()
 	if l.ln != nil {
 		l.ln.Close()
@@ -178,7 +242,7 @@ func (l *lane) Shutdown(ctx context.Context) error {
 // go out after the handler returns), for up to answerWait, then closes
 // whatever is left.
 func (l *lane) Close() error {
-	l.closing.Store(true)
+	l.stop()
 	l.ended.Store(true)
 	l.mu.Lock()
 	if l.ln != nil {
@@ -422,6 +486,12 @@ func (l *lane) serveConn(c net.Conn) {
 	lc.wt.f = lc.watchFire
 	lc.tc, _ = c.(*net.TCPConn)
 	lc.raw = newRawSock(lc.tc)
+	handed := false // net/http owns the connection, and its slot
+	defer func() {
+		if !handed {
+			l.release()
+		}
+	}()
 	if !l.track(lc) {
 		c.Close()
 		return
@@ -538,7 +608,7 @@ func (l *lane) serveConn(c net.Conn) {
 				return
 			}
 			if l.handOver(c, br, headBy) {
-				owned = false
+				owned, handed = false, true
 			}
 			return
 		}
@@ -655,7 +725,13 @@ func bareLF(b []byte) bool {
 // none): net/http's own read_header_timeout must not start it afresh.
 func (l *lane) handOver(c net.Conn, br *bufio.Reader, headBy time.Time) bool {
 	laneHanded.Add(1)
-	return l.handoff.deliver(&prefixConn{Conn: c, r: br, headBy: headBy, l: l})
+	pc := &prefixConn{Conn: c, r: br, headBy: headBy, l: l}
+	pc.slot.Store(l.slots != nil)
+	if !l.handoff.deliver(pc) {
+		pc.slot.Store(false) // serveConn closes it and gives its slot back
+		return false
+	}
+	return true
 }
 
 // framingScan watches the bytes net/http reads from a handed-over
@@ -1266,6 +1342,16 @@ type prefixConn struct {
 	// unhandled: net/http reads a request head that no handler took yet,
 	// so what it writes now is its own answer (see Write).
 	unhandled atomic.Bool
+	// slot: the connection holds one of the lane's slots
+	// (limits.max_connections), given back at the first Close.
+	slot atomic.Bool
+}
+
+func (c *prefixConn) Close() error {
+	if c.slot.Swap(false) {
+		c.l.release()
+	}
+	return c.Conn.Close()
 }
 
 func (c *prefixConn) Read(p []byte) (int, error) {

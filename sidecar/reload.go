@@ -250,6 +250,7 @@ func restartOnly(old, cfg *Config) ConfigErrors {
 	need("limits.max_header_bytes", old.Limits.MaxHeaderBytes, cfg.Limits.MaxHeaderBytes)
 	need("limits.read_header_timeout", old.Limits.ReadHeaderTimeout, cfg.Limits.ReadHeaderTimeout)
 	need("limits.idle_timeout", old.Limits.IdleTimeout, cfg.Limits.IdleTimeout)
+	need("limits.max_connections", old.Limits.MaxConnections, cfg.Limits.MaxConnections)
 	if !reflect.DeepEqual(old.Telemetry, cfg.Telemetry) {
 		errs = append(errs, &ConfigError{Path: "telemetry", Msg: "changing it needs a restart"})
 	}

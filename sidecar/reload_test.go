@@ -95,6 +95,11 @@ func TestReloadRejectsBadConfigAndKeepsOld(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "outbound.listen: changing it needs a restart") {
 		t.Fatalf("listener change: %v", err)
 	}
+	// So is limits.max_connections: the listeners' bound is set at start.
+	changed = mustParse(t, reloadConfig(a, "")+"limits: { max_connections: 10 }\n")
+	if err := sc.Reload(context.Background(), changed); err == nil || !strings.Contains(err.Error(), "limits.max_connections: changing it needs a restart") {
+		t.Fatalf("max_connections change: %v", err)
+	}
 	// A file that does not parse is refused by ReloadFile.
 	path := filepath.Join(t.TempDir(), "ferry.yaml")
 	os.WriteFile(path, []byte("outbound: { routes: [ { service: gone } ] }\n"), 0o600)

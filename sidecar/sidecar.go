@@ -206,6 +206,7 @@ func (s *Sidecar) Start() error {
 		if sp.name != "admin" {
 			fast := newLane(sp.name, sp.h, srv.(*http.Server), s.log)
 			fast.tel = s.tel
+			fast.limit(cfg.Limits.MaxConnections)
 			srv = fast
 		}
 		s.servers = append(s.servers, &listener{name: sp.name, srv: srv, ln: ln, done: make(chan error, 1)})

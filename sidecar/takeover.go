@@ -71,6 +71,11 @@ func (p *Proxy) takeOver(w http.ResponseWriter, r *http.Request) (cw *connWriter
 		// net/http buffered.
 		conn = pc.Conn
 		bufs = append(bufs, pc.r)
+		// A connection taken over leaves limits.max_connections's count:
+		// it closes through conn, not through pc.
+		if pc.slot.Swap(false) {
+			pc.l.release()
+		}
 	}
 	tc, _ := conn.(*net.TCPConn) // nil: not a plain socket; answer on it without splice
 	cw = &connWriter{conn: conn, tc: tc, bw: bufio.NewWriterSize(conn, 4<<10), h: http.Header{}, head: r.Method == http.MethodHead}

@@ -23,6 +23,7 @@ const (
 	MetricBreakerState      = "ferry_breaker_state"                   // gauge 0 closed, 1 half-open, 2 open: service, endpoint
 	MetricBreakerTransition = "ferry_breaker_transitions_total"       // counter: service, to
 	MetricEjections         = "ferry_ejections_total"                 // counter: service
+	MetricConnLimit         = "ferry_connection_limit_reached_total"  // counter: listener
 	MetricSnapshotAge       = "ferry_consul_snapshot_age_seconds"     // gauge: service
 	MetricWatchErrors       = "ferry_consul_watch_errors_total"       // counter: service
 	MetricSpansDropped      = "ferry_trace_spans_dropped_total"       // counter: spans lost on a full export queue
@@ -79,6 +80,7 @@ type Metrics struct {
 	breakerState      *family
 	breakerTransition *family
 	ejections         *family
+	connLimit         *family
 	watchErrors       *family
 	reloads           *family
 	reloadOK          *family
@@ -112,6 +114,8 @@ func newMetrics(res *resource.Resource, q *spanQueue) (*Metrics, error) {
 	m.breakerTransition = r.counter("ferry_breaker_transitions",
 		"Circuit breaker state changes, by service and new state.", "service", "to")
 	m.ejections = r.counter("ferry_ejections", "Endpoints ejected as outliers, by service.", "service")
+	m.connLimit = r.counter("ferry_connection_limit_reached",
+		"Times a listener reached limits.max_connections and stopped accepting until a connection closed, by listener.", "listener")
 	m.watchErrors = r.counter("ferry_consul_watch_errors", "Failed Consul watch queries, by service.", "service")
 	m.reloads = r.counter("ferry_config_reloads", "Config file reloads tried (SIGHUP, a changed file, a retry), by result: applied or rejected.", "result")
 	m.reloadOK = r.gauge("ferry_config_last_reload_successful", "1 while the config file's last reload applied (or none was tried), 0 while it was rejected and the config in force is older than the file.")
@@ -288,6 +292,12 @@ func (m *Metrics) syncBreakers() {
 // Ejection counts an endpoint ejected as an outlier.
 func (m *Metrics) Ejection(service string) {
 	m.ejections.with(service).add(1)
+}
+
+// ConnectionLimitReached counts a listener that reached
+// limits.max_connections and stopped accepting.
+func (m *Metrics) ConnectionLimitReached(listener string) {
+	m.connLimit.with(listener).add(1)
 }
 
 // Retry counts a retried upstream attempt. reason should come from a small
