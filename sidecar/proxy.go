@@ -782,27 +782,42 @@ func inform(w http.ResponseWriter, code int, h http.Header) {
 // reading after the round trip gave up (a timeout, the caller gone): a 1xx
 // that late is dropped, never written to w beside the failure answer or
 // the connection's next response. An HTTP/1.1 connection the request
-// takes is told to expect its response head (see headFixConn).
+// takes is told to expect its response head (see headFixConn), and the
+// request body that it writes there learns the socket (see sendsTo).
 func roundTripInformed(rt http.RoundTripper, out *http.Request, w http.ResponseWriter) (*http.Response, error) {
-	var mu sync.Mutex
-	over := false
-	trace := &httptrace.ClientTrace{Got1xxResponse: func(code int, h textproto.MIMEHeader) error {
-		mu.Lock()
-		defer mu.Unlock()
-		if !over && w != nil {
-			inform(w, code, http.Header(h))
+	s := &informedTrip{w: w, body: out.Body}
+	s.trace = httptrace.ClientTrace{Got1xxResponse: func(code int, h textproto.MIMEHeader) error {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		if !s.over && s.w != nil {
+			inform(s.w, code, http.Header(h))
 		}
 		return nil
 	}, GotConn: func(info httptrace.GotConnInfo) {
 		if c, ok := info.Conn.(*headFixConn); ok {
 			c.expectHead()
+			if ab, ok := s.body.(*attemptBody); ok {
+				if tc, ok := c.Conn.(*net.TCPConn); ok {
+					ab.b.sendsTo(tc)
+				}
+			}
 		}
 	}}
-	res, err := rt.RoundTrip(out.WithContext(httptrace.WithClientTrace(out.Context(), trace)))
-	mu.Lock()
-	over = true
-	mu.Unlock()
+	res, err := rt.RoundTrip(out.WithContext(httptrace.WithClientTrace(out.Context(), &s.trace)))
+	s.mu.Lock()
+	s.over = true
+	s.mu.Unlock()
 	return res, err
+}
+
+// informedTrip is what the hooks of one roundTripInformed share, with
+// the trace that holds them: one allocation for all.
+type informedTrip struct {
+	trace httptrace.ClientTrace
+	mu    sync.Mutex
+	over  bool // the round trip returned: a 1xx is late
+	w     http.ResponseWriter
+	body  io.ReadCloser // the request's
 }
 
 // bodyStart is what awaitBody read of a body before its head goes out:

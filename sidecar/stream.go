@@ -266,6 +266,7 @@ func (it *idleTimer) stop() {
 	if it != nil {
 		it.mu.Lock()
 		it.cancel = nil
+		it.moves = [2]moveWatch{}
 		if !it.reused {
 			it.lt.stop()
 		}
@@ -298,6 +299,10 @@ type requestBody struct {
 	cancel   context.CancelCauseFunc
 	hold     atomic.Pointer[attemptBody] // the current attempt's (see attempt)
 	trailer  http.Header                 // the caller's request trailers, filled at the body's end; nil: none
+	// up is the upstream socket net/http's HTTP/1.1 Transport writes the
+	// body to (see sendsTo); watched: the idle timer watches it.
+	up      atomic.Pointer[net.TCPConn]
+	watched atomic.Bool
 }
 
 func (b *requestBody) Read(p []byte) (int, error) {
@@ -312,6 +317,9 @@ func (b *requestBody) Read(p []byte) (int, error) {
 	if n > 0 {
 		total := b.n.Add(int64(n))
 		b.idle.touch()
+		if total >= relayWatchAfter && !b.watched.Load() {
+			b.watchUpstream()
+		}
 		if b.limit > 0 && total > b.limit {
 			b.withheld.Store(int64(n))
 			b.failed.Store(true)
@@ -332,6 +340,31 @@ func (b *requestBody) Read(p []byte) (int, error) {
 		err = &bodyReadError{err}
 	}
 	return n, err
+}
+
+// sendsTo says that net/http's HTTP/1.1 Transport writes the body to the
+// upstream socket tc, for the idle timer to watch (see watchUpstream).
+func (b *requestBody) sendsTo(tc *net.TCPConn) {
+	b.up.Store(tc)
+}
+
+// watchUpstream makes the idle timer, once the body has passed enough
+// bytes to fill the socket buffers (relayWatchAfter, as for a response),
+// watch the upstream socket net/http's Transport writes it to (see
+// watchMove): that Transport reads the body only when its write to the
+// upstream returned, and a write to an upstream reading slowly but steadily
+// returns only once the kernel has room for much of it, longer than the
+// upstream takes to read any one byte. The bytes the upstream acknowledges
+// meanwhile are the body moving. The watch lasts until the exchange ends
+// (idleTimer.stop): after the body's last byte, what the socket still
+// holds goes on moving. A body ferry moves itself (spliceInto), or one
+// going to an HTTP/2 upstream, whose flow control paces the writes and
+// whose connection carries other streams, has no such socket.
+func (b *requestBody) watchUpstream() {
+	if tc := b.up.Load(); tc != nil && b.idle != nil {
+		b.watched.Store(true)
+		b.idle.watchMove(moveUp, nil, tc)
+	}
 }
 
 // unblock ends a Read of the caller's body that waits for bytes, through
