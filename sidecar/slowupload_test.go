@@ -100,16 +100,19 @@ func answer(res *http.Response) (int, string, error) {
 // TestSlowSteadyUpstreamReaderNotCut is TestSlowSteadySplicedUploadNotCut
 // for uploads that go upstream through net/http's Transport, the pace
 // being the upstream's: the caller sends the body at once, the upstream
-// reads 16 KiB every 50 ms. ferry's writes to the upstream wait for its
-// window to open far enough, longer than body_idle, and meanwhile ferry
-// reads nothing of the caller: the body is moving all the same.
+// reads 64 KiB every 100 ms. ferry's writes to the upstream wait for its
+// window to open far enough (the kernel wakes a writer once a third of a
+// send buffer of MiBs is free: over a second at this pace), longer than
+// body_idle, and meanwhile ferry reads nothing of the caller: the body is
+// moving all the same. body_idle is 1s, not less, so that a loaded
+// machine's pause in the origin's reading is not taken for a stall.
 func TestSlowSteadyUpstreamReaderNotCut(t *testing.T) {
-	const size = 6 << 20 // about 5 s at the origin's pace
-	up := slowReadingOrigin(t, 64<<10, 50*time.Millisecond, 0)
+	const size = 5 << 20 // about 8 s at the origin's pace
+	up := slowReadingOrigin(t, 64<<10, 100*time.Millisecond, 0)
 	sc := startFerry(t, fmt.Sprintf(`
 admin: { listen: 127.0.0.1:0 }
 outbound: { listen: 127.0.0.1:0, routes: [ { service: svc } ] }
-services: { svc: { endpoints: [%s], protocol: http1, timeouts: { body_idle: 300ms } } }
+services: { svc: { endpoints: [%s], protocol: http1, timeouts: { body_idle: 1s } } }
 `, up.addr()))
 	for _, caller := range slowUploadCallers {
 		t.Run(caller.name, func(t *testing.T) {
