@@ -28,6 +28,7 @@ func FuzzConsulAnswer(f *testing.F) {
 		`[{"Node":{"Address":"192.0.2.11"},"Service":{"Port":70000}}]`,
 		`[{"Node":{"Address":"192.0.2.12"},"Service":{"Port":-1,"Weights":{"Passing":-5}}}]`,
 		`[{"Service":{"Address":"a.example","Port":1,"Weights":{"Passing":0}}},{"Service":{"Address":"a.example","Port":1}}]`,
+		`[{"Service":{"Address":"::1","Port":1}},{"Service":{"Address":"0:0::1","Port":1}},{"Service":{"Address":"A.example","Port":1}}]`,
 	} {
 		f.Add([]byte(s))
 	}
@@ -49,6 +50,11 @@ func FuzzConsulAnswer(f *testing.F) {
 		}
 		if !slices.IsSortedFunc(eps, func(a, b Endpoint) int { return strings.Compare(a.Addr, b.Addr) }) {
 			t.Fatalf("%q: endpoints not sorted: %v", answer, eps)
+		}
+		for i := 1; i < len(eps); i++ {
+			if eps[i].Addr == eps[i-1].Addr {
+				t.Fatalf("%q: endpoint %q listed twice", answer, eps[i].Addr)
+			}
 		}
 		for _, ep := range eps {
 			host, port, err := net.SplitHostPort(ep.Addr)

@@ -444,7 +444,10 @@ func (w *watch) publish(s *Snapshot) {
 // address is the service's own, else its node's; never the node's name.
 // An instance without a dialable address (Consul takes any string: see
 // internal/dialhost) or a port 1-65535 (Consul takes any integer) is left
-// out: no dial to it could succeed.
+// out: no dial to it could succeed. An address is written as Go dials it
+// (dialhost.Key: "0:0::1" is "::1", "APP.internal" is "app.internal"), and
+// instances at one address are one endpoint, with the first one's weight
+// and tags: Consul keeps addresses as they were registered.
 func endpointsOf(entries []*consulServiceEntry) []Endpoint {
 	eps := make([]Endpoint, 0, len(entries))
 	for _, e := range entries {
@@ -467,13 +470,13 @@ func endpointsOf(entries []*consulServiceEntry) []Endpoint {
 			tags = slices.Clone(e.Service.Tags)
 		}
 		eps = append(eps, Endpoint{
-			Addr:   net.JoinHostPort(host, strconv.Itoa(e.Service.Port)),
+			Addr:   dialhost.Key(net.JoinHostPort(host, strconv.Itoa(e.Service.Port))),
 			Weight: weight,
 			Tags:   tags,
 		})
 	}
-	slices.SortFunc(eps, func(a, b Endpoint) int { return strings.Compare(a.Addr, b.Addr) })
-	return eps
+	slices.SortStableFunc(eps, func(a, b Endpoint) int { return strings.Compare(a.Addr, b.Addr) })
+	return slices.CompactFunc(eps, func(a, b Endpoint) bool { return a.Addr == b.Addr })
 }
 
 func endpointEqual(a, b Endpoint) bool {

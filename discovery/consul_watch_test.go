@@ -252,6 +252,27 @@ func TestEndpointsOfNeverUsesNodeName(t *testing.T) {
 	}
 }
 
+// One instance address written two ways is one endpoint, in the form Go
+// dials: Consul keeps the address as it was registered, and without this
+// "::1" and "0:0::1" (or "APP.internal" and "app.internal") were two
+// endpoints, each with its own breaker and share of requests.
+func TestEndpointsOfOneAddressWrittenTwoWays(t *testing.T) {
+	eps := endpointsOf([]*consulServiceEntry{
+		{Node: &consulNode{Node: "a"}, Service: &consulService{Address: "::1", Port: 8002, Weights: consulWeights{Passing: 3}}},
+		{Node: &consulNode{Node: "a"}, Service: &consulService{Address: "0:0::1", Port: 8002}},
+		{Node: &consulNode{Node: "b"}, Service: &consulService{Address: "::ffff:192.0.2.7", Port: 9000}},
+		{Node: &consulNode{Node: "b"}, Service: &consulService{Address: "192.0.2.7", Port: 9000}},
+		{Node: &consulNode{Node: "c"}, Service: &consulService{Address: "APP.internal", Port: 80}},
+		{Node: &consulNode{Node: "c"}, Service: &consulService{Address: "app.internal", Port: 80}},
+	})
+	if got := addrs(&Snapshot{Endpoints: eps}); got != "192.0.2.7:9000,[::1]:8002,app.internal:80" {
+		t.Fatalf("endpoints = %q", got)
+	}
+	if eps[1].Weight != 3 {
+		t.Fatalf("[::1]:8002 has weight %d, want the first instance's 3", eps[1].Weight)
+	}
+}
+
 func TestJitterBackoffBounded(t *testing.T) {
 	b := JitterBackoff(100*time.Millisecond, time.Second)
 	for attempt := 1; attempt < 50; attempt++ {
