@@ -346,15 +346,27 @@ services: { s: { endpoints: [%s], breaker: { consecutive_failures: 2 }, outlier:
 		get(t, h1Client(), "http://"+sc.Addr("outbound")+"/", "")
 	}
 	waitFor(t, "two server spans", 5*time.Second, func() bool { return len(spansOfKind(rec.Ended(), trace.SpanKindServer)) == 2 })
-	second := spansOfKind(rec.Ended(), trace.SpanKindServer)[1]
-	found := false
-	for _, e := range second.Events() {
-		if e.Name == telemetry.EventBreakerTransition {
-			found = true
+	// Each request came on its own connection, so the first one's outcome
+	// (and span end) may come after the second's: the request that opened
+	// the breaker is whichever was counted second. Events compare the
+	// endpoint's state before and after an outcome, so when the two
+	// outcomes overlap both spans show the transition (a known imprecision);
+	// at least one must, and none other than to open.
+	var with []string
+	for _, sp := range spansOfKind(rec.Ended(), trace.SpanKindServer) {
+		for _, e := range sp.Events() {
+			if e.Name == telemetry.EventBreakerTransition {
+				with = append(with, fmt.Sprint(e.Attributes))
+			}
 		}
 	}
-	if !found {
-		t.Fatalf("no breaker transition event on the request that opened the breaker: %+v", second.Events())
+	if len(with) == 0 {
+		t.Fatal("no breaker transition event on the request that opened the breaker")
+	}
+	for _, e := range with {
+		if !strings.Contains(e, `"ferry.breaker_to":"open"`) {
+			t.Fatalf("breaker transition events on the two requests: %v, want closed to open", with)
+		}
 	}
 	_, body := get(t, h1Client(), "http://"+sc.Addr("admin")+"/metrics", "")
 	if !strings.Contains(body, `ferry_breaker_transitions_total{`) || !strings.Contains(body, `to="open"`) {
