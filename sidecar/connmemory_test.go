@@ -3,11 +3,13 @@ package sidecar
 import (
 	"bufio"
 	"bytes"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"runtime"
 	"runtime/metrics"
+	"strings"
 	"testing"
 	"time"
 
@@ -320,4 +322,69 @@ func scrape(t *testing.T, sc *Sidecar, series string) string {
 		}
 	}
 	return ""
+}
+
+// A caller connection taken over for a spliced upload (here one sent with
+// Expect: 100-continue, which the lane hands to net/http first) still
+// counts against limits.max_connections until it closes.
+func TestMaxConnectionsCountsTakenOverUpload(t *testing.T) {
+	const size = 4 << 20
+	got := make(chan int64, 1)
+	up := origin(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		n, _ := io.Copy(io.Discard, r.Body)
+		got <- n
+		io.WriteString(w, "ok")
+	}))
+	sc, _ := outboundTo(t, "limits: { max_connections: 1 }\n", up)
+	addr := sc.Addr("outbound")
+	upload, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer upload.Close()
+	fmt.Fprintf(upload, "POST /up HTTP/1.1\r\nHost: svc\r\nContent-Length: %d\r\nExpect: 100-continue\r\n\r\n", size)
+	br := bufio.NewReader(upload)
+	upload.SetReadDeadline(time.Now().Add(10 * time.Second))
+	line, err := br.ReadString('\n')
+	if err != nil || !strings.HasPrefix(line, "HTTP/1.1 100") {
+		t.Fatalf("before the body: %q, %v", line, err)
+	}
+	br.ReadString('\n') // the empty line ending the interim answer
+	half := make([]byte, size/2)
+	if _, err := upload.Write(half); err != nil {
+		t.Fatal(err)
+	}
+	// The upload is under way on the only connection allowed: a second
+	// one waits in the backlog.
+	second, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer second.Close()
+	io.WriteString(second, "GET /x HTTP/1.1\r\nHost: svc\r\n\r\n")
+	second.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
+	if n, err := second.Read(make([]byte, 1)); n > 0 || !isTimeoutErr(err) {
+		t.Fatalf("a second connection was answered (%d bytes, %v) during the upload on the only one allowed", n, err)
+	}
+	if _, err := upload.Write(half); err != nil {
+		t.Fatal(err)
+	}
+	res, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	if n := <-got; res.StatusCode != 200 || n != size {
+		t.Fatalf("upload: %d, origin read %d of %d bytes", res.StatusCode, n, size)
+	}
+	upload.Close()
+	second.SetReadDeadline(time.Now().Add(10 * time.Second))
+	res, err = http.ReadResponse(bufio.NewReader(second), nil)
+	if err != nil {
+		t.Fatalf("the second connection, once the upload's closed: %v", err)
+	}
+	res.Body.Close()
+	if res.StatusCode != 200 {
+		t.Fatalf("second: %d", res.StatusCode)
+	}
 }

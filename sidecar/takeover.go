@@ -66,18 +66,18 @@ func (p *Proxy) takeOver(w http.ResponseWriter, r *http.Request) (cw *connWriter
 		return nil, nil, false
 	}
 	bufs := []*bufio.Reader{brw.Reader}
+	var tc *net.TCPConn // nil: not a plain socket; answer on it without splice
 	if pc, ok := conn.(*prefixConn); ok {
 		// Handed over by the lane: what the lane buffered follows what
-		// net/http buffered.
-		conn = pc.Conn
+		// net/http buffered. The socket is read directly from now on;
+		// closing it still goes through pc, which gives back the
+		// connection's limits.max_connections slot.
+		tc, _ = pc.Conn.(*net.TCPConn)
+		conn = slotConn{pc.Conn, pc}
 		bufs = append(bufs, pc.r)
-		// A connection taken over leaves limits.max_connections's count:
-		// it closes through conn, not through pc.
-		if pc.slot.Swap(false) {
-			pc.l.release()
-		}
+	} else {
+		tc, _ = conn.(*net.TCPConn)
 	}
-	tc, _ := conn.(*net.TCPConn) // nil: not a plain socket; answer on it without splice
 	cw = &connWriter{conn: conn, tc: tc, bw: bufio.NewWriterSize(conn, 4<<10), h: http.Header{}, head: r.Method == http.MethodHead}
 	if !p.tunnels.add(cw) {
 		// The drain is over: nothing new may start.
@@ -605,9 +605,19 @@ func (w *connWriter) close() {
 	go func() {
 		w.tc.SetReadDeadline(time.Now().Add(lingerTimeout))
 		io.Copy(io.Discard, readerOnly{w.tc})
-		w.tc.Close()
+		w.conn.Close()
 	}()
 }
+
+// slotConn is a connection the lane handed over (pc) and a handler then
+// took for its own, read and written directly: its Close is pc's, which
+// gives back the lane's limits.max_connections slot once.
+type slotConn struct {
+	net.Conn
+	pc *prefixConn
+}
+
+func (c slotConn) Close() error { return c.pc.Close() }
 
 // lingerTimeout bounds how long a connection whose request body was not
 // read whole is drained after its response, before it closes.
