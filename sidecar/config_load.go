@@ -83,7 +83,11 @@ func ParseConfig(data []byte) (*Config, error) {
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	if err := dec.Decode(&doc); err != nil {
 		if errors.Is(err, io.EOF) {
-			return nil, ConfigErrors{{Msg: "empty config: at least one of outbound or inbound is required"}}
+			what := "empty config"
+			if len(data) == 0 {
+				what += " (0 bytes)"
+			}
+			return nil, ConfigErrors{{Msg: what + ": at least one of outbound or inbound is required"}}
 		}
 		return nil, ConfigErrors{{Msg: err.Error()}}
 	}

@@ -86,14 +86,24 @@ func (s *Sidecar) Reload(ctx context.Context, cfg *Config) error {
 	return nil
 }
 
-// ReloadFile reads, validates and applies a config file. The content
+// ReloadFile reads, validates and applies a config file (SIGHUP). Like a
+// change the watcher sees, the file applies only once two reads of it,
+// the settle interval apart, give the same bytes: one still being written
+// is read again every settle interval until it does, for up to
+// configSettleReads reads, and refused if it never does. The content
 // counts as seen by WatchConfigFile, whether it applies or not; a content
 // rejected for a transient reason is tried again (see tryFileLocked).
 func (s *Sidecar) ReloadFile(ctx context.Context, path string) error {
-	data, cfg, err := readConfigFile(path)
-	if data == nil {
-		s.tel.Metrics().ConfigReload(false)
+	data, err := s.readSettled(ctx, path)
+	if err != nil {
+		if ctx.Err() == nil {
+			s.tel.Metrics().ConfigReload(false)
+		}
 		return err
+	}
+	cfg, err := ParseConfig(data)
+	if err != nil {
+		err = fmt.Errorf("config %s:\n%w", path, err)
 	}
 	s.fileMu.Lock()
 	defer s.fileMu.Unlock()
@@ -102,29 +112,33 @@ func (s *Sidecar) ReloadFile(ctx context.Context, path string) error {
 
 // WatchConfigFile reloads path whenever its content differs from the last
 // content tried, by it or by ReloadFile (SIGHUP), starting from loaded (the
-// bytes the config in force came from), checking every interval. A poll
-// survives editors' rename-on-save and Kubernetes' ConfigMap symlink swaps
-// alike. A bad new config is logged and the one in force kept; it is not
-// tried again until the file changes, unless it was rejected for a
-// transient reason. A file that cannot be read is logged, once until it
-// reads again or fails differently. It returns when ctx ends.
+// bytes the config in force came from), checking every interval. A changed
+// content is tried only once it has read the same twice, settle apart: a
+// file rewritten in place is never applied half-written, and a change
+// still being written is logged once and waited for, read every settle
+// interval until it settles. A poll survives editors' rename-on-save and
+// Kubernetes' ConfigMap symlink swaps alike; those replace the file whole
+// and apply one settle interval after the poll that sees them. A bad new
+// config is logged and the one in force kept; it is not tried again until
+// the file changes, unless it was rejected for a transient reason. A file
+// that cannot be read is logged, once until it reads again or fails
+// differently. It returns when ctx ends.
 func (s *Sidecar) WatchConfigFile(ctx context.Context, path string, interval time.Duration, loaded []byte) {
 	s.fileMu.Lock()
 	if s.fileTried == nil {
 		s.fileTried = loaded
 	}
 	s.fileMu.Unlock()
-	t := time.NewTicker(interval)
-	defer t.Stop()
 	var readErr string // the read error last logged; "" while the file reads
-	for {
-		select {
-		case <-ctx.Done():
+	var ch fileChange  // a changed content read, not yet settled
+	for wait := interval; ; {
+		if !s.waitFile(ctx, wait) {
 			return
-		case <-t.C:
 		}
+		wait = interval
 		cur, err := os.ReadFile(path)
 		if err != nil {
+			ch = fileChange{} // what reads next must settle on its own
 			// Logged once per error, not once per poll.
 			if msg := err.Error(); msg != readErr {
 				readErr = msg
@@ -139,8 +153,16 @@ func (s *Sidecar) WatchConfigFile(ctx context.Context, path string, interval tim
 		s.fileMu.Lock()
 		if bytes.Equal(cur, s.fileTried) {
 			s.fileMu.Unlock()
+			ch.back(s.log, path)
 			continue
 		}
+		if !ch.settled(cur) {
+			s.fileMu.Unlock()
+			ch.see(cur, s.log, path, s.settle)
+			wait = s.settle
+			continue
+		}
+		ch.apply(s.log, path)
 		cfg, err := ParseConfig(cur)
 		err = s.tryFileLocked(ctx, path, cur, cfg, err)
 		s.fileMu.Unlock()

@@ -45,7 +45,11 @@ type Sidecar struct {
 	fileTried  []byte        // the config file content last tried (WatchConfigFile, ReloadFile)
 	retryDelay time.Duration // the wait before fileTried, rejected for a transient reason, is tried again; 0: no retry
 	retryGen   uint64        // counts the file's tries: a planned retry runs only if none came since
-	endOnce    sync.Once
+	settle     time.Duration // Options.ConfigSettle
+	// fileWait, when set, replaces the timer between reads of the
+	// config file (tests step it).
+	fileWait func(ctx context.Context, d time.Duration) bool
+	endOnce  sync.Once
 
 	servers []*listener // outbound, inbound, then admin
 	started atomic.Bool
@@ -91,6 +95,11 @@ type Options struct {
 	// Clock drives breaker open periods, ejections and the retry budget.
 	// Nil: the system clock. Tests move a resilience.ManualClock.
 	Clock resilience.Clock
+	// ConfigSettle is how far apart two reads of the config file must
+	// give the same bytes before a change of it applies (WatchConfigFile,
+	// ReloadFile): a file still being written is not applied. Zero:
+	// DefaultConfigSettle (500ms).
+	ConfigSettle time.Duration
 	// Telemetry is used instead of one built from the config's telemetry
 	// section (tests pass one with an in-memory span recorder). The
 	// sidecar does not shut a given Telemetry down. One Telemetry serves
@@ -122,6 +131,10 @@ func New(cfg *Config, opts Options) (*Sidecar, error) {
 	}
 	s.observer = observer{m: s.tel.Metrics(), log: lg}
 	s.clock = opts.Clock
+	s.settle = opts.ConfigSettle
+	if s.settle <= 0 {
+		s.settle = DefaultConfigSettle
+	}
 	if s.clock == nil {
 		s.clock = resilience.SystemClock{}
 	}

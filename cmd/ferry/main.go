@@ -147,12 +147,16 @@ func (v *onceValue) IsBoolFlag() bool {
 // minConfigPoll is the shortest --config-poll above 0.
 const minConfigPoll = 100 * time.Millisecond
 
+// minConfigSettle is the shortest --config-settle.
+const minConfigSettle = 10 * time.Millisecond
+
 func cmdRun(args []string, stdout, stderr io.Writer) int {
 	fs := flagSet("run", "ferry run --config FILE | --config-env NAME [flags]", stderr)
 	path := fs.String("config", "", "config file (YAML)")
 	configEnv := fs.String("config-env", "", "name of an environment variable holding the config YAML (instead of --config)")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	poll := fs.Duration("config-poll", 2*time.Second, "how often to check --config for changes and reload, at least 100ms (0: only on SIGHUP)")
+	settle := fs.Duration("config-settle", sidecar.DefaultConfigSettle, "a changed --config applies only once two reads this far apart give the same bytes (not while it is being written), at least 10ms")
 	if code, ok := parseFlags(fs, args, stdout); !ok {
 		return code
 	}
@@ -167,6 +171,11 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 	if *poll > 0 && *poll < minConfigPoll {
 		// "1ns" (a typo for 1s) would re-read the file in a busy loop.
 		fmt.Fprintf(stderr, "ferry run: --config-poll: %v is below the minimum of %v (0 checks only on SIGHUP)\n", *poll, minConfigPoll)
+		return exitConfig
+	}
+	if *settle < minConfigSettle {
+		// 0 would apply a file read half-written.
+		fmt.Fprintf(stderr, "ferry run: --config-settle: %v is below the minimum of %v (a change applies once two reads this far apart match)\n", *settle, minConfigSettle)
 		return exitConfig
 	}
 	if (*path == "") == (*configEnv == "") {
@@ -210,7 +219,7 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 	// Exporter errors (collector down) as rate-limited log lines, not a
 	// line per batch.
 	otel.SetErrorHandler(telemetry.ErrorHandler(log, time.Minute))
-	sc, err := sidecar.New(cfg, sidecar.Options{Log: log})
+	sc, err := sidecar.New(cfg, sidecar.Options{Log: log, ConfigSettle: *settle})
 	if err != nil {
 		fmt.Fprintf(logOut, "ferry: %v\n", err) // after the lines logged before it
 		return exitConfig

@@ -153,6 +153,7 @@ func TestFlagGivenTwiceRefused(t *testing.T) {
 		{[]string{"run", "--config", good, "--config", "/nonexistent/other.yaml"}, "-config"},
 		{[]string{"run", "--config=" + good, "--log-level", "debug", "--log-level=error"}, "-log-level"},
 		{[]string{"run", "--config", good, "--config-poll", "1s", "--config-poll", "5s"}, "-config-poll"},
+		{[]string{"run", "--config", good, "--config-settle", "1s", "--config-settle", "2s"}, "-config-settle"},
 		{[]string{"demo", "--size", "1KiB", "--size", "lots"}, "-size"},
 		{[]string{"inject", "--no-native-sidecar", "--no-native-sidecar=false"}, "-no-native-sidecar"},
 		{[]string{"webhook", "--listen", ":1", "--listen", ":2", "--tls-cert", "c", "--tls-key", "k"}, "-listen"},
@@ -201,6 +202,26 @@ func TestRunConfigPollMinimum(t *testing.T) {
 		code := run([]string{"run", "--config", "/nonexistent/ferry.yaml", "--config-poll", poll}, &out, &errb)
 		if code != exitConfig || strings.Contains(errb.String(), "config-poll") || !strings.Contains(errb.String(), "/nonexistent/ferry.yaml") {
 			t.Errorf("--config-poll %s: exit %d, stderr %q; want it accepted and the missing file reported", poll, code, errb.String())
+		}
+	}
+}
+
+// --config-settle below 10ms is refused: 0 would apply a config file read
+// while it is being written. 10ms and more are accepted (the config check
+// that follows fails on the missing file).
+func TestRunConfigSettleMinimum(t *testing.T) {
+	for _, settle := range []string{"0", "-1s", "1ms"} {
+		var out, errb bytes.Buffer
+		code := run([]string{"run", "--config", "/nonexistent/ferry.yaml", "--config-settle", settle}, &out, &errb)
+		if code != exitConfig || !strings.Contains(errb.String(), "--config-settle: ") || !strings.Contains(errb.String(), "below the minimum of 10ms") {
+			t.Errorf("--config-settle %s: exit %d, stderr %q; want exit 2 saying it is below the minimum of 10ms", settle, code, errb.String())
+		}
+	}
+	for _, settle := range []string{"10ms", "500ms", "5s"} {
+		var out, errb bytes.Buffer
+		code := run([]string{"run", "--config", "/nonexistent/ferry.yaml", "--config-settle", settle}, &out, &errb)
+		if code != exitConfig || strings.Contains(errb.String(), "config-settle") || !strings.Contains(errb.String(), "/nonexistent/ferry.yaml") {
+			t.Errorf("--config-settle %s: exit %d, stderr %q; want it accepted and the missing file reported", settle, code, errb.String())
 		}
 	}
 }
