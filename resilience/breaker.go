@@ -62,9 +62,13 @@ func fromGobreaker(s gobreaker.State) BreakerState {
 //     half-open admits up to HalfOpenProbes probes (an atomic counter).
 //   - the outcome (Done) is recorded with CircuitBreaker.Execute and a
 //     static function returning a sentinel error: one synchronous
-//     before/after pair, no allocation. Outcomes of attempts admitted under
-//     an earlier state are dropped (the generation check below), as
-//     gobreaker does with its own generations. With only the
+//     before/after pair, no allocation. Outcomes of attempts admitted
+//     under an earlier state are dropped (the generation check below), as
+//     gobreaker does with its own generations. A state change gobreaker
+//     makes inside that Execute is the outcome's doing, and record
+//     returns it for the attempt's Effect: every call into gobreaker that
+//     can change its state is made under mu, so no other attempt's change
+//     can be taken for this one's. With only the
 //     consecutive-failures trigger on, a success while no failure streak
 //     runs cannot change anything gobreaker decides, so it is not recorded
 //     at all: the common request touches no lock of the breaker.
@@ -80,7 +84,9 @@ type breaker struct {
 	clock   Clock
 	openFor time.Duration
 	probes  int32
-	notify  func(from, to BreakerState)
+	// notify tells the Observer of a state change; it reports whether it
+	// did (a retired Upstream's changes are not reported).
+	notify func(from, to BreakerState) bool
 
 	// mu serialises recording outcomes and the open -> half-open move, so
 	// a generation check and the Execute it guards are atomic.
@@ -92,6 +98,11 @@ type breaker struct {
 	// one is running.
 	countAll bool
 	streak   atomic.Bool
+
+	// moved is the state change made by the Execute that record is
+	// running (under mu): from the first change's state to the last's.
+	moved    Effect
+	movedAny bool
 
 	state      atomic.Uint32 // BreakerState
 	gen        atomic.Uint64 // bumped on every state change
@@ -109,7 +120,8 @@ func failed() (struct{}, error)    { return struct{}{}, errAttemptFailed }
 func ignored() (struct{}, error)   { return struct{}{}, errAttemptIgnored }
 
 // newBreaker returns nil when the settings have no trigger on.
-func newBreaker(name string, s *BreakerSettings, clock Clock, notify func(from, to BreakerState)) *breaker {
+// notify may be nil: then every change counts as reported.
+func newBreaker(name string, s *BreakerSettings, clock Clock, notify func(from, to BreakerState) bool) *breaker {
 	if !s.Enabled() {
 		return nil
 	}
@@ -158,9 +170,13 @@ func (b *breaker) onStateChange(_ string, from, to gobreaker.State) {
 	b.streak.Store(false) // gobreaker cleared its counts
 	b.gen.Add(1)
 	b.state.Store(uint32(t))
-	if b.notify != nil {
-		b.notify(f, t)
+	if b.notify != nil && !b.notify(f, t) {
+		return // not reported: no outcome's Effect claims it either
 	}
+	if !b.movedAny {
+		b.moved.From, b.movedAny = f, true
+	}
+	b.moved.To = t
 }
 
 // current returns the mirrored state.
@@ -248,18 +264,22 @@ func (b *breaker) toHalfOpen() bool {
 }
 
 // record reports the outcome of an attempt admitted under generation gen.
-func (b *breaker) record(gen uint64, probe bool, v verdict) {
+// It returns the state change that outcome caused, if any (only From and
+// To are set).
+func (b *breaker) record(gen uint64, probe bool, v verdict) Effect {
 	if b == nil {
-		return
+		return Effect{}
 	}
 	if v != verdictFailure && !b.countAll && !b.streak.Load() && BreakerState(b.state.Load()) == BreakerClosed {
 		// A closed breaker that counts consecutive failures only, with no
 		// failure since the last success: this outcome changes nothing
 		// gobreaker decides on (only its success and request totals), so
 		// skip its mutex and its two clock reads. This is the hot path.
-		return
+		return Effect{}
 	}
 	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.moved, b.movedAny = Effect{}, false
 	if b.gen.Load() == gen {
 		if probe && v == verdictIgnored {
 			b.probesUsed.Add(-1) // the probe told nothing: let another one go
@@ -275,7 +295,9 @@ func (b *breaker) record(gen uint64, probe bool, v verdict) {
 			_, _ = b.cb.Execute(ignored)
 		}
 	}
-	b.mu.Unlock()
+	// An attempt admitted under an earlier generation (another outcome
+	// changed the state since) changes nothing: the zero Effect.
+	return b.moved
 }
 
 // openUntil returns when an open breaker will let probes through.

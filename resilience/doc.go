@@ -18,8 +18,9 @@
 // The entry point is Upstream: the proxy creates one per service with
 // NewUpstream, feeds it endpoint sets with Update whenever discovery
 // publishes a new snapshot, and for each attempt calls Pick, then Done with
-// the Outcome. Breaker and ejection state of endpoints that persist across
-// Update is kept.
+// the Outcome; Done returns the Effect of that outcome alone (the breaker
+// transition and ejection it caused), for the request's span. Breaker and
+// ejection state of endpoints that persist across Update is kept.
 //
 // Time: everything that decides when traffic returns to an endpoint (the
 // breaker's open period, ejection time, the retry budget's window) runs on an

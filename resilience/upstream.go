@@ -302,10 +302,12 @@ func (u *Upstream) newEndpoint(addr string) *endpoint {
 	if ep.inflight == nil {
 		ep.inflight = new(atomic.Int64)
 	}
-	ep.breaker = newBreaker(u.name+"/"+addr, &u.settings.Breaker, u.clock, func(from, to BreakerState) {
-		if !u.retired.Load() {
-			u.observer.BreakerChanged(u.name, addr, from, to)
+	ep.breaker = newBreaker(u.name+"/"+addr, &u.settings.Breaker, u.clock, func(from, to BreakerState) bool {
+		if u.retired.Load() {
+			return false
 		}
+		u.observer.BreakerChanged(u.name, addr, from, to)
+		return true
 	})
 	return ep
 }
@@ -413,26 +415,32 @@ func containsAddr(list []string, addr string) bool {
 }
 
 // Done reports how the attempt ended: it releases the in-flight slots and
-// feeds the endpoint's breaker and outlier detection.
-func (p Pick) Done(o Outcome) {
+// feeds the endpoint's breaker and outlier detection. It returns what this
+// outcome did to the endpoint: the breaker transition and the ejection it
+// caused, as the Observer heard of them; the zero Effect when it changed
+// nothing, which is the common case and costs no allocation. An outcome
+// whose attempt another outcome overtook (the breaker moved since it was
+// admitted, or the endpoint was already ejected) reports nothing.
+func (p Pick) Done(o Outcome) Effect {
 	if p.ep == nil {
-		return
+		return Effect{}
 	}
 	p.release()
-	p.record(o)
+	return p.record(o)
 }
 
 // Keep reports how the attempt ended, as Done does, but keeps it counted
 // in flight, in the service's max_in_flight and the endpoint's load,
 // until the returned Slot is released: for an exchange that goes on past
 // the answer that judges its attempt, a tunnel once the upstream switched
-// protocols, which loads the endpoint like a request until it closes.
-func (p Pick) Keep(o Outcome) *Slot {
+// protocols, which loads the endpoint like a request until it closes. The
+// Effect is the outcome's, as Done returns it.
+func (p Pick) Keep(o Outcome) (*Slot, Effect) {
 	if p.ep == nil {
-		return &Slot{}
+		return &Slot{}, Effect{}
 	}
-	p.record(o)
-	return &Slot{pick: p}
+	e := p.record(o)
+	return &Slot{pick: p}, e
 }
 
 // Slot is an attempt's place in its service's and endpoint's in-flight
@@ -457,18 +465,19 @@ func (p Pick) release() {
 }
 
 // record feeds the attempt's outcome to the endpoint's breaker and
-// outlier detection.
-func (p Pick) record(o Outcome) {
+// outlier detection, and returns what it changed.
+func (p Pick) record(o Outcome) Effect {
 	ep, u := p.ep, p.u
 	v := u.verdict(o)
 	ep.requests.Add(1)
 	if v == verdictFailure {
 		ep.failures.Add(1)
 	}
-	ep.breaker.record(p.gen, p.probe, v)
+	e := ep.breaker.record(p.gen, p.probe, v)
 	if ep.eject.observe(o, u.consec5xx) {
-		u.eject(ep)
+		e.Ejected = u.eject(ep)
 	}
+	return e
 }
 
 func (u *Upstream) verdict(o Outcome) verdict {
@@ -488,8 +497,9 @@ func (u *Upstream) verdict(o Outcome) verdict {
 // eject takes ep out of rotation unless that would exceed
 // max_ejection_percent or leave the service with no endpoint in rotation
 // (an endpoint whose breaker admits nothing is not in rotation either: one
-// open, or half-open with every probe out).
-func (u *Upstream) eject(ep *endpoint) {
+// open, or half-open with every probe out). It returns the ejection's
+// length when it ejected ep and the Observer heard of it, else 0.
+func (u *Upstream) eject(ep *endpoint) time.Duration {
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	set := u.set.Load()
@@ -509,15 +519,17 @@ func (u *Upstream) eject(ep *endpoint) {
 		}
 	}
 	if !present || ep.eject.until.Load() > now {
-		return // removed meanwhile, or already out
+		return 0 // removed meanwhile, or already out
 	}
 	if ejected+1 > u.settings.Outlier.maxEjected(len(set.members)) || others == 0 {
-		return
+		return 0
 	}
 	d := ep.eject.nextEjection(&u.settings.Outlier, now)
-	if !u.retired.Load() {
-		u.observer.Ejected(u.name, ep.addr, d, ep.eject.ejections)
+	if u.retired.Load() {
+		return 0 // no longer the service's: not reported
 	}
+	u.observer.Ejected(u.name, ep.addr, d, ep.eject.ejections)
+	return d
 }
 
 // RefundRetry gives the retry budget back a retry Retry allowed that did

@@ -297,7 +297,7 @@ func TestReplaceCarriesRetryBudget(t *testing.T) {
 // Release is called.
 func TestKeepHoldsSlotUntilReleased(t *testing.T) {
 	u, _, _ := newTestUpstream(t, func(s *Settings) { s.MaxInFlight = 1 }, "a:1")
-	slot := mustPick(t, u, "").Keep(ok200)
+	slot, _ := mustPick(t, u, "").Keep(ok200)
 	if st := statusOf(t, u, "a:1"); st.Requests != 1 || st.InFlight != 1 {
 		t.Fatalf("kept attempt: %d requests, %d in flight; want 1 and 1", st.Requests, st.InFlight)
 	}
@@ -311,7 +311,8 @@ func TestKeepHoldsSlotUntilReleased(t *testing.T) {
 	}
 	mustPick(t, u, "").Done(ok200)
 	(&Slot{}).Release() // the zero Slot holds nothing
-	Pick{}.Keep(ok200).Release()
+	zero, _ := Pick{}.Keep(ok200)
+	zero.Release()
 	if n := u.InFlight(); n != 0 {
 		t.Fatalf("%d in flight", n)
 	}

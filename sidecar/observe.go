@@ -13,8 +13,9 @@ import (
 )
 
 // observer turns resilience events into metrics and log lines. Span events
-// for the request that caused them are added by the proxy (exchange.events),
-// because an observer does not know which request it is serving.
+// for the request that caused them are added by the proxy from the Effect
+// its attempt's Done returned (exchange.events), because an observer does
+// not know which request it is serving.
 type observer struct {
 	m   *telemetry.Metrics
 	log *slog.Logger
@@ -87,36 +88,22 @@ func (x *exchange) fail(w http.ResponseWriter, f failure) {
 	writeFailure(w, f)
 }
 
-// endpointState is what the events compare before and after an attempt.
-type endpointState struct {
-	breaker resilience.BreakerState
-	ejected bool
-}
-
-func stateOf(up *upstream, addr string) (endpointState, bool) {
-	for _, ep := range up.res.Status() {
-		if ep.Addr == addr {
-			return endpointState{ep.Breaker, !ep.EjectedUntil.IsZero()}, true
-		}
-	}
-	return endpointState{}, false
-}
-
-// events adds span events for breaker transitions and ejections an
-// attempt's outcome caused. It runs only after failures and probes, the
-// only outcomes that change state.
-func (x *exchange) events(up *upstream, addr string, before endpointState) {
-	after, ok := stateOf(up, addr)
-	if !ok || !x.q.Span().IsRecording() {
+// events adds span events for what one attempt's outcome did to its
+// endpoint, as Pick.Done (or Keep) reported it: the breaker transition and
+// the ejection that outcome caused. A change another request's outcome
+// made meanwhile is that request's to show, never this one's, however the
+// two overlap; the metrics count each change once, through the observer.
+func (x *exchange) events(addr string, e resilience.Effect) {
+	if !e.Transitioned() && e.Ejected == 0 || !x.q.Span().IsRecording() {
 		return
 	}
-	if after.breaker != before.breaker {
+	if e.Transitioned() {
 		x.q.Span().AddEvent(telemetry.EventBreakerTransition, trace.WithAttributes(
 			telemetry.AttrEndpoint.String(addr),
-			telemetry.AttrFromState.String(string(breakerLabel(before.breaker))),
-			telemetry.AttrToState.String(string(breakerLabel(after.breaker)))))
+			telemetry.AttrFromState.String(string(breakerLabel(e.From))),
+			telemetry.AttrToState.String(string(breakerLabel(e.To)))))
 	}
-	if after.ejected && !before.ejected {
+	if e.Ejected > 0 {
 		x.q.Span().AddEvent(telemetry.EventEjection, trace.WithAttributes(
 			telemetry.AttrEndpoint.String(addr), telemetry.AttrReason.String("consecutive_5xx")))
 	}

@@ -243,20 +243,19 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, up *upstream, ma
 			return
 		}
 		addr := pick.Addr()
-		var before endpointState
+		// A pick is admitted by a closed breaker (or none), or is a
+		// half-open breaker's probe.
+		info := telemetry.AttemptInfo{Endpoint: addr, Attempt: attempt, BreakerState: telemetry.BreakerClosed}
 		if pick.Probe() {
-			before, _ = stateOf(up, addr)
-		} else {
-			before = endpointState{breaker: resilience.BreakerClosed}
+			info.BreakerState = telemetry.BreakerHalfOpen
 		}
-		info := telemetry.AttemptInfo{Endpoint: addr, Attempt: attempt, BreakerState: breakerLabel(before.breaker)}
 		res, actx, a, err := p.try(ctx, w, r, up, addr, upgrade, body, x, info)
 		if err != nil {
 			f, gone := classify(actx, up.name, addr, err)
 			o := resilience.Outcome{Result: attemptResult(actx, err)}
-			pick.Done(o)
+			e := pick.Done(o)
 			a.End(telemetry.Outcome{BytesOut: body.sent(), Reason: f.kind, Err: err})
-			x.events(up, addr, before)
+			x.events(addr, e)
 			p.logFailure(r, up.name, addr, f, err)
 			if gone {
 				// The caller went away (or half-closed, which the lane
@@ -298,9 +297,9 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, up *upstream, ma
 			if f.status != 0 {
 				res.Body.Close()
 				o.Result = resilience.TransportFailed
-				pick.Done(o)
+				e := pick.Done(o)
 				a.End(telemetry.Outcome{Status: res.StatusCode, Reason: f.kind})
-				x.events(up, addr, before)
+				x.events(addr, e)
 				p.logFailure(r, up.name, addr, f, errors.New("switch not asked for"))
 				x.fail(w, f)
 				return
@@ -309,9 +308,9 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, up *upstream, ma
 			// load as a request until it closes: it keeps its slot of
 			// max_in_flight (and of its endpoint's load) until then,
 			// however it ends.
-			slot := pick.Keep(o)
+			slot, e := pick.Keep(o)
 			defer slot.Release()
-			x.events(up, addr, before) // a probe's 101 settled its breaker
+			x.events(addr, e) // a probe's 101 settled its breaker
 			idle.stop()
 			x.tunneled, x.out = p.tunnel(w, r, res, upgrade, up.name, addr, up.timeouts.TunnelIdle, x)
 			res.Body.Close()
@@ -327,8 +326,7 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, up *upstream, ma
 			// A retryable status (502/503/504 by default): when the
 			// policy, the budget and another endpoint allow, discard this
 			// answer unread and ask that endpoint; else relay it.
-			pick.Done(o)
-			x.events(up, addr, before)
+			x.events(addr, pick.Done(o))
 			tried = append(tried, addr)
 			if next, ok := p.retry(ctx, up, attempt, key, tried, r, body, o, x, telemetry.ReasonOther); ok {
 				res.Body.Close()
@@ -396,9 +394,9 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, up *upstream, ma
 				x.reason, ao.Reason = telemetry.ReasonClientCanceled, telemetry.ReasonClientCanceled
 			}
 			x.err, ao.Err = result.readErr, result.readErr
-			pick.Done(o)
+			e := pick.Done(o)
 			a.End(ao)
-			x.events(up, addr, before)
+			x.events(addr, e)
 			if result.unsent && !cutMade && x.reason != telemetry.ReasonClientCanceled {
 				// Nothing of the response went out: the caller gets the
 				// failure as a whole answer, or another endpoint's.
@@ -469,12 +467,9 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, up *upstream, ma
 				o.Status = s // an HTTP 200 ending a gRPC call UNAVAILABLE, say
 			}
 		}
-		pick.Done(o)
+		e := pick.Done(o) // the zero Effect when the retry check above reported it
 		a.End(ao)
-		if pick.Probe() || o.Status >= 500 {
-			// Only probes and 5xx can move a breaker or eject.
-			x.events(up, addr, before)
-		}
+		x.events(addr, e)
 		if (body.broken() || cutMade) && r.ProtoMajor == 1 {
 			// The caller's body did not end cleanly: its connection
 			// must not be read on, or what follows the bad framing
