@@ -357,9 +357,12 @@ func (s *Sidecar) Ready() bool { return s.notReady() == "" }
 
 // Run starts the sidecar, serves until ctx ends, then drains: it keeps
 // serving for shutdown.delay, then lets in-flight exchanges finish for up
-// to shutdown.grace.
+// to shutdown.grace. A Start that fails releases what New built (Consul
+// watches, the registration's client, telemetry) before Run returns its
+// error: nothing is left running.
 func (s *Sidecar) Run(ctx context.Context) error {
 	if err := s.Start(); err != nil {
+		s.Shutdown(context.Background()) // nothing served: releases only
 		return err
 	}
 	errc := make(chan error, len(s.servers))
@@ -404,7 +407,10 @@ func (s *Sidecar) EndDrain() { s.endOnce.Do(func() { close(s.endDrain) }) }
 
 // Shutdown drains: it reports not ready, stops accepting, lets in-flight
 // exchanges finish until ctx ends, then closes whatever is left (including
-// upgraded tunnels). The admin listener stops last.
+// upgraded tunnels). The admin listener stops last. A sidecar that never
+// served (Start not called, or failed) has nothing to drain or deregister:
+// Shutdown releases what New built (Consul watches, telemetry) and
+// returns nil. Either way the sidecar cannot start afterwards.
 func (s *Sidecar) Shutdown(ctx context.Context) error {
 	s.stop.Do(func() { s.stopErr = s.shutdown(ctx) })
 	return s.stopErr
@@ -416,8 +422,14 @@ func (s *Sidecar) shutdown(ctx context.Context) error {
 	s.stopping = true
 	servers := s.servers
 	s.life.Unlock()
-	cfg := s.config()
 	s.ready.Store(false)
+	if len(servers) == 0 {
+		// Start binds every listener or none, and registers only after:
+		// nothing listens and nothing was registered.
+		s.release()
+		return nil
+	}
+	cfg := s.config()
 	s.log.Info("draining", "grace", cfg.Shutdown.Grace.String())
 	if s.registrar != nil {
 		// Not ready first, then out of Consul, then drain: callers stop
@@ -479,10 +491,7 @@ func (s *Sidecar) shutdown(ctx context.Context) error {
 		admin.srv.Close()
 		admin.ln.Close()
 	}
-	s.state.Load().close()
-	if s.regConsul != nil {
-		s.regConsul.Close()
-	}
+	s.closeDiscovery()
 	if forced.Load() > 0 || n > 0 {
 		// The exchanges just cut are still unwinding: their spans and
 		// access log lines must be out before ferry's telemetry closes.
@@ -499,6 +508,23 @@ func (s *Sidecar) shutdown(ctx context.Context) error {
 	}
 	s.log.Info("drained")
 	return nil
+}
+
+// release stops what New started: the generation in force (its Consul
+// watches and connection pools), the registration's Consul client, and
+// telemetry, flushed.
+func (s *Sidecar) release() {
+	s.closeDiscovery()
+	s.closeTelemetry()
+}
+
+// closeDiscovery closes the generation in force and the registration's
+// Consul client.
+func (s *Sidecar) closeDiscovery() {
+	s.state.Load().close()
+	if s.regConsul != nil {
+		s.regConsul.Close()
+	}
 }
 
 // awaitReported waits, at most d, until no exchange is in flight as
