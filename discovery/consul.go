@@ -220,7 +220,7 @@ func (c *Consul) memory(name string, spec ConsulWatch) *watchMemory {
 	if !last.Ready {
 		return nil
 	}
-	return &watchMemory{seen: m.seen, resetAt: m.resetAt, last: last}
+	return &watchMemory{seen: m.seen, resetAt: m.resetAt, last: last, leftOut: m.leftOut}
 }
 
 func validateServiceName(key, name string) error {

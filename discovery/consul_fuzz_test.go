@@ -29,6 +29,7 @@ func FuzzConsulAnswer(f *testing.F) {
 		`[{"Node":{"Address":"192.0.2.12"},"Service":{"Port":-1,"Weights":{"Passing":-5}}}]`,
 		`[{"Service":{"Address":"a.example","Port":1,"Weights":{"Passing":0}}},{"Service":{"Address":"a.example","Port":1}}]`,
 		`[{"Service":{"Address":"::1","Port":1}},{"Service":{"Address":"0:0::1","Port":1}},{"Service":{"Address":"A.example","Port":1}}]`,
+		`[{"Node":{"Node":"n","Address":"192.0.2.13"},"Service":{"ID":"a","Address":"[::6]","Port":0}},{"Node":null,"Service":{"ID":"b","Port":80}}]`,
 	} {
 		f.Add([]byte(s))
 	}
@@ -44,7 +45,35 @@ func FuzzConsulAnswer(f *testing.F) {
 		if oerr != nil {
 			return
 		}
-		eps := endpointsOf(ours)
+		eps, out := readAnswer(ours)
+		// Every instance is an endpoint or left out with a reason: none
+		// is dropped without a word.
+		listed := map[string]bool{}
+		for _, ep := range eps {
+			listed[ep.Addr] = true
+		}
+		instances := 0
+		for _, e := range ours {
+			if e == nil || e.Service == nil {
+				continue
+			}
+			instances++
+			host := e.Service.Address
+			if host == "" && e.Node != nil {
+				host = e.Node.Address
+			}
+			if listed[dialhost.Key(net.JoinHostPort(host, strconv.Itoa(e.Service.Port)))] {
+				instances--
+			}
+		}
+		if instances != len(out) {
+			t.Fatalf("%q: %d instances make no endpoint, %d left out with a reason (%v)", answer, instances, len(out), out)
+		}
+		for _, o := range out {
+			if o.reason == "" {
+				t.Fatalf("%q: instance left out without a reason: %+v", answer, o)
+			}
+		}
 		if len(eps) > len(ours) {
 			t.Fatalf("%q: %d endpoints from %d entries", answer, len(eps), len(ours))
 		}

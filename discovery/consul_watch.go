@@ -111,6 +111,10 @@ type watch struct {
 	// answer has not come yet; it is compared with every index prior saw.
 	prior      *Snapshot
 	priorFirst bool
+	// leftOut is why each instance of the last answer that makes no
+	// endpoint was left out, by instanceKey: a warning names each one
+	// once, not on every answer that still lists it so.
+	leftOut map[string]string
 
 	// mem is what the loop learnt, for a watch that replaces this one.
 	mem   atomic.Pointer[watchMemory]
@@ -124,6 +128,7 @@ type watchMemory struct {
 	seen    map[string]uint64
 	resetAt time.Time
 	last    *Snapshot
+	leftOut map[string]string // not changed once stored
 }
 
 // inherit starts the loop from what the watch this one replaces learnt.
@@ -134,6 +139,7 @@ func (w *watch) inherit(m *watchMemory) {
 	}
 	w.seen = maps.Clone(m.seen)
 	w.resetAt = m.resetAt
+	w.leftOut = m.leftOut
 	if len(m.last.Endpoints) > 0 {
 		w.prior = m.last
 	}
@@ -143,7 +149,7 @@ func (w *watch) inherit(m *watchMemory) {
 // remember publishes the loop's indexes and reset for a watch that
 // replaces this one.
 func (w *watch) remember() {
-	w.mem.Store(&watchMemory{seen: maps.Clone(w.seen), resetAt: w.resetAt})
+	w.mem.Store(&watchMemory{seen: maps.Clone(w.seen), resetAt: w.resetAt, leftOut: w.leftOut})
 }
 
 // watchStats are the per-service counters shown by admin and metrics.
@@ -254,7 +260,8 @@ func (w *watch) step(ctx context.Context) bool {
 		w.consistent = true
 		return true
 	}
-	eps := endpointsOf(entries)
+	eps, out := readAnswer(entries)
+	w.reportLeftOut(out)
 	if len(eps) == 0 && meta.FilteredByACLs {
 		// Every instance was left out because the token may not read it
 		// (or its node): that says nothing about the service, and must
@@ -440,26 +447,77 @@ func (w *watch) publish(s *Snapshot) {
 	w.svc.Publish(s)
 }
 
-// endpointsOf turns Consul's answer into endpoints sorted by address. The
-// address is the service's own, else its node's; never the node's name.
-// An instance without a dialable address (Consul takes any string: see
-// internal/dialhost) or a port 1-65535 (Consul takes any integer) is left
-// out: no dial to it could succeed. An address is written as Go dials it
-// (dialhost.Key: "0:0::1" is "::1", "APP.internal" is "app.internal"), and
-// instances at one address are one endpoint, with the first one's weight
-// and tags: Consul keeps addresses as they were registered.
+// reportLeftOut warns of each instance left out of an answer's endpoints
+// (see readAnswer) that the last answer did not leave out for the same
+// reason: a blocking query answers again on every change to the service,
+// and each answer listing the same instance the same way would repeat the
+// warning. An instance that leaves the answer and comes back, or whose
+// reason changes, is named again.
+func (w *watch) reportLeftOut(out []leftOut) {
+	if len(out) == 0 && len(w.leftOut) == 0 {
+		return
+	}
+	next := make(map[string]string, len(out))
+	for _, o := range out {
+		k := o.key()
+		if why, ok := next[k]; ok && why == o.reason {
+			continue // listed twice in one answer
+		}
+		next[k] = o.reason
+		if w.leftOut[k] == o.reason {
+			continue
+		}
+		attrs := []any{"service", w.svc.Name(), "instance", o.id, "node", o.node, "reason", o.reason}
+		if w.service != w.svc.Name() {
+			attrs = append(attrs, "consul_service", w.service)
+		}
+		w.log.Warn("consul instance left out of the endpoints: no dial to it could succeed", attrs...)
+	}
+	w.leftOut = next
+}
+
+// leftOut is an instance of a Consul answer that makes no endpoint.
+type leftOut struct {
+	id, node string // the instance's service ID and its node's name
+	reason   string
+}
+
+func (o leftOut) key() string { return o.node + "\x00" + o.id }
+
+// endpointsOf is the endpoints of readAnswer.
 func endpointsOf(entries []*consulServiceEntry) []Endpoint {
+	eps, _ := readAnswer(entries)
+	return eps
+}
+
+// readAnswer turns Consul's answer into endpoints sorted by address, and
+// the instances it left out. The address is the service's own, else its
+// node's; never the node's name. An instance without a dialable address
+// (Consul takes any string: see internal/dialhost) or a port 1-65535
+// (Consul takes any integer) is left out: no dial to it could succeed. An
+// address is written as Go dials it (dialhost.Key: "0:0::1" is "::1",
+// "APP.internal" is "app.internal"), and instances at one address are one
+// endpoint, with the first one's weight and tags: Consul keeps addresses
+// as they were registered. An entry without a service (Consul sends none)
+// names no instance and is skipped.
+func readAnswer(entries []*consulServiceEntry) ([]Endpoint, []leftOut) {
 	eps := make([]Endpoint, 0, len(entries))
+	var out []leftOut
 	for _, e := range entries {
 		if e == nil || e.Service == nil {
 			continue
 		}
-		host := e.Service.Address
+		host, whose := e.Service.Address, "the instance's own"
 		if host == "" && e.Node != nil {
-			host = e.Node.Address
+			host, whose = e.Node.Address, "its node's"
 		}
-		if !dialhost.Valid(host) || e.Service.Port <= 0 || e.Service.Port > 65535 {
-			continue // nothing to dial
+		if why := undialable(host, whose, e.Service.Port); why != "" {
+			o := leftOut{id: e.Service.ID, reason: why}
+			if e.Node != nil {
+				o.node = e.Node.Node
+			}
+			out = append(out, o)
+			continue
 		}
 		weight := e.Service.Weights.Passing
 		if weight <= 0 {
@@ -476,7 +534,23 @@ func endpointsOf(entries []*consulServiceEntry) []Endpoint {
 		})
 	}
 	slices.SortStableFunc(eps, func(a, b Endpoint) int { return strings.Compare(a.Addr, b.Addr) })
-	return slices.CompactFunc(eps, func(a, b Endpoint) bool { return a.Addr == b.Addr })
+	return slices.CompactFunc(eps, func(a, b Endpoint) bool { return a.Addr == b.Addr }), out
+}
+
+// undialable says why an instance at host (whose address it is) and port
+// makes no endpoint, or "" when it makes one.
+func undialable(host, whose string, port int) string {
+	var why []string
+	switch {
+	case host == "":
+		why = append(why, "no address: neither the instance nor its node has one")
+	case !dialhost.Valid(host):
+		why = append(why, fmt.Sprintf("address %q (%s) cannot be dialled", host, whose))
+	}
+	if port <= 0 || port > 65535 {
+		why = append(why, fmt.Sprintf("port %d is outside 1-65535", port))
+	}
+	return strings.Join(why, "; ")
 }
 
 func endpointEqual(a, b Endpoint) bool {

@@ -483,6 +483,7 @@ type consulNode struct {
 }
 
 type consulService struct {
+	ID      string
 	Address string
 	Port    int
 	Tags    []string
