@@ -359,8 +359,13 @@ func (s *Sidecar) Ready() bool { return s.notReady() == "" }
 // serving for shutdown.delay, then lets in-flight exchanges finish for up
 // to shutdown.grace. A Start that fails releases what New built (Consul
 // watches, the registration's client, telemetry) before Run returns its
-// error: nothing is left running.
+// error: nothing is left running. A ctx that ended before Run began
+// starts nothing: Run releases what New built and returns nil.
 func (s *Sidecar) Run(ctx context.Context) error {
+	if ctx.Err() != nil {
+		s.log.Info("stop requested before ferry started serving; not starting")
+		return s.Shutdown(context.Background())
+	}
 	if err := s.Start(); err != nil {
 		s.Shutdown(context.Background()) // nothing served: releases only
 		return err

@@ -63,3 +63,36 @@ telemetry: { access_log: "off" }
 		t.Fatalf("Start after the failed Run succeeded (outbound at %q)", sc.Addr("outbound"))
 	}
 }
+
+// Run with a ctx that ended before it began (ferry asked to stop while it
+// was starting) starts nothing: no listener, no registration, nothing
+// New started left running, and nil.
+func TestRunWithEndedContextStartsNothing(t *testing.T) {
+	leaks := goleak.IgnoreCurrent()
+	consul := localnettest.RefusedAddr(t)
+	cfg := mustParse(t, `
+admin: { listen: 127.0.0.1:0 }
+outbound:
+  listen: 127.0.0.1:0
+  routes: [ { service: api } ]
+consul: { address: `+consul+` }
+services:
+  api: {}
+telemetry: { access_log: "off" }
+`)
+	sc, err := New(cfg, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if err := sc.Run(ctx); err != nil {
+		t.Fatalf("Run with an ended ctx: %v; want nil", err)
+	}
+	if a := sc.Addr("outbound") + sc.Addr("admin"); a != "" {
+		t.Fatalf("Run with an ended ctx listened at %q", a)
+	}
+	if err := goleak.Find(leaks); err != nil {
+		t.Fatalf("goroutines left after Run with an ended ctx:\n%v", err)
+	}
+}

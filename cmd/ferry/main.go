@@ -21,6 +21,7 @@ import (
 
 	"github.com/ferrymesh/ferry/internal/linewriter"
 	"github.com/ferrymesh/ferry/internal/shutdownbounds"
+	"github.com/ferrymesh/ferry/internal/startsignal"
 	"github.com/ferrymesh/ferry/sidecar"
 	"github.com/ferrymesh/ferry/telemetry"
 )
@@ -151,6 +152,17 @@ const minConfigPoll = 100 * time.Millisecond
 const minConfigSettle = 10 * time.Millisecond
 
 func cmdRun(args []string, stdout, stderr io.Writer) int {
+	// SIGTERM, SIGINT and SIGHUP are caught from the process's start
+	// (startsignal); what came since waits in sigs and hup. Run in-process
+	// (tests), they are caught from here.
+	sigs, hup, early := startsignal.Take()
+	if !early {
+		sigs, hup = make(chan os.Signal, 2), make(chan os.Signal, 1)
+		signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
+		signal.Notify(hup, syscall.SIGHUP)
+	}
+	defer signal.Stop(sigs)
+	defer signal.Stop(hup)
 	fs := flagSet("run", "ferry run --config FILE | --config-env NAME [flags]", stderr)
 	path := fs.String("config", "", "config file (YAML)")
 	configEnv := fs.String("config-env", "", "name of an environment variable holding the config YAML (instead of --config)")
@@ -214,6 +226,21 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 		_ = logOut.Close(ctx)
 	}()
 	log := slog.New(slog.NewJSONHandler(logOut, &slog.HandlerOptions{Level: level}))
+	// A SIGTERM or SIGINT before ferry serves is a request to stop that
+	// nothing needs to drain for: ferry exits 0 without listening or
+	// registering. (A config error has been reported with exit 2 first.)
+	startUpSignal := func() bool {
+		select {
+		case sig := <-sigs:
+			log.Info("signal received during start-up; exiting without serving", "signal", sig.String())
+			return true
+		default:
+			return false
+		}
+	}
+	if startUpSignal() {
+		return exitOK
+	}
 	gc := tuneGC()
 	log.Debug("garbage collector", "adaptive_gogc", gc.adapt, "memory_limit_set", gc.memoryLimit)
 	// Exporter errors (collector down) as rate-limited log lines, not a
@@ -224,13 +251,15 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(logOut, "ferry: %v\n", err) // after the lines logged before it
 		return exitConfig
 	}
-	// The first SIGTERM or SIGINT drains; a second one ends the drain at
-	// once, closing what is still in flight.
+	if startUpSignal() {
+		sc.Shutdown(context.Background()) // never served: releases what New built
+		return exitOK
+	}
+	// The first SIGTERM or SIGINT drains (one from here until Run starts
+	// makes Run stop before serving); a second one ends the drain at once,
+	// closing what is still in flight.
 	ctx, stop := context.WithCancel(context.Background())
 	defer stop()
-	sigs := make(chan os.Signal, 2)
-	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
-	defer signal.Stop(sigs)
 	ran := make(chan struct{})
 	defer close(ran)
 	go func() {
@@ -251,11 +280,9 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 	}()
 	// SIGHUP or a changed file: apply the new config, or log why not and
 	// keep the one in force. SIGHUP also has an access log file that
-	// logrotate moved opened again. SIGHUP is always caught: its default
-	// action would kill ferry without a drain.
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-	defer signal.Stop(hup)
+	// logrotate moved opened again. SIGHUP is always caught (one during
+	// start-up is acted on here): its default action would kill ferry
+	// without a drain.
 	go func() {
 		for {
 			select {
