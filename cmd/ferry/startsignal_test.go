@@ -156,6 +156,9 @@ func TestSignalRightAfterStartNeverKillsFerry(t *testing.T) {
 		for _, m := range initLine.FindAllStringSubmatch(out, -1) {
 			if strings.HasPrefix(m[1], "github.com/ferrymesh/ferry/") {
 				first = m[1]
+				if first != "github.com/ferrymesh/ferry/internal/startsignal" {
+					t.Fatalf("run %d: %s initialised before ferry took the signals (internal/startsignal); stderr:\n%s", i, first, stderr.String())
+				}
 				if ms, err := strconv.ParseFloat(m[2], 64); err == nil {
 					windows = append(windows, ms)
 				}
