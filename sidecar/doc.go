@@ -36,7 +36,10 @@
 //     outgoing request with hop-by-hop fields removed and X-Forwarded-*
 //     set (headers.go). A failure is classified (errors.go), reported to
 //     the breaker and retried on another endpoint when the policy, the
-//     budget and the body allow.
+//     budget and the body allow. A failure ferry answers itself goes
+//     through exchange.fail: a status with the reason in text/plain and
+//     X-Ferry-Error (errors.go), or, to a gRPC call, a trailers-only gRPC
+//     answer with the reason in grpc-message (grpcfailure.go).
 //  5. A bodiless request to a plain-TCP HTTP/1.1 upstream goes through
 //     fastH1 (splice.go), ferry's own small client and connection pool; it
 //     reads the plainest response heads itself (response.go) and hands a

@@ -60,6 +60,9 @@ type exchange struct {
 	// has no request body).
 	tunneled int64
 	h1       bool // the caller speaks HTTP/1: a failure may close its connection
+	// grpc: the request is a gRPC call (grpcCall), answered a failure in
+	// gRPC's form.
+	grpc bool
 	// closeConn: the caller's HTTP/1 connection must close after this
 	// exchange, whatever its outcome (a request framed by both
 	// Content-Length and Transfer-Encoding, RFC 9112 section 6.1).
@@ -77,9 +80,16 @@ func (x *exchange) end() {
 	x.q.End(telemetry.Outcome{Status: x.status, BytesIn: x.body.sent() + x.tunneled, BytesOut: x.out, Reason: x.reason, Err: x.err})
 }
 
-// fail answers the caller with a proxy-made failure and records it.
+// fail answers the caller with a proxy-made failure and records it. The
+// telemetry records f's status and reason whatever form the answer takes:
+// a gRPC call's failure is answered as a 200 carrying grpc-status, but
+// reported as the failure it is.
 func (x *exchange) fail(w http.ResponseWriter, f failure) {
 	x.status, x.reason = f.status, f.kind
+	if x.grpc {
+		writeGRPCFailure(w, f)
+		return
+	}
 	// An HTTP/1 connection closes after a failure when it must anyway, and
 	// when the request has a body: what the failure left unread of it
 	// would be read as the next request, so the connection cannot go on,

@@ -72,7 +72,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		ctx, q = p.tel.StartRequest(r, p.listener)
 	}
 	r = r.WithContext(ctx)
-	x := &exchange{q: q, h1: r.ProtoMajor == 1, hasBody: r.ContentLength != 0}
+	x := &exchange{q: q, h1: r.ProtoMajor == 1, grpc: grpcCall(r), hasBody: r.ContentLength != 0}
 	x.closeConn = x.h1 && mustClose(r.Context())
 	defer x.end()
 	if f, bad := malformed(r); bad {

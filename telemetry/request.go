@@ -51,7 +51,9 @@ const (
 // when the last body byte went (or the first error).
 type Outcome struct {
 	// Status is the status code sent to the caller (Request) or received
-	// from the upstream (Attempt); 0 when there was none.
+	// from the upstream (Attempt); 0 when there was none. A proxy-made
+	// failure answered to a gRPC call as a 200 carrying grpc-status is
+	// reported with the failure's status.
 	Status int
 	// BytesIn is the request body bytes received from the caller and
 	// passed on upstream (Request; a body refused over a size limit counts
