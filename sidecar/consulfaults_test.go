@@ -753,7 +753,11 @@ func TestReloadRetriedAfterTransientRejection(t *testing.T) {
 		got, _ := seen(hc, url, 1)
 		return got["b"] == 1
 	})
-	if log := logs.String(); !strings.Contains(log, "retried in 1s") || !strings.Contains(log, "config reloaded") {
+	// The new table serves before the reload's log line is written.
+	waitFor(t, "the reload in the log", 10*time.Second, func() bool {
+		return strings.Contains(logs.String(), "config reloaded")
+	})
+	if log := logs.String(); !strings.Contains(log, "retried in 1s") {
 		t.Fatalf("the retry is not in the log:\n%s", log)
 	}
 }
