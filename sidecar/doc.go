@@ -65,7 +65,8 @@
 //     else the caller gets a whole 502 (504 when a timeout ended the wait).
 //     A body that breaks later is never ended cleanly: the handler panics
 //     with http.ErrAbortHandler and the caller sees a connection closed
-//     short or a reset stream. 101 Switching Protocols becomes a tunnel
+//     short or a reset stream (an HTTP/1.0 caller, whose body may end
+//     where its connection does, a reset connection: resetCaller). 101 Switching Protocols becomes a tunnel
 //     (upgrade.go).
 //  7. At the last byte, or the first error, exchange.end reports the
 //     breaker outcome, ends the spans and writes the metrics and the

@@ -365,7 +365,7 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, up *upstream, ma
 		if err != nil {
 			result = relayResult{readErr: err, unsent: true}
 		} else {
-			cut := cutOnCancel(ctx, w)
+			cut := cutOnCancel(ctx, w, r)
 			result = p.respond(w, res, idle, start)
 			cutMade = cut.stop()
 		}
@@ -443,6 +443,7 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, up *upstream, ma
 			}
 			p.logFailure(r, up.name, addr, failure{res.StatusCode, reason, x.reason, false}, result.readErr)
 			// The caller must see a broken response, never a clean end.
+			resetCaller(w, r)
 			panic(http.ErrAbortHandler)
 		case result.writeErr != nil, cutMade:
 			// The caller went away or stopped reading, or ferry cut the
@@ -474,7 +475,8 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, up *upstream, ma
 			// The caller's body did not end cleanly: its connection
 			// must not be read on, or what follows the bad framing
 			// would be parsed as another request. Nor can it write on
-			// once its writes were cut.
+			// once its writes were cut (cutOnCancel saw to an
+			// HTTP/1.0 caller's reset).
 			panic(http.ErrAbortHandler)
 		}
 		return
@@ -932,6 +934,30 @@ func callerSocket(w http.ResponseWriter, out *http.Request) *net.TCPConn {
 	return nil
 }
 
+// resetCaller makes an HTTP/1.0 caller's connection end with a reset
+// (RST) instead of a FIN when the response begun on it breaks. Such a
+// caller's body (one ferry's answer gives no Content-Length) is delimited
+// by the connection's end, so a FIN would pass a body cut short off as
+// whole. An HTTP/1.1 caller's body is chunked or of a Content-Length, and
+// a connection that ends before its framing does tells it; an HTTP/2
+// caller's stream is reset. It must come before the connection closes:
+// just before the handler panics with http.ErrAbortHandler, or before a
+// write to the caller is made to fail (see cutOnCancel).
+func resetCaller(w http.ResponseWriter, r *http.Request) {
+	if tc := http10Socket(w, r); tc != nil {
+		_ = tc.SetLinger(0)
+	}
+}
+
+// http10Socket is the socket of an HTTP/1.0 caller (see callerSocket);
+// nil for any other caller.
+func http10Socket(w http.ResponseWriter, r *http.Request) *net.TCPConn {
+	if r.ProtoMajor != 1 || r.ProtoMinor != 0 {
+		return nil
+	}
+	return callerSocket(w, r)
+}
+
 // lengthFollows reports whether a body of the response's Content-Length
 // (more than none) follows its head: not so for an answer to HEAD, nor a
 // 1xx, 204 or 304, whatever their Content-Length says.
@@ -953,8 +979,11 @@ type writeCut struct {
 
 // cutOnCancel arms the cut of writes to w for the context of the
 // exchange: through the lane request's exchange when ctx ends only with
-// it (see closeOnCancel), else with context.AfterFunc.
-func cutOnCancel(ctx context.Context, w http.ResponseWriter) writeCut {
+// it (see closeOnCancel), else with context.AfterFunc. What the caller
+// of r was sent is short then: an HTTP/1.0 caller's connection is made to
+// end with a reset (resetCaller) before the write fails, as net/http's
+// server closes a connection whose write failed at once.
+func cutOnCancel(ctx context.Context, w http.ResponseWriter, r *http.Request) writeCut {
 	if le := laneOwned(ctx); le != nil {
 		if cw, ok := w.(*connWriter); ok {
 			le.writer.Store(cw)
@@ -964,7 +993,13 @@ func cutOnCancel(ctx context.Context, w http.ResponseWriter) writeCut {
 			return writeCut{le: le}
 		}
 	}
+	// The socket, not r: a function that keeps r would move every
+	// request to the heap.
+	tc := http10Socket(w, r)
 	return writeCut{af: afterGuarded(ctx, func() {
+		if tc != nil {
+			_ = tc.SetLinger(0) // as resetCaller
+		}
 		_ = http.NewResponseController(w).SetWriteDeadline(time.Unix(1, 0))
 	})}
 }
