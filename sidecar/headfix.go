@@ -24,7 +24,10 @@ import (
 //   - a response framed both ways (Transfer-Encoding and Content-Length) is
 //     read chunked, but its connection stays in the pool, where RFC 9112
 //     section 6.3 has it distrusted: such a message may be a smuggling
-//     attempt or a response split;
+//     attempt or a response split (an answer that has no body whatever its
+//     fields say, to HEAD, a 204 or a 304, is not framed by either, but an
+//     upstream that sends both is not trusted with another exchange
+//     either);
 //   - a Trailer field announcing a field that must not be a trailer
 //     ("Trailer: Content-Length") fails the whole response ("bad trailer
 //     key"), though its body is whole: ferry drops such trailers
@@ -45,6 +48,17 @@ type headFacts struct {
 	named      bool     // a field that a Connection field names is present
 	te, cl     bool     // Transfer-Encoding, Content-Length present
 	badTrailer bool     // a Trailer field announces a forbidden trailer
+	// head: the request was HEAD (set by the caller of scanHead, which
+	// sees only the response).
+	head bool
+}
+
+// noBody reports a response that has no body whatever its framing fields
+// say (RFC 9112 section 6.3, rule 1): an answer to HEAD, a 1xx, a 204 or a
+// 304. Its Content-Length frames nothing; it tells the size of the
+// representation (RFC 9110 section 8.6).
+func (f *headFacts) noBody() bool {
+	return f.head || f.status < 200 || f.status == http.StatusNoContent || f.status == http.StatusNotModified
 }
 
 // framedTwice reports a head with both Transfer-Encoding and
@@ -194,8 +208,10 @@ func forbiddenTrailer(name []byte) bool {
 // not use: an HTTP/1.1 head its Content-Length (the body is chunked), an
 // HTTP/1.0 head nothing (the reader ignores a Transfer-Encoding of HTTP/1.0
 // and reads the Content-Length; without it the body would run to the
-// connection's end). Without closeFramedTwice the result is never longer
-// than head (see prepareHead).
+// connection's end). A response without a body (noBody) keeps its
+// Content-Length, which frames nothing there: net/http's reader keeps it
+// too, and an answer to HEAD passes it on. Without closeFramedTwice the
+// result is never longer than head (see prepareHead).
 func fixHead(dst, head []byte, f *headFacts, closeFramedTwice bool) []byte {
 	closeIt := closeFramedTwice && f.framedTwice() && f.status >= 200
 	i := bytes.IndexByte(head, '\n')
@@ -204,7 +220,7 @@ func fixHead(dst, head []byte, f *headFacts, closeFramedTwice bool) []byte {
 		switch {
 		case f.isNamed(fl.name):
 			continue
-		case closeIt && !f.http10 && bytes.EqualFold(fl.name, []byte("Content-Length")):
+		case closeIt && !f.http10 && !f.noBody() && bytes.EqualFold(fl.name, []byte("Content-Length")):
 			continue
 		case f.badTrailer && fl.name != nil && bytes.EqualFold(fl.name, []byte("Trailer")):
 			dst = appendTrailerField(dst, fl)
@@ -322,16 +338,18 @@ func (f *headFacts) settle(res *http.Response) {
 // headFixConn is an upstream connection of net/http's HTTP/1.1 Transport
 // whose response heads are put right (fixHead) before the Transport reads
 // them. expectHead arms it as a request takes the connection (the
-// Transport's GotConn): the next bytes read start the response head. The
+// Transport's GotConn): the next bytes read start the response head, to
+// a HEAD request or not. The
 // head is held back until it is whole (up to maxResponseHeader; a larger
 // one passes as it came), then handed on rewritten, with the bytes after
 // it; 1xx heads are rewritten too and the wait goes on for the final one.
 // Every other byte passes as it came.
 type headFixConn struct {
 	net.Conn
-	mu    sync.Mutex
-	armed bool   // the bytes read next are (the rest of) a response head
-	head  []byte // the head read so far
+	mu     sync.Mutex
+	armed  bool   // the bytes read next are (the rest of) a response head
+	isHead bool   // the head answers a HEAD request
+	head   []byte // the head read so far
 	// searched: how much of head is known to hold no end (see headEnd)
 	searched int
 	out      []byte // bytes to hand on before reading more, from off
@@ -339,10 +357,11 @@ type headFixConn struct {
 	err      error // the read error to return once out is handed on
 }
 
-// expectHead arms c for the response head of a request that took it.
-func (c *headFixConn) expectHead() {
+// expectHead arms c for the response head of a request that took it;
+// isHead says the request was HEAD.
+func (c *headFixConn) expectHead(isHead bool) {
 	c.mu.Lock()
-	c.armed = true
+	c.armed, c.isHead = true, isHead
 	c.head, c.searched = c.head[:0], 0
 	c.mu.Unlock()
 }
@@ -405,6 +424,7 @@ func (c *headFixConn) take() {
 		c.searched = 0
 		head := c.head[:end]
 		f := scanHead(head)
+		f.head = c.isHead
 		if f.needsFix() || f.framedTwice() {
 			c.out = fixHead(c.out, head, &f, true)
 		} else {

@@ -56,6 +56,28 @@ func TestFixHead(t *testing.T) {
 	}
 }
 
+// A response without a body framed both ways keeps its Content-Length
+// when fixHead closes its connection: it frames nothing there, and an
+// answer to HEAD tells the caller the size of what a GET would get.
+func TestFixHeadNoBodyKeepsLength(t *testing.T) {
+	cases := []struct {
+		in   string
+		head bool
+	}{
+		{"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n", true},
+		{"HTTP/1.1 204 No Content\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n", false},
+		{"HTTP/1.1 304 Not Modified\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n", false},
+	}
+	for _, tc := range cases {
+		f := scanHead([]byte(tc.in))
+		f.head = tc.head
+		want := strings.TrimSuffix(tc.in, "\r\n") + "Connection: close\r\n\r\n"
+		if got := string(fixHead(nil, []byte(tc.in), &f, true)); got != want {
+			t.Errorf("head %v:\n got %q\nwant %q", tc.head, got, want)
+		}
+	}
+}
+
 // pieceConn reads src n bytes at a time, as a socket may deliver it.
 type pieceConn struct {
 	net.Conn
@@ -81,7 +103,7 @@ func TestHeadFixConnSplitReads(t *testing.T) {
 		for _, armed := range []bool{true, false} {
 			c := &headFixConn{Conn: &pieceConn{src: bytes.NewReader([]byte(stream)), n: n}}
 			if armed {
-				c.expectHead()
+				c.expectHead(false)
 			}
 			got, err := io.ReadAll(c)
 			if err != nil {
@@ -97,7 +119,7 @@ func TestHeadFixConnSplitReads(t *testing.T) {
 		}
 		// As net/http reads it: the final response, its body whole.
 		c := &headFixConn{Conn: &pieceConn{src: bytes.NewReader([]byte(stream)), n: n}}
-		c.expectHead()
+		c.expectHead(false)
 		br := bufio.NewReader(c)
 		res, err := http.ReadResponse(br, nil)
 		if err == nil && res.StatusCode == http.StatusContinue {

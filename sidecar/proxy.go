@@ -792,7 +792,7 @@ func roundTripInformed(rt http.RoundTripper, out *http.Request, w http.ResponseW
 		return nil
 	}, GotConn: func(info httptrace.GotConnInfo) {
 		if c, ok := info.Conn.(*headFixConn); ok {
-			c.expectHead()
+			c.expectHead(out.Method == http.MethodHead)
 			if ab, ok := s.body.(*attemptBody); ok {
 				if tc, ok := c.Conn.(*net.TCPConn); ok {
 					ab.b.sendsTo(tc)
@@ -1053,9 +1053,17 @@ func (g *guardedAfter) stop() bool {
 }
 
 // respondHeader writes the status and header of res to w, and returns the
-// header w sends (for the trailers that follow the body).
+// header w sends (for the trailers that follow the body). A 204 or 304
+// goes without Content-Length, to every caller as net/http's HTTP/1.1
+// server and the lane write it: RFC 9110 section 8.6 forbids one on a 204,
+// and on a 304 it is optional; over HTTP/2, with the end of the stream
+// after the head, Go's client takes it for a body that came short. (An
+// answer to HEAD keeps its own.)
 func (p *Proxy) respondHeader(w http.ResponseWriter, res *http.Response) http.Header {
 	removeHopHeaders(res.Header, false)
+	if res.StatusCode == http.StatusNoContent || res.StatusCode == http.StatusNotModified {
+		delete(res.Header, "Content-Length")
+	}
 	var h http.Header
 	if a, ok := w.(interface{ adoptHeader(http.Header) bool }); ok && a.adoptHeader(res.Header) {
 		h = res.Header // nothing else reads the upstream's header after this
