@@ -135,12 +135,18 @@ func hasToken(values []string, token string) bool {
 // setForwarded sets X-Forwarded-For (appending the caller's address to any
 // list the caller sent), X-Forwarded-Proto and X-Forwarded-Host. Their
 // values go in buf, or in one allocation for the three when buf is nil.
+// The caller's address goes without the zone of an IPv6 link-local one
+// ("fe80::1%eth0" -> "fe80::1"): the zone names an interface of ferry's
+// host, nothing the upstream could use.
 func setForwarded(out http.Header, r *http.Request, buf *[3]string) {
 	if buf == nil {
 		buf = new([3]string)
 	}
 	vals := buf[:]
 	if ip, _, err := net.SplitHostPort(r.RemoteAddr); err == nil {
+		if i := strings.IndexByte(ip, '%'); i >= 0 {
+			ip = ip[:i]
+		}
 		if prior := out["X-Forwarded-For"]; len(prior) > 0 {
 			ip = strings.Join(prior, ", ") + ", " + ip
 		}

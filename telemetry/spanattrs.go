@@ -211,7 +211,7 @@ func (a *proxyAttrs) eachClient(s attrSink) {
 				s.num(semconv.ServerPortKey, int64(p))
 			}
 		}
-		parts := [5]string{a.scheme, "://", a.host, "", a.path}
+		parts := [5]string{a.scheme, "://", urlHost(a.host), "", a.path}
 		if a.path != "" && a.path[0] != '/' {
 			parts[3] = "/"
 		}
@@ -244,6 +244,18 @@ func (a *proxyAttrs) eachError(s attrSink) {
 	case errOther:
 		s.str(semconv.ErrorTypeKey, "_OTHER")
 	}
+}
+
+// urlHost is a URL's host ("[fe80::1%eth0]:80", as net/url keeps it,
+// unescaped) as written in a URL: its "%" percent-encoded
+// ("[fe80::1%25eth0]:80"), which RFC 6874 asks of an IPv6 zone and
+// net/url's String does. A host without one, nearly every host, is
+// returned as it is.
+func urlHost(h string) string {
+	if strings.IndexByte(h, '%') < 0 {
+		return h
+	}
+	return strings.ReplaceAll(h, "%", "%25")
 }
 
 // setServer records the server span's values known from the incoming
