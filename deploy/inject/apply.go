@@ -117,6 +117,20 @@ func (m *mutation) applyMap(obj map[string]any) error {
 	for k, v := range m.annotations {
 		ann[k] = v
 	}
+	if len(m.podRequests) > 0 {
+		res, ok := spec["resources"].(map[string]any)
+		if !ok {
+			return fmt.Errorf("spec.resources is not an object")
+		}
+		req, ok := res["requests"].(map[string]any)
+		if !ok {
+			req = map[string]any{}
+			res["requests"] = req
+		}
+		for k, v := range m.podRequests {
+			req[k] = v
+		}
+	}
 	list := "containers"
 	if m.native {
 		list = "initContainers"

@@ -49,6 +49,11 @@ type mutation struct {
 	native      bool
 	container   container
 	annotations map[string]string
+	// podRequests are pod-level requests to write into spec.resources:
+	// the ones the API server would default for the pod without ferry
+	// (see podresources.go). Empty for a pod the API server already
+	// defaulted, as the webhook sees it.
+	podRequests map[string]string
 }
 
 // decide inspects one object (decoded JSON or YAML) and returns the change
@@ -182,17 +187,22 @@ func (in *Injector) decide(obj map[string]any) (*mutation, Report) {
 		return refuse("%s=false on a pod with restartPolicy %s: a ferry regular container never exits, so the pod would never complete",
 			AnnotationNativeSidecar, spec.RestartPolicy)
 	}
+	podRequests, podWarnings, err := p.fitPodResources(spec)
+	if err != nil {
+		return refuse("%v", err)
+	}
 	config, err := p.configYAML()
 	if err != nil {
 		return refuse("%v", err)
 	}
-	rep.Warnings = warnings(ann, spec, p)
+	rep.Warnings = append(warnings(ann, spec, p), podWarnings...)
 	rep.Outcome = Injected
 	return &mutation{
 		template:    w.template,
 		native:      p.native,
 		container:   p.container(in.opts.ImagePullPolicy, config),
 		annotations: map[string]string{AnnotationInjected: p.image},
+		podRequests: podRequests,
 	}, rep
 }
 

@@ -18,10 +18,12 @@
 //   - admin on 0.0.0.0:15000 so kubelet's readiness, liveness and startup
 //     probes reach /ready and /live; outbound on 127.0.0.1:15001; inbound on
 //     0.0.0.0:15006 to the app's port;
-//   - a preStop sleep, ferry's shutdown delay and grace, resources, a
-//     restricted security context, and the environment: POD_NAME,
-//     POD_NAMESPACE, POD_IP, HOST_IP and CONSUL_HTTP_ADDR (the node's
-//     agent) when Consul is used, OTEL_* when an endpoint is set.
+//   - a preStop sleep, ferry's shutdown delay and grace, resources (fitted
+//     to the pod's budget when it sets pod-level resources, see
+//     podresources.go), a restricted security context, and the
+//     environment: POD_NAME, POD_NAMESPACE, POD_IP, HOST_IP and
+//     CONSUL_HTTP_ADDR (the node's agent) when Consul is used, OTEL_* when
+//     an endpoint is set.
 //
 // Injecting is idempotent: a pod with a "ferry" container is refused as
 // already injected. Refused and skipped objects are never modified, and in

@@ -1,6 +1,9 @@
 package inject
 
-import "fmt"
+import (
+	"encoding/json"
+	"fmt"
+)
 
 // The few Kubernetes shapes the injector reads and writes, as its own
 // types: the objects themselves stay generic (decoded JSON or YAML nodes),
@@ -176,6 +179,9 @@ type podSpec struct {
 	OS                            *struct {
 		Name string `json:"name"`
 	} `json:"os"`
+	// Resources are the pod-level resources, read only when set (see
+	// podresources.go): a pod without them is injected whatever they hold.
+	Resources json.RawMessage `json:"resources"`
 }
 
 type appContainer struct {
@@ -185,4 +191,7 @@ type appContainer struct {
 		ContainerPort int32  `json:"containerPort"`
 		Protocol      string `json:"protocol"`
 	} `json:"ports"`
+	// Read only when the pod sets pod-level resources.
+	Resources     json.RawMessage `json:"resources"`
+	RestartPolicy json.RawMessage `json:"restartPolicy"`
 }

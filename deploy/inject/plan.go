@@ -24,11 +24,14 @@ type plan struct {
 	otelEndpoint    string
 	image           string
 	resources       resourceRequirements
-	native          bool
-	preStopSleep    time.Duration
-	shutdownDelay   time.Duration
-	shutdownGrace   time.Duration
-	logLevel        string
+	// annotated names the annotation each of ferry's resources came from,
+	// by "requests/cpu", "limits/memory"...; absent: the injector's default.
+	annotated     map[string]string
+	native        bool
+	preStopSleep  time.Duration
+	shutdownDelay time.Duration
+	shutdownGrace time.Duration
+	logLevel      string
 }
 
 type registration struct {
@@ -235,11 +238,12 @@ func (p *plan) readResources(get func(string) (string, bool)) error {
 		key  string
 		list *resourceList
 		name string
+		what string
 	}{
-		{AnnotationCPURequest, &p.resources.Requests, "cpu"},
-		{AnnotationCPULimit, &p.resources.Limits, "cpu"},
-		{AnnotationMemoryRequest, &p.resources.Requests, "memory"},
-		{AnnotationMemoryLimit, &p.resources.Limits, "memory"},
+		{AnnotationCPURequest, &p.resources.Requests, "cpu", "requests"},
+		{AnnotationCPULimit, &p.resources.Limits, "cpu", "limits"},
+		{AnnotationMemoryRequest, &p.resources.Requests, "memory", "requests"},
+		{AnnotationMemoryLimit, &p.resources.Limits, "memory", "limits"},
 	} {
 		v, ok := get(r.key)
 		if !ok {
@@ -256,6 +260,10 @@ func (p *plan) readResources(get func(string) (string, bool)) error {
 			*r.list = resourceList{}
 		}
 		(*r.list)[r.name] = q
+		if p.annotated == nil {
+			p.annotated = map[string]string{}
+		}
+		p.annotated[r.what+"/"+r.name] = r.key
 	}
 	if err := checkResources(p.resources); err != nil {
 		return fmt.Errorf("ferry resources from annotations: %w", err)

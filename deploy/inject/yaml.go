@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"sort"
 	"strings"
 
 	"go.yaml.in/yaml/v3"
@@ -226,6 +227,27 @@ func (m *mutation) applyNode(obj *yaml.Node) error {
 	}
 	for k, v := range m.annotations {
 		setString(ann, k, v)
+	}
+	if len(m.podRequests) > 0 {
+		res := mapValue(spec, "resources")
+		if res == nil || res.Kind != yaml.MappingNode || fromMerge(spec, "resources") {
+			return fmt.Errorf("the pod template's spec.resources is a YAML alias or comes from a merge key (<<), which ferry cannot add its defaulted requests to in place; write it out")
+		}
+		if fromMerge(res, "requests") {
+			return fmt.Errorf("the pod template's spec.resources.requests comes from a YAML merge key (<<), which ferry cannot add to in place; write it out")
+		}
+		req := ensureMapping(res, "requests")
+		if req == nil {
+			return fmt.Errorf("spec.resources.requests is not a mapping (or a YAML alias)")
+		}
+		names := make([]string, 0, len(m.podRequests))
+		for k := range m.podRequests {
+			names = append(names, k)
+		}
+		sort.Strings(names)
+		for _, k := range names {
+			setString(req, k, m.podRequests[k])
+		}
 	}
 	seq := mapValue(spec, list)
 	if seq == nil || seq.Tag == "!!null" {

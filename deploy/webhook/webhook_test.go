@@ -217,6 +217,10 @@ func TestSkippedAndRefusedAreAllowedWithoutPatch(t *testing.T) {
 		}, "apps/v1, Kind=Deployment is not a v1 Pod", false},
 		{"object not an object", func(req map[string]any) { req["object"] = []any{1, 2} }, "cannot decode the pod", true},
 		{"no object", func(req map[string]any) { delete(req, "object") }, "the request carries no object", true},
+		{"unreadable pod-level resources", func(req map[string]any) {
+			spec := req["object"].(map[string]any)["spec"].(map[string]any)
+			spec["resources"] = map[string]any{"requests": map[string]any{"cpu": "all of it"}}
+		}, "cannot read spec.resources", true},
 		{"pod without containers field types", func(req map[string]any) {
 			req["object"].(map[string]any)["spec"].(map[string]any)["containers"] = "web"
 		}, "cannot read the pod template", true},
