@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/ferrymesh/ferry/telemetry"
@@ -80,7 +81,8 @@ services: { s: { endpoints: [%s] } }
 // With tracing off ferry is no hop of the trace: every attempt's upstream
 // request carries the caller's propagation headers as they came, whatever
 // the propagators would make of them (a B3 sampling decision alone, a
-// future traceparent version, a tracestate member they cannot parse), and
+// future traceparent version, a version 00 one too long to be valid, a
+// tracestate member they cannot parse), and
 // none when the caller sent none (B3 would say "do not sample").
 func TestTracingOffPassesTraceHeadersAsTheyCame(t *testing.T) {
 	var mu sync.Mutex
@@ -124,6 +126,7 @@ services:
 			{},
 			{"X-B3-Sampled": {"1"}},
 			{"B3": {"1"}},
+			{"Traceparent": {"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-"}, "Tracestate": {"congo=t61rcWkgMzE"}},
 			{"Traceparent": {"cc-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-what-the-future-will-be-like"}},
 			{"Traceparent": {"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"}, "Tracestate": {"congo=t61rcWkgMzE, rojo=00f067aa0ba902b7"}, "Baggage": {"k=v"}},
 		} {
@@ -152,5 +155,62 @@ services:
 				mu.Unlock()
 			}
 		}
+	}
+}
+
+// tracedHops starts a traced ferry with propagators tc routing to an
+// upstream, and returns a function that sends one request with header h
+// through it with client and returns the upstream's request headers once
+// the request's access log line, written after its spans ended, is out.
+func tracedHops(t *testing.T, tc telemetry.Config) (hop func(client *http.Client, h http.Header) http.Header, rec *tracetest.SpanRecorder) {
+	t.Helper()
+	got := make(chan http.Header, 1)
+	up := origin(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { got <- r.Header.Clone() }))
+	sc, rec, logs := tracedFerryWith(t, fmt.Sprintf(`
+admin: { listen: 127.0.0.1:0 }
+outbound: { listen: 127.0.0.1:0, routes: [ { service: s } ] }
+services: { s: { endpoints: [%s] } }
+`, up), tc)
+	return func(client *http.Client, h http.Header) http.Header {
+		t.Helper()
+		rec.Reset()
+		lines := strings.Count(logs.String(), "\n")
+		req, _ := http.NewRequest("GET", "http://"+sc.Addr("outbound")+"/", nil)
+		req.Header = h
+		res, err := client.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		res.Body.Close()
+		hdr := recv(t, got, 5*time.Second, "the upstream request")
+		waitFor(t, "the access log line", 5*time.Second, func() bool { return strings.Count(logs.String(), "\n") > lines })
+		return hdr
+	}, rec
+}
+
+// With tracing on, a version 00 traceparent longer than 55 characters is
+// invalid: ferry starts a new trace and passes on no tracestate, over the
+// lane (HTTP/1.1) and net/http (h2c) alike.
+func TestTracingLongTraceparentStartsNewTrace(t *testing.T) {
+	hop, rec := tracedHops(t, telemetry.Config{ServiceName: "ferry-test"})
+	for _, c := range []struct {
+		name   string
+		client *http.Client
+	}{{"h1", h1For(t)}, {"h2c", h2cFor(t)}} {
+		t.Run(c.name, func(t *testing.T) {
+			traceID, spanID := randomIDs()
+			hdr := hop(c.client, http.Header{"Traceparent": {"00-" + traceID + "-" + spanID + "-01-"}, "Tracestate": {"congo=t61rcWkgMzE"}})
+			waitFor(t, "the spans", 5*time.Second, func() bool { return len(rec.Ended()) == 2 })
+			server := spansOfKind(rec.Ended(), trace.SpanKindServer)[0]
+			if server.Parent().IsValid() || server.SpanContext().TraceID().String() == traceID {
+				t.Errorf("traceparent of 56 characters: server span's parent %s in trace %s, want a new trace", server.Parent().SpanID(), server.SpanContext().TraceID())
+			}
+			if tp := hdr.Get("Traceparent"); !strings.HasPrefix(tp, "00-"+server.SpanContext().TraceID().String()+"-") {
+				t.Errorf("traceparent of 56 characters: upstream got %q, want the new trace %s", tp, server.SpanContext().TraceID())
+			}
+			if ts, ok := hdr["Tracestate"]; ok {
+				t.Errorf("traceparent of 56 characters: upstream got tracestate %q, want none", ts)
+			}
+		})
 	}
 }

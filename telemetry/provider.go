@@ -12,7 +12,6 @@ import (
 	"strings"
 	"sync"
 
-	"go.opentelemetry.io/contrib/propagators/autoprop"
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/propagation"
@@ -109,7 +108,7 @@ func New(ctx context.Context, cfg Config, opts ...Option) (*Telemetry, error) {
 	}
 	t := &Telemetry{s: s, warnLog: o.warnLog}
 
-	prop, err := autoprop.TextMapPropagator(s.propagators...)
+	prop, err := newPropagator(s.propagators)
 	if err != nil {
 		return nil, fmt.Errorf("telemetry.propagators: %w", err)
 	}
