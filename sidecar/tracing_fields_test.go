@@ -126,6 +126,9 @@ services:
 			{},
 			{"X-B3-Sampled": {"1"}},
 			{"B3": {"1"}},
+			{"B3": {"0"}},
+			{"X-B3-Sampled": {"0"}},
+			{"X-B3-Flags": {"1"}},
 			{"Traceparent": {"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-"}, "Tracestate": {"congo=t61rcWkgMzE"}},
 			{"Traceparent": {"cc-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-what-the-future-will-be-like"}},
 			{"Traceparent": {"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"}, "Tracestate": {"congo=t61rcWkgMzE, rojo=00f067aa0ba902b7"}, "Baggage": {"k=v"}},
@@ -210,6 +213,34 @@ func TestTracingLongTraceparentStartsNewTrace(t *testing.T) {
 			}
 			if ts, ok := hdr["Tracestate"]; ok {
 				t.Errorf("traceparent of 56 characters: upstream got tracestate %q, want none", ts)
+			}
+		})
+	}
+}
+
+// With tracing on, a caller that sends a B3 deny without IDs ("b3: 0",
+// "X-B3-Sampled: 0") gets no span recorded for its request, and the
+// upstream is told not to sample in every configured format, with the
+// IDs of ferry's new trace; over the lane (HTTP/1.1) and net/http (h2c)
+// alike.
+func TestTracingCallerDenyWithoutIDs(t *testing.T) {
+	hop, rec := tracedHops(t, telemetry.Config{ServiceName: "ferry-test", Propagators: []string{"tracecontext", "b3"}})
+	for _, c := range []struct {
+		name   string
+		client *http.Client
+	}{{"h1", h1For(t)}, {"h2c", h2cFor(t)}} {
+		t.Run(c.name, func(t *testing.T) {
+			for _, deny := range []http.Header{{"B3": {"0"}}, {"X-B3-Sampled": {"0"}}} {
+				hdr := hop(c.client, deny)
+				if n := len(rec.Ended()); n != 0 {
+					t.Errorf("caller sent %v: %d spans recorded, want none", deny, n)
+				}
+				tp := strings.Split(hdr.Get("Traceparent"), "-")
+				b3 := strings.Split(hdr.Get("B3"), "-")
+				if len(tp) != 4 || tp[3] != "00" || len(b3) != 3 || b3[2] != "0" || b3[0] != tp[1] {
+					t.Errorf("caller sent %v: upstream got traceparent %q and b3 %q, want one trace not sampled in both",
+						deny, hdr.Get("Traceparent"), hdr.Get("B3"))
+				}
 			}
 		})
 	}

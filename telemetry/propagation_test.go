@@ -102,3 +102,103 @@ func TestTraceparentRules(t *testing.T) {
 		}
 	}
 }
+
+// A B3 sampling decision sent without IDs ("b3: 0", "X-B3-Sampled: 0",
+// "X-B3-Flags: 1" alone) is the decision of a parent the sampler is asked
+// about: with the parent-based samplers a deny records no span and an
+// accept or debug records one, the trace new either way; every configured
+// format tells the upstream the decision, with ferry's IDs. A sampler that
+// is not parent-based decides as it does for any parent. A trace the
+// caller sent with IDs, in any format, goes before a decision without.
+func TestB3DecisionWithoutIDs(t *testing.T) {
+	zero := 0.0
+	ratio0 := Config{Sampler: SamplerParentBasedTraceIDRatio, SamplerArg: &zero}
+	deny := []map[string]string{{"b3": "0"}, {"X-B3-Sampled": "0"}, {"X-B3-Sampled": "false"}, {"b3": "0", "X-B3-Sampled": "1"}}
+	accept := []map[string]string{{"b3": "1"}, {"X-B3-Sampled": "1"}, {"X-B3-Sampled": "true"}}
+	debug := []map[string]string{{"b3": "d"}, {"X-B3-Flags": "1"}, {"X-B3-Flags": "1", "X-B3-Sampled": "0"}}
+	type want int
+	const (
+		wantDeny want = iota
+		wantAccept
+		wantDebug
+	)
+	for _, c := range []struct {
+		name string
+		cfg  Config
+		hdrs []map[string]string
+		want want
+	}{
+		{"deny, parentbased_always_on", Config{}, deny, wantDeny},
+		{"accept, parentbased_traceidratio 0", ratio0, accept, wantAccept},
+		{"debug, parentbased_traceidratio 0", ratio0, debug, wantDebug},
+		{"deny, always_on", Config{Sampler: SamplerAlwaysOn}, deny, wantAccept},
+		{"accept, always_off", Config{Sampler: SamplerAlwaysOff}, accept, wantDeny},
+	} {
+		for _, props := range []string{"b3", "b3multi", "tracecontext,baggage,b3", "b3multi,tracecontext"} {
+			for _, hdr := range c.hdrs {
+				cfg := c.cfg
+				cfg.Propagators = strings.Split(props, ",")
+				tel, rec, logs := recorded(t, cfg, env{})
+				sc, up := hop(t, tel, hdr)
+				what := c.name + ", " + props + ", " + formatHeader(hdr)
+				spans := rec.Ended()
+				if c.want == wantDeny {
+					if len(spans) != 0 {
+						t.Errorf("%s: %d spans recorded, want none", what, len(spans))
+					}
+				} else if len(spans) != 2 {
+					t.Errorf("%s: %d spans recorded, want 2", what, len(spans))
+				} else if p := spanByKind(t, spans, "server").Parent(); p.IsValid() {
+					t.Errorf("%s: server span has parent %v, want a new trace", what, p)
+				}
+				if !sc.IsValid() {
+					t.Fatalf("%s: request span context %v is not valid", what, sc)
+				}
+				if !strings.Contains(logs.String(), `"trace_id":"`+sc.TraceID().String()+`"`) {
+					t.Errorf("%s: access log lacks the trace id %s: %s", what, sc.TraceID(), logs.String())
+				}
+				tid := sc.TraceID().String()
+				if strings.Contains(props, "tracecontext") {
+					wantFlags := map[want]string{wantDeny: "00", wantAccept: "01", wantDebug: "01"}[c.want]
+					if got, _, flags := parseTraceparent(t, up.Get("traceparent")); got != tid || flags != wantFlags {
+						t.Errorf("%s: upstream traceparent %q, want trace %s flags %s", what, up.Get("traceparent"), tid, wantFlags)
+					}
+				}
+				if strings.Contains(props, "b3multi") {
+					wantHdr := map[want][2]string{wantDeny: {"X-B3-Sampled", "0"}, wantAccept: {"X-B3-Sampled", "1"}, wantDebug: {"X-B3-Flags", "1"}}[c.want]
+					if up.Get("X-B3-Traceid") != tid || up.Get(wantHdr[0]) != wantHdr[1] {
+						t.Errorf("%s: upstream X-B3-TraceId %q %s %q, want %s and %s", what, up.Get("X-B3-Traceid"),
+							wantHdr[0], up.Get(wantHdr[0]), tid, wantHdr[1])
+					}
+				} else {
+					state := map[want]string{wantDeny: "0", wantAccept: "1", wantDebug: "d"}[c.want]
+					if b3 := strings.Split(up.Get("b3"), "-"); len(b3) != 3 || b3[0] != tid || b3[2] != state {
+						t.Errorf("%s: upstream b3 %q, want trace %s, state %s", what, up.Get("b3"), tid, state)
+					}
+				}
+			}
+		}
+	}
+
+	// IDs the caller sent, in any format, go first.
+	for _, props := range []string{"tracecontext,b3", "b3,tracecontext", "b3multi,tracecontext"} {
+		for _, hdr := range []map[string]string{
+			{"traceparent": "00-" + callerTrace + "-" + callerSpan + "-01", "b3": "0"},
+			{"traceparent": "00-" + callerTrace + "-" + callerSpan + "-01", "X-B3-Sampled": "0"},
+		} {
+			tel, rec, _ := recorded(t, Config{Propagators: strings.Split(props, ",")}, env{})
+			sc, _ := hop(t, tel, hdr)
+			if len(rec.Ended()) != 2 || sc.TraceID().String() != callerTrace {
+				t.Errorf("%s, %s: %d spans in trace %s, want 2 continuing the caller's %s", props, formatHeader(hdr), len(rec.Ended()), sc.TraceID(), callerTrace)
+			}
+		}
+	}
+}
+
+func formatHeader(h map[string]string) string {
+	var parts []string
+	for k, v := range h {
+		parts = append(parts, k+": "+v)
+	}
+	return strings.Join(parts, ", ")
+}

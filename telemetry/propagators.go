@@ -57,3 +57,42 @@ func (tc traceContext) Extract(ctx context.Context, carrier propagation.TextMapC
 	}
 	return tc.TraceContext.Extract(ctx, carrier)
 }
+
+// callerDecision is a sampling decision a caller sent without a trace to
+// continue: B3's sampling state sent alone.
+type callerDecision uint8
+
+const (
+	undecided     callerDecision = iota
+	callerDenies                 // "b3: 0", "X-B3-Sampled: 0"
+	callerAccepts                // "b3: 1" or "d", "X-B3-Sampled: 1", "X-B3-Flags: 1"
+)
+
+// b3Decision reads the B3 sampling state sent without IDs from c, in the
+// order the B3 propagator reads the fields: the single b3 header, then
+// the multiple headers (where debug, X-B3-Flags: 1, wins over
+// X-B3-Sampled). The OpenTelemetry B3 propagator extracts nothing from
+// it: with no IDs there is no span context to carry the decision. Multiple
+// headers that carry any ID are no decision alone: valid, the propagator
+// continues their trace; invalid, it refuses them.
+func b3Decision(c headerCarrier) callerDecision {
+	switch c.Get("b3") {
+	case "0":
+		return callerDenies
+	case "1", "d":
+		return callerAccepts
+	}
+	if c.Get("X-B3-Traceid") != "" || c.Get("X-B3-Spanid") != "" || c.Get("X-B3-Parentspanid") != "" {
+		return undecided
+	}
+	if c.Get("X-B3-Flags") == "1" {
+		return callerAccepts
+	}
+	switch strings.ToLower(c.Get("X-B3-Sampled")) {
+	case "0", "false":
+		return callerDenies
+	case "1", "true":
+		return callerAccepts
+	}
+	return undecided
+}

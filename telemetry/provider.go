@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -41,6 +42,7 @@ type Telemetry struct {
 	fieldKeys  map[string]string // the propagator's fields, canonical (headerCarrier)
 	readKeys   []string          // what the propagator reads, canonical (see readKeys)
 	readAll    bool              // it may read any field
+	readsB3    bool              // it reads B3 (either form reads both: b3Decision)
 	metrics    *Metrics
 	log        *slog.Logger       // nil when the access log is off
 	logBuf     *linewriter.Writer // between log and a destination ferry opened; nil otherwise
@@ -113,6 +115,8 @@ func New(ctx context.Context, cfg Config, opts ...Option) (*Telemetry, error) {
 		return nil, fmt.Errorf("telemetry.propagators: %w", err)
 	}
 	t.propagator = prop
+	t.readsB3 = !slices.Contains(s.propagators, "none") &&
+		(slices.Contains(s.propagators, "b3") || slices.Contains(s.propagators, "b3multi"))
 	t.fieldKeys = canonicalFields(prop.Fields())
 	t.readKeys, t.readAll = readKeys(prop)
 

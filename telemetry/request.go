@@ -134,12 +134,27 @@ func (t *Telemetry) StartRequestIn(in *Request, r *http.Request, l Listener) (co
 	// Tracing on: whether the Request carries a recording span (and is
 	// allocated with it) depends on the context extracted first.
 	ctx := r.Context()
+	d := undecided
 	if t.carriesFields(r.Header) {
-		ctx = t.propagator.Extract(ctx, headerCarrier{r.Header, t.fieldKeys})
+		c := headerCarrier{r.Header, t.fieldKeys}
+		ctx = t.propagator.Extract(ctx, c)
+		// A B3 sampling decision sent without IDs leaves the B3
+		// propagator no span context to carry it: ferry reads it
+		// (b3Decision), and the sampler hears it as a parent's.
+		if t.readsB3 && !trace.SpanContextFromContext(ctx).IsValid() {
+			d = b3Decision(c)
+		}
 	}
 	var q *Request
 	name := spanMethod(r.Method)
-	if st, record := t.own.sampleProxy(ctx, name, trace.SpanKindServer); !record {
+	var st proxyStart
+	var record bool
+	if d == undecided {
+		st, record = t.own.sampleProxy(ctx, name, trace.SpanKindServer)
+	} else {
+		st, record = t.own.sampleDecided(ctx, d, name, trace.SpanKindServer)
+	}
+	if !record {
 		q = &Request{t: t, listener: l, method: r.Method, start: time.Now()}
 		q.ctx, q.span = t.own.nonRecording(ctx, &st)
 	} else {

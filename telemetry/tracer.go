@@ -126,14 +126,38 @@ func (t *tracer) sample(ctx context.Context, parent trace.SpanContext, name stri
 	} else {
 		tid = newTraceID()
 	}
+	return t.decide(ctx, tid, parent.TraceFlags(), name, kind, attrs, links)
+}
+
+// decide asks the sampler about a new span of trace tid, the parent in
+// sctx (the sampler's ParentContext), and makes its span context, with
+// the flags of the parent's besides sampled.
+func (t *tracer) decide(sctx context.Context, tid trace.TraceID, parentFlags trace.TraceFlags, name string, kind trace.SpanKind, attrs []attribute.KeyValue, links []trace.Link) (trace.SpanContext, sdktrace.SamplingResult) {
 	res := t.p.sampler.ShouldSample(sdktrace.SamplingParameters{
-		ParentContext: ctx, TraceID: tid, Name: name, Kind: kind, Attributes: attrs, Links: links,
+		ParentContext: sctx, TraceID: tid, Name: name, Kind: kind, Attributes: attrs, Links: links,
 	})
-	flags := parent.TraceFlags() &^ trace.FlagsSampled
+	flags := parentFlags &^ trace.FlagsSampled
 	if res.Decision == sdktrace.RecordAndSample {
 		flags |= trace.FlagsSampled
 	}
 	return trace.NewSpanContext(trace.SpanContextConfig{TraceID: tid, SpanID: newSpanID(), TraceFlags: flags, TraceState: res.Tracestate}), res
+}
+
+// sampleDecided decides on a span of kind under ctx, which holds no span
+// context, whose caller sent sampling decision d without IDs (b3Decision):
+// the sampler is asked as if under a remote parent of a new trace that
+// made decision d, so the parent-based samplers follow it as they would
+// a traceparent's sampled flag. The span, recording or not, starts that
+// trace with no parent: the caller named no span to be the child of.
+func (t *tracer) sampleDecided(ctx context.Context, d callerDecision, name string, kind trace.SpanKind) (st proxyStart, record bool) {
+	tid := newTraceID()
+	var flags trace.TraceFlags
+	if d == callerAccepts {
+		flags = trace.FlagsSampled
+	}
+	parent := trace.NewSpanContext(trace.SpanContextConfig{TraceID: tid, SpanID: newSpanID(), TraceFlags: flags, Remote: true})
+	st.sc, st.res = t.decide(trace.ContextWithSpanContext(ctx, parent), tid, 0, name, kind, nil, nil)
+	return st, st.res.Decision != sdktrace.Drop
 }
 
 // proxySpan is a span of ferry's request and attempt helpers: the span and
