@@ -3,13 +3,11 @@ package sidecar
 import (
 	"bufio"
 	"bytes"
-	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"runtime"
 	"runtime/metrics"
-	"strings"
 	"testing"
 	"time"
 
@@ -264,49 +262,6 @@ func TestConnMemoryIdleH2CAndSlowloris(t *testing.T) {
 	}
 }
 
-// With limits.max_connections 4, a fifth connection waits in the backlog,
-// unserved, until one of the four closes; the limit is logged and counted.
-func TestMaxConnections(t *testing.T) {
-	up := origin(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") }))
-	sc, _ := outboundTo(t, "limits: { max_connections: 4 }\n", up)
-	addr := sc.Addr("outbound")
-	var four []net.Conn
-	for range 4 {
-		c, err := net.Dial("tcp", addr)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer c.Close()
-		if err := idleH1(c); err != nil {
-			t.Fatal(err)
-		}
-		four = append(four, c)
-	}
-	fifth, err := net.Dial("tcp", addr) // the kernel completes it: the backlog
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer fifth.Close()
-	io.WriteString(fifth, "GET /x HTTP/1.1\r\nHost: svc\r\n\r\n")
-	fifth.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
-	if n, err := fifth.Read(make([]byte, 1)); n > 0 || !isTimeoutErr(err) {
-		t.Fatalf("the fifth connection was answered (%d bytes, %v) while four were open", n, err)
-	}
-	if got := scrape(t, sc, `ferry_connection_limit_reached_total{listener="outbound"}`); got != "1" {
-		t.Errorf("ferry_connection_limit_reached_total = %q, want 1", got)
-	}
-	four[0].Close()
-	fifth.SetReadDeadline(time.Now().Add(10 * time.Second))
-	res, err := http.ReadResponse(bufio.NewReader(fifth), nil)
-	if err != nil {
-		t.Fatalf("the fifth connection, once one of four closed: %v", err)
-	}
-	body, _ := io.ReadAll(res.Body)
-	if res.StatusCode != 200 || string(body) != "ok" {
-		t.Fatalf("fifth: %d %q", res.StatusCode, body)
-	}
-}
-
 // scrape returns the value of one series on ferry's /metrics ("" if absent).
 func scrape(t *testing.T, sc *Sidecar, series string) string {
 	t.Helper()
@@ -322,69 +277,4 @@ func scrape(t *testing.T, sc *Sidecar, series string) string {
 		}
 	}
 	return ""
-}
-
-// A caller connection taken over for a spliced upload (here one sent with
-// Expect: 100-continue, which the lane hands to net/http first) still
-// counts against limits.max_connections until it closes.
-func TestMaxConnectionsCountsTakenOverUpload(t *testing.T) {
-	const size = 4 << 20
-	got := make(chan int64, 1)
-	up := origin(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		n, _ := io.Copy(io.Discard, r.Body)
-		got <- n
-		io.WriteString(w, "ok")
-	}))
-	sc, _ := outboundTo(t, "limits: { max_connections: 1 }\n", up)
-	addr := sc.Addr("outbound")
-	upload, err := net.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer upload.Close()
-	fmt.Fprintf(upload, "POST /up HTTP/1.1\r\nHost: svc\r\nContent-Length: %d\r\nExpect: 100-continue\r\n\r\n", size)
-	br := bufio.NewReader(upload)
-	upload.SetReadDeadline(time.Now().Add(10 * time.Second))
-	line, err := br.ReadString('\n')
-	if err != nil || !strings.HasPrefix(line, "HTTP/1.1 100") {
-		t.Fatalf("before the body: %q, %v", line, err)
-	}
-	br.ReadString('\n') // the empty line ending the interim answer
-	half := make([]byte, size/2)
-	if _, err := upload.Write(half); err != nil {
-		t.Fatal(err)
-	}
-	// The upload is under way on the only connection allowed: a second
-	// one waits in the backlog.
-	second, err := net.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer second.Close()
-	io.WriteString(second, "GET /x HTTP/1.1\r\nHost: svc\r\n\r\n")
-	second.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
-	if n, err := second.Read(make([]byte, 1)); n > 0 || !isTimeoutErr(err) {
-		t.Fatalf("a second connection was answered (%d bytes, %v) during the upload on the only one allowed", n, err)
-	}
-	if _, err := upload.Write(half); err != nil {
-		t.Fatal(err)
-	}
-	res, err := http.ReadResponse(br, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	res.Body.Close()
-	if n := <-got; res.StatusCode != 200 || n != size {
-		t.Fatalf("upload: %d, origin read %d of %d bytes", res.StatusCode, n, size)
-	}
-	upload.Close()
-	second.SetReadDeadline(time.Now().Add(10 * time.Second))
-	res, err = http.ReadResponse(bufio.NewReader(second), nil)
-	if err != nil {
-		t.Fatalf("the second connection, once the upload's closed: %v", err)
-	}
-	res.Body.Close()
-	if res.StatusCode != 200 {
-		t.Fatalf("second: %d", res.StatusCode)
-	}
 }

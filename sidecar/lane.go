@@ -486,9 +486,11 @@ func (l *lane) serveConn(c net.Conn) {
 	lc.wt.f = lc.watchFire
 	lc.tc, _ = c.(*net.TCPConn)
 	lc.raw = newRawSock(lc.tc)
-	handed := false // net/http owns the connection, and its slot
+	// slotPassed: net/http or a linger owns the connection, and its slot
+	// (limits.max_connections), which it gives back when it closes it.
+	slotPassed := false
 	defer func() {
-		if !handed {
+		if !slotPassed {
 			l.release()
 		}
 	}()
@@ -608,7 +610,7 @@ func (l *lane) serveConn(c net.Conn) {
 				return
 			}
 			if l.handOver(c, br, headBy) {
-				owned, handed = false, true
+				owned, slotPassed = false, true
 			}
 			return
 		}
@@ -631,7 +633,7 @@ func (l *lane) serveConn(c net.Conn) {
 			}
 			continue
 		case connLingering:
-			owned = false
+			owned, slotPassed = false, true
 		}
 		return
 	}
@@ -804,7 +806,7 @@ type connNext int
 const (
 	connKeep      connNext = iota // read the next request
 	connClose                     // close it now
-	connLingering                 // a linger goroutine owns and closes it
+	connLingering                 // a linger goroutine owns and closes it, and gives back its slot
 )
 
 // serveOne serves one parsed request and says what becomes of the
@@ -832,8 +834,10 @@ func (l *lane) serveOne(lc *laneConn, br *bufio.Reader, bw *bufio.Writer, lh *la
 	}
 	switch {
 	case w.body != nil && w.body.left.Load() > 0:
-		// The rest of the body is still coming and nobody reads it.
-		w.close()
+		// The rest of the body is still coming and nobody reads it. The
+		// connection keeps its slot (limits.max_connections) until the
+		// linger closes it.
+		w.closeThen(l.release)
 		return connLingering
 	case !w.keepAlive || l.closing.Load():
 		return connClose

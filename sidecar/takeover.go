@@ -596,16 +596,26 @@ func (w *connWriter) end() {
 // connection and could destroy the response before the caller read it.
 // It half-closes, reads and drops what still comes for a moment, then
 // closes (as net/http's server does).
-func (w *connWriter) close() {
+func (w *connWriter) close() { w.closeThen(nil) }
+
+// closeThen is close, and then, once the connection is closed (after the
+// linger, if any), calls closed unless it is nil.
+func (w *connWriter) closeThen(closed func()) {
 	if w.body == nil || w.body.left.Load() == 0 || w.tc == nil {
 		w.conn.Close()
+		if closed != nil {
+			closed()
+		}
 		return
 	}
 	w.tc.CloseWrite()
 	go func() {
-		w.tc.SetReadDeadline(time.Now().Add(lingerTimeout))
+		w.tc.SetReadDeadline(time.Now().Add(lingerFor()))
 		io.Copy(io.Discard, readerOnly{w.tc})
 		w.conn.Close()
+		if closed != nil {
+			closed()
+		}
 	}()
 }
 
@@ -622,6 +632,17 @@ func (c slotConn) Close() error { return c.pc.Close() }
 // lingerTimeout bounds how long a connection whose request body was not
 // read whole is drained after its response, before it closes.
 const lingerTimeout = 500 * time.Millisecond
+
+// lingerTest, when not 0, replaces lingerTimeout: tests raise it to hold a
+// linger open.
+var lingerTest atomic.Int64
+
+func lingerFor() time.Duration {
+	if d := lingerTest.Load(); d != 0 {
+		return time.Duration(d)
+	}
+	return lingerTimeout
+}
 
 // abort closes the connection without completing the response.
 func (w *connWriter) abort() {
