@@ -91,10 +91,13 @@ type lane struct {
 
 	// slots holds a token per connection served (limits.max_connections);
 	// nil: no bound. stopped is closed by Shutdown and Close, to end
-	// Serve's wait for a slot.
-	slots    chan struct{}
-	stopped  chan struct{}
-	stopOnce sync.Once
+	// Serve's wait for a slot. roomWanted: a caller waits for a slot, and
+	// a connection going idle signals idled (see room.go).
+	slots      chan struct{}
+	stopped    chan struct{}
+	stopOnce   sync.Once
+	roomWanted atomic.Bool
+	idled      chan struct{}
 }
 
 // limit bounds the connections the lane serves at once to n (0: none).
@@ -116,39 +119,6 @@ func (l *lane) stop() {
 	l.stopOnce.Do(func() { close(l.stopped) })
 }
 
-// acquire takes a slot for the next connection, waiting while the lane
-// serves limits.max_connections, and says whether it did (false: the lane
-// is closing). The first wait of an episode at the bound is logged and
-// counted; the episode ends when a slot is taken without waiting.
-func (l *lane) acquire(atLimit *bool) bool {
-	if l.slots == nil {
-		return true
-	}
-	select {
-	case l.slots <- struct{}{}:
-		if *atLimit {
-			*atLimit = false
-			l.log.Info("below limits.max_connections again; accepting", "listener", l.name)
-		}
-		return true
-	default:
-	}
-	if !*atLimit {
-		*atLimit = true
-		l.log.Warn("limits.max_connections reached; not accepting until a connection closes",
-			"listener", l.name, "max_connections", cap(l.slots))
-		if l.tel != nil {
-			l.tel.Metrics().ConnectionLimitReached(l.name)
-		}
-	}
-	select {
-	case l.slots <- struct{}{}:
-		return true
-	case <-l.stopped:
-		return false
-	}
-}
-
 func newLane(name string, h http.Handler, fallback *http.Server, log *slog.Logger) *lane {
 	fallback.ConnContext = connContext
 	watchAnswers(fallback)
@@ -162,7 +132,7 @@ func newLane(name string, h http.Handler, fallback *http.Server, log *slog.Logge
 		h: h, fallback: fallback, handoff: newHandoffListener(),
 		readHeader: fallback.ReadHeaderTimeout, idle: fallback.IdleTimeout, maxHeader: maxHeader,
 		log: log, name: name, conns: map[*laneConn]struct{}{}, cut: cut,
-		answerWait: shutdownbounds.ReportWait, stopped: make(chan struct{}),
+		answerWait: shutdownbounds.ReportWait, stopped: make(chan struct{}), idled: make(chan struct{}, 1),
 	}
 }
 
@@ -183,14 +153,13 @@ func (l *lane) Serve(ln net.Listener) error {
 		l.fallback.Serve(l.handoff)
 	}()
 	var delay time.Duration
-	atLimit := false
+	var ep limitEpisode
 	for {
-		if !l.acquire(&atLimit) {
-			return http.ErrServerClosed
-		}
+		// At limits.max_connections the next caller is accepted all the
+		// same, and waits here, unserved, while admit makes room (see
+		// room.go); the callers after it wait in the kernel's backlog.
 		c, err := ln.Accept()
 		if err != nil {
-			l.release()
 			if l.closing.Load() {
 				return http.ErrServerClosed
 			}
@@ -207,6 +176,10 @@ func (l *lane) Serve(ln net.Listener) error {
 			continue
 		}
 		delay = 0
+		if !l.admit(&ep) {
+			c.Close()
+			return http.ErrServerClosed
+		}
 		go l.serveConn(c)
 	}
 }
@@ -255,7 +228,7 @@ func (l *lane) Close() error {
 		if cancel != nil && running {
 			cancel(errGraceEnded)
 		}
-		if !c.busy.Load() {
+		if c.state.Load() != connBusy {
 			c.c.Close()
 		}
 	}
@@ -287,7 +260,7 @@ func (l *lane) awaitConns(ctx context.Context) bool {
 	for {
 		l.mu.Lock()
 		for c := range l.conns {
-			if !c.busy.Load() {
+			if c.state.Load() != connBusy {
 				c.c.Close()
 			}
 		}
@@ -311,23 +284,8 @@ func (l *lane) track(c *laneConn) bool {
 	if l.closing.Load() {
 		return false
 	}
-	c.busy.Store(true)
+	c.state.Store(connBusy)
 	l.conns[c] = struct{}{}
-	return true
-}
-
-// setBusy records whether a request is in progress on a connection; it
-// refuses to start one once the lane is closing. Shutdown sets closing
-// before it looks for idle connections to close, and setBusy marks a
-// connection busy before it looks at closing, so (the atomics being
-// sequentially consistent) either Shutdown sees the connection busy and
-// leaves it to end after its request, or setBusy sees the lane closing.
-func (l *lane) setBusy(c *laneConn, busy bool) bool {
-	c.busy.Store(busy)
-	if busy && l.closing.Load() {
-		c.busy.Store(false)
-		return false
-	}
 	return true
 }
 
@@ -344,7 +302,10 @@ type laneConn struct {
 	tc     *net.TCPConn
 	raw    *rawSock // tc's raw reads and writes; nil for other conns
 	remote string
-	busy   atomic.Bool // a request is in progress
+	// state: busy, fresh, idle or reaped (see room.go); idleSince, on
+	// monoNow's clock, when it last became idle (with a bound only).
+	state     atomic.Int32
+	idleSince atomic.Int64
 
 	// rdl is the read deadline last set on c (zero: none). Written by the
 	// serving goroutine, or by the watch under wmu while a request runs.
@@ -524,8 +485,10 @@ func (l *lane) serveConn(c net.Conn) {
 		if br.Buffered() == 0 {
 			// Wait for the next request: the first within the header
 			// timeout, later ones as long as idle allows. A connection
-			// with no request begun is idle: a drain closes it.
-			l.setBusy(lc, false)
+			// with no request begun is idle: a drain closes it, and one
+			// kept after a request may be closed to make room, unless the
+			// last request's watch read the next one's first byte.
+			l.setIdle(lc, !first && !lc.hasStash)
 			wait := l.idle
 			if first {
 				wait = l.readHeader
@@ -551,10 +514,10 @@ func (l *lane) serveConn(c net.Conn) {
 			if err != nil {
 				return
 			}
-			if !l.setBusy(lc, true) {
-				return // draining: a request not yet begun is not served
+			if !l.setBusy(lc) {
+				return // draining or closed for room: a request not yet begun is not served
 			}
-		} else if !l.setBusy(lc, true) {
+		} else if !l.setBusy(lc) {
 			return
 		}
 		if crlfLeft > 0 {

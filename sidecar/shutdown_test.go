@@ -581,11 +581,11 @@ func TestLaneCloseServesNoHeadCompletedAfter(t *testing.T) {
 	}
 	// Between requests the connection is idle; once the next head's first
 	// bytes came, busy: Close must not close it then.
-	waitFor(t, "the connection to wait for its next request", 5*time.Second, func() bool { return !conn().busy.Load() })
+	waitFor(t, "the connection to wait for its next request", 5*time.Second, func() bool { return conn().state.Load() != connBusy })
 	if _, err := io.WriteString(c, "GET /b HTTP/1.1\r\n"); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "the next head to begin", 5*time.Second, func() bool { return conn().busy.Load() })
+	waitFor(t, "the next head to begin", 5*time.Second, func() bool { return conn().state.Load() == connBusy })
 	closed := make(chan error, 1)
 	go func() { closed <- l.Close() }()
 	recv(t, srv.BaseContext(nil).Done(), 5*time.Second, "Close to cut the exchanges")

@@ -30,3 +30,21 @@ func socketFlow(c *net.TCPConn) (flow, bool) {
 	}
 	return f, true
 }
+
+// unreadBytes says how many bytes wait unread in c's receive queue
+// (SIOCINQ); false when it cannot say.
+func unreadBytes(c *net.TCPConn) (int, bool) {
+	if c == nil {
+		return 0, false
+	}
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return 0, false
+	}
+	var n int
+	var ierr error
+	if err := rc.Control(func(fd uintptr) { n, ierr = unix.IoctlGetInt(int(fd), unix.SIOCINQ) }); err != nil || ierr != nil {
+		return 0, false
+	}
+	return n, true
+}

@@ -657,7 +657,7 @@ telemetry: { access_log: %s }
 			l.mu.Lock()
 			defer l.mu.Unlock()
 			for lc := range l.conns {
-				if lc.busy.Load() == want {
+				if (lc.state.Load() == connBusy) == want {
 					return true
 				}
 			}

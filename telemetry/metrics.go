@@ -81,6 +81,7 @@ type Metrics struct {
 	breakerTransition *family
 	ejections         *family
 	connLimit         *family
+	closedForRoom     *family
 	watchErrors       *family
 	reloads           *family
 	reloadOK          *family
@@ -115,7 +116,9 @@ func newMetrics(res *resource.Resource, q *spanQueue) (*Metrics, error) {
 		"Circuit breaker state changes, by service and new state.", "service", "to")
 	m.ejections = r.counter("ferry_ejections", "Endpoints ejected as outliers, by service.", "service")
 	m.connLimit = r.counter("ferry_connection_limit_reached",
-		"Times a listener reached limits.max_connections and stopped accepting until a connection closed, by listener.", "listener")
+		"Times a new connection found a listener at limits.max_connections and waited for room, by listener: one per episode at the bound.", "listener")
+	m.closedForRoom = r.counter("ferry_connections_closed_for_room",
+		"Idle keep-alive connections a listener at limits.max_connections closed to make room for a new one, by listener.", "listener")
 	m.watchErrors = r.counter("ferry_consul_watch_errors", "Failed Consul watch queries, by service.", "service")
 	m.reloads = r.counter("ferry_config_reloads", "Config file reloads tried (SIGHUP, a changed file, a retry), by result: applied or rejected.", "result")
 	m.reloadOK = r.gauge("ferry_config_last_reload_successful", "1 while the config file's last reload applied (or none was tried), 0 while it was rejected and the config in force is older than the file.")
@@ -294,10 +297,16 @@ func (m *Metrics) Ejection(service string) {
 	m.ejections.with(service).add(1)
 }
 
-// ConnectionLimitReached counts a listener that reached
-// limits.max_connections and stopped accepting.
+// ConnectionLimitReached counts a listener at limits.max_connections that
+// a new connection found full, once per episode at the bound.
 func (m *Metrics) ConnectionLimitReached(listener string) {
 	m.connLimit.with(listener).add(1)
+}
+
+// ConnectionClosedForRoom counts an idle keep-alive connection a listener
+// at limits.max_connections closed to make room for a new one.
+func (m *Metrics) ConnectionClosedForRoom(listener string) {
+	m.closedForRoom.with(listener).add(1)
 }
 
 // Retry counts a retried upstream attempt. reason should come from a small
