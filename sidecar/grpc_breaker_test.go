@@ -180,3 +180,43 @@ func TestGRPCHealthStatus(t *testing.T) {
 		}
 	}
 }
+
+// grpcStatus reads the status a gRPC response ended with, in its trailers
+// or a trailers-only head, only as gRPC writes it.
+func TestGRPCStatusRead(t *testing.T) {
+	for _, tc := range []struct {
+		ct, head, trailer string
+		proto             int
+		want              int
+		ok                bool
+	}{
+		{"application/grpc", "", "0", 2, 0, true},
+		{"application/grpc", "", "5", 2, 5, true},
+		{"application/grpc", "14", "", 2, 14, true}, // trailers-only
+		{"application/grpc", "7", "5", 2, 5, true},  // the trailers' own
+		{"application/grpc+proto", "", "16", 2, 16, true},
+		{"application/grpc", "", "99", 2, 99, true}, // beyond the codes gRPC defines
+		{"application/grpc", "", "2147483647", 2, 2147483647, true},
+		{"application/grpc", "", "2147483648", 2, 0, false},
+		{"application/grpc", "", "014", 2, 0, false},
+		{"application/grpc", "", "+5", 2, 0, false},
+		{"application/grpc", "", "-1", 2, 0, false},
+		{"application/grpc", "", "5 ", 2, 0, false},
+		{"application/grpc", "", "five", 2, 0, false},
+		{"application/grpc", "", "", 2, 0, false},
+		{"application/grpc-web", "", "5", 2, 0, false},
+		{"text/plain", "", "5", 2, 0, false},
+		{"application/grpc", "", "5", 1, 0, false},
+	} {
+		res := &http.Response{ProtoMajor: tc.proto, StatusCode: 200, Header: http.Header{"Content-Type": {tc.ct}}, Trailer: http.Header{}}
+		if tc.head != "" {
+			res.Header.Set("Grpc-Status", tc.head)
+		}
+		if tc.trailer != "" {
+			res.Trailer.Set("Grpc-Status", tc.trailer)
+		}
+		if got, ok := grpcStatus(res); got != tc.want || ok != tc.ok {
+			t.Errorf("%s HTTP/%d, head %q, trailer %q: %d %v, want %d %v", tc.ct, tc.proto, tc.head, tc.trailer, got, ok, tc.want, tc.ok)
+		}
+	}
+}

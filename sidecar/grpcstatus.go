@@ -2,6 +2,7 @@ package sidecar
 
 import (
 	"net/http"
+	"strconv"
 	"strings"
 )
 
@@ -24,23 +25,41 @@ import (
 //     the caller's own deadline, from grpc-timeout), which is not the
 //     server's failure, as a caller that goes away is not.
 func grpcHealthStatus(res *http.Response) int {
-	if res.ProtoMajor != 2 || res.StatusCode != http.StatusOK || !isGRPC(res.Header["Content-Type"]) {
+	code, ok := grpcStatus(res)
+	if !ok {
 		return 0
+	}
+	switch code {
+	case 14:
+		return http.StatusServiceUnavailable
+	case 2, 13, 15:
+		return http.StatusInternalServerError
+	}
+	return 0
+}
+
+// grpcStatus returns the gRPC status a whole gRPC response of an HTTP/2
+// upstream ended with: grpc-status of its trailers, or of its head in a
+// trailers-only response. ok is false for any other response, and for a
+// grpc-status that is not one decimal number as gRPC writes it (no sign,
+// no leading zero, at most 31 bits). The trailers are the response's only
+// once its body was read to its end.
+func grpcStatus(res *http.Response) (code int, ok bool) {
+	if res.ProtoMajor != 2 || res.StatusCode != http.StatusOK || !isGRPC(res.Header["Content-Type"]) {
+		return 0, false
 	}
 	v, ok := res.Trailer["Grpc-Status"]
 	if !ok {
 		v = res.Header["Grpc-Status"] // trailers-only
 	}
-	if len(v) != 1 {
-		return 0
+	if len(v) != 1 || v[0] == "" || v[0][0] < '0' || v[0][0] > '9' || len(v[0]) > 1 && v[0][0] == '0' {
+		return 0, false
 	}
-	switch v[0] {
-	case "14":
-		return http.StatusServiceUnavailable
-	case "2", "13", "15":
-		return http.StatusInternalServerError
+	n, err := strconv.ParseInt(v[0], 10, 32)
+	if err != nil {
+		return 0, false
 	}
-	return 0
+	return int(n), true
 }
 
 // isGRPC reports whether a Content-Type is gRPC's: application/grpc,

@@ -63,6 +63,11 @@ type exchange struct {
 	// grpc: the request is a gRPC call (grpcCall), answered a failure in
 	// gRPC's form.
 	grpc bool
+	// grpcSet: grpcStatus is the gRPC status the gRPC call's caller was
+	// sent: in the upstream's trailers (or trailers-only head) relayed
+	// whole, or in ferry's failure answer.
+	grpcSet    bool
+	grpcStatus int
 	// closeConn: the caller's HTTP/1 connection must close after this
 	// exchange, whatever its outcome (a request framed by both
 	// Content-Length and Transfer-Encoding, RFC 9112 section 6.1).
@@ -77,7 +82,8 @@ type exchange struct {
 // end reports the request: server span end, metrics, access log. It runs
 // deferred, so it also runs while a broken response is being aborted.
 func (x *exchange) end() {
-	x.q.End(telemetry.Outcome{Status: x.status, BytesIn: x.body.sent() + x.tunneled, BytesOut: x.out, Reason: x.reason, Err: x.err})
+	x.q.End(telemetry.Outcome{Status: x.status, BytesIn: x.body.sent() + x.tunneled, BytesOut: x.out, Reason: x.reason, Err: x.err,
+		GRPC: x.grpcSet, GRPCStatus: x.grpcStatus})
 }
 
 // fail answers the caller with a proxy-made failure and records it. The
@@ -88,6 +94,7 @@ func (x *exchange) fail(w http.ResponseWriter, f failure) {
 	x.status, x.reason = f.status, f.kind
 	if x.grpc {
 		writeGRPCFailure(w, f)
+		x.grpcSet, x.grpcStatus = true, grpcCode(f.status)
 		return
 	}
 	// An HTTP/1 connection closes after a failure when it must anyway, and

@@ -463,6 +463,20 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, up *upstream, ma
 			}
 			ao.Reason = x.reason
 		}
+		if result.readErr == nil && result.writeErr == nil && res.ProtoMajor == 2 {
+			// The body was read to its end: the trailers are in. The
+			// attempt ended with the status the upstream sent. respond
+			// passed it on to the caller, unless its writes were cut:
+			// net/http writes the trailers (a trailers-only head went
+			// with the head) as the handler returns, just after the
+			// server span ends.
+			if code, ok := grpcStatus(res); ok {
+				ao.GRPC, ao.GRPCStatus = true, code
+				if x.grpc && !cutMade {
+					x.grpcSet, x.grpcStatus = true, code
+				}
+			}
+		}
 		if o.Result == resilience.Responded {
 			if s := grpcHealthStatus(res); s != 0 {
 				o.Status = s // an HTTP 200 ending a gRPC call UNAVAILABLE, say

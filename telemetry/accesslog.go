@@ -14,7 +14,10 @@ import (
 //	 "attempts":1,"reason":"","trace_id":"4bf9...","span_id":"00f0..."}
 //
 // trace_id and span_id are the server span's (empty when the request is not
-// traced). Failures the proxy made are logged at WARN.
+// traced). Failures the proxy made are logged at WARN. A gRPC call's line
+// ends with grpc_status: the gRPC status code its caller got
+// (status stays the HTTP status, 200 for a call the upstream answered);
+// other requests' lines have no grpc_status.
 const accessLogMsg = "request"
 
 func (t *Telemetry) logRequest(q *Request, o Outcome, elapsed time.Duration) {
@@ -29,7 +32,7 @@ func (t *Telemetry) logRequest(q *Request, o Outcome, elapsed time.Duration) {
 	if sc := q.span.SpanContext(); sc.IsValid() {
 		traceID, spanID = sc.TraceID().String(), sc.SpanID().String()
 	}
-	t.log.LogAttrs(context.Background(), level, accessLogMsg,
+	attrs := [...]slog.Attr{
 		slog.String("listener", string(q.listener)),
 		slog.String("method", q.method),
 		slog.String("route", q.route),
@@ -43,5 +46,12 @@ func (t *Telemetry) logRequest(q *Request, o Outcome, elapsed time.Duration) {
 		slog.String("reason", o.Reason),
 		slog.String("trace_id", traceID),
 		slog.String("span_id", spanID),
-	)
+		{}, // grpc_status, for a gRPC call
+	}
+	n := len(attrs) - 1 // other requests' lines cost nothing more than before
+	if o.GRPC {
+		attrs[n] = slog.Int("grpc_status", o.GRPCStatus)
+		n++
+	}
+	t.log.LogAttrs(context.Background(), level, accessLogMsg, attrs[:n]...)
 }

@@ -218,11 +218,8 @@ func grpcTimeout(d time.Duration) string {
 }
 
 func grpcCodeName(code int) string {
-	names := [...]string{"OK", "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT", "DEADLINE_EXCEEDED", "NOT_FOUND",
-		"ALREADY_EXISTS", "PERMISSION_DENIED", "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION", "ABORTED",
-		"OUT_OF_RANGE", "UNIMPLEMENTED", "INTERNAL", "UNAVAILABLE", "DATA_LOSS", "UNAUTHENTICATED"}
-	if code >= 0 && code < len(names) {
-		return names[code]
+	if code >= 0 && code < len(grpcCodeNames) {
+		return grpcCodeNames[code]
 	}
 	return "code " + strconv.Itoa(code)
 }

@@ -22,8 +22,9 @@ import (
 // is lost by not passing them at start.
 
 // maxProxyAttrs is the most attributes proxyAttrs.each yields for one span
-// (a server span with an unknown method, every address and an error).
-const maxProxyAttrs = 23
+// (a server span of a gRPC call with an unknown method, every address and
+// an error).
+const maxProxyAttrs = 26
 
 // proxyAttrs are the attribute values of one of ferry's spans. (Small
 // fields, since every span carries one: 240 bytes.)
@@ -55,6 +56,8 @@ type proxyAttrs struct {
 	// made (server, at End).
 	attempt int32
 	status  int32 // at End: http.response.status_code when not 0
+	// grpcCode: at End, the gRPC status of a gRPC call (grpc is set).
+	grpcCode int32
 
 	protoMajor, protoMinor int32  // server
 	defPort                uint16 // client: the port of the URL's scheme when its host has none
@@ -67,6 +70,7 @@ type proxyAttrs struct {
 	routed  bool // server: SetRoute was called
 	tls     bool // server
 	hasURL  bool // client: the upstream request had a URL
+	grpc    bool // at End: a gRPC call with a status (grpcCode)
 	errKind errKind
 }
 
@@ -78,6 +82,7 @@ const (
 	errReason             // a proxy-made failure: ferry.reason and error.type
 	errStatusCode         // a status the conventions call an error: error.type is the code
 	errOther              // an error value alone: error.type _OTHER
+	errGRPCStatus         // a gRPC status the conventions call an error: error.type is its name
 )
 
 // attrSink receives a span's attributes in order.
@@ -181,6 +186,7 @@ func (a *proxyAttrs) eachServer(s attrSink) {
 	if a.endpoint != "" {
 		s.str(AttrEndpoint, a.endpoint)
 	}
+	a.eachGRPC(s)
 	a.eachError(s)
 }
 
@@ -231,6 +237,7 @@ func (a *proxyAttrs) eachClient(s attrSink) {
 	if a.status != 0 {
 		s.num(semconv.HTTPResponseStatusCodeKey, int64(a.status))
 	}
+	a.eachGRPC(s)
 	a.eachError(s)
 }
 
@@ -243,6 +250,8 @@ func (a *proxyAttrs) eachError(s attrSink) {
 		s.str(semconv.ErrorTypeKey, strconv.Itoa(int(a.status)))
 	case errOther:
 		s.str(semconv.ErrorTypeKey, "_OTHER")
+	case errGRPCStatus:
+		s.str(semconv.ErrorTypeKey, grpcStatusName(a.grpcCode))
 	}
 }
 
@@ -304,12 +313,13 @@ func (a *proxyAttrs) setClient(q *Request, out *http.Request, method string, inf
 }
 
 // setEnd records the outcome, and which error rule applies: a proxy-made
-// failure reason, or a status the conventions call an error, or an error
-// value, makes an error status and error.type. It returns the span status
-// to set.
-func (a *proxyAttrs) setEnd(o Outcome, status int, statusIsError bool) (codes.Code, string) {
+// failure reason, or a status the conventions call an error (HTTP's, then
+// gRPC's), or an error value, makes an error status and error.type. It
+// returns the span status to set.
+func (a *proxyAttrs) setEnd(o Outcome, status int, statusIsError, grpcIsError bool) (codes.Code, string) {
 	a.done = true
 	a.bytesIn, a.bytesOut, a.status = o.BytesIn, o.BytesOut, int32(status)
+	a.grpc, a.grpcCode = o.GRPC, int32(o.GRPCStatus)
 	code, desc := codes.Unset, ""
 	switch {
 	case o.Reason != "":
@@ -321,6 +331,9 @@ func (a *proxyAttrs) setEnd(o Outcome, status int, statusIsError bool) (codes.Co
 	case statusIsError:
 		a.errKind = errStatusCode // and status is o.Status
 		code = codes.Error
+	case grpcIsError:
+		a.errKind = errGRPCStatus
+		code, desc = codes.Error, grpcStatusName(a.grpcCode)
 	case o.Err != nil:
 		a.errKind = errOther
 		code, desc = codes.Error, o.Err.Error()
@@ -332,7 +345,7 @@ func (a *proxyAttrs) setEnd(o Outcome, status int, statusIsError bool) (codes.Co
 // and sets the span's status.
 func (q *Request) endSpanAttributes(o Outcome) {
 	q.ps.pa.attempt, q.ps.pa.endpoint = int32(q.attempts), q.endpoint
-	code, desc := q.ps.pa.setEnd(o, o.Status, o.Status >= 500)
+	code, desc := q.ps.pa.setEnd(o, o.Status, o.Status >= 500, o.GRPC && grpcServerError(int32(o.GRPCStatus)))
 	endStatus(&q.ps.span, o, code, desc)
 }
 
@@ -343,7 +356,7 @@ func (a *Attempt) endSpanAttributes(o Outcome) {
 	if status == 0 {
 		status = a.status // the headers came; the body did not
 	}
-	code, desc := a.ps.pa.setEnd(o, status, o.Status >= 400)
+	code, desc := a.ps.pa.setEnd(o, status, o.Status >= 400, o.GRPC && o.GRPCStatus != 0)
 	endStatus(&a.ps.span, o, code, desc)
 }
 

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -71,7 +72,34 @@ func refServer(r *http.Request, listener Listener, routes [][2]string, attempts 
 	if endpoint != "" {
 		l = append(l, AttrEndpoint.String(endpoint))
 	}
-	return refError(l, o, o.Status >= 500)
+	l = refGRPC(l, o)
+	return refError(l, o, o.Status >= 500, o.GRPC && slices.Contains([]int{2, 4, 12, 13, 14, 15}, o.GRPCStatus))
+}
+
+// refGRPC appends a gRPC call's status attributes.
+func refGRPC(l []attribute.KeyValue, o Outcome) []attribute.KeyValue {
+	if !o.GRPC {
+		return l
+	}
+	return append(l, semconv.RPCSystemNameGRPC, semconv.RPCResponseStatusCode(refGRPCName(o.GRPCStatus)),
+		attribute.Int("rpc.grpc.status_code", o.GRPCStatus))
+}
+
+// refGRPCName is a gRPC status code's name (statuscodes.md).
+func refGRPCName(code int) string {
+	switch code {
+	case 0:
+		return "OK"
+	case 5:
+		return "NOT_FOUND"
+	case 12:
+		return "UNIMPLEMENTED"
+	case 14:
+		return "UNAVAILABLE"
+	case 16:
+		return "UNAUTHENTICATED"
+	}
+	return strconv.Itoa(code)
 }
 
 func refClient(listener Listener, service, route string, out *http.Request, method string, info AttemptInfo, o Outcome, setStatus int) []attribute.KeyValue {
@@ -123,15 +151,18 @@ func refClient(listener Listener, service, route string, out *http.Request, meth
 	if status != 0 {
 		l = append(l, semconv.HTTPResponseStatusCode(status))
 	}
-	return refError(l, o, o.Status >= 400)
+	l = refGRPC(l, o)
+	return refError(l, o, o.Status >= 400, o.GRPC && o.GRPCStatus != 0)
 }
 
-func refError(l []attribute.KeyValue, o Outcome, statusIsError bool) []attribute.KeyValue {
+func refError(l []attribute.KeyValue, o Outcome, statusIsError, grpcIsError bool) []attribute.KeyValue {
 	switch {
 	case o.Reason != "":
 		return append(l, AttrReason.String(o.Reason), semconv.ErrorTypeKey.String(o.Reason))
 	case statusIsError:
 		return append(l, semconv.ErrorTypeKey.String(strconv.Itoa(o.Status)))
+	case grpcIsError:
+		return append(l, semconv.ErrorTypeKey.String(refGRPCName(o.GRPCStatus)))
 	case o.Err != nil:
 		return append(l, semconv.ErrorTypeKey.String("_OTHER"))
 	}
@@ -229,6 +260,23 @@ func attrCases() []attrCase {
 	})
 	add("reason without error", func(c *attrCase) {
 		c.attempts, c.attempt, c.outcome = 0, Outcome{}, Outcome{Status: 404, Reason: ReasonNoRoute}
+	})
+	add("grpc OK", func(c *attrCase) {
+		c.status, c.attempt = 200, Outcome{Status: 200, GRPC: true}
+		c.outcome = Outcome{Status: 200, GRPC: true}
+	})
+	add("grpc NOT_FOUND: a client error only", func(c *attrCase) {
+		c.attempt, c.outcome = Outcome{Status: 200, GRPC: true, GRPCStatus: 5}, Outcome{Status: 200, GRPC: true, GRPCStatus: 5}
+	})
+	add("grpc UNAVAILABLE: an error of both", func(c *attrCase) {
+		c.attempt, c.outcome = Outcome{Status: 200, GRPC: true, GRPCStatus: 14}, Outcome{Status: 200, GRPC: true, GRPCStatus: 14}
+	})
+	add("grpc code gRPC does not define", func(c *attrCase) {
+		c.attempt, c.outcome = Outcome{Status: 200, GRPC: true, GRPCStatus: 99}, Outcome{Status: 200, GRPC: true, GRPCStatus: 99}
+	})
+	add("grpc failure of ferry's, with an unknown method", func(c *attrCase) {
+		c.method, c.attempts, c.attempt = "PURGE", 0, Outcome{}
+		c.outcome = Outcome{Status: 404, Reason: ReasonNoRoute, GRPC: true, GRPCStatus: 12}
 	})
 	add("huge sizes", func(c *attrCase) {
 		c.attempt, c.outcome = Outcome{Status: 200, BytesIn: 1 << 40, BytesOut: -1}, Outcome{Status: 299, BytesIn: 1 << 62, BytesOut: 1 << 33}
