@@ -66,7 +66,9 @@
 //     A body that breaks later is never ended cleanly: the handler panics
 //     with http.ErrAbortHandler and the caller sees a connection closed
 //     short or a reset stream (an HTTP/1.0 caller, whose body may end
-//     where its connection does, a reset connection: resetCaller). 101 Switching Protocols becomes a tunnel
+//     where its connection does, a reset connection: resetCaller); but a
+//     gRPC response that broke between two messages ends with a gRPC
+//     status in trailers (grpcframes.go). 101 Switching Protocols becomes a tunnel
 //     (upgrade.go).
 //  7. At the last byte, or the first error, exchange.end reports the
 //     breaker outcome, ends the spans and writes the metrics and the

@@ -18,10 +18,13 @@ import (
 var (
 	errBodyIdle       = errors.New("no body byte moved within the body idle timeout")
 	errOverallTimeout = errors.New("the overall timeout elapsed")
-	errBodyTooLarge   = errors.New("request body exceeds limits.max_request_body_bytes")
-	errPerTryTimeout  = errors.New("no response headers within timeouts.per_try")
-	errCallerGone     = errors.New("the caller closed its connection")
-	errGraceEnded     = errors.New("the drain's grace period ended")
+	// errSparedRead: a gRPC response's relay stopped, between messages,
+	// as the exchange ended (see grpcFrames).
+	errSparedRead    = errors.New("the exchange ended between gRPC messages")
+	errBodyTooLarge  = errors.New("request body exceeds limits.max_request_body_bytes")
+	errPerTryTimeout = errors.New("no response headers within timeouts.per_try")
+	errCallerGone    = errors.New("the caller closed its connection")
+	errGraceEnded    = errors.New("the drain's grace period ended")
 	// errBodyNotReplayable: part of a request body was read, and ferry
 	// holds no copy to send it again.
 	errBodyNotReplayable = errors.New("the request body was partly sent and is not held for a replay")

@@ -44,10 +44,12 @@ const grpcReasonMax = 1024
 // HTTP/1: gRPC is defined over HTTP/2, and a 200 would read as success to
 // a client that does not look for grpc-status; it gets the plain answer.
 func grpcCall(r *http.Request) bool {
-	if r.ProtoMajor != 2 {
-		return false
-	}
-	ct := r.Header["Content-Type"]
+	return r.ProtoMajor == 2 && grpcType(r.Header["Content-Type"])
+}
+
+// grpcType reports whether the Content-Type ct is application/grpc, alone
+// or followed by a +format or parameters, without regard to case.
+func grpcType(ct []string) bool {
 	if len(ct) != 1 {
 		return false
 	}

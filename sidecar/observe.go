@@ -68,6 +68,8 @@ type exchange struct {
 	// whole, or in ferry's failure answer.
 	grpcSet    bool
 	grpcStatus int
+	// frames follows the messages of a gRPC call's gRPC response.
+	frames grpcFrames
 	// closeConn: the caller's HTTP/1 connection must close after this
 	// exchange, whatever its outcome (a request framed by both
 	// Content-Length and Transfer-Encoding, RFC 9112 section 6.1).

@@ -361,13 +361,20 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, up *upstream, ma
 		// whole (a cut made then would break it).
 		var result relayResult
 		cutMade := false
+		var frames *grpcFrames // a gRPC call's gRPC response's messages
+		if x.grpc && grpcResponse(res) {
+			frames = &x.frames
+		}
 		start, firstCut, err := awaitBody(res, idle)
 		if err != nil {
 			result = relayResult{readErr: err, unsent: true}
 		} else {
-			cut := cutOnCancel(ctx, w, r)
-			result = p.respond(w, res, idle, start)
+			cut := cutOnCancel(ctx, w, r, frames)
+			result = p.respond(w, res, idle, start, frames)
 			cutMade = cut.stop()
+			if frames != nil {
+				cutMade = frames.cut() // not when it spared the caller's stream
+			}
 		}
 		res.Body.Close()
 		x.out = result.n
@@ -442,6 +449,22 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, up *upstream, ma
 				return
 			}
 			p.logFailure(r, up.name, addr, failure{res.StatusCode, reason, x.reason, false}, result.readErr)
+			if frames != nil && frames.whole() && !cutMade && x.reason != telemetry.ReasonClientCanceled {
+				// A gRPC stream that broke between messages ends with a
+				// status, the code ferry's own failure would get: 502 for
+				// the upstream's break, 504 for a timeout, 503 for the
+				// drain's end (all UNAVAILABLE). The telemetry keeps
+				// the upstream's status and the reason, as for a reset.
+				f := failure{status: http.StatusBadGateway, reason: reason}
+				switch o.Result {
+				case resilience.TimedOut:
+					f.status = http.StatusGatewayTimeout
+				case resilience.Canceled:
+					f.status = http.StatusServiceUnavailable
+				}
+				endGRPCStream(w, f)
+				return
+			}
 			// The caller must see a broken response, never a clean end.
 			resetCaller(w, r)
 			panic(http.ErrAbortHandler)
@@ -885,7 +908,10 @@ func awaitBody(res *http.Response, idle *idleTimer) (st bodyStart, cut bool, err
 // body the caller must abort the response (the caller sees a connection
 // closed short, no final chunk, or a reset HTTP/2 stream), never end it
 // cleanly.
-func (p *Proxy) respond(w http.ResponseWriter, res *http.Response, idle *idleTimer, st bodyStart) relayResult {
+//
+// frames follows a gRPC response's messages (see grpcFrames); nil for
+// any other response. Such a response is relayed, never spliced.
+func (p *Proxy) respond(w http.ResponseWriter, res *http.Response, idle *idleTimer, st bodyStart, frames *grpcFrames) relayResult {
 	sb, _ := res.Body.(*spliceBody)
 	var buf []byte // the relay's, holding first bytes read
 	if st.bp != nil {
@@ -910,7 +936,7 @@ func (p *Proxy) respond(w http.ResponseWriter, res *http.Response, idle *idleTim
 	var result relayResult
 	spliced := false
 	dst := callerSocket(w, res.Request)
-	if sb != nil {
+	if sb != nil && frames == nil {
 		result, spliced = sb.spliceTo(w, dst, idle)
 	}
 	if !spliced {
@@ -919,7 +945,7 @@ func (p *Proxy) respond(w http.ResponseWriter, res *http.Response, idle *idleTim
 			defer bufPool.Put(bp)
 			buf = *bp
 		}
-		result = relay(w, rc, res.Body, dst, idle, buf, st.first)
+		result = relay(w, rc, res.Body, dst, idle, buf, st.first, frames)
 	}
 	if result.readErr == nil && result.writeErr == nil {
 		dropForbiddenTrailers(res.Trailer) // as a caller's are
@@ -997,7 +1023,11 @@ type writeCut struct {
 // of r was sent is short then: an HTTP/1.0 caller's connection is made to
 // end with a reset (resetCaller) before the write fails, as net/http's
 // server closes a connection whose write failed at once.
-func cutOnCancel(ctx context.Context, w http.ResponseWriter, r *http.Request) writeCut {
+//
+// A gRPC response's relay waiting for the upstream at a message boundary
+// (frames, nil for any other response) is spared the cut: it writes
+// nothing more, and its stream can end with a status (see grpcFrames).
+func cutOnCancel(ctx context.Context, w http.ResponseWriter, r *http.Request, frames *grpcFrames) writeCut {
 	if le := laneOwned(ctx); le != nil {
 		if cw, ok := w.(*connWriter); ok {
 			le.writer.Store(cw)
@@ -1011,6 +1041,9 @@ func cutOnCancel(ctx context.Context, w http.ResponseWriter, r *http.Request) wr
 	// request to the heap.
 	tc := http10Socket(w, r)
 	return writeCut{af: afterGuarded(ctx, func() {
+		if frames.spare() {
+			return
+		}
 		if tc != nil {
 			_ = tc.SetLinger(0) // as resetCaller
 		}

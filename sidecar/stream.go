@@ -513,7 +513,15 @@ const relayWatchAfter = 256 << 10
 // the idle timer watches it (see watchMove), as a write to a slow reader
 // waits until the kernel has room for much of it, longer than the reader
 // takes to read any one byte.
-func relay(w http.ResponseWriter, rc *http.ResponseController, src io.Reader, dst *net.TCPConn, idle *idleTimer, buf []byte, nr int) relayResult {
+//
+// frames, for a gRPC response (nil for any other), follows the messages
+// relayed: a read that brings bytes after the exchange ended and spared
+// the caller's stream (see grpcFrames) passes nothing on, and ends the
+// relay as the upstream's break. A read that brings none leaves the
+// relay waiting as far as the cut is concerned: it writes nothing more,
+// whichever of the upstream's read and the cut saw the exchange end
+// first.
+func relay(w http.ResponseWriter, rc *http.ResponseController, src io.Reader, dst *net.TCPConn, idle *idleTimer, buf []byte, nr int, frames *grpcFrames) relayResult {
 	var res relayResult
 	var rerr error
 	watched := false
@@ -524,7 +532,17 @@ func relay(w http.ResponseWriter, rc *http.ResponseController, src io.Reader, ds
 	}()
 	for {
 		if nr == 0 {
+			if frames != nil {
+				frames.wait()
+			}
 			nr, rerr = src.Read(buf)
+			if frames != nil && nr > 0 && !frames.waited() {
+				if rerr == nil || rerr == io.EOF {
+					rerr = errSparedRead
+				}
+				res.readErr = rerr
+				return res
+			}
 		}
 		if nr > 0 {
 			idle.touch()
@@ -539,6 +557,9 @@ func relay(w http.ResponseWriter, rc *http.ResponseController, src io.Reader, ds
 			}
 			if werr == nil {
 				werr = rc.Flush()
+			}
+			if frames != nil {
+				frames.advance(buf[:nw])
 			}
 			if werr != nil {
 				res.writeErr = werr
