@@ -3,6 +3,7 @@ package sidecar
 import (
 	"encoding/binary"
 	"fmt"
+	"go.opentelemetry.io/otel/trace"
 	"io"
 	"net/http"
 	"strings"
@@ -181,6 +182,15 @@ services: { h2: { endpoints: [%s], protocol: h2c, retry: { max_retries: 0 }, tim
 				t.Fatalf("call ended %v, want Unavailable (err %v)", st.Code(), err)
 			}
 			expectOutcome(t, rec, logs, http.StatusOK, tc.reason)
+			// The status the caller was sent in the trailers, as for an
+			// upstream's own.
+			if g, ok := accessLines(t, logs)[0]["grpc_status"]; !ok || g != float64(codes.Unavailable) {
+				t.Errorf("access log grpc_status %v (present: %v), want %d", g, ok, codes.Unavailable)
+			}
+			server := spansOfKind(rec.Ended(), trace.SpanKindServer)[0]
+			if got := attr(server, "rpc.grpc.status_code").AsInt64(); got != int64(codes.Unavailable) {
+				t.Errorf("server span rpc.grpc.status_code %d, want %d", got, codes.Unavailable)
+			}
 			series := fmt.Sprintf(`ferry_requests_total{endpoint=%q,listener="outbound",reason=%q,service="h2",status_class="2xx"} 1`, up, tc.reason)
 			if m := metricsText(sc); !strings.Contains(m, series) {
 				t.Errorf("no %s in\n%s", series, grep(m, "ferry_requests_total"))

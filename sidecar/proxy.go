@@ -463,6 +463,7 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, up *upstream, ma
 					f.status = http.StatusServiceUnavailable
 				}
 				endGRPCStream(w, f)
+				x.grpcSet, x.grpcStatus = true, grpcCode(f.status) // what the caller is sent
 				return
 			}
 			// The caller must see a broken response, never a clean end.
