@@ -350,9 +350,9 @@ func TestConsulWatchListStartsEagerly(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if s := svc.Snapshot(); !hasAddrs("127.0.0.1:9001")(s) {
-		t.Fatalf("snapshot %+v", s)
-	}
+	// The watch records the answer's index just before it publishes the
+	// endpoints: they may take a moment more.
+	waitSnapshot(t, svc, 5*time.Second, "the eager watch's endpoints", hasAddrs("127.0.0.1:9001"))
 
 	_, err = NewConsul(context.Background(), ConsulConfig{Address: agent.HTTPAddr}, ConsulOptions{
 		Watch: map[string]ConsulWatch{"bad": {Service: "a/b"}},
