@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"testing"
 	"time"
 
@@ -136,17 +135,7 @@ func (o *grpcOrigin) FullDuplexCall(stream grpc.BidiStreamingServer[testgrpc.Str
 // service), and returns a client of the origin that dials ferry.
 func grpcThroughFerry(t *testing.T) (testgrpc.TestServiceClient, *grpcOrigin, *bodyCounter) {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	o := &grpcOrigin{release: make(chan struct{}, 1), firstIn: make(chan string, 1), gone: make(chan error, 1),
-		arrived: make(chan struct{}, 64), proceed: make(chan struct{})}
-	srv := grpc.NewServer()
-	testgrpc.RegisterTestServiceServer(srv, o)
-	go srv.Serve(ln)
-	t.Cleanup(srv.Stop)
-
+	o, addr := startGRPCOrigin(t)
 	deadAddr := localnettest.RefusedAddr(t)
 
 	sc := startFerry(t, fmt.Sprintf(`
@@ -159,7 +148,7 @@ outbound:
 services:
   grpc: { endpoints: [%s] }
   other: { endpoints: [%s] }
-`, ln.Addr(), deadAddr))
+`, addr, deadAddr))
 	bodies := track(sc)
 	conn, err := grpc.NewClient("passthrough:///"+sc.Addr("outbound"),
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
