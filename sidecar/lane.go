@@ -57,9 +57,10 @@ var (
 
 // laneServed counts requests the lane served itself, laneHanded
 // connections it handed to net/http, laneWatches watches started,
-// laneParked connections idle without their buffers now (see idleHold).
+// laneParked connections idle without their buffers now (see idleHold),
+// laneReused requests served in their connection's last laneHead.
 // For tests.
-var laneServed, laneHanded, laneWatches, laneParked atomic.Int64
+var laneServed, laneHanded, laneWatches, laneParked, laneReused atomic.Int64
 
 // lane is the server of one proxy listener.
 type lane struct {
@@ -480,7 +481,8 @@ func (l *lane) serveConn(c net.Conn) {
 			laneReaders.Put(br)
 		}
 	}()
-	crlfLeft := 0 // CR or LF bytes still to skip after a POST (as net/http)
+	var spare *laneHead // the last request's, when reusable
+	crlfLeft := 0       // CR or LF bytes still to skip after a POST (as net/http)
 	for first := true; ; first = false {
 		if br.Buffered() == 0 {
 			// Wait for the next request: the first within the header
@@ -505,6 +507,7 @@ func (l *lane) serveConn(c net.Conn) {
 					bw.Reset(nil)
 					laneWriters.Put(bw)
 					br, bw = nil, nil
+					spare = nil // an idle connection holds as little as it can
 					laneParked.Add(1)
 					err = lc.awaitByte(end)
 					laneParked.Add(-1)
@@ -553,7 +556,8 @@ func (l *lane) serveConn(c net.Conn) {
 		headBy := lc.rdl // the deadline of this head, for a hand-over
 		var lh *laneHead
 		if verdict == headWhole {
-			lh = laneRequest(head, lc.idle)
+			lh = laneRequest(head, lc.idle, spare)
+			spare = nil
 		}
 		if lh == nil || lh.req.ContentLength > 0 {
 			// A body is read without a deadline (body_idle rules);
@@ -591,6 +595,9 @@ func (l *lane) serveConn(c net.Conn) {
 		}
 		switch next {
 		case connKeep:
+			if lh.reusable() {
+				spare = lh
+			}
 			if testHookKept != nil {
 				testHookKept()
 			}
@@ -848,6 +855,11 @@ type laneExchange struct {
 	// tq is the request's telemetry when tracing is off (see
 	// Telemetry.StartRequestIn).
 	tq telemetry.Request
+	// escaped: the exchange handed its request or context to something
+	// that may keep them past the exchange's end (a transport of
+	// net/http's, whose goroutines outlive a round trip): its laneHead is
+	// not reused (see reusable).
+	escaped bool
 }
 
 // fire closes the hooked connection, if any, and ends a write to the
@@ -1021,7 +1033,7 @@ func parseHead(head []byte, ctx context.Context, dst *laneHead) *http.Request {
 	}
 	r := http.Request{Method: m, URL: u, Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1, RequestURI: uri}
 	hosts, lengths := 0, 0
-	r.Header = parseFields(rest, dst.vals[:0], func(key, v string) (keep, ok bool) {
+	r.Header = parseFields(rest, dst.hdr, dst.vals[:0], func(key, v string) (keep, ok bool) {
 		switch key {
 		case "Host":
 			// Like net/http: the Host field becomes r.Host only.
@@ -1095,7 +1107,22 @@ func plainTarget(uri string, u *url.URL) bool {
 // laneHead is what a lane request needs besides its header and body, in
 // one allocation: its context with its exchange, the request with its URL,
 // and the response's writer.
+//
+// A connection serves its next request in the laneHead of its last one
+// when nothing but that connection can still reach it (see reusable):
+// a fresh allocation of it, cold in the caches, was the request path's
+// largest.
 type laneHead struct {
+	// guard outlives the exchanges served in this laneHead.
+	guard fireGuard
+	// hdr is the header map of the request served last, which the next
+	// one empties and fills (see parseFields).
+	hdr http.Header
+	laneParts
+}
+
+// laneParts is what every request served in a laneHead starts with zeroed.
+type laneParts struct {
 	ctx laneContext
 	req http.Request
 	url url.URL
@@ -1104,24 +1131,73 @@ type laneHead struct {
 	vals [8]string
 }
 
+// fireGuard keeps the cancel function of an exchange that ended from
+// reaching the next exchange served in the same laneHead. A timer or
+// watch may call the old function after the exchange ended (it takes the
+// function under its own lock and calls it after): the cancellation of the
+// old context is harmless, but laneExchange.fire would close the new
+// exchange's upstream connection or cut its writes.
+type fireGuard struct {
+	mu  sync.Mutex
+	gen uint64 // the exchange the laneHead serves now
+}
+
+// next retires every cancel function made so far: once it returned, none
+// of them fires le again.
+func (g *fireGuard) next() uint64 {
+	g.mu.Lock()
+	g.gen++
+	n := g.gen
+	g.mu.Unlock()
+	return n
+}
+
+// fire fires le if it still serves exchange gen.
+func (g *fireGuard) fire(gen uint64, le *laneExchange) {
+	g.mu.Lock()
+	if g.gen == gen {
+		le.fire()
+	}
+	g.mu.Unlock()
+}
+
+// reusable says whether the next request on the connection may be served
+// in lh, whose exchange ended with the connection kept: nothing read its
+// body (there was none) and nothing that outlives the exchange was given
+// its parts. What may still hold its cancel function is disarmed by the
+// guard.
+func (lh *laneHead) reusable() bool {
+	return !lh.ctx.le.escaped && lh.w.body == nil && lh.req.ContentLength == 0
+}
+
 // laneRequest parses head into a request (lh.req) with a context of its
 // own, which lh.ctx.le.cancel cancels; nil for a head the lane does not
-// serve.
-func laneRequest(head []byte, idle *idleTimer) *laneHead {
+// serve. The request is served in spare when not nil (see reusable).
+func laneRequest(head []byte, idle *idleTimer, spare *laneHead) *laneHead {
 	ctx, cancel := context.WithCancelCause(context.Background())
-	lh := &laneHead{}
+	lh := spare
+	var gen uint64
+	if lh == nil {
+		lh = &laneHead{}
+	} else {
+		gen = lh.guard.next()
+		lh.laneParts = laneParts{}
+		laneReused.Add(1)
+	}
 	lc := &lh.ctx
 	lc.Context = ctx
 	le := &lc.le
 	le.ctx, le.idle = lc, idle
+	g := &lh.guard
 	le.cancel = func(cause error) {
 		cancel(cause)
-		le.fire()
+		g.fire(gen, le)
 	}
 	if parseHead(head, lc, lh) == nil {
 		cancel(nil)
 		return nil
 	}
+	lh.hdr = lh.req.Header
 	return lh
 }
 
@@ -1155,11 +1231,18 @@ func (c *laneContext) Value(key any) any {
 // into a header whose values share one array: vals's, when it has room. field sees each canonical
 // name and trimmed value first: keep false leaves the field out, ok false
 // refuses the whole head (nil).
-func parseFields(rest string, vals []string, field func(key, v string) (keep, ok bool)) http.Header {
+//
+// A spare header (not nil) is emptied and filled instead of a new one.
+func parseFields(rest string, spare http.Header, vals []string, field func(key, v string) (keep, ok bool)) http.Header {
 	// One more than the header lines: every line ends in CRLF (no bare LF
 	// reaches here), and counting one byte is the faster search.
 	n := strings.Count(rest, "\n")
-	h := make(http.Header, n)
+	h := spare
+	if h == nil {
+		h = make(http.Header, n)
+	} else {
+		clear(h)
+	}
 	if cap(vals) < n {
 		vals = make([]string, 0, n)
 	}

@@ -129,7 +129,7 @@ func TestLaneCallerGoneCancelsUpstream(t *testing.T) {
 // the connection was still the exchange's.
 func TestLaneExchangeCancelHook(t *testing.T) {
 	hooked := func() (*http.Request, context.CancelCauseFunc, *net.TCPConn, *net.TCPConn) {
-		lh := laneRequest([]byte("GET / HTTP/1.1\r\nHost: a\r\n\r\n"), nil)
+		lh := laneRequest([]byte("GET / HTTP/1.1\r\nHost: a\r\n\r\n"), nil, nil)
 		if lh == nil {
 			t.Fatal("the lane refused a plain head")
 		}
@@ -213,7 +213,7 @@ func TestPlainTarget(t *testing.T) {
 // context's children (no goroutine of the context package per derived
 // context, as a parent of an unknown type would cost).
 func TestLaneContextIsItsCancelContext(t *testing.T) {
-	lh := laneRequest([]byte("GET / HTTP/1.1\r\nHost: a\r\n\r\n"), nil)
+	lh := laneRequest([]byte("GET / HTTP/1.1\r\nHost: a\r\n\r\n"), nil, nil)
 	if lh == nil {
 		t.Fatal("the lane refused a plain head")
 	}
@@ -787,5 +787,87 @@ func TestLaneLongestTimeoutsWait(t *testing.T) {
 		if res.StatusCode != http.StatusOK || string(b) != "ok" {
 			t.Fatalf("request %d: %d %q", i+1, res.StatusCode, b)
 		}
+	}
+}
+
+// A kept connection serves its next request in the last one's laneHead
+// when nothing else can reach it: not after a request with a body, nor
+// after an exchange whose upstream request went to a transport of
+// net/http's. Each request sees only its own fields.
+func TestLaneReusesHeadOnlyWhenNothingKeepsIt(t *testing.T) {
+	up := origin(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		fmt.Fprintf(w, "%s?%s a=%q b=%q body=%s", r.URL.Path, r.URL.RawQuery, r.Header.Values("X-A"), r.Header.Values("X-B"), b)
+	}))
+	exchanges := []struct{ raw, want string }{
+		{"GET /1?q=1 HTTP/1.1\r\nHost: x\r\nX-A: one\r\nX-B: b1\r\n\r\n", `/1?q=1 a=["one"] b=["b1"] body=`},
+		{"GET /2 HTTP/1.1\r\nHost: x\r\nX-A: two\r\n\r\n", `/2? a=["two"] b=[] body=`},
+		{"POST /3 HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc", `/3? a=[] b=[] body=abc`},
+		{"GET /4 HTTP/1.1\r\nHost: x\r\nX-B: b4\r\n\r\n", `/4? a=[] b=["b4"] body=`},
+		{"GET /5 HTTP/1.1\r\nHost: x\r\n\r\n", `/5? a=[] b=[] body=`},
+	}
+	run := func(t *testing.T, url string) int64 {
+		c := dialRaw(t, url)
+		defer c.Close()
+		br := bufio.NewReader(c)
+		reused := laneReused.Load()
+		for _, x := range exchanges {
+			io.WriteString(c, x.raw)
+			readAnswers(t, c, br, x.want)
+		}
+		return laneReused.Load() - reused
+	}
+	t.Run("http1 upstream", func(t *testing.T) {
+		_, url := outboundTo(t, "", up)
+		// 2 in 1's, 3 (whose body was read) in 2's, 5 in 4's.
+		if got := run(t, url); got != 3 {
+			t.Fatalf("%d requests served in their connection's last laneHead, want 3", got)
+		}
+	})
+	t.Run("h2c upstream", func(t *testing.T) {
+		_, url := ferryWithProtocol(t, ProtocolH2C, up)
+		if got := run(t, url); got != 0 {
+			t.Fatalf("%d requests served in the laneHead of one whose request went to net/http's transport", got)
+		}
+	})
+}
+
+// A laneHead served again retires its last exchange's cancel function:
+// called late (as a timer or watch that took it before the exchange ended
+// may), it cancels only its own context, never the new exchange's
+// connection, and the new request keeps nothing of the old.
+func TestLaneHeadReuseRetiresOldCancel(t *testing.T) {
+	lh := laneRequest([]byte("GET /old?q=1 HTTP/1.1\r\nHost: a\r\nX-Old: 1\r\n\r\n"), nil, nil)
+	if lh == nil {
+		t.Fatal("the lane refused a plain head")
+	}
+	oldCancel, oldCtx := lh.ctx.le.cancel, lh.ctx.Context
+	lh2 := laneRequest([]byte("GET /new HTTP/1.1\r\nHost: b\r\n\r\n"), nil, lh)
+	if lh2 != lh {
+		t.Fatal("the spare laneHead was not used")
+	}
+	defer lh2.ctx.le.cancel(nil)
+	if r := &lh2.req; r.Host != "b" || r.URL.Path != "/new" || r.URL.RawQuery != "" || r.Header.Get("X-Old") != "" || len(r.Header) != 0 {
+		t.Fatalf("the new request kept the old one's fields: host %q url %v header %v", r.Host, r.URL, r.Header)
+	}
+	c, s := tcpPair(t)
+	lh2.ctx.le.hooked.Store(c)
+	oldCancel(errCallerGone)
+	if context.Cause(oldCtx) != errCallerGone {
+		t.Fatalf("the old context's cause is %v", context.Cause(oldCtx))
+	}
+	if err := lh2.req.Context().Err(); err != nil {
+		t.Fatalf("the old cancel ended the new exchange's context: %v", err)
+	}
+	if _, err := c.Write([]byte("x")); err != nil {
+		t.Fatalf("the old cancel closed the new exchange's connection: %v", err)
+	}
+	s.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := s.Read(make([]byte, 1)); err != nil {
+		t.Fatalf("the new exchange's connection broke: %v", err)
+	}
+	lh2.ctx.le.cancel(errCallerGone)
+	if _, err := s.Read(make([]byte, 1)); err != io.EOF {
+		t.Fatalf("the new exchange's own cancel did not close its connection: %v", err)
 	}
 }

@@ -610,6 +610,9 @@ func (p *Proxy) try(ctx context.Context, w http.ResponseWriter, r *http.Request,
 	}
 	rt := up.transportFor(r, upgrade != "")
 	_, own := rt.(*fastH1)
+	if x.lane != nil && (!own || upgrade != "") {
+		x.lane.escaped = true
+	}
 	informed := w // the writer the upstream's 1xx answers go to
 	if r.ProtoMajor == 1 && r.ProtoMinor == 0 {
 		// HTTP/1.0 has no interim answers (RFC 9110 section 15.2): such

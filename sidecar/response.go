@@ -77,7 +77,7 @@ func (f *rawFields) header() http.Header { return allFields(f.lines) }
 
 // allFields is parseFields keeping every field of lines scanFields passed.
 func allFields(lines string) http.Header {
-	return parseFields(lines, nil, func(string, string) (bool, bool) { return true, true })
+	return parseFields(lines, nil, nil, func(string, string) (bool, bool) { return true, true })
 }
 
 // parseResponseHead parses a whole response head (ending in an empty line)
