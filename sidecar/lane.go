@@ -855,6 +855,10 @@ type laneExchange struct {
 	// tq is the request's telemetry when tracing is off (see
 	// Telemetry.StartRequestIn).
 	tq telemetry.Request
+	// res is the exchange's first response when ferry's client reads it
+	// (see parseResponse); resTaken once it is.
+	res      plainResponse
+	resTaken bool
 	// escaped: the exchange handed its request or context to something
 	// that may keep them past the exchange's end (a transport of
 	// net/http's, whose goroutines outlive a round trip): its laneHead is

@@ -871,3 +871,31 @@ func TestLaneHeadReuseRetiresOldCancel(t *testing.T) {
 		t.Fatalf("the new exchange's own cancel did not close its connection: %v", err)
 	}
 }
+
+// A lane exchange's first response read by ferry's client lives in the
+// exchange; a second one (a retry's) gets its own.
+func TestLaneExchangeHoldsItsFirstResponse(t *testing.T) {
+	lh := laneRequest([]byte("GET / HTTP/1.1\r\nHost: a\r\n\r\n"), nil, nil)
+	if lh == nil {
+		t.Fatal("the lane refused a plain head")
+	}
+	defer lh.ctx.le.cancel(nil)
+	out := lh.req.WithContext(context.WithValue(lh.req.Context(), struct{}{}, 1))
+	answer := "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nhi"
+	br := bufio.NewReader(strings.NewReader(answer + answer))
+	br.Peek(len(answer) * 2)
+	first, _ := parseResponse(br, out)
+	if first != &lh.ctx.le.res {
+		t.Fatal("the first response was not the exchange's own")
+	}
+	if b, err := io.ReadAll(first.res.Body); err != nil || string(b) != "hi" {
+		t.Fatalf("first body %q, %v", b, err)
+	}
+	second, _ := parseResponse(br, out)
+	if second == nil || second == first {
+		t.Fatalf("the second response is %p, the first %p", second, first)
+	}
+	if b, err := io.ReadAll(second.res.Body); err != nil || string(b) != "hi" || first.res.StatusCode != 200 {
+		t.Fatalf("second body %q, %v; first status %d", b, err, first.res.StatusCode)
+	}
+}

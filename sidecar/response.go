@@ -29,9 +29,17 @@ func parseResponse(br *bufio.Reader, out *http.Request) (*plainResponse, rawFiel
 	if end < 0 {
 		return nil, rawFields{} // not all here yet
 	}
-	pr, f := parseResponseHead(buf[:end+4])
+	le, _ := out.Context().Value(laneCancelKey{}).(*laneExchange)
+	var spare *plainResponse
+	if le != nil && !le.resTaken {
+		spare = &le.res
+	}
+	pr, f := parseResponseHead(buf[:end+4], spare)
 	if pr == nil {
 		return nil, rawFields{}
+	}
+	if spare != nil {
+		le.resTaken = true
 	}
 	br.Discard(end + 4)
 	res := &pr.res
@@ -84,7 +92,10 @@ func allFields(lines string) http.Header {
 // of the kind parseResponse serves, or returns nil. A head whose fields can
 // go on as they came comes with them as rawFields and without a Header
 // map; any other, with its map.
-func parseResponseHead(head []byte) (*plainResponse, rawFields) {
+//
+// The response is spare's when spare is not nil: a lane exchange's first
+// response lives in the exchange (laneExchange.res), allocated with it.
+func parseResponseHead(head []byte, spare *plainResponse) (*plainResponse, rawFields) {
 	// One string holds the head; the status and every header value are
 	// parts of it, and the values share one array.
 	text := string(head)
@@ -109,7 +120,11 @@ func parseResponseHead(head []byte) (*plainResponse, rawFields) {
 			return nil, rawFields{}
 		}
 	}
-	pr := &plainResponse{res: http.Response{Status: status, StatusCode: code, Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1, ContentLength: -1}}
+	pr := spare
+	if pr == nil {
+		pr = new(plainResponse)
+	}
+	*pr = plainResponse{res: http.Response{Status: status, StatusCode: code, Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1, ContentLength: -1}}
 	res := &pr.res
 	var f rawFields
 	asCame := true
