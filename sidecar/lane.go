@@ -855,6 +855,8 @@ type laneExchange struct {
 	// tq is the request's telemetry when tracing is off (see
 	// Telemetry.StartRequestIn).
 	tq telemetry.Request
+	// x is the proxy's record of the exchange (see Proxy.ServeHTTP).
+	x exchange
 	// res is the exchange's first response when ferry's client reads it
 	// (see parseResponse); resTaken once it is.
 	res      plainResponse

@@ -62,17 +62,20 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	var ctx context.Context
 	var q *telemetry.Request
+	var x *exchange
 	if le := laneOwned(r.Context()); le != nil {
 		ctx, q = p.tel.StartRequestIn(&le.tq, r, p.listener)
 		// StartRequest's context adds values to r's, never a deadline or
 		// cancellation of its own (TestStartRequestAddsValuesOnly): it
 		// ends exactly when the exchange's does.
 		le.ctx = ctx
+		x = &le.x
 	} else {
 		ctx, q = p.tel.StartRequest(r, p.listener)
+		x = new(exchange)
 	}
 	r = r.WithContext(ctx)
-	x := &exchange{q: q, h1: r.ProtoMajor == 1, grpc: grpcCall(r), hasBody: r.ContentLength != 0}
+	*x = exchange{q: q, h1: r.ProtoMajor == 1, grpc: grpcCall(r), hasBody: r.ContentLength != 0}
 	x.closeConn = x.h1 && mustClose(r.Context())
 	defer x.end()
 	if f, bad := malformed(r); bad {
