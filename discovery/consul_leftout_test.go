@@ -136,6 +136,47 @@ func TestConsulLeftOutNotRepeatedAcrossReload(t *testing.T) {
 	}
 }
 
+// An answer that leaves out more instances than maxLeftOutWarnings names
+// that many one by one and counts the rest in one line, by reason with one
+// instance of each; the next answer listing them the same way names none.
+func TestConsulLeftOutWarningsCapped(t *testing.T) {
+	var e []string
+	for i := range 25 {
+		port := 0
+		if i%5 == 0 {
+			port = 70000
+		}
+		e = append(e, fmt.Sprintf(`{"Node":{"Node":"n%d","Address":"192.0.2.%d"},"Service":{"ID":"api-%d","Port":%d}}`, i, i+1, i, port))
+	}
+	e = append(e, `{"Node":{"Node":"ok","Address":"192.0.2.200"},"Service":{"ID":"api-ok","Port":80}}`)
+	list := answer(t, "["+strings.Join(e, ",")+"]")
+	f := newFakeConsul(scripted{index: 10, entries: list}, scripted{index: 11, entries: list})
+	rec := &records{}
+	w := f.watch(NewService("api", "consul"))
+	w.log = slog.New(rec)
+	f.run(t, w)
+	if got := addrs(w.svc.Snapshot()); got != "192.0.2.200:80" {
+		t.Fatalf("endpoints %q", got)
+	}
+	if got := rec.leftOut(); len(got) != maxLeftOutWarnings {
+		t.Fatalf("%d instances named one by one, want %d: %v", len(got), maxLeftOutWarnings, got)
+	}
+	var summaries []map[string]string
+	rec.mu.Lock()
+	for _, m := range rec.list {
+		if m["not_named"] != "" {
+			summaries = append(summaries, m)
+		}
+	}
+	rec.mu.Unlock()
+	// 25 left out, 10 named: api-10..api-24 remain, api-10, 15 and 20 on
+	// port 70000.
+	want := "12: port 0 is outside 1-65535 (e.g. api-11@n11); 3: port 70000 is outside 1-65535 (e.g. api-10@n10)"
+	if len(summaries) != 1 || summaries[0]["not_named"] != "15" || summaries[0]["reasons"] != want || summaries[0]["service"] != "api" || summaries[0]["level"] != "WARN" {
+		t.Fatalf("summaries %v; want one WARN with not_named 15 and reasons %q", summaries, want)
+	}
+}
+
 // Against a real agent: instances Consul accepts but no dial could reach
 // (a port of 0, an address with brackets, one with a port in it) are
 // each named once, with their ID and node, while the answers that follow

@@ -447,17 +447,27 @@ func (w *watch) publish(s *Snapshot) {
 	w.svc.Publish(s)
 }
 
+// maxLeftOutWarnings bounds the instances one answer names in warnings of
+// their own (see reportLeftOut); the rest go into one summary line.
+const maxLeftOutWarnings = 10
+
 // reportLeftOut warns of each instance left out of an answer's endpoints
 // (see readAnswer) that the last answer did not leave out for the same
 // reason: a blocking query answers again on every change to the service,
 // and each answer listing the same instance the same way would repeat the
 // warning. An instance that leaves the answer and comes back, or whose
-// reason changes, is named again.
+// reason changes, is named again. One answer names at most
+// maxLeftOutWarnings instances; a registration script gone wrong can list
+// thousands, which one summary line counts (by reason, with one instance
+// of each) instead of flooding the log.
 func (w *watch) reportLeftOut(out []leftOut) {
 	if len(out) == 0 && len(w.leftOut) == 0 {
 		return
 	}
 	next := make(map[string]string, len(out))
+	named := 0
+	var more map[string]int       // reason -> instances not named
+	var example map[string]string // reason -> one of them
 	for _, o := range out {
 		k := o.key()
 		if why, ok := next[k]; ok && why == o.reason {
@@ -467,13 +477,42 @@ func (w *watch) reportLeftOut(out []leftOut) {
 		if w.leftOut[k] == o.reason {
 			continue
 		}
-		attrs := []any{"service", w.svc.Name(), "instance", o.id, "node", o.node, "reason", o.reason}
-		if w.service != w.svc.Name() {
-			attrs = append(attrs, "consul_service", w.service)
+		if named == maxLeftOutWarnings {
+			if more == nil {
+				more, example = map[string]int{}, map[string]string{}
+			}
+			if more[o.reason] == 0 {
+				example[o.reason] = o.id + "@" + o.node
+			}
+			more[o.reason]++
+			continue
 		}
-		w.log.Warn("consul instance left out of the endpoints: no dial to it could succeed", attrs...)
+		named++
+		w.log.Warn("consul instance left out of the endpoints: no dial to it could succeed",
+			w.leftOutAttrs("instance", o.id, "node", o.node, "reason", o.reason)...)
+	}
+	if more != nil {
+		total := 0
+		reasons := make([]string, 0, len(more))
+		for why, n := range more {
+			total += n
+			reasons = append(reasons, fmt.Sprintf("%d: %s (e.g. %s)", n, why, example[why]))
+		}
+		slices.Sort(reasons)
+		w.log.Warn("more consul instances left out of the endpoints than are named one by one: no dial to them could succeed",
+			w.leftOutAttrs("not_named", total, "reasons", strings.Join(reasons, "; "))...)
 	}
 	w.leftOut = next
+}
+
+// leftOutAttrs is attrs after the service's name (and its Consul name
+// when that differs) for a left-out warning.
+func (w *watch) leftOutAttrs(attrs ...any) []any {
+	all := append([]any{"service", w.svc.Name()}, attrs...)
+	if w.service != w.svc.Name() {
+		all = append(all, "consul_service", w.service)
+	}
+	return all
 }
 
 // leftOut is an instance of a Consul answer that makes no endpoint.
