@@ -1,6 +1,7 @@
 package sidecar
 
 import (
+	"context"
 	"encoding/binary"
 	"fmt"
 	"go.opentelemetry.io/otel/trace"
@@ -8,6 +9,7 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	"google.golang.org/grpc/codes"
 	testgrpc "google.golang.org/grpc/interop/grpc_testing"
@@ -237,5 +239,118 @@ func TestGRPCFramesBoundaries(t *testing.T) {
 	}
 	if (*grpcFrames)(nil).whole() != true {
 		t.Fatal("no frames followed: not whole")
+	}
+}
+
+// bidiBreakOrigin is a gRPC upstream of the TestService's FullDuplexCall
+// that answers each of the caller's first three messages with its payload,
+// flushed, while the caller's stream stays open, and then breaks the
+// stream (never a status).
+func bidiBreakOrigin(t *testing.T) string {
+	return origin(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/grpc")
+		w.Header().Set("Trailer", "Grpc-Status")
+		w.WriteHeader(http.StatusOK)
+		rc := http.NewResponseController(w)
+		rc.Flush()
+		for range 3 {
+			var prefix [5]byte
+			if _, err := io.ReadFull(r.Body, prefix[:]); err != nil {
+				t.Errorf("origin: reading a message: %v", err)
+				panic(http.ErrAbortHandler)
+			}
+			msg := make([]byte, binary.BigEndian.Uint32(prefix[1:]))
+			if _, err := io.ReadFull(r.Body, msg); err != nil {
+				t.Errorf("origin: reading a message: %v", err)
+				panic(http.ErrAbortHandler)
+			}
+			var req testgrpc.StreamingOutputCallRequest
+			if err := proto.Unmarshal(msg, &req); err != nil {
+				t.Errorf("origin: %v", err)
+			}
+			w.Write(grpcFrame(t, &testgrpc.StreamingOutputCallResponse{Payload: req.GetPayload()}))
+			rc.Flush()
+		}
+		panic(http.ErrAbortHandler)
+	}))
+}
+
+// A bidirectional call whose upstream breaks between messages, while the
+// caller's side is still open and sending, ends as a server-streaming one
+// does: UNAVAILABLE with ferry's reason, after every whole message.
+func TestGRPCBidiMidStreamFailureCarriesReason(t *testing.T) {
+	leakCheck(t)
+	sc := startFerry(t, fmt.Sprintf(`
+admin: { listen: 127.0.0.1:0 }
+outbound:
+  listen: 127.0.0.1:0
+  routes: [ { service: h2 } ]
+services:
+  h2: { endpoints: [%s], protocol: h2c, retry: { max_retries: 0 } }
+`, bidiBreakOrigin(t)))
+	client := testgrpc.NewTestServiceClient(grpcConnTo(t, sc, "h2"))
+	stream, err := client.FullDuplexCall(callCtx(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 3 {
+		if err := stream.Send(&testgrpc.StreamingOutputCallRequest{Payload: &testgrpc.Payload{Body: fill(byte('a'+i), 100)}}); err != nil {
+			t.Fatalf("send %d: %v", i, err)
+		}
+		m, err := stream.Recv()
+		if err != nil {
+			t.Fatalf("message %d: %v", i, err)
+		}
+		if b := m.GetPayload().GetBody(); len(b) != 100 || b[0] != byte('a'+i) {
+			t.Fatalf("message %d: %q", i, b)
+		}
+	}
+	m, err := stream.Recv()
+	if err == nil {
+		t.Fatalf("a fourth message %q, want the call's end", m.GetPayload().GetBody())
+	}
+	ferryFailure(t, err, stream.Trailer(), codes.Unavailable, func(s string) bool {
+		return strings.HasPrefix(s, "upstream h2 (") && strings.Contains(s, "broke mid-body after 327 bytes: ")
+	})
+}
+
+// A gRPC stream still open when a drain's grace period ends is cut at a
+// message boundary with UNAVAILABLE and ferry's reason, as any other
+// mid-stream end: the caller learns ferry was shutting down.
+func TestGRPCStreamCutAtDrainEndCarriesReason(t *testing.T) {
+	leakCheck(t)
+	sc := startFerry(t, fmt.Sprintf(`
+admin: { listen: 127.0.0.1:0 }
+outbound:
+  listen: 127.0.0.1:0
+  routes: [ { service: h2 } ]
+services:
+  h2: { endpoints: [%s], protocol: h2c, retry: { max_retries: 0 } }
+`, brokenStreamOrigin(t)))
+	client := testgrpc.NewTestServiceClient(grpcConnTo(t, sc, "h2"))
+	stream, err := client.StreamingOutputCall(metadata.AppendToOutgoingContext(callCtx(t), "end", endIdle), &testgrpc.StreamingOutputCallRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 3 {
+		if _, err := stream.Recv(); err != nil {
+			t.Fatalf("message %d: %v", i, err)
+		}
+	}
+	drained := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+		defer cancel()
+		drained <- sc.Shutdown(ctx)
+	}()
+	m, err := stream.Recv()
+	if err == nil {
+		t.Fatalf("a fourth message %q, want the call's end", m.GetPayload().GetBody())
+	}
+	ferryFailure(t, err, stream.Trailer(), codes.Unavailable, func(s string) bool {
+		return strings.HasPrefix(s, "upstream h2 (") && strings.Contains(s, "cut after 327 bytes: ferry is shutting down and "+errGraceEnded.Error())
+	})
+	if err := <-drained; err == nil {
+		t.Fatal("the drain reported a clean end although it cut a stream")
 	}
 }
