@@ -51,6 +51,15 @@ func (r *records) leftOut() []map[string]string {
 	return out
 }
 
+// runLogged runs a watch of service "api" on f's answers with its log kept.
+func runLogged(t *testing.T, f *fakeConsul) (*watch, *records) {
+	rec := &records{}
+	w := f.watch(NewService("api", "consul"))
+	w.log = slog.New(rec)
+	f.run(t, w)
+	return w, rec
+}
+
 // answer decodes a health answer as the client does.
 func answer(t *testing.T, text string) []*consulServiceEntry {
 	t.Helper()
@@ -83,10 +92,7 @@ func TestConsulLeftOutInstancesLogged(t *testing.T) {
 		scripted{index: 13, entries: list(good, good2, bracketed, noAddr)},           // 4: api-2 gone
 		scripted{index: 14, entries: list(good, good2, portHigh, bracketed, noAddr)}, // 5: api-2 back: again
 	)
-	rec := &records{}
-	w := f.watch(NewService("api", "consul"))
-	w.log = slog.New(rec)
-	f.run(t, w)
+	w, rec := runLogged(t, f)
 
 	if got := addrs(w.svc.Snapshot()); got != "192.0.2.1:80,192.0.2.4:80" {
 		t.Fatalf("endpoints %q", got)
@@ -151,10 +157,7 @@ func TestConsulLeftOutWarningsCapped(t *testing.T) {
 	e = append(e, `{"Node":{"Node":"ok","Address":"192.0.2.200"},"Service":{"ID":"api-ok","Port":80}}`)
 	list := answer(t, "["+strings.Join(e, ",")+"]")
 	f := newFakeConsul(scripted{index: 10, entries: list}, scripted{index: 11, entries: list})
-	rec := &records{}
-	w := f.watch(NewService("api", "consul"))
-	w.log = slog.New(rec)
-	f.run(t, w)
+	w, rec := runLogged(t, f)
 	if got := addrs(w.svc.Snapshot()); got != "192.0.2.200:80" {
 		t.Fatalf("endpoints %q", got)
 	}

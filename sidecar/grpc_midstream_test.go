@@ -80,8 +80,19 @@ func streamThree(t *testing.T, sc *Sidecar, authority, end string) (error, metad
 	if err != nil {
 		t.Fatal(err)
 	}
+	return threeThenEnd(t, stream.Recv, nil), stream.Trailer()
+}
+
+// threeThenEnd receives three whole messages of 100 bytes each, 'a', 'b'
+// and 'c' (calling send before each one when send is not nil), and
+// returns how the call ended after them.
+func threeThenEnd(t *testing.T, recv func() (*testgrpc.StreamingOutputCallResponse, error), send func(i int)) error {
+	t.Helper()
 	for i := range 3 {
-		m, err := stream.Recv()
+		if send != nil {
+			send(i)
+		}
+		m, err := recv()
 		if err != nil {
 			t.Fatalf("message %d: %v", i, err)
 		}
@@ -89,11 +100,11 @@ func streamThree(t *testing.T, sc *Sidecar, authority, end string) (error, metad
 			t.Fatalf("message %d: %q", i, b)
 		}
 	}
-	m, err := stream.Recv()
+	m, err := recv()
 	if err == nil {
 		t.Fatalf("a fourth message %q, want the call's end", m.GetPayload().GetBody())
 	}
-	return err, stream.Trailer()
+	return err
 }
 
 // A gRPC stream whose upstream breaks, or falls idle, after whole messages
@@ -280,37 +291,19 @@ func bidiBreakOrigin(t *testing.T) string {
 // does: UNAVAILABLE with ferry's reason, after every whole message.
 func TestGRPCBidiMidStreamFailureCarriesReason(t *testing.T) {
 	leakCheck(t)
-	sc := startFerry(t, fmt.Sprintf(`
-admin: { listen: 127.0.0.1:0 }
-outbound:
-  listen: 127.0.0.1:0
-  routes: [ { service: h2 } ]
-services:
-  h2: { endpoints: [%s], protocol: h2c, retry: { max_retries: 0 } }
-`, bidiBreakOrigin(t)))
+	sc, _ := ferryWithProtocol(t, ProtocolH2C, bidiBreakOrigin(t))
 	client := testgrpc.NewTestServiceClient(grpcConnTo(t, sc, "h2"))
 	stream, err := client.FullDuplexCall(callCtx(t))
 	if err != nil {
 		t.Fatal(err)
 	}
-	for i := range 3 {
+	err = threeThenEnd(t, stream.Recv, func(i int) {
 		if err := stream.Send(&testgrpc.StreamingOutputCallRequest{Payload: &testgrpc.Payload{Body: fill(byte('a'+i), 100)}}); err != nil {
 			t.Fatalf("send %d: %v", i, err)
 		}
-		m, err := stream.Recv()
-		if err != nil {
-			t.Fatalf("message %d: %v", i, err)
-		}
-		if b := m.GetPayload().GetBody(); len(b) != 100 || b[0] != byte('a'+i) {
-			t.Fatalf("message %d: %q", i, b)
-		}
-	}
-	m, err := stream.Recv()
-	if err == nil {
-		t.Fatalf("a fourth message %q, want the call's end", m.GetPayload().GetBody())
-	}
+	})
 	ferryFailure(t, err, stream.Trailer(), codes.Unavailable, func(s string) bool {
-		return strings.HasPrefix(s, "upstream h2 (") && strings.Contains(s, "broke mid-body after 327 bytes: ")
+		return strings.HasPrefix(s, "upstream svc (") && strings.Contains(s, "broke mid-body after 327 bytes: ")
 	})
 }
 
@@ -319,14 +312,7 @@ services:
 // mid-stream end: the caller learns ferry was shutting down.
 func TestGRPCStreamCutAtDrainEndCarriesReason(t *testing.T) {
 	leakCheck(t)
-	sc := startFerry(t, fmt.Sprintf(`
-admin: { listen: 127.0.0.1:0 }
-outbound:
-  listen: 127.0.0.1:0
-  routes: [ { service: h2 } ]
-services:
-  h2: { endpoints: [%s], protocol: h2c, retry: { max_retries: 0 } }
-`, brokenStreamOrigin(t)))
+	sc, _ := ferryWithProtocol(t, ProtocolH2C, brokenStreamOrigin(t))
 	client := testgrpc.NewTestServiceClient(grpcConnTo(t, sc, "h2"))
 	stream, err := client.StreamingOutputCall(metadata.AppendToOutgoingContext(callCtx(t), "end", endIdle), &testgrpc.StreamingOutputCallRequest{})
 	if err != nil {
@@ -348,7 +334,7 @@ services:
 		t.Fatalf("a fourth message %q, want the call's end", m.GetPayload().GetBody())
 	}
 	ferryFailure(t, err, stream.Trailer(), codes.Unavailable, func(s string) bool {
-		return strings.HasPrefix(s, "upstream h2 (") && strings.Contains(s, "cut after 327 bytes: ferry is shutting down and "+errGraceEnded.Error())
+		return strings.HasPrefix(s, "upstream svc (") && strings.Contains(s, "cut after 327 bytes: ferry is shutting down and "+errGraceEnded.Error())
 	})
 	if err := <-drained; err == nil {
 		t.Fatal("the drain reported a clean end although it cut a stream")
