@@ -59,6 +59,10 @@ type failure struct {
 	reason string
 	kind   string
 	close  bool // the caller's HTTP/1 connection cannot be read on: close it
+	// unsent: the request never reached the upstream (a connect that
+	// timed out), which a gRPC caller may safely send again (see
+	// grpcCode).
+	unsent bool
 }
 
 // errDrainOver answers an exchange that would take over its caller's
@@ -76,36 +80,36 @@ func classify(ctx context.Context, service, addr string, err error) (f failure, 
 	var ne net.Error
 	switch {
 	case errors.Is(cause, errBodyTooLarge) || errors.Is(err, errBodyTooLarge):
-		return failure{http.StatusRequestEntityTooLarge, errBodyTooLarge.Error(), telemetry.ReasonOther, true}, false
+		return failure{http.StatusRequestEntityTooLarge, errBodyTooLarge.Error(), telemetry.ReasonOther, true, false}, false
 	case errors.Is(cause, errOverallTimeout):
-		return failure{http.StatusGatewayTimeout, fmt.Sprintf("upstream %s (%s): %v", service, addr, errOverallTimeout), telemetry.ReasonTimeout, false}, false
+		return failure{http.StatusGatewayTimeout, fmt.Sprintf("upstream %s (%s): %v", service, addr, errOverallTimeout), telemetry.ReasonTimeout, false, false}, false
 	case errors.Is(cause, errPerTryTimeout):
-		return failure{http.StatusGatewayTimeout, fmt.Sprintf("upstream %s (%s): %v", service, addr, errPerTryTimeout), telemetry.ReasonTimeout, false}, false
+		return failure{http.StatusGatewayTimeout, fmt.Sprintf("upstream %s (%s): %v", service, addr, errPerTryTimeout), telemetry.ReasonTimeout, false, false}, false
 	case errors.Is(cause, errBodyIdle):
-		return failure{http.StatusGatewayTimeout, fmt.Sprintf("upstream %s (%s): %v", service, addr, errBodyIdle), telemetry.ReasonTimeout, false}, false
+		return failure{http.StatusGatewayTimeout, fmt.Sprintf("upstream %s (%s): %v", service, addr, errBodyIdle), telemetry.ReasonTimeout, false, false}, false
 	case errors.Is(cause, errGraceEnded):
 		// ferry is ending the exchange, not the caller: whatever broke
 		// (the body read, the round trip) broke because of that.
-		return failure{http.StatusServiceUnavailable, fmt.Sprintf("upstream %s (%s): ferry is shutting down and %v", service, addr, errGraceEnded), telemetry.ReasonGraceEnded, true}, false
+		return failure{http.StatusServiceUnavailable, fmt.Sprintf("upstream %s (%s): ferry is shutting down and %v", service, addr, errGraceEnded), telemetry.ReasonGraceEnded, true, false}, false
 	case errors.As(err, &be):
-		return failure{http.StatusBadRequest, be.Error(), telemetry.ReasonClientCanceled, true}, ctx.Err() != nil
+		return failure{http.StatusBadRequest, be.Error(), telemetry.ReasonClientCanceled, true, false}, ctx.Err() != nil
 	case ctx.Err() != nil:
-		return failure{499, "client closed the request", telemetry.ReasonClientCanceled, false}, true
+		return failure{499, "client closed the request", telemetry.ReasonClientCanceled, false, false}, true
 	case errors.Is(err, errBadStatus):
-		return failure{http.StatusBadGateway, fmt.Sprintf("upstream %s (%s): %v", service, addr, err), telemetry.ReasonBadResponse, false}, false
+		return failure{http.StatusBadGateway, fmt.Sprintf("upstream %s (%s): %v", service, addr, err), telemetry.ReasonBadResponse, false, false}, false
 	case errors.As(err, &de):
 		if errors.As(de.err, &ne) && ne.Timeout() {
-			return failure{http.StatusGatewayTimeout, fmt.Sprintf("upstream %s: connect to %s timed out (timeouts.connect)", service, addr), telemetry.ReasonTimeout, false}, false
+			return failure{http.StatusGatewayTimeout, fmt.Sprintf("upstream %s: connect to %s timed out (timeouts.connect)", service, addr), telemetry.ReasonTimeout, false, true}, false
 		}
-		return failure{http.StatusBadGateway, fmt.Sprintf("upstream %s: connect to %s failed: %v", service, addr, unwrapOp(de.err)), telemetry.ReasonDialFailed, false}, false
+		return failure{http.StatusBadGateway, fmt.Sprintf("upstream %s: connect to %s failed: %v", service, addr, unwrapOp(de.err)), telemetry.ReasonDialFailed, false, false}, false
 	case errors.As(err, &ne) && ne.Timeout():
 		msg := "timed out"
 		if strings.Contains(err.Error(), "response headers") {
 			msg = "no response headers within timeouts.response_header"
 		}
-		return failure{http.StatusGatewayTimeout, fmt.Sprintf("upstream %s (%s): %s", service, addr, msg), telemetry.ReasonTimeout, false}, false
+		return failure{http.StatusGatewayTimeout, fmt.Sprintf("upstream %s (%s): %s", service, addr, msg), telemetry.ReasonTimeout, false, false}, false
 	default:
-		return failure{http.StatusBadGateway, fmt.Sprintf("upstream %s (%s): %v", service, addr, err), telemetry.ReasonUpstreamReset, false}, false
+		return failure{http.StatusBadGateway, fmt.Sprintf("upstream %s (%s): %v", service, addr, err), telemetry.ReasonUpstreamReset, false, false}, false
 	}
 }
 

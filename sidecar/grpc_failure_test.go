@@ -2,10 +2,12 @@ package sidecar
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -129,7 +131,9 @@ limits: { max_request_body_bytes: 4096 }
 	})
 	t.Run("response_header timeout", func(t *testing.T) {
 		err, tr := unary(t, "slow", &testgrpc.SimpleRequest{Payload: &testgrpc.Payload{Body: []byte("barrier")}})
-		ferryFailure(t, err, tr, codes.Unavailable, equals("upstream slow ("+slowAddr+"): no response headers within timeouts.response_header"))
+		// The upstream has the call: a retry policy must not send it
+		// again as it would on UNAVAILABLE.
+		ferryFailure(t, err, tr, codes.DeadlineExceeded, equals("upstream slow ("+slowAddr+"): no response headers within timeouts.response_header"))
 	})
 	t.Run("max_in_flight", func(t *testing.T) {
 		held := make(chan error, 1)
@@ -392,12 +396,16 @@ func TestGRPCCode(t *testing.T) {
 		500: codes.Unknown,
 		502: codes.Unavailable,
 		503: codes.Unavailable,
-		504: codes.Unavailable,
+		504: codes.DeadlineExceeded, // a timeout of ferry's: the upstream may have run the call
 		505: codes.Unknown,
 	} {
-		if got := grpcCode(status); got != int(want) {
+		if got := grpcCode(failure{status: status}); got != int(want) {
 			t.Errorf("grpcCode(%d) = %d, want %d (%v)", status, got, want, want)
 		}
+	}
+	// A connect that timed out sent nothing: a retry is safe.
+	if got := grpcCode(failure{status: http.StatusGatewayTimeout, unsent: true}); got != int(codes.Unavailable) {
+		t.Errorf("grpcCode of a connect timeout = %d, want UNAVAILABLE", got)
 	}
 }
 
@@ -446,5 +454,19 @@ services: { files: { endpoints: [127.0.0.1:9] } }
 	}
 	if size := len(msg[0]) + len(ferr[0]); size > 4*grpcReasonMax || !strings.HasSuffix(ferr[0], "...") || !strings.HasPrefix(ferr[0], `no route for host "nowhere" path "/éé`) {
 		t.Fatalf("grpc-message %d bytes and x-ferry-error %d bytes (%q...)", len(msg[0]), len(ferr[0]), ferr[0][:40])
+	}
+}
+
+// Of ferry's timeouts only a connect that timed out is marked unsent, the
+// one a gRPC caller gets as UNAVAILABLE: nothing reached the upstream.
+func TestGRPCCodeOfTimeouts(t *testing.T) {
+	ctx := context.Background()
+	connect := &dialError{addr: "192.0.2.1:80", err: &net.OpError{Op: "dial", Net: "tcp", Err: os.ErrDeadlineExceeded}}
+	if f, _ := classify(ctx, "svc", "192.0.2.1:80", connect); f.status != http.StatusGatewayTimeout || !f.unsent || grpcCode(f) != int(codes.Unavailable) {
+		t.Errorf("connect timeout: %+v, gRPC code %d; want an unsent 504, UNAVAILABLE", f, grpcCode(f))
+	}
+	read := &net.OpError{Op: "read", Net: "tcp", Err: os.ErrDeadlineExceeded}
+	if f, _ := classify(ctx, "svc", "192.0.2.1:80", read); f.status != http.StatusGatewayTimeout || f.unsent || grpcCode(f) != int(codes.DeadlineExceeded) {
+		t.Errorf("response timeout: %+v, gRPC code %d; want a 504 sent, DEADLINE_EXCEEDED", f, grpcCode(f))
 	}
 }

@@ -109,8 +109,8 @@ func threeThenEnd(t *testing.T, recv func() (*testgrpc.StreamingOutputCallRespon
 
 // A gRPC stream whose upstream breaks, or falls idle, after whole messages
 // ends with a gRPC status carrying ferry's reason, not a reset stream:
-// UNAVAILABLE, the code of ferry's own 502 (a break) and 504 (body_idle,
-// the overall timeout).
+// the code of ferry's own 502 for a break (UNAVAILABLE) and 504 for
+// body_idle or the overall timeout (DEADLINE_EXCEEDED).
 // Before, grpc-go reported "stream terminated by RST_STREAM with error
 // code: INTERNAL_ERROR" and ferry's reason was only in its log.
 func TestGRPCMidStreamFailureCarriesReason(t *testing.T) {
@@ -131,16 +131,17 @@ services:
 `, up, up, up))
 	for _, tc := range []struct {
 		authority, end, reason string
+		code                   codes.Code
 	}{
-		{"h2", endReset, "broke mid-body after 327 bytes: "},
-		{"h1", endReset, "broke mid-body after 327 bytes: "},
-		{"h2", endIdle, "cut after 327 bytes: " + errBodyIdle.Error()},
-		{"h1", endIdle, "cut after 327 bytes: " + errBodyIdle.Error()},
-		{"overall", endIdle, "cut after 327 bytes: " + errOverallTimeout.Error()},
+		{"h2", endReset, "broke mid-body after 327 bytes: ", codes.Unavailable},
+		{"h1", endReset, "broke mid-body after 327 bytes: ", codes.Unavailable},
+		{"h2", endIdle, "cut after 327 bytes: " + errBodyIdle.Error(), codes.DeadlineExceeded},
+		{"h1", endIdle, "cut after 327 bytes: " + errBodyIdle.Error(), codes.DeadlineExceeded},
+		{"overall", endIdle, "cut after 327 bytes: " + errOverallTimeout.Error(), codes.DeadlineExceeded},
 	} {
 		t.Run(tc.authority+"/"+tc.end, func(t *testing.T) {
 			err, trailer := streamThree(t, sc, tc.authority, tc.end)
-			ferryFailure(t, err, trailer, codes.Unavailable, func(s string) bool {
+			ferryFailure(t, err, trailer, tc.code, func(s string) bool {
 				return strings.HasPrefix(s, "upstream "+tc.authority+" (") && strings.Contains(s, tc.reason)
 			})
 		})
@@ -179,9 +180,12 @@ services:
 // The failure is recorded as for any response broken mid-body: the
 // upstream's status, and the reason body_broken or timeout.
 func TestGRPCMidStreamFailureTelemetry(t *testing.T) {
-	for _, tc := range []struct{ end, reason string }{
-		{endReset, telemetry.ReasonBodyBroken},
-		{endIdle, telemetry.ReasonTimeout},
+	for _, tc := range []struct {
+		end, reason string
+		code        codes.Code
+	}{
+		{endReset, telemetry.ReasonBodyBroken, codes.Unavailable},
+		{endIdle, telemetry.ReasonTimeout, codes.DeadlineExceeded},
 	} {
 		t.Run(tc.end, func(t *testing.T) {
 			up := brokenStreamOrigin(t)
@@ -191,18 +195,18 @@ outbound: { listen: 127.0.0.1:0, routes: [ { host: h2, service: h2 } ] }
 services: { h2: { endpoints: [%s], protocol: h2c, retry: { max_retries: 0 }, timeouts: { body_idle: 300ms } } }
 `, up))
 			err, _ := streamThree(t, sc, "h2", tc.end)
-			if st, _ := status.FromError(err); st.Code() != codes.Unavailable {
-				t.Fatalf("call ended %v, want Unavailable (err %v)", st.Code(), err)
+			if st, _ := status.FromError(err); st.Code() != tc.code {
+				t.Fatalf("call ended %v, want %v (err %v)", st.Code(), tc.code, err)
 			}
 			expectOutcome(t, rec, logs, http.StatusOK, tc.reason)
 			// The status the caller was sent in the trailers, as for an
 			// upstream's own.
-			if g, ok := accessLines(t, logs)[0]["grpc_status"]; !ok || g != float64(codes.Unavailable) {
-				t.Errorf("access log grpc_status %v (present: %v), want %d", g, ok, codes.Unavailable)
+			if g, ok := accessLines(t, logs)[0]["grpc_status"]; !ok || g != float64(tc.code) {
+				t.Errorf("access log grpc_status %v (present: %v), want %d", g, ok, tc.code)
 			}
 			server := spansOfKind(rec.Ended(), trace.SpanKindServer)[0]
-			if got := attr(server, "rpc.grpc.status_code").AsInt64(); got != int64(codes.Unavailable) {
-				t.Errorf("server span rpc.grpc.status_code %d, want %d", got, codes.Unavailable)
+			if got := attr(server, "rpc.grpc.status_code").AsInt64(); got != int64(tc.code) {
+				t.Errorf("server span rpc.grpc.status_code %d, want %d", got, tc.code)
 			}
 			series := fmt.Sprintf(`ferry_requests_total{endpoint=%q,listener="outbound",reason=%q,service="h2",status_class="2xx"} 1`, up, tc.reason)
 			if m := metricsText(sc); !strings.Contains(m, series) {

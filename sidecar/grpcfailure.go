@@ -19,6 +19,7 @@ import (
 // gRPC status codes ferry answers with (gRPC's doc/statuscodes.md).
 const (
 	grpcUnknown           = 2
+	grpcDeadlineExceeded  = 4
 	grpcPermissionDenied  = 7
 	grpcResourceExhausted = 8
 	grpcUnimplemented     = 12
@@ -68,16 +69,22 @@ func grpcType(ct []string) bool {
 // other clients made of ferry's HTTP answer before, so callers' retry
 // policies see the codes they saw. UNAVAILABLE, which gRPC's retry
 // policies commonly retry, stays where that mapping puts it (429, 502,
-// 503, 504) and goes nowhere else.
+// 503) and goes nowhere else.
 //
-// One exception: 413, a request body over limits.max_request_body_bytes,
-// is RESOURCE_EXHAUSTED, the code gRPC's own libraries end a call with
-// when a message is larger than their configured limit
-// (doc/statuscodes.md), where the mapping's UNKNOWN would say nothing. It
-// is not retried by default, and sending the same body again would fail
-// the same way.
-func grpcCode(status int) int {
-	switch status {
+// Two exceptions. A 504, one of ferry's timeouts (response_header,
+// per_try, overall, body_idle), is DEADLINE_EXCEEDED: the request reached
+// the upstream, which may have run it, and UNAVAILABLE would have a
+// client's retry policy send it again; gRPC's own clients end a call whose
+// deadline passed with DEADLINE_EXCEEDED, which retry policies leave
+// alone. A connect that timed out sent nothing (unsent) and stays
+// UNAVAILABLE, as a refused one. And 413, a request body over
+// limits.max_request_body_bytes, is RESOURCE_EXHAUSTED, the code gRPC's
+// own libraries end a call with when a message is larger than their
+// configured limit (doc/statuscodes.md), where the mapping's UNKNOWN would
+// say nothing. It is not retried by default, and sending the same body
+// again would fail the same way.
+func grpcCode(f failure) int {
+	switch f.status {
 	case http.StatusBadRequest:
 		return grpcInternal
 	case http.StatusUnauthorized:
@@ -88,7 +95,12 @@ func grpcCode(status int) int {
 		return grpcUnimplemented
 	case http.StatusRequestEntityTooLarge:
 		return grpcResourceExhausted
-	case http.StatusTooManyRequests, http.StatusBadGateway, http.StatusServiceUnavailable, http.StatusGatewayTimeout:
+	case http.StatusGatewayTimeout:
+		if !f.unsent {
+			return grpcDeadlineExceeded
+		}
+		return grpcUnavailable
+	case http.StatusTooManyRequests, http.StatusBadGateway, http.StatusServiceUnavailable:
 		return grpcUnavailable
 	}
 	return grpcUnknown
@@ -142,7 +154,7 @@ func writeGRPCFailure(w http.ResponseWriter, f failure) {
 	clear(h)
 	reason := grpcReason(f.reason)
 	h["Content-Type"] = []string{"application/grpc"}
-	h["Grpc-Status"] = []string{strconv.Itoa(grpcCode(f.status))}
+	h["Grpc-Status"] = []string{strconv.Itoa(grpcCode(f))}
 	h["Grpc-Message"] = []string{grpcPercentEncode(reason)}
 	h["X-Ferry-Error"] = []string{sanitizeHeaderValue(reason)}
 	h["Content-Length"] = nil

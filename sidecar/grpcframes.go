@@ -111,7 +111,7 @@ func grpcResponse(res *http.Response) bool { return grpcType(res.Header["Content
 func endGRPCStream(w http.ResponseWriter, f failure) {
 	h := w.Header()
 	reason := grpcReason(f.reason)
-	h[http.TrailerPrefix+"Grpc-Status"] = []string{strconv.Itoa(grpcCode(f.status))}
+	h[http.TrailerPrefix+"Grpc-Status"] = []string{strconv.Itoa(grpcCode(f))}
 	h[http.TrailerPrefix+"Grpc-Message"] = []string{grpcPercentEncode(reason)}
 	h[http.TrailerPrefix+"X-Ferry-Error"] = []string{sanitizeHeaderValue(reason)}
 }

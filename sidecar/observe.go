@@ -96,7 +96,7 @@ func (x *exchange) fail(w http.ResponseWriter, f failure) {
 	x.status, x.reason = f.status, f.kind
 	if x.grpc {
 		writeGRPCFailure(w, f)
-		x.grpcSet, x.grpcStatus = true, grpcCode(f.status)
+		x.grpcSet, x.grpcStatus = true, grpcCode(f)
 		return
 	}
 	// An HTTP/1 connection closes after a failure when it must anyway, and

@@ -85,7 +85,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	table := p.table.Load()
 	rt := table.match(r.Host, r.URL.Path)
 	if rt == nil {
-		x.fail(w, failure{http.StatusNotFound, fmt.Sprintf("no route for host %q path %q", r.Host, r.URL.Path), telemetry.ReasonNoRoute, false})
+		x.fail(w, failure{http.StatusNotFound, fmt.Sprintf("no route for host %q path %q", r.Host, r.URL.Path), telemetry.ReasonNoRoute, false, false})
 		return
 	}
 	q.SetRoute(rt.label, rt.up.name)
@@ -140,7 +140,7 @@ func notForHTTP1(r *http.Request) (failure, bool) {
 // maxBody > 0 caps the request body.
 func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, up *upstream, maxBody int64, x *exchange) {
 	if maxBody > 0 && r.ContentLength > maxBody {
-		x.fail(w, failure{http.StatusRequestEntityTooLarge, errBodyTooLarge.Error(), telemetry.ReasonOther, true})
+		x.fail(w, failure{http.StatusRequestEntityTooLarge, errBodyTooLarge.Error(), telemetry.ReasonOther, true, false})
 		return
 	}
 	snap := up.svc.Snapshot()
@@ -150,10 +150,10 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, up *upstream, ma
 		if snap.Err != "" {
 			reason += ": " + snap.Err
 		}
-		x.fail(w, failure{http.StatusServiceUnavailable, reason, telemetry.ReasonNoEndpoint, false})
+		x.fail(w, failure{http.StatusServiceUnavailable, reason, telemetry.ReasonNoEndpoint, false, false})
 		return
 	case len(snap.Endpoints) == 0:
-		x.fail(w, failure{http.StatusServiceUnavailable, fmt.Sprintf("service %s has no healthy endpoints", up.name), telemetry.ReasonNoEndpoint, false})
+		x.fail(w, failure{http.StatusServiceUnavailable, fmt.Sprintf("service %s has no healthy endpoints", up.name), telemetry.ReasonNoEndpoint, false, false})
 		return
 	}
 
@@ -235,7 +235,7 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, up *upstream, ma
 	for attempt := 1; ; attempt++ {
 		if err != nil {
 			var ue *resilience.UnavailableError
-			f := failure{http.StatusServiceUnavailable, err.Error(), telemetry.ReasonNoEndpoint, false}
+			f := failure{http.StatusServiceUnavailable, err.Error(), telemetry.ReasonNoEndpoint, false, false}
 			if errors.As(err, &ue) && ue.Open > 0 {
 				f.kind = telemetry.ReasonBreakerOpen
 			} else if errors.Is(err, resilience.ErrOverloaded) {
@@ -410,7 +410,7 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, up *upstream, ma
 			if result.unsent && !cutMade && x.reason != telemetry.ReasonClientCanceled {
 				// Nothing of the response went out: the caller gets the
 				// failure as a whole answer, or another endpoint's.
-				f := failure{http.StatusBadGateway, fmt.Sprintf("upstream %s (%s) answered %d but its body broke before the first byte: %v", up.name, addr, res.StatusCode, result.readErr), x.reason, false}
+				f := failure{http.StatusBadGateway, fmt.Sprintf("upstream %s (%s) answered %d but its body broke before the first byte: %v", up.name, addr, res.StatusCode, result.readErr), x.reason, false, false}
 				switch o.Result {
 				case resilience.TimedOut:
 					f.status, f.reason = http.StatusGatewayTimeout, fmt.Sprintf("upstream %s (%s) answered %d but its body's first byte did not come: %v", up.name, addr, res.StatusCode, c)
@@ -451,13 +451,14 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, up *upstream, ma
 				x.fail(w, f)
 				return
 			}
-			p.logFailure(r, up.name, addr, failure{res.StatusCode, reason, x.reason, false}, result.readErr)
+			p.logFailure(r, up.name, addr, failure{res.StatusCode, reason, x.reason, false, false}, result.readErr)
 			if frames != nil && frames.whole() && !cutMade && x.reason != telemetry.ReasonClientCanceled {
 				// A gRPC stream that broke between messages ends with a
 				// status, the code ferry's own failure would get: 502 for
-				// the upstream's break, 504 for a timeout, 503 for the
-				// drain's end (all UNAVAILABLE). The telemetry keeps
-				// the upstream's status and the reason, as for a reset.
+				// the upstream's break and 503 for the drain's end
+				// (UNAVAILABLE), 504 for a timeout (DEADLINE_EXCEEDED). The
+				// telemetry keeps the upstream's status and the reason, as
+				// for a reset.
 				f := failure{status: http.StatusBadGateway, reason: reason}
 				switch o.Result {
 				case resilience.TimedOut:
@@ -466,7 +467,7 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, up *upstream, ma
 					f.status = http.StatusServiceUnavailable
 				}
 				endGRPCStream(w, f)
-				x.grpcSet, x.grpcStatus = true, grpcCode(f.status) // what the caller is sent
+				x.grpcSet, x.grpcStatus = true, grpcCode(f) // what the caller is sent
 				return
 			}
 			// The caller must see a broken response, never a clean end.

@@ -98,12 +98,12 @@ func (p *Proxy) tunnel(w http.ResponseWriter, r *http.Request, res *http.Respons
 	resUpgrade := upgradeType(res.Header) // one the caller offered (see forward)
 	back, ok := res.Body.(io.ReadWriteCloser)
 	if !ok {
-		x.fail(w, failure{http.StatusBadGateway, "upstream switched protocols without a writable connection", telemetry.ReasonBadResponse, false})
+		x.fail(w, failure{http.StatusBadGateway, "upstream switched protocols without a writable connection", telemetry.ReasonBadResponse, false, false})
 		return
 	}
 	conn, brw, err := http.NewResponseController(w).Hijack()
 	if err != nil {
-		x.fail(w, failure{http.StatusInternalServerError, fmt.Sprintf("cannot take over the connection for %q: %v", reqUpgrade, err), telemetry.ReasonOther, false})
+		x.fail(w, failure{http.StatusInternalServerError, fmt.Sprintf("cannot take over the connection for %q: %v", reqUpgrade, err), telemetry.ReasonOther, false, false})
 		return
 	}
 	defer conn.Close()
