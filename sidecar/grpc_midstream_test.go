@@ -58,6 +58,27 @@ func brokenStreamOrigin(t *testing.T) string {
 	}))
 }
 
+// brokenStreamFerry is a ferry in front of a brokenStreamOrigin, whose
+// routes by authority are its services: h2 (h2c) and h1 (HTTP/1.1) with a
+// body_idle of 300ms, overall (h2c) with an overall timeout of 500ms;
+// none retries.
+func brokenStreamFerry(t *testing.T) *Sidecar {
+	up := brokenStreamOrigin(t)
+	return startFerry(t, fmt.Sprintf(`
+admin: { listen: 127.0.0.1:0 }
+outbound:
+  listen: 127.0.0.1:0
+  routes:
+    - { host: h2, service: h2 }
+    - { host: h1, service: h1 }
+    - { host: overall, service: overall }
+services:
+  h2: { endpoints: [%s], protocol: h2c, retry: { max_retries: 0 }, timeouts: { body_idle: 300ms } }
+  h1: { endpoints: [%s], protocol: http1, retry: { max_retries: 0 }, timeouts: { body_idle: 300ms } }
+  overall: { endpoints: [%s], protocol: h2c, retry: { max_retries: 0 }, timeouts: { overall: 500ms, connect: 200ms, response_header: 400ms } }
+`, up, up, up))
+}
+
 // grpcFrame is m as one length-prefixed gRPC message, uncompressed.
 func grpcFrame(t *testing.T, m proto.Message) []byte {
 	b, err := proto.Marshal(m)
@@ -115,20 +136,7 @@ func threeThenEnd(t *testing.T, recv func() (*testgrpc.StreamingOutputCallRespon
 // code: INTERNAL_ERROR" and ferry's reason was only in its log.
 func TestGRPCMidStreamFailureCarriesReason(t *testing.T) {
 	leakCheck(t)
-	up := brokenStreamOrigin(t)
-	sc := startFerry(t, fmt.Sprintf(`
-admin: { listen: 127.0.0.1:0 }
-outbound:
-  listen: 127.0.0.1:0
-  routes:
-    - { host: h2, service: h2 }
-    - { host: h1, service: h1 }
-    - { host: overall, service: overall }
-services:
-  h2: { endpoints: [%s], protocol: h2c, retry: { max_retries: 0 }, timeouts: { body_idle: 300ms } }
-  h1: { endpoints: [%s], protocol: http1, retry: { max_retries: 0 }, timeouts: { body_idle: 300ms } }
-  overall: { endpoints: [%s], protocol: h2c, retry: { max_retries: 0 }, timeouts: { overall: 500ms, connect: 200ms, response_header: 400ms } }
-`, up, up, up))
+	sc := brokenStreamFerry(t)
 	for _, tc := range []struct {
 		authority, end, reason string
 		code                   codes.Code
@@ -152,18 +160,7 @@ services:
 // followed by a status must never read as a complete call.
 func TestGRPCMidMessageFailureStillResets(t *testing.T) {
 	leakCheck(t)
-	up := brokenStreamOrigin(t)
-	sc := startFerry(t, fmt.Sprintf(`
-admin: { listen: 127.0.0.1:0 }
-outbound:
-  listen: 127.0.0.1:0
-  routes:
-    - { host: h2, service: h2 }
-    - { host: h1, service: h1 }
-services:
-  h2: { endpoints: [%s], protocol: h2c, retry: { max_retries: 0 }, timeouts: { body_idle: 300ms } }
-  h1: { endpoints: [%s], protocol: http1, retry: { max_retries: 0 }, timeouts: { body_idle: 300ms } }
-`, up, up))
+	sc := brokenStreamFerry(t)
 	for _, authority := range []string{"h2", "h1"} {
 		for _, end := range []string{endMidReset, endMidIdle} {
 			t.Run(authority+"/"+end, func(t *testing.T) {

@@ -591,22 +591,7 @@ func TestLaneCallerGoneOnReusedConnection(t *testing.T) {
 // through the connection's reader, which must then not serve another
 // connection (under -race this test saw that reader reset and reused).
 func TestLaneReaderNotReusedWhileBodyRead(t *testing.T) {
-	up := startRawServer(t, func(c net.Conn) {
-		br := bufio.NewReader(c)
-		for {
-			req, err := http.ReadRequest(br)
-			if err != nil {
-				return
-			}
-			if req.Method == http.MethodGet {
-				io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
-				continue
-			}
-			io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nearly")
-			io.Copy(io.Discard, br)
-			return
-		}
-	})
+	up := earlyAnswerServer(t, "", func(br *bufio.Reader) { io.Copy(io.Discard, br) })
 	_, url := outboundTo(t, "defaults: { retry: { max_retries: 0 } }", up.addr())
 	for range 30 {
 		a := dialRaw(t, url)
@@ -898,4 +883,29 @@ func TestLaneExchangeHoldsItsFirstResponse(t *testing.T) {
 	if b, err := io.ReadAll(second.res.Body); err != nil || string(b) != "hi" || first.res.StatusCode != 200 {
 		t.Fatalf("second body %q, %v; first status %d", b, err, first.res.StatusCode)
 	}
+}
+
+// earlyAnswerServer is an upstream that answers a GET "ok" on a kept
+// connection and any other request "early" (with the extra header lines
+// given) before reading its body; then, when after is not nil, lets after
+// read on, and ends the connection.
+func earlyAnswerServer(t *testing.T, extra string, after func(br *bufio.Reader)) *rawServer {
+	return startRawServer(t, func(c net.Conn) {
+		br := bufio.NewReader(c)
+		for {
+			req, err := http.ReadRequest(br)
+			if err != nil {
+				return
+			}
+			if req.Method == http.MethodGet {
+				io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+				continue
+			}
+			io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n"+extra+"\r\nearly")
+			if after != nil {
+				after(br)
+			}
+			return
+		}
+	})
 }

@@ -291,22 +291,8 @@ func TestMaxConnectionsCountsTakenOverUpload(t *testing.T) {
 func TestMaxConnectionsCountsLingeringConnection(t *testing.T) {
 	lingerTest.Store(int64(time.Hour)) // the linger ends when the caller closes
 	t.Cleanup(func() { lingerTest.Store(0) })
-	up := startRawServer(t, func(c net.Conn) {
-		br := bufio.NewReader(c)
-		for {
-			req, err := http.ReadRequest(br)
-			if err != nil {
-				return
-			}
-			if req.Method == http.MethodGet {
-				io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
-				continue
-			}
-			// Answers before the body and reads no more of it.
-			io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: close\r\n\r\nearly")
-			return
-		}
-	})
+	// Answers before the body and reads no more of it.
+	up := earlyAnswerServer(t, "Connection: close\r\n", nil)
 	sc, url := outboundTo(t, "limits: { max_connections: 1 }\ndefaults: { retry: { max_retries: 0 } }", up.addr())
 	a := dialRaw(t, url)
 	fmt.Fprintf(a, "POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n0123456789", 50000)

@@ -158,20 +158,14 @@ func TestNewTraceWhenNoneIncoming(t *testing.T) {
 
 func TestCallerNotSampledIsRespected(t *testing.T) {
 	tel, rec, _ := recorded(t, Config{}, env{})
-	r := incoming("GET", "http://files/x", map[string]string{
+	_, sent := hop(t, tel, map[string]string{
 		"traceparent": "00-" + callerTrace + "-" + callerSpan + "-00",
 	})
-	_, req := tel.StartRequest(r, Outbound)
-	out := upstream(t, tel, r, "http://files/x")
-	att := req.StartAttempt(out, AttemptInfo{Endpoint: "10.0.0.7:8080", Attempt: 1})
-	att.Inject(out.Header)
-	att.End(Outcome{Status: 200})
-	req.End(Outcome{Status: 200})
 
 	if n := len(rec.Ended()); n != 0 {
 		t.Fatalf("%d spans recorded for a not-sampled caller", n)
 	}
-	tid, pid, flags := parseTraceparent(t, out.Header.Get("traceparent"))
+	tid, pid, flags := parseTraceparent(t, sent.Get("traceparent"))
 	if tid != callerTrace || flags != "00" {
 		t.Errorf("injected %s/%s, want the caller's trace, not sampled", tid, flags)
 	}
