@@ -1124,12 +1124,14 @@ type laneHead struct {
 	// hdr is the header map of the request served last, which the next
 	// one empties and fills (see parseFields).
 	hdr http.Header
+	// ctx is zeroed by hand (see laneRequest): contexts derived from the
+	// last exchange's may still read it when they are cancelled late.
+	ctx laneContext
 	laneParts
 }
 
 // laneParts is what every request served in a laneHead starts with zeroed.
 type laneParts struct {
-	ctx laneContext
 	req http.Request
 	url url.URL
 	w   connWriter
@@ -1188,10 +1190,11 @@ func laneRequest(head []byte, idle *idleTimer, spare *laneHead) *laneHead {
 	} else {
 		gen = lh.guard.next()
 		lh.laneParts = laneParts{}
+		lh.ctx.le = laneExchange{}
 		laneReused.Add(1)
 	}
 	lc := &lh.ctx
-	lc.Context = ctx
+	lc.inner.Store(ctx)
 	le := &lc.le
 	le.ctx, le.idle = lc, idle
 	g := &lh.guard
@@ -1208,12 +1211,29 @@ func laneRequest(head []byte, idle *idleTimer, spare *laneHead) *laneHead {
 }
 
 // laneContext is a lane request's context: its own cancelable context
-// with the request's laneExchange as the value of laneCancelKey. Every other value, Done, Err and the cancellation's cause
-// are the cancelable context's.
+// with the request's laneExchange as the value of laneCancelKey. Every
+// other value, Done, Err and the cancellation's cause are the cancelable
+// context's.
+//
+// The cancelable context is swapped atomically when the laneHead serves
+// its next request: a context derived from the last one (a per-try
+// timeout's, say) that is cancelled after its exchange ended looks up its
+// parent here, from its own goroutine, while the next exchange starts.
+// It finds either: it is no child of the new one, and once the next
+// exchange starts the old one is cancelled and has let go of its
+// children.
 type laneContext struct {
-	context.Context
-	le laneExchange
+	inner atomic.Value // context.Context
+	le    laneExchange
 }
+
+func (c *laneContext) request() context.Context {
+	return c.inner.Load().(context.Context)
+}
+
+func (c *laneContext) Deadline() (time.Time, bool) { return c.request().Deadline() }
+func (c *laneContext) Done() <-chan struct{}       { return c.request().Done() }
+func (c *laneContext) Err() error                  { return c.request().Err() }
 
 // laneOwned returns the lane exchange whose own context ctx is (or the
 // values-only wrapping of it ServeHTTP recorded), or nil: a context derived
@@ -1230,7 +1250,7 @@ func (c *laneContext) Value(key any) any {
 	if _, ok := key.(laneCancelKey); ok {
 		return &c.le
 	}
-	return c.Context.Value(key)
+	return c.request().Value(key)
 }
 
 // parseFields parses header lines of the plainest kind (see scanFields)

@@ -826,7 +826,7 @@ func TestLaneHeadReuseRetiresOldCancel(t *testing.T) {
 	if lh == nil {
 		t.Fatal("the lane refused a plain head")
 	}
-	oldCancel, oldCtx := lh.ctx.le.cancel, lh.ctx.Context
+	oldCancel, oldCtx := lh.ctx.le.cancel, lh.ctx.request()
 	lh2 := laneRequest([]byte("GET /new HTTP/1.1\r\nHost: b\r\n\r\n"), nil, lh)
 	if lh2 != lh {
 		t.Fatal("the spare laneHead was not used")
@@ -854,6 +854,48 @@ func TestLaneHeadReuseRetiresOldCancel(t *testing.T) {
 	lh2.ctx.le.cancel(errCallerGone)
 	if _, err := s.Read(make([]byte, 1)); err != io.EOF {
 		t.Fatalf("the new exchange's own cancel did not close its connection: %v", err)
+	}
+}
+
+// A context derived from a lane request's (a per-try timeout's) may be
+// cancelled on its own goroutine after the exchange ended, and then looks
+// up its parent (context.parentCancelCtx: Done and Value) while the
+// laneHead already serves the next request. The look-up must not race with
+// the reuse, and the late cancel must leave the new request's context be.
+// The goroutine makes the same look-up first through context.Cause, which
+// no lock orders with the reuse, so the race detector reports a racy
+// laneContext every time (the cancel's own look-up is ordered by the
+// parent's lock on most runs).
+func TestLaneHeadReuseWhileDerivedContextCancels(t *testing.T) {
+	type key struct{}
+	for range 20 {
+		lh := laneRequest([]byte("GET /old HTTP/1.1\r\nHost: a\r\n\r\n"), nil, nil)
+		if lh == nil {
+			t.Fatal("the lane refused a plain head")
+		}
+		span := context.WithValue(lh.req.Context(), key{}, 1)
+		child, cancelChild := context.WithCancelCause(span)
+		start, done := make(chan struct{}), make(chan struct{})
+		go func() {
+			defer close(done)
+			<-start
+			_ = context.Cause(span)
+			cancelChild(errPerTryTimeout)
+		}()
+		close(start)
+		lh.ctx.le.cancel(nil) // the exchange ends
+		lh2 := laneRequest([]byte("GET /new HTTP/1.1\r\nHost: b\r\n\r\n"), nil, lh)
+		if lh2 != lh {
+			t.Fatal("the spare laneHead was not used")
+		}
+		recv(t, done, 5*time.Second, "the late cancel")
+		if err := lh2.req.Context().Err(); err != nil {
+			t.Fatalf("the late cancel ended the new request's context: %v", err)
+		}
+		if child.Err() == nil {
+			t.Fatal("the derived context was not cancelled")
+		}
+		lh2.ctx.le.cancel(nil)
 	}
 }
 
