@@ -220,3 +220,50 @@ func TestGRPCStatusRead(t *testing.T) {
 		}
 	}
 }
+
+// What a gRPC caller makes of an upstream's answer: its grpc-status, or
+// the HTTP status mapped as gRPC clients map it; for an answer left
+// unread, only what its head says.
+func TestGRPCCallerStatus(t *testing.T) {
+	for _, tc := range []struct {
+		status      int
+		ct, head    string
+		trailer     string
+		want        int
+		headWant    int
+		headKnowsIt bool
+	}{
+		{200, "application/grpc", "", "0", 0, 0, false}, // the status comes in the trailers
+		{200, "application/grpc", "", "5", 5, 0, false},
+		{200, "application/grpc", "14", "", 14, 14, true}, // trailers-only
+		{200, "application/grpc", "", "", grpcUnknown, 0, false},
+		{200, "application/grpc", "", "five", grpcUnknown, 0, false},
+		{200, "text/html", "", "", grpcUnknown, grpcUnknown, true},
+		{503, "application/grpc", "14", "", grpcUnavailable, grpcUnavailable, true}, // HTTP's status rules
+		{503, "text/plain", "", "", grpcUnavailable, grpcUnavailable, true},
+		{502, "text/plain", "", "", grpcUnavailable, grpcUnavailable, true},
+		{504, "text/plain", "", "", grpcUnavailable, grpcUnavailable, true}, // not ferry's own 504
+		{429, "text/plain", "", "", grpcUnavailable, grpcUnavailable, true},
+		{400, "text/plain", "", "", grpcInternal, grpcInternal, true},
+		{401, "text/plain", "", "", grpcUnauthenticated, grpcUnauthenticated, true},
+		{403, "text/plain", "", "", grpcPermissionDenied, grpcPermissionDenied, true},
+		{404, "text/plain", "", "", grpcUnimplemented, grpcUnimplemented, true},
+		{413, "text/plain", "", "", grpcUnknown, grpcUnknown, true}, // not ferry's own 413
+		{500, "text/plain", "", "", grpcUnknown, grpcUnknown, true},
+	} {
+		res := &http.Response{ProtoMajor: 2, StatusCode: tc.status, Header: http.Header{"Content-Type": {tc.ct}}, Trailer: http.Header{}}
+		if tc.head != "" {
+			res.Header.Set("Grpc-Status", tc.head)
+		}
+		if tc.trailer != "" {
+			res.Trailer.Set("Grpc-Status", tc.trailer)
+		}
+		if got := grpcCallerStatus(res); got != tc.want {
+			t.Errorf("%d %s, head %q, trailer %q: %d, want %d", tc.status, tc.ct, tc.head, tc.trailer, got, tc.want)
+		}
+		res.Trailer = http.Header{} // unread
+		if got, ok := grpcHeadStatus(res); got != tc.headWant || ok != tc.headKnowsIt {
+			t.Errorf("%d %s, head %q, unread: %d %v, want %d %v", tc.status, tc.ct, tc.head, got, ok, tc.headWant, tc.headKnowsIt)
+		}
+	}
+}

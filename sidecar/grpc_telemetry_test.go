@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"strconv"
 	"testing"
 	"time"
 
@@ -14,6 +15,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc/codes"
 	testgrpc "google.golang.org/grpc/interop/grpc_testing"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
 	"github.com/ferrymesh/ferry/telemetry"
@@ -168,5 +170,81 @@ func checkGRPCSpan(t *testing.T, kind string, s sdktrace.ReadOnlySpan, code code
 		if et := attr(s, semconv.ErrorTypeKey).AsString(); et != name {
 			t.Errorf("%s span error.type %q, want %q", kind, et, name)
 		}
+	}
+}
+
+// An upstream (or a load balancer before it) that answers a gRPC call
+// plainly, with no grpc-status: the caller's gRPC library makes a status
+// of the HTTP one (gRPC's HTTP to gRPC mapping), and ferry's spans and
+// access log record that status, the one grpc-go reports here. Before,
+// they had none, and a call refused UNAVAILABLE was missing from every
+// view by gRPC status.
+func TestGRPCPlainAnswerStatusInTelemetry(t *testing.T) {
+	plain := h2cOrigin(t, nil, nil, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		switch r.Header.Get("Answer") {
+		case "grpc-without-status":
+			w.Header().Set("Content-Type", "application/grpc")
+			w.WriteHeader(http.StatusOK)
+		case "html":
+			w.Header().Set("Content-Type", "text/html")
+			io.WriteString(w, "<p>hello</p>")
+		default:
+			code, _ := strconv.Atoi(r.Header.Get("Answer"))
+			http.Error(w, "no", code)
+		}
+	}))
+	sc, rec, logs := tracedFerry(t, fmt.Sprintf(`
+admin: { listen: 127.0.0.1:0 }
+outbound:
+  listen: 127.0.0.1:0
+  routes:
+    - { host: plain, service: plain }
+services:
+  plain: { endpoints: [%s], retry: { max_retries: 0 }, breaker: { consecutive_failures: 0 } }
+`, plain))
+	client := testgrpc.NewTestServiceClient(grpcConnTo(t, sc, "plain"))
+	for i, tc := range []struct {
+		answer     string
+		code       codes.Code
+		httpStatus int
+		serverErr  bool // the server span's status is Error (see TestGRPCStatusInTelemetry)
+	}{
+		{"503", codes.Unavailable, 503, true},
+		{"429", codes.Unavailable, 429, true},
+		{"404", codes.Unimplemented, 404, true},
+		{"401", codes.Unauthenticated, 401, false},
+		{"500", codes.Unknown, 500, true},
+		{"html", codes.Unknown, 200, true},
+		{"grpc-without-status", codes.Unknown, 200, true},
+	} {
+		t.Run(tc.answer, func(t *testing.T) {
+			before := len(rec.Ended())
+			ctx := metadata.AppendToOutgoingContext(callCtx(t), "answer", tc.answer)
+			if _, err := client.UnaryCall(ctx, &testgrpc.SimpleRequest{}); status.Code(err) != tc.code {
+				t.Fatalf("grpc-go got %v, want %v", err, tc.code)
+			}
+			waitFor(t, "the call's spans", 5*time.Second, func() bool { return len(rec.Ended()) == before+2 })
+			waitFor(t, "the call's access log line", 5*time.Second, func() bool { return len(accessLines(t, logs)) == i+1 })
+			for _, s := range rec.Ended()[before:] {
+				if v := attr(s, attrGRPCStatus); v.Type() != attribute.INT64 || v.AsInt64() != int64(tc.code) {
+					t.Errorf("%v span %s = %v, want %d", s.SpanKind(), attrGRPCStatus, v.Emit(), tc.code)
+				}
+				if v := attr(s, semconv.HTTPResponseStatusCodeKey); v.AsInt64() != int64(tc.httpStatus) {
+					t.Errorf("%v span HTTP status %v, want the upstream's %d", s.SpanKind(), v.Emit(), tc.httpStatus)
+				}
+				isErr := s.SpanKind() == trace.SpanKindClient || tc.serverErr
+				if got := s.Status().Code == otelcodes.Error; got != isErr {
+					t.Errorf("%v span status %v, want error: %v", s.SpanKind(), s.Status().Code, isErr)
+				}
+			}
+			l := accessLines(t, logs)[i]
+			if g, ok := l["grpc_status"]; !ok || g != float64(tc.code) {
+				t.Errorf("access log grpc_status %v (present: %v), want %d; line %v", g, ok, tc.code, l)
+			}
+			if l["status"] != float64(tc.httpStatus) {
+				t.Errorf("access log status %v, want the upstream's %d", l["status"], tc.httpStatus)
+			}
+		})
 	}
 }

@@ -72,3 +72,44 @@ func isGRPC(ct []string) bool {
 	rest, ok := strings.CutPrefix(ct[0], "application/grpc")
 	return ok && (rest == "" || rest[0] == '+' || rest[0] == ';')
 }
+
+// grpcCallerStatus returns the gRPC status a gRPC call's caller gets from
+// res, a whole answer of the upstream's: its grpc-status (see grpcStatus),
+// or, for an answer that carries none a client can read, the status gRPC
+// clients make of it (gRPC's doc/http-grpc-status-mapping.md, as grpc-go
+// and grpc-java apply it): an HTTP error status maps to a code (an
+// overloaded or absent upstream's 502, 503, 504 or 429 to UNAVAILABLE),
+// and a 200 without a grpc-status a client can read is UNKNOWN (grpc-go
+// says INTERNAL instead when messages came before the stream's end
+// without trailers). Without it, a call that a
+// load balancer in front of the upstream refused with a plain 503 would
+// carry no gRPC status in ferry's spans and access log, while the caller
+// saw UNAVAILABLE.
+func grpcCallerStatus(res *http.Response) int {
+	if code, ok := grpcStatus(res); ok {
+		return code
+	}
+	switch res.StatusCode {
+	case http.StatusBadRequest:
+		return grpcInternal
+	case http.StatusUnauthorized:
+		return grpcUnauthenticated
+	case http.StatusForbidden:
+		return grpcPermissionDenied
+	case http.StatusNotFound:
+		return grpcUnimplemented
+	case http.StatusTooManyRequests, http.StatusBadGateway, http.StatusServiceUnavailable, http.StatusGatewayTimeout:
+		return grpcUnavailable
+	}
+	return grpcUnknown
+}
+
+// grpcHeadStatus is grpcCallerStatus for an answer whose body is left
+// unread (discarded for a retry): false when its status would come in the
+// trailers.
+func grpcHeadStatus(res *http.Response) (int, bool) {
+	if res.StatusCode == http.StatusOK && isGRPC(res.Header["Content-Type"]) && res.Header["Grpc-Status"] == nil {
+		return 0, false
+	}
+	return grpcCallerStatus(res), true
+}

@@ -333,7 +333,12 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, up *upstream, ma
 			tried = append(tried, addr)
 			if next, ok := p.retry(ctx, up, attempt, key, tried, r, body, o, x, telemetry.ReasonOther); ok {
 				res.Body.Close()
-				a.End(telemetry.Outcome{Status: res.StatusCode, BytesOut: body.sent()})
+				ao := telemetry.Outcome{Status: res.StatusCode, BytesOut: body.sent()}
+				if x.grpc {
+					// Unread: the attempt records what its head says.
+					ao.GRPCStatus, ao.GRPC = grpcHeadStatus(res)
+				}
+				a.End(ao)
 				pick = next
 				continue
 			}
@@ -491,14 +496,19 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, up *upstream, ma
 			}
 			ao.Reason = x.reason
 		}
-		if result.readErr == nil && result.writeErr == nil && res.ProtoMajor == 2 {
+		if result.readErr == nil && result.writeErr == nil {
 			// The body was read to its end: the trailers are in. The
-			// attempt ended with the status the upstream sent. respond
-			// passed it on to the caller, unless its writes were cut:
-			// net/http writes the trailers (a trailers-only head went
-			// with the head) as the handler returns, just after the
-			// server span ends.
-			if code, ok := grpcStatus(res); ok {
+			// attempt ended with the status the upstream sent (or, for a
+			// gRPC call, the one its caller makes of an answer that
+			// carries none). respond passed it on to the caller, unless
+			// its writes were cut: net/http writes the trailers (a
+			// trailers-only head went with the head) as the handler
+			// returns, just after the server span ends.
+			code, ok := grpcStatus(res)
+			if !ok && x.grpc {
+				code, ok = grpcCallerStatus(res), true
+			}
+			if ok {
 				ao.GRPC, ao.GRPCStatus = true, code
 				if x.grpc && !cutMade {
 					x.grpcSet, x.grpcStatus = true, code
