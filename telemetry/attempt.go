@@ -96,6 +96,9 @@ func (a *Attempt) Inject(h http.Header) {
 	}
 	a.q.carrier.h = h
 	a.q.t.propagator.Inject(a.ctx, &a.q.carrier)
+	if a.q.t.readsB3 {
+		settleB3(h, trace.SpanContextFromContext(a.ctx).IsSampled())
+	}
 }
 
 // SetStatus records the upstream's response status when headers arrive, so

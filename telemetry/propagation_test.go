@@ -133,6 +133,11 @@ func TestB3DecisionWithoutIDs(t *testing.T) {
 		{"debug, parentbased_traceidratio 0", ratio0, debug, wantDebug},
 		{"deny, always_on", Config{Sampler: SamplerAlwaysOn}, deny, wantAccept},
 		{"accept, always_off", Config{Sampler: SamplerAlwaysOff}, accept, wantDeny},
+		// Debug the sampler overrules: ferry records nothing and must not
+		// pass "debug" on, or the upstream would record a span whose
+		// parent, ferry's, nobody recorded.
+		{"debug, always_off", Config{Sampler: SamplerAlwaysOff}, debug, wantDeny},
+		{"debug, traceidratio 0", Config{Sampler: SamplerTraceIDRatio, SamplerArg: &zero}, debug, wantDeny},
 	} {
 		for _, props := range []string{"b3", "b3multi", "tracecontext,baggage,b3", "b3multi,tracecontext"} {
 			for _, hdr := range c.hdrs {
@@ -190,6 +195,87 @@ func TestB3DecisionWithoutIDs(t *testing.T) {
 			sc, _ := hop(t, tel, hdr)
 			if len(rec.Ended()) != 2 || sc.TraceID().String() != callerTrace {
 				t.Errorf("%s, %s: %d spans in trace %s, want 2 continuing the caller's %s", props, formatHeader(hdr), len(rec.Ended()), sc.TraceID(), callerTrace)
+			}
+		}
+	}
+}
+
+// A caller's B3 trace without a sampling state ("b3: {trace}-{span}", or
+// X-B3-TraceId and X-B3-SpanId alone) defers the decision to ferry: its
+// sampler decides as for a new trace (the parent-based samplers by their
+// root sampler), the spans continue the caller's trace under its span, and
+// the upstream is told ferry's decision, never the deferral: left to
+// decide, it could record a span whose parent ferry did not record. The
+// same for a caller's debug flag that ferry's span continues.
+func TestB3DeferredIsFerrysDecision(t *testing.T) {
+	zero := 0.0
+	deferred := []map[string]string{
+		{"b3": callerTrace + "-" + callerSpan},
+		{"X-B3-Traceid": callerTrace, "X-B3-Spanid": callerSpan},
+		{"b3": callerTrace[16:] + "-" + callerSpan}, // a 64-bit trace ID
+	}
+	for _, c := range []struct {
+		name   string
+		cfg    Config
+		record bool
+	}{
+		{"parentbased_always_on", Config{}, true},
+		{"always_off", Config{Sampler: SamplerAlwaysOff}, false},
+		{"parentbased_traceidratio 0", Config{Sampler: SamplerParentBasedTraceIDRatio, SamplerArg: &zero}, false},
+	} {
+		for _, props := range []string{"b3", "b3multi", "tracecontext,b3"} {
+			for _, hdr := range deferred {
+				cfg := c.cfg
+				cfg.Propagators = strings.Split(props, ",")
+				tel, rec, _ := recorded(t, cfg, env{})
+				sc, up := hop(t, tel, hdr)
+				what := c.name + ", " + props + ", " + formatHeader(hdr)
+				wantTrace := callerTrace
+				if len(strings.Split(hdr["b3"], "-")[0]) == 16 {
+					wantTrace = "0000000000000000" + callerTrace[16:]
+				}
+				if sc.TraceID().String() != wantTrace {
+					t.Errorf("%s: trace %s, want the caller's %s", what, sc.TraceID(), wantTrace)
+				}
+				spans := rec.Ended()
+				state := "0"
+				if c.record {
+					state = "1"
+					if len(spans) != 2 {
+						t.Fatalf("%s: %d spans recorded, want 2", what, len(spans))
+					}
+					if p := spanByKind(t, spans, "server").Parent(); p.SpanID().String() != callerSpan || !p.IsRemote() {
+						t.Errorf("%s: server span's parent %v, want the caller's span %s", what, p, callerSpan)
+					}
+				} else if len(spans) != 0 {
+					t.Errorf("%s: %d spans recorded, want none", what, len(spans))
+				}
+				if strings.Contains(props, "b3multi") {
+					if up.Get("X-B3-Sampled") != state || up.Get("X-B3-Flags") != "" {
+						t.Errorf("%s: upstream X-B3-Sampled %q X-B3-Flags %q, want %s and none", what, up.Get("X-B3-Sampled"), up.Get("X-B3-Flags"), state)
+					}
+				} else if b3 := strings.Split(up.Get("b3"), "-"); len(b3) != 3 || b3[0] != sc.TraceID().String() || b3[2] != state {
+					t.Errorf("%s: upstream b3 %q, want trace %s, state %s", what, up.Get("b3"), sc.TraceID(), state)
+				}
+			}
+		}
+	}
+
+	// A caller's debug flag with IDs: passed on only when ferry records.
+	for _, hdr := range []map[string]string{
+		{"b3": callerTrace + "-" + callerSpan + "-d"},
+		{"X-B3-Traceid": callerTrace, "X-B3-Spanid": callerSpan, "X-B3-Flags": "1"},
+	} {
+		for _, c := range []struct {
+			cfg  Config
+			want string
+		}{{Config{}, "d"}, {Config{Sampler: SamplerAlwaysOff}, "0"}} {
+			cfg := c.cfg
+			cfg.Propagators = []string{"b3"}
+			tel, _, _ := recorded(t, cfg, env{})
+			_, up := hop(t, tel, hdr)
+			if b3 := strings.Split(up.Get("b3"), "-"); len(b3) != 3 || b3[2] != c.want {
+				t.Errorf("%q sampler, %s: upstream b3 %q, want state %s", cfg.Sampler, formatHeader(hdr), up.Get("b3"), c.want)
 			}
 		}
 	}

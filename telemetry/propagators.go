@@ -2,11 +2,13 @@ package telemetry
 
 import (
 	"context"
+	"net/http"
 	"slices"
 	"strings"
 
 	"go.opentelemetry.io/contrib/propagators/autoprop"
 	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // newPropagator composes the propagators names lists (validated by
@@ -66,6 +68,7 @@ const (
 	undecided     callerDecision = iota
 	callerDenies                 // "b3: 0", "X-B3-Sampled: 0"
 	callerAccepts                // "b3: 1" or "d", "X-B3-Sampled: 1", "X-B3-Flags: 1"
+	callerDefers                 // IDs without a sampling state (b3Deferred)
 )
 
 // b3Decision reads the B3 sampling state sent without IDs from c, in the
@@ -95,4 +98,69 @@ func b3Decision(c headerCarrier) callerDecision {
 		return callerAccepts
 	}
 	return undecided
+}
+
+// b3Deferred reports whether the B3 fields in c continue the trace of sc
+// (the span context extracted) with no sampling state: "b3: {trace}-{span}"
+// or X-B3-TraceId and X-B3-SpanId without X-B3-Sampled or X-B3-Flags.
+// B3 calls that deferring the decision to the receiver, and ferry is the
+// receiver: its sampler decides as for a new trace (sampleDeferred). The
+// parent-based samplers would otherwise read the span context's unset
+// sampled flag as the caller's "no", record nothing, and pass the
+// deferral on, so an upstream that decides to record would name as its
+// parent a span of ferry's nobody recorded.
+func b3Deferred(c headerCarrier, sc trace.SpanContext) bool {
+	tid, sid := sc.TraceID().String(), sc.SpanID().String()
+	if v := c.Get("b3"); v != "" {
+		parts := strings.Split(v, "-")
+		if len(parts) >= 2 && parts[0] != "" {
+			// The single header is the one the propagator reads, when
+			// it carries IDs.
+			return len(parts) == 2 && sameB3ID(parts[0], tid) && parts[1] == sid
+		}
+	}
+	return sameB3ID(c.Get("X-B3-Traceid"), tid) && c.Get("X-B3-Spanid") == sid &&
+		c.Get("X-B3-Sampled") == "" && c.Get("X-B3-Flags") == ""
+}
+
+// sameB3ID reports whether a B3 trace ID (16 or 32 hex digits; a 16-digit
+// one is the low half of a 32-digit trace ID with zeros before it) names
+// the trace ID tid (32 digits).
+func sameB3ID(b3, tid string) bool {
+	if len(b3) == 16 {
+		return tid == "0000000000000000"+b3
+	}
+	return b3 == tid
+}
+
+// settleB3 makes the B3 sampling state the propagator wrote into h say
+// ferry's own decision on the attempt's span (sampled): "d" (X-B3-Flags: 1)
+// only when the caller asked for debug and ferry records, else 1 or 0.
+// The propagator writes the caller's debug flag or deferral as it came
+// whatever ferry decided, and an upstream told "debug" or left to decide
+// may record a span whose parent, ferry's, was never recorded. Only
+// fields the propagator wrote are changed (the caller's were deleted
+// before it ran).
+func settleB3(h http.Header, sampled bool) {
+	state := "0"
+	if sampled {
+		state = "1"
+	}
+	if v := h["B3"]; len(v) == 1 {
+		parts := strings.Split(v[0], "-")
+		switch {
+		case len(parts) == 2: // deferred
+			v[0] += "-" + state
+		case len(parts) >= 3 && !(sampled && parts[2] == "d"):
+			parts[2] = state
+			v[0] = strings.Join(parts, "-")
+		}
+	}
+	if _, ok := h["X-B3-Traceid"]; ok || h["X-B3-Flags"] != nil || h["X-B3-Sampled"] != nil {
+		if sampled && len(h["X-B3-Flags"]) == 1 && h["X-B3-Flags"][0] == "1" {
+			return // debug, which implies sampled: X-B3-Sampled goes without
+		}
+		delete(h, "X-B3-Flags")
+		h["X-B3-Sampled"] = []string{state}
+	}
 }

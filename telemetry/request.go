@@ -151,17 +151,24 @@ func (t *Telemetry) StartRequestIn(in *Request, r *http.Request, l Listener) (co
 		// A B3 sampling decision sent without IDs leaves the B3
 		// propagator no span context to carry it: ferry reads it
 		// (b3Decision), and the sampler hears it as a parent's.
-		if t.readsB3 && !trace.SpanContextFromContext(ctx).IsValid() {
-			d = b3Decision(c)
+		if t.readsB3 {
+			if sc := trace.SpanContextFromContext(ctx); !sc.IsValid() {
+				d = b3Decision(c)
+			} else if !sc.IsSampled() && b3Deferred(c, sc) {
+				d = callerDefers
+			}
 		}
 	}
 	var q *Request
 	name := spanMethod(r.Method)
 	var st proxyStart
 	var record bool
-	if d == undecided {
+	switch d {
+	case undecided:
 		st, record = t.own.sampleProxy(ctx, name, trace.SpanKindServer)
-	} else {
+	case callerDefers:
+		st, record = t.own.sampleDeferred(ctx, name, trace.SpanKindServer)
+	default:
 		st, record = t.own.sampleDecided(ctx, d, name, trace.SpanKindServer)
 	}
 	if !record {

@@ -160,6 +160,21 @@ func (t *tracer) sampleDecided(ctx context.Context, d callerDecision, name strin
 	return st, st.res.Decision != sdktrace.Drop
 }
 
+// sampleDeferred decides on a span of kind under ctx's span, a remote
+// parent whose caller deferred the sampling decision (b3Deferred): the
+// sampler is asked as for a new trace with that trace ID, so the
+// parent-based samplers apply their root sampler, and the span, recording
+// or not, is the parent's child.
+func (t *tracer) sampleDeferred(ctx context.Context, name string, kind trace.SpanKind) (st proxyStart, record bool) {
+	st.parent = trace.SpanContextFromContext(ctx)
+	root := trace.ContextWithSpanContext(ctx, trace.SpanContext{})
+	st.sc, st.res = t.decide(root, st.parent.TraceID(), st.parent.TraceFlags(), name, kind, nil, nil)
+	if st.res.Tracestate.Len() == 0 {
+		st.sc = st.sc.WithTraceState(st.parent.TraceState())
+	}
+	return st, st.res.Decision != sdktrace.Drop
+}
+
 // proxySpan is a span of ferry's request and attempt helpers: the span and
 // its attributes' raw values (spanattrs.go) in one allocation (with the
 // Request or Attempt, tracedRequest and tracedAttempt).
