@@ -84,3 +84,21 @@ services:
 		}
 	}
 }
+
+// inbound.app with its host in brackets (an injected "[$(POD_IP)]:8080"
+// that kubelet filled with an IPv4 address) is the app's endpoint in the
+// form every endpoint has, as logs, metrics and spans name it.
+func TestAppEndpointForm(t *testing.T) {
+	for in, want := range map[string]string{
+		"[10.1.2.3]:8080":     "10.1.2.3:8080",
+		"[fd00::1:2:3]:8080":  "[fd00::1:2:3]:8080",
+		"127.0.0.1:8080":      "127.0.0.1:8080",
+		"[::1]:80":            "[::1]:80",
+		"app.shop.svc:80":     "app.shop.svc:80",
+		"[fe80::1%eth0]:8080": "[fe80::1%eth0]:8080",
+	} {
+		if got := appEndpoint(in); got != want {
+			t.Errorf("appEndpoint(%q) = %q, want %q", in, got, want)
+		}
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/netip"
 	"sort"
 	"strings"
@@ -95,7 +96,7 @@ func buildState(cfg *Config, resolver discovery.Resolver, prev *state, log *slog
 	if cfg.Inbound != nil {
 		app := discovery.NewService("app", "static")
 		now := time.Now()
-		app.Publish(&discovery.Snapshot{Endpoints: []discovery.Endpoint{{Addr: cfg.Inbound.App, Weight: 1}}, Ready: true, Updated: now, Checked: now})
+		app.Publish(&discovery.Snapshot{Endpoints: []discovery.Endpoint{{Addr: appEndpoint(cfg.Inbound.App), Weight: 1}}, Ready: true, Updated: now, Checked: now})
 		up, err := newUpstream("app", app, cfg.Inbound.Protocol, cfg.Defaults, opts)
 		if err != nil {
 			st.close()
@@ -225,4 +226,17 @@ func (st *state) closeExcept(carried map[*upstream]bool) {
 	if st.consul != nil {
 		st.consul.Close()
 	}
+}
+
+// appEndpoint is inbound.app as the app's endpoint address, in the form
+// every other endpoint has: "[10.1.2.3]:8080", which an injected config
+// holds once kubelet filled $(POD_IP) in with an IPv4 address (the
+// brackets keep an IPv6 one apart from its port), is "10.1.2.3:8080" in
+// logs, metrics and spans.
+func appEndpoint(app string) string {
+	host, port, err := net.SplitHostPort(app)
+	if err != nil {
+		return app // refused at load
+	}
+	return net.JoinHostPort(host, port)
 }

@@ -19,6 +19,11 @@ const (
 	// AnnotationInboundProtocol is spoken to the app: auto (default), http1
 	// or h2c.
 	AnnotationInboundProtocol = "ferry.io/inbound-protocol"
+	// AnnotationInboundHost is where the app listens for ferry's inbound
+	// listener: an IP address or host name, or $(POD_IP) for an app that
+	// listens on the pod's address only. Default 127.0.0.1; ::1 for an app
+	// on IPv6 loopback alone.
+	AnnotationInboundHost = "ferry.io/inbound-host"
 	// AnnotationConsulService registers the pod in Consul under this name,
 	// at $(POD_IP):15006. Default: no registration.
 	AnnotationConsulService = "ferry.io/consul-service"
@@ -74,7 +79,7 @@ const annotationPrefix = "ferry.io/"
 
 var knownAnnotations = map[string]bool{
 	AnnotationInject: true, AnnotationUpstreams: true, AnnotationInboundPort: true,
-	AnnotationInboundProtocol: true, AnnotationConsulService: true, AnnotationConsulTags: true,
+	AnnotationInboundProtocol: true, AnnotationInboundHost: true, AnnotationConsulService: true, AnnotationConsulTags: true,
 	AnnotationConsulMeta: true, AnnotationConsulAddr: true, AnnotationConsulTokenSecret: true,
 	AnnotationOTelEndpoint: true, AnnotationImage: true, AnnotationCPURequest: true,
 	AnnotationCPULimit: true, AnnotationMemoryRequest: true, AnnotationMemoryLimit: true,

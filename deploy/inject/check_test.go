@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"net"
 	"reflect"
 	"strconv"
 	"strings"
@@ -33,13 +34,23 @@ func expandEnv(s string, vars map[string]string) string { return expandVars(s, v
 // containerEnv resolves a container's environment as kubelet would.
 func containerEnv(t *testing.T, c corev1.Container) map[string]string {
 	t.Helper()
+	return containerEnvWith(t, c, nil)
+}
+
+// containerEnvWith is containerEnv with fields' values for the downward
+// API's fields it names (by field path) instead of fakeFields'.
+func containerEnvWith(t *testing.T, c corev1.Container, fields map[string]string) map[string]string {
+	t.Helper()
 	vars := map[string]string{}
 	for _, e := range c.Env {
 		switch {
 		case e.ValueFrom == nil:
 			vars[e.Name] = expandEnv(e.Value, vars)
 		case e.ValueFrom.FieldRef != nil:
-			v, ok := fakeFields[e.ValueFrom.FieldRef.FieldPath]
+			v, ok := fields[e.ValueFrom.FieldRef.FieldPath]
+			if !ok {
+				v, ok = fakeFields[e.ValueFrom.FieldRef.FieldPath]
+			}
 			if !ok {
 				t.Fatalf("env %s: unexpected field %s", e.Name, e.ValueFrom.FieldRef.FieldPath)
 			}
@@ -280,4 +291,43 @@ func TestUpstreamEndpointAcceptedOnlyWhenFerryAcceptsIt(t *testing.T) {
 			t.Errorf("%q: the refusal does not name %s: %s", ep, AnnotationUpstreams, rep.Reason)
 		}
 	}
+}
+
+// ferry.io/inbound-host is injected only when ferry accepts the inbound.app
+// it makes (else ferry would exit at every start); $(POD_IP) is accepted
+// as kubelet fills it in, IPv4 or IPv6. The refusal names the annotation.
+func TestInboundHostAcceptedOnlyWhenFerryAcceptsIt(t *testing.T) {
+	inj := newTestInjector(t)
+	for _, host := range []string{
+		"::1", "10.0.0.7", "fe80::1%eth0", "app.shop.svc", "localhost", "$(POD_IP)",
+		"", "user@app", "a b", "caf\u00e9", "[::1]", "$(HOST_IP)", "app:80", "$(POD_IP):80",
+	} {
+		rep, c := injectPod(t, inj, map[string]string{AnnotationInboundHost: host})
+		if c == nil {
+			if !strings.Contains(rep.Reason, AnnotationInboundHost) {
+				t.Errorf("%q: the refusal does not name %s: %s", host, AnnotationInboundHost, rep.Reason)
+			}
+			if ferryAcceptsApp(t, net.JoinHostPort(host, "8080")) && host != "$(POD_IP)" {
+				t.Errorf("%q: ferry accepts it, the injector refused: %s", host, rep.Reason)
+			}
+			if host == "$(POD_IP)" {
+				t.Errorf("%q refused: %s", host, rep.Reason)
+			}
+			continue
+		}
+		for _, podIP := range []string{"10.1.2.3", "fd00::1:2:3"} {
+			env := containerEnvWith(t, *c, map[string]string{"status.podIP": podIP})
+			if _, err := sidecar.ParseConfig([]byte(env[ConfigEnv])); err != nil {
+				t.Errorf("%q (pod IP %s): injected, but ferry would exit at start: %v", host, podIP, err)
+			}
+		}
+	}
+}
+
+// ferryAcceptsApp reports whether ferry's config loader takes app as
+// inbound.app.
+func ferryAcceptsApp(t *testing.T, app string) bool {
+	t.Helper()
+	_, err := sidecar.ParseConfig([]byte("inbound: { listen: 127.0.0.1:0, app: " + strconv.Quote(app) + " }\n"))
+	return err == nil
 }

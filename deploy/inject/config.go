@@ -110,7 +110,7 @@ func (p *plan) configYAML() (string, error) {
 	if p.inboundPort > 0 {
 		c.Inbound = &inboundConfig{
 			Listen:   "0.0.0.0:" + strconv.Itoa(InboundPort),
-			App:      "127.0.0.1:" + strconv.Itoa(int(p.inboundPort)),
+			App:      p.inboundApp(),
 			Protocol: p.inboundProtocol,
 		}
 	}

@@ -161,9 +161,11 @@ func (in *Injector) decide(obj map[string]any) (*mutation, Report) {
 			AnnotationConsulService, AnnotationInboundPort)
 	}
 	// An annotation the pod would not use is refused, not dropped.
-	if _, set := ann[AnnotationInboundProtocol]; set && p.inboundPort == 0 {
-		return refuse("annotation %s has no effect: the pod has no inbound port (%s is none, or the default container declares no TCP port)",
-			AnnotationInboundProtocol, AnnotationInboundPort)
+	for _, k := range []string{AnnotationInboundProtocol, AnnotationInboundHost} {
+		if _, set := ann[k]; set && p.inboundPort == 0 {
+			return refuse("annotation %s has no effect: the pod has no inbound port (%s is none, or the default container declares no TCP port)",
+				k, AnnotationInboundPort)
+		}
 	}
 	if !p.usesConsul() {
 		for _, k := range []string{AnnotationConsulAddr, AnnotationConsulTokenSecret} {

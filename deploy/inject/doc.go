@@ -17,7 +17,8 @@
 //     them (like Istio's holdApplicationUntilProxyStarts);
 //   - admin on 0.0.0.0:15000 so kubelet's readiness, liveness and startup
 //     probes reach /ready and /live; outbound on 127.0.0.1:15001; inbound on
-//     0.0.0.0:15006 to the app's port;
+//     0.0.0.0:15006 to the app's port on 127.0.0.1 (or the
+//     ferry.io/inbound-host annotation's host);
 //   - a preStop sleep, ferry's shutdown delay and grace, resources (fitted
 //     to the pod's budget when it sets pod-level resources, see
 //     podresources.go), a restricted security context, and the

@@ -26,7 +26,11 @@ func TestUnusedAnnotationsRefused(t *testing.T) {
 			AnnotationConsulAddr, func(env map[string]string) bool { return env["CONSUL_HTTP_ADDR"] == "10.0.0.5:8500" }},
 		{map[string]string{AnnotationUpstreams: static, AnnotationConsulTokenSecret: "consul:token"},
 			AnnotationConsulTokenSecret, func(env map[string]string) bool { return env["CONSUL_HTTP_TOKEN"] != "" }},
+		{map[string]string{AnnotationUpstreams: static, AnnotationInboundPort: "none", AnnotationInboundHost: "::1"},
+			AnnotationInboundHost, func(env map[string]string) bool { return strings.Contains(env[ConfigEnv], "[::1]:") }},
 		// Used: still injected.
+		{map[string]string{AnnotationInboundHost: "::1"},
+			"", func(env map[string]string) bool { return strings.Contains(env[ConfigEnv], "[::1]:") }},
 		{map[string]string{AnnotationInboundProtocol: "h2c"},
 			"", func(env map[string]string) bool { return strings.Contains(env[ConfigEnv], "protocol: h2c") }},
 		{map[string]string{AnnotationUpstreams: "files", AnnotationConsulAddr: "10.0.0.5:8500", AnnotationConsulTokenSecret: "consul:token"},

@@ -3,6 +3,7 @@ package inject
 import (
 	"fmt"
 	"maps"
+	"net"
 	"net/url"
 	"slices"
 	"strconv"
@@ -10,6 +11,7 @@ import (
 	"time"
 
 	"github.com/ferrymesh/ferry/discovery"
+	"github.com/ferrymesh/ferry/internal/dialhost"
 )
 
 // plan is everything the injection of one pod needs, read from the
@@ -18,6 +20,7 @@ type plan struct {
 	upstreams       []Upstream
 	inboundPort     int32 // 0: no inbound listener
 	inboundProtocol string
+	inboundHost     string // the app's host (AnnotationInboundHost)
 	register        *registration
 	consulAddr      string
 	consulToken     *secretKeySelector
@@ -72,6 +75,7 @@ var (
 func (o *Options) makePlan(ann map[string]string, spec *podSpec) (*plan, error) {
 	p := &plan{
 		inboundProtocol: "auto",
+		inboundHost:     "127.0.0.1",
 		consulAddr:      o.ConsulAddr,
 		otelEndpoint:    o.OTelEndpoint,
 		image:           o.Image,
@@ -99,6 +103,12 @@ func (o *Options) makePlan(ann map[string]string, spec *podSpec) (*plan, error) 
 			return nil, annotationError(AnnotationInboundProtocol, v, err)
 		}
 		p.inboundProtocol = v
+	}
+	if v, ok := get(AnnotationInboundHost); ok {
+		if v != podIPRef && !dialhost.Valid(v) {
+			return nil, annotationError(AnnotationInboundHost, v, fmt.Errorf("want an IP address, a host name or %s", podIPRef))
+		}
+		p.inboundHost = v
 	}
 	if err := p.readRegistration(get); err != nil {
 		return nil, err
@@ -396,6 +406,21 @@ func checkConsulAddr(v string) error {
 		}
 	}
 	return nil
+}
+
+// podIPRef is the pod's own address as kubelet expands it in ferry's
+// config (the container defines POD_IP from the downward API).
+const podIPRef = "$(POD_IP)"
+
+// inboundApp is inbound.app: the app's host and port. $(POD_IP) goes in
+// brackets, which hold an IPv4 address as well as the IPv6 one kubelet
+// may put there ("[fd00::5]:8080"; bare, "fd00::5:8080" would not parse).
+func (p *plan) inboundApp() string {
+	port := strconv.Itoa(int(p.inboundPort))
+	if p.inboundHost == podIPRef {
+		return "[" + podIPRef + "]:" + port
+	}
+	return net.JoinHostPort(p.inboundHost, port)
 }
 
 // sampleEnv holds a value of the kind kubelet gives each variable the
