@@ -46,25 +46,72 @@ func (s *Sidecar) readSettled(ctx context.Context, path string) ([]byte, error) 
 	if err != nil {
 		return nil, fmt.Errorf("config: %w", err)
 	}
+	data, err := settleRead(path, prev, s.settle, s.log, func(d time.Duration) bool { return s.waitFile(ctx, d) })
+	switch {
+	case errors.Is(err, errWaitEnded):
+		return nil, ctx.Err()
+	case errors.Is(err, errStillChanging):
+		// The caller logs this: no warning besides.
+		return nil, fmt.Errorf("%w; not applied (it applies once it stops changing: on the next SIGHUP, or the watcher's next poll)", err)
+	}
+	return data, err
+}
+
+// errWaitEnded: settleRead's wait gave up.
+var errWaitEnded = errors.New("the wait for the config file to settle ended")
+
+// settleRead reads path again, settle apart (wait waits, and reports
+// false to give up: errWaitEnded), until a read gives the bytes of the
+// read before it, prev first, and returns those; errStillChanging once
+// configSettleReads reads in a row found it changed again.
+func settleRead(path string, prev []byte, settle time.Duration, log *slog.Logger, wait func(time.Duration) bool) ([]byte, error) {
 	ch := fileChange{pending: true, data: prev}
 	for {
-		if !s.waitFile(ctx, s.settle) {
-			return nil, ctx.Err()
+		if !wait(settle) {
+			return nil, errWaitEnded
 		}
 		cur, err := os.ReadFile(path)
 		if err != nil {
 			return nil, fmt.Errorf("config: %w", err)
 		}
 		if ch.settled(cur) {
-			ch.apply(s.log, path)
+			ch.apply(log, path)
 			return cur, nil
 		}
 		if ch.changes+1 >= configSettleReads {
-			// The caller logs this: no warning besides.
-			return nil, fmt.Errorf("config %s: %w: it changed on each of %d reads %s apart; not applied (it applies once it stops changing: on the next SIGHUP, or the watcher's next poll)", path, errStillChanging, ch.changes+1, s.settle)
+			return nil, fmt.Errorf("config %s: %w: it changed on each of %d reads %s apart", path, errStillChanging, ch.changes+1, settle)
 		}
-		ch.see(cur, s.log, path, s.settle)
+		ch.see(cur, log, path, settle)
 	}
+}
+
+// ReadConfigFile reads the config file ferry starts with. A file changed
+// within the last settle interval may be in the middle of being written
+// (see DefaultConfigSettle), and a half that is valid YAML would start
+// ferry with a partial table: it is read again, settle apart, until two
+// reads give the same bytes, as a change is before it applies. A file
+// older than that (the usual start), and one that is not a regular file,
+// is read once. wait waits d and
+// reports false to give up (a signal to stop came); the error then says
+// so.
+func ReadConfigFile(path string, settle time.Duration, log *slog.Logger, wait func(time.Duration) bool) ([]byte, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	// Stat after the read: a write that began before the read ended
+	// shows in the modification time.
+	fi, err := os.Stat(path)
+	if err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	if !fi.Mode().IsRegular() || time.Since(fi.ModTime()) >= settle {
+		// A FIFO or process substitution is one stream, read to its
+		// writer's end; read again, it would wait for another writer.
+		return data, nil
+	}
+	log.Debug("config file changed just before start-up; reading it once it reads the same after the settle interval", "file", path, "settle", settle.String())
+	return settleRead(path, data, settle, log, wait)
 }
 
 // waitFile waits d before the config file is read again, and reports

@@ -485,3 +485,68 @@ func TestWatchConfigFileLogsAChangeHeldBackOnce(t *testing.T) {
 		t.Logf("log:\n%s", out)
 	}
 }
+
+// The config file ferry starts with is read once when it is older than the
+// settle interval; one changed just before start-up may be half-written
+// (a valid half would start ferry with a partial table) and is read again,
+// settle apart, until two reads agree. The waits are the test's: the
+// writer finishes during the first one.
+func TestReadConfigFileAtStartWaitsForAFileBeingWritten(t *testing.T) {
+	const settle = time.Minute
+	path := filepath.Join(t.TempDir(), "ferry.yaml")
+	half, whole := "outbound: { listen: 127.0.0.1:0 }\n", "outbound: { listen: 127.0.0.1:0, routes: [ { path_prefix: /, service: a } ] }\nservices: { a: { endpoints: [127.0.0.1:1] } }\n"
+	log := slog.New(slog.DiscardHandler)
+	refuse := func(time.Duration) bool { t.Error("waited on a file older than the settle interval"); return true }
+
+	// An old file: read once.
+	if err := os.WriteFile(path, []byte(whole), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	old := time.Now().Add(-2 * settle)
+	if err := os.Chtimes(path, old, old); err != nil {
+		t.Fatal(err)
+	}
+	if data, err := ReadConfigFile(path, settle, log, refuse); err != nil || string(data) != whole {
+		t.Fatalf("old file: %q, %v", data, err)
+	}
+
+	// A file being written: the half read first, the whole once it settled.
+	if err := os.WriteFile(path, []byte(half), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	waits := 0
+	data, err := ReadConfigFile(path, settle, log, func(d time.Duration) bool {
+		if d != settle {
+			t.Errorf("waited %v, want the settle interval", d)
+		}
+		if waits++; waits == 1 {
+			if err := os.WriteFile(path, []byte(whole), 0o600); err != nil {
+				t.Error(err)
+			}
+		}
+		return true
+	})
+	if err != nil || string(data) != whole {
+		t.Fatalf("file written at start-up: %q, %v; want the whole file", data, err)
+	}
+	if waits != 2 {
+		t.Errorf("waited %d times, want 2 (changed once, then read the same)", waits)
+	}
+	if _, err := ParseConfig(data); err != nil {
+		t.Fatal(err)
+	}
+
+	// A file that keeps changing, and a wait that gives up (a signal).
+	n := 0
+	_, err = ReadConfigFile(path, settle, log, func(time.Duration) bool {
+		n++
+		os.WriteFile(path, []byte(fmt.Sprintf("%s# version %d\n", whole, n)), 0o600)
+		return true
+	})
+	if !errors.Is(err, errStillChanging) || !strings.Contains(err.Error(), path) {
+		t.Fatalf("file that keeps changing: %v", err)
+	}
+	if _, err := ReadConfigFile(path, settle, log, func(time.Duration) bool { return false }); !errors.Is(err, errWaitEnded) {
+		t.Fatalf("wait that gave up: %v", err)
+	}
+}

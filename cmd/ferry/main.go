@@ -202,11 +202,29 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 	var cfg *sidecar.Config
 	var loaded []byte // the config file's bytes, for the change watcher
 	var err error
+	var stopSig os.Signal // a SIGTERM or SIGINT that came while the config file settled
 	if *path != "" {
-		if loaded, err = os.ReadFile(*path); err != nil {
-			err = fmt.Errorf("config: %w", err)
-		} else if cfg, err = sidecar.ParseConfig(loaded); err != nil {
-			err = fmt.Errorf("config %s:\n%w", *path, err)
+		// A file written just before start-up is read once it settles
+		// (two reads settle apart give the same bytes); a signal to stop
+		// ends the wait.
+		startLog := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: level}))
+		wait := func(d time.Duration) bool {
+			t := time.NewTimer(d)
+			defer t.Stop()
+			select {
+			case <-t.C:
+				return true
+			case stopSig = <-sigs:
+				return false
+			}
+		}
+		if loaded, err = sidecar.ReadConfigFile(*path, *settle, startLog, wait); stopSig != nil {
+			startLog.Info("signal received during start-up; exiting without serving", "signal", stopSig.String())
+			return exitOK
+		} else if err == nil {
+			if cfg, err = sidecar.ParseConfig(loaded); err != nil {
+				err = fmt.Errorf("config %s:\n%w", *path, err)
+			}
 		}
 	} else if text, ok := os.LookupEnv(*configEnv); !ok {
 		err = fmt.Errorf("config: environment variable %s is not set", *configEnv)

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -188,4 +189,26 @@ func TestSignalRightAfterStartNeverKillsFerry(t *testing.T) {
 		median = windows[len(windows)/2]
 	}
 	t.Logf("%d of %d runs killed before ferry's first package initialised (the uncovered window); ferry's signal handling began %.2f ms (median of %d runs) after the Go runtime started", early, runs, median, len(windows))
+}
+
+// A config file written just before start-up is read again once it
+// settles; a SIGTERM during that wait ends ferry cleanly, at once, as any
+// signal during start-up does (not after the settle interval, here a
+// minute).
+func TestSignalWhileConfigSettlesExitsCleanly(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "ferry.yaml")
+	if err := os.WriteFile(path, []byte(oneUpstreamConfig("127.0.0.1:1", "")), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	p := startFerryProc(t, []string{"run", "--config", path, "--config-settle", "1m", "--log-level", "debug"}, nil)
+	p.waitLog(20*time.Second, func(m map[string]any) bool {
+		return strings.HasPrefix(fmt.Sprint(m["msg"]), "config file changed just before start-up")
+	})
+	p.signal(syscall.SIGTERM)
+	if code := p.exitCode(20 * time.Second); code != exitOK {
+		t.Fatalf("exit code %d, want 0; log:\n%s", code, p.log())
+	}
+	if log := p.log(); !strings.Contains(log, "signal received during start-up; exiting without serving") || strings.Contains(log, `"listening"`) {
+		t.Fatalf("want ferry to stop during start-up without listening; log:\n%s", log)
+	}
 }
