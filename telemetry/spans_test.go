@@ -213,27 +213,21 @@ func TestB3SingleInAndOut(t *testing.T) {
 
 func TestB3MultiInAndOut(t *testing.T) {
 	tel, rec, _ := recorded(t, Config{Propagators: []string{"tracecontext", "b3multi"}}, env{})
-	r := incoming("GET", "http://files/x", map[string]string{
+	_, up := hop(t, tel, map[string]string{
 		"X-B3-TraceId": callerTrace, "X-B3-SpanId": callerSpan, "X-B3-Sampled": "1",
 	})
-	_, req := tel.StartRequest(r, Outbound)
-	out := upstream(t, tel, r, "http://files/x")
-	att := req.StartAttempt(out, AttemptInfo{Endpoint: "10.0.0.7:8080", Attempt: 1})
-	att.Inject(out.Header)
-	att.End(Outcome{Status: 200})
-	req.End(Outcome{Status: 200})
 
 	client := spanByKind(t, rec.Ended(), "client")
-	if got := out.Header.Get("X-B3-TraceId"); got != callerTrace {
+	if got := up.Get("X-B3-TraceId"); got != callerTrace {
 		t.Errorf("X-B3-TraceId %q, want %q", got, callerTrace)
 	}
-	if got := out.Header.Get("X-B3-SpanId"); got != client.SpanContext().SpanID().String() {
+	if got := up.Get("X-B3-SpanId"); got != client.SpanContext().SpanID().String() {
 		t.Errorf("X-B3-SpanId %q, want client span %s", got, client.SpanContext().SpanID())
 	}
-	if got := out.Header.Get("X-B3-Sampled"); got != "1" {
+	if got := up.Get("X-B3-Sampled"); got != "1" {
 		t.Errorf("X-B3-Sampled %q", got)
 	}
-	_, pid, _ := parseTraceparent(t, out.Header.Get("traceparent"))
+	_, pid, _ := parseTraceparent(t, up.Get("traceparent"))
 	if pid != client.SpanContext().SpanID().String() {
 		t.Error("traceparent parent is not the client span")
 	}
