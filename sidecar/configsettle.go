@@ -85,8 +85,18 @@ func settleRead(path string, prev []byte, settle time.Duration, log *slog.Logger
 	}
 }
 
+// fileTimeSlack covers file systems whose times are coarse (a second, two
+// on FAT) or cached (NFS attributes): a file changed within the settle
+// interval may carry a time up to that much older.
+const fileTimeSlack = 2 * time.Second
+
+// fileNow is the clock ReadConfigFile ages the file by (a variable for
+// tests: a file's change time cannot be set back).
+var fileNow = time.Now
+
 // ReadConfigFile reads the config file ferry starts with. A file changed
-// within the last settle interval may be in the middle of being written
+// within the last settle interval (plus fileTimeSlack; the later of its
+// modification and status change times) may be in the middle of being written
 // (see DefaultConfigSettle), and a half that is valid YAML would start
 // ferry with a partial table: it is read again, settle apart, until two
 // reads give the same bytes, as a change is before it applies. A file
@@ -105,7 +115,7 @@ func ReadConfigFile(path string, settle time.Duration, log *slog.Logger, wait fu
 	if err != nil {
 		return nil, fmt.Errorf("config: %w", err)
 	}
-	if !fi.Mode().IsRegular() || time.Since(fi.ModTime()) >= settle {
+	if !fi.Mode().IsRegular() || fileNow().Sub(lastChange(fi)) >= settle+fileTimeSlack {
 		// A FIFO or process substitution is one stream, read to its
 		// writer's end; read again, it would wait for another writer.
 		return data, nil

@@ -498,39 +498,54 @@ func TestReadConfigFileAtStartWaitsForAFileBeingWritten(t *testing.T) {
 	log := slog.New(slog.DiscardHandler)
 	refuse := func(time.Duration) bool { t.Error("waited on a file older than the settle interval"); return true }
 
-	// An old file: read once.
+	// An old file: read once. (Its change time cannot be set back: the
+	// clock is moved on instead.)
 	if err := os.WriteFile(path, []byte(whole), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	old := time.Now().Add(-2 * settle)
-	if err := os.Chtimes(path, old, old); err != nil {
-		t.Fatal(err)
-	}
-	if data, err := ReadConfigFile(path, settle, log, refuse); err != nil || string(data) != whole {
+	fileNow = func() time.Time { return time.Now().Add(settle + fileTimeSlack + time.Second) }
+	data, err := ReadConfigFile(path, settle, log, refuse)
+	fileNow = time.Now
+	if err != nil || string(data) != whole {
 		t.Fatalf("old file: %q, %v", data, err)
 	}
+	old := time.Now().Add(-2 * settle)
 
 	// A file being written: the half read first, the whole once it settled.
-	if err := os.WriteFile(path, []byte(half), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	waits := 0
-	data, err := ReadConfigFile(path, settle, log, func(d time.Duration) bool {
-		if d != settle {
-			t.Errorf("waited %v, want the settle interval", d)
+	// A copy that keeps its source's modification time (cp -p, tar) is
+	// written, then dated back: its change time still says now.
+	for _, keepTime := range []bool{false, true} {
+		if err := os.WriteFile(path, []byte(half), 0o600); err != nil {
+			t.Fatal(err)
 		}
-		if waits++; waits == 1 {
-			if err := os.WriteFile(path, []byte(whole), 0o600); err != nil {
-				t.Error(err)
+		if keepTime {
+			if err := os.Chtimes(path, old, old); err != nil {
+				t.Fatal(err)
 			}
 		}
-		return true
-	})
-	if err != nil || string(data) != whole {
-		t.Fatalf("file written at start-up: %q, %v; want the whole file", data, err)
-	}
-	if waits != 2 {
-		t.Errorf("waited %d times, want 2 (changed once, then read the same)", waits)
+		waits := 0
+		data, err = ReadConfigFile(path, settle, log, func(d time.Duration) bool {
+			if d != settle {
+				t.Errorf("waited %v, want the settle interval", d)
+			}
+			if waits++; waits == 1 {
+				if err := os.WriteFile(path, []byte(whole), 0o600); err != nil {
+					t.Error(err)
+				}
+				if keepTime {
+					if err := os.Chtimes(path, old, old); err != nil {
+						t.Error(err)
+					}
+				}
+			}
+			return true
+		})
+		if err != nil || string(data) != whole {
+			t.Fatalf("file written at start-up (modification time kept: %v): %q, %v; want the whole file", keepTime, data, err)
+		}
+		if waits != 2 {
+			t.Errorf("modification time kept: %v: waited %d times, want 2 (changed once, then read the same)", keepTime, waits)
+		}
 	}
 	if _, err := ParseConfig(data); err != nil {
 		t.Fatal(err)

@@ -258,8 +258,18 @@ func TestGRPCCallerStatus(t *testing.T) {
 		if tc.trailer != "" {
 			res.Trailer.Set("Grpc-Status", tc.trailer)
 		}
-		if got := grpcCallerStatus(res); got != tc.want {
+		if got := grpcCallerStatus(res, 0); got != tc.want {
 			t.Errorf("%d %s, head %q, trailer %q: %d, want %d", tc.status, tc.ct, tc.head, tc.trailer, got, tc.want)
+		}
+		if tc.status == 200 && tc.trailer == "" && tc.head == "" {
+			// Messages came, then the stream ended without trailers.
+			want := tc.want
+			if tc.ct == "application/grpc" {
+				want = grpcInternal
+			}
+			if got := grpcCallerStatus(res, 5); got != want {
+				t.Errorf("%s after a message, no status: %d, want %d", tc.ct, got, want)
+			}
 		}
 		res.Trailer = http.Header{} // unread
 		if got, ok := grpcHeadStatus(res); got != tc.headWant || ok != tc.headKnowsIt {

@@ -186,6 +186,9 @@ func TestGRPCPlainAnswerStatusInTelemetry(t *testing.T) {
 		case "grpc-without-status":
 			w.Header().Set("Content-Type", "application/grpc")
 			w.WriteHeader(http.StatusOK)
+		case "grpc-message-without-status":
+			w.Header().Set("Content-Type", "application/grpc")
+			w.Write([]byte{0, 0, 0, 0, 0}) // an empty message, then no trailers
 		case "html":
 			w.Header().Set("Content-Type", "text/html")
 			io.WriteString(w, "<p>hello</p>")
@@ -217,6 +220,7 @@ services:
 		{"500", codes.Unknown, 500, true},
 		{"html", codes.Unknown, 200, true},
 		{"grpc-without-status", codes.Unknown, 200, true},
+		{"grpc-message-without-status", codes.Internal, 200, true},
 	} {
 		t.Run(tc.answer, func(t *testing.T) {
 			before := len(rec.Ended())

@@ -79,17 +79,22 @@ func isGRPC(ct []string) bool {
 // clients make of it (gRPC's doc/http-grpc-status-mapping.md, as grpc-go
 // and grpc-java apply it): an HTTP error status maps to a code (an
 // overloaded or absent upstream's 502, 503, 504 or 429 to UNAVAILABLE),
-// and a 200 without a grpc-status a client can read is UNKNOWN (grpc-go
-// says INTERNAL instead when messages came before the stream's end
-// without trailers). Without it, a call that a
+// a gRPC 200 whose body (body bytes of it were relayed) ended without
+// trailers is INTERNAL ("server closed the stream without sending
+// trailers"), and any other 200 without a grpc-status a client can read
+// is UNKNOWN. Without it, a call that a
 // load balancer in front of the upstream refused with a plain 503 would
 // carry no gRPC status in ferry's spans and access log, while the caller
 // saw UNAVAILABLE.
-func grpcCallerStatus(res *http.Response) int {
+func grpcCallerStatus(res *http.Response, body int64) int {
 	if code, ok := grpcStatus(res); ok {
 		return code
 	}
 	switch res.StatusCode {
+	case http.StatusOK:
+		if body > 0 && isGRPC(res.Header["Content-Type"]) {
+			return grpcInternal
+		}
 	case http.StatusBadRequest:
 		return grpcInternal
 	case http.StatusUnauthorized:
@@ -111,5 +116,5 @@ func grpcHeadStatus(res *http.Response) (int, bool) {
 	if res.StatusCode == http.StatusOK && isGRPC(res.Header["Content-Type"]) && res.Header["Grpc-Status"] == nil {
 		return 0, false
 	}
-	return grpcCallerStatus(res), true
+	return grpcCallerStatus(res, 0), true
 }

@@ -506,7 +506,7 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, up *upstream, ma
 			// returns, just after the server span ends.
 			code, ok := grpcStatus(res)
 			if !ok && x.grpc {
-				code, ok = grpcCallerStatus(res), true
+				code, ok = grpcCallerStatus(res, result.n), true
 			}
 			if ok {
 				ao.GRPC, ao.GRPCStatus = true, code

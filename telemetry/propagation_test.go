@@ -213,6 +213,10 @@ func TestB3DeferredIsFerrysDecision(t *testing.T) {
 		{"b3": callerTrace + "-" + callerSpan},
 		{"X-B3-Traceid": callerTrace, "X-B3-Spanid": callerSpan},
 		{"b3": callerTrace[16:] + "-" + callerSpan}, // a 64-bit trace ID
+		// A single header the propagator refuses, beside multiple ones
+		// that defer; and an X-B3-Flags that is not debug (no decision).
+		{"b3": "zz-yy", "X-B3-Traceid": callerTrace, "X-B3-Spanid": callerSpan},
+		{"X-B3-Traceid": callerTrace, "X-B3-Spanid": callerSpan, "X-B3-Flags": "0"},
 	}
 	for _, c := range []struct {
 		name   string

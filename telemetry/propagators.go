@@ -111,16 +111,15 @@ func b3Decision(c headerCarrier) callerDecision {
 // parent a span of ferry's nobody recorded.
 func b3Deferred(c headerCarrier, sc trace.SpanContext) bool {
 	tid, sid := sc.TraceID().String(), sc.SpanID().String()
-	if v := c.Get("b3"); v != "" {
-		parts := strings.Split(v, "-")
-		if len(parts) >= 2 && parts[0] != "" {
-			// The single header is the one the propagator reads, when
-			// it carries IDs.
-			return len(parts) == 2 && sameB3ID(parts[0], tid) && parts[1] == sid
-		}
+	if parts := strings.Split(c.Get("b3"), "-"); len(parts) >= 2 && sameB3ID(parts[0], tid) && parts[1] == sid {
+		// The single header carried the trace (the propagator reads it
+		// first); one it refused leaves the multiple headers to say.
+		return len(parts) == 2
 	}
+	// X-B3-Flags other than 1 (debug) is no decision: the propagator
+	// ignores it.
 	return sameB3ID(c.Get("X-B3-Traceid"), tid) && c.Get("X-B3-Spanid") == sid &&
-		c.Get("X-B3-Sampled") == "" && c.Get("X-B3-Flags") == ""
+		c.Get("X-B3-Sampled") == "" && c.Get("X-B3-Flags") != "1"
 }
 
 // sameB3ID reports whether a B3 trace ID (16 or 32 hex digits; a 16-digit

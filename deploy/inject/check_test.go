@@ -301,6 +301,7 @@ func TestInboundHostAcceptedOnlyWhenFerryAcceptsIt(t *testing.T) {
 	for _, host := range []string{
 		"::1", "10.0.0.7", "fe80::1%eth0", "app.shop.svc", "localhost", "$(POD_IP)",
 		"", "user@app", "a b", "caf\u00e9", "[::1]", "$(HOST_IP)", "app:80", "$(POD_IP):80",
+		"fe80::1%a]", "fe80::1%$(POD_NAME)", "fe80::1%[x",
 	} {
 		rep, c := injectPod(t, inj, map[string]string{AnnotationInboundHost: host})
 		if c == nil {

@@ -105,7 +105,9 @@ func (o *Options) makePlan(ann map[string]string, spec *podSpec) (*plan, error) 
 		p.inboundProtocol = v
 	}
 	if v, ok := get(AnnotationInboundHost); ok {
-		if v != podIPRef && !dialhost.Valid(v) {
+		// No brackets in an IPv6 zone (which netip takes): the address
+		// gets its own. A '$' is escaped when rendered (inboundApp).
+		if v != podIPRef && (!dialhost.Valid(v) || strings.ContainsAny(v, "[]")) {
 			return nil, annotationError(AnnotationInboundHost, v, fmt.Errorf("want an IP address, a host name or %s", podIPRef))
 		}
 		p.inboundHost = v
@@ -420,7 +422,7 @@ func (p *plan) inboundApp() string {
 	if p.inboundHost == podIPRef {
 		return "[" + podIPRef + "]:" + port
 	}
-	return net.JoinHostPort(p.inboundHost, port)
+	return net.JoinHostPort(escapeEnv(p.inboundHost), port)
 }
 
 // sampleEnv holds a value of the kind kubelet gives each variable the
