@@ -85,6 +85,20 @@ func grpcType(ct []string) bool {
 // again would fail the same way.
 func grpcCode(f failure) int {
 	switch f.status {
+	case http.StatusRequestEntityTooLarge:
+		return grpcResourceExhausted
+	case http.StatusGatewayTimeout:
+		if !f.unsent {
+			return grpcDeadlineExceeded
+		}
+	}
+	return grpcCodeOfHTTP(f.status)
+}
+
+// grpcCodeOfHTTP is the gRPC status gRPC clients make of an HTTP status
+// that came without one (gRPC's doc/http-grpc-status-mapping.md).
+func grpcCodeOfHTTP(status int) int {
+	switch status {
 	case http.StatusBadRequest:
 		return grpcInternal
 	case http.StatusUnauthorized:
@@ -93,14 +107,7 @@ func grpcCode(f failure) int {
 		return grpcPermissionDenied
 	case http.StatusNotFound:
 		return grpcUnimplemented
-	case http.StatusRequestEntityTooLarge:
-		return grpcResourceExhausted
-	case http.StatusGatewayTimeout:
-		if !f.unsent {
-			return grpcDeadlineExceeded
-		}
-		return grpcUnavailable
-	case http.StatusTooManyRequests, http.StatusBadGateway, http.StatusServiceUnavailable:
+	case http.StatusTooManyRequests, http.StatusBadGateway, http.StatusServiceUnavailable, http.StatusGatewayTimeout:
 		return grpcUnavailable
 	}
 	return grpcUnknown

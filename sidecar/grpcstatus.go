@@ -90,23 +90,10 @@ func grpcCallerStatus(res *http.Response, body int64) int {
 	if code, ok := grpcStatus(res); ok {
 		return code
 	}
-	switch res.StatusCode {
-	case http.StatusOK:
-		if body > 0 && isGRPC(res.Header["Content-Type"]) {
-			return grpcInternal
-		}
-	case http.StatusBadRequest:
+	if res.StatusCode == http.StatusOK && body > 0 && isGRPC(res.Header["Content-Type"]) {
 		return grpcInternal
-	case http.StatusUnauthorized:
-		return grpcUnauthenticated
-	case http.StatusForbidden:
-		return grpcPermissionDenied
-	case http.StatusNotFound:
-		return grpcUnimplemented
-	case http.StatusTooManyRequests, http.StatusBadGateway, http.StatusServiceUnavailable, http.StatusGatewayTimeout:
-		return grpcUnavailable
 	}
-	return grpcUnknown
+	return grpcCodeOfHTTP(res.StatusCode)
 }
 
 // grpcHeadStatus is grpcCallerStatus for an answer whose body is left
