@@ -107,6 +107,36 @@ type Options struct {
 	Telemetry *telemetry.Telemetry
 }
 
+// newTelemetry builds cfg's telemetry with the OTEL_* environment. A
+// key's own error names it ("telemetry.sampler: ..."); one from the
+// environment names its variable, under telemetry.
+func newTelemetry(cfg *Config, lg *slog.Logger) (*telemetry.Telemetry, error) {
+	tel, err := telemetry.New(context.Background(), cfg.Telemetry, telemetry.WithLog(lg))
+	if err != nil {
+		var errs ConfigErrors
+		addErr(&errs, err)
+		if !strings.HasPrefix(errs[0].Path, "telemetry.") {
+			errs = ConfigErrors{{Path: "telemetry", Msg: err.Error()}}
+		}
+		return nil, errs
+	}
+	return tel, nil
+}
+
+// CheckTelemetry reports the error New would return for cfg's telemetry
+// settings with the OTEL_* environment, building and shutting down the
+// telemetry without exporting anything.
+func CheckTelemetry(cfg *Config) error {
+	tel, err := newTelemetry(cfg, slog.New(slog.DiscardHandler))
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_ = tel.Shutdown(ctx) // nothing was exported
+	return nil
+}
+
 // New builds a sidecar from a loaded config. Nothing listens until Start.
 func New(cfg *Config, opts Options) (*Sidecar, error) {
 	lg := opts.Log
@@ -116,16 +146,9 @@ func New(cfg *Config, opts Options) (*Sidecar, error) {
 	s := &Sidecar{log: lg, resolver: opts.Resolver, tunnels: newTunnelSet(), drainReq: make(chan struct{}, 1), endDrain: make(chan struct{})}
 	s.tel, s.ownTel = opts.Telemetry, false
 	if s.tel == nil {
-		tel, err := telemetry.New(context.Background(), cfg.Telemetry, telemetry.WithLog(lg))
+		tel, err := newTelemetry(cfg, lg)
 		if err != nil {
-			// A key's own error names it ("telemetry.sampler: ..."); one
-			// from the environment names its variable, under telemetry.
-			var errs ConfigErrors
-			addErr(&errs, err)
-			if !strings.HasPrefix(errs[0].Path, "telemetry.") {
-				errs = ConfigErrors{{Path: "telemetry", Msg: err.Error()}}
-			}
-			return nil, errs
+			return nil, err
 		}
 		s.tel, s.ownTel = tel, true
 	}

@@ -48,6 +48,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 	switch args[0] {
 	case "run":
 		return cmdRun(args[1:], stdout, stderr)
+	case "check":
+		return cmdCheck(args[1:], stdout, stderr)
 	case "demo":
 		return cmdDemo(args[1:], stdout, stderr)
 	case "inject":
@@ -70,6 +72,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 func usage(w io.Writer) {
 	fmt.Fprint(w, `usage:
   ferry run --config FILE   run the sidecar (or --config-env NAME: the config YAML in an environment variable)
+  ferry check --config FILE check a config as ferry run loads it, serving nothing (or --config-env NAME)
   ferry demo [--size N]     serve a large file, download it through ferry, report throughput and memory
   ferry inject [-f FILE]    add the ferry sidecar to Kubernetes manifests (stdin to stdout)
   ferry webhook --tls-cert FILE --tls-key FILE [--listen ADDR]   the mutating admission webhook

@@ -109,7 +109,7 @@ func TestRunRejectsExtraArguments(t *testing.T) {
 // ferry exits 0, as `ferry help` does. A flag it does not know still exits
 // 2 with the flag named on stderr.
 func TestSubcommandHelp(t *testing.T) {
-	for _, cmd := range []string{"run", "demo", "inject", "webhook"} {
+	for _, cmd := range []string{"run", "check", "demo", "inject", "webhook"} {
 		for _, flag := range []string{"-h", "--help", "-help"} {
 			var out, errb bytes.Buffer
 			code := run([]string{cmd, flag}, &out, &errb)

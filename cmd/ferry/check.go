@@ -1,0 +1,82 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"os"
+
+	"github.com/ferrymesh/ferry/sidecar"
+)
+
+// cmdCheck loads a config as ferry run would, and serves nothing: the
+// YAML and every rule the loader applies (each error names its key), and
+// the telemetry settings with the OTEL_* environment. It contacts
+// nothing (Consul's services are not resolved). A config it passes is
+// one ferry run starts with, unless a listener's address is taken or
+// Consul refuses it; one it fails, ferry run refuses with the same errors.
+func cmdCheck(args []string, stdout, stderr io.Writer) int {
+	fs := flagSet("check", "ferry check --config FILE | --config-env NAME", stderr)
+	path := fs.String("config", "", "config file (YAML)")
+	configEnv := fs.String("config-env", "", "name of an environment variable holding the config YAML (instead of --config)")
+	if code, ok := parseFlags(fs, args, stdout); !ok {
+		return code
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "ferry check: unexpected argument %q (the config goes after --config)\n", fs.Arg(0))
+		return exitConfig
+	}
+	if (*path == "") == (*configEnv == "") {
+		fmt.Fprintln(stderr, "ferry check: give exactly one of --config FILE or --config-env NAME")
+		return exitConfig
+	}
+	var text []byte
+	source := *path
+	if *path != "" {
+		b, err := os.ReadFile(*path)
+		if err != nil {
+			fmt.Fprintf(stderr, "ferry: config: %v\n", err)
+			return exitConfig
+		}
+		text = b
+	} else {
+		v, ok := os.LookupEnv(*configEnv)
+		if !ok {
+			fmt.Fprintf(stderr, "ferry: config: environment variable %s is not set\n", *configEnv)
+			return exitConfig
+		}
+		text, source = []byte(v), "$"+*configEnv
+	}
+	cfg, err := sidecar.ParseConfig(text)
+	if err != nil {
+		fmt.Fprintf(stderr, "ferry: config %s:\n%v\n", source, err)
+		return exitConfig
+	}
+	if err := sidecar.CheckTelemetry(cfg); err != nil {
+		fmt.Fprintf(stderr, "ferry: config %s:\n%v\n", source, err)
+		return exitConfig
+	}
+	fmt.Fprintf(stdout, "config %s is valid: %s\n", source, summary(cfg))
+	return exitOK
+}
+
+// summary says in one line what a valid config serves.
+func summary(cfg *sidecar.Config) string {
+	routes := 0
+	if cfg.Outbound != nil {
+		routes = len(cfg.Outbound.Routes)
+	}
+	consul := 0
+	for _, s := range cfg.Services {
+		if len(s.Endpoints) == 0 {
+			consul++
+		}
+	}
+	s := fmt.Sprintf("%d outbound routes, %d services (%d from Consul)", routes, len(cfg.Services), consul)
+	if cfg.Inbound != nil {
+		s += ", inbound to " + cfg.Inbound.App
+	}
+	if cfg.Register != nil {
+		s += ", registered in Consul as " + cfg.Register.Name
+	}
+	return s
+}

@@ -1,0 +1,67 @@
+package main
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// ferry check loads a config as ferry run does and serves nothing: a
+// valid one exits 0 with a summary on stdout; a bad key, a bad telemetry
+// environment or a missing file exits 2 naming it, as ferry run would.
+func TestCheck(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name, text string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(text), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	good := write("good.yaml", `
+outbound:
+  listen: 127.0.0.1:15001
+  routes:
+    - { host: files, service: files }
+    - { path_prefix: /api, service: api }
+inbound: { listen: 0.0.0.0:15006, app: 127.0.0.1:8080 }
+services:
+  files: { endpoints: [10.0.0.1:80] }
+  api: { consul: { service: api } }
+`)
+	bad := write("bad.yaml", "outbound:\n  routes: [ { host: a, service: nope } ]\n")
+	for _, tc := range []struct {
+		name    string
+		args    []string
+		env     map[string]string
+		code    int
+		out, er string
+	}{
+		{"valid file", []string{"--config", good}, nil, exitOK,
+			"config " + good + " is valid: 2 outbound routes, 2 services (1 from Consul), inbound to 127.0.0.1:8080", ""},
+		{"valid from the environment", []string{"--config-env", "FERRY_CHECK_CONFIG"}, map[string]string{"FERRY_CHECK_CONFIG": "outbound: {}\n"}, exitOK,
+			"config $FERRY_CHECK_CONFIG is valid: 0 outbound routes, 0 services (0 from Consul)", ""},
+		{"bad key", []string{"--config", bad}, nil, exitConfig,
+			"", "config " + bad + ":\noutbound.routes[0].service: service \"nope\" is not defined"},
+		{"bad telemetry environment", []string{"--config", good}, map[string]string{"OTEL_TRACES_SAMPLER": "sometimes"}, exitConfig,
+			"", "config " + good + ":\ntelemetry: OTEL_TRACES_SAMPLER: unknown \"sometimes\""},
+		{"missing file", []string{"--config", filepath.Join(dir, "none.yaml")}, nil, exitConfig, "", "none.yaml"},
+		{"no config", nil, nil, exitConfig, "", "give exactly one of --config FILE or --config-env NAME"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			for k, v := range tc.env {
+				t.Setenv(k, v)
+			}
+			var out, errb bytes.Buffer
+			code := run(append([]string{"check"}, tc.args...), &out, &errb)
+			if code != tc.code || !strings.Contains(out.String(), tc.out) || !strings.Contains(errb.String(), tc.er) {
+				t.Fatalf("exit %d, stdout %q, stderr %q; want exit %d, stdout with %q, stderr with %q", code, out.String(), errb.String(), tc.code, tc.out, tc.er)
+			}
+			if tc.code == exitOK && errb.Len() != 0 || tc.code != exitOK && out.Len() != 0 {
+				t.Fatalf("stdout %q, stderr %q: a result goes to one of them", out.String(), errb.String())
+			}
+		})
+	}
+}
