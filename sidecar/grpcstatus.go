@@ -82,10 +82,9 @@ func isGRPC(ct []string) bool {
 // a gRPC 200 whose body (body bytes of it were relayed) ended without
 // trailers is INTERNAL ("server closed the stream without sending
 // trailers"), and any other 200 without a grpc-status a client can read
-// is UNKNOWN. Without it, a call that a
-// load balancer in front of the upstream refused with a plain 503 would
-// carry no gRPC status in ferry's spans and access log, while the caller
-// saw UNAVAILABLE.
+// is UNKNOWN. Without it, a call that a load balancer in front of the
+// upstream refused with a plain 503 would carry no gRPC status in ferry's
+// spans and access log, while the caller saw UNAVAILABLE.
 func grpcCallerStatus(res *http.Response, body int64) int {
 	if code, ok := grpcStatus(res); ok {
 		return code

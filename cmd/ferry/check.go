@@ -29,26 +29,22 @@ func cmdCheck(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "ferry check: give exactly one of --config FILE or --config-env NAME")
 		return exitConfig
 	}
-	var text []byte
+	var cfg *sidecar.Config
+	var err error
 	source := *path
 	if *path != "" {
-		b, err := os.ReadFile(*path)
-		if err != nil {
-			fmt.Fprintf(stderr, "ferry: config: %v\n", err)
-			return exitConfig
+		var text []byte
+		if text, err = os.ReadFile(*path); err != nil {
+			err = fmt.Errorf("config: %w", err)
+		} else if cfg, err = sidecar.ParseConfig(text); err != nil {
+			err = fmt.Errorf("config %s:\n%w", *path, err)
 		}
-		text = b
 	} else {
-		v, ok := os.LookupEnv(*configEnv)
-		if !ok {
-			fmt.Fprintf(stderr, "ferry: config: environment variable %s is not set\n", *configEnv)
-			return exitConfig
-		}
-		text, source = []byte(v), "$"+*configEnv
+		cfg, err = configFromEnv(*configEnv)
+		source = "from $" + *configEnv
 	}
-	cfg, err := sidecar.ParseConfig(text)
 	if err != nil {
-		fmt.Fprintf(stderr, "ferry: config %s:\n%v\n", source, err)
+		fmt.Fprintf(stderr, "ferry: %v\n", err)
 		return exitConfig
 	}
 	if err := sidecar.CheckTelemetry(cfg); err != nil {

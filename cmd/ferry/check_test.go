@@ -42,7 +42,7 @@ services:
 		{"valid file", []string{"--config", good}, nil, exitOK,
 			"config " + good + " is valid: 2 outbound routes, 2 services (1 from Consul), inbound to 127.0.0.1:8080", ""},
 		{"valid from the environment", []string{"--config-env", "FERRY_CHECK_CONFIG"}, map[string]string{"FERRY_CHECK_CONFIG": "outbound: {}\n"}, exitOK,
-			"config $FERRY_CHECK_CONFIG is valid: 0 outbound routes, 0 services (0 from Consul)", ""},
+			"config from $FERRY_CHECK_CONFIG is valid: 0 outbound routes, 0 services (0 from Consul)", ""},
 		{"bad key", []string{"--config", bad}, nil, exitConfig,
 			"", "config " + bad + ":\noutbound.routes[0].service: service \"nope\" is not defined"},
 		{"bad telemetry environment", []string{"--config", good}, map[string]string{"OTEL_TRACES_SAMPLER": "sometimes"}, exitConfig,

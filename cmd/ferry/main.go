@@ -80,6 +80,20 @@ func usage(w io.Writer) {
 `)
 }
 
+// configFromEnv loads the config YAML held in the environment variable
+// name (--config-env).
+func configFromEnv(name string) (*sidecar.Config, error) {
+	text, ok := os.LookupEnv(name)
+	if !ok {
+		return nil, fmt.Errorf("config: environment variable %s is not set", name)
+	}
+	cfg, err := sidecar.ParseConfig([]byte(text))
+	if err != nil {
+		return nil, fmt.Errorf("config from $%s:\n%w", name, err)
+	}
+	return cfg, nil
+}
+
 // flagSet is the flag set of a subcommand, whose usage starts with
 // synopsis; it reports to stderr.
 func flagSet(name, synopsis string, stderr io.Writer) *flag.FlagSet {
@@ -229,10 +243,8 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 				err = fmt.Errorf("config %s:\n%w", *path, err)
 			}
 		}
-	} else if text, ok := os.LookupEnv(*configEnv); !ok {
-		err = fmt.Errorf("config: environment variable %s is not set", *configEnv)
-	} else if cfg, err = sidecar.ParseConfig([]byte(text)); err != nil {
-		err = fmt.Errorf("config from $%s:\n%w", *configEnv, err)
+	} else {
+		cfg, err = configFromEnv(*configEnv)
 	}
 	if err != nil {
 		fmt.Fprintf(stderr, "ferry: %v\n", err)
