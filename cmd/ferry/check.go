@@ -16,17 +16,11 @@ import (
 // Consul refuses it; one it fails, ferry run refuses with the same errors.
 func cmdCheck(args []string, stdout, stderr io.Writer) int {
 	fs := flagSet("check", "ferry check --config FILE | --config-env NAME", stderr)
-	path := fs.String("config", "", "config file (YAML)")
-	configEnv := fs.String("config-env", "", "name of an environment variable holding the config YAML (instead of --config)")
+	path, configEnv := configFlags(fs)
 	if code, ok := parseFlags(fs, args, stdout); !ok {
 		return code
 	}
-	if fs.NArg() > 0 {
-		fmt.Fprintf(stderr, "ferry check: unexpected argument %q (the config goes after --config)\n", fs.Arg(0))
-		return exitConfig
-	}
-	if (*path == "") == (*configEnv == "") {
-		fmt.Fprintln(stderr, "ferry check: give exactly one of --config FILE or --config-env NAME")
+	if !noArgs(fs, stderr) || !oneConfig(fs, *path, *configEnv, stderr) {
 		return exitConfig
 	}
 	var cfg *sidecar.Config

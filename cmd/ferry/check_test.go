@@ -48,7 +48,8 @@ services:
 		{"bad telemetry environment", []string{"--config", good}, map[string]string{"OTEL_TRACES_SAMPLER": "sometimes"}, exitConfig,
 			"", "config " + good + ":\ntelemetry: OTEL_TRACES_SAMPLER: unknown \"sometimes\""},
 		{"missing file", []string{"--config", filepath.Join(dir, "none.yaml")}, nil, exitConfig, "", "none.yaml"},
-		{"no config", nil, nil, exitConfig, "", "give exactly one of --config FILE or --config-env NAME"},
+		{"no config", nil, nil, exitConfig, "", "ferry check: give exactly one of --config FILE or --config-env NAME"},
+		{"extra argument", []string{"--config", good, "x"}, nil, exitConfig, "", `ferry check: unexpected argument "x"`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			for k, v := range tc.env {

@@ -80,6 +80,34 @@ func usage(w io.Writer) {
 `)
 }
 
+// configFlags adds --config and --config-env to the flag set of a
+// subcommand that loads a config (run, check).
+func configFlags(fs *flag.FlagSet) (path, env *string) {
+	path = fs.String("config", "", "config file (YAML)")
+	env = fs.String("config-env", "", "name of an environment variable holding the config YAML (instead of --config)")
+	return path, env
+}
+
+// noArgs reports whether fs, the flags of a subcommand that loads a config,
+// left no argument, and names the first one on stderr when not.
+func noArgs(fs *flag.FlagSet, stderr io.Writer) bool {
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "ferry %s: unexpected argument %q (the config goes after --config)\n", fs.Name(), fs.Arg(0))
+		return false
+	}
+	return true
+}
+
+// oneConfig reports whether exactly one of --config and --config-env was
+// given, and says so on stderr when not.
+func oneConfig(fs *flag.FlagSet, path, env string, stderr io.Writer) bool {
+	if (path == "") == (env == "") {
+		fmt.Fprintf(stderr, "ferry %s: give exactly one of --config FILE or --config-env NAME\n", fs.Name())
+		return false
+	}
+	return true
+}
+
 // configFromEnv loads the config YAML held in the environment variable
 // name (--config-env).
 func configFromEnv(name string) (*sidecar.Config, error) {
@@ -181,16 +209,14 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 	defer signal.Stop(sigs)
 	defer signal.Stop(hup)
 	fs := flagSet("run", "ferry run --config FILE | --config-env NAME [flags]", stderr)
-	path := fs.String("config", "", "config file (YAML)")
-	configEnv := fs.String("config-env", "", "name of an environment variable holding the config YAML (instead of --config)")
+	path, configEnv := configFlags(fs)
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	poll := fs.Duration("config-poll", 2*time.Second, "how often to check --config for changes and reload, at least 100ms (0: only on SIGHUP)")
 	settle := fs.Duration("config-settle", sidecar.DefaultConfigSettle, "a changed --config applies only once two reads this far apart give the same bytes (not while it is being written), at least 10ms")
 	if code, ok := parseFlags(fs, args, stdout); !ok {
 		return code
 	}
-	if fs.NArg() > 0 {
-		fmt.Fprintf(stderr, "ferry run: unexpected argument %q (the config goes after --config)\n", fs.Arg(0))
+	if !noArgs(fs, stderr) {
 		return exitConfig
 	}
 	if *poll < 0 {
@@ -207,8 +233,7 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "ferry run: --config-settle: %v is below the minimum of %v (a change applies once two reads this far apart match)\n", *settle, minConfigSettle)
 		return exitConfig
 	}
-	if (*path == "") == (*configEnv == "") {
-		fmt.Fprintln(stderr, "ferry run: give exactly one of --config FILE or --config-env NAME")
+	if !oneConfig(fs, *path, *configEnv, stderr) {
 		return exitConfig
 	}
 	var level slog.Level
