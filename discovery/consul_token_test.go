@@ -99,7 +99,27 @@ node_prefix "" { policy = "read" }`
 	}
 	notReadyAndCheck("check update with the new token", "draining one")
 
-	// The token is revoked first; the file gets the new one later.
+	// The token is revoked first; the file gets the new one later. Consul
+	// checks a streaming subscription's token when it subscribes and
+	// closes the token's subscriptions when it is revoked: a subscription
+	// made in between lives on, answering with the revoked token. So the
+	// watch's blocking queries with the second token (the agent's
+	// subscription for it) must be under way before it is revoked: two
+	// more queries answered.
+	queries := func() (n uint64, failing bool) {
+		for _, st := range c.Stats() {
+			if st.Service == "api" {
+				return st.Queries, st.Failing
+			}
+		}
+		t.Fatalf("no stats for api: %+v", c.Stats())
+		return 0, false
+	}
+	q0, _ := queries()
+	waitUntil(t, 10*time.Second, "two blocking queries with the second token", func() bool {
+		n, failing := queries()
+		return n >= q0+3 && !failing
+	})
 	agent.RevokeToken(token2)
 	registerTTL(t, cc, "api", "api-3", 9003, api.HealthPassing)
 	// 30s: under load the agent was once seen taking more than 10s to
