@@ -76,6 +76,31 @@ func waitUntil(t *testing.T, d time.Duration, what string, cond func() bool) {
 	}
 }
 
+// waitQueriesUnderWay waits for two more of the watch of service's queries
+// to be answered, none failing. Consul checks a streaming subscription's
+// token when it subscribes and closes the token's subscriptions when the
+// token or its policy changes: a subscription made in between lives on
+// with what the token could read before. A test that changes a token's
+// rights waits first for the watch's blocking queries (the agent's
+// subscription for them) to be under way.
+func waitQueriesUnderWay(t *testing.T, c *Consul, service string) {
+	t.Helper()
+	queries := func() (n uint64, failing bool) {
+		for _, st := range c.Stats() {
+			if st.Service == service {
+				return st.Queries, st.Failing
+			}
+		}
+		t.Fatalf("no stats for %s: %+v", service, c.Stats())
+		return 0, false
+	}
+	q0, _ := queries()
+	waitUntil(t, 10*time.Second, "two more blocking queries of "+service, func() bool {
+		n, failing := queries()
+		return n >= q0+3 && !failing
+	})
+}
+
 // registerTTL registers an instance on the agent with a TTL check in the
 // given status.
 func registerTTL(t testing.TB, c *api.Client, name, id string, port int, status string, tags ...string) {

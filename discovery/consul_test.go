@@ -411,6 +411,7 @@ node_prefix "" { policy = "read" }`
 	svc, _ := c.Service("api")
 	waitSnapshot(t, svc, 10*time.Second, "one instance", hasAddrs("127.0.0.1:9001"))
 
+	waitQueriesUnderWay(t, c, "api")
 	agent.SetRules(policy, `node_prefix "" { policy = "read" }`)
 	// A change to the service's instances wakes the watch's blocking
 	// query (a policy change alone does not).

@@ -86,30 +86,6 @@ node_prefix "" { policy = "read" }`
 		checkIs(what, api.HealthCritical, msg)
 	}
 
-	// queriesUnderWay waits for two more of the watch's queries to be
-	// answered. Consul checks a streaming subscription's token when it
-	// subscribes and closes the token's subscriptions when it is revoked:
-	// a subscription made in between lives on, answering with the revoked
-	// token. The watch's blocking queries with a token (the agent's
-	// subscription for it) must be under way before it is revoked.
-	queriesUnderWay := func(token string) {
-		t.Helper()
-		queries := func() (n uint64, failing bool) {
-			for _, st := range c.Stats() {
-				if st.Service == "api" {
-					return st.Queries, st.Failing
-				}
-			}
-			t.Fatalf("no stats for api: %+v", c.Stats())
-			return 0, false
-		}
-		q0, _ := queries()
-		waitUntil(t, 10*time.Second, "two blocking queries with "+token, func() bool {
-			n, failing := queries()
-			return n >= q0+3 && !failing
-		})
-	}
-
 	// The file is rewritten, then the old token revoked.
 	token2, _ := agent.CreateToken(rules)
 	rotateTokenFile(t, path, token2)
@@ -124,7 +100,7 @@ node_prefix "" { policy = "read" }`
 	notReadyAndCheck("check update with the new token", "draining one")
 
 	// The token is revoked first; the file gets the new one later.
-	queriesUnderWay("the second token")
+	waitQueriesUnderWay(t, c, "api")
 	agent.RevokeToken(token2)
 	registerTTL(t, cc, "api", "api-3", 9003, api.HealthPassing)
 	// It passes in about a second; 30s for a loaded machine.

@@ -104,6 +104,9 @@ type watch struct {
 	// block (see step).
 	lost      uint64
 	afterLost bool
+	// plainAt is when a query that did not block (answered by Consul's
+	// plain backend) was last answered; see step.
+	plainAt   time.Time
 	resetHold time.Duration // indexResetHold when the watch began
 	// prior is the last snapshot of the watch this one replaces (see
 	// ConsulOptions.Prior), until this one publishes: an empty answer in
@@ -287,8 +290,23 @@ func (w *watch) step(ctx context.Context) bool {
 	w.seen[meta.Backend] = meta.LastIndex
 	w.priorFirst = false
 	w.afterLost = false
+	if q.WaitIndex == 0 {
+		w.plainAt = now
+	}
 	w.remember()
 	cur := w.svc.Snapshot()
+	if q.WaitIndex != 0 && !fresh && now.Sub(w.plainAt) >= w.waitTime/2 {
+		// A blocking query brought nothing new (its wait ran out), and
+		// none that does not block was answered since the last wait:
+		// the next one does not block.
+		// Blocking queries are answered by Consul's streaming backend,
+		// which checks the token's rights when it subscribes and then
+		// leaves out, silently, the changes the token may no longer
+		// read: a token that lost the right to read the service would
+		// see its old instances as current, however they changed. The
+		// plain backend says so (X-Consul-Results-Filtered-By-ACLs).
+		w.index = 0
+	}
 	last := cur // the endpoints an empty answer would take away
 	if !cur.Ready && w.prior != nil {
 		// The watch this one replaces had endpoints: an empty first
