@@ -119,7 +119,7 @@ func (a *Agent) setPorts(ports []int) {
 		"-serf-wan-port", strconv.Itoa(a.SerfWANPort),
 		"-server-port", strconv.Itoa(a.ServerPort),
 		"-dns-port", "-1",
-		"-log-level", "warn",
+		"-log-level", "info", // waitReady reads that it serves HTTP
 		"-disable-host-node-id",
 	}
 	if a.ManagementToken != "" {
@@ -215,6 +215,7 @@ func (a *Agent) start() error {
 	cmd.Stderr = a.log
 	cmd.Env = append(os.Environ(), "CONSUL_HTTP_ADDR=", "CONSUL_HTTP_TOKEN=")
 	fmt.Fprintf(a.log, "--- run %d: %s %s\n", a.runs, a.bin, strings.Join(a.args, " "))
+	from := len(a.log.String()) // this run's output starts here
 	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("start %s: %w", a.bin, err)
 	}
@@ -224,7 +225,8 @@ func (a *Agent) start() error {
 		close(done)
 	}()
 	a.cmd, a.done = cmd, done
-	if err := waitReady(a.HTTPAddr, a.ManagementToken, done); err != nil {
+	runLog := func() string { return a.log.String()[from:] }
+	if err := waitReady(a.HTTPAddr, a.ManagementToken, done, runLog); err != nil {
 		_ = cmd.Process.Kill()
 		<-done
 		a.cmd = nil
@@ -234,7 +236,12 @@ func (a *Agent) start() error {
 }
 
 // waitReady polls until the agent has a leader and its node is registered.
-func waitReady(addr, token string, exited <-chan struct{}) error {
+// It polls only once the agent's log says it serves HTTP on addr (it logs
+// that after binding): until then the port may be another process's, which
+// took it between the pick and the agent's bind (the agent then exits), and
+// whose server must not get the polls.
+func waitReady(addr, token string, exited <-chan struct{}, log func() string) error {
+	serving := "Starting server: address=" + addr + " network=tcp protocol=http"
 	ctx, cancel := context.WithTimeout(context.Background(), startTimeout)
 	defer cancel()
 	client := &http.Client{Timeout: 2 * time.Second}
@@ -247,6 +254,10 @@ func waitReady(addr, token string, exited <-chan struct{}) error {
 		case <-ctx.Done():
 			return fmt.Errorf("consul agent on %s not ready after %s (last: %s)", addr, startTimeout, last)
 		case <-time.After(50 * time.Millisecond):
+		}
+		if !strings.Contains(log(), serving) {
+			last = "not serving HTTP yet"
+			continue
 		}
 		leader, err := get(ctx, client, "http://"+addr+"/v1/status/leader", token)
 		if err != nil {
