@@ -59,7 +59,7 @@ service:
     metrics:
       level: none
     logs:
-      level: warn
+      level: info
     traces:
       level: none
 extensions:
@@ -178,7 +178,11 @@ func (j *Jaeger) waitReady() error {
 			return fmt.Errorf("jaeger exited during startup: %v", j.cmd.ProcessState)
 		case <-tick.C:
 		}
-		if ready(client, j) {
+		// Polled only once Jaeger says every component started (its
+		// listeners bound): until then a port may be another process's,
+		// which took it between the pick and Jaeger's bind (Jaeger then
+		// exits), and whose server must not get the polls.
+		if strings.Contains(j.Log(), "Everything is ready") && ready(client, j) {
 			return nil
 		}
 		if time.Now().After(deadline) {
