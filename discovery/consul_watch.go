@@ -297,14 +297,14 @@ func (w *watch) step(ctx context.Context) bool {
 	cur := w.svc.Snapshot()
 	if q.WaitIndex != 0 && !fresh && now.Sub(w.plainAt) >= w.waitTime/2 {
 		// A blocking query brought nothing new (its wait ran out), and
-		// none that does not block was answered since the last wait:
-		// the next one does not block.
-		// Blocking queries are answered by Consul's streaming backend,
-		// which checks the token's rights when it subscribes and then
-		// leaves out, silently, the changes the token may no longer
-		// read: a token that lost the right to read the service would
-		// see its old instances as current, however they changed. The
-		// plain backend says so (X-Consul-Results-Filtered-By-ACLs).
+		// none that does not block was answered since the last wait: the
+		// next one does not block. Blocking queries are answered by
+		// Consul's streaming backend, which checks the token's rights
+		// when it subscribes and then silently leaves out the changes the
+		// token may no longer read: a token that lost the right to read
+		// the service would see its old instances as current, however
+		// they changed. The plain backend says so
+		// (X-Consul-Results-Filtered-By-ACLs).
 		w.index = 0
 	}
 	last := cur // the endpoints an empty answer would take away
