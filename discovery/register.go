@@ -311,12 +311,12 @@ func (r *Registrar) register(ctx context.Context, status, output string) error {
 	if err != nil {
 		return fmt.Errorf("register %q: %s", r.reg.ID, r.scrub(err.Error()))
 	}
-	if status == consulPassing {
-		// Registration sets the initial status; the output goes with the
-		// first update so the check shows why it passes.
-		if err := r.agent.updateTTL(ctx, r.checkID, output, status); err != nil {
-			return fmt.Errorf("register %q: first check update: %s", r.reg.ID, r.scrub(err.Error()))
-		}
+	// A registration carries no check output, and the agent keeps the
+	// status and output of a check it already has when the service is
+	// registered again (an update refused for another reason than a
+	// forgotten check): the first update sets both, passing or not.
+	if err := r.agent.updateTTL(ctx, r.checkID, output, status); err != nil {
+		return fmt.Errorf("register %q: first check update: %s", r.reg.ID, r.scrub(err.Error()))
 	}
 	return nil
 }

@@ -2,12 +2,16 @@ package discovery
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"maps"
 	"net/http"
 	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -194,5 +198,94 @@ func TestRegistrationMetaFollowsConsulRules(t *testing.T) {
 		if (err == nil) != (ours == nil) {
 			t.Errorf("meta case %d: the agent says %v, ferry says %v", i, err, ours)
 		}
+	}
+}
+
+// refusingProxy forwards every request to a real agent, except the first
+// check update once refuse is set, which it answers 500 itself (as an
+// agent that failed to persist the check's state does), clearing refuse.
+func refusingProxy(t *testing.T, agentAddr string, refuse *atomic.Bool) string {
+	t.Helper()
+	target, err := url.Parse("http://" + agentAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fwd := httputil.NewSingleHostReverseProxy(target)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if strings.HasPrefix(r.URL.Path, "/v1/agent/check/update/") && refuse.CompareAndSwap(true, false) {
+			http.Error(w, "failed persisting state for check", http.StatusInternalServerError)
+			return
+		}
+		fwd.ServeHTTP(w, r)
+	}))
+	t.Cleanup(srv.Close)
+	return strings.TrimPrefix(srv.URL, "http://")
+}
+
+// The check says why ferry is not ready from its registration on, and a
+// registration sent again over a check the agent still has (a check
+// update refused for another reason than a forgotten check) makes the
+// check follow readiness: the agent keeps the status and output of a
+// check it has when the service is registered again, and a registration
+// carries no output, so neither may wait for the next refresh (a third of
+// the TTL later).
+func TestRegistrationSetsCheckStatusAndOutput(t *testing.T) {
+	agent := consultest.Start(t)
+	var refuse atomic.Bool
+	c, err := NewConsul(context.Background(), ConsulConfig{Address: refusingProxy(t, agent.HTTPAddr, &refuse)}, ConsulOptions{
+		Logger: testLogger(), Backoff: JitterBackoff(50*time.Millisecond, 300*time.Millisecond),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	var notReady atomic.Pointer[string]
+	starting := "starting"
+	notReady.Store(&starting)
+	// A TTL of 10m: refreshes every 200s, none during the test but those
+	// Refresh asks for.
+	reg, err := c.NewRegistrar(Registration{Name: "self", ID: "self-1", Port: 7000, TTL: 10 * time.Minute}, func() error {
+		if s := notReady.Load(); s != nil {
+			return errors.New(*s)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	runDone := make(chan error, 1)
+	go func() { runDone <- reg.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-runDone })
+	cc := agent.Client()
+	check := func() *api.AgentCheck {
+		checks, err := cc.Agent().Checks()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return checks[reg.CheckID()]
+	}
+	registrations := func(n uint64) func() bool {
+		return func() bool { return reg.Stats().Registrations == n }
+	}
+
+	waitUntil(t, 10*time.Second, "registered", registrations(1))
+	if chk := check(); chk == nil || chk.Status != api.HealthCritical || chk.Output != "not ready: starting" {
+		t.Fatalf("registered while not ready: check %+v, want critical with output %q", chk, "not ready: starting")
+	}
+	notReady.Store(nil)
+	reg.Refresh()
+	waitUntil(t, 10*time.Second, "passing", func() bool {
+		chk := check()
+		return chk != nil && chk.Status == api.HealthPassing
+	})
+
+	refuse.Store(true)
+	draining := "draining"
+	notReady.Store(&draining)
+	reg.Refresh() // the update is refused: the registrar registers again
+	waitUntil(t, 10*time.Second, "registered again", registrations(2))
+	if chk := check(); chk == nil || chk.Status != api.HealthCritical || chk.Output != "not ready: draining" {
+		t.Fatalf("registered again while not ready: check %+v, want critical with output %q", chk, "not ready: draining")
 	}
 }
