@@ -232,8 +232,8 @@ func TestConsulTokenFileReloadedOnForbidden(t *testing.T) {
 	if _, _, err := c.healthService(ctx, "api", nil, nil); err != nil {
 		t.Fatalf("after the file was rotated: %v", err)
 	}
-	if err := c.registerService(ctx, &consulRegistration{ID: "self-1", Name: "self"}); err != nil {
-		t.Fatalf("register after the file was rotated: %v", err)
+	if tok, err := c.registerService(ctx, &consulRegistration{ID: "self-1", Name: "self"}); err != nil || tok != "token-2" {
+		t.Fatalf("register after the file was rotated: token %q, %v; want token-2", tok, err)
 	}
 	if got := seen(); !slices.Equal(got, []string{"token-1", "token-1", "token-2", "token-2"}) {
 		t.Fatalf("tokens sent %q", got)
@@ -250,4 +250,79 @@ func TestConsulTokenFileReloadedOnForbidden(t *testing.T) {
 	if strings.Contains(err.Error(), "token-2") {
 		t.Fatalf("error carries the token: %v", err)
 	}
+}
+
+// The agent syncs a service and its check to the catalog, and removes them
+// from it, with the token the service was registered with, not with the
+// token of later requests. After the token file is rotated and the old
+// token revoked, the agent takes ferry's check updates (and its
+// deregistration) with the new token, but the catalog, what every other
+// ferry reads, would keep ferry listed and passing: draining, and even
+// after it deregistered. The registrar registers again with the new token,
+// at its next refresh and, if the token changed since, when it
+// deregisters.
+func TestRegistrarTokenRotationReachesTheCatalog(t *testing.T) {
+	agent := consultest.StartACL(t)
+	cc := agent.Client()
+	const rules = `service "self" { policy = "write" }
+node_prefix "" { policy = "read" }`
+	token1, _ := agent.CreateToken(rules)
+	path := filepath.Join(t.TempDir(), "consul-token")
+	rotateTokenFile(t, path, token1)
+	c := newTestConsul(t, agent, ConsulConfig{TokenFile: path})
+	c.client.token.recheck = 0 // every request looks at the file: no waiting for the next look
+	var notReady atomic.Pointer[string]
+	// A TTL of 10m: no refresh comes by itself during the test (one every
+	// 200s); each one comes from Refresh, or is Deregister's.
+	reg, err := c.NewRegistrar(Registration{Name: "self", ID: "self-1", Port: 7000, TTL: 10 * time.Minute}, func() error {
+		if s := notReady.Load(); s != nil {
+			return errors.New(*s)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	runDone := make(chan error, 1)
+	go func() { runDone <- reg.Run(ctx) }()
+	// catalog is the check's status as the catalog has it ("" when the
+	// catalog does not list ferry).
+	catalog := func() string {
+		checks, _, err := cc.Health().Checks("self", nil)
+		if err != nil {
+			t.Fatalf("catalog: %v", err)
+		}
+		for _, chk := range checks {
+			if chk.CheckID == reg.CheckID() {
+				return chk.Status
+			}
+		}
+		return ""
+	}
+	waitUntil(t, 10*time.Second, "passing in the catalog", func() bool { return catalog() == api.HealthPassing })
+
+	token2, _ := agent.CreateToken(rules)
+	rotateTokenFile(t, path, token2)
+	agent.RevokeToken(token1)
+	msg := "draining"
+	notReady.Store(&msg)
+	reg.Refresh()
+	waitUntil(t, 10*time.Second, "critical in the catalog after the token was rotated", func() bool { return catalog() == api.HealthCritical })
+
+	// Rotated again, and Deregister comes before any refresh.
+	token3, _ := agent.CreateToken(rules)
+	rotateTokenFile(t, path, token3)
+	agent.RevokeToken(token2)
+	if err := reg.Deregister(context.Background()); err != nil {
+		t.Fatalf("Deregister: %v", err)
+	}
+	if err := <-runDone; err != nil {
+		t.Fatalf("Run after Deregister returned %v", err)
+	}
+	waitUntil(t, 10*time.Second, "out of the catalog after Deregister", func() bool {
+		svcs, _, err := cc.Catalog().Service("self", "", nil)
+		return err == nil && len(svcs) == 0
+	})
 }

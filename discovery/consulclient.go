@@ -550,9 +550,18 @@ type consulCheck struct {
 }
 
 // registerService registers (or re-registers) a service with the local
-// agent, replacing its checks.
-func (c *consulClient) registerService(ctx context.Context, reg *consulRegistration) error {
-	return c.write(ctx, "/v1/agent/service/register", url.Values{"replace-existing-checks": {"true"}}, reg)
+// agent, replacing its checks, and returns the token the registration
+// went with: the agent keeps it, and syncs the service to the catalog (and
+// removes it from there) with it, not with the token of later requests.
+func (c *consulClient) registerService(ctx context.Context, reg *consulRegistration) (token string, err error) {
+	resp, err := c.do(ctx, http.MethodPut, "/v1/agent/service/register", nil, url.Values{"replace-existing-checks": {"true"}}, reg)
+	if err != nil {
+		return "", err
+	}
+	token = resp.Request.Header.Get("X-Consul-Token")
+	_, err = io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	return token, err
 }
 
 // updateTTL sets a TTL check's status and output.

@@ -129,8 +129,9 @@ func TestConsulClientSendsWhatTheOfficialClientSends(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
+			_, regErr := ours.registerService(ctx, reg)
 			errs := []error{
-				ours.registerService(ctx, reg),
+				regErr,
 				ours.updateTTL(ctx, "ferry-ready:web-1", "ready", consulPassing),
 				ours.deregisterService(ctx, "web-1"),
 				ours.deregisterService(ctx, "gone"),

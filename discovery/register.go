@@ -134,6 +134,9 @@ type Registrar struct {
 	// unanswered: the last registration sent got no answer (timed out,
 	// connection lost); the agent may still apply it. Guarded by syncMu.
 	unanswered bool
+	// regToken is the ACL token the registration in force went with.
+	// Guarded by syncMu.
+	regToken string
 
 	registrations atomic.Uint64
 	updates       atomic.Uint64
@@ -256,6 +259,10 @@ func (r *Registrar) sync(ctx, calls context.Context) error {
 	r.lastStatus.Store(&status)
 	callCtx, cancel := context.WithTimeout(calls, r.callTimeout())
 	defer cancel()
+	if r.registered && r.tokenChanged() {
+		r.log.Info("consul token changed since the registration, registering again with the new one", "id", r.reg.ID)
+		r.registered = false
+	}
 	if r.registered {
 		err := r.agent.updateTTL(callCtx, r.checkID, output, status)
 		if err == nil {
@@ -289,7 +296,27 @@ func (r *Registrar) sync(ctx, calls context.Context) error {
 }
 
 func (r *Registrar) register(ctx context.Context, status, output string) error {
-	reg := &consulRegistration{
+	token, err := r.agent.registerService(ctx, r.registration(status, output))
+	var se consulStatusError
+	r.unanswered = err != nil && !errors.As(err, &se)
+	if err != nil {
+		return fmt.Errorf("register %q: %s", r.reg.ID, r.scrub(err.Error()))
+	}
+	r.regToken = token
+	// A registration carries no check output, and the agent keeps the
+	// status and output of a check it already has when the service is
+	// registered again (a new token, an update refused for another reason
+	// than a forgotten check): the first update sets both, passing or not.
+	if err := r.agent.updateTTL(ctx, r.checkID, output, status); err != nil {
+		return fmt.Errorf("register %q: first check update: %s", r.reg.ID, r.scrub(err.Error()))
+	}
+	return nil
+}
+
+// registration is what register sends: the service and its TTL check in
+// status.
+func (r *Registrar) registration(status, output string) *consulRegistration {
+	return &consulRegistration{
 		ID:      r.reg.ID,
 		Name:    r.reg.Name,
 		Address: r.reg.Address,
@@ -305,20 +332,17 @@ func (r *Registrar) register(ctx context.Context, status, output string) error {
 			DeregisterCriticalServiceAfter: r.reg.DeregisterCriticalServiceAfter.String(),
 		},
 	}
-	err := r.agent.registerService(ctx, reg)
-	var se consulStatusError
-	r.unanswered = err != nil && !errors.As(err, &se)
-	if err != nil {
-		return fmt.Errorf("register %q: %s", r.reg.ID, r.scrub(err.Error()))
-	}
-	// A registration carries no check output, and the agent keeps the
-	// status and output of a check it already has when the service is
-	// registered again (an update refused for another reason than a
-	// forgotten check): the first update sets both, passing or not.
-	if err := r.agent.updateTTL(ctx, r.checkID, output, status); err != nil {
-		return fmt.Errorf("register %q: first check update: %s", r.reg.ID, r.scrub(err.Error()))
-	}
-	return nil
+}
+
+// tokenChanged reports whether the token requests go with now (a token
+// file rotated) is not the one the registration went with. The agent syncs
+// the service and its check to the catalog, and removes them from it, with
+// the token of the registration: once that token is revoked, check updates
+// the agent accepts with the new token never reach the catalog, nor does a
+// deregistration, and ferry stays listed as it was. Registering again
+// hands the agent the new token. syncMu is held.
+func (r *Registrar) tokenChanged() bool {
+	return r.agent.token.get() != r.regToken
 }
 
 // callTimeout bounds each call to the agent. An agent that takes a request
@@ -357,6 +381,12 @@ func (r *Registrar) readiness() (status, output string) {
 // left unanswered within its timeout may still be applied later; its check
 // then goes critical after the TTL and Consul removes it after
 // deregister_critical_service_after, and Deregister logs it.
+//
+// When the ACL token changed (token file rotated) since the registration,
+// the service is registered again with the token in force, critical,
+// before it is deregistered: the agent removes it from the catalog with the
+// token it was registered with, which may be revoked by then. Both calls
+// share one call timeout.
 func (r *Registrar) Deregister(ctx context.Context) error {
 	r.mu.Lock()
 	r.done = true
@@ -373,9 +403,18 @@ func (r *Registrar) Deregister(ctx context.Context) error {
 		r.log.Warn("consul registration sent before deregistering got no answer; the agent may still apply it, then its TTL check expires",
 			"id", r.reg.ID, "ttl", r.reg.TTL.String(), "deregister_critical_service_after", r.reg.DeregisterCriticalServiceAfter.String())
 	}
-	r.registered = false
 	ctx, cancel := context.WithTimeout(ctx, r.callTimeout())
 	defer cancel()
+	if r.registered && r.tokenChanged() {
+		// The agent would remove the service from the catalog with the
+		// token it was registered with, which may be revoked by now: it
+		// gets the token in force first, within the same call timeout.
+		if _, err := r.agent.registerService(ctx, r.registration(consulCritical, "deregistering")); err != nil {
+			r.log.Warn("consul token changed since the registration, and registering again with the new one before deregistering failed; the catalog may keep the service",
+				"id", r.reg.ID, "err", r.scrub(err.Error()))
+		}
+	}
+	r.registered = false
 	err := r.agent.deregisterService(ctx, r.reg.ID)
 	var se consulStatusError
 	if errors.As(err, &se) && se.Code == http.StatusNotFound {
