@@ -185,7 +185,8 @@ func (r *Registrar) Refresh() {
 // Run registers the service and refreshes its check every TTL/3 (or on
 // Refresh) until ctx ends or Deregister is called. When the agent does not
 // know the check any more it registers the service again. Failures are
-// retried with backoff; Run returns ctx.Err(), or nil after Deregister.
+// retried with backoff, at most TTL/3 apart; Run returns ctx.Err(), or nil
+// after Deregister.
 //
 // The end of ctx cuts a call to the agent short; Deregister does not: it
 // lets the call be answered first (see Deregister).
@@ -219,7 +220,12 @@ func (r *Registrar) Run(ctx context.Context) error {
 				break
 			}
 			failures++
-			wait = r.backoff(failures)
+			// Never longer than a refresh apart: once the agent is back
+			// (restarted, no longer overloaded), the check must be
+			// registered or refreshed again before its TTL runs out, not
+			// a whole backoff later. A healthy registrar already sends as
+			// much.
+			wait = min(r.backoff(failures), interval)
 			r.log.Warn("consul registration failing", "id", r.reg.ID, "err", err.Error())
 		} else {
 			failures = 0

@@ -289,3 +289,31 @@ func TestRegistrationSetsCheckStatusAndOutput(t *testing.T) {
 		t.Fatalf("registered again while not ready: check %+v, want critical with output %q", chk, "not ready: draining")
 	}
 }
+
+// An agent that was away long enough for the registrar's backoff to grow
+// past the refresh interval (restarted, overloaded) gets ferry registered
+// again, with its check, within a refresh of coming back, not a backoff
+// later: the backoff here is a minute, the TTL 1s.
+func TestRegistrarRetriesNoLessOftenThanItRefreshes(t *testing.T) {
+	agent := consultest.Start(t)
+	c, err := NewConsul(context.Background(), ConsulConfig{Address: agent.HTTPAddr}, ConsulOptions{
+		Logger: testLogger(), Backoff: func(int) time.Duration { return time.Minute },
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	reg := runRegistrar(t, c, Registration{Name: "self", ID: "self-1", Port: 7000, Tags: []string{"v1"}, TTL: time.Second})
+	waitUntil(t, 10*time.Second, "registered", func() bool { return reg.Stats().Registrations == 1 })
+
+	agent.Stop()
+	// The check update and the registration that follows it failed: the
+	// registrar waits its backoff.
+	waitUntil(t, 10*time.Second, "failing while the agent is away", func() bool { return reg.Stats().Errors >= 2 })
+	agent.Restart() // a -dev agent: ferry's registration is gone
+	cc := agent.Client()
+	waitUntil(t, 10*time.Second, "registered again, passing, once the agent is back", func() bool {
+		entries, _, err := cc.Health().Service("self", "v1", true, nil)
+		return err == nil && len(entries) == 1 && entries[0].Service.ID == "self-1"
+	})
+}
