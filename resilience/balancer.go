@@ -90,9 +90,12 @@ func (c *chooser) choose(b Balancer, key string) int {
 	n := len(c.set.members)
 	switch b {
 	case BalancerRoundRobin:
-		return c.scan(int(c.u.rr.Add(1) % uint64(n)))
+		return c.roundRobin()
 	case BalancerRandom:
-		return c.scan(rand.IntN(n))
+		if i := rand.IntN(n); c.ok(i) {
+			return i
+		}
+		return c.anyOther(-1)
 	case BalancerWeighted:
 		return c.weighted()
 	case BalancerHash:
@@ -101,6 +104,55 @@ func (c *chooser) choose(b Balancer, key string) int {
 		}
 	}
 	return c.p2c()
+}
+
+// anyOther returns an available member other than skip (-1 skips none),
+// every one with the same chance, or -1 when there is none. Drawing an
+// index and taking the first available member from there would give the
+// member after a run of unavailable ones the whole run's share. A few
+// draws first, then one pass over the members (reservoir sampling), in
+// which each is judged once.
+func (c *chooser) anyOther(skip int) int {
+	n := len(c.set.members)
+	if skip >= 0 {
+		n-- // drawn among the others
+	}
+	for range min(n, 3) {
+		i := rand.IntN(n)
+		if skip >= 0 && i >= skip {
+			i++
+		}
+		if c.ok(i) {
+			return i
+		}
+	}
+	chosen, seen := -1, 0
+	for i := range c.set.members {
+		if i == skip || !c.ok(i) {
+			continue
+		}
+		seen++
+		if rand.IntN(seen) == 0 {
+			chosen = i
+		}
+	}
+	return chosen
+}
+
+// roundRobin takes the members in turn, skipping unavailable ones: the
+// turn then goes on after the member taken, so each available member
+// gets the same share (not the skipped ones' too).
+func (c *chooser) roundRobin() int {
+	n := uint64(len(c.set.members))
+	v := c.u.rr.Add(1)
+	start := int(v % n)
+	i := c.scan(start)
+	if i > start {
+		c.u.rr.CompareAndSwap(v, v+uint64(i-start))
+	} else if i >= 0 && i < start {
+		c.u.rr.CompareAndSwap(v, v+n-uint64(start-i))
+	}
+	return i
 }
 
 func (c *chooser) p2c() int {
@@ -113,30 +165,24 @@ func (c *chooser) p2c() int {
 	if b >= a {
 		b++
 	}
-	okA, okB := c.ok(a), c.ok(b)
-	switch {
+	// Two available members drawn at random, whichever draw hit an
+	// unavailable one: the less loaded of the two wins, a on a tie.
+	switch okA, okB := c.ok(a), c.ok(b); {
 	case okA && okB:
-		if c.set.members[b].ep.inflight.Load() < c.set.members[a].ep.inflight.Load() {
-			return b
-		}
-		return a
-	case !okA && !okB:
-		// Both draws unavailable: compare the next two available members
-		// after a random start instead of drawing blindly again.
-		a = c.scan(rand.IntN(n))
-		if a < 0 {
+	case okA:
+		b = c.anyOther(a)
+	case okB:
+		a, b = b, c.anyOther(b)
+	default:
+		if a = c.anyOther(-1); a < 0 {
 			return -1
 		}
-		b = c.scan(a + 1)
-		if b != a && c.set.members[b].ep.inflight.Load() < c.set.members[a].ep.inflight.Load() {
-			return b
-		}
-		return a
-	case okA:
-		return a
-	default:
+		b = c.anyOther(a)
+	}
+	if b >= 0 && c.set.members[b].ep.inflight.Load() < c.set.members[a].ep.inflight.Load() {
 		return b
 	}
+	return a
 }
 
 func (c *chooser) weighted() int {
@@ -148,7 +194,19 @@ func (c *chooser) weighted() int {
 			return i
 		}
 	}
-	return c.scan(rand.IntN(len(c.set.members)))
+	// Every draw hit an unavailable member: draw among the available
+	// ones, by weight (weighted reservoir sampling, in one pass).
+	chosen, sum := -1, int64(0)
+	for i, m := range c.set.members {
+		if !c.ok(i) {
+			continue
+		}
+		sum += int64(m.weight)
+		if rand.Int64N(sum) < int64(m.weight) {
+			chosen = i
+		}
+	}
+	return chosen
 }
 
 func (c *chooser) hash(key string) int {

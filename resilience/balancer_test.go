@@ -239,3 +239,65 @@ func TestWeightedHugeWeights(t *testing.T) {
 		t.Fatalf("%d attempts left in flight", n)
 	}
 }
+
+// survivors builds a service of ten endpoints, e0:1 to e9:1, and opens the
+// breakers of the first eight: only e8:1 and e9:1 are available, and both
+// come after a run of unavailable members.
+func survivors(t *testing.T, b Balancer) *Upstream {
+	t.Helper()
+	addrs := make([]string, 10)
+	for i := range addrs {
+		addrs[i] = fmt.Sprintf("e%d:1", i)
+	}
+	u, _, _ := newTestUpstream(t, func(s *Settings) {
+		balancer(b, "")(s)
+		s.Breaker = BreakerSettings{ConsecutiveFailures: 1, OpenDuration: time.Minute, HalfOpenProbes: 1, FailureStatuses: []int{503}}
+		s.Outlier.Consecutive5xx = 0
+	}, addrs...)
+	for _, a := range addrs[:8] {
+		failOn(t, u, a, 1, bad503)
+	}
+	return u
+}
+
+// The available endpoints share the picks as the balancer promises,
+// wherever the unavailable ones sit in discovery's order: taking the
+// first available member after the one drawn gave the member after a run
+// of open breakers that whole run's share (e8 got 90% of the picks under
+// round_robin and random, 75% under p2c).
+func TestBalancersSpreadEvenlyOverSurvivors(t *testing.T) {
+	for _, b := range []Balancer{BalancerP2C, BalancerRoundRobin, BalancerRandom, BalancerWeighted} {
+		t.Run(string(b), func(t *testing.T) {
+			u := survivors(t, b)
+			const n = 20000
+			got := count(t, u, n, "")
+			want, tol := n/2.0, 5*math.Sqrt(n*0.25) // 5 standard deviations
+			if b == BalancerRoundRobin {
+				tol = 0 // in turn: exactly even
+			}
+			for _, a := range []string{"e8:1", "e9:1"} {
+				if math.Abs(float64(got[a])-want) > tol {
+					t.Fatalf("%s got %d picks, want %.0f±%.0f: %v", a, got[a], want, tol, got)
+				}
+			}
+		})
+	}
+}
+
+// p2c compares two available endpoints whenever two are available, also
+// when a draw hit an unavailable one: the busier of the two survivors is
+// never picked while the other is idle.
+func TestP2CComparesTwoAvailable(t *testing.T) {
+	u := survivors(t, BalancerP2C)
+	var held []Pick
+	for range 5 {
+		held = append(held, mustPick(t, u, "", "e9:1"))
+	}
+	got := count(t, u, 2000, "")
+	if got["e9:1"] != 2000 {
+		t.Fatalf("picks %v, want all 2000 on the idle e9:1", got)
+	}
+	for _, p := range held {
+		p.Done(ok200)
+	}
+}
