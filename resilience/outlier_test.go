@@ -327,3 +327,35 @@ func TestStatusEjectionsForgiven(t *testing.T) {
 		t.Fatalf("ejections %d two base times back in rotation, want 0", st.Ejections)
 	}
 }
+
+// When an Update leaves nothing in rotation but ejected endpoints, the one
+// that goes back is one whose breaker admits: returning one that is also
+// behind an open breaker puts nothing back in rotation, and the service
+// stays unavailable while an ejected endpoint with a closed breaker could
+// serve it.
+func TestUpdateReturnsAnEjectedEndpointThatCanServe(t *testing.T) {
+	u, clk, _ := newTestUpstream(t, func(s *Settings) {
+		s.Breaker = BreakerSettings{ConsecutiveFailures: 1, OpenDuration: 5 * time.Minute, HalfOpenProbes: 1, FailureStatuses: []int{503}}
+		s.Outlier = OutlierSettings{Consecutive5xx: 1, BaseEjectionTime: 30 * time.Second, MaxEjectionTime: 300 * time.Second, MaxEjectionPercent: 100}
+	}, "a:1", "b:1", "c:1")
+	// b's 503 opens its breaker and ejects it; a's 500, a second later,
+	// ejects a (c is in rotation) and leaves its breaker closed.
+	failOn(t, u, "b:1", 1, bad503)
+	clk.Advance(time.Second)
+	failOn(t, u, "a:1", 1, Outcome{Result: Responded, Status: 500})
+	if got := ejectedAddrs(u); !slices.Equal(got, []string{"a:1", "b:1"}) {
+		t.Fatalf("ejected = %v, want a:1 and b:1", got)
+	}
+	if st := statusOf(t, u, "b:1"); st.Breaker != BreakerOpen {
+		t.Fatalf("b's breaker is %s, want open", st.Breaker)
+	}
+	u.Update([]Endpoint{{Addr: "a:1"}, {Addr: "b:1"}}) // discovery drops c
+	p, err := u.Pick("", nil)
+	if err != nil {
+		t.Fatalf("b's breaker is open and a stays ejected: %v", err)
+	}
+	if p.Addr() != "a:1" {
+		t.Fatalf("picked %s, want a:1", p.Addr())
+	}
+	p.Done(ok200)
+}

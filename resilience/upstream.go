@@ -268,7 +268,9 @@ func scaleWeights(members []member) {
 // max_ejection_percent of the new set, those whose ejection ends first
 // going back first: ejection only checks the limit when it ejects, and a
 // set that lost endpoints could otherwise be all (or mostly) ejected. When
-// the rest of the new set is behind open breakers, one goes back anyway.
+// the rest of the new set is behind open breakers, one goes back anyway:
+// the first whose breaker admits, when one does (one behind an open
+// breaker would put nothing back in rotation).
 func (u *Upstream) keepEjectionLimit(members []member) {
 	now := u.clock.Now().UnixNano()
 	var out []*endpoint
@@ -284,16 +286,31 @@ func (u *Upstream) keepEjectionLimit(members []member) {
 	if len(out) == 0 {
 		return
 	}
-	excess := len(out) - u.settings.Outlier.maxEjected(len(members))
-	if in == 0 {
-		excess = max(excess, 1) // never the last one in rotation
+	slices.SortFunc(out, func(a, b *endpoint) int { return cmp.Compare(a.eject.until.Load(), b.eject.until.Load()) })
+	excess := max(len(out)-u.settings.Outlier.maxEjected(len(members)), 0)
+	for _, ep := range out[:excess] {
+		if ep.breaker.admitsAt(now) {
+			in++
+		}
+		ep.eject.returnAt(now)
 	}
-	if excess <= 0 {
+	if in > 0 {
 		return
 	}
-	slices.SortFunc(out, func(a, b *endpoint) int { return cmp.Compare(a.eject.until.Load(), b.eject.until.Load()) })
-	for _, ep := range out[:excess] {
-		ep.eject.returnAt(now)
+	// Never the last one in rotation: the first that can serve goes
+	// back, or, when none can, the first (as the limit would return it).
+	back := -1
+	for i := excess; i < len(out); i++ {
+		if out[i].breaker.admitsAt(now) {
+			back = i
+			break
+		}
+	}
+	if back < 0 && excess == 0 {
+		back = 0
+	}
+	if back >= 0 {
+		out[back].eject.returnAt(now)
 	}
 }
 
