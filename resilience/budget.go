@@ -1,6 +1,7 @@
 package resilience
 
 import (
+	"math"
 	"sync"
 	"time"
 )
@@ -43,7 +44,7 @@ func (b *BudgetSettings) validate(f *fieldErrors) {
 // buckets. It is safe for concurrent use; every call takes one short lock
 // and never allocates.
 type Budget struct {
-	ratio    float64
+	ratio    int64 // Ratio in millionths (see ratioPPM)
 	floor    int64
 	clock    Clock
 	mu       sync.Mutex
@@ -65,12 +66,17 @@ func NewBudget(s BudgetSettings, clock Clock) *Budget {
 		clock = SystemClock{}
 	}
 	return &Budget{
-		ratio:   s.Ratio,
+		ratio:   ratioPPM(s.Ratio),
 		floor:   int64(s.MinPerSecond),
 		clock:   clock,
 		buckets: make([]budgetBucket, windowSeconds(s)),
 	}
 }
+
+// ratioPPM is a budget ratio in millionths. The budget compares retries
+// with the ratio's share of requests in integers: in floating point a
+// share such as 0.29 x 100 comes out just below 29 and cost a retry.
+func ratioPPM(r float64) int64 { return int64(math.Round(r * 1e6)) }
 
 // windowSeconds is the number of one-second buckets of s's window.
 func windowSeconds(s BudgetSettings) int {
@@ -85,7 +91,7 @@ func (b *Budget) adopt(s BudgetSettings) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.current() // expire what left the window in force until now
-	b.ratio, b.floor = s.Ratio, int64(s.MinPerSecond)
+	b.ratio, b.floor = ratioPPM(s.Ratio), int64(s.MinPerSecond)
 	n := windowSeconds(s)
 	if n == len(b.buckets) {
 		return
@@ -167,7 +173,7 @@ func (b *Budget) TryWithdraw() (RetryToken, bool) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	bk := b.current()
-	if bk.retries >= b.floor && float64(b.retries+1) > b.ratio*float64(b.requests) {
+	if bk.retries >= b.floor && (b.retries+1)*1e6 > b.ratio*b.requests {
 		return RetryToken{}, false
 	}
 	bk.retries++

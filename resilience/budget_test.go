@@ -51,6 +51,29 @@ func TestBudgetRatio(t *testing.T) {
 	}
 }
 
+// The ratio's share of the requests is whole retries whenever it is a
+// whole number: 0.29 of 100 requests allows 29 (in floating point the
+// share came out as 28.999999999999996 and allowed 28), for every ratio in
+// hundredths and request count whose product is whole.
+func TestBudgetRatioShareIsExact(t *testing.T) {
+	for pct := 1; pct <= 100; pct++ {
+		for _, requests := range []int{100, 300, 1000} {
+			clk := NewManualClock(epoch)
+			b := NewBudget(BudgetSettings{Ratio: float64(pct) / 100, MinPerSecond: 0, Window: 10 * time.Second}, clk)
+			for range requests {
+				b.Deposit()
+			}
+			n := 0
+			for n <= requests && withdraw(b) {
+				n++
+			}
+			if want := pct * requests / 100; n != want {
+				t.Errorf("ratio %.2f of %d requests: %d retries, want %d", float64(pct)/100, requests, n, want)
+			}
+		}
+	}
+}
+
 func TestBudgetSlidesAcrossJumps(t *testing.T) {
 	clk := NewManualClock(epoch)
 	b := NewBudget(BudgetSettings{Ratio: 1, Window: 3 * time.Second}, clk)
