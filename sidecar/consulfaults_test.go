@@ -716,6 +716,41 @@ func TestSnapshotAgeForgottenAfterReload(t *testing.T) {
 	}
 }
 
+// TestSnapshotAgeForgottenWhenServiceTurnsStatic: a reload that keeps a
+// service but gives it static endpoints ends its Consul watch, so
+// ferry_consul_snapshot_age_seconds must stop reporting it, as it never
+// reports a service that is static from the start. It stayed, frozen at
+// the old watch's last state: 0 for good, or, had the watch been failing,
+// an age growing for good on a service that no longer uses Consul.
+func TestSnapshotAgeForgottenWhenServiceTurnsStatic(t *testing.T) {
+	defer func(d time.Duration) { consulMetricsInterval = d }(consulMetricsInterval)
+	consulMetricsInterval = 20 * time.Millisecond
+	agent := consultest.Start(t)
+	a := startInstance(t, agent.Client(), "api", "a")
+	sc, _ := consulFerry(t, agent, "")
+	metrics := func() string { _, body := get(t, h1Client(), "http://"+sc.Addr("admin")+"/metrics", ""); return body }
+	const series = `ferry_consul_snapshot_age_seconds{service="api"}`
+	waitFor(t, "api's snapshot age in /metrics", 10*time.Second, func() bool {
+		return strings.Contains(metrics(), series)
+	})
+	// The same config with api's instance as its static endpoint.
+	cfg := mustParse(t, strings.Replace(consulConfig(agent.HTTPAddr, ""), "api: {}", "api: { endpoints: ["+a.addr+"] }", 1))
+	cfg.Telemetry.AccessLog = "off" // as startFerry has it
+	if err := sc.Reload(context.Background(), cfg); err != nil {
+		t.Fatal(err)
+	}
+	if sc.state.Load().consul != nil {
+		t.Fatal("the new config still watches Consul")
+	}
+	// The reload returned after the old generation stopped reporting.
+	for range 5 {
+		if body := metrics(); strings.Contains(body, series) {
+			t.Fatalf("service api has static endpoints since the reload, yet its Consul snapshot age is still reported:\n%s",
+				grepLines(body, "ferry_consul_snapshot_age_seconds"))
+		}
+	}
+}
+
 // A changed config file whose Consul service cannot resolve because the
 // agent is down is rejected; it is tried again, with backoff, while the
 // file still holds it, and applies once the agent is back, without the file
