@@ -39,3 +39,27 @@ func TestMetricsLabelValuesAreValidUTF8(t *testing.T) {
 		}
 	}
 }
+
+// Label values that differ only in bytes that are not UTF-8 read the same
+// once shown as U+FFFD: they must count in one series, not in two series
+// with the same labels (Prometheus keeps one sample of a series given
+// twice and counts the scrape's duplicates as errors).
+func TestMetricsInvalidUTF8ValuesShareOneSeries(t *testing.T) {
+	tel, _, _ := recorded(t, Config{}, env{})
+	tel.Metrics().Ejection("files\xc3")
+	tel.Metrics().Ejection("files\xc4")
+	tel.Metrics().Ejection("files\uFFFD")
+	for _, accept := range []string{"", "application/openmetrics-text"} {
+		body, ctype := scrape(t, tel.MetricsHandler(), accept)
+		samples, types := promParse(t, []byte(body), ctype)
+		checkPromSamples(t, ctype, samples, types)
+		fams := parseExposition(t, body, accept != "")
+		name := MetricEjections
+		if accept != "" {
+			name = strings.TrimSuffix(name, "_total")
+		}
+		if s := findSample(fams[name], MetricEjections, map[string]string{"service": "files\uFFFD"}); s == nil || s.value != 3 {
+			t.Errorf("Accept %q: %s = %+v, want one series of 3", accept, MetricEjections, s)
+		}
+	}
+}

@@ -9,6 +9,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	"go.opentelemetry.io/otel/trace"
 )
@@ -136,6 +137,18 @@ func newFamily(name, help string, kind metricKind, labels ...string) *family {
 // creating it if needed; past the cap every new label set gets the overflow
 // series.
 func (f *family) with(values ...string) *series {
+	// Values are shown as valid UTF-8 (see encoder.label): two that differ
+	// only in invalid bytes are one series, not two that read the same.
+	// Valid UTF-8 never holds 0xff, so the key is unambiguous too.
+	for i, v := range values {
+		if !utf8.ValidString(v) {
+			values = slices.Clone(values)
+			for j := i; j < len(values); j++ {
+				values[j] = validUTF8(values[j])
+			}
+			break
+		}
+	}
 	key := strings.Join(values, "\xff")
 	f.mu.RLock()
 	s := f.series[key]
