@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -134,6 +135,39 @@ func hasAddrs(want ...string) func(*Snapshot) bool {
 
 // runRegistrar runs a registrar for reg, always ready, until the test ends;
 // Run must then return context.Canceled.
+// runReadyRegistrar runs a registrar for reg until the test ends, or
+// until Deregister; it is ready while notReady holds nil, and not ready
+// with the message it holds otherwise (starting, unless it is ""). runDone
+// gets what Run returned.
+func runReadyRegistrar(t *testing.T, c *Consul, reg Registration, starting string) (r *Registrar, notReady *atomic.Pointer[string], runDone <-chan error) {
+	t.Helper()
+	notReady = new(atomic.Pointer[string])
+	if starting != "" {
+		notReady.Store(&starting)
+	}
+	r, err := c.NewRegistrar(reg, func() error {
+		if s := notReady.Load(); s != nil {
+			return errors.New(*s)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	ended := make(chan struct{})
+	go func() {
+		done <- r.Run(ctx)
+		close(ended)
+	}()
+	t.Cleanup(func() {
+		cancel()
+		<-ended
+	})
+	return r, notReady, done
+}
+
 func runRegistrar(t *testing.T, c *Consul, reg Registration) *Registrar {
 	t.Helper()
 	r, err := c.NewRegistrar(reg, func() error { return nil })

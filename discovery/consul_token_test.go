@@ -54,20 +54,7 @@ node_prefix "" { policy = "read" }`
 	svc, _ := c.Service("api")
 	waitSnapshot(t, svc, 10*time.Second, "one instance", hasAddrs("127.0.0.1:9001"))
 
-	var notReady atomic.Pointer[string]
-	reg, err := c.NewRegistrar(Registration{Name: "self", ID: "self-1", Port: 7000, TTL: 30 * time.Second}, func() error {
-		if s := notReady.Load(); s != nil {
-			return errors.New(*s)
-		}
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	runDone := make(chan error, 1)
-	go func() { runDone <- reg.Run(ctx) }()
+	reg, notReady, runDone := runReadyRegistrar(t, c, Registration{Name: "self", ID: "self-1", Port: 7000, TTL: 30 * time.Second}, "")
 	checkIs := func(what, status, output string) {
 		t.Helper()
 		waitUntil(t, 10*time.Second, what, func() bool {
@@ -271,22 +258,9 @@ node_prefix "" { policy = "read" }`
 	rotateTokenFile(t, path, token1)
 	c := newTestConsul(t, agent, ConsulConfig{TokenFile: path})
 	c.client.token.recheck = 0 // every request looks at the file: no waiting for the next look
-	var notReady atomic.Pointer[string]
 	// A TTL of 10m: no refresh comes by itself during the test (one every
 	// 200s); each one comes from Refresh, or is Deregister's.
-	reg, err := c.NewRegistrar(Registration{Name: "self", ID: "self-1", Port: 7000, TTL: 10 * time.Minute}, func() error {
-		if s := notReady.Load(); s != nil {
-			return errors.New(*s)
-		}
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	runDone := make(chan error, 1)
-	go func() { runDone <- reg.Run(ctx) }()
+	reg, notReady, runDone := runReadyRegistrar(t, c, Registration{Name: "self", ID: "self-1", Port: 7000, TTL: 10 * time.Minute}, "")
 	// catalog is the check's status as the catalog has it ("" when the
 	// catalog does not list ferry).
 	catalog := func() string {

@@ -2,7 +2,6 @@ package discovery
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"maps"
 	"net/http"
@@ -239,24 +238,9 @@ func TestRegistrationSetsCheckStatusAndOutput(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { c.Close() })
-	var notReady atomic.Pointer[string]
-	starting := "starting"
-	notReady.Store(&starting)
 	// A TTL of 10m: refreshes every 200s, none during the test but those
 	// Refresh asks for.
-	reg, err := c.NewRegistrar(Registration{Name: "self", ID: "self-1", Port: 7000, TTL: 10 * time.Minute}, func() error {
-		if s := notReady.Load(); s != nil {
-			return errors.New(*s)
-		}
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	runDone := make(chan error, 1)
-	go func() { runDone <- reg.Run(ctx) }()
-	t.Cleanup(func() { cancel(); <-runDone })
+	reg, notReady, _ := runReadyRegistrar(t, c, Registration{Name: "self", ID: "self-1", Port: 7000, TTL: 10 * time.Minute}, "starting")
 	cc := agent.Client()
 	check := func() *api.AgentCheck {
 		checks, err := cc.Agent().Checks()
