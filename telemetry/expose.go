@@ -25,6 +25,7 @@ func (r *registry) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	var buf bytes.Buffer
 	r.write(&buf, om)
 	h := w.Header()
+	h.Set("Vary", "Accept, Accept-Encoding") // the format, and gzip or not
 	if om {
 		h.Set("Content-Type", contentTypeOpenMetrics)
 	} else {
@@ -32,7 +33,6 @@ func (r *registry) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	}
 	if acceptsGzip(req.Header.Get("Accept-Encoding")) {
 		h.Set("Content-Encoding", "gzip")
-		h.Add("Vary", "Accept-Encoding")
 		gz := gzip.NewWriter(w)
 		_, _ = gz.Write(buf.Bytes())
 		_ = gz.Close()

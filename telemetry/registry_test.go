@@ -8,6 +8,7 @@ import (
 	"io"
 	"math"
 	"net/http/httptest"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -569,4 +570,17 @@ func TestMetricsHandlerGzipAndRuntime(t *testing.T) {
 		t.Fatal(err)
 	}
 	parseExposition(t, string(body), true)
+
+	// Every answer names the request fields it depends on, so a cache
+	// between the scraper and ferry keeps the formats and encodings apart:
+	// the plain text answer too.
+	for _, enc := range []string{"gzip", ""} {
+		r := httptest.NewRequest("GET", "/metrics", nil)
+		r.Header.Set("Accept-Encoding", enc)
+		w := httptest.NewRecorder()
+		tel.MetricsHandler().ServeHTTP(w, r)
+		if v := w.Header().Values("Vary"); !slices.Equal(v, []string{"Accept, Accept-Encoding"}) {
+			t.Errorf("Accept-Encoding %q: Vary %q, want \"Accept, Accept-Encoding\"", enc, v)
+		}
+	}
 }
