@@ -3,6 +3,8 @@ package telemetry
 import (
 	"context"
 	"encoding/json"
+	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -174,5 +176,45 @@ func TestAnsweredCountsAndLogs(t *testing.T) {
 	}
 	if strings.Contains(body, `ferry_request_duration_seconds_count{listener="inbound"`) {
 		t.Error("a duration recorded for a request whose start is unknown")
+	}
+}
+
+// An access log file on a full disk (/dev/full refuses every write with
+// ENOSPC) loses its lines: each is counted in
+// ferry_access_log_dropped_total, and ferry's log gets one warning naming
+// the file. Neither happened: the metric stayed 0 with every line lost,
+// and nothing was said.
+func TestAccessLogLinesAFullDiskRefusesAreCounted(t *testing.T) {
+	if f, err := os.OpenFile("/dev/full", os.O_WRONLY, 0); err != nil {
+		t.Skipf("/dev/full: %v", err)
+	} else {
+		f.Close()
+	}
+	var warnings syncbuf.Buffer
+	tel, err := New(context.Background(), Config{AccessLog: "/dev/full"}, WithEnv(env{}.get),
+		WithLog(slog.New(slog.NewJSONHandler(&warnings, nil))))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tel.Shutdown(context.Background())
+	for i := range 5 {
+		logRequests(tel, fmt.Sprintf("M%d", i))
+	}
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		body, _ := scrape(t, tel.MetricsHandler(), "")
+		if strings.Contains(body, "\nferry_access_log_dropped_total 5\n") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("want 5 dropped lines counted:\n%s", grepFerry(body))
+		}
+		time.Sleep(10 * time.Millisecond) // a polling pace
+	}
+	if err := tel.Shutdown(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if got := warnings.String(); strings.Count(got, "\n") != 1 || !strings.Contains(got, "no space left on device") {
+		t.Fatalf("ferry's log, want one warning about the full disk:\n%s", got)
 	}
 }

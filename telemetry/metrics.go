@@ -137,7 +137,7 @@ func newMetrics(res *resource.Resource, q *spanQueue) (*Metrics, error) {
 			})
 		}, "service")
 	r.collected("ferry_access_log_dropped",
-		"Access log lines dropped because their destination did not take them fast enough.", kindCounter,
+		"Access log lines dropped because their destination did not take them fast enough, or refused them (a write error such as a full disk).", kindCounter,
 		func(emit func(float64, ...string)) {
 			if w := m.logDropped.Load(); w != nil {
 				emit(float64(w.Dropped()))

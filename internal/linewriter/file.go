@@ -13,7 +13,8 @@ import (
 // once a second (CheckEvery) and on Writer.Reopen, never one per line.
 // When reopening fails, lines keep going to the file already open and one
 // warning is given until a reopen succeeds or the path names the open file
-// again.
+// again. When writing fails (a full disk), one warning is given until a
+// write succeeds; the Writer drops and counts the lines lost.
 type File struct {
 	path string
 	warn func(error)
@@ -24,11 +25,13 @@ type File struct {
 	closed bool
 
 	failing bool // the last check's reopen failed and was warned about; the Writer's goroutine only
+	refused bool // the last write failed and was warned about; the Writer's goroutine only
 }
 
 // OpenFile opens path for appending, creating it if need be. warn receives
 // the error of a failed reopen, once per run of failures (a run ends when
-// a reopen succeeds or the path names the open file again); nil discards it.
+// a reopen succeeds or the path names the open file again), and that of a
+// failed write, once per run of failed writes; nil discards them.
 func OpenFile(path string, warn func(error)) (*File, error) {
 	f, info, err := openAppend(path)
 	if err != nil {
@@ -59,8 +62,19 @@ func (l *File) current() *os.File {
 	return l.f
 }
 
-// Write writes p to the file open now.
-func (l *File) Write(p []byte) (int, error) { return l.current().Write(p) }
+// Write writes p to the file open now. A write that fails (a full disk)
+// is warned about once per run of failures: the run ends when a write
+// succeeds. It is for the Writer's goroutine.
+func (l *File) Write(p []byte) (int, error) {
+	n, err := l.current().Write(p)
+	if err != nil && !l.refused {
+		l.refused = true
+		l.warn(fmt.Errorf("%w; lines are dropped, and counted, until a write succeeds", err))
+	} else if err == nil {
+		l.refused = false
+	}
+	return n, err
+}
 
 // Reopen opens the path again when it no longer names the open file (it
 // was renamed or removed, and maybe created anew). It is for the Writer's

@@ -254,3 +254,23 @@ func TestCloseFlushFollowsThePath(t *testing.T) {
 		t.Errorf("the file at the path got %q (%v), want the line flushed on Close", got, err)
 	}
 }
+
+// A File whose writes fail (a full disk; /dev/full fails every write with
+// ENOSPC) warns once for the run of failures, naming the file. Nothing
+// was said: the lines were lost without a word in ferry's log.
+func TestFileWarnsOnceWhenWritesFail(t *testing.T) {
+	var warnings []error
+	l, err := OpenFile("/dev/full", func(err error) { warnings = append(warnings, err) })
+	if err != nil {
+		t.Skipf("/dev/full: %v", err)
+	}
+	defer l.Close()
+	for range 3 {
+		if _, err := l.Write([]byte("a\n")); err == nil {
+			t.Skip("/dev/full took a write")
+		}
+	}
+	if len(warnings) != 1 || !strings.Contains(warnings[0].Error(), "/dev/full") {
+		t.Fatalf("warnings for a run of 3 failed writes: %v, want one naming the file", warnings)
+	}
+}

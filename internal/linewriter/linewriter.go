@@ -6,6 +6,7 @@
 package linewriter
 
 import (
+	"bytes"
 	"context"
 	"io"
 	"sync"
@@ -15,7 +16,8 @@ import (
 
 // Writer buffers what is written to it, up to a bound, and writes it to its
 // destination from a goroutine of its own. A Write never waits for the
-// destination: what does not fit in the buffer is dropped whole and counted.
+// destination: what does not fit in the buffer is dropped whole and counted,
+// as are the lines the destination refuses (a write error).
 // Each Write should be one log line (slog's handlers write one per record).
 type Writer struct {
 	dst io.Writer
@@ -31,6 +33,8 @@ type Writer struct {
 	done chan struct{} // the drain returned
 
 	every time.Duration // between the checks of a Reopener destination
+
+	torn bool // the last write failed part-way through a line; the drain's goroutine only
 }
 
 // A Reopener is a destination that may have to be opened again, as a log
@@ -94,7 +98,8 @@ func (w *Writer) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-// Dropped counts the writes dropped so far.
+// Dropped counts the writes dropped so far: those the buffer could not
+// take, and the lines a failed write of the destination lost.
 func (w *Writer) Dropped() int64 { return w.dropped.Load() }
 
 func (w *Writer) drain() {
@@ -122,7 +127,7 @@ drain:
 			w.mu.Unlock()
 			if len(out) > 0 {
 				check(r, poke, closing)
-				_, _ = w.dst.Write(out)
+				w.put(out)
 			}
 		case <-tick:
 			r.Reopen()
@@ -135,8 +140,33 @@ drain:
 	w.mu.Unlock()
 	if len(out) > 0 {
 		check(r, poke, true)
-		_, _ = w.dst.Write(out)
+		w.put(out)
 	}
+}
+
+// newline ends a line a failed write left torn.
+var newline = []byte{'\n'}
+
+// put writes a batch of whole lines to the destination. The lines a
+// failed write did not get out whole (a full disk: ENOSPC) are dropped
+// and counted as a full buffer's are. A line cut part-way is ended with a
+// newline before the next batch, once the destination takes bytes again:
+// the next line must not read as the rest of the cut one.
+func (w *Writer) put(out []byte) {
+	if w.torn {
+		if _, err := w.dst.Write(newline); err != nil {
+			w.dropped.Add(int64(bytes.Count(out, newline)))
+			return
+		}
+		w.torn = false
+	}
+	n, err := w.dst.Write(out)
+	if err == nil {
+		return
+	}
+	n = max(0, min(n, len(out)))
+	w.dropped.Add(int64(bytes.Count(out[n:], newline)))
+	w.torn = n > 0 && out[n-1] != '\n'
 }
 
 // check lets the destination check itself before a write when Reopen

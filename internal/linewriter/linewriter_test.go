@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -74,5 +75,72 @@ func TestWriterCloseBounded(t *testing.T) {
 	defer cancel()
 	if err := w.Close(ctx); err == nil {
 		t.Fatal("Close returned nil with the destination stuck")
+	}
+}
+
+// fullDisk takes bytes until its room runs out, then writes what fits and
+// fails as a full disk does, until freed.
+type fullDisk struct {
+	mu     sync.Mutex
+	got    bytes.Buffer
+	room   int
+	writes int
+}
+
+func (d *fullDisk) Write(p []byte) (int, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.writes++
+	if d.room < 0 || len(p) <= d.room {
+		if d.room >= 0 {
+			d.room -= len(p)
+		}
+		return d.got.Write(p)
+	}
+	n := d.room
+	d.got.Write(p[:n])
+	d.room = 0
+	return n, syscall.ENOSPC
+}
+
+func (d *fullDisk) free() {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.room = -1
+}
+
+func (d *fullDisk) written() (int, string) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.writes, d.got.String()
+}
+
+// The lines a destination refuses (a full disk) are dropped and counted,
+// as those a full buffer cannot take are; a line the disk cut part-way is
+// ended before the next one goes out, so that the next line is never read
+// as its rest. They were lost uncounted (ferry_access_log_dropped_total
+// stayed 0 with every line gone), and the next line after the disk had
+// room again was appended to the cut one.
+func TestWriterCountsTheLinesItsDestinationRefuses(t *testing.T) {
+	dst := &fullDisk{room: 12}
+	w := New(dst, 100)
+	step := func(line string, writes int, dropped int64) {
+		t.Helper()
+		w.Write([]byte(line))
+		await(t, fmt.Sprintf("%q written (%d writes, %d dropped)", line, writes, dropped), func() bool {
+			n, _ := dst.written()
+			return n == writes && w.Dropped() == dropped
+		})
+	}
+	step("aaaa\n", 1, 0)       // 7 bytes of room left
+	step("bbbbbbbbbb\n", 2, 1) // cut after 7 bytes
+	step("cccc\n", 3, 2)       // the disk is full: nothing goes
+	dst.free()
+	step("dddd\n", 5, 2) // the cut line's end, then the line
+	if err := w.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if _, got := dst.written(); got != "aaaa\nbbbbbbb\ndddd\n" {
+		t.Fatalf("the destination got %q", got)
 	}
 }
