@@ -2,8 +2,10 @@ package main
 
 import (
 	"fmt"
+	"io"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -60,5 +62,63 @@ func TestSIGHUPAfterRotationReopensAccessLog(t *testing.T) {
 	}
 	if got, _ := os.ReadFile(rotated); !has("OLD")(string(got)) || has("NEW")(string(got)) {
 		t.Errorf("the rotated file should hold only the line from before:\n%s", got)
+	}
+}
+
+// An access log on a standard output whose reader went away (a log
+// shipper that crashed, `ferry run | tool` with tool gone) loses its
+// lines, counted in ferry_access_log_dropped_total; ferry serves on. The
+// first line written to the broken pipe killed ferry with SIGPIPE (Go's
+// default for a write to a broken pipe on descriptor 1 or 2), and every
+// exchange through it with it.
+func TestBrokenStdoutPipeDoesNotKillFerry(t *testing.T) {
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	origin := startOrigin(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
+	cfg := fmt.Sprintf("admin: { listen: 127.0.0.1:0 }\ninbound: { listen: 127.0.0.1:0, app: %s }\ntelemetry: { access_log: stdout }\n", origin)
+	p := startFerryProcWith(t, func(c *exec.Cmd) { c.Stdout = w },
+		[]string{"run", "--config-env", "FERRY_TEST_CFG"}, []string{"FERRY_TEST_CFG=" + cfg}, "inbound", "admin")
+	w.Close() // ferry holds the write end
+	r.Close() // and no one reads: the pipe is broken
+	call := func(url string) (string, error) {
+		res, err := http.Get(url)
+		if err != nil {
+			return "", err
+		}
+		defer res.Body.Close()
+		b, err := io.ReadAll(res.Body)
+		return string(b), err
+	}
+	if _, err := call("http://" + p.addrs["inbound"] + "/"); err != nil {
+		t.Fatalf("a request through ferry: %v; log:\n%s", err, p.log())
+	}
+	// The line's write has failed once it is counted; ferry is alive
+	// when its admin listener says so after that.
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		body, err := call("http://" + p.addrs["admin"] + "/metrics")
+		if err != nil {
+			select {
+			case <-p.done:
+				t.Fatalf("ferry exited (%v) after an access log line to a broken stdout; log:\n%s", p.err, p.log())
+			default:
+			}
+		}
+		if strings.Contains(body, "\nferry_access_log_dropped_total 1\n") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the line to a broken stdout never counted as dropped (%v); log:\n%s", err, p.log())
+		}
+		time.Sleep(10 * time.Millisecond) // a polling pace
+	}
+	if _, err := call("http://" + p.addrs["inbound"] + "/"); err != nil {
+		t.Fatalf("a request after the line was lost: %v; log:\n%s", err, p.log())
+	}
+	p.signal(syscall.SIGTERM)
+	if code := p.exitCode(20 * time.Second); code != exitOK {
+		t.Fatalf("exit code %d; log:\n%s", code, p.log())
 	}
 }

@@ -208,6 +208,12 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 	}
 	defer signal.Stop(sigs)
 	defer signal.Stop(hup)
+	// A write to a standard output or error whose reader went away (the
+	// access log on stdout, ferry's log on stderr, read by a log shipper
+	// that crashed) would kill ferry with SIGPIPE, Go's default for
+	// descriptors 1 and 2, and every exchange through it. Ignored, the
+	// write fails with EPIPE instead: the line is dropped and counted.
+	signal.Ignore(syscall.SIGPIPE)
 	fs := flagSet("run", "ferry run --config FILE | --config-env NAME [flags]", stderr)
 	path, configEnv := configFlags(fs)
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")

@@ -77,8 +77,18 @@ type ferryProc struct {
 // address.
 func startFerryProc(t *testing.T, args, env []string, listeners ...string) *ferryProc {
 	t.Helper()
+	return startFerryProcWith(t, nil, args, env, listeners...)
+}
+
+// startFerryProcWith is startFerryProc with the command given to prepare
+// (when not nil) before it starts: to set its standard output, say.
+func startFerryProcWith(t *testing.T, prepare func(*exec.Cmd), args, env []string, listeners ...string) *ferryProc {
+	t.Helper()
 	cmd := exec.Command(ferryBin(t), args...)
 	cmd.Env = append(os.Environ(), env...)
+	if prepare != nil {
+		prepare(cmd)
+	}
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)
