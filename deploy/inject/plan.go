@@ -1,6 +1,7 @@
 package inject
 
 import (
+	"errors"
 	"fmt"
 	"maps"
 	"net"
@@ -349,7 +350,15 @@ func splitList(v string) []string {
 // ("5"), not negative.
 func parseDuration(v string, wholeSeconds bool) (time.Duration, error) {
 	var d time.Duration
-	if n, err := strconv.Atoi(v); err == nil {
+	if n, err := strconv.ParseInt(v, 10, 64); err == nil || errors.Is(err, strconv.ErrRange) {
+		// Bounded before it is multiplied: a large count of seconds
+		// would wrap around to any duration, even a short positive one.
+		switch {
+		case n < 0:
+			return 0, fmt.Errorf("must not be negative")
+		case n > int64(time.Hour/time.Second):
+			return 0, fmt.Errorf("more than an hour")
+		}
 		d = time.Duration(n) * time.Second
 	} else if d, err = time.ParseDuration(v); err != nil {
 		return 0, fmt.Errorf("want a duration such as 5s or a number of seconds")

@@ -154,3 +154,40 @@ func TestShutdownWarningCountsWhatFerrySpendsAfterTheGrace(t *testing.T) {
 		}
 	}
 }
+
+// A duration annotation written as a number of seconds was multiplied into
+// a time.Duration without a bound, so a large number wrapped around:
+// ferry.io/shutdown-delay "18446744074" became a delay of 290.448384ms and
+// ferry.io/pre-stop-sleep "36028797018963973" a sleep of 5s, both injected,
+// and a shutdown grace of "9223372037" was refused as negative. Each is
+// more than the hour the annotations allow and is refused saying so.
+func TestDurationAnnotationsInSecondsDoNotWrap(t *testing.T) {
+	inj, err := New(Options{Image: "ferrymesh/ferry:test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, key := range []string{AnnotationPreStopSleep, AnnotationShutdownDelay, AnnotationShutdownGrace} {
+		for _, v := range []string{"18446744074", "36028797018963973", "9223372037", "9223372036854775807", "3601"} {
+			ann := map[string]string{key: v}
+			if key == AnnotationPreStopSleep {
+				// Keep the sleep within the pod's grace period for "3600".
+				ann[AnnotationShutdownDelay] = "1s"
+			}
+			rep, _ := injectPod(t, inj, ann)
+			want := fmt.Sprintf("invalid annotation %s=%q: more than an hour", key, v)
+			if rep.Outcome != Refused || rep.Reason != want {
+				t.Errorf("%s: %q: %s %q, want refused %q", key, v, rep.Outcome, rep.Reason, want)
+			}
+		}
+		pod := fmt.Sprintf(`{"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "web", "annotations": {%q: "3600"}},
+			"spec": {"terminationGracePeriodSeconds": 4000, "containers": [{"name": "app", "ports": [{"containerPort": 8080}]}]}}`, key)
+		need, _, rep, ok := injectedShutdown(t, inj, pod)
+		if !ok {
+			t.Errorf("%s: \"3600\": %s %s, want injected", key, rep.Outcome, rep.Reason)
+			continue
+		}
+		if need < time.Hour {
+			t.Errorf("%s: \"3600\": injected shutdown takes %s, want at least an hour", key, need)
+		}
+	}
+}
