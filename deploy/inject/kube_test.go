@@ -193,3 +193,45 @@ func TestOptionsResources(t *testing.T) {
 		}
 	}
 }
+
+// A ferry.io/proxy-* limit below its request is refused naming the
+// annotation, and the other side's annotation when the request or limit
+// it falls short of is the injector's default. The reason said only
+// "ferry resources from annotations: memory limit 32Mi is below its
+// request 64Mi": with one annotation on the pod, that 64Mi was a default
+// the reader had to know about, and which annotation lowers it went
+// unsaid.
+func TestResourceAnnotationBelowItsRequestNamed(t *testing.T) {
+	inj, err := New(Options{Image: "ferrymesh/ferry:test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		ann  map[string]string
+		want string
+	}{
+		{map[string]string{AnnotationMemoryLimit: "32Mi"},
+			`invalid annotation ferry.io/proxy-memory-limit="32Mi": below ferry's default memory request 64Mi (set ferry.io/proxy-memory-request too)`},
+		{map[string]string{AnnotationCPULimit: "10m"},
+			`invalid annotation ferry.io/proxy-cpu-limit="10m": below ferry's default cpu request 50m (set ferry.io/proxy-cpu-request too)`},
+		{map[string]string{AnnotationMemoryRequest: "1Gi"},
+			`invalid annotation ferry.io/proxy-memory-request="1Gi": above ferry's default memory limit 256Mi (set ferry.io/proxy-memory-limit too)`},
+		{map[string]string{AnnotationMemoryRequest: "1Gi", AnnotationMemoryLimit: "100Mi"},
+			`invalid annotation ferry.io/proxy-memory-limit="100Mi": below ferry.io/proxy-memory-request="1Gi"`},
+		{map[string]string{AnnotationCPURequest: "1", AnnotationCPULimit: "0.5"},
+			`invalid annotation ferry.io/proxy-cpu-limit="0.5": below ferry.io/proxy-cpu-request="1"`},
+	} {
+		rep, _ := injectPod(t, inj, tc.ann)
+		if rep.Outcome != Refused || rep.Reason != tc.want {
+			t.Errorf("%v: %s %q, want refused %q", tc.ann, rep.Outcome, rep.Reason, tc.want)
+		}
+	}
+	// A limit at or above its request is injected.
+	rep, c := injectPod(t, inj, map[string]string{AnnotationMemoryLimit: "64Mi", AnnotationCPURequest: "1", AnnotationCPULimit: "1"})
+	if rep.Outcome != Injected {
+		t.Fatalf("limits equal to their requests: %s %s", rep.Outcome, rep.Reason)
+	}
+	if got := mustJSON(t, c.Resources); got != `{"limits":{"cpu":"1","memory":"64Mi"},"requests":{"cpu":"1","memory":"64Mi"}}` {
+		t.Errorf("resources %s", got)
+	}
+}

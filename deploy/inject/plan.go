@@ -247,7 +247,7 @@ const (
 )
 
 func (p *plan) readResources(get func(string) (string, bool)) error {
-	for _, r := range []struct {
+	annotations := []struct {
 		key  string
 		list *resourceList
 		name string
@@ -257,7 +257,8 @@ func (p *plan) readResources(get func(string) (string, bool)) error {
 		{AnnotationCPULimit, &p.resources.Limits, "cpu", "limits"},
 		{AnnotationMemoryRequest, &p.resources.Requests, "memory", "requests"},
 		{AnnotationMemoryLimit, &p.resources.Limits, "memory", "limits"},
-	} {
+	}
+	for _, r := range annotations {
 		v, ok := get(r.key)
 		if !ok {
 			continue
@@ -278,8 +279,33 @@ func (p *plan) readResources(get func(string) (string, bool)) error {
 		}
 		p.annotated[r.what+"/"+r.name] = r.key
 	}
-	if err := checkResources(p.resources); err != nil {
-		return fmt.Errorf("ferry resources from annotations: %w", err)
+	// A limit below its request: name the annotation that set it, and
+	// the other one when it is the default.
+	for _, name := range []string{"cpu", "memory"} {
+		req, hasReq := p.resources.Requests[name]
+		lim, hasLim := p.resources.Limits[name]
+		if !hasReq || !hasLim || lim.Cmp(req) >= 0 {
+			continue
+		}
+		var reqKey, limKey string
+		for _, r := range annotations {
+			if r.name == name && r.what == "requests" {
+				reqKey = r.key
+			} else if r.name == name {
+				limKey = r.key
+			}
+		}
+		_, reqSet := p.annotated["requests/"+name]
+		limValue, limSet := get(limKey)
+		reqValue, _ := get(reqKey)
+		switch {
+		case limSet && reqSet:
+			return annotationError(limKey, limValue, fmt.Errorf("below %s=%q", reqKey, reqValue))
+		case limSet:
+			return annotationError(limKey, limValue, fmt.Errorf("below ferry's default %s request %s (set %s too)", name, req, reqKey))
+		default:
+			return annotationError(reqKey, reqValue, fmt.Errorf("above ferry's default %s limit %s (set %s too)", name, lim, limKey))
+		}
 	}
 	return nil
 }
