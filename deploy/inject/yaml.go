@@ -67,6 +67,10 @@ func splitDocuments(data []byte) []document {
 
 // injectDocument injects the objects of one document.
 func (in *Injector) injectDocument(body []byte) ([]byte, []Report, error) {
+	trimmed := bytes.TrimLeft(body, " \t\r\n")
+	if len(trimmed) > 0 && trimmed[0] == '{' && json.Valid(body) {
+		return in.injectJSONDocument(body)
+	}
 	var doc yaml.Node
 	if err := yaml.Unmarshal(body, &doc); err != nil {
 		return nil, nil, err
@@ -82,9 +86,8 @@ func (in *Injector) injectDocument(body []byte) ([]byte, []Report, error) {
 	if !changed {
 		return body, reps, nil
 	}
-	trimmed := bytes.TrimLeft(body, " \t\r\n")
 	if len(trimmed) > 0 && trimmed[0] == '{' {
-		// JSON in, JSON out.
+		// A YAML flow mapping that is not JSON: JSON out, as for JSON in.
 		var obj any
 		if err := doc.Decode(&obj); err != nil {
 			return nil, reps, fmt.Errorf("re-read injected document: %w", err)
@@ -104,6 +107,25 @@ func (in *Injector) injectDocument(body []byte) ([]byte, []Report, error) {
 	if err := enc.Close(); err != nil {
 		return nil, reps, fmt.Errorf("encode injected document: %w", err)
 	}
+	return out.Bytes(), reps, nil
+}
+
+// injectJSONDocument injects a document that is one JSON object and
+// writes it back as JSON, keys in their order and numbers as written.
+func (in *Injector) injectJSONDocument(body []byte) ([]byte, []Report, error) {
+	root, err := jsonNode(body)
+	if err != nil {
+		return nil, nil, err
+	}
+	changed, reps := in.injectNode(root)
+	if !changed {
+		return body, reps, nil
+	}
+	var out bytes.Buffer
+	if err := writeJSONNode(&out, root, ""); err != nil {
+		return nil, reps, fmt.Errorf("encode injected document: %w", err)
+	}
+	out.WriteByte('\n')
 	return out.Bytes(), reps, nil
 }
 
