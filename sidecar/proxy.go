@@ -1135,6 +1135,13 @@ func (p *Proxy) respondHeader(w http.ResponseWriter, res *http.Response) http.He
 	} else {
 		h = w.Header()
 		copyHeader(h, res.Header)
+		if _, typed := h["Content-Type"]; !typed {
+			// net/http's servers would sniff the body's first bytes for
+			// a type the upstream did not give: a nil value (written as
+			// no field) tells them not to. (The lane's writer adopts the
+			// header above and never sniffs.)
+			h["Content-Type"] = nil
+		}
 	}
 	if n := len(res.Trailer); n > 0 {
 		names := make([]string, 0, n)

@@ -467,3 +467,52 @@ func TestResponseFramedTwiceHTTP10ReadByLength(t *testing.T) {
 		}
 	}
 }
+
+// A response the upstream sent without Content-Type reaches the caller
+// without one. net/http's servers (HTTP/1.1 handed over, HTTP/1.0, h2c)
+// sniff a body whose header has no Content-Type and add the type they
+// guess, as an origin server would; relayed through them, an upstream's
+// untyped "<html>..." came out as "text/html; charset=utf-8" (while the
+// lane sent it as it came): a proxy labelling content the origin did not
+// (RFC 9110 section 8.3 leaves a missing type to the recipient). From an
+// HTTP/1.1 upstream (a plain head, which ferry's reader takes, and a
+// chunked one) and an h2c one, for each kind of request, to HTTP/1.1 and
+// h2c callers, and to an HTTP/1.0 one.
+func TestResponseWithoutContentTypeGetsNone(t *testing.T) {
+	const page = "<html><body>hi</body></html>"
+	heads := map[string]string{
+		"plain":   fmt.Sprintf("HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s", len(page), page),
+		"chunked": fmt.Sprintf("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n%x\r\n%s\r\n0\r\n\r\n", len(page), page),
+	}
+	bases := map[string]string{}
+	for name, head := range heads {
+		up, _ := answeringRawServer(t, head)
+		_, bases["http1 "+name] = ferryWithProtocol(t, "http1", up.addr())
+	}
+	h2 := origin(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		w.Header()["Content-Type"] = nil // Go's server would sniff one itself
+		io.WriteString(w, page)
+	}))
+	_, bases["h2c"] = ferryWithProtocol(t, "h2c", h2)
+	for up, base := range bases {
+		for _, kind := range requestKinds {
+			for _, client := range []*http.Client{h1For(t), h2cFor(t)} {
+				res, b := sendKind(t, client, base+"/x", kind.body)
+				if b != page {
+					t.Fatalf("%s upstream, %s, %s: body %q", up, kind.name, res.Proto, b)
+				}
+				if v, ok := res.Header["Content-Type"]; ok {
+					t.Errorf("%s upstream, %s, %s: caller got Content-Type %q, which the upstream did not send", up, kind.name, res.Proto, v)
+				}
+			}
+		}
+		res, b := rawRoundTrip(t, strings.TrimPrefix(base, "http://"), "GET /x HTTP/1.0\r\nHost: svc\r\n\r\n", http.MethodGet)
+		if b != page {
+			t.Fatalf("%s upstream, HTTP/1.0: body %q", up, b)
+		}
+		if v, ok := res.Header["Content-Type"]; ok {
+			t.Errorf("%s upstream, HTTP/1.0: caller got Content-Type %q, which the upstream did not send", up, v)
+		}
+	}
+}
