@@ -188,3 +188,72 @@ func bodilessOverHTTP1(t *testing.T, base, method, target string, withBody bool)
 	}
 	return res.StatusCode, res.Header, string(b)
 }
+
+// A 304 from an h2c upstream that carries the Content-Length a 200 would
+// have (RFC 9110 section 8.6 allows it), or a 204 that carries one, has no
+// body: its stream ends with its head. Go's HTTP/2 client hands such a
+// response a body that fails when read ("unexpected EOF", its
+// Content-Length not met), and ferry relayed that failure: an HTTP/1.1
+// caller's connection closed without an answer, an h2c caller's stream
+// was reset, and each counted against the endpoint's breaker as a body
+// broken mid-way. Every caller gets the 304 or 204 as an HTTP/1.1
+// upstream's, without its Content-Length, and its connection reads on.
+func TestBodilessResponseFromH2CUpstream(t *testing.T) {
+	up := origin(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		if r.URL.Path == "/ok" {
+			io.WriteString(w, "ok")
+			return
+		}
+		w.Header().Set("Content-Length", "1234")
+		w.Header().Set("Etag", `"v1"`)
+		w.WriteHeader(atoiStatus(strings.TrimPrefix(r.URL.Path, "/")))
+	}))
+	_, base := ferryWithProtocol(t, "h2c", up)
+	for _, status := range []int{http.StatusNotModified, http.StatusNoContent} {
+		target := fmt.Sprintf("/%d", status)
+		for _, withBody := range []bool{false, true} {
+			for _, caller := range []string{"http1", "h2c"} {
+				name := fmt.Sprintf("%d/%s/body=%v", status, caller, withBody)
+				var h http.Header
+				var code int
+				var next string
+				if caller == "h2c" {
+					method, body := http.MethodGet, io.Reader(nil)
+					if withBody {
+						method, body = http.MethodPost, strings.NewReader("abc")
+					}
+					req, _ := http.NewRequest(method, base+target, body)
+					res, err := h2cFor(t).Do(req)
+					if err != nil {
+						t.Errorf("%s: %v", name, err)
+						continue
+					}
+					b, err := io.ReadAll(res.Body)
+					res.Body.Close()
+					if err != nil || len(b) != 0 {
+						t.Errorf("%s: body %q (%v); want none", name, b, err)
+					}
+					h, code = res.Header, res.StatusCode
+					_, next = sendKind(t, h2cFor(t), base+"/ok", kindBody(withBody))
+				} else {
+					code, h, next = bodilessOverHTTP1(t, base, http.MethodGet, target, withBody)
+				}
+				if code != status || next != "ok" {
+					t.Errorf("%s: status %d, then %q; want %d, then \"ok\"", name, code, next, status)
+				}
+				if v, ok := h["Content-Length"]; ok {
+					t.Errorf("%s: Content-Length %q reached the caller", name, v)
+				}
+				if v := h.Get("Etag"); v != `"v1"` {
+					t.Errorf("%s: ETag %q, want %q", name, v, `"v1"`)
+				}
+			}
+		}
+		// An HTTP/1.0 caller, which net/http's server answers.
+		res, b := rawRoundTrip(t, strings.TrimPrefix(base, "http://"), "GET "+target+" HTTP/1.0\r\nHost: svc\r\n\r\n", http.MethodGet)
+		if res.StatusCode != status || b != "" || res.Header.Get("Etag") != `"v1"` {
+			t.Errorf("%d/http1.0: %d %q (ETag %q), want %d without a body", status, res.StatusCode, b, res.Header.Get("Etag"), status)
+		}
+	}
+}

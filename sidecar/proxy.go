@@ -657,6 +657,15 @@ func (p *Proxy) try(ctx context.Context, w http.ResponseWriter, r *http.Request,
 		res.Body.Close()
 		res, err = nil, fmt.Errorf("%w %d", errBadStatus, res.StatusCode)
 	}
+	if err == nil && res.ProtoMajor == 2 && (res.StatusCode == http.StatusNoContent || res.StatusCode == http.StatusNotModified) {
+		// A 204 or 304 has no body (RFC 9113 section 8.1.1), but Go's
+		// HTTP/2 client gives one whose stream ended with a
+		// Content-Length (a 304 may carry the one a 200 would have, RFC
+		// 9110 section 8.6) a body that fails when read, as a body cut
+		// short. (HTTP/1.1's readers give these none.)
+		res.Body.Close()
+		res.Body = http.NoBody
+	}
 	return res, actx, a, err
 }
 
