@@ -2,6 +2,7 @@ package resilience
 
 import (
 	"errors"
+	"math"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -150,12 +151,22 @@ func newBreaker(name string, s *BreakerSettings, clock Clock, notify func(from, 
 		IsExcluded:    func(err error) bool { return err == errAttemptIgnored },
 	}
 	if s.Window > 0 {
-		st.Interval = s.Window
-		st.BucketPeriod = s.Window / windowBuckets
+		// gobreaker rounds Interval up to whole buckets by adding a
+		// BucketPeriod to it, which overflows for a window of more than
+		// about 2329000h and leaves it no bucket at all (the first outcome
+		// then panics). A window of maxBreakerWindow, 146 years, clears its
+		// counts no sooner than a longer one in any process's life.
+		w := min(s.Window, maxBreakerWindow)
+		st.Interval = w
+		st.BucketPeriod = w / windowBuckets
 	}
 	b.cb = gobreaker.NewCircuitBreaker[struct{}](st)
 	return b
 }
+
+// maxBreakerWindow is the longest window handed to gobreaker: any longer
+// one never clears either, and its arithmetic stays within int64.
+const maxBreakerWindow = time.Duration(math.MaxInt64 / 2)
 
 // onStateChange runs inside gobreaker, under its mutex, in the goroutine
 // that caused the change (which holds b.mu).

@@ -2,6 +2,8 @@ package resilience
 
 import (
 	"errors"
+	"fmt"
+	"math"
 	"slices"
 	"strings"
 	"sync"
@@ -202,6 +204,37 @@ func TestBreakerDropsLateOutcomes(t *testing.T) {
 	probe.Done(refuse)
 	if st := statusOf(t, u, "a:1"); st.Breaker != BreakerOpen {
 		t.Fatalf("failed probe left %s", st.Breaker)
+	}
+}
+
+// A window as long as a duration goes (the config accepts up to
+// 2562047h47m16.854775807s) works as a window that never clears. gobreaker
+// rounds its interval up to whole buckets by adding a bucket to it, which
+// overflowed for windows of more than about 2329000h and left it with no
+// bucket: the first outcome recorded panicked (index out of range), so the
+// breaker never opened and every request whose attempt failed lost its
+// answer to the panic.
+func TestBreakerLongestWindow(t *testing.T) {
+	for _, w := range []time.Duration{2400000 * time.Hour, math.MaxInt64} {
+		for _, ratio := range []float64{0, 0.5} {
+			t.Run(fmt.Sprintf("%v/failure_ratio=%v", w, ratio), func(t *testing.T) {
+				u, _, _ := newTestUpstream(t, func(s *Settings) {
+					breakerOnly(s)
+					s.Breaker.Window = w
+					if ratio > 0 {
+						s.Breaker.ConsecutiveFailures = 0
+						s.Breaker.FailureRatio = ratio
+						s.Breaker.MinRequests = 3
+					}
+				}, "a:1")
+				for range 3 {
+					mustPick(t, u, "").Done(refuse)
+				}
+				if st := statusOf(t, u, "a:1"); st.Breaker != BreakerOpen {
+					t.Fatalf("3 failures in a row left the breaker %s", st.Breaker)
+				}
+			})
+		}
 	}
 }
 
