@@ -1,6 +1,7 @@
 package resilience
 
 import (
+	"math"
 	"sync"
 	"time"
 )
@@ -39,6 +40,16 @@ func (c *ManualClock) Advance(d time.Duration) {
 	c.mu.Lock()
 	c.now = c.now.Add(d)
 	c.mu.Unlock()
+}
+
+// addNanos is t+d for a clock reading t in UnixNano, saturating at the
+// largest int64 as time.Time.Add does: the longest durations a config
+// takes, added to the time now, must not overflow into a time long past.
+func addNanos(t int64, d time.Duration) int64 {
+	if d > 0 && int64(d) > math.MaxInt64-t {
+		return math.MaxInt64
+	}
+	return t + int64(d)
 }
 
 // lazyNow reads a clock at most once: one Pick needs the time for several

@@ -134,11 +134,13 @@ func (e *ejectionState) nextEjection(s *OutlierSettings, now int64) time.Duratio
 	}
 	e.ejections++
 	e.shown.Store(int32(min(e.ejections, 1<<30)))
-	d := time.Duration(base * int64(e.ejections))
-	if d > s.MaxEjectionTime || d < 0 {
-		d = s.MaxEjectionTime
+	// base times the ejections in a row, capped; compared by division, as
+	// the product may not fit in int64 (it could wrap to any value).
+	d := s.MaxEjectionTime
+	if int64(e.ejections) <= int64(s.MaxEjectionTime)/base {
+		d = time.Duration(base * int64(e.ejections))
 	}
-	e.lastUntil = now + int64(d)
+	e.lastUntil = addNanos(now, d)
 	e.shownEnd.Store(e.lastUntil)
 	e.until.Store(e.lastUntil)
 	return d

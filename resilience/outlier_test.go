@@ -3,7 +3,9 @@ package resilience
 import (
 	"errors"
 	"fmt"
+	"math"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 )
@@ -358,4 +360,49 @@ func TestUpdateReturnsAnEjectedEndpointThatCanServe(t *testing.T) {
 		t.Fatalf("picked %s, want a:1", p.Addr())
 	}
 	p.Done(ok200)
+}
+
+// The longest ejection times a config takes (up to 2562047h47m16.854775807s)
+// eject for that long, or until the end of time as int64 nanoseconds can
+// count it. The end of an ejection was now plus its length, which
+// overflowed for one of more than about 236 years from 2026 into a time
+// long past: the ejection was announced (Observer.Ejected) but the
+// endpoint stayed in rotation. Its length, base_ejection_time times the
+// ejections in a row, could overflow too: the fourth ejection of 2^62ns
+// in a row wrapped around to 0s.
+func TestLongestEjectionTimesEject(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		base, max time.Duration
+	}{
+		{"base and max the largest", math.MaxInt64, math.MaxInt64},
+		{"base 250 years", 250 * 365 * 24 * time.Hour, math.MaxInt64},
+		{"base 2^62ns", 1 << 62, math.MaxInt64},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			u, clk, rec := newTestUpstream(t, func(s *Settings) {
+				outlierOnly(50)(s)
+				s.Outlier.BaseEjectionTime, s.Outlier.MaxEjectionTime = tc.base, tc.max
+			}, "a:1", "b:1")
+			// Each round ejects a, then an Update that leaves a alone puts it
+			// back in rotation: the next ejection is the next in a row.
+			for n := 1; n <= 4; n++ {
+				u.Update([]Endpoint{{Addr: "a:1", Weight: 1}, {Addr: "b:1", Weight: 1}})
+				failOn(t, u, "a:1", 3, bad503)
+				ev := rec.take()
+				if len(ev) != 1 || !strings.HasSuffix(ev[0], fmt.Sprintf(" #%d", n)) {
+					t.Fatalf("ejection %d: events %q", n, ev)
+				}
+				if _, err := u.Pick("", []string{"b:1"}); !errors.Is(err, ErrAllUnavailable) {
+					t.Fatalf("ejection %d (%s) left a:1 in rotation: pick without b: %v", n, ev[0], err)
+				}
+				// At least base_ejection_time, up to 200 years (what fits in
+				// int64 nanoseconds from 2026 is about 236).
+				if until := statusOf(t, u, "a:1").EjectedUntil; until.Before(clk.Now().Add(min(tc.base, 200*365*24*time.Hour))) {
+					t.Fatalf("ejection %d (%s): ejected until %v", n, ev[0], until)
+				}
+				u.Update([]Endpoint{{Addr: "a:1", Weight: 1}})
+			}
+		})
+	}
 }
