@@ -316,7 +316,7 @@ func (b *breaker) openUntil(now int64) time.Time {
 	if b == nil || b.shown(now) != BreakerOpen {
 		return time.Time{}
 	}
-	return time.Unix(0, b.openedAt.Load()+int64(b.openFor))
+	return time.Unix(0, addNanos(b.openedAt.Load(), b.openFor))
 }
 
 // counts returns gobreaker's counts for the current generation.

@@ -238,6 +238,29 @@ func TestBreakerLongestWindow(t *testing.T) {
 	}
 }
 
+// A breaker open for the longest open_duration the config takes
+// (2562047h47m16.854775807s) says in its status that it is open until the
+// end of time as int64 nanoseconds count it. open_until was the opening
+// time plus open_duration, which overflowed: /upstreams showed the breaker
+// open until 1733.
+func TestBreakerLongestOpenDuration(t *testing.T) {
+	u, clk, _ := newTestUpstream(t, func(s *Settings) {
+		breakerOnly(s)
+		s.Breaker.OpenDuration = math.MaxInt64
+	}, "a:1", "b:1")
+	for range 3 {
+		mustPick(t, u, "", "b:1").Done(refuse)
+	}
+	clk.Advance(100 * 365 * 24 * time.Hour)
+	st := statusOf(t, u, "a:1")
+	if st.Breaker != BreakerOpen || !st.OpenUntil.Equal(time.Unix(0, math.MaxInt64)) {
+		t.Fatalf("a: breaker %s open until %v, want open until %v", st.Breaker, st.OpenUntil, time.Unix(0, math.MaxInt64).UTC())
+	}
+	if _, err := u.Pick("", []string{"b:1"}); !errors.Is(err, ErrAllUnavailable) {
+		t.Fatalf("the open breaker admitted a pick: %v", err)
+	}
+}
+
 func TestBreakerDisabled(t *testing.T) {
 	u, _, _ := newTestUpstream(t, func(s *Settings) {
 		breakerOnly(s)
