@@ -82,13 +82,9 @@ type consulWatch struct {
 // laid over it. It does not contact Consul: services are not ready until
 // their first answer. Its loops stop when ctx ends or on Close.
 func NewConsul(ctx context.Context, cfg ConsulConfig, opts ConsulOptions) (*Consul, error) {
-	clientCfg, env, err := cfg.clientConfig()
+	client, err := cfg.client()
 	if err != nil {
 		return nil, err
-	}
-	client, err := newConsulClient(clientCfg, env)
-	if err != nil {
-		return nil, fmt.Errorf("consul client: %s", scrubToken(err.Error(), clientCfg.Token))
 	}
 	log := opts.Logger
 	if log == nil {
@@ -299,6 +295,32 @@ func (c *Consul) Close() error {
 	c.wg.Wait()
 	c.client.transport.CloseIdleConnections()
 	return nil
+}
+
+// CheckConsul reports the error NewConsul would return for cfg laid over
+// the standard environment, building the client (its TLS settings, its
+// token) without contacting Consul or starting anything.
+func CheckConsul(cfg ConsulConfig) error {
+	client, err := cfg.client()
+	if err != nil {
+		return err
+	}
+	client.transport.CloseIdleConnections()
+	return nil
+}
+
+// client builds the client to the agent for c laid over the standard
+// environment.
+func (c ConsulConfig) client() (*consulClient, error) {
+	clientCfg, env, err := c.clientConfig()
+	if err != nil {
+		return nil, err
+	}
+	client, err := newConsulClient(clientCfg, env)
+	if err != nil {
+		return nil, fmt.Errorf("consul client: %s", scrubToken(err.Error(), clientCfg.Token))
+	}
+	return client, nil
 }
 
 // scrubToken removes token from s.

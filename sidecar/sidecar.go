@@ -137,6 +137,23 @@ func CheckTelemetry(cfg *Config) error {
 	return nil
 }
 
+// CheckConsul reports the error New would return for cfg's Consul client,
+// its consul section laid over the CONSUL_* environment, when anything in
+// cfg talks to Consul: it builds the client without contacting Consul.
+func CheckConsul(cfg *Config) error {
+	if !cfg.needsConsul() {
+		return nil
+	}
+	var cc discovery.ConsulConfig
+	if cfg.Consul != nil {
+		cc = *cfg.Consul
+	}
+	if err := discovery.CheckConsul(cc); err != nil {
+		return fmt.Errorf("consul: %w", err) // as resolvers says it
+	}
+	return nil
+}
+
 // New builds a sidecar from a loaded config. Nothing listens until Start.
 func New(cfg *Config, opts Options) (*Sidecar, error) {
 	lg := opts.Log

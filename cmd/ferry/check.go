@@ -10,8 +10,9 @@ import (
 
 // cmdCheck loads a config as ferry run would, and serves nothing: the
 // YAML and every rule the loader applies (each error names its key), and
-// the telemetry settings with the OTEL_* environment. It contacts
-// nothing (Consul's services are not resolved). A config it passes is
+// the telemetry settings with the OTEL_* environment, and the Consul
+// client's with the CONSUL_* environment when anything talks to Consul. It
+// contacts nothing (Consul's services are not resolved). A config it passes is
 // one ferry run starts with, unless a listener's address is taken or
 // Consul refuses it; one it fails, ferry run refuses with the same errors.
 func cmdCheck(args []string, stdout, stderr io.Writer) int {
@@ -42,6 +43,10 @@ func cmdCheck(args []string, stdout, stderr io.Writer) int {
 		return exitConfig
 	}
 	if err := sidecar.CheckTelemetry(cfg); err != nil {
+		fmt.Fprintf(stderr, "ferry: config %s:\n%v\n", source, err)
+		return exitConfig
+	}
+	if err := sidecar.CheckConsul(cfg); err != nil {
 		fmt.Fprintf(stderr, "ferry: config %s:\n%v\n", source, err)
 		return exitConfig
 	}

@@ -66,3 +66,52 @@ services:
 		})
 	}
 }
+
+// ferry check refuses what the CONSUL_* environment makes ferry run refuse,
+// with the same error, when anything in the config talks to Consul (a
+// routed Consul service, or registration): it passed such a config, which
+// ferry run then refused at start. A config that talks to no Consul does
+// not look at that environment.
+func TestCheckConsulEnvironmentAsRunDoes(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name, text string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(text), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	watched := write("watched.yaml", "admin: { listen: 127.0.0.1:0 }\noutbound: { listen: 127.0.0.1:0, routes: [ { service: api } ] }\nservices: { api: }\ntelemetry: { access_log: 'off' }\n")
+	registered := write("registered.yaml", "admin: { listen: 127.0.0.1:0 }\ninbound: { listen: 127.0.0.1:0, app: 127.0.0.1:8080 }\nregister: { name: web, port: 15006 }\ntelemetry: { access_log: 'off' }\n")
+	static := write("static.yaml", "outbound: { routes: [ { service: files } ] }\nservices: { files: { endpoints: [127.0.0.1:1] } }\n")
+	for _, tc := range []struct{ name, key, value, want string }{
+		{"address scheme", "CONSUL_HTTP_ADDR", "ftp://consul:8500", "ftp"},
+		{"CA file", "CONSUL_CACERT", filepath.Join(dir, "none.pem"), "none.pem"},
+		{"certificate without key", "CONSUL_CLIENT_CERT", watched, "client key"},
+		{"token file", "CONSUL_HTTP_TOKEN_FILE", filepath.Join(dir, "none.token"), "none.token"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Setenv(tc.key, tc.value)
+			for _, path := range []string{watched, registered} {
+				var out, errb bytes.Buffer
+				if code := run([]string{"run", "--config", path}, &out, &errb); code != exitConfig {
+					t.Fatalf("ferry run --config %s: exit %d, want %d (stderr %q)", filepath.Base(path), code, exitConfig, errb.String())
+				}
+				runErr := strings.TrimSpace(errb.String()[strings.LastIndex(errb.String(), "ferry: "):])
+				if !strings.Contains(runErr, tc.want) {
+					t.Fatalf("ferry run --config %s: error %q, want one naming %q", filepath.Base(path), runErr, tc.want)
+				}
+				out.Reset()
+				errb.Reset()
+				code := run([]string{"check", "--config", path}, &out, &errb)
+				if code != exitConfig || !strings.Contains(errb.String(), strings.TrimPrefix(runErr, "ferry: ")) {
+					t.Fatalf("ferry check --config %s: exit %d, stdout %q, stderr %q; want exit %d with ferry run's error %q", filepath.Base(path), code, out.String(), errb.String(), exitConfig, runErr)
+				}
+			}
+			var out, errb bytes.Buffer
+			if code := run([]string{"check", "--config", static}, &out, &errb); code != exitOK {
+				t.Fatalf("a config without Consul: exit %d, stderr %q", code, errb.String())
+			}
+		})
+	}
+}
