@@ -201,7 +201,7 @@ func (c ConsulConfig) clientConfig() (cfg, env consulClientConfig, err error) {
 	env = consulEnvConfig()
 	cfg = env
 	if c.Address != "" {
-		cfg.Address = c.Address
+		cfg.Address, cfg.Keys.Address = c.Address, "consul.address"
 	}
 	if c.Scheme != "" {
 		cfg.Scheme = c.Scheme
@@ -213,6 +213,7 @@ func (c ConsulConfig) clientConfig() (cfg, env consulClientConfig, err error) {
 	if c.TokenFile != "" {
 		cfg.TokenFile = c.TokenFile
 		cfg.Token = ""
+		cfg.Keys.TokenFile = "consul.token_file"
 	}
 	if c.Datacenter != "" {
 		cfg.Datacenter = c.Datacenter
@@ -224,11 +225,12 @@ func (c ConsulConfig) clientConfig() (cfg, env consulClientConfig, err error) {
 		cfg.Partition = c.Partition
 	}
 	if c.CAFile != "" {
-		cfg.TLS.CAFile = c.CAFile
+		cfg.TLS.CAFile, cfg.Keys.CAFile = c.CAFile, "consul.ca_file"
 	}
 	if c.CertFile != "" {
 		cfg.TLS.CertFile = c.CertFile
 		cfg.TLS.KeyFile = c.KeyFile
+		cfg.Keys.CertFile, cfg.Keys.KeyFile = "consul.cert_file", "consul.key_file"
 	}
 	if c.InsecureSkipVerify {
 		cfg.TLS.InsecureSkipVerify = true

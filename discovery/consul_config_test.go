@@ -180,3 +180,54 @@ func TestRegistrationValidate(t *testing.T) {
 		t.Fatalf("defaults %+v", r)
 	}
 }
+
+// A CONSUL_* variable that makes the client impossible to build is named
+// in the error, as a consul: key is: the errors were the official client's
+// own ("Unknown protocol scheme: ftp", "Error loading CA File: ..."), which
+// say neither the variable nor whether the value came from the file. A
+// CONSUL_HTTP_ADDR no request URL can be made of ("::::") was accepted,
+// and every query then failed.
+func TestConsulClientErrorsNameTheVariable(t *testing.T) {
+	dir := t.TempDir()
+	junk := filepath.Join(dir, "junk.pem")
+	if err := os.WriteFile(junk, []byte("not a certificate\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	missing := filepath.Join(dir, "missing")
+	for _, tc := range []struct {
+		name string
+		env  map[string]string
+		cfg  ConsulConfig
+		want string // "" for no error
+	}{
+		{"address scheme", map[string]string{"CONSUL_HTTP_ADDR": "ftp://consul:8500"}, ConsulConfig{}, "CONSUL_HTTP_ADDR: Unknown protocol scheme: ftp"},
+		{"address no URL", map[string]string{"CONSUL_HTTP_ADDR": "::::"}, ConsulConfig{}, `CONSUL_HTTP_ADDR: "::::" is no address`},
+		{"address in the file wins", map[string]string{"CONSUL_HTTP_ADDR": "ftp://consul:8500"}, ConsulConfig{Address: "127.0.0.1:8500"}, ""},
+		{"CA file missing", map[string]string{"CONSUL_CACERT": missing}, ConsulConfig{}, "CONSUL_CACERT: Error loading CA File"},
+		{"CA file not PEM", map[string]string{"CONSUL_CACERT": junk}, ConsulConfig{}, "CONSUL_CACERT: Error loading CA File: Couldn't parse PEM"},
+		{"CA file not PEM in the file", nil, ConsulConfig{CAFile: junk}, "consul.ca_file: Error loading CA File: Couldn't parse PEM"},
+		{"CA path", map[string]string{"CONSUL_CAPATH": missing}, ConsulConfig{}, "CONSUL_CAPATH: "},
+		{"certificate without key", map[string]string{"CONSUL_CLIENT_CERT": junk}, ConsulConfig{}, "CONSUL_CLIENT_CERT: both client cert and client key must be provided (CONSUL_CLIENT_KEY is not set)"},
+		{"key without certificate", map[string]string{"CONSUL_CLIENT_KEY": junk}, ConsulConfig{}, "CONSUL_CLIENT_KEY: both client cert and client key must be provided (CONSUL_CLIENT_CERT is not set)"},
+		{"certificate not PEM", map[string]string{"CONSUL_CLIENT_CERT": junk, "CONSUL_CLIENT_KEY": junk}, ConsulConfig{}, "CONSUL_CLIENT_CERT, CONSUL_CLIENT_KEY: "},
+		{"certificate not PEM in the file", nil, ConsulConfig{CertFile: junk, KeyFile: junk}, "consul.cert_file, consul.key_file: "},
+		{"server name", map[string]string{"CONSUL_TLS_SERVER_NAME": "a:b:c"}, ConsulConfig{}, "CONSUL_TLS_SERVER_NAME: "},
+		{"token file", map[string]string{"CONSUL_HTTP_TOKEN_FILE": missing}, ConsulConfig{}, "CONSUL_HTTP_TOKEN_FILE: Error loading token file"},
+		{"valid", map[string]string{"CONSUL_HTTP_ADDR": "https://consul.example:8501/prefix", "CONSUL_TLS_SERVER_NAME": "consul.example:8501"}, ConsulConfig{}, ""},
+		{"unix socket", map[string]string{"CONSUL_HTTP_ADDR": "unix:///run/consul.sock"}, ConsulConfig{}, ""},
+		{"IPv6", map[string]string{"CONSUL_HTTP_ADDR": "[::1]:8500"}, ConsulConfig{}, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			for k, v := range tc.env {
+				t.Setenv(k, v)
+			}
+			err := CheckConsul(tc.cfg)
+			switch {
+			case tc.want == "" && err != nil:
+				t.Fatalf("error %v, want none", err)
+			case tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)):
+				t.Fatalf("error %v, want one containing %q", err, tc.want)
+			}
+		})
+	}
+}

@@ -67,6 +67,22 @@ type consulClientConfig struct {
 	AuthPass   string
 	AuthSet    bool
 	TLS        consulTLSConfig
+	Keys       consulKeys // where the settings came from, for errors
+}
+
+// consulKeys name where each setting an error can come from was read: an
+// environment variable (CONSUL_CACERT) or a config key (consul.ca_file).
+// Empty: the error names none.
+type consulKeys struct {
+	Address, TokenFile, ServerName, CAFile, CAPath, CertFile, KeyFile string
+}
+
+// named prefixes err with the key it came from, when known.
+func named(key string, err error) error {
+	if key == "" {
+		return err
+	}
+	return fmt.Errorf("%s: %w", key, err)
 }
 
 type consulTLSConfig struct {
@@ -86,6 +102,10 @@ type consulTLSConfig struct {
 // false, as in the official client.
 func consulEnvConfig() consulClientConfig {
 	c := consulClientConfig{Address: "localhost:8500", Scheme: "http"}
+	c.Keys = consulKeys{
+		Address: envConsulAddr, TokenFile: envConsulTokenFile, ServerName: envConsulTLSServerName,
+		CAFile: envConsulCAFile, CAPath: envConsulCAPath, CertFile: envConsulClientCert, KeyFile: envConsulClientKey,
+	}
 	set := func(dst *string, env string) {
 		if v := os.Getenv(env); v != "" {
 			*dst = v
@@ -199,7 +219,7 @@ func newConsulClient(cfg, env consulClientConfig) (*consulClient, error) {
 	if c.host == "" {
 		c.host = "localhost:8500"
 	}
-	tlsConf, err := consulTLS(cfg.TLS)
+	tlsConf, err := consulTLS(cfg.TLS, cfg.Keys)
 	if err != nil {
 		return nil, err
 	}
@@ -222,7 +242,7 @@ func newConsulClient(cfg, env consulClientConfig) (*consulClient, error) {
 			})
 			c.http = &http.Client{Transport: t}
 		default:
-			return nil, fmt.Errorf("Unknown protocol scheme: %s", scheme)
+			return nil, named(cfg.Keys.Address, fmt.Errorf("Unknown protocol scheme: %s", scheme))
 		}
 		c.host = rest
 		if scheme == "http" || scheme == "https" {
@@ -234,8 +254,15 @@ func newConsulClient(cfg, env consulClientConfig) (*consulClient, error) {
 	} else {
 		c.host = dialhost.Bracket(c.host)
 	}
+	if !strings.HasPrefix(c.host, "/") {
+		// Every request's URL starts so: one that does not parse (a
+		// CONSUL_HTTP_ADDR of "::::") would fail every request.
+		if _, err := url.Parse(c.scheme + "://" + c.host + c.pathPrefix); err != nil {
+			return nil, named(cfg.Keys.Address, fmt.Errorf("%q is no address to send a request to: %v", cfg.Address, err))
+		}
+	}
 	if c.token, err = resolveConsulToken(cfg, env); err != nil {
-		return nil, err
+		return nil, named(cfg.Keys.TokenFile, err)
 	}
 	return c, nil
 }
@@ -265,13 +292,13 @@ func consulTransport() *http.Transport {
 
 // consulTLS builds the TLS settings: server name, client certificate, CA
 // file (else every PEM file under CA path; else the system roots).
-func consulTLS(t consulTLSConfig) (*tls.Config, error) {
+func consulTLS(t consulTLSConfig, keys consulKeys) (*tls.Config, error) {
 	conf := &tls.Config{InsecureSkipVerify: t.InsecureSkipVerify}
 	if server := t.ServerName; server != "" {
 		if strings.LastIndex(server, ":") > strings.LastIndex(server, "]") {
 			host, _, err := net.SplitHostPort(server)
 			if err != nil {
-				return nil, err
+				return nil, named(keys.ServerName, err)
 			}
 			server = host
 		}
@@ -280,21 +307,23 @@ func consulTLS(t consulTLSConfig) (*tls.Config, error) {
 	if t.CertFile != "" && t.KeyFile != "" {
 		cert, err := tls.LoadX509KeyPair(t.CertFile, t.KeyFile)
 		if err != nil {
-			return nil, err
+			return nil, named(pairKeys(keys), err)
 		}
 		conf.Certificates = []tls.Certificate{cert}
-	} else if t.CertFile != "" || t.KeyFile != "" {
-		return nil, fmt.Errorf("both client cert and client key must be provided")
+	} else if t.CertFile != "" {
+		return nil, named(keys.CertFile, fmt.Errorf("both client cert and client key must be provided (%s is not set)", orUnnamed(keys.KeyFile)))
+	} else if t.KeyFile != "" {
+		return nil, named(keys.KeyFile, fmt.Errorf("both client cert and client key must be provided (%s is not set)", orUnnamed(keys.CertFile)))
 	}
 	switch {
 	case t.CAFile != "":
 		pool := x509.NewCertPool()
 		pem, err := os.ReadFile(t.CAFile)
 		if err != nil {
-			return nil, fmt.Errorf("Error loading CA File: %s", err)
+			return nil, named(keys.CAFile, fmt.Errorf("Error loading CA File: %s", err))
 		}
 		if !pool.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("Error loading CA File: Couldn't parse PEM in: %s", t.CAFile)
+			return nil, named(keys.CAFile, fmt.Errorf("Error loading CA File: Couldn't parse PEM in: %s", t.CAFile))
 		}
 		conf.RootCAs = pool
 	case t.CAPath != "":
@@ -313,11 +342,26 @@ func consulTLS(t consulTLSConfig) (*tls.Config, error) {
 			return nil
 		})
 		if err != nil {
-			return nil, err
+			return nil, named(keys.CAPath, err)
 		}
 		conf.RootCAs = pool
 	}
 	return conf, nil
+}
+
+// pairKeys names the client certificate's two keys together.
+func pairKeys(keys consulKeys) string {
+	if keys.CertFile == "" || keys.KeyFile == "" {
+		return keys.CertFile + keys.KeyFile
+	}
+	return keys.CertFile + ", " + keys.KeyFile
+}
+
+func orUnnamed(key string) string {
+	if key == "" {
+		return "the other"
+	}
+	return key
 }
 
 // consulStatusError is an answer other than 200, with its body.
