@@ -220,11 +220,20 @@ func (c *Consul) memory(name string, spec ConsulWatch) *watchMemory {
 }
 
 func validateServiceName(key, name string) error {
+	if err := CheckServiceName(name); err != nil {
+		return fmt.Errorf("%s: %w", key, err)
+	}
+	return nil
+}
+
+// CheckServiceName reports why name cannot be a Consul service name (one
+// Watch takes, or a registration's), or nil.
+func CheckServiceName(name string) error {
 	if name == "" {
-		return fmt.Errorf("%s: empty service name", key)
+		return errors.New("empty service name")
 	}
 	if strings.ContainsAny(name, "/?#% ") {
-		return fmt.Errorf("%s: %q has a character Consul service names cannot hold", key, name)
+		return fmt.Errorf("%q has a character Consul service names cannot hold", name)
 	}
 	return nil
 }

@@ -590,3 +590,31 @@ telemetry: { access_log: "off" }
 		t.Fatalf("a used service was reported:\n%s", out)
 	}
 }
+
+// The Consul service name a service without endpoints is watched by (its
+// consul.service, else its own name) is checked with the file, naming its
+// key: one Consul cannot hold ("/", "?", "#", "%" or a space) passed
+// ParseConfig and ferry check and was refused only when ferry run built
+// the watch, as `consul: service "s": service: "a/b" ...` without the
+// key's path. A service with endpoints may be named anything valid.
+func TestParseConfigConsulServiceName(t *testing.T) {
+	for _, tc := range []struct{ text, want string }{
+		{"outbound: { routes: [ { service: s } ] }\nservices: { s: { consul: { service: 'a/b' } } }\n", `services.s.consul.service: "a/b" has a character Consul service names cannot hold`},
+		{"outbound: {}\nservices: { s: { consul: { service: 'a b', tags: [v1] } } }\n", `services.s.consul.service: "a b" has a character`},
+		{"outbound: { routes: [ { service: 'a%b' } ] }\nservices: { 'a%b': }\n", `services.a%b: "a%b" has a character Consul service names cannot hold`},
+		{"outbound: {}\nservices: { 'a?b': { consul: { datacenter: dc1 } } }\n", `services.a?b: "a?b" has a character`},
+	} {
+		_, err := ParseConfig([]byte(tc.text))
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%q: error %v, want one containing %q", tc.text, err, tc.want)
+		}
+	}
+	for _, text := range []string{
+		"outbound: { routes: [ { service: 'a%b' } ] }\nservices: { 'a%b': { consul: { service: ab } } }\n",
+		"outbound: { routes: [ { service: 'a%b' } ] }\nservices: { 'a%b': { endpoints: [127.0.0.1:1] } }\n",
+	} {
+		if _, err := ParseConfig([]byte(text)); err != nil {
+			t.Errorf("%q: %v", text, err)
+		}
+	}
+}

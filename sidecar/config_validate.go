@@ -12,6 +12,7 @@ import (
 	"unicode"
 	"unicode/utf8"
 
+	"github.com/ferrymesh/ferry/discovery"
 	"github.com/ferrymesh/ferry/internal/dialhost"
 	"github.com/ferrymesh/ferry/internal/routematch"
 	"github.com/ferrymesh/ferry/resilience"
@@ -62,6 +63,17 @@ func (c *Config) validate() ConfigErrors {
 		}
 		if s.Consul != nil && !s.usesConsul() {
 			add(p+".consul", "a service has either endpoints (static) or consul, not both")
+		}
+		if s.usesConsul() {
+			// The name the watch asks Consul for, checked here as the
+			// watch would check it when built.
+			if s.Consul != nil && s.Consul.Service != "" {
+				if err := discovery.CheckServiceName(s.Consul.Service); err != nil {
+					add(p+".consul.service", "%v", err)
+				}
+			} else if err := discovery.CheckServiceName(name); err != nil && !strings.HasPrefix(p, "services[") {
+				add(p, "%v (the Consul service name without consul.service)", err)
+			}
 		}
 		if s.Consul != nil {
 			for i, tag := range s.Consul.Tags {
