@@ -1,6 +1,7 @@
 package resilience
 
 import (
+	"math"
 	"math/rand/v2"
 	"slices"
 	"time"
@@ -164,12 +165,18 @@ func (p *RetryPolicy) Backoff(attempt int) time.Duration {
 	if ceil <= 0 {
 		return 0
 	}
+	if ceil == math.MaxInt64 {
+		return rand.N(ceil) // ceil+1 does not fit; one nanosecond less
+	}
 	return rand.N(ceil + 1)
 }
 
 func (p *RetryPolicy) backoffCeiling(attempt int) time.Duration {
 	ceil := p.BaseInterval
 	for i := 1; i < attempt && ceil < p.MaxInterval; i++ {
+		if ceil > p.MaxInterval/2 {
+			return p.MaxInterval // doubled, it would pass it (or overflow)
+		}
 		ceil *= 2
 	}
 	return min(ceil, p.MaxInterval)

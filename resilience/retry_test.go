@@ -2,6 +2,7 @@ package resilience
 
 import (
 	"fmt"
+	"math"
 	"testing"
 	"time"
 )
@@ -124,5 +125,41 @@ func TestUpstreamRetryReportsAndBacksOff(t *testing.T) {
 	}
 	if ev := rec.take(); len(ev) != 1 || ev[0] != "retry files 1 allowed" {
 		t.Fatalf("events = %q", ev)
+	}
+}
+
+// The longest retry intervals a config takes (up to
+// 2562047h47m16.854775807s) give a backoff up to max_interval. Doubling
+// base_interval overflowed into a negative ceiling, so a retry meant to
+// wait up to 2500000h went at once; and a ceiling of the largest duration
+// made Backoff call rand.N with ceiling+1, which overflowed to a negative
+// number: a panic.
+func TestBackoffLongestIntervals(t *testing.T) {
+	for _, tc := range []struct {
+		base, max time.Duration
+		attempt   int
+		ceil      time.Duration
+	}{
+		{2000000 * time.Hour, 2500000 * time.Hour, 1, 2000000 * time.Hour},
+		{2000000 * time.Hour, 2500000 * time.Hour, 2, 2500000 * time.Hour},
+		{1500000 * time.Hour, math.MaxInt64, 2, math.MaxInt64},
+		{1500000 * time.Hour, math.MaxInt64, 10, math.MaxInt64},
+		{math.MaxInt64, math.MaxInt64, 1, math.MaxInt64},
+		{math.MaxInt64, math.MaxInt64, 3, math.MaxInt64},
+	} {
+		p := RetryPolicy{MaxRetries: 10, BaseInterval: tc.base, MaxInterval: tc.max}
+		if got := p.backoffCeiling(tc.attempt); got != tc.ceil {
+			t.Errorf("base %s, max %s: ceiling of attempt %d = %s, want %s", tc.base, tc.max, tc.attempt, got, tc.ceil)
+		}
+		func() {
+			defer func() {
+				if r := recover(); r != nil {
+					t.Errorf("base %s, max %s: Backoff(%d) panicked: %v", tc.base, tc.max, tc.attempt, r)
+				}
+			}()
+			if d := p.Backoff(tc.attempt); d < 0 || d > tc.ceil {
+				t.Errorf("base %s, max %s: Backoff(%d) = %s outside [0,%s]", tc.base, tc.max, tc.attempt, d, tc.ceil)
+			}
+		}()
 	}
 }
