@@ -619,3 +619,47 @@ func TestLaneCloseClosesConnectionsGoneIdle(t *testing.T) {
 	close(release)
 	recv(t, closed, 10*time.Second, "Close to return well before its answer wait (a minute)")
 }
+
+// A shutdown.grace as long as a duration goes (the config takes up to
+// 2562047h47m16.854775807s) lets the exchanges in flight finish: Run
+// bounded the drain by delay + grace, a sum that overflowed into a
+// negative timeout, so a SIGTERM cut every exchange in flight at once.
+func TestRunLongestGraceLetsExchangesFinish(t *testing.T) {
+	answer := make(chan struct{})
+	started := make(chan struct{}, 1)
+	up := origin(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		started <- struct{}{}
+		<-answer
+		io.WriteString(w, "done")
+	}))
+	sc, err := New(mustParse(t, fmt.Sprintf(`
+admin: { listen: 127.0.0.1:0 }
+outbound: { listen: 127.0.0.1:0, routes: [ { service: svc } ] }
+services: { svc: { endpoints: [%s] } }
+shutdown: { delay: 10ms, grace: 2562047h47m16.854775807s }
+telemetry: { access_log: "off" }
+`, up)), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, stop := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- sc.Run(ctx) }()
+	waitFor(t, "ready", 5*time.Second, sc.Ready)
+	got := getInBackground("http://" + sc.Addr("outbound") + "/")
+	recv(t, started, 5*time.Second, "the request to reach the upstream")
+	stop() // SIGTERM
+	waitFor(t, "not ready (draining)", 5*time.Second, func() bool { return !sc.Ready() })
+	select {
+	case s := <-got:
+		t.Fatalf("the exchange in flight ended before its upstream answered: %q", s)
+	case <-time.After(300 * time.Millisecond):
+	}
+	close(answer)
+	if s := recv(t, got, 10*time.Second, "the answer"); s != "200 done <nil>" {
+		t.Fatalf("the exchange in flight got %q, want it whole", s)
+	}
+	if err := recv(t, done, 10*time.Second, "Run to return"); err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log"
 	"log/slog"
+	"math"
 	"net"
 	"net/http"
 	"strings"
@@ -430,7 +431,14 @@ func (s *Sidecar) Run(ctx context.Context) error {
 	// The grace starts once the delay (and deregistration, within it) is
 	// over: Shutdown's context bounds the whole drain.
 	sd := s.config().Shutdown
-	grace, cancel := context.WithTimeout(context.Background(), sd.Delay+sd.Grace)
+	// Both may be as long as a duration goes: their sum saturates rather
+	// than overflow into a timeout already past, which would cut every
+	// exchange in flight at once.
+	bound := time.Duration(math.MaxInt64)
+	if sd.Grace <= bound-sd.Delay {
+		bound = sd.Delay + sd.Grace
+	}
+	grace, cancel := context.WithTimeout(context.Background(), bound)
 	defer cancel()
 	go func() {
 		select {
