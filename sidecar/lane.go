@@ -89,6 +89,14 @@ type lane struct {
 	// cut cancels the contexts of every request net/http serves for the
 	// lane, with the cause Close gives.
 	cut context.CancelCauseFunc
+	// handedBusy counts the handed-over connections net/http has not
+	// reported idle since they were handed over or it last reported them
+	// active (an h2c one: with a stream open); handlers, the handler
+	// calls of net/http's in progress (one for a request pipelined behind
+	// the last, which net/http does not report active). With the lane's
+	// busy connections, they are the exchanges a drain's end would cut.
+	handedBusy atomic.Int64
+	handlers   atomic.Int64
 
 	// slots holds a token per connection served (limits.max_connections);
 	// nil: no bound. stopped is closed by Shutdown and Close, to end
@@ -129,12 +137,56 @@ func newLane(name string, h http.Handler, fallback *http.Server, log *slog.Logge
 	if maxHeader <= 0 {
 		maxHeader = http.DefaultMaxHeaderBytes
 	}
-	return &lane{
+	l := &lane{
 		h: h, fallback: fallback, handoff: newHandoffListener(),
 		readHeader: fallback.ReadHeaderTimeout, idle: fallback.IdleTimeout, maxHeader: maxHeader,
 		log: log, name: name, conns: map[*laneConn]struct{}{}, cut: cut,
 		answerWait: shutdownbounds.ReportWait, stopped: make(chan struct{}), idled: make(chan struct{}, 1),
 	}
+	l.countHanded()
+	return l
+}
+
+// countHanded keeps handedBusy and handlers as net/http serves the
+// handed-over connections.
+func (l *lane) countHanded() {
+	prev := l.fallback.ConnState
+	l.fallback.ConnState = func(c net.Conn, s http.ConnState) {
+		if pc, ok := c.(*prefixConn); ok {
+			switch s {
+			case http.StateActive:
+				pc.setBusy(true)
+			case http.StateIdle, http.StateHijacked, http.StateClosed:
+				pc.setBusy(false)
+			}
+		}
+		if prev != nil {
+			prev(c, s)
+		}
+	}
+	h := l.fallback.Handler
+	l.fallback.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		l.handlers.Add(1)
+		defer l.handlers.Add(-1)
+		h.ServeHTTP(w, r)
+	})
+}
+
+// exchangesOpen says whether an exchange is in progress, or may be about
+// to begin, on the lane's connections (a busy one: a request running, or
+// its head arriving) or on net/http's (see handedBusy).
+func (l *lane) exchangesOpen() bool {
+	if l.handlers.Load() > 0 || l.handedBusy.Load() > 0 {
+		return true
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for c := range l.conns {
+		if c.state.Load() == connBusy {
+			return true
+		}
+	}
+	return false
 }
 
 // Serve accepts connections on ln until Shutdown or Close.
@@ -187,7 +239,9 @@ func (l *lane) Serve(ln net.Listener) error {
 
 // Shutdown stops accepting, closes idle connections, lets requests in
 // progress finish (their connections close after the response), and waits
-// for that and for net/http's handed-over connections until ctx ends.
+// for that and for net/http's handed-over connections until ctx ends. A
+// ctx that ends with only connections between requests left (none busy)
+// is no cut: Shutdown closes them and returns nil.
 func (l *lane) Shutdown(ctx context.Context) error {
 	l.stop()
 	l.mu.Lock()
@@ -197,11 +251,26 @@ func (l *lane) Shutdown(ctx context.Context) error {
 	l.mu.Unlock()
 	fallback := make(chan error, 1)
 	go func() { fallback <- l.fallback.Shutdown(ctx) }()
-	if l.awaitConns(ctx) {
-		return <-fallback
+	quiet := l.awaitConns(ctx)
+	err := <-fallback
+	if quiet && err == nil {
+		return nil
 	}
-	<-fallback
-	return ctx.Err()
+	if ctx.Err() != nil && !l.exchangesOpen() {
+		// The drain ended (its grace over, or a second signal) with no
+		// exchange in flight: what is left are connections between
+		// requests, the lane's (closed by awaitConns, not yet gone) and
+		// net/http's (h2c ones after their GOAWAY). Closing them cuts
+		// nothing; an exchange that began meanwhile is left to Close.
+		l.fallback.Close()
+		if !l.exchangesOpen() {
+			return nil
+		}
+	}
+	if !quiet || err == nil {
+		err = ctx.Err()
+	}
+	return err
 }
 
 // Close ends everything still open, the drain's grace being over: it
@@ -699,8 +768,10 @@ func (l *lane) handOver(c net.Conn, br *bufio.Reader, headBy time.Time) bool {
 	laneHanded.Add(1)
 	pc := &prefixConn{Conn: c, r: br, headBy: headBy, l: l}
 	pc.slot.Store(l.slots != nil)
+	pc.setBusy(true) // a request has begun: busy until net/http says idle
 	if !l.handoff.deliver(pc) {
 		pc.slot.Store(false) // serveConn closes it and gives its slot back
+		pc.setBusy(false)
 		return false
 	}
 	return true
@@ -1421,6 +1492,19 @@ type prefixConn struct {
 	// slot: the connection holds one of the lane's slots
 	// (limits.max_connections), given back at the first Close.
 	slot atomic.Bool
+	// busy: the connection counts in its lane's handedBusy.
+	busy atomic.Bool
+}
+
+// setBusy records whether net/http is at a request on the connection.
+func (c *prefixConn) setBusy(busy bool) {
+	if c.busy.Swap(busy) != busy {
+		if busy {
+			c.l.handedBusy.Add(1)
+		} else {
+			c.l.handedBusy.Add(-1)
+		}
+	}
 }
 
 func (c *prefixConn) Close() error {

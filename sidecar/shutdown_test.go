@@ -663,3 +663,101 @@ telemetry: { access_log: "off" }
 		t.Fatalf("Run: %v", err)
 	}
 }
+
+// A drain ended at once (a second SIGTERM: EndDrain) with no exchange in
+// flight is a clean one: Run returns nil (ferry exits 0) and the
+// keep-alive connections left between requests are closed. They were
+// taken for exchanges cut, the lane's idle ones still tracked for the
+// moment their goroutines took to go and net/http's h2c ones open for
+// their GOAWAY, and ferry warned that the grace ended with exchanges
+// still open and exited 1.
+func TestEndedDrainWithOnlyIdleConnectionsIsClean(t *testing.T) {
+	up := origin(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		io.WriteString(w, "ok")
+	}))
+	cases := []struct {
+		name string
+		// request makes one exchange on a connection kept open after it,
+		// and returns a function that says whether ferry closed it.
+		request func(t *testing.T, addr string) (closed func() bool)
+	}{
+		{"h1 served by the lane", func(t *testing.T, addr string) func() bool {
+			return rawKeptAlive(t, addr, "GET / HTTP/1.1\r\nHost: svc\r\n\r\n")
+		}},
+		{"h1 handed to net/http", func(t *testing.T, addr string) func() bool {
+			return rawKeptAlive(t, addr, "POST / HTTP/1.1\r\nHost: svc\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nhi\r\n0\r\n\r\n")
+		}},
+		{"h2c", func(t *testing.T, addr string) func() bool {
+			tr := h2cClient().Transport.(*http.Transport)
+			t.Cleanup(tr.CloseIdleConnections)
+			res, err := (&http.Client{Transport: tr}).Get("http://" + addr + "/")
+			if err != nil {
+				t.Fatal(err)
+			}
+			io.Copy(io.Discard, res.Body)
+			res.Body.Close()
+			return nil
+		}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			sc, err := New(mustParse(t, fmt.Sprintf(`
+admin: { listen: 127.0.0.1:0 }
+outbound: { listen: 127.0.0.1:0, routes: [ { service: svc } ] }
+services: { svc: { endpoints: [%s] } }
+shutdown: { delay: 1m, grace: 1m }
+telemetry: { access_log: "off" }
+`, up)), Options{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			ctx, stop := context.WithCancel(context.Background())
+			defer stop()
+			done := make(chan error, 1)
+			go func() { done <- sc.Run(ctx) }()
+			waitFor(t, "ready", 5*time.Second, sc.Ready)
+			closed := tc.request(t, sc.Addr("outbound"))
+			stop() // SIGTERM
+			waitFor(t, "the drain to begin", 5*time.Second, func() bool { return !sc.Ready() })
+			sc.EndDrain() // the second SIGTERM, during shutdown.delay
+			if err := recv(t, done, 10*time.Second, "Run to return"); err != nil {
+				t.Fatalf("Run: %v; want nil, nothing was in flight", err)
+			}
+			if closed != nil && !closed() {
+				t.Fatal("the idle keep-alive connection is still open after Run returned")
+			}
+		})
+	}
+}
+
+// rawKeptAlive sends req on a new connection to addr, reads its answer,
+// which must be a 200 that keeps the connection, and returns a function
+// that says whether the connection was closed since (within 5s).
+func rawKeptAlive(t *testing.T, addr, req string) (closed func() bool) {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	if _, err := io.WriteString(c, req); err != nil {
+		t.Fatal(err)
+	}
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	br := bufio.NewReader(c)
+	res, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.Copy(io.Discard, res.Body)
+	res.Body.Close()
+	if res.StatusCode != http.StatusOK || res.Close {
+		t.Fatalf("the exchange got %d (close %v); want 200 on a kept connection", res.StatusCode, res.Close)
+	}
+	return func() bool {
+		c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		_, err := br.ReadByte()
+		return err != nil && !isTimeoutErr(err)
+	}
+}

@@ -247,6 +247,32 @@ func TestSecondSignalEndsTheDrain(t *testing.T) {
 	}
 }
 
+// A second SIGTERM during the drain with nothing in flight, only a
+// caller's keep-alive connection idle between requests, ends it cleanly:
+// ferry exits 0, as the README says ("0 when nothing was left to close").
+// The idle connection was taken for an exchange cut: ferry warned that the
+// grace ended with exchanges still open and exited 1.
+func TestSecondSignalWithNothingInFlightExits0(t *testing.T) {
+	up := startOrigin(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "up") }))
+	cfg := oneUpstreamConfig(up, "shutdown: { delay: 2m, grace: 2m }")
+	p := startFerryProc(t, []string{"run", "--config-env", "FERRY_TEST_CFG"}, []string{"FERRY_TEST_CFG=" + cfg}, "outbound", "admin")
+	tr := &http.Transport{Proxy: nil}
+	defer tr.CloseIdleConnections()
+	res, err := (&http.Client{Transport: tr}).Get("http://" + p.addrs["outbound"] + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.Copy(io.Discard, res.Body)
+	res.Body.Close() // the connection stays open, idle, in tr's pool
+	p.signal(syscall.SIGTERM)
+	p.waitLog(10*time.Second, msgIs("draining"))
+	p.signal(syscall.SIGTERM)
+	if code := p.exitCode(20 * time.Second); code != exitOK {
+		t.Fatalf("exit code %d after a second SIGTERM with nothing in flight, want %d; log:\n%s", code, exitOK, p.log())
+	}
+	p.waitLog(0, msgIs("drained"))
+}
+
 // oneUpstreamConfig is a config whose outbound listener routes every
 // request to the endpoint up, listeners on free ports, no access log, with
 // extra appended.
