@@ -119,7 +119,8 @@ func (st *state) run(m *telemetry.Metrics) {
 	for _, up := range st.all() {
 		st.running.Go(func() { up.follow(st.ctx) })
 	}
-	st.running.Go(func() { st.reportConsul(st.ctx, m, consulMetricsInterval) })
+	every := consulMetricsInterval // read here, by the caller (tests set it)
+	st.running.Go(func() { st.reportConsul(st.ctx, m, every) })
 }
 
 // routeLabel is how a route shows in spans, metrics and logs: its host
