@@ -186,7 +186,8 @@ services:
 // Consul down never empties routing: the last snapshot keeps serving, marked
 // stale in /upstreams; when the agent returns the watch resumes.
 func TestConsulOutageKeepsLastSnapshot(t *testing.T) {
-	defer func(d time.Duration) { consulMetricsInterval = d }(consulMetricsInterval)
+	restore := consulMetricsInterval // after the test's ferry stopped (a cleanup registered before it)
+	t.Cleanup(func() { consulMetricsInterval = restore })
 	consulMetricsInterval = 20 * time.Millisecond
 	agent := consultest.Start(t)
 	c := agent.Client()
@@ -370,7 +371,8 @@ telemetry: { access_log: "off" }
 // query waits on a healthy agent (a change would end it at once), however
 // long that wait, and growing from the last answer once queries fail.
 func TestConsulSnapshotAgeOnlyGrowsWhileFailing(t *testing.T) {
-	defer func(d time.Duration) { consulMetricsInterval = d }(consulMetricsInterval)
+	restore := consulMetricsInterval // after the test's ferry stopped (a cleanup registered before it)
+	t.Cleanup(func() { consulMetricsInterval = restore })
 	consulMetricsInterval = 20 * time.Millisecond
 	agent := consultest.Start(t)
 	startInstance(t, agent.Client(), "api", "a")
@@ -413,7 +415,8 @@ func TestConsulSnapshotAgeOnlyGrowsWhileFailing(t *testing.T) {
 // agent has no path to, so it could never resolve: a reload that waited
 // for it was rejected after the resolve timeout, keeping the old config.
 func TestUnusedServiceNotResolved(t *testing.T) {
-	defer func(d time.Duration) { reloadResolveTimeout = d }(reloadResolveTimeout)
+	restore := reloadResolveTimeout // after the test's ferry stopped (a cleanup registered before it)
+	t.Cleanup(func() { reloadResolveTimeout = restore })
 	reloadResolveTimeout = 2 * time.Second
 	agent := consultest.Start(t)
 	startInstance(t, agent.Client(), "api", "a")

@@ -686,7 +686,8 @@ func ferryOnA(t *testing.T, text string) (*Sidecar, string, *http.Client) {
 // is no longer routed to, so ferry_consul_snapshot_age_seconds must stop
 // reporting it (else it grows forever and looks like a stale Consul).
 func TestSnapshotAgeForgottenAfterReload(t *testing.T) {
-	defer func(d time.Duration) { consulMetricsInterval = d }(consulMetricsInterval)
+	restore := consulMetricsInterval // after the test's ferry stopped (a cleanup registered before it)
+	t.Cleanup(func() { consulMetricsInterval = restore })
 	consulMetricsInterval = 20 * time.Millisecond
 	agent := consultest.Start(t)
 	c := agent.Client()
@@ -723,7 +724,8 @@ func TestSnapshotAgeForgottenAfterReload(t *testing.T) {
 // the old watch's last state: 0 for good, or, had the watch been failing,
 // an age growing for good on a service that no longer uses Consul.
 func TestSnapshotAgeForgottenWhenServiceTurnsStatic(t *testing.T) {
-	defer func(d time.Duration) { consulMetricsInterval = d }(consulMetricsInterval)
+	restore := consulMetricsInterval // after the test's ferry stopped (a cleanup registered before it)
+	t.Cleanup(func() { consulMetricsInterval = restore })
 	consulMetricsInterval = 20 * time.Millisecond
 	agent := consultest.Start(t)
 	a := startInstance(t, agent.Client(), "api", "a")
@@ -757,7 +759,8 @@ func TestSnapshotAgeForgottenWhenServiceTurnsStatic(t *testing.T) {
 // being touched again. It was not tried again until the file changed or a
 // SIGHUP came: the pod kept the old config indefinitely.
 func TestReloadRetriedAfterTransientRejection(t *testing.T) {
-	defer func(d time.Duration) { reloadResolveTimeout = d }(reloadResolveTimeout)
+	restore := reloadResolveTimeout // after the test's ferry stopped (a cleanup registered before it)
+	t.Cleanup(func() { reloadResolveTimeout = restore })
 	reloadResolveTimeout = 500 * time.Millisecond
 	agent := consultest.Start(t)
 	a := origin(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "a") }))
