@@ -384,7 +384,7 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, up *upstream, ma
 				cutMade = frames.cut() // not when it spared the caller's stream
 			}
 		}
-		res.Body.Close()
+		closeResponse(res, body)
 		x.out = result.n
 		ao := telemetry.Outcome{Status: res.StatusCode, BytesIn: result.n, BytesOut: body.sent()}
 		switch {
@@ -477,6 +477,13 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, up *upstream, ma
 			}
 			// The caller must see a broken response, never a clean end.
 			resetCaller(w, r)
+			if body.uploading() {
+				// A Read of the caller's body in progress (the upstream
+				// broke before the upload was over) would hold net/http's
+				// server, which closes the body before the connection,
+				// until the caller sent more.
+				body.unblock(w)
+			}
 			panic(http.ErrAbortHandler)
 		case result.writeErr != nil, cutMade:
 			// The caller went away or stopped reading, or ferry cut the
@@ -981,6 +988,24 @@ func (p *Proxy) respond(w http.ResponseWriter, res *http.Response, idle *idleTim
 		}
 	}
 	return result
+}
+
+// closeResponse closes the upstream's response body once it was relayed
+// (or broke). net/http's HTTP/2 client, closing a response, waits until it
+// stopped writing the request body, which a Read of the caller's body in
+// progress holds up: an upstream that answered before the caller's upload
+// was over (RFC 9113 section 8.1) would keep an HTTP/1.1 caller from its
+// answer's end, whole or broken, until that caller sent more of its body
+// or hung up (an HTTP/2 caller's body unblocks as it is closed). That
+// wait is left to a goroutine of its own: the Read ends with the caller's
+// connection, or its next bytes, and nothing more is sent upstream (the
+// client stops the stream at once and drops them).
+func closeResponse(res *http.Response, body *requestBody) {
+	if res.ProtoMajor == 2 && body.uploading() {
+		go res.Body.Close()
+		return
+	}
+	res.Body.Close()
 }
 
 // callerSocket returns the caller's socket behind w, for the request

@@ -293,6 +293,7 @@ type requestBody struct {
 	withheld atomic.Int64
 	reading  atomic.Bool // a Read is in progress
 	failed   atomic.Bool // a Read failed before the end of the body
+	ended    atomic.Bool // a Read saw the end of the body
 	torn     atomic.Bool // a spliced move started: the body cannot be sent again
 	limit    int64       // 0 = none
 	idle     *idleTimer
@@ -329,6 +330,7 @@ func (b *requestBody) Read(p []byte) (int, error) {
 	}
 	switch {
 	case err == io.EOF:
+		b.ended.Store(true)
 		b.idle.pause()
 		if b.trailer != nil {
 			// The caller's trailers are in now; the transport reads them
@@ -380,6 +382,12 @@ func (b *requestBody) unblock(w http.ResponseWriter) {
 		return
 	}
 	_ = http.NewResponseController(w).SetReadDeadline(time.Unix(1, 0))
+}
+
+// uploading reports that the caller's body is still being read: it has
+// neither ended nor failed, and may have a Read in progress.
+func (b *requestBody) uploading() bool {
+	return b != nil && !b.ended.Load() && !b.failed.Load()
 }
 
 // broken reports that reading the caller's body failed (bad framing, a
