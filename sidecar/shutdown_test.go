@@ -476,6 +476,23 @@ func TestRunGraceFollowsDelay(t *testing.T) {
 		time.Sleep(time.Until((<-drainAt).Add(answerAfter)))
 		io.WriteString(w, "done")
 	}))
+	_, got, stop, done := drainingWithExchange(t, up, started, delay.String(), grace.String())
+	drainAt <- time.Now()
+	stop() // SIGTERM
+	if s := recv(t, got, 10*time.Second, "the answer"); s != "200 done <nil>" {
+		t.Fatalf("the exchange in flight got %q, want it whole: the grace must start after the delay", s)
+	}
+	if err := recv(t, done, 10*time.Second, "Run to return"); err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+}
+
+// drainingWithExchange runs a ferry in front of up whose shutdown takes
+// delay, then grace, and returns once a GET through it reached up
+// (started): got gets that GET's answer, stop is the SIGTERM, done gets
+// what Run returned.
+func drainingWithExchange(t *testing.T, up string, started <-chan struct{}, delay, grace string) (sc *Sidecar, got <-chan string, stop func(), done <-chan error) {
+	t.Helper()
 	sc, err := New(mustParse(t, fmt.Sprintf(`
 admin: { listen: 127.0.0.1:0 }
 outbound: { listen: 127.0.0.1:0, routes: [ { service: svc } ] }
@@ -487,19 +504,12 @@ telemetry: { access_log: "off" }
 		t.Fatal(err)
 	}
 	ctx, stop := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- sc.Run(ctx) }()
+	ran := make(chan error, 1)
+	go func() { ran <- sc.Run(ctx) }()
 	waitFor(t, "ready", 5*time.Second, sc.Ready)
-	got := getInBackground("http://" + sc.Addr("outbound") + "/")
+	got = getInBackground("http://" + sc.Addr("outbound") + "/")
 	recv(t, started, 5*time.Second, "the request to reach the upstream")
-	drainAt <- time.Now()
-	stop() // SIGTERM
-	if s := recv(t, got, 10*time.Second, "the answer"); s != "200 done <nil>" {
-		t.Fatalf("the exchange in flight got %q, want it whole: the grace must start after the delay", s)
-	}
-	if err := recv(t, done, 10*time.Second, "Run to return"); err != nil {
-		t.Fatalf("Run: %v", err)
-	}
+	return sc, got, stop, ran
 }
 
 // getInBackground GETs url on a goroutine of its own and sends what came
@@ -632,22 +642,7 @@ func TestRunLongestGraceLetsExchangesFinish(t *testing.T) {
 		<-answer
 		io.WriteString(w, "done")
 	}))
-	sc, err := New(mustParse(t, fmt.Sprintf(`
-admin: { listen: 127.0.0.1:0 }
-outbound: { listen: 127.0.0.1:0, routes: [ { service: svc } ] }
-services: { svc: { endpoints: [%s] } }
-shutdown: { delay: 10ms, grace: 2562047h47m16.854775807s }
-telemetry: { access_log: "off" }
-`, up)), Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, stop := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- sc.Run(ctx) }()
-	waitFor(t, "ready", 5*time.Second, sc.Ready)
-	got := getInBackground("http://" + sc.Addr("outbound") + "/")
-	recv(t, started, 5*time.Second, "the request to reach the upstream")
+	sc, got, stop, done := drainingWithExchange(t, up, started, "10ms", "2562047h47m16.854775807s")
 	stop() // SIGTERM
 	waitFor(t, "not ready (draining)", 5*time.Second, func() bool { return !sc.Ready() })
 	select {
