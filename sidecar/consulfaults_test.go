@@ -753,6 +753,33 @@ func TestSnapshotAgeForgottenWhenServiceTurnsStatic(t *testing.T) {
 	}
 }
 
+// The watch errors a generation saw since its last metrics report are
+// counted when a reload retires it: they were lost (the report comes
+// every few seconds; here, once an hour, so only the last one counts).
+func TestWatchErrorsCountedWhenReloadRetiresTheWatch(t *testing.T) {
+	restore := consulMetricsInterval // after the test's ferry stopped (a cleanup registered before it)
+	t.Cleanup(func() { consulMetricsInterval = restore })
+	consulMetricsInterval = time.Hour
+	agent := consultest.Start(t)
+	a := startInstance(t, agent.Client(), "api", "a")
+	sc, _ := consulFerry(t, agent, "")
+	waitFor(t, "api resolved", 10*time.Second, func() bool { return len(upstreamStatus(t, sc, "api").Endpoints) == 1 })
+	agent.Stop()
+	waitFor(t, "watch errors", 30*time.Second, func() bool {
+		st := upstreamStatus(t, sc, "api")
+		return st.Consul != nil && st.Consul.Errors > 0
+	})
+	cfg := mustParse(t, strings.Replace(consulConfig(agent.HTTPAddr, ""), "api: {}", "api: { endpoints: ["+a.addr+"] }", 1))
+	cfg.Telemetry.AccessLog = "off" // as startFerry has it
+	if err := sc.Reload(context.Background(), cfg); err != nil {
+		t.Fatal(err)
+	}
+	_, body := get(t, h1Client(), "http://"+sc.Addr("admin")+"/metrics", "")
+	if !strings.Contains(body, `ferry_consul_watch_errors_total{service="api"}`) {
+		t.Fatalf("the retired watch's errors are not counted:\n%s", grepLines(body, "ferry_consul"))
+	}
+}
+
 // A changed config file whose Consul service cannot resolve because the
 // agent is down is rejected; it is tried again, with backoff, while the
 // file still holds it, and applies once the agent is back, without the file

@@ -8,6 +8,7 @@ import (
 
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/ferrymesh/ferry/discovery"
 	"github.com/ferrymesh/ferry/resilience"
 	"github.com/ferrymesh/ferry/telemetry"
 )
@@ -138,6 +139,11 @@ func (st *state) reportConsul(ctx context.Context, m *telemetry.Metrics, every t
 		return
 	}
 	errs := map[string]uint64{}
+	countErrors := func(s discovery.ConsulServiceStats) {
+		for ; errs[s.Name] < s.Errors; errs[s.Name]++ {
+			m.WatchError(s.Name)
+		}
+	}
 	t := time.NewTicker(every)
 	defer t.Stop()
 	for {
@@ -149,12 +155,16 @@ func (st *state) reportConsul(ctx context.Context, m *telemetry.Metrics, every t
 			default:
 				m.SnapshotCurrent(s.Name)
 			}
-			for ; errs[s.Name] < s.Errors; errs[s.Name]++ {
-				m.WatchError(s.Name)
-			}
+			countErrors(s)
 		}
 		select {
 		case <-ctx.Done():
+			// Retired (a reload, or shutdown): the errors since the last
+			// report still count; the snapshot ages are the next
+			// generation's to report.
+			for _, s := range st.consul.Stats() {
+				countErrors(s)
+			}
 			return
 		case <-t.C:
 		}
