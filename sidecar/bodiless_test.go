@@ -87,22 +87,7 @@ func TestBodilessResponseFramedTwice(t *testing.T) {
 					var code int
 					var next string
 					if caller == "h2c" {
-						var body io.Reader
-						if withBody {
-							body = strings.NewReader("abc")
-						}
-						req, _ := http.NewRequest(tc.method, base+target, body)
-						res, err := h2cFor(t).Do(req)
-						if err != nil {
-							t.Fatalf("%s: %v", name, err)
-						}
-						b, err := io.ReadAll(res.Body)
-						res.Body.Close()
-						if err != nil || len(b) != 0 {
-							t.Errorf("%s: body %q (%v); want none", name, b, err)
-						}
-						h, code = res.Header, res.StatusCode
-						_, next = sendKind(t, h2cFor(t), base+"/ok", kindBody(withBody))
+						code, h, next = bodilessOverH2C(t, name, base, tc.method, target, withBody)
 					} else {
 						code, h, next = bodilessOverHTTP1(t, base, tc.method, target, withBody)
 					}
@@ -152,6 +137,29 @@ func atoiStatus(s string) int {
 // with a short body when withBody) on one HTTP/1.1 connection, and returns
 // the first answer's status and header, and the second's body: the first
 // has none if the second reads whole.
+// bodilessOverH2C sends method target (with a small body when withBody)
+// over h2c, checks that its answer has no body, then sends a request for
+// /ok; it returns the answer's status and header and /ok's body.
+func bodilessOverH2C(t *testing.T, name, base, method, target string, withBody bool) (int, http.Header, string) {
+	t.Helper()
+	var body io.Reader
+	if withBody {
+		body = strings.NewReader("abc")
+	}
+	req, _ := http.NewRequest(method, base+target, body)
+	res, err := h2cFor(t).Do(req)
+	if err != nil {
+		t.Fatalf("%s: %v", name, err)
+	}
+	b, err := io.ReadAll(res.Body)
+	res.Body.Close()
+	if err != nil || len(b) != 0 {
+		t.Errorf("%s: body %q (%v); want none", name, b, err)
+	}
+	_, next := sendKind(t, h2cFor(t), base+"/ok", kindBody(withBody))
+	return res.StatusCode, res.Header, next
+}
+
 func bodilessOverHTTP1(t *testing.T, base, method, target string, withBody bool) (int, http.Header, string) {
 	t.Helper()
 	c, err := net.Dial("tcp", strings.TrimPrefix(base, "http://"))
@@ -219,23 +227,11 @@ func TestBodilessResponseFromH2CUpstream(t *testing.T) {
 				var code int
 				var next string
 				if caller == "h2c" {
-					method, body := http.MethodGet, io.Reader(nil)
+					method := http.MethodGet
 					if withBody {
-						method, body = http.MethodPost, strings.NewReader("abc")
+						method = http.MethodPost
 					}
-					req, _ := http.NewRequest(method, base+target, body)
-					res, err := h2cFor(t).Do(req)
-					if err != nil {
-						t.Errorf("%s: %v", name, err)
-						continue
-					}
-					b, err := io.ReadAll(res.Body)
-					res.Body.Close()
-					if err != nil || len(b) != 0 {
-						t.Errorf("%s: body %q (%v); want none", name, b, err)
-					}
-					h, code = res.Header, res.StatusCode
-					_, next = sendKind(t, h2cFor(t), base+"/ok", kindBody(withBody))
+					code, h, next = bodilessOverH2C(t, name, base, method, target, withBody)
 				} else {
 					code, h, next = bodilessOverHTTP1(t, base, http.MethodGet, target, withBody)
 				}

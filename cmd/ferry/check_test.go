@@ -13,13 +13,7 @@ import (
 // environment or a missing file exits 2 naming it, as ferry run would.
 func TestCheck(t *testing.T) {
 	dir := t.TempDir()
-	write := func(name, text string) string {
-		p := filepath.Join(dir, name)
-		if err := os.WriteFile(p, []byte(text), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		return p
-	}
+	write := func(name, text string) string { return writeIn(t, dir, name, text) }
 	good := write("good.yaml", `
 outbound:
   listen: 127.0.0.1:15001
@@ -74,13 +68,7 @@ services:
 // not look at that environment.
 func TestCheckConsulEnvironmentAsRunDoes(t *testing.T) {
 	dir := t.TempDir()
-	write := func(name, text string) string {
-		p := filepath.Join(dir, name)
-		if err := os.WriteFile(p, []byte(text), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		return p
-	}
+	write := func(name, text string) string { return writeIn(t, dir, name, text) }
 	watched := write("watched.yaml", "admin: { listen: 127.0.0.1:0 }\noutbound: { listen: 127.0.0.1:0, routes: [ { service: api } ] }\nservices: { api: }\ntelemetry: { access_log: 'off' }\n")
 	registered := write("registered.yaml", "admin: { listen: 127.0.0.1:0 }\ninbound: { listen: 127.0.0.1:0, app: 127.0.0.1:8080 }\nregister: { name: web, port: 15006 }\ntelemetry: { access_log: 'off' }\n")
 	static := write("static.yaml", "outbound: { routes: [ { service: files } ] }\nservices: { files: { endpoints: [127.0.0.1:1] } }\n")
@@ -114,4 +102,14 @@ func TestCheckConsulEnvironmentAsRunDoes(t *testing.T) {
 			}
 		})
 	}
+}
+
+// writeIn writes text to the file name in dir and returns its path.
+func writeIn(t *testing.T, dir, name, text string) string {
+	t.Helper()
+	p := filepath.Join(dir, name)
+	if err := os.WriteFile(p, []byte(text), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
 }
