@@ -264,6 +264,19 @@ func TestSecondSignalWithNothingInFlightExits0(t *testing.T) {
 	}
 	io.Copy(io.Discard, res.Body)
 	res.Body.Close() // the connection stays open, idle, in tr's pool
+	// Nothing in flight: ferry has ended the exchange, not only sent its
+	// answer (a loaded machine can hold its end back a few milliseconds).
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		_, metrics := httpGet(t, "http://"+p.addrs["admin"]+"/metrics")
+		if strings.Contains(metrics, `ferry_requests_in_flight{listener="outbound"} 0`) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("an exchange still in flight 10s after its answer:\n%s", metrics)
+		}
+		time.Sleep(10 * time.Millisecond) // polling a condition, not synchronising
+	}
 	p.signal(syscall.SIGTERM)
 	p.waitLog(10*time.Second, msgIs("draining"))
 	p.signal(syscall.SIGTERM)
