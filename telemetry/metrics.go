@@ -169,8 +169,7 @@ func registerQueueMetrics(r *registry, q *spanQueue) {
 }
 
 // registerTargetInfo exposes the resource attributes as target_info's
-// labels (dots and other characters Prometheus does not allow in label
-// names become underscores).
+// labels, named by promLabelName.
 func registerTargetInfo(r *registry, res *resource.Resource) {
 	attrs := res.Attributes()
 	if len(attrs) == 0 {
@@ -178,7 +177,9 @@ func registerTargetInfo(r *registry, res *resource.Resource) {
 	}
 	// Keys that map to the same label name ("k8s.pod.name",
 	// "k8s_pod_name") share one label, their values joined with ";" in
-	// key order: a label named twice would fail the whole scrape.
+	// key order (attrs is sorted by key), as the OpenTelemetry Prometheus
+	// compatibility rules ask: a label named twice would fail the whole
+	// scrape.
 	var names, values []string
 	at := map[string]int{}
 	for _, kv := range attrs {
@@ -194,12 +195,26 @@ func registerTargetInfo(r *registry, res *resource.Resource) {
 		func(emit func(float64, ...string)) { emit(1, values...) }, names...)
 }
 
+// promLabelName makes a resource attribute key a Prometheus label name as
+// the OpenTelemetry Prometheus compatibility rules do: every character
+// outside [a-zA-Z0-9_], and a leading digit, becomes "_", and a run of "_"
+// becomes one. So no name starts with "__", which Prometheus reserves: a
+// key "__name__" would otherwise give target_info a second metric name
+// ("_name_" instead), and "__address__" a label relabelling drops.
 func promLabelName(s string) string {
-	b := []byte(s)
-	for i, c := range b {
+	b := make([]byte, 0, len(s))
+	for i := 0; i < len(s); i++ {
+		c := s[i]
 		if !(c == '_' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' && i > 0) {
-			b[i] = '_'
+			c = '_'
 		}
+		if c == '_' && len(b) > 0 && b[len(b)-1] == '_' {
+			continue
+		}
+		b = append(b, c)
+	}
+	if len(b) == 0 {
+		return "_"
 	}
 	return string(b)
 }
