@@ -98,7 +98,13 @@ func (s *Sidecar) ReloadFile(ctx context.Context, path string) error {
 	data, err := s.readSettled(ctx, path)
 	if err != nil {
 		if ctx.Err() == nil {
+			// Counted as rejected, the gauge at 0, until the file reads
+			// again: as a content tried (tryFileLocked) or, by the
+			// watcher, as fileTried (see WatchConfigFile).
+			s.fileMu.Lock()
+			s.readFailed = true
 			s.tel.Metrics().ConfigReload(false)
+			s.fileMu.Unlock()
 		}
 		return err
 	}
@@ -127,7 +133,7 @@ func (s *Sidecar) ReloadFile(ctx context.Context, path string) error {
 func (s *Sidecar) WatchConfigFile(ctx context.Context, path string, interval time.Duration, loaded []byte) {
 	s.fileMu.Lock()
 	if s.fileTried == nil {
-		s.fileTried = loaded
+		s.fileTried, s.triedOK = loaded, true
 	}
 	s.fileMu.Unlock()
 	var readErr string // the read error last logged; "" while the file reads
@@ -153,6 +159,15 @@ func (s *Sidecar) WatchConfigFile(ctx context.Context, path string, interval tim
 		}
 		s.fileMu.Lock()
 		if bytes.Equal(cur, s.fileTried) {
+			if s.readFailed {
+				// A SIGHUP that could not read the file set
+				// ferry_config_last_reload_successful to 0; the file
+				// reads again as the content last tried, so the gauge
+				// says again what became of that content. Nothing is
+				// tried, nor counted.
+				s.readFailed = false
+				s.tel.Metrics().SetLastReloadSuccessful(s.triedOK)
+			}
 			s.fileMu.Unlock()
 			ch.back(s.log, path)
 			continue
@@ -207,6 +222,7 @@ func (s *Sidecar) tryFileLocked(ctx context.Context, path string, data []byte, c
 		return err // not a verdict on the file
 	}
 	s.tel.Metrics().ConfigReload(err == nil)
+	s.triedOK, s.readFailed = err == nil, false
 	if err == nil {
 		s.retryDelay = 0
 		return nil

@@ -365,3 +365,14 @@ func (m *Metrics) ConfigReload(applied bool) {
 	m.reloads.with(result).add(1)
 	m.reloadOK.with().set(ok)
 }
+
+// SetLastReloadSuccessful sets ferry_config_last_reload_successful without
+// counting a reload: when the config file reads again, after a read that
+// failed, as the content last tried, whose reload applied (ok) or not.
+func (m *Metrics) SetLastReloadSuccessful(ok bool) {
+	v := int64(0)
+	if ok {
+		v = 1
+	}
+	m.reloadOK.with().set(v)
+}
