@@ -46,6 +46,16 @@ func (c *labelCache[K]) get(k K) *series {
 	return s
 }
 
+// reset forgets every cached handle: the family dropped series, whose
+// handles must not be written to any more (a handle fetched before reset
+// may still take one last add, lost with its series).
+func (c *labelCache[K]) reset() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	empty := map[K]*series{}
+	c.m.Store(&empty)
+}
+
 type requestLabels struct{ listener, service, endpoint, class, reason string }
 type durationLabels struct{ listener, service, class string }
 type bytesLabels struct{ listener, service, direction string }

@@ -37,6 +37,16 @@ const (
 // otel_metric_overflow="true".
 const cardinalityLimit = 2000
 
+// endpointSeriesRetireAfter is how long a ferry_requests_total series of
+// an endpoint no longer in force must have gone without a count before a
+// scrape forgets it. Consul endpoints come and go; without this the
+// series of endpoints long gone would fill the cap and push the live
+// ones' into the overflow series. Ten minutes covers many scrape
+// intervals, so Prometheus has read the series' last value, and the end of
+// most exchanges the endpoint still had in flight when it left. A variable
+// for tests.
+var endpointSeriesRetireAfter = 10 * time.Minute
+
 // durationBuckets span fast API calls to long streamed downloads.
 var durationBuckets = []float64{
 	0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900,
@@ -143,7 +153,7 @@ func newMetrics(res *resource.Resource, q *spanQueue) (*Metrics, error) {
 				emit(float64(w.Dropped()))
 			}
 		})
-	r.prepare = append(r.prepare, m.syncBreakers)
+	r.prepare = append(r.prepare, m.syncEndpoints)
 	if q != nil {
 		registerQueueMetrics(r, q)
 	}
@@ -284,26 +294,39 @@ func (m *Metrics) KnownEndpoints(endpoints Breakers) {
 	m.endpoints.Store(&endpoints)
 }
 
-// syncBreakers sets ferry_breaker_state from KnownEndpoints; it runs
+// syncEndpoints sets ferry_breaker_state from KnownEndpoints, and
+// forgets the ferry_requests_total series of endpoints no longer in force
+// that have gone endpointSeriesRetireAfter without a count; it runs
 // before every scrape.
-func (m *Metrics) syncBreakers() {
+func (m *Metrics) syncEndpoints() {
 	endpoints := m.endpoints.Load()
 	if endpoints == nil {
 		return
 	}
-	known := map[[2]string]BreakerState{}
+	inForce := map[[2]string]bool{}
+	breakers := map[[2]string]BreakerState{}
 	(*endpoints)(func(service, endpoint string, state BreakerState) bool {
+		k := [2]string{service, endpoint}
+		inForce[k] = true
 		if state != "" {
-			known[[2]string{service, endpoint}] = state
+			breakers[k] = state
 		}
 		return true
 	})
 	m.breakerState.retain(func(values []string) bool {
-		_, ok := known[[2]string{values[0], values[1]}]
+		_, ok := breakers[[2]string{values[0], values[1]}]
 		return ok
 	})
-	for k, state := range known {
+	for k, state := range breakers {
 		m.SetBreakerState(k[0], k[1], state)
+	}
+	// ferry_requests_total: listener, service, endpoint, ...; a request
+	// answered without an endpoint ("") is no endpoint's.
+	gone := func(values []string) bool {
+		return values[2] != "" && !inForce[[2]string{values[1], values[2]}]
+	}
+	if m.requests.retireIdle(m.now(), endpointSeriesRetireAfter, gone) {
+		m.labels.requests.reset()
 	}
 }
 

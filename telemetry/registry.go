@@ -65,6 +65,11 @@ type series struct {
 	sumBits  atomic.Uint64
 	ex       exemplarSlot
 	bucketEx []exemplarSlot
+
+	// For retireIdle, under the family's lock: the count last seen and
+	// since when it has not moved (zero: not followed).
+	seen      uint64
+	idleSince time.Time
 }
 
 // exemplar ties a measurement to the sampled span it was made in.
@@ -182,6 +187,44 @@ func (f *family) retain(keep func(values []string) bool) {
 			delete(f.series, key)
 		}
 	}
+}
+
+// retireIdle drops the series that gone reports and whose count (a
+// counter's or gauge's value, a histogram's observations) has not moved
+// for after, as seen by the calls of retireIdle at now (one per scrape);
+// it reports whether it dropped any. A series gone reports no more is
+// followed afresh should it be reported gone again.
+func (f *family) retireIdle(now time.Time, after time.Duration, gone func(values []string) bool) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	dropped := false
+	for key, s := range f.series {
+		if !gone(s.values) {
+			s.idleSince = time.Time{}
+			continue
+		}
+		v := s.count()
+		switch {
+		case s.idleSince.IsZero() || v != s.seen:
+			s.seen, s.idleSince = v, now
+		case now.Sub(s.idleSince) >= after:
+			delete(f.series, key)
+			dropped = true
+		}
+	}
+	return dropped
+}
+
+// count is a counter or gauge's value, or a histogram's observations.
+func (s *series) count() uint64 {
+	if s.counts == nil {
+		return uint64(s.n.Load())
+	}
+	var n uint64
+	for i := range s.counts {
+		n += s.counts[i].Load()
+	}
+	return n
 }
 
 // sum adds up the values of a counter or gauge's series.

@@ -1,0 +1,135 @@
+package telemetry
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/prometheus/model/labels"
+)
+
+// fakeClock is a clock tests move by hand.
+type fakeClock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func (c *fakeClock) now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.t
+}
+
+func (c *fakeClock) advance(d time.Duration) {
+	c.mu.Lock()
+	c.t = c.t.Add(d)
+	c.mu.Unlock()
+}
+
+// Consul endpoints come and go. A ferry_requests_total series of an
+// endpoint that is no longer in force (KnownEndpoints) and whose count has
+// not moved for endpointSeriesRetireAfter is forgotten at a scrape, so the
+// series of endpoints long gone do not fill the family's cap
+// (cardinalityLimit) and push the series of live endpoints into the
+// overflow series; the series of endpoints in force, idle or not, keep
+// their values, and one that left but still counts (a stream that started
+// before it left) stays until it has been idle that long. They stayed
+// for good: after 2000 endpoints had served, every new one's requests
+// were counted under otel_metric_overflow="true".
+func TestEndpointChurnDoesNotExhaustTheSeriesCap(t *testing.T) {
+	tel, _, _ := recorded(t, Config{}, env{})
+	m := tel.Metrics()
+	clock := &fakeClock{t: time.Unix(1_700_000_000, 0)}
+	m.now = clock.now
+	var mu sync.Mutex
+	inForce := map[string]bool{}
+	m.KnownEndpoints(func(yield func(service, endpoint string, state BreakerState) bool) {
+		mu.Lock()
+		defer mu.Unlock()
+		for ep := range inForce {
+			if !yield("svc", ep, "") {
+				return
+			}
+		}
+	})
+	setInForce := func(eps ...string) {
+		mu.Lock()
+		defer mu.Unlock()
+		clear(inForce)
+		for _, ep := range eps {
+			inForce[ep] = true
+		}
+	}
+	request := func(endpoint string) {
+		m.requestEnded(context.Background(), "outbound", "svc", endpoint, Outcome{Status: 200}, time.Millisecond, time.Time{})
+	}
+	type seriesValues map[string]float64 // endpoint -> ferry_requests_total
+	read := func() (seriesValues, bool) {
+		t.Helper()
+		body, ctype := scrape(t, tel.MetricsHandler(), "")
+		samples, _ := promParse(t, []byte(body), ctype)
+		got, overflow := seriesValues{}, false
+		for _, s := range samples {
+			if s.name != MetricRequests {
+				continue
+			}
+			if s.labels.Get(overflowLabel) == "true" {
+				overflow = true
+				continue
+			}
+			got[s.labels.Get("endpoint")] = s.value
+			if !labels.Equal(s.labels, labels.FromStrings(labels.MetricName, MetricRequests, "listener", "outbound",
+				"service", "svc", "endpoint", s.labels.Get("endpoint"), "status_class", "2xx", "reason", "")) {
+				t.Errorf("unexpected series %s", s.labels)
+			}
+		}
+		return got, overflow
+	}
+
+	request("idle:80") // in force throughout, one request at the start
+	const rounds, perRound = 250, 10
+	for i := range rounds {
+		eps := []string{"live:80", "idle:80"}
+		for j := range perRound {
+			ep := fmt.Sprintf("10.0.%d.%d:80", i, j)
+			eps = append(eps, ep)
+		}
+		setInForce(eps...)
+		for _, ep := range eps {
+			if ep != "idle:80" {
+				request(ep)
+			}
+		}
+		if i < 30 {
+			request("draining:80") // gone from discovery, its stream still ending
+		}
+		got, overflow := read()
+		if overflow {
+			t.Fatalf("round %d: requests counted in the overflow series; %d series", i, len(got))
+		}
+		if got["live:80"] != float64(i+1) || got["idle:80"] != 1 {
+			t.Fatalf("round %d: live:80 = %v (want %d), idle:80 = %v (want 1)", i, got["live:80"], i+1, got["idle:80"])
+		}
+		for _, ep := range eps[2:] {
+			if got[ep] != 1 {
+				t.Fatalf("round %d: %s = %v, want 1", i, ep, got[ep])
+			}
+		}
+		if i == 35 && got["draining:80"] != 30 {
+			t.Errorf("round %d, 6 minutes after its last count: draining:80 = %v, want 30", i, got["draining:80"])
+		}
+		clock.advance(time.Minute)
+	}
+	got, _ := read()
+	if _, ok := got["draining:80"]; ok {
+		t.Errorf("draining:80, gone and idle for %d minutes, still shown", rounds-30)
+	}
+	if _, ok := got["10.0.0.0:80"]; ok {
+		t.Errorf("10.0.0.0:80, gone for %d minutes, still shown", rounds)
+	}
+	if max := 2 + perRound*(int(endpointSeriesRetireAfter/time.Minute)+2); len(got) > max {
+		t.Errorf("%d series of ferry_requests_total, want at most %d", len(got), max)
+	}
+}
