@@ -211,9 +211,15 @@ func (in *Injector) decide(obj map[string]any) (*mutation, Report) {
 func isFerryPort(p int32) bool { return p == AdminPort || p == OutboundPort || p == InboundPort }
 
 // portConflict names an app container that declares one of ferry's ports.
+// ferry listens on TCP: the same number over UDP or SCTP is another port
+// (a pod's ports are keyed by containerPort and protocol), and no protocol
+// is TCP.
 func portConflict(spec *podSpec) string {
 	for _, c := range append(append([]appContainer(nil), spec.InitContainers...), spec.Containers...) {
 		for _, port := range c.Ports {
+			if port.Protocol == "UDP" || port.Protocol == "SCTP" {
+				continue
+			}
 			if isFerryPort(port.ContainerPort) {
 				return fmt.Sprintf("container %q declares port %d, which ferry listens on", c.Name, port.ContainerPort)
 			}

@@ -1,0 +1,50 @@
+package inject
+
+import (
+	"strings"
+	"testing"
+)
+
+// podWithPorts is appPod whose app container declares ports.
+func podWithPorts(ann map[string]string, ports ...map[string]any) map[string]any {
+	pod := appPod(ann)
+	list := make([]any, len(ports))
+	for i, p := range ports {
+		list[i] = p
+	}
+	pod["spec"].(map[string]any)["containers"].([]any)[0].(map[string]any)["ports"] = list
+	return pod
+}
+
+// ferry's ports are TCP. A pod may declare the same number with another
+// protocol (the API keys a container's ports by containerPort and
+// protocol), and a UDP or SCTP socket does not take the TCP port: an app
+// container declaring UDP or SCTP 15000, 15001 or 15006 was refused as a
+// conflict. TCP, and no protocol (TCP by default), still conflict.
+func TestPortConflictIsTCPOnly(t *testing.T) {
+	inj := newTestInjector(t)
+	for _, c := range []struct {
+		port     int
+		protocol string // "": not set
+		conflict bool
+	}{
+		{15000, "UDP", false}, {15001, "UDP", false}, {15006, "UDP", false},
+		{15000, "SCTP", false}, {15006, "SCTP", false},
+		{15000, "TCP", true}, {15001, "TCP", true}, {15006, "TCP", true},
+		{15000, "", true}, {15006, "", true},
+	} {
+		p := map[string]any{"containerPort": c.port}
+		if c.protocol != "" {
+			p["protocol"] = c.protocol
+		}
+		rep, ferry := injectJSONPod(t, inj, podWithPorts(nil, map[string]any{"containerPort": 8080}, p))
+		switch {
+		case c.conflict && ferry != nil:
+			t.Errorf("%d/%q: injected beside the app's port ferry listens on", c.port, c.protocol)
+		case c.conflict && !strings.Contains(rep.Reason, "which ferry listens on"):
+			t.Errorf("%d/%q: refused for another reason: %s", c.port, c.protocol, rep.Reason)
+		case !c.conflict && ferry == nil:
+			t.Errorf("%d/%q: refused: %s", c.port, c.protocol, rep.Reason)
+		}
+	}
+}
