@@ -12,8 +12,9 @@ const (
 	// syntax, e.g. "files; api=/api; search=search.internal/v2 tags=v2".
 	AnnotationUpstreams = "ferry.io/upstreams"
 	// AnnotationInboundPort is the app port ferry's inbound listener
-	// (0.0.0.0:15006) forwards to, as a number or a container port name;
-	// "none" turns inbound off. Default: the first TCP port of the default
+	// (0.0.0.0:15006) forwards to, as a number (plain digits 1-65535, no
+	// sign or leading zero) or a container port name; "none" turns inbound
+	// off. Default: the first TCP port of the default
 	// container (kubectl.kubernetes.io/default-container, else the first).
 	AnnotationInboundPort = "ferry.io/inbound-port"
 	// AnnotationInboundProtocol is spoken to the app: auto (default), http1

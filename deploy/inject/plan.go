@@ -330,11 +330,11 @@ func inboundPort(ann map[string]string, spec *podSpec) (int32, error) {
 	if v == "none" {
 		return 0, nil
 	}
-	if n, err := strconv.Atoi(v); err == nil {
-		if n < 1 || n > 65535 {
-			return 0, annotationError(AnnotationInboundPort, v, fmt.Errorf("not a port (1-65535)"))
+	if n, isNumber, err := portNumber(v); isNumber {
+		if err != nil {
+			return 0, annotationError(AnnotationInboundPort, v, err)
 		}
-		return int32(n), nil
+		return n, nil
 	}
 	for _, c := range spec.Containers {
 		for _, port := range c.Ports {
@@ -344,6 +344,29 @@ func inboundPort(ann map[string]string, spec *podSpec) (int32, error) {
 		}
 	}
 	return 0, annotationError(AnnotationInboundPort, v, fmt.Errorf("no container declares a port of that name (want a number, a port name or none)"))
+}
+
+// portNumber reads a port number as Kubernetes writes one: plain decimal
+// digits, 1-65535. isNumber reports a value meant as a number (digits,
+// signed or not), which is never a port name: a name has a letter and no
+// sign. A sign or a leading zero is refused rather than read past ("+80",
+// "080" as 80: another reader may take 080 for octal, or refuse it).
+func portNumber(v string) (n int32, isNumber bool, err error) {
+	digits := strings.TrimLeft(v, "+-")
+	if digits == "" || strings.TrimLeft(digits, "0123456789") != "" {
+		return 0, false, nil
+	}
+	switch {
+	case digits != v:
+		return 0, true, fmt.Errorf("a port number has no sign: want plain digits 1-65535")
+	case len(v) > 1 && v[0] == '0':
+		return 0, true, fmt.Errorf("a port number has no leading zero: want plain digits 1-65535")
+	}
+	p, err := strconv.Atoi(v)
+	if err != nil || p < 1 || p > 65535 {
+		return 0, true, fmt.Errorf("not a port (1-65535)")
+	}
+	return int32(p), true, nil
 }
 
 // defaultContainer is the container kubectl picks by default: the one named

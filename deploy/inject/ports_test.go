@@ -48,3 +48,32 @@ func TestPortConflictIsTCPOnly(t *testing.T) {
 		}
 	}
 }
+
+// ferry.io/inbound-port is a port number as Kubernetes writes one, plain
+// decimal digits 1-65535, a container port name, or none. A sign or a
+// leading zero was read by strconv.Atoi: "+80" and "080" became port 80;
+// a number too large for Atoi was taken for a port name. Each is refused
+// naming the annotation and saying what is wrong.
+func TestInboundPortAnnotationIsPlainDecimal(t *testing.T) {
+	inj := newTestInjector(t)
+	named := map[string]any{"containerPort": 8080, "name": "http"}
+	for _, c := range []struct {
+		value string
+		want  string // in the refusal; "": injected
+	}{
+		{"8080", ""}, {" 8080 ", ""}, {"http", ""}, {"1", ""}, {"65535", ""},
+		{"+80", "sign"}, {"-80", "sign"}, {"+8080", "sign"}, {"080", "leading zero"}, {"0080", "leading zero"},
+		{"0", "1-65535"}, {"65536", "1-65535"}, {"99999999999999999999", "1-65535"},
+		{"htp", "no container declares a port of that name"}, {"+http", "no container declares a port of that name"},
+	} {
+		rep, ferry := injectJSONPod(t, inj, podWithPorts(map[string]string{AnnotationInboundPort: c.value}, named))
+		switch {
+		case c.want == "" && ferry == nil:
+			t.Errorf("%q refused: %s", c.value, rep.Reason)
+		case c.want != "" && ferry != nil:
+			t.Errorf("%q injected", c.value)
+		case c.want != "" && (!strings.Contains(rep.Reason, AnnotationInboundPort) || !strings.Contains(rep.Reason, c.want)):
+			t.Errorf("%q: refusal %q does not name %s and say %q", c.value, rep.Reason, AnnotationInboundPort, c.want)
+		}
+	}
+}
