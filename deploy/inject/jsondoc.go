@@ -143,3 +143,39 @@ func writeJSONNode(b *bytes.Buffer, n *yaml.Node, indent string) error {
 	}
 	return fmt.Errorf("a YAML node of kind %d in a JSON document", n.Kind)
 }
+
+// numberOutOfRange finds a number in a node tree that a 64-bit float
+// cannot hold (1e400, valid JSON), which the YAML decoder refuses in its
+// own words, and returns its path below path (spec.x[1], or
+// labels["a.b/c"] for a key with a dot) and the number as written.
+func numberOutOfRange(n *yaml.Node, path string) (string, string, bool) {
+	switch n.Kind {
+	case yaml.MappingNode:
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			key := n.Content[i].Value
+			p := path + "." + key
+			if path == "" {
+				p = key
+			}
+			if strings.ContainsAny(key, ".[]\"") || key == "" {
+				p = path + "[" + strconv.Quote(key) + "]"
+			}
+			if at, v, ok := numberOutOfRange(n.Content[i+1], p); ok {
+				return at, v, true
+			}
+		}
+	case yaml.SequenceNode:
+		for i, c := range n.Content {
+			if at, v, ok := numberOutOfRange(c, fmt.Sprintf("%s[%d]", path, i)); ok {
+				return at, v, true
+			}
+		}
+	case yaml.ScalarNode:
+		if tag := n.ShortTag(); tag == "!!float" || tag == "!!int" {
+			if _, err := strconv.ParseFloat(n.Value, 64); errors.Is(err, strconv.ErrRange) {
+				return path, n.Value, true
+			}
+		}
+	}
+	return "", "", false
+}

@@ -92,3 +92,39 @@ func TestInjectJSONKeepsWhatTheDocumentSays(t *testing.T) {
 		t.Errorf("second injection: %v %+v, output changed: %v", err, reps, !bytes.Equal(again, out))
 	}
 }
+
+// A JSON number beyond what a 64-bit float holds (1e400) is valid JSON
+// that no Kubernetes reader takes as a number. The object was refused with
+// the YAML decoder's words ("yaml: cannot decode !!str `1e400` as a
+// !!float"), naming neither the field nor the object. The refusal must say
+// where the number is and what is wrong with it in JSON terms; the other
+// objects of the document are injected as before.
+func TestInjectJSONNumberOutOfRangeNamed(t *testing.T) {
+	inj := newTestInjector(t)
+	pod := func(name, field string) string {
+		return `{"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "` + name + `", "annotations": {"ferry.io/inbound-port": "8080"}},
+ "spec": {` + field + `"containers": [{"name": "app", "image": "app:1", "ports": [{"containerPort": 8080}]}]}}`
+	}
+	for _, c := range []struct{ field, path, number string }{
+		{`"terminationGracePeriodSeconds": 1e400, `, "spec.terminationGracePeriodSeconds", "1e400"},
+		{`"x": {"y": [0, -2.5E+999]}, `, "spec.x.y[1]", "-2.5E+999"},
+		{`"nodeSelector": {"a.b/c": 1e309}, `, `spec.nodeSelector["a.b/c"]`, "1e309"},
+	} {
+		in := `{"apiVersion": "v1", "kind": "List", "items": [` + pod("bad", c.field) + `, ` + pod("good", "") + `]}`
+		_, reps, err := inj.InjectYAML([]byte(in))
+		if err != nil {
+			t.Fatalf("%s: InjectYAML: %v", c.path, err)
+		}
+		if len(reps) != 2 || reps[1].Outcome != Injected {
+			t.Fatalf("%s: reports %+v", c.path, reps)
+		}
+		r := reps[0]
+		if r.Outcome != Refused || r.Name != "bad" {
+			t.Errorf("%s: report %+v, want pod bad refused", c.path, r)
+		}
+		want := c.path + ": the JSON number " + c.number + " is out of range"
+		if !strings.Contains(r.Reason, want) || strings.Contains(r.Reason, "yaml") || strings.Contains(r.Reason, "!!") {
+			t.Errorf("%s: reason %q, want it to say %q, without the YAML decoder's words", c.path, r.Reason, want)
+		}
+	}
+}

@@ -134,6 +134,9 @@ func (in *Injector) injectNode(n *yaml.Node) (bool, []Report) {
 	var head struct {
 		APIVersion any `yaml:"apiVersion"`
 		Kind       any `yaml:"kind"`
+		Metadata   struct {
+			Name, Namespace any
+		} `yaml:"metadata"`
 	}
 	_ = n.Decode(&head) // a document that does not decode is skipped below
 	if head.Kind == "List" && head.APIVersion == "v1" {
@@ -158,6 +161,13 @@ func (in *Injector) injectNode(n *yaml.Node) (bool, []Report) {
 	if err := n.Decode(&obj); err != nil {
 		kind, _ := head.Kind.(string)
 		rep := Report{Kind: kind, Outcome: Skipped, Reason: "cannot decode: " + err.Error()}
+		rep.Name, _ = head.Metadata.Name.(string)
+		rep.Namespace, _ = head.Metadata.Namespace.(string)
+		if path, number, ok := numberOutOfRange(n, ""); ok {
+			// JSON makes such a node (YAML reads 1e400 as a string unless
+			// it is tagged !!float).
+			rep.Reason = fmt.Sprintf("cannot decode: %s: the JSON number %s is out of range: more than a 64-bit float holds (about 1.8e308)", path, number)
+		}
 		if _, ok := workloads[kind]; ok {
 			rep.Outcome = Refused
 		}
