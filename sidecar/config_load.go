@@ -89,6 +89,9 @@ func ParseConfig(data []byte) (*Config, error) {
 			}
 			return nil, ConfigErrors{{Msg: what + ": at least one of outbound or inbound is required"}}
 		}
+		if e := tabIndentError(data, err); e != nil {
+			return nil, ConfigErrors{e}
+		}
 		return nil, ConfigErrors{{Msg: err.Error()}}
 	}
 	var extra yaml.Node
