@@ -10,6 +10,7 @@ import (
 	"reflect"
 	"regexp"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -257,14 +258,25 @@ func checkNode(n *yaml.Node, t reflect.Type, path string, c *nodeCheck) {
 			fail("expected a single value, got %s", describe(n))
 			return
 		}
-		if isInteger(t) && t != durationType && n.ShortTag() == "!!float" {
-			// The decoder would drop the fraction: 0.5 would be 0.
-			fail("invalid value %q: want a whole number", n.Value)
-			return
+		if isInteger(t) && t != durationType {
+			if msg := checkWholeNumber(n, t); msg != "" {
+				fail("invalid value %q: %s", n.Value, msg)
+				return
+			}
 		}
 		v := reflect.New(t)
 		if err := n.Decode(v.Interface()); err != nil {
 			want := t.Kind().String()
+			switch {
+			case isInteger(t) && t != durationType:
+				want = "a whole number"
+			case t.Kind() == reflect.Float64 || t.Kind() == reflect.Float32:
+				if _, err := strconv.ParseFloat(strings.ReplaceAll(n.Value, "_", ""), t.Bits()); errors.Is(err, strconv.ErrRange) {
+					fail("invalid value %q: out of range (more than a %d-bit float holds, about %s)", n.Value, t.Bits(), maxFloat(t.Bits()))
+					return
+				}
+				want = "a number"
+			}
 			if t == durationType {
 				if durationSyntax.MatchString(n.Value) {
 					// Well formed, so time.ParseDuration refused it for
@@ -392,6 +404,50 @@ func knownKeys(t reflect.Type) string {
 	}
 	sort.Strings(keys)
 	return strings.Join(keys, ", ")
+}
+
+// decimalDigits matches a whole number in decimal digits, signed or not.
+var decimalDigits = regexp.MustCompile(`^[-+]?[0-9][0-9_]*$`)
+
+// checkWholeNumber says what is wrong with a scalar read into the integer
+// type t, or "" for the decoder to judge: a fraction (the decoder would
+// drop it: 0.5 would be 0), a leading zero (the decoder reads 0503 as
+// YAML 1.1 octal, 323), digits out of t's range (YAML takes
+// 99999999999999999999 for a float).
+func checkWholeNumber(n *yaml.Node, t reflect.Type) string {
+	if tag := n.ShortTag(); tag != "!!int" && tag != "!!float" {
+		return "" // a string ("0503" quoted): not a number
+	}
+	if !decimalDigits.MatchString(n.Value) {
+		if n.ShortTag() == "!!float" {
+			return "want a whole number"
+		}
+		return ""
+	}
+	digits := strings.TrimLeft(n.Value, "+-")
+	if len(digits) > 1 && digits[0] == '0' {
+		return "a whole number has no leading zero (YAML would read it as octal)"
+	}
+	if err := n.Decode(reflect.New(t).Interface()); err == nil && n.ShortTag() == "!!int" {
+		return ""
+	}
+	switch {
+	case t.Kind() >= reflect.Uint && t.Kind() <= reflect.Uint64 && strings.HasPrefix(n.Value, "-"):
+		return "must not be negative"
+	case t.Kind() >= reflect.Uint && t.Kind() <= reflect.Uint64:
+		return fmt.Sprintf("out of range (at most %d)", uint64(1)<<t.Bits()-1)
+	case strings.HasPrefix(n.Value, "-"):
+		return fmt.Sprintf("out of range (at least %d)", int64(-1)<<(t.Bits()-1))
+	}
+	return fmt.Sprintf("out of range (at most %d)", int64(1)<<(t.Bits()-1)-1)
+}
+
+// maxFloat is about the largest float of the given bits.
+func maxFloat(bits int) string {
+	if bits == 32 {
+		return "3.4e38"
+	}
+	return "1.8e308"
 }
 
 // isInteger reports an integer kind.
