@@ -145,6 +145,9 @@ func (in *Injector) decide(obj map[string]any) (*mutation, Report) {
 	if len(spec.Containers) == 0 {
 		return refuse("the pod has no containers")
 	}
+	if reason := portOutOfRange(w.template, spec); reason != "" {
+		return refuse("%s", reason)
+	}
 	if reason := portConflict(spec); reason != "" {
 		return refuse("%s", reason)
 	}
@@ -209,6 +212,29 @@ func (in *Injector) decide(obj map[string]any) (*mutation, Report) {
 }
 
 func isFerryPort(p int32) bool { return p == AdminPort || p == OutboundPort || p == InboundPort }
+
+// portOutOfRange names an app container port outside 1-65535, which the
+// API server refuses and ferry would take for the default inbound port.
+func portOutOfRange(template []string, spec *podSpec) string {
+	prefix := ""
+	if len(template) > 0 {
+		prefix = strings.Join(template, ".") + "."
+	}
+	for _, l := range []struct {
+		name string
+		list []appContainer
+	}{{"initContainers", spec.InitContainers}, {"containers", spec.Containers}} {
+		for i, c := range l.list {
+			for j, port := range c.Ports {
+				if port.ContainerPort < 1 || port.ContainerPort > 65535 {
+					return fmt.Sprintf("container %q: %sspec.%s[%d].ports[%d].containerPort %d is not a port (1-65535), which the API server refuses",
+						c.Name, prefix, l.name, i, j, port.ContainerPort)
+				}
+			}
+		}
+	}
+	return ""
+}
 
 // portConflict names an app container that declares one of ferry's ports.
 // ferry listens on TCP: the same number over UDP or SCTP is another port

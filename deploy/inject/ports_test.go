@@ -77,3 +77,21 @@ func TestInboundPortAnnotationIsPlainDecimal(t *testing.T) {
 		}
 	}
 }
+
+// An app container port outside 1-65535 (which the API server refuses)
+// was taken as the default inbound port: containerPort 70000 was injected
+// with inbound.app 127.0.0.1:70000, a config ferry refuses at start. The
+// pod is refused naming the field.
+func TestContainerPortOutOfRangeRefused(t *testing.T) {
+	inj := newTestInjector(t)
+	for _, port := range []int{70000, 65536, 0, -80} {
+		rep, ferry := injectJSONPod(t, inj, podWithPorts(nil, map[string]any{"containerPort": port}))
+		if ferry != nil {
+			t.Errorf("containerPort %d: injected", port)
+			continue
+		}
+		if want := "spec.containers[0].ports[0].containerPort"; !strings.Contains(rep.Reason, want) || !strings.Contains(rep.Reason, "1-65535") {
+			t.Errorf("containerPort %d: reason %q does not name %s and 1-65535", port, rep.Reason, want)
+		}
+	}
+}
