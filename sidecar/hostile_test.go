@@ -614,7 +614,7 @@ func h2Cases() []h2Case {
 		{name: "transfer-encoding", fields: post([2]string{"transfer-encoding", "chunked"}), data: "3\r\nabc\r\n0\r\n\r\n", want: 400},
 		{name: "upgrade", fields: base([2]string{"upgrade", "websocket"}), want: 400},
 		{name: "te-gzip", fields: base([2]string{"te", "gzip"}), want: 400},
-		{name: "te-trailers-kept", fields: base([2]string{"te", "trailers"}), want: 200, up: ok(map[string]string{"Te": "trailers"})},
+		{name: "te-trailers-kept", fields: base([2]string{"te", "trailers"}), want: 200, up: ok(map[string]string{"Te": "trailers", "Connection": "TE"})}, // named in Connection, RFC 9110 section 10.1.4
 		{name: "value-crlf-injection", fields: base([2]string{"x-a", "1\r\nX-Injected: 1"}), want: -1},
 		{name: "value-lf-injection", fields: base([2]string{"x-a", "1\nContent-Length: 5"}), want: -1},
 		{name: "value-nul", fields: base([2]string{"x-a", "1\x00"}), want: -1},

@@ -641,7 +641,7 @@ func (p *Proxy) try(ctx context.Context, w http.ResponseWriter, r *http.Request,
 		// its body.
 		informed = nil
 	}
-	out := p.outgoing(actx, informed, r, addr, upgrade, body, own, x.lane)
+	out := p.outgoing(actx, informed, r, addr, upgrade, body, own, rt != up.h2c, x.lane)
 	a := x.q.StartAttempt(out, info)
 	// The upstream gets a new trace context whose parent is this
 	// attempt's client span, never the caller's headers passed through.
@@ -710,9 +710,10 @@ func sleepCtx(ctx context.Context, d time.Duration) bool {
 // without one (never chunked); a body of unknown length goes chunked;
 // trailers follow the body. own says ferry's HTTP/1.1 client (fastH1)
 // carries it, which takes the 1xx hook from the lane exchange le (nil when
-// the request is not the lane's) or the context directly; w is the writer
-// 1xx answers are relayed to, nil for none.
-func (p *Proxy) outgoing(ctx context.Context, w http.ResponseWriter, r *http.Request, addr, upgrade string, body *requestBody, own bool, le *laneExchange) *http.Request {
+// the request is not the lane's) or the context directly; h1 says it goes
+// to the upstream over HTTP/1.1 (by fastH1 or net/http's Transport); w is
+// the writer 1xx answers are relayed to, nil for none.
+func (p *Proxy) outgoing(ctx context.Context, w http.ResponseWriter, r *http.Request, addr, upgrade string, body *requestBody, own, h1 bool, le *laneExchange) *http.Request {
 	// 1xx informational responses (103 Early Hints) pass through. 100
 	// Continue is not forwarded here: the server sends it to the caller
 	// when the transport starts reading the body, which it does when the
@@ -798,6 +799,22 @@ func (p *Proxy) outgoing(ctx context.Context, w http.ResponseWriter, r *http.Req
 	if upgrade != "" {
 		out.Header["Connection"] = []string{"Upgrade"}
 		out.Header["Upgrade"] = []string{upgrade}
+	}
+	if h1 && out.Header["Te"] != nil {
+		// The caller's "TE: trailers" (all removeHopHeaders keeps of TE)
+		// goes on with the "TE" connection option RFC 9110 section 10.1.4
+		// has a sender of TE add: TE is hop-by-hop, and is ferry's own to
+		// this upstream, which may send trailers only when asked for them
+		// (ferry relays them to the caller). Over HTTP/2 there is no
+		// Connection field: te alone says it (RFC 9113 section 8.2.2).
+		// (On a lane request's first attempt this header is the caller's
+		// own map, which later attempts copy: they go to the same kind of
+		// upstream and set the same.)
+		if upgrade != "" {
+			out.Header["Connection"] = []string{"Upgrade, TE"}
+		} else {
+			out.Header["Connection"] = []string{"TE"}
+		}
 	}
 	if _, ok := out.Header["User-Agent"]; !ok {
 		out.Header["User-Agent"] = nil // do not add Go's default

@@ -346,13 +346,18 @@ func TestHopByHopRemovedAndForwardedSet(t *testing.T) {
 	}
 	res.Body.Close()
 	h := recv(t, seen, 5*time.Second, "origin request")
-	for _, k := range []string{"X-Hop", "Keep-Alive", "Proxy-Authorization", "Proxy-Connection", "Connection"} {
+	for _, k := range []string{"X-Hop", "Keep-Alive", "Proxy-Authorization", "Proxy-Connection"} {
 		if v, ok := h[k]; ok {
 			t.Errorf("hop-by-hop request header %s=%v reached the origin", k, v)
 		}
 	}
 	if h.Get("Te") != "trailers" {
 		t.Errorf("TE = %q, want just trailers", h.Get("Te"))
+	}
+	// ferry's own Connection field: the TE option its TE needs (RFC 9110
+	// section 10.1.4), none of the caller's.
+	if v := h["Connection"]; len(v) != 1 || v[0] != "TE" {
+		t.Errorf("Connection %q reached the origin, want ferry's TE only", v)
 	}
 	if h.Get("X-End") != "kept" || h.Get("Host") != "files" {
 		t.Errorf("end-to-end headers lost: %v", h)

@@ -516,3 +516,130 @@ func TestResponseWithoutContentTypeGetsNone(t *testing.T) {
 		}
 	}
 }
+
+// headRecordingOrigin is an HTTP/1.1 upstream that reports the head of
+// every request on seen, as the bytes it read, and answers with a chunked
+// body whose trailer X-T it sends only to a request whose TE lists
+// "trailers" (as RFC 9112 section 7.1.2 lets a server do), closing the
+// connection after each answer.
+func headRecordingOrigin(t *testing.T, seen chan<- string) string {
+	up := startRawServer(t, func(c net.Conn) {
+		br := bufio.NewReader(c)
+		var head strings.Builder
+		for {
+			line, err := br.ReadString('\n')
+			if err != nil {
+				return
+			}
+			head.WriteString(line)
+			if line == "\r\n" {
+				break
+			}
+		}
+		req, err := http.ReadRequest(bufio.NewReader(io.MultiReader(strings.NewReader(head.String()), br)))
+		if err != nil {
+			return
+		}
+		if _, err := io.Copy(io.Discard, req.Body); err != nil {
+			return
+		}
+		seen <- head.String()
+		if teTrailers(req.Header) {
+			io.WriteString(c, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTrailer: X-T\r\nConnection: close\r\n\r\n2\r\nok\r\n0\r\nX-T: 1\r\n\r\n")
+		} else {
+			io.WriteString(c, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n2\r\nok\r\n0\r\n\r\n")
+		}
+	})
+	return up.addr()
+}
+
+// rawHeadValues returns the values of the fields named name (any case) in a
+// raw request head.
+func rawHeadValues(head, name string) []string {
+	var vals []string
+	for _, line := range strings.Split(head, "\r\n")[1:] {
+		k, v, ok := strings.Cut(line, ":")
+		if ok && strings.EqualFold(k, name) {
+			vals = append(vals, strings.TrimSpace(v))
+		}
+	}
+	return vals
+}
+
+// A caller's "TE: trailers" goes on to an HTTP/1.1 upstream with the "TE"
+// connection option RFC 9110 section 10.1.4 requires of a sender of TE
+// ("Connection: TE"): ferry sent TE alone. The upstream, which sends its
+// trailer only when asked, gets the request on every path (ferry's own
+// client, net/http's Transport, a spliced upload; HTTP/1.1 and h2c
+// callers, naming TE in Connection or not) and the caller gets the
+// trailer. A request without TE gets neither field. An h2c upstream still
+// gets "te: trailers", and no Connection field, which HTTP/2 forbids.
+func TestTETrailersToHTTP1UpstreamNamedInConnection(t *testing.T) {
+	seen := make(chan string, 1)
+	sc := ferryBoth(t, headRecordingOrigin(t, seen), "")
+	h2seen := make(chan string, 1)
+	h2up := origin(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		h2seen <- fmt.Sprintf("%s te=%q connection=%q", r.Proto, r.Header.Values("Te"), r.Header.Values("Connection"))
+		w.Header().Set("Trailer", "X-T")
+		io.WriteString(w, "ok")
+		w.Header().Set("X-T", "1")
+	}))
+	h2sc, _ := ferryWithProtocol(t, ProtocolH2C, h2up)
+	for _, kind := range requestKinds {
+		for i, client := range []*http.Client{h1For(t), h2cFor(t)} {
+			for _, te := range []string{"", "trailers", "trailers+connection"} {
+				if te == "trailers+connection" && i == 1 {
+					continue // an HTTP/2 request has no Connection field
+				}
+				for _, target := range []*Sidecar{sc, h2sc} {
+					method, body := http.MethodGet, io.Reader(nil)
+					if kind.body != nil {
+						method, body = http.MethodPost, kind.body()
+					}
+					req, _ := http.NewRequest(method, "http://"+target.Addr("outbound")+"/te", body)
+					if te != "" {
+						req.Header.Set("TE", "trailers")
+					}
+					if te == "trailers+connection" {
+						req.Header.Set("Connection", "TE")
+					}
+					res, err := client.Do(req)
+					if err != nil {
+						t.Fatal(err)
+					}
+					b, err := io.ReadAll(res.Body)
+					res.Body.Close()
+					what := fmt.Sprintf("%s caller, %s, TE %q", res.Proto, kind.name, te)
+					if err != nil || string(b) != "ok" {
+						t.Fatalf("%s: body %q, %v", what, b, err)
+					}
+					if wantT := map[bool]string{true: "1"}[te != ""]; res.Trailer.Get("X-T") != wantT && target == sc {
+						t.Errorf("%s: caller got trailer X-T %q, want %q", what, res.Trailer.Get("X-T"), wantT)
+					}
+					if target == h2sc {
+						want := `HTTP/2.0 te=[] connection=[]`
+						if te != "" {
+							want = `HTTP/2.0 te=["trailers"] connection=[]`
+						}
+						if got := recv(t, h2seen, 5*time.Second, "the h2c upstream's request"); got != want {
+							t.Errorf("%s, h2c upstream: saw %s, want %s", what, got, want)
+						}
+						continue
+					}
+					head := recv(t, seen, 5*time.Second, "the upstream's request head")
+					tes, conn := rawHeadValues(head, "TE"), rawHeadValues(head, "Connection")
+					if te == "" {
+						if len(tes) != 0 || hasToken(conn, "te") {
+							t.Errorf("%s: upstream got TE %q, Connection %q, want neither\n%s", what, tes, conn, head)
+						}
+						continue
+					}
+					if len(tes) != 1 || tes[0] != "trailers" || !hasToken(conn, "te") {
+						t.Errorf("%s: upstream got TE %q, Connection %q, want TE trailers named in Connection\n%s", what, tes, conn, head)
+					}
+				}
+			}
+		}
+	}
+}
