@@ -158,10 +158,12 @@ func TestGRPCHealthStatus(t *testing.T) {
 		{"application/grpc;charset=utf-8", "", "2", 2, 200, 500},
 		{"application/grpc", "", "15", 2, 200, 500},
 		{"application/grpc", "", "0", 2, 200, 0},
-		{"application/grpc", "", "4", 2, 200, 0},  // DEADLINE_EXCEEDED: the caller's deadline
-		{"application/grpc", "", "12", 2, 200, 0}, // UNIMPLEMENTED: the call's method
-		{"application/grpc", "", "", 2, 200, 0},   // no status at all
-		{"application/grpc", "", "014", 2, 200, 0},
+		{"application/grpc", "", "4", 2, 200, 0},     // DEADLINE_EXCEEDED: the caller's deadline
+		{"application/grpc", "", "12", 2, 200, 0},    // UNIMPLEMENTED: the call's method
+		{"application/grpc", "", "", 2, 200, 0},      // no status at all
+		{"application/grpc", "", "014", 2, 200, 503}, // read as grpc-go reads it
+		{"application/grpc", "", "+14", 2, 200, 503},
+		{"application/grpc", "", "five", 2, 200, 500}, // UNKNOWN to a grpc-go client
 		{"application/grpc-web", "", "14", 2, 200, 0},
 		{"application/grpcx", "", "14", 2, 200, 0},
 		{"text/plain", "", "14", 2, 200, 0},
@@ -182,7 +184,11 @@ func TestGRPCHealthStatus(t *testing.T) {
 }
 
 // grpcStatus reads the status a gRPC response ended with, in its trailers
-// or a trailers-only head, only as gRPC writes it.
+// or a trailers-only head, as grpc-go's client reads it (its
+// http2Client.operateHeaders): a decimal number strconv.ParseInt takes
+// with 32 bits, sign and leading zeros included, as a uint32; a value it
+// refuses is UNKNOWN; of several fields, the last. (Before, "014", "+5"
+// and the malformed values were read as no status at all.)
 func TestGRPCStatusRead(t *testing.T) {
 	for _, tc := range []struct {
 		ct, head, trailer string
@@ -190,6 +196,17 @@ func TestGRPCStatusRead(t *testing.T) {
 		want              int
 		ok                bool
 	}{
+		{"application/grpc", "", "014", 2, 14, true},
+		{"application/grpc", "", "+14", 2, 14, true},
+		{"application/grpc", "+14", "", 2, 14, true}, // trailers-only
+		{"application/grpc", "", "-0", 2, 0, true},
+		{"application/grpc", "", "-1", 2, 4294967295, true},
+		{"application/grpc", "", "00000000000000000000014", 2, 14, true},
+		{"application/grpc", "", "2147483648", 2, grpcUnknown, true},
+		{"application/grpc", "", "5 ", 2, grpcUnknown, true},
+		{"application/grpc", "", "five", 2, grpcUnknown, true},
+		{"application/grpc", "", "1_4", 2, grpcUnknown, true},
+		{"application/grpc", "", "0x0e", 2, grpcUnknown, true},
 		{"application/grpc", "", "0", 2, 0, true},
 		{"application/grpc", "", "5", 2, 5, true},
 		{"application/grpc", "14", "", 2, 14, true}, // trailers-only
@@ -197,12 +214,6 @@ func TestGRPCStatusRead(t *testing.T) {
 		{"application/grpc+proto", "", "16", 2, 16, true},
 		{"application/grpc", "", "99", 2, 99, true}, // beyond the codes gRPC defines
 		{"application/grpc", "", "2147483647", 2, 2147483647, true},
-		{"application/grpc", "", "2147483648", 2, 0, false},
-		{"application/grpc", "", "014", 2, 0, false},
-		{"application/grpc", "", "+5", 2, 0, false},
-		{"application/grpc", "", "-1", 2, 0, false},
-		{"application/grpc", "", "5 ", 2, 0, false},
-		{"application/grpc", "", "five", 2, 0, false},
 		{"application/grpc", "", "", 2, 0, false},
 		{"application/grpc-web", "", "5", 2, 0, false},
 		{"text/plain", "", "5", 2, 0, false},
@@ -218,6 +229,29 @@ func TestGRPCStatusRead(t *testing.T) {
 		if got, ok := grpcStatus(res); got != tc.want || ok != tc.ok {
 			t.Errorf("%s HTTP/%d, head %q, trailer %q: %d %v, want %d %v", tc.ct, tc.proto, tc.head, tc.trailer, got, ok, tc.want, tc.ok)
 		}
+	}
+	// Several fields: the last one, as grpc-go takes it, unless one of
+	// them is malformed (grpc-go ends the call UNKNOWN at the first).
+	for _, tc := range []struct {
+		vals []string
+		want int
+	}{
+		{[]string{"0", "14"}, 14},
+		{[]string{"14", "0"}, 0},
+		{[]string{"five", "14"}, grpcUnknown},
+		{[]string{"", "14"}, grpcUnknown},
+		{[]string{"14", "x"}, grpcUnknown},
+	} {
+		res := &http.Response{ProtoMajor: 2, StatusCode: 200, Header: http.Header{"Content-Type": {"application/grpc"}}, Trailer: http.Header{"Grpc-Status": tc.vals}}
+		if got, ok := grpcStatus(res); got != tc.want || !ok {
+			t.Errorf("trailer grpc-status %q: %d %v, want %d true", tc.vals, got, ok, tc.want)
+		}
+	}
+	// A malformed status after messages is UNKNOWN too (grpc-go's),
+	// not the INTERNAL of an answer that ended without trailers.
+	res := &http.Response{ProtoMajor: 2, StatusCode: 200, Header: http.Header{"Content-Type": {"application/grpc"}}, Trailer: http.Header{"Grpc-Status": {"five"}}}
+	if got := grpcCallerStatus(res, 5); got != grpcUnknown {
+		t.Errorf("malformed grpc-status after a message: caller status %d, want UNKNOWN", got)
 	}
 }
 

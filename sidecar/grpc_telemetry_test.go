@@ -252,3 +252,61 @@ services:
 		})
 	}
 }
+
+// A grpc-status written with a sign or leading zeros ("+14", "014") is
+// what grpc-go's client reads with strconv.ParseInt: 14, UNAVAILABLE. So
+// do ferry's spans, access log and breaker, in a trailers-only answer and
+// in trailers after a message. Before, ferry read these as no status: its
+// spans and access log said UNKNOWN (INTERNAL after a message) while the
+// caller got UNAVAILABLE, and the endpoint's breaker counted no failure.
+func TestGRPCStatusWithSignOrZerosReadAsGRPCGoReadsIt(t *testing.T) {
+	up := h2cOrigin(t, nil, nil, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		w.Header().Set("Content-Type", "application/grpc")
+		if r.Header.Get("Shape") == "trailers-only" {
+			w.Header().Set("Grpc-Status", r.Header.Get("Status"))
+			w.WriteHeader(http.StatusOK)
+			return
+		}
+		w.Header().Set("Trailer", "Grpc-Status")
+		w.Write(grpcFrame(t, &testgrpc.SimpleResponse{}))
+		w.Header().Set("Grpc-Status", r.Header.Get("Status"))
+	}))
+	sc, rec, logs := tracedFerry(t, fmt.Sprintf(`
+admin: { listen: 127.0.0.1:0 }
+outbound:
+  listen: 127.0.0.1:0
+  routes:
+    - { host: up, service: up }
+services:
+  up: { endpoints: [%s], retry: { max_retries: 0 }, breaker: { consecutive_failures: 1000 }, outlier: { consecutive_5xx: 0 } }
+`, up))
+	client := testgrpc.NewTestServiceClient(grpcConnTo(t, sc, "up"))
+	i := 0
+	for _, shape := range []string{"trailers-only", "after a message"} {
+		for _, value := range []string{"014", "+14", "00014"} {
+			t.Run(shape+" "+value, func(t *testing.T) {
+				before := len(rec.Ended())
+				failures := upstreamStatus(t, sc, "up").Endpoints[0].Failures
+				ctx := metadata.AppendToOutgoingContext(callCtx(t), "shape", shape, "status", value)
+				if _, err := client.UnaryCall(ctx, &testgrpc.SimpleRequest{}); status.Code(err) != codes.Unavailable {
+					t.Fatalf("grpc-go got %v, want Unavailable", err)
+				}
+				i++
+				waitFor(t, "the call's spans", 5*time.Second, func() bool { return len(rec.Ended()) == before+2 })
+				waitFor(t, "the call's access log line", 5*time.Second, func() bool { return len(accessLines(t, logs)) == i })
+				for _, s := range rec.Ended()[before:] {
+					if v := attr(s, attrGRPCStatus); v.Type() != attribute.INT64 || v.AsInt64() != int64(codes.Unavailable) {
+						t.Errorf("%v span %s = %v, want 14", s.SpanKind(), attrGRPCStatus, v.Emit())
+					}
+				}
+				if g := accessLines(t, logs)[i-1]["grpc_status"]; g != float64(codes.Unavailable) {
+					t.Errorf("access log grpc_status %v, want 14", g)
+				}
+				if got := upstreamStatus(t, sc, "up").Endpoints[0].Failures; got != failures+1 {
+					t.Errorf("endpoint failures %d after the call, want %d: UNAVAILABLE counts as a 503", got, failures+1)
+				}
+			})
+		}
+	}
+}

@@ -40,10 +40,15 @@ func grpcHealthStatus(res *http.Response) int {
 
 // grpcStatus returns the gRPC status a whole gRPC response of an HTTP/2
 // upstream ended with: grpc-status of its trailers, or of its head in a
-// trailers-only response. ok is false for any other response, and for a
-// grpc-status that is not one decimal number as gRPC writes it (no sign,
-// no leading zero, at most 31 bits). The trailers are the response's only
-// once its body was read to its end.
+// trailers-only response. ok is false for any other response, and for one
+// without a grpc-status. The value is read as grpc-go's client reads it,
+// so that ferry's spans, access log and breaker see the status the
+// caller's client does: a decimal number strconv.ParseInt takes in 32
+// bits (a sign and leading zeros allowed: "+14" and "014" are 14), as a
+// uint32 ("-1" is 4294967295); of several fields the last; and UNKNOWN
+// for a value it refuses ("five", "5 ", "", beyond 32 bits), which ends
+// the call UNKNOWN there. The trailers are the response's only once its
+// body was read to its end.
 func grpcStatus(res *http.Response) (code int, ok bool) {
 	if res.ProtoMajor != 2 || res.StatusCode != http.StatusOK || !isGRPC(res.Header["Content-Type"]) {
 		return 0, false
@@ -52,14 +57,17 @@ func grpcStatus(res *http.Response) (code int, ok bool) {
 	if !ok {
 		v = res.Header["Grpc-Status"] // trailers-only
 	}
-	if len(v) != 1 || v[0] == "" || v[0][0] < '0' || v[0][0] > '9' || len(v[0]) > 1 && v[0][0] == '0' {
+	if len(v) == 0 {
 		return 0, false
 	}
-	n, err := strconv.ParseInt(v[0], 10, 32)
-	if err != nil {
-		return 0, false
+	for _, s := range v {
+		n, err := strconv.ParseInt(s, 10, 32)
+		if err != nil {
+			return grpcUnknown, true
+		}
+		code = int(uint32(n))
 	}
-	return int(n), true
+	return code, true
 }
 
 // isGRPC reports whether a Content-Type is gRPC's: application/grpc,
