@@ -174,7 +174,10 @@ func (l *lane) countHanded() {
 
 // exchangesOpen says whether an exchange is in progress, or may be about
 // to begin, on the lane's connections (a busy one: a request running, or
-// its head arriving) or on net/http's (see handedBusy).
+// its head arriving) or on net/http's (see handedBusy). An exchange whose
+// answer went out whole is not: the caller has all of it, and closing
+// its connection now cuts nothing, though the exchange is still ending
+// (see connWriter.whole).
 func (l *lane) exchangesOpen() bool {
 	if l.handlers.Load() > 0 || l.handedBusy.Load() > 0 {
 		return true
@@ -182,7 +185,7 @@ func (l *lane) exchangesOpen() bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	for c := range l.conns {
-		if c.state.Load() == connBusy {
+		if c.state.Load() == connBusy && !c.answered.Load() {
 			return true
 		}
 	}
@@ -264,6 +267,7 @@ func (l *lane) Shutdown(ctx context.Context) error {
 		// nothing; an exchange that began meanwhile is left to Close.
 		l.fallback.Close()
 		if !l.exchangesOpen() {
+			l.awaitAnswered()
 			return nil
 		}
 	}
@@ -271,6 +275,27 @@ func (l *lane) Shutdown(ctx context.Context) error {
 		err = ctx.Err()
 	}
 	return err
+}
+
+// awaitAnswered lets the lane's exchanges whose answers went out whole
+// end (a drain's end found no other): their spans and access log lines
+// must be out before ferry's telemetry closes, which follows at once when
+// nothing was cut. With the lane closing, each connection closes as its
+// exchange ends, and no other request begins. It waits up to answerWait,
+// then closes what is left.
+func (l *lane) awaitAnswered() {
+	if testHookDrainWaits != nil {
+		testHookDrainWaits()
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), l.answerWait)
+	defer cancel()
+	if !l.awaitConns(ctx) {
+		l.mu.Lock()
+		for c := range l.conns {
+			c.c.Close()
+		}
+		l.mu.Unlock()
+	}
 }
 
 // Close ends everything still open, the drain's grace being over: it
@@ -295,8 +320,8 @@ func (l *lane) Close() error {
 		c.wmu.Lock()
 		cancel, running := c.wcancel, !c.wstop
 		c.wmu.Unlock()
-		if cancel != nil && running {
-			cancel(errGraceEnded)
+		if cancel != nil && running && !c.answered.Load() {
+			cancel(errGraceEnded) // (an answer gone out whole is not cut)
 		}
 		if c.state.Load() != connBusy {
 			c.c.Close()
@@ -376,6 +401,9 @@ type laneConn struct {
 	// monoNow's clock, when it last became idle (with a bound only).
 	state     atomic.Int32
 	idleSince atomic.Int64
+	// answered: the response of the request in progress went out whole
+	// (see connWriter.whole); cleared as the next request begins.
+	answered atomic.Bool
 
 	// rdl is the read deadline last set on c (zero: none). Written by the
 	// serving goroutine, or by the watch under wmu while a request runs.
@@ -858,7 +886,7 @@ func (l *lane) serveOne(lc *laneConn, br *bufio.Reader, bw *bufio.Writer, lh *la
 	defer cancel(nil)
 	req.RemoteAddr = lc.remote
 	w := &lh.w
-	*w = connWriter{conn: lc.c, tc: lc.tc, bw: bw, head: req.Method == http.MethodHead, keepAlive: !req.Close && !l.closing.Load(), lane: l}
+	*w = connWriter{conn: lc.c, tc: lc.tc, bw: bw, head: req.Method == http.MethodHead, keepAlive: !req.Close && !l.closing.Load(), lane: l, answered: &lc.answered}
 	if req.ContentLength > 0 {
 		sb := &socketBody{bufs: []*bufio.Reader{br}, conn: lc.c, tc: lc.tc}
 		sb.left.Store(req.ContentLength)
@@ -1592,3 +1620,8 @@ func (h *handoffListener) Addr() net.Addr {
 	}
 	return h.addr
 }
+
+// testHookDrainWaits, set by tests only, runs when a drain that ended
+// with no exchange to cut waits for the lane's exchanges whose answers
+// went out whole to end.
+var testHookDrainWaits func()

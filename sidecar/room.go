@@ -165,6 +165,7 @@ func (l *lane) setIdle(c *laneConn, kept bool) {
 // Shutdown sees the connection busy and leaves it to end after its
 // request, or setBusy sees the lane closing.
 func (l *lane) setBusy(c *laneConn) bool {
+	c.answered.Store(false) // before busy: the request beginning is not answered
 	for {
 		s := c.state.Load()
 		if s == connReaped {

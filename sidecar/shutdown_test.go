@@ -756,3 +756,88 @@ func rawKeptAlive(t *testing.T, addr, req string) (closed func() bool) {
 		return err != nil && !isTimeoutErr(err)
 	}
 }
+
+// A drain that ends (a second SIGTERM, EndDrain) just after an exchange's
+// answer went out whole, while the lane is still ending that exchange
+// (its span, metrics and access log line, its connection's bookkeeping),
+// cuts nothing: Run returns nil (ferry exits 0), after that exchange was
+// reported. Before, the lane counted the exchange in flight until its
+// connection went back to waiting for a request, and Run returned "drain:
+// grace period ended with exchanges in flight" (exit 1) though the caller
+// had its whole answer. The lane is held at that point by
+// testHookAnswered until the drain's end waits for it
+// (testHookDrainWaits) or Run returns, so no timing decides the outcome.
+// An exchange whose answer had not gone out whole still makes Run fail
+// (TestSecondSignalCutsInFlightAndAnswers503 and the drain tests above).
+func TestEndedDrainJustAfterAnAnswerIsClean(t *testing.T) {
+	up := origin(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/chunked" {
+			w.Write([]byte("o"))
+			w.(http.Flusher).Flush()
+		}
+		io.WriteString(w, "ok")
+	}))
+	for _, path := range []string{"/length", "/chunked"} {
+		t.Run(path, func(t *testing.T) {
+			sc, err := New(mustParse(t, fmt.Sprintf(`
+admin: { listen: 127.0.0.1:0 }
+outbound: { listen: 127.0.0.1:0, routes: [ { service: svc } ] }
+services: { svc: { endpoints: [%s] } }
+shutdown: { delay: 1m, grace: 1m }
+telemetry: { access_log: "off" }
+`, up)), Options{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			answered := make(chan struct{})
+			drainWaits := make(chan struct{})
+			runReturned := make(chan struct{})
+			var once, waitOnce sync.Once
+			testHookAnswered = func() {
+				once.Do(func() {
+					close(answered)
+					select {
+					case <-drainWaits:
+					case <-runReturned:
+					}
+				})
+			}
+			testHookDrainWaits = func() { waitOnce.Do(func() { close(drainWaits) }) }
+			t.Cleanup(func() { testHookAnswered, testHookDrainWaits = nil, nil })
+			ctx, stop := context.WithCancel(context.Background())
+			defer stop()
+			done := make(chan error, 1)
+			go func() {
+				err := sc.Run(ctx)
+				close(runReturned)
+				done <- err
+			}()
+			waitFor(t, "ready", 5*time.Second, sc.Ready)
+			c, err := net.Dial("tcp", sc.Addr("outbound"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			io.WriteString(c, "GET "+path+" HTTP/1.1\r\nHost: svc\r\n\r\n")
+			c.SetReadDeadline(time.Now().Add(5 * time.Second))
+			res, err := http.ReadResponse(bufio.NewReader(c), nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, err := io.ReadAll(res.Body)
+			if err != nil || (string(b) != "ok" && string(b) != "ook") {
+				t.Fatalf("answer %q, %v", b, err)
+			}
+			recv(t, answered, 5*time.Second, "the lane to report the answer whole")
+			stop() // SIGTERM
+			waitFor(t, "the drain to begin", 5*time.Second, func() bool { return !sc.Ready() })
+			sc.EndDrain() // the second SIGTERM, the exchange still ending
+			if err := recv(t, done, 10*time.Second, "Run to return"); err != nil {
+				t.Fatalf("Run: %v; want nil, the caller had its whole answer", err)
+			}
+			if n := sc.tel.Metrics().InFlight(); n != 0 {
+				t.Errorf("%d exchanges not yet reported when Run returned", n)
+			}
+		})
+	}
+}

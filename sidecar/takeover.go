@@ -262,7 +262,26 @@ type connWriter struct {
 	excess  bool  // the handler wrote past its Content-Length (not sent)
 	err     error // the first write error: the caller is gone
 	ended   atomic.Bool
+	// answered, on a lane connection, is set once the response went out
+	// whole (see whole); nil when taken over.
+	answered *atomic.Bool
 }
+
+// whole records that the response went out whole, flushed: the caller
+// has all of it, whatever the exchange still does before it ends (its
+// span, metrics and access log line; the last of the connection's
+// bookkeeping). A drain that ends meanwhile cuts nothing there (see
+// lane.exchangesOpen).
+func (w *connWriter) whole() {
+	if w.answered != nil && !w.answered.Swap(true) && testHookAnswered != nil {
+		testHookAnswered()
+	}
+}
+
+// testHookAnswered, set by tests only, runs on a lane connection's
+// goroutine when an exchange's response went out whole, before the
+// exchange ends.
+var testHookAnswered func()
 
 func (w *connWriter) Header() http.Header {
 	if w.h == nil {
@@ -331,7 +350,10 @@ func (w *connWriter) WriteHeader(code int) {
 	}
 	w.writeHead(code, h, exclude, extra...)
 	if w.noBody || w.left == 0 {
-		w.flush() // the response is whole: send it before the handler's bookkeeping
+		// The response is whole: send it before the handler's bookkeeping.
+		if w.flush() == nil {
+			w.whole()
+		}
 	}
 }
 
@@ -392,7 +414,10 @@ func (w *connWriter) writeFields(code int, f *rawFields) bool {
 		w.fail(err)
 	}
 	if w.left == 0 {
-		w.flush() // the response is whole: send it before the handler's bookkeeping
+		// The response is whole: send it before the handler's bookkeeping.
+		if w.flush() == nil {
+			w.whole()
+		}
 	}
 	return true
 }
@@ -482,6 +507,9 @@ func (w *connWriter) Write(p []byte) (int, error) {
 		if err := w.flush(); err != nil {
 			return n, err
 		}
+		if !short {
+			w.whole()
+		}
 	}
 	if short {
 		w.excess = true
@@ -510,6 +538,8 @@ func (w *connWriter) ReadFrom(src io.Reader) (int64, error) {
 	w.left -= n
 	if err != nil {
 		w.fail(err)
+	} else if w.left == 0 {
+		w.whole()
 	}
 	return n, err
 }
@@ -567,7 +597,11 @@ func (w *connWriter) finish() bool {
 		}
 		w.bw.WriteString("\r\n")
 	}
-	return w.flush() == nil
+	if w.flush() != nil {
+		return false
+	}
+	w.whole()
+	return true
 }
 
 // announced reports whether the response's Trailer field names k.
