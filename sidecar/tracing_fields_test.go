@@ -245,3 +245,72 @@ func TestTracingCallerDenyWithoutIDs(t *testing.T) {
 		})
 	}
 }
+
+// With tracing on, a caller's trace header of a format ferry is not
+// configured to write, naming the very trace ferry continues (a caller
+// that sends its context both as traceparent and as B3, as OpenTelemetry
+// SDKs do with propagators tracecontext,b3), does not reach the upstream:
+// it names the caller's span, so an upstream reading that format would
+// record its span as the caller's child, a sibling of ferry's server span
+// rather than the child of ferry's attempt. One naming another trace,
+// which ferry's spans are not in, goes on as it came (as does any such
+// header when ferry continued no trace: propagators b3 with a W3C-only
+// caller), over the lane (HTTP/1.1) and net/http (h2c) alike.
+func TestTracingOtherFormatOfTheContinuedTraceNotPassedOn(t *testing.T) {
+	tid, sid := randomIDs()
+	otherTid, otherSid := randomIDs()
+	tp := "00-" + tid + "-" + sid + "-01"
+	b3Fields := []string{"B3", "X-B3-Traceid", "X-B3-Spanid", "X-B3-Parentspanid", "X-B3-Sampled", "X-B3-Flags"}
+	for _, c := range []struct {
+		name  string
+		props []string
+		in    http.Header
+		gone  []string // the caller's fields the upstream must not get
+		kept  []string // the caller's fields it gets as they came
+	}{
+		{"b3 with traceparent of its trace", []string{"b3"},
+			http.Header{"B3": {tid + "-" + sid + "-1"}, "Traceparent": {tp}, "Tracestate": {"k=v"}},
+			[]string{"Traceparent", "Tracestate"}, nil},
+		{"b3multi with traceparent of its trace", []string{"b3multi"},
+			http.Header{"X-B3-Traceid": {tid}, "X-B3-Spanid": {sid}, "X-B3-Sampled": {"1"}, "Traceparent": {tp}},
+			[]string{"Traceparent"}, nil},
+		{"traceparent with b3 of its trace", []string{"tracecontext", "baggage"},
+			http.Header{"Traceparent": {tp}, "B3": {tid + "-" + sid + "-1"}},
+			[]string{"B3"}, nil},
+		{"traceparent with B3 multi of its trace, 64-bit", []string{"tracecontext"},
+			http.Header{"Traceparent": {"00-0000000000000000" + tid[16:] + "-" + sid + "-01"},
+				"X-B3-Traceid": {tid[16:]}, "X-B3-Spanid": {sid}, "X-B3-Parentspanid": {otherSid}, "X-B3-Sampled": {"1"}},
+			b3Fields, nil},
+		{"traceparent with b3 of another trace", []string{"tracecontext"},
+			http.Header{"Traceparent": {tp}, "B3": {otherTid + "-" + otherSid + "-1"}},
+			nil, []string{"B3"}},
+		{"b3 with no trace, traceparent", []string{"b3"},
+			http.Header{"Traceparent": {tp}, "Tracestate": {"k=v"}},
+			nil, []string{"Traceparent", "Tracestate"}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			hop, rec := tracedHops(t, telemetry.Config{ServiceName: "ferry-test", Propagators: c.props})
+			for _, cl := range []struct {
+				name   string
+				client *http.Client
+			}{{"h1", h1For(t)}, {"h2c", h2cFor(t)}} {
+				hdr := hop(cl.client, c.in.Clone())
+				waitFor(t, "the spans", 5*time.Second, func() bool { return len(rec.Ended()) == 2 })
+				client := spansOfKind(rec.Ended(), trace.SpanKindClient)[0]
+				for _, k := range c.gone {
+					for _, v := range hdr[k] {
+						if slices.Contains(c.in[k], v) {
+							t.Errorf("%s: upstream got the caller's %s %q, naming the caller's span of the trace ferry continued (ferry's attempt is %s)",
+								cl.name, k, v, client.SpanContext().SpanID())
+						}
+					}
+				}
+				for _, k := range c.kept {
+					if !slices.Equal(hdr[k], c.in[k]) {
+						t.Errorf("%s: upstream got %s %q, want the caller's %q as it came", cl.name, k, hdr[k], c.in[k])
+					}
+				}
+			}
+		})
+	}
+}

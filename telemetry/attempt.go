@@ -82,7 +82,11 @@ func (a *Attempt) Span() trace.Span { return a.span }
 
 // Inject writes the propagation headers for the upstream into h: a new
 // traceparent whose parent is this client span (plus tracestate, baggage or
-// B3 headers as configured). The sidecar must delete the caller's
+// B3 headers as configured), and deletes a caller's trace context headers
+// of a format the propagators do not read (traceparent and tracestate, or
+// B3's) that name the trace the request's server span continues: they
+// name the caller's span, and an upstream that read them would record its
+// span as a sibling of ferry's server span. The sidecar must delete the caller's
 // propagation headers (Telemetry.PropagationHeaders) before calling it.
 // With tracing off it writes nothing, and PropagationHeaders lists none:
 // ferry is no hop of the trace, and the caller's headers go on as they
@@ -98,6 +102,15 @@ func (a *Attempt) Inject(h http.Header) {
 	a.q.t.propagator.Inject(a.ctx, &a.q.carrier)
 	if a.q.t.readsB3 {
 		settleB3(h, trace.SpanContextFromContext(a.ctx).IsSampled())
+	}
+	if d := a.q.dropOthers; d != 0 {
+		for i := range a.q.t.others {
+			if d&(1<<i) != 0 {
+				for _, k := range a.q.t.others[i].drop {
+					delete(h, k)
+				}
+			}
+		}
 	}
 }
 

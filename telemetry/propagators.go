@@ -163,3 +163,59 @@ func settleB3(h http.Header, sampled bool) {
 		h["X-B3-Sampled"] = []string{state}
 	}
 }
+
+// otherFormat is a trace context format that ferry's propagators neither
+// read nor write, which a caller may send beside one they read (an
+// OpenTelemetry SDK configured with tracecontext,b3 sends both).
+type otherFormat struct {
+	prop  propagation.TextMapPropagator
+	canon map[string]string // prop's fields, canonical (headerCarrier)
+	ids   []string          // the canonical keys that may carry its IDs
+	drop  []string          // every header of the format
+}
+
+// otherFormats lists the trace context formats of tracecontext and B3 that
+// the propagators names lists do not include; none for "none" (ferry then
+// continues no caller's trace).
+func otherFormats(names []string) []otherFormat {
+	if slices.Contains(names, "none") {
+		return nil
+	}
+	var out []otherFormat
+	if !slices.Contains(names, "tracecontext") {
+		p := traceContext{}
+		out = append(out, otherFormat{prop: p, canon: canonicalFields(p.Fields()),
+			ids: []string{"Traceparent"}, drop: []string{"Traceparent", "Tracestate"}})
+	}
+	if !slices.Contains(names, "b3") && !slices.Contains(names, "b3multi") {
+		p, err := autoprop.TextMapPropagator("b3")
+		if err == nil {
+			out = append(out, otherFormat{prop: p, canon: canonicalFields([]string{"b3", "x-b3-traceid", "x-b3-spanid", "x-b3-parentspanid", "x-b3-sampled", "x-b3-flags"}),
+				ids: []string{"B3", "X-B3-Traceid", "X-B3-Spanid"}, drop: b3Headers})
+		}
+	}
+	return out
+}
+
+// namesTrace reports whether h carries f's context naming trace tid: an
+// upstream reading f would then record its span as the caller's child,
+// in the trace ferry's spans are in. A field of f sent on several lines
+// counts as naming it too: ferry cannot tell which line an upstream would
+// read.
+func (f *otherFormat) namesTrace(h http.Header, tid trace.TraceID) bool {
+	found := false
+	for _, k := range f.ids {
+		switch len(h[k]) {
+		case 0:
+		case 1:
+			found = true
+		default:
+			return true
+		}
+	}
+	if !found {
+		return false
+	}
+	sc := trace.SpanContextFromContext(f.prop.Extract(context.Background(), headerCarrier{h, f.canon}))
+	return sc.IsValid() && sc.TraceID() == tid
+}

@@ -43,6 +43,7 @@ type Telemetry struct {
 	readKeys   []string          // what the propagator reads, canonical (see readKeys)
 	readAll    bool              // it may read any field
 	readsB3    bool              // it reads B3 (either form reads both: b3Decision)
+	others     []otherFormat     // the trace context formats it does not read (tracing on)
 	metrics    *Metrics
 	log        *slog.Logger       // nil when the access log is off
 	logBuf     *linewriter.Writer // between log and a destination ferry opened; nil otherwise
@@ -125,6 +126,7 @@ func New(ctx context.Context, cfg Config, opts ...Option) (*Telemetry, error) {
 		return nil, err
 	}
 	if s.tracing {
+		t.others = otherFormats(s.propagators)
 		t.startTracing(res, o)
 	} else {
 		t.tp = noop.NewTracerProvider()

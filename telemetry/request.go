@@ -107,6 +107,10 @@ type Request struct {
 	carrier headerCarrier
 	// first is the first attempt when tracing is off (see StartAttempt).
 	first Attempt
+	// dropOthers has a bit set for each of t.others whose headers the
+	// caller sent naming the trace the server span continues: they name
+	// the caller's span, and go from every attempt (see Attempt.Inject).
+	dropOthers uint8
 }
 
 // StartRequest starts the server span for r on listener l, continuing the
@@ -183,6 +187,13 @@ func (t *Telemetry) StartRequestIn(in *Request, r *http.Request, l Listener) (co
 		q.ps.pa.setServer(r, l)
 	}
 	q.carrier.canon = t.fieldKeys
+	if st.parent.IsValid() {
+		for i := range t.others {
+			if t.others[i].namesTrace(r.Header, st.parent.TraceID()) {
+				q.dropOthers |= 1 << i
+			}
+		}
+	}
 	// The in-flight gauge gets no span context: Prometheus shows no
 	// exemplars on gauges, so offering one per request would be wasted.
 	t.metrics.requestStarted(l)
