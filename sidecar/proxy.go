@@ -368,7 +368,7 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, up *upstream, ma
 		// leaves nothing sent, and the caller must still get that answer
 		// whole (a cut made then would break it).
 		var result relayResult
-		cutMade := false
+		cutMade, cutLate := false, false
 		var frames *grpcFrames // a gRPC call's gRPC response's messages
 		if x.grpc && grpcResponse(res) {
 			frames = &x.frames
@@ -379,9 +379,22 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, up *upstream, ma
 		} else {
 			cut := cutOnCancel(ctx, w, r, frames)
 			result = p.respond(w, res, idle, start, frames)
+			if testHookResponded != nil {
+				testHookResponded(ctx)
+			}
 			cutMade = cut.stop()
 			if frames != nil {
 				cutMade = frames.cut() // not when it spared the caller's stream
+			}
+			if cutMade && sentWhole(r, res, result) {
+				// The cut came once the caller had the whole answer (it
+				// hung up after reading it, say): it cut nothing, and the
+				// exchange is the success it was. Its connection still
+				// closes (the write deadline stays), gracefully.
+				cutMade, cutLate = false, true
+				if tc := http10Socket(w, r); tc != nil {
+					_ = tc.SetLinger(-1) // the cut's reset undone
+				}
 			}
 		}
 		closeResponse(res, body)
@@ -530,7 +543,7 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, up *upstream, ma
 		e := pick.Done(o) // the zero Effect when the retry check above reported it
 		a.End(ao)
 		x.events(addr, e)
-		if (body.broken() || cutMade) && r.ProtoMajor == 1 {
+		if (body.broken() || cutMade || cutLate) && r.ProtoMajor == 1 {
 			// The caller's body did not end cleanly: its connection
 			// must not be read on, or what follows the bad framing
 			// would be parsed as another request. Nor can it write on
@@ -1067,6 +1080,15 @@ func http10Socket(w http.ResponseWriter, r *http.Request) *net.TCPConn {
 	return callerSocket(w, r)
 }
 
+// sentWhole reports whether an HTTP/1.x caller was sent the whole of res:
+// its body, of the length its Content-Length announced, read and written
+// (each write flushed by relay, or spliced) without an error. Over HTTP/2
+// the stream's end goes out only as the handler returns.
+func sentWhole(r *http.Request, res *http.Response, result relayResult) bool {
+	return r.ProtoMajor == 1 && result.readErr == nil && result.writeErr == nil &&
+		lengthFollows(res) && result.n == res.ContentLength
+}
+
 // lengthFollows reports whether a body of the response's Content-Length
 // (more than none) follows its head: not so for an answer to HEAD, nor a
 // 1xx, 204 or 304, whatever their Content-Length says.
@@ -1219,3 +1241,7 @@ func (p *Proxy) logFailure(r *http.Request, service, addr string, f failure, err
 		slog.String("method", r.Method), slog.Int("status", f.status), slog.String("reason", f.reason),
 		slog.String("error", err.Error()))
 }
+
+// testHookResponded, set by tests only, runs when respond returned, before
+// the cut of the caller's writes is disarmed.
+var testHookResponded func(ctx context.Context)
