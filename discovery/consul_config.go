@@ -198,7 +198,9 @@ func (c ConsulConfig) clientConfig() (cfg, env consulClientConfig, err error) {
 	if err := c.Validate(); err != nil {
 		return cfg, env, err
 	}
-	env = consulEnvConfig()
+	if env, err = consulEnvConfig(); err != nil {
+		return cfg, env, err
+	}
 	cfg = env
 	if c.Address != "" {
 		cfg.Address, cfg.Keys.Address = c.Address, "consul.address"

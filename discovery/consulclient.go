@@ -98,9 +98,13 @@ type consulTLSConfig struct {
 // localhost:8500), CONSUL_HTTP_TOKEN(_FILE), CONSUL_HTTP_AUTH (user[:pass]),
 // CONSUL_HTTP_SSL, CONSUL_TLS_SERVER_NAME, CONSUL_CACERT, CONSUL_CAPATH,
 // CONSUL_CLIENT_CERT, CONSUL_CLIENT_KEY, CONSUL_HTTP_SSL_VERIFY,
-// CONSUL_NAMESPACE and CONSUL_PARTITION. An unparsable boolean counts as
-// false, as in the official client.
-func consulEnvConfig() consulClientConfig {
+// CONSUL_NAMESPACE and CONSUL_PARTITION. A boolean (CONSUL_HTTP_SSL,
+// CONSUL_HTTP_SSL_VERIFY) that strconv.ParseBool does not read is an error
+// naming the variable: the official client logs it and reads false, which
+// sends plain http to an agent that wants https (CONSUL_HTTP_SSL=yes) and
+// turns the verification of the agent's certificate off
+// (CONSUL_HTTP_SSL_VERIFY=yes), with nothing in ferry's log to say why.
+func consulEnvConfig() (consulClientConfig, error) {
 	c := consulClientConfig{Address: "localhost:8500", Scheme: "http"}
 	c.Keys = consulKeys{
 		Address: envConsulAddr, TokenFile: envConsulTokenFile, ServerName: envConsulTLSServerName,
@@ -119,7 +123,11 @@ func consulEnvConfig() consulClientConfig {
 		c.AuthSet = true
 	}
 	if v := os.Getenv(envConsulSSL); v != "" {
-		if on, _ := strconv.ParseBool(v); on {
+		on, err := envBool(envConsulSSL, v)
+		if err != nil {
+			return c, err
+		}
+		if on {
 			c.Scheme = "https"
 		}
 	}
@@ -129,13 +137,28 @@ func consulEnvConfig() consulClientConfig {
 	set(&c.TLS.CertFile, envConsulClientCert)
 	set(&c.TLS.KeyFile, envConsulClientKey)
 	if v := os.Getenv(envConsulSSLVerify); v != "" {
-		if verify, _ := strconv.ParseBool(v); !verify {
+		verify, err := envBool(envConsulSSLVerify, v)
+		if err != nil {
+			return c, err
+		}
+		if !verify {
 			c.TLS.InsecureSkipVerify = true
 		}
 	}
 	set(&c.Namespace, envConsulNamespace)
 	set(&c.Partition, envConsulPartition)
-	return c
+	return c, nil
+}
+
+// envBool reads the boolean variable key, whose value is v, as Consul's
+// clients do (strconv.ParseBool); any other value is an error naming key
+// and the values it takes.
+func envBool(key, v string) (bool, error) {
+	b, err := strconv.ParseBool(v)
+	if err != nil {
+		return false, fmt.Errorf("%s: %q is not a boolean (want one of 1, t, T, TRUE, true, True, 0, f, F, FALSE, false, False)", key, v)
+	}
+	return b, nil
 }
 
 // resolveConsulToken picks the token the way the official client does:

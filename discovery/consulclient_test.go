@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"encoding/pem"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -233,11 +234,15 @@ func TestConsulEnvConfigReadsTheStandardEnvironment(t *testing.T) {
 		{envConsulAddr: "https://c:8501", envConsulToken: "t", envConsulTokenFile: "/f", envConsulAuth: "u:p", envConsulSSL: "true",
 			envConsulTLSServerName: "consul.local:8501", envConsulCAFile: "/ca", envConsulCAPath: "/cas", envConsulClientCert: "/c", envConsulClientKey: "/k",
 			envConsulSSLVerify: "false", envConsulNamespace: "n", envConsulPartition: "p"},
-		{envConsulSSL: "nope", envConsulSSLVerify: "nope", envConsulAuth: "only-user"},
+		{envConsulAuth: "only-user"},
 		{envConsulSSL: "0", envConsulSSLVerify: "1"},
+		{envConsulSSL: "T", envConsulSSLVerify: "FALSE"},
 	} {
 		setConsulEnv(t, env)
-		got := consulEnvConfig()
+		got, err := consulEnvConfig()
+		if err != nil {
+			t.Fatalf("env %v: %v", env, err)
+		}
 		want := api.DefaultConfig()
 		want.Transport.CloseIdleConnections()
 		var auth [3]any
@@ -253,6 +258,33 @@ func TestConsulEnvConfigReadsTheStandardEnvironment(t *testing.T) {
 		if !reflect.DeepEqual(gotFields, wantFields) {
 			t.Errorf("env %v:\n got %v\nwant %v", env, gotFields, wantFields)
 		}
+	}
+}
+
+// A boolean CONSUL_* variable that strconv.ParseBool does not read
+// (CONSUL_HTTP_SSL=yes) is refused naming the variable and the values it
+// takes. The official client logs it and reads false: plain http to an
+// agent that wants https, or verification on when it was meant off, with
+// nothing in ferry's own log to say why.
+func TestConsulEnvConfigRefusesANonBoolean(t *testing.T) {
+	for _, tc := range []struct{ key, value string }{
+		{envConsulSSL, "yes"},
+		{envConsulSSL, "on"},
+		{envConsulSSL, " true"},
+		{envConsulSSLVerify, "yes"},
+		{envConsulSSLVerify, "nope"},
+	} {
+		t.Run(tc.key+"="+tc.value, func(t *testing.T) {
+			setConsulEnv(t, map[string]string{tc.key: tc.value})
+			_, _, err := ConsulConfig{}.clientConfig()
+			want := fmt.Sprintf("%s: %q is not a boolean (want one of 1, t, T, TRUE, true, True, 0, f, F, FALSE, false, False)", tc.key, tc.value)
+			if err == nil || err.Error() != want {
+				t.Fatalf("err %v, want %q", err, want)
+			}
+			if err := CheckConsul(ConsulConfig{}); err == nil || err.Error() != want {
+				t.Fatalf("CheckConsul: err %v, want %q", err, want)
+			}
+		})
 	}
 }
 

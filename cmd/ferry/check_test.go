@@ -77,6 +77,8 @@ func TestCheckConsulEnvironmentAsRunDoes(t *testing.T) {
 		{"CA file", "CONSUL_CACERT", filepath.Join(dir, "none.pem"), "none.pem"},
 		{"certificate without key", "CONSUL_CLIENT_CERT", watched, "client key"},
 		{"token file", "CONSUL_HTTP_TOKEN_FILE", filepath.Join(dir, "none.token"), "none.token"},
+		{"ssl not a boolean", "CONSUL_HTTP_SSL", "yes", `CONSUL_HTTP_SSL: "yes" is not a boolean`},
+		{"ssl verify not a boolean", "CONSUL_HTTP_SSL_VERIFY", "no", `CONSUL_HTTP_SSL_VERIFY: "no" is not a boolean`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Setenv(tc.key, tc.value)
