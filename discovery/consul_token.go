@@ -72,6 +72,24 @@ func (t *consulToken) get() string {
 	return t.token
 }
 
+// readNow reads the file afresh, whenever it was last looked at and
+// whatever its stat says, for the calls whose token the agent keeps: a
+// registration (the agent syncs the service to the catalog with it) and
+// the deregistration at shutdown (the last call, which a token rotated
+// since the last look must not miss). A file that cannot be read, or is
+// empty, keeps the token last read.
+func (t *consulToken) readNow() {
+	if t.path == "" {
+		return
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.checked = t.now()
+	if info, err := os.Stat(t.path); err == nil {
+		_ = t.read(info)
+	}
+}
+
 // reload is called when Consul refused sent (403): it reads the file again
 // at once, whatever it looks like, and reports whether the token to send
 // now differs from sent (another request may have reloaded it already).

@@ -300,3 +300,101 @@ node_prefix "" { policy = "read" }`
 		return err == nil && len(svcs) == 0
 	})
 }
+
+// catalogCheck is the status of checkID of service as the catalog has it
+// ("" when the catalog does not list it).
+func catalogCheck(t *testing.T, cc *api.Client, service, checkID string) string {
+	t.Helper()
+	checks, _, err := cc.Health().Checks(service, nil)
+	if err != nil {
+		t.Fatalf("catalog: %v", err)
+	}
+	for _, chk := range checks {
+		if chk.CheckID == checkID {
+			return chk.Status
+		}
+	}
+	return ""
+}
+
+// The token file is rotated and the old token revoked just before ferry
+// deregisters (a shutdown): less than a second after the registrar's last
+// look at the file, which it looks at no more than once a second (here:
+// not again for an hour). Deregister reads the file afresh: the agent
+// gets the new token by a registration first, and removes ferry from the
+// catalog with it. It went with the old token, the agent took the
+// deregistration on the 403's retry, and the catalog, which the agent
+// updates with the registration's (revoked) token, kept ferry listed.
+func TestRegistrarDeregisterReadsTheTokenFileAfresh(t *testing.T) {
+	agent := consultest.StartACL(t)
+	cc := agent.Client()
+	const rules = `service "self" { policy = "write" }
+node_prefix "" { policy = "read" }`
+	token1, _ := agent.CreateToken(rules)
+	path := filepath.Join(t.TempDir(), "consul-token")
+	rotateTokenFile(t, path, token1)
+	c := newTestConsul(t, agent, ConsulConfig{TokenFile: path})
+	c.client.token.recheck = time.Hour // the last look was too recent to look again
+	reg, _, runDone := runReadyRegistrar(t, c, Registration{Name: "self", ID: "self-1", Port: 7000, TTL: 10 * time.Minute}, "")
+	waitUntil(t, 10*time.Second, "passing in the catalog", func() bool {
+		return catalogCheck(t, cc, "self", reg.CheckID()) == api.HealthPassing
+	})
+
+	token2, _ := agent.CreateToken(rules)
+	rotateTokenFile(t, path, token2)
+	agent.RevokeToken(token1)
+	if err := reg.Deregister(context.Background()); err != nil {
+		t.Fatalf("Deregister: %v", err)
+	}
+	if err := <-runDone; err != nil {
+		t.Fatalf("Run after Deregister returned %v", err)
+	}
+	waitUntil(t, 10*time.Second, "out of the catalog after Deregister", func() bool {
+		svcs, _, err := cc.Catalog().Service("self", "", nil)
+		return err == nil && len(svcs) == 0
+	})
+}
+
+// The agent forgot ferry (an operator deregistered it, a restarted -dev
+// agent) and the token file was rotated since the registrar's last look:
+// the registrar registers again with the file's current token, read
+// afresh, not the old one, which may be revoked next. With the old one,
+// the agent synced the registration, and then every check update, to the
+// catalog with the revoked token: here ferry turned critical on the agent
+// and stayed passing in the catalog.
+func TestRegistrarRegistersAgainWithTheTokenFileAfresh(t *testing.T) {
+	agent := consultest.StartACL(t)
+	cc := agent.Client()
+	const rules = `service "self" { policy = "write" }
+node_prefix "" { policy = "read" }`
+	token1, _ := agent.CreateToken(rules)
+	path := filepath.Join(t.TempDir(), "consul-token")
+	rotateTokenFile(t, path, token1)
+	c := newTestConsul(t, agent, ConsulConfig{TokenFile: path})
+	c.client.token.recheck = time.Hour // the last look was too recent to look again
+	reg, notReady, _ := runReadyRegistrar(t, c, Registration{Name: "self", ID: "self-1", Port: 7000, TTL: 10 * time.Minute}, "")
+	waitUntil(t, 10*time.Second, "passing in the catalog", func() bool {
+		return catalogCheck(t, cc, "self", reg.CheckID()) == api.HealthPassing
+	})
+
+	if err := cc.Agent().ServiceDeregister("self-1"); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, 10*time.Second, "out of the catalog", func() bool {
+		return catalogCheck(t, cc, "self", reg.CheckID()) == ""
+	})
+	token2, _ := agent.CreateToken(rules)
+	rotateTokenFile(t, path, token2)
+	reg.Refresh()
+	waitUntil(t, 10*time.Second, "registered again and passing in the catalog", func() bool {
+		return reg.Stats().Registrations == 2 && catalogCheck(t, cc, "self", reg.CheckID()) == api.HealthPassing
+	})
+
+	agent.RevokeToken(token1)
+	msg := "draining"
+	notReady.Store(&msg)
+	reg.Refresh()
+	waitUntil(t, 10*time.Second, "critical in the catalog", func() bool {
+		return catalogCheck(t, cc, "self", reg.CheckID()) == api.HealthCritical
+	})
+}

@@ -302,6 +302,10 @@ func (r *Registrar) sync(ctx, calls context.Context) error {
 }
 
 func (r *Registrar) register(ctx context.Context, status, output string) error {
+	// The agent keeps the registration's token and syncs the service to
+	// the catalog with it: it must be the file's current one, not one a
+	// rotation since the last look (at most a second ago) replaced.
+	r.agent.token.readNow()
 	token, err := r.agent.registerService(ctx, r.registration(status, output))
 	var se consulStatusError
 	r.unanswered = err != nil && !errors.As(err, &se)
@@ -389,7 +393,8 @@ func (r *Registrar) readiness() (status, output string) {
 // deregister_critical_service_after, and Deregister logs it.
 //
 // When the ACL token changed (token file rotated) since the registration,
-// the service is registered again with the token in force, critical,
+// the token file read afresh as Deregister starts, the service is
+// registered again with the token in force, critical,
 // before it is deregistered: the agent removes it from the catalog with the
 // token it was registered with, which may be revoked by then. Both calls
 // share one call timeout.
@@ -411,6 +416,10 @@ func (r *Registrar) Deregister(ctx context.Context) error {
 	}
 	ctx, cancel := context.WithTimeout(ctx, r.callTimeout())
 	defer cancel()
+	// The file is read afresh: a token rotated (and the old one revoked)
+	// since the last look, less than a second before a shutdown, would
+	// otherwise be missed, and the catalog keep ferry listed.
+	r.agent.token.readNow()
 	if r.registered && r.tokenChanged() {
 		// The agent would remove the service from the catalog with the
 		// token it was registered with, which may be revoked by now: it
