@@ -124,6 +124,10 @@ type Registrar struct {
 	// deregisterWaits, when set, is called by Deregister as it starts
 	// waiting for the call to the agent in progress (a test seam).
 	deregisterWaits func()
+	// now and after are Run's clock: time.Now and time.After (a test
+	// seam).
+	now   func() time.Time
+	after func(time.Duration) <-chan time.Time
 
 	mu        sync.Mutex // guards the fields below
 	done      bool       // Deregister was called
@@ -164,6 +168,8 @@ func (c *Consul) NewRegistrar(reg Registration, ready func() error) (*Registrar,
 		backoff: c.backoff,
 		scrub:   c.client.token.scrub,
 		poke:    make(chan struct{}, 1),
+		now:     time.Now,
+		after:   time.After,
 	}, nil
 }
 
@@ -182,11 +188,12 @@ func (r *Registrar) Refresh() {
 	}
 }
 
-// Run registers the service and refreshes its check every TTL/3 (or on
-// Refresh) until ctx ends or Deregister is called. When the agent does not
-// know the check any more it registers the service again. Failures are
-// retried with backoff, at most TTL/3 apart; Run returns ctx.Err(), or nil
-// after Deregister.
+// Run registers the service and refreshes its check every TTL/3, counted
+// from the start of the last refresh (or on Refresh), until ctx ends or
+// Deregister is called. When the agent does not know the check any more it
+// registers the service again. Failures are retried with backoff, no later
+// than the next refresh is due; Run returns ctx.Err(), or nil after
+// Deregister.
 //
 // The end of ctx cuts a call to the agent short; Deregister does not: it
 // lets the call be answered first (see Deregister).
@@ -214,29 +221,37 @@ func (r *Registrar) Run(ctx context.Context) error {
 	interval := r.reg.TTL / 3
 	failures := 0
 	for {
-		wait := interval
-		if err := r.sync(ctx, calls); err != nil {
+		// The next refresh is due interval after this one starts, not
+		// after it ends: a call that takes long (up to callTimeout, as
+		// long as the interval) would otherwise push the next one as
+		// much later, and the agent could see two updates (the first at
+		// the start of a slow call, the next at the end of the following
+		// one) a whole TTL apart. Due this way, they are at most
+		// interval plus one call, two thirds of the TTL, apart. A call
+		// that took the whole interval is followed by the next at once.
+		start := r.now()
+		err := r.sync(ctx, calls)
+		wait := max(interval-r.now().Sub(start), 0)
+		if err != nil {
 			if ctx.Err() != nil {
 				break
 			}
 			failures++
-			// Never longer than a refresh apart: once the agent is back
+			// Never later than the refresh due: once the agent is back
 			// (restarted, no longer overloaded), the check must be
 			// registered or refreshed again before its TTL runs out, not
 			// a whole backoff later. A healthy registrar already sends as
 			// much.
-			wait = min(r.backoff(failures), interval)
+			wait = min(r.backoff(failures), wait)
 			r.log.Warn("consul registration failing", "id", r.reg.ID, "err", err.Error())
 		} else {
 			failures = 0
 		}
-		t := time.NewTimer(wait)
 		select {
 		case <-ctx.Done():
-		case <-t.C:
+		case <-r.after(wait):
 		case <-r.poke:
 		}
-		t.Stop()
 		if ctx.Err() != nil {
 			break
 		}

@@ -301,3 +301,101 @@ func TestRegistrarRetriesNoLessOftenThanItRefreshes(t *testing.T) {
 		return err == nil && len(entries) == 1 && entries[0].Service.ID == "self-1"
 	})
 }
+
+// The registrar's refreshes are due every TTL/3 from the start of the
+// last one, not TTL/3 after it ended: under load, a call that took long
+// (up to its timeout, a third of the TTL) pushed the next one later by as
+// much, and an agent that took an update at the start of one slow call
+// and the next at the end of the following one saw them up to a TTL
+// apart, long enough for the check to go critical in between. A call
+// that took the whole interval or longer is followed by the next at once;
+// a failed one waits its backoff, but no later than the next refresh is
+// due. The clock is the test's: each request to the agent takes callTime
+// on it.
+func TestRegistrarRefreshesCountFromTheCallsStart(t *testing.T) {
+	var (
+		mu       sync.Mutex
+		now      = time.Unix(1_000_000, 0)
+		callTime atomic.Int64
+		failing  atomic.Bool
+	)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		now = now.Add(time.Duration(callTime.Load()))
+		mu.Unlock()
+		if failing.Load() {
+			http.Error(w, "overloaded", http.StatusServiceUnavailable)
+		}
+	}))
+	t.Cleanup(srv.Close)
+	c, err := NewConsul(context.Background(), ConsulConfig{Address: strings.TrimPrefix(srv.URL, "http://")}, ConsulOptions{
+		Logger: testLogger(), Backoff: func(int) time.Duration { return 5 * time.Second },
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	reg, err := c.NewRegistrar(Registration{Name: "self", ID: "self-1", Port: 7000, TTL: 3 * time.Second}, func() error { return nil })
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg.now = func() time.Time {
+		mu.Lock()
+		defer mu.Unlock()
+		return now
+	}
+	waits := make(chan time.Duration, 100)
+	fire := make(chan time.Time)
+	reg.after = func(d time.Duration) <-chan time.Time {
+		waits <- d
+		return fire
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	runDone := make(chan error, 1)
+	go func() { runDone <- reg.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		<-runDone
+	})
+
+	// next lets the registrar's wait end, after the agent's next requests
+	// take d each, and returns the wait that follows.
+	next := func(d time.Duration, first bool) time.Duration {
+		t.Helper()
+		callTime.Store(int64(d))
+		if !first {
+			select {
+			case fire <- time.Time{}:
+			case <-time.After(10 * time.Second):
+				t.Fatal("the registrar is not waiting")
+			}
+		}
+		select {
+		case w := <-waits:
+			return w
+		case <-time.After(10 * time.Second):
+			t.Fatal("no wait after the refresh")
+		}
+		return 0
+	}
+	// Each case: what the agent's requests take, the wait that follows.
+	for i, step := range []struct {
+		call, want time.Duration
+		fail       bool
+		what       string
+	}{
+		{100 * time.Millisecond, 800 * time.Millisecond, false, "registration and first update, 200ms"},
+		{100 * time.Millisecond, 900 * time.Millisecond, false, "an update of 100ms"},
+		{400 * time.Millisecond, 600 * time.Millisecond, false, "an update of 400ms"},
+		{time.Second, 0, false, "an update of the whole interval"},
+		{1500 * time.Millisecond, 0, false, "an update of more than the interval"},
+		{300 * time.Millisecond, 400 * time.Millisecond, true, "a failed update and registration, 600ms, backoff 5s"},
+		{2 * time.Second, 0, true, "a failed update and registration, 4s, backoff 5s"},
+		{100 * time.Millisecond, 800 * time.Millisecond, false, "registration and first update again, 200ms"},
+	} {
+		failing.Store(step.fail)
+		if got := next(step.call, i == 0); got != step.want {
+			t.Fatalf("after %s: the next refresh in %s, want %s (interval 1s)", step.what, got, step.want)
+		}
+	}
+}
