@@ -14,6 +14,18 @@ import (
 	"github.com/ferrymesh/ferry/resilience"
 )
 
+// adminWriteTimeout bounds how long the admin server takes to write one
+// answer, from the end of its request's headers (http.Server's
+// WriteTimeout; per stream over h2c, and a connection no byte could be
+// written to for as long is closed): a client that stops reading is let
+// go, its handler's goroutine and buffers freed, rather than held until
+// shutdown. Every admin answer is made whole and written at once, none
+// streams (there is no pprof or other long-running endpoint); the
+// largest, /metrics, grows with the endpoints, and a Prometheus scrape
+// gives up on it after 10s by default, a third of this. A variable for
+// tests.
+var adminWriteTimeout = 30 * time.Second
+
 // adminHandler serves the operator endpoints:
 //
 //	/live       200 while the process runs

@@ -370,7 +370,7 @@ func (s *Sidecar) newServer(name string, h http.Handler) *http.Server {
 	p.SetHTTP1(true)
 	p.SetUnencryptedHTTP2(true)
 	lim := s.config().Limits
-	return &http.Server{
+	srv := &http.Server{
 		Handler:           h,
 		Protocols:         p,
 		ReadHeaderTimeout: lim.ReadHeaderTimeout,
@@ -379,6 +379,14 @@ func (s *Sidecar) newServer(name string, h http.Handler) *http.Server {
 		HTTP2:             h2Windows(true),
 		ErrorLog:          log.New(slogWriter{s.log, name}, "", 0),
 	}
+	if name == "admin" {
+		// Every admin answer is written whole in one go (none streams):
+		// a client that stops reading one would otherwise hold its
+		// handler's goroutine, and what it holds, until shutdown.
+		srv.WriteTimeout = adminWriteTimeout
+		srv.HTTP2.WriteByteTimeout = adminWriteTimeout
+	}
+	return srv
 }
 
 // Addr returns the bound address of a listener ("outbound", "inbound",
