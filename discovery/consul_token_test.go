@@ -286,19 +286,7 @@ node_prefix "" { policy = "read" }`
 	waitUntil(t, 10*time.Second, "critical in the catalog after the token was rotated", func() bool { return catalog() == api.HealthCritical })
 
 	// Rotated again, and Deregister comes before any refresh.
-	token3, _ := agent.CreateToken(rules)
-	rotateTokenFile(t, path, token3)
-	agent.RevokeToken(token2)
-	if err := reg.Deregister(context.Background()); err != nil {
-		t.Fatalf("Deregister: %v", err)
-	}
-	if err := <-runDone; err != nil {
-		t.Fatalf("Run after Deregister returned %v", err)
-	}
-	waitUntil(t, 10*time.Second, "out of the catalog after Deregister", func() bool {
-		svcs, _, err := cc.Catalog().Service("self", "", nil)
-		return err == nil && len(svcs) == 0
-	})
+	rotateThenDeregister(t, agent, cc, path, rules, token2, reg, runDone)
 }
 
 // catalogCheck is the status of checkID of service as the catalog has it
@@ -326,33 +314,8 @@ func catalogCheck(t *testing.T, cc *api.Client, service, checkID string) string 
 // deregistration on the 403's retry, and the catalog, which the agent
 // updates with the registration's (revoked) token, kept ferry listed.
 func TestRegistrarDeregisterReadsTheTokenFileAfresh(t *testing.T) {
-	agent := consultest.StartACL(t)
-	cc := agent.Client()
-	const rules = `service "self" { policy = "write" }
-node_prefix "" { policy = "read" }`
-	token1, _ := agent.CreateToken(rules)
-	path := filepath.Join(t.TempDir(), "consul-token")
-	rotateTokenFile(t, path, token1)
-	c := newTestConsul(t, agent, ConsulConfig{TokenFile: path})
-	c.client.token.recheck = time.Hour // the last look was too recent to look again
-	reg, _, runDone := runReadyRegistrar(t, c, Registration{Name: "self", ID: "self-1", Port: 7000, TTL: 10 * time.Minute}, "")
-	waitUntil(t, 10*time.Second, "passing in the catalog", func() bool {
-		return catalogCheck(t, cc, "self", reg.CheckID()) == api.HealthPassing
-	})
-
-	token2, _ := agent.CreateToken(rules)
-	rotateTokenFile(t, path, token2)
-	agent.RevokeToken(token1)
-	if err := reg.Deregister(context.Background()); err != nil {
-		t.Fatalf("Deregister: %v", err)
-	}
-	if err := <-runDone; err != nil {
-		t.Fatalf("Run after Deregister returned %v", err)
-	}
-	waitUntil(t, 10*time.Second, "out of the catalog after Deregister", func() bool {
-		svcs, _, err := cc.Catalog().Service("self", "", nil)
-		return err == nil && len(svcs) == 0
-	})
+	f := fileTokenRegistrar(t)
+	rotateThenDeregister(t, f.agent, f.cc, f.path, f.rules, f.token1, f.reg, f.runDone)
 }
 
 // The agent forgot ferry (an operator deregistered it, a restarted -dev
@@ -363,19 +326,8 @@ node_prefix "" { policy = "read" }`
 // catalog with the revoked token: here ferry turned critical on the agent
 // and stayed passing in the catalog.
 func TestRegistrarRegistersAgainWithTheTokenFileAfresh(t *testing.T) {
-	agent := consultest.StartACL(t)
-	cc := agent.Client()
-	const rules = `service "self" { policy = "write" }
-node_prefix "" { policy = "read" }`
-	token1, _ := agent.CreateToken(rules)
-	path := filepath.Join(t.TempDir(), "consul-token")
-	rotateTokenFile(t, path, token1)
-	c := newTestConsul(t, agent, ConsulConfig{TokenFile: path})
-	c.client.token.recheck = time.Hour // the last look was too recent to look again
-	reg, notReady, _ := runReadyRegistrar(t, c, Registration{Name: "self", ID: "self-1", Port: 7000, TTL: 10 * time.Minute}, "")
-	waitUntil(t, 10*time.Second, "passing in the catalog", func() bool {
-		return catalogCheck(t, cc, "self", reg.CheckID()) == api.HealthPassing
-	})
+	f := fileTokenRegistrar(t)
+	agent, cc, path, rules, token1, reg, notReady := f.agent, f.cc, f.path, f.rules, f.token1, f.reg, f.notReady
 
 	if err := cc.Agent().ServiceDeregister("self-1"); err != nil {
 		t.Fatal(err)
@@ -396,5 +348,56 @@ node_prefix "" { policy = "read" }`
 	reg.Refresh()
 	waitUntil(t, 10*time.Second, "critical in the catalog", func() bool {
 		return catalogCheck(t, cc, "self", reg.CheckID()) == api.HealthCritical
+	})
+}
+
+// tokenFileRegistrar is a registrar of service "self" on an ACL agent,
+// with its token in a file it looks at again only after an hour, passing
+// in the catalog.
+type tokenFileRegistrar struct {
+	agent    *consultest.Agent
+	cc       *api.Client
+	rules    string
+	path     string // the token file
+	token1   string // the token in it
+	reg      *Registrar
+	notReady *atomic.Pointer[string]
+	runDone  <-chan error
+}
+
+func fileTokenRegistrar(t *testing.T) tokenFileRegistrar {
+	t.Helper()
+	f := tokenFileRegistrar{agent: consultest.StartACL(t)}
+	f.cc = f.agent.Client()
+	f.rules = `service "self" { policy = "write" }
+node_prefix "" { policy = "read" }`
+	f.token1, _ = f.agent.CreateToken(f.rules)
+	f.path = filepath.Join(t.TempDir(), "consul-token")
+	rotateTokenFile(t, f.path, f.token1)
+	c := newTestConsul(t, f.agent, ConsulConfig{TokenFile: f.path})
+	c.client.token.recheck = time.Hour // the last look was too recent to look again
+	f.reg, f.notReady, f.runDone = runReadyRegistrar(t, c, Registration{Name: "self", ID: "self-1", Port: 7000, TTL: 10 * time.Minute}, "")
+	waitUntil(t, 10*time.Second, "passing in the catalog", func() bool {
+		return catalogCheck(t, f.cc, "self", f.reg.CheckID()) == api.HealthPassing
+	})
+	return f
+}
+
+// rotateThenDeregister writes a new token to the file, revokes old and
+// deregisters at once: ferry must then leave the catalog.
+func rotateThenDeregister(t *testing.T, agent *consultest.Agent, cc *api.Client, path, rules, old string, reg *Registrar, runDone <-chan error) {
+	t.Helper()
+	token, _ := agent.CreateToken(rules)
+	rotateTokenFile(t, path, token)
+	agent.RevokeToken(old)
+	if err := reg.Deregister(context.Background()); err != nil {
+		t.Fatalf("Deregister: %v", err)
+	}
+	if err := <-runDone; err != nil {
+		t.Fatalf("Run after Deregister returned %v", err)
+	}
+	waitUntil(t, 10*time.Second, "out of the catalog after Deregister", func() bool {
+		svcs, _, err := cc.Catalog().Service("self", "", nil)
+		return err == nil && len(svcs) == 0
 	})
 }
