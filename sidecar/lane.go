@@ -95,8 +95,12 @@ type lane struct {
 	// calls of net/http's in progress (one for a request pipelined behind
 	// the last, which net/http does not report active). With the lane's
 	// busy connections, they are the exchanges a drain's end would cut.
-	handedBusy atomic.Int64
-	handlers   atomic.Int64
+	// An HTTP/1.x exchange whose answer went out whole counts in neither
+	// (see handedWhole), and its handler call, still ending, in
+	// handedAnswered.
+	handedBusy     atomic.Int64
+	handlers       atomic.Int64
+	handedAnswered atomic.Int64
 
 	// slots holds a token per connection served (limits.max_connections);
 	// nil: no bound. stopped is closed by Shutdown and Close, to end
@@ -166,10 +170,53 @@ func (l *lane) countHanded() {
 	}
 	h := l.fallback.Handler
 	l.fallback.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		l.handlers.Add(1)
-		defer l.handlers.Add(-1)
+		if pc, ok := r.Context().Value(handedConnKey{}).(*prefixConn); ok && r.ProtoMajor == 1 {
+			// One request at a time: the connection keeps its call.
+			pc.change(func() { pc.call, pc.answered = true, false })
+			defer pc.change(func() { pc.call = false })
+		} else {
+			l.handlers.Add(1)
+			defer l.handlers.Add(-1)
+		}
 		h.ServeHTTP(w, r)
 	})
+}
+
+// handedWhole records that the answer to r, a request net/http serves on
+// an HTTP/1.x connection the lane handed over, went out whole: the
+// handler wrote all of the Content-Length body it announced, and flushed
+// (checked again here). The caller has all of it, whatever the exchange
+// still does before it ends (its span, metrics and access log line, then
+// net/http's bookkeeping until it reports the connection idle), and
+// closing the connection now cuts nothing: the exchange no longer counts
+// in flight for a drain's end (exchangesOpen), which waits for its
+// handler call to end all the same (awaitAnswered). A chunked answer is
+// never whole here (net/http writes its last chunk after the handler
+// returns), nor one over HTTP/2 (END_STREAM goes out then too), nor one
+// on a connection taken over from net/http (counted as a tunnel: see
+// Sidecar.shutdown).
+func handedWhole(w http.ResponseWriter, r *http.Request) {
+	pc, ok := r.Context().Value(handedConnKey{}).(*prefixConn)
+	if !ok || r.ProtoMajor != 1 {
+		return
+	}
+	if _, taken := w.(*connWriter); taken || http.NewResponseController(w).Flush() != nil {
+		return
+	}
+	if pc.answer() && testHookAnswered != nil {
+		testHookAnswered()
+	}
+}
+
+// answer records that the answer of the HTTP/1.x handler call running on
+// the connection went out whole; it reports whether it was not so yet.
+func (c *prefixConn) answer() bool {
+	now := false
+	c.change(func() {
+		now = !c.answered && c.call
+		c.answered = c.answered || c.call
+	})
+	return now
 }
 
 // exchangesOpen says whether an exchange is in progress, or may be about
@@ -179,7 +226,7 @@ func (l *lane) countHanded() {
 // its connection now cuts nothing, though the exchange is still ending
 // (see connWriter.whole).
 func (l *lane) exchangesOpen() bool {
-	if l.handlers.Load() > 0 || l.handedBusy.Load() > 0 {
+	if l.handlers.Load() > 0 || l.handedBusy.Load() > 0 { // (whole ones not counted: handedWhole)
 		return true
 	}
 	l.mu.Lock()
@@ -278,11 +325,12 @@ func (l *lane) Shutdown(ctx context.Context) error {
 }
 
 // awaitAnswered lets the lane's exchanges whose answers went out whole
-// end (a drain's end found no other): their spans and access log lines
-// must be out before ferry's telemetry closes, which follows at once when
-// nothing was cut. With the lane closing, each connection closes as its
-// exchange ends, and no other request begins. It waits up to answerWait,
-// then closes what is left.
+// end (a drain's end found no other), and net/http's handler calls of
+// such exchanges on handed-over connections (see handedWhole): their
+// spans and access log lines must be out before ferry's telemetry closes,
+// which follows at once when nothing was cut. With the lane closing, each
+// connection closes as its exchange ends, and no other request begins. It
+// waits up to answerWait, then closes what is left of the lane's.
 func (l *lane) awaitAnswered() {
 	if testHookDrainWaits != nil {
 		testHookDrainWaits()
@@ -295,6 +343,15 @@ func (l *lane) awaitAnswered() {
 			c.c.Close()
 		}
 		l.mu.Unlock()
+	}
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
+	for l.handedAnswered.Load() > 0 {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
 	}
 }
 
@@ -1520,19 +1577,63 @@ type prefixConn struct {
 	// slot: the connection holds one of the lane's slots
 	// (limits.max_connections), given back at the first Close.
 	slot atomic.Bool
-	// busy: the connection counts in its lane's handedBusy.
-	busy atomic.Bool
+
+	// What net/http is at on the connection, counted in its lane's
+	// handedBusy, handlers and handedAnswered (see change). busy: a
+	// request in progress, as ConnState says (active until idle); call:
+	// an HTTP/1.x handler call running (a request pipelined behind the
+	// last is not reported active); answered: that request's answer went
+	// out whole (see handedWhole), until the next one begins.
+	mu                   sync.Mutex
+	busy, call, answered bool
 }
 
-// setBusy records whether net/http is at a request on the connection.
+// setBusy records whether net/http is at a request on the connection; a
+// request that begins is not answered.
 func (c *prefixConn) setBusy(busy bool) {
-	if c.busy.Swap(busy) != busy {
+	c.change(func() {
+		c.busy = busy
 		if busy {
-			c.l.handedBusy.Add(1)
-		} else {
-			c.l.handedBusy.Add(-1)
+			c.answered = false
+		}
+	})
+}
+
+// change applies f to the connection's state, and its effect to the
+// lane's counters: increments before decrements, so that no count of the
+// lane's dips to zero while the connection moves from one to another.
+func (c *prefixConn) change(f func()) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	busy0, call0, answered0 := c.counts()
+	f()
+	busy1, call1, answered1 := c.counts()
+	add := func(n *atomic.Int64, d int64, up bool) {
+		if d != 0 && (d > 0) == up {
+			n.Add(d)
 		}
 	}
+	for _, up := range []bool{true, false} {
+		add(&c.l.handedAnswered, answered1-answered0, up)
+		add(&c.l.handedBusy, busy1-busy0, up)
+		add(&c.l.handlers, call1-call0, up)
+	}
+}
+
+// counts is what the connection's state adds to its lane's handedBusy,
+// handlers and handedAnswered.
+func (c *prefixConn) counts() (busy, call, answered int64) {
+	if c.answered {
+		return 0, 0, b2i(c.call)
+	}
+	return b2i(c.busy), b2i(c.call), 0
+}
+
+func b2i(b bool) int64 {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 func (c *prefixConn) Close() error {

@@ -396,6 +396,12 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, up *upstream, ma
 					_ = tc.SetLinger(-1) // the cut's reset undone
 				}
 			}
+			if sentWhole(r, res, result) {
+				// On net/http's path the caller has all of it now,
+				// whatever the exchange still does before it ends: a
+				// drain's end cuts nothing there (see handedWhole).
+				handedWhole(w, r)
+			}
 		}
 		closeResponse(res, body)
 		x.out = result.n

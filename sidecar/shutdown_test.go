@@ -841,3 +841,173 @@ telemetry: { access_log: "off" }
 		})
 	}
 }
+
+// The same on a connection the lane handed to net/http's server (a
+// chunked upload, Expect: 100-continue, HTTP/1.0): a drain that ends
+// (EndDrain) once the exchange's Content-Length answer went out whole,
+// flushed, while the handler is still ending it (its span, metrics and
+// access log line) and net/http has not yet reported the connection idle,
+// cuts nothing: Run returns nil, after that exchange was reported. Before,
+// the lane counted the handler call and the connection net/http had not
+// reported idle as an exchange in flight, and Run returned "drain: grace
+// period ended with exchanges in flight" (exit 1). testHookAnswered holds
+// the exchange there until the drain's end waits for it
+// (testHookDrainWaits) or Run returns.
+//
+// An answer the caller does not have whole yet still counts: a chunked
+// answer, whose last chunk net/http writes only after the handler
+// returns, and an h2c one, whose END_STREAM goes out then too. Held just
+// after their last body bytes (testHookResponded) until the drain's end
+// cuts them, they make Run fail.
+func TestEndedDrainJustAfterAHandedOverAnswerIsClean(t *testing.T) {
+	up := origin(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		if r.URL.Path == "/chunked" {
+			w.Write([]byte("o"))
+			w.(http.Flusher).Flush()
+		}
+		io.WriteString(w, "ok")
+	}))
+	start := func(t *testing.T) (sc *Sidecar, stop func(), done chan error, runReturned chan struct{}) {
+		sc, err := New(mustParse(t, fmt.Sprintf(`
+admin: { listen: 127.0.0.1:0 }
+outbound: { listen: 127.0.0.1:0, routes: [ { service: svc } ] }
+services: { svc: { endpoints: [%s] } }
+shutdown: { delay: 1m, grace: 1m }
+telemetry: { access_log: "off" }
+`, up)), Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, stop := context.WithCancel(context.Background())
+		t.Cleanup(stop)
+		done, runReturned = make(chan error, 1), make(chan struct{})
+		go func() {
+			err := sc.Run(ctx)
+			close(runReturned)
+			done <- err
+		}()
+		waitFor(t, "ready", 5*time.Second, sc.Ready)
+		return sc, stop, done, runReturned
+	}
+	// endDrain is the first SIGTERM, then the second, the exchange held.
+	endDrain := func(t *testing.T, sc *Sidecar, stop func()) {
+		stop()
+		waitFor(t, "the drain to begin", 5*time.Second, func() bool { return !sc.Ready() })
+		sc.EndDrain()
+	}
+	// send writes req on a new connection and reads the answer (past any
+	// 100 Continue) to its end.
+	send := func(addr, req string) (string, error) {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			return "", err
+		}
+		defer c.Close()
+		io.WriteString(c, req)
+		c.SetReadDeadline(time.Now().Add(10 * time.Second))
+		br := bufio.NewReader(c)
+		for {
+			res, err := http.ReadResponse(br, nil)
+			if err != nil {
+				return "", err
+			}
+			if res.StatusCode == http.StatusContinue {
+				continue
+			}
+			b, err := io.ReadAll(res.Body)
+			return string(b), err
+		}
+	}
+	whole := []struct{ name, req string }{
+		{"chunked upload", "POST /length HTTP/1.1\r\nHost: svc\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nhi\r\n0\r\n\r\n"},
+		{"expect", "POST /length HTTP/1.1\r\nHost: svc\r\nContent-Length: 2\r\nExpect: 100-continue\r\n\r\nhi"},
+		{"http10", "GET /length HTTP/1.0\r\nHost: svc\r\n\r\n"},
+	}
+	for _, tc := range whole {
+		t.Run(tc.name, func(t *testing.T) {
+			answered := make(chan struct{})
+			drainWaits := make(chan struct{})
+			var once, waitOnce sync.Once
+			var runReturned chan struct{}
+			testHookAnswered = func() {
+				once.Do(func() {
+					close(answered)
+					select {
+					case <-drainWaits:
+					case <-runReturned:
+					}
+				})
+			}
+			testHookDrainWaits = func() { waitOnce.Do(func() { close(drainWaits) }) }
+			t.Cleanup(func() { testHookAnswered, testHookDrainWaits = nil, nil })
+			handed := laneHanded.Load()
+			sc, stop, done, ret := start(t)
+			runReturned = ret
+			if b, err := send(sc.Addr("outbound"), tc.req); b != "ok" || err != nil {
+				t.Fatalf("answer %q, %v", b, err)
+			}
+			if laneHanded.Load() == handed {
+				t.Fatal("the request was not handed to net/http")
+			}
+			recv(t, answered, 5*time.Second, "the answer to be reported whole")
+			endDrain(t, sc, stop)
+			if err := recv(t, done, 10*time.Second, "Run to return"); err != nil {
+				t.Fatalf("Run: %v; want nil, the caller had its whole answer", err)
+			}
+			if n := sc.tel.Metrics().InFlight(); n != 0 {
+				t.Errorf("%d exchanges not yet reported when Run returned", n)
+			}
+		})
+	}
+	cut := []struct {
+		name string
+		// call makes the exchange and returns how its answer ended.
+		call func(addr string) error
+		// broken: the caller sees its answer end cut (an h2c caller has
+		// the whole body but for END_STREAM, which net/http sends once
+		// the cut exchange's handler returns)
+		broken bool
+	}{
+		{"chunked answer", func(addr string) error {
+			_, err := send(addr, "POST /chunked HTTP/1.1\r\nHost: svc\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nhi\r\n0\r\n\r\n")
+			return err
+		}, true},
+		{"h2c", func(addr string) error {
+			tr := h2cClient().Transport.(*http.Transport)
+			defer tr.CloseIdleConnections()
+			res, err := (&http.Client{Transport: tr}).Get("http://" + addr + "/length")
+			if err != nil {
+				return err
+			}
+			defer res.Body.Close()
+			_, err = io.ReadAll(res.Body)
+			return err
+		}, false},
+	}
+	for _, tc := range cut {
+		t.Run(tc.name, func(t *testing.T) {
+			responded := make(chan struct{})
+			var once sync.Once
+			testHookResponded = func(ctx context.Context) {
+				once.Do(func() { close(responded) })
+				select { // until the drain's end cuts the exchange
+				case <-ctx.Done():
+				case <-time.After(10 * time.Second):
+				}
+			}
+			t.Cleanup(func() { testHookResponded = nil })
+			sc, stop, done, _ := start(t)
+			called := make(chan error, 1)
+			go func() { called <- tc.call(sc.Addr("outbound")) }()
+			recv(t, responded, 5*time.Second, "the answer's body to be relayed")
+			endDrain(t, sc, stop)
+			if err := recv(t, done, 10*time.Second, "Run to return"); err == nil {
+				t.Fatal("Run: nil; want an error, the caller's answer was cut before it was whole")
+			}
+			if err := recv(t, called, 10*time.Second, "the caller's answer to end"); tc.broken && err == nil {
+				t.Error("the caller's answer ended whole; want it cut")
+			}
+		})
+	}
+}

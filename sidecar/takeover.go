@@ -278,9 +278,10 @@ func (w *connWriter) whole() {
 	}
 }
 
-// testHookAnswered, set by tests only, runs on a lane connection's
-// goroutine when an exchange's response went out whole, before the
-// exchange ends.
+// testHookAnswered, set by tests only, runs on the goroutine of an
+// exchange of the lane's (a lane connection's, or net/http's handler call
+// on a handed-over connection: handedWhole) when its response went out
+// whole, before the exchange ends.
 var testHookAnswered func()
 
 func (w *connWriter) Header() http.Header {
