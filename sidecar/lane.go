@@ -196,11 +196,11 @@ func (l *lane) countHanded() {
 // on a connection taken over from net/http (counted as a tunnel: see
 // Sidecar.shutdown).
 func handedWhole(w http.ResponseWriter, r *http.Request) {
-	pc, ok := r.Context().Value(handedConnKey{}).(*prefixConn)
-	if !ok || r.ProtoMajor != 1 {
-		return
+	if _, own := w.(*connWriter); own || r.ProtoMajor != 1 {
+		return // the lane's own (see connWriter.whole) or taken over; HTTP/2
 	}
-	if _, taken := w.(*connWriter); taken || http.NewResponseController(w).Flush() != nil {
+	pc, ok := r.Context().Value(handedConnKey{}).(*prefixConn)
+	if !ok || http.NewResponseController(w).Flush() != nil {
 		return
 	}
 	if pc.answer() && testHookAnswered != nil {
