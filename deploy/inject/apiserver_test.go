@@ -109,3 +109,34 @@ func TestWindowsPodRefused(t *testing.T) {
 		}
 	}
 }
+
+// A negative terminationGracePeriodSeconds is read as 1 by the API server
+// (since Kubernetes 1.27, when it defaults the pod), so ferry's default
+// 5s preStop sleep does not fit: refused, and the reason says the period
+// ferry compared with. A period too large for a time.Duration in
+// nanoseconds fits any sleep: injected.
+func TestTerminationGracePeriodOutOfTheOrdinary(t *testing.T) {
+	inj := newTestInjector(t)
+	for _, c := range []struct {
+		period   int64
+		injected bool
+		reason   string
+	}{
+		{-5, false, "(1s: the API server reads a negative period as 1)"},
+		{-1, false, "(1s: the API server reads a negative period as 1)"},
+		{9223372036854775807, true, ""},
+		{9223372037, true, ""},
+	} {
+		pod := appPod(map[string]string{})
+		pod["spec"].(map[string]any)["terminationGracePeriodSeconds"] = c.period
+		rep, ctr := injectJSONPod(t, inj, pod)
+		switch {
+		case c.injected && ctr == nil:
+			t.Errorf("period %d: refused: %s", c.period, rep.Reason)
+		case !c.injected && ctr != nil:
+			t.Errorf("period %d: injected", c.period)
+		case !c.injected && !strings.Contains(rep.Reason, c.reason):
+			t.Errorf("period %d: reason %q does not say %q", c.period, rep.Reason, c.reason)
+		}
+	}
+}

@@ -3,6 +3,7 @@ package inject
 import (
 	"encoding/json"
 	"fmt"
+	"math"
 	"sort"
 	"strings"
 	"time"
@@ -186,7 +187,7 @@ func (in *Injector) decide(obj map[string]any) (*mutation, Report) {
 		// The API server refuses a sleep action longer than the period
 		// (validateSleepAction): the pod would never be created.
 		return refuse("ferry's preStop sleep %s (%s, else --pre-stop-sleep) is longer than the pod's terminationGracePeriodSeconds (%s), which the API server refuses: shorten the sleep (\"0s\": no preStop hook) or raise the period",
-			p.preStopSleep, AnnotationPreStopSleep, period)
+			p.preStopSleep, AnnotationPreStopSleep, gracePeriodText(spec))
 	}
 	if !p.native && spec.RestartPolicy != "" && spec.RestartPolicy != "Always" {
 		return refuse("%s=false on a pod with restartPolicy %s: a ferry regular container never exits, so the pod would never complete",
@@ -274,16 +275,34 @@ func warnings(ann map[string]string, spec *podSpec, p *plan) []string {
 	const report, flush, logs = shutdownbounds.ReportWait, shutdownbounds.TelemetryFlush, shutdownbounds.LogClose
 	if need := p.preStopSleep + p.shutdownDelay + p.shutdownGrace + report + flush + logs; need > grace {
 		out = append(out, fmt.Sprintf("ferry's shutdown (pre-stop sleep %s + delay %s + grace %s + up to %s reporting cut exchanges + up to %s flushing telemetry + up to %s writing out log lines = %s) is longer than the pod's terminationGracePeriodSeconds (%s): kubelet may kill ferry mid-drain; not counted: the app containers' own exit, which runs in the same period (a native sidecar is stopped only after it)",
-			p.preStopSleep, p.shutdownDelay, p.shutdownGrace, report, flush, logs, need, grace))
+			p.preStopSleep, p.shutdownDelay, p.shutdownGrace, report, flush, logs, need, gracePeriodText(spec)))
 	}
 	return out
 }
 
-// gracePeriod is the pod's terminationGracePeriodSeconds, 30s when unset
-// (the API server's default).
+// gracePeriod is the pod's terminationGracePeriodSeconds as the API
+// server takes it: 30s when unset (its default), 1s when negative (its
+// defaulting reads a negative period as 1 since Kubernetes 1.27), and the
+// longest time.Duration for more seconds than that holds (which would
+// wrap around in nanoseconds).
 func gracePeriod(spec *podSpec) time.Duration {
-	if spec.TerminationGracePeriodSeconds != nil {
-		return time.Duration(*spec.TerminationGracePeriodSeconds) * time.Second
+	if spec.TerminationGracePeriodSeconds == nil {
+		return 30 * time.Second
 	}
-	return 30 * time.Second
+	switch s := *spec.TerminationGracePeriodSeconds; {
+	case s < 0:
+		return time.Second
+	case s > int64(math.MaxInt64/time.Second):
+		return math.MaxInt64
+	default:
+		return time.Duration(s) * time.Second
+	}
+}
+
+// gracePeriodText words gracePeriod for a message.
+func gracePeriodText(spec *podSpec) string {
+	if s := spec.TerminationGracePeriodSeconds; s != nil && *s < 0 {
+		return fmt.Sprintf("%s: the API server reads a negative period as 1", gracePeriod(spec))
+	}
+	return gracePeriod(spec).String()
 }
