@@ -133,3 +133,81 @@ func TestEndpointChurnDoesNotExhaustTheSeriesCap(t *testing.T) {
 		t.Errorf("%d series of ferry_requests_total, want at most %d", len(got), max)
 	}
 }
+
+// A request whose tuple's handle was not cached any more (an earlier
+// retirement reset the cache) looks its series up in the family; a scrape
+// that retires that very series (its endpoint gone, idle for
+// endpointSeriesRetireAfter) between the look-up and the caching must not
+// leave the dropped series cached: every later request of the tuple would
+// count into a series no scrape shows. Before, the endpoint, back in force
+// and counting, stayed missing from ferry_requests_total for good.
+func TestRetiredSeriesNotCachedByARacingRequest(t *testing.T) {
+	tel, _, _ := recorded(t, Config{}, env{})
+	m := tel.Metrics()
+	clock := &fakeClock{t: time.Unix(1_700_000_000, 0)}
+	m.now = clock.now
+	var mu sync.Mutex
+	inForce := map[string]bool{}
+	m.KnownEndpoints(func(yield func(service, endpoint string, state BreakerState) bool) {
+		mu.Lock()
+		defer mu.Unlock()
+		for ep := range inForce {
+			if !yield("svc", ep, "") {
+				return
+			}
+		}
+	})
+	request := func(endpoint string) {
+		m.requestEnded(context.Background(), "outbound", "svc", endpoint, Outcome{Status: 200}, time.Millisecond, time.Time{})
+	}
+	read := func() map[string]float64 {
+		t.Helper()
+		body, ctype := scrape(t, tel.MetricsHandler(), "")
+		samples, _ := promParse(t, []byte(body), ctype)
+		got := map[string]float64{}
+		for _, s := range samples {
+			if s.name == MetricRequests {
+				got[s.labels.Get("endpoint")] = s.value
+			}
+		}
+		return got
+	}
+
+	request("other:80") // gone: followed from the first scrape
+	read()
+	clock.advance(5 * time.Minute)
+	request("back:80") // gone too, followed from 5 minutes on
+	read()
+	clock.advance(6 * time.Minute)
+	if got := read(); got["back:80"] != 1 || got["other:80"] != 0 {
+		t.Fatalf("other:80 retired, back:80 kept: %v", got)
+	}
+	clock.advance(5 * time.Minute) // back:80 idle for 11 minutes now
+
+	// back:80 is in force again; its next request looks its series up
+	// while a scrape, before KnownEndpoints has it, retires that series.
+	build := m.labels.requests.build
+	raced := false
+	m.labels.requests.build = func(k requestLabels) *series {
+		s := build(k)
+		if k.endpoint == "back:80" && !raced {
+			raced = true
+			read()
+		}
+		return s
+	}
+	request("back:80")
+	if !raced {
+		t.Fatal("the request did not look its series up")
+	}
+	mu.Lock()
+	inForce["back:80"] = true
+	mu.Unlock()
+	for range 3 {
+		request("back:80")
+	}
+	got := read()
+	if v, ok := got["back:80"]; !ok || v < 3 {
+		t.Errorf("back:80 after 3 more requests: %v (shown: %v), want at least 3", v, ok)
+	}
+}

@@ -17,6 +17,9 @@ type labelCache[K comparable] struct {
 	m     atomic.Pointer[map[K]*series]
 	mu    sync.Mutex
 	build func(K) *series
+	// resets counts reset's calls (under mu): a handle built before one
+	// may be of a series the family dropped, and is not cached.
+	resets uint64
 }
 
 func newLabelCache[K comparable](build func(K) *series) *labelCache[K] {
@@ -30,9 +33,17 @@ func (c *labelCache[K]) get(k K) *series {
 	if s, ok := (*c.m.Load())[k]; ok {
 		return s
 	}
+	c.mu.Lock()
+	resets := c.resets
+	c.mu.Unlock()
+	// Built without the lock (the family takes its own); a reset
+	// meanwhile (a scrape that dropped series) may have dropped this one.
 	s := c.build(k)
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if c.resets != resets {
+		s = c.build(k) // the series in the family now; the family's lock is not held by reset's callers
+	}
 	cur := *c.m.Load()
 	if len(cur) >= maxCachedLabelSets {
 		return s
@@ -52,6 +63,7 @@ func (c *labelCache[K]) get(k K) *series {
 func (c *labelCache[K]) reset() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	c.resets++
 	empty := map[K]*series{}
 	c.m.Store(&empty)
 }
