@@ -103,6 +103,7 @@ func (s *Sidecar) ReloadFile(ctx context.Context, path string) error {
 			// watcher, as fileTried (see WatchConfigFile).
 			s.fileMu.Lock()
 			s.readFailed = true
+			s.readFails++
 			s.tel.Metrics().ConfigReload(false)
 			s.fileMu.Unlock()
 		}
@@ -143,6 +144,11 @@ func (s *Sidecar) WatchConfigFile(ctx context.Context, path string, interval tim
 			return
 		}
 		wait = interval
+		// A SIGHUP whose read fails after this read began says more of
+		// the file than this read does (see readFailed below).
+		s.fileMu.Lock()
+		fails := s.readFails
+		s.fileMu.Unlock()
 		cur, err := os.ReadFile(path)
 		if err != nil {
 			ch = fileChange{} // what reads next must settle on its own
@@ -159,12 +165,13 @@ func (s *Sidecar) WatchConfigFile(ctx context.Context, path string, interval tim
 		}
 		s.fileMu.Lock()
 		if bytes.Equal(cur, s.fileTried) {
-			if s.readFailed {
+			if s.readFailed && s.readFails == fails {
 				// A SIGHUP that could not read the file set
 				// ferry_config_last_reload_successful to 0; the file
 				// reads again as the content last tried, so the gauge
 				// says again what became of that content. Nothing is
-				// tried, nor counted.
+				// tried, nor counted. (A read that began before the
+				// SIGHUP's failed one is no "again": the next poll's is.)
 				s.readFailed = false
 				s.tel.Metrics().SetLastReloadSuccessful(s.triedOK)
 			}

@@ -46,6 +46,7 @@ type Sidecar struct {
 	fileTried  []byte        // the config file content last tried (WatchConfigFile, ReloadFile)
 	triedOK    bool          // fileTried applied (or is the content ferry started with)
 	readFailed bool          // a SIGHUP's read of the file failed since fileTried was tried
+	readFails  uint64        // counts those failed reads (see WatchConfigFile)
 	retryDelay time.Duration // the wait before fileTried, rejected for a transient reason, is tried again; 0: no retry
 	retryGen   uint64        // counts the file's tries: a planned retry runs only if none came since
 	settle     time.Duration // Options.ConfigSettle
