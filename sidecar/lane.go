@@ -184,8 +184,9 @@ func (l *lane) countHanded() {
 
 // handedWhole records that the answer to r, a request net/http serves on
 // an HTTP/1.x connection the lane handed over, went out whole: the
-// handler wrote all of the Content-Length body it announced, and flushed
-// (checked again here). The caller has all of it, whatever the exchange
+// handler wrote all of the Content-Length body it announced, or the
+// answer has no body, and flushed (here: an answer without a body has
+// its head go out now, not as the handler returns). The caller has all of it, whatever the exchange
 // still does before it ends (its span, metrics and access log line, then
 // net/http's bookkeeping until it reports the connection idle), and
 // closing the connection now cuts nothing: the exchange no longer counts

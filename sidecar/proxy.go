@@ -396,10 +396,11 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, up *upstream, ma
 					_ = tc.SetLinger(-1) // the cut's reset undone
 				}
 			}
-			if sentWhole(r, res, result) {
-				// On net/http's path the caller has all of it now,
-				// whatever the exchange still does before it ends: a
-				// drain's end cuts nothing there (see handedWhole).
+			if sentWhole(r, res, result) || r.ProtoMajor == 1 && result.readErr == nil && result.writeErr == nil && noBodyFollows(res) {
+				// On net/http's path the caller has all of it now (an
+				// answer without a body once handedWhole flushed its
+				// head), whatever the exchange still does before it
+				// ends: a drain's end cuts nothing there.
 				handedWhole(w, r)
 			}
 		}
@@ -1093,6 +1094,13 @@ func http10Socket(w http.ResponseWriter, r *http.Request) *net.TCPConn {
 func sentWhole(r *http.Request, res *http.Response, result relayResult) bool {
 	return r.ProtoMajor == 1 && result.readErr == nil && result.writeErr == nil &&
 		lengthFollows(res) && result.n == res.ContentLength
+}
+
+// noBodyFollows reports whether no body follows the response's head: an
+// answer to HEAD, a 204 or 304, or a Content-Length of 0.
+func noBodyFollows(res *http.Response) bool {
+	return res.StatusCode >= 200 && (res.ContentLength == 0 || res.StatusCode == http.StatusNoContent ||
+		res.StatusCode == http.StatusNotModified || res.Request != nil && res.Request.Method == http.MethodHead)
 }
 
 // lengthFollows reports whether a body of the response's Content-Length

@@ -862,9 +862,16 @@ telemetry: { access_log: "off" }
 func TestEndedDrainJustAfterAHandedOverAnswerIsClean(t *testing.T) {
 	up := origin(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		io.Copy(io.Discard, r.Body)
-		if r.URL.Path == "/chunked" {
+		switch r.URL.Path {
+		case "/chunked":
 			w.Write([]byte("o"))
 			w.(http.Flusher).Flush()
+		case "/nocontent":
+			w.WriteHeader(http.StatusNoContent)
+			return
+		case "/empty":
+			w.Header().Set("Content-Length", "0")
+			return
 		}
 		io.WriteString(w, "ok")
 	}))
@@ -907,8 +914,9 @@ telemetry: { access_log: "off" }
 		io.WriteString(c, req)
 		c.SetReadDeadline(time.Now().Add(10 * time.Second))
 		br := bufio.NewReader(c)
+		method, _, _ := strings.Cut(req, " ")
 		for {
-			res, err := http.ReadResponse(br, nil)
+			res, err := http.ReadResponse(br, &http.Request{Method: method})
 			if err != nil {
 				return "", err
 			}
@@ -919,10 +927,14 @@ telemetry: { access_log: "off" }
 			return string(b), err
 		}
 	}
-	whole := []struct{ name, req string }{
-		{"chunked upload", "POST /length HTTP/1.1\r\nHost: svc\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nhi\r\n0\r\n\r\n"},
-		{"expect", "POST /length HTTP/1.1\r\nHost: svc\r\nContent-Length: 2\r\nExpect: 100-continue\r\n\r\nhi"},
-		{"http10", "GET /length HTTP/1.0\r\nHost: svc\r\n\r\n"},
+	whole := []struct{ name, req, want string }{
+		{"chunked upload", "POST /length HTTP/1.1\r\nHost: svc\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nhi\r\n0\r\n\r\n", "ok"},
+		{"expect", "POST /length HTTP/1.1\r\nHost: svc\r\nContent-Length: 2\r\nExpect: 100-continue\r\n\r\nhi", "ok"},
+		{"http10", "GET /length HTTP/1.0\r\nHost: svc\r\n\r\n", "ok"},
+		// Answers with no body: whole once their head went out.
+		{"http10 204", "GET /nocontent HTTP/1.0\r\nHost: svc\r\n\r\n", ""},
+		{"http10 HEAD", "HEAD /length HTTP/1.0\r\nHost: svc\r\n\r\n", ""},
+		{"chunked upload, Content-Length 0", "POST /empty HTTP/1.1\r\nHost: svc\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nhi\r\n0\r\n\r\n", ""},
 	}
 	for _, tc := range whole {
 		t.Run(tc.name, func(t *testing.T) {
@@ -944,7 +956,7 @@ telemetry: { access_log: "off" }
 			handed := laneHanded.Load()
 			sc, stop, done, ret := start(t)
 			runReturned = ret
-			if b, err := send(sc.Addr("outbound"), tc.req); b != "ok" || err != nil {
+			if b, err := send(sc.Addr("outbound"), tc.req); b != tc.want || err != nil {
 				t.Fatalf("answer %q, %v", b, err)
 			}
 			if laneHanded.Load() == handed {
