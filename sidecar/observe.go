@@ -3,6 +3,7 @@ package sidecar
 import (
 	"context"
 	"log/slog"
+	"net"
 	"net/http"
 	"time"
 
@@ -60,7 +61,10 @@ type exchange struct {
 	// tunneled: the bytes the caller sent through a tunnel (an upgrade
 	// has no request body).
 	tunneled int64
-	h1       bool // the caller speaks HTTP/1: a failure may close its connection
+	// upConn: the upstream connection an upgrade request went out on
+	// (see try), which its tunnel resets when the caller's side breaks.
+	upConn net.Conn
+	h1     bool // the caller speaks HTTP/1: a failure may close its connection
 	// grpc: the request is a gRPC call (grpcCall), answered a failure in
 	// gRPC's form.
 	grpc bool

@@ -661,6 +661,11 @@ func (p *Proxy) try(ctx context.Context, w http.ResponseWriter, r *http.Request,
 		// its body.
 		informed = nil
 	}
+	if upgrade != "" {
+		// The upstream's socket, which a tunnel resets when the caller's
+		// side of it breaks.
+		actx = httptrace.WithClientTrace(actx, &httptrace.ClientTrace{GotConn: func(i httptrace.GotConnInfo) { x.upConn = i.Conn }})
+	}
 	out := p.outgoing(actx, informed, r, addr, upgrade, body, own, rt != up.h2c, x.lane)
 	a := x.q.StartAttempt(out, info)
 	// The upstream gets a new trace context whose parent is this

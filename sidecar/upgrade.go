@@ -2,8 +2,10 @@ package sidecar
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
+	"net"
 
 	"net/http"
 	"strings"
@@ -139,39 +141,61 @@ func (p *Proxy) tunnel(w http.ResponseWriter, r *http.Request, res *http.Respons
 	x.status = http.StatusSwitchingProtocols
 	// timeouts.tunnel_idle: a tunnel where nothing moved for that long is
 	// closed on both sides.
+	var idled atomic.Bool
 	idle := startIdleTimer(idleAfter, func(error) {
+		idled.Store(true) // before the close its copies see
 		conn.Close()
 		back.Close()
 	})
 	defer idle.stop()
-	upDone, downDone := make(chan bool, 1), make(chan bool, 1)
+	// A clean end of the caller's bytes goes on to the upstream as a
+	// half-close: its answer may still be coming, and the tunnel lasts
+	// until the upstream ends too (tunnel_idle and the drain still bound
+	// it). The upstream's end is the tunnel's. A way that breaks (a
+	// reset, a failed write) ends both at once, with a reset: the other
+	// side must not take the bytes it got for all there were.
+	ends.sockets = [2]*net.TCPConn{socketOf(conn), socketOf(x.upConn)}
+	upDone, downDone := make(chan tunnelEnd, 1), make(chan tunnelEnd, 1)
 	// Bytes the caller sent right after its request sit in brw's buffer;
 	// reading from brw forwards them first.
-	go tunnelCopy(back, brw, idle, &up, upDone)
-	go tunnelCopy(conn, back, idle, &down, downDone)
-	select {
-	case clean := <-upDone:
-		// The caller ended its side. A clean end went on to the upstream
-		// as a half-close: its answer may still be coming, and the tunnel
-		// lasts until the upstream ends too (tunnel_idle and the drain
-		// still bound it).
-		if !clean {
+	go tunnelCopy(back, brw, idle, &up, upDone, callerSide)
+	go tunnelCopy(conn, back, idle, &down, downDone, upstreamSide)
+	var broke tunnelEnd
+	over := false // what ends a way now is the tunnel's end, not news
+	for range 2 {
+		var e tunnelEnd
+		fromUpstream := false
+		select {
+		case e = <-upDone:
+		case e = <-downDone:
+			fromUpstream = true
+		}
+		switch {
+		case over:
+		case e.err != nil:
+			broke, over = e, true
+			ends.reset()
+		case fromUpstream:
+			// The upstream ended: the tunnel is over. Closing both
+			// ends the caller's copy too.
+			over = true
 			conn.Close()
 			back.Close()
 		}
-		<-downDone
-	case <-downDone:
-		// The upstream ended: the tunnel is over. Closing both ends the
-		// caller's copy too.
-		conn.Close()
-		back.Close()
-		<-upDone
 	}
 	back.Close()
-	if ends.cut.Load() {
+	switch {
+	case ends.cut.Load():
 		// The drain's grace end cut it: reported as an exchange cut
 		// mid-body is, not as a tunnel that ended on its own.
 		x.reason, x.err = telemetry.ReasonGraceEnded, errGraceEnded
+	case idled.Load():
+		// timeouts.tunnel_idle closed it: the end it is set to make.
+	case broke.err == nil:
+	case broke.side == callerSide:
+		x.reason, x.err = telemetry.ReasonClientCanceled, broke.err
+	default:
+		x.reason, x.err = telemetry.ReasonBodyBroken, broke.err
 	}
 	return up, down
 }
@@ -196,34 +220,58 @@ func offered(requested, chosen string) bool {
 	return false
 }
 
-// tunnelCopy moves bytes one way through a pooled buffer, feeding the idle
-// timer (nil: none), and stores how many in n before it reports. At the
-// source's end it half-closes dst and reports true on done; false when the
-// copy failed or dst cannot half-close.
-func tunnelCopy(dst io.Writer, src io.Reader, idle *idleTimer, n *int64, done chan<- bool) {
+// tunnelSide names a side of a tunnel.
+type tunnelSide int
+
+const (
+	callerSide tunnelSide = iota
+	upstreamSide
+)
+
+// tunnelEnd is how one way of a tunnel ended: err nil for a clean end
+// passed on as a half-close, else the failure and the side it came from.
+type tunnelEnd struct {
+	side tunnelSide
+	err  error
+}
+
+// tunnelCopy moves bytes one way, from side src to the other, through a
+// pooled buffer, feeding the idle timer (nil: none), and stores how many
+// in n before it reports on done. At the source's end it half-closes dst.
+func tunnelCopy(dst io.Writer, src io.Reader, idle *idleTimer, n *int64, done chan<- tunnelEnd, from tunnelSide) {
+	to := upstreamSide
+	if from == upstreamSide {
+		to = callerSide
+	}
 	bp := bufPool.Get().(*[]byte)
-	var err error
-	*n, err = io.CopyBuffer(writerOnly{dst}, touchingReader{src, idle}, *bp)
+	buf := *bp
+	var end tunnelEnd
+	for {
+		nr, rerr := src.Read(buf)
+		if nr > 0 {
+			idle.touch()
+			nw, werr := dst.Write(buf[:nr])
+			*n += int64(nw)
+			if werr != nil {
+				end = tunnelEnd{to, werr}
+				break
+			}
+		}
+		if rerr == io.EOF {
+			if cw, ok := dst.(interface{ CloseWrite() error }); !ok {
+				end = tunnelEnd{to, errors.ErrUnsupported}
+			} else if err := cw.CloseWrite(); err != nil {
+				end = tunnelEnd{to, err}
+			}
+			break
+		}
+		if rerr != nil {
+			end = tunnelEnd{from, rerr}
+			break
+		}
+	}
 	bufPool.Put(bp)
-	clean := false
-	if cw, ok := dst.(interface{ CloseWrite() error }); ok {
-		clean = cw.CloseWrite() == nil && err == nil
-	}
-	done <- clean
-}
-
-// touchingReader records activity on an idle timer at every read.
-type touchingReader struct {
-	r    io.Reader
-	idle *idleTimer
-}
-
-func (t touchingReader) Read(p []byte) (int, error) {
-	n, err := t.r.Read(p)
-	if n > 0 {
-		t.idle.touch()
-	}
-	return n, err
+	done <- end
 }
 
 // writerOnly and readerOnly hide ReadFrom/WriteTo so io.CopyBuffer uses the
@@ -232,10 +280,41 @@ type writerOnly struct{ io.Writer }
 type readerOnly struct{ io.Reader }
 
 // tunnelEnds are a tunnel's two connections, closed together; cut is set
-// when the drain's end (tunnelSet.closeAll) closed them.
+// when the drain's end (tunnelSet.closeAll) closed them. sockets are the
+// caller's and the upstream's (nil where not known), which reset resets.
 type tunnelEnds struct {
 	caller, upstream io.Closer
+	sockets          [2]*net.TCPConn
 	cut              atomic.Bool
+}
+
+// reset closes both connections with a reset (RST) rather than a FIN,
+// where their sockets are known: a tunnel broken on one side is not passed
+// off as ended cleanly on the other.
+func (e *tunnelEnds) reset() {
+	for _, tc := range e.sockets {
+		if tc != nil {
+			_ = tc.SetLinger(0)
+		}
+	}
+	e.Close()
+}
+
+// socketOf returns the TCP socket under c, through ferry's wrappers; nil
+// when there is none.
+func socketOf(c net.Conn) *net.TCPConn {
+	for {
+		switch v := c.(type) {
+		case *net.TCPConn:
+			return v
+		case *prefixConn:
+			c = v.Conn
+		case *headFixConn:
+			c = v.Conn
+		default:
+			return nil
+		}
+	}
 }
 
 func (e *tunnelEnds) Close() error {
