@@ -683,6 +683,9 @@ func (p *Proxy) try(ctx context.Context, w http.ResponseWriter, r *http.Request,
 	} else {
 		res, err = roundTripInformed(rt, out, informed)
 	}
+	if err == nil {
+		body.dropHeld() // the upstream took the stream: no replay
+	}
 	if err == nil && (res.StatusCode < 100 || res.StatusCode > 999) {
 		// net/http's transports take such a status for a final answer,
 		// which WriteHeader would refuse with a panic.
@@ -814,6 +817,19 @@ func (p *Proxy) outgoing(ctx context.Context, w http.ResponseWriter, r *http.Req
 				return nil, errBodyNotReplayable
 			}
 			return ab, nil
+		}
+		if !h1 {
+			// net/http's HTTP/2 client asks for the body again only for
+			// a stream the upstream did not process (refused, above a
+			// GOAWAY's last stream id): a small body it read whole
+			// meanwhile goes again from ferry's copy.
+			body.keepForReplay()
+			out.GetBody = func() (io.ReadCloser, error) {
+				if body.taken() > 0 {
+					return body.replay()
+				}
+				return ab, nil
+			}
 		}
 	}
 	if le == nil {

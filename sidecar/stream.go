@@ -304,7 +304,21 @@ type requestBody struct {
 	// body to (see sendsTo); watched: the idle timer watches it.
 	up      atomic.Pointer[net.TCPConn]
 	watched atomic.Bool
+	// held is a copy of what was read of the body while it is no larger
+	// than replayHold, kept while it goes to an h2c upstream that may
+	// refuse its stream unprocessed (see keepForReplay); heldOK says held
+	// is all of it.
+	heldMu sync.Mutex
+	held   []byte
+	heldOK bool
 }
+
+// replayHold is the most of a request body ferry keeps to send it again on
+// a new HTTP/2 stream after the upstream refused the first unprocessed
+// (RST_STREAM REFUSED_STREAM, or a GOAWAY whose last stream id is below
+// it). net/http's client reads such a small body whole into the stream at
+// once, before the upstream can refuse it.
+const replayHold = 64 << 10
 
 func (b *requestBody) Read(p []byte) (int, error) {
 	b.reading.Store(true)
@@ -316,6 +330,15 @@ func (b *requestBody) Read(p []byte) (int, error) {
 	}
 	n, err := b.rc.Read(p)
 	if n > 0 {
+		b.heldMu.Lock()
+		if b.heldOK {
+			if len(b.held)+n <= replayHold {
+				b.held = append(b.held, p[:n]...)
+			} else {
+				b.held, b.heldOK = nil, false
+			}
+		}
+		b.heldMu.Unlock()
 		total := b.n.Add(int64(n))
 		b.idle.touch()
 		if total >= relayWatchAfter && !b.watched.Load() {
@@ -406,6 +429,42 @@ func (b *requestBody) Close() error {
 	return nil
 }
 
+// keepForReplay makes the body keep a copy of what is read of it, up to
+// replayHold, for replay; only before any of it was read.
+func (b *requestBody) keepForReplay() {
+	b.heldMu.Lock()
+	if b.n.Load() == 0 && !b.torn.Load() {
+		b.heldOK = true
+	}
+	b.heldMu.Unlock()
+}
+
+// dropHeld ends keepForReplay: the upstream answered, so it took the
+// stream.
+func (b *requestBody) dropHeld() {
+	if b != nil {
+		b.heldMu.Lock()
+		b.held, b.heldOK = nil, false
+		b.heldMu.Unlock()
+	}
+}
+
+// replay is a new attempt's hold on the body that sends again what was
+// read of it: only a body read whole and kept whole, with no Read of the
+// attempt before in progress (the caller's body may have been closed
+// meanwhile, which the replay never reads).
+func (b *requestBody) replay() (io.ReadCloser, error) {
+	b.heldMu.Lock()
+	held, ok := b.held, b.heldOK
+	b.heldMu.Unlock()
+	if !ok || !b.ended.Load() || b.failed.Load() || b.torn.Load() || !b.retire() {
+		return nil, errBodyNotReplayable
+	}
+	a := b.attempt()
+	a.replaying, a.rest = true, held
+	return a, nil
+}
+
 // sent is how many body bytes were passed on upstream so far: those read
 // from the caller, less the read that crossed the limit; 0 for no body.
 func (b *requestBody) sent() int64 {
@@ -439,6 +498,10 @@ func (b *requestBody) taken() int64 {
 type attemptBody struct {
 	b     *requestBody
 	state atomic.Int32 // holdFree, holdReading or holdRetired
+	// replaying: the attempt sends rest, the body kept whole, and then
+	// ends (see requestBody.replay).
+	replaying bool
+	rest      []byte
 }
 
 const (
@@ -459,6 +522,15 @@ func (a *attemptBody) Read(p []byte) (int, error) {
 		return 0, errAttemptRetired
 	}
 	defer a.state.Store(holdFree)
+	if a.replaying {
+		if len(a.rest) == 0 {
+			return 0, io.EOF
+		}
+		n := copy(p, a.rest)
+		a.rest = a.rest[n:]
+		a.b.idle.touch()
+		return n, nil
+	}
 	return a.b.Read(p)
 }
 
