@@ -1,6 +1,7 @@
 package telemetry
 
 import (
+	"slices"
 	"unicode/utf8"
 
 	"google.golang.org/protobuf/encoding/protowire"
@@ -39,14 +40,18 @@ func (w *attrEncoder) str(k attribute.Key, v string) {
 	if len(k) > 0 && len(k)+len(v) < 0x80-6 {
 		// Every length fits one byte: Span.attributes (field 9), the
 		// KeyValue's length, its key, its value (field 2) holding an
-		// AnyValue with string_value (field 1).
+		// AnyValue with string_value (field 1). Written in place, room
+		// made once.
 		kvLen := 6 + len(k) + len(v)
-		w.b = append(w.b, fSpanAttributes<<3|byte(protowire.BytesType), byte(kvLen),
-			fKVKey<<3|byte(protowire.BytesType), byte(len(k)))
-		w.b = append(w.b, k...)
-		w.b = append(w.b, fKVValue<<3|byte(protowire.BytesType), byte(len(v)+2),
-			fAnyString<<3|byte(protowire.BytesType), byte(len(v)))
-		w.b = append(w.b, v...)
+		n := len(w.b)
+		w.b = slices.Grow(w.b, 2+kvLen)[:n+2+kvLen]
+		b := w.b[n:]
+		_ = b[3]
+		b[0], b[1], b[2], b[3] = fSpanAttributes<<3|byte(protowire.BytesType), byte(kvLen), fKVKey<<3|byte(protowire.BytesType), byte(len(k))
+		b = b[4+copy(b[4:], k):]
+		_ = b[3]
+		b[0], b[1], b[2], b[3] = fKVValue<<3|byte(protowire.BytesType), byte(len(v)+2), fAnyString<<3|byte(protowire.BytesType), byte(len(v))
+		copy(b[4:], v)
 		return
 	}
 	w.b = appendStringKV(w.b, fSpanAttributes, string(k), v, "", "", "", "")

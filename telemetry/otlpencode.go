@@ -127,6 +127,9 @@ type scopeEncoding struct {
 // resource, one ScopeSpans per scope in it), in order of first appearance.
 func (e *otlpEncoder) encode(spans []sdktrace.ReadOnlySpan, prefix int) []byte {
 	e.group(spans)
+	if len(e.groups) == 1 {
+		return e.encodeOne(prefix)
+	}
 	b := append(e.buf[:0], make([]byte, prefix)...)
 	for i := range e.groups {
 		res := e.groups[i].res
@@ -164,6 +167,70 @@ func (e *otlpEncoder) encode(spans []sdktrace.ReadOnlySpan, prefix int) []byte {
 	}
 	e.buf = b
 	return b
+}
+
+// encodeOne is encode for a batch of one resource and one scope, ferry's
+// case. The spans are written first, after room for the heads of the
+// ResourceSpans and the ScopeSpans that hold them; once their lengths are
+// known, the heads (and the prefix) are written right before the spans,
+// and the request starts where they do. The ResourceSpans and ScopeSpans
+// are as long as the batch: openMessage and closeMessage would move the
+// whole batch once for each, to make room for their lengths.
+func (e *otlpEncoder) encodeOne(prefix int) []byte {
+	g := &e.groups[0]
+	var res, scope []byte
+	if g.res != nil {
+		res = e.resource(g.res)
+	}
+	if g.scope != (instrumentation.Scope{}) {
+		scope = e.scopeBytes(g.scope)
+	}
+	resField, scopeField := bytesFieldSize(res, g.res != nil), bytesFieldSize(scope, scope != nil)
+	room := prefix + 2*(1+protowire.SizeVarint(math.MaxUint64)) + resField + scopeField
+	b := e.buf[:0]
+	if cap(b) < room {
+		b = make([]byte, 0, max(room, 64<<10))
+	}
+	b = b[:room]
+	for _, s := range g.spans {
+		b = e.appendSpan(b, s)
+	}
+	b = appendString(b, fSSSchemaURL, g.scope.SchemaURL)
+	ssLen := scopeField + len(b) - room
+	if g.res != nil {
+		b = appendString(b, fRSSchemaURL, g.res.SchemaURL())
+	}
+	rsLen := resField + 1 + protowire.SizeVarint(uint64(ssLen)) + scopeField + len(b) - room
+	head := 1 + protowire.SizeVarint(uint64(rsLen)) + resField + 1 + protowire.SizeVarint(uint64(ssLen)) + scopeField
+	start := room - head - prefix
+	h := b[start:start:room]
+	h = append(h, make([]byte, prefix)...)
+	h = appendTag(h, fReqResourceSpans, protowire.BytesType)
+	h = protowire.AppendVarint(h, uint64(rsLen))
+	if g.res != nil {
+		h = protowire.AppendTag(h, fRSResource, protowire.BytesType)
+		h = protowire.AppendBytes(h, res)
+	}
+	h = appendTag(h, fRSScopeSpans, protowire.BytesType)
+	h = protowire.AppendVarint(h, uint64(ssLen))
+	if scope != nil {
+		h = protowire.AppendTag(h, fSSScope, protowire.BytesType)
+		h = protowire.AppendBytes(h, scope)
+	}
+	if len(h) != room-start {
+		panic("otlp: the head of a batch is not the length counted for it")
+	}
+	e.buf = b
+	return b[start:]
+}
+
+// bytesFieldSize is the size of a length-delimited field of one-byte tag
+// holding b; 0 when the field is not written.
+func bytesFieldSize(b []byte, written bool) int {
+	if !written {
+		return 0
+	}
+	return 1 + protowire.SizeVarint(uint64(len(b))) + len(b)
 }
 
 // group sorts spans into e.groups by resource and scope, in order of first
@@ -253,7 +320,7 @@ func (e *otlpEncoder) scopeBytes(scope instrumentation.Scope) []byte {
 
 // appendSpan appends one Span (field 2 of ScopeSpans).
 func (e *otlpEncoder) appendSpan(b []byte, s sdktrace.ReadOnlySpan) []byte {
-	b, m := openMessage(b, fSSSpans)
+	b, m := openLongMessage(b, fSSSpans)
 	sc := s.SpanContext()
 	tid, sid := sc.TraceID(), sc.SpanID()
 	b = protowire.AppendTag(b, fSpanTraceID, protowire.BytesType)
@@ -326,7 +393,7 @@ func (e *otlpEncoder) appendSpan(b []byte, s sdktrace.ReadOnlySpan) []byte {
 	b = closeMessage(b, sm)
 	b = protowire.AppendTag(b, fSpanFlags, protowire.Fixed32Type)
 	b = protowire.AppendFixed32(b, spanFlags(sc.TraceFlags(), parent))
-	return closeMessage(b, m)
+	return closeLongMessage(b, m)
 }
 
 // spanFlags is the OTLP flags field: the W3C trace flags, and whether the
@@ -486,6 +553,36 @@ func appendCount(b []byte, num protowire.Number, n int) []byte {
 func openMessage(b []byte, num protowire.Number) ([]byte, int) {
 	b = appendTag(b, num, protowire.BytesType)
 	return append(b, 0), len(b) + 1
+}
+
+// openLongMessage is openMessage for a message that is most likely 128
+// bytes to 16 KiB long, as ferry's spans are: two bytes are reserved for
+// its length, and closeLongMessage writes it there without moving the
+// body, unless it is shorter or longer.
+func openLongMessage(b []byte, num protowire.Number) ([]byte, int) {
+	b = appendTag(b, num, protowire.BytesType)
+	return append(b, 0, 0), len(b) + 2
+}
+
+// closeLongMessage writes the length of the message whose body starts at
+// start (as returned by openLongMessage), in its shortest form.
+func closeLongMessage(b []byte, start int) []byte {
+	n := len(b) - start
+	switch {
+	case n < 0x80:
+		b[start-2] = byte(n)
+		copy(b[start-1:], b[start:])
+		return b[:len(b)-1]
+	case n < 0x4000:
+		b[start-2] = byte(n) | 0x80
+		b[start-1] = byte(n >> 7)
+		return b
+	}
+	extra := protowire.SizeVarint(uint64(n)) - 2
+	b = append(b, make([]byte, extra)...)
+	copy(b[start+extra:], b[start:start+n])
+	protowire.AppendVarint(b[:start-2], uint64(n))
+	return b
 }
 
 // appendTag appends a field tag; every field number ferry writes but
