@@ -3,6 +3,7 @@ package telemetry
 import (
 	"math"
 	"strings"
+	"time"
 	"unicode/utf8"
 
 	"google.golang.org/protobuf/encoding/protowire"
@@ -109,6 +110,8 @@ type otlpEncoder struct {
 
 	// attrs writes the attributes of ferry's own spans (otlpattrs.go).
 	attrs attrEncoder
+	// span holds the fields of the span being written.
+	span spanFields
 }
 
 type spanGroup struct {
@@ -271,6 +274,18 @@ func (e *otlpEncoder) group(spans []sdktrace.ReadOnlySpan) {
 // oneGroup reports whether every span has the first one's resource (the
 // same pointer) and scope.
 func oneGroup(spans []sdktrace.ReadOnlySpan) bool {
+	if first, ok := spans[0].(*endedSpan); ok {
+		// ferry's spans: those of one tracer share its resource and scope.
+		t, i := first.s.t, 1
+		for ; i < len(spans); i++ {
+			if own, ok := spans[i].(*endedSpan); !ok || own.s.t != t {
+				break
+			}
+		}
+		if i == len(spans) {
+			return true
+		}
+	}
 	res, scope := spans[0].Resource(), spans[0].InstrumentationScope()
 	for _, s := range spans[1:] {
 		if s == nil || s.Resource() != res || s.InstrumentationScope() != scope {
@@ -318,10 +333,41 @@ func (e *otlpEncoder) scopeBytes(scope instrumentation.Scope) []byte {
 	return b
 }
 
+// spanFields are the fields of a span the encoder writes besides its
+// attributes, read from ferry's own spans directly and from any other
+// through the ReadOnlySpan methods.
+type spanFields struct {
+	sc, parent                                trace.SpanContext
+	name                                      string
+	kind                                      trace.SpanKind
+	start, end                                time.Time
+	droppedAttrs, droppedEvents, droppedLinks int
+	events                                    []sdktrace.Event
+	links                                     []sdktrace.Link
+	status                                    sdktrace.Status
+}
+
+func (f *spanFields) read(s sdktrace.ReadOnlySpan) {
+	if own, ok := s.(*endedSpan); ok {
+		// An ended span changes no more (endedSpan's methods read the
+		// same fields).
+		sp := own.s
+		*f = spanFields{sc: sp.sc, parent: sp.parent, name: sp.name, kind: sp.kind, start: sp.start, end: sp.end,
+			droppedAttrs: sp.droppedAttrs, droppedEvents: sp.droppedEvents, droppedLinks: sp.droppedLinks,
+			events: sp.events, links: sp.links, status: sp.status}
+		return
+	}
+	*f = spanFields{sc: s.SpanContext(), parent: s.Parent(), name: s.Name(), kind: s.SpanKind(), start: s.StartTime(), end: s.EndTime(),
+		droppedAttrs: s.DroppedAttributes(), droppedEvents: s.DroppedEvents(), droppedLinks: s.DroppedLinks(),
+		events: s.Events(), links: s.Links(), status: s.Status()}
+}
+
 // appendSpan appends one Span (field 2 of ScopeSpans).
 func (e *otlpEncoder) appendSpan(b []byte, s sdktrace.ReadOnlySpan) []byte {
 	b, m := openLongMessage(b, fSSSpans)
-	sc := s.SpanContext()
+	f := &e.span
+	f.read(s)
+	sc := f.sc
 	tid, sid := sc.TraceID(), sc.SpanID()
 	b = protowire.AppendTag(b, fSpanTraceID, protowire.BytesType)
 	b = protowire.AppendBytes(b, tid[:])
@@ -330,18 +376,18 @@ func (e *otlpEncoder) appendSpan(b []byte, s sdktrace.ReadOnlySpan) []byte {
 	if ts := sc.TraceState(); ts.Len() > 0 {
 		b = appendString(b, fSpanTraceState, ts.String())
 	}
-	parent := s.Parent()
+	parent := f.parent
 	if psid := parent.SpanID(); psid.IsValid() {
 		b = protowire.AppendTag(b, fSpanParentSpanID, protowire.BytesType)
 		b = protowire.AppendBytes(b, psid[:])
 	}
-	b = appendString(b, fSpanName, s.Name())
-	if k := spanKindNumber(s.SpanKind()); k != 0 {
+	b = appendString(b, fSpanName, f.name)
+	if k := spanKindNumber(f.kind); k != 0 {
 		b = protowire.AppendTag(b, fSpanKind, protowire.VarintType)
 		b = protowire.AppendVarint(b, k)
 	}
-	b = appendTime(b, fSpanStart, s.StartTime().UnixNano())
-	b = appendTime(b, fSpanEnd, s.EndTime().UnixNano())
+	b = appendTime(b, fSpanStart, f.start.UnixNano())
+	b = appendTime(b, fSpanEnd, f.end.UnixNano())
 	if own, ok := s.(*endedSpan); ok && own.s.pa != nil {
 		b = e.attrs.appendAll(b, own.s.pa) // ferry's spans: from the raw values
 	} else {
@@ -349,8 +395,8 @@ func (e *otlpEncoder) appendSpan(b []byte, s sdktrace.ReadOnlySpan) []byte {
 			b = appendKeyValue(b, fSpanAttributes, kv)
 		}
 	}
-	b = appendCount(b, fSpanDroppedAttrs, s.DroppedAttributes())
-	for _, ev := range s.Events() {
+	b = appendCount(b, fSpanDroppedAttrs, f.droppedAttrs)
+	for _, ev := range f.events {
 		var em int
 		b, em = openMessage(b, fSpanEvents)
 		b = appendTime(b, fEventTime, ev.Time.UnixNano())
@@ -361,8 +407,8 @@ func (e *otlpEncoder) appendSpan(b []byte, s sdktrace.ReadOnlySpan) []byte {
 		b = appendCount(b, fEventDroppedAttrs, ev.DroppedAttributeCount)
 		b = closeMessage(b, em)
 	}
-	b = appendCount(b, fSpanDroppedEvents, s.DroppedEvents())
-	for _, l := range s.Links() {
+	b = appendCount(b, fSpanDroppedEvents, f.droppedEvents)
+	for _, l := range f.links {
 		var lm int
 		b, lm = openMessage(b, fSpanLinks)
 		ltid, lsid := l.SpanContext.TraceID(), l.SpanContext.SpanID()
@@ -381,8 +427,8 @@ func (e *otlpEncoder) appendSpan(b []byte, s sdktrace.ReadOnlySpan) []byte {
 		b = protowire.AppendFixed32(b, spanFlags(l.SpanContext.TraceFlags(), l.SpanContext))
 		b = closeMessage(b, lm)
 	}
-	b = appendCount(b, fSpanDroppedLinks, s.DroppedLinks())
-	st := s.Status()
+	b = appendCount(b, fSpanDroppedLinks, f.droppedLinks)
+	st := f.status
 	var sm int
 	b, sm = openMessage(b, fSpanStatus)
 	if st.Code == codes.Error || st.Code == codes.Ok {
