@@ -4,6 +4,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"testing"
 
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
@@ -113,6 +114,31 @@ func BenchmarkOTLPEncode(b *testing.B) {
 		_, req := tel.StartRequest(r, Outbound)
 		req.SetRoute("files", "files")
 		att := req.StartAttempt(upstream(b, tel, r, "http://files/report.pdf"), AttemptInfo{Endpoint: "10.0.0.7:8080", Attempt: 1, BreakerState: BreakerClosed})
+		att.End(Outcome{Status: 200, BytesIn: 1024})
+		req.End(Outcome{Status: 200, BytesOut: 1024})
+	}
+	spans := rec.Ended()
+	var enc otlpEncoder
+	b.ReportAllocs()
+	var n int
+	for b.Loop() {
+		n = len(enc.encode(spans, 0))
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*len(spans)), "ns/span")
+	b.ReportMetric(float64(n)/float64(len(spans)), "bytes/span")
+}
+
+// BenchmarkOTLPEncodeEndpoints is BenchmarkOTLPEncode with the attempts
+// spread over seven endpoints in turn, as a service's load balancing
+// spreads them.
+func BenchmarkOTLPEncodeEndpoints(b *testing.B) {
+	tel, rec, _ := recorded(b, Config{AccessLog: "off"}, env{})
+	for i := range 256 {
+		r := incoming("GET", "http://files/report.pdf", map[string]string{"traceparent": "00-" + callerTrace + "-" + callerSpan + "-01"})
+		_, req := tel.StartRequest(r, Outbound)
+		req.SetRoute("files", "files")
+		endpoint := "10.0.0." + strconv.Itoa(i%7) + ":8080"
+		att := req.StartAttempt(upstream(b, tel, r, "http://files/report.pdf"), AttemptInfo{Endpoint: endpoint, Attempt: 1, BreakerState: BreakerClosed})
 		att.End(Outcome{Status: 200, BytesIn: 1024})
 		req.End(Outcome{Status: 200, BytesOut: 1024})
 	}

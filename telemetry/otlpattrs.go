@@ -19,6 +19,28 @@ type attrEncoder struct {
 	// same few Host headers and endpoints again and again.
 	memo [4]hostPortMemo
 	next int
+
+	// Client spans' heads and the bytes of their attributes that come
+	// from the head alone (eachClientHead, eachClientPeer), one per slot
+	// chosen by the endpoint: a client span of a head seen gets them
+	// copied. A proxy's attempts go to a few endpoints in turn, with one
+	// head each, mostly.
+	heads [16]headMemo
+}
+
+type headMemo struct {
+	head        clientHead
+	head1, peer []byte
+	set         bool
+}
+
+// headSlot is the slot of endpoint in attrEncoder.heads (FNV-1a).
+func headSlot(endpoint string) int {
+	h := uint32(2166136261)
+	for i := 0; i < len(endpoint); i++ {
+		h = (h ^ uint32(endpoint[i])) * 16777619
+	}
+	return int(h^h>>16) & 15
 }
 
 type hostPortMemo struct {
@@ -29,7 +51,28 @@ type hostPortMemo struct {
 // appendAll appends the span attributes of a to b.
 func (w *attrEncoder) appendAll(b []byte, a *proxyAttrs) []byte {
 	w.b = b
-	a.each(w)
+	if a.client {
+		// As eachClient, with the bytes of a head seen before copied.
+		h, m := a.clientHead(), &w.heads[headSlot(a.endpoint)]
+		if m.set && h == m.head {
+			w.b = append(w.b, m.head1...)
+			a.eachClientURL(w)
+			w.b = append(w.b, m.peer...)
+		} else {
+			m.set = false
+			n := len(w.b)
+			a.eachClientHead(w)
+			m.head1 = append(m.head1[:0], w.b[n:]...)
+			a.eachClientURL(w)
+			n = len(w.b)
+			a.eachClientPeer(w)
+			m.peer = append(m.peer[:0], w.b[n:]...)
+			m.head, m.set = h, true
+		}
+		a.eachClientTail(w)
+	} else {
+		a.each(w)
+	}
 	b = w.b
 	w.b = nil
 	return b

@@ -191,6 +191,34 @@ func (a *proxyAttrs) eachServer(s attrSink) {
 }
 
 func (a *proxyAttrs) eachClient(s attrSink) {
+	a.eachClientHead(s)
+	a.eachClientURL(s)
+	a.eachClientPeer(s)
+	a.eachClientTail(s)
+}
+
+// clientHead are the values the attributes of eachClientHead and
+// eachClientPeer come from, known when the attempt starts: a proxy's
+// attempts repeat them (attrEncoder writes them once for a run of equal
+// ones). The path, which url.full (eachClientURL) shows, is not one.
+type clientHead struct {
+	method, service, route, endpoint string
+	listener                         Listener
+	breaker                          BreakerState
+	host                             string
+	attempt                          int32
+	defPort                          uint16
+	hasURL                           bool
+}
+
+func (a *proxyAttrs) clientHead() clientHead {
+	return clientHead{method: a.method, service: a.service, route: a.route, endpoint: a.endpoint, listener: a.listener,
+		breaker: a.breaker, host: a.host, attempt: a.attempt, defPort: a.defPort, hasURL: a.hasURL}
+}
+
+// eachClientHead yields the client span's first attributes, up to
+// url.full, which come from its clientHead alone.
+func (a *proxyAttrs) eachClientHead(s attrSink) {
 	a.eachMethod(s)
 	s.str(AttrListener, string(a.listener))
 	s.str(AttrService, a.service)
@@ -217,18 +245,33 @@ func (a *proxyAttrs) eachClient(s attrSink) {
 				s.num(semconv.ServerPortKey, int64(p))
 			}
 		}
+	}
+}
+
+// eachClientURL yields url.full.
+func (a *proxyAttrs) eachClientURL(s attrSink) {
+	if a.hasURL {
 		parts := [5]string{a.scheme, "://", urlHost(a.host), "", a.path}
 		if a.path != "" && a.path[0] != '/' {
 			parts[3] = "/"
 		}
 		s.url(semconv.URLFullKey, parts)
 	}
+}
+
+// eachClientPeer yields network.peer.*, from the clientHead alone.
+func (a *proxyAttrs) eachClientPeer(s attrSink) {
 	if h, p := s.hostPort(a.endpoint); h != "" {
 		s.str(semconv.NetworkPeerAddressKey, h)
 		if p > 0 {
 			s.num(semconv.NetworkPeerPortKey, int64(p))
 		}
 	}
+}
+
+// eachClientTail yields the client span's last attributes, from the
+// values known at its end.
+func (a *proxyAttrs) eachClientTail(s attrSink) {
 	// The request body went out, the response body came in.
 	s.num(semconv.HTTPRequestBodySizeKey, int64(int(a.bytesOut)))
 	s.num(semconv.HTTPResponseBodySizeKey, int64(int(a.bytesIn)))
