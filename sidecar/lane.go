@@ -193,9 +193,9 @@ func (l *lane) countHanded() {
 // in flight for a drain's end (exchangesOpen), which waits for its
 // handler call to end all the same (awaitAnswered). A chunked answer is
 // never whole here (net/http writes its last chunk after the handler
-// returns), nor one over HTTP/2 (END_STREAM goes out then too), nor one
-// on a connection taken over from net/http (counted as a tunnel: see
-// Sidecar.shutdown).
+// returns), nor one over HTTP/2 (END_STREAM goes out then too). One on a
+// connection taken over from net/http is ferry's own writer's to mark
+// (connWriter.whole: see takeOver).
 func handedWhole(w http.ResponseWriter, r *http.Request) {
 	if _, own := w.(*connWriter); own || r.ProtoMajor != 1 {
 		return // the lane's own (see connWriter.whole) or taken over; HTTP/2
@@ -1725,5 +1725,6 @@ func (h *handoffListener) Addr() net.Addr {
 
 // testHookDrainWaits, set by tests only, runs when a drain that ended
 // with no exchange to cut waits for the lane's exchanges whose answers
-// went out whole to end.
+// went out whole to end, and when a drain's end waits for such exchanges
+// on taken-over connections (tunnelSet.awaitEnding).
 var testHookDrainWaits func()

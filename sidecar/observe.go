@@ -84,6 +84,9 @@ type exchange struct {
 	hasBody bool
 	// lane is the lane request's exchange; nil for requests from net/http.
 	lane *laneExchange
+	// reported, when not nil, runs once the exchange was reported (end):
+	// a taken-over connection leaves the drain's tunnel set then.
+	reported func()
 }
 
 // end reports the request: server span end, metrics, access log. It runs
@@ -91,6 +94,9 @@ type exchange struct {
 func (x *exchange) end() {
 	x.q.End(telemetry.Outcome{Status: x.status, BytesIn: x.body.sent() + x.tunneled, BytesOut: x.out, Reason: x.reason, Err: x.err,
 		GRPC: x.grpcSet, GRPCStatus: x.grpcStatus})
+	if x.reported != nil {
+		x.reported()
+	}
 }
 
 // fail answers the caller with a proxy-made failure and records it. The

@@ -178,6 +178,11 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, up *upstream, ma
 			return
 		}
 		if cw != nil {
+			// The connection stays tracked until the exchange was
+			// reported (x.end), so that a drain's end waits for that
+			// report; once the exchange is done with it, closing it
+			// cuts nothing (ending).
+			x.reported = func() { p.tunnels.remove(cw) }
 			defer func() {
 				if v := recover(); v != nil {
 					cw.abort()
@@ -185,7 +190,7 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, up *upstream, ma
 					panic(v)
 				}
 				cw.end()
-				p.tunnels.remove(cw)
+				p.tunnels.ending(cw)
 			}()
 			w = cw
 			body = &requestBody{rc: sb, limit: maxBody, idle: idle, cancel: cancel}

@@ -18,6 +18,8 @@ import (
 	"testing"
 	"time"
 
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/trace"
 	"go.uber.org/goleak"
 
 	"github.com/ferrymesh/ferry/discovery"
@@ -1023,3 +1025,238 @@ telemetry: { access_log: "off" }
 		})
 	}
 }
+
+// The same on a connection ferry took over from net/http for a spliced
+// upload (1 MiB or more with Expect: 100-continue, answered on the
+// connection by ferry's own writer): a drain that ends (EndDrain) once the
+// exchange's Content-Length answer went out whole, flushed, while the
+// exchange is still ending (its span, metrics and access log line), cuts
+// nothing: Run returns nil, after that exchange was reported. Before, the
+// taken-over connection counted as a tunnel until the exchange returned,
+// and the drain's end closed it as one cut: Run returned "drain: grace
+// period ended with exchanges in flight" (exit 1). testHookResponded holds
+// the exchange there (its answer is whole once respond returned) until the
+// drain's end waits for it (testHookDrainWaits) or Run returns.
+//
+// A taken-over answer not whole when the drain ends still counts: a
+// chunked one held after its last body bytes (its last chunk goes out
+// after), and a Content-Length one cut mid-body. Run fails, and the caller
+// sees its answer break.
+func TestEndedDrainJustAfterATakenOverAnswerIsClean(t *testing.T) {
+	release := make(chan struct{}) // the mid-body answer's rest
+	midBody := make(chan struct{}, 1)
+	up := origin(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		switch r.URL.Path {
+		case "/chunked":
+			w.Write([]byte("o"))
+			w.(http.Flusher).Flush()
+		case "/mid":
+			w.Header().Set("Content-Length", "10")
+			w.Write([]byte("hello"))
+			w.(http.Flusher).Flush()
+			midBody <- struct{}{}
+			<-release
+			w.Write([]byte("world"))
+			return
+		}
+		io.WriteString(w, "ok")
+	}))
+	start := func(t *testing.T, opts Options) (sc *Sidecar, stop func(), done chan error, runReturned chan struct{}) {
+		sc, err := New(mustParse(t, fmt.Sprintf(`
+admin: { listen: 127.0.0.1:0 }
+outbound: { listen: 127.0.0.1:0, routes: [ { service: svc } ] }
+services: { svc: { endpoints: [%s] } }
+shutdown: { delay: 1m, grace: 1m }
+telemetry: { access_log: "off" }
+`, up)), opts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, stop := context.WithCancel(context.Background())
+		t.Cleanup(stop)
+		done, runReturned = make(chan error, 1), make(chan struct{})
+		go func() {
+			err := sc.Run(ctx)
+			close(runReturned)
+			done <- err
+		}()
+		waitFor(t, "ready", 5*time.Second, sc.Ready)
+		return sc, stop, done, runReturned
+	}
+	// endDrain is the first SIGTERM, then the second, the exchange held.
+	endDrain := func(t *testing.T, sc *Sidecar, stop func()) {
+		stop()
+		waitFor(t, "the drain to begin", 5*time.Second, func() bool { return !sc.Ready() })
+		sc.EndDrain()
+	}
+	// upload sends a 1 MiB upload with Expect: 100-continue to path and
+	// reads the answer (past the 100 Continue) to its end.
+	upload := func(addr, path string) (string, error) {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			return "", err
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(20 * time.Second))
+		fmt.Fprintf(c, "POST %s HTTP/1.1\r\nHost: svc\r\nContent-Length: %d\r\nExpect: 100-continue\r\n\r\n", path, uploadSpliceMin)
+		br := bufio.NewReader(c)
+		res, err := http.ReadResponse(br, nil)
+		if err != nil {
+			return "", err
+		}
+		if res.StatusCode != http.StatusContinue {
+			return "", fmt.Errorf("answer %d before the body; want 100 Continue", res.StatusCode)
+		}
+		if _, err := c.Write(make([]byte, uploadSpliceMin)); err != nil {
+			return "", err
+		}
+		if res, err = http.ReadResponse(br, nil); err != nil {
+			return "", err
+		}
+		b, err := io.ReadAll(res.Body)
+		return string(b), err
+	}
+	t.Run("whole", func(t *testing.T) {
+		responded := make(chan struct{})
+		drainWaits := make(chan struct{})
+		var once, waitOnce sync.Once
+		var runReturned chan struct{}
+		testHookResponded = func(context.Context) {
+			once.Do(func() {
+				close(responded)
+				select {
+				case <-drainWaits:
+				case <-runReturned:
+				}
+			})
+		}
+		testHookDrainWaits = func() { waitOnce.Do(func() { close(drainWaits) }) }
+		t.Cleanup(func() { testHookResponded, testHookDrainWaits = nil, nil })
+		spliced := splicedUp.Load()
+		sc, stop, done, ret := start(t, Options{})
+		runReturned = ret
+		if b, err := upload(sc.Addr("outbound"), "/length"); b != "ok" || err != nil {
+			t.Fatalf("answer %q, %v", b, err)
+		}
+		if splicedUp.Load() == spliced {
+			t.Fatal("the upload was not taken over (nothing spliced)")
+		}
+		recv(t, responded, 5*time.Second, "the answer to be relayed")
+		endDrain(t, sc, stop)
+		if err := recv(t, done, 10*time.Second, "Run to return"); err != nil {
+			t.Fatalf("Run: %v; want nil, the caller had its whole answer", err)
+		}
+		if n := sc.tel.Metrics().InFlight(); n != 0 {
+			t.Errorf("%d exchanges not yet reported when Run returned", n)
+		}
+	})
+	// Held later, while the exchange is being reported (its server span
+	// ending): the drain's end still waits for that report before Run
+	// returns. Before, the taken-over connection left the tunnel set when
+	// forward returned, before its report: a drain's end then found
+	// nothing open and did not wait for it.
+	t.Run("reported", func(t *testing.T) {
+		reporting := make(chan struct{})
+		drainWaits := make(chan struct{})
+		var once, waitOnce sync.Once
+		var runReturned chan struct{}
+		proc := &holdingProcessor{onEnd: func(s sdktrace.ReadOnlySpan) {
+			if s.SpanKind() != trace.SpanKindServer {
+				return
+			}
+			once.Do(func() {
+				close(reporting)
+				select {
+				case <-drainWaits:
+				case <-runReturned:
+				}
+			})
+		}}
+		tel, err := telemetry.New(context.Background(), telemetry.Config{ServiceName: "ferry-test", AccessLog: "off"},
+			telemetry.WithEnv(func(string) string { return "" }), telemetry.WithSpanProcessor(proc))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { tel.Shutdown(context.Background()) })
+		testHookDrainWaits = func() { waitOnce.Do(func() { close(drainWaits) }) }
+		t.Cleanup(func() { testHookDrainWaits = nil })
+		sc, stop, done, ret := start(t, Options{Telemetry: tel})
+		runReturned = ret
+		if b, err := upload(sc.Addr("outbound"), "/length"); b != "ok" || err != nil {
+			t.Fatalf("answer %q, %v", b, err)
+		}
+		recv(t, reporting, 5*time.Second, "the exchange to be reported")
+		endDrain(t, sc, stop)
+		if err := recv(t, done, 10*time.Second, "Run to return"); err != nil {
+			t.Fatalf("Run: %v; want nil, the caller had its whole answer", err)
+		}
+		if n := sc.tel.Metrics().InFlight(); n != 0 {
+			t.Errorf("%d exchanges not yet reported when Run returned", n)
+		}
+	})
+	t.Run("chunked answer", func(t *testing.T) {
+		responded := make(chan struct{})
+		var once sync.Once
+		var sc *Sidecar
+		testHookResponded = func(context.Context) {
+			once.Do(func() {
+				close(responded)
+				// Until the drain's end closed the tunnels (10s at most).
+				end := time.Now().Add(10 * time.Second)
+				for !tunnelsClosed(sc) && time.Now().Before(end) {
+					time.Sleep(5 * time.Millisecond)
+				}
+			})
+		}
+		t.Cleanup(func() { testHookResponded = nil })
+		sc, stop, done, _ := start(t, Options{})
+		called := make(chan error, 1)
+		go func() {
+			_, err := upload(sc.Addr("outbound"), "/chunked")
+			called <- err
+		}()
+		recv(t, responded, 10*time.Second, "the answer's body to be relayed")
+		endDrain(t, sc, stop)
+		if err := recv(t, done, 10*time.Second, "Run to return"); err == nil {
+			t.Fatal("Run: nil; want an error, the caller's answer was cut before it was whole")
+		}
+		if err := recv(t, called, 10*time.Second, "the caller's answer to end"); err == nil {
+			t.Error("the caller's answer ended whole; want it cut")
+		}
+		waitFor(t, "the cut exchange to end", 10*time.Second, func() bool { return sc.tel.Metrics().InFlight() == 0 })
+	})
+	t.Run("mid-body", func(t *testing.T) {
+		sc, stop, done, _ := start(t, Options{})
+		called := make(chan error, 1)
+		go func() {
+			_, err := upload(sc.Addr("outbound"), "/mid")
+			called <- err
+		}()
+		recv(t, midBody, 10*time.Second, "the answer's first bytes")
+		endDrain(t, sc, stop)
+		if err := recv(t, done, 10*time.Second, "Run to return"); err == nil {
+			t.Fatal("Run: nil; want an error, the caller's answer was cut mid-body")
+		}
+		if err := recv(t, called, 10*time.Second, "the caller's answer to end"); err == nil {
+			t.Error("the caller's answer ended whole; want it cut")
+		}
+		close(release)
+		waitFor(t, "the cut exchange to end", 10*time.Second, func() bool { return sc.tel.Metrics().InFlight() == 0 })
+	})
+}
+
+// tunnelsClosed reports whether the drain's end closed sc's tunnels.
+func tunnelsClosed(sc *Sidecar) bool {
+	sc.tunnels.mu.Lock()
+	defer sc.tunnels.mu.Unlock()
+	return sc.tunnels.closed
+}
+
+// holdingProcessor is a span processor that calls onEnd as each span ends.
+type holdingProcessor struct{ onEnd func(sdktrace.ReadOnlySpan) }
+
+func (p *holdingProcessor) OnStart(context.Context, sdktrace.ReadWriteSpan) {}
+func (p *holdingProcessor) OnEnd(s sdktrace.ReadOnlySpan)                   { p.onEnd(s) }
+func (p *holdingProcessor) Shutdown(context.Context) error                  { return nil }
+func (p *holdingProcessor) ForceFlush(context.Context) error                { return nil }

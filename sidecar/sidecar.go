@@ -524,6 +524,8 @@ func (s *Sidecar) shutdown(ctx context.Context) error {
 	var forced atomic.Int32
 	var cutAt atomic.Int64 // monoNow() when the first forced close began
 	var tunnelsCut atomic.Int64
+	var endedAt atomic.Int64 // monoNow() when ctx ended: the grace over
+	defer context.AfterFunc(ctx, func() { endedAt.CompareAndSwap(0, monoNow()) })()
 	for _, l := range servers {
 		if l.name == "admin" {
 			admin = l
@@ -565,6 +567,17 @@ func (s *Sidecar) shutdown(ctx context.Context) error {
 		}
 		s.awaitReported(time.Duration(monoAdd(start, shutdownbounds.ReportWait) - monoNow()))
 	}
+	// Exchanges on taken-over connections whose answers went out whole
+	// were not cut (closeAll left them): they are still ending, and their
+	// reports must be out before telemetry closes, within the same wait.
+	start := cutAt.Load()
+	if start == 0 {
+		start = endedAt.Load()
+	}
+	if start == 0 {
+		start = monoNow()
+	}
+	s.tunnels.awaitEnding(monoAdd(start, shutdownbounds.ReportWait))
 	s.closeTelemetry()
 	if forced.Load() > 0 || n > 0 {
 		s.log.Warn("drain grace ended with exchanges still open; closed them", "tunnels", n)

@@ -67,7 +67,9 @@ func (p *Proxy) takeOver(w http.ResponseWriter, r *http.Request) (cw *connWriter
 	}
 	bufs := []*bufio.Reader{brw.Reader}
 	var tc *net.TCPConn // nil: not a plain socket; answer on it without splice
+	var handed *prefixConn
 	if pc, ok := conn.(*prefixConn); ok {
+		handed = pc
 		// Handed over by the lane: what the lane buffered follows what
 		// net/http buffered. The socket is read directly from now on;
 		// closing it still goes through pc, which gives back the
@@ -84,6 +86,17 @@ func (p *Proxy) takeOver(w http.ResponseWriter, r *http.Request) (cw *connWriter
 		writeFailure(cw, errDrainOver)
 		cw.end()
 		return nil, nil, true
+	}
+	// Once the answer went out whole, the drain's end cuts nothing here:
+	// the connection is no tunnel to cut (still tracked until the
+	// exchange was reported, see forward), nor is the handler call net/http
+	// runs for it an exchange in flight (see handedWhole).
+	cw.answered = new(atomic.Bool)
+	cw.onWhole = func() {
+		p.tunnels.ending(cw)
+		if handed != nil {
+			handed.answer()
+		}
 	}
 	body = &socketBody{bufs: bufs, conn: conn, tc: tc, expect: r.Header["Expect"] != nil}
 	body.left.Store(r.ContentLength)
@@ -262,26 +275,32 @@ type connWriter struct {
 	excess  bool  // the handler wrote past its Content-Length (not sent)
 	err     error // the first write error: the caller is gone
 	ended   atomic.Bool
-	// answered, on a lane connection, is set once the response went out
-	// whole (see whole); nil when taken over.
+	// answered is set once the response went out whole (see whole), and
+	// then onWhole runs (when not nil: on a taken-over connection).
 	answered *atomic.Bool
+	onWhole  func()
 }
 
 // whole records that the response went out whole, flushed: the caller
 // has all of it, whatever the exchange still does before it ends (its
 // span, metrics and access log line; the last of the connection's
 // bookkeeping). A drain that ends meanwhile cuts nothing there (see
-// lane.exchangesOpen).
+// lane.exchangesOpen, and tunnelSet.ending for a taken-over connection).
 func (w *connWriter) whole() {
-	if w.answered != nil && !w.answered.Swap(true) && testHookAnswered != nil {
-		testHookAnswered()
+	if w.answered != nil && !w.answered.Swap(true) {
+		if w.onWhole != nil {
+			w.onWhole()
+		}
+		if testHookAnswered != nil {
+			testHookAnswered()
+		}
 	}
 }
 
 // testHookAnswered, set by tests only, runs on the goroutine of an
-// exchange of the lane's (a lane connection's, or net/http's handler call
-// on a handed-over connection: handedWhole) when its response went out
-// whole, before the exchange ends.
+// exchange of the lane's (a lane connection's, net/http's handler call on
+// a handed-over connection: handedWhole, or one on a connection taken over
+// from it) when its response went out whole, before the exchange ends.
 var testHookAnswered func()
 
 func (w *connWriter) Header() http.Header {

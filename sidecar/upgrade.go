@@ -17,16 +17,23 @@ import (
 	"github.com/ferrymesh/ferry/telemetry"
 )
 
-// tunnelSet tracks hijacked connections (WebSocket and other upgrades),
-// which http.Server.Shutdown does not see, so a drain can close them.
+// tunnelSet tracks hijacked connections (WebSocket and other upgrades,
+// and connections taken over for a spliced upload), which
+// http.Server.Shutdown does not see, so a drain can close them.
+//
+// A taken-over connection whose answer went out whole, or whose exchange
+// is done with it, is ending (see ending): closing it would cut nothing,
+// so the drain's end leaves it to close itself and does not count it, but
+// it stays tracked until its exchange was reported (its span, metrics and
+// access log line), which the drain waits for before telemetry closes.
 type tunnelSet struct {
 	mu     sync.Mutex
-	conns  map[io.Closer]struct{}
-	empty  chan struct{} // closed when the last tunnel ends; nil when none open
-	closed bool          // closeAll ran: the drain is over, no new tunnel
+	conns  map[io.Closer]bool // true: ending
+	empty  chan struct{}      // closed when the last tunnel ends; nil when none open
+	closed bool               // closeAll ran: the drain is over, no new tunnel
 }
 
-func newTunnelSet() *tunnelSet { return &tunnelSet{conns: map[io.Closer]struct{}{}} }
+func newTunnelSet() *tunnelSet { return &tunnelSet{conns: map[io.Closer]bool{}} }
 
 // add tracks a tunnel. It refuses one once closeAll ran: a connection
 // hijacked while the drain was ending would otherwise outlive it, open and
@@ -40,8 +47,20 @@ func (s *tunnelSet) add(c io.Closer) bool {
 	if len(s.conns) == 0 {
 		s.empty = make(chan struct{})
 	}
-	s.conns[c] = struct{}{}
+	s.conns[c] = false
 	return true
+}
+
+// ending records that closing c would cut nothing (its answer went out
+// whole, or its exchange is done with the connection): the drain's end
+// neither closes nor counts it, and waits for its removal (see
+// awaitEnding).
+func (s *tunnelSet) ending(c io.Closer) {
+	s.mu.Lock()
+	if _, ok := s.conns[c]; ok {
+		s.conns[c] = true
+	}
+	s.mu.Unlock()
 }
 
 func (s *tunnelSet) remove(c io.Closer) {
@@ -70,25 +89,56 @@ func (s *tunnelSet) waitEmpty(ctx context.Context) {
 	}
 }
 
-// closeAll ends every tunnel and refuses new ones; it returns how many
-// there were.
+// closeAll ends every tunnel but the ending ones and refuses new ones; it
+// returns how many it ended.
 func (s *tunnelSet) closeAll() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.closed = true
-	n := len(s.conns)
-	for c := range s.conns {
+	n := 0
+	for c, ending := range s.conns {
+		if ending {
+			continue
+		}
 		if e, ok := c.(*tunnelEnds); ok {
 			e.cut.Store(true) // before the close its copies see
 		}
 		c.Close()
+		delete(s.conns, c)
+		n++
 	}
-	clear(s.conns)
-	if s.empty != nil {
+	if len(s.conns) == 0 && s.empty != nil {
 		close(s.empty)
 		s.empty = nil
 	}
 	return n
+}
+
+// awaitEnding, once closeAll ran, waits until the ending connections left
+// (their exchanges reported) or deadline (on monoNow's clock) passes, and
+// then closes what is left of them. It reports whether there were any.
+func (s *tunnelSet) awaitEnding(deadline int64) bool {
+	s.mu.Lock()
+	empty := s.empty
+	s.mu.Unlock()
+	if empty == nil {
+		return false
+	}
+	if testHookDrainWaits != nil {
+		testHookDrainWaits()
+	}
+	t := time.NewTimer(time.Duration(deadline - monoNow()))
+	select {
+	case <-empty:
+	case <-t.C:
+	}
+	t.Stop()
+	s.mu.Lock()
+	for c := range s.conns {
+		c.Close() // its answer is whole: nothing is cut
+	}
+	s.mu.Unlock()
+	return true
 }
 
 // tunnel completes a protocol switch: it hands the caller the upstream's 101
