@@ -192,6 +192,7 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, up *upstream, ma
 				cw.end()
 				p.tunnels.ending(cw)
 			}()
+			cw.cut = cancel
 			w = cw
 			body = &requestBody{rc: sb, limit: maxBody, idle: idle, cancel: cancel}
 			x.body = body

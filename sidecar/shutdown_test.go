@@ -1238,6 +1238,11 @@ telemetry: { access_log: "off" }
 		if err := recv(t, done, 10*time.Second, "Run to return"); err == nil {
 			t.Fatal("Run: nil; want an error, the caller's answer was cut mid-body")
 		}
+		if n := sc.tel.Metrics().InFlight(); n != 0 {
+			t.Errorf("%d exchanges not yet reported when Run returned", n)
+		} else if m := metricsText(sc); !strings.Contains(m, `reason="`+telemetry.ReasonGraceEnded+`"`) {
+			t.Errorf("the cut exchange is not reported as %s:\n%s", telemetry.ReasonGraceEnded, grepLines(m, "ferry_requests_total"))
+		}
 		if err := recv(t, called, 10*time.Second, "the caller's answer to end"); err == nil {
 			t.Error("the caller's answer ended whole; want it cut")
 		}

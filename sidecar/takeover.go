@@ -2,6 +2,7 @@ package sidecar
 
 import (
 	"bufio"
+	"context"
 	"fmt"
 	"io"
 	"net"
@@ -279,6 +280,8 @@ type connWriter struct {
 	// then onWhole runs (when not nil: on a taken-over connection).
 	answered *atomic.Bool
 	onWhole  func()
+	// cut cancels the exchange of a taken-over connection (see Close).
+	cut context.CancelCauseFunc
 }
 
 // whole records that the response went out whole, flushed: the caller
@@ -705,8 +708,17 @@ func (w *connWriter) abort() {
 	}
 }
 
-// Close implements io.Closer for the drain, which may end a long upload.
-func (w *connWriter) Close() error { return w.conn.Close() }
+// Close implements io.Closer for the drain's end (tunnelSet.closeAll),
+// which may end a long upload or an answer mid-body: the exchange is
+// cancelled first, with the grace period's end as its cause, so that it
+// stops waiting on its upstream and is reported as cut by the drain within
+// the report wait, as the lane's exchanges are (see lane.Close).
+func (w *connWriter) Close() error {
+	if w.cut != nil {
+		w.cut(errGraceEnded)
+	}
+	return w.conn.Close()
+}
 
 // SetWriteDeadline sets the connection's write deadline
 // (http.ResponseController.SetWriteDeadline).
