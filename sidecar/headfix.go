@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	"golang.org/x/net/http/httpguts"
 )
@@ -355,6 +356,8 @@ type headFixConn struct {
 	out      []byte // bytes to hand on before reading more, from off
 	off      int
 	err      error // the read error to return once out is handed on
+	// wrote, when set, is closed after the next Write (see nextWrite).
+	wrote atomic.Pointer[chan struct{}]
 }
 
 // expectHead arms c for the response head of a request that took it;
@@ -441,6 +444,27 @@ func (c *headFixConn) take() {
 	if !c.armed && cap(c.head) > 4<<10 {
 		c.head = nil // a large head's buffer is not kept for the next
 	}
+}
+
+// Write writes to the socket; a channel nextWrite gave is closed once it
+// returned.
+func (c *headFixConn) Write(p []byte) (int, error) {
+	n, err := c.Conn.Write(p)
+	if c.wrote.Load() != nil {
+		if ch := c.wrote.Swap(nil); ch != nil {
+			close(*ch)
+		}
+	}
+	return n, err
+}
+
+// nextWrite returns a channel closed once the connection's next Write
+// returned: the Transport's flush of what it buffered of a request (see
+// switchBody).
+func (c *headFixConn) nextWrite() <-chan struct{} {
+	ch := make(chan struct{})
+	c.wrote.Store(&ch)
+	return ch
 }
 
 // ReadFrom keeps the socket's own ReadFrom for what the Transport writes.

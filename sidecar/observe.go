@@ -58,8 +58,8 @@ type exchange struct {
 	err    error
 	body   *requestBody
 	out    int64 // response body (or tunnel) bytes relayed to the caller
-	// tunneled: the bytes the caller sent through a tunnel (an upgrade
-	// has no request body).
+	// tunneled: the bytes the caller sent through a tunnel, after the
+	// request's body if it had one.
 	tunneled int64
 	// upConn: the upstream connection an upgrade request went out on
 	// (see try), which its tunnel resets when the caller's side breaks.
@@ -87,6 +87,9 @@ type exchange struct {
 	// reported, when not nil, runs once the exchange was reported (end):
 	// a taken-over connection leaves the drain's tunnel set then.
 	reported func()
+	// switchBody follows the write of an upgrade request's body (see
+	// try); nil for a request without one.
+	switchBody *switchBody
 }
 
 // end reports the request: server span end, metrics, access log. It runs

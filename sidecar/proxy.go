@@ -294,6 +294,9 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, up *upstream, ma
 		a.SetStatus(res.StatusCode)
 		o := resilience.Outcome{Result: resilience.Responded, Status: res.StatusCode}
 		if res.StatusCode == http.StatusSwitchingProtocols {
+			if testHookSwitchAnswered != nil {
+				testHookSwitchAnswered()
+			}
 			// Never tunnel what the caller did not ask to switch to: the
 			// upstream's failure, as the breaker sees it.
 			var f failure
@@ -310,6 +313,31 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, up *upstream, ma
 				a.End(telemetry.Outcome{Status: res.StatusCode, Reason: f.kind})
 				x.events(addr, e)
 				p.logFailure(r, up.name, addr, f, errors.New("switch not asked for"))
+				x.fail(w, f)
+				return
+			}
+			if err := x.switchBody.await(ctx, body); err != nil {
+				// The body did not go out whole: no tunnel begins. The
+				// upstream, which switched already, gets a reset, not an
+				// end it could take for the body's and the tunnel's.
+				if tc := socketOf(x.upConn); tc != nil {
+					_ = tc.SetLinger(0)
+				}
+				res.Body.Close()
+				f, gone := classify(ctx, up.name, addr, err)
+				o.Result = attemptResult(ctx, err)
+				if errors.Is(err, errSwitchedBeforeBody) {
+					f = failure{status: http.StatusBadGateway, reason: fmt.Sprintf("upstream %s (%s): %v", up.name, addr, err), kind: telemetry.ReasonBadResponse, close: true}
+					o.Result = resilience.TransportFailed
+				}
+				x.events(addr, pick.Done(o))
+				a.End(telemetry.Outcome{Status: res.StatusCode, BytesOut: body.sent(), Reason: f.kind, Err: err})
+				p.logFailure(r, up.name, addr, f, err)
+				if gone {
+					x.status, x.reason = f.status, f.kind
+					panic(http.ErrAbortHandler)
+				}
+				x.err = err
 				x.fail(w, f)
 				return
 			}
@@ -670,7 +698,18 @@ func (p *Proxy) try(ctx context.Context, w http.ResponseWriter, r *http.Request,
 	if upgrade != "" {
 		// The upstream's socket, which a tunnel resets when the caller's
 		// side of it breaks.
-		actx = httptrace.WithClientTrace(actx, &httptrace.ClientTrace{GotConn: func(i httptrace.GotConnInfo) { x.upConn = i.Conn }})
+		ct := &httptrace.ClientTrace{GotConn: func(i httptrace.GotConnInfo) { x.upConn = i.Conn }}
+		x.switchBody = nil
+		if body != nil {
+			// The upstream may switch before it read the body: the
+			// tunnel waits until the body went out whole (see
+			// switchBody).
+			sb := &switchBody{done: make(chan struct{}), chunked: r.ContentLength < 0}
+			ct.GotConn = func(i httptrace.GotConnInfo) { x.upConn, sb.conn = i.Conn, i.Conn }
+			ct.WroteRequest = sb.wroteRequest
+			x.switchBody = sb
+		}
+		actx = httptrace.WithClientTrace(actx, ct)
 	}
 	out := p.outgoing(actx, informed, r, addr, upgrade, body, own, rt != up.h2c, x.lane)
 	a := x.q.StartAttempt(out, info)

@@ -311,6 +311,10 @@ type requestBody struct {
 	heldMu sync.Mutex
 	held   []byte
 	heldOK bool
+
+	// fault: the error of the Read that failed, when the caller's body
+	// broke (not for the limit, which failed it too).
+	fault atomic.Pointer[bodyReadError]
 }
 
 // replayHold is the most of a request body ferry keeps to send it again on
@@ -361,8 +365,10 @@ func (b *requestBody) Read(p []byte) (int, error) {
 			dropForbiddenTrailers(b.trailer)
 		}
 	case err != nil:
+		be := &bodyReadError{err}
+		b.fault.Store(be)
 		b.failed.Store(true)
-		err = &bodyReadError{err}
+		err = be
 	}
 	return n, err
 }

@@ -8,6 +8,7 @@ import (
 	"net"
 
 	"net/http"
+	"net/http/httptrace"
 	"strings"
 
 	"sync"
@@ -254,6 +255,10 @@ func (p *Proxy) tunnel(w http.ResponseWriter, r *http.Request, res *http.Respons
 // caller's connection, before it is tracked.
 var testHookTunnelHijacked func()
 
+// testHookSwitchAnswered, set by tests only, runs when an upstream's 101
+// came back, before anything is done with it.
+var testHookSwitchAnswered func()
+
 // offered reports whether the protocol an upstream switched to is one the
 // caller offered: a request's Upgrade header may list several, in order of
 // preference (RFC 9110 section 7.8), and the server picks one.
@@ -370,4 +375,83 @@ func socketOf(c net.Conn) *net.TCPConn {
 func (e *tunnelEnds) Close() error {
 	e.upstream.Close()
 	return e.caller.Close()
+}
+
+// errSwitchedBeforeBody: net/http's Transport ended the write of an upgrade
+// request without its body (an upstream that switched protocols and asked
+// for the connection's close, with the body awaiting its 100 Continue).
+var errSwitchedBeforeBody = errors.New("switched protocols before the request's body was sent")
+
+// switchBody follows the write of an upgrade request's body by net/http's
+// Transport. An upstream may answer 101 as soon as the request's head is
+// in, and the Transport then hands the response over while it is still
+// writing the body, from the caller's connection, to the upstream's. The
+// tunnel must not begin before the body went out whole: taking the
+// caller's connection over (Hijack) would leave that write reading a
+// connection that is no longer the request's (net/http's server panics
+// on such a read), and the caller's bytes after the body must follow it,
+// not overtake it. done is closed when the write ended (the trace's
+// WroteRequest), err is its error.
+type switchBody struct {
+	once    sync.Once
+	done    chan struct{}
+	err     error
+	chunked bool     // the body has no length: the Transport frames it in chunks
+	conn    net.Conn // the upstream connection, as GotConn gave it
+	// flushed, when not nil, is closed once the Transport's last bytes
+	// (a chunked body's end, which it buffers) went out.
+	flushed <-chan struct{}
+}
+
+// wroteRequest is the trace's WroteRequest: it runs when the Transport's
+// Request.write returned, on the Transport's writing goroutine, before
+// that goroutine flushes what it buffered. A body of known length is on
+// the connection by then (the Transport sends the head first, then copies
+// such a body straight to the connection); a chunked body's last chunk
+// and final CRLF are still buffered, and go out in the one write of that
+// flush, which flushed awaits.
+func (s *switchBody) wroteRequest(i httptrace.WroteRequestInfo) {
+	s.once.Do(func() {
+		s.err = i.Err
+		if i.Err == nil && s.chunked {
+			if hf, ok := s.conn.(*headFixConn); ok {
+				s.flushed = hf.nextWrite()
+			}
+		}
+		close(s.done)
+	})
+}
+
+// await waits until the body went out whole, or returns why it did not:
+// the caller's body broke, the write to the upstream failed, the exchange
+// ended (its context's cause: a caller gone, body_idle, overall). s nil
+// (no body) returns nil at once.
+func (s *switchBody) await(ctx context.Context, body *requestBody) error {
+	if s == nil {
+		return nil
+	}
+	select {
+	case <-s.done:
+	case <-ctx.Done():
+		return context.Cause(ctx)
+	}
+	switch {
+	case body.broken():
+		if be := body.fault.Load(); be != nil {
+			return be
+		}
+		return errBodyTooLarge
+	case s.err != nil:
+		return s.err
+	case !body.ended.Load():
+		return errSwitchedBeforeBody
+	}
+	if s.flushed != nil {
+		select {
+		case <-s.flushed:
+		case <-ctx.Done():
+			return context.Cause(ctx)
+		}
+	}
+	return nil
 }
