@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"runtime/debug"
 	"strconv"
 	"strings"
 
@@ -154,4 +155,26 @@ func sanitizeHeaderValue(s string) string {
 		}
 		return r
 	}, s)
+}
+
+// panicError is a panic recovered on one of an exchange's own goroutines
+// (net/http recovers its handlers' panics, the lane its requests', but
+// nothing those started): it fails that exchange, with its stack for the
+// log, never the process.
+type panicError struct {
+	v     any
+	stack []byte
+}
+
+func (e *panicError) Error() string { return fmt.Sprintf("panic: %v", e.v) }
+
+// safely runs f, a goroutine's body, and returns its error, or the panic
+// it ended with as a *panicError.
+func safely(f func() error) (err error) {
+	defer func() {
+		if v := recover(); v != nil {
+			err = &panicError{v, debug.Stack()}
+		}
+	}()
+	return f()
 }

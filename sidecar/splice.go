@@ -294,7 +294,7 @@ func (f *fastH1) exchangeUpload(c *h1Conn, out *http.Request, body *requestBody)
 	headerRead := false
 	done := make(chan error, 1)
 	go func() {
-		err := body.spliceInto(c.tc)
+		err := safely(func() error { return body.spliceInto(c.tc) })
 		if err != nil {
 			// The upstream must not take a cut body for a whole one,
 			// nor wait for the rest.

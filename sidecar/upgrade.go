@@ -9,6 +9,7 @@ import (
 
 	"net/http"
 	"net/http/httptrace"
+	"runtime/debug"
 	"strings"
 
 	"sync"
@@ -235,6 +236,10 @@ func (p *Proxy) tunnel(w http.ResponseWriter, r *http.Request, res *http.Respons
 		}
 	}
 	back.Close()
+	var pe *panicError
+	if errors.As(broke.err, &pe) && p.Log != nil {
+		p.Log.Error("panic in a tunnel", "service", service, "endpoint", addr, "panic", fmt.Sprint(pe.v), "stack", string(pe.stack))
+	}
 	switch {
 	case ends.cut.Load():
 		// The drain's grace end cut it: reported as an exchange cut
@@ -243,6 +248,8 @@ func (p *Proxy) tunnel(w http.ResponseWriter, r *http.Request, res *http.Respons
 	case idled.Load():
 		// timeouts.tunnel_idle closed it: the end it is set to make.
 	case broke.err == nil:
+	case pe != nil:
+		x.reason, x.err = telemetry.ReasonOther, broke.err // ferry's own failure
 	case broke.side == callerSide:
 		x.reason, x.err = telemetry.ReasonClientCanceled, broke.err
 	default:
@@ -250,6 +257,10 @@ func (p *Proxy) tunnel(w http.ResponseWriter, r *http.Request, res *http.Respons
 	}
 	return up, down
 }
+
+// testHookTunnelCopy, set by tests only, runs before each read of a
+// tunnel's way from the given side.
+var testHookTunnelCopy func(from tunnelSide)
 
 // testHookTunnelHijacked, set by tests only, runs when a tunnel took the
 // caller's connection, before it is tracked.
@@ -298,10 +309,20 @@ func tunnelCopy(dst io.Writer, src io.Reader, idle *idleTimer, n *int64, done ch
 	if from == upstreamSide {
 		to = callerSide
 	}
+	defer func() {
+		// A panic on this goroutine (net/http's, nothing's above it)
+		// would end the process: it ends the tunnel, broken, instead.
+		if v := recover(); v != nil {
+			done <- tunnelEnd{from, &panicError{v, debug.Stack()}}
+		}
+	}()
 	bp := bufPool.Get().(*[]byte)
 	buf := *bp
 	var end tunnelEnd
 	for {
+		if testHookTunnelCopy != nil {
+			testHookTunnelCopy(from)
+		}
 		nr, rerr := src.Read(buf)
 		if nr > 0 {
 			idle.touch()

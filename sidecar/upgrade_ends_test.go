@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -131,5 +132,37 @@ func TestTunnelResetPassedOn(t *testing.T) {
 				t.Fatalf("access log %s, want reason %s", line, reason)
 			}
 		})
+	}
+}
+
+// A panic on one of a tunnel's own goroutines (as net/http's server made
+// when a tunnel read a hijacked request's body) ends that tunnel, reset
+// both ways and reported, not the process: ferry goes on serving.
+func TestTunnelPanicEndsTheTunnelNotFerry(t *testing.T) {
+	leakCheck(t)
+	var armed atomic.Bool
+	testHookTunnelCopy = func(from tunnelSide) {
+		if from == callerSide && armed.Load() {
+			panic("boom")
+		}
+	}
+	t.Cleanup(func() { testHookTunnelCopy = nil })
+	o := rawTunnelOrigin(t, func(c *net.TCPConn, br *bufio.Reader) {
+		io.WriteString(c, "hello\n")
+		io.Copy(io.Discard, br)
+	})
+	sc, logPath := tunnelFerry(t, o.addr())
+	armed.Store(true)
+	c, br := openRawTunnel(t, sc.Addr("outbound"))
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	io.Copy(io.Discard, br)
+	if line := tunnelLogLine(t, logPath); !strings.Contains(line, `"reason":"other"`) {
+		t.Fatalf("access log %s, want reason other", line)
+	}
+	armed.Store(false)
+	c2, br2 := openRawTunnel(t, sc.Addr("outbound"))
+	defer c2.Close()
+	if l, err := br2.ReadString('\n'); l != "hello\n" {
+		t.Fatalf("a tunnel after the panic read %q, %v", l, err)
 	}
 }
