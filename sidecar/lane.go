@@ -1009,9 +1009,9 @@ type laneExchange struct {
 	// its X-Forwarded-* values (see setForwarded).
 	first outRequest
 	fwd   [3]string
-	// tq is the request's telemetry when tracing is off (see
+	// tq is room for the request's telemetry when tracing is off (see
 	// Telemetry.StartRequestIn).
-	tq telemetry.Request
+	tq telemetry.RequestRoom
 	// x is the proxy's record of the exchange (see Proxy.ServeHTTP).
 	x exchange
 	// res is the exchange's first response when ferry's client reads it

@@ -46,10 +46,10 @@ func (q *Request) StartAttempt(out *http.Request, info AttemptInfo) *Attempt {
 	}
 	var a *Attempt
 	if q.t.prov == nil {
-		// Tracing off: as in StartRequest; the first attempt is the
-		// Request's own, one allocation fewer.
-		a = &q.first
-		if q.attempts > 1 {
+		// Tracing off: as in StartRequest; the first attempt is in the
+		// Request's RequestRoom, one allocation fewer.
+		a = q.first
+		if q.attempts > 1 || a == nil {
 			a = &Attempt{}
 		}
 		a.q, a.ctx, a.span = q, q.ctx, q.span
@@ -68,7 +68,8 @@ func (q *Request) StartAttempt(out *http.Request, info AttemptInfo) *Attempt {
 }
 
 // tracedAttempt is an Attempt and its recording client span, allocated
-// together.
+// together (640 bytes, a size class of Go's allocator,
+// TestSpanSizeClasses).
 type tracedAttempt struct {
 	Attempt
 	ps proxySpan

@@ -352,9 +352,10 @@ func (f *spanFields) read(s sdktrace.ReadOnlySpan) {
 		// An ended span changes no more (endedSpan's methods read the
 		// same fields).
 		sp := own.s
-		*f = spanFields{sc: sp.sc, parent: sp.parent, name: sp.name, kind: sp.kind, start: sp.start, end: sp.end,
-			droppedAttrs: sp.droppedAttrs, droppedEvents: sp.droppedEvents, droppedLinks: sp.droppedLinks,
-			events: sp.events, links: sp.links, status: sp.status}
+		m := sp.more0()
+		*f = spanFields{sc: sp.sc, parent: sp.parent, name: sp.name, kind: trace.SpanKind(sp.kind), start: sp.start, end: sp.end,
+			droppedAttrs: m.droppedAttrs, droppedEvents: m.droppedEvents, droppedLinks: m.droppedLinks,
+			events: m.events, links: m.links, status: sp.status}
 		return
 	}
 	*f = spanFields{sc: s.SpanContext(), parent: s.Parent(), name: s.Name(), kind: s.SpanKind(), start: s.StartTime(), end: s.EndTime(),

@@ -105,8 +105,10 @@ type Request struct {
 
 	// carrier is the request's and its attempts' propagation carrier.
 	carrier headerCarrier
-	// first is the first attempt when tracing is off (see StartAttempt).
-	first Attempt
+	// first is the room for the first attempt when tracing is off (see
+	// StartAttempt): the RequestRoom's. nil with tracing on, whose
+	// Requests are allocated without it.
+	first *Attempt
 	// dropOthers has a bit set for each of t.others whose headers the
 	// caller sent naming the trace the server span continues: they name
 	// the caller's span, and go from every attempt (see Attempt.Inject).
@@ -121,20 +123,29 @@ func (t *Telemetry) StartRequest(r *http.Request, l Listener) (context.Context, 
 	return t.StartRequestIn(nil, r, l)
 }
 
-// StartRequestIn is StartRequest with the Request in in, a zero Request
-// of the caller's that is used for nothing else and never copied, when
-// tracing is off (with tracing on, the Request comes with its span); nil
-// allocates it.
-func (t *Telemetry) StartRequestIn(in *Request, r *http.Request, l Listener) (context.Context, *Request) {
+// RequestRoom is the memory of a Request and of its first Attempt when
+// tracing is off (StartRequestIn). Its zero value is room for one
+// request; it must not be copied, and is zeroed before it serves another.
+type RequestRoom struct {
+	q     Request
+	first Attempt
+}
+
+// StartRequestIn is StartRequest with the Request and its first Attempt
+// in in, a zero RequestRoom of the caller's that is used for nothing else
+// and never copied, when tracing is off (with tracing on, the Request
+// comes with its span); nil allocates it.
+func (t *Telemetry) StartRequestIn(in *RequestRoom, r *http.Request, l Listener) (context.Context, *Request) {
 	if t.prov == nil {
 		// Tracing off: the no-op tracer's span would be the caller's
 		// span context as it arrived (or none), which ctx holds already.
 		// The Request is allocated first: its carrier, passed to the
 		// propagator as a pointer, costs no allocation of its own.
-		q := in
-		if q == nil {
-			q = new(Request)
+		if in == nil {
+			in = new(RequestRoom)
 		}
+		q := &in.q
+		q.first = &in.first
 		q.t, q.listener, q.method, q.carrier = t, l, r.Method, headerCarrier{r.Header, t.fieldKeys}
 		ctx := r.Context()
 		if t.carriesFields(r.Header) {
@@ -220,7 +231,8 @@ func (t *Telemetry) carriesFields(h http.Header) bool {
 }
 
 // tracedRequest is a Request and its recording server span, allocated
-// together.
+// together (768 bytes, a size class of Go's allocator,
+// TestSpanSizeClasses).
 type tracedRequest struct {
 	Request
 	ps proxySpan

@@ -108,7 +108,7 @@ func (t *tracer) Start(ctx context.Context, name string, opts ...trace.SpanStart
 	if start.IsZero() {
 		start = time.Now()
 	}
-	s := &span{t: t, sc: sc, parent: parent, kind: kind, name: name, start: start}
+	s := &span{t: t, sc: sc, parent: parent, kind: uint8(kind), name: name, start: start}
 	for _, l := range c.Links() {
 		s.AddLink(l)
 	}
@@ -202,7 +202,7 @@ func (t *tracer) sampleProxy(ctx context.Context, name string, kind trace.SpanKi
 // startProxy starts ps, a recording span sampleProxy decided on, and
 // returns ctx carrying it.
 func (t *tracer) startProxy(ctx context.Context, ps *proxySpan, st *proxyStart, name string, kind trace.SpanKind) context.Context {
-	ps.span = span{t: t, sc: st.sc, parent: st.parent, kind: kind, name: name, start: time.Now()}
+	ps.span = span{t: t, sc: st.sc, parent: st.parent, kind: uint8(kind), name: name, start: time.Now()}
 	ps.span.pa = &ps.pa
 	ps.span.SetAttributes(st.res.Attributes...)
 	return trace.ContextWithSpan(ctx, &ps.span)
@@ -232,26 +232,30 @@ func newSpanID() trace.SpanID {
 	return id
 }
 
-// span is a recording span. Its methods are safe for concurrent use.
+// span is a recording span. Its methods are safe for concurrent use. (Its
+// fields are laid out small: with its attributes' raw values and a Request
+// or Attempt, it is one allocation per span, 640 and 768 bytes with an
+// Attempt and a Request, TestSpanSizeClasses; what few spans have,
+// events, links and dropped counts, is in more.)
 type span struct {
 	embedded.Span
 	t      *tracer
 	sc     trace.SpanContext
 	parent trace.SpanContext
-	kind   trace.SpanKind
 	start  time.Time
 
-	mu                          sync.Mutex
-	ended                       bool
-	end                         time.Time
-	name                        string
-	attrs                       []attribute.KeyValue
-	dirty                       bool // attrs may hold a key twice
-	events                      []sdktrace.Event
-	links                       []sdktrace.Link
-	status                      sdktrace.Status
-	droppedAttrs, droppedEvents int
-	droppedLinks                int
+	mu    sync.Mutex
+	kind  uint8 // a trace.SpanKind, which ValidateSpanKind keeps below 6
+	ended bool
+	dirty bool // attrs may hold a key twice
+
+	end    time.Time
+	name   string
+	attrs  []attribute.KeyValue
+	status sdktrace.Status
+	// more is the span's events, links and dropped counts; nil while it
+	// has none.
+	more *spanMore
 
 	// pa holds the attributes of a span of ferry's helpers (proxySpan)
 	// as raw values; nil for other spans, and once End has turned them
@@ -259,6 +263,22 @@ type span struct {
 	pa *proxyAttrs
 	// ro is how processors see the span once it has ended.
 	ro endedSpan
+}
+
+// spanMore is what a span rarely has: events, links, and counts of what
+// the limits dropped.
+type spanMore struct {
+	events                                    []sdktrace.Event
+	links                                     []sdktrace.Link
+	droppedAttrs, droppedEvents, droppedLinks int
+}
+
+// extra is s.more, made when nil. s.mu is held (or s is not yet shared).
+func (s *span) extra() *spanMore {
+	if s.more == nil {
+		s.more = new(spanMore)
+	}
+	return s.more
 }
 
 func (s *span) SpanContext() trace.SpanContext { return s.sc }
@@ -333,7 +353,7 @@ func (s *span) addAttrs(kvs []attribute.KeyValue) {
 	}
 	for _, kv := range kvs {
 		if !kv.Valid() {
-			s.droppedAttrs++
+			s.extra().droppedAttrs++
 			continue
 		}
 		s.attrs = append(s.attrs, l.truncate(kv))
@@ -342,7 +362,7 @@ func (s *span) addAttrs(kvs []attribute.KeyValue) {
 		s.dedupe()
 	}
 	if n := len(s.attrs) - limit; n > 0 {
-		s.droppedAttrs += n
+		s.extra().droppedAttrs += n
 		clear(s.attrs[limit:])
 		s.attrs = s.attrs[:limit]
 	}
@@ -376,7 +396,8 @@ func (s *span) AddEvent(name string, opts ...trace.EventOption) {
 	if s.ended {
 		return
 	}
-	s.events = appendEvicting(s.events, e, l.events, &s.droppedEvents)
+	m := s.extra()
+	m.events = appendEvicting(m.events, e, l.events, &m.droppedEvents)
 }
 
 func (s *span) AddLink(l trace.Link) {
@@ -391,7 +412,8 @@ func (s *span) AddLink(l trace.Link) {
 	if s.ended {
 		return
 	}
-	s.links = appendEvicting(s.links, sl, lim.links, &s.droppedLinks)
+	m := s.extra()
+	m.links = appendEvicting(m.links, sl, lim.links, &m.droppedLinks)
 }
 
 // appendEvicting appends x to a list of at most limit entries (none below
@@ -496,18 +518,30 @@ type endedSpan struct {
 func (e *endedSpan) Name() string                                { return e.s.name }
 func (e *endedSpan) SpanContext() trace.SpanContext              { return e.s.sc }
 func (e *endedSpan) Parent() trace.SpanContext                   { return e.s.parent }
-func (e *endedSpan) SpanKind() trace.SpanKind                    { return e.s.kind }
+func (e *endedSpan) SpanKind() trace.SpanKind                    { return trace.SpanKind(e.s.kind) }
 func (e *endedSpan) StartTime() time.Time                        { return e.s.start }
 func (e *endedSpan) EndTime() time.Time                          { return e.s.end }
-func (e *endedSpan) Links() []sdktrace.Link                      { return e.s.links }
-func (e *endedSpan) Events() []sdktrace.Event                    { return e.s.events }
+func (e *endedSpan) Links() []sdktrace.Link                      { return e.s.more0().links }
+func (e *endedSpan) Events() []sdktrace.Event                    { return e.s.more0().events }
 func (e *endedSpan) Status() sdktrace.Status                     { return e.s.status }
 func (e *endedSpan) InstrumentationScope() instrumentation.Scope { return e.s.t.scope }
 func (e *endedSpan) Resource() *resource.Resource                { return e.s.t.p.res }
-func (e *endedSpan) DroppedAttributes() int                      { return e.s.droppedAttrs }
-func (e *endedSpan) DroppedLinks() int                           { return e.s.droppedLinks }
-func (e *endedSpan) DroppedEvents() int                          { return e.s.droppedEvents }
+func (e *endedSpan) DroppedAttributes() int                      { return e.s.more0().droppedAttrs }
+func (e *endedSpan) DroppedLinks() int                           { return e.s.more0().droppedLinks }
+func (e *endedSpan) DroppedEvents() int                          { return e.s.more0().droppedEvents }
 func (e *endedSpan) ChildSpanCount() int                         { return 0 }
+
+// noMore is the spanMore of a span that has none.
+var noMore spanMore
+
+// more0 is s.more, or an empty one: for an ended span, which changes no
+// more.
+func (s *span) more0() *spanMore {
+	if s.more == nil {
+		return &noMore
+	}
+	return s.more
+}
 
 // Attributes are the span's attributes; those of ferry's helpers' spans
 // are built on the first call (the OTLP encoder never asks).
