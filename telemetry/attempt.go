@@ -100,9 +100,11 @@ func (a *Attempt) Inject(h http.Header) {
 		return
 	}
 	a.q.carrier.h = h
-	a.q.t.propagator.Inject(a.ctx, &a.q.carrier)
+	// The attempt's span is the one a.ctx carries.
+	sc := a.span.SpanContext()
+	injectParts(a.q.t.propParts, h, &a.q.carrier, a.ctx, a.q.ctx, sc)
 	if a.q.t.readsB3 {
-		settleB3(h, trace.SpanContextFromContext(a.ctx).IsSampled())
+		settleB3(h, sc.IsSampled())
 	}
 	if d := a.q.dropOthers; d != 0 {
 		for i := range a.q.t.others {

@@ -39,11 +39,12 @@ type Telemetry struct {
 	own        *tracer    // tracer, when it is ferry's (tracing on)
 	queue      *spanQueue // nil when tracing is off or an exporter was injected without queueing
 	propagator propagation.TextMapPropagator
-	fieldKeys  map[string]string // the propagator's fields, canonical (headerCarrier)
-	readKeys   []string          // what the propagator reads, canonical (see readKeys)
-	readAll    bool              // it may read any field
-	readsB3    bool              // it reads B3 (either form reads both: b3Decision)
-	others     []otherFormat     // the trace context formats it does not read (tracing on)
+	propParts  []propagation.TextMapPropagator // what propagator composes (newPropagator)
+	fieldKeys  map[string]string               // the propagator's fields, canonical (headerCarrier)
+	readKeys   []string                        // what the propagator reads, canonical (see readKeys)
+	readAll    bool                            // it may read any field
+	readsB3    bool                            // it reads B3 (either form reads both: b3Decision)
+	others     []otherFormat                   // the trace context formats it does not read (tracing on)
 	metrics    *Metrics
 	log        *slog.Logger       // nil when the access log is off
 	logBuf     *linewriter.Writer // between log and a destination ferry opened; nil otherwise
@@ -111,11 +112,11 @@ func New(ctx context.Context, cfg Config, opts ...Option) (*Telemetry, error) {
 	}
 	t := &Telemetry{s: s, warnLog: o.warnLog}
 
-	prop, err := newPropagator(s.propagators)
+	prop, parts, err := newPropagator(s.propagators)
 	if err != nil {
 		return nil, fmt.Errorf("telemetry.propagators: %w", err)
 	}
-	t.propagator = prop
+	t.propagator, t.propParts = prop, parts
 	t.readsB3 = !slices.Contains(s.propagators, "none") &&
 		(slices.Contains(s.propagators, "b3") || slices.Contains(s.propagators, "b3multi"))
 	t.fieldKeys = canonicalFields(prop.Fields())

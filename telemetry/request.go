@@ -98,6 +98,11 @@ type Request struct {
 	endpoint string
 	attempts int
 	ended    atomic.Bool
+	// dropOthers has a bit set for each of t.others whose headers the
+	// caller sent naming the trace the server span continues: they name
+	// the caller's span, and go from every attempt (see Attempt.Inject).
+	// (Beside ended, where it costs no room: RequestRoom is 256 bytes.)
+	dropOthers uint8
 
 	// The server span when it records (its attributes gather in it as
 	// raw values, spanattrs.go); nil otherwise.
@@ -109,10 +114,6 @@ type Request struct {
 	// StartAttempt): the RequestRoom's. nil with tracing on, whose
 	// Requests are allocated without it.
 	first *Attempt
-	// dropOthers has a bit set for each of t.others whose headers the
-	// caller sent naming the trace the server span continues: they name
-	// the caller's span, and go from every attempt (see Attempt.Inject).
-	dropOthers uint8
 }
 
 // StartRequest starts the server span for r on listener l, continuing the
