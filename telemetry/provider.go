@@ -158,7 +158,9 @@ func (t *Telemetry) startTracing(res *resource.Resource, o options) {
 		t.queue = newSpanQueue(exp, t.s)
 		proc = t.queue
 	}
-	t.prov = newTracerProvider(t.sampler(), proc, res, t.s.spanLimits)
+	sampler, known := t.sampler()
+	t.prov = newTracerProvider(sampler, proc, res, t.s.spanLimits)
+	t.prov.known = known
 	t.tp = t.prov
 }
 
@@ -184,20 +186,22 @@ func (t *Telemetry) resource(ctx context.Context) (*resource.Resource, error) {
 	return res, nil
 }
 
-func (t *Telemetry) sampler() sdktrace.Sampler {
+// sampler is the configured sampler, and which it is when its decision
+// needs no asking (knownSampler).
+func (t *Telemetry) sampler() (sdktrace.Sampler, knownSampler) {
 	switch t.s.sampler {
 	case SamplerAlwaysOn:
-		return sdktrace.AlwaysSample()
+		return sdktrace.AlwaysSample(), samplerOn
 	case SamplerAlwaysOff:
-		return sdktrace.NeverSample()
+		return sdktrace.NeverSample(), samplerOff
 	case SamplerTraceIDRatio:
-		return sdktrace.TraceIDRatioBased(t.s.samplerArg)
+		return sdktrace.TraceIDRatioBased(t.s.samplerArg), samplerOther
 	case SamplerParentBasedAlwaysOff:
-		return sdktrace.ParentBased(sdktrace.NeverSample())
+		return sdktrace.ParentBased(sdktrace.NeverSample()), samplerParentOff
 	case SamplerParentBasedTraceIDRatio:
-		return sdktrace.ParentBased(sdktrace.TraceIDRatioBased(t.s.samplerArg))
+		return sdktrace.ParentBased(sdktrace.TraceIDRatioBased(t.s.samplerArg)), samplerOther
 	default:
-		return sdktrace.ParentBased(sdktrace.AlwaysSample())
+		return sdktrace.ParentBased(sdktrace.AlwaysSample()), samplerParentOn
 	}
 }
 

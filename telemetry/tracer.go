@@ -42,6 +42,7 @@ import (
 type tracerProvider struct {
 	embedded.TracerProvider
 	sampler sdktrace.Sampler
+	known   knownSampler // what sampler is, when one of those; set before use
 	proc    sdktrace.SpanProcessor
 	res     *resource.Resource
 	limits  spanLimits
@@ -67,6 +68,43 @@ func (p *tracerProvider) Tracer(name string, opts ...trace.TracerOption) trace.T
 		p.tracers[scope] = t
 	}
 	return t
+}
+
+// knownSampler names the samplers ferry builds whose decision depends on
+// the parent's span context alone: the SDK's AlwaysSample, NeverSample
+// and ParentBased of either with its default delegates. decide makes
+// their decision without their two lookups of the parent in its context
+// and the copies of SamplingParameters (TestKnownSamplersDecide compares
+// it with theirs).
+type knownSampler uint8
+
+const (
+	samplerOther     knownSampler = iota // any other: asked
+	samplerOn                            // always_on
+	samplerOff                           // always_off
+	samplerParentOn                      // parentbased_always_on
+	samplerParentOff                     // parentbased_always_off
+)
+
+// decide is the sampler's result for a span under a parent whose span
+// context is psc (invalid for a root): no attributes, the parent's
+// tracestate, and the decision. ParentBased's delegates for a parent,
+// remote or local, are AlwaysSample for a sampled one and NeverSample for
+// one that is not.
+func (k knownSampler) decide(psc trace.SpanContext) sdktrace.SamplingResult {
+	on := k == samplerOn
+	if k == samplerParentOn || k == samplerParentOff {
+		if psc.IsValid() {
+			on = psc.IsSampled()
+		} else {
+			on = k == samplerParentOn
+		}
+	}
+	res := sdktrace.SamplingResult{Decision: sdktrace.Drop, Tracestate: psc.TraceState()}
+	if on {
+		res.Decision = sdktrace.RecordAndSample
+	}
+	return res
 }
 
 // ForceFlush exports the spans the processor holds.
@@ -126,16 +164,21 @@ func (t *tracer) sample(ctx context.Context, parent trace.SpanContext, name stri
 	} else {
 		tid = newTraceID()
 	}
-	return t.decide(ctx, tid, parent.TraceFlags(), name, kind, attrs, links)
+	return t.decide(ctx, parent, tid, parent.TraceFlags(), name, kind, attrs, links)
 }
 
 // decide asks the sampler about a new span of trace tid, the parent in
-// sctx (the sampler's ParentContext), and makes its span context, with
-// the flags of the parent's besides sampled.
-func (t *tracer) decide(sctx context.Context, tid trace.TraceID, parentFlags trace.TraceFlags, name string, kind trace.SpanKind, attrs []attribute.KeyValue, links []trace.Link) (trace.SpanContext, sdktrace.SamplingResult) {
-	res := t.p.sampler.ShouldSample(sdktrace.SamplingParameters{
-		ParentContext: sctx, TraceID: tid, Name: name, Kind: kind, Attributes: attrs, Links: links,
-	})
+// sctx (the sampler's ParentContext), whose span context is psc, and
+// makes its span context, with the flags of the parent's besides sampled.
+func (t *tracer) decide(sctx context.Context, psc trace.SpanContext, tid trace.TraceID, parentFlags trace.TraceFlags, name string, kind trace.SpanKind, attrs []attribute.KeyValue, links []trace.Link) (trace.SpanContext, sdktrace.SamplingResult) {
+	var res sdktrace.SamplingResult
+	if k := t.p.known; k != samplerOther {
+		res = k.decide(psc)
+	} else {
+		res = t.p.sampler.ShouldSample(sdktrace.SamplingParameters{
+			ParentContext: sctx, TraceID: tid, Name: name, Kind: kind, Attributes: attrs, Links: links,
+		})
+	}
 	flags := parentFlags &^ trace.FlagsSampled
 	if res.Decision == sdktrace.RecordAndSample {
 		flags |= trace.FlagsSampled
@@ -156,7 +199,7 @@ func (t *tracer) sampleDecided(ctx context.Context, d callerDecision, name strin
 		flags = trace.FlagsSampled
 	}
 	parent := trace.NewSpanContext(trace.SpanContextConfig{TraceID: tid, SpanID: newSpanID(), TraceFlags: flags, Remote: true})
-	st.sc, st.res = t.decide(trace.ContextWithSpanContext(ctx, parent), tid, 0, name, kind, nil, nil)
+	st.sc, st.res = t.decide(trace.ContextWithSpanContext(ctx, parent), parent, tid, 0, name, kind, nil, nil)
 	return st, st.res.Decision != sdktrace.Drop
 }
 
@@ -168,7 +211,7 @@ func (t *tracer) sampleDecided(ctx context.Context, d callerDecision, name strin
 func (t *tracer) sampleDeferred(ctx context.Context, name string, kind trace.SpanKind) (st proxyStart, record bool) {
 	st.parent = trace.SpanContextFromContext(ctx)
 	root := trace.ContextWithSpanContext(ctx, trace.SpanContext{})
-	st.sc, st.res = t.decide(root, st.parent.TraceID(), st.parent.TraceFlags(), name, kind, nil, nil)
+	st.sc, st.res = t.decide(root, trace.SpanContext{}, st.parent.TraceID(), st.parent.TraceFlags(), name, kind, nil, nil)
 	if st.res.Tracestate.Len() == 0 {
 		st.sc = st.sc.WithTraceState(st.parent.TraceState())
 	}
