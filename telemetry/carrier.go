@@ -14,11 +14,18 @@ import (
 // headerCarrier is propagation.HeaderCarrier without its allocations: the
 // propagators ask for their fields in lower case ("traceparent"), which
 // http.Header's Get and Set canonicalize into a new string on every call.
-// The canonical forms of the propagator's fields are computed once.
+// The canonical forms of the fields of ferry's propagators are computed
+// once (fieldKeys). It is one map, so that passing it as a
+// TextMapCarrier allocates nothing (an interface holds it directly).
 type headerCarrier struct {
-	h     http.Header
-	canon map[string]string // lower-case field -> canonical header key
+	h http.Header
 }
+
+// fieldKeys maps the fields ferry's propagators (tracecontext, baggage,
+// b3, b3multi) ask for, and the B3 fields b3Decision and b3Deferred read,
+// to their canonical header keys: a cache of http.CanonicalHeaderKey.
+var fieldKeys = canonicalFields([]string{"traceparent", "tracestate", "baggage",
+	"b3", "x-b3-traceid", "x-b3-spanid", "x-b3-parentspanid", "x-b3-sampled", "x-b3-flags"})
 
 // canonicalFields maps each of fields to its canonical header key.
 func canonicalFields(fields []string) map[string]string {
@@ -30,7 +37,7 @@ func canonicalFields(fields []string) map[string]string {
 }
 
 func (c headerCarrier) key(k string) string {
-	if ck, ok := c.canon[k]; ok {
+	if ck, ok := fieldKeys[k]; ok {
 		return ck
 	}
 	return http.CanonicalHeaderKey(k)

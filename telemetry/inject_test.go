@@ -19,7 +19,7 @@ import (
 // state settled, the caller's other formats dropped.
 func injectByPropagator(a *Attempt, h http.Header) {
 	t := a.q.t
-	t.propagator.Inject(a.ctx, headerCarrier{h, t.fieldKeys})
+	t.propagator.Inject(a.ctx, headerCarrier{h})
 	if t.readsB3 {
 		settleB3(h, trace.SpanContextFromContext(a.ctx).IsSampled())
 	}

@@ -236,10 +236,9 @@ func settleB3(h http.Header, sampled bool) {
 // read nor write, which a caller may send beside one they read (an
 // OpenTelemetry SDK configured with tracecontext,b3 sends both).
 type otherFormat struct {
-	prop  propagation.TextMapPropagator
-	canon map[string]string // prop's fields, canonical (headerCarrier)
-	ids   []string          // the canonical keys that may carry its IDs
-	drop  []string          // every header of the format
+	prop propagation.TextMapPropagator
+	ids  []string // the canonical keys that may carry its IDs
+	drop []string // every header of the format
 }
 
 // otherFormats lists the trace context formats of tracecontext and B3 that
@@ -252,13 +251,13 @@ func otherFormats(names []string) []otherFormat {
 	var out []otherFormat
 	if !slices.Contains(names, "tracecontext") {
 		p := traceContext{}
-		out = append(out, otherFormat{prop: p, canon: canonicalFields(p.Fields()),
+		out = append(out, otherFormat{prop: p,
 			ids: []string{"Traceparent"}, drop: []string{"Traceparent", "Tracestate"}})
 	}
 	if !slices.Contains(names, "b3") && !slices.Contains(names, "b3multi") {
 		p, err := autoprop.TextMapPropagator("b3")
 		if err == nil {
-			out = append(out, otherFormat{prop: p, canon: canonicalFields([]string{"b3", "x-b3-traceid", "x-b3-spanid", "x-b3-parentspanid", "x-b3-sampled", "x-b3-flags"}),
+			out = append(out, otherFormat{prop: p,
 				ids: []string{"B3", "X-B3-Traceid", "X-B3-Spanid"}, drop: b3Headers})
 		}
 	}
@@ -284,6 +283,6 @@ func (f *otherFormat) namesTrace(h http.Header, tid trace.TraceID) bool {
 	if !found {
 		return false
 	}
-	sc := trace.SpanContextFromContext(f.prop.Extract(context.Background(), headerCarrier{h, f.canon}))
+	sc := trace.SpanContextFromContext(f.prop.Extract(context.Background(), headerCarrier{h}))
 	return sc.IsValid() && sc.TraceID() == tid
 }

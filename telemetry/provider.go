@@ -40,7 +40,6 @@ type Telemetry struct {
 	queue      *spanQueue // nil when tracing is off or an exporter was injected without queueing
 	propagator propagation.TextMapPropagator
 	propParts  []propagation.TextMapPropagator // what propagator composes (newPropagator)
-	fieldKeys  map[string]string               // the propagator's fields, canonical (headerCarrier)
 	readKeys   []string                        // what the propagator reads, canonical (see readKeys)
 	readAll    bool                            // it may read any field
 	readsB3    bool                            // it reads B3 (either form reads both: b3Decision)
@@ -119,7 +118,6 @@ func New(ctx context.Context, cfg Config, opts ...Option) (*Telemetry, error) {
 	t.propagator, t.propParts = prop, parts
 	t.readsB3 = !slices.Contains(s.propagators, "none") &&
 		(slices.Contains(s.propagators, "b3") || slices.Contains(s.propagators, "b3multi"))
-	t.fieldKeys = canonicalFields(prop.Fields())
 	t.readKeys, t.readAll = readKeys(prop)
 
 	res, err := t.resource(ctx)

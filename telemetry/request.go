@@ -147,7 +147,7 @@ func (t *Telemetry) StartRequestIn(in *RequestRoom, r *http.Request, l Listener)
 		}
 		q := &in.q
 		q.first = &in.first
-		q.t, q.listener, q.method, q.carrier = t, l, r.Method, headerCarrier{r.Header, t.fieldKeys}
+		q.t, q.listener, q.method, q.carrier = t, l, r.Method, headerCarrier{r.Header}
 		ctx := r.Context()
 		if t.carriesFields(r.Header) {
 			ctx = t.propagator.Extract(ctx, &q.carrier)
@@ -162,7 +162,7 @@ func (t *Telemetry) StartRequestIn(in *RequestRoom, r *http.Request, l Listener)
 	ctx := r.Context()
 	d := undecided
 	if t.carriesFields(r.Header) {
-		c := headerCarrier{r.Header, t.fieldKeys}
+		c := headerCarrier{r.Header}
 		ctx = t.propagator.Extract(ctx, c)
 		// A B3 sampling decision sent without IDs leaves the B3
 		// propagator no span context to carry it: ferry reads it
@@ -198,7 +198,6 @@ func (t *Telemetry) StartRequestIn(in *RequestRoom, r *http.Request, l Listener)
 		q.span, q.start = &q.ps.span, q.ps.start
 		q.ps.pa.setServer(r, l)
 	}
-	q.carrier.canon = t.fieldKeys
 	if st.parent.IsValid() {
 		for i := range t.others {
 			if t.others[i].namesTrace(r.Header, st.parent.TraceID()) {

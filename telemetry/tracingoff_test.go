@@ -34,7 +34,7 @@ func TestTracingOffAsNoopTracer(t *testing.T) {
 		} {
 			r := incoming(http.MethodGet, "http://svc/x", hdr)
 			ctx, q := tel.StartRequest(r, Listener("outbound"))
-			extracted := tel.propagator.Extract(r.Context(), headerCarrier{r.Header, tel.fieldKeys})
+			extracted := tel.propagator.Extract(r.Context(), headerCarrier{r.Header})
 			wantCtx, wantSpan := tracer.Start(extracted, r.Method)
 			if got, want := trace.SpanContextFromContext(ctx), trace.SpanContextFromContext(wantCtx); !got.Equal(want) {
 				t.Errorf("%s %v: request context has %v, the no-op tracer %v", propagators, hdr, got, want)
