@@ -243,10 +243,14 @@ func (t *tracer) sampleProxy(ctx context.Context, name string, kind trace.SpanKi
 }
 
 // startProxy starts ps, a recording span sampleProxy decided on, and
-// returns ctx carrying it.
+// returns ctx carrying it. ps is zero, freshly allocated: only the fields
+// a span starts with are written (assigning a whole span would write all
+// 320 bytes of it again, through the write barriers).
 func (t *tracer) startProxy(ctx context.Context, ps *proxySpan, st *proxyStart, name string, kind trace.SpanKind) context.Context {
-	ps.span = span{t: t, sc: st.sc, parent: st.parent, kind: uint8(kind), name: name, start: time.Now()}
-	ps.span.pa = &ps.pa
+	sp := &ps.span
+	sp.t, sp.kind, sp.name, sp.start = t, uint8(kind), name, time.Now()
+	sp.sc, sp.parent = st.sc, st.parent
+	sp.pa = &ps.pa
 	ps.span.SetAttributes(st.res.Attributes...)
 	return trace.ContextWithSpan(ctx, &ps.span)
 }
