@@ -878,32 +878,7 @@ func TestEndedDrainJustAfterAHandedOverAnswerIsClean(t *testing.T) {
 		io.WriteString(w, "ok")
 	}))
 	start := func(t *testing.T) (sc *Sidecar, stop func(), done chan error, runReturned chan struct{}) {
-		sc, err := New(mustParse(t, fmt.Sprintf(`
-admin: { listen: 127.0.0.1:0 }
-outbound: { listen: 127.0.0.1:0, routes: [ { service: svc } ] }
-services: { svc: { endpoints: [%s] } }
-shutdown: { delay: 1m, grace: 1m }
-telemetry: { access_log: "off" }
-`, up)), Options{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		ctx, stop := context.WithCancel(context.Background())
-		t.Cleanup(stop)
-		done, runReturned = make(chan error, 1), make(chan struct{})
-		go func() {
-			err := sc.Run(ctx)
-			close(runReturned)
-			done <- err
-		}()
-		waitFor(t, "ready", 5*time.Second, sc.Ready)
-		return sc, stop, done, runReturned
-	}
-	// endDrain is the first SIGTERM, then the second, the exchange held.
-	endDrain := func(t *testing.T, sc *Sidecar, stop func()) {
-		stop()
-		waitFor(t, "the drain to begin", 5*time.Second, func() bool { return !sc.Ready() })
-		sc.EndDrain()
+		return startDraining(t, up, Options{})
 	}
 	// send writes req on a new connection and reads the answer (past any
 	// 100 Continue) to its end.
@@ -965,13 +940,7 @@ telemetry: { access_log: "off" }
 				t.Fatal("the request was not handed to net/http")
 			}
 			recv(t, answered, 5*time.Second, "the answer to be reported whole")
-			endDrain(t, sc, stop)
-			if err := recv(t, done, 10*time.Second, "Run to return"); err != nil {
-				t.Fatalf("Run: %v; want nil, the caller had its whole answer", err)
-			}
-			if n := sc.tel.Metrics().InFlight(); n != 0 {
-				t.Errorf("%d exchanges not yet reported when Run returned", n)
-			}
+			drainEndsClean(t, sc, stop, done)
 		})
 	}
 	cut := []struct {
@@ -1063,32 +1032,7 @@ func TestEndedDrainJustAfterATakenOverAnswerIsClean(t *testing.T) {
 		io.WriteString(w, "ok")
 	}))
 	start := func(t *testing.T, opts Options) (sc *Sidecar, stop func(), done chan error, runReturned chan struct{}) {
-		sc, err := New(mustParse(t, fmt.Sprintf(`
-admin: { listen: 127.0.0.1:0 }
-outbound: { listen: 127.0.0.1:0, routes: [ { service: svc } ] }
-services: { svc: { endpoints: [%s] } }
-shutdown: { delay: 1m, grace: 1m }
-telemetry: { access_log: "off" }
-`, up)), opts)
-		if err != nil {
-			t.Fatal(err)
-		}
-		ctx, stop := context.WithCancel(context.Background())
-		t.Cleanup(stop)
-		done, runReturned = make(chan error, 1), make(chan struct{})
-		go func() {
-			err := sc.Run(ctx)
-			close(runReturned)
-			done <- err
-		}()
-		waitFor(t, "ready", 5*time.Second, sc.Ready)
-		return sc, stop, done, runReturned
-	}
-	// endDrain is the first SIGTERM, then the second, the exchange held.
-	endDrain := func(t *testing.T, sc *Sidecar, stop func()) {
-		stop()
-		waitFor(t, "the drain to begin", 5*time.Second, func() bool { return !sc.Ready() })
-		sc.EndDrain()
+		return startDraining(t, up, opts)
 	}
 	// upload sends a 1 MiB upload with Expect: 100-continue to path and
 	// reads the answer (past the 100 Continue) to its end.
@@ -1143,13 +1087,7 @@ telemetry: { access_log: "off" }
 		// which may be after the upstream answered.)
 		waitFor(t, "the upload to be taken over (bytes spliced)", 5*time.Second, func() bool { return splicedUp.Load() != spliced })
 		recv(t, responded, 5*time.Second, "the answer to be relayed")
-		endDrain(t, sc, stop)
-		if err := recv(t, done, 10*time.Second, "Run to return"); err != nil {
-			t.Fatalf("Run: %v; want nil, the caller had its whole answer", err)
-		}
-		if n := sc.tel.Metrics().InFlight(); n != 0 {
-			t.Errorf("%d exchanges not yet reported when Run returned", n)
-		}
+		drainEndsClean(t, sc, stop, done)
 	})
 	// Held later, while the exchange is being reported (its server span
 	// ending): the drain's end still waits for that report before Run
@@ -1187,13 +1125,7 @@ telemetry: { access_log: "off" }
 			t.Fatalf("answer %q, %v", b, err)
 		}
 		recv(t, reporting, 5*time.Second, "the exchange to be reported")
-		endDrain(t, sc, stop)
-		if err := recv(t, done, 10*time.Second, "Run to return"); err != nil {
-			t.Fatalf("Run: %v; want nil, the caller had its whole answer", err)
-		}
-		if n := sc.tel.Metrics().InFlight(); n != 0 {
-			t.Errorf("%d exchanges not yet reported when Run returned", n)
-		}
+		drainEndsClean(t, sc, stop, done)
 	})
 	t.Run("chunked answer", func(t *testing.T) {
 		responded := make(chan struct{})
@@ -1265,3 +1197,52 @@ func (p *holdingProcessor) OnStart(context.Context, sdktrace.ReadWriteSpan) {}
 func (p *holdingProcessor) OnEnd(s sdktrace.ReadOnlySpan)                   { p.onEnd(s) }
 func (p *holdingProcessor) Shutdown(context.Context) error                  { return nil }
 func (p *holdingProcessor) ForceFlush(context.Context) error                { return nil }
+
+// startDraining runs a ferry whose outbound listener leads to up, with a
+// drain long enough (delay and grace of a minute) that only its end, by
+// endDrain, ends it. stop is the first SIGTERM; done gets Run's error once
+// runReturned is closed.
+func startDraining(t *testing.T, up string, opts Options) (sc *Sidecar, stop func(), done chan error, runReturned chan struct{}) {
+	t.Helper()
+	sc, err := New(mustParse(t, fmt.Sprintf(`
+admin: { listen: 127.0.0.1:0 }
+outbound: { listen: 127.0.0.1:0, routes: [ { service: svc } ] }
+services: { svc: { endpoints: [%s] } }
+shutdown: { delay: 1m, grace: 1m }
+telemetry: { access_log: "off" }
+`, up)), opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, stop := context.WithCancel(context.Background())
+	t.Cleanup(stop)
+	done, runReturned = make(chan error, 1), make(chan struct{})
+	go func() {
+		err := sc.Run(ctx)
+		close(runReturned)
+		done <- err
+	}()
+	waitFor(t, "ready", 5*time.Second, sc.Ready)
+	return sc, stop, done, runReturned
+}
+
+// endDrain is the first SIGTERM, then the second, the exchange held.
+func endDrain(t *testing.T, sc *Sidecar, stop func()) {
+	t.Helper()
+	stop()
+	waitFor(t, "the drain to begin", 5*time.Second, func() bool { return !sc.Ready() })
+	sc.EndDrain()
+}
+
+// drainEndsClean ends the drain (endDrain) and expects Run to return nil,
+// every exchange reported: the caller had its whole answer.
+func drainEndsClean(t *testing.T, sc *Sidecar, stop func(), done chan error) {
+	t.Helper()
+	endDrain(t, sc, stop)
+	if err := recv(t, done, 10*time.Second, "Run to return"); err != nil {
+		t.Fatalf("Run: %v; want nil, the caller had its whole answer", err)
+	}
+	if n := sc.tel.Metrics().InFlight(); n != 0 {
+		t.Errorf("%d exchanges not yet reported when Run returned", n)
+	}
+}
