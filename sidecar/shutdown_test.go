@@ -1246,3 +1246,63 @@ func drainEndsClean(t *testing.T, sc *Sidecar, stop func(), done chan error) {
 		t.Errorf("%d exchanges not yet reported when Run returned", n)
 	}
 }
+
+// A tunnel that ended on its own (its upstream said all and closed) while
+// its report is still being written when the drain ends: the drain waits
+// for that report before telemetry closes, and nothing was cut. The tunnel
+// left the drain's set as it ended, before its report: a drain's end then
+// found nothing open and did not wait.
+func TestEndedDrainWaitsForAnEndedTunnelsReport(t *testing.T) {
+	o := rawTunnelOrigin(t, func(c *net.TCPConn, br *bufio.Reader) {
+		io.WriteString(c, "bye\n")
+	})
+	reporting := make(chan struct{})
+	drainWaits := make(chan struct{})
+	var once, waitOnce sync.Once
+	var runReturned chan struct{}
+	proc := &holdingProcessor{onEnd: func(s sdktrace.ReadOnlySpan) {
+		if s.SpanKind() != trace.SpanKindServer {
+			return
+		}
+		once.Do(func() {
+			close(reporting)
+			select {
+			case <-drainWaits:
+			case <-runReturned:
+			}
+		})
+	}}
+	tel, err := telemetry.New(context.Background(), telemetry.Config{ServiceName: "ferry-test", AccessLog: "off"},
+		telemetry.WithEnv(func(string) string { return "" }), telemetry.WithSpanProcessor(proc))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { tel.Shutdown(context.Background()) })
+	var sc *Sidecar
+	testHookDrainWaits = func() {
+		// The tunnel set's wait, not the lane's (which has nothing of the
+		// tunnel's): release the report there.
+		if tunnelsOpen(sc) > 0 {
+			waitOnce.Do(func() { close(drainWaits) })
+		}
+	}
+	t.Cleanup(func() { testHookDrainWaits = nil })
+	sc, stop, done, ret := startDraining(t, o.addr(), Options{Telemetry: tel})
+	runReturned = ret
+	c, br := openRawTunnel(t, sc.Addr("outbound"))
+	defer c.Close()
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if l, err := br.ReadString('\n'); l != "bye\n" {
+		t.Fatalf("read %q, %v", l, err)
+	}
+	io.Copy(io.Discard, br) // the tunnel's end
+	recv(t, reporting, 5*time.Second, "the tunnel to be reported")
+	drainEndsClean(t, sc, stop, done)
+}
+
+// tunnelsOpen is how many connections the drain's tunnel set tracks.
+func tunnelsOpen(sc *Sidecar) int {
+	sc.tunnels.mu.Lock()
+	defer sc.tunnels.mu.Unlock()
+	return len(sc.tunnels.conns)
+}

@@ -24,7 +24,7 @@ import (
 // http.Server.Shutdown does not see, so a drain can close them.
 //
 // A taken-over connection whose answer went out whole, or whose exchange
-// is done with it, is ending (see ending): closing it would cut nothing,
+// is done with it, and a tunnel that is over, are ending (see ending): closing it would cut nothing,
 // so the drain's end leaves it to close itself and does not count it, but
 // it stays tracked until its exchange was reported (its span, metrics and
 // access log line), which the drain waits for before telemetry closes.
@@ -177,7 +177,18 @@ func (p *Proxy) tunnel(w http.ResponseWriter, r *http.Request, res *http.Respons
 		x.status, x.reason, x.err = errDrainOver.status, errDrainOver.kind, errGraceEnded
 		return
 	}
-	defer p.tunnels.remove(ends)
+	// Once the tunnel is over (on its own, or cut), closing it cuts
+	// nothing more: it stays tracked, ending, until its exchange was
+	// reported (x.end), so that a drain's end waits for that report
+	// before telemetry closes.
+	reported := x.reported
+	x.reported = func() {
+		p.tunnels.remove(ends)
+		if reported != nil {
+			reported()
+		}
+	}
+	defer p.tunnels.ending(ends)
 
 	removeHopHeaders(res.Header, false)
 	res.Header["Connection"] = []string{"Upgrade"}
