@@ -329,18 +329,33 @@ func TestRegistrarRegistersAgainWithTheTokenFileAfresh(t *testing.T) {
 	f := fileTokenRegistrar(t)
 	agent, cc, path, rules, token1, reg, notReady := f.agent, f.cc, f.path, f.rules, f.token1, f.reg, f.notReady
 
-	if err := cc.Agent().ServiceDeregister("self-1"); err != nil {
-		t.Fatal(err)
-	}
-	waitUntil(t, 10*time.Second, "out of the catalog", func() bool {
-		return catalogCheck(t, cc, "self", reg.CheckID()) == ""
-	})
+	// The registrar is made to register again, as when the agent forgot
+	// ferry (a restart, an operator's deregistration; the registrar's own
+	// tests cover it finding that out). A deregistration through the
+	// agent's API made that happen too, but under load the check was at
+	// times still (or again) on the agent, its updates taken, and the
+	// registrar never registered again: the test then timed out.
+	reg.syncMu.Lock()
+	reg.registered = false
+	reg.syncMu.Unlock()
 	token2, _ := agent.CreateToken(rules)
 	rotateTokenFile(t, path, token2)
-	reg.Refresh()
-	waitUntil(t, 10*time.Second, "registered again and passing in the catalog", func() bool {
-		return reg.Stats().Registrations >= 2 && catalogCheck(t, cc, "self", reg.CheckID()) == api.HealthPassing
-	})
+	// Poked on every poll: the registrar refreshes on its own only every
+	// TTL/3 (minutes here), and what is tested is the token the
+	// registration again carries, not how soon it comes.
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		reg.Refresh()
+		if reg.Stats().Registrations >= 2 && catalogCheck(t, cc, "self", reg.CheckID()) == api.HealthPassing {
+			break
+		}
+		if time.Now().After(deadline) {
+			checks, err := cc.Agent().Checks()
+			t.Fatalf("registered again and passing in the catalog: not within 20s (registrar %+v; catalog check %q; agent's checks %v, %v)",
+				reg.Stats(), catalogCheck(t, cc, "self", reg.CheckID()), checks, err)
+		}
+		time.Sleep(50 * time.Millisecond) // polling a condition, not synchronising
+	}
 
 	agent.RevokeToken(token1)
 	msg := "draining"
