@@ -1,6 +1,7 @@
 package webhook
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -14,15 +15,21 @@ import (
 )
 
 // CertLoader serves a certificate from files and reloads it when either
-// file changes (cert-manager renews in place), checked on each TLS
-// handshake. A renewal that does not load keeps the previous certificate.
+// file changes (cert-manager renews in place, kubelet swaps a Secret
+// volume's files), checked on each TLS handshake by reading both files:
+// a renewal of the same size written within one tick of the file system's
+// clock has the same size and modification time, and a comparison of
+// those missed it. A renewal that does not load keeps the previous
+// certificate.
 type CertLoader struct {
 	certFile, keyFile string
 	log               *slog.Logger
 
-	mu    sync.Mutex
-	cert  *tls.Certificate
-	stamp string
+	mu        sync.Mutex
+	cert      *tls.Certificate
+	certPEM   []byte // what cert was loaded from
+	keyPEM    []byte
+	lastError string // the last load error logged, so a bad pair is logged once
 }
 
 // NewCertLoader loads the pair once; an error names the files.
@@ -39,40 +46,35 @@ func NewCertLoader(certFile, keyFile string, log *slog.Logger) (*CertLoader, err
 
 // GetCertificate is a tls.Config.GetCertificate.
 func (l *CertLoader) GetCertificate(*tls.ClientHelloInfo) (*tls.Certificate, error) {
-	stamp, err := l.fileStamp()
+	certPEM, err := os.ReadFile(l.certFile)
+	var keyPEM []byte
+	if err == nil {
+		keyPEM, err = os.ReadFile(l.keyFile)
+	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if err == nil && stamp == l.stamp {
+	if err == nil && l.cert != nil && bytes.Equal(certPEM, l.certPEM) && bytes.Equal(keyPEM, l.keyPEM) {
 		return l.cert, nil
 	}
 	if err == nil {
 		var c tls.Certificate
-		if c, err = tls.LoadX509KeyPair(l.certFile, l.keyFile); err == nil {
+		if c, err = tls.X509KeyPair(certPEM, keyPEM); err == nil {
 			if l.cert != nil {
 				l.log.Info("TLS certificate reloaded", "cert", l.certFile)
 			}
-			l.cert, l.stamp = &c, stamp
+			l.cert, l.certPEM, l.keyPEM, l.lastError = &c, certPEM, keyPEM, ""
 			return l.cert, nil
 		}
-		err = fmt.Errorf("TLS key pair %s, %s: %w", l.certFile, l.keyFile, err)
 	}
+	err = fmt.Errorf("TLS key pair %s, %s: %w", l.certFile, l.keyFile, err)
 	if l.cert == nil {
 		return nil, err
 	}
-	l.log.Warn("keeping the previous TLS certificate", "error", err.Error())
-	return l.cert, nil
-}
-
-func (l *CertLoader) fileStamp() (string, error) {
-	var s string
-	for _, f := range []string{l.certFile, l.keyFile} {
-		fi, err := os.Stat(f)
-		if err != nil {
-			return "", fmt.Errorf("TLS key pair: %w", err)
-		}
-		s += fmt.Sprintf("%s:%d:%d;", f, fi.Size(), fi.ModTime().UnixNano())
+	if msg := err.Error(); msg != l.lastError {
+		l.lastError = msg
+		l.log.Warn("keeping the previous TLS certificate", "error", msg)
 	}
-	return s, nil
+	return l.cert, nil
 }
 
 // NewServer returns an HTTPS server for h with timeouts fit for admission
