@@ -350,6 +350,9 @@ func TestRegistrarRefreshesCountFromTheCallsStart(t *testing.T) {
 		waits <- d
 		return fire
 	}
+	// The first step's call time, before Run makes its first requests
+	// (next sets it only once Run is running).
+	callTime.Store(int64(100 * time.Millisecond))
 	ctx, cancel := context.WithCancel(context.Background())
 	runDone := make(chan error, 1)
 	go func() { runDone <- reg.Run(ctx) }()
