@@ -972,15 +972,21 @@ func TestEndedDrainJustAfterAHandedOverAnswerIsClean(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			responded := make(chan struct{})
 			var once sync.Once
+			var runReturned chan struct{}
 			testHookResponded = func(ctx context.Context) {
 				once.Do(func() { close(responded) })
-				select { // until the drain's end cuts the exchange
-				case <-ctx.Done():
+				// Until Run returned, the drain's end having cut the
+				// exchange: released at ctx's end, the exchange could
+				// disarm the cut before its goroutine made it, and end
+				// whole.
+				select {
+				case <-runReturned:
 				case <-time.After(10 * time.Second):
 				}
 			}
 			t.Cleanup(func() { testHookResponded = nil })
-			sc, stop, done, _ := start(t)
+			sc, stop, done, ret := start(t)
+			runReturned = ret
 			called := make(chan error, 1)
 			go func() { called <- tc.call(sc.Addr("outbound")) }()
 			recv(t, responded, 5*time.Second, "the answer's body to be relayed")
