@@ -1101,32 +1101,12 @@ func TestEndedDrainJustAfterATakenOverAnswerIsClean(t *testing.T) {
 	// forward returned, before its report: a drain's end then found
 	// nothing open and did not wait for it.
 	t.Run("reported", func(t *testing.T) {
-		reporting := make(chan struct{})
-		drainWaits := make(chan struct{})
-		var once, waitOnce sync.Once
-		var runReturned chan struct{}
-		proc := &holdingProcessor{onEnd: func(s sdktrace.ReadOnlySpan) {
-			if s.SpanKind() != trace.SpanKindServer {
-				return
-			}
-			once.Do(func() {
-				close(reporting)
-				select {
-				case <-drainWaits:
-				case <-runReturned:
-				}
-			})
-		}}
-		tel, err := telemetry.New(context.Background(), telemetry.Config{ServiceName: "ferry-test", AccessLog: "off"},
-			telemetry.WithEnv(func(string) string { return "" }), telemetry.WithSpanProcessor(proc))
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { tel.Shutdown(context.Background()) })
-		testHookDrainWaits = func() { waitOnce.Do(func() { close(drainWaits) }) }
+		h := holdServerSpanReport(t)
+		reporting := h.reporting
+		testHookDrainWaits = h.release
 		t.Cleanup(func() { testHookDrainWaits = nil })
-		sc, stop, done, ret := start(t, Options{Telemetry: tel})
-		runReturned = ret
+		sc, stop, done, ret := start(t, Options{Telemetry: h.tel})
+		h.runReturned = ret
 		if b, err := upload(sc.Addr("outbound"), "/length"); b != "ok" || err != nil {
 			t.Fatalf("answer %q, %v", b, err)
 		}
@@ -1262,39 +1242,19 @@ func TestEndedDrainWaitsForAnEndedTunnelsReport(t *testing.T) {
 	o := rawTunnelOrigin(t, func(c *net.TCPConn, br *bufio.Reader) {
 		io.WriteString(c, "bye\n")
 	})
-	reporting := make(chan struct{})
-	drainWaits := make(chan struct{})
-	var once, waitOnce sync.Once
-	var runReturned chan struct{}
-	proc := &holdingProcessor{onEnd: func(s sdktrace.ReadOnlySpan) {
-		if s.SpanKind() != trace.SpanKindServer {
-			return
-		}
-		once.Do(func() {
-			close(reporting)
-			select {
-			case <-drainWaits:
-			case <-runReturned:
-			}
-		})
-	}}
-	tel, err := telemetry.New(context.Background(), telemetry.Config{ServiceName: "ferry-test", AccessLog: "off"},
-		telemetry.WithEnv(func(string) string { return "" }), telemetry.WithSpanProcessor(proc))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { tel.Shutdown(context.Background()) })
+	h := holdServerSpanReport(t)
+	reporting := h.reporting
 	var sc *Sidecar
 	testHookDrainWaits = func() {
 		// The tunnel set's wait, not the lane's (which has nothing of the
 		// tunnel's): release the report there.
 		if tunnelsOpen(sc) > 0 {
-			waitOnce.Do(func() { close(drainWaits) })
+			h.release()
 		}
 	}
 	t.Cleanup(func() { testHookDrainWaits = nil })
-	sc, stop, done, ret := startDraining(t, o.addr(), Options{Telemetry: tel})
-	runReturned = ret
+	sc, stop, done, ret := startDraining(t, o.addr(), Options{Telemetry: h.tel})
+	h.runReturned = ret
 	c, br := openRawTunnel(t, sc.Addr("outbound"))
 	defer c.Close()
 	c.SetReadDeadline(time.Now().Add(10 * time.Second))
@@ -1312,3 +1272,43 @@ func tunnelsOpen(sc *Sidecar) int {
 	defer sc.tunnels.mu.Unlock()
 	return len(sc.tunnels.conns)
 }
+
+// reportHold is a ferry's telemetry whose first server span's end (the
+// exchange's report) waits, once reporting is closed, until release or
+// runReturned.
+type reportHold struct {
+	tel         *telemetry.Telemetry
+	reporting   chan struct{}
+	drainWaits  chan struct{}
+	waitOnce    sync.Once
+	runReturned chan struct{} // set once Run started, before any request
+}
+
+func holdServerSpanReport(t *testing.T) *reportHold {
+	t.Helper()
+	h := &reportHold{reporting: make(chan struct{}), drainWaits: make(chan struct{})}
+	var once sync.Once
+	proc := &holdingProcessor{onEnd: func(s sdktrace.ReadOnlySpan) {
+		if s.SpanKind() != trace.SpanKindServer {
+			return
+		}
+		once.Do(func() {
+			close(h.reporting)
+			select {
+			case <-h.drainWaits:
+			case <-h.runReturned:
+			}
+		})
+	}}
+	tel, err := telemetry.New(context.Background(), telemetry.Config{ServiceName: "ferry-test", AccessLog: "off"},
+		telemetry.WithEnv(func(string) string { return "" }), telemetry.WithSpanProcessor(proc))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { tel.Shutdown(context.Background()) })
+	h.tel = tel
+	return h
+}
+
+// release lets the held report go on.
+func (h *reportHold) release() { h.waitOnce.Do(func() { close(h.drainWaits) }) }
