@@ -419,7 +419,11 @@ node_prefix "" { policy = "read" }`
 	s, _ := waitSnapshot(t, svc, 10*time.Second, "stale once the token may not read the service", func(s *Snapshot) bool {
 		return s.Stale || len(s.Endpoints) == 0
 	})
-	if !hasAddrs("127.0.0.1:9001")(s) || !strings.Contains(s.Err, "ACL") {
+	// The kept endpoints are the last ones read: api-1, and api-2 too when
+	// the query that api-2's registration woke was answered under the old
+	// rules (a clean-clone CI run saw that), the filtered answer coming only
+	// on the query after it.
+	if !(hasAddrs("127.0.0.1:9001")(s) || hasAddrs("127.0.0.1:9001", "127.0.0.1:9002")(s)) || !strings.Contains(s.Err, "ACL") {
 		t.Fatalf("after the token lost service:read: %+v", s)
 	}
 
