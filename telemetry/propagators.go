@@ -128,6 +128,108 @@ func (tc traceContext) Extract(ctx context.Context, carrier propagation.TextMapC
 	return tc.TraceContext.Extract(ctx, carrier)
 }
 
+// ownExtraction reports whether ferry extracts what parts (newPropagator's)
+// read itself (extractOwn): each is tracecontext or baggage.
+func ownExtraction(parts []propagation.TextMapPropagator) bool {
+	for _, p := range parts {
+		switch p.(type) {
+		case traceContext, propagation.Baggage:
+		default:
+			return false
+		}
+	}
+	return len(parts) > 0
+}
+
+// extractOwn is what the composite of parts (tracecontext and baggage
+// alone, ownExtraction) extracts from c under ctx, apart: ctx with the
+// baggage parts' extraction, and the caller's span context, the last one
+// a tracecontext part found valid, which the composite would have put in
+// ctx as the remote span (invalid when none was). Keeping it out of ctx
+// spares the two allocations of that layer (the context and the span
+// holding the span context), which no one would see: the request's
+// context gets its server span, recording or not, above it.
+func extractOwn(ctx context.Context, parts []propagation.TextMapPropagator, c headerCarrier) (context.Context, trace.SpanContext) {
+	var psc trace.SpanContext
+	for _, p := range parts {
+		if _, ok := p.(traceContext); ok {
+			if sc := traceContextOf(c); sc.IsValid() {
+				psc = sc
+			}
+			continue
+		}
+		ctx = p.Extract(ctx, c)
+	}
+	return ctx, psc
+}
+
+// traceContextOf is the span context traceContext.Extract puts into a
+// context for c's traceparent and tracestate, and invalid when it puts in
+// none: a traceparent of lower-case hex fields split by dashes, version
+// (not ff), trace-id (not all zeros), parent-id (not all zeros) and flags,
+// 2, 32, 16 and 2 digits; for version 00 exactly that (55 characters) with
+// no flag beyond sampled and random, for a later version followed by the
+// end or a dash and anything. The flags kept are sampled and random; the
+// tracestate is read only with a valid traceparent, one that does not
+// parse is none. (TestTraceContextOfMatchesPropagator compares the two.)
+func traceContextOf(c headerCarrier) trace.SpanContext {
+	tp := c.Get("traceparent")
+	if len(tp) < traceparentLen || tp[2] != '-' || tp[35] != '-' || tp[52] != '-' {
+		return trace.SpanContext{}
+	}
+	version, ok := hexByte(tp[0], tp[1])
+	if !ok || version == 0xff {
+		return trace.SpanContext{}
+	}
+	flags, ok := hexByte(tp[53], tp[54])
+	if !ok {
+		return trace.SpanContext{}
+	}
+	if version == 0 {
+		if len(tp) != traceparentLen || flags&^byte(trace.FlagsSampled|trace.FlagsRandom) != 0 {
+			return trace.SpanContext{}
+		}
+	} else if len(tp) > traceparentLen && tp[traceparentLen] != '-' {
+		return trace.SpanContext{}
+	}
+	var scc trace.SpanContextConfig
+	for i := range scc.TraceID {
+		if scc.TraceID[i], ok = hexByte(tp[3+2*i], tp[4+2*i]); !ok {
+			return trace.SpanContext{}
+		}
+	}
+	for i := range scc.SpanID {
+		if scc.SpanID[i], ok = hexByte(tp[36+2*i], tp[37+2*i]); !ok {
+			return trace.SpanContext{}
+		}
+	}
+	if !scc.TraceID.IsValid() || !scc.SpanID.IsValid() {
+		return trace.SpanContext{}
+	}
+	scc.TraceFlags = trace.TraceFlags(flags) & (trace.FlagsSampled | trace.FlagsRandom)
+	// A tracestate that does not parse is dropped, the traceparent kept.
+	scc.TraceState, _ = trace.ParseTraceState(c.Get("tracestate"))
+	scc.Remote = true
+	return trace.NewSpanContext(scc)
+}
+
+// hexByte is the byte the two lower-case hex digits hi and lo spell.
+func hexByte(hi, lo byte) (byte, bool) {
+	h, ok1 := hexDigit(hi)
+	l, ok2 := hexDigit(lo)
+	return h<<4 | l, ok1 && ok2
+}
+
+func hexDigit(c byte) (byte, bool) {
+	switch {
+	case '0' <= c && c <= '9':
+		return c - '0', true
+	case 'a' <= c && c <= 'f':
+		return c - 'a' + 10, true
+	}
+	return 0, false
+}
+
 // callerDecision is a sampling decision a caller sent without a trace to
 // continue: B3's sampling state sent alone.
 type callerDecision uint8

@@ -43,6 +43,7 @@ type Telemetry struct {
 	readKeys   []string                        // what the propagator reads, canonical (see readKeys)
 	readAll    bool                            // it may read any field
 	readsB3    bool                            // it reads B3 (either form reads both: b3Decision)
+	ownExtract bool                            // ferry extracts what it reads itself (ownExtraction)
 	others     []otherFormat                   // the trace context formats it does not read (tracing on)
 	metrics    *Metrics
 	log        *slog.Logger       // nil when the access log is off
@@ -119,6 +120,7 @@ func New(ctx context.Context, cfg Config, opts ...Option) (*Telemetry, error) {
 	t.readsB3 = !slices.Contains(s.propagators, "none") &&
 		(slices.Contains(s.propagators, "b3") || slices.Contains(s.propagators, "b3multi"))
 	t.readKeys, t.readAll = readKeys(prop)
+	t.ownExtract = ownExtraction(parts)
 
 	res, err := t.resource(ctx)
 	if err != nil {

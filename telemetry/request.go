@@ -161,7 +161,18 @@ func (t *Telemetry) StartRequestIn(in *RequestRoom, r *http.Request, l Listener)
 	// allocated with it) depends on the context extracted first.
 	ctx := r.Context()
 	d := undecided
-	if t.carriesFields(r.Header) {
+	// parent is the caller's span context when ferry extracted it itself
+	// (extractOwn), kept out of ctx; invalid otherwise.
+	var parent trace.SpanContext
+	switch fields := t.carriesFields(r.Header); {
+	case fields && t.ownExtract:
+		ctx, parent = extractOwn(ctx, t.propParts, headerCarrier{r.Header})
+		if parent.IsValid() && t.prov.known == samplerOther {
+			// A sampler ferry does not know reads the parent from its
+			// context.
+			ctx = trace.ContextWithRemoteSpanContext(ctx, parent)
+		}
+	case fields:
 		c := headerCarrier{r.Header}
 		ctx = t.propagator.Extract(ctx, c)
 		// A B3 sampling decision sent without IDs leaves the B3
@@ -181,7 +192,10 @@ func (t *Telemetry) StartRequestIn(in *RequestRoom, r *http.Request, l Listener)
 	var record bool
 	switch d {
 	case undecided:
-		st, record = t.own.sampleProxy(ctx, name, trace.SpanKindServer)
+		if !parent.IsValid() {
+			parent = trace.SpanContextFromContext(ctx)
+		}
+		st, record = t.own.sampleProxyUnder(ctx, parent, name, trace.SpanKindServer)
 	case callerDefers:
 		st, record = t.own.sampleDeferred(ctx, name, trace.SpanKindServer)
 	default:

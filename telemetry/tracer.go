@@ -237,7 +237,15 @@ type proxyStart struct {
 // with no options, for ferry's helpers: whether it records and its span
 // context.
 func (t *tracer) sampleProxy(ctx context.Context, name string, kind trace.SpanKind) (st proxyStart, record bool) {
-	st.parent = trace.SpanContextFromContext(ctx)
+	return t.sampleProxyUnder(ctx, trace.SpanContextFromContext(ctx), name, kind)
+}
+
+// sampleProxyUnder is sampleProxy for a span whose parent's span context,
+// parent, is known already (the one ctx holds, or the caller's that
+// extractOwn kept out of ctx): a sampler ferry does not know, which reads
+// its parent from ctx, needs it there.
+func (t *tracer) sampleProxyUnder(ctx context.Context, parent trace.SpanContext, name string, kind trace.SpanKind) (st proxyStart, record bool) {
+	st.parent = parent
 	st.sc, st.res = t.sample(ctx, st.parent, name, kind, nil, nil)
 	return st, st.res.Decision != sdktrace.Drop
 }
