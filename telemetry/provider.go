@@ -44,6 +44,7 @@ type Telemetry struct {
 	readAll    bool                            // it may read any field
 	readsB3    bool                            // it reads B3 (either form reads both: b3Decision)
 	ownExtract bool                            // ferry extracts what it reads itself (ownExtraction)
+	spanNames  spanNames                       // the server spans' names by route (SetRoute)
 	others     []otherFormat                   // the trace context formats it does not read (tracing on)
 	metrics    *Metrics
 	log        *slog.Logger       // nil when the access log is off

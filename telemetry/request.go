@@ -275,7 +275,7 @@ func (q *Request) Span() trace.Span { return q.span }
 func (q *Request) SetRoute(route, service string) {
 	q.route, q.service = route, service
 	if q.ps != nil {
-		q.ps.SetName(spanMethod(q.method) + " " + route)
+		q.ps.SetName(q.t.spanNames.name(q.method, route))
 		q.ps.pa.setRoute(route, service)
 	}
 }
