@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // BenchmarkRequestSpans measures what the sidecar pays per small request
@@ -151,4 +152,34 @@ func BenchmarkOTLPEncodeEndpoints(b *testing.B) {
 	}
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*len(spans)), "ns/span")
 	b.ReportMetric(float64(n)/float64(len(spans)), "bytes/span")
+}
+
+// BenchmarkExtractCallerContext measures reading a caller's traceparent
+// and tracestate under the default propagators (tracecontext, baggage):
+// "propagators" is their composite Extract and the lookup of the span
+// context it put in the context; "ferry" is extractOwn.
+func BenchmarkExtractCallerContext(b *testing.B) {
+	tel, err := New(b.Context(), Config{AccessLog: "off"}, WithEnv(env{}.get))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer tel.Shutdown(b.Context())
+	h := http.Header{"Traceparent": {"00-" + callerTrace + "-" + callerSpan + "-01"}, "Tracestate": {"congo=t61rcWkgMzE"}}
+	c := headerCarrier{h}
+	var sc trace.SpanContext
+	b.Run("propagators", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			sc = trace.SpanContextFromContext(tel.propagator.Extract(b.Context(), c))
+		}
+	})
+	b.Run("ferry", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			_, sc = extractOwn(b.Context(), tel.propParts, c)
+		}
+	})
+	if !sc.IsValid() {
+		b.Fatal("nothing extracted")
+	}
 }

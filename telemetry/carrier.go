@@ -49,8 +49,11 @@ func (c headerCarrier) key(k string) string {
 // (tracestate) keeps every line's members; a field that holds one value
 // (traceparent, b3) sent twice reads as no valid value, so the caller's
 // trace is not continued from whichever line came first.
-func (c headerCarrier) Get(key string) string {
-	switch v := c.h[c.key(key)]; len(v) {
+func (c headerCarrier) Get(key string) string { return c.field(c.key(key)) }
+
+// field is Get of a canonical key.
+func (c headerCarrier) field(ck string) string {
+	switch v := c.h[ck]; len(v) {
 	case 0:
 		return ""
 	case 1:

@@ -158,7 +158,10 @@ func extractOwn(ctx context.Context, parts []propagation.TextMapPropagator, c he
 			}
 			continue
 		}
-		ctx = p.Extract(ctx, c)
+		if _, ok := c.h["Baggage"]; ok {
+			// Without the field, baggage extracts nothing.
+			ctx = p.Extract(ctx, c)
+		}
 	}
 	return ctx, psc
 }
@@ -173,7 +176,7 @@ func extractOwn(ctx context.Context, parts []propagation.TextMapPropagator, c he
 // tracestate is read only with a valid traceparent, one that does not
 // parse is none. (TestTraceContextOfMatchesPropagator compares the two.)
 func traceContextOf(c headerCarrier) trace.SpanContext {
-	tp := c.Get("traceparent")
+	tp := c.field("Traceparent")
 	if len(tp) < traceparentLen || tp[2] != '-' || tp[35] != '-' || tp[52] != '-' {
 		return trace.SpanContext{}
 	}
@@ -208,7 +211,7 @@ func traceContextOf(c headerCarrier) trace.SpanContext {
 	}
 	scc.TraceFlags = trace.TraceFlags(flags) & (trace.FlagsSampled | trace.FlagsRandom)
 	// A tracestate that does not parse is dropped, the traceparent kept.
-	scc.TraceState, _ = trace.ParseTraceState(c.Get("tracestate"))
+	scc.TraceState, _ = trace.ParseTraceState(c.field("Tracestate"))
 	scc.Remote = true
 	return trace.NewSpanContext(scc)
 }
