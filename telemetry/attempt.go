@@ -23,7 +23,7 @@ type AttemptInfo struct {
 // request's server span.
 type Attempt struct {
 	q     *Request
-	ctx   context.Context
+	ctx   context.Context // a recording attempt's is made by Context
 	span  trace.Span
 	ended atomic.Bool
 
@@ -60,7 +60,7 @@ func (q *Request) StartAttempt(out *http.Request, info AttemptInfo) *Attempt {
 		ta := &tracedAttempt{Attempt: Attempt{q: q}}
 		a = &ta.Attempt
 		a.ps = &ta.ps
-		a.ctx = q.t.own.startProxy(q.ctx, a.ps, &st, spanMethod(method), trace.SpanKindClient)
+		q.t.own.initProxy(a.ps, &st, spanMethod(method), trace.SpanKindClient)
 		a.span = &a.ps.span
 		a.ps.pa.setClient(q, out, method, info)
 	}
@@ -75,8 +75,20 @@ type tracedAttempt struct {
 	ps proxySpan
 }
 
-// Context carries the client span.
-func (a *Attempt) Context() context.Context { return a.ctx }
+// Context carries the client span. A recording attempt's is made on the
+// first call (the sidecar never asks for it, and Inject only for a
+// propagator ferry does not write itself): the same context every call.
+func (a *Attempt) Context() context.Context {
+	if a.ps == nil {
+		return a.ctx
+	}
+	a.ps.mu.Lock()
+	defer a.ps.mu.Unlock()
+	if a.ctx == nil {
+		a.ctx = trace.ContextWithSpan(a.q.ctx, &a.ps.span)
+	}
+	return a.ctx
+}
 
 // Span is the client span.
 func (a *Attempt) Span() trace.Span { return a.span }
@@ -100,9 +112,9 @@ func (a *Attempt) Inject(h http.Header) {
 		return
 	}
 	a.q.carrier.h = h
-	// The attempt's span is the one a.ctx carries.
+	// The attempt's span is the one its context carries.
 	sc := a.span.SpanContext()
-	injectParts(a.q.t.propParts, h, &a.q.carrier, a.ctx, a.q.ctx, sc)
+	injectParts(a.q.t.propParts, h, &a.q.carrier, a, a.q.ctx, sc)
 	if a.q.t.readsB3 {
 		settleB3(h, sc.IsSampled())
 	}

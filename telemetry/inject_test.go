@@ -19,9 +19,9 @@ import (
 // state settled, the caller's other formats dropped.
 func injectByPropagator(a *Attempt, h http.Header) {
 	t := a.q.t
-	t.propagator.Inject(a.ctx, headerCarrier{h})
+	t.propagator.Inject(a.Context(), headerCarrier{h})
 	if t.readsB3 {
-		settleB3(h, trace.SpanContextFromContext(a.ctx).IsSampled())
+		settleB3(h, trace.SpanContextFromContext(a.Context()).IsSampled())
 	}
 	if d := a.q.dropOthers; d != 0 {
 		for i := range t.others {

@@ -48,10 +48,10 @@ func newPropagator(names []string) (prop propagation.TextMapPropagator, parts []
 // (injectTraceContext), and baggage's from the request context's baggage
 // (the attempt's context adds only its span to it), each without the
 // carrier's lookups and, for tracecontext, with one allocation. The
-// others are the propagators' Inject into c, a carrier of h, under actx,
-// the attempt's context. (TestInjectMatchesPropagators compares the two
+// others are the propagators' Inject into c, a carrier of h, under the
+// attempt a's context. (TestInjectMatchesPropagators compares the two
 // for every propagator and context.)
-func injectParts(parts []propagation.TextMapPropagator, h http.Header, c *headerCarrier, actx, qctx context.Context, sc trace.SpanContext) {
+func injectParts(parts []propagation.TextMapPropagator, h http.Header, c *headerCarrier, a *Attempt, qctx context.Context, sc trace.SpanContext) {
 	for _, p := range parts {
 		switch p.(type) {
 		case traceContext:
@@ -61,7 +61,7 @@ func injectParts(parts []propagation.TextMapPropagator, h http.Header, c *header
 				h["Baggage"] = []string{v}
 			}
 		default:
-			p.Inject(actx, c)
+			p.Inject(a.Context(), c)
 		}
 	}
 }

@@ -2,6 +2,7 @@ package telemetry
 
 import (
 	"bytes"
+	"context"
 	"crypto/tls"
 	"errors"
 	"fmt"
@@ -9,9 +10,11 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 
 	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/baggage"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 	semconv "go.opentelemetry.io/otel/semconv/v1.43.0"
@@ -482,12 +485,15 @@ func TestAppendKVMatchesGeneric(t *testing.T) {
 }
 
 // The contexts StartRequest and StartAttempt return carry the span they
-// started, recording or not.
+// started, recording or not. An attempt's context (made on the first call
+// of Context when it records) is the same context at every call, also
+// from goroutines calling at once, and holds the request context's values
+// (its baggage) beneath its span.
 func TestHelpersContextsCarryTheirSpans(t *testing.T) {
 	for _, sampler := range []string{"always_on", "always_off", "parentbased_always_on"} {
 		t.Run(sampler, func(t *testing.T) {
 			tel, _, _ := recorded(t, Config{AccessLog: "off"}, env{"OTEL_TRACES_SAMPLER": sampler})
-			r := incoming("GET", "http://files/x", map[string]string{"traceparent": "00-" + callerTrace + "-" + callerSpan + "-01"})
+			r := incoming("GET", "http://files/x", map[string]string{"traceparent": "00-" + callerTrace + "-" + callerSpan + "-01", "baggage": "k=v"})
 			ctx, q := tel.StartRequest(r, Outbound)
 			// (A span that does not record is in the context as its span
 			// context, as the API puts it there.)
@@ -498,8 +504,22 @@ func TestHelpersContextsCarryTheirSpans(t *testing.T) {
 				t.Error("the server span is the caller's")
 			}
 			a := q.StartAttempt(nil, AttemptInfo{Endpoint: "10.0.0.7:8080", Attempt: 1})
+			ctxs := make([]context.Context, 4)
+			var wg sync.WaitGroup
+			for i := range ctxs {
+				wg.Go(func() { ctxs[i] = a.Context() })
+			}
+			wg.Wait()
+			for i, actx := range append(ctxs, a.Context()) {
+				if actx != ctxs[0] {
+					t.Errorf("the attempt's context %d is not the first one", i)
+				}
+			}
 			if got := trace.SpanFromContext(a.Context()); (a.Span().IsRecording() && got != a.Span()) || !got.SpanContext().Equal(a.Span().SpanContext()) {
 				t.Errorf("the attempt's context carries %v, want the client span %v", got.SpanContext(), a.Span().SpanContext())
+			}
+			if got := baggage.FromContext(a.Context()).Member("k").Value(); got != "v" {
+				t.Errorf("the attempt's context has baggage k=%q, want the request's v", got)
 			}
 			if a.Span().IsRecording() != (sampler != "always_off") || q.Span().IsRecording() != (sampler != "always_off") {
 				t.Errorf("recording: server %v client %v", q.Span().IsRecording(), a.Span().IsRecording())

@@ -255,12 +255,17 @@ func (t *tracer) sampleProxyUnder(ctx context.Context, parent trace.SpanContext,
 // a span starts with are written (assigning a whole span would write all
 // 320 bytes of it again, through the write barriers).
 func (t *tracer) startProxy(ctx context.Context, ps *proxySpan, st *proxyStart, name string, kind trace.SpanKind) context.Context {
+	t.initProxy(ps, st, name, kind)
+	return trace.ContextWithSpan(ctx, &ps.span)
+}
+
+// initProxy is startProxy without the context.
+func (t *tracer) initProxy(ps *proxySpan, st *proxyStart, name string, kind trace.SpanKind) {
 	sp := &ps.span
 	sp.t, sp.kind, sp.name, sp.start = t, uint8(kind), name, time.Now()
 	sp.sc, sp.parent = st.sc, st.parent
 	sp.pa = &ps.pa
 	ps.span.SetAttributes(st.res.Attributes...)
-	return trace.ContextWithSpan(ctx, &ps.span)
 }
 
 // nonRecording is the span and context of a span the sampler dropped.
