@@ -332,9 +332,12 @@ func TestRegistrarRegistersAgainWithTheTokenFileAfresh(t *testing.T) {
 	// The registrar is made to register again, as when the agent forgot
 	// ferry (a restart, an operator's deregistration; the registrar's own
 	// tests cover it finding that out). A deregistration through the
-	// agent's API made that happen too, but under load the check was at
-	// times still (or again) on the agent, its updates taken, and the
-	// registrar never registered again: the test then timed out.
+	// agent's API made that happen too, but the catalog lists ferry
+	// passing before the registrar's first check update is answered:
+	// under load the deregistration came in between, the update was
+	// refused, and the registration after it was the registrar's first
+	// (TestRegistrarRegistersAgainWhenForgottenBeforeItsFirstUpdate), so
+	// a wait for a second one timed out.
 	reg.syncMu.Lock()
 	reg.registered = false
 	reg.syncMu.Unlock()

@@ -3,6 +3,7 @@ package discovery
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -12,24 +13,28 @@ import (
 	"time"
 
 	"github.com/ferrymesh/ferry/discovery/consultest"
+	"github.com/hashicorp/consul/api"
 )
 
 // holdingProxy stands between ferry and a real agent. It holds the first
-// service registration it is sent until released, then hands it to the
+// request whose path starts with hold until released, then hands it to the
 // agent whether or not ferry still waits for the answer: an agent takes a
 // request whose bytes arrived even if the caller hung up. Everything else
 // goes through at once.
 type holdingProxy struct {
-	srv       *httptest.Server
-	held      chan struct{} // closed when the held registration arrived
-	release   chan struct{} // closed to hand it to the agent
-	landed    chan struct{} // closed once the agent answered it
-	deregSent chan struct{} // closed when a deregistration was answered by the agent
-	once      sync.Once
-	dereg     sync.Once
+	srv     *httptest.Server
+	held    chan struct{} // closed when the held registration arrived
+	release chan struct{} // closed to hand it to the agent
+	landed  chan struct{} // closed once the agent answered it
+	// heldAnswer is the agent's answer to the held request (status and
+	// body); set before landed is closed.
+	heldAnswer string
+	deregSent  chan struct{} // closed when a deregistration was answered by the agent
+	once       sync.Once
+	dereg      sync.Once
 }
 
-func newHoldingProxy(t *testing.T, agentAddr string) *holdingProxy {
+func newHoldingProxy(t *testing.T, agentAddr, hold string) *holdingProxy {
 	p := &holdingProxy{held: make(chan struct{}), release: make(chan struct{}), landed: make(chan struct{}), deregSent: make(chan struct{})}
 	client := &http.Client{Transport: &http.Transport{}}
 	forward := func(r *http.Request, body []byte) (*http.Response, error) {
@@ -43,7 +48,7 @@ func newHoldingProxy(t *testing.T, agentAddr string) *holdingProxy {
 	p.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		body, _ := io.ReadAll(r.Body)
 		first := false
-		if strings.HasPrefix(r.URL.Path, "/v1/agent/service/register") {
+		if strings.HasPrefix(r.URL.Path, hold) {
 			p.once.Do(func() { first = true })
 		}
 		if first {
@@ -57,6 +62,11 @@ func newHoldingProxy(t *testing.T, agentAddr string) *holdingProxy {
 			return
 		}
 		defer resp.Body.Close()
+		if first {
+			b, _ := io.ReadAll(resp.Body)
+			p.heldAnswer = fmt.Sprintf("%d %s", resp.StatusCode, bytes.TrimSpace(b))
+			resp.Body = io.NopCloser(bytes.NewReader(b))
+		}
 		if strings.HasPrefix(r.URL.Path, "/v1/agent/service/deregister/") {
 			io.Copy(io.Discard, resp.Body)
 			p.dereg.Do(func() { close(p.deregSent) })
@@ -87,7 +97,7 @@ func newHoldingProxy(t *testing.T, agentAddr string) *holdingProxy {
 // lists no ferry.
 func TestDeregisterDuringRegistrationLeavesNothing(t *testing.T) {
 	agent := consultest.Start(t)
-	p := newHoldingProxy(t, agent.HTTPAddr)
+	p := newHoldingProxy(t, agent.HTTPAddr, "/v1/agent/service/register")
 	c, err := NewConsul(context.Background(), ConsulConfig{Address: strings.TrimPrefix(p.srv.URL, "http://")}, ConsulOptions{
 		Logger: testLogger(), Backoff: JitterBackoff(50*time.Millisecond, 300*time.Millisecond),
 	})
@@ -131,5 +141,69 @@ func TestDeregisterDuringRegistrationLeavesNothing(t *testing.T) {
 	}
 	if svcs["self-1"] != nil {
 		t.Fatalf("after Deregister returned, the agent lists ferry: the registration landed after the deregistration")
+	}
+}
+
+// The agent forgets ferry between the registration and its first check
+// update (an operator deregistered it through the agent's API just as it
+// registered): the agent answers the update with a 500 ("CheckID ... does
+// not have associated TTL": the deregistration stopped the check's TTL
+// timer with the service), register fails, and the registrar registers
+// again after its backoff, not a refresh interval (minutes here) later.
+// The registration that never completed is not counted: the one that
+// comes after the deregistration is the registrar's first, and every
+// update after it is taken. (A test that deregistered ferry as soon as the
+// catalog listed it passing, and then waited for a second registration,
+// waited in vain so under load: the catalog had it passing before the
+// first update was answered.)
+func TestRegistrarRegistersAgainWhenForgottenBeforeItsFirstUpdate(t *testing.T) {
+	agent := consultest.Start(t)
+	cc := agent.Client()
+	p := newHoldingProxy(t, agent.HTTPAddr, "/v1/agent/check/update/")
+	c, err := NewConsul(context.Background(), ConsulConfig{Address: strings.TrimPrefix(p.srv.URL, "http://")}, ConsulOptions{
+		Logger: testLogger(), Backoff: JitterBackoff(50*time.Millisecond, 300*time.Millisecond),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	reg := runRegistrar(t, c, Registration{Name: "self", ID: "self-1", Port: 7000, TTL: 10 * time.Minute})
+
+	select {
+	case <-p.held:
+	case <-time.After(10 * time.Second):
+		t.Fatal("no check update after the registration")
+	}
+	waitUntil(t, 10*time.Second, "passing in the catalog while the first update is held", func() bool {
+		return catalogCheck(t, cc, "self", reg.CheckID()) == api.HealthPassing
+	})
+	if st := reg.Stats(); st.Registrations != 0 {
+		t.Fatalf("registration counted before its first update was answered: %+v", st)
+	}
+	if err := cc.Agent().ServiceDeregister("self-1"); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, 10*time.Second, "gone from the agent and the catalog", func() bool {
+		checks, err := cc.Agent().Checks()
+		return err == nil && checks[reg.CheckID()] == nil && catalogCheck(t, cc, "self", reg.CheckID()) == ""
+	})
+	close(p.release)
+	select {
+	case <-p.landed:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the held update never reached the agent")
+	}
+	if !strings.HasPrefix(p.heldAnswer, "404 ") || !strings.Contains(p.heldAnswer, "Unknown check ID") {
+		t.Fatalf("the agent answered the update of a deregistered check %q", p.heldAnswer)
+	}
+
+	// No Refresh: the next refresh is due only in 200s.
+	waitUntil(t, 10*time.Second, "registered again and passing in the catalog", func() bool {
+		return reg.Stats().Registrations == 1 && catalogCheck(t, cc, "self", reg.CheckID()) == api.HealthPassing
+	})
+	reg.Refresh()
+	waitUntil(t, 10*time.Second, "the next update taken", func() bool { return reg.Stats().Updates >= 1 })
+	if st := reg.Stats(); st.Registrations != 1 || st.Errors != 1 {
+		t.Fatalf("registrar %+v, want 1 registration (the one after the deregistration) and 1 error (the refused first update)", st)
 	}
 }

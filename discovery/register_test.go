@@ -402,3 +402,29 @@ func TestRegistrarRefreshesCountFromTheCallsStart(t *testing.T) {
 		}
 	}
 }
+
+// An operator deregisters ferry through the agent's API: the next refresh
+// (no Refresh here), due a third of the TTL after the last, finds the
+// check gone (the agent refuses its update) and registers again at once;
+// ferry is listed passing again within that interval, its updates taken.
+func TestRegistrarRegistersAgainAfterAnOperatorsDeregistration(t *testing.T) {
+	agent := consultest.Start(t)
+	cc := agent.Client()
+	c := newTestConsul(t, agent, ConsulConfig{})
+	reg := runRegistrar(t, c, Registration{Name: "self", ID: "self-1", Port: 7000, TTL: 3 * time.Second})
+	waitUntil(t, 10*time.Second, "registered and passing in the catalog", func() bool {
+		return reg.Stats().Registrations == 1 && catalogCheck(t, cc, "self", reg.CheckID()) == api.HealthPassing
+	})
+
+	if err := cc.Agent().ServiceDeregister("self-1"); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, 10*time.Second, "registered again and passing in the catalog", func() bool {
+		return reg.Stats().Registrations >= 2 && catalogCheck(t, cc, "self", reg.CheckID()) == api.HealthPassing
+	})
+	updates := reg.Stats().Updates
+	waitUntil(t, 10*time.Second, "the next update taken", func() bool { return reg.Stats().Updates > updates })
+	if st := reg.Stats(); st.Errors == 0 {
+		t.Fatalf("registrar %+v: registered again without an update refused", st)
+	}
+}
