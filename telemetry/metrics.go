@@ -24,6 +24,7 @@ const (
 	MetricBreakerTransition = "ferry_breaker_transitions_total"       // counter: service, to
 	MetricEjections         = "ferry_ejections_total"                 // counter: service
 	MetricConnLimit         = "ferry_connection_limit_reached_total"  // counter: listener
+	MetricConnsClosed       = "ferry_connections_closed_total"        // counter: listener, reason
 	MetricSnapshotAge       = "ferry_consul_snapshot_age_seconds"     // gauge: service
 	MetricWatchErrors       = "ferry_consul_watch_errors_total"       // counter: service
 	MetricSpansDropped      = "ferry_trace_spans_dropped_total"       // counter: spans lost on a full export queue
@@ -92,6 +93,7 @@ type Metrics struct {
 	ejections         *family
 	connLimit         *family
 	closedForRoom     *family
+	connsClosed       *family
 	watchErrors       *family
 	reloads           *family
 	reloadOK          *family
@@ -129,6 +131,8 @@ func newMetrics(res *resource.Resource, q *spanQueue) (*Metrics, error) {
 		"Times a new connection found a listener at limits.max_connections and waited for room, by listener: one per episode at the bound.", "listener")
 	m.closedForRoom = r.counter("ferry_connections_closed_for_room",
 		"Idle keep-alive connections a listener at limits.max_connections closed to make room for a new one, by listener.", "listener")
+	m.connsClosed = r.counter("ferry_connections_closed",
+		"Caller connections a proxy listener closed in defence, by listener and reason (premature_resets: an h2c connection whose caller reset most of its streams as they began).", "listener", "reason")
 	m.watchErrors = r.counter("ferry_consul_watch_errors", "Failed Consul watch queries, by service.", "service")
 	m.reloads = r.counter("ferry_config_reloads", "Config file reloads tried (SIGHUP, a changed file, a retry), by result: applied or rejected.", "result")
 	m.reloadOK = r.gauge("ferry_config_last_reload_successful", "1 while the config file's last reload applied (or none was tried), 0 while it was rejected and the config in force is older than the file.")
@@ -345,6 +349,21 @@ func (m *Metrics) ConnectionLimitReached(listener string) {
 // at limits.max_connections closed to make room for a new one.
 func (m *Metrics) ConnectionClosedForRoom(listener string) {
 	m.closedForRoom.with(listener).add(1)
+}
+
+// Reasons a proxy listener closes a caller's connection in defence
+// (ConnectionClosed).
+const (
+	// ConnClosedPrematureResets: an h2c connection whose caller reset more
+	// than half of its streams (of at least a few hundred) within a
+	// second of their start, as a rapid-reset flood does.
+	ConnClosedPrematureResets = "premature_resets"
+)
+
+// ConnectionClosed counts a caller connection a proxy listener closed in
+// defence; reason is a ConnClosed* constant.
+func (m *Metrics) ConnectionClosed(listener, reason string) {
+	m.connsClosed.with(listener, reason).add(1)
 }
 
 // Retry counts a retried upstream attempt. reason should come from a small

@@ -230,6 +230,7 @@ func busyTelemetry(t *testing.T) *Telemetry {
 	m.Ejection(hostileService)
 	m.ConnectionLimitReached(string(hostileListener))
 	m.ConnectionClosedForRoom(string(hostileListener))
+	m.ConnectionClosed(string(hostileListener), ConnClosedPrematureResets)
 	m.WatchError(hostileService)
 	m.SnapshotCurrent(hostileService)
 	m.SnapshotCurrent("files")
@@ -305,6 +306,7 @@ func TestMetricsParseWithPrometheusParsers(t *testing.T) {
 			t.Errorf("%s: %s = %v", what, s.labels, s.value)
 		}
 		find("ferry_connections_closed_for_room_total", "listener", string(hostileListener))
+		find("ferry_connections_closed_total", "listener", string(hostileListener), "reason", ConnClosedPrematureResets)
 		find("ferry_consul_snapshot_age_seconds", "service", hostileService)
 		if s := find("ferry_config_last_reload_successful"); s != nil && s.value != 0 {
 			t.Errorf("%s: %s = %v", what, s.labels, s.value)

@@ -265,6 +265,9 @@ func spanMethod(method string) string {
 // Context is the request context carrying the server span.
 func (q *Request) Context() context.Context { return q.ctx }
 
+// Start is when the request started (StartRequest).
+func (q *Request) Start() time.Time { return q.start }
+
 // Span is the server span (non-recording when tracing is off or the trace
 // is not sampled).
 func (q *Request) Span() trace.Span { return q.span }
