@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"strings"
@@ -16,6 +17,8 @@ import (
 
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
+
+	"github.com/ferrymesh/ferry/internal/syncbuf"
 )
 
 // Hostile and heavy h2c callers against the outbound listener, which
@@ -374,10 +377,12 @@ func TestH2CStalledStreamsMemoryPerConnection(t *testing.T) {
 
 // floodOrigin counts the requests it gets by path, and how many of those
 // to /rr (which it holds until ferry cancels them) were in flight at once.
+// logs is the log of the ferry in front of it.
 type floodOrigin struct {
 	mu        sync.Mutex
 	paths     map[string]int
 	rr, rrMax int
+	logs      *syncbuf.Buffer
 }
 
 func (o *floodOrigin) seen(path string) int {
@@ -389,7 +394,7 @@ func (o *floodOrigin) seen(path string) int {
 // floodFerry starts a floodOrigin and a ferry in front of it whose
 // callers' idle connections close after idle.
 func floodFerry(t *testing.T, idle time.Duration) (*Sidecar, *floodOrigin) {
-	o := &floodOrigin{paths: map[string]int{}}
+	o := &floodOrigin{paths: map[string]int{}, logs: new(syncbuf.Buffer)}
 	addr := origin(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		o.mu.Lock()
 		o.paths[r.URL.Path]++
@@ -407,7 +412,16 @@ func floodFerry(t *testing.T, idle time.Duration) (*Sidecar, *floodOrigin) {
 		}
 		io.WriteString(w, "ok "+r.URL.Path)
 	}))
-	sc, _ := outboundTo(t, fmt.Sprintf("limits: { idle_timeout: %v }\n", idle), addr)
+	sc := startSidecar(t, mustParse(t, fmt.Sprintf(`
+admin: { listen: 127.0.0.1:0 }
+outbound:
+  listen: 127.0.0.1:0
+  routes: [ { service: svc } ]
+services:
+  svc: { endpoints: [%s] }
+limits: { idle_timeout: %v }
+telemetry: { access_log: "off" }
+`, addr, idle)), Options{Log: slog.New(slog.NewTextHandler(o.logs, nil))})
 	return sc, o
 }
 
@@ -535,11 +549,14 @@ func TestH2CFloods(t *testing.T) {
 		// as the socket takes them. net/http runs at most 250 handlers a
 		// connection (SETTINGS_MAX_CONCURRENT_STREAMS) and closes it with
 		// ENHANCE_YOUR_CALM when more than 1000 wait to start; ferry's
-		// handlers end as soon as the stream is reset, so none wait, the
-		// connection stays up until the flood ends and is closed idle.
-		// A request whose handler started before its reset was read goes
-		// upstream (1000-1500 of 20000 here, 5-8%): the bound is how many
-		// are there at once, not in all.
+		// handlers end as soon as the stream is reset, so none wait. A
+		// request whose handler started before its reset was read goes
+		// upstream, so ferry counts the streams the caller resets within
+		// a second (h2resets.go) and closes the connection once they are
+		// more than half of at least prematureResetStreams: the upstream
+		// sees at most that many plus the handlers running at once,
+		// however fast ferry reads, and the caller's sending fails long
+		// before its 20000 pairs went out.
 		const streams = 20000
 		sc, o := floodFerry(t, 2*time.Second)
 		h := dialH2(t, sc.Addr("outbound"))
@@ -558,11 +575,35 @@ func TestH2CFloods(t *testing.T) {
 		if r.readErr == nil {
 			t.Errorf("rapid reset: the connection is still open after the flood (GOAWAY %d)", r.goaway)
 		}
+		if r.goaway == int(http2.ErrCodeNo) {
+			// Closed idle, the flood over. (ferry closes it without a
+			// GOAWAY; net/http may have sent ENHANCE_YOUR_CALM first, when
+			// handlers were slow to start and over 1000 waited.)
+			t.Errorf("rapid reset: GOAWAY NO_ERROR; want the connection closed for its premature resets, not idle")
+		}
 		if peak > h2Streams {
 			t.Errorf("rapid reset: %d reset requests at the upstream at once; at most %d (the connection's streams)", peak, h2Streams)
 		}
-		if got >= streams/2 {
-			t.Errorf("rapid reset: %d of %d reset requests reached the upstream", got, streams)
+		if bound := prematureResetStreams + h2Streams; got > bound {
+			t.Errorf("rapid reset: %d of %d reset requests reached the upstream; at most %d (%d streams, then those running at once)", got, streams, bound, prematureResetStreams)
+		}
+		if n := scrape(t, sc, `ferry_connections_closed_total{listener="outbound",reason="premature_resets"}`); n != "1" {
+			t.Errorf("rapid reset: ferry_connections_closed_total{reason=premature_resets} = %q, want 1", n)
+		}
+		var warned []string
+		for _, line := range strings.Split(o.logs.String(), "\n") {
+			if strings.Contains(line, "premature") {
+				warned = append(warned, line)
+			}
+		}
+		var carried int
+		if len(warned) == 1 {
+			_, after, _ := strings.Cut(warned[0], " streams=")
+			fmt.Sscan(after, &carried)
+		}
+		if len(warned) != 1 || !strings.Contains(warned[0], "caller="+h.c.LocalAddr().String()) ||
+			carried < prematureResetStreams || carried > prematureResetStreams+h2Streams {
+			t.Errorf("rapid reset: want one warning naming the caller %s and at least %d streams (at most %d more), got %q", h.c.LocalAddr(), prematureResetStreams, h2Streams, warned)
 		}
 	})
 	t.Run("continuation flood", func(t *testing.T) {

@@ -1587,6 +1587,10 @@ type prefixConn struct {
 	// out whole (see handedWhole), until the next one begins.
 	mu                   sync.Mutex
 	busy, call, answered bool
+
+	// resets counts an h2c connection's streams and its caller's
+	// premature resets (h2resets.go).
+	resets h2Resets
 }
 
 // setBusy records whether net/http is at a request on the connection; a

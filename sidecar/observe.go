@@ -90,6 +90,9 @@ type exchange struct {
 	// switchBody follows the write of an upgrade request's body (see
 	// try); nil for a request without one.
 	switchBody *switchBody
+	// h2conn is the caller's connection of an h2c request, which counts
+	// its exchanges' ends (h2resets.go); nil for any other.
+	h2conn *prefixConn
 }
 
 // end reports the request: server span end, metrics, access log. It runs
@@ -99,6 +102,9 @@ func (x *exchange) end() {
 		GRPC: x.grpcSet, GRPCStatus: x.grpcStatus})
 	if x.reported != nil {
 		x.reported()
+	}
+	if x.h2conn != nil {
+		x.h2conn.streamEnded(x)
 	}
 }
 

@@ -63,6 +63,10 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	var ctx context.Context
 	var q *telemetry.Request
 	var x *exchange
+	var h2conn *prefixConn // an h2c request's connection (h2resets.go)
+	if r.ProtoMajor == 2 {
+		h2conn, _ = r.Context().Value(handedConnKey{}).(*prefixConn)
+	}
 	if le := laneOwned(r.Context()); le != nil {
 		ctx, q = p.tel.StartRequestIn(&le.tq, r, p.listener)
 		// StartRequest's context adds values to r's, never a deadline or
@@ -77,7 +81,14 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	r = r.WithContext(ctx)
 	*x = exchange{q: q, h1: r.ProtoMajor == 1, grpc: grpcCall(r), hasBody: r.ContentLength != 0}
 	x.closeConn = x.h1 && mustClose(r.Context())
+	x.h2conn = h2conn
 	defer x.end()
+	if h2conn != nil && h2conn.refusePremature() {
+		// Its connection was closed for its premature resets: the
+		// stream is reset, nothing relayed.
+		x.status, x.reason, x.err = 499, telemetry.ReasonClientCanceled, errPrematureResets
+		panic(http.ErrAbortHandler)
+	}
 	if f, bad := malformed(r); bad {
 		x.fail(w, f)
 		return

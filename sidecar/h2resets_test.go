@@ -1,0 +1,174 @@
+package sidecar
+
+import (
+	"io"
+	"net/http"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"golang.org/x/net/http2"
+)
+
+// cancelCaller is an h2c caller of a ferry whose upstream answers /ok and
+// holds /held until ferry cancels it. held gets one value as each /held
+// request reaches the upstream, ended the ID of each stream ferry ended
+// (END_STREAM or RST_STREAM), closed how the connection's reading ended.
+type cancelCaller struct {
+	*h2Caller
+	sc        *Sidecar
+	held      chan struct{}
+	cancelled atomic.Int64 // /held requests the upstream saw cancelled
+	ended     chan uint32
+	closed    chan error
+	next      uint32
+}
+
+func newCancelCaller(t *testing.T) *cancelCaller {
+	c := &cancelCaller{held: make(chan struct{}, 1024), ended: make(chan uint32, 1024), closed: make(chan error, 1), next: 1}
+	addr := origin(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/held" {
+			c.held <- struct{}{}
+			<-r.Context().Done()
+			c.cancelled.Add(1)
+			return
+		}
+		io.WriteString(w, "ok")
+	}))
+	c.sc, _ = outboundTo(t, "", addr)
+	c.h2Caller = dialH2(t, c.sc.Addr("outbound"))
+	go func() {
+		_, err := c.answerControl(func(f http2.Frame) {
+			switch f := f.(type) {
+			case *http2.MetaHeadersFrame:
+				if f.StreamEnded() {
+					c.ended <- f.StreamID
+				}
+			case *http2.DataFrame:
+				if f.StreamEnded() {
+					c.ended <- f.StreamID
+				}
+			case *http2.RSTStreamFrame:
+				c.ended <- f.StreamID
+			}
+		})
+		c.closed <- err
+	}()
+	return c
+}
+
+// send opens a stream for each path and returns their IDs.
+func (c *cancelCaller) send(t *testing.T, paths ...string) []uint32 {
+	t.Helper()
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	ids := make([]uint32, len(paths))
+	for i, p := range paths {
+		ids[i] = c.next
+		c.next += 2
+		if err := c.request(ids[i], http.MethodGet, p, true); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := c.flush(); err != nil {
+		t.Fatalf("sending %d requests: %v", len(paths), err)
+	}
+	return ids
+}
+
+// await waits for a value on ch, failing the test if the connection
+// closes first.
+func await[T any](t *testing.T, c *cancelCaller, ch <-chan T, what string) {
+	t.Helper()
+	select {
+	case <-ch:
+	case err := <-c.closed:
+		t.Fatalf("ferry closed the connection after %d streams, waiting for %s: %v", c.next/2, what, err)
+	case <-time.After(10 * time.Second):
+		t.Fatalf("timed out waiting for %s", what)
+	}
+}
+
+// reset resets the streams ids.
+func (c *cancelCaller) reset(t *testing.T, ids ...uint32) {
+	t.Helper()
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	for _, id := range ids {
+		if err := c.fr.WriteRSTStream(id, http2.ErrCodeCancel); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := c.flush(); err != nil {
+		t.Fatalf("resetting %d streams: %v", len(ids), err)
+	}
+}
+
+// stillServed checks, once every exchange of the connection ended, that
+// ferry kept the connection open: a request on it is answered, and no
+// connection was closed for premature resets.
+func (c *cancelCaller) stillServed(t *testing.T, cancelled int64) {
+	t.Helper()
+	waitFor(t, "the upstream to see every held request cancelled", 10*time.Second, func() bool { return c.cancelled.Load() == cancelled })
+	waitFor(t, "every exchange to end", 10*time.Second, func() bool {
+		return scrape(t, c.sc, `ferry_requests_in_flight{listener="outbound"}`) == "0"
+	})
+	id := c.send(t, "/ok")[0]
+	select {
+	case got := <-c.ended:
+		if got != id {
+			t.Fatalf("stream %d ended, want %d", got, id)
+		}
+	case err := <-c.closed:
+		t.Fatalf("ferry closed the connection: %v", err)
+	case <-time.After(5 * time.Second):
+		t.Fatal("no answer on the connection after the cancellations")
+	}
+	if n := scrape(t, c.sc, `ferry_connections_closed_total{listener="outbound",reason="premature_resets"}`); n != "" && n != "0" {
+		t.Errorf("ferry_connections_closed_total{reason=premature_resets} = %q, want none", n)
+	}
+}
+
+// A caller that cancels many of its requests, but fewer than half, keeps
+// its connection however many it sends: here 1500 streams in batches of
+// five, two of each reset by the caller as soon as the upstream has them
+// (within a second of their start, so premature), three answered.
+func TestH2CCancellingCallerKeepsItsConnection(t *testing.T) {
+	const batches = 300
+	c := newCancelCaller(t)
+	for range batches {
+		ids := c.send(t, "/held", "/held", "/ok", "/ok", "/ok")
+		for range 2 {
+			await(t, c, c.held, "a held request at the upstream")
+		}
+		c.reset(t, ids[:2]...)
+		for range 3 {
+			await(t, c, c.ended, "an answer")
+		}
+	}
+	c.stillServed(t, 2*batches)
+}
+
+// A stream the caller resets more than a second after it began is not a
+// premature reset: 750 requests, all reset after the upstream held them
+// for over a second (three rounds of the connection's 250 streams), leave
+// the connection open.
+func TestH2CLateResetsAreNotPremature(t *testing.T) {
+	const rounds = 3
+	c := newCancelCaller(t)
+	for range rounds {
+		paths := make([]string, h2Streams)
+		for i := range paths {
+			paths[i] = "/held"
+		}
+		ids := c.send(t, paths...)
+		for range ids {
+			await(t, c, c.held, "a held request at the upstream")
+		}
+		// Every request began at ferry before the upstream had it: after
+		// this, each is more than prematureResetWithin old.
+		time.Sleep(prematureResetWithin + 100*time.Millisecond)
+		c.reset(t, ids...)
+	}
+	c.stillServed(t, rounds*h2Streams)
+}
