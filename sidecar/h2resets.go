@@ -20,7 +20,13 @@ import (
 // So ferry counts, per h2c caller connection, the streams whose exchange
 // ended and those the caller reset prematurely: the exchange ended
 // client_canceled (the caller cancelled it before ferry's answer was
-// whole) within prematureResetWithin of its start. Once the connection
+// whole) within prematureResetWithin of its start, and before ferry began
+// relaying the upstream's answer to it (exchange.answerBegan). A caller
+// that cancels an answer it is getting, however soon (a gRPC client that
+// needs only the first message of a server-streaming call, one that reads
+// only the head of a large body), waited for that answer: the upstream's
+// work was the caller's to ask for, and such a stream is no premature
+// reset, however many the caller cancels. Once the connection
 // carried prematureResetStreams and more than half of them were premature,
 // ferry closes it: one warning, and ferry_connections_closed_total
 // {reason="premature_resets"}. A request whose handler begins after that
@@ -75,7 +81,7 @@ type h2Resets struct {
 // ended as x did, and closes c when the rule above holds.
 func (c *prefixConn) streamEnded(x *exchange) {
 	r := &c.resets
-	premature := x.reason == telemetry.ReasonClientCanceled && time.Since(x.q.Start()) < prematureResetWithin
+	premature := x.reason == telemetry.ReasonClientCanceled && !x.answerBegan && time.Since(x.q.Start()) < prematureResetWithin
 	if premature {
 		r.premature.Add(1) // before streams: the ratio read below is never behind
 	}

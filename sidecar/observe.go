@@ -93,6 +93,10 @@ type exchange struct {
 	// h2conn is the caller's connection of an h2c request, which counts
 	// its exchanges' ends (h2resets.go); nil for any other.
 	h2conn *prefixConn
+	// answerBegan: ferry began relaying the upstream's answer to the
+	// caller of an h2c request while its stream was open (h2resets.go:
+	// a reset after that is no premature one). Set only with h2conn.
+	answerBegan bool
 }
 
 // end reports the request: server span end, metrics, access log. It runs

@@ -422,6 +422,12 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, up *upstream, ma
 		if err != nil {
 			result = relayResult{readErr: err, unsent: true}
 		} else {
+			if x.h2conn != nil {
+				// The answer's head goes out now: a caller that resets
+				// its stream after this cancels an answer it was getting,
+				// not a stream as it began (h2resets.go).
+				x.answerBegan = ctx.Err() == nil
+			}
 			cut := cutOnCancel(ctx, w, r, frames)
 			result = p.respond(w, res, idle, start, frames)
 			if testHookResponded != nil {
@@ -504,7 +510,7 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, up *upstream, ma
 					// As before the first attempt, through the backoff too.
 					idle.rewind(body == nil)
 					if next, ok := p.retry(ctx, up, attempt, key, tried, r, body, as, x, why); ok {
-						x.status, x.reason, x.err, x.out = 0, "", nil, 0
+						x.status, x.reason, x.err, x.out, x.answerBegan = 0, "", nil, 0, false
 						pick = next
 						continue
 					}
