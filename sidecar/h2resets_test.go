@@ -215,3 +215,38 @@ func TestH2CLateResetsAreNotPremature(t *testing.T) {
 	}
 	c.stillServed(t, rounds*h2Streams)
 }
+
+// A caller whose connection ends with streams in flight reset none of them:
+// ferry closed nothing in defence. Here 250 answered requests and one the
+// caller resets as it began, then 250 held at the upstream when the
+// caller's connection closes (its process ended, say): 501 streams, 251
+// of them ended within a second by the caller, yet no connection is
+// counted closed for premature resets (the counter and the warning go
+// together).
+func TestH2CConnectionEndingIsNoPrematureReset(t *testing.T) {
+	c := newCancelCaller(t)
+	for range h2Streams {
+		c.send(t, "/ok")
+		await(t, c, c.ended, "an answer")
+	}
+	ids := c.send(t, "/held")
+	await(t, c, c.held, "the request to reset at the upstream")
+	c.reset(t, ids...)
+	waitFor(t, "the upstream to see the reset request cancelled", 10*time.Second, func() bool { return c.cancelled.Load() == 1 })
+	paths := make([]string, h2Streams)
+	for i := range paths {
+		paths[i] = "/held"
+	}
+	c.send(t, paths...)
+	for range paths {
+		await(t, c, c.held, "a held request at the upstream")
+	}
+	c.c.Close()
+	waitFor(t, "the upstream to see every held request cancelled", 10*time.Second, func() bool { return c.cancelled.Load() == 1+h2Streams })
+	waitFor(t, "every exchange to end", 10*time.Second, func() bool {
+		return scrape(t, c.sc, `ferry_requests_in_flight{listener="outbound"}`) == "0"
+	})
+	if n := scrape(t, c.sc, `ferry_connections_closed_total{listener="outbound",reason="premature_resets"}`); n != "" && n != "0" {
+		t.Errorf("ferry_connections_closed_total{reason=premature_resets} = %q, want none", n)
+	}
+}

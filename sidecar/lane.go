@@ -1651,6 +1651,9 @@ func (c *prefixConn) Close() error {
 func (c *prefixConn) Read(p []byte) (int, error) {
 	n, err := c.r.Read(p)
 	c.scan.feed(p[:n])
+	if err != nil {
+		c.resets.readEnded.Store(true)
+	}
 	return n, err
 }
 
