@@ -75,23 +75,25 @@ type h2Resets struct {
 	streams   atomic.Int64 // exchanges ended
 	premature atomic.Int64 // of those, reset by the caller as they began
 	closed    atomic.Bool  // ferry closed the connection for them
-	// readEnded: reading the connection failed (the caller closed or
-	// reset it, or it was closed here): every stream still open ends
-	// with it, cancelled by no reset of the caller's (see streamEnded).
-	// Set on any connection's read error (prefixConn.Read); only an h2c
-	// connection's is looked at.
-	readEnded atomic.Bool
+	// callerEnded: the caller closed or reset the connection (reading it
+	// failed, and not because it was closed here, by ferry or net/http):
+	// every stream still open ends with it, cancelled by no reset of the
+	// caller's (see streamEnded). Set on any connection's read error
+	// (prefixConn.Read); only an h2c connection's is looked at.
+	callerEnded atomic.Bool
 }
 
 // streamEnded counts an exchange on c, an h2c caller connection, that
 // ended as x did, and closes c when the rule above holds.
 func (c *prefixConn) streamEnded(x *exchange) {
 	r := &c.resets
-	if r.readEnded.Load() {
-		// The connection is over: its streams in flight were cancelled
-		// with it, not reset, and there is nothing left to close. (net/http
-		// cancels them after its read of the connection failed, so the
-		// flag is seen here.)
+	if r.callerEnded.Load() {
+		// The caller ended the connection: its streams in flight were
+		// cancelled with it, not reset, and there is nothing left to
+		// close. (net/http cancels them after its read of the connection
+		// failed, so the flag is seen here.) Streams that end as net/http
+		// closes a flooding connection itself (ENHANCE_YOUR_CALM) still
+		// count: the caller reset them.
 		return
 	}
 	premature := x.reason == telemetry.ReasonClientCanceled && !x.answerBegan && time.Since(x.q.Start()) < prematureResetWithin

@@ -1651,8 +1651,8 @@ func (c *prefixConn) Close() error {
 func (c *prefixConn) Read(p []byte) (int, error) {
 	n, err := c.r.Read(p)
 	c.scan.feed(p[:n])
-	if err != nil {
-		c.resets.readEnded.Store(true)
+	if err != nil && !errors.Is(err, net.ErrClosed) {
+		c.resets.callerEnded.Store(true)
 	}
 	return n, err
 }
