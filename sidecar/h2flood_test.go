@@ -587,6 +587,14 @@ func TestH2CFloods(t *testing.T) {
 		if bound := prematureResetStreams + h2Streams; got > bound {
 			t.Errorf("rapid reset: %d of %d reset requests reached the upstream; at most %d (%d streams, then those running at once)", got, streams, bound, prematureResetStreams)
 		}
+		if r.goaway == int(http2.ErrCodeEnhanceYourCalm) {
+			// net/http closed the connection itself, its handlers slow
+			// to start (a busy machine) and too many waiting: fewer than
+			// prematureResetStreams may have ended, and ferry closed
+			// nothing (TestH2CMostlyPrematureCallerIsClosed makes sure
+			// ferry's own defence closes one).
+			return
+		}
 		if n := scrape(t, sc, `ferry_connections_closed_total{listener="outbound",reason="premature_resets"}`); n != "1" {
 			t.Errorf("rapid reset: ferry_connections_closed_total{reason=premature_resets} = %q, want 1", n)
 		}

@@ -76,6 +76,16 @@ func newCancelCaller(t *testing.T) *cancelCaller {
 // send opens a stream for each path and returns their IDs.
 func (c *cancelCaller) send(t *testing.T, paths ...string) []uint32 {
 	t.Helper()
+	ids, err := c.trySend(paths...)
+	if err != nil {
+		t.Fatalf("sending %d requests: %v", len(paths), err)
+	}
+	return ids
+}
+
+// trySend is send, returning the error of a write instead of failing the
+// test.
+func (c *cancelCaller) trySend(paths ...string) ([]uint32, error) {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
 	ids := make([]uint32, len(paths))
@@ -83,13 +93,24 @@ func (c *cancelCaller) send(t *testing.T, paths ...string) []uint32 {
 		ids[i] = c.next
 		c.next += 2
 		if err := c.request(ids[i], http.MethodGet, p, true); err != nil {
-			t.Fatal(err)
+			return nil, err
 		}
 	}
-	if err := c.flush(); err != nil {
-		t.Fatalf("sending %d requests: %v", len(paths), err)
+	return ids, c.flush()
+}
+
+// heldOrClosed waits for n requests held at the upstream, and reports
+// false if the connection closed first.
+func (c *cancelCaller) heldOrClosed(n int) bool {
+	for range n {
+		select {
+		case <-c.held:
+		case err := <-c.closed:
+			c.closed <- err // for the caller's look
+			return false
+		}
 	}
-	return ids
+	return true
 }
 
 // await waits for a value on ch, failing the test if the connection
@@ -108,16 +129,22 @@ func await[T any](t *testing.T, c *cancelCaller, ch <-chan T, what string) {
 // reset resets the streams ids.
 func (c *cancelCaller) reset(t *testing.T, ids ...uint32) {
 	t.Helper()
+	if err := c.tryReset(ids...); err != nil {
+		t.Fatalf("resetting %d streams: %v", len(ids), err)
+	}
+}
+
+// tryReset is reset, returning the error of a write instead of failing
+// the test.
+func (c *cancelCaller) tryReset(ids ...uint32) error {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
 	for _, id := range ids {
 		if err := c.fr.WriteRSTStream(id, http2.ErrCodeCancel); err != nil {
-			t.Fatal(err)
+			return err
 		}
 	}
-	if err := c.flush(); err != nil {
-		t.Fatalf("resetting %d streams: %v", len(ids), err)
-	}
+	return c.flush()
 }
 
 // stillServed checks, once every exchange of the connection ended, that
@@ -248,5 +275,49 @@ func TestH2CConnectionEndingIsNoPrematureReset(t *testing.T) {
 	})
 	if n := scrape(t, c.sc, `ferry_connections_closed_total{listener="outbound",reason="premature_resets"}`); n != "" && n != "0" {
 		t.Errorf("ferry_connections_closed_total{reason=premature_resets} = %q, want none", n)
+	}
+}
+
+// A caller that resets most of its streams as they begin has its
+// connection closed once it carried prematureResetStreams, also when it
+// does so slowly enough that net/http's own defence (ENHANCE_YOUR_CALM,
+// for handlers piling up before they start) never comes into play, as a
+// flood's may on a busy machine: here batches of five, three reset as soon
+// as the upstream holds them (premature), two answered (60% premature).
+func TestH2CMostlyPrematureCallerIsClosed(t *testing.T) {
+	c := newCancelCaller(t)
+	const maxBatches = 2 * prematureResetStreams / 5
+	closed := func() bool {
+		return scrape(t, c.sc, `ferry_connections_closed_total{listener="outbound",reason="premature_resets"}`) == "1"
+	}
+	batches := 0
+	for ; batches < maxBatches && !closed(); batches++ {
+		// The last batch's count may close the connection just after the
+		// look above (see below): the batch then ends the loop.
+		ids, err := c.trySend("/held", "/held", "/held", "/ok", "/ok")
+		if err != nil || !c.heldOrClosed(3) || c.tryReset(ids[:3]...) != nil {
+			break
+		}
+		// Each batch's exchanges end before the next batch is sent: the
+		// connection can only be closed between batches.
+		waitFor(t, "the batch's held requests cancelled at the upstream", 10*time.Second, func() bool {
+			return c.cancelled.Load() == int64(3*(batches+1))
+		})
+		waitFor(t, "the batch's exchanges to end", 10*time.Second, func() bool {
+			return scrape(t, c.sc, `ferry_requests_in_flight{listener="outbound"}`) == "0"
+		})
+	}
+	// The in-flight gauge falls as an exchange is reported, just before
+	// its end is counted for the connection: the last batch's count may
+	// close it a moment after.
+	waitFor(t, "the connection closed for its premature resets", 10*time.Second, closed)
+	select {
+	case <-c.closed:
+	case <-time.After(10 * time.Second):
+		t.Fatal("ferry counted the connection closed, but the caller can still read it")
+	}
+	streams := 5 * batches
+	if streams < prematureResetStreams || streams > prematureResetStreams+10 {
+		t.Errorf("closed after %d streams; want from %d to %d (the batch that reached %d, or the next)", streams, prematureResetStreams, prematureResetStreams+10, prematureResetStreams)
 	}
 }
