@@ -183,3 +183,36 @@ func TestOwnExtractionStartsTheSameSpans(t *testing.T) {
 		}
 	}
 }
+
+// FuzzOwnExtraction compares ferry's extraction of a caller's traceparent,
+// tracestate and baggage with what the default propagators (tracecontext
+// and baggage) extract, for any values: the caller's span context and the
+// baggage must be the same.
+func FuzzOwnExtraction(f *testing.F) {
+	f.Add("00-"+callerTrace+"-"+callerSpan+"-01", "congo=t61rcWkgMzE", "k=v")
+	f.Add("01-"+callerTrace+"-"+callerSpan+"-03-future", "a=1,b=2", "")
+	f.Add("ff-"+callerTrace+"-"+callerSpan+"-01", "not a tracestate", "k=v;p")
+	tel, err := New(f.Context(), Config{AccessLog: "off"}, WithEnv(env{}.get))
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Cleanup(func() { tel.Shutdown(context.Background()) })
+	if !tel.ownExtract {
+		f.Fatal("ferry does not extract the default propagators itself")
+	}
+	f.Fuzz(func(t *testing.T, tp, ts, bag string) {
+		h := http.Header{}
+		for k, v := range map[string]string{"Traceparent": tp, "Tracestate": ts, "Baggage": bag} {
+			if v != "" {
+				h[k] = []string{v}
+			}
+		}
+		c := headerCarrier{h}
+		want := tel.propagator.Extract(context.Background(), c)
+		ctx, got := extractOwn(context.Background(), tel.propParts, c)
+		wsc := trace.SpanContextFromContext(want)
+		if !got.Equal(wsc) || got.IsValid() != wsc.IsValid() || bagOf(ctx) != bagOf(want) {
+			t.Errorf("%q: ferry extracts %v baggage %q; the propagators %v baggage %q", h, got, bagOf(ctx), wsc, bagOf(want))
+		}
+	})
+}
