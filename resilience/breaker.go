@@ -168,6 +168,10 @@ func newBreaker(name string, s *BreakerSettings, clock Clock, notify func(from, 
 // one never clears either, and its arithmetic stays within int64.
 const maxBreakerWindow = time.Duration(math.MaxInt64 / 2)
 
+// testHookStateChanging, when set, runs in the middle of a state change,
+// between its two writes (tests).
+var testHookStateChanging func()
+
 // onStateChange runs inside gobreaker, under its mutex, in the goroutine
 // that caused the change (which holds b.mu).
 func (b *breaker) onStateChange(_ string, from, to gobreaker.State) {
@@ -179,8 +183,17 @@ func (b *breaker) onStateChange(_ string, from, to gobreaker.State) {
 		b.probesUsed.Store(0)
 	}
 	b.streak.Store(false) // gobreaker cleared its counts
-	b.gen.Add(1)
+	// The state before the generation: admit, which reads them the other
+	// way round without the lock, then never pairs the new generation
+	// with the old state. (The other order let an attempt admitted by the
+	// closed breaker take the open one's generation, and its outcome,
+	// counted in the half-open state gobreaker moves to at once, could
+	// close the breaker the moment it opened.)
 	b.state.Store(uint32(t))
+	if testHookStateChanging != nil {
+		testHookStateChanging()
+	}
+	b.gen.Add(1)
 	if b.notify != nil && !b.notify(f, t) {
 		return // not reported: no outcome's Effect claims it either
 	}

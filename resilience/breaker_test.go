@@ -337,3 +337,37 @@ func TestHalfOpenProbeSlotNeverLeaks(t *testing.T) {
 		t.Fatalf("breaker wedged: state %s, probes used %d of %d, nothing in flight", b.current(), b.probesUsed.Load(), b.probes)
 	}
 }
+
+// An attempt admitted while the breaker is changing state, between the
+// change's writes, is never taken for one of the new state: here one
+// picked as the breaker opens. Its success must not close the breaker,
+// whose open period (a minute, the clock standing still) has not begun to
+// run out.
+func TestPickDuringTheBreakersOpeningIsNoProbe(t *testing.T) {
+	u, _, _ := newTestUpstream(t, func(s *Settings) {
+		breakerOnly(s)
+		s.Breaker.ConsecutiveFailures = 1
+		s.Breaker.OpenDuration = time.Minute
+		s.Breaker.HalfOpenProbes = 1
+	}, "a:1")
+	first := mustPick(t, u, "")
+	var during Pick
+	var admitted bool
+	testHookStateChanging = func() {
+		testHookStateChanging = nil
+		p, err := u.Pick("", nil)
+		during, admitted = p, err == nil
+	}
+	defer func() { testHookStateChanging = nil }()
+	first.Done(refuse)
+	if st := statusOf(t, u, "a:1"); st.Breaker != BreakerOpen {
+		t.Fatalf("after the failure the breaker is %s, want open", st.Breaker)
+	}
+	if !admitted {
+		return // refused: nothing of it can count
+	}
+	e := during.Done(ok200)
+	if st := statusOf(t, u, "a:1"); st.Breaker != BreakerOpen || e != (Effect{}) {
+		t.Fatalf("the attempt picked as the breaker opened succeeded: the breaker is %s (effect %+v), want open for its minute", st.Breaker, e)
+	}
+}
