@@ -261,6 +261,18 @@ func (w *h2Flow) take(id uint32, n int64) int64 {
 // copy buffer; measured 369 KiB a stream, 90 MiB for 250).
 const h2StreamMemory = h2StreamWindow + 144<<10
 
+// checkStreamMemory logs what h2Streams stalled streams of one connection
+// moved (total bytes) and grew the live heap (growth), and fails the test
+// when the growth is past SECURITY.md's bound.
+func checkStreamMemory(t *testing.T, what, moved string, total, growth int64) {
+	t.Helper()
+	t.Logf("%d %s on one connection: %s %.1f MiB (%.0f KiB a stream), live heap grew %.1f MiB (%.0f KiB a stream)",
+		h2Streams, what, moved, float64(total)/float64(mib), float64(total)/h2Streams/1024, float64(growth)/float64(mib), float64(growth)/h2Streams/1024)
+	if bound := int64(h2Streams * h2StreamMemory); growth > bound {
+		t.Errorf("one caller's %s grew the live heap %d bytes; SECURITY.md's bound is about %d (250 x %d KiB)", what, growth, bound, h2StreamMemory>>10)
+	}
+}
+
 // One h2c caller connection with all its 250 streams stalled costs ferry a
 // bounded heap: uploads an upstream does not read hold the stream window
 // each (256 KiB, exactly: 64,000 KiB in net/http's server buffers) plus
@@ -332,12 +344,7 @@ func TestH2CStalledStreamsMemoryPerConnection(t *testing.T) {
 		defer func() { close(stop); <-writerDone }()
 		waitFor(t, "every upload's head at the upstream", 10*time.Second, func() bool { return heads.Load() == h2Streams })
 		total := settled(t, "bytes the caller got to send", 10*time.Second, sent.Load)
-		growth := gcHeap() - before
-		t.Logf("%d stalled uploads on one connection: caller sent %.1f MiB (%.0f KiB a stream), live heap grew %.1f MiB (%.0f KiB a stream)",
-			h2Streams, float64(total)/float64(mib), float64(total)/h2Streams/1024, float64(growth)/float64(mib), float64(growth)/h2Streams/1024)
-		if bound := int64(h2Streams * h2StreamMemory); growth > bound {
-			t.Errorf("one caller's stalled uploads grew the live heap %d bytes; SECURITY.md's bound is about %d (250 x %d KiB)", growth, bound, h2StreamMemory>>10)
-		}
+		checkStreamMemory(t, "stalled uploads", "caller sent", total, gcHeap()-before)
 	})
 	t.Run("downloads", func(t *testing.T) {
 		var written atomic.Int64
@@ -366,12 +373,7 @@ func TestH2CStalledStreamsMemoryPerConnection(t *testing.T) {
 			t.Fatal(err)
 		}
 		total := settled(t, "bytes the upstream got to write", 10*time.Second, written.Load)
-		growth := gcHeap() - before
-		t.Logf("%d unread downloads on one connection: upstream wrote %.1f MiB (%.0f KiB a stream), live heap grew %.1f MiB (%.0f KiB a stream)",
-			h2Streams, float64(total)/float64(mib), float64(total)/h2Streams/1024, float64(growth)/float64(mib), float64(growth)/h2Streams/1024)
-		if bound := int64(h2Streams * h2StreamMemory); growth > bound {
-			t.Errorf("one caller's unread downloads grew the live heap %d bytes; SECURITY.md's bound is about %d (250 x %d KiB)", growth, bound, h2StreamMemory>>10)
-		}
+		checkStreamMemory(t, "unread downloads", "upstream wrote", total, gcHeap()-before)
 	})
 }
 
