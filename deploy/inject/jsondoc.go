@@ -179,3 +179,45 @@ func numberOutOfRange(n *yaml.Node, path string) (string, string, bool) {
 	}
 	return "", "", false
 }
+
+// jsonStream returns where each value of a stream of JSON values written
+// one after another starts and ends (kubectl apply reads such a stream as
+// so many objects; `jq '.items[]'` writes one), or nil when data is not
+// one.
+func jsonStream(data []byte) [][2]int {
+	dec := json.NewDecoder(bytes.NewReader(data))
+	var spans [][2]int
+	for {
+		var v json.RawMessage
+		if err := dec.Decode(&v); errors.Is(err, io.EOF) {
+			return spans
+		} else if err != nil {
+			return nil
+		}
+		end := int(dec.InputOffset())
+		spans = append(spans, [2]int{end - len(v), end})
+	}
+}
+
+// injectJSONStream injects each value of a stream of JSON values. What
+// lies between them is kept; a value that does not change is copied byte
+// for byte.
+func (in *Injector) injectJSONStream(data []byte, spans [][2]int) ([]byte, []Report, error) {
+	var out bytes.Buffer
+	var reports []Report
+	at := 0
+	for i, s := range spans {
+		out.Write(data[at:s[0]])
+		v, reps, err := in.injectJSONDocument(data[s[0]:s[1]])
+		reports = append(reports, reps...)
+		if err != nil {
+			return nil, reports, fmt.Errorf("JSON value %d: %w", i+1, err)
+		}
+		// A changed value ends with a newline; the input's own spacing
+		// follows it.
+		out.Write(bytes.TrimSuffix(v, []byte("\n")))
+		at = s[1]
+	}
+	out.Write(data[at:])
+	return out.Bytes(), reports, nil
+}

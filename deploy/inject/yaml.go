@@ -3,7 +3,9 @@ package inject
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
 	"sort"
 	"strings"
 
@@ -68,15 +70,32 @@ func splitDocuments(data []byte) []document {
 // injectDocument injects the objects of one document.
 func (in *Injector) injectDocument(body []byte) ([]byte, []Report, error) {
 	trimmed := bytes.TrimLeft(body, " \t\r\n")
-	if len(trimmed) > 0 && trimmed[0] == '{' && json.Valid(body) {
-		return in.injectJSONDocument(body)
+	if len(trimmed) > 0 && trimmed[0] == '{' {
+		if json.Valid(body) {
+			return in.injectJSONDocument(body)
+		}
+		if values := jsonStream(body); len(values) > 1 {
+			return in.injectJSONStream(body, values)
+		}
 	}
+	// The YAML parser reads one document; what follows it (a document
+	// after a "..." line, text that is not YAML) would be dropped unread.
+	// Directives at the end belong to the next document, after its "---".
+	dec := yaml.NewDecoder(bytes.NewReader(withoutTrailingDirectives(body)))
 	var doc yaml.Node
-	if err := yaml.Unmarshal(body, &doc); err != nil {
+	if err := dec.Decode(&doc); errors.Is(err, io.EOF) {
+		return body, nil, nil // empty: only comments or blank lines
+	} else if err != nil {
+		return nil, nil, err
+	}
+	var next yaml.Node
+	if err := dec.Decode(&next); err == nil {
+		return nil, nil, fmt.Errorf("line %d: a second document without a \"---\" line before it", next.Line)
+	} else if !errors.Is(err, io.EOF) {
 		return nil, nil, err
 	}
 	if doc.Kind == 0 || len(doc.Content) == 0 {
-		return body, nil, nil // empty: only comments or blank lines
+		return body, nil, nil
 	}
 	root := doc.Content[0]
 	if root.Kind != yaml.MappingNode {
@@ -110,12 +129,38 @@ func (in *Injector) injectDocument(body []byte) ([]byte, []Report, error) {
 	return out.Bytes(), reps, nil
 }
 
+// withoutTrailingDirectives cuts the directives ("%YAML 1.2", "%TAG ...")
+// that end a document's text, with the blank and comment lines among
+// them: they are the next document's, which starts at the "---" line
+// after them.
+func withoutTrailingDirectives(body []byte) []byte {
+	end, directive := len(body), false
+	for end > 0 {
+		start := bytes.LastIndexByte(body[:end-1], '\n') + 1
+		line := bytes.TrimRight(body[start:end], " \t\r\n")
+		switch {
+		case len(line) > 0 && line[0] == '%':
+			directive = true
+		case len(line) > 0 && line[0] != '#':
+			if directive {
+				return body[:end]
+			}
+			return body
+		}
+		end = start
+	}
+	return body
+}
+
 // injectJSONDocument injects a document that is one JSON object and
 // writes it back as JSON, keys in their order and numbers as written.
 func (in *Injector) injectJSONDocument(body []byte) ([]byte, []Report, error) {
 	root, err := jsonNode(body)
 	if err != nil {
 		return nil, nil, err
+	}
+	if root.Kind != yaml.MappingNode {
+		return body, []Report{{Outcome: Skipped, Reason: "the document is not an object"}}, nil
 	}
 	changed, reps := in.injectNode(root)
 	if !changed {
