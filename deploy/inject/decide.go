@@ -98,6 +98,22 @@ func (in *Injector) decide(obj map[string]any) (*mutation, Report) {
 		}
 		tmpl = next
 	}
+	// An annotation written unquoted in YAML is a bool or a number, which
+	// Kubernetes refuses: name it rather than leave the decoder's error.
+	if m, ok := tmpl["metadata"].(map[string]any); ok {
+		if a, ok := m["annotations"].(map[string]any); ok {
+			if reason := notAString(a, "", "on the pod template"); reason != "" {
+				return refuse("%s", reason)
+			}
+		}
+	}
+	if w.template != nil {
+		if a, ok := meta["annotations"].(map[string]any); ok {
+			if reason := notAString(a, annotationPrefix, "on the "+kind+"'s own metadata (the workload)"); reason != "" {
+				return refuse("%s", reason)
+			}
+		}
+	}
 	var pod podTemplate
 	raw, err := json.Marshal(map[string]any{"metadata": tmpl["metadata"], "spec": tmpl["spec"]})
 	if err == nil {
@@ -305,4 +321,40 @@ func gracePeriodText(spec *podSpec) string {
 		return fmt.Sprintf("%s: the API server reads a negative period as 1", gracePeriod(spec))
 	}
 	return gracePeriod(spec).String()
+}
+
+// notAString names the first annotation (by key, among those starting
+// with prefix) whose value is not a string, and says how to write it. A
+// null value is left alone: Kubernetes reads it as empty.
+func notAString(ann map[string]any, prefix, where string) string {
+	keys := make([]string, 0, len(ann))
+	for k := range ann {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		if !strings.HasPrefix(k, prefix) {
+			continue
+		}
+		var what string
+		switch v := ann[k].(type) {
+		case nil, string:
+			continue
+		case bool:
+			what = fmt.Sprintf("the bool %v", v)
+		case json.Number, int, int64, uint64, float64:
+			what = fmt.Sprintf("the number %v", v)
+		case map[string]any:
+			what = "a mapping"
+		case []any:
+			what = "a list"
+		default:
+			what = fmt.Sprintf("a %T", v)
+		}
+		if strings.HasPrefix(what, "the ") {
+			return fmt.Sprintf("annotation %s %s is %s, not a string as Kubernetes requires: quote it (%s: \"%v\")", k, where, what, k, ann[k])
+		}
+		return fmt.Sprintf("annotation %s %s is %s, not a string as Kubernetes requires", k, where, what)
+	}
+	return ""
 }
