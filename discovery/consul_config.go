@@ -2,10 +2,12 @@ package discovery
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net"
 	"net/url"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -151,6 +153,13 @@ func validateConsulAddress(addr string) error {
 			if u.Host == "" {
 				return fmt.Errorf("%q has no host", addr)
 			}
+			// No port is the scheme's own (80, 443); one written out
+			// follows the file's rule for ports.
+			if strings.HasSuffix(u.Host, ":") || u.Port() != "" {
+				if err := checkConsulPort(u.Port()); err != nil {
+					return fmt.Errorf("%q: port %q: %w", addr, u.Port(), err)
+				}
+			}
 		case "unix":
 			if u.Path == "" {
 				return fmt.Errorf("%q has no socket path", addr)
@@ -160,8 +169,32 @@ func validateConsulAddress(addr string) error {
 		}
 		return nil
 	}
-	if _, _, err := net.SplitHostPort(addr); err != nil {
+	_, port, err := net.SplitHostPort(addr)
+	if err != nil {
 		return fmt.Errorf("%q is not host:port: %w", addr, err)
+	}
+	if err := checkConsulPort(port); err != nil {
+		return fmt.Errorf("%q: port %q: %w", addr, port, err)
+	}
+	return nil
+}
+
+// checkConsulPort holds the agent's port to the rule every port of ferry's
+// config file follows: plain digits, no sign or leading zero (net.Dial
+// reads "08500" as 8500, another text for the same port), 1-65535. Any
+// other port fails every query ("dial tcp: address 99999: invalid port")
+// while ferry would start and report ready as if Consul were merely down.
+func checkConsulPort(port string) error {
+	switch {
+	case port == "":
+		return errors.New("missing port")
+	case strings.Trim(port, "0123456789") != "":
+		return errors.New("want a number 1-65535, digits only")
+	case len(port) > 1 && port[0] == '0':
+		return fmt.Errorf("leading zero; write %s", strings.TrimLeft(port, "0"))
+	}
+	if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
+		return errors.New("out of range 1-65535")
 	}
 	return nil
 }

@@ -36,6 +36,18 @@ func TestConsulConfigFromYAML(t *testing.T) {
 		{name: "unix address", yaml: "address: unix:///run/consul.sock", want: ConsulConfig{Address: "unix:///run/consul.sock"}},
 		{name: "bad address", yaml: "address: consul.local", err: "consul.address: "},
 		{name: "bad address scheme", yaml: "address: ftp://x:1", err: "consul.address: "},
+		// A port is written as everywhere else in the file: 1-65535, digits
+		// only, no leading zero. One that no dial can use was accepted, and
+		// every query then failed ("dial tcp: address 99999: invalid port").
+		{name: "address port over 65535", yaml: "address: 127.0.0.1:99999", err: "consul.address: "},
+		{name: "address port 0", yaml: "address: 127.0.0.1:0", err: "consul.address: "},
+		{name: "address port empty", yaml: "address: '127.0.0.1:'", err: "consul.address: "},
+		{name: "address port leading zero", yaml: "address: 127.0.0.1:08500", err: "consul.address: "},
+		{name: "url address port over 65535", yaml: "address: https://consul.local:99999", err: "consul.address: "},
+		{name: "url address port 0", yaml: "address: http://consul.local:0/prefix", err: "consul.address: "},
+		{name: "url address port empty", yaml: "address: 'http://consul.local:'", err: "consul.address: "},
+		{name: "url address without port", yaml: "address: https://consul.local", want: ConsulConfig{Address: "https://consul.local"}},
+		{name: "IPv6 address", yaml: "address: '[::1]:8500'", want: ConsulConfig{Address: "[::1]:8500"}},
 		{name: "bad scheme", yaml: "scheme: tcp", err: "consul.scheme: "},
 		{name: "negative wait", yaml: "wait_time: -1s", err: "consul.wait_time: "},
 		{name: "wait over limit", yaml: "wait_time: 11m", err: "consul.wait_time: "},
@@ -202,6 +214,8 @@ func TestConsulClientErrorsNameTheVariable(t *testing.T) {
 	}{
 		{"address scheme", map[string]string{"CONSUL_HTTP_ADDR": "ftp://consul:8500"}, ConsulConfig{}, "CONSUL_HTTP_ADDR: Unknown protocol scheme: ftp"},
 		{"address no URL", map[string]string{"CONSUL_HTTP_ADDR": "::::"}, ConsulConfig{}, `CONSUL_HTTP_ADDR: "::::" is no address`},
+		{"address port over 65535", map[string]string{"CONSUL_HTTP_ADDR": "127.0.0.1:99999"}, ConsulConfig{}, `CONSUL_HTTP_ADDR: "127.0.0.1:99999" is no address`},
+		{"URL address port 0", map[string]string{"CONSUL_HTTP_ADDR": "https://127.0.0.1:0"}, ConsulConfig{}, `CONSUL_HTTP_ADDR: "https://127.0.0.1:0" is no address`},
 		{"address in the file wins", map[string]string{"CONSUL_HTTP_ADDR": "ftp://consul:8500"}, ConsulConfig{Address: "127.0.0.1:8500"}, ""},
 		{"CA file missing", map[string]string{"CONSUL_CACERT": missing}, ConsulConfig{}, "CONSUL_CACERT: Error loading CA File"},
 		{"CA file not PEM", map[string]string{"CONSUL_CACERT": junk}, ConsulConfig{}, "CONSUL_CACERT: Error loading CA File: Couldn't parse PEM"},

@@ -280,8 +280,15 @@ func newConsulClient(cfg, env consulClientConfig) (*consulClient, error) {
 	if !strings.HasPrefix(c.host, "/") {
 		// Every request's URL starts so: one that does not parse (a
 		// CONSUL_HTTP_ADDR of "::::") would fail every request.
-		if _, err := url.Parse(c.scheme + "://" + c.host + c.pathPrefix); err != nil {
+		u, err := url.Parse(c.scheme + "://" + c.host + c.pathPrefix)
+		if err != nil {
 			return nil, named(cfg.Keys.Address, fmt.Errorf("%q is no address to send a request to: %v", cfg.Address, err))
+		}
+		// url.Parse takes any digits for a port; a dial takes 1-65535.
+		if p := u.Port(); p != "" {
+			if n, err := strconv.Atoi(p); err != nil || n < 1 || n > 65535 {
+				return nil, named(cfg.Keys.Address, fmt.Errorf("%q is no address to send a request to: port %s is outside 1-65535", cfg.Address, p))
+			}
 		}
 	}
 	if c.token, err = resolveConsulToken(cfg, env); err != nil {
