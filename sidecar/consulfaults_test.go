@@ -753,6 +753,45 @@ func TestSnapshotAgeForgottenWhenServiceTurnsStatic(t *testing.T) {
 	}
 }
 
+// ferry_consul_snapshot_age_seconds says what /upstreams says at the
+// moment of the scrape: an age growing from the last answer once the
+// watch fails, 0 once it is answered again. It was copied from the watch
+// by a loop every 5s (consulMetricsInterval), so for up to 5s after the
+// agent came back a scrape still showed the outage's age, growing, while
+// /upstreams said current (and 0 for up to 5s after the watch began to
+// fail). The loop runs once an hour here, so only the scrape can tell.
+func TestSnapshotAgeMetricFollowsTheWatchAtEachScrape(t *testing.T) {
+	restore := consulMetricsInterval // after the test's ferry stopped (a cleanup registered before it)
+	t.Cleanup(func() { consulMetricsInterval = restore })
+	consulMetricsInterval = time.Hour
+	agent := consultest.Start(t)
+	startInstance(t, agent.Client(), "api", "a")
+	sc, _ := consulFerry(t, agent, "")
+	waitFor(t, "api resolved", 10*time.Second, func() bool { return len(upstreamStatus(t, sc, "api").Endpoints) == 1 })
+	const series = `ferry_consul_snapshot_age_seconds{service="api"}`
+
+	agent.Stop()
+	var failing UpstreamStatus
+	waitFor(t, "/upstreams to show the snapshot ageing", 30*time.Second, func() bool {
+		failing = upstreamStatus(t, sc, "api")
+		return failing.Consul != nil && failing.Consul.Failing && failing.AgeSec > 0
+	})
+	got := scrape(t, sc, series)
+	if age, err := strconv.ParseFloat(got, 64); err != nil || age < failing.AgeSec {
+		t.Fatalf("with the watch failing, /upstreams gave an age of %.3fs, then a scrape %s %q (want at least that)", failing.AgeSec, series, got)
+	}
+
+	agent.Restart() // a -dev agent comes back empty
+	startInstance(t, agent.Client(), "api", "b")
+	waitFor(t, "/upstreams to show the watch current again", 30*time.Second, func() bool {
+		st := upstreamStatus(t, sc, "api")
+		return st.Consul != nil && !st.Consul.Failing && !st.Stale && st.AgeSec == 0
+	})
+	if got := scrape(t, sc, series); got != "0" {
+		t.Fatalf("with the watch answered again, /upstreams gave an age of 0, then a scrape %s %q (want 0)", series, got)
+	}
+}
+
 // The watch errors a generation saw since its last metrics report are
 // counted when a reload retires it: they were lost (the report comes
 // every few seconds; here, once an hour, so only the last one counts).

@@ -152,11 +152,9 @@ func (x *exchange) events(addr string, e resilience.Effect) {
 	}
 }
 
-// reportConsul feeds the Consul snapshot age and watch error metrics of a
-// generation's services until ctx ends. The age is 0 while a watch waits on
-// an agent that answers, however long its blocking query, and grows from
-// the last answer while queries fail, which is how a stale snapshot shows
-// on a dashboard.
+// reportConsul counts the Consul watch errors of a generation's services
+// in ferry_consul_watch_errors_total until ctx ends. (The snapshot age is
+// read at each scrape: Sidecar.consulSnapshots.)
 func (st *state) reportConsul(ctx context.Context, m *telemetry.Metrics, every time.Duration) {
 	if st.consul == nil {
 		return
@@ -171,20 +169,12 @@ func (st *state) reportConsul(ctx context.Context, m *telemetry.Metrics, every t
 	defer t.Stop()
 	for {
 		for _, s := range st.consul.Stats() {
-			switch {
-			case s.LastContact.IsZero():
-			case s.Failing:
-				m.SnapshotUpdated(s.Name, s.LastContact)
-			default:
-				m.SnapshotCurrent(s.Name)
-			}
 			countErrors(s)
 		}
 		select {
 		case <-ctx.Done():
 			// Retired (a reload, or shutdown): the errors since the last
-			// report still count; the snapshot ages are the next
-			// generation's to report.
+			// report still count.
 			for _, s := range st.consul.Stats() {
 				countErrors(s)
 			}

@@ -76,13 +76,6 @@ func (s *Sidecar) Reload(ctx context.Context, cfg *Config) error {
 	}
 	s.life.Unlock()
 	old.closeExcept(carried)
-	// A service this config dropped, or gave static endpoints, has no
-	// Consul watch any more: its snapshot age is no longer reported on.
-	for name := range old.upstreams {
-		if _, kept := st.upstreams[name]; !kept || !cfg.Services[name].usesConsul() {
-			s.tel.Metrics().ForgetService(name)
-		}
-	}
 	s.log.Info("config reloaded", "services", len(cfg.Services))
 	return nil
 }

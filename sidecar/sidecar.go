@@ -190,6 +190,7 @@ func New(cfg *Config, opts Options) (*Sidecar, error) {
 	st.run(s.tel.Metrics())
 	s.state.Store(st)
 	s.tel.Metrics().KnownEndpoints(s.endpoints)
+	s.tel.Metrics().KnownSnapshots(s.consulSnapshots)
 	s.bg, s.bgStop = context.WithCancel(context.Background())
 	if cfg.Register != nil {
 		var cc discovery.ConsulConfig
@@ -647,6 +648,29 @@ func (s *Sidecar) endpoints(yield func(service, addr string, state telemetry.Bre
 			if !yield(up.name, ep.Addr, state) {
 				return
 			}
+		}
+	}
+}
+
+// consulSnapshots yields, for ferry_consul_snapshot_age_seconds, each
+// service of the config in force whose Consul watch has answered, with
+// when Consul last confirmed its endpoints (zero while current), as
+// /upstreams reads them.
+func (s *Sidecar) consulSnapshots(yield func(service string, confirmed time.Time) bool) {
+	gen := s.state.Load()
+	if gen == nil || gen.consul == nil {
+		return
+	}
+	for _, st := range gen.consul.Stats() {
+		if st.LastContact.IsZero() {
+			continue // no answer yet: nothing has aged
+		}
+		var confirmed time.Time
+		if st.Failing {
+			confirmed = st.LastContact
+		}
+		if !yield(st.Name, confirmed) {
+			return
 		}
 	}
 }

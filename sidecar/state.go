@@ -108,12 +108,12 @@ func buildState(cfg *Config, resolver discovery.Resolver, prev *state, log *slog
 	return st, nil
 }
 
-// consulMetricsInterval is how often the Consul snapshot age and watch
-// errors are reported to metrics (a variable for tests).
+// consulMetricsInterval is how often the Consul watch errors are counted
+// in metrics (a variable for tests).
 var consulMetricsInterval = 5 * time.Second
 
 // run starts the background work of a generation until it is closed: each
-// upstream follows its service's endpoints, and Consul watch health feeds
+// upstream follows its service's endpoints, and Consul watch errors feed
 // the metrics.
 func (st *state) run(m *telemetry.Metrics) {
 	for _, up := range st.all() {

@@ -129,7 +129,7 @@ func exportedFamilies(t *testing.T) map[string]bool {
 	m.BreakerTransition("files", "10.0.0.7:8080", BreakerOpen)
 	m.Ejection("files")
 	m.Retry(t.Context(), "files", ReasonTimeout)
-	m.SnapshotUpdated("files", time.Now())
+	m.KnownSnapshots(func(yield func(string, time.Time) bool) { yield("files", time.Now()) })
 	m.WatchError("files")
 
 	body, _ := scrape(t, tel.MetricsHandler(), "")

@@ -3,7 +3,6 @@ package telemetry
 import (
 	"context"
 	"net/http"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -98,7 +97,9 @@ type Metrics struct {
 	reloads           *family
 	reloadOK          *family
 
-	snapshots sync.Map // service -> time.Time of the last snapshot
+	// snapshots yields the Consul snapshots in force and when Consul last
+	// confirmed each (see KnownSnapshots); nil until set.
+	snapshots atomic.Pointer[ConsulSnapshots]
 	labels    requestMetricLabels
 	// logDropped counts the access log lines dropped; nil when ferry does
 	// not buffer the access log.
@@ -140,13 +141,17 @@ func newMetrics(res *resource.Resource, q *spanQueue) (*Metrics, error) {
 	r.collected("ferry_consul_snapshot_age_seconds",
 		"Seconds the endpoint snapshot ferry routes with has gone unconfirmed by Consul, by service: 0 while its watch waits on an agent that answers, growing from the last answer while queries fail.", kindGauge,
 		func(emit func(float64, ...string)) {
+			snapshots := m.snapshots.Load()
+			if snapshots == nil {
+				return
+			}
 			now := m.now()
-			m.snapshots.Range(func(k, v any) bool {
+			(*snapshots)(func(service string, confirmed time.Time) bool {
 				age := 0.0
-				if at := v.(time.Time); !at.IsZero() {
-					age = now.Sub(at).Seconds()
+				if !confirmed.IsZero() {
+					age = max(now.Sub(confirmed).Seconds(), 0)
 				}
-				emit(age, k.(string))
+				emit(age, service)
 				return true
 			})
 		}, "service")
@@ -373,24 +378,21 @@ func (m *Metrics) Retry(ctx context.Context, service, reason string) {
 	m.retries.with(service, boundedReason(reason)).addSampled(1, ref, sampled)
 }
 
-// SnapshotUpdated records that the endpoint snapshot of service was last
-// confirmed by Consul at at, and not since (its watch is failing);
-// ferry_consul_snapshot_age_seconds grows from there.
-func (m *Metrics) SnapshotUpdated(service string, at time.Time) {
-	m.snapshots.Store(service, at)
-}
+// ConsulSnapshots yields each service in force whose endpoints come from a
+// Consul watch that has answered, with when Consul last confirmed them: the
+// zero time while the watch waits on an agent that answers (the snapshot
+// is current, and would learn of a change at once), the time of its last
+// answer while its queries fail.
+type ConsulSnapshots func(yield func(service string, confirmed time.Time) bool)
 
-// SnapshotCurrent records that the endpoint snapshot of service is current:
-// its watch waits on an agent that answers, and would learn of a change at
-// once. ferry_consul_snapshot_age_seconds reads 0 until SnapshotUpdated.
-func (m *Metrics) SnapshotCurrent(service string) {
-	m.snapshots.Store(service, time.Time{})
-}
-
-// ForgetService stops reporting the snapshot age of a service no longer
-// routed to.
-func (m *Metrics) ForgetService(service string) {
-	m.snapshots.Delete(service)
+// KnownSnapshots sets what a scrape asks for the Consul snapshots' ages:
+// ferry_consul_snapshot_age_seconds then reports exactly those services,
+// as their watches stand at the scrape (0 while current, growing from the
+// last answer while failing), the way /upstreams shows them. A service
+// that left the config, or turned static, goes with its watch. Until it
+// is set, the gauge has no series.
+func (m *Metrics) KnownSnapshots(snapshots ConsulSnapshots) {
+	m.snapshots.Store(&snapshots)
 }
 
 // WatchError counts a failed Consul watch query for service.

@@ -56,7 +56,7 @@ func TestMetricsPrometheusText(t *testing.T) {
 	m.WatchError("files")
 	base := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	m.now = func() time.Time { return base.Add(42 * time.Second) }
-	m.SnapshotUpdated("files", base)
+	m.KnownSnapshots(func(yield func(string, time.Time) bool) { yield("files", base) })
 
 	body, ctype := scrape(t, tel.MetricsHandler(), "")
 	if !strings.HasPrefix(ctype, "text/plain") {

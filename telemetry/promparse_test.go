@@ -10,6 +10,7 @@ import (
 	"sort"
 	"strings"
 	"testing"
+	"time"
 	"unicode/utf8"
 
 	"github.com/prometheus/common/expfmt"
@@ -232,8 +233,9 @@ func busyTelemetry(t *testing.T) *Telemetry {
 	m.ConnectionClosedForRoom(string(hostileListener))
 	m.ConnectionClosed(string(hostileListener), ConnClosedPrematureResets)
 	m.WatchError(hostileService)
-	m.SnapshotCurrent(hostileService)
-	m.SnapshotCurrent("files")
+	m.KnownSnapshots(func(yield func(string, time.Time) bool) {
+		_ = yield(hostileService, time.Time{}) && yield("files", time.Time{})
+	})
 	m.ConfigReload(true)
 	m.ConfigReload(false)
 	return tel
