@@ -284,7 +284,7 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, up *upstream, ma
 				panic(http.ErrAbortHandler)
 			}
 			tried = append(tried, addr) // only a retry needs the list
-			if next, ok := p.retry(ctx, up, attempt, key, tried, r, body, o, x, f.kind); ok {
+			if next, ok := p.retry(ctx, up, attempt, key, tried, r, body, o, x, f.kind, nil); ok {
 				pick = next
 				continue
 			}
@@ -376,7 +376,10 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, up *upstream, ma
 			// answer unread and ask that endpoint; else relay it.
 			x.events(addr, pick.Done(o))
 			tried = append(tried, addr)
-			if next, ok := p.retry(ctx, up, attempt, key, tried, r, body, o, x, telemetry.ReasonOther); ok {
+			// Once the retry is to be made the answer is done with: it is
+			// closed and its attempt's span ends before the backoff, which
+			// is no part of the attempt.
+			leave := func() {
 				res.Body.Close()
 				ao := telemetry.Outcome{Status: res.StatusCode, BytesOut: body.sent()}
 				if x.grpc {
@@ -384,13 +387,16 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, up *upstream, ma
 					ao.GRPCStatus, ao.GRPC = grpcHeadStatus(res)
 				}
 				a.End(ao)
+			}
+			if next, ok := p.retry(ctx, up, attempt, key, tried, r, body, o, x, telemetry.ReasonOther, leave); ok {
 				pick = next
 				continue
 			}
 			if ctx.Err() != nil {
 				// The exchange ended while deciding (the caller went away,
 				// or a timeout of ferry's): this answer's body is gone
-				// with it.
+				// with it. One that ended in the backoff left the answer
+				// and ended its attempt already (End is then a no-op).
 				res.Body.Close()
 				f, gone := classify(ctx, up.name, addr, ctx.Err())
 				a.End(telemetry.Outcome{Status: res.StatusCode, Reason: f.kind})
@@ -509,7 +515,7 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, up *upstream, ma
 					}
 					// As before the first attempt, through the backoff too.
 					idle.rewind(body == nil)
-					if next, ok := p.retry(ctx, up, attempt, key, tried, r, body, as, x, why); ok {
+					if next, ok := p.retry(ctx, up, attempt, key, tried, r, body, as, x, why, nil); ok {
 						x.status, x.reason, x.err, x.out, x.answerBegan = 0, "", nil, 0, false
 						pick = next
 						continue
@@ -652,9 +658,10 @@ func callerGone(r *http.Request) bool {
 
 // retry decides whether attempt, which ended with o, is followed by
 // another: the policy and budget must allow it and an endpoint not tried
-// yet must be available. It then waits the backoff and returns that
-// endpoint's pick.
-func (p *Proxy) retry(ctx context.Context, up *upstream, attempt int, key string, tried []string, r *http.Request, body *requestBody, o resilience.Outcome, x *exchange, why string) (resilience.Pick, bool) {
+// yet must be available. It then calls leave, when not nil, before it
+// waits the backoff (the attempt's answer, unread, is done with then),
+// and returns that endpoint's pick.
+func (p *Proxy) retry(ctx context.Context, up *upstream, attempt int, key string, tried []string, r *http.Request, body *requestBody, o resilience.Outcome, x *exchange, why string, leave func()) (resilience.Pick, bool) {
 	taken := body.taken()
 	if body != nil && body.reading.Load() {
 		taken = max(taken, 1) // the attempt's transport may be taking bytes now
@@ -674,6 +681,9 @@ func (p *Proxy) retry(ctx context.Context, up *upstream, attempt int, key string
 		next.Done(resilience.Outcome{Result: resilience.Canceled})
 		up.res.RefundRetry(tok)
 		return resilience.Pick{}, false
+	}
+	if leave != nil {
+		leave()
 	}
 	if !sleepCtx(ctx, wait) {
 		next.Done(resilience.Outcome{Result: resilience.Canceled})
