@@ -114,6 +114,24 @@ func classify(ctx context.Context, service, addr string, err error) (f failure, 
 	}
 }
 
+// spanErr is the error the spans record for err, which ended an attempt
+// (or exchange) whose context is ctx. When ferry cancelled ctx for a
+// reason of its own (a timeout, the drain's end, a body over the limit),
+// err is only what the cancellation left behind ("context canceled", a
+// read on the connection ferry closed), and the cause, which classify
+// answers the caller with, says what happened.
+func spanErr(ctx context.Context, err error) error {
+	if ctx.Err() == nil {
+		return err
+	}
+	switch c := context.Cause(ctx); {
+	case errors.Is(c, errOverallTimeout), errors.Is(c, errPerTryTimeout), errors.Is(c, errBodyIdle),
+		errors.Is(c, errGraceEnded), errors.Is(c, errBodyTooLarge):
+		return c
+	}
+	return err
+}
+
 // unwrapOp drops net.OpError's "dial tcp 1.2.3.4:80:" prefix, which the
 // reason already says.
 func unwrapOp(err error) error {

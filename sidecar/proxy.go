@@ -274,7 +274,7 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, up *upstream, ma
 			f, gone := classify(actx, up.name, addr, err)
 			o := resilience.Outcome{Result: attemptResult(actx, err)}
 			e := pick.Done(o)
-			a.End(telemetry.Outcome{BytesOut: body.sent(), Reason: f.kind, Err: err})
+			a.End(telemetry.Outcome{BytesOut: body.sent(), Reason: f.kind, Err: spanErr(actx, err)})
 			x.events(addr, e)
 			p.logFailure(r, up.name, addr, f, err)
 			if gone {
@@ -297,8 +297,9 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, up *upstream, ma
 					x.status, x.reason = f.status, f.kind
 					panic(http.ErrAbortHandler)
 				}
+				actx = ctx // its cause, not the attempt's, ended the exchange
 			}
-			x.err = err
+			x.err = spanErr(actx, err)
 			x.fail(w, f)
 			return
 		}
@@ -469,6 +470,7 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, up *upstream, ma
 			o.Result = resilience.BodyBroken
 			x.reason, ao.Reason = telemetry.ReasonBodyBroken, telemetry.ReasonBodyBroken
 			reason := fmt.Sprintf("upstream %s (%s) broke mid-body after %d bytes: %v", up.name, addr, result.n, result.readErr)
+			recorded := result.readErr // the spans' error
 			c := context.Cause(ctx)
 			if firstCut {
 				c = errBodyIdle // this attempt's, not the exchange's
@@ -477,15 +479,17 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, up *upstream, ma
 				o.Result = resilience.TimedOut
 				x.reason, ao.Reason = telemetry.ReasonTimeout, telemetry.ReasonTimeout
 				reason = fmt.Sprintf("upstream %s (%s) cut after %d bytes: %v", up.name, addr, result.n, c)
+				recorded = c // the read only failed as ferry's cut closed it
 			} else if errors.Is(c, errGraceEnded) {
 				o.Result = resilience.Canceled // not the endpoint's doing
 				x.reason, ao.Reason = telemetry.ReasonGraceEnded, telemetry.ReasonGraceEnded
 				reason = fmt.Sprintf("upstream %s (%s) cut after %d bytes: ferry is shutting down and %v", up.name, addr, result.n, c)
+				recorded = c
 			} else if callerGone(r) {
 				o.Result = resilience.Canceled
 				x.reason, ao.Reason = telemetry.ReasonClientCanceled, telemetry.ReasonClientCanceled
 			}
-			x.err, ao.Err = result.readErr, result.readErr
+			x.err, ao.Err = recorded, recorded
 			e := pick.Done(o)
 			a.End(ao)
 			x.events(addr, e)

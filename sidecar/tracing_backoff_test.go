@@ -2,8 +2,10 @@ package sidecar
 
 import (
 	"fmt"
+	"io"
 	"net"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 
@@ -91,5 +93,61 @@ services:
 	if first.EndTime().After(retried[0].Time) || first.EndTime().After(second.StartTime()) {
 		t.Errorf("the first attempt's span ended %v after the retry was reported and %v after the second attempt began: it holds the backoff",
 			first.EndTime().Sub(retried[0].Time), first.EndTime().Sub(second.StartTime()))
+	}
+}
+
+// A timeout of ferry's is named on the spans of the exchange it ended, as
+// it is to the caller (X-Ferry-Error) and in ferry's log: the error each
+// span records (its status description and exception event) is the
+// timeout, never the bare "context canceled" of the cancelled round trip
+// or body read, which reads as a caller that went away.
+func TestTimeoutSpansNameTheTimeout(t *testing.T) {
+	stall := make(chan struct{})
+	t.Cleanup(func() { close(stall) })
+	up := origin(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/mid-body" {
+			w.Write([]byte("first bytes"))
+			w.(http.Flusher).Flush()
+		}
+		select {
+		case <-stall:
+		case <-r.Context().Done():
+		}
+	}))
+	for _, c := range []struct{ name, path, timeouts, want string }{
+		{"per_try", "/", "{ per_try: 100ms }", "timeouts.per_try"},
+		{"overall", "/", "{ overall: 100ms, connect: 50ms, response_header: 1m }", "overall timeout"},
+		{"body_idle", "/mid-body", "{ body_idle: 100ms }", "body idle timeout"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			sc, rec, _ := tracedFerry(t, fmt.Sprintf(`
+admin: { listen: 127.0.0.1:0 }
+outbound: { listen: 127.0.0.1:0, routes: [ { service: s } ] }
+services:
+  s:
+    endpoints: [%s]
+    retry: { max_retries: 0 }
+    timeouts: %s
+`, up, c.timeouts))
+			res, err := h1Client().Get("http://" + sc.Addr("outbound") + c.path)
+			if err == nil {
+				io.Copy(io.Discard, res.Body)
+				res.Body.Close()
+			}
+			waitFor(t, "both spans", 5*time.Second, func() bool { return len(rec.Ended()) == 2 })
+			for _, s := range rec.Ended() {
+				var recorded []string
+				for _, e := range s.Events() {
+					for _, kv := range e.Attributes {
+						if kv.Key == semconv.ExceptionMessageKey {
+							recorded = append(recorded, kv.Value.AsString())
+						}
+					}
+				}
+				if d := s.Status().Description; !strings.Contains(d, c.want) || len(recorded) != 1 || !strings.Contains(recorded[0], c.want) {
+					t.Errorf("%s span: status %q, exception messages %q; want both to name the %s", s.SpanKind(), d, recorded, c.want)
+				}
+			}
+		})
 	}
 }
