@@ -150,6 +150,7 @@ func (e *otlpExporter) ExportSpans(ctx context.Context, spans []sdktrace.ReadOnl
 	}
 
 	var prev error // the last retried failure
+	stop, _ := ctx.Value(retriesEnd{}).(<-chan struct{})
 	for wait := time.Duration(0); ; {
 		var err error
 		if e.grpc {
@@ -169,6 +170,9 @@ func (e *otlpExporter) ExportSpans(ctx context.Context, spans []sdktrace.ReadOnl
 		if !errors.As(err, &re) || ctx.Value(noRetry{}) != nil {
 			return err
 		}
+		if closed(stop) {
+			return fmt.Errorf("%w (not retried: telemetry is shutting down)", err)
+		}
 		wait = e.nextWait(wait)
 		delay := max(re.after, wait)
 		if d, ok := ctx.Deadline(); ok && time.Until(d) < delay {
@@ -180,7 +184,20 @@ func (e *otlpExporter) ExportSpans(ctx context.Context, spans []sdktrace.ReadOnl
 		case <-ctx.Done():
 			t.Stop()
 			return fmt.Errorf("%w (then %w)", err, ctx.Err())
+		case <-stop:
+			t.Stop()
+			return fmt.Errorf("%w (not retried: telemetry is shutting down)", err)
 		}
+	}
+}
+
+// closed reports whether ch (which may be nil) is closed.
+func closed(ch <-chan struct{}) bool {
+	select {
+	case <-ch:
+		return true
+	default:
+		return false
 	}
 }
 

@@ -160,9 +160,18 @@ func (q *spanQueue) finalExport() {
 // noRetry marks an export context whose exporter should not retry.
 type noRetry struct{}
 
+// retriesEnd marks an export context whose exporter should stop retrying
+// once its value, a channel, is closed: Shutdown closes it, so an export
+// that is retrying then fails at once and the final flush makes its one
+// attempt per batch, instead of the export waiting out its timeout (10 s
+// by default) while Shutdown's time runs.
+type retriesEnd struct{}
+
 // export sends one batch and counts the result. Errors go to the
 // OpenTelemetry error handler, as the SDK's processor does.
-func (q *spanQueue) export(batch []sdktrace.ReadOnlySpan) { _ = q.exportCtx(q.base, batch) }
+func (q *spanQueue) export(batch []sdktrace.ReadOnlySpan) {
+	_ = q.exportCtx(context.WithValue(q.base, retriesEnd{}, (<-chan struct{})(q.stopping)), batch)
+}
 
 func (q *spanQueue) exportCtx(ctx context.Context, batch []sdktrace.ReadOnlySpan) error {
 	ctx, cancel := context.WithTimeout(ctx, q.exportTimeout)

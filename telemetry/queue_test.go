@@ -2,6 +2,9 @@ package telemetry
 
 import (
 	"context"
+	"net/http"
+	"net/http/httptest"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -215,5 +218,64 @@ func TestQueueBatchesAndFlushes(t *testing.T) {
 	endSpans(t, tel, 1) // after Shutdown: discarded, not queued
 	if tel.queue.Pending() != 0 {
 		t.Error("a span ended after Shutdown was queued")
+	}
+}
+
+// An export that is retrying when Shutdown begins stops retrying: a
+// collector that answers every export 503 (or is down) costs Shutdown that
+// export's current attempt and the final flush's one attempt per batch,
+// never the rest of the export's timeout, which at the default 10 s outlasts
+// the 5 s ferry gives the flush at its exit.
+func TestShutdownEndsAnExportsRetries(t *testing.T) {
+	for _, proto := range []string{ProtocolHTTPProtobuf, ProtocolGRPC} {
+		t.Run(proto, func(t *testing.T) {
+			errs := captureErrors(t)
+			tried := make(chan struct{}, 100)
+			srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				tried <- struct{}{}
+				if proto == ProtocolGRPC {
+					w.Header().Set("Content-Type", "application/grpc")
+					w.Header().Set("Grpc-Status", "14") // UNAVAILABLE, retried
+					return
+				}
+				w.WriteHeader(http.StatusServiceUnavailable)
+			}))
+			srv.EnableHTTP2 = true
+			p := new(http.Protocols)
+			p.SetHTTP1(true)
+			p.SetUnencryptedHTTP2(true)
+			srv.Config.Protocols = p
+			srv.Start()
+			t.Cleanup(srv.Close)
+			cfg := Config{Endpoint: srv.URL, Protocol: proto, BatchTimeout: time.Millisecond, AccessLog: "off"}
+			tel, err := New(t.Context(), cfg, WithEnv(env{}.get))
+			if err != nil {
+				t.Fatal(err)
+			}
+			endSpans(t, tel, 1)
+			select {
+			case <-tried:
+			case <-time.After(10 * time.Second):
+				t.Fatal("no export reached the collector")
+			}
+			// The export now waits to retry (0.5 s, doubling to 5 s).
+			ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+			defer cancel()
+			err = tel.Shutdown(ctx)
+			if ctx.Err() != nil {
+				t.Errorf("shutdown used its whole 5 s (%v): the export kept retrying; %d attempts", err, 1+len(tried))
+			}
+			if q := tel.queue; q.exportFailed.Load() != 2 || q.Pending() != 0 {
+				t.Errorf("export failed counted %d, pending %d; want the 2 spans failed, none pending", q.exportFailed.Load(), q.Pending())
+			}
+			select {
+			case err := <-errs:
+				if !strings.Contains(err.Error(), "not retried: telemetry is shutting down") {
+					t.Errorf("the export's error %q does not say why it was not retried", err)
+				}
+			default:
+				t.Error("the failed export reached no error handler")
+			}
+		})
 	}
 }
