@@ -160,12 +160,8 @@ func writeFailure(w http.ResponseWriter, f failure) {
 }
 
 func sanitizeHeaderValue(s string) string {
-	plain := true // printable ASCII only, which strings.Map returns as is
-	for i := 0; i < len(s) && plain; i++ {
-		plain = s[i] >= 0x20 && s[i] < 0x7f
-	}
-	if plain {
-		return s // without a call per character
+	if printableASCII(s) {
+		return s // as strings.Map would, without a call per character
 	}
 	return strings.Map(func(r rune) rune {
 		if r < 0x20 || r == 0x7f {

@@ -337,7 +337,15 @@ func FuzzHeaders(f *testing.F) {
 
 		r := &http.Request{RemoteAddr: remote, Host: host, Header: orig}
 		prior := append([]string(nil), h["X-Forwarded-For"]...)
-		setForwarded(h, r, nil)
+		h2 := h.Clone()
+		setForwarded(h, r, nil, nil)
+		// As a lane connection does it: its caller's address worked
+		// out once.
+		caller := callerOf(remote)
+		setForwarded(h2, r, nil, &caller)
+		if !reflect.DeepEqual(h, h2) {
+			t.Fatalf("remote %q: with the caller's address worked out before, %v; without, %v", remote, h2, h)
+		}
 		if ip, _, err := net.SplitHostPort(remote); err == nil {
 			ip, _, _ = strings.Cut(ip, "%") // a zone is local to ferry's host: not sent
 			xff := h["X-Forwarded-For"]

@@ -138,15 +138,20 @@ func hasToken(values []string, token string) bool {
 // The caller's address goes without the zone of an IPv6 link-local one
 // ("fe80::1%eth0" -> "fe80::1"): the zone names an interface of ferry's
 // host, nothing the upstream could use.
-func setForwarded(out http.Header, r *http.Request, buf *[3]string) {
+//
+// caller is callerOf(r.RemoteAddr) when the caller worked it out already
+// (a lane connection's, once), or nil.
+func setForwarded(out http.Header, r *http.Request, buf *[3]string, caller *callerAddr) {
 	if buf == nil {
 		buf = new([3]string)
 	}
 	vals := buf[:]
-	if ip, _, err := net.SplitHostPort(r.RemoteAddr); err == nil {
-		if i := strings.IndexByte(ip, '%'); i >= 0 {
-			ip = ip[:i]
-		}
+	if caller == nil {
+		c := callerOf(r.RemoteAddr)
+		caller = &c
+	}
+	if caller.ok {
+		ip := caller.ip
 		if prior := out["X-Forwarded-For"]; len(prior) > 0 {
 			ip = strings.Join(prior, ", ") + ", " + ip
 		}
@@ -162,6 +167,24 @@ func setForwarded(out http.Header, r *http.Request, buf *[3]string) {
 		vals[2] = r.Host
 		out["X-Forwarded-Host"] = vals[2:3:3]
 	}
+}
+
+// callerAddr is a caller's address for X-Forwarded-For: the host of its
+// "host:port" without an IPv6 zone, ok false when remote is no such pair.
+type callerAddr struct {
+	ip string
+	ok bool
+}
+
+func callerOf(remote string) callerAddr {
+	ip, _, err := net.SplitHostPort(remote)
+	if err != nil {
+		return callerAddr{}
+	}
+	if i := strings.IndexByte(ip, '%'); i >= 0 {
+		ip = ip[:i]
+	}
+	return callerAddr{ip, true}
 }
 
 // copyHeader appends every value of src to dst. A field dst does not have

@@ -450,8 +450,15 @@ func (l *lane) forget(c *laneConn) {
 
 // laneConn is one caller connection served by the lane.
 type laneConn struct {
-	l      *lane
-	c      net.Conn
+	l *lane
+	c net.Conn
+	// series remembers the metric series of the connection's last
+	// request (see telemetry.SeriesMemo); its requests run one after
+	// another on the connection's goroutine.
+	series telemetry.SeriesMemo
+	// caller is callerOf(remote), worked out once for the
+	// X-Forwarded-For of every request.
+	caller callerAddr
 	tc     *net.TCPConn
 	raw    *rawSock // tc's raw reads and writes; nil for other conns
 	remote string
@@ -600,6 +607,7 @@ func (lc *laneConn) takeBuffers() (*bufio.Reader, *bufio.Writer) {
 
 func (l *lane) serveConn(c net.Conn) {
 	lc := &laneConn{l: l, c: c, remote: c.RemoteAddr().String(), idle: newIdleTimer(true)}
+	lc.caller = callerOf(lc.remote)
 	lc.wt.f = lc.watchFire
 	lc.tc, _ = c.(*net.TCPConn)
 	lc.raw = newRawSock(lc.tc)
@@ -712,6 +720,9 @@ func (l *lane) serveConn(c net.Conn) {
 		var lh *laneHead
 		if verdict == headWhole {
 			lh = laneRequest(head, lc.idle, spare)
+			if lh != nil {
+				lh.ctx.le.series, lh.ctx.le.caller = &lc.series, &lc.caller
+			}
 			spare = nil
 		}
 		if lh == nil || lh.req.ContentLength > 0 {
@@ -783,8 +794,6 @@ const (
 	headBroken                    // the caller went away or timed out mid-head
 )
 
-var crlfcrlf = []byte("\r\n\r\n")
-
 // readHead waits until a whole request head is buffered and returns it
 // (without consuming it), calling beforeWait before it must wait for more. It gives up on heads larger than the buffer or
 // limits.max_header_bytes, and on heads with bare LF line ends, which only
@@ -805,7 +814,7 @@ func (l *lane) readHead(br *bufio.Reader, beforeWait func()) ([]byte, headVerdic
 			return nil, headBroken
 		}
 		buf, _ = br.Peek(br.Buffered())
-		if i := bytes.Index(buf, crlfcrlf); i >= 0 {
+		if i := indexCRLFCRLF(buf); i >= 0 {
 			if i+4 > limit {
 				return nil, headOther
 			}
@@ -1012,6 +1021,10 @@ type laneExchange struct {
 	// tq is room for the request's telemetry when tracing is off (see
 	// Telemetry.StartRequestIn).
 	tq telemetry.RequestRoom
+	// series is the connection's memo of metric series (laneConn.series).
+	series *telemetry.SeriesMemo
+	// caller is the connection's laneConn.caller.
+	caller *callerAddr
 	// x is the proxy's record of the exchange (see Proxy.ServeHTTP).
 	x exchange
 	// res is the exchange's first response when ferry's client reads it
@@ -1480,9 +1493,11 @@ func scanFields(rest string, field func(key, v string) bool) bool {
 		for len(v) > 0 && (v[len(v)-1] == ' ' || v[len(v)-1] == '\t') {
 			v = v[:len(v)-1]
 		}
-		for i := 0; i < len(v); i++ {
-			if c := v[i]; (c < ' ' && c != '\t') || c >= 0x7f {
-				return false
+		if !printableASCII(v) {
+			for i := 0; i < len(v); i++ {
+				if c := v[i]; (c < ' ' && c != '\t') || c >= 0x7f {
+					return false
+				}
 			}
 		}
 		if !field(canonicalKey(l[:colon]), v) {

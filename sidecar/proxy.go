@@ -69,6 +69,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	if le := laneOwned(r.Context()); le != nil {
 		ctx, q = p.tel.StartRequestIn(&le.tq, r, p.listener)
+		q.UseSeriesMemo(le.series)
 		// StartRequest's context adds values to r's, never a deadline or
 		// cancellation of its own (TestStartRequestAddsValuesOnly): it
 		// ends exactly when the exchange's does.
@@ -168,6 +169,16 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, up *upstream, ma
 		return
 	}
 
+	p.serveExchange(w, r, up, maxBody, x)
+}
+
+// serveExchange is the part of forward that sets up what an exchange
+// cleans up at its end, in deferred calls, and runs its attempts. It
+// returns in two places only and attempts is a function of its own, so
+// that Go open-codes those calls (a deferred call in a function with many
+// returns, or in a loop, costs a record on the stack and a pass of the
+// runtime over it at the end).
+func (p *Proxy) serveExchange(w http.ResponseWriter, r *http.Request, up *upstream, maxBody int64, x *exchange) {
 	// A reload may retire up's pools while this exchange runs on them.
 	defer up.exchangeEnded()
 	ctx, cancel, le := exchangeContext(r)
@@ -236,6 +247,12 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, up *upstream, ma
 		g := afterGuarded(ctx, func() { body.unblock(w) })
 		defer g.stop()
 	}
+	p.attempts(ctx, w, r, up, body, idle, x)
+}
+
+// attempts picks endpoints and makes attempts at them until one answers
+// the exchange, a retry is not allowed, or the exchange ends.
+func (p *Proxy) attempts(ctx context.Context, w http.ResponseWriter, r *http.Request, up *upstream, body *requestBody, idle *idleTimer, x *exchange) {
 	var key string
 	if up.hashHeader != "" {
 		key = r.Header.Get(up.hashHeader)
@@ -358,13 +375,9 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, up *upstream, ma
 			// max_in_flight (and of its endpoint's load) until then,
 			// however it ends.
 			slot, e := pick.Keep(o)
-			defer slot.Release()
 			x.events(addr, e) // a probe's 101 settled its breaker
 			idle.stop()
-			x.tunneled, x.out = p.tunnel(w, r, res, upgrade, up.name, addr, up.timeouts.TunnelIdle, x)
-			res.Body.Close()
-			// A switch the tunnel refused (x.fail) failed the attempt too.
-			a.End(telemetry.Outcome{Status: res.StatusCode, BytesIn: x.out, BytesOut: x.tunneled, Reason: x.reason})
+			p.tunnelHeld(slot, w, r, res, upgrade, up, addr, a, x)
 			return
 		}
 		// decided: the policy already ruled on this attempt (its status),
@@ -621,6 +634,17 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, up *upstream, ma
 		}
 		return
 	}
+}
+
+// tunnelHeld runs the tunnel of a switch the upstream answered, holding
+// its slot (see resilience.Slot) until the tunnel is over, however it
+// ends.
+func (p *Proxy) tunnelHeld(slot *resilience.Slot, w http.ResponseWriter, r *http.Request, res *http.Response, upgrade string, up *upstream, addr string, a *telemetry.Attempt, x *exchange) {
+	defer slot.Release()
+	x.tunneled, x.out = p.tunnel(w, r, res, upgrade, up.name, addr, up.timeouts.TunnelIdle, x)
+	res.Body.Close()
+	// A switch the tunnel refused (x.fail) failed the attempt too.
+	a.End(telemetry.Outcome{Status: res.StatusCode, BytesIn: x.out, BytesOut: x.tunneled, Reason: x.reason})
 }
 
 // exchangeContext is the context of one exchange, which ferry cancels
@@ -937,10 +961,14 @@ func (p *Proxy) outgoing(ctx context.Context, w http.ResponseWriter, r *http.Req
 		out.Header["User-Agent"] = nil // do not add Go's default
 	}
 	var fwd *[3]string
-	if le != nil && o == &le.first {
-		fwd = &le.fwd // the first attempt's, with it
+	var caller *callerAddr
+	if le != nil {
+		if o == &le.first {
+			fwd = &le.fwd // the first attempt's, with it
+		}
+		caller = le.caller
 	}
-	setForwarded(out.Header, r, fwd)
+	setForwarded(out.Header, r, fwd, caller)
 	return out
 }
 

@@ -2,7 +2,6 @@ package sidecar
 
 import (
 	"bufio"
-	"bytes"
 	"io"
 	"net/http"
 	"strconv"
@@ -25,7 +24,7 @@ func parseResponse(br *bufio.Reader, out *http.Request) (*plainResponse, rawFiel
 		return nil, rawFields{}
 	}
 	buf, _ := br.Peek(br.Buffered())
-	end := bytes.Index(buf, []byte("\r\n\r\n"))
+	end := indexCRLFCRLF(buf)
 	if end < 0 {
 		return nil, rawFields{} // not all here yet
 	}

@@ -393,62 +393,66 @@ func withoutZone(hostport string) string {
 
 // writeHead writes the head of a request to an HTTP/1.1 upstream: its body
 // (if any, of out.ContentLength bytes) follows separately. Header order is
-// the map's: HTTP gives it no meaning across different field names.
+// the map's: HTTP gives it no meaning across different field names. The
+// head is built in the writer's free space and written with one call (a
+// head larger than that space is built in an allocation of its own).
 func writeHead(bw *bufio.Writer, out *http.Request) error {
 	host := out.Host
 	if host == "" {
 		host = withoutZone(out.URL.Host)
 	}
-	bw.WriteString(out.Method)
-	bw.WriteByte(' ')
-	writeRequestURI(bw, out.URL)
-	bw.WriteString(" HTTP/1.1\r\nHost: ")
-	bw.WriteString(sanitizeHeaderValue(host))
-	bw.WriteString("\r\n")
+	b := bw.AvailableBuffer()
+	b = append(b, out.Method...)
+	b = append(b, ' ')
+	b = appendRequestURI(b, out.URL)
+	b = append(b, " HTTP/1.1\r\nHost: "...)
+	b = append(b, sanitizeHeaderValue(host)...)
+	b = append(b, "\r\n"...)
 	switch {
 	case out.ContentLength > 0:
-		bw.WriteString("Content-Length: ")
-		bw.Write(strconv.AppendInt(bw.AvailableBuffer(), out.ContentLength, 10))
-		bw.WriteString("\r\n")
+		b = append(b, "Content-Length: "...)
+		b = strconv.AppendInt(b, out.ContentLength, 10)
+		b = append(b, "\r\n"...)
 	case out.Method == http.MethodPost || out.Method == http.MethodPut || out.Method == http.MethodPatch:
 		// An empty body is announced for these, as net/http does: many
 		// servers expect it.
-		bw.WriteString("Content-Length: 0\r\n")
+		b = append(b, "Content-Length: 0\r\n"...)
 	}
 	for k, vv := range out.Header {
 		if headOwned(k) {
 			continue
 		}
 		for _, v := range vv {
-			bw.WriteString(k)
-			bw.WriteString(": ")
-			if hasCRorLF(v) {
+			b = append(b, k...)
+			b = append(b, ": "...)
+			if !printableASCII(v) && hasCRorLF(v) {
 				v = headerValueReplacer.Replace(v)
 			}
-			bw.WriteString(textproto.TrimString(v))
-			bw.WriteString("\r\n")
+			b = append(b, textproto.TrimString(v)...)
+			b = append(b, "\r\n"...)
 		}
 	}
-	_, err := bw.WriteString("\r\n")
+	b = append(b, "\r\n"...)
+	_, err := bw.Write(b)
 	return err
 }
 
-// writeRequestURI writes u's target in origin form, as u.RequestURI()
+// appendRequestURI appends u's target in origin form, as u.RequestURI()
 // would return it, without building the string.
-func writeRequestURI(bw *bufio.Writer, u *url.URL) {
+func appendRequestURI(b []byte, u *url.URL) []byte {
 	if u.Opaque != "" || u.ForceQuery {
-		bw.WriteString(u.RequestURI())
-		return
+		return append(b, u.RequestURI()...)
 	}
 	path := u.EscapedPath()
 	if path == "" {
 		path = "/"
 	}
-	bw.WriteString(path)
+	b = append(b, path...)
 	if u.RawQuery != "" {
-		bw.WriteByte('?')
-		bw.WriteString(u.RawQuery)
+		b = append(b, '?')
+		b = append(b, u.RawQuery...)
 	}
+	return b
 }
 
 // headerValueReplacer keeps a header value on its line, as net/http's

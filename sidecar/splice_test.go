@@ -233,8 +233,8 @@ func TestPooledConnAlive(t *testing.T) {
 	waitFor(t, "stray bytes to be seen", 5*time.Second, func() bool { return !stray.alive() })
 }
 
-// writeRequestURI writes what url.URL.RequestURI returns.
-func TestWriteRequestURIAsRequestURI(t *testing.T) {
+// appendRequestURI appends what url.URL.RequestURI returns.
+func TestAppendRequestURIAsRequestURI(t *testing.T) {
 	for _, raw := range []string{"/", "/a/b?x=1&y=2", "/a%2Fb/c?q", "/sp%20ace", "/caf%C3%A9?z=%20", "/?", "/p?", "*", "/a;b,c", "/x?a=b?c"} {
 		u, err := url.ParseRequestURI(raw)
 		if err != nil {
@@ -242,12 +242,8 @@ func TestWriteRequestURIAsRequestURI(t *testing.T) {
 		}
 		out := &url.URL{Scheme: "http", Host: "h", Path: u.Path, RawPath: u.RawPath, RawQuery: u.RawQuery, ForceQuery: u.ForceQuery}
 		for _, v := range []*url.URL{out, u, {Path: ""}, {Opaque: "//h/p", Scheme: "http"}} {
-			var b bytes.Buffer
-			bw := bufio.NewWriter(&b)
-			writeRequestURI(bw, v)
-			bw.Flush()
-			if b.String() != v.RequestURI() {
-				t.Errorf("%q: wrote %q, RequestURI is %q", raw, b.String(), v.RequestURI())
+			if got := string(appendRequestURI([]byte("x"), v)); got != "x"+v.RequestURI() {
+				t.Errorf("%q: appended %q, RequestURI is %q", raw, got[1:], v.RequestURI())
 			}
 		}
 	}
@@ -682,4 +678,28 @@ func FuzzWriteHead(f *testing.F) {
 				r.Method, out.URL.RequestURI(), wantHost, wantLength, want)
 		}
 	})
+}
+
+// writeHead builds the head in the writer's free space: a head larger
+// than that space, and one written behind bytes already buffered, go out
+// whole and in order all the same.
+func TestWriteHeadBeyondTheBuffer(t *testing.T) {
+	long := strings.Repeat("v", 10<<10)
+	for _, size := range []int{16, 4096, 64 << 10} {
+		for _, before := range []string{"", "prior bytes|"} {
+			var b bytes.Buffer
+			bw := bufio.NewWriterSize(&b, size)
+			bw.WriteString(before)
+			out := &http.Request{Method: "POST", Host: "h", ContentLength: 3, Header: http.Header{"X-Long": {long}},
+				URL: &url.URL{Scheme: "http", Host: "up:80", Path: "/p", RawQuery: "q=1"}}
+			if err := writeHead(bw, out); err != nil {
+				t.Fatal(err)
+			}
+			bw.Flush()
+			want := before + "POST /p?q=1 HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\nX-Long: " + long + "\r\n\r\n"
+			if b.String() != want {
+				t.Fatalf("buffer %d, %q before: wrote %d bytes %.80q..., want %d bytes", size, before, b.Len(), b.String(), len(want))
+			}
+		}
+	}
 }

@@ -74,14 +74,18 @@ func TestForwardedForWithoutZone(t *testing.T) {
 		{"[fd00::9]:40000", "", "fd00::9"},
 		{"192.0.2.7:40000", "", "192.0.2.7"},
 	} {
-		r := &http.Request{RemoteAddr: tc.remote, Header: http.Header{}}
-		out := http.Header{}
-		if tc.prior != "" {
-			out["X-Forwarded-For"] = []string{tc.prior}
-		}
-		setForwarded(out, r, nil)
-		if got := out.Get("X-Forwarded-For"); got != tc.want {
-			t.Errorf("caller %s, prior %q: X-Forwarded-For %q, want %q", tc.remote, tc.prior, got, tc.want)
+		// Worked out per request, or once per connection (the lane's).
+		worked := callerOf(tc.remote)
+		for _, known := range []*callerAddr{nil, &worked} {
+			r := &http.Request{RemoteAddr: tc.remote, Header: http.Header{}}
+			out := http.Header{}
+			if tc.prior != "" {
+				out["X-Forwarded-For"] = []string{tc.prior}
+			}
+			setForwarded(out, r, nil, known)
+			if got := out.Get("X-Forwarded-For"); got != tc.want {
+				t.Errorf("caller %s, prior %q, worked out before %v: X-Forwarded-For %q, want %q", tc.remote, tc.prior, known != nil, got, tc.want)
+			}
 		}
 	}
 }

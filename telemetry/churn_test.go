@@ -3,6 +3,8 @@ package telemetry
 import (
 	"context"
 	"fmt"
+	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -63,7 +65,7 @@ func TestEndpointChurnDoesNotExhaustTheSeriesCap(t *testing.T) {
 		}
 	}
 	request := func(endpoint string) {
-		m.requestEnded(context.Background(), "outbound", "svc", endpoint, Outcome{Status: 200}, time.Millisecond, time.Time{})
+		m.requestEnded(context.Background(), "outbound", "svc", endpoint, Outcome{Status: 200}, time.Millisecond, time.Time{}, nil)
 	}
 	type seriesValues map[string]float64 // endpoint -> ferry_requests_total
 	read := func() (seriesValues, bool) {
@@ -158,7 +160,7 @@ func TestRetiredSeriesNotCachedByARacingRequest(t *testing.T) {
 		}
 	})
 	request := func(endpoint string) {
-		m.requestEnded(context.Background(), "outbound", "svc", endpoint, Outcome{Status: 200}, time.Millisecond, time.Time{})
+		m.requestEnded(context.Background(), "outbound", "svc", endpoint, Outcome{Status: 200}, time.Millisecond, time.Time{}, nil)
 	}
 	read := func() map[string]float64 {
 		t.Helper()
@@ -210,4 +212,89 @@ func TestRetiredSeriesNotCachedByARacingRequest(t *testing.T) {
 	if v, ok := got["back:80"]; !ok || v < 3 {
 		t.Errorf("back:80 after 3 more requests: %v (shown: %v), want at least 3", v, ok)
 	}
+}
+
+// A connection's SeriesMemo counts exactly what the caches count: the
+// same requests, one Metrics counting them through a memo and one
+// without, scrape the same, also when a scrape has retired the series the
+// memo remembers (an endpoint gone from discovery and idle past
+// endpointSeriesRetireAfter) and the memo's next request has those same
+// labels: a remembered handle of a dropped series would lose its count.
+func TestSeriesMemoCountsWhatTheCachesCount(t *testing.T) {
+	type run struct {
+		tel   *Telemetry
+		m     *Metrics
+		clock *fakeClock
+		memo  *SeriesMemo
+	}
+	inForce := map[string]bool{"a:80": true, "b:80": true}
+	var mu sync.Mutex
+	start := func(memo *SeriesMemo) run {
+		tel, _, _ := recorded(t, Config{}, env{})
+		m := tel.Metrics()
+		clock := &fakeClock{t: time.Unix(1_700_000_000, 0)}
+		m.now = clock.now
+		m.KnownEndpoints(func(yield func(service, endpoint string, state BreakerState) bool) {
+			mu.Lock()
+			defer mu.Unlock()
+			for ep := range inForce {
+				if !yield("svc", ep, "") {
+					return
+				}
+			}
+		})
+		return run{tel, m, clock, memo}
+	}
+	runs := []run{start(nil), start(&SeriesMemo{})}
+	request := func(endpoint string, status int, in, out int64) {
+		for _, r := range runs {
+			r.m.requestEnded(context.Background(), "outbound", "svc", endpoint, Outcome{Status: status, BytesIn: in, BytesOut: out}, time.Millisecond, time.Time{}, r.memo)
+		}
+	}
+	scrapeAll := func(step string) {
+		t.Helper()
+		var bodies []string
+		for _, r := range runs {
+			body, ctype := scrape(t, r.tel.MetricsHandler(), "")
+			samples, _ := promParse(t, []byte(body), ctype)
+			var lines []string
+			for _, s := range samples {
+				switch s.name {
+				case MetricRequests, MetricRequestDuration + "_count", MetricBodyBytes:
+					lines = append(lines, fmt.Sprintf("%s %s %v", s.name, s.labels, s.value))
+				}
+			}
+			slices.Sort(lines)
+			bodies = append(bodies, strings.Join(lines, "\n"))
+		}
+		if bodies[0] != bodies[1] {
+			t.Fatalf("%s: through a memo the metrics read\n%s\nwithout one\n%s", step, bodies[1], bodies[0])
+		}
+		if !strings.Contains(bodies[0], MetricRequests) {
+			t.Fatalf("%s: no %s series scraped", step, MetricRequests)
+		}
+	}
+	request("a:80", 200, 0, 10)
+	request("a:80", 200, 0, 10)
+	request("a:80", 503, 5, 0)
+	request("b:80", 200, 0, 10)
+	request("a:80", 200, 0, 10)
+	scrapeAll("first requests")
+	mu.Lock()
+	delete(inForce, "a:80") // a:80 leaves discovery
+	mu.Unlock()
+	scrapeAll("a:80 gone") // its series idle from now
+	for _, r := range runs {
+		r.clock.advance(endpointSeriesRetireAfter + time.Minute)
+	}
+	scrapeAll("a:80 retired") // drops a:80's series, which the memo remembers
+	if body, _ := scrape(t, runs[1].tel.MetricsHandler(), ""); strings.Contains(body, `endpoint="a:80"`) {
+		t.Fatal("a:80's series was not retired: the test does not test the memo's handle of a dropped series")
+	}
+	mu.Lock()
+	inForce["a:80"] = true // back, and the memo still remembers it
+	mu.Unlock()
+	request("a:80", 200, 0, 10)
+	request("a:80", 200, 0, 10)
+	scrapeAll("a:80 back")
 }

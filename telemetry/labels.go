@@ -57,6 +57,46 @@ func (c *labelCache[K]) get(k K) *series {
 	return s
 }
 
+// SeriesMemo remembers the metric series a request ended in, for the
+// requests one caller connection makes one after another: the next with
+// the same labels adds to the same series without hashing its label
+// strings into the caches' maps. A memo is used by one goroutine at a
+// time; the zero value is empty.
+type SeriesMemo struct {
+	requests memo[requestLabels]
+	duration memo[durationLabels]
+	bytesIn  memo[bytesLabels]
+	bytesOut memo[bytesLabels]
+}
+
+// memo is one remembered look-up: the series the cache's map m held for
+// k.
+type memo[K comparable] struct {
+	m *map[K]*series
+	k K
+	s *series
+}
+
+// getVia is get, through e (nil: none). The remembered series is the
+// answer while the cache's map is the one it came from: any change of the
+// map (a series added, a reset that dropped series) makes a new one, and
+// the next call looks up again.
+func (c *labelCache[K]) getVia(k K, e *memo[K]) *series {
+	if e == nil {
+		return c.get(k)
+	}
+	if m := c.m.Load(); e.m == m && e.s != nil && e.k == k {
+		return e.s
+	}
+	s := c.get(k)
+	if m := c.m.Load(); (*m)[k] == s {
+		e.m, e.k, e.s = m, k, s
+	} else {
+		e.s = nil // not cached (a full cache, or a reset meanwhile)
+	}
+	return s
+}
+
 // reset forgets every cached handle: the family dropped series, whose
 // handles must not be written to any more (a handle fetched before reset
 // may still take one last add, lost with its series).

@@ -257,16 +257,24 @@ func (m *Metrics) InFlight() int64 { return m.inFlight.sum() }
 
 // requestEnded records a request that finished at end: its count, duration
 // and body bytes (exemplars from the span in ctx when it is sampled).
-func (m *Metrics) requestEnded(ctx context.Context, l Listener, service, endpoint string, o Outcome, elapsed time.Duration, end time.Time) {
+// The series are looked up through sm when it is not nil (see
+// SeriesMemo).
+func (m *Metrics) requestEnded(ctx context.Context, l Listener, service, endpoint string, o Outcome, elapsed time.Duration, end time.Time, sm *SeriesMemo) {
 	ref, sampled := spanRefAt(ctx, end)
 	class := statusClass(o.Status)
-	m.labels.requests.get(requestLabels{string(l), service, endpoint, class, boundedReason(o.Reason)}).addSampled(1, ref, sampled)
-	m.labels.duration.get(durationLabels{string(l), service, class}).observe(elapsed.Seconds(), ref, sampled)
+	var mr *memo[requestLabels]
+	var md *memo[durationLabels]
+	var mi, mo *memo[bytesLabels]
+	if sm != nil {
+		mr, md, mi, mo = &sm.requests, &sm.duration, &sm.bytesIn, &sm.bytesOut
+	}
+	m.labels.requests.getVia(requestLabels{string(l), service, endpoint, class, boundedReason(o.Reason)}, mr).addSampled(1, ref, sampled)
+	m.labels.duration.getVia(durationLabels{string(l), service, class}, md).observe(elapsed.Seconds(), ref, sampled)
 	if o.BytesIn > 0 {
-		m.labels.bytes.get(bytesLabels{string(l), service, "in"}).addSampled(o.BytesIn, ref, sampled)
+		m.labels.bytes.getVia(bytesLabels{string(l), service, "in"}, mi).addSampled(o.BytesIn, ref, sampled)
 	}
 	if o.BytesOut > 0 {
-		m.labels.bytes.get(bytesLabels{string(l), service, "out"}).addSampled(o.BytesOut, ref, sampled)
+		m.labels.bytes.getVia(bytesLabels{string(l), service, "out"}, mo).addSampled(o.BytesOut, ref, sampled)
 	}
 }
 

@@ -114,7 +114,15 @@ type Request struct {
 	// StartAttempt): the RequestRoom's. nil with tracing on, whose
 	// Requests are allocated without it.
 	first *Attempt
+	// series: where End looks its metric series up (see UseSeriesMemo);
+	// nil: the caches' maps.
+	series *SeriesMemo
 }
+
+// UseSeriesMemo makes End look the request's metric series up through m,
+// a memo of the caller connection's (see SeriesMemo), which no other
+// goroutine uses while the request may end.
+func (q *Request) UseSeriesMemo(m *SeriesMemo) { q.series = m }
 
 // StartRequest starts the server span for r on listener l, continuing the
 // trace found in r's headers (per the configured propagators) or starting a
@@ -324,7 +332,7 @@ func (q *Request) End(o Outcome) {
 		q.endSpanAttributes(o)
 	}
 
-	q.t.metrics.requestEnded(q.ctx, q.listener, q.service, q.endpoint, o, elapsed, now)
+	q.t.metrics.requestEnded(q.ctx, q.listener, q.service, q.endpoint, o, elapsed, now, q.series)
 	if q.ps != nil {
 		q.ps.endAt(now)
 	} else {
