@@ -108,6 +108,10 @@ func (r Registration) withDefaults() Registration {
 	return r
 }
 
+// failingReminder is how often a registration that keeps failing with
+// the same error is logged again.
+const failingReminder = 5 * time.Minute
+
 // Registrar keeps the local service registered in the local Consul agent
 // with a TTL check that mirrors a readiness function. Run keeps it up to
 // date (and registers again if the agent forgot it, as after an agent
@@ -220,6 +224,12 @@ func (r *Registrar) Run(ctx context.Context) error {
 
 	interval := r.reg.TTL / 3
 	failures := 0
+	// A failing episode is logged when it starts, when its error changes
+	// and every failingReminder while it lasts, and its end once: not at
+	// every retry (a token without service:write fails every few
+	// seconds, each time alike).
+	var warned string
+	var warnedAt time.Time
 	for {
 		// The next refresh is due interval after this one starts, not
 		// after it ends: a call that takes long (up to callTimeout, as
@@ -243,9 +253,15 @@ func (r *Registrar) Run(ctx context.Context) error {
 			// a whole backoff later. A healthy registrar already sends as
 			// much.
 			wait = min(r.backoff(failures), wait)
-			r.log.Warn("consul registration failing", "id", r.reg.ID, "err", err.Error())
+			if msg := err.Error(); msg != warned || r.now().Sub(warnedAt) >= failingReminder {
+				r.log.Warn("consul registration failing", "id", r.reg.ID, "err", msg, "attempts", failures)
+				warned, warnedAt = msg, r.now()
+			}
 		} else {
-			failures = 0
+			if failures > 0 {
+				r.log.Info("consul registration recovered", "id", r.reg.ID, "failed_attempts", failures)
+			}
+			failures, warned = 0, ""
 		}
 		select {
 		case <-ctx.Done():

@@ -1,8 +1,11 @@
 package discovery
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
+	"log/slog"
 	"maps"
 	"net/http"
 	"net/http/httptest"
@@ -428,3 +431,136 @@ func TestRegistrarRegistersAgainAfterAnOperatorsDeregistration(t *testing.T) {
 		t.Fatalf("registrar %+v: registered again without an update refused", st)
 	}
 }
+
+// A registration that keeps failing is logged once per episode, not at
+// every retry: when it starts failing, when its error changes and every
+// failingReminder while it goes on; its recovery is logged once. (A token
+// without service:write logged a warning every few seconds, each alike.)
+// The agent is the test's: it answers as mode says; the clock is the
+// test's too.
+func TestRegistrarLogsAFailingEpisodeOnce(t *testing.T) {
+	var mode atomic.Value
+	mode.Store("ok")
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch mode.Load().(string) {
+		case "403":
+			http.Error(w, "Permission denied: token lacks service:write", http.StatusForbidden)
+		case "503":
+			http.Error(w, "overloaded", http.StatusServiceUnavailable)
+		}
+	}))
+	t.Cleanup(srv.Close)
+	var logMu sync.Mutex
+	var logged bytes.Buffer
+	log := slog.New(slog.NewJSONHandler(writerFunc(func(p []byte) (int, error) {
+		logMu.Lock()
+		defer logMu.Unlock()
+		return logged.Write(p)
+	}), nil))
+	c, err := NewConsul(context.Background(), ConsulConfig{Address: strings.TrimPrefix(srv.URL, "http://")}, ConsulOptions{
+		Logger: log, Backoff: func(int) time.Duration { return time.Second },
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	reg, err := c.NewRegistrar(Registration{Name: "self", ID: "self-1", Port: 7000, TTL: 3 * time.Second}, func() error { return nil })
+	if err != nil {
+		t.Fatal(err)
+	}
+	var clockMu sync.Mutex
+	now := time.Unix(1_000_000, 0)
+	reg.now = func() time.Time {
+		clockMu.Lock()
+		defer clockMu.Unlock()
+		return now
+	}
+	waits := make(chan time.Duration, 100)
+	fire := make(chan time.Time)
+	reg.after = func(d time.Duration) <-chan time.Time {
+		waits <- d
+		return fire
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	runDone := make(chan error, 1)
+	go func() { runDone <- reg.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		<-runDone
+	})
+	// step lets the registrar make its next refresh with the agent in m,
+	// after the clock moved by d, and waits until it is done with it.
+	waited := func() {
+		t.Helper()
+		select {
+		case <-waits:
+		case <-time.After(10 * time.Second):
+			t.Fatal("the registrar is not waiting")
+		}
+	}
+	step := func(m string, d time.Duration) {
+		t.Helper()
+		mode.Store(m)
+		clockMu.Lock()
+		now = now.Add(d)
+		clockMu.Unlock()
+		select {
+		case fire <- time.Time{}:
+		case <-time.After(10 * time.Second):
+			t.Fatal("the registrar is not waiting")
+		}
+		waited()
+	}
+	type line struct {
+		Msg      string
+		Err      string
+		Attempts int
+		Failed   int `json:"failed_attempts"`
+	}
+	lines := func() (out []line) {
+		logMu.Lock()
+		defer logMu.Unlock()
+		for _, l := range strings.Split(strings.TrimSpace(logged.String()), "\n") {
+			var v line
+			if json.Unmarshal([]byte(l), &v) == nil && strings.HasPrefix(v.Msg, "consul registration") {
+				out = append(out, v)
+			}
+		}
+		return out
+	}
+	expect := func(what string, want ...string) {
+		t.Helper()
+		var got []string
+		for _, l := range lines() {
+			got = append(got, l.Msg)
+		}
+		if strings.Join(got, "|") != strings.Join(want, "|") {
+			t.Fatalf("%s: logged %q, want %q", what, got, want)
+		}
+	}
+	waited() // registered
+	expect("registered")
+	for range 5 {
+		step("403", time.Second)
+	}
+	expect("five failures alike", "consul registration failing")
+	step("503", time.Second)
+	expect("the error changed", "consul registration failing", "consul registration failing")
+	step("503", time.Second)
+	step("503", failingReminder)
+	expect("still failing after the reminder's interval", "consul registration failing", "consul registration failing", "consul registration failing")
+	step("ok", time.Second)
+	expect("recovered", "consul registration failing", "consul registration failing", "consul registration failing", "consul registration recovered")
+	if l := lines()[3]; l.Failed != 8 {
+		t.Errorf("recovered after %d failed attempts, want 8", l.Failed)
+	}
+	step("403", time.Second)
+	expect("a new episode", "consul registration failing", "consul registration failing", "consul registration failing", "consul registration recovered", "consul registration failing")
+	if l := lines()[4]; l.Attempts != 1 || !strings.Contains(l.Err, "403") {
+		t.Errorf("the new episode's warning: attempts %d, err %q; want 1 and the 403", l.Attempts, l.Err)
+	}
+}
+
+type writerFunc func([]byte) (int, error)
+
+func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
