@@ -449,7 +449,7 @@ func (p *Proxy) attempts(ctx context.Context, w http.ResponseWriter, r *http.Req
 				x.answerBegan = ctx.Err() == nil
 			}
 			cut := cutOnCancel(ctx, w, r, frames)
-			result = p.respond(w, res, idle, start, frames)
+			result = p.respond(w, r, res, idle, start, frames)
 			if testHookResponded != nil {
 				testHookResponded(ctx)
 			}
@@ -908,6 +908,13 @@ func (p *Proxy) outgoing(ctx context.Context, w http.ResponseWriter, r *http.Req
 		// Request trailers arrive in r.Trailer once the body is read; the
 		// transport must see that same map.
 		out.Trailer = r.Trailer
+		if h1 && len(r.Trailer) > 0 && out.ContentLength > 0 {
+			// An h2c caller's body may have a content-length and
+			// trailers both; over HTTP/1.1 only a chunked body has
+			// trailers, and net/http's Transport sends a body of known
+			// length without them.
+			out.ContentLength = -1
+		}
 		// A pooled connection the upstream closed as the request went out
 		// fails before any of the body was written; net/http retries that
 		// on a fresh connection only when it can get the body again. Until
@@ -1107,7 +1114,7 @@ func awaitBody(res *http.Response, idle *idleTimer) (st bodyStart, cut bool, err
 //
 // frames follows a gRPC response's messages (see grpcFrames); nil for
 // any other response. Such a response is relayed, never spliced.
-func (p *Proxy) respond(w http.ResponseWriter, res *http.Response, idle *idleTimer, st bodyStart, frames *grpcFrames) relayResult {
+func (p *Proxy) respond(w http.ResponseWriter, r *http.Request, res *http.Response, idle *idleTimer, st bodyStart, frames *grpcFrames) relayResult {
 	sb, _ := res.Body.(*spliceBody)
 	var buf []byte // the relay's, holding first bytes read
 	if st.bp != nil {
@@ -1126,7 +1133,7 @@ func (p *Proxy) respond(w http.ResponseWriter, res *http.Response, idle *idleTim
 	}
 	h := res.Header
 	if !asCame {
-		h = p.respondHeader(w, res)
+		h = p.respondHeader(w, r, res)
 	}
 	rc := http.NewResponseController(w)
 	var result relayResult
@@ -1335,11 +1342,16 @@ func (g *guardedAfter) stop() bool {
 // server and the lane write it: RFC 9110 section 8.6 forbids one on a 204,
 // and on a 304 it is optional; over HTTP/2, with the end of the stream
 // after the head, Go's client takes it for a body that came short. (An
-// answer to HEAD keeps its own.)
-func (p *Proxy) respondHeader(w http.ResponseWriter, res *http.Response) http.Header {
+// answer to HEAD keeps its own.) A body with trailers goes to an HTTP/1.1
+// caller chunked (trailersNeedChunks).
+func (p *Proxy) respondHeader(w http.ResponseWriter, r *http.Request, res *http.Response) http.Header {
 	removeHopHeaders(res.Header, false)
 	if res.StatusCode == http.StatusNoContent || res.StatusCode == http.StatusNotModified {
 		delete(res.Header, "Content-Length")
+	}
+	if trailersNeedChunks(r, res) {
+		delete(res.Header, "Content-Length")
+		res.ContentLength = -1 // whole at its last chunk, not at a length (sentWhole)
 	}
 	var h http.Header
 	if a, ok := w.(interface{ adoptHeader(http.Header) bool }); ok && a.adoptHeader(res.Header) {
@@ -1369,6 +1381,22 @@ func (p *Proxy) respondHeader(w http.ResponseWriter, res *http.Response) http.He
 		_ = http.NewResponseController(w).Flush()
 	}
 	return h
+}
+
+// trailersNeedChunks reports whether res, a response with a Content-Length
+// and announced trailers, can reach the HTTP/1.1 caller of r with those
+// trailers only chunked, without its Content-Length. An HTTP/2 message may
+// carry both (Go's HTTP/2 server gives a short answer whose handler
+// announced trailers a content-length); over HTTP/1.1 only a chunked body
+// has trailers, and with the Content-Length kept the caller would be told
+// of trailers that never come. An HTTP/1.0 caller can be sent none either
+// way and keeps the length, as does an answer without a body. Trailers an
+// upstream did not announce are known only after the body: they reach an
+// HTTP/1.1 caller only when its body went chunked anyway.
+func trailersNeedChunks(r *http.Request, res *http.Response) bool {
+	return len(res.Trailer) > 0 && res.ContentLength >= 0 && r.ProtoMajor == 1 && r.ProtoMinor >= 1 &&
+		r.Method != http.MethodHead && res.StatusCode >= 200 &&
+		res.StatusCode != http.StatusNoContent && res.StatusCode != http.StatusNotModified
 }
 
 func (p *Proxy) logFailure(r *http.Request, service, addr string, f failure, err error) {
