@@ -217,8 +217,9 @@ func (s ServiceConfig) MarshalYAML() (any, error) {
 	return &n, nil
 }
 
-// usesConsul reports whether a service is resolved through Consul.
-func (s *ServiceConfig) usesConsul() bool { return s.Endpoints == nil }
+// UsesConsul reports whether a service is resolved through Consul: it has
+// no endpoints key. One with an empty list is static, without endpoints.
+func (s *ServiceConfig) UsesConsul() bool { return s.Endpoints == nil }
 
 // needsConsul reports whether any part of the config talks to Consul:
 // registration, or a service a route leads to that is resolved through it.
@@ -228,7 +229,7 @@ func (c *Config) needsConsul() bool {
 	}
 	used := c.usedServices()
 	for name, s := range c.Services {
-		if s != nil && s.usesConsul() && used[name] {
+		if s != nil && s.UsesConsul() && used[name] {
 			return true
 		}
 	}

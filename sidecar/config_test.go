@@ -78,7 +78,7 @@ services:
 	if b.Retry.MaxRetries != 0 || b.Timeouts.Connect != 2*time.Second || b.Balancer != resilience.BalancerP2C {
 		t.Errorf("b = %+v", b.Settings)
 	}
-	if !c.usesConsul() || c.Retry.MaxRetries != 3 {
+	if !c.UsesConsul() || c.Retry.MaxRetries != 3 {
 		t.Errorf("c (bare name) = %+v", c)
 	}
 }

@@ -61,10 +61,10 @@ func (c *Config) validate() ConfigErrors {
 			p = fmt.Sprintf("services[%q]", name) // "services." alone names nothing
 			add(p, "invalid service name %q", name)
 		}
-		if s.Consul != nil && !s.usesConsul() {
+		if s.Consul != nil && !s.UsesConsul() {
 			add(p+".consul", "a service has either endpoints (static) or consul, not both")
 		}
-		if s.usesConsul() {
+		if s.UsesConsul() {
 			// The name the watch asks Consul for, checked here as the
 			// watch would check it when built.
 			if s.Consul != nil && s.Consul.Service != "" {

@@ -36,7 +36,7 @@ func TestReadmeConfigParses(t *testing.T) {
 	if err != nil {
 		t.Fatalf("README config: %v", err)
 	}
-	if cfg.Services["api"] == nil || !cfg.Services["api"].usesConsul() || cfg.Register == nil || cfg.Register.Name != "web" {
+	if cfg.Services["api"] == nil || !cfg.Services["api"].UsesConsul() || cfg.Register == nil || cfg.Register.Name != "web" {
 		t.Fatalf("README config decoded as %+v", cfg)
 	}
 }
@@ -109,7 +109,7 @@ func TestReadmeConfigRuns(t *testing.T) {
 	}
 	var route *RouteConfig
 	for i, rc := range cfg.Outbound.Routes {
-		if cfg.Services[rc.Service].usesConsul() {
+		if cfg.Services[rc.Service].UsesConsul() {
 			route = &cfg.Outbound.Routes[i]
 			break
 		}

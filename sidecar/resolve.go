@@ -24,7 +24,7 @@ func resolvers(ctx context.Context, cfg *Config, log *slog.Logger, prior *discov
 		if !used[name] {
 			continue
 		}
-		if sc.usesConsul() {
+		if sc.UsesConsul() {
 			w := discovery.ConsulWatch{}
 			if sc.Consul != nil {
 				w = *sc.Consul
@@ -67,7 +67,7 @@ func (r serviceResolver) Service(name string) (*discovery.Service, error) {
 	if !ok {
 		return nil, fmt.Errorf("service %q: not defined", name)
 	}
-	if sc.usesConsul() {
+	if sc.UsesConsul() {
 		return r.consul.Service(name)
 	}
 	return r.static.Service(name)

@@ -62,7 +62,7 @@ func summary(cfg *sidecar.Config) string {
 	}
 	consul := 0
 	for _, s := range cfg.Services {
-		if len(s.Endpoints) == 0 {
+		if s.UsesConsul() {
 			consul++
 		}
 	}

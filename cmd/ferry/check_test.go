@@ -26,6 +26,9 @@ services:
   api: { consul: { service: api } }
 `)
 	bad := write("bad.yaml", "outbound:\n  routes: [ { host: a, service: nope } ]\n")
+	// endpoints: [] is a static service with no endpoint (it answers 503),
+	// not a Consul one.
+	emptyStatic := write("empty.yaml", "outbound: { routes: [ { host: a, service: a }, { service: api } ] }\nservices: { a: { endpoints: [] }, api: }\n")
 	for _, tc := range []struct {
 		name    string
 		args    []string
@@ -37,6 +40,8 @@ services:
 			"config " + good + " is valid: 2 outbound routes, 2 services (1 from Consul), inbound to 127.0.0.1:8080", ""},
 		{"valid from the environment", []string{"--config-env", "FERRY_CHECK_CONFIG"}, map[string]string{"FERRY_CHECK_CONFIG": "outbound: {}\n"}, exitOK,
 			"config from $FERRY_CHECK_CONFIG is valid: 0 outbound routes, 0 services (0 from Consul)", ""},
+		{"a static service without endpoints", []string{"--config", emptyStatic}, nil, exitOK,
+			"config " + emptyStatic + " is valid: 2 outbound routes, 2 services (1 from Consul)", ""},
 		{"bad key", []string{"--config", bad}, nil, exitConfig,
 			"", "config " + bad + ":\noutbound.routes[0].service: service \"nope\" is not defined"},
 		{"bad telemetry environment", []string{"--config", good}, map[string]string{"OTEL_TRACES_SAMPLER": "sometimes"}, exitConfig,
