@@ -41,6 +41,9 @@ type Sidecar struct {
 	bgStop    context.CancelFunc
 	drainReq  chan struct{} // POST /drain
 	endDrain  chan struct{} // closed by EndDrain
+	// endedEarly: EndDrain ended Run's drain before its grace period
+	// was over (what shutdown's last words say ended it).
+	endedEarly atomic.Bool
 
 	fileMu     sync.Mutex
 	fileTried  []byte        // the config file content last tried (WatchConfigFile, ReloadFile)
@@ -455,6 +458,7 @@ func (s *Sidecar) Run(ctx context.Context) error {
 	go func() {
 		select {
 		case <-s.endDrain:
+			s.endedEarly.Store(grace.Err() == nil)
 			cancel()
 		case <-grace.Done():
 		}
@@ -581,6 +585,10 @@ func (s *Sidecar) shutdown(ctx context.Context) error {
 	s.tunnels.awaitEnding(monoAdd(start, shutdownbounds.ReportWait))
 	s.closeTelemetry()
 	if forced.Load() > 0 || n > 0 {
+		if s.endedEarly.Load() {
+			s.log.Warn("drain ended before its grace period was over; closed the exchanges still open", "tunnels", n)
+			return fmt.Errorf("drain: ended before its grace period, with exchanges in flight")
+		}
 		s.log.Warn("drain grace ended with exchanges still open; closed them", "tunnels", n)
 		return fmt.Errorf("drain: grace period ended with exchanges in flight")
 	}

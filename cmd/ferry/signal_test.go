@@ -242,6 +242,14 @@ func TestSecondSignalEndsTheDrain(t *testing.T) {
 			p.waitLog(0, func(m map[string]any) bool {
 				return m["level"] == "WARN" && strings.Contains(fmt.Sprint(m["msg"]), "second signal")
 			})
+			// What ended the drain is what ferry's last lines tell: not
+			// its grace period, 2 minutes long.
+			p.waitLog(0, func(m map[string]any) bool {
+				return m["level"] == "WARN" && m["msg"] == "drain ended before its grace period was over; closed the exchanges still open"
+			})
+			p.waitLog(0, func(m map[string]any) bool {
+				return m["msg"] == "ferry stopped" && m["error"] == "drain: ended before its grace period, with exchanges in flight"
+			})
 			<-errc
 		})
 	}
