@@ -192,6 +192,19 @@ func (r *Registrar) Refresh() {
 	}
 }
 
+// RecheckIfPassing refreshes the check at once (as Refresh) when it was
+// last reported passing, and does nothing otherwise: for a sign that the
+// check may be failing now (the app refused a connection), which may come
+// with every request while it is down. The first sign gets the check
+// critical without waiting for its next refresh (up to TTL/3 later), so
+// Consul stops sending callers to an app that is gone; the signs that
+// follow cost nothing, and the regular refreshes find the app back.
+func (r *Registrar) RecheckIfPassing() {
+	if s := r.lastStatus.Load(); s != nil && *s == consulPassing {
+		r.Refresh()
+	}
+}
+
 // Run registers the service and refreshes its check every TTL/3, counted
 // from the start of the last refresh (or on Refresh), until ctx ends or
 // Deregister is called. When the agent does not know the check any more it

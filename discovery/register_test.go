@@ -564,3 +564,38 @@ func TestRegistrarLogsAFailingEpisodeOnce(t *testing.T) {
 type writerFunc func([]byte) (int, error)
 
 func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
+
+// RecheckIfPassing asks for a refresh only while the check was last
+// reported passing: the sign it reacts to (the app refusing a connection)
+// comes with every request while the app is down, and must not become an
+// agent call per request once the check is critical.
+func TestRecheckIfPassingOnlyWhilePassing(t *testing.T) {
+	c, err := NewConsul(context.Background(), ConsulConfig{Address: "127.0.0.1:1"}, ConsulOptions{Logger: testLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	reg, err := c.NewRegistrar(Registration{Name: "self", ID: "self-1", Port: 7000, TTL: 3 * time.Second}, func() error { return nil })
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		last string // "" before any report
+		poke bool
+	}{{"", false}, {consulCritical, false}, {consulPassing, true}} {
+		if tc.last != "" {
+			s := tc.last
+			reg.lastStatus.Store(&s)
+		}
+		for range 100 {
+			reg.RecheckIfPassing()
+		}
+		if got := len(reg.poke) == 1; got != tc.poke {
+			t.Fatalf("last reported %q: a refresh asked for %v, want %v", tc.last, got, tc.poke)
+		}
+		select {
+		case <-reg.poke:
+		default:
+		}
+	}
+}

@@ -460,3 +460,63 @@ func TestUnusedServiceNotResolved(t *testing.T) {
 		t.Fatalf("after the reload: %v %q", got, fails)
 	}
 }
+
+// An app that stops accepting connections while ferry runs (as one does
+// when it exits before a native sidecar) has ferry's registration turn
+// critical at the first request that could not reach it, not at the
+// check's next refresh (every TTL/3, 10 s here): Consul stops sending
+// callers to this instance meanwhile. Before, the check stayed passing
+// until that refresh.
+func TestAppRefusingTurnsTheCheckCriticalAtOnce(t *testing.T) {
+	agent := consultest.Start(t)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	app := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {})}
+	go app.Serve(ln)
+	t.Cleanup(func() { app.Close() })
+	cfg, err := ParseConfig([]byte(fmt.Sprintf(`
+admin: { listen: 127.0.0.1:0 }
+inbound: { listen: 127.0.0.1:0, app: %s }
+consul: { address: %s }
+register: { name: web, id: web-1, port: 18080, ttl: 30s }
+`, ln.Addr(), agent.HTTPAddr)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sc, err := New(cfg, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := sc.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer sc.Shutdown(context.Background())
+	check := func() (status, output string) {
+		checks, _, err := agent.Client().Health().Checks("web", nil)
+		if err != nil || len(checks) != 1 {
+			return "", ""
+		}
+		return checks[0].Status, checks[0].Output
+	}
+	waitFor(t, "web-1 registered and passing", 10*time.Second, func() bool {
+		s, _ := check()
+		return s == "passing"
+	})
+	app.Close() // the app exits; ferry goes on
+	start := time.Now()
+	res, err := h1Client().Get("http://" + sc.Addr("inbound") + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	if res.StatusCode != http.StatusBadGateway {
+		t.Fatalf("a request to the app gone: %d, want 502", res.StatusCode)
+	}
+	waitFor(t, "the check critical soon after the first request the app refused", 3*time.Second, func() bool {
+		s, out := check()
+		return s == "critical" && strings.Contains(out, "not accepting connections")
+	})
+	t.Logf("critical %v after the refused request (the refresh is every 10 s)", time.Since(start).Round(time.Millisecond))
+}

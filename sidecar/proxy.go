@@ -33,11 +33,15 @@ type Proxy struct {
 	// Log receives proxy failures; nil discards them.
 	Log *slog.Logger
 
-	table     atomic.Pointer[routeTable]
-	tunnels   *tunnelSet
-	tel       *telemetry.Telemetry
-	listener  telemetry.Listener
-	propagate []string // trace headers of the caller, replaced on the way upstream
+	table    atomic.Pointer[routeTable]
+	tunnels  *tunnelSet
+	tel      *telemetry.Telemetry
+	listener telemetry.Listener
+	// connectFailed, when not nil, is told of every attempt whose
+	// connection to the upstream could not be made (the inbound proxy's:
+	// the app refusing, see Sidecar.New).
+	connectFailed func()
+	propagate     []string // trace headers of the caller, replaced on the way upstream
 }
 
 func newProxy(name string, table *routeTable, log *slog.Logger, tunnels *tunnelSet, tel *telemetry.Telemetry) *Proxy {
@@ -288,6 +292,9 @@ func (p *Proxy) attempts(ctx context.Context, w http.ResponseWriter, r *http.Req
 		}
 		res, actx, a, err := p.try(ctx, w, r, up, addr, upgrade, body, x, info)
 		if err != nil {
+			if p.connectFailed != nil && errors.As(err, new(*dialError)) {
+				p.connectFailed()
+			}
 			f, gone := classify(actx, up.name, addr, err)
 			o := resilience.Outcome{Result: attemptResult(actx, err)}
 			e := pick.Done(o)

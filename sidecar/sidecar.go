@@ -217,6 +217,13 @@ func New(cfg *Config, opts Options) (*Sidecar, error) {
 	}
 	if st.inbound != nil {
 		s.inbound = newProxy("inbound", st.inbound, lg, s.tunnels, s.tel)
+		if s.registrar != nil {
+			// The app refusing a connection turns the registration's
+			// check critical at once, not at its next refresh: an app
+			// that stops first (a native sidecar outlives it) gets no
+			// more callers from Consul meanwhile.
+			s.inbound.connectFailed = s.registrar.RecheckIfPassing
+		}
 	}
 	return s, nil
 }
