@@ -115,9 +115,13 @@ telemetry: { access_log: "off" }
 	}
 	sc := startFerry(t, config(weird))
 	url := "http://" + sc.Addr("outbound") + "/"
-	waitFor(t, "the breaker of "+down+" to open", 5*time.Second, func() bool {
+	// A request is counted once its answer went out (its bookkeeping
+	// follows the answer), the breaker's state before: both are awaited.
+	waitFor(t, "the breaker of "+down+" to open and its request counted", 5*time.Second, func() bool {
 		get(t, h1Client(), url, "")
-		return hasSeries(scrapeAdmin(t, sc, ""), "ferry_breaker_state", "service", weird, "endpoint", down)
+		series := scrapeAdmin(t, sc, "")
+		return hasSeries(series, "ferry_breaker_state", "service", weird, "endpoint", down) &&
+			hasSeries(series, "ferry_requests_total", "service", weird, "endpoint", down, "status_class", "5xx")
 	})
 	for _, accept := range []string{"", prometheusAccept} {
 		series := scrapeAdmin(t, sc, accept)
