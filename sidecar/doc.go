@@ -19,7 +19,8 @@
 //     unusual framing, HTTP/1.0, large or malformed heads) is handed, with
 //     the bytes read so far, to net/http's server, which serves that
 //     connection to its end; framingScan watches what net/http reads there
-//     for a request framed two ways (RFC 9112 section 6.1).
+//     for a request framed two ways, or an HTTP/1.0 one with
+//     Transfer-Encoding (faulty framing, RFC 9112 section 6.1).
 //  2. Proxy.ServeHTTP (proxy.go) starts the server span, metrics and access
 //     log of the exchange (observe.go), refuses what must not be relayed,
 //     and matches a route in the generation in force (routes.go, state.go).

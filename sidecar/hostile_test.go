@@ -282,6 +282,18 @@ func hostileCases() []hostileCase {
 			up: []upReq{{method: "GET", uri: "/p", host: "svc.example", hdr: map[string]string{"Connection": "", "Keep-Alive": ""}}}},
 		{name: "http10-te-chunked-ignored", raw: "POST /p HTTP/1.0\r\n" + h + "Connection: keep-alive\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\nabc",
 			want: []int{200}, closed: true, up: []upReq{{method: "POST", uri: "/p", host: "svc.example", body: "abc"}}},
+		// RFC 9112 section 6.1: an HTTP/1.0 message with Transfer-Encoding
+		// has faulty framing, with or without a Content-Length, and its
+		// connection closes after the answer. net/http reads such a
+		// request as bodiless: the chunked body a caller (or a proxy in
+		// front that honoured the coding) meant must not be read as the
+		// next request.
+		{name: "http10-te-chunked-without-cl-closes", raw: "POST /p HTTP/1.0\r\n" + h + "Connection: keep-alive\r\nTransfer-Encoding: chunked\r\n\r\n" +
+			"GET /smuggled HTTP/1.1\r\n" + h + "\r\n",
+			want: []int{200}, closed: true, up: []upReq{{method: "POST", uri: "/p", host: "svc.example", body: ""}}},
+		{name: "http10-te-gzip-closes", raw: "POST /p HTTP/1.0\r\n" + h + "Connection: keep-alive\r\nTransfer-Encoding: gzip\r\n\r\n" +
+			"GET /smuggled HTTP/1.1\r\n" + h + "\r\n",
+			want: []int{200}, closed: true, up: []upReq{{method: "POST", uri: "/p", host: "svc.example", body: ""}}},
 		{name: "connection-nominated-headers-dropped", raw: "GET /p HTTP/1.1\r\n" + h + "Connection: keep-alive, X-Secret\r\nX-Secret: s\r\nKeep-Alive: timeout=5\r\nProxy-Connection: keep-alive\r\n\r\n",
 			want: []int{200}, up: []upReq{{method: "GET", uri: "/p", host: "svc.example", hdr: map[string]string{"X-Secret": "", "Keep-Alive": "", "Proxy-Connection": "", "Connection": ""}}}},
 		// Pipelining: each request reaches the upstream once, in order, and

@@ -873,23 +873,32 @@ func (l *lane) handOver(c net.Conn, br *bufio.Reader, headBy time.Time) bool {
 }
 
 // framingScan watches the bytes net/http reads from a handed-over
-// connection for a block of lines (between empty lines) naming both
-// Content-Length and Transfer-Encoding. net/http frames such a request by
-// its Transfer-Encoding, as it must, but keeps the connection open, where
-// RFC 9112 section 6.1 has the server close it after the response:
-// whatever the two framings disagree on must not be read as a next
-// request. It cannot tell a head from a body, so a body with such lines
-// closes its connection too: the safe way to be wrong.
+// connection for a block of lines (between empty lines) whose framing RFC
+// 9112 section 6.1 calls faulty: one naming both Content-Length and
+// Transfer-Encoding, and one whose first line ends in HTTP/1.0 naming
+// Transfer-Encoding at all. net/http frames the first by its
+// Transfer-Encoding, as it must, and the second by its Content-Length or
+// as bodiless (it ignores Transfer-Encoding in HTTP/1.0), but keeps the
+// connection open, where the RFC has the server close it after the
+// response: whatever the framings disagree on (an HTTP/1.0 chunked body)
+// must not be read as a next request. It cannot tell a head from a body,
+// so a body with such lines closes its connection too: the safe way to be
+// wrong.
 type framingScan struct {
-	start  [len("transfer-encoding:")]byte // the current line's start, lower case
-	n      int                             // the current line's length so far
-	cl, te bool                            // seen in the current block
-	both   atomic.Bool
+	start [len("transfer-encoding:")]byte // the current line's start, lower case
+	n     int                             // the current line's length so far
+	// end holds the current line's last bytes (a ring, end[n%len]).
+	end     [len(" HTTP/1.0\r")]byte
+	inBlock bool // the current line is not its block's first
+	http10  bool // the block's first line ends in HTTP/1.0
+	cl, te  bool // seen in the current block
+	faulty  atomic.Bool
 }
 
 func (s *framingScan) feed(p []byte) {
 	for _, c := range p {
 		if c != '\n' {
+			s.end[s.n%len(s.end)] = c
 			if s.n < len(s.start) {
 				if 'A' <= c && c <= 'Z' {
 					c += 'a' - 'A'
@@ -902,21 +911,44 @@ func (s *framingScan) feed(p []byte) {
 		line := s.start[:min(s.n, len(s.start))]
 		switch {
 		case s.n == 0 || s.n == 1 && line[0] == '\r':
-			s.cl, s.te = false, false // the block ends
+			s.cl, s.te, s.http10, s.inBlock = false, false, false, false // the block ends
+			s.n = 0
+			continue
+		case !s.inBlock:
+			s.http10 = s.endsWith(" HTTP/1.0")
 		case bytes.HasPrefix(line, []byte("content-length:")):
 			s.cl = true
 		case bytes.HasPrefix(line, []byte("transfer-encoding:")):
 			s.te = true
 		}
-		if s.cl && s.te {
-			s.both.Store(true)
+		s.inBlock = true
+		if s.te && (s.cl || s.http10) {
+			s.faulty.Store(true)
 		}
 		s.n = 0
 	}
 }
 
+// endsWith reports whether the line read so far ends with suffix, before
+// the CR of its CRLF if any (suffix no longer than end, less one).
+func (s *framingScan) endsWith(suffix string) bool {
+	n := s.n
+	if n > 0 && s.end[(n-1)%len(s.end)] == '\r' {
+		n--
+	}
+	if n < len(suffix) {
+		return false
+	}
+	for i := range len(suffix) {
+		if s.end[(n-len(suffix)+i)%len(s.end)] != suffix[i] {
+			return false
+		}
+	}
+	return true
+}
+
 // handedConnKey carries, in the context of a handed-over connection, its
-// *prefixConn: a request read after its framingScan saw both framings must
+// *prefixConn: a request read after its framingScan saw faulty framing must
 // be the connection's last, and one that reaches a handler is not net/http's
 // own answer (see refusals.go).
 type handedConnKey struct{}
@@ -930,10 +962,11 @@ func connContext(ctx context.Context, c net.Conn) context.Context {
 }
 
 // mustClose reports whether a request of a handed-over connection came
-// after a head framed both ways (see framingScan).
+// after a head with faulty framing: framed both ways, or an HTTP/1.0 one
+// with Transfer-Encoding (see framingScan).
 func mustClose(ctx context.Context) bool {
 	pc, ok := ctx.Value(handedConnKey{}).(*prefixConn)
-	return ok && pc.scan.both.Load()
+	return ok && pc.scan.faulty.Load()
 }
 
 // What becomes of a connection after a request.

@@ -951,3 +951,36 @@ func earlyAnswerServer(t *testing.T, extra string, after func(br *bufio.Reader))
 		}
 	})
 }
+
+// TestFramingScanFaultyFraming feeds framingScan heads whole and byte by
+// byte: a block naming Content-Length and Transfer-Encoding, or whose
+// first line ends in HTTP/1.0 and names Transfer-Encoding, is faulty
+// framing (RFC 9112 section 6.1); other blocks are not.
+func TestFramingScanFaultyFraming(t *testing.T) {
+	for _, tc := range []struct {
+		raw    string
+		faulty bool
+	}{
+		{"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n", true},
+		{"POST / HTTP/1.0\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n", true},
+		{"POST / HTTP/1.0\nHost: a\ntransfer-encoding: gzip\n\n", true},
+		{"GET / HTTP/1.1\r\n\r\nPOST /x HTTP/1.0\r\nTRANSFER-ENCODING: chunked\r\n\r\n", true},
+		{"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n", false},
+		{"POST / HTTP/1.0\r\nHost: a\r\nContent-Length: 3\r\n\r\nabc", false},
+		{"POST /HTTP/1.0 HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n", false},
+		{"POST / HTTP/1.0\r\nHost: a\r\n\r\nTransfer-Encoding: chunked\r\n\r\n", false}, // after the block's end
+		{"GET / HTTP/1.1\r\n\r\nGET / HTTP/1.0\r\n\r\nPOST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n", false},
+	} {
+		var whole, bytewise framingScan
+		whole.feed([]byte(tc.raw))
+		for i := range len(tc.raw) {
+			bytewise.feed([]byte{tc.raw[i]})
+		}
+		if got := whole.faulty.Load(); got != tc.faulty {
+			t.Errorf("%q: faulty %v, want %v", tc.raw, got, tc.faulty)
+		}
+		if got := bytewise.faulty.Load(); got != tc.faulty {
+			t.Errorf("%q byte by byte: faulty %v, want %v", tc.raw, got, tc.faulty)
+		}
+	}
+}
