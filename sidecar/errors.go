@@ -35,6 +35,11 @@ var (
 	// errBadStatus: a response status no server may send (below 100, or of
 	// more than 3 digits), which no caller can be given.
 	errBadStatus = errors.New("malformed HTTP status code")
+	// errHeadTooLarge: an HTTP/1.1 upstream's response head (with the
+	// interim heads before it) ran over maxResponseHeader. Worded as
+	// net/http's Transport words its own limit, which it applies to
+	// the requests ferry sends through it (newTransport).
+	errHeadTooLarge = fmt.Errorf("server response headers exceeded %d bytes; aborted", maxResponseHeader)
 )
 
 // dialError marks a failure to connect to an endpoint: nothing was sent.
@@ -96,7 +101,7 @@ func classify(ctx context.Context, service, addr string, err error) (f failure, 
 		return failure{http.StatusBadRequest, be.Error(), telemetry.ReasonClientCanceled, true, false}, ctx.Err() != nil
 	case ctx.Err() != nil:
 		return failure{499, "client closed the request", telemetry.ReasonClientCanceled, false, false}, true
-	case errors.Is(err, errBadStatus):
+	case errors.Is(err, errBadStatus), errors.Is(err, errHeadTooLarge), strings.Contains(err.Error(), "server response headers exceeded"):
 		return failure{http.StatusBadGateway, fmt.Sprintf("upstream %s (%s): %v", service, addr, err), telemetry.ReasonBadResponse, false, false}, false
 	case errors.As(err, &de):
 		if errors.As(de.err, &ne) && ne.Timeout() {

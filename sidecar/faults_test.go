@@ -581,3 +581,65 @@ func TestFaultStalledCallerCutByTimeouts(t *testing.T) {
 		}
 	}
 }
+
+// An HTTP/1.1 upstream's response head is bounded at 1 MiB whichever of
+// ferry's clients reads it (its own for bodiless requests and large
+// uploads, net/http's Transport for other bodies): a larger one is a 502
+// that says so, a smaller one is relayed.
+func TestFaultUpstreamResponseHeadLimit(t *testing.T) {
+	faultCheck(t)
+	o := startFaultOrigin(t, func(c net.Conn, br *bufio.Reader) {
+		for {
+			req, err := http.ReadRequest(br)
+			if err != nil {
+				return
+			}
+			io.Copy(io.Discard, req.Body)
+			n, _ := strconv.Atoi(strings.TrimPrefix(req.URL.Path, "/"))
+			body := "ok"
+			if req.Method == http.MethodHead {
+				body = ""
+			}
+			if _, err := fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nX-Big: %s\r\nContent-Length: 2\r\n\r\n%s", strings.Repeat("b", n), body); err != nil {
+				return
+			}
+		}
+	})
+	url := faultFerry(t, o.addr(), settingsYAML(""))
+	bodies := map[string]func() io.Reader{
+		"GET":          nil,
+		"HEAD":         nil,
+		"POST":         func() io.Reader { return strings.NewReader("small body") },
+		"POST-spliced": func() io.Reader { return bytes.NewReader(make([]byte, 100<<10)) },
+	}
+	for proto, client := range faultClients(t) {
+		for kind, body := range bodies {
+			for _, size := range []int{512 << 10, 2 << 20} {
+				t.Run(fmt.Sprintf("%s/%s/%d", proto, kind, size), func(t *testing.T) {
+					method, _, _ := strings.Cut(kind, "-")
+					var rd io.Reader
+					if body != nil {
+						rd = body()
+					}
+					req, _ := http.NewRequest(method, fmt.Sprintf("%s/%d", url, size), rd)
+					res, err := client.Do(req)
+					if err != nil {
+						t.Fatal(err)
+					}
+					io.Copy(io.Discard, res.Body)
+					res.Body.Close()
+					reason := res.Header.Get("X-Ferry-Error")
+					if size < 1<<20 {
+						if res.StatusCode != 200 || len(res.Header.Get("X-Big")) != size {
+							t.Fatalf("got %d %q with an X-Big of %d bytes, want 200 and %d", res.StatusCode, reason, len(res.Header.Get("X-Big")), size)
+						}
+						return
+					}
+					if res.StatusCode != http.StatusBadGateway || !strings.Contains(reason, "response headers exceeded 1048576 bytes") {
+						t.Fatalf("got %d %q, want 502 saying the response headers exceeded 1048576 bytes", res.StatusCode, reason)
+					}
+				})
+			}
+		}
+	}
+}

@@ -61,8 +61,9 @@ const (
 	// goes out; a connection that carried a request a moment ago is not
 	// being closed for idleness.
 	uploadReuseIdle = time.Second
-	// maxResponseHeader bounds an upstream's response header, as
-	// net/http's Transport does by default.
+	// maxResponseHeader bounds an upstream's response head, the interim
+	// (1xx) heads before it included, here and in net/http's Transport
+	// (its MaxResponseHeaderBytes, see newTransport).
 	maxResponseHeader = 1 << 20
 )
 
@@ -364,7 +365,7 @@ func (f *fastH1) awaitContinue(c *h1Conn, out *http.Request) (*http.Response, bo
 		res, err := http.ReadResponse(c.br, out)
 		switch {
 		case err != nil:
-			return nil, true, err
+			return nil, true, headLimited(c, err)
 		case res.StatusCode == http.StatusContinue:
 			return nil, true, nil
 		case res.StatusCode >= 200 || res.StatusCode == http.StatusSwitchingProtocols:
@@ -538,7 +539,7 @@ func (f *fastH1) readResponse(c *h1Conn, out *http.Request) (*http.Response, boo
 		head := prepareHead(c.br)
 		res, err := http.ReadResponse(c.br, out)
 		if err != nil {
-			return nil, true, timeoutAware(err)
+			return nil, true, headLimited(c, timeoutAware(err))
 		}
 		if res.StatusCode >= 200 || res.StatusCode == http.StatusSwitchingProtocols {
 			head.settle(res)
@@ -553,6 +554,17 @@ func (f *fastH1) readResponse(c *h1Conn, out *http.Request) (*http.Response, boo
 			inform(w, res.StatusCode, res.Header)
 		}
 	}
+}
+
+// headLimited is err, the failure to read a response head, or
+// errHeadTooLarge when the head ran into maxResponseHeader: the limit
+// ends the reader's input, which the parser reports as a head cut short
+// (unexpected EOF) or, cut in a status line, a malformed one.
+func headLimited(c *h1Conn, err error) error {
+	if c.lr.N <= 0 {
+		return errHeadTooLarge
+	}
+	return err
 }
 
 // errHeaderTimeout is the response header timeout of the zero-copy client,

@@ -157,6 +157,8 @@ func newTransport(t resilience.Timeouts, h2c bool) http.RoundTripper {
 		tr.HTTP2 = h2Windows(false)
 		return tr
 	}
+	// Response heads are bounded alike whichever client reads them.
+	tr.MaxResponseHeaderBytes = maxResponseHeader
 	// The Transport's connections put response heads right (headFixConn).
 	tr.DialContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
 		c, err := dial(ctx, network, addr)
