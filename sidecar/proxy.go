@@ -492,6 +492,7 @@ func (p *Proxy) attempts(ctx context.Context, w http.ResponseWriter, r *http.Req
 			reason := fmt.Sprintf("upstream %s (%s) broke mid-body after %d bytes: %v", up.name, addr, result.n, result.readErr)
 			recorded := result.readErr // the spans' error
 			c := context.Cause(ctx)
+			tooLarge := errors.Is(c, errBodyTooLarge) || errors.Is(result.readErr, errBodyTooLarge)
 			if firstCut {
 				c = errBodyIdle // this attempt's, not the exchange's
 			}
@@ -505,6 +506,16 @@ func (p *Proxy) attempts(ctx context.Context, w http.ResponseWriter, r *http.Req
 				x.reason, ao.Reason = telemetry.ReasonGraceEnded, telemetry.ReasonGraceEnded
 				reason = fmt.Sprintf("upstream %s (%s) cut after %d bytes: ferry is shutting down and %v", up.name, addr, result.n, c)
 				recorded = c
+			} else if tooLarge {
+				// The caller's body passed limits.max_request_body_bytes
+				// while the answer came (a bidirectional stream, a
+				// full-duplex exchange): ferry cut the exchange, as it
+				// answers 413 before the answer begins. The caller's
+				// doing, not the endpoint's.
+				o.Result = resilience.Canceled
+				x.reason, ao.Reason = telemetry.ReasonOther, telemetry.ReasonOther
+				reason = fmt.Sprintf("upstream %s (%s) cut after %d bytes: %v", up.name, addr, result.n, errBodyTooLarge)
+				recorded = errBodyTooLarge
 			} else if callerGone(r) {
 				o.Result = resilience.Canceled
 				x.reason, ao.Reason = telemetry.ReasonClientCanceled, telemetry.ReasonClientCanceled
@@ -517,10 +528,12 @@ func (p *Proxy) attempts(ctx context.Context, w http.ResponseWriter, r *http.Req
 				// Nothing of the response went out: the caller gets the
 				// failure as a whole answer, or another endpoint's.
 				f := failure{http.StatusBadGateway, fmt.Sprintf("upstream %s (%s) answered %d but its body broke before the first byte: %v", up.name, addr, res.StatusCode, result.readErr), x.reason, false, false}
-				switch o.Result {
-				case resilience.TimedOut:
+				switch {
+				case o.Result == resilience.TimedOut:
 					f.status, f.reason = http.StatusGatewayTimeout, fmt.Sprintf("upstream %s (%s) answered %d but its body's first byte did not come: %v", up.name, addr, res.StatusCode, c)
-				case resilience.Canceled: // the grace period ended
+				case tooLarge: // the 413 it would have been before the head
+					f = failure{http.StatusRequestEntityTooLarge, errBodyTooLarge.Error(), telemetry.ReasonOther, true, false}
+				case o.Result == resilience.Canceled: // the grace period ended
 					f.status, f.reason = http.StatusServiceUnavailable, reason
 				}
 				p.logFailure(r, up.name, addr, f, result.readErr)
@@ -562,14 +575,17 @@ func (p *Proxy) attempts(ctx context.Context, w http.ResponseWriter, r *http.Req
 				// A gRPC stream that broke between messages ends with a
 				// status, the code ferry's own failure would get: 502 for
 				// the upstream's break and 503 for the drain's end
-				// (UNAVAILABLE), 504 for a timeout (DEADLINE_EXCEEDED). The
-				// telemetry keeps the upstream's status and the reason, as
-				// for a reset.
+				// (UNAVAILABLE), 504 for a timeout (DEADLINE_EXCEEDED),
+				// 413 for the caller's body over the limit
+				// (RESOURCE_EXHAUSTED). The telemetry keeps the
+				// upstream's status and the reason, as for a reset.
 				f := failure{status: http.StatusBadGateway, reason: reason}
-				switch o.Result {
-				case resilience.TimedOut:
+				switch {
+				case o.Result == resilience.TimedOut:
 					f.status = http.StatusGatewayTimeout
-				case resilience.Canceled:
+				case tooLarge:
+					f.status = http.StatusRequestEntityTooLarge
+				case o.Result == resilience.Canceled:
 					f.status = http.StatusServiceUnavailable
 				}
 				endGRPCStream(w, f)
