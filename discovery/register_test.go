@@ -347,22 +347,10 @@ func TestRegistrarRefreshesCountFromTheCallsStart(t *testing.T) {
 		defer mu.Unlock()
 		return now
 	}
-	waits := make(chan time.Duration, 100)
-	fire := make(chan time.Time)
-	reg.after = func(d time.Duration) <-chan time.Time {
-		waits <- d
-		return fire
-	}
 	// The first step's call time, before Run makes its first requests
 	// (next sets it only once Run is running).
 	callTime.Store(int64(100 * time.Millisecond))
-	ctx, cancel := context.WithCancel(context.Background())
-	runDone := make(chan error, 1)
-	go func() { runDone <- reg.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		<-runDone
-	})
+	waits, fire := steppedRun(t, reg)
 
 	// next lets the registrar's wait end, after the agent's next requests
 	// take d each, and returns the wait that follows.
@@ -475,19 +463,7 @@ func TestRegistrarLogsAFailingEpisodeOnce(t *testing.T) {
 		defer clockMu.Unlock()
 		return now
 	}
-	waits := make(chan time.Duration, 100)
-	fire := make(chan time.Time)
-	reg.after = func(d time.Duration) <-chan time.Time {
-		waits <- d
-		return fire
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	runDone := make(chan error, 1)
-	go func() { runDone <- reg.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		<-runDone
-	})
+	waits, fire := steppedRun(t, reg)
 	// step lets the registrar make its next refresh with the agent in m,
 	// after the clock moved by d, and waits until it is done with it.
 	waited := func() {
@@ -598,4 +574,23 @@ func TestRecheckIfPassingOnlyWhilePassing(t *testing.T) {
 		default:
 		}
 	}
+}
+
+// steppedRun runs reg until the test ends, with the test's waits: each
+// wait Run asks for goes to waits, and ends when the test sends on fire.
+func steppedRun(t *testing.T, reg *Registrar) (waits <-chan time.Duration, fire chan<- time.Time) {
+	w := make(chan time.Duration, 100)
+	f := make(chan time.Time)
+	reg.after = func(d time.Duration) <-chan time.Time {
+		w <- d
+		return f
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	runDone := make(chan error, 1)
+	go func() { runDone <- reg.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		<-runDone
+	})
+	return w, f
 }
