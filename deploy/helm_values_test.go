@@ -30,6 +30,15 @@ func TestHelmRefusesValuesThatRenderInvalidObjects(t *testing.T) {
 		{[]string{"--set-string", `podLabels.app\.kubernetes\.io/instance=x`}, "podLabels"},
 		{[]string{"--set-string", `podLabels.ferry\.io/inject=enabled`}, "podLabels"},
 		{[]string{"--set-string", "webhook.namespaceSelector.matchlabels.mesh=ferry"}, "matchlabels"},
+		// Lists of Kubernetes objects, and cert-manager's durations, the
+		// API server or cert-manager refused after helm had installed.
+		{[]string{"--set", "imagePullSecrets[0]=regcred"}, "imagePullSecrets"},
+		{[]string{"--set", "imagePullSecrets[0].nme=regcred"}, "imagePullSecrets"},
+		{[]string{"--set", "tolerations[0]=dedicated"}, "tolerations"},
+		{[]string{"--set", "tolerations[0].operator=exists"}, "tolerations"},
+		{[]string{"--set", "tolerations[0].effect=NoSchedul"}, "tolerations"},
+		{[]string{"--set", "certManager.duration=1y"}, "certManager/duration"},
+		{[]string{"--set", "certManager.renewBefore=30 days"}, "certManager/renewBefore"},
 	} {
 		out, err := helm(t, append([]string{"template", "rel", chartDir}, tc.args...)...)
 		if err == nil {
@@ -45,5 +54,16 @@ func TestHelmRefusesValuesThatRenderInvalidObjects(t *testing.T) {
 		"--set", "webhook.namespaceSelector.matchExpressions[0].key=mesh,webhook.namespaceSelector.matchExpressions[0].operator=Exists")
 	if got := r.deployments[0].Spec.Template.Annotations["a"]; got != "true" {
 		t.Errorf("podAnnotations.a = %q", got)
+	}
+	// And so do those lists written as Kubernetes has them.
+	r = render(t, "mesh", "--set", "imagePullSecrets[0].name=regcred,tolerations[0].key=dedicated,tolerations[0].operator=Equal,tolerations[0].value=mesh,tolerations[0].effect=NoSchedule,tolerations[1].operator=Exists,tolerations[1].tolerationSeconds=30",
+		"--set", "certManager.enabled=true,certManager.duration=2160h,certManager.renewBefore=360h30m")
+	spec := r.deployments[0].Spec.Template.Spec
+	if len(spec.ImagePullSecrets) != 1 || spec.ImagePullSecrets[0].Name != "regcred" {
+		t.Errorf("imagePullSecrets rendered as %+v", spec.ImagePullSecrets)
+	}
+	if len(spec.Tolerations) != 2 || spec.Tolerations[0].Key != "dedicated" || spec.Tolerations[0].Effect != "NoSchedule" ||
+		spec.Tolerations[1].Operator != "Exists" || spec.Tolerations[1].TolerationSeconds == nil || *spec.Tolerations[1].TolerationSeconds != 30 {
+		t.Errorf("tolerations rendered as %+v", spec.Tolerations)
 	}
 }
