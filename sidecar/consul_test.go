@@ -476,23 +476,12 @@ func TestAppRefusingTurnsTheCheckCriticalAtOnce(t *testing.T) {
 	app := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {})}
 	go app.Serve(ln)
 	t.Cleanup(func() { app.Close() })
-	cfg, err := ParseConfig([]byte(fmt.Sprintf(`
+	sc := startFerry(t, fmt.Sprintf(`
 admin: { listen: 127.0.0.1:0 }
 inbound: { listen: 127.0.0.1:0, app: %s }
 consul: { address: %s }
 register: { name: web, id: web-1, port: 18080, ttl: 30s }
-`, ln.Addr(), agent.HTTPAddr)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	sc, err := New(cfg, Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := sc.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer sc.Shutdown(context.Background())
+`, ln.Addr(), agent.HTTPAddr))
 	check := func() (status, output string) {
 		checks, _, err := agent.Client().Health().Checks("web", nil)
 		if err != nil || len(checks) != 1 {
