@@ -34,6 +34,17 @@ func chartWebhookArgs(t *testing.T, set string) []string {
 // with its output, instead of failing the test.
 func renderChartWebhookArgs(t *testing.T, set string) ([]string, string, error) {
 	t.Helper()
+	var extra []string
+	if set != "" {
+		extra = []string{"--set", set}
+	}
+	return renderChartWebhookArgsWith(t, extra)
+}
+
+// renderChartWebhookArgsWith is renderChartWebhookArgs with helm's own
+// arguments for the values (--set, --set-string...).
+func renderChartWebhookArgsWith(t *testing.T, extra []string) ([]string, string, error) {
+	t.Helper()
 	helm := tooltest.Binary(t, "helm")
 	// helm reads the chart in a child process, which go test's cache does
 	// not see: read it here so that a changed template reruns the test.
@@ -44,9 +55,7 @@ func renderChartWebhookArgs(t *testing.T, set string) ([]string, string, error) 
 		return err
 	})
 	args := []string{"template", "rel", "../../deploy/helm/ferry", "--namespace", "mesh", "--show-only", "templates/deployment.yaml"}
-	if set != "" {
-		args = append(args, "--set", set)
-	}
+	args = append(args, extra...)
 	cmd := exec.Command(helm, args...)
 	home := t.TempDir()
 	cmd.Env = append(os.Environ(), "HELM_CONFIG_HOME="+home, "HELM_CACHE_HOME="+home, "HELM_DATA_HOME="+home, "KUBECONFIG="+filepath.Join(home, "none"))

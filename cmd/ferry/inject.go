@@ -34,11 +34,13 @@ func injectorFlags(fs *flag.FlagSet) func() (*inject.Injector, error) {
 	consul := fs.String("consul-addr", inject.DefaultConsulAddr, "Consul agent address for CONSUL_HTTP_ADDR; $(HOST_IP) is the node (annotation ferry.io/consul-addr overrides)")
 	otel := fs.String("otel-endpoint", "", "OTLP endpoint for OTEL_EXPORTER_OTLP_ENDPOINT (annotation ferry.io/otel-endpoint overrides)")
 	noNative := fs.Bool("no-native-sidecar", false, "inject ferry as the first regular container by default, for clusters before Kubernetes 1.29 (annotation ferry.io/native-sidecar overrides)")
-	preStop := fs.Duration("pre-stop-sleep", inject.DefaultPreStopSleep, "ferry's preStop sleep, whole seconds; 0: no preStop hook, for clusters before Kubernetes 1.30, where the sleep action is off (annotation ferry.io/pre-stop-sleep overrides)")
+	// A string read by the injector's own parser, not a Go duration: it
+	// takes what the annotation and the chart's schema take, no more.
+	preStop := fs.String("pre-stop-sleep", inject.DefaultPreStopSleep.String(), "ferry's preStop sleep, whole seconds up to an hour (90, 90s, 1m30s, 1h); 0: no preStop hook, for clusters before Kubernetes 1.30, where the sleep action is off (annotation ferry.io/pre-stop-sleep overrides)")
 	return func() (*inject.Injector, error) {
-		sleep := *preStop
-		if sleep < 0 {
-			return nil, fmt.Errorf("--pre-stop-sleep %s is negative (0: no preStop hook)", sleep)
+		sleep, err := inject.ParsePreStopSleep(*preStop)
+		if err != nil {
+			return nil, fmt.Errorf("--pre-stop-sleep %q: %v", *preStop, err)
 		}
 		if sleep == 0 {
 			sleep = -1 // Options: zero is the default, negative is none

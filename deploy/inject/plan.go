@@ -157,17 +157,20 @@ func (o *Options) makePlan(ann map[string]string, spec *podSpec) (*plan, error) 
 			return nil, annotationError(AnnotationNativeSidecar, v, fmt.Errorf("want true or false"))
 		}
 	}
+	if v, ok := get(AnnotationPreStopSleep); ok {
+		if p.preStopSleep, err = ParsePreStopSleep(v); err != nil {
+			return nil, annotationError(AnnotationPreStopSleep, v, err)
+		}
+	}
 	for _, d := range []struct {
-		key          string
-		dst          *time.Duration
-		wholeSeconds bool
+		key string
+		dst *time.Duration
 	}{
-		{AnnotationPreStopSleep, &p.preStopSleep, true},
-		{AnnotationShutdownDelay, &p.shutdownDelay, false},
-		{AnnotationShutdownGrace, &p.shutdownGrace, false},
+		{AnnotationShutdownDelay, &p.shutdownDelay},
+		{AnnotationShutdownGrace, &p.shutdownGrace},
 	} {
 		if v, ok := get(d.key); ok {
-			if *d.dst, err = parseDuration(v, d.wholeSeconds); err != nil {
+			if *d.dst, err = parseDuration(v, false); err != nil {
 				return nil, annotationError(d.key, v, err)
 			}
 			if d.key == AnnotationShutdownGrace && *d.dst == 0 {
@@ -410,7 +413,7 @@ func parseDuration(v string, wholeSeconds bool) (time.Duration, error) {
 		}
 		d = time.Duration(n) * time.Second
 	} else if d, err = time.ParseDuration(v); err != nil {
-		return 0, fmt.Errorf("want a duration such as 5s or a number of seconds")
+		return 0, errDurationForm
 	}
 	if d < 0 {
 		return 0, fmt.Errorf("must not be negative")
