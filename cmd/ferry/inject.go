@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -45,7 +46,7 @@ func injectorFlags(fs *flag.FlagSet) func() (*inject.Injector, error) {
 		if sleep == 0 {
 			sleep = -1 // Options: zero is the default, negative is none
 		}
-		return inject.New(inject.Options{
+		inj, err := inject.New(inject.Options{
 			PreStopSleep:         sleep,
 			Image:                *image,
 			ImagePullPolicy:      inject.PullPolicy(*pull),
@@ -53,7 +54,25 @@ func injectorFlags(fs *flag.FlagSet) func() (*inject.Injector, error) {
 			OTelEndpoint:         *otel,
 			DisableNativeSidecar: *noNative,
 		})
+		// Name the flag the user typed, not the option behind it.
+		var oe *inject.OptionError
+		if errors.As(err, &oe) {
+			if name, ok := optionFlags[oe.Field]; ok {
+				return nil, fmt.Errorf("%s %q: %v", name, oe.Value, oe.Err)
+			}
+		}
+		return inj, err
 	}
+}
+
+// optionFlags are the flags injectorFlags sets inject.Options from, by
+// field.
+var optionFlags = map[string]string{
+	"Image":           "--image",
+	"ImagePullPolicy": "--image-pull-policy",
+	"ConsulAddr":      "--consul-addr",
+	"OTelEndpoint":    "--otel-endpoint",
+	"PreStopSleep":    "--pre-stop-sleep",
 }
 
 // cmdInject reads Kubernetes YAML from -f files (or stdin) and writes it

@@ -70,7 +70,7 @@ func TestInjectErrorsWriteNothing(t *testing.T) {
 		{[]string{"-f", testdata + "pod.in.yaml", "-f", "-"}, "a: [", exitFail, "stdin: document 1"},
 		{[]string{"-f", "/nonexistent.yaml"}, "", exitFail, "no such file"},
 		{[]string{"--otel-endpoint", "collector:4318"}, "", exitConfig, "want an http:// or https:// URL"},
-		{[]string{"--image-pull-policy", "Sometimes"}, "", exitConfig, "image pull policy"},
+		{[]string{"--image-pull-policy", "Sometimes"}, "", exitConfig, "--image-pull-policy"},
 		{[]string{"extra.yaml"}, "", exitConfig, `unexpected argument "extra.yaml"`},
 		{[]string{"-f", "-", "-f", "-"}, "", exitConfig, "given twice"},
 	} {

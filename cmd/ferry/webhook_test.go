@@ -103,7 +103,7 @@ func TestWebhookUsageErrors(t *testing.T) {
 		{[]string{"--tls-cert", certs.KeyFile, "--tls-key", certs.KeyFile}, exitConfig, "TLS key pair"},
 		{[]string{"--tls-cert", certs.CertFile, "--tls-key", certs.KeyFile, "--listen", "256.0.0.1:1"}, exitFail, "256.0.0.1"},
 		{[]string{"--tls-cert", certs.CertFile, "--tls-key", certs.KeyFile, "--log-level", "loud"}, exitConfig, "--log-level"},
-		{[]string{"--tls-cert", certs.CertFile, "--tls-key", certs.KeyFile, "--otel-endpoint", "x"}, exitConfig, "OTel endpoint"},
+		{[]string{"--tls-cert", certs.CertFile, "--tls-key", certs.KeyFile, "--otel-endpoint", "x"}, exitConfig, "--otel-endpoint"},
 		{[]string{"--tls-cert", certs.CertFile, "--tls-key", certs.KeyFile, "--shutdown-delay", "-1s"}, exitConfig, "--shutdown-delay"},
 	} {
 		var errb syncbuf.Buffer

@@ -109,26 +109,41 @@ func (o Options) withDefaults() (Options, error) {
 		return o, fmt.Errorf("inject options: shutdown grace: %w", errZeroGrace)
 	}
 	if o.PreStopSleep%time.Second != 0 {
-		return o, fmt.Errorf("inject options: pre-stop sleep %s is not a whole number of seconds", o.PreStopSleep)
+		return o, &OptionError{"PreStopSleep", "pre-stop sleep", o.PreStopSleep.String(), errors.New("not a whole number of seconds")}
 	}
 	if o.OTelEndpoint != "" {
 		if err := checkOTelEndpoint(o.OTelEndpoint); err != nil {
-			return o, fmt.Errorf("inject options: OTel endpoint %q: %w", o.OTelEndpoint, err)
+			return o, &OptionError{"OTelEndpoint", "OTel endpoint", o.OTelEndpoint, err}
 		}
 	}
 	if err := checkConsulAddr(o.ConsulAddr); err != nil {
-		return o, fmt.Errorf("inject options: Consul address %q: %w", o.ConsulAddr, err)
+		return o, &OptionError{"ConsulAddr", "Consul address", o.ConsulAddr, err}
 	}
 	if strings.ContainsAny(o.Image, " \t\n$") {
-		return o, fmt.Errorf("inject options: image %q is not an image reference", o.Image)
+		return o, &OptionError{"Image", "image", o.Image, errors.New("not an image reference")}
 	}
 	switch o.ImagePullPolicy {
 	case "", PullAlways, PullIfNotPresent, PullNever:
 	default:
-		return o, fmt.Errorf("inject options: image pull policy %q: want Always, IfNotPresent or Never", o.ImagePullPolicy)
+		return o, &OptionError{"ImagePullPolicy", "image pull policy", string(o.ImagePullPolicy), errors.New("want Always, IfNotPresent or Never")}
 	}
 	return o, nil
 }
+
+// OptionError is New's refusal of one option's value. Field names the
+// Options field, so that a command can name its own flag for it.
+type OptionError struct {
+	Field string // "OTelEndpoint", "ConsulAddr", "Image", "ImagePullPolicy", "PreStopSleep"
+	what  string // the option in words
+	Value string
+	Err   error
+}
+
+func (e *OptionError) Error() string {
+	return fmt.Sprintf("inject options: %s %q: %v", e.what, e.Value, e.Err)
+}
+
+func (e *OptionError) Unwrap() error { return e.Err }
 
 // errZeroGrace refuses a shutdown grace of zero, which the config ferry
 // reads cannot express.
