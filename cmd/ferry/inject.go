@@ -134,7 +134,9 @@ func cmdInject(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		for _, r := range reps {
 			counts[r.Outcome]++
 			if r.Outcome == inject.Refused {
-				fmt.Fprintf(stderr, "ferry inject: %s: %s\n", name, r)
+				for _, l := range r.Lines() {
+					fmt.Fprintf(stderr, "ferry inject: %s: %s\n", name, l)
+				}
 			}
 			for _, w := range r.Warnings {
 				fmt.Fprintf(stderr, "ferry inject: %s: %s: warning: %s\n", name, r.Object(), w)

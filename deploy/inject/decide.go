@@ -76,6 +76,16 @@ func (in *Injector) decide(obj map[string]any) (*mutation, Report) {
 		rep.Reason = fmt.Sprintf(format, args...)
 		return nil, rep
 	}
+	// refuseAll refuses for every reason given: each bad annotation is
+	// named in one go.
+	refuseAll := func(reasons []string) (*mutation, Report) {
+		rep.Outcome = Refused
+		rep.Reason = strings.Join(reasons, "; ")
+		if len(reasons) > 1 {
+			rep.Reasons = reasons
+		}
+		return nil, rep
+	}
 	w, ok := workloads[kind]
 	if !ok {
 		rep.Outcome = Skipped
@@ -99,20 +109,20 @@ func (in *Injector) decide(obj map[string]any) (*mutation, Report) {
 		tmpl = next
 	}
 	// An annotation written unquoted in YAML is a bool or a number, which
-	// Kubernetes refuses: name it rather than leave the decoder's error.
+	// Kubernetes refuses: name each rather than leave the decoder's error.
+	var notStrings []string
 	if m, ok := tmpl["metadata"].(map[string]any); ok {
 		if a, ok := m["annotations"].(map[string]any); ok {
-			if reason := notAString(a, "", "on the pod template"); reason != "" {
-				return refuse("%s", reason)
-			}
+			notStrings = append(notStrings, notAString(a, "", "on the pod template")...)
 		}
 	}
 	if w.template != nil {
 		if a, ok := meta["annotations"].(map[string]any); ok {
-			if reason := notAString(a, annotationPrefix, "on the "+kind+"'s own metadata (the workload)"); reason != "" {
-				return refuse("%s", reason)
-			}
+			notStrings = append(notStrings, notAString(a, annotationPrefix, "on the "+kind+"'s own metadata (the workload)")...)
 		}
+	}
+	if len(notStrings) > 0 {
+		return refuseAll(notStrings)
 	}
 	var pod podTemplate
 	raw, err := json.Marshal(map[string]any{"metadata": tmpl["metadata"], "spec": tmpl["spec"]})
@@ -168,32 +178,40 @@ func (in *Injector) decide(obj map[string]any) (*mutation, Report) {
 	if reason := portConflict(spec); reason != "" {
 		return refuse("%s", reason)
 	}
-	p, err := in.opts.makePlan(ann, spec)
-	if err != nil {
-		return refuse("%v", err)
+	p, errs := in.opts.makePlan(ann, spec)
+	if len(errs) > 0 {
+		reasons := make([]string, len(errs))
+		for i, err := range errs {
+			reasons[i] = err.Error()
+		}
+		return refuseAll(reasons)
 	}
 	if p.inboundPort == 0 && len(p.upstreams) == 0 {
 		return refuse("nothing to proxy: no %s and no inbound port (the default container declares no TCP port; set %s)",
 			AnnotationUpstreams, AnnotationInboundPort)
 	}
+	var unused []string
 	if p.register != nil && p.inboundPort == 0 {
-		return refuse("annotation %s needs an inbound port: Consul would list an address nothing serves (set %s)",
-			AnnotationConsulService, AnnotationInboundPort)
+		unused = append(unused, fmt.Sprintf("annotation %s needs an inbound port: Consul would list an address nothing serves (set %s)",
+			AnnotationConsulService, AnnotationInboundPort))
 	}
 	// An annotation the pod would not use is refused, not dropped.
 	for _, k := range []string{AnnotationInboundProtocol, AnnotationInboundHost} {
 		if _, set := ann[k]; set && p.inboundPort == 0 {
-			return refuse("annotation %s has no effect: the pod has no inbound port (%s is none, or the default container declares no TCP port)",
-				k, AnnotationInboundPort)
+			unused = append(unused, fmt.Sprintf("annotation %s has no effect: the pod has no inbound port (%s is none, or the default container declares no TCP port)",
+				k, AnnotationInboundPort))
 		}
 	}
 	if !p.usesConsul() {
 		for _, k := range []string{AnnotationConsulAddr, AnnotationConsulTokenSecret} {
 			if _, set := ann[k]; set {
-				return refuse("annotation %s has no effect: the pod does not use Consul (every upstream has static endpoints and there is no %s)",
-					k, AnnotationConsulService)
+				unused = append(unused, fmt.Sprintf("annotation %s has no effect: the pod does not use Consul (every upstream has static endpoints and there is no %s)",
+					k, AnnotationConsulService))
 			}
 		}
+	}
+	if len(unused) > 0 {
+		return refuseAll(unused)
 	}
 	if isFerryPort(p.inboundPort) {
 		return refuse("inbound port %d (%s, else the default container's first port) is one of ferry's own ports (%d, %d, %d)",
@@ -323,15 +341,16 @@ func gracePeriodText(spec *podSpec) string {
 	return gracePeriod(spec).String()
 }
 
-// notAString names the first annotation (by key, among those starting
-// with prefix) whose value is not a string, and says how to write it. A
-// null value is left alone: Kubernetes reads it as empty.
-func notAString(ann map[string]any, prefix, where string) string {
+// notAString names every annotation (by key, among those starting with
+// prefix) whose value is not a string, in key order, and says how to
+// write each. A null value is left alone: Kubernetes reads it as empty.
+func notAString(ann map[string]any, prefix, where string) []string {
 	keys := make([]string, 0, len(ann))
 	for k := range ann {
 		keys = append(keys, k)
 	}
 	sort.Strings(keys)
+	var out []string
 	for _, k := range keys {
 		if !strings.HasPrefix(k, prefix) {
 			continue
@@ -352,9 +371,10 @@ func notAString(ann map[string]any, prefix, where string) string {
 			what = fmt.Sprintf("a %T", v)
 		}
 		if strings.HasPrefix(what, "the ") {
-			return fmt.Sprintf("annotation %s %s is %s, not a string as Kubernetes requires: quote it (%s: \"%v\")", k, where, what, k, ann[k])
+			out = append(out, fmt.Sprintf("annotation %s %s is %s, not a string as Kubernetes requires: quote it (%s: \"%v\")", k, where, what, k, ann[k]))
+			continue
 		}
-		return fmt.Sprintf("annotation %s %s is %s, not a string as Kubernetes requires", k, where, what)
+		out = append(out, fmt.Sprintf("annotation %s %s is %s, not a string as Kubernetes requires", k, where, what))
 	}
-	return ""
+	return out
 }

@@ -73,7 +73,7 @@ var (
 
 // makePlan reads the annotations of one pod. ann is the merged annotation
 // set; spec is the pod spec (for the inbound port).
-func (o *Options) makePlan(ann map[string]string, spec *podSpec) (*plan, error) {
+func (o *Options) makePlan(ann map[string]string, spec *podSpec) (*plan, []error) {
 	p := &plan{
 		inboundProtocol: "auto",
 		inboundHost:     "127.0.0.1",
@@ -90,18 +90,21 @@ func (o *Options) makePlan(ann map[string]string, spec *podSpec) (*plan, error) 
 		v, ok := ann[k]
 		return strings.TrimSpace(v), ok
 	}
+	var errs []error
+	bad := func(err error) { errs = append(errs, err) }
 	var err error
 	if v, ok := get(AnnotationUpstreams); ok {
 		if p.upstreams, err = ParseUpstreams(v); err != nil {
-			return nil, annotationError(AnnotationUpstreams, v, err)
+			p.upstreams = nil
+			bad(annotationError(AnnotationUpstreams, v, err))
 		}
 	}
 	if p.inboundPort, err = inboundPort(ann, spec); err != nil {
-		return nil, err
+		bad(err)
 	}
 	if v, ok := get(AnnotationInboundProtocol); ok {
 		if err := checkProtocol(v); err != nil {
-			return nil, annotationError(AnnotationInboundProtocol, v, err)
+			bad(annotationError(AnnotationInboundProtocol, v, err))
 		}
 		p.inboundProtocol = v
 	}
@@ -109,44 +112,39 @@ func (o *Options) makePlan(ann map[string]string, spec *podSpec) (*plan, error) 
 		// No brackets in an IPv6 zone (which netip takes): the address
 		// gets its own. A '$' is escaped when rendered (inboundApp).
 		if v != podIPRef && (!dialhost.Valid(v) || strings.ContainsAny(v, "[]")) {
-			return nil, annotationError(AnnotationInboundHost, v, fmt.Errorf("want an IP address, a host name or %s", podIPRef))
+			bad(annotationError(AnnotationInboundHost, v, fmt.Errorf("want an IP address, a host name or %s", podIPRef)))
 		}
 		p.inboundHost = v
 	}
-	if err := p.readRegistration(get); err != nil {
-		return nil, err
-	}
+	errs = append(errs, p.readRegistration(get)...)
 	if v, ok := get(AnnotationConsulAddr); ok {
 		if err := checkConsulAddr(v); err != nil {
-			return nil, annotationError(AnnotationConsulAddr, v, err)
+			bad(annotationError(AnnotationConsulAddr, v, err))
 		}
 		p.consulAddr = v
 	}
 	if v, ok := get(AnnotationConsulTokenSecret); ok {
 		name, key, found := strings.Cut(v, ":")
 		if !found {
-			return nil, annotationError(AnnotationConsulTokenSecret, v, fmt.Errorf("want SECRET-NAME:KEY"))
-		}
-		if err := checkSecretKeySelector(name, key); err != nil {
-			return nil, annotationError(AnnotationConsulTokenSecret, v, err)
+			bad(annotationError(AnnotationConsulTokenSecret, v, fmt.Errorf("want SECRET-NAME:KEY")))
+		} else if err := checkSecretKeySelector(name, key); err != nil {
+			bad(annotationError(AnnotationConsulTokenSecret, v, err))
 		}
 		p.consulToken = &secretKeySelector{Name: name, Key: key}
 	}
 	if v, ok := get(AnnotationOTelEndpoint); ok {
 		if err := checkOTelEndpoint(v); err != nil {
-			return nil, annotationError(AnnotationOTelEndpoint, v, err)
+			bad(annotationError(AnnotationOTelEndpoint, v, err))
 		}
 		p.otelEndpoint = v
 	}
 	if v, ok := get(AnnotationImage); ok {
 		if v == "" || strings.ContainsAny(v, " \t\n$") {
-			return nil, annotationError(AnnotationImage, v, fmt.Errorf("not an image reference"))
+			bad(annotationError(AnnotationImage, v, fmt.Errorf("not an image reference")))
 		}
 		p.image = v
 	}
-	if err := p.readResources(get); err != nil {
-		return nil, err
-	}
+	errs = append(errs, p.readResources(get)...)
 	if v, ok := get(AnnotationNativeSidecar); ok {
 		switch v {
 		case "true":
@@ -154,12 +152,12 @@ func (o *Options) makePlan(ann map[string]string, spec *podSpec) (*plan, error) 
 		case "false":
 			p.native = false
 		default:
-			return nil, annotationError(AnnotationNativeSidecar, v, fmt.Errorf("want true or false"))
+			bad(annotationError(AnnotationNativeSidecar, v, fmt.Errorf("want true or false")))
 		}
 	}
 	if v, ok := get(AnnotationPreStopSleep); ok {
 		if p.preStopSleep, err = ParsePreStopSleep(v); err != nil {
-			return nil, annotationError(AnnotationPreStopSleep, v, err)
+			bad(annotationError(AnnotationPreStopSleep, v, err))
 		}
 	}
 	for _, d := range []struct {
@@ -171,11 +169,10 @@ func (o *Options) makePlan(ann map[string]string, spec *podSpec) (*plan, error) 
 	} {
 		if v, ok := get(d.key); ok {
 			if *d.dst, err = parseDuration(v, false); err != nil {
-				return nil, annotationError(d.key, v, err)
-			}
-			if d.key == AnnotationShutdownGrace && *d.dst == 0 {
+				bad(annotationError(d.key, v, err))
+			} else if d.key == AnnotationShutdownGrace && *d.dst == 0 {
 				// ferry's config cannot say "no grace": it reads 0 as 30s.
-				return nil, annotationError(d.key, v, errZeroGrace)
+				bad(annotationError(d.key, v, errZeroGrace))
 			}
 		}
 	}
@@ -184,30 +181,33 @@ func (o *Options) makePlan(ann map[string]string, spec *podSpec) (*plan, error) 
 		case "debug", "info", "warn", "error":
 			p.logLevel = v
 		default:
-			return nil, annotationError(AnnotationLogLevel, v, fmt.Errorf("want debug, info, warn or error"))
+			bad(annotationError(AnnotationLogLevel, v, fmt.Errorf("want debug, info, warn or error")))
 		}
 	}
-	return p, nil
+	return p, errs
 }
 
-func (p *plan) readRegistration(get func(string) (string, bool)) error {
+func (p *plan) readRegistration(get func(string) (string, bool)) []error {
 	name, ok := get(AnnotationConsulService)
 	if !ok {
+		var errs []error
 		for _, k := range []string{AnnotationConsulTags, AnnotationConsulMeta} {
 			if _, set := get(k); set {
-				return fmt.Errorf("annotation %s needs %s (the name to register)", k, AnnotationConsulService)
+				errs = append(errs, fmt.Errorf("annotation %s needs %s (the name to register)", k, AnnotationConsulService))
 			}
 		}
-		return nil
+		return errs
 	}
+	var errs []error
 	if !serviceNameRE().MatchString(name) {
-		return annotationError(AnnotationConsulService, name, fmt.Errorf("invalid Consul service name: letters, digits, '.', '_' and '-'"))
+		errs = append(errs, annotationError(AnnotationConsulService, name, fmt.Errorf("invalid Consul service name: letters, digits, '.', '_' and '-'")))
 	}
 	r := &registration{name: name, meta: map[string]string{}}
 	if v, ok := get(AnnotationConsulTags); ok {
 		for _, t := range splitList(v) {
 			if !tagRE().MatchString(t) {
-				return annotationError(AnnotationConsulTags, v, fmt.Errorf("invalid tag %q", t))
+				errs = append(errs, annotationError(AnnotationConsulTags, v, fmt.Errorf("invalid tag %q", t)))
+				break
 			}
 			if !slices.Contains(r.tags, t) {
 				r.tags = append(r.tags, t)
@@ -215,31 +215,42 @@ func (p *plan) readRegistration(get func(string) (string, bool)) error {
 		}
 	}
 	if v, ok := get(AnnotationConsulMeta); ok {
-		for _, kv := range splitList(v) {
-			k, val, found := strings.Cut(kv, "=")
-			k = strings.TrimSpace(k)
-			switch {
-			case !found:
-				return annotationError(AnnotationConsulMeta, v, fmt.Errorf("%q: want key=value", kv))
-			case !metaKeyRE().MatchString(k):
-				return annotationError(AnnotationConsulMeta, v, fmt.Errorf("invalid key %q: letters, digits, '_' and '-', at most 128", k))
-			case k == metaNamespace || k == metaPod:
-				return annotationError(AnnotationConsulMeta, v, fmt.Errorf("key %q is set by ferry", k))
-			}
-			if _, dup := r.meta[k]; dup {
-				return annotationError(AnnotationConsulMeta, v, fmt.Errorf("key %q given twice", k))
-			}
-			r.meta[k] = strings.TrimSpace(val)
-		}
-		// Beside ferry's own keys (their values stand in for what kubelet
-		// puts there: a namespace and a pod name, within Consul's limits).
-		all := maps.Clone(r.meta)
-		all[metaNamespace], all[metaPod] = "namespace", "pod"
-		if _, err := discovery.CheckMeta(all); err != nil {
-			return annotationError(AnnotationConsulMeta, v, err)
+		if err := r.readMeta(v); err != nil {
+			errs = append(errs, err)
 		}
 	}
+	if len(errs) > 0 {
+		return errs
+	}
 	p.register = r
+	return nil
+}
+
+// readMeta reads AnnotationConsulMeta's value v into r.meta.
+func (r *registration) readMeta(v string) error {
+	for _, kv := range splitList(v) {
+		k, val, found := strings.Cut(kv, "=")
+		k = strings.TrimSpace(k)
+		switch {
+		case !found:
+			return annotationError(AnnotationConsulMeta, v, fmt.Errorf("%q: want key=value", kv))
+		case !metaKeyRE().MatchString(k):
+			return annotationError(AnnotationConsulMeta, v, fmt.Errorf("invalid key %q: letters, digits, '_' and '-', at most 128", k))
+		case k == metaNamespace || k == metaPod:
+			return annotationError(AnnotationConsulMeta, v, fmt.Errorf("key %q is set by ferry", k))
+		}
+		if _, dup := r.meta[k]; dup {
+			return annotationError(AnnotationConsulMeta, v, fmt.Errorf("key %q given twice", k))
+		}
+		r.meta[k] = strings.TrimSpace(val)
+	}
+	// Beside ferry's own keys (their values stand in for what kubelet
+	// puts there: a namespace and a pod name, within Consul's limits).
+	all := maps.Clone(r.meta)
+	all[metaNamespace], all[metaPod] = "namespace", "pod"
+	if _, err := discovery.CheckMeta(all); err != nil {
+		return annotationError(AnnotationConsulMeta, v, err)
+	}
 	return nil
 }
 
@@ -249,7 +260,8 @@ const (
 	metaPod       = "k8s-pod"
 )
 
-func (p *plan) readResources(get func(string) (string, bool)) error {
+func (p *plan) readResources(get func(string) (string, bool)) []error {
+	var errs []error
 	annotations := []struct {
 		key  string
 		list *resourceList
@@ -268,10 +280,12 @@ func (p *plan) readResources(get func(string) (string, bool)) error {
 		}
 		q, err := parseQuantity(v)
 		if err != nil {
-			return annotationError(r.key, v, fmt.Errorf("not a quantity such as 100m or 128Mi"))
+			errs = append(errs, annotationError(r.key, v, fmt.Errorf("not a quantity such as 100m or 128Mi")))
+			continue
 		}
 		if q.Sign() <= 0 {
-			return annotationError(r.key, v, fmt.Errorf("must be positive"))
+			errs = append(errs, annotationError(r.key, v, fmt.Errorf("must be positive")))
+			continue
 		}
 		if *r.list == nil {
 			*r.list = resourceList{}
@@ -281,6 +295,9 @@ func (p *plan) readResources(get func(string) (string, bool)) error {
 			p.annotated = map[string]string{}
 		}
 		p.annotated[r.what+"/"+r.name] = r.key
+	}
+	if len(errs) > 0 {
+		return errs
 	}
 	// A limit below its request: name the annotation that set it, and
 	// the other one when it is the default.
@@ -303,14 +320,14 @@ func (p *plan) readResources(get func(string) (string, bool)) error {
 		reqValue, _ := get(reqKey)
 		switch {
 		case limSet && reqSet:
-			return annotationError(limKey, limValue, fmt.Errorf("below %s=%q", reqKey, reqValue))
+			errs = append(errs, annotationError(limKey, limValue, fmt.Errorf("below %s=%q", reqKey, reqValue)))
 		case limSet:
-			return annotationError(limKey, limValue, fmt.Errorf("below ferry's default %s request %s (set %s too)", name, req, reqKey))
+			errs = append(errs, annotationError(limKey, limValue, fmt.Errorf("below ferry's default %s request %s (set %s too)", name, req, reqKey)))
 		default:
-			return annotationError(reqKey, reqValue, fmt.Errorf("above ferry's default %s limit %s (set %s too)", name, lim, limKey))
+			errs = append(errs, annotationError(reqKey, reqValue, fmt.Errorf("above ferry's default %s limit %s (set %s too)", name, lim, limKey)))
 		}
 	}
-	return nil
+	return errs
 }
 
 // inboundPort resolves AnnotationInboundPort, or the default container's

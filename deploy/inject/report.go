@@ -39,8 +39,12 @@ type Report struct {
 	Namespace string
 	Name      string
 	Outcome   Outcome
-	// Reason explains a refusal or a skip; empty when injected.
+	// Reason explains a refusal or a skip; empty when injected. A
+	// refusal for several bad annotations joins them with "; ".
 	Reason string
+	// Reasons lists those reasons one by one when there are several
+	// (nil otherwise), for a reader that shows one line each.
+	Reasons []string
 	// Warnings are worth telling the user even when ferry was injected
 	// (an unknown ferry.io/ annotation, a shutdown longer than the pod's
 	// grace period).
@@ -72,10 +76,25 @@ func (r Report) Object() string {
 }
 
 // String is one line: "deployment web: not injected: hostNetwork pod ...".
+// A refusal for several reasons gives them all, joined with "; "; Lines
+// gives one line for each.
 func (r Report) String() string {
 	s := r.Object() + ": " + r.Outcome.String()
 	if r.Reason != "" {
 		s += ": " + r.Reason
 	}
 	return s
+}
+
+// Lines is String as one line per reason: a refusal for several bad
+// annotations names the object on each.
+func (r Report) Lines() []string {
+	if len(r.Reasons) < 2 {
+		return []string{r.String()}
+	}
+	out := make([]string, len(r.Reasons))
+	for i, reason := range r.Reasons {
+		out[i] = r.Object() + ": " + r.Outcome.String() + ": " + reason
+	}
+	return out
 }
