@@ -99,7 +99,12 @@ func KnownAnnotations() []string {
 	return out
 }
 
-// Values of AnnotationInject.
+// LabelInject, a pod label, set to InjectDisabled leaves the pod alone,
+// as the annotation does: the chart's webhook objectSelector skips such a
+// pod by default, and the injector refuses it too.
+const LabelInject = "ferry.io/inject"
+
+// Values of AnnotationInject (and InjectDisabled of LabelInject).
 const (
 	InjectEnabled  = "enabled"
 	InjectDisabled = "disabled"

@@ -108,6 +108,18 @@ func (in *Injector) decide(obj map[string]any) (*mutation, Report) {
 		}
 		tmpl = next
 	}
+	// The chart's webhook never sees a pod labelled ferry.io/inject=
+	// disabled (its default objectSelector), and refuses one it is sent
+	// all the same; so does ferry inject, so that both leave it alone.
+	// The label is the pod's own: the template's, never the workload's,
+	// which the pod does not carry. Checked first, as the API server
+	// would not send the pod at all.
+	if m, ok := tmpl["metadata"].(map[string]any); ok {
+		if l, ok := m["labels"].(map[string]any); ok && l[LabelInject] == InjectDisabled {
+			rep.optedOut = true
+			return refuse("label %s=%s", LabelInject, InjectDisabled)
+		}
+	}
 	// An annotation written unquoted in YAML is a bool or a number, which
 	// Kubernetes refuses: name each rather than leave the decoder's error.
 	var notStrings []string
