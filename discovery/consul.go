@@ -154,6 +154,11 @@ func (c *Consul) watch(name string, spec ConsulWatch, any bool) (*Service, error
 			return nil, fmt.Errorf("service %q: tags[%d]: empty tag", name, i)
 		}
 	}
+	if spec.Datacenter != "" {
+		if err := CheckDatacenter(spec.Datacenter); err != nil {
+			return nil, fmt.Errorf("service %q: datacenter: %w", name, err)
+		}
+	}
 	spec.Tags = slices.Clone(spec.Tags)
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -234,6 +239,26 @@ func CheckServiceName(name string) error {
 	}
 	if strings.ContainsAny(name, "/?#% ") {
 		return fmt.Errorf("%q has a character Consul service names cannot hold", name)
+	}
+	return nil
+}
+
+// CheckDatacenter reports why name cannot be a Consul datacenter, or nil.
+// Consul names a datacenter with lower-case ASCII letters, digits, - and _
+// (its agent refuses any other -datacenter, and reads one in upper case as
+// lower case); a query naming another answers "No path to datacenter", so
+// a service watched in it would never resolve.
+func CheckDatacenter(name string) error {
+	if name == "" {
+		return errors.New("empty datacenter name")
+	}
+	for _, r := range name {
+		if (r < 'a' || r > 'z') && (r < '0' || r > '9') && r != '-' && r != '_' {
+			if lower := strings.ToLower(name); lower != name && CheckDatacenter(lower) == nil {
+				return fmt.Errorf("%q is not a Consul datacenter name: Consul names datacenters in lower case (%s)", name, lower)
+			}
+			return fmt.Errorf("%q is not a Consul datacenter name (lower-case letters, digits, - and _ only)", name)
+		}
 	}
 	return nil
 }

@@ -102,6 +102,11 @@ func (c ConsulConfig) Validate() error {
 	default:
 		return fmt.Errorf("consul.scheme: %q is neither http nor https", c.Scheme)
 	}
+	if c.Datacenter != "" {
+		if err := CheckDatacenter(c.Datacenter); err != nil {
+			return fmt.Errorf("consul.datacenter: %w", err)
+		}
+	}
 	if c.Token != "" && c.TokenFile != "" {
 		return fmt.Errorf("consul.token_file: set together with consul.token; keep one")
 	}

@@ -1,6 +1,7 @@
 package discovery
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"log/slog"
@@ -49,6 +50,16 @@ func TestConsulConfigFromYAML(t *testing.T) {
 		{name: "url address without port", yaml: "address: https://consul.local", want: ConsulConfig{Address: "https://consul.local"}},
 		{name: "IPv6 address", yaml: "address: '[::1]:8500'", want: ConsulConfig{Address: "[::1]:8500"}},
 		{name: "bad scheme", yaml: "scheme: tcp", err: "consul.scheme: "},
+		// Consul names a datacenter with lower-case letters, digits, - and
+		// _ only (the 1.13.9 agent refuses -datacenter 'd c' at start, and
+		// reads 'DC1' as dc1); a query naming any other answers 500 "No
+		// path to datacenter", so every query failed while ferry ran.
+		{name: "datacenter", yaml: "datacenter: dc_east-1", want: ConsulConfig{Datacenter: "dc_east-1"}},
+		{name: "datacenter with space", yaml: "datacenter: 'd c'", err: "consul.datacenter: "},
+		{name: "datacenter upper case", yaml: "datacenter: DC1", err: "consul.datacenter: "},
+		{name: "datacenter with dot", yaml: "datacenter: dc.1", err: "consul.datacenter: "},
+		{name: "datacenter with slash", yaml: "datacenter: dc/1", err: "consul.datacenter: "},
+		{name: "datacenter not ascii", yaml: "datacenter: dé", err: "consul.datacenter: "},
 		{name: "negative wait", yaml: "wait_time: -1s", err: "consul.wait_time: "},
 		{name: "wait over limit", yaml: "wait_time: 11m", err: "consul.wait_time: "},
 		{name: "wait under resolution", yaml: "wait_time: 10us", err: "consul.wait_time: "},
@@ -243,5 +254,22 @@ func TestConsulClientErrorsNameTheVariable(t *testing.T) {
 				t.Fatalf("error %v, want one containing %q", err, tc.want)
 			}
 		})
+	}
+}
+
+// A watch is refused a datacenter Consul cannot have, as the config file
+// is, rather than failing each of its queries with "No path to datacenter".
+func TestConsulWatchRefusesBadDatacenter(t *testing.T) {
+	c, err := NewConsul(context.Background(), ConsulConfig{Address: "127.0.0.1:1"}, ConsulOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_, err = c.Watch("api", ConsulWatch{Datacenter: "d c"})
+	if err == nil || !strings.Contains(err.Error(), `service "api": datacenter: "d c" is not a Consul datacenter name`) {
+		t.Fatalf("Watch with datacenter 'd c': %v", err)
+	}
+	if _, err := c.Watch("api", ConsulWatch{Datacenter: "dc-2"}); err != nil {
+		t.Fatal(err)
 	}
 }

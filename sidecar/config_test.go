@@ -618,3 +618,24 @@ func TestParseConfigConsulServiceName(t *testing.T) {
 		}
 	}
 }
+
+// A datacenter Consul cannot have (it names them with lower-case letters,
+// digits, - and _) is refused naming its key, in the consul section and
+// in a service's: it was accepted, and every query for the service then
+// failed with Consul's "No path to datacenter".
+func TestParseConfigConsulDatacenter(t *testing.T) {
+	for _, tc := range []struct{ text, want string }{
+		{"outbound: {}\nconsul: { datacenter: 'd c' }\n", `consul.datacenter: "d c" is not a Consul datacenter name`},
+		{"outbound: {}\nconsul: { datacenter: DC1 }\n", `consul.datacenter: "DC1" is not a Consul datacenter name`},
+		{"outbound: {}\nservices: { s: { consul: { datacenter: 'd c' } } }\n", `services.s.consul.datacenter: "d c" is not a Consul datacenter name`},
+		{"outbound: {}\nservices: { s: { consul: { datacenter: dc1.east } } }\n", `services.s.consul.datacenter: "dc1.east" is not a Consul datacenter name`},
+	} {
+		_, err := ParseConfig([]byte(tc.text))
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%q: error %v, want one containing %q", tc.text, err, tc.want)
+		}
+	}
+	if _, err := ParseConfig([]byte("outbound: {}\nconsul: { datacenter: dc_1 }\nservices: { s: { consul: { datacenter: east-2 } } }\n")); err != nil {
+		t.Error(err)
+	}
+}

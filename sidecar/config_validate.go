@@ -81,6 +81,11 @@ func (c *Config) validate() ConfigErrors {
 					add(fmt.Sprintf("%s.consul.tags[%d]", p, i), "empty tag %q: give a tag or remove the entry", tag)
 				}
 			}
+			if dc := s.Consul.Datacenter; dc != "" {
+				if err := discovery.CheckDatacenter(dc); err != nil {
+					add(p+".consul.datacenter", "%v", err)
+				}
+			}
 		}
 		seen := map[string]int{}
 		for i, ep := range s.Endpoints {

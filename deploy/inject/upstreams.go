@@ -9,6 +9,7 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/ferrymesh/ferry/discovery"
 	"github.com/ferrymesh/ferry/internal/dialhost"
 	"github.com/ferrymesh/ferry/internal/routematch"
 )
@@ -104,7 +105,6 @@ var (
 	serviceNameRE = lazyRegexp(`^[A-Za-z0-9]([A-Za-z0-9._-]*[A-Za-z0-9])?$`)
 	hostRE        = lazyRegexp(`^[A-Za-z0-9_]([A-Za-z0-9_-]*[A-Za-z0-9_])?(\.[A-Za-z0-9_]([A-Za-z0-9_-]*[A-Za-z0-9_])?)*\.?$`)
 	pathRE        = lazyRegexp(`^/[A-Za-z0-9._~!$&'()*+,=:@%/-]*$`)
-	datacenterRE  = lazyRegexp(`^[A-Za-z0-9_-]+$`)
 	tagRE         = lazyRegexp(`^[A-Za-z0-9._:=/+@-]+$`)
 )
 
@@ -178,8 +178,8 @@ func parseUpstream(entry string) (Upstream, error) {
 				u.Tags = append(u.Tags, t)
 			}
 		case "dc":
-			if !datacenterRE().MatchString(v) {
-				return u, fmt.Errorf("option dc: invalid datacenter %q", v)
+			if err := discovery.CheckDatacenter(v); err != nil {
+				return u, fmt.Errorf("option dc: %w", err)
 			}
 			u.Datacenter = v
 		case "protocol":

@@ -62,6 +62,10 @@ func TestParseUpstreams(t *testing.T) {
 		{in: "a=" + strings.Repeat("abcdefg.", 32) + "x", err: `invalid host`},
 		{in: strings.Repeat("a", 63) + "=" + strings.Repeat("a", 63) + "." + strings.Repeat("b", 63), want: []Upstream{{Service: strings.Repeat("a", 63), Host: strings.Repeat("a", 63) + "." + strings.Repeat("b", 63)}}},
 		{in: "a=/with space", err: `option "space": want key=value`},
+		// ferry's config refuses a datacenter Consul cannot have (lower-case
+		// letters, digits, - and _ only); so must this.
+		{in: "a dc=EU1", err: `option dc: "EU1" is not a Consul datacenter name`},
+		{in: "a dc=eu_1-b", want: []Upstream{{Service: "a", Host: "a", Datacenter: "eu_1-b"}}},
 	} {
 		got, err := ParseUpstreams(tc.in)
 		if tc.err != "" || err != nil {
@@ -85,7 +89,7 @@ func TestGeneratedConfigAlwaysParses(t *testing.T) {
 	pick := func(xs ...string) string { return xs[r.IntN(len(xs))] }
 	names := []string{"files", "api", "a.b", "x_y", "Up-1", "bad name", "-x", "x/y", "$x", "files"}
 	matches := []string{"", "=*", "=/", "=/api", "=/api/", "=host", "=Host.", "=h/p", "=h:1", "=", "=/a$b", "=/ünï", "=a..b"}
-	opts := []string{"", " tags=a,b", " endpoints=h:1", " endpoints=h:1,h2:2", " consul=other", " dc=eu1",
+	opts := []string{"", " tags=a,b", " endpoints=h:1", " endpoints=h:1,h2:2", " consul=other", " dc=eu1", " dc=EU1",
 		" protocol=h2c", " protocol=x", " endpoints=:1", " tags=$(POD_IP)", " endpoints=h$:1", " bogus=1"}
 	in := newTestInjector(t)
 	injected, refused := 0, 0
