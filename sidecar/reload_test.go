@@ -2,8 +2,11 @@ package sidecar
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
+	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -14,6 +17,7 @@ import (
 	"time"
 
 	"github.com/ferrymesh/ferry/discovery"
+	"github.com/ferrymesh/ferry/internal/syncbuf"
 )
 
 func reloadConfig(target string, extra string) string {
@@ -447,5 +451,49 @@ func TestReloadKeepsMaxInFlightCount(t *testing.T) {
 	}
 	if ans := recv(t, done, 5*time.Second, "first request"); !strings.HasPrefix(ans, "200 ") {
 		t.Fatalf("first request: %q", ans)
+	}
+}
+
+// The line that rejects a change whose Consul services did not resolve
+// says why each did not, as well as which: it named the services alone
+// ("services not resolved: api"), the reason (the agent refusing
+// connections) only in the watch's warning before it, so a reader of the
+// rejection could not tell a wrong address from a missing service.
+func TestReloadRejectionSaysWhyServicesDidNotResolve(t *testing.T) {
+	restore := reloadResolveTimeout // after the test's ferry stopped (a cleanup registered before it)
+	t.Cleanup(func() { reloadResolveTimeout = restore })
+	reloadResolveTimeout = 2 * time.Second
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	closed := ln.Addr().String() // nothing listens there once closed: connection refused
+	ln.Close()
+	a := origin(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "a") }))
+	initial := []byte(reloadConfig(a, ""))
+	logs := new(syncbuf.Buffer)
+	sc := startSidecar(t, mustParse(t, string(initial)), Options{Log: slog.New(slog.NewJSONHandler(logs, nil))})
+	path := filepath.Join(t.TempDir(), "ferry.yaml")
+	if err := os.WriteFile(path, initial, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go sc.WatchConfigFile(ctx, path, 10*time.Millisecond, initial)
+	if err := os.WriteFile(path, []byte(consulConfig(closed, `telemetry: { access_log: "off" }`)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var line map[string]any
+	waitFor(t, "the change rejected", 15*time.Second, func() bool {
+		for _, l := range strings.Split(logs.String(), "\n") {
+			if strings.Contains(l, `"config change rejected`) {
+				return json.Unmarshal([]byte(l), &line) == nil
+			}
+		}
+		return false
+	})
+	msg, _ := line["error"].(string)
+	if !strings.Contains(msg, "services not resolved: api (") || !strings.Contains(msg, "connection refused") {
+		t.Fatalf("the rejection does not say why api did not resolve: %q\nlog:\n%s", msg, logs.String())
 	}
 }

@@ -164,8 +164,15 @@ func (st *state) waitResolved(ctx context.Context) error {
 		}
 		select {
 		case <-ctx.Done():
-			sort.Strings(pending)
-			return fmt.Errorf("%w: %s", errUnresolved, strings.Join(pending, ", "))
+			// Each with its resolver's reason, so the line that rejects a
+			// reload says why as well as which (the names alone should
+			// every one have resolved since the check above).
+			why := st.pending()
+			if len(why) == 0 {
+				sort.Strings(pending)
+				why = pending
+			}
+			return fmt.Errorf("%w: %s", errUnresolved, strings.Join(why, "; "))
 		case <-waits[0]:
 		}
 	}
