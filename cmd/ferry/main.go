@@ -19,6 +19,7 @@ import (
 
 	"go.opentelemetry.io/otel"
 
+	"github.com/ferrymesh/ferry/internal/initlog"
 	"github.com/ferrymesh/ferry/internal/linewriter"
 	"github.com/ferrymesh/ferry/internal/shutdownbounds"
 	"github.com/ferrymesh/ferry/internal/startsignal"
@@ -48,14 +49,20 @@ func run(args []string, stdout, stderr io.Writer) int {
 	switch args[0] {
 	case "run":
 		return cmdRun(args[1:], stdout, stderr)
+	case "webhook":
+		return cmdWebhook(args[1:], stdout, stderr)
+	}
+	// What dependencies logged while they were initialised: run and
+	// webhook write it in their JSON log; the other commands, whose
+	// output is text, as text (without the time).
+	initlog.Release(initTextHandler(stderr))
+	switch args[0] {
 	case "check":
 		return cmdCheck(args[1:], stdout, stderr)
 	case "demo":
 		return cmdDemo(args[1:], stdout, stderr)
 	case "inject":
 		return cmdInject(args[1:], os.Stdin, stdout, stderr)
-	case "webhook":
-		return cmdWebhook(args[1:], stdout, stderr)
 	case "version", "--version", "-v":
 		fmt.Fprintln(stdout, "ferry", version)
 		return exitOK
@@ -67,6 +74,18 @@ func run(args []string, stdout, stderr io.Writer) int {
 		usage(stderr)
 		return exitConfig
 	}
+}
+
+// initTextHandler writes slog records as text, without the time: the
+// form of what ferry's text commands (check, inject, version) show of
+// what dependencies logged during start-up.
+func initTextHandler(w io.Writer) slog.Handler {
+	return slog.NewTextHandler(w, &slog.HandlerOptions{ReplaceAttr: func(groups []string, a slog.Attr) slog.Attr {
+		if len(groups) == 0 && a.Key == slog.TimeKey {
+			return slog.Attr{}
+		}
+		return a
+	}})
 }
 
 func usage(w io.Writer) {
@@ -208,6 +227,10 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 	}
 	defer signal.Stop(sigs)
 	defer signal.Stop(hup)
+	// What dependencies logged while they were initialised goes first in
+	// the JSON log, at the --log-level; should ferry exit before it knows
+	// the level (a flag error), at info.
+	defer initlog.Release(slog.NewJSONHandler(stderr, nil))
 	// A write to a standard output or error whose reader went away (the
 	// access log on stdout, ferry's log on stderr, read by a log shipper
 	// that crashed) would kill ferry with SIGPIPE, Go's default for
@@ -247,6 +270,7 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "ferry run: --log-level: %v\n", err)
 		return exitConfig
 	}
+	initlog.Release(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: level}))
 	var cfg *sidecar.Config
 	var loaded []byte // the config file's bytes, for the change watcher
 	var err error

@@ -11,11 +11,15 @@ import (
 	"time"
 
 	"github.com/ferrymesh/ferry/deploy/webhook"
+	"github.com/ferrymesh/ferry/internal/initlog"
 )
 
 // cmdWebhook serves the mutating admission webhook over TLS until SIGTERM
 // or SIGINT.
 func cmdWebhook(args []string, stdout, stderr io.Writer) int {
+	// Should it exit before its logger is built (a flag error), what
+	// dependencies logged during start-up goes out as JSON at info.
+	defer initlog.Release(slog.NewJSONHandler(stderr, nil))
 	return runWebhook(context.Background(), args, stdout, stderr, nil)
 }
 
@@ -51,6 +55,7 @@ func runWebhook(ctx context.Context, args []string, stdout, stderr io.Writer, li
 		return exitConfig
 	}
 	log := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: level}))
+	initlog.Release(log.Handler())
 	inj, err := newInjector()
 	if err != nil {
 		fmt.Fprintf(stderr, "ferry webhook: %v\n", err)
