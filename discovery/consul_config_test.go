@@ -177,6 +177,14 @@ func TestRegistrationValidate(t *testing.T) {
 		{"empty tag", Registration{Name: "web", Port: 1, Tags: []string{"a", ""}}, "register.tags[1]: "},
 		{"short ttl", Registration{Name: "web", Port: 1, TTL: time.Millisecond}, "register.ttl: "},
 		{"negative deregister", Registration{Name: "web", Port: 1, DeregisterCriticalServiceAfter: -time.Second}, "register.deregister_critical_service_after: "},
+		// Consul deregisters no sooner than 1m after the check turned
+		// critical: the 1.13.9 agent logs 'check has deregister interval
+		// below minimum: check=... minimum_interval=1m0s' and removed a
+		// service registered with 5s 82-88 s after its check went
+		// critical, as one with 1m (82 s).
+		{"deregister below Consul's minimum", Registration{Name: "web", Port: 1, DeregisterCriticalServiceAfter: 30 * time.Second}, "register.deregister_critical_service_after: 30s is below Consul's minimum of 1m"},
+		{"deregister just below Consul's minimum", Registration{Name: "web", Port: 1, DeregisterCriticalServiceAfter: time.Minute - time.Millisecond}, "register.deregister_critical_service_after: "},
+		{"deregister at Consul's minimum", Registration{Name: "web", Port: 1, DeregisterCriticalServiceAfter: time.Minute}, ""},
 		{"ipv6 address", Registration{Name: "web", Address: "fd00::1", Port: 1}, ""},
 		{"host name address", Registration{Name: "web", Address: "web-1.node.consul", Port: 1}, ""},
 		// Consul keeps any string; a watcher could dial none of these.

@@ -27,6 +27,11 @@ const (
 	// been critical this long (ferry died without deregistering). Consul
 	// reaps at most every 30s and never sooner than 1m.
 	DefaultDeregisterCriticalAfter = time.Minute
+	// MinDeregisterCriticalAfter is the shortest deregister_critical_service_after
+	// Consul honours: its agent raises a shorter one to 1m (logging "check
+	// has deregister interval below minimum"), so ferry refuses it rather
+	// than let the config promise a removal Consul will not make.
+	MinDeregisterCriticalAfter = time.Minute
 )
 
 // Registration is the `register:` section of ferry's config: the local
@@ -48,7 +53,8 @@ type Registration struct {
 	// TTL of the readiness check. Zero: DefaultRegisterTTL (10s). At least 1s.
 	TTL time.Duration `yaml:"ttl,omitempty" json:"ttl,omitempty"`
 	// DeregisterCriticalServiceAfter: zero means DefaultDeregisterCriticalAfter
-	// (1m).
+	// (1m). At least MinDeregisterCriticalAfter (1m); Consul removes the
+	// service up to 30s after it, when its reaper next runs.
 	DeregisterCriticalServiceAfter time.Duration `yaml:"deregister_critical_service_after,omitempty" json:"deregister_critical_service_after,omitempty"`
 }
 
@@ -84,6 +90,9 @@ func (r Registration) Validate() error {
 	}
 	if r.DeregisterCriticalServiceAfter < 0 {
 		return fmt.Errorf("register.deregister_critical_service_after: %s must not be negative", r.DeregisterCriticalServiceAfter)
+	}
+	if r.DeregisterCriticalServiceAfter > 0 && r.DeregisterCriticalServiceAfter < MinDeregisterCriticalAfter {
+		return fmt.Errorf("register.deregister_critical_service_after: %s is below Consul's minimum of 1m (Consul would deregister only after 1m, checking every 30s); write 1m or more", r.DeregisterCriticalServiceAfter)
 	}
 	return nil
 }
