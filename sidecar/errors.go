@@ -84,6 +84,7 @@ func classify(ctx context.Context, service, addr string, err error) (f failure, 
 	var de *dialError
 	var be *bodyReadError
 	var ne net.Error
+	var nh *notHTTP2Error
 	switch {
 	case errors.Is(cause, errBodyTooLarge) || errors.Is(err, errBodyTooLarge):
 		return failure{http.StatusRequestEntityTooLarge, errBodyTooLarge.Error(), telemetry.ReasonOther, true, false}, false
@@ -103,6 +104,8 @@ func classify(ctx context.Context, service, addr string, err error) (f failure, 
 		return failure{499, "client closed the request", telemetry.ReasonClientCanceled, false, false}, true
 	case errors.Is(err, errBadStatus), errors.Is(err, errHeadTooLarge), strings.Contains(err.Error(), "server response headers exceeded"):
 		return failure{http.StatusBadGateway, fmt.Sprintf("upstream %s (%s): %v", service, addr, err), telemetry.ReasonBadResponse, false, false}, false
+	case errors.As(err, &nh):
+		return failure{http.StatusBadGateway, fmt.Sprintf("upstream %s (%s) %v", service, addr, nh), telemetry.ReasonBadResponse, false, false}, false
 	case errors.As(err, &de):
 		if errors.As(de.err, &ne) && ne.Timeout() {
 			return failure{http.StatusGatewayTimeout, fmt.Sprintf("upstream %s: connect to %s timed out (timeouts.connect)", service, addr), telemetry.ReasonTimeout, false, true}, false

@@ -2,7 +2,11 @@ package sidecar
 
 import (
 	"encoding/binary"
+	"errors"
+	"fmt"
 	"net"
+	"sync"
+	"sync/atomic"
 )
 
 // h2MaxFrame is the largest HTTP/2 frame ferry sends or accepts. net/http
@@ -29,8 +33,18 @@ const (
 // it came. The upstream sends frames and nothing else (RFC 9113 §3.4): the
 // connection is parsed frame by frame, skipping payloads other than
 // SETTINGS without looking at them.
+//
+// The first frame must be the upstream's SETTINGS: one whose header begins
+// "HTTP/" is an HTTP/1 answer to the connection preface, from an upstream
+// that does not speak HTTP/2. The connection then reads as a
+// *notHTTP2Error, which classify words for the operator, instead of the
+// bytes, in which net/http's client would find only a frame too large.
 type frameCapConn struct {
 	net.Conn
+	peer     *h2cPeer // nil in tests of the frame scan alone
+	addr     string   // the endpoint dialled, as peer records it
+	framed   bool     // the first frame header was read
+	err      error    // a *notHTTP2Error, once the upstream answered in HTTP/1
 	hdr      [h2FrameHeaderLen]byte
 	hn       int  // bytes of hdr read so far
 	left     int  // payload bytes left of the current frame
@@ -47,6 +61,9 @@ func (c *frameCapConn) Read(p []byte) (int, error) {
 		return 0, nil
 	}
 	for {
+		if c.err != nil {
+			return 0, c.err
+		}
 		if len(c.pending) > 0 {
 			n := copy(p, c.pending)
 			c.pending = c.pending[n:]
@@ -69,6 +86,9 @@ func (c *frameCapConn) Read(p []byte) (int, error) {
 		}
 		n, err := c.Conn.Read(p)
 		d := c.scan(p[:n])
+		if c.err != nil {
+			return 0, c.err
+		}
 		if d == 0 && n > 0 && err == nil {
 			continue // all of it began a parameter
 		}
@@ -91,6 +111,16 @@ func (c *frameCapConn) scan(b []byte) int {
 				continue
 			}
 			c.hn = 0
+			if !c.framed {
+				c.framed = true
+				if string(c.hdr[:5]) == "HTTP/" {
+					e := &notHTTP2Error{peer: c.peer, answer: statusLine(c.hdr[:], b[i:])}
+					c.err = e
+					c.peer.answered(c.addr, e)
+					return i
+				}
+				c.peer.answered(c.addr, nil)
+			}
 			c.left = int(c.hdr[0])<<16 | int(c.hdr[1])<<8 | int(c.hdr[2])
 			// A malformed SETTINGS length passes as it is, for the client
 			// to refuse.
@@ -117,4 +147,104 @@ func capSetting(p []byte) {
 	if binary.BigEndian.Uint16(p) == h2SettingMaxSize && binary.BigEndian.Uint32(p[2:]) > h2MaxFrame {
 		binary.BigEndian.PutUint32(p[2:], h2MaxFrame)
 	}
+}
+
+// h2cPeer is what an upstream's h2c pool knows of why it speaks HTTP/2:
+// the config key and the protocol it gives (ProtocolAuto or ProtocolH2C).
+//
+// It also keeps, per endpoint, whether the last connection made to it was
+// answered in HTTP/1: net/http's client reports such a connection's end
+// to the request that dialled it only when the request had its stream
+// already, and otherwise as "http2: client conn could not be
+// established" (see explain).
+type h2cPeer struct {
+	key      string // "services.<name>.protocol" or "inbound.protocol"
+	protocol string
+
+	mu    sync.Mutex
+	n     atomic.Int32              // len(notH2), read without mu
+	notH2 map[string]*notHTTP2Error // by endpoint address
+}
+
+// h2cPeerEndpoints bounds the endpoints an h2cPeer remembers: beyond it,
+// a failure is reported as net/http's client words it.
+const h2cPeerEndpoints = 1024
+
+// answered records how an endpoint answered a new connection's preface:
+// e nil for HTTP/2 frames, else its HTTP/1 answer.
+func (p *h2cPeer) answered(addr string, e *notHTTP2Error) {
+	if p == nil || e == nil && p.n.Load() == 0 {
+		return
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	switch {
+	case e == nil:
+		delete(p.notH2, addr)
+	case len(p.notH2) < h2cPeerEndpoints:
+		if p.notH2 == nil {
+			p.notH2 = make(map[string]*notHTTP2Error)
+		}
+		p.notH2[addr] = e
+	}
+	p.n.Store(int32(len(p.notH2)))
+}
+
+// explain is the error an h2c round trip to addr that failed with err
+// reports: the endpoint's HTTP/1 answer when the last connection made to
+// it got one (err is then what that connection's end left the request),
+// else err.
+func (p *h2cPeer) explain(addr string, err error) error {
+	if p == nil || p.n.Load() == 0 {
+		return err
+	}
+	var de *dialError
+	if errors.As(err, new(*notHTTP2Error)) || errors.As(err, &de) {
+		return err
+	}
+	p.mu.Lock()
+	e := p.notH2[addr]
+	p.mu.Unlock()
+	if e == nil {
+		return err
+	}
+	return e
+}
+
+// notHTTP2Error: an h2c upstream answered HTTP/2's connection preface with
+// an HTTP/1 response (answer is its status line): it does not speak HTTP/2.
+type notHTTP2Error struct {
+	peer   *h2cPeer
+	answer string
+}
+
+func (e *notHTTP2Error) Error() string {
+	msg := fmt.Sprintf("does not speak HTTP/2: it answered the HTTP/2 connection preface with %q", e.answer)
+	switch {
+	case e.peer == nil:
+		return msg
+	case e.peer.protocol == ProtocolAuto:
+		return msg + fmt.Sprintf("; %s is auto, which speaks HTTP/2 (h2c) to the upstream for an HTTP/2 caller: for an upstream that speaks only HTTP/1.1 set %s: http1", e.peer.key, e.peer.key)
+	default:
+		return msg + fmt.Sprintf("; %s is %s: for an upstream that speaks only HTTP/1.1 set %s: http1", e.peer.key, e.peer.protocol, e.peer.key)
+	}
+}
+
+// statusLine is the first line of an HTTP/1 answer whose first bytes are
+// head and whose following bytes, as far as one read brought them, are
+// rest: up to its CR or LF, at most 64 bytes, printable ASCII only.
+func statusLine(head, rest []byte) string {
+	line := make([]byte, 0, 64)
+	for _, s := range [][]byte{head, rest} {
+		for _, ch := range s {
+			if ch == '\r' || ch == '\n' || len(line) == cap(line) {
+				return string(line)
+			}
+			if ch < 0x20 || ch > 0x7e {
+				ch = '?'
+			}
+			line = append(line, ch)
+		}
+	}
+	return string(line)
 }

@@ -374,6 +374,7 @@ func FuzzFrameCapConn(f *testing.F) {
 		settingsFrame([2]uint32{uint32(http2.SettingInitialWindowSize), 1 << 20}, [2]uint32{uint32(http2.SettingMaxFrameSize), 1<<24 - 1}),
 	}, nil), []byte{1, 7, 3}, uint16(5))
 	f.Add(append(settingsFrame([2]uint32{5, 70000}), 0, 0), []byte{13}, uint16(1))
+	f.Add([]byte("HTTP/1.1 400 Bad Request\r\n\r\n"), []byte{3, 1}, uint16(4))
 	f.Fuzz(func(t *testing.T, in, chunks []byte, bufLen uint16) {
 		if len(chunks) == 0 || bufLen == 0 {
 			return
@@ -382,13 +383,20 @@ func FuzzFrameCapConn(f *testing.F) {
 		cc := &cyclicConn{data: in, chunks: chunks}
 		c := &frameCapConn{Conn: cc}
 		var got []byte
+		var err error
 		buf := make([]byte, bufLen)
-		for {
-			n, err := c.Read(buf)
+		for err == nil {
+			var n int
+			n, err = c.Read(buf)
 			got = append(got, buf[:n]...)
-			if err != nil {
-				break
+		}
+		if len(in) >= h2FrameHeaderLen && bytes.HasPrefix(in, []byte("HTTP/")) {
+			// An HTTP/1 answer: it reads as what it is, and no more than
+			// the part of its first line a read handed on before.
+			if _, ok := err.(*notHTTP2Error); !ok || len(got) >= h2FrameHeaderLen || !bytes.HasPrefix(in, got) {
+				t.Fatalf("an HTTP/1 answer read as %q then %v", got, err)
 			}
+			return
 		}
 		if !bytes.Equal(got, want) {
 			t.Fatalf("got\n%x\nwant\n%x", got, want)
@@ -439,4 +447,68 @@ func (c *cyclicConn) Read(p []byte) (int, error) {
 	n := copy(p, c.data[:min(k, len(c.data))])
 	c.data = c.data[n:]
 	return n, nil
+}
+
+// An HTTP/1 answer to the connection preface reads as a *notHTTP2Error
+// carrying its status line, however its bytes are split across reads
+// (the line as far as the read that completed the first 9 bytes brought it).
+func TestFrameCapConnHTTP1Answer(t *testing.T) {
+	in := []byte("HTTP/1.1 505 HTTP Version Not Supported\r\nConnection: close\r\n\r\n")
+	for _, tc := range []struct {
+		chunk int
+		want  string
+	}{
+		{len(in), "HTTP/1.1 505 HTTP Version Not Supported"},
+		{20, "HTTP/1.1 505 HTTP Ve"},
+		{4, "HTTP/1.1 505"},
+		{1, "HTTP/1.1 "},
+	} {
+		c := &frameCapConn{Conn: &chunkConn{data: bytes.Clone(in), chunk: tc.chunk}, peer: &h2cPeer{key: "services.s.protocol", protocol: ProtocolAuto}}
+		var err error
+		for err == nil {
+			_, err = c.Read(make([]byte, 64))
+		}
+		var nh *notHTTP2Error
+		if !errors.As(err, &nh) {
+			t.Fatalf("chunks of %d: read error %v, want a notHTTP2Error", tc.chunk, err)
+		}
+		if nh.answer != tc.want {
+			t.Errorf("chunks of %d: status line %q, want %q", tc.chunk, nh.answer, tc.want)
+		}
+		if _, err := c.Read(make([]byte, 64)); err != nh {
+			t.Errorf("chunks of %d: a read after the error gave %v, want it again", tc.chunk, err)
+		}
+	}
+}
+
+// net/http's client reports the end of a connection the upstream answered
+// in HTTP/1 to the request that dialled it only when that request had its
+// stream already, and otherwise as "client conn could not be
+// established": explain gives such a failure the endpoint's answer, while
+// the last connection to the endpoint was answered so.
+func TestH2CPeerExplainsAFailedConnection(t *testing.T) {
+	p := &h2cPeer{key: "services.s.protocol", protocol: ProtocolH2C}
+	lost := errors.New("http2: client conn could not be established")
+	if err := p.explain("10.0.0.1:80", lost); err != lost {
+		t.Fatalf("nothing recorded: explain gave %v", err)
+	}
+	e := &notHTTP2Error{peer: p, answer: "HTTP/1.1 400 Bad Request"}
+	p.answered("10.0.0.1:80", e)
+	if err := p.explain("10.0.0.1:80", lost); err != e {
+		t.Errorf("after an HTTP/1 answer: explain gave %v, want %v", err, e)
+	}
+	if err := p.explain("10.0.0.2:80", lost); err != lost {
+		t.Errorf("another endpoint: explain gave %v", err)
+	}
+	dial := &dialError{addr: "10.0.0.1:80", err: errors.New("connection refused")}
+	if err := p.explain("10.0.0.1:80", dial); err != dial {
+		t.Errorf("a connect failure: explain gave %v", err)
+	}
+	p.answered("10.0.0.1:80", nil) // the endpoint now speaks HTTP/2
+	if err := p.explain("10.0.0.1:80", lost); err != lost {
+		t.Errorf("after an HTTP/2 answer: explain gave %v", err)
+	}
+	if p.n.Load() != 0 {
+		t.Errorf("%d endpoints still recorded", p.n.Load())
+	}
 }

@@ -806,6 +806,9 @@ func (p *Proxy) try(ctx context.Context, w http.ResponseWriter, r *http.Request,
 	} else {
 		res, err = roundTripInformed(rt, out, informed)
 	}
+	if err != nil && rt == up.h2c && actx.Err() == nil {
+		err = up.peer.explain(addr, err)
+	}
 	if err == nil {
 		body.dropHeld() // the upstream took the stream: no replay
 	}

@@ -349,7 +349,7 @@ func (st *state) carryPools(old *state) map[*upstream]bool {
 		if up.sameSettings(prev) {
 			// The balancer keeps the endpoints in force (prev's feed)
 			// until this generation is resolved and swapped in.
-			up.h1, up.h2c, up.res, up.feed, up.retired = prev.h1, prev.h2c, prev.res, prev.feed, prev.retired
+			up.h1, up.h2c, up.peer, up.res, up.feed, up.retired = prev.h1, prev.h2c, prev.peer, prev.res, prev.feed, prev.retired
 			carried[up], carried[prev] = true, true
 		}
 	}

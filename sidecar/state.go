@@ -71,7 +71,7 @@ func buildState(cfg *Config, resolver discovery.Resolver, prev *state, log *slog
 			st.close()
 			return nil, fmt.Errorf("services.%s: %w", name, err)
 		}
-		up, err := newUpstream(name, svc, sc.Protocol, sc.Settings, opts)
+		up, err := newUpstream(name, svc, sc.Protocol, "services."+name+".protocol", sc.Settings, opts)
 		if err != nil {
 			st.close()
 			return nil, fmt.Errorf("services.%s: %w", name, err)
@@ -97,7 +97,7 @@ func buildState(cfg *Config, resolver discovery.Resolver, prev *state, log *slog
 		app := discovery.NewService("app", "static")
 		now := time.Now()
 		app.Publish(&discovery.Snapshot{Endpoints: []discovery.Endpoint{{Addr: appEndpoint(cfg.Inbound.App), Weight: 1}}, Ready: true, Updated: now, Checked: now})
-		up, err := newUpstream("app", app, cfg.Inbound.Protocol, cfg.Defaults, opts)
+		up, err := newUpstream("app", app, cfg.Inbound.Protocol, "inbound.protocol", cfg.Defaults, opts)
 		if err != nil {
 			st.close()
 			return nil, fmt.Errorf("defaults: %w", err)

@@ -26,6 +26,7 @@ type upstream struct {
 	hashHeader string            // balancer key header; "" unless balancer is hash
 	h1         http.RoundTripper // HTTP/1.1, also used for upgrades
 	h2c        http.RoundTripper // HTTP/2 with prior knowledge over cleartext
+	peer       *h2cPeer          // h2c's: which endpoints answered it in HTTP/1
 	feed       *feed             // whose discovery feeds res
 	// retired is set once h1 and h2c are closed with their generation
 	// (shared with the generations that carried them, see carryPools):
@@ -44,7 +45,7 @@ type feed struct {
 	applied *discovery.Snapshot // the snapshot the balancer has
 }
 
-func newUpstream(name string, svc *discovery.Service, protocol string, s resilience.Settings, opts []resilience.Option) (*upstream, error) {
+func newUpstream(name string, svc *discovery.Service, protocol, protocolKey string, s resilience.Settings, opts []resilience.Option) (*upstream, error) {
 	res, err := resilience.NewUpstream(name, s, opts...)
 	if err != nil {
 		return nil, err
@@ -58,10 +59,11 @@ func newUpstream(name string, svc *discovery.Service, protocol string, s resilie
 		protocol:   protocol,
 		timeouts:   s.Timeouts,
 		hashHeader: s.HashHeader,
-		h1:         newTransport(s.Timeouts, false),
-		h2c:        newTransport(s.Timeouts, true),
+		h1:         newTransport(s.Timeouts, nil),
+		peer:       &h2cPeer{key: protocolKey, protocol: protocol},
 		retired:    new(atomic.Bool),
 	}
+	up.h2c = newTransport(s.Timeouts, up.peer)
 	up.feed = &feed{owner: up}
 	up.sync()
 	return up, nil
@@ -118,8 +120,9 @@ func (u *upstream) sameSettings(o *upstream) bool {
 // service. It never consults HTTP_PROXY, never adds Accept-Encoding (bodies
 // pass untouched) and tags connect failures so they answer 502/504 with the
 // endpoint named. The HTTP/1.1 one sends bodiless requests through the
-// zero-copy client (splice.go).
-func newTransport(t resilience.Timeouts, h2c bool) http.RoundTripper {
+// zero-copy client (splice.go). h2c, when set, makes it the h2c pool, and
+// says which config key chose HTTP/2 for the upstream.
+func newTransport(t resilience.Timeouts, h2c *h2cPeer) http.RoundTripper {
 	d := &net.Dialer{Timeout: t.Connect, KeepAlive: 30 * time.Second}
 	dial := func(ctx context.Context, network, addr string) (net.Conn, error) {
 		c, err := d.DialContext(ctx, network, addr)
@@ -140,7 +143,7 @@ func newTransport(t resilience.Timeouts, h2c bool) http.RoundTripper {
 		WriteBufferSize:       32 << 10,
 		ReadBufferSize:        32 << 10,
 	}
-	if h2c {
+	if h2c != nil {
 		p := new(http.Protocols)
 		p.SetUnencryptedHTTP2(true)
 		tr.Protocols = p
@@ -149,7 +152,7 @@ func newTransport(t resilience.Timeouts, h2c bool) http.RoundTripper {
 			if err != nil {
 				return nil, err
 			}
-			return &frameCapConn{Conn: c}, nil
+			return &frameCapConn{Conn: c, peer: h2c, addr: addr}, nil
 		}
 		// Flow control is the only bound on what an HTTP/2 upstream may
 		// send ahead of a slow caller: keep it near the HTTP/1.1 path's
