@@ -110,16 +110,21 @@ func (it *idleTimer) fire() {
 	if it.paused.Load() {
 		due = monoAdd(now, it.d) // the upstream thinks: look again later
 	}
-	if now < due {
-		it.lt.armBy(due)
-		it.mu.Unlock()
-		return
-	}
-	if it.moved() {
-		// A segment still moving moved bytes since the last look:
-		// the body is not idle, whatever its slow pace.
+	watching := it.watching()
+	if watching && it.moved() {
+		// A move still going on moved bytes since the last look, at
+		// most a look's interval ago: the body is not idle, whatever
+		// its slow pace.
 		it.last.Store(now)
-		it.lt.armBy(monoAdd(now, it.d))
+		due = monoAdd(now, it.d)
+	}
+	if now < due {
+		if watching {
+			// Look again soon: bytes that stop moving after this look
+			// are seen to have stopped by the next.
+			due = min(due, monoAdd(now, it.lookEvery()))
+		}
+		it.lt.armBy(due)
 		it.mu.Unlock()
 		return
 	}
@@ -136,6 +141,27 @@ func (it *idleTimer) fire() {
 	it.cancel = nil
 	it.mu.Unlock()
 	cancel(errBodyIdle)
+}
+
+// moveLooks is how many times per body_idle the timer looks at the
+// sockets of a move in progress (see watchMove). It takes bytes it finds
+// moved for activity at the time of the look, up to a look's interval
+// after they moved, so a move that stalls is cut at most 1/moveLooks of
+// body_idle late (plus the timer's own lateness), never early. Looked at
+// once per body_idle, a move that stalled just after a look was seen
+// moving at the next and cut a second body_idle later: at twice its
+// value.
+const moveLooks = 8
+
+// lookEvery is the interval between two looks at a move in progress.
+func (it *idleTimer) lookEvery() time.Duration {
+	return max(it.d/moveLooks, time.Millisecond)
+}
+
+// watching reports whether a body move is in progress (called with mu
+// held).
+func (it *idleTimer) watching() bool {
+	return it.moves[moveDown] != (moveWatch{}) || it.moves[moveUp] != (moveWatch{})
 }
 
 // moved reports whether a body move in progress moved bytes (see
@@ -186,6 +212,11 @@ func (it *idleTimer) watchMove(dir int, src, dst *net.TCPConn) {
 	}
 	it.mu.Lock()
 	it.moves[dir] = m
+	if it.cancel != nil {
+		// Looked at every lookEvery from now (see fire), not first at
+		// the deadline the timer had.
+		it.lt.armBy(monoAdd(monoNow(), it.lookEvery()))
+	}
 	it.mu.Unlock()
 }
 
