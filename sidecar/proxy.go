@@ -493,6 +493,9 @@ func (p *Proxy) attempts(ctx context.Context, w http.ResponseWriter, r *http.Req
 			recorded := result.readErr // the spans' error
 			c := context.Cause(ctx)
 			tooLarge := errors.Is(c, errBodyTooLarge) || errors.Is(result.readErr, errBodyTooLarge)
+			// The caller's body broke first (bad framing), and the
+			// transport ended the upload, and with it the answer.
+			callerBody := body.brokenByCaller()
 			if firstCut {
 				c = errBodyIdle // this attempt's, not the exchange's
 			}
@@ -516,6 +519,13 @@ func (p *Proxy) attempts(ctx context.Context, w http.ResponseWriter, r *http.Req
 				x.reason, ao.Reason = telemetry.ReasonOther, telemetry.ReasonOther
 				reason = fmt.Sprintf("upstream %s (%s) cut after %d bytes: %v", up.name, addr, result.n, errBodyTooLarge)
 				recorded = errBodyTooLarge
+			} else if callerBody != nil {
+				// As a 400 before the answer: the caller's doing, not
+				// the endpoint's.
+				o.Result = resilience.Canceled
+				x.reason, ao.Reason = telemetry.ReasonClientCanceled, telemetry.ReasonClientCanceled
+				reason = fmt.Sprintf("upstream %s (%s) cut after %d bytes: the caller's request body broke: %v", up.name, addr, result.n, callerBody.err)
+				recorded = callerBody
 			} else if callerGone(r) {
 				o.Result = resilience.Canceled
 				x.reason, ao.Reason = telemetry.ReasonClientCanceled, telemetry.ReasonClientCanceled
@@ -524,7 +534,7 @@ func (p *Proxy) attempts(ctx context.Context, w http.ResponseWriter, r *http.Req
 			e := pick.Done(o)
 			a.End(ao)
 			x.events(addr, e)
-			if result.unsent && !cutMade && x.reason != telemetry.ReasonClientCanceled {
+			if result.unsent && !cutMade && (x.reason != telemetry.ReasonClientCanceled || callerBody != nil && !callerGone(r)) {
 				// Nothing of the response went out: the caller gets the
 				// failure as a whole answer, or another endpoint's.
 				f := failure{http.StatusBadGateway, fmt.Sprintf("upstream %s (%s) answered %d but its body broke before the first byte: %v", up.name, addr, res.StatusCode, result.readErr), x.reason, false, false}
@@ -533,6 +543,8 @@ func (p *Proxy) attempts(ctx context.Context, w http.ResponseWriter, r *http.Req
 					f.status, f.reason = http.StatusGatewayTimeout, fmt.Sprintf("upstream %s (%s) answered %d but its body's first byte did not come: %v", up.name, addr, res.StatusCode, c)
 				case tooLarge: // the 413 it would have been before the head
 					f = failure{http.StatusRequestEntityTooLarge, errBodyTooLarge.Error(), telemetry.ReasonOther, true, false}
+				case callerBody != nil: // the 400 it would have been before the head
+					f = failure{http.StatusBadRequest, callerBody.Error(), telemetry.ReasonClientCanceled, true, false}
 				case o.Result == resilience.Canceled: // the grace period ended
 					f.status, f.reason = http.StatusServiceUnavailable, reason
 				}

@@ -346,6 +346,13 @@ type requestBody struct {
 	// fault: the error of the Read that failed, when the caller's body
 	// broke (not for the limit, which failed it too).
 	fault atomic.Pointer[bodyReadError]
+	// stopped: ferry or its transport ended the body's reads (Close,
+	// unblock), as they do when the upstream broke or the exchange ended;
+	// a Read that fails afterwards failed for that. callerBroke: a Read
+	// failed before that, of the caller's own doing (bad framing, its
+	// connection cut mid-body).
+	stopped     atomic.Bool
+	callerBroke atomic.Bool
 }
 
 // replayHold is the most of a request body ferry keeps to send it again on
@@ -398,6 +405,9 @@ func (b *requestBody) Read(p []byte) (int, error) {
 	case err != nil:
 		be := &bodyReadError{err}
 		b.fault.Store(be)
+		if !b.stopped.Load() {
+			b.callerBroke.Store(true)
+		}
 		b.failed.Store(true)
 		err = be
 	}
@@ -433,6 +443,7 @@ func (b *requestBody) watchUpstream() {
 // a read deadline in the past on the caller's side: the lane's socket, or
 // the stream or connection behind w.
 func (b *requestBody) unblock(w http.ResponseWriter) {
+	b.stopped.Store(true)
 	if s, ok := b.rc.(*socketBody); ok {
 		// Only while some of the body is still to come: a connection whose
 		// body was read whole may carry the next request.
@@ -461,9 +472,22 @@ func (b *requestBody) broken() bool { return b != nil && b.failed.Load() }
 // leaves it open for the retry; the server closes it when the exchange ends.
 func (b *requestBody) Close() error {
 	if b.n.Load() > 0 || b.reading.Load() {
+		b.stopped.Store(true)
 		return b.rc.Close()
 	}
 	return nil
+}
+
+// brokenByCaller returns the error of the caller's body, when reading it
+// failed of the caller's own doing: before ferry or its transport ended
+// the reads (see stopped). A transport closes the body when the upstream
+// broke, and the Read in progress then fails too: that is no fault of the
+// caller's.
+func (b *requestBody) brokenByCaller() *bodyReadError {
+	if b == nil || !b.callerBroke.Load() {
+		return nil
+	}
+	return b.fault.Load()
 }
 
 // keepForReplay makes the body keep a copy of what is read of it, up to
