@@ -90,16 +90,18 @@ func (s *Sidecar) Reload(ctx context.Context, cfg *Config) error {
 func (s *Sidecar) ReloadFile(ctx context.Context, path string) error {
 	data, err := s.readSettled(ctx, path)
 	if err != nil {
-		if ctx.Err() == nil {
-			// Counted as rejected, the gauge at 0, until the file reads
-			// again: as a content tried (tryFileLocked) or, by the
-			// watcher, as fileTried (see WatchConfigFile).
-			s.fileMu.Lock()
-			s.readFailed = true
-			s.readFails++
-			s.tel.Metrics().ConfigReload(false)
-			s.fileMu.Unlock()
+		if ctx.Err() != nil {
+			// Its wait for the file to settle ended: no verdict on it.
+			return fmt.Errorf("%w (%s was still being read)", ErrReloadAbandoned, path)
 		}
+		// Counted as rejected, the gauge at 0, until the file reads
+		// again: as a content tried (tryFileLocked) or, by the watcher,
+		// as fileTried (see WatchConfigFile).
+		s.fileMu.Lock()
+		s.readFailed = true
+		s.readFails++
+		s.tel.Metrics().ConfigReload(false)
+		s.fileMu.Unlock()
 		return err
 	}
 	cfg, err := ParseConfig(data)
@@ -182,7 +184,10 @@ func (s *Sidecar) WatchConfigFile(ctx context.Context, path string, interval tim
 		cfg, err := ParseConfig(cur)
 		err = s.tryFileLocked(ctx, path, cur, cfg, err)
 		s.fileMu.Unlock()
-		if err != nil {
+		switch {
+		case errors.Is(err, ErrReloadAbandoned):
+			s.log.Info("config change not applied: ferry is stopping", "file", path, "reason", err.Error())
+		case err != nil:
 			s.log.Error("config change rejected; keeping the config in force", "file", path, "error", err.Error())
 		}
 	}
@@ -197,6 +202,13 @@ var reloadRetryMin, reloadRetryMax = time.Second, 30 * time.Second
 // resolve in time (Consul unreachable, say): the same config may apply
 // later, so it is retried.
 var errUnresolved = errors.New("services not resolved")
+
+// ErrReloadAbandoned marks a reload of the config file that ferry's stop
+// cut short (the context of ReloadFile or WatchConfigFile ended, or
+// Shutdown began, while it waited for the file to settle or for its
+// services to resolve). It is no verdict on the file: it is neither
+// counted as a rejection nor tried again, and is logged as such.
+var ErrReloadAbandoned = errors.New("reload abandoned: ferry is stopping")
 
 // tryFileLocked applies data, the content of path (cfg parsed from it, or
 // the error that refused it), and records it as the content last tried.
@@ -218,8 +230,11 @@ func (s *Sidecar) tryFileLocked(ctx context.Context, path string, data []byte, c
 	if err == nil {
 		err = s.Reload(ctx, cfg)
 	}
-	if errors.Is(err, errShutDown) {
-		return err // not a verdict on the file
+	if errors.Is(err, errShutDown) || errors.Is(err, errUnresolved) && ctx.Err() != nil {
+		// Not a verdict on the file: ferry stopped before the reload
+		// could apply (its wait for the services ended with ctx, not
+		// with the resolve timeout).
+		return fmt.Errorf("%w: %w", ErrReloadAbandoned, err)
 	}
 	s.tel.Metrics().ConfigReload(err == nil)
 	s.triedOK, s.readFailed = err == nil, false
@@ -227,7 +242,7 @@ func (s *Sidecar) tryFileLocked(ctx context.Context, path string, data []byte, c
 		s.retryDelay = 0
 		return nil
 	}
-	if !errors.Is(err, errUnresolved) || ctx.Err() != nil {
+	if !errors.Is(err, errUnresolved) {
 		s.retryDelay = 0
 		return fmt.Errorf("%w; not tried again until the file changes", err)
 	}
@@ -256,7 +271,11 @@ func (s *Sidecar) retryFile(ctx context.Context, path string, data []byte, gen u
 	if gen != s.retryGen || !bytes.Equal(cur, data) {
 		return
 	}
-	if err := s.tryFileLocked(ctx, path, data, cfg, err); err != nil {
+	switch err := s.tryFileLocked(ctx, path, data, cfg, err); {
+	case errors.Is(err, ErrReloadAbandoned):
+		s.log.Info("config change not applied: ferry is stopping", "file", path, "reason", err.Error())
+		return
+	case err != nil:
 		s.log.Error("config change rejected again; keeping the config in force", "file", path, "error", err.Error())
 		return
 	}

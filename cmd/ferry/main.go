@@ -382,7 +382,10 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 					// logrotate sends SIGHUP on every rotation: that is
 					// routine, not a warning.
 					log.Info("SIGHUP: an access log file that moved is reopened; the config comes from an environment variable, which a running ferry cannot re-read (restart ferry to change it)", "env", *configEnv)
-				} else if err := sc.ReloadFile(ctx, *path); err != nil {
+				} else if err := sc.ReloadFile(ctx, *path); errors.Is(err, sidecar.ErrReloadAbandoned) {
+					// The drain began while it waited: no verdict on the file.
+					log.Info("reload on SIGHUP not applied: ferry is stopping", "file", *path, "reason", err.Error())
+				} else if err != nil {
 					log.Error("reload on SIGHUP rejected; keeping the config in force", "file", *path, "error", err.Error())
 				}
 			}

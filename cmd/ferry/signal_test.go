@@ -419,3 +419,51 @@ telemetry: { access_log: "off" }
 		t.Fatal("ferry did not exit on SIGTERM with its stderr stuck")
 	}
 }
+
+// A SIGHUP reload still waiting for its Consul services (the agent
+// unreachable) when SIGTERM comes is cut short by the drain: ferry logs
+// that the change was not applied because it is stopping, not that it was
+// rejected. It logged 'reload on SIGHUP rejected; keeping the config in
+// force' with 'services not resolved: api; ...; not tried again until the
+// file changes', a rejection an operator reading the log after an
+// incident would look into for nothing.
+func TestSIGHUPReloadCutByTheDrainIsNoRejection(t *testing.T) {
+	up := startOrigin(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "up") }))
+	path := filepath.Join(t.TempDir(), "ferry.yaml")
+	// The delay keeps ferry running after the reload's end, so its line
+	// is written before ferry exits whichever order they come in.
+	if err := os.WriteFile(path, []byte(oneUpstreamConfig(up, "shutdown: { delay: 1s }")), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	p := startFerryProc(t, []string{"run", "--config", path, "--config-poll", "0", "--config-settle", "10ms"}, nil, "outbound", "admin")
+	changed := fmt.Sprintf(`
+admin: { listen: 127.0.0.1:0 }
+outbound:
+  listen: 127.0.0.1:0
+  routes: [ { service: api } ]
+services:
+  api: {}
+consul: { address: %s }
+telemetry: { access_log: "off" }
+shutdown: { delay: 1s }
+`, localnettest.RefusedAddr(t))
+	if err := os.WriteFile(path, []byte(changed), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	p.signal(syscall.SIGHUP)
+	// The reload's generation watches api: the reload waits for it (up
+	// to 10s) once this is logged.
+	p.waitLog(10*time.Second, msgIs("consul watch failing before first answer"))
+	p.signal(syscall.SIGTERM)
+	if code := p.exitCode(20 * time.Second); code != exitOK {
+		t.Fatalf("exit code %d after SIGTERM, want %d; log:\n%s", code, exitOK, p.log())
+	}
+	for _, m := range p.seen {
+		if strings.Contains(fmt.Sprint(m["msg"]), "rejected") {
+			t.Fatalf("the reload the drain cut was logged as a rejection: %v; log:\n%s", m, p.log())
+		}
+	}
+	p.waitLog(0, func(m map[string]any) bool {
+		return m["level"] == "INFO" && m["msg"] == "reload on SIGHUP not applied: ferry is stopping"
+	})
+}
