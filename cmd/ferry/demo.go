@@ -2,6 +2,9 @@ package main
 
 import (
 	"bufio"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -10,6 +13,7 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"os/signal"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -42,14 +46,24 @@ func cmdDemo(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "ferry demo: --size: %v\n", err)
 		return exitConfig
 	}
-	if err := demo(size, stdout, stderr); err != nil {
+	// A SIGINT (Ctrl-C) or SIGTERM ends the download: the demo then
+	// stops its ferry and removes its files, as at the end of a run,
+	// rather than die and leave them (the ferry alone on its ports when
+	// the signal reached the demo only).
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	if err := demo(ctx, size, stdout, stderr); err != nil {
+		if ctx.Err() != nil {
+			fmt.Fprintln(stderr, "ferry demo: stopped by a signal; its ferry was stopped and its files removed")
+			return exitFail
+		}
 		fmt.Fprintf(stderr, "ferry demo: %v\n", err)
 		return exitFail
 	}
 	return exitOK
 }
 
-func demo(size int64, stdout, stderr io.Writer) error {
+func demo(ctx context.Context, size int64, stdout, stderr io.Writer) error {
 	origin, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return err
@@ -96,32 +110,38 @@ shutdown: { grace: 5s }
 	if err := cmd.Start(); err != nil {
 		return err
 	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
+	// exited is closed once ferry has exited, waitErr its Wait's result.
+	exited := make(chan struct{})
+	var waitErr error
+	go func() { waitErr = cmd.Wait(); close(exited) }()
 	defer func() {
 		cmd.Process.Signal(syscall.SIGTERM)
 		select {
 		case <-exited:
 		case <-time.After(10 * time.Second):
 			cmd.Process.Kill()
+			<-exited
 		}
 	}()
 	admin := fmt.Sprintf("http://127.0.0.1:%d/ready", ports[0])
-	if err := waitReady(admin, exited, 10*time.Second); err != nil {
+	if err := waitReady(ctx, admin, exited, &waitErr, 10*time.Second); err != nil {
 		log, _ := os.ReadFile(logPath)
 		return fmt.Errorf("ferry did not become ready: %v\n%s", err, log)
 	}
 	fmt.Fprintf(stdout, "ferry demo: origin %s, ferry pid %d (outbound 127.0.0.1:%d -> service files)\n", origin.Addr(), cmd.Process.Pid, ports[1])
 	fmt.Fprintf(stdout, "downloading %s through ferry and directly\n", human(size))
 
-	want := payload.Digest(size)
+	want, err := digest(ctx, size)
+	if err != nil {
+		return err
+	}
 	cpu0 := procCPU(cmd.Process.Pid)
-	via, err := download(fmt.Sprintf("http://127.0.0.1:%d/file", ports[1]), "files", size, "via ferry", stderr)
+	via, err := download(ctx, fmt.Sprintf("http://127.0.0.1:%d/file", ports[1]), "files", size, "via ferry", stderr)
 	if err != nil {
 		return err
 	}
 	ferryCPU := procCPU(cmd.Process.Pid) - cpu0
-	direct, err := download(fmt.Sprintf("http://%s/file", origin.Addr()), "", size, "direct   ", stderr)
+	direct, err := download(ctx, fmt.Sprintf("http://%s/file", origin.Addr()), "", size, "direct   ", stderr)
 	if err != nil {
 		return err
 	}
@@ -151,8 +171,8 @@ type dl struct {
 
 func (d dl) rate() float64 { return float64(d.n) / (1 << 20) / d.took.Seconds() }
 
-func download(url, host string, size int64, label string, progress io.Writer) (dl, error) {
-	req, err := http.NewRequest(http.MethodGet, url, nil)
+func download(ctx context.Context, url, host string, size int64, label string, progress io.Writer) (dl, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
 		return dl{}, err
 	}
@@ -214,22 +234,47 @@ func (p *progressBar) finish() {
 	fmt.Fprintln(p.w)
 }
 
-func waitReady(url string, exited <-chan error, timeout time.Duration) error {
+// digest is payload.Digest(size), given up when ctx ends: for the default
+// 1 GiB it takes about a second, and far longer for a large --size.
+func digest(ctx context.Context, size int64) (string, error) {
+	h := sha256.New()
+	r, buf := payload.NewReader(size), make([]byte, 1<<20)
+	for {
+		if err := ctx.Err(); err != nil {
+			return "", err
+		}
+		n, err := r.Read(buf)
+		h.Write(buf[:n])
+		if err == io.EOF {
+			return hex.EncodeToString(h.Sum(nil)), nil
+		}
+	}
+}
+
+// waitReady polls url until it answers 200, ferry exits (exited closed,
+// *waitErr its Wait's result), ctx ends or timeout passes.
+func waitReady(ctx context.Context, url string, exited <-chan struct{}, waitErr *error, timeout time.Duration) error {
 	deadline := time.Now().Add(timeout)
 	client := &http.Client{Timeout: time.Second}
 	for time.Now().Before(deadline) {
 		select {
-		case err := <-exited:
-			return fmt.Errorf("ferry exited: %v", err)
+		case <-exited:
+			return fmt.Errorf("ferry exited: %v", *waitErr)
+		case <-ctx.Done():
+			return ctx.Err()
 		default:
 		}
-		if res, err := client.Get(url); err == nil {
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+		if res, err := client.Do(req); err == nil {
 			res.Body.Close()
 			if res.StatusCode == http.StatusOK {
 				return nil
 			}
 		}
-		time.Sleep(20 * time.Millisecond)
+		select {
+		case <-ctx.Done():
+		case <-time.After(20 * time.Millisecond):
+		}
 	}
 	return errors.New("timed out")
 }

@@ -1,0 +1,173 @@
+package main
+
+import (
+	"bufio"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/ferrymesh/ferry/internal/syncbuf"
+)
+
+// A `ferry demo` stopped before it is done stops the ferry it started and
+// removes its files. A SIGTERM to the demo alone (kill PID, a supervisor,
+// a CI runner ending the job's process) killed it on the spot (Go's
+// default action): its child `ferry run` was left running, adopted by
+// init, with its two ports and its temporary directory; a Ctrl-C (SIGINT
+// to the whole process group) stopped the child too, but left the
+// directory, ferry-demo-*, behind each time.
+func TestDemoStoppedStopsItsFerry(t *testing.T) {
+	bin := ferryBin(t)
+	pidLine := regexp.MustCompile(`ferry pid (\d+) `)
+	for _, tc := range []struct {
+		name  string
+		group bool // the signal goes to the demo's process group, as a terminal's Ctrl-C does
+		sig   syscall.Signal
+		// size is the demo's --size; with midDownload the signal comes
+		// once the download through ferry shows progress, else while the
+		// demo computes the payload's digest, before it.
+		size        string
+		midDownload bool
+	}{
+		{"SIGTERM to the demo alone, mid-download", false, syscall.SIGTERM, "3GiB", true},
+		{"SIGINT to its process group, mid-download", true, syscall.SIGINT, "3GiB", true},
+		{"SIGTERM to the demo alone, before the download", false, syscall.SIGTERM, "1000GiB", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cmd := exec.Command(bin, "demo", "--size", tc.size)
+			cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+			stdout, err := cmd.StdoutPipe()
+			if err != nil {
+				t.Fatal(err)
+			}
+			stderr := new(syncbuf.Buffer)
+			cmd.Stderr = stderr
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			exited := make(chan error, 1)
+			var out strings.Builder
+			child := make(chan int, 1)
+			go func() {
+				sc := bufio.NewScanner(stdout)
+				for sc.Scan() {
+					out.WriteString(sc.Text() + "\n")
+					if m := pidLine.FindStringSubmatch(sc.Text()); m != nil {
+						pid, _ := strconv.Atoi(m[1])
+						child <- pid
+					}
+				}
+				exited <- cmd.Wait()
+			}()
+			t.Cleanup(func() { cmd.Process.Kill() })
+			pid := recvWithin(t, child, 30*time.Second, "the demo to start its ferry")
+			// Whatever the outcome, the child goes when the test does.
+			t.Cleanup(func() { syscall.Kill(pid, syscall.SIGKILL) })
+			cmdline, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/cmdline")
+			if err != nil {
+				t.Fatal(err)
+			}
+			args := strings.Split(strings.TrimRight(string(cmdline), "\x00"), "\x00")
+			dir := filepath.Dir(args[len(args)-1]) // ferry run --config DIR/ferry.yaml
+			if !strings.Contains(filepath.Base(dir), "ferry-demo-") {
+				t.Fatalf("the child's command line %q names no demo config", args)
+			}
+			t.Cleanup(func() { os.RemoveAll(dir) })
+
+			if tc.midDownload {
+				// The progress bar: drawn once the download began.
+				deadline := time.Now().Add(60 * time.Second)
+				for !strings.Contains(stderr.String(), "via ferry [") {
+					if time.Now().After(deadline) {
+						t.Fatalf("the download through ferry did not begin within 60s; stderr:\n%s", stderr.String())
+					}
+					time.Sleep(10 * time.Millisecond) // polling a condition, not synchronising
+				}
+			}
+			target := cmd.Process.Pid
+			if tc.group {
+				target = -target
+			}
+			if err := syscall.Kill(target, tc.sig); err != nil {
+				t.Fatal(err)
+			}
+			err = recvWithin(t, exited, 30*time.Second, "the demo to exit")
+			var ee *exec.ExitError
+			if errors.As(err, &ee) {
+				if ws, ok := ee.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+					t.Errorf("the demo was killed by %v instead of stopping its ferry and exiting; stdout:\n%s", ws.Signal(), out.String())
+				}
+			}
+			// The child is gone (or a zombie nobody reaped yet: it has
+			// exited all the same).
+			deadline := time.Now().Add(10 * time.Second)
+			for alive(pid) {
+				if time.Now().After(deadline) {
+					t.Fatalf("the demo's ferry (pid %d) still runs 10s after the demo exited (%v); stderr:\n%s", pid, err, stderr.String())
+				}
+				time.Sleep(10 * time.Millisecond) // polling a condition, not synchronising
+			}
+			if _, err := os.Stat(dir); !os.IsNotExist(err) {
+				t.Errorf("the demo's directory %s is left behind (stat: %v)", dir, err)
+			}
+			if !strings.Contains(stderr.String(), "stopped by a signal") {
+				t.Errorf("the demo does not say it was stopped; stderr:\n%s", stderr.String())
+			}
+		})
+	}
+}
+
+// alive reports whether process pid exists and has not exited.
+func alive(pid int) bool {
+	stat, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return false
+	}
+	// pid (comm) state ...: the state follows the last ')'.
+	s := string(stat)
+	i := strings.LastIndexByte(s, ')')
+	return i < 0 || i+2 >= len(s) || s[i+2] != 'Z'
+}
+
+func recvWithin[T any](t *testing.T, ch <-chan T, d time.Duration, what string) T {
+	t.Helper()
+	select {
+	case v := <-ch:
+		return v
+	case <-time.After(d):
+		t.Fatalf("timed out after %v waiting for %s", d, what)
+		var zero T
+		return zero
+	}
+}
+
+// A demo whose ferry exits before it is ready (here its environment holds
+// a telemetry setting ferry refuses) reports the ferry's error at once.
+// The demo took ferry's exit from the channel its clean-up waited on,
+// which then waited its whole 10 s for an exit that had already come.
+func TestDemoReportsAFerryThatDidNotStartAtOnce(t *testing.T) {
+	bin := ferryBin(t)
+	cmd := exec.Command(bin, "demo", "--size", "1KiB")
+	cmd.Env = append(os.Environ(), "OTEL_TRACES_SAMPLER=bogus")
+	start := time.Now()
+	out, err := cmd.CombinedOutput()
+	took := time.Since(start)
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != exitFail {
+		t.Fatalf("demo: %v, want exit %d; output:\n%s", err, exitFail, out)
+	}
+	if !strings.Contains(string(out), `OTEL_TRACES_SAMPLER: unknown "bogus"`) {
+		t.Errorf("the demo does not pass on its ferry's error:\n%s", out)
+	}
+	// 10 s and more before; well under a second on an idle machine.
+	if took > 5*time.Second {
+		t.Errorf("the demo took %v to report that its ferry exited", took.Round(time.Millisecond))
+	}
+}
