@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
+	"net"
 	"net/http"
 	"os"
 	"slices"
@@ -354,6 +355,14 @@ func (r *Registrar) sync(ctx, calls context.Context) error {
 	return nil
 }
 
+// neverSent reports whether err is a failure to connect to the agent (a
+// refused connection, an unreachable host, a name that does not resolve):
+// the request never left, so the agent cannot apply it later.
+func neverSent(err error) bool {
+	var oe *net.OpError
+	return errors.As(err, &oe) && oe.Op == "dial"
+}
+
 func (r *Registrar) register(ctx context.Context, status, output string) error {
 	// The agent keeps the registration's token and syncs the service to
 	// the catalog with it: it must be the file's current one, not one a
@@ -361,7 +370,7 @@ func (r *Registrar) register(ctx context.Context, status, output string) error {
 	r.agent.token.readNow()
 	token, err := r.agent.registerService(ctx, r.registration(status, output))
 	var se consulStatusError
-	r.unanswered = err != nil && !errors.As(err, &se)
+	r.unanswered = err != nil && !errors.As(err, &se) && !neverSent(err)
 	if err != nil {
 		return fmt.Errorf("register %q: %s", r.reg.ID, r.scrub(err.Error()))
 	}
