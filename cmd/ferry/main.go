@@ -366,6 +366,16 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 			}
 		}
 	}()
+	// A config file that is a pipe (a FIFO, bash's <(...)) was read to its
+	// writer's end at start: read again it is empty, or waits for another
+	// writer. It is neither watched nor re-read on SIGHUP.
+	pipe := false
+	if *path != "" {
+		if fi, err := os.Stat(*path); err == nil && !fi.Mode().IsRegular() {
+			pipe = true
+			log.Info("the config comes from a pipe, read once: it is not watched, nor re-read on SIGHUP (restart ferry to change it)", "file", *path)
+		}
+	}
 	// SIGHUP or a changed file: apply the new config, or log why not and
 	// keep the one in force. SIGHUP also has an access log file that
 	// logrotate moved opened again. SIGHUP is always caught (one during
@@ -382,6 +392,8 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 					// logrotate sends SIGHUP on every rotation: that is
 					// routine, not a warning.
 					log.Info("SIGHUP: an access log file that moved is reopened; the config comes from an environment variable, which a running ferry cannot re-read (restart ferry to change it)", "env", *configEnv)
+				} else if pipe {
+					log.Info("SIGHUP: an access log file that moved is reopened; the config comes from a pipe, read once at start, which a running ferry cannot re-read (restart ferry to change it)", "file", *path)
 				} else if err := sc.ReloadFile(ctx, *path); errors.Is(err, sidecar.ErrReloadAbandoned) {
 					// The drain began while it waited: no verdict on the file.
 					log.Info("reload on SIGHUP not applied: ferry is stopping", "file", *path, "reason", err.Error())
@@ -391,7 +403,7 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 			}
 		}
 	}()
-	if *path != "" && *poll > 0 {
+	if *path != "" && !pipe && *poll > 0 {
 		go sc.WatchConfigFile(ctx, *path, *poll, loaded)
 	}
 	if err := sc.Run(ctx); err != nil {

@@ -467,3 +467,62 @@ shutdown: { delay: 1s }
 		return m["level"] == "INFO" && m["msg"] == "reload on SIGHUP not applied: ferry is stopping"
 	})
 }
+
+// A config given as a pipe (`--config <(...)`, a FIFO) is read once, at
+// start: ferry neither watches it nor re-reads it on SIGHUP, and says so.
+// The watcher read the pipe again, found it empty (its writer long gone)
+// and logged 'config change rejected; ...: empty config (0 bytes)' a poll
+// after start, and a SIGHUP did the same: ferry_config_last_reload_successful
+// went to 0 and a rejected reload was counted, with nothing wrong. (On a
+// FIFO no one writes to again, the read waited for a writer forever, and
+// the SIGHUP handler with it.)
+func TestConfigFromAPipeIsReadOnce(t *testing.T) {
+	up := startOrigin(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "up") }))
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.WriteString(w, oneUpstreamConfig(up, "")); err != nil {
+		t.Fatal(err)
+	}
+	w.Close()
+	// What bash's <(...) hands a command: a pipe on a descriptor, named
+	// /dev/fd/N; here descriptor 3.
+	p := startFerryProcWith(t, func(cmd *exec.Cmd) { cmd.ExtraFiles = []*os.File{r} },
+		[]string{"run", "--config", "/dev/fd/3", "--config-poll", "100ms", "--config-settle", "10ms"}, nil, "outbound", "admin")
+	r.Close()
+	p.signal(syscall.SIGHUP)
+	p.waitLog(10*time.Second, func(m map[string]any) bool {
+		return strings.Contains(fmt.Sprint(m["msg"]), "SIGHUP")
+	})
+	if _, metrics := httpGet(t, "http://"+p.addrs["admin"]+"/metrics"); !strings.Contains(metrics, "\nferry_config_last_reload_successful 1\n") || strings.Contains(metrics, `result="rejected"`) {
+		t.Errorf("a config read from a pipe counts as reloaded and rejected:\n%s", grepLines(metrics, "ferry_config_"))
+	}
+	if code, body := httpGet(t, "http://"+p.addrs["outbound"]+"/"); code != http.StatusOK || body != "up" {
+		t.Errorf("through ferry: %d %q", code, body)
+	}
+	p.signal(syscall.SIGTERM)
+	if code := p.exitCode(20 * time.Second); code != exitOK {
+		t.Fatalf("exit code %d after SIGTERM, want 0; log:\n%s", code, p.log())
+	}
+	for _, m := range p.seen {
+		if strings.Contains(fmt.Sprint(m["msg"]), "rejected") {
+			t.Errorf("a config read from a pipe was re-read and rejected: %v; log:\n%s", m, p.log())
+		}
+	}
+	// ferry says at start that it will not read the pipe again.
+	p.waitLog(0, func(m map[string]any) bool {
+		return m["level"] == "INFO" && strings.Contains(fmt.Sprint(m["msg"]), "read once")
+	})
+}
+
+// grepLines keeps the lines of text that contain sub.
+func grepLines(text, sub string) string {
+	var out []string
+	for _, l := range strings.Split(text, "\n") {
+		if strings.Contains(l, sub) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
+}
