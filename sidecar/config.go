@@ -2,6 +2,7 @@ package sidecar
 
 import (
 	"net"
+	"sort"
 	"strconv"
 	"time"
 
@@ -240,6 +241,21 @@ func (c *Config) needsConsul() bool {
 // else names a service (inbound goes to its app, register names ferry's
 // own service), so the others are never used: they are warned about and
 // neither resolved nor watched.
+// UnusedServices lists, in name order, the services no outbound route
+// leads to: ferry neither resolves nor watches them, and warns of each
+// when it loads the config.
+func (c *Config) UnusedServices() []string {
+	used := c.usedServices()
+	var out []string
+	for name := range c.Services {
+		if !used[name] {
+			out = append(out, name)
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
 func (c *Config) usedServices() map[string]bool {
 	used := map[string]bool{}
 	if c.Outbound != nil {

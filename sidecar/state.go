@@ -196,11 +196,15 @@ func (st *state) pending() []string {
 	return out
 }
 
+// UnusedServiceWarning is what ferry says of a service no outbound route
+// leads to (see Config.UnusedServices).
+const UnusedServiceWarning = "a service no route leads to: it is not resolved or watched"
+
 // warnUnused logs a service no outbound route leads to: it is neither
 // resolved nor watched, and usually a typo in a route or a leftover.
 func warnUnused(log *slog.Logger, name string) {
 	if log != nil {
-		log.Warn("a service no route leads to: it is not resolved or watched", "key", "services."+name)
+		log.Warn(UnusedServiceWarning, "key", "services."+name)
 	}
 }
 

@@ -51,6 +51,10 @@ func cmdCheck(args []string, stdout, stderr io.Writer) int {
 		return exitConfig
 	}
 	fmt.Fprintf(stdout, "config %s is valid: %s\n", source, summary(cfg))
+	// What ferry run warns of as it loads the config.
+	for _, name := range cfg.UnusedServices() {
+		fmt.Fprintf(stdout, "warning: services.%s: %s\n", name, sidecar.UnusedServiceWarning)
+	}
 	return exitOK
 }
 

@@ -29,6 +29,7 @@ services:
 	// endpoints: [] is a static service with no endpoint (it answers 503),
 	// not a Consul one.
 	emptyStatic := write("empty.yaml", "outbound: { routes: [ { host: a, service: a }, { service: api } ] }\nservices: { a: { endpoints: [] }, api: }\n")
+	unused := write("unused.yaml", "outbound: { routes: [ { service: s } ] }\nservices: { s: { endpoints: [10.0.0.1:80] }, typo: { endpoints: [10.0.0.2:80] } }\n")
 	for _, tc := range []struct {
 		name    string
 		args    []string
@@ -42,6 +43,10 @@ services:
 			"config from $FERRY_CHECK_CONFIG is valid: 0 outbound routes, 0 services (0 from Consul)", ""},
 		{"a static service without endpoints", []string{"--config", emptyStatic}, nil, exitOK,
 			"config " + emptyStatic + " is valid: 2 outbound routes, 2 services (1 from Consul)", ""},
+		// ferry run warns of a service no route leads to each time it
+		// loads the config (a leftover, or a route's typo): so does check.
+		{"a service no route leads to", []string{"--config", unused}, nil, exitOK,
+			"config " + unused + " is valid: 1 outbound routes, 2 services (0 from Consul)\nwarning: services.typo: a service no route leads to: it is not resolved or watched\n", ""},
 		{"bad key", []string{"--config", bad}, nil, exitConfig,
 			"", "config " + bad + ":\noutbound.routes[0].service: service \"nope\" is not defined"},
 		{"bad telemetry environment", []string{"--config", good}, map[string]string{"OTEL_TRACES_SAMPLER": "sometimes"}, exitConfig,
