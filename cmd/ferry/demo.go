@@ -328,8 +328,10 @@ func procMemory(pid int) (peak, rss string) {
 	return
 }
 
-func parseSize(s string) (int64, error) {
-	mult := int64(1)
+// parseSize reads --size: a number of bytes, or one followed by KiB, MiB,
+// GiB (or B). Errors quote the flag as given.
+func parseSize(flag string) (int64, error) {
+	s, mult := flag, int64(1)
 	for _, u := range []struct {
 		suffix string
 		m      int64
@@ -341,10 +343,10 @@ func parseSize(s string) (int64, error) {
 	}
 	n, err := strconv.ParseInt(strings.TrimSpace(s), 10, 64)
 	if err != nil || n < 0 {
-		return 0, fmt.Errorf("invalid size %q", s)
+		return 0, fmt.Errorf("invalid size %q (want a number of bytes, or one with KiB, MiB or GiB)", flag)
 	}
 	if n > math.MaxInt64/mult {
-		return 0, fmt.Errorf("size %q is too large", s)
+		return 0, fmt.Errorf("size %q is too large", flag)
 	}
 	return n * mult, nil
 }

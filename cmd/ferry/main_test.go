@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -222,6 +223,20 @@ func TestRunConfigSettleMinimum(t *testing.T) {
 		code := run([]string{"run", "--config", "/nonexistent/ferry.yaml", "--config-settle", settle}, &out, &errb)
 		if code != exitConfig || strings.Contains(errb.String(), "config-settle") || !strings.Contains(errb.String(), "/nonexistent/ferry.yaml") {
 			t.Errorf("--config-settle %s: exit %d, stderr %q; want it accepted and the missing file reported", settle, code, errb.String())
+		}
+	}
+}
+
+// A --size ferry demo cannot read is quoted as given, with what it takes:
+// '1.5GB' was reported as 'invalid size "1.5G"', its unit cut off, and
+// '1GB' as 'invalid size "1G"', as if G were the trouble.
+func TestDemoSizeErrorQuotesTheFlag(t *testing.T) {
+	for _, s := range []string{"1GB", "1.5GB", "-5MiB", "abc", "1 TiB"} {
+		var out, errb bytes.Buffer
+		code := run([]string{"demo", "--size", s}, &out, &errb)
+		want := fmt.Sprintf("ferry demo: --size: invalid size %q (want a number of bytes, or one with KiB, MiB or GiB)", s)
+		if code != exitConfig || !strings.Contains(errb.String(), want) {
+			t.Errorf("--size %q: exit %d, stderr %q; want exit %d and %q", s, code, errb.String(), exitConfig, want)
 		}
 	}
 }
