@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log"
 	"log/slog"
 	"math"
@@ -15,6 +16,7 @@ import (
 	"time"
 
 	"github.com/ferrymesh/ferry/discovery"
+	"github.com/ferrymesh/ferry/internal/linewriter"
 	"github.com/ferrymesh/ferry/internal/shutdownbounds"
 	"github.com/ferrymesh/ferry/resilience"
 	"github.com/ferrymesh/ferry/telemetry"
@@ -117,8 +119,8 @@ type Options struct {
 // newTelemetry builds cfg's telemetry with the OTEL_* environment. A
 // key's own error names it ("telemetry.sampler: ..."); one from the
 // environment names its variable, under telemetry.
-func newTelemetry(cfg *Config, lg *slog.Logger) (*telemetry.Telemetry, error) {
-	tel, err := telemetry.New(context.Background(), cfg.Telemetry, telemetry.WithLog(lg))
+func newTelemetry(cfg *Config, lg *slog.Logger, opts ...telemetry.Option) (*telemetry.Telemetry, error) {
+	tel, err := telemetry.New(context.Background(), cfg.Telemetry, append(opts, telemetry.WithLog(lg))...)
 	if err != nil {
 		var errs ConfigErrors
 		addErr(&errs, err)
@@ -132,11 +134,20 @@ func newTelemetry(cfg *Config, lg *slog.Logger) (*telemetry.Telemetry, error) {
 
 // CheckTelemetry reports the error New would return for cfg's telemetry
 // settings with the OTEL_* environment, building and shutting down the
-// telemetry without exporting anything.
+// telemetry without exporting anything, and without creating the access
+// log's file (it checks that one could be).
 func CheckTelemetry(cfg *Config) error {
-	tel, err := newTelemetry(cfg, slog.New(slog.DiscardHandler))
+	tel, err := newTelemetry(cfg, slog.New(slog.DiscardHandler), telemetry.WithAccessLogWriter(io.Discard))
 	if err != nil {
 		return err
+	}
+	switch path := cfg.Telemetry.AccessLog; path {
+	case "", "off", "stdout", "stderr":
+	default:
+		if err := linewriter.CheckOpen(path); err != nil {
+			_ = tel.Shutdown(context.Background())
+			return ConfigErrors{{Path: "telemetry.access_log", Msg: err.Error()}}
+		}
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()

@@ -12,7 +12,8 @@ import (
 // YAML and every rule the loader applies (each error names its key), and
 // the telemetry settings with the OTEL_* environment, and the Consul
 // client's with the CONSUL_* environment when anything talks to Consul. It
-// contacts nothing (Consul's services are not resolved). A config it passes is
+// contacts nothing (Consul's services are not resolved) and creates
+// nothing (the access log's file is checked, not created). A config it passes is
 // one ferry run starts with, unless a listener's address is taken or
 // Consul refuses it; one it fails, ferry run refuses with the same errors.
 func cmdCheck(args []string, stdout, stderr io.Writer) int {

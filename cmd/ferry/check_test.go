@@ -125,3 +125,44 @@ func writeIn(t *testing.T, dir, name, text string) string {
 	}
 	return p
 }
+
+// ferry check tells whether ferry run could open telemetry.access_log, and
+// leaves the file system as it was: it created the access log's file (an
+// empty one, at the path the config names, which may be a production
+// host's /var/log) as ferry run does when it starts.
+func TestCheckAccessLogCreatesNothing(t *testing.T) {
+	dir := t.TempDir()
+	config := func(name, logPath string) string {
+		return writeIn(t, dir, name, "outbound: { routes: [ { service: s } ] }\nservices: { s: { endpoints: [10.0.0.1:80] } }\ntelemetry: { access_log: '"+logPath+"' }\n")
+	}
+	existing := filepath.Join(dir, "existing.log")
+	if err := os.WriteFile(existing, []byte("a line\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name, path string
+		code       int
+		er         string
+	}{
+		{"a new file in a directory that exists", filepath.Join(dir, "new.log"), exitOK, ""},
+		{"a file that exists", existing, exitOK, ""},
+		{"a directory that does not exist", filepath.Join(dir, "nodir", "a.log"), exitConfig, "telemetry.access_log: open " + filepath.Join(dir, "nodir", "a.log") + ": no such file or directory"},
+		{"a directory", dir, exitConfig, "telemetry.access_log: open " + dir + ": is a directory"},
+		{"under a file", filepath.Join(existing, "a.log"), exitConfig, "telemetry.access_log: open " + filepath.Join(existing, "a.log") + ": not a directory"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := config(strings.ReplaceAll(tc.name, " ", "_")+".yaml", tc.path)
+			var out, errb bytes.Buffer
+			code := run([]string{"check", "--config", cfg}, &out, &errb)
+			if code != tc.code || !strings.Contains(errb.String(), tc.er) {
+				t.Fatalf("exit %d, stdout %q, stderr %q; want exit %d, stderr with %q", code, out.String(), errb.String(), tc.code, tc.er)
+			}
+		})
+	}
+	if _, err := os.Stat(filepath.Join(dir, "new.log")); !os.IsNotExist(err) {
+		t.Errorf("ferry check created the access log %s (stat: %v)", filepath.Join(dir, "new.log"), err)
+	}
+	if b, err := os.ReadFile(existing); err != nil || string(b) != "a line\n" {
+		t.Errorf("the existing access log holds %q (%v) after ferry check, want it untouched", b, err)
+	}
+}

@@ -1,9 +1,13 @@
 package linewriter
 
 import (
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
+	"path/filepath"
 	"sync"
+	"syscall"
 )
 
 // File is a log file that follows its path: given to New as the
@@ -41,6 +45,39 @@ func OpenFile(path string, warn func(error)) (*File, error) {
 		warn = func(error) {}
 	}
 	return &File{path: path, warn: warn, f: f, info: info}, nil
+}
+
+// CheckOpen reports the error OpenFile would return for path, without
+// creating the file when it does not exist: a file that exists is opened
+// for appending and closed (nothing is written), one that does not needs
+// a directory it could be created in.
+func CheckOpen(path string) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND, 0)
+	if err == nil {
+		return f.Close()
+	}
+	if !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
+	// open(2) with O_CREAT would need the directory, and write and
+	// search permission on it. A path whose directory part names a
+	// file fails with ENOTDIR above, not ENOENT.
+	dir := filepath.Dir(path)
+	info, err := os.Stat(dir)
+	switch {
+	case err != nil:
+		var pe *fs.PathError
+		if errors.As(err, &pe) {
+			err = pe.Err
+		}
+		return &fs.PathError{Op: "open", Path: path, Err: err}
+	case !info.IsDir():
+		return &fs.PathError{Op: "open", Path: path, Err: syscall.ENOTDIR}
+	}
+	if err := syscall.Access(dir, 0x2|0x1); err != nil { // W_OK|X_OK
+		return &fs.PathError{Op: "open", Path: path, Err: err}
+	}
+	return nil
 }
 
 func openAppend(path string) (*os.File, os.FileInfo, error) {
