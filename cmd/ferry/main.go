@@ -64,6 +64,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 	case "inject":
 		return cmdInject(args[1:], os.Stdin, stdout, stderr)
 	case "version", "--version", "-v":
+		if len(args) > 1 {
+			fmt.Fprintf(stderr, "ferry version: unexpected argument %q\n", args[1])
+			return exitConfig
+		}
 		fmt.Fprintln(stdout, "ferry", version)
 		return exitOK
 	case "help", "-h", "--help":
@@ -265,9 +269,8 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 	if !oneConfig(fs, *path, *configEnv, stderr) {
 		return exitConfig
 	}
-	var level slog.Level
-	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
-		fmt.Fprintf(stderr, "ferry run: --log-level: %v\n", err)
+	level, ok := parseLogLevel("run", *logLevel, stderr)
+	if !ok {
 		return exitConfig
 	}
 	initlog.Release(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: level}))
@@ -415,4 +418,16 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 		return exitFail
 	}
 	return exitOK
+}
+
+// parseLogLevel reads a --log-level: debug, info, warn or error, in any
+// case (slog's spelling, whose offsets such as "warn+2" it also takes);
+// anything else is refused on stderr naming the flag.
+func parseLogLevel(cmd, text string, stderr io.Writer) (slog.Level, bool) {
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(text)); err != nil {
+		fmt.Fprintf(stderr, "ferry %s: --log-level %q: want debug, info, warn or error\n", cmd, text)
+		return 0, false
+	}
+	return level, true
 }

@@ -240,3 +240,33 @@ func TestDemoSizeErrorQuotesTheFlag(t *testing.T) {
 		}
 	}
 }
+
+// A --log-level ferry cannot read is refused naming the flag and the
+// levels it takes (it said "slog: level string ...: unknown name"), and
+// ferry version refuses an argument, as every other command does (it
+// printed the version and exited 0).
+func TestLogLevelAndVersionArgumentsRefused(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "ferry.yaml")
+	os.WriteFile(path, []byte("admin: { listen: 127.0.0.1:0 }\noutbound: { listen: 127.0.0.1:0 }\n"), 0o600)
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"run", "--config", path, "--log-level", "loud"}, `ferry run: --log-level "loud": want debug, info, warn or error`},
+		{[]string{"webhook", "--log-level", "loud", "--tls-cert", "c", "--tls-key", "k"}, `ferry webhook: --log-level "loud": want debug, info, warn or error`},
+		{[]string{"version", "extra"}, `ferry version: unexpected argument "extra"`},
+		{[]string{"version", "--bogus"}, `ferry version: unexpected argument "--bogus"`},
+	} {
+		var out, errb bytes.Buffer
+		code := run(tc.args, &out, &errb)
+		if code != exitConfig || !strings.Contains(errb.String(), tc.want) || out.Len() != 0 {
+			t.Errorf("%v: exit %d, stdout %q, stderr %q; want exit 2 and %q", tc.args, code, out.String(), errb.String(), tc.want)
+		}
+	}
+	for _, level := range []string{"debug", "INFO", "warn", "error"} {
+		var out, errb bytes.Buffer
+		if code := run([]string{"run", "--config", "/nonexistent/ferry.yaml", "--log-level", level}, &out, &errb); strings.Contains(errb.String(), "--log-level") {
+			t.Errorf("--log-level %s refused (exit %d): %q", level, code, errb.String())
+		}
+	}
+}

@@ -49,9 +49,8 @@ func runWebhook(ctx context.Context, args []string, stdout, stderr io.Writer, li
 		fmt.Fprintln(stderr, "ferry webhook: --tls-cert and --tls-key are required (the API server only calls webhooks over TLS)")
 		return exitConfig
 	}
-	var level slog.Level
-	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
-		fmt.Fprintf(stderr, "ferry webhook: --log-level: %v\n", err)
+	level, ok := parseLogLevel("webhook", *logLevel, stderr)
+	if !ok {
 		return exitConfig
 	}
 	log := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: level}))
