@@ -352,6 +352,15 @@ func (r *Registrar) sync(ctx, calls context.Context) error {
 	}
 	r.registered = true
 	r.registrations.Add(1)
+	// Once per registration that takes (the first, and each after the
+	// agent forgot ferry or the token changed), not per refresh.
+	// An address left out is the agent's.
+	addr := r.reg.Address
+	if addr == "" {
+		addr = "the agent's"
+	}
+	r.log.Info("registered with consul", "id", r.reg.ID, "service", r.reg.Name, "address", addr, "port", r.reg.Port,
+		"check", r.checkID, "ttl", r.reg.TTL.String())
 	return nil
 }
 

@@ -594,3 +594,60 @@ func steppedRun(t *testing.T, reg *Registrar) (waits <-chan time.Duration, fire 
 	})
 	return w, f
 }
+
+// Each registration that takes is logged once, with what the catalog now
+// lists (the first at start, and one after the agent forgot ferry); the
+// refreshes of the check between them are not. ferry logged failures,
+// recoveries and its deregistration, but nothing when it registered: an
+// operator reading a healthy ferry's log could not tell it was in the
+// catalog, nor under which ID and check.
+func TestRegistrarLogsEachRegistrationOnce(t *testing.T) {
+	agent := consultest.Start(t)
+	cc := agent.Client()
+	var logMu sync.Mutex
+	var logged bytes.Buffer
+	log := slog.New(slog.NewJSONHandler(writerFunc(func(p []byte) (int, error) {
+		logMu.Lock()
+		defer logMu.Unlock()
+		return logged.Write(p)
+	}), nil))
+	c, err := NewConsul(context.Background(), ConsulConfig{Address: agent.HTTPAddr}, ConsulOptions{
+		Logger: log, Backoff: JitterBackoff(50*time.Millisecond, 300*time.Millisecond),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	reg := runRegistrar(t, c, Registration{Name: "self", ID: "self-1", Address: "127.0.0.1", Port: 7000, TTL: 3 * time.Second})
+	type line struct {
+		Msg, ID, Service, Address, Check, TTL string
+		Port                                  int
+	}
+	registered := func() (out []line) {
+		logMu.Lock()
+		defer logMu.Unlock()
+		for _, l := range strings.Split(strings.TrimSpace(logged.String()), "\n") {
+			var v line
+			if json.Unmarshal([]byte(l), &v) == nil && v.Msg == "registered with consul" {
+				out = append(out, v)
+			}
+		}
+		return out
+	}
+	waitUntil(t, 10*time.Second, "registered, then two refreshes of its check", func() bool {
+		st := reg.Stats()
+		return st.Registrations == 1 && st.Updates >= 2
+	})
+	got := registered()
+	want := line{Msg: "registered with consul", ID: "self-1", Service: "self", Address: "127.0.0.1", Port: 7000, Check: reg.CheckID(), TTL: "3s"}
+	if len(got) != 1 || got[0] != want {
+		t.Fatalf("after one registration and its refreshes, logged %+v, want once %+v", got, want)
+	}
+	if err := cc.Agent().ServiceDeregister("self-1"); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, 10*time.Second, "registered again", func() bool { return reg.Stats().Registrations >= 2 })
+	if got := registered(); len(got) != 2 || got[1] != want {
+		t.Fatalf("after the agent forgot ferry and it registered again, logged %+v, want %+v twice", got, want)
+	}
+}
