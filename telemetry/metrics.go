@@ -289,11 +289,21 @@ func (m *Metrics) SetBreakerState(service, endpoint string, state BreakerState) 
 	m.breakerState.with(service, endpoint).set(state.gaugeValue())
 }
 
-// BreakerTransition counts a breaker state change and records the new state.
-// To attach it to a request's span as well, use Request.BreakerTransition.
+// BreakerTransition counts a breaker state change, and records the new
+// state until KnownEndpoints is set; from then on each scrape reads the
+// state from the breakers in force (syncEndpoints) and nothing else sets
+// it. A transition's report can come late: the goroutine that made the
+// change may be held up before reporting it while a reload replaces the
+// breaker (or drops its endpoint) and a scrape reads the breakers in
+// force. Were it recorded then, between the scrape's read and its
+// output, the scrape would show the replaced breaker's state, or the
+// series of an endpoint no longer in force. To attach the transition to
+// a request's span as well, use Request.BreakerTransition.
 func (m *Metrics) BreakerTransition(service, endpoint string, to BreakerState) {
 	m.breakerTransition.with(service, string(to)).add(1)
-	m.SetBreakerState(service, endpoint, to)
+	if m.endpoints.Load() == nil {
+		m.SetBreakerState(service, endpoint, to)
+	}
 }
 
 // Breakers yields every endpoint in force, by service, with the state of
@@ -306,7 +316,7 @@ type Breakers func(yield func(service, endpoint string, state BreakerState) bool
 // service was dropped) goes, and one whose breaker a reload replaced shows
 // the new breaker's state, where the state of the last transition would
 // otherwise stay for good. Until it is set, the series follow the
-// transitions only.
+// transitions only; once it is set, only what it yields at each scrape.
 func (m *Metrics) KnownEndpoints(endpoints Breakers) {
 	m.endpoints.Store(&endpoints)
 }

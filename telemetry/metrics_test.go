@@ -128,6 +128,41 @@ func TestMetricsBreakerStateOfKnownEndpointsOnly(t *testing.T) {
 	}
 }
 
+// A transition reported while a scrape runs, after the scrape read the
+// breakers in force, is not what that scrape shows: its report may come
+// late, from a breaker a reload has since replaced (whose new breaker is
+// closed) or of an endpoint no longer in force. In ferry such a report
+// straggles when the goroutine that made the change is held up between
+// the change and its report, while a reload and a scrape run.
+func TestMetricsBreakerStateIgnoresReportsDuringAScrape(t *testing.T) {
+	tel, _, _ := recorded(t, Config{}, env{})
+	m := tel.Metrics()
+	m.KnownEndpoints(func(yield func(service, endpoint string, state BreakerState) bool) {
+		yield("files", "10.0.0.8:8080", BreakerClosed) // a new breaker (a reload)
+	})
+	// Reports of the old generation, landing after the scrape's
+	// syncEndpoints and before the families are written.
+	m.reg.prepare = append(m.reg.prepare, func() {
+		m.BreakerTransition("files", "10.0.0.8:8080", BreakerOpen)
+		m.BreakerTransition("files", "10.0.0.7:8080", BreakerOpen) // no longer in force
+	})
+	body, _ := scrape(t, tel.MetricsHandler(), "")
+	var lines []string
+	for _, l := range strings.Split(body, "\n") {
+		if strings.HasPrefix(l, "ferry_breaker_") {
+			lines = append(lines, l)
+		}
+	}
+	got := strings.Join(lines, "\n")
+	if !strings.Contains(got, `ferry_breaker_state{endpoint="10.0.0.8:8080",service="files"} 0`) || strings.Contains(got, "10.0.0.7") {
+		t.Fatalf("want the state of the breaker in force (closed), and no series of the endpoint not in force:\n%s", got)
+	}
+	// The transitions are still counted.
+	if !strings.Contains(got, `ferry_breaker_transitions_total{service="files",to="open"} 2`) {
+		t.Fatalf("want both transitions counted:\n%s", got)
+	}
+}
+
 func TestMetricsOpenMetricsExemplars(t *testing.T) {
 	tel, _, _ := recorded(t, Config{}, env{})
 	traceID := serveOne(t, tel, "/x", 200, "")
