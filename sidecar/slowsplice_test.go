@@ -60,13 +60,16 @@ func TestSlowSteadySplicedDownloadNotCut(t *testing.T) {
 // for a request body moved kernel to kernel from the lane's caller to the
 // upstream.
 func TestSlowSteadySplicedUploadNotCut(t *testing.T) {
-	const piece, pieces = 16 << 10, 24 // 384 KiB: spliced (more than spliceMin)
+	// 640 KiB (spliced: more than spliceMin) at 320 KiB/s: the move takes
+	// 2 s, twice body_idle, which is 20 times the caller's pace (see
+	// TestSlowSteadyCallerNotCut).
+	const piece, pieces = 16 << 10, 40
 	up := origin(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		n, err := io.Copy(io.Discard, r.Body)
 		fmt.Fprintf(w, "%d %v", n, err)
 	}))
-	_, url := outboundTo(t, "defaults: { timeouts: { body_idle: 300ms } }", up)
-	c := dialRaw(t, url) // 10 s: the upload takes about 1.2
+	_, url := outboundTo(t, "defaults: { timeouts: { body_idle: 1s } }", up)
+	c := dialRaw(t, url) // 10 s: the upload takes about 2
 	before := splicedUp.Load()
 	fmt.Fprintf(c, "POST /up HTTP/1.1\r\nHost: s\r\nContent-Length: %d\r\n\r\n", piece*pieces)
 	res := make(chan string, 1)
@@ -102,8 +105,13 @@ func TestSlowSteadySplicedUploadNotCut(t *testing.T) {
 // lane and on ones net/http serves (an HTTP/1.0 request is spliced, one
 // with Expect takes the buffer).
 func TestSlowSteadyCallerNotCut(t *testing.T) {
-	const size = 6 << 20
-	const piece = 64 << 10 // per 50 ms: 1.25 MiB/s, a segment takes ~800 ms
+	// body_idle 1s, against a read every 50 ms: a caller held up on a
+	// busy machine is still far from it (at 300ms, a full package run
+	// beside other work cut the buffered case once: since body_idle looks
+	// at a move every eighth of its value, a stall between one and two
+	// body_idle is cut, as it should be).
+	const size = 3 << 20
+	const piece = 32 << 10 // per 50 ms: 640 KiB/s, a 1 MiB segment takes ~1.6 s
 	up := startRawServer(t, func(c net.Conn) {
 		if _, err := http.ReadRequest(bufio.NewReader(c)); err != nil {
 			return
@@ -111,7 +119,7 @@ func TestSlowSteadyCallerNotCut(t *testing.T) {
 		fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\nConnection: close\r\n\r\n", size)
 		c.Write(bytes.Repeat([]byte("d"), size))
 	})
-	_, url := outboundTo(t, "defaults: { timeouts: { body_idle: 300ms } }", up.addr())
+	_, url := outboundTo(t, "defaults: { timeouts: { body_idle: 1s } }", up.addr())
 	for _, caller := range []struct {
 		name, head string
 		spliced    bool
