@@ -114,7 +114,9 @@ var errPreface = failure{status: http.StatusHTTPVersionNotSupported, reason: "th
 // malformed refuses requests that must not be relayed: CONNECT, the
 // HTTP/2 preface read as a request, and targets that are not origin-form
 // (or absolute-form, or asterisk-form "*"): relaying them would send the
-// upstream a different request than the caller's.
+// upstream a different request than the caller's. A malformed head is
+// reported as malformed_request, as net/http's and the lane's refusals of
+// the same heads over HTTP/1.1 are.
 func malformed(r *http.Request) (failure, bool) {
 	switch {
 	case r.Method == http.MethodConnect:
@@ -123,7 +125,7 @@ func malformed(r *http.Request) (failure, bool) {
 		return errPreface, true
 	case r.URL.Opaque != "",
 		r.URL.Path != "" && r.URL.Path[0] != '/' && r.URL.Path != "*":
-		return failure{status: http.StatusBadRequest, reason: fmt.Sprintf("request target %q is not origin-form", r.RequestURI), kind: telemetry.ReasonOther, close: true}, true
+		return failure{status: http.StatusBadRequest, reason: fmt.Sprintf("request target %q is not origin-form", r.RequestURI), kind: telemetry.ReasonMalformedRequest, close: true}, true
 	case r.ProtoMajor >= 2:
 		if f, bad := notForHTTP1(r); bad {
 			return f, true
@@ -142,11 +144,11 @@ func malformed(r *http.Request) (failure, bool) {
 func notForHTTP1(r *http.Request) (failure, bool) {
 	switch {
 	case !httpguts.ValidHeaderFieldName(r.Method): // a method is a token
-		return failure{status: http.StatusBadRequest, reason: fmt.Sprintf("method %q is not a token", r.Method), kind: telemetry.ReasonOther, close: true}, true
+		return failure{status: http.StatusBadRequest, reason: fmt.Sprintf("method %q is not a token", r.Method), kind: telemetry.ReasonMalformedRequest, close: true}, true
 	case strings.IndexByte(r.URL.RawQuery, ' ') >= 0:
-		return failure{status: http.StatusBadRequest, reason: fmt.Sprintf("request target %q holds a space", r.RequestURI), kind: telemetry.ReasonOther, close: true}, true
+		return failure{status: http.StatusBadRequest, reason: fmt.Sprintf("request target %q holds a space", r.RequestURI), kind: telemetry.ReasonMalformedRequest, close: true}, true
 	case !httpguts.ValidHostHeader(r.Host):
-		return failure{status: http.StatusBadRequest, reason: fmt.Sprintf("authority %q is not a valid host", r.Host), kind: telemetry.ReasonOther, close: true}, true
+		return failure{status: http.StatusBadRequest, reason: fmt.Sprintf("authority %q is not a valid host", r.Host), kind: telemetry.ReasonMalformedRequest, close: true}, true
 	}
 	return failure{}, false
 }

@@ -129,3 +129,60 @@ limits: { max_header_bytes: 1024 }
 		}
 	}
 }
+
+// A request ferry's handler refuses because its head is malformed (a
+// request target not in origin form over HTTP/1.1; over HTTP/2 a method
+// that is not a token, a query holding a space, an authority that is not a
+// valid host) is reported as the malformed request it is, with reason
+// malformed_request, as net/http's and the lane's refusals of the same
+// heads over HTTP/1.1 are: on the access log line, the server span and
+// ferry_requests_total. It is no failure of ferry's own ("other").
+func TestMalformedRequestsRefusedByTheHandlerAreMalformed(t *testing.T) {
+	up := origin(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
+	sc, rec, logs := tracedFerry(t, fmt.Sprintf(`
+admin: { listen: 127.0.0.1:0 }
+outbound: { listen: 127.0.0.1:0, routes: [ { service: s } ] }
+services: { s: { endpoints: [%s] } }
+`, up))
+	addr := sc.Addr("outbound")
+	h2 := func(method, authority, path string) [][2]string {
+		return [][2]string{{":method", method}, {":scheme", "http"}, {":authority", authority}, {":path", path}}
+	}
+	cases := []struct {
+		name   string
+		raw    string      // an HTTP/1.1 request, or
+		fields [][2]string // an HTTP/2 one
+	}{
+		{name: "HTTP/1.1 target not in origin form", raw: "GET a:b HTTP/1.1\r\nHost: s\r\n\r\n"},
+		{name: "HTTP/2 method not a token", fields: h2("G(T", "s", "/p")},
+		{name: "HTTP/2 query with a space", fields: h2("GET", "s", "/p?a HTTP/1.1")},
+		{name: "HTTP/2 authority not a host", fields: h2("GET", "s x", "/p")},
+	}
+	for i, c := range cases {
+		if c.raw != "" {
+			if got := rawExchange(t, addr, c.raw, 1); got[0] != 400 {
+				t.Fatalf("%s: status %d, want 400", c.name, got[0])
+			}
+		} else if res := h2Raw(t, addr, c.fields, ""); res.status != 400 {
+			t.Fatalf("%s: got %v, want 400", c.name, res)
+		}
+		waitFor(t, c.name+": its access log line", 5*time.Second, func() bool { return len(accessLines(t, logs)) > i })
+		l := accessLines(t, logs)[i]
+		if l["status"] != float64(400) || l["reason"] != telemetry.ReasonMalformedRequest {
+			t.Errorf("%s: access log line has status %v reason %q, want 400 %q", c.name, l["status"], l["reason"], telemetry.ReasonMalformedRequest)
+		}
+	}
+	waitFor(t, "the server spans", 5*time.Second, func() bool { return len(rec.Ended()) >= len(cases) })
+	for _, s := range rec.Ended() {
+		for _, a := range s.Attributes() {
+			if a.Key == telemetry.AttrReason && a.Value.AsString() != telemetry.ReasonMalformedRequest {
+				t.Errorf("span %q has ferry.reason %q, want %q", s.Name(), a.Value.AsString(), telemetry.ReasonMalformedRequest)
+			}
+		}
+	}
+	body := metricsText(sc)
+	want := fmt.Sprintf(`ferry_requests_total{endpoint="",listener="outbound",reason="malformed_request",service="",status_class="4xx"} %d`, len(cases))
+	if !strings.Contains(body, want) {
+		t.Errorf("no %s in:\n%s", want, grepLines(body, "ferry_requests_total"))
+	}
+}

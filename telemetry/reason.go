@@ -20,7 +20,7 @@ const (
 
 	// Refusals of a request head no handler saw (see Telemetry.Answered).
 	ReasonHeaderTooLarge     = "header_too_large"    // 431: the head passed limits.max_header_bytes
-	ReasonMalformedRequest   = "malformed_request"   // 400: a malformed request line or header (a bad Host among them)
+	ReasonMalformedRequest   = "malformed_request"   // 400: a malformed request line or header (a bad Host among them); also when ferry's handler refuses one (a target not in origin form, an HTTP/2 method, query or authority an HTTP/1.1 request line cannot carry)
 	ReasonUnsupportedRequest = "unsupported_request" // 501 for an unknown transfer coding, 417 for an unknown expectation
 )
 
