@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -793,4 +794,44 @@ func ackControl(fr *http2.Framer, f http2.Frame) bool {
 		return false
 	}
 	return true
+}
+
+// A head shorter than the first line of the HTTP/2 preface ("PRI *
+// HTTP/2.0", 14 bytes) is no request (the shortest request line, "G /
+// HTTP/1.0", is 12 bytes and needs its line end and a blank line after
+// it), and is answered 400 at once, as malformed_request. It went to
+// net/http, which also serves h2c there and waited for 14 bytes to tell
+// the preface from HTTP/1, until read_header_timeout: "GET /x\r\n\r\n" got
+// its 400 after 10 s, holding a connection slot all that time.
+func TestShortMalformedHeadAnsweredAtOnce(t *testing.T) {
+	o := startRecOrigin(t)
+	sc := startFerry(t, fmt.Sprintf(`
+admin: { listen: 127.0.0.1:0 }
+outbound: { listen: 127.0.0.1:0, routes: [ { service: s } ] }
+services: { s: { endpoints: [%s] } }
+limits: { read_header_timeout: 1m }
+`, o.addr()))
+	for _, raw := range []string{"GET /x\r\n\r\n", "GET\r\n\r\n", "GET /\n\n", "x\n\r\n"} {
+		t.Run(strconv.Quote(raw), func(t *testing.T) {
+			c, err := net.Dial("tcp", sc.Addr("outbound"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			c.SetDeadline(time.Now().Add(10 * time.Second))
+			start := time.Now()
+			io.WriteString(c, raw)
+			res, err := http.ReadResponse(bufio.NewReader(c), nil)
+			if err != nil {
+				t.Fatalf("no answer after %v: %v", time.Since(start), err)
+			}
+			res.Body.Close()
+			if res.StatusCode != http.StatusBadRequest || res.Header.Get("X-Ferry-Error") == "" {
+				t.Fatalf("answered %d (X-Ferry-Error %q) after %v, want ferry's 400", res.StatusCode, res.Header.Get("X-Ferry-Error"), time.Since(start))
+			}
+		})
+	}
+	if n := len(o.requests()); n != 0 {
+		t.Fatalf("the origin got %d requests", n)
+	}
 }

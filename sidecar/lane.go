@@ -742,6 +742,16 @@ func (l *lane) serveConn(c net.Conn) {
 				l.answered(errPreface.status, errPreface.kind)
 				return
 			}
+			if shortHead(br) {
+				// net/http serves h2c here too, and waits for the 14
+				// bytes that tell the preface from HTTP/1 (until
+				// read_header_timeout): no request is this short.
+				w := &connWriter{conn: c, tc: lc.tc, bw: bw, h: http.Header{}}
+				writeFailure(w, errShortHead)
+				w.finish()
+				l.answered(errShortHead.status, errShortHead.kind)
+				return
+			}
 			if l.handOver(c, br, headBy) {
 				owned, slotPassed = false, true
 			}
@@ -829,6 +839,25 @@ func (l *lane) readHead(br *bufio.Reader, beforeWait func()) ([]byte, headVerdic
 		}
 		n = len(buf) + 1
 	}
+}
+
+// prefaceLine is the first line of the HTTP/2 preface, as much as
+// net/http reads before it tells the preface from an HTTP/1 request.
+const prefaceLine = "PRI * HTTP/2.0"
+
+// errShortHead answers a whole head shorter than prefaceLine (see
+// shortHead).
+var errShortHead = failure{status: http.StatusBadRequest, reason: "malformed request: no request line this short is one", kind: telemetry.ReasonMalformedRequest, close: true}
+
+// shortHead reports that br holds a whole head (its blank line came)
+// shorter than prefaceLine: never a request, whose shortest line ("G /
+// HTTP/1.0") takes 12 bytes and two line ends after it, nor the preface.
+func shortHead(br *bufio.Reader) bool {
+	buf, _ := br.Peek(br.Buffered())
+	if len(buf) >= len(prefaceLine) {
+		return false
+	}
+	return bytes.Contains(buf, []byte("\n\n")) || bytes.Contains(buf, []byte("\n\r\n"))
 }
 
 // bareLF reports an LF not preceded by CR, or a CR not followed by LF (a
