@@ -12,11 +12,12 @@ import (
 // a test keeps them equal): whole seconds from 0 to an hour, written as a
 // number of seconds ("90", "90s", "3600s") or in h, m and s, largest first,
 // with minutes and seconds below 60 after a larger unit ("1m30s", "60m",
-// "1h", "1h0m0s"). Leading zeros are allowed. The expression is the whole
+// "1h", "1h0m0s", and with no hours "0h30m" or "0h"). Leading zeros are
+// allowed. The expression is the whole
 // rule, with the bound, so that a JSON schema can hold it: Go's duration
 // syntax (fractions, ms, units repeated or in any order) cannot be bounded
 // by one.
-const PreStopSleepPattern = `^(?:0*(?:[0-9]{1,3}|[12][0-9]{3}|3[0-5][0-9]{2}|3600)s?|0*[1-5]?[0-9]m(?:0*[1-5]?[0-9]s)?|0*60m(?:0+s)?|0*1h(?:0+m)?(?:0+s)?)$`
+const PreStopSleepPattern = `^(?:0*(?:[0-9]{1,3}|[12][0-9]{3}|3[0-5][0-9]{2}|3600)s?|(?:0+h)?0*[1-5]?[0-9]m(?:0*[1-5]?[0-9]s)?|0+h(?:0*[1-5]?[0-9]s)?|0*60m(?:0+s)?|0*1h(?:0+m)?(?:0+s)?)$`
 
 var preStopSleepRE = lazyRegexp(PreStopSleepPattern)
 

@@ -43,3 +43,35 @@ func TestParsePreStopSleep(t *testing.T) {
 		}
 	}
 }
+
+// TestParsePreStopSleepZeroHours reads the forms that begin with a zero
+// count of hours ("0h", "0h30m", "0h0m5s"): h, m and s largest first, with
+// minutes and seconds below 60 after the larger unit, as the rule says, and
+// what the annotation and the flags took before the rule was one pattern.
+// Minutes or seconds of 60 or more after 0h stay refused, as after 1h.
+func TestParsePreStopSleepZeroHours(t *testing.T) {
+	for n := 0; n < 3600; n++ {
+		m, s := n/60, n%60
+		forms := []string{fmt.Sprintf("0h%dm%ds", m, s), fmt.Sprintf("00h0%dm0%ds", m, s)}
+		if s == 0 {
+			forms = append(forms, fmt.Sprintf("0h%dm", m))
+		}
+		if m == 0 {
+			forms = append(forms, fmt.Sprintf("0h%ds", s), fmt.Sprintf("0h0m%ds", s))
+		}
+		if n == 0 {
+			forms = append(forms, "0h", "00h", "0h0m", "0h0s")
+		}
+		want := time.Duration(n) * time.Second
+		for _, v := range forms {
+			if got, err := ParsePreStopSleep(v); err != nil || got != want {
+				t.Errorf("%q: %v %v, want %s", v, got, err, want)
+			}
+		}
+	}
+	for _, v := range []string{"0h60m", "0h60s", "0h1m60s", "0h90s", "0h0m60s", "0h61m", "1h1m", "0h5s0m", "h", "0hm5s"} {
+		if got, err := ParsePreStopSleep(v); err == nil {
+			t.Errorf("%q: %v, want refused", v, got)
+		}
+	}
+}
