@@ -7,6 +7,8 @@ import (
 	"net"
 	"sync"
 	"sync/atomic"
+	"syscall"
+	"time"
 )
 
 // h2MaxFrame is the largest HTTP/2 frame ferry sends or accepts. net/http
@@ -41,14 +43,20 @@ const (
 // bytes, in which net/http's client would find only a frame too large.
 type frameCapConn struct {
 	net.Conn
-	peer     *h2cPeer // nil in tests of the frame scan alone
-	addr     string   // the endpoint dialled, as peer records it
-	framed   bool     // the first frame header was read
-	err      error    // a *notHTTP2Error, once the upstream answered in HTTP/1
-	hdr      [h2FrameHeaderLen]byte
-	hn       int  // bytes of hdr read so far
-	left     int  // payload bytes left of the current frame
-	settings bool // the current payload is SETTINGS parameters
+	peer   *h2cPeer // nil in tests of the frame scan alone
+	addr   string   // the endpoint dialled, as peer records it
+	framed bool     // the first frame header was read
+	err    error    // a *notHTTP2Error, once the upstream answered in HTTP/1
+	// firstMu guards first, closed by the reader once it knows what the
+	// upstream answered first (framed, or its read failed before), for a
+	// write that failed meanwhile (see Write). firstDone: it is closed.
+	firstMu   sync.Mutex
+	first     chan struct{}
+	firstDone bool
+	hdr       [h2FrameHeaderLen]byte
+	hn        int  // bytes of hdr read so far
+	left      int  // payload bytes left of the current frame
+	settings  bool // the current payload is SETTINGS parameters
 	// param holds the bytes of a SETTINGS parameter a read ended inside of,
 	// not yet handed on: they may need rewriting once the rest arrives.
 	param   [h2SettingLen]byte
@@ -86,6 +94,9 @@ func (c *frameCapConn) Read(p []byte) (int, error) {
 		}
 		n, err := c.Conn.Read(p)
 		d := c.scan(p[:n])
+		if !c.firstDone && (c.framed || err != nil) {
+			c.firstKnown()
+		}
 		if c.err != nil {
 			return 0, c.err
 		}
@@ -94,6 +105,53 @@ func (c *frameCapConn) Read(p []byte) (int, error) {
 		}
 		return d, err
 	}
+}
+
+// Write passes p on. A write that fails because the upstream closed the
+// connection (EPIPE, ECONNRESET) before its first frame header was read
+// most often met an HTTP/1 upstream that answered the preface and closed:
+// a POST's HEADERS and DATA are written as that answer arrives. The
+// answer then waits in the receive queue and the connection's reader
+// (net/http's read loop) takes it at once: the write waits for that, and
+// fails with the *notHTTP2Error the read found, as net/http's client
+// reports the write's error to the request.
+func (c *frameCapConn) Write(p []byte) (int, error) {
+	n, err := c.Conn.Write(p)
+	if err == nil || !errors.Is(err, syscall.EPIPE) && !errors.Is(err, syscall.ECONNRESET) {
+		return n, err
+	}
+	t := time.NewTimer(firstAnswerWait)
+	defer t.Stop()
+	select {
+	case <-c.firstChan():
+		var nh *notHTTP2Error
+		if errors.As(c.err, &nh) {
+			return n, c.err
+		}
+	case <-t.C: // no reader came: the write's own error
+	}
+	return n, err
+}
+
+// firstAnswerWait bounds Write's wait for the reader: the peer closed the
+// connection, so a read in progress ends at once, and none may be running
+// (net/http writes the preface before it starts reading).
+const firstAnswerWait = 2 * time.Second
+
+// firstChan is first, made on first use.
+func (c *frameCapConn) firstChan() chan struct{} {
+	c.firstMu.Lock()
+	defer c.firstMu.Unlock()
+	if c.first == nil {
+		c.first = make(chan struct{})
+	}
+	return c.first
+}
+
+// firstKnown closes first (called by the reader, once).
+func (c *frameCapConn) firstKnown() {
+	c.firstDone = true
+	close(c.firstChan())
 }
 
 // scan follows the frames in b, rewriting SETTINGS parameters in place,
