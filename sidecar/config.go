@@ -237,10 +237,6 @@ func (c *Config) needsConsul() bool {
 	return false
 }
 
-// usedServices is the set of services an outbound route leads to. Nothing
-// else names a service (inbound goes to its app, register names ferry's
-// own service), so the others are never used: they are warned about and
-// neither resolved nor watched.
 // UnusedServices lists, in name order, the services no outbound route
 // leads to: ferry neither resolves nor watches them, and warns of each
 // when it loads the config.
@@ -256,6 +252,10 @@ func (c *Config) UnusedServices() []string {
 	return out
 }
 
+// usedServices is the set of services an outbound route leads to. Nothing
+// else names a service (inbound goes to its app, register names ferry's
+// own service), so the others are never used: they are warned about and
+// neither resolved nor watched.
 func (c *Config) usedServices() map[string]bool {
 	used := map[string]bool{}
 	if c.Outbound != nil {

@@ -31,7 +31,7 @@ func ParsePreStopSleep(v string) (time.Duration, error) {
 	if !preStopSleepRE().MatchString(v) {
 		// Say what is wrong with a value that is a duration of another
 		// form: negative, over an hour, not whole seconds.
-		if _, err := parseDuration(v, true); err != nil && err.Error() != errDurationForm.Error() {
+		if _, err := parseDuration(v, true); err != nil && !errors.Is(err, errDurationForm) {
 			return 0, err
 		}
 		return 0, errPreStopSleepForm
