@@ -27,6 +27,7 @@ import (
 	"log"
 	"log/slog"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 )
@@ -37,7 +38,7 @@ const maxKept = 64
 var (
 	mu       sync.Mutex
 	keeping  bool // the defaults keep records, until Release
-	kept     []slog.Record
+	kept     []keptRecord
 	dropped  int
 	prev     *slog.Logger // slog's default before init
 	prevOut  io.Writer    // the log package's output and flags before init
@@ -53,31 +54,66 @@ func init() {
 	slog.SetDefault(slog.New(keeper{}))
 }
 
-// keeper is the handler slog's default logger has until Release.
-type keeper struct{}
+// keeper is the handler slog's default logger has until Release. A
+// logger derived from it (With, WithGroup) notes what it added, for the
+// handler its records are written with.
+type keeper struct{ derived []derivation }
+
+// derivation is one With (attrs) or WithGroup (group) of a derived logger.
+type derivation struct {
+	attrs []slog.Attr
+	group string
+}
+
+// keptRecord is a record kept, with the derivations of its logger.
+type keptRecord struct {
+	r       slog.Record
+	derived []derivation
+}
+
+// derive is h as the derivations ds make it.
+func derive(h slog.Handler, ds []derivation) slog.Handler {
+	for _, d := range ds {
+		if d.group != "" {
+			h = h.WithGroup(d.group)
+		} else {
+			h = h.WithAttrs(d.attrs)
+		}
+	}
+	return h
+}
 
 func (keeper) Enabled(context.Context, slog.Level) bool { return true }
 
-func (keeper) Handle(ctx context.Context, r slog.Record) error {
+func (k keeper) Handle(ctx context.Context, r slog.Record) error {
 	mu.Lock()
 	if !keeping {
 		// A record that raced Release goes to the default restored.
 		mu.Unlock()
-		return prev.Handler().Handle(ctx, r)
+		return derive(prev.Handler(), k.derived).Handle(ctx, r)
 	}
 	defer mu.Unlock()
 	if len(kept) < maxKept {
-		kept = append(kept, r.Clone())
+		kept = append(kept, keptRecord{r.Clone(), k.derived})
 	} else {
 		dropped++
 	}
 	return nil
 }
 
-// WithAttrs and WithGroup keep nothing more: a logger derived from the
-// default during initialisation is rare, and its records still come.
-func (k keeper) WithAttrs([]slog.Attr) slog.Handler { return k }
-func (k keeper) WithGroup(string) slog.Handler      { return k }
+func (k keeper) WithAttrs(as []slog.Attr) slog.Handler {
+	if len(as) == 0 {
+		return k
+	}
+	return keeper{append(slices.Clip(k.derived), derivation{attrs: slices.Clone(as)})}
+}
+
+func (k keeper) WithGroup(name string) slog.Handler {
+	if name == "" {
+		return k
+	}
+	return keeper{append(slices.Clip(k.derived), derivation{group: name})}
+}
 
 // Release writes the records kept since the process began to h (each at
 // its own level and time, h deciding which it keeps), with the number of
@@ -98,13 +134,13 @@ func Release(h slog.Handler) {
 	log.SetFlags(prevFlag)
 	mu.Unlock()
 	ctx := context.Background()
-	for _, r := range recs {
-		if h.Enabled(ctx, r.Level) {
-			_ = h.Handle(ctx, r)
+	for _, k := range recs {
+		if hh := derive(h, k.derived); hh.Enabled(ctx, k.r.Level) {
+			_ = hh.Handle(ctx, k.r)
 		}
 	}
 	if n > 0 {
-		r := slog.NewRecord(recs[len(recs)-1].Time, slog.LevelWarn, "more lines logged during start-up were not kept", 0)
+		r := slog.NewRecord(recs[len(recs)-1].r.Time, slog.LevelWarn, "more lines logged during start-up were not kept", 0)
 		r.AddAttrs(slog.Int("lines", n))
 		_ = h.Handle(ctx, r)
 	}
