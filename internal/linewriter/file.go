@@ -50,9 +50,15 @@ func OpenFile(path string, warn func(error)) (*File, error) {
 // CheckOpen reports the error OpenFile would return for path, without
 // creating the file when it does not exist: a file that exists is opened
 // for appending and closed (nothing is written), one that does not needs
-// a directory it could be created in.
+// a directory it could be created in. A named pipe is opened without
+// waiting for its reader (OpenFile waits): one that has none yet passes.
 func CheckOpen(path string) error {
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND, 0)
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|syscall.O_NONBLOCK, 0)
+	if errors.Is(err, syscall.ENXIO) {
+		if info, serr := os.Stat(path); serr == nil && info.Mode()&fs.ModeNamedPipe != 0 {
+			return nil // a pipe whose reader is not there yet
+		}
+	}
 	if err == nil {
 		return f.Close()
 	}
