@@ -1727,12 +1727,20 @@ func (c *prefixConn) Close() error {
 
 func (c *prefixConn) Read(p []byte) (int, error) {
 	n, err := c.r.Read(p)
+	if h := testHookHandedRead.Load(); h != nil && n > 0 {
+		(*h)()
+	}
 	c.scan.feed(p[:n])
 	if err != nil && !errors.Is(err, net.ErrClosed) {
 		c.resets.callerEnded.Store(true)
 	}
 	return n, err
 }
+
+// testHookHandedRead, set by tests only, runs after each Read of a
+// handed-over connection that returned bytes, before net/http sees them:
+// a test holds it to order that read against net/http's own work.
+var testHookHandedRead atomic.Pointer[func()]
 
 // SetReadDeadline keeps the first deadline net/http sets, the one for the
 // head it goes on reading, no later than the lane's for that head.

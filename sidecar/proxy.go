@@ -307,7 +307,7 @@ func (p *Proxy) attempts(ctx context.Context, w http.ResponseWriter, r *http.Req
 				// The caller went away (or half-closed, which the lane
 				// takes for it): no answer, and none that looks whole.
 				x.status, x.reason = f.status, f.kind
-				panic(http.ErrAbortHandler)
+				abortCaller(w, r, body)
 			}
 			tried = append(tried, addr) // only a retry needs the list
 			if next, ok := p.retry(ctx, up, attempt, key, tried, r, body, o, x, f.kind, nil); ok {
@@ -321,7 +321,7 @@ func (p *Proxy) attempts(ctx context.Context, w http.ResponseWriter, r *http.Req
 				// outcome.
 				if f, gone = classify(ctx, up.name, addr, ctx.Err()); gone {
 					x.status, x.reason = f.status, f.kind
-					panic(http.ErrAbortHandler)
+					abortCaller(w, r, body)
 				}
 				actx = ctx // its cause, not the attempt's, ended the exchange
 			}
@@ -373,7 +373,7 @@ func (p *Proxy) attempts(ctx context.Context, w http.ResponseWriter, r *http.Req
 				p.logFailure(r, up.name, addr, f, err)
 				if gone {
 					x.status, x.reason = f.status, f.kind
-					panic(http.ErrAbortHandler)
+					abortCaller(w, r, body)
 				}
 				x.err = err
 				x.fail(w, f)
@@ -425,7 +425,7 @@ func (p *Proxy) attempts(ctx context.Context, w http.ResponseWriter, r *http.Req
 				a.End(telemetry.Outcome{Status: res.StatusCode, Reason: f.kind})
 				if gone {
 					x.status, x.reason = f.status, f.kind
-					panic(http.ErrAbortHandler)
+					abortCaller(w, r, body)
 				}
 				x.fail(w, f)
 				return
@@ -577,7 +577,7 @@ func (p *Proxy) attempts(ctx context.Context, w http.ResponseWriter, r *http.Req
 						var gone bool
 						if f, gone = classify(ctx, up.name, addr, ctx.Err()); gone {
 							x.status, x.reason = f.status, f.kind
-							panic(http.ErrAbortHandler)
+							abortCaller(w, r, body)
 						}
 					}
 				}
@@ -615,7 +615,7 @@ func (p *Proxy) attempts(ctx context.Context, w http.ResponseWriter, r *http.Req
 				// until the caller sent more.
 				body.unblock(w)
 			}
-			panic(http.ErrAbortHandler)
+			abortCaller(w, r, body)
 		case result.writeErr != nil, cutMade:
 			// The caller went away or stopped reading, or ferry cut the
 			// write (a timeout, the drain's grace period ended); a cut
@@ -667,7 +667,7 @@ func (p *Proxy) attempts(ctx context.Context, w http.ResponseWriter, r *http.Req
 			// would be parsed as another request. Nor can it write on
 			// once its writes were cut (cutOnCancel saw to an
 			// HTTP/1.0 caller's reset).
-			panic(http.ErrAbortHandler)
+			abortCaller(w, r, body)
 		}
 		return
 	}
@@ -1235,6 +1235,33 @@ func callerSocket(w http.ResponseWriter, out *http.Request) *net.TCPConn {
 	return nil
 }
 
+// abortCaller breaks the answer to the caller: the handler panics with
+// http.ErrAbortHandler, and net/http resets an HTTP/2 caller's stream or
+// closes an HTTP/1.x caller's connection. Before it closes that
+// connection, net/http's server reads what is left of the caller's body
+// (up to 256 KiB) when it closes the body, and so does ferry's transport
+// closing it; a caller that waits for the answer to end before it sends
+// more (a full-duplex exchange) sends nothing, and the answer never ends.
+// A read deadline in the past does not end those reads for certain:
+// net/http, ending the handler, clears the deadline once it has ended a
+// read in progress, and the transport goes on reading after that. So the
+// read side of such a caller's socket is shut first, when its body did
+// not reach its end: every read after it returns what the socket holds
+// and then the end, and one waiting returns at once. Nothing is lost: the
+// connection closes right after.
+func abortCaller(w http.ResponseWriter, r *http.Request, body *requestBody) {
+	if r.ProtoMajor == 1 && body.unfinished() {
+		if _, own := w.(*connWriter); !own {
+			// The lane's own connections (and those taken over from
+			// net/http) close without reading on.
+			if tc := callerSocket(w, r); tc != nil {
+				_ = tc.CloseRead()
+			}
+		}
+	}
+	panic(http.ErrAbortHandler)
+}
+
 // resetCaller makes an HTTP/1.0 caller's connection end with a reset
 // (RST) instead of a FIN when the response begun on it breaks. Such a
 // caller's body (one ferry's answer gives no Content-Length) is delimited
@@ -1350,11 +1377,18 @@ type guardedAfter struct {
 	stopFn func() bool
 }
 
+// testHookGuardedRun, set by tests only, runs at the start of every
+// guardedAfter run: a test holds it to have stop come first.
+var testHookGuardedRun atomic.Pointer[func()]
+
 // afterGuarded arranges for f to run when ctx ends, unless stop comes
 // first.
 func afterGuarded(ctx context.Context, f func()) *guardedAfter {
 	g := &guardedAfter{}
 	g.stopFn = context.AfterFunc(ctx, func() {
+		if h := testHookGuardedRun.Load(); h != nil {
+			(*h)()
+		}
 		g.mu.Lock()
 		defer g.mu.Unlock()
 		if !g.over {

@@ -461,6 +461,12 @@ func (b *requestBody) uploading() bool {
 	return b != nil && !b.ended.Load() && !b.failed.Load()
 }
 
+// unfinished reports that the caller's body did not reach its end, read
+// or not, failed or not: its connection may still carry some of it.
+func (b *requestBody) unfinished() bool {
+	return b != nil && !b.ended.Load()
+}
+
 // broken reports that reading the caller's body failed (bad framing, a
 // connection cut mid-body).
 func (b *requestBody) broken() bool { return b != nil && b.failed.Load() }
@@ -473,10 +479,17 @@ func (b *requestBody) broken() bool { return b != nil && b.failed.Load() }
 func (b *requestBody) Close() error {
 	if b.n.Load() > 0 || b.reading.Load() {
 		b.stopped.Store(true)
+		if h := testHookBodyClose.Load(); h != nil {
+			(*h)()
+		}
 		return b.rc.Close()
 	}
 	return nil
 }
+
+// testHookBodyClose, set by tests only, runs in Close before the caller's
+// body is closed: a test holds it to order that close against net/http's.
+var testHookBodyClose atomic.Pointer[func()]
 
 // brokenByCaller returns the error of the caller's body, when reading it
 // failed of the caller's own doing: before ferry or its transport ended
