@@ -62,6 +62,28 @@ type frameCapConn struct {
 	param   [h2SettingLen]byte
 	pn      int
 	pending []byte // a completed param, to hand on before reading more
+	// ping finds the connection dead (nil when pings are off, and in
+	// tests of the frame scan alone).
+	ping *h2cPinger
+}
+
+// write writes b, through the pinger when there is one (it slips its
+// PINGs in between the client's frames).
+func (c *frameCapConn) write(b []byte) (int, error) {
+	if c.ping == nil {
+		return c.Conn.Write(b)
+	}
+	return c.ping.write(b)
+}
+
+// Close closes the connection first: a write stalled on it holds the
+// pinger's lock until then.
+func (c *frameCapConn) Close() error {
+	err := c.Conn.Close()
+	if c.ping != nil {
+		c.ping.stop()
+	}
+	return err
 }
 
 func (c *frameCapConn) Read(p []byte) (int, error) {
@@ -79,6 +101,9 @@ func (c *frameCapConn) Read(p []byte) (int, error) {
 		}
 		if c.pn > 0 {
 			n, err := c.Conn.Read(c.param[c.pn:])
+			if n > 0 && c.ping != nil {
+				c.ping.read()
+			}
 			c.pn += n
 			if c.pn == h2SettingLen {
 				capSetting(c.param[:])
@@ -93,6 +118,14 @@ func (c *frameCapConn) Read(p []byte) (int, error) {
 			continue
 		}
 		n, err := c.Conn.Read(p)
+		if c.ping != nil {
+			if n > 0 {
+				c.ping.read()
+			}
+			if err != nil && c.ping.lost.Load() {
+				err = errH2CPingLost
+			}
+		}
 		d := c.scan(p[:n])
 		if !c.firstDone && (c.framed || err != nil) {
 			c.firstKnown()
@@ -116,7 +149,7 @@ func (c *frameCapConn) Read(p []byte) (int, error) {
 // fails with the *notHTTP2Error the read found, as net/http's client
 // reports the write's error to the request.
 func (c *frameCapConn) Write(p []byte) (int, error) {
-	n, err := c.Conn.Write(p)
+	n, err := c.write(p)
 	if err == nil || !errors.Is(err, syscall.EPIPE) && !errors.Is(err, syscall.ECONNRESET) {
 		return n, err
 	}

@@ -116,6 +116,10 @@ func (u *upstream) sameSettings(o *upstream) bool {
 	return u.protocol == o.protocol && reflect.DeepEqual(u.settings, o.settings)
 }
 
+// testHookH2CDialed, set by tests only, sees each h2c upstream connection
+// dialled.
+var testHookH2CDialed func(*frameCapConn)
+
 // newTransport builds the HTTP/1.1 or h2c connection pool for one upstream
 // service. It never consults HTTP_PROXY, never adds Accept-Encoding (bodies
 // pass untouched) and tags connect failures so they answer 502/504 with the
@@ -144,6 +148,7 @@ func newTransport(t resilience.Timeouts, h2c *h2cPeer) http.RoundTripper {
 		ReadBufferSize:        32 << 10,
 	}
 	if h2c != nil {
+		pingAfter, pingTimeout := h2PingAfter, h2PingTimeout // read once, as h2Windows does
 		p := new(http.Protocols)
 		p.SetUnencryptedHTTP2(true)
 		tr.Protocols = p
@@ -152,7 +157,12 @@ func newTransport(t resilience.Timeouts, h2c *h2cPeer) http.RoundTripper {
 			if err != nil {
 				return nil, err
 			}
-			return &frameCapConn{Conn: c, peer: h2c, addr: addr}, nil
+			fc := &frameCapConn{Conn: c, peer: h2c, addr: addr}
+			fc.startPinger(pingAfter, pingTimeout)
+			if testHookH2CDialed != nil {
+				testHookH2CDialed(fc)
+			}
+			return fc, nil
 		}
 		// Flow control is the only bound on what an HTTP/2 upstream may
 		// send ahead of a slow caller: keep it near the HTTP/1.1 path's
@@ -251,8 +261,9 @@ func h2Windows(server bool) *http.HTTP2Config {
 	if server {
 		c.MaxConcurrentStreams = h2Streams
 		c.MaxReceiveBufferPerConnection = h2Streams * h2StreamWindow
-	} else {
-		c.SendPingTimeout, c.PingTimeout = h2PingAfter, h2PingTimeout
 	}
+	// Toward upstreams, h2cPinger pings idle connections: net/http's
+	// SendPingTimeout would keep each closed connection in memory for
+	// h2PingAfter.
 	return c
 }
