@@ -9,6 +9,7 @@
 #   scripts/soak.sh                       # 10 minutes, 256 callers
 #   scripts/soak.sh -duration 2m          # shorter
 #   scripts/soak.sh -concurrency 64 -mix small=80,download=20 -max-body 64MiB
+#   scripts/soak.sh -reload-every 500ms   # the config replaced (and SIGHUP) under traffic
 #   scripts/soak.sh -h                    # every flag
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -27,6 +27,9 @@ type ferryProc struct {
 	outbound string // host:port
 	logPath  string
 	metrics  *http.Client
+	cfgPath  string
+	ports    []int // admin, outbound
+	origin   string
 }
 
 // repoRoot is the directory holding ferry's go.mod, from the working
@@ -63,9 +66,12 @@ func buildFerry(root, dir string) (string, error) {
 // outlier ejection are off: the soak's origin answers 500 and breaks
 // bodies on purpose, and a breaker opened by those would turn later
 // exchanges into ferry-made 503s by design, which is not what the soak
-// measures. Everything else is ferry's defaults.
-func ferryConfig(adminPort, outPort int, originAddr string) string {
-	return fmt.Sprintf(`# written by the ferry soak
+// measures. Everything else is ferry's defaults; gen, the config's
+// generation (-reload-every), alternates retry.max_retries between 2 (the
+// default) and 1, a change of the service's settings that makes a reload
+// retire its connection pools and breakers.
+func ferryConfig(adminPort, outPort int, originAddr string, gen int) string {
+	return fmt.Sprintf(`# written by the ferry soak, generation %d
 admin: { listen: 127.0.0.1:%d }
 outbound:
   listen: 127.0.0.1:%d
@@ -75,18 +81,25 @@ services:
 defaults:
   breaker: { consecutive_failures: 0 }
   outlier: { consecutive_5xx: 0 }
+  retry: { max_retries: %d }
 telemetry: { access_log: "off" }
 shutdown: { grace: 10s }
-`, adminPort, outPort, originAddr)
+`, gen, adminPort, outPort, originAddr, 2-gen%2)
 }
 
-func startFerry(bin, dir, originAddr string) (*ferryProc, error) {
+// startFerry starts ferry; with watch, its watcher polls the config every
+// 100ms and takes a change once two reads 20ms apart agree (-reload-every
+// replaces the file whole, so it never reads half-written), instead of
+// every 2s and 500ms apart by default: a change every second would
+// otherwise often be found changed again before it settled, and refused
+// as still being written, by design.
+func startFerry(bin, dir, originAddr string, watch bool) (*ferryProc, error) {
 	ports, err := localnet.FreePorts(2)
 	if err != nil {
 		return nil, err
 	}
 	cfgPath := filepath.Join(dir, "ferry.yaml")
-	if err := os.WriteFile(cfgPath, []byte(ferryConfig(ports[0], ports[1], originAddr)), 0o644); err != nil {
+	if err := os.WriteFile(cfgPath, []byte(ferryConfig(ports[0], ports[1], originAddr, 0)), 0o644); err != nil {
 		return nil, err
 	}
 	logPath := filepath.Join(dir, "ferry.log")
@@ -94,7 +107,11 @@ func startFerry(bin, dir, originAddr string) (*ferryProc, error) {
 	if err != nil {
 		return nil, err
 	}
-	cmd := exec.Command(bin, "run", "--config", cfgPath, "--log-level", "warn")
+	args := []string{"run", "--config", cfgPath, "--log-level", "warn"}
+	if watch {
+		args = append(args, "--config-poll", "100ms", "--config-settle", "20ms")
+	}
+	cmd := exec.Command(bin, args...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	if err := cmd.Start(); err != nil {
 		logf.Close()
@@ -102,6 +119,7 @@ func startFerry(bin, dir, originAddr string) (*ferryProc, error) {
 	}
 	f := &ferryProc{
 		cmd: cmd, done: make(chan struct{}), logPath: logPath,
+		cfgPath: cfgPath, ports: ports, origin: originAddr,
 		admin:    fmt.Sprintf("127.0.0.1:%d", ports[0]),
 		outbound: fmt.Sprintf("127.0.0.1:%d", ports[1]),
 		metrics:  &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{Proxy: nil, MaxIdleConnsPerHost: 1}},
@@ -132,6 +150,61 @@ func startFerry(bin, dir, originAddr string) (*ferryProc, error) {
 }
 
 func (f *ferryProc) pid() int { return f.cmd.Process.Pid }
+
+// reload puts generation gen of the config in place, whole (written beside
+// it and renamed over it, as a ConfigMap or an editor does), for ferry's
+// watcher to find, and with hup also sends ferry a SIGHUP.
+func (f *ferryProc) reload(gen int, hup bool) error {
+	tmp := f.cfgPath + ".new"
+	if err := os.WriteFile(tmp, []byte(ferryConfig(f.ports[0], f.ports[1], f.origin, gen)), 0o644); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp, f.cfgPath); err != nil {
+		return err
+	}
+	if hup {
+		return f.cmd.Process.Signal(syscall.SIGHUP)
+	}
+	return nil
+}
+
+// inForce reports whether generation gen of the config is the one ferry
+// serves, by its /config.
+func (f *ferryProc) inForce(gen int) bool {
+	res, err := f.metrics.Get("http://" + f.admin + "/config")
+	if err != nil {
+		return false
+	}
+	defer res.Body.Close()
+	b, _ := io.ReadAll(io.LimitReader(res.Body, 1<<20))
+	return strings.Contains(string(b), fmt.Sprintf("max_retries: %d\n", 2-gen%2))
+}
+
+// reloads reads ferry_config_reloads_total from ferry's /metrics: the
+// reloads applied and those rejected.
+func (f *ferryProc) reloads() (applied, rejected int64, err error) {
+	res, err := f.metrics.Get("http://" + f.admin + "/metrics")
+	if err != nil {
+		return 0, 0, err
+	}
+	defer res.Body.Close()
+	sc := bufio.NewScanner(io.LimitReader(res.Body, 8<<20))
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		name, v, ok := strings.Cut(sc.Text(), " ")
+		if !ok || !strings.HasPrefix(name, "ferry_config_reloads_total{") {
+			continue
+		}
+		n, _ := strconv.ParseFloat(strings.TrimSpace(v), 64)
+		switch {
+		case strings.Contains(name, `result="applied"`):
+			applied = int64(n)
+		case strings.Contains(name, `result="rejected"`):
+			rejected = int64(n)
+		}
+	}
+	return applied, rejected, sc.Err()
+}
 
 func (f *ferryProc) exited() bool {
 	select {

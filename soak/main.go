@@ -15,6 +15,15 @@
 // -request-timeout. The origin's 404/429/500 and its broken bodies are the
 // origin's behaviour and are counted apart.
 //
+// With -reload-every, the config changes while the traffic runs: every
+// interval the file is replaced whole (written beside it and renamed over
+// it), every other time followed by a SIGHUP (ferry then polls the file
+// every 100ms, with a settle interval of 20ms), each change altering the
+// service's retry settings, so that each reload ferry applies retires the
+// service's connection pools and breakers while exchanges run on them.
+// Every exchange must still come through whole, and the growth bounds
+// below hold as without reloads (closed pools must be let go).
+//
 // ferry's state is sampled every -sample from /proc/<pid> (threads, open
 // file descriptors, VmRSS, CPU) and its /metrics (go_goroutines): at rest
 // before traffic, during it, and after it while ferry's connections go idle.
@@ -37,7 +46,9 @@
 //     quarter of the traffic exceeds that of the second quarter (the first
 //     is warm-up) by at most max(32, 10%), and the peak RSS of the last
 //     quarter exceeds the peak of the second quarter by at most -rss-slack
-//     (default 32 MiB).
+//     (default 32 MiB);
+//   - with -reload-every: ferry rejected none of the changes, and the last
+//     one is in force within 10 s of the traffic's end.
 package main
 
 import (
@@ -68,6 +79,7 @@ type config struct {
 	fdSlack        int
 	goroutineSlack int
 	rssSlack       int64
+	reloadEvery    time.Duration
 }
 
 func main() {
@@ -90,6 +102,7 @@ func parseFlags(args []string) (*config, error) {
 	fs.IntVar(&c.fdSlack, "fd-slack", 8, "open descriptors allowed above the count at rest, after traffic")
 	fs.IntVar(&c.goroutineSlack, "goroutine-slack", 20, "goroutines allowed above the count at rest, after traffic")
 	rssSlack := fs.Int("rss-slack", 32, "MiB the last quarter's peak RSS may exceed the second quarter's")
+	fs.DurationVar(&c.reloadEvery, "reload-every", 0, "while traffic runs, change ferry's config this often (every other time also with a SIGHUP), each change retiring the service's connection pools; 0: never")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -116,6 +129,8 @@ func parseFlags(args []string) (*config, error) {
 		return nil, fmt.Errorf("-request-timeout: %v: want a positive duration", c.reqTimeout)
 	case c.sampleEvery < 10*time.Millisecond:
 		return nil, fmt.Errorf("-sample: %v: want at least 10ms", c.sampleEvery)
+	case c.reloadEvery < 0 || c.reloadEvery > 0 && c.reloadEvery < 250*time.Millisecond:
+		return nil, fmt.Errorf("-reload-every: %v: want 0 (never) or at least 250ms", c.reloadEvery)
 	case c.restWait < 0 || c.fdSlack < 0 || c.goroutineSlack < 0 || *rssSlack < 0:
 		return nil, fmt.Errorf("-rest-wait, -fd-slack, -goroutine-slack and -rss-slack must not be negative")
 	}
@@ -193,7 +208,7 @@ func soak(cfg *config, root string) (*results, error) {
 		return nil, err
 	}
 	defer o.close()
-	f, err := startFerry(bin, cfg.out, o.addr())
+	f, err := startFerry(bin, cfg.out, o.addr(), cfg.reloadEvery > 0)
 	if err != nil {
 		return nil, err
 	}
@@ -231,8 +246,21 @@ func soak(cfg *config, root string) (*results, error) {
 		cfg.duration, cfg.concurrency, cfg.mixText, cfg.maxBody, f.pid(), cfg.out)
 	res.trafficStart = smp.mark()
 	go progress(ctx, tr, cfg.duration)
+	reloaded := make(chan reloadCount, 1)
+	go func() { reloaded <- churnConfig(ctx, f, cfg.reloadEvery) }()
 	tr.run(ctx, cfg.concurrency)
 	res.trafficEnd = smp.mark()
+	res.reloads = <-reloaded
+	if res.reloads.written > 0 {
+		// The last change applies within a poll and a settle interval
+		// of ferry's watcher (2.5 s by default).
+		deadline := time.Now().Add(10 * time.Second)
+		for !f.inForce(res.reloads.written) && time.Now().Before(deadline) && !f.exited() {
+			time.Sleep(100 * time.Millisecond)
+		}
+		res.reloads.lastInForce = f.inForce(res.reloads.written)
+		res.reloads.applied, res.reloads.rejected, res.reloads.err = f.reloads()
+	}
 	tr.closeIdle()
 
 	// Back to rest: ferry's connections to callers close with ours, those
@@ -265,6 +293,43 @@ func progress(ctx context.Context, tr *traffic, total time.Duration) {
 		case <-tick.C:
 			fmt.Fprintf(os.Stderr, "soak: %v/%v: %d exchanges, %d ferry errors, %d origin-made\n",
 				time.Since(start).Round(time.Second), total, tr.requests.Load(), tr.ferryErrors.Load(), tr.originMade.Load())
+		}
+	}
+}
+
+// reloadCount is what -reload-every did: the config changes written and,
+// from ferry's /metrics after the traffic, the reloads ferry applied and
+// rejected.
+type reloadCount struct {
+	written, sighups  int
+	applied, rejected int64
+	lastInForce       bool // the last change was in force after the traffic
+	err               error
+}
+
+// churnConfig changes ferry's config every `every` until ctx ends (not at
+// all for 0), every other change with a SIGHUP.
+func churnConfig(ctx context.Context, f *ferryProc, every time.Duration) reloadCount {
+	var rc reloadCount
+	if every <= 0 {
+		return rc
+	}
+	tick := time.NewTicker(every)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return rc
+		case <-tick.C:
+		}
+		hup := rc.written%2 == 1
+		if err := f.reload(rc.written+1, hup); err != nil {
+			rc.err = err
+			return rc
+		}
+		rc.written++
+		if hup {
+			rc.sighups++
 		}
 	}
 }

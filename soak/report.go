@@ -146,6 +146,7 @@ type results struct {
 	exitErr                  error
 	ferryLog                 string
 	traffic                  *traffic
+	reloads                  reloadCount
 
 	fdQ2, fdQ4     float64 // mean open descriptors, 2nd and last quarter of traffic
 	rssQ2, rssQ4   int64   // peak RSS, same quarters
@@ -171,6 +172,16 @@ func (r *results) judge(cfg *config) {
 	}
 	if strings.Contains(r.ferryLog, "panic") {
 		fail("ferry's log mentions a panic (ferry.log)")
+	}
+	if rc := r.reloads; rc.written > 0 {
+		switch {
+		case rc.err != nil:
+			fail("-reload-every: %v", rc.err)
+		case rc.rejected > 0:
+			fail("ferry rejected %d of the config changes (ferry.log)", rc.rejected)
+		case !rc.lastInForce:
+			fail("ferry did not apply the last config change (generation %d) within 10 s of the traffic's end", rc.written)
+		}
 	}
 
 	for _, s := range r.samples {
@@ -259,6 +270,9 @@ func (r *results) summary(cfg *config) string {
 		up += ks.bytesUp.Load()
 		fmt.Fprintf(&b, "%-13s %10d %10d %12d %13d %12.1f %12.1f\n", k, ks.requests.Load(), ks.ok.Load(), ks.originMade.Load(), ks.ferryErrors.Load(),
 			float64(ks.bytesDown.Load())/(1<<20), float64(ks.bytesUp.Load())/(1<<20))
+	}
+	if rc := r.reloads; rc.written > 0 {
+		fmt.Fprintf(&b, "config changes: %d written (every %v, %d of them with a SIGHUP); ferry applied %d reloads, rejected %d\n", rc.written, cfg.reloadEvery, rc.sighups, rc.applied, rc.rejected)
 	}
 	fmt.Fprintf(&b, "verified bytes: %.2f GiB down, %.2f GiB up (%.0f MiB/s)\n", float64(down)/(1<<30), float64(up)/(1<<30), float64(down+up)/(1<<20)/max(d, 1e-9))
 	cpu := 0.0

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"fmt"
 	"image/color"
 	"image/png"
 	"math/rand/v2"
@@ -53,7 +54,7 @@ func TestParseFlags(t *testing.T) {
 	}
 	for _, bad := range [][]string{
 		{"-duration", "0s"}, {"-concurrency", "0"}, {"-max-body", "12QB"}, {"-max-body", "10"},
-		{"-h2c", "1.5"}, {"-mix", "nope=1"}, {"extra"},
+		{"-h2c", "1.5"}, {"-mix", "nope=1"}, {"extra"}, {"-reload-every", "-1s"}, {"-reload-every", "10ms"},
 	} {
 		if _, err := parseFlags(bad); err == nil {
 			t.Errorf("parseFlags(%q) accepted", bad)
@@ -100,6 +101,34 @@ func TestJudge(t *testing.T) {
 	}
 	if r := run(12, 100<<20, 0); len(r.verdicts) != 1 || !strings.Contains(r.verdicts[0], "RSS under load") {
 		t.Fatalf("RSS growth: %v", r.verdicts)
+	}
+	reloads := func(rc reloadCount) []string {
+		r := &results{trafficStart: 0, trafficEnd: 100, traffic: newTraffic("", nil, mix{}, 1, 0, time.Second, 1), reloads: rc}
+		r.rest0, r.rest1 = mk(-1, "rest-before", 12, 20<<20), mk(110, "rest-after", 12, 20<<20)
+		r.judge(cfg)
+		return r.verdicts
+	}
+	if v := reloads(reloadCount{written: 10, applied: 7, lastInForce: true}); len(v) != 0 {
+		t.Fatalf("reloads all applied (some coalesced): %v", v)
+	}
+	if v := reloads(reloadCount{written: 10, applied: 6, rejected: 1, lastInForce: true}); len(v) != 1 || !strings.Contains(v[0], "rejected 1 of the config changes") {
+		t.Fatalf("a rejected reload: %v", v)
+	}
+	if v := reloads(reloadCount{written: 10, applied: 6}); len(v) != 1 || !strings.Contains(v[0], "did not apply the last config change (generation 10)") {
+		t.Fatalf("the last change not in force: %v", v)
+	}
+}
+
+// Each generation of the soak's config changes the service's settings
+// from the one before, and the first is ferry's defaults.
+func TestFerryConfigGenerations(t *testing.T) {
+	if c := ferryConfig(1, 2, "127.0.0.1:3", 0); !strings.Contains(c, "max_retries: 2 }") {
+		t.Fatalf("generation 0 is not ferry's default retries:\n%s", c)
+	}
+	for gen := 1; gen < 4; gen++ {
+		if ferryConfig(1, 2, "o:1", gen) == ferryConfig(1, 2, "o:1", gen-1) || strings.Contains(ferryConfig(1, 2, "o:1", gen), fmt.Sprintf("max_retries: %d }", 2-(gen-1)%2)) {
+			t.Fatalf("generation %d does not change the service's settings", gen)
+		}
 	}
 }
 
