@@ -143,8 +143,14 @@ func (s *Sidecar) WatchConfigFile(ctx context.Context, path string, interval tim
 		// the file than this read does (see readFailed below).
 		s.fileMu.Lock()
 		fails := s.readFails
+		// A try that comes after this read began (a SIGHUP's) may have
+		// applied a newer content than the one read here.
+		tries := s.retryGen
 		s.fileMu.Unlock()
 		cur, err := os.ReadFile(path)
+		if testHookWatchRead != nil {
+			testHookWatchRead(cur)
+		}
 		if err != nil {
 			ch = fileChange{} // what reads next must settle on its own
 			// Logged once per error, not once per poll.
@@ -174,6 +180,14 @@ func (s *Sidecar) WatchConfigFile(ctx context.Context, path string, interval tim
 			ch.back(s.log, path)
 			continue
 		}
+		if s.retryGen != tries {
+			// The file was tried since this read began: what it read may
+			// be older than the content in force. Read it again.
+			s.fileMu.Unlock()
+			ch = fileChange{}
+			wait = s.settle
+			continue
+		}
 		if !ch.settled(cur) {
 			s.fileMu.Unlock()
 			ch.see(cur, s.log, path, s.settle)
@@ -192,6 +206,10 @@ func (s *Sidecar) WatchConfigFile(ctx context.Context, path string, interval tim
 		}
 	}
 }
+
+// testHookWatchRead, set by tests only, runs in WatchConfigFile after each
+// read of the file, before the read is compared with the content tried.
+var testHookWatchRead func(cur []byte)
 
 // reloadRetryMin and reloadRetryMax bound the wait before a config file
 // content rejected for a transient reason is tried again: 1s, doubling up
