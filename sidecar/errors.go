@@ -36,7 +36,8 @@ var (
 	// more than 3 digits), which no caller can be given.
 	errBadStatus = errors.New("malformed HTTP status code")
 	// errHeadTooLarge: an HTTP/1.1 upstream's response head (with the
-	// interim heads before it) ran over maxResponseHeader. Worded as
+	// interim heads before it), or an h2c upstream's, ran over
+	// maxResponseHeader. Worded as
 	// net/http's Transport words its own limit, which it applies to
 	// the requests ferry sends through it (newTransport).
 	errHeadTooLarge = fmt.Errorf("server response headers exceeded %d bytes; aborted", maxResponseHeader)

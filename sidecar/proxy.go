@@ -832,6 +832,16 @@ func (p *Proxy) try(ctx context.Context, w http.ResponseWriter, r *http.Request,
 		res.Body.Close()
 		res, err = nil, fmt.Errorf("%w %d", errBadStatus, res.StatusCode)
 	}
+	if err == nil && res.ProtoMajor == 2 && headOver(res.Header, maxResponseHeader) {
+		// An h2c upstream's head is held to an HTTP/1.1 upstream's
+		// bound. net/http's HTTP/2 client reads up to 10 MiB of it: a
+		// lower limit there would close the upstream connection, every
+		// stream on it included, over one stream's head (its framer
+		// ends a connection whose peer goes past the advertised header
+		// list size), where this fails the one exchange.
+		res.Body.Close()
+		res, err = nil, errHeadTooLarge
+	}
 	if err == nil && res.ProtoMajor == 2 && (res.StatusCode == http.StatusNoContent || res.StatusCode == http.StatusNotModified) {
 		// A 204 or 304 has no body (RFC 9113 section 8.1.1), but Go's
 		// HTTP/2 client gives one whose stream ended with a
@@ -842,6 +852,20 @@ func (p *Proxy) try(ctx context.Context, w http.ResponseWriter, r *http.Request,
 		res.Body = http.NoBody
 	}
 	return res, actx, a, err
+}
+
+// headOver reports whether a response head with fields h is over max
+// bytes, counted as HTTP/1.1 writes it (name, ": ", value, CRLF).
+func headOver(h http.Header, max int) bool {
+	n := 0
+	for k, vs := range h {
+		for _, v := range vs {
+			if n += len(k) + len(v) + 4; n > max {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // attemptResult classifies a failed round trip for the breaker: the

@@ -63,7 +63,9 @@ const (
 	uploadReuseIdle = time.Second
 	// maxResponseHeader bounds an upstream's response head, the interim
 	// (1xx) heads before it included, here and in net/http's Transport
-	// (its MaxResponseHeaderBytes, see newTransport).
+	// (its MaxResponseHeaderBytes, see newTransport). An h2c upstream's
+	// final head is checked once net/http's HTTP/2 client has read it
+	// (see headOver).
 	maxResponseHeader = 1 << 20
 )
 
