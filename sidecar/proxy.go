@@ -766,16 +766,23 @@ func (p *Proxy) retry(ctx context.Context, up *upstream, attempt int, key string
 // client span.
 func (p *Proxy) try(ctx context.Context, w http.ResponseWriter, r *http.Request, up *upstream, addr, upgrade string, body *requestBody, x *exchange, info telemetry.AttemptInfo) (*http.Response, context.Context, *telemetry.Attempt, error) {
 	actx := ctx
-	if d := up.timeouts.PerTry; d > 0 {
+	rt := up.transportFor(r, upgrade != "")
+	var tries *h2Tries
+	if d := up.timeouts.PerTry; d > 0 || rt == up.h2c {
 		var cancel context.CancelCauseFunc
 		actx, cancel = context.WithCancelCause(ctx)
-		t := time.AfterFunc(d, func() { cancel(errPerTryTimeout) })
-		defer t.Stop()
+		if d > 0 {
+			t := time.AfterFunc(d, func() { cancel(errPerTryTimeout) })
+			defer t.Stop()
+		}
 		// The attempt context must outlive this call when the response
 		// streams; it ends with the request's.
 		context.AfterFunc(ctx, func() { cancel(nil) })
+		if rt == up.h2c {
+			tries = &h2Tries{cancel: cancel}
+			actx = httptrace.WithClientTrace(actx, tries.trace())
+		}
 	}
-	rt := up.transportFor(r, upgrade != "")
 	_, own := rt.(*fastH1)
 	if x.lane != nil && (!own || upgrade != "") {
 		x.lane.escaped = true
@@ -804,6 +811,9 @@ func (p *Proxy) try(ctx context.Context, w http.ResponseWriter, r *http.Request,
 		actx = httptrace.WithClientTrace(actx, ct)
 	}
 	out := p.outgoing(actx, informed, r, addr, upgrade, body, own, rt != up.h2c, x.lane)
+	if tries != nil && out.GetBody != nil {
+		out.GetBody = tries.getBody(out.GetBody)
+	}
 	a := x.q.StartAttempt(out, info)
 	// The upstream gets a new trace context whose parent is this
 	// attempt's client span, never the caller's headers passed through.
@@ -879,6 +889,8 @@ func attemptResult(ctx context.Context, err error) resilience.Result {
 		return resilience.TimedOut
 	case errors.Is(cause, errBodyTooLarge), errors.Is(err, errBodyTooLarge), errors.As(err, &be):
 		return resilience.Canceled
+	case isH2Tries(ctx, err):
+		return resilience.TransportFailed
 	}
 	return resilience.ClassifyError(err)
 }
