@@ -29,6 +29,10 @@ var (
 	// errBodyNotReplayable: part of a request body was read, and ferry
 	// holds no copy to send it again.
 	errBodyNotReplayable = errors.New("the request body was partly sent and is not held for a replay")
+	// errBodyStopped: the try before was given up while its transport
+	// waited for the caller's body, which ferry closed to end that wait
+	// (see requestBody.Close): no try after it can read the body.
+	errBodyStopped = errors.New("the upstream refused or reset the request's stream while ferry waited for the caller's request body, which cannot be read again for another try")
 	// errAttemptRetired ends the body reads of an attempt given up for a
 	// retry (see attemptBody).
 	errAttemptRetired = errors.New("the attempt was given up for a retry")

@@ -999,6 +999,9 @@ func (p *Proxy) outgoing(ctx context.Context, w http.ResponseWriter, r *http.Req
 			if body.taken() > 0 {
 				return nil, errBodyNotReplayable
 			}
+			if body.stopped.Load() {
+				return nil, errBodyStopped
+			}
 			return ab, nil
 		}
 		if !h1 {
@@ -1010,6 +1013,12 @@ func (p *Proxy) outgoing(ctx context.Context, w http.ResponseWriter, r *http.Req
 			out.GetBody = func() (io.ReadCloser, error) {
 				if body.taken() > 0 {
 					return body.replay()
+				}
+				if body.stopped.Load() {
+					// The transport closed the body to end a Read
+					// waiting on the caller: the caller's body is
+					// closed, and nothing of it can be read again.
+					return nil, errBodyStopped
 				}
 				return ab, nil
 			}
