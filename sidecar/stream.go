@@ -651,6 +651,12 @@ func readFirst(src io.Reader, buf []byte) (int, error) {
 	}
 }
 
+// testHookRelayWrote, set by tests only, runs in relay after each write
+// of a gRPC response's bytes to the caller (and its flush), once frames
+// stepped over them: before the relay says the write is over (over
+// false), and after (over true). n is the bytes relayed so far.
+var testHookRelayWrote atomic.Pointer[func(frames *grpcFrames, n int64, over bool)]
+
 // relayWatchAfter is how much of a body relay passes on before the idle
 // timer watches the caller's socket: less fits the socket's buffers, and
 // a small response pays no system call for the watch.
@@ -674,7 +680,9 @@ const relayWatchAfter = 256 << 10
 // relay as the upstream's break. A read that brings none leaves the
 // relay waiting as far as the cut is concerned: it writes nothing more,
 // whichever of the upstream's read and the cut saw the exchange end
-// first.
+// first. From a write that left the caller whole messages to the next
+// write the relay counts as waiting, and the cut lets a write that ends
+// at a message boundary finish (see grpcFrames.spare).
 func relay(w http.ResponseWriter, rc *http.ResponseController, src io.Reader, dst *net.TCPConn, idle *idleTimer, buf []byte, nr int, frames *grpcFrames) relayResult {
 	var res relayResult
 	var rerr error
@@ -690,15 +698,20 @@ func relay(w http.ResponseWriter, rc *http.ResponseController, src io.Reader, ds
 				frames.wait()
 			}
 			nr, rerr = src.Read(buf)
-			if frames != nil && nr > 0 && !frames.waited() {
-				if rerr == nil || rerr == io.EOF {
-					rerr = errSparedRead
-				}
-				res.readErr = rerr
-				return res
-			}
 		}
 		if nr > 0 {
+			endsWhole := false // the bytes end at a message boundary
+			if frames != nil {
+				head, _ := frames.step(buf[:nr])
+				endsWhole = head == 0
+				if !frames.begin(endsWhole) {
+					if rerr == nil || rerr == io.EOF {
+						rerr = errSparedRead
+					}
+					res.readErr = rerr
+					return res
+				}
+			}
 			idle.touch()
 			if !watched && res.n >= relayWatchAfter && dst != nil && idle != nil {
 				idle.watchMove(moveDown, nil, dst)
@@ -714,6 +727,13 @@ func relay(w http.ResponseWriter, rc *http.ResponseController, src io.Reader, ds
 			}
 			if frames != nil {
 				frames.advance(buf[:nw])
+				if h := testHookRelayWrote.Load(); h != nil {
+					(*h)(frames, res.n, false)
+				}
+				frames.wrote(endsWhole, werr == nil)
+				if h := testHookRelayWrote.Load(); h != nil {
+					(*h)(frames, res.n, true)
+				}
 			}
 			if werr != nil {
 				res.writeErr = werr
