@@ -1,15 +1,14 @@
 package discovery
 
 import (
-	"bytes"
 	"context"
 	"log/slog"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/ferrymesh/ferry/internal/localnet/localnettest"
+	"github.com/ferrymesh/ferry/internal/syncbuf"
 )
 
 // A registration whose connection to the agent was refused never reached
@@ -19,18 +18,9 @@ import (
 // down (connection refused), sending an operator to look for a
 // registration the agent never saw.
 func TestDeregisterAfterARefusedRegistrationWarnsOfNothing(t *testing.T) {
-	var mu sync.Mutex
-	var logged bytes.Buffer
-	log := slog.New(slog.NewJSONHandler(writerFunc(func(p []byte) (int, error) {
-		mu.Lock()
-		defer mu.Unlock()
-		return logged.Write(p)
-	}), nil))
-	text := func() string {
-		mu.Lock()
-		defer mu.Unlock()
-		return logged.String()
-	}
+	var logged syncbuf.Buffer
+	log := slog.New(slog.NewJSONHandler(&logged, nil))
+	text := logged.String
 	c, err := NewConsul(context.Background(), ConsulConfig{Address: localnettest.RefusedAddr(t)}, ConsulOptions{
 		Logger: log, Backoff: func(int) time.Duration { return time.Hour },
 	})

@@ -1,7 +1,6 @@
 package discovery
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -18,6 +17,7 @@ import (
 	"time"
 
 	"github.com/ferrymesh/ferry/discovery/consultest"
+	"github.com/ferrymesh/ferry/internal/syncbuf"
 	"github.com/hashicorp/consul/api"
 )
 
@@ -438,13 +438,8 @@ func TestRegistrarLogsAFailingEpisodeOnce(t *testing.T) {
 		}
 	}))
 	t.Cleanup(srv.Close)
-	var logMu sync.Mutex
-	var logged bytes.Buffer
-	log := slog.New(slog.NewJSONHandler(writerFunc(func(p []byte) (int, error) {
-		logMu.Lock()
-		defer logMu.Unlock()
-		return logged.Write(p)
-	}), nil))
+	var logged syncbuf.Buffer
+	log := slog.New(slog.NewJSONHandler(&logged, nil))
 	c, err := NewConsul(context.Background(), ConsulConfig{Address: strings.TrimPrefix(srv.URL, "http://")}, ConsulOptions{
 		Logger: log, Backoff: func(int) time.Duration { return time.Second },
 	})
@@ -494,8 +489,6 @@ func TestRegistrarLogsAFailingEpisodeOnce(t *testing.T) {
 		Failed   int `json:"failed_attempts"`
 	}
 	lines := func() (out []line) {
-		logMu.Lock()
-		defer logMu.Unlock()
 		for _, l := range strings.Split(strings.TrimSpace(logged.String()), "\n") {
 			var v line
 			if json.Unmarshal([]byte(l), &v) == nil && strings.HasPrefix(v.Msg, "consul registration") {
@@ -536,10 +529,6 @@ func TestRegistrarLogsAFailingEpisodeOnce(t *testing.T) {
 		t.Errorf("the new episode's warning: attempts %d, err %q; want 1 and the 403", l.Attempts, l.Err)
 	}
 }
-
-type writerFunc func([]byte) (int, error)
-
-func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
 
 // RecheckIfPassing asks for a refresh only while the check was last
 // reported passing: the sign it reacts to (the app refusing a connection)
@@ -604,13 +593,8 @@ func steppedRun(t *testing.T, reg *Registrar) (waits <-chan time.Duration, fire 
 func TestRegistrarLogsEachRegistrationOnce(t *testing.T) {
 	agent := consultest.Start(t)
 	cc := agent.Client()
-	var logMu sync.Mutex
-	var logged bytes.Buffer
-	log := slog.New(slog.NewJSONHandler(writerFunc(func(p []byte) (int, error) {
-		logMu.Lock()
-		defer logMu.Unlock()
-		return logged.Write(p)
-	}), nil))
+	var logged syncbuf.Buffer
+	log := slog.New(slog.NewJSONHandler(&logged, nil))
 	c, err := NewConsul(context.Background(), ConsulConfig{Address: agent.HTTPAddr}, ConsulOptions{
 		Logger: log, Backoff: JitterBackoff(50*time.Millisecond, 300*time.Millisecond),
 	})
@@ -624,8 +608,6 @@ func TestRegistrarLogsEachRegistrationOnce(t *testing.T) {
 		Port                                  int
 	}
 	registered := func() (out []line) {
-		logMu.Lock()
-		defer logMu.Unlock()
 		for _, l := range strings.Split(strings.TrimSpace(logged.String()), "\n") {
 			var v line
 			if json.Unmarshal([]byte(l), &v) == nil && v.Msg == "registered with consul" {
