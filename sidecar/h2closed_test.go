@@ -23,11 +23,12 @@ import (
 // connection closed in the last 5 minutes.
 func TestClosedH2CUpstreamConnectionsAreFreed(t *testing.T) {
 	var dialed, freed atomic.Int64
-	testHookH2CDialed = func(c *frameCapConn) {
+	hook := func(c *frameCapConn) {
 		dialed.Add(1)
 		runtime.AddCleanup(c, func(int) { freed.Add(1) }, 0)
 	}
-	t.Cleanup(func() { testHookH2CDialed = nil })
+	testHookH2CDialed.Store(&hook)
+	t.Cleanup(func() { testHookH2CDialed.Store(nil) })
 	addr := h2cOrigin(t, nil, nil, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		io.WriteString(w, "hello")
 	}))

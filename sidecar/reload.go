@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"reflect"
+	"sync/atomic"
 	"time"
 )
 
@@ -148,8 +149,8 @@ func (s *Sidecar) WatchConfigFile(ctx context.Context, path string, interval tim
 		tries := s.retryGen
 		s.fileMu.Unlock()
 		cur, err := os.ReadFile(path)
-		if testHookWatchRead != nil {
-			testHookWatchRead(cur)
+		if h := testHookWatchRead.Load(); h != nil {
+			(*h)(cur)
 		}
 		if err != nil {
 			ch = fileChange{} // what reads next must settle on its own
@@ -209,7 +210,7 @@ func (s *Sidecar) WatchConfigFile(ctx context.Context, path string, interval tim
 
 // testHookWatchRead, set by tests only, runs in WatchConfigFile after each
 // read of the file, before the read is compared with the content tried.
-var testHookWatchRead func(cur []byte)
+var testHookWatchRead atomic.Pointer[func(cur []byte)]
 
 // reloadRetryMin and reloadRetryMax bound the wait before a config file
 // content rejected for a transient reason is tried again: 1s, doubling up

@@ -41,7 +41,7 @@ func TestWatcherDoesNotApplyAnOlderContentOverASIGHUPs(t *testing.T) {
 	held := make(chan struct{})
 	release := make(chan struct{})
 	readsOfB := 0
-	testHookWatchRead = func(cur []byte) {
+	hook := func(cur []byte) {
 		// The watcher's second read of B, which settles it: before it
 		// takes the lock, the file changes to C and a SIGHUP applies C.
 		if bytes.Equal(cur, contentB) {
@@ -56,7 +56,8 @@ func TestWatcherDoesNotApplyAnOlderContentOverASIGHUPs(t *testing.T) {
 			}
 		}
 	}
-	t.Cleanup(func() { testHookWatchRead = nil })
+	testHookWatchRead.Store(&hook)
+	t.Cleanup(func() { testHookWatchRead.Store(nil) })
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	watched := make(chan struct{})

@@ -118,7 +118,7 @@ func (u *upstream) sameSettings(o *upstream) bool {
 
 // testHookH2CDialed, set by tests only, sees each h2c upstream connection
 // dialled.
-var testHookH2CDialed func(*frameCapConn)
+var testHookH2CDialed atomic.Pointer[func(*frameCapConn)]
 
 // newTransport builds the HTTP/1.1 or h2c connection pool for one upstream
 // service. It never consults HTTP_PROXY, never adds Accept-Encoding (bodies
@@ -159,8 +159,8 @@ func newTransport(t resilience.Timeouts, h2c *h2cPeer) http.RoundTripper {
 			}
 			fc := &frameCapConn{Conn: c, peer: h2c, addr: addr}
 			fc.startPinger(pingAfter, pingTimeout)
-			if testHookH2CDialed != nil {
-				testHookH2CDialed(fc)
+			if h := testHookH2CDialed.Load(); h != nil {
+				(*h)(fc)
 			}
 			return fc, nil
 		}
