@@ -21,9 +21,14 @@ import (
 // closed in the last 5 minutes. This one's timers stop when the connection
 // is closed.
 //
-// The PING goes out between two of the client's frames: h2cPinger follows
-// the frames the client writes (after its 24-byte connection preface) and
-// holds the PING until a frame ends when a write stopped inside one. The
+// The PING goes out between two of the client's frames, where HTTP/2
+// allows one: h2cPinger follows the frames the client writes (after its
+// 24-byte connection preface) and holds the PING until a frame ends when a
+// write stopped inside one, until the client's first frame (its SETTINGS,
+// which must follow the preface) ended, and until a header block ended
+// (a HEADERS or PUSH_PROMISE frame without END_HEADERS is followed by
+// CONTINUATION frames up to one with END_HEADERS, and no other frame may
+// come between them: the upstream would end the connection). The
 // upstream's PING ACK reaches the client, which ignores an ACK it did not
 // ask for.
 type h2cPinger struct {
@@ -41,6 +46,8 @@ type h2cPinger struct {
 	whdr     [h2FrameHeaderLen]byte
 	whn      int  // bytes of the current frame header written so far
 	wleft    int  // payload bytes of the current frame still to be written
+	started  bool // the client's first frame (its SETTINGS) began
+	inBlock  bool // a header block began and its END_HEADERS did not come yet
 	owed     bool // a PING waits for the current frame to end
 	deadline *time.Timer
 }
@@ -134,7 +141,18 @@ func (p *h2cPinger) write(b []byte) (int, error) {
 	return n + m, err
 }
 
-func (p *h2cPinger) atBoundary() bool { return p.preface == 0 && p.whn == 0 && p.wleft == 0 }
+// atBoundary: a frame may be written now.
+func (p *h2cPinger) atBoundary() bool {
+	return p.started && !p.inBlock && p.whn == 0 && p.wleft == 0
+}
+
+// HTTP/2 frame types and the flag that end a header block.
+const (
+	h2FrameHeaders      = 0x1
+	h2FramePushPromise  = 0x5
+	h2FrameContinuation = 0x9
+	h2FlagEndHeaders    = 0x4
+)
 
 // follow reads the frame headers in b, the client's bytes about to be
 // written, and returns how many of them it followed: all of them, or, with
@@ -159,7 +177,12 @@ func (p *h2cPinger) follow(b []byte, stop bool) int {
 				continue
 			}
 			p.whn = 0
+			p.started = true
 			p.wleft = int(p.whdr[0])<<16 | int(p.whdr[1])<<8 | int(p.whdr[2])
+			switch p.whdr[3] {
+			case h2FrameHeaders, h2FramePushPromise, h2FrameContinuation:
+				p.inBlock = p.whdr[4]&h2FlagEndHeaders == 0
+			}
 		}
 		if stop && p.atBoundary() {
 			return i
