@@ -848,8 +848,10 @@ func (p *Proxy) try(ctx context.Context, w http.ResponseWriter, r *http.Request,
 		// lower limit there would close the upstream connection, every
 		// stream on it included, over one stream's head (its framer
 		// ends a connection whose peer goes past the advertised header
-		// list size), where this fails the one exchange.
-		res.Body.Close()
+		// list size), where this fails the one exchange. Closing it
+		// waits for the request body's writer, which a Read of a caller's
+		// body still uploading holds (see closeResponse).
+		closeResponse(res, body)
 		res, err = nil, errHeadTooLarge
 	}
 	if err == nil && res.ProtoMajor == 2 && (res.StatusCode == http.StatusNoContent || res.StatusCode == http.StatusNotModified) {
