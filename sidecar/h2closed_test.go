@@ -94,29 +94,10 @@ func (w *writeConn) Close() error { return nil }
 // the client's bytes is lost or reordered.
 func TestH2CPingGoesBetweenFrames(t *testing.T) {
 	preface := []byte("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
-	frame := func(typ byte, n int) []byte {
-		f := []byte{byte(n >> 16), byte(n >> 8), byte(n), typ, 0, 0, 0, 0, 1}
-		return append(f, bytes.Repeat([]byte{typ}, n)...)
-	}
-	stream := append(append(append(append([]byte{}, preface...), frame(0x4, 12)...), frame(0x0, 70000)...), frame(0x1, 30)...)
+	stream := append(append(append(append([]byte{}, preface...), pingTestFrame(0x4, 0, 12)...), pingTestFrame(0x0, 0, 70000)...), pingTestFrame(0x1, 0, 30)...)
 	for _, cut := range []int{1, 5, 9, 20, 24, 30, 33, 40, 100, 70000, 70050} {
 		for _, owedAt := range []int{0, cut / 2, cut} {
-			wc := &writeConn{}
-			c := &frameCapConn{Conn: wc}
-			c.startPinger(time.Hour, time.Hour)
-			written := 0
-			for written < len(stream) {
-				if written >= owedAt && !c.ping.owed && !pinged(wc) {
-					c.ping.fire()
-				}
-				end := min(written+cut, len(stream))
-				if n, err := c.Write(stream[written:end]); n != end-written || err != nil {
-					t.Fatalf("cut %d: Write = %d, %v", cut, n, err)
-				}
-				written = end
-			}
-			c.Close()
-			out := wc.out
+			out := writeWithPingDue(t, stream, cut, owedAt)
 			if !bytes.HasPrefix(out, preface) {
 				t.Fatalf("cut %d, PING owed at %d: the preface is not first", cut, owedAt)
 			}
@@ -139,6 +120,39 @@ func TestH2CPingGoesBetweenFrames(t *testing.T) {
 			}
 		}
 	}
+}
+
+// pingTestFrame is an HTTP/2 frame of type typ with flags on stream 1, its
+// n payload bytes all typ.
+func pingTestFrame(typ, flags byte, n int) []byte {
+	f := []byte{byte(n >> 16), byte(n >> 8), byte(n), typ, flags, 0, 0, 0, 1}
+	return append(f, bytes.Repeat([]byte{typ}, n)...)
+}
+
+// writeWithPingDue writes stream through a pinging frameCapConn in writes
+// of cut bytes, the PING coming due once owedAt bytes were written (or
+// after the last write), and returns what reached the connection.
+func writeWithPingDue(t *testing.T, stream []byte, cut, owedAt int) []byte {
+	t.Helper()
+	wc := &writeConn{}
+	c := &frameCapConn{Conn: wc}
+	c.startPinger(time.Hour, time.Hour)
+	written := 0
+	for written < len(stream) {
+		if written >= owedAt && !c.ping.owed && !pinged(wc) {
+			c.ping.fire()
+		}
+		end := min(written+cut, len(stream))
+		if n, err := c.Write(stream[written:end]); n != end-written || err != nil {
+			t.Fatalf("cut %d: Write = %d, %v", cut, n, err)
+		}
+		written = end
+	}
+	if !c.ping.owed && !pinged(wc) {
+		c.ping.fire() // due after the last write
+	}
+	c.Close()
+	return wc.out
 }
 
 func pinged(wc *writeConn) bool {

@@ -3,7 +3,6 @@ package sidecar
 import (
 	"bytes"
 	"testing"
-	"time"
 )
 
 // The pinger's PING never goes where HTTP/2 allows no frame: between the
@@ -16,10 +15,7 @@ import (
 // buffer was empty, so the PING can come due between them.
 func TestH2CPingKeepsOutOfHeaderBlocksAndBeforeSettings(t *testing.T) {
 	preface := []byte("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
-	frame := func(typ, flags byte, n int) []byte {
-		f := []byte{byte(n >> 16), byte(n >> 8), byte(n), typ, flags, 0, 0, 0, 1}
-		return append(f, bytes.Repeat([]byte{typ}, n)...)
-	}
+	frame := pingTestFrame
 	const endHeaders = 0x4
 	var stream []byte
 	for _, f := range [][]byte{
@@ -35,25 +31,7 @@ func TestH2CPingKeepsOutOfHeaderBlocksAndBeforeSettings(t *testing.T) {
 	}
 	for _, cut := range []int{1, 7, 9, 24, 33, 45, 49, 58, 98, 107, 200} {
 		for owedAt := 0; owedAt < len(stream); owedAt += 3 {
-			wc := &writeConn{}
-			c := &frameCapConn{Conn: wc}
-			c.startPinger(time.Hour, time.Hour)
-			written := 0
-			for written < len(stream) {
-				if written >= owedAt && !c.ping.owed && !pinged(wc) {
-					c.ping.fire()
-				}
-				end := min(written+cut, len(stream))
-				if n, err := c.Write(stream[written:end]); n != end-written || err != nil {
-					t.Fatalf("cut %d: Write = %d, %v", cut, n, err)
-				}
-				written = end
-			}
-			if !c.ping.owed && !pinged(wc) {
-				c.ping.fire() // due after the last write
-			}
-			c.Close()
-			out := wc.out
+			out := writeWithPingDue(t, stream, cut, owedAt)
 			if !bytes.HasPrefix(out, preface) {
 				t.Fatalf("cut %d, PING due at %d: the preface is not first", cut, owedAt)
 			}
