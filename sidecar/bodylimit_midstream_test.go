@@ -97,25 +97,7 @@ limits: { max_request_body_bytes: 65536 }
 
 	t.Run("grpc", func(t *testing.T) {
 		client := testgrpc.NewTestServiceClient(grpcConnTo(t, sc, "grpc"))
-		stream, err := client.FullDuplexCall(callCtx(t))
-		if err != nil {
-			t.Fatal(err)
-		}
-		// Messages of 16 KiB, each answered before the next goes: the
-		// fourth passes the 64 KiB limit.
-		var end error
-		answered := 0
-		for i := 0; i < 10 && end == nil; i++ {
-			if end = stream.Send(&testgrpc.StreamingOutputCallRequest{Payload: &testgrpc.Payload{Body: fill('m', 16<<10)}}); end != nil {
-				break
-			}
-			if _, end = stream.Recv(); end == nil {
-				answered++
-			}
-		}
-		if errors.Is(end, io.EOF) {
-			_, end = stream.Recv() // the send side learnt of the end: the status
-		}
+		stream, answered, end := sendUntilCut(t, client)
 		if answered != 3 {
 			t.Errorf("%d messages answered before the limit, want 3", answered)
 		}
@@ -401,23 +383,7 @@ limits: { max_request_body_bytes: 65536 }
 			testHookRelayWrote.Store(&hook)
 			defer testHookRelayWrote.Store(nil)
 
-			stream, err := client.FullDuplexCall(callCtx(t))
-			if err != nil {
-				t.Fatal(err)
-			}
-			var end error
-			answered := 0
-			for i := 0; i < 10 && end == nil; i++ {
-				if end = stream.Send(&testgrpc.StreamingOutputCallRequest{Payload: &testgrpc.Payload{Body: fill('m', 16<<10)}}); end != nil {
-					break
-				}
-				if _, end = stream.Recv(); end == nil {
-					answered++
-				}
-			}
-			if errors.Is(end, io.EOF) {
-				_, end = stream.Recv()
-			}
+			stream, answered, end := sendUntilCut(t, client)
 			select {
 			case <-looked:
 			case <-time.After(15 * time.Second):
@@ -434,4 +400,30 @@ limits: { max_request_body_bytes: 65536 }
 			})
 		})
 	}
+}
+
+// sendUntilCut sends messages of 16 KiB on a bidirectional call, each
+// answered before the next goes (the fourth passes a 64 KiB limit), until
+// the call ends or 10 went, and returns the stream, the messages answered
+// and the call's end (its status, once the send side learnt of it).
+func sendUntilCut(t *testing.T, client testgrpc.TestServiceClient) (testgrpc.TestService_FullDuplexCallClient, int, error) {
+	t.Helper()
+	stream, err := client.FullDuplexCall(callCtx(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var end error
+	answered := 0
+	for i := 0; i < 10 && end == nil; i++ {
+		if end = stream.Send(&testgrpc.StreamingOutputCallRequest{Payload: &testgrpc.Payload{Body: fill('m', 16<<10)}}); end != nil {
+			break
+		}
+		if _, end = stream.Recv(); end == nil {
+			answered++
+		}
+	}
+	if errors.Is(end, io.EOF) {
+		_, end = stream.Recv() // the send side learnt of the end: the status
+	}
+	return stream, answered, end
 }
