@@ -56,11 +56,21 @@ func runHelm(t *testing.T, args ...string) string {
 // error.
 func helm(t *testing.T, args ...string) (string, error) {
 	t.Helper()
+	return helmWithKubeconfig(t, "", args...)
+}
+
+// helmWithKubeconfig runs helm as helm does, with kubeconfig (a fake
+// cluster's) as its only cluster; empty: none.
+func helmWithKubeconfig(t *testing.T, kubeconfig string, args ...string) (string, error) {
+	t.Helper()
 	readChart(t)
 	cmd := exec.Command(helmBinary(t), args...)
 	// Keep helm away from any user configuration and cluster.
 	home := t.TempDir()
-	cmd.Env = append(os.Environ(), "HELM_CONFIG_HOME="+home, "HELM_CACHE_HOME="+home, "HELM_DATA_HOME="+home, "KUBECONFIG="+filepath.Join(home, "none"))
+	if kubeconfig == "" {
+		kubeconfig = filepath.Join(home, "none")
+	}
+	cmd.Env = append(os.Environ(), "HELM_CONFIG_HOME="+home, "HELM_CACHE_HOME="+home, "HELM_DATA_HOME="+home, "KUBECONFIG="+kubeconfig)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	if err := cmd.Run(); err != nil {
@@ -144,6 +154,12 @@ type issuer struct {
 func render(t *testing.T, namespace string, set ...string) *rendered {
 	t.Helper()
 	out := runHelm(t, append([]string{"template", "rel", chartDir, "--namespace", namespace}, set...)...)
+	return decodeRendered(t, out)
+}
+
+// decodeRendered decodes helm template's output strictly.
+func decodeRendered(t *testing.T, out string) *rendered {
+	t.Helper()
 	r := &rendered{}
 	n := 0
 	for _, doc := range strings.Split(out, "\n---") {
