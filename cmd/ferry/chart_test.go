@@ -54,7 +54,9 @@ func renderChartWebhookArgsWith(t *testing.T, extra []string) ([]string, string,
 		}
 		return err
 	})
-	args := []string{"template", "rel", "../../deploy/helm/ferry", "--namespace", "mesh", "--show-only", "templates/deployment.yaml"}
+	// The chart refuses helm's built-in default version (v1.20.0 for
+	// scripts/tool.sh's build): render for the oldest its defaults are for.
+	args := []string{"template", "rel", "../../deploy/helm/ferry", "--namespace", "mesh", "--show-only", "templates/deployment.yaml", "--kube-version", "1.30.0"}
 	args = append(args, extra...)
 	cmd := exec.Command(helm, args...)
 	home := t.TempDir()

@@ -61,3 +61,23 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- $svc := include "ferry.fullname" . -}}
 {{- list $svc (printf "%s.%s" $svc .Release.Namespace) (printf "%s.%s.svc" $svc .Release.Namespace) (printf "%s.%s.svc.cluster.local" $svc .Release.Namespace) | toJson }}
 {{- end }}
+
+{{/*
+What the webhook injects by default must be what the cluster's API server
+admits, or every pod of a labelled namespace is refused (the webhook
+answered, so failurePolicy does not help): a native sidecar (restartPolicy
+Always on an init container) needs 1.29, the preStop sleep action 1.30 (both
+on by default from there). .Capabilities.KubeVersion is the cluster's for
+helm install and upgrade, --kube-version's for helm template.
+*/}}
+{{- define "ferry.checkKubeVersion" -}}
+{{- $v := .Capabilities.KubeVersion.Version }}
+{{- if and .Values.inject.nativeSidecar (not (semverCompare ">=1.29.0-0" $v)) }}
+{{- fail (printf "inject.nativeSidecar: native sidecars need Kubernetes 1.29 or later, and the cluster is %s: its API server would refuse every injected pod; set inject.nativeSidecar=false" $v) }}
+{{- end }}
+{{- /* Zero in any form the value takes ("0s", 0, "0h0m0s"): no hook. */}}
+{{- $sleep := toString .Values.inject.preStopSleep }}
+{{- if and (not (regexMatch "^[0hms]*$" $sleep)) (not (semverCompare ">=1.30.0-0" $v)) }}
+{{- fail (printf "inject.preStopSleep: the preStop sleep action (%s) needs Kubernetes 1.30 or later, and the cluster is %s: its API server would refuse every injected pod; set inject.preStopSleep=0s (no preStop hook)" $sleep $v) }}
+{{- end }}
+{{- end }}
