@@ -103,8 +103,8 @@ func classify(ctx context.Context, service, addr string, err error) (f failure, 
 		// ferry is ending the exchange, not the caller: whatever broke
 		// (the body read, the round trip) broke because of that.
 		return failure{http.StatusServiceUnavailable, fmt.Sprintf("upstream %s (%s): ferry is shutting down and %v", service, addr, errGraceEnded), telemetry.ReasonGraceEnded, true, false}, false
-	case isH2Tries(ctx, err):
-		return failure{http.StatusBadGateway, fmt.Sprintf("upstream %s (%s): %v", service, addr, errH2Tries), telemetry.ReasonUpstreamReset, false, false}, false
+	case isH2Refused(ctx, err):
+		return failure{http.StatusBadGateway, fmt.Sprintf("upstream %s (%s): %v", service, addr, errH2Refused), telemetry.ReasonUpstreamReset, false, false}, false
 	case errors.As(err, &be):
 		return failure{http.StatusBadRequest, be.Error(), telemetry.ReasonClientCanceled, true, false}, ctx.Err() != nil
 	case ctx.Err() != nil:

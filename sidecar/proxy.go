@@ -299,9 +299,37 @@ func (p *Proxy) attempts(ctx context.Context, w http.ResponseWriter, r *http.Req
 			}
 			f, gone := classify(actx, up.name, addr, err)
 			o := resilience.Outcome{Result: attemptResult(actx, err)}
-			e := pick.Done(o)
-			a.End(telemetry.Outcome{BytesOut: body.sent(), Reason: f.kind, Err: spanErr(actx, err)})
-			x.events(addr, e)
+			ended := func(o resilience.Outcome) {
+				e := pick.Done(o)
+				a.End(telemetry.Outcome{BytesOut: body.sent(), Reason: f.kind, Err: spanErr(actx, err)})
+				x.events(addr, e)
+			}
+			// An h2c upstream refused the stream unprocessed (h2Tries):
+			// it may be sent again whatever its method, as after a
+			// failed connect, to another endpoint or, when none is left,
+			// to this one (a GOAWAY'd connection is replaced). A try
+			// followed by a retry is no failure of the endpoint's (it
+			// may refuse streams under load, or rotate its connections);
+			// the one that ends the exchange is.
+			refused := !gone && ctx.Err() == nil && isH2Refused(actx, err)
+			var leave func()
+			left := false
+			if refused {
+				if body != nil && (body.taken() > 0 || body.stopped.Load()) && !body.replayable() {
+					// (Refused while the body was still coming: net/http's
+					// client closed the caller's body to end its Read, and
+					// nothing of the body can be read again.)
+					why := errBodyNotReplayable
+					if !body.ended.Load() {
+						why = errBodyStopped
+					}
+					f.reason = fmt.Sprintf("%s: %v", f.reason, why)
+				}
+				leave = func() { left = true; ended(resilience.Outcome{Result: resilience.Canceled}) }
+				o = resilience.Outcome{Result: resilience.ConnectFailed}
+			} else {
+				ended(o)
+			}
 			p.logFailure(r, up.name, addr, f, err)
 			if gone {
 				// The caller went away (or half-closed, which the lane
@@ -310,7 +338,11 @@ func (p *Proxy) attempts(ctx context.Context, w http.ResponseWriter, r *http.Req
 				abortCaller(w, r, body)
 			}
 			tried = append(tried, addr) // only a retry needs the list
-			if next, ok := p.retry(ctx, up, attempt, key, tried, r, body, o, x, f.kind, nil); ok {
+			next, ok := p.retry(ctx, up, attempt, key, tried, r, body, o, x, f.kind, leave, refused)
+			if refused && !ok && !left {
+				ended(resilience.Outcome{Result: resilience.TransportFailed})
+			}
+			if ok {
 				pick = next
 				continue
 			}
@@ -411,7 +443,7 @@ func (p *Proxy) attempts(ctx context.Context, w http.ResponseWriter, r *http.Req
 				}
 				a.End(ao)
 			}
-			if next, ok := p.retry(ctx, up, attempt, key, tried, r, body, o, x, telemetry.ReasonOther, leave); ok {
+			if next, ok := p.retry(ctx, up, attempt, key, tried, r, body, o, x, telemetry.ReasonOther, leave, false); ok {
 				pick = next
 				continue
 			}
@@ -566,7 +598,7 @@ func (p *Proxy) attempts(ctx context.Context, w http.ResponseWriter, r *http.Req
 					}
 					// As before the first attempt, through the backoff too.
 					idle.rewind(body == nil)
-					if next, ok := p.retry(ctx, up, attempt, key, tried, r, body, as, x, why, nil); ok {
+					if next, ok := p.retry(ctx, up, attempt, key, tried, r, body, as, x, why, nil, false); ok {
 						x.status, x.reason, x.err, x.out, x.answerBegan = 0, "", nil, 0, false
 						pick = next
 						continue
@@ -725,11 +757,19 @@ func callerGone(r *http.Request) bool {
 // another: the policy and budget must allow it and an endpoint not tried
 // yet must be available. It then calls leave, when not nil, before it
 // waits the backoff (the attempt's answer, unread, is done with then),
-// and returns that endpoint's pick.
-func (p *Proxy) retry(ctx context.Context, up *upstream, attempt int, key string, tried []string, r *http.Request, body *requestBody, o resilience.Outcome, x *exchange, why string, leave func()) (resilience.Pick, bool) {
+// and returns that endpoint's pick. unprocessed: an h2c upstream refused
+// the attempt's stream unprocessed; the body ferry kept whole is sent again
+// (see replayAttempt), and the endpoints tried may be picked again when no
+// other is left.
+func (p *Proxy) retry(ctx context.Context, up *upstream, attempt int, key string, tried []string, r *http.Request, body *requestBody, o resilience.Outcome, x *exchange, why string, leave func(), unprocessed bool) (resilience.Pick, bool) {
 	taken := body.taken()
-	if body != nil && body.reading.Load() {
-		taken = max(taken, 1) // the attempt's transport may be taking bytes now
+	if body != nil && (body.reading.Load() || body.stopped.Load()) {
+		// The attempt's transport may be taking bytes now, or closed the
+		// caller's body, which no retry can read then.
+		taken = max(taken, 1)
+	}
+	if unprocessed && body.replayable() {
+		taken = 0
 	}
 	wait, tok, d := up.res.Retry(attempt, r.Method, taken, body != nil, o)
 	if d != resilience.RetryAllowed {
@@ -738,6 +778,9 @@ func (p *Proxy) retry(ctx context.Context, up *upstream, attempt int, key string
 	// The budget paid for this retry: it gets its token back whenever the
 	// retry does not happen after all.
 	next, err := up.res.Pick(key, tried)
+	if err != nil && unprocessed {
+		next, err = up.res.Pick(key, nil)
+	}
 	if err != nil {
 		up.res.RefundRetry(tok) // no endpoint left to retry on
 		return resilience.Pick{}, false
@@ -891,7 +934,7 @@ func attemptResult(ctx context.Context, err error) resilience.Result {
 		return resilience.TimedOut
 	case errors.Is(cause, errBodyTooLarge), errors.Is(err, errBodyTooLarge), errors.As(err, &be):
 		return resilience.Canceled
-	case isH2Tries(ctx, err):
+	case isH2Refused(ctx, err):
 		return resilience.TransportFailed
 	}
 	return resilience.ClassifyError(err)
@@ -981,7 +1024,15 @@ func (p *Proxy) outgoing(ctx context.Context, w http.ResponseWriter, r *http.Req
 		out.ContentLength = 0
 		out.GetBody = nil
 	} else {
-		ab := body.attempt()
+		// A retry after an h2c upstream refused the stream unprocessed
+		// sends the body ferry kept whole (see keepForReplay).
+		var ab *attemptBody
+		if body.taken() > 0 {
+			ab = body.replayAttempt()
+		}
+		if ab == nil {
+			ab = body.attempt()
+		}
 		out.Body = ab
 		// Request trailers arrive in r.Trailer once the body is read; the
 		// transport must see that same map.

@@ -528,15 +528,36 @@ func (b *requestBody) dropHeld() {
 // attempt before in progress (the caller's body may have been closed
 // meanwhile, which the replay never reads).
 func (b *requestBody) replay() (io.ReadCloser, error) {
-	b.heldMu.Lock()
-	held, ok := b.held, b.heldOK
-	b.heldMu.Unlock()
-	if !ok || !b.ended.Load() || b.failed.Load() || b.torn.Load() || !b.retire() {
-		return nil, errBodyNotReplayable
+	if a := b.replayAttempt(); a != nil {
+		return a, nil
 	}
+	return nil, errBodyNotReplayable
+}
+
+// replayAttempt is replay's hold for a retry of ferry's, nil when the body
+// cannot be sent again that way.
+func (b *requestBody) replayAttempt() *attemptBody {
+	if !b.replayable() || !b.retire() {
+		return nil
+	}
+	b.heldMu.Lock()
+	held := b.held
+	b.heldMu.Unlock()
 	a := b.attempt()
 	a.replaying, a.rest = true, held
-	return a, nil
+	return a
+}
+
+// replayable reports whether ferry holds the whole body, read to its end,
+// to send it again.
+func (b *requestBody) replayable() bool {
+	if b == nil {
+		return false
+	}
+	b.heldMu.Lock()
+	ok := b.heldOK
+	b.heldMu.Unlock()
+	return ok && b.ended.Load() && !b.failed.Load() && !b.torn.Load()
 }
 
 // sent is how many body bytes were passed on upstream so far: those read
