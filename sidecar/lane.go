@@ -148,6 +148,7 @@ func newLane(name string, h http.Handler, fallback *http.Server, log *slog.Logge
 		answerWait: shutdownbounds.ReportWait, stopped: make(chan struct{}), idled: make(chan struct{}, 1),
 	}
 	l.countHanded()
+	widenH2Heads(fallback) // after every hook above: see h2head.go
 	return l
 }
 

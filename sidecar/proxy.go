@@ -94,11 +94,17 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		x.status, x.reason, x.err = 499, telemetry.ReasonClientCanceled, errPrematureResets
 		panic(http.ErrAbortHandler)
 	}
+	table := p.table.Load()
+	if r.ProtoMajor >= 2 && table.maxHeader > 0 {
+		if n, over := h2HeadOver(r, table.maxHeader); over {
+			x.fail(w, failure{status: http.StatusRequestHeaderFieldsTooLarge, reason: fmt.Sprintf("request header list of %d bytes (as HTTP/2 counts it) exceeds limits.max_header_bytes (%d)", n, table.maxHeader), kind: telemetry.ReasonHeaderTooLarge})
+			return
+		}
+	}
 	if f, bad := malformed(r); bad {
 		x.fail(w, f)
 		return
 	}
-	table := p.table.Load()
 	rt := table.match(r.Host, r.URL.Path)
 	if rt == nil {
 		x.fail(w, failure{http.StatusNotFound, fmt.Sprintf("no route for host %q path %q", r.Host, r.URL.Path), telemetry.ReasonNoRoute, false, false})

@@ -21,6 +21,9 @@ type route struct {
 type routeTable struct {
 	routes  []route
 	maxBody int64 // limits.max_request_body_bytes; 0 = none
+	// maxHeader is limits.max_header_bytes, which ferry holds an HTTP/2
+	// caller's head to itself (see h2HeadOver); 0 = none.
+	maxHeader int
 }
 
 // match returns the first route matching the request's host and path, or

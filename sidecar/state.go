@@ -79,7 +79,7 @@ func buildState(cfg *Config, resolver discovery.Resolver, prev *state, log *slog
 		st.upstreams[name] = up
 	}
 	if cfg.Outbound != nil {
-		st.outbound = &routeTable{maxBody: cfg.Limits.MaxRequestBodyBytes}
+		st.outbound = &routeTable{maxBody: cfg.Limits.MaxRequestBodyBytes, maxHeader: cfg.Limits.MaxHeaderBytes}
 		for i, rc := range cfg.Outbound.Routes {
 			host := normalizeHost(rc.Host)
 			ip, _ := netip.ParseAddr(host)
@@ -103,7 +103,7 @@ func buildState(cfg *Config, resolver discovery.Resolver, prev *state, log *slog
 			return nil, fmt.Errorf("defaults: %w", err)
 		}
 		st.app = up
-		st.inbound = &routeTable{maxBody: cfg.Limits.MaxRequestBodyBytes, routes: []route{{name: "app", label: "app", up: st.app}}}
+		st.inbound = &routeTable{maxBody: cfg.Limits.MaxRequestBodyBytes, maxHeader: cfg.Limits.MaxHeaderBytes, routes: []route{{name: "app", label: "app", up: st.app}}}
 	}
 	return st, nil
 }
