@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 	"sync"
 	"syscall"
+
+	"golang.org/x/sys/unix"
 )
 
 // File is a log file that follows its path: given to New as the
@@ -50,7 +52,8 @@ func OpenFile(path string, warn func(error)) (*File, error) {
 // CheckOpen reports the error OpenFile would return for path, without
 // creating the file when it does not exist: a file that exists is opened
 // for appending and closed (nothing is written), one that does not needs
-// a directory it could be created in. A named pipe is opened without
+// a directory it could be created in, by the effective uid and gid as
+// open(2) judges (not the real ones). A named pipe is opened without
 // waiting for its reader (OpenFile waits): one that has none yet passes.
 func CheckOpen(path string) error {
 	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|syscall.O_NONBLOCK, 0)
@@ -80,7 +83,10 @@ func CheckOpen(path string) error {
 	case !info.IsDir():
 		return &fs.PathError{Op: "open", Path: path, Err: syscall.ENOTDIR}
 	}
-	if err := syscall.Access(dir, 0x2|0x1); err != nil { // W_OK|X_OK
+	// Checked for the effective uid and gid (AT_EACCESS), which open(2)
+	// uses, not the real ones access(2) checks: they differ in a
+	// set-uid ferry, and the verdict must be ferry run's.
+	if err := unix.Faccessat(unix.AT_FDCWD, dir, unix.W_OK|unix.X_OK, unix.AT_EACCESS); err != nil {
 		return &fs.PathError{Op: "open", Path: path, Err: err}
 	}
 	return nil
