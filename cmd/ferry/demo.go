@@ -49,12 +49,36 @@ func cmdDemo(args []string, stdout, stderr io.Writer) int {
 	// A SIGINT (Ctrl-C) or SIGTERM ends the download: the demo then
 	// stops its ferry and removes its files, as at the end of a run,
 	// rather than die and leave them (the ferry alone on its ports when
-	// the signal reached the demo only).
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
-	defer stop()
-	if err := demo(ctx, size, stdout, stderr); err != nil {
+	// the signal reached the demo only). A second one while it does
+	// (its ferry may take up to 10s to go) kills its ferry at once.
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
+	defer signal.Stop(sigs)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	hurry, returned := make(chan struct{}), make(chan struct{})
+	defer close(returned)
+	go func() {
+		select {
+		case <-sigs:
+			cancel()
+		case <-returned:
+			return
+		}
+		select {
+		case <-sigs:
+			close(hurry)
+		case <-returned:
+		}
+	}()
+	if err := demo(ctx, hurry, size, stdout, stderr); err != nil {
 		if ctx.Err() != nil {
-			fmt.Fprintln(stderr, "ferry demo: stopped by a signal; its ferry was stopped and its files removed")
+			select {
+			case <-hurry:
+				fmt.Fprintln(stderr, "ferry demo: stopped by a second signal; its ferry was killed and its files removed")
+			default:
+				fmt.Fprintln(stderr, "ferry demo: stopped by a signal; its ferry was stopped and its files removed")
+			}
 			return exitFail
 		}
 		fmt.Fprintf(stderr, "ferry demo: %v\n", err)
@@ -63,7 +87,9 @@ func cmdDemo(args []string, stdout, stderr io.Writer) int {
 	return exitOK
 }
 
-func demo(ctx context.Context, size int64, stdout, stderr io.Writer) error {
+// demo runs the demo until ctx ends; once hurry is closed too, it kills
+// its ferry rather than wait for it to exit.
+func demo(ctx context.Context, hurry <-chan struct{}, size int64, stdout, stderr io.Writer) error {
 	origin, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return err
@@ -118,6 +144,9 @@ shutdown: { grace: 5s }
 		cmd.Process.Signal(syscall.SIGTERM)
 		select {
 		case <-exited:
+		case <-hurry:
+			cmd.Process.Kill()
+			<-exited
 		case <-time.After(10 * time.Second):
 			cmd.Process.Kill()
 			<-exited

@@ -171,3 +171,121 @@ func TestDemoReportsAFerryThatDidNotStartAtOnce(t *testing.T) {
 		t.Errorf("the demo took %v to report that its ferry exited", took.Round(time.Millisecond))
 	}
 }
+
+// A second Ctrl-C while the demo cleans up after the first ends it at
+// once: it kills its ferry, removes its files and exits 1. The demo
+// waited up to 10 s for its ferry to exit after the SIGTERM it sends it,
+// with the second SIGINT caught and ignored meanwhile. The test stops the
+// demo's ferry (SIGSTOP), as a ferry that is slow to exit, and presses
+// Ctrl-C twice: SIGINT to the demo's process group, once the demo is
+// seen cleaning up (its SIGTERM waits, pending, in the stopped ferry),
+// again.
+func TestDemoSecondInterruptStopsAtOnce(t *testing.T) {
+	bin := ferryBin(t)
+	pidLine := regexp.MustCompile(`ferry pid (\d+) `)
+	// 1000GiB: the demo is still computing the payload's digest when it
+	// is interrupted, without a download taking the machine's CPU.
+	cmd := exec.Command(bin, "demo", "--size", "1000GiB")
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stderr := new(syncbuf.Buffer)
+	cmd.Stderr = stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	child := make(chan int, 1)
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			if m := pidLine.FindStringSubmatch(sc.Text()); m != nil {
+				pid, _ := strconv.Atoi(m[1])
+				child <- pid
+			}
+		}
+		exited <- cmd.Wait()
+	}()
+	t.Cleanup(func() { cmd.Process.Kill() })
+	pid := recvWithin(t, child, 30*time.Second, "the demo to start its ferry")
+	t.Cleanup(func() { syscall.Kill(pid, syscall.SIGKILL) })
+	cmdline, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/cmdline")
+	if err != nil {
+		t.Fatal(err)
+	}
+	args := strings.Split(strings.TrimRight(string(cmdline), "\x00"), "\x00")
+	dir := filepath.Dir(args[len(args)-1]) // ferry run --config DIR/ferry.yaml
+	if !strings.Contains(filepath.Base(dir), "ferry-demo-") {
+		t.Fatalf("the child's command line %q names no demo config", args)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+
+	if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Kill(-cmd.Process.Pid, syscall.SIGINT); err != nil {
+		t.Fatal(err)
+	}
+	// The demo is cleaning up once its SIGTERM is pending in its ferry.
+	deadline := time.Now().Add(30 * time.Second)
+	for !pending(pid, syscall.SIGTERM) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the demo did not send its stopped ferry SIGTERM within 30s of a SIGINT; stderr:\n%s", stderr.String())
+		}
+		time.Sleep(5 * time.Millisecond) // polling a condition, not synchronising
+	}
+	second := time.Now()
+	if err := syscall.Kill(-cmd.Process.Pid, syscall.SIGINT); err != nil {
+		t.Fatal(err)
+	}
+	err = recvWithin(t, exited, 30*time.Second, "the demo to exit")
+	took := time.Since(second)
+	var ee *exec.ExitError
+	switch {
+	case !errors.As(err, &ee):
+		t.Errorf("the demo exited %v after the second SIGINT, want exit status %d", err, exitFail)
+	case ee.Sys().(syscall.WaitStatus).Signaled():
+		t.Errorf("the demo was killed by %v, want it to kill its ferry and exit %d", ee.Sys().(syscall.WaitStatus).Signal(), exitFail)
+	case ee.ExitCode() != exitFail:
+		t.Errorf("the demo exited %d, want %d", ee.ExitCode(), exitFail)
+	}
+	// At once: the 10s the demo otherwise gives its ferry is far off.
+	if took > 5*time.Second {
+		t.Errorf("the demo exited %v after the second SIGINT, want at once", took.Round(time.Millisecond))
+	}
+	deadline = time.Now().Add(10 * time.Second)
+	for alive(pid) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the demo's ferry (pid %d) still runs 10s after the demo exited; stderr:\n%s", pid, stderr.String())
+		}
+		time.Sleep(10 * time.Millisecond) // polling a condition, not synchronising
+	}
+	if _, err := os.Stat(dir); !os.IsNotExist(err) {
+		t.Errorf("the demo's directory %s is left behind (stat: %v)", dir, err)
+	}
+	if !strings.Contains(stderr.String(), "second signal") {
+		t.Errorf("the demo does not say a second signal stopped it; stderr:\n%s", stderr.String())
+	}
+}
+
+// pending reports whether sig waits, undelivered, for process pid (as it
+// does for a stopped process).
+func pending(pid int, sig syscall.Signal) bool {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
+	if err != nil {
+		return false
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		k, v, ok := strings.Cut(line, ":")
+		if !ok || (k != "SigPnd" && k != "ShdPnd") {
+			continue
+		}
+		mask, err := strconv.ParseUint(strings.TrimSpace(v), 16, 64)
+		if err == nil && mask&(1<<(uint(sig)-1)) != 0 {
+			return true
+		}
+	}
+	return false
+}
