@@ -25,7 +25,6 @@ import (
 // directory, ferry-demo-*, behind each time.
 func TestDemoStoppedStopsItsFerry(t *testing.T) {
 	bin := ferryBin(t)
-	pidLine := regexp.MustCompile(`ferry pid (\d+) `)
 	for _, tc := range []struct {
 		name  string
 		group bool // the signal goes to the demo's process group, as a terminal's Ctrl-C does
@@ -41,45 +40,8 @@ func TestDemoStoppedStopsItsFerry(t *testing.T) {
 		{"SIGTERM to the demo alone, before the download", false, syscall.SIGTERM, "1000GiB", false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			cmd := exec.Command(bin, "demo", "--size", tc.size)
-			cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-			stdout, err := cmd.StdoutPipe()
-			if err != nil {
-				t.Fatal(err)
-			}
-			stderr := new(syncbuf.Buffer)
-			cmd.Stderr = stderr
-			if err := cmd.Start(); err != nil {
-				t.Fatal(err)
-			}
-			exited := make(chan error, 1)
-			var out strings.Builder
-			child := make(chan int, 1)
-			go func() {
-				sc := bufio.NewScanner(stdout)
-				for sc.Scan() {
-					out.WriteString(sc.Text() + "\n")
-					if m := pidLine.FindStringSubmatch(sc.Text()); m != nil {
-						pid, _ := strconv.Atoi(m[1])
-						child <- pid
-					}
-				}
-				exited <- cmd.Wait()
-			}()
-			t.Cleanup(func() { cmd.Process.Kill() })
-			pid := recvWithin(t, child, 30*time.Second, "the demo to start its ferry")
-			// Whatever the outcome, the child goes when the test does.
-			t.Cleanup(func() { syscall.Kill(pid, syscall.SIGKILL) })
-			cmdline, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/cmdline")
-			if err != nil {
-				t.Fatal(err)
-			}
-			args := strings.Split(strings.TrimRight(string(cmdline), "\x00"), "\x00")
-			dir := filepath.Dir(args[len(args)-1]) // ferry run --config DIR/ferry.yaml
-			if !strings.Contains(filepath.Base(dir), "ferry-demo-") {
-				t.Fatalf("the child's command line %q names no demo config", args)
-			}
-			t.Cleanup(func() { os.RemoveAll(dir) })
+			d := startDemo(t, bin, tc.size)
+			cmd, stderr := d.cmd, d.stderr
 
 			if tc.midDownload {
 				// The progress bar: drawn once the download began.
@@ -98,29 +60,91 @@ func TestDemoStoppedStopsItsFerry(t *testing.T) {
 			if err := syscall.Kill(target, tc.sig); err != nil {
 				t.Fatal(err)
 			}
-			err = recvWithin(t, exited, 30*time.Second, "the demo to exit")
+			err := recvWithin(t, d.exited, 30*time.Second, "the demo to exit")
 			var ee *exec.ExitError
 			if errors.As(err, &ee) {
 				if ws, ok := ee.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
-					t.Errorf("the demo was killed by %v instead of stopping its ferry and exiting; stdout:\n%s", ws.Signal(), out.String())
+					t.Errorf("the demo was killed by %v instead of stopping its ferry and exiting; stdout:\n%s", ws.Signal(), d.out.String())
 				}
 			}
-			// The child is gone (or a zombie nobody reaped yet: it has
-			// exited all the same).
-			deadline := time.Now().Add(10 * time.Second)
-			for alive(pid) {
-				if time.Now().After(deadline) {
-					t.Fatalf("the demo's ferry (pid %d) still runs 10s after the demo exited (%v); stderr:\n%s", pid, err, stderr.String())
-				}
-				time.Sleep(10 * time.Millisecond) // polling a condition, not synchronising
-			}
-			if _, err := os.Stat(dir); !os.IsNotExist(err) {
-				t.Errorf("the demo's directory %s is left behind (stat: %v)", dir, err)
-			}
+			d.checkCleanedUp(t)
 			if !strings.Contains(stderr.String(), "stopped by a signal") {
 				t.Errorf("the demo does not say it was stopped; stderr:\n%s", stderr.String())
 			}
 		})
+	}
+}
+
+// demoRun is a `ferry demo` started in a process group of its own (as
+// from a terminal), and the ferry it started.
+type demoRun struct {
+	cmd    *exec.Cmd
+	stderr *syncbuf.Buffer
+	out    *strings.Builder // its stdout, whole once exited has a value
+	exited chan error
+	child  int    // its ferry's pid
+	dir    string // its ferry's config directory, ferry-demo-*
+}
+
+var demoPidLine = regexp.MustCompile(`ferry pid (\d+) `)
+
+// startDemo starts `ferry demo --size size` and waits for the ferry it
+// starts; both are killed, and the directory removed, when the test ends.
+func startDemo(t *testing.T, bin, size string) *demoRun {
+	t.Helper()
+	d := &demoRun{cmd: exec.Command(bin, "demo", "--size", size), stderr: new(syncbuf.Buffer), out: new(strings.Builder), exited: make(chan error, 1)}
+	d.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	stdout, err := d.cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	d.cmd.Stderr = d.stderr
+	if err := d.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	child := make(chan int, 1)
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			d.out.WriteString(sc.Text() + "\n")
+			if m := demoPidLine.FindStringSubmatch(sc.Text()); m != nil {
+				pid, _ := strconv.Atoi(m[1])
+				child <- pid
+			}
+		}
+		d.exited <- d.cmd.Wait()
+	}()
+	t.Cleanup(func() { d.cmd.Process.Kill() })
+	d.child = recvWithin(t, child, 30*time.Second, "the demo to start its ferry")
+	// Whatever the outcome, the child goes when the test does.
+	t.Cleanup(func() { syscall.Kill(d.child, syscall.SIGKILL) })
+	cmdline, err := os.ReadFile("/proc/" + strconv.Itoa(d.child) + "/cmdline")
+	if err != nil {
+		t.Fatal(err)
+	}
+	args := strings.Split(strings.TrimRight(string(cmdline), "\x00"), "\x00")
+	d.dir = filepath.Dir(args[len(args)-1]) // ferry run --config DIR/ferry.yaml
+	if !strings.Contains(filepath.Base(d.dir), "ferry-demo-") {
+		t.Fatalf("the child's command line %q names no demo config", args)
+	}
+	t.Cleanup(func() { os.RemoveAll(d.dir) })
+	return d
+}
+
+// checkCleanedUp checks, once the demo exited, that its ferry is gone (or
+// a zombie nobody reaped yet: it has exited all the same) and its
+// directory removed.
+func (d *demoRun) checkCleanedUp(t *testing.T) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for alive(d.child) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the demo's ferry (pid %d) still runs 10s after the demo exited; stderr:\n%s", d.child, d.stderr.String())
+		}
+		time.Sleep(10 * time.Millisecond) // polling a condition, not synchronising
+	}
+	if _, err := os.Stat(d.dir); !os.IsNotExist(err) {
+		t.Errorf("the demo's directory %s is left behind (stat: %v)", d.dir, err)
 	}
 }
 
@@ -182,45 +206,10 @@ func TestDemoReportsAFerryThatDidNotStartAtOnce(t *testing.T) {
 // again.
 func TestDemoSecondInterruptStopsAtOnce(t *testing.T) {
 	bin := ferryBin(t)
-	pidLine := regexp.MustCompile(`ferry pid (\d+) `)
 	// 1000GiB: the demo is still computing the payload's digest when it
 	// is interrupted, without a download taking the machine's CPU.
-	cmd := exec.Command(bin, "demo", "--size", "1000GiB")
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	stderr := new(syncbuf.Buffer)
-	cmd.Stderr = stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan error, 1)
-	child := make(chan int, 1)
-	go func() {
-		sc := bufio.NewScanner(stdout)
-		for sc.Scan() {
-			if m := pidLine.FindStringSubmatch(sc.Text()); m != nil {
-				pid, _ := strconv.Atoi(m[1])
-				child <- pid
-			}
-		}
-		exited <- cmd.Wait()
-	}()
-	t.Cleanup(func() { cmd.Process.Kill() })
-	pid := recvWithin(t, child, 30*time.Second, "the demo to start its ferry")
-	t.Cleanup(func() { syscall.Kill(pid, syscall.SIGKILL) })
-	cmdline, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/cmdline")
-	if err != nil {
-		t.Fatal(err)
-	}
-	args := strings.Split(strings.TrimRight(string(cmdline), "\x00"), "\x00")
-	dir := filepath.Dir(args[len(args)-1]) // ferry run --config DIR/ferry.yaml
-	if !strings.Contains(filepath.Base(dir), "ferry-demo-") {
-		t.Fatalf("the child's command line %q names no demo config", args)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
+	d := startDemo(t, bin, "1000GiB")
+	cmd, stderr, pid := d.cmd, d.stderr, d.child
 
 	if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
 		t.Fatal(err)
@@ -240,7 +229,7 @@ func TestDemoSecondInterruptStopsAtOnce(t *testing.T) {
 	if err := syscall.Kill(-cmd.Process.Pid, syscall.SIGINT); err != nil {
 		t.Fatal(err)
 	}
-	err = recvWithin(t, exited, 30*time.Second, "the demo to exit")
+	err := recvWithin(t, d.exited, 30*time.Second, "the demo to exit")
 	took := time.Since(second)
 	var ee *exec.ExitError
 	switch {
@@ -255,16 +244,7 @@ func TestDemoSecondInterruptStopsAtOnce(t *testing.T) {
 	if took > 5*time.Second {
 		t.Errorf("the demo exited %v after the second SIGINT, want at once", took.Round(time.Millisecond))
 	}
-	deadline = time.Now().Add(10 * time.Second)
-	for alive(pid) {
-		if time.Now().After(deadline) {
-			t.Fatalf("the demo's ferry (pid %d) still runs 10s after the demo exited; stderr:\n%s", pid, stderr.String())
-		}
-		time.Sleep(10 * time.Millisecond) // polling a condition, not synchronising
-	}
-	if _, err := os.Stat(dir); !os.IsNotExist(err) {
-		t.Errorf("the demo's directory %s is left behind (stat: %v)", dir, err)
-	}
+	d.checkCleanedUp(t)
 	if !strings.Contains(stderr.String(), "second signal") {
 		t.Errorf("the demo does not say a second signal stopped it; stderr:\n%s", stderr.String())
 	}
