@@ -1,10 +1,7 @@
 package deploy
 
 import (
-	"bytes"
 	"encoding/json"
-	"net/http"
-	"net/http/httptest"
 	"strings"
 	"testing"
 
@@ -73,7 +70,7 @@ spec:
 		pod := dep["spec"].(map[string]any)["template"].(map[string]any)
 		pod["apiVersion"], pod["kind"] = "v1", "Pod"
 		called := sel.Matches(labels.Set(lbls))
-		patched, msg := review(t, h, pod)
+		patched, _, msg := reviewAll(t, h, pod)
 		if web := called && patched; web != cli {
 			t.Errorf("labels %v: ferry inject injects: %v (%s); the chart's webhook: %v (objectSelector sends it: %v; %s)",
 				lbls, cli, reps[0], web, called, msg)
@@ -87,36 +84,4 @@ spec:
 			}
 		}
 	}
-}
-
-// review sends pod to the webhook handler and reports whether it was
-// patched, with the response's message.
-func review(t *testing.T, h http.Handler, pod map[string]any) (bool, string) {
-	t.Helper()
-	body, err := json.Marshal(map[string]any{
-		"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
-		"request": map[string]any{
-			"uid": "1", "kind": map[string]any{"group": "", "version": "v1", "kind": "Pod"},
-			"resource":  map[string]any{"group": "", "version": "v1", "resource": "pods"},
-			"namespace": "shop", "operation": "CREATE", "object": pod,
-		},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	req := httptest.NewRequest(http.MethodPost, webhook.Path, bytes.NewReader(body))
-	req.Header.Set("Content-Type", "application/json")
-	rec := httptest.NewRecorder()
-	h.ServeHTTP(rec, req)
-	var resp struct {
-		Response struct {
-			Allowed bool            `json:"allowed"`
-			Patch   []byte          `json:"patch"`
-			Status  json.RawMessage `json:"status"`
-		} `json:"response"`
-	}
-	if rec.Code != http.StatusOK || json.Unmarshal(rec.Body.Bytes(), &resp) != nil || !resp.Response.Allowed {
-		t.Fatalf("webhook answered %d %s", rec.Code, rec.Body.String())
-	}
-	return len(resp.Response.Patch) > 0, string(resp.Response.Status)
 }
