@@ -36,6 +36,10 @@ var (
 	// errAttemptRetired ends the body reads of an attempt given up for a
 	// retry (see attemptBody).
 	errAttemptRetired = errors.New("the attempt was given up for a retry")
+	// errRefusedBeforeBody: the upstream gave its final answer to an
+	// Expect: 100-continue request before asking for the body, which is
+	// then not sent (see informedTrip.answeredFirst).
+	errRefusedBeforeBody = errors.New("the upstream answered before asking for the request body")
 	// errBadStatus: a response status no server may send (below 100, or of
 	// more than 3 digits), which no caller can be given.
 	errBadStatus = errors.New("malformed HTTP status code")

@@ -1174,6 +1174,18 @@ func roundTripInformed(rt http.RoundTripper, out *http.Request, w http.ResponseW
 			inform(s.w, code, http.Header(h))
 		}
 		return nil
+	}, Wait100Continue: func() {
+		s.mu.Lock()
+		s.asked = time.Now()
+		s.mu.Unlock()
+	}, Got100Continue: func() {
+		s.mu.Lock()
+		s.got100 = true
+		s.mu.Unlock()
+	}, GotFirstResponseByte: func() {
+		s.mu.Lock()
+		s.answered = true
+		s.mu.Unlock()
 	}, GotConn: func(info httptrace.GotConnInfo) {
 		if c, ok := info.Conn.(*headFixConn); ok {
 			c.expectHead(out.Method == http.MethodHead)
@@ -1184,6 +1196,13 @@ func roundTripInformed(rt http.RoundTripper, out *http.Request, w http.ResponseW
 			}
 		}
 	}}
+	if ab, ok := s.body.(*attemptBody); ok && out.Header["Expect"] != nil && out.Header["Upgrade"] == nil {
+		s.done = out.Context().Done()
+		if _, own := w.(*connWriter); !own && w != nil {
+			s.caller = callerSocket(w, out)
+		}
+		ab.trip = s
+	}
 	res, err := rt.RoundTrip(out.WithContext(httptrace.WithClientTrace(out.Context(), &s.trace)))
 	s.mu.Lock()
 	s.over = true
@@ -1199,6 +1218,32 @@ type informedTrip struct {
 	over  bool // the round trip returned: a 1xx is late
 	w     http.ResponseWriter
 	body  io.ReadCloser // the request's
+	// For a request with Expect: 100-continue: when the transport began
+	// to wait for the upstream's 100 (zero: not yet), whether a 100 came,
+	// whether any answer's first byte did, and the request's end.
+	asked    time.Time
+	got100   bool
+	answered bool
+	done     <-chan struct{}
+	caller   *net.TCPConn // the HTTP/1.1 caller's socket net/http serves, when known
+}
+
+// answeredFirst reports that the upstream gave its final answer to an
+// Expect: 100-continue request without asking for the body: net/http's
+// HTTP/1.1 Transport then sends the body anyway when that answer keeps
+// the connection open (one it would otherwise have to close), and
+// reading the caller's body for it would make net/http's server send the
+// caller a 100 Continue the upstream never gave, for an upload nobody
+// reads (the caller's answer then ends only when it sent all of it, or at
+// body_idle). The transport reads the body after a 100, after its
+// continueTimeout wait (which starts after Wait100Continue), or after a
+// final answer: a Read with no 100, an answer begun and less than
+// continueTimeout since the wait began can only follow a final answer.
+// A 1xx other than 100 and then the timeout's end is read as the timeout.
+func (s *informedTrip) answeredFirst() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return !s.asked.IsZero() && !s.got100 && s.answered && time.Since(s.asked) < continueTimeout
 }
 
 // bodyStart is what awaitBody read of a body before its head goes out:

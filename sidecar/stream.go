@@ -597,6 +597,9 @@ type attemptBody struct {
 	// ends (see requestBody.replay).
 	replaying bool
 	rest      []byte
+	// trip: the round trip of a request with Expect: 100-continue that
+	// net/http's transport makes (see informedTrip.answeredFirst).
+	trip *informedTrip
 }
 
 const (
@@ -617,6 +620,24 @@ func (a *attemptBody) Read(p []byte) (int, error) {
 		return 0, errAttemptRetired
 	}
 	defer a.state.Store(holdFree)
+	if a.trip != nil && a.trip.answeredFirst() {
+		// The upstream answered without asking for the body: none of
+		// it is read from the caller (no 100 Continue goes to it, and
+		// net/http's server closes its connection after the answer)
+		// nor sent; the Read waits for the request to end, as the
+		// transport, whose write it holds, closes the upstream's
+		// connection once it has the answer and finds the request not
+		// yet written.
+		<-a.trip.done
+		if a.trip.caller != nil {
+			// net/http's server, ending the exchange, reads what is
+			// left of a body of up to 256 KiB the caller will not send:
+			// the read side is shut so that read ends at once (the
+			// connection closes after the answer anyway).
+			_ = a.trip.caller.CloseRead()
+		}
+		return 0, errRefusedBeforeBody
+	}
 	if a.replaying {
 		if len(a.rest) == 0 {
 			return 0, io.EOF

@@ -143,7 +143,7 @@ func newTransport(t resilience.Timeouts, h2c *h2cPeer) http.RoundTripper {
 		MaxIdleConnsPerHost:   256,
 		IdleConnTimeout:       90 * time.Second,
 		ResponseHeaderTimeout: t.ResponseHeader,
-		ExpectContinueTimeout: time.Second,
+		ExpectContinueTimeout: continueTimeout,
 		WriteBufferSize:       32 << 10,
 		ReadBufferSize:        32 << 10,
 	}
