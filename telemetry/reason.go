@@ -37,7 +37,10 @@ func boundedReason(r string) string {
 }
 
 // statusClass maps a status code to the status_class label: "1xx".."5xx",
-// or "none" when no status was sent.
+// or "none" when no status was sent. A status of 600 to 999 (net/http's
+// client takes any three digits; ferry relays it as it came) is labelled
+// "5xx": RFC 9110 section 15 calls it invalid and has a client process it
+// as a 5xx.
 func statusClass(code int) string {
 	switch {
 	case code >= 100 && code < 200:
@@ -48,7 +51,7 @@ func statusClass(code int) string {
 		return "3xx"
 	case code >= 400 && code < 500:
 		return "4xx"
-	case code >= 500 && code < 600:
+	case code >= 500 && code <= 999:
 		return "5xx"
 	default:
 		return "none"
