@@ -40,7 +40,9 @@
 //     budget and the body allow. A failure ferry answers itself goes
 //     through exchange.fail: a status with the reason in text/plain and
 //     X-Ferry-Error (errors.go), or, to a gRPC call, a trailers-only gRPC
-//     answer with the reason in grpc-message (grpcfailure.go).
+//     answer with the reason in grpc-message (grpcfailure.go), and to a
+//     gRPC-Web call, over any HTTP version, a trailers-only gRPC-Web
+//     answer of its own Content-Type (grpcweb.go).
 //  5. A bodiless request to a plain-TCP HTTP/1.1 upstream goes through
 //     fastH1 (splice.go), ferry's own small client and connection pool; it
 //     reads the plainest response heads itself (response.go) and hands a

@@ -2,6 +2,7 @@ package sidecar
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"fmt"
 	"io"
@@ -248,8 +249,15 @@ func h2Post(t *testing.T, addr, authority, path string, fields ...[2]string) h2A
 // grpc-message percent-encoded as the gRPC spec requires (bytes outside
 // printable ASCII and '%'), X-Ferry-Error kept. Content-Type is matched
 // without regard to case (media types are case-insensitive, RFC 9110
-// 8.3.1); gRPC-Web and other types get the plain answer.
+// 8.3.1). A gRPC-Web call gets its own trailers-only answer, of its own
+// Content-Type (grpcweb_test.go); other types get the plain answer.
 func TestGRPCFailureIsTrailersOnly(t *testing.T) {
+	webCT := func(ct string) string { // a gRPC-Web call's answer is of its type
+		if web, _ := grpcWebType([]string{ct}); web {
+			return ct
+		}
+		return ""
+	}
 	sc := startFerry(t, `
 admin: { listen: 127.0.0.1:0 }
 outbound: { listen: 127.0.0.1:0, routes: [ { host: files, service: files } ] }
@@ -265,8 +273,8 @@ services: { files: { endpoints: [127.0.0.1:9] } }
 		{"application/grpc+proto", true},
 		{"application/grpc;charset=utf-8", true},
 		{"Application/GRPC+json", true},
-		{"application/grpc-web", false},
-		{"application/grpc-web+proto", false},
+		{"application/grpc-web", true},
+		{"application/grpc-web+proto", true},
 		{"application/grpcx", false},
 		{"application/json", false},
 		{"", false},
@@ -288,7 +296,7 @@ services: { files: { endpoints: [127.0.0.1:9] } }
 			}
 			want := map[string]string{
 				":status":      "200",
-				"content-type": "application/grpc",
+				"content-type": cmp.Or(webCT(tc.ct), "application/grpc"),
 				"grpc-status":  "12", // UNIMPLEMENTED, as the spec maps 404
 				"grpc-message": `no route for host "nowhere" path "/caf%C3%A9.Svc/100%25"`,
 			}

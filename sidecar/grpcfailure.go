@@ -41,7 +41,7 @@ const grpcReasonMax = 1024
 // application/grpc, alone or followed by a +format or parameters. The
 // type is matched without regard to case (media types are
 // case-insensitive, RFC 9110 8.3.1). gRPC-Web (application/grpc-web) is
-// not: its clients read the status elsewhere. Neither is a request over
+// not: it has its own form (grpcWebRequest). Neither is a request over
 // HTTP/1: gRPC is defined over HTTP/2, and a 200 would read as success to
 // a client that does not look for grpc-status; it gets the plain answer.
 func grpcCall(r *http.Request) bool {

@@ -68,6 +68,9 @@ type exchange struct {
 	// grpc: the request is a gRPC call (grpcCall), answered a failure in
 	// gRPC's form.
 	grpc bool
+	// grpcWeb: the request's Content-Type when it is a gRPC-Web call
+	// (grpcWebRequest), answered a failure in gRPC-Web's form; else "".
+	grpcWeb string
 	// grpcSet: grpcStatus is the gRPC status the gRPC call's caller was
 	// sent: in the upstream's trailers (or trailers-only head) relayed
 	// whole, or in ferry's failure answer.
@@ -114,8 +117,8 @@ func (x *exchange) end() {
 
 // fail answers the caller with a proxy-made failure and records it. The
 // telemetry records f's status and reason whatever form the answer takes:
-// a gRPC call's failure is answered as a 200 carrying grpc-status, but
-// reported as the failure it is.
+// a gRPC or gRPC-Web call's failure is answered as a 200 carrying
+// grpc-status, but reported as the failure it is.
 func (x *exchange) fail(w http.ResponseWriter, f failure) {
 	x.status, x.reason = f.status, f.kind
 	if x.grpc {
@@ -128,6 +131,10 @@ func (x *exchange) fail(w http.ResponseWriter, f failure) {
 	// would be read as the next request, so the connection cannot go on,
 	// and the answer says so. HTTP/2 streams end on their own.
 	f.close = (f.close || x.closeConn || x.hasBody) && x.h1
+	if x.grpcWeb != "" {
+		writeGRPCWebFailure(w, f, x.grpcWeb, x.h1, f.close)
+		return
+	}
 	writeFailure(w, f)
 }
 

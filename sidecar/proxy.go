@@ -85,6 +85,9 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	r = r.WithContext(ctx)
 	*x = exchange{q: q, h1: r.ProtoMajor == 1, grpc: grpcCall(r), hasBody: r.ContentLength != 0}
+	if !x.grpc {
+		x.grpcWeb = grpcWebRequest(r)
+	}
 	x.closeConn = x.h1 && mustClose(r.Context())
 	x.h2conn = h2conn
 	defer x.end()
