@@ -29,6 +29,12 @@ func grpcHealthStatus(res *http.Response) int {
 	if !ok {
 		return 0
 	}
+	return grpcHealthOfCode(code)
+}
+
+// grpcHealthOfCode is grpcHealthStatus for a gRPC status code, of a gRPC
+// or a gRPC-Web response.
+func grpcHealthOfCode(code int) int {
 	switch code {
 	case 14:
 		return http.StatusServiceUnavailable
@@ -57,6 +63,12 @@ func grpcStatus(res *http.Response) (code int, ok bool) {
 	if !ok {
 		v = res.Header["Grpc-Status"] // trailers-only
 	}
+	return parseGRPCStatus(v)
+}
+
+// parseGRPCStatus reads the values of grpc-status fields as grpcStatus
+// says; ok is false for none.
+func parseGRPCStatus(v []string) (code int, ok bool) {
 	if len(v) == 0 {
 		return 0, false
 	}

@@ -1,6 +1,8 @@
 package sidecar
 
 import (
+	"bytes"
+	"encoding/base64"
 	"net/http"
 	"strconv"
 	"strings"
@@ -74,4 +76,151 @@ func writeGRPCWebFailure(w http.ResponseWriter, f failure, ct string, h1, close 
 		h["Content-Length"] = nil
 	}
 	w.WriteHeader(http.StatusOK)
+}
+
+// grpcWebTrailerMax bounds what ferry keeps of a gRPC-Web trailer frame
+// to read its grpc-status: header lines past it (custom trailer metadata,
+// usually after grpc-status and grpc-message) are stepped over unread.
+// gRPC lets clients refuse trailers over 8 KiB.
+const grpcWebTrailerMax = 8 << 10
+
+// grpcWebStatus follows a gRPC-Web response's body as it is relayed to
+// the caller, without holding it, for the grpc-status of its trailer
+// frame: it steps over the length-prefixed frames as grpcFrames does, and
+// keeps only the payload of a trailer frame (flag bit 0x80), up to
+// grpcWebTrailerMax. The text variant is base64, which ferry decodes as
+// gRPC-Web clients do, four characters at a time: PROTOCOL-WEB.md lets a
+// server pad at any flush, so the body is padded base64 chunks one after
+// the other, each a whole number of four-character groups. Bytes that
+// are no such base64 stop the following: the response is then judged by
+// its head alone.
+type grpcWebStatus struct {
+	text   bool
+	quad   [4]byte // base64 characters of an unfinished group (text)
+	nq     int
+	broken bool // the text was no base64 ferry can decode
+
+	head    int    // bytes of the current frame's 5-byte prefix seen
+	flag    byte   // the current frame's flag byte
+	left    uint64 // payload bytes of the current frame still to come
+	trailer []byte // the current trailer frame's payload, up to grpcWebTrailerMax
+	cut     bool   // the current trailer frame was longer than what was kept
+
+	code int  // grpc-status of the last whole trailer frame
+	ok   bool // a trailer frame carried a grpc-status
+}
+
+// observe follows p, bytes of the body relayed to the caller.
+func (g *grpcWebStatus) observe(p []byte) {
+	if !g.text {
+		g.frames(p)
+		return
+	}
+	if g.broken {
+		return
+	}
+	var out [768]byte
+	n := 0
+	for _, c := range p {
+		if c == '\r' || c == '\n' {
+			continue
+		}
+		g.quad[g.nq] = c
+		if g.nq++; g.nq < 4 {
+			continue
+		}
+		g.nq = 0
+		m, err := base64.StdEncoding.Decode(out[n:], g.quad[:])
+		if err != nil {
+			g.broken, g.ok = true, false
+			return
+		}
+		if n += m; n > len(out)-3 {
+			g.frames(out[:n])
+			n = 0
+		}
+	}
+	g.frames(out[:n])
+}
+
+// frames steps over p, decoded body bytes, keeping a trailer frame's
+// payload and reading it once it is whole.
+func (g *grpcWebStatus) frames(p []byte) {
+	for len(p) > 0 {
+		if g.head < 5 {
+			if g.head == 0 {
+				g.flag, g.left = p[0], 0
+			} else {
+				g.left = g.left<<8 | uint64(p[0])
+			}
+			g.head++
+			p = p[1:]
+			if g.head == 5 {
+				g.trailer, g.cut = g.trailer[:0], false
+				if g.left == 0 {
+					g.frameEnd()
+				}
+			}
+			continue
+		}
+		n := uint64(len(p))
+		if n > g.left {
+			n = g.left
+		}
+		if g.flag&0x80 != 0 {
+			keep := p[:n]
+			if room := grpcWebTrailerMax - len(g.trailer); len(keep) > room {
+				keep, g.cut = keep[:room], true
+			}
+			g.trailer = append(g.trailer, keep...)
+		}
+		g.left -= n
+		p = p[n:]
+		if g.left == 0 {
+			g.frameEnd()
+		}
+	}
+}
+
+// frameEnd reads a whole trailer frame's grpc-status, and begins the
+// next frame. A compressed trailer frame (flag 0x81) is not read.
+func (g *grpcWebStatus) frameEnd() {
+	g.head = 0
+	if g.flag&0x80 == 0 || g.flag&0x01 != 0 {
+		return
+	}
+	lines := g.trailer
+	var vals []string
+	for len(lines) > 0 {
+		line, rest, found := bytes.Cut(lines, []byte{'\n'})
+		lines = rest
+		if !found && g.cut {
+			break // cut short where ferry stopped keeping
+		}
+		name, value, ok := bytes.Cut(bytes.TrimSuffix(line, []byte{'\r'}), []byte{':'})
+		if ok && strings.EqualFold(string(bytes.TrimSpace(name)), "grpc-status") {
+			vals = append(vals, string(bytes.Trim(value, " \t")))
+		}
+	}
+	if code, ok := parseGRPCStatus(vals); ok {
+		g.code, g.ok = code, true
+	}
+}
+
+// health returns the HTTP status the breaker and outlier ejection judge a
+// whole gRPC-Web response res by, as grpcHealthStatus does a gRPC one, or
+// 0 to judge it by its own: the grpc-status of its trailer frame, else of
+// its head (a trailers-only response), for a 200.
+func (g *grpcWebStatus) health(res *http.Response) int {
+	if res.StatusCode != http.StatusOK {
+		return 0
+	}
+	code, ok := g.code, g.ok
+	if !ok {
+		code, ok = parseGRPCStatus(res.Header["Grpc-Status"])
+	}
+	if !ok {
+		return 0
+	}
+	return grpcHealthOfCode(code)
 }

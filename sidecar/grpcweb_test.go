@@ -36,6 +36,7 @@ type grpcWebResult struct {
 	hasStatus    bool
 	message      string
 	ferryError   string
+	originProto  string // X-Origin-Proto: the protocol a test's upstream was spoken to in
 }
 
 // readGRPCWeb reads res as a gRPC-Web client does (grpc-web, connect-web):
@@ -48,7 +49,7 @@ func readGRPCWeb(t *testing.T, res *http.Response) grpcWebResult {
 	if err != nil {
 		t.Fatalf("reading the answer: %v", err)
 	}
-	r := grpcWebResult{httpStatus: res.StatusCode, contentType: res.Header.Get("Content-Type"), ferryError: res.Header.Get("X-Ferry-Error")}
+	r := grpcWebResult{httpStatus: res.StatusCode, contentType: res.Header.Get("Content-Type"), ferryError: res.Header.Get("X-Ferry-Error"), originProto: res.Header.Get("X-Origin-Proto")}
 	if !strings.HasPrefix(strings.ToLower(r.contentType), "application/grpc-web") {
 		r.message = "(not gRPC-Web) " + string(body) // no status a gRPC-Web client can read
 		return r

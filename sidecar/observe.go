@@ -78,6 +78,9 @@ type exchange struct {
 	grpcStatus int
 	// frames follows the messages of a gRPC call's gRPC response.
 	frames grpcFrames
+	// web follows a gRPC-Web response's body for its trailer frame's
+	// grpc-status.
+	web grpcWebStatus
 	// closeConn: the caller's HTTP/1 connection must close after this
 	// exchange, whatever its outcome (a request framed by both
 	// Content-Length and Transfer-Encoding, RFC 9112 section 6.1).

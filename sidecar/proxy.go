@@ -488,6 +488,11 @@ func (p *Proxy) attempts(ctx context.Context, w http.ResponseWriter, r *http.Req
 		if x.grpc && grpcResponse(res) {
 			frames = &x.frames
 		}
+		var web *grpcWebStatus // a gRPC-Web response's trailer frame
+		if isWeb, text := grpcWebType(res.Header["Content-Type"]); isWeb && res.StatusCode == http.StatusOK {
+			x.web = grpcWebStatus{text: text, trailer: x.web.trailer[:0]}
+			web = &x.web
+		}
 		start, firstCut, err := awaitBody(res, idle)
 		if err != nil {
 			result = relayResult{readErr: err, unsent: true}
@@ -499,7 +504,7 @@ func (p *Proxy) attempts(ctx context.Context, w http.ResponseWriter, r *http.Req
 				x.answerBegan = ctx.Err() == nil
 			}
 			cut := cutOnCancel(ctx, w, r, frames)
-			result = p.respond(w, r, res, idle, start, frames)
+			result = p.respond(w, r, res, idle, start, frames, web)
 			if testHookResponded != nil {
 				testHookResponded(ctx)
 			}
@@ -697,6 +702,10 @@ func (p *Proxy) attempts(ctx context.Context, w http.ResponseWriter, r *http.Req
 		if o.Result == resilience.Responded {
 			if s := grpcHealthStatus(res); s != 0 {
 				o.Status = s // an HTTP 200 ending a gRPC call UNAVAILABLE, say
+			} else if web != nil {
+				if s := web.health(res); s != 0 {
+					o.Status = s // the same of a gRPC-Web call
+				}
 			}
 		}
 		e := pick.Done(o) // the zero Effect when the retry check above reported it
@@ -1304,9 +1313,10 @@ func awaitBody(res *http.Response, idle *idleTimer) (st bodyStart, cut bool, err
 // closed short, no final chunk, or a reset HTTP/2 stream), never end it
 // cleanly.
 //
-// frames follows a gRPC response's messages (see grpcFrames); nil for
-// any other response. Such a response is relayed, never spliced.
-func (p *Proxy) respond(w http.ResponseWriter, r *http.Request, res *http.Response, idle *idleTimer, st bodyStart, frames *grpcFrames) relayResult {
+// frames follows a gRPC response's messages (see grpcFrames), web a
+// gRPC-Web response's trailer frame (see grpcWebStatus); nil for any
+// other response. Such a response is relayed, never spliced.
+func (p *Proxy) respond(w http.ResponseWriter, r *http.Request, res *http.Response, idle *idleTimer, st bodyStart, frames *grpcFrames, web *grpcWebStatus) relayResult {
 	sb, _ := res.Body.(*spliceBody)
 	var buf []byte // the relay's, holding first bytes read
 	if st.bp != nil {
@@ -1331,7 +1341,7 @@ func (p *Proxy) respond(w http.ResponseWriter, r *http.Request, res *http.Respon
 	var result relayResult
 	spliced := false
 	dst := callerSocket(w, res.Request)
-	if sb != nil && frames == nil {
+	if sb != nil && frames == nil && web == nil {
 		result, spliced = sb.spliceTo(w, dst, idle)
 	}
 	if !spliced {
@@ -1340,7 +1350,7 @@ func (p *Proxy) respond(w http.ResponseWriter, r *http.Request, res *http.Respon
 			defer bufPool.Put(bp)
 			buf = *bp
 		}
-		result = relay(w, rc, res.Body, dst, idle, buf, st.first, frames)
+		result = relay(w, rc, res.Body, dst, idle, buf, st.first, frames, web)
 	}
 	if result.readErr == nil && result.writeErr == nil {
 		dropForbiddenTrailers(res.Trailer) // as a caller's are

@@ -725,7 +725,10 @@ const relayWatchAfter = 256 << 10
 // first. From a write that left the caller whole messages to the next
 // write the relay counts as waiting, and the cut lets a write that ends
 // at a message boundary finish (see grpcFrames.spare).
-func relay(w http.ResponseWriter, rc *http.ResponseController, src io.Reader, dst *net.TCPConn, idle *idleTimer, buf []byte, nr int, frames *grpcFrames) relayResult {
+//
+// web, for a gRPC-Web response (nil for any other), is shown the bytes
+// relayed, for the status of its trailer frame (see grpcWebStatus).
+func relay(w http.ResponseWriter, rc *http.ResponseController, src io.Reader, dst *net.TCPConn, idle *idleTimer, buf []byte, nr int, frames *grpcFrames, web *grpcWebStatus) relayResult {
 	var res relayResult
 	var rerr error
 	watched := false
@@ -776,6 +779,9 @@ func relay(w http.ResponseWriter, rc *http.ResponseController, src io.Reader, ds
 				if h := testHookRelayWrote.Load(); h != nil {
 					(*h)(frames, res.n, true)
 				}
+			}
+			if web != nil {
+				web.observe(buf[:nw])
 			}
 			if werr != nil {
 				res.writeErr = werr
