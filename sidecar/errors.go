@@ -21,11 +21,14 @@ var (
 	errOverallTimeout = errors.New("the overall timeout elapsed")
 	// errSparedRead: a gRPC response's relay stopped, between messages,
 	// as the exchange ended (see grpcFrames).
-	errSparedRead    = errors.New("the exchange ended between gRPC messages")
-	errBodyTooLarge  = errors.New("request body exceeds limits.max_request_body_bytes")
-	errPerTryTimeout = errors.New("no response headers within timeouts.per_try")
-	errCallerGone    = errors.New("the caller closed its connection")
-	errGraceEnded    = errors.New("the drain's grace period ended")
+	errSparedRead   = errors.New("the exchange ended between gRPC messages")
+	errBodyTooLarge = errors.New("request body exceeds limits.max_request_body_bytes")
+	// errTrailersTooLarge: an HTTP/2 caller's request trailers are over
+	// limits.max_header_bytes (see h2TrailersOver).
+	errTrailersTooLarge = errors.New("request trailers exceed limits.max_header_bytes")
+	errPerTryTimeout    = errors.New("no response headers within timeouts.per_try")
+	errCallerGone       = errors.New("the caller closed its connection")
+	errGraceEnded       = errors.New("the drain's grace period ended")
 	// errBodyNotReplayable: part of a request body was read, and ferry
 	// holds no copy to send it again.
 	errBodyNotReplayable = errors.New("the request body was partly sent and is not held for a replay")
@@ -109,6 +112,8 @@ func classify(ctx context.Context, service, addr string, err error) (f failure, 
 		return failure{http.StatusServiceUnavailable, fmt.Sprintf("upstream %s (%s): ferry is shutting down and %v", service, addr, errGraceEnded), telemetry.ReasonGraceEnded, true, false}, false
 	case isH2Refused(ctx, err):
 		return failure{http.StatusBadGateway, fmt.Sprintf("upstream %s (%s): %v", service, addr, errH2Refused), telemetry.ReasonUpstreamReset, false, false}, false
+	case errors.Is(err, errTrailersTooLarge) && errors.As(err, &be):
+		return failure{http.StatusRequestHeaderFieldsTooLarge, be.Error(), telemetry.ReasonHeaderTooLarge, true, false}, ctx.Err() != nil
 	case errors.As(err, &be):
 		return failure{http.StatusBadRequest, be.Error(), telemetry.ReasonClientCanceled, true, false}, ctx.Err() != nil
 	case ctx.Err() != nil:

@@ -59,6 +59,21 @@ func h2HeadOver(r *http.Request, limit int) (int, bool) {
 	return n, n > limit+h2LimitSlack
 }
 
+// h2TrailersOver reports the size of an HTTP/2 caller's request trailers
+// as HTTP/2 counts them (each field with 32 bytes of overhead), and
+// whether it is over limit by the measure h2HeadOver applies: a trailer
+// block is a header block, which net/http's HTTP/2 server reads with the
+// same h2HeadRoom to spare.
+func h2TrailersOver(trailer http.Header, limit int) (int, bool) {
+	n := 0
+	for k, vs := range trailer {
+		for _, v := range vs {
+			n += len(k) + len(v) + h2FieldOverhead
+		}
+	}
+	return n, n > limit+h2LimitSlack
+}
+
 // nextProtoUnencryptedHTTP2 is the TLSNextProto key under which
 // net/http's server keeps the function that serves an h2c connection.
 const nextProtoUnencryptedHTTP2 = "unencrypted_http2"

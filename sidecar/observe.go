@@ -57,7 +57,10 @@ type exchange struct {
 	reason string // a telemetry.Reason* constant for proxy-made failures
 	err    error
 	body   *requestBody
-	out    int64 // response body (or tunnel) bytes relayed to the caller
+	// maxTrailer: limits.max_header_bytes for an HTTP/2 caller's request
+	// trailers (see h2TrailersOver); 0 = none.
+	maxTrailer int
+	out        int64 // response body (or tunnel) bytes relayed to the caller
 	// tunneled: the bytes the caller sent through a tunnel, after the
 	// request's body if it had one.
 	tunneled int64

@@ -99,6 +99,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	table := p.table.Load()
 	if r.ProtoMajor >= 2 && table.maxHeader > 0 {
+		x.maxTrailer = table.maxHeader
 		if n, over := h2HeadOver(r, table.maxHeader); over {
 			x.fail(w, failure{status: http.StatusRequestHeaderFieldsTooLarge, reason: fmt.Sprintf("request header list of %d bytes (as HTTP/2 counts it) exceeds limits.max_header_bytes (%d)", n, table.maxHeader), kind: telemetry.ReasonHeaderTooLarge})
 			return
@@ -239,6 +240,9 @@ func (p *Proxy) serveExchange(w http.ResponseWriter, r *http.Request, up *upstre
 	case body != nil:
 	case r.ContentLength != 0:
 		body = &requestBody{rc: r.Body, limit: maxBody, idle: idle, cancel: cancel, trailer: r.Trailer}
+		if r.ProtoMajor >= 2 && len(r.Trailer) > 0 {
+			body.trailerLimit = x.maxTrailer
+		}
 		x.body = body
 		if r.ProtoMajor == 1 {
 			// Let the upstream's response stream back while the caller

@@ -2,6 +2,7 @@ package sidecar
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -327,10 +328,13 @@ type requestBody struct {
 	ended    atomic.Bool // a Read saw the end of the body
 	torn     atomic.Bool // a spliced move started: the body cannot be sent again
 	limit    int64       // 0 = none
-	idle     *idleTimer
-	cancel   context.CancelCauseFunc
-	hold     atomic.Pointer[attemptBody] // the current attempt's (see attempt)
-	trailer  http.Header                 // the caller's request trailers, filled at the body's end; nil: none
+	// trailerLimit: an HTTP/2 caller's trailers, in trailer, are held to
+	// limits.max_header_bytes as its head is (see h2HeadOver); 0 = none.
+	trailerLimit int
+	idle         *idleTimer
+	cancel       context.CancelCauseFunc
+	hold         atomic.Pointer[attemptBody] // the current attempt's (see attempt)
+	trailer      http.Header                 // the caller's request trailers, filled at the body's end; nil: none
 	// up is the upstream socket net/http's HTTP/1.1 Transport writes the
 	// body to (see sendsTo); watched: the idle timer watches it.
 	up      atomic.Pointer[net.TCPConn]
@@ -391,6 +395,13 @@ func (b *requestBody) Read(p []byte) (int, error) {
 			b.failed.Store(true)
 			b.cancel(errBodyTooLarge)
 			return 0, errBodyTooLarge
+		}
+	}
+	if err == io.EOF && b.trailerLimit > 0 {
+		if n, over := h2TrailersOver(b.trailer, b.trailerLimit); over {
+			// net/http's HTTP/2 server read them with h2HeadRoom to
+			// spare: they go no further.
+			err = fmt.Errorf("%w: %d bytes (as HTTP/2 counts them), limits.max_header_bytes %d", errTrailersTooLarge, n, b.trailerLimit)
 		}
 	}
 	switch {
