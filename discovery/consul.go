@@ -32,9 +32,12 @@ type ConsulOptions struct {
 	// Each watch of Watch that Prior has too, with the same filters and on
 	// the same agent, datacenter, namespace and partition, starts with what
 	// Prior's learnt: its last endpoints, the indexes Consul gave and a
-	// state reset in progress. A first answer that is empty because
-	// Consul's state was reset is then held as Prior's was, instead of
-	// emptying the service. Prior is only read during NewConsul.
+	// state reset in progress. The watch serves Prior's last snapshot
+	// (stale or not, with its last contact) until its own first answer,
+	// so its service is ready at once, whether or not the agent answers.
+	// A first answer that is empty because Consul's state was reset is
+	// then held as Prior's was, instead of emptying the service. Prior is
+	// only read during NewConsul.
 	Prior *Consul
 }
 
@@ -221,7 +224,10 @@ func (c *Consul) memory(name string, spec ConsulWatch) *watchMemory {
 	if !last.Ready {
 		return nil
 	}
-	return &watchMemory{seen: m.seen, resetAt: m.resetAt, last: last, leftOut: m.leftOut}
+	return &watchMemory{
+		seen: m.seen, resetAt: m.resetAt, last: last, leftOut: m.leftOut,
+		lastContact: cw.w.stats.lastContact.Load(), failing: cw.w.stats.failing.Load(),
+	}
 }
 
 func validateServiceName(key, name string) error {

@@ -132,6 +132,10 @@ type watchMemory struct {
 	resetAt time.Time
 	last    *Snapshot
 	leftOut map[string]string // not changed once stored
+	// lastContact and failing are the watch's stats of the same names
+	// when it was read: the snapshot's age goes on from them.
+	lastContact int64
+	failing     bool
 }
 
 // inherit starts the loop from what the watch this one replaces learnt.
@@ -147,6 +151,13 @@ func (w *watch) inherit(m *watchMemory) {
 		w.prior = m.last
 	}
 	w.priorFirst = len(w.seen) > 0
+	// The service serves what the replaced watch served until this one's
+	// first answer: a reload while the agent is down or slow does not wait
+	// for it (the sidecar swaps a generation in once its services are
+	// ready), and the endpoints stay as they were, stale as they were.
+	w.stats.lastContact.Store(m.lastContact)
+	w.stats.failing.Store(m.failing)
+	w.svc.Publish(m.last)
 }
 
 // remember publishes the loop's indexes and reset for a watch that

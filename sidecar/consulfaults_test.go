@@ -580,9 +580,10 @@ func TestConsulFaultInstancesFlapping(t *testing.T) {
 }
 
 // Consul goes away (its agent is killed: connections refused) and a config
-// reload comes in meanwhile: the reload is rejected ("keeping the config in
-// force"), and the config in force must keep routing to the last good
-// endpoints.
+// reload comes in meanwhile: the reload applies, its watch of api starting
+// from the endpoints the one in force serves (see
+// TestReloadAppliesWhileTheAgentIsDown), and the new config must keep
+// routing to the last good endpoints, stale.
 func TestReloadDuringConsulOutageKeepsEndpoints(t *testing.T) {
 	agent := consultest.Start(t)
 	c := agent.Client()
@@ -601,14 +602,18 @@ func TestReloadDuringConsulOutageKeepsEndpoints(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
-	if err := sc.Reload(ctx, mustParse(t, text)); err == nil {
-		t.Fatal("reload resolved with Consul unreachable")
-	} else {
-		t.Logf("reload rejected as expected: %v", err)
+	if err := sc.Reload(ctx, mustParse(t, text)); err != nil {
+		t.Fatalf("reload with Consul unreachable: %v", err)
+	}
+	if sc.state.Load() == old {
+		t.Fatal("the reload did not swap the new config in")
+	}
+	if snap := sc.state.Load().upstreams["api"].svc.Snapshot(); !snap.Ready || !snap.Stale || len(snap.Endpoints) != 1 {
+		t.Fatalf("the new config's api: %+v; want the last endpoint, stale", *snap)
 	}
 	got, fails := seen(hc, url, 5)
 	if got["a"] != 5 {
-		t.Fatalf("after a rejected reload the config in force lost its endpoints: answers %v, failures %q", got, fails)
+		t.Fatalf("after the reload the config lost its endpoints: answers %v, failures %q", got, fails)
 	}
 }
 
@@ -622,8 +627,10 @@ func TestReloadKeepsServingWhileResolving(t *testing.T) {
 	text := consulConfig(gate.addr(), `telemetry: { access_log: "off" }`)
 	sc, url, hc := ferryOnA(t, text)
 	// Hold the new generation's first Consul answer back so the window
-	// between carrying the upstream and the new generation resolving is
-	// long enough to observe; Consul comes back within the reload timeout.
+	// between carrying the upstream and the new generation's own first
+	// answer (it serves the endpoints of the watch it replaces meanwhile)
+	// is long enough to observe; Consul comes back within the reload
+	// timeout.
 	gate.shut()
 	old := sc.state.Load()
 	waitFor(t, "the watch in force to fail repeatedly", 10*time.Second, func() bool {
@@ -863,5 +870,42 @@ func TestReloadRetriedAfterTransientRejection(t *testing.T) {
 	})
 	if log := logs.String(); !strings.Contains(log, "retried in 1s") {
 		t.Fatalf("the retry is not in the log:\n%s", log)
+	}
+}
+
+// A reload while the agent is down applies at once when its Consul
+// services are those the config in force already watches: the new
+// generation starts from their endpoints, stale as they were. It was
+// refused as 'services not resolved: api' after the resolve timeout, and
+// tried again until the agent came back, so no change (a timeout, a
+// route, a static service) could apply during an outage however long.
+func TestReloadAppliesWhileTheAgentIsDown(t *testing.T) {
+	restore := reloadResolveTimeout // after the test's ferry stopped (a cleanup registered before it)
+	t.Cleanup(func() { reloadResolveTimeout = restore })
+	reloadResolveTimeout = 2 * time.Second
+	agent := consultest.Start(t)
+	startInstance(t, agent.Client(), "api", "a")
+	sc, url := consulFerry(t, agent, "")
+	hc := h1Client()
+	waitFor(t, "api resolved", 10*time.Second, func() bool { return len(upstreamStatus(t, sc, "api").Endpoints) == 1 })
+	agent.Stop()
+	waitFor(t, "/upstreams to say stale", 30*time.Second, func() bool { return upstreamStatus(t, sc, "api").Stale })
+	before := upstreamStatus(t, sc, "api")
+
+	cfg := mustParse(t, consulConfig(agent.HTTPAddr, "defaults: { timeouts: { connect: 3s } }\n"))
+	cfg.Telemetry.AccessLog = "off" // as startFerry has it
+	began := time.Now()
+	if err := sc.Reload(context.Background(), cfg); err != nil {
+		t.Fatalf("a reload with the agent down, after %v: %v", time.Since(began).Round(time.Millisecond), err)
+	}
+	if got := sc.state.Load().cfg.Defaults.Timeouts.Connect; got != 3*time.Second {
+		t.Fatalf("connect timeout in force %v, want the reload's 3s", got)
+	}
+	st := upstreamStatus(t, sc, "api")
+	if !st.Ready || !st.Stale || len(st.Endpoints) != 1 || !st.Updated.Equal(before.Updated) || st.Consul == nil || !st.Consul.LastContact.Equal(before.Consul.LastContact) {
+		t.Fatalf("after the reload: %+v %+v; want api ready, stale, its endpoint and last contact as before (%+v)", st, st.Consul, before.Consul)
+	}
+	if got, fails := seen(hc, url, 5); got["a"] != 5 {
+		t.Fatalf("after the reload: %v %q", got, fails)
 	}
 }
