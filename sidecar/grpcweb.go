@@ -26,7 +26,9 @@ func grpcWebType(ct []string) (web, text bool) {
 	}
 	const base, textSuffix = "application/grpc-web", "-text"
 	v := ct[0]
-	if len(v) < len(base) || !strings.EqualFold(v[:len(base)], base) {
+	// Every response's type is looked at: "application/" types other than
+	// gRPC's are told apart by their 13th byte before the whole compare.
+	if len(v) < len(base) || v[12]|0x20 != 'g' || !strings.EqualFold(v[:len(base)], base) {
 		return false, false
 	}
 	rest := v[len(base):]

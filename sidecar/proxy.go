@@ -85,7 +85,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	r = r.WithContext(ctx)
 	*x = exchange{q: q, h1: r.ProtoMajor == 1, grpc: grpcCall(r), hasBody: r.ContentLength != 0}
-	if !x.grpc {
+	if !x.grpc && r.Method == http.MethodPost { // gRPC-Web calls are POSTs
 		x.grpcWeb = grpcWebRequest(r)
 	}
 	x.closeConn = x.h1 && mustClose(r.Context())
