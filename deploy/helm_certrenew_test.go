@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -26,6 +27,11 @@ const tlsNotAfterAnnotation = "ferry.io/tls-not-after"
 // lookup: discovery of the core group, and GET of one Secret, which holds
 // *secret when it is not nil (404 otherwise). It returns a kubeconfig
 // naming it.
+// fakeClusterMu guards the Secret a fakeCluster serves: the test sets it
+// between helm runs, which the race detector cannot see the server's
+// reads ordered after.
+var fakeClusterMu sync.Mutex
+
 func fakeCluster(t *testing.T, secret **corev1.Secret) string {
 	t.Helper()
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -34,7 +40,13 @@ func fakeCluster(t *testing.T, secret **corev1.Secret) string {
 			fmt.Fprint(w, `{"kind":"APIResourceList","apiVersion":"v1","groupVersion":"v1","resources":[{"name":"secrets","singularName":"secret","namespaced":true,"kind":"Secret","verbs":["get","list"]}]}`)
 			return
 		}
-		if s := *secret; s != nil && r.Method == http.MethodGet &&
+		fakeClusterMu.Lock()
+		s := *secret
+		if s != nil {
+			s = s.DeepCopy()
+		}
+		fakeClusterMu.Unlock()
+		if s != nil && r.Method == http.MethodGet &&
 			r.URL.Path == fmt.Sprintf("/api/v1/namespaces/%s/secrets/%s", s.Namespace, s.Name) {
 			o := s.DeepCopy()
 			o.APIVersion, o.Kind = "v1", "Secret"
@@ -151,7 +163,9 @@ func TestHelmSelfSignedCertificateRenewedNearExpiry(t *testing.T) {
 	first.Namespace = ns
 
 	// Upgrade with the certificate far from expiry: kept as it is.
+	fakeClusterMu.Lock()
 	inCluster = &first
+	fakeClusterMu.Unlock()
 	kept, _, bundle, _ := check("upgrade, not due", renderIn("--set", "selfSignedValidityDays=365"))
 	if !bytes.Equal(kept.Data["tls.crt"], first.Data["tls.crt"]) || !bytes.Equal(kept.Data["tls.key"], first.Data["tls.key"]) ||
 		!bytes.Equal(kept.Data["ca.crt"], firstCA) || len(bundle) != 1 {
@@ -178,7 +192,9 @@ func TestHelmSelfSignedCertificateRenewedNearExpiry(t *testing.T) {
 		{"no annotation (an older chart's Secret)", due(nil), nil},
 		{"unreadable annotation", due(map[string]string{tlsNotAfterAnnotation: "next year"}), nil},
 	} {
+		fakeClusterMu.Lock()
 		inCluster = tc.secret
+		fakeClusterMu.Unlock()
 		sec, leaf, bundle, caBundle := check(tc.name, renderIn(tc.set...))
 		if bytes.Equal(sec.Data["tls.crt"], first.Data["tls.crt"]) || bytes.Equal(sec.Data["ca.crt"], firstCA) {
 			t.Errorf("%s: the certificate was not renewed", tc.name)
@@ -201,7 +217,9 @@ func TestHelmSelfSignedCertificateRenewedNearExpiry(t *testing.T) {
 		svcDNS := fmt.Sprintf("%s.%s.svc", leaf.DNSNames[0], ns)
 		serveAndVerify(t, certFile, keyFile, caBundle, svcDNS)
 	}
+	fakeClusterMu.Lock()
 	inCluster = nil
+	fakeClusterMu.Unlock()
 
 	// A renewal window as long as the lifetime would renew at every
 	// upgrade: refused, naming both keys.
