@@ -25,14 +25,6 @@ import (
 func readWriters(path string) (data []byte, writing bool, err error) {
 	// O_NONBLOCK: a FIFO put at the path meanwhile is not waited on.
 	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
-	if errors.Is(err, syscall.EWOULDBLOCK) {
-		// Another process holds a write lease on the file (a file
-		// server sharing it), which the kernel is now asking it to
-		// release: a non-blocking open fails meanwhile, where a reader
-		// that waits gets in once the holder let go (at most the
-		// system's lease-break-time), as os.ReadFile does.
-		f, err = os.OpenFile(path, os.O_RDONLY, 0)
-	}
 	if err != nil {
 		return nil, false, err
 	}
