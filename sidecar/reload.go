@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"reflect"
 	"sync/atomic"
 	"time"
@@ -147,7 +148,7 @@ func (s *Sidecar) WatchConfigFile(ctx context.Context, path string, interval tim
 		// applied a newer content than the one read here.
 		tries := s.retryGen
 		s.fileMu.Unlock()
-		cur, writing, err := readWriters(path)
+		cur, err := os.ReadFile(path)
 		if h := testHookWatchRead.Load(); h != nil {
 			(*h)(cur)
 		}
@@ -188,9 +189,9 @@ func (s *Sidecar) WatchConfigFile(ctx context.Context, path string, interval tim
 			wait = s.settle
 			continue
 		}
-		if !ch.settled(cur) || writing {
+		if !ch.settled(cur) {
 			s.fileMu.Unlock()
-			ch.see(cur, writing, s.log, path, s.settle)
+			ch.see(cur, s.log, path, s.settle)
 			wait = s.settle
 			continue
 		}
