@@ -75,6 +75,18 @@ func (h *h2HeadConn) head(id uint32, method, path string, end bool, fields ...[2
 // status and body; a reset of the stream or a GOAWAY fails the test.
 func (h *h2HeadConn) answer(id uint32) (int, string) {
 	h.t.Helper()
+	status, body, reset := h.read(id)
+	if reset != nil {
+		h.t.Fatalf("stream %d reset %v, want an answer", id, *reset)
+	}
+	return status, body
+}
+
+// read reads stream id's answer to its end: its status, its body, and the
+// code of a reset that ended it instead (nil for none); a GOAWAY fails the
+// test.
+func (h *h2HeadConn) read(id uint32) (int, string, *http2.ErrCode) {
+	h.t.Helper()
 	status := 0
 	var body bytes.Buffer
 	for {
@@ -91,7 +103,7 @@ func (h *h2HeadConn) answer(id uint32) (int, string) {
 				fmt.Sscan(f.PseudoValue("status"), &status)
 			}
 			if f.StreamEnded() {
-				return status, body.String()
+				return status, body.String(), nil
 			}
 		case *http2.DataFrame:
 			body.Write(f.Data())
@@ -99,10 +111,11 @@ func (h *h2HeadConn) answer(id uint32) (int, string) {
 				h.fr.WriteWindowUpdate(0, uint32(len(f.Data())))
 			}
 			if f.StreamEnded() {
-				return status, body.String()
+				return status, body.String(), nil
 			}
 		case *http2.RSTStreamFrame:
-			h.t.Fatalf("stream %d reset %v, want an answer", id, f.ErrCode)
+			code := f.ErrCode
+			return status, body.String(), &code
 		case *http2.GoAwayFrame:
 			h.t.Fatalf("GOAWAY %v (%q) while waiting for stream %d's answer: the connection ended with every stream on it", f.ErrCode, f.DebugData(), id)
 		}

@@ -95,34 +95,6 @@ limits: { max_header_bytes: 16384 }
 // a reset of the stream (0); a GOAWAY fails the test.
 func (h *h2HeadConn) outcome(id uint32) int {
 	h.t.Helper()
-	status := 0
-	for {
-		f, err := h.fr.ReadFrame()
-		if err != nil {
-			h.t.Fatalf("stream %d: reading frames: %v (status so far %d)", id, err, status)
-		}
-		if ackControl(h.fr, f) || f.Header().StreamID != id && f.Header().StreamID != 0 {
-			continue
-		}
-		switch f := f.(type) {
-		case *http2.MetaHeadersFrame:
-			if status == 0 {
-				fmt.Sscan(f.PseudoValue("status"), &status)
-			}
-			if f.StreamEnded() {
-				return status
-			}
-		case *http2.DataFrame:
-			if len(f.Data()) > 0 {
-				h.fr.WriteWindowUpdate(0, uint32(len(f.Data())))
-			}
-			if f.StreamEnded() {
-				return status
-			}
-		case *http2.RSTStreamFrame:
-			return status
-		case *http2.GoAwayFrame:
-			h.t.Fatalf("GOAWAY %v (%q) while waiting for stream %d's answer", f.ErrCode, f.DebugData(), id)
-		}
-	}
+	status, _, _ := h.read(id)
+	return status
 }
