@@ -32,9 +32,12 @@ type ConsulOptions struct {
 	// Each watch of Watch that Prior has too, with the same filters and on
 	// the same agent, datacenter, namespace and partition, starts with what
 	// Prior's learnt: its last endpoints, the indexes Consul gave and a
-	// state reset in progress. The watch serves Prior's last snapshot
-	// (stale or not, with its last contact) until its own first answer,
-	// so its service is ready at once, whether or not the agent answers.
+	// state reset in progress (or, for a watch of Prior that has had no
+	// answer yet, what it inherited in turn from the resolver before).
+	// The watch serves Prior's last snapshot (stale or not, with its last
+	// contact) until its own first answer, so its service is ready at
+	// once, whether or not the agent answers, however many reloads come
+	// before it does.
 	// A first answer that is empty because Consul's state was reset is
 	// then held as Prior's was, instead of emptying the service. Prior is
 	// only read during NewConsul.
@@ -207,8 +210,8 @@ func (c *Consul) watch(name string, spec ConsulWatch, any bool) (*Service, error
 	return w.svc, nil
 }
 
-// memory returns what the watch of name learnt, when it watches with
-// spec's filters; nil otherwise.
+// memory returns what the watch of name learnt or inherited (see
+// watch.handOn), when it watches with spec's filters; nil otherwise.
 func (c *Consul) memory(name string, spec ConsulWatch) *watchMemory {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -216,18 +219,7 @@ func (c *Consul) memory(name string, spec ConsulWatch) *watchMemory {
 	if !ok || !cw.spec.equal(spec) {
 		return nil
 	}
-	m := cw.w.mem.Load()
-	if m == nil {
-		return nil
-	}
-	last := cw.w.svc.Snapshot()
-	if !last.Ready {
-		return nil
-	}
-	return &watchMemory{
-		seen: m.seen, resetAt: m.resetAt, last: last, leftOut: m.leftOut,
-		lastContact: cw.w.stats.lastContact.Load(), failing: cw.w.stats.failing.Load(),
-	}
+	return cw.w.handOn()
 }
 
 func validateServiceName(key, name string) error {

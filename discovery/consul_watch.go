@@ -119,7 +119,8 @@ type watch struct {
 	// once, not on every answer that still lists it so.
 	leftOut map[string]string
 
-	// mem is what the loop learnt, for a watch that replaces this one.
+	// mem is what the loop learnt (what the watch inherited, before its
+	// first answer), for a watch that replaces this one.
 	mem   atomic.Pointer[watchMemory]
 	stats watchStats
 }
@@ -158,12 +159,35 @@ func (w *watch) inherit(m *watchMemory) {
 	w.stats.lastContact.Store(m.lastContact)
 	w.stats.failing.Store(m.failing)
 	w.svc.Publish(m.last)
+	// ...and hands it on in turn, with the indexes and reset it
+	// inherited: a second reload before this watch's first answer
+	// starts from the same endpoints, not from nothing.
+	w.remember()
 }
 
 // remember publishes the loop's indexes and reset for a watch that
 // replaces this one.
 func (w *watch) remember() {
 	w.mem.Store(&watchMemory{seen: maps.Clone(w.seen), resetAt: w.resetAt, leftOut: w.leftOut})
+}
+
+// handOn is what a watch that replaces this one starts from (see inherit):
+// what the loop learnt, or what this watch inherited until its own first
+// answer, with the snapshot it serves. Nil when it serves no endpoints
+// yet: it neither had an answer nor inherited one.
+func (w *watch) handOn() *watchMemory {
+	m := w.mem.Load()
+	if m == nil {
+		return nil
+	}
+	last := w.svc.Snapshot()
+	if !last.Ready {
+		return nil
+	}
+	return &watchMemory{
+		seen: m.seen, resetAt: m.resetAt, last: last, leftOut: m.leftOut,
+		lastContact: w.stats.lastContact.Load(), failing: w.stats.failing.Load(),
+	}
 }
 
 // watchStats are the per-service counters shown by admin and metrics.
