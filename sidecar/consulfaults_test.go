@@ -909,3 +909,59 @@ func TestReloadAppliesWhileTheAgentIsDown(t *testing.T) {
 		t.Fatalf("after the reload: %v %q", got, fails)
 	}
 }
+
+// Reloads in a row while the agent is down all apply at once: each new
+// generation's watch of api starts from the endpoints the one in force
+// serves, though that one only inherited them and never had an answer of
+// its own. The second reload was refused as 'services not resolved: api'
+// after the resolve timeout: the watch in force, started by the first,
+// had nothing of its own to hand on. A reload that changes what api's
+// watch asks Consul (its tags) still waits for an answer, and is refused.
+func TestReloadsInARowApplyWhileTheAgentIsDown(t *testing.T) {
+	restore := reloadResolveTimeout // after the test's ferry stopped (a cleanup registered before it)
+	t.Cleanup(func() { reloadResolveTimeout = restore })
+	reloadResolveTimeout = 2 * time.Second
+	agent := consultest.Start(t)
+	startInstance(t, agent.Client(), "api", "a", "v1")
+	sc, url := consulFerry(t, agent, "")
+	hc := h1Client()
+	waitFor(t, "api resolved", 10*time.Second, func() bool { return len(upstreamStatus(t, sc, "api").Endpoints) == 1 })
+	agent.Stop() // until the end: no watch the reloads start gets an answer
+	waitFor(t, "/upstreams to say stale", 30*time.Second, func() bool { return upstreamStatus(t, sc, "api").Stale })
+	before := upstreamStatus(t, sc, "api")
+
+	for i, connect := range []time.Duration{3 * time.Second, 4 * time.Second, 5 * time.Second} {
+		cfg := mustParse(t, consulConfig(agent.HTTPAddr, fmt.Sprintf("defaults: { timeouts: { connect: %s } }\n", connect)))
+		cfg.Telemetry.AccessLog = "off" // as startFerry has it
+		began := time.Now()
+		if err := sc.Reload(context.Background(), cfg); err != nil {
+			t.Fatalf("reload %d with the agent down, after %v: %v", i+1, time.Since(began).Round(time.Millisecond), err)
+		}
+		if got := sc.state.Load().cfg.Defaults.Timeouts.Connect; got != connect {
+			t.Fatalf("reload %d: connect timeout in force %v, want %v", i+1, got, connect)
+		}
+		st := upstreamStatus(t, sc, "api")
+		if !st.Ready || !st.Stale || len(st.Endpoints) != 1 || !st.Updated.Equal(before.Updated) || st.Consul == nil || !st.Consul.LastContact.Equal(before.Consul.LastContact) {
+			t.Fatalf("after reload %d: %+v %+v; want api ready, stale, its endpoint and last contact as before (%+v)", i+1, st, st.Consul, before.Consul)
+		}
+		if got, fails := seen(hc, url, 3); got["a"] != 3 {
+			t.Fatalf("after reload %d: %v %q", i+1, got, fails)
+		}
+	}
+
+	// The instance has the tag, but the endpoints the watch in force
+	// serves answer another query: the new watch does not take them.
+	tagged := mustParse(t, strings.Replace(consulConfig(agent.HTTPAddr, ""), "api: {}", "api: { consul: { tags: [v1] } }", 1))
+	tagged.Telemetry.AccessLog = "off"
+	old := sc.state.Load()
+	err := sc.Reload(context.Background(), tagged)
+	if err == nil || !strings.Contains(err.Error(), "services not resolved: api") {
+		t.Fatalf("a reload changing api's tags with the agent down: %v; want it refused, api not resolved", err)
+	}
+	if sc.state.Load() != old {
+		t.Fatal("the refused reload swapped a generation in")
+	}
+	if got, fails := seen(hc, url, 3); got["a"] != 3 {
+		t.Fatalf("after the refused reload: %v %q", got, fails)
+	}
+}
