@@ -24,8 +24,12 @@ func grpcWebType(ct []string) (web, text bool) {
 	if len(ct) != 1 {
 		return false, false
 	}
+	return grpcWebTypeOf(ct[0])
+}
+
+// grpcWebTypeOf is grpcWebType for one Content-Type value v.
+func grpcWebTypeOf(v string) (web, text bool) {
 	const base, textSuffix = "application/grpc-web", "-text"
-	v := ct[0]
 	// Every response's type is looked at: "application/" types other than
 	// gRPC's are told apart by their 13th byte before the whole compare.
 	if len(v) < len(base) || v[12]|0x20 != 'g' || !strings.EqualFold(v[:len(base)], base) {

@@ -69,7 +69,8 @@ type plainResponse struct {
 
 // rawFields are the header lines of a plain upstream response that can go
 // to an HTTP/1.1 caller as they came (see connWriter.writeFields): checked
-// by scanFields, with no hop-by-hop field and no event stream among them.
+// by scanFields, with no hop-by-hop field among them, and not of an event
+// stream or a gRPC-Web answer (whose Content-Type the proxy looks at).
 // Such a response has no Header map until one is asked for (header):
 // building it, and writing it back out field by field, was a good part of
 // ferry's work per small request.
@@ -149,6 +150,11 @@ func parseResponseHead(head []byte, spare *plainResponse) (*plainResponse, rawFi
 		case "Content-Type":
 			if isEventStreamType(v) {
 				asCame = false // flushed as it goes: respond needs its header
+			}
+			if web, _ := grpcWebTypeOf(v); web {
+				// Its grpc-status judges it (grpcWebStatus), which the
+				// proxy finds by its Content-Type in the header.
+				asCame = false
 			}
 		}
 		if isHopHeader(key) {
