@@ -112,8 +112,14 @@ type grpcWebStatus struct {
 	trailer []byte // the current trailer frame's payload, up to grpcWebTrailerMax
 	cut     bool   // the current trailer frame was longer than what was kept
 
-	code int  // grpc-status of the last whole trailer frame
-	ok   bool // a trailer frame carried a grpc-status
+	// Of the last whole trailer frame: frame says ferry read it, and ok
+	// that it carried a grpc-status, code; lost says ferry could not
+	// read it (compressed, or cut at grpcWebTrailerMax before any
+	// grpc-status line).
+	frame bool
+	lost  bool
+	code  int
+	ok    bool
 }
 
 // observe follows p, bytes of the body relayed to the caller.
@@ -192,7 +198,11 @@ func (g *grpcWebStatus) frames(p []byte) {
 // next frame. A compressed trailer frame (flag 0x81) is not read.
 func (g *grpcWebStatus) frameEnd() {
 	g.head = 0
-	if g.flag&0x80 == 0 || g.flag&0x01 != 0 {
+	if g.flag&0x80 == 0 {
+		return
+	}
+	g.frame, g.lost, g.code, g.ok = false, true, 0, false
+	if g.flag&0x01 != 0 {
 		return
 	}
 	lines := g.trailer
@@ -208,23 +218,44 @@ func (g *grpcWebStatus) frameEnd() {
 			vals = append(vals, string(bytes.Trim(value, " \t")))
 		}
 	}
-	if code, ok := parseGRPCStatus(vals); ok {
-		g.code, g.ok = code, true
+	g.code, g.ok = parseGRPCStatus(vals)
+	// A frame cut short with no grpc-status in what ferry kept may have
+	// had one past that.
+	g.frame = g.ok || !g.cut
+	g.lost = !g.frame
+}
+
+// status returns the gRPC status a gRPC-Web client makes of res, a
+// gRPC-Web answer (a 200) whose body g followed to its end: the
+// grpc-status of its trailer frame, or, when no trailer frame came, of
+// its head (a trailers-only answer); UNKNOWN when the one that came
+// carries none (gRPC's code for a call that ended without a status,
+// which grpc-web and connect-web clients report). ok is false when ferry
+// could not read it: the -text body was no base64 it can decode, or the
+// trailer frame was compressed, or cut at grpcWebTrailerMax before a
+// grpc-status line; the head's grpc-status is taken then, if it has one.
+func (g *grpcWebStatus) status(res *http.Response) (code int, ok bool) {
+	head, inHead := parseGRPCStatus(res.Header["Grpc-Status"])
+	switch {
+	case g.broken || g.lost:
+		return head, inHead
+	case g.frame && g.ok:
+		return g.code, true
+	case !g.frame && inHead:
+		return head, true
 	}
+	return grpcUnknown, true
 }
 
 // health returns the HTTP status the breaker and outlier ejection judge a
 // whole gRPC-Web response res by, as grpcHealthStatus does a gRPC one, or
-// 0 to judge it by its own: the grpc-status of its trailer frame, else of
-// its head (a trailers-only response), for a 200.
+// 0 to judge it by its own: that of its status (see status), for a 200.
+// An answer that ended without a status is UNKNOWN, a 500.
 func (g *grpcWebStatus) health(res *http.Response) int {
 	if res.StatusCode != http.StatusOK {
 		return 0
 	}
-	code, ok := g.code, g.ok
-	if !ok {
-		code, ok = parseGRPCStatus(res.Header["Grpc-Status"])
-	}
+	code, ok := g.status(res)
 	if !ok {
 		return 0
 	}
