@@ -261,3 +261,14 @@ func (g *grpcWebStatus) health(res *http.Response) int {
 	}
 	return grpcHealthOfCode(code)
 }
+
+// grpcWebHeadStatus is grpcHeadStatus for a gRPC-Web call's answer, left
+// unread (discarded for a retry): false for a gRPC-Web 200, whose status
+// may come in its body; else the status its client makes of the HTTP
+// one.
+func grpcWebHeadStatus(res *http.Response) (int, bool) {
+	if web, _ := grpcWebType(res.Header["Content-Type"]); web && res.StatusCode == http.StatusOK {
+		return 0, false
+	}
+	return grpcCodeOfHTTP(res.StatusCode), true
+}

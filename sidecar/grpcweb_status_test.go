@@ -346,3 +346,27 @@ func TestGRPCWebStatusOfAWholeAnswer(t *testing.T) {
 		}
 	}
 }
+
+// What the attempt span of a gRPC-Web call's answer left unread (a 503
+// discarded for a retry) records: the status gRPC-Web clients make of an
+// HTTP error; none for a gRPC-Web 200, whose status may be in its body.
+func TestGRPCWebHeadStatus(t *testing.T) {
+	for _, tc := range []struct {
+		status int
+		ct     string
+		code   int
+		ok     bool
+	}{
+		{503, "text/plain", grpcUnavailable, true},
+		{502, "application/grpc-web", grpcUnavailable, true},
+		{404, "text/html", grpcUnimplemented, true},
+		{200, "text/html", grpcUnknown, true},
+		{200, "application/grpc-web+proto", 0, false},
+		{200, "application/grpc-web-text", 0, false},
+	} {
+		res := &http.Response{StatusCode: tc.status, Header: http.Header{"Content-Type": {tc.ct}}}
+		if code, ok := grpcWebHeadStatus(res); code != tc.code || ok != tc.ok {
+			t.Errorf("%d %s: %d %v, want %d %v", tc.status, tc.ct, code, ok, tc.code, tc.ok)
+		}
+	}
+}

@@ -74,9 +74,11 @@ type exchange struct {
 	// grpcWeb: the request's Content-Type when it is a gRPC-Web call
 	// (grpcWebRequest), answered a failure in gRPC-Web's form; else "".
 	grpcWeb string
-	// grpcSet: grpcStatus is the gRPC status the gRPC call's caller was
-	// sent: in the upstream's trailers (or trailers-only head) relayed
-	// whole, or in ferry's failure answer.
+	// grpcSet: grpcStatus is the gRPC status the gRPC or gRPC-Web call's
+	// caller was sent: in the upstream's trailers (a gRPC-Web trailer
+	// frame, or either's trailers-only head) relayed whole, or in ferry's
+	// failure answer; or the one its client makes of an answer without
+	// one.
 	grpcSet    bool
 	grpcStatus int
 	// frames follows the messages of a gRPC call's gRPC response.
@@ -139,6 +141,7 @@ func (x *exchange) fail(w http.ResponseWriter, f failure) {
 	f.close = (f.close || x.closeConn || x.hasBody) && x.h1
 	if x.grpcWeb != "" {
 		writeGRPCWebFailure(w, f, x.grpcWeb, x.h1, f.close)
+		x.grpcSet, x.grpcStatus = true, grpcCode(f)
 		return
 	}
 	writeFailure(w, f)

@@ -453,6 +453,8 @@ func (p *Proxy) attempts(ctx context.Context, w http.ResponseWriter, r *http.Req
 				if x.grpc {
 					// Unread: the attempt records what its head says.
 					ao.GRPCStatus, ao.GRPC = grpcHeadStatus(res)
+				} else if x.grpcWeb != "" {
+					ao.GRPCStatus, ao.GRPC = grpcWebHeadStatus(res)
 				}
 				a.End(ao)
 			}
@@ -693,12 +695,20 @@ func (p *Proxy) attempts(ctx context.Context, w http.ResponseWriter, r *http.Req
 			// trailers-only head went with the head) as the handler
 			// returns, just after the server span ends.
 			code, ok := grpcStatus(res)
-			if !ok && x.grpc {
+			switch {
+			case web != nil: // a gRPC-Web answer: see grpcWebStatus.status
+				code, ok = web.status(res)
+			case x.grpcWeb != "":
+				// A gRPC-Web call answered otherwise (a plain 503 from a
+				// balancer before the upstream, an HTML page): the status
+				// its client makes of the HTTP one, as for gRPC.
+				code, ok = grpcCodeOfHTTP(res.StatusCode), true
+			case !ok && x.grpc:
 				code, ok = grpcCallerStatus(res, result.n), true
 			}
 			if ok {
 				ao.GRPC, ao.GRPCStatus = true, code
-				if x.grpc && !cutMade {
+				if (x.grpc || x.grpcWeb != "") && !cutMade {
 					x.grpcSet, x.grpcStatus = true, code
 				}
 			}

@@ -70,10 +70,11 @@ type Outcome struct {
 	Reason string
 	// Err is the underlying error, if any, recorded on the span.
 	Err error
-	// GRPC says the exchange is a gRPC call that ended with the gRPC
-	// status GRPCStatus: the grpc-status the caller got (Request: from
-	// the upstream's trailers, the head of a trailers-only answer, or
-	// ferry's own failure answer) or the upstream sent (Attempt). The
+	// GRPC says the exchange is a gRPC (or gRPC-Web) call that ended with
+	// the gRPC status GRPCStatus: the grpc-status the caller got (Request:
+	// from the upstream's trailers or gRPC-Web trailer frame, the head of a
+	// trailers-only answer, or ferry's own failure answer) or the upstream
+	// sent (Attempt). The
 	// spans carry it (rpc.* attributes), and it decides their status as
 	// gRPC's semantic conventions do; the access log shows it as
 	// grpc_status. False for every other exchange, and for a gRPC call
