@@ -1,6 +1,8 @@
 package sidecar
 
 import (
+	"bytes"
+	"io"
 	"net"
 	"net/http"
 	"testing"
@@ -160,7 +162,7 @@ func TestGRPCHealthStatus(t *testing.T) {
 		{"application/grpc", "", "0", 2, 200, 0},
 		{"application/grpc", "", "4", 2, 200, 0},     // DEADLINE_EXCEEDED: the caller's deadline
 		{"application/grpc", "", "12", 2, 200, 0},    // UNIMPLEMENTED: the call's method
-		{"application/grpc", "", "", 2, 200, 0},      // no status at all
+		{"application/grpc", "", "", 2, 200, 500},    // no status at all: UNKNOWN
 		{"application/grpc", "", "014", 2, 200, 503}, // read as grpc-go reads it
 		{"application/grpc", "", "+14", 2, 200, 503},
 		{"application/grpc", "", "five", 2, 200, 500}, // UNKNOWN to a grpc-go client
@@ -177,7 +179,7 @@ func TestGRPCHealthStatus(t *testing.T) {
 		if tc.trailer != "" {
 			res.Trailer.Set("Grpc-Status", tc.trailer)
 		}
-		if got := grpcHealthStatus(res); got != tc.want {
+		if got := grpcHealthStatus(res, 0); got != tc.want {
 			t.Errorf("%s HTTP/%d %d, head %q, trailer %q: %d, want %d", tc.ct, tc.proto, tc.status, tc.head, tc.trailer, got, tc.want)
 		}
 	}
@@ -309,5 +311,81 @@ func TestGRPCCallerStatus(t *testing.T) {
 		if got, ok := grpcHeadStatus(res); got != tc.headWant || ok != tc.headKnowsIt {
 			t.Errorf("%d %s, head %q, unread: %d %v, want %d %v", tc.status, tc.ct, tc.head, got, ok, tc.headWant, tc.headKnowsIt)
 		}
+	}
+}
+
+// A gRPC answer that ends without a grpc-status (a 200 with no trailers
+// after its message, or trailers-only without one) is what gRPC clients
+// make of it, INTERNAL or UNKNOWN, which the breaker counts as a 500:
+// three open a breaker whose failure_statuses list 500, and outlier
+// ejection ejects the endpoint. Before, each counted as its 200.
+func TestGRPCMissingStatusIsAFailure(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		message bool
+	}{{"no trailers after a message", true}, {"trailers-only without status", false}} {
+		h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			io.Copy(io.Discard, r.Body)
+			w.Header().Set("Content-Type", "application/grpc")
+			w.WriteHeader(http.StatusOK)
+			if tc.message {
+				w.Write(grpcWebFrame(0, []byte("hello"))) // gRPC's framing too
+			}
+		})
+		// post makes one gRPC call through ferry and reads its answer.
+		post := func(t *testing.T, c *http.Client, sc *Sidecar) *http.Response {
+			t.Helper()
+			req, _ := http.NewRequest(http.MethodPost, "http://"+sc.Addr("outbound")+"/grpc.testing.TestService/UnaryCall", bytes.NewReader(grpcWebFrame(0, nil)))
+			req.Header.Set("Content-Type", "application/grpc")
+			req.Header.Set("TE", "trailers")
+			res, err := c.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			io.Copy(io.Discard, res.Body)
+			res.Body.Close()
+			return res
+		}
+		t.Run(tc.name+"/breaker", func(t *testing.T) {
+			addr := h2cOrigin(t, nil, nil, h)
+			sc, _ := resilientFerry(t, resilience.NewManualClock(time.Unix(1_000_000, 0)), grpcStatus500Settings, addr)
+			c := h2cClient()
+			defer c.CloseIdleConnections()
+			for range 3 {
+				if res := post(t, c, sc); res.StatusCode != 200 || res.Trailer.Get("Grpc-Status") != "" || res.Header.Get("Grpc-Status") != "" {
+					t.Fatalf("relayed %d, head %v, trailers %v: want the upstream's 200 without a status", res.StatusCode, res.Header, res.Trailer)
+				}
+			}
+			if f := judged(t, sc, addr, 3); f != 3 {
+				t.Fatalf("%d of 3 answers without a status counted as failures", f)
+			}
+			waitBreaker(t, sc, addr, resilience.BreakerOpen)
+		})
+		t.Run(tc.name+"/outlier", func(t *testing.T) {
+			bad := h2cOrigin(t, nil, nil, h)
+			good := h2cOrigin(t, nil, nil, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				io.Copy(io.Discard, r.Body)
+				w.Header().Set("Content-Type", "application/grpc")
+				w.Header().Set("Grpc-Status", "0")
+			}))
+			sc, _ := resilientFerry(t, resilience.NewManualClock(time.Unix(1_000_000, 0)), `
+    balancer: round_robin
+    breaker: { consecutive_failures: 0 }
+    outlier: { consecutive_5xx: 3, max_ejection_percent: 50 }
+    retry: { max_retries: 0 }`, bad, good)
+			c := h2cClient()
+			defer c.CloseIdleConnections()
+			for range 6 {
+				post(t, c, sc)
+			}
+			waitFor(t, "the endpoint without statuses ejected", 5*time.Second, func() bool {
+				for _, ep := range upstreamStatus(t, sc, "svc").Endpoints {
+					if ep.Addr == bad && !ep.EjectedUntil.IsZero() {
+						return true
+					}
+				}
+				return false
+			})
+		})
 	}
 }

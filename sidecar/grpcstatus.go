@@ -14,22 +14,23 @@ import (
 // gRPC response by what that status means for the server's health.
 
 // grpcHealthStatus returns the HTTP status the breaker and outlier
-// ejection judge a whole gRPC response of an HTTP/2 upstream by, or 0 to
-// judge it by its own status:
+// ejection judge a whole gRPC response of an HTTP/2 upstream by (its body,
+// of body bytes, read to its end), or 0 to judge it by its own status:
 //
 //   - UNAVAILABLE (14): 503, a failure of the server;
 //   - UNKNOWN (2), INTERNAL (13), DATA_LOSS (15): 500, the server's error;
+//   - no grpc-status at all: what gRPC clients make of that (see
+//     grpcCallerStatus), INTERNAL after messages, else UNKNOWN: 500;
 //   - every other status, OK included: the response's own (200). These
 //     say the call was at fault (its arguments, its method, the state it
 //     asked for), or the caller ended it (CANCELLED, DEADLINE_EXCEEDED:
 //     the caller's own deadline, from grpc-timeout), which is not the
 //     server's failure, as a caller that goes away is not.
-func grpcHealthStatus(res *http.Response) int {
-	code, ok := grpcStatus(res)
-	if !ok {
+func grpcHealthStatus(res *http.Response, body int64) int {
+	if res.ProtoMajor != 2 || res.StatusCode != http.StatusOK || !isGRPC(res.Header["Content-Type"]) {
 		return 0
 	}
-	return grpcHealthOfCode(code)
+	return grpcHealthOfCode(grpcCallerStatus(res, body))
 }
 
 // grpcHealthOfCode is grpcHealthStatus for a gRPC status code, of a gRPC

@@ -716,7 +716,7 @@ func (p *Proxy) attempts(ctx context.Context, w http.ResponseWriter, r *http.Req
 		if o.Result == resilience.Responded {
 			// The body was read to its end: a read or a write error
 			// made the attempt BodyBroken or Canceled.
-			if s := grpcHealthStatus(res); s != 0 {
+			if s := grpcHealthStatus(res, result.n); s != 0 {
 				o.Status = s // an HTTP 200 ending a gRPC call UNAVAILABLE, say
 			} else if web != nil {
 				if s := web.health(res); s != 0 {
