@@ -78,6 +78,8 @@ timeouts:
   per_try: 2s
   body_idle: 90s
   overall: 10m
+  tunnel_idle: 1h
+  tunnel_half_closed: 3s
 `, func(t *testing.T, s Settings) {
 			want := Settings{
 				Balancer: BalancerHash, HashHeader: "X-User-Id", MaxInFlight: 0,
@@ -89,7 +91,8 @@ timeouts:
 					BaseInterval: 10 * time.Millisecond, MaxInterval: time.Second,
 					Budget: BudgetSettings{Ratio: 0.1, MinPerSecond: 2, Window: 20 * time.Second}},
 				Timeouts: Timeouts{Connect: 250 * time.Millisecond, ResponseHeader: 5 * time.Second,
-					PerTry: 2 * time.Second, BodyIdle: 90 * time.Second, Overall: 10 * time.Minute},
+					PerTry: 2 * time.Second, BodyIdle: 90 * time.Second, Overall: 10 * time.Minute,
+					TunnelIdle: time.Hour, TunnelHalfClosed: 3 * time.Second},
 			}
 			if !reflect.DeepEqual(s, want) {
 				t.Fatalf("got\n%+v\nwant\n%+v", s, want)
@@ -148,6 +151,7 @@ func TestSettingsErrorsNameTheKey(t *testing.T) {
 		{`retry: {base_interval: 1s, max_interval: 10ms}`, []string{"retry.max_interval: must be >= retry.base_interval"}},
 		{`retry: {budget: {ratio: 2, min_per_second: -1, window: 1500ms}}`, []string{"retry.budget.ratio: must be in [0,1]", "retry.budget.min_per_second: must be >= 0", "retry.budget.window: must be whole seconds"}},
 		{`timeouts: {connect: -1s}`, []string{"timeouts.connect: must be >= 0"}},
+		{`timeouts: {tunnel_half_closed: -1s}`, []string{"timeouts.tunnel_half_closed: must be >= 0"}},
 		{`timeouts: {overall: 1s, per_try: 2s, connect: 500ms}`, []string{"timeouts.per_try: 2s exceeds timeouts.overall 1s"}},
 		{`timeouts: {overall: 1s}`, []string{"timeouts.connect: 5s exceeds timeouts.overall 1s"}},
 	} {

@@ -33,16 +33,23 @@ type Timeouts struct {
 	// TunnelIdle closes an upgraded connection (a WebSocket, say) on which
 	// no byte moved in either direction for this long; BodyIdle and
 	// Overall do not apply to tunnels. Default 0: a tunnel lasts until
-	// either side closes it.
+	// both sides ended it (see TunnelHalfClosed) or either breaks.
 	TunnelIdle time.Duration `yaml:"tunnel_idle"`
+	// TunnelHalfClosed bounds a tunnel once one side ended its sending (a
+	// half-close, passed on to the other side) while the other side may
+	// still send: this long after the first such end, a tunnel still open
+	// is reset both ways. Default 10s; 0: no limit (tunnel_idle and the
+	// drain still bound it).
+	TunnelHalfClosed time.Duration `yaml:"tunnel_half_closed"`
 }
 
 // DefaultTimeouts returns the documented defaults.
 func DefaultTimeouts() Timeouts {
 	return Timeouts{
-		Connect:        5 * time.Second,
-		ResponseHeader: 30 * time.Second,
-		BodyIdle:       5 * time.Minute,
+		Connect:          5 * time.Second,
+		ResponseHeader:   30 * time.Second,
+		BodyIdle:         5 * time.Minute,
+		TunnelHalfClosed: 10 * time.Second,
 	}
 }
 
@@ -57,6 +64,7 @@ func (t *Timeouts) validate(f *fieldErrors) {
 		{"body_idle", t.BodyIdle},
 		{"overall", t.Overall},
 		{"tunnel_idle", t.TunnelIdle},
+		{"tunnel_half_closed", t.TunnelHalfClosed},
 	} {
 		if d.v < 0 {
 			f.add(d.key, "must be >= 0 (0 turns it off), got %s", d.v)

@@ -68,7 +68,7 @@ services:
 		t.Fatal(err)
 	}
 	a, b, c := cfg.Services["a"], cfg.Services["b"], cfg.Services["c"]
-	want := resilience.Timeouts{Connect: 250 * time.Millisecond, ResponseHeader: 9 * time.Second, BodyIdle: 5 * time.Minute, Overall: time.Minute}
+	want := resilience.Timeouts{Connect: 250 * time.Millisecond, ResponseHeader: 9 * time.Second, BodyIdle: 5 * time.Minute, Overall: time.Minute, TunnelHalfClosed: 10 * time.Second}
 	if a.Timeouts != want {
 		t.Errorf("a timeouts = %+v, want %+v", a.Timeouts, want)
 	}
@@ -120,6 +120,8 @@ func TestParseConfigErrors(t *testing.T) {
 		{"bad duration", "outbound: {}\ndefaults: { timeouts: { connect: soon } }\n", `defaults.timeouts.connect: invalid value "soon": want a duration`},
 		{"negative duration", "outbound: {}\ndefaults: { timeouts: { body_idle: -1s } }\n", "defaults.timeouts.body_idle: must be >= 0"},
 		{"service duration", "outbound: {}\nservices: { s: { endpoints: [127.0.0.1:1], timeouts: { per_try: -2s } } }\n", "services.s.timeouts.per_try: must be >= 0"},
+		{"negative tunnel_half_closed", "outbound: {}\ndefaults: { timeouts: { tunnel_half_closed: -1s } }\n", "defaults.timeouts.tunnel_half_closed: must be >= 0"},
+		{"service tunnel_half_closed", "outbound: {}\nservices: { s: { endpoints: [127.0.0.1:1], timeouts: { tunnel_half_closed: -5ms } } }\n", "services.s.timeouts.tunnel_half_closed: must be >= 0"},
 		{"unknown service setting", "outbound: {}\nservices: { s: { endpoints: [127.0.0.1:1], breaker: { max_fails: 3 } } }\n", "services.s.breaker.max_fails: unknown key"},
 		{"bad balancer", "outbound: {}\nservices: { s: { endpoints: [127.0.0.1:1], balancer: fastest } }\n", `services.s.balancer: unknown balancer "fastest"`},
 		{"hash without header", "outbound: {}\nservices: { s: { endpoints: [127.0.0.1:1], balancer: hash } }\n", "services.s.hash_header: required"},

@@ -29,6 +29,9 @@ var (
 	errPerTryTimeout    = errors.New("no response headers within timeouts.per_try")
 	errCallerGone       = errors.New("the caller closed its connection")
 	errGraceEnded       = errors.New("the drain's grace period ended")
+	// errTunnelHalfClosed: a tunnel stayed half-closed (one side ended
+	// its sending, the other had not) past timeouts.tunnel_half_closed.
+	errTunnelHalfClosed = errors.New("the tunnel stayed half-closed past timeouts.tunnel_half_closed")
 	// errBodyNotReplayable: part of a request body was read, and ferry
 	// holds no copy to send it again.
 	errBodyNotReplayable = errors.New("the request body was partly sent and is not held for a replay")

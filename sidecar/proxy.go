@@ -744,7 +744,7 @@ func (p *Proxy) attempts(ctx context.Context, w http.ResponseWriter, r *http.Req
 // ends.
 func (p *Proxy) tunnelHeld(slot *resilience.Slot, w http.ResponseWriter, r *http.Request, res *http.Response, upgrade string, up *upstream, addr string, a *telemetry.Attempt, x *exchange) {
 	defer slot.Release()
-	x.tunneled, x.out = p.tunnel(w, r, res, upgrade, up.name, addr, up.timeouts.TunnelIdle, x)
+	x.tunneled, x.out = p.tunnel(w, r, res, upgrade, up.name, addr, up.timeouts, x)
 	res.Body.Close()
 	// A switch the tunnel refused (x.fail) failed the attempt too.
 	a.End(telemetry.Outcome{Status: res.StatusCode, BytesIn: x.out, BytesOut: x.tunneled, Reason: x.reason})

@@ -1261,7 +1261,8 @@ func TestEndedDrainWaitsForAnEndedTunnelsReport(t *testing.T) {
 	if l, err := br.ReadString('\n'); l != "bye\n" {
 		t.Fatalf("read %q, %v", l, err)
 	}
-	io.Copy(io.Discard, br) // the tunnel's end
+	io.Copy(io.Discard, br) // the upstream's end, passed on as a half-close
+	c.Close()               // the caller's: the tunnel is over
 	recv(t, reporting, 5*time.Second, "the tunnel to be reported")
 	drainEndsClean(t, sc, stop, done)
 }

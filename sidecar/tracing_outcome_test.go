@@ -142,6 +142,7 @@ func TestTunnelTelemetryCountsBytes(t *testing.T) {
 	}
 	c.send("bye\n")
 	c.expectClosed()
+	c.conn.Close() // the caller ends its side too: the tunnel is over
 	up := int64(len("early\n") + len("ping\n") + len("bye\n"))
 	down := int64(len("hello from origin\n") + len("echo:early\n") + len("echo:ping\n"))
 	waitFor(t, "both spans", 5*time.Second, func() bool { return len(rec.Ended()) == 2 })
@@ -493,6 +494,7 @@ services: { chat: { endpoints: [%s], breaker: { consecutive_failures: 1, failure
 	c.expect("hello from origin\n")
 	c.send("bye\n")
 	c.expectClosed()
+	c.conn.Close()
 	var tunnel sdktrace.ReadOnlySpan
 	waitFor(t, "the tunnel's server span", 5*time.Second, func() bool {
 		for _, s := range spansOfKind(rec.Ended(), trace.SpanKindServer) {

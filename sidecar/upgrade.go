@@ -14,8 +14,10 @@ import (
 
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
+	"github.com/ferrymesh/ferry/resilience"
 	"github.com/ferrymesh/ferry/telemetry"
 )
 
@@ -144,11 +146,12 @@ func (s *tunnelSet) awaitEnding(deadline int64) bool {
 }
 
 // tunnel completes a protocol switch: it hands the caller the upstream's 101
-// response and then copies bytes both ways until the upstream ends or
-// either side breaks; a caller that half-closes still gets the rest. It
-// returns the bytes that went through the tunnel each way: up from the
+// response and then copies bytes both ways until both sides ended their
+// sending or either side breaks; a side that half-closes still gets the
+// rest of the other's. timeouts' TunnelIdle and TunnelHalfClosed bound it.
+// It returns the bytes that went through the tunnel each way: up from the
 // caller, down from the upstream.
-func (p *Proxy) tunnel(w http.ResponseWriter, r *http.Request, res *http.Response, reqUpgrade, service, addr string, idleAfter time.Duration, x *exchange) (up, down int64) {
+func (p *Proxy) tunnel(w http.ResponseWriter, r *http.Request, res *http.Response, reqUpgrade, service, addr string, timeouts resilience.Timeouts, x *exchange) (up, down int64) {
 	resUpgrade := upgradeType(res.Header) // one the caller offered (see forward)
 	back, ok := res.Body.(io.ReadWriteCloser)
 	if !ok {
@@ -164,8 +167,8 @@ func (p *Proxy) tunnel(w http.ResponseWriter, r *http.Request, res *http.Respons
 	if testHookTunnelHijacked != nil {
 		testHookTunnelHijacked()
 	}
-	// The drain's end closes both sides: a tunnel whose caller half-closed
-	// waits on the upstream alone.
+	// The drain's end closes both sides: a tunnel one side of which
+	// half-closed waits on the other alone.
 	ends := &tunnelEnds{caller: conn, upstream: back}
 	if !p.tunnels.add(ends) {
 		// ferry finished draining while this exchange switched: the
@@ -205,46 +208,82 @@ func (p *Proxy) tunnel(w http.ResponseWriter, r *http.Request, res *http.Respons
 	// timeouts.tunnel_idle: a tunnel where nothing moved for that long is
 	// closed on both sides.
 	var idled atomic.Bool
-	idle := startIdleTimer(idleAfter, func(error) {
+	idle := startIdleTimer(timeouts.TunnelIdle, func(error) {
 		idled.Store(true) // before the close its copies see
 		conn.Close()
 		back.Close()
 	})
 	defer idle.stop()
-	// A clean end of the caller's bytes goes on to the upstream as a
+	// A clean end of either side's bytes goes on to the other side as a
 	// half-close: its answer may still be coming, and the tunnel lasts
-	// until the upstream ends too (tunnel_idle and the drain still bound
-	// it). The upstream's end is the tunnel's. A way that breaks (a
-	// reset, a failed write) ends both at once, with a reset: the other
-	// side must not take the bytes it got for all there were.
-	ends.sockets = [2]*net.TCPConn{socketOf(conn), socketOf(x.upConn)}
+	// until that side ends too (tunnel_idle, tunnel_half_closed and the
+	// drain still bound it). A way that breaks (a reset, a failed write)
+	// ends both at once, with a reset: the other side must not take the
+	// bytes it got for all there were. Once the upstream ended cleanly, a
+	// write to it that fails because it is gone is no break: a WebSocket
+	// server closes fully after its Close frame, and the caller's answer
+	// to it (or its own end) meets a closed connection.
+	callerSocket := socketOf(conn)
+	ends.sockets = [2]*net.TCPConn{callerSocket, socketOf(x.upConn)}
 	upDone, downDone := make(chan tunnelEnd, 1), make(chan tunnelEnd, 1)
 	// Bytes the caller sent right after its request sit in brw's buffer;
 	// reading from brw forwards them first.
-	go tunnelCopy(back, brw, idle, &up, upDone, callerSide)
-	go tunnelCopy(conn, back, idle, &down, downDone, upstreamSide)
-	var broke tunnelEnd
-	over := false // what ends a way now is the tunnel's end, not news
-	for range 2 {
+	go tunnelCopy(back, halfCloser(back), brw, idle, &up, upDone, callerSide)
+	go tunnelCopy(conn, callerHalfCloser(callerSocket), back, idle, &down, downDone, upstreamSide)
+	var (
+		broke          tunnelEnd
+		over           bool        // what ends a way now is the tunnel's end, not news
+		upstreamEnded  bool        // the upstream's side ended cleanly
+		halfClosed     *time.Timer // tunnel_half_closed, from the first clean end
+		halfClosedC    <-chan time.Time
+		halfClosedOver bool // tunnel_half_closed ended it
+	)
+	for open := 2; open > 0; {
 		var e tunnelEnd
 		fromUpstream := false
 		select {
 		case e = <-upDone:
 		case e = <-downDone:
 			fromUpstream = true
+		case <-halfClosedC:
+			// The way still open is cut: neither side may take it
+			// for a clean end.
+			halfClosedC = nil
+			if !over {
+				halfClosedOver, over = true, true
+				ends.reset()
+			}
+			continue
 		}
+		open--
 		switch {
 		case over:
-		case e.err != nil:
-			broke, over = e, true
-			ends.reset()
-		case fromUpstream:
-			// The upstream ended: the tunnel is over. Closing both
-			// ends the caller's copy too.
+		case errors.Is(e.err, errNoHalfClose):
+			// The upstream ended and the caller's connection cannot
+			// be half-closed: the tunnel ends both ways, clean.
 			over = true
 			conn.Close()
 			back.Close()
+		case e.err == nil:
+			upstreamEnded = upstreamEnded || fromUpstream
+			if open == 1 && timeouts.TunnelHalfClosed > 0 {
+				halfClosed = time.NewTimer(timeouts.TunnelHalfClosed)
+				halfClosedC = halfClosed.C
+			}
+		case upstreamEnded && !fromUpstream && e.side == upstreamSide && (upstreamGone(e.err) || errors.Is(e.err, errors.ErrUnsupported)):
+			// The caller's bytes (or its end) met an upstream that
+			// ended and closed, or its end cannot be passed on to an
+			// upstream that ended: the tunnel's end, clean.
+			over = true
+			conn.Close()
+			back.Close()
+		default:
+			broke, over = e, true
+			ends.reset()
 		}
+	}
+	if halfClosed != nil {
+		halfClosed.Stop()
 	}
 	back.Close()
 	var pe *panicError
@@ -258,6 +297,9 @@ func (p *Proxy) tunnel(w http.ResponseWriter, r *http.Request, res *http.Respons
 		x.reason, x.err = telemetry.ReasonGraceEnded, errGraceEnded
 	case idled.Load():
 		// timeouts.tunnel_idle closed it: the end it is set to make.
+	case halfClosedOver:
+		// timeouts.tunnel_half_closed cut the way still open.
+		x.reason, x.err = telemetry.ReasonTimeout, errTunnelHalfClosed
 	case broke.err == nil:
 	case pe != nil:
 		x.reason, x.err = telemetry.ReasonOther, broke.err // ferry's own failure
@@ -314,8 +356,9 @@ type tunnelEnd struct {
 
 // tunnelCopy moves bytes one way, from side src to the other, through a
 // pooled buffer, feeding the idle timer (nil: none), and stores how many
-// in n before it reports on done. At the source's end it half-closes dst.
-func tunnelCopy(dst io.Writer, src io.Reader, idle *idleTimer, n *int64, done chan<- tunnelEnd, from tunnelSide) {
+// in n before it reports on done. At the source's end it half-closes dst
+// with closeWrite.
+func tunnelCopy(dst io.Writer, closeWrite func() error, src io.Reader, idle *idleTimer, n *int64, done chan<- tunnelEnd, from tunnelSide) {
 	to := upstreamSide
 	if from == upstreamSide {
 		to = callerSide
@@ -345,9 +388,7 @@ func tunnelCopy(dst io.Writer, src io.Reader, idle *idleTimer, n *int64, done ch
 			}
 		}
 		if rerr == io.EOF {
-			if cw, ok := dst.(interface{ CloseWrite() error }); !ok {
-				end = tunnelEnd{to, errors.ErrUnsupported}
-			} else if err := cw.CloseWrite(); err != nil {
+			if err := closeWrite(); err != nil {
 				end = tunnelEnd{to, err}
 			}
 			break
@@ -359,6 +400,42 @@ func tunnelCopy(dst io.Writer, src io.Reader, idle *idleTimer, n *int64, done ch
 	}
 	bufPool.Put(bp)
 	done <- end
+}
+
+// halfCloser half-closes the upstream's connection through the
+// Transport's response body, which half-closes the connection it wraps
+// when that can.
+func halfCloser(back io.ReadWriteCloser) func() error {
+	return func() error {
+		if cw, ok := back.(interface{ CloseWrite() error }); ok {
+			return cw.CloseWrite()
+		}
+		return errors.ErrUnsupported
+	}
+}
+
+// errNoHalfClose: the caller's connection is not a TCP socket ferry can
+// half-close (TLS, where a close_notify may be taken for the whole
+// connection's end, or another kind of connection).
+var errNoHalfClose = errors.New("the caller's connection cannot be half-closed")
+
+// callerHalfCloser half-closes the caller's TCP socket; with none, it
+// says errNoHalfClose, and the tunnel ends both ways instead.
+func callerHalfCloser(socket *net.TCPConn) func() error {
+	return func() error {
+		if socket == nil {
+			return errNoHalfClose
+		}
+		return socket.CloseWrite()
+	}
+}
+
+// upstreamGone reports whether err, from a write to (or the half-close
+// of) an upstream's connection, says the upstream is no longer there to
+// take bytes: it closed (a reset answered the bytes after it), rather
+// than ferry's side breaking.
+func upstreamGone(err error) bool {
+	return errors.Is(err, syscall.EPIPE) || errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.ENOTCONN)
 }
 
 // writerOnly and readerOnly hide ReadFrom/WriteTo so io.CopyBuffer uses the

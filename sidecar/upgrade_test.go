@@ -261,6 +261,10 @@ func TestUpgradeTunnel(t *testing.T) {
 				t.Fatalf("origin reported %q, want hung-up", e)
 			}
 			c.expectClosed()
+			// The origin's end reached the caller as a half-close; the
+			// tunnel is over once the caller ends its side too, as a
+			// WebSocket client does when the server closed.
+			c.conn.Close()
 			allClosed(t, bodies, opened)
 			waitFor(t, "the tunnel to be forgotten", 5*time.Second, func() bool { return openTunnels(sc) == 0 })
 		})
@@ -351,6 +355,7 @@ func TestTunnelShutdown(t *testing.T) {
 		start := time.Now()
 		c.send("bye\n")
 		c.expectClosed()
+		c.conn.Close()
 		if err := recv(t, done, 5*time.Second, "Shutdown to return once the tunnel ended"); err != nil {
 			t.Fatalf("Shutdown: %v, want nil (nothing was cut)", err)
 		}
@@ -716,6 +721,12 @@ func TestTunnelHoldsMaxInFlightSlot(t *testing.T) {
 			} else {
 				c.send("bye\n")
 				c.expectClosed()
+				// Half-closed by the origin, the tunnel holds its
+				// slot until the caller ends its side too.
+				if n := res.InFlight(); n != 1 {
+					t.Fatalf("%d in flight with a tunnel the origin half-closed, want 1", n)
+				}
+				c.conn.Close()
 			}
 			recv(t, o.events, 5*time.Second, "the origin's side to end")
 			waitFor(t, "the tunnel's slot to come back", 5*time.Second, func() bool { return res.InFlight() == 0 })
