@@ -134,10 +134,7 @@ func TestReloadGaugeNotBackOnAReadBeforeTheFailedSIGHUP(t *testing.T) {
 	go sc.WatchConfigFile(ctx, path, time.Second, inForce)
 	next := steps.wait(t)
 	close(next.next)
-	wr, err := os.OpenFile(fifo, os.O_WRONLY, 0) // returns once the watcher opened it to read
-	if err != nil {
-		t.Fatal(err)
-	}
+	wr := openFIFOWriter(t, fifo, 10*time.Second, "the watcher")
 	if err := os.Remove(path); err != nil {
 		t.Fatal(err)
 	}
@@ -159,4 +156,29 @@ func TestReloadGaugeNotBackOnAReadBeforeTheFailedSIGHUP(t *testing.T) {
 	next = steps.wait(t)
 	gauge("after the file read again as the config in force", "1")
 	close(next.next)
+}
+
+// openFIFOWriter opens the FIFO at fifo to write once a reader (who: the
+// watcher, a settle read) has it open to read, and fails the test if none
+// has within d: a read of the config path that does not wait for a FIFO's
+// writer (an O_NONBLOCK open reads it empty at once) has come and gone,
+// and a blocking open to write would wait for ever. A non-blocking open to
+// write fails (ENXIO) until a reader has the FIFO open, blocked in its
+// open or not; writes to it still wait as they must (Go's poller).
+func openFIFOWriter(t *testing.T, fifo string, d time.Duration, who string) *os.File {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for {
+		wr, err := os.OpenFile(fifo, os.O_WRONLY|syscall.O_NONBLOCK, 0)
+		if err == nil {
+			return wr
+		}
+		if !errors.Is(err, syscall.ENXIO) {
+			t.Fatal(err)
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("opening the FIFO at the config path to write: no reader after %v; %s had not opened it to read, or read it and went on without waiting for a writer", d, who)
+		}
+		time.Sleep(time.Millisecond)
+	}
 }
