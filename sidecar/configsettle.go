@@ -23,8 +23,11 @@ import (
 // default --config-poll (2s). A file replaced whole (a rename, Kubernetes'
 // ConfigMap symlink swap) reads the same at once, and applies one settle
 // interval after the poll that saw it. A writer that pauses longer than
-// the settle interval mid-file can still be read half-way: only replacing
-// the file whole rules that out.
+// the settle interval mid-file leaves a half that reads the same twice; on
+// Linux ferry sees that the file is still open for writing (readWriters)
+// and holds it back until no process has it open to write. Elsewhere, or
+// where Linux will not say (a file ferry's uid does not own), such a half
+// can still be read: only replacing the file whole rules that out.
 const DefaultConfigSettle = 500 * time.Millisecond
 
 // configSettleReads is how many reads in a row, a settle interval apart,
@@ -62,26 +65,31 @@ var errWaitEnded = errors.New("the wait for the config file to settle ended")
 
 // settleRead reads path again, settle apart (wait waits, and reports
 // false to give up: errWaitEnded), until a read gives the bytes of the
-// read before it, prev first, and returns those; errStillChanging once
-// configSettleReads reads in a row found it changed again.
+// read before it, prev first, while no process has the file open for
+// writing, and returns those; errStillChanging once configSettleReads
+// reads in a row found it changed again or open for writing.
 func settleRead(path string, prev []byte, settle time.Duration, log *slog.Logger, wait func(time.Duration) bool) ([]byte, error) {
 	ch := fileChange{pending: true, data: prev}
 	for {
 		if !wait(settle) {
 			return nil, errWaitEnded
 		}
-		cur, err := os.ReadFile(path)
+		cur, writing, err := readWriters(path)
 		if err != nil {
 			return nil, fmt.Errorf("config: %w", err)
 		}
-		if ch.settled(cur) {
+		if ch.settled(cur) && !writing {
 			ch.apply(log, path)
 			return cur, nil
 		}
 		if ch.changes+1 >= configSettleReads {
-			return nil, fmt.Errorf("config %s: %w: it changed on each of %d reads %s apart", path, errStillChanging, ch.changes+1, settle)
+			why := "it changed"
+			if ch.writing || writing {
+				why = "it changed, or a process had it open for writing,"
+			}
+			return nil, fmt.Errorf("config %s: %w: %s on each of %d reads %s apart", path, errStillChanging, why, ch.changes+1, settle)
 		}
-		ch.see(cur, log, path, settle)
+		ch.see(cur, writing, log, path, settle)
 	}
 }
 
@@ -145,7 +153,9 @@ func (s *Sidecar) waitFile(ctx context.Context, d time.Duration) bool {
 type fileChange struct {
 	pending bool   // data was read and differs from the content last tried
 	data    []byte // the content last read, while pending
-	changes int    // reads in a row that found the content changed again
+	changes int    // reads in a row that found the content changed again, or the file open for writing
+	changed bool   // a read found the content changed again, and that was logged
+	writing bool   // a read found the file open for writing, and that was logged
 	warned  bool   // the warning of a change held back long was logged
 }
 
@@ -154,22 +164,31 @@ func (ch *fileChange) settled(cur []byte) bool {
 	return ch.pending && bytes.Equal(cur, ch.data)
 }
 
-// see records cur, a content not yet settled, and logs, once each per
-// change, that the file is still being written (it changed again before
-// it settled) and that it has kept changing for configSettleReads reads.
-func (ch *fileChange) see(cur []byte, log *slog.Logger, path string, settle time.Duration) {
+// see records cur, a content not yet settled (writing: a process had the
+// file open for writing as it was read), and logs, once each per change,
+// that the file is still being written (it changed again before it
+// settled), that it is open for writing, and that it has kept changing or
+// stayed open for writing for configSettleReads reads.
+func (ch *fileChange) see(cur []byte, writing bool, log *slog.Logger, path string, settle time.Duration) {
+	again := ch.pending && !bytes.Equal(cur, ch.data)
 	if ch.pending {
 		ch.changes++
 	}
 	ch.pending, ch.data = true, cur
-	switch {
-	case ch.changes == 0:
+	if ch.changes == 0 && !writing {
 		log.Debug("config file changed; applying it once it reads the same after the settle interval", "file", path, "settle", settle.String())
-	case ch.changes == 1:
+	}
+	if again && !ch.changed {
+		ch.changed = true
 		log.Info("config file still being written (it changed again since the last read); the config in force stays until it reads the same twice, the settle interval apart", "file", path, "settle", settle.String())
-	case ch.changes >= configSettleReads && !ch.warned:
+	}
+	if writing && !ch.writing {
+		ch.writing = true
+		log.Info("config file changed and still open for writing by a process; the config in force stays until no process has it open to write and it reads the same twice, the settle interval apart", "file", path, "settle", settle.String())
+	}
+	if ch.changes >= configSettleReads && !ch.warned {
 		ch.warned = true
-		log.Warn("config file keeps changing; the config in force stays until it reads the same twice, the settle interval apart (a writer that replaces the file whole, by rename, is never read half-written)", "file", path, "changed_reads", ch.changes, "settle", settle.String())
+		log.Warn("config file keeps changing or stays open for writing; the config in force stays until it reads the same twice, the settle interval apart, with no process writing it (a writer that replaces the file whole, by rename, is never read half-written)", "file", path, "changed_reads", ch.changes, "settle", settle.String())
 	}
 }
 

@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
 	"reflect"
 	"sync/atomic"
 	"time"
@@ -148,7 +147,7 @@ func (s *Sidecar) WatchConfigFile(ctx context.Context, path string, interval tim
 		// applied a newer content than the one read here.
 		tries := s.retryGen
 		s.fileMu.Unlock()
-		cur, err := os.ReadFile(path)
+		cur, writing, err := readWriters(path)
 		if h := testHookWatchRead.Load(); h != nil {
 			(*h)(cur)
 		}
@@ -189,9 +188,9 @@ func (s *Sidecar) WatchConfigFile(ctx context.Context, path string, interval tim
 			wait = s.settle
 			continue
 		}
-		if !ch.settled(cur) {
+		if !ch.settled(cur) || writing {
 			s.fileMu.Unlock()
-			ch.see(cur, s.log, path, s.settle)
+			ch.see(cur, writing, s.log, path, s.settle)
 			wait = s.settle
 			continue
 		}
