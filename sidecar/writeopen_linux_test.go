@@ -147,15 +147,17 @@ func TestReadWritersLetsAWriterInAsTheReadEnds(t *testing.T) {
 	type opened struct {
 		f   *os.File
 		err error
-		at  time.Time
 	}
 	writer := make(chan opened, 1)
 	var held atomic.Bool
 	hook := func(f *os.File) {
+		if f.Name() != path {
+			return // a read of another test's file
+		}
 		held.Store(true)
 		go func() {
 			wr, err := os.OpenFile(path, os.O_WRONLY, 0)
-			writer <- opened{wr, err, time.Now()}
+			writer <- opened{wr, err}
 		}()
 		// The writer's open breaks the lease: the kernel marks it to be
 		// released (F_GETLEASE then says F_UNLCK) and waits for that.
@@ -195,7 +197,6 @@ func TestReadWritersLetsAWriterInAsTheReadEnds(t *testing.T) {
 	defer testHookLeaseHeld.Store(nil)
 
 	data, writing, err := readWriters(path)
-	ended := time.Now()
 	if !held.Load() {
 		t.Skip("no read lease on the file here: nothing to test")
 	}
@@ -209,9 +210,6 @@ func TestReadWritersLetsAWriterInAsTheReadEnds(t *testing.T) {
 			t.Fatalf("the writer's open: %v", o.err)
 		}
 		o.f.Close()
-		if d := o.at.Sub(ended); d > wait {
-			t.Fatalf("the writer got in %v after the read ended; want at once", d)
-		}
 	case <-time.After(wait):
 		t.Fatalf("the writer still waiting in its open %v after the read ended (lease-break-time %v): the read lease was not let go", wait, breakTime)
 	}
