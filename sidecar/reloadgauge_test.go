@@ -112,16 +112,9 @@ func TestReloadGaugeNotBackOnAReadBeforeTheFailedSIGHUP(t *testing.T) {
 	a := origin(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "a") }))
 	inForce := []byte(reloadConfig(a, ""))
 	sc := startSidecar(t, mustParse(t, string(inForce)), Options{})
-	dir := t.TempDir()
-	path, fifo := filepath.Join(dir, "ferry.yaml"), filepath.Join(dir, "fifo")
 	// The watcher's read of path opens the FIFO, and ends when the test
 	// has written to it and closed it: the SIGHUP goes in between.
-	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Symlink(fifo, path); err != nil {
-		t.Fatal(err)
-	}
+	path, fifo := fifoConfigPath(t)
 	gauge := func(when, want string) {
 		t.Helper()
 		if m := metricsText(sc); !strings.Contains(m, "\nferry_config_last_reload_successful "+want+"\n") {
@@ -156,6 +149,21 @@ func TestReloadGaugeNotBackOnAReadBeforeTheFailedSIGHUP(t *testing.T) {
 	next = steps.wait(t)
 	gauge("after the file read again as the config in force", "1")
 	close(next.next)
+}
+
+// fifoConfigPath makes a FIFO in a temporary folder and a config path
+// (ferry.yaml) that is a symlink to it.
+func fifoConfigPath(t *testing.T) (path, fifo string) {
+	t.Helper()
+	dir := t.TempDir()
+	path, fifo = filepath.Join(dir, "ferry.yaml"), filepath.Join(dir, "fifo")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(fifo, path); err != nil {
+		t.Fatal(err)
+	}
+	return path, fifo
 }
 
 // openFIFOWriter opens the FIFO at fifo to write once a reader (who: the

@@ -87,14 +87,7 @@ func TestReadWritersWaitsForAWriteLeaseHolder(t *testing.T) {
 // FIFO then waited for ever for a reader (the clean-clone CI's -race step
 // hung 18 minutes in TestReloadGaugeNotBackOnAReadBeforeTheFailedSIGHUP).
 func TestReadWritersWaitsForAFIFOsWriter(t *testing.T) {
-	dir := t.TempDir()
-	path, fifo := filepath.Join(dir, "ferry.yaml"), filepath.Join(dir, "fifo")
-	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Symlink(fifo, path); err != nil {
-		t.Fatal(err)
-	}
+	path, fifo := fifoConfigPath(t)
 	const content = "outbound: {}\n"
 	type result struct {
 		data    []byte
