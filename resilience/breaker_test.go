@@ -371,3 +371,46 @@ func TestPickDuringTheBreakersOpeningIsNoProbe(t *testing.T) {
 		t.Fatalf("the attempt picked as the breaker opened succeeded: the breaker is %s (effect %+v), want open for its minute", st.Breaker, e)
 	}
 }
+
+// PickAt takes its caller's reading of the clock on the system clock
+// only: an injected clock is read as Pick reads it, so a test that moves
+// it sees its own time whatever the caller read.
+func TestPickAtReadsAnInjectedClock(t *testing.T) {
+	u, clk, _ := newTestUpstream(t, breakerOnly, "a:1")
+	for range 3 {
+		mustPick(t, u, "").Done(refuse)
+	}
+	// Open until epoch+10s on the injected clock.
+	if _, err := u.PickAt("", nil, epoch.Add(time.Hour)); !errors.Is(err, ErrAllUnavailable) {
+		t.Fatalf("PickAt with a reading past the open period, the clock before it: %v", err)
+	}
+	clk.Advance(10 * time.Second)
+	if p, err := u.PickAt("", nil, epoch); err != nil || !p.Probe() {
+		t.Fatalf("PickAt with a reading before the open period's end, the clock at it: %v (probe %v)", err, p.Probe())
+	}
+}
+
+// On the system clock PickAt takes the caller's reading for now, and
+// Pick reads the clock.
+func TestPickAtTakesTheReadingOnTheSystemClock(t *testing.T) {
+	s := DefaultSettings()
+	breakerOnly(&s)
+	s.Breaker.OpenDuration = time.Hour
+	u, err := NewUpstream("files", s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u.Update([]Endpoint{{Addr: "a:1", Weight: 1}})
+	for range 3 {
+		mustPick(t, u, "").Done(refuse)
+	}
+	if _, err := u.Pick("", nil); !errors.Is(err, ErrAllUnavailable) {
+		t.Fatalf("Pick within the open hour: %v", err)
+	}
+	if _, err := u.PickAt("", nil, time.Time{}); !errors.Is(err, ErrAllUnavailable) {
+		t.Fatalf("PickAt with no reading within the open hour: %v", err)
+	}
+	if p, err := u.PickAt("", nil, time.Now().Add(2*time.Hour)); err != nil || !p.Probe() {
+		t.Fatalf("PickAt with a reading past the open hour: %v (probe %v)", err, p.Probe())
+	}
+}

@@ -39,6 +39,7 @@ type Upstream struct {
 	name        string
 	settings    Settings
 	clock       Clock
+	systemClock bool // clock is SystemClock (see PickAt)
 	observer    Observer
 	balancer    Balancer
 	maxInFlight int64
@@ -99,6 +100,10 @@ func NewUpstream(name string, s Settings, opts ...Option) (*Upstream, error) {
 	}
 	if u.clock == nil {
 		u.clock = SystemClock{}
+	}
+	switch u.clock.(type) {
+	case SystemClock, *SystemClock:
+		u.systemClock = true
 	}
 	if u.observer == nil {
 		u.observer = NopObserver{}
@@ -360,6 +365,23 @@ func (p Pick) Probe() bool { return p.probe }
 // reached), or an *UnavailableError matching ErrAllUnavailable. Pick never
 // blocks and, on success, never allocates.
 func (u *Upstream) Pick(key string, excluded []string) (Pick, error) {
+	return u.pick(key, excluded, lazyNow{clock: u.clock})
+}
+
+// PickAt is Pick for a caller that read the wall clock (time.Now) a
+// moment ago, as now, with nothing waited on since: on the system clock
+// the pick takes now for its reading instead of reading the clock again.
+// A clock of the caller's (WithClock) is read as Pick reads it, and so is
+// the system clock when now is zero.
+func (u *Upstream) PickAt(key string, excluded []string, now time.Time) (Pick, error) {
+	l := lazyNow{clock: u.clock}
+	if u.systemClock && !now.IsZero() {
+		l.nanos, l.read = now.UnixNano(), true
+	}
+	return u.pick(key, excluded, l)
+}
+
+func (u *Upstream) pick(key string, excluded []string, now lazyNow) (Pick, error) {
 	set := u.set.Load()
 	if len(set.members) == 0 {
 		return Pick{}, fmt.Errorf("%s: %w", u.name, ErrNoEndpoints)
@@ -368,7 +390,7 @@ func (u *Upstream) Pick(key string, excluded []string) (Pick, error) {
 		u.inflight.Add(-1)
 		return Pick{}, fmt.Errorf("%s: %w (max_in_flight %d)", u.name, ErrOverloaded, u.maxInFlight)
 	}
-	c := chooser{u: u, set: set, excluded: excluded, now: lazyNow{clock: u.clock}}
+	c := chooser{u: u, set: set, excluded: excluded, now: now}
 	// A breaker may turn between the availability check and admission
 	// (another goroutine took the last probe slot): choose again a few
 	// times, then try every member in turn.
