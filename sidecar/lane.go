@@ -482,6 +482,9 @@ type laneConn struct {
 
 	// idle is the body_idle timer of the connection's exchanges.
 	idle *idleTimer
+	// doneMono is the last exchange's doneAt on monoNow's clock, when
+	// the wait for the next request may take it for now; else 0.
+	doneMono int64
 
 	// The watch of the request in progress.
 	wmu      sync.Mutex
@@ -531,7 +534,9 @@ var errHeldIdle = errors.New("idle past idleHold")
 // hold, a wait that lasts idleHold ends with errHeldIdle, the rest of it
 // left to awaitByte until end (the wait's end on monoNow's clock,
 // math.MaxInt64 for none).
-func (lc *laneConn) awaitRequest(br *bufio.Reader, d time.Duration, hold bool) (end int64, err error) {
+//
+// now is a monoNow() reading taken a moment ago, or 0 (see monoOr).
+func (lc *laneConn) awaitRequest(br *bufio.Reader, d time.Duration, hold bool, now int64) (end int64, err error) {
 	end = math.MaxInt64
 	if d <= 0 && !hold {
 		if !lc.rdl.IsZero() {
@@ -543,7 +548,7 @@ func (lc *laneConn) awaitRequest(br *bufio.Reader, d time.Duration, hold bool) (
 	// On the monotonic clock (monoNow), one clock read where time.Now
 	// makes two, wall and monotonic: the deadline kept is compared by its
 	// monotonic reading, and a time.Time is made only to set a new one.
-	now := monoNow()
+	now = monoOr(now)
 	if d > 0 {
 		end = monoAdd(now, d)
 	}
@@ -661,7 +666,8 @@ func (l *lane) serveConn(c net.Conn) {
 			}
 			// The first wait, bounded by read_header_timeout, keeps the
 			// buffers: a head arriving in parts keeps the deadline set.
-			end, err := lc.awaitRequest(br, wait, !first && pooled && bw.Buffered() == 0)
+			end, err := lc.awaitRequest(br, wait, !first && pooled && bw.Buffered() == 0, lc.doneMono)
+			lc.doneMono = 0
 			if err == errHeldIdle {
 				if !lc.dropWatched() {
 					err = lc.awaitByte(end)
@@ -776,6 +782,7 @@ func (l *lane) serveConn(c net.Conn) {
 				spare = lh
 			}
 			if testHookKept != nil {
+				lc.doneMono = 0 // the hook may wait
 				testHookKept()
 			}
 			continue
@@ -1012,8 +1019,12 @@ const (
 // connection.
 func (l *lane) serveOne(lc *laneConn, br *bufio.Reader, bw *bufio.Writer, lh *laneHead) connNext {
 	laneServed.Add(1)
-	req, cancel := &lh.req, lh.ctx.le.cancel
+	le := &lh.ctx.le
+	req, cancel := &lh.req, le.cancel
 	defer cancel(nil)
+	// The request's one clock reading up to its first wait (see headAt).
+	le.headAt = time.Now()
+	le.headMono = monoOf(le.headAt)
 	req.RemoteAddr = lc.remote
 	w := &lh.w
 	*w = connWriter{conn: lc.c, tc: lc.tc, bw: bw, head: req.Method == http.MethodHead, keepAlive: !req.Close && !l.closing.Load(), lane: l, answered: &lc.answered}
@@ -1025,9 +1036,16 @@ func (l *lane) serveOne(lc *laneConn, br *bufio.Reader, bw *bufio.Writer, lh *la
 	} else {
 		req.Body = http.NoBody
 	}
-	lc.watch(cancel, w.body, br)
+	lc.watch(cancel, w.body, br, le.headMono)
 	panicked := l.run(w, req)
-	lc.unwatch()
+	waited := lc.unwatch()
+	// The exchange's last reading serves the wait for the next request
+	// when nothing could wait since: no watch's read to end, nothing left
+	// for finish to write (see doneAt).
+	lc.doneMono = 0
+	if done := le.doneAt; !done.IsZero() && !waited && w.wrote && !w.chunked && bw.Buffered() == 0 {
+		lc.doneMono = monoOf(done)
+	}
 	if panicked || !w.finish() {
 		return connClose // a response cut short: the caller must see it broken
 	}
@@ -1099,6 +1117,59 @@ type laneExchange struct {
 	// net/http's, whose goroutines outlive a round trip): its laneHead is
 	// not reused (see reusable).
 	escaped bool
+	// Clock readings that the exchange's steps take for "now" instead of
+	// each reading the clock (see monoOr), on the request's goroutine.
+	// headAt is time.Now() as the lane had the request's head, headMono
+	// the same on monoNow's clock while it is live: nothing that may wait
+	// (a socket's read or write, a dial, a backoff) ran since. The steps
+	// before the first attempt waits for its answer take it: the watch,
+	// the request's telemetry, body_idle's start, the first pick, the
+	// pooled connection's age and its response header timeout (see
+	// takeHead). Whatever comes after that wait drops it (0).
+	headAt   time.Time
+	headMono int64
+	// doneAt is time.Now() as the response went out whole, when nothing
+	// that may wait follows before the exchange's end (see respondDone):
+	// the upstream connection's return to its pool, the request's
+	// telemetry and the caller connection's wait for its next request
+	// take it. Zero: not taken.
+	doneAt time.Time
+}
+
+// headNow is the exchange's reading of the clock as its head came, on
+// monoNow's clock, while nothing waited since; else 0 (see monoOr). le
+// may be nil.
+func (le *laneExchange) headNow() int64 {
+	if le == nil {
+		return 0
+	}
+	return le.headMono
+}
+
+// headTime is headNow as a time.Time; zero when headNow is 0.
+func (le *laneExchange) headTime() time.Time {
+	if le.headNow() == 0 {
+		return time.Time{}
+	}
+	return le.headAt
+}
+
+// takeHead is headNow for a step about to wait (an attempt's round
+// trip): it drops the reading, which no step after the wait may take.
+func (le *laneExchange) takeHead() int64 {
+	now := le.headNow()
+	if now != 0 {
+		le.headMono = 0
+	}
+	return now
+}
+
+// doneTime is doneAt, zero for none; le may be nil.
+func (le *laneExchange) doneTime() time.Time {
+	if le == nil {
+		return time.Time{}
+	}
+	return le.doneAt
 }
 
 // fire closes the hooked connection, if any, and ends a write to the
@@ -1132,12 +1203,14 @@ func (l *lane) run(w http.ResponseWriter, r *http.Request) (panicked bool) {
 // net/http reads the connection during every request for that; the lane
 // starts reading only once a request has run for watchDelay with its body
 // fully read and no pipelined request buffered.
-func (lc *laneConn) watch(cancel context.CancelCauseFunc, body *socketBody, br *bufio.Reader) {
+// now is a monoNow() reading taken a moment ago, or 0 (see monoOr).
+func (lc *laneConn) watch(cancel context.CancelCauseFunc, body *socketBody, br *bufio.Reader, now int64) {
+	now = monoOr(now)
 	lc.wmu.Lock()
 	lc.wstop = false
 	lc.wcancel, lc.wbody, lc.wpending = cancel, body, br
-	lc.wdue = monoNow() + int64(watchDelay)
-	lc.wt.armBy(lc.wdue)
+	lc.wdue = now + int64(watchDelay)
+	lc.wt.armByAt(lc.wdue, now)
 	lc.wmu.Unlock()
 	// Close sets ended before it looks, under wmu, for exchanges to cut:
 	// either it saw this one, or this one sees it ended.
@@ -1166,16 +1239,17 @@ func (lc *laneConn) watchFire() {
 		lc.wmu.Unlock()
 		return
 	}
-	if monoNow() < lc.wdue {
-		lc.wt.armBy(lc.wdue) // armed for an earlier request
+	now := monoNow()
+	if now < lc.wdue {
+		lc.wt.armByAt(lc.wdue, now) // armed for an earlier request
 		lc.wmu.Unlock()
 		return
 	}
 	if lc.wbody != nil && lc.wbody.left.Load() > 0 {
 		// The body is still being read: that read notices a caller
 		// gone. Look again later.
-		lc.wdue = monoNow() + int64(watchDelay)
-		lc.wt.armBy(lc.wdue)
+		lc.wdue = now + int64(watchDelay)
+		lc.wt.armByAt(lc.wdue, now)
 		lc.wmu.Unlock()
 		return
 	}
@@ -1206,8 +1280,8 @@ func (lc *laneConn) watchFire() {
 }
 
 // unwatch ends the watch of the request that just ended, waiting for a
-// read in progress to be abandoned.
-func (lc *laneConn) unwatch() {
+// read in progress to be abandoned; it reports whether it waited so.
+func (lc *laneConn) unwatch() (waited bool) {
 	lc.wmu.Lock()
 	lc.wstop = true // the timer stays armed: the next request's watch may use it
 	done := lc.wdone
@@ -1217,6 +1291,7 @@ func (lc *laneConn) unwatch() {
 		<-done
 		lc.setReadDeadline(time.Time{})
 	}
+	return done != nil
 }
 
 func isTimeoutErr(err error) bool {

@@ -113,8 +113,8 @@ type exchange struct {
 // end reports the request: server span end, metrics, access log. It runs
 // deferred, so it also runs while a broken response is being aborted.
 func (x *exchange) end() {
-	x.q.End(telemetry.Outcome{Status: x.status, BytesIn: x.body.sent() + x.tunneled, BytesOut: x.out, Reason: x.reason, Err: x.err,
-		GRPC: x.grpcSet, GRPCStatus: x.grpcStatus})
+	x.q.EndAt(telemetry.Outcome{Status: x.status, BytesIn: x.body.sent() + x.tunneled, BytesOut: x.out, Reason: x.reason, Err: x.err,
+		GRPC: x.grpcSet, GRPCStatus: x.grpcStatus}, x.lane.doneTime())
 	if x.reported != nil {
 		x.reported()
 	}

@@ -72,7 +72,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h2conn, _ = r.Context().Value(handedConnKey{}).(*prefixConn)
 	}
 	if le := laneOwned(r.Context()); le != nil {
-		ctx, q = p.tel.StartRequestIn(&le.tq, r, p.listener)
+		ctx, q = p.tel.StartRequestIn(&le.tq, r, p.listener, le.headTime())
 		q.UseSeriesMemo(le.series)
 		// StartRequest's context adds values to r's, never a deadline or
 		// cancellation of its own (TestStartRequestAddsValuesOnly): it
@@ -278,7 +278,10 @@ func (p *Proxy) attempts(ctx context.Context, w http.ResponseWriter, r *http.Req
 	}
 	upgrade := requestUpgrade(r.Header)
 	var tried []string
-	pick, err := up.res.Pick(key, nil)
+	// Nothing waited since the lane had the head: the pick takes its
+	// reading of the clock (resilience's own clock, when injected, is
+	// read as ever).
+	pick, err := up.res.PickAt(key, nil, x.lane.headTime())
 	if errors.Is(err, resilience.ErrNoEndpoints) {
 		// The snapshot has endpoints (checked above): one published a
 		// moment ago may not have reached the balancer yet.
@@ -536,6 +539,9 @@ func (p *Proxy) attempts(ctx context.Context, w http.ResponseWriter, r *http.Req
 				handedWhole(w, r)
 			}
 		}
+		if x.lane != nil && body == nil && result.readErr == nil && result.writeErr == nil && !cutMade && !cutLate {
+			x.lane.respondDone(res)
+		}
 		closeResponse(res, body)
 		x.out = result.n
 		ao := telemetry.Outcome{Status: res.StatusCode, BytesIn: result.n, BytesOut: body.sent()}
@@ -768,8 +774,19 @@ func (le *laneExchange) idleTimer(d time.Duration, cancel context.CancelCauseFun
 	if d <= 0 || le == nil || le.idle == nil {
 		return startIdleTimer(d, cancel)
 	}
-	le.idle.begin(d, cancel)
+	le.idle.beginAt(d, cancel, le.headNow())
 	return le.idle
+}
+
+// respondDone takes the exchange's reading of the clock as its response
+// went out whole (doneAt) when nothing that may wait follows before the
+// exchange ends: a bodiless request answered by ferry's own client, whose
+// connection goes back to its pool at once (spliceBody.Close). Any other
+// exchange's end reads the clock itself.
+func (le *laneExchange) respondDone(res *http.Response) {
+	if sb, ok := res.Body.(*spliceBody); ok && sb.sent == nil {
+		le.doneAt = time.Now()
+	}
 }
 
 // callerGone reports whether the caller went away (closed or reset its
@@ -907,6 +924,7 @@ func (p *Proxy) try(ctx context.Context, w http.ResponseWriter, r *http.Request,
 	} else {
 		res, err = roundTripInformed(rt, out, informed)
 	}
+	x.lane.takeHead() // the round trip waited: no step after it takes that reading
 	if err != nil && rt == up.h2c && actx.Err() == nil {
 		err = up.peer.explain(addr, err)
 	}
@@ -1279,6 +1297,9 @@ func (s *informedTrip) answeredFirst() bool {
 type bodyStart struct {
 	bp    *[]byte
 	first int
+	// buffered: the body's first bytes came with the head, and are in
+	// the client's buffer (see relay's seen).
+	buffered bool
 }
 
 // awaitBody awaits a Content-Length body's first bytes before its head is
@@ -1301,6 +1322,7 @@ func awaitBody(res *http.Response, idle *idleTimer) (st bodyStart, cut bool, err
 	// endpoint may answer. A first byte already here needs no guard.
 	if sb != nil {
 		if sb.c.br.Buffered() > 0 {
+			st.buffered = true
 			return st, false, nil
 		}
 		idle.guardFirst(sb.c.tc)
@@ -1340,12 +1362,18 @@ func (p *Proxy) respond(w http.ResponseWriter, r *http.Request, res *http.Respon
 		buf = *st.bp
 	}
 	asCame := false
+	// seen: relay's first read takes bytes buffered since before the idle
+	// timer's last look at the clock (see relay), when the head written
+	// before them fits in the caller's writer (no write that may wait).
+	seen := false
 	if sb != nil && sb.fields.lines != "" {
 		// A plain response to an HTTP/1.1 caller: its head goes on as it
 		// came; to any other, from the header it would have had.
 		cw, ok := w.(*connWriter)
+		seen = ok && st.buffered && len(sb.fields.lines)+headSlack <= cw.bw.Available()
 		if asCame = ok && cw.writeFields(res.StatusCode, &sb.fields); !asCame {
 			res.Header = sb.fields.header()
+			seen = false
 		}
 		sb.fields = rawFields{}
 	}
@@ -1366,7 +1394,7 @@ func (p *Proxy) respond(w http.ResponseWriter, r *http.Request, res *http.Respon
 			defer bufPool.Put(bp)
 			buf = *bp
 		}
-		result = relay(w, rc, res.Body, dst, idle, buf, st.first, frames, web)
+		result = relay(w, rc, res.Body, dst, idle, buf, st.first, frames, web, seen && frames == nil)
 	}
 	if result.readErr == nil && result.writeErr == nil {
 		dropForbiddenTrailers(res.Trailer) // as a caller's are

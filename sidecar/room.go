@@ -146,7 +146,7 @@ func (l *lane) setIdle(c *laneConn, kept bool) {
 		return
 	}
 	if l.slots != nil {
-		c.idleSince.Store(monoNow())
+		c.idleSince.Store(monoOr(c.doneMono))
 	}
 	c.state.Store(connIdle)
 	if l.roomWanted.Load() {

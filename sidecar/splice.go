@@ -110,13 +110,18 @@ type h1Conn struct {
 // timer operation per request on a busy connection (see lazyTimer): when
 // the timer finds the header overdue, it moves the socket's read
 // deadline into the past, which ends the read with a timeout.
-func (c *h1Conn) awaitHeader(d time.Duration) {
+func (c *h1Conn) awaitHeader(d time.Duration) { c.awaitHeaderAt(d, 0) }
+
+// awaitHeaderAt is awaitHeader for a caller that read now (see monoOr) a
+// moment ago.
+func (c *h1Conn) awaitHeaderAt(d time.Duration, now int64) {
+	now = monoOr(now)
 	c.hmu.Lock()
 	if c.ht.f == nil {
 		c.ht.f = c.headerTimer
 	}
-	c.hdue = monoAdd(monoNow(), d)
-	c.ht.armBy(c.hdue)
+	c.hdue = monoAdd(now, d)
+	c.ht.armByAt(c.hdue, now)
 	c.hmu.Unlock()
 }
 
@@ -135,10 +140,11 @@ func (c *h1Conn) headerTimer() {
 	c.hmu.Lock()
 	defer c.hmu.Unlock()
 	c.ht.fired()
+	now := monoNow()
 	switch {
 	case c.hdue == 0:
-	case monoNow() < c.hdue:
-		c.ht.armBy(c.hdue)
+	case now < c.hdue:
+		c.ht.armByAt(c.hdue, now)
 	default:
 		c.hdue = 0
 		c.hexpired = true
@@ -217,14 +223,22 @@ func (f *fastH1) RoundTrip(out *http.Request) (*http.Response, error) {
 	}
 	ctx := out.Context()
 	addr := out.URL.Host
+	// The lane's reading of the clock as the head came, when nothing
+	// waited since (see laneExchange.headAt): the first try's pooled
+	// connection and response header timeout take it.
+	le, _ := ctx.Value(laneCancelKey{}).(*laneExchange)
+	now := le.takeHead()
 	for try := 0; ; try++ {
 		maxIdle := poolIdleTimeout
 		if splicing {
 			maxIdle = uploadReuseIdle
 		}
-		c, reused, err := f.get(ctx, addr, try > 0, maxIdle)
+		c, reused, err := f.get(ctx, addr, try > 0, maxIdle, now)
 		if err != nil {
 			return nil, err
+		}
+		if !reused {
+			now = 0 // the dial waited
 		}
 		stop := closeOnCancel(ctx, c.tc)
 		var res *http.Response
@@ -233,8 +247,9 @@ func (f *fastH1) RoundTrip(out *http.Request) (*http.Response, error) {
 		if splicing {
 			res, fresh, sent, err = f.exchangeUpload(c, out, upload)
 		} else {
-			res, fresh, err = f.exchange(c, out, reused)
+			res, fresh, err = f.exchange(c, out, reused, now)
 		}
+		now = 0 // the exchange waited
 		if err == nil {
 			remaining := res.ContentLength
 			if out.Method == http.MethodHead || res.StatusCode == http.StatusNoContent || res.StatusCode == http.StatusNotModified {
@@ -246,7 +261,7 @@ func (f *fastH1) RoundTrip(out *http.Request) (*http.Response, error) {
 			} else {
 				sb = new(spliceBody)
 			}
-			*sb = spliceBody{f: f, c: c, addr: addr, stop: stop, body: res.Body, remaining: remaining, close: res.Close, sent: sent, upload: upload, fields: c.fields}
+			*sb = spliceBody{f: f, c: c, addr: addr, stop: stop, body: res.Body, remaining: remaining, close: res.Close, sent: sent, upload: upload, fields: c.fields, lane: le}
 			res.Body = sb
 			c.fields, c.plain = rawFields{}, nil
 			return res, nil
@@ -497,7 +512,9 @@ func replayable(method string) bool {
 // its Content-Length) would otherwise be read as this request's answer.
 // The pool's checks (see get and spliceBody.nothingAfter) see only what
 // arrived by the time they look.
-func (f *fastH1) exchange(c *h1Conn, out *http.Request, reused bool) (*http.Response, bool, error) {
+//
+// now is a monoNow() reading taken a moment ago, or 0 (see monoOr).
+func (f *fastH1) exchange(c *h1Conn, out *http.Request, reused bool, now int64) (*http.Response, bool, error) {
 	if err := writeHead(c.bw, out); err != nil {
 		return nil, false, err
 	}
@@ -514,12 +531,14 @@ func (f *fastH1) exchange(c *h1Conn, out *http.Request, reused bool) (*http.Resp
 	err := c.bw.Flush()
 	if deferred {
 		c.raw.deferWrites(false)
+	} else {
+		now = 0 // the flush wrote, and may have waited
 	}
 	if err != nil {
 		return nil, false, err
 	}
 	if f.responseHeader > 0 {
-		c.awaitHeader(f.responseHeader)
+		c.awaitHeaderAt(f.responseHeader, now)
 		defer c.headerIn()
 	}
 	return f.readResponse(c, out)
@@ -588,13 +607,15 @@ func timeoutAware(err error) error {
 }
 
 // get takes a live idle connection to addr, or dials one (always, with
-// fresh).
-func (f *fastH1) get(ctx context.Context, addr string, fresh bool, maxIdle time.Duration) (*h1Conn, bool, error) {
+// fresh). now is a monoNow() reading taken a moment ago, or 0 (see
+// monoOr).
+func (f *fastH1) get(ctx context.Context, addr string, fresh bool, maxIdle time.Duration, now int64) (*h1Conn, bool, error) {
 	if !fresh {
 		f.mu.Lock()
+		now = monoOr(now)
 		for list := f.idle[addr]; len(list) > 0; list = f.idle[addr] {
 			c := list[len(list)-1]
-			idle := time.Duration(monoNow() - c.since)
+			idle := time.Duration(now - c.since)
 			if idle >= maxIdle && maxIdle < poolIdleTimeout {
 				// Too long idle for this request; the pool keeps it
 				// for others (the freshest is on top: all are older).
@@ -681,10 +702,11 @@ func (f *fastH1) sweep() {
 	defer f.mu.Unlock()
 	f.sweeping = false
 	n := 0
+	now := monoNow()
 	for addr, list := range f.idle {
 		keep := list[:0]
 		for _, c := range list {
-			if idle := time.Duration(monoNow() - c.since); idle < poolIdleTimeout && (idle < poolTrustWindow || c.alive()) {
+			if idle := time.Duration(now - c.since); idle < poolIdleTimeout && (idle < poolTrustWindow || c.alive()) {
 				keep = append(keep, c)
 			} else {
 				c.close()
@@ -703,8 +725,9 @@ func (f *fastH1) sweep() {
 	}
 }
 
-// put returns a connection whose last response was read to its end.
-func (f *fastH1) put(addr string, c *h1Conn) {
+// put returns a connection whose last response was read to its end. now
+// is a monoNow() reading taken a moment ago, or 0 (see monoOr).
+func (f *fastH1) put(addr string, c *h1Conn, now int64) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.closed || len(f.idle[addr]) >= poolMaxIdle {
@@ -714,7 +737,7 @@ func (f *fastH1) put(addr string, c *h1Conn) {
 	if f.idle == nil {
 		f.idle = map[string][]*h1Conn{}
 	}
-	c.since = monoNow()
+	c.since = monoOr(now)
 	f.idle[addr] = append(f.idle[addr], c)
 	if !f.sweeping {
 		f.sweeping = true
@@ -755,6 +778,10 @@ type spliceBody struct {
 	bySplice  bool         // spliceTo moved the body's end socket to socket
 	sent      <-chan error // a spliced upload's result, until received; nil for bodiless requests
 	upload    *requestBody // the spliced upload's body; nil for bodiless requests
+	// lane is the lane exchange of the request, whose reading of the
+	// clock as the response went out (doneAt) dates the connection's
+	// return to the pool; nil for another request's.
+	lane *laneExchange
 	// fields: the response's header lines, when it has no Header map (see
 	// rawFields and Proxy.respond).
 	fields rawFields
@@ -779,7 +806,11 @@ func (b *spliceBody) Close() error {
 	// hook is closing the connection: such a connection never goes back
 	// to the pool.
 	if b.stop.stop() && b.eof && !b.close && b.uploaded() && b.nothingAfter() {
-		b.f.put(b.addr, b.c)
+		var now int64
+		if at := b.lane.doneTime(); !at.IsZero() {
+			now = monoOf(at) // (set for a bodiless request only: nothing above waited)
+		}
+		b.f.put(b.addr, b.c, now)
 		return nil
 	}
 	err := b.c.close()

@@ -87,14 +87,19 @@ func startIdleTimer(d time.Duration, cancel context.CancelCauseFunc) *idleTimer 
 
 // begin watches an exchange, which cancel ends, from now.
 func (it *idleTimer) begin(d time.Duration, cancel context.CancelCauseFunc) {
-	now := monoNow()
+	it.beginAt(d, cancel, 0)
+}
+
+// beginAt is begin for a caller that read now (see monoOr) a moment ago.
+func (it *idleTimer) beginAt(d time.Duration, cancel context.CancelCauseFunc, now int64) {
+	now = monoOr(now)
 	it.last.Store(now)
 	it.paused.Store(false)
 	it.responding.Store(false)
 	it.mu.Lock()
 	it.d, it.cancel = d, cancel
 	it.moves = [2]moveWatch{}
-	it.lt.armBy(monoAdd(now, d))
+	it.lt.armByAt(monoAdd(now, d), now)
 	it.mu.Unlock()
 }
 
@@ -125,7 +130,7 @@ func (it *idleTimer) fire() {
 			// are seen to have stopped by the next.
 			due = min(due, monoAdd(now, it.lookEvery()))
 		}
-		it.lt.armBy(due)
+		it.lt.armByAt(due, now)
 		it.mu.Unlock()
 		return
 	}
@@ -134,7 +139,7 @@ func (it *idleTimer) fire() {
 		// again for whatever comes next (a retry, or its failure).
 		it.first, it.firstCut = nil, true
 		it.last.Store(now)
-		it.lt.armBy(monoAdd(now, it.d))
+		it.lt.armByAt(monoAdd(now, it.d), now)
 		it.mu.Unlock()
 		c.Close()
 		return
@@ -216,7 +221,8 @@ func (it *idleTimer) watchMove(dir int, src, dst *net.TCPConn) {
 	if it.cancel != nil {
 		// Looked at every lookEvery from now (see fire), not first at
 		// the deadline the timer had.
-		it.lt.armBy(monoAdd(monoNow(), it.lookEvery()))
+		now := monoNow()
+		it.lt.armByAt(monoAdd(now, it.lookEvery()), now)
 	}
 	it.mu.Unlock()
 }
@@ -739,7 +745,12 @@ const relayWatchAfter = 256 << 10
 //
 // web, for a gRPC-Web response (nil for any other), is shown the bytes
 // relayed, for the status of its trailer frame (see grpcWebStatus).
-func relay(w http.ResponseWriter, rc *http.ResponseController, src io.Reader, dst *net.TCPConn, idle *idleTimer, buf []byte, nr int, frames *grpcFrames, web *grpcWebStatus) relayResult {
+//
+// seen says that src's first bytes (nr being 0) are in its buffer since
+// before the idle timer last recorded activity (resume), and nothing
+// waited since: reading them moves no byte the timer has not seen
+// moving, and does not touch it (a clock read).
+func relay(w http.ResponseWriter, rc *http.ResponseController, src io.Reader, dst *net.TCPConn, idle *idleTimer, buf []byte, nr int, frames *grpcFrames, web *grpcWebStatus, seen bool) relayResult {
 	var res relayResult
 	var rerr error
 	watched := false
@@ -749,12 +760,15 @@ func relay(w http.ResponseWriter, rc *http.ResponseController, src io.Reader, ds
 		}
 	}()
 	for {
+		touch := true
 		if nr == 0 {
 			if frames != nil {
 				frames.wait()
 			}
+			touch = !seen
 			nr, rerr = src.Read(buf)
 		}
+		seen = false
 		if nr > 0 {
 			endsWhole := false // the bytes end at a message boundary
 			if frames != nil {
@@ -768,7 +782,9 @@ func relay(w http.ResponseWriter, rc *http.ResponseController, src io.Reader, ds
 					return res
 				}
 			}
-			idle.touch()
+			if touch {
+				idle.touch()
+			}
 			if !watched && res.n >= relayWatchAfter && dst != nil && idle != nil {
 				idle.watchMove(moveDown, nil, dst)
 				watched = true

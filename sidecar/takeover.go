@@ -408,6 +408,10 @@ type cachedDate struct {
 
 var dateCache atomic.Pointer[cachedDate]
 
+// headSlack bounds what writeFields adds to the header lines it writes:
+// the status line, Connection, Date and the empty line.
+const headSlack = 128
+
 // writeFields writes the head of a final response from an upstream's
 // header lines as they came (see rawFields), as WriteHeader would write
 // them from their map: the caller's connection's own Connection field and

@@ -259,15 +259,15 @@ func TestZeroCopyUploadAvoidsLongIdleConnections(t *testing.T) {
 	addr := ln.Addr().String()
 	f := &fastH1{dial: (&net.Dialer{}).DialContext, fallback: &http.Transport{}}
 	defer f.CloseIdleConnections()
-	old, _, err := f.get(context.Background(), addr, true, poolIdleTimeout)
+	old, _, err := f.get(context.Background(), addr, true, poolIdleTimeout, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
-	f.put(addr, old)
+	f.put(addr, old, 0)
 	f.mu.Lock()
 	old.since = monoNow() - int64(2*uploadReuseIdle)
 	f.mu.Unlock()
-	c, reused, err := f.get(context.Background(), addr, false, uploadReuseIdle)
+	c, reused, err := f.get(context.Background(), addr, false, uploadReuseIdle, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -275,7 +275,7 @@ func TestZeroCopyUploadAvoidsLongIdleConnections(t *testing.T) {
 	if reused || c == old {
 		t.Fatal("an upload took a connection idle for longer than uploadReuseIdle")
 	}
-	again, reused, err := f.get(context.Background(), addr, false, poolIdleTimeout)
+	again, reused, err := f.get(context.Background(), addr, false, poolIdleTimeout, 0)
 	if err != nil {
 		t.Fatal(err)
 	}

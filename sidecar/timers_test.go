@@ -3,6 +3,8 @@ package sidecar
 import (
 	"errors"
 	"io"
+	"net/http"
+	"net/http/httptest"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -178,3 +180,49 @@ func TestLongestTimersWait(t *testing.T) {
 	}
 	c.headerIn()
 }
+
+// relay takes the bytes of its first read for no new activity of the
+// body when they were in the source's buffer before the idle timer last
+// recorded some (seen: they came with the response's head, before
+// resume): the timer keeps its last reading, and relay no clock read.
+// Every other read that brings bytes is activity.
+func TestRelayTouchesIdleForBytesRead(t *testing.T) {
+	for _, seen := range []bool{true, false} {
+		it := newIdleTimer(false)
+		var rec cancelRecorder
+		it.begin(time.Hour, rec.cancel)
+		const long = 1 // a reading long past on monoNow's clock
+		it.last.Store(long)
+		var atSecond, atThird int64
+		reads := 0
+		src := readerFunc(func(p []byte) (int, error) {
+			reads++
+			switch reads {
+			case 1:
+				return copy(p, "first"), nil
+			case 2:
+				atSecond = it.last.Load()
+				return copy(p, "second"), nil
+			}
+			atThird = it.last.Load()
+			return 0, io.EOF
+		})
+		w := httptest.NewRecorder()
+		res := relay(w, http.NewResponseController(w), src, nil, it, make([]byte, 64), 0, nil, nil, seen)
+		it.stop()
+		if res.readErr != nil || res.writeErr != nil || w.Body.String() != "firstsecond" {
+			t.Fatalf("seen %v: relayed %q (%+v)", seen, w.Body.String(), res)
+		}
+		if (atSecond == long) != seen {
+			t.Errorf("seen %v: after the first read the timer's last activity is %d (long past: %d)", seen, atSecond, long)
+		}
+		if atThird == long || atThird < atSecond {
+			t.Errorf("seen %v: after the second read the timer's last activity is %d, before it %d", seen, atThird, atSecond)
+		}
+	}
+}
+
+// readerFunc is an io.Reader made of a function.
+type readerFunc func([]byte) (int, error)
+
+func (f readerFunc) Read(p []byte) (int, error) { return f(p) }

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/ferrymesh/ferry/internal/syncbuf"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 )
 
 func TestAccessLogLine(t *testing.T) {
@@ -216,5 +217,55 @@ func TestAccessLogLinesAFullDiskRefusesAreCounted(t *testing.T) {
 	}
 	if got := warnings.String(); strings.Count(got, "\n") != 1 || !strings.Contains(got, "no space left on device") {
 		t.Fatalf("ferry's log, want one warning about the full disk:\n%s", got)
+	}
+}
+
+// A request its server dates itself (StartRequestIn and EndAt, with the
+// readings of the clock ferry's HTTP/1.1 lane takes as the head came and
+// as the response went) lasts from one reading to the other: its span,
+// its access log line and its duration histogram say so, with tracing on
+// and off.
+func TestRequestDatedByItsServer(t *testing.T) {
+	for _, tracing := range []bool{true, false} {
+		logs := &syncbuf.Buffer{}
+		opts := []Option{WithEnv(env{}.get), WithAccessLogWriter(logs)}
+		var rec *tracetest.SpanRecorder
+		if tracing {
+			rec = tracetest.NewSpanRecorder()
+			opts = append(opts, WithSpanProcessor(rec))
+		}
+		tel, err := New(t.Context(), Config{}, opts...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		start := time.Now().Add(-time.Hour)
+		end := start.Add(1500 * time.Millisecond)
+		_, req := tel.StartRequestIn(nil, incoming("GET", "http://files/a", nil), Outbound, start)
+		req.SetRoute("files", "files")
+		if !req.Start().Equal(start) {
+			t.Errorf("tracing %v: request started %v, want %v", tracing, req.Start(), start)
+		}
+		req.EndAt(Outcome{Status: 200}, end)
+
+		var line map[string]any
+		if err := json.Unmarshal([]byte(strings.TrimSpace(logs.String())), &line); err != nil {
+			t.Fatalf("tracing %v: access log %q: %v", tracing, logs.String(), err)
+		}
+		if line["duration_ms"] != 1500.0 {
+			t.Errorf("tracing %v: duration_ms = %v, want 1500", tracing, line["duration_ms"])
+		}
+		body, _ := scrape(t, tel.MetricsHandler(), "")
+		if want := `ferry_request_duration_seconds_sum{listener="outbound",service="files",status_class="2xx"} 1.5`; !strings.Contains(body, want) {
+			t.Errorf("tracing %v: metrics lack %s", tracing, want)
+		}
+		if tracing {
+			spans := rec.Ended()
+			if len(spans) != 1 || !spans[0].StartTime().Equal(start) || !spans[0].EndTime().Equal(end) {
+				t.Errorf("spans %v, want one from %v to %v", spans, start, end)
+			}
+		}
+		if err := tel.Shutdown(t.Context()); err != nil {
+			t.Fatal(err)
+		}
 	}
 }

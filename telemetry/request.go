@@ -130,7 +130,7 @@ func (q *Request) UseSeriesMemo(m *SeriesMemo) { q.series = m }
 // new one, and counts the request in flight. The returned context carries
 // the span; use it for everything done on behalf of the request.
 func (t *Telemetry) StartRequest(r *http.Request, l Listener) (context.Context, *Request) {
-	return t.StartRequestIn(nil, r, l)
+	return t.StartRequestIn(nil, r, l, time.Time{})
 }
 
 // RequestRoom is the memory of a Request and of its first Attempt when
@@ -144,8 +144,14 @@ type RequestRoom struct {
 // StartRequestIn is StartRequest with the Request and its first Attempt
 // in in, a zero RequestRoom of the caller's that is used for nothing else
 // and never copied, when tracing is off (with tracing on, the Request
-// comes with its span); nil allocates it.
-func (t *Telemetry) StartRequestIn(in *RequestRoom, r *http.Request, l Listener) (context.Context, *Request) {
+// comes with its span); nil allocates it. at is when the request started,
+// a time.Now() reading the caller took a moment ago (its server took it
+// as the request's head was in): the request's duration and its span
+// start there. Zero: now.
+func (t *Telemetry) StartRequestIn(in *RequestRoom, r *http.Request, l Listener, at time.Time) (context.Context, *Request) {
+	if at.IsZero() {
+		at = time.Now()
+	}
 	if t.prov == nil {
 		// Tracing off: the no-op tracer's span would be the caller's
 		// span context as it arrived (or none), which ctx holds already.
@@ -161,7 +167,7 @@ func (t *Telemetry) StartRequestIn(in *RequestRoom, r *http.Request, l Listener)
 		if t.carriesFields(r.Header) {
 			ctx = t.propagator.Extract(ctx, &q.carrier)
 		}
-		q.start = time.Now()
+		q.start = at
 		q.ctx, q.span = ctx, trace.SpanFromContext(ctx)
 		t.metrics.requestStarted(l)
 		return q.ctx, q
@@ -211,12 +217,13 @@ func (t *Telemetry) StartRequestIn(in *RequestRoom, r *http.Request, l Listener)
 		st, record = t.own.sampleDecided(ctx, d, name, trace.SpanKindServer)
 	}
 	if !record {
-		q = &Request{t: t, listener: l, method: r.Method, start: time.Now()}
+		q = &Request{t: t, listener: l, method: r.Method, start: at}
 		q.ctx, q.span = t.own.nonRecording(ctx, &st)
 	} else {
 		tq := &tracedRequest{Request: Request{t: t, listener: l, method: r.Method}}
 		q = &tq.Request
 		q.ps = &tq.ps
+		st.at = at
 		q.ctx = t.own.startProxy(ctx, q.ps, &st, name, trace.SpanKindServer)
 		q.span, q.start = &q.ps.span, q.ps.start
 		q.ps.pa.setServer(r, l)
@@ -323,11 +330,18 @@ func (q *Request) Ejection(endpoint, reason string) {
 // End finishes the request: server span status and end, metrics, access log.
 // Call it when the last response body byte went (or the exchange failed).
 // Only the first call counts.
-func (q *Request) End(o Outcome) {
+func (q *Request) End(o Outcome) { q.EndAt(o, time.Time{}) }
+
+// EndAt is End for a caller that read the clock (time.Now) as the last
+// response body byte went, as now, with nothing waited on since: the
+// request ends then. Zero: now.
+func (q *Request) EndAt(o Outcome, now time.Time) {
 	if !q.ended.CompareAndSwap(false, true) {
 		return
 	}
-	now := time.Now()
+	if now.IsZero() {
+		now = time.Now()
+	}
 	elapsed := now.Sub(q.start)
 	if q.ps != nil {
 		q.endSpanAttributes(o)

@@ -231,6 +231,7 @@ type proxySpan struct {
 type proxyStart struct {
 	parent, sc trace.SpanContext
 	res        sdktrace.SamplingResult
+	at         time.Time // when the span starts; zero: now
 }
 
 // sampleProxy decides on a span of kind under ctx's span as Start does
@@ -262,7 +263,11 @@ func (t *tracer) startProxy(ctx context.Context, ps *proxySpan, st *proxyStart, 
 // initProxy is startProxy without the context.
 func (t *tracer) initProxy(ps *proxySpan, st *proxyStart, name string, kind trace.SpanKind) {
 	sp := &ps.span
-	sp.t, sp.kind, sp.name, sp.start = t, uint8(kind), name, time.Now()
+	start := st.at
+	if start.IsZero() {
+		start = time.Now()
+	}
+	sp.t, sp.kind, sp.name, sp.start = t, uint8(kind), name, start
 	sp.sc, sp.parent = st.sc, st.parent
 	sp.pa = &ps.pa
 	ps.span.SetAttributes(st.res.Attributes...)
