@@ -53,9 +53,9 @@ type rawSock struct {
 }
 
 // newRawSock returns tc's raw reader and writer, or nil when tc does not
-// give its RawConn (then the caller keeps using tc).
+// give its RawConn, or on Windows (then the caller keeps using tc).
 func newRawSock(tc *net.TCPConn) *rawSock {
-	if tc == nil {
+	if tc == nil || !rawSockSupported {
 		return nil
 	}
 	rc, err := tc.SyscallConn()

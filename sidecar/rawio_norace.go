@@ -1,4 +1,4 @@
-//go:build !race
+//go:build !race && !windows
 
 package sidecar
 
@@ -6,6 +6,8 @@ import (
 	"syscall"
 	"unsafe"
 )
+
+const rawSockSupported = true // see rawio_windows.go
 
 // sysRead and sysWrite are read(2) and write(2) made without entering the
 // scheduler (see rawSock).

@@ -16,7 +16,6 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 )
 
@@ -673,26 +672,6 @@ const (
 	peekData                    // bytes waiting
 	peekClosed                  // the peer closed (end of stream) or the socket failed
 )
-
-// peekSocket looks at c's receive queue without waiting or consuming.
-func peekSocket(c *net.TCPConn) (peekState, error) {
-	rc, err := c.SyscallConn()
-	if err != nil {
-		return peekClosed, err
-	}
-	st := peekClosed
-	var one [1]byte
-	err = rc.Control(func(fd uintptr) {
-		n, _, err := syscall.Recvfrom(int(fd), one[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
-		switch {
-		case err == syscall.EAGAIN || err == syscall.EWOULDBLOCK:
-			st = peekEmpty
-		case err == nil && n > 0:
-			st = peekData
-		}
-	})
-	return st, err
-}
 
 // sweep closes idle connections that expired or that the upstream closed,
 // so a quiet ferry keeps no half-closed sockets. It re-arms itself while

@@ -8,8 +8,6 @@ import (
 	"path/filepath"
 	"sync"
 	"syscall"
-
-	"golang.org/x/sys/unix"
 )
 
 // File is a log file that follows its path: given to New as the
@@ -53,8 +51,9 @@ func OpenFile(path string, warn func(error)) (*File, error) {
 // creating the file when it does not exist: a file that exists is opened
 // for appending and closed (nothing is written), one that does not needs
 // a directory it could be created in, by the effective uid and gid as
-// open(2) judges (not the real ones). A named pipe is opened without
-// waiting for its reader (OpenFile waits): one that has none yet passes.
+// open(2) judges (not the real ones; on Windows, by the process's token:
+// see canCreateIn). A named pipe is opened without waiting for its reader
+// (OpenFile waits): one that has none yet passes.
 func CheckOpen(path string) error {
 	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|syscall.O_NONBLOCK, 0)
 	if errors.Is(err, syscall.ENXIO) {
@@ -83,10 +82,7 @@ func CheckOpen(path string) error {
 	case !info.IsDir():
 		return &fs.PathError{Op: "open", Path: path, Err: syscall.ENOTDIR}
 	}
-	// Checked for the effective uid and gid (AT_EACCESS), which open(2)
-	// uses, not the real ones access(2) checks: they differ in a
-	// set-uid ferry, and the verdict must be ferry run's.
-	if err := unix.Faccessat(unix.AT_FDCWD, dir, unix.W_OK|unix.X_OK, unix.AT_EACCESS); err != nil {
+	if err := canCreateIn(dir); err != nil {
 		return &fs.PathError{Op: "open", Path: path, Err: err}
 	}
 	return nil

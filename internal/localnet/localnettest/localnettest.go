@@ -24,7 +24,7 @@ func RefusedAddr(t testing.TB) string {
 	if err != nil {
 		t.Fatalf("refused address: socket: %v", err)
 	}
-	t.Cleanup(func() { syscall.Close(fd) })
+	t.Cleanup(func() { closeSocket(fd) })
 	if err := syscall.Bind(fd, &syscall.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
 		t.Fatalf("refused address: bind: %v", err)
 	}
