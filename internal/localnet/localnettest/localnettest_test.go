@@ -3,7 +3,6 @@ package localnettest
 import (
 	"errors"
 	"net"
-	"syscall"
 	"testing"
 	"time"
 )
@@ -18,7 +17,7 @@ func TestRefusedAddr(t *testing.T) {
 			c.Close()
 			t.Fatalf("dial %s succeeded, want refused", addr)
 		}
-		if !errors.Is(err, syscall.ECONNREFUSED) {
+		if !errors.Is(err, errConnRefused) {
 			t.Fatalf("dial %s: %v, want connection refused", addr, err)
 		}
 	}
@@ -27,7 +26,7 @@ func TestRefusedAddr(t *testing.T) {
 		ln.Close()
 		t.Fatalf("listen on %s succeeded while the port is held", addr)
 	}
-	if !errors.Is(err, syscall.EADDRINUSE) {
+	if !errors.Is(err, errAddrInUse) {
 		t.Fatalf("listen on %s: %v, want address in use", addr, err)
 	}
 	if other := RefusedAddr(t); other == addr {
