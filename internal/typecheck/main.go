@@ -1,7 +1,7 @@
 // Command typecheck type-checks ferry's packages and their tests for another
 // GOOS, from source: the cheap cross-platform check of scripts/test.sh.
 //
-//	go run ./internal/typecheck -goos windows ./...
+//	go run ./internal/typecheck -for darwin/arm64,windows/amd64 ./...
 //
 // It reports what `GOOS=windows go vet ./...` would fail on first: a name
 // a file uses that is not defined for that GOOS, a wrong type. It does not
@@ -43,22 +43,26 @@ type listed struct {
 }
 
 func main() {
-	goos := flag.String("goos", "", "the GOOS to check for, or several separated by commas (required)")
-	goarch := flag.String("goarch", "amd64", "the GOARCH to check for")
+	platforms := flag.String("for", "", "the GOOS/GOARCH pairs to check for, separated by commas (required)")
 	flag.Parse()
-	if *goos == "" || flag.NArg() == 0 {
-		fmt.Fprintln(os.Stderr, "usage: typecheck -goos GOOS[,GOOS...] [-goarch GOARCH] packages...")
+	if *platforms == "" || flag.NArg() == 0 {
+		fmt.Fprintln(os.Stderr, "usage: typecheck -for GOOS/GOARCH[,GOOS/GOARCH...] packages...")
 		os.Exit(2)
 	}
 	failed := false
-	for _, g := range strings.Split(*goos, ",") {
-		n, err := check(g, *goarch, flag.Args(), os.Stdout)
+	for _, pl := range strings.Split(*platforms, ",") {
+		goos, goarch, ok := strings.Cut(pl, "/")
+		if !ok {
+			fmt.Fprintf(os.Stderr, "typecheck: %q is not GOOS/GOARCH\n", pl)
+			os.Exit(2)
+		}
+		n, err := check(goos, goarch, flag.Args(), os.Stdout)
 		if err != nil {
 			fmt.Fprintln(os.Stderr, "typecheck:", err)
 			os.Exit(2)
 		}
 		if n > 0 {
-			fmt.Printf("typecheck: %d errors for GOOS=%s GOARCH=%s\n", n, g, *goarch)
+			fmt.Printf("typecheck: %d errors for %s\n", n, pl)
 			failed = true
 		}
 	}
