@@ -731,7 +731,9 @@ func (p *Proxy) attempts(ctx context.Context, w http.ResponseWriter, r *http.Req
 			}
 		}
 		e := pick.Done(o) // the zero Effect when the retry check above reported it
-		a.End(ao)
+		// The attempt ends with the request's reading, when it took one
+		// (doneAt), not after it: its span lies within the request's.
+		a.EndAt(ao, x.lane.doneTime())
 		x.events(addr, e)
 		if (body.broken() || cutMade || cutLate) && r.ProtoMajor == 1 {
 			// The caller's body did not end cleanly: its connection

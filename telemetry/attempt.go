@@ -4,6 +4,7 @@ import (
 	"context"
 	"net/http"
 	"sync/atomic"
+	"time"
 
 	"go.opentelemetry.io/otel/trace"
 )
@@ -136,13 +137,23 @@ func (a *Attempt) SetStatus(code int) {
 }
 
 // End finishes the attempt's span. Only the first call counts.
-func (a *Attempt) End(o Outcome) {
+func (a *Attempt) End(o Outcome) { a.EndAt(o, time.Time{}) }
+
+// EndAt is End for a caller that read the clock (time.Now) as the
+// attempt's answer went out whole, as now: the span ends then, as its
+// request's does when given the same reading (Request.EndAt), and so
+// within it. Zero: now.
+func (a *Attempt) EndAt(o Outcome, now time.Time) {
 	if !a.ended.CompareAndSwap(false, true) {
 		return
 	}
 	if a.ps != nil {
 		a.endSpanAttributes(o)
-		a.ps.End()
+		if now.IsZero() {
+			a.ps.End()
+		} else {
+			a.ps.endAt(now)
+		}
 		return
 	}
 	a.span.End()
