@@ -703,3 +703,28 @@ func TestWriteHeadBeyondTheBuffer(t *testing.T) {
 		}
 	}
 }
+
+// writeFields adds no more than headSlack bytes to the header lines it is
+// given, for any status it may write, with Connection: close and a Date of
+// its own: respond counts on that to know the head goes into the caller's
+// writer without a write to the socket (relay's seen).
+func TestWriteFieldsWithinHeadSlack(t *testing.T) {
+	f := rawFields{lines: "Content-Length: 1\r\n\r\n", length: 1}
+	most := 0
+	for code := 200; code <= 999; code++ {
+		var out bytes.Buffer
+		w := &connWriter{bw: bufio.NewWriterSize(&out, 4<<10)}
+		fc := f
+		if !w.writeFields(code, &fc) {
+			continue // 204 and 304 are never written so
+		}
+		w.bw.Flush()
+		if extra := out.Len() - len(f.lines); extra > most {
+			most = extra
+		}
+	}
+	if most > headSlack || most == 0 {
+		t.Fatalf("writeFields adds up to %d bytes to the lines; headSlack is %d", most, headSlack)
+	}
+	t.Logf("writeFields adds up to %d bytes (headSlack %d)", most, headSlack)
+}
