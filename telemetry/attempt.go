@@ -149,11 +149,7 @@ func (a *Attempt) EndAt(o Outcome, now time.Time) {
 	}
 	if a.ps != nil {
 		a.endSpanAttributes(o)
-		if now.IsZero() {
-			a.ps.End()
-		} else {
-			a.ps.endAt(now)
-		}
+		a.ps.endAt(nowOr(now))
 		return
 	}
 	a.span.End()

@@ -121,10 +121,7 @@ func spanRefAt(ctx context.Context, at time.Time) (spanRef, bool) {
 	if !sc.IsSampled() || !sc.IsValid() {
 		return spanRef{}, false
 	}
-	if at.IsZero() {
-		at = time.Now()
-	}
-	return spanRef{sc: sc, at: at.UnixNano()}, true
+	return spanRef{sc: sc, at: nowOr(at).UnixNano()}, true
 }
 
 func newFamily(name, help string, kind metricKind, labels ...string) *family {

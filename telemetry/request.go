@@ -149,9 +149,7 @@ type RequestRoom struct {
 // as the request's head was in): the request's duration and its span
 // start there. Zero: now.
 func (t *Telemetry) StartRequestIn(in *RequestRoom, r *http.Request, l Listener, at time.Time) (context.Context, *Request) {
-	if at.IsZero() {
-		at = time.Now()
-	}
+	at = nowOr(at)
 	if t.prov == nil {
 		// Tracing off: the no-op tracer's span would be the caller's
 		// span context as it arrived (or none), which ctx holds already.
@@ -327,6 +325,15 @@ func (q *Request) Ejection(endpoint, reason string) {
 	q.t.metrics.Ejection(q.service)
 }
 
+// nowOr is t, a time.Now() reading its caller took a moment ago, or a
+// fresh reading when t is zero (none taken).
+func nowOr(t time.Time) time.Time {
+	if t.IsZero() {
+		return time.Now()
+	}
+	return t
+}
+
 // End finishes the request: server span status and end, metrics, access log.
 // Call it when the last response body byte went (or the exchange failed).
 // Only the first call counts.
@@ -339,9 +346,7 @@ func (q *Request) EndAt(o Outcome, now time.Time) {
 	if !q.ended.CompareAndSwap(false, true) {
 		return
 	}
-	if now.IsZero() {
-		now = time.Now()
-	}
+	now = nowOr(now)
 	elapsed := now.Sub(q.start)
 	if q.ps != nil {
 		q.endSpanAttributes(o)

@@ -142,10 +142,7 @@ func (t *tracer) Start(ctx context.Context, name string, opts ...trace.SpanStart
 	if res.Decision == sdktrace.Drop {
 		return trace.ContextWithSpanContext(ctx, sc), nonRecordingSpan{sc: sc, p: t.p}
 	}
-	start := c.Timestamp()
-	if start.IsZero() {
-		start = time.Now()
-	}
+	start := nowOr(c.Timestamp())
 	s := &span{t: t, sc: sc, parent: parent, kind: uint8(kind), name: name, start: start}
 	for _, l := range c.Links() {
 		s.AddLink(l)
@@ -263,11 +260,7 @@ func (t *tracer) startProxy(ctx context.Context, ps *proxySpan, st *proxyStart, 
 // initProxy is startProxy without the context.
 func (t *tracer) initProxy(ps *proxySpan, st *proxyStart, name string, kind trace.SpanKind) {
 	sp := &ps.span
-	start := st.at
-	if start.IsZero() {
-		start = time.Now()
-	}
-	sp.t, sp.kind, sp.name, sp.start = t, uint8(kind), name, start
+	sp.t, sp.kind, sp.name, sp.start = t, uint8(kind), name, nowOr(st.at)
 	sp.sc, sp.parent = st.sc, st.parent
 	sp.pa = &ps.pa
 	ps.span.SetAttributes(st.res.Attributes...)
