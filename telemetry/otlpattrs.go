@@ -7,6 +7,7 @@ import (
 	"google.golang.org/protobuf/encoding/protowire"
 
 	"go.opentelemetry.io/otel/attribute"
+	semconv "go.opentelemetry.io/otel/semconv/v1.43.0"
 )
 
 // attrEncoder writes the attributes of ferry's server and client spans as
@@ -15,10 +16,11 @@ import (
 // attribute.KeyValues, without building them. Not safe for concurrent use.
 type attrEncoder struct {
 	b []byte
-	// The last host:port strings split, and their parts: a proxy sees the
-	// same few Host headers and endpoints again and again.
-	memo [4]hostPortMemo
-	next int
+	// host:port strings split, and their parts, one per slot chosen by
+	// the string's last bytes (hostPortSlot): a proxy sees the same few
+	// Host headers and endpoints again and again, and the addresses of
+	// the callers on its open connections, which differ in their ports.
+	memo [64]hostPortMemo
 
 	// Client spans' heads and the bytes of their attributes that come
 	// from the head alone (eachClientHead, eachClientPeer), one per slot
@@ -26,6 +28,17 @@ type attrEncoder struct {
 	// copied. A proxy's attempts go to a few endpoints in turn, with one
 	// head each, mostly.
 	heads [16]headMemo
+	// Server spans' heads and the bytes of their attributes that come
+	// from the head alone (eachServerHead, eachServerConn), one per slot
+	// chosen by the caller's address: the requests on one connection
+	// repeat them, mostly.
+	servers [64]serverMemo
+}
+
+type serverMemo struct {
+	head        serverHead
+	head1, conn []byte
+	set         bool
 }
 
 type headMemo struct {
@@ -70,6 +83,25 @@ func (w *attrEncoder) appendAll(b []byte, a *proxyAttrs) []byte {
 			m.head, m.set = h, true
 		}
 		a.eachClientTail(w)
+	} else if h, ok := a.serverHead(); ok {
+		// As eachServer, with the bytes of a head seen before copied.
+		m := &w.servers[hostPortSlot(a.remote)]
+		if m.set && h == m.head {
+			w.b = append(w.b, m.head1...)
+			w.str(semconv.URLPathKey, a.path)
+			w.b = append(w.b, m.conn...)
+		} else {
+			m.set = false
+			n := len(w.b)
+			a.eachServerHead(w)
+			m.head1 = append(m.head1[:0], w.b[n:]...)
+			w.str(semconv.URLPathKey, a.path)
+			n = len(w.b)
+			a.eachServerConn(w)
+			m.conn = append(m.conn[:0], w.b[n:]...)
+			m.head, m.set = h, true
+		}
+		a.eachServerTail(w)
 	} else {
 		a.each(w)
 	}
@@ -87,7 +119,7 @@ func (w *attrEncoder) str(k attribute.Key, v string) {
 		// made once.
 		kvLen := 6 + len(k) + len(v)
 		n := len(w.b)
-		w.b = slices.Grow(w.b, 2+kvLen)[:n+2+kvLen]
+		w.b = w.room(2 + kvLen)[:n+2+kvLen]
 		b := w.b[n:]
 		_ = b[3]
 		b[0], b[1], b[2], b[3] = fSpanAttributes<<3|byte(protowire.BytesType), byte(kvLen), fKVKey<<3|byte(protowire.BytesType), byte(len(k))
@@ -100,9 +132,17 @@ func (w *attrEncoder) str(k attribute.Key, v string) {
 	w.b = appendStringKV(w.b, fSpanAttributes, string(k), v, "", "", "", "")
 }
 
+// room is w.b with room for n more bytes: grown only when it has not.
+func (w *attrEncoder) room(n int) []byte {
+	if cap(w.b)-len(w.b) < n {
+		return slices.Grow(w.b, n)
+	}
+	return w.b
+}
+
 func (w *attrEncoder) url(k attribute.Key, p [5]string) {
 	for _, s := range p {
-		if !utf8.ValidString(s) {
+		if !asciiOnly(s) && !utf8.ValidString(s) {
 			// As the generic encoder writes the whole string: invalid
 			// bytes replaced in the concatenation, not part by part (a
 			// character may straddle two parts).
@@ -122,22 +162,30 @@ func (w *attrEncoder) num(k attribute.Key, v int64) {
 			fKVKey<<3|byte(protowire.BytesType), byte(len(k)))
 		w.b = append(w.b, k...)
 		w.b = append(w.b, fKVValue<<3|byte(protowire.BytesType), byte(n+1), fAnyInt<<3|byte(protowire.VarintType))
-		w.b = protowire.AppendVarint(w.b, uint64(v))
+		w.b = appendVarint(w.b, uint64(v))
 		return
 	}
 	w.b = appendIntKV(w.b, fSpanAttributes, string(k), v)
 }
 
 func (w *attrEncoder) hostPort(hp string) (string, int) {
-	for i := range w.memo {
-		if m := &w.memo[i]; m.in == hp && m.host != "" {
-			return m.host, m.port
-		}
+	m := &w.memo[hostPortSlot(hp)]
+	if m.in == hp && m.host != "" {
+		return m.host, m.port
 	}
 	h, p := splitHostPort(hp)
-	w.memo[w.next] = hostPortMemo{in: hp, host: h, port: p}
-	w.next = (w.next + 1) % len(w.memo)
+	*m = hostPortMemo{in: hp, host: h, port: p}
 	return h, p
+}
+
+// hostPortSlot is the slot of hp in attrEncoder.memo: a hash of its length
+// and last three bytes, where the ports of two callers' addresses differ.
+func hostPortSlot(hp string) int {
+	h := uint32(len(hp))
+	for i := max(len(hp)-3, 0); i < len(hp); i++ {
+		h = (h ^ uint32(hp[i])) * 16777619
+	}
+	return int(h^h>>8^h>>16) & 63
 }
 
 // appendStringKV appends a KeyValue message as field num whose value is
@@ -148,7 +196,7 @@ func appendStringKV(b []byte, num protowire.Number, key, v1, v2, v3, v4, v5 stri
 	anyLen := 1 + protowire.SizeVarint(uint64(vl)) + vl
 	b = appendKVHead(b, num, key, anyLen)
 	b = appendTag(b, fAnyString, protowire.BytesType)
-	b = protowire.AppendVarint(b, uint64(vl))
+	b = appendVarint(b, uint64(vl))
 	b = append(b, v1...)
 	b = append(b, v2...)
 	b = append(b, v3...)
@@ -162,7 +210,7 @@ func appendIntKV(b []byte, num protowire.Number, key string, v int64) []byte {
 	anyLen := 1 + protowire.SizeVarint(uint64(v))
 	b = appendKVHead(b, num, key, anyLen)
 	b = appendTag(b, fAnyInt, protowire.VarintType)
-	return protowire.AppendVarint(b, uint64(v))
+	return appendVarint(b, uint64(v))
 }
 
 // appendKVHead appends a KeyValue's tag, length, key and the head of its
@@ -174,10 +222,10 @@ func appendKVHead(b []byte, num protowire.Number, key string, anyLen int) []byte
 		kvLen += 1 + protowire.SizeVarint(uint64(len(key))) + len(key)
 	}
 	b = appendTag(b, num, protowire.BytesType)
-	b = protowire.AppendVarint(b, uint64(kvLen))
+	b = appendVarint(b, uint64(kvLen))
 	if key != "" {
 		b = appendStringField(b, fKVKey, key)
 	}
 	b = appendTag(b, fKVValue, protowire.BytesType)
-	return protowire.AppendVarint(b, uint64(anyLen))
+	return appendVarint(b, uint64(anyLen))
 }

@@ -142,7 +142,7 @@ func (e *otlpEncoder) encode(spans []sdktrace.ReadOnlySpan, prefix int) []byte {
 		var rs int
 		b, rs = openMessage(b, fReqResourceSpans)
 		if res != nil {
-			b = protowire.AppendTag(b, fRSResource, protowire.BytesType)
+			b = appendTag(b, fRSResource, protowire.BytesType)
 			b = protowire.AppendBytes(b, e.resource(res))
 		}
 		for j := i; j < len(e.groups); j++ {
@@ -153,7 +153,7 @@ func (e *otlpEncoder) encode(spans []sdktrace.ReadOnlySpan, prefix int) []byte {
 			var ss int
 			b, ss = openMessage(b, fRSScopeSpans)
 			if g.scope != (instrumentation.Scope{}) {
-				b = protowire.AppendTag(b, fSSScope, protowire.BytesType)
+				b = appendTag(b, fSSScope, protowire.BytesType)
 				b = protowire.AppendBytes(b, e.scopeBytes(g.scope))
 			}
 			for _, s := range g.spans {
@@ -209,15 +209,15 @@ func (e *otlpEncoder) encodeOne(prefix int) []byte {
 	h := b[start:start:room]
 	h = append(h, make([]byte, prefix)...)
 	h = appendTag(h, fReqResourceSpans, protowire.BytesType)
-	h = protowire.AppendVarint(h, uint64(rsLen))
+	h = appendVarint(h, uint64(rsLen))
 	if g.res != nil {
-		h = protowire.AppendTag(h, fRSResource, protowire.BytesType)
+		h = appendTag(h, fRSResource, protowire.BytesType)
 		h = protowire.AppendBytes(h, res)
 	}
 	h = appendTag(h, fRSScopeSpans, protowire.BytesType)
-	h = protowire.AppendVarint(h, uint64(ssLen))
+	h = appendVarint(h, uint64(ssLen))
 	if scope != nil {
-		h = protowire.AppendTag(h, fSSScope, protowire.BytesType)
+		h = appendTag(h, fSSScope, protowire.BytesType)
 		h = protowire.AppendBytes(h, scope)
 	}
 	if len(h) != room-start {
@@ -370,22 +370,22 @@ func (e *otlpEncoder) appendSpan(b []byte, s sdktrace.ReadOnlySpan) []byte {
 	f.read(s)
 	sc := f.sc
 	tid, sid := sc.TraceID(), sc.SpanID()
-	b = protowire.AppendTag(b, fSpanTraceID, protowire.BytesType)
-	b = protowire.AppendBytes(b, tid[:])
-	b = protowire.AppendTag(b, fSpanSpanID, protowire.BytesType)
-	b = protowire.AppendBytes(b, sid[:])
+	b = appendTag(b, fSpanTraceID, protowire.BytesType)
+	b = append(append(b, byte(len(tid))), tid[:]...)
+	b = appendTag(b, fSpanSpanID, protowire.BytesType)
+	b = append(append(b, byte(len(sid))), sid[:]...)
 	if ts := sc.TraceState(); ts.Len() > 0 {
 		b = appendString(b, fSpanTraceState, ts.String())
 	}
 	parent := f.parent
 	if psid := parent.SpanID(); psid.IsValid() {
-		b = protowire.AppendTag(b, fSpanParentSpanID, protowire.BytesType)
-		b = protowire.AppendBytes(b, psid[:])
+		b = appendTag(b, fSpanParentSpanID, protowire.BytesType)
+		b = append(append(b, byte(len(psid))), psid[:]...)
 	}
 	b = appendString(b, fSpanName, f.name)
 	if k := spanKindNumber(f.kind); k != 0 {
-		b = protowire.AppendTag(b, fSpanKind, protowire.VarintType)
-		b = protowire.AppendVarint(b, k)
+		b = appendTag(b, fSpanKind, protowire.VarintType)
+		b = appendVarint(b, k)
 	}
 	b = appendTime(b, fSpanStart, f.start.UnixNano())
 	b = appendTime(b, fSpanEnd, f.end.UnixNano())
@@ -413,9 +413,9 @@ func (e *otlpEncoder) appendSpan(b []byte, s sdktrace.ReadOnlySpan) []byte {
 		var lm int
 		b, lm = openMessage(b, fSpanLinks)
 		ltid, lsid := l.SpanContext.TraceID(), l.SpanContext.SpanID()
-		b = protowire.AppendTag(b, fLinkTraceID, protowire.BytesType)
+		b = appendTag(b, fLinkTraceID, protowire.BytesType)
 		b = protowire.AppendBytes(b, ltid[:])
-		b = protowire.AppendTag(b, fLinkSpanID, protowire.BytesType)
+		b = appendTag(b, fLinkSpanID, protowire.BytesType)
 		b = protowire.AppendBytes(b, lsid[:])
 		if ts := l.SpanContext.TraceState(); ts.Len() > 0 {
 			b = appendString(b, fLinkTraceState, ts.String())
@@ -424,7 +424,7 @@ func (e *otlpEncoder) appendSpan(b []byte, s sdktrace.ReadOnlySpan) []byte {
 			b = appendKeyValue(b, fLinkAttributes, kv)
 		}
 		b = appendCount(b, fLinkDroppedAttrs, l.DroppedAttributeCount)
-		b = protowire.AppendTag(b, fLinkFlags, protowire.Fixed32Type)
+		b = appendTag(b, fLinkFlags, protowire.Fixed32Type)
 		b = protowire.AppendFixed32(b, spanFlags(l.SpanContext.TraceFlags(), l.SpanContext))
 		b = closeMessage(b, lm)
 	}
@@ -434,11 +434,11 @@ func (e *otlpEncoder) appendSpan(b []byte, s sdktrace.ReadOnlySpan) []byte {
 	b, sm = openMessage(b, fSpanStatus)
 	if st.Code == codes.Error || st.Code == codes.Ok {
 		b = appendString(b, fStatusMessage, st.Description)
-		b = protowire.AppendTag(b, fStatusCode, protowire.VarintType)
-		b = protowire.AppendVarint(b, statusCodeNumber(st.Code))
+		b = appendTag(b, fStatusCode, protowire.VarintType)
+		b = appendVarint(b, statusCodeNumber(st.Code))
 	}
 	b = closeMessage(b, sm)
-	b = protowire.AppendTag(b, fSpanFlags, protowire.Fixed32Type)
+	b = appendTag(b, fSpanFlags, protowire.Fixed32Type)
 	b = protowire.AppendFixed32(b, spanFlags(sc.TraceFlags(), parent))
 	return closeLongMessage(b, m)
 }
@@ -504,7 +504,7 @@ func appendAnyValue(b []byte, num protowire.Number, v attribute.Value) []byte {
 	case attribute.FLOAT64:
 		b = appendDouble(b, v.AsFloat64())
 	case attribute.BYTESLICE:
-		b = protowire.AppendTag(b, fAnyBytes, protowire.BytesType)
+		b = appendTag(b, fAnyBytes, protowire.BytesType)
 		b = protowire.AppendBytes(b, v.AsByteSlice())
 	case attribute.STRINGSLICE:
 		b = appendArray(b, v.AsStringSlice(), func(b []byte, x string) []byte {
@@ -532,7 +532,7 @@ func appendAnyValue(b []byte, num protowire.Number, v attribute.Value) []byte {
 		b = closeMessage(b, km)
 	case attribute.EMPTY:
 	default:
-		b = protowire.AppendTag(b, fAnyString, protowire.BytesType)
+		b = appendTag(b, fAnyString, protowire.BytesType)
 		b = protowire.AppendString(b, "INVALID")
 	}
 	return closeMessage(b, m)
@@ -553,12 +553,12 @@ func appendArray[T any](b []byte, xs []T, one func([]byte, T) []byte) []byte {
 
 func appendBool(b []byte, v bool) []byte {
 	b = appendTag(b, fAnyBool, protowire.VarintType)
-	return protowire.AppendVarint(b, protowire.EncodeBool(v))
+	return appendVarint(b, protowire.EncodeBool(v))
 }
 
 func appendInt(b []byte, v int64) []byte {
 	b = appendTag(b, fAnyInt, protowire.VarintType)
-	return protowire.AppendVarint(b, uint64(v))
+	return appendVarint(b, uint64(v))
 }
 
 func appendDouble(b []byte, v float64) []byte {
@@ -579,7 +579,7 @@ func appendTime(b []byte, num protowire.Number, ns int64) []byte {
 	if ns <= 0 {
 		return b
 	}
-	b = protowire.AppendTag(b, num, protowire.Fixed64Type)
+	b = appendTag(b, num, protowire.Fixed64Type)
 	return protowire.AppendFixed64(b, uint64(ns))
 }
 
@@ -588,8 +588,8 @@ func appendCount(b []byte, num protowire.Number, n int) []byte {
 	if n <= 0 {
 		return b
 	}
-	b = protowire.AppendTag(b, num, protowire.VarintType)
-	return protowire.AppendVarint(b, uint64(min(int64(n), math.MaxUint32)))
+	b = appendTag(b, num, protowire.VarintType)
+	return appendVarint(b, uint64(min(int64(n), math.MaxUint32)))
 }
 
 // openMessage appends the tag of a length-delimited field num and reserves
@@ -628,7 +628,7 @@ func closeLongMessage(b []byte, start int) []byte {
 	extra := protowire.SizeVarint(uint64(n)) - 2
 	b = append(b, make([]byte, extra)...)
 	copy(b[start+extra:], b[start:start+n])
-	protowire.AppendVarint(b[:start-2], uint64(n))
+	appendVarint(b[:start-2], uint64(n))
 	return b
 }
 
@@ -648,7 +648,7 @@ func appendStringField(b []byte, num protowire.Number, s string) []byte {
 	if len(s) < 0x80 {
 		b = append(b, byte(len(s)))
 	} else {
-		b = protowire.AppendVarint(b, uint64(len(s)))
+		b = appendVarint(b, uint64(len(s)))
 	}
 	return append(b, s...)
 }
@@ -664,7 +664,7 @@ func closeMessage(b []byte, start int) []byte {
 	extra := protowire.SizeVarint(uint64(n)) - 1
 	b = append(b, make([]byte, extra)...)
 	copy(b[start+extra:], b[start:start+n])
-	protowire.AppendVarint(b[:start-1], uint64(n))
+	appendVarint(b[:start-1], uint64(n))
 	return b
 }
 
@@ -673,8 +673,46 @@ func closeMessage(b []byte, start int) []byte {
 // export (every span of the batch) over one that does not. Request paths
 // and User-Agents come from callers and may hold any byte.
 func validUTF8(s string) string {
-	if utf8.ValidString(s) {
+	if asciiOnly(s) || utf8.ValidString(s) {
 		return s
 	}
 	return strings.ToValidUTF8(s, "\uFFFD")
+}
+
+// appendVarint is protowire.AppendVarint with the one- and two-byte forms,
+// nearly every length, count and number ferry writes, done in line.
+func appendVarint(b []byte, v uint64) []byte {
+	switch {
+	case v < 1<<7:
+		return append(b, byte(v))
+	case v < 1<<14:
+		return append(b, byte(v)|0x80, byte(v>>7))
+	}
+	return protowire.AppendVarint(b, v)
+}
+
+// asciiOnly reports whether s is all ASCII, and so valid UTF-8, eight bytes
+// at a time: what nearly every string in a span is, checked in a fraction
+// of utf8.ValidString's time.
+func asciiOnly(s string) bool {
+	if len(s) < 8 {
+		var m byte
+		for i := 0; i < len(s); i++ {
+			m |= s[i]
+		}
+		return m < utf8.RuneSelf
+	}
+	m := load64(s[len(s)-8:]) // the last eight, overlapping the loop's last
+	for ; len(s) > 8; s = s[8:] {
+		m |= load64(s)
+	}
+	return m&0x8080808080808080 == 0
+}
+
+// load64 is s's first eight bytes as one little-endian word (one load on
+// the machines that allow unaligned ones).
+func load64(s string) uint64 {
+	_ = s[7]
+	return uint64(s[0]) | uint64(s[1])<<8 | uint64(s[2])<<16 | uint64(s[3])<<24 |
+		uint64(s[4])<<32 | uint64(s[5])<<40 | uint64(s[6])<<48 | uint64(s[7])<<56
 }

@@ -2,6 +2,7 @@ package telemetry
 
 import (
 	"bytes"
+	"crypto/tls"
 	"fmt"
 	"strings"
 	"testing"
@@ -66,6 +67,17 @@ func TestOTLPEncoderReusedMatchesGeneric(t *testing.T) {
 	}
 	spans = append(spans, rec.Ended()...)
 
+	encodesAsGeneric(t, spans)
+	if n := len(spans); n < 60 {
+		t.Fatalf("only %d spans", n)
+	}
+}
+
+// encodesAsGeneric encodes spans with one encoder, in order, reversed and
+// shuffled, in batches of 1, 2, 3 and all, and fails where a batch's bytes
+// differ from the generic encoder's for the same spans' attribute lists.
+func encodesAsGeneric(t *testing.T, spans []sdktrace.ReadOnlySpan) {
+	t.Helper()
 	orders := map[string][]sdktrace.ReadOnlySpan{"in order": spans}
 	var rev, alt []sdktrace.ReadOnlySpan
 	for i := len(spans) - 1; i >= 0; i-- {
@@ -93,7 +105,79 @@ func TestOTLPEncoderReusedMatchesGeneric(t *testing.T) {
 			}
 		}
 	}
-	if n := len(spans); n < 60 {
-		t.Fatalf("only %d spans", n)
+}
+
+// As TestOTLPEncoderReusedMatchesGeneric, for server spans (whose head
+// bytes attrEncoder.servers keeps per caller address): requests that
+// differ from each other in one value of the head at a time, from two
+// callers whose addresses share a slot, in runs and alternating.
+func TestOTLPEncoderServerHeadsMatchGeneric(t *testing.T) {
+	tel, rec, _ := recorded(t, Config{AccessLog: "off"}, env{})
+	same := ""
+	for i := 0; same == ""; i++ {
+		if a := fmt.Sprintf("10.9.0.%d:%d", i%250, 50000+i); hostPortSlot(a) == hostPortSlot("10.1.2.3:40000") {
+			same = a
+		}
 	}
+	type req struct {
+		method, target, remote, ua string
+		proto                      int // minor version of HTTP/1
+		tls                        bool
+		routes                     []string // route/service
+		listener                   Listener
+	}
+	base := req{method: "GET", target: "http://files/a", remote: "10.1.2.3:40000", ua: "ferry-test/1", proto: 1, routes: []string{"files/r"}, listener: Outbound}
+	vary := []func(*req){
+		func(*req) {},
+		func(r *req) { r.target = "http://files/b?q=1" },
+		func(r *req) { r.remote = same },
+		func(r *req) { r.remote = "10.1.2.3:40001" },
+		func(r *req) { r.ua = "" },
+		func(r *req) { r.ua = "other/2" },
+		func(r *req) { r.method = "PUT" },
+		func(r *req) { r.method = "PURGE" },
+		func(r *req) { r.target = "http://files:8080/a" },
+		func(r *req) { r.target = "http://[::1]/a" },
+		func(r *req) { r.proto = 0 },
+		func(r *req) { r.tls = true },
+		func(r *req) { r.routes = nil },
+		func(r *req) { r.routes = []string{"/"} }, // routed, with an empty route and service
+		func(r *req) { r.routes = []string{"files/q"} },
+		func(r *req) { r.routes = []string{"other/r"} },
+		func(r *req) { r.routes = []string{"files/r", "other/q"} },
+		func(r *req) { r.listener = Inbound },
+	}
+	for round := range 2 {
+		for i, v := range vary {
+			// base, the variant twice, base: each follows one that
+			// differs in that value alone, or none.
+			for j, q := range []req{base, base, base, base} {
+				if j == 1 || j == 2 {
+					v(&q)
+				}
+				if round == 1 && i%2 == 1 {
+					q.remote = same
+				}
+				r := incoming(q.method, q.target, map[string]string{"User-Agent": q.ua})
+				if q.ua == "" {
+					r.Header.Del("User-Agent")
+				}
+				r.RemoteAddr, r.ProtoMinor = q.remote, q.proto
+				if q.tls {
+					r.TLS = &tls.ConnectionState{}
+				}
+				_, sreq := tel.StartRequest(r, q.listener)
+				for _, rt := range q.routes {
+					service, route, _ := strings.Cut(rt, "/")
+					sreq.SetRoute(route, service)
+				}
+				sreq.End(Outcome{Status: 200, BytesOut: 5})
+			}
+		}
+	}
+	spans := rec.Ended()
+	if len(spans) != 2*4*len(vary) {
+		t.Fatalf("%d spans", len(spans))
+	}
+	encodesAsGeneric(t, spans)
 }

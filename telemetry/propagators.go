@@ -2,7 +2,8 @@ package telemetry
 
 import (
 	"context"
-	"encoding/hex"
+	"encoding/binary"
+	"math/bits"
 	"net/http"
 	"slices"
 	"strings"
@@ -92,15 +93,35 @@ func traceparentValue(tid trace.TraceID, sid trace.SpanID, flags trace.TraceFlag
 	f := new(traceparentField)
 	b := f.b[:]
 	b[0], b[1], b[2] = '0', '0', '-'
-	hex.Encode(b[3:35], tid[:])
+	for i := 0; i < len(tid); i += 4 {
+		hex4(b[3+2*i:], binary.BigEndian.Uint32(tid[i:]))
+	}
 	b[35] = '-'
-	hex.Encode(b[36:52], sid[:])
+	hex4(b[36:], binary.BigEndian.Uint32(sid[:4]))
+	hex4(b[44:], binary.BigEndian.Uint32(sid[4:]))
 	b[52] = '-'
-	hex.Encode(b[53:55], []byte{byte(flags)})
+	b[53], b[54] = hexDigits[flags>>4], hexDigits[flags&0xf]
 	// The bytes are written once, above, and never again: the string may
 	// share them.
 	f.v[0] = unsafe.String(&f.b[0], len(f.b))
 	return f.v[:]
+}
+
+const hexDigits = "0123456789abcdef"
+
+// hex4 writes the eight lower-case hex digits of v, most significant
+// first, into dst[:8]: every nibble spread into a byte of its own, then
+// turned into its digit, all eight at once.
+func hex4(dst []byte, v uint32) {
+	x := uint64(v)
+	x = (x | x<<16) & 0x0000ffff0000ffff
+	x = (x | x<<8) & 0x00ff00ff00ff00ff
+	x = (x | x<<4) & 0x0f0f0f0f0f0f0f0f // byte i holds nibble i, least significant first
+	x = bits.ReverseBytes64(x)          // the most significant nibble first
+	// 1 in each byte whose nibble is 10 or more (6 more carries into bit 4).
+	letters := (x + 0x0606060606060606) >> 4 & 0x0101010101010101
+	x += 0x3030303030303030 + letters*('a'-'0'-10)
+	binary.LittleEndian.PutUint64(dst, x)
 }
 
 // traceparentLen is the length of a version 00 traceparent:

@@ -128,6 +128,35 @@ func (a *proxyAttrs) eachMethod(s attrSink) {
 }
 
 func (a *proxyAttrs) eachServer(s attrSink) {
+	a.eachServerHead(s)
+	s.str(semconv.URLPathKey, a.path)
+	a.eachServerConn(s)
+	a.eachServerTail(s)
+}
+
+// serverHead are the values the attributes of eachServerHead and
+// eachServerConn come from: the same for most requests on one caller's
+// connection (attrEncoder writes them once for a run of equal ones). The
+// path, between the two, is not one of them.
+type serverHead struct {
+	listener                 Listener
+	method, host, remote, ua string
+	route, service           string
+	protoMajor, protoMinor   int32
+	tls, routed              bool
+}
+
+// serverHead is the span's serverHead; ok is false when later routes
+// (moreRoutes) make eachServerConn's attributes depend on more.
+func (a *proxyAttrs) serverHead() (h serverHead, ok bool) {
+	return serverHead{listener: a.listener, method: a.method, host: a.host, remote: a.remote, ua: a.ua,
+		route: a.route, service: a.service, protoMajor: a.protoMajor, protoMinor: a.protoMinor,
+		tls: a.tls, routed: a.routed}, a.moreRoutes == nil
+}
+
+// eachServerHead yields the server span's first attributes, up to
+// url.path.
+func (a *proxyAttrs) eachServerHead(s attrSink) {
 	s.str(AttrListener, string(a.listener))
 	a.eachMethod(s)
 	if a.tls {
@@ -135,7 +164,11 @@ func (a *proxyAttrs) eachServer(s attrSink) {
 	} else {
 		s.str(semconv.URLSchemeKey, "http")
 	}
-	s.str(semconv.URLPathKey, a.path)
+}
+
+// eachServerConn yields the server span's attributes after url.path that
+// come from its serverHead (and moreRoutes).
+func (a *proxyAttrs) eachServerConn(s attrSink) {
 	if h, p := s.hostPort(a.host); h != "" {
 		s.str(semconv.ServerAddressKey, h)
 		if p > 0 {
@@ -175,6 +208,11 @@ func (a *proxyAttrs) eachServer(s attrSink) {
 			}
 		}
 	}
+}
+
+// eachServerTail yields the server span's last attributes, from the
+// values known at its end.
+func (a *proxyAttrs) eachServerTail(s attrSink) {
 	s.num(semconv.HTTPRequestBodySizeKey, int64(int(a.bytesIn)))
 	s.num(semconv.HTTPResponseBodySizeKey, int64(int(a.bytesOut)))
 	s.num(AttrBytesIn, a.bytesIn)
@@ -320,7 +358,12 @@ func (a *proxyAttrs) setServer(r *http.Request, listener Listener) {
 	a.host = r.Host
 	a.remote = r.RemoteAddr
 	a.protoMajor, a.protoMinor = int32(r.ProtoMajor), int32(r.ProtoMinor)
-	a.ua = r.UserAgent()
+	// r.UserAgent() without its key's canonicalisation, which costs more
+	// than the lookup: the key is canonical already.
+	a.ua = ""
+	if ua := r.Header["User-Agent"]; len(ua) > 0 {
+		a.ua = ua[0]
+	}
 }
 
 // setRoute records SetRoute's route and service.
