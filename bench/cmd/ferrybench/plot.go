@@ -119,8 +119,19 @@ func latencyPlot(path string, cfg *config, r *results) error {
 	p.Title.Text = fmt.Sprintf("Latency at a constant %d req/s, %s bodies (%d rounds pooled)", cfg.latRate, humanBytes(cfg.smallSize), cfg.latRounds)
 	p.X.Label.Text = "percentile"
 	p.Y.Label.Text = "latency (ms, log scale)"
-	p.Y.Scale = plot.LogScale{}
-	p.Y.Tick.Marker = plot.LogTicks{Prec: -1}
+	measured := false
+	for _, n := range append([]string{pDirect}, r.Order...) {
+		measured = measured || len(r.LatPooled[n]) > 0
+	}
+	if measured {
+		p.Y.Scale = plot.LogScale{}
+		p.Y.Tick.Marker = plot.LogTicks{Prec: -1}
+	} else {
+		// A log scale of no values cannot be drawn (gonum panics): an
+		// empty plot says the run left the phase out.
+		p.Title.Text += ": not measured in this run"
+		p.Y.Label.Text = "latency (ms)"
+	}
 	var ticks []plot.Tick
 	for i, q := range latQuantiles {
 		ticks = append(ticks, plot.Tick{Value: float64(i), Label: fmt.Sprintf("p%g", q*100)})
