@@ -35,6 +35,11 @@ type attrEncoder struct {
 	servers [64]serverMemo
 }
 
+// maxServerMemo is the most bytes of attributes a serverMemo keeps: the
+// Host and User-Agent are the caller's, up to the header limit, and a slot
+// lives as long as the exporter.
+const maxServerMemo = 1024
+
 type serverMemo struct {
 	head        serverHead
 	head1, conn []byte
@@ -98,8 +103,10 @@ func (w *attrEncoder) appendAll(b []byte, a *proxyAttrs) []byte {
 			w.str(semconv.URLPathKey, a.path)
 			n = len(w.b)
 			a.eachServerConn(w)
-			m.conn = append(m.conn[:0], w.b[n:]...)
-			m.head, m.set = h, true
+			if len(m.head1)+len(w.b)-n <= maxServerMemo {
+				m.conn = append(m.conn[:0], w.b[n:]...)
+				m.head, m.set = h, true
+			}
 		}
 		a.eachServerTail(w)
 	} else {
@@ -178,11 +185,10 @@ func (w *attrEncoder) hostPort(hp string) (string, int) {
 	return h, p
 }
 
-// hostPortSlot is the slot of hp in attrEncoder.memo: a hash of its length
-// and last three bytes, where the ports of two callers' addresses differ.
+// hostPortSlot is the slot of hp in attrEncoder.memo and .servers (FNV-1a).
 func hostPortSlot(hp string) int {
-	h := uint32(len(hp))
-	for i := max(len(hp)-3, 0); i < len(hp); i++ {
+	h := uint32(2166136261)
+	for i := 0; i < len(hp); i++ {
 		h = (h ^ uint32(hp[i])) * 16777619
 	}
 	return int(h^h>>8^h>>16) & 63

@@ -121,12 +121,12 @@ func TestOTLPEncoderServerHeadsMatchGeneric(t *testing.T) {
 	}
 	type req struct {
 		method, target, remote, ua string
-		proto                      int // minor version of HTTP/1
+		major, minor               int // HTTP version
 		tls                        bool
 		routes                     []string // route/service
 		listener                   Listener
 	}
-	base := req{method: "GET", target: "http://files/a", remote: "10.1.2.3:40000", ua: "ferry-test/1", proto: 1, routes: []string{"files/r"}, listener: Outbound}
+	base := req{method: "GET", target: "http://files/a", remote: "10.1.2.3:40000", ua: "ferry-test/1", major: 1, minor: 1, routes: []string{"files/r"}, listener: Outbound}
 	vary := []func(*req){
 		func(*req) {},
 		func(r *req) { r.target = "http://files/b?q=1" },
@@ -134,11 +134,16 @@ func TestOTLPEncoderServerHeadsMatchGeneric(t *testing.T) {
 		func(r *req) { r.remote = "10.1.2.3:40001" },
 		func(r *req) { r.ua = "" },
 		func(r *req) { r.ua = "other/2" },
+		func(r *req) { r.ua = strings.Repeat("long/", 300) }, // over maxServerMemo: not kept
 		func(r *req) { r.method = "PUT" },
 		func(r *req) { r.method = "PURGE" },
 		func(r *req) { r.target = "http://files:8080/a" },
 		func(r *req) { r.target = "http://[::1]/a" },
-		func(r *req) { r.proto = 0 },
+		func(r *req) { r.minor = 0 },
+		func(r *req) { r.minor = 2 },
+		func(r *req) { r.major, r.minor = 2, 0 },
+		func(r *req) { r.major = 2 }, // 2.1: the major version alone differs
+		func(r *req) { r.major, r.minor = 3, 0 },
 		func(r *req) { r.tls = true },
 		func(r *req) { r.routes = nil },
 		func(r *req) { r.routes = []string{"/"} }, // routed, with an empty route and service
@@ -151,18 +156,19 @@ func TestOTLPEncoderServerHeadsMatchGeneric(t *testing.T) {
 		for i, v := range vary {
 			// base, the variant twice, base: each follows one that
 			// differs in that value alone, or none.
-			for j, q := range []req{base, base, base, base} {
-				if j == 1 || j == 2 {
-					v(&q)
-				}
+			for j := range 4 {
+				q := base
 				if round == 1 && i%2 == 1 {
 					q.remote = same
+				}
+				if j == 1 || j == 2 {
+					v(&q)
 				}
 				r := incoming(q.method, q.target, map[string]string{"User-Agent": q.ua})
 				if q.ua == "" {
 					r.Header.Del("User-Agent")
 				}
-				r.RemoteAddr, r.ProtoMinor = q.remote, q.proto
+				r.RemoteAddr, r.ProtoMajor, r.ProtoMinor = q.remote, q.major, q.minor
 				if q.tls {
 					r.TLS = &tls.ConnectionState{}
 				}
@@ -175,8 +181,17 @@ func TestOTLPEncoderServerHeadsMatchGeneric(t *testing.T) {
 			}
 		}
 	}
+	// Unrouted after routed with an empty route and service, and back:
+	// routed alone tells them apart.
+	for _, routed := range []bool{false, true, true, false} {
+		_, sreq := tel.StartRequest(incoming("GET", "http://files/a", nil), Outbound)
+		if routed {
+			sreq.SetRoute("", "")
+		}
+		sreq.End(Outcome{Status: 200})
+	}
 	spans := rec.Ended()
-	if len(spans) != 2*4*len(vary) {
+	if len(spans) != 2*4*len(vary)+4 {
 		t.Fatalf("%d spans", len(spans))
 	}
 	encodesAsGeneric(t, spans)

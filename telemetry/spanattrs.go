@@ -92,7 +92,7 @@ type attrSink interface {
 	// url is one string attribute, the concatenation of parts.
 	url(k attribute.Key, parts [5]string)
 	// hostPort splits "host:port" as splitHostPort does (the encoder
-	// remembers the last few).
+	// remembers what it split, in slots chosen by a hash of the string).
 	hostPort(hp string) (string, int)
 }
 
