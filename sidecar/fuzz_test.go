@@ -494,6 +494,17 @@ func (r refReq) matches(g recReq) bool {
 func referenceRequests(data []byte) (reqs []refReq, stop string) {
 	br := bufio.NewReader(bytes.NewReader(data))
 	for {
+		if n := len(reqs); n > 0 && reqs[n-1].method == http.MethodPost {
+			// As net/http's server (and ferry's lane): up to 4 CR or LF
+			// bytes after a POST are skipped, a lone CR too, for old
+			// clients that end a body with a CRLF.
+			peek, _ := br.Peek(4)
+			skip := 0
+			for skip < len(peek) && (peek[skip] == '\r' || peek[skip] == '\n') {
+				skip++
+			}
+			br.Discard(skip)
+		}
 		req, err := http.ReadRequest(br)
 		if err != nil {
 			if errors.Is(err, io.EOF) {
