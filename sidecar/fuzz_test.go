@@ -338,11 +338,11 @@ func FuzzHeaders(f *testing.F) {
 		r := &http.Request{RemoteAddr: remote, Host: host, Header: orig}
 		prior := append([]string(nil), h["X-Forwarded-For"]...)
 		h2 := h.Clone()
-		setForwarded(h, r, nil, nil)
+		setForwarded(h, r, nil, nil, nil)
 		// As a lane connection does it: its caller's address worked
 		// out once.
 		caller := callerOf(remote)
-		setForwarded(h2, r, nil, &caller)
+		setForwarded(h2, r, nil, &caller, nil)
 		if !reflect.DeepEqual(h, h2) {
 			t.Fatalf("remote %q: with the caller's address worked out before, %v; without, %v", remote, h2, h)
 		}

@@ -140,8 +140,9 @@ func hasToken(values []string, token string) bool {
 // host, nothing the upstream could use.
 //
 // caller is callerOf(r.RemoteAddr) when the caller worked it out already
-// (a lane connection's, once), or nil.
-func setForwarded(out http.Header, r *http.Request, buf *[3]string, caller *callerAddr) {
+// (a lane connection's, once), or nil. prior is out's X-Forwarded-For when
+// the caller knows it (a lane request's), or nil: it is looked up.
+func setForwarded(out http.Header, r *http.Request, buf *[3]string, caller *callerAddr, prior *[]string) {
 	if buf == nil {
 		buf = new([3]string)
 	}
@@ -152,8 +153,14 @@ func setForwarded(out http.Header, r *http.Request, buf *[3]string, caller *call
 	}
 	if caller.ok {
 		ip := caller.ip
-		if prior := out["X-Forwarded-For"]; len(prior) > 0 {
-			ip = strings.Join(prior, ", ") + ", " + ip
+		var p []string
+		if prior != nil {
+			p = *prior
+		} else {
+			p = out["X-Forwarded-For"]
+		}
+		if len(p) > 0 {
+			ip = strings.Join(p, ", ") + ", " + ip
 		}
 		vals[0] = ip
 		out["X-Forwarded-For"] = vals[0:1:1]

@@ -1095,6 +1095,11 @@ type laneExchange struct {
 	// hopFields: the request's header holds a hop-by-hop field (parseHead
 	// says), which outgoing removes; most hold none.
 	hopFields bool
+	// userAgent, forwarded: the header as parsed holds a User-Agent, an
+	// X-Forwarded-For field (parseHead says). Without one outgoing looks
+	// for none; with hopFields it always looks (a field Connection names
+	// goes with it).
+	userAgent, forwarded bool
 	// first is the first attempt's upstream request (see outgoing), fwd
 	// its X-Forwarded-* values (see setForwarded).
 	first outRequest
@@ -1347,6 +1352,8 @@ func parseHead(head []byte, ctx context.Context, dst *laneHead) *http.Request {
 	}
 	r := http.Request{Method: m, URL: u, Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1, RequestURI: uri}
 	hosts, lengths := 0, 0
+	pragma := false
+	le := &dst.ctx.le
 	r.Header = parseFields(rest, dst.hdr, dst.vals[:0], func(key, v string) (keep, ok bool) {
 		switch key {
 		case "Host":
@@ -1370,9 +1377,15 @@ func parseHead(head []byte, ctx context.Context, dst *laneHead) *http.Request {
 			if hasToken([]string{v}, "close") {
 				r.Close = true
 			}
+		case "User-Agent":
+			le.userAgent = true
+		case "X-Forwarded-For":
+			le.forwarded = true
+		case "Pragma":
+			pragma = true
 		}
 		if isHopHeader(key) {
-			dst.ctx.le.hopFields = true
+			le.hopFields = true
 		}
 		return true, true
 	})
@@ -1384,9 +1397,11 @@ func parseHead(head []byte, ctx context.Context, dst *laneHead) *http.Request {
 	}
 	// As net/http's server: "Pragma: no-cache" without Cache-Control
 	// reads as "Cache-Control: no-cache" too (RFC 9111 section 5.4).
-	if p := r.Header["Pragma"]; len(p) > 0 && p[0] == "no-cache" {
-		if _, ok := r.Header["Cache-Control"]; !ok {
-			r.Header["Cache-Control"] = []string{"no-cache"}
+	if pragma {
+		if p := r.Header["Pragma"]; len(p) > 0 && p[0] == "no-cache" {
+			if _, ok := r.Header["Cache-Control"]; !ok {
+				r.Header["Cache-Control"] = []string{"no-cache"}
+			}
 		}
 	}
 	dst.req = *r.WithContext(ctx) // the only copy on the heap

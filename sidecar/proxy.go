@@ -276,7 +276,12 @@ func (p *Proxy) attempts(ctx context.Context, w http.ResponseWriter, r *http.Req
 	if up.hashHeader != "" {
 		key = r.Header.Get(up.hashHeader)
 	}
-	upgrade := requestUpgrade(r.Header)
+	var upgrade string
+	if x.lane == nil || x.lane.hopFields {
+		// (A lane request's header without hop-by-hop fields has no
+		// Connection field to ask for one.)
+		upgrade = requestUpgrade(r.Header)
+	}
 	var tried []string
 	// Nothing waited since the lane had the head: the pick takes its
 	// reading of the clock (resilience's own clock, when injected, is
@@ -1054,8 +1059,14 @@ func (p *Proxy) outgoing(ctx context.Context, w http.ResponseWriter, r *http.Req
 		if le.hopFields {
 			removeHopHeaders(r.Header, true)
 		}
-		le.forwardedFor = r.Header["X-Forwarded-For"]
+		if le.forwarded { // (else the lane parsed none)
+			le.forwardedFor = r.Header["X-Forwarded-For"]
+		}
 		out.Header = r.Header
+		// The lane serves no head with Upgrade or Expect fields: the
+		// first attempt's has them only if this adds them (see
+		// fastH1.RoundTrip).
+		o.bare = upgrade == ""
 	case le != nil:
 		out.Header = r.Header.Clone()
 		delete(out.Header, "X-Forwarded-For")
@@ -1140,7 +1151,10 @@ func (p *Proxy) outgoing(ctx context.Context, w http.ResponseWriter, r *http.Req
 		out.Header["Connection"] = []string{"Upgrade"}
 		out.Header["Upgrade"] = []string{upgrade}
 	}
-	if h1 && out.Header["Te"] != nil {
+	// (A lane request's header without hop-by-hop fields has no TE. Nor
+	// does it lose its User-Agent to a Connection field naming it: one
+	// the lane parsed is there, in a later attempt's copy too.)
+	if h1 && (le == nil || le.hopFields) && out.Header["Te"] != nil {
 		// The caller's "TE: trailers" (all removeHopHeaders keeps of TE)
 		// goes on with the "TE" connection option RFC 9110 section 10.1.4
 		// has a sender of TE add: TE is hop-by-hop, and is ferry's own to
@@ -1156,18 +1170,22 @@ func (p *Proxy) outgoing(ctx context.Context, w http.ResponseWriter, r *http.Req
 			out.Header["Connection"] = []string{"TE"}
 		}
 	}
-	if _, ok := out.Header["User-Agent"]; !ok {
-		out.Header["User-Agent"] = nil // do not add Go's default
+	if le == nil || !le.userAgent || le.hopFields {
+		if _, ok := out.Header["User-Agent"]; !ok {
+			out.Header["User-Agent"] = nil // do not add Go's default
+		}
 	}
 	var fwd *[3]string
 	var caller *callerAddr
+	var prior *[]string
 	if le != nil {
 		if o == &le.first {
 			fwd = &le.fwd // the first attempt's, with it
 		}
 		caller = le.caller
+		prior = &le.forwardedFor // what every attempt's header has (above)
 	}
-	setForwarded(out.Header, r, fwd, caller)
+	setForwarded(out.Header, r, fwd, caller, prior)
 	return out
 }
 
@@ -1175,6 +1193,9 @@ func (p *Proxy) outgoing(ctx context.Context, w http.ResponseWriter, r *http.Req
 type outRequest struct {
 	req http.Request
 	url url.URL
+	// bare: req's header has no Upgrade or Expect field (set for a lane
+	// request's first attempt, see outgoing).
+	bare bool
 }
 
 // informKey carries, in the context of an upstream request, the caller's
@@ -1399,9 +1420,11 @@ func (p *Proxy) respond(w http.ResponseWriter, r *http.Request, res *http.Respon
 		result = relay(w, rc, res.Body, dst, idle, buf, st.first, frames, web, seen && frames == nil)
 	}
 	if result.readErr == nil && result.writeErr == nil {
-		dropForbiddenTrailers(res.Trailer) // as a caller's are
-		for k, vv := range res.Trailer {
-			h[http.TrailerPrefix+k] = vv
+		if len(res.Trailer) > 0 { // (most have none: no map iteration to start)
+			dropForbiddenTrailers(res.Trailer) // as a caller's are
+			for k, vv := range res.Trailer {
+				h[http.TrailerPrefix+k] = vv
+			}
 		}
 	}
 	return result

@@ -79,12 +79,23 @@ type fastH1 struct {
 	fallback       *http.Transport
 
 	mu       sync.Mutex
-	idle     map[string][]*h1Conn
+	idle     map[string]*idleList
 	closed   bool
 	sweeping bool // a sweep is scheduled
 }
 
+// idleList is the pool's idle connections to one endpoint, the freshest
+// last. A connection keeps the list it goes back to (h1Conn.home): its
+// return finds it without a look-up by address.
+type idleList struct {
+	conns []*h1Conn
+	gone  bool // no longer the pool's (sweep dropped it empty, or the pool closed)
+}
+
 type h1Conn struct {
+	// home is the pool's list of the connection's endpoint once it was
+	// in one (see put); nil before.
+	home  *idleList
 	tc    *net.TCPConn
 	raw   *rawSock          // tc's raw reads and writes; nil when not available
 	lr    *io.LimitedReader // under br: bounds a response header
@@ -190,10 +201,13 @@ func (h cancelHook) stop() bool {
 	return h.stopFn()
 }
 
-// eligible reports whether a request can take the zero-copy client.
-func eligible(out *http.Request) bool {
+// eligible reports whether a request can take the zero-copy client. le is
+// the lane exchange of out's context, or nil: its first attempt's header
+// may be known to hold no Upgrade or Expect field (outRequest.bare).
+func eligible(out *http.Request, le *laneExchange) bool {
 	return out.Body == nil && out.ContentLength == 0 &&
-		out.Header["Upgrade"] == nil && out.Header["Expect"] == nil &&
+		(le != nil && out == &le.first.req && le.first.bare ||
+			out.Header["Upgrade"] == nil && out.Header["Expect"] == nil) &&
 		out.URL.Scheme == "http"
 }
 
@@ -213,19 +227,19 @@ func splicedUpload(out *http.Request) (*requestBody, bool) {
 
 // RoundTrip implements http.RoundTripper.
 func (f *fastH1) RoundTrip(out *http.Request) (*http.Response, error) {
+	ctx := out.Context()
+	le, _ := ctx.Value(laneCancelKey{}).(*laneExchange)
 	upload, splicing := splicedUpload(out)
-	if !splicing && !eligible(out) {
+	if !splicing && !eligible(out, le) {
 		// net/http's Transport, whose connections put response heads
 		// right (headFixConn) when roundTripInformed hands them over.
-		w, _ := informer(out.Context())
+		w, _ := informer(ctx)
 		return roundTripInformed(f.fallback, out, w)
 	}
-	ctx := out.Context()
 	addr := out.URL.Host
 	// The lane's reading of the clock as the head came, when nothing
 	// waited since (see laneExchange.headAt): the first try's pooled
 	// connection and response header timeout take it.
-	le, _ := ctx.Value(laneCancelKey{}).(*laneExchange)
 	now := le.takeHead()
 	for try := 0; ; try++ {
 		maxIdle := poolIdleTimeout
@@ -612,15 +626,16 @@ func (f *fastH1) get(ctx context.Context, addr string, fresh bool, maxIdle time.
 	if !fresh {
 		f.mu.Lock()
 		now = monoOr(now)
-		for list := f.idle[addr]; len(list) > 0; list = f.idle[addr] {
-			c := list[len(list)-1]
+		l := f.idle[addr]
+		for l != nil && len(l.conns) > 0 {
+			c := l.conns[len(l.conns)-1]
 			idle := time.Duration(now - c.since)
 			if idle >= maxIdle && maxIdle < poolIdleTimeout {
 				// Too long idle for this request; the pool keeps it
 				// for others (the freshest is on top: all are older).
 				break
 			}
-			f.idle[addr] = list[:len(list)-1]
+			l.conns = l.conns[:len(l.conns)-1]
 			// An upload's head is not sent through exchange's check
 			// for bytes the upstream sent after its last response:
 			// its connection is always looked at.
@@ -682,19 +697,19 @@ func (f *fastH1) sweep() {
 	f.sweeping = false
 	n := 0
 	now := monoNow()
-	for addr, list := range f.idle {
-		keep := list[:0]
-		for _, c := range list {
+	for addr, l := range f.idle {
+		keep := l.conns[:0]
+		for _, c := range l.conns {
 			if idle := time.Duration(now - c.since); idle < poolIdleTimeout && (idle < poolTrustWindow || c.alive()) {
 				keep = append(keep, c)
 			} else {
 				c.close()
 			}
 		}
+		l.conns = keep
 		if len(keep) == 0 {
+			l.gone = true
 			delete(f.idle, addr)
-		} else {
-			f.idle[addr] = keep
 		}
 		n += len(keep)
 	}
@@ -705,19 +720,33 @@ func (f *fastH1) sweep() {
 }
 
 // put returns a connection whose last response was read to its end. now
-// is a monoNow() reading taken a moment ago, or 0 (see monoOr).
+// is a monoNow() reading taken a moment ago, or 0 (see monoOr). The
+// connection's list is looked up by addr only when it has none that is
+// still the pool's.
 func (f *fastH1) put(addr string, c *h1Conn, now int64) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if f.closed || len(f.idle[addr]) >= poolMaxIdle {
+	if f.closed {
 		c.close()
 		return
 	}
-	if f.idle == nil {
-		f.idle = map[string][]*h1Conn{}
+	l := c.home
+	if l == nil || l.gone {
+		if l = f.idle[addr]; l == nil {
+			if f.idle == nil {
+				f.idle = map[string]*idleList{}
+			}
+			l = &idleList{}
+			f.idle[addr] = l
+		}
+		c.home = l
+	}
+	if len(l.conns) >= poolMaxIdle {
+		c.close()
+		return
 	}
 	c.since = monoOr(now)
-	f.idle[addr] = append(f.idle[addr], c)
+	l.conns = append(l.conns, c)
 	if !f.sweeping {
 		f.sweeping = true
 		time.AfterFunc(poolSweepInterval, f.sweep)
@@ -729,10 +758,11 @@ func (f *fastH1) put(addr string, c *h1Conn, now int64) {
 // are closed rather than pooled.
 func (f *fastH1) CloseIdleConnections() {
 	f.mu.Lock()
-	for _, list := range f.idle {
-		for _, c := range list {
+	for _, l := range f.idle {
+		for _, c := range l.conns {
 			c.close()
 		}
+		l.gone = true
 	}
 	f.idle = nil
 	f.closed = true // the generation is retired: later returns close

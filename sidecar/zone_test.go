@@ -82,7 +82,7 @@ func TestForwardedForWithoutZone(t *testing.T) {
 			if tc.prior != "" {
 				out["X-Forwarded-For"] = []string{tc.prior}
 			}
-			setForwarded(out, r, nil, known)
+			setForwarded(out, r, nil, known, nil)
 			if got := out.Get("X-Forwarded-For"); got != tc.want {
 				t.Errorf("caller %s, prior %q, worked out before %v: X-Forwarded-For %q, want %q", tc.remote, tc.prior, known != nil, got, tc.want)
 			}
