@@ -2,6 +2,7 @@ package sidecar
 
 import (
 	"context"
+	"io"
 	"net"
 	"net/http"
 	"testing"
@@ -14,23 +15,7 @@ import (
 // a return to the dropped list would lose the connection (never taken
 // again), one that made a list of its own would lose the other's.
 func TestPoolReturnAfterSweepDroppedList(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			defer c.Close()
-		}
-	}()
-	addr := ln.Addr().String()
-	f := &fastH1{dial: (&net.Dialer{}).DialContext, fallback: &http.Transport{}}
-	defer f.CloseIdleConnections()
+	f, addr := idlePoolTo(t)
 	ctx := context.Background()
 	a, _, err := f.get(ctx, addr, true, poolIdleTimeout, 0)
 	if err != nil {
@@ -70,4 +55,13 @@ func TestPoolReturnAfterSweepDroppedList(t *testing.T) {
 	}
 	a.close()
 	b.close()
+}
+
+// idlePoolTo is a zero-copy client with an empty pool, and the address of
+// a server that holds the connections it accepts open until the test ends.
+func idlePoolTo(t *testing.T) (*fastH1, string) {
+	s := startRawServer(t, func(c net.Conn) { io.Copy(io.Discard, c) })
+	f := &fastH1{dial: (&net.Dialer{}).DialContext, fallback: &http.Transport{}}
+	t.Cleanup(f.CloseIdleConnections)
+	return f, s.addr()
 }

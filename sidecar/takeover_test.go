@@ -7,7 +7,6 @@ import (
 	"encoding/hex"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"strings"
 	"sync/atomic"
@@ -242,23 +241,7 @@ func TestZeroCopyUploadSurvivesDrain(t *testing.T) {
 // upstream for idleness just as the unreplayable body goes out. Bodiless
 // requests still take it.
 func TestZeroCopyUploadAvoidsLongIdleConnections(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			defer c.Close()
-		}
-	}()
-	addr := ln.Addr().String()
-	f := &fastH1{dial: (&net.Dialer{}).DialContext, fallback: &http.Transport{}}
-	defer f.CloseIdleConnections()
+	f, addr := idlePoolTo(t)
 	old, _, err := f.get(context.Background(), addr, true, poolIdleTimeout, 0)
 	if err != nil {
 		t.Fatal(err)
