@@ -8,6 +8,7 @@ import (
 	"runtime/metrics"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // The garbage collector's target adapts to ferry's live heap unless GOGC
@@ -106,4 +107,80 @@ func chooseGC(getenv func(string) string, readFile func(string) ([]byte, error))
 		}
 	}
 	return s
+}
+
+// After a burst, the heap ferry grew for it stays mapped: the collector
+// runs only as ferry allocates (and at least every two minutes), and the
+// runtime gives free memory back to the system slowly, keeping what its
+// target allows (16 MiB of headroom, above). A sidecar that served 256
+// connections for a few seconds would sit at three or four times its idle
+// memory long after, on the pod's account. So ferry looks at its heap
+// every trimInterval: when an interval allocated next to nothing (no
+// traffic to speak of) and the heap holds trimMinFree or more that is free
+// but still mapped, the free memory goes back to the system at once
+// (debug.FreeOSMemory: one collection, then the release). Idle again
+// with little free, it does nothing; the next burst's end trims again.
+const (
+	trimInterval  = 5 * time.Second
+	trimIdleAlloc = 1 << 20 // bytes an interval may allocate and still be idle (probes and scrapes)
+	trimMinFree   = 8 << 20 // free mapped heap worth a trim
+)
+
+// heapReading is what the trimmer reads of the heap: bytes allocated
+// since the process began, and free heap memory not yet given back.
+type heapReading struct{ allocs, free uint64 }
+
+func readHeap() heapReading {
+	s := []metrics.Sample{{Name: "/gc/heap/allocs:bytes"}, {Name: "/memory/classes/heap/free:bytes"}}
+	metrics.Read(s)
+	var r heapReading
+	if s[0].Value.Kind() == metrics.KindUint64 {
+		r.allocs = s[0].Value.Uint64()
+	}
+	if s[1].Value.Kind() == metrics.KindUint64 {
+		r.free = s[1].Value.Uint64()
+	}
+	return r
+}
+
+// idleTrimmer decides from one reading per interval when to trim.
+type idleTrimmer struct {
+	last heapReading
+	read bool // last is set
+}
+
+// due takes the reading at the end of an interval and reports whether the
+// interval was idle and the heap holds enough free memory to give back.
+func (t *idleTrimmer) due(r heapReading) bool {
+	prev, had := t.last, t.read
+	t.last, t.read = r, true
+	return had && r.allocs-prev.allocs < trimIdleAlloc && r.free >= trimMinFree
+}
+
+// trimWhenIdle reads the heap every interval and calls trim when due;
+// stop ends it and waits until it has.
+func trimWhenIdle(every time.Duration, read func() heapReading, trim func()) (stop func()) {
+	quit, exited := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(exited)
+		tick := time.NewTicker(every)
+		defer tick.Stop()
+		var t idleTrimmer
+		t.due(read())
+		for {
+			select {
+			case <-quit:
+				return
+			case <-tick.C:
+			}
+			if t.due(read()) {
+				trim()
+				t.due(read()) // the next interval counts from here
+			}
+		}
+	}()
+	return func() {
+		close(quit)
+		<-exited
+	}
 }

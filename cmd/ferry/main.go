@@ -14,6 +14,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"syscall"
 	"time"
 
@@ -334,6 +335,11 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 	}
 	gc := tuneGC()
 	log.Debug("garbage collector", "adaptive_gogc", gc.adapt, "memory_limit_set", gc.memoryLimit)
+	defer trimWhenIdle(trimInterval, readHeap, func() {
+		free := readHeap().free
+		debug.FreeOSMemory()
+		log.Debug("idle: free heap memory returned to the system", "bytes", free)
+	})()
 	// Exporter errors (collector down) as rate-limited log lines, not a
 	// line per batch.
 	otel.SetErrorHandler(telemetry.ErrorHandler(log, time.Minute))
