@@ -5,6 +5,8 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
+	"sync/atomic"
 	"testing"
 )
 
@@ -64,4 +66,66 @@ func idlePoolTo(t *testing.T) (*fastH1, string) {
 	f := &fastH1{dial: (&net.Dialer{}).DialContext, fallback: &http.Transport{}}
 	t.Cleanup(f.CloseIdleConnections)
 	return f, s.addr()
+}
+
+// A connection idle in the pool for poolParkAfter gives its buffers back
+// at the next sweep, and takes a pair again when the pool hands it out:
+// the next request on it is answered as before, on the same connection.
+func TestPoolParksIdleBuffers(t *testing.T) {
+	var conns atomic.Int64
+	origin := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, "answer to "+r.URL.Path)
+	}))
+	origin.Config.ConnState = func(_ net.Conn, s http.ConnState) {
+		if s == http.StateNew {
+			conns.Add(1)
+		}
+	}
+	origin.Start()
+	t.Cleanup(origin.Close)
+	f := &fastH1{dial: (&net.Dialer{}).DialContext, fallback: &http.Transport{}}
+	t.Cleanup(f.CloseIdleConnections)
+	addr := origin.Listener.Addr().String()
+	get := func(path string) {
+		t.Helper()
+		req, err := http.NewRequest(http.MethodGet, "http://"+addr+path, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		res, err := f.RoundTrip(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := io.ReadAll(res.Body)
+		res.Body.Close()
+		if err != nil || string(b) != "answer to "+path {
+			t.Fatalf("GET %s: %q, %v", path, b, err)
+		}
+	}
+	get("/one")
+	f.mu.Lock()
+	l := f.idle[addr]
+	if l == nil || len(l.conns) != 1 {
+		f.mu.Unlock()
+		t.Fatal("the connection did not go back to the pool")
+	}
+	c := l.conns[0]
+	c.since -= int64(poolParkAfter) // idle that long already
+	f.mu.Unlock()
+	f.sweep()
+	f.mu.Lock()
+	parked := c.br == nil && c.bw == nil
+	f.mu.Unlock()
+	if !parked {
+		t.Fatal("a connection idle for poolParkAfter kept its buffers through a sweep")
+	}
+	get("/two")
+	if n := conns.Load(); n != 1 {
+		t.Fatalf("the origin saw %d connections, want the parked one reused", n)
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if c.br == nil || c.bw == nil || f.idle[addr].conns[0] != c {
+		t.Fatal("the reused connection is not back in the pool with buffers")
+	}
 }

@@ -95,10 +95,12 @@ type idleList struct {
 type h1Conn struct {
 	// home is the pool's list of the connection's endpoint once it was
 	// in one (see put); nil before.
-	home  *idleList
-	tc    *net.TCPConn
-	raw   *rawSock          // tc's raw reads and writes; nil when not available
-	lr    *io.LimitedReader // under br: bounds a response header
+	home *idleList
+	tc   *net.TCPConn
+	raw  *rawSock          // tc's raw reads and writes; nil when not available
+	lr   *io.LimitedReader // under br: bounds a response header
+	w    io.Writer         // what bw writes to (tc, or raw)
+	// br and bw are nil while the connection is parked in the pool.
 	br    *bufio.Reader
 	bw    *bufio.Writer
 	since int64 // monoNow() since which it is idle
@@ -641,6 +643,7 @@ func (f *fastH1) get(ctx context.Context, addr string, fresh bool, maxIdle time.
 			// its connection is always looked at.
 			upload := maxIdle < poolIdleTimeout
 			if idle < poolIdleTimeout && (idle < poolTrustWindow && !upload || c.alive()) {
+				c.unpark()
 				f.mu.Unlock()
 				return c, true, nil
 			}
@@ -662,15 +665,59 @@ func (f *fastH1) get(ctx context.Context, addr string, fresh bool, maxIdle time.
 	if raw != nil {
 		rw = raw
 	}
-	lr := &io.LimitedReader{R: rw}
-	return &h1Conn{tc: tc, raw: raw, lr: lr, br: bufio.NewReaderSize(lr, 32<<10), bw: bufio.NewWriterSize(rw, 4<<10)}, false, nil
+	c := &h1Conn{tc: tc, raw: raw, lr: &io.LimitedReader{R: rw}, w: rw}
+	c.unpark()
+	return c, false, nil
+}
+
+// An idle pooled connection gives its buffers back (park) once it has
+// been idle for poolParkAfter, and takes a pair again (unpark) when the
+// pool hands it out: a burst can leave poolMaxIdle connections pooled per
+// endpoint, for up to poolIdleTimeout, which kept 36 KiB each.
+const (
+	poolParkAfter             = time.Second
+	upReadBuf, upWriteBuf int = 32 << 10, 4 << 10
+)
+
+var (
+	upReaders = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, upReadBuf) }}
+	upWriters = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, upWriteBuf) }}
+)
+
+// park returns the connection's buffers to their pools when they hold
+// nothing (a buffered byte would be a stray response: alive says no to
+// such a connection, which is closed). f.mu is held, the connection idle
+// in the pool.
+func (c *h1Conn) park() {
+	if c.br != nil && c.br.Buffered() == 0 {
+		c.br.Reset(nil)
+		upReaders.Put(c.br)
+		c.br = nil
+	}
+	if c.bw != nil && c.bw.Buffered() == 0 {
+		c.bw.Reset(nil)
+		upWriters.Put(c.bw)
+		c.bw = nil
+	}
+}
+
+// unpark gives the connection buffers again where park took them.
+func (c *h1Conn) unpark() {
+	if c.br == nil {
+		c.br = upReaders.Get().(*bufio.Reader)
+		c.br.Reset(c.lr)
+	}
+	if c.bw == nil {
+		c.bw = upWriters.Get().(*bufio.Writer)
+		c.bw.Reset(c.w)
+	}
 }
 
 // alive reports whether an idle connection can carry a request: nothing
 // arrived on it since its last response (no stray bytes, no close from the
 // upstream). It peeks at the socket without waiting.
 func (c *h1Conn) alive() bool {
-	if c.br.Buffered() > 0 {
+	if c.br != nil && c.br.Buffered() > 0 {
 		return false
 	}
 	// Nothing to read yet is the only healthy answer; 0 bytes is the
@@ -701,6 +748,9 @@ func (f *fastH1) sweep() {
 		keep := l.conns[:0]
 		for _, c := range l.conns {
 			if idle := time.Duration(now - c.since); idle < poolIdleTimeout && (idle < poolTrustWindow || c.alive()) {
+				if idle >= poolParkAfter {
+					c.park()
+				}
 				keep = append(keep, c)
 			} else {
 				c.close()

@@ -118,7 +118,8 @@ func chooseGC(getenv func(string) string, readFile func(string) ([]byte, error))
 // every trimInterval: when an interval allocated next to nothing (no
 // traffic to speak of) and the heap holds trimMinFree or more that is free
 // but still mapped, the free memory goes back to the system at once
-// (debug.FreeOSMemory: one collection, then the release). Idle again
+// (two collections, since what sits in a sync.Pool survives one, then
+// debug.FreeOSMemory's release). Idle again
 // with little free, it does nothing; the next burst's end trims again.
 const (
 	trimInterval  = 5 * time.Second

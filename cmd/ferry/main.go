@@ -14,6 +14,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime"
 	"runtime/debug"
 	"syscall"
 	"time"
@@ -337,6 +338,9 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 	log.Debug("garbage collector", "adaptive_gogc", gc.adapt, "memory_limit_set", gc.memoryLimit)
 	defer trimWhenIdle(trimInterval, readHeap, func() {
 		free := readHeap().free
+		// Two collections: what sits in a sync.Pool (buffers of idle
+		// connections, parked) survives one.
+		runtime.GC()
 		debug.FreeOSMemory()
 		log.Debug("idle: free heap memory returned to the system", "bytes", free)
 	})()
