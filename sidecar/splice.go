@@ -673,7 +673,10 @@ func (f *fastH1) get(ctx context.Context, addr string, fresh bool, maxIdle time.
 // An idle pooled connection gives its buffers back (park) once it has
 // been idle for poolParkAfter, and takes a pair again (unpark) when the
 // pool hands it out: a burst can leave poolMaxIdle connections pooled per
-// endpoint, for up to poolIdleTimeout, which kept 36 KiB each.
+// endpoint, for up to poolIdleTimeout, which kept 36 KiB each. (ferry
+// run's idle trim waits longer than poolSweepInterval+poolParkAfter after
+// traffic stops, so that these are parked before it collects: see
+// trimQuietIntervals in cmd/ferry.)
 const (
 	poolParkAfter             = time.Second
 	upReadBuf, upWriteBuf int = 32 << 10, 4 << 10

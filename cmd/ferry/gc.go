@@ -115,47 +115,72 @@ func chooseGC(getenv func(string) string, readFile func(string) ([]byte, error))
 // target allows (16 MiB of headroom, above). A sidecar that served 256
 // connections for a few seconds would sit at three or four times its idle
 // memory long after, on the pod's account. So ferry looks at its heap
-// every trimInterval: when an interval allocated next to nothing (no
-// traffic to speak of) and the heap holds trimMinFree or more that is free
-// but still mapped, the free memory goes back to the system at once
-// (two collections, since what sits in a sync.Pool survives one, then
-// debug.FreeOSMemory's release). Idle again
-// with little free, it does nothing; the next burst's end trims again.
+// every trimInterval: after trimQuietIntervals in a row that allocated
+// next to nothing (no traffic to speak of), when the heap holds
+// trimMinFree or more that is free but still mapped or allocated since the
+// last collection, that memory goes back to the system at once (two
+// collections, since what sits in a sync.Pool survives one, then
+// debug.FreeOSMemory's release). Idle on with little to give, it does
+// nothing; the next burst's end trims again.
+//
+// The quiet stretch is longer than the upstream pool's sweep period plus
+// the idle time after which a pooled connection gives its buffers back
+// (sidecar: poolSweepInterval, 5 s, and poolParkAfter, 1 s): the sweep
+// that parks the burst's connections has run before the trim, whose
+// collections free their buffers.
 const (
-	trimInterval  = 5 * time.Second
-	trimIdleAlloc = 1 << 20 // bytes an interval may allocate and still be idle (probes and scrapes)
-	trimMinFree   = 8 << 20 // free mapped heap worth a trim
+	trimInterval       = 5 * time.Second
+	trimQuietIntervals = 2
+	trimIdleAlloc      = 1 << 20 // bytes an interval may allocate and still be idle (probes and scrapes)
+	trimMinFree        = 8 << 20 // memory worth a trim
 )
 
 // heapReading is what the trimmer reads of the heap: bytes allocated
-// since the process began, and free heap memory not yet given back.
-type heapReading struct{ allocs, free uint64 }
+// since the process began, free heap memory not yet given back, and heap
+// memory allocated since the last collection (live or not, until the
+// next one tells).
+type heapReading struct{ allocs, free, since uint64 }
 
 func readHeap() heapReading {
-	s := []metrics.Sample{{Name: "/gc/heap/allocs:bytes"}, {Name: "/memory/classes/heap/free:bytes"}}
-	metrics.Read(s)
-	var r heapReading
-	if s[0].Value.Kind() == metrics.KindUint64 {
-		r.allocs = s[0].Value.Uint64()
+	s := []metrics.Sample{
+		{Name: "/gc/heap/allocs:bytes"},
+		{Name: "/memory/classes/heap/free:bytes"},
+		{Name: "/memory/classes/heap/objects:bytes"},
+		{Name: "/gc/heap/live:bytes"},
 	}
-	if s[1].Value.Kind() == metrics.KindUint64 {
-		r.free = s[1].Value.Uint64()
+	metrics.Read(s)
+	var v [4]uint64
+	for i := range s {
+		if s[i].Value.Kind() == metrics.KindUint64 {
+			v[i] = s[i].Value.Uint64()
+		}
+	}
+	r := heapReading{allocs: v[0], free: v[1]}
+	if v[2] > v[3] {
+		r.since = v[2] - v[3]
 	}
 	return r
 }
 
 // idleTrimmer decides from one reading per interval when to trim.
 type idleTrimmer struct {
-	last heapReading
-	read bool // last is set
+	last  heapReading
+	read  bool // last is set
+	quiet int  // idle intervals in a row
 }
 
-// due takes the reading at the end of an interval and reports whether the
-// interval was idle and the heap holds enough free memory to give back.
+// due takes the reading at the end of an interval and reports whether
+// ferry has been idle for trimQuietIntervals and the heap holds enough to
+// give back.
 func (t *idleTrimmer) due(r heapReading) bool {
 	prev, had := t.last, t.read
 	t.last, t.read = r, true
-	return had && r.allocs-prev.allocs < trimIdleAlloc && r.free >= trimMinFree
+	if !had || r.allocs-prev.allocs >= trimIdleAlloc {
+		t.quiet = 0
+		return false
+	}
+	t.quiet++
+	return t.quiet >= trimQuietIntervals && r.free+r.since >= trimMinFree
 }
 
 // trimWhenIdle reads the heap every interval and calls trim when due;
@@ -176,7 +201,7 @@ func trimWhenIdle(every time.Duration, read func() heapReading, trim func()) (st
 			}
 			if t.due(read()) {
 				trim()
-				t.due(read()) // the next interval counts from here
+				t.last = read() // the next interval counts from here
 			}
 		}
 	}()

@@ -51,8 +51,9 @@ func metricValue(t *testing.T, admin, name string) float64 {
 }
 
 // After a burst of 256 connections, ferry gives the heap memory it no
-// longer uses back to the system once it is idle (trimWhenIdle), within
-// two intervals, instead of keeping it mapped until the runtime gets
+// longer uses back to the system once it has been idle for
+// trimQuietIntervals (trimWhenIdle), instead of keeping it mapped until
+// the runtime gets
 // round to it (minutes, or never while its collection target allows it):
 // the free heap still mapped falls under trimMinFree, and the process's
 // resident memory to within 8 MiB of what it was before the burst (the
@@ -107,11 +108,11 @@ func TestIdleMemoryReturnsAfterBurst(t *testing.T) {
 	if peak-base < 8*mib {
 		t.Fatalf("the burst grew ferry's memory by only %.1f MiB (%.1f -> %.1f): too little to show a return", float64(peak-base)/mib, float64(base)/mib, float64(peak)/mib)
 	}
-	deadline := time.Now().Add(2*trimInterval + 20*time.Second)
+	deadline := time.Now().Add((trimQuietIntervals+1)*trimInterval + 20*time.Second)
 	rss := peak
 	for rss > base+8*mib { // looking allocates nothing in ferry
 		if time.Now().After(deadline) {
-			t.Fatalf("RSS %.1f MiB before the burst, %.1f after it, still %.1f after %s idle", float64(base)/mib, float64(peak)/mib, float64(rss)/mib, 2*trimInterval+20*time.Second)
+			t.Fatalf("RSS %.1f MiB before the burst, %.1f after it, still %.1f after %s idle", float64(base)/mib, float64(peak)/mib, float64(rss)/mib, (trimQuietIntervals+1)*trimInterval+20*time.Second)
 		}
 		time.Sleep(200 * time.Millisecond)
 		rss = procRSS(t, pid)

@@ -9,23 +9,34 @@ import (
 
 func TestIdleTrimmerDue(t *testing.T) {
 	const mib = 1 << 20
+	if trimQuietIntervals != 2 {
+		t.Fatalf("the steps below assume two quiet intervals, not %d", trimQuietIntervals)
+	}
 	var it idleTrimmer
+	a := uint64(100 * mib) // allocated so far
 	steps := []struct {
-		name string
-		r    heapReading
-		want bool
+		name        string
+		alloc       uint64 // in the interval
+		free, since uint64
+		want        bool
 	}{
-		{"first reading: no interval yet", heapReading{allocs: 100 * mib, free: 30 * mib}, false},
-		{"busy interval, much free", heapReading{allocs: 200 * mib, free: 30 * mib}, false},
-		{"idle interval, much free", heapReading{allocs: 200*mib + 1000, free: 30 * mib}, true},
-		{"idle, little free (just trimmed)", heapReading{allocs: 200*mib + 2000, free: 1 * mib}, false},
-		{"idle, still little free", heapReading{allocs: 200*mib + 3000, free: 1 * mib}, false},
-		{"a trickle under the idle bound, much free", heapReading{allocs: 200*mib + 3000 + trimIdleAlloc - 1, free: trimMinFree}, true},
-		{"just over the idle bound", heapReading{allocs: 200*mib + 3000 + 2*trimIdleAlloc, free: 20 * mib}, false},
-		{"idle, just under the free bound", heapReading{allocs: 200*mib + 3000 + 2*trimIdleAlloc, free: trimMinFree - 1}, false},
+		{"first reading: no interval yet", 0, 30 * mib, 0, false},
+		{"busy, much free", 100 * mib, 30 * mib, 0, false},
+		{"one quiet interval, much free", 1000, 30 * mib, 0, false},
+		{"two quiet intervals, much free", 1000, 30 * mib, 0, true},
+		{"quiet on, little free (just trimmed)", 1000, 1 * mib, 0, false},
+		{"quiet on, still little", 1000, 1 * mib, 0, false},
+		{"busy again", 50 * mib, 20 * mib, 0, false},
+		{"quiet: a trickle under the bound", trimIdleAlloc - 1, 20 * mib, 0, false},
+		{"quiet again, free and uncollected add up to the bound", trimIdleAlloc - 1, trimMinFree / 2, trimMinFree / 2, true},
+		{"just over the idle bound: busy", trimIdleAlloc, 20 * mib, 0, false},
+		{"quiet", 0, 20 * mib, 0, false},
+		{"quiet, just under the bound", 0, trimMinFree - 1 - mib, mib, false},
+		{"quiet, uncollected alone over the bound", 0, 0, trimMinFree, true},
 	}
 	for _, s := range steps {
-		if got := it.due(s.r); got != s.want {
+		a += s.alloc
+		if got := it.due(heapReading{allocs: a, free: s.free, since: s.since}); got != s.want {
 			t.Errorf("%s: due %v, want %v", s.name, got, s.want)
 		}
 	}
