@@ -17,7 +17,7 @@ import (
 type attrEncoder struct {
 	b []byte
 	// host:port strings split, and their parts, one per slot chosen by
-	// the string's last bytes (hostPortSlot): a proxy sees the same few
+	// a hash of the string (hostPortSlot): a proxy sees the same few
 	// Host headers and endpoints again and again, and the addresses of
 	// the callers on its open connections, which differ in their ports.
 	memo [64]hostPortMemo
@@ -126,7 +126,7 @@ func (w *attrEncoder) str(k attribute.Key, v string) {
 		// made once.
 		kvLen := 6 + len(k) + len(v)
 		n := len(w.b)
-		w.b = w.room(2 + kvLen)[:n+2+kvLen]
+		w.b = slices.Grow(w.b, 2+kvLen)[:n+2+kvLen]
 		b := w.b[n:]
 		_ = b[3]
 		b[0], b[1], b[2], b[3] = fSpanAttributes<<3|byte(protowire.BytesType), byte(kvLen), fKVKey<<3|byte(protowire.BytesType), byte(len(k))
@@ -137,14 +137,6 @@ func (w *attrEncoder) str(k attribute.Key, v string) {
 		return
 	}
 	w.b = appendStringKV(w.b, fSpanAttributes, string(k), v, "", "", "", "")
-}
-
-// room is w.b with room for n more bytes: grown only when it has not.
-func (w *attrEncoder) room(n int) []byte {
-	if cap(w.b)-len(w.b) < n {
-		return slices.Grow(w.b, n)
-	}
-	return w.b
 }
 
 func (w *attrEncoder) url(k attribute.Key, p [5]string) {
