@@ -1350,7 +1350,17 @@ func parseHead(head []byte, ctx context.Context, dst *laneHead) *http.Request {
 		}
 		u = pu
 	}
-	r := http.Request{Method: m, URL: u, Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1, RequestURI: uri}
+	// The request is made in place from a blank one whose context is
+	// already ctx: http.Request keeps its context unexported, and setting
+	// it with WithContext copies the whole request twice more (into a new
+	// one, then into dst). A laneHead's context is its own laneContext
+	// throughout, so the blank is made once per laneHead.
+	if dst.blank.Context() != ctx {
+		dst.blank = *(&http.Request{}).WithContext(ctx)
+	}
+	dst.req = dst.blank
+	r := &dst.req
+	r.Method, r.URL, r.Proto, r.ProtoMajor, r.ProtoMinor, r.RequestURI = m, u, "HTTP/1.1", 1, 1, uri
 	hosts, lengths := 0, 0
 	pragma := false
 	le := &dst.ctx.le
@@ -1404,8 +1414,7 @@ func parseHead(head []byte, ctx context.Context, dst *laneHead) *http.Request {
 			}
 		}
 	}
-	dst.req = *r.WithContext(ctx) // the only copy on the heap
-	return &dst.req
+	return r
 }
 
 // cutLine cuts text after its first line, which must end in CRLF: a
@@ -1447,6 +1456,9 @@ type laneHead struct {
 	// hdr is the header map of the request served last, which the next
 	// one empties and fills (see parseFields).
 	hdr http.Header
+	// blank is an empty request with the laneHead's context, which each
+	// request served in it starts from (see parseHead).
+	blank http.Request
 	// ctx is zeroed by hand (see laneRequest): contexts derived from the
 	// last exchange's may still read it when they are cancelled late.
 	ctx laneContext

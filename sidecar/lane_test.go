@@ -984,3 +984,31 @@ func TestFramingScanFaultyFraming(t *testing.T) {
 		}
 	}
 }
+
+// A request parsed into a laneHead that served one before allocates
+// nothing but the string of its head: the request, its URL and its header
+// are the laneHead's, and its context was set once, in the blank request
+// each one starts from.
+func TestParseHeadInPlace(t *testing.T) {
+	head := []byte("GET /a/b?q=1 HTTP/1.1\r\nHost: svc\r\nUser-Agent: t\r\nAccept: */*\r\n\r\n")
+	ctx := context.WithValue(context.Background(), laneCancelKey{}, 1)
+	lh := new(laneHead)
+	r := parseHead(head, ctx, lh)
+	if r == nil {
+		t.Fatal("head refused")
+	}
+	lh.hdr = r.Header
+	allocs := testing.AllocsPerRun(200, func() {
+		lh.laneParts = laneParts{}
+		r = parseHead(head, ctx, lh)
+	})
+	if r == nil || r != &lh.req {
+		t.Fatalf("parsed into %p, want the laneHead's request %p", r, &lh.req)
+	}
+	if r.Context() != ctx || r.Method != "GET" || r.URL.Path != "/a/b" || r.URL.RawQuery != "q=1" || r.Host != "svc" || r.RequestURI != "/a/b?q=1" || r.ProtoMinor != 1 || r.Header.Get("Accept") != "*/*" {
+		t.Fatalf("request %+v with context %v", r, r.Context())
+	}
+	if allocs > 1 {
+		t.Fatalf("%.1f allocations per request parsed in place, want 1 (the head's string)", allocs)
+	}
+}
