@@ -1642,13 +1642,8 @@ func scanFields(rest string, field func(key, v string) bool) bool {
 		}
 		l := rest[:nl-1]
 		rest = rest[nl+1:]
-		colon := 0
-		for ; colon < len(l) && l[colon] != ':'; colon++ {
-			if !tokenChars[l[colon]] {
-				return false
-			}
-		}
-		if colon == 0 || colon == len(l) {
+		colon, canonical := scanName(l)
+		if colon == 0 || colon == len(l) || l[colon] != ':' {
 			return false
 		}
 		v := l[colon+1:]
@@ -1665,7 +1660,11 @@ func scanFields(rest string, field func(key, v string) bool) bool {
 				}
 			}
 		}
-		if !field(canonicalKey(l[:colon]), v) {
+		name := l[:colon]
+		if !canonical {
+			name = canonicalForm(name)
+		}
+		if !field(name, v) {
 			return false
 		}
 	}
@@ -1687,6 +1686,56 @@ var tokenChars = func() (t [256]bool) {
 }()
 
 func isTokenChar(c byte) bool { return tokenChars[c] }
+
+// nameChars classifies the bytes of a field name for scanName: 0 for a
+// byte that is no token character; else nameToken, with nameLower or
+// nameUpper for a letter, and in the high four bits the case that would be
+// out of canonical form in the next byte (lower case after '-', upper case
+// after anything else).
+var nameChars = func() (t [256]uint8) {
+	for c := range t {
+		if !tokenChars[c] {
+			continue
+		}
+		k := uint8(nameToken)
+		switch {
+		case 'a' <= c && c <= 'z':
+			k |= nameLower
+		case 'A' <= c && c <= 'Z':
+			k |= nameUpper
+		}
+		if c == '-' {
+			k |= nameLower << 4
+		} else {
+			k |= nameUpper << 4
+		}
+		t[c] = k
+	}
+	return t
+}()
+
+const (
+	nameToken = 1 << iota
+	nameLower
+	nameUpper
+)
+
+// scanName returns how many token characters s starts with, and whether
+// they are in the form textproto.CanonicalMIMEHeaderKey gives a name
+// (upper case first and after each '-', lower case elsewhere): both in one
+// pass, with a table lookup per byte.
+func scanName(s string) (end int, canonical bool) {
+	wrong, bad := uint8(nameLower), uint8(0)
+	for i := 0; i < len(s); i++ {
+		k := nameChars[s[i]]
+		if k == 0 {
+			return i, bad == 0
+		}
+		bad |= k & wrong
+		wrong = k >> 4
+	}
+	return len(s), bad == 0
+}
 
 // plainHost accepts host[:port] of letters, digits, '-', '.', '_', and a
 // bracketed IPv6 literal; net/http judges anything else.
@@ -1719,29 +1768,21 @@ var commonKeys = func() map[string]string {
 	return m
 }()
 
+// canonicalKey is textproto.CanonicalMIMEHeaderKey of a name of token
+// characters.
 func canonicalKey(name string) string {
-	if isCanonical(name) {
+	if end, canonical := scanName(name); end == len(name) && canonical {
 		return name // as textproto returns it, without a lookup
 	}
+	return canonicalForm(name)
+}
+
+// canonicalForm is canonicalKey of a name not in canonical form.
+func canonicalForm(name string) string {
 	if k, ok := commonKeys[name]; ok {
 		return k
 	}
 	return textproto.CanonicalMIMEHeaderKey(name)
-}
-
-// isCanonical reports whether a name of token characters is in the form
-// textproto.CanonicalMIMEHeaderKey gives it: upper case first and after
-// each '-', lower case elsewhere.
-func isCanonical(name string) bool {
-	upper := true
-	for i := 0; i < len(name); i++ {
-		c := name[i]
-		if upper && 'a' <= c && c <= 'z' || !upper && 'A' <= c && c <= 'Z' {
-			return false
-		}
-		upper = c == '-'
-	}
-	return true
 }
 
 // prefixConn is a connection handed to net/http: what the lane already

@@ -1012,3 +1012,40 @@ func TestParseHeadInPlace(t *testing.T) {
 		t.Fatalf("%.1f allocations per request parsed in place, want 1 (the head's string)", allocs)
 	}
 }
+
+// scanName agrees, on every string of up to four bytes over an alphabet of
+// both cases, digits, '-', '_', ':', a space and a byte above ASCII, with
+// its definition checked byte by byte: the token characters it starts
+// with, and whether they are in canonical form.
+func TestScanName(t *testing.T) {
+	const alphabet = "aZ-0_: \x80k"
+	ref := func(s string) (int, bool) {
+		end := 0
+		for end < len(s) && tokenChars[s[end]] {
+			end++
+		}
+		upper := true
+		for i := 0; i < end; i++ {
+			c := s[i]
+			if upper && 'a' <= c && c <= 'z' || !upper && 'A' <= c && c <= 'Z' {
+				return end, false
+			}
+			upper = c == '-'
+		}
+		return end, true
+	}
+	var grow func(prefix string)
+	grow = func(prefix string) {
+		gotEnd, gotCanon := scanName(prefix)
+		if wantEnd, wantCanon := ref(prefix); gotEnd != wantEnd || gotCanon != wantCanon {
+			t.Fatalf("scanName(%q) = %d, %v; want %d, %v", prefix, gotEnd, gotCanon, wantEnd, wantCanon)
+		}
+		if len(prefix) == 4 {
+			return
+		}
+		for i := 0; i < len(alphabet); i++ {
+			grow(prefix + alphabet[i:i+1])
+		}
+	}
+	grow("")
+}
