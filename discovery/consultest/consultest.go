@@ -176,12 +176,27 @@ func (a *Agent) Restart() {
 // ports still accept connections and requests already sent wait, unanswered,
 // as with an agent that hangs. Resume continues it; Stop resumes it first.
 // Windows has no SIGSTOP: there, the test is skipped, saying so.
-func (a *Agent) Pause() { a.signal(sigStop) }
+//
+// Pause returns once the agent is stopped, not merely signalled: kill(2)
+// returns as soon as SIGSTOP is queued, and the agent's threads stop as the
+// kernel next schedules each of them. On a loaded 2-core machine that took
+// up to 30 ms, in which the agent still answered requests: a test that
+// started ferry right after Pause saw its first query answered.
+func (a *Agent) Pause() {
+	a.t.Helper()
+	pid, exited := a.signal(sigStop)
+	a.awaitStopped(pid, exited)
+}
 
 // Resume continues an agent Pause stopped (SIGCONT).
-func (a *Agent) Resume() { a.signal(sigCont) }
+func (a *Agent) Resume() {
+	a.t.Helper()
+	a.signal(sigCont)
+}
 
-func (a *Agent) signal(sig syscall.Signal) {
+// signal sends sig to the agent and returns its process ID and a channel
+// closed when it exits.
+func (a *Agent) signal(sig syscall.Signal) (pid int, exited <-chan struct{}) {
 	a.t.Helper()
 	if err := canSignal(sig); err != nil {
 		a.t.Skipf("consultest: %v", err)
@@ -193,6 +208,34 @@ func (a *Agent) signal(sig syscall.Signal) {
 	}
 	if err := a.cmd.Process.Signal(sig); err != nil {
 		a.t.Fatalf("consultest: %v: %v", sig, err)
+	}
+	return a.cmd.Process.Pid, a.done
+}
+
+// stopTimeout bounds how long Pause waits for the agent's threads to stop.
+const stopTimeout = 10 * time.Second
+
+// awaitStopped polls until process pid, just sent SIGSTOP, is stopped.
+func (a *Agent) awaitStopped(pid int, exited <-chan struct{}) {
+	a.t.Helper()
+	deadline := time.Now().Add(stopTimeout)
+	for {
+		select {
+		case <-exited:
+			a.t.Fatalf("consultest: pause: the agent exited\nagent output:\n%s", a.log.String())
+		default:
+		}
+		stopped, err := isStopped(pid)
+		if err != nil {
+			a.t.Fatalf("consultest: pause: %v\nagent output:\n%s", err, a.log.String())
+		}
+		if stopped {
+			return
+		}
+		if time.Now().After(deadline) {
+			a.t.Fatalf("consultest: pause: agent (pid %d) not stopped %v after SIGSTOP", pid, stopTimeout)
+		}
+		time.Sleep(time.Millisecond)
 	}
 }
 

@@ -19,6 +19,9 @@ func canSignal(sig syscall.Signal) error {
 	return fmt.Errorf("Pause and Resume need %s, which Windows does not have", name)
 }
 
+// isStopped is never called on Windows: Pause skips the test first.
+func isStopped(int) (bool, error) { return false, canSignal(sigStop) }
+
 // terminate kills the agent: os.Process.Signal on Windows can only kill,
 // so there is no SIGTERM to ask it to exit cleanly first. An agent cannot
 // be paused here, so there is none to resume.
