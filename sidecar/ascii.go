@@ -15,6 +15,12 @@ const (
 // that.
 func printableASCII(s string) bool {
 	n := len(s)
+	if n >= 4 && n < 8 {
+		// The first four and the last four, which may overlap, as one
+		// word: a Content-Length's value, say, without a loop.
+		return printableBits(uint64(s[0])|uint64(s[1])<<8|uint64(s[2])<<16|uint64(s[3])<<24|
+			uint64(s[n-4])<<32|uint64(s[n-3])<<40|uint64(s[n-2])<<48|uint64(s[n-1])<<56)
+	}
 	if n < 8 {
 		for i := 0; i < n; i++ {
 			if c := s[i]; c < 0x20 || c >= 0x7f {
@@ -34,8 +40,12 @@ func printableASCII(s string) bool {
 // printableWord is printableASCII of eight bytes, as one word.
 func printableWord(s string) bool {
 	_ = s[7]
-	w := uint64(s[0]) | uint64(s[1])<<8 | uint64(s[2])<<16 | uint64(s[3])<<24 |
-		uint64(s[4])<<32 | uint64(s[5])<<40 | uint64(s[6])<<48 | uint64(s[7])<<56
+	return printableBits(uint64(s[0]) | uint64(s[1])<<8 | uint64(s[2])<<16 | uint64(s[3])<<24 |
+		uint64(s[4])<<32 | uint64(s[5])<<40 | uint64(s[6])<<48 | uint64(s[7])<<56)
+}
+
+// printableBits is printableWord of the eight bytes in w.
+func printableBits(w uint64) bool {
 	// A byte below 0x20 borrows in w-0x20 and has its top bit clear in
 	// w; a byte of 0x7f carries into its top bit in w+1; a byte of 0x80
 	// or more has it set in w. A borrow or carry reaching the next byte
