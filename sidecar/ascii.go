@@ -18,8 +18,8 @@ func printableASCII(s string) bool {
 	if n >= 4 && n < 8 {
 		// The first four and the last four, which may overlap, as one
 		// word: a Content-Length's value, say, without a loop.
-		return printableBits(uint64(s[0])|uint64(s[1])<<8|uint64(s[2])<<16|uint64(s[3])<<24|
-			uint64(s[n-4])<<32|uint64(s[n-3])<<40|uint64(s[n-2])<<48|uint64(s[n-1])<<56)
+		return printableBits(uint64(s[0]) | uint64(s[1])<<8 | uint64(s[2])<<16 | uint64(s[3])<<24 |
+			uint64(s[n-4])<<32 | uint64(s[n-3])<<40 | uint64(s[n-2])<<48 | uint64(s[n-1])<<56)
 	}
 	if n < 8 {
 		for i := 0; i < n; i++ {

@@ -146,7 +146,21 @@ func setForwarded(out http.Header, r *http.Request, buf *[3]string, caller *call
 	if buf == nil {
 		buf = new([3]string)
 	}
-	vals := buf[:]
+	forwardedValues(out, r, buf, caller, prior).put(out)
+}
+
+// forwarded is what setForwarded sets: the values in vals (For, Proto,
+// Host), forOK and hostOK when X-Forwarded-For and X-Forwarded-Host are
+// set (a caller's address and a Host are known). vals nil: nothing.
+type forwarded struct {
+	vals          *[3]string
+	forOK, hostOK bool
+}
+
+// forwardedValues works out in buf what setForwarded sets in out; out is
+// only read (its X-Forwarded-For when prior is nil), and may be nil.
+func forwardedValues(out http.Header, r *http.Request, buf *[3]string, caller *callerAddr, prior *[]string) forwarded {
+	f := forwarded{vals: buf}
 	if caller == nil {
 		c := callerOf(r.RemoteAddr)
 		caller = &c
@@ -162,18 +176,53 @@ func setForwarded(out http.Header, r *http.Request, buf *[3]string, caller *call
 		if len(p) > 0 {
 			ip = strings.Join(p, ", ") + ", " + ip
 		}
-		vals[0] = ip
-		out["X-Forwarded-For"] = vals[0:1:1]
+		buf[0], f.forOK = ip, true
 	}
-	vals[1] = "http"
+	buf[1] = "http"
 	if r.TLS != nil {
-		vals[1] = "https"
+		buf[1] = "https"
 	}
-	out["X-Forwarded-Proto"] = vals[1:2:2]
 	if r.Host != "" {
-		vals[2] = r.Host
-		out["X-Forwarded-Host"] = vals[2:3:3]
+		buf[2], f.hostOK = r.Host, true
 	}
+	return f
+}
+
+// put sets the fields in h, their values shared with f.vals.
+func (f forwarded) put(h http.Header) {
+	if f.vals == nil {
+		return
+	}
+	if f.forOK {
+		h["X-Forwarded-For"] = f.vals[0:1:1]
+	}
+	h["X-Forwarded-Proto"] = f.vals[1:2:2]
+	if f.hostOK {
+		h["X-Forwarded-Host"] = f.vals[2:3:3]
+	}
+}
+
+// appendTo appends the fields to an HTTP/1.1 head being written, their
+// values as they are: only a lane request's go out this way (see
+// outgoing), whose values need no trimming or sanitising: an address
+// from the caller's socket, the protocol, and a Host the lane took only
+// of letters, digits and "-._:[]" (plainHost).
+func (f forwarded) appendTo(b []byte) []byte {
+	if f.vals == nil {
+		return b
+	}
+	if f.forOK {
+		b = append(b, "X-Forwarded-For: "...)
+		b = append(b, f.vals[0]...)
+		b = append(b, "\r\n"...)
+	}
+	b = append(b, "X-Forwarded-Proto: "...)
+	b = append(b, f.vals[1]...)
+	if f.hostOK {
+		b = append(b, "\r\nX-Forwarded-Host: "...)
+		b = append(b, f.vals[2]...)
+	}
+	return append(b, "\r\n"...)
 }
 
 // callerAddr is a caller's address for X-Forwarded-For: the host of its

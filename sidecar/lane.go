@@ -1100,6 +1100,9 @@ type laneExchange struct {
 	// for none; with hopFields it always looks (a field Connection names
 	// goes with it).
 	userAgent, forwarded bool
+	// forwardedOther: the header as parsed holds an X-Forwarded-Proto or
+	// X-Forwarded-Host field, which the proxy replaces (see outgoing).
+	forwardedOther bool
 	// first is the first attempt's upstream request (see outgoing), fwd
 	// its X-Forwarded-* values (see setForwarded).
 	first outRequest
@@ -1391,6 +1394,8 @@ func parseHead(head []byte, ctx context.Context, dst *laneHead) *http.Request {
 			le.userAgent = true
 		case "X-Forwarded-For":
 			le.forwarded = true
+		case "X-Forwarded-Proto", "X-Forwarded-Host":
+			le.forwardedOther = true
 		case "Pragma":
 			pragma = true
 		}

@@ -1170,6 +1170,18 @@ func (p *Proxy) outgoing(ctx context.Context, w http.ResponseWriter, r *http.Req
 			out.Header["Connection"] = []string{"TE"}
 		}
 	}
+	if le != nil && o == &le.first && own && !le.forwarded && !le.forwardedOther {
+		// ferry's HTTP/1.1 client writes the X-Forwarded-* fields into
+		// the head from these values (writeHead), where setting them in
+		// the header (three map assignments, each iterated again as the
+		// head is written) was a twentieth of a small request's
+		// instructions. The caller sent none that they would replace.
+		// Should the client hand the request to net/http's Transport
+		// instead, it puts them in the header then, and keeps Go's
+		// default User-Agent out (see fastH1.RoundTrip).
+		o.fwd = forwardedValues(nil, r, &le.fwd, le.caller, &le.forwardedFor)
+		return out
+	}
 	if le == nil || !le.userAgent || le.hopFields {
 		if _, ok := out.Header["User-Agent"]; !ok {
 			out.Header["User-Agent"] = nil // do not add Go's default
@@ -1196,6 +1208,10 @@ type outRequest struct {
 	// bare: req's header has no Upgrade or Expect field (set for a lane
 	// request's first attempt, see outgoing).
 	bare bool
+	// fwd: the X-Forwarded-* fields that are not in req's header, but
+	// go out with it (a lane request's first attempt to an HTTP/1.1
+	// upstream, see outgoing); its zero value, none.
+	fwd forwarded
 }
 
 // informKey carries, in the context of an upstream request, the caller's

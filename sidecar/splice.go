@@ -232,9 +232,21 @@ func (f *fastH1) RoundTrip(out *http.Request) (*http.Response, error) {
 	ctx := out.Context()
 	le, _ := ctx.Value(laneCancelKey{}).(*laneExchange)
 	upload, splicing := splicedUpload(out)
+	var fwd forwarded // see outRequest.fwd
+	if le != nil && out == &le.first.req {
+		fwd = le.first.fwd
+	}
 	if !splicing && !eligible(out, le) {
 		// net/http's Transport, whose connections put response heads
 		// right (headFixConn) when roundTripInformed hands them over.
+		// It writes the header as it is: what writeHead would have
+		// added goes in, and Go's default User-Agent is kept out.
+		if fwd.vals != nil {
+			fwd.put(out.Header)
+			if _, ok := out.Header["User-Agent"]; !ok {
+				out.Header["User-Agent"] = nil
+			}
+		}
 		w, _ := informer(ctx)
 		return roundTripInformed(f.fallback, out, w)
 	}
@@ -260,9 +272,9 @@ func (f *fastH1) RoundTrip(out *http.Request) (*http.Response, error) {
 		var fresh bool
 		var sent <-chan error
 		if splicing {
-			res, fresh, sent, err = f.exchangeUpload(c, out, upload)
+			res, fresh, sent, err = f.exchangeUpload(c, out, fwd, upload)
 		} else {
-			res, fresh, err = f.exchange(c, out, reused, now)
+			res, fresh, err = f.exchange(c, out, fwd, reused, now)
 		}
 		now = 0 // the exchange waited
 		if err == nil {
@@ -301,8 +313,8 @@ func (f *fastH1) RoundTrip(out *http.Request) (*http.Response, error) {
 // socket to socket on its own goroutine while reading the response, so an
 // upstream that answers before the body ends (an early 413, a streaming
 // echo) is heard. sent delivers the body move's result.
-func (f *fastH1) exchangeUpload(c *h1Conn, out *http.Request, body *requestBody) (res *http.Response, fresh bool, sent <-chan error, err error) {
-	if err := writeHead(c.bw, out); err != nil {
+func (f *fastH1) exchangeUpload(c *h1Conn, out *http.Request, fwd forwarded, body *requestBody) (res *http.Response, fresh bool, sent <-chan error, err error) {
+	if err := writeHead(c.bw, out, fwd); err != nil {
 		return nil, false, nil, err
 	}
 	if err := c.bw.Flush(); err != nil {
@@ -429,7 +441,10 @@ func withoutZone(hostport string) string {
 // the map's: HTTP gives it no meaning across different field names. The
 // head is built in the writer's free space and written with one call (a
 // head larger than that space is built in an allocation of its own).
-func writeHead(bw *bufio.Writer, out *http.Request) error {
+//
+// fwd holds the X-Forwarded-* fields when they are not in out's header (a
+// lane request's first attempt, see outgoing); its zero value, none.
+func writeHead(bw *bufio.Writer, out *http.Request, fwd forwarded) error {
 	host := out.Host
 	if host == "" {
 		host = withoutZone(out.URL.Host)
@@ -456,18 +471,25 @@ func writeHead(bw *bufio.Writer, out *http.Request) error {
 			continue
 		}
 		for _, v := range vv {
-			b = append(b, k...)
-			b = append(b, ": "...)
-			if !printableASCII(v) && hasCRorLF(v) {
-				v = headerValueReplacer.Replace(v)
-			}
-			b = append(b, textproto.TrimString(v)...)
-			b = append(b, "\r\n"...)
+			b = appendField(b, k, v)
 		}
 	}
+	b = fwd.appendTo(b)
 	b = append(b, "\r\n"...)
 	_, err := bw.Write(b)
 	return err
+}
+
+// appendField appends the field line "k: v" CRLF, the value trimmed and
+// any CR or LF in it made a space (as net/http's Header.Write does).
+func appendField(b []byte, k, v string) []byte {
+	b = append(b, k...)
+	b = append(b, ": "...)
+	if !printableASCII(v) && hasCRorLF(v) {
+		v = headerValueReplacer.Replace(v)
+	}
+	b = append(b, textproto.TrimString(v)...)
+	return append(b, "\r\n"...)
 }
 
 // appendRequestURI appends u's target in origin form, as u.RequestURI()
@@ -529,8 +551,8 @@ func replayable(method string) bool {
 // arrived by the time they look.
 //
 // now is a monoNow() reading taken a moment ago, or 0 (see monoOr).
-func (f *fastH1) exchange(c *h1Conn, out *http.Request, reused bool, now int64) (*http.Response, bool, error) {
-	if err := writeHead(c.bw, out); err != nil {
+func (f *fastH1) exchange(c *h1Conn, out *http.Request, fwd forwarded, reused bool, now int64) (*http.Response, bool, error) {
+	if err := writeHead(c.bw, out, fwd); err != nil {
 		return nil, false, err
 	}
 	// The head goes out with the first read of the response (see

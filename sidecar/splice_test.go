@@ -643,7 +643,7 @@ func FuzzWriteHead(f *testing.F) {
 			URL: &url.URL{Scheme: "http", Host: "up:80", Path: r.URL.Path, RawPath: r.URL.RawPath, RawQuery: r.URL.RawQuery, ForceQuery: r.URL.ForceQuery}}
 		var b bytes.Buffer
 		bw := bufio.NewWriter(&b)
-		if err := writeHead(bw, out); err != nil {
+		if err := writeHead(bw, out, forwarded{}); err != nil {
 			t.Fatal(err)
 		}
 		bw.Flush()
@@ -692,7 +692,7 @@ func TestWriteHeadBeyondTheBuffer(t *testing.T) {
 			bw.WriteString(before)
 			out := &http.Request{Method: "POST", Host: "h", ContentLength: 3, Header: http.Header{"X-Long": {long}},
 				URL: &url.URL{Scheme: "http", Host: "up:80", Path: "/p", RawQuery: "q=1"}}
-			if err := writeHead(bw, out); err != nil {
+			if err := writeHead(bw, out, forwarded{}); err != nil {
 				t.Fatal(err)
 			}
 			bw.Flush()
