@@ -1647,8 +1647,11 @@ func scanFields(rest string, field func(key, v string) bool) bool {
 		}
 		l := rest[:nl-1]
 		rest = rest[nl+1:]
-		colon, canonical := scanName(l)
-		if colon == 0 || colon == len(l) || l[colon] != ':' {
+		var colon int
+		var canonical bool
+		if c := strings.IndexByte(l, ':'); c > 0 && commonName(l[:c]) {
+			colon, canonical = c, true
+		} else if colon, canonical = scanName(l); colon == 0 || colon == len(l) || l[colon] != ':' {
 			return false
 		}
 		v := l[colon+1:]
@@ -1724,6 +1727,20 @@ const (
 	nameLower
 	nameUpper
 )
+
+// commonName reports whether name is one of the field names most requests
+// and responses carry, in canonical form: one string comparison, where
+// scanName looks at each byte (TestCommonNames keeps the list canonical).
+func commonName(name string) bool {
+	switch name {
+	case "Host", "User-Agent", "Accept", "Accept-Encoding", "Accept-Language", "Authorization", "Cache-Control",
+		"Connection", "Content-Encoding", "Content-Length", "Content-Type", "Cookie", "Date", "Etag", "Expires",
+		"Last-Modified", "Location", "Origin", "Referer", "Server", "Set-Cookie", "Traceparent", "Tracestate",
+		"Vary", "X-Forwarded-For", "X-Request-Id":
+		return true
+	}
+	return false
+}
 
 // scanName returns how many token characters s starts with, and whether
 // they are in the form textproto.CanonicalMIMEHeaderKey gives a name

@@ -1049,3 +1049,34 @@ func TestScanName(t *testing.T) {
 	}
 	grow("")
 }
+
+// Every name commonName takes for canonical is made of token characters
+// and is what textproto makes of it, in whatever case it came: scanFields
+// skips scanName for these.
+func TestCommonNames(t *testing.T) {
+	names := []string{"Host", "User-Agent", "Accept", "Accept-Encoding", "Accept-Language", "Authorization", "Cache-Control",
+		"Connection", "Content-Encoding", "Content-Length", "Content-Type", "Cookie", "Date", "Etag", "Expires",
+		"Last-Modified", "Location", "Origin", "Referer", "Server", "Set-Cookie", "Traceparent", "Tracestate",
+		"Vary", "X-Forwarded-For", "X-Request-Id"}
+	for _, n := range names {
+		if !commonName(n) {
+			t.Errorf("commonName(%q) false", n)
+		}
+		if end, canonical := scanName(n); end != len(n) || !canonical || textproto.CanonicalMIMEHeaderKey(n) != n {
+			t.Errorf("%q is not a canonical name of token characters", n)
+		}
+		for _, other := range []string{strings.ToLower(n), strings.ToUpper(n), n + " ", n[:len(n)-1]} {
+			if commonName(other) {
+				t.Errorf("commonName(%q) true", other)
+			}
+		}
+	}
+	h := parseFields("content-length: 1\r\nContent-Length : 2\r\nETag: x\r\n\r\n", nil, nil, func(string, string) (bool, bool) { return true, true })
+	if h != nil {
+		t.Fatalf("a space before the colon parsed: %v", h)
+	}
+	h = parseFields("content-length: 1\r\nETag: x\r\nDate: d\r\n\r\n", nil, nil, func(string, string) (bool, bool) { return true, true })
+	if len(h) != 3 || h["Content-Length"][0] != "1" || h["Etag"][0] != "x" || h["Date"][0] != "d" {
+		t.Fatalf("fields %v", h)
+	}
+}
