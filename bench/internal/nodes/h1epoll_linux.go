@@ -31,16 +31,21 @@ import (
 // piles connections opened together onto one loop when the other is busy,
 // and a loop woken for a connection may find another took it.
 func ServeH1Epoll(listen, upstream string) error {
-	s, err := startH1Epoll(listen, upstream, h1EpollOptions{})
+	return ServeH1EpollWith(listen, upstream, H1EpollOptions{})
+}
+
+// ServeH1EpollWith is ServeH1Epoll with other than the default options.
+func ServeH1EpollWith(listen, upstream string, o H1EpollOptions) error {
+	s, err := startH1Epoll(listen, upstream, o)
 	if err != nil {
 		return err
 	}
 	return s.wait()
 }
 
-// h1EpollOptions are the knobs of startH1Epoll; the zero value is what
-// ServeH1Epoll runs.
-type h1EpollOptions struct {
+// H1EpollOptions are the knobs of ServeH1EpollWith; the zero value is
+// what ServeH1Epoll runs.
+type H1EpollOptions struct {
 	// Loops is the number of epoll loops; 0 means GOMAXPROCS.
 	Loops int
 	// SyscallWait makes a loop's blocking epoll_wait go through
@@ -59,7 +64,7 @@ type h1Epoll struct {
 }
 
 // startH1Epoll opens the listeners and starts the loops.
-func startH1Epoll(listen, upstream string, o h1EpollOptions) (*h1Epoll, error) {
+func startH1Epoll(listen, upstream string, o H1EpollOptions) (*h1Epoll, error) {
 	la, err := net.ResolveTCPAddr("tcp", listen)
 	if err != nil {
 		return nil, fmt.Errorf("h1epoll: listen %s: %w", listen, err)

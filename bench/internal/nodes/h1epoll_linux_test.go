@@ -29,7 +29,7 @@ type epollFixture struct {
 	open   atomic.Int64 // the origin's connections not yet closed
 }
 
-func startEpollFixture(t *testing.T, o h1EpollOptions) *epollFixture {
+func startEpollFixture(t *testing.T, o H1EpollOptions) *epollFixture {
 	t.Helper()
 	prev := runtime.GOMAXPROCS(o.Loops + 2)
 	f := &epollFixture{origin: httptest.NewUnstartedServer(OriginHandler())}
@@ -138,7 +138,7 @@ func body(n int64) []byte {
 // larger-than-its-buffer bodies, byte for byte, on several keep-alive
 // connections at once, with either blocking wait.
 func TestH1EpollRelays(t *testing.T) {
-	for _, o := range []h1EpollOptions{{Loops: 2}, {Loops: 2, SyscallWait: true}} {
+	for _, o := range []H1EpollOptions{{Loops: 2}, {Loops: 2, SyscallWait: true}} {
 		t.Run(fmt.Sprintf("syscallWait=%v", o.SyscallWait), func(t *testing.T) {
 			f := startEpollFixture(t, o)
 			const clients = 6
@@ -186,7 +186,7 @@ func TestH1EpollRelays(t *testing.T) {
 // A head that arrives in pieces, and two requests in one write, are
 // relayed as the messages they are: the second request waits its turn.
 func TestH1EpollSplitAndPipelined(t *testing.T) {
-	f := startEpollFixture(t, h1EpollOptions{Loops: 1})
+	f := startEpollFixture(t, H1EpollOptions{Loops: 1})
 	rc := dialRelay(t, f.relay.addr)
 	defer rc.c.Close()
 	req := "GET /?size=777 HTTP/1.1\r\nHost: origin\r\n\r\n"
@@ -213,7 +213,7 @@ func TestH1EpollSplitAndPipelined(t *testing.T) {
 // connection with it and nothing else: a connection open beside it, and
 // new ones, are served.
 func TestH1EpollCallerGoneMidBody(t *testing.T) {
-	f := startEpollFixture(t, h1EpollOptions{Loops: 1})
+	f := startEpollFixture(t, H1EpollOptions{Loops: 1})
 	other := dialRelay(t, f.relay.addr)
 	defer other.c.Close()
 	if _, err := other.get(10); err != nil {
@@ -262,7 +262,7 @@ func TestH1EpollUpstreamDown(t *testing.T) {
 	ln.Close()
 	prev := runtime.GOMAXPROCS(3)
 	defer runtime.GOMAXPROCS(prev)
-	s, err := startH1Epoll("127.0.0.1:0", down, h1EpollOptions{Loops: 1})
+	s, err := startH1Epoll("127.0.0.1:0", down, H1EpollOptions{Loops: 1})
 	if err != nil {
 		t.Fatal(err)
 	}
