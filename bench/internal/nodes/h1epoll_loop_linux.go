@@ -104,7 +104,10 @@ func (l *epollLoop) run() error {
 // (20 µs to 10 ms), the P goes to another thread and the loop's wake-up
 // has to get one back: that is the price a goroutine per connection pays
 // on every wait through the netpoller, and it is what this floor is built
-// to measure without.
+// to measure without. On a 2-vCPU VM (wrk -t2 -c32, 1 KiB GETs, 9
+// interleaved rounds, medians) the raw wait served 54.7k req/s at 10.5
+// CPU-µs per request and Syscall6 38.3k at 13.5, below the goroutine
+// floor's 41.4k: the raw wait is the default.
 func (l *epollLoop) wait(block bool) (int, syscall.Errno) {
 	var r uintptr
 	var e syscall.Errno
