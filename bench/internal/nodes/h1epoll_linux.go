@@ -26,10 +26,13 @@ import (
 // Each loop has its own listening socket on the same address
 // (SO_REUSEPORT): the kernel spreads connections over the loops by a hash
 // of their addresses whatever each loop is doing, and a loop is woken only
-// for connections it will accept. A single listener shared with
-// EPOLLEXCLUSIVE (what nginx does) wakes whichever loop sleeps, which
-// piles connections opened together onto one loop when the other is busy,
-// and a loop woken for a connection may find another took it.
+// for connections it will accept (wrk's 32 connections put 92 and 81,
+// 104 and 81, 67 and 69 ticks of CPU on the two loops in three runs). A
+// single listener shared with EPOLLEXCLUSIVE (what nginx does) wakes
+// whichever loop sleeps, so connections opened while one loop is busy can
+// all go to the other, and a loop woken for a connection may find another
+// took it. The price of the hash: a connection stays on its loop, busy or
+// not, for as long as it lives.
 func ServeH1Epoll(listen, upstream string) error {
 	return ServeH1EpollWith(listen, upstream, H1EpollOptions{})
 }
