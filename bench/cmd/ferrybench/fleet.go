@@ -16,6 +16,7 @@ const (
 	pStd     = "stdlib"
 	pL4      = "l4-splice"
 	pFloor   = "go-h1-floor"
+	pEpoll   = "go-epoll-floor"
 	pNginx   = "nginx"
 	pHAProxy = "haproxy"
 	pTraced  = "ferry+tracing"
@@ -35,7 +36,7 @@ const (
 
 var allPhases = []string{phSeq, phBulk, phConc, phSmall, phLatency, phTracing}
 
-var allProxies = []string{pFerry, pStd, pL4, pFloor, pNginx, pHAProxy}
+var allProxies = []string{pFerry, pStd, pL4, pFloor, pEpoll, pNginx, pHAProxy}
 
 // fleet is every process of one run.
 type fleet struct {
@@ -64,7 +65,7 @@ func startFleet(ctx context.Context, cfg *config, dir string) (*fleet, error) {
 	if err != nil {
 		return nil, fmt.Errorf("find own binary: %w", err)
 	}
-	ports, err := freePorts(12)
+	ports, err := freePorts(14)
 	if err != nil {
 		return nil, err
 	}
@@ -128,6 +129,8 @@ func startFleet(ctx context.Context, cfg *config, dir string) (*fleet, error) {
 			p, err = startProc(ctx, name, addr, filepath.Join(dir, "l4.log"), []string{cfg.nodeBin, "l4relay", "-listen", addr, "-upstream", originAddr}, nil)
 		case pFloor:
 			p, err = startProc(ctx, name, addr, filepath.Join(dir, "h1floor.log"), []string{cfg.nodeBin, "h1floor", "-listen", addr, "-upstream", originAddr}, nil)
+		case pEpoll:
+			p, err = startProc(ctx, name, addr, filepath.Join(dir, "h1epoll.log"), []string{cfg.nodeBin, "h1epoll", "-listen", addr, "-upstream", originAddr}, nil)
 		case pNginx:
 			var argv []string
 			argv, err = nginxSetup(cfg.nginxBin, dir, addr, originAddr)

@@ -1,6 +1,7 @@
 // Package nodes holds the processes the benchmark puts around the proxies
-// under test: the origin, the stdlib reverse-proxy baseline and the L4
-// splice relay. They live apart from the harness so their binary carries
+// under test: the origin, the stdlib reverse-proxy baseline, the L4
+// splice relay and the two HTTP/1.1 floors (a goroutine per connection,
+// and epoll loops). They live apart from the harness so their binary carries
 // nothing else (no OpenTelemetry, no plotting) into their memory figures.
 package nodes
 
