@@ -740,7 +740,7 @@ func (l *lane) serveConn(c net.Conn) {
 			lc.setReadDeadline(time.Time{})
 		}
 		if lh == nil {
-			if !first && bytes.HasPrefix(head, []byte("PRI * HTTP/2.0\r\n")) {
+			if !first && bytes.HasPrefix(head, []byte("PRI * HTTP/2.0\r\n")) && !bareLF(head) {
 				// net/http would take the preface for the start of an
 				// HTTP/2 connection: after a request it is not one.
 				w := &connWriter{conn: c, tc: lc.tc, bw: bw, h: http.Header{}}
@@ -836,11 +836,11 @@ func (l *lane) readHead(br *bufio.Reader, beforeWait func()) ([]byte, headVerdic
 			if i+4 > limit {
 				return nil, headOther
 			}
-			head := buf[:i+4]
-			if bareLF(head) {
-				return nil, headOther
-			}
-			return head, headWhole
+			// A bare LF or a lone CR before the end is not looked for
+			// here: parseHead refuses every head with one (a line must
+			// end in CRLF, and a CR is no token, value or target
+			// character), which hands it over as headOther would.
+			return buf[:i+4], headWhole
 		}
 		if len(buf) >= limit || bareLF(buf) {
 			return nil, headOther

@@ -416,10 +416,15 @@ func FuzzLaneHead(f *testing.F) {
 			return
 		}
 		head = head[:i+4]
-		if bareLF(head) {
-			return // the lane hands these over before parsing
-		}
 		mine := parseHead(head, context.Background(), new(laneHead))
+		if bareLF(head) {
+			// readHead leaves these to parseHead, which must refuse
+			// them: the lane hands them over to net/http.
+			if mine != nil {
+				t.Fatalf("the lane accepted %q, which has a bare LF or a lone CR", head)
+			}
+			return
+		}
 		if mine == nil {
 			return
 		}
@@ -1078,5 +1083,41 @@ func TestCommonNames(t *testing.T) {
 	h = parseFields("content-length: 1\r\nETag: x\r\nDate: d\r\n\r\n", nil, nil, func(string, string) (bool, bool) { return true, true })
 	if len(h) != 3 || h["Content-Length"][0] != "1" || h["Etag"][0] != "x" || h["Date"][0] != "d" {
 		t.Fatalf("fields %v", h)
+	}
+}
+
+// parseHead refuses every head with an LF not after a CR or a CR not
+// before an LF ahead of its end (readHead does not look for them): here
+// each of a few heads with a CR or an LF put in at every position, put in
+// place of the byte there, and with the byte there taken out.
+func TestParseHeadRefusesBareLF(t *testing.T) {
+	for _, base := range []string{
+		"GET /a?b=c HTTP/1.1\r\nHost: a:80\r\nUser-Agent: x y\r\n\r\n",
+		"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\nx-y:z\r\n\r\n",
+		"PRI * HTTP/2.0\r\nHost: h\r\n\r\n",
+	} {
+		var heads []string
+		for p := 0; p <= len(base); p++ {
+			for _, c := range []string{"\r", "\n"} {
+				heads = append(heads, base[:p]+c+base[p:])
+				if p < len(base) {
+					heads = append(heads, base[:p]+c+base[p+1:])
+				}
+			}
+			if p < len(base) {
+				heads = append(heads, base[:p]+base[p+1:])
+			}
+		}
+		for _, s := range heads {
+			h := []byte(s)
+			i := bytes.Index(h, []byte("\r\n\r\n"))
+			if i < 0 {
+				continue
+			}
+			head := h[:i+4]
+			if bareLF(head) && parseHead(head, context.Background(), new(laneHead)) != nil {
+				t.Errorf("parseHead accepted %q", head)
+			}
+		}
 	}
 }
