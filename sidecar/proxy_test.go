@@ -160,12 +160,15 @@ func TestBodilessRequestGoesWithoutBody(t *testing.T) {
 			}
 			res.Body.Close()
 			raw := recv(t, got, 5*time.Second, "request at origin")
-			lower := strings.ToLower(raw)
-			if strings.Contains(lower, "transfer-encoding") || strings.HasSuffix(raw, "0\r\n\r\n") {
-				t.Fatalf("bodiless %s went upstream with a body:\n%q", method, raw)
+			// Everything after the head is a body (a chunk terminator,
+			// say) that should not be there. (The head's own last line
+			// may end in "0": a port of the X-Forwarded-Host.)
+			head, rest, whole := strings.Cut(raw, "\r\n\r\n")
+			if !whole {
+				t.Fatalf("no whole head reached the origin:\n%q", raw)
 			}
-			if !strings.HasSuffix(raw, "\r\n\r\n") {
-				t.Fatalf("extra bytes after the headers:\n%q", raw)
+			if strings.Contains(strings.ToLower(head), "transfer-encoding") || rest != "" {
+				t.Fatalf("bodiless %s went upstream with a body:\n%q", method, raw)
 			}
 		})
 	}
