@@ -6,9 +6,11 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"strings"
 	"testing"
 	"unicode/utf8"
 
+	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/protobuf/encoding/protowire"
 )
@@ -123,5 +125,23 @@ func TestHostPortMemo(t *testing.T) {
 	}
 	if len(slots) < 24 {
 		t.Errorf("32 callers' addresses took %d of %d slots", len(slots), len(w.memo))
+	}
+}
+
+// attrEncoder.num writes what the generic encoder writes for an int
+// attribute, for keys of every length it writes in place and values of
+// every varint length, negative ones (ten bytes) included.
+func TestAttrEncoderNumMatchesGeneric(t *testing.T) {
+	var w attrEncoder
+	for _, klen := range []int{1, 7, 50, 0x80 - 17, 0x80 - 16, 200} {
+		k := attribute.Key(strings.Repeat("k", klen))
+		for _, v := range []int64{0, 1, 127, 128, 16383, 16384, 1 << 35, math.MaxInt64, -1, math.MinInt64} {
+			w.b = append(w.b[:0], 0xaa) // bytes before it stay
+			w.num(k, v)
+			want := appendIntKV([]byte{0xaa}, fSpanAttributes, string(k), v)
+			if !bytes.Equal(w.b, want) {
+				t.Fatalf("num(%d-byte key, %d) = %x, want %x", klen, v, w.b, want)
+			}
+		}
 	}
 }
