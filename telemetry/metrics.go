@@ -240,15 +240,22 @@ func promLabelName(s string) string {
 
 func (m *Metrics) shutdown(context.Context) error { return nil }
 
-// requestStarted counts a request in flight on listener l.
-func (m *Metrics) requestStarted(l Listener) {
-	m.labels.listener.get(string(l)).add(1)
+// requestStarted counts a request in flight on listener l, and returns
+// the series that requestDone takes the count from again. (The in-flight
+// series are never dropped: the series a request started in is still the
+// listener's when it is done.)
+func (m *Metrics) requestStarted(l Listener) *series {
+	s := m.labels.listener.get(string(l))
+	s.add(1)
+	return s
 }
 
-// requestDone ends the in-flight count of a request on listener l, once
-// everything about it was reported (see Request.End).
-func (m *Metrics) requestDone(l Listener) {
-	m.labels.listener.get(string(l)).add(-1)
+// requestDone ends the in-flight count of a request in s (requestStarted's),
+// once everything about it was reported (see Request.End).
+func (m *Metrics) requestDone(s *series) {
+	if s != nil { // nil: never counted
+		s.add(-1)
+	}
 }
 
 // InFlight is the number of requests started and not yet wholly reported

@@ -115,6 +115,8 @@ type Request struct {
 	// StartAttempt): the RequestRoom's. nil with tracing on, whose
 	// Requests are allocated without it.
 	first *Attempt
+	// inFlight is the in-flight gauge's series it counts in.
+	inFlight *series
 	// series: where End looks its metric series up (see UseSeriesMemo);
 	// nil: the caches' maps.
 	series *SeriesMemo
@@ -167,7 +169,7 @@ func (t *Telemetry) StartRequestIn(in *RequestRoom, r *http.Request, l Listener,
 		}
 		q.start = at
 		q.ctx, q.span = ctx, trace.SpanFromContext(ctx)
-		t.metrics.requestStarted(l)
+		q.inFlight = t.metrics.requestStarted(l)
 		return q.ctx, q
 	}
 	// Tracing on: whether the Request carries a recording span (and is
@@ -235,7 +237,7 @@ func (t *Telemetry) StartRequestIn(in *RequestRoom, r *http.Request, l Listener,
 	}
 	// The in-flight gauge gets no span context: Prometheus shows no
 	// exemplars on gauges, so offering one per request would be wasted.
-	t.metrics.requestStarted(l)
+	q.inFlight = t.metrics.requestStarted(l)
 	return q.ctx, q
 }
 
@@ -359,7 +361,7 @@ func (q *Request) EndAt(o Outcome, now time.Time) {
 		q.span.End()
 	}
 	q.t.logRequest(q, o, elapsed)
-	q.t.metrics.requestDone(q.listener)
+	q.t.metrics.requestDone(q.inFlight)
 }
 
 // Answered reports a request answered with status before any handler saw
