@@ -1790,16 +1790,9 @@ var commonKeys = func() map[string]string {
 	return m
 }()
 
-// canonicalKey is textproto.CanonicalMIMEHeaderKey of a name of token
-// characters.
-func canonicalKey(name string) string {
-	if end, canonical := scanName(name); end == len(name) && canonical {
-		return name // as textproto returns it, without a lookup
-	}
-	return canonicalForm(name)
-}
-
-// canonicalForm is canonicalKey of a name not in canonical form.
+// canonicalForm is textproto.CanonicalMIMEHeaderKey of a name of token
+// characters that is not in canonical form (scanName says), with the
+// common ones looked up without textproto's allocation.
 func canonicalForm(name string) string {
 	if k, ok := commonKeys[name]; ok {
 		return k

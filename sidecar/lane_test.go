@@ -705,6 +705,16 @@ func TestLaneAnnouncedTrailers(t *testing.T) {
 	}
 }
 
+// canonicalKey is what scanFields makes of a field name of token
+// characters: the name itself when scanName finds it canonical, else its
+// canonicalForm.
+func canonicalKey(name string) string {
+	if end, canonical := scanName(name); end == len(name) && canonical {
+		return name
+	}
+	return canonicalForm(name)
+}
+
 // canonicalKey gives every name of token characters the form textproto
 // gives it: here every name of up to four characters over an alphabet of
 // both cases, a digit, '-' and '_', and the lower-case common names.
