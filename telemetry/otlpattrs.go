@@ -29,10 +29,23 @@ type attrEncoder struct {
 	// head each, mostly.
 	heads [16]headMemo
 	// Server spans' heads and the bytes of their attributes that come
-	// from the head alone (eachServerHead, eachServerConn), one per slot
+	// from the head alone (eachServerHead, eachServerConn), two per set
 	// chosen by the caller's address: the requests on one connection
-	// repeat them, mostly.
-	servers [64]serverMemo
+	// repeat them, mostly. Two ways, because the callers' connections
+	// are many and long-lived: with one way, 32 of them in 64 slots left
+	// about a third sharing a slot, and each pair of those wrote its
+	// bytes anew on every request they took turns with.
+	servers [serverSets]serverSet
+}
+
+// serverSets is the number of sets of attrEncoder.servers, a power of two.
+const serverSets = 128
+
+// serverSet is one set of attrEncoder.servers: two memos, and which of
+// them was used last (the other is the one a new head replaces).
+type serverSet struct {
+	way  [2]serverMemo
+	last uint8
 }
 
 // maxServerMemo is the most bytes of attributes a serverMemo keeps: the
@@ -44,6 +57,13 @@ type serverMemo struct {
 	head        serverHead
 	head1, conn []byte
 	set         bool
+}
+
+// hit reports whether m holds the bytes of head h. The caller's address
+// is compared first: in a set, the heads of different callers differ
+// there, mostly.
+func (m *serverMemo) hit(h *serverHead) bool {
+	return m.set && m.head.remote == h.remote && m.head == *h
 }
 
 type headMemo struct {
@@ -90,12 +110,22 @@ func (w *attrEncoder) appendAll(b []byte, a *proxyAttrs) []byte {
 		a.eachClientTail(w)
 	} else if h, ok := a.serverHead(); ok {
 		// As eachServer, with the bytes of a head seen before copied.
-		m := &w.servers[hostPortSlot(a.remote)]
-		if m.set && h == m.head {
+		set := &w.servers[serverSetOf(a.remote)]
+		way := set.last
+		m := &set.way[way]
+		hit := m.hit(&h)
+		if !hit {
+			way ^= 1
+			m = &set.way[way]
+			hit = m.hit(&h)
+		}
+		set.last = way
+		if hit {
 			w.b = append(w.b, m.head1...)
 			w.str(semconv.URLPathKey, a.path)
 			w.b = append(w.b, m.conn...)
 		} else {
+			// Neither way holds it: the one not used last is replaced.
 			m.set = false
 			n := len(w.b)
 			a.eachServerHead(w)
@@ -177,13 +207,20 @@ func (w *attrEncoder) hostPort(hp string) (string, int) {
 	return h, p
 }
 
-// hostPortSlot is the slot of hp in attrEncoder.memo and .servers (FNV-1a).
-func hostPortSlot(hp string) int {
+// hostPortSlot is the slot of hp in attrEncoder.memo.
+func hostPortSlot(hp string) int { return int(hostPortHash(hp)) & 63 }
+
+// serverSetOf is the set of a caller's address in attrEncoder.servers.
+func serverSetOf(remote string) int { return int(hostPortHash(remote)) & (serverSets - 1) }
+
+// hostPortHash is FNV-1a of hp with its upper bits folded in: addresses
+// that differ in the last digits of their ports alone spread.
+func hostPortHash(hp string) uint32 {
 	h := uint32(2166136261)
 	for i := 0; i < len(hp); i++ {
 		h = (h ^ uint32(hp[i])) * 16777619
 	}
-	return int(h^h>>8^h>>16) & 63
+	return h ^ h>>8 ^ h>>16
 }
 
 // appendStringKV appends a KeyValue message as field num whose value is

@@ -110,15 +110,18 @@ func encodesAsGeneric(t *testing.T, spans []sdktrace.ReadOnlySpan) {
 // As TestOTLPEncoderReusedMatchesGeneric, for server spans (whose head
 // bytes attrEncoder.servers keeps per caller address): requests that
 // differ from each other in one value of the head at a time, from two
-// callers whose addresses share a slot, in runs and alternating.
+// callers whose addresses share a set, in runs and alternating, and from
+// three that share it (one more than its ways) in turn.
 func TestOTLPEncoderServerHeadsMatchGeneric(t *testing.T) {
 	tel, rec, _ := recorded(t, Config{AccessLog: "off"}, env{})
-	same := ""
-	for i := 0; same == ""; i++ {
-		if a := fmt.Sprintf("10.9.0.%d:%d", i%250, 50000+i); hostPortSlot(a) == hostPortSlot("10.1.2.3:40000") {
-			same = a
+	var sharing []string // addresses in 10.1.2.3:40000's set
+	for i := 0; len(sharing) < 2; i++ {
+		if a := fmt.Sprintf("10.9.0.%d:%d", i%250, 50000+i); serverSetOf(a) == serverSetOf("10.1.2.3:40000") {
+			sharing = append(sharing, a)
 		}
 	}
+	same := sharing[0]
+	trio := []string{"10.1.2.3:40000", sharing[0], sharing[1]}
 	type req struct {
 		method, target, remote, ua string
 		major, minor               int // HTTP version
@@ -152,14 +155,17 @@ func TestOTLPEncoderServerHeadsMatchGeneric(t *testing.T) {
 		func(r *req) { r.routes = []string{"files/r", "other/q"} },
 		func(r *req) { r.listener = Inbound },
 	}
-	for round := range 2 {
+	for round := range 3 {
 		for i, v := range vary {
 			// base, the variant twice, base: each follows one that
 			// differs in that value alone, or none.
 			for j := range 4 {
 				q := base
-				if round == 1 && i%2 == 1 {
+				switch {
+				case round == 1 && i%2 == 1:
 					q.remote = same
+				case round == 2:
+					q.remote = trio[(4*i+j)%3]
 				}
 				if j == 1 || j == 2 {
 					v(&q)
@@ -191,7 +197,7 @@ func TestOTLPEncoderServerHeadsMatchGeneric(t *testing.T) {
 		sreq.End(Outcome{Status: 200})
 	}
 	spans := rec.Ended()
-	if len(spans) != 2*4*len(vary)+4 {
+	if len(spans) != 3*4*len(vary)+4 {
 		t.Fatalf("%d spans", len(spans))
 	}
 	encodesAsGeneric(t, spans)
