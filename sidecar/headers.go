@@ -1,10 +1,13 @@
 package sidecar
 
 import (
-	"golang.org/x/net/http/httpguts"
 	"net"
 	"net/http"
 	"strings"
+
+	"golang.org/x/net/http/httpguts"
+
+	"github.com/ferrymesh/ferry/telemetry"
 )
 
 // hopHeaders are the hop-by-hop headers of RFC 9110 section 7.6.1 and the
@@ -152,8 +155,12 @@ func setForwarded(out http.Header, r *http.Request, buf *[3]string, caller *call
 // forwarded is what setForwarded sets: the values in vals (For, Proto,
 // Host), forOK and hostOK when X-Forwarded-For and X-Forwarded-Host are
 // set (a caller's address and a Host are known). vals nil: nothing.
+// Where it is written into the head (outRequest.fwd), tp is the
+// attempt's traceparent when it goes with them (Attempt.InjectHead), or
+// nil.
 type forwarded struct {
 	vals          *[3]string
+	tp            *telemetry.Traceparent
 	forOK, hostOK bool
 }
 
@@ -200,6 +207,9 @@ func (f forwarded) put(h http.Header) {
 	if f.hostOK {
 		h["X-Forwarded-Host"] = f.vals[2:3:3]
 	}
+	if f.tp != nil {
+		h["Traceparent"] = []string{string(f.tp[:])}
+	}
 }
 
 // appendTo appends the fields to an HTTP/1.1 head being written, their
@@ -221,6 +231,10 @@ func (f forwarded) appendTo(b []byte) []byte {
 	if f.hostOK {
 		b = append(b, "\r\nX-Forwarded-Host: "...)
 		b = append(b, f.vals[2]...)
+	}
+	if f.tp != nil {
+		b = append(b, "\r\nTraceparent: "...)
+		b = append(b, f.tp[:]...)
 	}
 	return append(b, "\r\n"...)
 }

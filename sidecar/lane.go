@@ -1104,9 +1104,11 @@ type laneExchange struct {
 	// X-Forwarded-Host field, which the proxy replaces (see outgoing).
 	forwardedOther bool
 	// first is the first attempt's upstream request (see outgoing), fwd
-	// its X-Forwarded-* values (see setForwarded).
+	// its X-Forwarded-* values (see setForwarded), tp its traceparent
+	// when ferry's client writes it into the head (see Proxy.try).
 	first outRequest
 	fwd   [3]string
+	tp    telemetry.Traceparent
 	// tq is room for the request's telemetry when tracing is off (see
 	// Telemetry.StartRequestIn).
 	tq telemetry.RequestRoom

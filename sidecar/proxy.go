@@ -923,7 +923,15 @@ func (p *Proxy) try(ctx context.Context, w http.ResponseWriter, r *http.Request,
 	for _, h := range p.propagate {
 		delete(out.Header, h)
 	}
-	a.Inject(out.Header)
+	if le := x.lane; le != nil && out == &le.first.req && le.first.fwd.vals != nil {
+		// ferry's HTTP/1.1 client writes this attempt's X-Forwarded-*
+		// fields into the head (see outgoing): its traceparent too.
+		if a.InjectHead(out.Header, &le.tp) {
+			le.first.fwd.tp = &le.tp
+		}
+	} else {
+		a.Inject(out.Header)
+	}
 	var res *http.Response
 	var err error
 	if own {

@@ -108,14 +108,25 @@ func (a *Attempt) Span() trace.Span { return a.span }
 // be the same: B3 says "do not sample" for a caller that sent no B3 header
 // or a sampling decision alone, and a later traceparent version or a
 // tracestate member the parser refuses would be rewritten or lost.)
-func (a *Attempt) Inject(h http.Header) {
+func (a *Attempt) Inject(h http.Header) { a.inject(h, nil) }
+
+// InjectHead is Inject for a client that writes the request head itself:
+// a traceparent that goes alone (without tracestate) is written into tp
+// instead of h, and ok reports it; the client then writes it into the
+// head as the field "Traceparent", or puts it in h should it hand the
+// request to another client. Everything else goes into h as Inject writes
+// it. (A traceparent in h is a value allocated and a map assignment per
+// request, and the head writer's map walk a key longer.)
+func (a *Attempt) InjectHead(h http.Header, tp *Traceparent) (ok bool) { return a.inject(h, tp) }
+
+func (a *Attempt) inject(h http.Header, tp *Traceparent) (wrote bool) {
 	if a.q.t.prov == nil {
-		return
+		return false
 	}
 	a.q.carrier.h = h
 	// The attempt's span is the one its context carries.
 	sc := a.span.SpanContext()
-	injectParts(a.q.t.propParts, h, &a.q.carrier, a, a.q.ctx, sc)
+	wrote = injectParts(a.q.t.propParts, h, &a.q.carrier, a, a.q.ctx, sc, tp)
 	if a.q.t.readsB3 {
 		settleB3(h, sc.IsSampled())
 	}
@@ -128,6 +139,7 @@ func (a *Attempt) Inject(h http.Header) {
 			}
 		}
 	}
+	return wrote
 }
 
 // SetStatus records the upstream's response status when headers arrive, so

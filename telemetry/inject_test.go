@@ -92,6 +92,25 @@ func TestInjectMatchesPropagators(t *testing.T) {
 						if len(props) == 2 && props[0] == "tracecontext" && hdr != nil && hdr["traceparent"] != "" && got.Get("Traceparent") == "" {
 							t.Errorf("%s: no traceparent written", name)
 						}
+						// InjectHead writes the same, the traceparent
+						// apart when it goes alone.
+						head := out.Header.Clone()
+						var tp Traceparent
+						if att.InjectHead(head, &tp) {
+							if _, ok := head["Traceparent"]; ok {
+								t.Errorf("%s, attempt %d: InjectHead wrote a traceparent into the header too", name, n)
+							}
+							if got.Get("Tracestate") != "" {
+								t.Errorf("%s, attempt %d: InjectHead kept the traceparent apart from a tracestate", name, n)
+							}
+							head["Traceparent"] = []string{string(tp[:])}
+						} else if slices.Contains(props, "tracecontext") && got.Get("Traceparent") != "" && got.Get("Tracestate") == "" {
+							t.Errorf("%s, attempt %d: InjectHead put a lone traceparent into the header", name, n)
+						}
+						sortBaggage(head)
+						if !reflect.DeepEqual(head, want) {
+							t.Errorf("%s, attempt %d: InjectHead wrote\n%v\nthe propagators\n%v", name, n, head, want)
+						}
 						att.End(Outcome{Status: 200})
 					}
 					req.End(Outcome{Status: 200})

@@ -52,10 +52,18 @@ func newPropagator(names []string) (prop propagation.TextMapPropagator, parts []
 // others are the propagators' Inject into c, a carrier of h, under the
 // attempt a's context. (TestInjectMatchesPropagators compares the two
 // for every propagator and context.)
-func injectParts(parts []propagation.TextMapPropagator, h http.Header, c *headerCarrier, a *Attempt, qctx context.Context, sc trace.SpanContext) {
+//
+// With tp not nil, a traceparent that goes alone (sc has no tracestate) is
+// written into tp instead of h, and wrote reports it.
+func injectParts(parts []propagation.TextMapPropagator, h http.Header, c *headerCarrier, a *Attempt, qctx context.Context, sc trace.SpanContext, tp *Traceparent) (wrote bool) {
 	for _, p := range parts {
 		switch p.(type) {
 		case traceContext:
+			if tp != nil && sc.IsValid() && sc.TraceState().Len() == 0 {
+				tp.fill(sc)
+				wrote = true
+				continue
+			}
 			injectTraceContext(h, sc)
 		case propagation.Baggage:
 			if v := baggage.FromContext(qctx).String(); v != "" {
@@ -65,6 +73,7 @@ func injectParts(parts []propagation.TextMapPropagator, h http.Header, c *header
 			p.Inject(a.Context(), c)
 		}
 	}
+	return wrote
 }
 
 // injectTraceContext writes the fields TraceContext.Inject writes for sc
@@ -91,7 +100,26 @@ type traceparentField struct {
 // "00-{trace-id}-{parent-id}-{flags}" in lower-case hex.
 func traceparentValue(tid trace.TraceID, sid trace.SpanID, flags trace.TraceFlags) []string {
 	f := new(traceparentField)
-	b := f.b[:]
+	fillTraceparent(&f.b, tid, sid, flags)
+	// The bytes are written once, above, and never again: the string may
+	// share them.
+	f.v[0] = unsafe.String(&f.b[0], len(f.b))
+	return f.v[:]
+}
+
+// Traceparent is the value of a version 00 traceparent field, as
+// Attempt.InjectHead writes it for a client that writes the field into
+// the request head itself.
+type Traceparent [traceparentLen]byte
+
+// fill writes sc's traceparent into tp, with the sampled and random flags
+// alone (as injectTraceContext).
+func (tp *Traceparent) fill(sc trace.SpanContext) {
+	fillTraceparent((*[traceparentLen]byte)(tp), sc.TraceID(), sc.SpanID(), sc.TraceFlags()&(trace.FlagsSampled|trace.FlagsRandom))
+}
+
+// fillTraceparent writes a version 00 traceparent into b.
+func fillTraceparent(b *[traceparentLen]byte, tid trace.TraceID, sid trace.SpanID, flags trace.TraceFlags) {
 	b[0], b[1], b[2] = '0', '0', '-'
 	for i := 0; i < len(tid); i += 4 {
 		hex4(b[3+2*i:], binary.BigEndian.Uint32(tid[i:]))
@@ -101,10 +129,6 @@ func traceparentValue(tid trace.TraceID, sid trace.SpanID, flags trace.TraceFlag
 	hex4(b[44:], binary.BigEndian.Uint32(sid[4:]))
 	b[52] = '-'
 	b[53], b[54] = hexDigits[flags>>4], hexDigits[flags&0xf]
-	// The bytes are written once, above, and never again: the string may
-	// share them.
-	f.v[0] = unsafe.String(&f.b[0], len(f.b))
-	return f.v[:]
 }
 
 const hexDigits = "0123456789abcdef"
