@@ -13,9 +13,11 @@ import (
 	"net/http"
 	"net/textproto"
 	"net/url"
+	"os"
 	"reflect"
 	"runtime"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -1128,6 +1130,40 @@ func TestParseHeadRefusesBareLF(t *testing.T) {
 			if bareLF(head) && parseHead(head, context.Background(), new(laneHead)) != nil {
 				t.Errorf("parseHead accepted %q", head)
 			}
+		}
+	}
+}
+
+// isTimeoutErr tells a read past its deadline, as a TCP conn returns it
+// and wrapped, from a reset, an end of file and other errors.
+func TestIsTimeoutErr(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	c, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetReadDeadline(time.Unix(1, 0))
+	_, deadline := c.Read(make([]byte, 1))
+	for _, tc := range []struct {
+		err  error
+		want bool
+	}{
+		{deadline, true},
+		{fmt.Errorf("watch: %w", deadline), true},
+		{&net.OpError{Op: "read", Net: "tcp", Err: os.ErrDeadlineExceeded}, true},
+		{&net.OpError{Op: "read", Net: "tcp", Err: syscall.ECONNRESET}, false},
+		{&net.OpError{Op: "read", Net: "tcp", Err: &net.DNSError{IsTimeout: true}}, true},
+		{io.EOF, false},
+		{errCallerGone, false},
+		{os.ErrDeadlineExceeded, true},
+	} {
+		if got := isTimeoutErr(tc.err); got != tc.want {
+			t.Errorf("isTimeoutErr(%v) = %v, want %v", tc.err, got, tc.want)
 		}
 	}
 }
