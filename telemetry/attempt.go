@@ -54,16 +54,28 @@ func (q *Request) StartAttempt(out *http.Request, info AttemptInfo) *Attempt {
 			a = &Attempt{}
 		}
 		a.q, a.ctx, a.span = q, q.ctx, q.span
-	} else if st, record := q.t.own.sampleProxy(q.ctx, spanMethod(method), trace.SpanKindClient); !record {
-		a = &Attempt{q: q}
-		a.ctx, a.span = q.t.own.nonRecording(q.ctx, &st)
 	} else {
-		ta := &tracedAttempt{Attempt: Attempt{q: q}}
-		a = &ta.Attempt
-		a.ps = &ta.ps
-		q.t.own.initProxy(a.ps, &st, spanMethod(method), trace.SpanKindClient)
-		a.span = &a.ps.span
-		a.ps.pa.setClient(q, out, method, info)
+		// The parent is the server span, the one q.ctx carries: its
+		// span context is taken from it, not looked up in q.ctx.
+		var st proxyStart
+		var nr trace.SpanContext
+		parent := &nr
+		if q.ps != nil {
+			parent = &q.ps.sc
+		} else {
+			nr = q.span.SpanContext()
+		}
+		if !q.t.own.sample(&st, parent, q.ctx, spanMethod(method), trace.SpanKindClient, nil, nil) {
+			a = &Attempt{q: q}
+			a.ctx, a.span = q.t.own.nonRecording(q.ctx, &st)
+		} else {
+			ta := &tracedAttempt{Attempt: Attempt{q: q}}
+			a = &ta.Attempt
+			a.ps = &ta.ps
+			q.t.own.initProxy(a.ps, &st, parent, spanMethod(method), trace.SpanKindClient)
+			a.span = &a.ps.span
+			a.ps.pa.setClient(q, out, method, info)
+		}
 	}
 	return a
 }
@@ -124,8 +136,14 @@ func (a *Attempt) inject(h http.Header, tp *Traceparent) (wrote bool) {
 		return false
 	}
 	a.q.carrier.h = h
-	// The attempt's span is the one its context carries.
-	sc := a.span.SpanContext()
+	// The attempt's span is the one its context carries. (A recording
+	// one's span context is read in place, without the interface call.)
+	var sc trace.SpanContext
+	if a.ps != nil {
+		sc = a.ps.sc
+	} else {
+		sc = a.span.SpanContext()
+	}
 	wrote = injectParts(a.q.t.propParts, h, &a.q.carrier, a, a.q.ctx, sc, tp)
 	if a.q.t.readsB3 {
 		settleB3(h, sc.IsSampled())

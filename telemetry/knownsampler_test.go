@@ -44,7 +44,8 @@ func TestKnownSamplersDecide(t *testing.T) {
 			want := sampler.ShouldSample(sdktrace.SamplingParameters{
 				ParentContext: trace.ContextWithSpanContext(context.Background(), psc), TraceID: tid, Name: "GET", Kind: trace.SpanKindServer,
 			})
-			got := k.decide(psc)
+			var got sdktrace.SamplingResult
+			k.decide(&got, &psc)
 			if got.Decision != want.Decision || got.Tracestate.String() != want.Tracestate.String() || len(got.Attributes) != len(want.Attributes) {
 				t.Errorf("%s, parent %+v (remote %v): decided %+v, the sampler %+v", name, psc, psc.IsRemote(), got, want)
 			}

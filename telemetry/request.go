@@ -177,7 +177,8 @@ func (t *Telemetry) StartRequestIn(in *RequestRoom, r *http.Request, l Listener,
 	ctx := r.Context()
 	d := undecided
 	// parent is the caller's span context when ferry extracted it itself
-	// (extractOwn), kept out of ctx; invalid otherwise.
+	// (extractOwn), kept out of ctx; invalid otherwise. Once the sampler
+	// is asked, it is the server span's parent's (invalid for a root).
 	var parent trace.SpanContext
 	switch fields := t.carriesFields(r.Header); {
 	case fields && t.ownExtract:
@@ -203,18 +204,19 @@ func (t *Telemetry) StartRequestIn(in *RequestRoom, r *http.Request, l Listener,
 	}
 	var q *Request
 	name := spanMethod(r.Method)
-	var st proxyStart
+	st := proxyStart{at: at}
 	var record bool
 	switch d {
 	case undecided:
 		if !parent.IsValid() {
 			parent = trace.SpanContextFromContext(ctx)
 		}
-		st, record = t.own.sampleProxyUnder(ctx, parent, name, trace.SpanKindServer)
+		record = t.own.sample(&st, &parent, ctx, name, trace.SpanKindServer, nil, nil)
 	case callerDefers:
-		st, record = t.own.sampleDeferred(ctx, name, trace.SpanKindServer)
+		parent = trace.SpanContextFromContext(ctx)
+		record = t.own.sampleDeferred(&st, &parent, ctx, name, trace.SpanKindServer)
 	default:
-		st, record = t.own.sampleDecided(ctx, d, name, trace.SpanKindServer)
+		record = t.own.sampleDecided(&st, ctx, d, name, trace.SpanKindServer)
 	}
 	if !record {
 		q = &Request{t: t, listener: l, method: r.Method, start: at}
@@ -223,14 +225,13 @@ func (t *Telemetry) StartRequestIn(in *RequestRoom, r *http.Request, l Listener,
 		tq := &tracedRequest{Request: Request{t: t, listener: l, method: r.Method}}
 		q = &tq.Request
 		q.ps = &tq.ps
-		st.at = at
-		q.ctx = t.own.startProxy(ctx, q.ps, &st, name, trace.SpanKindServer)
+		q.ctx = t.own.startProxy(ctx, q.ps, &st, &parent, name, trace.SpanKindServer)
 		q.span, q.start = &q.ps.span, q.ps.start
 		q.ps.pa.setServer(r, l)
 	}
-	if st.parent.IsValid() {
+	if parent.IsValid() {
 		for i := range t.others {
-			if t.others[i].namesTrace(r.Header, st.parent.TraceID()) {
+			if t.others[i].namesTrace(r.Header, parent.TraceID()) {
 				q.dropOthers |= 1 << i
 			}
 		}

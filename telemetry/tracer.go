@@ -86,12 +86,12 @@ const (
 	samplerParentOff                     // parentbased_always_off
 )
 
-// decide is the sampler's result for a span under a parent whose span
-// context is psc (invalid for a root): no attributes, the parent's
-// tracestate, and the decision. ParentBased's delegates for a parent,
-// remote or local, are AlwaysSample for a sampled one and NeverSample for
-// one that is not.
-func (k knownSampler) decide(psc trace.SpanContext) sdktrace.SamplingResult {
+// decide writes into res, zero, the sampler's result for a span under a
+// parent whose span context is psc (invalid for a root): no attributes,
+// the parent's tracestate, and the decision. ParentBased's delegates for
+// a parent, remote or local, are AlwaysSample for a sampled one and
+// NeverSample for one that is not.
+func (k knownSampler) decide(res *sdktrace.SamplingResult, psc *trace.SpanContext) {
 	on := k == samplerOn
 	if k == samplerParentOn || k == samplerParentOff {
 		if psc.IsValid() {
@@ -100,11 +100,11 @@ func (k knownSampler) decide(psc trace.SpanContext) sdktrace.SamplingResult {
 			on = k == samplerParentOn
 		}
 	}
-	res := sdktrace.SamplingResult{Decision: sdktrace.Drop, Tracestate: psc.TraceState()}
+	res.Decision = sdktrace.Drop
 	if on {
 		res.Decision = sdktrace.RecordAndSample
 	}
-	return res
+	res.Tracestate = psc.TraceState()
 }
 
 // ForceFlush exports the spans the processor holds.
@@ -138,8 +138,10 @@ func (t *tracer) Start(ctx context.Context, name string, opts ...trace.SpanStart
 		parent = trace.SpanContextFromContext(ctx)
 	}
 	kind := trace.ValidateSpanKind(c.SpanKind())
-	sc, res := t.sample(ctx, parent, name, kind, c.Attributes(), c.Links())
-	if res.Decision == sdktrace.Drop {
+	var st proxyStart
+	t.sample(&st, &parent, ctx, name, kind, c.Attributes(), c.Links())
+	sc := st.spanContext()
+	if st.res.Decision == sdktrace.Drop {
 		return trace.ContextWithSpanContext(ctx, sc), nonRecordingSpan{sc: sc, p: t.p}
 	}
 	start := nowOr(c.Timestamp())
@@ -147,40 +149,72 @@ func (t *tracer) Start(ctx context.Context, name string, opts ...trace.SpanStart
 	for _, l := range c.Links() {
 		s.AddLink(l)
 	}
-	s.SetAttributes(res.Attributes...)
+	s.SetAttributes(st.res.Attributes...)
 	s.SetAttributes(c.Attributes()...)
 	return trace.ContextWithSpan(ctx, s), s
 }
 
-// sample asks the sampler about a new span under parent and makes its
-// span context.
-func (t *tracer) sample(ctx context.Context, parent trace.SpanContext, name string, kind trace.SpanKind, attrs []attribute.KeyValue, links []trace.Link) (trace.SpanContext, sdktrace.SamplingResult) {
-	var tid trace.TraceID
-	if parent.TraceID().IsValid() {
-		tid = parent.TraceID()
-	} else {
-		tid = newTraceID()
-	}
-	return t.decide(ctx, parent, tid, parent.TraceFlags(), name, kind, attrs, links)
+// proxyStart is the sampler's verdict on a span about to start: what its
+// span context is made of (spanContext), filled in place by sample and
+// its kin. (Span contexts and sampling results are large: passed and
+// returned by value through each call, their copies cost more than the
+// decision. The parent's span context is passed by pointer beside it,
+// never kept in it: the compiler would then move the caller's copy to
+// the heap.)
+type proxyStart struct {
+	tid   trace.TraceID
+	sid   trace.SpanID
+	flags trace.TraceFlags        // the span's
+	res   sdktrace.SamplingResult // its Tracestate is the span's
+	at    time.Time               // when the span starts; zero: now
 }
 
-// decide asks the sampler about a new span of trace tid, the parent in
-// sctx (the sampler's ParentContext), whose span context is psc, and
-// makes its span context, with the flags of the parent's besides sampled.
-func (t *tracer) decide(sctx context.Context, psc trace.SpanContext, tid trace.TraceID, parentFlags trace.TraceFlags, name string, kind trace.SpanKind, attrs []attribute.KeyValue, links []trace.Link) (trace.SpanContext, sdktrace.SamplingResult) {
-	var res sdktrace.SamplingResult
+// spanContext is the span context of the span st decided on.
+func (st *proxyStart) spanContext() trace.SpanContext {
+	return trace.NewSpanContext(trace.SpanContextConfig{TraceID: st.tid, SpanID: st.sid, TraceFlags: st.flags, TraceState: st.res.Tracestate})
+}
+
+// settle completes st once the sampler has decided: the span's flags,
+// the parent's (parentFlags) besides sampled, and a new span ID.
+func (st *proxyStart) settle(parentFlags trace.TraceFlags) {
+	st.flags = parentFlags &^ trace.FlagsSampled
+	if st.res.Decision == sdktrace.RecordAndSample {
+		st.flags |= trace.FlagsSampled
+	}
+	st.sid = newSpanID()
+}
+
+// sample asks the sampler about a new span under the span whose span
+// context is parent (invalid for a root), in its trace or a new one,
+// fills st in and reports whether the span records. ctx holds the parent
+// (the sampler's ParentContext; a sampler ferry knows never reads it).
+func (t *tracer) sample(st *proxyStart, parent *trace.SpanContext, ctx context.Context, name string, kind trace.SpanKind, attrs []attribute.KeyValue, links []trace.Link) (record bool) {
+	if st.tid = parent.TraceID(); !st.tid.IsValid() {
+		st.tid = newTraceID()
+	}
 	if k := t.p.known; k != samplerOther {
-		res = k.decide(psc)
+		// decide's work without its arguments, which such a sampler
+		// does not read.
+		k.decide(&st.res, parent)
+		st.settle(parent.TraceFlags())
 	} else {
-		res = t.p.sampler.ShouldSample(sdktrace.SamplingParameters{
-			ParentContext: sctx, TraceID: tid, Name: name, Kind: kind, Attributes: attrs, Links: links,
+		t.decide(st, ctx, parent, parent.TraceFlags(), name, kind, attrs, links)
+	}
+	return st.res.Decision != sdktrace.Drop
+}
+
+// decide asks the sampler about a new span of trace st.tid, the parent in
+// sctx (the sampler's ParentContext), whose span context is psc, and
+// fills st in (settle).
+func (t *tracer) decide(st *proxyStart, sctx context.Context, psc *trace.SpanContext, parentFlags trace.TraceFlags, name string, kind trace.SpanKind, attrs []attribute.KeyValue, links []trace.Link) {
+	if k := t.p.known; k != samplerOther {
+		k.decide(&st.res, psc)
+	} else {
+		st.res = t.p.sampler.ShouldSample(sdktrace.SamplingParameters{
+			ParentContext: sctx, TraceID: st.tid, Name: name, Kind: kind, Attributes: attrs, Links: links,
 		})
 	}
-	flags := parentFlags &^ trace.FlagsSampled
-	if res.Decision == sdktrace.RecordAndSample {
-		flags |= trace.FlagsSampled
-	}
-	return trace.NewSpanContext(trace.SpanContextConfig{TraceID: tid, SpanID: newSpanID(), TraceFlags: flags, TraceState: res.Tracestate}), res
+	st.settle(parentFlags)
 }
 
 // sampleDecided decides on a span of kind under ctx, which holds no span
@@ -189,30 +223,36 @@ func (t *tracer) decide(sctx context.Context, psc trace.SpanContext, tid trace.T
 // made decision d, so the parent-based samplers follow it as they would
 // a traceparent's sampled flag. The span, recording or not, starts that
 // trace with no parent: the caller named no span to be the child of.
-func (t *tracer) sampleDecided(ctx context.Context, d callerDecision, name string, kind trace.SpanKind) (st proxyStart, record bool) {
-	tid := newTraceID()
+func (t *tracer) sampleDecided(st *proxyStart, ctx context.Context, d callerDecision, name string, kind trace.SpanKind) (record bool) {
+	st.tid = newTraceID()
 	var flags trace.TraceFlags
 	if d == callerAccepts {
 		flags = trace.FlagsSampled
 	}
-	parent := trace.NewSpanContext(trace.SpanContextConfig{TraceID: tid, SpanID: newSpanID(), TraceFlags: flags, Remote: true})
-	st.sc, st.res = t.decide(trace.ContextWithSpanContext(ctx, parent), parent, tid, 0, name, kind, nil, nil)
-	return st, st.res.Decision != sdktrace.Drop
+	parent := trace.NewSpanContext(trace.SpanContextConfig{TraceID: st.tid, SpanID: newSpanID(), TraceFlags: flags, Remote: true})
+	if t.p.known == samplerOther {
+		ctx = trace.ContextWithSpanContext(ctx, parent)
+	}
+	t.decide(st, ctx, &parent, 0, name, kind, nil, nil)
+	return st.res.Decision != sdktrace.Drop
 }
 
-// sampleDeferred decides on a span of kind under ctx's span, a remote
-// parent whose caller deferred the sampling decision (b3Deferred): the
-// sampler is asked as for a new trace with that trace ID, so the
-// parent-based samplers apply their root sampler, and the span, recording
-// or not, is the parent's child.
-func (t *tracer) sampleDeferred(ctx context.Context, name string, kind trace.SpanKind) (st proxyStart, record bool) {
-	st.parent = trace.SpanContextFromContext(ctx)
-	root := trace.ContextWithSpanContext(ctx, trace.SpanContext{})
-	st.sc, st.res = t.decide(root, trace.SpanContext{}, st.parent.TraceID(), st.parent.TraceFlags(), name, kind, nil, nil)
-	if st.res.Tracestate.Len() == 0 {
-		st.sc = st.sc.WithTraceState(st.parent.TraceState())
+// sampleDeferred decides on a span of kind under parent, the span
+// context ctx holds, a remote parent whose caller deferred the sampling
+// decision (b3Deferred): the sampler is asked as for a new trace with
+// that trace ID, so the parent-based samplers apply their root sampler,
+// and the span, recording or not, is the parent's child.
+func (t *tracer) sampleDeferred(st *proxyStart, parent *trace.SpanContext, ctx context.Context, name string, kind trace.SpanKind) (record bool) {
+	var root trace.SpanContext
+	if t.p.known == samplerOther {
+		ctx = trace.ContextWithSpanContext(ctx, root)
 	}
-	return st, st.res.Decision != sdktrace.Drop
+	st.tid = parent.TraceID()
+	t.decide(st, ctx, &root, parent.TraceFlags(), name, kind, nil, nil)
+	if st.res.Tracestate.Len() == 0 {
+		st.res.Tracestate = parent.TraceState()
+	}
+	return st.res.Decision != sdktrace.Drop
 }
 
 // proxySpan is a span of ferry's request and attempt helpers: the span and
@@ -223,52 +263,30 @@ type proxySpan struct {
 	pa proxyAttrs
 }
 
-// proxyStart is the sampler's verdict on a span of ferry's helpers about
-// to start.
-type proxyStart struct {
-	parent, sc trace.SpanContext
-	res        sdktrace.SamplingResult
-	at         time.Time // when the span starts; zero: now
-}
-
-// sampleProxy decides on a span of kind under ctx's span as Start does
-// with no options, for ferry's helpers: whether it records and its span
-// context.
-func (t *tracer) sampleProxy(ctx context.Context, name string, kind trace.SpanKind) (st proxyStart, record bool) {
-	return t.sampleProxyUnder(ctx, trace.SpanContextFromContext(ctx), name, kind)
-}
-
-// sampleProxyUnder is sampleProxy for a span whose parent's span context,
-// parent, is known already (the one ctx holds, or the caller's that
-// extractOwn kept out of ctx): a sampler ferry does not know, which reads
-// its parent from ctx, needs it there.
-func (t *tracer) sampleProxyUnder(ctx context.Context, parent trace.SpanContext, name string, kind trace.SpanKind) (st proxyStart, record bool) {
-	st.parent = parent
-	st.sc, st.res = t.sample(ctx, st.parent, name, kind, nil, nil)
-	return st, st.res.Decision != sdktrace.Drop
-}
-
-// startProxy starts ps, a recording span sampleProxy decided on, and
-// returns ctx carrying it. ps is zero, freshly allocated: only the fields
-// a span starts with are written (assigning a whole span would write all
-// 320 bytes of it again, through the write barriers).
-func (t *tracer) startProxy(ctx context.Context, ps *proxySpan, st *proxyStart, name string, kind trace.SpanKind) context.Context {
-	t.initProxy(ps, st, name, kind)
+// startProxy starts ps, a recording span st decided on under the span
+// whose span context is parent, and returns ctx carrying it. ps is zero, freshly allocated: only the fields a span
+// starts with are written (assigning a whole span would write all 320
+// bytes of it again, through the write barriers).
+func (t *tracer) startProxy(ctx context.Context, ps *proxySpan, st *proxyStart, parent *trace.SpanContext, name string, kind trace.SpanKind) context.Context {
+	t.initProxy(ps, st, parent, name, kind)
 	return trace.ContextWithSpan(ctx, &ps.span)
 }
 
 // initProxy is startProxy without the context.
-func (t *tracer) initProxy(ps *proxySpan, st *proxyStart, name string, kind trace.SpanKind) {
+func (t *tracer) initProxy(ps *proxySpan, st *proxyStart, parent *trace.SpanContext, name string, kind trace.SpanKind) {
 	sp := &ps.span
 	sp.t, sp.kind, sp.name, sp.start = t, uint8(kind), name, nowOr(st.at)
-	sp.sc, sp.parent = st.sc, st.parent
+	sp.sc, sp.parent = st.spanContext(), *parent
 	sp.pa = &ps.pa
-	ps.span.SetAttributes(st.res.Attributes...)
+	if len(st.res.Attributes) > 0 {
+		ps.span.SetAttributes(st.res.Attributes...)
+	}
 }
 
 // nonRecording is the span and context of a span the sampler dropped.
 func (t *tracer) nonRecording(ctx context.Context, st *proxyStart) (context.Context, trace.Span) {
-	return trace.ContextWithSpanContext(ctx, st.sc), nonRecordingSpan{sc: st.sc, p: t.p}
+	sc := st.spanContext()
+	return trace.ContextWithSpanContext(ctx, sc), nonRecordingSpan{sc: sc, p: t.p}
 }
 
 // newTraceID and newSpanID are random and never zero (the SDK's default
