@@ -1,7 +1,6 @@
 package telemetry
 
 import (
-	"context"
 	"fmt"
 	"slices"
 	"strings"
@@ -10,6 +9,7 @@ import (
 	"time"
 
 	"github.com/prometheus/prometheus/model/labels"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // fakeClock is a clock tests move by hand.
@@ -65,7 +65,7 @@ func TestEndpointChurnDoesNotExhaustTheSeriesCap(t *testing.T) {
 		}
 	}
 	request := func(endpoint string) {
-		m.requestEnded(context.Background(), "outbound", "svc", endpoint, Outcome{Status: 200}, time.Millisecond, time.Time{}, nil)
+		m.requestEnded(trace.SpanContext{}, "outbound", "svc", endpoint, Outcome{Status: 200}, time.Millisecond, time.Time{}, nil)
 	}
 	type seriesValues map[string]float64 // endpoint -> ferry_requests_total
 	read := func() (seriesValues, bool) {
@@ -160,7 +160,7 @@ func TestRetiredSeriesNotCachedByARacingRequest(t *testing.T) {
 		}
 	})
 	request := func(endpoint string) {
-		m.requestEnded(context.Background(), "outbound", "svc", endpoint, Outcome{Status: 200}, time.Millisecond, time.Time{}, nil)
+		m.requestEnded(trace.SpanContext{}, "outbound", "svc", endpoint, Outcome{Status: 200}, time.Millisecond, time.Time{}, nil)
 	}
 	read := func() map[string]float64 {
 		t.Helper()
@@ -248,7 +248,7 @@ func TestSeriesMemoCountsWhatTheCachesCount(t *testing.T) {
 	runs := []run{start(nil), start(&SeriesMemo{})}
 	request := func(endpoint string, status int, in, out int64) {
 		for _, r := range runs {
-			r.m.requestEnded(context.Background(), "outbound", "svc", endpoint, Outcome{Status: status, BytesIn: in, BytesOut: out}, time.Millisecond, time.Time{}, r.memo)
+			r.m.requestEnded(trace.SpanContext{}, "outbound", "svc", endpoint, Outcome{Status: status, BytesIn: in, BytesOut: out}, time.Millisecond, time.Time{}, r.memo)
 		}
 	}
 	scrapeAll := func(step string) {

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"go.opentelemetry.io/otel/sdk/resource"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/ferrymesh/ferry/internal/linewriter"
 )
@@ -266,8 +267,8 @@ func (m *Metrics) InFlight() int64 { return m.inFlight.sum() }
 // and body bytes (exemplars from the span in ctx when it is sampled).
 // The series are looked up through sm when it is not nil (see
 // SeriesMemo).
-func (m *Metrics) requestEnded(ctx context.Context, l Listener, service, endpoint string, o Outcome, elapsed time.Duration, end time.Time, sm *SeriesMemo) {
-	ref, sampled := spanRefAt(ctx, end)
+func (m *Metrics) requestEnded(sc trace.SpanContext, l Listener, service, endpoint string, o Outcome, elapsed time.Duration, end time.Time, sm *SeriesMemo) {
+	ref, sampled := spanRefOf(sc, end)
 	class := statusClass(o.Status)
 	var mr *memo[requestLabels]
 	var md *memo[durationLabels]

@@ -252,3 +252,58 @@ func TestTargetInfoLabelNamesUnique(t *testing.T) {
 		}
 	}
 }
+
+// A request's exemplars name the span its context carries, whichever
+// way it came: ferry's recording server span, a caller's sampled span
+// passed through with tracing off, none for a server span the sampler
+// dropped or a caller's unsampled span.
+func TestMetricsExemplarsNameTheRequestsSpan(t *testing.T) {
+	const tid, sid = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
+	for _, tc := range []struct {
+		name        string
+		traced      bool
+		sampler     string
+		traceparent string
+		want        string // trace id of the exemplar; "" none; "own": the server span's
+	}{
+		{name: "recording", traced: true, sampler: "always_on", want: "own"},
+		{name: "recording under a caller", traced: true, sampler: "always_on", traceparent: "00-" + tid + "-" + sid + "-01", want: tid},
+		{name: "dropped", traced: true, sampler: "always_off"},
+		{name: "dropped under an unsampled caller", traced: true, sampler: "parentbased_always_on", traceparent: "00-" + tid + "-" + sid + "-00"},
+		{name: "off, sampled caller", traceparent: "00-" + tid + "-" + sid + "-01", want: tid},
+		{name: "off, unsampled caller", traceparent: "00-" + tid + "-" + sid + "-00"},
+		{name: "off, no caller"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var tel *Telemetry
+			if tc.traced {
+				tel, _, _ = recorded(t, Config{}, env{"OTEL_TRACES_SAMPLER": tc.sampler})
+			} else {
+				var err error
+				if tel, err = New(t.Context(), Config{AccessLog: "off"}, WithEnv(env{}.get)); err != nil {
+					t.Fatal(err)
+				}
+				defer tel.Shutdown(t.Context())
+			}
+			var hdr map[string]string
+			if tc.traceparent != "" {
+				hdr = map[string]string{"traceparent": tc.traceparent}
+			}
+			_, req := tel.StartRequest(incoming("GET", "http://files/x", hdr), Outbound)
+			req.SetRoute("files", "files")
+			req.End(Outcome{Status: 200, BytesOut: 3})
+			want := tc.want
+			if want == "own" {
+				want = req.Span().SpanContext().TraceID().String()
+			}
+			body, _ := scrape(t, tel.MetricsHandler(), "application/openmetrics-text; version=1.0.0")
+			ids := regexp.MustCompile(`(?m)^ferry_requests_total\{[^}]*\} 1(\.0)? # \{[^}]*trace_id="([0-9a-f]+)"`).FindAllStringSubmatch(body, -1)
+			switch {
+			case want == "" && len(ids) != 0:
+				t.Errorf("exemplar with trace id %s, want none", ids[0][2])
+			case want != "" && (len(ids) != 1 || ids[0][2] != want):
+				t.Errorf("exemplars %v, want one with trace id %s:\n%s", ids, want, grepFerry(body))
+			}
+		})
+	}
+}

@@ -117,7 +117,11 @@ func spanRefFrom(ctx context.Context) (spanRef, bool) { return spanRefAt(ctx, ti
 
 // spanRefAt is spanRefFrom for a measurement made at at (now when zero).
 func spanRefAt(ctx context.Context, at time.Time) (spanRef, bool) {
-	sc := trace.SpanContextFromContext(ctx)
+	return spanRefOf(trace.SpanContextFromContext(ctx), at)
+}
+
+// spanRefOf is spanRefAt for the span context sc.
+func spanRefOf(sc trace.SpanContext, at time.Time) (spanRef, bool) {
 	if !sc.IsSampled() || !sc.IsValid() {
 		return spanRef{}, false
 	}

@@ -355,7 +355,15 @@ func (q *Request) EndAt(o Outcome, now time.Time) {
 		q.endSpanAttributes(o)
 	}
 
-	q.t.metrics.requestEnded(q.ctx, q.listener, q.service, q.endpoint, o, elapsed, now, q.series)
+	// The exemplars' span is the request's, which q.ctx carries: its
+	// span context is read from it directly, not looked up in q.ctx.
+	var sc trace.SpanContext
+	if q.ps != nil {
+		sc = q.ps.sc
+	} else {
+		sc = q.span.SpanContext()
+	}
+	q.t.metrics.requestEnded(sc, q.listener, q.service, q.endpoint, o, elapsed, now, q.series)
 	if q.ps != nil {
 		q.ps.endAt(now)
 	} else {
