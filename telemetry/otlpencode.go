@@ -633,11 +633,18 @@ func closeLongMessage(b []byte, start int) []byte {
 }
 
 // appendTag appends a field tag; every field number ferry writes but
-// Span.flags (16) fits the one-byte form.
+// Span.flags (16) fits the one-byte form. Small enough to be inlined (the
+// longer form is a call): with a constant tag, as nearly every one is, it
+// is one byte appended.
 func appendTag(b []byte, num protowire.Number, typ protowire.Type) []byte {
 	if num < 16 {
 		return append(b, byte(num)<<3|byte(typ))
 	}
+	return appendLongTag(b, num, typ)
+}
+
+//go:noinline
+func appendLongTag(b []byte, num protowire.Number, typ protowire.Type) []byte {
 	return protowire.AppendTag(b, num, typ)
 }
 
@@ -679,13 +686,20 @@ func validUTF8(s string) string {
 	return strings.ToValidUTF8(s, "\uFFFD")
 }
 
-// appendVarint is protowire.AppendVarint with the one- and two-byte forms,
-// nearly every length, count and number ferry writes, done in line.
+// appendVarint is protowire.AppendVarint with the one-byte form, most of
+// the lengths, counts and numbers ferry writes, small enough to be
+// inlined; the two-byte form, most of the rest, is the first case of the
+// call.
 func appendVarint(b []byte, v uint64) []byte {
-	switch {
-	case v < 1<<7:
+	if v < 1<<7 {
 		return append(b, byte(v))
-	case v < 1<<14:
+	}
+	return appendLongVarint(b, v)
+}
+
+//go:noinline
+func appendLongVarint(b []byte, v uint64) []byte {
+	if v < 1<<14 {
 		return append(b, byte(v)|0x80, byte(v>>7))
 	}
 	return protowire.AppendVarint(b, v)
