@@ -264,9 +264,10 @@ type proxySpan struct {
 }
 
 // startProxy starts ps, a recording span st decided on under the span
-// whose span context is parent, and returns ctx carrying it. ps is zero, freshly allocated: only the fields a span
-// starts with are written (assigning a whole span would write all 320
-// bytes of it again, through the write barriers).
+// whose span context is parent, and returns ctx carrying it. ps is zero,
+// freshly allocated: only the fields a span starts with are written
+// (assigning a whole span would write all 320 bytes of it again, through
+// the write barriers).
 func (t *tracer) startProxy(ctx context.Context, ps *proxySpan, st *proxyStart, parent *trace.SpanContext, name string, kind trace.SpanKind) context.Context {
 	t.initProxy(ps, st, parent, name, kind)
 	return trace.ContextWithSpan(ctx, &ps.span)
