@@ -140,12 +140,11 @@ func checkHop(t *testing.T, rec *tracetest.SpanRecorder, hops *hopRecorder, path
 	}
 }
 
-// Each attempt of a retried exchange is a client span of its own under the
-// server span, and the upstream request of each names that attempt's
-// span, with the caller's tracestate, over the lane (whose first attempt
-// takes the caller's header as its own) and h2c alike. A request with a
-// body read by its first attempt is not retried: one attempt.
-func TestTracingRetriesNameEachAttempt(t *testing.T) {
+// retriedHops starts a traced ferry whose service has three endpoints in
+// front of one hopRecorder, which answers a path's first two requests
+// 503 and the third "ok": a bodiless request is tried three times.
+func retriedHops(t *testing.T) (*hopRecorder, *Sidecar, *tracetest.SpanRecorder) {
+	t.Helper()
 	hops, up := newHopRecorder(t, func(w http.ResponseWriter, r *http.Request, n int) {
 		if n < 3 {
 			w.WriteHeader(503)
@@ -165,6 +164,16 @@ services:
     outlier: { consecutive_5xx: 1000 }
     retry: { max_retries: 2, base_interval: 1ms, max_interval: 1ms, budget: { min_per_second: 1000 } }
 `, up, up2, up3))
+	return hops, sc, rec
+}
+
+// Each attempt of a retried exchange is a client span of its own under the
+// server span, and the upstream request of each names that attempt's
+// span, with the caller's tracestate, over the lane (whose first attempt
+// takes the caller's header as its own) and h2c alike. A request with a
+// body read by its first attempt is not retried: one attempt.
+func TestTracingRetriesNameEachAttempt(t *testing.T) {
+	hops, sc, rec := retriedHops(t)
 	tid, sid := randomIDs()
 	for _, cl := range []struct {
 		name string

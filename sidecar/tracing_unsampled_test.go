@@ -1,7 +1,6 @@
 package sidecar
 
 import (
-	"fmt"
 	"io"
 	"net/http"
 	"strings"
@@ -18,25 +17,7 @@ import (
 // for a caller that sets the sampled flag too, whose attempts are
 // recorded under the server span.
 func TestTracingAttemptsKeepTheCallersFlagsAndState(t *testing.T) {
-	hops, up := newHopRecorder(t, func(w http.ResponseWriter, r *http.Request, n int) {
-		if n < 3 {
-			w.WriteHeader(503)
-			return
-		}
-		io.WriteString(w, "ok")
-	})
-	up2 := origin(t, hops.handler)
-	up3 := origin(t, hops.handler)
-	sc, rec, _ := tracedFerry(t, fmt.Sprintf(`
-admin: { listen: 127.0.0.1:0 }
-outbound: { listen: 127.0.0.1:0, routes: [ { service: s } ] }
-services:
-  s:
-    endpoints: [%s, %s, %s]
-    breaker: { consecutive_failures: 1000 }
-    outlier: { consecutive_5xx: 1000 }
-    retry: { max_retries: 2, base_interval: 1ms, max_interval: 1ms, budget: { min_per_second: 1000 } }
-`, up, up2, up3))
+	hops, sc, rec := retriedHops(t)
 	tid, sid := randomIDs()
 	for _, cl := range []struct {
 		name string
