@@ -351,11 +351,13 @@ func (f *spanFields) read(s sdktrace.ReadOnlySpan) {
 	if own, ok := s.(*endedSpan); ok {
 		// An ended span changes no more (endedSpan's methods read the
 		// same fields).
+		// Field by field: a composite literal would be built whole
+		// and copied.
 		sp := own.s
 		m := sp.more0()
-		*f = spanFields{sc: sp.sc, parent: sp.parent, name: sp.name, kind: trace.SpanKind(sp.kind), start: sp.start, end: sp.end,
-			droppedAttrs: m.droppedAttrs, droppedEvents: m.droppedEvents, droppedLinks: m.droppedLinks,
-			events: m.events, links: m.links, status: sp.status}
+		f.sc, f.parent, f.name, f.kind, f.start, f.end = sp.sc, sp.parent, sp.name, trace.SpanKind(sp.kind), sp.start, sp.end
+		f.droppedAttrs, f.droppedEvents, f.droppedLinks = m.droppedAttrs, m.droppedEvents, m.droppedLinks
+		f.events, f.links, f.status = m.events, m.links, sp.status
 		return
 	}
 	*f = spanFields{sc: s.SpanContext(), parent: s.Parent(), name: s.Name(), kind: s.SpanKind(), start: s.StartTime(), end: s.EndTime(),
