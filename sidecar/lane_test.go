@@ -17,6 +17,7 @@ import (
 	"reflect"
 	"runtime"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -275,6 +276,74 @@ func TestLaneWatchKeepsNextRequest(t *testing.T) {
 	io.WriteString(c, "GET /next HTTP/1.1\r\nHost: x\r\n\r\n")
 	close(release)
 	readAnswers(t, c, bufio.NewReader(c), "/slow", "/next")
+}
+
+// The lane's sweep lists a busy connection once however many requests it
+// serves, starts the watch of a request that runs past watchDelay, and
+// ends once no request is left to look at: an idle lane keeps no
+// goroutine for its watches.
+func TestLaneSweepListsOnceAndEnds(t *testing.T) {
+	release := make(chan struct{})
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/slow" {
+			<-release
+		}
+		io.WriteString(w, "ok")
+	})
+	l := newLane("test", h, &http.Server{}, slog.New(slog.DiscardHandler))
+	first := dialServer(t, l)
+	conns := []net.Conn{first}
+	for range 3 {
+		c, err := net.Dial("tcp", first.RemoteAddr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		conns = append(conns, c)
+	}
+	listed := func() (n int, sweeping bool) {
+		l.wlmu.Lock()
+		defer l.wlmu.Unlock()
+		seen := map[*laneConn]bool{}
+		for _, lc := range l.watchers {
+			if seen[lc] {
+				t.Errorf("a connection is listed twice for the sweep")
+			}
+			seen[lc] = true
+		}
+		return len(l.watchers), l.sweeping
+	}
+	var wg sync.WaitGroup
+	for _, c := range conns {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			br := bufio.NewReader(c)
+			for range 200 {
+				io.WriteString(c, "GET /quick HTTP/1.1\r\nHost: x\r\n\r\n")
+				res, err := http.ReadResponse(br, nil)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				io.ReadAll(res.Body)
+				listed()
+			}
+		}()
+	}
+	wg.Wait()
+	if n, _ := listed(); n > len(conns) {
+		t.Fatalf("%d connections listed for the sweep, %d served", n, len(conns))
+	}
+	watches := laneWatches.Load()
+	io.WriteString(first, "GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
+	waitFor(t, "the sweep to start the slow request's watch", 10*time.Second, func() bool { return laneWatches.Load() > watches })
+	close(release)
+	readAnswers(t, first, bufio.NewReader(first), "ok")
+	waitFor(t, "the sweep to end", 10*time.Second, func() bool {
+		n, sweeping := listed()
+		return n == 0 && !sweeping
+	})
 }
 
 // readAnswers reads one response per wanted body from c, in order.
@@ -562,8 +631,9 @@ func TestLaneSignedContentLength(t *testing.T) {
 	}
 }
 
-// A caller leaving during the second request of a connection (after a
-// quick one, whose watch timer is left armed) still cancels the upstream.
+// A caller leaving during a later request of a connection (after quick
+// ones, which leave the connection listed for the lane's sweep) still
+// cancels the upstream.
 func TestLaneCallerGoneOnReusedConnection(t *testing.T) {
 	canceled := make(chan struct{})
 	arrived := make(chan struct{})
