@@ -6,6 +6,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"net/url"
@@ -289,6 +290,35 @@ func checkFieldsAsCame(t *testing.T, msg []byte, code int, f *rawFields, ref *ht
 	if got.StatusCode != code || got.ContentLength != ref.ContentLength || got.Close || !reflect.DeepEqual(got.Header, want) {
 		t.Fatalf("%q written as %q: status %d length %d close %v header %v; want %d %d false %v",
 			msg, out.String(), got.StatusCode, got.ContentLength, got.Close, got.Header, code, ref.ContentLength, want)
+	}
+}
+
+// parseLength reads a Content-Length as strconv.ParseUint(v, 10, 63) does:
+// the same value, and a refusal of everything it refuses (signs, spaces,
+// other characters, values past an int64), at every length up to and past
+// the largest.
+func TestParseLength(t *testing.T) {
+	cases := []string{"", "0", "00", "7", "1024", "+2", "-0", " 1", "1 ", "1_000", "0x10", "12a", "9",
+		"9223372036854775807", "09223372036854775807", "9223372036854775808", "9223372036854775817",
+		"18446744073709551615", "18446744073709551616", "99999999999999999999", "1" + strings.Repeat("0", 18), "1" + strings.Repeat("0", 19)}
+	rng := rand.New(rand.NewPCG(1, 2))
+	for range 20000 {
+		b := make([]byte, rng.IntN(22))
+		for i := range b {
+			if rng.IntN(40) == 0 {
+				b[i] = byte(rng.IntN(256))
+			} else {
+				b[i] = '0' + byte(rng.IntN(10))
+			}
+		}
+		cases = append(cases, string(b))
+	}
+	for _, v := range cases {
+		want, err := strconv.ParseUint(v, 10, 63)
+		got, ok := parseLength(v)
+		if ok != (err == nil) || (ok && got != int64(want)) {
+			t.Fatalf("parseLength(%q) = %d, %v; strconv: %d, %v", v, got, ok, want, err)
+		}
 	}
 }
 
