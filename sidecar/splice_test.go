@@ -734,6 +734,31 @@ func TestWriteHeadBeyondTheBuffer(t *testing.T) {
 	}
 }
 
+// appendStatus writes the status line net/http writes: three digits and
+// the status text, or "status code N" for a code without one; a code of
+// another length keeps its digits.
+func TestAppendStatus(t *testing.T) {
+	for code := 100; code <= 999; code++ {
+		line := string(appendStatus([]byte("x"), code))
+		res, err := http.ReadResponse(bufio.NewReader(strings.NewReader(line[1:]+"Content-Length: 0\r\n\r\n")), nil)
+		if err != nil {
+			t.Fatalf("%d: %q: %v", code, line, err)
+		}
+		text := http.StatusText(code)
+		if text == "" {
+			text = "status code " + strconv.Itoa(code)
+		}
+		if line[0] != 'x' || res.StatusCode != code || res.Status != strconv.Itoa(code)+" "+text {
+			t.Fatalf("%d written as %q: read as %d %q", code, line, res.StatusCode, res.Status)
+		}
+	}
+	for code, want := range map[int]string{42: "HTTP/1.1 42 status code 42\r\n", 1000: "HTTP/1.1 1000 status code 1000\r\n"} {
+		if got := string(appendStatus(nil, code)); got != want {
+			t.Fatalf("%d: %q, want %q", code, got, want)
+		}
+	}
+}
+
 // writeFields adds no more than headSlack bytes to the header lines it is
 // given, for any status it may write, with Connection: close and a Date of
 // its own: respond counts on that to know the head goes into the caller's

@@ -427,17 +427,22 @@ func (w *connWriter) writeFields(code int, f *rawFields) bool {
 	if w.keepAlive && w.lane != nil && w.lane.closing.Load() {
 		w.keepAlive = false
 	}
-	w.writeStatus(code)
-	w.bw.WriteString(f.lines[:len(f.lines)-2]) // the empty line ends the head below
+	// The head is built in the writer's free space and written with one
+	// call, as ferry's client writes an upstream head (writeHead in
+	// splice.go): nine buffered writes took about 280 instructions more per
+	// small response under callgrind.
+	b := appendStatus(w.bw.AvailableBuffer(), code)
+	b = append(b, f.lines[:len(f.lines)-2]...) // the empty line ends the head below
 	if !w.keepAlive {
-		w.bw.WriteString("Connection: close\r\n")
+		b = append(b, "Connection: close\r\n"...)
 	}
 	if !f.date {
-		w.bw.WriteString("Date: ")
-		w.bw.WriteString(httpDate())
-		w.bw.WriteString("\r\n")
+		b = append(b, "Date: "...)
+		b = append(b, httpDate()...)
+		b = append(b, "\r\n"...)
 	}
-	if _, err := w.bw.WriteString("\r\n"); err != nil {
+	b = append(b, "\r\n"...)
+	if _, err := w.bw.Write(b); err != nil {
 		w.fail(err)
 	}
 	if w.left == 0 {
@@ -451,23 +456,25 @@ func (w *connWriter) writeFields(code int, f *rawFields) bool {
 
 // writeStatus writes the status line.
 func (w *connWriter) writeStatus(code int) {
-	text := http.StatusText(code)
-	if text == "" {
-		text = "status code " + strconv.Itoa(code)
-	}
-	w.bw.WriteString("HTTP/1.1 ")
+	w.bw.Write(appendStatus(w.bw.AvailableBuffer(), code))
+}
+
+// appendStatus appends the status line of code to b.
+func appendStatus(b []byte, code int) []byte {
+	b = append(b, "HTTP/1.1 "...)
 	if 100 <= code && code <= 999 {
-		// Three digits, without strconv's string (an allocation for any
-		// code from 100 up).
-		w.bw.WriteByte(byte('0' + code/100))
-		w.bw.WriteByte(byte('0' + code/10%10))
-		w.bw.WriteByte(byte('0' + code%10))
+		b = append(b, byte('0'+code/100), byte('0'+code/10%10), byte('0'+code%10))
 	} else {
-		w.bw.WriteString(strconv.Itoa(code))
+		b = strconv.AppendInt(b, int64(code), 10)
 	}
-	w.bw.WriteByte(' ')
-	w.bw.WriteString(text)
-	w.bw.WriteString("\r\n")
+	b = append(b, ' ')
+	if text := http.StatusText(code); text != "" {
+		b = append(b, text...)
+	} else {
+		b = append(b, "status code "...)
+		b = strconv.AppendInt(b, int64(code), 10)
+	}
+	return append(b, "\r\n"...)
 }
 
 func (w *connWriter) writeHead(code int, h http.Header, exclude map[string]bool, extra ...string) {
