@@ -454,6 +454,33 @@ func TestRequestStreamsBeforeClientFinishes(t *testing.T) {
 	}
 }
 
+// isEventStreamType's quick refusal refuses no type the whole check
+// accepts: every case and blank variant of an event stream's type, with
+// parameters, and the other types, spelled byte by byte.
+func TestIsEventStreamType(t *testing.T) {
+	whole := func(v string) bool {
+		ct, _, _ := strings.Cut(v, ";")
+		return strings.EqualFold(strings.TrimSpace(ct), "text/event-stream")
+	}
+	cases := []string{"", "text/event-stream", "TEXT/EVENT-STREAM", "Text/Event-Stream; charset=utf-8", " text/event-stream",
+		"\ttext/event-stream ", "text/event-stream;", "text/event-streams", "text/plain", "application/octet-stream",
+		"text/eventstream", "text/event-strea", "\vtext/event-stream", "\x00ext/event-stream", "Tekt/event-stream",
+		"\u0085text/event-stream", "\u00a0Text/Event-Stream", "\u2003text/event-stream", "text/event-\u017ftream", "TEXT/EVENT-\u017fTREAM;q"}
+	base := "text/event-stream; x=1"
+	for i := range len(base) {
+		for _, c := range []byte{' ', '\t', '\v', '\f', '\r', '\n', 'T', 'E', 'e' ^ 0x20, 0x54 ^ 0x80, 0xc2, 0} {
+			b := []byte(base)
+			b[i] = c
+			cases = append(cases, string(b), string(b[:i]), string(b[i:]))
+		}
+	}
+	for _, v := range cases {
+		if got, want := isEventStreamType(v), whole(v); got != want {
+			t.Fatalf("isEventStreamType(%q) = %v, want %v", v, got, want)
+		}
+	}
+}
+
 // Server-sent events are flushed on every write: the first event reaches the
 // client while the origin is still waiting (Ocelot #941).
 func TestEventStreamFlushedPerEvent(t *testing.T) {
