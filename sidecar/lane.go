@@ -120,7 +120,7 @@ type lane struct {
 
 	// watchers are the connections whose request in progress may need
 	// its watch started (see watch); one goroutine, sweepWatches, looks
-	// at them every watchTick while there are any (sweeping). spare is
+	// at them every watchTick while there are any (sweeping). wspare is
 	// the sweep's other list, reused.
 	wlmu     sync.Mutex
 	watchers []*laneConn

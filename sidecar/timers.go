@@ -39,9 +39,8 @@ func monoAdd(t int64, d time.Duration) int64 {
 }
 
 // lazyTimer is a runtime timer that is only ever moved earlier. The
-// per-request timeouts of a reused connection (the lane's watch for a
-// caller gone, body_idle, an upstream's response header) arm one every
-// request; when it is already due no later than asked, arming costs
+// per-request timeouts of a reused connection (body_idle, an upstream's
+// response header) arm one every request; when it is already due no later than asked, arming costs
 // nothing. Starting, resetting or stopping a runtime timer per request
 // costs more than the timer: the runtime may wake a thread to re-plan
 // its sleep each time, which showed as futex calls and context switches
