@@ -279,26 +279,43 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 	var cfg *sidecar.Config
 	var loaded []byte // the config file's bytes, for the change watcher
 	var err error
-	var stopSig os.Signal // a SIGTERM or SIGINT that came while the config file settled
 	if *path != "" {
 		// A file written just before start-up is read once it settles
-		// (two reads settle apart give the same bytes); a signal to stop
-		// ends the wait.
+		// (two reads settle apart give the same bytes). The read itself
+		// may wait without end: a FIFO (or /dev/stdin) until a writer
+		// comes, a file another process holds a write lease on until the
+		// lease breaks. A signal to stop ends either wait: the read goes
+		// on in its own goroutine, abandoned.
 		startLog := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: level}))
+		stopped := make(chan struct{})
 		wait := func(d time.Duration) bool {
 			t := time.NewTimer(d)
 			defer t.Stop()
 			select {
 			case <-t.C:
 				return true
-			case stopSig = <-sigs:
+			case <-stopped:
 				return false
 			}
 		}
-		if loaded, err = sidecar.ReadConfigFile(*path, *settle, startLog, wait); stopSig != nil {
-			startLog.Info("signal received during start-up; exiting without serving", "signal", stopSig.String())
+		type read struct {
+			data []byte
+			err  error
+		}
+		done := make(chan read, 1)
+		go func() {
+			data, err := sidecar.ReadConfigFile(*path, *settle, startLog, wait)
+			done <- read{data, err}
+		}()
+		select {
+		case r := <-done:
+			loaded, err = r.data, r.err
+		case sig := <-sigs:
+			close(stopped)
+			startLog.Info("signal received during start-up; exiting without serving", "signal", sig.String())
 			return exitOK
-		} else if err == nil {
+		}
+		if err == nil {
 			if cfg, err = sidecar.ParseConfig(loaded); err != nil {
 				err = fmt.Errorf("config %s:\n%w", *path, err)
 			}
