@@ -294,12 +294,7 @@ func TestLaneSweepListsOnceAndEnds(t *testing.T) {
 	first := dialServer(t, l)
 	conns := []net.Conn{first}
 	for range 3 {
-		c, err := net.Dial("tcp", first.RemoteAddr().String())
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { c.Close() })
-		conns = append(conns, c)
+		conns = append(conns, dialRaw(t, "http://"+first.RemoteAddr().String()))
 	}
 	listed := func() (n int, sweeping bool) {
 		l.wlmu.Lock()

@@ -462,11 +462,7 @@ func (w *connWriter) writeStatus(code int) {
 // appendStatus appends the status line of code to b.
 func appendStatus(b []byte, code int) []byte {
 	b = append(b, "HTTP/1.1 "...)
-	if 100 <= code && code <= 999 {
-		b = append(b, byte('0'+code/100), byte('0'+code/10%10), byte('0'+code%10))
-	} else {
-		b = strconv.AppendInt(b, int64(code), 10)
-	}
+	b = strconv.AppendInt(b, int64(code), 10)
 	b = append(b, ' ')
 	if text := http.StatusText(code); text != "" {
 		b = append(b, text...)
