@@ -64,9 +64,10 @@ var (
 // laneServed counts requests the lane served itself, laneHanded
 // connections it handed to net/http, laneWatches watches started,
 // laneParked connections idle without their buffers now (see idleHold),
-// laneReused requests served in their connection's last laneHead.
-// For tests.
-var laneServed, laneHanded, laneWatches, laneParked, laneReused atomic.Int64
+// laneReused requests served in their connection's last laneHead,
+// laneMade lane requests' contexts that made their inner one (see
+// laneContext). For tests.
+var laneServed, laneHanded, laneWatches, laneParked, laneReused, laneMade atomic.Int64
 
 // lane is the server of one proxy listener.
 type lane struct {
@@ -1537,16 +1538,16 @@ func plainTarget(uri string, u *url.URL) bool {
 // a fresh allocation of it, cold in the caches, was the request path's
 // largest.
 type laneHead struct {
-	// guard outlives the exchanges served in this laneHead.
-	guard fireGuard
 	// hdr is the header map of the request served last, which the next
 	// one empties and fills (see parseFields).
 	hdr http.Header
 	// blank is an empty request with the laneHead's context, which each
 	// request served in it starts from (see parseHead).
 	blank http.Request
-	// ctx is zeroed by hand (see laneRequest): contexts derived from the
-	// last exchange's may still read it when they are cancelled late.
+	// ctx outlives the exchanges served in this laneHead and is made
+	// ready for the next one by hand (see laneRequest): contexts derived
+	// from the last exchange's, and its cancel function, may still reach
+	// it late.
 	ctx laneContext
 	laneParts
 }
@@ -1558,36 +1559,6 @@ type laneParts struct {
 	w   connWriter
 	// vals holds the header's values when they are few (see parseFields).
 	vals [8]string
-}
-
-// fireGuard keeps the cancel function of an exchange that ended from
-// reaching the next exchange served in the same laneHead. A timer or
-// watch may call the old function after the exchange ended (it takes the
-// function under its own lock and calls it after): the cancellation of the
-// old context is harmless, but laneExchange.fire would close the new
-// exchange's upstream connection or cut its writes.
-type fireGuard struct {
-	mu  sync.Mutex
-	gen uint64 // the exchange the laneHead serves now
-}
-
-// next retires every cancel function made so far: once it returned, none
-// of them fires le again.
-func (g *fireGuard) next() uint64 {
-	g.mu.Lock()
-	g.gen++
-	n := g.gen
-	g.mu.Unlock()
-	return n
-}
-
-// fire fires le if it still serves exchange gen.
-func (g *fireGuard) fire(gen uint64, le *laneExchange) {
-	g.mu.Lock()
-	if g.gen == gen {
-		le.fire()
-	}
-	g.mu.Unlock()
 }
 
 // reusable says whether the next request on the connection may be served
@@ -1603,58 +1574,123 @@ func (lh *laneHead) reusable() bool {
 // own, which lh.ctx.le.cancel cancels; nil for a head the lane does not
 // serve. The request is served in spare when not nil (see reusable).
 func laneRequest(head []byte, idle *idleTimer, spare *laneHead) *laneHead {
-	ctx, cancel := context.WithCancelCause(context.Background())
 	lh := spare
-	var gen uint64
 	if lh == nil {
 		lh = &laneHead{}
 	} else {
-		gen = lh.guard.next()
 		lh.laneParts = laneParts{}
 		lh.ctx.le = laneExchange{}
 		laneReused.Add(1)
 	}
 	lc := &lh.ctx
-	lc.inner.Store(ctx)
+	gen := lc.next()
 	le := &lc.le
 	le.ctx, le.idle = lc, idle
-	g := &lh.guard
-	le.cancel = func(cause error) {
-		cancel(cause)
-		g.fire(gen, le)
-	}
+	le.cancel = func(cause error) { lc.cancel(gen, cause) }
 	if parseHead(head, lc, lh) == nil {
-		cancel(nil)
+		lc.cancel(gen, nil)
 		return nil
 	}
 	lh.hdr = lh.req.Header
 	return lh
 }
 
-// laneContext is a lane request's context: its own cancelable context
-// with the request's laneExchange as the value of laneCancelKey. Every
-// other value, Done, Err and the cancellation's cause are the cancelable
-// context's.
+// laneContext is a lane request's context, with the request's
+// laneExchange as the value of laneCancelKey. It is a cancelable context
+// that makes the context package's one (inner) only when something asks
+// for its Done channel or derives a context from it, which most requests
+// never do: cancelling it before then allocates nothing (see cancel).
 //
-// The cancelable context is swapped atomically when the laneHead serves
-// its next request: a context derived from the last one (a per-try
-// timeout's, say) that is cancelled after its exchange ended looks up its
-// parent here, from its own goroutine, while the next exchange starts.
-// It finds either: it is no child of the new one, and once the next
-// exchange starts the old one is cancelled and has let go of its
-// children.
+// A laneHead serves each of its exchanges in the same laneContext (see
+// next). A context derived from the last exchange's that is cancelled
+// after its exchange ended looks up its parent here, from its own
+// goroutine, while the next exchange starts: it finds either exchange's
+// cancelable context, is no child of the new one, and the old one let go
+// of its children when it was cancelled. A cancel function of an exchange
+// that ended, which a timer or watch may call after it (it takes the
+// function under its own lock and calls it after), does nothing: it would
+// cancel the next exchange, close its upstream connection or cut its
+// writes.
 type laneContext struct {
-	inner atomic.Value // context.Context
+	state atomic.Uint32 // lcLive, lcEnded or lcMade; written under mu
+	mu    sync.Mutex
+	gen   uint64 // the exchange served now
+	inner context.Context
+	stop  context.CancelCauseFunc
+	cause error // the cancellation's cause while inner is not made
 	le    laneExchange
 }
 
-func (c *laneContext) request() context.Context {
-	return c.inner.Load().(context.Context)
+const (
+	lcLive  = iota // not cancelled, inner not made
+	lcEnded        // cancelled before inner was made
+	lcMade         // inner made: it answers
+)
+
+// next readies c for its next exchange, whose generation it returns: once
+// it returned, no cancel function made before cancels c.
+func (c *laneContext) next() uint64 {
+	c.mu.Lock()
+	c.gen++
+	gen := c.gen
+	c.state.Store(lcLive)
+	c.inner, c.stop, c.cause = nil, nil, nil
+	c.mu.Unlock()
+	return gen
 }
 
-func (c *laneContext) Deadline() (time.Time, bool) { return c.request().Deadline() }
-func (c *laneContext) Done() <-chan struct{}       { return c.request().Done() }
-func (c *laneContext) Err() error                  { return c.request().Err() }
+// cancel cancels exchange gen's context with cause (context.Canceled when
+// nil), then fires its exchange (see laneExchange.fire), if c still serves
+// it and it was not cancelled before. A waiter that meets the fired
+// connection's close then sees the context cancelled.
+func (c *laneContext) cancel(gen uint64, cause error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.gen != gen {
+		return
+	}
+	switch c.state.Load() {
+	case lcLive:
+		if cause == nil {
+			cause = context.Canceled
+		}
+		c.cause = cause
+		c.state.Store(lcEnded)
+	case lcMade:
+		c.stop(cause)
+	}
+	c.le.fire()
+}
+
+// made returns the inner context, making it (cancelled already with the
+// cause, when c was cancelled before) if it is not yet.
+func (c *laneContext) made() context.Context {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.state.Load() != lcMade {
+		c.inner, c.stop = context.WithCancelCause(context.Background())
+		laneMade.Add(1)
+		if c.state.Load() == lcEnded {
+			c.stop(c.cause)
+		}
+		c.cause = nil
+		c.state.Store(lcMade)
+	}
+	return c.inner
+}
+
+func (c *laneContext) Deadline() (time.Time, bool) { return time.Time{}, false }
+func (c *laneContext) Done() <-chan struct{}       { return c.made().Done() }
+
+func (c *laneContext) Err() error {
+	switch c.state.Load() {
+	case lcLive:
+		return nil
+	case lcEnded:
+		return context.Canceled
+	}
+	return c.made().Err()
+}
 
 // laneOwned returns the lane exchange whose own context ctx is (or the
 // values-only wrapping of it ServeHTTP recorded), or nil: a context derived
@@ -1667,11 +1703,18 @@ func laneOwned(ctx context.Context) *laneExchange {
 	return nil
 }
 
+// Value answers laneCancelKey with the exchange. A context that is not
+// cancelled and has not made its inner one holds no other value: the
+// inner one, made from context.Background, holds only the context
+// package's own, which it asks for after Done or Err (the cause).
 func (c *laneContext) Value(key any) any {
 	if _, ok := key.(laneCancelKey); ok {
 		return &c.le
 	}
-	return c.request().Value(key)
+	if c.state.Load() == lcLive {
+		return nil
+	}
+	return c.made().Value(key)
 }
 
 // parseFields parses header lines of the plainest kind (see scanFields)

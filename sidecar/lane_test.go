@@ -901,14 +901,14 @@ func TestLaneReusesHeadOnlyWhenNothingKeepsIt(t *testing.T) {
 
 // A laneHead served again retires its last exchange's cancel function:
 // called late (as a timer or watch that took it before the exchange ended
-// may), it cancels only its own context, never the new exchange's
-// connection, and the new request keeps nothing of the old.
+// may), it does nothing: it neither cancels the new exchange's context nor
+// closes its connection, and the new request keeps nothing of the old.
 func TestLaneHeadReuseRetiresOldCancel(t *testing.T) {
 	lh := laneRequest([]byte("GET /old?q=1 HTTP/1.1\r\nHost: a\r\nX-Old: 1\r\n\r\n"), nil, nil)
 	if lh == nil {
 		t.Fatal("the lane refused a plain head")
 	}
-	oldCancel, oldCtx := lh.ctx.le.cancel, lh.ctx.request()
+	oldCancel := lh.ctx.le.cancel
 	lh2 := laneRequest([]byte("GET /new HTTP/1.1\r\nHost: b\r\n\r\n"), nil, lh)
 	if lh2 != lh {
 		t.Fatal("the spare laneHead was not used")
@@ -920,9 +920,6 @@ func TestLaneHeadReuseRetiresOldCancel(t *testing.T) {
 	c, s := tcpPair(t)
 	lh2.ctx.le.hooked.Store(c)
 	oldCancel(errCallerGone)
-	if context.Cause(oldCtx) != errCallerGone {
-		t.Fatalf("the old context's cause is %v", context.Cause(oldCtx))
-	}
 	if err := lh2.req.Context().Err(); err != nil {
 		t.Fatalf("the old cancel ended the new exchange's context: %v", err)
 	}
@@ -979,6 +976,120 @@ func TestLaneHeadReuseWhileDerivedContextCancels(t *testing.T) {
 		}
 		lh2.ctx.le.cancel(nil)
 	}
+}
+
+// A lane request's context makes the context package's cancelable one
+// only when asked for its Done channel or a child, and behaves the same
+// either way: cancelled before or after that, its Err, Done and cause, its
+// children's and the close of its exchange's connection are as a
+// context.WithCancelCause's would be.
+func TestLaneContextCancelsBeforeOrAfterMade(t *testing.T) {
+	type key struct{}
+	for _, tc := range []struct {
+		name      string
+		askFirst  bool // derive a child before the cancel
+		cause     error
+		wantCause error
+	}{
+		{"cancelled before asked", false, errCallerGone, errCallerGone},
+		{"asked, then cancelled", true, errCallerGone, errCallerGone},
+		{"cancelled without a cause", false, nil, context.Canceled},
+		{"asked, cancelled without a cause", true, nil, context.Canceled},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			lh := laneRequest([]byte("GET / HTTP/1.1\r\nHost: a\r\n\r\n"), nil, nil)
+			if lh == nil {
+				t.Fatal("the lane refused a plain head")
+			}
+			ctx := lh.req.Context()
+			made := laneMade.Load()
+			if ctx.Err() != nil || context.Cause(ctx) != nil || ctx.Value(key{}) != nil {
+				t.Fatalf("a new request's context: err %v, cause %v, value %v", ctx.Err(), context.Cause(ctx), ctx.Value(key{}))
+			}
+			if _, ok := ctx.Deadline(); ok {
+				t.Fatal("a lane request's context has a deadline")
+			}
+			if laneMade.Load() != made {
+				t.Fatal("Err, Cause or Value made the inner context")
+			}
+			c, s := tcpPair(t)
+			lh.ctx.le.hooked.Store(c)
+			var early context.Context
+			if tc.askFirst {
+				var stop context.CancelFunc
+				early, stop = context.WithTimeout(context.WithValue(ctx, key{}, 1), time.Hour)
+				defer stop()
+				if laneMade.Load() != made+1 {
+					t.Fatal("deriving a child did not make the inner context")
+				}
+				if early.Err() != nil {
+					t.Fatalf("a child of a live context ended: %v", early.Err())
+				}
+			}
+			lh.ctx.le.cancel(tc.cause)
+			if !tc.askFirst && laneMade.Load() != made {
+				t.Fatal("the cancel made the inner context")
+			}
+			lh.ctx.le.cancel(errPerTryTimeout) // the first cause stays
+			if ctx.Err() != context.Canceled {
+				t.Fatalf("err %v after the cancel", ctx.Err())
+			}
+			if got := context.Cause(ctx); got != tc.wantCause {
+				t.Fatalf("cause %v, want %v", got, tc.wantCause)
+			}
+			recv(t, ctx.Done(), 5*time.Second, "the context's end")
+			late, stop := context.WithTimeout(ctx, time.Hour)
+			defer stop()
+			for _, child := range []context.Context{early, late} {
+				if child == nil {
+					continue
+				}
+				recv(t, child.Done(), 5*time.Second, "the child's end")
+				if got := context.Cause(child); got != tc.wantCause {
+					t.Fatalf("the child's cause is %v, want %v", got, tc.wantCause)
+				}
+			}
+			s.SetReadDeadline(time.Now().Add(5 * time.Second))
+			if _, err := s.Read(make([]byte, 1)); err != io.EOF {
+				t.Fatalf("the cancel did not close the exchange's connection: %v", err)
+			}
+		})
+	}
+}
+
+// Plain requests relayed by ferry's own client on a pooled connection never
+// make their context's inner one (an allocation and a cancellation per
+// request; the first request's dial does); a request that goes to
+// net/http's transport, which waits on the context's Done, does.
+func TestLanePlainRequestsMakeNoContext(t *testing.T) {
+	up := origin(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, r.URL.Path)
+	}))
+	run := func(t *testing.T, url string) int64 {
+		c := dialRaw(t, url)
+		defer c.Close()
+		br := bufio.NewReader(c)
+		io.WriteString(c, "GET /dial HTTP/1.1\r\nHost: x\r\n\r\n")
+		readAnswers(t, c, br, "/dial")
+		made := laneMade.Load()
+		for _, p := range []string{"/a", "/b", "/c"} {
+			io.WriteString(c, "GET "+p+" HTTP/1.1\r\nHost: x\r\n\r\n")
+			readAnswers(t, c, br, p)
+		}
+		return laneMade.Load() - made
+	}
+	t.Run("http1 upstream", func(t *testing.T) {
+		_, url := outboundTo(t, "", up)
+		if got := run(t, url); got != 0 {
+			t.Fatalf("%d of 3 plain requests made their context's inner one", got)
+		}
+	})
+	t.Run("h2c upstream", func(t *testing.T) {
+		_, url := ferryWithProtocol(t, ProtocolH2C, up)
+		if got := run(t, url); got != 3 {
+			t.Fatalf("%d of 3 requests to net/http's transport made their context's inner one, want 3", got)
+		}
+	})
 }
 
 // A lane exchange's first response read by ferry's client lives in the
