@@ -1552,7 +1552,11 @@ type laneHead struct {
 	laneParts
 }
 
-// laneParts is what every request served in a laneHead starts with zeroed.
+// laneParts is what each request served in a laneHead fills anew: its
+// request and (for a plain target) URL are written whole as its head is
+// parsed (see parseHead), its writer as it is served (serveOne), its
+// values from the start of vals. Nothing zeroes them in between: that was
+// a clear of 700 bytes per request.
 type laneParts struct {
 	req http.Request
 	url url.URL
@@ -1578,7 +1582,6 @@ func laneRequest(head []byte, idle *idleTimer, spare *laneHead) *laneHead {
 	if lh == nil {
 		lh = &laneHead{}
 	} else {
-		lh.laneParts = laneParts{}
 		lh.ctx.le = laneExchange{}
 		laneReused.Add(1)
 	}

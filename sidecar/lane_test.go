@@ -1192,7 +1192,6 @@ func TestParseHeadInPlace(t *testing.T) {
 	}
 	lh.hdr = r.Header
 	allocs := testing.AllocsPerRun(200, func() {
-		lh.laneParts = laneParts{}
 		r = parseHead(head, ctx, lh)
 	})
 	if r == nil || r != &lh.req {
