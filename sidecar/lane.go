@@ -1153,6 +1153,10 @@ type laneExchange struct {
 	// takeHead). Whatever comes after that wait drops it (0).
 	headAt   time.Time
 	headMono int64
+	// perTryDue is the monoNow() time by which the attempt in progress
+	// must have its response head (timeouts.per_try) when ferry's client
+	// bounds it itself (see Proxy.try); 0 otherwise.
+	perTryDue int64
 	// doneAt is time.Now() as the response went out whole, when nothing
 	// that may wait follows before the exchange's end (see respondDone):
 	// the upstream connection's return to its pool, the request's
@@ -1568,8 +1572,8 @@ type laneParts struct {
 // reusable says whether the next request on the connection may be served
 // in lh, whose exchange ended with the connection kept: nothing read its
 // body (there was none) and nothing that outlives the exchange was given
-// its parts. What may still hold its cancel function is disarmed by the
-// guard.
+// its parts. What may still hold its cancel function finds it retired
+// (see laneContext.next).
 func (lh *laneHead) reusable() bool {
 	return !lh.ctx.le.escaped && lh.w.body == nil && lh.req.ContentLength == 0
 }
@@ -1581,12 +1585,15 @@ func laneRequest(head []byte, idle *idleTimer, spare *laneHead) *laneHead {
 	lh := spare
 	if lh == nil {
 		lh = &laneHead{}
-	} else {
-		lh.ctx.le = laneExchange{}
-		laneReused.Add(1)
 	}
 	lc := &lh.ctx
+	// First: from here on no cancel function of the last exchange, which
+	// a timer or Close may call late, reaches le.
 	gen := lc.next()
+	if spare != nil {
+		lc.le = laneExchange{}
+		laneReused.Add(1)
+	}
 	le := &lc.le
 	le.ctx, le.idle = lc, idle
 	le.cancel = func(cause error) { lc.cancel(gen, cause) }
@@ -1643,9 +1650,11 @@ func (c *laneContext) next() uint64 {
 }
 
 // cancel cancels exchange gen's context with cause (context.Canceled when
-// nil), then fires its exchange (see laneExchange.fire), if c still serves
-// it and it was not cancelled before. A waiter that meets the fired
-// connection's close then sees the context cancelled.
+// nil; the first cause stays), then fires its exchange (see
+// laneExchange.fire), if c still serves it. It fires on every such call:
+// a connection or writer hooked after an earlier cancel is cut too (see
+// closeOnCancel). A waiter that meets the fired connection's close then
+// sees the context cancelled.
 func (c *laneContext) cancel(gen uint64, cause error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()

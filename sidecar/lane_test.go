@@ -18,6 +18,7 @@ import (
 	"runtime"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -936,6 +937,38 @@ func TestLaneHeadReuseRetiresOldCancel(t *testing.T) {
 	}
 }
 
+// A cancel function of an ended exchange that a timer or Close calls late,
+// while the laneHead is made ready for the next request, reaches nothing
+// of the next exchange (the race detector sees a late fire overlap the
+// reset of the exchange when the generation moves after it).
+func TestLaneHeadReuseWhileOldCancelRuns(t *testing.T) {
+	lh := laneRequest([]byte("GET /a HTTP/1.1\r\nHost: a\r\n\r\n"), nil, nil)
+	for range 50 {
+		old := lh.ctx.le.cancel
+		old(nil) // the exchange ends (serveOne's deferred cancel)
+		var stop atomic.Bool
+		started, done := make(chan struct{}), make(chan struct{})
+		go func() {
+			defer close(done)
+			close(started)
+			for !stop.Load() {
+				old(errBodyIdle)
+			}
+		}()
+		<-started
+		lh2 := laneRequest([]byte("GET /b HTTP/1.1\r\nHost: b\r\n\r\n"), nil, lh)
+		stop.Store(true)
+		<-done
+		if lh2 != lh {
+			t.Fatal("the spare laneHead was not used")
+		}
+		if err := lh2.req.Context().Err(); err != nil {
+			t.Fatalf("a late cancel ended the new exchange: %v", err)
+		}
+	}
+	lh.ctx.le.cancel(nil)
+}
+
 // A context derived from a lane request's (a per-try timeout's) may be
 // cancelled on its own goroutine after the exchange ended, and then looks
 // up its parent (context.parentCancelCtx: Done and Value) while the
@@ -1082,6 +1115,12 @@ func TestLanePlainRequestsMakeNoContext(t *testing.T) {
 		_, url := outboundTo(t, "", up)
 		if got := run(t, url); got != 0 {
 			t.Fatalf("%d of 3 plain requests made their context's inner one", got)
+		}
+	})
+	t.Run("http1 upstream, per-try timeout", func(t *testing.T) {
+		_, url := outboundTo(t, "defaults: { timeouts: { per_try: 1m } }", up)
+		if got := run(t, url); got != 0 {
+			t.Fatalf("%d of 3 plain requests under a per-try timeout made their context's inner one", got)
 		}
 	})
 	t.Run("h2c upstream", func(t *testing.T) {

@@ -19,12 +19,12 @@ import (
 func TestPoolReturnAfterSweepDroppedList(t *testing.T) {
 	f, addr := idlePoolTo(t)
 	ctx := context.Background()
-	a, _, err := f.get(ctx, addr, true, poolIdleTimeout, 0)
+	a, _, err := f.get(ctx, addr, true, poolIdleTimeout, 0, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
 	f.put(addr, a, 0)
-	if got, reused, err := f.get(ctx, addr, false, poolIdleTimeout, 0); err != nil || !reused || got != a {
+	if got, reused, err := f.get(ctx, addr, false, poolIdleTimeout, 0, 0); err != nil || !reused || got != a {
 		t.Fatalf("pooled connection not taken: reused %v, err %v", reused, err)
 	}
 	f.sweep() // the endpoint's list is empty: dropped
@@ -34,7 +34,7 @@ func TestPoolReturnAfterSweepDroppedList(t *testing.T) {
 	if n != 0 {
 		t.Fatalf("sweep kept %d empty lists", n)
 	}
-	b, _, err := f.get(ctx, addr, true, poolIdleTimeout, 0)
+	b, _, err := f.get(ctx, addr, true, poolIdleTimeout, 0, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -42,7 +42,7 @@ func TestPoolReturnAfterSweepDroppedList(t *testing.T) {
 	f.put(addr, a, 0)
 	seen := map[*h1Conn]bool{}
 	for range 2 {
-		c, reused, err := f.get(ctx, addr, false, poolIdleTimeout, 0)
+		c, reused, err := f.get(ctx, addr, false, poolIdleTimeout, 0, 0)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -868,8 +868,20 @@ func (p *Proxy) retry(ctx context.Context, up *upstream, attempt int, key string
 func (p *Proxy) try(ctx context.Context, w http.ResponseWriter, r *http.Request, up *upstream, addr, upgrade string, body *requestBody, x *exchange, info telemetry.AttemptInfo) (*http.Response, context.Context, *telemetry.Attempt, error) {
 	actx := ctx
 	rt := up.transportFor(r, upgrade != "")
+	_, own := rt.(*fastH1)
 	var tries *h2Tries
-	if d := up.timeouts.PerTry; d > 0 || rt == up.h2c {
+	// A lane request without a body or an upgrade goes through ferry's
+	// client's bodiless exchange (the lane serves no head with Upgrade or
+	// Expect fields, and such a request has no body: see eligible), which
+	// bounds the attempt by its per-try deadline itself (see
+	// fastH1.exchange): no context, timer and context.AfterFunc of its
+	// own, which cost a plain request more than three quarters again of
+	// its instructions.
+	d := up.timeouts.PerTry
+	selfBounded := d > 0 && own && x.lane != nil && upgrade == "" && body == nil
+	if selfBounded {
+		x.lane.perTryDue = monoAdd(monoOr(x.lane.headNow()), d)
+	} else if d > 0 || rt == up.h2c {
 		var cancel context.CancelCauseFunc
 		actx, cancel = context.WithCancelCause(ctx)
 		if d > 0 {
@@ -884,7 +896,6 @@ func (p *Proxy) try(ctx context.Context, w http.ResponseWriter, r *http.Request,
 			actx = httptrace.WithClientTrace(actx, tries.trace())
 		}
 	}
-	_, own := rt.(*fastH1)
 	if x.lane != nil && (!own || upgrade != "") {
 		x.lane.escaped = true
 	}
@@ -940,6 +951,16 @@ func (p *Proxy) try(ctx context.Context, w http.ResponseWriter, r *http.Request,
 		res, err = roundTripInformed(rt, out, informed)
 	}
 	x.lane.takeHead() // the round trip waited: no step after it takes that reading
+	if selfBounded {
+		x.lane.perTryDue = 0
+		if errors.Is(err, errPerTryTimeout) {
+			// The attempt's context says why it failed, as a
+			// cancelled one of its own would (see classify).
+			var cancel context.CancelCauseFunc
+			actx, cancel = context.WithCancelCause(ctx)
+			cancel(errPerTryTimeout)
+		}
+	}
 	if err != nil && rt == up.h2c && actx.Err() == nil {
 		err = up.peer.explain(addr, err)
 	}

@@ -3,6 +3,7 @@ package sidecar
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -445,6 +446,68 @@ func TestPerTryTimeoutIs504AndRetried(t *testing.T) {
     timeouts: { per_try: 100ms }`, slow)
 	if code, body := call(t, c, "GET", url1, nil); code != 504 || !strings.Contains(body, "timeouts.per_try") {
 		t.Fatalf("single slow endpoint: %d %q", code, body)
+	}
+}
+
+// A request on a pooled connection that the upstream keeps without an
+// answer ends at whichever of timeouts.per_try and
+// timeouts.response_header comes first, with that timeout's 504, and is
+// sent once: a timeout is no close of an idle connection, which a
+// bodiless request on a new connection would be retried for.
+func TestPerTryAndHeaderTimeoutOnPooledConnection(t *testing.T) {
+	for _, tc := range []struct{ timeouts, want string }{
+		{"{ per_try: 150ms }", "timeouts.per_try"},
+		{"{ per_try: 150ms, response_header: 1h }", "timeouts.per_try"},
+		{"{ per_try: 1h, response_header: 150ms }", "timeouts.response_header"},
+		{"{ response_header: 150ms }", "timeouts.response_header"},
+	} {
+		t.Run(tc.timeouts, func(t *testing.T) {
+			release := make(chan struct{})
+			defer close(release)
+			var slow atomic.Int32
+			up := origin(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				if r.URL.Path == "/slow" {
+					slow.Add(1)
+					<-release
+				}
+				io.WriteString(w, "fast")
+			}))
+			_, url := resilientFerry(t, nil, "    timeouts: "+tc.timeouts, up)
+			c := h1Client()
+			defer c.CloseIdleConnections()
+			if code, body := call(t, c, "GET", url+"fast", nil); code != 200 || body != "fast" {
+				t.Fatalf("got %d %q", code, body)
+			}
+			if code, body := call(t, c, "GET", url+"slow", nil); code != http.StatusGatewayTimeout || !strings.Contains(body, tc.want) {
+				t.Fatalf("got %d %q, want 504 naming %s", code, body, tc.want)
+			}
+			if n := slow.Load(); n != 1 {
+				t.Fatalf("the upstream got the request %d times, want once", n)
+			}
+			// The connection the timeout cut is not pooled again.
+			if code, body := call(t, c, "GET", url+"fast", nil); code != 200 || body != "fast" {
+				t.Fatalf("after the timeout: %d %q", code, body)
+			}
+		})
+	}
+}
+
+// ferry's client ends a dial at the attempt's per-try deadline, and says
+// so; a dial the request's own end cut is no per-try timeout.
+func TestZeroCopyDialEndsAtPerTry(t *testing.T) {
+	f := &fastH1{dial: func(ctx context.Context, network, addr string) (net.Conn, error) {
+		<-ctx.Done()
+		return nil, &dialError{addr: addr, err: ctx.Err()}
+	}}
+	_, _, err := f.get(context.Background(), "192.0.2.1:80", true, poolIdleTimeout, 0, monoAdd(monoNow(), 20*time.Millisecond))
+	if !errors.Is(err, errPerTryTimeout) || !errors.As(err, new(*dialError)) {
+		t.Fatalf("dial cut by the per-try deadline: %v", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	_, _, err = f.get(ctx, "192.0.2.1:80", true, poolIdleTimeout, 0, monoAdd(monoNow(), time.Hour))
+	if err == nil || errors.Is(err, errPerTryTimeout) {
+		t.Fatalf("dial of a request that ended: %v", err)
 	}
 }
 

@@ -111,11 +111,13 @@ type h1Conn struct {
 	// makes its body the spliceBody allocated with it.
 	plain *plainResponse
 
-	// The response header timeout of a bodiless exchange (awaitHeader).
+	// The response header timeout of a bodiless exchange (awaitHeader),
+	// or its attempt's timeouts.per_try when that ends first (hper).
 	hmu      sync.Mutex
 	ht       lazyTimer
 	hdue     int64 // monoNow() by which the header must be in; 0: none awaited
-	hexpired bool  // the timer cut the wait: the read deadline is in the past
+	hper     bool  // hdue is the attempt's per-try bound; set by the exchange's goroutine
+	hexpired bool  // the timer cut the wait: the read and write deadlines are in the past
 }
 
 // awaitHeader bounds the wait for a response header to d. It takes no
@@ -128,12 +130,19 @@ func (c *h1Conn) awaitHeader(d time.Duration) { c.awaitHeaderAt(d, 0) }
 // moment ago.
 func (c *h1Conn) awaitHeaderAt(d time.Duration, now int64) {
 	now = monoOr(now)
+	c.awaitHeaderBy(monoAdd(now, d), false, now)
+}
+
+// awaitHeaderBy bounds the wait for a response header to due (a monoNow()
+// time); perTry says the bound is the attempt's timeouts.per_try (see
+// headerErr). now is a monoNow() reading taken a moment ago, or 0.
+func (c *h1Conn) awaitHeaderBy(due int64, perTry bool, now int64) {
 	c.hmu.Lock()
 	if c.ht.f == nil {
 		c.ht.f = c.headerTimer
 	}
-	c.hdue = monoAdd(now, d)
-	c.ht.armByAt(c.hdue, now)
+	c.hdue, c.hper = due, perTry
+	c.ht.armByAt(due, now)
 	c.hmu.Unlock()
 }
 
@@ -143,9 +152,20 @@ func (c *h1Conn) headerIn() {
 	c.hdue = 0
 	if c.hexpired {
 		c.hexpired = false
-		c.tc.SetReadDeadline(time.Time{})
+		c.tc.SetDeadline(time.Time{})
 	}
 	c.hmu.Unlock()
+}
+
+// headerErr is err, the failure to read a response head that awaitHeader
+// bounded, as the bound's own error when the bound cut it: the per-try
+// timeout's, or the response header timeout's (errHeaderTimeout, which
+// timeoutAware made of it).
+func (c *h1Conn) headerErr(err error) error {
+	if err == errHeaderTimeout && c.hper {
+		return errPerTryTimeout
+	}
+	return err
 }
 
 func (c *h1Conn) headerTimer() {
@@ -160,7 +180,9 @@ func (c *h1Conn) headerTimer() {
 	default:
 		c.hdue = 0
 		c.hexpired = true
-		c.tc.SetReadDeadline(time.Unix(1, 0))
+		// The write too: the head may wait for room in a send buffer
+		// the upstream does not empty.
+		c.tc.SetDeadline(time.Unix(1, 0))
 	}
 }
 
@@ -236,6 +258,15 @@ func (f *fastH1) RoundTrip(out *http.Request) (*http.Response, error) {
 	if le != nil && out == &le.first.req {
 		fwd = le.first.fwd
 	}
+	var perTry int64 // see laneExchange.perTryDue
+	if le != nil {
+		perTry = le.perTryDue
+	}
+	if perTry != 0 && (splicing || !eligible(out, le)) {
+		// Proxy.try leaves the per-try bound to this client only for
+		// what takes the bodiless exchange.
+		return nil, errors.New("ferry: per-try deadline given for an exchange that cannot keep it")
+	}
 	if !splicing && !eligible(out, le) {
 		// net/http's Transport, whose connections put response heads
 		// right (headFixConn) when roundTripInformed hands them over.
@@ -260,7 +291,7 @@ func (f *fastH1) RoundTrip(out *http.Request) (*http.Response, error) {
 		if splicing {
 			maxIdle = uploadReuseIdle
 		}
-		c, reused, err := f.get(ctx, addr, try > 0, maxIdle, now)
+		c, reused, err := f.get(ctx, addr, try > 0, maxIdle, now, perTry)
 		if err != nil {
 			return nil, err
 		}
@@ -274,7 +305,7 @@ func (f *fastH1) RoundTrip(out *http.Request) (*http.Response, error) {
 		if splicing {
 			res, fresh, sent, err = f.exchangeUpload(c, out, fwd, upload)
 		} else {
-			res, fresh, err = f.exchange(c, out, fwd, reused, now)
+			res, fresh, err = f.exchange(c, out, fwd, reused, now, perTry)
 		}
 		now = 0 // the exchange waited
 		if err == nil {
@@ -301,8 +332,11 @@ func (f *fastH1) RoundTrip(out *http.Request) (*http.Response, error) {
 		// A pooled connection the upstream closed just now fails before
 		// any response byte: try once more on a new connection, as
 		// net/http does for requests that can be replayed, and for any
-		// request that was not sent at all.
-		if reused && !fresh && try == 0 && !splicing && (replayable(out.Method) || errors.Is(err, errNotQuiet)) {
+		// request that was not sent at all. A timeout is no such close:
+		// the upstream kept the request, and a second try would wait
+		// out the whole timeout again.
+		if reused && !fresh && try == 0 && !splicing && (replayable(out.Method) || errors.Is(err, errNotQuiet)) &&
+			!errors.Is(err, errPerTryTimeout) && !isTimeoutErr(err) {
 			continue
 		}
 		return nil, err
@@ -551,7 +585,9 @@ func replayable(method string) bool {
 // arrived by the time they look.
 //
 // now is a monoNow() reading taken a moment ago, or 0 (see monoOr).
-func (f *fastH1) exchange(c *h1Conn, out *http.Request, fwd forwarded, reused bool, now int64) (*http.Response, bool, error) {
+// perTry is the monoNow() time by which the attempt's response head must
+// be in (timeouts.per_try), or 0.
+func (f *fastH1) exchange(c *h1Conn, out *http.Request, fwd forwarded, reused bool, now, perTry int64) (*http.Response, bool, error) {
 	if err := writeHead(c.bw, out, fwd); err != nil {
 		return nil, false, err
 	}
@@ -574,11 +610,22 @@ func (f *fastH1) exchange(c *h1Conn, out *http.Request, fwd forwarded, reused bo
 	if err != nil {
 		return nil, false, err
 	}
-	if f.responseHeader > 0 {
-		c.awaitHeaderAt(f.responseHeader, now)
-		defer c.headerIn()
+	if f.responseHeader <= 0 && perTry == 0 {
+		return f.readResponse(c, out)
 	}
-	return f.readResponse(c, out)
+	now = monoOr(now)
+	due := int64(math.MaxInt64)
+	if f.responseHeader > 0 {
+		due = monoAdd(now, f.responseHeader)
+	}
+	per := perTry != 0 && perTry <= due
+	if per {
+		due = perTry
+	}
+	c.awaitHeaderBy(due, per, now)
+	res, fresh, err := f.readResponse(c, out)
+	c.headerIn()
+	return res, fresh, c.headerErr(err)
 }
 
 // readResponse reads the final response header of out.
@@ -645,8 +692,9 @@ func timeoutAware(err error) error {
 
 // get takes a live idle connection to addr, or dials one (always, with
 // fresh). now is a monoNow() reading taken a moment ago, or 0 (see
-// monoOr).
-func (f *fastH1) get(ctx context.Context, addr string, fresh bool, maxIdle time.Duration, now int64) (*h1Conn, bool, error) {
+// monoOr); a dial ends by perTry, a monoNow() time, unless it is 0 (see
+// laneExchange.perTryDue).
+func (f *fastH1) get(ctx context.Context, addr string, fresh bool, maxIdle time.Duration, now, perTry int64) (*h1Conn, bool, error) {
 	if !fresh {
 		f.mu.Lock()
 		now = monoOr(now)
@@ -673,8 +721,17 @@ func (f *fastH1) get(ctx context.Context, addr string, fresh bool, maxIdle time.
 		}
 		f.mu.Unlock()
 	}
-	nc, err := f.dial(ctx, "tcp", addr)
+	dctx := ctx
+	if perTry != 0 {
+		var cancel context.CancelFunc
+		dctx, cancel = context.WithDeadlineCause(ctx, monoBase.Add(time.Duration(perTry)), errPerTryTimeout)
+		defer cancel()
+	}
+	nc, err := f.dial(dctx, "tcp", addr)
 	if err != nil {
+		if dctx != ctx && ctx.Err() == nil && context.Cause(dctx) == errPerTryTimeout {
+			return nil, false, fmt.Errorf("%w: %w", errPerTryTimeout, err)
+		}
 		return nil, false, err
 	}
 	tc, ok := nc.(*net.TCPConn)

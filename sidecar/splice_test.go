@@ -213,7 +213,7 @@ func TestPooledConnAlive(t *testing.T) {
 	}()
 	f := &fastH1{dial: (&net.Dialer{}).DialContext}
 	conn := func() (*h1Conn, net.Conn) {
-		c, _, err := f.get(context.Background(), ln.Addr().String(), true, poolIdleTimeout, 0)
+		c, _, err := f.get(context.Background(), ln.Addr().String(), true, poolIdleTimeout, 0, 0)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -242,7 +242,7 @@ func TestZeroCopyUploadSurvivesDrain(t *testing.T) {
 // requests still take it.
 func TestZeroCopyUploadAvoidsLongIdleConnections(t *testing.T) {
 	f, addr := idlePoolTo(t)
-	old, _, err := f.get(context.Background(), addr, true, poolIdleTimeout, 0)
+	old, _, err := f.get(context.Background(), addr, true, poolIdleTimeout, 0, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -250,7 +250,7 @@ func TestZeroCopyUploadAvoidsLongIdleConnections(t *testing.T) {
 	f.mu.Lock()
 	old.since = monoNow() - int64(2*uploadReuseIdle)
 	f.mu.Unlock()
-	c, reused, err := f.get(context.Background(), addr, false, uploadReuseIdle, 0)
+	c, reused, err := f.get(context.Background(), addr, false, uploadReuseIdle, 0, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -258,7 +258,7 @@ func TestZeroCopyUploadAvoidsLongIdleConnections(t *testing.T) {
 	if reused || c == old {
 		t.Fatal("an upload took a connection idle for longer than uploadReuseIdle")
 	}
-	again, reused, err := f.get(context.Background(), addr, false, poolIdleTimeout, 0)
+	again, reused, err := f.get(context.Background(), addr, false, poolIdleTimeout, 0, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
