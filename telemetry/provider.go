@@ -47,7 +47,7 @@ type Telemetry struct {
 	spanNames  spanNames                       // the server spans' names by route (SetRoute)
 	others     []otherFormat                   // the trace context formats it does not read (tracing on)
 	metrics    *Metrics
-	log        *slog.Logger       // nil when the access log is off
+	log        *accessLog         // nil when the access log is off
 	logBuf     *linewriter.Writer // between log and a destination ferry opened; nil otherwise
 	logCloser  io.Closer
 	warnLog    *slog.Logger // ferry's own log, for what telemetry warns about; nil: otel.Handle
@@ -230,7 +230,7 @@ func (t *Telemetry) openAccessLog(w io.Writer) error {
 		t.metrics.logDropped.Store(t.logBuf)
 		w = t.logBuf
 	}
-	t.log = slog.New(slog.NewJSONHandler(w, nil))
+	t.log = newAccessLog(w)
 	return nil
 }
 

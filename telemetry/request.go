@@ -369,7 +369,7 @@ func (q *Request) EndAt(o Outcome, now time.Time) {
 	} else {
 		q.span.End()
 	}
-	q.t.logRequest(q, o, elapsed)
+	q.t.logRequest(q, o, elapsed, now, sc)
 	q.t.metrics.requestDone(q.inFlight)
 }
 
@@ -385,5 +385,5 @@ func (t *Telemetry) Answered(l Listener, status int, reason string) {
 	t.metrics.requestAnswered(l, status, reason)
 	q := Request{t: t, listener: l, ctx: context.Background()}
 	q.span = trace.SpanFromContext(q.ctx)
-	t.logRequest(&q, Outcome{Status: status, Reason: reason}, 0)
+	t.logRequest(&q, Outcome{Status: status, Reason: reason}, 0, time.Now(), trace.SpanContext{})
 }
