@@ -168,6 +168,17 @@ func (c *h1Conn) headerErr(err error) error {
 	return err
 }
 
+// headNotOut ends the per-try bound (perTry not 0) of a head whose write
+// failed with err, and says why it failed: errPerTryTimeout when the bound
+// cut it.
+func (c *h1Conn) headNotOut(perTry int64, err error) error {
+	if perTry == 0 {
+		return err
+	}
+	c.headerIn()
+	return c.headerErr(timeoutAware(err))
+}
+
 func (c *h1Conn) headerTimer() {
 	c.hmu.Lock()
 	defer c.hmu.Unlock()
@@ -588,8 +599,13 @@ func replayable(method string) bool {
 // perTry is the monoNow() time by which the attempt's response head must
 // be in (timeouts.per_try), or 0.
 func (f *fastH1) exchange(c *h1Conn, out *http.Request, fwd forwarded, reused bool, now, perTry int64) (*http.Response, bool, error) {
+	if perTry != 0 {
+		// The head's writes count against the attempt's bound too: a
+		// head longer than the writer's buffer goes out as it is built.
+		c.awaitHeaderBy(perTry, true, now)
+	}
 	if err := writeHead(c.bw, out, fwd); err != nil {
-		return nil, false, err
+		return nil, false, c.headNotOut(perTry, err)
 	}
 	// The head goes out with the first read of the response (see
 	// rawSock.Read), which then waits without trying the socket first.
@@ -608,7 +624,7 @@ func (f *fastH1) exchange(c *h1Conn, out *http.Request, fwd forwarded, reused bo
 		now = 0 // the flush wrote, and may have waited
 	}
 	if err != nil {
-		return nil, false, err
+		return nil, false, c.headNotOut(perTry, err)
 	}
 	if f.responseHeader <= 0 && perTry == 0 {
 		return f.readResponse(c, out)
