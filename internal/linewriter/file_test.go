@@ -36,12 +36,12 @@ func await(t *testing.T, what string, cond func() bool) {
 // with nothing written, and at once when Reopen asks.
 func TestWriterLetsItsDestinationReopen(t *testing.T) {
 	ticking := &reopenCounter{}
-	w := newWriter(ticking, 100, time.Millisecond)
+	w := newWriter(ticking, 100, time.Millisecond, 0)
 	await(t, "checks without writes", func() bool { return ticking.reopens.Load() >= 3 })
 	w.Close(context.Background())
 
 	asked := &reopenCounter{}
-	w = newWriter(asked, 100, time.Hour)
+	w = newWriter(asked, 100, time.Hour, 0)
 	defer w.Close(context.Background())
 	w.Reopen()
 	await(t, "the check Reopen asked for", func() bool { return asked.reopens.Load() == 1 })
@@ -181,7 +181,7 @@ func TestReopenComesBeforeLaterLines(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		w := newWriter(l, 100, time.Hour)
+		w := newWriter(l, 100, time.Hour, 0)
 		if err := os.Rename(path, rotated); err != nil {
 			t.Fatal(err)
 		}
@@ -229,7 +229,7 @@ func TestCloseFlushFollowsThePath(t *testing.T) {
 	}
 	defer f.Close()
 	h := &heldFile{File: f, entered: make(chan struct{}), release: make(chan struct{})}
-	w := newWriter(h, 100, time.Hour) // no check of its own before Close
+	w := newWriter(h, 100, time.Hour, 0) // no check of its own before Close
 	w.Write([]byte("before\n"))
 	<-h.entered // the drain holds "before", and nothing else
 	if err := os.Rename(path, rotated); err != nil {

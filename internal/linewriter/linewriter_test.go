@@ -144,3 +144,52 @@ func TestWriterCountsTheLinesItsDestinationRefuses(t *testing.T) {
 		t.Fatalf("the destination got %q", got)
 	}
 }
+
+// A gathering Writer writes the lines of a batch together: the first line
+// starts the batch, which goes out in one write when it fills half the
+// buffer (here, long before its hour is up), and Close writes what is
+// gathering at once rather than at the batch's end.
+func TestGatheringWriterWritesABatchAtOnce(t *testing.T) {
+	dst := &fullDisk{room: -1}
+	w := NewGathering(dst, 1000, time.Hour)
+	line := func(i int) { fmt.Fprintf(w, "line %03d\n", i) } // 9 bytes each
+	for i := range 55 {
+		line(i) // 495 bytes: under half the bound
+	}
+	if n, got := dst.written(); n != 0 {
+		t.Fatalf("a batch under half the bound was written before its time: %d writes, %q", n, got)
+	}
+	line(55) // 504 bytes
+	await(t, "the half-full batch written", func() bool { n, _ := dst.written(); return n > 0 })
+	n, got := dst.written()
+	if want := 56; n != 1 || bytes.Count([]byte(got), newline) != want {
+		t.Fatalf("%d writes for %d lines, want one write of %d", n, bytes.Count([]byte(got), newline), want)
+	}
+	for i := 56; i < 60; i++ {
+		line(i)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := w.Close(ctx); err != nil {
+		t.Fatalf("Close waited for the batch's hour: %v", err)
+	}
+	n, got = dst.written()
+	if n != 2 || bytes.Count([]byte(got), newline) != 60 || got[len(got)-9:] != "line 059\n" || w.Dropped() != 0 {
+		t.Fatalf("after Close: %d writes, %d dropped, %q", n, w.Dropped(), got)
+	}
+}
+
+// A batch that never fills goes out when its gathering time is up, and the
+// next line starts a batch of its own.
+func TestGatheringWriterWritesWhenTheTimeIsUp(t *testing.T) {
+	dst := &fullDisk{room: -1}
+	w := NewGathering(dst, 1<<20, 5*time.Millisecond)
+	defer w.Close(context.Background())
+	w.Write([]byte("one\n"))
+	await(t, "the first batch written", func() bool { n, _ := dst.written(); return n == 1 })
+	w.Write([]byte("two\n"))
+	await(t, "the second batch written", func() bool { n, _ := dst.written(); return n == 2 })
+	if _, got := dst.written(); got != "one\ntwo\n" {
+		t.Fatalf("the destination got %q", got)
+	}
+}
