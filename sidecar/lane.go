@@ -496,8 +496,10 @@ type laneConn struct {
 	stash    [1]byte
 	hasStash bool
 
-	// idle is the body_idle timer of the connection's exchanges.
-	idle *idleTimer
+	// idle is the body_idle timer of the connection's exchanges,
+	// deadline their overall timeout's.
+	idle     *idleTimer
+	deadline deadlineTimer
 	// doneMono is the last exchange's doneAt on monoNow's clock, when
 	// the wait for the next request may take it for now; else 0.
 	doneMono int64
@@ -650,6 +652,7 @@ func (l *lane) serveConn(c net.Conn) {
 	defer func() {
 		l.forget(lc)
 		lc.idle.release()
+		lc.deadline.release()
 		lc.wmu.Lock()
 		lc.wstop = true // the sweep lets go of lc
 		lc.wmu.Unlock()
@@ -743,7 +746,7 @@ func (l *lane) serveConn(c net.Conn) {
 		if verdict == headWhole {
 			lh = laneRequest(head, lc.idle, spare)
 			if lh != nil {
-				lh.ctx.le.series, lh.ctx.le.caller = &lc.series, &lc.caller
+				lh.ctx.le.series, lh.ctx.le.caller, lh.ctx.le.deadline = &lc.series, &lc.caller, &lc.deadline
 			}
 			spare = nil
 		}
@@ -1131,6 +1134,8 @@ type laneExchange struct {
 	series *telemetry.SeriesMemo
 	// caller is the connection's laneConn.caller.
 	caller *callerAddr
+	// deadline is the connection's laneConn.deadline.
+	deadline *deadlineTimer
 	// x is the proxy's record of the exchange (see Proxy.ServeHTTP).
 	x exchange
 	// res is the exchange's first response when ferry's client reads it

@@ -11,6 +11,7 @@ import (
 	"math"
 	"net"
 	"net/http"
+	"path"
 	"net/textproto"
 	"net/url"
 	"os"
@@ -108,9 +109,9 @@ func TestLanePipelinedAndClose(t *testing.T) {
 // A caller that goes away while the upstream has not answered yet cancels
 // the upstream exchange: the lane watches a request that runs for long.
 func TestLaneCallerGoneCancelsUpstream(t *testing.T) {
-	// Without a timeout below the request's context ferry's client hooks
-	// the upstream connection to the lane's exchange; with one, to the
-	// context through context.AfterFunc. Both must close it.
+	// ferry's client hooks the upstream connection to the lane's
+	// exchange, whose overall timeout the lane keeps too (no context
+	// below the request's). Both must close it.
 	for _, extra := range []string{"", "defaults: { timeouts: { overall: 1m } }"} {
 		canceled := make(chan struct{})
 		arrived := make(chan struct{})
@@ -1123,12 +1124,74 @@ func TestLanePlainRequestsMakeNoContext(t *testing.T) {
 			t.Fatalf("%d of 3 plain requests under a per-try timeout made their context's inner one", got)
 		}
 	})
+	t.Run("http1 upstream, overall timeout", func(t *testing.T) {
+		_, url := outboundTo(t, "defaults: { timeouts: { overall: 1m } }", up)
+		if got := run(t, url); got != 0 {
+			t.Fatalf("%d of 3 plain requests under an overall timeout made their context's inner one", got)
+		}
+	})
 	t.Run("h2c upstream", func(t *testing.T) {
 		_, url := ferryWithProtocol(t, ProtocolH2C, up)
 		if got := run(t, url); got != 3 {
 			t.Fatalf("%d of 3 requests to net/http's transport made their context's inner one, want 3", got)
 		}
 	})
+}
+
+// The lane ends each exchange of a connection at its own overall deadline,
+// on one timer per connection: an exchange with a long deadline after one
+// with a short deadline runs on past the short one, and an exchange that
+// hangs is cut at its own deadline, counted from its own start.
+func TestLaneOverallTimeoutPerExchange(t *testing.T) {
+	var t0 time.Time
+	up := origin(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch path.Base(r.URL.Path) {
+		case "slow":
+			// Answer well past the first exchange's deadline (t0+300ms).
+			select {
+			case <-time.After(time.Until(t0.Add(600 * time.Millisecond))):
+			case <-r.Context().Done():
+				return
+			}
+		case "hang":
+			<-r.Context().Done()
+			return
+		}
+		io.WriteString(w, path.Base(r.URL.Path))
+	}))
+	sc := startFerry(t, fmt.Sprintf(`
+admin: { listen: 127.0.0.1:0 }
+outbound:
+  listen: 127.0.0.1:0
+  routes:
+    - { path_prefix: /short, service: short }
+    - { path_prefix: /, service: long }
+services:
+  short: { endpoints: [%[1]s], retry: { max_retries: 0 }, timeouts: { overall: 300ms, connect: 100ms, response_header: 1s } }
+  long: { endpoints: [%[1]s], timeouts: { overall: 1m } }
+`, up))
+	c := dialRaw(t, "http://"+sc.Addr("outbound"))
+	defer c.Close()
+	br := bufio.NewReader(c)
+	t0 = time.Now()
+	io.WriteString(c, "GET /short/quick HTTP/1.1\r\nHost: x\r\n\r\n")
+	readAnswers(t, c, br, "quick")
+	io.WriteString(c, "GET /long/slow HTTP/1.1\r\nHost: x\r\n\r\n")
+	readAnswers(t, c, br, "slow")
+	if d := time.Since(t0); d < 600*time.Millisecond {
+		t.Fatalf("the slow answer came %v after the first request", d)
+	}
+	t2 := time.Now()
+	io.WriteString(c, "GET /short/hang HTTP/1.1\r\nHost: x\r\n\r\n")
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	res, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(res.Body)
+	if d := time.Since(t2); res.StatusCode != http.StatusGatewayTimeout || !strings.Contains(string(body), "overall timeout") || d < 300*time.Millisecond {
+		t.Fatalf("a hung exchange got %d %q after %v; want 504 for its overall timeout, at 300ms", res.StatusCode, body, d)
+	}
 }
 
 // A lane exchange's first response read by ferry's client lives in the

@@ -200,9 +200,9 @@ func (p *Proxy) serveExchange(w http.ResponseWriter, r *http.Request, up *upstre
 	ctx, cancel, le := exchangeContext(r)
 	defer cancel(nil)
 	x.lane = le
-	if up.timeouts.Overall > 0 {
+	if d := up.timeouts.Overall; d > 0 && !le.endBy(d) {
 		var stop context.CancelFunc
-		ctx, stop = context.WithTimeoutCause(ctx, up.timeouts.Overall, errOverallTimeout)
+		ctx, stop = context.WithTimeoutCause(ctx, d, errOverallTimeout)
 		defer stop()
 	}
 	idle := le.idleTimer(up.timeouts.BodyIdle, cancel)
@@ -783,6 +783,17 @@ func (le *laneExchange) idleTimer(d time.Duration, cancel context.CancelCauseFun
 	}
 	le.idle.beginAt(d, cancel, le.headNow())
 	return le.idle
+}
+
+// endBy has the lane end the exchange d after its head came, cancelled
+// with errOverallTimeout, and reports whether it will; le may be nil.
+func (le *laneExchange) endBy(d time.Duration) bool {
+	if le == nil || le.deadline == nil {
+		return false
+	}
+	now := monoOr(le.headNow())
+	le.deadline.begin(monoAdd(now, d), le.cancel, now)
+	return true
 }
 
 // respondDone takes the exchange's reading of the clock as its response
