@@ -244,9 +244,11 @@ func (p *Proxy) serveExchange(w http.ResponseWriter, r *http.Request, up *upstre
 			body.trailerLimit = x.maxTrailer
 		}
 		x.body = body
-		if r.ProtoMajor == 1 {
+		if r.ProtoMajor == 1 && le == nil {
 			// Let the upstream's response stream back while the caller
 			// is still uploading (bidirectional streams over HTTP/1.1).
+			// The lane's writer does so anyway: asking it made an error
+			// (not supported) per request.
 			_ = http.NewResponseController(w).EnableFullDuplex()
 		}
 	default:
@@ -263,8 +265,12 @@ func (p *Proxy) serveExchange(w http.ResponseWriter, r *http.Request, up *upstre
 		// Read, or the upstream stream would outlive the exchange.
 		// The guard keeps that Read's end from reaching w after the
 		// handler returned.
-		g := afterGuarded(ctx, func() { body.unblock(w) })
-		defer g.stop()
+		if le.hookUpload(body) {
+			defer le.unhookUpload()
+		} else {
+			g := afterGuarded(ctx, func() { body.unblock(w) })
+			defer g.stop()
+		}
 	}
 	p.attempts(ctx, w, r, up, body, idle, x)
 }

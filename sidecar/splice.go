@@ -246,6 +246,53 @@ func eligible(out *http.Request, le *laneExchange) bool {
 		out.URL.Scheme == "http"
 }
 
+// bufferedUpload returns the body of out when ferry's client sends it with
+// the head: a lane request's (le's) with a body of known length that the
+// lane has read from the caller's socket whole, none of it taken yet. data is that body in the lane's read buffer, which nothing
+// reads again before the exchange ends (the lane reads its next request
+// only then, and a watch of the caller reads the socket, not the buffer);
+// nil when out takes another way. Such a body is most small uploads (a
+// JSON POST comes with its head): net/http's Transport, which took them,
+// cost a 1 KiB POST about 110 thousand instructions against 17 thousand
+// for a GET, with two goroutines of its own per exchange.
+func bufferedUpload(out *http.Request, le *laneExchange) (a *attemptBody, data []byte) {
+	if le == nil || out.ContentLength <= 0 || out.URL.Scheme != "http" ||
+		!(out == &le.first.req && le.first.bare || out.Header["Upgrade"] == nil && out.Header["Expect"] == nil) {
+		return nil, nil
+	}
+	a, ok := out.Body.(*attemptBody)
+	if !ok || a.replaying || a.trip != nil || a.b.n.Load() != 0 {
+		return nil, nil
+	}
+	sb, ok := a.b.rc.(*socketBody)
+	if !ok || len(sb.bufs) != 1 || sb.expect || sb.left.Load() != out.ContentLength {
+		return nil, nil
+	}
+	br := sb.bufs[0]
+	if int64(br.Buffered()) < out.ContentLength {
+		return nil, nil
+	}
+	data, err := br.Peek(int(out.ContentLength))
+	if err != nil {
+		return nil, nil
+	}
+	laneBuffered.Add(1)
+	le.buffered = true
+	return a, data
+}
+
+// takeBuffered takes the body bufferedUpload found from the caller, as
+// any transport's reads would: it is counted, feeds the idle timer, and
+// its end pauses that timer while the upstream thinks. data stays whole
+// in the lane's buffer for the sends that follow.
+func takeBuffered(a *attemptBody, want int64) error {
+	n, err := io.Copy(io.Discard, a)
+	if err == nil && n != want {
+		err = fmt.Errorf("ferry: %d of %d buffered body bytes taken", n, want)
+	}
+	return err
+}
+
 // splicedUpload reports whether a request's body is a taken-over caller's
 // socket that ferry's client can splice into the upstream's.
 func splicedUpload(out *http.Request) (*requestBody, bool) {
@@ -273,12 +320,17 @@ func (f *fastH1) RoundTrip(out *http.Request) (*http.Response, error) {
 	if le != nil {
 		perTry = le.perTryDue
 	}
+	var buffered []byte // see bufferedUpload
+	var taking *attemptBody
+	if !splicing && out.Body != nil {
+		taking, buffered = bufferedUpload(out, le)
+	}
 	if perTry != 0 && (splicing || !eligible(out, le)) {
 		// Proxy.try leaves the per-try bound to this client only for
 		// what takes the bodiless exchange.
 		return nil, errors.New("ferry: per-try deadline given for an exchange that cannot keep it")
 	}
-	if !splicing && !eligible(out, le) {
+	if !splicing && buffered == nil && !eligible(out, le) {
 		// net/http's Transport, whose connections put response heads
 		// right (headFixConn) when roundTripInformed hands them over.
 		// It writes the header as it is: what writeHead would have
@@ -288,6 +340,9 @@ func (f *fastH1) RoundTrip(out *http.Request) (*http.Response, error) {
 			if _, ok := out.Header["User-Agent"]; !ok {
 				out.Header["User-Agent"] = nil
 			}
+		}
+		if le != nil {
+			le.escaped = true // net/http's goroutines may keep out
 		}
 		w, _ := informer(ctx)
 		return roundTripInformed(f.fallback, out, w)
@@ -309,6 +364,15 @@ func (f *fastH1) RoundTrip(out *http.Request) (*http.Response, error) {
 		if !reused {
 			now = 0 // the dial waited
 		}
+		if taking != nil {
+			// Taken once there is a connection to send it on: a failed
+			// dial leaves it whole for an attempt at another endpoint.
+			if err := takeBuffered(taking, out.ContentLength); err != nil {
+				c.close()
+				return nil, err
+			}
+			taking = nil
+		}
 		stop := closeOnCancel(ctx, c.tc)
 		var res *http.Response
 		var fresh bool
@@ -316,7 +380,7 @@ func (f *fastH1) RoundTrip(out *http.Request) (*http.Response, error) {
 		if splicing {
 			res, fresh, sent, err = f.exchangeUpload(c, out, fwd, upload)
 		} else {
-			res, fresh, err = f.exchange(c, out, fwd, reused, now, perTry)
+			res, fresh, err = f.exchange(c, out, fwd, buffered, reused, now, perTry)
 		}
 		now = 0 // the exchange waited
 		if err == nil {
@@ -598,7 +662,7 @@ func replayable(method string) bool {
 // now is a monoNow() reading taken a moment ago, or 0 (see monoOr).
 // perTry is the monoNow() time by which the attempt's response head must
 // be in (timeouts.per_try), or 0.
-func (f *fastH1) exchange(c *h1Conn, out *http.Request, fwd forwarded, reused bool, now, perTry int64) (*http.Response, bool, error) {
+func (f *fastH1) exchange(c *h1Conn, out *http.Request, fwd forwarded, body []byte, reused bool, now, perTry int64) (*http.Response, bool, error) {
 	if perTry != 0 {
 		// The head's writes count against the attempt's bound too: a
 		// head longer than the writer's buffer goes out as it is built.
@@ -617,7 +681,12 @@ func (f *fastH1) exchange(c *h1Conn, out *http.Request, fwd forwarded, reused bo
 			c.raw.expectQuiet()
 		}
 	}
-	err := c.bw.Flush()
+	// A body the lane read whole (bufferedUpload) goes with the head: all
+	// of it deferred, however much of it the writer's buffer holds.
+	_, err := c.bw.Write(body)
+	if err == nil {
+		err = c.bw.Flush()
+	}
 	if deferred {
 		c.raw.deferWrites(false)
 	} else {

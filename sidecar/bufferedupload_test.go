@@ -1,0 +1,160 @@
+package sidecar
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// uploadSeen is one request as an echoing upstream got it.
+type uploadSeen struct {
+	conn   int64
+	method string
+	length int64
+	body   string
+}
+
+// echoUpstream answers each request with its body and notes what it got,
+// and on which of its connections. first, when not nil, answers the first
+// request of all instead.
+func echoUpstream(t *testing.T, first func(c net.Conn)) (*rawServer, func() []uploadSeen) {
+	var mu sync.Mutex
+	var seen []uploadSeen
+	var conns, requests atomic.Int64
+	up := startRawServer(t, func(c net.Conn) {
+		id := conns.Add(1)
+		br := bufio.NewReader(c)
+		for {
+			req, err := http.ReadRequest(br)
+			if err != nil {
+				return
+			}
+			b, err := io.ReadAll(req.Body)
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			seen = append(seen, uploadSeen{id, req.Method, req.ContentLength, string(b)})
+			mu.Unlock()
+			if requests.Add(1) == 1 && first != nil {
+				first(c)
+				continue
+			}
+			fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s", len(b), b)
+		}
+	})
+	return up, func() []uploadSeen {
+		mu.Lock()
+		defer mu.Unlock()
+		return append([]uploadSeen(nil), seen...)
+	}
+}
+
+// A request body the lane has read whole with its head goes upstream with
+// the head from ferry's own client: every byte, once, framed by its
+// Content-Length, on the pooled connection.
+func TestBufferedUploadGoesWithItsHead(t *testing.T) {
+	up, seen := echoUpstream(t, nil)
+	_, url := outboundTo(t, "", up.addr())
+	c := dialRaw(t, url)
+	defer c.Close()
+	br := bufio.NewReader(c)
+	bodies := []string{strings.Repeat("a", 1024), "x", strings.Repeat("b", 6000), "{\"k\":\"\r\n\"}"}
+	before := laneBuffered.Load()
+	for _, b := range bodies {
+		// One write: the lane reads head and body together.
+		io.WriteString(c, fmt.Sprintf("POST /u HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s", len(b), b))
+		readAnswers(t, c, br, b)
+	}
+	if got := laneBuffered.Load() - before; got != int64(len(bodies)) {
+		t.Fatalf("%d of %d bodies went with their heads", got, len(bodies))
+	}
+	got := seen()
+	if len(got) != len(bodies) {
+		t.Fatalf("the upstream got %d requests, want %d: %+v", len(got), len(bodies), got)
+	}
+	for i, s := range got {
+		if s.method != "POST" || s.length != int64(len(bodies[i])) || s.body != bodies[i] || s.conn != 1 {
+			t.Errorf("request %d reached the upstream as %s, Content-Length %d, %d bytes, on connection %d; want POST, %d, %d, 1",
+				i+1, s.method, s.length, len(s.body), s.conn, len(bodies[i]), len(bodies[i]))
+		}
+	}
+}
+
+// A pooled connection that turns out not to be quiet (here the upstream
+// sent bytes after its last response) gets none of a buffered upload: it
+// goes whole on a new connection, once, even for a POST, which is never
+// sent twice.
+func TestBufferedUploadNotSentOnABrokenPooledConnection(t *testing.T) {
+	answered, strayOut := make(chan struct{}), make(chan struct{})
+	up, seen := echoUpstream(t, func(c net.Conn) {
+		io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+		select {
+		case <-answered:
+		case <-time.After(10 * time.Second):
+			return
+		}
+		io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nstray")
+		close(strayOut)
+	})
+	_, url := outboundTo(t, "defaults: { retry: { max_retries: 0 } }", up.addr())
+	c := dialRaw(t, url)
+	defer c.Close()
+	br := bufio.NewReader(c)
+	io.WriteString(c, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+	readAnswers(t, c, br, "ok")
+	close(answered)
+	recv(t, strayOut, 10*time.Second, "the stray bytes sent")
+	body := strings.Repeat("p", 2000)
+	before := laneBuffered.Load()
+	io.WriteString(c, fmt.Sprintf("POST /u HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s", len(body), body))
+	readAnswers(t, c, br, body)
+	if laneBuffered.Load() == before {
+		t.Fatal("the body did not go with its head")
+	}
+	got := seen()
+	if len(got) != 2 || got[1].conn != 2 || got[1].body != body {
+		t.Fatalf("the upstream got %+v; want the GET on connection 1, then the POST whole on connection 2", got)
+	}
+}
+
+// A body that has not come whole with its head streams as it comes:
+// ferry's client does not wait for it before the upstream hears of the
+// request (an upload may be a stream the caller feeds as the upstream
+// answers).
+func TestUnbufferedUploadStreams(t *testing.T) {
+	headIn := make(chan struct{})
+	var once sync.Once
+	up := origin(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		once.Do(func() { close(headIn) })
+		b, _ := io.ReadAll(r.Body)
+		w.Write(b)
+	}))
+	_, url := outboundTo(t, "", up)
+	c := dialRaw(t, url)
+	defer c.Close()
+	br := bufio.NewReader(c)
+	before := laneBuffered.Load()
+	io.WriteString(c, "POST /u HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nhello")
+	recv(t, headIn, 10*time.Second, "the request at the upstream before its body was whole")
+	io.WriteString(c, "world")
+	readAnswers(t, c, br, "helloworld")
+	if laneBuffered.Load() != before {
+		t.Fatal("a body not yet whole was taken for a buffered one")
+	}
+	// net/http's Transport read that body: the next request is not
+	// served in its laneHead.
+	reused := laneReused.Load()
+	io.WriteString(c, "POST /u HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nok")
+	readAnswers(t, c, br, "ok")
+	if laneReused.Load() != reused {
+		t.Fatal("a request was served in the laneHead of one whose body net/http's Transport read")
+	}
+}
