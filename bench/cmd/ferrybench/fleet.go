@@ -30,11 +30,12 @@ const (
 	phBulk    = "bulk"
 	phConc    = "conc"
 	phSmall   = "small"
+	phUploads = "uploads"
 	phLatency = "latency"
 	phTracing = "tracing"
 )
 
-var allPhases = []string{phSeq, phBulk, phConc, phSmall, phLatency, phTracing}
+var allPhases = []string{phSeq, phBulk, phConc, phSmall, phUploads, phLatency, phTracing}
 
 var allProxies = []string{pFerry, pStd, pL4, pFloor, pEpoll, pNginx, pHAProxy}
 

@@ -77,6 +77,7 @@ type config struct {
 	traceDuration  time.Duration
 	traceRounds    int
 	traceConns     int
+	uploadConns    int
 	idleSettle     time.Duration
 	sampleEvery    time.Duration
 }
@@ -168,6 +169,7 @@ func cmdRun(args []string) error {
 	fs.DurationVar(&c.traceDuration, "trace-duration", 10*time.Second, "duration of one wrk run of the tracing on/off comparison")
 	fs.IntVar(&c.traceRounds, "trace-rounds", 3, "interleaved rounds of the tracing on/off comparison")
 	fs.IntVar(&c.traceConns, "trace-conns", 32, "wrk connections of the tracing on/off comparison")
+	fs.IntVar(&c.uploadConns, "upload-conns", 32, "wrk connections of the small-upload measurement (POSTs of --small-size bodies; as many runs and rounds as the small requests)")
 	fs.DurationVar(&c.idleSettle, "idle-settle", 3*time.Second, "wait before reading idle RSS")
 	fs.DurationVar(&c.sampleEvery, "sample-every", 50*time.Millisecond, "RSS sampling interval")
 	if err := fs.Parse(args); err != nil {
@@ -233,6 +235,9 @@ func cmdRun(args []string) error {
 			return fmt.Errorf("--wrk-conns: %q is not a count >= --wrk-threads", s)
 		}
 		c.wrkConns = append(c.wrkConns, n)
+	}
+	if c.uploadConns < c.wrkThreads {
+		return fmt.Errorf("--upload-conns: %d is not a count >= --wrk-threads", c.uploadConns)
 	}
 	if c.rounds < 1 || c.wrkRounds < 1 || c.latRounds < 1 || c.traceRounds < 1 || c.seqCount < 2 || c.concCount < 1 {
 		return fmt.Errorf("--rounds, --wrk-rounds, --lat-rounds, --trace-rounds, --conc-count must be >= 1 and --seq-count >= 2")

@@ -30,6 +30,20 @@ func medOf[T any](xs []T, f func(T) float64) float64 {
 	return median(v)
 }
 
+// errCell is the errors column of a wrk table: the failed requests of all
+// rounds, marked when there are any.
+func errCell(ws []wrkRun) string {
+	var errs, reqs int64
+	for _, w := range ws {
+		errs += w.Errors
+		reqs += w.Requests
+	}
+	if errs == 0 {
+		return "0"
+	}
+	return fmt.Sprintf("**%d (%.2g%% of %d)**", errs, 100*float64(errs)/float64(max(reqs, 1)), reqs)
+}
+
 func ms(d float64) string { return fmt.Sprintf("%.3f", d/1e6) } // ns → ms
 func mb(n float64) string { return fmt.Sprintf("%.1f", n/(1<<20)) }
 
@@ -143,13 +157,24 @@ func writeReport(cfg *config, r *results) error {
 				p("| %s | %d | failed | | | | | | |\n", n, c)
 				continue
 			}
-			errs, reqs := errsOf(r.Small[k])
-			errCell := "0"
-			if errs > 0 {
-				errCell = fmt.Sprintf("**%d (%.2g%% of %d)**", errs, 100*float64(errs)/float64(max(reqs, 1)), reqs)
-			}
 			p("| %s | %d | %.0f | %s | %s | %s | %.1f | %.1f / %.1f | %s |\n", n, c, wm(k, rps), ratio(wm(k, rps), wm(wrkKey{ferry, c}, rps)),
-				ms(wm(k, p50)), ms(wm(k, p99)), wm(k, cpr), wm(k, upr), wm(k, spr), errCell)
+				ms(wm(k, p50)), ms(wm(k, p99)), wm(k, cpr), wm(k, upr), wm(k, spr), errCell(r.Small[k]))
+		}
+	}
+
+	// Small uploads.
+	if len(r.Uploads) > 0 {
+		p("\n## Small uploads: %s POST bodies (answered with the byte count read), wrk -t%d -c%d, %s per run, %d rounds\n\n", humanBytes(cfg.smallSize), cfg.wrkThreads, cfg.uploadConns, cfg.wrkDuration, cfg.wrkRounds)
+		p("A body that comes with its head, as most API calls send it. CPU per request as for the small requests.\n\n")
+		p("| proxy | req/s | × ferry | p50 (ms) | p99 (ms) | proxy CPU per request (µs) | user / kernel (µs) | non-2xx + socket errors (all rounds) |\n|---|--:|--:|--:|--:|--:|--:|--:|\n")
+		um := func(n string, f func(wrkRun) float64) float64 { return medOf(r.Uploads[n], f) }
+		for _, n := range r.Order {
+			if len(r.Uploads[n]) == 0 {
+				p("| %s | failed | | | | | | |\n", n)
+				continue
+			}
+			p("| %s | %.0f | %s | %s | %s | %.1f | %.1f / %.1f | %s |\n", n, um(n, rps), ratio(um(n, rps), um(ferry, rps)),
+				ms(um(n, p50)), ms(um(n, p99)), um(n, cpr), um(n, upr), um(n, spr), errCell(r.Uploads[n]))
 		}
 	}
 

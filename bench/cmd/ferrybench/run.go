@@ -34,6 +34,7 @@ type results struct {
 	Seq                map[string]seqResult
 	Conc               map[string]concResult
 	Small              map[wrkKey][]wrkRun
+	Uploads            map[string][]wrkRun
 	Lat                map[string][]latRound
 	LatDirect          map[string][]latRound      // the direct attack just before each of a proxy's
 	LatPooled          map[string][]time.Duration `json:"-"`
@@ -108,7 +109,7 @@ func runBench(ctx context.Context, cfg *config) error {
 		IdleStart: map[string]int64{}, IdleEnd: map[string]int64{},
 		Bulk: map[string][]bulkRound{}, Seq: map[string]seqResult{}, Conc: map[string]concResult{},
 		Small: map[wrkKey][]wrkRun{}, Lat: map[string][]latRound{}, LatDirect: map[string][]latRound{}, LatPooled: map[string][]time.Duration{},
-		Trace: map[string][]wrkRun{}, Failures: map[string][]string{},
+		Trace: map[string][]wrkRun{}, Uploads: map[string][]wrkRun{}, Failures: map[string][]string{},
 	}
 	dir, err := os.MkdirTemp("", "ferrybench-")
 	if err != nil {
@@ -154,6 +155,7 @@ func runBench(ctx context.Context, cfg *config) error {
 		{phBulk, "bulk download/upload (CPU per GiB)", measureBulk},
 		{phConc, "concurrent downloads (peak RSS)", measureConcurrent},
 		{phSmall, "small requests (wrk)", measureSmall},
+		{phUploads, "small uploads (wrk, POST)", measureUploads},
 		{phLatency, "added latency at a constant rate (vegeta)", measureLatency},
 		{phTracing, "tracing on vs off (wrk)", measureTracing},
 	}

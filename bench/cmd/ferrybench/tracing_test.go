@@ -46,3 +46,39 @@ func TestTracingCountsOTLPTail(t *testing.T) {
 		t.Errorf("OTLPRequests = %d, want 2 (the tail export arrived within the 7 s the phase says it waits)", r.OTLPRequests)
 	}
 }
+
+// The uploads phase drives each proxy with wrk running a POST script of
+// --small-size bodies at --upload-conns connections, round after round.
+func TestUploadsPhasePostsSmallBodies(t *testing.T) {
+	dir := t.TempDir()
+	wrk := filepath.Join(dir, "wrk")
+	seen := filepath.Join(dir, "seen")
+	// The fake wrk notes its arguments and the script -s names.
+	script := "#!/bin/sh\necho \"$@\" >> " + seen + "\nwhile [ $# -gt 0 ]; do [ \"$1\" = -s ] && cat \"$2\" >> " + seen + "; shift; done\ncat <<'X'\n" + wrkSample + "X\n"
+	if err := os.WriteFile(wrk, []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	self := &proc{name: "self", addr: "127.0.0.1:1", cmd: &exec.Cmd{Process: &os.Process{Pid: os.Getpid()}}}
+	f := &fleet{order: []string{pFerry, pNginx}, proxies: map[string]*proc{pFerry: self, pNginx: self}}
+	cfg := &config{wrkBin: wrk, wrkRounds: 2, uploadConns: 32, wrkDuration: time.Second, wrkThreads: 2, smallSize: 1024}
+	r := &results{Uploads: map[string][]wrkRun{}, Failures: map[string][]string{}}
+	if err := measureUploads(t.Context(), cfg, f, r); err != nil {
+		t.Fatal(err)
+	}
+	if len(r.Uploads[pFerry]) != 2 || len(r.Uploads[pNginx]) != 2 || len(r.Failures) != 0 {
+		t.Fatalf("uploads %v, failures %v; want 2 rounds of each proxy", r.Uploads, r.Failures)
+	}
+	b, err := os.ReadFile(seen)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := string(b)
+	for _, want := range []string{"-c 32 ", " -s ", `wrk.method = "POST"`, `wrk.body = string.rep("x", 1024)`} {
+		if !strings.Contains(got, want) {
+			t.Errorf("wrk ran without %q:\n%s", want, got)
+		}
+	}
+	if n := strings.Count(got, "wrk.method"); n != 4 {
+		t.Errorf("%d runs with the POST script, want 4", n)
+	}
+}

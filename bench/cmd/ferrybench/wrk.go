@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"os"
 	"os/exec"
 	"regexp"
 	"strconv"
@@ -81,10 +82,12 @@ func parseWrk(out string) (wrkRun, error) {
 	return w, nil
 }
 
-// runWrk drives p with wrk and charges the proxy's CPU to the requests.
-func runWrk(ctx context.Context, cfg *config, p *proc, conns int, d time.Duration) (wrkRun, error) {
+// runWrk drives p with wrk and charges the proxy's CPU to the requests;
+// extra goes on wrk's command line before the URL (a script: -s file).
+func runWrk(ctx context.Context, cfg *config, p *proc, conns int, d time.Duration, extra ...string) (wrkRun, error) {
 	url := fmt.Sprintf("http://%s/?size=%d", p.addr, cfg.smallSize)
-	args := []string{"-t", strconv.Itoa(cfg.wrkThreads), "-c", strconv.Itoa(conns), "-d", fmt.Sprintf("%ds", int(d.Seconds())), "--latency", "--timeout", "10s", url}
+	args := []string{"-t", strconv.Itoa(cfg.wrkThreads), "-c", strconv.Itoa(conns), "-d", fmt.Sprintf("%ds", int(d.Seconds())), "--latency", "--timeout", "10s"}
+	args = append(append(args, extra...), url)
 	cmd := exec.CommandContext(ctx, cfg.wrkBin, args...)
 	u0, s0 := p.cpuSplit()
 	out, err := cmd.CombinedOutput()
@@ -121,6 +124,43 @@ func measureSmall(ctx context.Context, cfg *config, f *fleet, r *results) error 
 				logf("wrk round %d c=%-3d %-10s %8.0f req/s  p50 %-9s p99 %-9s %.1f CPU-µs/req  non-2xx %d  socket errors: %s",
 					round+1, conns, name, w.RPS, w.P50, w.P99, w.CPUPerReqUs, w.Non2xx, orNone(w.SocketErrs))
 			}
+		}
+	}
+	return nil
+}
+
+// postScript is wrk's Lua script for POSTs of size-byte bodies.
+func postScript(size int64) string {
+	return fmt.Sprintf("wrk.method = \"POST\"\nwrk.body = string.rep(\"x\", %d)\nwrk.headers[\"Content-Type\"] = \"application/json\"\n", size)
+}
+
+// measureUploads drives every proxy with POSTs of small bodies (a JSON
+// API's calls), which the origin answers with the byte count it read.
+func measureUploads(ctx context.Context, cfg *config, f *fleet, r *results) error {
+	script, err := os.CreateTemp("", "ferrybench-post-*.lua")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(script.Name())
+	_, err = script.WriteString(postScript(cfg.smallSize))
+	if cerr := script.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return err
+	}
+	for round := 0; round < cfg.wrkRounds; round++ {
+		for _, name := range rotate(f.order, round) {
+			w, err := runWrk(ctx, cfg, f.proxies[name], cfg.uploadConns, cfg.wrkDuration, "-s", script.Name())
+			if err != nil {
+				if r.fail(ctx, fmt.Sprintf("upload wrk c=%d", cfg.uploadConns), name, err) != nil {
+					return ctx.Err()
+				}
+				continue
+			}
+			r.Uploads[name] = append(r.Uploads[name], w)
+			logf("upload round %d c=%-3d %-10s %8.0f req/s  p50 %-9s p99 %-9s %.1f CPU-µs/req  non-2xx %d  socket errors: %s",
+				round+1, cfg.uploadConns, name, w.RPS, w.P50, w.P99, w.CPUPerReqUs, w.Non2xx, orNone(w.SocketErrs))
 		}
 	}
 	return nil
