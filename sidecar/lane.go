@@ -1108,7 +1108,7 @@ type laneExchange struct {
 	upload atomic.Pointer[requestBody]
 	// home is the laneContext the exchange lives in.
 	home *laneContext
-	idle   *idleTimer // the connection's body_idle timer
+	idle *idleTimer // the connection's body_idle timer
 	// inform is the caller's writer that ferry's client relays 1xx
 	// responses to (see informer); set by the request's goroutine.
 	inform http.ResponseWriter
