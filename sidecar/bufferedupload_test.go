@@ -158,3 +158,114 @@ func TestUnbufferedUploadStreams(t *testing.T) {
 		t.Fatal("a request was served in the laneHead of one whose body net/http's Transport read")
 	}
 }
+
+// A lane exchange cancelled before its upload is hooked, whose context
+// has made its inner one meanwhile (a value asked of a cancelled lane
+// context makes it), has the upload unblocked at once: hookUpload took
+// the context's lock and then asked Err, which took it again.
+func TestHookUploadAfterCancel(t *testing.T) {
+	lh := laneRequest([]byte("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\n"), nil, nil)
+	if lh == nil {
+		t.Fatal("the lane refused a plain head")
+	}
+	le := &lh.ctx.le
+	le.cancel(errGraceEnded)
+	lh.req.Context().Value(handedConnKey{})
+	c, _ := tcpPair(t)
+	sb := &socketBody{conn: c, tc: c}
+	sb.left.Store(3)
+	b := &requestBody{rc: sb}
+	hooked := make(chan bool, 1)
+	go func() { hooked <- le.hookUpload(b) }()
+	select {
+	case ok := <-hooked:
+		if !ok {
+			t.Fatal("a lane request's upload was not hooked")
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("hookUpload on a cancelled exchange never returned")
+	}
+	if !b.stopped.Load() {
+		t.Fatal("the upload of a cancelled exchange was not unblocked")
+	}
+	read := make(chan error, 1)
+	go func() { _, err := b.Read(make([]byte, 1)); read <- err }()
+	select {
+	case err := <-read:
+		if err == nil {
+			t.Fatal("read a byte the caller never sent")
+		}
+	case <-time.After(10 * time.Second):
+		c.Close()
+		t.Fatal("a read of the cancelled exchange's upload waited")
+	}
+}
+
+// A buffered upload whose pooled connection turns out closed, and whose
+// endpoint then refuses a new connection (a pod going away), is still
+// whole: it goes to another endpoint, as it did when net/http's
+// Transport sent it. It was taken before the look at the pooled
+// connection, and the failed dial then left it counted as sent: a 502.
+func TestBufferedUploadRetriedElsewhereAfterItsEndpointWent(t *testing.T) {
+	answered, gone := make(chan struct{}), make(chan struct{})
+	var a *rawServer
+	a = startRawServer(t, func(c net.Conn) {
+		br := bufio.NewReader(c)
+		req, err := http.ReadRequest(br)
+		if err != nil {
+			return
+		}
+		io.Copy(io.Discard, req.Body)
+		io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nA")
+		select {
+		case <-answered:
+		case <-time.After(10 * time.Second):
+			return
+		}
+		// Going away: no new connections, the kept one closed.
+		a.ln.Close()
+		c.Close()
+		close(gone)
+	})
+	b, seen := echoUpstream(t, nil)
+	_, url := outboundTo(t, "defaults: { balancer: round_robin }", a.addr(), b.addr())
+	c := dialRaw(t, url)
+	defer c.Close()
+	br := bufio.NewReader(c)
+	// Round robin: the GET that lands on A is followed by one to B, then
+	// the POST goes to A's kept connection.
+	for i := 0; ; i++ {
+		io.WriteString(c, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+		c.SetReadDeadline(time.Now().Add(10 * time.Second))
+		res, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(res.Body)
+		if string(body) == "A" {
+			break
+		}
+		if i == 1 {
+			t.Fatal("two GETs, neither to A")
+		}
+	}
+	close(answered)
+	recv(t, gone, 10*time.Second, "A gone")
+	io.WriteString(c, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+	readAnswers(t, c, br, "") // B's echo of no body
+	body := strings.Repeat("q", 500)
+	io.WriteString(c, fmt.Sprintf("POST /u HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s", len(body), body))
+	readAnswers(t, c, br, body)
+	var posts int
+	for _, s := range seen() {
+		if s.method == "POST" {
+			posts++
+			if s.body != body {
+				t.Fatalf("B got the POST with %d bytes, want %d", len(s.body), len(body))
+			}
+		}
+	}
+	if posts != 1 {
+		t.Fatalf("B got %d POSTs, want 1", posts)
+	}
+}

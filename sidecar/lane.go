@@ -1247,12 +1247,24 @@ func (le *laneExchange) hookUpload(b *requestBody) bool {
 	c := le.home
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.Err() != nil {
+	if c.endedLocked() {
 		b.unblock(nil)
 		return true
 	}
 	le.upload.Store(b)
 	return true
+}
+
+// endedLocked reports whether c was cancelled; c.mu is held (Err may take
+// it: a cancelled context asked for a value makes its inner one).
+func (c *laneContext) endedLocked() bool {
+	switch c.state.Load() {
+	case lcLive:
+		return false
+	case lcEnded:
+		return true
+	}
+	return c.inner.Err() != nil
 }
 
 // unhookUpload ends hookUpload. A cancellation fires its hooks holding the

@@ -32,10 +32,14 @@ type rawSock struct {
 	// The state of the read and of the write in progress, kept here so
 	// that the functions handed to RawConn are made once, not per call. A
 	// connection has at most one reader and one writer at a time.
-	rbuf    []byte
-	rn      int
-	rerrno  syscall.Errno
-	readFn  func(fd uintptr) bool
+	rbuf   []byte
+	rn     int
+	rerrno syscall.Errno
+	readFn func(fd uintptr) bool
+	// probeFn, probed and pbuf: quietNow's.
+	probeFn func(fd uintptr) bool
+	probed  bool
+	pbuf    [1]byte
 	wbuf    []byte
 	wn      int
 	werrno  syscall.Errno
@@ -63,7 +67,7 @@ func newRawSock(tc *net.TCPConn) *rawSock {
 		return nil
 	}
 	s := &rawSock{tc: tc, rc: rc}
-	s.readFn, s.writeFn = s.read, s.write
+	s.readFn, s.writeFn, s.probeFn = s.read, s.write, s.probe
 	return s
 }
 
@@ -176,6 +180,23 @@ func (s *rawSock) nothingWaiting(fd uintptr) bool {
 			return e == syscall.EAGAIN
 		}
 	}
+}
+
+// quietNow reports whether nothing is waiting to be read on the socket now
+// (what expectQuiet checks before a deferred write), with one read(2).
+// What it reads, if anything, is dropped: the connection is done with.
+func (s *rawSock) quietNow() bool {
+	s.probed = false
+	err := s.rc.Read(s.probeFn)
+	return err == nil && s.probed
+}
+
+// probe is the RawConn function of quietNow.
+func (s *rawSock) probe(fd uintptr) bool {
+	s.rbuf = s.pbuf[:]
+	s.probed = s.nothingWaiting(fd)
+	s.rbuf = nil
+	return true
 }
 
 // deferWrites, while on, makes Write keep its bytes for the next Read to

@@ -364,9 +364,18 @@ func (f *fastH1) RoundTrip(out *http.Request) (*http.Response, error) {
 		if !reused {
 			now = 0 // the dial waited
 		}
+		checkQuiet := reused // see rawSock.expectQuiet
 		if taking != nil {
-			// Taken once there is a connection to send it on: a failed
-			// dial leaves it whole for an attempt at another endpoint.
+			// Taken once there is a connection that will take it: a failed
+			// dial, or a pooled connection that turns out closed, leaves
+			// it whole for an attempt at another endpoint.
+			if reused && c.raw != nil {
+				if !c.raw.quietNow() {
+					c.close()
+					continue // a new connection, as for errNotQuiet
+				}
+				checkQuiet = false // just checked
+			}
 			if err := takeBuffered(taking, out.ContentLength); err != nil {
 				c.close()
 				return nil, err
@@ -380,7 +389,7 @@ func (f *fastH1) RoundTrip(out *http.Request) (*http.Response, error) {
 		if splicing {
 			res, fresh, sent, err = f.exchangeUpload(c, out, fwd, upload)
 		} else {
-			res, fresh, err = f.exchange(c, out, fwd, buffered, reused, now, perTry)
+			res, fresh, err = f.exchange(c, out, fwd, buffered, checkQuiet, now, perTry)
 		}
 		now = 0 // the exchange waited
 		if err == nil {
@@ -650,19 +659,20 @@ func replayable(method string) bool {
 	return false
 }
 
-// exchange writes the request and reads the final response header,
-// passing 1xx informational responses to the request's trace. fresh
-// reports whether any response byte arrived. On a reused connection the
-// request goes out only if the upstream sent nothing since the last
-// response: bytes that came after it (a body to a HEAD request, more than
-// its Content-Length) would otherwise be read as this request's answer.
-// The pool's checks (see get and spliceBody.nothingAfter) see only what
-// arrived by the time they look.
+// exchange writes the request (with body, a buffered upload's, see
+// bufferedUpload) and reads the final response header, passing 1xx
+// informational responses to the request's trace. fresh reports whether
+// any response byte arrived. With checkQuiet (a reused connection not
+// checked just now) the request goes out only if the upstream sent
+// nothing since the last response: bytes that came after it (a body to a
+// HEAD request, more than its Content-Length) would otherwise be read as
+// this request's answer. The pool's checks (see get and
+// spliceBody.nothingAfter) see only what arrived by the time they look.
 //
 // now is a monoNow() reading taken a moment ago, or 0 (see monoOr).
 // perTry is the monoNow() time by which the attempt's response head must
 // be in (timeouts.per_try), or 0.
-func (f *fastH1) exchange(c *h1Conn, out *http.Request, fwd forwarded, body []byte, reused bool, now, perTry int64) (*http.Response, bool, error) {
+func (f *fastH1) exchange(c *h1Conn, out *http.Request, fwd forwarded, body []byte, checkQuiet bool, now, perTry int64) (*http.Response, bool, error) {
 	if perTry != 0 {
 		// The head's writes count against the attempt's bound too: a
 		// head longer than the writer's buffer goes out as it is built.
@@ -677,7 +687,7 @@ func (f *fastH1) exchange(c *h1Conn, out *http.Request, fwd forwarded, body []by
 	deferred := c.raw != nil && c.br.Buffered() == 0
 	if deferred {
 		c.raw.deferWrites(true)
-		if reused {
+		if checkQuiet {
 			c.raw.expectQuiet()
 		}
 	}
