@@ -237,23 +237,46 @@ func (p *Proxy) tunnel(w http.ResponseWriter, r *http.Request, res *http.Respons
 		halfClosed     *time.Timer // tunnel_half_closed, from the first clean end
 		halfClosedC    <-chan time.Time
 		halfClosedOver bool // tunnel_half_closed ended it
+		// held: the end of the caller's way, put after an end of the
+		// upstream's that was there with it (see below).
+		held    tunnelEnd
+		holding bool
 	)
+	if h := testHookTunnelEnds; h != nil {
+		h(upDone, downDone)
+	}
 	for open := 2; open > 0; {
 		var e tunnelEnd
 		fromUpstream := false
-		select {
-		case e = <-upDone:
-		case e = <-downDone:
-			fromUpstream = true
-		case <-halfClosedC:
-			// The way still open is cut: neither side may take it
-			// for a clean end.
-			halfClosedC = nil
-			if !over {
-				halfClosedOver, over = true, true
-				ends.reset()
+		if holding {
+			e, holding = held, false
+		} else {
+			select {
+			case e = <-upDone:
+				// Both ways may have ended by now: the upstream closed
+				// after its last bytes, and the caller's answer to them
+				// met the closed connection. The upstream's end is
+				// looked at first, or the caller's failed write would
+				// read as a break (select picks either when both are
+				// ready, which a loaded machine makes likely).
+				select {
+				case d := <-downDone:
+					held, holding = e, true
+					e, fromUpstream = d, true
+				default:
+				}
+			case e = <-downDone:
+				fromUpstream = true
+			case <-halfClosedC:
+				// The way still open is cut: neither side may take it
+				// for a clean end.
+				halfClosedC = nil
+				if !over {
+					halfClosedOver, over = true, true
+					ends.reset()
+				}
+				continue
 			}
-			continue
 		}
 		open--
 		switch {
@@ -314,6 +337,10 @@ func (p *Proxy) tunnel(w http.ResponseWriter, r *http.Request, res *http.Respons
 // testHookTunnelCopy, set by tests only, runs before each read of a
 // tunnel's way from the given side.
 var testHookTunnelCopy func(from tunnelSide)
+
+// testHookTunnelEnds, set by tests only, runs once before a tunnel looks
+// at the ends of its two ways.
+var testHookTunnelEnds func(up, down <-chan tunnelEnd)
 
 // testHookTunnelHijacked, set by tests only, runs when a tunnel took the
 // caller's connection, before it is tracked.
