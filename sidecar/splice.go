@@ -248,10 +248,11 @@ func eligible(out *http.Request, le *laneExchange) bool {
 
 // bufferedUpload returns the body of out when ferry's client sends it with
 // the head: a lane request's (le's) with a body of known length that the
-// lane has read from the caller's socket whole, none of it taken yet. data is that body in the lane's read buffer, which nothing
-// reads again before the exchange ends (the lane reads its next request
-// only then, and a watch of the caller reads the socket, not the buffer);
-// nil when out takes another way. Such a body is most small uploads (a
+// lane has read from the caller's socket whole, none of it taken yet.
+// data is that body in the lane's read buffer, which nothing reads again
+// before the exchange ends (the lane reads its next request only then,
+// and a watch of the caller reads the socket, not the buffer); nil when
+// out takes another way. Such a body is most small uploads (a
 // JSON POST comes with its head): net/http's Transport, which took them,
 // cost a 1 KiB POST about 110 thousand instructions against 17 thousand
 // for a GET, with two goroutines of its own per exchange.
