@@ -149,13 +149,14 @@ func TestUnbufferedUploadStreams(t *testing.T) {
 	if laneBuffered.Load() != before {
 		t.Fatal("a body not yet whole was taken for a buffered one")
 	}
-	// net/http's Transport read that body: the next request is not
-	// served in its laneHead.
+	// That body was moved from the caller's socket by a goroutine of
+	// ferry's client (socketUpload): the next request is not served in
+	// its laneHead.
 	reused := laneReused.Load()
 	io.WriteString(c, "POST /u HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nok")
 	readAnswers(t, c, br, "ok")
 	if laneReused.Load() != reused {
-		t.Fatal("a request was served in the laneHead of one whose body net/http's Transport read")
+		t.Fatal("a request was served in the laneHead of one whose body was moved from the socket")
 	}
 }
 

@@ -33,7 +33,7 @@ func TestForwardedFieldsKeepAlive(t *testing.T) {
 		io.WriteString(w, "ok")
 	}))
 	_, url := outboundTo(t, "telemetry: { access_log: \"off\" }", up)
-	big := strings.Repeat("b", 3*spliceMin/2) // spliced (see splicedUpload)
+	big := strings.Repeat("b", 3*spliceMin/2) // spliced (see socketUpload)
 	c := dialRaw(t, url)
 	br := bufio.NewReader(c)
 	served, reused := laneServed.Load(), laneReused.Load()

@@ -204,6 +204,17 @@ func (s *rawSock) probe(fd uintptr) bool {
 // the socket (nothing buffered above it is read instead).
 func (s *rawSock) deferWrites(on bool) { s.deferring = on }
 
+// sendPending writes the deferred bytes now, the ordinary way (waiting for
+// room); deferWrites must be off.
+func (s *rawSock) sendPending() error {
+	if len(s.pend) == 0 {
+		return nil
+	}
+	_, err := s.Write(s.pend)
+	s.dropPending()
+	return err
+}
+
 func (s *rawSock) dropPending() {
 	s.pend, s.pn = s.pend[:0], 0
 }

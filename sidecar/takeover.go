@@ -34,8 +34,9 @@ const uploadSpliceMin = 1 << 20
 // 0.36-0.38 CPU-s per GiB where 1 MiB takes 0.28-0.30, the L4 relay's cost.
 const uploadSegment = spliceSegment
 
-// splicedUp counts request body bytes moved kernel to kernel.
-var splicedUp atomic.Int64
+// splicedUp counts request body bytes moved kernel to kernel; copiedUp
+// those copyInto moved from a caller's socket through a buffer.
+var splicedUp, copiedUp atomic.Int64
 
 // takeOverEligible reports whether a request's body can go socket to
 // socket: plain HTTP/1.1, not 1.0 (no TLS, no upgrade, no Expect other than
@@ -171,24 +172,21 @@ func (b *requestBody) spliceable() bool {
 	return ok && s.tc != nil
 }
 
-// spliceInto moves the rest of a taken-over caller's body into dst: the
-// bytes net/http already buffered by write, the rest socket to socket. The
-// error is a *bodyReadError when the caller's side failed (it closed early
-// or reset), else the failure of the move. Once it started, the body is
+// spliceInto moves the rest of a caller's body read from its socket (a
+// taken-over connection's or the lane's) into dst: the bytes already
+// buffered by write, the rest socket to socket (less than spliceMin
+// through a buffer, see copyInto). The error is a *bodyReadError when the
+// caller's side failed (it closed early or reset), else the failure of
+// the move. Once it started, the body is
 // torn: a failed splice may have taken bytes from the caller it could not
 // deliver, so it is never replayed.
 func (b *requestBody) spliceInto(dst *net.TCPConn) error {
-	b.torn.Store(true)
+	if err := b.sendBuffered(dst); err != nil {
+		return err
+	}
 	s := b.rc.(*socketBody)
-	for br := s.buffered(); s.left.Load() > 0 && br != nil; br = s.buffered() {
-		buf, _ := br.Peek(int(min(int64(br.Buffered()), s.left.Load())))
-		n, err := dst.Write(buf)
-		br.Discard(n)
-		s.left.Add(-int64(n))
-		b.n.Add(int64(n))
-		if err != nil {
-			return err
-		}
+	if left := s.left.Load(); left > 0 && left < spliceMin {
+		return b.copyInto(dst, s)
 	}
 	if s.left.Load() > 0 {
 		b.idle.watchMove(moveUp, s.tc, dst)
@@ -213,6 +211,58 @@ func (b *requestBody) spliceInto(dst *net.TCPConn) error {
 			return &bodyReadError{err}
 		case err != nil:
 			return &errSplice{err}
+		}
+	}
+	b.idle.pause()
+	return nil
+}
+
+// sendBuffered writes to w what of a body read from the caller's socket
+// its readers already hold, taking it from the caller: the body is torn
+// from then on (see spliceInto).
+func (b *requestBody) sendBuffered(w io.Writer) error {
+	b.torn.Store(true)
+	s := b.rc.(*socketBody)
+	for br := s.buffered(); s.left.Load() > 0 && br != nil; br = s.buffered() {
+		buf, _ := br.Peek(int(min(int64(br.Buffered()), s.left.Load())))
+		n, err := w.Write(buf)
+		br.Discard(n)
+		s.left.Add(-int64(n))
+		b.n.Add(int64(n))
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// copyInto moves the rest of a body, less than spliceMin, from the caller's
+// socket into dst through a pooled buffer: for so few bytes a pipe's two
+// splices per segment cost more than a read and a write. Its errors are
+// spliceInto's: a *bodyReadError when the caller's side failed.
+func (b *requestBody) copyInto(dst *net.TCPConn, s *socketBody) error {
+	bp := bufPool.Get().(*[]byte)
+	defer bufPool.Put(bp)
+	buf := *bp
+	for s.left.Load() > 0 {
+		n, err := s.Read(buf)
+		if n > 0 {
+			b.n.Add(int64(n))
+			b.idle.touch()
+			if _, werr := dst.Write(buf[:n]); werr != nil {
+				return werr
+			}
+			copiedUp.Add(int64(n))
+		}
+		switch {
+		case err == io.ErrUnexpectedEOF || err != nil && peerGone(s.tc):
+			// The caller closed before its Content-Length, or reset.
+			b.failed.Store(true)
+			return &bodyReadError{err}
+		case err != nil:
+			// Ended by ferry (stopSplice's read deadline): the caller
+			// did nothing wrong.
+			return err
 		}
 	}
 	b.idle.pause()

@@ -1,0 +1,179 @@
+package sidecar
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// headsUpstream echoes each request's body and says on heads when it has
+// read a request's head, before its body; conns counts its connections.
+func headsUpstream(t *testing.T) (up *rawServer, heads chan int64, conns *atomic.Int64) {
+	heads = make(chan int64, 16)
+	conns = new(atomic.Int64)
+	up = startRawServer(t, func(c net.Conn) {
+		id := conns.Add(1)
+		br := bufio.NewReader(c)
+		for {
+			req, err := http.ReadRequest(br)
+			if err != nil {
+				return
+			}
+			heads <- id
+			b, err := io.ReadAll(req.Body)
+			if err != nil {
+				return
+			}
+			fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s", len(b), b)
+		}
+	})
+	return up, heads, conns
+}
+
+// A lane request whose body is not whole with its head (it came after the
+// head, or it is larger than the lane's buffer) goes through ferry's own
+// client, its bytes read from the caller's socket as they come, and both
+// connections carry the next requests.
+func TestStreamedUploadTakesFerrysClient(t *testing.T) {
+	up, heads, conns := headsUpstream(t)
+	_, url := outboundTo(t, "", up.addr())
+	c := dialRaw(t, url)
+	br := bufio.NewReader(c)
+	buffered, copied := laneBuffered.Load(), copiedUp.Load()
+
+	// The body after its head: the upstream has the head first.
+	io.WriteString(c, "POST /u HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nhello")
+	if id := recv(t, heads, 10*time.Second, "the head upstream before the body was whole"); id != 1 {
+		t.Fatalf("the head came on upstream connection %d, want 1", id)
+	}
+	io.WriteString(c, "world")
+	readAnswers(t, c, br, "helloworld")
+
+	// A body larger than the lane's buffer, in one write.
+	big := strings.Repeat("m", 40000)
+	io.WriteString(c, fmt.Sprintf("POST /u HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s", len(big), big))
+	recv(t, heads, 10*time.Second, "the second head")
+	readAnswers(t, c, br, big)
+
+	io.WriteString(c, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+	recv(t, heads, 10*time.Second, "the GET's head")
+	readAnswers(t, c, br, "")
+
+	if got := laneBuffered.Load() - buffered; got != 0 {
+		t.Fatalf("%d bodies taken for buffered ones", got)
+	}
+	// "world", and at least what of the large body did not fit the
+	// lane's buffer, went from the caller's socket through copyInto.
+	if got, least := copiedUp.Load()-copied, int64(5+len(big)-laneBufSize); got < least {
+		t.Fatalf("%d body bytes copied from the caller's socket, want at least %d", got, least)
+	}
+	if n := conns.Load(); n != 1 {
+		t.Fatalf("the upstream saw %d connections, want 1 (kept after each upload)", n)
+	}
+}
+
+// An upstream that answers before it read the body (here at once, a 413)
+// is heard while the caller still sends: the answer reaches the caller
+// before the body is over. The upstream connection never carries another
+// request, even once the caller has sent the rest of the body: the
+// upstream may not have read it (this one reads on and never answers
+// again; another would take what it left for the next request's head).
+func TestStreamedUploadEarlyAnswer(t *testing.T) {
+	var conns atomic.Int64
+	up := startRawServer(t, func(c net.Conn) {
+		n := conns.Add(1)
+		br := bufio.NewReader(c)
+		req, err := http.ReadRequest(br)
+		if err != nil {
+			return
+		}
+		if n == 1 {
+			io.WriteString(c, "HTTP/1.1 413 Request Entity Too Large\r\nContent-Length: 7\r\n\r\ntoo big")
+			io.Copy(io.Discard, br) // reads on, as a server may, never answering again
+			return
+		}
+		b, _ := io.ReadAll(req.Body)
+		fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s", len(b), b)
+	})
+	_, url := outboundTo(t, "defaults: { retry: { max_retries: 0 } }", up.addr())
+	c := dialRaw(t, url)
+	br := bufio.NewReader(c)
+	io.WriteString(c, "POST /u HTTP/1.1\r\nHost: x\r\nContent-Length: 30000\r\n\r\n"+strings.Repeat("e", 100))
+	res, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatalf("no answer while the body was still to come: %v", err)
+	}
+	b, _ := io.ReadAll(res.Body)
+	if res.StatusCode != http.StatusRequestEntityTooLarge || string(b) != "too big" {
+		t.Fatalf("got %d %q, want the upstream's 413", res.StatusCode, b)
+	}
+	// The rest of the body, then the next request, on a new connection
+	// (the first one's was not read whole when it was answered).
+	io.WriteString(c, strings.Repeat("e", 30000-100))
+	c2 := dialRaw(t, url)
+	io.WriteString(c2, "POST /u HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nok")
+	readAnswers(t, c2, bufio.NewReader(c2), "ok")
+	if n := conns.Load(); n != 2 {
+		t.Fatalf("the upstream saw %d connections, want 2", n)
+	}
+}
+
+// An upstream that echoes as it reads (full duplex) gets the rest of the
+// body only once the caller has read the echo of what it sent: the
+// response flows while the upload goes on.
+func TestStreamedUploadFullDuplex(t *testing.T) {
+	const piece, pieces = 5000, 6
+	up := startRawServer(t, func(c net.Conn) {
+		br := bufio.NewReader(c)
+		req, err := http.ReadRequest(br)
+		if err != nil {
+			return
+		}
+		fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n", req.ContentLength)
+		buf := make([]byte, 4096)
+		for {
+			n, err := req.Body.Read(buf)
+			if n > 0 {
+				if _, werr := c.Write(buf[:n]); werr != nil {
+					return
+				}
+			}
+			if err != nil {
+				return
+			}
+		}
+	})
+	_, url := outboundTo(t, "", up.addr())
+	c := dialRaw(t, url)
+	br := bufio.NewReader(c)
+	io.WriteString(c, fmt.Sprintf("POST /u HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n", piece*pieces))
+	var body io.Reader
+	for i := range pieces {
+		p := strings.Repeat(string(rune('a'+i)), piece)
+		io.WriteString(c, p)
+		if i == 0 {
+			// ferry sends the response head with the body's first bytes.
+			res, err := http.ReadResponse(br, nil)
+			if err != nil {
+				t.Fatalf("no answer after the first piece: %v", err)
+			}
+			body = res.Body
+		}
+		got := make([]byte, piece)
+		if _, err := io.ReadFull(body, got); err != nil {
+			t.Fatalf("piece %d: no echo (%v): the upload and its answer must flow together", i+1, err)
+		}
+		if string(got) != p {
+			t.Fatalf("piece %d echoed wrong", i+1)
+		}
+	}
+	if n, err := io.Copy(io.Discard, body); n != 0 || err != nil {
+		t.Fatalf("after the echo: %d more bytes, %v", n, err)
+	}
+}
