@@ -952,37 +952,57 @@ type framingScan struct {
 }
 
 func (s *framingScan) feed(p []byte) {
-	for _, c := range p {
-		if c != '\n' {
-			s.end[s.n%len(s.end)] = c
-			if s.n < len(s.start) {
-				if 'A' <= c && c <= 'Z' {
-					c += 'a' - 'A'
-				}
-				s.start[s.n] = c
-			}
-			s.n++
-			continue
+	for len(p) > 0 {
+		i := bytes.IndexByte(p, '\n')
+		if i < 0 {
+			s.take(p)
+			return
 		}
-		line := s.start[:min(s.n, len(s.start))]
-		switch {
-		case s.n == 0 || s.n == 1 && line[0] == '\r':
-			s.cl, s.te, s.http10, s.inBlock = false, false, false, false // the block ends
-			s.n = 0
-			continue
-		case !s.inBlock:
-			s.http10 = s.endsWith(" HTTP/1.0")
-		case bytes.HasPrefix(line, []byte("content-length:")):
-			s.cl = true
-		case bytes.HasPrefix(line, []byte("transfer-encoding:")):
-			s.te = true
-		}
-		s.inBlock = true
-		if s.te && (s.cl || s.http10) {
-			s.faulty.Store(true)
-		}
-		s.n = 0
+		s.take(p[:i])
+		s.lineEnd()
+		p = p[i+1:]
 	}
+}
+
+// take notes bytes of a line (no LF among them): the line's first bytes,
+// lower case, and its last ones. Nothing else is looked at, so a body's
+// bytes (a chunked upload's, a tunnel's) pass at the speed of
+// bytes.IndexByte: looked at one by one, they cost about 26 instructions
+// each (callgrind, 1 KiB chunked POSTs).
+func (s *framingScan) take(b []byte) {
+	for k := 0; k < len(b) && s.n+k < len(s.start); k++ {
+		c := b[k]
+		if 'A' <= c && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		s.start[s.n+k] = c
+	}
+	for k := max(0, len(b)-len(s.end)); k < len(b); k++ {
+		s.end[(s.n+k)%len(s.end)] = b[k]
+	}
+	s.n += len(b)
+}
+
+// lineEnd ends the current line at its LF.
+func (s *framingScan) lineEnd() {
+	line := s.start[:min(s.n, len(s.start))]
+	switch {
+	case s.n == 0 || s.n == 1 && line[0] == '\r':
+		s.cl, s.te, s.http10, s.inBlock = false, false, false, false // the block ends
+		s.n = 0
+		return
+	case !s.inBlock:
+		s.http10 = s.endsWith(" HTTP/1.0")
+	case bytes.HasPrefix(line, []byte("content-length:")):
+		s.cl = true
+	case bytes.HasPrefix(line, []byte("transfer-encoding:")):
+		s.te = true
+	}
+	s.inBlock = true
+	if s.te && (s.cl || s.http10) {
+		s.faulty.Store(true)
+	}
+	s.n = 0
 }
 
 // endsWith reports whether the line read so far ends with suffix, before

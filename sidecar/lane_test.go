@@ -9,6 +9,7 @@ import (
 	"io"
 	"log/slog"
 	"math"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"net/textproto"
@@ -1280,6 +1281,66 @@ func TestFramingScanFaultyFraming(t *testing.T) {
 		if got := bytewise.faulty.Load(); got != tc.faulty {
 			t.Errorf("%q byte by byte: faulty %v, want %v", tc.raw, got, tc.faulty)
 		}
+	}
+}
+
+// scanByteByByte is framingScan's feed as it was first written, one byte
+// at a time: TestFramingScanSkipsToLineEnds holds the line-at-a-time feed
+// to it.
+func scanByteByByte(s *framingScan, p []byte) {
+	for _, c := range p {
+		if c != '\n' {
+			s.end[s.n%len(s.end)] = c
+			if s.n < len(s.start) {
+				if 'A' <= c && c <= 'Z' {
+					c += 'a' - 'A'
+				}
+				s.start[s.n] = c
+			}
+			s.n++
+			continue
+		}
+		s.lineEnd()
+	}
+}
+
+// The scan that looks only at each line's first and last bytes ends every
+// feed, of any pieces of any bytes, where the byte-by-byte scan ends: the
+// same flags, line length and verdict.
+func TestFramingScanSkipsToLineEnds(t *testing.T) {
+	parts := []string{"\r\n", "\n", "\r", "\r\n\r\n", "POST / HTTP/1.0", "GET /x HTTP/1.1", " HTTP/1.0",
+		"Content-Length: 3", "content-LENGTH:", "Transfer-Encoding: chunked", "TRANSFER-ENCODING:", "Host: a",
+		"abc", strings.Repeat("z", 40), "HTTP/1.0\r", "Transfer-Encoding", ":"}
+	rng := rand.New(rand.NewPCG(1, 2))
+	for round := range 3000 {
+		var b strings.Builder
+		for range 1 + rng.IntN(24) {
+			b.WriteString(parts[rng.IntN(len(parts))])
+		}
+		raw := []byte(b.String())
+		var fast, slow framingScan
+		for len(raw) > 0 {
+			n := 1 + rng.IntN(len(raw))
+			fast.feed(raw[:n])
+			scanByteByByte(&slow, raw[:n])
+			raw = raw[n:]
+			if fast.n != slow.n || fast.cl != slow.cl || fast.te != slow.te || fast.http10 != slow.http10 ||
+				fast.inBlock != slow.inBlock || fast.faulty.Load() != slow.faulty.Load() ||
+				string(fast.start[:min(fast.n, len(fast.start))]) != string(slow.start[:min(slow.n, len(slow.start))]) {
+				t.Fatalf("round %d, input %q: the scans part after %d more bytes", round, b.String(), n)
+			}
+		}
+	}
+}
+
+// BenchmarkFramingScanBody is the scan of a handed-over connection's body
+// bytes: a chunked upload of 32 KiB chunks.
+func BenchmarkFramingScanBody(b *testing.B) {
+	chunk := []byte("8000\r\n" + strings.Repeat("x", 32<<10) + "\r\n")
+	var s framingScan
+	b.SetBytes(int64(len(chunk)))
+	for b.Loop() {
+		s.feed(chunk)
 	}
 }
 
