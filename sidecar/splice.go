@@ -914,6 +914,12 @@ func (c *h1Conn) park() {
 		upWriters.Put(c.bw)
 		c.bw = nil
 	}
+	if c.raw != nil {
+		// The deferred bytes of the last head, and of a body sent with
+		// it (up to the lane's 8 KiB), need not stay with an idle
+		// connection either.
+		c.raw.pend = nil
+	}
 }
 
 // unpark gives the connection buffers again where park took them.
