@@ -204,11 +204,9 @@ func (b *requestBody) spliceInto(dst *net.TCPConn) error {
 		b.idle.touch()
 		switch {
 		case err == nil && n < seg:
-			b.failed.Store(true)
-			return &bodyReadError{io.ErrUnexpectedEOF}
+			return b.callerFailed(io.ErrUnexpectedEOF)
 		case err != nil && peerGone(s.tc):
-			b.failed.Store(true)
-			return &bodyReadError{err}
+			return b.callerFailed(err)
 		case err != nil:
 			return &errSplice{err}
 		}
@@ -236,6 +234,21 @@ func (b *requestBody) sendBuffered(w io.Writer) error {
 	return nil
 }
 
+// callerFailed records err, the caller's side of a body move failing, as
+// requestBody.Read records a broken body: the exchange's failure is then
+// the caller's (brokenByCaller), not the upstream's, even once the
+// upstream's answer has begun and its relay breaks for the move closing
+// the upstream connection.
+func (b *requestBody) callerFailed(err error) *bodyReadError {
+	be := &bodyReadError{err}
+	b.fault.Store(be)
+	if !b.stopped.Load() {
+		b.callerBroke.Store(true)
+	}
+	b.failed.Store(true)
+	return be
+}
+
 // copyInto moves the rest of a body, less than spliceMin, from the caller's
 // socket into dst through a pooled buffer: for so few bytes a pipe's two
 // splices per segment cost more than a read and a write. Its errors are
@@ -257,8 +270,7 @@ func (b *requestBody) copyInto(dst *net.TCPConn, s *socketBody) error {
 		switch {
 		case err == io.ErrUnexpectedEOF || err != nil && peerGone(s.tc):
 			// The caller closed before its Content-Length, or reset.
-			b.failed.Store(true)
-			return &bodyReadError{err}
+			return b.callerFailed(err)
 		case err != nil:
 			// Ended by ferry (stopSplice's read deadline): the caller
 			// did nothing wrong.
