@@ -2,10 +2,15 @@ package sidecar
 
 import (
 	"bufio"
+	"bytes"
+	"errors"
 	"io"
 	"math"
 	"net/http"
+	"net/http/httputil"
+	"net/textproto"
 	"strings"
+	"sync/atomic"
 )
 
 // parseResponse reads, from what br already holds, an upstream response
@@ -17,8 +22,12 @@ import (
 // status with a body (not 1xx, 204 or 304) and a request that is not
 // HEAD. That is nearly every answer to a small request; it spares the
 // textproto reader, its allocations and the transfer decoding that a
-// Content-Length body does not need. FuzzResponseHead holds it to reading
-// every head it accepts as net/http does.
+// Content-Length body does not need. A chunked body (one Transfer-Encoding
+// field saying chunked, no Content-Length, no Trailer field) is read too,
+// its chunks by net/http's own decoder (httputil.NewChunkedReader), its
+// trailers as net/http's body reader reads them (chunkedBody).
+// FuzzResponseHead holds it to reading every head it accepts, and its
+// body and trailers, as net/http does.
 func parseResponse(br *bufio.Reader, out *http.Request) (*plainResponse, rawFields) {
 	if out.Method == http.MethodHead {
 		return nil, rawFields{}
@@ -43,10 +52,15 @@ func parseResponse(br *bufio.Reader, out *http.Request) (*plainResponse, rawFiel
 	br.Discard(end + 4)
 	res := &pr.res
 	res.Request = out
-	pr.body = lengthBody{r: br, left: res.ContentLength}
-	res.Body = &pr.body
-	if res.ContentLength == 0 {
+	switch {
+	case res.TransferEncoding != nil:
+		res.Body = &chunkedBody{br: br, cr: httputil.NewChunkedReader(br), res: res}
+		chunkedRead.Add(1)
+	case res.ContentLength == 0:
 		res.Body = http.NoBody
+	default:
+		pr.body = lengthBody{r: br, left: res.ContentLength}
+		res.Body = &pr.body
 	}
 	return pr, f
 }
@@ -136,6 +150,7 @@ func parseResponseHead(head []byte, spare *plainResponse) (*plainResponse, rawFi
 	if pr == nil {
 		pr = new(plainResponse)
 	}
+	chunked := false
 	*pr = plainResponse{res: http.Response{Status: status, StatusCode: code, Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1, ContentLength: -1}}
 	res := &pr.res
 	var f rawFields
@@ -151,7 +166,13 @@ func parseResponseHead(head []byte, spare *plainResponse) (*plainResponse, rawFi
 				return false
 			}
 			res.ContentLength = n
-		case "Transfer-Encoding", "Trailer":
+		case "Transfer-Encoding":
+			// One field, exactly chunked, as net/http's reader takes it.
+			if chunked || !strings.EqualFold(strings.Trim(v, " \t"), "chunked") {
+				return false
+			}
+			chunked = true
+		case "Trailer":
 			return false
 		case "Connection":
 			if hasToken([]string{v}, "close") {
@@ -174,14 +195,23 @@ func parseResponseHead(head []byte, spare *plainResponse) (*plainResponse, rawFi
 		}
 		return true
 	})
-	if !ok || res.ContentLength < 0 {
+	if !ok || (res.ContentLength < 0) != chunked {
+		// No framing, or both (which net/http's reader and headFixConn
+		// judge).
 		return nil, rawFields{}
+	}
+	if chunked {
+		res.TransferEncoding = chunkedOnly
+		asCame = false // Transfer-Encoding is hop-by-hop
 	}
 	if asCame {
 		f.lines, f.length = rest, res.ContentLength
 		return pr, f
 	}
 	res.Header = allFields(rest)
+	if chunked {
+		delete(res.Header, "Transfer-Encoding") // as net/http's reader
+	}
 	if res.Close {
 		// As net/http: the close is the response's Close, not a header.
 		// The fields it names go with it: once it is gone, nothing
@@ -220,3 +250,86 @@ func (b *lengthBody) Read(p []byte) (int, error) {
 // Close does nothing: the connection's owner (spliceBody) decides whether
 // it can be reused, from whether the body was read to its end.
 func (b *lengthBody) Close() error { return nil }
+
+// chunkedRead counts chunked response bodies parseResponse read.
+var chunkedRead atomic.Int64
+
+// chunkedOnly is the TransferEncoding of a chunked response.
+var chunkedOnly = []string{"chunked"}
+
+// chunkedBody is a chunked response body read from br: its chunks through
+// net/http's decoder, then its trailer section, whose fields go into the
+// response's Trailer (merged, as net/http's body reader has them, whether
+// announced or not). Its errors stay: a body that broke reads broken.
+type chunkedBody struct {
+	br  *bufio.Reader
+	cr  io.Reader
+	res *http.Response
+	err error
+}
+
+func (b *chunkedBody) Read(p []byte) (int, error) {
+	if b.err != nil {
+		return 0, b.err
+	}
+	n, err := b.cr.Read(p)
+	if err == io.EOF {
+		if err = b.readTrailer(); err == nil {
+			err = io.EOF
+		}
+	}
+	b.err = err
+	return n, err
+}
+
+// readTrailer reads the trailer section after the last chunk: an empty
+// line, or fields ended by one, no more of them than the reader's buffer
+// holds (net/http refuses a "suspiciously long trailer" the same way).
+func (b *chunkedBody) readTrailer() error {
+	buf, err := b.br.Peek(2)
+	switch {
+	case len(buf) == 2 && buf[0] == '\r' && buf[1] == '\n':
+		b.br.Discard(2)
+		return nil
+	case len(buf) < 2:
+		return io.ErrUnexpectedEOF
+	case err != nil:
+		return err
+	}
+	if !upcomingEmptyLine(b.br) {
+		return errors.New("ferry: an upstream's trailer section too long or cut short")
+	}
+	hdr, err := textproto.NewReader(b.br).ReadMIMEHeader()
+	if err != nil {
+		if err == io.EOF {
+			return io.ErrUnexpectedEOF
+		}
+		return err
+	}
+	if b.res.Trailer == nil {
+		b.res.Trailer = http.Header(hdr)
+		return nil
+	}
+	for k, vv := range hdr {
+		b.res.Trailer[k] = vv
+	}
+	return nil
+}
+
+// upcomingEmptyLine reports whether br holds, or comes to hold before its
+// buffer is full, a CRLF CRLF (the trailer section's end), looked for one
+// byte further at a time as it comes, as net/http's body reader does.
+func upcomingEmptyLine(br *bufio.Reader) bool {
+	for n := 4; ; n++ {
+		buf, err := br.Peek(n)
+		if bytes.HasSuffix(buf, []byte("\r\n\r\n")) {
+			return true
+		}
+		if err != nil {
+			return false
+		}
+	}
+}
+
+// Close does nothing, as lengthBody's.
+func (b *chunkedBody) Close() error { return nil }

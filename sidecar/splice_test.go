@@ -337,6 +337,13 @@ func FuzzResponseHead(f *testing.F) {
 		"HTTP/1.1 200 OK\r\nContent-Type: Text/Event-Stream; charset=utf-8\r\nContent-Length: 2\r\n\r\nok",
 		"HTTP/1.1 200 OK\r\nKeep-Alive: timeout=5\r\nContent-Length: 2\r\n\r\nok",
 		"HTTP/1.1 200 OK\r\nConnection: close, X-Hop\r\nX-Hop: 1\r\nKeep-Alive: timeout=5\r\nContent-Length: 2\r\n\r\nok",
+		"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Type: application/json\r\n\r\n2\r\nok\r\n0\r\n\r\n",
+		"HTTP/1.1 200 OK\r\nTransfer-Encoding: Chunked\r\n\r\n3;ext=1\r\nabc\r\nA\r\n0123456789\r\n0\r\nX-Sum: 7\r\nx-sum: 8\r\n\r\n",
+		"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nabc\r\n0\r\n\r\n",
+		"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nabc\r\n0\r\n\r\n",
+		"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\nX-T: 1\r\n",
+		"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 2\r\n\r\n2\r\nok\r\n0\r\n\r\n",
+		"HTTP/1.1 200 OK\r\nConnection: close\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nx\r\n0\r\n\r\n",
 	} {
 		f.Add([]byte(s), false)
 	}
@@ -355,7 +362,8 @@ func FuzzResponseHead(f *testing.F) {
 			return
 		}
 		mine := &pr.res
-		ref, err := http.ReadResponse(bufio.NewReader(bytes.NewReader(msg)), req)
+		refReader := bufio.NewReaderSize(bytes.NewReader(msg), 1<<16)
+		ref, err := http.ReadResponse(refReader, req)
 		if err != nil {
 			t.Fatalf("accepted %q; net/http refuses it: %v", msg, err)
 		}
@@ -376,7 +384,8 @@ func FuzzResponseHead(f *testing.F) {
 		refHeader := ref.Header.Clone()
 		removeHopHeaders(refHeader, false)
 		if mine.Status != ref.Status || mine.StatusCode != ref.StatusCode || mine.Proto != ref.Proto ||
-			mine.ContentLength != ref.ContentLength || mine.Close != ref.Close || ref.TransferEncoding != nil ||
+			mine.ContentLength != ref.ContentLength || mine.Close != ref.Close ||
+			!reflect.DeepEqual(mine.TransferEncoding, ref.TransferEncoding) ||
 			len(ref.Trailer) != 0 || !reflect.DeepEqual(header, refHeader) {
 			t.Fatalf("%q read differently:\nmine     %q cl=%d close=%v %v\nnet/http %q cl=%d close=%v te=%v %v",
 				msg, mine.Status, mine.ContentLength, mine.Close, header,
@@ -389,6 +398,18 @@ func FuzzResponseHead(f *testing.F) {
 		rb, rerr := io.ReadAll(ref.Body)
 		if !bytes.Equal(mb, rb) || (merr == nil) != (rerr == nil) {
 			t.Fatalf("%q: body %q (%v), net/http %q (%v)", msg, mb, merr, rb, rerr)
+		}
+		if merr == nil && !reflect.DeepEqual(mine.Trailer, ref.Trailer) {
+			t.Fatalf("%q: trailer %v, net/http %v", msg, mine.Trailer, ref.Trailer)
+		}
+		// What follows the body is the next response's, or stray: both
+		// readers must stop at the same byte.
+		if merr == nil {
+			mineRest, _ := io.ReadAll(br)
+			refRest, _ := io.ReadAll(refReader)
+			if !bytes.Equal(mineRest, refRest) {
+				t.Fatalf("%q: %q left after the body, net/http %q", msg, mineRest, refRest)
+			}
 		}
 	})
 }
