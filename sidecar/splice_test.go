@@ -344,6 +344,7 @@ func FuzzResponseHead(f *testing.F) {
 		"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\nX-T: 1\r\n",
 		"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 2\r\n\r\n2\r\nok\r\n0\r\n\r\n",
 		"HTTP/1.1 200 OK\r\nConnection: close\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nx\r\n0\r\n\r\n",
+		"HTTP/1.1 200 OK\r\nPragma: no-cache\r\nContent-Length: 2\r\n\r\nok",
 	} {
 		f.Add([]byte(s), false)
 	}
@@ -383,6 +384,12 @@ func FuzzResponseHead(f *testing.F) {
 		removeHopHeaders(header, false)
 		refHeader := ref.Header.Clone()
 		removeHopHeaders(refHeader, false)
+		if header.Get("Cache-Control") == "" && header.Get("Pragma") == "no-cache" {
+			// net/http's reader adds a Cache-Control for an HTTP/1.0
+			// Pragma (fixPragmaCacheControl); ferry passes the head on
+			// as the upstream gave it.
+			delete(refHeader, "Cache-Control")
+		}
 		if mine.Status != ref.Status || mine.StatusCode != ref.StatusCode || mine.Proto != ref.Proto ||
 			mine.ContentLength != ref.ContentLength || mine.Close != ref.Close ||
 			!reflect.DeepEqual(mine.TransferEncoding, ref.TransferEncoding) ||
