@@ -18,14 +18,14 @@ import (
 // nil, reading nothing, for anything else, which http.ReadResponse then
 // reads as before: "HTTP/1.1 NNN reason", CRLF line ends, header names of
 // token characters, values of visible ASCII, space and tab, exactly one
-// Content-Length of plain digits, no Transfer-Encoding or Trailer, a
+// Content-Length of plain digits and no Transfer-Encoding, or the other
+// way round one Transfer-Encoding saying chunked, no Trailer field, a
 // status with a body (not 1xx, 204 or 304) and a request that is not
 // HEAD. That is nearly every answer to a small request; it spares the
 // textproto reader, its allocations and the transfer decoding that a
-// Content-Length body does not need. A chunked body (one Transfer-Encoding
-// field saying chunked, no Content-Length, no Trailer field) is read too,
-// its chunks by net/http's own decoder (httputil.NewChunkedReader), its
-// trailers as net/http's body reader reads them (chunkedBody).
+// Content-Length body does not need. A chunked body's chunks go through
+// net/http's own decoder (httputil.NewChunkedReader), its trailers are
+// read as net/http's body reader reads them (chunkedBody).
 // FuzzResponseHead holds it to reading every head it accepts, and its
 // body and trailers, as net/http does.
 func parseResponse(br *bufio.Reader, out *http.Request) (*plainResponse, rawFields) {
