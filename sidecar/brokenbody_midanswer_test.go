@@ -14,16 +14,15 @@ import (
 	"github.com/ferrymesh/ferry/telemetry"
 )
 
-// A caller's chunked request body that breaks (a malformed chunk) while
-// the upstream's answer is already coming (a full-duplex HTTP/1.1
-// exchange) is the caller's doing, as it is before the answer (a 400):
-// the upstream's breaker does not count it, and the access log says
-// client_canceled, not body_broken. The caller sees its answer broken,
-// never whole.
-func TestCallerBodyBrokenMidAnswerIsTheCallers(t *testing.T) {
-	leakCheck(t)
-	// An answer whose head (with a Content-Length) comes once the first
-	// chunk is in, its body only once the whole request body is.
+// midAnswerFerry is a ferry with two HTTP/1.1 services whose breakers open
+// at one failure: echo (fullDuplexEcho), and head, whose answer's head
+// (with a Content-Length) comes once the request body's first 5 bytes are
+// in and its body only once the whole request body is; gotHead receives
+// when ferry has that head. settled checks, after a caller's body broke
+// (what), that the service's endpoint counted no failure and that the
+// next access log line says client_canceled.
+func midAnswerFerry(t *testing.T, what string) (sc *Sidecar, gotHead chan struct{}, settled func(t *testing.T, service string)) {
+	t.Helper()
 	headFirst := origin(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		rc := http.NewResponseController(w)
 		rc.EnableFullDuplex()
@@ -48,27 +47,52 @@ services:
 `, fullDuplexEcho(t), headFirst))
 	// ferry has the head service's answer head once its round trip
 	// returned.
-	gotHead := make(chan struct{}, 1)
+	gotHead = make(chan struct{}, 1)
 	for _, up := range sc.allUpstreams() {
 		if up.name == "head" {
 			up.h1 = headSignal{up.h1, gotHead}
 		}
 	}
-	const head = "POST / HTTP/1.1\r\nHost: %s\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n"
-	const bad = "zz\r\nbroken\r\n" // no chunk size: the caller's body breaks
 	lines := 0
-	settled := func(t *testing.T, service string) {
+	settled = func(t *testing.T, service string) {
 		t.Helper()
 		if ep := endpointSettled(t, sc, service); ep.Breaker != resilience.BreakerClosed || ep.Failures != 0 {
-			t.Errorf("endpoint breaker %v with %d failures after the caller's body broke, want closed with none", ep.Breaker, ep.Failures)
+			t.Errorf("endpoint breaker %v with %d failures after %s, want closed with none", ep.Breaker, ep.Failures, what)
 		}
 		lines++
 		waitFor(t, "the access log line", 5*time.Second, func() bool { return len(accessLines(t, logs)) == lines })
 		if l := accessLines(t, logs)[lines-1]; l["reason"] != telemetry.ReasonClientCanceled {
-			t.Errorf("access log reason %v (status %v), want %s: the caller's body broke", l["reason"], l["status"], telemetry.ReasonClientCanceled)
+			t.Errorf("access log reason %v (status %v), want %s: %s", l["reason"], l["status"], telemetry.ReasonClientCanceled, what)
 		}
 	}
+	return sc, gotHead, settled
+}
 
+// wantCallersBody400 reads, on c, the 400 a caller whose body broke gets
+// before any of the answer went out.
+func wantCallersBody400(t *testing.T, c net.Conn) {
+	t.Helper()
+	res, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(res.Body)
+	if res.StatusCode != http.StatusBadRequest || !strings.HasPrefix(res.Header.Get("X-Ferry-Error"), "reading request body: ") {
+		t.Errorf("answer %d %q (X-Ferry-Error %q), want a 400 for the caller's body", res.StatusCode, b, res.Header.Get("X-Ferry-Error"))
+	}
+}
+
+// A caller's chunked request body that breaks (a malformed chunk) while
+// the upstream's answer is already coming (a full-duplex HTTP/1.1
+// exchange) is the caller's doing, as it is before the answer (a 400):
+// the upstream's breaker does not count it, and the access log says
+// client_canceled, not body_broken. The caller sees its answer broken,
+// never whole.
+func TestCallerBodyBrokenMidAnswerIsTheCallers(t *testing.T) {
+	leakCheck(t)
+	sc, gotHead, settled := midAnswerFerry(t, "the caller's body broke")
+	const head = "POST / HTTP/1.1\r\nHost: %s\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n"
+	const bad = "zz\r\nbroken\r\n" // no chunk size: the caller's body breaks
 	t.Run("answer begun", func(t *testing.T) {
 		c := dialRaw(t, "http://"+sc.Addr("outbound"))
 		fmt.Fprintf(c, head, "echo")
@@ -95,14 +119,7 @@ services:
 		fmt.Fprintf(c, head, "head")
 		recv(t, gotHead, 5*time.Second, "ferry to have the upstream's head")
 		io.WriteString(c, bad)
-		res, err := http.ReadResponse(bufio.NewReader(c), nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		b, _ := io.ReadAll(res.Body)
-		if res.StatusCode != http.StatusBadRequest || !strings.HasPrefix(res.Header.Get("X-Ferry-Error"), "reading request body: ") {
-			t.Errorf("answer %d %q (X-Ferry-Error %q), want a 400 for the caller's body", res.StatusCode, b, res.Header.Get("X-Ferry-Error"))
-		}
+		wantCallersBody400(t, c)
 		settled(t, "head")
 	})
 }

@@ -10,9 +10,6 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
-
-	"github.com/ferrymesh/ferry/resilience"
-	"github.com/ferrymesh/ferry/telemetry"
 )
 
 // headsUpstream echoes each request's body and says on heads when it has
@@ -189,56 +186,14 @@ func TestStreamedUploadFullDuplex(t *testing.T) {
 // was taken for the upstream's body breaking (a 502, body_broken, a
 // breaker failure).
 func TestLaneStreamedBodyCutByCallerMidAnswer(t *testing.T) {
-	headFirst := origin(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		rc := http.NewResponseController(w)
-		rc.EnableFullDuplex()
-		io.ReadFull(r.Body, make([]byte, 5))
-		w.Header().Set("Content-Length", "2")
-		w.WriteHeader(http.StatusOK)
-		rc.Flush()
-		if _, err := io.Copy(io.Discard, r.Body); err == nil {
-			io.WriteString(w, "ok")
-		}
-	}))
-	sc, _, logs := tracedFerry(t, fmt.Sprintf(`
-admin: { listen: 127.0.0.1:0 }
-outbound:
-  listen: 127.0.0.1:0
-  routes:
-    - { host: echo, service: echo }
-    - { host: head, service: head }
-services:
-  echo: { endpoints: [%s], protocol: http1, breaker: { consecutive_failures: 1 }, retry: { max_retries: 0 } }
-  head: { endpoints: [%s], protocol: http1, breaker: { consecutive_failures: 1 }, retry: { max_retries: 0 } }
-`, fullDuplexEcho(t), headFirst))
-	gotHead := make(chan struct{}, 1)
-	for _, up := range sc.allUpstreams() {
-		if up.name == "head" {
-			up.h1 = headSignal{up.h1, gotHead}
-		}
-	}
-	// The head alone first: the body is not whole with it.
-	const head = "POST / HTTP/1.1\r\nHost: %s\r\nContent-Length: 100\r\n\r\n"
-	lines := 0
-	settled := func(t *testing.T, service string) {
-		t.Helper()
-		if ep := endpointSettled(t, sc, service); ep.Breaker != resilience.BreakerClosed || ep.Failures != 0 {
-			t.Errorf("endpoint breaker %v with %d failures after the caller cut its body, want closed with none", ep.Breaker, ep.Failures)
-		}
-		lines++
-		waitFor(t, "the access log line", 5*time.Second, func() bool { return len(accessLines(t, logs)) == lines })
-		if l := accessLines(t, logs)[lines-1]; l["reason"] != telemetry.ReasonClientCanceled {
-			t.Errorf("access log reason %v (status %v), want %s: the caller cut its body", l["reason"], l["status"], telemetry.ReasonClientCanceled)
-		}
-	}
-
+	sc, gotHead, settled := midAnswerFerry(t, "the caller cut its body")
 	// The body's rest copied (less than spliceMin) and spliced.
 	for _, size := range []int{2000, 4 * spliceMin} {
 		t.Run(fmt.Sprintf("answer begun/%d", size), func(t *testing.T) {
 			spliced, copied := splicedUp.Load(), copiedUp.Load()
 			c := dialRaw(t, "http://"+sc.Addr("outbound"))
 			fmt.Fprintf(c, "POST / HTTP/1.1\r\nHost: echo\r\nContent-Length: %d\r\n\r\n", size)
-			io.WriteString(c, "hello") // goes with the head
+			io.WriteString(c, "hello") // with the head, or just after it
 			res, err := http.ReadResponse(bufio.NewReader(c), nil)
 			if err != nil {
 				t.Fatal(err)
@@ -271,18 +226,12 @@ services:
 
 	t.Run("head before its body", func(t *testing.T) {
 		c := dialRaw(t, "http://"+sc.Addr("outbound"))
-		fmt.Fprintf(c, head, "head")
+		// The head alone first: the body is not whole with it.
+		io.WriteString(c, "POST / HTTP/1.1\r\nHost: head\r\nContent-Length: 100\r\n\r\n")
 		io.WriteString(c, "hello")
 		recv(t, gotHead, 5*time.Second, "ferry to have the upstream's head")
 		c.(*net.TCPConn).CloseWrite()
-		res, err := http.ReadResponse(bufio.NewReader(c), nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		b, _ := io.ReadAll(res.Body)
-		if res.StatusCode != http.StatusBadRequest || !strings.HasPrefix(res.Header.Get("X-Ferry-Error"), "reading request body: ") {
-			t.Errorf("answer %d %q (X-Ferry-Error %q), want a 400 for the caller's body", res.StatusCode, b, res.Header.Get("X-Ferry-Error"))
-		}
+		wantCallersBody400(t, c)
 		settled(t, "head")
 	})
 }
