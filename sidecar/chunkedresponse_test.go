@@ -66,3 +66,32 @@ func TestChunkedResponseReadByFerrysClient(t *testing.T) {
 		t.Fatalf("the upstream saw %d connections, want 2: the one whose chunks broke carries no other request", n)
 	}
 }
+
+// The head of a chunked answer waits for its first chunk's bytes only when
+// they are in hand: a size line above zero, whole, and a byte after it.
+func TestChunkSizeAbove0(t *testing.T) {
+	for _, tc := range []struct {
+		buf  string
+		want bool
+	}{
+		{"5\r\nhello\r\n", true},
+		{"5\r\nh", true},
+		{"1a;name=v\r\nx", true},
+		{"00000001\r\nx", true},
+		{"FF\r\nx", true},
+		{"5\r\n", false},          // no byte of the chunk yet
+		{"5\r", false},            // the line not whole
+		{"0\r\n\r\n", false},      // the last chunk: the body is empty
+		{"000\r\nx", false},       // zero however written
+		{"zz\r\nx", false},        // no size: the relay reports it
+		{"5\nhello", false},       // a bare LF
+		{";x\r\nhello", false},    // an extension without a size
+		{"100000000\r\nx", false}, // more than eight digits
+		{" 5\r\nx", false},
+		{"", false},
+	} {
+		if got := chunkSizeAbove0([]byte(tc.buf)); got != tc.want {
+			t.Errorf("%q: %v, want %v", tc.buf, got, tc.want)
+		}
+	}
+}

@@ -1,6 +1,7 @@
 package sidecar
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -1742,12 +1743,53 @@ func (p *Proxy) respondHeader(w http.ResponseWriter, r *http.Request, res *http.
 		h["Trailer"] = []string{strings.Join(names, ", ")}
 	}
 	w.WriteHeader(res.StatusCode)
-	if res.ContentLength == -1 || isEventStream(res.Header) {
+	if res.ContentLength == -1 && !firstChunkAtHand(res) || isEventStream(res.Header) {
 		// Headers first, so a caller of a quiet event stream or a
 		// long-poll knows at once that it is connected.
 		_ = http.NewResponseController(w).Flush()
 	}
 	return h
+}
+
+// firstChunkAtHand reports whether a chunked body that ferry's client reads
+// has its first chunk's size line, a size above zero, and some of the
+// chunk's bytes in the connection's buffer already: the relay's first read
+// returns them at once, and the head goes out with them in one write
+// rather than alone before them (a small chunked answer took three writes
+// to an HTTP/1.1 caller: the head, the chunk, the last chunk).
+func firstChunkAtHand(res *http.Response) bool {
+	sb, ok := res.Body.(*spliceBody)
+	if !ok || res.TransferEncoding == nil || sb.c == nil || sb.c.br == nil {
+		return false
+	}
+	buf, _ := sb.c.br.Peek(sb.c.br.Buffered())
+	return chunkSizeAbove0(buf)
+}
+
+// chunkSizeAbove0 reports whether buf starts with a chunk-size line (one to
+// eight hex digits, then an extension or the line's end) of a size above
+// zero, and holds at least one byte after that line. Anything else (a size
+// net/http's decoder might refuse among them) is left to the relay.
+func chunkSizeAbove0(buf []byte) bool {
+	i := bytes.IndexByte(buf, '\n')
+	if i < 1 || i+1 >= len(buf) || buf[i-1] != '\r' {
+		return false
+	}
+	above0 := false
+	for k, c := range buf[:i-1] {
+		switch {
+		case k >= 8 && c != ';':
+			return false
+		case '1' <= c && c <= '9', 'a' <= c && c <= 'f', 'A' <= c && c <= 'F':
+			above0 = true
+		case c == '0':
+		case c == ';' && k > 0:
+			return above0
+		default:
+			return false
+		}
+	}
+	return above0
 }
 
 // trailersNeedChunks reports whether res, a response with a Content-Length
