@@ -1068,7 +1068,7 @@ func (l *lane) serveOne(lc *laneConn, br *bufio.Reader, bw *bufio.Writer, lh *la
 	w := &lh.w
 	*w = connWriter{conn: lc.c, tc: lc.tc, bw: bw, head: req.Method == http.MethodHead, keepAlive: !req.Close && !l.closing.Load(), lane: l, answered: &lc.answered}
 	if req.ContentLength > 0 {
-		sb := &socketBody{bufs: []*bufio.Reader{br}, conn: lc.c, tc: lc.tc}
+		sb := &socketBody{bufs: []*bufio.Reader{br}, conn: lc.c, tc: lc.tc, raw: lc.raw}
 		sb.left.Store(req.ContentLength)
 		req.Body = sb
 		w.body = sb

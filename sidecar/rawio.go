@@ -54,6 +54,11 @@ type rawSock struct {
 	// quiet (see expectQuiet): the deferred bytes go out only if nothing
 	// waits to be read first; early reports that something did.
 	quiet, early bool
+	// readNow's: the buffer, bytes read, and the read's error.
+	nbuf   []byte
+	nn     int
+	nerrno syscall.Errno
+	nowFn  func(fd uintptr) bool
 }
 
 // newRawSock returns tc's raw reader and writer, or nil when tc does not
@@ -67,7 +72,7 @@ func newRawSock(tc *net.TCPConn) *rawSock {
 		return nil
 	}
 	s := &rawSock{tc: tc, rc: rc}
-	s.readFn, s.writeFn, s.probeFn = s.read, s.write, s.probe
+	s.readFn, s.writeFn, s.probeFn, s.nowFn = s.read, s.write, s.probe, s.now
 	return s
 }
 
@@ -189,6 +194,37 @@ func (s *rawSock) quietNow() bool {
 	s.probed = false
 	err := s.rc.Read(s.probeFn)
 	return err == nil && s.probed
+}
+
+// readNow reads into p what the socket holds now, with one read(2) and
+// no wait: 0 and no error when nothing is there yet.
+func (s *rawSock) readNow(p []byte) (int, error) {
+	s.nbuf, s.nn, s.nerrno = p, 0, 0
+	err := s.rc.Read(s.nowFn)
+	n, errno := s.nn, s.nerrno
+	s.nbuf = nil
+	switch {
+	case err != nil:
+		return 0, s.opError("read", err)
+	case errno == syscall.EAGAIN:
+		return 0, nil
+	case errno != 0:
+		return 0, s.opError("read", os.NewSyscallError("read", errno))
+	case n == 0 && len(p) > 0:
+		return 0, io.EOF
+	}
+	return n, nil
+}
+
+// now is the RawConn function of readNow.
+func (s *rawSock) now(fd uintptr) bool {
+	for {
+		r, e := sysRead(fd, s.nbuf)
+		if e != syscall.EINTR {
+			s.nn, s.nerrno = max(r, 0), e
+			return true
+		}
+	}
 }
 
 // probe is the RawConn function of quietNow.

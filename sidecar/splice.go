@@ -466,6 +466,7 @@ func (f *fastH1) exchangeUpload(c *h1Conn, out *http.Request, fwd forwarded, bod
 		}
 		c.raw.deferWrites(false)
 		if err == nil {
+			body.takeNow(c.raw)
 			err = c.raw.sendPending()
 		}
 		c.raw.dropPending()
@@ -485,8 +486,20 @@ func (f *fastH1) exchangeUpload(c *h1Conn, out *http.Request, fwd forwarded, bod
 			return res, fresh, nil, false, err
 		}
 	}
-	if err := body.rc.(*socketBody).goAhead(); err != nil {
+	sock := body.rc.(*socketBody)
+	if err := sock.goAhead(); err != nil {
 		return nil, false, nil, false, &bodyReadError{err}
+	}
+	if sock.left.Load() == 0 {
+		// The whole body went with the head (takeNow): nothing to move,
+		// and the exchange goes on as a bodiless one's.
+		body.idle.pause()
+		if f.responseHeader > 0 {
+			c.awaitHeader(f.responseHeader)
+		}
+		res, fresh, err = f.readResponse(c, out)
+		c.headerIn()
+		return res, fresh, nil, false, c.headerErr(err)
 	}
 	// The response header timeout runs from the end of the body, as
 	// net/http's Transport has it; the header may come sooner.

@@ -45,7 +45,7 @@ func TestStreamedUploadTakesFerrysClient(t *testing.T) {
 	_, url := outboundTo(t, "", up.addr())
 	c := dialRaw(t, url)
 	br := bufio.NewReader(c)
-	buffered, copied := laneBuffered.Load(), copiedUp.Load()
+	buffered, copied := laneBuffered.Load(), copiedUp.Load()+takenNow.Load()
 
 	// The body after its head: the upstream has the head first.
 	io.WriteString(c, "POST /u HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nhello")
@@ -69,8 +69,9 @@ func TestStreamedUploadTakesFerrysClient(t *testing.T) {
 		t.Fatalf("%d bodies taken for buffered ones", got)
 	}
 	// "world", and at least what of the large body did not fit the
-	// lane's buffer, went from the caller's socket through copyInto.
-	if got, least := copiedUp.Load()-copied, int64(5+len(big)-laneBufSize); got < least {
+	// lane's buffer, went from the caller's socket: with the head
+	// (takeNow) or by the body's goroutine (copyInto).
+	if got, least := copiedUp.Load()+takenNow.Load()-copied, int64(5+len(big)-laneBufSize); got < least {
 		t.Fatalf("%d body bytes copied from the caller's socket, want at least %d", got, least)
 	}
 	if n := conns.Load(); n != 1 {
@@ -234,4 +235,81 @@ func TestLaneStreamedBodyCutByCallerMidAnswer(t *testing.T) {
 		wantCallersBody400(t, c)
 		settled(t, "head")
 	})
+}
+
+// holdTakeNow makes takeNow wait, once, until the test has written the
+// body (atHook: it waits; then the test closes sent) and the caller's
+// socket holds all of it.
+func holdTakeNow(t *testing.T) (atHook chan struct{}, sent chan struct{}) {
+	atHook, sent = make(chan struct{}, 1), make(chan struct{})
+	testHookTakeNow = func(tc *net.TCPConn, left int64) {
+		atHook <- struct{}{}
+		<-sent
+		deadline := time.Now().Add(10 * time.Second)
+		for time.Now().Before(deadline) {
+			if n, ok := unreadBytes(tc); !ok || n >= int(left) {
+				return
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}
+	t.Cleanup(func() { testHookTakeNow = nil })
+	return atHook, sent
+}
+
+// The rest of a small body that is in the caller's socket by the time its
+// head goes upstream goes with the head, in one write, and nothing is left
+// for the body's goroutine; one that is not there yet streams as before
+// (TestStreamedUploadTakesFerrysClient, TestUnbufferedUploadStreams).
+func TestStreamedUploadRestGoesWithItsHead(t *testing.T) {
+	up, seen := echoUpstream(t, nil)
+	_, url := outboundTo(t, "", up.addr())
+	body := strings.Repeat("r", 5000)
+	atHook, sent := holdTakeNow(t)
+	c := dialRaw(t, url)
+	br := bufio.NewReader(c)
+	taken, copied := takenNow.Load(), copiedUp.Load()
+	fmt.Fprintf(c, "POST /u HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n", len(body))
+	recv(t, atHook, 10*time.Second, "ferry about to send the head")
+	io.WriteString(c, body)
+	close(sent)
+	readAnswers(t, c, br, body)
+	if n, ok := unreadBytes(c.(*net.TCPConn)); ok && n != 0 {
+		t.Fatalf("%d bytes after the answer", n)
+	}
+	if got := takenNow.Load() - taken; got != int64(len(body)) {
+		t.Fatalf("%d of the body's %d bytes went with the head", got, len(body))
+	}
+	if got := copiedUp.Load() - copied; got != 0 {
+		t.Fatalf("%d bytes left for the body's goroutine, want none", got)
+	}
+	if s := seen(); len(s) != 1 || s[0].body != body {
+		t.Fatalf("the upstream got %d requests, want the one with its body whole", len(s))
+	}
+}
+
+// An upload whose whole body went with its head waits for the answer's
+// head as a bodiless request does: timeouts.response_header answers 504.
+func TestStreamedUploadWithItsHeadResponseHeaderTimeout(t *testing.T) {
+	up := startRawServer(t, func(c net.Conn) {
+		io.Copy(io.Discard, c) // reads all, never answers
+	})
+	_, url := outboundTo(t, "defaults: { retry: { max_retries: 0 }, timeouts: { response_header: 300ms } }", up.addr())
+	atHook, sent := holdTakeNow(t)
+	c := dialRaw(t, url)
+	taken := takenNow.Load()
+	io.WriteString(c, "POST /u HTTP/1.1\r\nHost: x\r\nContent-Length: 3000\r\n\r\n")
+	recv(t, atHook, 10*time.Second, "ferry about to send the head")
+	io.WriteString(c, strings.Repeat("h", 3000))
+	close(sent)
+	res, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.StatusCode != http.StatusGatewayTimeout || !strings.Contains(res.Header.Get("X-Ferry-Error"), "timeouts.response_header") {
+		t.Fatalf("got %d %q, want 504 naming timeouts.response_header", res.StatusCode, res.Header.Get("X-Ferry-Error"))
+	}
+	if got := takenNow.Load() - taken; got != 3000 {
+		t.Fatalf("%d of the body's 3000 bytes went with the head", got)
+	}
 }

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -113,6 +114,7 @@ type socketBody struct {
 	bufs   []*bufio.Reader
 	conn   net.Conn
 	tc     *net.TCPConn // nil when the connection is not a plain socket
+	raw    *rawSock     // the lane's direct reader of conn; nil for a taken-over one
 	left   atomic.Int64 // body bytes not yet taken from the caller
 	expect bool         // the caller waits for 100 Continue before sending the body
 }
@@ -248,6 +250,41 @@ func (b *requestBody) callerFailed(err error) *bodyReadError {
 	b.failed.Store(true)
 	return be
 }
+
+// takeNow appends to the upstream's deferred bytes (up.pend, the head
+// about to go out) what of a body shorter than spliceMin the caller's
+// socket holds now, read with one read(2) that does not wait: a body that
+// came right after its head then goes with it in one write, and the
+// body's goroutine finds nothing left to move. An error is left for that
+// goroutine's read to meet again (a socket at its end stays there).
+func (b *requestBody) takeNow(up *rawSock) {
+	s := b.rc.(*socketBody)
+	left := s.left.Load()
+	if s.raw == nil || left <= 0 || left >= spliceMin || s.buffered() != nil {
+		return
+	}
+	if testHookTakeNow != nil {
+		testHookTakeNow(s.tc, left)
+	}
+	start := len(up.pend)
+	up.pend = slices.Grow(up.pend, int(left))
+	n, _ := s.raw.readNow(up.pend[start : start+int(left)])
+	if n > 0 {
+		up.pend = up.pend[:start+n]
+		s.left.Add(-int64(n))
+		b.n.Add(int64(n))
+		b.idle.touch()
+		takenNow.Add(int64(n))
+	}
+}
+
+// takenNow counts body bytes takeNow sent with their head; testHookTakeNow,
+// set by tests only, runs before its read (tc: the caller's socket, left:
+// the body bytes still to come).
+var (
+	takenNow        atomic.Int64
+	testHookTakeNow func(tc *net.TCPConn, left int64)
+)
 
 // copyInto moves the rest of a body, less than spliceMin, from the caller's
 // socket into dst through a pooled buffer: for so few bytes a pipe's two
