@@ -84,7 +84,7 @@ func TestResponseCutAnywhereNeverWhole(t *testing.T) {
 		{name: "whole-chunked", resp: "HTTP/1.1 200 OK\r\nConnection: close\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n", whole: "hello"},
 		{name: "whole-head", resp: "HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 10\r\n\r\n", head: true, whole: ""},
 	}
-	callers := []string{"lane-get", "lane-post", "nethttp-post-chunked", "http1.0-get", "h2c-get", "h2c-post"}
+	callers := []string{"lane-get", "lane-post", "lane-post-chunked", "nethttp-post-chunked", "http1.0-get", "h2c-get", "h2c-post"}
 	for _, tc := range cases {
 		for _, kill := range []string{"fin", "rst"} {
 			if kill == "rst" && (tc.whole != "" || tc.head) {
@@ -180,8 +180,11 @@ func cutCaller(t *testing.T, base, caller string, head bool) (string, error) {
 		req = method + " /x HTTP/1.0\r\nHost: svc\r\n\r\n"
 	case "lane-post":
 		req = "POST /x HTTP/1.1\r\nHost: svc\r\nContent-Length: 3\r\n\r\nabc"
-	case "nethttp-post-chunked":
+	case "lane-post-chunked":
 		req = "POST /x HTTP/1.1\r\nHost: svc\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n"
+	case "nethttp-post-chunked":
+		// An announced trailer: the lane hands the connection over.
+		req = "POST /x HTTP/1.1\r\nHost: svc\r\nTransfer-Encoding: chunked\r\nTrailer: X-T\r\n\r\n3\r\nabc\r\n0\r\nX-T: a\r\n\r\n"
 	}
 	io.WriteString(c, req)
 	br := bufio.NewReader(c)
@@ -238,6 +241,9 @@ func TestUploadCutAnywhereNeverWhole(t *testing.T) {
 		{name: "chunked-after-last", head: chunked, sent: chunk + "0\r\n", held: true},
 		{name: "chunked-in-trailer", head: chunked, sent: chunk + "0\r\nX-T: a", held: true},
 		{name: "chunked-after-trailer", head: chunked, sent: chunk + "0\r\nX-T: a\r\n", held: true},
+		// An announced trailer: the lane hands these to net/http's server.
+		{name: "nethttp-chunked-before-last", head: post + "Transfer-Encoding: chunked\r\nTrailer: X-T\r\n\r\n", sent: chunk},
+		{name: "nethttp-chunked-in-trailer", head: post + "Transfer-Encoding: chunked\r\nTrailer: X-T\r\n\r\n", sent: chunk + "0\r\nX-T: a", held: true},
 		{name: "expect-length-1-short", head: post + "Expect: 100-continue\r\nContent-Length: 1000\r\n\r\n", sent: u(999), expect: true},
 		{name: "expect-big-length-1-short", head: post + "Expect: 100-continue\r\nContent-Length: 2097152\r\n\r\n", sent: u(2097151), expect: true},
 		{name: "http1.0-length-1-short", head: "POST /x HTTP/1.0\r\nHost: svc\r\nContent-Length: 1000\r\n\r\n", sent: u(999)},

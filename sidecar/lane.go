@@ -32,11 +32,13 @@ import (
 // head from a pooled buffer, and only when every byte of it is of the
 // plainest kind (see parseHead) serves it, with the connWriter; a request
 // whose body has a Content-Length is read straight from the socket (so an
-// upload can be spliced upstream) and the connection stays open.
+// upload can be spliced upstream), a chunked one decoded from the lane's
+// buffer (chunkedIn), and the connection stays open.
 //
 // Anything else hands the connection over, with the bytes read so far, to
 // net/http's server, which then serves it to the end as before: HTTP/2
-// (the h2c preface), upgrades, Expect, chunked or unusual framing,
+// (the h2c preface), upgrades, Expect, announced trailers, codings other
+// than chunked alone, both framings at once or unusual framing,
 // HTTP/1.0, heads larger than the lane's buffer or limits.max_header_bytes,
 // and every malformed input, so each refusal keeps net/http's exact answer
 // (and is reported as a request: refusals.go). The lane never answers a
@@ -751,7 +753,7 @@ func (l *lane) serveConn(c net.Conn) {
 			}
 			spare = nil
 		}
-		if lh == nil || lh.req.ContentLength > 0 {
+		if lh == nil || lh.req.ContentLength != 0 {
 			// A body is read without a deadline (body_idle rules);
 			// net/http sets its own on a handed-over connection. A
 			// bodiless request leaves the connection unread until the
@@ -1067,9 +1069,16 @@ func (l *lane) serveOne(lc *laneConn, br *bufio.Reader, bw *bufio.Writer, lh *la
 	req.RemoteAddr = lc.remote
 	w := &lh.w
 	*w = connWriter{conn: lc.c, tc: lc.tc, bw: bw, head: req.Method == http.MethodHead, keepAlive: !req.Close && !l.closing.Load(), lane: l, answered: &lc.answered}
-	if req.ContentLength > 0 {
+	if req.ContentLength != 0 {
 		sb := &socketBody{bufs: []*bufio.Reader{br}, conn: lc.c, tc: lc.tc, raw: lc.raw}
 		sb.left.Store(req.ContentLength)
+		if req.ContentLength < 0 {
+			// Chunked: its trailers go into the request's Trailer, the
+			// map the upstream request shares (see Proxy.ServeHTTP).
+			req.Trailer = http.Header{}
+			sb.chunks = &chunkedIn{br: br, trailer: req.Trailer}
+			sb.left.Store(chunkedLeft)
+		}
 		req.Body = sb
 		w.body = sb
 	} else {
@@ -1168,9 +1177,10 @@ type laneExchange struct {
 	// (see parseResponse); resTaken once it is.
 	res      plainResponse
 	resTaken bool
-	// buffered: the request's body went upstream from the lane's buffer
-	// with its head, taken whole by ferry's client and nothing else (see
-	// bufferedUpload).
+	// buffered: the request's body went upstream whole with its head,
+	// taken by ferry's client's round trip and nothing else: from the
+	// lane's buffer (see bufferedUpload), or read at hand as the head went
+	// (exchangeUpload: takeNow, a chunked body's takeInHand).
 	buffered bool
 	// escaped: the exchange handed its request or context to something
 	// that may keep them past the exchange's end (a transport of
@@ -1535,7 +1545,7 @@ func parseHead(head []byte, ctx context.Context, dst *laneHead) *http.Request {
 	dst.req = dst.blank
 	r := &dst.req
 	r.Method, r.URL, r.Proto, r.ProtoMajor, r.ProtoMinor, r.RequestURI = m, u, "HTTP/1.1", 1, 1, uri
-	hosts, lengths := 0, 0
+	hosts, lengths, chunks := 0, 0, 0
 	pragma := false
 	le := &dst.ctx.le
 	r.Header = parseFields(rest, dst.hdr, dst.vals[:0], func(key, v string) (keep, ok bool) {
@@ -1552,7 +1562,13 @@ func parseHead(head []byte, ctx context.Context, dst *laneHead) *http.Request {
 				return false, false
 			}
 			r.ContentLength = n
-		case "Transfer-Encoding", "Upgrade", "Expect", "Trailer", "Http2-Settings":
+		case "Transfer-Encoding":
+			// One field saying chunked, as net/http's server takes it
+			// (see chunkedIn); any other coding, or a list, is its to
+			// refuse.
+			chunks++
+			return false, len(v) == len("chunked") && strings.EqualFold(v, "chunked")
+		case "Upgrade", "Expect", "Trailer", "Http2-Settings":
 			return false, false
 		case "Connection":
 			if hasToken([]string{v}, "upgrade") {
@@ -1578,8 +1594,13 @@ func parseHead(head []byte, ctx context.Context, dst *laneHead) *http.Request {
 	if r.Header == nil {
 		return nil
 	}
-	if hosts != 1 || lengths > 1 || !plainHost(r.Host) {
+	if hosts != 1 || lengths > 1 || chunks > 1 || chunks+lengths > 1 || !plainHost(r.Host) {
+		// (A head with both framings is net/http's to answer, and its
+		// connection's to close: see framingScan.)
 		return nil
+	}
+	if chunks == 1 {
+		r.TransferEncoding, r.ContentLength = chunkedOnly, -1
 	}
 	// As net/http's server: "Pragma: no-cache" without Cache-Control
 	// reads as "Cache-Control: no-cache" too (RFC 9111 section 5.4).

@@ -43,7 +43,8 @@ func TestLaneServesPlainHandsOverTheRest(t *testing.T) {
 	}{
 		{"get", "GET /a HTTP/1.1\r\nHost: x\r\n\r\n", true, "GET HTTP/1.1 0"},
 		{"post", "POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc", true, "POST HTTP/1.1 3"},
-		{"chunked", "POST /a HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n", false, "POST HTTP/1.1 3"},
+		{"chunked", "POST /a HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n", true, "POST HTTP/1.1 3"},
+		{"chunked, trailer announced", "POST /a HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nTrailer: X-T\r\n\r\n3\r\nabc\r\n0\r\nX-T: 1\r\n\r\n", false, "POST HTTP/1.1 3"},
 		{"expect", "POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nExpect: 100-continue\r\n\r\nabc", false, "POST HTTP/1.1 3"},
 		{"http/1.0", "GET /a HTTP/1.0\r\nHost: x\r\n\r\n", false, "GET HTTP/1.1 0"},
 		{"bare LF", "GET /a HTTP/1.1\nHost: x\n\n", false, "GET HTTP/1.1 0"},
@@ -439,7 +440,15 @@ func TestLaneParseHead(t *testing.T) {
 		{"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: +1\r\n\r\n", false},   // sign
 		{"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1, 1\r\n\r\n", false}, // list
 		{"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\n", false},
-		{"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n", false},
+		{"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n", true},
+		{"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: CHUNKED\r\n\r\n", true},
+		{"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n", false},
+		{"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n", false},
+		{"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked, chunked\r\n\r\n", false},
+		{"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: identity\r\n\r\n", false},
+		{"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n", false},
+		{"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n", false},
+		{"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nTrailer: X-T\r\n\r\n", false},
 		{"GET / HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\n\r\n", false},
 		{"GET / HTTP/1.1\r\nHost: a\r\nConnection: keep-alive, Upgrade\r\n\r\n", false},
 		{"GET / HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\n\r\n", false},
@@ -460,6 +469,10 @@ func TestLaneParseHead(t *testing.T) {
 		r.Host != "a" || strings.Join(r.Header["X-Multi"], ",") != "1,2" || r.Header.Get("Content-Length") != "4" {
 		t.Fatalf("parsed %+v", r)
 	}
+	r = parseHead([]byte("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"), context.Background(), new(laneHead))
+	if r == nil || r.ContentLength != -1 || len(r.TransferEncoding) != 1 || r.TransferEncoding[0] != "chunked" || r.Header["Transfer-Encoding"] != nil {
+		t.Fatalf("parsed %+v", r)
+	}
 }
 
 // Whatever head the lane's parser accepts, net/http's parser accepts too
@@ -476,6 +489,8 @@ func FuzzLaneHead(f *testing.F) {
 		"GET / HTTP/1.1\r\nHost: a\r\nPragma: no-cache\r\n\r\n",
 		"GET / HTTP/1.1\r\nHost: a\r\nPragma: no-cache\r\nCache-Control: max-age=0\r\n\r\n",
 		"GET / HTTP/1.1\r\nHost: a\r\nContent-Length: -0\r\n\r\n",
+		"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n",
+		"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding:  Chunked \r\nContent-Length: 3\r\n\r\n",
 	} {
 		f.Add([]byte(s))
 	}
@@ -503,10 +518,10 @@ func FuzzLaneHead(f *testing.F) {
 		}
 		if mine.Method != ref.Method || *mine.URL != *ref.URL || mine.RequestURI != ref.RequestURI ||
 			mine.Host != ref.Host || mine.ContentLength != ref.ContentLength || mine.Close != ref.Close ||
-			!reflect.DeepEqual(mine.Header, ref.Header) {
-			t.Fatalf("%q read differently:\nlane     %s %s host=%q cl=%d close=%v %v\nnet/http %s %s host=%q cl=%d close=%v %v",
-				head, mine.Method, mine.URL, mine.Host, mine.ContentLength, mine.Close, mine.Header,
-				ref.Method, ref.URL, ref.Host, ref.ContentLength, ref.Close, ref.Header)
+			!reflect.DeepEqual(mine.Header, ref.Header) || !reflect.DeepEqual(mine.TransferEncoding, ref.TransferEncoding) {
+			t.Fatalf("%q read differently:\nlane     %s %s host=%q cl=%d te=%q close=%v %v\nnet/http %s %s host=%q cl=%d te=%q close=%v %v",
+				head, mine.Method, mine.URL, mine.Host, mine.ContentLength, mine.TransferEncoding, mine.Close, mine.Header,
+				ref.Method, ref.URL, ref.Host, ref.ContentLength, ref.TransferEncoding, ref.Close, ref.Header)
 		}
 	})
 }

@@ -576,6 +576,18 @@ func dialRaw(t *testing.T, url string) net.Conn {
 	return c
 }
 
+// readRawResponse reads one response from c, its body whole.
+func readRawResponse(t *testing.T, c net.Conn) *http.Response {
+	t.Helper()
+	res, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.Copy(io.Discard, res.Body)
+	res.Body.Close()
+	return res
+}
+
 // An upstream that breaks mid-body makes the client see a broken response,
 // never a clean, shorter one.
 func TestUpstreamBreakMidBodyIsVisible(t *testing.T) {
@@ -677,8 +689,9 @@ func TestUpstreamBodiesClosedOnEveryPath(t *testing.T) {
 }
 
 func TestRequestBodyLimit(t *testing.T) {
-	reached := make(chan int64, 4)
+	reached, started := make(chan int64, 4), make(chan struct{}, 4)
 	up := origin(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		started <- struct{}{}
 		n, _ := io.Copy(io.Discard, r.Body)
 		reached <- n
 	}))
@@ -699,21 +712,33 @@ func TestRequestBodyLimit(t *testing.T) {
 		default:
 		}
 	})
+	chunkedHead := "POST /x HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
 	t.Run("chunked", func(t *testing.T) {
-		req, _ := http.NewRequest("POST", url+"/x", io.MultiReader(bytes.NewReader(make([]byte, 3000))))
-		req.ContentLength = -1
-		res, err := h1Client().Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		body, _ := io.ReadAll(res.Body)
-		res.Body.Close()
-		if res.StatusCode != http.StatusRequestEntityTooLarge {
-			t.Fatalf("got %d %q", res.StatusCode, body)
+		// The start of the stream goes upstream before the rest comes.
+		c := dialRaw(t, url)
+		io.WriteString(c, chunkedHead+"1f4\r\n"+strings.Repeat("a", 500)+"\r\n")
+		recv(t, started, 5*time.Second, "the origin to have the request")
+		io.WriteString(c, "9c4\r\n"+strings.Repeat("b", 2500)+"\r\n0\r\n\r\n")
+		if res := readRawResponse(t, c); res.StatusCode != http.StatusRequestEntityTooLarge {
+			t.Fatalf("got %d", res.StatusCode)
 		}
 		// The origin saw the start of the stream, never more than the limit.
 		if n := recv(t, reached, 5*time.Second, "origin"); n > 1000 {
 			t.Fatalf("origin read %d bytes past the limit", n)
+		}
+	})
+	t.Run("chunked at hand", func(t *testing.T) {
+		// The whole body came with its head: ferry knows it is too large
+		// before anything goes upstream.
+		c := dialRaw(t, url)
+		io.WriteString(c, chunkedHead+"bb8\r\n"+strings.Repeat("a", 3000)+"\r\n0\r\n\r\n")
+		if res := readRawResponse(t, c); res.StatusCode != http.StatusRequestEntityTooLarge {
+			t.Fatalf("got %d", res.StatusCode)
+		}
+		select {
+		case <-started:
+			t.Fatal("origin was called")
+		default:
 		}
 	})
 	t.Run("within", func(t *testing.T) {
@@ -725,6 +750,7 @@ func TestRequestBodyLimit(t *testing.T) {
 		if res.StatusCode != 200 {
 			t.Fatalf("status %d", res.StatusCode)
 		}
+		recv(t, started, 5*time.Second, "the origin to have the request")
 		if n := recv(t, reached, 5*time.Second, "origin"); n != 1000 {
 			t.Fatalf("origin read %d", n)
 		}

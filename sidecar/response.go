@@ -3,7 +3,7 @@ package sidecar
 import (
 	"bufio"
 	"bytes"
-	"errors"
+	"fmt"
 	"io"
 	"math"
 	"net/http"
@@ -275,7 +275,9 @@ func (b *chunkedBody) Read(p []byte) (int, error) {
 	}
 	n, err := b.cr.Read(p)
 	if err == io.EOF {
-		if err = b.readTrailer(); err == nil {
+		var hdr textproto.MIMEHeader
+		if hdr, err = readTrailerSection(b.br, "an upstream's"); err == nil {
+			mergeTrailer(&b.res.Trailer, hdr)
 			err = io.EOF
 		}
 	}
@@ -283,38 +285,44 @@ func (b *chunkedBody) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// readTrailer reads the trailer section after the last chunk: an empty
-// line, or fields ended by one, no more of them than the reader's buffer
+// readTrailerSection reads the trailer section after a chunked body's last
+// chunk (whose: the sender's, for errors): an empty line (no fields,
+// nil), or fields ended by one, no more of them than the reader's buffer
 // holds (net/http refuses a "suspiciously long trailer" the same way).
-func (b *chunkedBody) readTrailer() error {
-	buf, err := b.br.Peek(2)
+func readTrailerSection(br *bufio.Reader, whose string) (textproto.MIMEHeader, error) {
+	buf, err := br.Peek(2)
 	switch {
 	case len(buf) == 2 && buf[0] == '\r' && buf[1] == '\n':
-		b.br.Discard(2)
-		return nil
+		br.Discard(2)
+		return nil, nil
 	case len(buf) < 2:
-		return io.ErrUnexpectedEOF
+		return nil, io.ErrUnexpectedEOF
 	case err != nil:
-		return err
+		return nil, err
 	}
-	if !upcomingEmptyLine(b.br) {
-		return errors.New("ferry: an upstream's trailer section too long or cut short")
+	if !upcomingEmptyLine(br) {
+		return nil, fmt.Errorf("ferry: %s trailer section too long or cut short", whose)
 	}
-	hdr, err := textproto.NewReader(b.br).ReadMIMEHeader()
-	if err != nil {
-		if err == io.EOF {
-			return io.ErrUnexpectedEOF
-		}
-		return err
+	hdr, err := textproto.NewReader(br).ReadMIMEHeader()
+	if err == io.EOF {
+		err = io.ErrUnexpectedEOF
 	}
-	if b.res.Trailer == nil {
-		b.res.Trailer = http.Header(hdr)
-		return nil
+	return hdr, err
+}
+
+// mergeTrailer merges the fields of a trailer section into *dst, as
+// net/http's body reader does, whether they were announced or not.
+func mergeTrailer(dst *http.Header, hdr textproto.MIMEHeader) {
+	if len(hdr) == 0 {
+		return
+	}
+	if *dst == nil {
+		*dst = http.Header(hdr)
+		return
 	}
 	for k, vv := range hdr {
-		b.res.Trailer[k] = vv
+		(*dst)[k] = vv
 	}
-	return nil
 }
 
 // upcomingEmptyLine reports whether br holds, or comes to hold before its

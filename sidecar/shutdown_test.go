@@ -905,13 +905,14 @@ func TestEndedDrainJustAfterAHandedOverAnswerIsClean(t *testing.T) {
 		}
 	}
 	whole := []struct{ name, req, want string }{
-		{"chunked upload", "POST /length HTTP/1.1\r\nHost: svc\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nhi\r\n0\r\n\r\n", "ok"},
+		// (An announced trailer: the lane hands the connection over.)
+		{"chunked upload", "POST /length HTTP/1.1\r\nHost: svc\r\nTransfer-Encoding: chunked\r\nTrailer: X-T\r\n\r\n2\r\nhi\r\n0\r\n\r\n", "ok"},
 		{"expect", "POST /length HTTP/1.1\r\nHost: svc\r\nContent-Length: 2\r\nExpect: 100-continue\r\n\r\nhi", "ok"},
 		{"http10", "GET /length HTTP/1.0\r\nHost: svc\r\n\r\n", "ok"},
 		// Answers with no body: whole once their head went out.
 		{"http10 204", "GET /nocontent HTTP/1.0\r\nHost: svc\r\n\r\n", ""},
 		{"http10 HEAD", "HEAD /length HTTP/1.0\r\nHost: svc\r\n\r\n", ""},
-		{"chunked upload, Content-Length 0", "POST /empty HTTP/1.1\r\nHost: svc\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nhi\r\n0\r\n\r\n", ""},
+		{"chunked upload, Content-Length 0", "POST /empty HTTP/1.1\r\nHost: svc\r\nTransfer-Encoding: chunked\r\nTrailer: X-T\r\n\r\n2\r\nhi\r\n0\r\n\r\n", ""},
 	}
 	for _, tc := range whole {
 		t.Run(tc.name, func(t *testing.T) {

@@ -310,10 +310,14 @@ func socketUpload(out *http.Request) (*requestBody, bool) {
 		return nil, false
 	}
 	b := a.b
-	if !b.spliceable() || out.ContentLength <= 0 || out.URL.Scheme != "http" || out.Header["Upgrade"] != nil {
+	if !b.spliceable() || out.URL.Scheme != "http" || out.Header["Upgrade"] != nil {
 		return nil, false
 	}
-	return b, true
+	if s := b.rc.(*socketBody); s.chunks != nil {
+		// A chunked body goes chunked, trailers and all (see moveChunks).
+		return b, out.ContentLength < 0
+	}
+	return b, out.ContentLength > 0
 }
 
 // RoundTrip implements http.RoundTripper.
@@ -401,6 +405,11 @@ func (f *fastH1) RoundTrip(out *http.Request) (*http.Response, error) {
 		early := false
 		if streaming {
 			res, fresh, sent, early, err = f.exchangeUpload(c, out, fwd, upload)
+			if err == nil && sent == nil && le != nil {
+				// The whole body went with the head, read by this round
+				// trip alone, as a buffered one's (see reusable).
+				le.buffered = true
+			}
 		} else {
 			res, fresh, err = f.exchange(c, out, fwd, buffered, checkQuiet, now, perTry)
 		}
@@ -455,12 +464,21 @@ func (f *fastH1) exchangeUpload(c *h1Conn, out *http.Request, fwd forwarded, bod
 		return nil, false, nil, false, err
 	}
 	expect := out.Header["Expect"] != nil
-	if !expect && c.raw != nil {
+	sock := body.rc.(*socketBody)
+	chunks := sock.chunks
+	if !expect && c.raw != nil && (chunks == nil || chunks.takeInHand()) {
 		// What of the body came with the head goes with it, in one
 		// write (a write to a loopback upstream runs the upstream's TCP
-		// input: about as costly as the copy of a few pages).
+		// input: about as costly as the copy of a few pages): a chunked
+		// body only when it is at hand whole.
 		c.raw.deferWrites(true)
-		err := body.sendBuffered(c.bw)
+		var err error
+		if chunks != nil {
+			chunkedInHand.Add(1)
+			err = body.moveChunks(c.bw)
+		} else {
+			err = body.sendBuffered(c.bw)
+		}
 		if err == nil {
 			err = c.bw.Flush()
 		}
@@ -476,6 +494,9 @@ func (f *fastH1) exchangeUpload(c *h1Conn, out *http.Request, fwd forwarded, bod
 	} else if err := c.bw.Flush(); err != nil {
 		return nil, false, nil, false, err
 	}
+	if chunks != nil {
+		chunkedUp.Add(1)
+	}
 	if expect {
 		// Ask the upstream first, as the caller asked ferry: a final
 		// answer now spares the upload (the caller's connection closes
@@ -486,7 +507,6 @@ func (f *fastH1) exchangeUpload(c *h1Conn, out *http.Request, fwd forwarded, bod
 			return res, fresh, nil, false, err
 		}
 	}
-	sock := body.rc.(*socketBody)
 	if err := sock.goAhead(); err != nil {
 		return nil, false, nil, false, &bodyReadError{err}
 	}
@@ -630,6 +650,9 @@ func writeHead(bw *bufio.Writer, out *http.Request, fwd forwarded) error {
 		b = append(b, "Content-Length: "...)
 		b = strconv.AppendInt(b, out.ContentLength, 10)
 		b = append(b, "\r\n"...)
+	case out.ContentLength < 0:
+		// Only a chunked upload's (see socketUpload).
+		b = append(b, "Transfer-Encoding: chunked\r\n"...)
 	case out.Method == http.MethodPost || out.Method == http.MethodPut || out.Method == http.MethodPatch:
 		// An empty body is announced for these, as net/http does: many
 		// servers expect it.

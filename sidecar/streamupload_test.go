@@ -15,6 +15,12 @@ import (
 // headsUpstream echoes each request's body and says on heads when it has
 // read a request's head, before its body; conns counts its connections.
 func headsUpstream(t *testing.T) (up *rawServer, heads chan int64, conns *atomic.Int64) {
+	return answeringUpstream(t, func(_ *http.Request, body []byte) []byte { return body })
+}
+
+// answeringUpstream is headsUpstream answering each request with what
+// answer makes of it and its body (read whole).
+func answeringUpstream(t *testing.T, answer func(req *http.Request, body []byte) []byte) (up *rawServer, heads chan int64, conns *atomic.Int64) {
 	heads = make(chan int64, 16)
 	conns = new(atomic.Int64)
 	up = startRawServer(t, func(c net.Conn) {
@@ -30,6 +36,7 @@ func headsUpstream(t *testing.T) (up *rawServer, heads chan int64, conns *atomic
 			if err != nil {
 				return
 			}
+			b = answer(req, b)
 			fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s", len(b), b)
 		}
 	})

@@ -117,6 +117,9 @@ type socketBody struct {
 	raw    *rawSock     // the lane's direct reader of conn; nil for a taken-over one
 	left   atomic.Int64 // body bytes not yet taken from the caller
 	expect bool         // the caller waits for 100 Continue before sending the body
+	// chunks decodes a chunked body (the lane's); left is chunkedLeft
+	// until its end. nil: a body of known length.
+	chunks *chunkedIn
 }
 
 // goAhead tells a caller that sent Expect: 100-continue to send its body,
@@ -131,6 +134,13 @@ func (s *socketBody) goAhead() error {
 }
 
 func (s *socketBody) Read(p []byte) (int, error) {
+	if s.chunks != nil {
+		n, err := s.chunks.read(p)
+		if err == io.EOF {
+			s.left.Store(0)
+		}
+		return n, err
+	}
 	left := s.left.Load()
 	if left <= 0 {
 		return 0, io.EOF
@@ -183,10 +193,13 @@ func (b *requestBody) spliceable() bool {
 // torn: a failed splice may have taken bytes from the caller it could not
 // deliver, so it is never replayed.
 func (b *requestBody) spliceInto(dst *net.TCPConn) error {
+	s := b.rc.(*socketBody)
+	if s.chunks != nil {
+		return b.moveChunks(dst)
+	}
 	if err := b.sendBuffered(dst); err != nil {
 		return err
 	}
-	s := b.rc.(*socketBody)
 	if left := s.left.Load(); left > 0 && left < spliceMin {
 		return b.copyInto(dst, s)
 	}
@@ -260,7 +273,7 @@ func (b *requestBody) callerFailed(err error) *bodyReadError {
 func (b *requestBody) takeNow(up *rawSock) {
 	s := b.rc.(*socketBody)
 	left := s.left.Load()
-	if s.raw == nil || left <= 0 || left >= spliceMin || s.buffered() != nil {
+	if s.raw == nil || left <= 0 || left >= spliceMin || s.buffered() != nil || s.chunks != nil {
 		return
 	}
 	if testHookTakeNow != nil {
@@ -338,6 +351,7 @@ func (b *requestBody) stopSplice(done <-chan error) error {
 	if s.left.Load() == 0 {
 		return <-done
 	}
+	b.stopped.Store(true) // a read that fails from now on failed for this
 	s.conn.SetReadDeadline(time.Unix(1, 0))
 	err := <-done
 	s.conn.SetReadDeadline(time.Time{})

@@ -421,38 +421,64 @@ services: { s: { endpoints: [%s] } }
 // span's ferry.bytes_in, the client span's ferry.bytes_out and
 // ferry_body_bytes_total agree, within the limit.
 func TestBodyOverLimitCountsBytesPassedOn(t *testing.T) {
-	got := make(chan int64, 1)
+	got, started := make(chan int64, 1), make(chan struct{}, 1)
 	up := origin(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		started <- struct{}{}
 		n, _ := io.Copy(io.Discard, r.Body)
 		got <- n
 	}))
-	sc, rec, logs := tracedFerry(t, fmt.Sprintf(`
+	for _, atHand := range []bool{false, true} {
+		t.Run(fmt.Sprintf("at hand=%v", atHand), func(t *testing.T) {
+			sc, rec, logs := tracedFerry(t, fmt.Sprintf(`
 admin: { listen: 127.0.0.1:0 }
 outbound: { listen: 127.0.0.1:0, routes: [ { service: s } ] }
 services: { s: { endpoints: [%s] } }
 limits: { max_request_body_bytes: 1000 }
 `, up))
-	head := "POST /up HTTP/1.1\r\nHost: s\r\nTransfer-Encoding: chunked\r\n\r\n"
-	if st := rawExchange(t, sc.Addr("outbound"), head+"bb8\r\n"+strings.Repeat("x", 3000)+"\r\n0\r\n\r\n", 1); st[0] != http.StatusRequestEntityTooLarge {
-		t.Fatalf("status %d, want 413", st[0])
-	}
-	waitFor(t, "both spans", 5*time.Second, func() bool { return len(rec.Ended()) == 2 })
-	waitFor(t, "the access log line", 5*time.Second, func() bool { return len(accessLines(t, logs)) == 1 })
-	in := accessLines(t, logs)[0]["bytes_in"].(float64)
-	server := spansOfKind(rec.Ended(), trace.SpanKindServer)[0]
-	client := spansOfKind(rec.Ended(), trace.SpanKindClient)[0]
-	if in > 1000 {
-		t.Errorf("access log bytes_in %v: more than the 1000 bytes ferry may pass on", in)
-	}
-	if s, c := attr(server, telemetry.AttrBytesIn).AsInt64(), attr(client, telemetry.AttrBytesOut).AsInt64(); s != int64(in) || c != int64(in) {
-		t.Errorf("server span bytes_in %d, client span bytes_out %d, access log bytes_in %v: want all the same", s, c, in)
-	}
-	series := `ferry_body_bytes_total{direction="in",listener="outbound",service="s"} `
-	if body := metricsText(sc); in > 0 && !strings.Contains(body, series+strconv.Itoa(int(in))+"\n") || in == 0 && strings.Contains(body, series) {
-		t.Errorf("ferry_body_bytes_total, want %v in:\n%s", in, grepLines(body, "ferry_body_bytes_total"))
-	}
-	if n := recv(t, got, 5*time.Second, "the upstream's read"); float64(n) > in {
-		t.Errorf("the upstream read %d bytes, more than the %v reported", n, in)
+			c := dialRaw(t, "http://"+sc.Addr("outbound"))
+			head := "POST /up HTTP/1.1\r\nHost: s\r\nTransfer-Encoding: chunked\r\n\r\n"
+			if !atHand {
+				// The start goes upstream before the rest comes.
+				io.WriteString(c, head+"1f4\r\n"+strings.Repeat("x", 500)+"\r\n")
+				recv(t, started, 5*time.Second, "the upstream to have the request")
+				head = ""
+			}
+			io.WriteString(c, head+"bb8\r\n"+strings.Repeat("x", 3000)+"\r\n0\r\n\r\n")
+			if res := readRawResponse(t, c); res.StatusCode != http.StatusRequestEntityTooLarge {
+				t.Fatalf("status %d, want 413", res.StatusCode)
+			}
+			waitFor(t, "both spans", 5*time.Second, func() bool { return len(rec.Ended()) == 2 })
+			waitFor(t, "the access log line", 5*time.Second, func() bool { return len(accessLines(t, logs)) == 1 })
+			in := accessLines(t, logs)[0]["bytes_in"].(float64)
+			server := spansOfKind(rec.Ended(), trace.SpanKindServer)[0]
+			client := spansOfKind(rec.Ended(), trace.SpanKindClient)[0]
+			if in > 1000 {
+				t.Errorf("access log bytes_in %v: more than the 1000 bytes ferry may pass on", in)
+			}
+			if s, c := attr(server, telemetry.AttrBytesIn).AsInt64(), attr(client, telemetry.AttrBytesOut).AsInt64(); s != int64(in) || c != int64(in) {
+				t.Errorf("server span bytes_in %d, client span bytes_out %d, access log bytes_in %v: want all the same", s, c, in)
+			}
+			series := `ferry_body_bytes_total{direction="in",listener="outbound",service="s"} `
+			if body := metricsText(sc); in > 0 && !strings.Contains(body, series+strconv.Itoa(int(in))+"\n") || in == 0 && strings.Contains(body, series) {
+				t.Errorf("ferry_body_bytes_total, want %v in:\n%s", in, grepLines(body, "ferry_body_bytes_total"))
+			}
+			if atHand {
+				// Nothing went: ferry had the whole body, too large,
+				// before the head would have gone.
+				if in != 0 {
+					t.Errorf("access log bytes_in %v, want 0", in)
+				}
+				select {
+				case <-started:
+					t.Error("the upstream was called")
+				default:
+				}
+				return
+			}
+			if n := recv(t, got, 5*time.Second, "the upstream's read"); float64(n) > in || n < 500 {
+				t.Errorf("the upstream read %d bytes, want the 500 sent before the limit passed, no more than the %v reported", n, in)
+			}
+		})
 	}
 }
 
