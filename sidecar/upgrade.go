@@ -258,12 +258,18 @@ func (p *Proxy) tunnel(w http.ResponseWriter, r *http.Request, res *http.Respons
 				// met the closed connection. The upstream's end is
 				// looked at first, or the caller's failed write would
 				// read as a break (select picks either when both are
-				// ready, which a loaded machine makes likely).
-				select {
-				case d := <-downDone:
+				// ready, which a loaded machine makes likely). A write
+				// that met a gone upstream waits for that end: the way
+				// back passes the upstream's end on to the caller
+				// before it reports it, so the caller's answer can
+				// meet the closed connection first.
+				var wait time.Duration
+				if open == 2 && e.err != nil && e.side == upstreamSide && upstreamGone(e.err) {
+					wait = tunnelEndWait
+				}
+				if d, ok := otherEnd(downDone, wait); ok {
 					held, holding = e, true
 					e, fromUpstream = d, true
-				default:
 				}
 			case e = <-downDone:
 				fromUpstream = true
@@ -337,6 +343,36 @@ func (p *Proxy) tunnel(w http.ResponseWriter, r *http.Request, res *http.Respons
 // testHookTunnelCopy, set by tests only, runs before each read of a
 // tunnel's way from the given side.
 var testHookTunnelCopy func(from tunnelSide)
+
+// testHookTunnelEnd, set by tests only, runs as a tunnel's way from the
+// given side ended, before it reports that.
+var testHookTunnelEnd func(from tunnelSide)
+
+// tunnelEndWait bounds how long a tunnel whose caller's bytes met a gone
+// upstream waits for the upstream's way to report its end (see tunnel):
+// that way's read meets the same close at once.
+const tunnelEndWait = time.Second
+
+// otherEnd returns the end done reports, if it is there now or comes
+// within wait.
+func otherEnd(done <-chan tunnelEnd, wait time.Duration) (tunnelEnd, bool) {
+	select {
+	case d := <-done:
+		return d, true
+	default:
+	}
+	if wait <= 0 {
+		return tunnelEnd{}, false
+	}
+	t := time.NewTimer(wait)
+	defer t.Stop()
+	select {
+	case d := <-done:
+		return d, true
+	case <-t.C:
+		return tunnelEnd{}, false
+	}
+}
 
 // testHookTunnelEnds, set by tests only, runs once before a tunnel looks
 // at the ends of its two ways.
@@ -426,6 +462,9 @@ func tunnelCopy(dst io.Writer, closeWrite func() error, src io.Reader, idle *idl
 		}
 	}
 	bufPool.Put(bp)
+	if testHookTunnelEnd != nil {
+		testHookTunnelEnd(from)
+	}
 	done <- end
 }
 

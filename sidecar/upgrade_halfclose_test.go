@@ -207,9 +207,27 @@ func TestTunnelHalfClosedTimeout(t *testing.T) {
 // after it meet a connection that is gone, which is the normal end of the
 // tunnel, reported clean, not a broken upstream.
 func TestTunnelUpstreamFullCloseIsClean(t *testing.T) {
-	for _, caller := range []string{"answers and closes", "keeps sending", "answers and closes, both ends seen at once"} {
+	for _, caller := range []string{"answers and closes", "keeps sending", "answers and closes, both ends seen at once", "answers and closes, the caller's way reported first"} {
 		t.Run(caller, func(t *testing.T) {
 			leakCheck(t)
+			if strings.HasSuffix(caller, "reported first") {
+				// The way back reports the upstream's end only once
+				// the caller's way ended: it passed the end on to the
+				// caller first, whose answer met the closed upstream
+				// (or not, when the reset came late) before the report.
+				callerEnded := make(chan struct{})
+				testHookTunnelEnd = func(from tunnelSide) {
+					if from == callerSide {
+						close(callerEnded)
+						return
+					}
+					select {
+					case <-callerEnded:
+					case <-time.After(5 * time.Second):
+					}
+				}
+				defer func() { testHookTunnelEnd = nil }()
+			}
 			if strings.HasSuffix(caller, "at once") {
 				// The tunnel looks at the ends only once both ways
 				// ended, as a loaded machine may have it: it used to
