@@ -748,6 +748,10 @@ func (l *lane) serveConn(c net.Conn) {
 		var lh *laneHead
 		if verdict == headWhole {
 			lh = laneRequest(head, lc.idle, spare)
+			if lh != nil && lh.ctx.le.expect && !l.servesExpect(&lh.req) {
+				lh.ctx.le.cancel(nil)
+				lh = nil
+			}
 			if lh != nil {
 				lh.ctx.le.series, lh.ctx.le.caller, lh.ctx.le.deadline = &lc.series, &lc.caller, &lc.deadline
 			}
@@ -914,6 +918,20 @@ func bareLF(b []byte) bool {
 	return cr != lf
 }
 
+// expectJudge is a handler that says, for a request with Expect:
+// 100-continue, whether ferry's client will send its body: that client
+// asks the upstream first and tells the caller to send only then (see
+// fastH1.exchangeUpload). Others, and such requests of a handler without
+// it, go to net/http's server.
+type expectJudge interface {
+	servesExpect(r *http.Request) bool
+}
+
+func (l *lane) servesExpect(r *http.Request) bool {
+	j, ok := l.h.(expectJudge)
+	return ok && j.servesExpect(r)
+}
+
 // handOver gives the connection, with what was read of it, to net/http.
 // headBy is the deadline the lane gave the head it started reading (zero:
 // none): net/http's own read_header_timeout must not start it afresh.
@@ -1071,6 +1089,7 @@ func (l *lane) serveOne(lc *laneConn, br *bufio.Reader, bw *bufio.Writer, lh *la
 	*w = connWriter{conn: lc.c, tc: lc.tc, bw: bw, head: req.Method == http.MethodHead, keepAlive: !req.Close && !l.closing.Load(), lane: l, answered: &lc.answered}
 	if req.ContentLength != 0 {
 		sb := &socketBody{bufs: []*bufio.Reader{br}, conn: lc.c, tc: lc.tc, raw: lc.raw}
+		sb.expect.Store(le.expect)
 		sb.left.Store(req.ContentLength)
 		if req.ContentLength < 0 {
 			// Chunked: its trailers go into the request's Trailer, the
@@ -1148,6 +1167,10 @@ type laneExchange struct {
 	// hopFields: the request's header holds a hop-by-hop field (parseHead
 	// says), which outgoing removes; most hold none.
 	hopFields bool
+	// expect: the header as parsed holds Expect: 100-continue (and the
+	// request a body), which the lane serves only when ferry's client
+	// sends the body (see servesExpect).
+	expect bool
 	// userAgent, forwarded: the header as parsed holds a User-Agent, an
 	// X-Forwarded-For field (parseHead says). Without one outgoing looks
 	// for none; with hopFields it always looks (a field Connection names
@@ -1545,7 +1568,7 @@ func parseHead(head []byte, ctx context.Context, dst *laneHead) *http.Request {
 	dst.req = dst.blank
 	r := &dst.req
 	r.Method, r.URL, r.Proto, r.ProtoMajor, r.ProtoMinor, r.RequestURI = m, u, "HTTP/1.1", 1, 1, uri
-	hosts, lengths, chunks := 0, 0, 0
+	hosts, lengths, chunks, expects := 0, 0, 0, 0
 	pragma := false
 	le := &dst.ctx.le
 	r.Header = parseFields(rest, dst.hdr, dst.vals[:0], func(key, v string) (keep, ok bool) {
@@ -1568,7 +1591,12 @@ func parseHead(head []byte, ctx context.Context, dst *laneHead) *http.Request {
 			// refuse.
 			chunks++
 			return false, len(v) == len("chunked") && strings.EqualFold(v, "chunked")
-		case "Upgrade", "Expect", "Trailer", "Http2-Settings":
+		case "Expect":
+			// 100-continue, once, with a body: ferry's client asks the
+			// upstream first (see servesExpect).
+			expects++
+			return true, len(v) == len("100-continue") && strings.EqualFold(v, "100-continue")
+		case "Upgrade", "Trailer", "Http2-Settings":
 			return false, false
 		case "Connection":
 			if hasToken([]string{v}, "upgrade") {
@@ -1602,6 +1630,10 @@ func parseHead(head []byte, ctx context.Context, dst *laneHead) *http.Request {
 	if chunks == 1 {
 		r.TransferEncoding, r.ContentLength = chunkedOnly, -1
 	}
+	if expects > 1 || expects == 1 && r.ContentLength == 0 {
+		return nil // (net/http's server ignores it without a body)
+	}
+	le.expect = expects == 1
 	// As net/http's server: "Pragma: no-cache" without Cache-Control
 	// reads as "Cache-Control: no-cache" too (RFC 9111 section 5.4).
 	if pragma {

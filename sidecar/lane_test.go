@@ -45,7 +45,10 @@ func TestLaneServesPlainHandsOverTheRest(t *testing.T) {
 		{"post", "POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc", true, "POST HTTP/1.1 3"},
 		{"chunked", "POST /a HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n", true, "POST HTTP/1.1 3"},
 		{"chunked, trailer announced", "POST /a HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nTrailer: X-T\r\n\r\n3\r\nabc\r\n0\r\nX-T: 1\r\n\r\n", false, "POST HTTP/1.1 3"},
-		{"expect", "POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nExpect: 100-continue\r\n\r\nabc", false, "POST HTTP/1.1 3"},
+		{"expect", "POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nExpect: 100-continue\r\n\r\nabc", true, "POST HTTP/1.1 3"},
+		{"expect, no body", "GET /a HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n\r\n", false, "GET HTTP/1.1 0"},
+		{"expect, twice", "POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nExpect: 100-continue\r\nExpect: 100-continue\r\n\r\nabc", false, "POST HTTP/1.1 3"},
+		{"absolute form", "POST http://x/a HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc", false, "POST HTTP/1.1 3"},
 		{"http/1.0", "GET /a HTTP/1.0\r\nHost: x\r\n\r\n", false, "GET HTTP/1.1 0"},
 		{"bare LF", "GET /a HTTP/1.1\nHost: x\n\n", false, "GET HTTP/1.1 0"},
 		{"obs-fold", "GET /a HTTP/1.1\r\nHost: x\r\nX-A: 1\r\n 2\r\n\r\n", false, "GET HTTP/1.1 0"},
@@ -451,7 +454,11 @@ func TestLaneParseHead(t *testing.T) {
 		{"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nTrailer: X-T\r\n\r\n", false},
 		{"GET / HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\n\r\n", false},
 		{"GET / HTTP/1.1\r\nHost: a\r\nConnection: keep-alive, Upgrade\r\n\r\n", false},
-		{"GET / HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\n\r\n", false},
+		{"GET / HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\n\r\n", false}, // no body
+		{"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nExpect: 100-continue\r\n\r\n", true},
+		{"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nExpect: 100-Continue\r\n\r\n", true},
+		{"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nExpect: 100-continue, x\r\n\r\n", false},
+		{"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nExpect: 100-continue\r\nExpect: 100-continue\r\n\r\n", false},
 		{"GET / HTTP/1.1\r\nHost: a\r\nX A: b\r\n\r\n", false},     // space in name
 		{"GET / HTTP/1.1\r\nHost: a\r\nX-A : b\r\n\r\n", false},    // space before colon
 		{"GET / HTTP/1.1\r\nHost: a\r\nX-A: b\x00\r\n\r\n", false}, // NUL
@@ -491,6 +498,7 @@ func FuzzLaneHead(f *testing.F) {
 		"GET / HTTP/1.1\r\nHost: a\r\nContent-Length: -0\r\n\r\n",
 		"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n",
 		"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding:  Chunked \r\nContent-Length: 3\r\n\r\n",
+		"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nExpect: 100-continue\r\n\r\n",
 	} {
 		f.Add([]byte(s))
 	}

@@ -219,8 +219,8 @@ func idleKeptAlive(l *lane) int {
 	return n
 }
 
-// A caller connection taken over for a spliced upload (here one sent with
-// Expect: 100-continue, which the lane hands to net/http first) still
+// A caller connection taken over for a spliced upload (here one with an
+// absolute-form target, which the lane hands to net/http first) still
 // counts against limits.max_connections until it closes.
 func TestMaxConnectionsCountsTakenOverUpload(t *testing.T) {
 	const size = 4 << 20
@@ -237,7 +237,7 @@ func TestMaxConnectionsCountsTakenOverUpload(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer upload.Close()
-	fmt.Fprintf(upload, "POST /up HTTP/1.1\r\nHost: svc\r\nContent-Length: %d\r\nExpect: 100-continue\r\n\r\n", size)
+	fmt.Fprintf(upload, "POST http://svc/up HTTP/1.1\r\nHost: svc\r\nContent-Length: %d\r\nExpect: 100-continue\r\n\r\n", size)
 	br := bufio.NewReader(upload)
 	upload.SetReadDeadline(time.Now().Add(10 * time.Second))
 	line, err := br.ReadString('\n')

@@ -276,6 +276,18 @@ func (p *Proxy) serveExchange(w http.ResponseWriter, r *http.Request, up *upstre
 	p.attempts(ctx, w, r, up, body, idle, x)
 }
 
+// servesExpect says whether ferry's client will send the body of r, a lane
+// request with Expect: 100-continue (see expectJudge): its route goes to
+// an upstream spoken to in HTTP/1.1 by that client.
+func (p *Proxy) servesExpect(r *http.Request) bool {
+	rt := p.table.Load().match(r.Host, r.URL.Path)
+	if rt == nil {
+		return false
+	}
+	_, own := rt.up.transportFor(r, false).(*fastH1)
+	return own
+}
+
 // attempts picks endpoints and makes attempts at them until one answers
 // the exchange, a retry is not allowed, or the exchange ends.
 func (p *Proxy) attempts(ctx context.Context, w http.ResponseWriter, r *http.Request, up *upstream, body *requestBody, idle *idleTimer, x *exchange) {
@@ -1110,10 +1122,10 @@ func (p *Proxy) outgoing(ctx context.Context, w http.ResponseWriter, r *http.Req
 			le.forwardedFor = r.Header["X-Forwarded-For"]
 		}
 		out.Header = r.Header
-		// The lane serves no head with Upgrade or Expect fields: the
-		// first attempt's has them only if this adds them (see
-		// fastH1.RoundTrip).
-		o.bare = upgrade == ""
+		// The lane serves no head with Upgrade fields, and says when
+		// one has Expect: the first attempt's has them only if this
+		// adds them (see fastH1.RoundTrip).
+		o.bare = upgrade == "" && !le.expect
 	case le != nil:
 		out.Header = r.Header.Clone()
 		delete(out.Header, "X-Forwarded-For")

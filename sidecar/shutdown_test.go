@@ -907,7 +907,7 @@ func TestEndedDrainJustAfterAHandedOverAnswerIsClean(t *testing.T) {
 	whole := []struct{ name, req, want string }{
 		// (An announced trailer: the lane hands the connection over.)
 		{"chunked upload", "POST /length HTTP/1.1\r\nHost: svc\r\nTransfer-Encoding: chunked\r\nTrailer: X-T\r\n\r\n2\r\nhi\r\n0\r\n\r\n", "ok"},
-		{"expect", "POST /length HTTP/1.1\r\nHost: svc\r\nContent-Length: 2\r\nExpect: 100-continue\r\n\r\nhi", "ok"},
+		{"expect", "POST http://svc/length HTTP/1.1\r\nHost: svc\r\nContent-Length: 2\r\nExpect: 100-continue\r\n\r\nhi", "ok"},
 		{"http10", "GET /length HTTP/1.0\r\nHost: svc\r\n\r\n", "ok"},
 		// Answers with no body: whole once their head went out.
 		{"http10 204", "GET /nocontent HTTP/1.0\r\nHost: svc\r\n\r\n", ""},
@@ -1003,7 +1003,7 @@ func TestEndedDrainJustAfterAHandedOverAnswerIsClean(t *testing.T) {
 }
 
 // The same on a connection ferry took over from net/http for a spliced
-// upload (1 MiB or more with Expect: 100-continue, answered on the
+// upload (1 MiB or more that the lane handed over, answered on the
 // connection by ferry's own writer): a drain that ends (EndDrain) once the
 // exchange's Content-Length answer went out whole, flushed, while the
 // exchange is still ending (its span, metrics and access log line), cuts
@@ -1050,7 +1050,9 @@ func TestEndedDrainJustAfterATakenOverAnswerIsClean(t *testing.T) {
 		}
 		defer c.Close()
 		c.SetDeadline(time.Now().Add(20 * time.Second))
-		fmt.Fprintf(c, "POST %s HTTP/1.1\r\nHost: svc\r\nContent-Length: %d\r\nExpect: 100-continue\r\n\r\n", path, uploadSpliceMin)
+		// (An absolute-form target: the lane hands it to net/http,
+		// whose connection ferry takes.)
+		fmt.Fprintf(c, "POST http://svc%s HTTP/1.1\r\nHost: svc\r\nContent-Length: %d\r\nExpect: 100-continue\r\n\r\n", path, uploadSpliceMin)
 		br := bufio.NewReader(c)
 		res, err := http.ReadResponse(br, nil)
 		if err != nil {

@@ -266,7 +266,7 @@ func bufferedUpload(out *http.Request, le *laneExchange) (a *attemptBody, data [
 		return nil, nil
 	}
 	sb, ok := a.b.rc.(*socketBody)
-	if !ok || len(sb.bufs) != 1 || sb.expect || sb.left.Load() != out.ContentLength {
+	if !ok || len(sb.bufs) != 1 || sb.expect.Load() || sb.left.Load() != out.ContentLength {
 		return nil, nil
 	}
 	br := sb.bufs[0]

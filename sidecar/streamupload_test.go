@@ -13,7 +13,8 @@ import (
 )
 
 // headsUpstream echoes each request's body and says on heads when it has
-// read a request's head, before its body; conns counts its connections.
+// read a request's head, before its body (asking for it with a 100
+// Continue when the head expects one); conns counts its connections.
 func headsUpstream(t *testing.T) (up *rawServer, heads chan int64, conns *atomic.Int64) {
 	return answeringUpstream(t, func(_ *http.Request, body []byte) []byte { return body })
 }
@@ -32,6 +33,9 @@ func answeringUpstream(t *testing.T, answer func(req *http.Request, body []byte)
 				return
 			}
 			heads <- id
+			if req.Header.Get("Expect") == "100-continue" {
+				io.WriteString(c, "HTTP/1.1 100 Continue\r\n\r\n")
+			}
 			b, err := io.ReadAll(req.Body)
 			if err != nil {
 				return

@@ -23,7 +23,9 @@ import (
 // response it frames the way net/http would (Content-Length or chunked,
 // trailers), then closes it: the response says "Connection: close", so the
 // caller's next request opens a new connection, a cost that is small next
-// to the upload it follows.
+// to the upload it follows. (The lane reads its own requests' bodies from
+// the socket: this is for the uploads it hands to net/http's server, such
+// as those with an absolute-form target.)
 
 // uploadSpliceMin is the smallest request body that takes the zero-copy
 // upload path. Below it the connection the caller loses costs more than
@@ -101,7 +103,8 @@ func (p *Proxy) takeOver(w http.ResponseWriter, r *http.Request) (cw *connWriter
 			handed.answer()
 		}
 	}
-	body = &socketBody{bufs: bufs, conn: conn, tc: tc, expect: r.Header["Expect"] != nil}
+	body = &socketBody{bufs: bufs, conn: conn, tc: tc}
+	body.expect.Store(r.Header["Expect"] != nil)
 	body.left.Store(r.ContentLength)
 	cw.body = body
 	return cw, body, false
@@ -116,7 +119,7 @@ type socketBody struct {
 	tc     *net.TCPConn // nil when the connection is not a plain socket
 	raw    *rawSock     // the lane's direct reader of conn; nil for a taken-over one
 	left   atomic.Int64 // body bytes not yet taken from the caller
-	expect bool         // the caller waits for 100 Continue before sending the body
+	expect atomic.Bool  // the caller waits for 100 Continue before sending the body
 	// chunks decodes a chunked body (the lane's); left is chunkedLeft
 	// until its end. nil: a body of known length.
 	chunks *chunkedIn
@@ -125,15 +128,23 @@ type socketBody struct {
 // goAhead tells a caller that sent Expect: 100-continue to send its body,
 // once; the response has not started, so nothing else is on the wire.
 func (s *socketBody) goAhead() error {
-	if !s.expect {
+	if !s.expect.Swap(false) {
 		return nil
 	}
-	s.expect = false
 	_, err := io.WriteString(s.conn, "HTTP/1.1 100 Continue\r\n\r\n")
 	return err
 }
 
 func (s *socketBody) Read(p []byte) (int, error) {
+	if s.expect.Load() {
+		// Read by a transport that asks nobody first (ferry's client
+		// tells the caller itself, see exchangeUpload): the caller is
+		// told to send as the body is first wanted, as net/http's
+		// server tells it.
+		if err := s.goAhead(); err != nil {
+			return 0, err
+		}
+	}
 	if s.chunks != nil {
 		n, err := s.chunks.read(p)
 		if err == io.EOF {
@@ -470,7 +481,7 @@ func (w *connWriter) WriteHeader(code int) {
 			exclude = withExcluded(exclude, k)
 		}
 	}
-	if w.keepAlive && (headerHasToken(h, "Connection", "close") || w.lane != nil && w.lane.closing.Load()) {
+	if w.keepAlive && (headerHasToken(h, "Connection", "close") || w.lane != nil && w.lane.closing.Load() || w.bodyNotAsked()) {
 		w.keepAlive = false
 	}
 	var extra []string
@@ -491,6 +502,14 @@ func (w *connWriter) WriteHeader(code int) {
 			w.whole()
 		}
 	}
+}
+
+// bodyNotAsked reports a caller that waits for 100 Continue before it
+// sends its body, which it was never told to send: the answer ends its
+// connection, as net/http's server ends one (what the caller sends next
+// may be the body or the next request).
+func (w *connWriter) bodyNotAsked() bool {
+	return w.body != nil && w.body.expect.Load()
 }
 
 // withExcluded returns a copy of exclude with one more name.
@@ -537,7 +556,7 @@ func (w *connWriter) writeFields(code int, f *rawFields) bool {
 	}
 	w.wrote = true
 	w.left = f.length
-	if w.keepAlive && w.lane != nil && w.lane.closing.Load() {
+	if w.keepAlive && (w.lane != nil && w.lane.closing.Load() || w.bodyNotAsked()) {
 		w.keepAlive = false
 	}
 	// The head is built in the writer's free space and written with one

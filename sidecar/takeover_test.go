@@ -38,13 +38,17 @@ func digestOrigin(t *testing.T) (string, *atomic.Int64) {
 
 // postThrough uploads size bytes of the payload pattern with a
 // Content-Length and checks the origin read exactly them; it returns the
-// response.
-func postThrough(t *testing.T, c *http.Client, url string, size int64, expect bool) *http.Response {
+// response. handed: the head has a field value the lane hands to
+// net/http's server (a byte above ASCII).
+func postThrough(t *testing.T, c *http.Client, url string, size int64, expect, handed bool) *http.Response {
 	t.Helper()
 	req, _ := http.NewRequest(http.MethodPost, url+"/ul", io.NopCloser(payload.NewReader(size)))
 	req.ContentLength = size
 	if expect {
 		req.Header.Set("Expect", "100-continue")
+	}
+	if handed {
+		req.Header.Set("X-Odd", "caf\xe9")
 	}
 	res, err := c.Do(req)
 	if err != nil {
@@ -70,13 +74,22 @@ func TestZeroCopyUploadTaken(t *testing.T) {
 	c := h1Client()
 	c.Transport.(*http.Transport).ExpectContinueTimeout = 5 * time.Second
 	const size = 8 << 20
-	for i, expect := range []bool{false, false, true} { // the second reuses ferry's pooled upstream connection
-		before := splicedUp.Load()
-		res := postThrough(t, c, url, size, expect)
-		// The lane keeps the connection; an upload net/http serves
-		// (Expect: 100-continue) is taken over and closes it.
-		if res.Close != expect {
-			t.Errorf("upload %d (expect %v): connection closed %v", i, expect, res.Close)
+	for i, tc := range []struct{ expect, handed bool }{
+		{false, false},
+		{false, false}, // reusing ferry's pooled upstream connection
+		{true, false},
+		{true, true},
+		{false, true},
+	} {
+		before, handed := splicedUp.Load(), laneHanded.Load()
+		res := postThrough(t, c, url, size, tc.expect, tc.handed)
+		// The lane keeps the connection (Expect: 100-continue or not);
+		// an upload net/http serves is taken over and closes it.
+		if res.Close != tc.handed {
+			t.Errorf("upload %d (%+v): connection closed %v", i, tc, res.Close)
+		}
+		if got := laneHanded.Load() - handed; (got == 1) != tc.handed {
+			t.Errorf("upload %d (%+v): %d connections handed to net/http", i, tc, got)
 		}
 		// ferry counts a segment once its move returned, a moment after
 		// the origin may have read the last byte and answered.
@@ -167,7 +180,7 @@ func TestZeroCopyUploadCallerCutShort(t *testing.T) {
 		t.Fatal("the origin read a cut body as complete")
 	}
 	// ferry still serves.
-	postThrough(t, h1Client(), url, 2<<20, false)
+	postThrough(t, h1Client(), url, 2<<20, false, false)
 }
 
 // A first endpoint that refuses connections is skipped before any body
@@ -177,7 +190,7 @@ func TestZeroCopyUploadRetriedBeforeBody(t *testing.T) {
 	dead := localnettest.RefusedAddr(t)
 	_, url := outboundTo(t, "defaults: { balancer: round_robin }", dead, up)
 	for range 4 {
-		postThrough(t, h1Client(), url, 2<<20, false)
+		postThrough(t, h1Client(), url, 2<<20, false, false)
 	}
 	if n.Load() != 4 {
 		t.Fatalf("origin saw %d requests, want 4", n.Load())

@@ -407,8 +407,9 @@ outbound: { listen: 127.0.0.1:0, routes: [ { service: s } ] }
 services: { s: { endpoints: [%s] } }
 `, up))
 	sc.tunnels.closeAll()
-	// Expect: the lane hands it to net/http, whose connection ferry takes.
-	head := fmt.Sprintf("POST /up HTTP/1.1\r\nHost: s\r\nExpect: 100-continue\r\nContent-Length: %d\r\n\r\n", uploadSpliceMin)
+	// An absolute-form target: the lane hands it to net/http, whose
+	// connection ferry takes.
+	head := fmt.Sprintf("POST http://s/up HTTP/1.1\r\nHost: s\r\nExpect: 100-continue\r\nContent-Length: %d\r\n\r\n", uploadSpliceMin)
 	if got := rawExchange(t, sc.Addr("outbound"), head, 1); got[0] != http.StatusServiceUnavailable {
 		t.Errorf("status %d, want 503", got[0])
 	}
