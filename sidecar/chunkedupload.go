@@ -42,7 +42,12 @@ const chunkedLeft = math.MaxInt64
 type chunkedIn struct {
 	br      *bufio.Reader
 	trailer http.Header // the request's Trailer: the caller's trailers go here
-	cr      io.Reader   // the decoder over br, made at the first read that needs it
+	cr      io.Reader   // the decoder over big, made at the first read that needs it
+	// big is a larger reader over br for a body that streams (see
+	// chunkReaders); giveBack takes what it read past the body's end (a
+	// pipelined request's first bytes) for the connection's next reads.
+	big      *bufio.Reader
+	giveBack func([]byte)
 	// ready is the body takeInHand decoded whole, not yet read; inHand
 	// says takeInHand found it (the body ends when ready is read).
 	ready  []byte
@@ -62,6 +67,19 @@ type chunkSnap struct {
 var chunkSnaps = sync.Pool{New: func() any {
 	return &chunkSnap{br: bufio.NewReaderSize(nil, laneBufSize), out: make([]byte, laneBufSize)}
 }}
+
+// chunkReaders hold the readers a streaming chunked body is decoded from:
+// each read of the caller's socket takes up to chunkReadSize, however
+// small the caller's chunks, where the lane's 8 KiB buffer and the
+// chunks' own sizes (curl sends 16 KiB) made a read and an upstream write
+// per chunk: a GiB took about 1.2 s of CPU.
+const chunkReadSize = 64 << 10
+
+var chunkReaders = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, chunkReadSize) }}
+
+// chunkBufs hold moveChunks's chunks: up to 0xffff bytes of data (what
+// chunkRoom has room to announce), framed.
+var chunkBufs = sync.Pool{New: func() any { b := make([]byte, chunkRoom+0xffff+2); return &b }}
 
 // chunkedUp counts chunked request bodies sent by ferry's client (see
 // moveChunks); chunkedInHand those of them whose whole body went with
@@ -86,20 +104,37 @@ func (c *chunkedIn) read(p []byte) (int, error) {
 		}
 	} else {
 		if c.cr == nil {
-			c.cr = httputil.NewChunkedReader(c.br)
+			c.big = chunkReaders.Get().(*bufio.Reader)
+			c.big.Reset(c.br)
+			c.cr = httputil.NewChunkedReader(c.big)
 		}
 		n, err = c.cr.Read(p)
 		if err == io.EOF {
-			hdr, terr := readTrailerSection(c.br, "the caller's")
+			hdr, terr := readTrailerSection(c.big, "the caller's", laneBufSize)
 			if terr != nil {
 				err = terr
 			} else {
 				mergeTrailer(&c.trailer, hdr)
+				c.endBig()
 			}
 		}
 	}
 	c.err = err
 	return n, err
+}
+
+// endBig gives what big read past the body's end back to the connection
+// and big back to its pool. Nothing reads big after its body's end.
+func (c *chunkedIn) endBig() {
+	if n := c.big.Buffered(); n > 0 {
+		rest, _ := c.big.Peek(n)
+		if c.giveBack != nil {
+			c.giveBack(rest)
+		}
+	}
+	c.big.Reset(nil)
+	chunkReaders.Put(c.big)
+	c.big = nil
 }
 
 // takeInHand reports whether what the lane's buffer holds settles the
@@ -147,7 +182,7 @@ func (c *chunkedIn) takeInHand() bool {
 			return true
 		}
 	}
-	hdr, err := readTrailerSection(snap.br, "the caller's")
+	hdr, err := readTrailerSection(snap.br, "the caller's", laneBufSize)
 	if err != nil {
 		chunkSnaps.Put(snap)
 		return false
@@ -181,9 +216,9 @@ func (b *requestBody) moveChunks(w io.Writer) error {
 		b.idle.watchMove(moveUp, nil, tc)
 		defer b.idle.unwatchMove(moveUp)
 	}
-	bp := bufPool.Get().(*[]byte)
-	defer bufPool.Put(bp)
-	buf := (*bp)[:min(len(*bp), 0xffff+chunkRoom+2)]
+	bp := chunkBufs.Get().(*[]byte)
+	defer chunkBufs.Put(bp)
+	buf := *bp
 	for {
 		n, err := b.Read(buf[chunkRoom : len(buf)-2])
 		if n > 0 {

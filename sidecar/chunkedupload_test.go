@@ -63,6 +63,14 @@ func TestChunkedUploadTakesFerrysClient(t *testing.T) {
 	io.WriteString(c, "6\r\n world\r\n0\r\nX-Sum: def\r\n\r\n")
 	readAnswers(t, c, br, chunkedAnswer("hello world", "X-Sum=def"))
 
+	// The end of a body that streams, and a GET right behind it in the
+	// same write: its reader reads both, and gives the GET back.
+	io.WriteString(c, head+"5\r\nhello\r\n")
+	recv(t, heads, 5*time.Second, "the head upstream before the body was whole")
+	io.WriteString(c, "0\r\n\r\nGET /g HTTP/1.1\r\nHost: x\r\n\r\n")
+	recv(t, heads, 5*time.Second, "the GET's head")
+	readAnswers(t, c, br, chunkedAnswer("hello"), "0 00000000 te=[] cl=0 trailers=[]")
+
 	// Large chunks, some larger than the lane's buffer, in one write.
 	rng := rand.New(rand.NewPCG(1, 2))
 	var wire, body bytes.Buffer
@@ -90,8 +98,8 @@ func TestChunkedUploadTakesFerrysClient(t *testing.T) {
 	if got := laneHanded.Load() - handed; got != 0 {
 		t.Fatalf("%d connections handed to net/http", got)
 	}
-	if got := chunkedUp.Load() - sent; got != 4 {
-		t.Fatalf("%d chunked bodies sent by ferry's client, want 4", got)
+	if got := chunkedUp.Load() - sent; got != 5 {
+		t.Fatalf("%d chunked bodies sent by ferry's client, want 5", got)
 	}
 	if n := conns.Load(); n != 1 {
 		t.Fatalf("the upstream saw %d connections, want 1 (kept after each upload)", n)

@@ -495,9 +495,12 @@ type laneConn struct {
 	rdl time.Time
 
 	// stash is a byte the watch read ahead: the start of the next
-	// request, served through Read before the socket.
+	// request, served through Read before the socket. given is what a
+	// chunked body's reader read past the body's end (see chunkedIn),
+	// served before the stash: the watch starts only after that end.
 	stash    [1]byte
 	hasStash bool
+	given    []byte
 
 	// idle is the body_idle timer of the connection's exchanges,
 	// deadline their overall timeout's.
@@ -518,8 +521,14 @@ type laneConn struct {
 	wpending *bufio.Reader // the connection's reader: pipelined bytes mean the caller is there
 }
 
-// Read feeds the connection's bufio.Reader: the stashed byte first.
+// Read feeds the connection's bufio.Reader: the bytes given back and the
+// stashed byte first.
 func (lc *laneConn) Read(p []byte) (int, error) {
+	if len(lc.given) > 0 {
+		n := copy(p, lc.given)
+		lc.given = lc.given[n:]
+		return n, nil
+	}
 	if lc.hasStash && len(p) > 0 {
 		p[0] = lc.stash[0]
 		lc.hasStash = false
@@ -529,6 +538,14 @@ func (lc *laneConn) Read(p []byte) (int, error) {
 		return lc.raw.Read(p)
 	}
 	return lc.c.Read(p)
+}
+
+// giveBack takes bytes read from the connection past a request's body
+// (see chunkedIn) for its next reads. The body's reader calls it before
+// it reports the body's end, which the serving goroutine waits for before
+// it reads on.
+func (lc *laneConn) giveBack(b []byte) {
+	lc.given = append([]byte(nil), b...)
 }
 
 func (lc *laneConn) setReadDeadline(t time.Time) {
@@ -680,7 +697,7 @@ func (l *lane) serveConn(c net.Conn) {
 			// with no request begun is idle: a drain closes it, and one
 			// kept after a request may be closed to make room, unless the
 			// last request's watch read the next one's first byte.
-			l.setIdle(lc, !first && !lc.hasStash)
+			l.setIdle(lc, !first && !lc.hasStash && len(lc.given) == 0)
 			wait := l.idle
 			if first {
 				wait = l.readHeader
@@ -1095,7 +1112,7 @@ func (l *lane) serveOne(lc *laneConn, br *bufio.Reader, bw *bufio.Writer, lh *la
 			// Chunked: its trailers go into the request's Trailer, the
 			// map the upstream request shares (see Proxy.ServeHTTP).
 			req.Trailer = http.Header{}
-			sb.chunks = &chunkedIn{br: br, trailer: req.Trailer}
+			sb.chunks = &chunkedIn{br: br, trailer: req.Trailer, giveBack: lc.giveBack}
 			sb.left.Store(chunkedLeft)
 		}
 		req.Body = sb

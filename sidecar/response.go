@@ -276,7 +276,7 @@ func (b *chunkedBody) Read(p []byte) (int, error) {
 	n, err := b.cr.Read(p)
 	if err == io.EOF {
 		var hdr textproto.MIMEHeader
-		if hdr, err = readTrailerSection(b.br, "an upstream's"); err == nil {
+		if hdr, err = readTrailerSection(b.br, "an upstream's", 0); err == nil {
 			mergeTrailer(&b.res.Trailer, hdr)
 			err = io.EOF
 		}
@@ -288,8 +288,9 @@ func (b *chunkedBody) Read(p []byte) (int, error) {
 // readTrailerSection reads the trailer section after a chunked body's last
 // chunk (whose: the sender's, for errors): an empty line (no fields,
 // nil), or fields ended by one, no more of them than the reader's buffer
-// holds (net/http refuses a "suspiciously long trailer" the same way).
-func readTrailerSection(br *bufio.Reader, whose string) (textproto.MIMEHeader, error) {
+// holds, nor than max bytes when max > 0 (net/http refuses a
+// "suspiciously long trailer" the same way, at its reader's size).
+func readTrailerSection(br *bufio.Reader, whose string, max int) (textproto.MIMEHeader, error) {
 	buf, err := br.Peek(2)
 	switch {
 	case len(buf) == 2 && buf[0] == '\r' && buf[1] == '\n':
@@ -300,7 +301,7 @@ func readTrailerSection(br *bufio.Reader, whose string) (textproto.MIMEHeader, e
 	case err != nil:
 		return nil, err
 	}
-	if !upcomingEmptyLine(br) {
+	if !upcomingEmptyLine(br, max) {
 		return nil, fmt.Errorf("ferry: %s trailer section too long or cut short", whose)
 	}
 	hdr, err := textproto.NewReader(br).ReadMIMEHeader()
@@ -326,10 +327,11 @@ func mergeTrailer(dst *http.Header, hdr textproto.MIMEHeader) {
 }
 
 // upcomingEmptyLine reports whether br holds, or comes to hold before its
-// buffer is full, a CRLF CRLF (the trailer section's end), looked for one
-// byte further at a time as it comes, as net/http's body reader does.
-func upcomingEmptyLine(br *bufio.Reader) bool {
-	for n := 4; ; n++ {
+// buffer is full (or it holds max bytes, when max > 0), a CRLF CRLF (the
+// trailer section's end), looked for one byte further at a time as it
+// comes, as net/http's body reader does.
+func upcomingEmptyLine(br *bufio.Reader, max int) bool {
+	for n := 4; max <= 0 || n <= max; n++ {
 		buf, err := br.Peek(n)
 		if bytes.HasSuffix(buf, []byte("\r\n\r\n")) {
 			return true
@@ -338,6 +340,7 @@ func upcomingEmptyLine(br *bufio.Reader) bool {
 			return false
 		}
 	}
+	return false
 }
 
 // Close does nothing, as lengthBody's.
