@@ -31,11 +31,12 @@ const (
 	phConc    = "conc"
 	phSmall   = "small"
 	phUploads = "uploads"
+	phChunked = "chunked"
 	phLatency = "latency"
 	phTracing = "tracing"
 )
 
-var allPhases = []string{phSeq, phBulk, phConc, phSmall, phUploads, phLatency, phTracing}
+var allPhases = []string{phSeq, phBulk, phConc, phSmall, phUploads, phChunked, phLatency, phTracing}
 
 var allProxies = []string{pFerry, pStd, pL4, pFloor, pEpoll, pNginx, pHAProxy}
 

@@ -178,6 +178,25 @@ func writeReport(cfg *config, r *results) error {
 		}
 	}
 
+	// Small chunked uploads.
+	if len(r.Chunked) > 0 {
+		p("\n## Small chunked uploads: %s POST bodies sent chunked (one chunk and the last, with the head), wrk -t%d -c%d, %s per run, %d rounds\n\n", humanBytes(cfg.smallSize), cfg.wrkThreads, cfg.uploadConns, cfg.wrkDuration, cfg.wrkRounds)
+		p("A body of a length the client did not know in advance (a stream, `curl -T -`). The floors frame by Content-Length alone and are not measured. CPU per request as for the small requests.\n\n")
+		p("| proxy | req/s | × ferry | p50 (ms) | p99 (ms) | proxy CPU per request (µs) | user / kernel (µs) | non-2xx + socket errors (all rounds) |\n|---|--:|--:|--:|--:|--:|--:|--:|\n")
+		cm := func(n string, f func(wrkRun) float64) float64 { return medOf(r.Chunked[n], f) }
+		for _, n := range r.Order {
+			if n == pFloor || n == pEpoll {
+				continue
+			}
+			if len(r.Chunked[n]) == 0 {
+				p("| %s | failed | | | | | | |\n", n)
+				continue
+			}
+			p("| %s | %.0f | %s | %s | %s | %.1f | %.1f / %.1f | %s |\n", n, cm(n, rps), ratio(cm(n, rps), cm(ferry, rps)),
+				ms(cm(n, p50)), ms(cm(n, p99)), cm(n, cpr), cm(n, upr), cm(n, spr), errCell(r.Chunked[n]))
+		}
+	}
+
 	// Latency.
 	p("\n## Added latency at a constant %d req/s (vegeta library, %s bodies, %s per attack, %d rounds)\n\n", cfg.latRate, humanBytes(cfg.smallSize), cfg.latDuration, cfg.latRounds)
 	p("Every attack through a proxy directly follows an attack on the origin without a proxy; added = the proxy's percentile minus that direct attack's; medians over rounds (the direct row: over all its attacks). A round with more than 1%% failed requests counts as failed.\n\n")

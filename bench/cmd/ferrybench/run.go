@@ -35,6 +35,7 @@ type results struct {
 	Conc               map[string]concResult
 	Small              map[wrkKey][]wrkRun
 	Uploads            map[string][]wrkRun
+	Chunked            map[string][]wrkRun
 	Lat                map[string][]latRound
 	LatDirect          map[string][]latRound      // the direct attack just before each of a proxy's
 	LatPooled          map[string][]time.Duration `json:"-"`
@@ -109,7 +110,7 @@ func runBench(ctx context.Context, cfg *config) error {
 		IdleStart: map[string]int64{}, IdleEnd: map[string]int64{},
 		Bulk: map[string][]bulkRound{}, Seq: map[string]seqResult{}, Conc: map[string]concResult{},
 		Small: map[wrkKey][]wrkRun{}, Lat: map[string][]latRound{}, LatDirect: map[string][]latRound{}, LatPooled: map[string][]time.Duration{},
-		Trace: map[string][]wrkRun{}, Uploads: map[string][]wrkRun{}, Failures: map[string][]string{},
+		Trace: map[string][]wrkRun{}, Uploads: map[string][]wrkRun{}, Chunked: map[string][]wrkRun{}, Failures: map[string][]string{},
 	}
 	dir, err := os.MkdirTemp("", "ferrybench-")
 	if err != nil {
@@ -156,6 +157,7 @@ func runBench(ctx context.Context, cfg *config) error {
 		{phConc, "concurrent downloads (peak RSS)", measureConcurrent},
 		{phSmall, "small requests (wrk)", measureSmall},
 		{phUploads, "small uploads (wrk, POST)", measureUploads},
+		{phChunked, "small chunked uploads (wrk, POST)", measureChunked},
 		{phLatency, "added latency at a constant rate (vegeta)", measureLatency},
 		{phTracing, "tracing on vs off (wrk)", measureTracing},
 	}

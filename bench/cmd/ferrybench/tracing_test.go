@@ -82,3 +82,36 @@ func TestUploadsPhasePostsSmallBodies(t *testing.T) {
 		t.Errorf("%d runs with the POST script, want 4", n)
 	}
 }
+
+// The chunked phase sends the same bodies chunked, with their heads in one
+// request string, to every proxy but the floors (which frame by
+// Content-Length alone).
+func TestChunkedPhaseSkipsTheFloors(t *testing.T) {
+	dir := t.TempDir()
+	wrk := filepath.Join(dir, "wrk")
+	seen := filepath.Join(dir, "seen")
+	script := "#!/bin/sh\necho \"$@\" >> " + seen + "\nwhile [ $# -gt 0 ]; do [ \"$1\" = -s ] && cat \"$2\" >> " + seen + "; shift; done\ncat <<'X'\n" + wrkSample + "X\n"
+	if err := os.WriteFile(wrk, []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	self := &proc{name: "self", addr: "127.0.0.1:1", cmd: &exec.Cmd{Process: &os.Process{Pid: os.Getpid()}}}
+	f := &fleet{order: []string{pFerry, pFloor, pEpoll, pNginx}, proxies: map[string]*proc{pFerry: self, pFloor: self, pEpoll: self, pNginx: self}}
+	cfg := &config{wrkBin: wrk, wrkRounds: 2, uploadConns: 32, wrkDuration: time.Second, wrkThreads: 2, smallSize: 1024}
+	r := &results{Chunked: map[string][]wrkRun{}, Failures: map[string][]string{}}
+	if err := measureChunked(t.Context(), cfg, f, r); err != nil {
+		t.Fatal(err)
+	}
+	if len(r.Chunked[pFerry]) != 2 || len(r.Chunked[pNginx]) != 2 || len(r.Chunked[pFloor]) != 0 || len(r.Chunked[pEpoll]) != 0 || len(r.Failures) != 0 {
+		t.Fatalf("chunked %v, failures %v; want 2 rounds of ferry and nginx, none of the floors", r.Chunked, r.Failures)
+	}
+	b, err := os.ReadFile(seen)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := string(b)
+	for _, want := range []string{"-c 32 ", `Transfer-Encoding: chunked`, `string.rep("x", 1024)`, `string.format("%x", #body)`, "request = function() return raw end"} {
+		if !strings.Contains(got, want) {
+			t.Errorf("wrk ran without %q:\n%s", want, got)
+		}
+	}
+}

@@ -134,33 +134,62 @@ func postScript(size int64) string {
 	return fmt.Sprintf("wrk.method = \"POST\"\nwrk.body = string.rep(\"x\", %d)\nwrk.headers[\"Content-Type\"] = \"application/json\"\n", size)
 }
 
+// chunkedScript is wrk's Lua script for POSTs of size-byte bodies sent
+// chunked (one chunk and the last, with the head in one write), as a
+// client sends a body it cannot measure in advance.
+func chunkedScript(size int64) string {
+	return fmt.Sprintf(`local body = string.rep("x", %d)
+local raw = "POST / HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n" .. string.format("%%x", #body) .. "\r\n" .. body .. "\r\n0\r\n\r\n"
+request = function() return raw end
+`, size)
+}
+
 // measureUploads drives every proxy with POSTs of small bodies (a JSON
 // API's calls), which the origin answers with the byte count it read.
 func measureUploads(ctx context.Context, cfg *config, f *fleet, r *results) error {
-	script, err := os.CreateTemp("", "ferrybench-post-*.lua")
+	return measurePosts(ctx, cfg, f.order, f, postScript(cfg.smallSize), "upload", r.Uploads, r)
+}
+
+// measureChunked does the same with the bodies sent chunked, through the
+// proxies that take chunked bodies (not the floors, which frame by
+// Content-Length alone).
+func measureChunked(ctx context.Context, cfg *config, f *fleet, r *results) error {
+	var names []string
+	for _, n := range f.order {
+		if n != pFloor && n != pEpoll {
+			names = append(names, n)
+		}
+	}
+	return measurePosts(ctx, cfg, names, f, chunkedScript(cfg.smallSize), "chunked upload", r.Chunked, r)
+}
+
+// measurePosts runs wrk with script against each of names, round after
+// round, at --upload-conns connections, into into.
+func measurePosts(ctx context.Context, cfg *config, names []string, f *fleet, script, what string, into map[string][]wrkRun, r *results) error {
+	file, err := os.CreateTemp("", "ferrybench-post-*.lua")
 	if err != nil {
 		return err
 	}
-	defer os.Remove(script.Name())
-	_, err = script.WriteString(postScript(cfg.smallSize))
-	if cerr := script.Close(); err == nil {
+	defer os.Remove(file.Name())
+	_, err = file.WriteString(script)
+	if cerr := file.Close(); err == nil {
 		err = cerr
 	}
 	if err != nil {
 		return err
 	}
 	for round := 0; round < cfg.wrkRounds; round++ {
-		for _, name := range rotate(f.order, round) {
-			w, err := runWrk(ctx, cfg, f.proxies[name], cfg.uploadConns, cfg.wrkDuration, "-s", script.Name())
+		for _, name := range rotate(names, round) {
+			w, err := runWrk(ctx, cfg, f.proxies[name], cfg.uploadConns, cfg.wrkDuration, "-s", file.Name())
 			if err != nil {
-				if r.fail(ctx, fmt.Sprintf("upload wrk c=%d", cfg.uploadConns), name, err) != nil {
+				if r.fail(ctx, fmt.Sprintf("%s wrk c=%d", what, cfg.uploadConns), name, err) != nil {
 					return ctx.Err()
 				}
 				continue
 			}
-			r.Uploads[name] = append(r.Uploads[name], w)
-			logf("upload round %d c=%-3d %-10s %8.0f req/s  p50 %-9s p99 %-9s %.1f CPU-µs/req  non-2xx %d  socket errors: %s",
-				round+1, cfg.uploadConns, name, w.RPS, w.P50, w.P99, w.CPUPerReqUs, w.Non2xx, orNone(w.SocketErrs))
+			into[name] = append(into[name], w)
+			logf("%s round %d c=%-3d %-10s %8.0f req/s  p50 %-9s p99 %-9s %.1f CPU-µs/req  non-2xx %d  socket errors: %s",
+				what, round+1, cfg.uploadConns, name, w.RPS, w.P50, w.P99, w.CPUPerReqUs, w.Non2xx, orNone(w.SocketErrs))
 		}
 	}
 	return nil
