@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httputil"
+	"net/textproto"
 	"slices"
 	"strconv"
 	"sync"
@@ -110,7 +111,7 @@ func (c *chunkedIn) read(p []byte) (int, error) {
 		}
 		n, err = c.cr.Read(p)
 		if err == io.EOF {
-			hdr, terr := readTrailerSection(c.big, "the caller's", laneBufSize)
+			hdr, terr := readTrailerSection(c.big, "the caller's", callerTrailerMax)
 			if terr != nil {
 				err = terr
 			} else {
@@ -158,15 +159,46 @@ func (c *chunkedIn) takeInHand() bool {
 		return false
 	}
 	snap := chunkSnaps.Get().(*chunkSnap)
-	snap.src.Reset(buf)
-	snap.br.Reset(&snap.src)
-	defer snap.br.Reset(nil)
-	cr := httputil.NewChunkedReader(snap.br)
-	out := snap.out[:0]
+	out, hdr, used, err := snap.decode(buf)
+	switch {
+	case err == io.ErrUnexpectedEOF:
+		chunkSnaps.Put(snap)
+		return false
+	case err != nil:
+		chunkSnaps.Put(snap)
+		c.err = err
+		return true
+	}
+	mergeTrailer(&c.trailer, hdr)
+	c.br.Discard(used)
+	c.inHand = true
+	if len(out) == 0 {
+		chunkSnaps.Put(snap)
+		c.err = io.EOF
+		return true
+	}
+	c.ready, c.snap = out, snap
+	return true
+}
+
+// decode decodes buf, the lane's buffered bytes, as a chunked body with
+// the decoder read uses: the body (in s.out), its trailer fields and how
+// many bytes of buf they took. io.ErrUnexpectedEOF: buf does not hold all
+// of it (it ends first, or its trailer section does not end in it, or is
+// too long: read meets that as it comes); another error: its chunks are
+// framed wrongly. s holds nothing of buf when it returns.
+func (s *chunkSnap) decode(buf []byte) (out []byte, hdr textproto.MIMEHeader, used int, err error) {
+	s.src.Reset(buf)
+	s.br.Reset(&s.src)
+	defer func() {
+		s.br.Reset(nil)
+		s.src.Reset(nil)
+	}()
+	cr := httputil.NewChunkedReader(s.br)
+	out = s.out[:0]
 	for {
 		if len(out) == cap(out) {
-			chunkSnaps.Put(snap) // (the decoded body is never longer than its coding)
-			return false
+			return nil, nil, 0, io.ErrUnexpectedEOF // (never: a body is shorter than its coding)
 		}
 		m, err := cr.Read(out[len(out):cap(out)])
 		out = out[:len(out)+m]
@@ -174,29 +206,18 @@ func (c *chunkedIn) takeInHand() bool {
 			break
 		}
 		if err != nil {
-			chunkSnaps.Put(snap)
-			if err == io.ErrUnexpectedEOF {
-				return false // (the copy ends where the buffer does)
-			}
-			c.err = err
-			return true
+			return nil, nil, 0, err
 		}
 	}
-	hdr, err := readTrailerSection(snap.br, "the caller's", laneBufSize)
-	if err != nil {
-		chunkSnaps.Put(snap)
-		return false
+	if hdr, err = readTrailerSection(s.br, "the caller's", callerTrailerMax); err != nil {
+		return nil, nil, 0, io.ErrUnexpectedEOF
 	}
-	mergeTrailer(&c.trailer, hdr)
-	c.br.Discard(n - snap.src.Len() - snap.br.Buffered())
-	c.ready, c.inHand, c.snap = out, true, snap
-	if len(out) == 0 {
-		c.err = io.EOF
-		chunkSnaps.Put(snap)
-		c.snap, c.ready = nil, nil
-	}
-	return true
+	return out, hdr, len(buf) - s.src.Len() - s.br.Buffered(), nil
 }
+
+// callerTrailerMax bounds a caller's trailer section as net/http's server
+// bounds it: by its 4 KiB read buffer ("suspiciously long trailer").
+const callerTrailerMax = 4 << 10
 
 // chunkRoom is the room moveChunks keeps before a chunk's data for its
 // size line: four hex digits and CRLF, for chunks under 64 KiB.

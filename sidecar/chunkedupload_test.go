@@ -7,9 +7,11 @@ import (
 	"hash/crc32"
 	"io"
 	"math/rand/v2"
+	"net"
 	"net/http"
 	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -156,5 +158,105 @@ func TestChunkedUploadFramedWrongNeverWhole(t *testing.T) {
 				t.Fatalf("status %d, want 400", res.StatusCode)
 			}
 		})
+	}
+}
+
+// takeInHand's snapshots come from a pool: one goroutine's decode must not
+// touch a snapshot another took since (go test -race reports it, and a
+// snapshot reset under another's decode loses its bytes, or the bytes
+// behind its body). Each decode here must leave the pipelined request
+// behind its body in its own reader.
+func TestTakeInHandSnapshotsDoNotMix(t *testing.T) {
+	const pipelined = "GET /next HTTP/1.1\r\nHost: x\r\n\r\n"
+	var wg sync.WaitGroup
+	errs := make(chan string, 8)
+	for range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range 5000 {
+				for _, wire := range []string{"0\r\n\r\n" + pipelined, "5\r\nhello\r\n0\r\n\r\n" + pipelined, "5\r\nhel\r\n\r\n"} {
+					br := bufio.NewReaderSize(strings.NewReader(wire), laneBufSize)
+					br.Peek(len(wire))
+					c := &chunkedIn{br: br, trailer: http.Header{}}
+					if !c.takeInHand() || c.err != nil && c.err != io.EOF {
+						if strings.HasSuffix(wire, pipelined) {
+							errs <- fmt.Sprintf("%q: not taken whole (%v)", wire, c.err)
+							return
+						}
+						continue
+					}
+					if rest, _ := io.ReadAll(br); string(rest) != pipelined {
+						errs <- fmt.Sprintf("%q: %q left behind the body, want the pipelined request", wire, rest)
+						return
+					}
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for e := range errs {
+		t.Error(e)
+	}
+}
+
+// A caller's trailer section is bounded as net/http's server bounds it
+// (its 4 KiB reader): one beyond that fails the body (a 400, nothing whole
+// upstream), at hand or as it comes; one within it goes upstream.
+func TestChunkedUploadTrailerBoundedAsNetHTTP(t *testing.T) {
+	section := func(n int) string { return "5\r\nhello\r\n0\r\nX-Big: " + strings.Repeat("b", n) + "\r\n\r\n" }
+	// net/http's own verdict on the long one.
+	readErr := make(chan error, 1)
+	c0 := dialServer(t, netHTTPServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, err := io.ReadAll(r.Body)
+		readErr <- err
+	}), 5*time.Second, 64<<10))
+	const head = "POST /u HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+	io.WriteString(c0, head+section(5000))
+	if err := recv(t, readErr, 5*time.Second, "net/http's read"); err == nil {
+		t.Fatal("net/http took a 5000-byte trailer section (the test's premise is wrong)")
+	}
+
+	up, heads, _ := chunkedUpstream(t)
+	_, url := outboundTo(t, "", up.addr())
+	for _, atHand := range []bool{true, false} {
+		c := dialRaw(t, url)
+		if atHand {
+			io.WriteString(c, head+section(5000))
+		} else {
+			io.WriteString(c, head+"3\r\nabc\r\n")
+			recv(t, heads, 5*time.Second, "the upstream to have the head")
+			io.WriteString(c, section(5000))
+		}
+		if res := readRawResponse(t, c); res.StatusCode != http.StatusBadRequest {
+			t.Fatalf("at hand %v: status %d for a trailer section net/http refuses, want 400", atHand, res.StatusCode)
+		}
+	}
+	c := dialRaw(t, url)
+	io.WriteString(c, head+section(3900))
+	recv(t, heads, 5*time.Second, "the upstream to have the head")
+	readAnswers(t, c, bufio.NewReader(c), chunkedAnswer("hello", "X-Big="+strings.Repeat("b", 3900)))
+}
+
+// A body framed wrongly at hand ends the exchange before any byte of the
+// request goes upstream, even behind a head longer than the upstream
+// writer's buffer.
+func TestChunkedUploadFramedWrongAtHandSendsNothing(t *testing.T) {
+	got := make(chan int64, 4)
+	up := startRawServer(t, func(c net.Conn) {
+		n, _ := io.Copy(io.Discard, c)
+		got <- n
+	})
+	_, url := outboundTo(t, "", up.addr())
+	for _, extra := range []string{"", "X-Big: " + strings.Repeat("h", 5000) + "\r\n"} {
+		c := dialRaw(t, url)
+		io.WriteString(c, "POST /u HTTP/1.1\r\nHost: x\r\n"+extra+"Transfer-Encoding: chunked\r\n\r\n5z\r\nhello\r\n0\r\n\r\n")
+		if res := readRawResponse(t, c); res.StatusCode != http.StatusBadRequest {
+			t.Fatalf("status %d, want 400", res.StatusCode)
+		}
+		if n := recv(t, got, 5*time.Second, "the upstream connection's end"); n != 0 {
+			t.Fatalf("head of %d bytes more: the upstream got %d bytes", len(extra), n)
+		}
 	}
 }

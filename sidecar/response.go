@@ -254,8 +254,9 @@ func (b *lengthBody) Close() error { return nil }
 // chunkedRead counts chunked response bodies parseResponse read.
 var chunkedRead atomic.Int64
 
-// chunkedOnly is the TransferEncoding of a chunked response, shared by all
-// of them: read-only (ferry only ever replaces a response's slice).
+// chunkedOnly is the TransferEncoding of a chunked response or lane
+// request, shared by all of them: read-only (ferry only ever replaces
+// their slice).
 var chunkedOnly = []string{"chunked"}
 
 // chunkedBody is a chunked response body read from br: its chunks through

@@ -460,9 +460,6 @@ func (f *fastH1) RoundTrip(out *http.Request) (*http.Response, error) {
 // next request's head; net/http's Transport keeps such a connection when
 // the body's write ends within 50 ms of the answer).
 func (f *fastH1) exchangeUpload(c *h1Conn, out *http.Request, fwd forwarded, body *requestBody) (res *http.Response, fresh bool, sent <-chan error, early bool, err error) {
-	if err := writeHead(c.bw, out, fwd); err != nil {
-		return nil, false, nil, false, err
-	}
 	expect := out.Header["Expect"] != nil
 	sock := body.rc.(*socketBody)
 	chunks := sock.chunks
@@ -470,13 +467,15 @@ func (f *fastH1) exchangeUpload(c *h1Conn, out *http.Request, fwd forwarded, bod
 		// What of the body came with the head goes with it, in one
 		// write (a write to a loopback upstream runs the upstream's TCP
 		// input: about as costly as the copy of a few pages): a chunked
-		// body only when it is at hand whole.
+		// body only when it is at hand whole, or framed wrongly, which
+		// ends the exchange before any of the head went (even one
+		// longer than the writer's buffer: every write is deferred).
 		c.raw.deferWrites(true)
-		var err error
-		if chunks != nil {
+		err := writeHead(c.bw, out, fwd)
+		if err == nil && chunks != nil {
 			chunkedInHand.Add(1)
 			err = body.moveChunks(c.bw)
-		} else {
+		} else if err == nil {
 			err = body.sendBuffered(c.bw)
 		}
 		if err == nil {
@@ -491,8 +490,14 @@ func (f *fastH1) exchangeUpload(c *h1Conn, out *http.Request, fwd forwarded, bod
 		if err != nil {
 			return nil, false, nil, false, err
 		}
-	} else if err := c.bw.Flush(); err != nil {
-		return nil, false, nil, false, err
+	} else {
+		err := writeHead(c.bw, out, fwd)
+		if err == nil {
+			err = c.bw.Flush()
+		}
+		if err != nil {
+			return nil, false, nil, false, err
+		}
 	}
 	if chunks != nil {
 		chunkedUp.Add(1)
