@@ -162,39 +162,31 @@ func writeReport(cfg *config, r *results) error {
 		}
 	}
 
-	// Small uploads.
-	if len(r.Uploads) > 0 {
-		p("\n## Small uploads: %s POST bodies (answered with the byte count read), wrk -t%d -c%d, %s per run, %d rounds\n\n", humanBytes(cfg.smallSize), cfg.wrkThreads, cfg.uploadConns, cfg.wrkDuration, cfg.wrkRounds)
-		p("A body that comes with its head, as most API calls send it. CPU per request as for the small requests.\n\n")
+	// Small uploads, sent with a Content-Length and chunked.
+	postsTable := func(runs map[string][]wrkRun, skip []string, title, intro string) {
+		p("\n## %s, wrk -t%d -c%d, %s per run, %d rounds\n\n", title, cfg.wrkThreads, cfg.uploadConns, cfg.wrkDuration, cfg.wrkRounds)
+		p("%s CPU per request as for the small requests.\n\n", intro)
 		p("| proxy | req/s | × ferry | p50 (ms) | p99 (ms) | proxy CPU per request (µs) | user / kernel (µs) | non-2xx + socket errors (all rounds) |\n|---|--:|--:|--:|--:|--:|--:|--:|\n")
-		um := func(n string, f func(wrkRun) float64) float64 { return medOf(r.Uploads[n], f) }
+		m := func(n string, f func(wrkRun) float64) float64 { return medOf(runs[n], f) }
 		for _, n := range r.Order {
-			if len(r.Uploads[n]) == 0 {
+			if slices.Contains(skip, n) {
+				continue
+			}
+			if len(runs[n]) == 0 {
 				p("| %s | failed | | | | | | |\n", n)
 				continue
 			}
-			p("| %s | %.0f | %s | %s | %s | %.1f | %.1f / %.1f | %s |\n", n, um(n, rps), ratio(um(n, rps), um(ferry, rps)),
-				ms(um(n, p50)), ms(um(n, p99)), um(n, cpr), um(n, upr), um(n, spr), errCell(r.Uploads[n]))
+			p("| %s | %.0f | %s | %s | %s | %.1f | %.1f / %.1f | %s |\n", n, m(n, rps), ratio(m(n, rps), m(ferry, rps)),
+				ms(m(n, p50)), ms(m(n, p99)), m(n, cpr), m(n, upr), m(n, spr), errCell(runs[n]))
 		}
 	}
-
-	// Small chunked uploads.
+	if len(r.Uploads) > 0 {
+		postsTable(r.Uploads, nil, fmt.Sprintf("Small uploads: %s POST bodies (answered with the byte count read)", humanBytes(cfg.smallSize)),
+			"A body that comes with its head, as most API calls send it.")
+	}
 	if len(r.Chunked) > 0 {
-		p("\n## Small chunked uploads: %s POST bodies sent chunked (one chunk and the last, with the head), wrk -t%d -c%d, %s per run, %d rounds\n\n", humanBytes(cfg.smallSize), cfg.wrkThreads, cfg.uploadConns, cfg.wrkDuration, cfg.wrkRounds)
-		p("A body of a length the client did not know in advance (a stream, `curl -T -`). The floors frame by Content-Length alone and are not measured. CPU per request as for the small requests.\n\n")
-		p("| proxy | req/s | × ferry | p50 (ms) | p99 (ms) | proxy CPU per request (µs) | user / kernel (µs) | non-2xx + socket errors (all rounds) |\n|---|--:|--:|--:|--:|--:|--:|--:|\n")
-		cm := func(n string, f func(wrkRun) float64) float64 { return medOf(r.Chunked[n], f) }
-		for _, n := range r.Order {
-			if n == pFloor || n == pEpoll {
-				continue
-			}
-			if len(r.Chunked[n]) == 0 {
-				p("| %s | failed | | | | | | |\n", n)
-				continue
-			}
-			p("| %s | %.0f | %s | %s | %s | %.1f | %.1f / %.1f | %s |\n", n, cm(n, rps), ratio(cm(n, rps), cm(ferry, rps)),
-				ms(cm(n, p50)), ms(cm(n, p99)), cm(n, cpr), cm(n, upr), cm(n, spr), errCell(r.Chunked[n]))
-		}
+		postsTable(r.Chunked, []string{pFloor, pEpoll}, fmt.Sprintf("Small chunked uploads: %s POST bodies sent chunked (one chunk and the last, with the head)", humanBytes(cfg.smallSize)),
+			"A body of a length the client did not know in advance (a stream, `curl -T -`). The floors frame by Content-Length alone and are not measured.")
 	}
 
 	// Latency.

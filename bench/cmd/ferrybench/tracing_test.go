@@ -50,15 +50,7 @@ func TestTracingCountsOTLPTail(t *testing.T) {
 // The uploads phase drives each proxy with wrk running a POST script of
 // --small-size bodies at --upload-conns connections, round after round.
 func TestUploadsPhasePostsSmallBodies(t *testing.T) {
-	dir := t.TempDir()
-	wrk := filepath.Join(dir, "wrk")
-	seen := filepath.Join(dir, "seen")
-	// The fake wrk notes its arguments and the script -s names.
-	script := "#!/bin/sh\necho \"$@\" >> " + seen + "\nwhile [ $# -gt 0 ]; do [ \"$1\" = -s ] && cat \"$2\" >> " + seen + "; shift; done\ncat <<'X'\n" + wrkSample + "X\n"
-	if err := os.WriteFile(wrk, []byte(script), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	self := &proc{name: "self", addr: "127.0.0.1:1", cmd: &exec.Cmd{Process: &os.Process{Pid: os.Getpid()}}}
+	wrk, seen, self := fakeWrk(t)
 	f := &fleet{order: []string{pFerry, pNginx}, proxies: map[string]*proc{pFerry: self, pNginx: self}}
 	cfg := &config{wrkBin: wrk, wrkRounds: 2, uploadConns: 32, wrkDuration: time.Second, wrkThreads: 2, smallSize: 1024}
 	r := &results{Uploads: map[string][]wrkRun{}, Failures: map[string][]string{}}
@@ -83,18 +75,25 @@ func TestUploadsPhasePostsSmallBodies(t *testing.T) {
 	}
 }
 
-// The chunked phase sends the same bodies chunked, with their heads in one
-// request string, to every proxy but the floors (which frame by
-// Content-Length alone).
-func TestChunkedPhaseSkipsTheFloors(t *testing.T) {
+// fakeWrk writes a wrk that notes its arguments and the script -s names in
+// the file seen, and prints wrkSample; self is a proc of this process to
+// measure against.
+func fakeWrk(t *testing.T) (wrk, seen string, self *proc) {
 	dir := t.TempDir()
-	wrk := filepath.Join(dir, "wrk")
-	seen := filepath.Join(dir, "seen")
+	wrk = filepath.Join(dir, "wrk")
+	seen = filepath.Join(dir, "seen")
 	script := "#!/bin/sh\necho \"$@\" >> " + seen + "\nwhile [ $# -gt 0 ]; do [ \"$1\" = -s ] && cat \"$2\" >> " + seen + "; shift; done\ncat <<'X'\n" + wrkSample + "X\n"
 	if err := os.WriteFile(wrk, []byte(script), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	self := &proc{name: "self", addr: "127.0.0.1:1", cmd: &exec.Cmd{Process: &os.Process{Pid: os.Getpid()}}}
+	return wrk, seen, &proc{name: "self", addr: "127.0.0.1:1", cmd: &exec.Cmd{Process: &os.Process{Pid: os.Getpid()}}}
+}
+
+// The chunked phase sends the same bodies chunked, with their heads in one
+// request string, to every proxy but the floors (which frame by
+// Content-Length alone).
+func TestChunkedPhaseSkipsTheFloors(t *testing.T) {
+	wrk, seen, self := fakeWrk(t)
 	f := &fleet{order: []string{pFerry, pFloor, pEpoll, pNginx}, proxies: map[string]*proc{pFerry: self, pFloor: self, pEpoll: self, pNginx: self}}
 	cfg := &config{wrkBin: wrk, wrkRounds: 2, uploadConns: 32, wrkDuration: time.Second, wrkThreads: 2, smallSize: 1024}
 	r := &results{Chunked: map[string][]wrkRun{}, Failures: map[string][]string{}}
