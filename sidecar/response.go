@@ -313,9 +313,12 @@ func readTrailerSection(br *bufio.Reader, whose string, max int) (textproto.MIME
 }
 
 // mergeTrailer merges the fields of a trailer section into *dst, as
-// net/http's body reader does, whether they were announced or not.
+// net/http's body reader does, whether they were announced or not. A
+// section that held no fields but did not end at once (a bare LF, which
+// net/http's reader takes for the empty line) still leaves an empty map,
+// as net/http's does.
 func mergeTrailer(dst *http.Header, hdr textproto.MIMEHeader) {
-	if len(hdr) == 0 {
+	if hdr == nil {
 		return
 	}
 	if *dst == nil {
