@@ -549,7 +549,8 @@ func TestFaultStalledCallerCutByTimeouts(t *testing.T) {
 		callers := []struct{ name, head string }{
 			{"lane-length", "GET /length HTTP/1.1\r\nHost: x\r\n\r\n"},
 			{"lane-chunked", "GET /chunked HTTP/1.1\r\nHost: x\r\n\r\n"},
-			{"net/http", "GET /length HTTP/1.0\r\nHost: x\r\n\r\n"},
+			{"lane-http1.0-close-delimited", "GET /chunked HTTP/1.0\r\nHost: x\r\n\r\n"},
+			{"net/http", "GET /length HTTP/1.0\r\n\r\n"}, // no Host: handed over
 			{"h2c", ""},
 		}
 		for _, caller := range callers {

@@ -37,9 +37,11 @@ import (
 //
 // Anything else hands the connection over, with the bytes read so far, to
 // net/http's server, which then serves it to the end as before: HTTP/2
-// (the h2c preface), upgrades, Expect, announced trailers, codings other
-// than chunked alone, both framings at once or unusual framing,
-// HTTP/1.0, heads larger than the lane's buffer or limits.max_header_bytes,
+// (the h2c preface), upgrades, Expect (but 100-continue for an upstream
+// ferry's client serves), announced trailers, codings other than chunked
+// alone, both framings at once or unusual framing, HTTP/1.0 with either,
+// or without a Host, heads larger than the lane's buffer or
+// limits.max_header_bytes,
 // and every malformed input, so each refusal keeps net/http's exact answer
 // (and is reported as a request: refusals.go). The lane never answers a
 // request it did not fully understand.
@@ -1103,7 +1105,7 @@ func (l *lane) serveOne(lc *laneConn, br *bufio.Reader, bw *bufio.Writer, lh *la
 	le.headMono = monoOf(le.headAt)
 	req.RemoteAddr = lc.remote
 	w := &lh.w
-	*w = connWriter{conn: lc.c, tc: lc.tc, bw: bw, head: req.Method == http.MethodHead, keepAlive: !req.Close && !l.closing.Load(), lane: l, answered: &lc.answered}
+	*w = connWriter{conn: lc.c, tc: lc.tc, bw: bw, head: req.Method == http.MethodHead, keepAlive: !req.Close && !l.closing.Load(), lane: l, answered: &lc.answered, http10: req.ProtoMinor == 0}
 	if req.ContentLength != 0 {
 		sb := &socketBody{bufs: []*bufio.Reader{br}, conn: lc.c, tc: lc.tc, raw: lc.raw}
 		sb.expect.Store(le.expect)
@@ -1293,6 +1295,9 @@ func (le *laneExchange) fire() {
 		tc.Close()
 	}
 	if w := le.writer.Swap(nil); w != nil {
+		if w.http10 && w.tc != nil {
+			_ = w.tc.SetLinger(0) // as resetCaller: see cutOnCancel
+		}
 		w.conn.SetWriteDeadline(time.Unix(1, 0))
 	}
 	if b := le.upload.Swap(nil); b != nil {
@@ -1529,7 +1534,8 @@ func isTimeoutErr(err error) bool {
 }
 
 // parseHead parses a request head of the plainest kind, or returns nil:
-// "METHOD /origin-form HTTP/1.1", CRLF line ends, header names of token
+// "METHOD /origin-form HTTP/1.1" (or HTTP/1.0, with neither
+// Transfer-Encoding nor Expect), CRLF line ends, header names of token
 // characters, values of visible ASCII, space and tab, one Host, at most one
 // Content-Length of plain digits, and none of the fields that change how
 // the message is framed or what the connection becomes (Transfer-Encoding,
@@ -1555,7 +1561,15 @@ func parseHead(head []byte, ctx context.Context, dst *laneHead) *http.Request {
 		}
 	}
 	uri, proto, ok := strings.Cut(line[sp1+1:], " ")
-	if !ok || proto != "HTTP/1.1" || len(uri) == 0 || uri[0] != '/' {
+	if !ok || len(uri) == 0 || uri[0] != '/' {
+		return nil
+	}
+	minor := 1
+	switch proto {
+	case "HTTP/1.1":
+	case "HTTP/1.0":
+		minor = 0
+	default:
 		return nil
 	}
 	for i := 0; i < len(uri); i++ {
@@ -1584,9 +1598,9 @@ func parseHead(head []byte, ctx context.Context, dst *laneHead) *http.Request {
 	}
 	dst.req = dst.blank
 	r := &dst.req
-	r.Method, r.URL, r.Proto, r.ProtoMajor, r.ProtoMinor, r.RequestURI = m, u, "HTTP/1.1", 1, 1, uri
+	r.Method, r.URL, r.Proto, r.ProtoMajor, r.ProtoMinor, r.RequestURI = m, u, proto, 1, minor, uri
 	hosts, lengths, chunks, expects := 0, 0, 0, 0
-	pragma := false
+	pragma, keepAlive := false, false
 	le := &dst.ctx.le
 	r.Header = parseFields(rest, dst.hdr, dst.vals[:0], func(key, v string) (keep, ok bool) {
 		switch key {
@@ -1622,6 +1636,9 @@ func parseHead(head []byte, ctx context.Context, dst *laneHead) *http.Request {
 			if hasToken([]string{v}, "close") {
 				r.Close = true
 			}
+			if minor == 0 && hasToken([]string{v}, "keep-alive") {
+				keepAlive = true
+			}
 		case "User-Agent":
 			le.userAgent = true
 		case "X-Forwarded-For":
@@ -1643,6 +1660,18 @@ func parseHead(head []byte, ctx context.Context, dst *laneHead) *http.Request {
 		// (A head with both framings is net/http's to answer, and its
 		// connection's to close: see framingScan.)
 		return nil
+	}
+	if minor == 0 {
+		// An HTTP/1.0 connection closes after the response unless the
+		// caller asked to keep it, as net/http's server has it. Transfer-
+		// Encoding (which net/http's server ignores in HTTP/1.0, and RFC
+		// 9112 section 6.1 has a server read as faulty framing: see
+		// framingScan) and Expect (which HTTP/1.0 does not know) are its
+		// to judge.
+		if chunks+expects > 0 {
+			return nil
+		}
+		r.Close = r.Close || !keepAlive
 	}
 	if chunks == 1 {
 		r.TransferEncoding, r.ContentLength = chunkedOnly, -1

@@ -18,6 +18,7 @@ import (
 	"path"
 	"reflect"
 	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -26,9 +27,10 @@ import (
 	"time"
 )
 
-// Plain HTTP/1.1 requests are served by the lane; HTTP/2, upgrades,
-// Expect, chunked bodies, HTTP/1.0 and heads it does not judge go to
-// net/http, and both answer.
+// Plain HTTP/1.1 and HTTP/1.0 requests are served by the lane; HTTP/2,
+// upgrades, Expect but 100-continue with a body, announced trailers,
+// HTTP/1.0 with framing of its own or no Host, and heads it does not
+// judge go to net/http, and both answer.
 func TestLaneServesPlainHandsOverTheRest(t *testing.T) {
 	up := origin(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		n, _ := io.Copy(io.Discard, r.Body)
@@ -49,7 +51,11 @@ func TestLaneServesPlainHandsOverTheRest(t *testing.T) {
 		{"expect, no body", "GET /a HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n\r\n", false, "GET HTTP/1.1 0"},
 		{"expect, twice", "POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nExpect: 100-continue\r\nExpect: 100-continue\r\n\r\nabc", false, "POST HTTP/1.1 3"},
 		{"absolute form", "POST http://x/a HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc", false, "POST HTTP/1.1 3"},
-		{"http/1.0", "GET /a HTTP/1.0\r\nHost: x\r\n\r\n", false, "GET HTTP/1.1 0"},
+		{"http/1.0", "GET /a HTTP/1.0\r\nHost: x\r\n\r\n", true, "GET HTTP/1.1 0"},
+		{"http/1.0 post", "POST /a HTTP/1.0\r\nHost: x\r\nConnection: keep-alive\r\nContent-Length: 3\r\n\r\nabc", true, "POST HTTP/1.1 3"},
+		{"http/1.0, no host", "GET /a HTTP/1.0\r\n\r\n", false, "GET HTTP/1.1 0"},
+		{"http/1.0, expect", "POST /a HTTP/1.0\r\nHost: x\r\nContent-Length: 3\r\nExpect: 100-continue\r\n\r\nabc", false, "POST HTTP/1.1 3"},
+		{"http/1.0, transfer-encoding", "POST /a HTTP/1.0\r\nHost: x\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\nabc", false, "POST HTTP/1.1 3"},
 		{"bare LF", "GET /a HTTP/1.1\nHost: x\n\n", false, "GET HTTP/1.1 0"},
 		{"obs-fold", "GET /a HTTP/1.1\r\nHost: x\r\nX-A: 1\r\n 2\r\n\r\n", false, "GET HTTP/1.1 0"},
 		{"bad header name", "GET /a HTTP/1.1\r\nHost: x\r\nX A: 1\r\n\r\n", false, ""},
@@ -431,13 +437,17 @@ func TestLaneParseHead(t *testing.T) {
 		{"GET /p?q=1 HTTP/1.1\r\nHost: a:80\r\nX-A: b c\r\n\r\n", true},
 		{"GET / HTTP/1.1\r\nHost: [::1]:80\r\n\r\n", true},
 		{"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\n\r\n", true},
-		{"GET / HTTP/1.1\r\n\r\n", false},                                     // no Host
-		{"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", false},               // two
-		{"GET / HTTP/1.1\r\nHost: a b\r\n\r\n", false},                        // odd host
-		{"GET http://a/ HTTP/1.1\r\nHost: a\r\n\r\n", false},                  // absolute-form
-		{"GET * HTTP/1.1\r\nHost: a\r\n\r\n", false},                          // asterisk
-		{"get / HTTP/1.1\r\nHost: a\r\n\r\n", false},                          // lower-case method
-		{"GET / HTTP/1.0\r\nHost: a\r\n\r\n", false},                          // version
+		{"GET / HTTP/1.1\r\n\r\n", false},                       // no Host
+		{"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", false}, // two
+		{"GET / HTTP/1.1\r\nHost: a b\r\n\r\n", false},          // odd host
+		{"GET http://a/ HTTP/1.1\r\nHost: a\r\n\r\n", false},    // absolute-form
+		{"GET * HTTP/1.1\r\nHost: a\r\n\r\n", false},            // asterisk
+		{"get / HTTP/1.1\r\nHost: a\r\n\r\n", false},            // lower-case method
+		{"GET / HTTP/1.0\r\nHost: a\r\n\r\n", true},
+		{"GET / HTTP/1.2\r\nHost: a\r\n\r\n", false}, // version
+		{"GET / HTTP/1.0\r\n\r\n", false},            // no Host
+		{"POST / HTTP/1.0\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n", false},
+		{"POST / HTTP/1.0\r\nHost: a\r\nContent-Length: 1\r\nExpect: 100-continue\r\n\r\n", false},
 		{"PRI * HTTP/2.0\r\n\r\n", false},                                     // h2 preface
 		{"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 01\r\n\r\n", false},   // leading zero
 		{"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: +1\r\n\r\n", false},   // sign
@@ -499,6 +509,9 @@ func FuzzLaneHead(f *testing.F) {
 		"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n",
 		"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding:  Chunked \r\nContent-Length: 3\r\n\r\n",
 		"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nExpect: 100-continue\r\n\r\n",
+		"GET / HTTP/1.0\r\nHost: a\r\nConnection: keep-alive\r\n\r\n",
+		"GET / HTTP/1.0\r\nHost: a\r\nConnection: Keep-Alive\r\nConnection: close\r\n\r\n",
+		"POST / HTTP/1.0\r\nHost: a\r\nContent-Length: 3\r\n\r\n",
 	} {
 		f.Add([]byte(s))
 	}
@@ -525,6 +538,7 @@ func FuzzLaneHead(f *testing.F) {
 			t.Fatalf("the lane accepted %q; net/http refuses it: %v", head, err)
 		}
 		if mine.Method != ref.Method || *mine.URL != *ref.URL || mine.RequestURI != ref.RequestURI ||
+			mine.Proto != ref.Proto || mine.ProtoMajor != ref.ProtoMajor || mine.ProtoMinor != ref.ProtoMinor ||
 			mine.Host != ref.Host || mine.ContentLength != ref.ContentLength || mine.Close != ref.Close ||
 			!reflect.DeepEqual(mine.Header, ref.Header) || !reflect.DeepEqual(mine.TransferEncoding, ref.TransferEncoding) {
 			t.Fatalf("%q read differently:\nlane     %s %s host=%q cl=%d te=%q close=%v %v\nnet/http %s %s host=%q cl=%d te=%q close=%v %v",
@@ -1529,5 +1543,75 @@ func TestIsTimeoutErr(t *testing.T) {
 		if got := isTimeoutErr(tc.err); got != tc.want {
 			t.Errorf("isTimeoutErr(%v) = %v, want %v", tc.err, got, tc.want)
 		}
+	}
+}
+
+// An HTTP/1.0 caller is served by the lane as net/http's server serves
+// one: its connection kept only when it asked ("Connection: keep-alive")
+// and the answer's end is known, said so in the answer; an answer of no
+// Content-Length (the upstream's was chunked) goes as it is, not chunked,
+// trailers dropped, and ends with the connection.
+func TestLaneHTTP10(t *testing.T) {
+	up := origin(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		switch r.URL.Path {
+		case "/chunked":
+			w.Header().Set("Trailer", "X-T")
+			io.WriteString(w, "ab")
+			w.(http.Flusher).Flush()
+			io.WriteString(w, "cd")
+			w.Header().Set("X-T", "t")
+		default:
+			w.Header().Set("Content-Length", strconv.Itoa(len(r.URL.Path)+len(b)))
+			io.WriteString(w, r.URL.Path+string(b))
+		}
+	}))
+	_, url := outboundTo(t, "", up)
+	served, handed := laneServed.Load(), laneHanded.Load()
+
+	c := dialRaw(t, url)
+	defer c.Close()
+	ka := "Host: x\r\nConnection: keep-alive\r\n"
+	io.WriteString(c, "GET /1 HTTP/1.0\r\n"+ka+"\r\n"+
+		"POST /2 HTTP/1.0\r\n"+ka+"Content-Length: 3\r\n\r\nabc"+
+		"HEAD /3 HTTP/1.0\r\n"+ka+"\r\n"+
+		"GET /chunked HTTP/1.0\r\n"+ka+"\r\n")
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	br := bufio.NewReader(c)
+	for _, want := range []struct{ method, body string }{{"GET", "/1"}, {"POST", "/2abc"}, {"HEAD", ""}} {
+		res, err := http.ReadResponse(br, &http.Request{Method: want.method})
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(res.Body)
+		if string(b) != want.body || res.Header.Get("Connection") != "keep-alive" || res.Close {
+			t.Fatalf("%s: %q, Connection %q; want %q, kept", want.method, b, res.Header.Get("Connection"), want.body)
+		}
+	}
+	rest, err := io.ReadAll(br)
+	if err != nil {
+		t.Fatalf("the close-delimited answer ended with %v, not the connection's clean end", err)
+	}
+	head, body, _ := strings.Cut(string(rest), "\r\n\r\n")
+	if !strings.HasPrefix(head, "HTTP/1.1 200 OK\r\n") || body != "abcd" ||
+		strings.Contains(strings.ToLower(head), "transfer-encoding") || strings.Contains(head, "Content-Length") ||
+		!strings.Contains(head, "Connection: close") {
+		t.Fatalf("an answer of no length to an HTTP/1.0 caller: %q; want the body as it is, then the end", rest)
+	}
+
+	// Without keep-alive the connection ends after the answer.
+	c2 := dialRaw(t, url)
+	defer c2.Close()
+	io.WriteString(c2, "GET /4 HTTP/1.0\r\nHost: x\r\n\r\n")
+	c2.SetReadDeadline(time.Now().Add(10 * time.Second))
+	all, err := io.ReadAll(c2)
+	if err != nil || !strings.HasSuffix(string(all), "\r\n\r\n/4") || !strings.Contains(string(all), "Connection: close\r\n") {
+		t.Fatalf("got %q (%v); want the answer saying Connection: close, then the end", all, err)
+	}
+	if got := laneServed.Load() - served; got != 5 {
+		t.Fatalf("the lane served %d requests, want 5", got)
+	}
+	if got := laneHanded.Load() - handed; got != 0 {
+		t.Fatalf("the lane handed %d connections over, want none", got)
 	}
 }

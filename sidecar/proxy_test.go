@@ -953,12 +953,16 @@ func TestInformationalDropsHopByHop(t *testing.T) {
 // takes it for gone; it must not then answer with a fabricated
 // "200 OK, Content-Length: 0" as though the exchange had succeeded.
 func TestHalfClosedCallerGetsNoFakeSuccess(t *testing.T) {
-	for _, proto := range []string{"HTTP/1.1", "HTTP/1.0"} { // the lane; net/http (handed over)
-		t.Run(proto, func(t *testing.T) { halfClosedCaller(t, proto) })
+	for _, tc := range []struct{ name, head string }{
+		{"lane/HTTP/1.1", "GET /slow HTTP/1.1\r\nHost: x\r\n\r\n"},
+		{"lane/HTTP/1.0", "GET /slow HTTP/1.0\r\nHost: x\r\n\r\n"},
+		{"net/http/HTTP/1.0", "GET /slow HTTP/1.0\r\n\r\n"}, // no Host: handed over
+	} {
+		t.Run(tc.name, func(t *testing.T) { halfClosedCaller(t, tc.head) })
 	}
 }
 
-func halfClosedCaller(t *testing.T, proto string) {
+func halfClosedCaller(t *testing.T, head string) {
 	release := make(chan struct{})
 	t.Cleanup(func() { close(release) })
 	up := origin(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -971,7 +975,7 @@ func halfClosedCaller(t *testing.T, proto string) {
 	}))
 	_, url := outboundTo(t, "", up)
 	c := dialRaw(t, url)
-	io.WriteString(c, "GET /slow "+proto+"\r\nHost: x\r\n\r\n")
+	io.WriteString(c, head)
 	c.(*net.TCPConn).CloseWrite()
 	c.SetReadDeadline(time.Now().Add(5 * time.Second))
 	got, _ := io.ReadAll(c)

@@ -383,6 +383,13 @@ func peerGone(c *net.TCPConn) bool {
 // interim 1xx responses as they come; no body for HEAD, 204 and 304; a Date.
 // With keepAlive false, or when the handler says "Connection: close", the
 // response says "Connection: close".
+//
+// To an HTTP/1.0 caller (http10, a lane's) it says "Connection:
+// keep-alive" when the connection is kept (the caller asked, and the
+// body's end is known), sends no interim responses (RFC 9110 section
+// 15.2), and a body of no Content-Length goes as it is, not chunked, its
+// end the connection's (untilClose), its trailers dropped; the status
+// line says HTTP/1.1, the version ferry speaks (RFC 9110 section 6.2).
 type connWriter struct {
 	conn      net.Conn
 	tc        *net.TCPConn // nil when not a plain socket
@@ -393,13 +400,16 @@ type connWriter struct {
 	keepAlive bool        // the connection may carry another request after this one
 	lane      *lane       // the lane serving the connection; nil when taken over
 
-	wrote   bool
-	noBody  bool
-	chunked bool
-	left    int64 // Content-Length still owed; -1 when chunked or none
-	excess  bool  // the handler wrote past its Content-Length (not sent)
-	err     error // the first write error: the caller is gone
-	ended   atomic.Bool
+	http10 bool // the caller spoke HTTP/1.0
+
+	wrote      bool
+	noBody     bool
+	chunked    bool
+	untilClose bool  // the body goes as it is, ended by the connection's end (http10)
+	left       int64 // Content-Length still owed; -1 when chunked or none
+	excess     bool  // the handler wrote past its Content-Length (not sent)
+	err        error // the first write error: the caller is gone
+	ended      atomic.Bool
 	// answered is set once the response went out whole (see whole), and
 	// then onWhole runs (when not nil: on a taken-over connection).
 	answered *atomic.Bool
@@ -458,6 +468,9 @@ func (w *connWriter) WriteHeader(code int) {
 		panic(fmt.Sprintf("invalid WriteHeader code %v", code))
 	}
 	if code >= 100 && code < 200 && code != http.StatusSwitchingProtocols {
+		if w.http10 {
+			return // such a caller would take it for the response
+		}
 		w.writeHead(code, w.h, nil)
 		w.flush()
 		return
@@ -485,12 +498,19 @@ func (w *connWriter) WriteHeader(code int) {
 		w.keepAlive = false
 	}
 	var extra []string
-	if !w.noBody && w.left < 0 {
+	switch {
+	case w.noBody || w.left >= 0:
+	case w.http10:
+		w.untilClose, w.keepAlive = true, false
+	default:
 		w.chunked = true
 		extra = append(extra, "Transfer-Encoding: chunked")
 	}
-	if !w.keepAlive {
+	switch {
+	case !w.keepAlive:
 		extra = append(extra, "Connection: close")
+	case w.http10:
+		extra = append(extra, "Connection: keep-alive")
 	}
 	if _, ok := h["Date"]; !ok {
 		extra = append(extra, "Date: "+httpDate())
@@ -565,8 +585,11 @@ func (w *connWriter) writeFields(code int, f *rawFields) bool {
 	// small response under callgrind.
 	b := appendStatus(w.bw.AvailableBuffer(), code)
 	b = append(b, f.lines[:len(f.lines)-2]...) // the empty line ends the head below
-	if !w.keepAlive {
+	switch {
+	case !w.keepAlive:
 		b = append(b, "Connection: close\r\n"...)
+	case w.http10:
+		b = append(b, "Connection: keep-alive\r\n"...)
 	}
 	if !f.date {
 		b = append(b, "Date: "...)
@@ -640,6 +663,13 @@ func (w *connWriter) Write(p []byte) (int, error) {
 	}
 	if len(p) == 0 {
 		return 0, nil
+	}
+	if w.untilClose {
+		n, err := w.bw.Write(p)
+		if err != nil {
+			w.fail(err)
+		}
+		return n, err
 	}
 	if w.chunked {
 		fmt.Fprintf(w.bw, "%x\r\n", len(p))
@@ -741,7 +771,7 @@ func (w *connWriter) finish() bool {
 	}
 	// A body longer than its Content-Length went out to that length only:
 	// the connection closes after it, as with net/http.
-	if w.err != nil || (!w.chunked && w.left > 0) || w.excess {
+	if w.err != nil || (!w.chunked && !w.untilClose && w.left > 0) || w.excess {
 		return false
 	}
 	if w.chunked {
